@@ -1,0 +1,383 @@
+//! `valkey-dr check`: one probe round, judged the way Nagios-style monitoring expects.
+//!
+//! The verdict per watch: OK when every path works and the record points where the agent
+//! believes it should; WARNING when one path fails while the other works, when the record
+//! drifted, or when strict applications would reject the certificate; CRITICAL when both the
+//! dns and the direct path fail. UNKNOWN (exit 3) is for when no round could run at all.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use serde_json::{Value, json};
+use valkey_dr_probes::{
+    Auth, ErrorKind, IamTokenSource, Observation, PathKind, PathResult, ProbeSpec, Prober,
+    ResolverSettings, TlsServerName, TlsSettings,
+};
+
+use crate::config::{Config, Credential, WatchConfig};
+
+/// A Nagios status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Status {
+    /// Everything works.
+    Ok,
+    /// Works, but something needs a look.
+    Warning,
+    /// The cache cannot be used.
+    Critical,
+    /// No verdict could be reached.
+    Unknown,
+}
+
+impl Status {
+    /// The Nagios exit code.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Status::Ok => 0,
+            Status::Warning => 1,
+            Status::Critical => 2,
+            Status::Unknown => 3,
+        }
+    }
+
+    /// The upper-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "OK",
+            Status::Warning => "WARNING",
+            Status::Critical => "CRITICAL",
+            Status::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// Why a round could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// `--watch` named no configured watch.
+    #[error("{0}")]
+    UnknownWatch(String),
+    /// A watch's probe settings could not be turned into a probe (CA file, credentials, ...).
+    #[error("watch {watch}: {message}")]
+    Setup {
+        /// The watch.
+        watch: String,
+        /// What failed.
+        message: String,
+    },
+    /// The resolver could not be built.
+    #[error("cannot set up the DNS resolver")]
+    Resolver(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// The verdict for one watch.
+#[derive(Debug, Clone)]
+pub struct WatchReport {
+    /// The watch name.
+    pub name: String,
+    /// The record probed.
+    pub record: String,
+    /// Its verdict.
+    pub status: Status,
+    /// The CNAME target when it is not the endpoint believed active.
+    pub drift: Option<String>,
+    /// Why the verdict is not OK, and other notes for people.
+    pub notes: Vec<String>,
+    /// The raw round.
+    pub observation: Observation,
+}
+
+/// The verdict for every watch of a round.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    /// When the round started.
+    pub checked_at: SystemTime,
+    /// One per watch, in config order.
+    pub watches: Vec<WatchReport>,
+}
+
+impl CheckReport {
+    /// The worst status of any watch.
+    pub fn status(&self) -> Status {
+        self.watches
+            .iter()
+            .map(|w| w.status)
+            .max()
+            .unwrap_or(Status::Unknown)
+    }
+}
+
+/// Builds the probes for the selected watches. Done once; the daemon reuses them every round.
+pub async fn probe_specs(
+    config: &Config,
+    only: Option<&str>,
+) -> Result<Vec<ProbeSpec>, CheckError> {
+    let watches: Vec<&WatchConfig> = match only {
+        Some(name) => vec![config.watch(name).map_err(CheckError::UnknownWatch)?],
+        None => config.watches.iter().collect(),
+    };
+    let mut specs = Vec::with_capacity(watches.len());
+    for w in watches {
+        specs.push(probe_spec(config, w).await?);
+    }
+    Ok(specs)
+}
+
+/// The probe for one watch.
+pub async fn probe_spec(config: &Config, w: &WatchConfig) -> Result<ProbeSpec, CheckError> {
+    let setup = |message: String| CheckError::Setup {
+        watch: w.name.clone(),
+        message,
+    };
+    let endpoint = w.primary.endpoint.clone().ok_or_else(|| {
+        setup(format!(
+            "watch.primary.endpoint is not set; set it to the endpoint of {} (DescribeServerlessCaches shows it)",
+            w.primary.cache_name
+        ))
+    })?;
+    let tls = if w.probe.tls {
+        let client_config = valkey_dr_probes::client_config(
+            w.probe.ca_file.as_deref(),
+            w.probe.insecure_skip_verify,
+        )
+        .map_err(|e| setup(format!("{:#}", anyhow::Error::from(e))))?;
+        Some(TlsSettings {
+            client_config,
+            server_name: w.probe.tls_server_name,
+        })
+    } else {
+        None
+    };
+    let auth = match &w.probe.credential {
+        Credential::None => Auth::None,
+        Credential::Password {
+            username, password, ..
+        } => Auth::Password {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        Credential::Iam { username } => Auth::Iam {
+            username: username.clone(),
+            tokens: Arc::new(iam_tokens(config, w, username).await),
+        },
+    };
+    Ok(ProbeSpec {
+        watch: w.name.clone(),
+        record: w.record.clone(),
+        endpoint,
+        port: w.port,
+        reader_port: w.reader_port,
+        timeout: w.probe.timeout,
+        key_prefix: w.probe.key_prefix.clone(),
+        agent_id: config.agent.id.clone(),
+        tls,
+        auth,
+    })
+}
+
+async fn iam_tokens(config: &Config, w: &WatchConfig, username: &str) -> IamTokenSource {
+    let sdk = crate::aws::sdk_config(config, &w.primary.region).await;
+    IamTokenSource::new(
+        &w.primary.cache_name,
+        username,
+        &w.primary.region,
+        crate::aws::credentials(&sdk),
+    )
+}
+
+/// One round over the selected watches, judged.
+pub async fn run(config: &Config, only: Option<&str>) -> Result<CheckReport, CheckError> {
+    let specs = probe_specs(config, only).await?;
+    let prober = Prober::new(&ResolverSettings {
+        nameservers: config.dns.nameservers.clone(),
+    })
+    .map_err(|e| CheckError::Resolver(Box::new(e)))?;
+    let checked_at = SystemTime::now();
+    let observations = prober.rounds(&specs).await;
+    let watches = specs
+        .iter()
+        .zip(observations)
+        .map(|(spec, obs)| judge(spec, obs))
+        .collect();
+    Ok(CheckReport {
+        checked_at,
+        watches,
+    })
+}
+
+/// The verdict for one observation.
+pub fn judge(spec: &ProbeSpec, observation: Observation) -> WatchReport {
+    let mut notes = Vec::new();
+    let failed = |k| observation.path(k).is_some_and(|p: &PathResult| !p.ok());
+    let dns_failed = failed(PathKind::Dns);
+    let direct_failed = failed(PathKind::Direct);
+    let mut status = match (dns_failed, direct_failed) {
+        (true, true) => {
+            notes.push("both the dns and the direct path fail".to_owned());
+            Status::Critical
+        }
+        (true, false) => {
+            notes.push("the dns path fails while the direct path works".to_owned());
+            Status::Warning
+        }
+        (false, true) => {
+            notes.push("the direct path fails while the dns path works".to_owned());
+            Status::Warning
+        }
+        (false, false) => Status::Ok,
+    };
+    if failed(PathKind::Reader) {
+        notes.push("the reader path fails".to_owned());
+        status = status.max(Status::Warning);
+    }
+    let drift = observation.drift().map(str::to_owned);
+    if let Some(target) = &drift {
+        notes.push(format!(
+            "drift: {} points at {target}, not at the active endpoint {}",
+            spec.record, spec.endpoint
+        ));
+        status = status.max(Status::Warning);
+    }
+    if let Some(dns) = observation.path(PathKind::Dns) {
+        let record = spec.record.trim_end_matches('.');
+        match (spec.tls.as_ref().map(|t| t.server_name), dns.error.as_ref()) {
+            (Some(TlsServerName::Record), Some(e)) if e.kind == ErrorKind::Tls => {
+                notes.push(format!(
+                    "the certificate does not cover the record name {record}: applications that verify against the record will fail too; use tls_server_name = \"endpoint\" here, and have applications verify the endpoint name"
+                ));
+                status = status.max(Status::Warning);
+            }
+            (Some(TlsServerName::Endpoint), None) if dns.record_name_verified == Some(false) => {
+                notes.push(format!(
+                    "the certificate does not cover the record name {record}: applications that verify hostnames strictly against the record will fail"
+                ));
+                status = status.max(Status::Warning);
+            }
+            _ => {}
+        }
+    }
+    WatchReport {
+        name: observation.watch.clone(),
+        record: spec.record.clone(),
+        status,
+        drift,
+        notes,
+        observation,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// The stable JSON form (documented in README.md).
+pub fn to_json(report: &CheckReport) -> Value {
+    let watches: Vec<Value> = report
+        .watches
+        .iter()
+        .map(|w| {
+            let paths: Vec<Value> = w
+                .observation
+                .paths
+                .iter()
+                .map(|p| {
+                    let steps: serde_json::Map<String, Value> = p
+                        .steps
+                        .iter()
+                        .map(|s| (s.step.as_str().to_owned(), json!(ms(s.duration))))
+                        .collect();
+                    json!({
+                        "path": p.path.as_str(),
+                        "ok": p.ok(),
+                        "error_kind": p.error.as_ref().map(|e| e.kind.as_str()),
+                        "error": p.error.as_ref().map(|e| e.to_string()),
+                        "latency_ms": ms(p.latency),
+                        "target": p.target,
+                        "address": p.address.map(|a| a.to_string()),
+                        "ttl_s": p.ttl.map(|t| t.as_secs()),
+                        "steps_ms": steps,
+                    })
+                })
+                .collect();
+            json!({
+                "name": w.name,
+                "status": w.status.as_str(),
+                "record": w.record,
+                "expected_target": w.observation.expected_target,
+                "drift": w.drift.is_some(),
+                "drift_target": w.drift,
+                "notes": w.notes,
+                "paths": paths,
+            })
+        })
+        .collect();
+    json!({
+        "status": report.status().as_str(),
+        "exit_code": report.status().exit_code(),
+        "checked_at": humantime::format_rfc3339_millis(report.checked_at).to_string(),
+        "watches": watches,
+    })
+}
+
+/// A compact table a person reads at a glance.
+pub fn to_text(report: &CheckReport) -> String {
+    let mut rows = vec![[
+        "WATCH".to_owned(),
+        "STATUS".to_owned(),
+        "PATH".to_owned(),
+        "RESULT".to_owned(),
+        "LATENCY".to_owned(),
+        "TTL".to_owned(),
+        "ADDRESS".to_owned(),
+        "TARGET".to_owned(),
+    ]];
+    for w in &report.watches {
+        for (i, p) in w.observation.paths.iter().enumerate() {
+            let (name, status) = if i == 0 {
+                (w.name.clone(), w.status.as_str().to_owned())
+            } else {
+                (String::new(), String::new())
+            };
+            rows.push([
+                name,
+                status,
+                p.path.as_str().to_owned(),
+                match &p.error {
+                    None => "ok".to_owned(),
+                    Some(e) => format!("{} at {}", e.kind, e.step),
+                },
+                format!("{:.1}ms", ms(p.latency)),
+                p.ttl.map(|t| format!("{}s", t.as_secs())).unwrap_or_else(|| "-".into()),
+                p.address.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                p.target.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..8)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    for w in &report.watches {
+        for p in &w.observation.paths {
+            if let Some(e) = &p.error {
+                let _ = writeln!(out, "{} {}: {}", w.name, p.path, e);
+            }
+        }
+        for note in &w.notes {
+            let _ = writeln!(out, "{}: {}", w.name, note);
+        }
+    }
+    let _ = writeln!(out, "{}", report.status().as_str());
+    out
+}

@@ -1,0 +1,1329 @@
+//! The agent's configuration: TOML read in two phases.
+//!
+//! Phase one ([`raw`]) lets serde read the text into raw structs that deny unknown keys.
+//! Phase two ([`Config::from_raw`]) turns them into typed values and checks the rules that
+//! span fields (`timeout < interval`, TTL in 30–60 s, unique watch names, ...). Every error
+//! names the key, its line and what would be valid, and all of them are reported at once so
+//! that an operator fixes a file in one pass. Loading a config never changes anything.
+//!
+//! Secrets (passwords, webhook URLs) are read from the environment or files through [`Env`],
+//! held as [`Secret`], and never printed: not by `Debug`, not by `config check`.
+
+mod locate;
+mod raw;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use valkey_dr_probes::{Secret, TlsServerName};
+
+use locate::{Locator, Seg, render};
+use raw::RawConfig;
+
+/// Where the config is read from when neither `--config` nor `VALKEY_DR_CONFIG` says.
+pub const DEFAULT_PATH: &str = "/etc/valkey-dr/agent.toml";
+
+/// The DR design's bounds for the record TTL: long enough not to hammer resolvers, short
+/// enough that applications follow a failover within a minute.
+pub const TTL_RANGE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(60));
+
+/// What the process environment offers config loading. A trait so that tests never touch the
+/// real environment (they run in parallel, and `set_var` is process-global).
+pub trait Env {
+    /// An environment variable.
+    fn var(&self, name: &str) -> Option<String>;
+    /// A file's contents (password files).
+    fn read_file(&self, path: &Path) -> std::io::Result<String>;
+    /// The host name, the default agent id.
+    fn hostname(&self) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+
+    fn hostname(&self) -> Option<String> {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+    }
+}
+
+/// Whether the agent may act on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Mode {
+    /// Notify people, never act.
+    #[serde(rename = "alert-only")]
+    AlertOnly,
+    /// Run the executor when every guard passes.
+    #[serde(rename = "auto-failover")]
+    AutoFailover,
+}
+
+/// The log encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// `[agent]`.
+    pub agent: AgentConfig,
+    /// `[aws]`.
+    pub aws: AwsConfig,
+    /// `[dns]`.
+    pub dns: DnsConfig,
+    /// `[[watch]]`, at least one.
+    #[serde(rename = "watch")]
+    pub watches: Vec<WatchConfig>,
+    /// `[[notify]]`.
+    #[serde(rename = "notify")]
+    pub notifiers: Vec<NotifyConfig>,
+    /// Settings that are valid but deserve a loud note (verification off, plaintext, ...).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentConfig {
+    /// Names this agent in probe keys, leases and alerts. Defaults to the host name.
+    pub id: String,
+    /// Alert-only or auto-failover.
+    pub mode: Mode,
+    /// Journal and policy state live here; it must survive restarts.
+    pub state_dir: PathBuf,
+    /// `/metrics`, `/healthz`, `/status`.
+    pub admin_listen: SocketAddr,
+    /// Log encoding.
+    pub log_format: LogFormat,
+}
+
+/// `[aws]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AwsConfig {
+    /// Overrides every AWS endpoint (the lab, tests). `AWS_ENDPOINT_URL_*` are honoured too.
+    pub endpoint_url: Option<String>,
+    /// A named profile for the default credential chain.
+    pub profile: Option<String>,
+}
+
+/// `[dns]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DnsConfig {
+    /// Empty: the system resolver configuration, like the applications on this host.
+    pub nameservers: Vec<SocketAddr>,
+}
+
+/// One watched cache and its DR plan: `[[watch]]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WatchConfig {
+    /// Unique; used in metrics labels, state files and alerts.
+    pub name: String,
+    /// The private-zone record applications use, fully qualified.
+    pub record: String,
+    /// The private hosted zone holding the record.
+    pub hosted_zone_id: String,
+    /// The TTL the record is written with on failover (30–60 s).
+    #[serde(serialize_with = "ser_duration")]
+    pub ttl: Duration,
+    /// The cache port.
+    pub port: u16,
+    /// The reader port, when the reader path is probed.
+    pub reader_port: Option<u16>,
+    /// The cache in service today.
+    pub primary: PrimaryConfig,
+    /// What to build in the DR region.
+    pub dr: DrConfig,
+    /// How to probe.
+    pub probe: ProbeConfig,
+    /// How the agent proves it can judge.
+    pub witness: WitnessConfig,
+    /// Thresholds and guards.
+    pub policy: PolicyConfig,
+}
+
+/// `[watch.primary]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PrimaryConfig {
+    /// The primary's region.
+    pub region: String,
+    /// The serverless cache name.
+    pub cache_name: String,
+    /// The endpoint name, if known up front.
+    pub endpoint: Option<String>,
+}
+
+/// `[watch.dr]`: the full `CreateServerlessCache` spec.
+#[derive(Debug, Clone, Serialize)]
+pub struct DrConfig {
+    /// The DR region; never the primary's.
+    pub region: String,
+    /// The name of the cache to create.
+    pub cache_name: String,
+    /// `valkey` (or `redis`).
+    pub engine: String,
+    /// The engine major version.
+    pub major_engine_version: String,
+    /// Subnets in the DR VPC.
+    pub subnet_ids: Vec<String>,
+    /// Security groups in the DR VPC.
+    pub security_group_ids: Vec<String>,
+    /// The KMS key for encryption at rest.
+    pub kms_key_id: Option<String>,
+    /// The user group (RBAC).
+    pub user_group_id: Option<String>,
+    /// Snapshots to seed the cache from.
+    pub snapshot_arns_to_restore: Vec<String>,
+    /// Days of automatic snapshots.
+    pub snapshot_retention_limit: Option<u32>,
+    /// `HH:MM` UTC.
+    pub daily_snapshot_time: Option<String>,
+    /// Usage limits.
+    pub usage_limits: Option<UsageLimits>,
+    /// Tags (the failover id is added on creation).
+    pub tags: BTreeMap<String, String>,
+    /// How long `creating` may last before the failover fails.
+    #[serde(serialize_with = "ser_duration")]
+    pub create_timeout: Duration,
+    /// Adopt an existing cache of this name (warm standby).
+    pub adopt_existing: bool,
+}
+
+/// `usage_limits`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct UsageLimits {
+    /// `DataStorage.Maximum`, GB.
+    pub data_storage_max_gb: Option<u32>,
+    /// `ECPUPerSecond.Maximum`.
+    pub ecpu_per_second_max: Option<u32>,
+}
+
+/// `[watch.probe]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProbeConfig {
+    /// Time between rounds.
+    #[serde(serialize_with = "ser_duration")]
+    pub interval: Duration,
+    /// Bound on each path of a round.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// Every probe key starts with it.
+    pub key_prefix: String,
+    /// TLS on (Serverless accepts TLS only).
+    pub tls: bool,
+    /// Extra roots.
+    pub ca_file: Option<PathBuf>,
+    /// Which name the dns path verifies.
+    pub tls_server_name: TlsServerName,
+    /// Verification off; loudly logged.
+    pub insecure_skip_verify: bool,
+    /// Probe the reader port too.
+    pub reader: bool,
+    /// How to authenticate.
+    pub credential: Credential,
+}
+
+/// How the probe authenticates.
+#[derive(Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Credential {
+    /// No `AUTH`.
+    None,
+    /// `AUTH [username] password`.
+    Password {
+        /// The ACL user (`default` when absent).
+        username: Option<String>,
+        /// Where the password came from (`env VAR` or `file PATH`): safe to print.
+        source: String,
+        /// The password itself; never serialized.
+        #[serde(skip)]
+        password: Secret,
+    },
+    /// A SigV4 IAM token.
+    Iam {
+        /// The ACL user the token is for.
+        username: String,
+    },
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::None => f.write_str("None"),
+            Credential::Password {
+                username, source, ..
+            } => f
+                .debug_struct("Password")
+                .field("username", username)
+                .field("source", source)
+                .field("password", &"<redacted>")
+                .finish(),
+            Credential::Iam { username } => {
+                f.debug_struct("Iam").field("username", username).finish()
+            }
+        }
+    }
+}
+
+/// `[watch.witness]`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WitnessConfig {
+    /// `DescribeServerlessCaches` in the DR region.
+    Aws {
+        /// Bound on the call.
+        #[serde(serialize_with = "ser_duration")]
+        timeout: Duration,
+    },
+    /// A TCP connect to an address outside the cache's failure domain.
+    Tcp {
+        /// The address.
+        address: SocketAddr,
+        /// Bound on the connect.
+        #[serde(serialize_with = "ser_duration")]
+        timeout: Duration,
+    },
+    /// No witness: the agent trusts its own view.
+    None,
+}
+
+/// `[watch.policy]`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyConfig {
+    /// Consecutive failed rounds before `Down`.
+    pub fall: u32,
+    /// Consecutive good rounds before `Healthy` again.
+    pub rise: u32,
+    /// Failures must also have lasted this long.
+    #[serde(serialize_with = "ser_duration")]
+    pub down_after: Duration,
+    /// No automatic failover within this long of the last.
+    #[serde(serialize_with = "ser_duration")]
+    pub cooldown: Duration,
+    /// Automatic failovers allowed per window.
+    pub max_auto_failovers: u32,
+    /// The window for `max_auto_failovers`.
+    #[serde(serialize_with = "ser_duration")]
+    pub max_auto_failovers_window: Duration,
+    /// Take the Route 53 lease before acting.
+    pub lease: bool,
+    /// How often a `Down` watch is re-announced.
+    #[serde(serialize_with = "ser_duration")]
+    pub reminder_interval: Duration,
+}
+
+/// `[[notify]]`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum NotifyConfig {
+    /// A JSON POST.
+    Webhook {
+        /// The URL; often carries a token (Slack), so it is a secret.
+        #[serde(serialize_with = "ser_url")]
+        url: Secret,
+        /// Bound on each attempt.
+        #[serde(serialize_with = "ser_duration")]
+        timeout: Duration,
+    },
+    /// A program run with the event.
+    Command {
+        /// argv.
+        command: Vec<String>,
+        /// Bound on the run.
+        #[serde(serialize_with = "ser_duration")]
+        timeout: Duration,
+    },
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+fn ser_url<S: serde::Serializer>(url: &Secret, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url.expose()))
+}
+
+/// `scheme://host/…`: enough to tell webhooks apart, never the path or query that carry tokens.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = host.rsplit('@').next().unwrap_or(host);
+    format!("{scheme}://{host}/<redacted>")
+}
+
+/// One invalid setting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// The key path, e.g. `watch[0].probe.timeout`.
+    pub key: String,
+    /// Its 1-based line, when it (or its table) is in the file.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub problem: String,
+    /// What would be valid.
+    pub valid: String,
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: ")?,
+            None => f.write_str("(not in file): ")?,
+        }
+        write!(f, "`{}`: {}", self.key, self.problem)?;
+        if !self.valid.is_empty() {
+            write!(f, "; valid: {}", self.valid)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a config could not be loaded. Nothing has been changed when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML, or a value has the wrong type or an unknown key.
+    #[error("{path}: line {line}: {}{message}", key.as_ref().map(|k| format!("`{k}`: ")).unwrap_or_default())]
+    Syntax {
+        /// The path.
+        path: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// The key at the error, when known.
+        key: Option<String>,
+        /// serde's message.
+        message: String,
+    },
+    /// Settings parsed but break the rules.
+    #[error("{path}: {} invalid setting{}:\n  {}", issues.len(), if issues.len() == 1 { "" } else { "s" },
+        issues.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Invalid {
+        /// The path.
+        path: PathBuf,
+        /// Every problem found.
+        issues: Vec<Issue>,
+    },
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text, path, env)
+    }
+
+    /// Validates config text; `path` is used in messages and to resolve relative paths.
+    pub fn parse(text: &str, path: &Path, env: &dyn Env) -> Result<Config, ConfigError> {
+        let locator = Locator::new(text);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            ConfigError::Syntax {
+                path: path.to_owned(),
+                line: locator.line_at(offset),
+                key: locator.key_at(offset),
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut v = Validator {
+            locator: &locator,
+            issues: Vec::new(),
+            warnings: Vec::new(),
+            base,
+            env,
+        };
+        let config = v.config(raw);
+        if v.issues.is_empty() {
+            let mut config = config;
+            config.warnings = v.warnings;
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                issues: v.issues,
+            })
+        }
+    }
+
+    /// The config as normalised TOML, with every default filled in and no secret in it.
+    pub fn to_normalized_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The watch called `name`, or an error listing the valid names.
+    pub fn watch(&self, name: &str) -> Result<&WatchConfig, String> {
+        self.watches.iter().find(|w| w.name == name).ok_or_else(|| {
+            let names: Vec<_> = self.watches.iter().map(|w| w.name.as_str()).collect();
+            format!(
+                "no watch named {name:?}; valid: {}",
+                names
+                    .iter()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+    }
+}
+
+/// Phase two: typed values, defaults, cross-field rules; collects every issue.
+struct Validator<'a> {
+    locator: &'a Locator<'a>,
+    issues: Vec<Issue>,
+    warnings: Vec<String>,
+    base: &'a Path,
+    env: &'a dyn Env,
+}
+
+/// Builds key paths tersely: `p(&["watch"], 0, &["probe", "timeout"])`.
+fn key(prefix: &[Seg], tail: &str) -> Vec<Seg> {
+    let mut path = prefix.to_vec();
+    path.extend(tail.split('.').map(|k| Seg::Key(k.to_owned())));
+    path
+}
+
+impl Validator<'_> {
+    fn issue(&mut self, path: &[Seg], problem: impl Into<String>, valid: impl Into<String>) {
+        self.issues.push(Issue {
+            key: render(path),
+            line: self.locator.line_of(path),
+            problem: problem.into(),
+            valid: valid.into(),
+        });
+    }
+
+    fn duration(&mut self, path: &[Seg], raw: Option<&str>, default: Duration) -> Duration {
+        let Some(text) = raw else { return default };
+        match humantime::parse_duration(text) {
+            Ok(d) => d,
+            Err(e) => {
+                self.issue(
+                    path,
+                    format!("{text:?} is not a duration ({e})"),
+                    "a duration such as \"500ms\", \"30s\", \"15m\" or \"1h 30m\"",
+                );
+                default
+            }
+        }
+    }
+
+    fn positive_duration(&mut self, path: &[Seg], raw: Option<&str>, default: Duration) -> Duration {
+        let d = self.duration(path, raw, default);
+        if d.is_zero() {
+            self.issue(path, "must be greater than zero", "a positive duration such as \"5s\"");
+            return default;
+        }
+        d
+    }
+
+    fn count(&mut self, path: &[Seg], raw: Option<i64>, default: u32, min: u32, max: u32) -> u32 {
+        let Some(n) = raw else { return default };
+        match u32::try_from(n) {
+            Ok(n) if (min..=max).contains(&n) => n,
+            _ => {
+                self.issue(
+                    path,
+                    format!("{n} is out of range"),
+                    format!("a whole number from {min} to {max}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn port(&mut self, path: &[Seg], raw: Option<i64>, default: u16) -> u16 {
+        self.count(path, raw, u32::from(default), 1, 65535) as u16
+    }
+
+    fn required(&mut self, path: &[Seg], raw: Option<String>, valid: &str) -> String {
+        match raw {
+            Some(s) if !s.trim().is_empty() => s.trim().to_owned(),
+            Some(_) => {
+                self.issue(path, "must not be empty", valid);
+                String::new()
+            }
+            None => {
+                self.issue(path, "is required", valid);
+                String::new()
+            }
+        }
+    }
+
+    fn path_buf(&self, raw: &str) -> PathBuf {
+        let p = PathBuf::from(raw);
+        if p.is_absolute() { p } else { self.base.join(p) }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let agent = self.agent(raw.agent);
+        let aws = self.aws(raw.aws);
+        let dns = self.dns(raw.dns);
+        if raw.watch.is_empty() {
+            self.issue(
+                &[Seg::Key("watch".into())],
+                "no [[watch]] is configured",
+                "at least one [[watch]] table with name, record, hosted_zone_id, [watch.primary] and [watch.dr]",
+            );
+        }
+        let mut watches = Vec::with_capacity(raw.watch.len());
+        let mut seen = HashSet::new();
+        for (i, w) in raw.watch.into_iter().enumerate() {
+            let prefix = [Seg::Key("watch".into()), Seg::Index(i)];
+            let watch = self.watch(&prefix, w);
+            if !watch.name.is_empty() && !seen.insert(watch.name.clone()) {
+                self.issue(
+                    &key(&prefix, "name"),
+                    format!("duplicate watch name {:?}", watch.name),
+                    "a name used by no other [[watch]]",
+                );
+            }
+            watches.push(watch);
+        }
+        let notifiers = raw
+            .notify
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, n)| self.notify(&[Seg::Key("notify".into()), Seg::Index(i)], n))
+            .collect();
+        Config {
+            agent,
+            aws,
+            dns,
+            watches,
+            notifiers,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn agent(&mut self, raw: raw::RawAgent) -> AgentConfig {
+        let p = [Seg::Key("agent".into())];
+        let id = match raw.id {
+            Some(id) => {
+                if id.is_empty() || id.len() > 64 || !id.chars().all(id_char) {
+                    self.issue(
+                        &key(&p, "id"),
+                        format!("{id:?} is not a valid agent id"),
+                        "1–64 characters from a-z, A-Z, 0-9, '.', '_' and '-'",
+                    );
+                }
+                id
+            }
+            None => self
+                .env
+                .hostname()
+                .map(|h| h.chars().filter(|c| id_char(*c)).take(64).collect())
+                .unwrap_or_else(|| "valkey-dr".to_owned()),
+        };
+        let mode = match raw.mode.as_deref() {
+            None | Some("alert-only") => Mode::AlertOnly,
+            Some("auto-failover") => Mode::AutoFailover,
+            Some(other) => {
+                self.issue(
+                    &key(&p, "mode"),
+                    format!("unknown mode {other:?}"),
+                    "\"alert-only\" or \"auto-failover\"",
+                );
+                Mode::AlertOnly
+            }
+        };
+        let state_dir = match raw.state_dir.as_deref() {
+            None => PathBuf::from("/var/lib/valkey-dr"),
+            Some("") => {
+                self.issue(&key(&p, "state_dir"), "must not be empty", "a directory path");
+                PathBuf::new()
+            }
+            Some(dir) => self.path_buf(dir),
+        };
+        let admin_listen = match raw.admin_listen.as_deref() {
+            None => SocketAddr::from(([127, 0, 0, 1], 9187)),
+            Some(text) => text.parse().unwrap_or_else(|_| {
+                self.issue(
+                    &key(&p, "admin_listen"),
+                    format!("{text:?} is not an IP address and port"),
+                    "an address such as \"127.0.0.1:9187\" or \"[::1]:9187\"",
+                );
+                SocketAddr::from(([127, 0, 0, 1], 9187))
+            }),
+        };
+        if !admin_listen.ip().is_loopback() {
+            self.warnings.push(format!(
+                "agent.admin_listen {admin_listen} is not loopback: /status and pause/resume are reachable from the network"
+            ));
+        }
+        let log_format = match raw.log_format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.issue(
+                    &key(&p, "log_format"),
+                    format!("unknown log format {other:?}"),
+                    "\"text\" or \"json\"",
+                );
+                LogFormat::Text
+            }
+        };
+        AgentConfig {
+            id,
+            mode,
+            state_dir,
+            admin_listen,
+            log_format,
+        }
+    }
+
+    fn aws(&mut self, raw: raw::RawAws) -> AwsConfig {
+        let p = [Seg::Key("aws".into())];
+        for (name, present) in [
+            ("access_key_id", raw.access_key_id.is_some()),
+            ("secret_access_key", raw.secret_access_key.is_some()),
+            ("session_token", raw.session_token.is_some()),
+        ] {
+            if present {
+                self.issue(
+                    &key(&p, name),
+                    "AWS credentials are never read from the config text",
+                    "the default credential chain: an instance or task role, AWS_* environment variables, or `profile`",
+                );
+            }
+        }
+        if let Some(url) = &raw.endpoint_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            self.issue(
+                &key(&p, "endpoint_url"),
+                format!("{url:?} is not an http(s) URL"),
+                "a URL such as \"http://127.0.0.1:4566\"",
+            );
+        }
+        AwsConfig {
+            endpoint_url: raw.endpoint_url,
+            profile: raw.profile,
+        }
+    }
+
+    fn dns(&mut self, raw: raw::RawDns) -> DnsConfig {
+        let p = [Seg::Key("dns".into()), Seg::Key("nameservers".into())];
+        let mut nameservers = Vec::new();
+        for text in raw.nameservers.unwrap_or_default() {
+            // A bare IP means port 53, as in resolv.conf.
+            let parsed = text
+                .parse::<SocketAddr>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+            match parsed {
+                Ok(addr) => nameservers.push(addr),
+                Err(_) => self.issue(
+                    &p,
+                    format!("{text:?} is not an IP address (with optional port)"),
+                    "addresses such as \"10.0.0.2\" or \"127.0.0.1:5353\"; leave unset for the system resolver",
+                ),
+            }
+        }
+        DnsConfig { nameservers }
+    }
+
+    fn watch(&mut self, p: &[Seg], raw: raw::RawWatch) -> WatchConfig {
+        let name = self.required(&key(p, "name"), raw.name, "a short name such as \"sessions\"");
+        if !name.is_empty() && !name.chars().all(id_char) {
+            self.issue(
+                &key(p, "name"),
+                format!("{name:?} has characters that cannot go in metric labels and file names"),
+                "a-z, A-Z, 0-9, '.', '_' and '-'",
+            );
+        }
+        let record = self.required(
+            &key(p, "record"),
+            raw.record,
+            "the fully qualified private-zone name apps use, e.g. \"valkey.app.internal.\"",
+        );
+        let record = if record.is_empty() {
+            record
+        } else {
+            self.dns_name(&key(p, "record"), &record)
+        };
+        let hosted_zone_id = self.required(
+            &key(p, "hosted_zone_id"),
+            raw.hosted_zone_id,
+            "the Route 53 private hosted zone id, e.g. \"Z0123456789ABC\"",
+        );
+        if !hosted_zone_id.is_empty()
+            && !hosted_zone_id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        {
+            self.issue(
+                &key(p, "hosted_zone_id"),
+                format!("{hosted_zone_id:?} is not a hosted zone id"),
+                "upper-case letters and digits, e.g. \"Z0123456789ABC\" (without \"/hostedzone/\")",
+            );
+        }
+        let ttl = self.duration(&key(p, "ttl"), raw.ttl.as_deref(), Duration::from_secs(30));
+        if !(TTL_RANGE.0..=TTL_RANGE.1).contains(&ttl) || ttl.subsec_nanos() != 0 {
+            self.issue(
+                &key(p, "ttl"),
+                format!(
+                    "{} is outside the DR design's TTL range",
+                    humantime::format_duration(ttl)
+                ),
+                "whole seconds from 30s to 60s, e.g. \"30s\"",
+            );
+        }
+        let port = self.port(&key(p, "port"), raw.port, 6379);
+        let primary = self.primary(p, raw.primary);
+        let dr = self.dr(p, raw.dr, &primary);
+        let probe = self.probe(&key(p, "probe"), raw.probe);
+        let reader_port = match (probe.reader, raw.reader_port) {
+            (true, rp) => Some(self.port(&key(p, "reader_port"), rp, 6380)),
+            (false, Some(_)) => {
+                self.issue(
+                    &key(p, "reader_port"),
+                    "is set but the reader path is off",
+                    "set probe.reader = true to probe it, or remove reader_port",
+                );
+                None
+            }
+            (false, None) => None,
+        };
+        let witness = self.witness(&key(p, "witness"), raw.witness, probe.timeout);
+        let policy = self.policy(&key(p, "policy"), raw.policy, &probe);
+        WatchConfig {
+            name,
+            record,
+            hosted_zone_id,
+            ttl,
+            port,
+            reader_port,
+            primary,
+            dr,
+            probe,
+            witness,
+            policy,
+        }
+    }
+
+    /// Normalises a DNS name to lower case with a trailing dot, or reports why it is not one.
+    fn dns_name(&mut self, path: &[Seg], name: &str) -> String {
+        let bare = name.strip_suffix('.').unwrap_or(name);
+        let valid = !bare.is_empty()
+            && bare.len() <= 253
+            && bare.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            });
+        if !valid {
+            self.issue(
+                path,
+                format!("{name:?} is not a DNS name"),
+                "dot-separated labels of letters, digits and '-', e.g. \"valkey.app.internal.\"",
+            );
+        }
+        format!("{}.", bare.to_ascii_lowercase())
+    }
+
+    fn region(&mut self, path: &[Seg], raw: Option<String>) -> String {
+        let region = self.required(path, raw, "an AWS region such as \"us-east-1\"");
+        let ok = region.split('-').count() >= 3
+            && region
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !region.is_empty() && !ok {
+            self.issue(
+                path,
+                format!("{region:?} is not an AWS region name"),
+                "a region such as \"us-east-1\" or \"eu-west-2\"",
+            );
+        }
+        region
+    }
+
+    fn cache_name(&mut self, path: &[Seg], raw: Option<String>) -> String {
+        let name = self.required(path, raw, "a serverless cache name such as \"app-sessions\"");
+        // ElastiCache's own rule for serverless cache names.
+        let ok = name.len() <= 40
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && !name.ends_with('-')
+            && !name.contains("--");
+        if !name.is_empty() && !ok {
+            self.issue(
+                path,
+                format!("{name:?} is not a valid serverless cache name"),
+                "1–40 lower-case letters, digits and single hyphens, starting with a letter and not ending with a hyphen",
+            );
+        }
+        name
+    }
+
+    fn primary(&mut self, p: &[Seg], raw: Option<raw::RawPrimary>) -> PrimaryConfig {
+        let p = key(p, "primary");
+        let Some(raw) = raw else {
+            self.issue(&p, "is required", "a [watch.primary] table with region and cache_name");
+            return PrimaryConfig {
+                region: String::new(),
+                cache_name: String::new(),
+                endpoint: None,
+            };
+        };
+        let region = self.region(&key(&p, "region"), raw.region);
+        let cache_name = self.cache_name(&key(&p, "cache_name"), raw.cache_name);
+        let endpoint = raw.endpoint.map(|e| {
+            let name = self.dns_name(&key(&p, "endpoint"), &e);
+            name.trim_end_matches('.').to_owned()
+        });
+        PrimaryConfig {
+            region,
+            cache_name,
+            endpoint,
+        }
+    }
+
+    fn dr(&mut self, p: &[Seg], raw: Option<raw::RawDr>, primary: &PrimaryConfig) -> DrConfig {
+        let p = key(p, "dr");
+        let Some(raw) = raw else {
+            self.issue(
+                &p,
+                "is required: it is the plan a failover carries out",
+                "a [watch.dr] table with region, cache_name, subnet_ids and security_group_ids",
+            );
+            return DrConfig {
+                region: String::new(),
+                cache_name: String::new(),
+                engine: "valkey".into(),
+                major_engine_version: "8".into(),
+                subnet_ids: vec![],
+                security_group_ids: vec![],
+                kms_key_id: None,
+                user_group_id: None,
+                snapshot_arns_to_restore: vec![],
+                snapshot_retention_limit: None,
+                daily_snapshot_time: None,
+                usage_limits: None,
+                tags: BTreeMap::new(),
+                create_timeout: Duration::from_secs(45 * 60),
+                adopt_existing: false,
+            };
+        };
+        let region = self.region(&key(&p, "region"), raw.region);
+        if !region.is_empty() && region == primary.region {
+            self.issue(
+                &key(&p, "region"),
+                format!("the DR region {region:?} is the primary's region"),
+                "a different region, so that a regional outage cannot take both",
+            );
+        }
+        let cache_name = self.cache_name(&key(&p, "cache_name"), raw.cache_name);
+        let engine = raw.engine.unwrap_or_else(|| "valkey".into());
+        if engine != "valkey" && engine != "redis" {
+            self.issue(
+                &key(&p, "engine"),
+                format!("unknown engine {engine:?}"),
+                "\"valkey\" or \"redis\"",
+            );
+        }
+        let major_engine_version = raw.major_engine_version.unwrap_or_else(|| "8".into());
+        if major_engine_version.is_empty() || !major_engine_version.chars().all(|c| c.is_ascii_digit()) {
+            self.issue(
+                &key(&p, "major_engine_version"),
+                format!("{major_engine_version:?} is not a major version"),
+                "a major version string such as \"8\"",
+            );
+        }
+        for (name, ids, prefix) in [
+            ("subnet_ids", &raw.subnet_ids, "subnet-"),
+            ("security_group_ids", &raw.security_group_ids, "sg-"),
+        ] {
+            if let Some(bad) = ids.iter().find(|id| !id.starts_with(prefix)) {
+                self.issue(
+                    &key(&p, name),
+                    format!("{bad:?} is not a {prefix}… id"),
+                    format!("ids that start with \"{prefix}\""),
+                );
+            }
+        }
+        let snapshot_retention_limit = raw.snapshot_retention_limit.map(|n| {
+            self.count(&key(&p, "snapshot_retention_limit"), Some(n), 0, 0, 35)
+        });
+        if let Some(t) = &raw.daily_snapshot_time {
+            let ok = t.len() == 5
+                && t.as_bytes()[2] == b':'
+                && t[..2].parse::<u8>().is_ok_and(|h| h < 24)
+                && t[3..].parse::<u8>().is_ok_and(|m| m < 60);
+            if !ok {
+                self.issue(
+                    &key(&p, "daily_snapshot_time"),
+                    format!("{t:?} is not a time of day"),
+                    "\"HH:MM\" in UTC, e.g. \"04:00\"",
+                );
+            }
+        }
+        let usage_limits = raw.usage_limits.map(|u| {
+            let up = key(&p, "usage_limits");
+            UsageLimits {
+                data_storage_max_gb: u.data_storage_max_gb.map(|n| {
+                    self.count(&key(&up, "data_storage_max_gb"), Some(n), 1, 1, 5000)
+                }),
+                ecpu_per_second_max: u.ecpu_per_second_max.map(|n| {
+                    self.count(&key(&up, "ecpu_per_second_max"), Some(n), 1000, 1000, 15_000_000)
+                }),
+            }
+        });
+        let create_timeout = self.positive_duration(
+            &key(&p, "create_timeout"),
+            raw.create_timeout.as_deref(),
+            Duration::from_secs(45 * 60),
+        );
+        DrConfig {
+            region,
+            cache_name,
+            engine,
+            major_engine_version,
+            subnet_ids: raw.subnet_ids,
+            security_group_ids: raw.security_group_ids,
+            kms_key_id: raw.kms_key_id,
+            user_group_id: raw.user_group_id,
+            snapshot_arns_to_restore: raw.snapshot_arns_to_restore,
+            snapshot_retention_limit,
+            daily_snapshot_time: raw.daily_snapshot_time,
+            usage_limits,
+            tags: raw.tags,
+            create_timeout,
+            adopt_existing: raw.adopt_existing.unwrap_or(false),
+        }
+    }
+
+    fn probe(&mut self, p: &[Seg], raw: raw::RawProbe) -> ProbeConfig {
+        let interval =
+            self.positive_duration(&key(p, "interval"), raw.interval.as_deref(), Duration::from_secs(5));
+        let timeout =
+            self.positive_duration(&key(p, "timeout"), raw.timeout.as_deref(), Duration::from_secs(2));
+        if timeout >= interval {
+            self.issue(
+                &key(p, "timeout"),
+                format!(
+                    "timeout {} is not shorter than interval {}",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(interval)
+                ),
+                "a timeout below the interval, so rounds never overlap (e.g. interval \"5s\", timeout \"2s\")",
+            );
+        }
+        let key_prefix = raw.key_prefix.clone().unwrap_or_else(|| "valkey-dr:probe:".into());
+        if key_prefix.is_empty() || key_prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.issue(
+                &key(p, "key_prefix"),
+                format!("{key_prefix:?} cannot keep probe keys apart from application keys"),
+                "a non-empty prefix without spaces, e.g. \"valkey-dr:probe:\"",
+            );
+        }
+        let tls = raw.tls.unwrap_or(true);
+        if !tls {
+            self.warnings.push(format!(
+                "{}: tls = false; ElastiCache Serverless accepts TLS only, so this fits only a lab",
+                render(p)
+            ));
+        }
+        let tls_server_name = match raw.tls_server_name.as_deref() {
+            None | Some("endpoint") => TlsServerName::Endpoint,
+            Some("record") => TlsServerName::Record,
+            Some(other) => {
+                self.issue(
+                    &key(p, "tls_server_name"),
+                    format!("unknown TLS server name mode {other:?}"),
+                    "\"endpoint\" (verify against the CNAME target) or \"record\" (against the record name)",
+                );
+                TlsServerName::Endpoint
+            }
+        };
+        let insecure_skip_verify = raw.insecure_skip_verify.unwrap_or(false);
+        if insecure_skip_verify {
+            self.warnings.push(format!(
+                "{}: insecure_skip_verify = true: server certificates are NOT verified",
+                render(p)
+            ));
+        }
+        let ca_file = raw.ca_file.as_deref().map(|f| self.path_buf(f));
+        if !tls && (ca_file.is_some() || insecure_skip_verify) {
+            self.issue(
+                &key(p, "tls"),
+                "is false but TLS settings are given",
+                "tls = true, or remove ca_file / insecure_skip_verify",
+            );
+        }
+        let credential = self.credential(p, &raw);
+        ProbeConfig {
+            interval,
+            timeout,
+            key_prefix,
+            tls,
+            ca_file,
+            tls_server_name,
+            insecure_skip_verify,
+            reader: raw.reader.unwrap_or(false),
+            credential,
+        }
+    }
+
+    fn credential(&mut self, p: &[Seg], raw: &raw::RawProbe) -> Credential {
+        const VALID: &str =
+            "password_env = \"VAR\", password_file = \"/path\", or iam_auth = true with username";
+        if raw.password.is_some() {
+            // Never echo the value: it is the secret we refuse to hold.
+            self.issue(
+                &key(p, "password"),
+                "passwords are never read from the config text",
+                VALID,
+            );
+            return Credential::None;
+        }
+        let iam = raw.iam_auth.unwrap_or(false);
+        let sources = [raw.password_env.is_some(), raw.password_file.is_some(), iam]
+            .iter()
+            .filter(|s| **s)
+            .count();
+        if sources > 1 {
+            self.issue(
+                &key(p, "password_env"),
+                "more than one of password_env, password_file and iam_auth is set",
+                format!("exactly one of: {VALID}"),
+            );
+            return Credential::None;
+        }
+        let username = raw.username.clone();
+        if let Some(var) = &raw.password_env {
+            let path = key(p, "password_env");
+            return match self.env.var(var) {
+                Some(pw) if !pw.is_empty() => Credential::Password {
+                    username,
+                    source: format!("env {var}"),
+                    password: Secret::new(pw),
+                },
+                _ => {
+                    self.issue(
+                        &path,
+                        format!("environment variable {var} is not set or empty"),
+                        format!("export {var} in the agent's environment (systemd: EnvironmentFile=)"),
+                    );
+                    Credential::None
+                }
+            };
+        }
+        if let Some(file) = &raw.password_file {
+            let path = key(p, "password_file");
+            let file = self.path_buf(file);
+            return match self.env.read_file(&file) {
+                Ok(pw) if !pw.trim_end_matches(['\n', '\r']).is_empty() => Credential::Password {
+                    username,
+                    source: format!("file {}", file.display()),
+                    password: Secret::new(pw.trim_end_matches(['\n', '\r'])),
+                },
+                Ok(_) => {
+                    self.issue(&path, format!("{} is empty", file.display()), "a file holding the password");
+                    Credential::None
+                }
+                Err(e) => {
+                    self.issue(
+                        &path,
+                        format!("cannot read {}: {e}", file.display()),
+                        "a readable file holding the password (systemd: LoadCredential=)",
+                    );
+                    Credential::None
+                }
+            };
+        }
+        if iam {
+            return match username {
+                Some(u) if !u.is_empty() => Credential::Iam { username: u },
+                _ => {
+                    self.issue(
+                        &key(p, "username"),
+                        "iam_auth = true needs the ACL user the token is issued for",
+                        "username = \"<IAM-enabled ElastiCache user>\"",
+                    );
+                    Credential::None
+                }
+            };
+        }
+        if username.is_some() {
+            self.issue(
+                &key(p, "username"),
+                "a username without a password source",
+                VALID,
+            );
+        }
+        Credential::None
+    }
+
+    fn witness(&mut self, p: &[Seg], raw: raw::RawWitness, probe_timeout: Duration) -> WitnessConfig {
+        let timeout =
+            self.positive_duration(&key(p, "timeout"), raw.timeout.as_deref(), probe_timeout.max(Duration::from_secs(2)));
+        match raw.kind.as_deref() {
+            None | Some("aws") => {
+                if raw.address.is_some() {
+                    self.issue(&key(p, "address"), "is only used with kind = \"tcp\"", "remove it, or set kind = \"tcp\"");
+                }
+                WitnessConfig::Aws { timeout }
+            }
+            Some("none") => WitnessConfig::None,
+            Some("tcp") => {
+                let addr = raw.address.as_deref().and_then(|a| {
+                    a.parse::<SocketAddr>().ok().or_else(|| a.to_socket_addrs().ok()?.next())
+                });
+                match addr {
+                    Some(address) => WitnessConfig::Tcp { address, timeout },
+                    None => {
+                        self.issue(
+                            &key(p, "address"),
+                            match &raw.address {
+                                Some(a) => format!("{a:?} is not an IP address and port"),
+                                None => "is required with kind = \"tcp\"".into(),
+                            },
+                            "an address outside the cache's failure domain, e.g. \"10.0.0.10:443\"",
+                        );
+                        WitnessConfig::None
+                    }
+                }
+            }
+            Some(other) => {
+                self.issue(
+                    &key(p, "kind"),
+                    format!("unknown witness kind {other:?}"),
+                    "\"aws\" (DescribeServerlessCaches in the DR region), \"tcp\" or \"none\"",
+                );
+                WitnessConfig::None
+            }
+        }
+    }
+
+    fn policy(&mut self, p: &[Seg], raw: raw::RawPolicy, probe: &ProbeConfig) -> PolicyConfig {
+        let fall = self.count(&key(p, "fall"), raw.fall, 3, 1, 1000);
+        let rise = self.count(&key(p, "rise"), raw.rise, 2, 1, 1000);
+        let down_after =
+            self.duration(&key(p, "down_after"), raw.down_after.as_deref(), Duration::from_secs(15));
+        let cooldown = self.duration(&key(p, "cooldown"), raw.cooldown.as_deref(), Duration::from_secs(3600));
+        let max_auto_failovers = self.count(&key(p, "max_auto_failovers"), raw.max_auto_failovers, 1, 0, 100);
+        let max_auto_failovers_window = self.positive_duration(
+            &key(p, "max_auto_failovers_window"),
+            raw.max_auto_failovers_window.as_deref(),
+            Duration::from_secs(24 * 3600),
+        );
+        let reminder_interval = self.positive_duration(
+            &key(p, "reminder_interval"),
+            raw.reminder_interval.as_deref(),
+            Duration::from_secs(15 * 60),
+        );
+        if reminder_interval < probe.interval {
+            self.issue(
+                &key(p, "reminder_interval"),
+                "is shorter than the probe interval",
+                "at least the probe interval, e.g. \"15m\"",
+            );
+        }
+        PolicyConfig {
+            fall,
+            rise,
+            down_after,
+            cooldown,
+            max_auto_failovers,
+            max_auto_failovers_window,
+            lease: raw.lease.unwrap_or(true),
+            reminder_interval,
+        }
+    }
+
+    fn notify(&mut self, p: &[Seg], raw: raw::RawNotify) -> Option<NotifyConfig> {
+        let timeout = self.positive_duration(&key(p, "timeout"), raw.timeout.as_deref(), Duration::from_secs(5));
+        match raw.kind.as_deref() {
+            Some("webhook") => {
+                let url = match (raw.url, raw.url_env) {
+                    (Some(url), None) => Some(url),
+                    (None, Some(var)) => {
+                        let v = self.env.var(&var).filter(|v| !v.is_empty());
+                        if v.is_none() {
+                            self.issue(
+                                &key(p, "url_env"),
+                                format!("environment variable {var} is not set or empty"),
+                                format!("export {var} in the agent's environment"),
+                            );
+                        }
+                        v
+                    }
+                    _ => {
+                        self.issue(&key(p, "url"), "a webhook needs exactly one of url and url_env", "url = \"https://…\" or url_env = \"VAR\"");
+                        None
+                    }
+                }?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    self.issue(&key(p, "url"), "is not an http(s) URL", "a URL such as \"https://hooks.example/…\"");
+                    return None;
+                }
+                Some(NotifyConfig::Webhook {
+                    url: Secret::new(url),
+                    timeout,
+                })
+            }
+            Some("command") => match raw.command {
+                Some(argv) if !argv.is_empty() && !argv[0].is_empty() => Some(NotifyConfig::Command {
+                    command: argv,
+                    timeout,
+                }),
+                _ => {
+                    self.issue(&key(p, "command"), "is required and must not be empty", "an argv list, e.g. [\"/usr/local/bin/page-oncall\"]");
+                    None
+                }
+            },
+            other => {
+                self.issue(
+                    &key(p, "kind"),
+                    match other {
+                        Some(k) => format!("unknown notifier kind {k:?}"),
+                        None => "is required".into(),
+                    },
+                    "\"webhook\" or \"command\"",
+                );
+                None
+            }
+        }
+    }
+}
+
+fn id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+#[cfg(test)]
+mod tests;

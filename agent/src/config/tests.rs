@@ -1,0 +1,176 @@
+use std::collections::HashMap;
+
+use super::*;
+
+struct FakeEnv(HashMap<String, String>);
+
+impl Env for FakeEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+    fn read_file(&self, path: &Path) -> std::io::Result<String> {
+        self.0
+            .get(&format!("file:{}", path.display()))
+            .cloned()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
+    }
+    fn hostname(&self) -> Option<String> {
+        Some("host-1.example".into())
+    }
+}
+
+fn env() -> FakeEnv {
+    FakeEnv(HashMap::from([
+        ("VALKEY_DR_PASSWORD".into(), "hunter2-very-secret".into()),
+        ("file:/etc/valkey-dr/pw".into(), "from-file-secret\n".into()),
+    ]))
+}
+
+const BASE: &str = r#"
+[agent]
+mode = "alert-only"
+state_dir = "/var/lib/valkey-dr"
+
+[[watch]]
+name = "sessions"
+record = "Valkey.App.Internal"
+hosted_zone_id = "Z0123456789ABC"
+
+[watch.primary]
+region = "us-east-1"
+cache_name = "app-sessions"
+endpoint = "app-sessions-abc123.serverless.use1.cache.amazonaws.com"
+
+[watch.dr]
+region = "us-west-2"
+cache_name = "app-sessions-dr"
+subnet_ids = ["subnet-1", "subnet-2"]
+security_group_ids = ["sg-1"]
+
+[watch.probe]
+interval = "5s"
+timeout = "2s"
+password_env = "VALKEY_DR_PASSWORD"
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, Path::new("/etc/valkey-dr/agent.toml"), &env())
+}
+
+fn issues(text: &str) -> Vec<Issue> {
+    match parse(text) {
+        Err(ConfigError::Invalid { issues, .. }) => issues,
+        other => panic!("expected invalid config, got {other:?}"),
+    }
+}
+
+#[test]
+fn base_config_is_valid_and_normalised() {
+    let c = parse(BASE).expect("valid");
+    assert_eq!(c.agent.id, "host-1.example", "id defaults to the host name");
+    assert_eq!(c.watches[0].record, "valkey.app.internal.", "lower case, trailing dot");
+    assert_eq!(c.watches[0].ttl, Duration::from_secs(30));
+    assert_eq!(c.watches[0].port, 6379);
+    assert_eq!(c.watches[0].policy.fall, 3);
+    assert!(matches!(c.watches[0].witness, WitnessConfig::Aws { .. }));
+    assert!(matches!(
+        &c.watches[0].probe.credential,
+        Credential::Password { password, .. } if password.expose() == "hunter2-very-secret"
+    ));
+}
+
+#[test]
+fn secrets_never_reach_debug_or_normalised_output() {
+    let text = format!(
+        "{BASE}\n[[notify]]\nkind = \"webhook\"\nurl = \"https://hooks.example/services/T000/B000/tok3n-secret\"\n"
+    );
+    let c = parse(&text).expect("valid");
+    for shown in [format!("{c:?}"), format!("{c:#?}"), c.to_normalized_toml()] {
+        assert!(!shown.contains("hunter2-very-secret"), "{shown}");
+        assert!(!shown.contains("tok3n-secret"), "{shown}");
+    }
+    assert!(c.to_normalized_toml().contains("env VALKEY_DR_PASSWORD"));
+    assert!(c.to_normalized_toml().contains("https://hooks.example/<redacted>"));
+}
+
+#[test]
+fn password_file_is_read_and_trimmed() {
+    let text = BASE.replace(
+        "password_env = \"VALKEY_DR_PASSWORD\"",
+        "username = \"probe\"\npassword_file = \"/etc/valkey-dr/pw\"",
+    );
+    let c = parse(&text).expect("valid");
+    assert!(matches!(
+        &c.watches[0].probe.credential,
+        Credential::Password { username: Some(u), password, .. }
+            if u == "probe" && password.expose() == "from-file-secret"
+    ));
+}
+
+#[test]
+fn issues_name_key_and_line() {
+    let text = BASE.replace("timeout = \"2s\"", "timeout = \"5s\"");
+    let issues = issues(&text);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].key, "watch[0].probe.timeout");
+    let line = text.lines().position(|l| l.starts_with("timeout")).unwrap() + 1;
+    assert_eq!(issues[0].line, Some(line));
+    assert!(issues[0].valid.contains("below the interval"));
+}
+
+#[test]
+fn every_issue_is_reported_at_once() {
+    let text = BASE
+        .replace("mode = \"alert-only\"", "mode = \"yolo\"")
+        .replace("hosted_zone_id = \"Z0123456789ABC\"", "hosted_zone_id = \"\"")
+        .replace("region = \"us-west-2\"", "region = \"us-east-1\"");
+    let keys: Vec<_> = issues(&text).into_iter().map(|i| i.key).collect();
+    assert_eq!(
+        keys,
+        ["agent.mode", "watch[0].hosted_zone_id", "watch[0].dr.region"]
+    );
+}
+
+#[test]
+fn inline_password_is_rejected_without_echoing_it() {
+    let text = BASE.replace(
+        "password_env = \"VALKEY_DR_PASSWORD\"",
+        "password = \"inline-s3cret\"",
+    );
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("watch[0].probe.password"), "{err}");
+    assert!(!err.contains("inline-s3cret"), "{err}");
+}
+
+#[test]
+fn unknown_keys_are_syntax_errors_with_line_and_key() {
+    let text = BASE.replace("interval = \"5s\"", "intreval = \"5s\"");
+    match parse(&text) {
+        Err(ConfigError::Syntax { line, key, message, .. }) => {
+            let expected = text.lines().position(|l| l.starts_with("intreval")).unwrap() + 1;
+            assert_eq!(line, expected);
+            assert_eq!(key.as_deref(), Some("watch[0].probe.intreval"));
+            assert!(message.contains("unknown field"), "{message}");
+        }
+        other => panic!("expected a syntax error, got {other:?}"),
+    }
+}
+
+#[test]
+fn ttl_bounds_are_inclusive() {
+    for (ttl, ok) in [("29s", false), ("30s", true), ("60s", true), ("61s", false), ("30s 500ms", false)] {
+        let text = BASE.replace(
+            "hosted_zone_id = \"Z0123456789ABC\"",
+            &format!("hosted_zone_id = \"Z0123456789ABC\"\nttl = \"{ttl}\""),
+        );
+        assert_eq!(parse(&text).is_ok(), ok, "ttl {ttl}");
+    }
+}
+
+#[test]
+fn redact_url_keeps_only_scheme_and_host() {
+    assert_eq!(
+        redact_url("https://user:pw@hooks.example:8443/a/b?token=x"),
+        "https://hooks.example:8443/<redacted>"
+    );
+}

@@ -1,0 +1,17 @@
+//! valkey-dr: the agent that watches an ElastiCache Valkey Serverless cache through its
+//! Route 53 record and fails it over to a DR region when the primary region is lost.
+//!
+//! Layout:
+//! - [`config`]: the TOML contract, parsed in two phases; never changes anything.
+//! - [`check`]: one probe round judged with Nagios statuses (`valkey-dr check`).
+//! - [`aws`]: SDK setup, built only when needed.
+//! - [`cli`]: the command line, and the exit codes.
+//!
+//! The agent owns all I/O; decisions belong to `valkey-dr-policies`, measurements to
+//! `valkey-dr-probes`. Secrets never reach logs, `Debug` output or printed config.
+#![deny(missing_docs)]
+
+pub mod aws;
+pub mod check;
+pub mod cli;
+pub mod config;

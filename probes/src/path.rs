@@ -1,0 +1,517 @@
+//! One probe round: the dns, direct and reader paths, run at the same time, each a timed
+//! sequence of steps bounded as a whole by the probe timeout.
+//!
+//! Every step awaits under the path's single deadline (`timeout_at`), so a server that accepts
+//! and then never answers (SIGSTOP, a blackholed front) fails the path at the deadline, not
+//! later. Nothing outlives the path: the redis connection driver is aborted when the path ends.
+
+use std::error::Error as StdError;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, ProtocolVersion, RedisConnectionInfo, RedisError, Value};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::server::ParsedCertificate;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, timeout_at};
+
+use crate::error::{ErrorKind, ProbeError, Step};
+use crate::resolve::{self, Resolver};
+use crate::{Auth, Observation, PathKind, PathResult, ProbeSpec, StepTiming, TlsServerName};
+
+/// Probe keys expire after this many seconds, so a probe never leaves data behind for long,
+/// even when the `GET` (or the agent) never comes.
+const KEY_TTL_SECS: u64 = 60;
+
+/// One round for one watch: every path concurrently, results in the order dns, direct, reader.
+pub(crate) async fn round(resolver: &Resolver, spec: &ProbeSpec) -> Observation {
+    let started_at = SystemTime::now();
+    let dns = run_path(resolver, spec, PathKind::Dns, &spec.record, spec.port);
+    let direct = run_path(resolver, spec, PathKind::Direct, &spec.endpoint, spec.port);
+    let paths = match spec.reader_port {
+        Some(reader_port) => {
+            let reader = run_path(
+                resolver,
+                spec,
+                PathKind::Reader,
+                &spec.endpoint,
+                reader_port,
+            );
+            let (dns, direct, reader) = tokio::join!(dns, direct, reader);
+            vec![dns, direct, reader]
+        }
+        None => {
+            let (dns, direct) = tokio::join!(dns, direct);
+            vec![dns, direct]
+        }
+    };
+    Observation {
+        watch: spec.watch.clone(),
+        started_at,
+        expected_target: spec.endpoint.clone(),
+        paths,
+    }
+}
+
+/// What a path has seen so far; filled in step by step so a failure still reports it.
+struct PathRun {
+    /// The whole path must be done by then.
+    deadline: Instant,
+    /// The probe timeout, for messages.
+    timeout: Duration,
+    steps: Vec<StepTiming>,
+    target: Option<String>,
+    address: Option<SocketAddr>,
+    ttl: Option<Duration>,
+    record_name_verified: Option<bool>,
+}
+
+impl PathRun {
+    /// Runs one step under the path deadline and records how long it took.
+    async fn step<T>(
+        &mut self,
+        step: Step,
+        work: impl Future<Output = Result<T, ProbeError>>,
+    ) -> Result<T, ProbeError> {
+        let begin = Instant::now();
+        let result = match timeout_at(self.deadline, work).await {
+            Ok(result) => result,
+            Err(_) => Err(deadline_error(step, self.timeout)),
+        };
+        self.steps.push(StepTiming {
+            step,
+            duration: begin.elapsed(),
+        });
+        result
+    }
+}
+
+/// The error for a step cut off by the path deadline.
+fn deadline_error(step: Step, timeout: Duration) -> ProbeError {
+    let kind = match step {
+        Step::Resolve => ErrorKind::DnsTimeout,
+        Step::Connect => ErrorKind::ConnectTimeout,
+        Step::Tls | Step::Auth | Step::Ping | Step::Set | Step::Get => ErrorKind::Timeout,
+    };
+    ProbeError::new(
+        kind,
+        step,
+        format!("no answer within the probe timeout ({timeout:?} for the whole path)"),
+    )
+}
+
+async fn run_path(
+    resolver: &Resolver,
+    spec: &ProbeSpec,
+    kind: PathKind,
+    name: &str,
+    port: u16,
+) -> PathResult {
+    let start = Instant::now();
+    let mut run = PathRun {
+        deadline: start + spec.timeout,
+        timeout: spec.timeout,
+        steps: Vec::with_capacity(7),
+        target: None,
+        address: None,
+        ttl: None,
+        record_name_verified: None,
+    };
+    let error = probe(&mut run, resolver, spec, kind, name, port)
+        .await
+        .err();
+    PathResult {
+        path: kind,
+        error,
+        latency: start.elapsed(),
+        steps: run.steps,
+        target: run.target,
+        address: run.address,
+        ttl: run.ttl,
+        record_name_verified: run.record_name_verified,
+    }
+}
+
+async fn probe(
+    run: &mut PathRun,
+    resolver: &Resolver,
+    spec: &ProbeSpec,
+    kind: PathKind,
+    name: &str,
+    port: u16,
+) -> Result<(), ProbeError> {
+    if kind != PathKind::Dns {
+        run.target = Some(spec.endpoint.clone());
+    }
+    let resolved = run
+        .step(Step::Resolve, resolve::resolve(resolver, name))
+        .await?;
+    run.ttl = resolved.ttl;
+    let cname_target = resolved.cname_target;
+    if kind == PathKind::Dns {
+        run.target = Some(cname_target.unwrap_or_else(|| without_root(&spec.record).to_owned()));
+    }
+    let address = SocketAddr::new(resolved.ip, port);
+    run.address = Some(address);
+
+    let tcp = run.step(Step::Connect, connect(address)).await?;
+    match &spec.tls {
+        None => exchange(run, spec, tcp).await,
+        Some(tls) => {
+            let target = run.target.as_deref().unwrap_or(&spec.endpoint);
+            let server_name = tls_server_name(kind, tls.server_name, &spec.record, target);
+            let config = tls.client_config.clone();
+            let stream = run
+                .step(Step::Tls, handshake(config, server_name, tcp))
+                .await?;
+            if kind == PathKind::Dns {
+                let (_, session) = stream.get_ref();
+                let leaf = session.peer_certificates().and_then(|chain| chain.first());
+                run.record_name_verified =
+                    Some(leaf.is_some_and(|leaf| certificate_names(leaf, &spec.record)));
+            }
+            exchange(run, spec, stream).await
+        }
+    }
+}
+
+/// The name a path checks the certificate against.
+///
+/// ElastiCache certificates name the endpoint, never the private record, so by default the dns
+/// path checks the CNAME target (the endpoint it actually reached). `Record` checks the record
+/// name instead, the way an application that connects by the record and checks strictly would.
+fn tls_server_name(kind: PathKind, setting: TlsServerName, record: &str, target: &str) -> String {
+    match (kind, setting) {
+        (PathKind::Dns, TlsServerName::Record) => without_root(record).to_owned(),
+        _ => without_root(target).to_owned(),
+    }
+}
+
+/// Whether `cert` is valid for `name` (names only: the chain was checked in the handshake).
+/// A certificate or name that does not even parse is not valid for it.
+fn certificate_names(cert: &CertificateDer<'_>, name: &str) -> bool {
+    let Ok(name) = ServerName::try_from(without_root(name)) else {
+        return false;
+    };
+    ParsedCertificate::try_from(cert)
+        .is_ok_and(|cert| rustls::client::verify_server_name(&cert, &name).is_ok())
+}
+
+/// A DNS name without its trailing root dot.
+fn without_root(name: &str) -> &str {
+    name.strip_suffix('.').unwrap_or(name)
+}
+
+async fn connect(address: SocketAddr) -> Result<TcpStream, ProbeError> {
+    let stream = TcpStream::connect(address)
+        .await
+        .map_err(|err| classify_connect_error(address, &err))?;
+    // Commands are tiny request/response exchanges: waiting to coalesce them only adds latency.
+    stream
+        .set_nodelay(true)
+        .map_err(|err| classify_connect_error(address, &err))?;
+    Ok(stream)
+}
+
+/// Maps a failed TCP connect.
+///
+/// Only an explicit refusal (RST, or a local "nothing listens") is `connect_refused`. When the
+/// network does not deliver (the kernel gave up, or ICMP says the host or network is
+/// unreachable) the connection "did not open", as with a blackhole: `connect_timeout`. Any
+/// other local failure to open a socket is reported as refused, with the OS message.
+fn classify_connect_error(address: SocketAddr, err: &io::Error) -> ProbeError {
+    let kind = match err.kind() {
+        io::ErrorKind::TimedOut
+        | io::ErrorKind::HostUnreachable
+        | io::ErrorKind::NetworkUnreachable => ErrorKind::ConnectTimeout,
+        _ => ErrorKind::ConnectRefused,
+    };
+    ProbeError::new(kind, Step::Connect, format!("{address}: {err}"))
+}
+
+async fn handshake(
+    config: Arc<rustls::ClientConfig>,
+    server_name: String,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ProbeError> {
+    let name = ServerName::try_from(server_name.clone()).map_err(|err| {
+        ProbeError::new(
+            ErrorKind::Tls,
+            Step::Tls,
+            format!("{server_name:?} is not a valid TLS server name: {err}"),
+        )
+    })?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|err| classify_tls_error(&server_name, &err))
+}
+
+/// Maps a failed TLS handshake.
+///
+/// What rustls rejects (certificate, name, alert, protocol) is `tls`: a setup problem. A
+/// connection that breaks mid-handshake says nothing about certificates, so it is `protocol`,
+/// like a connection that breaks mid-command.
+fn classify_tls_error(server_name: &str, err: &io::Error) -> ProbeError {
+    let kind = match err.kind() {
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => ErrorKind::Protocol,
+        _ => ErrorKind::Tls,
+    };
+    ProbeError::new(kind, Step::Tls, format!("{server_name}: {err}"))
+}
+
+/// Aborts the connection driver when the path ends, however it ends, so no task or socket
+/// outlives the round (a stalled server would otherwise keep the driver waiting forever).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The Valkey part of a path: `AUTH` (when configured), `PING`, `SET`, `GET`.
+async fn exchange<S>(run: &mut PathRun, spec: &ProbeSpec, stream: S) -> Result<(), ProbeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let first_step = match spec.auth {
+        Auth::None => Step::Ping,
+        Auth::Password { .. } | Auth::Iam { .. } => Step::Auth,
+    };
+    // No credentials, database or client name: redis-rs sends nothing while setting up, so
+    // every byte on the wire belongs to a timed step. Our deadline bounds each command, so
+    // redis-rs's own response timeout is off.
+    let info = RedisConnectionInfo::default()
+        .set_protocol(ProtocolVersion::RESP2)
+        .set_skip_set_lib_name();
+    let config = AsyncConnectionConfig::new().set_response_timeout(None);
+    let (mut con, driver) = timeout_at(
+        run.deadline,
+        MultiplexedConnection::new_with_config(&info, stream, config),
+    )
+    .await
+    .map_err(|_| deadline_error(first_step, run.timeout))?
+    .map_err(|err| classify_redis_error(first_step, &err))?;
+    let _driver = AbortOnDrop(tokio::spawn(driver));
+
+    if first_step == Step::Auth {
+        run.step(Step::Auth, authenticate(&mut con, &spec.auth))
+            .await?;
+    }
+    run.step(Step::Ping, ping(&mut con)).await?;
+    let key = format!(
+        "{}{}:{:016x}",
+        spec.key_prefix,
+        spec.agent_id,
+        rand::random::<u64>()
+    );
+    let value = format!("{:032x}", rand::random::<u128>());
+    run.step(Step::Set, set(&mut con, &key, &value)).await?;
+    run.step(Step::Get, get(&mut con, &key, &value)).await
+}
+
+async fn authenticate(con: &mut MultiplexedConnection, auth: &Auth) -> Result<(), ProbeError> {
+    let mut cmd = redis::cmd("AUTH");
+    match auth {
+        Auth::None => return Ok(()),
+        Auth::Password { username, password } => {
+            if let Some(username) = username {
+                cmd.arg(username);
+            }
+            cmd.arg(password.expose());
+        }
+        Auth::Iam { username, tokens } => {
+            // No credentials to sign with is a setup problem, like a wrong password: `auth`.
+            let token = tokens
+                .token()
+                .await
+                .map_err(|err| ProbeError::new(ErrorKind::Auth, Step::Auth, with_sources(&err)))?;
+            cmd.arg(username).arg(token.expose());
+        }
+    }
+    // Never format `cmd` or its arguments anywhere: they hold the secret.
+    match cmd.query_async::<Value>(con).await {
+        Ok(Value::Okay) => Ok(()),
+        Ok(other) => Err(ProbeError::new(
+            ErrorKind::Protocol,
+            Step::Auth,
+            format!("AUTH: expected OK, got {}", value_type(&other)),
+        )),
+        Err(err) => Err(classify_auth_error(&err)),
+    }
+}
+
+/// Maps a failed `AUTH`. The message holds the server's error code only: a reply to `AUTH` is
+/// the one place a careless server could echo what it was sent.
+fn classify_auth_error(err: &RedisError) -> ProbeError {
+    match err.code() {
+        Some(code) => {
+            let kind = match code {
+                // A generic ERR on AUTH is a configuration problem too, e.g. a password sent
+                // to a server that has none ("AUTH called without any password configured").
+                "ERR" => ErrorKind::Auth,
+                code => server_error_kind(code),
+            };
+            ProbeError::new(kind, Step::Auth, format!("AUTH rejected: {code}"))
+        }
+        None => classify_redis_error(Step::Auth, err),
+    }
+}
+
+async fn ping(con: &mut MultiplexedConnection) -> Result<(), ProbeError> {
+    match redis::cmd("PING").query_async::<Value>(con).await {
+        Ok(Value::SimpleString(pong)) if pong == "PONG" => Ok(()),
+        Ok(other) => Err(ProbeError::new(
+            ErrorKind::Protocol,
+            Step::Ping,
+            format!("expected PONG, got {}", describe(&other)),
+        )),
+        Err(err) => Err(classify_redis_error(Step::Ping, &err)),
+    }
+}
+
+async fn set(con: &mut MultiplexedConnection, key: &str, value: &str) -> Result<(), ProbeError> {
+    let reply = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("EX")
+        .arg(KEY_TTL_SECS)
+        .query_async::<Value>(con)
+        .await;
+    match reply {
+        Ok(Value::Okay) => Ok(()),
+        Ok(other) => Err(ProbeError::new(
+            ErrorKind::Protocol,
+            Step::Set,
+            format!("SET {key}: expected OK, got {}", describe(&other)),
+        )),
+        Err(err) => Err(classify_redis_error(Step::Set, &err)),
+    }
+}
+
+async fn get(con: &mut MultiplexedConnection, key: &str, value: &str) -> Result<(), ProbeError> {
+    match redis::cmd("GET").arg(key).query_async::<Value>(con).await {
+        Ok(Value::BulkString(got)) if got == value.as_bytes() => Ok(()),
+        Ok(Value::BulkString(got)) => Err(ProbeError::new(
+            ErrorKind::ValueMismatch,
+            Step::Get,
+            format!(
+                "GET {key}: expected {value:?}, got {:?}",
+                truncated(&String::from_utf8_lossy(&got))
+            ),
+        )),
+        Ok(Value::Nil) => Err(ProbeError::new(
+            ErrorKind::ValueMismatch,
+            Step::Get,
+            format!("GET {key}: the key just written is missing"),
+        )),
+        Ok(other) => Err(ProbeError::new(
+            ErrorKind::Protocol,
+            Step::Get,
+            format!("GET {key}: expected a string, got {}", describe(&other)),
+        )),
+        Err(err) => Err(classify_redis_error(Step::Get, &err)),
+    }
+}
+
+/// The kind for a server error code.
+///
+/// Permission and authentication refusals are setup problems (`auth`), whatever command drew
+/// them. Codes with no kind of their own (`ERR`, `LOADING`, `BUSY`, `MASTERDOWN`...) mean the
+/// server did not do what a healthy cache does: `protocol`.
+fn server_error_kind(code: &str) -> ErrorKind {
+    match code {
+        "WRONGPASS" | "NOAUTH" | "NOPERM" => ErrorKind::Auth,
+        "OOM" => ErrorKind::Oom,
+        "READONLY" => ErrorKind::Readonly,
+        _ => ErrorKind::Protocol,
+    }
+}
+
+/// Maps a failed command (not `AUTH`, see [`classify_auth_error`]).
+///
+/// A server error is classified by its code. An I/O timeout is `timeout`. Anything else (reset,
+/// EOF, a reply that does not parse) means the connection did not carry a sane exchange:
+/// `protocol`.
+fn classify_redis_error(step: Step, err: &RedisError) -> ProbeError {
+    let (kind, message) = match err.code() {
+        Some(code) => {
+            let detail = err.detail().unwrap_or_default();
+            (
+                server_error_kind(code),
+                format!("server replied {code} {detail}"),
+            )
+        }
+        None if err.is_timeout() => (ErrorKind::Timeout, with_sources(err)),
+        None if err.is_connection_dropped() => (
+            ErrorKind::Protocol,
+            format!("connection lost: {}", with_sources(err)),
+        ),
+        None => (ErrorKind::Protocol, with_sources(err)),
+    };
+    ProbeError::new(kind, step, message.trim_end().to_owned())
+}
+
+/// An error and its sources, joined by `: ` (errors here never repeat their source).
+fn with_sources(err: &dyn StdError) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(err) = source {
+        let next = err.to_string();
+        // Some foreign errors do repeat their source; do not print it twice.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = err.source();
+    }
+    text
+}
+
+/// A reply's type, without its content.
+fn value_type(value: &Value) -> &'static str {
+    match value {
+        Value::Nil => "nil",
+        Value::Int(_) => "an integer",
+        Value::BulkString(_) => "a bulk string",
+        Value::Array(_) => "an array",
+        Value::SimpleString(_) => "a simple string",
+        Value::Okay => "OK",
+        _ => "a RESP3 value",
+    }
+}
+
+/// A reply for a message: its type and a short view of its content.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::SimpleString(s) => format!("{} {:?}", value_type(value), truncated(s)),
+        Value::BulkString(b) => format!(
+            "{} {:?}",
+            value_type(value),
+            truncated(&String::from_utf8_lossy(b))
+        ),
+        Value::Int(i) => format!("{} {i}", value_type(value)),
+        other => value_type(other).to_owned(),
+    }
+}
+
+/// At most 64 characters of `s`: replies can be large, messages should not be.
+fn truncated(s: &str) -> String {
+    const MAX: usize = 64;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &s[..cut]),
+        None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;
