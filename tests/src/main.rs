@@ -1,0 +1,332 @@
+//! `valkey-dr-lab`: run the lab, and inject faults into a running one.
+//!
+//! Exit codes: 0 success, 1 the lab failed or refused, 2 usage error.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use valkey_dr_lab::{Fault, Lab, LabError, LabInfo, LabOptions, config, send_fault};
+
+/// Run the valkey-dr lab on loopback: real valkey-server caches behind TLS fronts, a private
+/// DNS zone, and faults.
+#[derive(Debug, Parser)]
+#[command(name = "valkey-dr-lab", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a lab, write agent.toml, ca.pem and lab.json into DIR, and run until SIGINT or
+    /// SIGTERM.
+    Up(UpArgs),
+    /// Inject or clear a fault in the lab running in DIR.
+    Fault(FaultArgs),
+}
+
+#[derive(Debug, Args)]
+struct UpArgs {
+    /// The lab directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    /// TTL of the record's CNAME.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Require a password on every cache, read from this environment variable (never from the
+    /// command line). agent.toml names the same variable.
+    #[arg(long, value_name = "VAR")]
+    password_env: Option<String>,
+    /// Probe interval written to agent.toml.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Probe timeout written to agent.toml.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Seed for endpoint names and loopback IPs, for a repeatable lab.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct FaultArgs {
+    /// The directory of the running lab (it holds lab.json).
+    #[arg(long, value_name = "DIR")]
+    dir: PathBuf,
+    #[command(subcommand)]
+    fault: FaultCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum FaultCommand {
+    /// SIGKILL the cache's valkey-server; its address then refuses connections.
+    Kill { cache: String },
+    /// SIGSTOP the cache's valkey-server: TLS completes, commands hang.
+    Pause { cache: String },
+    /// SIGCONT a paused valkey-server.
+    Resume { cache: String },
+    /// Delay every chunk forwarded to and from the cache, e.g. `latency app-sessions 300ms`.
+    Latency {
+        cache: String,
+        #[arg(value_parser = humantime::parse_duration)]
+        delay: Duration,
+    },
+    /// Accept connections to the cache and never answer.
+    Blackhole { cache: String },
+    /// Undo every fault on the cache (restarting a killed server).
+    Clear { cache: String },
+    /// The private zone stops answering (endpoint names still resolve).
+    DnsDown,
+    /// The private zone answers again.
+    DnsUp,
+    /// Point the record's CNAME at this cache's endpoint.
+    PointRecord { cache: String },
+}
+
+impl FaultCommand {
+    fn into_fault(self) -> Fault {
+        match self {
+            Self::Kill { cache } => Fault::Kill { cache },
+            Self::Pause { cache } => Fault::Pause { cache },
+            Self::Resume { cache } => Fault::Resume { cache },
+            Self::Latency { cache, delay } => Fault::Latency { cache, delay },
+            Self::Blackhole { cache } => Fault::Blackhole { cache },
+            Self::Clear { cache } => Fault::Clear { cache },
+            Self::DnsDown => Fault::DnsDown,
+            Self::DnsUp => Fault::DnsUp,
+            Self::PointRecord { cache } => Fault::PointRecord { cache },
+        }
+    }
+}
+
+/// A mistake in what was typed, as opposed to a lab failure: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    // clap prints its own usage errors and exits with 2.
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "valkey_dr_lab=info,warn".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => up(args).await,
+            Command::Fault(args) => fault(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            let usage = e.downcast_ref::<UsageError>().is_some()
+                || matches!(
+                    e.downcast_ref::<LabError>(),
+                    Some(LabError::InvalidOption { .. } | LabError::NoDir)
+                );
+            ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let password = match &args.password_env {
+        Some(var) => match std::env::var(var) {
+            Ok(value) if !value.is_empty() => Some(value),
+            _ => {
+                return Err(UsageError(format!(
+                    "--password-env {var}: that environment variable is not set, empty or not UTF-8"
+                ))
+                .into());
+            }
+        },
+        None => None,
+    };
+    // Registered before the lab starts, so a signal during start-up still stops it cleanly.
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut hangup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+
+    let started = Instant::now();
+    let options = LabOptions {
+        dir: args.dir.clone(),
+        ttl: args.ttl,
+        password,
+        password_env: args
+            .password_env
+            .clone()
+            .unwrap_or_else(|| config::DEFAULT_PASSWORD_ENV.to_string()),
+        interval: args.interval,
+        timeout: args.timeout,
+        seed: args.seed,
+    };
+    let lab = Lab::start(options).await?;
+    print_summary(lab.info(), lab.dir(), started.elapsed());
+
+    let reason = tokio::select! {
+        _ = interrupt.recv() => "SIGINT",
+        _ = terminate.recv() => "SIGTERM",
+        _ = hangup.recv() => "SIGHUP",
+    };
+    eprintln!("valkey-dr-lab: {reason}: stopping the lab");
+    lab.shutdown().await;
+    Ok(())
+}
+
+fn print_summary(info: &LabInfo, dir: &Path, elapsed: Duration) {
+    let dir_arg = shell_quote(&dir.to_string_lossy());
+    let primary = info.caches.first();
+    println!(
+        "valkey-dr lab up in {} ({:.2}s). Everything is on loopback.",
+        dir.display(),
+        elapsed.as_secs_f64()
+    );
+    println!("  dns      {} (UDP and TCP), zone {}", info.dns, info.zone);
+    if let Some(primary) = primary {
+        println!(
+            "  record   {} CNAME {} (TTL {}s)",
+            info.record, primary.endpoint, info.ttl_s
+        );
+    }
+    println!(
+        "  caches   TLS on port {}, certificates from {}",
+        info.port,
+        info.ca_file.display()
+    );
+    for cache in &info.caches {
+        println!(
+            "    {:<8} {:<20} {:<10} {}  {}",
+            format!("{:?}", cache.role).to_lowercase(),
+            cache.name,
+            cache.region,
+            cache.address,
+            cache.endpoint
+        );
+    }
+    println!("  control  http://{} (POST /fault, GET /lab)", info.control);
+    println!("  config   {}", info.config.display());
+    println!();
+    println!("Try:");
+    if let Some(var) = &info.password_env {
+        println!("  export {var}=...   # the same password, for the agent");
+    }
+    println!(
+        "  valkey-dr check --config {}",
+        shell_quote(&info.config.to_string_lossy())
+    );
+    if let Some(primary) = primary {
+        println!(
+            "  valkey-dr-lab fault --dir {dir_arg} kill {}",
+            primary.name
+        );
+        println!(
+            "  valkey-dr-lab fault --dir {dir_arg} clear {}",
+            primary.name
+        );
+    }
+    println!("  valkey-dr-lab fault --dir {dir_arg} dns-down");
+    println!("Stop with Ctrl-C.");
+}
+
+/// Quotes a word for a POSIX shell when it needs it, so printed commands can be pasted.
+fn shell_quote(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-:=+@%,".contains(c))
+    {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+async fn fault(args: FaultArgs) -> anyhow::Result<()> {
+    let info = LabInfo::read(&args.dir).with_context(|| {
+        format!(
+            "no lab found in {}: is `valkey-dr-lab up --dir {}` running?",
+            args.dir.display(),
+            shell_quote(&args.dir.to_string_lossy())
+        )
+    })?;
+    let fault = args.fault.into_fault();
+    let applied = send_fault(info.control, &fault)
+        .await
+        .with_context(|| format!("applying `{fault}` to the lab in {}", args.dir.display()))?;
+    println!("applied: {applied}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn fault_commands_parse_as_documented() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            match cli.command {
+                Command::Fault(f) => f.fault.into_fault(),
+                Command::Up(_) => panic!("not a fault"),
+            }
+        };
+        assert_eq!(
+            parse(&[
+                "valkey-dr-lab",
+                "fault",
+                "--dir",
+                "d",
+                "latency",
+                "c",
+                "300ms"
+            ]),
+            Fault::Latency {
+                cache: "c".into(),
+                delay: Duration::from_millis(300)
+            }
+        );
+        assert_eq!(
+            parse(&["valkey-dr-lab", "fault", "--dir", "d", "dns-down"]),
+            Fault::DnsDown
+        );
+        assert_eq!(
+            parse(&["valkey-dr-lab", "fault", "--dir", "d", "point-record", "c"]),
+            Fault::PointRecord { cache: "c".into() }
+        );
+        assert!(Cli::try_parse_from(["valkey-dr-lab", "fault", "--dir", "d", "kill"]).is_err());
+    }
+
+    #[test]
+    fn shell_quoting() {
+        assert_eq!(shell_quote("/tmp/lab"), "/tmp/lab");
+        assert_eq!(shell_quote("/tmp/my lab"), "'/tmp/my lab'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+}
