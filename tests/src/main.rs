@@ -2,6 +2,9 @@
 //!
 //! Exit codes: 0 success, 1 the lab failed or refused, 2 usage error.
 
+mod bench;
+mod demo;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -27,6 +30,31 @@ enum Command {
     Up(UpArgs),
     /// Inject or clear a fault in the lab running in DIR.
     Fault(FaultArgs),
+    /// The README's demo: a lab, a check round per second, faults on a script, each verdict
+    /// change shown as it happens. Exits 0 when every fault showed up and cleared.
+    Demo {
+        /// Keep the lab's files here instead of a temporary directory.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+    /// Benchmarks, printed as JSON on stdout.
+    Bench {
+        #[command(subcommand)]
+        bench: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Wall time of whole probe rounds with TLS, for 1 watch and for many at once.
+    Probe {
+        /// Measured rounds per watch count.
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        rounds: u32,
+        /// Watch counts to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,50")]
+        watches: Vec<usize>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -111,12 +139,17 @@ struct UsageError(String);
 fn main() -> ExitCode {
     // clap prints its own usage errors and exits with 2.
     let cli = Cli::parse();
+    // The demo and the benchmarks print their own story; lab chatter would drown it.
+    let default_filter = match cli.command {
+        Command::Demo { .. } | Command::Bench { .. } => "warn",
+        _ => "valkey_dr_lab=info,warn",
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "valkey_dr_lab=info,warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -134,6 +167,14 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up(args).await,
             Command::Fault(args) => fault(args).await,
+            Command::Demo { dir } => demo::run(dir).await,
+            Command::Bench {
+                bench: BenchCommand::Probe { rounds, watches },
+            } => {
+                let report = bench::probe(rounds as usize, &watches).await?;
+                println!("{report:#}");
+                Ok(())
+            }
         }
     });
     match result {
@@ -294,7 +335,7 @@ mod tests {
             let cli = Cli::try_parse_from(args).unwrap();
             match cli.command {
                 Command::Fault(f) => f.fault.into_fault(),
-                Command::Up(_) => panic!("not a fault"),
+                other => panic!("not a fault: {other:?}"),
             }
         };
         assert_eq!(

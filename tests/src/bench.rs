@@ -1,0 +1,98 @@
+//! `valkey-dr-lab bench`: figures as JSON, measured against a real lab on loopback.
+//!
+//! `bench probe` times whole probe rounds (every path of every watch, concurrently) through
+//! the agent's own probe code, with TLS, on a runtime thread of its own so that the lab's
+//! fronts and DNS do not share the probes' thread (as in production, where they are remote).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use valkey_dr::config::{Config, ProcessEnv};
+use valkey_dr_lab::{Lab, LabOptions};
+use valkey_dr_probes::{Prober, ResolverSettings};
+
+/// Rounds run and thrown away before measuring: connection-independent warm-up of the
+/// resolver cache and allocator, as a daemon's steady state has.
+const WARMUP_ROUNDS: usize = 5;
+
+pub async fn probe(rounds: usize, watch_counts: &[usize]) -> anyhow::Result<Value> {
+    let dir = std::env::temp_dir().join(format!("valkey-dr-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let lab = Lab::start(LabOptions::new(&dir))
+        .await
+        .context("starting the lab")?;
+    let config = Config::load(&lab.info().config, &ProcessEnv)
+        .map_err(|e| anyhow::anyhow!("{:#}", anyhow::Error::from(e)))?;
+    let spec = valkey_dr::check::probe_spec(&config, &config.watches[0])
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let nameservers = config.dns.nameservers.clone();
+    let counts = watch_counts.to_vec();
+    // The probes get their own current-thread runtime, like the agent's.
+    let results = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Value>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let prober = Prober::new(&ResolverSettings { nameservers })?;
+            let mut out = Vec::new();
+            for n in counts {
+                let specs: Vec<_> = (0..n)
+                    .map(|i| {
+                        let mut s = spec.clone();
+                        s.watch = format!("bench-{i}");
+                        s
+                    })
+                    .collect();
+                for _ in 0..WARMUP_ROUNDS {
+                    prober.rounds(&specs).await;
+                }
+                let mut samples = Vec::with_capacity(rounds);
+                let mut failures = 0usize;
+                for _ in 0..rounds {
+                    let start = Instant::now();
+                    let observations = prober.rounds(&specs).await;
+                    samples.push(start.elapsed());
+                    failures += observations
+                        .iter()
+                        .flat_map(|o| o.paths.iter())
+                        .filter(|p| !p.ok())
+                        .count();
+                }
+                out.push(summary(n, &mut samples, failures));
+            }
+            Ok(out)
+        })
+    })
+    .await??;
+    lab.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(json!({
+        "bench": "probe_round",
+        "what": "wall time of one round: dns + direct paths per watch, all watches concurrently; resolve, TCP, TLS 1.3 handshake, PING, SET EX 60, GET",
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "note": "all watches probe the same lab cache through its TLS front",
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "results": results,
+    }))
+}
+
+fn summary(watches: usize, samples: &mut [Duration], failures: usize) -> Value {
+    samples.sort();
+    let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+    let pct = |p: f64| {
+        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
+        ms(samples[i])
+    };
+    json!({
+        "watches": watches,
+        "rounds": samples.len(),
+        "failed_paths": failures,
+        "p50_ms": pct(0.50),
+        "p95_ms": pct(0.95),
+        "p99_ms": pct(0.99),
+        "max_ms": pct(1.0),
+        "min_ms": pct(0.0),
+    })
+}
