@@ -15,3 +15,4 @@ pub mod aws;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod event;

@@ -1,0 +1,1259 @@
+//! One test per rule, plus a table of every state against every input.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::*;
+use crate::state::PathStreak;
+
+use FailureKind::*;
+
+/// A fixed wall-clock origin, far from the epoch so that backwards steps stay valid.
+fn origin() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+fn params() -> Params {
+    Params {
+        fall: 3,
+        rise: 2,
+        down_after: Duration::from_secs(2),
+        cooldown: Duration::from_secs(3600),
+        max_auto_failovers: 1,
+        max_auto_failovers_window: Duration::from_secs(24 * 3600),
+        reminder_interval: Duration::from_secs(600),
+        mode: Mode::AutoFailover,
+    }
+}
+
+fn round(dns: PathStatus, direct: PathStatus) -> Observation {
+    Observation {
+        dns,
+        direct,
+        drift: None,
+        witness: Witness::Ok,
+        old_primary: None,
+    }
+}
+
+fn good() -> Observation {
+    round(PathStatus::Ok, PathStatus::Ok)
+}
+
+fn outage() -> Observation {
+    round(
+        PathStatus::Failed(Timeout),
+        PathStatus::Failed(ConnectRefused),
+    )
+}
+
+fn partial() -> Observation {
+    round(PathStatus::Failed(DnsTimeout), PathStatus::Ok)
+}
+
+fn drift(mut obs: Observation) -> Observation {
+    obs.drift = Some("elsewhere.example".to_owned());
+    obs
+}
+
+fn config(kind: FailureKind) -> Observation {
+    round(PathStatus::Ok, PathStatus::Failed(kind))
+}
+
+fn isolated(mut obs: Observation) -> Observation {
+    obs.witness = Witness::Failed("DescribeServerlessCaches timed out".to_owned());
+    obs
+}
+
+fn events(decisions: &[Decision]) -> Vec<Event> {
+    decisions.iter().map(|d| d.event).collect()
+}
+
+/// A watch driven through time: each round is one second after the previous one.
+struct Sim {
+    state: WatchState,
+    now: SystemTime,
+    params: Params,
+}
+
+impl Sim {
+    fn new() -> Sim {
+        Sim::with(params())
+    }
+
+    fn with(params: Params) -> Sim {
+        Sim {
+            state: WatchState::default(),
+            now: origin(),
+            params,
+        }
+    }
+
+    fn step(&mut self, obs: Observation) -> Vec<Decision> {
+        let (next, decisions) = step(&self.state, &obs, self.now, &self.params);
+        self.check(&decisions);
+        self.state = next;
+        self.now += Duration::from_secs(1);
+        decisions
+    }
+
+    fn steps(&mut self, n: usize, obs: Observation) -> Vec<Event> {
+        (0..n)
+            .flat_map(|_| events(&self.step(obs.clone())))
+            .collect()
+    }
+
+    fn apply(
+        &mut self,
+        input: fn(&WatchState, SystemTime) -> (WatchState, Vec<Decision>),
+    ) -> Vec<Decision> {
+        let (next, decisions) = input(&self.state, self.now);
+        self.check(&decisions);
+        self.state = next;
+        decisions
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+    }
+
+    /// Decisions always carry the state before and after the input that caused them.
+    fn check(&self, decisions: &[Decision]) {
+        for d in decisions {
+            assert_eq!(d.previous_state, self.state.state(), "{d:?}");
+            assert!(!d.reasons.is_empty(), "{d:?}");
+        }
+    }
+}
+
+// ---- classification ----------------------------------------------------------------------
+
+#[test]
+fn every_path_pair_is_classified_by_its_kinds() {
+    let statuses: Vec<PathStatus> = std::iter::once(PathStatus::Ok)
+        .chain(FailureKind::ALL.iter().map(|&k| PathStatus::Failed(k)))
+        .collect();
+    for &dns in &statuses {
+        for &direct in &statuses {
+            let got = Round::classify(&round(dns, direct));
+            let config: Vec<FailureKind> = {
+                let mut v: Vec<_> = [dns, direct]
+                    .into_iter()
+                    .filter_map(PathStatus::failure)
+                    .filter(|k| matches!(k, Tls | Auth | Oom | Readonly | ValueMismatch))
+                    .collect();
+                v.sort();
+                v.dedup();
+                v
+            };
+            let want = if !config.is_empty() {
+                Round::Config(config)
+            } else {
+                match (dns, direct) {
+                    (PathStatus::Ok, PathStatus::Ok) => Round::Good,
+                    (PathStatus::Failed(_), PathStatus::Failed(_)) => Round::Outage,
+                    _ => Round::Partial,
+                }
+            };
+            assert_eq!(got, want, "dns {dns:?}, direct {direct:?}");
+        }
+    }
+    assert_eq!(Round::classify(&drift(good())), Round::Drift);
+    assert_eq!(Round::classify(&drift(outage())), Round::Outage);
+    assert_eq!(Round::classify(&drift(partial())), Round::Partial);
+}
+
+#[test]
+fn only_unreachability_kinds_are_outages() {
+    let outages: Vec<FailureKind> = FailureKind::ALL
+        .into_iter()
+        .filter(|k| k.is_outage())
+        .collect();
+    assert_eq!(
+        outages,
+        [
+            DnsNxdomain,
+            DnsTimeout,
+            DnsError,
+            ConnectRefused,
+            ConnectTimeout,
+            Timeout,
+            Protocol
+        ]
+    );
+}
+
+#[test]
+fn names_match_their_serde_form() {
+    for kind in FailureKind::ALL {
+        assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+    }
+    for state in State::ALL {
+        assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+    }
+    let all_events = [
+        Event::Suspect,
+        Event::Down,
+        Event::Recovered,
+        Event::Degraded,
+        Event::Isolated,
+        Event::FailoverIntent,
+        Event::FailoverBlocked,
+        Event::FailbackPossible,
+        Event::ConfigError,
+        Event::Paused,
+        Event::Resumed,
+        Event::Reminder,
+    ];
+    for event in all_events {
+        assert_eq!(serde_json::to_value(event).unwrap(), event.as_str());
+    }
+    let all_guards = [
+        GuardKind::Mode,
+        GuardKind::Paused,
+        GuardKind::Witness,
+        GuardKind::Drift,
+        GuardKind::FailoverInProgress,
+        GuardKind::FailedOver,
+        GuardKind::Cooldown,
+        GuardKind::MaxAutoFailovers,
+    ];
+    for guard in all_guards {
+        assert_eq!(serde_json::to_value(guard).unwrap(), guard.as_str());
+    }
+    for mode in [Mode::AlertOnly, Mode::AutoFailover] {
+        assert_eq!(serde_json::to_value(mode).unwrap(), mode.as_str());
+    }
+}
+
+// ---- every state against every input ------------------------------------------------------
+
+#[derive(Debug, Clone, Copy)]
+enum Input {
+    Good,
+    Outage,
+    Partial,
+    Drift,
+    Config,
+    WitnessFailed,
+    Pause,
+    Resume,
+    FailoverStarted,
+    FailoverCompleted,
+    FailoverFailed,
+    FailbackCompleted,
+}
+
+/// Drives a fresh watch into `state`.
+fn reach(state: State) -> Sim {
+    let mut sim = Sim::new();
+    match state {
+        State::Healthy => {}
+        State::Suspect => {
+            sim.step(outage());
+        }
+        State::Down => {
+            assert_eq!(
+                sim.steps(3, outage()),
+                [Event::Suspect, Event::Down, Event::FailoverIntent]
+            );
+        }
+        State::FailingOver => {
+            sim.steps(3, outage());
+            sim.apply(failover_started);
+        }
+        State::FailedOver => {
+            sim.steps(3, outage());
+            sim.apply(failover_started);
+            sim.apply(failover_completed);
+        }
+        State::Degraded => {
+            sim.step(partial());
+        }
+        State::Isolated => {
+            sim.step(isolated(good()));
+        }
+        State::Paused => {
+            sim.apply(pause);
+        }
+    }
+    assert_eq!(sim.state.state(), state);
+    sim
+}
+
+fn apply(sim: &mut Sim, input: Input) -> Vec<Event> {
+    let decisions = match input {
+        Input::Good => sim.step(good()),
+        Input::Outage => sim.step(outage()),
+        Input::Partial => sim.step(partial()),
+        Input::Drift => sim.step(drift(good())),
+        Input::Config => sim.step(config(Auth)),
+        Input::WitnessFailed => sim.step(isolated(good())),
+        Input::Pause => sim.apply(pause),
+        Input::Resume => sim.apply(resume),
+        Input::FailoverStarted => sim.apply(failover_started),
+        Input::FailoverCompleted => sim.apply(failover_completed),
+        Input::FailoverFailed => sim.apply(|s, now| failover_failed(s, now, "create-failed")),
+        Input::FailbackCompleted => sim.apply(failback_completed),
+    };
+    events(&decisions)
+}
+
+#[test]
+fn every_state_handles_every_input() {
+    use Event as E;
+    use Input as I;
+    use State as S;
+    #[rustfmt::skip]
+    let table: &[(S, I, S, &[E])] = &[
+        (S::Healthy, I::Good, S::Healthy, &[]),
+        (S::Healthy, I::Outage, S::Suspect, &[E::Suspect]),
+        (S::Healthy, I::Partial, S::Degraded, &[E::Degraded]),
+        (S::Healthy, I::Drift, S::Degraded, &[E::Degraded]),
+        (S::Healthy, I::Config, S::Degraded, &[E::ConfigError]),
+        (S::Healthy, I::WitnessFailed, S::Isolated, &[E::Isolated]),
+        (S::Healthy, I::Pause, S::Paused, &[E::Paused]),
+        (S::Healthy, I::Resume, S::Healthy, &[]),
+        (S::Healthy, I::FailoverStarted, S::FailingOver, &[]),
+        (S::Healthy, I::FailoverCompleted, S::FailedOver, &[]),
+        (S::Healthy, I::FailoverFailed, S::Healthy, &[]),
+        (S::Healthy, I::FailbackCompleted, S::Healthy, &[]),
+
+        (S::Suspect, I::Good, S::Suspect, &[]),
+        (S::Suspect, I::Outage, S::Suspect, &[]),
+        (S::Suspect, I::Partial, S::Degraded, &[E::Degraded]),
+        (S::Suspect, I::Drift, S::Degraded, &[E::Degraded]),
+        (S::Suspect, I::Config, S::Degraded, &[E::ConfigError]),
+        (S::Suspect, I::WitnessFailed, S::Isolated, &[E::Isolated]),
+        (S::Suspect, I::Pause, S::Paused, &[E::Paused]),
+        (S::Suspect, I::Resume, S::Suspect, &[]),
+        (S::Suspect, I::FailoverStarted, S::FailingOver, &[]),
+        (S::Suspect, I::FailoverCompleted, S::FailedOver, &[]),
+        (S::Suspect, I::FailoverFailed, S::Suspect, &[]),
+        (S::Suspect, I::FailbackCompleted, S::Healthy, &[]),
+
+        (S::Down, I::Good, S::Down, &[]),
+        (S::Down, I::Outage, S::Down, &[]),
+        (S::Down, I::Partial, S::Degraded, &[E::Degraded]),
+        (S::Down, I::Drift, S::Degraded, &[E::Degraded]),
+        (S::Down, I::Config, S::Degraded, &[E::ConfigError]),
+        (S::Down, I::WitnessFailed, S::Isolated, &[E::Isolated]),
+        (S::Down, I::Pause, S::Paused, &[E::Paused]),
+        (S::Down, I::Resume, S::Down, &[]),
+        (S::Down, I::FailoverStarted, S::FailingOver, &[]),
+        (S::Down, I::FailoverCompleted, S::FailedOver, &[]),
+        (S::Down, I::FailoverFailed, S::Down, &[]),
+        (S::Down, I::FailbackCompleted, S::Healthy, &[]),
+
+        (S::FailingOver, I::Good, S::FailingOver, &[]),
+        (S::FailingOver, I::Outage, S::FailingOver, &[]),
+        (S::FailingOver, I::Partial, S::FailingOver, &[E::Degraded]),
+        (S::FailingOver, I::Drift, S::FailingOver, &[E::Degraded]),
+        (S::FailingOver, I::Config, S::FailingOver, &[E::ConfigError]),
+        (S::FailingOver, I::WitnessFailed, S::FailingOver, &[E::Isolated]),
+        (S::FailingOver, I::Pause, S::FailingOver, &[E::Paused]),
+        (S::FailingOver, I::Resume, S::FailingOver, &[]),
+        (S::FailingOver, I::FailoverStarted, S::FailingOver, &[]),
+        (S::FailingOver, I::FailoverCompleted, S::FailedOver, &[]),
+        (S::FailingOver, I::FailoverFailed, S::Down, &[]),
+        (S::FailingOver, I::FailbackCompleted, S::Healthy, &[]),
+
+        (S::FailedOver, I::Good, S::FailedOver, &[]),
+        (S::FailedOver, I::Outage, S::Suspect, &[E::Suspect]),
+        (S::FailedOver, I::Partial, S::Degraded, &[E::Degraded]),
+        (S::FailedOver, I::Drift, S::Degraded, &[E::Degraded]),
+        (S::FailedOver, I::Config, S::Degraded, &[E::ConfigError]),
+        (S::FailedOver, I::WitnessFailed, S::Isolated, &[E::Isolated]),
+        (S::FailedOver, I::Pause, S::Paused, &[E::Paused]),
+        (S::FailedOver, I::Resume, S::FailedOver, &[]),
+        (S::FailedOver, I::FailoverStarted, S::FailingOver, &[]),
+        (S::FailedOver, I::FailoverCompleted, S::FailedOver, &[]),
+        (S::FailedOver, I::FailoverFailed, S::FailedOver, &[]),
+        (S::FailedOver, I::FailbackCompleted, S::Healthy, &[]),
+
+        (S::Degraded, I::Good, S::Degraded, &[]),
+        (S::Degraded, I::Outage, S::Suspect, &[E::Suspect]),
+        (S::Degraded, I::Partial, S::Degraded, &[]),
+        (S::Degraded, I::Drift, S::Degraded, &[]),
+        (S::Degraded, I::Config, S::Degraded, &[E::ConfigError]),
+        (S::Degraded, I::WitnessFailed, S::Isolated, &[E::Isolated]),
+        (S::Degraded, I::Pause, S::Paused, &[E::Paused]),
+        (S::Degraded, I::Resume, S::Degraded, &[]),
+        (S::Degraded, I::FailoverStarted, S::FailingOver, &[]),
+        (S::Degraded, I::FailoverCompleted, S::FailedOver, &[]),
+        (S::Degraded, I::FailoverFailed, S::Degraded, &[]),
+        (S::Degraded, I::FailbackCompleted, S::Healthy, &[]),
+
+        (S::Isolated, I::Good, S::Healthy, &[E::Recovered]),
+        (S::Isolated, I::Outage, S::Suspect, &[E::Suspect]),
+        (S::Isolated, I::Partial, S::Degraded, &[E::Degraded]),
+        (S::Isolated, I::Drift, S::Degraded, &[E::Degraded]),
+        (S::Isolated, I::Config, S::Degraded, &[E::ConfigError]),
+        (S::Isolated, I::WitnessFailed, S::Isolated, &[]),
+        (S::Isolated, I::Pause, S::Paused, &[E::Paused]),
+        (S::Isolated, I::Resume, S::Isolated, &[]),
+        (S::Isolated, I::FailoverStarted, S::FailingOver, &[]),
+        (S::Isolated, I::FailoverCompleted, S::Isolated, &[]),
+        (S::Isolated, I::FailoverFailed, S::Isolated, &[]),
+        (S::Isolated, I::FailbackCompleted, S::Isolated, &[]),
+
+        (S::Paused, I::Good, S::Paused, &[]),
+        (S::Paused, I::Outage, S::Paused, &[E::Suspect]),
+        (S::Paused, I::Partial, S::Paused, &[E::Degraded]),
+        (S::Paused, I::Drift, S::Paused, &[E::Degraded]),
+        (S::Paused, I::Config, S::Paused, &[E::ConfigError]),
+        (S::Paused, I::WitnessFailed, S::Paused, &[E::Isolated]),
+        (S::Paused, I::Pause, S::Paused, &[]),
+        (S::Paused, I::Resume, S::Healthy, &[E::Resumed]),
+        (S::Paused, I::FailoverStarted, S::FailingOver, &[]),
+        (S::Paused, I::FailoverCompleted, S::Paused, &[]),
+        (S::Paused, I::FailoverFailed, S::Paused, &[]),
+        (S::Paused, I::FailbackCompleted, S::Paused, &[]),
+    ];
+    assert_eq!(
+        table.len(),
+        State::ALL.len() * 12,
+        "one row per state and input"
+    );
+    for &(from, input, to, want) in table {
+        let mut sim = reach(from);
+        let got = apply(&mut sim, input);
+        assert_eq!(
+            (sim.state.state(), got.as_slice()),
+            (to, want),
+            "{from:?} + {input:?}"
+        );
+    }
+}
+
+// ---- Suspect and Down ---------------------------------------------------------------------
+
+#[test]
+fn down_needs_fall_rounds() {
+    let mut sim = Sim::new();
+    sim.params.down_after = Duration::ZERO;
+    assert_eq!(sim.steps(2, outage()), [Event::Suspect]);
+    assert_eq!(sim.state.state(), State::Suspect);
+    assert_eq!(sim.state.consecutive_failures, 2);
+    assert_eq!(sim.steps(1, outage()), [Event::Down, Event::FailoverIntent]);
+}
+
+#[test]
+fn one_long_stall_does_not_count_as_fall_rounds() {
+    let mut sim = Sim::new();
+    sim.step(outage());
+    sim.advance(Duration::from_secs(3600));
+    assert_eq!(sim.steps(1, outage()), []);
+    assert_eq!(
+        sim.state.state(),
+        State::Suspect,
+        "down_after holds but only 2 rounds"
+    );
+    assert_eq!(sim.steps(1, outage()), [Event::Down, Event::FailoverIntent]);
+}
+
+#[test]
+fn fall_rounds_too_fast_wait_for_down_after() {
+    let mut sim = Sim::new();
+    sim.params.down_after = Duration::from_secs(10);
+    assert_eq!(
+        sim.steps(10, outage()),
+        [Event::Suspect],
+        "9 s of failures < 10 s"
+    );
+    assert_eq!(sim.state.consecutive_failures, 10);
+    assert_eq!(sim.steps(1, outage()), [Event::Down, Event::FailoverIntent]);
+}
+
+#[test]
+fn any_other_round_breaks_the_streak() {
+    for breaker in [good(), partial(), drift(good()), config(Auth)] {
+        let mut sim = Sim::new();
+        sim.steps(2, outage());
+        sim.step(breaker.clone());
+        assert_eq!(sim.state.consecutive_failures, 0, "{breaker:?}");
+        assert_eq!(sim.state.failure_streak_since, None);
+        sim.steps(2, outage());
+        assert_ne!(sim.state.state(), State::Down, "{breaker:?}");
+        assert_eq!(sim.steps(1, outage()), [Event::Down, Event::FailoverIntent]);
+    }
+}
+
+#[test]
+fn down_reasons_carry_the_values() {
+    let mut sim = Sim::new();
+    sim.steps(2, outage());
+    let decisions = sim.step(outage());
+    let down = &decisions[0];
+    assert_eq!(
+        (down.event, down.state, down.previous_state),
+        (Event::Down, State::Down, State::Suspect)
+    );
+    assert_eq!(
+        down.reasons,
+        [
+            "dns: timeout ×3, direct: connect_refused ×3",
+            "3 consecutive failed rounds ≥ fall 3",
+            "failing for 2s ≥ down_after 2s",
+        ]
+    );
+    let intent = &decisions[1];
+    assert_eq!(intent.event, Event::FailoverIntent);
+    assert!(intent.guards.iter().all(|g| g.passed));
+    assert_eq!(intent.guards.len(), 8);
+    assert!(
+        intent
+            .reasons
+            .contains(&"mode passed: auto-failover".to_owned())
+    );
+}
+
+#[test]
+fn per_path_streaks_feed_the_gauge() {
+    let mut sim = Sim::new();
+    sim.step(partial());
+    sim.step(partial());
+    sim.step(outage());
+    assert_eq!(
+        (sim.state.dns.clone(), sim.state.direct.clone()),
+        (
+            PathStreak {
+                consecutive_failures: 3,
+                last_failure: Some(Timeout)
+            },
+            PathStreak {
+                consecutive_failures: 1,
+                last_failure: Some(ConnectRefused)
+            },
+        )
+    );
+    sim.step(good());
+    assert_eq!(sim.state.dns, PathStreak::default());
+}
+
+// ---- recovery -----------------------------------------------------------------------------
+
+#[test]
+fn leaving_any_unhealthy_health_takes_rise_good_rounds() {
+    for (name, setup) in [
+        ("suspect", outage()),
+        ("degraded", partial()),
+        ("down", outage()),
+    ] {
+        let mut sim = Sim::new();
+        sim.steps(if name == "down" { 3 } else { 1 }, setup);
+        let before = sim.state.state();
+        assert_eq!(sim.steps(1, good()), [], "{name}");
+        assert_eq!(
+            sim.state.state(),
+            before,
+            "{name}: one good round is not enough"
+        );
+        let decisions = sim.step(good());
+        assert_eq!(events(&decisions), [Event::Recovered], "{name}");
+        assert_eq!(
+            decisions[0].reasons[1],
+            "2 consecutive good rounds ≥ rise 2"
+        );
+        assert_eq!(sim.state.state(), State::Healthy);
+    }
+}
+
+#[test]
+fn a_failure_after_partial_recovery_starts_a_new_episode() {
+    let mut sim = Sim::new();
+    sim.steps(3, outage());
+    sim.step(good());
+    assert_eq!(sim.steps(1, outage()), [Event::Suspect]);
+    assert_eq!(sim.state.down_episode(), None);
+    sim.params.cooldown = Duration::ZERO;
+    sim.params.max_auto_failovers = 2;
+    assert_eq!(sim.steps(2, outage()), [Event::Down, Event::FailoverIntent]);
+}
+
+#[test]
+fn down_then_degraded_then_down_again_is_announced_again() {
+    let mut sim = Sim::with(Params {
+        mode: Mode::AlertOnly,
+        ..params()
+    });
+    assert_eq!(
+        sim.steps(3, outage()),
+        [Event::Suspect, Event::Down, Event::FailoverBlocked]
+    );
+    assert_eq!(sim.steps(1, partial()), [Event::Degraded]);
+    assert_eq!(
+        sim.steps(3, outage()),
+        [Event::Suspect, Event::Down, Event::FailoverBlocked]
+    );
+}
+
+// ---- Degraded -----------------------------------------------------------------------------
+
+#[test]
+fn one_path_failing_is_never_down() {
+    for obs in [
+        partial(),
+        round(PathStatus::Ok, PathStatus::Failed(ConnectTimeout)),
+        round(PathStatus::Failed(DnsNxdomain), PathStatus::Ok),
+    ] {
+        let mut sim = Sim::new();
+        assert_eq!(sim.steps(100, obs.clone()), [Event::Degraded], "{obs:?}");
+        assert_eq!(sim.state.state(), State::Degraded);
+        assert_eq!(sim.state.consecutive_failures, 0);
+    }
+}
+
+#[test]
+fn drift_is_degraded_with_its_target() {
+    let mut sim = Sim::new();
+    let decisions = sim.step(drift(good()));
+    assert_eq!(events(&decisions), [Event::Degraded]);
+    assert!(decisions[0].reasons.contains(
+        &"drift: the record points at elsewhere.example, not the active cache".to_owned()
+    ));
+    assert_eq!(
+        sim.state.consecutive_successes, 0,
+        "a drifted round is not good"
+    );
+}
+
+#[test]
+fn drift_during_an_outage_counts_but_blocks_the_failover() {
+    let mut sim = Sim::new();
+    let got = sim.steps(3, drift(outage()));
+    assert_eq!(got, [Event::Suspect, Event::Down, Event::FailoverBlocked]);
+    let (_, decisions) = step(&sim.state, &drift(outage()), sim.now, &sim.params);
+    assert_eq!(decisions, [], "the same blocking set is not repeated");
+    let decisions = sim.step(outage());
+    assert_eq!(
+        events(&decisions),
+        [Event::FailoverIntent],
+        "drift gone: every guard passes"
+    );
+}
+
+// ---- config errors ------------------------------------------------------------------------
+
+#[test]
+fn config_kinds_alert_once_and_never_count() {
+    for kind in [Tls, Auth, Oom, Readonly, ValueMismatch] {
+        for obs in [
+            round(PathStatus::Failed(kind), PathStatus::Failed(kind)),
+            round(PathStatus::Failed(kind), PathStatus::Ok),
+            round(PathStatus::Ok, PathStatus::Failed(kind)),
+            round(PathStatus::Failed(kind), PathStatus::Failed(Timeout)),
+            round(PathStatus::Failed(ConnectTimeout), PathStatus::Failed(kind)),
+        ] {
+            let mut sim = Sim::new();
+            sim.params.down_after = Duration::ZERO;
+            assert_eq!(sim.steps(50, obs.clone()), [Event::ConfigError], "{obs:?}");
+            assert_eq!(sim.state.state(), State::Degraded);
+            assert_eq!(sim.state.consecutive_failures, 0);
+            assert_eq!(sim.state.config_errors, [kind]);
+        }
+    }
+}
+
+#[test]
+fn config_error_is_announced_again_when_its_kinds_change() {
+    let mut sim = Sim::new();
+    assert_eq!(sim.steps(2, config(Auth)), [Event::ConfigError]);
+    let decisions = sim.step(config(Oom));
+    assert_eq!(events(&decisions), [Event::ConfigError]);
+    assert!(
+        decisions[0].reasons[1].starts_with("oom: "),
+        "{:?}",
+        decisions[0].reasons
+    );
+    sim.steps(2, good());
+    assert_eq!(sim.state.state(), State::Healthy);
+    assert_eq!(
+        sim.steps(1, config(Oom)),
+        [Event::ConfigError],
+        "a new streak"
+    );
+}
+
+#[test]
+fn config_streak_then_outage_starts_counting_from_zero() {
+    let mut sim = Sim::new();
+    sim.steps(
+        5,
+        round(PathStatus::Failed(Auth), PathStatus::Failed(Timeout)),
+    );
+    assert_eq!(sim.steps(1, outage()), [Event::Suspect]);
+    assert_eq!(sim.state.consecutive_failures, 1);
+}
+
+// ---- Isolated -----------------------------------------------------------------------------
+
+#[test]
+fn isolated_announces_nothing_about_the_cache_and_never_fails_over() {
+    let mut sim = Sim::new();
+    sim.params.down_after = Duration::ZERO;
+    assert_eq!(sim.steps(10, isolated(outage())), [Event::Isolated]);
+    assert_eq!(sim.state.state(), State::Isolated);
+    assert!(matches!(
+        sim.state.health,
+        Health::Down(DownEpisode {
+            announced_at: None,
+            ..
+        })
+    ));
+    assert_eq!(sim.state.consecutive_failures, 10, "counting goes on");
+}
+
+#[test]
+fn witness_back_while_still_down_decides_at_once() {
+    let mut sim = Sim::new();
+    sim.steps(5, isolated(outage()));
+    assert_eq!(sim.steps(1, outage()), [Event::Down, Event::FailoverIntent]);
+}
+
+#[test]
+fn isolation_after_an_announced_down_comes_back_as_a_reminder() {
+    let mut sim = Sim::with(Params {
+        mode: Mode::AlertOnly,
+        ..params()
+    });
+    sim.steps(3, outage());
+    assert_eq!(sim.steps(2, isolated(outage())), [Event::Isolated]);
+    let decisions = sim.step(outage());
+    assert_eq!(events(&decisions), [Event::Reminder]);
+    assert_eq!(decisions[0].of, Some(Event::Down));
+    assert!(
+        decisions[0]
+            .reasons
+            .contains(&"witness ok again".to_owned())
+    );
+    assert!(
+        decisions[0]
+            .reasons
+            .contains(&"failover blocked by mode".to_owned())
+    );
+}
+
+#[test]
+fn not_configured_witness_is_trusted() {
+    let mut sim = Sim::new();
+    let mut obs = outage();
+    obs.witness = Witness::NotConfigured;
+    assert_eq!(
+        sim.steps(3, obs),
+        [Event::Suspect, Event::Down, Event::FailoverIntent]
+    );
+}
+
+// ---- failover guards ----------------------------------------------------------------------
+
+#[test]
+fn alert_only_reports_would_fail_over() {
+    let mut sim = Sim::with(Params {
+        mode: Mode::AlertOnly,
+        ..params()
+    });
+    let decisions: Vec<Decision> = (0..3).flat_map(|_| sim.step(outage())).collect();
+    let blocked = decisions.last().unwrap();
+    assert_eq!(blocked.event, Event::FailoverBlocked);
+    assert!(blocked.would_fail_over());
+    let blocking: Vec<_> = blocked
+        .blocking_guards()
+        .map(|g| (g.guard, g.detail.as_str()))
+        .collect();
+    assert_eq!(blocking, [(GuardKind::Mode, "alert-only")]);
+    assert!(
+        blocked
+            .reasons
+            .contains(&"mode BLOCKS: alert-only".to_owned())
+    );
+    assert_eq!(
+        sim.steps(50, outage()),
+        [],
+        "blocked once per episode and blocking set"
+    );
+}
+
+#[test]
+fn blocked_lists_every_blocking_guard() {
+    let mut sim = Sim::with(Params {
+        mode: Mode::AlertOnly,
+        ..params()
+    });
+    sim.state.failovers.push(origin());
+    sim.apply(pause);
+    let decisions: Vec<Decision> = (0..3).flat_map(|_| sim.step(outage())).collect();
+    let blocked = decisions.last().unwrap();
+    assert_eq!(blocked.event, Event::FailoverBlocked);
+    assert!(!blocked.would_fail_over());
+    let blocking: Vec<_> = blocked.blocking_guards().map(|g| g.guard).collect();
+    assert_eq!(
+        blocking,
+        [
+            GuardKind::Mode,
+            GuardKind::Paused,
+            GuardKind::Cooldown,
+            GuardKind::MaxAutoFailovers
+        ]
+    );
+    let details: Vec<_> = blocked
+        .blocking_guards()
+        .map(|g| g.detail.as_str())
+        .collect();
+    assert_eq!(
+        details,
+        [
+            "alert-only",
+            "paused 2s ago",
+            "last failover 2s ago < cooldown 1h",
+            "1 failover(s) in the last 1day ≥ max 1",
+        ]
+    );
+}
+
+#[test]
+fn blocked_is_repeated_when_its_reason_changes_and_intent_follows_the_cooldown() {
+    let mut sim = Sim::new();
+    sim.params.max_auto_failovers = 5;
+    sim.params.cooldown = Duration::from_secs(30);
+    sim.state.failovers.push(origin());
+    assert_eq!(
+        sim.steps(3, outage()),
+        [Event::Suspect, Event::Down, Event::FailoverBlocked]
+    );
+    assert_eq!(sim.steps(10, outage()), []);
+    let decisions = sim.step(drift(outage()));
+    assert_eq!(events(&decisions), [Event::FailoverBlocked]);
+    let blocking: Vec<_> = decisions[0].blocking_guards().map(|g| g.guard).collect();
+    assert_eq!(blocking, [GuardKind::Drift, GuardKind::Cooldown]);
+    // rounds at 14 s … 29 s are still in the cooldown; the round at 30 s is not.
+    assert_eq!(sim.steps(16, outage()), [Event::FailoverBlocked]);
+    assert_eq!(sim.steps(1, outage()), [Event::FailoverIntent]);
+    assert_eq!(
+        sim.steps(20, outage()),
+        [],
+        "at most one intent per episode"
+    );
+}
+
+#[test]
+fn cap_allows_max_failovers_per_window() {
+    let mut sim = Sim::new();
+    sim.params.cooldown = Duration::ZERO;
+    sim.params.max_auto_failovers = 2;
+    sim.params.max_auto_failovers_window = Duration::from_secs(3600);
+    for _ in 0..2 {
+        assert_eq!(
+            sim.steps(3, outage()),
+            [Event::Suspect, Event::Down, Event::FailoverIntent]
+        );
+        sim.apply(failover_started);
+        sim.apply(failover_completed);
+        sim.apply(failback_completed);
+    }
+    let decisions: Vec<Decision> = (0..3).flat_map(|_| sim.step(outage())).collect();
+    assert_eq!(
+        events(&decisions),
+        [Event::Suspect, Event::Down, Event::FailoverBlocked]
+    );
+    let blocking: Vec<_> = decisions[2].blocking_guards().map(|g| g.guard).collect();
+    assert_eq!(blocking, [GuardKind::MaxAutoFailovers]);
+    sim.advance(Duration::from_secs(3600));
+    assert_eq!(
+        sim.steps(1, outage()),
+        [Event::FailoverIntent],
+        "the window slid"
+    );
+    assert!(sim.state.failovers.is_empty(), "old failovers are pruned");
+}
+
+#[test]
+fn zero_max_failovers_never_fails_over() {
+    let mut sim = Sim::with(Params {
+        max_auto_failovers: 0,
+        ..params()
+    });
+    assert_eq!(
+        sim.steps(3, outage()),
+        [Event::Suspect, Event::Down, Event::FailoverBlocked]
+    );
+}
+
+#[test]
+fn zero_fall_and_rise_count_as_one() {
+    let mut sim = Sim::with(Params {
+        fall: 0,
+        rise: 0,
+        down_after: Duration::ZERO,
+        ..params()
+    });
+    assert_eq!(sim.steps(1, outage()), [Event::Down, Event::FailoverIntent]);
+    sim.apply(|s, now| failover_failed(s, now, "x"));
+    assert_eq!(sim.steps(1, good()), [Event::Recovered]);
+}
+
+// ---- reminders ----------------------------------------------------------------------------
+
+#[test]
+fn reminders_come_once_per_interval_while_down() {
+    let mut sim = Sim::with(Params {
+        mode: Mode::AlertOnly,
+        reminder_interval: Duration::from_secs(10),
+        ..params()
+    });
+    sim.steps(3, outage()); // down announced at 2 s
+    let got: Vec<(u64, Vec<Event>)> = (0..25)
+        .map(|_| {
+            let at = sim.now.duration_since(origin()).unwrap().as_secs();
+            (at, events(&sim.step(outage())))
+        })
+        .filter(|(_, e)| !e.is_empty())
+        .collect();
+    assert_eq!(
+        got,
+        [(12, vec![Event::Reminder]), (22, vec![Event::Reminder])]
+    );
+}
+
+#[test]
+fn reminder_says_how_long_and_what_happened_to_the_failover() {
+    let mut sim = Sim::with(Params {
+        reminder_interval: Duration::ZERO,
+        ..params()
+    });
+    sim.steps(3, outage());
+    sim.apply(failover_started);
+    sim.apply(|s, now| failover_failed(s, now, "create-failed"));
+    let decisions = sim.step(outage());
+    assert_eq!(events(&decisions), [Event::Reminder], "no second intent");
+    let reasons = &decisions[0].reasons;
+    assert_eq!(reasons[0], "down for 1s");
+    assert!(
+        reasons.contains(&"last failover failed: create-failed".to_owned()),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.contains(&"failover intent emitted 1s ago".to_owned()),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn clock_going_backwards_delays_but_never_panics() {
+    let mut sim = Sim::with(Params {
+        reminder_interval: Duration::from_secs(10),
+        ..params()
+    });
+    sim.params.mode = Mode::AlertOnly;
+    sim.step(outage());
+    sim.now = origin() - Duration::from_secs(3600);
+    assert_eq!(
+        sim.steps(2, outage()),
+        [],
+        "the backwards step adds no time"
+    );
+    assert_eq!(sim.state.failure_streak_elapsed, Duration::from_secs(1));
+    assert_eq!(
+        sim.steps(1, outage()),
+        [Event::Down, Event::FailoverBlocked]
+    );
+    sim.now -= Duration::from_secs(60);
+    assert_eq!(
+        sim.steps(10, outage()),
+        [],
+        "the reminder interval starts again"
+    );
+    assert_eq!(sim.steps(1, outage()), [Event::Reminder]);
+    sim.now = UNIX_EPOCH;
+    sim.steps(3, outage());
+    sim.apply(pause);
+    sim.apply(resume);
+}
+
+// ---- pause --------------------------------------------------------------------------------
+
+#[test]
+fn paused_watch_still_alerts_but_never_fails_over() {
+    let mut sim = Sim::new();
+    sim.apply(pause);
+    let decisions: Vec<Decision> = (0..3).flat_map(|_| sim.step(outage())).collect();
+    assert_eq!(
+        events(&decisions),
+        [Event::Suspect, Event::Down, Event::FailoverBlocked]
+    );
+    assert!(decisions.iter().all(|d| d.state == State::Paused));
+    assert_eq!(sim.steps(20, outage()), []);
+
+    let decisions = sim.apply(resume);
+    assert_eq!(events(&decisions), [Event::Resumed]);
+    assert_eq!(
+        (decisions[0].previous_state, decisions[0].state),
+        (State::Paused, State::Down)
+    );
+    assert_eq!(decisions[0].reasons[0], "resumed by an operator after 23s");
+    assert_eq!(
+        sim.steps(1, outage()),
+        [Event::FailoverIntent],
+        "no second `down`"
+    );
+}
+
+#[test]
+fn pause_remembers_the_state_underneath() {
+    let mut sim = Sim::new();
+    sim.steps(3, outage());
+    sim.apply(pause);
+    assert_eq!(
+        (sim.state.state(), sim.state.judged()),
+        (State::Paused, State::Down)
+    );
+    assert!(sim.state.is_paused());
+    assert_eq!(sim.apply(pause), [], "pausing twice is a no-op");
+    sim.apply(resume);
+    assert_eq!(sim.state.state(), State::Down);
+    assert_eq!(sim.apply(resume), [], "resuming twice is a no-op");
+}
+
+// ---- failover and failback ----------------------------------------------------------------
+
+#[test]
+fn failover_lifecycle_moves_to_the_dr_cache() {
+    let mut sim = Sim::new();
+    sim.steps(3, outage());
+    sim.apply(failover_started);
+    assert_eq!(sim.apply(failover_started), [], "idempotent");
+    assert_eq!(sim.state.failovers.len(), 1);
+    assert_eq!(
+        sim.steps(5, outage()),
+        [],
+        "the primary is still down; the executor is on it"
+    );
+    sim.apply(failover_completed);
+    assert_eq!(sim.state.state(), State::FailedOver);
+    assert!(sim.state.served_by_dr);
+    assert_eq!(sim.state.consecutive_failures, 0);
+    assert_eq!(sim.apply(failover_completed), [], "idempotent");
+    assert_eq!(sim.state.failovers.len(), 1);
+}
+
+#[test]
+fn the_dr_cache_going_down_is_announced_but_never_failed_over() {
+    let mut sim = Sim::new();
+    sim.params.cooldown = Duration::ZERO;
+    sim.params.max_auto_failovers = 10;
+    sim.steps(3, outage());
+    sim.apply(failover_started);
+    sim.apply(failover_completed);
+    let decisions: Vec<Decision> = (0..3).flat_map(|_| sim.step(outage())).collect();
+    assert_eq!(
+        events(&decisions),
+        [Event::Suspect, Event::Down, Event::FailoverBlocked]
+    );
+    let blocking: Vec<_> = decisions[2].blocking_guards().map(|g| g.guard).collect();
+    assert_eq!(blocking, [GuardKind::FailedOver]);
+    sim.steps(1, good());
+    let decisions = sim.step(good());
+    assert_eq!(events(&decisions), [Event::Recovered]);
+    assert_eq!(decisions[0].state, State::FailedOver);
+}
+
+#[test]
+fn failover_completed_without_start_still_starts_the_cooldown() {
+    let mut sim = Sim::new();
+    sim.apply(failover_completed);
+    assert_eq!(sim.state.failovers, [sim.now]);
+    sim.apply(failback_completed);
+    assert_eq!(sim.state.state(), State::Healthy);
+    assert_eq!(
+        sim.steps(3, outage()),
+        [Event::Suspect, Event::Down, Event::FailoverBlocked]
+    );
+}
+
+#[test]
+fn failback_is_possible_once_per_good_streak_of_the_old_primary() {
+    let mut sim = Sim::new();
+    sim.steps(3, outage());
+    sim.apply(failover_started);
+    sim.apply(failover_completed);
+    let with_primary = |status| Observation {
+        old_primary: Some(status),
+        ..good()
+    };
+    assert_eq!(sim.steps(1, with_primary(PathStatus::Ok)), []);
+    assert_eq!(sim.steps(1, good()), [], "not probed: no evidence");
+    let decisions = sim.step(with_primary(PathStatus::Ok));
+    assert_eq!(events(&decisions), [Event::FailbackPossible]);
+    assert_eq!(decisions[0].state, State::FailedOver);
+    assert_eq!(
+        decisions[0].reasons[0],
+        "old primary: 2 consecutive good rounds ≥ rise 2"
+    );
+    assert_eq!(sim.steps(10, with_primary(PathStatus::Ok)), [], "said once");
+    assert_eq!(sim.steps(1, with_primary(PathStatus::Failed(Auth))), []);
+    assert_eq!(
+        sim.steps(2, with_primary(PathStatus::Ok)),
+        [Event::FailbackPossible]
+    );
+    assert_eq!(
+        sim.state.state(),
+        State::FailedOver,
+        "no automatic failback"
+    );
+}
+
+#[test]
+fn old_primary_is_ignored_while_the_primary_serves() {
+    let mut sim = Sim::new();
+    let obs = Observation {
+        old_primary: Some(PathStatus::Ok),
+        ..good()
+    };
+    assert_eq!(sim.steps(5, obs), []);
+    assert_eq!(sim.state.old_primary_successes, 0);
+}
+
+#[test]
+fn failback_keeps_the_cooldown() {
+    let mut sim = Sim::new();
+    sim.params.max_auto_failovers = 5;
+    sim.steps(3, outage());
+    sim.apply(failover_started);
+    sim.apply(failover_completed);
+    sim.apply(failback_completed);
+    assert_eq!(sim.state.state(), State::Healthy);
+    assert!(!sim.state.served_by_dr);
+    let decisions: Vec<Decision> = (0..3).flat_map(|_| sim.step(outage())).collect();
+    let blocking: Vec<_> = decisions[2].blocking_guards().map(|g| g.guard).collect();
+    assert_eq!(blocking, [GuardKind::Cooldown]);
+}
+
+// ---- restart safety -----------------------------------------------------------------------
+
+fn restored(state: &WatchState) -> WatchState {
+    serde_json::from_str(&serde_json::to_string(state).unwrap()).unwrap()
+}
+
+#[test]
+fn a_restored_down_watch_does_not_announce_again() {
+    let mut sim = Sim::with(Params {
+        mode: Mode::AlertOnly,
+        ..params()
+    });
+    sim.steps(3, outage());
+    sim.state = restored(&sim.state);
+    sim.advance(Duration::from_secs(30));
+    assert_eq!(sim.steps(5, outage()), []);
+}
+
+#[test]
+fn a_restored_watch_keeps_its_cooldown_and_pause() {
+    let mut sim = Sim::new();
+    sim.steps(3, outage());
+    sim.apply(failover_started);
+    sim.apply(failover_completed);
+    sim.apply(failback_completed);
+    sim.apply(pause);
+    sim.state = restored(&sim.state);
+    assert_eq!(sim.state.state(), State::Paused);
+    sim.apply(resume);
+    let decisions: Vec<Decision> = (0..3).flat_map(|_| sim.step(outage())).collect();
+    let blocking: Vec<_> = decisions[2].blocking_guards().map(|g| g.guard).collect();
+    assert_eq!(blocking, [GuardKind::Cooldown, GuardKind::MaxAutoFailovers]);
+}
+
+#[test]
+fn a_restored_failing_over_watch_waits_for_the_executor() {
+    let mut sim = Sim::new();
+    sim.steps(3, outage());
+    sim.apply(failover_started);
+    sim.state = restored(&sim.state);
+    assert_eq!(sim.state.state(), State::FailingOver);
+    assert_eq!(sim.steps(5, outage()), []);
+}
+
+#[test]
+fn an_older_state_file_loads_with_defaults() {
+    let state: WatchState = serde_json::from_str("{}").unwrap();
+    assert_eq!(state, WatchState::default());
+    let state: WatchState =
+        serde_json::from_str(r#"{"health":"suspect","consecutive_failures":2}"#).unwrap();
+    assert_eq!(
+        (state.state(), state.consecutive_failures),
+        (State::Suspect, 2)
+    );
+}
+
+#[test]
+fn decisions_serialize_with_stable_names() {
+    let mut sim = Sim::with(Params {
+        mode: Mode::AlertOnly,
+        ..params()
+    });
+    sim.steps(2, outage());
+    let decisions = sim.step(outage());
+    let json = serde_json::to_value(&decisions[1]).unwrap();
+    assert_eq!(json["event"], "failover_blocked");
+    assert_eq!(json["state"], "down");
+    assert_eq!(json["previous_state"], "suspect");
+    assert_eq!(json["guards"][0]["guard"], "mode");
+    assert_eq!(json["guards"][0]["passed"], false);
+    assert!(json.get("of").is_none());
+    let back: Decision = serde_json::from_value(json).unwrap();
+    assert_eq!(back, decisions[1]);
+    let reminder = Decision {
+        event: Event::Reminder,
+        of: Some(Event::Down),
+        ..decisions[0].clone()
+    };
+    assert_eq!(serde_json::to_value(&reminder).unwrap()["of"], "down");
+}
+
+#[test]
+fn guards_repeat_the_witness_and_a_running_failover() {
+    // `step` never evaluates the guards in these cases (the watch is Isolated, or the
+    // running failover is the decision); the guards still refuse on their own.
+    let state = WatchState {
+        failing_over_since: Some(origin()),
+        ..WatchState::default()
+    };
+    let guards = failover_guards(&state, &isolated(outage()), origin(), &params());
+    let blocking: Vec<_> = guards
+        .iter()
+        .filter(|g| !g.passed)
+        .map(|g| (g.guard, g.detail.as_str()))
+        .collect();
+    assert_eq!(
+        blocking,
+        [
+            (
+                GuardKind::Witness,
+                "failed: DescribeServerlessCaches timed out"
+            ),
+            (GuardKind::FailoverInProgress, "one started 0s ago"),
+        ]
+    );
+}
+
+#[test]
+fn a_running_failover_is_not_reported_as_blocked_and_is_reminded() {
+    let mut sim = Sim::with(Params {
+        mode: Mode::AlertOnly,
+        reminder_interval: Duration::from_secs(5),
+        ..params()
+    });
+    assert_eq!(
+        sim.steps(3, outage()),
+        [Event::Suspect, Event::Down, Event::FailoverBlocked]
+    );
+    sim.apply(failover_started); // a manual failover
+    let reminders: Vec<Decision> = (0..5).flat_map(|_| sim.step(outage())).collect();
+    assert_eq!(events(&reminders), [Event::Reminder]);
+    assert_eq!(reminders[0].state, State::FailingOver);
+    assert!(
+        reminders[0]
+            .reasons
+            .contains(&"a failover has been running for 4s".to_owned()),
+        "{:?}",
+        reminders[0].reasons
+    );
+}
