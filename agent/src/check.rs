@@ -274,35 +274,42 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
+/// One path's result in the stable JSON form (README.md).
+pub fn path_json(p: &PathResult) -> Value {
+    let steps: serde_json::Map<String, Value> = p
+        .steps
+        .iter()
+        .map(|s| (s.step.as_str().to_owned(), json!(ms(s.duration))))
+        .collect();
+    json!({
+        "path": p.path.as_str(),
+        "ok": p.ok(),
+        "error_kind": p.error.as_ref().map(|e| e.kind.as_str()),
+        "error": p.error.as_ref().map(|e| e.to_string()),
+        "latency_ms": ms(p.latency),
+        "target": p.target,
+        "address": p.address.map(|a| a.to_string()),
+        "ttl_s": p.ttl.map(|t| t.as_secs()),
+        "steps_ms": steps,
+    })
+}
+
+/// A whole round in the stable JSON form: when, what was expected, and every path.
+pub fn observation_json(o: &Observation) -> Value {
+    json!({
+        "at": humantime::format_rfc3339_millis(o.started_at).to_string(),
+        "expected_target": o.expected_target,
+        "drift_target": o.drift(),
+        "paths": o.paths.iter().map(path_json).collect::<Vec<_>>(),
+    })
+}
+
 /// The stable JSON form (documented in README.md).
 pub fn to_json(report: &CheckReport) -> Value {
     let watches: Vec<Value> = report
         .watches
         .iter()
         .map(|w| {
-            let paths: Vec<Value> = w
-                .observation
-                .paths
-                .iter()
-                .map(|p| {
-                    let steps: serde_json::Map<String, Value> = p
-                        .steps
-                        .iter()
-                        .map(|s| (s.step.as_str().to_owned(), json!(ms(s.duration))))
-                        .collect();
-                    json!({
-                        "path": p.path.as_str(),
-                        "ok": p.ok(),
-                        "error_kind": p.error.as_ref().map(|e| e.kind.as_str()),
-                        "error": p.error.as_ref().map(|e| e.to_string()),
-                        "latency_ms": ms(p.latency),
-                        "target": p.target,
-                        "address": p.address.map(|a| a.to_string()),
-                        "ttl_s": p.ttl.map(|t| t.as_secs()),
-                        "steps_ms": steps,
-                    })
-                })
-                .collect();
             json!({
                 "name": w.name,
                 "status": w.status.as_str(),
@@ -311,7 +318,7 @@ pub fn to_json(report: &CheckReport) -> Value {
                 "drift": w.drift.is_some(),
                 "drift_target": w.drift,
                 "notes": w.notes,
-                "paths": paths,
+                "paths": w.observation.paths.iter().map(path_json).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -351,8 +358,12 @@ pub fn to_text(report: &CheckReport) -> String {
                     Some(e) => format!("{} at {}", e.kind, e.step),
                 },
                 format!("{:.1}ms", ms(p.latency)),
-                p.ttl.map(|t| format!("{}s", t.as_secs())).unwrap_or_else(|| "-".into()),
-                p.address.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                p.ttl
+                    .map(|t| format!("{}s", t.as_secs()))
+                    .unwrap_or_else(|| "-".into()),
+                p.address
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "-".into()),
                 p.target.clone().unwrap_or_else(|| "-".into()),
             ]);
         }

@@ -36,6 +36,20 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// The daemon: probe every watch on its schedule, judge, alert; stop on SIGTERM/SIGINT.
+    Run,
+    /// Pause a running agent's watch (or all): it keeps probing and alerting, never fails over.
+    Pause {
+        /// Only this watch.
+        #[arg(long)]
+        watch: Option<String>,
+    },
+    /// Resume a paused watch (or all) of a running agent.
+    Resume {
+        /// Only this watch.
+        #[arg(long)]
+        watch: Option<String>,
+    },
     /// Config file commands.
     Config {
         /// Which one.
@@ -67,7 +81,129 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Config {
             command: ConfigCommand::Check,
         } => run_config_check(&cli.config),
+        Command::Run => run_daemon(&cli.config).await,
+        Command::Pause { watch } => run_control(&cli.config, "pause", watch.as_deref()).await,
+        Command::Resume { watch } => run_control(&cli.config, "resume", watch.as_deref()).await,
     }
+}
+
+/// The signals that start a clean stop, for messages.
+const STOP_SIGNALS: &str = "SIGTERM or SIGINT";
+
+async fn run_daemon(path: &std::path::Path) -> i32 {
+    // Log in the configured format; the config itself must be read first, so its own errors
+    // go to stderr as text.
+    let config = match Config::load(path, &ProcessEnv) {
+        Ok(config) => config,
+        Err(e) => {
+            init_logging(LogFormat::Text, "info");
+            tracing::error!("invalid config: {:#}", anyhow::Error::from(e));
+            return 2;
+        }
+    };
+    init_logging(config.agent.log_format, "info");
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let signals = match stop_signals(shutdown.clone()) {
+        Ok(task) => task,
+        Err(e) => {
+            tracing::error!("cannot listen for {STOP_SIGNALS}: {e}");
+            return 1;
+        }
+    };
+    let result = crate::daemon::run(config, shutdown).await;
+    signals.abort();
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{:#}", anyhow::Error::from(e));
+            1
+        }
+    }
+}
+
+/// systemd stops units with SIGTERM; a terminal sends SIGINT. Either starts a clean stop.
+fn stop_signals(
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!("{name}: stopping");
+        shutdown.cancel();
+    }))
+}
+
+async fn run_control(path: &std::path::Path, action: &str, watch: Option<&str>) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    let address = if config.agent.admin_listen.port() == 0 {
+        // An ephemeral admin port is only known to the running agent, which records it.
+        let file = crate::daemon::admin_file(&config.agent.state_dir);
+        match crate::store::read_json::<serde_json::Value>(&file) {
+            Ok(Some(v)) => match v["address"].as_str().and_then(|a| a.parse().ok()) {
+                Some(a) => a,
+                None => {
+                    eprintln!("error: {} holds no admin address", file.display());
+                    return 1;
+                }
+            },
+            Ok(None) => {
+                eprintln!(
+                    "error: no running agent: {} does not exist (is `valkey-dr run` running with this config?)",
+                    file.display()
+                );
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("error: {:#}", anyhow::Error::from(e));
+                return 1;
+            }
+        }
+    } else {
+        config.agent.admin_listen
+    };
+    let query = watch
+        .map(|w| format!("?watch={}", percent_encode(w)))
+        .unwrap_or_default();
+    match crate::admin::request(
+        address,
+        "POST",
+        &format!("/{action}{query}"),
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    {
+        Ok((200, body)) => {
+            println!("{body}");
+            0
+        }
+        Ok((status, body)) => {
+            eprintln!("error: the agent refused {action} (HTTP {status}): {body}");
+            1
+        }
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            1
+        }
+    }
+}
+
+/// Watch names are validated to `[A-Za-z0-9._-]`, but a typo on the command line may not be.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Loads the config, logging its warnings; prints the error and returns `None` when invalid.
@@ -90,7 +226,11 @@ fn run_config_check(path: &std::path::Path) -> i32 {
     init_logging(LogFormat::Text, "warn");
     let Some(config) = load(path) else { return 2 };
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "# {}: valid; normalised, secrets omitted", path.display());
+    let _ = writeln!(
+        out,
+        "# {}: valid; normalised, secrets omitted",
+        path.display()
+    );
     let _ = write!(out, "{}", config.to_normalized_toml());
     0
 }
@@ -104,7 +244,10 @@ async fn run_check(path: &std::path::Path, watch: Option<&str>, output: Output) 
     let report = match check::run(&config, watch).await {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("error: no probe round could run: {:#}", anyhow::Error::from(e));
+            eprintln!(
+                "error: no probe round could run: {:#}",
+                anyhow::Error::from(e)
+            );
             return unknown;
         }
     };
@@ -122,6 +265,7 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -11,8 +11,14 @@
 //! `valkey-dr-probes`. Secrets never reach logs, `Debug` output or printed config.
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod aws;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod event;
+pub mod notify;
+pub mod plan;
+pub mod store;
+pub mod witness;

@@ -68,12 +68,39 @@ fn invalid_configs() -> Vec<(&'static str, String, &'static str)> {
         BASE.replacen(from, to, 1)
     };
     vec![
-        ("ttl above 60s", r("ttl = \"30s\"", "ttl = \"90s\""), "watch[0].ttl"),
-        ("ttl below 30s", r("ttl = \"30s\"", "ttl = \"10s\""), "watch[0].ttl"),
-        ("timeout >= interval", r("timeout = \"2s\"", "timeout = \"5s\""), "watch[0].probe.timeout"),
-        ("fall below 1", r("fall = 3", "fall = 0"), "watch[0].policy.fall"),
-        ("rise below 1", r("rise = 2", "rise = 0"), "watch[0].policy.rise"),
-        ("empty hosted zone", r("hosted_zone_id = \"Z0123456789ABC\"", "hosted_zone_id = \"\""), "watch[0].hosted_zone_id"),
+        (
+            "ttl above 60s",
+            r("ttl = \"30s\"", "ttl = \"90s\""),
+            "watch[0].ttl",
+        ),
+        (
+            "ttl below 30s",
+            r("ttl = \"30s\"", "ttl = \"10s\""),
+            "watch[0].ttl",
+        ),
+        (
+            "timeout >= interval",
+            r("timeout = \"2s\"", "timeout = \"5s\""),
+            "watch[0].probe.timeout",
+        ),
+        (
+            "fall below 1",
+            r("fall = 3", "fall = 0"),
+            "watch[0].policy.fall",
+        ),
+        (
+            "rise below 1",
+            r("rise = 2", "rise = 0"),
+            "watch[0].policy.rise",
+        ),
+        (
+            "empty hosted zone",
+            r(
+                "hosted_zone_id = \"Z0123456789ABC\"",
+                "hosted_zone_id = \"\"",
+            ),
+            "watch[0].hosted_zone_id",
+        ),
         (
             "duplicate watch names",
             format!("{BASE}\n{}", &BASE[BASE.find("[[watch]]").unwrap()..]),
@@ -81,28 +108,79 @@ fn invalid_configs() -> Vec<(&'static str, String, &'static str)> {
         ),
         (
             "inline password",
-            r("password_env = \"VALKEY_DR_TEST_PASSWORD\"", &format!("password = \"{SECRET}\"")),
+            r(
+                "password_env = \"VALKEY_DR_TEST_PASSWORD\"",
+                &format!("password = \"{SECRET}\""),
+            ),
             "watch[0].probe.password",
         ),
-        ("unknown mode", r("mode = \"alert-only\"", "mode = \"auto\""), "agent.mode"),
-        ("bad duration", r("interval = \"5s\"", "interval = \"soon\""), "watch[0].probe.interval"),
-        ("port 0", r("ttl = \"30s\"", "ttl = \"30s\"\nport = 0"), "watch[0].port"),
-        ("unknown key", r("interval = \"5s\"", "intreval = \"5s\""), "watch[0].probe.intreval"),
+        (
+            "unknown mode",
+            r("mode = \"alert-only\"", "mode = \"auto\""),
+            "agent.mode",
+        ),
+        (
+            "bad duration",
+            r("interval = \"5s\"", "interval = \"soon\""),
+            "watch[0].probe.interval",
+        ),
+        (
+            "port 0",
+            r("ttl = \"30s\"", "ttl = \"30s\"\nport = 0"),
+            "watch[0].port",
+        ),
+        (
+            "unknown key",
+            r("interval = \"5s\"", "intreval = \"5s\""),
+            "watch[0].probe.intreval",
+        ),
         (
             "bad tls_server_name",
-            r("timeout = \"2s\"", "timeout = \"2s\"\ntls_server_name = \"host\""),
+            r(
+                "timeout = \"2s\"",
+                "timeout = \"2s\"\ntls_server_name = \"host\"",
+            ),
             "watch[0].probe.tls_server_name",
         ),
-        ("DR in the primary region", r("region = \"us-west-2\"", "region = \"us-east-1\""), "watch[0].dr.region"),
-        ("invalid record", r("record = \"valkey.app.internal.\"", "record = \"not a name!\""), "watch[0].record"),
-        ("invalid cache name", r("cache_name = \"app-sessions-dr\"", "cache_name = \"App_Sessions\""), "watch[0].dr.cache_name"),
+        (
+            "DR in the primary region",
+            r("region = \"us-west-2\"", "region = \"us-east-1\""),
+            "watch[0].dr.region",
+        ),
+        (
+            "invalid record",
+            r(
+                "record = \"valkey.app.internal.\"",
+                "record = \"not a name!\"",
+            ),
+            "watch[0].record",
+        ),
+        (
+            "invalid cache name",
+            r(
+                "cache_name = \"app-sessions-dr\"",
+                "cache_name = \"App_Sessions\"",
+            ),
+            "watch[0].dr.cache_name",
+        ),
         (
             "unset password variable",
-            r("VALKEY_DR_TEST_PASSWORD\"", "VALKEY_DR_TEST_UNSET_VARIABLE\""),
+            r(
+                "VALKEY_DR_TEST_PASSWORD\"",
+                "VALKEY_DR_TEST_UNSET_VARIABLE\"",
+            ),
             "watch[0].probe.password_env",
         ),
-        ("wrong type", r("fall = 3", "fall = \"three\""), "watch[0].policy.fall"),
-        ("no watch", BASE[..BASE.find("[[watch]]").unwrap()].to_owned(), "watch"),
+        (
+            "wrong type",
+            r("fall = 3", "fall = \"three\""),
+            "watch[0].policy.fall",
+        ),
+        (
+            "no watch",
+            BASE[..BASE.find("[[watch]]").unwrap()].to_owned(),
+            "watch",
+        ),
         (
             "AWS secret in the file",
             format!("[aws]\nsecret_access_key = \"{SECRET}\"\n{BASE}"),
@@ -121,11 +199,18 @@ fn invalid_configs_exit_3_from_check_and_2_from_config_check() {
             let out = run(dir.path(), &config, args);
             let shown = text(&out);
             assert_eq!(out.status.code(), Some(code), "{what}: {args:?}: {shown}");
-            assert!(shown.contains(key), "{what}: message must name `{key}`: {shown}");
+            assert!(
+                shown.contains(key),
+                "{what}: message must name `{key}`: {shown}"
+            );
             // A key that is absent altogether has no line; the message says so instead.
-            let located = shown.contains("line ") || (what == "no watch" && shown.contains("(not in file)"));
+            let located =
+                shown.contains("line ") || (what == "no watch" && shown.contains("(not in file)"));
             assert!(located, "{what}: message must name the line: {shown}");
-            assert!(shown.contains("valid") || shown.contains("expected"), "{what}: must say what is valid: {shown}");
+            assert!(
+                shown.contains("valid") || shown.contains("expected"),
+                "{what}: must say what is valid: {shown}"
+            );
             assert!(!shown.contains(SECRET), "{what}: secret printed: {shown}");
         }
     }
@@ -144,7 +229,10 @@ fn config_check_prints_normalised_config_without_secrets() {
     let watch = &normalised["watch"][0];
     assert_eq!(watch["record"].as_str(), Some("valkey.app.internal."));
     assert_eq!(watch["policy"]["down_after"].as_str(), Some("15s"));
-    assert_eq!(watch["probe"]["credential"]["source"].as_str(), Some("env VALKEY_DR_TEST_PASSWORD"));
+    assert_eq!(
+        watch["probe"]["credential"]["source"].as_str(),
+        Some("env VALKEY_DR_TEST_PASSWORD")
+    );
 }
 
 #[test]

@@ -32,6 +32,7 @@ pub(crate) struct AgentConfig<'a> {
     pub(crate) timeout: Duration,
     pub(crate) ca_file: &'a Path,
     pub(crate) password_env: Option<&'a str>,
+    pub(crate) witness: SocketAddr,
 }
 
 /// A TOML basic string.
@@ -110,16 +111,22 @@ tls_server_name = "endpoint"
         if let Some(var) = self.password_env {
             let _ = writeln!(out, "password_env = {}", quote(var));
         }
-        out.push_str(
+        let _ = write!(
+            out,
             r#"
 [watch.witness]
-kind = "none"
+kind = "tcp"
+address = "{witness}"
 
 [watch.policy]
 fall = 3
 rise = 2
-down_after = "3s"
+# fall rounds one interval apart span (fall - 1) intervals of failure.
+down_after = "{down_after}"
+reminder_interval = "1m"
 "#,
+            witness = self.witness,
+            down_after = humantime::format_duration(self.interval * 2),
         );
         out
     }
@@ -143,6 +150,7 @@ mod tests {
             timeout: Duration::from_millis(500),
             ca_file: ca,
             password_env,
+            witness: "127.0.0.1:7777".parse().unwrap(),
         }
     }
 
@@ -160,7 +168,11 @@ mod tests {
         assert!(text.contains("interval = \"1s\"\ntimeout = \"500ms\"\n"));
         assert!(text.contains("tls_server_name = \"endpoint\"\n\n[watch.witness]"));
         assert!(!text.contains("password_env"));
-        assert!(text.ends_with("down_after = \"3s\"\n"));
+        assert!(
+            text.contains("kind = \"tcp\"\naddress = \"127.0.0.1:7777\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("down_after = \"2s\"\n"), "{text}");
 
         let parsed: toml::Table = toml::from_str(&text).unwrap();
         let watch = &parsed["watch"].as_array().unwrap()[0];

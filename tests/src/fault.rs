@@ -48,6 +48,10 @@ pub enum Fault {
     DnsDown,
     /// The private zone answers again.
     DnsUp,
+    /// Close the witness port: the agent can no longer prove it reaches the outside.
+    WitnessDown,
+    /// Reopen the witness port.
+    WitnessUp,
     /// Point the record's CNAME at this cache's endpoint (drift, or a hand-made failover).
     PointRecord {
         /// The cache.
@@ -66,7 +70,7 @@ impl Fault {
             | Self::Blackhole { cache }
             | Self::Clear { cache }
             | Self::PointRecord { cache } => Some(cache),
-            Self::DnsDown | Self::DnsUp => None,
+            Self::DnsDown | Self::DnsUp | Self::WitnessDown | Self::WitnessUp => None,
         }
     }
 }
@@ -84,6 +88,8 @@ impl fmt::Display for Fault {
             Self::Clear { cache } => write!(f, "clear {cache}"),
             Self::DnsDown => f.write_str("dns-down"),
             Self::DnsUp => f.write_str("dns-up"),
+            Self::WitnessDown => f.write_str("witness-down"),
+            Self::WitnessUp => f.write_str("witness-up"),
             Self::PointRecord { cache } => write!(f, "point-record {cache}"),
         }
     }

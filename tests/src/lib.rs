@@ -32,6 +32,7 @@ mod front;
 mod naming;
 mod pki;
 mod valkey;
+mod witness;
 
 use std::collections::HashSet;
 use std::fs;
@@ -185,6 +186,8 @@ pub struct LabInfo {
     pub control: SocketAddr,
     /// The env var the config reads the password from, when the lab has a password.
     pub password_env: Option<String>,
+    /// The witness port (`kind = "tcp"` in agent.toml); `witness-down` closes it.
+    pub witness: SocketAddr,
     /// The caches, in creation order.
     pub caches: Vec<CacheInfo>,
 }
@@ -219,6 +222,7 @@ pub(crate) struct Shared {
     password: Option<String>,
     ca: LabCa,
     zone: Arc<Zone>,
+    witness: witness::WitnessServer,
     /// `LabInfo` minus the caches, which change at run time.
     base: LabInfo,
     rng: Mutex<StdRng>,
@@ -283,6 +287,8 @@ impl Shared {
             Fault::Clear { cache } => self.cache(cache)?.clear().await?,
             Fault::DnsDown => self.zone.set_zone_down(true),
             Fault::DnsUp => self.zone.set_zone_down(false),
+            Fault::WitnessDown => self.witness.down(),
+            Fault::WitnessUp => self.witness.up().await?,
             Fault::PointRecord { cache } => {
                 let cache = self.cache(cache)?;
                 self.zone.point_record(&dns::fqdn(&cache.info.endpoint)?);
@@ -503,6 +509,8 @@ impl Lab {
             options.ttl.as_secs() as u32,
         ));
         let (dns_server, dns_addr) = dns::serve(zone.clone()).await?;
+        let witness = witness::WitnessServer::start().await?;
+        let witness_addr = witness.addr();
 
         let control_any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let control_listener =
@@ -534,6 +542,7 @@ impl Lab {
             password: options.password.clone(),
             ca,
             zone: zone.clone(),
+            witness,
             base: LabInfo {
                 dns: dns_addr,
                 zone: ZONE.to_string(),
@@ -544,6 +553,7 @@ impl Lab {
                 config: config_path.clone(),
                 control: control_addr,
                 password_env: password_env.clone(),
+                witness: witness_addr,
                 caches: Vec::new(),
             },
             rng: Mutex::new(rng),
@@ -607,6 +617,7 @@ impl Lab {
             timeout: options.timeout,
             ca_file: &ca_file,
             password_env: password_env.as_deref(),
+            witness: witness_addr,
         }
         .render();
         write_atomic(&config_path, agent_toml.as_bytes(), 0o644)?;

@@ -111,6 +111,10 @@ enum FaultCommand {
     DnsDown,
     /// The private zone answers again.
     DnsUp,
+    /// Close the witness port: the agent cannot prove it reaches the outside (isolation).
+    WitnessDown,
+    /// Reopen the witness port.
+    WitnessUp,
     /// Point the record's CNAME at this cache's endpoint.
     PointRecord { cache: String },
 }
@@ -126,6 +130,8 @@ impl FaultCommand {
             Self::Clear { cache } => Fault::Clear { cache },
             Self::DnsDown => Fault::DnsDown,
             Self::DnsUp => Fault::DnsUp,
+            Self::WitnessDown => Fault::WitnessDown,
+            Self::WitnessUp => Fault::WitnessUp,
             Self::PointRecord { cache } => Fault::PointRecord { cache },
         }
     }

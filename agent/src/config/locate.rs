@@ -148,7 +148,10 @@ mod tests {
         };
         assert_eq!(loc.line_of(&path(0)), Some(7));
         assert_eq!(loc.line_of(&path(1)), Some(12));
-        assert_eq!(loc.line_of(&[Seg::Key("agent".into()), Seg::Key("id".into())]), Some(2));
+        assert_eq!(
+            loc.line_of(&[Seg::Key("agent".into()), Seg::Key("id".into())]),
+            Some(2)
+        );
     }
 
     #[test]
@@ -167,7 +170,10 @@ mod tests {
     fn key_at_offset() {
         let loc = Locator::new(DOC);
         let offset = DOC.find("\"9s\"").unwrap();
-        assert_eq!(loc.key_at(offset).as_deref(), Some("watch[1].probe.timeout"));
+        assert_eq!(
+            loc.key_at(offset).as_deref(),
+            Some("watch[1].probe.timeout")
+        );
         assert_eq!(render(&[Seg::Key("a".into()), Seg::Index(0)]), "a[0]");
     }
 }

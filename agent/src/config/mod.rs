@@ -62,16 +62,7 @@ impl Env for ProcessEnv {
     }
 }
 
-/// Whether the agent may act on its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Mode {
-    /// Notify people, never act.
-    #[serde(rename = "alert-only")]
-    AlertOnly,
-    /// Run the executor when every guard passes.
-    #[serde(rename = "auto-failover")]
-    AutoFailover,
-}
+pub use valkey_dr_policies::Mode;
 
 /// The log encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -538,10 +529,19 @@ impl Validator<'_> {
         }
     }
 
-    fn positive_duration(&mut self, path: &[Seg], raw: Option<&str>, default: Duration) -> Duration {
+    fn positive_duration(
+        &mut self,
+        path: &[Seg],
+        raw: Option<&str>,
+        default: Duration,
+    ) -> Duration {
         let d = self.duration(path, raw, default);
         if d.is_zero() {
-            self.issue(path, "must be greater than zero", "a positive duration such as \"5s\"");
+            self.issue(
+                path,
+                "must be greater than zero",
+                "a positive duration such as \"5s\"",
+            );
             return default;
         }
         d
@@ -582,7 +582,11 @@ impl Validator<'_> {
 
     fn path_buf(&self, raw: &str) -> PathBuf {
         let p = PathBuf::from(raw);
-        if p.is_absolute() { p } else { self.base.join(p) }
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
     }
 
     fn config(&mut self, raw: RawConfig) -> Config {
@@ -647,7 +651,17 @@ impl Validator<'_> {
         };
         let mode = match raw.mode.as_deref() {
             None | Some("alert-only") => Mode::AlertOnly,
-            Some("auto-failover") => Mode::AutoFailover,
+            Some("auto-failover") => {
+                // Refuse rather than quietly run alert-only: an operator who asked for
+                // automatic failover must not believe they have it while this build has
+                // no executor to carry one out.
+                self.issue(
+                    &key(&p, "mode"),
+                    "auto-failover needs the failover executor, which this version does not have yet",
+                    "\"alert-only\" (the agent reports \"would fail over\" with the plan)",
+                );
+                Mode::AlertOnly
+            }
             Some(other) => {
                 self.issue(
                     &key(&p, "mode"),
@@ -660,7 +674,11 @@ impl Validator<'_> {
         let state_dir = match raw.state_dir.as_deref() {
             None => PathBuf::from("/var/lib/valkey-dr"),
             Some("") => {
-                self.issue(&key(&p, "state_dir"), "must not be empty", "a directory path");
+                self.issue(
+                    &key(&p, "state_dir"),
+                    "must not be empty",
+                    "a directory path",
+                );
                 PathBuf::new()
             }
             Some(dir) => self.path_buf(dir),
@@ -737,9 +755,10 @@ impl Validator<'_> {
         let mut nameservers = Vec::new();
         for text in raw.nameservers.unwrap_or_default() {
             // A bare IP means port 53, as in resolv.conf.
-            let parsed = text
-                .parse::<SocketAddr>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+            let parsed = text.parse::<SocketAddr>().or_else(|_| {
+                text.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            });
             match parsed {
                 Ok(addr) => nameservers.push(addr),
                 Err(_) => self.issue(
@@ -753,7 +772,11 @@ impl Validator<'_> {
     }
 
     fn watch(&mut self, p: &[Seg], raw: raw::RawWatch) -> WatchConfig {
-        let name = self.required(&key(p, "name"), raw.name, "a short name such as \"sessions\"");
+        let name = self.required(
+            &key(p, "name"),
+            raw.name,
+            "a short name such as \"sessions\"",
+        );
         if !name.is_empty() && !name.chars().all(id_char) {
             self.issue(
                 &key(p, "name"),
@@ -777,7 +800,9 @@ impl Validator<'_> {
             "the Route 53 private hosted zone id, e.g. \"Z0123456789ABC\"",
         );
         if !hosted_zone_id.is_empty()
-            && !hosted_zone_id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+            && !hosted_zone_id
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
         {
             self.issue(
                 &key(p, "hosted_zone_id"),
@@ -870,7 +895,11 @@ impl Validator<'_> {
     }
 
     fn cache_name(&mut self, path: &[Seg], raw: Option<String>) -> String {
-        let name = self.required(path, raw, "a serverless cache name such as \"app-sessions\"");
+        let name = self.required(
+            path,
+            raw,
+            "a serverless cache name such as \"app-sessions\"",
+        );
         // ElastiCache's own rule for serverless cache names.
         let ok = name.len() <= 40
             && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -892,7 +921,11 @@ impl Validator<'_> {
     fn primary(&mut self, p: &[Seg], raw: Option<raw::RawPrimary>) -> PrimaryConfig {
         let p = key(p, "primary");
         let Some(raw) = raw else {
-            self.issue(&p, "is required", "a [watch.primary] table with region and cache_name");
+            self.issue(
+                &p,
+                "is required",
+                "a [watch.primary] table with region and cache_name",
+            );
             return PrimaryConfig {
                 region: String::new(),
                 cache_name: String::new(),
@@ -956,7 +989,9 @@ impl Validator<'_> {
             );
         }
         let major_engine_version = raw.major_engine_version.unwrap_or_else(|| "8".into());
-        if major_engine_version.is_empty() || !major_engine_version.chars().all(|c| c.is_ascii_digit()) {
+        if major_engine_version.is_empty()
+            || !major_engine_version.chars().all(|c| c.is_ascii_digit())
+        {
             self.issue(
                 &key(&p, "major_engine_version"),
                 format!("{major_engine_version:?} is not a major version"),
@@ -975,9 +1010,9 @@ impl Validator<'_> {
                 );
             }
         }
-        let snapshot_retention_limit = raw.snapshot_retention_limit.map(|n| {
-            self.count(&key(&p, "snapshot_retention_limit"), Some(n), 0, 0, 35)
-        });
+        let snapshot_retention_limit = raw
+            .snapshot_retention_limit
+            .map(|n| self.count(&key(&p, "snapshot_retention_limit"), Some(n), 0, 0, 35));
         if let Some(t) = &raw.daily_snapshot_time {
             let ok = t.len() == 5
                 && t.as_bytes()[2] == b':'
@@ -994,11 +1029,17 @@ impl Validator<'_> {
         let usage_limits = raw.usage_limits.map(|u| {
             let up = key(&p, "usage_limits");
             UsageLimits {
-                data_storage_max_gb: u.data_storage_max_gb.map(|n| {
-                    self.count(&key(&up, "data_storage_max_gb"), Some(n), 1, 1, 5000)
-                }),
+                data_storage_max_gb: u
+                    .data_storage_max_gb
+                    .map(|n| self.count(&key(&up, "data_storage_max_gb"), Some(n), 1, 1, 5000)),
                 ecpu_per_second_max: u.ecpu_per_second_max.map(|n| {
-                    self.count(&key(&up, "ecpu_per_second_max"), Some(n), 1000, 1000, 15_000_000)
+                    self.count(
+                        &key(&up, "ecpu_per_second_max"),
+                        Some(n),
+                        1000,
+                        1000,
+                        15_000_000,
+                    )
                 }),
             }
         });
@@ -1027,10 +1068,16 @@ impl Validator<'_> {
     }
 
     fn probe(&mut self, p: &[Seg], raw: raw::RawProbe) -> ProbeConfig {
-        let interval =
-            self.positive_duration(&key(p, "interval"), raw.interval.as_deref(), Duration::from_secs(5));
-        let timeout =
-            self.positive_duration(&key(p, "timeout"), raw.timeout.as_deref(), Duration::from_secs(2));
+        let interval = self.positive_duration(
+            &key(p, "interval"),
+            raw.interval.as_deref(),
+            Duration::from_secs(5),
+        );
+        let timeout = self.positive_duration(
+            &key(p, "timeout"),
+            raw.timeout.as_deref(),
+            Duration::from_secs(2),
+        );
         if timeout >= interval {
             self.issue(
                 &key(p, "timeout"),
@@ -1042,8 +1089,15 @@ impl Validator<'_> {
                 "a timeout below the interval, so rounds never overlap (e.g. interval \"5s\", timeout \"2s\")",
             );
         }
-        let key_prefix = raw.key_prefix.clone().unwrap_or_else(|| "valkey-dr:probe:".into());
-        if key_prefix.is_empty() || key_prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        let key_prefix = raw
+            .key_prefix
+            .clone()
+            .unwrap_or_else(|| "valkey-dr:probe:".into());
+        if key_prefix.is_empty()
+            || key_prefix
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
             self.issue(
                 &key(p, "key_prefix"),
                 format!("{key_prefix:?} cannot keep probe keys apart from application keys"),
@@ -1136,7 +1190,9 @@ impl Validator<'_> {
                     self.issue(
                         &path,
                         format!("environment variable {var} is not set or empty"),
-                        format!("export {var} in the agent's environment (systemd: EnvironmentFile=)"),
+                        format!(
+                            "export {var} in the agent's environment (systemd: EnvironmentFile=)"
+                        ),
                     );
                     Credential::None
                 }
@@ -1152,7 +1208,11 @@ impl Validator<'_> {
                     password: Secret::new(pw.trim_end_matches(['\n', '\r'])),
                 },
                 Ok(_) => {
-                    self.issue(&path, format!("{} is empty", file.display()), "a file holding the password");
+                    self.issue(
+                        &path,
+                        format!("{} is empty", file.display()),
+                        "a file holding the password",
+                    );
                     Credential::None
                 }
                 Err(e) => {
@@ -1188,20 +1248,34 @@ impl Validator<'_> {
         Credential::None
     }
 
-    fn witness(&mut self, p: &[Seg], raw: raw::RawWitness, probe_timeout: Duration) -> WitnessConfig {
-        let timeout =
-            self.positive_duration(&key(p, "timeout"), raw.timeout.as_deref(), probe_timeout.max(Duration::from_secs(2)));
+    fn witness(
+        &mut self,
+        p: &[Seg],
+        raw: raw::RawWitness,
+        probe_timeout: Duration,
+    ) -> WitnessConfig {
+        let timeout = self.positive_duration(
+            &key(p, "timeout"),
+            raw.timeout.as_deref(),
+            probe_timeout.max(Duration::from_secs(2)),
+        );
         match raw.kind.as_deref() {
             None | Some("aws") => {
                 if raw.address.is_some() {
-                    self.issue(&key(p, "address"), "is only used with kind = \"tcp\"", "remove it, or set kind = \"tcp\"");
+                    self.issue(
+                        &key(p, "address"),
+                        "is only used with kind = \"tcp\"",
+                        "remove it, or set kind = \"tcp\"",
+                    );
                 }
                 WitnessConfig::Aws { timeout }
             }
             Some("none") => WitnessConfig::None,
             Some("tcp") => {
                 let addr = raw.address.as_deref().and_then(|a| {
-                    a.parse::<SocketAddr>().ok().or_else(|| a.to_socket_addrs().ok()?.next())
+                    a.parse::<SocketAddr>()
+                        .ok()
+                        .or_else(|| a.to_socket_addrs().ok()?.next())
                 });
                 match addr {
                     Some(address) => WitnessConfig::Tcp { address, timeout },
@@ -1232,10 +1306,23 @@ impl Validator<'_> {
     fn policy(&mut self, p: &[Seg], raw: raw::RawPolicy, probe: &ProbeConfig) -> PolicyConfig {
         let fall = self.count(&key(p, "fall"), raw.fall, 3, 1, 1000);
         let rise = self.count(&key(p, "rise"), raw.rise, 2, 1, 1000);
-        let down_after =
-            self.duration(&key(p, "down_after"), raw.down_after.as_deref(), Duration::from_secs(15));
-        let cooldown = self.duration(&key(p, "cooldown"), raw.cooldown.as_deref(), Duration::from_secs(3600));
-        let max_auto_failovers = self.count(&key(p, "max_auto_failovers"), raw.max_auto_failovers, 1, 0, 100);
+        let down_after = self.duration(
+            &key(p, "down_after"),
+            raw.down_after.as_deref(),
+            Duration::from_secs(15),
+        );
+        let cooldown = self.duration(
+            &key(p, "cooldown"),
+            raw.cooldown.as_deref(),
+            Duration::from_secs(3600),
+        );
+        let max_auto_failovers = self.count(
+            &key(p, "max_auto_failovers"),
+            raw.max_auto_failovers,
+            1,
+            0,
+            100,
+        );
         let max_auto_failovers_window = self.positive_duration(
             &key(p, "max_auto_failovers_window"),
             raw.max_auto_failovers_window.as_deref(),
@@ -1266,7 +1353,11 @@ impl Validator<'_> {
     }
 
     fn notify(&mut self, p: &[Seg], raw: raw::RawNotify) -> Option<NotifyConfig> {
-        let timeout = self.positive_duration(&key(p, "timeout"), raw.timeout.as_deref(), Duration::from_secs(5));
+        let timeout = self.positive_duration(
+            &key(p, "timeout"),
+            raw.timeout.as_deref(),
+            Duration::from_secs(5),
+        );
         match raw.kind.as_deref() {
             Some("webhook") => {
                 let url = match (raw.url, raw.url_env) {
@@ -1283,12 +1374,20 @@ impl Validator<'_> {
                         v
                     }
                     _ => {
-                        self.issue(&key(p, "url"), "a webhook needs exactly one of url and url_env", "url = \"https://…\" or url_env = \"VAR\"");
+                        self.issue(
+                            &key(p, "url"),
+                            "a webhook needs exactly one of url and url_env",
+                            "url = \"https://…\" or url_env = \"VAR\"",
+                        );
                         None
                     }
                 }?;
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    self.issue(&key(p, "url"), "is not an http(s) URL", "a URL such as \"https://hooks.example/…\"");
+                    self.issue(
+                        &key(p, "url"),
+                        "is not an http(s) URL",
+                        "a URL such as \"https://hooks.example/…\"",
+                    );
                     return None;
                 }
                 Some(NotifyConfig::Webhook {
@@ -1297,12 +1396,18 @@ impl Validator<'_> {
                 })
             }
             Some("command") => match raw.command {
-                Some(argv) if !argv.is_empty() && !argv[0].is_empty() => Some(NotifyConfig::Command {
-                    command: argv,
-                    timeout,
-                }),
+                Some(argv) if !argv.is_empty() && !argv[0].is_empty() => {
+                    Some(NotifyConfig::Command {
+                        command: argv,
+                        timeout,
+                    })
+                }
                 _ => {
-                    self.issue(&key(p, "command"), "is required and must not be empty", "an argv list, e.g. [\"/usr/local/bin/page-oncall\"]");
+                    self.issue(
+                        &key(p, "command"),
+                        "is required and must not be empty",
+                        "an argv list, e.g. [\"/usr/local/bin/page-oncall\"]",
+                    );
                     None
                 }
             },

@@ -68,7 +68,10 @@ fn issues(text: &str) -> Vec<Issue> {
 fn base_config_is_valid_and_normalised() {
     let c = parse(BASE).expect("valid");
     assert_eq!(c.agent.id, "host-1.example", "id defaults to the host name");
-    assert_eq!(c.watches[0].record, "valkey.app.internal.", "lower case, trailing dot");
+    assert_eq!(
+        c.watches[0].record, "valkey.app.internal.",
+        "lower case, trailing dot"
+    );
     assert_eq!(c.watches[0].ttl, Duration::from_secs(30));
     assert_eq!(c.watches[0].port, 6379);
     assert_eq!(c.watches[0].policy.fall, 3);
@@ -90,7 +93,10 @@ fn secrets_never_reach_debug_or_normalised_output() {
         assert!(!shown.contains("tok3n-secret"), "{shown}");
     }
     assert!(c.to_normalized_toml().contains("env VALKEY_DR_PASSWORD"));
-    assert!(c.to_normalized_toml().contains("https://hooks.example/<redacted>"));
+    assert!(
+        c.to_normalized_toml()
+            .contains("https://hooks.example/<redacted>")
+    );
 }
 
 #[test]
@@ -122,12 +128,19 @@ fn issues_name_key_and_line() {
 fn every_issue_is_reported_at_once() {
     let text = BASE
         .replace("mode = \"alert-only\"", "mode = \"yolo\"")
-        .replace("hosted_zone_id = \"Z0123456789ABC\"", "hosted_zone_id = \"\"")
+        .replace(
+            "hosted_zone_id = \"Z0123456789ABC\"",
+            "hosted_zone_id = \"\"",
+        )
         .replace("region = \"us-west-2\"", "region = \"us-east-1\"");
     let keys: Vec<_> = issues(&text).into_iter().map(|i| i.key).collect();
     assert_eq!(
         keys,
-        ["agent.mode", "watch[0].hosted_zone_id", "watch[0].dr.region"]
+        [
+            "agent.mode",
+            "watch[0].hosted_zone_id",
+            "watch[0].dr.region"
+        ]
     );
 }
 
@@ -146,8 +159,14 @@ fn inline_password_is_rejected_without_echoing_it() {
 fn unknown_keys_are_syntax_errors_with_line_and_key() {
     let text = BASE.replace("interval = \"5s\"", "intreval = \"5s\"");
     match parse(&text) {
-        Err(ConfigError::Syntax { line, key, message, .. }) => {
-            let expected = text.lines().position(|l| l.starts_with("intreval")).unwrap() + 1;
+        Err(ConfigError::Syntax {
+            line, key, message, ..
+        }) => {
+            let expected = text
+                .lines()
+                .position(|l| l.starts_with("intreval"))
+                .unwrap()
+                + 1;
             assert_eq!(line, expected);
             assert_eq!(key.as_deref(), Some("watch[0].probe.intreval"));
             assert!(message.contains("unknown field"), "{message}");
@@ -158,7 +177,13 @@ fn unknown_keys_are_syntax_errors_with_line_and_key() {
 
 #[test]
 fn ttl_bounds_are_inclusive() {
-    for (ttl, ok) in [("29s", false), ("30s", true), ("60s", true), ("61s", false), ("30s 500ms", false)] {
+    for (ttl, ok) in [
+        ("29s", false),
+        ("30s", true),
+        ("60s", true),
+        ("61s", false),
+        ("30s 500ms", false),
+    ] {
         let text = BASE.replace(
             "hosted_zone_id = \"Z0123456789ABC\"",
             &format!("hosted_zone_id = \"Z0123456789ABC\"\nttl = \"{ttl}\""),

@@ -142,3 +142,178 @@ pub async fn check_text(config: &Path, env: &[(&str, &str)]) -> (i32, String) {
         ),
     )
 }
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes; returns whether it held.
+pub async fn wait_until<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if cond().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A webhook receiver on 127.0.0.1:0 that records every POSTed JSON body with its arrival.
+pub struct Webhook {
+    pub url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<(tokio::time::Instant, Value)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Webhook {
+    pub async fn start() -> Webhook {
+        use axum::routing::post;
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            post(move |axum::Json(body): axum::Json<Value>| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock()
+                        .unwrap()
+                        .push((tokio::time::Instant::now(), body));
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Webhook {
+            url,
+            received,
+            task,
+        }
+    }
+
+    /// Every event received so far, in arrival order.
+    pub fn events(&self) -> Vec<(tokio::time::Instant, Value)> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// How many events named `event` (for `reminder`, of `of`) arrived.
+    pub fn count(&self, event: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|(_, e)| e["event"] == event)
+            .count()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .map(|(_, e)| e["event"].as_str().unwrap_or("?").to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A running `valkey-dr run`, killed when dropped.
+pub struct Agent {
+    pub child: tokio::process::Child,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Agent {
+    /// Starts the agent and waits (bounded) until its admin server answers.
+    pub async fn start(config: &Path, state_dir: &Path, env: &[(&str, &str)]) -> Agent {
+        let log = state_dir.with_extension(format!("agent-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(state_dir.join("admin.json"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut command = tokio::process::Command::new(agent_bin());
+        command
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("VALKEY_DR_CONFIG")
+            .env("VALKEY_DR_LOG", "info")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("start valkey-dr run");
+        let agent = Agent {
+            child,
+            state_dir: state_dir.to_owned(),
+            log,
+        };
+        let up = wait_until(COMMAND_DEADLINE, || async {
+            match agent.admin() {
+                Some(addr) => agent_get(addr, "/healthz").await.is_some(),
+                None => false,
+            }
+        })
+        .await;
+        assert!(
+            up,
+            "agent admin server never answered:\n{}",
+            agent.log_text()
+        );
+        agent
+    }
+
+    pub fn admin(&self) -> Option<std::net::SocketAddr> {
+        let text = std::fs::read_to_string(self.state_dir.join("admin.json")).ok()?;
+        let v: Value = serde_json::from_str(&text).ok()?;
+        v["address"].as_str()?.parse().ok()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The watch's state as `/status` reports it.
+    pub async fn state(&self, watch: &str) -> Option<String> {
+        let (_, body) = agent_get(self.admin()?, "/status").await?;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        v["watches"]
+            .as_array()?
+            .iter()
+            .find(|w| w["name"] == watch)
+            .and_then(|w| w["state"].as_str())
+            .map(str::to_owned)
+    }
+
+    /// Waits (bounded) until `/status` shows `state` for `watch`.
+    pub async fn wait_state(&self, watch: &str, state: &str, limit: Duration) -> bool {
+        wait_until(limit, || async {
+            self.state(watch).await.as_deref() == Some(state)
+        })
+        .await
+    }
+
+    /// SIGKILL, as a crash or `kill -9` would.
+    pub async fn kill9(mut self) {
+        self.child.start_kill().unwrap();
+        let _ = tokio::time::timeout(COMMAND_DEADLINE, self.child.wait()).await;
+    }
+}
+
+/// GET on the agent's admin server: (status, body), or `None` if it does not answer.
+pub async fn agent_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    valkey_dr::admin::request(addr, "GET", path, Duration::from_secs(2))
+        .await
+        .ok()
+}

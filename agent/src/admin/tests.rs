@@ -1,0 +1,748 @@
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+use valkey_dr_policies::State;
+use valkey_dr_probes::{ErrorKind, Observation, PathKind, PathResult, ProbeError, Step};
+
+use super::*;
+
+/// Every wait in these tests is bounded by this.
+const BOUND: Duration = Duration::from_secs(10);
+
+// ---- a line-level check of the text exposition -------------------------------------------
+
+/// One sample line: the name, its labels, its value.
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+/// Checks the OpenMetrics/Prometheus text line by line and returns the samples:
+/// - `# HELP` / `# TYPE` name a family before any of its samples;
+/// - every other line is `name{k="v",...} value`, with a name the family's type allows;
+/// - the text ends with `# EOF`.
+fn parse_exposition(text: &str) -> Result<Vec<Sample>, String> {
+    let mut types: HashMap<String, String> = HashMap::new();
+    let mut samples = Vec::new();
+    let mut saw_eof = false;
+    for line in text.lines() {
+        if saw_eof {
+            return Err(format!("line after # EOF: {line:?}"));
+        }
+        if line == "# EOF" {
+            saw_eof = true;
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            let mut parts = comment.splitn(3, ' ');
+            let (kind, name) = (parts.next(), parts.next());
+            let rest = parts.next().unwrap_or_default();
+            match (kind, name) {
+                (Some("HELP" | "UNIT"), Some(name)) if valid_name(name) => {}
+                (Some("TYPE"), Some(name)) if valid_name(name) => {
+                    if types.insert(name.to_owned(), rest.to_owned()).is_some() {
+                        return Err(format!("family {name} declared twice"));
+                    }
+                }
+                _ => return Err(format!("bad comment line {line:?}")),
+            }
+            continue;
+        }
+        let sample = parse_sample(line)?;
+        let family = types
+            .iter()
+            .find(|(family, kind)| {
+                let suffixes: &[&str] = match kind.as_str() {
+                    "counter" => &["_total", "_created"],
+                    "histogram" => &["_bucket", "_sum", "_count", "_created"],
+                    _ => &[""],
+                };
+                suffixes
+                    .iter()
+                    .any(|s| sample.name == format!("{family}{s}"))
+            })
+            .map(|(family, _)| family.clone());
+        if family.is_none() {
+            return Err(format!("sample before its # TYPE: {line:?}"));
+        }
+        samples.push(sample);
+    }
+    if !saw_eof {
+        return Err("no # EOF".to_owned());
+    }
+    Ok(samples)
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+fn parse_sample(line: &str) -> Result<Sample, String> {
+    let bad = || format!("bad sample line {line:?}");
+    let (series, value) = line.rsplit_once(' ').ok_or_else(bad)?;
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse::<f64>().map_err(|_| bad())?,
+    };
+    let (name, labels) = match series.split_once('{') {
+        None => (series, BTreeMap::new()),
+        Some((name, rest)) => {
+            let body = rest.strip_suffix('}').ok_or_else(bad)?;
+            let mut labels = BTreeMap::new();
+            let mut rest = body;
+            while !rest.is_empty() {
+                let (key, after) = rest.split_once("=\"").ok_or_else(bad)?;
+                if !valid_name(key) {
+                    return Err(bad());
+                }
+                // Label values here never hold escaped quotes; a stray quote is an error.
+                let (value, after) = after.split_once('"').ok_or_else(bad)?;
+                labels.insert(key.to_owned(), value.to_owned());
+                rest = match after.strip_prefix(',') {
+                    Some(more) => more,
+                    None if after.is_empty() => after,
+                    None => return Err(bad()),
+                };
+            }
+            (name, labels)
+        }
+    };
+    if !valid_name(name) {
+        return Err(bad());
+    }
+    Ok(Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    })
+}
+
+/// The value of the one sample with `name` and exactly these labels.
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let want: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let found: Vec<_> = samples
+        .iter()
+        .filter(|s| s.name == name && s.labels == want)
+        .collect();
+    assert!(found.len() <= 1, "duplicate series {name}{labels:?}");
+    found.first().map(|s| s.value)
+}
+
+fn path(kind: PathKind, error: Option<ErrorKind>, latency_ms: u64) -> PathResult {
+    PathResult {
+        path: kind,
+        error: error.map(|k| ProbeError::new(k, Step::Connect, "test")),
+        latency: Duration::from_millis(latency_ms),
+        steps: Vec::new(),
+        target: None,
+        address: None,
+        ttl: None,
+        record_name_verified: None,
+    }
+}
+
+fn observation(watch: &str, unix_secs: u64, paths: Vec<PathResult>) -> Observation {
+    Observation {
+        watch: watch.to_owned(),
+        started_at: SystemTime::UNIX_EPOCH + Duration::from_secs(unix_secs),
+        expected_target: "cache.example".to_owned(),
+        paths,
+    }
+}
+
+// ---- metrics ------------------------------------------------------------------------------
+
+#[test]
+fn exposition_is_valid_and_has_the_contract_names() {
+    let metrics = Metrics::new();
+    metrics.record_observation(&observation(
+        "a",
+        1_700_000_000,
+        vec![
+            path(PathKind::Dns, None, 3),
+            path(PathKind::Direct, None, 2),
+        ],
+    ));
+    metrics.set_consecutive_failures("a", "dns", 0);
+    metrics.set_state("a", State::Healthy);
+    metrics.failover_result("a", "completed");
+    metrics.failover_step("a", "create_cache", Duration::from_millis(1500));
+
+    let text = metrics.encode();
+    let samples = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    for name in [
+        "valkey_dr_up",
+        "valkey_dr_probe_duration_seconds_bucket",
+        "valkey_dr_probe_duration_seconds_count",
+        "valkey_dr_probe_total",
+        "valkey_dr_consecutive_failures",
+        "valkey_dr_state",
+        "valkey_dr_failovers_total",
+        "valkey_dr_failover_step_seconds",
+        "valkey_dr_last_round_timestamp_seconds",
+    ] {
+        assert!(
+            samples.iter().any(|s| s.name == name),
+            "{name} missing:\n{text}"
+        );
+    }
+    // The counters are exposed with exactly one `_total`.
+    assert!(!text.contains("_total_total"), "{text}");
+    assert!(text.contains("# TYPE valkey_dr_probe counter"), "{text}");
+    assert!(
+        text.contains("# TYPE valkey_dr_failovers counter"),
+        "{text}"
+    );
+    assert_eq!(value(&samples, "valkey_dr_up", &[]), Some(1.0));
+    assert_eq!(
+        value(
+            &samples,
+            "valkey_dr_failover_step_seconds",
+            &[("watch", "a"), ("step", "create_cache")]
+        ),
+        Some(1.5)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "valkey_dr_last_round_timestamp_seconds",
+            &[("watch", "a")]
+        ),
+        Some(1_700_000_000.0)
+    );
+    // Every failover result exists from the first round, so increase() sees the first one.
+    for (result, n) in [("completed", 1.0), ("failed", 0.0), ("stood_down", 0.0)] {
+        assert_eq!(
+            value(
+                &samples,
+                "valkey_dr_failovers_total",
+                &[("watch", "a"), ("result", result)]
+            ),
+            Some(n),
+            "{result}"
+        );
+    }
+}
+
+#[test]
+fn probe_counters_and_histogram_move_with_each_observation() {
+    let metrics = Metrics::new();
+    metrics.record_observation(&observation(
+        "a",
+        100,
+        vec![
+            path(PathKind::Dns, None, 3),
+            path(PathKind::Direct, None, 2),
+        ],
+    ));
+    metrics.record_observation(&observation(
+        "a",
+        110,
+        vec![
+            path(PathKind::Dns, Some(ErrorKind::DnsTimeout), 2000),
+            path(PathKind::Direct, None, 4),
+        ],
+    ));
+    metrics.set_consecutive_failures("a", "dns", 1);
+
+    let samples = parse_exposition(&metrics.encode()).expect("valid exposition");
+    let probes = |path, result| {
+        value(
+            &samples,
+            "valkey_dr_probe_total",
+            &[("watch", "a"), ("path", path), ("result", result)],
+        )
+    };
+    assert_eq!(probes("dns", "ok"), Some(1.0));
+    assert_eq!(probes("dns", "dns_timeout"), Some(1.0));
+    assert_eq!(probes("direct", "ok"), Some(2.0));
+    assert_eq!(probes("direct", "dns_timeout"), None);
+
+    let dns = [("watch", "a"), ("path", "dns")];
+    assert_eq!(
+        value(&samples, "valkey_dr_probe_duration_seconds_count", &dns),
+        Some(2.0)
+    );
+    let sum = value(&samples, "valkey_dr_probe_duration_seconds_sum", &dns).expect("sum");
+    assert!((sum - 2.003).abs() < 1e-9, "{sum}");
+    // 3 ms lands in the 5 ms bucket; 2 s only from the 2.5 s bucket on.
+    let bucket = |le| {
+        value(
+            &samples,
+            "valkey_dr_probe_duration_seconds_bucket",
+            &[("watch", "a"), ("path", "dns"), ("le", le)],
+        )
+    };
+    assert_eq!(bucket("0.0025"), Some(0.0));
+    assert_eq!(bucket("0.005"), Some(1.0));
+    assert_eq!(bucket("1.0"), Some(1.0));
+    assert_eq!(bucket("2.5"), Some(2.0));
+    assert_eq!(bucket("+Inf"), Some(2.0));
+
+    assert_eq!(
+        value(&samples, "valkey_dr_consecutive_failures", &dns),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "valkey_dr_last_round_timestamp_seconds",
+            &[("watch", "a")]
+        ),
+        Some(110.0)
+    );
+}
+
+#[test]
+fn state_gauge_is_one_hot_per_watch() {
+    let metrics = Metrics::new();
+    metrics.set_state("a", State::Down);
+    metrics.set_state("a", State::FailingOver);
+    metrics.set_state("b", State::Paused);
+
+    let samples = parse_exposition(&metrics.encode()).expect("valid exposition");
+    for (watch, current) in [("a", State::FailingOver), ("b", State::Paused)] {
+        for state in State::ALL {
+            assert_eq!(
+                value(
+                    &samples,
+                    "valkey_dr_state",
+                    &[("watch", watch), ("state", state.as_str())]
+                ),
+                Some(if state == current { 1.0 } else { 0.0 }),
+                "{watch} {state}"
+            );
+        }
+    }
+}
+
+#[test]
+fn failovers_count_by_result() {
+    let metrics = Metrics::new();
+    metrics.failover_result("a", "failed");
+    metrics.failover_result("a", "failed");
+    metrics.failover_result("a", "stood_down");
+    let samples = parse_exposition(&metrics.encode()).expect("valid exposition");
+    let failovers = |result| {
+        value(
+            &samples,
+            "valkey_dr_failovers_total",
+            &[("watch", "a"), ("result", result)],
+        )
+    };
+    assert_eq!(failovers("failed"), Some(2.0));
+    assert_eq!(failovers("stood_down"), Some(1.0));
+}
+
+#[test]
+fn the_validator_rejects_broken_text() {
+    assert!(
+        parse_exposition("valkey_dr_up 1\n# EOF\n").is_err(),
+        "no TYPE"
+    );
+    assert!(parse_exposition("# TYPE x gauge\nx 1\n").is_err(), "no EOF");
+    assert!(parse_exposition("# TYPE x gauge\nx{a=\"b\" 1\n# EOF\n").is_err());
+    assert!(parse_exposition("# TYPE x gauge\nx one\n# EOF\n").is_err());
+    assert!(parse_exposition("# TYPE x counter\nx 1\n# EOF\n").is_err());
+    assert!(parse_exposition("# TYPE x counter\nx_total{a=\"b\",c=\"d\"} 1\n# EOF\n").is_ok());
+}
+
+// ---- health -------------------------------------------------------------------------------
+
+#[test]
+fn health_fails_after_three_intervals_without_a_tick() {
+    let start = Instant::now();
+    let health = Health::starting_at(Duration::from_secs(1), start);
+    let at = |ms| start + Duration::from_millis(ms);
+
+    assert_eq!(
+        health.healthy_at(at(3000)),
+        Ok(()),
+        "the first round may take 3 s"
+    );
+    let err = health.healthy_at(at(3001)).expect_err("no round yet");
+    assert!(
+        err.contains("no round completed in 3.0s since start"),
+        "{err}"
+    );
+    assert!(err.contains("limit 3s"), "{err}");
+
+    health.tick_at(at(4000));
+    assert_eq!(health.healthy_at(at(4000)), Ok(()));
+    assert_eq!(health.healthy_at(at(7000)), Ok(()));
+    let err = health.healthy_at(at(16_300)).expect_err("stalled");
+    assert_eq!(err, "loop stalled: last round 12.3s ago, limit 3s");
+
+    health.tick_at(at(16_300));
+    assert_eq!(health.healthy_at(at(16_400)), Ok(()));
+}
+
+// ---- the server ---------------------------------------------------------------------------
+
+/// A running admin server and the loop's ends of its channels.
+struct Harness {
+    addr: SocketAddr,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    status: watch::Sender<Value>,
+    control: Option<mpsc::Receiver<ControlRequest>>,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Harness {
+    async fn start(health: Health, control_capacity: usize, control_timeout: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (status, status_rx) = watch::channel(json!({ "watches": [] }));
+        let (control_tx, control_rx) = mpsc::channel(control_capacity);
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(health);
+        let state = AdminState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            status: status_rx,
+            control: control_tx,
+        };
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve_with(
+            listener,
+            state,
+            shutdown.clone(),
+            control_timeout,
+        ));
+        Harness {
+            addr,
+            health,
+            metrics,
+            status,
+            control: Some(control_rx),
+            shutdown,
+            server,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        request(self.addr, "GET", path, BOUND)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    async fn post(&self, path: &str) -> (u16, String) {
+        request(self.addr, "POST", path, BOUND)
+            .await
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        timeout(BOUND, self.server)
+            .await
+            .expect("the server stops within the bound")
+            .expect("server task")
+            .expect("serve");
+    }
+}
+
+/// A stand-in for the daemon loop: knows watches `a` and `b`, answers every request.
+fn fake_loop(mut control: mpsc::Receiver<ControlRequest>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(req) = control.recv().await {
+            let answer = match req.watch.as_deref() {
+                None => Ok(json!({ "action": req.action.as_str(), "watches": ["a", "b"] })),
+                Some(w @ ("a" | "b" | "a b/c")) => {
+                    Ok(json!({ "action": req.action.as_str(), "watches": [w] }))
+                }
+                Some(w) => Err(format!("no watch named {w:?}; valid: a, b")),
+            };
+            let _ = req.reply.send(answer);
+        }
+    })
+}
+
+fn json_body(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[tokio::test]
+async fn metrics_endpoint_serves_openmetrics() {
+    let h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
+    h.metrics.set_state("a", State::Healthy);
+
+    let (code, body) = h.get("/metrics").await;
+    assert_eq!(code, 200);
+    let samples = parse_exposition(&body).unwrap_or_else(|e| panic!("{e}\n{body}"));
+    assert_eq!(
+        value(
+            &samples,
+            "valkey_dr_state",
+            &[("watch", "a"), ("state", "healthy")]
+        ),
+        Some(1.0)
+    );
+
+    // The content type, which Prometheus uses to pick the parser, checked on the raw reply.
+    let mut stream = timeout(BOUND, TcpStream::connect(h.addr))
+        .await
+        .expect("bounded")
+        .expect("connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut raw = String::new();
+    timeout(BOUND, stream.read_to_string(&mut raw))
+        .await
+        .expect("bounded")
+        .expect("read");
+    let head = raw
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    assert!(
+        head.contains("content-type: application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        "{head}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn healthz_flips_with_the_loop_ticks() {
+    // The loop "started" 10 s ago with a 1 s interval and last ticked 9 s ago.
+    let now = Instant::now();
+    let start = now.checked_sub(Duration::from_secs(10)).expect("uptime");
+    let health = Health::starting_at(Duration::from_secs(1), start);
+    let h = Harness::start(health, 4, CONTROL_TIMEOUT).await;
+
+    let (code, body) = h.get("/healthz").await;
+    assert_eq!(code, 503);
+    assert!(
+        body.starts_with("loop stalled: no round completed in"),
+        "{body}"
+    );
+
+    h.health.tick_at(start + Duration::from_secs(1));
+    let (code, body) = h.get("/healthz").await;
+    assert_eq!(code, 503);
+    assert!(body.starts_with("loop stalled: last round 9."), "{body}");
+    assert!(body.contains("limit 3s"), "{body}");
+
+    h.health.tick();
+    assert_eq!(h.get("/healthz").await, (200, "ok\n".to_owned()));
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn status_serves_the_latest_published_value() {
+    let h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
+    let (code, body) = h.get("/status").await;
+    assert_eq!(code, 200);
+    assert_eq!(json_body(&body), json!({ "watches": [] }));
+
+    let latest = json!({ "watches": [{ "name": "a", "state": "down" }] });
+    h.status.send_replace(latest.clone());
+    let (code, body) = h.get("/status").await;
+    assert_eq!(code, 200);
+    assert_eq!(json_body(&body), latest);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn pause_and_resume_are_forwarded_to_the_loop() {
+    let mut h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
+    let fake = fake_loop(h.control.take().expect("receiver"));
+
+    let (code, body) = h.post(&ControlAction::Pause.request_path(None)).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        json_body(&body),
+        json!({ "action": "pause", "watches": ["a", "b"] })
+    );
+
+    let (code, body) = h.post(&ControlAction::Resume.request_path(Some("a"))).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        json_body(&body),
+        json!({ "action": "resume", "watches": ["a"] })
+    );
+
+    // A name that needs percent-encoding arrives intact.
+    let path = ControlAction::Pause.request_path(Some("a b/c"));
+    assert_eq!(path, "/pause?watch=a%20b%2Fc");
+    let (code, body) = h.post(&path).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json_body(&body)["watches"], json!(["a b/c"]));
+
+    let (code, body) = h.post("/pause?watch=nope").await;
+    assert_eq!(code, 404, "{body}");
+    assert!(
+        json_body(&body)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no watch named \"nope\"")),
+        "{body}"
+    );
+
+    // A typo must not turn into "pause everything".
+    let (code, body) = h.post("/pause?wach=a").await;
+    assert_eq!(code, 400, "{body}");
+    assert!(json_body(&body)["error"].is_string(), "{body}");
+    assert_eq!(h.post("/pause?watch=").await.0, 400);
+    assert_eq!(h.post("/pause?watch=a&watch=b").await.0, 400);
+    assert_eq!(h.post("/pause?watch=%zz").await.0, 400);
+
+    h.stop().await;
+    timeout(BOUND, fake)
+        .await
+        .expect("the fake loop ends once the server is gone")
+        .expect("fake loop");
+}
+
+#[tokio::test]
+async fn control_answers_503_when_the_loop_is_gone() {
+    let mut h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
+    drop(h.control.take());
+    let (code, body) = h.post("/pause").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(json_body(&body)["error"].is_string(), "{body}");
+
+    // A loop that drops the request unanswered is reported the same way.
+    let mut h2 = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
+    let mut control = h2.control.take().expect("receiver");
+    let dropper = tokio::spawn(async move {
+        let req = control.recv().await.expect("a request");
+        drop(req);
+    });
+    assert_eq!(h2.post("/resume").await.0, 503);
+    timeout(BOUND, dropper)
+        .await
+        .expect("bounded")
+        .expect("task");
+    h.stop().await;
+    h2.stop().await;
+}
+
+#[tokio::test]
+async fn server_keeps_answering_while_the_loop_is_stuck() {
+    // The loop holds its receiver but never reads it: the queue (capacity 1) fills up.
+    let control_timeout = Duration::from_secs(2);
+    let h = Harness::start(Health::new(Duration::from_secs(60)), 1, control_timeout).await;
+    let addr = h.addr;
+    let pauses: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { request(addr, "POST", "/pause", BOUND).await }))
+        .collect();
+    let queue = h.control.as_ref().expect("receiver");
+    let deadline = Instant::now() + BOUND;
+    while queue.is_empty() {
+        assert!(Instant::now() < deadline, "no pause reached the queue");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // While the pauses wait on the loop, the read-only endpoints answer at once.
+    for path in ["/healthz", "/status", "/metrics"] {
+        let (code, _) = request(addr, "GET", path, Duration::from_secs(1))
+            .await
+            .unwrap_or_else(|e| panic!("{path} while the loop is stuck: {e}"));
+        assert_eq!(code, 200, "{path}");
+    }
+    assert!(
+        pauses.iter().all(|p| !p.is_finished()),
+        "the reads must not have waited for the pauses"
+    );
+
+    for pause in pauses {
+        let (code, body) = timeout(BOUND, pause)
+            .await
+            .expect("bounded")
+            .expect("task")
+            .expect("request");
+        assert_eq!(code, 504, "{body}");
+        let error = json_body(&body)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(error.contains("did not answer within 2s"), "{error}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_are_404_and_wrong_methods_405() {
+    let h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
+    let (code, body) = h.get("/nope").await;
+    assert_eq!(code, 404);
+    assert!(body.contains("/healthz"), "{body}");
+    assert_eq!(h.post("/metrics").await.0, 405);
+    // A GET must never pause anything (a browser or a prefetcher could send it).
+    assert_eq!(h.get("/pause").await.0, 405);
+    h.stop().await;
+}
+
+// ---- the client ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn client_names_the_address_when_nothing_listens() {
+    let addr = {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        listener.local_addr().expect("addr")
+    };
+    let err = request(addr, "POST", "/pause", BOUND)
+        .await
+        .expect_err("nothing listens");
+    assert!(matches!(err, AdminClientError::Connect { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains(&addr.to_string()), "{message}");
+    assert!(message.contains("admin_listen"), "{message}");
+}
+
+#[tokio::test]
+async fn client_times_out_on_a_silent_server() {
+    // Accepts the connection, then never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let silent = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.expect("accept");
+        // Hold the connection open until the client gives up.
+        let mut stream = stream;
+        let mut buf = Vec::new();
+        let _ = timeout(BOUND, stream.read_to_end(&mut buf)).await;
+    });
+    let err = request(addr, "GET", "/status", Duration::from_millis(200))
+        .await
+        .expect_err("silent server");
+    assert!(matches!(err, AdminClientError::Timeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("within 200ms"), "{err}");
+    timeout(BOUND, silent)
+        .await
+        .expect("bounded")
+        .expect("task");
+}
+
+#[tokio::test]
+async fn client_rejects_a_malformed_request() {
+    let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+    let err = request(addr, "GET", "no spaces allowed", BOUND)
+        .await
+        .expect_err("bad path");
+    assert!(
+        matches!(err, AdminClientError::InvalidRequest { .. }),
+        "{err:?}"
+    );
+}

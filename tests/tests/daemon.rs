@@ -1,0 +1,531 @@
+//! `valkey-dr run` end to end: the real daemon binary against a lab of its own, with a local
+//! webhook receiver recording every alert.
+
+mod support;
+
+use std::time::{Duration, SystemTime};
+
+use support::{Agent, TestLab, Webhook, agent_get, run_bounded, wait_until};
+use valkey_dr_lab::{Fault, PRIMARY_CACHE};
+
+const WATCH: &str = "sessions";
+/// The lab's schedule: 1 s interval, 500 ms timeout, fall 3.
+const DOWN_BOUND: Duration = Duration::from_millis(3 * 1000 + 500 + 1000);
+
+struct Setup {
+    lab: TestLab,
+    hook: Webhook,
+    config: std::path::PathBuf,
+    state_dir: std::path::PathBuf,
+}
+
+/// A lab, a webhook receiver, and an agent.toml variant that notifies it, with reminders every
+/// 3 s so that a test can see one.
+async fn setup() -> Setup {
+    let lab = TestLab::start().await;
+    let hook = Webhook::start().await;
+    let config = lab.config_variant(
+        "daemon.toml",
+        &[(
+            "reminder_interval = \"1m\"\n",
+            &format!(
+                "reminder_interval = \"3s\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
+                hook.url
+            ),
+        )],
+    );
+    let state_dir = lab.dir.path().join("state");
+    Setup {
+        lab,
+        hook,
+        config,
+        state_dir,
+    }
+}
+
+impl Setup {
+    async fn agent(&self, env: &[(&str, &str)]) -> Agent {
+        Agent::start(&self.config, &self.state_dir, env).await
+    }
+
+    async fn fault(&self, fault: Fault) {
+        self.lab.fault(fault).await;
+    }
+}
+
+fn primary() -> String {
+    PRIMARY_CACHE.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flapping_primary_never_goes_down() {
+    let s = setup().await;
+    let agent = s.agent(&[]).await;
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(10))
+            .await
+    );
+    for _ in 0..3 {
+        // Paused for 1.5 s: at most two rounds (fall is 3) can fail.
+        s.fault(Fault::Pause { cache: primary() }).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        s.fault(Fault::Clear { cache: primary() }).await;
+        assert_ne!(agent.state(WATCH).await.as_deref(), Some("down"));
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(5))
+            .await
+    );
+    let names = s.hook.names();
+    assert!(
+        names.iter().any(|n| n == "suspect"),
+        "flaps were seen: {names:?}"
+    );
+    for forbidden in ["down", "failover_intent", "failover_blocked"] {
+        assert!(
+            !names.iter().any(|n| n == forbidden),
+            "{forbidden} in {names:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_outage_is_down_in_time_once_then_reminded() {
+    let s = setup().await;
+    let agent = s.agent(&[]).await;
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(10))
+            .await
+    );
+    let t0 = tokio::time::Instant::now();
+    s.fault(Fault::Pause { cache: primary() }).await;
+    assert!(
+        wait_until(DOWN_BOUND + Duration::from_secs(2), || async {
+            s.hook.count("down") > 0
+        })
+        .await,
+        "no down event: {:?}\n{}",
+        s.hook.names(),
+        agent.log_text()
+    );
+    let (at, down) = s
+        .hook
+        .events()
+        .into_iter()
+        .find(|(_, e)| e["event"] == "down")
+        .unwrap();
+    assert!(
+        at - t0 <= DOWN_BOUND,
+        "down after {:?} > {DOWN_BOUND:?}",
+        at - t0
+    );
+    assert_eq!(down["watch"], WATCH);
+    assert_eq!(down["state"], "down");
+    assert_eq!(down["agent_id"], "lab-agent");
+    assert!(down["text"].as_str().unwrap().contains("down"));
+    assert!(down["reasons"].as_array().is_some_and(|r| !r.is_empty()));
+    assert_eq!(down["observation"]["paths"][0]["error_kind"], "timeout");
+    // Alert-only: the would-be failover is announced with its plan.
+    assert!(
+        wait_until(Duration::from_secs(2), || async {
+            s.hook.count("failover_intent") == 1
+        })
+        .await
+    );
+    let intent = s
+        .hook
+        .events()
+        .into_iter()
+        .find(|(_, e)| e["event"] == "failover_intent")
+        .unwrap()
+        .1;
+    assert_eq!(intent["detail"]["would_fail_over"], true);
+    assert_eq!(
+        intent["detail"]["plan"]["steps"][0]["call"],
+        "CreateServerlessCache"
+    );
+
+    // One reminder after the 3 s reminder interval, and still exactly one down.
+    assert!(
+        wait_until(Duration::from_secs(6), || async {
+            s.hook.count("reminder") >= 1
+        })
+        .await,
+        "no reminder: {:?}",
+        s.hook.names()
+    );
+    let reminders: Vec<_> = s
+        .hook
+        .events()
+        .into_iter()
+        .filter(|(_, e)| e["event"] == "reminder")
+        .collect();
+    assert_eq!(reminders.len(), 1, "{:?}", s.hook.names());
+    assert_eq!(reminders[0].1["of"], "down");
+    assert!(reminders[0].0 - at >= Duration::from_millis(2900));
+    assert_eq!(s.hook.count("down"), 1, "{:?}", s.hook.names());
+    assert_eq!(s.hook.count("failover_intent"), 1, "{:?}", s.hook.names());
+
+    s.fault(Fault::Clear { cache: primary() }).await;
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(6))
+            .await
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || async {
+            s.hook.count("recovered") == 1
+        })
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_down_is_degraded_never_down() {
+    let s = setup().await;
+    let agent = s.agent(&[]).await;
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(10))
+            .await
+    );
+    s.fault(Fault::DnsDown).await;
+    // The agent honours the record's TTL like an application: the outage shows once the
+    // cached answer (30 s TTL) expires.
+    let ttl = Duration::from_secs(s.lab.lab.info().ttl_s);
+    assert!(
+        agent
+            .wait_state(WATCH, "degraded", ttl + Duration::from_secs(5))
+            .await,
+        "{}",
+        agent.log_text()
+    );
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(agent.state(WATCH).await.as_deref(), Some("degraded"));
+    }
+    let names = s.hook.names();
+    assert!(names.iter().any(|n| n == "degraded"), "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n == "down" || n.starts_with("failover")),
+        "{names:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolated_agent_never_intends_a_failover() {
+    let s = setup().await;
+    let agent = s.agent(&[]).await;
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(10))
+            .await
+    );
+    s.fault(Fault::WitnessDown).await;
+    s.fault(Fault::Pause { cache: primary() }).await;
+    assert!(
+        agent
+            .wait_state(WATCH, "isolated", Duration::from_secs(5))
+            .await,
+        "{}",
+        agent.log_text()
+    );
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(agent.state(WATCH).await.as_deref(), Some("isolated"));
+    }
+    let names = s.hook.names();
+    assert!(names.iter().any(|n| n == "isolated"), "{names:?}");
+    assert!(
+        !names.iter().any(|n| n == "failover_intent" || n == "down"),
+        "{names:?}"
+    );
+
+    // The witness comes back while the cache is still down: now the agent may judge.
+    s.fault(Fault::WitnessUp).await;
+    assert!(
+        wait_until(Duration::from_secs(4), || async {
+            s.hook.count("down") == 1
+        })
+        .await,
+        "{:?}",
+        s.hook.names()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_and_restart_keep_cooldown_and_do_not_resend_down() {
+    let s = setup().await;
+    // A failover one minute ago: the 1 h cooldown is running.
+    let mut state = valkey_dr_policies::WatchState::default();
+    state.failovers = vec![SystemTime::now() - Duration::from_secs(60)];
+    std::fs::create_dir_all(&s.state_dir).unwrap();
+    std::fs::write(
+        s.state_dir.join(format!("watch-{WATCH}.json")),
+        serde_json::to_vec(&state).unwrap(),
+    )
+    .unwrap();
+
+    let agent = s.agent(&[]).await;
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(10))
+            .await
+    );
+    s.fault(Fault::Pause { cache: primary() }).await;
+    assert!(
+        wait_until(DOWN_BOUND + Duration::from_secs(2), || async {
+            s.hook.count("failover_blocked") == 1
+        })
+        .await,
+        "{:?}",
+        s.hook.names()
+    );
+    let blocked = s
+        .hook
+        .events()
+        .into_iter()
+        .find(|(_, e)| e["event"] == "failover_blocked")
+        .unwrap()
+        .1;
+    assert!(
+        blocked["reasons"].to_string().contains("cooldown"),
+        "{blocked}"
+    );
+    assert_eq!(s.hook.count("down"), 1);
+    agent.kill9().await;
+
+    let before = s.hook.events().len();
+    let agent = s.agent(&[]).await;
+    assert!(
+        agent
+            .wait_state(WATCH, "down", Duration::from_secs(3))
+            .await,
+        "{}",
+        agent.log_text()
+    );
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after: Vec<String> = s.hook.events()[before..]
+        .iter()
+        .map(|(_, e)| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !after.iter().any(|e| e == "down" || e == "failover_intent"),
+        "re-sent after restart: {after:?}"
+    );
+    assert_eq!(agent.state(WATCH).await.as_deref(), Some("down"));
+}
+
+/// Parses Prometheus text exposition: every sample line is `name{labels} value`, and every
+/// sample's family was declared with `# TYPE` before it. Returns (name+labels, value) pairs.
+fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
+    let mut declared = Vec::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            declared.push(rest.split_whitespace().next().unwrap().to_owned());
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with('{') && labels.ends_with('}')),
+                "{line:?}"
+            );
+        }
+        assert!(
+            declared.iter().any(|d| name.starts_with(d.as_str())),
+            "{name} sampled before its # TYPE"
+        );
+        samples.push((series.to_owned(), value));
+    }
+    samples
+}
+
+fn sample(samples: &[(String, f64)], series: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(s, _)| s == series)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("no {series} in {samples:?}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_and_healthz_fails_when_the_loop_stalls() {
+    let s = setup().await;
+    let agent = s.agent(&[("VALKEY_DR_TEST_STALL_AFTER_ROUNDS", "4")]).await;
+    let admin = agent.admin().unwrap();
+    let ok_series = "valkey_dr_probe_total{watch=\"sessions\",path=\"dns\",result=\"ok\"}";
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            let (_, body) = agent_get(admin, "/metrics").await.unwrap();
+            parse_prometheus(&body)
+                .iter()
+                .any(|(s, v)| s == ok_series && *v >= 1.0)
+        })
+        .await
+    );
+    let (_, first) = agent_get(admin, "/metrics").await.unwrap();
+    let first = parse_prometheus(&first);
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            let (_, body) = agent_get(admin, "/metrics").await.unwrap();
+            sample(&parse_prometheus(&body), ok_series) > sample(&first, ok_series)
+        })
+        .await,
+        "probe counter did not move"
+    );
+    let (_, body) = agent_get(admin, "/metrics").await.unwrap();
+    let samples = parse_prometheus(&body);
+    assert_eq!(
+        sample(
+            &samples,
+            "valkey_dr_state{watch=\"sessions\",state=\"healthy\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "valkey_dr_state{watch=\"sessions\",state=\"down\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "valkey_dr_consecutive_failures{watch=\"sessions\",path=\"direct\"}"
+        ),
+        0.0
+    );
+    assert!(
+        samples
+            .iter()
+            .any(|(s, _)| s.starts_with("valkey_dr_probe_duration_seconds_bucket{"))
+    );
+    assert_eq!(agent_get(admin, "/healthz").await.unwrap().0, 200);
+
+    // The test hook stalls the loop after 4 rounds; /healthz must notice within 3 intervals
+    // and keep answering.
+    assert!(
+        wait_until(Duration::from_secs(8), || async {
+            agent_get(admin, "/healthz").await.map(|r| r.0) == Some(503)
+        })
+        .await,
+        "healthz never failed:\n{}",
+        agent.log_text()
+    );
+    let (status, reason) = agent_get(admin, "/healthz").await.unwrap();
+    assert_eq!(status, 503);
+    assert!(reason.contains("stalled"), "{reason}");
+    assert_eq!(
+        agent_get(admin, "/status").await.unwrap().0,
+        200,
+        "status still answers"
+    );
+}
+
+async fn cli(config: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("VALKEY_DR_CONFIG");
+    let out = run_bounded(command).await;
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_through_the_cli_survive_a_restart() {
+    let s = setup().await;
+    let agent = s.agent(&[]).await;
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(10))
+            .await
+    );
+    let (code, out) = cli(&s.config, &["pause", "--watch", WATCH]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        agent
+            .wait_state(WATCH, "paused", Duration::from_secs(2))
+            .await
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || async {
+            s.hook.count("paused") == 1
+        })
+        .await
+    );
+    let (code, out) = cli(&s.config, &["pause", "--watch", "nope"]).await;
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("no watch named \\\"nope\\\"") || out.contains("no watch named"),
+        "{out}"
+    );
+
+    // A clean stop (SIGTERM) and a restart keep the pause.
+    let pid = agent.child.id().unwrap() as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut agent = agent;
+    let status = tokio::time::timeout(Duration::from_secs(15), agent.child.wait())
+        .await
+        .expect("agent stops within its grace period")
+        .unwrap();
+    assert!(status.success(), "exit {status:?}:\n{}", agent.log_text());
+    assert!(
+        !s.state_dir.join("admin.json").exists(),
+        "admin.json removed on a clean stop"
+    );
+
+    let agent = s.agent(&[]).await;
+    assert!(
+        agent
+            .wait_state(WATCH, "paused", Duration::from_secs(3))
+            .await,
+        "{}",
+        agent.log_text()
+    );
+    let (code, out) = cli(&s.config, &["resume"]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(3))
+            .await
+    );
+    assert!(
+        wait_until(Duration::from_secs(2), || async {
+            s.hook.count("resumed") == 1
+        })
+        .await
+    );
+}
