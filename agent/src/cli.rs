@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::admin::ControlAction;
 use crate::check::{self, Status};
 use crate::config::{self, Config, LogFormat, ProcessEnv};
 
@@ -82,8 +83,12 @@ pub async fn run(cli: Cli) -> i32 {
             command: ConfigCommand::Check,
         } => run_config_check(&cli.config),
         Command::Run => run_daemon(&cli.config).await,
-        Command::Pause { watch } => run_control(&cli.config, "pause", watch.as_deref()).await,
-        Command::Resume { watch } => run_control(&cli.config, "resume", watch.as_deref()).await,
+        Command::Pause { watch } => {
+            run_control(&cli.config, ControlAction::Pause, watch.as_deref()).await
+        }
+        Command::Resume { watch } => {
+            run_control(&cli.config, ControlAction::Resume, watch.as_deref()).await
+        }
     }
 }
 
@@ -141,7 +146,7 @@ fn stop_signals(
     }))
 }
 
-async fn run_control(path: &std::path::Path, action: &str, watch: Option<&str>) -> i32 {
+async fn run_control(path: &std::path::Path, action: ControlAction, watch: Option<&str>) -> i32 {
     init_logging(LogFormat::Text, "warn");
     let Some(config) = load(path) else { return 2 };
     let address = if config.agent.admin_listen.port() == 0 {
@@ -170,13 +175,10 @@ async fn run_control(path: &std::path::Path, action: &str, watch: Option<&str>) 
     } else {
         config.agent.admin_listen
     };
-    let query = watch
-        .map(|w| format!("?watch={}", percent_encode(w)))
-        .unwrap_or_default();
     match crate::admin::request(
         address,
         "POST",
-        &format!("/{action}{query}"),
+        &action.request_path(watch),
         std::time::Duration::from_secs(10),
     )
     .await
@@ -186,7 +188,10 @@ async fn run_control(path: &std::path::Path, action: &str, watch: Option<&str>) 
             0
         }
         Ok((status, body)) => {
-            eprintln!("error: the agent refused {action} (HTTP {status}): {body}");
+            eprintln!(
+                "error: the agent refused {} (HTTP {status}): {body}",
+                action.as_str()
+            );
             1
         }
         Err(e) => {
@@ -194,16 +199,6 @@ async fn run_control(path: &std::path::Path, action: &str, watch: Option<&str>) 
             1
         }
     }
-}
-
-/// Watch names are validated to `[A-Za-z0-9._-]`, but a typo on the command line may not be.
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Loads the config, logging its warnings; prints the error and returns `None` when invalid.

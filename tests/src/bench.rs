@@ -1,9 +1,24 @@
 //! `valkey-dr-lab bench`: figures as JSON, measured against a real lab on loopback.
 //!
-//! `bench probe` times whole probe rounds (every path of every watch, concurrently) through
-//! the agent's own probe code, with TLS, on a runtime thread of its own so that the lab's
-//! fronts and DNS do not share the probes' thread (as in production, where they are remote).
+//! - `bench probe` times whole probe rounds (every path of every watch, concurrently) through
+//!   the agent's own probe code, with TLS, on a runtime thread of its own so that the lab's
+//!   fronts and DNS do not share the probes' thread (as in production, where they are remote).
+//! - `bench footprint` ([`footprint`]): memory and CPU of the real `valkey-dr run` daemon,
+//!   beside Valkey Sentinel doing the same job in the same window.
+//! - `bench detection` ([`detection`]): time from a hung primary to the alert, for the agent
+//!   and for Sentinel.
+//!
+//! Every bench talks to loopback only, bounds every wait and loop, and leaves no process
+//! behind: children are killed on drop and die with the bench (`PR_SET_PDEATHSIG`).
 
+mod agent;
+pub mod detection;
+pub mod footprint;
+mod process;
+mod resp;
+mod sentinel;
+
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -78,13 +93,37 @@ pub async fn probe(rounds: usize, watch_counts: &[usize]) -> anyhow::Result<Valu
     }))
 }
 
+/// The index of percentile `p` (0..=1) in `len` sorted samples, nearest rank.
+fn rank(len: usize, p: f64) -> usize {
+    ((len.saturating_sub(1) as f64) * p).round() as usize
+}
+
+/// A directory of its own under the system temp dir, removed with everything in it on drop.
+struct ScratchDir(PathBuf);
+
+impl ScratchDir {
+    fn new(bench: &str) -> anyhow::Result<ScratchDir> {
+        let path =
+            std::env::temp_dir().join(format!("valkey-dr-bench-{}-{bench}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(ScratchDir(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn summary(watches: usize, samples: &mut [Duration], failures: usize) -> Value {
     samples.sort();
     let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
-    let pct = |p: f64| {
-        let i = ((samples.len() as f64 - 1.0) * p).round() as usize;
-        ms(samples[i])
-    };
+    let pct = |p: f64| ms(samples[rank(samples.len(), p)]);
     json!({
         "watches": watches,
         "rounds": samples.len(),

@@ -3,6 +3,7 @@
 //! that a person sees each verdict change as it happens. It checks itself: a phase that never
 //! shows its expected verdict makes the demo fail.
 
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -87,7 +88,10 @@ pub async fn run(dir: Option<std::path::PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(&info.config, &ProcessEnv)
         .map_err(|e| anyhow::anyhow!("{:#}", anyhow::Error::from(e)))?;
 
-    let result = play(&lab, &config).await;
+    let mut result = play(&lab, &config).await;
+    if result.is_ok() {
+        result = daemon_story(&lab, &info).await;
+    }
     lab.shutdown().await;
     if dir.starts_with(std::env::temp_dir()) {
         let _ = std::fs::remove_dir_all(&dir);
@@ -150,7 +154,6 @@ async fn play(lab: &Lab, config: &Config) -> anyhow::Result<()> {
     for (at, status) in &timeline {
         println!("  t+{:>5.1}s  {}", at.as_secs_f64(), status.as_str());
     }
-    println!("\ndemo passed: every injected fault showed up within its bound, and cleared.");
     Ok(())
 }
 
@@ -201,4 +204,136 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     let dir = std::env::temp_dir().join(format!("valkey-dr-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
+}
+
+/// The hidden subcommand that runs the agent's command line (see `main.rs`).
+pub const AGENT_SUBCOMMAND: &str = "__agent";
+
+/// The events a held outage must produce, in order, each within its bound from the fault.
+const OUTAGE_EVENTS: [(&str, Duration); 3] = [
+    ("suspect", Duration::from_secs(3)),
+    ("down", Duration::from_secs(5)),
+    ("failover_intent", Duration::from_secs(5)),
+];
+
+/// Part two: `valkey-dr run` in alert-only mode as its own process, a webhook receiver that
+/// prints every alert as it lands, and a held outage of the primary.
+async fn daemon_story(lab: &Lab, info: &valkey_dr_lab::LabInfo) -> anyhow::Result<()> {
+    println!("\n── part two: `valkey-dr run` (alert-only) with a webhook receiver ──");
+    let received: Arc<Mutex<Vec<(String, serde_json::Value)>>> = Arc::default();
+    let started = Instant::now();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/alerts",
+        axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+            let sink = sink.clone();
+            async move {
+                let event = body["event"].as_str().unwrap_or("?").to_owned();
+                println!(
+                    "  t+{:>5.1}s  ALERT {}",
+                    started.elapsed().as_secs_f64(),
+                    body["text"].as_str().unwrap_or_default()
+                );
+                if let Some(plan) = body["detail"]["plan"]["steps"].as_array() {
+                    for step in plan {
+                        println!(
+                            "             plan: {} {}",
+                            step["call"].as_str().unwrap_or("?"),
+                            step["region"]
+                                .as_str()
+                                .or(step["hosted_zone_id"].as_str())
+                                .unwrap_or("")
+                        );
+                    }
+                }
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((event, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/alerts", listener.local_addr()?);
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let text = std::fs::read_to_string(&info.config)?;
+    let config = info.config.with_file_name("agent-daemon.toml");
+    std::fs::write(
+        &config,
+        format!("{text}\n[[notify]]\nkind = \"webhook\"\nurl = \"{url}\"\ntimeout = \"2s\"\n"),
+    )?;
+    let log = info.config.with_file_name("agent.log");
+    let mut agent = tokio::process::Command::new(std::env::current_exe()?)
+        .arg(AGENT_SUBCOMMAND)
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(&log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting valkey-dr run")?;
+    println!(
+        "  agent    valkey-dr run --config {} (log: {})",
+        config.display(),
+        log.display()
+    );
+
+    let count = |name: &str| {
+        received
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(e, _)| e == name)
+            .count()
+    };
+    let wait_for = |name: &'static str, limit: Duration| {
+        let count = &count;
+        async move {
+            let deadline = Instant::now() + limit;
+            while count(name) == 0 {
+                if Instant::now() >= deadline {
+                    bail!("no {name} alert within {limit:?}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Ok(())
+        }
+    };
+    let story = async {
+        // A few healthy rounds first: nothing to say, so nothing is said.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        println!(
+            "  t+{:>5.1}s  fault: pause {PRIMARY_CACHE}, held (a region outage as the agent sees it)",
+            started.elapsed().as_secs_f64()
+        );
+        lab.fault(Fault::Pause {
+            cache: PRIMARY_CACHE.to_owned(),
+        })
+        .await?;
+        for (event, limit) in OUTAGE_EVENTS {
+            wait_for(event, limit).await?;
+        }
+        println!(
+            "  t+{:>5.1}s  fault: clear {PRIMARY_CACHE}",
+            started.elapsed().as_secs_f64()
+        );
+        lab.fault(Fault::Clear {
+            cache: PRIMARY_CACHE.to_owned(),
+        })
+        .await?;
+        wait_for("recovered", Duration::from_secs(5)).await?;
+        anyhow::Ok(())
+    };
+    let result = story.await;
+    let _ = agent.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(5), agent.wait()).await;
+    server.abort();
+    result.with_context(|| format!("the agent's log is {}", log.display()))?;
+    println!(
+        "\ndemo passed: every fault showed up within its bound, the agent alerted once per change, and said what it would do."
+    );
+    Ok(())
 }

@@ -55,6 +55,27 @@ enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "1,50")]
         watches: Vec<usize>,
     },
+    /// Memory and CPU of the `valkey-dr run` daemon (the release build next to this binary,
+    /// or $VALKEY_DR_BIN) at a 1 s interval, beside Valkey Sentinel monitoring as many
+    /// masters, sampled in the same window.
+    Footprint {
+        /// Length of the measurement window, per watch count.
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
+        seconds: u64,
+        /// Watch counts (and Sentinel monitors) to measure, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1,100", value_parser = clap::value_parser!(u64).range(1..=500))]
+        watches: Vec<u64>,
+    },
+    /// Time from a hung primary (SIGSTOP) to the agent's `down` webhook, and to Sentinel's
+    /// `+sdown` with the same 3 s window.
+    Detection {
+        /// Outages per side.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=500))]
+        outages: u64,
+        /// Seed for where in the probe interval each outage starts.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +165,13 @@ struct UsageError(String);
 
 fn main() -> ExitCode {
     // clap prints its own usage errors and exits with 2.
+    // `valkey-dr-lab __agent ARGS…` runs the agent's own command line in this process, so
+    // that the demo can start `valkey-dr run` as a real process of its own even when only the
+    // lab binary has been built (`cargo run -p valkey-dr-lab -- demo` on a fresh machine).
+    let mut args = std::env::args_os();
+    if args.nth(1).is_some_and(|a| a == demo::AGENT_SUBCOMMAND) {
+        return agent_main(args);
+    }
     let cli = Cli::parse();
     // The demo and the benchmarks print their own story; lab chatter would drown it.
     let default_filter = match cli.command {
@@ -181,6 +209,21 @@ fn main() -> ExitCode {
                 println!("{report:#}");
                 Ok(())
             }
+            Command::Bench {
+                bench: BenchCommand::Footprint { seconds, watches },
+            } => {
+                let watches: Vec<usize> = watches.iter().map(|&n| n as usize).collect();
+                let report = bench::footprint::run(seconds, &watches).await?;
+                println!("{report:#}");
+                Ok(())
+            }
+            Command::Bench {
+                bench: BenchCommand::Detection { outages, seed },
+            } => {
+                let report = bench::detection::run(outages as usize, seed).await?;
+                println!("{report:#}");
+                Ok(())
+            }
         }
     });
     match result {
@@ -193,6 +236,22 @@ fn main() -> ExitCode {
                     Some(LabError::InvalidOption { .. } | LabError::NoDir)
                 );
             ExitCode::from(if usage { 2 } else { 1 })
+        }
+    }
+}
+
+/// The agent's `main`, on the same single-threaded runtime as the `valkey-dr` binary.
+fn agent_main(args: impl Iterator<Item = std::ffi::OsString>) -> ExitCode {
+    use clap::Parser as _;
+    let cli = valkey_dr::cli::Cli::parse_from(std::iter::once("valkey-dr".into()).chain(args));
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => ExitCode::from(rt.block_on(valkey_dr::cli::run(cli)) as u8),
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            ExitCode::from(3)
         }
     }
 }

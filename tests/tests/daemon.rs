@@ -263,8 +263,10 @@ async fn isolated_agent_never_intends_a_failover() {
 async fn kill9_and_restart_keep_cooldown_and_do_not_resend_down() {
     let s = setup().await;
     // A failover one minute ago: the 1 h cooldown is running.
-    let mut state = valkey_dr_policies::WatchState::default();
-    state.failovers = vec![SystemTime::now() - Duration::from_secs(60)];
+    let state = valkey_dr_policies::WatchState {
+        failovers: vec![SystemTime::now() - Duration::from_secs(60)],
+        ..Default::default()
+    };
     std::fs::create_dir_all(&s.state_dir).unwrap();
     std::fs::write(
         s.state_dir.join(format!("watch-{WATCH}.json")),

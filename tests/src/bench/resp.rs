@@ -171,7 +171,8 @@ mod tests {
 
     #[test]
     fn parses_pubsub_messages_and_waits_for_the_rest() {
-        let msg = b"*3\r\n$7\r\nmessage\r\n$6\r\n+sdown\r\n$24\r\nmaster m0 127.0.0.1 6379\r\n:1\r\n";
+        let msg =
+            b"*3\r\n$7\r\nmessage\r\n$6\r\n+sdown\r\n$24\r\nmaster m0 127.0.0.1 6379\r\n:1\r\n";
         let (value, used) = parse(msg).unwrap().unwrap();
         assert_eq!(used, msg.len() - 4);
         let items = value.items();
@@ -180,10 +181,7 @@ mod tests {
         for cut in 0..used {
             assert!(parse(&msg[..cut]).unwrap().is_none(), "cut at {cut}");
         }
-        assert_eq!(
-            parse(b":1\r\n").unwrap(),
-            Some((Resp::Int(1), 4))
-        );
+        assert_eq!(parse(b":1\r\n").unwrap(), Some((Resp::Int(1), 4)));
         assert!(parse(b"?x\r\n").is_err());
     }
 
