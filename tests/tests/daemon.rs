@@ -48,6 +48,19 @@ impl Setup {
         Agent::start(&self.config, &self.state_dir, env).await
     }
 
+    /// Starts the agent and waits (bounded) for its first healthy verdict.
+    async fn healthy_agent(&self) -> Agent {
+        let agent = self.agent(&[]).await;
+        assert!(
+            agent
+                .wait_state(WATCH, "healthy", Duration::from_secs(10))
+                .await,
+            "never healthy:\n{}",
+            agent.log_text()
+        );
+        agent
+    }
+
     async fn fault(&self, fault: Fault) {
         self.lab.fault(fault).await;
     }
@@ -60,12 +73,7 @@ fn primary() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flapping_primary_never_goes_down() {
     let s = setup().await;
-    let agent = s.agent(&[]).await;
-    assert!(
-        agent
-            .wait_state(WATCH, "healthy", Duration::from_secs(10))
-            .await
-    );
+    let agent = s.healthy_agent().await;
     for _ in 0..3 {
         // Paused for 1.5 s: at most two rounds (fall is 3) can fail.
         s.fault(Fault::Pause { cache: primary() }).await;
@@ -95,12 +103,7 @@ async fn flapping_primary_never_goes_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_outage_is_down_in_time_once_then_reminded() {
     let s = setup().await;
-    let agent = s.agent(&[]).await;
-    assert!(
-        agent
-            .wait_state(WATCH, "healthy", Duration::from_secs(10))
-            .await
-    );
+    let agent = s.healthy_agent().await;
     let t0 = tokio::time::Instant::now();
     s.fault(Fault::Pause { cache: primary() }).await;
     assert!(
@@ -187,12 +190,7 @@ async fn held_outage_is_down_in_time_once_then_reminded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_down_is_degraded_never_down() {
     let s = setup().await;
-    let agent = s.agent(&[]).await;
-    assert!(
-        agent
-            .wait_state(WATCH, "healthy", Duration::from_secs(10))
-            .await
-    );
+    let agent = s.healthy_agent().await;
     s.fault(Fault::DnsDown).await;
     // The agent honours the record's TTL like an application: the outage shows once the
     // cached answer (30 s TTL) expires.
@@ -221,12 +219,7 @@ async fn dns_down_is_degraded_never_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn isolated_agent_never_intends_a_failover() {
     let s = setup().await;
-    let agent = s.agent(&[]).await;
-    assert!(
-        agent
-            .wait_state(WATCH, "healthy", Duration::from_secs(10))
-            .await
-    );
+    let agent = s.healthy_agent().await;
     s.fault(Fault::WitnessDown).await;
     s.fault(Fault::Pause { cache: primary() }).await;
     assert!(
@@ -274,12 +267,7 @@ async fn kill9_and_restart_keep_cooldown_and_do_not_resend_down() {
     )
     .unwrap();
 
-    let agent = s.agent(&[]).await;
-    assert!(
-        agent
-            .wait_state(WATCH, "healthy", Duration::from_secs(10))
-            .await
-    );
+    let agent = s.healthy_agent().await;
     s.fault(Fault::Pause { cache: primary() }).await;
     assert!(
         wait_until(DOWN_BOUND + Duration::from_secs(2), || async {
@@ -468,12 +456,7 @@ async fn cli(config: &std::path::Path, args: &[&str]) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_and_resume_through_the_cli_survive_a_restart() {
     let s = setup().await;
-    let agent = s.agent(&[]).await;
-    assert!(
-        agent
-            .wait_state(WATCH, "healthy", Duration::from_secs(10))
-            .await
-    );
+    let agent = s.healthy_agent().await;
     let (code, out) = cli(&s.config, &["pause", "--watch", WATCH]).await;
     assert_eq!(code, 0, "{out}");
     assert!(
