@@ -33,6 +33,8 @@ pub(crate) struct AgentConfig<'a> {
     pub(crate) ca_file: &'a Path,
     pub(crate) password_env: Option<&'a str>,
     pub(crate) witness: SocketAddr,
+    /// The lab's AWS endpoint; the agent's SDK clients talk to it instead of AWS.
+    pub(crate) aws_endpoint: &'a str,
 }
 
 /// A TOML basic string.
@@ -60,6 +62,9 @@ mode = "alert-only"
 state_dir = {state_dir}
 admin_listen = "127.0.0.1:0"
 log_format = "text"
+
+[aws]
+endpoint_url = {aws_endpoint}
 
 [dns]
 nameservers = [{dns}]
@@ -94,6 +99,7 @@ ca_file = {ca_file}
 tls_server_name = "endpoint"
 "#,
             state_dir = quote_path(&self.dir.join("state")),
+            aws_endpoint = quote(self.aws_endpoint),
             dns = quote(&self.dns.to_string()),
             record = quote(self.record),
             zone_id = quote(HOSTED_ZONE_ID),
@@ -151,6 +157,7 @@ mod tests {
             ca_file: ca,
             password_env,
             witness: "127.0.0.1:7777".parse().unwrap(),
+            aws_endpoint: "http://127.0.0.1:7000",
         }
     }
 
@@ -164,6 +171,10 @@ mod tests {
         ));
         assert!(text.contains("state_dir = \"/tmp/lab/state\"\n"), "{text}");
         assert!(text.contains("nameservers = [\"127.0.0.1:5353\"]\n"));
+        assert!(
+            text.contains("[aws]\nendpoint_url = \"http://127.0.0.1:7000\"\n"),
+            "{text}"
+        );
         assert!(text.contains("ttl = \"30s\"\nport = 6379\n"));
         assert!(text.contains("interval = \"1s\"\ntimeout = \"500ms\"\n"));
         assert!(text.contains("tls_server_name = \"endpoint\"\n\n[watch.witness]"));

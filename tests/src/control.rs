@@ -1,8 +1,9 @@
-//! The control server (`POST /fault`, `GET /lab`) and its client.
+//! The control server (`POST /fault`, `GET /lab`, `GET /calls`) and its client.
 //!
-//! The server is the lab's one HTTP server on 127.0.0.1; the AWS API emulation will add its
-//! routes to the same [`router`]. The client is what `valkey-dr-lab fault` uses: hyper over a
-//! loopback TCP connection, and nothing else, because the lab never talks beyond loopback.
+//! The server is the lab's one HTTP server on 127.0.0.1; the AWS API emulation (`aws`) adds
+//! its routes to the same [`router`], so the control address is also the SDK's endpoint URL.
+//! The client is what `valkey-dr-lab fault` and `calls` use: hyper over a loopback TCP
+//! connection, and nothing else, because the lab never talks beyond loopback.
 
 use std::error::Error as _;
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::{Fault, LabError, LabInfo, Shared};
+use crate::{Call, Fault, LabError, LabInfo, Shared};
 
 /// `clear` may restart a server (bounded at 15 s) and rebind a front (5 s): leave room.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
@@ -46,10 +47,14 @@ pub(crate) fn router(lab: Arc<Shared>) -> Router {
     Router::new()
         .route("/fault", post(post_fault))
         .route("/lab", get(get_lab))
+        .route("/calls", get(get_calls))
+        .merge(crate::aws::router())
         .fallback(|| async {
             failure(
                 StatusCode::NOT_FOUND,
-                "no such route; the control API has POST /fault and GET /lab".to_string(),
+                "no such route; the control API has POST /fault, GET /lab and GET /calls, \
+                 and the AWS APIs POST / (ElastiCache) and /2013-04-01/... (Route 53)"
+                    .to_string(),
             )
         })
         .with_state(lab)
@@ -87,6 +92,7 @@ async fn post_fault(
         Err(e) => {
             let status = match e {
                 LabError::UnknownCache { .. } => StatusCode::NOT_FOUND,
+                LabError::InvalidOption { .. } => StatusCode::BAD_REQUEST,
                 LabError::CacheNotRunning { .. } => StatusCode::CONFLICT,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
@@ -97,6 +103,10 @@ async fn post_fault(
 
 async fn get_lab(State(lab): State<Arc<Shared>>) -> Json<LabInfo> {
     Json(lab.snapshot())
+}
+
+async fn get_calls(State(lab): State<Arc<Shared>>) -> Json<Vec<Call>> {
+    Json(lab.aws.calls())
 }
 
 /// Sends a fault to a running lab; returns the lab's description of what it applied.
@@ -116,6 +126,15 @@ pub async fn send_fault(control: SocketAddr, fault: &Fault) -> Result<String, La
 /// Reads a running lab's current description.
 pub async fn fetch_info(control: SocketAddr) -> Result<LabInfo, LabError> {
     let reply = request(control, hyper::Method::GET, "/lab", Vec::new()).await?;
+    serde_json::from_slice(&reply).map_err(|e| LabError::Control {
+        addr: control,
+        source: Box::new(e),
+    })
+}
+
+/// Reads a running lab's AWS call log, oldest first.
+pub async fn fetch_calls(control: SocketAddr) -> Result<Vec<Call>, LabError> {
+    let reply = request(control, hyper::Method::GET, "/calls", Vec::new()).await?;
     serde_json::from_slice(&reply).map_err(|e| LabError::Control {
         addr: control,
         source: Box::new(e),

@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, CNAME, SOA};
+use hickory_proto::rr::rdata::{A, CNAME, NS, SOA};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::ServerFuture;
 use hickory_server::authority::MessageResponseBuilder;
@@ -35,20 +35,40 @@ const SOA_TTL: u32 = 900;
 const SOA_MINIMUM: u32 = 86_400;
 /// The suffix under which the lab owns every name: unknown endpoints are NXDOMAIN.
 const ENDPOINT_SUFFIX: &str = "cache.amazonaws.com.";
+/// Route 53's default TTL for a hosted zone's NS records.
+const NS_TTL: u32 = 172_800;
+/// The name server and hostmaster the zone's SOA names (never resolved).
+const NAME_SERVER: &str = "ns.lab.invalid.";
+const HOSTMASTER: &str = "hostmaster.lab.invalid.";
 /// A TCP client that sends nothing for this long is dropped.
 const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many ports to try when the TCP side of a UDP port is taken.
 const BIND_ATTEMPTS: usize = 16;
 
-/// The names the lab serves; changed at run time by faults and (later) the Route 53 API.
+/// One record set of the private zone, the way Route 53 holds it: the values as they were
+/// written (what `ListResourceRecordSets` returns, TXT quotes included) and the same values as
+/// DNS data (what the server answers).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RrSet {
+    pub(crate) ttl: u32,
+    pub(crate) values: Vec<String>,
+    pub(crate) rdata: Vec<RData>,
+}
+
+/// The private zone's record sets by (owner name, type). Owner names are lowercase and fully
+/// qualified.
+pub(crate) type RrSets = BTreeMap<(Name, RecordType), RrSet>;
+
+/// The names the lab serves; changed at run time by faults and the Route 53 API.
 #[derive(Debug, Clone)]
 struct Table {
     zone: Name,
     record: Name,
     record_ttl: u32,
-    /// The CNAME's target: an endpoint name, usually the active cache's. `None` until the lab
-    /// points the record somewhere; the record does not exist until then.
-    target: Option<Name>,
+    /// The private zone's data: its SOA and NS, the record's CNAME once the lab points it
+    /// somewhere, and whatever the Route 53 API writes (the executor's TXT lease). The Route 53
+    /// emulation reads and changes this same map, so DNS answers follow a change at once.
+    rrsets: RrSets,
     /// Endpoint name (lowercase, fully qualified) → the cache's loopback IP.
     endpoints: BTreeMap<Name, Ipv4Addr>,
     /// `dns-down`: the private zone does not answer.
@@ -86,12 +106,49 @@ pub(crate) fn fqdn(name: &str) -> Result<Name, LabError> {
 
 impl Zone {
     pub(crate) fn new(zone: Name, record: Name, record_ttl: u32) -> Self {
+        let name = |text: &str| Name::from_ascii(text).unwrap_or_else(|_| Name::root());
+        let soa = SOA::new(
+            name(NAME_SERVER),
+            name(HOSTMASTER),
+            1,
+            7200,
+            900,
+            1_209_600,
+            SOA_MINIMUM,
+        );
+        let mut rrsets = RrSets::new();
+        // Route 53 gives every hosted zone these two at its apex.
+        rrsets.insert(
+            (zone.clone(), RecordType::SOA),
+            RrSet {
+                ttl: SOA_TTL,
+                values: vec![format!(
+                    "{} {} {} {} {} {} {}",
+                    soa.mname(),
+                    soa.rname(),
+                    soa.serial(),
+                    soa.refresh(),
+                    soa.retry(),
+                    soa.expire(),
+                    soa.minimum()
+                )],
+                rdata: vec![RData::SOA(soa)],
+            },
+        );
+        rrsets.insert(
+            (zone.clone(), RecordType::NS),
+            RrSet {
+                ttl: NS_TTL,
+                values: vec![NAME_SERVER.to_string()],
+                rdata: vec![RData::NS(NS(name(NAME_SERVER)))],
+            },
+        );
         Self {
             table: RwLock::new(Table {
                 zone,
                 record,
                 record_ttl,
-                target: None,
+                rrsets,
                 endpoints: BTreeMap::new(),
                 zone_down: false,
             }),
@@ -116,8 +173,33 @@ impl Zone {
         self.write().endpoints.remove(&endpoint.to_lowercase());
     }
 
+    /// Sets the record's CNAME (at the record's configured TTL), as a hand-made change would.
     pub(crate) fn point_record(&self, target: &Name) {
-        self.write().target = Some(target.to_lowercase());
+        let mut table = self.write();
+        let target = target.to_lowercase();
+        let set = RrSet {
+            ttl: table.record_ttl,
+            values: vec![target.to_string()],
+            rdata: vec![RData::CNAME(CNAME(target))],
+        };
+        let key = (table.record.clone(), RecordType::CNAME);
+        table.rrsets.insert(key, set);
+    }
+
+    /// The zone's apex (fully qualified, lowercase).
+    pub(crate) fn apex(&self) -> Name {
+        self.read().zone.clone()
+    }
+
+    /// Reads the zone's record sets.
+    pub(crate) fn rrsets(&self) -> RrSets {
+        self.read().rrsets.clone()
+    }
+
+    /// Changes the zone's record sets under the write lock, so that a change batch is applied
+    /// whole or not at all and no query sees half of it.
+    pub(crate) fn update_rrsets<R>(&self, change: impl FnOnce(&mut RrSets) -> R) -> R {
+        change(&mut self.write().rrsets)
     }
 
     pub(crate) fn set_zone_down(&self, down: bool) {
@@ -130,14 +212,21 @@ impl Zone {
 }
 
 impl Table {
-    fn soa(&self) -> Record {
-        let mname = Name::from_ascii("ns.lab.invalid.").unwrap_or_else(|_| Name::root());
-        let rname = Name::from_ascii("hostmaster.lab.invalid.").unwrap_or_else(|_| Name::root());
-        Record::from_rdata(
-            self.zone.clone(),
-            SOA_TTL,
-            RData::SOA(SOA::new(mname, rname, 1, 7200, 900, 1_209_600, SOA_MINIMUM)),
-        )
+    /// The SOA for negative answers' authority section.
+    fn soa(&self) -> Vec<Record> {
+        self.records(&self.zone, RecordType::SOA)
+    }
+
+    fn records(&self, name: &Name, rtype: RecordType) -> Vec<Record> {
+        self.rrsets
+            .get(&(name.clone(), rtype))
+            .map(|set| {
+                set.rdata
+                    .iter()
+                    .map(|rdata| Record::from_rdata(name.clone(), set.ttl, rdata.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     fn endpoint_a(&self, name: &Name) -> Option<Record> {
@@ -166,28 +255,39 @@ impl Table {
             if self.zone_down {
                 return Reply::Silent;
             }
-            if *name == self.record
-                && let Some(target) = &self.target
-            {
-                let cname = Record::from_rdata(
-                    self.record.clone(),
-                    self.record_ttl,
-                    RData::CNAME(CNAME(target.clone())),
-                );
-                let mut answers = vec![cname];
+            let cname = self.records(name, RecordType::CNAME);
+            if !cname.is_empty() && qtype != RecordType::CNAME {
+                let mut answers = cname;
                 // The target's data rides along, as the VPC resolver returns the whole chain.
                 if matches!(qtype, RecordType::A | RecordType::ANY) {
-                    answers.extend(self.endpoint_a(target));
+                    let targets: Vec<Name> = answers
+                        .iter()
+                        .filter_map(|r| match r.data() {
+                            RData::CNAME(target) => Some(target.0.to_lowercase()),
+                            _ => None,
+                        })
+                        .collect();
+                    answers.extend(targets.iter().filter_map(|t| self.endpoint_a(t)));
                 }
                 return answer(ResponseCode::NoError, answers, vec![]);
             }
-            if *name == self.zone {
-                return match qtype {
-                    RecordType::SOA => answer(ResponseCode::NoError, vec![self.soa()], vec![]),
-                    _ => answer(ResponseCode::NoError, vec![], vec![self.soa()]),
-                };
+            let answers: Vec<Record> = if qtype == RecordType::ANY {
+                self.rrsets
+                    .keys()
+                    .filter(|(owner, _)| owner == name)
+                    .flat_map(|(owner, rtype)| self.records(owner, *rtype))
+                    .collect()
+            } else {
+                self.records(name, qtype)
+            };
+            if !answers.is_empty() {
+                return answer(ResponseCode::NoError, answers, vec![]);
             }
-            return answer(ResponseCode::NXDomain, vec![], vec![self.soa()]);
+            // The name exists (it owns other data, or names below it do): no data of this type.
+            if self.rrsets.keys().any(|(owner, _)| name.zone_of(owner)) {
+                return answer(ResponseCode::NoError, vec![], self.soa());
+            }
+            return answer(ResponseCode::NXDomain, vec![], self.soa());
         }
 
         if let Some(a) = self.endpoint_a(name) {
@@ -450,6 +550,47 @@ pub(crate) mod tests {
                 "spare-xyz789.serverless.use2.cache.amazonaws.com. 60 127.4.5.6".to_string()
             ]
         );
+    }
+
+    #[test]
+    fn route53_record_sets_are_answered() {
+        use hickory_proto::rr::rdata::TXT;
+        let z = zone();
+        let lock = name("_valkey-dr-lock.valkey.lab.internal.");
+        z.update_rrsets(|sets| {
+            sets.insert(
+                (lock.clone(), RecordType::TXT),
+                RrSet {
+                    ttl: 10,
+                    values: vec!["\"owner=a\"".to_string()],
+                    rdata: vec![RData::TXT(TXT::new(vec!["owner=a".to_string()]))],
+                },
+            )
+        });
+        let (code, answers) = records(&z.reply(&lock, DNSClass::IN, RecordType::TXT));
+        assert_eq!(code, ResponseCode::NoError);
+        assert_eq!(answers.len(), 1);
+        assert!(answers[0].starts_with("_valkey-dr-lock.valkey.lab.internal. 10 "));
+        // The lease's name has no A record: NODATA, not NXDOMAIN.
+        let reply = z.reply(&lock, DNSClass::IN, RecordType::A);
+        assert!(matches!(
+            reply,
+            Reply::Answer { code: ResponseCode::NoError, ref answers, ref authority, .. }
+                if answers.is_empty() && authority.len() == 1
+        ));
+        // The apex has Route 53's SOA and NS.
+        let (_, ns) = records(&z.reply(&name("lab.internal."), DNSClass::IN, RecordType::NS));
+        assert_eq!(ns, vec!["lab.internal. 172800 ns.lab.invalid.".to_string()]);
+        let (_, any) = records(&z.reply(&name("lab.internal."), DNSClass::IN, RecordType::ANY));
+        assert_eq!(any.len(), 2);
+        // Without its CNAME the record is gone.
+        z.update_rrsets(|sets| sets.remove(&(name("valkey.lab.internal."), RecordType::CNAME)));
+        let reply = z.reply(&name("valkey.lab.internal."), DNSClass::IN, RecordType::A);
+        // It still has the lease below it: an empty non-terminal answers NODATA.
+        assert_eq!(records(&reply), (ResponseCode::NoError, vec![]));
+        z.update_rrsets(|sets| sets.remove(&(lock.clone(), RecordType::TXT)));
+        let reply = z.reply(&name("valkey.lab.internal."), DNSClass::IN, RecordType::A);
+        assert_eq!(records(&reply).0, ResponseCode::NXDomain);
     }
 
     /// Sends one query over UDP; `None` when nothing comes back within `wait`.

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::AwsService;
+
 /// One fault, as sent to `POST /fault` (`{"fault": "kill", "cache": "app-sessions"}`) and as
 /// typed after `valkey-dr-lab fault`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +59,34 @@ pub enum Fault {
         /// The cache.
         cache: String,
     },
+    /// The region fails: its caches are blackholed and its ElastiCache API answers every call
+    /// with 503 `ServiceUnavailable`. Route 53, a global service, keeps answering.
+    RegionOutage {
+        /// The AWS region, e.g. `us-east-1`.
+        region: String,
+    },
+    /// The region is back: its API answers again and its caches are cleared (as `clear`).
+    RegionRestore {
+        /// The AWS region.
+        region: String,
+    },
+    /// The next `times` calls of `action` on `service` fail with the AWS error `code`, at the
+    /// HTTP status AWS uses for it (`Throttling` 400, `InternalError` 500,
+    /// `ServiceUnavailable` 503, anything else 400).
+    ApiError {
+        /// `elasticache` or `route53`.
+        service: AwsService,
+        /// The API action, e.g. `CreateServerlessCache`.
+        action: String,
+        /// The error code, e.g. `Throttling`.
+        code: String,
+        /// How many calls fail.
+        times: u32,
+    },
+    /// The next serverless cache created goes to `create-failed` instead of `available`.
+    ProvisionFail,
+    /// The next serverless cache created stays `creating` for ever.
+    ProvisionStuck,
 }
 
 impl Fault {
@@ -70,7 +100,15 @@ impl Fault {
             | Self::Blackhole { cache }
             | Self::Clear { cache }
             | Self::PointRecord { cache } => Some(cache),
-            Self::DnsDown | Self::DnsUp | Self::WitnessDown | Self::WitnessUp => None,
+            Self::DnsDown
+            | Self::DnsUp
+            | Self::WitnessDown
+            | Self::WitnessUp
+            | Self::RegionOutage { .. }
+            | Self::RegionRestore { .. }
+            | Self::ApiError { .. }
+            | Self::ProvisionFail
+            | Self::ProvisionStuck => None,
         }
     }
 }
@@ -91,6 +129,16 @@ impl fmt::Display for Fault {
             Self::WitnessDown => f.write_str("witness-down"),
             Self::WitnessUp => f.write_str("witness-up"),
             Self::PointRecord { cache } => write!(f, "point-record {cache}"),
+            Self::RegionOutage { region } => write!(f, "region-outage {region}"),
+            Self::RegionRestore { region } => write!(f, "region-restore {region}"),
+            Self::ApiError {
+                service,
+                action,
+                code,
+                times,
+            } => write!(f, "api-error {service} {action} {code} --times {times}"),
+            Self::ProvisionFail => f.write_str("provision-fail"),
+            Self::ProvisionStuck => f.write_str("provision-stuck"),
         }
     }
 }
@@ -137,5 +185,33 @@ mod tests {
         );
         assert!(serde_json::from_str::<Fault>(r#"{"fault":"explode"}"#).is_err());
         assert_eq!(latency.to_string(), "latency app-sessions 300ms");
+
+        let api = Fault::ApiError {
+            service: AwsService::Elasticache,
+            action: "CreateServerlessCache".into(),
+            code: "Throttling".into(),
+            times: 3,
+        };
+        let json = serde_json::to_string(&api).unwrap();
+        assert_eq!(
+            json,
+            r#"{"fault":"api-error","service":"elasticache","action":"CreateServerlessCache","code":"Throttling","times":3}"#
+        );
+        assert_eq!(serde_json::from_str::<Fault>(&json).unwrap(), api);
+        assert_eq!(
+            api.to_string(),
+            "api-error elasticache CreateServerlessCache Throttling --times 3"
+        );
+        assert_eq!(
+            serde_json::from_str::<Fault>(r#"{"fault":"region-outage","region":"us-east-1"}"#)
+                .unwrap(),
+            Fault::RegionOutage {
+                region: "us-east-1".into()
+            }
+        );
+        assert_eq!(
+            serde_json::from_str::<Fault>(r#"{"fault":"provision-stuck"}"#).unwrap(),
+            Fault::ProvisionStuck
+        );
     }
 }

@@ -12,7 +12,10 @@
 //! - `pki`: the lab CA (`<dir>/ca.pem`).
 //! - `dns`: the private zone (the record, a CNAME to the active endpoint) and the endpoint
 //!   names' A records, over UDP and TCP.
-//! - `control`: the HTTP control server (`POST /fault`, `GET /lab`) and its client.
+//! - `control`: the HTTP control server (`POST /fault`, `GET /lab`, `GET /calls`) and its
+//!   client.
+//! - `aws`: the ElastiCache and Route 53 APIs the agent calls, served by the control server
+//!   for the real SDK clients, with the call log.
 //! - `config`: the ready `agent.toml`.
 //!
 //! # What it must never do
@@ -22,6 +25,7 @@
 
 #![deny(missing_docs)]
 
+mod aws;
 mod cache;
 pub mod config;
 mod control;
@@ -58,7 +62,8 @@ use crate::dns::Zone;
 use crate::pki::LabCa;
 use crate::valkey::{FileLock, ValkeySpec};
 
-pub use crate::control::{Applied, fetch_info, send_fault};
+pub use crate::aws::{AwsService, Call};
+pub use crate::control::{Applied, fetch_calls, fetch_info, send_fault};
 pub use crate::dns::ENDPOINT_TTL;
 pub use crate::error::LabError;
 pub use crate::fault::Fault;
@@ -101,6 +106,11 @@ pub struct LabOptions {
     pub timeout: Duration,
     /// Seeds endpoint suffixes and loopback IPs, for repeatable labs.
     pub seed: Option<u64>,
+    /// How long a serverless cache created through the API stays `creating` (and a deleted one
+    /// `deleting`).
+    pub provision_delay: Duration,
+    /// How long a Route 53 change stays `PENDING` before `GetChange` says `INSYNC`.
+    pub insync_delay: Duration,
 }
 
 impl Default for LabOptions {
@@ -113,6 +123,8 @@ impl Default for LabOptions {
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
             seed: None,
+            provision_delay: Duration::from_secs(2),
+            insync_delay: Duration::from_secs(1),
         }
     }
 }
@@ -182,8 +194,11 @@ pub struct LabInfo {
     pub ca_file: PathBuf,
     /// The ready agent config.
     pub config: PathBuf,
-    /// The control server (`POST /fault`, `GET /lab`).
+    /// The control server (`POST /fault`, `GET /lab`, `GET /calls`).
     pub control: SocketAddr,
+    /// The AWS endpoint URL (`http://127.0.0.1:PORT`, the control server) for the ElastiCache
+    /// and Route 53 SDK clients.
+    pub aws_endpoint: String,
     /// The env var the config reads the password from, when the lab has a password.
     pub password_env: Option<String>,
     /// The witness port (`kind = "tcp"` in agent.toml); `witness-down` closes it.
@@ -223,6 +238,8 @@ pub(crate) struct Shared {
     ca: LabCa,
     zone: Arc<Zone>,
     witness: witness::WitnessServer,
+    /// The ElastiCache and Route 53 emulation's state, the call log and the AWS faults.
+    aws: aws::Aws,
     /// `LabInfo` minus the caches, which change at run time.
     base: LabInfo,
     rng: Mutex<StdRng>,
@@ -293,6 +310,35 @@ impl Shared {
                 let cache = self.cache(cache)?;
                 self.zone.point_record(&dns::fqdn(&cache.info.endpoint)?);
             }
+            Fault::RegionOutage { region } => {
+                self.aws.set_outage(region, true);
+                for cache in self.caches().iter().filter(|c| &c.info.region == region) {
+                    cache.blackhole().await;
+                }
+            }
+            Fault::RegionRestore { region } => {
+                self.aws.set_outage(region, false);
+                for cache in self.caches().iter().filter(|c| &c.info.region == region) {
+                    cache.clear().await?;
+                }
+            }
+            Fault::ApiError {
+                service,
+                action,
+                code,
+                times,
+            } => {
+                if action.is_empty() || code.is_empty() || *times == 0 {
+                    return Err(LabError::InvalidOption {
+                        option: "api-error",
+                        reason: "it needs an action, an error code and --times of at least 1"
+                            .to_string(),
+                    });
+                }
+                self.aws.inject_error(*service, action, code, *times);
+            }
+            Fault::ProvisionFail => self.aws.queue_provisioning(aws::Provisioning::Fail),
+            Fault::ProvisionStuck => self.aws.queue_provisioning(aws::Provisioning::Stuck),
         }
         info!(%fault, "fault applied");
         Ok(())
@@ -312,10 +358,13 @@ impl Shared {
         bind_front(&mut lock(&self.rng), &used, port)
     }
 
+    /// Starts a cache. `endpoint` is the name the ElastiCache API already promised it; `None`
+    /// draws a fresh one.
     async fn add_cache(
         &self,
         spec: CacheSpec,
         bound: Option<(SocketAddr, TcpListener)>,
+        endpoint: Option<String>,
     ) -> Result<CacheInfo, LabError> {
         let _membership = self.membership.lock().await;
         naming::validate_cache_name(&spec.name)?;
@@ -326,7 +375,9 @@ impl Shared {
             Some(bound) => bound,
             None => self.bind_front(self.base.port)?,
         };
-        let endpoint = naming::endpoint_name(&spec.name, &spec.region, &mut *lock(&self.rng));
+        let endpoint = endpoint.unwrap_or_else(|| {
+            naming::endpoint_name(&spec.name, &spec.region, &mut *lock(&self.rng))
+        });
         let info = CacheInfo {
             name: spec.name.clone(),
             region: spec.region,
@@ -511,6 +562,10 @@ impl Lab {
         let (dns_server, dns_addr) = dns::serve(zone.clone()).await?;
         let witness = witness::WitnessServer::start().await?;
         let witness_addr = witness.addr();
+        let aws = aws::Aws::new(aws::AwsOptions {
+            provision_delay: options.provision_delay,
+            insync_delay: options.insync_delay,
+        });
 
         let control_any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let control_listener =
@@ -543,6 +598,7 @@ impl Lab {
             ca,
             zone: zone.clone(),
             witness,
+            aws,
             base: LabInfo {
                 dns: dns_addr,
                 zone: ZONE.to_string(),
@@ -552,6 +608,7 @@ impl Lab {
                 ca_file: ca_file.clone(),
                 config: config_path.clone(),
                 control: control_addr,
+                aws_endpoint: format!("http://{control_addr}"),
                 password_env: password_env.clone(),
                 witness: witness_addr,
                 caches: Vec::new(),
@@ -579,10 +636,11 @@ impl Lab {
                     role: Role::Primary,
                 },
                 Some(first_front),
+                None,
             )
             .await?;
         zone.point_record(&dns::fqdn(&primary.endpoint)?);
-        shared
+        let spare = shared
             .add_cache(
                 CacheSpec {
                     name: SPARE_CACHE.to_string(),
@@ -590,8 +648,14 @@ impl Lab {
                     role: Role::Spare,
                 },
                 None,
+                None,
             )
             .await?;
+        {
+            let mut regions = aws::lock(&shared.aws.elasticache);
+            regions.register_running(&primary);
+            regions.register_running(&spare);
+        }
 
         let router = control::router(shared.clone());
         let cancel = shared.cancel.clone();
@@ -618,6 +682,7 @@ impl Lab {
             ca_file: &ca_file,
             password_env: password_env.as_deref(),
             witness: witness_addr,
+            aws_endpoint: &shared.base.aws_endpoint,
         }
         .render();
         write_atomic(&config_path, agent_toml.as_bytes(), 0o644)?;
@@ -664,14 +729,25 @@ impl Lab {
         self.shared.cache(cache).ok().and_then(|c| c.pid())
     }
 
-    /// Starts another cache on the lab's shared port, with an A record for its endpoint.
+    /// Starts another cache on the lab's shared port, with an A record for its endpoint. The
+    /// ElastiCache API lists it as `available` in its region.
     pub async fn add_cache(&self, spec: CacheSpec) -> Result<CacheInfo, LabError> {
-        self.shared.add_cache(spec, None).await
+        let info = self.shared.add_cache(spec, None, None).await?;
+        aws::lock(&self.shared.aws.elasticache).register_running(&info);
+        Ok(info)
     }
 
-    /// Stops a cache and removes its endpoint from DNS (it becomes NXDOMAIN).
+    /// Stops a cache and removes its endpoint from DNS (it becomes NXDOMAIN); the ElastiCache
+    /// API no longer lists it.
     pub async fn remove_cache(&self, name: &str) -> Result<(), LabError> {
-        self.shared.remove_cache(name).await
+        self.shared.remove_cache(name).await?;
+        aws::lock(&self.shared.aws.elasticache).forget(name);
+        Ok(())
+    }
+
+    /// Every AWS call the lab has answered (the newest 10 000), oldest first.
+    pub fn calls(&self) -> Vec<Call> {
+        self.shared.aws.calls()
     }
 
     /// Stops every server, front and listener, and waits (bounded) for all of it. Files in the

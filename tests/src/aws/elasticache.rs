@@ -1,0 +1,889 @@
+//! ElastiCache's Query API, for serverless caches: `CreateServerlessCache`,
+//! `DescribeServerlessCaches`, `DeleteServerlessCache` and `ListTagsForResource`.
+//!
+//! Requests are `POST /` with a form body (`Action=…&Version=2015-02-02&…`); answers are
+//! `<{Action}Response><{Action}Result>…</…><ResponseMetadata>…` documents whose element names
+//! are the ones `aws-sdk-elasticache`'s deserializers look for (lists of ids use their
+//! member names, `SubnetId` and `SecurityGroupId`; tags are `Tag`; caches are `member`).
+//!
+//! State is per region, the region coming from the request's credential scope. A cache goes
+//! `creating` → `available` after the provision delay (its valkey-server and TLS front are
+//! started at that moment, through the lab's own `add_cache`, and its endpoint starts to
+//! resolve), and `deleting` → gone after the same delay (its server stops at once). Every
+//! cache the lab runs is listed in its region, including the ones `Lab::start` and
+//! `Lab::add_cache` made.
+//!
+//! Where the lab departs from AWS:
+//!
+//! - `Endpoint` and `ReaderEndpoint` are the same address and port: the cache's TLS front on
+//!   the lab's shared port. The lab has no separate reader port; reads work on the one port.
+//! - The endpoint name is chosen at creation and returned from the start, but it resolves only
+//!   once the cache is `available`.
+//! - Cache names are unique across the lab's regions (faults name a cache by its name alone): a
+//!   create for a name that another region holds fails with `InvalidParameterValue` saying so.
+//! - `memcached` caches run valkey-server too (the lab has no memcached).
+//! - Snapshots to restore, KMS keys, user groups and usage limits are stored and echoed, never
+//!   acted on. `FinalSnapshotName` on delete is ignored.
+//! - At most [`QUOTA_PER_REGION`] caches (in any state) per region.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use hyper::body::Bytes;
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::xml::Xml;
+use super::{ACCOUNT_ID, ApiError, AwsService, Provisioning, lock, sigv4, timestamp};
+use crate::{CacheInfo, CacheSpec, Role, Shared, naming};
+
+/// How many serverless caches one region holds, in any state, before
+/// `ServerlessCacheQuotaForCustomerExceededFault`.
+pub(crate) const QUOTA_PER_REGION: usize = 5;
+/// AWS's default page size for `DescribeServerlessCaches`, and the most it returns at once.
+const DEFAULT_MAX_RESULTS: usize = 50;
+const MAX_MAX_RESULTS: usize = 100;
+/// AWS's limit on tags per resource.
+const MAX_TAGS: usize = 50;
+const NAMESPACE: &str = "http://elasticache.amazonaws.com/doc/2015-02-02/";
+
+/// A serverless cache's status, as AWS spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Status {
+    Creating,
+    Available,
+    Deleting,
+    CreateFailed,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Available => "available",
+            Self::Deleting => "deleting",
+            Self::CreateFailed => "create-failed",
+        }
+    }
+}
+
+/// `CacheUsageLimits`, as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct UsageLimits {
+    storage_max: Option<i64>,
+    storage_min: Option<i64>,
+    storage_unit: Option<String>,
+    ecpu_max: Option<i64>,
+    ecpu_min: Option<i64>,
+}
+
+impl UsageLimits {
+    fn has_storage(&self) -> bool {
+        self.storage_max.is_some() || self.storage_min.is_some() || self.storage_unit.is_some()
+    }
+
+    fn has_ecpu(&self) -> bool {
+        self.ecpu_max.is_some() || self.ecpu_min.is_some()
+    }
+}
+
+/// One serverless cache as the API knows it.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerlessCache {
+    name: String,
+    region: String,
+    description: String,
+    status: Status,
+    engine: String,
+    major_engine_version: String,
+    create_time: String,
+    usage_limits: Option<UsageLimits>,
+    kms_key_id: Option<String>,
+    security_group_ids: Vec<String>,
+    subnet_ids: Vec<String>,
+    user_group_id: Option<String>,
+    snapshot_retention_limit: Option<i64>,
+    daily_snapshot_time: Option<String>,
+    endpoint: String,
+    port: u16,
+    tags: Vec<(String, String)>,
+    /// Tells this cache from an earlier one of the same name, so that a slow background task
+    /// of a deleted cache never touches its successor.
+    generation: u64,
+}
+
+impl ServerlessCache {
+    fn arn(&self) -> String {
+        arn(&self.region, &self.name)
+    }
+
+    fn full_engine_version(&self) -> String {
+        match (self.engine.as_str(), self.major_engine_version.as_str()) {
+            ("valkey", "7") => "7.2".to_string(),
+            ("valkey", _) => "8.0".to_string(),
+            ("redis", _) => "7.1".to_string(),
+            (_, major) => format!("{major}.22"),
+        }
+    }
+
+    fn write(&self, x: &mut Xml) {
+        x.text("ServerlessCacheName", &self.name)
+            .text("Description", &self.description)
+            .text("CreateTime", &self.create_time)
+            .text("Status", self.status.as_str())
+            .text("Engine", &self.engine)
+            .text("MajorEngineVersion", &self.major_engine_version)
+            .text("FullEngineVersion", self.full_engine_version());
+        if let Some(limits) = &self.usage_limits {
+            x.element("CacheUsageLimits", |x| {
+                if limits.has_storage() {
+                    x.element("DataStorage", |x| {
+                        x.text_opt("Maximum", limits.storage_max)
+                            .text_opt("Minimum", limits.storage_min)
+                            .text_opt("Unit", limits.storage_unit.as_deref());
+                    });
+                }
+                if limits.has_ecpu() {
+                    x.element("ECPUPerSecond", |x| {
+                        x.text_opt("Maximum", limits.ecpu_max)
+                            .text_opt("Minimum", limits.ecpu_min);
+                    });
+                }
+            });
+        }
+        x.text_opt("KmsKeyId", self.kms_key_id.as_deref());
+        if !self.security_group_ids.is_empty() {
+            x.element("SecurityGroupIds", |x| {
+                for id in &self.security_group_ids {
+                    x.text("SecurityGroupId", id);
+                }
+            });
+        }
+        for tag in ["Endpoint", "ReaderEndpoint"] {
+            x.element(tag, |x| {
+                x.text("Address", &self.endpoint).text("Port", self.port);
+            });
+        }
+        x.text("ARN", self.arn())
+            .text_opt("UserGroupId", self.user_group_id.as_deref());
+        if !self.subnet_ids.is_empty() {
+            x.element("SubnetIds", |x| {
+                for id in &self.subnet_ids {
+                    x.text("SubnetId", id);
+                }
+            });
+        }
+        x.text_opt("SnapshotRetentionLimit", self.snapshot_retention_limit)
+            .text_opt("DailySnapshotTime", self.daily_snapshot_time.as_deref());
+    }
+}
+
+fn arn(region: &str, name: &str) -> String {
+    format!("arn:aws:elasticache:{region}:{ACCOUNT_ID}:serverlesscache:{name}")
+}
+
+/// Every region's caches.
+#[derive(Debug, Default)]
+pub(crate) struct Regions {
+    /// region → name → cache.
+    caches: BTreeMap<String, BTreeMap<String, ServerlessCache>>,
+    generation: u64,
+}
+
+impl Regions {
+    fn get(&self, region: &str, name: &str) -> Option<&ServerlessCache> {
+        self.caches.get(region)?.get(name)
+    }
+
+    fn in_region(&self, region: &str) -> impl Iterator<Item = &ServerlessCache> {
+        self.caches.get(region).into_iter().flat_map(|m| m.values())
+    }
+
+    fn insert(&mut self, mut cache: ServerlessCache) -> u64 {
+        self.generation += 1;
+        cache.generation = self.generation;
+        self.caches
+            .entry(cache.region.clone())
+            .or_default()
+            .insert(cache.name.clone(), cache);
+        self.generation
+    }
+
+    fn set_status(&mut self, region: &str, name: &str, generation: u64, status: Status) {
+        if let Some(cache) = self
+            .caches
+            .get_mut(region)
+            .and_then(|m| m.get_mut(name))
+            .filter(|c| c.generation == generation)
+        {
+            cache.status = status;
+        }
+    }
+
+    fn remove(&mut self, region: &str, name: &str, generation: u64) {
+        if let Some(caches) = self.caches.get_mut(region)
+            && caches.get(name).is_some_and(|c| c.generation == generation)
+        {
+            caches.remove(name);
+        }
+    }
+
+    /// Lists a cache the lab started by itself (`Lab::start`, `Lab::add_cache`) as available,
+    /// a valkey 8 cache with no network settings and no tags.
+    pub(crate) fn register_running(&mut self, info: &CacheInfo) {
+        self.insert(ServerlessCache {
+            name: info.name.clone(),
+            region: info.region.clone(),
+            description: String::new(),
+            status: Status::Available,
+            engine: "valkey".to_string(),
+            major_engine_version: "8".to_string(),
+            create_time: timestamp(SystemTime::now()),
+            usage_limits: None,
+            kms_key_id: None,
+            security_group_ids: Vec::new(),
+            subnet_ids: Vec::new(),
+            user_group_id: None,
+            snapshot_retention_limit: None,
+            daily_snapshot_time: None,
+            endpoint: info.endpoint.clone(),
+            port: info.address.port(),
+            tags: Vec::new(),
+            generation: 0,
+        });
+    }
+
+    /// Drops a cache `Lab::remove_cache` removed, in whatever region it was.
+    pub(crate) fn forget(&mut self, name: &str) {
+        for caches in self.caches.values_mut() {
+            caches.remove(name);
+        }
+    }
+}
+
+/// The form parameters of one request.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn required(&self, key: &str) -> Result<&str, ApiError> {
+        self.get(key)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| ApiError::missing_parameter(key))
+    }
+
+    fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    ApiError::sender(
+                        "InvalidParameterValue",
+                        format!("Invalid value for {key}: {v:?} is not an integer."),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// A Query list: `{prefix}.{member}.N`, in N order, whatever the member is called
+    /// (`SubnetIds.SubnetId.1` from the SDK, `SubnetIds.member.1` from older clients).
+    fn list(&self, prefix: &str) -> Vec<String> {
+        let mut items: Vec<(u32, String)> = self
+            .0
+            .iter()
+            .filter_map(|(k, v)| {
+                let rest = k.strip_prefix(prefix)?.strip_prefix('.')?;
+                let (_member, n) = rest.split_once('.')?;
+                Some((n.parse().ok()?, v.clone()))
+            })
+            .collect();
+        items.sort_by_key(|(n, _)| *n);
+        items.into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// `Tags.{member}.N.Key` and `.Value`, in N order.
+    fn tags(&self) -> Result<Vec<(String, String)>, ApiError> {
+        let mut tags: BTreeMap<u32, (Option<String>, Option<String>)> = BTreeMap::new();
+        for (k, v) in &self.0 {
+            let Some(rest) = k.strip_prefix("Tags.") else {
+                continue;
+            };
+            let parts: Vec<&str> = rest.split('.').collect();
+            let [_member, n, field] = parts.as_slice() else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u32>() else { continue };
+            let entry = tags.entry(n).or_default();
+            match *field {
+                "Key" => entry.0 = Some(v.clone()),
+                "Value" => entry.1 = Some(v.clone()),
+                _ => {}
+            }
+        }
+        tags.into_values()
+            .map(|(key, value)| match key {
+                Some(key) if !key.is_empty() => Ok((key, value.unwrap_or_default())),
+                _ => Err(ApiError::sender(
+                    "InvalidParameterValue",
+                    "Every tag must have a non-empty Key.",
+                )),
+            })
+            .collect()
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::sender("InvalidParameterValue", message)
+}
+
+fn not_found(name: &str) -> ApiError {
+    ApiError::not_found(
+        "ServerlessCacheNotFoundFault",
+        format!("Serverless cache {name} not found."),
+    )
+}
+
+/// The lowercase name (AWS stores it so), checked against AWS's naming rules.
+fn cache_name(raw: &str) -> Result<String, ApiError> {
+    let name = raw.to_ascii_lowercase();
+    naming::validate_cache_name(&name).map_err(|e| invalid(e.to_string()))?;
+    Ok(name)
+}
+
+/// `POST /`: every ElastiCache call.
+pub(crate) async fn handle(
+    State(lab): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut call = lab.aws.exchange(AwsService::Elasticache);
+    let params = Params(form_urlencoded::parse(&body).into_owned().collect());
+    call.action = params.get("Action").unwrap_or_default().to_string();
+    call.request = summary(&call.action, &params);
+    let scope = match sigv4::credential_scope(&headers) {
+        Ok(scope) => scope,
+        Err(e) => return call.finish(Err(e)),
+    };
+    call.region = Some(scope.region.clone());
+    let outcome = (|| {
+        if call.action.is_empty() {
+            return Err(ApiError::sender(
+                "MissingAction",
+                "The request must contain the parameter Action",
+            ));
+        }
+        call.gate()?;
+        let request_id = call.request_id();
+        match call.action.as_str() {
+            "CreateServerlessCache" => create(&lab, &scope.region, &params, request_id),
+            "DescribeServerlessCaches" => describe(&lab, &scope.region, &params, request_id),
+            "DeleteServerlessCache" => delete(&lab, &scope.region, &params, request_id),
+            "ListTagsForResource" => list_tags(&lab, &scope.region, &params, request_id),
+            _ => Err(ApiError::sender(
+                "InvalidAction",
+                "The action or operation requested is invalid. Verify that the action is typed \
+                 correctly. (valkey-dr-lab implements CreateServerlessCache, \
+                 DescribeServerlessCaches, DeleteServerlessCache and ListTagsForResource.)",
+            )),
+        }
+    })();
+    call.finish(outcome)
+}
+
+/// What the call log keeps of a request.
+fn summary(action: &str, params: &Params) -> serde_json::Value {
+    let name = params.get("ServerlessCacheName");
+    match action {
+        "CreateServerlessCache" => json!({
+            "cache_name": name,
+            "engine": params.get("Engine"),
+            "major_engine_version": params.get("MajorEngineVersion"),
+            "subnet_ids": params.list("SubnetIds"),
+            "security_group_ids": params.list("SecurityGroupIds"),
+            "snapshot_arns_to_restore": params.list("SnapshotArnsToRestore"),
+            "tags": params
+                .tags()
+                .unwrap_or_default()
+                .into_iter()
+                .collect::<BTreeMap<_, _>>(),
+        }),
+        "ListTagsForResource" => json!({ "resource_name": params.get("ResourceName") }),
+        _ => json!({ "cache_name": name }),
+    }
+}
+
+/// `<{action}Response><{action}Result>…</…><ResponseMetadata>…`.
+fn response(action: &str, request_id: &str, result: impl FnOnce(&mut Xml)) -> String {
+    Xml::new().root(&format!("{action}Response"), NAMESPACE, |x| {
+        x.element(&format!("{action}Result"), result);
+        x.element("ResponseMetadata", |x| {
+            x.text("RequestId", request_id);
+        });
+    })
+}
+
+/// The engine and major version, defaulted and checked.
+fn engine(params: &Params) -> Result<(String, String), ApiError> {
+    let engine = params.required("Engine")?.to_ascii_lowercase();
+    let allowed: &[&str] = match engine.as_str() {
+        "valkey" => &["7", "8"],
+        "redis" => &["7"],
+        "memcached" => &["1.6"],
+        _ => {
+            return Err(invalid(format!(
+                "Invalid engine {engine:?}: valid engines are valkey, redis and memcached."
+            )));
+        }
+    };
+    let major = match params.get("MajorEngineVersion") {
+        Some(v) if !v.is_empty() => v.to_string(),
+        _ => allowed[allowed.len() - 1].to_string(),
+    };
+    if !allowed.contains(&major.as_str()) {
+        return Err(invalid(format!(
+            "Invalid MajorEngineVersion {major:?} for engine {engine}: valid versions are {}.",
+            allowed.join(", ")
+        )));
+    }
+    Ok((engine, major))
+}
+
+fn usage_limits(params: &Params) -> Result<Option<UsageLimits>, ApiError> {
+    let limits = UsageLimits {
+        storage_max: params.int("CacheUsageLimits.DataStorage.Maximum")?,
+        storage_min: params.int("CacheUsageLimits.DataStorage.Minimum")?,
+        storage_unit: params
+            .get("CacheUsageLimits.DataStorage.Unit")
+            .map(str::to_string),
+        ecpu_max: params.int("CacheUsageLimits.ECPUPerSecond.Maximum")?,
+        ecpu_min: params.int("CacheUsageLimits.ECPUPerSecond.Minimum")?,
+    };
+    if let Some(unit) = &limits.storage_unit
+        && unit != "GB"
+    {
+        return Err(invalid(format!(
+            "Invalid DataStorage Unit {unit:?}: the only unit is GB."
+        )));
+    }
+    Ok((limits != UsageLimits::default()).then_some(limits))
+}
+
+fn create(
+    lab: &Arc<Shared>,
+    region: &str,
+    params: &Params,
+    request_id: &str,
+) -> Result<String, ApiError> {
+    let name = cache_name(params.required("ServerlessCacheName")?)?;
+    let (engine, major_engine_version) = engine(params)?;
+    let description = params.get("Description").unwrap_or_default().to_string();
+    if description.len() > 255 {
+        return Err(invalid(
+            "The Description may be at most 255 characters long.",
+        ));
+    }
+    let snapshot_retention_limit = params.int("SnapshotRetentionLimit")?;
+    if snapshot_retention_limit.is_some_and(|n| !(0..=35).contains(&n)) {
+        return Err(invalid("SnapshotRetentionLimit must be between 0 and 35."));
+    }
+    let usage_limits = usage_limits(params)?;
+    let tags = params.tags()?;
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::sender(
+            "TagQuotaPerResourceExceeded",
+            format!("A resource may have at most {MAX_TAGS} tags."),
+        ));
+    }
+
+    let mut regions = lock(&lab.aws.elasticache);
+    if regions.get(region, &name).is_some() {
+        return Err(ApiError::sender(
+            "ServerlessCacheAlreadyExistsFault",
+            format!("Serverless cache {name} already exists."),
+        ));
+    }
+    if let Some((other, _)) = regions
+        .caches
+        .iter()
+        .find(|(other, caches)| *other != region && caches.contains_key(&name))
+    {
+        return Err(invalid(format!(
+            "valkey-dr-lab runs one cache per name across all regions, and {other} already has \
+             a serverless cache named {name}; choose another name."
+        )));
+    }
+    if regions.in_region(region).count() >= QUOTA_PER_REGION {
+        return Err(ApiError::sender(
+            "ServerlessCacheQuotaForCustomerExceededFault",
+            format!(
+                "The quota of {QUOTA_PER_REGION} serverless caches in {region} has been reached."
+            ),
+        ));
+    }
+    let endpoint = naming::endpoint_name(&name, region, &mut *crate::lock(&lab.rng));
+    let cache = ServerlessCache {
+        name: name.clone(),
+        region: region.to_string(),
+        description,
+        status: Status::Creating,
+        engine,
+        major_engine_version,
+        create_time: timestamp(SystemTime::now()),
+        usage_limits,
+        kms_key_id: params.get("KmsKeyId").map(str::to_string),
+        security_group_ids: params.list("SecurityGroupIds"),
+        subnet_ids: params.list("SubnetIds"),
+        user_group_id: params.get("UserGroupId").map(str::to_string),
+        snapshot_retention_limit,
+        daily_snapshot_time: params.get("DailySnapshotTime").map(str::to_string),
+        endpoint: endpoint.clone(),
+        port: lab.base.port,
+        tags,
+        generation: 0,
+    };
+    let generation = regions.insert(cache.clone());
+    drop(regions);
+
+    let provisioning = lab.aws.next_provisioning();
+    info!(cache = %name, %region, ?provisioning, "CreateServerlessCache: creating");
+    if provisioning != Provisioning::Stuck {
+        spawn_provisioning(
+            lab.clone(),
+            region.to_string(),
+            name,
+            generation,
+            endpoint,
+            provisioning,
+        );
+    }
+    Ok(response("CreateServerlessCache", request_id, |x| {
+        x.element("ServerlessCache", |x| cache.write(x));
+    }))
+}
+
+/// After the provision delay: start the cache's server and front (or fail it, for
+/// `provision-fail`), then mark it available.
+fn spawn_provisioning(
+    lab: Arc<Shared>,
+    region: String,
+    name: String,
+    generation: u64,
+    endpoint: String,
+    provisioning: Provisioning,
+) {
+    let delay = lab.aws.options.provision_delay;
+    let cancel = lab.cancel.clone();
+    let tracker = lab.tracker.clone();
+    tracker.spawn(async move {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        let status = match provisioning {
+            Provisioning::Normal => {
+                let spec = CacheSpec {
+                    name: name.clone(),
+                    region: region.clone(),
+                    role: Role::Dr,
+                };
+                match lab.add_cache(spec, None, Some(endpoint)).await {
+                    Ok(_) => Status::Available,
+                    Err(e) => {
+                        warn!(cache = %name, %region, error = %e, "provisioning failed: create-failed");
+                        Status::CreateFailed
+                    }
+                }
+            }
+            Provisioning::Fail | Provisioning::Stuck => Status::CreateFailed,
+        };
+        // A cache that comes up during its region's outage is as unreachable as the rest.
+        if status == Status::Available
+            && lab.aws.region_down(&region)
+            && let Ok(cache) = lab.cache(&name)
+        {
+            cache.blackhole().await;
+        }
+        lock(&lab.aws.elasticache).set_status(&region, &name, generation, status);
+        info!(cache = %name, %region, status = status.as_str(), "serverless cache provisioned");
+    });
+}
+
+fn describe(
+    lab: &Arc<Shared>,
+    region: &str,
+    params: &Params,
+    request_id: &str,
+) -> Result<String, ApiError> {
+    let max_results = match params.int("MaxResults")? {
+        None => DEFAULT_MAX_RESULTS,
+        Some(n) if n >= 1 => (n as usize).min(MAX_MAX_RESULTS),
+        Some(n) => {
+            return Err(invalid(format!(
+                "Invalid MaxResults {n}: it must be at least 1."
+            )));
+        }
+    };
+    let regions = lock(&lab.aws.elasticache);
+    let mut caches: Vec<ServerlessCache> = match params.get("ServerlessCacheName") {
+        Some(raw) if !raw.is_empty() => {
+            let name = raw.to_ascii_lowercase();
+            vec![
+                regions
+                    .get(region, &name)
+                    .cloned()
+                    .ok_or_else(|| not_found(&name))?,
+            ]
+        }
+        _ => regions.in_region(region).cloned().collect(),
+    };
+    drop(regions);
+    // The token is the name to resume at: caches are listed in name order, so a page boundary
+    // survives creates and deletes in between.
+    if let Some(token) = params.get("NextToken").filter(|t| !t.is_empty()) {
+        caches.retain(|c| c.name.as_str() >= token);
+    }
+    let next = caches.get(max_results).map(|c| c.name.clone());
+    caches.truncate(max_results);
+    Ok(response("DescribeServerlessCaches", request_id, |x| {
+        x.element("ServerlessCaches", |x| {
+            for cache in &caches {
+                x.element("member", |x| cache.write(x));
+            }
+        })
+        .text_opt("NextToken", next);
+    }))
+}
+
+fn delete(
+    lab: &Arc<Shared>,
+    region: &str,
+    params: &Params,
+    request_id: &str,
+) -> Result<String, ApiError> {
+    let name = params.required("ServerlessCacheName")?.to_ascii_lowercase();
+    let mut regions = lock(&lab.aws.elasticache);
+    let cache = regions
+        .caches
+        .get_mut(region)
+        .and_then(|m| m.get_mut(&name))
+        .ok_or_else(|| not_found(&name))?;
+    if matches!(cache.status, Status::Creating | Status::Deleting) {
+        return Err(ApiError::sender(
+            "InvalidServerlessCacheStateFault",
+            format!(
+                "Serverless cache {name} is {}: it can be deleted only when available or create-failed.",
+                cache.status.as_str()
+            ),
+        ));
+    }
+    let had_server = cache.status == Status::Available;
+    cache.status = Status::Deleting;
+    let cache = cache.clone();
+    drop(regions);
+    info!(cache = %name, %region, "DeleteServerlessCache: deleting");
+
+    let task_lab = lab.clone();
+    let delay = lab.aws.options.provision_delay;
+    let cancel = lab.cancel.clone();
+    let (task_region, generation) = (region.to_string(), cache.generation);
+    lab.tracker.spawn(async move {
+        let lab = task_lab;
+        if had_server
+            && lab.cache(&name).is_ok_and(|c| c.info.region == task_region)
+            && let Err(e) = lab.remove_cache(&name).await
+        {
+            warn!(cache = %name, error = %e, "stopping a deleted cache failed");
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        lock(&lab.aws.elasticache).remove(&task_region, &name, generation);
+        info!(cache = %name, region = %task_region, "serverless cache deleted");
+    });
+    Ok(response("DeleteServerlessCache", request_id, |x| {
+        x.element("ServerlessCache", |x| cache.write(x));
+    }))
+}
+
+fn list_tags(
+    lab: &Arc<Shared>,
+    region: &str,
+    params: &Params,
+    request_id: &str,
+) -> Result<String, ApiError> {
+    let resource = params.required("ResourceName")?;
+    let invalid_arn =
+        || ApiError::sender("InvalidARN", format!("The ARN {resource} is not valid."));
+    // arn:aws:elasticache:REGION:ACCOUNT:serverlesscache:NAME
+    let parts: Vec<&str> = resource.splitn(7, ':').collect();
+    let [
+        "arn",
+        "aws",
+        "elasticache",
+        arn_region,
+        _account,
+        kind,
+        name,
+    ] = parts.as_slice()
+    else {
+        return Err(invalid_arn());
+    };
+    if *kind != "serverlesscache" {
+        return Err(ApiError::sender(
+            "InvalidARN",
+            format!(
+                "The ARN {resource} is not valid here: valkey-dr-lab keeps tags for serverless \
+                 caches only."
+            ),
+        ));
+    }
+    let regions = lock(&lab.aws.elasticache);
+    let cache = regions
+        .get(region, name)
+        .filter(|_| *arn_region == region)
+        .ok_or_else(|| not_found(name))?;
+    let tags = cache.tags.clone();
+    drop(regions);
+    Ok(response("ListTagsForResource", request_id, |x| {
+        x.element("TagList", |x| {
+            for (key, value) in &tags {
+                x.element("Tag", |x| {
+                    x.text("Key", key).text("Value", value);
+                });
+            }
+        });
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        Params(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn query_lists_and_tags_follow_their_index() {
+        let p = params(&[
+            ("SubnetIds.SubnetId.2", "subnet-b"),
+            ("SubnetIds.SubnetId.1", "subnet-a"),
+            ("SecurityGroupIds.member.1", "sg-1"),
+            ("Tags.Tag.2.Key", "failover-id"),
+            ("Tags.Tag.2.Value", "f-1"),
+            ("Tags.Tag.1.Key", "app"),
+            ("Tags.Tag.1.Value", "sessions"),
+        ]);
+        assert_eq!(p.list("SubnetIds"), vec!["subnet-a", "subnet-b"]);
+        assert_eq!(p.list("SecurityGroupIds"), vec!["sg-1"]);
+        assert_eq!(
+            p.tags().unwrap(),
+            vec![
+                ("app".to_string(), "sessions".to_string()),
+                ("failover-id".to_string(), "f-1".to_string())
+            ]
+        );
+        assert!(params(&[("Tags.Tag.1.Value", "v")]).tags().is_err());
+    }
+
+    #[test]
+    fn engines_and_versions_are_checked() {
+        let e = |name: &str, major: Option<&str>| {
+            let mut pairs = vec![("Engine", name)];
+            if let Some(m) = major {
+                pairs.push(("MajorEngineVersion", m));
+            }
+            engine(&params(&pairs))
+        };
+        assert_eq!(
+            e("Valkey", None).unwrap(),
+            ("valkey".to_string(), "8".to_string())
+        );
+        assert_eq!(e("redis", Some("7")).unwrap().1, "7");
+        assert_eq!(e("mysql", None).unwrap_err().code, "InvalidParameterValue");
+        assert_eq!(
+            e("valkey", Some("6")).unwrap_err().code,
+            "InvalidParameterValue"
+        );
+        assert_eq!(engine(&params(&[])).unwrap_err().code, "MissingParameter");
+    }
+
+    #[test]
+    fn names_are_lowercased_then_checked() {
+        assert_eq!(cache_name("App-Sessions-DR").unwrap(), "app-sessions-dr");
+        for bad in ["1abc", "a--b", "a-", "a_b", &"a".repeat(41)] {
+            assert_eq!(
+                cache_name(bad).unwrap_err().code,
+                "InvalidParameterValue",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_cache_writes_the_sdk_element_names() {
+        let mut regions = Regions::default();
+        regions.register_running(&CacheInfo {
+            name: "app".to_string(),
+            region: "us-east-1".to_string(),
+            endpoint: "app-abc123.serverless.use1.cache.amazonaws.com".to_string(),
+            address: "127.1.2.3:7000".parse().unwrap(),
+            role: Role::Primary,
+        });
+        let mut cache = regions.get("us-east-1", "app").unwrap().clone();
+        cache.subnet_ids = vec!["subnet-1".to_string()];
+        cache.security_group_ids = vec!["sg-1".to_string()];
+        let doc = Xml::new().root("R", NAMESPACE, |x| cache.write(x));
+        for part in [
+            "<ServerlessCacheName>app</ServerlessCacheName>",
+            "<Status>available</Status>",
+            "<Engine>valkey</Engine><MajorEngineVersion>8</MajorEngineVersion><FullEngineVersion>8.0</FullEngineVersion>",
+            "<SecurityGroupIds><SecurityGroupId>sg-1</SecurityGroupId></SecurityGroupIds>",
+            "<Endpoint><Address>app-abc123.serverless.use1.cache.amazonaws.com</Address><Port>7000</Port></Endpoint>",
+            "<ReaderEndpoint><Address>app-abc123.serverless.use1.cache.amazonaws.com</Address><Port>7000</Port></ReaderEndpoint>",
+            "<ARN>arn:aws:elasticache:us-east-1:123456789012:serverlesscache:app</ARN>",
+            "<SubnetIds><SubnetId>subnet-1</SubnetId></SubnetIds>",
+        ] {
+            assert!(doc.contains(part), "{part} missing from {doc}");
+        }
+        regions.forget("app");
+        assert!(regions.get("us-east-1", "app").is_none());
+    }
+
+    #[test]
+    fn generations_keep_old_tasks_off_new_caches() {
+        let mut regions = Regions::default();
+        let info = CacheInfo {
+            name: "c".to_string(),
+            region: "us-west-2".to_string(),
+            endpoint: "c-aaaaaa.serverless.usw2.cache.amazonaws.com".to_string(),
+            address: "127.1.1.1:7000".parse().unwrap(),
+            role: Role::Dr,
+        };
+        regions.register_running(&info);
+        let old = regions.get("us-west-2", "c").unwrap().generation;
+        regions.register_running(&info);
+        regions.set_status("us-west-2", "c", old, Status::CreateFailed);
+        regions.remove("us-west-2", "c", old);
+        assert_eq!(
+            regions.get("us-west-2", "c").unwrap().status,
+            Status::Available
+        );
+    }
+}

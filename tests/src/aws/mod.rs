@@ -1,0 +1,496 @@
+//! The AWS control plane the agent calls, emulated on the lab's loopback control server, for
+//! the real `aws-sdk-elasticache` and `aws-sdk-route53` clients pointed at it with
+//! `endpoint_url = http://127.0.0.1:PORT` and any static credentials.
+//!
+//! # Layout
+//!
+//! - `elasticache`: the Query API (`POST /`, form-encoded `Action=…&Version=2015-02-02`):
+//!   `CreateServerlessCache`, `DescribeServerlessCaches`, `DeleteServerlessCache` and
+//!   `ListTagsForResource`, with separate state per region. An available cache is a real
+//!   valkey-server behind its TLS front, started through the lab's own `add_cache`.
+//! - `route53`: the REST-XML API under `/2013-04-01/`: `ChangeResourceRecordSets`,
+//!   `ListResourceRecordSets` and `GetChange`, over the lab's one private hosted zone, whose
+//!   record sets are the DNS server's own data.
+//! - `sigv4`: the region from the `Authorization` header's credential scope.
+//! - `calls`: the log of every call.
+//! - `xml`: the writer both APIs answer with.
+//!
+//! # Where the lab chooses
+//!
+//! - **Region outage** (`region-outage REGION`): that region's ElastiCache API answers every
+//!   call at once with HTTP 503 `ServiceUnavailable` (it does not hang: the SDK's own retries
+//!   and the agent's bounded loops are what a test exercises, and a hang would only add a
+//!   timeout), and its caches are blackholed. Route 53 is global and keeps answering: a test
+//!   of "us-east-1 took the Route 53 control plane with it" injects `api-error route53 …`.
+//! - **Errors** always take AWS's `ErrorResponse` form, `Type` `Sender` for 4xx and
+//!   `Receiver` for 5xx.
+//! - **Credentials** are never checked, but a request without a SigV4 `Authorization` header
+//!   is refused (`MissingAuthenticationToken`, 403) as AWS refuses it.
+
+pub(crate) mod calls;
+pub(crate) mod elasticache;
+pub(crate) mod route53;
+pub(crate) mod sigv4;
+pub(crate) mod xml;
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::{Deserialize, Serialize};
+
+use crate::Shared;
+
+pub use calls::Call;
+use xml::Xml;
+
+/// The account every lab ARN names.
+pub(crate) const ACCOUNT_ID: &str = "123456789012";
+
+/// One of the two AWS APIs the lab emulates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AwsService {
+    /// ElastiCache (Query protocol).
+    Elasticache,
+    /// Route 53 (REST-XML).
+    Route53,
+}
+
+impl AwsService {
+    fn namespace(self) -> &'static str {
+        match self {
+            Self::Elasticache => "http://elasticache.amazonaws.com/doc/2015-02-02/",
+            Self::Route53 => "https://route53.amazonaws.com/doc/2013-04-01/",
+        }
+    }
+}
+
+impl fmt::Display for AwsService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Elasticache => "elasticache",
+            Self::Route53 => "route53",
+        })
+    }
+}
+
+impl FromStr for AwsService {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "elasticache" => Ok(Self::Elasticache),
+            "route53" => Ok(Self::Route53),
+            _ => Err(format!(
+                "unknown AWS service {s:?}; the lab emulates elasticache and route53"
+            )),
+        }
+    }
+}
+
+/// An AWS error answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: String,
+    pub(crate) message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// A client fault: HTTP 400.
+    pub(crate) fn sender(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// A missing resource: HTTP 404.
+    pub(crate) fn not_found(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// An authentication failure: HTTP 403.
+    pub(crate) fn forbidden(code: &str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, code, message)
+    }
+
+    /// A required Query parameter is missing (AWS's common `MissingParameter`).
+    pub(crate) fn missing_parameter(name: &str) -> Self {
+        Self::sender(
+            "MissingParameter",
+            format!("The request must contain the parameter {name}"),
+        )
+    }
+
+    /// An error injected by `api-error`: the HTTP status AWS uses for that code.
+    fn injected(code: &str) -> Self {
+        let (status, message) = match code {
+            "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => {
+                (StatusCode::BAD_REQUEST, "Rate exceeded")
+            }
+            "PriorRequestNotComplete" => (
+                StatusCode::BAD_REQUEST,
+                "The request was rejected because Route 53 was still processing a prior request.",
+            ),
+            "InternalError" | "InternalFailure" => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "We encountered an internal error. Please try again.",
+            ),
+            "ServiceUnavailable" => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The service is unavailable. Please try again later.",
+            ),
+            _ => (
+                StatusCode::BAD_REQUEST,
+                "Injected by valkey-dr-lab api-error.",
+            ),
+        };
+        Self::new(status, code, message)
+    }
+
+    fn body(&self, service: AwsService, request_id: &str) -> String {
+        let kind = if self.status.is_server_error() {
+            "Receiver"
+        } else {
+            "Sender"
+        };
+        let doc = match service {
+            AwsService::Elasticache => Xml::new(),
+            AwsService::Route53 => Xml::with_declaration(),
+        };
+        doc.root("ErrorResponse", service.namespace(), |x| {
+            x.element("Error", |x| {
+                x.text("Type", kind)
+                    .text("Code", &self.code)
+                    .text("Message", &self.message);
+            })
+            .text("RequestId", request_id);
+        })
+    }
+}
+
+/// What `provision-fail` and `provision-stuck` queue for the next CreateServerlessCache calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Provisioning {
+    /// The cache becomes available after the provision delay.
+    Normal,
+    /// The cache goes to `create-failed` after the provision delay.
+    Fail,
+    /// The cache stays `creating` for ever.
+    Stuck,
+}
+
+/// An `api-error` fault: the next `remaining` matching calls fail with `code`.
+#[derive(Debug, Clone)]
+struct InjectedError {
+    service: AwsService,
+    action: String,
+    code: String,
+    remaining: u32,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// Regions whose ElastiCache API answers 503.
+    outages: BTreeSet<String>,
+    injected: Vec<InjectedError>,
+    provisioning: VecDeque<Provisioning>,
+}
+
+/// How the AWS emulation behaves in time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AwsOptions {
+    /// `creating` → `available` (or `create-failed`), and `deleting` → gone.
+    pub(crate) provision_delay: Duration,
+    /// A Route 53 change goes `PENDING` → `INSYNC`.
+    pub(crate) insync_delay: Duration,
+}
+
+/// The emulation's state, part of the lab's [`Shared`].
+pub(crate) struct Aws {
+    pub(crate) options: AwsOptions,
+    started: Instant,
+    pub(crate) elasticache: Mutex<elasticache::Regions>,
+    pub(crate) route53: Mutex<route53::Changes>,
+    faults: Mutex<Faults>,
+    calls: calls::CallLog,
+    next_id: AtomicU64,
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a read or a single whole change: a panic cannot leave the data
+    // half-changed, so a poisoned lock is safe to keep using.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Aws {
+    pub(crate) fn new(options: AwsOptions) -> Self {
+        Self {
+            options,
+            started: Instant::now(),
+            elasticache: Mutex::new(elasticache::Regions::default()),
+            route53: Mutex::new(route53::Changes::default()),
+            faults: Mutex::new(Faults::default()),
+            calls: calls::CallLog::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Every call answered so far (the newest 10 000), oldest first.
+    pub(crate) fn calls(&self) -> Vec<Call> {
+        self.calls.all()
+    }
+
+    /// A fresh number, for request and change ids.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn request_id(&self) -> String {
+        // UUID-shaped, as AWS's are; unique within the lab.
+        format!("6c1ab000-0000-4000-8000-{:012x}", self.next_id())
+    }
+
+    /// Starts answering a call: the call log entry is written by [`Exchange::finish`].
+    pub(crate) fn exchange(&self, service: AwsService) -> Exchange<'_> {
+        Exchange {
+            aws: self,
+            service,
+            at_ms: self.started.elapsed().as_millis() as u64,
+            action: String::new(),
+            region: None,
+            request: serde_json::Value::Null,
+            request_id: self.request_id(),
+        }
+    }
+
+    pub(crate) fn set_outage(&self, region: &str, down: bool) {
+        let mut faults = lock(&self.faults);
+        if down {
+            faults.outages.insert(region.to_string());
+        } else {
+            faults.outages.remove(region);
+        }
+    }
+
+    pub(crate) fn region_down(&self, region: &str) -> bool {
+        lock(&self.faults).outages.contains(region)
+    }
+
+    pub(crate) fn inject_error(&self, service: AwsService, action: &str, code: &str, times: u32) {
+        lock(&self.faults).injected.push(InjectedError {
+            service,
+            action: action.to_string(),
+            code: code.to_string(),
+            remaining: times,
+        });
+    }
+
+    pub(crate) fn queue_provisioning(&self, provisioning: Provisioning) {
+        lock(&self.faults).provisioning.push_back(provisioning);
+    }
+
+    pub(crate) fn next_provisioning(&self) -> Provisioning {
+        lock(&self.faults)
+            .provisioning
+            .pop_front()
+            .unwrap_or(Provisioning::Normal)
+    }
+
+    /// The faults that stop a call before the API looks at it: a region outage (ElastiCache
+    /// only; it does not use up injected errors), then an injected error.
+    fn gate(&self, service: AwsService, action: &str, region: &str) -> Result<(), ApiError> {
+        let mut faults = lock(&self.faults);
+        if service == AwsService::Elasticache && faults.outages.contains(region) {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                format!("The service is unavailable in {region}. Please try again later."),
+            ));
+        }
+        if let Some(rule) = faults
+            .injected
+            .iter_mut()
+            .find(|r| r.service == service && r.action == action && r.remaining > 0)
+        {
+            rule.remaining -= 1;
+            let code = rule.code.clone();
+            faults.injected.retain(|r| r.remaining > 0);
+            return Err(ApiError::injected(&code));
+        }
+        Ok(())
+    }
+}
+
+/// One call being answered: what the log will say about it.
+pub(crate) struct Exchange<'a> {
+    aws: &'a Aws,
+    service: AwsService,
+    at_ms: u64,
+    pub(crate) action: String,
+    pub(crate) region: Option<String>,
+    pub(crate) request: serde_json::Value,
+    request_id: String,
+}
+
+impl Exchange<'_> {
+    /// Region outages and injected errors, for this call's action and region.
+    pub(crate) fn gate(&self) -> Result<(), ApiError> {
+        self.aws.gate(
+            self.service,
+            &self.action,
+            self.region.as_deref().unwrap_or(""),
+        )
+    }
+
+    pub(crate) fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// Logs the call and turns the outcome into the HTTP response: the XML body on success,
+    /// AWS's `ErrorResponse` otherwise.
+    pub(crate) fn finish(self, outcome: Result<String, ApiError>) -> Response {
+        let (status, error_code, body) = match outcome {
+            Ok(body) => (StatusCode::OK, None, body),
+            Err(e) => (
+                e.status,
+                Some(e.code.clone()),
+                e.body(self.service, &self.request_id),
+            ),
+        };
+        self.aws.calls.record(Call {
+            seq: 0,
+            at_ms: self.at_ms,
+            service: self.service,
+            action: self.action,
+            region: self.region,
+            status: status.as_u16(),
+            error_code,
+            request: self.request,
+        });
+        (
+            status,
+            [
+                (CONTENT_TYPE, "text/xml".to_string()),
+                (
+                    axum::http::HeaderName::from_static("x-amzn-requestid"),
+                    self.request_id,
+                ),
+            ],
+            body,
+        )
+            .into_response()
+    }
+}
+
+/// An ISO 8601 UTC timestamp with milliseconds, the form both APIs use.
+pub(crate) fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// The AWS routes, merged into the control server's router.
+pub(crate) fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/", post(elasticache::handle))
+        .route(
+            "/2013-04-01/hostedzone/{zone}/rrset",
+            post(route53::change_rrsets).get(route53::list_rrsets),
+        )
+        // Older SDKs put a slash at the end.
+        .route(
+            "/2013-04-01/hostedzone/{zone}/rrset/",
+            post(route53::change_rrsets).get(route53::list_rrsets),
+        )
+        .route("/2013-04-01/change/{id}", get(route53::get_change))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_have_the_aws_shape() {
+        let e = ApiError::sender("InvalidChangeBatch", "[Tried to delete x]");
+        assert_eq!(
+            e.body(AwsService::Route53, "rid"),
+            "<?xml version=\"1.0\"?>\n<ErrorResponse xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\">\
+             <Error><Type>Sender</Type><Code>InvalidChangeBatch</Code><Message>[Tried to delete x]</Message></Error>\
+             <RequestId>rid</RequestId></ErrorResponse>"
+        );
+        let e = ApiError::injected("ServiceUnavailable");
+        assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            e.body(AwsService::Elasticache, "r")
+                .contains("<Type>Receiver</Type><Code>ServiceUnavailable</Code>")
+        );
+        assert_eq!(ApiError::injected("Throttling").status.as_u16(), 400);
+        assert_eq!(ApiError::injected("InternalError").status.as_u16(), 500);
+    }
+
+    #[test]
+    fn injected_errors_are_used_up_and_outages_win() {
+        let aws = Aws::new(AwsOptions {
+            provision_delay: Duration::ZERO,
+            insync_delay: Duration::ZERO,
+        });
+        aws.inject_error(
+            AwsService::Elasticache,
+            "CreateServerlessCache",
+            "Throttling",
+            2,
+        );
+        let gate = |action| aws.gate(AwsService::Elasticache, action, "us-west-2");
+        assert!(gate("DescribeServerlessCaches").is_ok());
+        aws.set_outage("us-west-2", true);
+        assert_eq!(
+            gate("CreateServerlessCache").unwrap_err().code,
+            "ServiceUnavailable"
+        );
+        assert!(
+            aws.gate(AwsService::Route53, "GetChange", "us-west-2")
+                .is_ok()
+        );
+        aws.set_outage("us-west-2", false);
+        assert_eq!(
+            gate("CreateServerlessCache").unwrap_err().code,
+            "Throttling"
+        );
+        assert_eq!(
+            gate("CreateServerlessCache").unwrap_err().code,
+            "Throttling"
+        );
+        assert!(gate("CreateServerlessCache").is_ok());
+
+        assert_eq!(aws.next_provisioning(), Provisioning::Normal);
+        aws.queue_provisioning(Provisioning::Fail);
+        aws.queue_provisioning(Provisioning::Stuck);
+        assert_eq!(aws.next_provisioning(), Provisioning::Fail);
+        assert_eq!(aws.next_provisioning(), Provisioning::Stuck);
+        assert_eq!(aws.next_provisioning(), Provisioning::Normal);
+    }
+
+    #[test]
+    fn services_parse_and_print() {
+        assert_eq!(
+            "Route53".parse::<AwsService>().unwrap(),
+            AwsService::Route53
+        );
+        assert_eq!(AwsService::Elasticache.to_string(), "elasticache");
+        assert!("s3".parse::<AwsService>().is_err());
+    }
+}

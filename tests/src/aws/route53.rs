@@ -1,0 +1,967 @@
+//! Route 53's REST-XML API over the lab's one private hosted zone ([`HOSTED_ZONE_ID`]):
+//! `ChangeResourceRecordSets`, `ListResourceRecordSets` and `GetChange`.
+//!
+//! The zone's record sets are the lab DNS server's own data (`dns::Zone`), so an accepted
+//! change is answered by the DNS at once, before `GetChange` says `INSYNC` (on AWS too, the
+//! authoritative servers may answer a change while it is still `PENDING`; the executor must
+//! not rely on either order). A change goes `PENDING` → `INSYNC` after the insync delay.
+//!
+//! A change batch is applied as AWS documents: every change is checked in order against the
+//! zone as the earlier changes of the batch leave it, every failure is reported in one
+//! `InvalidChangeBatch` (`[msg, msg]`, AWS's wording), and the zone changes only when none
+//! failed. `DELETE` must match the record set's TTL and values exactly; `CREATE` fails on an
+//! existing name and type; a CNAME can share its name with nothing and cannot sit at the apex.
+//!
+//! Where the lab departs from AWS: record types are limited to A, AAAA, CNAME, NS, SOA and TXT,
+//! and alias, weighted, latency, failover and geo record sets are refused with `InvalidInput`
+//! saying so; the agent uses none of them.
+
+use std::collections::VecDeque;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, TXT};
+use hickory_proto::rr::{Name, RData, RecordType};
+use hyper::body::Bytes;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::json;
+use tracing::info;
+
+use super::xml::Xml;
+use super::{ApiError, AwsService, lock, sigv4, timestamp};
+use crate::Shared;
+use crate::config::HOSTED_ZONE_ID;
+use crate::dns::{RrSet, RrSets};
+
+const NAMESPACE: &str = "https://route53.amazonaws.com/doc/2013-04-01/";
+/// `ListResourceRecordSets` returns at most this many record sets per page.
+const MAX_ITEMS: usize = 300;
+/// GetChange remembers this many changes (the newest).
+const MAX_CHANGES: usize = 10_000;
+/// The longest character-string a TXT value may hold.
+const MAX_TXT_STRING: usize = 255;
+
+/// The changes the API has accepted, for `GetChange`.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    list: VecDeque<ChangeInfo>,
+}
+
+#[derive(Debug, Clone)]
+struct ChangeInfo {
+    /// `C` and 13 characters, as AWS's are.
+    id: String,
+    submitted_at: String,
+    accepted: Instant,
+    comment: Option<String>,
+}
+
+impl ChangeInfo {
+    fn write(&self, x: &mut Xml, insync: bool) {
+        x.element("ChangeInfo", |x| {
+            x.text("Id", format!("/change/{}", self.id))
+                .text("Status", if insync { "INSYNC" } else { "PENDING" })
+                .text("SubmittedAt", &self.submitted_at)
+                .text_opt("Comment", self.comment.as_deref());
+        });
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Create,
+    Delete,
+    Upsert,
+}
+
+/// One change of a batch, parsed and checked on its own.
+#[derive(Debug, Clone)]
+struct Change {
+    action: Action,
+    name: Name,
+    rtype: RecordType,
+    set: RrSet,
+}
+
+// The request body, as the SDK writes it.
+#[derive(Debug, Deserialize)]
+struct ChangeRequestXml {
+    #[serde(rename = "ChangeBatch")]
+    change_batch: ChangeBatchXml,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangeBatchXml {
+    #[serde(rename = "Comment")]
+    comment: Option<String>,
+    #[serde(rename = "Changes")]
+    changes: ChangesXml,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangesXml {
+    #[serde(rename = "Change", default)]
+    change: Vec<ChangeXml>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangeXml {
+    #[serde(rename = "Action")]
+    action: String,
+    #[serde(rename = "ResourceRecordSet")]
+    set: RrSetXml,
+}
+
+#[derive(Debug, Deserialize)]
+struct RrSetXml {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "Type")]
+    rtype: String,
+    #[serde(rename = "TTL")]
+    ttl: Option<i64>,
+    #[serde(rename = "ResourceRecords")]
+    records: Option<RecordsXml>,
+    #[serde(rename = "AliasTarget")]
+    alias: Option<IgnoredAny>,
+    /// Every routing policy (weighted, latency, failover, geo, multivalue) needs one.
+    #[serde(rename = "SetIdentifier")]
+    set_identifier: Option<String>,
+    #[serde(rename = "TrafficPolicyInstanceId")]
+    traffic_policy: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RecordsXml {
+    #[serde(rename = "ResourceRecord", default)]
+    record: Vec<RecordXml>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RecordXml {
+    #[serde(rename = "Value")]
+    value: String,
+}
+
+fn invalid_input(message: impl Into<String>) -> ApiError {
+    ApiError::sender("InvalidInput", message)
+}
+
+fn invalid_change_batch(messages: &[String]) -> ApiError {
+    ApiError::sender("InvalidChangeBatch", format!("[{}]", messages.join(", ")))
+}
+
+/// The zone id from the path: `ZLAB…`, also accepted as `/hostedzone/ZLAB…`.
+fn check_zone(raw: &str) -> Result<(), ApiError> {
+    let id = raw
+        .trim_start_matches('/')
+        .strip_prefix("hostedzone/")
+        .unwrap_or(raw.trim_start_matches('/'));
+    if id == HOSTED_ZONE_ID {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(
+            "NoSuchHostedZone",
+            format!("No hosted zone found with ID: {id}"),
+        ))
+    }
+}
+
+/// A record name as Route 53 keeps it: lowercase, fully qualified.
+fn record_name(raw: &str) -> Result<Name, String> {
+    let mut name = Name::from_ascii(raw).map_err(|e| e.to_string())?;
+    name.set_fqdn(true);
+    Ok(name.to_lowercase())
+}
+
+fn record_type(raw: &str) -> Result<RecordType, ApiError> {
+    let supported = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::CNAME,
+        RecordType::NS,
+        RecordType::SOA,
+        RecordType::TXT,
+    ];
+    RecordType::from_str(raw)
+        .ok()
+        .filter(|t| supported.contains(t))
+        .ok_or_else(|| {
+            invalid_input(format!(
+                "Invalid request: record type {raw:?} is not supported by valkey-dr-lab's Route 53 \
+                 (A, AAAA, CNAME, NS, SOA and TXT are)"
+            ))
+        })
+}
+
+/// Route 53's complaint about one value.
+fn bad_value(problem: &str, value: &str) -> String {
+    format!("Invalid Resource Record: FATAL problem: {problem} encountered with '{value}'")
+}
+
+/// The character-strings of a TXT value: one or more `"…"`, with `\"`, `\\` and `\ddd`.
+fn txt_strings(value: &str) -> Result<Vec<Vec<u8>>, String> {
+    let unquoted = || {
+        bad_value(
+            "InvalidCharacterString (Value should be enclosed in quotation marks)",
+            value,
+        )
+    };
+    let bytes = value.trim().as_bytes();
+    let mut strings = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_whitespace() {
+            i += 1;
+            continue;
+        }
+        if bytes[i] != b'"' {
+            return Err(unquoted());
+        }
+        i += 1;
+        let mut current = Vec::new();
+        loop {
+            match bytes.get(i) {
+                None => return Err(unquoted()),
+                Some(b'"') => {
+                    i += 1;
+                    break;
+                }
+                Some(b'\\') => {
+                    let digits = bytes
+                        .get(i + 1..i + 4)
+                        .filter(|d| d.iter().all(u8::is_ascii_digit));
+                    if let Some(digits) = digits {
+                        let code = digits
+                            .iter()
+                            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+                        current.push(u8::try_from(code).map_err(|_| unquoted())?);
+                        i += 4;
+                    } else {
+                        current.push(*bytes.get(i + 1).ok_or_else(unquoted)?);
+                        i += 2;
+                    }
+                }
+                Some(&b) => {
+                    current.push(b);
+                    i += 1;
+                }
+            }
+        }
+        if current.len() > MAX_TXT_STRING {
+            return Err(bad_value(
+                "CharacterStringTooLong (Value is too long)",
+                value,
+            ));
+        }
+        strings.push(current);
+    }
+    if strings.is_empty() {
+        return Err(unquoted());
+    }
+    Ok(strings)
+}
+
+/// A value as DNS data, or Route 53's complaint about it.
+fn rdata(rtype: RecordType, value: &str) -> Result<RData, String> {
+    let name = |text: &str| {
+        record_name(text).map_err(|e| bad_value(&format!("DomainNameInvalid ({e})"), value))
+    };
+    match rtype {
+        RecordType::A => value
+            .trim()
+            .parse::<Ipv4Addr>()
+            .map(|ip| RData::A(A(ip)))
+            .map_err(|_| {
+                bad_value(
+                    "ARRDATAIllegalIPv4Address (Value is not a valid IPv4 address)",
+                    value,
+                )
+            }),
+        RecordType::AAAA => value
+            .trim()
+            .parse::<Ipv6Addr>()
+            .map(|ip| RData::AAAA(AAAA(ip)))
+            .map_err(|_| {
+                bad_value(
+                    "AAAARRDATAIllegalIPv6Address (Value is not a valid IPv6 address)",
+                    value,
+                )
+            }),
+        RecordType::CNAME => Ok(RData::CNAME(CNAME(name(value.trim())?))),
+        RecordType::NS => Ok(RData::NS(NS(name(value.trim())?))),
+        RecordType::TXT => {
+            let strings = txt_strings(value)?;
+            Ok(RData::TXT(TXT::from_bytes(
+                strings.iter().map(Vec::as_slice).collect(),
+            )))
+        }
+        RecordType::SOA => {
+            let fields: Vec<&str> = value.split_whitespace().collect();
+            let invalid = || bad_value("SOARRDATAInvalid (Value is not a valid SOA)", value);
+            let [mname, rname, serial, refresh, retry, expire, minimum] = fields.as_slice() else {
+                return Err(invalid());
+            };
+            let number = |s: &str| s.parse::<u32>().map_err(|_| invalid());
+            let signed = |s: &str| s.parse::<i32>().map_err(|_| invalid());
+            Ok(RData::SOA(SOA::new(
+                name(mname)?,
+                name(rname)?,
+                number(serial)?,
+                signed(refresh)?,
+                signed(retry)?,
+                signed(expire)?,
+                number(minimum)?,
+            )))
+        }
+        _ => Err(bad_value("UnsupportedType", value)),
+    }
+}
+
+/// Parses one change: `InvalidInput` for what AWS's request schema rejects, and the values'
+/// problems (reported with the batch's other `InvalidChangeBatch` messages).
+fn change(raw: &ChangeXml) -> Result<Result<Change, Vec<String>>, ApiError> {
+    let action = match raw.action.as_str() {
+        "CREATE" => Action::Create,
+        "DELETE" => Action::Delete,
+        "UPSERT" => Action::Upsert,
+        other => {
+            return Err(invalid_input(format!(
+                "Invalid request: Action {other:?} is not one of CREATE, DELETE, UPSERT"
+            )));
+        }
+    };
+    let set = &raw.set;
+    let name = record_name(&set.name)
+        .map_err(|e| invalid_input(format!("Invalid request: Name {:?}: {e}", set.name)))?;
+    let rtype = record_type(&set.rtype)?;
+    if set.alias.is_some() || set.set_identifier.is_some() || set.traffic_policy.is_some() {
+        return Err(invalid_input(format!(
+            "Invalid request: {name} {rtype}: alias, routing-policy and traffic-policy record \
+             sets are not supported by valkey-dr-lab's Route 53"
+        )));
+    }
+    let (Some(ttl), Some(records)) = (set.ttl, &set.records) else {
+        return Err(invalid_input(format!(
+            "Invalid request: Expected exactly one of [AliasTarget, all of [TTL, and \
+             ResourceRecords], or TrafficPolicyInstanceId], but found none in Change with \
+             [Action={}, Name={name}, Type={rtype}, SetIdentifier=null]",
+            raw.action
+        )));
+    };
+    let ttl = u32::try_from(ttl)
+        .ok()
+        .filter(|t| *t <= i32::MAX as u32)
+        .ok_or_else(|| {
+            invalid_input(format!(
+                "Invalid request: TTL {ttl} is not between 0 and 2147483647"
+            ))
+        })?;
+    if records.record.is_empty() {
+        return Err(invalid_input(format!(
+            "Invalid request: {name} {rtype} has no ResourceRecord"
+        )));
+    }
+    let mut problems = Vec::new();
+    let mut parsed = Vec::new();
+    for record in &records.record {
+        match rdata(rtype, &record.value) {
+            Ok(data) => parsed.push(data),
+            Err(problem) => problems.push(problem),
+        }
+    }
+    if rtype == RecordType::CNAME && records.record.len() > 1 {
+        // Wording is the lab's: AWS refuses this too, in words not found in its documents.
+        problems.push(format!(
+            "RRSet of type CNAME with DNS name {name} has more than one value"
+        ));
+    }
+    if !problems.is_empty() {
+        return Ok(Err(problems));
+    }
+    Ok(Ok(Change {
+        action,
+        name,
+        rtype,
+        set: RrSet {
+            ttl,
+            values: records.record.iter().map(|r| r.value.clone()).collect(),
+            rdata: parsed,
+        },
+    }))
+}
+
+/// The same values, in any order (what an exact `DELETE` compares; names compare in any case).
+fn same_values(a: &[RData], b: &[RData]) -> bool {
+    let mut rest: Vec<&RData> = b.iter().collect();
+    a.len() == b.len()
+        && a.iter().all(|x| match rest.iter().position(|y| *y == x) {
+            Some(i) => {
+                rest.swap_remove(i);
+                true
+            }
+            None => false,
+        })
+}
+
+/// Applies one change to the batch's working copy of the zone.
+fn apply_one(apex: &Name, zone: &mut RrSets, change: &Change) -> Result<(), String> {
+    let (name, rtype) = (&change.name, change.rtype);
+    if !apex.zone_of(name) {
+        return Err(format!(
+            "RRSet with DNS name {name} is not permitted in zone {apex}"
+        ));
+    }
+    let key = (name.clone(), rtype);
+    match change.action {
+        Action::Delete => {
+            let Some(current) = zone.get(&key) else {
+                return Err(format!(
+                    "Tried to delete resource record set [name='{name}', type='{rtype}'] but it was not found"
+                ));
+            };
+            if current.ttl != change.set.ttl || !same_values(&current.rdata, &change.set.rdata) {
+                return Err(format!(
+                    "Tried to delete resource record set [name='{name}', type='{rtype}'] but the values provided do not match the current values"
+                ));
+            }
+            if name == apex && rtype == RecordType::SOA {
+                return Err("A HostedZone must contain exactly one SOA record.".to_string());
+            }
+            if name == apex && rtype == RecordType::NS {
+                return Err(
+                    "A HostedZone must contain at least one NS record for the zone itself."
+                        .to_string(),
+                );
+            }
+            zone.remove(&key);
+        }
+        Action::Create | Action::Upsert => {
+            if change.action == Action::Create && zone.contains_key(&key) {
+                return Err(format!(
+                    "Tried to create resource record set [name='{name}', type='{rtype}'] but it already exists"
+                ));
+            }
+            if rtype == RecordType::CNAME && name == apex {
+                return Err(format!(
+                    "RRSet of type CNAME with DNS name {name} is not permitted at apex in zone {apex}"
+                ));
+            }
+            let conflicts = zone.keys().any(|(owner, other)| {
+                owner == name
+                    && *other != rtype
+                    && (rtype == RecordType::CNAME || *other == RecordType::CNAME)
+            });
+            if conflicts {
+                return Err(format!(
+                    "RRSet of type {rtype} with DNS name {name} is not permitted as it conflicts with other records with the same DNS name in zone {apex}"
+                ));
+            }
+            zone.insert(key, change.set.clone());
+        }
+    }
+    Ok(())
+}
+
+/// The batch applied to a copy of the zone, or every change's failure.
+fn apply_batch(apex: &Name, zone: &RrSets, changes: &[Change]) -> Result<RrSets, Vec<String>> {
+    let mut work = zone.clone();
+    let errors: Vec<String> = changes
+        .iter()
+        .filter_map(|c| apply_one(apex, &mut work, c).err())
+        .collect();
+    if errors.is_empty() {
+        Ok(work)
+    } else {
+        Err(errors)
+    }
+}
+
+fn change_summary(zone: &str, body: &Result<ChangeRequestXml, String>) -> serde_json::Value {
+    match body {
+        Ok(request) => json!({
+            "zone": zone,
+            "comment": request.change_batch.comment,
+            "changes": request.change_batch.changes.change.iter().map(|c| json!({
+                "action": c.action,
+                "name": c.set.name,
+                "type": c.set.rtype,
+                "ttl": c.set.ttl,
+                "values": c.set.records.as_ref().map(|r| r.record.iter().map(|v| v.value.clone()).collect::<Vec<_>>()),
+            })).collect::<Vec<_>>(),
+        }),
+        Err(_) => json!({ "zone": zone, "malformed": true }),
+    }
+}
+
+/// `POST /2013-04-01/hostedzone/{zone}/rrset`: ChangeResourceRecordSets.
+pub(crate) async fn change_rrsets(
+    State(lab): State<Arc<Shared>>,
+    Path(zone): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut call = lab.aws.exchange(AwsService::Route53);
+    call.action = "ChangeResourceRecordSets".to_string();
+    let text = String::from_utf8_lossy(&body);
+    let parsed = quick_xml::de::from_str::<ChangeRequestXml>(&text).map_err(|e| e.to_string());
+    call.request = change_summary(&zone, &parsed);
+    let outcome = (|| {
+        call.region = Some(sigv4::credential_scope(&headers)?.region);
+        call.gate()?;
+        check_zone(&zone)?;
+        let request = parsed.map_err(|e| invalid_input(format!("Invalid XML ; {e}")))?;
+        let batch = request.change_batch;
+        if batch.changes.change.is_empty() {
+            return Err(invalid_input(
+                "Invalid XML ; The content of element 'Changes' is not complete. One of \
+                 '{\"https://route53.amazonaws.com/doc/2013-04-01/\":Change}' is expected.",
+            ));
+        }
+        let mut changes = Vec::new();
+        let mut problems = Vec::new();
+        for raw in &batch.changes.change {
+            match change(raw)? {
+                Ok(c) => changes.push(c),
+                Err(p) => problems.extend(p),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(invalid_change_batch(&problems));
+        }
+        let apex = lab.zone.apex();
+        lab.zone
+            .update_rrsets(|zone| {
+                let next = apply_batch(&apex, zone, &changes)?;
+                *zone = next;
+                Ok(())
+            })
+            .map_err(|messages: Vec<String>| invalid_change_batch(&messages))?;
+        let info = ChangeInfo {
+            id: format!("C{:013}", lab.aws.next_id()),
+            submitted_at: timestamp(SystemTime::now()),
+            accepted: Instant::now(),
+            comment: batch.comment,
+        };
+        {
+            let mut log = lock(&lab.aws.route53);
+            if log.list.len() == MAX_CHANGES {
+                log.list.pop_front();
+            }
+            log.list.push_back(info.clone());
+        }
+        info!(change = %info.id, changes = changes.len(), "ChangeResourceRecordSets applied");
+        Ok(
+            Xml::with_declaration().root("ChangeResourceRecordSetsResponse", NAMESPACE, |x| {
+                info.write(x, false)
+            }),
+        )
+    })();
+    call.finish(outcome)
+}
+
+/// The sort key AWS documents: the name with its labels reversed (`com.example.www.`), then
+/// the type.
+fn sort_key(name: &Name, rtype: RecordType) -> (String, String) {
+    let mut labels: Vec<String> = name
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+        .collect();
+    labels.reverse();
+    let mut key = labels.join(".");
+    key.push('.');
+    (key, rtype.to_string())
+}
+
+/// `GET /2013-04-01/hostedzone/{zone}/rrset`: ListResourceRecordSets.
+pub(crate) async fn list_rrsets(
+    State(lab): State<Arc<Shared>>,
+    Path(zone): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let mut call = lab.aws.exchange(AwsService::Route53);
+    call.action = "ListResourceRecordSets".to_string();
+    let query: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let (start_name, start_type, max_items) = (param("name"), param("type"), param("maxitems"));
+    call.request = json!({
+        "zone": zone, "name": start_name, "type": start_type, "maxitems": max_items,
+    });
+    let outcome = (|| {
+        call.region = Some(sigv4::credential_scope(&headers)?.region);
+        call.gate()?;
+        check_zone(&zone)?;
+        let max_items = match &max_items {
+            None => MAX_ITEMS,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if n >= 1 => n.min(MAX_ITEMS),
+                _ => return Err(invalid_input(format!("Invalid request: maxitems {text:?}"))),
+            },
+        };
+        let start = match (&start_name, &start_type) {
+            (None, Some(_)) => {
+                return Err(invalid_input(
+                    "Invalid request: a type was given without a name",
+                ));
+            }
+            (None, None) => None,
+            (Some(name), rtype) => {
+                let name = record_name(name)
+                    .map_err(|e| invalid_input(format!("Invalid request: name {name:?}: {e}")))?;
+                let rtype = rtype.as_deref().map(record_type).transpose()?;
+                let (key, _) = sort_key(&name, RecordType::A);
+                Some((key, rtype.map(|t| t.to_string()).unwrap_or_default()))
+            }
+        };
+        let mut sets: Vec<((String, String), Name, RecordType, RrSet)> = lab
+            .zone
+            .rrsets()
+            .into_iter()
+            .map(|((name, rtype), set)| (sort_key(&name, rtype), name, rtype, set))
+            .collect();
+        sets.sort_by(|a, b| a.0.cmp(&b.0));
+        if let Some(start) = &start {
+            sets.retain(|(key, ..)| key >= start);
+        }
+        let next = sets
+            .get(max_items)
+            .map(|(_, name, rtype, _)| (name.clone(), *rtype));
+        sets.truncate(max_items);
+        Ok(
+            Xml::with_declaration().root("ListResourceRecordSetsResponse", NAMESPACE, |x| {
+                x.element("ResourceRecordSets", |x| {
+                    for (_, name, rtype, set) in &sets {
+                        x.element("ResourceRecordSet", |x| {
+                            x.text("Name", name)
+                                .text("Type", rtype)
+                                .text("TTL", set.ttl)
+                                .element("ResourceRecords", |x| {
+                                    for value in &set.values {
+                                        x.element("ResourceRecord", |x| {
+                                            x.text("Value", value);
+                                        });
+                                    }
+                                });
+                        });
+                    }
+                })
+                .text("IsTruncated", next.is_some());
+                if let Some((name, rtype)) = &next {
+                    x.text("NextRecordName", name).text("NextRecordType", rtype);
+                }
+                x.text("MaxItems", max_items);
+            }),
+        )
+    })();
+    call.finish(outcome)
+}
+
+/// `GET /2013-04-01/change/{id}`: GetChange.
+pub(crate) async fn get_change(
+    State(lab): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut call = lab.aws.exchange(AwsService::Route53);
+    call.action = "GetChange".to_string();
+    let id = id
+        .trim_start_matches('/')
+        .strip_prefix("change/")
+        .unwrap_or(id.trim_start_matches('/'))
+        .to_string();
+    call.request = json!({ "id": id });
+    let outcome = (|| {
+        call.region = Some(sigv4::credential_scope(&headers)?.region);
+        call.gate()?;
+        let info = lock(&lab.aws.route53)
+            .list
+            .iter()
+            .find(|c| c.id == id)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::not_found(
+                    "NoSuchChange",
+                    format!("A change with the specified change ID {id} does not exist."),
+                )
+            })?;
+        let insync = info.accepted.elapsed() >= lab.aws.options.insync_delay;
+        Ok(Xml::with_declaration().root("GetChangeResponse", NAMESPACE, |x| info.write(x, insync)))
+    })();
+    call.finish(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::Zone;
+
+    fn name(s: &str) -> Name {
+        record_name(s).unwrap()
+    }
+
+    fn zone() -> Zone {
+        let zone = Zone::new(name("lab.internal"), name("valkey.lab.internal"), 30);
+        zone.point_record(&name("old-abc123.serverless.use1.cache.amazonaws.com"));
+        zone
+    }
+
+    fn change(action: &str, rname: &str, rtype: &str, ttl: i64, values: &[&str]) -> ChangeXml {
+        ChangeXml {
+            action: action.to_string(),
+            set: RrSetXml {
+                name: rname.to_string(),
+                rtype: rtype.to_string(),
+                ttl: Some(ttl),
+                records: Some(RecordsXml {
+                    record: values
+                        .iter()
+                        .map(|v| RecordXml {
+                            value: v.to_string(),
+                        })
+                        .collect(),
+                }),
+                alias: None,
+                set_identifier: None,
+                traffic_policy: None,
+            },
+        }
+    }
+
+    fn batch(zone: &Zone, raw: &[ChangeXml]) -> Result<(), Vec<String>> {
+        let changes: Vec<Change> = raw
+            .iter()
+            .map(|c| super::change(c).unwrap().unwrap())
+            .collect();
+        let apex = zone.apex();
+        zone.update_rrsets(|sets| {
+            *sets = apply_batch(&apex, sets, &changes)?;
+            Ok(())
+        })
+    }
+
+    fn cname(zone: &Zone) -> Option<(u32, Vec<String>)> {
+        zone.rrsets()
+            .get(&(name("valkey.lab.internal"), RecordType::CNAME))
+            .map(|s| (s.ttl, s.values.clone()))
+    }
+
+    #[test]
+    fn compare_and_swap_succeeds_and_conflicts_change_nothing() {
+        let z = zone();
+        let old = "old-abc123.serverless.use1.cache.amazonaws.com.";
+        let new = "new-def456.serverless.usw2.cache.amazonaws.com";
+        batch(
+            &z,
+            &[
+                change("DELETE", "valkey.lab.internal", "CNAME", 30, &[old]),
+                change("CREATE", "valkey.lab.internal.", "CNAME", 45, &[new]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(cname(&z), Some((45, vec![new.to_string()])));
+
+        // Someone else's swap: the DELETE no longer matches, so the CREATE after it collides.
+        let err = batch(
+            &z,
+            &[
+                change("DELETE", "valkey.lab.internal", "CNAME", 30, &[old]),
+                change("CREATE", "valkey.lab.internal", "CNAME", 30, &[old]),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            vec![
+                "Tried to delete resource record set [name='valkey.lab.internal.', type='CNAME'] but the values provided do not match the current values",
+                "Tried to create resource record set [name='valkey.lab.internal.', type='CNAME'] but it already exists",
+            ]
+        );
+        assert_eq!(cname(&z), Some((45, vec![new.to_string()])));
+
+        // A DELETE of the right values at the wrong TTL does not match either; names compare in
+        // any case and with or without the final dot.
+        assert!(
+            batch(
+                &z,
+                &[change("DELETE", "valkey.lab.internal", "CNAME", 30, &[new])]
+            )
+            .is_err()
+        );
+        batch(
+            &z,
+            &[change(
+                "DELETE",
+                "VALKEY.lab.internal",
+                "CNAME",
+                45,
+                &["NEW-def456.serverless.usw2.cache.amazonaws.com."],
+            )],
+        )
+        .unwrap();
+        assert_eq!(cname(&z), None);
+        let err = batch(
+            &z,
+            &[change("DELETE", "valkey.lab.internal", "CNAME", 45, &[new])],
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            vec![
+                "Tried to delete resource record set [name='valkey.lab.internal.', type='CNAME'] but it was not found"
+            ]
+        );
+    }
+
+    #[test]
+    fn cname_rules_zone_limits_and_upsert() {
+        let z = zone();
+        let lock = "_valkey-dr-lock.valkey.lab.internal";
+        batch(
+            &z,
+            &[change(
+                "CREATE",
+                lock,
+                "TXT",
+                30,
+                &["\"owner=a\" \"exp=1\""],
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            batch(&z, &[change("CREATE", lock, "CNAME", 30, &["x.example."])]).unwrap_err(),
+            vec![
+                "RRSet of type CNAME with DNS name _valkey-dr-lock.valkey.lab.internal. is not permitted as it conflicts with other records with the same DNS name in zone lab.internal."
+            ]
+        );
+        assert_eq!(
+            batch(
+                &z,
+                &[change(
+                    "CREATE",
+                    "valkey.lab.internal",
+                    "TXT",
+                    30,
+                    &["\"x\""]
+                )]
+            )
+            .unwrap_err(),
+            vec![
+                "RRSet of type TXT with DNS name valkey.lab.internal. is not permitted as it conflicts with other records with the same DNS name in zone lab.internal."
+            ]
+        );
+        assert_eq!(
+            batch(
+                &z,
+                &[change(
+                    "UPSERT",
+                    "lab.internal",
+                    "CNAME",
+                    30,
+                    &["x.example."]
+                )]
+            )
+            .unwrap_err(),
+            vec![
+                "RRSet of type CNAME with DNS name lab.internal. is not permitted at apex in zone lab.internal."
+            ]
+        );
+        assert_eq!(
+            batch(
+                &z,
+                &[change("CREATE", "www.example.com", "A", 30, &["127.0.0.1"])]
+            )
+            .unwrap_err(),
+            vec!["RRSet with DNS name www.example.com. is not permitted in zone lab.internal."]
+        );
+        batch(&z, &[change("UPSERT", lock, "TXT", 60, &["\"owner=b\""])]).unwrap();
+        let set = z.rrsets()[&(name(lock), RecordType::TXT)].clone();
+        assert_eq!((set.ttl, set.values), (60, vec!["\"owner=b\"".to_string()]));
+        let soa = z.rrsets()[&(name("lab.internal"), RecordType::SOA)].clone();
+        let values: Vec<&str> = soa.values.iter().map(String::as_str).collect();
+        assert_eq!(
+            batch(&z, &[change("DELETE", "lab.internal", "SOA", 900, &values)]).unwrap_err(),
+            vec!["A HostedZone must contain exactly one SOA record."]
+        );
+    }
+
+    #[test]
+    fn values_are_checked_as_route53_does() {
+        assert_eq!(
+            txt_strings(r#""a b" "c\"d" "\065""#).unwrap(),
+            vec![b"a b".to_vec(), b"c\"d".to_vec(), b"A".to_vec()]
+        );
+        assert_eq!(
+            txt_strings("owner=a").unwrap_err(),
+            "Invalid Resource Record: FATAL problem: InvalidCharacterString (Value should be enclosed in quotation marks) encountered with 'owner=a'"
+        );
+        assert!(txt_strings("\"open").is_err());
+        assert!(txt_strings(&format!("\"{}\"", "x".repeat(256))).is_err());
+        assert!(rdata(RecordType::A, "300.1.1.1").is_err());
+        assert!(rdata(RecordType::CNAME, "a..b").is_err());
+        let problems = super::change(&change(
+            "CREATE",
+            "v.lab.internal",
+            "CNAME",
+            30,
+            &["a.example.", "b.example."],
+        ))
+        .unwrap()
+        .unwrap_err();
+        assert_eq!(problems.len(), 1);
+        let err =
+            super::change(&change("MOVE", "v.lab.internal", "A", 30, &["1.2.3.4"])).unwrap_err();
+        assert_eq!(err.code, "InvalidInput");
+        assert_eq!(
+            super::change(&change("CREATE", "v.lab.internal", "MX", 30, &["10 x."]))
+                .unwrap_err()
+                .code,
+            "InvalidInput"
+        );
+    }
+
+    #[test]
+    fn the_sdk_request_body_parses() {
+        let body = r#"<?xml version="1.0" encoding="UTF-8"?><ChangeResourceRecordSetsRequest xmlns="https://route53.amazonaws.com/doc/2013-04-01/"><ChangeBatch><Comment>failover f-1</Comment><Changes><Change><Action>DELETE</Action><ResourceRecordSet><Name>valkey.lab.internal.</Name><Type>CNAME</Type><TTL>30</TTL><ResourceRecords><ResourceRecord><Value>old.example.</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change><Change><Action>CREATE</Action><ResourceRecordSet><Name>valkey.lab.internal.</Name><Type>CNAME</Type><TTL>30</TTL><ResourceRecords><ResourceRecord><Value>new.example.</Value></ResourceRecord></ResourceRecords></ResourceRecordSet></Change></Changes></ChangeBatch></ChangeResourceRecordSetsRequest>"#;
+        let parsed: ChangeRequestXml = quick_xml::de::from_str(body).unwrap();
+        assert_eq!(parsed.change_batch.comment.as_deref(), Some("failover f-1"));
+        let changes = &parsed.change_batch.changes.change;
+        assert_eq!(changes.len(), 2);
+        assert_eq!(
+            changes[1].set.records.as_ref().unwrap().record[0].value,
+            "new.example."
+        );
+    }
+
+    #[test]
+    fn sort_keys_reverse_the_labels() {
+        let mut keys = vec![
+            sort_key(&name("valkey.lab.internal"), RecordType::CNAME),
+            sort_key(&name("lab.internal"), RecordType::SOA),
+            sort_key(
+                &name("_valkey-dr-lock.valkey.lab.internal"),
+                RecordType::TXT,
+            ),
+            sort_key(&name("lab.internal"), RecordType::NS),
+        ];
+        keys.sort();
+        let names: Vec<String> = keys.into_iter().map(|(k, t)| format!("{k} {t}")).collect();
+        assert_eq!(
+            names,
+            vec![
+                "internal.lab. NS",
+                "internal.lab. SOA",
+                "internal.lab.valkey. CNAME",
+                "internal.lab.valkey._valkey-dr-lock. TXT",
+            ]
+        );
+    }
+}
