@@ -98,6 +98,16 @@ fn rank(len: usize, p: f64) -> usize {
     ((len.saturating_sub(1) as f64) * p).round() as usize
 }
 
+/// The 1-minute load average, to show how busy the machine was around a measurement.
+fn load_1m() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A directory of its own under the system temp dir, removed with everything in it on drop.
 struct ScratchDir(PathBuf);
 

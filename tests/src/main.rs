@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
-use valkey_dr_lab::{Fault, Lab, LabError, LabInfo, LabOptions, config, send_fault};
+use valkey_dr_lab::{
+    AwsService, Fault, Lab, LabError, LabInfo, LabOptions, config, fetch_calls, send_fault,
+};
 
 /// Run the valkey-dr lab on loopback: real valkey-server caches behind TLS fronts, a private
 /// DNS zone, and faults.
@@ -30,6 +32,12 @@ enum Command {
     Up(UpArgs),
     /// Inject or clear a fault in the lab running in DIR.
     Fault(FaultArgs),
+    /// Print every AWS call the lab running in DIR has answered, as JSON (oldest first).
+    Calls {
+        /// The directory of the running lab (it holds lab.json).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// The README's demo: a lab, a check round per second, faults on a script, each verdict
     /// change shown as it happens. Exits 0 when every fault showed up and cleared.
     Demo {
@@ -55,9 +63,10 @@ enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "1,50")]
         watches: Vec<usize>,
     },
-    /// Memory and CPU of the `valkey-dr run` daemon (the release build next to this binary,
-    /// or $VALKEY_DR_BIN) at a 1 s interval, beside Valkey Sentinel monitoring as many
-    /// masters, sampled in the same window.
+    /// Memory and CPU of `valkey-dr run` beside Valkey Sentinel, in the same window.
+    ///
+    /// The agent is the build next to this binary (or $VALKEY_DR_BIN) at a 1 s interval with
+    /// N watches; Sentinel monitors N names at its 1 s PING period.
     Footprint {
         /// Length of the measurement window, per watch count.
         #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
@@ -66,8 +75,10 @@ enum BenchCommand {
         #[arg(long, value_delimiter = ',', default_value = "1,100", value_parser = clap::value_parser!(u64).range(1..=500))]
         watches: Vec<u64>,
     },
-    /// Time from a hung primary (SIGSTOP) to the agent's `down` webhook, and to Sentinel's
-    /// `+sdown` with the same 3 s window.
+    /// Time from a hung primary to the alert, for the agent and for Sentinel.
+    ///
+    /// The primary is SIGSTOPped at a seeded random point of the 1 s interval; the clock stops
+    /// at the agent's `down` webhook, and at Sentinel's `+sdown` (down-after 3 s).
     Detection {
         /// Outages per side.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=500))]
@@ -99,6 +110,13 @@ struct UpArgs {
     /// Seed for endpoint names and loopback IPs, for a repeatable lab.
     #[arg(long)]
     seed: Option<u64>,
+    /// How long a serverless cache created through the API stays `creating` (and a deleted
+    /// one `deleting`).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    provision_delay: Duration,
+    /// How long a Route 53 change stays PENDING before GetChange says INSYNC.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    insync_delay: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -138,6 +156,28 @@ enum FaultCommand {
     WitnessUp,
     /// Point the record's CNAME at this cache's endpoint.
     PointRecord { cache: String },
+    /// The region fails: its caches are blackholed, its ElastiCache API answers 503.
+    RegionOutage { region: String },
+    /// The region is back: its API answers and its caches are cleared.
+    RegionRestore { region: String },
+    /// The next N calls of ACTION fail with the AWS error CODE, e.g.
+    /// `api-error elasticache CreateServerlessCache Throttling --times 3`.
+    ApiError {
+        /// `elasticache` or `route53`.
+        #[arg(value_parser = str::parse::<AwsService>)]
+        service: AwsService,
+        /// The API action, e.g. `ChangeResourceRecordSets`.
+        action: String,
+        /// The AWS error code, e.g. `Throttling`, `InternalError`, `ServiceUnavailable`.
+        code: String,
+        /// How many calls fail.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+        times: u32,
+    },
+    /// The next serverless cache created goes to create-failed.
+    ProvisionFail,
+    /// The next serverless cache created stays creating for ever.
+    ProvisionStuck,
 }
 
 impl FaultCommand {
@@ -154,6 +194,21 @@ impl FaultCommand {
             Self::WitnessDown => Fault::WitnessDown,
             Self::WitnessUp => Fault::WitnessUp,
             Self::PointRecord { cache } => Fault::PointRecord { cache },
+            Self::RegionOutage { region } => Fault::RegionOutage { region },
+            Self::RegionRestore { region } => Fault::RegionRestore { region },
+            Self::ApiError {
+                service,
+                action,
+                code,
+                times,
+            } => Fault::ApiError {
+                service,
+                action,
+                code,
+                times,
+            },
+            Self::ProvisionFail => Fault::ProvisionFail,
+            Self::ProvisionStuck => Fault::ProvisionStuck,
         }
     }
 }
@@ -201,6 +256,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Up(args) => up(args).await,
             Command::Fault(args) => fault(args).await,
+            Command::Calls { dir } => calls(&dir).await,
             Command::Demo { dir } => demo::run(dir).await,
             Command::Bench {
                 bench: BenchCommand::Probe { rounds, watches },
@@ -286,6 +342,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         interval: args.interval,
         timeout: args.timeout,
         seed: args.seed,
+        provision_delay: args.provision_delay,
+        insync_delay: args.insync_delay,
     };
     let lab = Lab::start(options).await?;
     print_summary(lab.info(), lab.dir(), started.elapsed());
@@ -330,7 +388,15 @@ fn print_summary(info: &LabInfo, dir: &Path, elapsed: Duration) {
             cache.endpoint
         );
     }
-    println!("  control  http://{} (POST /fault, GET /lab)", info.control);
+    println!(
+        "  control  http://{} (POST /fault, GET /lab, GET /calls)",
+        info.control
+    );
+    println!(
+        "  aws      {} (ElastiCache, Route 53 zone {})",
+        info.aws_endpoint,
+        config::HOSTED_ZONE_ID
+    );
     println!("  config   {}", info.config.display());
     println!();
     println!("Try:");
@@ -368,14 +434,28 @@ fn shell_quote(word: &str) -> String {
     }
 }
 
-async fn fault(args: FaultArgs) -> anyhow::Result<()> {
-    let info = LabInfo::read(&args.dir).with_context(|| {
+/// The running lab in `dir`, or an error that says how to start one.
+fn running_lab(dir: &Path) -> anyhow::Result<LabInfo> {
+    LabInfo::read(dir).with_context(|| {
         format!(
             "no lab found in {}: is `valkey-dr-lab up --dir {}` running?",
-            args.dir.display(),
-            shell_quote(&args.dir.to_string_lossy())
+            dir.display(),
+            shell_quote(&dir.to_string_lossy())
         )
-    })?;
+    })
+}
+
+async fn calls(dir: &Path) -> anyhow::Result<()> {
+    let info = running_lab(dir)?;
+    let calls = fetch_calls(info.control)
+        .await
+        .with_context(|| format!("reading the AWS calls of the lab in {}", dir.display()))?;
+    println!("{}", serde_json::to_string_pretty(&calls)?);
+    Ok(())
+}
+
+async fn fault(args: FaultArgs) -> anyhow::Result<()> {
+    let info = running_lab(&args.dir)?;
     let fault = args.fault.into_fault();
     let applied = send_fault(info.control, &fault)
         .await
@@ -427,6 +507,56 @@ mod tests {
             Fault::PointRecord { cache: "c".into() }
         );
         assert!(Cli::try_parse_from(["valkey-dr-lab", "fault", "--dir", "d", "kill"]).is_err());
+        assert_eq!(
+            parse(&[
+                "valkey-dr-lab",
+                "fault",
+                "--dir",
+                "d",
+                "api-error",
+                "route53",
+                "ChangeResourceRecordSets",
+                "InternalError",
+                "--times",
+                "3"
+            ]),
+            Fault::ApiError {
+                service: AwsService::Route53,
+                action: "ChangeResourceRecordSets".into(),
+                code: "InternalError".into(),
+                times: 3
+            }
+        );
+        assert_eq!(
+            parse(&[
+                "valkey-dr-lab",
+                "fault",
+                "--dir",
+                "d",
+                "region-outage",
+                "us-east-1"
+            ]),
+            Fault::RegionOutage {
+                region: "us-east-1".into()
+            }
+        );
+        assert_eq!(
+            parse(&["valkey-dr-lab", "fault", "--dir", "d", "provision-fail"]),
+            Fault::ProvisionFail
+        );
+        assert!(
+            Cli::try_parse_from([
+                "valkey-dr-lab",
+                "fault",
+                "--dir",
+                "d",
+                "api-error",
+                "s3",
+                "PutObject",
+                "Throttling"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

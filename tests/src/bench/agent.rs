@@ -263,15 +263,22 @@ impl Webhook {
         while self.rx.try_recv().is_ok() {}
     }
 
+    /// The next alert, waiting until `deadline`; `None` on timeout.
+    pub async fn next(&mut self, deadline: Instant) -> Option<Alert> {
+        tokio::time::timeout_at(deadline, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// The first alert named `event`, waiting until `deadline`; `None` on timeout.
     pub async fn wait_for(&mut self, event: &str, deadline: Instant) -> Option<Alert> {
-        loop {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some(alert)) if alert.event() == event => return Some(alert),
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => return None,
+        while let Some(alert) = self.next(deadline).await {
+            if alert.event() == event {
+                return Some(alert);
             }
         }
+        None
     }
 }
 

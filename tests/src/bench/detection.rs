@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use valkey_dr_lab::{Fault, Lab, LabOptions, PRIMARY_CACHE, find_valkey_server};
 
 use super::ScratchDir;
-use super::agent::{self, Agent, Webhook};
+use super::agent::{self, Agent, Alert, Webhook};
 use super::sentinel::Sentinel;
 
 /// The lab's agent.toml: interval 1 s, timeout 500 ms, fall 3, down_after 2 s.
@@ -52,6 +52,7 @@ pub async fn run(outages: usize, seed: u64) -> anyhow::Result<Value> {
         .map(|_| INTERVAL.mul_f64(rng.random::<f64>()))
         .collect();
     let scratch = ScratchDir::new("detection")?;
+    let load_start = super::load_1m();
 
     eprintln!("bench detection: valkey-dr, {outages} outages");
     let lab = Lab::start(LabOptions::new(scratch.path().join("lab")))
@@ -68,7 +69,12 @@ pub async fn run(outages: usize, seed: u64) -> anyhow::Result<Value> {
     sentinel.stop().await;
     let sent = sent?;
 
-    let dr_report = distribution(&dr);
+    let dr_report = distribution(&dr.down);
+    let mut rounds = serde_json::Map::new();
+    for n in dr.rounds.iter().flatten() {
+        let count = rounds.entry(n.to_string()).or_insert(json!(0));
+        *count = json!(count.as_u64().unwrap_or(0) + 1);
+    }
     let sent_report = distribution(&sent);
     let target_met = dr_report["latency_s"]["p95"]
         .as_f64()
@@ -81,6 +87,8 @@ pub async fn run(outages: usize, seed: u64) -> anyhow::Result<Value> {
         "timeout_ms": TIMEOUT.as_millis() as u64,
         "fall": FALL,
         "window_s": WINDOW.as_secs_f64(),
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "load_1m": {"start": load_start, "end": super::load_1m()},
         "fault": "SIGSTOP of the primary's valkey-server (connections hang), at a seeded random \
                   point of the 1 s interval; SIGCONT after the alert",
         "valkey_dr": {
@@ -95,6 +103,8 @@ pub async fn run(outages: usize, seed: u64) -> anyhow::Result<Value> {
             "overshoot_s": dr_report["overshoot_s"],
             "missed": dr_report["missed"],
             "samples_s": dr_report["samples_s"],
+            "suspect_latency_s": distribution(&dr.suspect)["latency_s"],
+            "failed_rounds_at_down": rounds,
         },
         "sentinel": {
             "config": "one Sentinel, `sentinel monitor m000 127.0.0.1 <port> 1`, \
@@ -109,10 +119,31 @@ pub async fn run(outages: usize, seed: u64) -> anyhow::Result<Value> {
         },
         "notes": [
             "latency: SIGSTOP sent -> alert received; overshoot: latency - 3 s window",
+            "valkey_dr.failed_rounds_at_down counts the consecutive failed rounds the down \
+             decision reports in its reasons (fall is 3; 4 means down_after was not yet met at \
+             the 3rd)",
             "percentiles are nearest-rank over all outages; a missed outage (no alert within \
              15 s) sorts last and makes a percentile that lands on it null",
         ],
     }))
+}
+
+/// What each outage showed on the agent's side.
+struct AgentSamples {
+    /// Fault -> `down` webhook.
+    down: Vec<Option<Duration>>,
+    /// Fault -> `suspect` webhook (the first failed round).
+    suspect: Vec<Option<Duration>>,
+    /// How many failed rounds the `down` decision counted (from its reasons).
+    rounds: Vec<Option<u64>>,
+}
+
+/// The `N` of the down event's "N consecutive failed rounds ≥ fall 3" reason.
+fn rounds_at_down(alert: &Alert) -> Option<u64> {
+    alert.body["reasons"].as_array()?.iter().find_map(|r| {
+        let (n, _) = r.as_str()?.split_once(" consecutive failed rounds")?;
+        n.parse().ok()
+    })
 }
 
 /// Outages of the lab's primary, timed to the agent's `down` webhook.
@@ -120,7 +151,7 @@ async fn valkey_dr_side(
     lab: &Lab,
     binary: &std::path::Path,
     offsets: &[Duration],
-) -> anyhow::Result<Vec<Option<Duration>>> {
+) -> anyhow::Result<AgentSamples> {
     let info = lab.info();
     let mut hook = Webhook::start().await?;
     let lab_toml = std::fs::read_to_string(&info.config)
@@ -139,6 +170,8 @@ async fn valkey_dr_side(
     .await?;
     let outcome = async {
         let mut samples = Vec::with_capacity(offsets.len());
+        let mut suspects = Vec::with_capacity(offsets.len());
+        let mut rounds = Vec::with_capacity(offsets.len());
         for (i, offset) in offsets.iter().enumerate() {
             agent.wait_all("healthy", 1, RECOVER_LIMIT).await?;
             hook.drain();
@@ -148,8 +181,19 @@ async fn valkey_dr_side(
                 cache: PRIMARY_CACHE.into(),
             })
             .await?;
-            let down = hook.wait_for("down", t0 + DETECT_LIMIT).await;
-            let latency = down.map(|alert| alert.at - t0);
+            // Every alert until `down`; the first `suspect` on the way is the first failed round.
+            let (mut suspect, mut down) = (None, None);
+            while let Some(alert) = hook.next(t0 + DETECT_LIMIT).await {
+                match alert.event() {
+                    "suspect" if suspect.is_none() => suspect = Some(alert),
+                    "down" => {
+                        down = Some(alert);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            let latency = down.as_ref().map(|alert| alert.at - t0);
             lab.fault(Fault::Clear {
                 cache: PRIMARY_CACHE.into(),
             })
@@ -161,8 +205,14 @@ async fn valkey_dr_side(
             }
             progress("valkey-dr", i, offsets.len(), latency);
             samples.push(latency);
+            suspects.push(suspect.map(|alert| alert.at - t0));
+            rounds.push(down.as_ref().and_then(rounds_at_down));
         }
-        anyhow::Ok(samples)
+        anyhow::Ok(AgentSamples {
+            down: samples,
+            suspect: suspects,
+            rounds,
+        })
     }
     .await;
     agent.stop().await;

@@ -42,6 +42,7 @@ pub async fn run(seconds: u64, watch_counts: &[usize]) -> anyhow::Result<Value> 
     }
     let valkey = tokio::task::spawn_blocking(find_valkey_server).await??;
     let scratch = ScratchDir::new("footprint")?;
+    let load_start = super::load_1m();
     let mut results = Vec::new();
     for &watches in watch_counts {
         eprintln!("bench footprint: {watches} watch(es), {seconds}s");
@@ -71,6 +72,7 @@ pub async fn run(seconds: u64, watch_counts: &[usize]) -> anyhow::Result<Value> 
         "valkey_dr_binary": binary.display().to_string(),
         "valkey_dr_build": profile,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "load_1m": {"start": load_start, "end": super::load_1m()},
         "method": "both daemons run at once; VmRSS sampled every second from /proc/<pid>/status \
                    (VmHWM at the end), CPU = (utime+stime) delta / CLK_TCK / wall seconds x 100 \
                    from /proc/<pid>/stat, one process each, after every watch / monitored \
