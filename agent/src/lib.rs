@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod event;
+pub mod executor;
 pub mod notify;
 pub mod plan;
 pub mod store;

@@ -1,0 +1,800 @@
+//! The failover executor: lease → provision → wait_available → verify_direct → switch_dns →
+//! wait_insync → verify_dns → release (DESIGN.md, "Executor").
+//!
+//! It makes no decisions: the policy engine (or an operator) decided, the plan says what to
+//! do, and the executor carries it out. Every step is idempotent and is written to a journal
+//! under `state_dir` before and after it runs (temporary file, fsync, rename), so that a
+//! `kill -9` at any instant followed by a restart resumes the same failover: it never creates a
+//! second cache and never flips the record twice. The DNS switch is a compare-and-swap (an
+//! exact `DELETE` of the old CNAME plus a `CREATE` of the new one in one batch): if someone
+//! else changed the record, the executor stops and says so instead of overwriting it.
+//!
+//! This module is the step machine over two small traits ([`api::CacheApi`],
+//! [`api::DnsApi`]); the SDK-backed implementations and the daemon wiring build on it.
+
+pub mod api;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use api::{
+    ApiError, CacheApi, CacheInfo, CacheSpec, CacheStatus, Change, ChangeStatus, DnsApi, RecordSet,
+};
+
+use crate::store;
+
+/// The tag that marks a cache as built by a given failover, so a resumed or racing run can
+/// tell its own cache from someone else's.
+pub const FAILOVER_TAG: &str = "valkey-dr:failover-id";
+
+/// The steps, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Take the Route 53 TXT lock.
+    Lease,
+    /// `CreateServerlessCache`, or adopt ours.
+    Provision,
+    /// Until `available`, bounded by `create_timeout`.
+    WaitAvailable,
+    /// A probe round against the new endpoint.
+    VerifyDirect,
+    /// The CNAME compare-and-swap.
+    SwitchDns,
+    /// Until `GetChange` says `INSYNC`.
+    WaitInsync,
+    /// Resolve until the record points at the new endpoint, then probe through it.
+    VerifyDns,
+    /// Drop the lock.
+    Release,
+}
+
+impl Step {
+    /// Every step, in order.
+    pub const ALL: [Step; 8] = [
+        Step::Lease,
+        Step::Provision,
+        Step::WaitAvailable,
+        Step::VerifyDirect,
+        Step::SwitchDns,
+        Step::WaitInsync,
+        Step::VerifyDns,
+        Step::Release,
+    ];
+
+    /// The stable name (journal, events, metrics).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Lease => "lease",
+            Step::Provision => "provision",
+            Step::WaitAvailable => "wait_available",
+            Step::VerifyDirect => "verify_direct",
+            Step::SwitchDns => "switch_dns",
+            Step::WaitInsync => "wait_insync",
+            Step::VerifyDns => "verify_dns",
+            Step::Release => "release",
+        }
+    }
+}
+
+/// What a failover must do, fixed when it starts and kept in the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Unique per failover; tags the cache and names the lease.
+    pub failover_id: String,
+    /// The watch.
+    pub watch: String,
+    /// The agent carrying it out.
+    pub owner: String,
+    /// The hosted zone.
+    pub hosted_zone_id: String,
+    /// The record, fully qualified.
+    pub record: String,
+    /// The TTL written with the new CNAME.
+    pub ttl: u32,
+    /// The DR cache to build.
+    pub cache: CacheSpec,
+    /// How long `creating` may last.
+    pub create_timeout: Duration,
+    /// How long a lease is valid; `None` when leases are off.
+    pub lease: Option<Duration>,
+    /// Adopt an existing cache of that name even without our tag (warm standby).
+    pub adopt_existing: bool,
+}
+
+impl Plan {
+    /// The lease record's name.
+    pub fn lease_name(&self) -> String {
+        format!("_valkey-dr-lock.{}", self.record)
+    }
+}
+
+/// Where a step stands in the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Written before the step runs.
+    Started,
+    /// Written after it succeeded.
+    Done,
+    /// Written when it failed for good.
+    Failed,
+}
+
+/// One journal line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The step.
+    pub step: Step,
+    /// Before, after, or failed.
+    pub phase: Phase,
+    /// When.
+    pub at: SystemTime,
+    /// What it found or did.
+    pub detail: String,
+}
+
+/// The durable record of one failover.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Journal {
+    /// What to do.
+    pub plan: Plan,
+    /// What the record pointed at when the failover began: the `DELETE` half of the swap.
+    pub old_target: Option<RecordSet>,
+    /// The lease record we wrote.
+    pub lease: Option<RecordSet>,
+    /// The DR endpoint, once known.
+    pub endpoint: Option<(String, u16)>,
+    /// The Route 53 change of the swap, once made.
+    pub change_id: Option<String>,
+    /// Every step transition, in order. A restart that resumes appends to it.
+    pub entries: Vec<Entry>,
+    /// How many times the executor (re)started on this journal.
+    pub runs: u32,
+}
+
+impl Journal {
+    /// A new journal for `plan`.
+    pub fn new(plan: Plan) -> Self {
+        Journal {
+            plan,
+            old_target: None,
+            lease: None,
+            endpoint: None,
+            change_id: None,
+            entries: Vec::new(),
+            runs: 0,
+        }
+    }
+
+    /// Whether `step` has finished.
+    pub fn done(&self, step: Step) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.step == step && e.phase == Phase::Done)
+    }
+
+    /// Whether every step finished.
+    pub fn complete(&self) -> bool {
+        Step::ALL.iter().all(|s| self.done(*s))
+    }
+
+    /// How long each finished step took (last start to its done), for reports and metrics.
+    pub fn timings(&self) -> BTreeMap<&'static str, Duration> {
+        let mut out = BTreeMap::new();
+        for step in Step::ALL {
+            let start = self
+                .entries
+                .iter()
+                .rev()
+                .find(|e| e.step == step && e.phase == Phase::Started);
+            let done = self
+                .entries
+                .iter()
+                .find(|e| e.step == step && e.phase == Phase::Done);
+            if let (Some(s), Some(d)) = (start, done) {
+                out.insert(step.as_str(), d.at.duration_since(s.at).unwrap_or_default());
+            }
+        }
+        out
+    }
+}
+
+/// Why a failover stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FailoverError {
+    /// Another agent holds the lease: this one stands down.
+    #[error("another agent holds the lease: {holder}")]
+    StoodDown {
+        /// The lease value.
+        holder: String,
+    },
+    /// A cache of the DR name exists and is not this failover's.
+    #[error(
+        "{name} already exists and is not this failover's (set adopt_existing = true for a warm standby)"
+    )]
+    ForeignCache {
+        /// The cache.
+        name: String,
+    },
+    /// The cache reached `create-failed`.
+    #[error("{name} reached create-failed")]
+    CreateFailed {
+        /// The cache.
+        name: String,
+    },
+    /// `create_timeout` passed while the cache was still `creating`.
+    #[error("{name} still not available after {}", humantime::format_duration(*.waited))]
+    CreateTimeout {
+        /// The cache.
+        name: String,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The record no longer holds what the failover started from: someone else changed it.
+    #[error("the record {record} was changed by someone else (now {found}); not overwriting it")]
+    RecordChanged {
+        /// The record.
+        record: String,
+        /// What it holds now.
+        found: String,
+    },
+    /// A verification failed.
+    #[error("{step} failed: {message}")]
+    Verify {
+        /// verify_direct or verify_dns.
+        step: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// An API call kept failing.
+    #[error("{step}: {source}")]
+    Api {
+        /// The step.
+        step: &'static str,
+        /// The last error.
+        #[source]
+        source: ApiError,
+    },
+    /// The journal could not be written: stop rather than act without a record.
+    #[error("journal: {0}")]
+    Journal(String),
+}
+
+/// Proves a step's effect with real traffic: a probe round against the new endpoint, and
+/// resolution through the record.
+pub trait Verifier: Send + Sync {
+    /// PING/SET/GET straight to the endpoint.
+    fn direct(
+        &self,
+        endpoint: &str,
+        port: u16,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// Resolve the record until it points at `endpoint` (bounded by TTL plus a margin), then
+    /// probe through it.
+    fn through_record(
+        &self,
+        endpoint: &str,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// Bounds on the executor's own loops.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Attempts per call for transient API errors.
+    pub attempts: u32,
+    /// First retry delay; doubled each time up to `max_backoff`.
+    pub backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// How often `wait_available` polls.
+    pub poll: Duration,
+    /// How long `wait_insync` may wait. Route 53's control plane lives in us-east-1, which may
+    /// be the failed region, so this is long; every retry is reported.
+    pub insync_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            attempts: 8,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(10),
+            poll: Duration::from_secs(2),
+            insync_timeout: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Runs (or resumes) the failover recorded in the journal at `path`.
+pub struct Executor<'a, C, D, V> {
+    /// ElastiCache in the DR region.
+    pub cache: &'a C,
+    /// Route 53.
+    pub dns: &'a D,
+    /// Real-traffic checks.
+    pub verify: &'a V,
+    /// The journal file.
+    pub path: PathBuf,
+    /// Loop bounds.
+    pub limits: Limits,
+    /// Called after every journal write, for `failover_step` events and logs.
+    pub progress: &'a (dyn Fn(&Journal, &Entry) + Send + Sync),
+}
+
+impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
+    /// Runs every step not yet done, in order. Returns the finished journal.
+    pub async fn run(&self, mut journal: Journal) -> Result<Journal, (Journal, FailoverError)> {
+        journal.runs += 1;
+        if let Err(e) = self.save(&journal) {
+            return Err((journal, e));
+        }
+        for step in Step::ALL {
+            if journal.done(step) {
+                continue;
+            }
+            if let Err(e) = self.record(&mut journal, step, Phase::Started, String::new()) {
+                return Err((journal, e));
+            }
+            test_hooks::crash_point(step, Phase::Started);
+            match self.step(&mut journal, step).await {
+                Ok(detail) => {
+                    if let Err(e) = self.record(&mut journal, step, Phase::Done, detail) {
+                        return Err((journal, e));
+                    }
+                    test_hooks::crash_point(step, Phase::Done);
+                }
+                Err(e) => {
+                    let _ = self.record(&mut journal, step, Phase::Failed, e.to_string());
+                    return Err((journal, e));
+                }
+            }
+        }
+        Ok(journal)
+    }
+
+    fn save(&self, journal: &Journal) -> Result<(), FailoverError> {
+        store::write_json(&self.path, journal)
+            .map_err(|e| FailoverError::Journal(format!("{:#}", anyhow::Error::from(e))))
+    }
+
+    fn record(
+        &self,
+        journal: &mut Journal,
+        step: Step,
+        phase: Phase,
+        detail: String,
+    ) -> Result<(), FailoverError> {
+        let entry = Entry {
+            step,
+            phase,
+            at: SystemTime::now(),
+            detail,
+        };
+        journal.entries.push(entry.clone());
+        self.save(journal)?;
+        (self.progress)(journal, &entry);
+        Ok(())
+    }
+
+    async fn step(&self, j: &mut Journal, step: Step) -> Result<String, FailoverError> {
+        match step {
+            Step::Lease => self.lease(j).await,
+            Step::Provision => self.provision(j).await,
+            Step::WaitAvailable => self.wait_available(j).await,
+            Step::VerifyDirect => {
+                let (host, port) = j.endpoint.clone().ok_or_else(|| FailoverError::Verify {
+                    step: "verify_direct",
+                    message: "no endpoint recorded".into(),
+                })?;
+                self.verify
+                    .direct(&host, port)
+                    .await
+                    .map(|()| format!("PING/SET/GET ok on {host}:{port}"))
+                    .map_err(|message| FailoverError::Verify {
+                        step: "verify_direct",
+                        message,
+                    })
+            }
+            Step::SwitchDns => self.switch_dns(j).await,
+            Step::WaitInsync => self.wait_insync(j).await,
+            Step::VerifyDns => {
+                let (host, _) = j.endpoint.clone().ok_or_else(|| FailoverError::Verify {
+                    step: "verify_dns",
+                    message: "no endpoint recorded".into(),
+                })?;
+                self.verify
+                    .through_record(&host)
+                    .await
+                    .map(|()| format!("{} resolves to {host} and answers", j.plan.record))
+                    .map_err(|message| FailoverError::Verify {
+                        step: "verify_dns",
+                        message,
+                    })
+            }
+            Step::Release => self.release(j).await,
+        }
+    }
+
+    /// Retries `call` on transient errors with bounded exponential backoff.
+    async fn retry<T, F, Fut>(&self, step: Step, mut call: F) -> Result<T, FailoverError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        let mut delay = self.limits.backoff;
+        let mut attempt = 1;
+        loop {
+            match call().await {
+                Ok(v) => return Ok(v),
+                Err(e) if e.is_transient() && attempt < self.limits.attempts => {
+                    tracing::warn!(step = step.as_str(), attempt, error = %e, "retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.limits.max_backoff);
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(FailoverError::Api {
+                        step: step.as_str(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn lease(&self, j: &mut Journal) -> Result<String, FailoverError> {
+        let plan = j.plan.clone();
+        // The record's current value is read once, before anything changes: it is the
+        // `DELETE` half of the later compare-and-swap.
+        if j.old_target.is_none() {
+            let current = self
+                .retry(Step::Lease, || {
+                    self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
+                })
+                .await?;
+            j.old_target = current;
+            self.save(j)?;
+        }
+        let Some(valid_for) = plan.lease else {
+            return Ok("leases off".into());
+        };
+        let name = plan.lease_name();
+        let expires = SystemTime::now() + valid_for;
+        let ours = RecordSet {
+            name: name.clone(),
+            rtype: "TXT".into(),
+            ttl: 30,
+            values: vec![lease_value(&plan, expires)],
+        };
+        let take = [Change::Create(ours.clone())];
+        match self
+            .retry(Step::Lease, || self.dns.change(&plan.hosted_zone_id, &take))
+            .await
+        {
+            Ok(_) => {
+                j.lease = Some(ours);
+                return Ok(format!("took {name}"));
+            }
+            Err(FailoverError::Api {
+                source: ApiError::InvalidChangeBatch { .. },
+                ..
+            }) => {}
+            Err(e) => return Err(e),
+        }
+        let existing = self
+            .retry(Step::Lease, || {
+                self.dns.record(&plan.hosted_zone_id, &name, "TXT")
+            })
+            .await?;
+        let Some(existing) = existing else {
+            return Err(FailoverError::StoodDown {
+                holder: "a lease that vanished while we read it".into(),
+            });
+        };
+        let value = existing.values.join(" ");
+        if value.contains(&format!("failover={}", plan.failover_id)) {
+            j.lease = Some(existing);
+            return Ok(format!("{name} is already ours (resumed)"));
+        }
+        if lease_expiry(&value).is_some_and(|t| t < SystemTime::now()) {
+            // A stale lease: take it over with an exact DELETE of what we read plus a CREATE,
+            // atomically, so two agents taking over at once cannot both win.
+            let takeover = [
+                Change::Delete(existing.clone()),
+                Change::Create(ours.clone()),
+            ];
+            self.retry(Step::Lease, || {
+                self.dns.change(&plan.hosted_zone_id, &takeover)
+            })
+            .await
+            .map_err(|e| match e {
+                FailoverError::Api {
+                    source: ApiError::InvalidChangeBatch { .. },
+                    ..
+                } => FailoverError::StoodDown {
+                    holder: "another agent took over the stale lease first".into(),
+                },
+                other => other,
+            })?;
+            j.lease = Some(ours);
+            return Ok(format!("took over the stale lease {value}"));
+        }
+        Err(FailoverError::StoodDown { holder: value })
+    }
+
+    async fn provision(&self, j: &mut Journal) -> Result<String, FailoverError> {
+        let spec = j.plan.cache.clone();
+        if let Some(found) = self
+            .retry(Step::Provision, || self.cache.describe(&spec.name))
+            .await?
+        {
+            return self.adopt(j, found).await;
+        }
+        match self
+            .retry(Step::Provision, || self.cache.create(&spec))
+            .await
+        {
+            Ok(info) => {
+                let detail = format!("created {} ({:?})", info.name, info.status);
+                j.endpoint = info.endpoint;
+                Ok(detail)
+            }
+            Err(FailoverError::Api {
+                source: ApiError::AlreadyExists { .. },
+                ..
+            }) => {
+                let found = self
+                    .retry(Step::Provision, || self.cache.describe(&spec.name))
+                    .await?
+                    .ok_or_else(|| FailoverError::ForeignCache {
+                        name: spec.name.clone(),
+                    })?;
+                self.adopt(j, found).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn adopt(&self, j: &mut Journal, found: CacheInfo) -> Result<String, FailoverError> {
+        let tags = self
+            .retry(Step::Provision, || self.cache.tags(&found.arn))
+            .await?;
+        let ours = tags.get(FAILOVER_TAG) == Some(&j.plan.failover_id);
+        if !ours && !j.plan.adopt_existing {
+            return Err(FailoverError::ForeignCache { name: found.name });
+        }
+        j.endpoint = found.endpoint;
+        Ok(format!(
+            "adopted {} ({})",
+            found.name,
+            if ours {
+                "built by this failover"
+            } else {
+                "adopt_existing"
+            }
+        ))
+    }
+
+    async fn wait_available(&self, j: &mut Journal) -> Result<String, FailoverError> {
+        let name = j.plan.cache.name.clone();
+        let started = j
+            .entries
+            .iter()
+            .find(|e| e.step == Step::WaitAvailable && e.phase == Phase::Started)
+            .map(|e| e.at)
+            .unwrap_or_else(SystemTime::now);
+        loop {
+            let info = self
+                .retry(Step::WaitAvailable, || self.cache.describe(&name))
+                .await?;
+            match info {
+                Some(info) if info.status == CacheStatus::Available && info.endpoint.is_some() => {
+                    j.endpoint = info.endpoint.clone();
+                    let (host, port) = info.endpoint.unwrap_or_default();
+                    return Ok(format!("available at {host}:{port}"));
+                }
+                Some(info) if info.status == CacheStatus::CreateFailed => {
+                    return Err(FailoverError::CreateFailed { name });
+                }
+                None => return Err(FailoverError::CreateFailed { name }),
+                Some(_) => {}
+            }
+            let waited = SystemTime::now()
+                .duration_since(started)
+                .unwrap_or_default();
+            if waited >= j.plan.create_timeout {
+                return Err(FailoverError::CreateTimeout { name, waited });
+            }
+            tokio::time::sleep(self.limits.poll).await;
+        }
+    }
+
+    async fn switch_dns(&self, j: &mut Journal) -> Result<String, FailoverError> {
+        let plan = j.plan.clone();
+        let (host, _) = j.endpoint.clone().ok_or_else(|| FailoverError::Verify {
+            step: "switch_dns",
+            message: "no endpoint recorded".into(),
+        })?;
+        let target = format!("{}.", host.trim_end_matches('.'));
+        let current = self
+            .retry(Step::SwitchDns, || {
+                self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
+            })
+            .await?;
+        if current.as_ref().is_some_and(|r| points_at(r, &target)) {
+            return Ok(format!("{} already points at {target}", plan.record));
+        }
+        if current != j.old_target {
+            return Err(FailoverError::RecordChanged {
+                record: plan.record,
+                found: describe(current.as_ref()),
+            });
+        }
+        let new = RecordSet {
+            name: plan.record.clone(),
+            rtype: "CNAME".into(),
+            ttl: plan.ttl,
+            values: vec![target.clone()],
+        };
+        let mut changes = Vec::new();
+        if let Some(old) = &current {
+            changes.push(Change::Delete(old.clone()));
+        }
+        changes.push(Change::Create(new));
+        match self
+            .retry(Step::SwitchDns, || {
+                self.dns.change(&plan.hosted_zone_id, &changes)
+            })
+            .await
+        {
+            Ok(id) => {
+                j.change_id = Some(id.clone());
+                Ok(format!("{} → {target} ({id})", describe(current.as_ref())))
+            }
+            Err(FailoverError::Api {
+                source: ApiError::InvalidChangeBatch { .. },
+                ..
+            }) => {
+                // The compare failed: read again. Already ours is success (a previous run's
+                // change landed before the crash); anything else belongs to someone else.
+                let now = self
+                    .retry(Step::SwitchDns, || {
+                        self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
+                    })
+                    .await?;
+                if now.as_ref().is_some_and(|r| points_at(r, &target)) {
+                    Ok(format!("{} already points at {target}", plan.record))
+                } else {
+                    Err(FailoverError::RecordChanged {
+                        record: plan.record,
+                        found: describe(now.as_ref()),
+                    })
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn wait_insync(&self, j: &mut Journal) -> Result<String, FailoverError> {
+        let Some(id) = j.change_id.clone() else {
+            return Ok("no change of ours to wait for".into());
+        };
+        let deadline = tokio::time::Instant::now() + self.limits.insync_timeout;
+        loop {
+            match self.dns.change_status(&id).await {
+                Ok(ChangeStatus::InSync) => return Ok(format!("{id} INSYNC")),
+                Ok(ChangeStatus::Pending) => {}
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(change = %id, error = %e, "GetChange failed; retrying");
+                }
+                Err(source) => {
+                    return Err(FailoverError::Api {
+                        step: "wait_insync",
+                        source,
+                    });
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(FailoverError::Api {
+                    step: "wait_insync",
+                    source: ApiError::Transient {
+                        call: "route53:GetChange".into(),
+                        message: format!(
+                            "{id} not INSYNC after {}",
+                            humantime::format_duration(self.limits.insync_timeout)
+                        ),
+                    },
+                });
+            }
+            tokio::time::sleep(self.limits.poll).await;
+        }
+    }
+
+    async fn release(&self, j: &mut Journal) -> Result<String, FailoverError> {
+        let Some(lease) = j.lease.clone() else {
+            return Ok("no lease held".into());
+        };
+        let zone = j.plan.hosted_zone_id.clone();
+        let drop = [Change::Delete(lease.clone())];
+        match self
+            .retry(Step::Release, || self.dns.change(&zone, &drop))
+            .await
+        {
+            Ok(_) => Ok(format!("released {}", lease.name)),
+            // Already gone (a previous run released it before crashing, or it was taken over
+            // after expiring): nothing of ours is left to release.
+            Err(FailoverError::Api {
+                source: ApiError::InvalidChangeBatch { .. },
+                ..
+            }) => Ok(format!("{} was already released", lease.name)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn points_at(r: &RecordSet, target: &str) -> bool {
+    r.values
+        .iter()
+        .any(|v| valkey_dr_probes::same_name(v, target))
+}
+
+fn describe(r: Option<&RecordSet>) -> String {
+    match r {
+        Some(r) => format!("{} {} {}", r.rtype, r.values.join(","), r.ttl),
+        None => "no record".into(),
+    }
+}
+
+/// The lease's TXT value: who, which failover, until when (Unix seconds).
+pub fn lease_value(plan: &Plan, expires: SystemTime) -> String {
+    let secs = expires
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    format!(
+        "\"owner={} failover={} expires={secs}\"",
+        plan.owner, plan.failover_id
+    )
+}
+
+fn lease_expiry(value: &str) -> Option<SystemTime> {
+    let secs = value
+        .trim_matches('"')
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("expires="))?
+        .trim_matches('"')
+        .parse::<u64>()
+        .ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// Crash points for the end-to-end crash-safety suite, compiled only into debug builds.
+mod test_hooks {
+    use super::{Phase, Step};
+
+    /// `VALKEY_DR_TEST_CRASH_AT=<step>:<started|done>` aborts the process right after that
+    /// journal entry is durable, as a `kill -9` would.
+    pub fn crash_point(step: Step, phase: Phase) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let Ok(at) = std::env::var("VALKEY_DR_TEST_CRASH_AT") else {
+            return;
+        };
+        let phase = match phase {
+            Phase::Started => "started",
+            Phase::Done => "done",
+            Phase::Failed => return,
+        };
+        if at == format!("{}:{phase}", step.as_str()) {
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

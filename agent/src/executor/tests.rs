@@ -1,0 +1,458 @@
+//! The step machine against an in-memory cloud with AWS's documented semantics: atomic change
+//! batches, exact-match DELETE, CREATE failing on an existing record, and caches that go
+//! `creating` → `available`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::*;
+
+const ZONE: &str = "ZTEST";
+const RECORD: &str = "valkey.app.internal.";
+const OLD: &str = "primary-abc.serverless.use1.cache.amazonaws.com.";
+
+#[derive(Default)]
+struct Cloud {
+    caches: BTreeMap<String, (CacheInfo, BTreeMap<String, String>, u32)>,
+    records: BTreeMap<(String, String), RecordSet>,
+    creates: u32,
+    cname_changes: u32,
+    /// Transient failures to return before the next success, per call name.
+    transient: BTreeMap<&'static str, u32>,
+    /// Describe calls a new cache stays `creating` for (u32::MAX: stuck).
+    creating_for: u32,
+    create_fails: bool,
+    /// Fails this call permanently once (a stand-in for a crash after the previous step).
+    fail_once: Option<&'static str>,
+}
+
+struct Fake(Mutex<Cloud>);
+
+impl Fake {
+    fn new() -> Fake {
+        let mut cloud = Cloud {
+            creating_for: 2,
+            ..Cloud::default()
+        };
+        cloud.records.insert(
+            (RECORD.into(), "CNAME".into()),
+            RecordSet {
+                name: RECORD.into(),
+                rtype: "CNAME".into(),
+                ttl: 30,
+                values: vec![OLD.into()],
+            },
+        );
+        Fake(Mutex::new(cloud))
+    }
+
+    fn cloud(&self) -> std::sync::MutexGuard<'_, Cloud> {
+        self.0.lock().unwrap()
+    }
+
+    fn fault(&self, call: &'static str) -> Result<(), ApiError> {
+        let mut c = self.cloud();
+        if c.fail_once == Some(call) {
+            c.fail_once = None;
+            return Err(ApiError::Permanent {
+                call: call.into(),
+                message: "injected".into(),
+            });
+        }
+        if let Some(n) = c.transient.get_mut(call).filter(|n| **n > 0) {
+            *n -= 1;
+            return Err(ApiError::Transient {
+                call: call.into(),
+                message: "Throttling".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn cname(&self) -> Vec<String> {
+        self.cloud().records[&(RECORD.to_owned(), "CNAME".to_owned())]
+            .values
+            .clone()
+    }
+}
+
+impl CacheApi for Fake {
+    async fn create(&self, spec: &CacheSpec) -> Result<CacheInfo, ApiError> {
+        self.fault("create")?;
+        let mut c = self.cloud();
+        if c.caches.contains_key(&spec.name) {
+            return Err(ApiError::AlreadyExists {
+                name: spec.name.clone(),
+            });
+        }
+        c.creates += 1;
+        let info = CacheInfo {
+            name: spec.name.clone(),
+            arn: format!(
+                "arn:aws:elasticache:{}:1:serverlesscache:{}",
+                spec.region, spec.name
+            ),
+            status: CacheStatus::Creating,
+            endpoint: None,
+        };
+        let wait = c.creating_for;
+        c.caches
+            .insert(spec.name.clone(), (info.clone(), spec.tags.clone(), wait));
+        Ok(info)
+    }
+
+    async fn describe(&self, name: &str) -> Result<Option<CacheInfo>, ApiError> {
+        self.fault("describe")?;
+        let mut c = self.cloud();
+        let fails = c.create_fails;
+        Ok(c.caches.get_mut(name).map(|(info, _, wait)| {
+            if *wait == 0 && info.status == CacheStatus::Creating {
+                if fails {
+                    info.status = CacheStatus::CreateFailed;
+                } else {
+                    info.status = CacheStatus::Available;
+                    info.endpoint = Some((
+                        format!("{name}-xyz.serverless.usw2.cache.amazonaws.com"),
+                        6379,
+                    ));
+                }
+            } else if *wait != u32::MAX {
+                *wait = wait.saturating_sub(1);
+            }
+            info.clone()
+        }))
+    }
+
+    async fn tags(&self, arn: &str) -> Result<BTreeMap<String, String>, ApiError> {
+        self.fault("tags")?;
+        let c = self.cloud();
+        Ok(c.caches
+            .values()
+            .find(|(i, _, _)| i.arn == arn)
+            .map(|(_, t, _)| t.clone())
+            .unwrap_or_default())
+    }
+}
+
+impl DnsApi for Fake {
+    async fn record(
+        &self,
+        _zone: &str,
+        name: &str,
+        rtype: &str,
+    ) -> Result<Option<RecordSet>, ApiError> {
+        self.fault("record")?;
+        Ok(self
+            .cloud()
+            .records
+            .get(&(name.to_owned(), rtype.to_owned()))
+            .cloned())
+    }
+
+    async fn change(&self, _zone: &str, changes: &[Change]) -> Result<String, ApiError> {
+        self.fault("change")?;
+        let mut c = self.cloud();
+        let mut next = c.records.clone();
+        for change in changes {
+            match change {
+                Change::Delete(r) => {
+                    let key = (r.name.clone(), r.rtype.clone());
+                    if next.get(&key) != Some(r) {
+                        return Err(ApiError::InvalidChangeBatch {
+                            message: format!(
+                                "Tried to delete resource record set [name='{}', type='{}'] but the values provided do not match the current values",
+                                r.name, r.rtype
+                            ),
+                        });
+                    }
+                    next.remove(&key);
+                }
+                Change::Create(r) => {
+                    let key = (r.name.clone(), r.rtype.clone());
+                    if next.contains_key(&key) {
+                        return Err(ApiError::InvalidChangeBatch {
+                            message: format!(
+                                "Tried to create resource record set [name='{}', type='{}'] but it already exists",
+                                r.name, r.rtype
+                            ),
+                        });
+                    }
+                    next.insert(key, r.clone());
+                }
+            }
+        }
+        if changes
+            .iter()
+            .any(|ch| matches!(ch, Change::Create(r) | Change::Delete(r) if r.rtype == "CNAME"))
+        {
+            c.cname_changes += 1;
+        }
+        c.records = next;
+        Ok("/change/C1".into())
+    }
+
+    async fn change_status(&self, _id: &str) -> Result<ChangeStatus, ApiError> {
+        self.fault("change_status")?;
+        Ok(ChangeStatus::InSync)
+    }
+}
+
+impl Verifier for Fake {
+    async fn direct(&self, _endpoint: &str, _port: u16) -> Result<(), String> {
+        self.fault("direct").map_err(|e| e.to_string())
+    }
+    async fn through_record(&self, endpoint: &str) -> Result<(), String> {
+        self.fault("through_record").map_err(|e| e.to_string())?;
+        let values = self.cname();
+        if values
+            .iter()
+            .any(|v| valkey_dr_probes::same_name(v, endpoint))
+        {
+            Ok(())
+        } else {
+            Err(format!("record points at {values:?}"))
+        }
+    }
+}
+
+fn plan(lease: bool) -> Plan {
+    Plan {
+        failover_id: "fo-1".into(),
+        watch: "sessions".into(),
+        owner: "agent-a".into(),
+        hosted_zone_id: ZONE.into(),
+        record: RECORD.into(),
+        ttl: 30,
+        cache: CacheSpec {
+            name: "app-sessions-dr".into(),
+            region: "us-west-2".into(),
+            input: serde_json::json!({}),
+            tags: BTreeMap::from([(FAILOVER_TAG.to_owned(), "fo-1".to_owned())]),
+        },
+        create_timeout: Duration::from_secs(5),
+        lease: lease.then(|| Duration::from_secs(600)),
+        adopt_existing: false,
+    }
+}
+
+fn limits() -> Limits {
+    Limits {
+        attempts: 5,
+        backoff: Duration::from_millis(1),
+        max_backoff: Duration::from_millis(5),
+        poll: Duration::from_millis(1),
+        insync_timeout: Duration::from_secs(5),
+    }
+}
+
+async fn run(
+    fake: &Fake,
+    dir: &std::path::Path,
+    journal: Journal,
+) -> Result<Journal, (Journal, FailoverError)> {
+    let progress = |_: &Journal, _: &Entry| {};
+    Executor {
+        cache: fake,
+        dns: fake,
+        verify: fake,
+        path: dir.join("failover.json"),
+        limits: limits(),
+        progress: &progress,
+    }
+    .run(journal)
+    .await
+}
+
+#[tokio::test]
+async fn happy_path_runs_every_step_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    let journal = run(&fake, dir.path(), Journal::new(plan(true)))
+        .await
+        .unwrap();
+    assert!(journal.complete());
+    assert_eq!(journal.timings().len(), 8);
+    let c = fake.cloud();
+    assert_eq!(c.creates, 1);
+    assert_eq!(c.cname_changes, 1);
+    let cname = &c.records[&(RECORD.to_owned(), "CNAME".to_owned())];
+    assert_eq!(
+        cname.values,
+        ["app-sessions-dr-xyz.serverless.usw2.cache.amazonaws.com."]
+    );
+    assert_eq!(cname.ttl, 30);
+    assert!(
+        !c.records
+            .keys()
+            .any(|(n, _)| n.starts_with("_valkey-dr-lock")),
+        "lease released"
+    );
+    let saved: Journal = store::read_json(&dir.path().join("failover.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(saved, journal);
+}
+
+#[tokio::test]
+async fn an_interruption_after_any_step_resumes_without_a_second_create_or_flip() {
+    // Each call below is the first of a step; failing it once stops the run right after the
+    // previous step's journal entry, as a crash there would. The rerun must finish the job.
+    for call in ["create", "direct", "change_status", "through_record"] {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new();
+        fake.cloud().fail_once = Some(call);
+        let (journal, err) = run(&fake, dir.path(), Journal::new(plan(true)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FailoverError::Api { .. } | FailoverError::Verify { .. }
+            ),
+            "{call}: {err}"
+        );
+        let journal = run(&fake, dir.path(), journal)
+            .await
+            .unwrap_or_else(|(_, e)| panic!("{call}: {e}"));
+        assert!(journal.complete(), "{call}");
+        assert_eq!(journal.runs, 2);
+        let c = fake.cloud();
+        assert_eq!((c.creates, c.cname_changes), (1, 1), "{call}");
+    }
+}
+
+#[tokio::test]
+async fn a_switch_that_landed_before_a_crash_is_recognised_not_repeated() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().fail_once = Some("change_status");
+    let (mut journal, _) = run(&fake, dir.path(), Journal::new(plan(false)))
+        .await
+        .unwrap_err();
+    // Forget that switch_dns finished, as if the crash came between the API call and the
+    // journal write.
+    journal.entries.retain(|e| e.step < Step::SwitchDns);
+    journal.change_id = None;
+    let journal = run(&fake, dir.path(), journal).await.unwrap();
+    assert!(journal.complete());
+    assert_eq!(fake.cloud().cname_changes, 1);
+}
+
+#[tokio::test]
+async fn transient_errors_are_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().transient.insert("create", 3);
+    fake.cloud().transient.insert("change", 3);
+    let journal = run(&fake, dir.path(), Journal::new(plan(false)))
+        .await
+        .unwrap();
+    assert!(journal.complete());
+    assert_eq!(fake.cloud().creates, 1);
+}
+
+#[tokio::test]
+async fn create_failed_and_stuck_caches_leave_the_record_alone() {
+    for stuck in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new();
+        if stuck {
+            fake.cloud().creating_for = u32::MAX;
+        } else {
+            fake.cloud().create_fails = true;
+        }
+        let mut p = plan(false);
+        p.create_timeout = Duration::from_millis(50);
+        let (journal, err) = run(&fake, dir.path(), Journal::new(p)).await.unwrap_err();
+        let last = journal.entries.last().unwrap();
+        assert_eq!(
+            (last.step, last.phase),
+            (Step::WaitAvailable, Phase::Failed)
+        );
+        assert!(
+            matches!(
+                err,
+                FailoverError::CreateFailed { .. } | FailoverError::CreateTimeout { .. }
+            ),
+            "{err}"
+        );
+        assert_eq!(fake.cname(), [OLD], "record untouched");
+    }
+}
+
+#[tokio::test]
+async fn a_record_changed_by_hand_is_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().fail_once = Some("direct");
+    let (journal, _) = run(&fake, dir.path(), Journal::new(plan(false)))
+        .await
+        .unwrap_err();
+    fake.cloud()
+        .records
+        .get_mut(&(RECORD.to_owned(), "CNAME".to_owned()))
+        .unwrap()
+        .values = vec!["someone-else.example.".into()];
+    let (_, err) = run(&fake, dir.path(), journal).await.unwrap_err();
+    assert!(matches!(err, FailoverError::RecordChanged { .. }), "{err}");
+    assert_eq!(fake.cname(), ["someone-else.example."]);
+}
+
+#[tokio::test]
+async fn a_live_lease_makes_us_stand_down_and_a_stale_one_is_taken_over() {
+    for (expired, stands_down) in [(false, true), (true, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new();
+        let mut other = plan(true);
+        other.failover_id = "fo-other".into();
+        other.owner = "agent-b".into();
+        let expires = if expired {
+            SystemTime::now() - Duration::from_secs(60)
+        } else {
+            SystemTime::now() + Duration::from_secs(600)
+        };
+        let lease = RecordSet {
+            name: other.lease_name(),
+            rtype: "TXT".into(),
+            ttl: 30,
+            values: vec![lease_value(&other, expires)],
+        };
+        fake.cloud()
+            .records
+            .insert((lease.name.clone(), "TXT".into()), lease);
+        let result = run(&fake, dir.path(), Journal::new(plan(true))).await;
+        assert_eq!(result.is_err(), stands_down, "expired={expired}");
+        if let Err((_, err)) = result {
+            assert!(matches!(err, FailoverError::StoodDown { .. }), "{err}");
+            assert_eq!(fake.cloud().creates, 0);
+            assert_eq!(fake.cname(), [OLD]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_foreign_cache_is_refused_unless_adoption_is_allowed() {
+    for adopt in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new();
+        let mut foreign = plan(false).cache;
+        foreign.tags.clear();
+        fake.create(&foreign).await.unwrap();
+        let mut p = plan(false);
+        p.adopt_existing = adopt;
+        let result = run(&fake, dir.path(), Journal::new(p)).await;
+        assert_eq!(result.is_ok(), adopt);
+        assert_eq!(fake.cloud().creates, 1, "never a second create");
+        if let Err((_, err)) = result {
+            assert!(matches!(err, FailoverError::ForeignCache { .. }), "{err}");
+        }
+    }
+}
+
+#[test]
+fn lease_values_round_trip_their_expiry() {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let v = lease_value(&plan(true), t);
+    assert_eq!(v, "\"owner=agent-a failover=fo-1 expires=1800000000\"");
+    assert_eq!(lease_expiry(&v), Some(t));
+}
