@@ -3,10 +3,69 @@
 
 use serde_json::{Value, json};
 
+use std::time::Duration;
+
 use crate::config::{Config, WatchConfig};
+use crate::executor;
 
 /// The plan for `w`, as JSON.
 pub fn failover_plan(config: &Config, w: &WatchConfig) -> Value {
+    failover_plan_from(config, w, None)
+}
+
+/// [`failover_plan`] with the record's current CNAME target filled in: the value the swap's
+/// exact `DELETE` must carry.
+pub fn failover_plan_from(config: &Config, w: &WatchConfig, current: Option<&str>) -> Value {
+    json!({
+        "watch": w.name,
+        "agent_id": config.agent.id,
+        "steps": [
+            { "step": "provision", "region": w.dr.region, "call": "CreateServerlessCache", "input": create_input(w) },
+            { "step": "wait_available", "region": w.dr.region, "call": "DescribeServerlessCaches",
+              "until": "Status = available", "timeout": humantime::format_duration(w.dr.create_timeout).to_string() },
+            { "step": "switch_dns", "call": "ChangeResourceRecordSets", "hosted_zone_id": w.hosted_zone_id,
+              "changes": [
+                { "Action": "DELETE", "Name": w.record, "Type": "CNAME", "Value": current.unwrap_or("<current target>") },
+                { "Action": "CREATE", "Name": w.record, "Type": "CNAME", "TTL": w.ttl.as_secs(), "Value": "<DR endpoint>" },
+              ] },
+        ],
+    })
+}
+
+/// What the executor carries out for a failover of `w` with id `failover_id`.
+pub fn executor_plan(config: &Config, w: &WatchConfig, failover_id: &str) -> executor::Plan {
+    let mut tags = w.dr.tags.clone();
+    tags.insert(executor::FAILOVER_TAG.to_owned(), failover_id.to_owned());
+    let mut input = create_input(w);
+    input["Tags"] = tags
+        .iter()
+        .map(|(k, v)| json!({"Key": k, "Value": v}))
+        .collect();
+    executor::Plan {
+        failover_id: failover_id.to_owned(),
+        watch: w.name.clone(),
+        owner: config.agent.id.clone(),
+        hosted_zone_id: w.hosted_zone_id.clone(),
+        record: w.record.clone(),
+        ttl: w.ttl.as_secs() as u32,
+        cache: executor::api::CacheSpec {
+            name: w.dr.cache_name.clone(),
+            region: w.dr.region.clone(),
+            input,
+            tags,
+        },
+        create_timeout: w.dr.create_timeout,
+        // Long enough to cover provisioning; a crashed owner's lease is taken over after it.
+        lease: w
+            .policy
+            .lease
+            .then(|| w.dr.create_timeout + Duration::from_secs(15 * 60)),
+        adopt_existing: w.dr.adopt_existing,
+    }
+}
+
+/// The `CreateServerlessCache` input for the DR spec of `w`.
+fn create_input(w: &WatchConfig) -> Value {
     let dr = &w.dr;
     let mut create = json!({
         "ServerlessCacheName": dr.cache_name,
@@ -39,18 +98,5 @@ pub fn failover_plan(config: &Config, w: &WatchConfig) -> Value {
             }
         }
     }
-    json!({
-        "watch": w.name,
-        "agent_id": config.agent.id,
-        "steps": [
-            { "step": "provision", "region": dr.region, "call": "CreateServerlessCache", "input": create },
-            { "step": "wait_available", "region": dr.region, "call": "DescribeServerlessCaches",
-              "until": "Status = available", "timeout": humantime::format_duration(dr.create_timeout).to_string() },
-            { "step": "switch_dns", "call": "ChangeResourceRecordSets", "hosted_zone_id": w.hosted_zone_id,
-              "changes": [
-                { "Action": "DELETE", "Name": w.record, "Type": "CNAME", "Value": "<current target>" },
-                { "Action": "CREATE", "Name": w.record, "Type": "CNAME", "TTL": w.ttl.as_secs(), "Value": "<DR endpoint>" },
-              ] },
-        ],
-    })
+    create
 }

@@ -1,0 +1,76 @@
+//! The executor's real-traffic checks, made with the same probes the agent watches with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use valkey_dr_probes::{PathKind, ProbeSpec, Prober, same_name};
+
+use super::Verifier;
+
+/// Verifies with probe rounds built from the watch's own probe settings (TLS, auth, prefix).
+pub struct ProbeVerifier {
+    prober: Arc<Prober>,
+    spec: ProbeSpec,
+    /// How long the record may take to point at the new endpoint: the TTL that resolvers may
+    /// still serve the old answer for, plus a margin for propagation.
+    dns_bound: Duration,
+    /// Pause between resolution attempts.
+    poll: Duration,
+}
+
+impl ProbeVerifier {
+    /// A verifier for the watch that `spec` probes; `ttl` is the record's TTL.
+    pub fn new(prober: Arc<Prober>, spec: ProbeSpec, ttl: Duration) -> Self {
+        ProbeVerifier {
+            prober,
+            spec,
+            dns_bound: ttl + Duration::from_secs(30),
+            poll: Duration::from_millis(500),
+        }
+    }
+
+    fn spec_for(&self, endpoint: &str, port: u16) -> ProbeSpec {
+        let mut spec = self.spec.clone();
+        spec.endpoint = endpoint.trim_end_matches('.').to_owned();
+        spec.port = port;
+        spec.reader_port = None;
+        spec
+    }
+}
+
+impl Verifier for ProbeVerifier {
+    async fn direct(&self, endpoint: &str, port: u16) -> Result<(), String> {
+        let observation = self.prober.round(&self.spec_for(endpoint, port)).await;
+        match observation
+            .path(PathKind::Direct)
+            .and_then(|p| p.error.clone())
+        {
+            None => Ok(()),
+            Some(e) => Err(format!("{endpoint}:{port}: {e}")),
+        }
+    }
+
+    async fn through_record(&self, endpoint: &str) -> Result<(), String> {
+        let spec = self.spec_for(endpoint, self.spec.port);
+        let deadline = tokio::time::Instant::now() + self.dns_bound;
+        loop {
+            let observation = self.prober.round(&spec).await;
+            let last = match observation.path(PathKind::Dns) {
+                Some(p) => match (&p.target, &p.error) {
+                    (Some(t), None) if same_name(t, endpoint) => return Ok(()),
+                    (Some(t), None) => format!("{} still resolves to {t}", spec.record),
+                    (_, Some(e)) => e.to_string(),
+                    (None, None) => "no answer".to_owned(),
+                },
+                None => "no dns path".to_owned(),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(format!(
+                    "after {}: {last}",
+                    humantime::format_duration(self.dns_bound)
+                ));
+            }
+            tokio::time::sleep(self.poll).await;
+        }
+    }
+}
