@@ -5,7 +5,9 @@
 //! drifted, or when strict applications would reject the certificate; CRITICAL when both the
 //! dns and the direct path fail. UNKNOWN (exit 3) is for when no round could run at all.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -120,14 +122,28 @@ pub async fn probe_specs(
         None => config.watches.iter().collect(),
     };
     let mut specs = Vec::with_capacity(watches.len());
+    let mut tls = TlsConfigs::default();
     for w in watches {
-        specs.push(probe_spec(config, w).await?);
+        specs.push(probe_spec_with(config, w, &mut tls).await?);
     }
     Ok(specs)
 }
 
+/// TLS client configs by (`ca_file`, `insecure_skip_verify`). Watches that share them share
+/// one config: the system root store is parsed once, not once per watch (100 watches would
+/// otherwise hold 100 copies of it).
+type TlsConfigs = HashMap<(Option<PathBuf>, bool), Arc<rustls::ClientConfig>>;
+
 /// The probe for one watch.
 pub async fn probe_spec(config: &Config, w: &WatchConfig) -> Result<ProbeSpec, CheckError> {
+    probe_spec_with(config, w, &mut TlsConfigs::default()).await
+}
+
+async fn probe_spec_with(
+    config: &Config,
+    w: &WatchConfig,
+    tls_configs: &mut TlsConfigs,
+) -> Result<ProbeSpec, CheckError> {
     let setup = |message: String| CheckError::Setup {
         watch: w.name.clone(),
         message,
@@ -139,11 +155,19 @@ pub async fn probe_spec(config: &Config, w: &WatchConfig) -> Result<ProbeSpec, C
         ))
     })?;
     let tls = if w.probe.tls {
-        let client_config = valkey_dr_probes::client_config(
-            w.probe.ca_file.as_deref(),
-            w.probe.insecure_skip_verify,
-        )
-        .map_err(|e| setup(format!("{:#}", anyhow::Error::from(e))))?;
+        let key = (w.probe.ca_file.clone(), w.probe.insecure_skip_verify);
+        let client_config = match tls_configs.get(&key) {
+            Some(c) => c.clone(),
+            None => {
+                let c = valkey_dr_probes::client_config(
+                    w.probe.ca_file.as_deref(),
+                    w.probe.insecure_skip_verify,
+                )
+                .map_err(|e| setup(format!("{:#}", anyhow::Error::from(e))))?;
+                tls_configs.insert(key, c.clone());
+                c
+            }
+        };
         Some(TlsSettings {
             client_config,
             server_name: w.probe.tls_server_name,

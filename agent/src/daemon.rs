@@ -30,6 +30,9 @@ use crate::plan;
 use crate::store::{self, StoreError};
 use crate::witness::Witness;
 
+/// How often `/status` and systemd's `STATUS=` are rebuilt from the watches' last rounds.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
 /// How long shutdown waits for watch tasks to save state and notifiers to drain.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -235,15 +238,37 @@ async fn supervise(
 ) {
     let mut watches: BTreeMap<String, (Value, String)> = BTreeMap::new();
     let mut ready = false;
+    let mut dirty = false;
+    // The status document and systemd's STATUS= line cover every watch, so they are rebuilt on
+    // a short timer rather than after each watch's round: per round that would cost O(watches)
+    // per watch, which is what dominated the agent's CPU with 100 watches.
+    let mut publish = tokio::time::interval(PUBLISH_EVERY);
+    publish.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
-        let round = tokio::select! {
+        tokio::select! {
             _ = shutdown.cancelled() => return,
             round = done.recv() => match round {
-                Some(round) => round,
+                Some(round) => {
+                    watches.insert(round.watch, (round.status, round.summary));
+                    dirty = true;
+                    // Readiness is announced the moment the last first round lands.
+                    if ready || watches.len() < config.watches.len() {
+                        continue;
+                    }
+                }
                 None => return,
             },
-        };
-        watches.insert(round.watch, (round.status, round.summary));
+            _ = publish.tick() => {
+                if !dirty {
+                    // Nothing new, but a healthy loop still feeds the watchdog.
+                    if ready && health.healthy().is_ok() {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                    continue;
+                }
+            }
+        }
+        dirty = false;
         let _ = status.send(json!({
             "agent": agent_json(config),
             "watches": watches.values().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
@@ -338,6 +363,11 @@ impl WatchTask {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let stall_after = test_hooks::stall_after_rounds();
+        // The policy is judged on the schedule's time, not on when each round happened to
+        // finish: rounds are then exactly one interval apart for `down_after`, so a few
+        // milliseconds of jitter can never push a decision one whole round later. Wall time
+        // is anchored once, so cooldowns still survive restarts.
+        let anchor = (tokio::time::Instant::now(), SystemTime::now());
         loop {
             tokio::select! {
                 biased;
@@ -345,7 +375,7 @@ impl WatchTask {
                 Some((action, reply)) = control.recv() => {
                     let _ = reply.send(self.control(action));
                 }
-                _ = ticker.tick() => {
+                tick = ticker.tick() => {
                     if stall_after.is_some_and(|n| self.rounds >= n) {
                         tracing::warn!(watch = %self.name, "test hook: stalling the loop");
                         shutdown.cancelled().await;
@@ -356,7 +386,7 @@ impl WatchTask {
                     tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => break,
-                        _ = self.round() => {}
+                        _ = self.round(anchor.1 + tick.duration_since(anchor.0)) => {}
                     }
                 }
             }
@@ -364,7 +394,7 @@ impl WatchTask {
         self.save();
     }
 
-    async fn round(&mut self) {
+    async fn round(&mut self, now: SystemTime) {
         let observation = self.prober.round(&self.spec).await;
         self.rounds += 1;
         self.health.tick();
@@ -385,7 +415,6 @@ impl WatchTask {
             witness,
             old_primary: None,
         };
-        let now = SystemTime::now();
         let (next, decisions) = policies::step(&self.state, &input, now, &self.params);
         self.metrics.record_observation(&observation);
         let observation_json = check::observation_json(&observation);
