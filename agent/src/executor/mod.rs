@@ -13,6 +13,7 @@
 //! [`api::DnsApi`]); the SDK-backed implementations and the daemon wiring build on it.
 
 pub mod api;
+pub mod sdk;
 pub mod verify;
 
 use std::collections::BTreeMap;

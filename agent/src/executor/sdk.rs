@@ -1,0 +1,921 @@
+//! [`CacheApi`] and [`DnsApi`] over the AWS SDK clients: what the daemon and `valkey-dr
+//! failover` run against AWS (or the lab, through `[aws] endpoint_url`).
+//!
+//! These types translate and classify; they never decide. The SDK's own retries (standard
+//! mode, from the `SdkConfig`) absorb short blips inside one call; the executor retries
+//! [`ApiError::Transient`] again, bounded, on top. Every call is bounded by an operation
+//! timeout, because a region that is failing tends to hang rather than refuse.
+//!
+//! Error messages carry the call, the AWS error code and message, and the request id (what AWS
+//! support asks for), and never credentials: they only ever come from error metadata and
+//! the SDK's error chain, neither of which holds the signing keys.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use aws_config::SdkConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_elasticache::config::http::HttpResponse;
+use aws_sdk_elasticache::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_elasticache::operation::RequestId;
+use aws_sdk_elasticache::types::{
+    CacheUsageLimits, DataStorage, DataStorageUnit, EcpuPerSecond, ServerlessCache, Tag,
+};
+use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsError;
+use aws_sdk_route53::types as r53;
+use serde_json::Value;
+
+use super::api::{
+    ApiError, CacheApi, CacheInfo, CacheSpec, CacheStatus, Change, ChangeStatus, DnsApi, RecordSet,
+};
+
+/// How long one attempt of a call may take when the `SdkConfig` sets no bound of its own.
+/// `CreateServerlessCache` answers in about a second; twenty is a hung endpoint.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a call may take across the SDK's own retries, when the `SdkConfig` sets no bound.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Route 53's control plane answers in us-east-1 whatever region the agent runs in; used only
+/// when the `SdkConfig` names no region at all.
+const ROUTE53_DEFAULT_REGION: &str = "us-east-1";
+
+/// Error codes worth retrying: the SDK's standard retry classifier's throttling and transient
+/// codes, plus the server-side codes that come with a 5xx (kept here too for services that
+/// send them with another status).
+const TRANSIENT_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "RequestThrottled",
+    "TooManyRequestsException",
+    "ProvisionedThroughputExceededException",
+    "TransactionInProgressException",
+    "RequestLimitExceeded",
+    "BandwidthLimitExceeded",
+    "LimitExceededException",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "EC2ThrottledException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "InternalError",
+    "InternalFailure",
+    "InternalServerError",
+    "InternalServiceError",
+];
+
+/// ElastiCache in one region.
+#[derive(Debug, Clone)]
+pub struct SdkCache {
+    /// Built from the DR region's `SdkConfig`.
+    client: aws_sdk_elasticache::Client,
+    /// Named in error messages: "which region refused" is the first question in a DR.
+    region: String,
+}
+
+impl SdkCache {
+    /// A client for the region of `sdk`, with [`ATTEMPT_TIMEOUT`] and [`OPERATION_TIMEOUT`]
+    /// where `sdk` sets no timeouts. Retries are `sdk`'s (standard mode by default).
+    pub fn new(sdk: &SdkConfig) -> Self {
+        let mut config = aws_sdk_elasticache::config::Builder::from(sdk);
+        config.set_timeout_config(Some(bounded(sdk)));
+        SdkCache {
+            client: aws_sdk_elasticache::Client::from_conf(config.build()),
+            region: sdk
+                .region()
+                .map(|r| r.as_ref().to_owned())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The region the client calls.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+}
+
+/// Route 53.
+#[derive(Debug, Clone)]
+pub struct SdkDns {
+    /// Route 53 is global: the endpoint rules send every region to its one control plane.
+    client: aws_sdk_route53::Client,
+}
+
+impl SdkDns {
+    /// A client from `sdk` (any region: Route 53 is a global service; us-east-1 when `sdk`
+    /// names none), with the same timeout defaults as [`SdkCache::new`].
+    pub fn new(sdk: &SdkConfig) -> Self {
+        let mut config = aws_sdk_route53::config::Builder::from(sdk);
+        config.set_timeout_config(Some(bounded(sdk)));
+        if sdk.region().is_none() {
+            config.set_region(Some(aws_config::Region::from_static(
+                ROUTE53_DEFAULT_REGION,
+            )));
+        }
+        SdkDns {
+            client: aws_sdk_route53::Client::from_conf(config.build()),
+        }
+    }
+}
+
+/// `sdk`'s timeouts, with ours filling whatever it leaves unset.
+fn bounded(sdk: &SdkConfig) -> TimeoutConfig {
+    let ours = TimeoutConfig::builder()
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build();
+    match sdk.timeout_config() {
+        Some(theirs) => {
+            let mut timeouts = theirs.clone();
+            timeouts.take_defaults_from(&ours);
+            timeouts
+        }
+        None => ours,
+    }
+}
+
+const CREATE: &str = "elasticache:CreateServerlessCache";
+const DESCRIBE: &str = "elasticache:DescribeServerlessCaches";
+const LIST_TAGS: &str = "elasticache:ListTagsForResource";
+const LIST_RECORDS: &str = "route53:ListResourceRecordSets";
+const CHANGE: &str = "route53:ChangeResourceRecordSets";
+const GET_CHANGE: &str = "route53:GetChange";
+
+impl CacheApi for SdkCache {
+    async fn create(&self, spec: &CacheSpec) -> Result<CacheInfo, ApiError> {
+        // A client wired to the wrong region would build the DR cache in the region that is
+        // failing, or in one nobody planned for.
+        if !spec.region.is_empty() && !self.region.is_empty() && spec.region != self.region {
+            return Err(ApiError::Permanent {
+                call: CREATE.into(),
+                message: format!(
+                    "{} is planned in {}, but this client calls {}",
+                    spec.name, spec.region, self.region
+                ),
+            });
+        }
+        let input = CreateInput::read(spec).map_err(|message| ApiError::Permanent {
+            call: CREATE.into(),
+            message,
+        })?;
+        let out = self
+            .client
+            .create_serverless_cache()
+            .serverless_cache_name(&spec.name)
+            .set_description(input.description)
+            .set_engine(input.engine)
+            .set_major_engine_version(input.major_engine_version)
+            .set_subnet_ids(input.subnet_ids)
+            .set_security_group_ids(input.security_group_ids)
+            .set_kms_key_id(input.kms_key_id)
+            .set_user_group_id(input.user_group_id)
+            .set_snapshot_arns_to_restore(input.snapshot_arns_to_restore)
+            .set_snapshot_retention_limit(input.snapshot_retention_limit)
+            .set_daily_snapshot_time(input.daily_snapshot_time)
+            .set_cache_usage_limits(input.usage_limits)
+            .set_tags(Some(input.tags))
+            .send()
+            .await
+            .map_err(|e| classify(CREATE, Some(&self.region), &spec.name, &e))?;
+        let cache = out.serverless_cache.ok_or_else(|| ApiError::Permanent {
+            call: CREATE.into(),
+            message: format!("no ServerlessCache in the answer for {}", spec.name),
+        })?;
+        Ok(cache_info(&cache, &spec.name))
+    }
+
+    async fn describe(&self, name: &str) -> Result<Option<CacheInfo>, ApiError> {
+        match self
+            .client
+            .describe_serverless_caches()
+            .serverless_cache_name(name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .serverless_caches()
+                .iter()
+                .find(|c| {
+                    c.serverless_cache_name()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
+                .map(|c| cache_info(c, name))),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_serverless_cache_not_found_fault()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(classify(DESCRIBE, Some(&self.region), name, &e)),
+        }
+    }
+
+    async fn tags(&self, arn: &str) -> Result<BTreeMap<String, String>, ApiError> {
+        let out = self
+            .client
+            .list_tags_for_resource()
+            .resource_name(arn)
+            .send()
+            .await
+            .map_err(|e| classify(LIST_TAGS, Some(&self.region), arn, &e))?;
+        Ok(out
+            .tag_list()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t.key()?.to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect())
+    }
+}
+
+fn cache_info(cache: &ServerlessCache, name: &str) -> CacheInfo {
+    CacheInfo {
+        name: cache.serverless_cache_name().unwrap_or(name).to_owned(),
+        arn: cache.arn().unwrap_or_default().to_owned(),
+        status: CacheStatus::parse(cache.status().unwrap_or_default()),
+        endpoint: cache.endpoint().and_then(|e| {
+            let address = e.address().filter(|a| !a.is_empty())?;
+            let port = u16::try_from(e.port()?).ok()?;
+            Some((address.to_owned(), port))
+        }),
+    }
+}
+
+/// The `CreateServerlessCache` parameters of a [`CacheSpec`], read from `spec.input` with the
+/// keys `plan::executor_plan` writes (the API's own names).
+#[derive(Debug, Default, PartialEq)]
+struct CreateInput {
+    description: Option<String>,
+    engine: Option<String>,
+    major_engine_version: Option<String>,
+    subnet_ids: Option<Vec<String>>,
+    security_group_ids: Option<Vec<String>>,
+    kms_key_id: Option<String>,
+    user_group_id: Option<String>,
+    snapshot_arns_to_restore: Option<Vec<String>>,
+    snapshot_retention_limit: Option<i32>,
+    daily_snapshot_time: Option<String>,
+    usage_limits: Option<CacheUsageLimits>,
+    tags: Vec<Tag>,
+}
+
+impl CreateInput {
+    /// JSON `null` and empty lists count as absent, as in the plan (`"DataStorage": null`
+    /// when only an ECPU limit is set). A value of the wrong type is an error: sending a
+    /// request other than the one planned would be worse than not sending it.
+    fn read(spec: &CacheSpec) -> Result<CreateInput, String> {
+        let input = match &spec.input {
+            Value::Object(map) => map,
+            Value::Null => &serde_json::Map::new(),
+            other => return Err(format!("the input must be a JSON object, not {other}")),
+        };
+        let get = |key: &str| input.get(key).filter(|v| !v.is_null());
+        let string = |key: &str| -> Result<Option<String>, String> {
+            get(key)
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| format!("{key} must be a string, not {v}"))
+                })
+                .transpose()
+        };
+        let strings = |key: &str| -> Result<Option<Vec<String>>, String> {
+            let Some(v) = get(key) else { return Ok(None) };
+            let list = v
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .map(|s| s.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| format!("{key} must be a list of strings, not {v}"))?;
+            Ok((!list.is_empty()).then_some(list))
+        };
+
+        // Tags: the input's, then `spec.tags` over them (the failover id among them), so that
+        // the tag a resumed run looks for is always on the cache.
+        let mut tags = BTreeMap::new();
+        if let Some(v) = get("Tags") {
+            let list = v
+                .as_array()
+                .ok_or_else(|| format!("Tags must be a list, not {v}"))?;
+            for t in list {
+                let (Some(k), Some(val)) = (
+                    t.get("Key").and_then(Value::as_str),
+                    t.get("Value").and_then(Value::as_str),
+                ) else {
+                    return Err(format!(
+                        "each tag must be {{\"Key\": .., \"Value\": ..}}, not {t}"
+                    ));
+                };
+                tags.insert(k.to_owned(), val.to_owned());
+            }
+        }
+        tags.extend(spec.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+
+        Ok(CreateInput {
+            description: string("Description")?,
+            engine: string("Engine")?,
+            major_engine_version: string("MajorEngineVersion")?,
+            subnet_ids: strings("SubnetIds")?,
+            security_group_ids: strings("SecurityGroupIds")?,
+            kms_key_id: string("KmsKeyId")?,
+            user_group_id: string("UserGroupId")?,
+            snapshot_arns_to_restore: strings("SnapshotArnsToRestore")?,
+            snapshot_retention_limit: get("SnapshotRetentionLimit")
+                .map(|v| int("SnapshotRetentionLimit", v))
+                .transpose()?,
+            daily_snapshot_time: string("DailySnapshotTime")?,
+            usage_limits: get("CacheUsageLimits")
+                .map(usage_limits)
+                .transpose()?
+                .flatten(),
+            tags: tags
+                .into_iter()
+                .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                .collect(),
+        })
+    }
+}
+
+fn int(key: &str, v: &Value) -> Result<i32, String> {
+    v.as_i64()
+        .and_then(|n| i32::try_from(n).ok())
+        .ok_or_else(|| format!("{key} must be a whole number that fits 32 bits, not {v}"))
+}
+
+/// `{"DataStorage": {"Maximum": 10, "Unit": "GB"}, "ECPUPerSecond": {"Maximum": 5000}}`,
+/// either part `null` or missing; `None` when both are.
+fn usage_limits(v: &Value) -> Result<Option<CacheUsageLimits>, String> {
+    let part = |key: &str| v.get(key).filter(|p| !p.is_null());
+    if !v.is_object() {
+        return Err(format!("CacheUsageLimits must be an object, not {v}"));
+    }
+    let maximum = |key: &str, p: &Value| {
+        p.get("Maximum")
+            .filter(|m| !m.is_null())
+            .map(|m| int(&format!("CacheUsageLimits.{key}.Maximum"), m))
+            .transpose()
+    };
+    let storage = part("DataStorage")
+        .map(|p| -> Result<DataStorage, String> {
+            let unit = match p.get("Unit").filter(|u| !u.is_null()) {
+                None => DataStorageUnit::Gb,
+                Some(u) => DataStorageUnit::from(u.as_str().ok_or_else(|| {
+                    format!("CacheUsageLimits.DataStorage.Unit must be a string, not {u}")
+                })?),
+            };
+            Ok(DataStorage::builder()
+                .set_maximum(maximum("DataStorage", p)?)
+                .unit(unit)
+                .build())
+        })
+        .transpose()?;
+    let ecpu = part("ECPUPerSecond")
+        .map(|p| -> Result<EcpuPerSecond, String> {
+            Ok(EcpuPerSecond::builder()
+                .set_maximum(maximum("ECPUPerSecond", p)?)
+                .build())
+        })
+        .transpose()?;
+    if storage.is_none() && ecpu.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(
+        CacheUsageLimits::builder()
+            .set_data_storage(storage)
+            .set_ecpu_per_second(ecpu)
+            .build(),
+    ))
+}
+
+impl DnsApi for SdkDns {
+    async fn record(
+        &self,
+        zone: &str,
+        name: &str,
+        rtype: &str,
+    ) -> Result<Option<RecordSet>, ApiError> {
+        // Listing starts at (name, type) in Route 53's order; when that set does not exist the
+        // first set returned is the next one, which is not ours.
+        let out = self
+            .client
+            .list_resource_record_sets()
+            .hosted_zone_id(zone)
+            .start_record_name(name)
+            .start_record_type(r53::RrType::from(rtype))
+            .max_items(1)
+            .send()
+            .await
+            .map_err(|e| classify(LIST_RECORDS, None, zone, &e))?;
+        let Some(set) = out.resource_record_sets().first() else {
+            return Ok(None);
+        };
+        if !(valkey_dr_probes::same_name(set.name(), name)
+            && set.r#type().as_str().eq_ignore_ascii_case(rtype))
+        {
+            return Ok(None);
+        }
+        // The compare-and-swap deletes exactly what it read; an alias or a routing-policy set
+        // needs fields a `RecordSet` does not carry, so it is refused rather than half-read.
+        if set.alias_target().is_some() || set.set_identifier().is_some() {
+            return Err(ApiError::Permanent {
+                call: LIST_RECORDS.into(),
+                message: format!(
+                    "{name} {rtype} in {zone} is an alias or routing-policy record set; \
+                     valkey-dr manages a simple record only"
+                ),
+            });
+        }
+        Ok(Some(RecordSet {
+            name: set.name().to_owned(),
+            rtype: set.r#type().as_str().to_owned(),
+            ttl: set
+                .ttl()
+                .and_then(|t| u32::try_from(t).ok())
+                .unwrap_or_default(),
+            values: set
+                .resource_records()
+                .iter()
+                .map(|r| r.value().to_owned())
+                .collect(),
+        }))
+    }
+
+    async fn change(&self, zone: &str, changes: &[Change]) -> Result<String, ApiError> {
+        let batch = change_batch(changes).map_err(|message| ApiError::Permanent {
+            call: CHANGE.into(),
+            message,
+        })?;
+        let out = self
+            .client
+            .change_resource_record_sets()
+            .hosted_zone_id(zone)
+            .change_batch(batch)
+            .send()
+            .await
+            .map_err(|e| {
+                let mut failed = Failed::of(&e);
+                // Route 53 may give the reasons in `Messages` rather than `Message`.
+                if let Some(ChangeResourceRecordSetsError::InvalidChangeBatch(b)) =
+                    e.as_service_error()
+                    && b.message().is_none()
+                    && !b.messages().is_empty()
+                {
+                    failed.reason = format!("InvalidChangeBatch: {}", b.messages().join(", "));
+                }
+                failed.classify(CHANGE, None, zone)
+            })?;
+        let info = out.change_info().ok_or_else(|| ApiError::Permanent {
+            call: CHANGE.into(),
+            message: format!("no ChangeInfo in the answer for {zone}"),
+        })?;
+        Ok(info.id().to_owned())
+    }
+
+    async fn change_status(&self, id: &str) -> Result<ChangeStatus, ApiError> {
+        let out = self
+            .client
+            .get_change()
+            .id(id)
+            .send()
+            .await
+            .map_err(|e| classify(GET_CHANGE, None, id, &e))?;
+        let info = out.change_info().ok_or_else(|| ApiError::Permanent {
+            call: GET_CHANGE.into(),
+            message: format!("no ChangeInfo in the answer for {id}"),
+        })?;
+        Ok(match info.status() {
+            r53::ChangeStatus::Insync => ChangeStatus::InSync,
+            r53::ChangeStatus::Pending => ChangeStatus::Pending,
+            // A status this SDK does not know is not INSYNC: keep waiting, bounded by the
+            // executor's insync_timeout.
+            other => {
+                tracing::warn!(change = %id, status = other.as_str(), "unknown change status");
+                ChangeStatus::Pending
+            }
+        })
+    }
+}
+
+fn change_batch(changes: &[Change]) -> Result<r53::ChangeBatch, String> {
+    let changes = changes
+        .iter()
+        .map(|c| {
+            let (action, set) = match c {
+                Change::Create(set) => (r53::ChangeAction::Create, set),
+                Change::Delete(set) => (r53::ChangeAction::Delete, set),
+            };
+            let records = set
+                .values
+                .iter()
+                .map(|v| r53::ResourceRecord::builder().value(v).build())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            let set = r53::ResourceRecordSet::builder()
+                .name(&set.name)
+                .r#type(r53::RrType::from(set.rtype.as_str()))
+                .ttl(i64::from(set.ttl))
+                .set_resource_records(Some(records))
+                .build()
+                .map_err(|e| e.to_string())?;
+            r53::Change::builder()
+                .action(action)
+                .resource_record_set(set)
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    r53::ChangeBatch::builder()
+        .set_changes(Some(changes))
+        .comment("valkey-dr failover")
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// How a call failed, in plain terms, for [`classify_failure`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Failure {
+    /// The service answered with an error.
+    Service {
+        /// The AWS error code (`Throttling`, `InvalidChangeBatch`, ...).
+        code: Option<String>,
+        /// HTTP status.
+        status: Option<u16>,
+    },
+    /// No (usable) answer: a timeout, a connection that failed, or a response that could not
+    /// be read. The request may or may not have reached AWS.
+    Unanswered,
+    /// The request could not be built or sent for a reason of our own.
+    Unsendable,
+}
+
+/// A failed call, read out of its SDK error.
+struct Failed {
+    /// What kind of failure, for [`classify_failure`].
+    failure: Failure,
+    /// `Code: message`, or the SDK's error chain when there was no answer.
+    reason: String,
+    /// What AWS support asks for.
+    request_id: Option<String>,
+}
+
+impl Failed {
+    fn of<E>(err: &SdkError<E, HttpResponse>) -> Failed
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let request_id = err
+            .as_service_error()
+            .and_then(|e| e.meta().request_id())
+            .or_else(|| err.request_id())
+            .map(str::to_owned);
+        let chain = || DisplayErrorContext(err).to_string();
+        let (failure, reason) = match err {
+            SdkError::ServiceError(s) => {
+                let code = s.err().code().map(str::to_owned);
+                let message = s
+                    .err()
+                    .message()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| DisplayErrorContext(s.err()).to_string());
+                let reason = match &code {
+                    Some(code) => format!("{code}: {message}"),
+                    None => message,
+                };
+                let status = Some(s.raw().status().as_u16());
+                (Failure::Service { code, status }, reason)
+            }
+            SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
+                (Failure::Unanswered, chain())
+            }
+            SdkError::DispatchFailure(d) if d.is_user() => (Failure::Unsendable, chain()),
+            SdkError::DispatchFailure(_) => (Failure::Unanswered, chain()),
+            _ => (Failure::Unsendable, chain()),
+        };
+        Failed {
+            failure,
+            reason,
+            request_id,
+        }
+    }
+
+    /// The [`ApiError`] for `call`: `subject` is what the call was about (the cache name for
+    /// `AlreadyExists`; the zone, ARN or change id otherwise), `region` is named in the message.
+    fn classify(self, call: &str, region: Option<&str>, subject: &str) -> ApiError {
+        let mut context = Vec::new();
+        if let Some(region) = region.filter(|r| !r.is_empty()) {
+            context.push(region.to_owned());
+        }
+        if let Some(id) = &self.request_id {
+            context.push(format!("request id {id}"));
+        }
+        let message = if context.is_empty() {
+            self.reason
+        } else {
+            format!("{} ({})", self.reason, context.join(", "))
+        };
+        classify_failure(call, subject, &self.failure, message)
+    }
+}
+
+/// Maps an SDK error to an [`ApiError`] (see [`Failed::classify`]).
+fn classify<E>(
+    call: &str,
+    region: Option<&str>,
+    subject: &str,
+    err: &SdkError<E, HttpResponse>,
+) -> ApiError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    Failed::of(err).classify(call, region, subject)
+}
+
+/// The classification itself, on plain data so every branch has a unit test.
+fn classify_failure(call: &str, subject: &str, failure: &Failure, message: String) -> ApiError {
+    let transient = || ApiError::Transient {
+        call: call.to_owned(),
+        message: message.clone(),
+    };
+    match failure {
+        Failure::Service { code, status } => match code.as_deref() {
+            Some("ServerlessCacheAlreadyExistsFault") => ApiError::AlreadyExists {
+                name: subject.to_owned(),
+            },
+            Some("InvalidChangeBatch") => ApiError::InvalidChangeBatch {
+                message: message.clone(),
+            },
+            Some(code) if TRANSIENT_CODES.contains(&code) => transient(),
+            _ if status.is_some_and(|s| s >= 500 || s == 429) => transient(),
+            _ => ApiError::Permanent {
+                call: call.to_owned(),
+                message,
+            },
+        },
+        Failure::Unanswered => transient(),
+        Failure::Unsendable => ApiError::Permanent {
+            call: call.to_owned(),
+            message,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn service(code: &str, status: u16) -> Failure {
+        Failure::Service {
+            code: Some(code.to_owned()),
+            status: Some(status),
+        }
+    }
+
+    fn classified(failure: Failure) -> ApiError {
+        classify_failure(CREATE, "app-sessions-dr", &failure, "m".into())
+    }
+
+    #[test]
+    fn already_exists_names_the_cache() {
+        assert_eq!(
+            classified(service("ServerlessCacheAlreadyExistsFault", 400)),
+            ApiError::AlreadyExists {
+                name: "app-sessions-dr".into()
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_change_batch_keeps_the_message() {
+        assert_eq!(
+            classify_failure(
+                CHANGE,
+                "Z1",
+                &service("InvalidChangeBatch", 400),
+                "why".into()
+            ),
+            ApiError::InvalidChangeBatch {
+                message: "why".into()
+            }
+        );
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_transient() {
+        for code in [
+            "Throttling",
+            "ThrottlingException",
+            "PriorRequestNotComplete",
+            "RequestLimitExceeded",
+            "ServiceUnavailable",
+            "InternalError",
+            "InternalFailure",
+        ] {
+            assert!(classified(service(code, 400)).is_transient(), "{code}");
+        }
+        assert!(classified(service("SomethingNew", 502)).is_transient());
+        assert!(classified(service("SomethingNew", 429)).is_transient());
+        assert!(
+            classified(Failure::Service {
+                code: None,
+                status: Some(503)
+            })
+            .is_transient()
+        );
+        assert!(classified(Failure::Unanswered).is_transient());
+    }
+
+    #[test]
+    fn everything_else_is_permanent() {
+        for failure in [
+            service("InvalidParameterValue", 400),
+            service("AccessDenied", 403),
+            service("NoSuchHostedZone", 404),
+            Failure::Service {
+                code: None,
+                status: None,
+            },
+            Failure::Unsendable,
+        ] {
+            assert_eq!(
+                classified(failure),
+                ApiError::Permanent {
+                    call: CREATE.into(),
+                    message: "m".into()
+                }
+            );
+        }
+    }
+
+    fn config(timeouts: Option<TimeoutConfig>) -> SdkConfig {
+        let mut b = SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::from_static("eu-west-1"));
+        b.set_timeout_config(timeouts);
+        b.build()
+    }
+
+    #[test]
+    fn our_timeouts_fill_only_what_the_config_leaves_unset() {
+        let unset = bounded(&config(None));
+        assert_eq!(unset.operation_timeout(), Some(OPERATION_TIMEOUT));
+        assert_eq!(unset.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        let five = Duration::from_secs(5);
+        let theirs = bounded(&config(Some(
+            TimeoutConfig::builder()
+                .operation_timeout(five)
+                .connect_timeout(five)
+                .build(),
+        )));
+        assert_eq!(theirs.operation_timeout(), Some(five));
+        assert_eq!(theirs.connect_timeout(), Some(five));
+        assert_eq!(theirs.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+    }
+
+    #[tokio::test]
+    async fn a_spec_for_another_region_is_refused_before_any_call() {
+        let cache = SdkCache::new(&config(None));
+        assert_eq!(cache.region(), "eu-west-1");
+        let err = cache.create(&spec(json!({}))).await.unwrap_err();
+        assert_eq!(
+            err,
+            ApiError::Permanent {
+                call: CREATE.into(),
+                message: "app-sessions-dr is planned in us-west-2, but this client calls eu-west-1"
+                    .into()
+            }
+        );
+    }
+
+    fn spec(input: Value) -> CacheSpec {
+        CacheSpec {
+            name: "app-sessions-dr".into(),
+            region: "us-west-2".into(),
+            input,
+            tags: BTreeMap::from([("valkey-dr:failover-id".to_owned(), "fo-1".to_owned())]),
+        }
+    }
+
+    #[test]
+    fn the_plan_input_is_read_with_its_own_keys() {
+        let input = CreateInput::read(&spec(json!({
+            "ServerlessCacheName": "app-sessions-dr",
+            "Engine": "valkey",
+            "MajorEngineVersion": "8",
+            "SubnetIds": ["subnet-1", "subnet-2"],
+            "SecurityGroupIds": ["sg-1"],
+            "SnapshotArnsToRestore": [],
+            "Tags": [{"Key": "app", "Value": "sessions"}, {"Key": "valkey-dr:failover-id", "Value": "old"}],
+            "KmsKeyId": "kms-1",
+            "UserGroupId": "ug-1",
+            "SnapshotRetentionLimit": 7,
+            "DailySnapshotTime": "04:00",
+            "CacheUsageLimits": {"DataStorage": {"Maximum": 10, "Unit": "GB"}, "ECPUPerSecond": {"Maximum": 5000}},
+        })))
+        .unwrap();
+        assert_eq!(
+            input,
+            CreateInput {
+                description: None,
+                engine: Some("valkey".into()),
+                major_engine_version: Some("8".into()),
+                subnet_ids: Some(vec!["subnet-1".into(), "subnet-2".into()]),
+                security_group_ids: Some(vec!["sg-1".into()]),
+                kms_key_id: Some("kms-1".into()),
+                user_group_id: Some("ug-1".into()),
+                snapshot_arns_to_restore: None,
+                snapshot_retention_limit: Some(7),
+                daily_snapshot_time: Some("04:00".into()),
+                usage_limits: Some(
+                    CacheUsageLimits::builder()
+                        .data_storage(
+                            DataStorage::builder()
+                                .maximum(10)
+                                .unit(DataStorageUnit::Gb)
+                                .build()
+                        )
+                        .ecpu_per_second(EcpuPerSecond::builder().maximum(5000).build())
+                        .build()
+                ),
+                tags: vec![
+                    Tag::builder().key("app").value("sessions").build(),
+                    Tag::builder()
+                        .key("valkey-dr:failover-id")
+                        .value("fo-1")
+                        .build(),
+                ],
+            }
+        );
+    }
+
+    #[test]
+    fn null_parts_and_an_empty_input_are_absent() {
+        let input = CreateInput::read(&spec(json!({
+            "CacheUsageLimits": {"DataStorage": null, "ECPUPerSecond": {"Maximum": 1000}},
+            "KmsKeyId": null,
+        })))
+        .unwrap();
+        assert_eq!(input.kms_key_id, None);
+        assert_eq!(
+            input.usage_limits,
+            Some(
+                CacheUsageLimits::builder()
+                    .ecpu_per_second(EcpuPerSecond::builder().maximum(1000).build())
+                    .build()
+            )
+        );
+        let none = CreateInput::read(&spec(json!({
+            "CacheUsageLimits": {"DataStorage": null, "ECPUPerSecond": null}
+        })))
+        .unwrap();
+        assert_eq!(none.usage_limits, None);
+        let empty = CreateInput::read(&spec(json!({}))).unwrap();
+        assert_eq!(empty.engine, None);
+        assert_eq!(empty.tags.len(), 1);
+    }
+
+    #[test]
+    fn a_malformed_input_is_refused() {
+        for bad in [
+            json!([]),
+            json!({"SubnetIds": "subnet-1"}),
+            json!({"SubnetIds": [1]}),
+            json!({"Engine": 8}),
+            json!({"SnapshotRetentionLimit": "7"}),
+            json!({"SnapshotRetentionLimit": 1u64 << 40}),
+            json!({"CacheUsageLimits": {"DataStorage": {"Maximum": -1.5}}}),
+            json!({"Tags": [{"Key": "a"}]}),
+        ] {
+            assert!(CreateInput::read(&spec(bad.clone())).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_change_batch_carries_every_field() {
+        let set = RecordSet {
+            name: "valkey.lab.internal.".into(),
+            rtype: "CNAME".into(),
+            ttl: 30,
+            values: vec!["a.example.".into()],
+        };
+        let batch = change_batch(&[Change::Delete(set.clone()), Change::Create(set)]).unwrap();
+        let changes = batch.changes();
+        assert_eq!(changes.len(), 2);
+        assert_eq!(changes[0].action(), &r53::ChangeAction::Delete);
+        assert_eq!(changes[1].action(), &r53::ChangeAction::Create);
+        let rrs = changes[1].resource_record_set().unwrap();
+        assert_eq!(rrs.name(), "valkey.lab.internal.");
+        assert_eq!(rrs.r#type(), &r53::RrType::Cname);
+        assert_eq!(rrs.ttl(), Some(30));
+        assert_eq!(rrs.resource_records()[0].value(), "a.example.");
+    }
+}
