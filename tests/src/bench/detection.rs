@@ -322,6 +322,22 @@ mod tests {
     }
 
     #[test]
+    fn rounds_come_from_the_down_reasons() {
+        let alert = |reasons: Value| Alert {
+            at: Instant::now(),
+            body: json!({"event": "down", "reasons": reasons}),
+        };
+        let reasons = json!([
+            "both paths failed: timeout",
+            "4 consecutive failed rounds ≥ fall 3",
+            "failing for 3s ≥ down_after 2s"
+        ]);
+        assert_eq!(rounds_at_down(&alert(reasons)), Some(4));
+        assert_eq!(rounds_at_down(&alert(json!(["something else"]))), None);
+        assert_eq!(rounds_at_down(&alert(Value::Null)), None);
+    }
+
+    #[test]
     fn the_target_is_the_window_plus_one_timeout_and_delivery() {
         assert_eq!(
             INTERVAL * FALL + TIMEOUT + Duration::from_millis(100),

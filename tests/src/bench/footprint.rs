@@ -74,7 +74,8 @@ pub async fn run(seconds: u64, watch_counts: &[usize]) -> anyhow::Result<Value> 
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "load_1m": {"start": load_start, "end": super::load_1m()},
         "method": "both daemons run at once; VmRSS sampled every second from /proc/<pid>/status \
-                   (VmHWM at the end), CPU = (utime+stime) delta / CLK_TCK / wall seconds x 100 \
+                   (VmHWM as the kernel reports it at the end: it can miss a peak already \
+                   returned), CPU = (utime+stime) delta / CLK_TCK / wall seconds x 100 \
                    from /proc/<pid>/stat, one process each, after every watch / monitored \
                    master is healthy",
         "notes": [
@@ -150,6 +151,7 @@ async fn measure_one(
 
 /// Memory samples and CPU ticks of one process over the window.
 struct Track {
+    name: &'static str,
     pid: u32,
     ticks0: u64,
     rss_kib: Vec<u64>,
@@ -157,17 +159,24 @@ struct Track {
 }
 
 impl Track {
-    fn new(pid: u32) -> anyhow::Result<Track> {
+    fn new(name: &'static str, pid: u32) -> anyhow::Result<Track> {
         Ok(Track {
+            name,
             pid,
-            ticks0: process::cpu_ticks(pid).with_context(|| format!("reading pid {pid}"))?,
+            ticks0: process::cpu_ticks(pid)
+                .with_context(|| format!("reading {name} (pid {pid})"))?,
             rss_kib: Vec::new(),
             last: None,
         })
     }
 
     fn sample(&mut self) -> anyhow::Result<()> {
-        let m = process::memory(self.pid).with_context(|| format!("pid {} is gone", self.pid))?;
+        let m = process::memory(self.pid).with_context(|| {
+            format!(
+                "{} (pid {}) exited during the measurement",
+                self.name, self.pid
+            )
+        })?;
         self.rss_kib.push(m.rss_kib);
         self.last = Some(m);
         Ok(())
@@ -204,8 +213,8 @@ async fn sample(
 ) -> anyhow::Result<(Value, Value, f64)> {
     let own_pid = std::process::id();
     let own0 = process::cpu_ticks(own_pid)?;
-    let mut agent = Track::new(agent_pid)?;
-    let mut sentinel = Track::new(sentinel_pid)?;
+    let mut agent = Track::new("valkey-dr", agent_pid)?;
+    let mut sentinel = Track::new("sentinel", sentinel_pid)?;
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
