@@ -51,6 +51,13 @@ pub enum Command {
         #[arg(long)]
         watch: Option<String>,
     },
+    /// Print the exact API calls a failover of a watch would make now. Changes nothing: it
+    /// only reads the record (ListResourceRecordSets) and the DR cache (DescribeServerlessCaches).
+    Plan {
+        /// Only this watch.
+        #[arg(long)]
+        watch: Option<String>,
+    },
     /// Config file commands.
     Config {
         /// Which one.
@@ -83,6 +90,7 @@ pub async fn run(cli: Cli) -> i32 {
             command: ConfigCommand::Check,
         } => run_config_check(&cli.config),
         Command::Run => run_daemon(&cli.config).await,
+        Command::Plan { watch } => run_plan(&cli.config, watch.as_deref()).await,
         Command::Pause { watch } => {
             run_control(&cli.config, ControlAction::Pause, watch.as_deref()).await
         }
@@ -90,6 +98,61 @@ pub async fn run(cli: Cli) -> i32 {
             run_control(&cli.config, ControlAction::Resume, watch.as_deref()).await
         }
     }
+}
+
+async fn run_plan(path: &std::path::Path, only: Option<&str>) -> i32 {
+    use crate::executor::api::{CacheApi as _, DnsApi as _};
+    use crate::executor::sdk::{SdkCache, SdkDns};
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    let watches: Vec<_> = match only {
+        Some(name) => match config.watch(name) {
+            Ok(w) => vec![w],
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+        None => config.watches.iter().collect(),
+    };
+    let mut plans = Vec::new();
+    let mut code = 0;
+    for w in watches {
+        let dns = SdkDns::new(&crate::aws::sdk_config(&config, "us-east-1").await);
+        let cache = SdkCache::new(&crate::aws::sdk_config(&config, &w.dr.region).await);
+        let current = match dns.record(&w.hosted_zone_id, &w.record, "CNAME").await {
+            Ok(r) => r.and_then(|r| r.values.into_iter().next()),
+            Err(e) => {
+                eprintln!("error: watch {}: reading {}: {e}", w.name, w.record);
+                code = 1;
+                None
+            }
+        };
+        let mut plan = crate::plan::failover_plan_from(&config, w, current.as_deref());
+        plan["dr_cache"] = match cache.describe(&w.dr.cache_name).await {
+            Ok(Some(info)) => serde_json::json!({
+                "exists": true,
+                "status": info.status,
+                "note": if w.dr.adopt_existing {
+                    "exists: a failover adopts it (adopt_existing = true)"
+                } else {
+                    "exists: a failover adopts it only if it carries that failover's id tag, and otherwise stops"
+                },
+            }),
+            Ok(None) => serde_json::json!({ "exists": false }),
+            Err(e) => {
+                eprintln!(
+                    "error: watch {}: describing {}: {e}",
+                    w.name, w.dr.cache_name
+                );
+                code = 1;
+                serde_json::Value::Null
+            }
+        };
+        plans.push(plan);
+    }
+    println!("{:#}", serde_json::json!({ "plans": plans }));
+    code
 }
 
 /// The signals that start a clean stop, for messages.

@@ -1,0 +1,70 @@
+//! The operator commands that talk to AWS, against the lab's emulated control plane.
+
+mod support;
+
+use support::{TestLab, run_bounded};
+
+/// Static credentials for the SDK's default chain, so that it never looks further (the
+/// instance metadata service is not loopback and must never be asked).
+const LAB_CREDENTIALS: [(&str, &str); 4] = [
+    ("AWS_ACCESS_KEY_ID", "AKIDLAB"),
+    ("AWS_SECRET_ACCESS_KEY", "lab-secret-not-real"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/nonexistent/valkey-dr-lab/aws-config"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_reads_the_record_and_changes_nothing() {
+    let lab = TestLab::start().await;
+    let primary = lab
+        .lab
+        .info()
+        .cache(valkey_dr_lab::PRIMARY_CACHE)
+        .unwrap()
+        .clone();
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command
+        .args(["plan", "--config"])
+        .arg(lab.config())
+        .env_remove("VALKEY_DR_CONFIG")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/valkey-dr-lab/credentials",
+        );
+    for (k, v) in LAB_CREDENTIALS {
+        command.env(k, v);
+    }
+    let out = run_bounded(command).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(!stdout.contains("lab-secret-not-real") && !stderr.contains("lab-secret-not-real"));
+    let plan: serde_json::Value = serde_json::from_str(&stdout).expect("plan is JSON");
+    let plan = &plan["plans"][0];
+    assert_eq!(plan["watch"], "sessions");
+    assert_eq!(plan["dr_cache"]["exists"], false);
+    let steps = plan["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["call"], "CreateServerlessCache");
+    assert_eq!(steps[0]["input"]["ServerlessCacheName"], "app-sessions-dr");
+    let delete = &steps[2]["changes"][0];
+    assert_eq!(delete["Action"], "DELETE");
+    assert_eq!(
+        delete["Value"],
+        format!("{}.", primary.endpoint),
+        "the swap deletes what is there now"
+    );
+    assert_eq!(steps[2]["changes"][1]["TTL"], 30);
+
+    let calls = lab.lab.calls();
+    assert!(!calls.is_empty(), "plan read the record and the DR cache");
+    for call in calls {
+        assert!(
+            matches!(
+                call.action.as_str(),
+                "ListResourceRecordSets" | "DescribeServerlessCaches"
+            ),
+            "plan made a call that is not a read: {}",
+            call.action
+        );
+    }
+}
