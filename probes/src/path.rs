@@ -254,16 +254,25 @@ async fn handshake(
 
 /// Maps a failed TLS handshake.
 ///
-/// What rustls rejects (certificate, name, alert, protocol) is `tls`: a setup problem. A
-/// connection that breaks mid-handshake says nothing about certificates, so it is `protocol`,
-/// like a connection that breaks mid-command.
+/// Only what our side rejects about the server's identity (its certificate, its name, no
+/// certificate at all) is `tls`: a setup problem that the policy never fails over on. Anything
+/// else — an alert the server sent (an overloaded or failing endpoint sends `internal_error`
+/// or `handshake_failure`), a peer that misbehaves, a connection that breaks mid-handshake —
+/// says nothing about our setup and is `protocol`, which counts as an outage.
 fn classify_tls_error(server_name: &str, err: &io::Error) -> ProbeError {
-    let kind = match err.kind() {
-        io::ErrorKind::UnexpectedEof
-        | io::ErrorKind::ConnectionReset
-        | io::ErrorKind::ConnectionAborted
-        | io::ErrorKind::BrokenPipe => ErrorKind::Protocol,
-        _ => ErrorKind::Tls,
+    let rejected_identity = err
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            )
+        });
+    let kind = if rejected_identity {
+        ErrorKind::Tls
+    } else {
+        ErrorKind::Protocol
     };
     ProbeError::new(kind, Step::Tls, format!("{server_name}: {err}"))
 }
@@ -356,15 +365,26 @@ fn classify_auth_error(err: &RedisError) -> ProbeError {
     match err.code() {
         Some(code) => {
             let kind = match code {
-                // A generic ERR on AUTH is a configuration problem too, e.g. a password sent
-                // to a server that has none ("AUTH called without any password configured").
-                "ERR" => ErrorKind::Auth,
+                // A generic ERR on AUTH is a configuration problem only when it says so (a
+                // password sent to a server that has none). Other ERRs on the first reply,
+                // such as "max number of clients reached" from an overloaded server, are not
+                // ours to fix and must not hide an outage as a config error.
+                "ERR" if is_auth_message(err.detail().unwrap_or_default()) => ErrorKind::Auth,
+                "ERR" => ErrorKind::Protocol,
                 code => server_error_kind(code),
             };
             ProbeError::new(kind, Step::Auth, format!("AUTH rejected: {code}"))
         }
         None => classify_redis_error(Step::Auth, err),
     }
+}
+
+/// The texts Valkey and Redis use for authentication failures reported as a plain `ERR`.
+fn is_auth_message(detail: &str) -> bool {
+    let detail = detail.to_ascii_lowercase();
+    ["password", "username", "auth"]
+        .iter()
+        .any(|w| detail.contains(w))
 }
 
 async fn ping(con: &mut MultiplexedConnection) -> Result<(), ProbeError> {

@@ -80,8 +80,15 @@ pub fn build_resolver(settings: &ResolverSettings) -> Result<Resolver, SetupErro
     options.attempts = QUERY_RETRIES;
     options.preserve_intermediates = true;
     options.try_tcp_on_error = true;
+    // hickory's default cache holds 32 answers; every watch needs at least two (the record and
+    // the endpoint), so past ~16 watches answers would be evicted and the dns path would stop
+    // honouring TTLs. A few thousand small entries cost little and cover any sane agent.
+    options.cache_size = RESOLVER_CACHE_ENTRIES;
     Ok(builder.build())
 }
+
+/// Answers the resolver keeps (see `build_resolver`).
+const RESOLVER_CACHE_ENTRIES: usize = 4096;
 
 /// The outcome of resolving one name for one path.
 #[derive(Debug, Clone, PartialEq, Eq)]
