@@ -150,6 +150,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     for (index, (w, spec)) in config.watches.iter().zip(specs).enumerate() {
         let path = state_file(&state_dir, &w.name);
         let state = load_state(&path, &w.name);
+        let (persist, persisted) = watch::channel(state.clone());
+        let writer = tokio::spawn(write_states(path.clone(), w.name.clone(), persisted));
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
         watch_controls.insert(w.name.clone(), ctl_tx);
         let task = WatchTask {
@@ -162,7 +164,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             prober: prober.clone(),
             witness: Witness::new(&config, index),
             state,
-            path,
+            persist,
+            writer,
             metrics: metrics.clone(),
             health: health.clone(),
             notifier: notifier.clone(),
@@ -342,7 +345,11 @@ struct WatchTask {
     prober: Arc<Prober>,
     witness: Witness,
     state: WatchState,
-    path: PathBuf,
+    /// Hands states to this watch's writer task: fsync must never stall the single runtime
+    /// thread that probes and serves `/healthz`. The latest state wins.
+    persist: watch::Sender<WatchState>,
+    /// The writer task, awaited at shutdown so the last state is on disk before exit.
+    writer: tokio::task::JoinHandle<()>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
     notifier: Notifier,
@@ -391,7 +398,23 @@ impl WatchTask {
                 }
             }
         }
-        self.save();
+        // The last state goes through the writer like every other, so it cannot be overtaken
+        // by an older write still in flight; then the writer is given a bounded time to finish.
+        let WatchTask {
+            persist,
+            writer,
+            state,
+            name,
+            ..
+        } = self;
+        persist.send_replace(state);
+        drop(persist);
+        if tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .is_err()
+        {
+            tracing::error!(watch = %name, "policy state not saved within 5s of shutdown");
+        }
     }
 
     async fn round(&mut self, now: SystemTime) {
@@ -437,6 +460,12 @@ impl WatchTask {
             ControlAction::Resume => policies::resume(&self.state, now),
         };
         self.apply(next, decisions, now, None);
+        // /status shows the pause at once, not after the next round.
+        let _ = self.done.try_send(RoundDone {
+            watch: self.name.clone(),
+            status: self.status_json(),
+            summary: format!("{}: {}", self.name, self.state.state().as_str()),
+        });
         json!({ "state": self.state.state().as_str(), "paused": self.state.is_paused() })
     }
 
@@ -456,7 +485,7 @@ impl WatchTask {
             || next.is_paused() != self.state.is_paused();
         self.state = next;
         if persist {
-            self.save();
+            self.persist.send_replace(self.state.clone());
         }
         self.metrics.set_state(&self.name, self.state.state());
         self.metrics.set_consecutive_failures(
@@ -515,12 +544,6 @@ impl WatchTask {
         }
     }
 
-    fn save(&self) {
-        if let Err(e) = store::write_json(&self.path, &self.state) {
-            tracing::error!(watch = %self.name, error = %format!("{:#}", anyhow::Error::from(e)), "cannot save policy state");
-        }
-    }
-
     fn status_json(&self) -> Value {
         let s = &self.state;
         json!({
@@ -554,6 +577,22 @@ impl WatchTask {
             self.state.state().as_str(),
             paths.join(", ")
         )
+    }
+}
+
+/// Writes a watch's states as they change, off the runtime thread, in order.
+async fn write_states(path: PathBuf, watch: String, mut states: watch::Receiver<WatchState>) {
+    while states.changed().await.is_ok() {
+        let state = states.borrow_and_update().clone();
+        let path = path.clone();
+        let written = tokio::task::spawn_blocking(move || store::write_json(&path, &state)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(watch, error = %format!("{:#}", anyhow::Error::from(e)), "cannot save policy state")
+            }
+            Err(e) => tracing::error!(watch, error = %e, "policy state writer failed"),
+        }
     }
 }
 

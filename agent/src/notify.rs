@@ -532,11 +532,13 @@ impl Command {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        // The agent's own VALKEY_DR_* variables may hold secrets (password_env, url_env) and
-        // would be mistaken for the event's: the command sees only the event's.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("VALKEY_DR_") {
-                command.env_remove(name);
+        // The agent's environment holds secrets (the probe password under whatever name
+        // password_env gives, AWS credentials, webhook URLs): the command gets a clean
+        // environment with only what a script needs to run, plus the event.
+        command.env_clear();
+        for name in ["PATH", "HOME", "LANG", "LC_ALL", "TZ"] {
+            if let Some(value) = std::env::var_os(name) {
+                command.env(name, value);
             }
         }
         command.envs(event_env(event));

@@ -121,15 +121,17 @@ async fn latency_is_measured_but_passes_under_the_timeout() {
     let lab = TestLab::start().await;
     lab.fault(Fault::Latency {
         cache: PRIMARY_CACHE.into(),
-        delay: Duration::from_millis(40),
+        delay: Duration::from_millis(20),
     })
     .await;
     let run = check(&lab.config(), &[]).await;
     assert_eq!(run.code, 0, "{}", run.output);
     let latency = run.path(0, "direct")["latency_ms"].as_f64().unwrap();
-    // TLS handshake and four commands each wait at least one delayed round trip.
+    // PING, SET and GET each wait one round trip delayed in both directions (3 x 2 x 20 ms),
+    // plus the TLS handshake; small enough to stay far below the 500 ms timeout on a loaded
+    // machine.
     assert!(
-        latency >= 150.0,
+        latency >= 120.0,
         "latency {latency} ms does not show the injected delay"
     );
 }

@@ -498,7 +498,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             });
         };
         let value = existing.values.join(" ");
-        if value.contains(&format!("failover={}", plan.failover_id)) {
+        if lease_field(&value, "failover") == Some(plan.failover_id.as_str()) {
             j.lease = Some(existing);
             return Ok(format!("{name} is already ours (resumed)"));
         }
@@ -763,14 +763,15 @@ pub fn lease_value(plan: &Plan, expires: SystemTime) -> String {
     )
 }
 
+/// One `key=value` field of a lease value, matched exactly (`fo-1` is not `fo-10`).
+fn lease_field<'v>(value: &'v str, key: &str) -> Option<&'v str> {
+    value
+        .split(|c: char| c.is_whitespace() || c == '"')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
 fn lease_expiry(value: &str) -> Option<SystemTime> {
-    let secs = value
-        .trim_matches('"')
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("expires="))?
-        .trim_matches('"')
-        .parse::<u64>()
-        .ok()?;
+    let secs = lease_field(value, "expires")?.parse::<u64>().ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 

@@ -455,4 +455,9 @@ fn lease_values_round_trip_their_expiry() {
     let v = lease_value(&plan(true), t);
     assert_eq!(v, "\"owner=agent-a failover=fo-1 expires=1800000000\"");
     assert_eq!(lease_expiry(&v), Some(t));
+    assert_eq!(lease_field(&v, "failover"), Some("fo-1"));
+    assert_eq!(
+        lease_field("\"owner=a failover=fo-10 expires=1\"", "failover"),
+        Some("fo-10")
+    );
 }
