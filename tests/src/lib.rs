@@ -68,7 +68,7 @@ pub use crate::dns::ENDPOINT_TTL;
 pub use crate::error::LabError;
 pub use crate::fault::Fault;
 pub use crate::naming::short_region;
-pub use crate::valkey::find_valkey_server;
+pub use crate::valkey::{die_with_parent, find_valkey_server};
 
 /// The private zone the lab serves.
 pub const ZONE: &str = "lab.internal.";

@@ -279,6 +279,34 @@ impl FileLock {
 }
 
 /// The last lines of a log file, for error messages. Never fails: an unreadable log says so.
+/// Makes the child get SIGKILL when this process dies, however it dies (`kill -9` included),
+/// so that no server or daemon a lab or bench starts can outlive it.
+pub fn die_with_parent(command: &mut Command) {
+    // SAFETY: getpid is async-signal-safe and is called before the fork.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
+    // functions (prctl, getppid); it allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) == -1
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl; then nobody would signal us.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
 pub(crate) fn log_tail(path: &Path) -> String {
     const TAIL_BYTES: u64 = 4096;
     const TAIL_LINES: usize = 15;
@@ -427,30 +455,8 @@ impl ValkeySpec {
             // Its own process group: a Ctrl-C in the operator's terminal reaches the lab, which
             // then stops the servers in order, instead of every server at once.
             .process_group(0);
-        // SAFETY: getpid is async-signal-safe and is called before the fork.
-        let lab_pid = unsafe { libc::getpid() };
-        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-        // functions (prctl, getppid); it allocates nothing.
-        unsafe {
-            command.pre_exec(move || {
-                // No valkey-server may outlive the lab, even after `kill -9` of the lab.
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) == -1
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                // The lab may have died between fork and prctl; then nobody would ever signal us.
-                if libc::getppid() != lab_pid {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
+        // No valkey-server may outlive the lab, even after `kill -9` of the lab.
+        die_with_parent(&mut command);
         command.spawn().map_err(spawn_error)
     }
 

@@ -652,14 +652,21 @@ fn tls_errors_map_to_kinds() {
         rustls::Error::AlertReceived(rustls::AlertDescription::InternalError),
     );
     assert_eq!(classify_tls_error("c", &alert).kind, ErrorKind::Protocol);
-    let no_cert = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::NoCertificatesPresented);
+    let no_cert = io::Error::new(
+        io::ErrorKind::InvalidData,
+        rustls::Error::NoCertificatesPresented,
+    );
     assert_eq!(classify_tls_error("c", &no_cert).kind, ErrorKind::Tls);
 }
 
 #[test]
 fn plain_err_on_auth_is_auth_only_when_it_is_about_credentials() {
-    assert!(is_auth_message("AUTH <password> called without any password configured for the default user"));
-    assert!(is_auth_message("invalid username-password pair or user is disabled."));
+    assert!(is_auth_message(
+        "AUTH <password> called without any password configured for the default user"
+    ));
+    assert!(is_auth_message(
+        "invalid username-password pair or user is disabled."
+    ));
     assert!(!is_auth_message("max number of clients reached"));
 }
 

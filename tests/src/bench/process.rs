@@ -42,30 +42,8 @@ impl Owned {
             .stdout(out)
             .stderr(err)
             .kill_on_drop(true);
-        // SAFETY: getpid is async-signal-safe and is called before the fork.
-        let bench_pid = unsafe { libc::getpid() };
-        // SAFETY: the closure runs between fork and exec and only calls async-signal-safe
-        // functions (prctl, getppid); it allocates nothing.
-        unsafe {
-            command.pre_exec(move || {
-                // No daemon may outlive the bench, even after `kill -9` of the bench.
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) == -1
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                // The bench may have died between fork and prctl.
-                if libc::getppid() != bench_pid {
-                    return Err(io::Error::from_raw_os_error(libc::ESRCH));
-                }
-                Ok(())
-            });
-        }
+        // No daemon may outlive the bench, even after `kill -9` of the bench.
+        valkey_dr_lab::die_with_parent(&mut command);
         let child = command
             .spawn()
             .with_context(|| format!("starting {name} ({:?})", command.as_std().get_program()))?;
