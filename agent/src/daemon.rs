@@ -516,7 +516,7 @@ impl WatchTask {
                 event = PolicyEvent::FailoverIntent.as_str().to_owned();
                 reasons.insert(
                     0,
-                    "alert-only mode: would fail over now; run `valkey-dr failover` to do it"
+                    "alert-only mode: would fail over now; detail.plan holds the calls it would make"
                         .into(),
                 );
                 detail =
