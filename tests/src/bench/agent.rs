@@ -48,6 +48,20 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 }
 
 /// `debug` or `release`, from the directory the binary was built into (cargo's layout).
+/// The agent binary to measure and its build profile, warning when it is not a release build
+/// (a debug build's figures say nothing about production).
+pub fn measured_binary() -> anyhow::Result<(PathBuf, &'static str)> {
+    let binary = binary()?;
+    let profile = profile_of(&binary);
+    if profile != "release" {
+        eprintln!(
+            "bench: warning: measuring a {profile} build of valkey-dr ({})",
+            binary.display()
+        );
+    }
+    Ok((binary, profile))
+}
+
 pub fn profile_of(binary: &Path) -> &'static str {
     match binary
         .parent()

@@ -38,14 +38,7 @@ const DETECT_LIMIT: Duration = Duration::from_secs(15);
 const RECOVER_LIMIT: Duration = Duration::from_secs(15);
 
 pub async fn run(outages: usize, seed: u64) -> anyhow::Result<Value> {
-    let binary = agent::binary()?;
-    let profile = agent::profile_of(&binary);
-    if profile != "release" {
-        eprintln!(
-            "bench: warning: measuring a {profile} build of valkey-dr ({})",
-            binary.display()
-        );
-    }
+    let (binary, profile) = agent::measured_binary()?;
     let valkey = tokio::task::spawn_blocking(find_valkey_server).await??;
     let mut rng = StdRng::seed_from_u64(seed);
     let offsets: Vec<Duration> = (0..outages)

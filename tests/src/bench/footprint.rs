@@ -32,14 +32,7 @@ fn targets() -> Value {
 }
 
 pub async fn run(seconds: u64, watch_counts: &[usize]) -> anyhow::Result<Value> {
-    let binary = agent::binary()?;
-    let profile = agent::profile_of(&binary);
-    if profile != "release" {
-        eprintln!(
-            "bench: warning: measuring a {profile} build of valkey-dr ({})",
-            binary.display()
-        );
-    }
+    let (binary, profile) = agent::measured_binary()?;
     let valkey = tokio::task::spawn_blocking(find_valkey_server).await??;
     let scratch = ScratchDir::new("footprint")?;
     let load_start = super::load_1m();
