@@ -618,8 +618,10 @@ async fn the_executor_fails_over_through_the_sdk() {
             max_backoff: Duration::from_millis(500),
             poll: Duration::from_millis(100),
             insync_timeout: DEADLINE,
+            alert_every: Duration::from_secs(60),
         },
         progress: &progress,
+        alert: &|_, _| {},
     };
     let journal = timeout(Duration::from_secs(90), executor.run(Journal::new(plan)))
         .await

@@ -156,6 +156,30 @@ pub struct Journal {
     pub entries: Vec<Entry>,
     /// How many times the executor (re)started on this journal.
     pub runs: u32,
+    /// How the failover ended; `None` while it runs or after a crash, which a restart then
+    /// resumes.
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+}
+
+/// How a failover ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every step finished: the DR cache serves the record.
+    Completed,
+    /// Another agent holds the lease (or finished first); this one did nothing more.
+    StoodDown {
+        /// Why.
+        reason: String,
+    },
+    /// A step failed for good.
+    Failed {
+        /// The step.
+        step: Step,
+        /// The error.
+        error: String,
+    },
 }
 
 impl Journal {
@@ -169,6 +193,7 @@ impl Journal {
             change_id: None,
             entries: Vec::new(),
             runs: 0,
+            outcome: None,
         }
     }
 
@@ -182,6 +207,21 @@ impl Journal {
     /// Whether every step finished.
     pub fn complete(&self) -> bool {
         Step::ALL.iter().all(|s| self.done(*s))
+    }
+
+    /// Whether a restart must resume this failover: it began and has no outcome yet.
+    pub fn unfinished(&self) -> bool {
+        self.outcome.is_none()
+    }
+
+    /// When the failover began (its first journal entry).
+    pub fn started_at(&self) -> Option<SystemTime> {
+        self.entries.first().map(|e| e.at)
+    }
+
+    /// The step that last started, for status lines.
+    pub fn current_step(&self) -> Option<Step> {
+        self.entries.last().map(|e| e.step)
     }
 
     /// How long each finished step took (last start to its done), for reports and metrics.
@@ -297,6 +337,9 @@ pub struct Limits {
     /// How long `wait_insync` may wait. Route 53's control plane lives in us-east-1, which may
     /// be the failed region, so this is long; every retry is reported.
     pub insync_timeout: Duration,
+    /// While Route 53 keeps failing, how often people hear that the executor is still
+    /// retrying (it never gives up on a transient Route 53 error on its own).
+    pub alert_every: Duration,
 }
 
 impl Default for Limits {
@@ -307,6 +350,7 @@ impl Default for Limits {
             max_backoff: Duration::from_secs(10),
             poll: Duration::from_secs(2),
             insync_timeout: Duration::from_secs(30 * 60),
+            alert_every: Duration::from_secs(60),
         }
     }
 }
@@ -325,6 +369,9 @@ pub struct Executor<'a, C, D, V> {
     pub limits: Limits,
     /// Called after every journal write, for `failover_step` events and logs.
     pub progress: &'a (dyn Fn(&Journal, &Entry) + Send + Sync),
+    /// Called when a step keeps retrying (at the first retry, then every
+    /// [`Limits::alert_every`]), so a long Route 53 outage is never silent.
+    pub alert: &'a (dyn Fn(Step, &str) + Send + Sync),
 }
 
 impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
@@ -350,10 +397,26 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                     test_hooks::crash_point(step, Phase::Done);
                 }
                 Err(e) => {
+                    // The outcome is written with the failure, so a restart does not resume a
+                    // failover that stopped for good (a foreign record, a failed build, a
+                    // held lease): people decide what happens next.
+                    journal.outcome = Some(match &e {
+                        FailoverError::StoodDown { holder } => Outcome::StoodDown {
+                            reason: holder.clone(),
+                        },
+                        other => Outcome::Failed {
+                            step,
+                            error: other.to_string(),
+                        },
+                    });
                     let _ = self.record(&mut journal, step, Phase::Failed, e.to_string());
                     return Err((journal, e));
                 }
             }
+        }
+        journal.outcome = Some(Outcome::Completed);
+        if let Err(e) = self.save(&journal) {
+            return Err((journal, e));
         }
         Ok(journal)
     }
@@ -421,19 +484,61 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         }
     }
 
-    /// Retries `call` on transient errors with bounded exponential backoff.
-    async fn retry<T, F, Fut>(&self, step: Step, mut call: F) -> Result<T, FailoverError>
+    /// Retries `call` on transient errors with bounded exponential backoff: at most
+    /// [`Limits::attempts`] for ElastiCache, and without end for Route 53 (see
+    /// [`Self::retry_route53`]).
+    async fn retry<T, F, Fut>(&self, step: Step, call: F) -> Result<T, FailoverError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        self.retry_until(step, Some(self.limits.attempts), call)
+            .await
+    }
+
+    /// Route 53's control plane is served from us-east-1, which may be the region that
+    /// failed: a transient Route 53 error is retried until it passes, with an alert at the
+    /// first retry and every [`Limits::alert_every`] after, never given up on quietly. Only
+    /// a shutdown stops it, and the journal then resumes the step on the next start.
+    async fn retry_route53<T, F, Fut>(&self, step: Step, call: F) -> Result<T, FailoverError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        self.retry_until(step, None, call).await
+    }
+
+    async fn retry_until<T, F, Fut>(
+        &self,
+        step: Step,
+        attempts: Option<u32>,
+        mut call: F,
+    ) -> Result<T, FailoverError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ApiError>>,
     {
         let mut delay = self.limits.backoff;
         let mut attempt = 1;
+        let started = tokio::time::Instant::now();
+        let mut next_alert = started;
         loop {
             match call().await {
                 Ok(v) => return Ok(v),
-                Err(e) if e.is_transient() && attempt < self.limits.attempts => {
+                Err(e) if e.is_transient() && attempts.is_none_or(|max| attempt < max) => {
                     tracing::warn!(step = step.as_str(), attempt, error = %e, "retrying");
+                    if attempts.is_none() && tokio::time::Instant::now() >= next_alert {
+                        (self.alert)(
+                            step,
+                            &format!(
+                                "still retrying after {} ({attempt} attempts): {e}",
+                                humantime::format_duration(Duration::from_secs(
+                                    started.elapsed().as_secs()
+                                ))
+                            ),
+                        );
+                        next_alert = tokio::time::Instant::now() + self.limits.alert_every;
+                    }
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(self.limits.max_backoff);
                     attempt += 1;
@@ -454,7 +559,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         // `DELETE` half of the later compare-and-swap.
         if j.old_target.is_none() {
             let current = self
-                .retry(Step::Lease, || {
+                .retry_route53(Step::Lease, || {
                     self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
                 })
                 .await?;
@@ -474,7 +579,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         };
         let take = [Change::Create(ours.clone())];
         match self
-            .retry(Step::Lease, || self.dns.change(&plan.hosted_zone_id, &take))
+            .retry_route53(Step::Lease, || self.dns.change(&plan.hosted_zone_id, &take))
             .await
         {
             Ok(_) => {
@@ -488,7 +593,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             Err(e) => return Err(e),
         }
         let existing = self
-            .retry(Step::Lease, || {
+            .retry_route53(Step::Lease, || {
                 self.dns.record(&plan.hosted_zone_id, &name, "TXT")
             })
             .await?;
@@ -509,7 +614,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 Change::Delete(existing.clone()),
                 Change::Create(ours.clone()),
             ];
-            self.retry(Step::Lease, || {
+            self.retry_route53(Step::Lease, || {
                 self.dns.change(&plan.hosted_zone_id, &takeover)
             })
             .await
@@ -590,9 +695,26 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             .map(|e| e.at)
             .unwrap_or_else(SystemTime::now);
         loop {
-            let info = self
-                .retry(Step::WaitAvailable, || self.cache.describe(&name))
-                .await?;
+            // A Describe that fails transiently is one more poll without news, not a reason
+            // to give up: only `create_timeout` ends the wait.
+            let info = match self.cache.describe(&name).await {
+                Ok(info) => info,
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(step = "wait_available", error = %e, "describe failed; still waiting");
+                    Some(CacheInfo {
+                        name: name.clone(),
+                        arn: String::new(),
+                        status: CacheStatus::Other("unknown: describe failed".into()),
+                        endpoint: None,
+                    })
+                }
+                Err(source) => {
+                    return Err(FailoverError::Api {
+                        step: "wait_available",
+                        source,
+                    });
+                }
+            };
             match info {
                 Some(info) if info.status == CacheStatus::Available && info.endpoint.is_some() => {
                     j.endpoint = info.endpoint.clone();
@@ -615,7 +737,67 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         }
     }
 
+    /// A lease that has used more than half its life is renewed before the record is
+    /// touched, so that the swap never happens under a lease another agent may take over.
+    async fn renew_lease(&self, j: &mut Journal) -> Result<(), FailoverError> {
+        let plan = j.plan.clone();
+        let (Some(lease), Some(valid_for)) = (j.lease.clone(), plan.lease) else {
+            return Ok(());
+        };
+        let left = lease_expiry(&lease.values.join(" "))
+            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+            .unwrap_or_default();
+        if left >= valid_for / 2 {
+            return Ok(());
+        }
+        let renewed = RecordSet {
+            values: vec![lease_value(&plan, SystemTime::now() + valid_for)],
+            ..lease.clone()
+        };
+        let batch = [Change::Delete(lease.clone()), Change::Create(renewed.clone())];
+        match self
+            .retry_route53(Step::SwitchDns, || {
+                self.dns.change(&plan.hosted_zone_id, &batch)
+            })
+            .await
+        {
+            Ok(_) => j.lease = Some(renewed),
+            Err(FailoverError::Api {
+                source: ApiError::InvalidChangeBatch { .. },
+                ..
+            }) => {
+                // Either a previous run renewed it and crashed before saving, or the lease
+                // expired and someone else holds it now.
+                let name = plan.lease_name();
+                let now = self
+                    .retry_route53(Step::SwitchDns, || {
+                        self.dns.record(&plan.hosted_zone_id, &name, "TXT")
+                    })
+                    .await?;
+                match now {
+                    Some(r)
+                        if lease_field(&r.values.join(" "), "failover")
+                            == Some(plan.failover_id.as_str()) =>
+                    {
+                        j.lease = Some(r)
+                    }
+                    other => {
+                        return Err(FailoverError::StoodDown {
+                            holder: format!(
+                                "our lease expired before the DNS switch; now {}",
+                                describe(other.as_ref())
+                            ),
+                        });
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        self.save(j)
+    }
+
     async fn switch_dns(&self, j: &mut Journal) -> Result<String, FailoverError> {
+        self.renew_lease(j).await?;
         let plan = j.plan.clone();
         let (host, _) = j.endpoint.clone().ok_or_else(|| FailoverError::Verify {
             step: "switch_dns",
@@ -623,7 +805,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         })?;
         let target = format!("{}.", host.trim_end_matches('.'));
         let current = self
-            .retry(Step::SwitchDns, || {
+            .retry_route53(Step::SwitchDns, || {
                 self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
             })
             .await?;
@@ -648,7 +830,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         }
         changes.push(Change::Create(new));
         match self
-            .retry(Step::SwitchDns, || {
+            .retry_route53(Step::SwitchDns, || {
                 self.dns.change(&plan.hosted_zone_id, &changes)
             })
             .await
@@ -664,7 +846,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 // The compare failed: read again. Already ours is success (a previous run's
                 // change landed before the crash); anything else belongs to someone else.
                 let now = self
-                    .retry(Step::SwitchDns, || {
+                    .retry_route53(Step::SwitchDns, || {
                         self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
                     })
                     .await?;
@@ -685,13 +867,19 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         let Some(id) = j.change_id.clone() else {
             return Ok("no change of ours to wait for".into());
         };
-        let deadline = tokio::time::Instant::now() + self.limits.insync_timeout;
+        // The change is made: giving up now would help nobody. Transient errors and a change
+        // that stays PENDING are retried without end; people hear about it once it has taken
+        // longer than `insync_timeout` (or at once for an error), then every `alert_every`.
+        let started = tokio::time::Instant::now();
+        let mut next_alert = started + self.limits.insync_timeout;
         loop {
-            match self.dns.change_status(&id).await {
+            let problem = match self.dns.change_status(&id).await {
                 Ok(ChangeStatus::InSync) => return Ok(format!("{id} INSYNC")),
-                Ok(ChangeStatus::Pending) => {}
+                Ok(ChangeStatus::Pending) => None,
                 Err(e) if e.is_transient() => {
                     tracing::warn!(change = %id, error = %e, "GetChange failed; retrying");
+                    next_alert = next_alert.min(tokio::time::Instant::now());
+                    Some(e.to_string())
                 }
                 Err(source) => {
                     return Err(FailoverError::Api {
@@ -699,18 +887,19 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                         source,
                     });
                 }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(FailoverError::Api {
-                    step: "wait_insync",
-                    source: ApiError::Transient {
-                        call: "route53:GetChange".into(),
-                        message: format!(
-                            "{id} not INSYNC after {}",
-                            humantime::format_duration(self.limits.insync_timeout)
-                        ),
+            };
+            if tokio::time::Instant::now() >= next_alert {
+                let waited = humantime::format_duration(Duration::from_secs(
+                    started.elapsed().as_secs(),
+                ));
+                (self.alert)(
+                    Step::WaitInsync,
+                    &match problem {
+                        Some(e) => format!("{id} still not confirmed after {waited}: {e}"),
+                        None => format!("{id} still PENDING after {waited}"),
                     },
-                });
+                );
+                next_alert = tokio::time::Instant::now() + self.limits.alert_every;
             }
             tokio::time::sleep(self.limits.poll).await;
         }
@@ -733,7 +922,12 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 source: ApiError::InvalidChangeBatch { .. },
                 ..
             }) => Ok(format!("{} was already released", lease.name)),
-            Err(e) => Err(e),
+            // The failover itself is done; a lease that cannot be dropped expires on its own
+            // and is then taken over safely, so this must not undo a finished failover.
+            Err(e) => {
+                (self.alert)(Step::Release, &format!("lease left to expire: {e}"));
+                Ok(format!("{} left to expire: {e}", lease.name))
+            }
         }
     }
 }

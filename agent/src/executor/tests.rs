@@ -242,6 +242,7 @@ fn limits() -> Limits {
         max_backoff: Duration::from_millis(5),
         poll: Duration::from_millis(1),
         insync_timeout: Duration::from_secs(5),
+        alert_every: Duration::from_secs(60),
     }
 }
 
@@ -258,6 +259,7 @@ async fn run(
         path: dir.join("failover.json"),
         limits: limits(),
         progress: &progress,
+        alert: &|_, _| {},
     }
     .run(journal)
     .await
