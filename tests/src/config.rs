@@ -32,7 +32,6 @@ pub(crate) struct AgentConfig<'a> {
     pub(crate) timeout: Duration,
     pub(crate) ca_file: &'a Path,
     pub(crate) password_env: Option<&'a str>,
-    pub(crate) witness: SocketAddr,
     /// The lab's AWS endpoint; the agent's SDK clients talk to it instead of AWS.
     pub(crate) aws_endpoint: &'a str,
 }
@@ -120,9 +119,10 @@ tls_server_name = "endpoint"
         let _ = write!(
             out,
             r#"
+# The real witness: DescribeServerlessCaches in the DR region, through the lab's API.
+# `valkey-dr-lab fault witness-down` makes every AWS call from the agent fail.
 [watch.witness]
-kind = "tcp"
-address = "{witness}"
+kind = "aws"
 
 [watch.policy]
 fall = 3
@@ -131,7 +131,6 @@ rise = 2
 down_after = "{down_after}"
 reminder_interval = "1m"
 "#,
-            witness = self.witness,
             down_after = humantime::format_duration(self.interval * 2),
         );
         out
@@ -156,7 +155,6 @@ mod tests {
             timeout: Duration::from_millis(500),
             ca_file: ca,
             password_env,
-            witness: "127.0.0.1:7777".parse().unwrap(),
             aws_endpoint: "http://127.0.0.1:7000",
         }
     }
@@ -179,10 +177,7 @@ mod tests {
         assert!(text.contains("interval = \"1s\"\ntimeout = \"500ms\"\n"));
         assert!(text.contains("tls_server_name = \"endpoint\"\n\n[watch.witness]"));
         assert!(!text.contains("password_env"));
-        assert!(
-            text.contains("kind = \"tcp\"\naddress = \"127.0.0.1:7777\"\n"),
-            "{text}"
-        );
+        assert!(text.contains("[watch.witness]\nkind = \"aws\"\n"), "{text}");
         assert!(text.contains("down_after = \"2s\"\n"), "{text}");
 
         let parsed: toml::Table = toml::from_str(&text).unwrap();

@@ -50,7 +50,7 @@ pub enum Fault {
     DnsDown,
     /// The private zone answers again.
     DnsUp,
-    /// Close the witness port: the agent can no longer prove it reaches the outside.
+    /// Cut the agent's way out: the TCP witness port closes and every AWS call answers 503.
     WitnessDown,
     /// Reopen the witness port.
     WitnessUp,

@@ -72,6 +72,20 @@ pub use crate::valkey::{die_with_parent, find_valkey_server};
 
 /// The private zone the lab serves.
 pub const ZONE: &str = "lab.internal.";
+
+/// The environment of every agent process the lab, its tests and its benches start: static
+/// dummy credentials and every other credential source off, so that the AWS SDK's default
+/// chain never reaches for the instance metadata service (not loopback) or a real profile.
+pub const LAB_AWS_ENV: [(&str, &str); 5] = [
+    ("AWS_ACCESS_KEY_ID", "AKIDLAB"),
+    ("AWS_SECRET_ACCESS_KEY", "lab-secret-not-real"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+    ("AWS_CONFIG_FILE", "/nonexistent/valkey-dr-lab/aws-config"),
+    (
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "/nonexistent/valkey-dr-lab/credentials",
+    ),
+];
 /// The record applications use.
 pub const RECORD: &str = "valkey.lab.internal.";
 /// The primary cache.
@@ -304,8 +318,14 @@ impl Shared {
             Fault::Clear { cache } => self.cache(cache)?.clear().await?,
             Fault::DnsDown => self.zone.set_zone_down(true),
             Fault::DnsUp => self.zone.set_zone_down(false),
-            Fault::WitnessDown => self.witness.down(),
-            Fault::WitnessUp => self.witness.up().await?,
+            Fault::WitnessDown => {
+                self.witness.down();
+                self.aws.set_unreachable(true);
+            }
+            Fault::WitnessUp => {
+                self.aws.set_unreachable(false);
+                self.witness.up().await?;
+            }
             Fault::PointRecord { cache } => {
                 let cache = self.cache(cache)?;
                 self.zone.point_record(&dns::fqdn(&cache.info.endpoint)?);
@@ -681,7 +701,6 @@ impl Lab {
             timeout: options.timeout,
             ca_file: &ca_file,
             password_env: password_env.as_deref(),
-            witness: witness_addr,
             aws_endpoint: &shared.base.aws_endpoint,
         }
         .render();

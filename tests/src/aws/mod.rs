@@ -208,6 +208,8 @@ struct InjectedError {
 struct Faults {
     /// Regions whose ElastiCache API answers 503.
     outages: BTreeSet<String>,
+    /// `witness-down`: the agent's own way out is cut, so every call fails.
+    unreachable: bool,
     injected: Vec<InjectedError>,
     provisioning: VecDeque<Provisioning>,
 }
@@ -288,6 +290,11 @@ impl Aws {
         }
     }
 
+    /// `witness-down` / `witness-up`: every call answers 503 while set.
+    pub(crate) fn set_unreachable(&self, down: bool) {
+        lock(&self.faults).unreachable = down;
+    }
+
     pub(crate) fn region_down(&self, region: &str) -> bool {
         lock(&self.faults).outages.contains(region)
     }
@@ -316,6 +323,13 @@ impl Aws {
     /// only; it does not use up injected errors), then an injected error.
     fn gate(&self, service: AwsService, action: &str, region: &str) -> Result<(), ApiError> {
         let mut faults = lock(&self.faults);
+        if faults.unreachable {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "The lab's witness-down fault is on: no AWS call gets through.".to_owned(),
+            ));
+        }
         if service == AwsService::Elasticache && faults.outages.contains(region) {
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

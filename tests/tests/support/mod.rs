@@ -94,10 +94,26 @@ impl CheckRun {
 /// Runs a command with a bounded wait; the child is killed if it overruns.
 pub async fn run_bounded(mut command: tokio::process::Command) -> Output {
     command.kill_on_drop(true);
+    lab_aws_env(&mut command);
     tokio::time::timeout(COMMAND_DEADLINE, command.output())
         .await
         .expect("command finished within the deadline")
         .expect("command ran")
+}
+
+/// Sets [`valkey_dr_lab::LAB_AWS_ENV`] where the caller set nothing else: no agent a test
+/// starts may ever look for real credentials (the metadata service is not loopback).
+pub fn lab_aws_env(command: &mut tokio::process::Command) {
+    let set: Vec<_> = command
+        .as_std()
+        .get_envs()
+        .map(|(k, _)| k.to_owned())
+        .collect();
+    for (k, v) in valkey_dr_lab::LAB_AWS_ENV {
+        if !set.iter().any(|s| s == k) {
+            command.env(k, v);
+        }
+    }
 }
 
 /// `valkey-dr check --output json` with extra environment.
@@ -250,6 +266,7 @@ impl Agent {
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .kill_on_drop(true);
+        lab_aws_env(&mut command);
         for (k, v) in env {
             command.env(k, v);
         }
