@@ -373,6 +373,14 @@ pub enum ControlAction {
     Pause,
     /// Act on watches again.
     Resume,
+    /// Start a failover now, through the same executor as an automatic one.
+    Failover,
+    /// Point the record back at the primary once it passes `rise` rounds; with `delete_dr`,
+    /// delete the DR cache afterwards.
+    Failback {
+        /// Delete the DR cache once the record points at the primary again.
+        delete_dr: bool,
+    },
 }
 
 impl ControlAction {
@@ -381,6 +389,8 @@ impl ControlAction {
         match self {
             ControlAction::Pause => "pause",
             ControlAction::Resume => "resume",
+            ControlAction::Failover => "failover",
+            ControlAction::Failback { .. } => "failback",
         }
     }
 
@@ -398,6 +408,10 @@ impl ControlAction {
                     let _ = write!(path, "%{b:02X}");
                 }
             }
+        }
+        if let ControlAction::Failback { delete_dr: true } = self {
+            path.push(if watch.is_some() { '&' } else { '?' });
+            path.push_str("delete_dr=true");
         }
         path
     }
@@ -465,6 +479,8 @@ fn router(admin: AdminState, control_timeout: Duration) -> Router {
         .route("/status", get(status))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
+        .route("/failover", post(failover))
+        .route("/failback", post(failback))
         .fallback(not_found)
         .with_state(Shared {
             admin,
@@ -500,10 +516,30 @@ async fn resume(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
     control(&shared, ControlAction::Resume, &uri).await
 }
 
+async fn failover(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
+    control(&shared, ControlAction::Failover, &uri).await
+}
+
+async fn failback(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
+    // `delete_dr=true` is the one parameter besides `watch`, and only here.
+    let query = uri.query().unwrap_or_default();
+    let delete_dr = query.split('&').any(|p| p == "delete_dr=true");
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|p| *p != "delete_dr=true")
+        .collect();
+    let rest = rest.join("&");
+    let uri: Uri = match format!("/failback?{rest}").parse() {
+        Ok(uri) => uri,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    control(&shared, ControlAction::Failback { delete_dr }, &uri).await
+}
+
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        "not found; try GET /metrics, /healthz, /status or POST /pause, /resume [?watch=NAME]\n",
+        "not found; try GET /metrics, /healthz, /status or POST /pause, /resume, /failover, /failback [?watch=NAME]\n",
     )
         .into_response()
 }

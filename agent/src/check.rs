@@ -139,6 +139,40 @@ pub async fn probe_spec(config: &Config, w: &WatchConfig) -> Result<ProbeSpec, C
     probe_spec_with(config, w, &mut TlsConfigs::default()).await
 }
 
+/// `watch.primary.endpoint` when the config leaves it out: `DescribeServerlessCaches` of the
+/// primary cache in the primary region, bounded. It needs the primary region's API, so an
+/// agent that must start during that region's outage needs the endpoint in its config.
+async fn primary_endpoint(config: &Config, w: &WatchConfig) -> Result<String, String> {
+    use crate::executor::api::CacheApi as _;
+    let cache = crate::executor::sdk::SdkCache::new(
+        &crate::aws::sdk_config(config, &w.primary.region).await,
+    );
+    let lookup = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        cache.describe(&w.primary.cache_name),
+    );
+    let unset = "watch.primary.endpoint is not set and";
+    match lookup.await {
+        Ok(Ok(Some(info))) => info.endpoint.map(|(host, _)| host).ok_or_else(|| {
+            format!(
+                "{unset} {} in {} has no endpoint yet (status {:?}); set watch.primary.endpoint",
+                w.primary.cache_name, w.primary.region, info.status
+            )
+        }),
+        Ok(Ok(None)) => Err(format!(
+            "{unset} there is no serverless cache {} in {}; set watch.primary.endpoint or fix watch.primary.cache_name",
+            w.primary.cache_name, w.primary.region
+        )),
+        Ok(Err(e)) => Err(format!(
+            "{unset} looking it up failed: {e}; set watch.primary.endpoint to the cache's endpoint"
+        )),
+        Err(_) => Err(format!(
+            "{unset} DescribeServerlessCaches in {} did not answer within 20s; set watch.primary.endpoint",
+            w.primary.region
+        )),
+    }
+}
+
 async fn probe_spec_with(
     config: &Config,
     w: &WatchConfig,
@@ -148,12 +182,10 @@ async fn probe_spec_with(
         watch: w.name.clone(),
         message,
     };
-    let endpoint = w.primary.endpoint.clone().ok_or_else(|| {
-        setup(format!(
-            "watch.primary.endpoint is not set; set it to the endpoint of {} (DescribeServerlessCaches shows it)",
-            w.primary.cache_name
-        ))
-    })?;
+    let endpoint = match &w.primary.endpoint {
+        Some(endpoint) => endpoint.clone(),
+        None => primary_endpoint(config, w).await.map_err(setup)?,
+    };
     let tls = if w.probe.tls {
         let key = (w.probe.ca_file.clone(), w.probe.insecure_skip_verify);
         let client_config = match tls_configs.get(&key) {

@@ -58,6 +58,58 @@ pub enum Command {
         #[arg(long)]
         watch: Option<String>,
     },
+    /// Rehearse the DR build: create a throw-away cache in the DR region with the full DR
+    /// spec, verify it with PING/SET/GET, time each step against the 4 h RTO, and delete it.
+    /// Never touches Route 53. The report is saved under `state_dir/drills/`.
+    Drill {
+        /// The watch (required when the config has several).
+        #[arg(long)]
+        watch: Option<String>,
+        /// Leave the drill cache running (it is billed until deleted).
+        #[arg(long)]
+        keep: bool,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print the least-privilege IAM policy (JSON) for this config.
+    IamPolicy,
+    /// Fail over now through the same executor as an automatic failover (through the running
+    /// agent when there is one). Asks on a terminal; needs --yes anywhere else.
+    Failover {
+        /// The watch (required when the config has several).
+        #[arg(long)]
+        watch: Option<String>,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Print the plan (the exact calls) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Point the record back at the primary once it passes `rise` rounds (compare-and-swap,
+    /// then verification).
+    Failback {
+        /// The watch (required when the config has several).
+        #[arg(long)]
+        watch: Option<String>,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Delete the DR cache once the record points at the primary again.
+        #[arg(long)]
+        delete_dr: bool,
+    },
+    /// The record according to Route 53 and to DNS, both caches, the agent's state and the
+    /// last failover.
+    Status {
+        /// Only this watch.
+        #[arg(long)]
+        watch: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Config file commands.
     Config {
         /// Which one.
@@ -91,6 +143,25 @@ pub async fn run(cli: Cli) -> i32 {
         } => run_config_check(&cli.config),
         Command::Run => run_daemon(&cli.config).await,
         Command::Plan { watch } => run_plan(&cli.config, watch.as_deref()).await,
+        Command::Drill {
+            watch,
+            keep,
+            output,
+        } => run_drill(&cli.config, watch.as_deref(), keep, output).await,
+        Command::IamPolicy => run_iam_policy(&cli.config),
+        Command::Failover {
+            watch,
+            yes,
+            dry_run,
+        } => run_failover(&cli.config, watch.as_deref(), yes, dry_run).await,
+        Command::Failback {
+            watch,
+            yes,
+            delete_dr,
+        } => run_failback(&cli.config, watch.as_deref(), yes, delete_dr).await,
+        Command::Status { watch, output } => {
+            run_status(&cli.config, watch.as_deref(), output).await
+        }
         Command::Pause { watch } => {
             run_control(&cli.config, ControlAction::Pause, watch.as_deref()).await
         }
@@ -152,6 +223,56 @@ async fn run_plan(path: &std::path::Path, only: Option<&str>) -> i32 {
         plans.push(plan);
     }
     println!("{:#}", serde_json::json!({ "plans": plans }));
+    code
+}
+
+async fn run_failover(path: &std::path::Path, only: Option<&str>, yes: bool, dry_run: bool) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    let w = match crate::commands::one_watch(&config, only) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if dry_run {
+        eprintln!("dry run: nothing is changed; these are the calls a failover would make now");
+        return run_plan(path, Some(&w.name)).await;
+    }
+    crate::commands::failover(&config, w, yes).await
+}
+
+async fn run_failback(
+    path: &std::path::Path,
+    only: Option<&str>,
+    yes: bool,
+    delete_dr: bool,
+) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    let w = match crate::commands::one_watch(&config, only) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    crate::commands::failback(&config, w, yes, delete_dr).await
+}
+
+async fn run_status(path: &std::path::Path, only: Option<&str>, output: Output) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    if let Some(Err(e)) = only.map(|name| config.watch(name)) {
+        eprintln!("error: {e}");
+        return 2;
+    }
+    let (code, report) = crate::commands::status(&config, only).await;
+    match output {
+        Output::Text => print!("{}", crate::commands::status_text(&report)),
+        Output::Json => println!("{report:#}"),
+    }
     code
 }
 
@@ -329,4 +450,66 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+async fn run_drill(path: &std::path::Path, only: Option<&str>, keep: bool, output: Output) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    let w = match (only, config.watches.as_slice()) {
+        (Some(name), _) => match config.watch(name) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+        (None, [w]) => w,
+        (None, watches) => {
+            let names: Vec<_> = watches.iter().map(|w| format!("{:?}", w.name)).collect();
+            eprintln!(
+                "error: a drill runs for one watch; choose it with --watch (valid: {})",
+                names.join(", ")
+            );
+            return 2;
+        }
+    };
+    let finished = match crate::drill::execute(&config, w, keep).await {
+        Ok(finished) => finished,
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("error: drill not started: {:#}", anyhow::Error::from(e));
+            return code;
+        }
+    };
+    let crate::drill::Finished { report, saved } = finished;
+    let saved = match saved {
+        Ok(path) => Some(path),
+        Err(e) => {
+            eprintln!(
+                "error: the drill report could not be saved: {:#}",
+                anyhow::Error::from(e)
+            );
+            None
+        }
+    };
+    let rendered = match output {
+        Output::Text => crate::drill::to_text(&report, saved.as_deref()),
+        Output::Json => format!("{:#}\n", serde_json::json!(report)),
+    };
+    let _ = std::io::stdout().lock().write_all(rendered.as_bytes());
+    if let Some(step) = &report.failed_step {
+        eprintln!(
+            "error: drill failed at {step}: {}",
+            report.error.as_deref().unwrap_or("")
+        );
+    }
+    if report.ok && saved.is_some() { 0 } else { 1 }
+}
+
+fn run_iam_policy(path: &std::path::Path) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    let rendered = format!("{:#}\n", crate::iam_policy::policy(&config));
+    let _ = std::io::stdout().lock().write_all(rendered.as_bytes());
+    0
 }

@@ -25,6 +25,9 @@ use crate::admin::{self, AdminState, ControlAction, ControlRequest, Health, Metr
 use crate::check;
 use crate::config::{Config, WatchConfig};
 use crate::event::Event;
+use crate::executor::api::{CacheApi as _, CacheStatus};
+use crate::executor::{Entry, FailoverError, Journal, Outcome, Phase, Step};
+use crate::failover::{self, FailbackReport, Runner};
 use crate::notify::Notifier;
 use crate::plan;
 use crate::store::{self, StoreError};
@@ -61,7 +64,8 @@ pub fn admin_file(state_dir: &Path) -> PathBuf {
     state_dir.join("admin.json")
 }
 
-fn state_file(state_dir: &Path, watch: &str) -> PathBuf {
+/// The file where a watch's policy state is kept.
+pub fn state_file(state_dir: &Path, watch: &str) -> PathBuf {
     state_dir.join(format!("watch-{watch}.json"))
 }
 
@@ -147,6 +151,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let (done_tx, done_rx) = mpsc::channel(64);
     let mut watch_controls = BTreeMap::new();
     let mut tasks = Vec::new();
+    let shared_config = Arc::new(config.clone());
+    let aws_witnesses = Arc::new(crate::witness::AwsWitnesses::new(&config, min_interval));
     for (index, (w, spec)) in config.watches.iter().zip(specs).enumerate() {
         let path = state_file(&state_dir, &w.name);
         let state = load_state(&path, &w.name);
@@ -154,7 +160,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         let writer = tokio::spawn(write_states(path.clone(), w.name.clone(), persisted));
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
         watch_controls.insert(w.name.clone(), ctl_tx);
+        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let task = WatchTask {
+            config: shared_config.clone(),
+            index,
+            primary: spec.clone(),
+            runner: None,
+            op: None,
+            ops: ops_tx,
+            shutdown: shutdown.clone(),
+            following: false,
+            last_failover: None,
+            last_failback: None,
             name: w.name.clone(),
             agent_id: config.agent.id.clone(),
             interval: w.probe.interval,
@@ -162,7 +179,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             plan: plan::failover_plan(&config, w),
             spec,
             prober: prober.clone(),
-            witness: Witness::new(&config, index),
+            witness: Witness::new(&config, index, aws_witnesses.clone()),
             state,
             persist,
             writer,
@@ -173,7 +190,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             rounds: 0,
             last_observation: None,
         };
-        tasks.push(tokio::spawn(task.run(ctl_rx, shutdown.clone())));
+        tasks.push(tokio::spawn(task.run(ctl_rx, ops_rx)));
     }
     drop(done_tx);
     let control = tokio::spawn(dispatch_control(control_rx, watch_controls));
@@ -334,7 +351,48 @@ async fn dispatch_control(
     }
 }
 
+/// What a running failover or failback tells its watch task.
+enum OpMsg {
+    /// A journal entry was written.
+    Step(Entry),
+    /// A step keeps retrying.
+    Retrying(Step, String),
+    /// The failover ended.
+    FailoverDone(Box<Result<Journal, (Journal, FailoverError)>>),
+    /// A failback step finished.
+    FailbackStep(String, String),
+    /// The failback ended.
+    FailbackDone(Result<FailbackReport, String>),
+}
+
+/// The failover or failback a watch is running.
+struct Op {
+    /// `failover` or `failback`.
+    kind: &'static str,
+    /// The failover id (failbacks get one too, for logs).
+    id: String,
+    /// Aborted at shutdown: the journal resumes the failover on the next start.
+    task: tokio::task::JoinHandle<()>,
+}
+
 struct WatchTask {
+    config: Arc<Config>,
+    index: usize,
+    /// The configured primary's probe spec. `spec` is the active cache's: the DR cache
+    /// after a failover.
+    primary: ProbeSpec,
+    /// Built on the first failover or failback: most agents never need AWS clients.
+    runner: Option<Arc<Runner>>,
+    op: Option<Op>,
+    ops: mpsc::UnboundedSender<OpMsg>,
+    shutdown: CancellationToken,
+    /// This agent stood down for another one: it adopts the DR cache once the record shows
+    /// that the other agent's failover landed.
+    following: bool,
+    /// The last failover, for `/status`.
+    last_failover: Option<Value>,
+    /// The last failback, for `/status`.
+    last_failback: Option<Value>,
     name: String,
     agent_id: String,
     interval: Duration,
@@ -362,8 +420,10 @@ impl WatchTask {
     async fn run(
         mut self,
         mut control: mpsc::Receiver<(ControlAction, oneshot::Sender<Value>)>,
-        shutdown: CancellationToken,
+        mut ops: mpsc::UnboundedReceiver<OpMsg>,
     ) {
+        let shutdown = self.shutdown.clone();
+        self.restore_failover().await;
         // A fixed-rate schedule: the next round is due one interval after the previous one
         // was *due*, not after it finished, and a round that overruns skips the missed ticks
         // instead of bursting to catch up.
@@ -380,8 +440,10 @@ impl WatchTask {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some((action, reply)) = control.recv() => {
-                    let _ = reply.send(self.control(action));
+                    let answer = self.control(action).await;
+                    let _ = reply.send(answer);
                 }
+                Some(msg) = ops.recv() => self.on_op(msg),
                 tick = ticker.tick() => {
                     if stall_after.is_some_and(|n| self.rounds >= n) {
                         tracing::warn!(watch = %self.name, "test hook: stalling the loop");
@@ -400,6 +462,11 @@ impl WatchTask {
         }
         // The last state goes through the writer like every other, so it cannot be overtaken
         // by an older write still in flight; then the writer is given a bounded time to finish.
+        // A failover in flight stops here; its journal resumes it on the next start.
+        if let Some(op) = self.op.take() {
+            op.task.abort();
+            tracing::warn!(watch = %self.name, failover_id = %op.id, "{} interrupted by shutdown; the journal resumes it on the next start", op.kind);
+        }
         let WatchTask {
             persist,
             writer,
@@ -418,7 +485,24 @@ impl WatchTask {
     }
 
     async fn round(&mut self, now: SystemTime) {
-        let observation = self.prober.round(&self.spec).await;
+        // While the DR cache serves the watch, the old primary's own endpoint is probed too,
+        // so that people hear when failback becomes possible.
+        let (observation, old_primary) = if self.state.served_by_dr && self.op.is_none() {
+            let (o, p) = tokio::join!(
+                self.prober.round(&self.spec),
+                self.prober.direct(&self.primary)
+            );
+            let status = match &p.error {
+                None => policies::PathStatus::Ok,
+                Some(e) => policies::PathStatus::Failed(failure_kind(e.kind)),
+            };
+            (o, Some(status))
+        } else {
+            (self.prober.round(&self.spec).await, None)
+        };
+        if self.following {
+            self.follow(&observation, now).await;
+        }
         self.rounds += 1;
         self.health.tick();
         let dns = path_status(&observation, PathKind::Dns);
@@ -436,13 +520,16 @@ impl WatchTask {
             direct,
             drift: observation.drift().map(str::to_owned),
             witness,
-            old_primary: None,
+            old_primary,
         };
         let (next, decisions) = policies::step(&self.state, &input, now, &self.params);
         self.metrics.record_observation(&observation);
         let observation_json = check::observation_json(&observation);
         self.last_observation = Some(observation_json.clone());
-        self.apply(next, decisions, now, Some(observation_json));
+        let intent = self.apply(next, decisions, now, Some(observation_json));
+        if intent {
+            self.start_failover("auto", now).await;
+        }
         let _ = self
             .done
             .send(RoundDone {
@@ -453,31 +540,54 @@ impl WatchTask {
             .await;
     }
 
-    fn control(&mut self, action: ControlAction) -> Value {
+    async fn control(&mut self, action: ControlAction) -> Value {
         let now = SystemTime::now();
         let (next, decisions) = match action {
             ControlAction::Pause => policies::pause(&self.state, now),
             ControlAction::Resume => policies::resume(&self.state, now),
+            ControlAction::Failover => {
+                let answer = match self.start_failover("manual", now).await {
+                    Some(id) => json!({ "started": true, "failover_id": id }),
+                    None => {
+                        json!({ "started": false, "error": self.state.last_reasons.join("; ") })
+                    }
+                };
+                self.publish();
+                return answer;
+            }
+            ControlAction::Failback { delete_dr } => {
+                let answer = match self.start_failback(delete_dr).await {
+                    Ok(id) => json!({ "started": true, "failback_id": id }),
+                    Err(e) => json!({ "started": false, "error": e }),
+                };
+                self.publish();
+                return answer;
+            }
         };
-        self.apply(next, decisions, now, None);
-        // /status shows the pause at once, not after the next round.
+        let _ = self.apply(next, decisions, now, None);
+        self.publish();
+        json!({ "state": self.state.state().as_str(), "paused": self.state.is_paused() })
+    }
+
+    /// `/status` shows a control action at once, not after the next round.
+    fn publish(&self) {
         let _ = self.done.try_send(RoundDone {
             watch: self.name.clone(),
             status: self.status_json(),
             summary: format!("{}: {}", self.name, self.state.state().as_str()),
         });
-        json!({ "state": self.state.state().as_str(), "paused": self.state.is_paused() })
     }
 
     /// Takes the engine's new state: persists it when it matters, updates metrics, and sends
-    /// every decision to the notifiers.
+    /// every decision to the notifiers. Returns whether the engine asks for a failover now
+    /// (every guard passed).
     fn apply(
         &mut self,
         next: WatchState,
         decisions: Vec<Decision>,
         now: SystemTime,
         observation: Option<Value>,
-    ) {
+    ) -> bool {
         // Persist on anything a restart must not forget (a state change, an announced event,
         // a pause); a healthy steady state is not rewritten every round.
         let persist = !decisions.is_empty()
@@ -498,10 +608,419 @@ impl WatchTask {
             "direct",
             self.state.direct.consecutive_failures,
         );
+        let mut intent = false;
         for d in decisions {
+            intent |= d.event == PolicyEvent::FailoverIntent;
             self.notifier
                 .notify(self.event(d, now, observation.clone()));
         }
+        intent
+    }
+
+    fn watch_config(&self) -> &WatchConfig {
+        &self.config.watches[self.index]
+    }
+
+    async fn runner(&mut self) -> Arc<Runner> {
+        if let Some(r) = &self.runner {
+            return r.clone();
+        }
+        let runner = Arc::new(
+            Runner::new(
+                &self.config,
+                self.watch_config(),
+                self.prober.clone(),
+                self.primary.clone(),
+            )
+            .await,
+        );
+        self.runner = Some(runner.clone());
+        runner
+    }
+
+    /// On start: resume an unfinished failover, or pick up where a finished one left the
+    /// watch (the DR endpoint it serves from).
+    async fn restore_failover(&mut self) {
+        let journal = match failover::load_journal(&self.config.agent.state_dir, &self.name) {
+            Ok(j) => j,
+            Err(e) => {
+                let message = format!("{:#}", anyhow::Error::from(e));
+                tracing::error!(watch = %self.name, error = %message, "cannot read the failover journal");
+                self.emit(
+                    "failover_failed",
+                    vec![format!(
+                        "cannot read the failover journal: {message}; fix or move it, then restart"
+                    )],
+                    None,
+                    None,
+                );
+                return;
+            }
+        };
+        let Some(journal) = journal else { return };
+        self.last_failover = Some(journal_summary(&journal));
+        if journal.unfinished() {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            tracing::warn!(watch = %self.name, failover_id = %journal.plan.failover_id, "resuming an unfinished failover from its journal");
+            let runner = self.runner().await;
+            self.launch(runner, journal, "resume", SystemTime::now());
+            return;
+        }
+        if self.state.served_by_dr {
+            match &journal.endpoint {
+                Some((host, port)) if journal.outcome == Some(Outcome::Completed) => {
+                    self.spec.endpoint = host.trim_end_matches('.').to_owned();
+                    self.spec.port = *port;
+                }
+                _ => {
+                    tracing::error!(watch = %self.name, "the saved state says the DR cache serves the watch, but the last journal has no completed failover; probing the configured primary")
+                }
+            }
+        }
+    }
+
+    /// Starts a failover (the engine's intent, or an operator's). Returns its id, or `None`
+    /// when it could not start (the reasons say why).
+    async fn start_failover(&mut self, trigger: &str, now: SystemTime) -> Option<String> {
+        let refuse = if let Some(op) = &self.op {
+            Some(format!("a {} ({}) is already running", op.kind, op.id))
+        } else if self.shutdown.is_cancelled() {
+            Some("shutdown has begun: no failover is started now".to_owned())
+        } else {
+            None
+        };
+        if let Some(reason) = refuse {
+            tracing::warn!(watch = %self.name, trigger, "{reason}");
+            self.state.last_reasons = vec![reason];
+            return None;
+        }
+        let runner = self.runner().await;
+        // The journal is on disk before the state says "failing over": a crash in between
+        // leaves a journal that the next start resumes.
+        match runner.begin(&self.config, self.watch_config(), now) {
+            Ok(journal) => {
+                let id = journal.plan.failover_id.clone();
+                self.launch(runner, journal, trigger, now);
+                Some(id)
+            }
+            Err(e) => {
+                let reason = format!("cannot write the failover journal: {e}; no failover started");
+                self.metrics.failover_result(&self.name, "failed");
+                self.emit("failover_failed", vec![reason.clone()], None, None);
+                self.state.last_reasons = vec![reason];
+                None
+            }
+        }
+    }
+
+    fn launch(&mut self, runner: Arc<Runner>, journal: Journal, trigger: &str, now: SystemTime) {
+        let (next, decisions) = policies::failover_started(&self.state, now);
+        let _ = self.apply(next, decisions, now, None);
+        let id = journal.plan.failover_id.clone();
+        let resumed = journal.runs > 0;
+        self.emit(
+            "failover_started",
+            vec![match trigger {
+                "auto" => "every guard passed: failing over to the DR region".to_owned(),
+                "manual" => "an operator asked for a failover".to_owned(),
+                _ => format!("resuming failover {id} from its journal after a restart"),
+            }],
+            Some(id.clone()),
+            Some(json!({
+                "trigger": trigger,
+                "resumed": resumed,
+                "plan": plan::failover_plan(&self.config, self.watch_config()),
+                "done_steps": Step::ALL.iter().filter(|s| journal.done(**s)).map(|s| s.as_str()).collect::<Vec<_>>(),
+            })),
+        );
+        self.last_failover = Some(journal_summary(&journal));
+        let tx = self.ops.clone();
+        let task = tokio::spawn(async move {
+            let progress = |_: &Journal, e: &Entry| {
+                let _ = tx.send(OpMsg::Step(e.clone()));
+            };
+            let alert = |step: Step, message: &str| {
+                let _ = tx.send(OpMsg::Retrying(step, message.to_owned()));
+            };
+            let result = runner.failover(journal, &progress, &alert).await;
+            let _ = tx.send(OpMsg::FailoverDone(Box::new(result)));
+        });
+        self.op = Some(Op {
+            kind: "failover",
+            id,
+            task,
+        });
+    }
+
+    /// Starts a failback if the old primary has passed `rise` rounds.
+    async fn start_failback(&mut self, delete_dr: bool) -> Result<String, String> {
+        if let Some(op) = &self.op {
+            return Err(format!("a {} ({}) is already running", op.kind, op.id));
+        }
+        if !self.state.served_by_dr {
+            return Err("the primary already serves the watch: nothing to fail back".to_owned());
+        }
+        let rise = self.params.rise();
+        if self.state.old_primary_successes < rise {
+            return Err(format!(
+                "the primary has passed {} consecutive rounds, and failback needs rise = {rise}; wait for failback_possible",
+                self.state.old_primary_successes
+            ));
+        }
+        if self.shutdown.is_cancelled() {
+            return Err("shutdown has begun".to_owned());
+        }
+        let runner = self.runner().await;
+        let id = format!("fb-{}", failover::compact_utc(SystemTime::now()));
+        let dr = self.spec.endpoint.clone();
+        let primary = self.primary.endpoint.clone();
+        let tx = self.ops.clone();
+        let task = tokio::spawn(async move {
+            let progress = |step: &str, detail: &str| {
+                let _ = tx.send(OpMsg::FailbackStep(step.to_owned(), detail.to_owned()));
+            };
+            let result = runner.failback(&dr, &primary, delete_dr, &progress).await;
+            let _ = tx.send(OpMsg::FailbackDone(result));
+        });
+        self.op = Some(Op {
+            kind: "failback",
+            id: id.clone(),
+            task,
+        });
+        Ok(id)
+    }
+
+    fn on_op(&mut self, msg: OpMsg) {
+        let now = SystemTime::now();
+        let id = self.op.as_ref().map(|op| op.id.clone());
+        match msg {
+            OpMsg::Step(entry) => {
+                if let Some(summary) = &mut self.last_failover {
+                    summary["step"] = json!(entry.step.as_str());
+                }
+                if entry.phase != Phase::Done {
+                    return;
+                }
+                self.emit(
+                    "failover_step",
+                    vec![format!("{}: {}", entry.step.as_str(), entry.detail)],
+                    id,
+                    Some(json!({ "step": entry.step.as_str(), "phase": "done", "detail": entry.detail })),
+                );
+            }
+            OpMsg::Retrying(step, message) => {
+                self.emit(
+                    "failover_step",
+                    vec![format!("{}: {message}", step.as_str())],
+                    id,
+                    Some(json!({ "step": step.as_str(), "phase": "retrying", "detail": message })),
+                );
+            }
+            OpMsg::FailoverDone(result) => {
+                self.op = None;
+                self.failover_done(*result, now);
+            }
+            OpMsg::FailbackStep(step, detail) => {
+                self.emit(
+                    "failover_step",
+                    vec![format!("failback {step}: {detail}")],
+                    id,
+                    Some(json!({ "step": step, "phase": "done", "detail": detail, "failback": true })),
+                );
+            }
+            OpMsg::FailbackDone(result) => {
+                self.op = None;
+                match result {
+                    Ok(report) => {
+                        self.last_failback =
+                            Some(json!({ "id": id, "result": "completed", "report": report }));
+                        let (next, decisions) = policies::failback_completed(&self.state, now);
+                        let _ = self.apply(next, decisions, now, None);
+                        self.spec.endpoint = self.primary.endpoint.clone();
+                        self.spec.port = self.primary.port;
+                        self.emit(
+                            "failback_completed",
+                            vec![format!(
+                                "{} points at the primary {} again",
+                                report.record, report.target
+                            )],
+                            id,
+                            serde_json::to_value(&report).ok(),
+                        );
+                    }
+                    Err(e) => {
+                        self.last_failback =
+                            Some(json!({ "id": id, "result": "failed", "error": e }));
+                        self.emit(
+                            "failback_failed",
+                            vec![e.clone()],
+                            id,
+                            Some(json!({ "error": e })),
+                        );
+                    }
+                }
+            }
+        }
+        self.publish();
+    }
+
+    fn failover_done(
+        &mut self,
+        result: Result<Journal, (Journal, FailoverError)>,
+        now: SystemTime,
+    ) {
+        let (journal, error) = match result {
+            Ok(journal) => (journal, None),
+            Err((journal, e)) => (journal, Some(e)),
+        };
+        let id = Some(journal.plan.failover_id.clone());
+        let timings = journal.timings();
+        for (step, d) in &timings {
+            self.metrics.failover_step(&self.name, step, *d);
+        }
+        let timings_ms: BTreeMap<_, _> = timings
+            .iter()
+            .map(|(k, v)| (*k, v.as_millis() as u64))
+            .collect();
+        let total_ms = journal
+            .started_at()
+            .and_then(|t| now.duration_since(t).ok())
+            .map(|d| d.as_millis() as u64);
+        self.last_failover = Some(journal_summary(&journal));
+        match error {
+            None => {
+                self.metrics.failover_result(&self.name, "completed");
+                let (next, decisions) = policies::failover_completed(&self.state, now);
+                let _ = self.apply(next, decisions, now, None);
+                if let Some((host, port)) = &journal.endpoint {
+                    self.spec.endpoint = host.trim_end_matches('.').to_owned();
+                    self.spec.port = *port;
+                }
+                self.following = false;
+                self.emit(
+                    "failover_completed",
+                    vec![format!(
+                        "{} now points at the DR cache {} ({})",
+                        journal.plan.record, journal.plan.cache.name, self.spec.endpoint
+                    )],
+                    id,
+                    Some(json!({
+                        "endpoint": self.spec.endpoint,
+                        "port": self.spec.port,
+                        "cache": journal.plan.cache.name,
+                        "steps_ms": timings_ms,
+                        "total_ms": total_ms,
+                        "runs": journal.runs,
+                    })),
+                );
+            }
+            Some(FailoverError::StoodDown { holder }) => {
+                self.metrics.failover_result(&self.name, "stood_down");
+                let reason = format!("stood down: another agent holds the lease ({holder})");
+                let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
+                let _ = self.apply(next, decisions, now, None);
+                // The other agent is failing over: once the record shows its DR cache, this
+                // agent follows it instead of reporting drift.
+                self.following = true;
+                self.emit(
+                    "stood_down",
+                    vec![
+                        reason,
+                        "this agent follows once the record points at the DR cache".to_owned(),
+                    ],
+                    id,
+                    Some(json!({ "holder": holder })),
+                );
+            }
+            Some(e) => {
+                self.metrics.failover_result(&self.name, "failed");
+                let step = match &journal.outcome {
+                    Some(Outcome::Failed { step, .. }) => step.as_str(),
+                    _ => journal.current_step().map_or("unknown", Step::as_str),
+                };
+                let reason = format!("failover failed at {step}: {e}");
+                let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
+                let _ = self.apply(next, decisions, now, None);
+                let record_untouched = !journal.done(Step::SwitchDns);
+                self.emit(
+                    "failover_failed",
+                    vec![
+                        reason,
+                        if record_untouched {
+                            format!("{} was not changed", journal.plan.record)
+                        } else {
+                            format!("{} already points at the DR cache", journal.plan.record)
+                        },
+                    ],
+                    id,
+                    Some(json!({
+                        "step": step,
+                        "error": e.to_string(),
+                        "record_untouched": record_untouched,
+                        "steps_ms": timings_ms,
+                    })),
+                );
+            }
+        }
+    }
+
+    /// After standing down: adopt the DR cache once the record points at it and it is
+    /// available (the other agent's failover landed).
+    async fn follow(&mut self, o: &Observation, now: SystemTime) {
+        let Some(target) = o.drift().map(str::to_owned) else {
+            return;
+        };
+        let runner = self.runner().await;
+        let name = self.watch_config().dr.cache_name.clone();
+        let Ok(Some(info)) = runner.cache.describe(&name).await else {
+            return;
+        };
+        let Some((host, port)) = info.endpoint else {
+            return;
+        };
+        if info.status != CacheStatus::Available || !valkey_dr_probes::same_name(&host, &target) {
+            return;
+        }
+        self.following = false;
+        let (next, decisions) = policies::failover_completed(&self.state, now);
+        let _ = self.apply(next, decisions, now, None);
+        self.spec.endpoint = host.trim_end_matches('.').to_owned();
+        self.spec.port = port;
+        self.emit(
+            "failover_completed",
+            vec![format!(
+                "another agent's failover landed: {} points at the DR cache {name}; following it",
+                self.spec.record
+            )],
+            None,
+            Some(json!({ "endpoint": self.spec.endpoint, "port": port, "cache": name, "by_another_agent": true })),
+        );
+    }
+
+    /// Sends an executor event (they are not the engine's decisions).
+    fn emit(
+        &self,
+        event: &str,
+        reasons: Vec<String>,
+        failover_id: Option<String>,
+        detail: Option<Value>,
+    ) {
+        let state = self.state.state().as_str().to_owned();
+        self.notifier.notify(Event {
+            event: event.to_owned(),
+            watch: self.name.clone(),
+            state: state.clone(),
+            previous_state: state,
+            reasons,
+            observation: None,
+            agent_id: self.agent_id.clone(),
+            at: SystemTime::now(),
+            of: None,
+            failover_id,
+            detail,
+        });
     }
 
     fn event(&self, d: Decision, now: SystemTime, observation: Option<Value>) -> Event {
@@ -558,6 +1077,12 @@ impl WatchTask {
             },
             "reasons": s.last_reasons,
             "rounds": self.rounds,
+            "active_endpoint": format!("{}:{}", self.spec.endpoint, self.spec.port),
+            "served_by_dr": s.served_by_dr,
+            "old_primary_successes": s.old_primary_successes,
+            "running": self.op.as_ref().map(|op| json!({ "kind": op.kind, "id": op.id })),
+            "last_failover": self.last_failover,
+            "last_failback": self.last_failback,
             "last_observation": self.last_observation,
         })
     }
@@ -578,6 +1103,19 @@ impl WatchTask {
             paths.join(", ")
         )
     }
+}
+
+/// A failover journal in a few fields, for `/status` and `valkey-dr status`.
+pub fn journal_summary(j: &Journal) -> Value {
+    json!({
+        "failover_id": j.plan.failover_id,
+        "outcome": j.outcome,
+        "step": j.current_step().map(Step::as_str),
+        "started_at": j.started_at().map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        "endpoint": j.endpoint.as_ref().map(|(h, p)| format!("{h}:{p}")),
+        "steps_ms": j.timings().iter().map(|(k, v)| (k.to_string(), v.as_millis() as u64)).collect::<BTreeMap<_, _>>(),
+        "runs": j.runs,
+    })
 }
 
 /// Writes a watch's states as they change, off the runtime thread, in order.

@@ -6,6 +6,8 @@
 //! - [`check`]: one probe round judged with Nagios statuses (`valkey-dr check`).
 //! - [`aws`]: SDK setup, built only when needed.
 //! - [`cli`]: the command line, and the exit codes.
+//! - [`drill`]: a rehearsal of the DR build with a throw-away cache, timed against the RTO.
+//! - [`iam_policy`]: the least-privilege IAM policy for a config.
 //!
 //! The agent owns all I/O; decisions belong to `valkey-dr-policies`, measurements to
 //! `valkey-dr-probes`. Secrets never reach logs, `Debug` output or printed config.
@@ -15,10 +17,14 @@ pub mod admin;
 pub mod aws;
 pub mod check;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod drill;
 pub mod event;
 pub mod executor;
+pub mod failover;
+pub mod iam_policy;
 pub mod notify;
 pub mod plan;
 pub mod store;

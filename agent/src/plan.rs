@@ -64,8 +64,9 @@ pub fn executor_plan(config: &Config, w: &WatchConfig, failover_id: &str) -> exe
     }
 }
 
-/// The `CreateServerlessCache` input for the DR spec of `w`.
-fn create_input(w: &WatchConfig) -> Value {
+/// The `CreateServerlessCache` input for the DR spec of `w` (`valkey-dr drill` builds its
+/// throw-away cache from it too, so a drill tests exactly what a failover would ask for).
+pub fn create_input(w: &WatchConfig) -> Value {
     let dr = &w.dr;
     let mut create = json!({
         "ServerlessCacheName": dr.cache_name,

@@ -2,7 +2,9 @@
 //! dead. An agent on a host that lost its network sees every cache fail; without a witness it
 //! would fail over a healthy region.
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aws_sdk_elasticache::Client;
 use tokio::net::TcpStream;
@@ -11,23 +13,22 @@ use valkey_dr_policies::Witness as Verdict;
 
 use crate::config::{Config, WitnessConfig};
 
-/// One watch's witness. AWS clients are built on first use: most rounds never need one.
+/// One watch's witness.
 pub struct Witness {
     kind: WitnessConfig,
     region: String,
-    config: Config,
-    client: OnceCell<Client>,
+    aws: Arc<AwsWitnesses>,
 }
 
 impl Witness {
-    /// The witness configured for watch `index` of `config`.
-    pub fn new(config: &Config, index: usize) -> Self {
+    /// The witness configured for watch `index` of `config`; AWS checks go through `aws`,
+    /// which every watch of the agent shares.
+    pub fn new(config: &Config, index: usize, aws: Arc<AwsWitnesses>) -> Self {
         let watch = &config.watches[index];
         Witness {
             kind: watch.witness.clone(),
             region: watch.dr.region.clone(),
-            config: config.clone(),
-            client: OnceCell::new(),
+            aws,
         }
     }
 
@@ -45,30 +46,69 @@ impl Witness {
                     )),
                 }
             }
-            WitnessConfig::Aws { timeout } => self.aws(*timeout).await,
+            WitnessConfig::Aws { timeout } => self.aws.check(&self.region, *timeout).await,
+        }
+    }
+}
+
+/// The AWS witness (`DescribeServerlessCaches` in a watch's DR region), shared by every watch:
+/// one client per region, one call in flight per region, and a verdict reused for
+/// `fresh_for`. In an outage every watch fails at once; without this, 100 watches would make
+/// 100 calls a round and could throttle the agent into `isolated` by themselves.
+pub struct AwsWitnesses {
+    config: Config,
+    fresh_for: Duration,
+    regions: std::sync::Mutex<BTreeMap<String, Arc<RegionWitness>>>,
+}
+
+#[derive(Default)]
+struct RegionWitness {
+    client: OnceCell<Client>,
+    /// Held while a call is in flight; waiters then read the fresh verdict.
+    last: tokio::sync::Mutex<Option<(Instant, Verdict)>>,
+}
+
+impl AwsWitnesses {
+    /// Verdicts are reused for `fresh_for` (the shortest probe interval is a good choice: a
+    /// round never sees a verdict older than one round).
+    pub fn new(config: &Config, fresh_for: Duration) -> Self {
+        AwsWitnesses {
+            config: config.clone(),
+            fresh_for,
+            regions: std::sync::Mutex::new(BTreeMap::new()),
         }
     }
 
-    async fn aws(&self, timeout: Duration) -> Verdict {
-        let client = self
+    async fn check(&self, region: &str, timeout: Duration) -> Verdict {
+        let entry = {
+            let mut regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());
+            regions.entry(region.to_owned()).or_default().clone()
+        };
+        let mut last = entry.last.lock().await;
+        if let Some((at, verdict)) = &*last
+            && at.elapsed() < self.fresh_for
+        {
+            return verdict.clone();
+        }
+        let client = entry
             .client
             .get_or_init(|| async {
-                Client::new(&crate::aws::sdk_config(&self.config, &self.region).await)
+                Client::new(&crate::aws::sdk_config(&self.config, region).await)
             })
             .await;
         let call = client.describe_serverless_caches().max_results(1).send();
-        match tokio::time::timeout(timeout, call).await {
+        let verdict = match tokio::time::timeout(timeout, call).await {
             Ok(Ok(_)) => Verdict::Ok,
             Ok(Err(e)) => Verdict::Failed(format!(
-                "DescribeServerlessCaches in {}: {}",
-                self.region,
+                "DescribeServerlessCaches in {region}: {}",
                 aws_sdk_elasticache::error::DisplayErrorContext(&e)
             )),
             Err(_) => Verdict::Failed(format!(
-                "DescribeServerlessCaches in {}: no answer within {}",
-                self.region,
+                "DescribeServerlessCaches in {region}: no answer within {}",
                 humantime::format_duration(timeout)
             )),
-        }
+        };
+        *last = Some((Instant::now(), verdict.clone()));
+        verdict
     }
 }

@@ -55,7 +55,8 @@ impl Params {
         self.fall.max(1)
     }
 
-    pub(crate) fn rise(&self) -> u32 {
+    /// `rise`, at least 1: the good rounds that end an outage (and that failback needs).
+    pub fn rise(&self) -> u32 {
         self.rise.max(1)
     }
 }

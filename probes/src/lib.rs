@@ -261,6 +261,19 @@ impl Prober {
         path::round(&self.resolver, spec).await
     }
 
+    /// Only the direct path of `spec`: for the old primary after a failover, when the record
+    /// points at the DR cache and only the primary's own endpoint says anything about it.
+    pub async fn direct(&self, spec: &ProbeSpec) -> PathResult {
+        path::run_path(
+            &self.resolver,
+            spec,
+            PathKind::Direct,
+            &spec.endpoint,
+            spec.port,
+        )
+        .await
+    }
+
     /// One round for many watches at once. A hung watch never delays the others past its
     /// own timeout.
     pub async fn rounds(&self, specs: &[ProbeSpec]) -> Vec<Observation> {

@@ -105,7 +105,7 @@ fn deadline_error(step: Step, timeout: Duration) -> ProbeError {
     )
 }
 
-async fn run_path(
+pub(crate) async fn run_path(
     resolver: &Resolver,
     spec: &ProbeSpec,
     kind: PathKind,

@@ -68,3 +68,50 @@ async fn plan_reads_the_record_and_changes_nothing() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_primary_endpoint_is_looked_up_and_a_missing_cache_is_named() {
+    let lab = TestLab::start().await;
+    let primary = lab
+        .lab
+        .info()
+        .cache(valkey_dr_lab::PRIMARY_CACHE)
+        .unwrap()
+        .clone();
+    let line = format!("endpoint = \"{}\"\n", primary.endpoint);
+    let without = lab.config_variant("no-endpoint.toml", &[(&line, "")]);
+    let run = support::check(&without, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.output);
+    assert_eq!(
+        run.json["watches"][0]["expected_target"], primary.endpoint,
+        "{}",
+        run.output
+    );
+    assert!(
+        lab.lab
+            .calls()
+            .iter()
+            .any(|c| c.action == "DescribeServerlessCaches"
+                && c.region.as_deref() == Some(primary.region.as_str())),
+        "the endpoint came from DescribeServerlessCaches in the primary region"
+    );
+
+    // A cache name that does not exist: the probe cannot start, and the error says what to set.
+    let wrong = lab.config_variant(
+        "wrong-cache.toml",
+        &[
+            (&line, ""),
+            (
+                "cache_name = \"app-sessions\"",
+                "cache_name = \"app-sessions-typo\"",
+            ),
+        ],
+    );
+    let (code, output) = support::check_text(&wrong, &[]).await;
+    assert_eq!(code, 3, "{output}");
+    assert!(
+        output.contains("no serverless cache app-sessions-typo")
+            && output.contains("watch.primary.endpoint"),
+        "{output}"
+    );
+}

@@ -651,17 +651,7 @@ impl Validator<'_> {
         };
         let mode = match raw.mode.as_deref() {
             None | Some("alert-only") => Mode::AlertOnly,
-            Some("auto-failover") => {
-                // Refuse rather than quietly run alert-only: an operator who asked for
-                // automatic failover must not believe they have it while this build has
-                // no executor to carry one out.
-                self.issue(
-                    &key(&p, "mode"),
-                    "auto-failover needs the failover executor, which this version does not have yet",
-                    "\"alert-only\" (the agent reports \"would fail over\" with the plan)",
-                );
-                Mode::AlertOnly
-            }
+            Some("auto-failover") => Mode::AutoFailover,
             Some(other) => {
                 self.issue(
                     &key(&p, "mode"),

@@ -148,6 +148,10 @@ pub trait CacheApi: Send + Sync {
         &self,
         arn: &str,
     ) -> impl Future<Output = Result<BTreeMap<String, String>, ApiError>> + Send;
+    /// `DeleteServerlessCache`, taking no final snapshot. Idempotent: a cache that does not
+    /// exist counts as deleted. A cache still `creating` (or already `deleting`) gives
+    /// [`ApiError::Transient`]: asking again later succeeds or finds it gone.
+    fn delete(&self, name: &str) -> impl Future<Output = Result<(), ApiError>> + Send;
 }
 
 /// The Route 53 calls of a failover.

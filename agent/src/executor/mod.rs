@@ -754,7 +754,10 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             values: vec![lease_value(&plan, SystemTime::now() + valid_for)],
             ..lease.clone()
         };
-        let batch = [Change::Delete(lease.clone()), Change::Create(renewed.clone())];
+        let batch = [
+            Change::Delete(lease.clone()),
+            Change::Create(renewed.clone()),
+        ];
         match self
             .retry_route53(Step::SwitchDns, || {
                 self.dns.change(&plan.hosted_zone_id, &batch)
@@ -889,9 +892,8 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 }
             };
             if tokio::time::Instant::now() >= next_alert {
-                let waited = humantime::format_duration(Duration::from_secs(
-                    started.elapsed().as_secs(),
-                ));
+                let waited =
+                    humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()));
                 (self.alert)(
                     Step::WaitInsync,
                     &match problem {

@@ -140,6 +140,7 @@ fn bounded(sdk: &SdkConfig) -> TimeoutConfig {
 const CREATE: &str = "elasticache:CreateServerlessCache";
 const DESCRIBE: &str = "elasticache:DescribeServerlessCaches";
 const LIST_TAGS: &str = "elasticache:ListTagsForResource";
+const DELETE: &str = "elasticache:DeleteServerlessCache";
 const LIST_RECORDS: &str = "route53:ListResourceRecordSets";
 const CHANGE: &str = "route53:ChangeResourceRecordSets";
 const GET_CHANGE: &str = "route53:GetChange";
@@ -231,6 +232,25 @@ impl CacheApi for SdkCache {
                 ))
             })
             .collect())
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        match self
+            .client
+            .delete_serverless_cache()
+            .serverless_cache_name(name)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_serverless_cache_not_found_fault()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(classify(DELETE, Some(&self.region), name, &e)),
+        }
     }
 }
 
@@ -652,6 +672,10 @@ fn classify_failure(call: &str, subject: &str, failure: &Failure, message: Strin
             Some("InvalidChangeBatch") => ApiError::InvalidChangeBatch {
                 message: message.clone(),
             },
+            // A cache still `creating` cannot be deleted yet, and one already `deleting` is on
+            // its way out: both states change on their own, so asking again later may succeed
+            // (or find it gone), which is what `Transient` tells the caller.
+            Some("InvalidServerlessCacheStateFault") if call == DELETE => transient(),
             Some(code) if TRANSIENT_CODES.contains(&code) => transient(),
             _ if status.is_some_and(|s| s >= 500 || s == 429) => transient(),
             _ => ApiError::Permanent {
@@ -732,6 +756,13 @@ mod tests {
             .is_transient()
         );
         assert!(classified(Failure::Unanswered).is_transient());
+    }
+
+    #[test]
+    fn a_cache_not_yet_deletable_is_transient_for_delete_only() {
+        let state = service("InvalidServerlessCacheStateFault", 400);
+        assert!(classify_failure(DELETE, "c", &state, "m".into()).is_transient());
+        assert!(!classified(state).is_transient());
     }
 
     #[test]

@@ -132,6 +132,12 @@ impl CacheApi for Fake {
             .map(|(_, t, _)| t.clone())
             .unwrap_or_default())
     }
+
+    async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        self.fault("delete")?;
+        self.cloud().caches.remove(name);
+        Ok(())
+    }
 }
 
 impl DnsApi for Fake {

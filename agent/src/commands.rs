@@ -1,0 +1,576 @@
+//! `failover`, `failback` and `status`: the operator commands around a failover.
+//!
+//! With an agent running for this config, `failover` and `failback` ask it (through its admin
+//! API) to act, so that the one process that owns the watch's state carries them out and
+//! keeps probing the right cache; without one, they run the same code in this process and
+//! leave the state and the journal for the next agent start.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{Value, json};
+use valkey_dr_policies::{self as policies, WatchState};
+use valkey_dr_probes::{PathKind, Prober, ResolverSettings};
+
+use crate::admin::{self, ControlAction};
+use crate::check;
+use crate::config::{Config, WatchConfig};
+use crate::daemon;
+use crate::executor::api::{CacheApi as _, DnsApi as _};
+use crate::executor::sdk::{SdkCache, SdkDns};
+use crate::executor::{Entry, Journal, Outcome, Step};
+use crate::failover::{self, Runner};
+use crate::store;
+
+/// The watch a command acts on: the named one, or the only one.
+pub fn one_watch<'c>(config: &'c Config, name: Option<&str>) -> Result<&'c WatchConfig, String> {
+    match name {
+        Some(name) => config.watch(name),
+        None if config.watches.len() == 1 => Ok(&config.watches[0]),
+        None => Err(format!(
+            "this config has {} watches; name one with --watch ({})",
+            config.watches.len(),
+            config
+                .watches
+                .iter()
+                .map(|w| w.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
+}
+
+/// The admin address of an agent running with this config, if one answers.
+pub async fn running_agent(config: &Config) -> Option<SocketAddr> {
+    let address = if config.agent.admin_listen.port() == 0 {
+        let file = daemon::admin_file(&config.agent.state_dir);
+        let v = store::read_json::<Value>(&file).ok()??;
+        v["address"].as_str()?.parse().ok()?
+    } else {
+        config.agent.admin_listen
+    };
+    match admin::request(address, "GET", "/status", Duration::from_secs(2)).await {
+        Ok((200, _)) => Some(address),
+        _ => None,
+    }
+}
+
+/// Asks on a terminal; refuses without `--yes` anywhere else.
+pub fn confirm(question: &str, yes: bool) -> Result<(), (i32, String)> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err((
+            2,
+            "refusing without --yes: stdin is not a terminal, so nobody can confirm".to_owned(),
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
+        Ok(())
+    } else {
+        Err((1, "not confirmed; nothing changed".to_owned()))
+    }
+}
+
+fn now_text() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// `valkey-dr failover`.
+pub async fn failover(config: &Config, w: &WatchConfig, yes: bool) -> i32 {
+    let question = format!(
+        "Fail over watch {}: create {} in {} and point {} at it?",
+        w.name, w.dr.cache_name, w.dr.region, w.record
+    );
+    if let Err((code, message)) = confirm(&question, yes) {
+        eprintln!("error: {message}");
+        return code;
+    }
+    if let Some(address) = running_agent(config).await {
+        return delegate(address, ControlAction::Failover, w, config).await;
+    }
+    eprintln!("no agent is running for this config: failing over from this process");
+    let (runner, state_path, mut state) = match local(config, w).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let journal = match failover::load_journal(&config.agent.state_dir, &w.name) {
+        Ok(Some(j)) if j.unfinished() => {
+            eprintln!(
+                "resuming the unfinished failover {} from its journal",
+                j.plan.failover_id
+            );
+            j
+        }
+        Ok(_) => match runner.begin(config, w, SystemTime::now()) {
+            Ok(j) => j,
+            Err(e) => {
+                eprintln!("error: cannot write the failover journal: {e}; nothing changed");
+                return 1;
+            }
+        },
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            return 1;
+        }
+    };
+    let id = journal.plan.failover_id.clone();
+    state = policies::failover_started(&state, SystemTime::now()).0;
+    save_state(&state_path, &state);
+    println!("{} failover {id} started", now_text());
+    let progress = |_: &Journal, e: &Entry| {
+        if e.phase != crate::executor::Phase::Started {
+            println!(
+                "{} {} {:?}: {}",
+                now_text(),
+                e.step.as_str(),
+                e.phase,
+                e.detail
+            );
+        }
+    };
+    let alert = |step: Step, message: &str| {
+        eprintln!("{} {} still retrying: {message}", now_text(), step.as_str());
+    };
+    let result = runner.failover(journal, &progress, &alert).await;
+    let now = SystemTime::now();
+    match result {
+        Ok(journal) => {
+            state = policies::failover_completed(&state, now).0;
+            save_state(&state_path, &state);
+            println!(
+                "{:#}",
+                json!({ "failover": daemon::journal_summary(&journal) })
+            );
+            0
+        }
+        Err((journal, e)) => {
+            state = policies::failover_failed(&state, now, &e.to_string()).0;
+            save_state(&state_path, &state);
+            println!(
+                "{:#}",
+                json!({ "failover": daemon::journal_summary(&journal) })
+            );
+            eprintln!("error: failover {id}: {e}");
+            1
+        }
+    }
+}
+
+/// `valkey-dr failback`.
+pub async fn failback(config: &Config, w: &WatchConfig, yes: bool, delete_dr: bool) -> i32 {
+    let question = format!(
+        "Fail back watch {}: point {} at the primary {}{}?",
+        w.name,
+        w.record,
+        w.primary.cache_name,
+        if delete_dr {
+            format!(" and delete {}", w.dr.cache_name)
+        } else {
+            String::new()
+        }
+    );
+    if let Err((code, message)) = confirm(&question, yes) {
+        eprintln!("error: {message}");
+        return code;
+    }
+    if let Some(address) = running_agent(config).await {
+        return delegate(address, ControlAction::Failback { delete_dr }, w, config).await;
+    }
+    eprintln!("no agent is running for this config: failing back from this process");
+    let (runner, state_path, state) = match local(config, w).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    if !state.served_by_dr {
+        eprintln!(
+            "error: the primary already serves {}: nothing to fail back",
+            w.name
+        );
+        return 1;
+    }
+    let dr_endpoint = match failover::load_journal(&config.agent.state_dir, &w.name) {
+        Ok(Some(j)) if j.outcome == Some(Outcome::Completed) => j.endpoint.map(|(h, _)| h),
+        _ => None,
+    };
+    let Some(dr_endpoint) = dr_endpoint else {
+        eprintln!("error: no completed failover journal names the DR endpoint; nothing changed");
+        return 1;
+    };
+    // The primary must pass `rise` rounds in a row, one probe interval apart, before the
+    // record goes back to it.
+    let spec = match check::probe_spec(config, w).await {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            return 1;
+        }
+    };
+    let prober = match Prober::new(&ResolverSettings {
+        nameservers: config.dns.nameservers.clone(),
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let rise = w.policy.rise.max(1);
+    for round in 1..=rise {
+        let path = prober.direct(&spec).await;
+        if let Some(e) = path.error {
+            eprintln!(
+                "error: the primary {} failed round {round} of {rise}: {e}; failback needs rise = {rise} good rounds; nothing changed",
+                spec.endpoint
+            );
+            return 1;
+        }
+        println!("{} primary round {round}/{rise} ok", now_text());
+        if round < rise {
+            tokio::time::sleep(w.probe.interval).await;
+        }
+    }
+    let progress = |step: &str, detail: &str| println!("{} {step}: {detail}", now_text());
+    match runner
+        .failback(&dr_endpoint, &spec.endpoint, delete_dr, &progress)
+        .await
+    {
+        Ok(report) => {
+            let state = policies::failback_completed(&state, SystemTime::now()).0;
+            save_state(&state_path, &state);
+            println!("{:#}", json!({ "failback": report }));
+            0
+        }
+        Err(e) => {
+            eprintln!("error: failback: {e}");
+            1
+        }
+    }
+}
+
+/// What the in-process commands need: a runner, and the watch's saved state.
+async fn local(
+    config: &Config,
+    w: &WatchConfig,
+) -> Result<(Runner, std::path::PathBuf, WatchState), String> {
+    store::ensure_dir(&config.agent.state_dir)
+        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+    let spec = check::probe_spec(config, w)
+        .await
+        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+    let prober = Prober::new(&ResolverSettings {
+        nameservers: config.dns.nameservers.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+    let runner = Runner::new(config, w, Arc::new(prober), spec).await;
+    let path = daemon::state_file(&config.agent.state_dir, &w.name);
+    let state = store::read_json::<WatchState>(&path)
+        .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?
+        .unwrap_or_default();
+    Ok((runner, path, state))
+}
+
+fn save_state(path: &std::path::Path, state: &WatchState) {
+    if let Err(e) = store::write_json(path, state) {
+        eprintln!(
+            "warning: cannot save the watch state: {:#}",
+            anyhow::Error::from(e)
+        );
+    }
+}
+
+/// Hands a failover or failback to the running agent, then follows it on `/status` until it
+/// ends, printing each change.
+async fn delegate(
+    address: SocketAddr,
+    action: ControlAction,
+    w: &WatchConfig,
+    config: &Config,
+) -> i32 {
+    eprintln!(
+        "an agent is running for this config ({address}): asking it to {}",
+        action.as_str()
+    );
+    let answer = match admin::request(
+        address,
+        "POST",
+        &action.request_path(Some(&w.name)),
+        Duration::from_secs(30),
+    )
+    .await
+    {
+        Ok((200, body)) => serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+        Ok((status, body)) => {
+            eprintln!("error: the agent refused (HTTP {status}): {body}");
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            return 1;
+        }
+    };
+    let reply = &answer["watches"][&w.name];
+    if reply["started"] != json!(true) {
+        eprintln!(
+            "error: the agent did not start the {}: {}",
+            action.as_str(),
+            reply["error"].as_str().unwrap_or("no reason given")
+        );
+        return 1;
+    }
+    let id = reply["failover_id"]
+        .as_str()
+        .or(reply["failback_id"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    println!(
+        "{} {} {id} started by the agent",
+        now_text(),
+        action.as_str()
+    );
+    // Bounded by the longest a failover may legitimately take: provisioning, then Route 53
+    // propagation and the record's TTL, with a margin.
+    let deadline = Instant::now() + w.dr.create_timeout + w.ttl + Duration::from_secs(30 * 60);
+    let mut last_step = Value::Null;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let status = match admin::request(address, "GET", "/status", Duration::from_secs(5)).await {
+            Ok((200, body)) => serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        let watch = status["watches"]
+            .as_array()
+            .and_then(|ws| ws.iter().find(|x| x["name"] == json!(w.name)))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let running = !watch["running"].is_null();
+        match action {
+            ControlAction::Failover => {
+                let last = &watch["last_failover"];
+                if last["failover_id"] == json!(id) {
+                    if last["step"] != last_step {
+                        last_step = last["step"].clone();
+                        println!("{} step {}", now_text(), last_step.as_str().unwrap_or("?"));
+                    }
+                    if !running && !last["outcome"].is_null() {
+                        println!("{:#}", json!({ "failover": last }));
+                        return if last["outcome"]["result"] == json!("completed") {
+                            0
+                        } else {
+                            1
+                        };
+                    }
+                }
+            }
+            _ => {
+                if !running && watch.is_object() {
+                    let last = &watch["last_failback"];
+                    println!("{:#}", json!({ "failback": last }));
+                    return if last["result"] == json!("completed") {
+                        0
+                    } else {
+                        1
+                    };
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "error: the agent has not finished {id} in time; it carries on: follow it with `valkey-dr status` (agent {})",
+                config.agent.id
+            );
+            return 1;
+        }
+    }
+}
+
+/// `valkey-dr status`: the record according to Route 53 and to DNS, both caches, the agent,
+/// and the last failover.
+pub async fn status(config: &Config, only: Option<&str>) -> (i32, Value) {
+    let mut code = 0;
+    let agent = match running_agent(config).await {
+        Some(address) => {
+            match admin::request(address, "GET", "/status", Duration::from_secs(5)).await {
+                Ok((200, body)) => serde_json::from_str::<Value>(&body).ok(),
+                _ => None,
+            }
+        }
+        None => None,
+    };
+    let prober = Prober::new(&ResolverSettings {
+        nameservers: config.dns.nameservers.clone(),
+    })
+    .ok();
+    let dns_client = SdkDns::new(&crate::aws::sdk_config(config, "us-east-1").await);
+    let mut watches = Vec::new();
+    for w in &config.watches {
+        if only.is_some_and(|n| n != w.name) {
+            continue;
+        }
+        let api = match dns_client
+            .record(&w.hosted_zone_id, &w.record, "CNAME")
+            .await
+        {
+            Ok(Some(r)) => json!({ "target": r.values.first(), "ttl": r.ttl }),
+            Ok(None) => json!({ "target": null, "error": "no CNAME record" }),
+            Err(e) => {
+                code = 1;
+                json!({ "error": e.to_string() })
+            }
+        };
+        let dns = match (&prober, check::probe_spec(config, w).await) {
+            (Some(prober), Ok(spec)) => {
+                let o = prober.round(&spec).await;
+                match o.path(PathKind::Dns) {
+                    Some(p) => json!({
+                        "target": p.target,
+                        "ttl": p.ttl.map(|t| t.as_secs()),
+                        "address": p.address.map(|a| a.to_string()),
+                        "probe": match &p.error { None => json!("ok"), Some(e) => json!(e.to_string()) },
+                    }),
+                    None => Value::Null,
+                }
+            }
+            (_, Err(e)) => {
+                code = 1;
+                json!({ "error": format!("{:#}", anyhow::Error::from(e)) })
+            }
+            (None, _) => json!({ "error": "no resolver" }),
+        };
+        let primary = describe(config, &w.primary.region, &w.primary.cache_name).await;
+        let dr = describe(config, &w.dr.region, &w.dr.cache_name).await;
+        if primary.get("error").is_some() || dr.get("error").is_some() {
+            code = 1;
+        }
+        let saved =
+            store::read_json::<WatchState>(&daemon::state_file(&config.agent.state_dir, &w.name))
+                .ok()
+                .flatten();
+        let agent_watch = agent.as_ref().and_then(|a| {
+            a["watches"]
+                .as_array()
+                .and_then(|ws| ws.iter().find(|x| x["name"] == json!(w.name)))
+                .cloned()
+        });
+        let state = match (&agent_watch, &saved) {
+            (Some(a), _) => a["state"].clone(),
+            (None, Some(s)) => json!(s.state().as_str()),
+            (None, None) => Value::Null,
+        };
+        let last_failover = match failover::load_journal(&config.agent.state_dir, &w.name) {
+            Ok(Some(j)) => daemon::journal_summary(&j),
+            Ok(None) => Value::Null,
+            Err(e) => json!({ "error": format!("{:#}", anyhow::Error::from(e)) }),
+        };
+        watches.push(json!({
+            "name": w.name,
+            "record": w.record,
+            "configured_ttl": w.ttl.as_secs(),
+            "route53": api,
+            "dns": dns,
+            "primary": primary,
+            "dr": dr,
+            "agent": {
+                "running": agent_watch.is_some(),
+                "state": state,
+                "served_by_dr": saved.as_ref().map(|s| s.served_by_dr),
+            },
+            "last_failover": last_failover,
+        }));
+    }
+    (
+        code,
+        json!({ "agent_id": config.agent.id, "mode": config.agent.mode.as_str(), "watches": watches }),
+    )
+}
+
+async fn describe(config: &Config, region: &str, name: &str) -> Value {
+    let cache = SdkCache::new(&crate::aws::sdk_config(config, region).await);
+    match cache.describe(name).await {
+        Ok(Some(info)) => json!({
+            "cache": name,
+            "region": region,
+            "status": info.status,
+            "endpoint": info.endpoint.map(|(h, p)| format!("{h}:{p}")),
+        }),
+        Ok(None) => json!({ "cache": name, "region": region, "status": "absent" }),
+        Err(e) => json!({ "cache": name, "region": region, "error": e.to_string() }),
+    }
+}
+
+/// `status` for people.
+pub fn status_text(v: &Value) -> String {
+    let mut out = format!(
+        "agent {} ({})\n",
+        v["agent_id"].as_str().unwrap_or("?"),
+        v["mode"].as_str().unwrap_or("?")
+    );
+    let s = |v: &Value| match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for w in v["watches"].as_array().into_iter().flatten() {
+        out.push_str(&format!("watch {} ({})\n", s(&w["name"]), s(&w["record"])));
+        out.push_str(&format!(
+            "  route53: {} ttl {}{}\n",
+            s(&w["route53"]["target"]),
+            s(&w["route53"]["ttl"]),
+            w["route53"]["error"]
+                .as_str()
+                .map(|e| format!(" ERROR {e}"))
+                .unwrap_or_default()
+        ));
+        out.push_str(&format!(
+            "  dns:     {} ttl {} via {} probe {}\n",
+            s(&w["dns"]["target"]),
+            s(&w["dns"]["ttl"]),
+            s(&w["dns"]["address"]),
+            s(&w["dns"]["probe"])
+        ));
+        for role in ["primary", "dr"] {
+            let c = &w[role];
+            out.push_str(&format!(
+                "  {role:<8} {} in {}: {} {}\n",
+                s(&c["cache"]),
+                s(&c["region"]),
+                s(&c["status"]),
+                c["error"]
+                    .as_str()
+                    .map(|e| format!("ERROR {e}"))
+                    .unwrap_or_else(|| s(&c["endpoint"]))
+            ));
+        }
+        out.push_str(&format!(
+            "  agent:   {} (running: {})\n",
+            s(&w["agent"]["state"]),
+            s(&w["agent"]["running"])
+        ));
+        let f = &w["last_failover"];
+        if f.is_null() {
+            out.push_str("  last failover: none\n");
+        } else {
+            out.push_str(&format!(
+                "  last failover: {} {} started {} steps(ms) {}\n",
+                s(&f["failover_id"]),
+                s(&f["outcome"]["result"]),
+                s(&f["started_at"]),
+                s(&f["steps_ms"])
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,735 @@
+//! `valkey-dr drill`: rehearses the provisioning half of a failover with a throw-away cache,
+//! so that the RTO is measured quarter after quarter rather than assumed.
+//!
+//! A drill builds `<dr cache_name>-drill-<UTC minute>` in the DR region with the watch's full DR
+//! spec (the same `CreateServerlessCache` input a failover sends), waits for it to be
+//! `available`, proves it serves PING/SET/GET with the watch's own probe settings (TLS, auth,
+//! key prefix), then deletes it. Every step is timed and the time to a serving cache is set
+//! against the 4 h RTO. The report is written under `state_dir/drills/` for later comparison.
+//!
+//! A drill must never touch Route 53: it has no `DnsApi` at all, so the live record cannot
+//! change whatever happens. It only ever deletes the cache it created itself.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use valkey_dr_probes::{Prober, ResolverSettings};
+
+use crate::config::{Config, PrimaryConfig, WatchConfig};
+use crate::executor::Verifier;
+use crate::executor::api::{ApiError, CacheApi, CacheSpec, CacheStatus};
+use crate::store::{self, StoreError};
+
+/// The recovery time objective of the DR plan.
+pub const RTO: Duration = Duration::from_secs(4 * 60 * 60);
+
+/// The tag that marks a drill's cache, with the drill id as value, so that a forgotten one
+/// (`--keep`, or a failed delete) is easy to find and obviously safe to delete.
+pub const DRILL_TAG: &str = "valkey-dr:drill";
+
+/// ElastiCache's limit on serverless cache names.
+const MAX_CACHE_NAME: usize = 40;
+
+/// The steps, in order; their names are part of the report's contract.
+pub const STEPS: [&str; 4] = ["create", "wait_available", "verify", "delete"];
+
+/// Why a drill could not start. Nothing was created.
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    /// The config cannot support a drill (name too long, probe settings, resolver).
+    #[error("watch {watch}: {message}")]
+    Setup {
+        /// The watch.
+        watch: String,
+        /// What is wrong, and what would be valid.
+        message: String,
+    },
+    /// A drill of this watch already ran in this minute; its report would be overwritten.
+    #[error("a drill of watch {watch} already ran this minute ({}): start the next one in a minute", path.display())]
+    AlreadyRan {
+        /// The watch.
+        watch: String,
+        /// Its report.
+        path: PathBuf,
+    },
+    /// The drills directory cannot be written: a drill nobody can compare later is not run.
+    #[error("cannot write drill reports")]
+    Store(#[source] StoreError),
+}
+
+impl DrillError {
+    /// The process exit code: 2 for what the config or usage must fix, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            DrillError::Setup { .. } => 2,
+            DrillError::AlreadyRan { .. } | DrillError::Store(_) => 1,
+        }
+    }
+}
+
+/// A drill's id: the UTC minute it started, as `20261126t0715z` (lower case, because cache
+/// names are).
+pub fn drill_id(at: SystemTime) -> String {
+    // "2026-11-26T07:15:42Z"
+    let t = humantime::format_rfc3339_seconds(at).to_string();
+    format!("{}t{}{}z", t[..10].replace('-', ""), &t[11..13], &t[14..16])
+}
+
+/// The drill cache's name for `w`, or why ElastiCache would refuse it.
+pub fn cache_name(w: &WatchConfig, id: &str) -> Result<String, DrillError> {
+    let name = format!("{}-drill-{id}", w.dr.cache_name);
+    if name.len() > MAX_CACHE_NAME {
+        return Err(DrillError::Setup {
+            watch: w.name.clone(),
+            message: format!(
+                "the drill cache name {name} would be {} characters, and ElastiCache allows {MAX_CACHE_NAME}; \
+                 valid: a watch.dr.cache_name of at most {} characters",
+                name.len(),
+                MAX_CACHE_NAME - (name.len() - w.dr.cache_name.len())
+            ),
+        });
+    }
+    Ok(name)
+}
+
+/// The `CreateServerlessCache` request of a drill: the failover's DR spec under the drill's
+/// name, with the DR tags plus [`DRILL_TAG`].
+pub fn cache_spec(w: &WatchConfig, name: &str, id: &str) -> CacheSpec {
+    let mut input = crate::plan::create_input(w);
+    input["ServerlessCacheName"] = name.into();
+    input["Description"] = format!(
+        "valkey-dr drill {id} of watch {}: throw-away, safe to delete",
+        w.name
+    )
+    .into();
+    let mut tags = w.dr.tags.clone();
+    tags.insert(DRILL_TAG.to_owned(), id.to_owned());
+    input["Tags"] = tags
+        .iter()
+        .map(|(k, v)| serde_json::json!({"Key": k, "Value": v}))
+        .collect();
+    CacheSpec {
+        name: name.to_owned(),
+        region: w.dr.region.clone(),
+        input,
+        tags: BTreeMap::from([(DRILL_TAG.to_owned(), id.to_owned())]),
+    }
+}
+
+/// Where the report of drill `id` of `watch` goes.
+pub fn report_path(state_dir: &Path, watch: &str, id: &str) -> PathBuf {
+    state_dir
+        .join("drills")
+        .join(format!("drill-{watch}-{id}.json"))
+}
+
+/// How a step ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepResult {
+    /// It did what it should.
+    Ok,
+    /// It failed; the drill failed.
+    Failed,
+    /// It did not run (an earlier step failed, or `--keep`).
+    Skipped,
+}
+
+impl StepResult {
+    fn as_str(self) -> &'static str {
+        match self {
+            StepResult::Ok => "ok",
+            StepResult::Failed => "failed",
+            StepResult::Skipped => "skipped",
+        }
+    }
+}
+
+/// One step of the report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// One of [`STEPS`].
+    pub step: String,
+    /// How it ended.
+    pub result: StepResult,
+    /// How long it took (0 when skipped).
+    pub duration_ms: u64,
+    /// What happened, or why it failed.
+    pub detail: String,
+}
+
+/// The drill's record: printed, and written under `state_dir/drills/` (README.md, "drill").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DrillReport {
+    /// The watch.
+    pub watch: String,
+    /// The UTC minute it started, as in the cache name.
+    pub drill_id: String,
+    /// The throw-away cache.
+    pub cache_name: String,
+    /// The DR region it was built in.
+    pub region: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// RFC 3339, UTC.
+    pub finished_at: String,
+    /// Whether every step that ran succeeded.
+    pub ok: bool,
+    /// The first step that failed.
+    pub failed_step: Option<String>,
+    /// Its error.
+    pub error: Option<String>,
+    /// `host:port` of the cache once available.
+    pub endpoint: Option<String>,
+    /// `--keep` was given: the cache is left running.
+    pub kept: bool,
+    /// Whether a drill cache may still exist (kept, or a delete that did not go through):
+    /// it is billed until someone deletes it.
+    pub cache_remains: bool,
+    /// Every step, in order, skipped ones included.
+    pub steps: Vec<StepReport>,
+    /// Wall time of the whole drill, delete included.
+    pub total_ms: u64,
+    /// create + wait_available + verify: what a failover spends before it can switch the
+    /// record. The record's TTL and Route 53's propagation come on top in a real failover.
+    pub recovery_ms: u64,
+    /// The RTO, 4 h.
+    pub rto_ms: u64,
+    /// `recovery_ms / rto_ms`.
+    pub rto_ratio: f64,
+    /// The cache was serving within the RTO.
+    pub within_rto: bool,
+    /// The record's TTL, which a real failover adds before applications reconnect.
+    pub record_ttl_s: u64,
+}
+
+/// What a drill does, fixed before it starts.
+#[derive(Debug, Clone)]
+pub struct DrillPlan {
+    /// The watch.
+    pub watch: String,
+    /// See [`drill_id`].
+    pub id: String,
+    /// The cache to build.
+    pub spec: CacheSpec,
+    /// How long `creating` may last (`dr.create_timeout`); the delete step is bounded by it too.
+    pub create_timeout: Duration,
+    /// Leave the cache running.
+    pub keep: bool,
+    /// The record's TTL, for the report.
+    pub ttl: Duration,
+}
+
+/// Bounds on the drill's loops.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `CreateServerlessCache` attempts on transient errors.
+    pub create_attempts: u32,
+    /// First retry delay after a transient error, doubled up to `max_backoff`.
+    pub backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// First pause between `DescribeServerlessCaches` polls, doubled up to `max_poll`.
+    pub poll: Duration,
+    /// Longest pause between polls.
+    pub max_poll: Duration,
+    /// How long a just-created cache may be missing from `DescribeServerlessCaches`
+    /// (eventual consistency) before the drill calls it gone.
+    pub not_found_grace: Duration,
+    /// PING/SET/GET rounds before verify fails: the endpoint's name may take a moment to
+    /// resolve everywhere after the cache turns `available`.
+    pub verify_attempts: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            create_attempts: 4,
+            backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(10),
+            poll: Duration::from_secs(1),
+            max_poll: Duration::from_secs(15),
+            not_found_grace: Duration::from_secs(30),
+            verify_attempts: 5,
+        }
+    }
+}
+
+/// What create left behind.
+enum Created {
+    /// The cache exists and is ours.
+    Ours,
+    /// It may exist (a call that got no answer may have reached AWS): delete to be sure.
+    Maybe,
+    /// Nothing of ours exists; delete nothing (a cache of that name that we did not create
+    /// is someone else's).
+    Nothing,
+}
+
+/// Runs the drill. Never fails as such: every outcome is in the report.
+pub async fn run<C: CacheApi, V: Verifier>(
+    cache: &C,
+    verify: &V,
+    plan: &DrillPlan,
+    limits: &Limits,
+) -> DrillReport {
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let name = &plan.spec.name;
+    let mut steps: Vec<StepReport> = Vec::new();
+    let mut endpoint = None;
+    let step = |which: &str, result: StepResult, since: Instant, detail: String| StepReport {
+        step: which.to_owned(),
+        result,
+        duration_ms: if result == StepResult::Skipped {
+            0
+        } else {
+            since.elapsed().as_millis() as u64
+        },
+        detail,
+    };
+
+    let t = Instant::now();
+    let (created, result) = create(cache, &plan.spec, limits).await;
+    let mut failed = result.is_err();
+    steps.push(match result {
+        Ok(detail) => step("create", StepResult::Ok, t, detail),
+        Err(e) => step("create", StepResult::Failed, t, e),
+    });
+
+    if failed {
+        steps.push(step(
+            "wait_available",
+            StepResult::Skipped,
+            t,
+            "create failed".into(),
+        ));
+    } else {
+        let t = Instant::now();
+        match wait_available(cache, name, plan.create_timeout, limits).await {
+            Ok((host, port)) => {
+                steps.push(step(
+                    "wait_available",
+                    StepResult::Ok,
+                    t,
+                    format!("available at {host}:{port}"),
+                ));
+                endpoint = Some((host, port));
+            }
+            Err(e) => {
+                failed = true;
+                steps.push(step("wait_available", StepResult::Failed, t, e));
+            }
+        }
+    }
+
+    match &endpoint {
+        Some((host, port)) => {
+            let t = Instant::now();
+            match verify_direct(verify, host, *port, limits).await {
+                Ok(detail) => steps.push(step("verify", StepResult::Ok, t, detail)),
+                Err(e) => {
+                    failed = true;
+                    steps.push(step("verify", StepResult::Failed, t, e));
+                }
+            }
+        }
+        None => steps.push(step(
+            "verify",
+            StepResult::Skipped,
+            Instant::now(),
+            "no available cache".into(),
+        )),
+    }
+    let recovery = started.elapsed();
+
+    let mut cache_remains = !matches!(created, Created::Nothing);
+    let t = Instant::now();
+    match created {
+        Created::Nothing => steps.push(step(
+            "delete",
+            StepResult::Skipped,
+            t,
+            "nothing of this drill to delete".into(),
+        )),
+        _ if plan.keep => steps.push(step(
+            "delete",
+            StepResult::Skipped,
+            t,
+            format!("--keep: {name} is left running (delete it when done; it is billed)"),
+        )),
+        Created::Ours | Created::Maybe => {
+            match delete(cache, name, plan.create_timeout, limits).await {
+                Ok(detail) => {
+                    cache_remains = false;
+                    steps.push(step("delete", StepResult::Ok, t, detail));
+                }
+                Err(e) => {
+                    failed = true;
+                    steps.push(step("delete", StepResult::Failed, t, e));
+                }
+            }
+        }
+    }
+
+    let first_failure = steps.iter().find(|s| s.result == StepResult::Failed);
+    let rto_ms = RTO.as_millis() as u64;
+    let recovery_ms = recovery.as_millis() as u64;
+    let recovered = steps
+        .iter()
+        .filter(|s| s.step != "delete")
+        .all(|s| s.result == StepResult::Ok);
+    DrillReport {
+        watch: plan.watch.clone(),
+        drill_id: plan.id.clone(),
+        cache_name: name.clone(),
+        region: plan.spec.region.clone(),
+        started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+        finished_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        ok: !failed,
+        failed_step: first_failure.map(|s| s.step.clone()),
+        error: first_failure.map(|s| s.detail.clone()),
+        endpoint: endpoint.map(|(h, p)| format!("{h}:{p}")),
+        kept: plan.keep,
+        cache_remains,
+        total_ms: started.elapsed().as_millis() as u64,
+        recovery_ms,
+        rto_ms,
+        rto_ratio: ratio(recovery_ms, rto_ms),
+        within_rto: recovered && recovery <= RTO,
+        record_ttl_s: plan.ttl.as_secs(),
+        steps,
+    }
+}
+
+/// The API's own name for a status.
+fn status_name(status: &CacheStatus) -> &str {
+    match status {
+        CacheStatus::Creating => "creating",
+        CacheStatus::Available => "available",
+        CacheStatus::CreateFailed => "create-failed",
+        CacheStatus::Deleting => "deleting",
+        CacheStatus::Other(s) => s,
+    }
+}
+
+/// `part / whole`, to six decimals so that reports stay readable.
+fn ratio(part: u64, whole: u64) -> f64 {
+    (part as f64 / whole as f64 * 1e6).round() / 1e6
+}
+
+async fn create<C: CacheApi>(
+    cache: &C,
+    spec: &CacheSpec,
+    limits: &Limits,
+) -> (Created, Result<String, String>) {
+    let mut delay = limits.backoff;
+    let mut attempt = 1;
+    loop {
+        match cache.create(spec).await {
+            Ok(info) => {
+                return (
+                    Created::Ours,
+                    Ok(format!(
+                        "CreateServerlessCache accepted: {}",
+                        status_name(&info.status)
+                    )),
+                );
+            }
+            // The minute in the name makes it ours: an earlier attempt reached AWS but its
+            // answer was lost.
+            Err(ApiError::AlreadyExists { .. }) if attempt > 1 => {
+                return (
+                    Created::Ours,
+                    Ok("created by an earlier attempt whose answer was lost".into()),
+                );
+            }
+            Err(e @ ApiError::AlreadyExists { .. }) => {
+                return (
+                    Created::Nothing,
+                    Err(format!(
+                        "{e}: a drill kept with --keep, or one started this minute elsewhere; left alone"
+                    )),
+                );
+            }
+            Err(e) if e.is_transient() && attempt < limits.create_attempts => {
+                tracing::warn!(attempt, error = %e, "CreateServerlessCache: retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(limits.max_backoff);
+                attempt += 1;
+            }
+            Err(e) => {
+                let maybe = e.is_transient() || attempt > 1;
+                let created = if maybe {
+                    Created::Maybe
+                } else {
+                    Created::Nothing
+                };
+                return (created, Err(e.to_string()));
+            }
+        }
+    }
+}
+
+/// Polls until `available`, with backoff, bounded by `timeout`. Transient errors count as
+/// still waiting.
+async fn wait_available<C: CacheApi>(
+    cache: &C,
+    name: &str,
+    timeout: Duration,
+    limits: &Limits,
+) -> Result<(String, u16), String> {
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let mut delay = limits.poll;
+    loop {
+        let last = match cache.describe(name).await {
+            Ok(Some(info)) => match (&info.status, info.endpoint) {
+                (CacheStatus::Available, Some(endpoint)) => return Ok(endpoint),
+                (CacheStatus::CreateFailed, _) => return Err(format!("{name} is create-failed")),
+                (CacheStatus::Deleting, _) => {
+                    return Err(format!("{name} is being deleted by someone else"));
+                }
+                (status, _) => format!("status {}", status_name(status)),
+            },
+            Ok(None) if started.elapsed() < limits.not_found_grace => "not found yet".into(),
+            Ok(None) => return Err(format!("{name} no longer exists")),
+            Err(e) if e.is_transient() => e.to_string(),
+            Err(e) => return Err(e.to_string()),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(format!(
+                "{name} not available after {} (create_timeout); last: {last}",
+                humantime::format_duration(timeout)
+            ));
+        }
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay * 2).min(limits.max_poll);
+    }
+}
+
+async fn verify_direct<V: Verifier>(
+    verify: &V,
+    host: &str,
+    port: u16,
+    limits: &Limits,
+) -> Result<String, String> {
+    let mut delay = limits.poll;
+    let mut attempt = 1;
+    loop {
+        match verify.direct(host, port).await {
+            Ok(()) => {
+                let retries = if attempt > 1 {
+                    format!(" (attempt {attempt})")
+                } else {
+                    String::new()
+                };
+                return Ok(format!("PING/SET/GET ok on {host}:{port}{retries}"));
+            }
+            Err(e) if attempt < limits.verify_attempts => {
+                tracing::warn!(attempt, error = %e, "verify: retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(limits.max_poll);
+                attempt += 1;
+            }
+            Err(e) => return Err(format!("after {attempt} attempts: {e}")),
+        }
+    }
+}
+
+/// Deletes, then waits until Describe shows `deleting` or no cache: from then on AWS finishes
+/// on its own and bills no more, so waiting for the very end would only lengthen the drill.
+/// Bounded by `timeout`; a cache still `creating` (after a create_timeout) is retried until it
+/// can be deleted.
+async fn delete<C: CacheApi>(
+    cache: &C,
+    name: &str,
+    timeout: Duration,
+    limits: &Limits,
+) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    let mut delay = limits.backoff;
+    let too_late = |last: &str| {
+        format!(
+            "{name} not deleted within {}: {last}; delete it by hand",
+            humantime::format_duration(timeout)
+        )
+    };
+    loop {
+        match cache.delete(name).await {
+            Ok(()) => break,
+            Err(e) if e.is_transient() => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(too_late(&e.to_string()));
+                }
+                tokio::time::sleep(delay.min(deadline - now)).await;
+                delay = (delay * 2).min(limits.max_backoff);
+            }
+            Err(e) => return Err(format!("{e}; delete {name} by hand")),
+        }
+    }
+    let mut delay = limits.poll;
+    loop {
+        let last = match cache.describe(name).await {
+            Ok(None) => return Ok(format!("{name} is gone")),
+            Ok(Some(info)) if info.status == CacheStatus::Deleting => {
+                return Ok(format!("{name} is deleting"));
+            }
+            Ok(Some(info)) => format!("still {}", status_name(&info.status)),
+            Err(e) if e.is_transient() => e.to_string(),
+            Err(e) => return Err(format!("{e}; check that {name} is deleted")),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(too_late(&last));
+        }
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay * 2).min(limits.max_poll);
+    }
+}
+
+/// A drill that ran: its report, and where it was saved (or why it could not be).
+pub struct Finished {
+    /// The report.
+    pub report: DrillReport,
+    /// The report file.
+    pub saved: Result<PathBuf, StoreError>,
+}
+
+/// Runs a drill of `w` against AWS (the DR region's ElastiCache only) and saves the report.
+pub async fn execute(config: &Config, w: &WatchConfig, keep: bool) -> Result<Finished, DrillError> {
+    let id = drill_id(SystemTime::now());
+    let name = cache_name(w, &id)?;
+    let path = report_path(&config.agent.state_dir, &w.name, &id);
+    if path.exists() {
+        return Err(DrillError::AlreadyRan {
+            watch: w.name.clone(),
+            path,
+        });
+    }
+    store::ensure_dir(path.parent().unwrap_or(&config.agent.state_dir))
+        .map_err(DrillError::Store)?;
+    let verifier = verifier(config, w, &name).await?;
+    let cache =
+        crate::executor::sdk::SdkCache::new(&crate::aws::sdk_config(config, &w.dr.region).await);
+    let plan = DrillPlan {
+        watch: w.name.clone(),
+        id: id.clone(),
+        spec: cache_spec(w, &name, &id),
+        create_timeout: w.dr.create_timeout,
+        keep,
+        ttl: w.ttl,
+    };
+    tracing::info!(watch = %w.name, cache = %name, region = %w.dr.region, "drill: starting");
+    let report = run(&cache, &verifier, &plan, &Limits::default()).await;
+    let saved = store::write_json(&path, &report).map(|()| path);
+    Ok(Finished { report, saved })
+}
+
+/// The watch's own probe, aimed at the drill cache: for IAM auth the token must be signed for
+/// the drill cache in the DR region, so the probe's "primary" becomes that cache.
+async fn verifier(
+    config: &Config,
+    w: &WatchConfig,
+    name: &str,
+) -> Result<crate::executor::verify::ProbeVerifier, DrillError> {
+    let setup = |message: String| DrillError::Setup {
+        watch: w.name.clone(),
+        message,
+    };
+    let mut target = w.clone();
+    target.primary = PrimaryConfig {
+        region: w.dr.region.clone(),
+        cache_name: name.to_owned(),
+        // Replaced by the real endpoint once the cache is available.
+        endpoint: Some(format!("{name}.drill.invalid")),
+    };
+    let spec = crate::check::probe_spec(config, &target)
+        .await
+        .map_err(|e| setup(format!("{:#}", anyhow::Error::from(e))))?;
+    let prober = Prober::new(&ResolverSettings {
+        nameservers: config.dns.nameservers.clone(),
+    })
+    .map_err(|e| setup(format!("the DNS resolver: {e}")))?;
+    Ok(crate::executor::verify::ProbeVerifier::new(
+        Arc::new(prober),
+        spec,
+        w.ttl,
+    ))
+}
+
+/// The report for people.
+pub fn to_text(report: &DrillReport, saved: Option<&Path>) -> String {
+    let mut out = String::new();
+    let verdict = if report.ok { "OK" } else { "FAILED" };
+    let _ = writeln!(
+        out,
+        "drill {} of watch {}: {verdict}",
+        report.drill_id, report.watch
+    );
+    let _ = writeln!(
+        out,
+        "cache {} in {}{}",
+        report.cache_name,
+        report.region,
+        if report.cache_remains {
+            " (still exists: delete it when done)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        out,
+        "{:<15} {:<8} {:>10}  DETAIL",
+        "STEP", "RESULT", "DURATION"
+    );
+    for s in &report.steps {
+        let _ = writeln!(
+            out,
+            "{:<15} {:<8} {:>10}  {}",
+            s.step,
+            s.result.as_str(),
+            seconds(s.duration_ms),
+            s.detail
+        );
+    }
+    let _ = writeln!(
+        out,
+        "serving after {} of the {} RTO ({:.4}%): {}",
+        seconds(report.recovery_ms),
+        humantime::format_duration(RTO),
+        report.rto_ratio * 100.0,
+        if report.within_rto {
+            "within RTO"
+        } else {
+            "NOT within RTO"
+        }
+    );
+    let _ = writeln!(
+        out,
+        "a failover adds the record switch and its TTL ({}s); total drill time {}",
+        report.record_ttl_s,
+        seconds(report.total_ms)
+    );
+    if let (Some(step), Some(error)) = (&report.failed_step, &report.error) {
+        let _ = writeln!(out, "failed at {step}: {error}");
+    }
+    if let Some(path) = saved {
+        let _ = writeln!(out, "report: {}", path.display());
+    }
+    out
+}
+
+fn seconds(ms: u64) -> String {
+    format!("{:.1}s", ms as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests;

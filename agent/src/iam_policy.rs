@@ -1,0 +1,580 @@
+//! `valkey-dr iam-policy`: the least-privilege IAM policy for a config, built from the config
+//! alone (no AWS call), one statement per purpose.
+//!
+//! Every grant names the resources the agent actually touches: the hosted zone, and within it
+//! only the record and its lease record, only as CNAME and TXT, only with CREATE and DELETE
+//! (the compare-and-swap never UPSERTs); the DR cache, and the drill caches, which are the only
+//! caches it may delete. The config names no account, so ARNs carry `*` there: replace it
+//! with the account id to narrow the policy further.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::config::{Config, Credential, WatchConfig, WitnessConfig};
+
+/// What `CreateServerlessCache` calls on the caller's behalf to build the cache's VPC endpoint
+/// (the Service Authorization Reference lists them as its dependent actions). The Describe
+/// calls support no resource-level permissions.
+const EC2_DESCRIBE: [&str; 5] = [
+    "ec2:DescribeSecurityGroups",
+    "ec2:DescribeSubnets",
+    "ec2:DescribeTags",
+    "ec2:DescribeVpcEndpoints",
+    "ec2:DescribeVpcs",
+];
+
+/// The policy document for `config`.
+pub fn policy(config: &Config) -> Value {
+    let mut statements = Vec::new();
+    let mut sids = Sids::default();
+    let mut dr_regions = BTreeSet::new();
+    let mut route53_partition = None;
+    for w in &config.watches {
+        dr_regions.insert(w.dr.region.clone());
+        route53_partition.get_or_insert_with(|| partition(&w.primary.region));
+        watch_statements(w, &mut sids, &mut statements);
+    }
+    if let Some(p) = route53_partition {
+        statements.push(json!({
+            "Sid": sids.unique("Route53WaitForChange", ""),
+            "Effect": "Allow",
+            "Action": ["route53:GetChange"],
+            "Resource": [format!("arn:{p}:route53:::change/*")],
+        }));
+    }
+    if !dr_regions.is_empty() {
+        statements.push(json!({
+            "Sid": sids.unique("Ec2DescribeForDrCache", ""),
+            "Effect": "Allow",
+            "Action": EC2_DESCRIBE,
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": { "aws:RequestedRegion": dr_regions.into_iter().collect::<Vec<_>>() }
+            },
+        }));
+    }
+    json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+fn watch_statements(w: &WatchConfig, sids: &mut Sids, out: &mut Vec<Value>) {
+    let name = &w.name;
+    let p = partition(&w.primary.region);
+    let dr = &w.dr.region;
+    let zone = format!(
+        "arn:{p}:route53:::hostedzone/{}",
+        w.hosted_zone_id.trim_start_matches("/hostedzone/")
+    );
+    let cache_arn = |region: &str, cache: &str| {
+        format!(
+            "arn:{}:elasticache:{region}:*:serverlesscache:{cache}",
+            partition(region)
+        )
+    };
+    let dr_cache = cache_arn(dr, &w.dr.cache_name);
+    let drill_caches = cache_arn(dr, &format!("{}-drill-*", w.dr.cache_name));
+    let primary_cache = cache_arn(&w.primary.region, &w.primary.cache_name);
+
+    out.push(json!({
+        "Sid": sids.unique("Route53ReadRecord", name),
+        "Effect": "Allow",
+        "Action": ["route53:ListResourceRecordSets"],
+        "Resource": [zone],
+    }));
+    let record = normalized_record_name(&w.record);
+    let (names, types) = if w.policy.lease {
+        (
+            vec![record.clone(), format!("_valkey-dr-lock.{record}")],
+            vec!["CNAME", "TXT"],
+        )
+    } else {
+        (vec![record], vec!["CNAME"])
+    };
+    out.push(json!({
+        "Sid": sids.unique("Route53SwitchRecord", name),
+        "Effect": "Allow",
+        "Action": ["route53:ChangeResourceRecordSets"],
+        "Resource": [zone],
+        "Condition": {
+            "ForAllValues:StringEquals": {
+                "route53:ChangeResourceRecordSetsNormalizedRecordNames": names,
+                "route53:ChangeResourceRecordSetsRecordTypes": types,
+                "route53:ChangeResourceRecordSetsActions": ["CREATE", "DELETE"],
+            }
+        },
+    }));
+    out.push(json!({
+        "Sid": sids.unique("ElastiCacheReadPrimary", name),
+        "Effect": "Allow",
+        "Action": ["elasticache:DescribeServerlessCaches"],
+        "Resource": [primary_cache],
+    }));
+    out.push(json!({
+        "Sid": sids.unique("ElastiCacheBuildDrCache", name),
+        "Effect": "Allow",
+        "Action": [
+            "elasticache:CreateServerlessCache",
+            "elasticache:DescribeServerlessCaches",
+            "elasticache:ListTagsForResource",
+            "elasticache:AddTagsToResource",
+        ],
+        "Resource": [dr_cache],
+    }));
+    // `failback --delete-dr` removes the DR cache once the record points at the primary
+    // again; a separate statement, so a team that never wants the agent to delete it drops it.
+    out.push(json!({
+        "Sid": sids.unique("ElastiCacheFailbackDeleteDr", name),
+        "Effect": "Allow",
+        "Action": ["elasticache:DeleteServerlessCache"],
+        "Resource": [dr_cache],
+    }));
+    out.push(json!({
+        "Sid": sids.unique("ElastiCacheDrillCaches", name),
+        "Effect": "Allow",
+        "Action": [
+            "elasticache:CreateServerlessCache",
+            "elasticache:DescribeServerlessCaches",
+            "elasticache:AddTagsToResource",
+            "elasticache:DeleteServerlessCache",
+        ],
+        "Resource": [drill_caches],
+    }));
+
+    // CreateServerlessCache is also authorized against the user group and the snapshots it
+    // names; snapshots in S3 are read by the caller's own rights.
+    let (s3_snapshots, cache_snapshots): (Vec<&String>, Vec<&String>) =
+        w.dr.snapshot_arns_to_restore
+            .iter()
+            .partition(|a| a.split(':').nth(2) == Some("s3"));
+    let mut inputs: Vec<String> = cache_snapshots.into_iter().cloned().collect();
+    if let Some(group) = &w.dr.user_group_id {
+        inputs.push(format!(
+            "arn:{}:elasticache:{dr}:*:usergroup:{group}",
+            partition(dr)
+        ));
+    }
+    if !inputs.is_empty() {
+        out.push(json!({
+            "Sid": sids.unique("ElastiCacheDrCacheInputs", name),
+            "Effect": "Allow",
+            "Action": ["elasticache:CreateServerlessCache"],
+            "Resource": inputs,
+        }));
+    }
+    if !s3_snapshots.is_empty() {
+        out.push(json!({
+            "Sid": sids.unique("S3ReadDrSnapshots", name),
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": s3_snapshots,
+        }));
+    }
+
+    let ec2 = |kind: &str, id: &str| format!("arn:{}:ec2:{dr}:*:{kind}/{id}", partition(dr));
+    let mut endpoint_inputs: Vec<String> =
+        w.dr.subnet_ids.iter().map(|s| ec2("subnet", s)).collect();
+    endpoint_inputs.extend(
+        w.dr.security_group_ids
+            .iter()
+            .map(|s| ec2("security-group", s)),
+    );
+    endpoint_inputs.push(ec2("vpc", "*"));
+    endpoint_inputs.push(ec2("vpc-endpoint", "*"));
+    out.push(json!({
+        "Sid": sids.unique("Ec2DrCacheEndpoint", name),
+        "Effect": "Allow",
+        "Action": ["ec2:CreateVpcEndpoint"],
+        "Resource": endpoint_inputs,
+    }));
+    out.push(json!({
+        "Sid": sids.unique("Ec2DrCacheEndpointTagsAndCleanup", name),
+        "Effect": "Allow",
+        "Action": ["ec2:CreateTags", "ec2:DeleteVpcEndpoints"],
+        "Resource": [ec2("vpc-endpoint", "*")],
+    }));
+
+    if let Some(key) = &w.dr.kms_key_id {
+        let key_arn = if key.starts_with("arn:") {
+            key.clone()
+        } else if key.starts_with("alias/") {
+            // A grant is checked against the key an alias points at, which the config does
+            // not name: any key, but only through ElastiCache in the DR region.
+            format!("arn:{}:kms:{dr}:*:key/*", partition(dr))
+        } else {
+            format!("arn:{}:kms:{dr}:*:key/{key}", partition(dr))
+        };
+        out.push(json!({
+            "Sid": sids.unique("KmsDrCacheKey", name),
+            "Effect": "Allow",
+            "Action": ["kms:CreateGrant", "kms:DescribeKey"],
+            "Resource": [key_arn],
+            "Condition": {
+                "StringEquals": { "kms:ViaService": format!("elasticache.{dr}.amazonaws.com") }
+            },
+        }));
+    }
+
+    if let WitnessConfig::Aws { .. } = w.witness {
+        // The witness lists caches (MaxResults 1) to prove the DR region's API answers.
+        out.push(json!({
+            "Sid": sids.unique("ElastiCacheWitness", name),
+            "Effect": "Allow",
+            "Action": ["elasticache:DescribeServerlessCaches"],
+            "Resource": [cache_arn(dr, "*")],
+        }));
+    }
+
+    if let Credential::Iam { username } = &w.probe.credential {
+        let user = |region: &str| {
+            format!(
+                "arn:{}:elasticache:{region}:*:user:{username}",
+                partition(region)
+            )
+        };
+        let mut resources = vec![
+            cache_arn(&w.primary.region, &w.primary.cache_name),
+            user(&w.primary.region),
+            dr_cache.clone(),
+            drill_caches.clone(),
+        ];
+        if dr != &w.primary.region {
+            resources.push(user(dr));
+        }
+        out.push(json!({
+            "Sid": sids.unique("ElastiCacheIamAuth", name),
+            "Effect": "Allow",
+            "Action": ["elasticache:Connect"],
+            "Resource": resources,
+        }));
+    }
+}
+
+/// A record name as `route53:ChangeResourceRecordSetsNormalizedRecordNames` compares it:
+/// lower case, no trailing dot, and every character other than a-z, 0-9, `-`, `_` and `.`
+/// as a three-digit octal escape (`*` is `\052`).
+pub fn normalized_record_name(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.trim_end_matches('.').chars() {
+        let c = c.to_ascii_lowercase();
+        if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.') {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("\\{b:03o}"));
+            }
+        }
+    }
+    out
+}
+
+/// The ARN partition of a region.
+fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// Statement ids: IAM allows only letters and digits, and they must be unique.
+#[derive(Default)]
+struct Sids(BTreeSet<String>);
+
+impl Sids {
+    fn unique(&mut self, purpose: &str, watch: &str) -> String {
+        let mut base = purpose.to_owned();
+        let mut upper = true;
+        for c in watch.chars() {
+            if c.is_ascii_alphanumeric() {
+                base.push(if upper { c.to_ascii_uppercase() } else { c });
+                upper = false;
+            } else {
+                upper = true;
+            }
+        }
+        let mut sid = base.clone();
+        let mut n = 2;
+        while !self.0.insert(sid.clone()) {
+            sid = format!("{base}{n}");
+            n += 1;
+        }
+        sid
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    struct NoEnv;
+
+    impl crate::config::Env for NoEnv {
+        fn var(&self, _name: &str) -> Option<String> {
+            None
+        }
+        fn read_file(&self, path: &Path) -> std::io::Result<String> {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                path.display().to_string(),
+            ))
+        }
+        fn hostname(&self) -> Option<String> {
+            Some("test-host".into())
+        }
+    }
+
+    const BASE: &str = r#"
+[agent]
+id = "a"
+state_dir = "/tmp/x"
+
+[[watch]]
+name = "sessions"
+record = "Valkey.App.Internal."
+hosted_zone_id = "Z0123456789ABC"
+[watch.primary]
+region = "us-east-1"
+cache_name = "app-sessions"
+endpoint = "app-sessions-abc.serverless.use1.cache.amazonaws.com"
+[watch.dr]
+region = "us-west-2"
+cache_name = "app-sessions-dr"
+subnet_ids = ["subnet-1", "subnet-2"]
+security_group_ids = ["sg-1"]
+"#;
+
+    fn policy_of(extra: &str) -> Value {
+        let text = format!("{BASE}{extra}");
+        let config = Config::parse(&text, Path::new("agent.toml"), &NoEnv)
+            .unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+        policy(&config)
+    }
+
+    fn statement<'a>(policy: &'a Value, sid: &str) -> &'a Value {
+        policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Sid"] == sid)
+            .unwrap_or_else(|| panic!("no statement {sid} in {policy:#}"))
+    }
+
+    fn sids(policy: &Value) -> Vec<&str> {
+        policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["Sid"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn the_record_swap_is_limited_to_the_record_and_its_lease() {
+        let p = policy_of("");
+        assert_eq!(p["Version"], "2012-10-17");
+        let swap = statement(&p, "Route53SwitchRecordSessions");
+        assert_eq!(
+            swap["Resource"],
+            json!(["arn:aws:route53:::hostedzone/Z0123456789ABC"])
+        );
+        assert_eq!(swap["Action"], json!(["route53:ChangeResourceRecordSets"]));
+        let c = &swap["Condition"]["ForAllValues:StringEquals"];
+        assert_eq!(
+            c["route53:ChangeResourceRecordSetsNormalizedRecordNames"],
+            json!(["valkey.app.internal", "_valkey-dr-lock.valkey.app.internal"])
+        );
+        assert_eq!(
+            c["route53:ChangeResourceRecordSetsRecordTypes"],
+            json!(["CNAME", "TXT"])
+        );
+        assert_eq!(
+            c["route53:ChangeResourceRecordSetsActions"],
+            json!(["CREATE", "DELETE"])
+        );
+        assert_eq!(
+            statement(&p, "Route53ReadRecordSessions")["Action"],
+            json!(["route53:ListResourceRecordSets"])
+        );
+        assert_eq!(
+            statement(&p, "Route53WaitForChange")["Resource"],
+            json!(["arn:aws:route53:::change/*"])
+        );
+    }
+
+    #[test]
+    fn without_a_lease_only_the_cname_may_change() {
+        let p = policy_of("[watch.policy]\nlease = false\n");
+        let c =
+            &statement(&p, "Route53SwitchRecordSessions")["Condition"]["ForAllValues:StringEquals"];
+        assert_eq!(
+            c["route53:ChangeResourceRecordSetsNormalizedRecordNames"],
+            json!(["valkey.app.internal"])
+        );
+        assert_eq!(
+            c["route53:ChangeResourceRecordSetsRecordTypes"],
+            json!(["CNAME"])
+        );
+    }
+
+    #[test]
+    fn only_drill_caches_and_the_dr_cache_at_failback_may_be_deleted() {
+        let p = policy_of("");
+        let dr = statement(&p, "ElastiCacheBuildDrCacheSessions");
+        assert_eq!(
+            dr["Resource"],
+            json!(["arn:aws:elasticache:us-west-2:*:serverlesscache:app-sessions-dr"])
+        );
+        let drill = statement(&p, "ElastiCacheDrillCachesSessions");
+        assert_eq!(
+            drill["Resource"],
+            json!(["arn:aws:elasticache:us-west-2:*:serverlesscache:app-sessions-dr-drill-*"])
+        );
+        for s in p["Statement"].as_array().unwrap() {
+            let deletes = s["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == "elasticache:DeleteServerlessCache");
+            assert_eq!(
+                deletes,
+                s["Sid"] == "ElastiCacheDrillCachesSessions"
+                    || s["Sid"] == "ElastiCacheFailbackDeleteDrSessions",
+                "{s}"
+            );
+        }
+        assert_eq!(
+            statement(&p, "ElastiCacheReadPrimarySessions")["Resource"],
+            json!(["arn:aws:elasticache:us-east-1:*:serverlesscache:app-sessions"])
+        );
+    }
+
+    #[test]
+    fn the_vpc_endpoint_is_limited_to_the_configured_subnets_and_groups() {
+        let p = policy_of("");
+        let endpoint = statement(&p, "Ec2DrCacheEndpointSessions");
+        assert_eq!(
+            endpoint["Resource"],
+            json!([
+                "arn:aws:ec2:us-west-2:*:subnet/subnet-1",
+                "arn:aws:ec2:us-west-2:*:subnet/subnet-2",
+                "arn:aws:ec2:us-west-2:*:security-group/sg-1",
+                "arn:aws:ec2:us-west-2:*:vpc/*",
+                "arn:aws:ec2:us-west-2:*:vpc-endpoint/*",
+            ])
+        );
+        let describe = statement(&p, "Ec2DescribeForDrCache");
+        assert_eq!(describe["Resource"], "*");
+        assert_eq!(
+            describe["Condition"]["StringEquals"]["aws:RequestedRegion"],
+            json!(["us-west-2"])
+        );
+    }
+
+    #[test]
+    fn optional_inputs_add_their_own_statements() {
+        let p = policy_of("");
+        for absent in [
+            "ElastiCacheDrCacheInputsSessions",
+            "S3ReadDrSnapshotsSessions",
+            "KmsDrCacheKeySessions",
+            "ElastiCacheIamAuthSessions",
+        ] {
+            assert!(!sids(&p).contains(&absent), "{absent}");
+        }
+        let p = policy_of(
+            r#"kms_key_id = "arn:aws:kms:us-west-2:111122223333:key/k-1"
+user_group_id = "app-users"
+snapshot_arns_to_restore = ["arn:aws:elasticache:us-west-2:111122223333:serverlesscachesnapshot:s1", "arn:aws:s3:::bucket/dump.rdb"]
+[watch.probe]
+iam_auth = true
+username = "probe"
+"#,
+        );
+        assert_eq!(
+            statement(&p, "ElastiCacheDrCacheInputsSessions")["Resource"],
+            json!([
+                "arn:aws:elasticache:us-west-2:111122223333:serverlesscachesnapshot:s1",
+                "arn:aws:elasticache:us-west-2:*:usergroup:app-users",
+            ])
+        );
+        assert_eq!(
+            statement(&p, "S3ReadDrSnapshotsSessions")["Resource"],
+            json!(["arn:aws:s3:::bucket/dump.rdb"])
+        );
+        let kms = statement(&p, "KmsDrCacheKeySessions");
+        assert_eq!(
+            kms["Resource"],
+            json!(["arn:aws:kms:us-west-2:111122223333:key/k-1"])
+        );
+        assert_eq!(
+            kms["Condition"]["StringEquals"]["kms:ViaService"],
+            "elasticache.us-west-2.amazonaws.com"
+        );
+        let connect = statement(&p, "ElastiCacheIamAuthSessions");
+        assert_eq!(connect["Action"], json!(["elasticache:Connect"]));
+        let resources = connect["Resource"].as_array().unwrap();
+        for r in [
+            "arn:aws:elasticache:us-east-1:*:serverlesscache:app-sessions",
+            "arn:aws:elasticache:us-east-1:*:user:probe",
+            "arn:aws:elasticache:us-west-2:*:serverlesscache:app-sessions-dr",
+            "arn:aws:elasticache:us-west-2:*:serverlesscache:app-sessions-dr-drill-*",
+            "arn:aws:elasticache:us-west-2:*:user:probe",
+        ] {
+            assert!(resources.iter().any(|x| x == r), "{r} missing: {connect}");
+        }
+    }
+
+    #[test]
+    fn sids_are_alphanumeric_and_unique() {
+        let p = policy_of(
+            r#"
+[[watch]]
+name = "sessions-2"
+record = "other.app.internal."
+hosted_zone_id = "ZOTHER"
+[watch.primary]
+region = "eu-west-1"
+cache_name = "other"
+endpoint = "other-abc.serverless.euw1.cache.amazonaws.com"
+[watch.dr]
+region = "eu-central-1"
+cache_name = "other-dr"
+subnet_ids = ["subnet-9"]
+security_group_ids = ["sg-9"]
+"#,
+        );
+        let all = sids(&p);
+        let unique: BTreeSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), all.len(), "{all:?}");
+        assert!(
+            all.iter()
+                .all(|s| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric()))
+        );
+        assert_eq!(
+            statement(&p, "Route53ReadRecordSessions2")["Resource"],
+            json!(["arn:aws:route53:::hostedzone/ZOTHER"])
+        );
+        assert_eq!(
+            statement(&p, "Ec2DescribeForDrCache")["Condition"]["StringEquals"]["aws:RequestedRegion"],
+            json!(["eu-central-1", "us-west-2"])
+        );
+    }
+
+    #[test]
+    fn record_names_are_normalised_as_route53_compares_them() {
+        assert_eq!(
+            normalized_record_name("Valkey.App.Internal."),
+            "valkey.app.internal"
+        );
+        assert_eq!(normalized_record_name("_x.a-b.c"), "_x.a-b.c");
+        assert_eq!(
+            normalized_record_name("*.app.internal."),
+            "\\052.app.internal"
+        );
+    }
+}
