@@ -226,15 +226,18 @@ async fn run_plan(path: &std::path::Path, only: Option<&str>) -> i32 {
     code
 }
 
+/// The watch a one-watch command acts on; prints why there is none (exit code 2).
+fn one_watch<'c>(config: &'c Config, only: Option<&str>) -> Option<&'c crate::config::WatchConfig> {
+    crate::commands::one_watch(config, only)
+        .map_err(|e| eprintln!("error: {e}"))
+        .ok()
+}
+
 async fn run_failover(path: &std::path::Path, only: Option<&str>, yes: bool, dry_run: bool) -> i32 {
     init_logging(LogFormat::Text, "warn");
     let Some(config) = load(path) else { return 2 };
-    let w = match crate::commands::one_watch(&config, only) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
+    let Some(w) = one_watch(&config, only) else {
+        return 2;
     };
     if dry_run {
         eprintln!("dry run: nothing is changed; these are the calls a failover would make now");
@@ -251,12 +254,8 @@ async fn run_failback(
 ) -> i32 {
     init_logging(LogFormat::Text, "warn");
     let Some(config) = load(path) else { return 2 };
-    let w = match crate::commands::one_watch(&config, only) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 2;
-        }
+    let Some(w) = one_watch(&config, only) else {
+        return 2;
     };
     crate::commands::failback(&config, w, yes, delete_dr).await
 }
@@ -455,23 +454,8 @@ pub fn init_logging(format: LogFormat, default_level: &str) {
 async fn run_drill(path: &std::path::Path, only: Option<&str>, keep: bool, output: Output) -> i32 {
     init_logging(LogFormat::Text, "warn");
     let Some(config) = load(path) else { return 2 };
-    let w = match (only, config.watches.as_slice()) {
-        (Some(name), _) => match config.watch(name) {
-            Ok(w) => w,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 2;
-            }
-        },
-        (None, [w]) => w,
-        (None, watches) => {
-            let names: Vec<_> = watches.iter().map(|w| format!("{:?}", w.name)).collect();
-            eprintln!(
-                "error: a drill runs for one watch; choose it with --watch (valid: {})",
-                names.join(", ")
-            );
-            return 2;
-        }
+    let Some(w) = one_watch(&config, only) else {
+        return 2;
     };
     let finished = match crate::drill::execute(&config, w, keep).await {
         Ok(finished) => finished,

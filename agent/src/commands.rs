@@ -376,8 +376,8 @@ async fn delegate(
                 }
             }
             _ => {
-                if !running && watch.is_object() {
-                    let last = &watch["last_failback"];
+                let last = &watch["last_failback"];
+                if !running && last["id"] == json!(id) {
                     println!("{:#}", json!({ "failback": last }));
                     return if last["result"] == json!("completed") {
                         0

@@ -4,15 +4,6 @@ mod support;
 
 use support::{TestLab, run_bounded};
 
-/// Static credentials for the SDK's default chain, so that it never looks further (the
-/// instance metadata service is not loopback and must never be asked).
-const LAB_CREDENTIALS: [(&str, &str); 4] = [
-    ("AWS_ACCESS_KEY_ID", "AKIDLAB"),
-    ("AWS_SECRET_ACCESS_KEY", "lab-secret-not-real"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-    ("AWS_CONFIG_FILE", "/nonexistent/valkey-dr-lab/aws-config"),
-];
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_reads_the_record_and_changes_nothing() {
     let lab = TestLab::start().await;
@@ -26,14 +17,7 @@ async fn plan_reads_the_record_and_changes_nothing() {
     command
         .args(["plan", "--config"])
         .arg(lab.config())
-        .env_remove("VALKEY_DR_CONFIG")
-        .env(
-            "AWS_SHARED_CREDENTIALS_FILE",
-            "/nonexistent/valkey-dr-lab/credentials",
-        );
-    for (k, v) in LAB_CREDENTIALS {
-        command.env(k, v);
-    }
+        .env_remove("VALKEY_DR_CONFIG");
     let out = run_bounded(command).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -16,19 +16,6 @@ use valkey_dr::executor::sdk::{SdkCache, SdkDns};
 use valkey_dr_lab::config::{DR_CACHE, DR_REGION, HOSTED_ZONE_ID};
 use valkey_dr_lab::{AwsService, Call, Fault, RECORD};
 
-/// Static credentials for the SDK's default chain, so that it never looks further (the
-/// instance metadata service is not loopback and must never be asked).
-const LAB_CREDENTIALS: [(&str, &str); 5] = [
-    ("AWS_ACCESS_KEY_ID", "AKIDLAB"),
-    ("AWS_SECRET_ACCESS_KEY", "lab-secret-not-real"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-    ("AWS_CONFIG_FILE", "/nonexistent/valkey-dr-lab/aws-config"),
-    (
-        "AWS_SHARED_CREDENTIALS_FILE",
-        "/nonexistent/valkey-dr-lab/credentials",
-    ),
-];
-
 async fn lab() -> TestLab {
     TestLab::start_with(|o| o.provision_delay = Duration::from_millis(300)).await
 }
@@ -47,9 +34,7 @@ async fn drill(lab: &TestLab, args: &[&str]) -> Drill {
         .arg("--config")
         .arg(lab.config())
         .env_remove("VALKEY_DR_CONFIG");
-    for (k, v) in LAB_CREDENTIALS {
-        command.env(k, v);
-    }
+    // run_bounded gives it the lab's dummy credentials (support::lab_aws_env).
     let out = run_bounded(command).await;
     Drill {
         code: out.status.code().expect("exit code"),
