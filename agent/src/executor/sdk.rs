@@ -596,7 +596,21 @@ impl Failed {
             .and_then(|e| e.meta().request_id())
             .or_else(|| err.request_id())
             .map(str::to_owned);
-        let chain = || DisplayErrorContext(err).to_string();
+        // The error and its sources in words: DisplayErrorContext appends the whole raw
+        // response in Debug form, which buries the cause in a screen of noise.
+        let chain = || {
+            let mut out = err.to_string();
+            let mut source = std::error::Error::source(err);
+            while let Some(s) = source {
+                let text = s.to_string();
+                if !out.contains(&text) {
+                    out.push_str(": ");
+                    out.push_str(&text);
+                }
+                source = s.source();
+            }
+            out
+        };
         let (failure, reason) = match err {
             SdkError::ServiceError(s) => {
                 let code = s.err().code().map(str::to_owned);
