@@ -246,7 +246,14 @@ async fn iam_tokens(config: &Config, w: &WatchConfig, username: &str) -> IamToke
 
 /// One round over the selected watches, judged.
 pub async fn run(config: &Config, only: Option<&str>) -> Result<CheckReport, CheckError> {
-    let specs = probe_specs(config, only).await?;
+    let mut specs = probe_specs(config, only).await?;
+    // After a failover the DR cache is the active one: check it, as the agent does.
+    for spec in &mut specs {
+        if let Some((host, port)) = active_dr_endpoint(config, &spec.watch) {
+            spec.endpoint = host;
+            spec.port = port;
+        }
+    }
     let prober = Prober::new(&ResolverSettings {
         nameservers: config.dns.nameservers.clone(),
     })
@@ -262,6 +269,26 @@ pub async fn run(config: &Config, only: Option<&str>) -> Result<CheckReport, Che
         checked_at,
         watches,
     })
+}
+
+/// The DR endpoint serving `watch`, when the agent's saved state says the DR cache serves it
+/// and the last failover journal completed. Anything unreadable means "the primary".
+pub fn active_dr_endpoint(config: &Config, watch: &str) -> Option<(String, u16)> {
+    let state_dir = &config.agent.state_dir;
+    let state = crate::store::read_json::<valkey_dr_policies::WatchState>(
+        &crate::daemon::state_file(state_dir, watch),
+    )
+    .ok()??;
+    if !state.served_by_dr {
+        return None;
+    }
+    let journal = crate::failover::load_journal(state_dir, watch).ok()??;
+    if journal.outcome != Some(crate::executor::Outcome::Completed) {
+        return None;
+    }
+    journal
+        .endpoint
+        .map(|(host, port)| (host.trim_end_matches('.').to_owned(), port))
 }
 
 /// The verdict for one observation.
