@@ -409,7 +409,16 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                             error: other.to_string(),
                         },
                     });
-                    let _ = self.record(&mut journal, step, Phase::Failed, e.to_string());
+                    // A failover that stops for good gives its lease back at once, so that it
+                    // never blocks the next failover (or another agent) until it expires.
+                    let mut detail = e.to_string();
+                    if journal.lease.is_some() && step != Step::Release {
+                        if let Ok(released) = self.release(&mut journal).await {
+                            detail = format!("{detail}; {released}");
+                        }
+                        journal.lease = None;
+                    }
+                    let _ = self.record(&mut journal, step, Phase::Failed, detail);
                     return Err((journal, e));
                 }
             }
@@ -672,6 +681,24 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             .await?;
         let ours = tags.get(FAILOVER_TAG) == Some(&j.plan.failover_id);
         if !ours && !j.plan.adopt_existing {
+            // Another agent's failover built it: if the record already points at it, that
+            // failover is done and this one has nothing left to do (the agent follows it).
+            if let (Some(other), Some((host, _))) = (tags.get(FAILOVER_TAG), &found.endpoint) {
+                let plan = j.plan.clone();
+                let current = self
+                    .retry_route53(Step::Provision, || {
+                        self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
+                    })
+                    .await?;
+                if current.as_ref().is_some_and(|r| points_at(r, host)) {
+                    return Err(FailoverError::StoodDown {
+                        holder: format!(
+                            "failover {other} already built {} and pointed {} at it",
+                            found.name, plan.record
+                        ),
+                    });
+                }
+            }
             return Err(FailoverError::ForeignCache { name: found.name });
         }
         j.endpoint = found.endpoint;

@@ -469,3 +469,40 @@ fn lease_values_round_trip_their_expiry() {
         Some("fo-10")
     );
 }
+
+#[tokio::test]
+async fn a_late_agent_finds_another_agents_finished_failover_and_stands_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    run(&fake, dir.path(), Journal::new(plan(true)))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("the first agent's failover completes");
+    // A second agent, slower to judge, starts its own failover after the first released the
+    // lease: it must neither fail nor build or switch anything.
+    let mut late = plan(true);
+    late.failover_id = "fo-2".into();
+    late.owner = "agent-b".into();
+    late.cache
+        .tags
+        .insert(FAILOVER_TAG.to_owned(), "fo-2".to_owned());
+    let late_dir = tempfile::tempdir().unwrap();
+    let (journal, err) = run(&fake, late_dir.path(), Journal::new(late))
+        .await
+        .expect_err("nothing left to do");
+    assert!(
+        matches!(&err, FailoverError::StoodDown { holder } if holder.contains("fo-1")),
+        "{err}"
+    );
+    assert!(matches!(journal.outcome, Some(Outcome::StoodDown { .. })));
+    assert_eq!(fake.cloud().creates, 1, "never a second create");
+    assert_eq!(fake.cloud().cname_changes, 1, "never a second flip");
+    assert!(
+        !fake
+            .cloud()
+            .records
+            .keys()
+            .any(|(name, _)| name.starts_with("_valkey-dr-lock.")),
+        "the late agent gave its lease back"
+    );
+}

@@ -1,0 +1,561 @@
+//! Crash safety and racing agents, end to end: the real `valkey-dr run` in auto-failover mode
+//! against labs of their own, a region outage of the primary, and the lab's AWS call log as the
+//! witness of what was created and changed.
+//!
+//! A crash is the debug-only `VALKEY_DR_TEST_CRASH_AT=<step>:<phase>` hook: the process aborts
+//! right after that journal entry is durable, as a `kill -9` at that instant would. Trials run
+//! concurrently, each with a lab of its own; a semaphore shared by both tests caps how many labs
+//! run at once, so that two cores keep probing within their 500 ms timeouts. A trial reports
+//! what went wrong instead of panicking, so one run shows every failing trial at once.
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use hickory_resolver::Resolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::rr::RecordType;
+use hickory_resolver::proto::xfer::Protocol;
+use serde_json::Value;
+use support::{Agent, TestLab, Webhook, agent_get, wait_until};
+use tokio::sync::Semaphore;
+use valkey_dr::executor::{Journal, Outcome, Phase, Step};
+use valkey_dr_lab::config::DR_CACHE;
+use valkey_dr_lab::{Call, Fault, PRIMARY_REGION, RECORD};
+
+const WATCH: &str = "sessions";
+/// The debug-only crash hook's variable.
+const CRASH_AT: &str = "VALKEY_DR_TEST_CRASH_AT";
+/// How many labs (with their agents) may run at once across this file's tests.
+static LABS: Semaphore = Semaphore::const_new(5);
+
+/// Until the first healthy verdict: a few 1 s rounds, with slack for a loaded machine.
+const HEALTHY_BOUND: Duration = Duration::from_secs(20);
+/// Down takes ~4.5 s, a whole failover ~8–12 s (verify_dns honours the old 5 s TTL); the
+/// bound leaves room for a loaded machine without letting a stuck trial hang the suite.
+const FAILOVER_BOUND: Duration = Duration::from_secs(90);
+/// Webhook deliveries trail the state they report by a little.
+const EVENT_BOUND: Duration = Duration::from_secs(10);
+
+/// Returns `Err` with the message when the condition does not hold.
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+/// A lab with fast provisioning and Route 53 changes, and a 5 s record TTL so verify_dns
+/// waits only a few seconds.
+async fn fast_lab() -> TestLab {
+    TestLab::start_with(|o| {
+        o.provision_delay = Duration::from_secs(1);
+        o.insync_delay = Duration::from_millis(300);
+        o.ttl = Duration::from_secs(5);
+    })
+    .await
+}
+
+/// The lab's agent.toml in auto-failover mode, writing its state to `state_dir` and notifying
+/// `hook`. The new CNAME's TTL is 30 s (the config allows 30–60 s); the record the lab serves
+/// starts at 5 s.
+fn auto_config(lab: &TestLab, name: &str, state_dir: &Path, hook: &Webhook) -> PathBuf {
+    let text = std::fs::read_to_string(lab.config()).expect("read agent.toml");
+    let state_line = text
+        .lines()
+        .find(|l| l.starts_with("state_dir = "))
+        .expect("agent.toml names a state_dir")
+        .to_owned();
+    let state_dir = toml::Value::String(state_dir.to_string_lossy().into_owned()).to_string();
+    lab.config_variant(
+        name,
+        &[
+            ("mode = \"alert-only\"", "mode = \"auto-failover\""),
+            ("ttl = \"5s\"", "ttl = \"30s\""),
+            (&state_line, &format!("state_dir = {state_dir}")),
+            (
+                "reminder_interval = \"1m\"\n",
+                &format!(
+                    "reminder_interval = \"1m\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
+                    hook.url
+                ),
+            ),
+        ],
+    )
+}
+
+fn region_outage() -> Fault {
+    Fault::RegionOutage {
+        region: PRIMARY_REGION.to_owned(),
+    }
+}
+
+fn same_name(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+/// Successful `CreateServerlessCache` calls.
+fn creates(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| c.action == "CreateServerlessCache" && c.succeeded())
+        .collect()
+}
+
+/// Successful `ChangeResourceRecordSets` calls that touch the record itself (the lease's
+/// `_valkey-dr-lock.` TXT record is another name).
+fn cname_changes(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| c.action == "ChangeResourceRecordSets" && c.succeeded())
+        .filter(|c| {
+            c.request["changes"].as_array().is_some_and(|changes| {
+                changes
+                    .iter()
+                    .any(|ch| ch["name"].as_str().is_some_and(|n| same_name(n, RECORD)))
+            })
+        })
+        .collect()
+}
+
+fn resolver(dns: std::net::SocketAddr) -> Resolver<TokioConnectionProvider> {
+    let mut config = ResolverConfig::new();
+    config.add_name_server(NameServerConfig::new(dns, Protocol::Udp));
+    let mut opts = ResolverOpts::default();
+    opts.timeout = Duration::from_secs(2);
+    opts.attempts = 1;
+    // Every lookup must see the zone as it is now.
+    opts.cache_size = 0;
+    Resolver::builder_with_config(config, TokioConnectionProvider::default())
+        .with_options(opts)
+        .build()
+}
+
+/// The CNAME the lab's DNS answers for the record, if any.
+async fn record_target(t: &TestLab) -> Option<String> {
+    let lookup = resolver(t.lab.info().dns)
+        .lookup(RECORD, RecordType::CNAME)
+        .await
+        .ok()?;
+    lookup
+        .record_iter()
+        .find(|r| r.record_type() == RecordType::CNAME)
+        .map(|r| r.data().to_string())
+}
+
+/// The DR cache's endpoint, once the failover created it.
+fn dr_endpoint(t: &TestLab) -> Option<String> {
+    t.lab
+        .current_info()
+        .cache(DR_CACHE)
+        .map(|c| c.endpoint.clone())
+}
+
+/// Checks the lab's side of a finished failover: one cache created, one change of the record,
+/// and the record pointing at the DR cache.
+async fn check_one_failover(t: &TestLab) -> Result<(), String> {
+    let calls = t.lab.calls();
+    let created = creates(&calls);
+    ensure!(
+        created.len() == 1,
+        "{} successful CreateServerlessCache calls, not 1: {created:#?}",
+        created.len()
+    );
+    let changed = cname_changes(&calls);
+    ensure!(
+        changed.len() == 1,
+        "{} successful changes of {RECORD}, not 1: {changed:#?}",
+        changed.len()
+    );
+    // The lease was taken once and dropped once (a resumed run may find it already taken or
+    // released): nothing of it is left to block the next failover.
+    let lease_balance: i64 = calls
+        .iter()
+        .filter(|c| c.action == "ChangeResourceRecordSets" && c.succeeded())
+        .flat_map(|c| c.request["changes"].as_array().cloned().unwrap_or_default())
+        .filter(|ch| {
+            ch["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("_valkey-dr-lock."))
+        })
+        .map(|ch| match ch["action"].as_str() {
+            Some("CREATE") => 1,
+            Some("DELETE") => -1,
+            _ => 0,
+        })
+        .sum();
+    ensure!(
+        lease_balance == 0,
+        "the lease was left behind (creates minus deletes = {lease_balance})"
+    );
+    let dr = dr_endpoint(t).ok_or("the lab has no DR cache")?;
+    let target = record_target(t).await;
+    ensure!(
+        target.as_deref().is_some_and(|t| same_name(t, &dr)),
+        "{RECORD} points at {target:?}, not the DR cache {dr}"
+    );
+    Ok(())
+}
+
+/// The watch's `/status` entry.
+async fn watch_status(agent: &Agent) -> Option<Value> {
+    let (_, body) = agent_get(agent.admin()?, "/status").await?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["watches"]
+        .as_array()?
+        .iter()
+        .find(|w| w["name"] == WATCH)
+        .cloned()
+}
+
+fn journal(state_dir: &Path) -> Result<Journal, String> {
+    valkey_dr::failover::load_journal(state_dir, WATCH)
+        .map_err(|e| format!("the journal does not parse: {e:#}"))?
+        .ok_or_else(|| format!("no journal in {}", state_dir.display()))
+}
+
+fn steps(entries: &[valkey_dr::executor::Entry]) -> Vec<(Step, Phase)> {
+    entries.iter().map(|e| (e.step, e.phase)).collect()
+}
+
+/// Every step in `range` started then done, in order.
+fn started_then_done(range: &[Step]) -> Vec<(Step, Phase)> {
+    range
+        .iter()
+        .flat_map(|s| [(*s, Phase::Started), (*s, Phase::Done)])
+        .collect()
+}
+
+/// The end of a log, for failure messages.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn hook_events(hook: &Webhook, name: &str) -> Vec<Value> {
+    hook.events()
+        .into_iter()
+        .map(|(_, e)| e)
+        .filter(|e| e["event"] == name)
+        .collect()
+}
+
+/// One crash trial: an agent that aborts right after `step`'s `phase` entry, a restart without
+/// the hook, and a failover that completes exactly once.
+async fn crash_trial(step: Step, phase: Phase) -> Result<String, String> {
+    let _slot = LABS.acquire().await.expect("the semaphore stays open");
+    let started = tokio::time::Instant::now();
+    let crash_at = format!(
+        "{}:{}",
+        step.as_str(),
+        match phase {
+            Phase::Started => "started",
+            _ => "done",
+        }
+    );
+    let t = fast_lab().await;
+    let hook = Webhook::start().await;
+    let state_dir = t.dir.path().join("agent-state");
+    let config = auto_config(&t, "crash.toml", &state_dir, &hook);
+    let log = |agent: &Agent| tail(&agent.log_text(), 60);
+
+    let mut first = Agent::start(&config, &state_dir, &[(CRASH_AT, crash_at.as_str())]).await;
+    ensure!(
+        first.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
+        "never healthy:\n{}",
+        log(&first)
+    );
+    t.fault(region_outage()).await;
+    let exit = tokio::time::timeout(FAILOVER_BOUND, first.child.wait()).await;
+    let status = match exit {
+        Ok(Ok(status)) => status,
+        Ok(Err(e)) => return Err(format!("waiting for the agent: {e}")),
+        Err(_) => {
+            return Err(format!(
+                "the agent did not crash at {crash_at} within {FAILOVER_BOUND:?}:\n{}",
+                log(&first)
+            ));
+        }
+    };
+    ensure!(
+        status.signal() == Some(libc::SIGABRT),
+        "the agent exited with {status:?}, not the crash hook's SIGABRT:\n{}",
+        log(&first)
+    );
+
+    // What the crashed run left behind: every step before `step` finished, `step`'s entry
+    // last, and no outcome (so the next start resumes it).
+    let at = Step::ALL.iter().position(|s| *s == step).unwrap();
+    let before = journal(&state_dir)?;
+    let mut expected = started_then_done(&Step::ALL[..at]);
+    expected.push((step, Phase::Started));
+    if phase == Phase::Done {
+        expected.push((step, Phase::Done));
+    }
+    ensure!(
+        steps(&before.entries) == expected && before.runs == 1 && before.outcome.is_none(),
+        "after the crash the journal holds runs {} outcome {:?} entries {:?}, expected runs 1, \
+         no outcome, entries {expected:?}",
+        before.runs,
+        before.outcome,
+        steps(&before.entries)
+    );
+
+    let second = Agent::start(&config, &state_dir, &[]).await;
+    ensure!(
+        second
+            .wait_state(WATCH, "failed_over", FAILOVER_BOUND)
+            .await,
+        "not failed_over after the restart ({:?}):\n{}",
+        watch_status(&second).await,
+        log(&second)
+    );
+
+    check_one_failover(&t)
+        .await
+        .map_err(|e| format!("{e}\n{}", log(&second)))?;
+
+    // The journal shows the resume: the crashed run's entries unchanged, then what was left.
+    let after = journal(&state_dir)?;
+    ensure!(
+        after.runs == 2 && after.outcome == Some(Outcome::Completed),
+        "final journal: runs {} outcome {:?}, expected 2 and completed",
+        after.runs,
+        after.outcome
+    );
+    ensure!(
+        after.entries.starts_with(&before.entries),
+        "the resumed run rewrote the crashed run's entries:\nbefore {:?}\nafter {:?}",
+        before.entries,
+        after.entries
+    );
+    let resumed_from = if phase == Phase::Done { at + 1 } else { at };
+    let rest = started_then_done(&Step::ALL[resumed_from..]);
+    ensure!(
+        steps(&after.entries[before.entries.len()..]) == rest,
+        "after the restart the journal has {:?}, expected {rest:?}",
+        steps(&after.entries[before.entries.len()..])
+    );
+    let restarted = before.entries.last().map(|e| e.at).unwrap();
+    ensure!(
+        after.entries[before.entries.len()..]
+            .iter()
+            .all(|e| e.at >= restarted),
+        "entries after the restart are dated before the crash: {:?}",
+        after.entries
+    );
+
+    let status = watch_status(&second).await.unwrap_or_default();
+    let last = &status["last_failover"];
+    ensure!(
+        last["runs"] == 2
+            && last["outcome"]["result"] == "completed"
+            && last["failover_id"] == before.plan.failover_id.as_str(),
+        "/status last_failover: {last}"
+    );
+
+    // People hear of the resume and of one completion, by the second run.
+    let heard = wait_until(EVENT_BOUND, || async {
+        hook.count("failover_completed") >= 1
+    })
+    .await;
+    ensure!(heard, "no failover_completed event: {:?}", hook.names());
+    let resumes: Vec<Value> = hook_events(&hook, "failover_started")
+        .into_iter()
+        .filter(|e| e["detail"]["resumed"] == true)
+        .collect();
+    ensure!(
+        resumes.len() == 1 && resumes[0]["detail"]["trigger"] == "resume",
+        "expected one resumed failover_started: {resumes:#?}"
+    );
+    let completed = hook_events(&hook, "failover_completed");
+    ensure!(
+        completed.len() == 1 && completed[0]["detail"]["runs"] == 2,
+        "expected one failover_completed of run 2: {completed:#?}"
+    );
+    ensure!(
+        hook.count("failover_failed") == 0,
+        "failover_failed: {:?}",
+        hook.names()
+    );
+
+    drop(second);
+    t.lab.shutdown().await;
+    drop(t.dir);
+    Ok(format!(
+        "{crash_at}: resumed and completed in {:.1}s",
+        started.elapsed().as_secs_f64()
+    ))
+}
+
+/// Prints each trial's line and fails with every failing trial's report, not just the first.
+fn verdict(results: Vec<Result<String, String>>) {
+    let mut failures = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(line) => eprintln!("trial {i}: {line}"),
+            Err(e) => failures.push(format!("trial {i}: {e}")),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} trial(s) failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_after_any_step_resumes_to_exactly_one_failover() {
+    // After each step's effect, then before it (the crash between "started" and the call).
+    let points = [Phase::Done, Phase::Started]
+        .into_iter()
+        .flat_map(|p| Step::ALL.map(|s| (s, p)));
+    let results = futures::future::join_all(points.map(|(s, p)| crash_trial(s, p))).await;
+    verdict(results);
+}
+
+/// One racing agent, with its own webhook and state directory (its journal).
+struct Racer {
+    hook: Webhook,
+    state_dir: PathBuf,
+    agent: Agent,
+}
+
+/// One race: three agents with the same config (each its own state directory, as on three
+/// hosts) see the same region outage and fail over at about the same time.
+async fn race_trial(trial: usize) -> Result<String, String> {
+    let _slot = LABS.acquire().await.expect("the semaphore stays open");
+    let started = tokio::time::Instant::now();
+    let t = fast_lab().await;
+    // Started together, so that their 1 s rounds are nearly in phase and all three see the
+    // outage in the same round: a real race for the lease, not a queue.
+    let lab = &t;
+    let racers = futures::future::join_all(["a", "b", "c"].map(|name| async move {
+        let hook = Webhook::start().await;
+        let state_dir = lab.dir.path().join(format!("state-{name}"));
+        let config = auto_config(lab, &format!("agent-{name}.toml"), &state_dir, &hook);
+        let agent = Agent::start(&config, &state_dir, &[]).await;
+        Racer {
+            hook,
+            state_dir,
+            agent,
+        }
+    }))
+    .await;
+    for (i, r) in racers.iter().enumerate() {
+        ensure!(
+            r.agent.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
+            "agent {i} never healthy:\n{}",
+            tail(&r.agent.log_text(), 40)
+        );
+    }
+    t.fault(region_outage()).await;
+
+    for (i, r) in racers.iter().enumerate() {
+        ensure!(
+            r.agent
+                .wait_state(WATCH, "failed_over", FAILOVER_BOUND)
+                .await,
+            "agent {i} not failed_over ({:?}); events {:?}:\n{}",
+            watch_status(&r.agent).await,
+            r.hook.names(),
+            tail(&r.agent.log_text(), 60)
+        );
+    }
+    check_one_failover(&t).await?;
+
+    // Each agent's account of it: the one that changed the record completed its own failover;
+    // each other stood down (then followed), or found the work already done.
+    for r in &racers {
+        let heard = wait_until(EVENT_BOUND, || async {
+            r.hook.count("failover_completed") >= 1
+        })
+        .await;
+        ensure!(heard, "no failover_completed: {:?}", r.hook.names());
+    }
+    let mut actors = Vec::new();
+    let mut report = Vec::new();
+    for (i, r) in racers.iter().enumerate() {
+        let j = journal(&r.state_dir)?;
+        let names = r.hook.names();
+        ensure!(
+            r.hook.count("failover_failed") == 0,
+            "agent {i} reported a failed failover: {:#?}\njournal {:#?}",
+            hook_events(&r.hook, "failover_failed"),
+            j
+        );
+        let completed = hook_events(&r.hook, "failover_completed");
+        let own: Vec<&Value> = completed
+            .iter()
+            .filter(|e| e["detail"]["by_another_agent"] != true)
+            .collect();
+        let switched = j
+            .entries
+            .iter()
+            .find(|e| e.step == Step::SwitchDns && e.phase == Phase::Done)
+            .map(|e| e.detail.clone());
+        let changed_record = switched.as_deref().is_some_and(|d| d.contains('→'));
+        if changed_record {
+            ensure!(
+                own.len() == 1 && j.outcome == Some(Outcome::Completed),
+                "agent {i} changed the record but reported {names:?}, outcome {:?}",
+                j.outcome
+            );
+            actors.push(i);
+            report.push(format!("{i}: failed over"));
+        } else if r.hook.count("stood_down") == 1 {
+            ensure!(
+                own.is_empty()
+                    && completed.len() == 1
+                    && matches!(j.outcome, Some(Outcome::StoodDown { .. })),
+                "agent {i} stood down, then reported {names:?}, outcome {:?}",
+                j.outcome
+            );
+            report.push(format!("{i}: stood down"));
+        } else {
+            ensure!(
+                own.len() == 1
+                    && j.outcome == Some(Outcome::Completed)
+                    && switched
+                        .as_deref()
+                        .is_some_and(|d| d.contains("already points at")),
+                "agent {i} neither changed the record, stood down, nor found it done: \
+                 events {names:?}\njournal {j:#?}"
+            );
+            report.push(format!("{i}: found it done"));
+        }
+    }
+    ensure!(
+        actors.len() == 1,
+        "{} agents changed the record: {actors:?}",
+        actors.len()
+    );
+
+    for r in racers {
+        drop(r.agent);
+    }
+    t.lab.shutdown().await;
+    drop(t.dir);
+    Ok(format!(
+        "race {trial}: {} in {:.1}s",
+        report.join(", "),
+        started.elapsed().as_secs_f64()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_racing_agents_fail_over_exactly_once() {
+    let results: Vec<_> = futures::stream::iter(0..10)
+        .map(race_trial)
+        .buffer_unordered(4)
+        .collect()
+        .await;
+    verdict(results);
+}
