@@ -101,6 +101,18 @@ pub async fn run_bounded(mut command: tokio::process::Command) -> Output {
         .expect("command ran")
 }
 
+/// Runs a command with a wait bounded by `limit` instead of [`COMMAND_DEADLINE`], for the
+/// commands that legitimately outlast it (a failback through an agent waits out the DR
+/// record's TTL); the child is killed if it overruns.
+pub async fn run_bounded_within(mut command: tokio::process::Command, limit: Duration) -> Output {
+    command.kill_on_drop(true);
+    lab_aws_env(&mut command);
+    tokio::time::timeout(limit, command.output())
+        .await
+        .unwrap_or_else(|_| panic!("command finished within {limit:?}"))
+        .expect("command ran")
+}
+
 /// Sets [`valkey_dr_lab::LAB_AWS_ENV`] where the caller set nothing else: no agent a test
 /// starts may ever look for real credentials (the metadata service is not loopback).
 pub fn lab_aws_env(command: &mut tokio::process::Command) {

@@ -1,0 +1,884 @@
+//! Failover and failback end to end: the real `valkey-dr` binary (`run`, `failover`,
+//! `failback`, `status`) against a lab of its own per test, a local webhook receiver recording
+//! every event, and the lab's AWS call log as the witness of what was created and changed.
+//!
+//! Every lab serves the record with a 5 s TTL, so that verify_dns (which honours the old
+//! answer's TTL in the agent's resolver cache, as an application would) waits only seconds;
+//! the agent config asks for 30 s, the least it allows, so the new CNAME carries TTL 30.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_elasticache::config::Credentials;
+use serde_json::Value;
+use support::{Agent, TestLab, Webhook, agent_get, run_bounded_within, wait_until};
+use valkey_dr::executor::api::{DnsApi as _, RecordSet};
+use valkey_dr::executor::sdk::SdkDns;
+use valkey_dr::executor::{Outcome, Step};
+use valkey_dr_lab::config::{DR_CACHE, DR_REGION, HOSTED_ZONE_ID};
+use valkey_dr_lab::{AwsService, Call, Fault, PRIMARY_CACHE, PRIMARY_REGION, RECORD, SPARE_CACHE};
+
+const WATCH: &str = "sessions";
+/// The TTL the agent writes with the new CNAME (the config's `ttl`).
+const NEW_TTL: u32 = 30;
+/// The TTL the lab serves the record with until the agent changes it.
+const LAB_TTL: u32 = 5;
+/// Until the first healthy verdict: a few 1 s rounds, with slack for a loaded machine.
+const HEALTHY_BOUND: Duration = Duration::from_secs(20);
+/// Down takes ~4.5 s (fall 3 at a 1 s interval); the rest is slack for two loaded cores.
+const DOWN_BOUND: Duration = Duration::from_secs(15);
+/// Down plus a whole failover (~8–12 s here), with room for a loaded machine.
+const FAILOVER_BOUND: Duration = Duration::from_secs(60);
+/// Webhook deliveries and `/status` trail the state they report by a little.
+const EVENT_BOUND: Duration = Duration::from_secs(10);
+/// A CLI failover or failback: provisioning plus the record's TTL (30 s once the DR record
+/// is in an agent's resolver cache), with a margin.
+const CLI_BOUND: Duration = Duration::from_secs(90);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    AlertOnly,
+    AutoFailover,
+}
+
+struct Setup {
+    lab: TestLab,
+    hook: Webhook,
+    config: PathBuf,
+    state_dir: PathBuf,
+}
+
+/// A lab with a 5 s record TTL and quick Route 53 changes, a webhook receiver, and an
+/// agent.toml variant in `mode` that notifies it, with `edits` applied on top.
+async fn setup(mode: Mode, provision_delay: Duration, edits: &[(&str, &str)]) -> Setup {
+    let lab = TestLab::start_with(|o| {
+        o.ttl = Duration::from_secs(u64::from(LAB_TTL));
+        o.provision_delay = provision_delay;
+        o.insync_delay = Duration::from_millis(500);
+    })
+    .await;
+    let hook = Webhook::start().await;
+    let notify = format!(
+        "reminder_interval = \"1m\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
+        hook.url
+    );
+    let mut all: Vec<(&str, &str)> = vec![
+        ("ttl = \"5s\"", "ttl = \"30s\""),
+        ("reminder_interval = \"1m\"\n", &notify),
+    ];
+    if mode == Mode::AutoFailover {
+        all.push(("mode = \"alert-only\"", "mode = \"auto-failover\""));
+    }
+    all.extend_from_slice(edits);
+    let config = lab.config_variant("failover.toml", &all);
+    let state_dir = lab.dir.path().join("state");
+    Setup {
+        lab,
+        hook,
+        config,
+        state_dir,
+    }
+}
+
+impl Setup {
+    /// Starts the agent and waits (bounded) for its first healthy verdict.
+    async fn healthy_agent(&self) -> Agent {
+        let agent = Agent::start(&self.config, &self.state_dir, &[]).await;
+        assert!(
+            agent.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
+            "never healthy:\n{}",
+            agent.log_text()
+        );
+        agent
+    }
+
+    async fn fault(&self, fault: Fault) {
+        self.lab.fault(fault).await;
+    }
+
+    /// The first event that `matches`, waiting (bounded) for it.
+    async fn wait_event(&self, limit: Duration, matches: impl Fn(&Value) -> bool) -> Option<Value> {
+        let hook = &self.hook;
+        let matches = &matches;
+        wait_until(limit, move || async move {
+            hook.events().iter().any(|(_, e)| matches(e))
+        })
+        .await;
+        hook.events()
+            .into_iter()
+            .map(|(_, e)| e)
+            .find(|e| matches(e))
+    }
+
+    /// How the failover ended: `failover_completed`, `failover_failed` or `stood_down`.
+    async fn failover_end(&self, agent: &Agent) -> Value {
+        self.wait_event(FAILOVER_BOUND, |e| {
+            matches!(
+                e["event"].as_str(),
+                Some("failover_completed" | "failover_failed" | "stood_down")
+            )
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "the failover never ended: {:?}\n{}",
+                self.hook.names(),
+                agent.log_text()
+            )
+        })
+    }
+
+    /// Every event named `name`, in arrival order.
+    fn events(&self, name: &str) -> Vec<Value> {
+        self.hook
+            .events()
+            .into_iter()
+            .map(|(_, e)| e)
+            .filter(|e| e["event"] == name)
+            .collect()
+    }
+
+    /// The record as Route 53 (the lab's API) holds it.
+    async fn record(&self) -> Option<RecordSet> {
+        let sdk = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.lab.lab.info().aws_endpoint)
+            .credentials_provider(Credentials::new("AKIDLAB", "secret", None, None, "lab"))
+            .load()
+            .await;
+        SdkDns::new(&sdk)
+            .record(HOSTED_ZONE_ID, RECORD, "CNAME")
+            .await
+            .expect("the record reads")
+    }
+
+    /// Asserts that Route 53 holds the record as one CNAME to `endpoint` with `ttl`.
+    async fn assert_record(&self, endpoint: &str, ttl: u32) {
+        let record = self.record().await.expect("the record exists");
+        assert!(
+            record.values.len() == 1 && same_name(&record.values[0], endpoint),
+            "{RECORD} is {record:?}, not a CNAME to {endpoint}"
+        );
+        assert_eq!(record.ttl, ttl, "{record:?}");
+    }
+
+    fn endpoint(&self, cache: &str) -> String {
+        self.lab
+            .lab
+            .current_info()
+            .cache(cache)
+            .unwrap_or_else(|| panic!("the lab has no cache {cache}"))
+            .endpoint
+            .clone()
+    }
+
+    fn calls(&self) -> Vec<Call> {
+        self.lab.lab.calls()
+    }
+}
+
+fn region_outage() -> Fault {
+    Fault::RegionOutage {
+        region: PRIMARY_REGION.to_owned(),
+    }
+}
+
+fn region_restore() -> Fault {
+    Fault::RegionRestore {
+        region: PRIMARY_REGION.to_owned(),
+    }
+}
+
+fn api_error(service: AwsService, action: &str, code: &str, times: u32) -> Fault {
+    Fault::ApiError {
+        service,
+        action: action.to_owned(),
+        code: code.to_owned(),
+        times,
+    }
+}
+
+fn same_name(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+}
+
+/// A `failover_step` event for `step` in `phase`.
+fn step_event(step: &'static str, phase: &'static str) -> impl Fn(&Value) -> bool {
+    move |e| {
+        e["event"] == "failover_step"
+            && e["detail"]["step"] == step
+            && e["detail"]["phase"] == phase
+    }
+}
+
+/// Successful `CreateServerlessCache` calls.
+fn creates(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| c.action == "CreateServerlessCache" && c.succeeded())
+        .collect()
+}
+
+/// Whether a `ChangeResourceRecordSets` call touches the record itself (the lease's
+/// `_valkey-dr-lock.` TXT record is another name).
+fn touches_record(call: &Call) -> bool {
+    call.action == "ChangeResourceRecordSets"
+        && call.request["changes"].as_array().is_some_and(|changes| {
+            changes
+                .iter()
+                .any(|ch| ch["name"].as_str().is_some_and(|n| same_name(n, RECORD)))
+        })
+}
+
+/// Successful changes of the record.
+fn cname_changes(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| touches_record(c) && c.succeeded())
+        .collect()
+}
+
+/// Calls that create, delete or change anything, whether or not they succeeded.
+fn mutating(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| {
+            matches!(
+                c.action.as_str(),
+                "CreateServerlessCache" | "DeleteServerlessCache" | "ChangeResourceRecordSets"
+            )
+        })
+        .collect()
+}
+
+/// The watch's `/status` entry.
+async fn watch_status(agent: &Agent) -> Value {
+    let (_, body) = agent_get(agent.admin().expect("admin address"), "/status")
+        .await
+        .expect("/status answers");
+    let v: Value = serde_json::from_str(&body).expect("/status is JSON");
+    v["watches"]
+        .as_array()
+        .and_then(|ws| ws.iter().find(|w| w["name"] == WATCH))
+        .cloned()
+        .unwrap_or_else(|| panic!("no watch {WATCH} in {v:#}"))
+}
+
+/// Waits (bounded) until `/status` shows the last failover's `result`, and returns the
+/// watch's entry: `/status` is rebuilt every 250 ms, so it may trail the webhook a little.
+async fn failover_result_shown(agent: &Agent, result: &str) -> Value {
+    let shown = wait_until(EVENT_BOUND, || async {
+        watch_status(agent).await["last_failover"]["outcome"]["result"] == result
+    })
+    .await;
+    let status = watch_status(agent).await;
+    assert!(
+        shown,
+        "/status never showed a {result} failover: {status:#}"
+    );
+    status
+}
+
+/// Asserts that `expected` appears in `names` in this order (other events may come between).
+fn assert_in_order(names: &[String], expected: &[&str]) {
+    let mut at = 0;
+    for want in expected {
+        match names[at..].iter().position(|n| n == want) {
+            Some(i) => at += i + 1,
+            None => panic!("{want} missing (or out of order) in {names:?}; expected {expected:?}"),
+        }
+    }
+}
+
+struct Cli {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Cli {
+    fn output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// `valkey-dr <args> --config <config>` with stdin not a terminal (nobody to confirm).
+async fn cli(config: &Path, args: &[&str]) -> Cli {
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("VALKEY_DR_CONFIG")
+        .stdin(Stdio::null());
+    let out = run_bounded_within(command, CLI_BOUND).await;
+    Cli {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `valkey-dr status --output json` for the watch.
+async fn status_json(config: &Path) -> Value {
+    let run = cli(config, &["status", "--output", "json"]).await;
+    let v: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("status printed no JSON ({e}): {}", run.output()));
+    v["watches"]
+        .as_array()
+        .and_then(|ws| ws.iter().find(|w| w["name"] == WATCH))
+        .cloned()
+        .unwrap_or_else(|| panic!("no watch {WATCH} in {v:#}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_outage_fails_over_once_and_the_record_serves_from_the_dr_cache() {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
+    let agent = s.healthy_agent().await;
+    s.fault(region_outage()).await;
+    let end = s.failover_end(&agent).await;
+    assert_eq!(
+        end["event"],
+        "failover_completed",
+        "{end:#}\n{}",
+        agent.log_text()
+    );
+    assert!(
+        agent.wait_state(WATCH, "failed_over", EVENT_BOUND).await,
+        "{:?}\n{}",
+        agent.state(WATCH).await,
+        agent.log_text()
+    );
+
+    // The lab's side: one cache built in the DR region, one swap of the record.
+    let dr = s.endpoint(DR_CACHE);
+    let calls = s.calls();
+    let created = creates(&calls);
+    assert_eq!(created.len(), 1, "{created:#?}");
+    assert_eq!(created[0].region.as_deref(), Some(DR_REGION));
+    assert_eq!(created[0].request["cache_name"], DR_CACHE);
+    let changed = cname_changes(&calls);
+    assert_eq!(changed.len(), 1, "{changed:#?}");
+    s.assert_record(&dr, NEW_TTL).await;
+
+    // The events: the verdict, the intent, then every step in order, then the end.
+    let names = s.hook.names();
+    assert_in_order(
+        &names,
+        &[
+            "down",
+            "failover_intent",
+            "failover_started",
+            "failover_completed",
+        ],
+    );
+    let started = &s.events("failover_started")[0];
+    assert_eq!(started["detail"]["trigger"], "auto", "{started:#}");
+    let id = started["failover_id"].as_str().expect("a failover id");
+    let done: Vec<Value> = s
+        .events("failover_step")
+        .into_iter()
+        .filter(|e| e["detail"]["phase"] == "done")
+        .collect();
+    let done_steps: Vec<&str> = done
+        .iter()
+        .map(|e| e["detail"]["step"].as_str().unwrap_or("?"))
+        .collect();
+    assert_eq!(done_steps, Step::ALL.map(Step::as_str), "{names:?}");
+    assert!(done.iter().all(|e| e["failover_id"] == id), "{done:#?}");
+    let first_step = names.iter().position(|n| n == "failover_step").unwrap();
+    let last_step = names.iter().rposition(|n| n == "failover_step").unwrap();
+    assert!(
+        names.iter().position(|n| n == "failover_started").unwrap() < first_step
+            && last_step
+                < names
+                    .iter()
+                    .position(|n| n == "failover_completed")
+                    .unwrap(),
+        "steps between started and completed: {names:?}"
+    );
+    let completed = &end["detail"];
+    assert_eq!(end["failover_id"], id);
+    assert_eq!(completed["endpoint"], dr.as_str(), "{end:#}");
+    assert_eq!(completed["runs"], 1);
+    let steps_ms = completed["steps_ms"].as_object().expect("steps_ms");
+    for step in Step::ALL {
+        assert!(
+            steps_ms.get(step.as_str()).is_some_and(Value::is_u64),
+            "no time for {} in {end:#}",
+            step.as_str()
+        );
+    }
+    assert!(completed["total_ms"].as_u64().is_some_and(|t| t > 0));
+    assert_eq!(s.hook.count("failover_failed"), 0, "{names:?}");
+
+    // The agent now watches the DR cache.
+    let status = watch_status(&agent).await;
+    assert_eq!(status["served_by_dr"], true, "{status:#}");
+    assert!(
+        status["active_endpoint"]
+            .as_str()
+            .is_some_and(|a| a.starts_with(&format!("{dr}:"))),
+        "{status:#}"
+    );
+    assert!(status["running"].is_null(), "{status:#}");
+    assert_eq!(status["last_failover"]["failover_id"], id);
+    assert_eq!(status["last_failover"]["outcome"]["result"], "completed");
+    assert_eq!(status["last_failover"]["runs"], 1);
+    let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
+        .expect("the journal parses")
+        .expect("a journal");
+    assert_eq!(journal.outcome, Some(Outcome::Completed));
+    assert!(journal.complete());
+    assert_eq!(journal.runs, 1);
+
+    // An application's write through the record lands on the DR cache.
+    let run = support::check(&s.config, &[]).await;
+    let path = run.path(0, "dns");
+    assert_eq!(path["ok"], true, "{}", run.output);
+    assert!(
+        path["target"].as_str().is_some_and(|t| same_name(t, &dr)),
+        "{}",
+        run.output
+    );
+    let dr_address = s.lab.lab.current_info().cache(DR_CACHE).unwrap().address;
+    assert_eq!(path["address"], dr_address.to_string(), "{}", run.output);
+    for step in ["set", "get"] {
+        assert!(path["steps_ms"][step].is_number(), "{}", run.output);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_only_announces_the_failover_it_would_make_and_changes_nothing() {
+    let s = setup(Mode::AlertOnly, Duration::from_secs(1), &[]).await;
+    let agent = s.healthy_agent().await;
+    s.fault(region_outage()).await;
+    let intent = s
+        .wait_event(DOWN_BOUND, |e| e["event"] == "failover_intent")
+        .await
+        .unwrap_or_else(|| panic!("no intent: {:?}\n{}", s.hook.names(), agent.log_text()));
+    assert_eq!(intent["detail"]["would_fail_over"], true, "{intent:#}");
+    let steps = intent["detail"]["plan"]["steps"]
+        .as_array()
+        .expect("the plan's steps");
+    assert!(!steps.is_empty(), "{intent:#}");
+    assert_eq!(steps[0]["call"], "CreateServerlessCache", "{intent:#}");
+    assert_in_order(&s.hook.names(), &["down", "failover_intent"]);
+
+    // Held four more rounds past the intent: nothing is built, nothing is changed.
+    let rounds = watch_status(&agent).await["rounds"]
+        .as_u64()
+        .expect("rounds");
+    let held = wait_until(Duration::from_secs(15), || async {
+        watch_status(&agent).await["rounds"]
+            .as_u64()
+            .is_some_and(|r| r >= rounds + 4)
+    })
+    .await;
+    assert!(
+        held,
+        "the agent stopped counting rounds:\n{}",
+        agent.log_text()
+    );
+    assert_eq!(agent.state(WATCH).await.as_deref(), Some("down"));
+    let calls = s.calls();
+    assert!(
+        calls.iter().all(|c| c.action != "CreateServerlessCache"),
+        "{:#?}",
+        mutating(&calls)
+    );
+    assert!(
+        calls.iter().all(|c| c.action != "ChangeResourceRecordSets"),
+        "{:#?}",
+        mutating(&calls)
+    );
+    let names = s.hook.names();
+    assert_eq!(s.hook.count("failover_intent"), 1, "{names:?}");
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("failover_") && n != "failover_intent"),
+        "{names:?}"
+    );
+    s.assert_record(&s.endpoint(PRIMARY_CACHE), LAB_TTL).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_creates_and_failing_record_changes_still_make_one_failover() {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(2), &[]).await;
+    let agent = s.healthy_agent().await;
+    s.fault(api_error(
+        AwsService::Elasticache,
+        "CreateServerlessCache",
+        "Throttling",
+        3,
+    ))
+    .await;
+    s.fault(region_outage()).await;
+    // The Route 53 errors are meant for the swap of the record, not for the lease's TXT record
+    // that the lease step writes first; the 2 s build leaves time to put them in between.
+    s.wait_event(DOWN_BOUND + EVENT_BOUND, step_event("lease", "done"))
+        .await
+        .unwrap_or_else(|| panic!("no lease: {:?}\n{}", s.hook.names(), agent.log_text()));
+    s.fault(api_error(
+        AwsService::Route53,
+        "ChangeResourceRecordSets",
+        "InternalError",
+        3,
+    ))
+    .await;
+    let end = s.failover_end(&agent).await;
+    assert_eq!(
+        end["event"],
+        "failover_completed",
+        "{end:#}\n{}",
+        agent.log_text()
+    );
+
+    let calls = s.calls();
+    let throttled: Vec<_> = calls
+        .iter()
+        .filter(|c| {
+            c.action == "CreateServerlessCache" && c.error_code.as_deref() == Some("Throttling")
+        })
+        .collect();
+    assert_eq!(throttled.len(), 3, "{throttled:#?}");
+    assert!(throttled.iter().all(|c| c.status == 400), "{throttled:#?}");
+    assert_eq!(creates(&calls).len(), 1, "{:#?}", mutating(&calls));
+    let failed_swaps: Vec<_> = calls
+        .iter()
+        .filter(|c| touches_record(c) && c.error_code.as_deref() == Some("InternalError"))
+        .collect();
+    assert_eq!(failed_swaps.len(), 3, "{:#?}", mutating(&calls));
+    assert!(failed_swaps.iter().all(|c| c.status == 500));
+    assert_eq!(cname_changes(&calls).len(), 1, "{:#?}", mutating(&calls));
+    s.assert_record(&s.endpoint(DR_CACHE), NEW_TTL).await;
+    assert!(
+        agent.wait_state(WATCH, "failed_over", EVENT_BOUND).await,
+        "{}",
+        agent.log_text()
+    );
+}
+
+/// What a failover that failed before the swap leaves: the failure names `step`, the record
+/// still points at the primary, and nothing changed it.
+async fn assert_failed_before_the_swap(s: &Setup, agent: &Agent, end: &Value, step: &str) {
+    assert_eq!(
+        end["event"],
+        "failover_failed",
+        "{end:#}\n{}",
+        agent.log_text()
+    );
+    assert_eq!(end["detail"]["step"], step, "{end:#}");
+    assert_eq!(end["detail"]["record_untouched"], true, "{end:#}");
+    let calls = s.calls();
+    assert_eq!(creates(&calls).len(), 1, "{:#?}", mutating(&calls));
+    assert!(
+        cname_changes(&calls).is_empty(),
+        "{:#?}",
+        cname_changes(&calls)
+    );
+    s.assert_record(&s.endpoint(PRIMARY_CACHE), LAB_TTL).await;
+    let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
+        .expect("the journal parses")
+        .expect("a journal");
+    assert!(
+        matches!(&journal.outcome, Some(Outcome::Failed { step: failed, .. }) if failed.as_str() == step),
+        "{:?}",
+        journal.outcome
+    );
+    let status = failover_result_shown(agent, "failed").await;
+    assert_eq!(status["served_by_dr"], false, "{status:#}");
+
+    // The episode keeps its intent: a few more rounds of the outage start no second failover.
+    let rounds = status["rounds"].as_u64().expect("rounds");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            watch_status(agent).await["rounds"]
+                .as_u64()
+                .is_some_and(|r| r >= rounds + 3)
+        })
+        .await
+    );
+    assert_eq!(s.hook.count("failover_started"), 1, "{:?}", s.hook.names());
+    assert_eq!(creates(&s.calls()).len(), 1);
+    assert_eq!(agent.state(WATCH).await.as_deref(), Some("down"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dr_cache_that_fails_to_build_fails_the_failover_and_leaves_the_record() {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
+    let agent = s.healthy_agent().await;
+    s.fault(Fault::ProvisionFail).await;
+    s.fault(region_outage()).await;
+    let end = s.failover_end(&agent).await;
+    assert_failed_before_the_swap(&s, &agent, &end, "wait_available").await;
+    assert!(
+        end["detail"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("create-failed")),
+        "{end:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dr_cache_stuck_creating_fails_the_failover_at_create_timeout() {
+    let s = setup(
+        Mode::AutoFailover,
+        Duration::from_secs(1),
+        &[("create_timeout = \"5m\"", "create_timeout = \"3s\"")],
+    )
+    .await;
+    let agent = s.healthy_agent().await;
+    s.fault(Fault::ProvisionStuck).await;
+    s.fault(region_outage()).await;
+    let end = s.failover_end(&agent).await;
+    assert_failed_before_the_swap(&s, &agent, &end, "wait_available").await;
+    assert!(
+        end["detail"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("still not available after 3s")),
+        "{end:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_changed_during_the_failover_is_not_overwritten() {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(4), &[]).await;
+    let agent = s.healthy_agent().await;
+    s.fault(region_outage()).await;
+    // The swap compares against what the record held when the lease step read it, so the
+    // record changes after that read: once the lease is taken, during the 4 s build.
+    s.wait_event(DOWN_BOUND + EVENT_BOUND, step_event("lease", "done"))
+        .await
+        .unwrap_or_else(|| panic!("no lease: {:?}\n{}", s.hook.names(), agent.log_text()));
+    assert_eq!(s.hook.count("failover_started"), 1);
+    s.fault(Fault::PointRecord {
+        cache: SPARE_CACHE.to_owned(),
+    })
+    .await;
+    let end = s.failover_end(&agent).await;
+    assert_eq!(
+        end["event"],
+        "failover_failed",
+        "{end:#}\n{}",
+        agent.log_text()
+    );
+    assert_eq!(end["detail"]["step"], "switch_dns", "{end:#}");
+    assert_eq!(end["detail"]["record_untouched"], true, "{end:#}");
+    let error = end["detail"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("changed by someone else") && error.contains(&s.endpoint(SPARE_CACHE)),
+        "{end:#}"
+    );
+    s.assert_record(&s.endpoint(SPARE_CACHE), LAB_TTL).await;
+    let calls = s.calls();
+    assert!(
+        cname_changes(&calls).is_empty(),
+        "{:#?}",
+        cname_changes(&calls)
+    );
+    let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
+        .expect("the journal parses")
+        .expect("a journal");
+    assert!(
+        matches!(
+            journal.outcome,
+            Some(Outcome::Failed {
+                step: Step::SwitchDns,
+                ..
+            })
+        ),
+        "{:?}",
+        journal.outcome
+    );
+    assert!(!journal.done(Step::SwitchDns));
+    let status = failover_result_shown(&agent, "failed").await;
+    assert_eq!(status["served_by_dr"], false, "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_failover_and_failback_without_an_agent() {
+    let s = setup(Mode::AlertOnly, Duration::from_secs(1), &[]).await;
+    let primary = s.endpoint(PRIMARY_CACHE);
+
+    // Nobody can confirm: refused, and nothing is touched.
+    let run = cli(&s.config, &["failover"]).await;
+    assert_eq!(run.code, 2, "{}", run.output());
+    assert!(run.stderr.contains("--yes"), "{}", run.output());
+    assert!(
+        mutating(&s.calls()).is_empty(),
+        "{:#?}",
+        mutating(&s.calls())
+    );
+
+    // A dry run shows the calls and makes none of them.
+    let run = cli(&s.config, &["failover", "--dry-run", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    assert!(
+        run.stdout.contains("CreateServerlessCache"),
+        "{}",
+        run.output()
+    );
+    assert!(
+        mutating(&s.calls()).is_empty(),
+        "{:#?}",
+        mutating(&s.calls())
+    );
+
+    // No agent runs: the command fails over from its own process.
+    s.fault(region_outage()).await;
+    let run = cli(&s.config, &["failover", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    assert!(
+        run.stderr.contains("no agent is running"),
+        "{}",
+        run.output()
+    );
+    let dr = s.endpoint(DR_CACHE);
+    let calls = s.calls();
+    assert_eq!(creates(&calls).len(), 1, "{:#?}", mutating(&calls));
+    assert_eq!(cname_changes(&calls).len(), 1, "{:#?}", mutating(&calls));
+    s.assert_record(&dr, NEW_TTL).await;
+
+    let status = status_json(&s.config).await;
+    assert!(
+        status["route53"]["target"]
+            .as_str()
+            .is_some_and(|t| same_name(t, &dr)),
+        "{status:#}"
+    );
+    assert_eq!(status["route53"]["ttl"], NEW_TTL, "{status:#}");
+    assert_eq!(status["agent"]["running"], false, "{status:#}");
+    assert_eq!(status["agent"]["state"], "failed_over", "{status:#}");
+    assert_eq!(status["agent"]["served_by_dr"], true, "{status:#}");
+    assert_eq!(
+        status["last_failover"]["outcome"]["result"], "completed",
+        "{status:#}"
+    );
+
+    // The primary is still unreachable: failback refuses and leaves the record.
+    let run = cli(&s.config, &["failback", "--yes"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(run.stderr.contains("nothing changed"), "{}", run.output());
+    let calls = s.calls();
+    assert_eq!(cname_changes(&calls).len(), 1, "{:#?}", mutating(&calls));
+    assert!(
+        calls.iter().all(|c| c.action != "DeleteServerlessCache"),
+        "{:#?}",
+        mutating(&calls)
+    );
+    s.assert_record(&dr, NEW_TTL).await;
+
+    // Back: the record returns to the primary (an exact swap) and the DR cache goes.
+    s.fault(region_restore()).await;
+    let run = cli(&s.config, &["failback", "--yes", "--delete-dr"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    let calls = s.calls();
+    let changed = cname_changes(&calls);
+    assert_eq!(changed.len(), 2, "{changed:#?}");
+    let swap = changed[1].request["changes"].as_array().expect("changes");
+    assert_eq!(swap.len(), 2, "{swap:#?}");
+    assert_eq!(swap[0]["action"], "DELETE");
+    assert!(same_name(
+        swap[0]["values"][0].as_str().unwrap_or_default(),
+        &dr
+    ));
+    assert_eq!(swap[1]["action"], "CREATE");
+    assert!(same_name(
+        swap[1]["values"][0].as_str().unwrap_or_default(),
+        &primary
+    ));
+    s.assert_record(&primary, NEW_TTL).await;
+    let deleted: Vec<_> = calls
+        .iter()
+        .filter(|c| c.action == "DeleteServerlessCache" && c.succeeded())
+        .collect();
+    assert_eq!(deleted.len(), 1, "{deleted:#?}");
+    assert_eq!(deleted[0].request["cache_name"], DR_CACHE);
+    assert_eq!(deleted[0].region.as_deref(), Some(DR_REGION));
+    assert_eq!(creates(&calls).len(), 1);
+
+    let status = status_json(&s.config).await;
+    assert_eq!(status["agent"]["served_by_dr"], false, "{status:#}");
+    assert_eq!(status["agent"]["state"], "healthy", "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_failover_and_failback_through_a_running_agent() {
+    let s = setup(Mode::AlertOnly, Duration::from_secs(1), &[]).await;
+    let primary = s.endpoint(PRIMARY_CACHE);
+    let agent = s.healthy_agent().await;
+    s.fault(region_outage()).await;
+    s.wait_event(DOWN_BOUND, |e| e["event"] == "failover_intent")
+        .await
+        .unwrap_or_else(|| panic!("no intent: {:?}\n{}", s.hook.names(), agent.log_text()));
+
+    // The running agent carries the failover out; the command follows it to the end.
+    let run = cli(&s.config, &["failover", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.output(), agent.log_text());
+    assert!(
+        run.stdout.contains("started by the agent"),
+        "{}",
+        run.output()
+    );
+    let started = s.events("failover_started");
+    assert_eq!(started.len(), 1, "{:?}", s.hook.names());
+    assert_eq!(started[0]["detail"]["trigger"], "manual");
+    assert!(
+        agent.wait_state(WATCH, "failed_over", EVENT_BOUND).await,
+        "{}",
+        agent.log_text()
+    );
+    let status = watch_status(&agent).await;
+    assert_eq!(status["served_by_dr"], true, "{status:#}");
+    assert_eq!(status["last_failover"]["outcome"]["result"], "completed");
+    assert_eq!(
+        status["last_failover"]["failover_id"],
+        started[0]["failover_id"]
+    );
+    let dr = s.endpoint(DR_CACHE);
+    let calls = s.calls();
+    assert_eq!(creates(&calls).len(), 1, "{:#?}", mutating(&calls));
+    assert_eq!(cname_changes(&calls).len(), 1, "{:#?}", mutating(&calls));
+    s.assert_record(&dr, NEW_TTL).await;
+
+    // The primary's region comes back; the agent says when failback is possible.
+    s.fault(region_restore()).await;
+    s.wait_event(EVENT_BOUND, |e| e["event"] == "failback_possible")
+        .await
+        .unwrap_or_else(|| panic!("{:?}\n{}", s.hook.names(), agent.log_text()));
+    let run = cli(&s.config, &["failback", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.output(), agent.log_text());
+    s.wait_event(EVENT_BOUND, |e| e["event"] == "failback_completed")
+        .await
+        .unwrap_or_else(|| panic!("{:?}\n{}", s.hook.names(), agent.log_text()));
+    assert!(
+        agent.wait_state(WATCH, "healthy", EVENT_BOUND).await,
+        "{:?}\n{}",
+        agent.state(WATCH).await,
+        agent.log_text()
+    );
+    let status = watch_status(&agent).await;
+    assert_eq!(status["served_by_dr"], false, "{status:#}");
+    assert_eq!(status["last_failback"]["result"], "completed", "{status:#}");
+    assert!(
+        status["active_endpoint"]
+            .as_str()
+            .is_some_and(|a| a.starts_with(&format!("{primary}:"))),
+        "{status:#}"
+    );
+    s.assert_record(&primary, NEW_TTL).await;
+    let calls = s.calls();
+    assert_eq!(cname_changes(&calls).len(), 2, "{:#?}", mutating(&calls));
+    assert!(
+        calls.iter().all(|c| c.action != "DeleteServerlessCache"),
+        "without --delete-dr the DR cache stays"
+    );
+    assert_eq!(s.hook.count("failback_failed"), 0, "{:?}", s.hook.names());
+}
