@@ -688,6 +688,13 @@ impl WatchTask {
             Some(format!("a {} ({}) is already running", op.kind, op.id))
         } else if self.shutdown.is_cancelled() {
             Some("shutdown has begun: no failover is started now".to_owned())
+        } else if self.state.served_by_dr {
+            // There is no second DR target: the DR cache down means people decide (fail
+            // back to the primary, or rebuild).
+            Some(format!(
+                "the DR cache {} already serves the watch: there is nowhere further to fail over to; fail back once the primary is healthy",
+                self.watch_config().dr.cache_name
+            ))
         } else {
             None
         };

@@ -101,6 +101,30 @@ impl Runner {
         w: &WatchConfig,
         now: SystemTime,
     ) -> Result<Journal, String> {
+        // The previous failover's journal is kept under `failovers/` for the record; an
+        // unfinished one is never replaced (it must be resumed, not forgotten).
+        match store::read_json::<Journal>(&self.journal) {
+            Ok(Some(previous)) if previous.unfinished() => {
+                return Err(format!(
+                    "failover {} is unfinished in {}; it resumes when the agent starts",
+                    previous.plan.failover_id,
+                    self.journal.display()
+                ));
+            }
+            Ok(Some(previous)) => {
+                let dir = self.journal.with_file_name("failovers");
+                store::ensure_dir(&dir)
+                    .and_then(|()| {
+                        store::write_json(
+                            &dir.join(format!("{}.json", previous.plan.failover_id)),
+                            &previous,
+                        )
+                    })
+                    .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
+            }
+            Ok(None) => {}
+            Err(e) => return Err(format!("{:#}", anyhow::Error::from(e))),
+        }
         let id = new_failover_id(&config.agent.id, now);
         let journal = Journal::new(plan::executor_plan(config, w, &id));
         store::write_json(&self.journal, &journal)
