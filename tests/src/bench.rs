@@ -7,12 +7,15 @@
 //!   beside Valkey Sentinel doing the same job in the same window.
 //! - `bench detection` ([`detection`]): time from a hung primary to the alert, for the agent
 //!   and for Sentinel.
+//! - `bench failover` ([`failover`]): whole region-outage failovers, from the outage to the
+//!   application writing again, phase by phase, and what the agent adds on top of AWS and DNS.
 //!
 //! Every bench talks to loopback only, bounds every wait and loop, and leaves no process
 //! behind: children are killed on drop and die with the bench (`PR_SET_PDEATHSIG`).
 
-mod agent;
+pub mod agent;
 pub mod detection;
+pub mod failover;
 pub mod footprint;
 mod process;
 mod resp;

@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod scenario;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,8 +39,10 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
     },
-    /// The README's demo: a lab, a check round per second, faults on a script, each verdict
-    /// change shown as it happens. Exits 0 when every fault showed up and cleared.
+    /// The README's demo: a lab, `valkey-dr run` in auto-failover mode and an application
+    /// writing sessions through the record; then a region outage, the failover's timeline as
+    /// it happens, and each phase's duration against the 4 h RTO. Exits 0 when every step came
+    /// within its bound.
     Demo {
         /// Keep the lab's files here instead of a temporary directory.
         #[arg(long, value_name = "DIR")]
@@ -83,6 +86,19 @@ enum BenchCommand {
         /// Outages per side.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=500))]
         outages: u64,
+        /// Seed for where in the probe interval each outage starts.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Whole failovers: a region outage, the auto-failover agent, an application writing
+    /// through the record; each phase timed, and what the agent adds beyond AWS and DNS.
+    ///
+    /// The agent is the build next to this binary (or $VALKEY_DR_BIN); each run has a fresh
+    /// lab (cache build 3 s, Route 53 INSYNC 1 s, TTL 30 s, probes every 1 s).
+    Failover {
+        /// Failovers to run, one fresh lab each.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100))]
+        runs: u64,
         /// Seed for where in the probe interval each outage starts.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -277,6 +293,13 @@ fn main() -> ExitCode {
                 bench: BenchCommand::Detection { outages, seed },
             } => {
                 let report = bench::detection::run(outages as usize, seed).await?;
+                println!("{report:#}");
+                Ok(())
+            }
+            Command::Bench {
+                bench: BenchCommand::Failover { runs, seed },
+            } => {
+                let report = bench::failover::run(runs as usize, seed).await?;
                 println!("{report:#}");
                 Ok(())
             }

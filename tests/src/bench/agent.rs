@@ -114,13 +114,28 @@ impl Agent {
         state_dir: &Path,
         log: &Path,
     ) -> anyhow::Result<Agent> {
+        Self::start_with(binary, &[], config, state_dir, log).await
+    }
+
+    /// [`Agent::start`] for a program that takes `leading` arguments before the agent's own
+    /// command line: the demo runs this executable's hidden agent subcommand, so that a fresh
+    /// `cargo run -p valkey-dr-lab -- demo` needs no other binary.
+    pub async fn start_with(
+        program: &Path,
+        leading: &[&str],
+        config: &Path,
+        state_dir: &Path,
+        log: &Path,
+    ) -> anyhow::Result<Agent> {
         let admin_file = state_dir.join("admin.json");
         let _ = std::fs::remove_file(&admin_file);
-        let mut command = Command::new(binary);
+        let mut command = Command::new(program);
         command
+            .args(leading)
             .args(["run", "--config"])
             .arg(config)
             .env_remove("VALKEY_DR_CONFIG")
+            .envs(valkey_dr_lab::LAB_AWS_ENV)
             // What the shipped env file sets: the daemon as operators run it.
             .env("VALKEY_DR_LOG", "info");
         let mut process = Owned::spawn("valkey-dr", command, log)?;
@@ -146,6 +161,11 @@ impl Agent {
 
     pub fn ensure_running(&mut self) -> anyhow::Result<()> {
         self.process.ensure_running()
+    }
+
+    /// The last lines of its log, for an error message.
+    pub fn log_tail(&self) -> String {
+        self.process.log_tail()
     }
 
     /// Every watch's state, as `/status` reports it.

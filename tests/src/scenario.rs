@@ -1,0 +1,983 @@
+//! The region-outage failover that `demo` tells and `bench failover` measures, written once so
+//! that both show the same thing.
+//!
+//! A lab with short but AWS-shaped delays (a cache takes [`PROVISION_DELAY`] to build, a
+//! Route 53 change [`INSYNC_DELAY`] to go `INSYNC`, the record has a [`TTL`] of 30 s), the real
+//! `valkey-dr run` in `auto-failover` mode posting to a webhook receiver in this process, and
+//! a small application that stores a session every 100 ms *through the record*, as a real one
+//! would: it resolves the record with a caching resolver (so it keeps the old answer until
+//! its TTL runs out), connects with TLS to the CNAME target's name, and on any error drops
+//! the connection and resolves again. Then the primary region goes down.
+//!
+//! Every agent event and every change in what the application sees is a [`Mark`] on one
+//! clock. Each [`Milestone`] must arrive within its bound of the one before it, or the run
+//! fails with what was last heard: nothing here waits without an end.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, bail};
+use futures::future::BoxFuture;
+use hickory_proto::rr::RData;
+use rustls_pki_types::ServerName;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_util::sync::CancellationToken;
+use valkey_dr::executor::Phase;
+use valkey_dr_lab::{Fault, Lab, LabInfo, LabOptions, PRIMARY_CACHE, PRIMARY_REGION};
+use valkey_dr_probes::ResolverSettings;
+
+use crate::bench::agent::{Agent, Alert, Webhook};
+
+/// How long the lab's ElastiCache keeps a new cache `creating`. AWS takes about a minute;
+/// a few seconds keep the story short while still being a wait the agent must poll through.
+pub const PROVISION_DELAY: Duration = Duration::from_secs(3);
+/// How long a Route 53 change stays `PENDING`.
+pub const INSYNC_DELAY: Duration = Duration::from_secs(1);
+/// The record's TTL: the shortest the agent accepts (30–60 s), the wait every application
+/// has before it sees the new CNAME.
+pub const TTL: Duration = Duration::from_secs(30);
+/// The agent's probe interval (the lab's agent.toml: timeout 500 ms, fall 3, down_after 2 s).
+pub const INTERVAL: Duration = Duration::from_secs(1);
+/// The RTO of the DR plan, and what the plan expects a failover by hand to take.
+pub const RTO: Duration = Duration::from_secs(4 * 3600);
+/// The manual estimate, low and high.
+pub const MANUAL: (Duration, Duration) = (Duration::from_secs(1800), Duration::from_secs(5400));
+
+/// The application writes a session this often.
+const WRITE_EVERY: Duration = Duration::from_millis(100);
+/// Each of the application's operations (resolve, connect, TLS, SET) gives up after this, as a
+/// client library's timeouts would.
+const APP_TIMEOUT: Duration = Duration::from_millis(500);
+/// The application runs at most this long, whatever happens to the story.
+const APP_MAX_RUN: Duration = Duration::from_secs(600);
+/// So the writer loop is bounded in count too.
+const APP_MAX_WRITES: u64 = APP_MAX_RUN.as_millis() as u64 / WRITE_EVERY.as_millis() as u64;
+/// How long the application writes before the outage.
+const WRITING_BEFORE_OUTAGE: Duration = Duration::from_secs(2);
+/// How long the application may take to write its first session.
+const APP_START_LIMIT: Duration = Duration::from_secs(10);
+/// How long the agent may take to report the watch healthy.
+const HEALTHY_LIMIT: Duration = Duration::from_secs(30);
+/// The lab's one watch.
+const WATCH: &str = "sessions";
+/// A SET's reply is `+OK\r\n`; anything longer than this is not the reply we wait for.
+const MAX_REPLY: usize = 512;
+/// Marks buffered between the application and the story; only changes are sent.
+const MARK_BUFFER: usize = 4096;
+
+/// The lab the story runs in.
+pub fn lab_options(dir: &Path) -> LabOptions {
+    LabOptions {
+        dir: dir.to_owned(),
+        ttl: TTL,
+        interval: INTERVAL,
+        provision_delay: PROVISION_DELAY,
+        insync_delay: INSYNC_DELAY,
+        ..LabOptions::default()
+    }
+}
+
+/// How to start `valkey-dr`: a program, and the arguments it takes before the agent's own
+/// command line (this executable's hidden agent subcommand, for the demo).
+pub struct AgentProgram<'a> {
+    pub path: &'a Path,
+    pub leading: &'a [&'a str],
+}
+
+/// A point of the story that must happen, in the order listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Milestone {
+    AppFailed,
+    Down,
+    FailoverStarted,
+    Provision,
+    WaitAvailable,
+    VerifyDirect,
+    SwitchDns,
+    WaitInsync,
+    VerifyDns,
+    FailoverCompleted,
+    AppOnDr,
+    AppWriting,
+}
+
+impl Milestone {
+    pub const ALL: [Milestone; 12] = [
+        Milestone::AppFailed,
+        Milestone::Down,
+        Milestone::FailoverStarted,
+        Milestone::Provision,
+        Milestone::WaitAvailable,
+        Milestone::VerifyDirect,
+        Milestone::SwitchDns,
+        Milestone::WaitInsync,
+        Milestone::VerifyDns,
+        Milestone::FailoverCompleted,
+        Milestone::AppOnDr,
+        Milestone::AppWriting,
+    ];
+
+    /// The name in JSON.
+    pub fn key(self) -> &'static str {
+        match self {
+            Milestone::AppFailed => "app_failed",
+            Milestone::Down => "down",
+            Milestone::FailoverStarted => "failover_started",
+            Milestone::Provision => "provision",
+            Milestone::WaitAvailable => "wait_available",
+            Milestone::VerifyDirect => "verify_direct",
+            Milestone::SwitchDns => "switch_dns",
+            Milestone::WaitInsync => "wait_insync",
+            Milestone::VerifyDns => "verify_dns",
+            Milestone::FailoverCompleted => "failover_completed",
+            Milestone::AppOnDr => "app_on_dr",
+            Milestone::AppWriting => "app_writing",
+        }
+    }
+
+    /// What it means, for people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Milestone::AppFailed => "application: first failed write",
+            Milestone::Down => "DETECTED (down)",
+            Milestone::FailoverStarted => "failover started",
+            Milestone::Provision => "DR cache created (CreateServerlessCache)",
+            Milestone::WaitAvailable => "DR cache available",
+            Milestone::VerifyDirect => "DR cache verified directly (PING/SET/GET)",
+            Milestone::SwitchDns => "DNS SWITCHED (record → DR cache)",
+            Milestone::WaitInsync => "Route 53 change INSYNC",
+            Milestone::VerifyDns => "verified through the record (the agent's TTL wait)",
+            Milestone::FailoverCompleted => "FAILOVER COMPLETED",
+            Milestone::AppOnDr => "application: the record now resolves to the DR cache",
+            Milestone::AppWriting => "APPLICATION WRITING AGAIN",
+        }
+    }
+
+    /// The milestone this one follows (`None`: the outage), and how long after it it must
+    /// come. The bounds are generous: they catch a story that stalled, not a slow one.
+    fn bound(self) -> (Option<Milestone>, Duration) {
+        let s = Duration::from_secs;
+        match self {
+            Milestone::AppFailed => (None, s(5)),
+            // fall 3 × 1 s, plus timeouts and the witness: a few seconds.
+            Milestone::Down => (None, s(15)),
+            Milestone::FailoverStarted => (Some(Milestone::Down), s(5)),
+            Milestone::Provision => (Some(Milestone::FailoverStarted), s(20)),
+            Milestone::WaitAvailable => (Some(Milestone::Provision), PROVISION_DELAY + s(30)),
+            Milestone::VerifyDirect => (Some(Milestone::WaitAvailable), s(15)),
+            Milestone::SwitchDns => (Some(Milestone::VerifyDirect), s(30)),
+            Milestone::WaitInsync => (Some(Milestone::SwitchDns), INSYNC_DELAY + s(30)),
+            // The agent's own resolver may hold the old answer for a whole TTL.
+            Milestone::VerifyDns => (Some(Milestone::WaitInsync), TTL + s(35)),
+            Milestone::FailoverCompleted => (Some(Milestone::VerifyDns), s(15)),
+            // So may the application's.
+            Milestone::AppOnDr => (Some(Milestone::SwitchDns), TTL + s(10)),
+            Milestone::AppWriting => (Some(Milestone::AppOnDr), s(10)),
+        }
+    }
+
+    /// The executor step this milestone is the end of.
+    pub fn step(self) -> Option<&'static str> {
+        match self {
+            Milestone::Provision => Some("provision"),
+            Milestone::WaitAvailable => Some("wait_available"),
+            Milestone::VerifyDirect => Some("verify_direct"),
+            Milestone::SwitchDns => Some("switch_dns"),
+            Milestone::WaitInsync => Some("wait_insync"),
+            Milestone::VerifyDns => Some("verify_dns"),
+            _ => None,
+        }
+    }
+
+    fn of_alert(alert: &Alert) -> Option<Milestone> {
+        match alert.event() {
+            "down" => Some(Milestone::Down),
+            "failover_started" => Some(Milestone::FailoverStarted),
+            "failover_completed" => Some(Milestone::FailoverCompleted),
+            "failover_step" => {
+                let detail = &alert.body["detail"];
+                if detail["phase"] != "done" || detail["failback"] == true {
+                    return None;
+                }
+                let step = detail["step"].as_str()?;
+                Milestone::ALL.into_iter().find(|m| m.step() == Some(step))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A change in what the application sees.
+#[derive(Debug, Clone)]
+pub enum AppChange {
+    /// The record resolved to another CNAME target than before (or for the first time).
+    Resolved { target: String },
+    /// A write failed after one succeeded.
+    Failing {
+        error: String,
+        /// When the last write succeeded.
+        last_ok: Option<Instant>,
+    },
+    /// A write succeeded, the first one or the first after failures.
+    Writing { target: String },
+}
+
+/// What happened, and when (arrival at this process).
+#[derive(Debug, Clone)]
+pub enum Mark {
+    /// An event the agent posted to the webhook.
+    Alert(Alert),
+    /// The application's view changed.
+    App { at: Instant, change: AppChange },
+}
+
+impl Mark {
+    fn at(&self) -> Instant {
+        match self {
+            Mark::Alert(alert) => alert.at,
+            Mark::App { at, .. } => *at,
+        }
+    }
+}
+
+/// What the story reports as it goes.
+pub enum Progress<'a> {
+    /// A setup step, before the outage.
+    Setup(String),
+    /// The outage has been injected.
+    Outage,
+    /// A mark, `since_outage` seconds after the outage (negative: before it), and the
+    /// milestone it is, if it is the first of its kind.
+    Mark {
+        since_outage: f64,
+        mark: &'a Mark,
+        milestone: Option<Milestone>,
+    },
+}
+
+/// One finished failover, timed.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// When each milestone arrived, after the outage.
+    pub at: BTreeMap<Milestone, Duration>,
+    /// Last successful write before the application noticed → first successful write after.
+    pub app_visible_outage: Duration,
+    /// `failover_completed`'s `detail.steps_ms`: each executor step, timed by the agent.
+    pub steps_ms: BTreeMap<String, u64>,
+    /// `failover_completed`'s `detail.total_ms`: the agent's failover, start to end.
+    pub total_ms: Option<u64>,
+    /// When each executor step started and finished according to the agent's journal, in
+    /// seconds after the outage. The webhook's `failover_step` can arrive later than the step
+    /// finished; the journal is the executor's own record.
+    pub journal: BTreeMap<String, (f64, f64)>,
+    /// The DR cache's endpoint the record now points at.
+    pub endpoint: String,
+    /// Sessions the application stored, and writes that failed.
+    pub writes_ok: u64,
+    pub writes_failed: u64,
+}
+
+impl Outcome {
+    /// Outage → milestone.
+    pub fn at(&self, m: Milestone) -> Duration {
+        self.at.get(&m).copied().unwrap_or_default()
+    }
+
+    /// `a` → `b`, zero when `b` came first.
+    pub fn between(&self, a: Milestone, b: Milestone) -> Duration {
+        self.at(b).saturating_sub(self.at(a))
+    }
+
+    /// An executor step's duration as the agent timed it.
+    pub fn step(&self, step: &str) -> Option<Duration> {
+        self.steps_ms.get(step).map(|ms| Duration::from_millis(*ms))
+    }
+
+    /// Outage → the application writing again.
+    pub fn app_outage(&self) -> Duration {
+        self.at(Milestone::AppWriting)
+    }
+
+    /// Outage → the record changed: the end of switch_dns in the agent's journal (the lab's
+    /// DNS answers the new CNAME as soon as ChangeResourceRecordSets returns), else the
+    /// webhook's arrival.
+    pub fn dns_switched(&self) -> Duration {
+        self.journal_done("switch_dns")
+            .unwrap_or_else(|| self.at(Milestone::SwitchDns))
+    }
+
+    /// When `step` finished by the journal, after the outage.
+    pub fn journal_done(&self, step: &str) -> Option<Duration> {
+        self.journal
+            .get(step)
+            .map(|(_, done)| Duration::from_secs_f64(done.max(0.0)))
+    }
+
+    /// How much later the `failover_step` webhook for `step` arrived than the journal says
+    /// the step finished.
+    pub fn event_lag(&self, step: &str) -> Option<f64> {
+        let m = Milestone::ALL
+            .into_iter()
+            .find(|m| m.step() == Some(step))?;
+        let (_, done) = self.journal.get(step)?;
+        Some(self.at.get(&m)?.as_secs_f64() - done)
+    }
+
+    /// DNS switched → the application's resolver hands it the new CNAME: what was left of the
+    /// TTL of the answer it held (it may have refreshed the old answer during the outage), plus
+    /// its own retry pace. Between 0 and one TTL, depending on when it last resolved.
+    pub fn app_dns_wait(&self) -> Duration {
+        self.at(Milestone::AppOnDr)
+            .saturating_sub(self.dns_switched())
+    }
+
+    /// The application's outage had its cached answer been refreshed just before the switch:
+    /// the measured outage with its DNS wait replaced by the full TTL. This takes the luck of
+    /// the cache's phase out of the figure, so runs compare.
+    pub fn worst_case_app_outage(&self) -> Duration {
+        self.app_outage().saturating_sub(self.app_dns_wait()) + TTL
+    }
+
+    /// What the agent adds to the application's (worst-case) outage beyond what AWS and DNS
+    /// take anyway: worst-case outage − (provision delay + insync delay + TTL), in seconds
+    /// (negative when a wait overlapped another: in the lab the record answers the new CNAME
+    /// before the change is INSYNC, so the insync delay is not on the application's path).
+    pub fn overhead_s(&self) -> f64 {
+        self.worst_case_app_outage().as_secs_f64()
+            - (PROVISION_DELAY + INSYNC_DELAY + TTL).as_secs_f64()
+    }
+
+    /// [`Outcome::overhead_s`] with the measured application outage as it was (its DNS wait
+    /// as luck had it): the brief's formula applied to the raw figure.
+    pub fn raw_overhead_s(&self) -> f64 {
+        self.app_outage().as_secs_f64() - (PROVISION_DELAY + INSYNC_DELAY + TTL).as_secs_f64()
+    }
+}
+
+/// Runs the whole story in a fresh lab in `dir`: lab up, agent healthy, application writing,
+/// region outage (`outage_offset` later than the application's warm-up, to move it within
+/// the probe interval), every milestone within its bound. The lab is shut down before
+/// returning.
+pub async fn play(
+    dir: &Path,
+    agent: &AgentProgram<'_>,
+    outage_offset: Duration,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> anyhow::Result<Outcome> {
+    let lab = Lab::start(lab_options(dir))
+        .await
+        .context("starting the lab")?;
+    let info = lab.info().clone();
+    progress(Progress::Setup(format!(
+        "lab up: {} CNAME {} (TTL {}s); a new cache takes {}s to build, a Route 53 change {}s to go INSYNC",
+        info.record,
+        info.cache(PRIMARY_CACHE)
+            .map_or("?", |c| c.endpoint.as_str()),
+        info.ttl_s,
+        PROVISION_DELAY.as_secs(),
+        INSYNC_DELAY.as_secs()
+    )));
+    let result = with_lab(&lab, &info, agent, outage_offset, progress).await;
+    lab.shutdown().await;
+    result
+}
+
+/// The lab's agent.toml in auto-failover mode, posting to `hook`.
+fn auto_failover_config(lab_toml: &str, hook: &Webhook) -> anyhow::Result<String> {
+    const ALERT_ONLY: &str = "mode = \"alert-only\"\n";
+    anyhow::ensure!(
+        lab_toml.matches(ALERT_ONLY).count() == 1,
+        "the lab's agent.toml no longer has exactly one `{}`",
+        ALERT_ONLY.trim_end()
+    );
+    Ok(lab_toml.replacen(ALERT_ONLY, "mode = \"auto-failover\"\n", 1) + &hook.notify_toml())
+}
+
+async fn with_lab(
+    lab: &Lab,
+    info: &LabInfo,
+    program: &AgentProgram<'_>,
+    outage_offset: Duration,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> anyhow::Result<Outcome> {
+    let primary_endpoint = info
+        .cache(PRIMARY_CACHE)
+        .context("the lab has no primary cache")?
+        .endpoint
+        .clone();
+    let mut hook = Webhook::start().await?;
+    let lab_toml = std::fs::read_to_string(&info.config)
+        .with_context(|| format!("reading {}", info.config.display()))?;
+    let config = lab.dir().join("agent-failover.toml");
+    std::fs::write(&config, auto_failover_config(&lab_toml, &hook)?)
+        .with_context(|| format!("writing {}", config.display()))?;
+    let log = lab.dir().join("agent.log");
+    let mut agent = Agent::start_with(
+        program.path,
+        program.leading,
+        &config,
+        &lab.dir().join("state"),
+        &log,
+    )
+    .await?;
+    let outcome = async {
+        agent.wait_all("healthy", 1, HEALTHY_LIMIT).await?;
+        progress(Progress::Setup(format!(
+            "agent healthy: valkey-dr run, mode = \"auto-failover\", probing every {}s (log: {})",
+            INTERVAL.as_secs(),
+            log.display()
+        )));
+        let mut app = App::start(info)?;
+        let story = story(
+            lab,
+            &mut agent,
+            &mut hook,
+            &mut app,
+            &primary_endpoint,
+            outage_offset,
+            progress,
+        )
+        .await;
+        let (writes_ok, writes_failed) = app.stop().await;
+        let mut outcome = story?;
+        outcome.writes_ok = writes_ok;
+        outcome.writes_failed = writes_failed;
+        anyhow::Ok(outcome)
+    }
+    .await;
+    // The cause first, then what the agent was saying when it happened.
+    let outcome = outcome.map_err(|e| {
+        anyhow::anyhow!(
+            "{e:#}\n\nthe agent's log ({}) ends with:\n{}",
+            log.display(),
+            agent.log_tail()
+        )
+    });
+    agent.stop().await;
+    outcome
+}
+
+/// From the application's first write to the last milestone.
+async fn story(
+    lab: &Lab,
+    agent: &mut Agent,
+    hook: &mut Webhook,
+    app: &mut App,
+    primary_endpoint: &str,
+    outage_offset: Duration,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> anyhow::Result<Outcome> {
+    // The application writes for a while first, so the outage interrupts a steady state.
+    let warm_up = WRITING_BEFORE_OUTAGE + outage_offset;
+    let deadline = Instant::now() + APP_START_LIMIT;
+    let mut first_ok = None;
+    while first_ok.is_none_or(|t: Instant| t.elapsed() < warm_up) {
+        let wait = match first_ok {
+            Some(t) => t + warm_up,
+            None => deadline,
+        };
+        match tokio::time::timeout_at(wait, app.marks.recv()).await {
+            Ok(Some(mark)) => {
+                if let Mark::App {
+                    at,
+                    change: AppChange::Writing { .. },
+                } = &mark
+                {
+                    first_ok.get_or_insert(*at);
+                }
+                progress(Progress::Setup(app_setup_line(&mark)));
+            }
+            Ok(None) => bail!("the application stopped before it wrote a session"),
+            Err(_) if first_ok.is_none() => bail!(
+                "the application wrote no session through the record within {APP_START_LIMIT:?}"
+            ),
+            Err(_) => {}
+        }
+    }
+    // Nothing should have been said while all was well; whatever was, is shown.
+    for _ in 0..MARK_BUFFER {
+        let Some(alert) = hook.next(Instant::now()).await else {
+            break;
+        };
+        progress(Progress::Setup(format!(
+            "agent said before the outage: {}",
+            alert.body["text"].as_str().unwrap_or("?")
+        )));
+    }
+
+    // The journal's times are wall-clock: this pair maps them onto the story's clock.
+    let (t0, wall0) = (Instant::now(), SystemTime::now());
+    lab.fault(Fault::RegionOutage {
+        region: PRIMARY_REGION.to_owned(),
+    })
+    .await
+    .context("injecting the region outage")?;
+    progress(Progress::Outage);
+
+    let mut at: BTreeMap<Milestone, Instant> = BTreeMap::new();
+    let mut last_ok_before: Option<Instant> = None;
+    let mut completed: Option<Value> = None;
+    let mut last_heard = String::from("nothing yet");
+    // One pass per mark or per deadline; every milestone's deadline is finite, so the loop
+    // ends, and the count bound is a second guard.
+    for _ in 0..100_000 {
+        let pending: Vec<(Milestone, Instant)> = Milestone::ALL
+            .into_iter()
+            .filter(|m| !at.contains_key(m))
+            .filter_map(|m| {
+                let (after, within) = m.bound();
+                match after {
+                    None => Some((m, t0 + within)),
+                    Some(a) => at.get(&a).map(|t| (m, *t + within)),
+                }
+            })
+            .collect();
+        if at.len() == Milestone::ALL.len() {
+            break;
+        }
+        // Every milestone not yet seen waits on one that is, or on the outage: there is
+        // always a next deadline while something is missing.
+        let Some(&(next, deadline)) = pending.iter().min_by_key(|(_, d)| *d) else {
+            bail!("internal: milestones missing with no deadline: {at:?}");
+        };
+        if Instant::now() >= deadline {
+            let (after, within) = next.bound();
+            bail!(
+                "no \"{}\" within {within:?} of {}; last heard: {last_heard}",
+                next.label(),
+                after.map_or("the outage", Milestone::label)
+            );
+        }
+        agent.ensure_running()?;
+        // Wake at least once a second to see that the agent still runs.
+        let wake = deadline.min(Instant::now() + Duration::from_secs(1));
+        let mark = tokio::select! {
+            alert = hook.next(wake) => alert.map(Mark::Alert),
+            mark = app.marks.recv() => match mark {
+                Some(mark) => Some(mark),
+                None => bail!("the application stopped writing"),
+            },
+        };
+        let Some(mark) = mark else { continue };
+        let milestone = match &mark {
+            Mark::Alert(alert) => {
+                last_heard = format!(
+                    "{} at t+{:.1}s",
+                    alert.body["text"].as_str().unwrap_or("?"),
+                    signed_secs(alert.at, t0)
+                );
+                match alert.event() {
+                    "failover_failed" | "failover_blocked" | "stood_down" => {
+                        progress(Progress::Mark {
+                            since_outage: signed_secs(alert.at, t0),
+                            mark: &mark,
+                            milestone: None,
+                        });
+                        bail!(
+                            "the agent did not fail over: {}",
+                            alert.body["text"].as_str().unwrap_or("?")
+                        );
+                    }
+                    "failover_completed" => completed = Some(alert.body["detail"].clone()),
+                    _ => {}
+                }
+                Milestone::of_alert(alert)
+            }
+            Mark::App { at: when, change } => match change {
+                AppChange::Failing { last_ok, .. } if *when >= t0 => {
+                    if !at.contains_key(&Milestone::AppFailed) {
+                        last_ok_before = *last_ok;
+                    }
+                    Some(Milestone::AppFailed)
+                }
+                AppChange::Resolved { target }
+                    if !valkey_dr_probes::same_name(target, primary_endpoint) =>
+                {
+                    Some(Milestone::AppOnDr)
+                }
+                AppChange::Writing { target }
+                    if at.contains_key(&Milestone::AppFailed)
+                        && !valkey_dr_probes::same_name(target, primary_endpoint) =>
+                {
+                    Some(Milestone::AppWriting)
+                }
+                _ => None,
+            },
+        };
+        let milestone = milestone.filter(|m| !at.contains_key(m));
+        if let Some(m) = milestone {
+            at.insert(m, mark.at());
+        }
+        progress(Progress::Mark {
+            since_outage: signed_secs(mark.at(), t0),
+            mark: &mark,
+            milestone,
+        });
+    }
+    anyhow::ensure!(
+        at.len() == Milestone::ALL.len(),
+        "the story did not finish: {at:?}"
+    );
+
+    let detail = completed.unwrap_or_default();
+    let endpoint = detail["endpoint"].as_str().unwrap_or_default().to_owned();
+    let steps_ms = detail["steps_ms"]
+        .as_object()
+        .map(|steps| {
+            steps
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let writing_again = at[&Milestone::AppWriting];
+    let since = |t: SystemTime| match t.duration_since(wall0) {
+        Ok(d) => d.as_secs_f64(),
+        Err(e) => -e.duration().as_secs_f64(),
+    };
+    let mut journal = BTreeMap::new();
+    let entries = valkey_dr::failover::load_journal(&lab.dir().join("state"), WATCH)
+        .map_err(|e| anyhow::anyhow!("reading the agent's failover journal: {e:#}"))?
+        .map(|j| j.entries)
+        .unwrap_or_default();
+    for entry in entries.iter().filter(|e| e.phase == Phase::Done) {
+        // The last start before the done, as the agent's own timings count it.
+        let started = entries
+            .iter()
+            .rev()
+            .find(|e| e.step == entry.step && e.phase == Phase::Started)
+            .map_or(f64::NAN, |e| since(e.at));
+        journal.insert(entry.step.as_str().to_owned(), (started, since(entry.at)));
+    }
+    Ok(Outcome {
+        at: at
+            .iter()
+            .map(|(m, t)| (*m, t.saturating_duration_since(t0)))
+            .collect(),
+        app_visible_outage: writing_again.saturating_duration_since(last_ok_before.unwrap_or(t0)),
+        steps_ms,
+        total_ms: detail["total_ms"].as_u64(),
+        journal,
+        endpoint,
+        writes_ok: 0,
+        writes_failed: 0,
+    })
+}
+
+fn app_setup_line(mark: &Mark) -> String {
+    match mark {
+        Mark::App {
+            change: AppChange::Resolved { target },
+            ..
+        } => format!(
+            "application: {} resolves to {target}",
+            valkey_dr_lab::RECORD
+        ),
+        Mark::App {
+            change: AppChange::Writing { target },
+            ..
+        } => format!(
+            "application: storing a session every {}ms through the record (TLS to {target})",
+            WRITE_EVERY.as_millis()
+        ),
+        Mark::App {
+            change: AppChange::Failing { error, .. },
+            ..
+        } => format!("application: a write failed: {error}"),
+        Mark::Alert(alert) => alert.body["text"].as_str().unwrap_or("?").to_owned(),
+    }
+}
+
+/// `at − t0` in seconds, negative when `at` came first.
+pub fn signed_secs(at: Instant, t0: Instant) -> f64 {
+    if at >= t0 {
+        (at - t0).as_secs_f64()
+    } else {
+        -(t0 - at).as_secs_f64()
+    }
+}
+
+/// The application: a task storing sessions through the record, reporting each change in
+/// what it sees.
+struct App {
+    marks: mpsc::Receiver<Mark>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<(u64, u64)>,
+}
+
+impl App {
+    fn start(info: &LabInfo) -> anyhow::Result<App> {
+        // The probes' resolver: hickory with its cache on, which keeps an answer until its
+        // TTL runs out, as an application's resolver does.
+        let resolver = valkey_dr_probes::build_resolver(&ResolverSettings {
+            nameservers: vec![info.dns],
+        })
+        .context("building the application's resolver")?;
+        let tls = valkey_dr_probes::client_config(Some(&info.ca_file), false)
+            .context("the application's TLS config")?;
+        let (tx, marks) = mpsc::channel(MARK_BUFFER);
+        let stop = CancellationToken::new();
+        let resolver = Arc::new(resolver);
+        let record = info.record.clone();
+        let resolve: Resolve = Box::new(move || {
+            let resolver = resolver.clone();
+            let record = record.clone();
+            Box::pin(async move {
+                let lookup = tokio::time::timeout(APP_TIMEOUT, resolver.lookup_ip(record.as_str()))
+                    .await
+                    .map_err(|_| format!("resolving {record}: timed out"))?
+                    .map_err(|e| format!("resolving {record}: {e}"))?;
+                let ip = lookup
+                    .iter()
+                    .next()
+                    .ok_or_else(|| format!("{record} has no address"))?;
+                let target = lookup
+                    .as_lookup()
+                    .records()
+                    .iter()
+                    .filter_map(|r| match r.data() {
+                        RData::CNAME(c) => Some(c.0.to_ascii()),
+                        _ => None,
+                    })
+                    .next_back()
+                    .ok_or_else(|| format!("{record} is not a CNAME"))?;
+                Ok((ip, target.trim_end_matches('.').to_owned()))
+            })
+        });
+        let writer = Writer {
+            resolve,
+            port: info.port,
+            tls: TlsConnector::from(tls),
+            conn: None,
+            resolved: None,
+            marks: tx,
+        };
+        let task = tokio::spawn(writer.run(stop.clone()));
+        Ok(App { marks, stop, task })
+    }
+
+    /// Stops the writer; returns (writes that succeeded, writes that failed).
+    async fn stop(self) -> (u64, u64) {
+        self.stop.cancel();
+        // One attempt at most is in flight, bounded by its timeouts.
+        match tokio::time::timeout(Duration::from_secs(5), self.task).await {
+            Ok(Ok(counts)) => counts,
+            _ => (0, 0),
+        }
+    }
+}
+
+/// Resolves the record to its first address and last CNAME target, through a cache.
+type Resolve = Box<dyn Fn() -> BoxFuture<'static, Result<(IpAddr, String), String>> + Send + Sync>;
+
+struct Writer {
+    resolve: Resolve,
+    port: u16,
+    tls: TlsConnector,
+    /// The open connection and the CNAME target it was made to.
+    conn: Option<(TlsStream<TcpStream>, String)>,
+    /// The last CNAME target the record resolved to.
+    resolved: Option<String>,
+    marks: mpsc::Sender<Mark>,
+}
+
+impl Writer {
+    async fn run(mut self, stop: CancellationToken) -> (u64, u64) {
+        let mut ticker = tokio::time::interval(WRITE_EVERY);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let until = Instant::now() + APP_MAX_RUN;
+        let (mut ok, mut failed) = (0u64, 0u64);
+        let mut writing = false;
+        let mut last_ok = None;
+        for n in 0..APP_MAX_WRITES {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            if Instant::now() >= until {
+                break;
+            }
+            let result = tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                result = self.write(n) => result,
+            };
+            let now = Instant::now();
+            match result {
+                Ok(target) => {
+                    ok += 1;
+                    last_ok = Some(now);
+                    if !writing {
+                        writing = true;
+                        self.mark(now, AppChange::Writing { target });
+                    }
+                }
+                Err(error) => {
+                    failed += 1;
+                    // A connection that failed once is not trusted again: resolve anew.
+                    self.conn = None;
+                    if writing {
+                        writing = false;
+                        self.mark(now, AppChange::Failing { error, last_ok });
+                    }
+                }
+            }
+        }
+        (ok, failed)
+    }
+
+    fn mark(&self, at: Instant, change: AppChange) {
+        let _ = self.marks.try_send(Mark::App { at, change });
+    }
+
+    /// Stores session `n`; returns the CNAME target it was stored through.
+    async fn write(&mut self, n: u64) -> Result<String, String> {
+        if self.conn.is_none() {
+            let (ip, target) = (self.resolve)().await?;
+            if self.resolved.as_deref() != Some(target.as_str()) {
+                self.resolved = Some(target.clone());
+                self.mark(
+                    Instant::now(),
+                    AppChange::Resolved {
+                        target: target.clone(),
+                    },
+                );
+            }
+            let stream = self.connect(ip, &target).await?;
+            self.conn = Some((stream, target));
+        }
+        let Some((stream, target)) = &mut self.conn else {
+            return Err("no connection".to_owned());
+        };
+        let key = format!("session:{n}");
+        let value = format!("user-{};logged-in", n % 1000);
+        let command = resp(&["SET", &key, &value, "EX", "600"]);
+        let reply = tokio::time::timeout(APP_TIMEOUT, async {
+            stream.write_all(&command).await?;
+            read_line(stream).await
+        })
+        .await
+        .map_err(|_| format!("SET timed out after {APP_TIMEOUT:?}"))?
+        .map_err(|e| format!("SET: {e}"))?;
+        if reply != "+OK" {
+            return Err(format!("SET answered {reply:?}"));
+        }
+        Ok(target.clone())
+    }
+
+    /// TCP and TLS to the cache, verifying the certificate for the CNAME target's name (the
+    /// endpoint name is the only name on an ElastiCache certificate).
+    async fn connect(&self, ip: IpAddr, target: &str) -> Result<TlsStream<TcpStream>, String> {
+        let addr = SocketAddr::new(ip, self.port);
+        let tcp = tokio::time::timeout(APP_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| format!("connecting to {addr}: timed out"))?
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let name = ServerName::try_from(target.to_owned())
+            .map_err(|e| format!("{target} is not a TLS server name: {e}"))?;
+        tokio::time::timeout(APP_TIMEOUT, self.tls.connect(name, tcp))
+            .await
+            .map_err(|_| format!("TLS to {target}: timed out"))?
+            .map_err(|e| format!("TLS to {target}: {e}"))
+    }
+}
+
+/// A RESP2 command.
+fn resp(parts: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", parts.len()).into_bytes();
+    for part in parts {
+        out.extend_from_slice(format!("${}\r\n{part}\r\n", part.len()).as_bytes());
+    }
+    out
+}
+
+/// One reply line, without its CRLF.
+async fn read_line(stream: &mut TlsStream<TcpStream>) -> std::io::Result<String> {
+    let mut buf = Vec::with_capacity(16);
+    let mut chunk = [0u8; 64];
+    while !buf.ends_with(b"\r\n") {
+        if buf.len() > MAX_REPLY {
+            return Err(std::io::Error::other("reply too long"));
+        }
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    buf.truncate(buf.len() - 2);
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_milestone_waits_on_an_earlier_one_or_the_outage() {
+        for m in Milestone::ALL {
+            let (after, within) = m.bound();
+            assert!(after.is_none_or(|a| a < m), "{m:?} waits on {after:?}");
+            assert!(within > Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn step_events_map_to_their_milestones() {
+        let alert = |body: Value| Alert {
+            at: Instant::now(),
+            body,
+        };
+        let step = |s: &str, phase: &str| {
+            alert(
+                serde_json::json!({"event": "failover_step", "detail": {"step": s, "phase": phase}}),
+            )
+        };
+        assert_eq!(
+            Milestone::of_alert(&step("switch_dns", "done")),
+            Some(Milestone::SwitchDns)
+        );
+        assert_eq!(Milestone::of_alert(&step("switch_dns", "retrying")), None);
+        assert_eq!(Milestone::of_alert(&step("lease", "done")), None);
+        assert_eq!(
+            Milestone::of_alert(&alert(serde_json::json!({"event": "down"}))),
+            Some(Milestone::Down)
+        );
+    }
+
+    #[test]
+    fn the_config_turns_on_auto_failover() {
+        let text = "[agent]\nmode = \"alert-only\"\n";
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let hook = rt.block_on(Webhook::start()).unwrap();
+        let out = auto_failover_config(text, &hook).unwrap();
+        assert!(out.contains("mode = \"auto-failover\"\n"));
+        assert!(out.contains(&hook.url));
+        assert!(auto_failover_config("[agent]\n", &hook).is_err());
+    }
+
+    #[test]
+    fn resp_commands() {
+        assert_eq!(
+            resp(&["SET", "k", "v"]),
+            b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"
+        );
+    }
+}
