@@ -18,7 +18,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use valkey_dr_policies::{self as policies, Decision, Event as PolicyEvent, Params, WatchState};
+use valkey_dr_policies::{
+    self as policies, Decision, Event as PolicyEvent, Params, State, WatchState,
+};
 use valkey_dr_probes::{ErrorKind, Observation, PathKind, ProbeSpec, Prober, ResolverSettings};
 
 use crate::admin::{self, AdminState, ControlAction, ControlRequest, Health, Metrics};
@@ -353,16 +355,59 @@ async fn dispatch_control(
 
 /// What a running failover or failback tells its watch task.
 enum OpMsg {
-    /// A journal entry was written.
+    /// A journal entry was written (its event has left already).
     Step(Entry),
-    /// A step keeps retrying.
-    Retrying(Step, String),
     /// The failover ended.
     FailoverDone(Box<Result<Journal, (Journal, FailoverError)>>),
     /// A failback step finished.
     FailbackStep(String, String),
     /// The failback ended.
     FailbackDone(Result<FailbackReport, String>),
+}
+
+/// Sends a running failover's step events from the executor's own task.
+struct StepEvents {
+    notifier: Notifier,
+    watch: String,
+    agent_id: String,
+    failover_id: String,
+}
+
+impl StepEvents {
+    fn send(&self, reasons: Vec<String>, detail: Value) {
+        let state = State::FailingOver.as_str().to_owned();
+        self.notifier.notify(Event {
+            event: "failover_step".to_owned(),
+            watch: self.watch.clone(),
+            state: state.clone(),
+            previous_state: state,
+            reasons,
+            observation: None,
+            agent_id: self.agent_id.clone(),
+            at: SystemTime::now(),
+            of: None,
+            failover_id: Some(self.failover_id.clone()),
+            detail: Some(detail),
+        });
+    }
+
+    /// After each step that finished.
+    fn step(&self, e: &Entry) {
+        if e.phase == Phase::Done {
+            self.send(
+                vec![format!("{}: {}", e.step.as_str(), e.detail)],
+                json!({ "step": e.step.as_str(), "phase": "done", "detail": e.detail }),
+            );
+        }
+    }
+
+    /// While a step keeps retrying.
+    fn retrying(&self, step: Step, message: &str) {
+        self.send(
+            vec![format!("{}: {message}", step.as_str())],
+            json!({ "step": step.as_str(), "phase": "retrying", "detail": message }),
+        );
+    }
 }
 
 /// The failover or failback a watch is running.
@@ -723,11 +768,13 @@ impl WatchTask {
     }
 
     fn launch(&mut self, runner: Arc<Runner>, journal: Journal, trigger: &str, now: SystemTime) {
+        let previous = self.state.state();
         let (next, decisions) = policies::failover_started(&self.state, now);
         let _ = self.apply(next, decisions, now, None);
         let id = journal.plan.failover_id.clone();
         let resumed = journal.runs > 0;
-        self.emit(
+        self.emit_from(
+            previous,
             "failover_started",
             vec![match trigger {
                 "auto" => "every guard passed: failing over to the DR region".to_owned(),
@@ -744,13 +791,21 @@ impl WatchTask {
         );
         self.last_failover = Some(journal_summary(&journal));
         let tx = self.ops.clone();
+        // Step events leave from the executor's task the moment the journal has them: the
+        // watch task may be inside a probe round (a whole timeout, in an outage) and would
+        // hold them back.
+        let steps = StepEvents {
+            notifier: self.notifier.clone(),
+            watch: self.name.clone(),
+            agent_id: self.agent_id.clone(),
+            failover_id: id.clone(),
+        };
         let task = tokio::spawn(async move {
             let progress = |_: &Journal, e: &Entry| {
+                steps.step(e);
                 let _ = tx.send(OpMsg::Step(e.clone()));
             };
-            let alert = |step: Step, message: &str| {
-                let _ = tx.send(OpMsg::Retrying(step, message.to_owned()));
-            };
+            let alert = |step: Step, message: &str| steps.retrying(step, message);
             let result = runner.failover(journal, &progress, &alert).await;
             let _ = tx.send(OpMsg::FailoverDone(Box::new(result)));
         });
@@ -807,23 +862,6 @@ impl WatchTask {
                 if let Some(summary) = &mut self.last_failover {
                     summary["step"] = json!(entry.step.as_str());
                 }
-                if entry.phase != Phase::Done {
-                    return;
-                }
-                self.emit(
-                    "failover_step",
-                    vec![format!("{}: {}", entry.step.as_str(), entry.detail)],
-                    id,
-                    Some(json!({ "step": entry.step.as_str(), "phase": "done", "detail": entry.detail })),
-                );
-            }
-            OpMsg::Retrying(step, message) => {
-                self.emit(
-                    "failover_step",
-                    vec![format!("{}: {message}", step.as_str())],
-                    id,
-                    Some(json!({ "step": step.as_str(), "phase": "retrying", "detail": message })),
-                );
             }
             OpMsg::FailoverDone(result) => {
                 self.op = None;
@@ -843,11 +881,13 @@ impl WatchTask {
                     Ok(report) => {
                         self.last_failback =
                             Some(json!({ "id": id, "result": "completed", "report": report }));
+                        let previous = self.state.state();
                         let (next, decisions) = policies::failback_completed(&self.state, now);
                         let _ = self.apply(next, decisions, now, None);
                         self.spec.endpoint = self.primary.endpoint.clone();
                         self.spec.port = self.primary.port;
-                        self.emit(
+                        self.emit_from(
+                            previous,
                             "failback_completed",
                             vec![format!(
                                 "{} points at the primary {} again",
@@ -891,10 +931,13 @@ impl WatchTask {
             .iter()
             .map(|(k, v)| (*k, v.as_millis() as u64))
             .collect();
+        // From the journal, not from now: this message may have waited for a probe round.
         let total_ms = journal
             .started_at()
-            .and_then(|t| now.duration_since(t).ok())
+            .zip(journal.entries.last().map(|e| e.at))
+            .and_then(|(first, last)| last.duration_since(first).ok())
             .map(|d| d.as_millis() as u64);
+        let previous = self.state.state();
         self.last_failover = Some(journal_summary(&journal));
         match error {
             None => {
@@ -906,7 +949,8 @@ impl WatchTask {
                     self.spec.port = *port;
                 }
                 self.following = false;
-                self.emit(
+                self.emit_from(
+                    previous,
                     "failover_completed",
                     vec![format!(
                         "{} now points at the DR cache {} ({})",
@@ -931,7 +975,8 @@ impl WatchTask {
                 // The other agent is failing over: once the record shows its DR cache, this
                 // agent follows it instead of reporting drift.
                 self.following = true;
-                self.emit(
+                self.emit_from(
+                    previous,
                     "stood_down",
                     vec![
                         reason,
@@ -951,7 +996,8 @@ impl WatchTask {
                 let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
                 let _ = self.apply(next, decisions, now, None);
                 let record_untouched = !journal.done(Step::SwitchDns);
-                self.emit(
+                self.emit_from(
+                    previous,
                     "failover_failed",
                     vec![
                         reason,
@@ -991,11 +1037,13 @@ impl WatchTask {
             return;
         }
         self.following = false;
+        let previous = self.state.state();
         let (next, decisions) = policies::failover_completed(&self.state, now);
         let _ = self.apply(next, decisions, now, None);
         self.spec.endpoint = host.trim_end_matches('.').to_owned();
         self.spec.port = port;
-        self.emit(
+        self.emit_from(
+            previous,
             "failover_completed",
             vec![format!(
                 "another agent's failover landed: {} points at the DR cache {name}; following it",
@@ -1014,12 +1062,23 @@ impl WatchTask {
         failover_id: Option<String>,
         detail: Option<Value>,
     ) {
-        let state = self.state.state().as_str().to_owned();
+        self.emit_from(self.state.state(), event, reasons, failover_id, detail);
+    }
+
+    /// [`Self::emit`] for an event that moved the watch from `previous`.
+    fn emit_from(
+        &self,
+        previous: State,
+        event: &str,
+        reasons: Vec<String>,
+        failover_id: Option<String>,
+        detail: Option<Value>,
+    ) {
         self.notifier.notify(Event {
             event: event.to_owned(),
             watch: self.name.clone(),
-            state: state.clone(),
-            previous_state: state,
+            state: self.state.state().as_str().to_owned(),
+            previous_state: previous.as_str().to_owned(),
             reasons,
             observation: None,
             agent_id: self.agent_id.clone(),
