@@ -104,6 +104,13 @@ pub async fn failover(config: &Config, w: &WatchConfig, yes: bool) -> i32 {
             return 1;
         }
     };
+    if state.served_by_dr {
+        eprintln!(
+            "error: the DR cache {} already serves {}: there is nowhere further to fail over to; fail back once the primary is healthy",
+            w.dr.cache_name, w.name
+        );
+        return 1;
+    }
     let journal = match failover::load_journal(&config.agent.state_dir, &w.name) {
         Ok(Some(j)) if j.unfinished() => {
             eprintln!(
