@@ -4,15 +4,18 @@ mod support;
 
 use support::{TestLab, run_bounded};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plan_reads_the_record_and_changes_nothing() {
-    let lab = TestLab::start().await;
-    let primary = lab
-        .lab
+fn primary(lab: &TestLab) -> valkey_dr_lab::CacheInfo {
+    lab.lab
         .info()
         .cache(valkey_dr_lab::PRIMARY_CACHE)
         .unwrap()
-        .clone();
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_reads_the_record_and_changes_nothing() {
+    let lab = TestLab::start().await;
+    let primary = primary(&lab);
     let mut command = tokio::process::Command::new(support::agent_bin());
     command
         .args(["plan", "--config"])
@@ -56,12 +59,7 @@ async fn plan_reads_the_record_and_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absent_primary_endpoint_is_looked_up_and_a_missing_cache_is_named() {
     let lab = TestLab::start().await;
-    let primary = lab
-        .lab
-        .info()
-        .cache(valkey_dr_lab::PRIMARY_CACHE)
-        .unwrap()
-        .clone();
+    let primary = primary(&lab);
     let line = format!("endpoint = \"{}\"\n", primary.endpoint);
     let without = lab.config_variant("no-endpoint.toml", &[(&line, "")]);
     let run = support::check(&without, &[]).await;
