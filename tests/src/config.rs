@@ -175,7 +175,7 @@ mod tests {
         );
         assert!(text.contains("ttl = \"30s\"\nport = 6379\n"));
         assert!(text.contains("interval = \"1s\"\ntimeout = \"500ms\"\n"));
-        assert!(text.contains("tls_server_name = \"endpoint\"\n\n[watch.witness]"));
+        assert!(text.contains("tls_server_name = \"endpoint\"\n\n# The real witness"));
         assert!(!text.contains("password_env"));
         assert!(text.contains("[watch.witness]\nkind = \"aws\"\n"), "{text}");
         assert!(text.contains("down_after = \"2s\"\n"), "{text}");
