@@ -704,6 +704,9 @@ impl WatchTask {
         };
         let Some(journal) = journal else { return };
         self.last_failover = Some(journal_summary(&journal));
+        // It stood down for another agent before the restart: keep following that failover.
+        self.following =
+            !self.state.served_by_dr && matches!(journal.outcome, Some(Outcome::StoodDown { .. }));
         if journal.unfinished() {
             if self.shutdown.is_cancelled() {
                 return;
@@ -1110,8 +1113,13 @@ impl WatchTask {
                 for g in d.blocking_guards() {
                     reasons.push(format!("blocked by {}: {}", g.guard.as_str(), g.detail));
                 }
-                detail =
-                    Some(json!({ "would_fail_over": false, "plan": self.plan, "guards": guards }));
+                // `fails_over`: an intent in auto-failover mode, which the executor carries out.
+                detail = Some(json!({
+                    "would_fail_over": false,
+                    "fails_over": d.event == PolicyEvent::FailoverIntent,
+                    "plan": self.plan,
+                    "guards": guards,
+                }));
             }
         }
         Event {

@@ -377,8 +377,12 @@ async fn a_region_outage_fails_over_once_and_the_record_serves_from_the_dr_cache
             "failover_completed",
         ],
     );
+    let intent = &s.events("failover_intent")[0];
+    assert_eq!(intent["detail"]["fails_over"], true, "{intent:#}");
+    assert_eq!(intent["detail"]["would_fail_over"], false, "{intent:#}");
     let started = &s.events("failover_started")[0];
     assert_eq!(started["detail"]["trigger"], "auto", "{started:#}");
+    assert_eq!(started["previous_state"], "down", "{started:#}");
     let id = started["failover_id"].as_str().expect("a failover id");
     let done: Vec<Value> = s
         .events("failover_step")
