@@ -282,13 +282,9 @@ pub fn active_dr_endpoint(config: &Config, watch: &str) -> Option<(String, u16)>
     if !state.served_by_dr {
         return None;
     }
-    let journal = crate::failover::load_journal(state_dir, watch).ok()??;
-    if journal.outcome != Some(crate::executor::Outcome::Completed) {
-        return None;
-    }
-    journal
-        .endpoint
-        .map(|(host, port)| (host.trim_end_matches('.').to_owned(), port))
+    crate::failover::load_journal(state_dir, watch)
+        .ok()??
+        .completed_endpoint()
 }
 
 /// The verdict for one observation.

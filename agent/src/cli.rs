@@ -332,31 +332,12 @@ fn stop_signals(
 async fn run_control(path: &std::path::Path, action: ControlAction, watch: Option<&str>) -> i32 {
     init_logging(LogFormat::Text, "warn");
     let Some(config) = load(path) else { return 2 };
-    let address = if config.agent.admin_listen.port() == 0 {
-        // An ephemeral admin port is only known to the running agent, which records it.
-        let file = crate::daemon::admin_file(&config.agent.state_dir);
-        match crate::store::read_json::<serde_json::Value>(&file) {
-            Ok(Some(v)) => match v["address"].as_str().and_then(|a| a.parse().ok()) {
-                Some(a) => a,
-                None => {
-                    eprintln!("error: {} holds no admin address", file.display());
-                    return 1;
-                }
-            },
-            Ok(None) => {
-                eprintln!(
-                    "error: no running agent: {} does not exist (is `valkey-dr run` running with this config?)",
-                    file.display()
-                );
-                return 1;
-            }
-            Err(e) => {
-                eprintln!("error: {:#}", anyhow::Error::from(e));
-                return 1;
-            }
+    let address = match crate::daemon::admin_address(&config) {
+        Ok(address) => address,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
         }
-    } else {
-        config.agent.admin_listen
     };
     match crate::admin::request(
         address,

@@ -20,7 +20,7 @@ use crate::config::{Config, WatchConfig};
 use crate::daemon;
 use crate::executor::api::{CacheApi as _, DnsApi as _};
 use crate::executor::sdk::{SdkCache, SdkDns};
-use crate::executor::{Entry, Journal, Outcome, Step};
+use crate::executor::{Entry, Journal, Step};
 use crate::failover::{self, Runner};
 use crate::store;
 
@@ -44,13 +44,7 @@ pub fn one_watch<'c>(config: &'c Config, name: Option<&str>) -> Result<&'c Watch
 
 /// The admin address of an agent running with this config, if one answers.
 pub async fn running_agent(config: &Config) -> Option<SocketAddr> {
-    let address = if config.agent.admin_listen.port() == 0 {
-        let file = daemon::admin_file(&config.agent.state_dir);
-        let v = store::read_json::<Value>(&file).ok()??;
-        v["address"].as_str()?.parse().ok()?
-    } else {
-        config.agent.admin_listen
-    };
+    let address = daemon::admin_address(config).ok()?;
     match admin::request(address, "GET", "/status", Duration::from_secs(2)).await {
         Ok((200, _)) => Some(address),
         _ => None,
@@ -210,7 +204,7 @@ pub async fn failback(config: &Config, w: &WatchConfig, yes: bool, delete_dr: bo
         return 1;
     }
     let dr_endpoint = match failover::load_journal(&config.agent.state_dir, &w.name) {
-        Ok(Some(j)) if j.outcome == Some(Outcome::Completed) => j.endpoint.map(|(h, _)| h),
+        Ok(Some(j)) => j.completed_endpoint().map(|(h, _)| h),
         _ => None,
     };
     let Some(dr_endpoint) = dr_endpoint else {

@@ -21,7 +21,9 @@ use tokio_util::sync::CancellationToken;
 use valkey_dr_policies::{
     self as policies, Decision, Event as PolicyEvent, Params, State, WatchState,
 };
-use valkey_dr_probes::{ErrorKind, Observation, PathKind, ProbeSpec, Prober, ResolverSettings};
+use valkey_dr_probes::{
+    ErrorKind, Observation, PathKind, PathResult, ProbeSpec, Prober, ResolverSettings,
+};
 
 use crate::admin::{self, AdminState, ControlAction, ControlRequest, Health, Metrics};
 use crate::check;
@@ -222,6 +224,27 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     Ok(())
 }
 
+/// Where the agent running with `config` serves its admin endpoints: `admin_listen`, or, for
+/// an ephemeral port (which only the running agent knows), what it recorded in
+/// [`admin_file`]. Says why when there is no such address.
+pub fn admin_address(config: &Config) -> Result<std::net::SocketAddr, String> {
+    if config.agent.admin_listen.port() != 0 {
+        return Ok(config.agent.admin_listen);
+    }
+    let file = admin_file(&config.agent.state_dir);
+    match store::read_json::<Value>(&file) {
+        Ok(Some(v)) => v["address"]
+            .as_str()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("{} holds no admin address", file.display())),
+        Ok(None) => Err(format!(
+            "no running agent: {} does not exist (is `valkey-dr run` running with this config?)",
+            file.display()
+        )),
+        Err(e) => Err(format!("{:#}", anyhow::Error::from(e))),
+    }
+}
+
 fn agent_json(config: &Config) -> Value {
     json!({
         "id": config.agent.id,
@@ -375,19 +398,17 @@ struct StepEvents {
 
 impl StepEvents {
     fn send(&self, reasons: Vec<String>, detail: Value) {
-        let state = State::FailingOver.as_str().to_owned();
+        let state = State::FailingOver.as_str();
         self.notifier.notify(Event {
-            event: "failover_step".to_owned(),
-            watch: self.watch.clone(),
-            state: state.clone(),
-            previous_state: state,
             reasons,
-            observation: None,
-            agent_id: self.agent_id.clone(),
-            at: SystemTime::now(),
-            of: None,
-            failover_id: Some(self.failover_id.clone()),
             detail: Some(detail),
+            ..Event::executor(
+                "failover_step",
+                &self.watch,
+                &self.agent_id,
+                (state, state),
+                Some(self.failover_id.clone()),
+            )
         });
     }
 
@@ -537,11 +558,7 @@ impl WatchTask {
                 self.prober.round(&self.spec),
                 self.prober.direct(&self.primary)
             );
-            let status = match &p.error {
-                None => policies::PathStatus::Ok,
-                Some(e) => policies::PathStatus::Failed(failure_kind(e.kind)),
-            };
-            (o, Some(status))
+            (o, Some(path_status(Some(&p))))
         } else {
             (self.prober.round(&self.spec).await, None)
         };
@@ -550,8 +567,8 @@ impl WatchTask {
         }
         self.rounds += 1;
         self.health.tick();
-        let dns = path_status(&observation, PathKind::Dns);
-        let direct = path_status(&observation, PathKind::Direct);
+        let dns = path_status(observation.path(PathKind::Dns));
+        let direct = path_status(observation.path(PathKind::Direct));
         // The witness matters only when a path fails; a round where both paths answer is
         // itself proof that the agent reaches the network, and skipping the call keeps the
         // agent's footprint (and its AWS API use) small.
@@ -717,10 +734,10 @@ impl WatchTask {
             return;
         }
         if self.state.served_by_dr {
-            match &journal.endpoint {
-                Some((host, port)) if journal.outcome == Some(Outcome::Completed) => {
-                    self.spec.endpoint = host.trim_end_matches('.').to_owned();
-                    self.spec.port = *port;
+            match journal.completed_endpoint() {
+                Some((host, port)) => {
+                    self.spec.endpoint = host;
+                    self.spec.port = port;
                 }
                 _ => {
                     tracing::error!(watch = %self.name, "the saved state says the DR cache serves the watch, but the last journal has no completed failover; probing the configured primary")
@@ -1078,17 +1095,15 @@ impl WatchTask {
         detail: Option<Value>,
     ) {
         self.notifier.notify(Event {
-            event: event.to_owned(),
-            watch: self.name.clone(),
-            state: self.state.state().as_str().to_owned(),
-            previous_state: previous.as_str().to_owned(),
             reasons,
-            observation: None,
-            agent_id: self.agent_id.clone(),
-            at: SystemTime::now(),
-            of: None,
-            failover_id,
             detail,
+            ..Event::executor(
+                event,
+                &self.name,
+                &self.agent_id,
+                (previous.as_str(), self.state.state().as_str()),
+                failover_id,
+            )
         });
     }
 
@@ -1208,8 +1223,8 @@ async fn write_states(path: PathBuf, watch: String, mut states: watch::Receiver<
     }
 }
 
-fn path_status(o: &Observation, kind: PathKind) -> policies::PathStatus {
-    match o.path(kind).and_then(|p| p.error.as_ref()) {
+fn path_status(path: Option<&PathResult>) -> policies::PathStatus {
+    match path.and_then(|p| p.error.as_ref()) {
         None => policies::PathStatus::Ok,
         Some(e) => policies::PathStatus::Failed(failure_kind(e.kind)),
     }

@@ -47,6 +47,30 @@ fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
 }
 
 impl Event {
+    /// An event of the executor (a failover's or failback's own progress, not a decision of
+    /// the engine), sent now: no observation, nothing repeated; reasons and detail empty.
+    pub fn executor(
+        event: &str,
+        watch: &str,
+        agent_id: &str,
+        (previous_state, state): (&str, &str),
+        failover_id: Option<String>,
+    ) -> Event {
+        Event {
+            event: event.to_owned(),
+            watch: watch.to_owned(),
+            state: state.to_owned(),
+            previous_state: previous_state.to_owned(),
+            reasons: Vec::new(),
+            observation: None,
+            agent_id: agent_id.to_owned(),
+            at: SystemTime::now(),
+            of: None,
+            failover_id,
+            detail: None,
+        }
+    }
+
     /// A one-line summary for chat (Slack's `text`) and for logs.
     pub fn text(&self) -> String {
         let what = match &self.of {

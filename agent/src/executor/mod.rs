@@ -214,6 +214,17 @@ impl Journal {
         self.outcome.is_none()
     }
 
+    /// The DR endpoint `(host without trailing dot, port)` once the failover completed: the
+    /// cache that serves the watch after it.
+    pub fn completed_endpoint(&self) -> Option<(String, u16)> {
+        if self.outcome != Some(Outcome::Completed) {
+            return None;
+        }
+        self.endpoint
+            .as_ref()
+            .map(|(host, port)| (host.trim_end_matches('.').to_owned(), *port))
+    }
+
     /// When the failover began (its first journal entry).
     pub fn started_at(&self) -> Option<SystemTime> {
         self.entries.first().map(|e| e.at)
