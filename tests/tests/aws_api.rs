@@ -4,6 +4,8 @@
 //!
 //! Every test has its own lab; every wait polls a condition with a deadline.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +19,7 @@ use aws_sdk_elasticache::types::{ServerlessCache, Tag};
 use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
 };
-use hickory_resolver::Resolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::rr::RecordType;
-use hickory_resolver::proto::xfer::Protocol;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -155,22 +153,9 @@ async fn wait_status(
     }
 }
 
-fn resolver(dns: SocketAddr) -> Resolver<TokioConnectionProvider> {
-    let mut config = ResolverConfig::new();
-    config.add_name_server(NameServerConfig::new(dns, Protocol::Udp));
-    let mut opts = ResolverOpts::default();
-    opts.timeout = Duration::from_secs(2);
-    opts.attempts = 1;
-    // Every lookup must see the zone as it is now.
-    opts.cache_size = 0;
-    Resolver::builder_with_config(config, TokioConnectionProvider::default())
-        .with_options(opts)
-        .build()
-}
-
 /// The CNAME the lab DNS answers for `name`, if any.
 async fn cname(lab: &Lab, name: &str) -> Option<String> {
-    let lookup = resolver(lab.info().dns)
+    let lookup = support::uncached_resolver(lab.info().dns)
         .lookup(name, RecordType::CNAME)
         .await
         .ok()?;
@@ -183,7 +168,7 @@ async fn cname(lab: &Lab, name: &str) -> Option<String> {
 /// TLS to `endpoint:port` (resolved through the lab DNS, certificate checked against the lab
 /// CA and the endpoint name), then `PING`.
 async fn ping(lab: &Lab, endpoint: &str, port: u16, wait: Duration) -> std::io::Result<String> {
-    let ip = resolver(lab.info().dns)
+    let ip = support::uncached_resolver(lab.info().dns)
         .ipv4_lookup(format!("{endpoint}."))
         .await
         .map_err(std::io::Error::other)?
@@ -484,7 +469,7 @@ async fn delete_goes_deleting_then_gone() {
     assert!(wait_status(&ec, "app-sessions-dr", None).await.is_none());
     assert!(t.lab.current_info().cache("app-sessions-dr").is_none());
     assert!(
-        resolver(t.lab.info().dns)
+        support::uncached_resolver(t.lab.info().dns)
             .ipv4_lookup(format!("{address}."))
             .await
             .is_err(),
@@ -819,7 +804,7 @@ async fn route53_conflicts_change_nothing_and_the_lease_is_a_txt_record() {
         .as_service_error()
         .is_some_and(|e| e.is_invalid_change_batch())
     );
-    let txt = resolver(info.dns)
+    let txt = support::uncached_resolver(info.dns)
         .txt_lookup(LOCK)
         .await
         .expect("TXT answers");

@@ -15,17 +15,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use hickory_resolver::Resolver;
-use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::rr::RecordType;
-use hickory_resolver::proto::xfer::Protocol;
 use serde_json::Value;
-use support::{Agent, TestLab, Webhook, agent_get, wait_until};
+use support::{
+    Agent, TestLab, Webhook, cname_changes, creates, region_outage, uncached_resolver, wait_until,
+    watch_status,
+};
 use tokio::sync::Semaphore;
 use valkey_dr::executor::{Journal, Outcome, Phase, Step};
+use valkey_dr_lab::RECORD;
 use valkey_dr_lab::config::DR_CACHE;
-use valkey_dr_lab::{Call, Fault, PRIMARY_REGION, RECORD};
+use valkey_dr_probes::same_name;
 
 const WATCH: &str = "sessions";
 /// The debug-only crash hook's variable.
@@ -89,57 +89,9 @@ fn auto_config(lab: &TestLab, name: &str, state_dir: &Path, hook: &Webhook) -> P
     )
 }
 
-fn region_outage() -> Fault {
-    Fault::RegionOutage {
-        region: PRIMARY_REGION.to_owned(),
-    }
-}
-
-fn same_name(a: &str, b: &str) -> bool {
-    a.trim_end_matches('.')
-        .eq_ignore_ascii_case(b.trim_end_matches('.'))
-}
-
-/// Successful `CreateServerlessCache` calls.
-fn creates(calls: &[Call]) -> Vec<&Call> {
-    calls
-        .iter()
-        .filter(|c| c.action == "CreateServerlessCache" && c.succeeded())
-        .collect()
-}
-
-/// Successful `ChangeResourceRecordSets` calls that touch the record itself (the lease's
-/// `_valkey-dr-lock.` TXT record is another name).
-fn cname_changes(calls: &[Call]) -> Vec<&Call> {
-    calls
-        .iter()
-        .filter(|c| c.action == "ChangeResourceRecordSets" && c.succeeded())
-        .filter(|c| {
-            c.request["changes"].as_array().is_some_and(|changes| {
-                changes
-                    .iter()
-                    .any(|ch| ch["name"].as_str().is_some_and(|n| same_name(n, RECORD)))
-            })
-        })
-        .collect()
-}
-
-fn resolver(dns: std::net::SocketAddr) -> Resolver<TokioConnectionProvider> {
-    let mut config = ResolverConfig::new();
-    config.add_name_server(NameServerConfig::new(dns, Protocol::Udp));
-    let mut opts = ResolverOpts::default();
-    opts.timeout = Duration::from_secs(2);
-    opts.attempts = 1;
-    // Every lookup must see the zone as it is now.
-    opts.cache_size = 0;
-    Resolver::builder_with_config(config, TokioConnectionProvider::default())
-        .with_options(opts)
-        .build()
-}
-
 /// The CNAME the lab's DNS answers for the record, if any.
 async fn record_target(t: &TestLab) -> Option<String> {
-    let lookup = resolver(t.lab.info().dns)
+    let lookup = uncached_resolver(t.lab.info().dns)
         .lookup(RECORD, RecordType::CNAME)
         .await
         .ok()?;
@@ -201,17 +153,6 @@ async fn check_one_failover(t: &TestLab) -> Result<(), String> {
         "{RECORD} points at {target:?}, not the DR cache {dr}"
     );
     Ok(())
-}
-
-/// The watch's `/status` entry.
-async fn watch_status(agent: &Agent) -> Option<Value> {
-    let (_, body) = agent_get(agent.admin()?, "/status").await?;
-    let v: Value = serde_json::from_str(&body).ok()?;
-    v["watches"]
-        .as_array()?
-        .iter()
-        .find(|w| w["name"] == WATCH)
-        .cloned()
 }
 
 fn journal(state_dir: &Path) -> Result<Journal, String> {
@@ -313,7 +254,7 @@ async fn crash_trial(step: Step, phase: Phase) -> Result<String, String> {
             .wait_state(WATCH, "failed_over", FAILOVER_BOUND)
             .await,
         "not failed_over after the restart ({:?}):\n{}",
-        watch_status(&second).await,
+        watch_status(&second, WATCH).await,
         log(&second)
     );
 
@@ -351,7 +292,7 @@ async fn crash_trial(step: Step, phase: Phase) -> Result<String, String> {
         after.entries
     );
 
-    let status = watch_status(&second).await.unwrap_or_default();
+    let status = watch_status(&second, WATCH).await.unwrap_or_default();
     let last = &status["last_failover"];
     ensure!(
         last["runs"] == 2
@@ -464,7 +405,7 @@ async fn race_trial(trial: usize) -> Result<String, String> {
                 .wait_state(WATCH, "failed_over", FAILOVER_BOUND)
                 .await,
             "agent {i} not failed_over ({:?}); events {:?}:\n{}",
-            watch_status(&r.agent).await,
+            watch_status(&r.agent, WATCH).await,
             r.hook.names(),
             tail(&r.agent.log_text(), 60)
         );

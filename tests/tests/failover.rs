@@ -15,12 +15,16 @@ use std::time::Duration;
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_elasticache::config::Credentials;
 use serde_json::Value;
-use support::{Agent, TestLab, Webhook, agent_get, run_bounded_within, wait_until};
+use support::{
+    Agent, TestLab, Webhook, cname_changes, creates, region_outage, run_bounded_within,
+    touches_record, wait_until,
+};
 use valkey_dr::executor::api::{DnsApi as _, RecordSet};
 use valkey_dr::executor::sdk::SdkDns;
 use valkey_dr::executor::{Outcome, Step};
 use valkey_dr_lab::config::{DR_CACHE, DR_REGION, HOSTED_ZONE_ID};
 use valkey_dr_lab::{AwsService, Call, Fault, PRIMARY_CACHE, PRIMARY_REGION, RECORD, SPARE_CACHE};
+use valkey_dr_probes::same_name;
 
 const WATCH: &str = "sessions";
 /// The TTL the agent writes with the new CNAME (the config's `ttl`).
@@ -181,12 +185,6 @@ impl Setup {
     }
 }
 
-fn region_outage() -> Fault {
-    Fault::RegionOutage {
-        region: PRIMARY_REGION.to_owned(),
-    }
-}
-
 fn region_restore() -> Fault {
     Fault::RegionRestore {
         region: PRIMARY_REGION.to_owned(),
@@ -202,11 +200,6 @@ fn api_error(service: AwsService, action: &str, code: &str, times: u32) -> Fault
     }
 }
 
-fn same_name(a: &str, b: &str) -> bool {
-    a.trim_end_matches('.')
-        .eq_ignore_ascii_case(b.trim_end_matches('.'))
-}
-
 /// A `failover_step` event for `step` in `phase`.
 fn step_event(step: &'static str, phase: &'static str) -> impl Fn(&Value) -> bool {
     move |e| {
@@ -214,33 +207,6 @@ fn step_event(step: &'static str, phase: &'static str) -> impl Fn(&Value) -> boo
             && e["detail"]["step"] == step
             && e["detail"]["phase"] == phase
     }
-}
-
-/// Successful `CreateServerlessCache` calls.
-fn creates(calls: &[Call]) -> Vec<&Call> {
-    calls
-        .iter()
-        .filter(|c| c.action == "CreateServerlessCache" && c.succeeded())
-        .collect()
-}
-
-/// Whether a `ChangeResourceRecordSets` call touches the record itself (the lease's
-/// `_valkey-dr-lock.` TXT record is another name).
-fn touches_record(call: &Call) -> bool {
-    call.action == "ChangeResourceRecordSets"
-        && call.request["changes"].as_array().is_some_and(|changes| {
-            changes
-                .iter()
-                .any(|ch| ch["name"].as_str().is_some_and(|n| same_name(n, RECORD)))
-        })
-}
-
-/// Successful changes of the record.
-fn cname_changes(calls: &[Call]) -> Vec<&Call> {
-    calls
-        .iter()
-        .filter(|c| touches_record(c) && c.succeeded())
-        .collect()
 }
 
 /// Calls that create, delete or change anything, whether or not they succeeded.
@@ -258,15 +224,9 @@ fn mutating(calls: &[Call]) -> Vec<&Call> {
 
 /// The watch's `/status` entry.
 async fn watch_status(agent: &Agent) -> Value {
-    let (_, body) = agent_get(agent.admin().expect("admin address"), "/status")
+    support::watch_status(agent, WATCH)
         .await
-        .expect("/status answers");
-    let v: Value = serde_json::from_str(&body).expect("/status is JSON");
-    v["watches"]
-        .as_array()
-        .and_then(|ws| ws.iter().find(|w| w["name"] == WATCH))
-        .cloned()
-        .unwrap_or_else(|| panic!("no watch {WATCH} in {v:#}"))
+        .unwrap_or_else(|| panic!("no /status entry for {WATCH}"))
 }
 
 /// Waits (bounded) until `/status` shows the last failover's `result`, and returns the

@@ -7,9 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+use hickory_resolver::Resolver;
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
 use serde_json::Value;
 use tempfile::TempDir;
-use valkey_dr_lab::{Lab, LabOptions};
+use valkey_dr_lab::{Call, Fault, Lab, LabOptions, PRIMARY_REGION, RECORD};
+use valkey_dr_probes::same_name;
 
 /// No single agent command may take longer than this in a test.
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(30);
@@ -345,4 +350,62 @@ pub async fn agent_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, S
     valkey_dr::admin::request(addr, "GET", path, Duration::from_secs(2))
         .await
         .ok()
+}
+
+/// The lab's primary region going down: its caches blackholed, its ElastiCache API failing.
+pub fn region_outage() -> Fault {
+    Fault::RegionOutage {
+        region: PRIMARY_REGION.to_owned(),
+    }
+}
+
+/// Successful `CreateServerlessCache` calls.
+pub fn creates(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| c.action == "CreateServerlessCache" && c.succeeded())
+        .collect()
+}
+
+/// Whether a `ChangeResourceRecordSets` call touches the record itself (the lease's
+/// `_valkey-dr-lock.` TXT record is another name).
+pub fn touches_record(call: &Call) -> bool {
+    call.action == "ChangeResourceRecordSets"
+        && call.request["changes"].as_array().is_some_and(|changes| {
+            changes
+                .iter()
+                .any(|ch| ch["name"].as_str().is_some_and(|n| same_name(n, RECORD)))
+        })
+}
+
+/// Successful changes of the record.
+pub fn cname_changes(calls: &[Call]) -> Vec<&Call> {
+    calls
+        .iter()
+        .filter(|c| touches_record(c) && c.succeeded())
+        .collect()
+}
+
+/// A resolver for the lab's DNS without a cache: every lookup sees the zone as it is now.
+pub fn uncached_resolver(dns: std::net::SocketAddr) -> Resolver<TokioConnectionProvider> {
+    let mut config = ResolverConfig::new();
+    config.add_name_server(NameServerConfig::new(dns, Protocol::Udp));
+    let mut opts = ResolverOpts::default();
+    opts.timeout = Duration::from_secs(2);
+    opts.attempts = 1;
+    opts.cache_size = 0;
+    Resolver::builder_with_config(config, TokioConnectionProvider::default())
+        .with_options(opts)
+        .build()
+}
+
+/// `watch`'s entry in the agent's `/status`, if the agent answers.
+pub async fn watch_status(agent: &Agent, watch: &str) -> Option<Value> {
+    let (_, body) = agent_get(agent.admin()?, "/status").await?;
+    let v: Value = serde_json::from_str(&body).ok()?;
+    v["watches"]
+        .as_array()?
+        .iter()
+        .find(|w| w["name"] == watch)
+        .cloned()
 }
