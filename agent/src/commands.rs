@@ -416,6 +416,7 @@ pub async fn status(config: &Config, only: Option<&str>) -> (i32, Value) {
     })
     .ok();
     let dns_client = SdkDns::new(&crate::aws::sdk_config(config, "us-east-1").await);
+    let mut caches = std::collections::BTreeMap::new();
     let mut watches = Vec::new();
     for w in &config.watches {
         if only.is_some_and(|n| n != w.name) {
@@ -451,8 +452,14 @@ pub async fn status(config: &Config, only: Option<&str>) -> (i32, Value) {
             }
             (None, _) => json!({ "error": "no resolver" }),
         };
-        let primary = describe(config, &w.primary.region, &w.primary.cache_name).await;
-        let dr = describe(config, &w.dr.region, &w.dr.cache_name).await;
+        let primary = describe(
+            config,
+            &mut caches,
+            &w.primary.region,
+            &w.primary.cache_name,
+        )
+        .await;
+        let dr = describe(config, &mut caches, &w.dr.region, &w.dr.cache_name).await;
         if primary.get("error").is_some() || dr.get("error").is_some() {
             code = 1;
         }
@@ -498,9 +505,19 @@ pub async fn status(config: &Config, only: Option<&str>) -> (i32, Value) {
     )
 }
 
-async fn describe(config: &Config, region: &str, name: &str) -> Value {
-    let cache = SdkCache::new(&crate::aws::sdk_config(config, region).await);
-    match cache.describe(name).await {
+/// `DescribeServerlessCaches` of `name` in `region`, with one client per region for the
+/// whole `status` run (each SDK config resolves its own credentials).
+async fn describe(
+    config: &Config,
+    caches: &mut std::collections::BTreeMap<String, SdkCache>,
+    region: &str,
+    name: &str,
+) -> Value {
+    if !caches.contains_key(region) {
+        let client = SdkCache::new(&crate::aws::sdk_config(config, region).await);
+        caches.insert(region.to_owned(), client);
+    }
+    match caches[region].describe(name).await {
         Ok(Some(info)) => json!({
             "cache": name,
             "region": region,
