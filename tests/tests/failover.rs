@@ -391,6 +391,31 @@ async fn a_region_outage_fails_over_once_and_the_record_serves_from_the_dr_cache
         "{status:#}"
     );
     assert!(status["running"].is_null(), "{status:#}");
+    // The metrics say it too: one completed failover, and how long each step took.
+    let (_, metrics) = support::agent_get(agent.admin().expect("admin address"), "/metrics")
+        .await
+        .expect("/metrics answers");
+    let sample = |prefix: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
+    };
+    assert_eq!(
+        sample("valkey_dr_failovers_total{watch=\"sessions\",result=\"completed\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+    for step in valkey_dr::executor::Step::ALL.map(|s| s.as_str()) {
+        let seconds = sample(&format!(
+            "valkey_dr_failover_step_seconds{{watch=\"sessions\",step=\"{step}\"}}"
+        ));
+        assert!(seconds.is_some_and(|s| s >= 0.0), "{step}: {metrics}");
+    }
+    assert!(
+        sample("valkey_dr_failover_step_seconds{watch=\"sessions\",step=\"wait_available\"}")
+            .is_some_and(|s| s >= 0.5),
+        "the cache build (provision_delay) shows in wait_available: {metrics}"
+    );
     assert_eq!(status["last_failover"]["failover_id"], id);
     assert_eq!(status["last_failover"]["outcome"]["result"], "completed");
     assert_eq!(status["last_failover"]["runs"], 1);
