@@ -588,9 +588,29 @@ impl WatchTask {
         self.metrics.record_observation(&observation);
         let observation_json = check::observation_json(&observation);
         self.last_observation = Some(observation_json.clone());
-        let intent = self.apply(next, decisions, now, Some(observation_json));
-        if intent {
-            self.start_failover("auto", now).await;
+        // The journal goes to disk before the state that spends the engine's intent: a crash
+        // in between then leaves a journal that the next start resumes, never a spent intent
+        // and no failover for the rest of the outage. An intent that cannot start (shutdown,
+        // a journal that cannot be written) is not persisted either, so a restart judges
+        // afresh.
+        let intent = decisions
+            .iter()
+            .any(|d| d.event == PolicyEvent::FailoverIntent);
+        let begun = if intent {
+            self.begin_failover("auto", now).await
+        } else {
+            None
+        };
+        self.apply(
+            next,
+            decisions,
+            now,
+            Some(observation_json),
+            !intent || begun.is_some(),
+        );
+        if let Some((runner, journal)) = begun {
+            test_hooks::crash_after_intent();
+            self.launch(runner, journal, "auto", now);
         }
         let _ = self
             .done
@@ -608,8 +628,12 @@ impl WatchTask {
             ControlAction::Pause => policies::pause(&self.state, now),
             ControlAction::Resume => policies::resume(&self.state, now),
             ControlAction::Failover => {
-                let answer = match self.start_failover("manual", now).await {
-                    Some(id) => json!({ "started": true, "failover_id": id }),
+                let answer = match self.begin_failover("manual", now).await {
+                    Some((runner, journal)) => {
+                        let id = journal.plan.failover_id.clone();
+                        self.launch(runner, journal, "manual", now);
+                        json!({ "started": true, "failover_id": id })
+                    }
                     None => {
                         json!({ "started": false, "error": self.state.last_reasons.join("; ") })
                     }
@@ -626,7 +650,7 @@ impl WatchTask {
                 return answer;
             }
         };
-        let _ = self.apply(next, decisions, now, None);
+        self.apply(next, decisions, now, None, true);
         self.publish();
         json!({ "state": self.state.state().as_str(), "paused": self.state.is_paused() })
     }
@@ -640,21 +664,22 @@ impl WatchTask {
         });
     }
 
-    /// Takes the engine's new state: persists it when it matters, updates metrics, and sends
-    /// every decision to the notifiers. Returns whether the engine asks for a failover now
-    /// (every guard passed).
+    /// Takes the engine's new state: persists it when it matters (and `persist` allows),
+    /// updates metrics, and sends every decision to the notifiers.
     fn apply(
         &mut self,
         next: WatchState,
         decisions: Vec<Decision>,
         now: SystemTime,
         observation: Option<Value>,
-    ) -> bool {
+        persist: bool,
+    ) {
         // Persist on anything a restart must not forget (a state change, an announced event,
         // a pause); a healthy steady state is not rewritten every round.
-        let persist = !decisions.is_empty()
-            || next.state() != self.state.state()
-            || next.is_paused() != self.state.is_paused();
+        let persist = persist
+            && (!decisions.is_empty()
+                || next.state() != self.state.state()
+                || next.is_paused() != self.state.is_paused());
         self.state = next;
         if persist {
             self.persist.send_replace(self.state.clone());
@@ -670,13 +695,10 @@ impl WatchTask {
             "direct",
             self.state.direct.consecutive_failures,
         );
-        let mut intent = false;
         for d in decisions {
-            intent |= d.event == PolicyEvent::FailoverIntent;
             self.notifier
                 .notify(self.event(d, now, observation.clone()));
         }
-        intent
     }
 
     fn watch_config(&self) -> &WatchConfig {
@@ -746,9 +768,14 @@ impl WatchTask {
         }
     }
 
-    /// Starts a failover (the engine's intent, or an operator's). Returns its id, or `None`
-    /// when it could not start (the reasons say why).
-    async fn start_failover(&mut self, trigger: &str, now: SystemTime) -> Option<String> {
+    /// Begins a failover (the engine's intent, or an operator's): its journal is on disk when
+    /// this returns, and [`Self::launch`] runs it. `None` when it could not begin (the reasons
+    /// say why).
+    async fn begin_failover(
+        &mut self,
+        trigger: &str,
+        now: SystemTime,
+    ) -> Option<(Arc<Runner>, Journal)> {
         let refuse = if let Some(op) = &self.op {
             Some(format!("a {} ({}) is already running", op.kind, op.id))
         } else if self.shutdown.is_cancelled() {
@@ -772,11 +799,7 @@ impl WatchTask {
         // The journal is on disk before the state says "failing over": a crash in between
         // leaves a journal that the next start resumes.
         match runner.begin(&self.config, self.watch_config(), now) {
-            Ok(journal) => {
-                let id = journal.plan.failover_id.clone();
-                self.launch(runner, journal, trigger, now);
-                Some(id)
-            }
+            Ok(journal) => Some((runner, journal)),
             Err(e) => {
                 let reason = format!("cannot write the failover journal: {e}; no failover started");
                 self.metrics.failover_result(&self.name, "failed");
@@ -790,7 +813,7 @@ impl WatchTask {
     fn launch(&mut self, runner: Arc<Runner>, journal: Journal, trigger: &str, now: SystemTime) {
         let previous = self.state.state();
         let (next, decisions) = policies::failover_started(&self.state, now);
-        let _ = self.apply(next, decisions, now, None);
+        self.apply(next, decisions, now, None, true);
         let id = journal.plan.failover_id.clone();
         let resumed = journal.runs > 0;
         self.emit_from(
@@ -903,7 +926,7 @@ impl WatchTask {
                             Some(json!({ "id": id, "result": "completed", "report": report }));
                         let previous = self.state.state();
                         let (next, decisions) = policies::failback_completed(&self.state, now);
-                        let _ = self.apply(next, decisions, now, None);
+                        self.apply(next, decisions, now, None, true);
                         self.spec.endpoint = self.primary.endpoint.clone();
                         self.spec.port = self.primary.port;
                         self.emit_from(
@@ -963,7 +986,7 @@ impl WatchTask {
             None => {
                 self.metrics.failover_result(&self.name, "completed");
                 let (next, decisions) = policies::failover_completed(&self.state, now);
-                let _ = self.apply(next, decisions, now, None);
+                self.apply(next, decisions, now, None, true);
                 if let Some((host, port)) = &journal.endpoint {
                     self.spec.endpoint = host.trim_end_matches('.').to_owned();
                     self.spec.port = *port;
@@ -974,13 +997,15 @@ impl WatchTask {
                     "failover_completed",
                     vec![format!(
                         "{} now points at the DR cache {} ({})",
-                        journal.plan.record, journal.plan.cache.name, self.spec.endpoint
+                        journal.plan.record,
+                        journal.plan.cache.name(),
+                        self.spec.endpoint
                     )],
                     id,
                     Some(json!({
                         "endpoint": self.spec.endpoint,
                         "port": self.spec.port,
-                        "cache": journal.plan.cache.name,
+                        "cache": journal.plan.cache.name(),
                         "steps_ms": timings_ms,
                         "total_ms": total_ms,
                         "runs": journal.runs,
@@ -991,7 +1016,7 @@ impl WatchTask {
                 self.metrics.failover_result(&self.name, "stood_down");
                 let reason = format!("stood down: another agent holds the lease ({holder})");
                 let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
-                let _ = self.apply(next, decisions, now, None);
+                self.apply(next, decisions, now, None, true);
                 // The other agent is failing over: once the record shows its DR cache, this
                 // agent follows it instead of reporting drift.
                 self.following = true;
@@ -1014,7 +1039,7 @@ impl WatchTask {
                 };
                 let reason = format!("failover failed at {step}: {e}");
                 let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
-                let _ = self.apply(next, decisions, now, None);
+                self.apply(next, decisions, now, None, true);
                 let record_untouched = !journal.done(Step::SwitchDns);
                 self.emit_from(
                     previous,
@@ -1059,7 +1084,7 @@ impl WatchTask {
         self.following = false;
         let previous = self.state.state();
         let (next, decisions) = policies::failover_completed(&self.state, now);
-        let _ = self.apply(next, decisions, now, None);
+        self.apply(next, decisions, now, None, true);
         self.spec.endpoint = host.trim_end_matches('.').to_owned();
         self.spec.port = port;
         self.emit_from(
@@ -1262,6 +1287,18 @@ mod test_hooks {
                 .and_then(|v| v.parse().ok())
         } else {
             None
+        }
+    }
+
+    /// `VALKEY_DR_TEST_CRASH_AT=intent`: aborts, as a `kill -9` would, once the engine's
+    /// failover intent has been persisted (the state writer is given a moment to flush it),
+    /// so that the suite can prove the journal was durable first.
+    pub fn crash_after_intent() {
+        if cfg!(debug_assertions)
+            && std::env::var("VALKEY_DR_TEST_CRASH_AT").is_ok_and(|v| v == "intent")
+        {
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            std::process::abort();
         }
     }
 }

@@ -10,19 +10,19 @@
 //! A drill must never touch Route 53: it has no `DnsApi` at all, so the live record cannot
 //! change whatever happens. It only ever deletes the cache it created itself.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use backon::{ExponentialBuilder, Retryable};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use valkey_dr_probes::{Prober, ResolverSettings};
 
 use crate::config::{Config, PrimaryConfig, WatchConfig};
-use crate::executor::Verifier;
 use crate::executor::api::{ApiError, CacheApi, CacheSpec, CacheStatus};
+use crate::executor::{Verifier, wait};
 use crate::store::{self, StoreError};
 
 /// The recovery time objective of the DR plan.
@@ -100,24 +100,13 @@ pub fn cache_name(w: &WatchConfig, id: &str) -> Result<String, DrillError> {
 /// The `CreateServerlessCache` request of a drill: the failover's DR spec under the drill's
 /// name, with the DR tags plus [`DRILL_TAG`].
 pub fn cache_spec(w: &WatchConfig, name: &str, id: &str) -> CacheSpec {
-    let mut input = crate::plan::create_input(w);
-    input["ServerlessCacheName"] = name.into();
-    input["Description"] = format!(
+    let description = format!(
         "valkey-dr drill {id} of watch {}: throw-away, safe to delete",
         w.name
-    )
-    .into();
-    let mut tags = w.dr.tags.clone();
-    tags.insert(DRILL_TAG.to_owned(), id.to_owned());
-    input["Tags"] = tags
-        .iter()
-        .map(|(k, v)| serde_json::json!({"Key": k, "Value": v}))
-        .collect();
+    );
     CacheSpec {
-        name: name.to_owned(),
         region: w.dr.region.clone(),
-        input,
-        tags: BTreeMap::from([(DRILL_TAG.to_owned(), id.to_owned())]),
+        input: crate::plan::create_request(w, name, Some(description), (DRILL_TAG, id)),
     }
 }
 
@@ -246,6 +235,16 @@ pub struct Limits {
     pub verify_attempts: u32,
 }
 
+impl Limits {
+    fn polling(&self) -> wait::Polling {
+        wait::Polling {
+            every: self.poll,
+            max: self.max_poll,
+            not_found_grace: self.not_found_grace,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -280,7 +279,7 @@ pub async fn run<C: CacheApi, V: Verifier>(
 ) -> DrillReport {
     let started_at = SystemTime::now();
     let started = Instant::now();
-    let name = &plan.spec.name;
+    let name = plan.spec.name();
     let mut steps: Vec<StepReport> = Vec::new();
     let mut endpoint = None;
     let step = |which: &str, result: StepResult, since: Instant, detail: String| StepReport {
@@ -295,7 +294,7 @@ pub async fn run<C: CacheApi, V: Verifier>(
     };
 
     let t = Instant::now();
-    let (created, result) = create(cache, &plan.spec, limits).await;
+    let (created, result) = create(cache, &plan.spec, plan.create_timeout, limits).await;
     let mut failed = result.is_err();
     steps.push(match result {
         Ok(detail) => step("create", StepResult::Ok, t, detail),
@@ -387,7 +386,7 @@ pub async fn run<C: CacheApi, V: Verifier>(
     DrillReport {
         watch: plan.watch.clone(),
         drill_id: plan.id.clone(),
-        cache_name: name.clone(),
+        cache_name: name.to_owned(),
         region: plan.spec.region.clone(),
         started_at: humantime::format_rfc3339_millis(started_at).to_string(),
         finished_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -407,17 +406,6 @@ pub async fn run<C: CacheApi, V: Verifier>(
     }
 }
 
-/// The API's own name for a status.
-fn status_name(status: &CacheStatus) -> &str {
-    match status {
-        CacheStatus::Creating => "creating",
-        CacheStatus::Available => "available",
-        CacheStatus::CreateFailed => "create-failed",
-        CacheStatus::Deleting => "deleting",
-        CacheStatus::Other(s) => s,
-    }
-}
-
 /// `part / whole`, to six decimals so that reports stay readable.
 fn ratio(part: u64, whole: u64) -> f64 {
     (part as f64 / whole as f64 * 1e6).round() / 1e6
@@ -426,52 +414,65 @@ fn ratio(part: u64, whole: u64) -> f64 {
 async fn create<C: CacheApi>(
     cache: &C,
     spec: &CacheSpec,
+    timeout: Duration,
     limits: &Limits,
 ) -> (Created, Result<String, String>) {
-    let mut delay = limits.backoff;
-    let mut attempt = 1;
-    loop {
-        match cache.create(spec).await {
-            Ok(info) => {
-                return (
-                    Created::Ours,
-                    Ok(format!(
-                        "CreateServerlessCache accepted: {}",
-                        status_name(&info.status)
-                    )),
-                );
-            }
-            // The minute in the name makes it ours: an earlier attempt reached AWS but its
-            // answer was lost.
-            Err(ApiError::AlreadyExists { .. }) if attempt > 1 => {
-                return (
-                    Created::Ours,
-                    Ok("created by an earlier attempt whose answer was lost".into()),
-                );
-            }
-            Err(e @ ApiError::AlreadyExists { .. }) => {
-                return (
+    let mut attempt = 0;
+    let result = (|| {
+        attempt += 1;
+        cache.create(spec)
+    })
+    .retry(
+        ExponentialBuilder::default()
+            .with_min_delay(limits.backoff)
+            .with_max_delay(limits.max_backoff)
+            .with_max_times(limits.create_attempts.saturating_sub(1) as usize),
+    )
+    .sleep(tokio::time::sleep)
+    .when(ApiError::is_transient)
+    .notify(|e, _| tracing::warn!(error = %e, "CreateServerlessCache: retrying"))
+    .await;
+    match result {
+        Ok(info) => (
+            Created::Ours,
+            Ok(format!(
+                "CreateServerlessCache accepted: {}",
+                info.status.as_str()
+            )),
+        ),
+        // Our own earlier attempt may have reached AWS with its answer lost (the SDK retries a
+        // Create after a timeout or a 5xx on its own, inside one call), or a drill kept with
+        // --keep, or one started this minute elsewhere, holds the name: the drill tag decides.
+        Err(e @ ApiError::AlreadyExists { .. }) => {
+            let deadline = tokio::time::Instant::now() + timeout;
+            match wait::settled_tags(cache, spec.name(), deadline, limits.polling()).await {
+                Ok((_, tags)) if tags.get(DRILL_TAG).map(String::as_str) == spec.tag(DRILL_TAG) => {
+                    (
+                        Created::Ours,
+                        Ok("created by an earlier attempt whose answer was lost".into()),
+                    )
+                }
+                Ok(_) => (
                     Created::Nothing,
                     Err(format!(
                         "{e}: a drill kept with --keep, or one started this minute elsewhere; left alone"
                     )),
-                );
+                ),
+                // It may be ours: deleting it is the safe side for a throw-away name.
+                Err(read) => (
+                    Created::Maybe,
+                    Err(format!("{e}, and whose it is could not be read: {read}")),
+                ),
             }
-            Err(e) if e.is_transient() && attempt < limits.create_attempts => {
-                tracing::warn!(attempt, error = %e, "CreateServerlessCache: retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(limits.max_backoff);
-                attempt += 1;
-            }
-            Err(e) => {
-                let maybe = e.is_transient() || attempt > 1;
-                let created = if maybe {
-                    Created::Maybe
-                } else {
-                    Created::Nothing
-                };
-                return (created, Err(e.to_string()));
-            }
+        }
+        Err(e) => {
+            let maybe = e.is_transient() || attempt > 1;
+            let created = if maybe {
+                Created::Maybe
+            } else {
+                Created::Nothing
+            };
+            (created, Err(e.to_string()))
         }
     }
 }
@@ -484,34 +485,13 @@ async fn wait_available<C: CacheApi>(
     timeout: Duration,
     limits: &Limits,
 ) -> Result<(String, u16), String> {
-    let started = Instant::now();
-    let deadline = started + timeout;
-    let mut delay = limits.poll;
-    loop {
-        let last = match cache.describe(name).await {
-            Ok(Some(info)) => match (&info.status, info.endpoint) {
-                (CacheStatus::Available, Some(endpoint)) => return Ok(endpoint),
-                (CacheStatus::CreateFailed, _) => return Err(format!("{name} is create-failed")),
-                (CacheStatus::Deleting, _) => {
-                    return Err(format!("{name} is being deleted by someone else"));
-                }
-                (status, _) => format!("status {}", status_name(status)),
-            },
-            Ok(None) if started.elapsed() < limits.not_found_grace => "not found yet".into(),
-            Ok(None) => return Err(format!("{name} no longer exists")),
-            Err(e) if e.is_transient() => e.to_string(),
-            Err(e) => return Err(e.to_string()),
-        };
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(format!(
-                "{name} not available after {} (create_timeout); last: {last}",
-                humantime::format_duration(timeout)
-            ));
-        }
-        tokio::time::sleep(delay.min(deadline - now)).await;
-        delay = (delay * 2).min(limits.max_poll);
-    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    wait::until_available(cache, name, deadline, Duration::ZERO, limits.polling())
+        .await
+        .map_err(|e| match e {
+            wait::WaitError::Timeout { .. } => format!("{e} (create_timeout)"),
+            other => other.to_string(),
+        })
 }
 
 async fn verify_direct<V: Verifier>(
@@ -520,27 +500,29 @@ async fn verify_direct<V: Verifier>(
     port: u16,
     limits: &Limits,
 ) -> Result<String, String> {
-    let mut delay = limits.poll;
-    let mut attempt = 1;
-    loop {
-        match verify.direct(host, port).await {
-            Ok(()) => {
-                let retries = if attempt > 1 {
-                    format!(" (attempt {attempt})")
-                } else {
-                    String::new()
-                };
-                return Ok(format!("PING/SET/GET ok on {host}:{port}{retries}"));
-            }
-            Err(e) if attempt < limits.verify_attempts => {
-                tracing::warn!(attempt, error = %e, "verify: retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(limits.max_poll);
-                attempt += 1;
-            }
-            Err(e) => return Err(format!("after {attempt} attempts: {e}")),
-        }
-    }
+    let mut attempt = 0;
+    (|| {
+        attempt += 1;
+        verify.direct(host, port)
+    })
+    .retry(
+        ExponentialBuilder::default()
+            .with_min_delay(limits.poll)
+            .with_max_delay(limits.max_poll)
+            .with_max_times(limits.verify_attempts.saturating_sub(1) as usize),
+    )
+    .sleep(tokio::time::sleep)
+    .notify(|e, _| tracing::warn!(error = %e, "verify: retrying"))
+    .await
+    .map(|()| {
+        let retries = if attempt > 1 {
+            format!(" (attempt {attempt})")
+        } else {
+            String::new()
+        };
+        format!("PING/SET/GET ok on {host}:{port}{retries}")
+    })
+    .map_err(|e| format!("after {attempt} attempts: {e}"))
 }
 
 /// Deletes, then waits until Describe shows `deleting` or no cache: from then on AWS finishes
@@ -554,27 +536,29 @@ async fn delete<C: CacheApi>(
     limits: &Limits,
 ) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
-    let mut delay = limits.backoff;
     let too_late = |last: &str| {
         format!(
             "{name} not deleted within {}: {last}; delete it by hand",
             humantime::format_duration(timeout)
         )
     };
-    loop {
-        match cache.delete(name).await {
-            Ok(()) => break,
-            Err(e) if e.is_transient() => {
-                let now = Instant::now();
-                if now >= deadline {
-                    return Err(too_late(&e.to_string()));
-                }
-                tokio::time::sleep(delay.min(deadline - now)).await;
-                delay = (delay * 2).min(limits.max_backoff);
+    (|| cache.delete(name))
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(limits.backoff)
+                .with_max_delay(limits.max_backoff)
+                .without_max_times(),
+        )
+        .sleep(tokio::time::sleep)
+        .when(|e| e.is_transient() && Instant::now() < deadline)
+        .await
+        .map_err(|e| {
+            if e.is_transient() {
+                too_late(&e.to_string())
+            } else {
+                format!("{e}; delete {name} by hand")
             }
-            Err(e) => return Err(format!("{e}; delete {name} by hand")),
-        }
-    }
+        })?;
     let mut delay = limits.poll;
     loop {
         let last = match cache.describe(name).await {
@@ -582,7 +566,7 @@ async fn delete<C: CacheApi>(
             Ok(Some(info)) if info.status == CacheStatus::Deleting => {
                 return Ok(format!("{name} is deleting"));
             }
-            Ok(Some(info)) => format!("still {}", status_name(&info.status)),
+            Ok(Some(info)) => format!("still {}", info.status.as_str()),
             Err(e) if e.is_transient() => e.to_string(),
             Err(e) => return Err(format!("{e}; check that {name} is deleted")),
         };

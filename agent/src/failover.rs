@@ -73,7 +73,7 @@ impl Runner {
         spec: ProbeSpec,
     ) -> Self {
         let cache = SdkCache::new(&aws::sdk_config(config, &w.dr.region).await);
-        let dns = SdkDns::new(&aws::sdk_config(config, "us-east-1").await);
+        let dns = SdkDns::new(&aws::sdk_config(config, &w.dr.region).await);
         Runner {
             cache,
             dns,

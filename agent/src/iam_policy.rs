@@ -215,7 +215,7 @@ fn watch_statements(w: &WatchConfig, sids: &mut Sids, out: &mut Vec<Value>) {
     }
 
     if let WitnessConfig::Aws { .. } = w.witness {
-        // The witness lists caches (MaxResults 1) to prove the DR region's API answers.
+        // The witness lists caches (one page) to prove the DR region's API answers.
         out.push(json!({
             "Sid": sids.unique("ElastiCacheWitness", name),
             "Effect": "Allow",

@@ -1,14 +1,20 @@
-//! The failover plan: the exact AWS calls a failover of a watch would make, built from config
-//! alone. It travels with "would fail over" alerts so that people can act on them by hand.
+//! The failover plan: what the executor carries out for a watch, built from config alone, and
+//! the same plan rendered as the exact AWS calls it makes. It travels with "would fail over"
+//! alerts and is what `valkey-dr plan` and `failover --dry-run` print, so people see exactly
+//! what a failover would send.
+
+use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 
-use std::time::Duration;
-
 use crate::config::{Config, WatchConfig};
-use crate::executor;
+use crate::executor::api::{CacheSpec, CreateRequest, Limit, Tag, UsageLimits};
+use crate::executor::{self, Plan};
 
-/// The plan for `w`, as JSON.
+/// Stands for the failover id in a plan shown before a failover exists.
+pub const PLANNED_ID: &str = "<failover id>";
+
+/// The plan for `w`, as JSON: every call a failover would make now.
 pub fn failover_plan(config: &Config, w: &WatchConfig) -> Value {
     failover_plan_from(config, w, None)
 }
@@ -16,43 +22,89 @@ pub fn failover_plan(config: &Config, w: &WatchConfig) -> Value {
 /// [`failover_plan`] with the record's current CNAME target filled in: the value the swap's
 /// exact `DELETE` must carry.
 pub fn failover_plan_from(config: &Config, w: &WatchConfig, current: Option<&str>) -> Value {
+    render(&executor_plan(config, w, PLANNED_ID), current)
+}
+
+/// The calls of `plan`, step by step in the executor's order (see [`executor::Step`]).
+pub fn render(plan: &Plan, current: Option<&str>) -> Value {
+    let region = &plan.cache.region;
+    let lease_name = plan.lease_name();
+    let lease = plan.lease.map(|valid_for| {
+        json!({
+            "Action": "CREATE", "Name": lease_name, "Type": "TXT", "TTL": executor::LEASE_TTL,
+            "Value": executor::lease_value(plan, SystemTime::now() + valid_for),
+        })
+    });
+    let step = |s: executor::Step, body: Value| {
+        let mut out = json!({ "step": s.as_str() });
+        if let (Value::Object(out), Value::Object(body)) = (&mut out, body) {
+            out.extend(body);
+        }
+        out
+    };
+    use executor::Step::*;
     json!({
-        "watch": w.name,
-        "agent_id": config.agent.id,
+        "watch": plan.watch,
+        "agent_id": plan.owner,
+        "failover_id": plan.failover_id,
         "steps": [
-            { "step": "provision", "region": w.dr.region, "call": "CreateServerlessCache", "input": create_input(w) },
-            { "step": "wait_available", "region": w.dr.region, "call": "DescribeServerlessCaches",
-              "until": "Status = available", "timeout": humantime::format_duration(w.dr.create_timeout).to_string() },
-            { "step": "switch_dns", "call": "ChangeResourceRecordSets", "hosted_zone_id": w.hosted_zone_id,
-              "changes": [
-                { "Action": "DELETE", "Name": w.record, "Type": "CNAME", "Value": current.unwrap_or("<current target>") },
-                { "Action": "CREATE", "Name": w.record, "Type": "CNAME", "TTL": w.ttl.as_secs(), "Value": "<DR endpoint>" },
-              ] },
+            step(Lease, match &lease {
+                Some(change) => json!({
+                    "call": "ChangeResourceRecordSets", "hosted_zone_id": plan.hosted_zone_id,
+                    "changes": [change],
+                    "reads_first": "ListResourceRecordSets (the record's CNAME: the swap's DELETE half)",
+                    "valid_for": humantime::format_duration(plan.lease.unwrap_or_default()).to_string(),
+                }),
+                None => json!({ "call": "ListResourceRecordSets", "note": "leases off: only the record is read" }),
+            }),
+            step(Provision, json!({
+                "region": region, "call": "CreateServerlessCache", "input": plan.cache.input,
+                "adopt_existing": plan.adopt_existing,
+            })),
+            step(WaitAvailable, json!({
+                "region": region, "call": "DescribeServerlessCaches",
+                "input": { "ServerlessCacheName": plan.cache.name() },
+                "until": "Status = available",
+                "timeout": humantime::format_duration(plan.create_timeout).to_string(),
+            })),
+            step(VerifyDirect, json!({ "call": "PING/SET/GET", "target": "<DR endpoint>" })),
+            step(SwitchDns, json!({
+                "call": "ChangeResourceRecordSets", "hosted_zone_id": plan.hosted_zone_id,
+                "changes": [
+                    { "Action": "DELETE", "Name": plan.record, "Type": "CNAME", "Value": current.unwrap_or("<current target>") },
+                    { "Action": "CREATE", "Name": plan.record, "Type": "CNAME", "TTL": plan.ttl, "Value": "<DR endpoint>" },
+                ],
+            })),
+            step(WaitInsync, json!({ "call": "GetChange", "until": "Status = INSYNC" })),
+            step(VerifyDns, json!({ "call": "resolve, then PING/SET/GET", "target": plan.record })),
+            step(Release, match lease {
+                Some(mut change) => {
+                    change["Action"] = "DELETE".into();
+                    json!({ "call": "ChangeResourceRecordSets", "hosted_zone_id": plan.hosted_zone_id, "changes": [change] })
+                }
+                None => json!({ "call": null, "note": "leases off" }),
+            }),
         ],
     })
 }
 
 /// What the executor carries out for a failover of `w` with id `failover_id`.
-pub fn executor_plan(config: &Config, w: &WatchConfig, failover_id: &str) -> executor::Plan {
-    let mut tags = w.dr.tags.clone();
-    tags.insert(executor::FAILOVER_TAG.to_owned(), failover_id.to_owned());
-    let mut input = create_input(w);
-    input["Tags"] = tags
-        .iter()
-        .map(|(k, v)| json!({"Key": k, "Value": v}))
-        .collect();
-    executor::Plan {
+pub fn executor_plan(config: &Config, w: &WatchConfig, failover_id: &str) -> Plan {
+    Plan {
         failover_id: failover_id.to_owned(),
         watch: w.name.clone(),
         owner: config.agent.id.clone(),
         hosted_zone_id: w.hosted_zone_id.clone(),
         record: w.record.clone(),
         ttl: w.ttl.as_secs() as u32,
-        cache: executor::api::CacheSpec {
-            name: w.dr.cache_name.clone(),
+        cache: CacheSpec {
             region: w.dr.region.clone(),
-            input,
-            tags,
+            input: create_request(
+                w,
+                &w.dr.cache_name,
+                None,
+                (executor::FAILOVER_TAG, failover_id),
+            ),
         },
         create_timeout: w.dr.create_timeout,
         // Long enough to cover provisioning; a crashed owner's lease is taken over after it.
@@ -64,40 +116,52 @@ pub fn executor_plan(config: &Config, w: &WatchConfig, failover_id: &str) -> exe
     }
 }
 
-/// The `CreateServerlessCache` input for the DR spec of `w` (`valkey-dr drill` builds its
-/// throw-away cache from it too, so a drill tests exactly what a failover would ask for).
-pub fn create_input(w: &WatchConfig) -> Value {
+/// The `CreateServerlessCache` request for the DR spec of `w` under `name`, tagged with the DR
+/// tags plus valkey-dr's own `(key, value)`: a failover and a drill send the same request
+/// (`valkey-dr drill` builds its throw-away cache from it, so a drill tests exactly what a
+/// failover would ask for).
+pub fn create_request(
+    w: &WatchConfig,
+    name: &str,
+    description: Option<String>,
+    (tag, value): (&str, &str),
+) -> CreateRequest {
     let dr = &w.dr;
-    let mut create = json!({
-        "ServerlessCacheName": dr.cache_name,
-        "Engine": dr.engine,
-        "MajorEngineVersion": dr.major_engine_version,
-        "SubnetIds": dr.subnet_ids,
-        "SecurityGroupIds": dr.security_group_ids,
-        "SnapshotArnsToRestore": dr.snapshot_arns_to_restore,
-        "Tags": dr.tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>(),
+    let mut tags: Vec<Tag> = dr
+        .tags
+        .iter()
+        .filter(|(k, _)| k.as_str() != tag)
+        .map(|(k, v)| Tag {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect();
+    tags.push(Tag {
+        key: tag.to_owned(),
+        value: value.to_owned(),
     });
-    let fields = [
-        ("KmsKeyId", dr.kms_key_id.clone().map(Value::from)),
-        ("UserGroupId", dr.user_group_id.clone().map(Value::from)),
-        ("SnapshotRetentionLimit", dr.snapshot_retention_limit.map(Value::from)),
-        ("DailySnapshotTime", dr.daily_snapshot_time.clone().map(Value::from)),
-        (
-            "CacheUsageLimits",
-            dr.usage_limits.map(|u| {
-                json!({
-                    "DataStorage": u.data_storage_max_gb.map(|g| json!({"Maximum": g, "Unit": "GB"})),
-                    "ECPUPerSecond": u.ecpu_per_second_max.map(|e| json!({"Maximum": e})),
-                })
+    CreateRequest {
+        serverless_cache_name: name.to_owned(),
+        description,
+        engine: dr.engine.clone(),
+        major_engine_version: Some(dr.major_engine_version.clone()),
+        subnet_ids: dr.subnet_ids.clone(),
+        security_group_ids: dr.security_group_ids.clone(),
+        kms_key_id: dr.kms_key_id.clone(),
+        user_group_id: dr.user_group_id.clone(),
+        snapshot_arns_to_restore: dr.snapshot_arns_to_restore.clone(),
+        snapshot_retention_limit: dr.snapshot_retention_limit.map(|n| n as i32),
+        daily_snapshot_time: dr.daily_snapshot_time.clone(),
+        cache_usage_limits: dr.usage_limits.map(|u| UsageLimits {
+            data_storage: u.data_storage_max_gb.map(|g| Limit {
+                maximum: g as i32,
+                unit: Some("GB".into()),
             }),
-        ),
-    ];
-    if let Value::Object(map) = &mut create {
-        for (k, v) in fields {
-            if let Some(v) = v {
-                map.insert(k.into(), v);
-            }
-        }
+            ecpu_per_second: u.ecpu_per_second_max.map(|e| Limit {
+                maximum: e as i32,
+                unit: None,
+            }),
+        }),
+        tags,
     }
-    create
 }

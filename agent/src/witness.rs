@@ -51,6 +51,12 @@ impl Witness {
     }
 }
 
+/// The witness's page size: the smallest `MaxResults` that `DescribeServerlessCaches` accepts.
+/// AWS refuses anything outside 20-100 ("Invalid value for max records. Must be between 20 and
+/// 100", tests/FIDELITY.md) although the API reference documents no range; a page of 1 made
+/// every witness call fail on AWS, so every failing round read as `isolated`.
+pub const WITNESS_PAGE: i32 = 20;
+
 /// The AWS witness (`DescribeServerlessCaches` in a watch's DR region), shared by every watch:
 /// one client per region, one call in flight per region, and a verdict reused for
 /// `fresh_for`. In an outage every watch fails at once; without this, 100 watches would make
@@ -96,7 +102,10 @@ impl AwsWitnesses {
                 Client::new(&crate::aws::sdk_config(&self.config, region).await)
             })
             .await;
-        let call = client.describe_serverless_caches().max_results(1).send();
+        let call = client
+            .describe_serverless_caches()
+            .max_results(WITNESS_PAGE)
+            .send();
         let verdict = match tokio::time::timeout(timeout, call).await {
             Ok(Ok(_)) => Verdict::Ok,
             Ok(Err(e)) => Verdict::Failed(format!(

@@ -31,16 +31,43 @@ async fn plan_reads_the_record_and_changes_nothing() {
     assert_eq!(plan["watch"], "sessions");
     assert_eq!(plan["dr_cache"]["exists"], false);
     let steps = plan["steps"].as_array().unwrap();
-    assert_eq!(steps[0]["call"], "CreateServerlessCache");
-    assert_eq!(steps[0]["input"]["ServerlessCacheName"], "app-sessions-dr");
-    let delete = &steps[2]["changes"][0];
+    // The executor's own plan: every step, in its order, with its calls.
+    let names: Vec<_> = steps.iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "lease",
+            "provision",
+            "wait_available",
+            "verify_direct",
+            "switch_dns",
+            "wait_insync",
+            "verify_dns",
+            "release"
+        ]
+    );
+    assert_eq!(steps[0]["changes"][0]["Type"], "TXT");
+    assert_eq!(steps[0]["changes"][0]["Action"], "CREATE");
+    assert_eq!(steps[1]["call"], "CreateServerlessCache");
+    assert_eq!(steps[1]["input"]["ServerlessCacheName"], "app-sessions-dr");
+    assert!(
+        steps[1]["input"]["Tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["Key"] == "valkey-dr:failover-id"),
+        "the failover id tag is part of the request: {plan:#}"
+    );
+    assert_eq!(steps[5]["call"], "GetChange");
+    assert_eq!(steps[7]["changes"][0]["Action"], "DELETE");
+    let delete = &steps[4]["changes"][0];
     assert_eq!(delete["Action"], "DELETE");
     assert_eq!(
         delete["Value"],
         format!("{}.", primary.endpoint),
         "the swap deletes what is there now"
     );
-    assert_eq!(steps[2]["changes"][1]["TTL"], 30);
+    assert_eq!(steps[4]["changes"][1]["TTL"], 30);
 
     let calls = lab.lab.calls();
     assert!(!calls.is_empty(), "plan read the record and the DR cache");

@@ -115,7 +115,7 @@ async fn cache_calls_create_describe_and_tag() {
     let (cache, _) = single_shot(&t.lab).await;
     assert_eq!(cache.region(), DR_REGION);
     let spec = planned(&t.lab, "fo-sdk-1").cache;
-    assert_eq!(spec.name, DR_CACHE);
+    assert_eq!(spec.name(), DR_CACHE);
 
     let created = cache.create(&spec).await.expect("created");
     assert_eq!(created.name, DR_CACHE);
@@ -187,16 +187,15 @@ async fn every_create_parameter_reaches_the_api() {
     // A stuck cache never starts a server: this test is about the request only.
     t.lab.fault(Fault::ProvisionStuck).await.unwrap();
     let spec = CacheSpec {
-        name: "full-input".into(),
         region: DR_REGION.into(),
-        input: serde_json::json!({
+        input: serde_json::from_value(serde_json::json!({
             "ServerlessCacheName": "full-input",
             "Engine": "valkey",
             "MajorEngineVersion": "8",
             "SubnetIds": ["subnet-a"],
             "SecurityGroupIds": ["sg-a", "sg-b"],
             "SnapshotArnsToRestore": ["arn:aws:elasticache:us-west-2:123456789012:serverlesscachesnapshot:s1"],
-            "Tags": [{"Key": "app", "Value": "sessions"}],
+            "Tags": [{"Key": "app", "Value": "sessions"}, {"Key": FAILOVER_TAG, "Value": "fo-2"}],
             "KmsKeyId": "arn:aws:kms:us-west-2:123456789012:key/k1",
             "UserGroupId": "ug-sessions",
             "SnapshotRetentionLimit": 7,
@@ -205,8 +204,8 @@ async fn every_create_parameter_reaches_the_api() {
                 "DataStorage": {"Maximum": 10, "Unit": "GB"},
                 "ECPUPerSecond": {"Maximum": 5000},
             },
-        }),
-        tags: BTreeMap::from([(FAILOVER_TAG.to_owned(), "fo-2".to_owned())]),
+        }))
+        .expect("the API's member names"),
     };
     cache.create(&spec).await.expect("created");
 
@@ -295,7 +294,7 @@ async fn dns_calls_read_swap_and_wait_for_insync() {
         Change::Create(cname(spare, 30)),
     ];
     let err = dns.change(HOSTED_ZONE_ID, &wrong).await.unwrap_err();
-    let ApiError::InvalidChangeBatch { message } = &err else {
+    let ApiError::Conflict { message } = &err else {
         panic!("{err:?}");
     };
     assert!(
@@ -327,7 +326,7 @@ async fn dns_calls_read_swap_and_wait_for_insync() {
     // The same swap again is now a mismatch.
     assert!(matches!(
         dns.change(HOSTED_ZONE_ID, &swap).await,
-        Err(ApiError::InvalidChangeBatch { .. })
+        Err(ApiError::Conflict { .. })
     ));
 
     // TXT values keep their quotes both ways (the lease).
@@ -409,10 +408,7 @@ async fn errors_are_classified_for_the_executor() {
         .await,
     );
     t.lab.fault(throttle(3)).await.unwrap();
-    let other = CacheSpec {
-        name: "second".into(),
-        ..spec.clone()
-    };
+    let other = renamed(&spec, "second");
     retrying
         .create(&other)
         .await
@@ -437,10 +433,7 @@ async fn errors_are_classified_for_the_executor() {
     );
 
     // Bad input: permanent, with the code.
-    let bad = CacheSpec {
-        name: "Bad_Name".into(),
-        ..spec.clone()
-    };
+    let bad = renamed(&spec, "Bad_Name");
     let err = cache.create(&bad).await.unwrap_err();
     assert!(
         matches!(&err, ApiError::Permanent { message, .. } if message.starts_with("InvalidParameterValue")),
@@ -617,6 +610,7 @@ async fn the_executor_fails_over_through_the_sdk() {
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(500),
             poll: Duration::from_millis(100),
+            not_found_grace: Duration::from_secs(30),
             insync_timeout: DEADLINE,
             alert_every: Duration::from_secs(60),
         },
@@ -661,4 +655,11 @@ async fn the_executor_fails_over_through_the_sdk() {
         None
     );
     t.lab.shutdown().await;
+}
+
+/// `spec` for another cache name.
+fn renamed(spec: &CacheSpec, name: &str) -> CacheSpec {
+    let mut other = spec.clone();
+    other.input.serverless_cache_name = name.into();
+    other
 }

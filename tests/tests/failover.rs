@@ -456,7 +456,7 @@ async fn alert_only_announces_the_failover_it_would_make_and_changes_nothing() {
         .as_array()
         .expect("the plan's steps");
     assert!(!steps.is_empty(), "{intent:#}");
-    assert_eq!(steps[0]["call"], "CreateServerlessCache", "{intent:#}");
+    assert_eq!(steps[1]["call"], "CreateServerlessCache", "{intent:#}");
     assert_in_order(&s.hook.names(), &["down", "failover_intent"]);
 
     // Held four more rounds past the intent: nothing is built, nothing is changed.

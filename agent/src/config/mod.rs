@@ -27,6 +27,9 @@ use raw::RawConfig;
 /// Where the config is read from when neither `--config` nor `VALKEY_DR_CONFIG` says.
 pub const DEFAULT_PATH: &str = "/etc/valkey-dr/agent.toml";
 
+/// Tags `dr.tags` may hold: AWS allows 50 per cache, and valkey-dr adds its own id tag.
+pub const MAX_USER_TAGS: usize = 49;
+
 /// The DR design's bounds for the record TTL: long enough not to hammer resolvers, short
 /// enough that applications follow a failover within a minute.
 pub const TTL_RANGE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(60));
@@ -547,6 +550,73 @@ impl Validator<'_> {
         d
     }
 
+    /// `dr.tags` against the rules `CreateServerlessCache` enforces, so that a bad tag fails
+    /// at start-up instead of in the middle of an outage: keys of 1-128 and values of 0-256
+    /// characters from AWS's tag alphabet (letters, digits, white space and `_ . : / = + - @`),
+    /// no key in the reserved `aws:` prefix, and at most 50 tags on the cache counting the one
+    /// valkey-dr adds (the failover id, or the drill id).
+    fn tags(&mut self, path: &[Seg], tags: &BTreeMap<String, String>) {
+        let allowed = |c: char| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c);
+        let alphabet = "letters, digits, spaces and _ . : / = + - @";
+        if tags.len() > MAX_USER_TAGS {
+            self.issue(
+                path,
+                format!("{} tags, and valkey-dr adds one more", tags.len()),
+                format!("at most {MAX_USER_TAGS} tags (AWS allows 50 per cache)"),
+            );
+        }
+        for (k, v) in tags {
+            let mut at = path.to_vec();
+            at.push(Seg::Key(k.clone()));
+            let chars = k.chars().count();
+            if chars == 0 || chars > 128 {
+                self.issue(
+                    &at,
+                    format!("a tag key of {chars} characters"),
+                    "a key of 1 to 128 characters",
+                );
+            }
+            if k.to_ascii_lowercase().starts_with("aws:") {
+                self.issue(
+                    &at,
+                    format!("the key {k:?} uses the prefix aws:, which AWS reserves"),
+                    "a key that does not start with \"aws:\"",
+                );
+            }
+            if k.starts_with("valkey-dr:") {
+                self.issue(
+                    &at,
+                    format!(
+                        "the key {k:?} uses the prefix valkey-dr:, which valkey-dr sets itself"
+                    ),
+                    "a key that does not start with \"valkey-dr:\"",
+                );
+            }
+            if let Some(c) = k.chars().find(|c| !allowed(*c)) {
+                self.issue(
+                    &at,
+                    format!("the key {k:?} has the character {c:?}"),
+                    format!("a key of {alphabet}"),
+                );
+            }
+            let chars = v.chars().count();
+            if chars > 256 {
+                self.issue(
+                    &at,
+                    format!("a value of {chars} characters"),
+                    "a value of at most 256 characters",
+                );
+            }
+            if let Some(c) = v.chars().find(|c| !allowed(*c)) {
+                self.issue(
+                    &at,
+                    format!("the value has the character {c:?}"),
+                    format!("a value of {alphabet}"),
+                );
+            }
+        }
+    }
+
     fn count(&mut self, path: &[Seg], raw: Option<i64>, default: u32, min: u32, max: u32) -> u32 {
         let Some(n) = raw else { return default };
         match u32::try_from(n) {
@@ -1033,6 +1103,7 @@ impl Validator<'_> {
                 }),
             }
         });
+        self.tags(&key(&p, "tags"), &raw.tags);
         let create_timeout = self.positive_duration(
             &key(&p, "create_timeout"),
             raw.create_timeout.as_deref(),

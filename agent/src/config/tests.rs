@@ -199,3 +199,76 @@ fn redact_url_keeps_only_scheme_and_host() {
         "https://hooks.example:8443/<redacted>"
     );
 }
+
+/// Issue 8, defect 8: a tag AWS would refuse failed only at failover time.
+#[test]
+fn dr_tags_are_checked_against_aws_rules_at_load() {
+    let with_tags = |tags: &str| {
+        BASE.replace(
+            "security_group_ids = [\"sg-1\"]",
+            &format!("security_group_ids = [\"sg-1\"]\ntags = {{ {tags} }}"),
+        )
+    };
+    parse(&with_tags(
+        r#"app = "sessions", "team:owner" = "sre@example.com / on-call""#,
+    ))
+    .expect("AWS's tag alphabet is accepted");
+    let long_key = "k".repeat(129);
+    let long_value = "v".repeat(257);
+    for (tags, key, valid) in [
+        (
+            format!("{long_key} = \"x\""),
+            format!("watch[0].dr.tags.{long_key}"),
+            "1 to 128",
+        ),
+        (
+            format!("app = \"{long_value}\""),
+            "watch[0].dr.tags.app".to_owned(),
+            "at most 256",
+        ),
+        (
+            "\"aws:owner\" = \"x\"".to_owned(),
+            "watch[0].dr.tags.aws:owner".to_owned(),
+            "aws:",
+        ),
+        (
+            "\"AWS:owner\" = \"x\"".to_owned(),
+            "watch[0].dr.tags.AWS:owner".to_owned(),
+            "aws:",
+        ),
+        (
+            "\"valkey-dr:failover-id\" = \"x\"".to_owned(),
+            "watch[0].dr.tags.valkey-dr:failover-id".to_owned(),
+            "valkey-dr:",
+        ),
+        (
+            "\"a*b\" = \"x\"".to_owned(),
+            "watch[0].dr.tags.a*b".to_owned(),
+            "letters, digits",
+        ),
+        (
+            "app = \"a;b\"".to_owned(),
+            "watch[0].dr.tags.app".to_owned(),
+            "letters, digits",
+        ),
+    ] {
+        let issues = issues(&with_tags(&tags));
+        assert_eq!(issues.len(), 1, "{tags}: {issues:?}");
+        assert_eq!(issues[0].key, key, "{tags}");
+        assert!(issues[0].valid.contains(valid), "{tags}: {:?}", issues[0]);
+        assert!(issues[0].line.is_some(), "{tags}: the line is named");
+    }
+    let fifty = (0..50)
+        .map(|i| format!("t{i} = \"x\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let issues = issues(&with_tags(&fifty));
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].key, "watch[0].dr.tags");
+    assert!(issues[0].valid.contains("at most 49"), "{:?}", issues[0]);
+    let forty_nine = (0..49)
+        .map(|i| format!("t{i} = \"x\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    parse(&with_tags(&forty_nine)).expect("49 tags and ours make AWS's 50");
+}

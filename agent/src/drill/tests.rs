@@ -2,7 +2,7 @@
 //! (or `create-failed`, or stays `creating`), refuses to delete a cache still `creating`, and
 //! answers `deleting` after a delete, as AWS documents.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use super::*;
@@ -23,6 +23,8 @@ struct Cloud {
     verify_failures: u32,
     /// Every call, in order.
     calls: Vec<&'static str>,
+    /// The drill cache's tags.
+    tags: BTreeMap<String, String>,
 }
 
 struct Fake(Mutex<Cloud>);
@@ -80,12 +82,18 @@ fn info(status: CacheStatus) -> CacheInfo {
 }
 
 impl CacheApi for Fake {
-    async fn create(&self, _spec: &CacheSpec) -> Result<CacheInfo, ApiError> {
+    async fn create(&self, spec: &CacheSpec) -> Result<CacheInfo, ApiError> {
         self.called("create")?;
         let mut c = self.cloud();
         if c.cache.is_some() {
             return Err(ApiError::AlreadyExists { name: NAME.into() });
         }
+        c.tags = spec
+            .input
+            .tags
+            .iter()
+            .map(|t| (t.key.clone(), t.value.clone()))
+            .collect();
         // A cache with no time to spend `creating` is up at once.
         let wait = c.creating_for;
         let status = if wait == 0 && !c.create_fails {
@@ -119,7 +127,17 @@ impl CacheApi for Fake {
 
     async fn tags(&self, _arn: &str) -> Result<BTreeMap<String, String>, ApiError> {
         self.called("tags")?;
-        Ok(BTreeMap::new())
+        let c = self.cloud();
+        // AWS refuses tags of a cache that is creating or deleting.
+        match &c.cache {
+            Some((status @ (CacheStatus::Creating | CacheStatus::Deleting), _)) => {
+                Err(ApiError::NotReady {
+                    call: "elasticache:ListTagsForResource".into(),
+                    message: format!("InvalidServerlessCacheStateFault: {}", status.as_str()),
+                })
+            }
+            _ => Ok(c.tags.clone()),
+        }
     }
 
     async fn delete(&self, _name: &str) -> Result<(), ApiError> {
@@ -172,10 +190,15 @@ fn plan(keep: bool) -> DrillPlan {
         watch: "sessions".into(),
         id: "20261126t0715z".into(),
         spec: CacheSpec {
-            name: NAME.into(),
             region: "us-west-2".into(),
-            input: serde_json::json!({}),
-            tags: BTreeMap::from([(DRILL_TAG.to_owned(), "20261126t0715z".to_owned())]),
+            input: crate::executor::api::CreateRequest {
+                serverless_cache_name: NAME.into(),
+                tags: vec![crate::executor::api::Tag {
+                    key: DRILL_TAG.into(),
+                    value: "20261126t0715z".into(),
+                }],
+                ..Default::default()
+            },
         },
         create_timeout: Duration::from_secs(5),
         keep,
@@ -344,6 +367,7 @@ async fn a_lost_create_answer_is_retried_and_the_cache_adopted() {
     let fake = Fake::new();
     // The first attempt creates the cache, but its answer is lost.
     fake.cloud().cache = Some((CacheStatus::Creating, 1));
+    fake.cloud().tags = BTreeMap::from([(DRILL_TAG.into(), "20261126t0715z".into())]);
     fake.fail("create", [transient("create")]);
     let report = drill(&fake, &plan(false)).await;
     assert!(report.ok, "{report:#?}");
@@ -355,12 +379,34 @@ async fn a_lost_create_answer_is_retried_and_the_cache_adopted() {
 async fn a_cache_of_that_name_that_is_not_ours_is_left_alone() {
     let fake = Fake::new();
     fake.cloud().cache = Some((CacheStatus::Available, 0));
+    fake.cloud().tags = BTreeMap::from([(DRILL_TAG.into(), "20261126t0714z".into())]);
     let report = drill(&fake, &plan(false)).await;
     assert_eq!(report.failed_step.as_deref(), Some("create"));
     assert!(report.error.as_deref().unwrap().contains("already exists"));
     assert_eq!(report.steps[3].result, Skipped);
     assert_eq!(fake.count("delete"), 0);
     assert!(!report.cache_remains, "nothing of this drill remains");
+}
+
+/// Issue 8, defect 7: the SDK retries a Create inside one call after a timeout or a 5xx that
+/// had in fact created the cache; the retry's AlreadyExists reaches the drill on its first
+/// attempt. The drill tag says the cache is this drill's: it is verified and deleted, not
+/// left running and billed.
+#[tokio::test]
+async fn an_already_exists_for_our_own_cache_is_ours_and_deleted() {
+    let fake = Fake::new();
+    fake.cloud().cache = Some((CacheStatus::Creating, 2));
+    fake.cloud().tags = BTreeMap::from([(DRILL_TAG.into(), "20261126t0715z".into())]);
+    let report = drill(&fake, &plan(false)).await;
+    assert!(report.ok, "{report:#?}");
+    assert_eq!(fake.count("create"), 1);
+    assert!(
+        fake.count("tags") >= 2,
+        "tags were refused while creating, then read"
+    );
+    assert_eq!(report.steps[3].result, Done, "{report:#?}");
+    assert_eq!(fake.count("delete"), 1);
+    assert!(!report.cache_remains);
 }
 
 #[tokio::test]
@@ -478,25 +524,21 @@ fn the_spec_is_the_failovers_under_the_drill_name() {
     let name = cache_name(&w, "20261126t0715z").unwrap();
     assert_eq!(name, NAME);
     let spec = cache_spec(&w, &name, "20261126t0715z");
-    assert_eq!(spec.name, NAME);
+    assert_eq!(spec.name(), NAME);
     assert_eq!(spec.region, "us-west-2");
-    assert_eq!(spec.input["ServerlessCacheName"], NAME);
-    assert_eq!(spec.input["SubnetIds"], serde_json::json!(["subnet-1"]));
+    let input = serde_json::to_value(&spec.input).unwrap();
+    assert_eq!(input["ServerlessCacheName"], NAME);
+    assert_eq!(input["SubnetIds"], serde_json::json!(["subnet-1"]));
     assert_eq!(
-        spec.input["Tags"],
+        input["Tags"],
         serde_json::json!([
             {"Key": "app", "Value": "sessions"},
             {"Key": "valkey-dr:drill", "Value": "20261126t0715z"},
         ])
     );
-    assert!(
-        spec.input["Description"]
-            .as_str()
-            .unwrap()
-            .contains("drill")
-    );
-    assert_eq!(spec.tags[DRILL_TAG], "20261126t0715z");
-    assert!(!spec.tags.contains_key(crate::executor::FAILOVER_TAG));
+    assert!(input["Description"].as_str().unwrap().contains("drill"));
+    assert_eq!(spec.tag(DRILL_TAG), Some("20261126t0715z"));
+    assert_eq!(spec.tag(crate::executor::FAILOVER_TAG), None);
 }
 
 #[test]

@@ -6,17 +6,114 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-/// What `CreateServerlessCache` is asked for.
+/// What `CreateServerlessCache` is asked for, in the DR region.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheSpec {
-    /// The DR cache name.
-    pub name: String,
     /// The DR region.
     pub region: String,
-    /// Everything else of the request, as in `plan::failover_plan`'s `input`.
-    pub input: serde_json::Value,
-    /// Tags, the failover id among them.
-    pub tags: BTreeMap<String, String>,
+    /// The request itself: one typed value that `plan`, the executor and the drill share, so
+    /// what a plan shows is what is sent.
+    pub input: CreateRequest,
+}
+
+impl CacheSpec {
+    /// The cache's name.
+    pub fn name(&self) -> &str {
+        &self.input.serverless_cache_name
+    }
+
+    /// The value of tag `key` the request carries.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.input
+            .tags
+            .iter()
+            .find(|t| t.key == key)
+            .map(|t| t.value.as_str())
+    }
+}
+
+/// The `CreateServerlessCache` input, with the API's own member names (botocore's model,
+/// `CreateServerlessCacheRequest`), so that plans and journals read like the API reference.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateRequest {
+    /// Required: 1-40 characters.
+    pub serverless_cache_name: String,
+    /// Free text, at most 255 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Required: `valkey`, `redis` or `memcached`.
+    pub engine: String,
+    /// The engine's major version, e.g. `8`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub major_engine_version: Option<String>,
+    /// The VPC subnets (in at least two availability zones on AWS).
+    #[serde(default)]
+    pub subnet_ids: Vec<String>,
+    /// The VPC security groups.
+    #[serde(default)]
+    pub security_group_ids: Vec<String>,
+    /// A customer KMS key; AWS's own key when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kms_key_id: Option<String>,
+    /// The user group for RBAC or IAM auth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_group_id: Option<String>,
+    /// Snapshots to restore the new cache from.
+    #[serde(default)]
+    pub snapshot_arns_to_restore: Vec<String>,
+    /// Days of automatic snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_retention_limit: Option<i32>,
+    /// `HH:MM` UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_snapshot_time: Option<String>,
+    /// Caps on storage and compute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_usage_limits: Option<UsageLimits>,
+    /// Every tag of the new cache, valkey-dr's own (the failover or drill id) among them.
+    #[serde(default)]
+    pub tags: Vec<Tag>,
+}
+
+/// `CacheUsageLimits`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageLimits {
+    /// `DataStorage`: a maximum in GB.
+    #[serde(
+        rename = "DataStorage",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub data_storage: Option<Limit>,
+    /// `ECPUPerSecond`: a maximum in ECPUs a second.
+    #[serde(
+        rename = "ECPUPerSecond",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ecpu_per_second: Option<Limit>,
+}
+
+/// One usage limit's maximum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Limit {
+    /// The cap.
+    pub maximum: i32,
+    /// `GB` for `DataStorage`, the only unit the API has; absent for ECPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+}
+
+/// One tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Tag {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
 }
 
 /// A serverless cache's lifecycle status, as `DescribeServerlessCaches` reports it.
@@ -36,6 +133,17 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
+    /// The API's own name for it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            CacheStatus::Creating => "creating",
+            CacheStatus::Available => "available",
+            CacheStatus::CreateFailed => "create-failed",
+            CacheStatus::Deleting => "deleting",
+            CacheStatus::Other(s) => s,
+        }
+    }
+
     /// From the API's string.
     pub fn parse(s: &str) -> CacheStatus {
         match s {
@@ -102,11 +210,32 @@ pub enum ApiError {
         /// The cache.
         name: String,
     },
-    /// `InvalidChangeBatch`: a `DELETE` did not match or a `CREATE` found a record; someone
-    /// else changed the zone.
+    /// `InvalidChangeBatch` because the batch's compare failed: a `DELETE` found no record
+    /// or other values, or a `CREATE` found one. Someone else changed the zone. Any other
+    /// `InvalidChangeBatch` (a malformed batch, a name outside the zone) is
+    /// [`ApiError::Permanent`]: reading it as a lost race would give the wrong outcome.
     #[error("change batch rejected: {message}")]
-    InvalidChangeBatch {
+    Conflict {
         /// Route 53's message.
+        message: String,
+    },
+    /// The resource is in a state that refuses this call for now
+    /// (`InvalidServerlessCacheStateFault`: tags of a cache still `creating`): asking again
+    /// once the state moves on succeeds.
+    #[error("{call}: {message} (not yet)")]
+    NotReady {
+        /// Service and action.
+        call: String,
+        /// What happened.
+        message: String,
+    },
+    /// Credentials missing or refused, or a permission the agent lacks: a configuration
+    /// error, never retried as transient and never read as the agent's isolation.
+    #[error("{call}: {message} (credentials or permissions)")]
+    Denied {
+        /// Service and action.
+        call: String,
+        /// What happened.
         message: String,
     },
     /// Throttling, 5xx, timeouts, connection errors: worth retrying.

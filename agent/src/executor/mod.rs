@@ -15,22 +15,26 @@
 pub mod api;
 pub mod sdk;
 pub mod verify;
+pub mod wait;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use backon::{ExponentialBuilder, Retryable};
 use serde::{Deserialize, Serialize};
 
-use api::{
-    ApiError, CacheApi, CacheInfo, CacheSpec, CacheStatus, Change, ChangeStatus, DnsApi, RecordSet,
-};
+use api::{ApiError, CacheApi, CacheInfo, CacheSpec, Change, ChangeStatus, DnsApi, RecordSet};
 
 use crate::store;
+use wait::WaitError;
 
 /// The tag that marks a cache as built by a given failover, so a resumed or racing run can
 /// tell its own cache from someone else's.
 pub const FAILOVER_TAG: &str = "valkey-dr:failover-id";
+
+/// The lease record's TTL: nobody resolves it, Route 53 only needs one.
+pub const LEASE_TTL: u32 = 30;
 
 /// The steps, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -345,12 +349,39 @@ pub struct Limits {
     pub max_backoff: Duration,
     /// How often `wait_available` polls.
     pub poll: Duration,
+    /// How long a cache may be missing from `DescribeServerlessCaches` after it was created
+    /// (eventual consistency) before it counts as gone.
+    pub not_found_grace: Duration,
     /// How long `wait_insync` may wait. Route 53's control plane lives in us-east-1, which may
     /// be the failed region, so this is long; every retry is reported.
     pub insync_timeout: Duration,
     /// While Route 53 keeps failing, how often people hear that the executor is still
     /// retrying (it never gives up on a transient Route 53 error on its own).
     pub alert_every: Duration,
+}
+
+impl Limits {
+    /// Exponential backoff from [`Limits::backoff`] to [`Limits::max_backoff`]: `attempts`
+    /// calls in all, or without end for `None`.
+    /// Polls every [`Limits::poll`], without backing off: the executor is on the outage's
+    /// clock, and a cheap Describe twice a second costs nothing next to a slower failover.
+    fn polling(&self) -> wait::Polling {
+        wait::Polling {
+            every: self.poll,
+            max: self.poll,
+            not_found_grace: self.not_found_grace,
+        }
+    }
+
+    fn backoff(&self, attempts: Option<u32>) -> ExponentialBuilder {
+        let builder = ExponentialBuilder::default()
+            .with_min_delay(self.backoff)
+            .with_max_delay(self.max_backoff);
+        match attempts {
+            Some(n) => builder.with_max_times(n.saturating_sub(1) as usize),
+            None => builder.without_max_times(),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -360,6 +391,7 @@ impl Default for Limits {
             backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
             poll: Duration::from_secs(2),
+            not_found_grace: Duration::from_secs(60),
             insync_timeout: Duration::from_secs(30 * 60),
             alert_every: Duration::from_secs(60),
         }
@@ -532,45 +564,39 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         &self,
         step: Step,
         attempts: Option<u32>,
-        mut call: F,
+        call: F,
     ) -> Result<T, FailoverError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ApiError>>,
     {
-        let mut delay = self.limits.backoff;
-        let mut attempt = 1;
         let started = tokio::time::Instant::now();
         let mut next_alert = started;
-        loop {
-            match call().await {
-                Ok(v) => return Ok(v),
-                Err(e) if e.is_transient() && attempts.is_none_or(|max| attempt < max) => {
-                    tracing::warn!(step = step.as_str(), attempt, error = %e, "retrying");
-                    if attempts.is_none() && tokio::time::Instant::now() >= next_alert {
-                        (self.alert)(
-                            step,
-                            &format!(
-                                "still retrying after {} ({attempt} attempts): {e}",
-                                humantime::format_duration(Duration::from_secs(
-                                    started.elapsed().as_secs()
-                                ))
-                            ),
-                        );
-                        next_alert = tokio::time::Instant::now() + self.limits.alert_every;
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.limits.max_backoff);
-                    attempt += 1;
+        let mut attempt = 1;
+        call.retry(self.limits.backoff(attempts))
+            .sleep(tokio::time::sleep)
+            .when(ApiError::is_transient)
+            .notify(|e, _| {
+                tracing::warn!(step = step.as_str(), attempt, error = %e, "retrying");
+                if attempts.is_none() && tokio::time::Instant::now() >= next_alert {
+                    (self.alert)(
+                        step,
+                        &format!(
+                            "still retrying after {} ({attempt} attempts): {e}",
+                            humantime::format_duration(Duration::from_secs(
+                                started.elapsed().as_secs()
+                            ))
+                        ),
+                    );
+                    next_alert = tokio::time::Instant::now() + self.limits.alert_every;
                 }
-                Err(source) => {
-                    return Err(FailoverError::Api {
-                        step: step.as_str(),
-                        source,
-                    });
-                }
-            }
-        }
+                attempt += 1;
+            })
+            .await
+            .map_err(|source| FailoverError::Api {
+                step: step.as_str(),
+                source,
+            })
     }
 
     async fn lease(&self, j: &mut Journal) -> Result<String, FailoverError> {
@@ -594,7 +620,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         let ours = RecordSet {
             name: name.clone(),
             rtype: "TXT".into(),
-            ttl: 30,
+            ttl: LEASE_TTL,
             values: vec![lease_value(&plan, expires)],
         };
         let take = [Change::Create(ours.clone())];
@@ -607,7 +633,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 return Ok(format!("took {name}"));
             }
             Err(FailoverError::Api {
-                source: ApiError::InvalidChangeBatch { .. },
+                source: ApiError::Conflict { .. },
                 ..
             }) => {}
             Err(e) => return Err(e),
@@ -640,7 +666,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             .await
             .map_err(|e| match e {
                 FailoverError::Api {
-                    source: ApiError::InvalidChangeBatch { .. },
+                    source: ApiError::Conflict { .. },
                     ..
                 } => FailoverError::StoodDown {
                     holder: "another agent took over the stale lease first".into(),
@@ -655,8 +681,9 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
 
     async fn provision(&self, j: &mut Journal) -> Result<String, FailoverError> {
         let spec = j.plan.cache.clone();
+        let name = spec.name().to_owned();
         if let Some(found) = self
-            .retry(Step::Provision, || self.cache.describe(&spec.name))
+            .retry(Step::Provision, || self.cache.describe(&name))
             .await?
         {
             return self.adopt(j, found).await;
@@ -670,26 +697,48 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 j.endpoint = info.endpoint;
                 Ok(detail)
             }
+            // An SDK retry of a Create that had reached AWS, a previous run that crashed after
+            // its Create, or a race: the cache exists, though Describe may not show it for a
+            // few seconds yet (eventual consistency). Whose it is, the tag decides.
             Err(FailoverError::Api {
                 source: ApiError::AlreadyExists { .. },
                 ..
             }) => {
-                let found = self
-                    .retry(Step::Provision, || self.cache.describe(&spec.name))
-                    .await?
-                    .ok_or_else(|| FailoverError::ForeignCache {
-                        name: spec.name.clone(),
-                    })?;
-                self.adopt(j, found).await
+                let deadline = tokio::time::Instant::now() + j.plan.create_timeout;
+                let (found, tags) =
+                    wait::settled_tags(self.cache, &name, deadline, self.limits.polling())
+                        .await
+                        .map_err(|source| FailoverError::Api {
+                            step: "provision",
+                            source,
+                        })?;
+                self.adopt_tagged(j, found, tags).await
             }
             Err(e) => Err(e),
         }
     }
 
     async fn adopt(&self, j: &mut Journal, found: CacheInfo) -> Result<String, FailoverError> {
-        let tags = self
-            .retry(Step::Provision, || self.cache.tags(&found.arn))
-            .await?;
+        // Tags cannot be read while the cache is `creating` (InvalidServerlessCacheStateFault):
+        // a resumed run finds its own cache in that state, so it waits, bounded by the build's
+        // own timeout.
+        let deadline = tokio::time::Instant::now() + j.plan.create_timeout;
+        let (found, tags) =
+            wait::settled_tags(self.cache, &found.name, deadline, self.limits.polling())
+                .await
+                .map_err(|source| FailoverError::Api {
+                    step: "provision",
+                    source,
+                })?;
+        self.adopt_tagged(j, found, tags).await
+    }
+
+    async fn adopt_tagged(
+        &self,
+        j: &mut Journal,
+        found: CacheInfo,
+        tags: BTreeMap<String, String>,
+    ) -> Result<String, FailoverError> {
         let ours = tags.get(FAILOVER_TAG) == Some(&j.plan.failover_id);
         if !ours && !j.plan.adopt_existing {
             // Another agent's failover built it: if the record already points at it, that
@@ -725,53 +774,43 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
     }
 
     async fn wait_available(&self, j: &mut Journal) -> Result<String, FailoverError> {
-        let name = j.plan.cache.name.clone();
-        let started = j
+        let name = j.plan.cache.name().to_owned();
+        // A resumed run counts the time an earlier run already waited.
+        let waited_before = j
             .entries
             .iter()
             .find(|e| e.step == Step::WaitAvailable && e.phase == Phase::Started)
-            .map(|e| e.at)
-            .unwrap_or_else(SystemTime::now);
-        loop {
-            // A Describe that fails transiently is one more poll without news, not a reason
-            // to give up: only `create_timeout` ends the wait.
-            let info = match self.cache.describe(&name).await {
-                Ok(info) => info,
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(step = "wait_available", error = %e, "describe failed; still waiting");
-                    Some(CacheInfo {
-                        name: name.clone(),
-                        arn: String::new(),
-                        status: CacheStatus::Other("unknown: describe failed".into()),
-                        endpoint: None,
-                    })
-                }
-                Err(source) => {
-                    return Err(FailoverError::Api {
-                        step: "wait_available",
-                        source,
-                    });
-                }
-            };
-            match info {
-                Some(info) if info.status == CacheStatus::Available && info.endpoint.is_some() => {
-                    j.endpoint = info.endpoint.clone();
-                    let (host, port) = info.endpoint.unwrap_or_default();
-                    return Ok(format!("available at {host}:{port}"));
-                }
-                Some(info) if info.status == CacheStatus::CreateFailed => {
-                    return Err(FailoverError::CreateFailed { name });
-                }
-                None => return Err(FailoverError::CreateFailed { name }),
-                Some(_) => {}
+            .and_then(|e| SystemTime::now().duration_since(e.at).ok())
+            .unwrap_or_default();
+        let left = j.plan.create_timeout.saturating_sub(waited_before);
+        let deadline = tokio::time::Instant::now() + left;
+        match wait::until_available(
+            self.cache,
+            &name,
+            deadline,
+            waited_before,
+            self.limits.polling(),
+        )
+        .await
+        {
+            Ok((host, port)) => {
+                j.endpoint = Some((host.clone(), port));
+                Ok(format!("available at {host}:{port}"))
             }
-            let waited = SystemTime::now()
-                .duration_since(started)
-                .unwrap_or_default();
-            if waited >= j.plan.create_timeout {
-                return Err(FailoverError::CreateTimeout { name, waited });
+            Err(WaitError::CreateFailed { name } | WaitError::Deleting { name }) => {
+                Err(FailoverError::CreateFailed { name })
             }
-            tokio::time::sleep(self.limits.poll).await;
+            Err(e @ WaitError::Vanished { .. }) => Err(FailoverError::Verify {
+                step: "wait_available",
+                message: e.to_string(),
+            }),
+            Err(WaitError::Timeout { name, waited, .. }) => {
+                Err(FailoverError::CreateTimeout { name, waited })
+            }
+            Err(WaitError::Api(source)) => Err(FailoverError::Api {
+                step: "wait_available",
+                source,
+            }),
         }
     }
 
@@ -804,7 +843,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         {
             Ok(_) => j.lease = Some(renewed),
             Err(FailoverError::Api {
-                source: ApiError::InvalidChangeBatch { .. },
+                source: ApiError::Conflict { .. },
                 ..
             }) => {
                 // Either a previous run renewed it and crashed before saving, or the lease
@@ -881,7 +920,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 Ok(format!("{} → {target} ({id})", describe(current.as_ref())))
             }
             Err(FailoverError::Api {
-                source: ApiError::InvalidChangeBatch { .. },
+                source: ApiError::Conflict { .. },
                 ..
             }) => {
                 // The compare failed: read again. Already ours is success (a previous run's
@@ -959,7 +998,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             // Already gone (a previous run released it before crashing, or it was taken over
             // after expiring): nothing of ours is left to release.
             Err(FailoverError::Api {
-                source: ApiError::InvalidChangeBatch { .. },
+                source: ApiError::Conflict { .. },
                 ..
             }) => Ok(format!("{} was already released", lease.name)),
             // The failover itself is done; a lease that cannot be dropped expires on its own

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_config::timeout::TimeoutConfig;
+use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_elasticache::config::http::HttpResponse;
 use aws_sdk_elasticache::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_elasticache::operation::RequestId;
@@ -23,10 +24,10 @@ use aws_sdk_elasticache::types::{
 };
 use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsError;
 use aws_sdk_route53::types as r53;
-use serde_json::Value;
 
 use super::api::{
     ApiError, CacheApi, CacheInfo, CacheSpec, CacheStatus, Change, ChangeStatus, DnsApi, RecordSet,
+    UsageLimits,
 };
 
 /// How long one attempt of a call may take when the `SdkConfig` sets no bound of its own.
@@ -35,8 +36,11 @@ pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a call may take across the SDK's own retries, when the `SdkConfig` sets no bound.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Route 53's control plane answers in us-east-1 whatever region the agent runs in; used only
-/// when the `SdkConfig` names no region at all.
+/// Route 53 is global within a partition, and the SDK's endpoint rules turn any region of a
+/// partition into its endpoint and signing region (us-east-1 in `aws`, cn-northwest-1 in
+/// `aws-cn`, us-gov-west-1 in `aws-us-gov`): clients are built with the watch's DR region so
+/// that the right partition is used. This is the fallback only when the `SdkConfig` names no
+/// region at all.
 const ROUTE53_DEFAULT_REGION: &str = "us-east-1";
 
 /// Error codes worth retrying: the SDK's standard retry classifier's throttling and transient
@@ -154,38 +158,43 @@ impl CacheApi for SdkCache {
                 call: CREATE.into(),
                 message: format!(
                     "{} is planned in {}, but this client calls {}",
-                    spec.name, spec.region, self.region
+                    spec.name(),
+                    spec.region,
+                    self.region
                 ),
             });
         }
-        let input = CreateInput::read(spec).map_err(|message| ApiError::Permanent {
-            call: CREATE.into(),
-            message,
-        })?;
+        let input = &spec.input;
         let out = self
             .client
             .create_serverless_cache()
-            .serverless_cache_name(&spec.name)
-            .set_description(input.description)
-            .set_engine(input.engine)
-            .set_major_engine_version(input.major_engine_version)
-            .set_subnet_ids(input.subnet_ids)
-            .set_security_group_ids(input.security_group_ids)
-            .set_kms_key_id(input.kms_key_id)
-            .set_user_group_id(input.user_group_id)
-            .set_snapshot_arns_to_restore(input.snapshot_arns_to_restore)
+            .serverless_cache_name(&input.serverless_cache_name)
+            .set_description(input.description.clone())
+            .engine(&input.engine)
+            .set_major_engine_version(input.major_engine_version.clone())
+            .set_subnet_ids(non_empty(&input.subnet_ids))
+            .set_security_group_ids(non_empty(&input.security_group_ids))
+            .set_kms_key_id(input.kms_key_id.clone())
+            .set_user_group_id(input.user_group_id.clone())
+            .set_snapshot_arns_to_restore(non_empty(&input.snapshot_arns_to_restore))
             .set_snapshot_retention_limit(input.snapshot_retention_limit)
-            .set_daily_snapshot_time(input.daily_snapshot_time)
-            .set_cache_usage_limits(input.usage_limits)
-            .set_tags(Some(input.tags))
+            .set_daily_snapshot_time(input.daily_snapshot_time.clone())
+            .set_cache_usage_limits(input.cache_usage_limits.as_ref().and_then(sdk_usage_limits))
+            .set_tags(Some(
+                input
+                    .tags
+                    .iter()
+                    .map(|t| Tag::builder().key(&t.key).value(&t.value).build())
+                    .collect(),
+            ))
             .send()
             .await
-            .map_err(|e| classify(CREATE, Some(&self.region), &spec.name, &e))?;
+            .map_err(|e| classify(CREATE, Some(&self.region), spec.name(), &e))?;
         let cache = out.serverless_cache.ok_or_else(|| ApiError::Permanent {
             call: CREATE.into(),
-            message: format!("no ServerlessCache in the answer for {}", spec.name),
+            message: format!("no ServerlessCache in the answer for {}", spec.name()),
         })?;
-        Ok(cache_info(&cache, &spec.name))
+        Ok(cache_info(&cache, spec.name()))
     }
 
     async fn describe(&self, name: &str) -> Result<Option<CacheInfo>, ApiError> {
@@ -267,152 +276,33 @@ fn cache_info(cache: &ServerlessCache, name: &str) -> CacheInfo {
     }
 }
 
-/// The `CreateServerlessCache` parameters of a [`CacheSpec`], read from `spec.input` with the
-/// keys `plan::executor_plan` writes (the API's own names).
-#[derive(Debug, Default, PartialEq)]
-struct CreateInput {
-    description: Option<String>,
-    engine: Option<String>,
-    major_engine_version: Option<String>,
-    subnet_ids: Option<Vec<String>>,
-    security_group_ids: Option<Vec<String>>,
-    kms_key_id: Option<String>,
-    user_group_id: Option<String>,
-    snapshot_arns_to_restore: Option<Vec<String>>,
-    snapshot_retention_limit: Option<i32>,
-    daily_snapshot_time: Option<String>,
-    usage_limits: Option<CacheUsageLimits>,
-    tags: Vec<Tag>,
-}
-
-impl CreateInput {
-    /// JSON `null` and empty lists count as absent, as in the plan (`"DataStorage": null`
-    /// when only an ECPU limit is set). A value of the wrong type is an error: sending a
-    /// request other than the one planned would be worse than not sending it.
-    fn read(spec: &CacheSpec) -> Result<CreateInput, String> {
-        let input = match &spec.input {
-            Value::Object(map) => map,
-            Value::Null => &serde_json::Map::new(),
-            other => return Err(format!("the input must be a JSON object, not {other}")),
-        };
-        let get = |key: &str| input.get(key).filter(|v| !v.is_null());
-        let string = |key: &str| -> Result<Option<String>, String> {
-            get(key)
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_owned)
-                        .ok_or_else(|| format!("{key} must be a string, not {v}"))
-                })
-                .transpose()
-        };
-        let strings = |key: &str| -> Result<Option<Vec<String>>, String> {
-            let Some(v) = get(key) else { return Ok(None) };
-            let list = v
-                .as_array()
-                .and_then(|a| {
-                    a.iter()
-                        .map(|s| s.as_str().map(str::to_owned))
-                        .collect::<Option<Vec<_>>>()
-                })
-                .ok_or_else(|| format!("{key} must be a list of strings, not {v}"))?;
-            Ok((!list.is_empty()).then_some(list))
-        };
-
-        // Tags: the input's, then `spec.tags` over them (the failover id among them), so that
-        // the tag a resumed run looks for is always on the cache.
-        let mut tags = BTreeMap::new();
-        if let Some(v) = get("Tags") {
-            let list = v
-                .as_array()
-                .ok_or_else(|| format!("Tags must be a list, not {v}"))?;
-            for t in list {
-                let (Some(k), Some(val)) = (
-                    t.get("Key").and_then(Value::as_str),
-                    t.get("Value").and_then(Value::as_str),
-                ) else {
-                    return Err(format!(
-                        "each tag must be {{\"Key\": .., \"Value\": ..}}, not {t}"
-                    ));
-                };
-                tags.insert(k.to_owned(), val.to_owned());
-            }
-        }
-        tags.extend(spec.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
-
-        Ok(CreateInput {
-            description: string("Description")?,
-            engine: string("Engine")?,
-            major_engine_version: string("MajorEngineVersion")?,
-            subnet_ids: strings("SubnetIds")?,
-            security_group_ids: strings("SecurityGroupIds")?,
-            kms_key_id: string("KmsKeyId")?,
-            user_group_id: string("UserGroupId")?,
-            snapshot_arns_to_restore: strings("SnapshotArnsToRestore")?,
-            snapshot_retention_limit: get("SnapshotRetentionLimit")
-                .map(|v| int("SnapshotRetentionLimit", v))
-                .transpose()?,
-            daily_snapshot_time: string("DailySnapshotTime")?,
-            usage_limits: get("CacheUsageLimits")
-                .map(usage_limits)
-                .transpose()?
-                .flatten(),
-            tags: tags
-                .into_iter()
-                .map(|(k, v)| Tag::builder().key(k).value(v).build())
-                .collect(),
-        })
+/// The SDK's usage limits for ours: `DataStorage` is always in GB, the only unit the API has.
+fn sdk_usage_limits(limits: &UsageLimits) -> Option<CacheUsageLimits> {
+    if limits.data_storage.is_none() && limits.ecpu_per_second.is_none() {
+        return None;
     }
-}
-
-fn int(key: &str, v: &Value) -> Result<i32, String> {
-    v.as_i64()
-        .and_then(|n| i32::try_from(n).ok())
-        .ok_or_else(|| format!("{key} must be a whole number that fits 32 bits, not {v}"))
-}
-
-/// `{"DataStorage": {"Maximum": 10, "Unit": "GB"}, "ECPUPerSecond": {"Maximum": 5000}}`,
-/// either part `null` or missing; `None` when both are.
-fn usage_limits(v: &Value) -> Result<Option<CacheUsageLimits>, String> {
-    let part = |key: &str| v.get(key).filter(|p| !p.is_null());
-    if !v.is_object() {
-        return Err(format!("CacheUsageLimits must be an object, not {v}"));
-    }
-    let maximum = |key: &str, p: &Value| {
-        p.get("Maximum")
-            .filter(|m| !m.is_null())
-            .map(|m| int(&format!("CacheUsageLimits.{key}.Maximum"), m))
-            .transpose()
-    };
-    let storage = part("DataStorage")
-        .map(|p| -> Result<DataStorage, String> {
-            let unit = match p.get("Unit").filter(|u| !u.is_null()) {
-                None => DataStorageUnit::Gb,
-                Some(u) => DataStorageUnit::from(u.as_str().ok_or_else(|| {
-                    format!("CacheUsageLimits.DataStorage.Unit must be a string, not {u}")
-                })?),
-            };
-            Ok(DataStorage::builder()
-                .set_maximum(maximum("DataStorage", p)?)
-                .unit(unit)
-                .build())
-        })
-        .transpose()?;
-    let ecpu = part("ECPUPerSecond")
-        .map(|p| -> Result<EcpuPerSecond, String> {
-            Ok(EcpuPerSecond::builder()
-                .set_maximum(maximum("ECPUPerSecond", p)?)
-                .build())
-        })
-        .transpose()?;
-    if storage.is_none() && ecpu.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(
+    Some(
         CacheUsageLimits::builder()
-            .set_data_storage(storage)
-            .set_ecpu_per_second(ecpu)
+            .set_data_storage(limits.data_storage.as_ref().map(|l| {
+                DataStorage::builder()
+                    .maximum(l.maximum)
+                    .unit(DataStorageUnit::Gb)
+                    .build()
+            }))
+            .set_ecpu_per_second(
+                limits
+                    .ecpu_per_second
+                    .as_ref()
+                    .map(|l| EcpuPerSecond::builder().maximum(l.maximum).build()),
+            )
             .build(),
-    ))
+    )
+}
+
+/// `None` for an empty list: the API reads an empty list and an absent one alike, and the
+/// request stays as small as the plan shows it.
+fn non_empty(list: &[String]) -> Option<Vec<String>> {
+    (!list.is_empty()).then(|| list.to_vec())
 }
 
 impl DnsApi for SdkDns {
@@ -574,6 +464,8 @@ enum Failure {
     Unanswered,
     /// The request could not be built or sent for a reason of our own.
     Unsendable,
+    /// No credentials could be loaded, so nothing was sent: a configuration error.
+    NoCredentials,
 }
 
 /// A failed call, read out of its SDK error.
@@ -629,6 +521,7 @@ impl Failed {
             SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
                 (Failure::Unanswered, chain())
             }
+            _ if lacks_credentials(err) => (Failure::NoCredentials, chain()),
             SdkError::DispatchFailure(d) if d.is_user() => (Failure::Unsendable, chain()),
             SdkError::DispatchFailure(_) => (Failure::Unanswered, chain()),
             _ => (Failure::Unsendable, chain()),
@@ -659,6 +552,53 @@ impl Failed {
     }
 }
 
+/// Whether the call failed because no credentials could be loaded (no chain configured, an
+/// unknown profile, an expired SSO session): the SDK reports that as a dispatch failure, which
+/// would otherwise read as "no answer" and be retried for ever.
+fn lacks_credentials(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<CredentialsError>().is_some() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Error codes that mean the credentials are wrong or lack a permission: configuration errors,
+/// never transient (retrying cannot fix them) and never the agent's isolation.
+const DENIED_CODES: &[&str] = &[
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedOperation",
+    "UnrecognizedClientException",
+    "InvalidClientTokenId",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "MissingAuthenticationToken",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "AuthFailure",
+    "OptInRequired",
+];
+
+/// Route 53's `InvalidChangeBatch` messages for a batch whose compare failed (the record is
+/// not what the batch expected), as AWS words them (tests/FIDELITY.md): "Tried to delete
+/// resource record set [...] but it was not found", "... but the values provided do not match
+/// the current values", "Tried to create resource record set [...] but it already exists".
+/// Every other `InvalidChangeBatch` is a batch AWS refuses whatever the record holds.
+fn is_conflict(message: &str) -> bool {
+    [
+        "but it was not found",
+        "do not match the current values",
+        "but it already exists",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
+}
+
 /// Maps an SDK error to an [`ApiError`] (see [`Failed::classify`]).
 fn classify<E>(
     call: &str,
@@ -683,13 +623,22 @@ fn classify_failure(call: &str, subject: &str, failure: &Failure, message: Strin
             Some("ServerlessCacheAlreadyExistsFault") => ApiError::AlreadyExists {
                 name: subject.to_owned(),
             },
-            Some("InvalidChangeBatch") => ApiError::InvalidChangeBatch {
+            Some("InvalidChangeBatch") if is_conflict(&message) => ApiError::Conflict {
                 message: message.clone(),
+            },
+            Some(code) if DENIED_CODES.contains(&code) => ApiError::Denied {
+                call: call.to_owned(),
+                message,
             },
             // A cache still `creating` cannot be deleted yet, and one already `deleting` is on
             // its way out: both states change on their own, so asking again later may succeed
             // (or find it gone), which is what `Transient` tells the caller.
             Some("InvalidServerlessCacheStateFault") if call == DELETE => transient(),
+            // Tags of a cache still `creating` (or `deleting`) cannot be read yet.
+            Some("InvalidServerlessCacheStateFault") => ApiError::NotReady {
+                call: call.to_owned(),
+                message,
+            },
             Some(code) if TRANSIENT_CODES.contains(&code) => transient(),
             _ if status.is_some_and(|s| s >= 500 || s == 429) => transient(),
             _ => ApiError::Permanent {
@@ -698,6 +647,10 @@ fn classify_failure(call: &str, subject: &str, failure: &Failure, message: Strin
             },
         },
         Failure::Unanswered => transient(),
+        Failure::NoCredentials => ApiError::Denied {
+            call: call.to_owned(),
+            message,
+        },
         Failure::Unsendable => ApiError::Permanent {
             call: call.to_owned(),
             message,
@@ -710,6 +663,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::executor::api::{CreateRequest, Limit};
 
     fn service(code: &str, status: u16) -> Failure {
         Failure::Service {
@@ -733,16 +687,17 @@ mod tests {
     }
 
     #[test]
-    fn invalid_change_batch_keeps_the_message() {
+    fn a_conflict_keeps_the_message() {
+        let message = "InvalidChangeBatch: [Tried to create resource record set [name='a.', type='TXT'] but it already exists]";
         assert_eq!(
             classify_failure(
                 CHANGE,
                 "Z1",
                 &service("InvalidChangeBatch", 400),
-                "why".into()
+                message.into()
             ),
-            ApiError::InvalidChangeBatch {
-                message: "why".into()
+            ApiError::Conflict {
+                message: message.into()
             }
         );
     }
@@ -783,8 +738,8 @@ mod tests {
     fn everything_else_is_permanent() {
         for failure in [
             service("InvalidParameterValue", 400),
-            service("AccessDenied", 403),
             service("NoSuchHostedZone", 404),
+            service("InvalidChangeBatch", 400),
             Failure::Service {
                 code: None,
                 status: None,
@@ -830,7 +785,10 @@ mod tests {
     async fn a_spec_for_another_region_is_refused_before_any_call() {
         let cache = SdkCache::new(&config(None));
         assert_eq!(cache.region(), "eu-west-1");
-        let err = cache.create(&spec(json!({}))).await.unwrap_err();
+        let err = cache
+            .create(&spec(CreateRequest::default()))
+            .await
+            .unwrap_err();
         assert_eq!(
             err,
             ApiError::Permanent {
@@ -841,107 +799,183 @@ mod tests {
         );
     }
 
-    fn spec(input: Value) -> CacheSpec {
+    fn spec(input: CreateRequest) -> CacheSpec {
         CacheSpec {
-            name: "app-sessions-dr".into(),
             region: "us-west-2".into(),
-            input,
-            tags: BTreeMap::from([("valkey-dr:failover-id".to_owned(), "fo-1".to_owned())]),
+            input: CreateRequest {
+                serverless_cache_name: "app-sessions-dr".into(),
+                ..input
+            },
         }
     }
 
+    /// Journals written before the request was typed kept it as JSON with the API's member
+    /// names: they still read, and the typed request writes the same names back.
     #[test]
-    fn the_plan_input_is_read_with_its_own_keys() {
-        let input = CreateInput::read(&spec(json!({
+    fn the_request_reads_and_writes_the_api_member_names() {
+        let old = json!({
             "ServerlessCacheName": "app-sessions-dr",
             "Engine": "valkey",
             "MajorEngineVersion": "8",
             "SubnetIds": ["subnet-1", "subnet-2"],
             "SecurityGroupIds": ["sg-1"],
             "SnapshotArnsToRestore": [],
-            "Tags": [{"Key": "app", "Value": "sessions"}, {"Key": "valkey-dr:failover-id", "Value": "old"}],
+            "Tags": [{"Key": "app", "Value": "sessions"}, {"Key": "valkey-dr:failover-id", "Value": "fo-1"}],
             "KmsKeyId": "kms-1",
             "UserGroupId": "ug-1",
             "SnapshotRetentionLimit": 7,
             "DailySnapshotTime": "04:00",
             "CacheUsageLimits": {"DataStorage": {"Maximum": 10, "Unit": "GB"}, "ECPUPerSecond": {"Maximum": 5000}},
-        })))
-        .unwrap();
+        });
+        let request: CreateRequest = serde_json::from_value(old.clone()).unwrap();
+        assert_eq!(request.subnet_ids, ["subnet-1", "subnet-2"]);
+        assert_eq!(request.snapshot_retention_limit, Some(7));
         assert_eq!(
-            input,
-            CreateInput {
-                description: None,
-                engine: Some("valkey".into()),
-                major_engine_version: Some("8".into()),
-                subnet_ids: Some(vec!["subnet-1".into(), "subnet-2".into()]),
-                security_group_ids: Some(vec!["sg-1".into()]),
-                kms_key_id: Some("kms-1".into()),
-                user_group_id: Some("ug-1".into()),
-                snapshot_arns_to_restore: None,
-                snapshot_retention_limit: Some(7),
-                daily_snapshot_time: Some("04:00".into()),
-                usage_limits: Some(
-                    CacheUsageLimits::builder()
-                        .data_storage(
-                            DataStorage::builder()
-                                .maximum(10)
-                                .unit(DataStorageUnit::Gb)
-                                .build()
-                        )
-                        .ecpu_per_second(EcpuPerSecond::builder().maximum(5000).build())
-                        .build()
-                ),
-                tags: vec![
-                    Tag::builder().key("app").value("sessions").build(),
-                    Tag::builder()
-                        .key("valkey-dr:failover-id")
-                        .value("fo-1")
-                        .build(),
-                ],
-            }
+            request.cache_usage_limits.as_ref().unwrap().ecpu_per_second,
+            Some(Limit {
+                maximum: 5000,
+                unit: None
+            })
         );
+        assert_eq!(spec(request.clone()).tag(FAILOVER), Some("fo-1"));
+        assert_eq!(serde_json::to_value(&request).unwrap(), old);
     }
 
-    #[test]
-    fn null_parts_and_an_empty_input_are_absent() {
-        let input = CreateInput::read(&spec(json!({
-            "CacheUsageLimits": {"DataStorage": null, "ECPUPerSecond": {"Maximum": 1000}},
-            "KmsKeyId": null,
-        })))
-        .unwrap();
-        assert_eq!(input.kms_key_id, None);
-        assert_eq!(
-            input.usage_limits,
-            Some(
-                CacheUsageLimits::builder()
-                    .ecpu_per_second(EcpuPerSecond::builder().maximum(1000).build())
-                    .build()
-            )
-        );
-        let none = CreateInput::read(&spec(json!({
-            "CacheUsageLimits": {"DataStorage": null, "ECPUPerSecond": null}
-        })))
-        .unwrap();
-        assert_eq!(none.usage_limits, None);
-        let empty = CreateInput::read(&spec(json!({}))).unwrap();
-        assert_eq!(empty.engine, None);
-        assert_eq!(empty.tags.len(), 1);
-    }
+    const FAILOVER: &str = "valkey-dr:failover-id";
 
     #[test]
-    fn a_malformed_input_is_refused() {
-        for bad in [
-            json!([]),
-            json!({"SubnetIds": "subnet-1"}),
-            json!({"SubnetIds": [1]}),
-            json!({"Engine": 8}),
-            json!({"SnapshotRetentionLimit": "7"}),
-            json!({"SnapshotRetentionLimit": 1u64 << 40}),
-            json!({"CacheUsageLimits": {"DataStorage": {"Maximum": -1.5}}}),
-            json!({"Tags": [{"Key": "a"}]}),
+    fn usage_limits_become_the_sdks_with_gb() {
+        let both = sdk_usage_limits(&UsageLimits {
+            data_storage: Some(Limit {
+                maximum: 10,
+                unit: Some("GB".into()),
+            }),
+            ecpu_per_second: Some(Limit {
+                maximum: 5000,
+                unit: None,
+            }),
+        })
+        .unwrap();
+        assert_eq!(both.data_storage().unwrap().maximum(), Some(10));
+        assert_eq!(
+            both.data_storage().unwrap().unit(),
+            Some(&DataStorageUnit::Gb)
+        );
+        assert_eq!(both.ecpu_per_second().unwrap().maximum(), Some(5000));
+        let none = UsageLimits {
+            data_storage: None,
+            ecpu_per_second: None,
+        };
+        assert_eq!(sdk_usage_limits(&none), None);
+    }
+
+    /// Issue 8, defect 5: only a failed compare is a conflict; any other InvalidChangeBatch
+    /// (a malformed batch, a name outside the zone) is permanent, not "changed by someone".
+    #[test]
+    fn only_a_failed_compare_is_a_conflict() {
+        for message in [
+            "InvalidChangeBatch: [Tried to delete resource record set [name='valkey.lab.internal.', type='CNAME'] but it was not found]",
+            "InvalidChangeBatch: [Tried to delete resource record set [name='valkey.lab.internal.', type='CNAME'] but the values provided do not match the current values]",
+            "InvalidChangeBatch: [Tried to create resource record set [name='_valkey-dr-lock.valkey.lab.internal.', type='TXT'] but it already exists]",
         ] {
-            assert!(CreateInput::read(&spec(bad.clone())).is_err(), "{bad}");
+            assert!(
+                matches!(
+                    classify_failure(
+                        CHANGE,
+                        "Z1",
+                        &service("InvalidChangeBatch", 400),
+                        message.into()
+                    ),
+                    ApiError::Conflict { .. }
+                ),
+                "{message}"
+            );
         }
+        for message in [
+            "InvalidChangeBatch: [RRSet with DNS name valkey.other.internal. is not permitted in zone lab.internal.]",
+            "InvalidChangeBatch: [RRSet of type CNAME with DNS name valkey.lab.internal. contains more than one value]",
+        ] {
+            assert!(
+                matches!(
+                    classify_failure(
+                        CHANGE,
+                        "Z1",
+                        &service("InvalidChangeBatch", 400),
+                        message.into()
+                    ),
+                    ApiError::Permanent { .. }
+                ),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn credential_and_permission_errors_are_denied_never_transient() {
+        for code in [
+            "AccessDenied",
+            "AccessDeniedException",
+            "ExpiredToken",
+            "InvalidClientTokenId",
+            "SignatureDoesNotMatch",
+        ] {
+            let e = classified(service(code, 403));
+            assert!(matches!(e, ApiError::Denied { .. }), "{code}: {e:?}");
+            assert!(!e.is_transient());
+        }
+        let e = classified(Failure::NoCredentials);
+        assert!(matches!(e, ApiError::Denied { .. }) && !e.is_transient());
+    }
+
+    /// Issue 8, defect 3: tags of a cache still `creating` are "not yet", not permanent.
+    #[test]
+    fn tags_of_a_cache_not_settled_are_not_ready() {
+        let e = classify_failure(
+            LIST_TAGS,
+            "arn",
+            &service("InvalidServerlessCacheStateFault", 400),
+            "m".into(),
+        );
+        assert!(matches!(e, ApiError::NotReady { .. }), "{e:?}");
+    }
+
+    /// Issue 8, defect 6: Route 53's endpoint and signing region come from the partition of
+    /// the region the client is built with, as the SDK's endpoint rules say.
+    #[test]
+    fn route53_follows_the_partition_of_the_watch_region() {
+        use aws_sdk_route53::config::endpoint::{Params, ResolveEndpoint};
+        let resolver = aws_sdk_route53::config::endpoint::DefaultResolver::new();
+        for (region, url, signing) in [
+            ("us-west-2", "https://route53.amazonaws.com", "us-east-1"),
+            (
+                "cn-north-1",
+                "https://route53.amazonaws.com.cn",
+                "cn-northwest-1",
+            ),
+            (
+                "us-gov-east-1",
+                "https://route53.us-gov.amazonaws.com",
+                "us-gov-west-1",
+            ),
+        ] {
+            let params = Params::builder().region(region).build().unwrap();
+            let endpoint = futures::executor::block_on(resolver.resolve_endpoint(&params)).unwrap();
+            assert_eq!(endpoint.url(), url, "{region}");
+            let schemes = format!("{:?}", endpoint.properties().get("authSchemes"));
+            assert!(schemes.contains(signing), "{region}: {schemes}");
+            let dns = SdkDns::new(&config_in(region));
+            assert_eq!(
+                dns.client.config().region().map(|r| r.as_ref()),
+                Some(region)
+            );
+        }
+    }
+
+    fn config_in(region: &'static str) -> SdkConfig {
+        SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::from_static(region))
+            .build()
     }
 
     #[test]

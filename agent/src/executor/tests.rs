@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use super::api::CacheStatus;
 use super::*;
 
 const ZONE: &str = "ZTEST";
@@ -24,6 +25,10 @@ struct Cloud {
     create_fails: bool,
     /// Fails this call permanently once (a stand-in for a crash after the previous step).
     fail_once: Option<&'static str>,
+    /// Describe calls a new cache stays invisible for (AWS's eventual consistency).
+    invisible_for: u32,
+    /// Describe calls each hidden cache has left before it shows.
+    hidden: BTreeMap<String, u32>,
 }
 
 struct Fake(Mutex<Cloud>);
@@ -80,30 +85,42 @@ impl CacheApi for Fake {
     async fn create(&self, spec: &CacheSpec) -> Result<CacheInfo, ApiError> {
         self.fault("create")?;
         let mut c = self.cloud();
-        if c.caches.contains_key(&spec.name) {
-            return Err(ApiError::AlreadyExists {
-                name: spec.name.clone(),
-            });
+        let name = spec.name().to_owned();
+        if c.caches.contains_key(&name) {
+            return Err(ApiError::AlreadyExists { name });
         }
         c.creates += 1;
         let info = CacheInfo {
-            name: spec.name.clone(),
+            name: name.clone(),
             arn: format!(
-                "arn:aws:elasticache:{}:1:serverlesscache:{}",
-                spec.region, spec.name
+                "arn:aws:elasticache:{}:1:serverlesscache:{name}",
+                spec.region
             ),
             status: CacheStatus::Creating,
             endpoint: None,
         };
         let wait = c.creating_for;
-        c.caches
-            .insert(spec.name.clone(), (info.clone(), spec.tags.clone(), wait));
+        let tags = spec
+            .input
+            .tags
+            .iter()
+            .map(|t| (t.key.clone(), t.value.clone()))
+            .collect();
+        c.caches.insert(name.clone(), (info.clone(), tags, wait));
+        let invisible_for = c.invisible_for;
+        if invisible_for > 0 {
+            c.hidden.insert(name, invisible_for);
+        }
         Ok(info)
     }
 
     async fn describe(&self, name: &str) -> Result<Option<CacheInfo>, ApiError> {
         self.fault("describe")?;
         let mut c = self.cloud();
+        if let Some(n) = c.hidden.get_mut(name).filter(|n| **n > 0) {
+            *n -= 1;
+            return Ok(None);
+        }
         let fails = c.create_fails;
         Ok(c.caches.get_mut(name).map(|(info, _, wait)| {
             if *wait == 0 && info.status == CacheStatus::Creating {
@@ -126,11 +143,33 @@ impl CacheApi for Fake {
     async fn tags(&self, arn: &str) -> Result<BTreeMap<String, String>, ApiError> {
         self.fault("tags")?;
         let c = self.cloud();
-        Ok(c.caches
+        let (info, tags, _) = c
+            .caches
             .values()
             .find(|(i, _, _)| i.arn == arn)
-            .map(|(_, t, _)| t.clone())
-            .unwrap_or_default())
+            .cloned()
+            .unwrap_or((
+                CacheInfo {
+                    name: String::new(),
+                    arn: arn.into(),
+                    status: CacheStatus::Available,
+                    endpoint: None,
+                },
+                BTreeMap::new(),
+                0,
+            ));
+        // AWS refuses tags of a cache that is creating or deleting.
+        if matches!(info.status, CacheStatus::Creating | CacheStatus::Deleting) {
+            return Err(ApiError::NotReady {
+                call: "elasticache:ListTagsForResource".into(),
+                message: format!(
+                    "InvalidServerlessCacheStateFault: {} is {}",
+                    info.name,
+                    info.status.as_str()
+                ),
+            });
+        }
+        Ok(tags)
     }
 
     async fn delete(&self, name: &str) -> Result<(), ApiError> {
@@ -164,7 +203,7 @@ impl DnsApi for Fake {
                 Change::Delete(r) => {
                     let key = (r.name.clone(), r.rtype.clone());
                     if next.get(&key) != Some(r) {
-                        return Err(ApiError::InvalidChangeBatch {
+                        return Err(ApiError::Conflict {
                             message: format!(
                                 "Tried to delete resource record set [name='{}', type='{}'] but the values provided do not match the current values",
                                 r.name, r.rtype
@@ -176,7 +215,7 @@ impl DnsApi for Fake {
                 Change::Create(r) => {
                     let key = (r.name.clone(), r.rtype.clone());
                     if next.contains_key(&key) {
-                        return Err(ApiError::InvalidChangeBatch {
+                        return Err(ApiError::Conflict {
                             message: format!(
                                 "Tried to create resource record set [name='{}', type='{}'] but it already exists",
                                 r.name, r.rtype
@@ -230,10 +269,15 @@ fn plan(lease: bool) -> Plan {
         record: RECORD.into(),
         ttl: 30,
         cache: CacheSpec {
-            name: "app-sessions-dr".into(),
             region: "us-west-2".into(),
-            input: serde_json::json!({}),
-            tags: BTreeMap::from([(FAILOVER_TAG.to_owned(), "fo-1".to_owned())]),
+            input: api::CreateRequest {
+                serverless_cache_name: "app-sessions-dr".into(),
+                tags: vec![api::Tag {
+                    key: FAILOVER_TAG.into(),
+                    value: "fo-1".into(),
+                }],
+                ..Default::default()
+            },
         },
         create_timeout: Duration::from_secs(5),
         lease: lease.then(|| Duration::from_secs(600)),
@@ -247,6 +291,7 @@ fn limits() -> Limits {
         backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(5),
         poll: Duration::from_millis(1),
+        not_found_grace: Duration::from_secs(2),
         insync_timeout: Duration::from_secs(5),
         alert_every: Duration::from_secs(60),
     }
@@ -444,7 +489,7 @@ async fn a_foreign_cache_is_refused_unless_adoption_is_allowed() {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new();
         let mut foreign = plan(false).cache;
-        foreign.tags.clear();
+        foreign.input.tags.clear();
         fake.create(&foreign).await.unwrap();
         let mut p = plan(false);
         p.adopt_existing = adopt;
@@ -483,9 +528,7 @@ async fn a_late_agent_finds_another_agents_finished_failover_and_stands_down() {
     let mut late = plan(true);
     late.failover_id = "fo-2".into();
     late.owner = "agent-b".into();
-    late.cache
-        .tags
-        .insert(FAILOVER_TAG.to_owned(), "fo-2".to_owned());
+    late.cache.input.tags[0].value = "fo-2".into();
     let late_dir = tempfile::tempdir().unwrap();
     let (journal, err) = run(&fake, late_dir.path(), Journal::new(late))
         .await
@@ -505,4 +548,82 @@ async fn a_late_agent_finds_another_agents_finished_failover_and_stands_down() {
             .any(|(name, _)| name.starts_with("_valkey-dr-lock.")),
         "the late agent gave its lease back"
     );
+}
+
+/// Issue 8, defect 2: right after CreateServerlessCache, Describe may not find the cache for a
+/// few seconds. That is "not visible yet", not create-failed: the failover completes.
+#[tokio::test]
+async fn a_new_cache_missing_from_describe_for_a_while_is_waited_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().invisible_for = 5;
+    let journal = run(&fake, dir.path(), Journal::new(plan(true)))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("completes");
+    assert!(journal.complete());
+    assert_eq!(fake.cloud().creates, 1);
+    assert_eq!(fake.cloud().cname_changes, 1);
+}
+
+/// ...but a cache that stays missing past the grace period is gone, and the record stays.
+#[tokio::test]
+async fn a_cache_that_stays_missing_fails_the_wait_and_leaves_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().invisible_for = u32::MAX;
+    let mut l = limits();
+    l.not_found_grace = Duration::from_millis(30);
+    let progress = |_: &Journal, _: &Entry| {};
+    let (journal, err) = Executor {
+        cache: &fake,
+        dns: &fake,
+        verify: &fake,
+        path: dir.path().join("failover.json"),
+        limits: l,
+        progress: &progress,
+        alert: &|_, _| {},
+    }
+    .run(Journal::new(plan(false)))
+    .await
+    .expect_err("gone");
+    assert!(err.to_string().contains("no longer exists"), "{err}");
+    assert!(matches!(
+        journal.outcome,
+        Some(Outcome::Failed {
+            step: Step::WaitAvailable,
+            ..
+        })
+    ));
+    assert_eq!(fake.cname(), [OLD]);
+}
+
+/// Issue 8, defect 3: a resumed failover (or one whose Create the SDK retried) finds its own
+/// cache still `creating`, whose tags AWS will not list yet. It waits for them and adopts
+/// the cache instead of failing for good.
+#[tokio::test]
+async fn an_own_cache_still_creating_is_adopted_once_its_tags_can_be_read() {
+    for invisible in [0, 3] {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new();
+        fake.cloud().creating_for = 4;
+        fake.cloud().invisible_for = invisible;
+        // A previous run (or the SDK's own retry) created it; this run starts from scratch.
+        fake.create(&plan(false).cache).await.unwrap();
+        let journal = run(&fake, dir.path(), Journal::new(plan(false)))
+            .await
+            .map_err(|(_, e)| e)
+            .expect("adopts its own cache");
+        assert!(journal.complete());
+        let provision = journal
+            .entries
+            .iter()
+            .find(|e| e.step == Step::Provision && e.phase == Phase::Done)
+            .unwrap();
+        assert!(
+            provision.detail.contains("built by this failover"),
+            "{provision:?}"
+        );
+        assert_eq!(fake.cloud().creates, 1, "never a second create");
+    }
 }
