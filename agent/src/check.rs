@@ -207,19 +207,7 @@ async fn probe_spec_with(
     } else {
         None
     };
-    let auth = match &w.probe.credential {
-        Credential::None => Auth::None,
-        Credential::Password {
-            username, password, ..
-        } => Auth::Password {
-            username: username.clone(),
-            password: password.clone(),
-        },
-        Credential::Iam { username } => Auth::Iam {
-            username: username.clone(),
-            tokens: Arc::new(iam_tokens(config, w, username).await),
-        },
-    };
+    let auth = auth_for(config, w, &w.primary.cache_name, &w.primary.region).await;
     Ok(ProbeSpec {
         watch: w.name.clone(),
         record: w.record.clone(),
@@ -234,24 +222,56 @@ async fn probe_spec_with(
     })
 }
 
-async fn iam_tokens(config: &Config, w: &WatchConfig, username: &str) -> IamTokenSource {
-    let sdk = crate::aws::sdk_config(config, &w.primary.region).await;
-    IamTokenSource::new(
-        &w.primary.cache_name,
-        username,
-        &w.primary.region,
-        crate::aws::credentials(&sdk),
-    )
+/// How the probes of `w` authenticate to the serverless cache `cache_name` in `region`. An IAM
+/// token is signed for one cache in one region: the DR cache needs tokens of its own, or AWS
+/// refuses the probe of the very cache a failover just built.
+pub async fn auth_for(config: &Config, w: &WatchConfig, cache_name: &str, region: &str) -> Auth {
+    match &w.probe.credential {
+        Credential::None => Auth::None,
+        Credential::Password {
+            username, password, ..
+        } => Auth::Password {
+            username: username.clone(),
+            password: password.clone(),
+        },
+        Credential::Iam { username } => {
+            let sdk = crate::aws::sdk_config(config, region).await;
+            Auth::Iam {
+                username: username.clone(),
+                tokens: Arc::new(IamTokenSource::new(
+                    cache_name,
+                    username,
+                    region,
+                    crate::aws::credentials(&sdk),
+                )),
+            }
+        }
+    }
+}
+
+/// The probe of `w`'s DR cache: `primary` (the watch's probe) with the DR cache's own
+/// authentication. Its endpoint is set once the DR cache has one.
+pub async fn dr_spec(config: &Config, w: &WatchConfig, primary: &ProbeSpec) -> ProbeSpec {
+    ProbeSpec {
+        auth: auth_for(config, w, &w.dr.cache_name, &w.dr.region).await,
+        ..primary.clone()
+    }
 }
 
 /// One round over the selected watches, judged.
 pub async fn run(config: &Config, only: Option<&str>) -> Result<CheckReport, CheckError> {
     let mut specs = probe_specs(config, only).await?;
-    // After a failover the DR cache is the active one: check it, as the agent does.
+    // After a failover the DR cache is the active one: check it, as the agent does, with
+    // its own credentials.
     for spec in &mut specs {
-        if let Some((host, port)) = active_dr_endpoint(config, &spec.watch) {
-            spec.endpoint = host;
-            spec.port = port;
+        if let Some((host, port)) = active_dr_endpoint(config, &spec.watch)
+            && let Ok(w) = config.watch(&spec.watch)
+        {
+            *spec = ProbeSpec {
+                endpoint: host,
+                port,
+                ..dr_spec(config, w, spec).await
+            };
         }
     }
     let prober = Prober::new(&ResolverSettings {

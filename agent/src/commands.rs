@@ -246,7 +246,13 @@ pub async fn failback(config: &Config, w: &WatchConfig, yes: bool, delete_dr: bo
     }
     let progress = |step: &str, detail: &str| println!("{} {step}: {detail}", now_text());
     match runner
-        .failback(&dr_endpoint, &spec.endpoint, delete_dr, &progress)
+        .failback(
+            &failover::new_failback_id(SystemTime::now()),
+            &dr_endpoint,
+            &spec.endpoint,
+            delete_dr,
+            &progress,
+        )
         .await
     {
         Ok(report) => {

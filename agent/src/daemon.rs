@@ -758,8 +758,8 @@ impl WatchTask {
         if self.state.served_by_dr {
             match journal.completed_endpoint() {
                 Some((host, port)) => {
-                    self.spec.endpoint = host;
-                    self.spec.port = port;
+                    let runner = self.runner().await;
+                    self.spec = runner.dr_probe(&host, port);
                 }
                 _ => {
                     tracing::error!(watch = %self.name, "the saved state says the DR cache serves the watch, but the last journal has no completed failover; probing the configured primary")
@@ -878,15 +878,18 @@ impl WatchTask {
             return Err("shutdown has begun".to_owned());
         }
         let runner = self.runner().await;
-        let id = format!("fb-{}", failover::compact_utc(SystemTime::now()));
+        let id = failover::new_failback_id(SystemTime::now());
         let dr = self.spec.endpoint.clone();
         let primary = self.primary.endpoint.clone();
         let tx = self.ops.clone();
+        let fb_id = id.clone();
         let task = tokio::spawn(async move {
             let progress = |step: &str, detail: &str| {
                 let _ = tx.send(OpMsg::FailbackStep(step.to_owned(), detail.to_owned()));
             };
-            let result = runner.failback(&dr, &primary, delete_dr, &progress).await;
+            let result = runner
+                .failback(&fb_id, &dr, &primary, delete_dr, &progress)
+                .await;
             let _ = tx.send(OpMsg::FailbackDone(result));
         });
         self.op = Some(Op {
@@ -927,8 +930,7 @@ impl WatchTask {
                         let previous = self.state.state();
                         let (next, decisions) = policies::failback_completed(&self.state, now);
                         self.apply(next, decisions, now, None, true);
-                        self.spec.endpoint = self.primary.endpoint.clone();
-                        self.spec.port = self.primary.port;
+                        self.spec = self.primary.clone();
                         self.emit_from(
                             previous,
                             "failback_completed",
@@ -987,9 +989,8 @@ impl WatchTask {
                 self.metrics.failover_result(&self.name, "completed");
                 let (next, decisions) = policies::failover_completed(&self.state, now);
                 self.apply(next, decisions, now, None, true);
-                if let Some((host, port)) = &journal.endpoint {
-                    self.spec.endpoint = host.trim_end_matches('.').to_owned();
-                    self.spec.port = *port;
+                if let (Some((host, port)), Some(runner)) = (&journal.endpoint, &self.runner) {
+                    self.spec = runner.dr_probe(host, *port);
                 }
                 self.following = false;
                 self.emit_from(
@@ -1085,8 +1086,7 @@ impl WatchTask {
         let previous = self.state.state();
         let (next, decisions) = policies::failover_completed(&self.state, now);
         self.apply(next, decisions, now, None, true);
-        self.spec.endpoint = host.trim_end_matches('.').to_owned();
-        self.spec.port = port;
+        self.spec = runner.dr_probe(&host, port);
         self.emit_from(
             previous,
             "failover_completed",

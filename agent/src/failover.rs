@@ -4,16 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use valkey_dr_probes::{ProbeSpec, Prober, same_name};
+use valkey_dr_probes::{ProbeSpec, Prober};
 
 use crate::config::{Config, WatchConfig};
-use crate::executor::api::{CacheApi, Change, ChangeStatus, DnsApi, RecordSet};
 use crate::executor::sdk::{SdkCache, SdkDns};
 use crate::executor::verify::ProbeVerifier;
-use crate::executor::{Entry, Executor, FailoverError, Journal, Limits, Step, Verifier};
+use crate::executor::{Entry, Executor, FailoverError, Journal, Kind, Limits, Phase, Plan, Step};
 use crate::{aws, plan, store};
 
 /// The journal of a watch's current (or last) failover.
@@ -37,6 +36,11 @@ pub fn new_failover_id(agent_id: &str, now: SystemTime) -> String {
     format!("fo-{}-{agent_id}-{salt:04x}", compact_utc(now))
 }
 
+/// A failback id: `fb-` and the UTC time to the second.
+pub fn new_failback_id(now: SystemTime) -> String {
+    format!("fb-{}", compact_utc(now))
+}
+
 /// `20261126t071500z`: a UTC timestamp usable in names and tags.
 pub fn compact_utc(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t)
@@ -54,30 +58,44 @@ pub struct Runner {
     pub cache: SdkCache,
     /// Route 53.
     pub dns: SdkDns,
-    /// Real-traffic checks.
-    pub verifier: ProbeVerifier,
+    /// Real-traffic checks of the DR cache (its own IAM tokens, when the watch uses IAM).
+    verifier: ProbeVerifier,
+    /// Real-traffic checks of the primary, for failback.
+    primary_verifier: ProbeVerifier,
+    /// The watch's probe aimed at the DR cache: what the agent probes once it serves.
+    dr_spec: ProbeSpec,
+    /// The primary's port, where a failback points the record back.
+    primary_port: u16,
+    /// The watch's failover plan, less its id: failbacks are built from it.
+    base: Plan,
     journal: PathBuf,
+    failback_journal: PathBuf,
     limits: Limits,
-    hosted_zone_id: String,
-    record: String,
-    ttl: u32,
-    dr_cache: String,
 }
 
 impl Runner {
-    /// A runner for `w`, probing as `spec` (the watch's probe settings) does.
+    /// A runner for `w`, probing as `spec` (the watch's probe of the primary) does.
     pub async fn new(
         config: &Config,
         w: &WatchConfig,
         prober: Arc<Prober>,
         spec: ProbeSpec,
     ) -> Self {
+        let dr_spec = crate::check::dr_spec(config, w, &spec).await;
         let cache = SdkCache::new(&aws::sdk_config(config, &w.dr.region).await);
         let dns = SdkDns::new(&aws::sdk_config(config, &w.dr.region).await);
         Runner {
             cache,
             dns,
-            verifier: ProbeVerifier::new(prober, spec, w.ttl),
+            verifier: ProbeVerifier::new(prober.clone(), dr_spec.clone(), w.ttl),
+            primary_port: spec.port,
+            primary_verifier: ProbeVerifier::new(prober, spec, w.ttl),
+            dr_spec,
+            base: plan::executor_plan(config, w, plan::PLANNED_ID),
+            failback_journal: config
+                .agent
+                .state_dir
+                .join(format!("failback-{}.json", w.name)),
             journal: journal_path(&config.agent.state_dir, &w.name),
             limits: Limits {
                 // A serverless cache takes about a minute on AWS; polling twice a second keeps
@@ -86,10 +104,15 @@ impl Runner {
                 alert_every: w.policy.reminder_interval.min(Duration::from_secs(5 * 60)),
                 ..Limits::default()
             },
-            hosted_zone_id: w.hosted_zone_id.clone(),
-            record: w.record.clone(),
-            ttl: w.ttl.as_secs() as u32,
-            dr_cache: w.dr.cache_name.clone(),
+        }
+    }
+
+    /// The watch's probe of the DR cache at `host:port`: with the DR cache's own IAM tokens.
+    pub fn dr_probe(&self, host: &str, port: u16) -> ProbeSpec {
+        ProbeSpec {
+            endpoint: host.trim_end_matches('.').to_owned(),
+            port,
+            ..self.dr_spec.clone()
         }
     }
 
@@ -111,17 +134,7 @@ impl Runner {
                     self.journal.display()
                 ));
             }
-            Ok(Some(previous)) => {
-                let dir = self.journal.with_file_name("failovers");
-                store::ensure_dir(&dir)
-                    .and_then(|()| {
-                        store::write_json(
-                            &dir.join(format!("{}.json", previous.plan.failover_id)),
-                            &previous,
-                        )
-                    })
-                    .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
-            }
+            Ok(Some(previous)) => self.keep(&previous)?,
             Ok(None) => {}
             Err(e) => return Err(format!("{:#}", anyhow::Error::from(e))),
         }
@@ -154,118 +167,97 @@ impl Runner {
 
     /// Points the record back at the primary: an exact compare-and-swap from the DR endpoint,
     /// then `INSYNC`, then a probe through the record; with `delete_dr`, deletes the DR cache
-    /// afterwards. The caller has checked that the primary passes `rise` rounds.
+    /// afterwards. The caller has checked that the primary passes `rise` rounds. It is a
+    /// journalled plan (`state_dir/failback-WATCH.json`) run by the executor, with the same
+    /// Route 53 retries and compare-and-swap as a failover: a burst of
+    /// `PriorRequestNotComplete` is waited out, and after a crash or a timeout the journal
+    /// (not a guess) says whether the record was changed. An unfinished failback resumes.
     pub async fn failback(
         &self,
+        id: &str,
         dr_endpoint: &str,
         primary: &str,
         delete_dr: bool,
         progress: &(dyn Fn(&str, &str) + Send + Sync),
     ) -> Result<FailbackReport, String> {
-        let mut steps = BTreeMap::new();
-        let started = Instant::now();
-        let target = format!("{}.", primary.trim_end_matches('.'));
-
-        let t = Instant::now();
-        let current = self
-            .dns
-            .record(&self.hosted_zone_id, &self.record, "CNAME")
-            .await
-            .map_err(|e| format!("switch_dns: reading {}: {e}", self.record))?;
-        let change = match &current {
-            Some(r) if r.values.iter().any(|v| same_name(v, &target)) => None,
-            Some(r) if r.values.iter().any(|v| same_name(v, dr_endpoint)) => {
-                let back = RecordSet {
-                    name: self.record.clone(),
-                    rtype: "CNAME".into(),
-                    ttl: self.ttl,
-                    values: vec![target.clone()],
-                };
-                let batch = [Change::Delete(r.clone()), Change::Create(back)];
-                let id = self
-                    .dns
-                    .change(&self.hosted_zone_id, &batch)
-                    .await
-                    .map_err(|e| format!("switch_dns: {e}; the record was not changed"))?;
-                Some(id)
+        let journal = match store::read_json::<Journal>(&self.failback_journal) {
+            Ok(Some(j)) if j.unfinished() => j,
+            Ok(previous) => {
+                if let Some(previous) = previous {
+                    self.keep(&previous)?;
+                }
+                let mut journal = Journal::new(Plan {
+                    failover_id: id.to_owned(),
+                    lease: None,
+                    kind: Kind::Failback {
+                        from: dr_endpoint.trim_end_matches('.').to_owned(),
+                        delete_dr,
+                    },
+                    ..self.base.clone()
+                });
+                journal.endpoint =
+                    Some((primary.trim_end_matches('.').to_owned(), self.primary_port));
+                store::write_json(&self.failback_journal, &journal).map_err(|e| {
+                    format!(
+                        "cannot write the failback journal: {:#}",
+                        anyhow::Error::from(e)
+                    )
+                })?;
+                journal
             }
-            other => {
-                return Err(format!(
-                    "switch_dns: {} points at {}, neither the DR cache {dr_endpoint} nor the primary; not overwriting it",
-                    self.record,
-                    other
-                        .as_ref()
-                        .map(|r| r.values.join(","))
-                        .unwrap_or_else(|| "nothing".into())
-                ));
+            Err(e) => return Err(format!("{:#}", anyhow::Error::from(e))),
+        };
+        let on_entry = |_: &Journal, e: &Entry| {
+            if e.phase == Phase::Done {
+                progress(e.step.as_str(), &e.detail);
             }
         };
-        steps.insert("switch_dns", t.elapsed());
-        progress(
-            "switch_dns",
-            &match &change {
-                Some(id) => format!("{} → {target} ({id})", self.record),
-                None => format!("{} already points at {target}", self.record),
-            },
-        );
-
-        let t = Instant::now();
-        if let Some(id) = &change {
-            let deadline = Instant::now() + self.limits.insync_timeout;
-            loop {
-                match self.dns.change_status(id).await {
-                    Ok(ChangeStatus::InSync) => break,
-                    Ok(ChangeStatus::Pending) => {}
-                    Err(e) if e.is_transient() => tracing::warn!(error = %e, "GetChange; retrying"),
-                    Err(e) => return Err(format!("wait_insync: {e}")),
-                }
-                if Instant::now() >= deadline {
-                    return Err(format!("wait_insync: {id} not INSYNC in time"));
-                }
-                tokio::time::sleep(self.limits.poll).await;
+        let alert = |step: Step, message: &str| {
+            progress(step.as_str(), &format!("still retrying: {message}"));
+        };
+        let result = Executor {
+            cache: &self.cache,
+            dns: &self.dns,
+            verify: &self.primary_verifier,
+            path: self.failback_journal.clone(),
+            limits: self.limits.clone(),
+            progress: &on_entry,
+            alert: &alert,
+        }
+        .run(journal)
+        .await;
+        match result {
+            Ok(journal) => Ok(FailbackReport::of(&journal)),
+            Err((journal, e)) => {
+                let untouched = journal.change_id.is_none() && !journal.done(Step::SwitchDns);
+                Err(if untouched {
+                    format!("{e}; the record was not changed")
+                } else {
+                    format!("{e}; the record already points at the primary")
+                })
             }
         }
-        steps.insert("wait_insync", t.elapsed());
-        progress("wait_insync", "INSYNC");
+    }
 
-        let t = Instant::now();
-        self.verifier
-            .through_record(primary)
-            .await
-            .map_err(|e| format!("verify_dns: {e}"))?;
-        steps.insert("verify_dns", t.elapsed());
-        progress(
-            "verify_dns",
-            &format!("{} resolves to {primary} and answers", self.record),
-        );
-
-        let mut deleted = None;
-        if delete_dr {
-            let t = Instant::now();
-            self.cache.delete(&self.dr_cache).await.map_err(|e| {
-                format!("delete_dr: {e} (the record already points at the primary)")
-            })?;
-            steps.insert("delete_dr", t.elapsed());
-            progress("delete_dr", &format!("deleting {}", self.dr_cache));
-            deleted = Some(self.dr_cache.clone());
-        }
-        Ok(FailbackReport {
-            record: self.record.clone(),
-            target,
-            change_id: change,
-            deleted,
-            steps_ms: steps
-                .into_iter()
-                .map(|(k, v)| (k, v.as_millis() as u64))
-                .collect(),
-            total_ms: started.elapsed().as_millis() as u64,
-        })
+    /// Moves a finished journal under `failovers/`, for the record.
+    fn keep(&self, previous: &Journal) -> Result<(), String> {
+        let dir = self.journal.with_file_name("failovers");
+        store::ensure_dir(&dir)
+            .and_then(|()| {
+                store::write_json(
+                    &dir.join(format!("{}.json", previous.plan.failover_id)),
+                    previous,
+                )
+            })
+            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
     }
 }
 
 /// What a failback did.
 #[derive(Debug, Clone, Serialize)]
 pub struct FailbackReport {
+    /// The failback's id (its journal's).
+    pub failback_id: String,
     /// The record.
     pub record: String,
     /// What it points at now.
@@ -278,6 +270,38 @@ pub struct FailbackReport {
     pub steps_ms: BTreeMap<&'static str, u64>,
     /// In all.
     pub total_ms: u64,
+}
+
+impl FailbackReport {
+    /// The report of a finished failback journal.
+    pub fn of(journal: &Journal) -> FailbackReport {
+        let timings = journal.timings();
+        let total = journal
+            .started_at()
+            .zip(journal.entries.last().map(|e| e.at))
+            .and_then(|(first, last)| last.duration_since(first).ok())
+            .unwrap_or_default();
+        let target = journal
+            .endpoint
+            .as_ref()
+            .map(|(h, _)| format!("{}.", h.trim_end_matches('.')))
+            .unwrap_or_default();
+        FailbackReport {
+            failback_id: journal.plan.failover_id.clone(),
+            record: journal.plan.record.clone(),
+            target,
+            change_id: journal.change_id.clone(),
+            deleted: journal
+                .done(Step::DeleteDr)
+                .then(|| journal.plan.cache.name().to_owned()),
+            steps_ms: timings
+                .into_iter()
+                .filter(|(step, _)| *step != Step::Lease.as_str())
+                .map(|(k, v)| (k, v.as_millis() as u64))
+                .collect(),
+            total_ms: total.as_millis() as u64,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -113,6 +113,26 @@ pub fn executor_plan(config: &Config, w: &WatchConfig, failover_id: &str) -> Pla
             .lease
             .then(|| w.dr.create_timeout + Duration::from_secs(15 * 60)),
         adopt_existing: w.dr.adopt_existing,
+        kind: executor::Kind::Failover,
+    }
+}
+
+/// What the executor carries out to point the record of `w` back at the primary `host:port`
+/// from the DR endpoint `from`, with id `failback_id`.
+pub fn failback_plan(
+    config: &Config,
+    w: &WatchConfig,
+    failback_id: &str,
+    from: &str,
+    delete_dr: bool,
+) -> Plan {
+    Plan {
+        lease: None,
+        kind: executor::Kind::Failback {
+            from: from.to_owned(),
+            delete_dr,
+        },
+        ..executor_plan(config, w, failback_id)
     }
 }
 

@@ -56,6 +56,8 @@ pub enum Step {
     VerifyDns,
     /// Drop the lock.
     Release,
+    /// Failback with `--delete-dr` only: delete the DR cache once the record points back.
+    DeleteDr,
 }
 
 impl Step {
@@ -82,6 +84,52 @@ impl Step {
             Step::WaitInsync => "wait_insync",
             Step::VerifyDns => "verify_dns",
             Step::Release => "release",
+            Step::DeleteDr => "delete_dr",
+        }
+    }
+}
+
+/// What a journalled plan does.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Build the DR cache and point the record at it.
+    #[default]
+    Failover,
+    /// Point the record back at the primary (the journal's `endpoint`), with the same
+    /// Route 53 retries and compare-and-swap as a failover.
+    Failback {
+        /// The DR endpoint the record must point at now: anything else stops the failback.
+        from: String,
+        /// Then delete the DR cache.
+        delete_dr: bool,
+    },
+}
+
+impl Kind {
+    /// The steps, in order.
+    pub fn steps(&self) -> &'static [Step] {
+        match self {
+            Kind::Failover => &Step::ALL,
+            // `lease` reads the record (and takes no lock: failback is a person's command,
+            // made after the primary passed `rise` rounds).
+            Kind::Failback {
+                delete_dr: false, ..
+            } => &[
+                Step::Lease,
+                Step::SwitchDns,
+                Step::WaitInsync,
+                Step::VerifyDns,
+            ],
+            Kind::Failback {
+                delete_dr: true, ..
+            } => &[
+                Step::Lease,
+                Step::SwitchDns,
+                Step::WaitInsync,
+                Step::VerifyDns,
+                Step::DeleteDr,
+            ],
         }
     }
 }
@@ -109,6 +157,9 @@ pub struct Plan {
     pub lease: Option<Duration>,
     /// Adopt an existing cache of that name even without our tag (warm standby).
     pub adopt_existing: bool,
+    /// Failover, or failback.
+    #[serde(default)]
+    pub kind: Kind,
 }
 
 impl Plan {
@@ -210,7 +261,7 @@ impl Journal {
 
     /// Whether every step finished.
     pub fn complete(&self) -> bool {
-        Step::ALL.iter().all(|s| self.done(*s))
+        self.plan.kind.steps().iter().all(|s| self.done(*s))
     }
 
     /// Whether a restart must resume this failover: it began and has no outcome yet.
@@ -242,7 +293,7 @@ impl Journal {
     /// How long each finished step took (last start to its done), for reports and metrics.
     pub fn timings(&self) -> BTreeMap<&'static str, Duration> {
         let mut out = BTreeMap::new();
-        for step in Step::ALL {
+        for &step in self.plan.kind.steps() {
             let start = self
                 .entries
                 .iter()
@@ -424,7 +475,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         if let Err(e) = self.save(&journal) {
             return Err((journal, e));
         }
-        for step in Step::ALL {
+        for &step in journal.plan.kind.steps() {
             if journal.done(step) {
                 continue;
             }
@@ -533,6 +584,12 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                     })
             }
             Step::Release => self.release(j).await,
+            Step::DeleteDr => {
+                let name = j.plan.cache.name().to_owned();
+                self.retry(Step::DeleteDr, || self.cache.delete(&name))
+                    .await
+                    .map(|()| format!("deleting {name}"))
+            }
         }
     }
 
@@ -609,6 +666,27 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                     self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
                 })
                 .await?;
+            // A failback moves the record only from the DR endpoint it was asked to move it
+            // from (or finds it already on the primary): anything else is someone else's.
+            if let Kind::Failback { from, .. } = &plan.kind {
+                let home = j
+                    .endpoint
+                    .as_ref()
+                    .map(|(h, _)| h.as_str())
+                    .unwrap_or_default();
+                if !current
+                    .as_ref()
+                    .is_some_and(|r| points_at(r, from) || points_at(r, home))
+                {
+                    return Err(FailoverError::RecordChanged {
+                        record: plan.record,
+                        found: format!(
+                            "{}, neither the DR cache {from} nor the primary {home}",
+                            describe(current.as_ref())
+                        ),
+                    });
+                }
+            }
             j.old_target = current;
             self.save(j)?;
         }

@@ -282,6 +282,7 @@ fn plan(lease: bool) -> Plan {
         create_timeout: Duration::from_secs(5),
         lease: lease.then(|| Duration::from_secs(600)),
         adopt_existing: false,
+        kind: Kind::Failover,
     }
 }
 
@@ -626,4 +627,87 @@ async fn an_own_cache_still_creating_is_adopted_once_its_tags_can_be_read() {
         );
         assert_eq!(fake.cloud().creates, 1, "never a second create");
     }
+}
+
+fn failback_journal(delete_dr: bool) -> Journal {
+    let mut plan = plan(false);
+    plan.failover_id = "fb-1".into();
+    plan.kind = Kind::Failback {
+        from: DR.trim_end_matches('.').into(),
+        delete_dr,
+    };
+    let mut journal = Journal::new(plan);
+    journal.endpoint = Some((OLD.trim_end_matches('.').into(), 6379));
+    journal
+}
+
+const DR: &str = "app-sessions-dr-xyz.serverless.usw2.cache.amazonaws.com.";
+
+fn point_record_at(fake: &Fake, target: &str) {
+    fake.cloud()
+        .records
+        .get_mut(&(RECORD.to_owned(), "CNAME".to_owned()))
+        .unwrap()
+        .values = vec![target.into()];
+}
+
+/// Issue 8, defect 9: failback gets the executor's Route 53 retries (a burst of
+/// PriorRequestNotComplete or Throttling is waited out, not a failure) and its exact
+/// compare-and-swap, from a journal.
+#[tokio::test]
+async fn failback_is_a_journalled_plan_with_route53_retries() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.create(&plan(false).cache).await.unwrap();
+    point_record_at(&fake, DR);
+    fake.cloud().transient.insert("change", 6);
+    let journal = run(&fake, dir.path(), failback_journal(true))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("the failback completes through the retries");
+    assert!(journal.complete());
+    assert_eq!(fake.cname(), [OLD]);
+    assert!(fake.cloud().caches.is_empty(), "--delete-dr deleted the DR cache");
+    let steps: Vec<_> = journal.timings().into_keys().collect();
+    assert_eq!(
+        steps,
+        ["delete_dr", "lease", "switch_dns", "verify_dns", "wait_insync"]
+    );
+}
+
+/// ...and a record that points at neither the DR cache nor the primary is not touched.
+#[tokio::test]
+async fn failback_leaves_a_record_that_someone_else_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    point_record_at(&fake, "elsewhere.example.");
+    let (journal, err) = run(&fake, dir.path(), failback_journal(false))
+        .await
+        .expect_err("refused");
+    assert!(matches!(err, FailoverError::RecordChanged { .. }), "{err}");
+    assert!(journal.change_id.is_none());
+    assert_eq!(fake.cname(), ["elsewhere.example."]);
+}
+
+/// A failback interrupted after its change landed resumes and recognises it.
+#[tokio::test]
+async fn a_failback_resumed_after_its_switch_does_not_switch_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    point_record_at(&fake, DR);
+    fake.cloud().fail_once = Some("change_status");
+    let (journal, _) = run(&fake, dir.path(), failback_journal(false))
+        .await
+        .expect_err("interrupted at wait_insync");
+    assert!(journal.done(Step::SwitchDns));
+    let changes = fake.cloud().cname_changes;
+    let mut resumed = journal;
+    resumed.outcome = None;
+    let journal = run(&fake, dir.path(), resumed)
+        .await
+        .map_err(|(_, e)| e)
+        .expect("resumes");
+    assert!(journal.complete());
+    assert_eq!(fake.cloud().cname_changes, changes, "no second flip");
+    assert_eq!(fake.cname(), [OLD]);
 }
