@@ -375,6 +375,12 @@ pub enum ControlAction {
     Resume,
     /// Start a failover now, through the same executor as an automatic one.
     Failover,
+    /// End an unfinished failover on purpose; with `delete_dr`, delete the DR cache it built
+    /// (only while the record does not point at it).
+    Abort {
+        /// Delete the DR cache this failover built.
+        delete_dr: bool,
+    },
     /// Point the record back at the primary once it passes `rise` rounds; with `delete_dr`,
     /// delete the DR cache afterwards.
     Failback {
@@ -391,6 +397,7 @@ impl ControlAction {
             ControlAction::Resume => "resume",
             ControlAction::Failover => "failover",
             ControlAction::Failback { .. } => "failback",
+            ControlAction::Abort { .. } => "abort",
         }
     }
 
@@ -409,7 +416,9 @@ impl ControlAction {
                 }
             }
         }
-        if let ControlAction::Failback { delete_dr: true } = self {
+        if let ControlAction::Failback { delete_dr: true }
+        | ControlAction::Abort { delete_dr: true } = self
+        {
             path.push(if watch.is_some() { '&' } else { '?' });
             path.push_str("delete_dr=true");
         }
@@ -481,6 +490,7 @@ fn router(admin: AdminState, control_timeout: Duration) -> Router {
         .route("/resume", post(resume))
         .route("/failover", post(failover))
         .route("/failback", post(failback))
+        .route("/abort", post(abort))
         .fallback(not_found)
         .with_state(Shared {
             admin,
@@ -521,7 +531,25 @@ async fn failover(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
 }
 
 async fn failback(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
-    // `delete_dr=true` is the one parameter besides `watch`, and only here.
+    with_delete_dr(&shared, &uri, |delete_dr| ControlAction::Failback {
+        delete_dr,
+    })
+    .await
+}
+
+async fn abort(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
+    with_delete_dr(&shared, &uri, |delete_dr| ControlAction::Abort {
+        delete_dr,
+    })
+    .await
+}
+
+/// `delete_dr=true` is the one parameter besides `watch`, and only for failback and abort.
+async fn with_delete_dr(
+    shared: &Shared,
+    uri: &Uri,
+    action: impl FnOnce(bool) -> ControlAction,
+) -> Response {
     let query = uri.query().unwrap_or_default();
     let delete_dr = query.split('&').any(|p| p == "delete_dr=true");
     let rest: Vec<&str> = query
@@ -529,17 +557,17 @@ async fn failback(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
         .filter(|p| *p != "delete_dr=true")
         .collect();
     let rest = rest.join("&");
-    let uri: Uri = match format!("/failback?{rest}").parse() {
+    let uri: Uri = match format!("{}?{rest}", uri.path()).parse() {
         Ok(uri) => uri,
         Err(e) => return error_json(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    control(&shared, ControlAction::Failback { delete_dr }, &uri).await
+    control(shared, action(delete_dr), &uri).await
 }
 
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        "not found; try GET /metrics, /healthz, /status or POST /pause, /resume, /failover, /failback [?watch=NAME]\n",
+        "not found; try GET /metrics, /healthz, /status or POST /pause, /resume, /failover, /failback, /abort [?watch=NAME]\n",
     )
         .into_response()
 }

@@ -100,6 +100,20 @@ pub enum Command {
         #[arg(long)]
         delete_dr: bool,
     },
+    /// End an unfinished failover on purpose: give its lease back, and never change the
+    /// record (after the switch, going back is a failback).
+    Abort {
+        /// The watch (required when the config has several).
+        #[arg(long)]
+        watch: Option<String>,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+        /// Also delete the DR cache this failover built (only while the record does not
+        /// point at it).
+        #[arg(long)]
+        delete_dr: bool,
+    },
     /// The record according to Route 53 and to DNS, both caches, the agent's state and the
     /// last failover.
     Status {
@@ -159,6 +173,20 @@ pub async fn run(cli: Cli) -> i32 {
             yes,
             delete_dr,
         } => run_failback(&cli.config, watch.as_deref(), yes, delete_dr).await,
+        Command::Abort {
+            watch,
+            yes,
+            delete_dr,
+        } => {
+            init_logging(LogFormat::Text, "warn");
+            let Some(config) = load(&cli.config) else {
+                return 2;
+            };
+            let Some(w) = one_watch(&config, watch.as_deref()) else {
+                return 2;
+            };
+            crate::commands::abort(&config, w, yes, delete_dr).await
+        }
         Command::Status { watch, output } => {
             run_status(&cli.config, watch.as_deref(), output).await
         }

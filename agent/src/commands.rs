@@ -168,6 +168,91 @@ pub async fn failover(config: &Config, w: &WatchConfig, yes: bool) -> i32 {
     }
 }
 
+/// `valkey-dr abort`: ends an unfinished failover on purpose, through the running agent when
+/// there is one (it stops the failover in flight first), in-process otherwise.
+pub async fn abort(config: &Config, w: &WatchConfig, yes: bool, delete_dr: bool) -> i32 {
+    let question = format!(
+        "Abort the unfinished failover of watch {}{}? The record is not changed.",
+        w.name,
+        if delete_dr {
+            format!(" and delete {} if this failover built it", w.dr.cache_name)
+        } else {
+            String::new()
+        }
+    );
+    if let Err((code, message)) = confirm(&question, yes) {
+        eprintln!("error: {message}");
+        return code;
+    }
+    let answer = if let Some(address) = running_agent(config).await {
+        eprintln!("an agent is running for this config ({address}): asking it to abort");
+        match admin::request(
+            address,
+            "POST",
+            &ControlAction::Abort { delete_dr }.request_path(Some(&w.name)),
+            Duration::from_secs(120),
+        )
+        .await
+        {
+            Ok((200, body)) => serde_json::from_str::<Value>(&body)
+                .map(|v| v["watches"][&w.name].clone())
+                .unwrap_or(Value::Null),
+            Ok((status, body)) => {
+                eprintln!("error: the agent refused (HTTP {status}): {body}");
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("error: {:#}", anyhow::Error::from(e));
+                return 1;
+            }
+        }
+    } else {
+        let (runner, state_path, state) = match local(config, w).await {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 1;
+            }
+        };
+        let journal = match failover::load_journal(&config.agent.state_dir, &w.name) {
+            Ok(Some(j)) if j.unfinished() => j,
+            Ok(_) => {
+                eprintln!(
+                    "error: watch {} has no unfinished failover to abort",
+                    w.name
+                );
+                return 1;
+            }
+            Err(e) => {
+                eprintln!("error: {:#}", anyhow::Error::from(e));
+                return 1;
+            }
+        };
+        let id = journal.plan.failover_id.clone();
+        let reason = format!("failover {id} aborted by an operator");
+        match runner.abort(journal, &reason, delete_dr).await {
+            Ok((_, done)) => {
+                let state = policies::failover_failed(&state, SystemTime::now(), &reason).0;
+                save_state(&state_path, &state);
+                json!({ "aborted": true, "failover_id": id, "done": done })
+            }
+            Err(e) => json!({ "aborted": false, "failover_id": id, "error": e }),
+        }
+    };
+    println!("{:#}", json!({ "abort": answer }));
+    if answer["aborted"] == json!(true) {
+        0
+    } else {
+        eprintln!(
+            "error: {}",
+            answer["error"]
+                .as_str()
+                .unwrap_or("the abort did not complete")
+        );
+        1
+    }
+}
+
 /// `valkey-dr failback`.
 pub async fn failback(config: &Config, w: &WatchConfig, yes: bool, delete_dr: bool) -> i32 {
     let question = format!(

@@ -641,6 +641,11 @@ impl WatchTask {
                 self.publish();
                 return answer;
             }
+            ControlAction::Abort { delete_dr } => {
+                let answer = self.abort(delete_dr).await;
+                self.publish();
+                return answer;
+            }
             ControlAction::Failback { delete_dr } => {
                 let answer = match self.start_failback(delete_dr).await {
                     Ok(id) => json!({ "started": true, "failback_id": id }),
@@ -750,8 +755,22 @@ impl WatchTask {
             if self.shutdown.is_cancelled() {
                 return;
             }
-            tracing::warn!(watch = %self.name, failover_id = %journal.plan.failover_id, "resuming an unfinished failover from its journal");
             let runner = self.runner().await;
+            // Hours may have passed (a manual failover interrupted, resumed by an agent in
+            // alert-only mode): before the switch, look again, and never fail over a cache
+            // that answers.
+            if !journal.done(Step::SwitchDns)
+                && journal.change_id.is_none()
+                && runner.primary_healthy().await.is_ok()
+            {
+                let reason = format!(
+                    "failover {} was interrupted before the DNS switch, and the primary answers PING/SET/GET on both paths again: not resuming it",
+                    journal.plan.failover_id
+                );
+                self.end_by_abort(&runner, journal, reason, false).await;
+                return;
+            }
+            tracing::warn!(watch = %self.name, failover_id = %journal.plan.failover_id, "resuming an unfinished failover from its journal");
             self.launch(runner, journal, "resume", SystemTime::now());
             return;
         }
@@ -766,6 +785,70 @@ impl WatchTask {
                 }
             }
         }
+    }
+
+    /// Ends the unfinished failover of `journal` on purpose: `aborted` event, and the watch
+    /// leaves `failing_over`. Returns the answer for an operator.
+    async fn end_by_abort(
+        &mut self,
+        runner: &Runner,
+        journal: Journal,
+        reason: String,
+        delete_dr: bool,
+    ) -> Value {
+        let id = journal.plan.failover_id.clone();
+        match runner.abort(journal, &reason, delete_dr).await {
+            Ok((journal, done)) => {
+                self.last_failover = Some(journal_summary(&journal));
+                let now = SystemTime::now();
+                let previous = self.state.state();
+                let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
+                self.apply(next, decisions, now, None, true);
+                self.metrics.failover_result(&self.name, "aborted");
+                self.emit_from(
+                    previous,
+                    "aborted",
+                    vec![reason.clone(), done.clone()],
+                    Some(id.clone()),
+                    Some(json!({ "reason": reason, "done": done })),
+                );
+                json!({ "aborted": true, "failover_id": id, "done": done })
+            }
+            Err(e) => {
+                let error = format!("could not abort failover {id}: {e}");
+                tracing::error!(watch = %self.name, "{error}");
+                json!({ "aborted": false, "failover_id": id, "error": error })
+            }
+        }
+    }
+
+    /// `valkey-dr abort`: stops the failover in flight (at its next await point; its journal
+    /// says which step it was in) or ends an unfinished journal.
+    async fn abort(&mut self, delete_dr: bool) -> Value {
+        if let Some(op) = self.op.take_if(|op| op.kind == "failover") {
+            op.task.abort();
+            let _ = op.task.await;
+        }
+        if self.op.is_some() {
+            return json!({ "aborted": false, "error": "a failback is running; it is not aborted" });
+        }
+        let journal = match failover::load_journal(&self.config.agent.state_dir, &self.name) {
+            Ok(Some(j)) if j.unfinished() => j,
+            Ok(_) => return json!({ "aborted": false, "error": "no unfinished failover to abort" }),
+            Err(e) => {
+                return json!({ "aborted": false, "error": format!("{:#}", anyhow::Error::from(e)) });
+            }
+        };
+        let runner = self.runner().await;
+        let reason = format!(
+            "failover {} aborted by an operator at {}",
+            journal.plan.failover_id,
+            journal
+                .current_step()
+                .map(|s| s.as_str())
+                .unwrap_or("its start")
+        );
+        self.end_by_abort(&runner, journal, reason, delete_dr).await
     }
 
     /// Begins a failover (the engine's intent, or an operator's): its journal is on disk when

@@ -239,6 +239,34 @@ impl Runner {
         }
     }
 
+    /// Ends the unfinished failover of `journal` on purpose (see [`Executor::abort`]).
+    pub async fn abort(
+        &self,
+        journal: Journal,
+        reason: &str,
+        delete_dr: bool,
+    ) -> Result<(Journal, String), String> {
+        // Only bounded retries run here: a person waits for the answer.
+        Executor {
+            cache: &self.cache,
+            dns: &self.dns,
+            verify: &self.verifier,
+            path: self.journal.clone(),
+            limits: self.limits.clone(),
+            progress: &|_, _| {},
+            alert: &|_, _| {},
+        }
+        .abort(journal, reason, delete_dr)
+        .await
+        .map_err(|(_, e)| e.to_string())
+    }
+
+    /// Whether the primary answers PING/SET/GET on both its paths now: a resumed failover
+    /// that has not switched the record yet looks again before it goes on.
+    pub async fn primary_healthy(&self) -> Result<(), String> {
+        self.primary_verifier.healthy().await
+    }
+
     /// Moves a finished journal under `failovers/`, for the record.
     fn keep(&self, previous: &Journal) -> Result<(), String> {
         let dir = self.journal.with_file_name("failovers");

@@ -21,7 +21,7 @@ use support::{
 };
 use valkey_dr::executor::api::{DnsApi as _, RecordSet};
 use valkey_dr::executor::sdk::SdkDns;
-use valkey_dr::executor::{Outcome, Step};
+use valkey_dr::executor::{Journal, Outcome, Step};
 use valkey_dr_lab::config::{DR_CACHE, DR_REGION, HOSTED_ZONE_ID};
 use valkey_dr_lab::{AwsService, Call, Fault, PRIMARY_CACHE, PRIMARY_REGION, RECORD, SPARE_CACHE};
 use valkey_dr_probes::same_name;
@@ -870,4 +870,122 @@ async fn manual_failover_and_failback_through_a_running_agent() {
         "without --delete-dr the DR cache stays"
     );
     assert_eq!(s.hook.count("failback_failed"), 0, "{:?}", s.hook.names());
+}
+
+/// A manual failover that dies right after provisioning, as a `kill -9` would: its journal is
+/// left unfinished, the DR cache exists, the lease is held, and the record is untouched.
+async fn interrupted_manual_failover(s: &Setup) -> Journal {
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command
+        .args(["failover", "--yes", "--config"])
+        .arg(&s.config)
+        .env_remove("VALKEY_DR_CONFIG")
+        .env("VALKEY_DR_TEST_CRASH_AT", "provision:done")
+        .stdin(Stdio::null());
+    let out = run_bounded_within(command, CLI_BOUND).await;
+    assert!(!out.status.success(), "the failover was meant to die");
+    let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
+        .expect("the journal reads")
+        .expect("a journal was written");
+    assert!(journal.unfinished(), "{journal:#?}");
+    assert!(journal.done(Step::Provision) && !journal.done(Step::SwitchDns));
+    journal
+}
+
+/// Issue 8, defect 11: an unfinished failover, resumed hours later by an agent (here in
+/// alert-only mode) while the primary is healthy, must look again before the switch: it stops
+/// with an `aborted` event instead of failing over a healthy cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_failover_is_not_resumed_onto_a_healthy_primary() {
+    let s = setup(Mode::AlertOnly, Duration::from_secs(1), &[]).await;
+    let primary = s.endpoint(PRIMARY_CACHE);
+    let id = interrupted_manual_failover(&s).await.plan.failover_id;
+
+    let agent = Agent::start(&s.config, &s.state_dir, &[]).await;
+    let aborted = s
+        .wait_event(HEALTHY_BOUND, |e| e["event"] == "aborted")
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no aborted event: {:?}\n{}",
+                s.hook.names(),
+                agent.log_text()
+            )
+        });
+    assert_eq!(aborted["failover_id"], id.as_str(), "{aborted:#}");
+    assert!(
+        aborted["reasons"][0]
+            .as_str()
+            .unwrap()
+            .contains("the primary answers"),
+        "{aborted:#}"
+    );
+    assert!(
+        agent.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
+        "{}",
+        agent.log_text()
+    );
+    assert!(
+        s.events("failover_started").is_empty(),
+        "{:?}",
+        s.hook.names()
+    );
+    assert!(
+        cname_changes(&s.calls()).is_empty(),
+        "{:#?}",
+        mutating(&s.calls())
+    );
+    s.assert_record(&primary, LAB_TTL).await;
+    let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(journal.outcome, Some(Outcome::Aborted { .. })),
+        "{journal:#?}"
+    );
+    assert!(journal.lease.is_none(), "the lease was given back");
+    agent.kill9().await;
+}
+
+/// `valkey-dr abort` ends an unfinished failover on purpose: the lease is given back, the DR
+/// cache this failover built is deleted with --delete-dr, and the record is not changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_ends_an_unfinished_failover_and_deletes_only_its_own_cache() {
+    let s = setup(Mode::AlertOnly, Duration::from_secs(1), &[]).await;
+    let primary = s.endpoint(PRIMARY_CACHE);
+    interrupted_manual_failover(&s).await;
+
+    let run = cli(&s.config, &["abort"]).await;
+    assert_eq!(run.code, 2, "nobody can confirm: {}", run.output());
+    let run = cli(&s.config, &["abort", "--yes", "--delete-dr"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    assert!(
+        run.stdout.contains("deleting app-sessions-dr"),
+        "{}",
+        run.output()
+    );
+    let calls = s.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.action == "DeleteServerlessCache" && c.succeeded()),
+        "{:#?}",
+        mutating(&calls)
+    );
+    assert!(cname_changes(&calls).is_empty(), "{:#?}", mutating(&calls));
+    s.assert_record(&primary, LAB_TTL).await;
+    let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(journal.outcome, Some(Outcome::Aborted { .. })));
+    assert!(journal.lease.is_none());
+
+    // Nothing is left to abort.
+    let run = cli(&s.config, &["abort", "--yes"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(
+        run.stderr.contains("no unfinished failover"),
+        "{}",
+        run.output()
+    );
 }

@@ -228,6 +228,12 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// Ended on purpose before it finished: `valkey-dr abort`, or a resume that found the
+    /// primary healthy again before the switch.
+    Aborted {
+        /// Why.
+        reason: String,
+    },
     /// A step failed for good.
     Failed {
         /// The step.
@@ -522,6 +528,84 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             return Err((journal, e));
         }
         Ok(journal)
+    }
+
+    /// Ends an unfinished failover on purpose: gives its lease back and, with `delete_dr`,
+    /// deletes the DR cache, but only one this failover built (its tag) and only while the
+    /// record does not point at it. The record itself is never changed here: after a switch,
+    /// going back is a failback. Returns the journal (outcome `aborted`) and what was done.
+    pub async fn abort(
+        &self,
+        mut journal: Journal,
+        reason: &str,
+        delete_dr: bool,
+    ) -> Result<(Journal, String), (Journal, FailoverError)> {
+        let plan = journal.plan.clone();
+        let current = match self
+            .retry(Step::SwitchDns, || {
+                self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
+            })
+            .await
+        {
+            Ok(current) => current,
+            Err(e) => return Err((journal, e)),
+        };
+        let switched = match (&current, &journal.endpoint) {
+            (Some(r), Some((host, _))) => points_at(r, host),
+            _ => false,
+        };
+        let mut done = vec![format!(
+            "{} {}",
+            plan.record,
+            if switched {
+                format!(
+                    "points at the DR cache ({}); fail back to undo it",
+                    describe(current.as_ref())
+                )
+            } else {
+                format!("was not switched ({})", describe(current.as_ref()))
+            }
+        )];
+        if journal.lease.is_some() {
+            match self.release(&mut journal).await {
+                Ok(released) => done.push(released),
+                Err(e) => return Err((journal, e)),
+            }
+            journal.lease = None;
+        }
+        if delete_dr {
+            let name = plan.cache.name().to_owned();
+            let exists = self
+                .retry(Step::Provision, || self.cache.describe(&name))
+                .await;
+            done.push(match exists {
+                Ok(None) => format!("{name} does not exist: nothing to delete"),
+                _ if switched => format!("{name} kept: the record points at it"),
+                _ => {
+                    // A cache still `creating` shows its tags only once it settles.
+                    let deadline = tokio::time::Instant::now() + plan.create_timeout;
+                    match wait::settled_tags(self.cache, &name, deadline, self.limits.polling())
+                        .await
+                    {
+                        Ok((_, tags)) if tags.get(FAILOVER_TAG) == Some(&plan.failover_id) => {
+                            match self.retry(Step::Provision, || self.cache.delete(&name)).await {
+                                Ok(()) => format!("deleting {name}"),
+                                Err(e) => return Err((journal, e)),
+                            }
+                        }
+                        Ok(_) => format!("{name} kept: it is not this failover's"),
+                        Err(e) => format!("{name} kept: whose it is could not be read ({e}); delete it by hand if it is"),
+                    }
+                }
+            });
+        }
+        journal.outcome = Some(Outcome::Aborted {
+            reason: reason.to_owned(),
+        });
+        if let Err(e) = self.save(&journal) {
+            return Err((journal, e));
+        }
+        Ok((journal, done.join("; ")))
     }
 
     fn save(&self, journal: &Journal) -> Result<(), FailoverError> {

@@ -667,11 +667,20 @@ async fn failback_is_a_journalled_plan_with_route53_retries() {
         .expect("the failback completes through the retries");
     assert!(journal.complete());
     assert_eq!(fake.cname(), [OLD]);
-    assert!(fake.cloud().caches.is_empty(), "--delete-dr deleted the DR cache");
+    assert!(
+        fake.cloud().caches.is_empty(),
+        "--delete-dr deleted the DR cache"
+    );
     let steps: Vec<_> = journal.timings().into_keys().collect();
     assert_eq!(
         steps,
-        ["delete_dr", "lease", "switch_dns", "verify_dns", "wait_insync"]
+        [
+            "delete_dr",
+            "lease",
+            "switch_dns",
+            "verify_dns",
+            "wait_insync"
+        ]
     );
 }
 

@@ -38,6 +38,26 @@ impl ProbeVerifier {
     }
 }
 
+impl ProbeVerifier {
+    /// One whole round on the watched cache (the dns and the direct path): `Ok` when both
+    /// answer PING/SET/GET.
+    pub async fn healthy(&self) -> Result<(), String> {
+        let observation = self.prober.round(&self.spec).await;
+        let failures: Vec<String> = [PathKind::Dns, PathKind::Direct]
+            .into_iter()
+            .filter_map(|kind| match observation.path(kind) {
+                Some(p) => p.error.as_ref().map(|e| format!("{}: {e}", kind.as_str())),
+                None => Some(format!("{}: not probed", kind.as_str())),
+            })
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    }
+}
+
 impl Verifier for ProbeVerifier {
     async fn direct(&self, endpoint: &str, port: u16) -> Result<(), String> {
         // Only the direct path: the record still points at the failed primary here, and
