@@ -75,6 +75,17 @@ pub enum LabError {
         setup_error: String,
     },
 
+    /// A Python package the lab or a test needs could not be installed.
+    #[error("installing {requirement} into {} with pip: {reason}", dir.display())]
+    PipInstall {
+        /// What pip was asked for.
+        requirement: String,
+        /// Where it was to go.
+        dir: PathBuf,
+        /// What went wrong (pip's last lines included).
+        reason: String,
+    },
+
     /// A valkey-server could not be spawned.
     #[error("starting valkey-server {} for cache {cache}", binary.display())]
     ValkeySpawn {

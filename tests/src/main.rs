@@ -14,7 +14,8 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use valkey_dr_lab::{
-    AwsService, Fault, Lab, LabError, LabInfo, LabOptions, config, fetch_calls, send_fault,
+    AwsService, Fault, Lab, LabError, LabInfo, LabOptions, RateLimit, config, fetch_calls,
+    send_fault,
 };
 
 /// Run the valkey-dr lab on loopback: real valkey-server caches behind TLS fronts, a private
@@ -133,6 +134,22 @@ struct UpArgs {
     /// How long a Route 53 change stays PENDING before GetChange says INSYNC.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     insync_delay: Duration,
+    /// How long after CreateServerlessCache a DescribeServerlessCaches still answers
+    /// ServerlessCacheNotFoundFault for the new cache, as AWS's eventually consistent reads do
+    /// (`0s` turns it off).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    describe_lag: Duration,
+    /// Route 53's account-wide request rate, in requests a second, beyond which it answers
+    /// Throttling "Rate exceeded" (`0` turns throttling off).
+    #[arg(long, default_value_t = 5.0)]
+    route53_rate: f64,
+    /// How many Route 53 requests may arrive at once after a quiet spell.
+    #[arg(long, default_value_t = 5.0)]
+    route53_burst: f64,
+    /// A ChangeResourceRecordSets arriving within this long of the zone's previous accepted
+    /// change gets PriorRequestNotComplete (`0s` turns it off).
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    prior_request_window: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -367,6 +384,12 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         seed: args.seed,
         provision_delay: args.provision_delay,
         insync_delay: args.insync_delay,
+        describe_lag: args.describe_lag,
+        route53_rate: (args.route53_rate > 0.0).then_some(RateLimit {
+            per_second: args.route53_rate,
+            burst: args.route53_burst,
+        }),
+        prior_request_window: args.prior_request_window,
     };
     let lab = Lab::start(options).await?;
     print_summary(lab.info(), lab.dir(), started.elapsed());
