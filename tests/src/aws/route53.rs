@@ -174,31 +174,10 @@ fn check_zone(raw: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A record name as Route 53 keeps it: lowercase, fully qualified. Route 53's escapes are
-/// `\` and three *octal* digits (`\052` is `*`), where DNS presentation format reads three
-/// decimal ones, so they are turned into decimal escapes before the name is parsed.
+/// A record name as Route 53 keeps it: lowercase, fully qualified. Route 53's escapes are `\`
+/// and three octal digits (`\052` is `*`), which is how hickory reads them too.
 fn record_name(raw: &str) -> Result<Name, String> {
-    let mut text = Vec::with_capacity(raw.len());
-    let bytes = raw.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match (bytes[i], octal) {
-            (b'\\', Some(digits)) => {
-                let code = digits.iter().fold(0u32, |n, d| n * 8 + u32::from(d - b'0'));
-                text.extend_from_slice(format!("\\{code:03}").as_bytes());
-                i += 4;
-            }
-            (b, _) => {
-                text.push(b);
-                i += 1;
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(&text);
-    let mut name = Name::from_ascii(&text).map_err(|e| e.to_string())?;
+    let mut name = Name::from_ascii(raw).map_err(|e| e.to_string())?;
     name.set_fqdn(true);
     Ok(name.to_lowercase())
 }
@@ -1007,6 +986,26 @@ mod tests {
         assert_eq!(
             changes[1].set.records.as_ref().unwrap().record[0].value,
             "new.example."
+        );
+    }
+
+    #[test]
+    fn listed_names_escape_in_octal() {
+        assert_eq!(
+            listed_name(&name("*.w.lab.internal")),
+            "\\052.w.lab.internal."
+        );
+        assert_eq!(
+            listed_name(&name("\\052.w.lab.internal.")),
+            "\\052.w.lab.internal."
+        );
+        assert_eq!(
+            listed_name(&name("_valkey-dr-lock.Valkey.lab.internal")),
+            "_valkey-dr-lock.valkey.lab.internal."
+        );
+        assert_eq!(
+            listed_name(&name("a\\137b.lab.internal")),
+            "a_b.lab.internal."
         );
     }
 
