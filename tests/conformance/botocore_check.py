@@ -273,11 +273,17 @@ def check_response(model, call, findings):
             findings.add(call, f"botocore reads code {error.get('Code')!r}, the lab sent {call.get('error_code')!r}")
         if not error.get("Message"):
             findings.add(call, "botocore reads no Message")
-        if error.get("Code") and error["Code"] in model.shape_names:
-            shape = model.shape_for(error["Code"])
-            fault = shape.metadata.get("error", {})
-            if fault.get("httpStatusCode") not in (None, http["status"]):
-                findings.add(call, f"status {http['status']}, the model says {fault['httpStatusCode']}")
+        # An error shape's wire code is its `error.code` when it has one, else its name
+        # (ElastiCache's InvalidParameterValueException is sent as InvalidParameterValue).
+        codes = {
+            shape.metadata.get("error", {}).get("code", shape.name): shape
+            for shape in model.error_shapes
+        }
+        shape = codes.get(error.get("Code"))
+        if shape is not None:
+            status = shape.metadata.get("error", {}).get("httpStatusCode")
+            if status not in (None, http["status"]):
+                findings.add(call, f"status {http['status']}, the model says {status}")
         return
     if "Error" in out:
         findings.add(call, f"a {http['status']} answer parses as an error")
@@ -366,6 +372,10 @@ def self_test():
             8, "elasticache", "DescribeServerlessCaches", 400,
             "Action=DescribeServerlessCaches&Version=2015-02-02", error_code="InvalidParameterValue",
             response="<ErrorResponse><Error><Type>Sender</Type><Code>Other</Code><Message>m</Message></Error></ErrorResponse>"),
+        "a status other than the model's": fake(
+            10, "elasticache", "DescribeServerlessCaches", 400,
+            "Action=DescribeServerlessCaches&Version=2015-02-02", error_code="ServerlessCacheNotFoundFault",
+            response="<ErrorResponse><Error><Type>Sender</Type><Code>ServerlessCacheNotFoundFault</Code><Message>m</Message></Error></ErrorResponse>"),
         "an answer without the members the agent reads": fake(
             9, "route53", "ChangeResourceRecordSets", 200, change.format(action="UPSERT", ttl=30),
             path=path, response=change_ok.replace("/change/C", "/nochange/")),
