@@ -86,6 +86,15 @@ pub enum LabError {
         reason: String,
     },
 
+    /// The lab's AWS traffic breaks botocore's models, or the check could not run.
+    #[error("botocore check of {}: {reason}", log.display())]
+    BotocoreCheck {
+        /// The call log checked.
+        log: PathBuf,
+        /// The violations, or why the check did not run.
+        reason: String,
+    },
+
     /// A valkey-server could not be spawned.
     #[error("starting valkey-server {} for cache {cache}", binary.display())]
     ValkeySpawn {

@@ -62,7 +62,7 @@ use crate::dns::Zone;
 use crate::pki::LabCa;
 use crate::valkey::{FileLock, ValkeySpec};
 
-pub use crate::aws::{AwsService, Call, HttpExchange, HttpRequest, RateLimit};
+pub use crate::aws::{AwsService, Call, HttpExchange, HttpRequest, RateLimit, botocore_check};
 pub use crate::control::{Applied, fetch_calls, fetch_info, send_fault};
 pub use crate::dns::ENDPOINT_TTL;
 pub use crate::error::LabError;

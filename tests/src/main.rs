@@ -385,10 +385,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         provision_delay: args.provision_delay,
         insync_delay: args.insync_delay,
         describe_lag: args.describe_lag,
-        route53_rate: (args.route53_rate > 0.0).then_some(RateLimit {
-            per_second: args.route53_rate,
-            burst: args.route53_burst,
-        }),
+        route53_rate: route53_rate(&args),
         prior_request_window: args.prior_request_window,
     };
     let lab = Lab::start(options).await?;
@@ -465,6 +462,14 @@ fn print_summary(info: &LabInfo, dir: &Path, elapsed: Duration) {
     }
     println!("  valkey-dr-lab fault --dir {dir_arg} dns-down");
     println!("Stop with Ctrl-C.");
+}
+
+/// `--route53-rate 0` turns Route 53's throttling off.
+fn route53_rate(args: &UpArgs) -> Option<RateLimit> {
+    (args.route53_rate > 0.0).then_some(RateLimit {
+        per_second: args.route53_rate,
+        burst: args.route53_burst,
+    })
 }
 
 /// Quotes a word for a POSIX shell when it needs it, so printed commands can be pasted.
@@ -602,6 +607,42 @@ mod tests {
                 "Throttling"
             ])
             .is_err()
+        );
+    }
+
+    #[test]
+    fn up_is_as_strict_as_aws_unless_told_otherwise() {
+        let up = |extra: &[&str]| {
+            let words = ["valkey-dr-lab", "up", "--dir", "d"].iter().chain(extra);
+            match Cli::try_parse_from(words).expect("parses").command {
+                Command::Up(args) => args,
+                _ => unreachable!("up parses as up"),
+            }
+        };
+        let strict = up(&[]);
+        assert_eq!(strict.describe_lag, valkey_dr_lab::DEFAULT_DESCRIBE_LAG);
+        assert_eq!(route53_rate(&strict), Some(RateLimit::ROUTE53));
+        assert_eq!(
+            strict.prior_request_window,
+            valkey_dr_lab::DEFAULT_PRIOR_REQUEST_WINDOW
+        );
+        let lenient = up(&[
+            "--describe-lag",
+            "0s",
+            "--route53-rate",
+            "0",
+            "--prior-request-window",
+            "0s",
+        ]);
+        assert!(lenient.describe_lag.is_zero() && lenient.prior_request_window.is_zero());
+        assert_eq!(route53_rate(&lenient), None);
+        let tuned = up(&["--route53-rate", "10", "--route53-burst", "50"]);
+        assert_eq!(
+            route53_rate(&tuned),
+            Some(RateLimit {
+                per_second: 10.0,
+                burst: 50.0
+            })
         );
     }
 

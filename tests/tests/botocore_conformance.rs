@@ -12,10 +12,9 @@
 //! first proves on deliberately bad calls that it catches violations.
 //!
 //! botocore is installed on demand into `target/botocore` (pip, file-locked), so the test runs
-//! on a fresh machine.
+//! on a fresh machine. The check itself is `valkey_dr_lab::botocore_check`, which any suite can
+//! run on its own lab's calls.
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -30,15 +29,12 @@ use aws_sdk_elasticache::types::{
 use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
 };
-use tokio::process::Command;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, sleep};
 use valkey_dr_lab::config::HOSTED_ZONE_ID;
-use valkey_dr_lab::{AwsService, BOTOCORE, Call, Fault, Lab, LabOptions, RECORD};
+use valkey_dr_lab::{AwsService, Call, Fault, Lab, LabOptions, RECORD, botocore_check};
 
 /// The longest any condition is waited for.
 const DEADLINE: Duration = Duration::from_secs(30);
-/// Loading botocore's models and parsing a few hundred answers.
-const CHECK_DEADLINE: Duration = Duration::from_secs(180);
 const POLL: Duration = Duration::from_millis(100);
 const DR_REGION: &str = "us-west-2";
 const OTHER_REGION: &str = "us-east-2";
@@ -550,11 +546,6 @@ fn deliberately_invalid(call: &Call) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lab_traffic_conforms_to_botocore_models() {
-    let botocore = tokio::task::spawn_blocking(|| BOTOCORE.ensure())
-        .await
-        .expect("the pip task")
-        .unwrap_or_else(|e| panic!("botocore is needed for this check: {e}"));
-
     let dir = tempfile::tempdir().expect("tempdir");
     let lab = Lab::start(LabOptions {
         seed: Some(11),
@@ -593,34 +584,12 @@ async fn lab_traffic_conforms_to_botocore_models() {
         invalid.len() >= 2,
         "the two deliberately invalid requests are recognised: {invalid:?}"
     );
-    let log = dir.path().join("calls.json");
-    let doc = serde_json::json!({ "calls": calls, "deliberately_invalid": invalid });
-    std::fs::write(&log, serde_json::to_vec_pretty(&doc).expect("json")).expect("calls.json");
-
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/botocore_check.py");
-    let run = Command::new("python3")
-        .arg(&script)
-        .arg(&log)
-        .env("PYTHONPATH", &botocore)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = timeout(CHECK_DEADLINE, run)
+    let scratch = dir.path().to_owned();
+    let report = tokio::task::spawn_blocking(move || botocore_check(&calls, &invalid, &scratch))
         .await
-        .expect("the check finishes in time")
-        .expect("python3 runs");
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .expect("the check task")
+        .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{report}");
-    assert!(
-        out.status.success(),
-        "the lab's traffic breaks botocore's models ({}); the call log is {}:\n{report}",
-        out.status,
-        log.display()
-    );
     assert!(report.contains("checked"), "the check ran: {report}");
     lab.shutdown().await;
 }

@@ -46,7 +46,7 @@ pub struct Call {
 pub struct HttpRequest {
     /// `GET` or `POST`.
     pub method: String,
-    /// The path, percent-decoded by the router no further than HTTP does.
+    /// The path (`/` for ElastiCache; Route 53's names the zone or the change).
     pub path: String,
     /// The raw query string, without `?`; empty when there was none.
     pub query: String,

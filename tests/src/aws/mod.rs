@@ -12,7 +12,8 @@
 //!   `ListResourceRecordSets` and `GetChange`, over the lab's one private hosted zone, whose
 //!   record sets are the DNS server's own data.
 //! - `sigv4`: the region from the `Authorization` header's credential scope.
-//! - `calls`: the log of every call.
+//! - `calls`: the log of every call, each with its whole request and answer.
+//! - `conformance`: that log checked against botocore's service models.
 //! - `xml`: the writer both APIs answer with.
 //!
 //! # Where the lab chooses
@@ -37,6 +38,7 @@
 //! arrives within [`AwsOptions::prior_request_window`] of the previous one.
 
 pub(crate) mod calls;
+pub(crate) mod conformance;
 pub(crate) mod elasticache;
 pub(crate) mod route53;
 pub(crate) mod sigv4;
@@ -59,6 +61,7 @@ use serde::{Deserialize, Serialize};
 use crate::Shared;
 
 pub use calls::{Call, HttpExchange, HttpRequest};
+pub use conformance::botocore_check;
 use xml::Xml;
 
 /// The account every lab ARN names.
