@@ -644,3 +644,88 @@ async fn route53_knobs_turn_rate_and_prior_request_off() {
     }
     t.lab.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lab_faults_still_work_under_the_strict_rules() {
+    use valkey_dr_lab::Fault;
+    let t = lab(|o| LabOptions {
+        describe_lag: Duration::from_millis(300),
+        ..o
+    })
+    .await;
+    let ec = aws_sdk_elasticache::Client::new(&sdk(&t.lab, DR_REGION, false).await);
+    let status = |name: &'static str| {
+        let ec = ec.clone();
+        async move {
+            ec.describe_serverless_caches()
+                .serverless_cache_name(name)
+                .send()
+                .await
+                .ok()
+                .and_then(|o| o.serverless_caches().first().cloned())
+        }
+    };
+
+    // provision-fail: create-failed, with no endpoint and no readable tags.
+    t.lab
+        .fault(Fault::ProvisionFail)
+        .await
+        .expect("provision-fail");
+    let failed = create(&ec, "will-fail").await;
+    let until = Instant::now() + DEADLINE;
+    let cache = loop {
+        if let Some(c) = status("will-fail").await
+            && c.status() == Some("create-failed")
+        {
+            break c;
+        }
+        assert!(Instant::now() < until, "never create-failed");
+        sleep(POLL).await;
+    };
+    assert!(cache.endpoint().is_none());
+    let tags = ec
+        .list_tags_for_resource()
+        .resource_name(failed.arn().expect("an ARN"))
+        .send()
+        .await;
+    assert_eq!(
+        error(&tags).map(|(code, _)| code).as_deref(),
+        Some("InvalidServerlessCacheStateFault")
+    );
+
+    // provision-stuck: creating for ever (well past the provision delay and the lag).
+    t.lab
+        .fault(Fault::ProvisionStuck)
+        .await
+        .expect("provision-stuck");
+    create(&ec, "will-stick").await;
+    sleep(Duration::from_secs(1)).await;
+    let stuck = status("will-stick").await.expect("visible after the lag");
+    assert_eq!(stuck.status(), Some("creating"));
+
+    // api-error and region-outage answer before any rule is looked at.
+    t.lab
+        .fault(Fault::ApiError {
+            service: AwsService::Elasticache,
+            action: "DescribeServerlessCaches".into(),
+            code: "Throttling".into(),
+            times: 1,
+        })
+        .await
+        .expect("api-error");
+    let listed = ec.describe_serverless_caches().max_results(1).send().await;
+    assert_eq!(error(&listed), pair("Throttling", "Rate exceeded"));
+    t.lab
+        .fault(Fault::RegionOutage {
+            region: DR_REGION.into(),
+        })
+        .await
+        .expect("region-outage");
+    let down = ec.describe_serverless_caches().send().await;
+    assert_eq!(
+        error(&down).map(|(code, _)| code).as_deref(),
+        Some("ServiceUnavailable")
+    );
+    assert_eq!(last(&t.lab, "DescribeServerlessCaches").status, 503);
+    t.lab.shutdown().await;
+}
