@@ -631,6 +631,41 @@ mod tests {
     }
 
     #[test]
+    fn the_route53_bucket_allows_its_burst_then_its_rate() {
+        let mut bucket = TokenBucket::new(RateLimit::ROUTE53);
+        let start = bucket.refilled;
+        assert!((0..5).all(|_| bucket.take(start)), "a burst of 5");
+        assert!(!bucket.take(start), "the sixth at once is throttled");
+        assert!(
+            bucket.take(start + Duration::from_millis(200)),
+            "one more after 1/5 s"
+        );
+        assert!(!bucket.take(start + Duration::from_millis(250)));
+        let later = start + Duration::from_secs(10);
+        assert!(
+            (0..5).all(|_| bucket.take(later)) && !bucket.take(later),
+            "never above 5"
+        );
+    }
+
+    #[test]
+    fn prior_request_window_refuses_only_right_after_an_accepted_change() {
+        let mut options = AwsOptions::lenient(Duration::ZERO, Duration::ZERO);
+        options.prior_request_window = Duration::from_secs(60);
+        let aws = Aws::new(options);
+        assert!(aws.zone_ready_for_change().is_ok());
+        aws.change_accepted();
+        let e = aws.zone_ready_for_change().unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (400, "PriorRequestNotComplete")
+        );
+        let off = Aws::new(AwsOptions::lenient(Duration::ZERO, Duration::ZERO));
+        off.change_accepted();
+        assert!(off.zone_ready_for_change().is_ok());
+    }
+
+    #[test]
     fn services_parse_and_print() {
         assert_eq!(
             "Route53".parse::<AwsService>().unwrap(),
