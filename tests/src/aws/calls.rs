@@ -34,6 +34,35 @@ pub struct Call {
     /// What was asked, in short: the cache name, or the change batch's actions, names, types,
     /// TTLs and values.
     pub request: serde_json::Value,
+    /// The whole request and answer, as sent over the wire: what the botocore conformance
+    /// check (`tests/conformance/botocore_check.py`) validates against AWS's models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpExchange>,
+}
+
+/// One request as it arrived: ElastiCache's form parameters are in `body`; Route 53 puts its
+/// parameters in the path and query, and a change batch in `body` as XML.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    /// `GET` or `POST`.
+    pub method: String,
+    /// The path (`/` for ElastiCache; Route 53's names the zone or the change).
+    pub path: String,
+    /// The raw query string, without `?`; empty when there was none.
+    pub query: String,
+    /// The body as text (form-encoded or XML); empty for a `GET`.
+    pub body: String,
+}
+
+/// A request and the lab's whole answer to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpExchange {
+    /// What was asked.
+    pub request: HttpRequest,
+    /// The HTTP status of the answer.
+    pub status: u16,
+    /// The answer's XML body.
+    pub body: String,
 }
 
 impl Call {
@@ -82,6 +111,7 @@ mod tests {
             status,
             error_code: None,
             request: serde_json::json!({"cache_name": "x"}),
+            http: None,
         }
     }
 

@@ -13,14 +13,25 @@
 //! cache the lab runs is listed in its region, including the ones `Lab::start` and
 //! `Lab::add_cache` made.
 //!
+//! As AWS does (each with its source in `tests/FIDELITY.md`):
+//!
+//! - `MaxResults` outside 20..=100 is refused with `InvalidParameterValue`.
+//! - A new cache is invisible to `DescribeServerlessCaches` for the describe lag (by name:
+//!   `ServerlessCacheNotFoundFault`; in a listing: left out).
+//! - `ListTagsForResource` on a cache that is not `available` answers
+//!   `InvalidServerlessCacheStateFault`.
+//! - `Endpoint` and `ReaderEndpoint` appear once the cache is `available`; the reader's port
+//!   is 6380, on the same name.
+//! - The same name may be used in two regions.
+//! - Usage limits and tags are checked against AWS's documented ranges and rules.
+//!
 //! Where the lab departs from AWS:
 //!
-//! - `Endpoint` and `ReaderEndpoint` are the same address and port: the cache's TLS front on
-//!   the lab's shared port. The lab has no separate reader port; reads work on the one port.
-//! - The endpoint name is chosen at creation and returned from the start, but it resolves only
-//!   once the cache is `available`.
-//! - Cache names are unique across the lab's regions (faults name a cache by its name alone): a
-//!   create for a name that another region holds fails with `InvalidParameterValue` saying so.
+//! - `Endpoint`'s port is the lab's shared front port, not 6379, and nothing listens on the
+//!   `ReaderEndpoint`'s 6380: the agent probes its reader on the port its config names.
+//! - Faults (`kill`, `point-record`, ...) name a cache by its name alone and act on the first
+//!   cache of that name; a same-name cache in a second region keeps its own server, state and
+//!   DNS name.
 //! - `memcached` caches run valkey-server too (the lab has no memcached).
 //! - Snapshots to restore, KMS keys, user groups and usage limits are stored and echoed, never
 //!   acted on. `FinalSnapshotName` on delete is ignored.
@@ -28,7 +39,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -44,11 +55,20 @@ use crate::{CacheInfo, CacheSpec, Role, Shared, naming};
 /// How many serverless caches one region holds, in any state, before
 /// `ServerlessCacheQuotaForCustomerExceededFault`.
 pub(crate) const QUOTA_PER_REGION: usize = 5;
-/// AWS's default page size for `DescribeServerlessCaches`, and the most it returns at once.
+/// AWS's default page size for `DescribeServerlessCaches`.
 const DEFAULT_MAX_RESULTS: usize = 50;
-const MAX_MAX_RESULTS: usize = 100;
+/// The `MaxResults` AWS accepts (aws/aws-sdk-js-v3#5727: "Must be between 20 and 100").
+const MAX_RESULTS_RANGE: std::ops::RangeInclusive<i64> = 20..=100;
 /// AWS's limit on tags per resource.
 const MAX_TAGS: usize = 50;
+/// AWS's tag key and value lengths, in characters.
+const MAX_TAG_KEY: usize = 128;
+const MAX_TAG_VALUE: usize = 256;
+/// `CacheUsageLimits` ranges as the console and terraform-provider-aws#36382 document them.
+const DATA_STORAGE_GB: std::ops::RangeInclusive<i64> = 1..=5000;
+const ECPU_PER_SECOND: std::ops::RangeInclusive<i64> = 1000..=15_000_000;
+/// The port of a serverless cache's reader endpoint (its primary is on 6379).
+const READER_PORT: u16 = 6380;
 const NAMESPACE: &str = "http://elasticache.amazonaws.com/doc/2015-02-02/";
 
 /// A serverless cache's status, as AWS spells it.
@@ -114,6 +134,9 @@ pub(crate) struct ServerlessCache {
     /// Tells this cache from an earlier one of the same name, so that a slow background task
     /// of a deleted cache never touches its successor.
     generation: u64,
+    /// When `DescribeServerlessCaches` starts to see the cache (eventual consistency); `None`
+    /// for a cache the lab started itself, seen at once.
+    visible_at: Option<Instant>,
 }
 
 impl ServerlessCache {
@@ -163,9 +186,14 @@ impl ServerlessCache {
                 }
             });
         }
-        for tag in ["Endpoint", "ReaderEndpoint"] {
-            x.element(tag, |x| {
+        // AWS gives a cache its endpoints once it is up; while `creating` (and after
+        // `create-failed`) there are none to give.
+        if matches!(self.status, Status::Available | Status::Deleting) {
+            x.element("Endpoint", |x| {
                 x.text("Address", &self.endpoint).text("Port", self.port);
+            });
+            x.element("ReaderEndpoint", |x| {
+                x.text("Address", &self.endpoint).text("Port", READER_PORT);
             });
         }
         x.text("ARN", self.arn())
@@ -254,12 +282,13 @@ impl Regions {
             port: info.address.port(),
             tags: Vec::new(),
             generation: 0,
+            visible_at: None,
         });
     }
 
-    /// Drops a cache `Lab::remove_cache` removed, in whatever region it was.
-    pub(crate) fn forget(&mut self, name: &str) {
-        for caches in self.caches.values_mut() {
+    /// Drops a cache `Lab::remove_cache` removed.
+    pub(crate) fn forget(&mut self, region: &str, name: &str) {
+        if let Some(caches) = self.caches.get_mut(region) {
             caches.remove(name);
         }
     }
@@ -368,6 +397,12 @@ pub(crate) async fn handle(
 ) -> Response {
     let mut call = lab.aws.exchange(AwsService::Elasticache);
     let params = Params(form_urlencoded::parse(&body).into_owned().collect());
+    call.http = super::calls::HttpRequest {
+        method: "POST".to_string(),
+        path: "/".to_string(),
+        query: String::new(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
     call.action = params.get("Action").unwrap_or_default().to_string();
     call.request = summary(&call.action, &params);
     let scope = match sigv4::credential_scope(&headers) {
@@ -475,7 +510,77 @@ fn usage_limits(params: &Params) -> Result<Option<UsageLimits>, ApiError> {
             "Invalid DataStorage Unit {unit:?}: the only unit is GB."
         )));
     }
+    if limits.has_storage() && limits.storage_unit.is_none() {
+        return Err(ApiError::sender(
+            "InvalidParameterCombination",
+            "DataStorage needs a Unit (GB) with its Maximum or Minimum.",
+        ));
+    }
+    let in_range =
+        |field: &str, value: Option<i64>, range: &std::ops::RangeInclusive<i64>| match value {
+            Some(v) if !range.contains(&v) => Err(invalid(format!(
+                "Invalid {field} {v}: it must be between {} and {}.",
+                range.start(),
+                range.end()
+            ))),
+            _ => Ok(()),
+        };
+    in_range("DataStorage Maximum", limits.storage_max, &DATA_STORAGE_GB)?;
+    in_range("DataStorage Minimum", limits.storage_min, &DATA_STORAGE_GB)?;
+    in_range("ECPUPerSecond Maximum", limits.ecpu_max, &ECPU_PER_SECOND)?;
+    in_range("ECPUPerSecond Minimum", limits.ecpu_min, &ECPU_PER_SECOND)?;
+    for (what, min, max) in [
+        ("DataStorage", limits.storage_min, limits.storage_max),
+        ("ECPUPerSecond", limits.ecpu_min, limits.ecpu_max),
+    ] {
+        if let (Some(min), Some(max)) = (min, max)
+            && min > max
+        {
+            return Err(ApiError::sender(
+                "InvalidParameterCombination",
+                format!("{what} Minimum {min} is greater than its Maximum {max}."),
+            ));
+        }
+    }
     Ok((limits != UsageLimits::default()).then_some(limits))
+}
+
+/// AWS's tag rules: at most 50 tags, keys of 1 to 128 characters and values of at most 256,
+/// Unicode letters, digits, white space and `_ . : / = + - @` only, and no `aws:` prefix.
+fn check_tags(tags: &[(String, String)]) -> Result<(), ApiError> {
+    if tags.len() > MAX_TAGS {
+        return Err(ApiError::sender(
+            "TagQuotaPerResourceExceeded",
+            format!("A resource may have at most {MAX_TAGS} tags."),
+        ));
+    }
+    let allowed = |text: &str| {
+        text.chars()
+            .all(|c| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c))
+    };
+    for (key, value) in tags {
+        if key.chars().count() > MAX_TAG_KEY {
+            return Err(invalid(format!(
+                "Tag key {key:?} is longer than {MAX_TAG_KEY} characters."
+            )));
+        }
+        if value.chars().count() > MAX_TAG_VALUE {
+            return Err(invalid(format!(
+                "Tag value for key {key:?} is longer than {MAX_TAG_VALUE} characters."
+            )));
+        }
+        if !allowed(key) || !allowed(value) {
+            return Err(invalid(format!(
+                "Tag {key:?} has a character outside letters, digits, white space and _ . : / = + - @."
+            )));
+        }
+        if key.to_lowercase().starts_with("aws:") {
+            return Err(invalid(format!(
+                "Tag key {key:?} uses the reserved prefix aws:."
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn create(
@@ -498,12 +603,7 @@ fn create(
     }
     let usage_limits = usage_limits(params)?;
     let tags = params.tags()?;
-    if tags.len() > MAX_TAGS {
-        return Err(ApiError::sender(
-            "TagQuotaPerResourceExceeded",
-            format!("A resource may have at most {MAX_TAGS} tags."),
-        ));
-    }
+    check_tags(&tags)?;
 
     let mut regions = lock(&lab.aws.elasticache);
     if regions.get(region, &name).is_some() {
@@ -511,16 +611,6 @@ fn create(
             "ServerlessCacheAlreadyExistsFault",
             format!("Serverless cache {name} already exists."),
         ));
-    }
-    if let Some((other, _)) = regions
-        .caches
-        .iter()
-        .find(|(other, caches)| *other != region && caches.contains_key(&name))
-    {
-        return Err(invalid(format!(
-            "valkey-dr-lab runs one cache per name across all regions, and {other} already has \
-             a serverless cache named {name}; choose another name."
-        )));
     }
     if regions.in_region(region).count() >= QUOTA_PER_REGION {
         return Err(ApiError::sender(
@@ -550,6 +640,7 @@ fn create(
         port: lab.base.port,
         tags,
         generation: 0,
+        visible_at: Some(Instant::now() + lab.aws.options.describe_lag),
     };
     let generation = regions.insert(cache.clone());
     drop(regions);
@@ -609,7 +700,7 @@ fn spawn_provisioning(
         // A cache that comes up during its region's outage is as unreachable as the rest.
         if status == Status::Available
             && lab.aws.region_down(&region)
-            && let Ok(cache) = lab.cache(&name)
+            && let Ok(cache) = lab.cache_in(&name, &region)
         {
             cache.blackhole().await;
         }
@@ -626,13 +717,15 @@ fn describe(
 ) -> Result<String, ApiError> {
     let max_results = match params.int("MaxResults")? {
         None => DEFAULT_MAX_RESULTS,
-        Some(n) if n >= 1 => (n as usize).min(MAX_MAX_RESULTS),
-        Some(n) => {
-            return Err(invalid(format!(
-                "Invalid MaxResults {n}: it must be at least 1."
-            )));
+        Some(n) if MAX_RESULTS_RANGE.contains(&n) => n as usize,
+        Some(_) => {
+            return Err(invalid(
+                "Invalid value for max records. Must be between 20 and 100",
+            ));
         }
     };
+    let now = Instant::now();
+    let visible = |c: &&ServerlessCache| c.visible_at.is_none_or(|at| now >= at);
     let regions = lock(&lab.aws.elasticache);
     let mut caches: Vec<ServerlessCache> = match params.get("ServerlessCacheName") {
         Some(raw) if !raw.is_empty() => {
@@ -640,11 +733,12 @@ fn describe(
             vec![
                 regions
                     .get(region, &name)
+                    .filter(visible)
                     .cloned()
                     .ok_or_else(|| not_found(&name))?,
             ]
         }
-        _ => regions.in_region(region).cloned().collect(),
+        _ => regions.in_region(region).filter(visible).cloned().collect(),
     };
     drop(regions);
     // The token is the name to resume at: caches are listed in name order, so a page boundary
@@ -699,8 +793,8 @@ fn delete(
     lab.tracker.spawn(async move {
         let lab = task_lab;
         if had_server
-            && lab.cache(&name).is_ok_and(|c| c.info.region == task_region)
-            && let Err(e) = lab.remove_cache(&name).await
+            && lab.cache_in(&name, &task_region).is_ok()
+            && let Err(e) = lab.remove_cache_in(&name, &task_region).await
         {
             warn!(cache = %name, error = %e, "stopping a deleted cache failed");
         }
@@ -753,6 +847,14 @@ fn list_tags(
         .get(region, name)
         .filter(|_| *arn_region == region)
         .ok_or_else(|| not_found(name))?;
+    // Tags are readable only while the cache is available (ekristen/aws-nuke#256 tried each
+    // state; crossplane-contrib/provider-upjet-aws#2223 hit it on create-failed).
+    if cache.status != Status::Available {
+        return Err(ApiError::sender(
+            "InvalidServerlessCacheStateFault",
+            "Serverless cache is not in an available state to perform the requested action.",
+        ));
+    }
     let tags = cache.tags.clone();
     drop(regions);
     Ok(response("ListTagsForResource", request_id, |x| {
@@ -856,14 +958,74 @@ mod tests {
             "<Engine>valkey</Engine><MajorEngineVersion>8</MajorEngineVersion><FullEngineVersion>8.0</FullEngineVersion>",
             "<SecurityGroupIds><SecurityGroupId>sg-1</SecurityGroupId></SecurityGroupIds>",
             "<Endpoint><Address>app-abc123.serverless.use1.cache.amazonaws.com</Address><Port>7000</Port></Endpoint>",
-            "<ReaderEndpoint><Address>app-abc123.serverless.use1.cache.amazonaws.com</Address><Port>7000</Port></ReaderEndpoint>",
+            "<ReaderEndpoint><Address>app-abc123.serverless.use1.cache.amazonaws.com</Address><Port>6380</Port></ReaderEndpoint>",
             "<ARN>arn:aws:elasticache:us-east-1:123456789012:serverlesscache:app</ARN>",
             "<SubnetIds><SubnetId>subnet-1</SubnetId></SubnetIds>",
         ] {
             assert!(doc.contains(part), "{part} missing from {doc}");
         }
-        regions.forget("app");
+        regions.forget("us-east-1", "app");
         assert!(regions.get("us-east-1", "app").is_none());
+
+        // No endpoints until the cache is up.
+        cache.status = Status::Creating;
+        let doc = Xml::new().root("R", NAMESPACE, |x| cache.write(x));
+        assert!(!doc.contains("Endpoint>"), "{doc}");
+    }
+
+    #[test]
+    fn usage_limits_and_tags_follow_aws_rules() {
+        let limits = |pairs: &[(&str, &str)]| usage_limits(&params(pairs));
+        let storage = "CacheUsageLimits.DataStorage.Maximum";
+        let unit = "CacheUsageLimits.DataStorage.Unit";
+        let ecpu = "CacheUsageLimits.ECPUPerSecond.Maximum";
+        assert!(limits(&[(storage, "5000"), (unit, "GB"), (ecpu, "15000000")]).is_ok());
+        assert!(limits(&[(storage, "1"), (unit, "GB"), (ecpu, "1000")]).is_ok());
+        for bad in [
+            vec![(storage, "0"), (unit, "GB")],
+            vec![(storage, "5001"), (unit, "GB")],
+            vec![(storage, "10"), (unit, "TB")],
+            vec![(ecpu, "999")],
+            vec![(ecpu, "15000001")],
+        ] {
+            assert_eq!(
+                limits(&bad).unwrap_err().code,
+                "InvalidParameterValue",
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            limits(&[(storage, "10")]).unwrap_err().code,
+            "InvalidParameterCombination"
+        );
+        assert_eq!(
+            limits(&[
+                ("CacheUsageLimits.ECPUPerSecond.Minimum", "5000"),
+                (ecpu, "1000")
+            ])
+            .unwrap_err()
+            .code,
+            "InvalidParameterCombination"
+        );
+
+        let tag = |k: &str, v: &str| vec![(k.to_string(), v.to_string())];
+        assert!(check_tags(&tag("Team name_1.a:b/c=d+e-f@g", "Zürich 2")).is_ok());
+        for bad in [
+            tag(&"k".repeat(129), "v"),
+            tag("k", &"v".repeat(257)),
+            tag("k#", "v"),
+            tag("k", "v!"),
+            tag("AWS:owner", "v"),
+        ] {
+            assert_eq!(check_tags(&bad).unwrap_err().code, "InvalidParameterValue");
+        }
+        let many: Vec<(String, String)> =
+            (0..51).map(|i| (format!("k{i}"), String::new())).collect();
+        assert_eq!(
+            check_tags(&many).unwrap_err().code,
+            "TagQuotaPerResourceExceeded"
+        );
+        assert!(check_tags(&many[..50]).is_ok());
     }
 
     #[test]

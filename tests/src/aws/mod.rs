@@ -12,7 +12,8 @@
 //!   `ListResourceRecordSets` and `GetChange`, over the lab's one private hosted zone, whose
 //!   record sets are the DNS server's own data.
 //! - `sigv4`: the region from the `Authorization` header's credential scope.
-//! - `calls`: the log of every call.
+//! - `calls`: the log of every call, each with its whole request and answer.
+//! - `conformance`: that log checked against botocore's service models.
 //! - `xml`: the writer both APIs answer with.
 //!
 //! # Where the lab chooses
@@ -26,8 +27,18 @@
 //!   `Receiver` for 5xx.
 //! - **Credentials** are never checked, but a request without a SigV4 `Authorization` header
 //!   is refused (`MissingAuthenticationToken`, 403) as AWS refuses it.
+//!
+//! # As strict as AWS, by default
+//!
+//! Every behaviour of AWS that the agent has to survive is on unless a test turns it off, each
+//! with its source in `tests/FIDELITY.md`: `DescribeServerlessCaches` refuses a `MaxResults`
+//! outside 20..=100, a new cache stays invisible for [`AwsOptions::describe_lag`], tags cannot
+//! be read while a cache is not `available`, Route 53 answers `Throttling` beyond
+//! [`AwsOptions::route53_rate`] and `PriorRequestNotComplete` to a change of the zone that
+//! arrives within [`AwsOptions::prior_request_window`] of the previous one.
 
 pub(crate) mod calls;
+pub(crate) mod conformance;
 pub(crate) mod elasticache;
 pub(crate) mod route53;
 pub(crate) mod sigv4;
@@ -49,7 +60,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::Shared;
 
-pub use calls::Call;
+pub use calls::{Call, HttpExchange, HttpRequest};
+pub use conformance::botocore_check;
 use xml::Xml;
 
 /// The account every lab ARN names.
@@ -221,6 +233,77 @@ pub(crate) struct AwsOptions {
     pub(crate) provision_delay: Duration,
     /// A Route 53 change goes `PENDING` → `INSYNC`.
     pub(crate) insync_delay: Duration,
+    /// For this long after `CreateServerlessCache`, `DescribeServerlessCaches` does not see
+    /// the new cache (AWS's reads are eventually consistent). Zero: seen at once.
+    pub(crate) describe_lag: Duration,
+    /// Route 53's per-account request rate; `None`: never throttled.
+    pub(crate) route53_rate: Option<RateLimit>,
+    /// A `ChangeResourceRecordSets` of the zone within this long of the previous accepted one
+    /// is refused with `PriorRequestNotComplete`. Zero: never.
+    pub(crate) prior_request_window: Duration,
+}
+
+impl AwsOptions {
+    /// Times only, with every strict behaviour off: for unit tests of other rules.
+    #[cfg(test)]
+    pub(crate) fn lenient(provision_delay: Duration, insync_delay: Duration) -> Self {
+        Self {
+            provision_delay,
+            insync_delay,
+            describe_lag: Duration::ZERO,
+            route53_rate: None,
+            prior_request_window: Duration::ZERO,
+        }
+    }
+}
+
+/// A token bucket's shape: `per_second` tokens added each second, at most `burst` held.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// The sustained rate.
+    pub per_second: f64,
+    /// How many requests may arrive at once after a quiet spell.
+    pub burst: f64,
+}
+
+impl RateLimit {
+    /// Route 53's documented account-wide limit, five requests a second (see FIDELITY.md).
+    pub const ROUTE53: Self = Self {
+        per_second: 5.0,
+        burst: 5.0,
+    };
+}
+
+/// Route 53's account-wide request bucket.
+#[derive(Debug)]
+struct TokenBucket {
+    limit: RateLimit,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl TokenBucket {
+    fn new(limit: RateLimit) -> Self {
+        Self {
+            limit,
+            tokens: limit.burst,
+            refilled: Instant::now(),
+        }
+    }
+
+    /// Takes a token if one is there.
+    fn take(&mut self, now: Instant) -> bool {
+        let earned =
+            now.saturating_duration_since(self.refilled).as_secs_f64() * self.limit.per_second;
+        self.tokens = (self.tokens + earned).min(self.limit.burst);
+        self.refilled = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The emulation's state, part of the lab's [`Shared`].
@@ -230,6 +313,10 @@ pub(crate) struct Aws {
     pub(crate) elasticache: Mutex<elasticache::Regions>,
     pub(crate) route53: Mutex<route53::Changes>,
     faults: Mutex<Faults>,
+    /// Route 53's request bucket, when throttling is on.
+    route53_bucket: Option<Mutex<TokenBucket>>,
+    /// When the zone last accepted a change, for `PriorRequestNotComplete`.
+    last_change: Mutex<Option<Instant>>,
     calls: calls::CallLog,
     next_id: AtomicU64,
 }
@@ -248,6 +335,10 @@ impl Aws {
             elasticache: Mutex::new(elasticache::Regions::default()),
             route53: Mutex::new(route53::Changes::default()),
             faults: Mutex::new(Faults::default()),
+            route53_bucket: options
+                .route53_rate
+                .map(|l| Mutex::new(TokenBucket::new(l))),
+            last_change: Mutex::new(None),
             calls: calls::CallLog::default(),
             next_id: AtomicU64::new(1),
         }
@@ -277,8 +368,40 @@ impl Aws {
             action: String::new(),
             region: None,
             request: serde_json::Value::Null,
+            http: calls::HttpRequest::default(),
             request_id: self.request_id(),
         }
+    }
+
+    /// Route 53's account-wide rate: `Throttling` when the bucket is empty.
+    fn throttle_route53(&self) -> Result<(), ApiError> {
+        let Some(bucket) = &self.route53_bucket else {
+            return Ok(());
+        };
+        if lock(bucket).take(Instant::now()) {
+            Ok(())
+        } else {
+            Err(ApiError::sender("Throttling", "Rate exceeded"))
+        }
+    }
+
+    /// Whether a change of the zone may start now: `PriorRequestNotComplete` while the
+    /// previous accepted one is still being processed. Only an accepted change starts the
+    /// window again, so a refused one never prolongs it.
+    pub(crate) fn zone_ready_for_change(&self) -> Result<(), ApiError> {
+        let window = self.options.prior_request_window;
+        if window.is_zero() {
+            return Ok(());
+        }
+        match *lock(&self.last_change) {
+            Some(at) if at.elapsed() < window => Err(ApiError::injected("PriorRequestNotComplete")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records that the zone accepted a change now.
+    pub(crate) fn change_accepted(&self) {
+        *lock(&self.last_change) = Some(Instant::now());
     }
 
     pub(crate) fn set_outage(&self, region: &str, down: bool) {
@@ -320,7 +443,8 @@ impl Aws {
     }
 
     /// The faults that stop a call before the API looks at it: a region outage (ElastiCache
-    /// only; it does not use up injected errors), then an injected error.
+    /// only; it does not use up injected errors), then an injected error, then Route 53's
+    /// request rate (every call that reaches Route 53 counts, as on AWS).
     fn gate(&self, service: AwsService, action: &str, region: &str) -> Result<(), ApiError> {
         let mut faults = lock(&self.faults);
         if faults.unreachable {
@@ -347,6 +471,10 @@ impl Aws {
             faults.injected.retain(|r| r.remaining > 0);
             return Err(ApiError::injected(&code));
         }
+        drop(faults);
+        if service == AwsService::Route53 {
+            self.throttle_route53()?;
+        }
         Ok(())
     }
 }
@@ -359,6 +487,8 @@ pub(crate) struct Exchange<'a> {
     pub(crate) action: String,
     pub(crate) region: Option<String>,
     pub(crate) request: serde_json::Value,
+    /// The request as it came, for the botocore conformance check.
+    pub(crate) http: calls::HttpRequest,
     request_id: String,
 }
 
@@ -396,6 +526,11 @@ impl Exchange<'_> {
             status: status.as_u16(),
             error_code,
             request: self.request,
+            http: Some(calls::HttpExchange {
+                request: self.http,
+                status: status.as_u16(),
+                body: body.clone(),
+            }),
         });
         (
             status,
@@ -458,10 +593,7 @@ mod tests {
 
     #[test]
     fn injected_errors_are_used_up_and_outages_win() {
-        let aws = Aws::new(AwsOptions {
-            provision_delay: Duration::ZERO,
-            insync_delay: Duration::ZERO,
-        });
+        let aws = Aws::new(AwsOptions::lenient(Duration::ZERO, Duration::ZERO));
         aws.inject_error(
             AwsService::Elasticache,
             "CreateServerlessCache",
@@ -496,6 +628,41 @@ mod tests {
         assert_eq!(aws.next_provisioning(), Provisioning::Fail);
         assert_eq!(aws.next_provisioning(), Provisioning::Stuck);
         assert_eq!(aws.next_provisioning(), Provisioning::Normal);
+    }
+
+    #[test]
+    fn the_route53_bucket_allows_its_burst_then_its_rate() {
+        let mut bucket = TokenBucket::new(RateLimit::ROUTE53);
+        let start = bucket.refilled;
+        assert!((0..5).all(|_| bucket.take(start)), "a burst of 5");
+        assert!(!bucket.take(start), "the sixth at once is throttled");
+        assert!(
+            bucket.take(start + Duration::from_millis(200)),
+            "one more after 1/5 s"
+        );
+        assert!(!bucket.take(start + Duration::from_millis(250)));
+        let later = start + Duration::from_secs(10);
+        assert!(
+            (0..5).all(|_| bucket.take(later)) && !bucket.take(later),
+            "never above 5"
+        );
+    }
+
+    #[test]
+    fn prior_request_window_refuses_only_right_after_an_accepted_change() {
+        let mut options = AwsOptions::lenient(Duration::ZERO, Duration::ZERO);
+        options.prior_request_window = Duration::from_secs(60);
+        let aws = Aws::new(options);
+        assert!(aws.zone_ready_for_change().is_ok());
+        aws.change_accepted();
+        let e = aws.zone_ready_for_change().unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (400, "PriorRequestNotComplete")
+        );
+        let off = Aws::new(AwsOptions::lenient(Duration::ZERO, Duration::ZERO));
+        off.change_accepted();
+        assert!(off.zone_ready_for_change().is_ok());
     }
 
     #[test]

@@ -33,6 +33,7 @@ use serde::de::IgnoredAny;
 use serde_json::json;
 use tracing::info;
 
+use super::calls::HttpRequest;
 use super::xml::Xml;
 use super::{ApiError, AwsService, lock, sigv4, timestamp};
 use crate::Shared;
@@ -173,11 +174,32 @@ fn check_zone(raw: &str) -> Result<(), ApiError> {
     }
 }
 
-/// A record name as Route 53 keeps it: lowercase, fully qualified.
+/// A record name as Route 53 keeps it: lowercase, fully qualified. Route 53's escapes are `\`
+/// and three octal digits (`\052` is `*`), which is how hickory reads them too.
 fn record_name(raw: &str) -> Result<Name, String> {
     let mut name = Name::from_ascii(raw).map_err(|e| e.to_string())?;
     name.set_fqdn(true);
     Ok(name.to_lowercase())
+}
+
+/// A name as `ListResourceRecordSets` returns it: every character other than `a-z`, `0-9`,
+/// `-` and `_` as `\` and three octal digits, `*` included (`\052`), however it was given.
+fn listed_name(name: &Name) -> String {
+    let mut out = String::new();
+    for label in name.iter() {
+        for &b in label {
+            if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_' {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("\\{b:03o}"));
+            }
+        }
+        out.push('.');
+    }
+    if out.is_empty() {
+        out.push('.');
+    }
+    out
 }
 
 fn record_type(raw: &str) -> Result<RecordType, ApiError> {
@@ -377,9 +399,9 @@ fn change(raw: &ChangeXml) -> Result<Result<Change, Vec<String>>, ApiError> {
         }
     }
     if rtype == RecordType::CNAME && records.record.len() > 1 {
-        // Wording is the lab's: AWS refuses this too, in words not found in its documents.
+        // AWS's words for it (barnybug/cli53#81, schwamster/serverless-certificate-creator#28).
         problems.push(format!(
-            "RRSet of type CNAME with DNS name {name} has more than one value"
+            "The request contains an invalid set of changes for a resource record set 'CNAME {name}'"
         ));
     }
     if !problems.is_empty() {
@@ -453,14 +475,19 @@ fn apply_one(apex: &Name, zone: &mut RrSets, change: &Change) -> Result<(), Stri
                     "RRSet of type CNAME with DNS name {name} is not permitted at apex in zone {apex}"
                 ));
             }
-            let conflicts = zone.keys().any(|(owner, other)| {
-                owner == name
-                    && *other != rtype
-                    && (rtype == RecordType::CNAME || *other == RecordType::CNAME)
-            });
-            if conflicts {
+            let others = |wanted: &dyn Fn(RecordType) -> bool| {
+                zone.keys()
+                    .any(|(owner, other)| owner == name && *other != rtype && wanted(*other))
+            };
+            if rtype == RecordType::CNAME && others(&|_| true) {
                 return Err(format!(
-                    "RRSet of type {rtype} with DNS name {name} is not permitted as it conflicts with other records with the same DNS name in zone {apex}"
+                    "RRSet of type CNAME with DNS name {name} is not permitted as it conflicts with other records with the same DNS name in zone {apex}"
+                ));
+            }
+            if rtype != RecordType::CNAME && others(&|t| t == RecordType::CNAME) {
+                // Two spaces before CNAME, as AWS writes it (kubernetes-sigs/external-dns#1517).
+                return Err(format!(
+                    "RRSet of type {rtype} with DNS name {name} is not permitted because a conflicting RRSet of type  CNAME with the same DNS name already exists in zone {apex}"
                 ));
             }
             zone.insert(key, change.set.clone());
@@ -510,12 +537,19 @@ pub(crate) async fn change_rrsets(
     let mut call = lab.aws.exchange(AwsService::Route53);
     call.action = "ChangeResourceRecordSets".to_string();
     let text = String::from_utf8_lossy(&body);
+    call.http = HttpRequest {
+        method: "POST".to_string(),
+        path: format!("/2013-04-01/hostedzone/{zone}/rrset"),
+        query: String::new(),
+        body: text.to_string(),
+    };
     let parsed = quick_xml::de::from_str::<ChangeRequestXml>(&text).map_err(|e| e.to_string());
     call.request = change_summary(&zone, &parsed);
     let outcome = (|| {
         call.region = Some(sigv4::credential_scope(&headers)?.region);
         call.gate()?;
         check_zone(&zone)?;
+        lab.aws.zone_ready_for_change()?;
         let request = parsed.map_err(|e| invalid_input(format!("Invalid XML ; {e}")))?;
         let batch = request.change_batch;
         if batch.changes.change.is_empty() {
@@ -556,6 +590,7 @@ pub(crate) async fn change_rrsets(
             }
             log.list.push_back(info.clone());
         }
+        lab.aws.change_accepted();
         info!(change = %info.id, changes = changes.len(), "ChangeResourceRecordSets applied");
         Ok(
             Xml::with_declaration().root("ChangeResourceRecordSetsResponse", NAMESPACE, |x| {
@@ -588,6 +623,12 @@ pub(crate) async fn list_rrsets(
 ) -> Response {
     let mut call = lab.aws.exchange(AwsService::Route53);
     call.action = "ListResourceRecordSets".to_string();
+    call.http = HttpRequest {
+        method: "GET".to_string(),
+        path: format!("/2013-04-01/hostedzone/{zone}/rrset"),
+        query: query.clone().unwrap_or_default(),
+        body: String::new(),
+    };
     let query: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .into_owned()
         .collect();
@@ -641,7 +682,7 @@ pub(crate) async fn list_rrsets(
                 x.element("ResourceRecordSets", |x| {
                     for (_, name, rtype, set) in &sets {
                         x.element("ResourceRecordSet", |x| {
-                            x.text("Name", name)
+                            x.text("Name", listed_name(name))
                                 .text("Type", rtype)
                                 .text("TTL", set.ttl)
                                 .element("ResourceRecords", |x| {
@@ -656,7 +697,8 @@ pub(crate) async fn list_rrsets(
                 })
                 .text("IsTruncated", next.is_some());
                 if let Some((name, rtype)) = &next {
-                    x.text("NextRecordName", name).text("NextRecordType", rtype);
+                    x.text("NextRecordName", listed_name(name))
+                        .text("NextRecordType", rtype);
                 }
                 x.text("MaxItems", max_items);
             }),
@@ -673,6 +715,12 @@ pub(crate) async fn get_change(
 ) -> Response {
     let mut call = lab.aws.exchange(AwsService::Route53);
     call.action = "GetChange".to_string();
+    call.http = HttpRequest {
+        method: "GET".to_string(),
+        path: format!("/2013-04-01/change/{id}"),
+        query: String::new(),
+        body: String::new(),
+    };
     let id = id
         .trim_start_matches('/')
         .strip_prefix("change/")
@@ -855,7 +903,7 @@ mod tests {
             )
             .unwrap_err(),
             vec![
-                "RRSet of type TXT with DNS name valkey.lab.internal. is not permitted as it conflicts with other records with the same DNS name in zone lab.internal."
+                "RRSet of type TXT with DNS name valkey.lab.internal. is not permitted because a conflicting RRSet of type  CNAME with the same DNS name already exists in zone lab.internal."
             ]
         );
         assert_eq!(
@@ -938,6 +986,26 @@ mod tests {
         assert_eq!(
             changes[1].set.records.as_ref().unwrap().record[0].value,
             "new.example."
+        );
+    }
+
+    #[test]
+    fn listed_names_escape_in_octal() {
+        assert_eq!(
+            listed_name(&name("*.w.lab.internal")),
+            "\\052.w.lab.internal."
+        );
+        assert_eq!(
+            listed_name(&name("\\052.w.lab.internal.")),
+            "\\052.w.lab.internal."
+        );
+        assert_eq!(
+            listed_name(&name("_valkey-dr-lock.Valkey.lab.internal")),
+            "_valkey-dr-lock.valkey.lab.internal."
+        );
+        assert_eq!(
+            listed_name(&name("a\\137b.lab.internal")),
+            "a_b.lab.internal."
         );
     }
 

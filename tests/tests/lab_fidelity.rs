@@ -1,0 +1,731 @@
+//! The lab behaves as AWS does by default: each row of `tests/FIDELITY.md` has its lab side
+//! asserted here, through the real SDK clients, with the exact codes, messages and statuses
+//! the agent will meet on AWS, and each knob that turns a rule off is shown to do so.
+//!
+//! Every test has its own lab; every wait polls a condition with a deadline.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_elasticache::config::Credentials;
+use aws_sdk_elasticache::error::ProvideErrorMetadata;
+use aws_sdk_elasticache::types::ServerlessCache;
+use aws_sdk_route53::types::{
+    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
+};
+use tokio::time::{Instant, sleep};
+use valkey_dr_lab::config::HOSTED_ZONE_ID;
+use valkey_dr_lab::{AwsService, Call, Lab, LabOptions, PRIMARY_CACHE, PRIMARY_REGION, RECORD};
+
+/// The longest any condition is waited for.
+const DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(100);
+const DR_REGION: &str = "us-west-2";
+
+struct TestLab {
+    lab: Lab,
+    _dir: tempfile::TempDir,
+}
+
+async fn lab(options: impl FnOnce(LabOptions) -> LabOptions) -> TestLab {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab::start(options(LabOptions {
+        seed: Some(5),
+        provision_delay: Duration::from_millis(300),
+        ..LabOptions::new(dir.path())
+    }))
+    .await
+    .expect("the lab starts");
+    TestLab { lab, _dir: dir }
+}
+
+async fn sdk(lab: &Lab, region: &str, retries: bool) -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .endpoint_url(&lab.info().aws_endpoint)
+        .credentials_provider(Credentials::new("AKIDLAB", "secret", None, None, "lab"))
+        .retry_config(if retries {
+            RetryConfig::standard().with_max_attempts(8)
+        } else {
+            RetryConfig::disabled()
+        })
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(60))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// The error's code and message, or `None` for a success.
+fn error<T, E: ProvideErrorMetadata>(result: &Result<T, E>) -> Option<(String, String)> {
+    result.as_ref().err().map(|e| {
+        (
+            e.code().unwrap_or_default().to_owned(),
+            e.message().unwrap_or_default().to_owned(),
+        )
+    })
+}
+
+fn pair(code: &str, message: &str) -> Option<(String, String)> {
+    Some((code.to_owned(), message.to_owned()))
+}
+
+/// The newest logged call of this action.
+fn last(lab: &Lab, action: &str) -> Call {
+    lab.calls()
+        .into_iter()
+        .rev()
+        .find(|c| c.action == action)
+        .expect("the call is logged")
+}
+
+async fn create(client: &aws_sdk_elasticache::Client, name: &str) -> ServerlessCache {
+    client
+        .create_serverless_cache()
+        .serverless_cache_name(name)
+        .engine("valkey")
+        .send()
+        .await
+        .expect("the cache is created")
+        .serverless_cache
+        .expect("and returned")
+}
+
+async fn wait_available(client: &aws_sdk_elasticache::Client, name: &str) -> ServerlessCache {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        if let Ok(out) = client
+            .describe_serverless_caches()
+            .serverless_cache_name(name)
+            .send()
+            .await
+            && let Some(cache) = out.serverless_caches().first()
+            && cache.status() == Some("available")
+        {
+            return cache.clone();
+        }
+        assert!(
+            Instant::now() < until,
+            "{name} was not available in {DEADLINE:?}"
+        );
+        sleep(POLL).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticache_answers_as_aws_does_by_default() {
+    let t = lab(|o| o).await;
+    let ec = aws_sdk_elasticache::Client::new(&sdk(&t.lab, DR_REGION, false).await);
+
+    // MaxResults: aws/aws-sdk-js-v3#5727.
+    for n in [1, 19, 101] {
+        let listed = ec.describe_serverless_caches().max_results(n).send().await;
+        assert_eq!(
+            error(&listed),
+            pair(
+                "InvalidParameterValue",
+                "Invalid value for max records. Must be between 20 and 100"
+            ),
+            "MaxResults {n}"
+        );
+        assert_eq!(last(&t.lab, "DescribeServerlessCaches").status, 400);
+    }
+    for n in [20, 100] {
+        ec.describe_serverless_caches()
+            .max_results(n)
+            .send()
+            .await
+            .expect("20..=100 is accepted");
+    }
+
+    // A new cache: no endpoint while creating, invisible for the describe lag, no tags.
+    let created = create(&ec, "fidelity-dr").await;
+    let started = Instant::now();
+    assert_eq!(created.status(), Some("creating"));
+    assert!(created.endpoint().is_none() && created.reader_endpoint().is_none());
+    let by_name = ec
+        .describe_serverless_caches()
+        .serverless_cache_name("fidelity-dr")
+        .send()
+        .await;
+    assert_eq!(
+        error(&by_name).map(|(code, _)| code).as_deref(),
+        Some("ServerlessCacheNotFoundFault")
+    );
+    assert_eq!(last(&t.lab, "DescribeServerlessCaches").status, 404);
+    let listing = ec
+        .describe_serverless_caches()
+        .send()
+        .await
+        .expect("a listing");
+    assert!(
+        listing.serverless_caches().is_empty(),
+        "the new cache is left out of listings too"
+    );
+    let tags = ec
+        .list_tags_for_resource()
+        .resource_name(created.arn().expect("an ARN"))
+        .send()
+        .await;
+    assert_eq!(
+        error(&tags),
+        pair(
+            "InvalidServerlessCacheStateFault",
+            "Serverless cache is not in an available state to perform the requested action."
+        )
+    );
+    assert_eq!(last(&t.lab, "ListTagsForResource").status, 400);
+
+    let available = wait_available(&ec, "fidelity-dr").await;
+    assert!(
+        started.elapsed() >= valkey_dr_lab::DEFAULT_DESCRIBE_LAG,
+        "seen after {:?}, before the describe lag ran out",
+        started.elapsed()
+    );
+    let endpoint = available.endpoint().expect("an endpoint once available");
+    let reader = available.reader_endpoint().expect("a reader endpoint");
+    assert_eq!(reader.address(), endpoint.address());
+    assert_eq!(reader.port(), Some(6380));
+    ec.list_tags_for_resource()
+        .resource_name(available.arn().expect("an ARN"))
+        .send()
+        .await
+        .expect("tags once available");
+
+    // The primary's name, free in another region.
+    let twin = create(&ec, PRIMARY_CACHE).await;
+    assert_eq!(
+        twin.arn(),
+        Some(
+            format!("arn:aws:elasticache:{DR_REGION}:123456789012:serverlesscache:{PRIMARY_CACHE}")
+                .as_str()
+        )
+    );
+    let twin = wait_available(&ec, PRIMARY_CACHE).await;
+    let primary = aws_sdk_elasticache::Client::new(&sdk(&t.lab, PRIMARY_REGION, false).await);
+    let original = wait_available(&primary, PRIMARY_CACHE).await;
+    assert_ne!(
+        twin.endpoint().and_then(|e| e.address()),
+        original.endpoint().and_then(|e| e.address())
+    );
+    let regions: Vec<String> = t
+        .lab
+        .current_info()
+        .caches
+        .iter()
+        .filter(|c| c.name == PRIMARY_CACHE)
+        .map(|c| c.region.clone())
+        .collect();
+    assert_eq!(
+        regions,
+        vec![PRIMARY_REGION.to_string(), DR_REGION.to_string()]
+    );
+    t.lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_checks_usage_limits_tags_and_names() {
+    use aws_sdk_elasticache::types::{
+        CacheUsageLimits, DataStorage, DataStorageUnit, EcpuPerSecond, Tag,
+    };
+    let t = lab(|o| o).await;
+    let ec = aws_sdk_elasticache::Client::new(&sdk(&t.lab, DR_REGION, false).await);
+    let storage = |max: i32, unit: &str| {
+        CacheUsageLimits::builder()
+            .data_storage(
+                DataStorage::builder()
+                    .maximum(max)
+                    .unit(DataStorageUnit::from(unit))
+                    .build(),
+            )
+            .build()
+    };
+    let ecpu = |min: i32, max: i32| {
+        CacheUsageLimits::builder()
+            .ecpu_per_second(EcpuPerSecond::builder().minimum(min).maximum(max).build())
+            .build()
+    };
+    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+    let base = |name: &str| {
+        ec.create_serverless_cache()
+            .serverless_cache_name(name)
+            .engine("valkey")
+    };
+    let cases = [
+        (
+            base("s0").cache_usage_limits(storage(0, "GB")),
+            "InvalidParameterValue",
+        ),
+        (
+            base("s1").cache_usage_limits(storage(5001, "GB")),
+            "InvalidParameterValue",
+        ),
+        (
+            base("s2").cache_usage_limits(storage(10, "MB")),
+            "InvalidParameterValue",
+        ),
+        (
+            base("e0").cache_usage_limits(ecpu(999, 5000)),
+            "InvalidParameterValue",
+        ),
+        (
+            base("e1").cache_usage_limits(ecpu(1000, 15_000_001)),
+            "InvalidParameterValue",
+        ),
+        (
+            base("e2").cache_usage_limits(ecpu(9000, 5000)),
+            "InvalidParameterCombination",
+        ),
+        (
+            base("t0").tags(tag(&"k".repeat(129), "v")),
+            "InvalidParameterValue",
+        ),
+        (
+            base("t1").tags(tag("k", &"v".repeat(257))),
+            "InvalidParameterValue",
+        ),
+        (
+            base("t2").tags(tag("k", "semi;colon")),
+            "InvalidParameterValue",
+        ),
+        (
+            base("t3").tags(tag("Aws:Owner", "me")),
+            "InvalidParameterValue",
+        ),
+        (
+            (0..51).fold(base("t4"), |b, i| b.tags(tag(&format!("k{i}"), "v"))),
+            "TagQuotaPerResourceExceeded",
+        ),
+        (base("1starts-with-digit"), "InvalidParameterValue"),
+        (base("two--hyphens"), "InvalidParameterValue"),
+        (base("ends-with-hyphen-"), "InvalidParameterValue"),
+        (base(&"n".repeat(41)), "InvalidParameterValue"),
+    ];
+    for (request, expected) in cases {
+        let name = request
+            .get_serverless_cache_name()
+            .clone()
+            .unwrap_or_default();
+        let result = request.send().await;
+        assert_eq!(
+            error(&result).map(|(code, _)| code).as_deref(),
+            Some(expected),
+            "{name}"
+        );
+        assert_eq!(last(&t.lab, "CreateServerlessCache").status, 400, "{name}");
+    }
+    // The edges are accepted: 1 and 5000 GB, 1000 and 15 000 000 ECPU, 50 tags of the full
+    // character set.
+    base("edge-storage")
+        .cache_usage_limits(storage(5000, "GB"))
+        .send()
+        .await
+        .expect("5000 GB");
+    base("edge-ecpu")
+        .cache_usage_limits(ecpu(1000, 15_000_000))
+        .send()
+        .await
+        .expect("1000..15000000 ECPU");
+    (0..50)
+        .fold(base("edge-tags"), |b, i| {
+            b.tags(tag(&format!("Team {i}_.:/=+-@"), "Zürich 1"))
+        })
+        .send()
+        .await
+        .expect("50 tags");
+    t.lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_lag_zero_shows_a_new_cache_at_once() {
+    let t = lab(|o| LabOptions {
+        describe_lag: Duration::ZERO,
+        ..o
+    })
+    .await;
+    let ec = aws_sdk_elasticache::Client::new(&sdk(&t.lab, DR_REGION, false).await);
+    create(&ec, "seen-at-once").await;
+    let out = ec
+        .describe_serverless_caches()
+        .serverless_cache_name("seen-at-once")
+        .send()
+        .await
+        .expect("seen at once");
+    assert_eq!(out.serverless_caches()[0].status(), Some("creating"));
+    t.lab.shutdown().await;
+}
+
+fn rrset(name: &str, rtype: RrType, ttl: i64, values: &[&str]) -> ResourceRecordSet {
+    let mut set = ResourceRecordSet::builder()
+        .name(name)
+        .r#type(rtype)
+        .ttl(ttl);
+    for value in values {
+        set = set.resource_records(
+            ResourceRecord::builder()
+                .value(*value)
+                .build()
+                .expect("value"),
+        );
+    }
+    set.build().expect("name and type")
+}
+
+fn change(action: ChangeAction, set: ResourceRecordSet) -> Change {
+    Change::builder()
+        .action(action)
+        .resource_record_set(set)
+        .build()
+        .expect("action and set")
+}
+
+async fn send(
+    client: &aws_sdk_route53::Client,
+    changes: Vec<Change>,
+) -> Result<
+    String,
+    aws_sdk_route53::error::SdkError<
+        aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsError,
+    >,
+> {
+    let out = client
+        .change_resource_record_sets()
+        .hosted_zone_id(HOSTED_ZONE_ID)
+        .change_batch(
+            ChangeBatch::builder()
+                .set_changes(Some(changes))
+                .build()
+                .expect("changes"),
+        )
+        .send()
+        .await?;
+    Ok(out.change_info().expect("change info").id().to_owned())
+}
+
+/// Waits out Route 53's rate, so the next call is judged on its own.
+async fn quiet() {
+    sleep(Duration::from_millis(1100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route53_answers_as_aws_does_by_default() {
+    let t = lab(|o| o).await;
+    let once = aws_sdk_route53::Client::new(&sdk(&t.lab, "us-east-1", false).await);
+    let r53 = aws_sdk_route53::Client::new(&sdk(&t.lab, "us-east-1", true).await);
+    let lock = "_valkey-dr-lock.valkey.lab.internal.";
+
+    // PriorRequestNotComplete: a change right behind the previous one.
+    let first = send(
+        &once,
+        vec![change(
+            ChangeAction::Create,
+            rrset(lock, RrType::Txt, 30, &["\"a\""]),
+        )],
+    )
+    .await;
+    let id = first.expect("the first change");
+    let second = send(
+        &once,
+        vec![change(
+            ChangeAction::Upsert,
+            rrset(lock, RrType::Txt, 30, &["\"b\""]),
+        )],
+    )
+    .await;
+    assert_eq!(
+        error(&second),
+        pair(
+            "PriorRequestNotComplete",
+            "The request was rejected because Route 53 was still processing a prior request."
+        )
+    );
+    assert_eq!(last(&t.lab, "ChangeResourceRecordSets").status, 400);
+    quiet().await;
+    send(
+        &once,
+        vec![change(
+            ChangeAction::Upsert,
+            rrset(lock, RrType::Txt, 30, &["\"b\""]),
+        )],
+    )
+    .await
+    .expect("a change a moment later");
+
+    // GetChange: /change/C…, PENDING then INSYNC; an unknown id is NoSuchChange (404).
+    assert!(
+        id.starts_with("/change/C") && id.len() == "/change/".len() + 14,
+        "{id}"
+    );
+    quiet().await;
+    let until = Instant::now() + DEADLINE;
+    while r53
+        .get_change()
+        .id(&id)
+        .send()
+        .await
+        .expect("GetChange")
+        .change_info()
+        .map(|c| c.status().clone())
+        != Some(ChangeStatus::Insync)
+    {
+        assert!(Instant::now() < until, "{id} never INSYNC");
+        sleep(Duration::from_millis(300)).await;
+    }
+    let unknown = r53.get_change().id("/change/CNOSUCHCHANGE01").send().await;
+    assert_eq!(
+        error(&unknown).map(|(code, _)| code).as_deref(),
+        Some("NoSuchChange")
+    );
+    assert_eq!(last(&t.lab, "GetChange").status, 404);
+
+    // Throttling: five requests a second for the whole account.
+    quiet().await;
+    let mut answers = Vec::new();
+    for _ in 0..10 {
+        answers.push(error(&once.get_change().id(&id).send().await));
+    }
+    let throttled = answers
+        .iter()
+        .filter(|a| **a == pair("Throttling", "Rate exceeded"))
+        .count();
+    assert!(throttled >= 4, "10 calls at once, 5 allowed: {answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.is_none() || *a == pair("Throttling", "Rate exceeded")),
+        "{answers:?}"
+    );
+    quiet().await;
+    once.get_change()
+        .id(&id)
+        .send()
+        .await
+        .expect("a second later the rate allows a call");
+
+    // InvalidChangeBatch, worded as AWS words it.
+    let current = r53
+        .list_resource_record_sets()
+        .hosted_zone_id(HOSTED_ZONE_ID)
+        .start_record_name(RECORD)
+        .start_record_type(RrType::Cname)
+        .max_items(1)
+        .send()
+        .await
+        .expect("the record");
+    let set = current.resource_record_sets()[0].clone();
+    let (ttl, value) = (
+        set.ttl().expect("ttl"),
+        set.resource_records()[0].value().to_owned(),
+    );
+    let refusals = [
+        (
+            vec![change(
+                ChangeAction::Delete,
+                rrset("gone.lab.internal", RrType::Cname, 30, &["x.example."]),
+            )],
+            "[Tried to delete resource record set [name='gone.lab.internal.', type='CNAME'] but it was not found]",
+        ),
+        (
+            vec![change(
+                ChangeAction::Delete,
+                rrset(RECORD, RrType::Cname, ttl, &["other.example."]),
+            )],
+            "[Tried to delete resource record set [name='valkey.lab.internal.', type='CNAME'] but the values provided do not match the current values]",
+        ),
+        (
+            vec![change(
+                ChangeAction::Create,
+                rrset(RECORD, RrType::Cname, ttl, &[&value]),
+            )],
+            "[Tried to create resource record set [name='valkey.lab.internal.', type='CNAME'] but it already exists]",
+        ),
+        (
+            vec![change(
+                ChangeAction::Create,
+                rrset("www.example.com", RrType::Cname, 30, &["x.example."]),
+            )],
+            "[RRSet with DNS name www.example.com. is not permitted in zone lab.internal.]",
+        ),
+        (
+            vec![change(
+                ChangeAction::Create,
+                rrset(
+                    "two.lab.internal",
+                    RrType::Cname,
+                    30,
+                    &["a.example.", "b.example."],
+                ),
+            )],
+            "[The request contains an invalid set of changes for a resource record set 'CNAME two.lab.internal.']",
+        ),
+    ];
+    for (changes, message) in refusals {
+        let refused = send(&r53, changes).await;
+        assert_eq!(error(&refused), pair("InvalidChangeBatch", message));
+        let call = last(&t.lab, "ChangeResourceRecordSets");
+        assert_eq!(call.status, 400);
+        let body = &call.http.expect("the exchange is logged").body;
+        assert!(body.contains("<Type>Sender</Type>"), "{body}");
+    }
+    let negative = send(
+        &r53,
+        vec![change(
+            ChangeAction::Upsert,
+            rrset("ttl.lab.internal", RrType::A, -1, &["127.0.0.1"]),
+        )],
+    )
+    .await;
+    assert_eq!(
+        error(&negative).map(|(code, _)| code).as_deref(),
+        Some("InvalidInput")
+    );
+
+    // Names come back with octal escapes: `*` as \052.
+    send(
+        &r53,
+        vec![change(
+            ChangeAction::Create,
+            rrset("*.w.lab.internal", RrType::A, 30, &["127.0.0.1"]),
+        )],
+    )
+    .await
+    .expect("a wildcard");
+    let listed = r53
+        .list_resource_record_sets()
+        .hosted_zone_id(HOSTED_ZONE_ID)
+        .start_record_name("*.w.lab.internal.")
+        .start_record_type(RrType::A)
+        .max_items(1)
+        .send()
+        .await
+        .expect("the wildcard");
+    assert_eq!(
+        listed.resource_record_sets()[0].name(),
+        "\\052.w.lab.internal."
+    );
+
+    let throttled_calls = t
+        .lab
+        .calls()
+        .iter()
+        .filter(|c| {
+            c.service == AwsService::Route53 && c.error_code.as_deref() == Some("Throttling")
+        })
+        .count();
+    assert!(throttled_calls >= 4);
+    t.lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route53_knobs_turn_rate_and_prior_request_off() {
+    let t = lab(|o| LabOptions {
+        route53_rate: None,
+        prior_request_window: Duration::ZERO,
+        ..o
+    })
+    .await;
+    let once = aws_sdk_route53::Client::new(&sdk(&t.lab, "us-east-1", false).await);
+    let lock = "_valkey-dr-lock.valkey.lab.internal.";
+    for i in 0..12 {
+        let value = format!("\"{i}\"");
+        send(
+            &once,
+            vec![change(
+                ChangeAction::Upsert,
+                rrset(lock, RrType::Txt, 30, &[&value]),
+            )],
+        )
+        .await
+        .expect("back-to-back changes, neither throttled nor refused");
+    }
+    t.lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lab_faults_still_work_under_the_strict_rules() {
+    use valkey_dr_lab::Fault;
+    let t = lab(|o| LabOptions {
+        describe_lag: Duration::from_millis(300),
+        ..o
+    })
+    .await;
+    let ec = aws_sdk_elasticache::Client::new(&sdk(&t.lab, DR_REGION, false).await);
+    let status = |name: &'static str| {
+        let ec = ec.clone();
+        async move {
+            ec.describe_serverless_caches()
+                .serverless_cache_name(name)
+                .send()
+                .await
+                .ok()
+                .and_then(|o| o.serverless_caches().first().cloned())
+        }
+    };
+
+    // provision-fail: create-failed, with no endpoint and no readable tags.
+    t.lab
+        .fault(Fault::ProvisionFail)
+        .await
+        .expect("provision-fail");
+    let failed = create(&ec, "will-fail").await;
+    let until = Instant::now() + DEADLINE;
+    let cache = loop {
+        if let Some(c) = status("will-fail").await
+            && c.status() == Some("create-failed")
+        {
+            break c;
+        }
+        assert!(Instant::now() < until, "never create-failed");
+        sleep(POLL).await;
+    };
+    assert!(cache.endpoint().is_none());
+    let tags = ec
+        .list_tags_for_resource()
+        .resource_name(failed.arn().expect("an ARN"))
+        .send()
+        .await;
+    assert_eq!(
+        error(&tags).map(|(code, _)| code).as_deref(),
+        Some("InvalidServerlessCacheStateFault")
+    );
+
+    // provision-stuck: creating for ever (well past the provision delay and the lag).
+    t.lab
+        .fault(Fault::ProvisionStuck)
+        .await
+        .expect("provision-stuck");
+    create(&ec, "will-stick").await;
+    sleep(Duration::from_secs(1)).await;
+    let stuck = status("will-stick").await.expect("visible after the lag");
+    assert_eq!(stuck.status(), Some("creating"));
+
+    // api-error and region-outage answer before any rule is looked at.
+    t.lab
+        .fault(Fault::ApiError {
+            service: AwsService::Elasticache,
+            action: "DescribeServerlessCaches".into(),
+            code: "Throttling".into(),
+            times: 1,
+        })
+        .await
+        .expect("api-error");
+    let listed = ec.describe_serverless_caches().max_results(1).send().await;
+    assert_eq!(error(&listed), pair("Throttling", "Rate exceeded"));
+    t.lab
+        .fault(Fault::RegionOutage {
+            region: DR_REGION.into(),
+        })
+        .await
+        .expect("region-outage");
+    let down = ec.describe_serverless_caches().send().await;
+    assert_eq!(
+        error(&down).map(|(code, _)| code).as_deref(),
+        Some("ServiceUnavailable")
+    );
+    assert_eq!(last(&t.lab, "DescribeServerlessCaches").status, 503);
+    t.lab.shutdown().await;
+}
