@@ -21,7 +21,7 @@ use crate::daemon;
 use crate::executor::api::{CacheApi as _, DnsApi as _};
 use crate::executor::sdk::{SdkCache, SdkDns};
 use crate::executor::{Entry, Journal, Step};
-use crate::failover::{self, Runner};
+use crate::failover::{self, Runner, Start};
 use crate::store;
 
 /// The watch a command acts on: the named one, or the only one.
@@ -98,30 +98,17 @@ pub async fn failover(config: &Config, w: &WatchConfig, yes: bool) -> i32 {
             return 1;
         }
     };
-    if state.served_by_dr {
-        eprintln!(
-            "error: the DR cache {} already serves {}: there is nowhere further to fail over to; fail back once the primary is healthy",
-            w.dr.cache_name, w.name
-        );
-        return 1;
-    }
-    let journal = match failover::load_journal(&config.agent.state_dir, &w.name) {
-        Ok(Some(j)) if j.unfinished() => {
+    let journal = match runner.start(config, w, state.served_by_dr, SystemTime::now()) {
+        Ok(Start::New(j)) => j,
+        Ok(Start::Resume(j)) => {
             eprintln!(
                 "resuming the unfinished failover {} from its journal",
                 j.plan.failover_id
             );
             j
         }
-        Ok(_) => match runner.begin(config, w, SystemTime::now()) {
-            Ok(j) => j,
-            Err(e) => {
-                eprintln!("error: cannot write the failover journal: {e}; nothing changed");
-                return 1;
-            }
-        },
         Err(e) => {
-            eprintln!("error: {:#}", anyhow::Error::from(e));
+            eprintln!("error: {e}; nothing changed");
             return 1;
         }
     };

@@ -31,7 +31,7 @@ use crate::config::{Config, WatchConfig};
 use crate::event::Event;
 use crate::executor::api::{CacheApi as _, CacheStatus};
 use crate::executor::{Entry, FailoverError, Journal, Outcome, Phase, Step};
-use crate::failover::{self, FailbackReport, Runner};
+use crate::failover::{self, FailbackReport, Runner, Start};
 use crate::notify::Notifier;
 use crate::plan;
 use crate::store::{self, StoreError};
@@ -863,13 +863,6 @@ impl WatchTask {
             Some(format!("a {} ({}) is already running", op.kind, op.id))
         } else if self.shutdown.is_cancelled() {
             Some("shutdown has begun: no failover is started now".to_owned())
-        } else if self.state.served_by_dr {
-            // There is no second DR target: the DR cache down means people decide (fail
-            // back to the primary, or rebuild).
-            Some(format!(
-                "the DR cache {} already serves the watch: there is nowhere further to fail over to; fail back once the primary is healthy",
-                self.watch_config().dr.cache_name
-            ))
         } else {
             None
         };
@@ -881,10 +874,20 @@ impl WatchTask {
         let runner = self.runner().await;
         // The journal is on disk before the state says "failing over": a crash in between
         // leaves a journal that the next start resumes.
-        match runner.begin(&self.config, self.watch_config(), now) {
-            Ok(journal) => Some((runner, journal)),
+        match runner.start(
+            &self.config,
+            self.watch_config(),
+            self.state.served_by_dr,
+            now,
+        ) {
+            Ok(Start::New(journal) | Start::Resume(journal)) => Some((runner, journal)),
+            Err(e) if self.state.served_by_dr => {
+                tracing::warn!(watch = %self.name, trigger, "{e}");
+                self.state.last_reasons = vec![e];
+                None
+            }
             Err(e) => {
-                let reason = format!("cannot write the failover journal: {e}; no failover started");
+                let reason = format!("{e}; no failover started");
                 self.metrics.failover_result(&self.name, "failed");
                 self.emit("failover_failed", vec![reason.clone()], None, None);
                 self.state.last_reasons = vec![reason];
@@ -899,6 +902,7 @@ impl WatchTask {
         self.apply(next, decisions, now, None, true);
         let id = journal.plan.failover_id.clone();
         let resumed = journal.runs > 0;
+        let trigger = if resumed { "resume" } else { trigger };
         self.emit_from(
             previous,
             "failover_started",

@@ -446,7 +446,15 @@ async fn create<C: CacheApi>(
         Err(e @ ApiError::AlreadyExists { .. }) => {
             let deadline = tokio::time::Instant::now() + timeout;
             match wait::settled_tags(cache, spec.name(), deadline, limits.polling()).await {
-                Ok((_, tags)) if tags.get(DRILL_TAG).map(String::as_str) == spec.tag(DRILL_TAG) => {
+                Ok(None) => (
+                    Created::Nothing,
+                    Err(format!(
+                        "{e}, yet DescribeServerlessCaches does not find it"
+                    )),
+                ),
+                Ok(Some((_, tags)))
+                    if tags.get(DRILL_TAG).map(String::as_str) == spec.tag(DRILL_TAG) =>
+                {
                     (
                         Created::Ours,
                         Ok("created by an earlier attempt whose answer was lost".into()),

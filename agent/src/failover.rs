@@ -51,6 +51,15 @@ pub fn compact_utc(t: SystemTime) -> String {
         .to_ascii_lowercase()
 }
 
+/// How a failover starts.
+#[derive(Debug)]
+pub enum Start {
+    /// A new failover, its journal on disk.
+    New(Journal),
+    /// An unfinished one, from its journal.
+    Resume(Journal),
+}
+
 /// Everything one watch's failover or failback needs: the DR region's ElastiCache, Route 53,
 /// and probes built from the watch's own settings.
 pub struct Runner {
@@ -116,33 +125,40 @@ impl Runner {
         }
     }
 
-    /// A fresh journal for a new failover of `w`, written to disk before anything else is
-    /// (the daemon persists "failing over" only after this).
-    pub fn begin(
+    /// The one way a failover starts, for the daemon and the CLI alike: refused while the DR
+    /// cache serves the watch (there is no second DR target: people decide), the unfinished
+    /// journal when there is one (it must be resumed, not forgotten), or a fresh journal,
+    /// written to disk before anything else is (the daemon persists "failing over" only
+    /// after this).
+    pub fn start(
         &self,
         config: &Config,
         w: &WatchConfig,
+        served_by_dr: bool,
         now: SystemTime,
-    ) -> Result<Journal, String> {
-        // The previous failover's journal is kept under `failovers/` for the record; an
-        // unfinished one is never replaced (it must be resumed, not forgotten).
+    ) -> Result<Start, String> {
+        if served_by_dr {
+            return Err(format!(
+                "the DR cache {} already serves the watch: there is nowhere further to fail over to; fail back once the primary is healthy",
+                w.dr.cache_name
+            ));
+        }
+        // The previous failover's journal is kept under `failovers/` for the record.
         match store::read_json::<Journal>(&self.journal) {
-            Ok(Some(previous)) if previous.unfinished() => {
-                return Err(format!(
-                    "failover {} is unfinished in {}; it resumes when the agent starts",
-                    previous.plan.failover_id,
-                    self.journal.display()
-                ));
-            }
+            Ok(Some(previous)) if previous.unfinished() => return Ok(Start::Resume(previous)),
             Ok(Some(previous)) => self.keep(&previous)?,
             Ok(None) => {}
             Err(e) => return Err(format!("{:#}", anyhow::Error::from(e))),
         }
         let id = new_failover_id(&config.agent.id, now);
         let journal = Journal::new(plan::executor_plan(config, w, &id));
-        store::write_json(&self.journal, &journal)
-            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
-        Ok(journal)
+        store::write_json(&self.journal, &journal).map_err(|e| {
+            format!(
+                "cannot write the failover journal: {:#}",
+                anyhow::Error::from(e)
+            )
+        })?;
+        Ok(Start::New(journal))
     }
 
     /// Runs (or resumes) the failover of `journal`.

@@ -34,16 +34,33 @@ struct TestLab {
     dir: tempfile::TempDir,
 }
 
+/// A lab with every strict AWS rule on (tests/FIDELITY.md).
 async fn lab() -> TestLab {
+    lab_with(|_| {}).await
+}
+
+/// A lab for tests that assert one call at a time: Describe's lag after a create, Route 53's
+/// request rate and PriorRequestNotComplete are off (their own suite is lab_fidelity; the
+/// executor's run below meets them all).
+async fn one_call_at_a_time() -> TestLab {
+    lab_with(|o| {
+        o.describe_lag = Duration::ZERO;
+        o.route53_rate = None;
+        o.prior_request_window = Duration::ZERO;
+    })
+    .await
+}
+
+async fn lab_with(adjust: impl FnOnce(&mut LabOptions)) -> TestLab {
     let dir = tempfile::tempdir().expect("tempdir");
-    let lab = Lab::start(LabOptions {
+    let mut options = LabOptions {
         seed: Some(11),
         provision_delay: Duration::from_millis(300),
         insync_delay: Duration::from_millis(500),
         ..LabOptions::new(dir.path())
-    })
-    .await
-    .expect("the lab starts");
+    };
+    adjust(&mut options);
+    let lab = Lab::start(options).await.expect("the lab starts");
     TestLab { lab, dir }
 }
 
@@ -182,7 +199,7 @@ async fn cache_calls_create_describe_and_tag() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_create_parameter_reaches_the_api() {
-    let t = lab().await;
+    let t = one_call_at_a_time().await;
     let (cache, _) = single_shot(&t.lab).await;
     // A stuck cache never starts a server: this test is about the request only.
     t.lab.fault(Fault::ProvisionStuck).await.unwrap();
@@ -240,20 +257,22 @@ async fn every_create_parameter_reaches_the_api() {
             "arn:aws:elasticache:us-west-2:123456789012:serverlesscachesnapshot:s1"
         ])
     );
+    assert_eq!(create.request["tags"]["app"], "sessions");
+    assert_eq!(create.request["tags"][FAILOVER_TAG], "fo-2");
+    // Stuck `creating`: AWS lists no tags yet, and the adapter says "not yet", which the
+    // executor waits out (issue 8, defect 3), rather than a permanent error.
     let info = cache.describe("full-input").await.unwrap().unwrap();
-    assert_eq!(
-        cache.tags(&info.arn).await.unwrap(),
-        BTreeMap::from([
-            ("app".to_owned(), "sessions".to_owned()),
-            (FAILOVER_TAG.to_owned(), "fo-2".to_owned()),
-        ])
+    let refused = cache.tags(&info.arn).await.unwrap_err();
+    assert!(
+        matches!(&refused, ApiError::NotReady { message, .. } if message.starts_with("InvalidServerlessCacheStateFault")),
+        "{refused:?}"
     );
     t.lab.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_calls_read_swap_and_wait_for_insync() {
-    let t = lab().await;
+    let t = one_call_at_a_time().await;
     let (_, dns) = single_shot(&t.lab).await;
     let info = t.lab.info().clone();
     let primary = &info.cache("app-sessions").unwrap().endpoint;

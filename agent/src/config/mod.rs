@@ -552,12 +552,13 @@ impl Validator<'_> {
 
     /// `dr.tags` against the rules `CreateServerlessCache` enforces, so that a bad tag fails
     /// at start-up instead of in the middle of an outage: keys of 1-128 and values of 0-256
-    /// characters from AWS's tag alphabet (letters, digits, white space and `_ . : / = + - @`),
-    /// no key in the reserved `aws:` prefix, and at most 50 tags on the cache counting the one
-    /// valkey-dr adds (the failover id, or the drill id).
+    /// characters, no key in the reserved `aws:` prefix, and at most 50 tags on the cache
+    /// counting the one valkey-dr adds (the failover id, or the drill id). The alphabet is the
+    /// strictest AWS documents for a serverless cache's tags (the CloudFormation schema:
+    /// ASCII letters, digits, spaces and `_ . : / = + - @`; tests/FIDELITY.md, E7).
     fn tags(&mut self, path: &[Seg], tags: &BTreeMap<String, String>) {
-        let allowed = |c: char| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c);
-        let alphabet = "letters, digits, spaces and _ . : / = + - @";
+        let allowed = |c: char| c.is_ascii_alphanumeric() || " _.:/=+-@".contains(c);
+        let alphabet = "ASCII letters, digits, spaces and _ . : / = + - @";
         if tags.len() > MAX_USER_TAGS {
             self.issue(
                 path,

@@ -251,6 +251,11 @@ fn dr_tags_are_checked_against_aws_rules_at_load() {
             "watch[0].dr.tags.app".to_owned(),
             "letters, digits",
         ),
+        (
+            "app = \"caf\u{e9}\"".to_owned(),
+            "watch[0].dr.tags.app".to_owned(),
+            "ASCII letters",
+        ),
     ] {
         let issues = issues(&with_tags(&tags));
         assert_eq!(issues.len(), 1, "{tags}: {issues:?}");

@@ -575,27 +575,24 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         }
         if delete_dr {
             let name = plan.cache.name().to_owned();
-            let exists = self
-                .retry(Step::Provision, || self.cache.describe(&name))
-                .await;
-            done.push(match exists {
-                Ok(None) => format!("{name} does not exist: nothing to delete"),
-                _ if switched => format!("{name} kept: the record points at it"),
-                _ => {
-                    // A cache still `creating` shows its tags only once it settles.
-                    let deadline = tokio::time::Instant::now() + plan.create_timeout;
-                    match wait::settled_tags(self.cache, &name, deadline, self.limits.polling())
-                        .await
-                    {
-                        Ok((_, tags)) if tags.get(FAILOVER_TAG) == Some(&plan.failover_id) => {
-                            match self.retry(Step::Provision, || self.cache.delete(&name)).await {
-                                Ok(()) => format!("deleting {name}"),
-                                Err(e) => return Err((journal, e)),
-                            }
+            // A cache just created may not show in Describe yet, and shows its tags only once
+            // it leaves `creating`: both are waited for, bounded.
+            let deadline = tokio::time::Instant::now() + plan.create_timeout;
+            done.push(if switched {
+                format!("{name} kept: the record points at it")
+            } else {
+                match wait::settled_tags(self.cache, &name, deadline, self.limits.polling()).await {
+                    Ok(None) => format!("{name} does not exist: nothing to delete"),
+                    Ok(Some((_, tags))) if tags.get(FAILOVER_TAG) == Some(&plan.failover_id) => {
+                        match self.retry(Step::Provision, || self.cache.delete(&name)).await {
+                            Ok(()) => format!("deleting {name}"),
+                            Err(e) => return Err((journal, e)),
                         }
-                        Ok(_) => format!("{name} kept: it is not this failover's"),
-                        Err(e) => format!("{name} kept: whose it is could not be read ({e}); delete it by hand if it is"),
                     }
+                    Ok(Some(_)) => format!("{name} kept: it is not this failover's"),
+                    Err(e) => format!(
+                        "{name} kept: whose it is could not be read ({e}); delete it by hand if it is"
+                    ),
                 }
             });
         }
@@ -867,13 +864,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 ..
             }) => {
                 let deadline = tokio::time::Instant::now() + j.plan.create_timeout;
-                let (found, tags) =
-                    wait::settled_tags(self.cache, &name, deadline, self.limits.polling())
-                        .await
-                        .map_err(|source| FailoverError::Api {
-                            step: "provision",
-                            source,
-                        })?;
+                let (found, tags) = self.settled(&name, deadline).await?;
                 self.adopt_tagged(j, found, tags).await
             }
             Err(e) => Err(e),
@@ -885,14 +876,31 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         // a resumed run finds its own cache in that state, so it waits, bounded by the build's
         // own timeout.
         let deadline = tokio::time::Instant::now() + j.plan.create_timeout;
-        let (found, tags) =
-            wait::settled_tags(self.cache, &found.name, deadline, self.limits.polling())
-                .await
-                .map_err(|source| FailoverError::Api {
-                    step: "provision",
-                    source,
-                })?;
+        let (found, tags) = self.settled(&found.name, deadline).await?;
         self.adopt_tagged(j, found, tags).await
+    }
+
+    /// [`wait::settled_tags`] for the provision step: a cache that Describe stops finding is
+    /// gone (deleted meanwhile), which stops the failover before the record is touched.
+    async fn settled(
+        &self,
+        name: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(CacheInfo, BTreeMap<String, String>), FailoverError> {
+        match wait::settled_tags(self.cache, name, deadline, self.limits.polling()).await {
+            Ok(Some(settled)) => Ok(settled),
+            Ok(None) => Err(FailoverError::Verify {
+                step: "provision",
+                message: format!(
+                    "{name} exists (CreateServerlessCache said so) but DescribeServerlessCaches has not found it for {}",
+                    humantime::format_duration(self.limits.not_found_grace)
+                ),
+            }),
+            Err(source) => Err(FailoverError::Api {
+                step: "provision",
+                source,
+            }),
+        }
     }
 
     async fn adopt_tagged(

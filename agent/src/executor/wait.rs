@@ -123,23 +123,25 @@ pub async fn until_available<C: CacheApi>(
     }
 }
 
-/// The cache `name` and its tags, waiting (bounded by `deadline`) while Describe does not
-/// show it yet, while it is in a state that refuses `ListTagsForResource`, and through
-/// transient errors.
+/// The cache `name` and its tags, waiting (bounded by `deadline`) while it is in a state that
+/// refuses `ListTagsForResource`, and through transient errors. `None` when Describe has not
+/// found it for the whole grace period (a cache just created may not show at first).
 pub async fn settled_tags<C: CacheApi>(
     cache: &C,
     name: &str,
     deadline: Instant,
     polling: Polling,
-) -> Result<(CacheInfo, BTreeMap<String, String>), ApiError> {
+) -> Result<Option<(CacheInfo, BTreeMap<String, String>)>, ApiError> {
+    let started = Instant::now();
     let mut delay = polling.every;
     loop {
         let last = match cache.describe(name).await {
             Ok(Some(info)) => match cache.tags(&info.arn).await {
-                Ok(tags) => return Ok((info, tags)),
+                Ok(tags) => return Ok(Some((info, tags))),
                 Err(e @ (ApiError::NotReady { .. } | ApiError::Transient { .. })) => e,
                 Err(e) => return Err(e),
             },
+            Ok(None) if started.elapsed() >= polling.not_found_grace => return Ok(None),
             Ok(None) => ApiError::Transient {
                 call: "elasticache:DescribeServerlessCaches".into(),
                 message: format!("{name} not found yet (eventual consistency)"),
