@@ -694,6 +694,138 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::time::Instant;
 
+    fn args(words: &[&str]) -> Vec<Vec<u8>> {
+        words.iter().map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn commands_parse_whole_or_not_at_all() {
+        let auth = b"*3\r\n$4\r\nAUTH\r\n$5\r\nprobe\r\n$3\r\ntok\r\n";
+        for cut in 0..auth.len() {
+            assert_eq!(
+                parse_unauthenticated(&auth[..cut]),
+                Parsed::Incomplete,
+                "{cut}"
+            );
+        }
+        let mut pipelined = auth.to_vec();
+        pipelined.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(
+            parse_unauthenticated(&pipelined),
+            Parsed::Command(args(&["AUTH", "probe", "tok"]), auth.len())
+        );
+        assert_eq!(
+            parse_unauthenticated(b"PING\r\nGET k\r\n"),
+            Parsed::Command(args(&["PING"]), 6)
+        );
+        assert_eq!(
+            parse_unauthenticated(b"*0\r\n"),
+            Parsed::Command(Vec::new(), 4)
+        );
+    }
+
+    #[test]
+    fn unauthenticated_limits_are_valkeys() {
+        assert_eq!(
+            parse_unauthenticated(b"*11\r\n"),
+            Parsed::Error("Protocol error: unauthenticated multibulk length")
+        );
+        assert_eq!(
+            parse_unauthenticated(b"*1\r\n$16385\r\n"),
+            Parsed::Error("Protocol error: unauthenticated bulk length")
+        );
+        assert_eq!(
+            parse_unauthenticated(b"*1\r\n+PING\r\n"),
+            Parsed::Error("Protocol error: expected '$'")
+        );
+        assert_eq!(
+            parse_unauthenticated(b"*x\r\n"),
+            Parsed::Error("Protocol error: invalid multibulk length")
+        );
+        let long = vec![b'A'; MAX_INLINE + 1];
+        assert_eq!(
+            parse_unauthenticated(&long),
+            Parsed::Error("Protocol error: too big inline request")
+        );
+    }
+
+    fn iam() -> IamAuth {
+        IamAuth {
+            cache_name: "app-sessions".into(),
+            region: "us-east-1".into(),
+            user: "probe".into(),
+        }
+    }
+
+    fn refused(gate: Gate) -> &'static [u8] {
+        match gate {
+            Gate::Refuse(reply) => reply,
+            Gate::Admit { .. } => panic!("admitted"),
+        }
+    }
+
+    #[test]
+    fn auth_and_hello_are_refused_as_valkey_refuses_them() {
+        let iam = iam();
+        assert_eq!(
+            refused(auth_command(&iam, &args(&["AUTH", "pw"]))),
+            WRONGPASS
+        );
+        assert_eq!(
+            refused(auth_command(&iam, &args(&["AUTH", "probe", "not-a-token"]))),
+            WRONGPASS
+        );
+        assert_eq!(
+            refused(auth_command(&iam, &args(&["AUTH"]))),
+            b"-ERR wrong number of arguments for 'auth' command\r\n"
+        );
+        assert_eq!(
+            refused(hello_command(&iam, &args(&["HELLO", "3"]))),
+            NOAUTH_HELLO
+        );
+        assert_eq!(
+            refused(hello_command(
+                &iam,
+                &args(&["HELLO", "4", "AUTH", "probe", "t"])
+            )),
+            b"-NOPROTO unsupported protocol version\r\n"
+        );
+        assert_eq!(
+            refused(hello_command(
+                &iam,
+                &args(&["HELLO", "3", "AUTH", "probe", "t"])
+            )),
+            WRONGPASS
+        );
+        assert_eq!(
+            refused(hello_command(&iam, &args(&["HELLO", "3", "AUTH", "probe"]))),
+            b"-ERR Syntax error in HELLO option\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_gate_answers_and_forwards_nothing_before_auth() {
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let iam = iam();
+        let gate = tokio::spawn(async move { authenticate(&iam, &mut server).await });
+        client
+            .write_all(b"PING\r\n*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n")
+            .await
+            .unwrap();
+        let mut reply = vec![0u8; NOAUTH.len() + WRONGPASS.len()];
+        timeout(Duration::from_secs(5), client.read_exact(&mut reply))
+            .await
+            .expect("replies in time")
+            .unwrap();
+        assert_eq!(reply, [NOAUTH, WRONGPASS].concat());
+        client.write_all(b"QUIT\r\n").await.unwrap();
+        let end = timeout(Duration::from_secs(5), gate)
+            .await
+            .expect("gate ends")
+            .unwrap();
+        assert!(matches!(end, Err(GateEnd::Quit)), "{end:?}");
+    }
+
     #[tokio::test]
     async fn faulty_reads_pass_through_then_delay_then_stall() {
         let (client, server) = tokio::io::duplex(1024);
