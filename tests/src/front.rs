@@ -527,11 +527,16 @@ fn parse_unauthenticated(buf: &[u8]) -> Parsed {
 
 /// The digits after a `*` or `$` at `at`, and where the next line starts.
 fn header_line(buf: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, &'static str> {
+    let too_big = if buf[at] == b'*' {
+        "Protocol error: too big mbulk count string"
+    } else {
+        "Protocol error: too big bulk count string"
+    };
     let rest = &buf[at + 1..];
     match rest.windows(2).position(|w| w == b"\r\n") {
         Some(end) if end <= MAX_INLINE => Ok(Some((&rest[..end], at + 1 + end + 2))),
-        Some(_) => Err("Protocol error: too big count string"),
-        None if rest.len() > MAX_INLINE => Err("Protocol error: too big count string"),
+        Some(_) => Err(too_big),
+        None if rest.len() > MAX_INLINE => Err(too_big),
         None => Ok(None),
     }
 }

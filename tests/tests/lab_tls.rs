@@ -409,3 +409,52 @@ async fn an_iam_lab_refuses_a_password_too() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_created_through_the_api_requires_tokens_for_itself() {
+    use aws_config::{BehaviorVersion, Region};
+    use valkey_dr_lab::config::{DR_CACHE, DR_REGION};
+
+    let lab = TestLab::start_with(|o| {
+        o.iam_user = Some("probe".into());
+        o.provision_delay = Duration::from_millis(200);
+    })
+    .await;
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(DR_REGION))
+        .endpoint_url(&lab.lab.info().aws_endpoint)
+        .credentials_provider(lab_credentials(None))
+        .load()
+        .await;
+    aws_sdk_elasticache::Client::new(&sdk)
+        .create_serverless_cache()
+        .serverless_cache_name(DR_CACHE)
+        .engine("valkey")
+        .major_engine_version("8")
+        .subnet_ids("subnet-lab0001")
+        .subnet_ids("subnet-lab0002")
+        .security_group_ids("sg-lab0001")
+        .send()
+        .await
+        .expect("CreateServerlessCache");
+    let created = support::wait_until(Duration::from_secs(20), || async {
+        lab.lab.current_info().cache(DR_CACHE).is_some()
+    })
+    .await;
+    assert!(created, "the DR cache came up");
+    let dr = lab.lab.current_info().cache(DR_CACHE).unwrap().clone();
+
+    let mut stream = connect(&lab, &dr).await;
+    // What an agent that signs for the primary sends to the DR cache (issue 8, item 4).
+    let for_primary = token(PRIMARY_CACHE, "probe", PRIMARY_REGION, SystemTime::now());
+    assert_eq!(
+        call(&mut stream, &["AUTH", "probe", &for_primary]).await,
+        WRONGPASS
+    );
+    let for_dr = token(DR_CACHE, "probe", DR_REGION, SystemTime::now());
+    assert_eq!(
+        call(&mut stream, &["AUTH", "probe", &for_dr]).await,
+        b"+OK\r\n"
+    );
+    assert_eq!(call(&mut stream, &["PING"]).await, b"+PONG\r\n");
+}
