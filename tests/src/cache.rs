@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::front::Front;
+use crate::iam::IamAuth;
 use crate::valkey::ValkeySpec;
 use crate::{CacheInfo, LabError};
 
@@ -45,6 +46,32 @@ struct ProcessState {
     paused: bool,
 }
 
+/// How clients must authenticate to one cache: what its TLS front enforces before it
+/// forwards anything to the valkey-server behind it.
+///
+/// The default is what the lab-wide options give ([`crate::LabOptions::iam_user`]);
+/// [`crate::Lab::add_cache_with`] (and, for the emulated `CreateServerlessCache`,
+/// `Shared::add_cache_with`) sets it per cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CacheAuth {
+    /// `Some(user)`: the cache uses IAM auth, as a serverless cache whose user group holds an
+    /// IAM-enabled user does. The front accepts only `AUTH <user> <token>` or `HELLO <ver> AUTH
+    /// <user> <token>` with a token presigned for this cache, its region and this user with the
+    /// lab's credentials; anything else gets Valkey's `NOAUTH` or `WRONGPASS`. `None` (the
+    /// default): the front forwards everything, and only the server's password (if the lab has
+    /// one) applies.
+    pub iam_user: Option<String>,
+}
+
+impl CacheAuth {
+    /// IAM auth for `user`.
+    pub fn iam(user: impl Into<String>) -> Self {
+        Self {
+            iam_user: Some(user.into()),
+        }
+    }
+}
+
 /// One cache of the lab.
 pub(crate) struct Cache {
     pub(crate) info: CacheInfo,
@@ -66,15 +93,22 @@ impl Cache {
         info: CacheInfo,
         spec: ValkeySpec,
         tls: Arc<rustls::ServerConfig>,
+        auth: &CacheAuth,
         listener: tokio::net::TcpListener,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Result<Arc<Self>, LabError> {
+        let iam = auth.iam_user.as_ref().map(|user| IamAuth {
+            cache_name: info.name.clone(),
+            region: info.region.clone(),
+            user: user.clone(),
+        });
         let front = Front::new(
             &info.name,
             info.address,
             tls,
             spec.socket.clone(),
+            iam,
             cancel.clone(),
             tracker.clone(),
         );

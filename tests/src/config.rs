@@ -32,6 +32,8 @@ pub(crate) struct AgentConfig<'a> {
     pub(crate) timeout: Duration,
     pub(crate) ca_file: &'a Path,
     pub(crate) password_env: Option<&'a str>,
+    /// The IAM user the lab's caches require tokens for: the probe then signs them.
+    pub(crate) iam_user: Option<&'a str>,
     /// The lab's AWS endpoint; the agent's SDK clients talk to it instead of AWS.
     pub(crate) aws_endpoint: &'a str,
 }
@@ -116,6 +118,9 @@ tls_server_name = "endpoint"
         if let Some(var) = self.password_env {
             let _ = writeln!(out, "password_env = {}", quote(var));
         }
+        if let Some(user) = self.iam_user {
+            let _ = writeln!(out, "username = {}\niam_auth = true", quote(user));
+        }
         let _ = write!(
             out,
             r#"
@@ -155,6 +160,7 @@ mod tests {
             timeout: Duration::from_millis(500),
             ca_file: ca,
             password_env,
+            iam_user: None,
             aws_endpoint: "http://127.0.0.1:7000",
         }
     }
@@ -201,5 +207,22 @@ mod tests {
         assert_eq!(probe["ca_file"].as_str(), Some(&*ca.to_string_lossy()));
         assert_eq!(probe["password_env"].as_str(), Some("MY_PASS"));
         assert!(text.contains("tls_server_name = \"endpoint\"\npassword_env = \"MY_PASS\"\n"));
+    }
+
+    #[test]
+    fn an_iam_user_makes_the_probe_sign_tokens() {
+        let dir = Path::new("/tmp/lab");
+        let ca = dir.join("ca.pem");
+        let text = AgentConfig {
+            iam_user: Some("probe"),
+            ..config(dir, &ca, None)
+        }
+        .render();
+        let parsed: toml::Table = toml::from_str(&text).unwrap();
+        let probe = &parsed["watch"].as_array().unwrap()[0]["probe"];
+        assert_eq!(probe["username"].as_str(), Some("probe"));
+        assert_eq!(probe["iam_auth"].as_bool(), Some(true));
+        assert!(probe.get("password_env").is_none());
+        assert!(!config(dir, &ca, None).render().contains("iam_auth"));
     }
 }

@@ -6,6 +6,12 @@
 //! server's unix socket. Network faults live here, because that is where a real network would
 //! misbehave: latency and blackholes act on every forwarded chunk, and a dead node's address
 //! refuses connections because the listener is closed.
+//!
+//! A cache that uses IAM auth is gated here too, as ElastiCache gates it: until the client has
+//! sent `AUTH <user> <token>` (or `HELLO <ver> AUTH <user> <token>`) with a token that
+//! verifies, the front answers every command itself, exactly as Valkey would, and forwards
+//! nothing. The backend knows nothing of IAM, so a valid `AUTH` is answered here and a valid
+//! `HELLO` is forwarded without its `AUTH` part.
 
 use std::future::Future;
 use std::io;
@@ -16,7 +22,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixStream};
 use tokio::sync::{Mutex, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -27,6 +33,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::LabError;
+use crate::iam::IamAuth;
 
 /// A client that has not finished its handshake by then is not coming back.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +47,23 @@ const BLACKHOLE_RECHECK: Duration = Duration::from_millis(20);
 const CHUNK: usize = 16 * 1024;
 /// After `kill`, the old listener's address may linger briefly; `clear` retries this long.
 const REBIND_TIMEOUT: Duration = Duration::from_secs(5);
+/// An IAM cache drops a client that has not authenticated within this long: the gate must
+/// not hold a connection (and a task) for ever.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// Valkey's own limits on an unauthenticated client: more than 10 arguments, or an argument
+/// over 16 KiB, is a protocol error and the connection is closed.
+const UNAUTH_MAX_ARGS: i64 = 10;
+const UNAUTH_MAX_BULK: i64 = 16 * 1024;
+/// Valkey's limit on an inline command or a `*`/`$` header line.
+const MAX_INLINE: usize = 64 * 1024;
+/// Refused commands a client may send before the front gives up on it.
+const UNAUTH_MAX_COMMANDS: usize = 64;
+
+/// Replies to unauthenticated clients, byte for byte what Valkey (and so ElastiCache) sends.
+pub(crate) const WRONGPASS: &[u8] =
+    b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+pub(crate) const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
+const NOAUTH_HELLO: &[u8] = b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n";
 
 /// The network faults of one front.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,6 +95,8 @@ pub(crate) struct Front {
     acceptor: TlsAcceptor,
     /// The valkey-server unix socket every connection is proxied to.
     backend: PathBuf,
+    /// `Some` when the cache uses IAM auth: nothing is forwarded before a valid token.
+    iam: Option<IamAuth>,
     faults: watch::Sender<NetFaults>,
     /// `None` while the front is closed (its server was killed): connects are then refused.
     listening: Mutex<Option<Listening>>,
@@ -85,6 +111,7 @@ impl Front {
         addr: SocketAddr,
         config: Arc<rustls::ServerConfig>,
         backend: PathBuf,
+        iam: Option<IamAuth>,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Arc<Self> {
@@ -93,6 +120,7 @@ impl Front {
             addr,
             acceptor: TlsAcceptor::from(config),
             backend,
+            iam,
             faults: watch::Sender::new(NetFaults::default()),
             listening: Mutex::new(None),
             cancel,
@@ -223,6 +251,23 @@ impl Front {
                 return;
             }
         };
+        let mut tls = tls;
+        // What the backend must receive before the proxy starts: a rewritten HELLO and
+        // whatever the client pipelined behind its AUTH.
+        let mut preamble = Vec::new();
+        if let Some(iam) = &self.iam {
+            match timeout(AUTH_TIMEOUT, authenticate(iam, &mut tls)).await {
+                Ok(Ok(admitted)) => preamble = admitted,
+                Ok(Err(end)) => {
+                    debug!(cache = %self.cache, %peer, "unauthenticated connection ended: {end}");
+                    return;
+                }
+                Err(_) => {
+                    debug!(cache = %self.cache, %peer, "client did not authenticate in time");
+                    return;
+                }
+            }
+        }
         let backend =
             match timeout(BACKEND_CONNECT_TIMEOUT, UnixStream::connect(&self.backend)).await {
                 Ok(Ok(stream)) => stream,
@@ -235,12 +280,298 @@ impl Front {
                     return;
                 }
             };
-        let mut tls = tls;
         let mut backend = Faulty::new(backend, faults);
+        if !preamble.is_empty()
+            && let Err(e) = backend.write_all(&preamble).await
+        {
+            debug!(cache = %self.cache, error = %e, "valkey socket closed");
+            return;
+        }
         if let Err(e) = tokio::io::copy_bidirectional(&mut tls, &mut backend).await {
             debug!(cache = %self.cache, %peer, error = %e, "connection ended");
         }
     }
+}
+
+/// Why an unauthenticated connection ended without reaching the backend.
+#[derive(Debug, thiserror::Error)]
+enum GateEnd {
+    #[error("the client closed the connection")]
+    Closed,
+    #[error("the client sent QUIT")]
+    Quit,
+    #[error("protocol error: {0}")]
+    Protocol(&'static str),
+    #[error("{UNAUTH_MAX_COMMANDS} commands without authenticating")]
+    TooManyCommands,
+    #[error("I/O error")]
+    Io(#[source] io::Error),
+}
+
+/// One step of parsing the client's buffered bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed {
+    /// More bytes are needed.
+    Incomplete,
+    /// A command (possibly empty, which Valkey ignores) and the bytes it took.
+    Command(Vec<Vec<u8>>, usize),
+    /// The error Valkey replies with before it closes the connection.
+    Error(&'static str),
+}
+
+/// Reads the client's commands until one authenticates it, answering the others as Valkey
+/// does. Returns the bytes the backend must get first: the authenticating command rewritten
+/// (HELLO without AUTH) or nothing (AUTH), then anything pipelined after it.
+async fn authenticate<S>(iam: &IamAuth, client: &mut S) -> Result<Vec<u8>, GateEnd>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::new();
+    let mut refused = 0;
+    loop {
+        let (args, used) = match parse_unauthenticated(&buf) {
+            Parsed::Command(args, used) => (args, used),
+            Parsed::Error(message) => {
+                let reply = format!("-ERR {message}\r\n");
+                let _ = reply_to(client, reply.as_bytes()).await;
+                return Err(GateEnd::Protocol(message));
+            }
+            Parsed::Incomplete => {
+                let mut chunk = [0u8; 4096];
+                let n = client.read(&mut chunk).await.map_err(GateEnd::Io)?;
+                if n == 0 {
+                    return Err(GateEnd::Closed);
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                continue;
+            }
+        };
+        buf.drain(..used);
+        let Some(name) = args.first() else { continue };
+        let outcome = match name.to_ascii_lowercase().as_slice() {
+            b"auth" => auth_command(iam, &args),
+            b"hello" => hello_command(iam, &args),
+            b"quit" => {
+                let _ = reply_to(client, b"+OK\r\n").await;
+                return Err(GateEnd::Quit);
+            }
+            _ => Gate::Refuse(NOAUTH),
+        };
+        match outcome {
+            Gate::Refuse(reply) => {
+                reply_to(client, reply).await?;
+                refused += 1;
+                if refused >= UNAUTH_MAX_COMMANDS {
+                    return Err(GateEnd::TooManyCommands);
+                }
+            }
+            Gate::Admit { reply, forward } => {
+                if let Some(reply) = reply {
+                    reply_to(client, reply).await?;
+                }
+                let mut preamble = forward;
+                preamble.extend_from_slice(&buf);
+                return Ok(preamble);
+            }
+        }
+    }
+}
+
+/// What the gate does with one command.
+enum Gate {
+    /// Answer this and forward nothing.
+    Refuse(&'static [u8]),
+    /// Authenticated: answer `reply` (if any), then send `forward` to the backend.
+    Admit {
+        reply: Option<&'static [u8]>,
+        forward: Vec<u8>,
+    },
+}
+
+fn auth_command(iam: &IamAuth, args: &[Vec<u8>]) -> Gate {
+    match args {
+        // `AUTH <password>` is the default user, which an IAM-only cache does not enable.
+        [_, _] => Gate::Refuse(WRONGPASS),
+        [_, user, token] => match iam.verify(user, token, std::time::SystemTime::now()) {
+            Ok(()) => Gate::Admit {
+                reply: Some(b"+OK\r\n"),
+                forward: Vec::new(),
+            },
+            Err(why) => {
+                debug!(cache = %iam.cache_name, "IAM token refused: {why}");
+                Gate::Refuse(WRONGPASS)
+            }
+        },
+        [_] => Gate::Refuse(b"-ERR wrong number of arguments for 'auth' command\r\n"),
+        _ => Gate::Refuse(b"-ERR syntax error\r\n"),
+    }
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`, checked in Valkey's order: version,
+/// options, credentials.
+fn hello_command(iam: &IamAuth, args: &[Vec<u8>]) -> Gate {
+    let Some(version) = args.get(1) else {
+        return Gate::Refuse(NOAUTH_HELLO);
+    };
+    match std::str::from_utf8(version)
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        None => {
+            return Gate::Refuse(b"-ERR Protocol version is not an integer or out of range\r\n");
+        }
+        Some(2 | 3) => {}
+        Some(_) => return Gate::Refuse(b"-NOPROTO unsupported protocol version\r\n"),
+    }
+    let mut credentials = None;
+    let mut setname = None;
+    let mut i = 2;
+    while i < args.len() {
+        let more = args.len() - i - 1;
+        match args[i].to_ascii_lowercase().as_slice() {
+            b"auth" if more >= 2 => {
+                credentials = Some((&args[i + 1], &args[i + 2]));
+                i += 3;
+            }
+            b"setname" if more >= 1 => {
+                setname = Some(&args[i + 1]);
+                i += 2;
+            }
+            // Valkey names the option in this error; a fixed text keeps client bytes out
+            // of replies, and no probe sends an unknown option.
+            _ => return Gate::Refuse(b"-ERR Syntax error in HELLO option\r\n"),
+        }
+    }
+    let Some((user, token)) = credentials else {
+        return Gate::Refuse(NOAUTH_HELLO);
+    };
+    if let Err(why) = iam.verify(user, token, std::time::SystemTime::now()) {
+        debug!(cache = %iam.cache_name, "IAM token refused: {why}");
+        return Gate::Refuse(WRONGPASS);
+    }
+    let mut forward: Vec<&[u8]> = vec![b"HELLO", version];
+    if let Some(name) = setname {
+        forward.extend([b"SETNAME".as_slice(), name]);
+    }
+    Gate::Admit {
+        reply: None,
+        forward: encode_command(&forward),
+    }
+}
+
+/// A command as a RESP array of bulk strings.
+fn encode_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+async fn reply_to<S: AsyncWrite + Unpin>(client: &mut S, reply: &[u8]) -> Result<(), GateEnd> {
+    client.write_all(reply).await.map_err(GateEnd::Io)?;
+    client.flush().await.map_err(GateEnd::Io)
+}
+
+/// Parses one command from the front of `buf`, with Valkey's limits for a client that has
+/// not authenticated.
+fn parse_unauthenticated(buf: &[u8]) -> Parsed {
+    let Some(&first) = buf.first() else {
+        return Parsed::Incomplete;
+    };
+    if first != b'*' {
+        return parse_inline(buf);
+    }
+    let (count, mut pos) = match header_line(buf, 0) {
+        Ok(Some(found)) => found,
+        Ok(None) => return Parsed::Incomplete,
+        Err(message) => return Parsed::Error(message),
+    };
+    let Some(count) = parse_int(count) else {
+        return Parsed::Error("Protocol error: invalid multibulk length");
+    };
+    if count > UNAUTH_MAX_ARGS {
+        return Parsed::Error("Protocol error: unauthenticated multibulk length");
+    }
+    let mut args = Vec::new();
+    for _ in 0..count.max(0) {
+        match buf.get(pos) {
+            None => return Parsed::Incomplete,
+            Some(b'$') => {}
+            Some(_) => return Parsed::Error("Protocol error: expected '$'"),
+        }
+        let (len, start) = match header_line(buf, pos) {
+            Ok(Some(found)) => found,
+            Ok(None) => return Parsed::Incomplete,
+            Err(message) => return Parsed::Error(message),
+        };
+        let len = match parse_int(len) {
+            Some(len) if (0..=UNAUTH_MAX_BULK).contains(&len) => len as usize,
+            Some(_) => return Parsed::Error("Protocol error: unauthenticated bulk length"),
+            None => return Parsed::Error("Protocol error: invalid bulk length"),
+        };
+        let end = start + len;
+        if buf.len() < end + 2 {
+            return Parsed::Incomplete;
+        }
+        if &buf[end..end + 2] != b"\r\n" {
+            return Parsed::Error("Protocol error: bulk string not followed by CRLF");
+        }
+        args.push(buf[start..end].to_vec());
+        pos = end + 2;
+    }
+    Parsed::Command(args, pos)
+}
+
+/// The digits after a `*` or `$` at `at`, and where the next line starts.
+fn header_line(buf: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, &'static str> {
+    let too_big = if buf[at] == b'*' {
+        "Protocol error: too big mbulk count string"
+    } else {
+        "Protocol error: too big bulk count string"
+    };
+    let rest = &buf[at + 1..];
+    match rest.windows(2).position(|w| w == b"\r\n") {
+        Some(end) if end <= MAX_INLINE => Ok(Some((&rest[..end], at + 1 + end + 2))),
+        Some(_) => Err(too_big),
+        None if rest.len() > MAX_INLINE => Err(too_big),
+        None => Ok(None),
+    }
+}
+
+/// A telnet-style command line (`PING\r\n`).
+fn parse_inline(buf: &[u8]) -> Parsed {
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        return if buf.len() > MAX_INLINE {
+            Parsed::Error("Protocol error: too big inline request")
+        } else {
+            Parsed::Incomplete
+        };
+    };
+    if end > MAX_INLINE {
+        return Parsed::Error("Protocol error: too big inline request");
+    }
+    let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
+    let args: Vec<Vec<u8>> = line
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|word| !word.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    if args.len() as i64 > UNAUTH_MAX_ARGS {
+        return Parsed::Error("Protocol error: unauthenticated multibulk length");
+    }
+    Parsed::Command(args, end + 1)
+}
+
+fn parse_int(digits: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(digits).ok()?;
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    if unsigned.is_empty() || unsigned.len() > 18 || !unsigned.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
 }
 
 /// Holds a blackholed connection open without answering, until the client gives up or
@@ -367,6 +698,138 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
     use tokio::time::Instant;
+
+    fn args(words: &[&str]) -> Vec<Vec<u8>> {
+        words.iter().map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn commands_parse_whole_or_not_at_all() {
+        let auth = b"*3\r\n$4\r\nAUTH\r\n$5\r\nprobe\r\n$3\r\ntok\r\n";
+        for cut in 0..auth.len() {
+            assert_eq!(
+                parse_unauthenticated(&auth[..cut]),
+                Parsed::Incomplete,
+                "{cut}"
+            );
+        }
+        let mut pipelined = auth.to_vec();
+        pipelined.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
+        assert_eq!(
+            parse_unauthenticated(&pipelined),
+            Parsed::Command(args(&["AUTH", "probe", "tok"]), auth.len())
+        );
+        assert_eq!(
+            parse_unauthenticated(b"PING\r\nGET k\r\n"),
+            Parsed::Command(args(&["PING"]), 6)
+        );
+        assert_eq!(
+            parse_unauthenticated(b"*0\r\n"),
+            Parsed::Command(Vec::new(), 4)
+        );
+    }
+
+    #[test]
+    fn unauthenticated_limits_are_valkeys() {
+        assert_eq!(
+            parse_unauthenticated(b"*11\r\n"),
+            Parsed::Error("Protocol error: unauthenticated multibulk length")
+        );
+        assert_eq!(
+            parse_unauthenticated(b"*1\r\n$16385\r\n"),
+            Parsed::Error("Protocol error: unauthenticated bulk length")
+        );
+        assert_eq!(
+            parse_unauthenticated(b"*1\r\n+PING\r\n"),
+            Parsed::Error("Protocol error: expected '$'")
+        );
+        assert_eq!(
+            parse_unauthenticated(b"*x\r\n"),
+            Parsed::Error("Protocol error: invalid multibulk length")
+        );
+        let long = vec![b'A'; MAX_INLINE + 1];
+        assert_eq!(
+            parse_unauthenticated(&long),
+            Parsed::Error("Protocol error: too big inline request")
+        );
+    }
+
+    fn iam() -> IamAuth {
+        IamAuth {
+            cache_name: "app-sessions".into(),
+            region: "us-east-1".into(),
+            user: "probe".into(),
+        }
+    }
+
+    fn refused(gate: Gate) -> &'static [u8] {
+        match gate {
+            Gate::Refuse(reply) => reply,
+            Gate::Admit { .. } => panic!("admitted"),
+        }
+    }
+
+    #[test]
+    fn auth_and_hello_are_refused_as_valkey_refuses_them() {
+        let iam = iam();
+        assert_eq!(
+            refused(auth_command(&iam, &args(&["AUTH", "pw"]))),
+            WRONGPASS
+        );
+        assert_eq!(
+            refused(auth_command(&iam, &args(&["AUTH", "probe", "not-a-token"]))),
+            WRONGPASS
+        );
+        assert_eq!(
+            refused(auth_command(&iam, &args(&["AUTH"]))),
+            b"-ERR wrong number of arguments for 'auth' command\r\n"
+        );
+        assert_eq!(
+            refused(hello_command(&iam, &args(&["HELLO", "3"]))),
+            NOAUTH_HELLO
+        );
+        assert_eq!(
+            refused(hello_command(
+                &iam,
+                &args(&["HELLO", "4", "AUTH", "probe", "t"])
+            )),
+            b"-NOPROTO unsupported protocol version\r\n"
+        );
+        assert_eq!(
+            refused(hello_command(
+                &iam,
+                &args(&["HELLO", "3", "AUTH", "probe", "t"])
+            )),
+            WRONGPASS
+        );
+        assert_eq!(
+            refused(hello_command(&iam, &args(&["HELLO", "3", "AUTH", "probe"]))),
+            b"-ERR Syntax error in HELLO option\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_gate_answers_and_forwards_nothing_before_auth() {
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let iam = iam();
+        let gate = tokio::spawn(async move { authenticate(&iam, &mut server).await });
+        client
+            .write_all(b"PING\r\n*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n")
+            .await
+            .unwrap();
+        let mut reply = vec![0u8; NOAUTH.len() + WRONGPASS.len()];
+        timeout(Duration::from_secs(5), client.read_exact(&mut reply))
+            .await
+            .expect("replies in time")
+            .unwrap();
+        assert_eq!(reply, [NOAUTH, WRONGPASS].concat());
+        client.write_all(b"QUIT\r\n").await.unwrap();
+        let end = timeout(Duration::from_secs(5), gate)
+            .await
+            .expect("gate ends")
+            .unwrap();
+        assert!(matches!(end, Err(GateEnd::Quit)), "{end:?}");
+    }
 
     #[tokio::test]
     async fn faulty_reads_pass_through_then_delay_then_stall() {

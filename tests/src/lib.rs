@@ -9,7 +9,8 @@
 //! - `front`: the TLS front on the cache's own `127.a.b.c` and the lab's shared port,
 //!   terminating TLS with a certificate for the endpoint name only, proxying to the server's
 //!   unix socket, and carrying the network faults.
-//! - `pki`: the lab CA (`<dir>/ca.pem`).
+//! - `pki`: the lab CA (`<dir>/ca.pem`) and the chain the fronts present ([`CertProfile`]).
+//! - `iam`: verifying IAM auth tokens, for caches whose front requires them ([`CacheAuth`]).
 //! - `dns`: the private zone (the record, a CNAME to the active endpoint) and the endpoint
 //!   names' A records, over UDP and TCP.
 //! - `control`: the HTTP control server (`POST /fault`, `GET /lab`, `GET /calls`) and its
@@ -33,6 +34,7 @@ mod dns;
 mod error;
 mod fault;
 mod front;
+mod iam;
 mod naming;
 mod pki;
 mod valkey;
@@ -63,11 +65,13 @@ use crate::pki::LabCa;
 use crate::valkey::{FileLock, ValkeySpec};
 
 pub use crate::aws::{AwsService, Call, HttpExchange, HttpRequest, RateLimit, botocore_check};
+pub use crate::cache::CacheAuth;
 pub use crate::control::{Applied, fetch_calls, fetch_info, send_fault};
 pub use crate::dns::ENDPOINT_TTL;
 pub use crate::error::LabError;
 pub use crate::fault::Fault;
 pub use crate::naming::short_region;
+pub use crate::pki::{CertProfile, UnknownCertProfile};
 pub use crate::valkey::{BOTOCORE, MOTO, PipPackage, die_with_parent, find_valkey_server};
 
 /// The private zone the lab serves.
@@ -143,6 +147,14 @@ pub struct LabOptions {
     /// A `ChangeResourceRecordSets` arriving within this long of the zone's previous
     /// accepted change gets `PriorRequestNotComplete`. Zero turns it off.
     pub prior_request_window: Duration,
+    /// The certificate chain every front presents. Default: [`CertProfile::AwsRsa`], as
+    /// ElastiCache endpoints.
+    pub cert_profile: CertProfile,
+    /// When set, the primary, the spare and every cache the lab creates afterwards (through
+    /// [`Lab::add_cache`] or `CreateServerlessCache`) use IAM auth for this user (see
+    /// [`CacheAuth`]), and `agent.toml` says `username = "<user>"` and `iam_auth = true`.
+    /// Not with `password`: the backends then have none. Default: off.
+    pub iam_user: Option<String>,
 }
 
 impl Default for LabOptions {
@@ -160,6 +172,8 @@ impl Default for LabOptions {
             describe_lag: DEFAULT_DESCRIBE_LAG,
             route53_rate: Some(RateLimit::ROUTE53),
             prior_request_window: DEFAULT_PRIOR_REQUEST_WINDOW,
+            cert_profile: CertProfile::default(),
+            iam_user: None,
         }
     }
 }
@@ -238,6 +252,9 @@ pub struct LabInfo {
     pub password_env: Option<String>,
     /// The witness port (`kind = "tcp"` in agent.toml); `witness-down` closes it.
     pub witness: SocketAddr,
+    /// The IAM user the lab's own caches require tokens for, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iam_user: Option<String>,
     /// The caches, in creation order.
     pub caches: Vec<CacheInfo>,
 }
@@ -270,6 +287,8 @@ pub(crate) struct Shared {
     dir: PathBuf,
     valkey: PathBuf,
     password: Option<String>,
+    /// What every cache gets unless created with its own [`CacheAuth`].
+    default_auth: CacheAuth,
     ca: LabCa,
     zone: Arc<Zone>,
     witness: witness::WitnessServer,
@@ -415,16 +434,31 @@ impl Shared {
         bind_front(&mut lock(&self.rng), &used, port)
     }
 
-    /// Starts a cache. `endpoint` is the name the ElastiCache API already promised it; `None`
-    /// draws a fresh one.
+    /// Starts a cache with the lab's default [`CacheAuth`]. `endpoint` is the name the
+    /// ElastiCache API already promised it; `None` draws a fresh one.
     async fn add_cache(
         &self,
         spec: CacheSpec,
         bound: Option<(SocketAddr, TcpListener)>,
         endpoint: Option<String>,
     ) -> Result<CacheInfo, LabError> {
+        let auth = self.default_auth.clone();
+        self.add_cache_with(spec, bound, endpoint, auth).await
+    }
+
+    /// Starts a cache whose front enforces `auth`.
+    pub(crate) async fn add_cache_with(
+        &self,
+        spec: CacheSpec,
+        bound: Option<(SocketAddr, TcpListener)>,
+        endpoint: Option<String>,
+        auth: CacheAuth,
+    ) -> Result<CacheInfo, LabError> {
         let _membership = self.membership.lock().await;
         naming::validate_cache_name(&spec.name)?;
+        if let Some(user) = &auth.iam_user {
+            validate_iam_user(user, self.password.is_some())?;
+        }
         if self.cache_in(&spec.name, &spec.region).is_ok() {
             return Err(LabError::CacheExists { name: spec.name });
         }
@@ -460,6 +494,7 @@ impl Shared {
             info.clone(),
             valkey,
             tls,
+            &auth,
             listener,
             self.cancel.child_token(),
             self.tracker.clone(),
@@ -493,6 +528,30 @@ impl Shared {
         info!(cache = %name, %region, "cache removed");
         self.write_lab_json()
     }
+}
+
+/// An IAM user the fronts can require: a name that fits in `AUTH`, and no server password,
+/// which the fronts could not supply.
+fn validate_iam_user(user: &str, has_password: bool) -> Result<(), LabError> {
+    if user.is_empty()
+        || user
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+    {
+        return Err(LabError::InvalidOption {
+            option: "iam-user",
+            reason: format!("{user:?} is not a user name (empty, or with spaces)"),
+        });
+    }
+    if has_password {
+        return Err(LabError::InvalidOption {
+            option: "iam-user",
+            reason: "a lab with a password cannot also require IAM tokens: the front would have \
+                     to log in to the server for the client"
+                .to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn bind_front(
@@ -621,7 +680,10 @@ impl Lab {
             Some(seed) => StdRng::seed_from_u64(seed),
             None => StdRng::from_os_rng(),
         };
-        let ca = LabCa::generate()?;
+        if let Some(user) = &options.iam_user {
+            validate_iam_user(user, options.password.is_some())?;
+        }
+        let ca = LabCa::generate(options.cert_profile)?;
         let ca_file = dir.join("ca.pem");
         write_atomic(&ca_file, ca.pem().as_bytes(), 0o644)?;
 
@@ -681,6 +743,9 @@ impl Lab {
             dir: dir.clone(),
             valkey,
             password: options.password.clone(),
+            default_auth: CacheAuth {
+                iam_user: options.iam_user.clone(),
+            },
             ca,
             zone: zone.clone(),
             witness,
@@ -697,6 +762,7 @@ impl Lab {
                 aws_endpoint: format!("http://{control_addr}"),
                 password_env: password_env.clone(),
                 witness: witness_addr,
+                iam_user: options.iam_user.clone(),
                 caches: Vec::new(),
             },
             rng: Mutex::new(rng),
@@ -767,6 +833,7 @@ impl Lab {
             timeout: options.timeout,
             ca_file: &ca_file,
             password_env: password_env.as_deref(),
+            iam_user: options.iam_user.as_deref(),
             aws_endpoint: &shared.base.aws_endpoint,
         }
         .render();
@@ -818,6 +885,19 @@ impl Lab {
     /// ElastiCache API lists it as `available` in its region.
     pub async fn add_cache(&self, spec: CacheSpec) -> Result<CacheInfo, LabError> {
         let info = self.shared.add_cache(spec, None, None).await?;
+        aws::lock(&self.shared.aws.elasticache).register_running(&info);
+        Ok(info)
+    }
+
+    /// Like [`Lab::add_cache`], with the cache's own authentication instead of the lab's
+    /// default: `CacheAuth::iam("probe")` makes its front require IAM tokens for `probe`,
+    /// `CacheAuth::default()` makes it open even in a lab with `iam_user`.
+    pub async fn add_cache_with(
+        &self,
+        spec: CacheSpec,
+        auth: CacheAuth,
+    ) -> Result<CacheInfo, LabError> {
+        let info = self.shared.add_cache_with(spec, None, None, auth).await?;
         aws::lock(&self.shared.aws.elasticache).register_running(&info);
         Ok(info)
     }

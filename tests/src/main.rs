@@ -14,8 +14,8 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tokio::signal::unix::{SignalKind, signal};
 use valkey_dr_lab::{
-    AwsService, Fault, Lab, LabError, LabInfo, LabOptions, RateLimit, config, fetch_calls,
-    send_fault,
+    AwsService, CertProfile, Fault, Lab, LabError, LabInfo, LabOptions, RateLimit, config,
+    fetch_calls, send_fault,
 };
 
 /// Run the valkey-dr lab on loopback: real valkey-server caches behind TLS fronts, a private
@@ -150,6 +150,15 @@ struct UpArgs {
     /// change gets PriorRequestNotComplete (`0s` turns it off).
     #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
     prior_request_window: Duration,
+    /// The certificate chain the caches present: `aws-rsa` (an RSA 2048 leaf and an RSA 2048
+    /// intermediate, as ElastiCache endpoints) or `ecdsa` (an ECDSA P-256 leaf straight under
+    /// the lab CA).
+    #[arg(long, default_value = "aws-rsa", value_parser = str::parse::<CertProfile>)]
+    cert_profile: CertProfile,
+    /// Every cache uses IAM auth for this user: its front accepts only `AUTH USER <token>`
+    /// with a valid token, and agent.toml sets `username` and `iam_auth = true`.
+    #[arg(long, value_name = "USER", conflicts_with = "password_env")]
+    iam_user: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -387,6 +396,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         describe_lag: args.describe_lag,
         route53_rate: route53_rate(&args),
         prior_request_window: args.prior_request_window,
+        cert_profile: args.cert_profile,
+        iam_user: args.iam_user.clone(),
     };
     let lab = Lab::start(options).await?;
     print_summary(lab.info(), lab.dir(), started.elapsed());
@@ -441,6 +452,9 @@ fn print_summary(info: &LabInfo, dir: &Path, elapsed: Duration) {
         config::HOSTED_ZONE_ID
     );
     println!("  config   {}", info.config.display());
+    if let Some(user) = &info.iam_user {
+        println!("  auth     IAM tokens for user {user}, signed with the lab's AWS credentials");
+    }
     println!();
     println!("Try:");
     if let Some(var) = &info.password_env {
@@ -644,6 +658,27 @@ mod tests {
                 burst: 50.0
             })
         );
+    }
+
+    #[test]
+    fn up_takes_a_cert_profile_and_an_iam_user() {
+        let up = |extra: &[&str]| {
+            let mut args = vec!["valkey-dr-lab", "up", "--dir", "d"];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args).map(|cli| cli.command) {
+                Ok(Command::Up(up)) => Ok(up),
+                Ok(other) => panic!("not up: {other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        let defaults = up(&[]).unwrap();
+        assert_eq!(defaults.cert_profile, CertProfile::AwsRsa);
+        assert_eq!(defaults.iam_user, None);
+        let chosen = up(&["--cert-profile", "ecdsa", "--iam-user", "probe"]).unwrap();
+        assert_eq!(chosen.cert_profile, CertProfile::Ecdsa);
+        assert_eq!(chosen.iam_user.as_deref(), Some("probe"));
+        assert!(up(&["--cert-profile", "rsa"]).is_err());
+        assert!(up(&["--iam-user", "probe", "--password-env", "P"]).is_err());
     }
 
     #[test]
