@@ -59,10 +59,19 @@ struct Setup {
 /// A lab with a 5 s record TTL and quick Route 53 changes, a webhook receiver, and an
 /// agent.toml variant in `mode` that notifies it, with `edits` applied on top.
 async fn setup(mode: Mode, provision_delay: Duration, edits: &[(&str, &str)]) -> Setup {
+    setup_with(mode, |o| o.provision_delay = provision_delay, edits).await
+}
+
+/// [`setup`] with the lab's options adjusted by `lab`.
+async fn setup_with(
+    mode: Mode,
+    lab: impl FnOnce(&mut valkey_dr_lab::LabOptions),
+    edits: &[(&str, &str)],
+) -> Setup {
     let lab = TestLab::start_with(|o| {
         o.ttl = Duration::from_secs(u64::from(LAB_TTL));
-        o.provision_delay = provision_delay;
         o.insync_delay = Duration::from_millis(500);
+        lab(o);
     })
     .await;
     let hook = Webhook::start().await;
@@ -988,4 +997,58 @@ async fn abort_ends_an_unfinished_failover_and_deletes_only_its_own_cache() {
         "{}",
         run.output()
     );
+}
+
+/// Issue 8, defect 4: with IAM auth, every probe of the DR cache (verify_direct, the daemon's
+/// rounds once it serves, and `check`) must carry tokens signed for the DR cache in the DR
+/// region. The lab's fronts verify tokens as AWS does, so a token made for the primary gets
+/// WRONGPASS there and the failover would stop at verify_direct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_iam_auth_the_dr_cache_is_probed_with_its_own_tokens() {
+    let s = setup_with(
+        Mode::AutoFailover,
+        |o| {
+            o.provision_delay = Duration::from_secs(1);
+            o.iam_user = Some("probe".into());
+        },
+        &[],
+    )
+    .await;
+    let config = std::fs::read_to_string(&s.config).unwrap();
+    assert!(config.contains("iam_auth = true"), "{config}");
+    let agent = s.healthy_agent().await;
+    s.fault(region_outage()).await;
+    let end = s.failover_end(&agent).await;
+    assert_eq!(
+        end["event"],
+        "failover_completed",
+        "{end:#}\n{}",
+        agent.log_text()
+    );
+    assert!(
+        agent.wait_state(WATCH, "failed_over", EVENT_BOUND).await,
+        "{}",
+        agent.log_text()
+    );
+    // The daemon's own rounds against the DR cache authenticate: both paths answer.
+    let answered = wait_until(EVENT_BOUND, || async {
+        let status = watch_status(&agent).await;
+        ["dns", "direct"].iter().all(|p| {
+            status["last_observation"]["paths"]
+                .as_array()
+                .is_some_and(|paths| paths.iter().any(|x| x["path"] == *p && x["ok"] == true))
+        })
+    })
+    .await;
+    assert!(
+        answered,
+        "{:#}\n{}",
+        watch_status(&agent).await,
+        agent.log_text()
+    );
+    // And so does `check`, which follows the DR cache after a completed failover.
+    let run = support::check(&s.config, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.output);
+    assert_eq!(run.path(0, "direct")["ok"], true, "{}", run.output);
+    agent.kill9().await;
 }
