@@ -609,7 +609,7 @@ impl WatchTask {
             !intent || begun.is_some(),
         );
         if let Some((runner, journal)) = begun {
-            test_hooks::crash_after_intent();
+            test_hooks::crash_after_intent().await;
             self.launch(runner, journal, "auto", now);
         }
         let _ = self
@@ -1380,11 +1380,12 @@ mod test_hooks {
     /// `VALKEY_DR_TEST_CRASH_AT=intent`: aborts, as a `kill -9` would, once the engine's
     /// failover intent has been persisted (the state writer is given a moment to flush it),
     /// so that the suite can prove the journal was durable first.
-    pub fn crash_after_intent() {
+    pub async fn crash_after_intent() {
         if cfg!(debug_assertions)
             && std::env::var("VALKEY_DR_TEST_CRASH_AT").is_ok_and(|v| v == "intent")
         {
-            std::thread::sleep(std::time::Duration::from_millis(500));
+            // The state writer runs on this (single-threaded) runtime: yield to it.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             std::process::abort();
         }
     }

@@ -500,3 +500,52 @@ async fn three_racing_agents_fail_over_exactly_once() {
         .await;
     verdict(results);
 }
+
+/// Issue 8, defect 10: the daemon persists the state that spends its failover intent only
+/// once the failover's journal is on disk. An agent killed right after that state was saved
+/// (the `intent` crash point) restarts into the same outage, finds the journal and fails over;
+/// with the old order it found the intent spent and no journal, and never failed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_right_after_the_intent_is_saved_still_fails_over() {
+    let _slot = LABS.acquire().await.expect("the semaphore stays open");
+    let t = fast_lab().await;
+    let hook = Webhook::start().await;
+    let state_dir = t.dir.path().join("agent-state");
+    let config = auto_config(&t, "intent.toml", &state_dir, &hook);
+
+    let mut first = Agent::start(&config, &state_dir, &[(CRASH_AT, "intent")]).await;
+    assert!(
+        first.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
+        "never healthy:\n{}",
+        first.log_text()
+    );
+    t.fault(region_outage()).await;
+    let status = tokio::time::timeout(FAILOVER_BOUND, first.child.wait())
+        .await
+        .unwrap_or_else(|_| panic!("no crash at the intent:\n{}", first.log_text()))
+        .expect("waiting for the agent");
+    assert_eq!(status.signal(), Some(libc::SIGABRT), "{}", first.log_text());
+    let saved = std::fs::read_to_string(state_dir.join(format!("watch-{WATCH}.json")))
+        .expect("the watch state was saved");
+    assert!(saved.contains("failover_intent_at"), "{saved}");
+    let begun = journal(&state_dir).expect("the journal was on disk before the state");
+    assert!(begun.outcome.is_none() && begun.runs == 0, "{begun:#?}");
+
+    let second = Agent::start(&config, &state_dir, &[]).await;
+    assert!(
+        second
+            .wait_state(WATCH, "failed_over", FAILOVER_BOUND)
+            .await,
+        "not failed_over after the restart ({:?}):\n{}",
+        watch_status(&second, WATCH).await,
+        second.log_text()
+    );
+    check_one_failover(&t)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", second.log_text()));
+    let done = journal(&state_dir).unwrap();
+    assert_eq!(done.plan.failover_id, begun.plan.failover_id);
+    assert_eq!(done.outcome, Some(Outcome::Completed));
+    drop(second);
+    t.lab.shutdown().await;
+}
