@@ -181,6 +181,9 @@ async fn a_drill_builds_verifies_and_deletes_a_cache_and_never_touches_route53()
     assert!(
         !run.stdout.contains("lab-secret-not-real") && !run.stderr.contains("lab-secret-not-real")
     );
+    // The drill's CreateServerlessCache (the failover's own request), Describe and Delete fit
+    // AWS's models.
+    support::assert_botocore_conformant(&lab).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -449,6 +449,8 @@ async fn a_region_outage_fails_over_once_and_the_record_serves_from_the_dr_cache
     for step in ["set", "get"] {
         assert!(path["steps_ms"][step].is_number(), "{}", run.output);
     }
+    // Every call the failover (and status, and check) made is one AWS's models accept.
+    support::assert_botocore_conformant(&s.lab).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -805,6 +807,8 @@ async fn manual_failover_and_failback_without_an_agent() {
     let status = status_json(&s.config).await;
     assert_eq!(status["agent"]["served_by_dr"], false, "{status:#}");
     assert_eq!(status["agent"]["state"], "healthy", "{status:#}");
+    // plan, failover, status, failback --delete-dr: every call fits AWS's models.
+    support::assert_botocore_conformant(&s.lab).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -409,3 +409,20 @@ pub async fn watch_status(agent: &Agent, watch: &str) -> Option<Value> {
         .find(|w| w["name"] == watch)
         .cloned()
 }
+
+/// Asserts that every AWS request the agent sent `lab`, and every answer the lab gave, fit
+/// botocore's service models (required members, enums, ranges; answers parse): the lab's
+/// emulation can then not hide a request AWS would refuse. Installs botocore on demand.
+pub async fn assert_botocore_conformant(lab: &TestLab) {
+    let calls = lab.lab.calls();
+    assert!(!calls.is_empty(), "no AWS calls to check");
+    let dir = lab.dir.path().join("botocore-check");
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let checked =
+        tokio::task::spawn_blocking(move || valkey_dr_lab::botocore_check(&calls, &[], &dir))
+            .await
+            .expect("the check ran");
+    if let Err(e) = checked {
+        panic!("the agent's AWS traffic does not fit botocore's models: {e}");
+    }
+}
