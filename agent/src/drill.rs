@@ -567,24 +567,34 @@ async fn delete<C: CacheApi>(
                 format!("{e}; delete {name} by hand")
             }
         })?;
-    let mut delay = limits.poll;
-    loop {
-        let last = match cache.describe(name).await {
-            Ok(None) => return Ok(format!("{name} is gone")),
+    // From `deleting` on AWS finishes on its own: Describe showing it (or nothing) ends the
+    // step. Transient errors and other states are polled again, bounded by the deadline.
+    (|| async {
+        match cache.describe(name).await {
+            Ok(None) => Ok(format!("{name} is gone")),
             Ok(Some(info)) if info.status == CacheStatus::Deleting => {
-                return Ok(format!("{name} is deleting"));
+                Ok(format!("{name} is deleting"))
             }
-            Ok(Some(info)) => format!("still {}", info.status.as_str()),
-            Err(e) if e.is_transient() => e.to_string(),
-            Err(e) => return Err(format!("{e}; check that {name} is deleted")),
-        };
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(too_late(&last));
+            Ok(Some(info)) => Err((true, format!("still {}", info.status.as_str()))),
+            Err(e) => Err((e.is_transient(), e.to_string())),
         }
-        tokio::time::sleep(delay.min(deadline - now)).await;
-        delay = (delay * 2).min(limits.max_poll);
-    }
+    })
+    .retry(
+        ExponentialBuilder::default()
+            .with_min_delay(limits.poll)
+            .with_max_delay(limits.max_poll)
+            .without_max_times(),
+    )
+    .sleep(tokio::time::sleep)
+    .when(|(again, _)| *again && Instant::now() < deadline)
+    .await
+    .map_err(|(again, last)| {
+        if again {
+            too_late(&last)
+        } else {
+            format!("{last}; check that {name} is deleted")
+        }
+    })
 }
 
 /// A drill that ran: its report, and where it was saved (or why it could not be).

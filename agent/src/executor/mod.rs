@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
 use serde::{Deserialize, Serialize};
 
 use api::{ApiError, CacheApi, CacheInfo, CacheSpec, Change, ChangeStatus, DnsApi, RecordSet};
@@ -1122,36 +1122,47 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         // longer than `insync_timeout` (or at once for an error), then every `alert_every`.
         let started = tokio::time::Instant::now();
         let mut next_alert = started + self.limits.insync_timeout;
-        loop {
-            let problem = match self.dns.change_status(&id).await {
-                Ok(ChangeStatus::InSync) => return Ok(format!("{id} INSYNC")),
-                Ok(ChangeStatus::Pending) => None,
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(change = %id, error = %e, "GetChange failed; retrying");
-                    next_alert = next_alert.min(tokio::time::Instant::now());
-                    Some(e.to_string())
-                }
-                Err(source) => {
-                    return Err(FailoverError::Api {
-                        step: "wait_insync",
-                        source,
-                    });
-                }
-            };
+        (|| async {
+            match self.dns.change_status(&id).await {
+                Ok(ChangeStatus::InSync) => Ok(()),
+                Ok(ChangeStatus::Pending) => Err(None),
+                Err(e) => Err(Some(e)),
+            }
+        })
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(self.limits.poll)
+                .without_max_times(),
+        )
+        .sleep(tokio::time::sleep)
+        .when(|e| e.as_ref().is_none_or(ApiError::is_transient))
+        .notify(|e, _| {
+            if let Some(e) = e {
+                tracing::warn!(change = %id, error = %e, "GetChange failed; retrying");
+                next_alert = next_alert.min(tokio::time::Instant::now());
+            }
             if tokio::time::Instant::now() >= next_alert {
                 let waited =
                     humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()));
                 (self.alert)(
                     Step::WaitInsync,
-                    &match problem {
+                    &match e {
                         Some(e) => format!("{id} still not confirmed after {waited}: {e}"),
                         None => format!("{id} still PENDING after {waited}"),
                     },
                 );
                 next_alert = tokio::time::Instant::now() + self.limits.alert_every;
             }
-            tokio::time::sleep(self.limits.poll).await;
-        }
+        })
+        .await
+        .map(|()| format!("{id} INSYNC"))
+        .map_err(|e| FailoverError::Api {
+            step: "wait_insync",
+            source: e.unwrap_or_else(|| ApiError::Permanent {
+                call: "route53:GetChange".into(),
+                message: format!("{id} never INSYNC"),
+            }),
+        })
     }
 
     async fn release(&self, j: &mut Journal) -> Result<String, FailoverError> {
