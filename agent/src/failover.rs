@@ -223,8 +223,9 @@ impl Runner {
             }
             Err(e) => return Err(format!("{:#}", anyhow::Error::from(e))),
         };
+        // `lease` only reads the record here (a failback takes no lock): not news to anyone.
         let on_entry = |_: &Journal, e: &Entry| {
-            if e.phase == Phase::Done {
+            if e.phase == Phase::Done && e.step != Step::Lease {
                 progress(e.step.as_str(), &e.detail);
             }
         };

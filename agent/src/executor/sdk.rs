@@ -327,7 +327,8 @@ impl DnsApi for SdkDns {
         let Some(set) = out.resource_record_sets().first() else {
             return Ok(None);
         };
-        if !(valkey_dr_probes::same_name(set.name(), name)
+        let listed = route53_name(set.name());
+        if !(valkey_dr_probes::same_name(&listed, name)
             && set.r#type().as_str().eq_ignore_ascii_case(rtype))
         {
             return Ok(None);
@@ -344,7 +345,7 @@ impl DnsApi for SdkDns {
             });
         }
         Ok(Some(RecordSet {
-            name: set.name().to_owned(),
+            name: listed,
             rtype: set.r#type().as_str().to_owned(),
             ttl: set
                 .ttl()
@@ -412,6 +413,32 @@ impl DnsApi for SdkDns {
             }
         })
     }
+}
+
+/// A name as Route 53 lists it, with its octal escapes (`\052` for `*`, and every other
+/// character outside `a-z 0-9 - _`; tests/FIDELITY.md, R4) turned back into characters, so
+/// that it compares with the configured name and goes back unchanged in an exact `DELETE`.
+fn route53_name(listed: &str) -> String {
+    let bytes = listed.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .and_then(|d| u8::from_str_radix(std::str::from_utf8(d).ok()?, 8).ok());
+        match octal {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| listed.to_owned())
 }
 
 fn change_batch(changes: &[Change]) -> Result<r53::ChangeBatch, String> {
@@ -976,6 +1003,17 @@ mod tests {
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::from_static(region))
             .build()
+    }
+
+    #[test]
+    fn listed_names_lose_their_octal_escapes() {
+        assert_eq!(route53_name("\\052.lab.internal."), "*.lab.internal.");
+        assert_eq!(
+            route53_name("_valkey-dr-lock.valkey.lab.internal."),
+            "_valkey-dr-lock.valkey.lab.internal."
+        );
+        assert_eq!(route53_name("a\\100b."), "a@b.");
+        assert_eq!(route53_name("trailing\\05"), "trailing\\05");
     }
 
     #[test]
