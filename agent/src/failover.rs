@@ -168,17 +168,9 @@ impl Runner {
         progress: &(dyn Fn(&Journal, &Entry) + Send + Sync),
         alert: &(dyn Fn(Step, &str) + Send + Sync),
     ) -> Result<Journal, (Journal, FailoverError)> {
-        Executor {
-            cache: &self.cache,
-            dns: &self.dns,
-            verify: &self.verifier,
-            path: self.journal.clone(),
-            limits: self.limits.clone(),
-            progress,
-            alert,
-        }
-        .run(journal)
-        .await
+        self.executor(&self.verifier, &self.journal, progress, alert)
+            .run(journal)
+            .await
     }
 
     /// Points the record back at the primary: an exact compare-and-swap from the DR endpoint,
@@ -232,17 +224,15 @@ impl Runner {
         let alert = |step: Step, message: &str| {
             progress(step.as_str(), &format!("still retrying: {message}"));
         };
-        let result = Executor {
-            cache: &self.cache,
-            dns: &self.dns,
-            verify: &self.primary_verifier,
-            path: self.failback_journal.clone(),
-            limits: self.limits.clone(),
-            progress: &on_entry,
-            alert: &alert,
-        }
-        .run(journal)
-        .await;
+        let result = self
+            .executor(
+                &self.primary_verifier,
+                &self.failback_journal,
+                &on_entry,
+                &alert,
+            )
+            .run(journal)
+            .await;
         match result {
             Ok(journal) => Ok(FailbackReport::of(&journal)),
             Err((journal, e)) => {
@@ -256,6 +246,25 @@ impl Runner {
         }
     }
 
+    /// The executor over this watch's AWS clients, writing the journal at `path`.
+    fn executor<'a>(
+        &'a self,
+        verify: &'a ProbeVerifier,
+        path: &Path,
+        progress: &'a (dyn Fn(&Journal, &Entry) + Send + Sync),
+        alert: &'a (dyn Fn(Step, &str) + Send + Sync),
+    ) -> Executor<'a, SdkCache, SdkDns, ProbeVerifier> {
+        Executor {
+            cache: &self.cache,
+            dns: &self.dns,
+            verify,
+            path: path.to_owned(),
+            limits: self.limits.clone(),
+            progress,
+            alert,
+        }
+    }
+
     /// Ends the unfinished failover of `journal` on purpose (see [`Executor::abort`]).
     pub async fn abort(
         &self,
@@ -264,18 +273,10 @@ impl Runner {
         delete_dr: bool,
     ) -> Result<(Journal, String), String> {
         // Only bounded retries run here: a person waits for the answer.
-        Executor {
-            cache: &self.cache,
-            dns: &self.dns,
-            verify: &self.verifier,
-            path: self.journal.clone(),
-            limits: self.limits.clone(),
-            progress: &|_, _| {},
-            alert: &|_, _| {},
-        }
-        .abort(journal, reason, delete_dr)
-        .await
-        .map_err(|(_, e)| e.to_string())
+        self.executor(&self.verifier, &self.journal, &|_, _| {}, &|_, _| {})
+            .abort(journal, reason, delete_dr)
+            .await
+            .map_err(|(_, e)| e.to_string())
     }
 
     /// Whether the primary answers PING/SET/GET on both its paths now: a resumed failover

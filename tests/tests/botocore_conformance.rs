@@ -15,6 +15,8 @@
 //! on a fresh machine. The check itself is `valkey_dr_lab::botocore_check`, which any suite can
 //! run on its own lab's calls.
 
+mod support;
+
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -26,9 +28,8 @@ use aws_sdk_elasticache::operation::create_serverless_cache::builders::CreateSer
 use aws_sdk_elasticache::types::{
     CacheUsageLimits, DataStorage, DataStorageUnit, EcpuPerSecond, ServerlessCache, Tag,
 };
-use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
-};
+use aws_sdk_route53::types::{ChangeAction, ChangeStatus, RrType};
+use support::route53::{change, rrset, send};
 use tokio::time::{Instant, sleep};
 use valkey_dr_lab::config::HOSTED_ZONE_ID;
 use valkey_dr_lab::{AwsService, Call, Fault, Lab, LabOptions, RECORD, botocore_check};
@@ -145,53 +146,6 @@ async fn wait_available(client: &aws_sdk_elasticache::Client, name: &str) -> Ser
         );
         sleep(POLL).await;
     }
-}
-
-fn rrset(name: &str, rtype: RrType, ttl: i64, values: &[&str]) -> ResourceRecordSet {
-    let mut set = ResourceRecordSet::builder()
-        .name(name)
-        .r#type(rtype)
-        .ttl(ttl);
-    for value in values {
-        set = set.resource_records(
-            ResourceRecord::builder()
-                .value(*value)
-                .build()
-                .expect("value"),
-        );
-    }
-    set.build().expect("name and type")
-}
-
-fn change(action: ChangeAction, set: ResourceRecordSet) -> Change {
-    Change::builder()
-        .action(action)
-        .resource_record_set(set)
-        .build()
-        .expect("action and set")
-}
-
-async fn send(
-    client: &aws_sdk_route53::Client,
-    changes: Vec<Change>,
-) -> Result<
-    String,
-    aws_sdk_route53::error::SdkError<
-        aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsError,
-    >,
-> {
-    let batch = ChangeBatch::builder()
-        .comment("valkey-dr botocore conformance")
-        .set_changes(Some(changes))
-        .build()
-        .expect("changes");
-    let out = client
-        .change_resource_record_sets()
-        .hosted_zone_id(HOSTED_ZONE_ID)
-        .change_batch(batch)
-        .send()
-        .await?;
-    Ok(out.change_info().expect("change info").id().to_owned())
 }
 
 /// The ElastiCache side: every request the agent sends, and every error the lab gives.
@@ -397,6 +351,7 @@ async fn route53_traffic(lab: &Lab) {
             ChangeAction::Create,
             rrset(LOCK, RrType::Txt, 30, &["\"owner=a\" \"exp=1\""]),
         )],
+        Some("valkey-dr botocore conformance"),
     )
     .await
     .expect("the lease is taken");
@@ -414,6 +369,7 @@ async fn route53_traffic(lab: &Lab) {
             ChangeAction::Upsert,
             rrset(LOCK, RrType::Txt, 30, &["\"owner=b\""]),
         )],
+        Some("valkey-dr botocore conformance"),
     )
     .await;
     assert_eq!(code(&busy), Some("PriorRequestNotComplete".into()));
@@ -428,7 +384,7 @@ async fn route53_traffic(lab: &Lab) {
             rrset(RECORD, RrType::Cname, 30, &[NEW_TARGET]),
         ),
     ];
-    let id = send(&r53, swap.clone())
+    let id = send(&r53, swap.clone(), Some("valkey-dr botocore conformance"))
         .await
         .expect("the swap is accepted");
     let until = Instant::now() + DEADLINE;
@@ -446,6 +402,7 @@ async fn route53_traffic(lab: &Lab) {
             ChangeAction::Upsert,
             rrset(LOCK, RrType::Txt, 60, &["\"owner=a\" \"exp=2\""]),
         )],
+        Some("valkey-dr botocore conformance"),
     )
     .await
     .expect("the lease is renewed");
@@ -472,7 +429,7 @@ async fn route53_traffic(lab: &Lab) {
     ];
     for changes in refusals {
         assert_eq!(
-            code(&send(&r53, changes).await),
+            code(&send(&r53, changes, Some("valkey-dr botocore conformance")).await),
             Some("InvalidChangeBatch".into())
         );
     }
@@ -483,6 +440,7 @@ async fn route53_traffic(lab: &Lab) {
             ChangeAction::Upsert,
             rrset("ttl.lab.internal.", RrType::A, -1, &["127.0.0.1"]),
         )],
+        Some("valkey-dr botocore conformance"),
     )
     .await;
     assert_eq!(code(&negative), Some("InvalidInput".into()));
@@ -506,6 +464,7 @@ async fn route53_traffic(lab: &Lab) {
             ChangeAction::Create,
             rrset("*.w.lab.internal.", RrType::A, 30, &["127.0.0.1"]),
         )],
+        Some("valkey-dr botocore conformance"),
     )
     .await
     .expect("a wildcard record");

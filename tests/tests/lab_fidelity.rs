@@ -4,6 +4,8 @@
 //!
 //! Every test has its own lab; every wait polls a condition with a deadline.
 
+mod support;
+
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
@@ -12,9 +14,8 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_elasticache::config::Credentials;
 use aws_sdk_elasticache::error::ProvideErrorMetadata;
 use aws_sdk_elasticache::types::ServerlessCache;
-use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
-};
+use aws_sdk_route53::types::{ChangeAction, ChangeStatus, RrType};
+use support::route53::{change, rrset, send};
 use tokio::time::{Instant, sleep};
 use valkey_dr_lab::config::HOSTED_ZONE_ID;
 use valkey_dr_lab::{AwsService, Call, Lab, LabOptions, PRIMARY_CACHE, PRIMARY_REGION, RECORD};
@@ -359,53 +360,6 @@ async fn describe_lag_zero_shows_a_new_cache_at_once() {
     t.lab.shutdown().await;
 }
 
-fn rrset(name: &str, rtype: RrType, ttl: i64, values: &[&str]) -> ResourceRecordSet {
-    let mut set = ResourceRecordSet::builder()
-        .name(name)
-        .r#type(rtype)
-        .ttl(ttl);
-    for value in values {
-        set = set.resource_records(
-            ResourceRecord::builder()
-                .value(*value)
-                .build()
-                .expect("value"),
-        );
-    }
-    set.build().expect("name and type")
-}
-
-fn change(action: ChangeAction, set: ResourceRecordSet) -> Change {
-    Change::builder()
-        .action(action)
-        .resource_record_set(set)
-        .build()
-        .expect("action and set")
-}
-
-async fn send(
-    client: &aws_sdk_route53::Client,
-    changes: Vec<Change>,
-) -> Result<
-    String,
-    aws_sdk_route53::error::SdkError<
-        aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsError,
-    >,
-> {
-    let out = client
-        .change_resource_record_sets()
-        .hosted_zone_id(HOSTED_ZONE_ID)
-        .change_batch(
-            ChangeBatch::builder()
-                .set_changes(Some(changes))
-                .build()
-                .expect("changes"),
-        )
-        .send()
-        .await?;
-    Ok(out.change_info().expect("change info").id().to_owned())
-}
-
 /// Waits out Route 53's rate, so the next call is judged on its own.
 async fn quiet() {
     sleep(Duration::from_millis(1100)).await;
@@ -425,6 +379,7 @@ async fn route53_answers_as_aws_does_by_default() {
             ChangeAction::Create,
             rrset(lock, RrType::Txt, 30, &["\"a\""]),
         )],
+        None,
     )
     .await;
     let id = first.expect("the first change");
@@ -434,6 +389,7 @@ async fn route53_answers_as_aws_does_by_default() {
             ChangeAction::Upsert,
             rrset(lock, RrType::Txt, 30, &["\"b\""]),
         )],
+        None,
     )
     .await;
     assert_eq!(
@@ -451,6 +407,7 @@ async fn route53_answers_as_aws_does_by_default() {
             ChangeAction::Upsert,
             rrset(lock, RrType::Txt, 30, &["\"b\""]),
         )],
+        None,
     )
     .await
     .expect("a change a moment later");
@@ -564,7 +521,7 @@ async fn route53_answers_as_aws_does_by_default() {
         ),
     ];
     for (changes, message) in refusals {
-        let refused = send(&r53, changes).await;
+        let refused = send(&r53, changes, None).await;
         assert_eq!(error(&refused), pair("InvalidChangeBatch", message));
         let call = last(&t.lab, "ChangeResourceRecordSets");
         assert_eq!(call.status, 400);
@@ -577,6 +534,7 @@ async fn route53_answers_as_aws_does_by_default() {
             ChangeAction::Upsert,
             rrset("ttl.lab.internal", RrType::A, -1, &["127.0.0.1"]),
         )],
+        None,
     )
     .await;
     assert_eq!(
@@ -591,6 +549,7 @@ async fn route53_answers_as_aws_does_by_default() {
             ChangeAction::Create,
             rrset("*.w.lab.internal", RrType::A, 30, &["127.0.0.1"]),
         )],
+        None,
     )
     .await
     .expect("a wildcard");
@@ -638,6 +597,7 @@ async fn route53_knobs_turn_rate_and_prior_request_off() {
                 ChangeAction::Upsert,
                 rrset(lock, RrType::Txt, 30, &[&value]),
             )],
+            None,
         )
         .await
         .expect("back-to-back changes, neither throttled nor refused");

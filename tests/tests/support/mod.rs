@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod route53;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;

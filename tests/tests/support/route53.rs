@@ -1,0 +1,55 @@
+//! Route 53 requests built with the raw SDK, for the suites that speak to the lab's Route 53
+//! call by call (`lab_fidelity`, `botocore_conformance`).
+
+use aws_sdk_route53::error::SdkError;
+use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsError;
+use aws_sdk_route53::types::{
+    Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
+};
+use valkey_dr_lab::config::HOSTED_ZONE_ID;
+
+/// A simple record set.
+pub fn rrset(name: &str, rtype: RrType, ttl: i64, values: &[&str]) -> ResourceRecordSet {
+    let mut set = ResourceRecordSet::builder()
+        .name(name)
+        .r#type(rtype)
+        .ttl(ttl);
+    for value in values {
+        set = set.resource_records(
+            ResourceRecord::builder()
+                .value(*value)
+                .build()
+                .expect("value"),
+        );
+    }
+    set.build().expect("name and type")
+}
+
+/// One change of a batch.
+pub fn change(action: ChangeAction, set: ResourceRecordSet) -> Change {
+    Change::builder()
+        .action(action)
+        .resource_record_set(set)
+        .build()
+        .expect("action and set")
+}
+
+/// `ChangeResourceRecordSets` on the lab's zone, with an optional batch comment; the change id.
+pub async fn send(
+    client: &aws_sdk_route53::Client,
+    changes: Vec<Change>,
+    comment: Option<&str>,
+) -> Result<String, SdkError<ChangeResourceRecordSetsError>> {
+    let batch = ChangeBatch::builder()
+        .set_comment(comment.map(str::to_owned))
+        .set_changes(Some(changes))
+        .build()
+        .expect("changes");
+    let out = client
+        .change_resource_record_sets()
+        .hosted_zone_id(HOSTED_ZONE_ID)
+        .change_batch(batch)
+        .send()
+        .await?;
+    Ok(out.change_info().expect("change info").id().to_owned())
+}
