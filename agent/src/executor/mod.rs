@@ -418,8 +418,6 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Exponential backoff from [`Limits::backoff`] to [`Limits::max_backoff`]: `attempts`
-    /// calls in all, or without end for `None`.
     /// Polls every [`Limits::poll`], without backing off: the executor is on the outage's
     /// clock, and a cheap Describe twice a second costs nothing next to a slower failover.
     fn polling(&self) -> wait::Polling {
@@ -430,6 +428,8 @@ impl Limits {
         }
     }
 
+    /// Exponential backoff from [`Limits::backoff`] to [`Limits::max_backoff`]: `attempts`
+    /// calls in all, or without end for `None`.
     fn backoff(&self, attempts: Option<u32>) -> ExponentialBuilder {
         let builder = ExponentialBuilder::default()
             .with_min_delay(self.backoff)
