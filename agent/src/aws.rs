@@ -7,7 +7,7 @@ use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
 
-use crate::config::Config;
+use crate::config::{Config, WatchConfig};
 
 /// The SDK config for `region`: the default credential chain (or `[aws] profile`) and, for
 /// the lab and tests, `[aws] endpoint_url`. `AWS_ENDPOINT_URL*` variables are honoured by the
@@ -22,6 +22,26 @@ pub async fn sdk_config(config: &Config, region: &str) -> SdkConfig {
         loader = loader.endpoint_url(url);
     }
     loader.load().await
+}
+
+/// The AWS partition of `region`: its ARNs' prefix, and the reach of its global services.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
+/// The region Route 53 clients of `w` are built with. Route 53 is global within a partition,
+/// and the SDK's endpoint rules turn any region of a partition into that partition's
+/// endpoint and signing region (us-east-1 in `aws`, cn-northwest-1 in `aws-cn`,
+/// us-gov-west-1 in `aws-us-gov`). The DR region is the one that is up during the outage the
+/// agent acts on; a fixed us-east-1 was wrong outside `aws`.
+pub fn route53_region(w: &WatchConfig) -> &str {
+    &w.dr.region
 }
 
 /// The credentials provider of an SDK config. A config without one (no chain configured at
@@ -42,5 +62,60 @@ impl ProvideCredentials for NoCredentials {
         future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
             "no AWS credential source is configured (instance role, AWS_* variables or a profile)",
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_route53::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+
+    use super::*;
+
+    /// Issue 8, defect 6: Route 53 was always signed for us-east-1, wrong in aws-cn and
+    /// aws-us-gov. The agent's Route 53 region now comes from the watch, and the SDK's rules
+    /// map it onto the partition's endpoint and signing region.
+    #[test]
+    fn route53_is_reached_in_the_watch_partition() {
+        for (primary, dr, endpoint, signing) in [
+            (
+                "us-east-1",
+                "us-west-2",
+                "https://route53.amazonaws.com",
+                "us-east-1",
+            ),
+            (
+                "cn-north-1",
+                "cn-northwest-1",
+                "https://route53.amazonaws.com.cn",
+                "cn-northwest-1",
+            ),
+            (
+                "us-gov-west-1",
+                "us-gov-east-1",
+                "https://route53.us-gov.amazonaws.com",
+                "us-gov-west-1",
+            ),
+        ] {
+            let text = format!(
+                "[[watch]]\nname = \"s\"\nrecord = \"v.app.internal.\"\nhosted_zone_id = \"Z1\"\n\
+                 [watch.primary]\nregion = \"{primary}\"\ncache_name = \"app\"\nendpoint = \"app.example\"\n\
+                 [watch.dr]\nregion = \"{dr}\"\ncache_name = \"app-dr\"\n"
+            );
+            let config = Config::parse(
+                &text,
+                std::path::Path::new("/etc/valkey-dr/agent.toml"),
+                &crate::config::ProcessEnv,
+            )
+            .expect("valid");
+            let region = route53_region(&config.watches[0]);
+            assert_eq!(partition(region), partition(primary));
+            let params = Params::builder().region(region).build().unwrap();
+            let resolved =
+                futures::executor::block_on(DefaultResolver::new().resolve_endpoint(&params))
+                    .unwrap();
+            assert_eq!(resolved.url(), endpoint, "{region}");
+            let schemes = format!("{:?}", resolved.properties().get("authSchemes"));
+            assert!(schemes.contains(signing), "{region}: {schemes}");
+        }
     }
 }

@@ -217,7 +217,8 @@ async fn run_plan(path: &std::path::Path, only: Option<&str>) -> i32 {
     let mut plans = Vec::new();
     let mut code = 0;
     for w in watches {
-        let dns = SdkDns::new(&crate::aws::sdk_config(&config, &w.dr.region).await);
+        let dns =
+            SdkDns::new(&crate::aws::sdk_config(&config, crate::aws::route53_region(w)).await);
         let cache = SdkCache::new(&crate::aws::sdk_config(&config, &w.dr.region).await);
         let current = match dns.record(&w.hosted_zone_id, &w.record, "CNAME").await {
             Ok(r) => r.and_then(|r| r.values.into_iter().next()),

@@ -493,11 +493,11 @@ pub async fn status(config: &Config, only: Option<&str>) -> (i32, Value) {
         nameservers: config.dns.nameservers.clone(),
     })
     .ok();
-    // Route 53 is global within a partition: any region of the watches' partition reaches it
-    // (the SDK's endpoint rules pick the endpoint and signing region: us-east-1 in aws,
-    // cn-northwest-1 in aws-cn, us-gov-west-1 in aws-us-gov).
-    let dns_client =
-        SdkDns::new(&crate::aws::sdk_config(config, &config.watches[0].dr.region).await);
+    // One Route 53 client for every watch: the config holds one partition (see
+    // `aws::route53_region`).
+    let dns_client = SdkDns::new(
+        &crate::aws::sdk_config(config, crate::aws::route53_region(&config.watches[0])).await,
+    );
     let mut caches = std::collections::BTreeMap::new();
     let mut watches = Vec::new();
     for w in &config.watches {

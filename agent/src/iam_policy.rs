@@ -11,6 +11,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
+use crate::aws::partition;
 use crate::config::{Config, Credential, WatchConfig, WitnessConfig};
 
 /// What `CreateServerlessCache` calls on the caller's behalf to build the cache's VPC endpoint
@@ -269,16 +270,6 @@ pub fn normalized_record_name(name: &str) -> String {
 }
 
 /// The ARN partition of a region.
-fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
-
 /// Statement ids: IAM allows only letters and digits, and they must be unique.
 #[derive(Default)]
 struct Sids(BTreeSet<String>);

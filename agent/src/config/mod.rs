@@ -1040,6 +1040,22 @@ impl Validator<'_> {
                 "a different region, so that a regional outage cannot take both",
             );
         }
+        // One private zone serves both caches, and Route 53 is global only within a
+        // partition: a DR region in another partition could never be switched to.
+        let (dr_partition, primary_partition) = (
+            crate::aws::partition(&region),
+            crate::aws::partition(&primary.region),
+        );
+        if !region.is_empty() && !primary.region.is_empty() && dr_partition != primary_partition {
+            self.issue(
+                &key(&p, "region"),
+                format!(
+                    "the DR region {region:?} is in partition {dr_partition}, the primary {:?} in {primary_partition}",
+                    primary.region
+                ),
+                format!("a DR region in {primary_partition}, where the hosted zone and the primary are"),
+            );
+        }
         let cache_name = self.cache_name(&key(&p, "cache_name"), raw.cache_name);
         let engine = raw.engine.unwrap_or_else(|| "valkey".into());
         if engine != "valkey" && engine != "redis" {

@@ -277,3 +277,14 @@ fn dr_tags_are_checked_against_aws_rules_at_load() {
         .join(", ");
     parse(&with_tags(&forty_nine)).expect("49 tags and ours make AWS's 50");
 }
+
+/// Issue 8, defect 6: Route 53 is global only within a partition, so a DR region in another
+/// partition than the primary's could never be switched to.
+#[test]
+fn the_dr_region_is_in_the_primarys_partition() {
+    let issues = issues(&BASE.replace("region = \"us-west-2\"", "region = \"cn-northwest-1\""));
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].key, "watch[0].dr.region");
+    assert!(issues[0].problem.contains("aws-cn"), "{issues:?}");
+    assert!(issues[0].valid.contains("a DR region in aws"), "{issues:?}");
+}
