@@ -26,17 +26,16 @@ use aws_sdk_elasticache::config::Credentials;
 use aws_sdk_elasticache::error::ProvideErrorMetadata;
 use aws_sdk_elasticache::operation::create_serverless_cache::builders::CreateServerlessCacheFluentBuilder;
 use aws_sdk_elasticache::types::{
-    CacheUsageLimits, DataStorage, DataStorageUnit, EcpuPerSecond, ServerlessCache, Tag,
+    CacheUsageLimits, DataStorage, DataStorageUnit, EcpuPerSecond, Tag,
 };
 use aws_sdk_route53::types::{ChangeAction, ChangeStatus, RrType};
-use support::route53::{change, rrset, send};
+use support::raw_aws::{change, rrset, send, wait_available};
 use tokio::time::{Instant, sleep};
 use valkey_dr_lab::config::HOSTED_ZONE_ID;
 use valkey_dr_lab::{AwsService, Call, Fault, Lab, LabOptions, RECORD, botocore_check};
 
 /// The longest any condition is waited for.
 const DEADLINE: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(100);
 const DR_REGION: &str = "us-west-2";
 const OTHER_REGION: &str = "us-east-2";
 const DR_CACHE: &str = "app-sessions-dr";
@@ -124,28 +123,6 @@ fn full_spec(
         .tags(tag("app", "sessions"))
         .tags(tag("valkey-dr:failover-id", "f-1"))
         .tags(tag("owner", "platform@example.com"))
-}
-
-/// Polls by name until the cache is `available` (the describe lag first hides it).
-async fn wait_available(client: &aws_sdk_elasticache::Client, name: &str) -> ServerlessCache {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        if let Ok(out) = client
-            .describe_serverless_caches()
-            .serverless_cache_name(name)
-            .send()
-            .await
-            && let Some(cache) = out.serverless_caches().first()
-            && cache.status() == Some("available")
-        {
-            return cache.clone();
-        }
-        assert!(
-            Instant::now() < until,
-            "{name} was not available in {DEADLINE:?}"
-        );
-        sleep(POLL).await;
-    }
 }
 
 /// The ElastiCache side: every request the agent sends, and every error the lab gives.
@@ -248,14 +225,14 @@ async fn elasticache_traffic(lab: &Lab) {
         "a creating cache cannot be deleted"
     );
 
-    let available = wait_available(&ec, DR_CACHE).await;
+    let available = wait_available(&ec, DR_CACHE, DEADLINE).await;
     let endpoint = available
         .endpoint()
         .expect("an available cache has an endpoint");
     let reader = available.reader_endpoint().expect("and a reader endpoint");
     assert_eq!(reader.address(), endpoint.address());
     assert_eq!(reader.port(), Some(6380));
-    wait_available(&other, DR_CACHE).await;
+    wait_available(&other, DR_CACHE, DEADLINE).await;
     let tags = ec
         .list_tags_for_resource()
         .resource_name(&arn)

@@ -15,7 +15,7 @@ use aws_sdk_elasticache::config::Credentials;
 use aws_sdk_elasticache::error::ProvideErrorMetadata;
 use aws_sdk_elasticache::types::ServerlessCache;
 use aws_sdk_route53::types::{ChangeAction, ChangeStatus, RrType};
-use support::route53::{change, rrset, send};
+use support::raw_aws::{change, rrset, send, wait_available};
 use tokio::time::{Instant, sleep};
 use valkey_dr_lab::config::HOSTED_ZONE_ID;
 use valkey_dr_lab::{AwsService, Call, Lab, LabOptions, PRIMARY_CACHE, PRIMARY_REGION, RECORD};
@@ -96,27 +96,6 @@ async fn create(client: &aws_sdk_elasticache::Client, name: &str) -> ServerlessC
         .expect("and returned")
 }
 
-async fn wait_available(client: &aws_sdk_elasticache::Client, name: &str) -> ServerlessCache {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        if let Ok(out) = client
-            .describe_serverless_caches()
-            .serverless_cache_name(name)
-            .send()
-            .await
-            && let Some(cache) = out.serverless_caches().first()
-            && cache.status() == Some("available")
-        {
-            return cache.clone();
-        }
-        assert!(
-            Instant::now() < until,
-            "{name} was not available in {DEADLINE:?}"
-        );
-        sleep(POLL).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elasticache_answers_as_aws_does_by_default() {
     let t = lab(|o| o).await;
@@ -181,7 +160,7 @@ async fn elasticache_answers_as_aws_does_by_default() {
     );
     assert_eq!(last(&t.lab, "ListTagsForResource").status, 400);
 
-    let available = wait_available(&ec, "fidelity-dr").await;
+    let available = wait_available(&ec, "fidelity-dr", DEADLINE).await;
     assert!(
         started.elapsed() >= valkey_dr_lab::DEFAULT_DESCRIBE_LAG,
         "seen after {:?}, before the describe lag ran out",
@@ -206,9 +185,9 @@ async fn elasticache_answers_as_aws_does_by_default() {
                 .as_str()
         )
     );
-    let twin = wait_available(&ec, PRIMARY_CACHE).await;
+    let twin = wait_available(&ec, PRIMARY_CACHE, DEADLINE).await;
     let primary = aws_sdk_elasticache::Client::new(&sdk(&t.lab, PRIMARY_REGION, false).await);
-    let original = wait_available(&primary, PRIMARY_CACHE).await;
+    let original = wait_available(&primary, PRIMARY_CACHE, DEADLINE).await;
     assert_ne!(
         twin.endpoint().and_then(|e| e.address()),
         original.endpoint().and_then(|e| e.address())

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-pub mod route53;
+pub mod raw_aws;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

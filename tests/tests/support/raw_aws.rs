@@ -1,11 +1,14 @@
-//! Route 53 requests built with the raw SDK, for the suites that speak to the lab's Route 53
-//! call by call (`lab_fidelity`, `botocore_conformance`).
+//! Requests built with the raw SDK, for the suites that speak to the lab's AWS APIs call by
+//! call (`lab_fidelity`, `botocore_conformance`).
 
+use aws_sdk_elasticache::types::ServerlessCache;
 use aws_sdk_route53::error::SdkError;
 use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsError;
 use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, ResourceRecord, ResourceRecordSet, RrType,
 };
+use std::time::Duration;
+use tokio::time::{Instant, sleep};
 use valkey_dr_lab::config::HOSTED_ZONE_ID;
 
 /// A simple record set.
@@ -52,4 +55,30 @@ pub async fn send(
         .send()
         .await?;
     Ok(out.change_info().expect("change info").id().to_owned())
+}
+
+/// Polls `name` until it is `available` (the describe lag first hides it), bounded by `limit`.
+pub async fn wait_available(
+    client: &aws_sdk_elasticache::Client,
+    name: &str,
+    limit: Duration,
+) -> ServerlessCache {
+    let until = Instant::now() + limit;
+    loop {
+        if let Ok(out) = client
+            .describe_serverless_caches()
+            .serverless_cache_name(name)
+            .send()
+            .await
+            && let Some(cache) = out.serverless_caches().first()
+            && cache.status() == Some("available")
+        {
+            return cache.clone();
+        }
+        assert!(
+            Instant::now() < until,
+            "{name} was not available in {limit:?}"
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
 }
