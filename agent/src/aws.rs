@@ -3,9 +3,11 @@
 //! Clients are built lazily, only when a command or a watch needs them: the daemon's
 //! footprint matters on session-store hosts, and most rounds never talk to AWS.
 
+use aws_config::profile::ProfileFileCredentialsProvider;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
+use aws_runtime::env_config::file::{EnvConfigFileKind, EnvConfigFiles};
 
 use crate::config::{Config, WatchConfig};
 
@@ -15,7 +17,18 @@ use crate::config::{Config, WatchConfig};
 pub async fn sdk_config(config: &Config, region: &str) -> SdkConfig {
     let mut loader =
         aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_owned()));
-    if let Some(profile) = &config.aws.profile {
+    if let Some(path) = &config.aws.credentials_file {
+        // The named file is the only source: no environment variable, no instance role, no
+        // other profile file can stand in for it (or hide that it is wrong).
+        let files = EnvConfigFiles::builder()
+            .with_file(EnvConfigFileKind::Credentials, path)
+            .build();
+        let mut provider = ProfileFileCredentialsProvider::builder().profile_files(files);
+        if let Some(profile) = &config.aws.profile {
+            provider = provider.profile_name(profile);
+        }
+        loader = loader.credentials_provider(provider.build());
+    } else if let Some(profile) = &config.aws.profile {
         loader = loader.profile_name(profile);
     }
     if let Some(url) = &config.aws.endpoint_url {

@@ -38,6 +38,26 @@ pub(crate) struct AgentConfig<'a> {
     pub(crate) aws_endpoint: &'a str,
 }
 
+/// The AWS shared credentials file the lab writes next to `agent.toml`, which names it.
+pub const CREDENTIALS_FILE: &str = "aws-credentials";
+
+/// Its content: the lab's dummy keys (those of [`crate::LAB_AWS_ENV`]) as the `default`
+/// profile.
+pub fn lab_credentials() -> String {
+    let key = |name: &str| {
+        crate::LAB_AWS_ENV
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_default()
+    };
+    format!(
+        "# Written by valkey-dr-lab up: dummy keys that only this lab accepts.\n[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+        key("AWS_ACCESS_KEY_ID"),
+        key("AWS_SECRET_ACCESS_KEY")
+    )
+}
+
 /// A TOML basic string.
 fn quote(value: &str) -> String {
     toml::Value::String(value.to_string()).to_string()
@@ -66,6 +86,7 @@ log_format = "text"
 
 [aws]
 endpoint_url = {aws_endpoint}
+credentials_file = {credentials_file}
 
 [dns]
 nameservers = [{dns}]
@@ -101,6 +122,7 @@ tls_server_name = "endpoint"
 "#,
             state_dir = quote_path(&self.dir.join("state")),
             aws_endpoint = quote(self.aws_endpoint),
+            credentials_file = quote_path(&self.dir.join(CREDENTIALS_FILE)),
             dns = quote(&self.dns.to_string()),
             record = quote(self.record),
             zone_id = quote(HOSTED_ZONE_ID),

@@ -837,6 +837,14 @@ impl Lab {
             aws_endpoint: &shared.base.aws_endpoint,
         }
         .render();
+        // The credentials agent.toml names (`[aws] credentials_file`): the config works as
+        // printed, with no AWS_* variable, the way a real host can use it (systemd's
+        // LoadCredential=). Dummy keys that only this lab accepts; 0600 all the same.
+        write_atomic(
+            &dir.join(config::CREDENTIALS_FILE),
+            config::lab_credentials().as_bytes(),
+            0o600,
+        )?;
         write_atomic(&config_path, agent_toml.as_bytes(), 0o644)?;
         shared.write_lab_json()?;
         shared.published.store(true, Ordering::SeqCst);

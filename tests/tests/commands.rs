@@ -124,3 +124,46 @@ async fn an_absent_primary_endpoint_is_looked_up_and_a_missing_cache_is_named() 
         "{output}"
     );
 }
+
+/// The lab's `agent.toml` works as printed, with no `AWS_*` variable at all: it names the
+/// credentials file the lab writes (`[aws] credentials_file`), the mechanism a real host uses
+/// with systemd's `LoadCredential=`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lab_config_works_as_printed_without_aws_variables() {
+    let lab = TestLab::start().await;
+    let config = std::fs::read_to_string(lab.config()).unwrap();
+    assert!(config.contains("credentials_file = "), "{config}");
+    let before = lab.lab.calls().len();
+    for args in [["plan", "--config"], ["status", "--config"]] {
+        // A clean environment, and not through `run_bounded`, which would add the lab's
+        // credential variables.
+        let mut command = tokio::process::Command::new(support::agent_bin());
+        command
+            .args(args)
+            .arg(lab.config())
+            .env_clear()
+            .kill_on_drop(true);
+        if let Some(path) = std::env::var_os("PATH") {
+            command.env("PATH", path);
+        }
+        let out = tokio::time::timeout(support::COMMAND_DEADLINE, command.output())
+            .await
+            .expect("finished within the deadline")
+            .expect("ran");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stdout}{stderr}");
+        assert!(!stderr.contains("credential"), "{args:?}: {stderr}");
+        assert!(
+            !stdout.contains("lab-secret-not-real") && !stderr.contains("lab-secret-not-real"),
+            "{args:?}: the secret key is never printed"
+        );
+    }
+    // Signed (the lab refuses an unsigned call with 403) and answered on its merits.
+    let calls = lab.lab.calls();
+    let made = &calls[before..];
+    assert!(
+        !made.is_empty() && made.iter().all(|c| c.status != 403),
+        "{made:#?}"
+    );
+}

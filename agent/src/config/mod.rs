@@ -119,6 +119,11 @@ pub struct AwsConfig {
     pub endpoint_url: Option<String>,
     /// A named profile for the default credential chain.
     pub profile: Option<String>,
+    /// An AWS shared credentials file (INI, as `~/.aws/credentials`) that is the agent's only
+    /// credential source when set: its `profile` (or `default`) section. systemd's
+    /// `LoadCredential=` can supply it under `$CREDENTIALS_DIRECTORY`; the lab writes one.
+    /// Only the path is kept: the keys stay in the file.
+    pub credentials_file: Option<PathBuf>,
 }
 
 /// `[dns]`.
@@ -792,9 +797,22 @@ impl Validator<'_> {
                 self.issue(
                     &key(&p, name),
                     "AWS credentials are never read from the config text",
-                    "the default credential chain: an instance or task role, AWS_* environment variables, or `profile`",
+                    "the default credential chain: an instance or task role, AWS_* environment variables, `profile`, or a `credentials_file`",
                 );
             }
+        }
+        // Relative to the config file, as every path in it. Read once here so that a missing
+        // or unreadable file is a config error at start, not a credentials error mid-outage;
+        // its content (keys) is dropped at once.
+        let credentials_file = raw.credentials_file.map(|f| self.base.join(f));
+        if let Some(path) = &credentials_file
+            && let Err(e) = self.env.read_file(path)
+        {
+            self.issue(
+                &key(&p, "credentials_file"),
+                format!("{} cannot be read: {e}", path.display()),
+                "a readable AWS shared credentials file, e.g. one systemd's LoadCredential= puts under $CREDENTIALS_DIRECTORY",
+            );
         }
         if let Some(url) = &raw.endpoint_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
@@ -808,6 +826,7 @@ impl Validator<'_> {
         AwsConfig {
             endpoint_url: raw.endpoint_url,
             profile: raw.profile,
+            credentials_file,
         }
     }
 

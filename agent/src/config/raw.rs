@@ -38,6 +38,7 @@ pub struct RawAgent {
 pub struct RawAws {
     pub endpoint_url: Option<String>,
     pub profile: Option<String>,
+    pub credentials_file: Option<String>,
     /// Present only so that phase two can reject credentials written into the file with a
     /// message that says where they belong instead of "unknown field".
     pub access_key_id: Option<toml::Value>,

@@ -288,3 +288,23 @@ fn the_dr_region_is_in_the_primarys_partition() {
     assert!(issues[0].problem.contains("aws-cn"), "{issues:?}");
     assert!(issues[0].valid.contains("a DR region in aws"), "{issues:?}");
 }
+
+/// `[aws] credentials_file` is relative to the config, and a file that cannot be read is a
+/// config error at load, not a credentials error mid-outage. Its content is never kept.
+#[test]
+fn a_credentials_file_must_be_readable_and_only_its_path_is_kept() {
+    let text = BASE.replace(
+        "[[watch]]",
+        "[aws]\ncredentials_file = \"pw\"\n\n[[watch]]",
+    );
+    let c = parse(&text).expect("/etc/valkey-dr/pw is readable");
+    assert_eq!(
+        c.aws.credentials_file.as_deref(),
+        Some(Path::new("/etc/valkey-dr/pw"))
+    );
+    assert!(!format!("{c:?}").contains("from-file-secret"));
+    let issues = issues(&text.replace("\"pw\"", "\"nosuch\""));
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].key, "aws.credentials_file");
+    assert!(issues[0].valid.contains("LoadCredential"), "{issues:?}");
+}
