@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_elasticache::Client;
 use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 use valkey_dr_policies::Witness as Verdict;
 
 use crate::config::{Config, WitnessConfig};
+use crate::executor::api::ApiError;
+use crate::executor::sdk::SdkCache;
 
 /// One watch's witness.
 pub struct Witness {
@@ -69,7 +70,7 @@ pub struct AwsWitnesses {
 
 #[derive(Default)]
 struct RegionWitness {
-    client: OnceCell<Client>,
+    client: OnceCell<SdkCache>,
     /// Held while a call is in flight; waiters then read the fresh verdict.
     last: tokio::sync::Mutex<Option<(Instant, Verdict)>>,
 }
@@ -99,19 +100,16 @@ impl AwsWitnesses {
         let client = entry
             .client
             .get_or_init(|| async {
-                Client::new(&crate::aws::sdk_config(&self.config, region).await)
+                SdkCache::new(&crate::aws::sdk_config(&self.config, region).await)
             })
             .await;
-        let call = client
-            .describe_serverless_caches()
-            .max_results(WITNESS_PAGE)
-            .send();
-        let verdict = match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(_)) => Verdict::Ok,
-            Ok(Err(e)) => Verdict::Failed(format!(
-                "DescribeServerlessCaches in {region}: {}",
-                aws_sdk_elasticache::error::DisplayErrorContext(&e)
-            )),
+        let verdict = match tokio::time::timeout(timeout, client.answers(WITNESS_PAGE)).await {
+            Ok(Ok(())) => Verdict::Ok,
+            // Refused credentials or permissions prove nothing about the agent's network:
+            // a configuration error, never isolation (the engine says so once, and blocks a
+            // failover that could not succeed).
+            Ok(Err(e @ ApiError::Denied { .. })) => Verdict::Denied(e.to_string()),
+            Ok(Err(e)) => Verdict::Failed(e.to_string()),
             Err(_) => Verdict::Failed(format!(
                 "DescribeServerlessCaches in {region}: no answer within {}",
                 humantime::format_duration(timeout)

@@ -57,7 +57,7 @@ pub fn step(
     next.health = judge_health(&state.health, &next, &round, now, params);
     next.witness_failure = match &obs.witness {
         Witness::Failed(reason) => Some(reason.clone()),
-        Witness::Ok | Witness::NotConfigured => None,
+        Witness::Ok | Witness::NotConfigured | Witness::Denied(_) => None,
     };
     let horizon = params.cooldown.max(params.max_auto_failovers_window);
     next.failovers.retain(|&t| elapsed(t, now) < horizon);
@@ -71,6 +71,15 @@ pub fn step(
         }
         _ => false,
     };
+    // Credentials or permissions refused: once per streak, and again only when the reason
+    // changes. Not isolation: the agent's network is not in question, its setup is.
+    next.witness_denied = match &obs.witness {
+        Witness::Denied(reason) => Some(reason.clone()),
+        _ => None,
+    };
+    if next.witness_denied.is_some() && next.witness_denied != state.witness_denied {
+        out.push(Pending::new(Event::ConfigError, reasons.clone()));
+    }
     next.config_errors = match &round {
         Round::Config(kinds) => kinds.clone(),
         _ => Vec::new(),
@@ -510,6 +519,13 @@ fn failover_guards(
             Witness::Failed(reason) => {
                 guard(GuardKind::Witness, false, format!("failed: {reason}"))
             }
+            Witness::Denied(reason) => guard(
+                GuardKind::Witness,
+                false,
+                format!(
+                    "credentials or permissions refused: {reason}; a failover would fail at its first call"
+                ),
+            ),
         },
         match &obs.drift {
             None => guard(
@@ -612,10 +628,14 @@ fn round_reasons(
             "drift: the record points at {target}, not the active cache"
         ));
     }
-    if let Witness::Failed(reason) = &obs.witness {
-        reasons.push(format!(
+    match &obs.witness {
+        Witness::Failed(reason) => reasons.push(format!(
             "witness failed: {reason}: the agent cannot tell a cache failure from its own"
-        ));
+        )),
+        Witness::Denied(reason) => reasons.push(format!(
+            "AWS credentials or permissions refused: {reason}: a configuration error, which no failover can fix; check [aws] and the IAM policy (valkey-dr iam-policy)"
+        )),
+        Witness::Ok | Witness::NotConfigured => {}
     }
     if previous.witness_failure.is_some() && next.witness_failure.is_none() {
         reasons.push("witness ok again".to_owned());

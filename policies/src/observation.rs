@@ -145,6 +145,10 @@ pub enum Witness {
     Failed(String),
     /// The watch has no witness (`kind = "none"`); the engine then trusts the probes alone.
     NotConfigured,
+    /// The witness call was refused for the agent's credentials or permissions (or no
+    /// credentials could be loaded). A configuration error, never isolation: it is announced
+    /// as `config_error`, and it blocks a failover, which would fail at its first call.
+    Denied(String),
 }
 
 /// Everything the agent learned about one watch in one probe round.

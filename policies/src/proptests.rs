@@ -66,6 +66,7 @@ fn observation() -> impl Strategy<Value = Observation> {
         14 => Just(Witness::Ok),
         3 => Just(Witness::NotConfigured),
         3 => Just(Witness::Failed("witness timed out".to_owned())),
+        2 => Just(Witness::Denied("AccessDenied".to_owned())),
     ];
     let drift = prop_oneof![9 => Just(None), 1 => Just(Some("other.example".to_owned()))];
     // Outages are over-weighted so that scripts reach `Down` often.
@@ -329,6 +330,10 @@ fn round(
         prop_assert!(
             !matches!(obs.witness, Witness::Failed(_)),
             "intent while isolated"
+        );
+        prop_assert!(
+            !matches!(obs.witness, Witness::Denied(_)),
+            "intent with credentials refused"
         );
         prop_assert!(
             qualifies(obs),

@@ -99,6 +99,10 @@ pub struct WatchState {
     /// The failure kinds of the current config-error streak, sorted, so that a streak is
     /// announced once and again only when the kinds change.
     pub config_errors: Vec<FailureKind>,
+    /// The witness's credential or permission refusal while it lasts, announced once as
+    /// `config_error`.
+    #[serde(default)]
+    pub witness_denied: Option<String>,
     /// When each recent failover started (manual ones included), for the cooldown and the
     /// per-window cap. Entries older than both are dropped.
     pub failovers: Vec<SystemTime>,

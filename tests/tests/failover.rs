@@ -1056,3 +1056,83 @@ async fn with_iam_auth_the_dr_cache_is_probed_with_its_own_tokens() {
     assert_eq!(run.path(0, "direct")["ok"], true, "{}", run.output);
     agent.kill9().await;
 }
+
+/// Issue 9 (item 3): an auto-failover agent whose credentials cannot be loaded says so as a
+/// `config_error`, never as `isolated`; in an outage it judges the cache `down` on its probes
+/// and blocks the failover, which could not make a single call, naming why. No text people
+/// read carries an SDK Debug dump.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_credentials_the_agent_says_config_error_never_isolated() {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
+    let empty = s.lab.dir.path().join("no-credentials");
+    std::fs::write(&empty, "# no keys here\n").unwrap();
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("credentials_file = "))
+        .expect("the lab's config names a credentials file")
+        .to_owned();
+    let config = s.lab.dir.path().join("no-credentials.toml");
+    let named = toml::Value::String(empty.to_string_lossy().into_owned()).to_string();
+    std::fs::write(
+        &config,
+        text.replace(&line, &format!("credentials_file = {named}")),
+    )
+    .unwrap();
+
+    let agent = Agent::start(&config, &s.state_dir, &[]).await;
+    assert!(
+        agent.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
+        "{}",
+        agent.log_text()
+    );
+    s.fault(region_outage()).await;
+    let blocked = s
+        .wait_event(DOWN_BOUND + EVENT_BOUND, |e| {
+            e["event"] == "failover_blocked"
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no failover_blocked: {:?}\n{}",
+                s.hook.names(),
+                agent.log_text()
+            )
+        });
+    let reasons = blocked["reasons"].to_string();
+    assert!(
+        reasons.contains("credentials or permissions"),
+        "{blocked:#}"
+    );
+    let config_error = s
+        .wait_event(EVENT_BOUND, |e| e["event"] == "config_error")
+        .await
+        .unwrap_or_else(|| panic!("no config_error: {:?}", s.hook.names()));
+    assert!(
+        config_error["reasons"].to_string().contains("credentials"),
+        "{config_error:#}"
+    );
+    assert!(
+        agent.wait_state(WATCH, "down", EVENT_BOUND).await,
+        "{:?} {:?}",
+        agent.state(WATCH).await,
+        s.hook.names()
+    );
+    let names = s.hook.names();
+    assert!(!names.iter().any(|n| n == "isolated"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "failover_started"), "{names:?}");
+    assert!(creates(&s.calls()).is_empty());
+    for (_, event) in s.hook.events() {
+        let text = event.to_string();
+        assert!(
+            !text.contains("{ source:") && !text.contains("DispatchFailure("),
+            "{event:#}"
+        );
+    }
+    let log = agent.log_text();
+    assert!(
+        !log.contains("{ source:") && !log.contains("DispatchFailure("),
+        "{log}"
+    );
+    agent.kill9().await;
+}

@@ -293,10 +293,7 @@ fn the_dr_region_is_in_the_primarys_partition() {
 /// config error at load, not a credentials error mid-outage. Its content is never kept.
 #[test]
 fn a_credentials_file_must_be_readable_and_only_its_path_is_kept() {
-    let text = BASE.replace(
-        "[[watch]]",
-        "[aws]\ncredentials_file = \"pw\"\n\n[[watch]]",
-    );
+    let text = BASE.replace("[[watch]]", "[aws]\ncredentials_file = \"pw\"\n\n[[watch]]");
     let c = parse(&text).expect("/etc/valkey-dr/pw is readable");
     assert_eq!(
         c.aws.credentials_file.as_deref(),

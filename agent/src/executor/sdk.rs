@@ -99,6 +99,18 @@ impl SdkCache {
     pub fn region(&self) -> &str {
         &self.region
     }
+
+    /// One page of `DescribeServerlessCaches` of `page` caches (20-100, as AWS accepts):
+    /// the witness's proof that this region's API answers the agent, and with which error.
+    pub async fn answers(&self, page: i32) -> Result<(), ApiError> {
+        self.client
+            .describe_serverless_caches()
+            .max_results(page)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(DESCRIBE, Some(&self.region), "", &e))
+    }
 }
 
 /// Route 53.

@@ -1257,3 +1257,34 @@ fn a_running_failover_is_not_reported_as_blocked_and_is_reminded() {
         reminders[0].reasons
     );
 }
+
+fn denied(mut obs: Observation) -> Observation {
+    obs.witness = Witness::Denied("AccessDenied: not authorized".to_owned());
+    obs
+}
+
+/// Issue 9: credentials or permissions refused at the witness are a configuration error,
+/// announced once, never isolation; the watch is judged on its probes, and a failover, which
+/// would fail at its first call, is blocked and says why.
+#[test]
+fn a_denied_witness_is_a_config_error_not_isolation_and_blocks_the_failover() {
+    let mut sim = Sim::new();
+    sim.steps(3, good());
+    let first = sim.steps(1, denied(good()));
+    assert_eq!(first, vec![Event::ConfigError], "announced at once");
+    assert_eq!(sim.state.judged(), State::Healthy, "not isolated");
+    assert!(sim.steps(2, denied(good())).is_empty(), "announced once");
+    let down = sim.steps(4, denied(outage()));
+    assert!(down.contains(&Event::Down), "{down:?}");
+    assert!(!down.contains(&Event::Isolated), "{down:?}");
+    assert!(!down.contains(&Event::FailoverIntent), "{down:?}");
+    assert!(down.contains(&Event::FailoverBlocked), "{down:?}");
+    assert_eq!(sim.state.judged(), State::Down);
+    assert!(
+        sim.steps(1, denied(outage())).is_empty(),
+        "the block is not repeated every round"
+    );
+    // Working credentials again: the next round may fail over.
+    let fixed = sim.steps(1, outage());
+    assert!(fixed.contains(&Event::FailoverIntent), "{fixed:?}");
+}
