@@ -240,3 +240,49 @@ async fn a_failed_build_fails_the_drill_naming_the_step_and_still_deletes() {
         1
     );
 }
+
+/// Issue 9 (item 3): without credentials the drill fails within seconds, at `create`, and
+/// never reports a cache it did not create; nothing reached AWS to be billed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_credentials_a_drill_fails_at_once_and_claims_no_cache() {
+    let lab = lab().await;
+    let (line, none) = lab.no_credentials_edit();
+    let config = lab.config_variant("no-credentials.toml", &[(&line, &none)]);
+    let started = std::time::Instant::now();
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command
+        .args(["drill", "--output", "json", "--config"])
+        .arg(&config)
+        .env_remove("VALKEY_DR_CONFIG");
+    let out = run_bounded(command).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("the report is JSON");
+    assert_eq!(report["failed_step"], "create", "{report:#}");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("credentials or permissions"),
+        "{report:#}"
+    );
+    assert_eq!(report["cache_remains"], false, "{report:#}");
+    assert_eq!(report["steps"][3]["result"], "skipped", "{report:#}");
+    assert!(
+        !stdout.contains("{ source:") && !stderr.contains("DispatchFailure("),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        lab.lab
+            .calls()
+            .iter()
+            .all(|c| c.action != "CreateServerlessCache"),
+        "nothing was sent"
+    );
+}

@@ -1064,21 +1064,10 @@ async fn with_iam_auth_the_dr_cache_is_probed_with_its_own_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_credentials_the_agent_says_config_error_never_isolated() {
     let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
-    let empty = s.lab.dir.path().join("no-credentials");
-    std::fs::write(&empty, "# no keys here\n").unwrap();
+    let (line, none) = s.lab.no_credentials_edit();
     let text = std::fs::read_to_string(&s.config).unwrap();
-    let line = text
-        .lines()
-        .find(|l| l.starts_with("credentials_file = "))
-        .expect("the lab's config names a credentials file")
-        .to_owned();
     let config = s.lab.dir.path().join("no-credentials.toml");
-    let named = toml::Value::String(empty.to_string_lossy().into_owned()).to_string();
-    std::fs::write(
-        &config,
-        text.replace(&line, &format!("credentials_file = {named}")),
-    )
-    .unwrap();
+    std::fs::write(&config, text.replace(&line, &none)).unwrap();
 
     let agent = Agent::start(&config, &s.state_dir, &[]).await;
     assert!(
@@ -1135,4 +1124,36 @@ async fn without_credentials_the_agent_says_config_error_never_isolated() {
         "{log}"
     );
     agent.kill9().await;
+}
+
+/// Issue 9 (item 3): `failover --yes` without credentials stops at once, naming the cause,
+/// with the record untouched; before, it retried for ever with the error labelled transient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_credentials_a_manual_failover_stops_at_once() {
+    let s = setup(Mode::AlertOnly, Duration::from_secs(1), &[]).await;
+    let primary = s.endpoint(PRIMARY_CACHE);
+    let (line, none) = s.lab.no_credentials_edit();
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let config = s.lab.dir.path().join("no-credentials.toml");
+    std::fs::write(&config, text.replace(&line, &none)).unwrap();
+    let started = std::time::Instant::now();
+    let run = cli(&config, &["failover", "--yes"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}: {}",
+        started.elapsed(),
+        run.output()
+    );
+    assert!(
+        run.stderr.contains("credentials or permissions") && !run.stderr.contains("(transient)"),
+        "{}",
+        run.output()
+    );
+    assert!(
+        mutating(&s.calls()).is_empty(),
+        "{:#?}",
+        mutating(&s.calls())
+    );
+    s.assert_record(&primary, LAB_TTL).await;
 }

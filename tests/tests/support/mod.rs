@@ -77,6 +77,21 @@ impl TestLab {
         path
     }
 
+    /// The edit that makes a config variant name a credentials file with no keys in it, as
+    /// a host whose credentials are missing: every AWS call then fails before it is sent.
+    pub fn no_credentials_edit(&self) -> (String, String) {
+        let empty = self.dir.path().join("no-credentials");
+        std::fs::write(&empty, "# no keys here\n").expect("write the empty credentials file");
+        let text = std::fs::read_to_string(self.config()).expect("read agent.toml");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("credentials_file = "))
+            .expect("the lab's agent.toml names a credentials file")
+            .to_owned();
+        let named = toml::Value::String(empty.to_string_lossy().into_owned()).to_string();
+        (line, format!("credentials_file = {named}"))
+    }
+
     pub async fn fault(&self, fault: valkey_dr_lab::Fault) {
         self.lab.fault(fault).await.expect("fault applies");
     }
