@@ -127,6 +127,26 @@ impl Setup {
             .find(|e| matches(e))
     }
 
+    /// Takes the primary region down and waits (bounded) for the agent's failover to complete
+    /// and the watch to be `failed_over`; returns the `failover_completed` event.
+    async fn outage_to_failed_over(&self, agent: &Agent) -> Value {
+        self.fault(region_outage()).await;
+        let end = self.failover_end(agent).await;
+        assert_eq!(
+            end["event"],
+            "failover_completed",
+            "{end:#}\n{}",
+            agent.log_text()
+        );
+        assert!(
+            agent.wait_state(WATCH, "failed_over", EVENT_BOUND).await,
+            "{:?}\n{}",
+            agent.state(WATCH).await,
+            agent.log_text()
+        );
+        end
+    }
+
     /// How the failover ended: `failover_completed`, `failover_failed` or `stood_down`.
     async fn failover_end(&self, agent: &Agent) -> Value {
         self.wait_event(FAILOVER_BOUND, |e| {
@@ -309,20 +329,7 @@ async fn status_json(config: &Path) -> Value {
 async fn a_region_outage_fails_over_once_and_the_record_serves_from_the_dr_cache() {
     let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
     let agent = s.healthy_agent().await;
-    s.fault(region_outage()).await;
-    let end = s.failover_end(&agent).await;
-    assert_eq!(
-        end["event"],
-        "failover_completed",
-        "{end:#}\n{}",
-        agent.log_text()
-    );
-    assert!(
-        agent.wait_state(WATCH, "failed_over", EVENT_BOUND).await,
-        "{:?}\n{}",
-        agent.state(WATCH).await,
-        agent.log_text()
-    );
+    let end = s.outage_to_failed_over(&agent).await;
 
     // The lab's side: one cache built in the DR region, one swap of the record.
     let dr = s.endpoint(DR_CACHE);
@@ -1021,19 +1028,7 @@ async fn with_iam_auth_the_dr_cache_is_probed_with_its_own_tokens() {
     let config = std::fs::read_to_string(&s.config).unwrap();
     assert!(config.contains("iam_auth = true"), "{config}");
     let agent = s.healthy_agent().await;
-    s.fault(region_outage()).await;
-    let end = s.failover_end(&agent).await;
-    assert_eq!(
-        end["event"],
-        "failover_completed",
-        "{end:#}\n{}",
-        agent.log_text()
-    );
-    assert!(
-        agent.wait_state(WATCH, "failed_over", EVENT_BOUND).await,
-        "{}",
-        agent.log_text()
-    );
+    s.outage_to_failed_over(&agent).await;
     // The daemon's own rounds against the DR cache authenticate: both paths answer.
     let answered = wait_until(EVENT_BOUND, || async {
         let status = watch_status(&agent).await;
