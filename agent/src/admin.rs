@@ -90,6 +90,18 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabels {
+    watch: String,
+    check: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    watch: String,
+    phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StepLabels {
     watch: String,
     step: String,
@@ -119,6 +131,12 @@ pub struct Metrics {
     /// When the last recorded round of each watch started, to alert on a stale agent even
     /// when the scrape itself still works.
     last_round: Family<WatchLabels, Gauge<f64, AtomicU64>>,
+    /// Per preflight check: 1 unless its last result was `fail`.
+    ready: Family<CheckLabels, Gauge>,
+    /// When the last successful drill of each watch finished.
+    last_drill: Family<WatchLabels, Gauge<f64, AtomicU64>>,
+    /// How long each step of that drill took.
+    drill_phase: Family<PhaseLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -133,6 +151,9 @@ impl Metrics {
         let failovers = Family::<ResultLabels, Counter>::default();
         let failover_step = Family::<StepLabels, Gauge<f64, AtomicU64>>::default();
         let last_round = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
+        let ready = Family::<CheckLabels, Gauge>::default();
+        let last_drill = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
+        let drill_phase = Family::<PhaseLabels, Gauge<f64, AtomicU64>>::default();
         let up = Gauge::<i64>::default();
         up.set(1);
 
@@ -178,9 +199,27 @@ impl Metrics {
             "Unix time at which the last recorded probe round of a watch started",
             last_round.clone(),
         );
+        registry.register(
+            "valkey_dr_ready",
+            "1 when the last readiness check (preflight) of a watch's failover path passed or only warned, 0 when it failed",
+            ready.clone(),
+        );
+        registry.register(
+            "valkey_dr_last_drill_timestamp_seconds",
+            "Unix time at which the last successful drill of a watch finished",
+            last_drill.clone(),
+        );
+        registry.register(
+            "valkey_dr_drill_phase_seconds",
+            "Duration of each step (phase) of the last successful drill",
+            drill_phase.clone(),
+        );
 
         Metrics {
             registry,
+            ready,
+            last_drill,
+            drill_phase,
             probe_duration,
             probes,
             consecutive_failures,
@@ -269,6 +308,36 @@ impl Metrics {
                 step: step.to_owned(),
             })
             .set(d.as_secs_f64());
+    }
+
+    /// Sets a readiness check's gauge: 1 ready, 0 not.
+    pub fn set_ready(&self, watch: &str, check: &str, ready: bool) {
+        self.ready
+            .get_or_create(&CheckLabels {
+                watch: watch.to_owned(),
+                check: check.to_owned(),
+            })
+            .set(i64::from(ready));
+    }
+
+    /// Records the last successful drill of `watch`: when it finished and its phases.
+    pub fn last_drill(&self, watch: &str, finished: SystemTime, phases: &[(String, Duration)]) {
+        let at = finished
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_drill
+            .get_or_create(&WatchLabels {
+                watch: watch.to_owned(),
+            })
+            .set(at.as_secs_f64());
+        for (phase, d) in phases {
+            self.drill_phase
+                .get_or_create(&PhaseLabels {
+                    watch: watch.to_owned(),
+                    phase: phase.clone(),
+                })
+                .set(d.as_secs_f64());
+        }
     }
 
     /// The OpenMetrics text exposition, ending with `# EOF`.

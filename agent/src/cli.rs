@@ -66,14 +66,30 @@ pub enum Command {
         #[arg(long)]
         watch: Option<String>,
         /// Leave the drill cache running (it is billed until deleted).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "history")]
         keep: bool,
+        /// List past drills phase by phase instead, flagging one whose provisioning took over
+        /// twice the median of the ones before it. Runs nothing.
+        #[arg(long)]
+        history: bool,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Output::Text)]
         output: Output,
     },
     /// Print the least-privilege IAM policy (JSON) for this config.
     IamPolicy,
+    /// Check, read-only, everything a failover needs on the real account: identity, the zone
+    /// and the record, the primary, the DR cache name and the DR spec's references,
+    /// permissions, and drift. Exits with a Nagios status (0 OK, 1 WARNING, 2 CRITICAL,
+    /// 3 UNKNOWN).
+    Preflight {
+        /// Only this watch.
+        #[arg(long)]
+        watch: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Fail over now through the same executor as an automatic failover (through the running
     /// agent when there is one). Asks on a terminal; needs --yes anywhere else.
     Failover {
@@ -159,10 +175,20 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Plan { watch } => run_plan(&cli.config, watch.as_deref()).await,
         Command::Drill {
             watch,
+            history: true,
+            output,
+            ..
+        } => run_drill_history(&cli.config, watch.as_deref(), output),
+        Command::Drill {
+            watch,
             keep,
             output,
+            ..
         } => run_drill(&cli.config, watch.as_deref(), keep, output).await,
         Command::IamPolicy => run_iam_policy(&cli.config),
+        Command::Preflight { watch, output } => {
+            run_preflight(&cli.config, watch.as_deref(), output).await
+        }
         Command::Failover {
             watch,
             yes,
@@ -253,6 +279,64 @@ async fn run_plan(path: &std::path::Path, only: Option<&str>) -> i32 {
     }
     println!("{:#}", serde_json::json!({ "plans": plans }));
     code
+}
+
+fn run_drill_history(path: &std::path::Path, only: Option<&str>, output: Output) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    let watches: Vec<_> = match only {
+        Some(name) => match config.watch(name) {
+            Ok(w) => vec![w],
+            Err(e) => {
+                eprintln!("error: {e}");
+                return 2;
+            }
+        },
+        None => config.watches.iter().collect(),
+    };
+    let mut all = Vec::new();
+    for w in watches {
+        match crate::drill::history(&config.agent.state_dir, &w.name) {
+            Ok(drills) => all.push((w.name.clone(), drills)),
+            Err(e) => {
+                eprintln!("error: {:#}", anyhow::Error::from(e));
+                return 1;
+            }
+        }
+    }
+    match output {
+        Output::Text => {
+            for (watch, drills) in &all {
+                print!("{}", crate::drill::history_text(watch, drills));
+            }
+        }
+        Output::Json => {
+            let watches: Vec<_> = all
+                .iter()
+                .map(|(watch, drills)| serde_json::json!({ "watch": watch, "drills": drills }))
+                .collect();
+            println!("{:#}", serde_json::json!({ "history": watches }));
+        }
+    }
+    0
+}
+
+async fn run_preflight(path: &std::path::Path, only: Option<&str>, output: Output) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let unknown = Status::Unknown.exit_code();
+    let Some(config) = load(path) else {
+        return unknown;
+    };
+    if let Some(Err(e)) = only.map(|name| config.watch(name)) {
+        eprintln!("error: {e}");
+        return unknown;
+    }
+    let report = crate::preflight::run(&config, only).await;
+    match output {
+        Output::Text => print!("{}", report.to_text()),
+        Output::Json => println!("{:#}", report.to_json()),
+    }
+    report.status().exit_code()
 }
 
 /// The watch a one-watch command acts on; prints why there is none (exit code 2).
@@ -449,8 +533,14 @@ async fn run_check(path: &std::path::Path, watch: Option<&str>, output: Output) 
 
 /// Logs go to stderr so that stdout stays parseable (`--output json`).
 pub fn init_logging(format: LogFormat, default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("VALKEY_DR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // The SDK's credential chain logs each provider that fails as a WARN with its whole error;
+    // the agent says it once, in a sentence, where it matters (`executor::sdk`).
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("VALKEY_DR_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!(
+                "{default_level},aws_config::meta::credentials=error,aws_config::profile=error"
+            ))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -198,7 +198,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     drop(done_tx);
     let control = tokio::spawn(dispatch_control(control_rx, watch_controls));
-    supervise(&config, done_rx, status_tx, &health, &shutdown).await;
+    let (readiness_tx, readiness_rx) = watch::channel(crate::readiness::pending());
+    let readiness = tokio::spawn(crate::readiness::run(
+        shared_config.clone(),
+        metrics.clone(),
+        notifier.clone(),
+        readiness_tx,
+        shutdown.child_token(),
+    ));
+    supervise(
+        &config,
+        done_rx,
+        status_tx,
+        readiness_rx,
+        &health,
+        &shutdown,
+    )
+    .await;
 
     // Shutdown: watches save their state, notifiers drain, then the admin server stops,
     // all within a bounded grace so that systemd's stop timeout is never the one that acts.
@@ -213,6 +229,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
         }
     }
     control.abort();
+    readiness.abort();
     tokio::select! {
         _ = notify_task => {}
         _ = &mut grace => tracing::warn!("notifications still queued at shutdown were dropped"),
@@ -278,12 +295,14 @@ async fn supervise(
     config: &Config,
     mut done: mpsc::Receiver<RoundDone>,
     status: watch::Sender<Value>,
+    mut readiness: watch::Receiver<Value>,
     health: &Health,
     shutdown: &CancellationToken,
 ) {
     let mut watches: BTreeMap<String, (Value, String)> = BTreeMap::new();
     let mut ready = false;
     let mut dirty = false;
+    let mut readiness_open = true;
     // The status document and systemd's STATUS= line cover every watch, so they are rebuilt on
     // a short timer rather than after each watch's round: per round that would cost O(watches)
     // per watch, which is what dominated the agent's CPU with 100 watches.
@@ -303,6 +322,12 @@ async fn supervise(
                 }
                 None => return,
             },
+            changed = readiness.changed(), if readiness_open => {
+                // A readiness task that ended (only at shutdown) must not wake this loop again.
+                readiness_open = changed.is_ok();
+                dirty |= readiness_open;
+                continue;
+            }
             _ = publish.tick() => {
                 if !dirty {
                     // Nothing new, but a healthy loop still feeds the watchdog.
@@ -317,6 +342,7 @@ async fn supervise(
         let _ = status.send(json!({
             "agent": agent_json(config),
             "watches": watches.values().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
+            "readiness": readiness.borrow().clone(),
         }));
         let line = watches
             .values()

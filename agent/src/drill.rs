@@ -729,6 +729,180 @@ pub fn to_text(report: &DrillReport, saved: Option<&Path>) -> String {
     out
 }
 
+/// One past drill of a watch, as `drill --history` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PastDrill {
+    /// The drill's id (its UTC minute).
+    pub drill_id: String,
+    /// RFC 3339, UTC.
+    pub started_at: String,
+    /// RFC 3339, UTC.
+    pub finished_at: String,
+    /// Whether every step that ran succeeded.
+    pub ok: bool,
+    /// The first step that failed.
+    pub failed_step: Option<String>,
+    /// Each step that ran, and how long it took.
+    pub phases_ms: std::collections::BTreeMap<String, u64>,
+    /// `create` + `wait_available`, when both succeeded: what the RTO depends on most.
+    pub provisioning_ms: Option<u64>,
+    /// The median provisioning time of the drills before this one (the baseline).
+    pub baseline_ms: Option<u64>,
+    /// Provisioning took over twice the baseline.
+    pub slow: bool,
+}
+
+/// How many times the baseline a drill's provisioning may take before it is flagged.
+pub const SLOW_FACTOR: u64 = 2;
+
+/// Every drill report of `watch` under `state_dir/drills/`, oldest first, each with the
+/// baseline of the ones before it. Files that are not drill reports are skipped with a
+/// warning; a missing directory is no drill.
+pub fn history(state_dir: &Path, watch: &str) -> Result<Vec<PastDrill>, StoreError> {
+    let dir = state_dir.join("drills");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(StoreError::Io {
+                action: "list",
+                path: dir,
+                source,
+            });
+        }
+    };
+    let mut reports: Vec<DrillReport> = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with("drill-") && name.ends_with(".json")) {
+            continue;
+        }
+        match store::read_json::<DrillReport>(&path) {
+            Ok(Some(report)) if report.watch == watch => reports.push(report),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("skipping {}: {:#}", path.display(), anyhow::Error::from(e)),
+        }
+    }
+    reports.sort_by(|a, b| {
+        a.started_at
+            .cmp(&b.started_at)
+            .then(a.drill_id.cmp(&b.drill_id))
+    });
+    let mut previous: Vec<u64> = Vec::new();
+    let mut out = Vec::with_capacity(reports.len());
+    for r in reports {
+        let ran = |step: &str| {
+            r.steps
+                .iter()
+                .find(|s| s.step == step && s.result == StepResult::Ok)
+                .map(|s| s.duration_ms)
+        };
+        let provisioning_ms = ran("create").zip(ran("wait_available")).map(|(a, b)| a + b);
+        let baseline_ms = median(&previous);
+        let slow =
+            matches!((provisioning_ms, baseline_ms), (Some(p), Some(b)) if p > SLOW_FACTOR * b);
+        if let Some(p) = provisioning_ms {
+            previous.push(p);
+        }
+        out.push(PastDrill {
+            drill_id: r.drill_id,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            ok: r.ok,
+            failed_step: r.failed_step,
+            phases_ms: r
+                .steps
+                .iter()
+                .filter(|s| s.result != StepResult::Skipped)
+                .map(|s| (s.step.clone(), s.duration_ms))
+                .collect(),
+            provisioning_ms,
+            baseline_ms,
+            slow,
+        });
+    }
+    Ok(out)
+}
+
+/// The median of `values` (the lower middle of an even count is averaged with the upper).
+fn median(values: &[u64]) -> Option<u64> {
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2),
+    }
+}
+
+/// `drill --history` for people: one row per drill, phase by phase, slow ones flagged.
+pub fn history_text(watch: &str, drills: &[PastDrill]) -> String {
+    let mut out = String::new();
+    if drills.is_empty() {
+        let _ = writeln!(
+            out,
+            "no drill of watch {watch} has run yet: run `valkey-dr drill --watch {watch}`"
+        );
+        return out;
+    }
+    let _ = writeln!(out, "drills of watch {watch}, oldest first");
+    let _ = write!(out, "{:<16} {:<7}", "DRILL", "RESULT");
+    for step in STEPS {
+        let _ = write!(out, " {:>14}", step.to_uppercase());
+    }
+    let _ = writeln!(out, " {:>13} {:>9}", "PROVISIONING", "BASELINE");
+    for d in drills {
+        let _ = write!(
+            out,
+            "{:<16} {:<7}",
+            d.drill_id,
+            if d.ok { "ok" } else { "failed" }
+        );
+        for step in STEPS {
+            let cell = d
+                .phases_ms
+                .get(step)
+                .map(|ms| seconds(*ms))
+                .unwrap_or_else(|| "-".into());
+            let _ = write!(out, " {cell:>14}");
+        }
+        let cell = |v: Option<u64>| v.map(seconds).unwrap_or_else(|| "-".into());
+        let _ = write!(
+            out,
+            " {:>13} {:>9}",
+            cell(d.provisioning_ms),
+            cell(d.baseline_ms)
+        );
+        if d.slow {
+            let _ = write!(
+                out,
+                "  SLOW: provisioning took over {SLOW_FACTOR}x the median of the drills before it"
+            );
+        }
+        if let Some(step) = &d.failed_step {
+            let _ = write!(out, "  failed at {step}");
+        }
+        let _ = writeln!(out);
+    }
+    out
+}
+
+/// The last successful drill of `watch`: when it finished, and its phases.
+pub fn last_ok(state_dir: &Path, watch: &str) -> Option<(SystemTime, Vec<(String, Duration)>)> {
+    let drills = history(state_dir, watch).ok()?;
+    let last = drills.iter().rev().find(|d| d.ok)?;
+    let finished = humantime::parse_rfc3339_weak(&last.finished_at).ok()?;
+    Some((
+        finished,
+        last.phases_ms
+            .iter()
+            .map(|(k, ms)| (k.clone(), Duration::from_millis(*ms)))
+            .collect(),
+    ))
+}
+
 fn seconds(ms: u64) -> String {
     format!("{:.1}s", ms as f64 / 1000.0)
 }

@@ -44,6 +44,16 @@ pub fn policy(config: &Config) -> Value {
             "Resource": [format!("arn:{p}:route53:::change/*")],
         }));
     }
+    if let Some(p) = route53_partition {
+        // preflight asks IAM whether the agent's own principal may make every call above.
+        // The config does not name the agent's role: narrow `role/*` to it.
+        statements.push(json!({
+            "Sid": sids.unique("PreflightSimulatePermissions", ""),
+            "Effect": "Allow",
+            "Action": ["iam:SimulatePrincipalPolicy"],
+            "Resource": [format!("arn:{p}:iam::*:role/*"), format!("arn:{p}:iam::*:user/*")],
+        }));
+    }
     if !dr_regions.is_empty() {
         statements.push(json!({
             "Sid": sids.unique("Ec2DescribeForDrCache", ""),
@@ -76,6 +86,7 @@ fn watch_statements(w: &WatchConfig, sids: &mut Sids, out: &mut Vec<Value>) {
     let drill_caches = cache_arn(dr, &format!("{}-drill-*", w.dr.cache_name));
     let primary_cache = cache_arn(&w.primary.region, &w.primary.cache_name);
 
+    let zone_arn = zone.clone();
     out.push(json!({
         "Sid": sids.unique("Route53ReadRecord", name),
         "Effect": "Allow",
@@ -194,6 +205,7 @@ fn watch_statements(w: &WatchConfig, sids: &mut Sids, out: &mut Vec<Value>) {
         "Resource": [ec2("vpc-endpoint", "*")],
     }));
 
+    let mut kms_key_arn = None;
     if let Some(key) = &w.dr.kms_key_id {
         let key_arn = if key.starts_with("arn:") {
             key.clone()
@@ -208,9 +220,48 @@ fn watch_statements(w: &WatchConfig, sids: &mut Sids, out: &mut Vec<Value>) {
             "Sid": sids.unique("KmsDrCacheKey", name),
             "Effect": "Allow",
             "Action": ["kms:CreateGrant", "kms:DescribeKey"],
-            "Resource": [key_arn],
+            "Resource": [key_arn.clone()],
             "Condition": {
                 "StringEquals": { "kms:ViaService": format!("elasticache.{dr}.amazonaws.com") }
+            },
+        }));
+        kms_key_arn = Some(key_arn);
+    }
+
+    // `valkey-dr preflight` (and the daemon's readiness checks) read what a failover will
+    // need: the zone, the primary's tags (drift), the user group, the snapshots and the KMS
+    // key, each directly rather than through ElastiCache. Read-only.
+    let mut reads =
+        vec![json!({ "Action": "route53:GetHostedZone", "Resource": zone_arn.clone() })];
+    reads.push(json!({ "Action": "elasticache:ListTagsForResource", "Resource": primary_cache }));
+    if let Some(group) = &w.dr.user_group_id {
+        reads.push(json!({
+            "Action": "elasticache:DescribeUserGroups",
+            "Resource": format!("arn:{}:elasticache:{dr}:*:usergroup:{group}", partition(dr)),
+        }));
+    }
+    let dr_snapshots: Vec<&String> =
+        w.dr.snapshot_arns_to_restore
+            .iter()
+            .filter(|a| a.split(':').nth(5) == Some("serverlesscachesnapshot"))
+            .collect();
+    if !dr_snapshots.is_empty() {
+        reads.push(json!({
+            "Action": "elasticache:DescribeServerlessCacheSnapshots",
+            "Resource": dr_snapshots,
+        }));
+    }
+    if let Some(key) = &kms_key_arn {
+        reads.push(json!({ "Action": "kms:DescribeKey", "Resource": key }));
+    }
+    for (i, read) in reads.into_iter().enumerate() {
+        out.push(json!({
+            "Sid": sids.unique(&format!("PreflightRead{}", i + 1), name),
+            "Effect": "Allow",
+            "Action": [read["Action"].clone()],
+            "Resource": match &read["Resource"] {
+                Value::Array(a) => Value::Array(a.clone()),
+                other => json!([other]),
             },
         }));
     }

@@ -27,5 +27,7 @@ pub mod failover;
 pub mod iam_policy;
 pub mod notify;
 pub mod plan;
+pub mod preflight;
+pub mod readiness;
 pub mod store;
 pub mod witness;

@@ -97,6 +97,11 @@ pub struct Config {
     pub warnings: Vec<String>,
 }
 
+/// `[agent] readiness_interval`'s default.
+pub const DEFAULT_READINESS_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// `[agent] drill_interval`'s default: 90 days, the DR plan's quarterly restore test.
+pub const DEFAULT_DRILL_INTERVAL: Duration = Duration::from_secs(90 * 24 * 3600);
+
 /// `[agent]`.
 #[derive(Debug, Clone, Serialize)]
 pub struct AgentConfig {
@@ -110,6 +115,14 @@ pub struct AgentConfig {
     pub admin_listen: SocketAddr,
     /// Log encoding.
     pub log_format: LogFormat,
+    /// How often the daemon re-runs the preflight checks (`valkey-dr preflight`) on what a
+    /// failover needs.
+    #[serde(serialize_with = "ser_duration")]
+    pub readiness_interval: Duration,
+    /// How long since the last drill before `drill_overdue` (the plan's quarterly restore
+    /// test).
+    #[serde(serialize_with = "ser_duration")]
+    pub drill_interval: Duration,
 }
 
 /// `[aws]`.
@@ -777,12 +790,24 @@ impl Validator<'_> {
                 LogFormat::Text
             }
         };
+        let readiness_interval = self.positive_duration(
+            &key(&p, "readiness_interval"),
+            raw.readiness_interval.as_deref(),
+            DEFAULT_READINESS_INTERVAL,
+        );
+        let drill_interval = self.positive_duration(
+            &key(&p, "drill_interval"),
+            raw.drill_interval.as_deref(),
+            DEFAULT_DRILL_INTERVAL,
+        );
         AgentConfig {
             id,
             mode,
             state_dir,
             admin_listen,
             log_format,
+            readiness_interval,
+            drill_interval,
         }
     }
 

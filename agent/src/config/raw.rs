@@ -31,6 +31,8 @@ pub struct RawAgent {
     pub state_dir: Option<String>,
     pub admin_listen: Option<String>,
     pub log_format: Option<String>,
+    pub readiness_interval: Option<String>,
+    pub drill_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

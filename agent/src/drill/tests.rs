@@ -601,3 +601,122 @@ async fn the_text_report_names_every_step_and_the_verdict() {
         assert!(json.get(key).is_some(), "no {key} in {json}");
     }
 }
+
+fn past(dir: &Path, id: &str, ok: bool, create_ms: u64, wait_ms: u64) {
+    let step = |name: &str, ms: u64, result: StepResult| StepReport {
+        step: name.into(),
+        result,
+        duration_ms: ms,
+        detail: String::new(),
+    };
+    let report = DrillReport {
+        watch: "sessions".into(),
+        drill_id: id.into(),
+        cache_name: format!("app-sessions-dr-drill-{id}"),
+        region: "us-west-2".into(),
+        started_at: format!("2026-0{}-01T00:00:00Z", &id[5..6]),
+        finished_at: format!("2026-0{}-01T00:10:00Z", &id[5..6]),
+        ok,
+        failed_step: (!ok).then(|| "wait_available".into()),
+        error: None,
+        endpoint: None,
+        kept: false,
+        cache_remains: false,
+        steps: vec![
+            step("create", create_ms, StepResult::Ok),
+            step(
+                "wait_available",
+                wait_ms,
+                if ok {
+                    StepResult::Ok
+                } else {
+                    StepResult::Failed
+                },
+            ),
+            step(
+                "verify",
+                100,
+                if ok {
+                    StepResult::Ok
+                } else {
+                    StepResult::Skipped
+                },
+            ),
+            step("delete", 900, StepResult::Ok),
+        ],
+        total_ms: create_ms + wait_ms + 1000,
+        recovery_ms: create_ms + wait_ms + 100,
+        rto_ms: RTO.as_millis() as u64,
+        rto_ratio: 0.0,
+        within_rto: ok,
+        record_ttl_s: 30,
+    };
+    store::write_json(&report_path(dir, "sessions", id), &report).unwrap();
+}
+
+#[test]
+fn history_lists_drills_oldest_first_and_flags_slow_provisioning() {
+    let dir = tempfile::tempdir().unwrap();
+    store::ensure_dir(&dir.path().join("drills")).unwrap();
+    // Written out of order; ids sort by their month here.
+    past(dir.path(), "20260301t0000z", true, 1_000, 9_000); // 10 s
+    past(dir.path(), "20260101t0000z", true, 1_000, 7_000); // 8 s
+    past(dir.path(), "20260201t0000z", false, 1_000, 60_000); // failed: no provisioning
+    past(dir.path(), "20260401t0000z", true, 2_000, 20_000); // 22 s > 2 x median(8, 10) = 18
+    // Another watch's report and a stray file are not this watch's history.
+    let mut other: DrillReport =
+        store::read_json(&report_path(dir.path(), "sessions", "20260101t0000z"))
+            .unwrap()
+            .unwrap();
+    other.watch = "sessions-b".into();
+    store::write_json(
+        &report_path(dir.path(), "sessions-b", "20260101t0000z"),
+        &other,
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("drills").join("drill-sessions-x.json"), "{").unwrap();
+
+    let h = history(dir.path(), "sessions").unwrap();
+    let ids: Vec<&str> = h.iter().map(|d| d.drill_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "20260101t0000z",
+            "20260201t0000z",
+            "20260301t0000z",
+            "20260401t0000z"
+        ]
+    );
+    assert_eq!(h[0].provisioning_ms, Some(8_000));
+    assert_eq!(h[0].baseline_ms, None);
+    assert_eq!(
+        h[1].provisioning_ms, None,
+        "a failed wait is no provisioning time"
+    );
+    assert_eq!(h[2].baseline_ms, Some(8_000));
+    assert!(!h[2].slow, "10 s against 8 s");
+    assert_eq!(h[3].baseline_ms, Some(9_000), "the median of 8 s and 10 s");
+    assert!(h[3].slow, "22 s is over twice 9 s");
+    assert_eq!(h[3].phases_ms["wait_available"], 20_000);
+    assert!(
+        !h[1].phases_ms.contains_key("verify"),
+        "skipped steps are left out"
+    );
+
+    let text = history_text("sessions", &h);
+    assert_eq!(text.matches("SLOW").count(), 1, "{text}");
+    assert!(text.contains("failed at wait_available"), "{text}");
+
+    let (finished, phases) = last_ok(dir.path(), "sessions").unwrap();
+    assert_eq!(
+        finished,
+        humantime::parse_rfc3339_weak("2026-04-01T00:10:00Z").unwrap()
+    );
+    assert!(phases.contains(&("create".to_owned(), Duration::from_secs(2))));
+    assert!(history(dir.path(), "nobody").unwrap().is_empty());
+    assert!(
+        history(&dir.path().join("missing"), "sessions")
+            .unwrap()
+            .is_empty()
+    );
+}

@@ -1218,13 +1218,14 @@ pub fn lease_value(plan: &Plan, expires: SystemTime) -> String {
 }
 
 /// One `key=value` field of a lease value, matched exactly (`fo-1` is not `fo-10`).
-fn lease_field<'v>(value: &'v str, key: &str) -> Option<&'v str> {
+pub fn lease_field<'v>(value: &'v str, key: &str) -> Option<&'v str> {
     value
         .split(|c: char| c.is_whitespace() || c == '"')
         .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
 }
 
-fn lease_expiry(value: &str) -> Option<SystemTime> {
+/// When a lease value says it expires.
+pub fn lease_expiry(value: &str) -> Option<SystemTime> {
     let secs = lease_field(value, "expires")?.parse::<u64>().ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }

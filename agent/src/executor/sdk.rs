@@ -17,7 +17,7 @@ use aws_config::SdkConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_elasticache::config::http::HttpResponse;
-use aws_sdk_elasticache::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_elasticache::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_elasticache::operation::RequestId;
 use aws_sdk_elasticache::types::{
     CacheUsageLimits, DataStorage, DataStorageUnit, EcpuPerSecond, ServerlessCache, Tag,
@@ -100,6 +100,11 @@ impl SdkCache {
         &self.region
     }
 
+    /// The SDK client itself, for read-only calls outside [`CacheApi`] (`preflight`).
+    pub fn client(&self) -> &aws_sdk_elasticache::Client {
+        &self.client
+    }
+
     /// One page of `DescribeServerlessCaches` of `page` caches (20-100, as AWS accepts):
     /// the witness's proof that this region's API answers the agent, and with which error.
     pub async fn answers(&self, page: i32) -> Result<(), ApiError> {
@@ -135,10 +140,15 @@ impl SdkDns {
             client: aws_sdk_route53::Client::from_conf(config.build()),
         }
     }
+
+    /// The SDK client itself, for read-only calls outside [`DnsApi`] (`preflight`).
+    pub fn client(&self) -> &aws_sdk_route53::Client {
+        &self.client
+    }
 }
 
 /// `sdk`'s timeouts, with ours filling whatever it leaves unset.
-fn bounded(sdk: &SdkConfig) -> TimeoutConfig {
+pub(crate) fn bounded(sdk: &SdkConfig) -> TimeoutConfig {
     let ours = TimeoutConfig::builder()
         .operation_attempt_timeout(ATTEMPT_TIMEOUT)
         .operation_timeout(OPERATION_TIMEOUT)
@@ -430,7 +440,7 @@ impl DnsApi for SdkDns {
 /// A name as Route 53 lists it, with its octal escapes (`\052` for `*`, and every other
 /// character outside `a-z 0-9 - _`; tests/FIDELITY.md, R4) turned back into characters, so
 /// that it compares with the configured name and goes back unchanged in an exact `DELETE`.
-fn route53_name(listed: &str) -> String {
+pub(crate) fn route53_name(listed: &str) -> String {
     let bytes = listed.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -545,22 +555,31 @@ impl Failed {
         let (failure, reason) = match err {
             SdkError::ServiceError(s) => {
                 let code = s.err().code().map(str::to_owned);
-                let message = s
-                    .err()
-                    .message()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| DisplayErrorContext(s.err()).to_string());
-                let reason = match &code {
-                    Some(code) => format!("{code}: {message}"),
-                    None => message,
+                let http = s.raw().status().as_u16();
+                let reason = match (&code, s.err().message()) {
+                    (Some(code), Some(message)) => format!("{code}: {message}"),
+                    (Some(code), None) => code.clone(),
+                    (None, Some(message)) => message.to_owned(),
+                    // An answer the SDK could not read as an AWS error: its status and the
+                    // parser's own words, never the raw response.
+                    (None, None) => format!("HTTP {http}: {}", causes(s.err())),
                 };
-                let status = Some(s.raw().status().as_u16());
-                (Failure::Service { code, status }, reason)
+                (
+                    Failure::Service {
+                        code,
+                        status: Some(http),
+                    },
+                    reason,
+                )
             }
             SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
                 (Failure::Unanswered, chain())
             }
-            _ if lacks_credentials(err) => (Failure::NoCredentials, chain()),
+            _ if lacks_credentials(err) => {
+                let chain = chain();
+                note_credentials_once(&chain);
+                (Failure::NoCredentials, chain)
+            }
             SdkError::DispatchFailure(d) if d.is_user() => (Failure::Unsendable, chain()),
             SdkError::DispatchFailure(_) => (Failure::Unanswered, chain()),
             _ => (Failure::Unsendable, chain()),
@@ -589,6 +608,39 @@ impl Failed {
         };
         classify_failure(call, subject, &self.failure, message)
     }
+}
+
+/// An error and its sources as one line of their `Display` texts. Error metadata without a
+/// code or message displays as a struct (`Error { aws_request_id: .. }`); it says nothing a
+/// person can use and is left out.
+fn causes(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.starts_with("Error {") && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// Says once per process, in a sentence, why no credentials could be loaded and where the
+/// agent looks for them: the SDK's own chain would say it per provider and per call.
+fn note_credentials_once(chain: &str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let cause = chain
+            .split_once("dispatch failure: ")
+            .map_or(chain, |(_, rest)| rest)
+            .trim_start_matches("other: ");
+        tracing::warn!(
+            "no AWS credentials could be loaded ({cause}); the agent takes them from [aws] credentials_file when set, \
+             else from the default chain: AWS_* variables, AWS_PROFILE or [aws] profile, web identity, then a container or instance role"
+        );
+    });
 }
 
 /// Whether the call failed because no credentials could be loaded (no chain configured, an
@@ -639,7 +691,7 @@ fn is_conflict(message: &str) -> bool {
 }
 
 /// Maps an SDK error to an [`ApiError`] (see [`Failed::classify`]).
-fn classify<E>(
+pub(crate) fn classify<E>(
     call: &str,
     region: Option<&str>,
     subject: &str,

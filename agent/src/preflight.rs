@@ -1,0 +1,1704 @@
+//! `valkey-dr preflight`: is everything a failover needs there, today, on the real account?
+//!
+//! Read-only. Each check has a name (stable: it is the `check` label of `valkey_dr_ready`), a
+//! result, what was found and how to fix it. The daemon runs the same checks at start and
+//! every `readiness_interval` (`daemon::readiness`).
+//!
+//! Results, and what they mean for readiness:
+//!
+//! - `ok`: checked, and fine.
+//! - `warn`: checked; a failover still works, but something differs from the plan (drift, a
+//!   public zone, a stale lock it would take over) or a region's API cannot be reached now.
+//! - `unknown`: could not be checked (no permission to look, no answer); says what would make
+//!   it checkable. It does not make the path "not ready": an agent that may not call
+//!   `iam:SimulatePrincipalPolicy` would otherwise page for ever.
+//! - `fail`: a failover would fail (or do harm) because of it. The path is not ready.
+//!
+//! The Nagios status is CRITICAL on any `fail`, else UNKNOWN on any `unknown`, else WARNING on
+//! any `warn`, else OK.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+use aws_config::SdkConfig;
+use aws_sdk_elasticache::config::http::HttpResponse;
+use aws_sdk_elasticache::error::{ProvideErrorMetadata, SdkError};
+use serde::Serialize;
+use serde_json::{Value, json};
+use valkey_dr_probes::same_name;
+
+use crate::check::Status;
+use crate::config::{Config, WatchConfig};
+use crate::executor::api::ApiError;
+use crate::executor::sdk::{SdkCache, SdkDns, bounded, classify, route53_name};
+use crate::executor::{FAILOVER_TAG, lease_expiry, lease_field};
+
+/// How long one AWS call of a check may take. Preflight reads; a call that hangs this long
+/// says as much about the path as an error does.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Every check, in the order they run (and print), so that metrics can name them all.
+pub const CHECKS: [&str; 18] = [
+    "identity",
+    "route53_zone",
+    "route53_record",
+    "route53_lock",
+    "primary",
+    "dr_name",
+    "dr_subnets",
+    "dr_security_groups",
+    "dr_kms_key",
+    "dr_user_group",
+    "dr_snapshots",
+    "permissions",
+    "drift_engine",
+    "drift_usage_limits",
+    "drift_kms_key",
+    "drift_snapshot_retention",
+    "drift_user_group",
+    "drift_tags",
+];
+
+/// The record's TTL range the DR design requires: clients follow a switch within a minute.
+const TTL_RANGE: std::ops::RangeInclusive<u32> = 30..=60;
+
+/// A check's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Checked and fine.
+    Ok,
+    /// Checked; a failover still works, but look.
+    Warn,
+    /// A failover would fail because of it.
+    Fail,
+    /// Could not be checked.
+    Unknown,
+}
+
+impl Outcome {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Warn => "warn",
+            Outcome::Fail => "fail",
+            Outcome::Unknown => "unknown",
+        }
+    }
+}
+
+/// One check of one watch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// The watch.
+    pub watch: String,
+    /// The check's name (one of [`CHECKS`]).
+    pub check: &'static str,
+    /// Its result.
+    pub result: Outcome,
+    /// What was found, in one line.
+    pub found: String,
+    /// How to fix it, when it needs fixing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+/// A whole preflight run.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// When it started.
+    pub checked_at: SystemTime,
+    /// Every check of every watch, in [`CHECKS`] order per watch.
+    pub findings: Vec<Finding>,
+}
+
+impl Report {
+    /// The Nagios status (see the module doc).
+    pub fn status(&self) -> Status {
+        let any = |o: Outcome| self.findings.iter().any(|f| f.result == o);
+        if any(Outcome::Fail) {
+            Status::Critical
+        } else if any(Outcome::Unknown) {
+            Status::Unknown
+        } else if any(Outcome::Warn) {
+            Status::Warning
+        } else {
+            Status::Ok
+        }
+    }
+
+    /// The checks of `watch` that failed: what makes its path not ready.
+    pub fn failing(&self, watch: &str) -> Vec<&Finding> {
+        self.findings
+            .iter()
+            .filter(|f| f.watch == watch && f.result == Outcome::Fail)
+            .collect()
+    }
+
+    /// The JSON form; field names are stable (README).
+    pub fn to_json(&self) -> Value {
+        let status = self.status();
+        json!({
+            "status": status.as_str(),
+            "exit_code": status.exit_code(),
+            "checked_at": humantime::format_rfc3339_seconds(self.checked_at).to_string(),
+            "checks": self.findings,
+        })
+    }
+
+    /// The text form: one row per check, the fix under a row that needs one, and the status.
+    pub fn to_text(&self) -> String {
+        let width = self
+            .findings
+            .iter()
+            .map(|f| f.watch.len())
+            .max()
+            .unwrap_or(5)
+            .max(5);
+        let mut out = format!(
+            "{:<width$}  {:<24}  {:<7}  FOUND\n",
+            "WATCH", "CHECK", "RESULT"
+        );
+        for f in &self.findings {
+            out.push_str(&format!(
+                "{:<width$}  {:<24}  {:<7}  {}\n",
+                f.watch,
+                f.check,
+                f.result.as_str(),
+                f.found
+            ));
+            if let Some(fix) = f.fix.as_ref().filter(|_| f.result != Outcome::Ok) {
+                out.push_str(&format!(
+                    "{:<width$}  {:<24}  {:<7}  fix: {fix}\n",
+                    "", "", ""
+                ));
+            }
+        }
+        let count = |o: Outcome| self.findings.iter().filter(|f| f.result == o).count();
+        out.push_str(&format!(
+            "{}: {} ok, {} warn, {} fail, {} unknown\n",
+            self.status().as_str(),
+            count(Outcome::Ok),
+            count(Outcome::Warn),
+            count(Outcome::Fail),
+            count(Outcome::Unknown)
+        ));
+        out
+    }
+}
+
+/// Runs every check of every watch (or of `only`). Never changes anything.
+pub async fn run(config: &Config, only: Option<&str>) -> Report {
+    let checked_at = SystemTime::now();
+    let mut aws = Aws::new(config);
+    let mut findings = Vec::new();
+    for w in &config.watches {
+        if only.is_some_and(|n| n != w.name) {
+            continue;
+        }
+        findings.extend(watch(config, w, &mut aws).await);
+    }
+    Report {
+        checked_at,
+        findings,
+    }
+}
+
+/// What a failed call says: the classified error, and AWS's error code when it answered.
+struct Failed {
+    code: Option<String>,
+    error: ApiError,
+}
+
+impl Failed {
+    fn denied(&self) -> bool {
+        matches!(self.error, ApiError::Denied { .. })
+    }
+
+    fn code_is(&self, codes: &[&str]) -> bool {
+        self.code.as_deref().is_some_and(|c| codes.contains(&c))
+    }
+}
+
+/// One AWS call, bounded by [`CALL_TIMEOUT`], its error classified as the executor's are.
+async fn call<T, E>(
+    name: &str,
+    region: Option<&str>,
+    subject: &str,
+    fut: impl Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+) -> Result<T, Failed>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(Failed {
+            code: e
+                .as_service_error()
+                .and_then(|s| s.code())
+                .map(str::to_owned),
+            error: classify(name, region, subject, &e),
+        }),
+        Err(_) => Err(Failed {
+            code: None,
+            error: ApiError::Transient {
+                call: name.to_owned(),
+                message: format!(
+                    "no answer within {}",
+                    humantime::format_duration(CALL_TIMEOUT)
+                ),
+            },
+        }),
+    }
+}
+
+/// Who the agent is, according to STS.
+#[derive(Debug, Clone)]
+struct Identity {
+    arn: String,
+    account: String,
+}
+
+/// SDK configs per region and the caller's identity, shared by every watch of one run.
+struct Aws<'c> {
+    config: &'c Config,
+    sdk: BTreeMap<String, SdkConfig>,
+    identity: Option<Result<Identity, (Outcome, String)>>,
+}
+
+impl<'c> Aws<'c> {
+    fn new(config: &'c Config) -> Self {
+        Aws {
+            config,
+            sdk: BTreeMap::new(),
+            identity: None,
+        }
+    }
+
+    async fn sdk(&mut self, region: &str) -> SdkConfig {
+        if !self.sdk.contains_key(region) {
+            let sdk = crate::aws::sdk_config(self.config, region).await;
+            self.sdk.insert(region.to_owned(), sdk);
+        }
+        self.sdk[region].clone()
+    }
+
+    async fn identity(&mut self, region: &str) -> Result<Identity, (Outcome, String)> {
+        if let Some(known) = &self.identity {
+            return known.clone();
+        }
+        let sdk = self.sdk(region).await;
+        let mut conf = aws_sdk_sts::config::Builder::from(&sdk);
+        conf.set_timeout_config(Some(bounded(&sdk)));
+        let sts = aws_sdk_sts::Client::from_conf(conf.build());
+        let answer = call(
+            "sts:GetCallerIdentity",
+            Some(region),
+            "",
+            sts.get_caller_identity().send(),
+        )
+        .await;
+        let identity = match answer {
+            Ok(out) => Ok(Identity {
+                arn: out.arn().unwrap_or_default().to_owned(),
+                account: out.account().unwrap_or_default().to_owned(),
+            }),
+            Err(f) if f.error.is_transient() => Err((Outcome::Unknown, f.error.to_string())),
+            Err(f) if f.denied() => Err((Outcome::Fail, f.error.to_string())),
+            // Anything else is not about the credentials: said, and the checks go on.
+            Err(f) => Err((Outcome::Warn, f.error.to_string())),
+        };
+        self.identity = Some(identity.clone());
+        identity
+    }
+}
+
+/// A check's result under construction.
+fn finding(w: &WatchConfig, check: &'static str, result: Outcome, found: String) -> Finding {
+    Finding {
+        watch: w.name.clone(),
+        check,
+        result,
+        found,
+        fix: None,
+    }
+}
+
+trait WithFix {
+    fn fix(self, fix: impl Into<String>) -> Self;
+}
+
+impl WithFix for Finding {
+    fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+/// A call that failed, as a check's result: refused credentials or permissions fail the check
+/// when the failover itself needs the call (`needed`), and leave it `unknown` when only
+/// preflight does; no answer leaves it `unknown`.
+fn failed_call(w: &WatchConfig, check: &'static str, f: &Failed, needed: bool) -> Finding {
+    let text = f.error.to_string();
+    match &f.error {
+        ApiError::Denied { call, .. } if needed => finding(w, check, Outcome::Fail, text)
+            .fix(format!("allow {call} (see `valkey-dr iam-policy`)")),
+        ApiError::Denied { call, .. } => finding(w, check, Outcome::Unknown, text).fix(format!(
+            "allow {call} so that preflight can check this (see `valkey-dr iam-policy`)"
+        )),
+        ApiError::Transient { .. } => finding(w, check, Outcome::Unknown, text)
+            .fix("run preflight again once the API answers"),
+        _ => finding(w, check, Outcome::Fail, text),
+    }
+}
+
+/// A live serverless cache's configuration, for drift.
+#[derive(Debug, Clone, Default)]
+struct Live {
+    arn: String,
+    status: String,
+    endpoint: Option<String>,
+    engine: String,
+    major_engine_version: String,
+    data_storage_max: Option<i32>,
+    ecpu_max: Option<i32>,
+    kms_key_id: Option<String>,
+    snapshot_retention_limit: Option<i32>,
+    user_group_id: Option<String>,
+}
+
+fn live(c: &aws_sdk_elasticache::types::ServerlessCache) -> Live {
+    let limits = c.cache_usage_limits();
+    Live {
+        arn: c.arn().unwrap_or_default().to_owned(),
+        status: c.status().unwrap_or_default().to_owned(),
+        endpoint: c
+            .endpoint()
+            .and_then(|e| e.address())
+            .filter(|a| !a.is_empty())
+            .map(str::to_owned),
+        engine: c.engine().unwrap_or_default().to_owned(),
+        major_engine_version: c.major_engine_version().unwrap_or_default().to_owned(),
+        data_storage_max: limits
+            .and_then(|l| l.data_storage())
+            .and_then(|d| d.maximum()),
+        ecpu_max: limits
+            .and_then(|l| l.ecpu_per_second())
+            .and_then(|e| e.maximum()),
+        kms_key_id: c.kms_key_id().map(str::to_owned),
+        snapshot_retention_limit: c.snapshot_retention_limit(),
+        user_group_id: c.user_group_id().map(str::to_owned),
+    }
+}
+
+async fn describe(cache: &SdkCache, name: &str) -> Result<Option<Live>, Failed> {
+    let region = cache.region().to_owned();
+    let answer = call(
+        "elasticache:DescribeServerlessCaches",
+        Some(&region),
+        name,
+        cache
+            .client()
+            .describe_serverless_caches()
+            .serverless_cache_name(name)
+            .send(),
+    )
+    .await;
+    match answer {
+        Ok(out) => Ok(out
+            .serverless_caches()
+            .iter()
+            .find(|c| {
+                c.serverless_cache_name()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+            .map(live)),
+        Err(f) if f.code_is(&["ServerlessCacheNotFoundFault"]) => Ok(None),
+        Err(f) => Err(f),
+    }
+}
+
+async fn tags(cache: &SdkCache, arn: &str) -> Result<BTreeMap<String, String>, Failed> {
+    let region = cache.region().to_owned();
+    let out = call(
+        "elasticache:ListTagsForResource",
+        Some(&region),
+        arn,
+        cache
+            .client()
+            .list_tags_for_resource()
+            .resource_name(arn)
+            .send(),
+    )
+    .await?;
+    Ok(out
+        .tag_list()
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect())
+}
+
+/// Every check of one watch, in [`CHECKS`] order.
+async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let identity = match aws.identity(&w.dr.region).await {
+        Ok(id) => {
+            out.push(finding(
+                w,
+                "identity",
+                Outcome::Ok,
+                format!("{} (account {})", id.arn, id.account),
+            ));
+            Some(id)
+        }
+        Err((result, text)) => {
+            let fix = "give the agent credentials: [aws] credentials_file, an instance or task role, or AWS_* variables";
+            let mut f = finding(w, "identity", result, text);
+            if result == Outcome::Fail {
+                f = f.fix(fix);
+            }
+            out.push(f);
+            if result == Outcome::Fail {
+                // Nothing else can be asked without working credentials.
+                for check in &CHECKS[1..] {
+                    out.push(finding(
+                        w,
+                        check,
+                        Outcome::Unknown,
+                        "not checked: the credentials do not work (see identity)".into(),
+                    ));
+                }
+                return out;
+            }
+            None
+        }
+    };
+
+    let route53 = SdkDns::new(&aws.sdk(crate::aws::route53_region(w)).await);
+    out.push(zone(w, &route53).await);
+
+    // The primary is read first: the record check compares the record with its endpoint.
+    let primary_cache = SdkCache::new(&aws.sdk(&w.primary.region).await);
+    let primary = describe(&primary_cache, &w.primary.cache_name).await;
+    let journal = crate::failover::load_journal(&config.agent.state_dir, &w.name)
+        .ok()
+        .flatten();
+    let dr_endpoint = journal
+        .as_ref()
+        .and_then(|j| j.completed_endpoint())
+        .map(|(h, _)| h);
+    let primary_endpoint = w.primary.endpoint.clone().or_else(|| {
+        primary
+            .as_ref()
+            .ok()
+            .and_then(|p| p.as_ref())
+            .and_then(|p| p.endpoint.clone())
+    });
+    out.extend(
+        record(
+            w,
+            &route53,
+            primary_endpoint.as_deref(),
+            dr_endpoint.as_deref(),
+        )
+        .await,
+    );
+    out.push(primary_check(w, &primary));
+
+    let dr_cache = SdkCache::new(&aws.sdk(&w.dr.region).await);
+    out.push(dr_name(w, &dr_cache, dr_endpoint.as_deref()).await);
+    let dr_sdk = aws.sdk(&w.dr.region).await;
+    out.extend(network(w, &dr_sdk).await);
+    out.push(kms_key(w, &dr_sdk).await);
+    out.push(user_group(w, &dr_cache).await);
+    out.push(snapshots(w, &dr_cache).await);
+    out.push(match &identity {
+        Some(id) => permissions(config, w, aws, id).await,
+        None => finding(
+            w,
+            "permissions",
+            Outcome::Unknown,
+            "not checked: STS did not say who the agent is".into(),
+        ),
+    });
+    out.extend(drift(w, &primary_cache, &primary).await);
+    out
+}
+
+async fn zone(w: &WatchConfig, route53: &SdkDns) -> Finding {
+    let id = w.hosted_zone_id.trim_start_matches("/hostedzone/");
+    let answer = call(
+        "route53:GetHostedZone",
+        None,
+        id,
+        route53.client().get_hosted_zone().id(id).send(),
+    )
+    .await;
+    let out = match answer {
+        Ok(out) => out,
+        Err(f) if f.code_is(&["NoSuchHostedZone"]) => {
+            return finding(
+                w,
+                "route53_zone",
+                Outcome::Fail,
+                format!("hosted zone {id} does not exist"),
+            )
+            .fix("set hosted_zone_id to the private zone that holds the record");
+        }
+        Err(f) => return failed_call(w, "route53_zone", &f, false),
+    };
+    let Some(zone) = out.hosted_zone() else {
+        return finding(
+            w,
+            "route53_zone",
+            Outcome::Unknown,
+            format!("GetHostedZone answered without a HostedZone for {id}"),
+        );
+    };
+    let name = route53_name(zone.name());
+    let record = w.record.trim_end_matches('.').to_ascii_lowercase();
+    let apex = name.trim_end_matches('.').to_ascii_lowercase();
+    if record != apex && !record.ends_with(&format!(".{apex}")) {
+        return finding(
+            w,
+            "route53_zone",
+            Outcome::Fail,
+            format!("{} is not inside zone {id} ({name})", w.record),
+        )
+        .fix("set hosted_zone_id to the zone that holds the record");
+    }
+    let private = zone.config().is_some_and(|c| c.private_zone());
+    if private {
+        finding(
+            w,
+            "route53_zone",
+            Outcome::Ok,
+            format!(
+                "{id} ({name}) is private, associated with {} VPC(s)",
+                out.vpcs().len()
+            ),
+        )
+    } else {
+        finding(
+            w,
+            "route53_zone",
+            Outcome::Warn,
+            format!("{id} ({name}) is a public zone: the cache's name is visible to the internet"),
+        )
+        .fix("keep the record in a private hosted zone associated with the applications' VPCs")
+    }
+}
+
+/// The record and the lease record.
+async fn record(
+    w: &WatchConfig,
+    route53: &SdkDns,
+    primary_endpoint: Option<&str>,
+    dr_endpoint: Option<&str>,
+) -> Vec<Finding> {
+    let zone = &w.hosted_zone_id;
+    let answer = call(
+        "route53:ListResourceRecordSets",
+        None,
+        zone,
+        route53
+            .client()
+            .list_resource_record_sets()
+            .hosted_zone_id(zone)
+            .start_record_name(&w.record)
+            .max_items(10)
+            .send(),
+    )
+    .await;
+    let record = match answer {
+        Ok(out) => {
+            let sets: Vec<_> = out
+                .resource_record_sets()
+                .iter()
+                .filter(|s| same_name(&route53_name(s.name()), &w.record))
+                .cloned()
+                .collect();
+            record_finding(w, &sets, primary_endpoint, dr_endpoint)
+        }
+        Err(f) => failed_call(w, "route53_record", &f, true),
+    };
+    vec![record, lock(w, route53).await]
+}
+
+fn record_finding(
+    w: &WatchConfig,
+    sets: &[aws_sdk_route53::types::ResourceRecordSet],
+    primary_endpoint: Option<&str>,
+    dr_endpoint: Option<&str>,
+) -> Finding {
+    let check = "route53_record";
+    let create = format!(
+        "create {} as a CNAME to the primary's endpoint with a TTL of {} s",
+        w.record,
+        w.ttl.as_secs()
+    );
+    let Some(set) = sets.iter().find(|s| s.r#type().as_str() == "CNAME") else {
+        return match sets.first() {
+            None => finding(
+                w,
+                check,
+                Outcome::Fail,
+                format!("{} does not exist in {}", w.record, w.hosted_zone_id),
+            )
+            .fix(create),
+            Some(other) => finding(
+                w,
+                check,
+                Outcome::Fail,
+                format!(
+                    "{} is {} {} record, not a CNAME: the switch replaces a CNAME",
+                    w.record,
+                    if other.alias_target().is_some() {
+                        "an alias"
+                    } else {
+                        "an"
+                    },
+                    other.r#type().as_str()
+                ),
+            )
+            .fix(format!("replace it: {create}")),
+        };
+    };
+    if set.alias_target().is_some() || set.set_identifier().is_some() {
+        return finding(
+            w,
+            check,
+            Outcome::Fail,
+            format!(
+                "{} is an alias or routing-policy CNAME; valkey-dr switches a simple record only",
+                w.record
+            ),
+        )
+        .fix(create);
+    }
+    let ttl = set
+        .ttl()
+        .and_then(|t| u32::try_from(t).ok())
+        .unwrap_or_default();
+    let target = set
+        .resource_records()
+        .first()
+        .map(|r| r.value().trim_end_matches('.').to_owned())
+        .unwrap_or_default();
+    if !TTL_RANGE.contains(&ttl) {
+        return finding(
+            w,
+            check,
+            Outcome::Fail,
+            format!(
+                "{} → {target} has a TTL of {ttl} s; the DR design needs 30–60 s so that applications follow a switch within a minute",
+                w.record
+            ),
+        )
+        .fix(format!("set the record's TTL to {} s", w.ttl.as_secs()));
+    }
+    let matches = |e: Option<&str>| e.is_some_and(|e| same_name(e, &target));
+    if matches(dr_endpoint) {
+        return finding(
+            w,
+            check,
+            Outcome::Ok,
+            format!("CNAME → {target} (the DR cache, after a completed failover), TTL {ttl} s"),
+        );
+    }
+    match primary_endpoint {
+        Some(p) if same_name(p, &target) => {
+            if u64::from(ttl) == w.ttl.as_secs() {
+                finding(
+                    w,
+                    check,
+                    Outcome::Ok,
+                    format!("CNAME → {target} (the primary), TTL {ttl} s"),
+                )
+            } else {
+                finding(
+                    w,
+                    check,
+                    Outcome::Warn,
+                    format!(
+                        "CNAME → {target} (the primary), TTL {ttl} s; a failover writes {} s",
+                        w.ttl.as_secs()
+                    ),
+                )
+                .fix("make the record's TTL and `ttl` in the config the same")
+            }
+        }
+        Some(p) => finding(
+            w,
+            check,
+            Outcome::Fail,
+            format!(
+                "CNAME → {target}, which is neither the primary ({p}) nor the DR cache of a completed failover"
+            ),
+        )
+        .fix("point the record at the primary, or fix [watch.primary] endpoint"),
+        None => finding(
+            w,
+            check,
+            Outcome::Warn,
+            format!(
+                "CNAME → {target}, TTL {ttl} s; the primary's endpoint is not known (not configured, and its region did not answer)"
+            ),
+        )
+        .fix("set [watch.primary] endpoint"),
+    }
+}
+
+async fn lock(w: &WatchConfig, route53: &SdkDns) -> Finding {
+    use crate::executor::api::DnsApi as _;
+    let check = "route53_lock";
+    if !w.policy.lease {
+        return finding(
+            w,
+            check,
+            Outcome::Ok,
+            "leases are off (policy.lease = false)".into(),
+        );
+    }
+    let name = format!("_valkey-dr-lock.{}", w.record.trim_end_matches('.'));
+    let answer = tokio::time::timeout(
+        CALL_TIMEOUT,
+        route53.record(&w.hosted_zone_id, &format!("{name}."), "TXT"),
+    )
+    .await;
+    let set = match answer {
+        Ok(Ok(set)) => set,
+        Ok(Err(e)) => {
+            return failed_call(
+                w,
+                check,
+                &Failed {
+                    code: None,
+                    error: e,
+                },
+                true,
+            );
+        }
+        Err(_) => {
+            return finding(
+                w,
+                check,
+                Outcome::Unknown,
+                format!("route53:ListResourceRecordSets of {name}: no answer"),
+            );
+        }
+    };
+    let Some(set) = set else {
+        return finding(
+            w,
+            check,
+            Outcome::Ok,
+            format!("no lock ({name} does not exist)"),
+        );
+    };
+    let value = set.values.join(" ");
+    let who = format!(
+        "agent {} for failover {}",
+        lease_field(&value, "owner").unwrap_or("?"),
+        lease_field(&value, "failover").unwrap_or("?")
+    );
+    let delete = format!("delete the TXT record {name} once no failover is running");
+    match lease_expiry(&value) {
+        None => finding(
+            w,
+            check,
+            Outcome::Fail,
+            format!("{name} holds {value}, which no agent can read as a lease: every failover would stand down"),
+        )
+        .fix(delete),
+        Some(at) if at < SystemTime::now() => finding(
+            w,
+            check,
+            Outcome::Warn,
+            format!(
+                "stale lock by {who}, expired {}; a failover takes it over",
+                humantime::format_rfc3339_seconds(at)
+            ),
+        )
+        .fix(delete),
+        Some(at) => finding(
+            w,
+            check,
+            Outcome::Warn,
+            format!(
+                "held by {who} until {}: a failover is running, or one stopped without releasing it",
+                humantime::format_rfc3339_seconds(at)
+            ),
+        )
+        .fix(format!("if no failover is running: {delete}")),
+    }
+}
+
+fn primary_check(w: &WatchConfig, primary: &Result<Option<Live>, Failed>) -> Finding {
+    let check = "primary";
+    let name = format!("{} in {}", w.primary.cache_name, w.primary.region);
+    match primary {
+        Ok(Some(p)) if p.status == "available" => {
+            finding(w, check, Outcome::Ok, format!("{name} is available"))
+        }
+        Ok(Some(p)) => finding(w, check, Outcome::Warn, format!("{name} is {}", p.status)),
+        Ok(None) => finding(w, check, Outcome::Fail, format!("{name} does not exist"))
+            .fix("fix [watch.primary] cache_name and region"),
+        // Its region's API is down, or slow: exactly what a DR agent is for; not a failure of
+        // the failover path.
+        Err(f) if f.error.is_transient() => finding(
+            w,
+            check,
+            Outcome::Warn,
+            format!("the primary's region does not answer: {}", f.error),
+        ),
+        Err(f) => failed_call(w, check, f, true),
+    }
+}
+
+async fn dr_name(w: &WatchConfig, dr: &SdkCache, dr_endpoint: Option<&str>) -> Finding {
+    let check = "dr_name";
+    let name = format!("{} in {}", w.dr.cache_name, w.dr.region);
+    let cache = match describe(dr, &w.dr.cache_name).await {
+        Ok(None) => {
+            return finding(w, check, Outcome::Ok, format!("{name} is free"));
+        }
+        Ok(Some(cache)) => cache,
+        Err(f) => return failed_call(w, check, &f, true),
+    };
+    if w.dr.adopt_existing {
+        return finding(
+            w,
+            check,
+            Outcome::Ok,
+            format!(
+                "{name} exists ({}) and is adopted on purpose (adopt_existing = true)",
+                cache.status
+            ),
+        );
+    }
+    let serving =
+        dr_endpoint.is_some_and(|e| cache.endpoint.as_deref().is_some_and(|c| same_name(c, e)));
+    if cache.status != "available" {
+        return finding(
+            w,
+            check,
+            Outcome::Warn,
+            format!(
+                "{name} exists and is {}: its tags cannot be read yet",
+                cache.status
+            ),
+        );
+    }
+    match tags(dr, &cache.arn).await {
+        Ok(tags) => match tags.get(FAILOVER_TAG) {
+            Some(id) if serving => finding(
+                w,
+                check,
+                Outcome::Ok,
+                format!("{name} serves the record since failover {id}"),
+            ),
+            Some(id) => finding(
+                w,
+                check,
+                Outcome::Warn,
+                format!("{name} exists, built by failover {id}, and does not serve the record"),
+            )
+            .fix(format!(
+                "delete it if that failover is over (`valkey-dr abort --delete-dr`, or delete {} by hand)",
+                w.dr.cache_name
+            )),
+            None => finding(
+                w,
+                check,
+                Outcome::Fail,
+                format!("{name} is taken by a cache valkey-dr did not build (no {FAILOVER_TAG} tag): a failover would stop at create"),
+            )
+            .fix("choose another [watch.dr] cache_name, or set adopt_existing = true to use that cache on purpose"),
+        },
+        Err(f) => failed_call(w, check, &f, true),
+    }
+}
+
+/// Subnets (in at least two AZs) and security groups, in one VPC, in the DR region.
+async fn network(w: &WatchConfig, sdk: &SdkConfig) -> Vec<Finding> {
+    let mut conf = aws_sdk_ec2::config::Builder::from(sdk);
+    conf.set_timeout_config(Some(bounded(sdk)));
+    let ec2 = aws_sdk_ec2::Client::from_conf(conf.build());
+    let region = w.dr.region.as_str();
+    let mut vpcs = BTreeSet::new();
+    let subnets = if w.dr.subnet_ids.is_empty() {
+        finding(
+            w,
+            "dr_subnets",
+            Outcome::Ok,
+            "none configured: AWS uses the default VPC's subnets".into(),
+        )
+    } else {
+        let answer = call(
+            "ec2:DescribeSubnets",
+            Some(region),
+            "",
+            ec2.describe_subnets()
+                .set_subnet_ids(Some(w.dr.subnet_ids.clone()))
+                .send(),
+        )
+        .await;
+        match answer {
+            Ok(out) => {
+                let azs: BTreeSet<String> = out
+                    .subnets()
+                    .iter()
+                    .filter_map(|s| s.availability_zone().map(str::to_owned))
+                    .collect();
+                vpcs.extend(
+                    out.subnets()
+                        .iter()
+                        .filter_map(|s| s.vpc_id().map(str::to_owned)),
+                );
+                let listed = format!(
+                    "{} in {}",
+                    w.dr.subnet_ids.join(", "),
+                    azs.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+                if out.subnets().len() < w.dr.subnet_ids.len() {
+                    finding(
+                        w,
+                        "dr_subnets",
+                        Outcome::Fail,
+                        format!(
+                            "only {} of {} subnets exist in {region}",
+                            out.subnets().len(),
+                            w.dr.subnet_ids.len()
+                        ),
+                    )
+                    .fix("fix [watch.dr] subnet_ids")
+                } else if azs.len() < 2 {
+                    finding(
+                        w,
+                        "dr_subnets",
+                        Outcome::Fail,
+                        format!("{listed}: a serverless cache needs subnets in at least 2 availability zones"),
+                    )
+                    .fix("add a subnet in another availability zone to [watch.dr] subnet_ids")
+                } else if vpcs.len() > 1 {
+                    finding(
+                        w,
+                        "dr_subnets",
+                        Outcome::Fail,
+                        format!("{listed}: the subnets are in {} VPCs", vpcs.len()),
+                    )
+                    .fix("use subnets of one VPC")
+                } else {
+                    finding(w, "dr_subnets", Outcome::Ok, listed)
+                }
+            }
+            Err(f) if f.code_is(&["InvalidSubnetID.NotFound", "InvalidSubnetID.Malformed"]) => {
+                finding(w, "dr_subnets", Outcome::Fail, f.error.to_string()).fix(format!(
+                    "fix [watch.dr] subnet_ids: every subnet must exist in {region}"
+                ))
+            }
+            Err(f) => failed_call(w, "dr_subnets", &f, false),
+        }
+    };
+    let groups = if w.dr.security_group_ids.is_empty() {
+        finding(
+            w,
+            "dr_security_groups",
+            Outcome::Ok,
+            "none configured: AWS uses the VPC's default security group".into(),
+        )
+    } else {
+        let answer = call(
+            "ec2:DescribeSecurityGroups",
+            Some(region),
+            "",
+            ec2.describe_security_groups()
+                .set_group_ids(Some(w.dr.security_group_ids.clone()))
+                .send(),
+        )
+        .await;
+        match answer {
+            Ok(out) => {
+                let theirs: BTreeSet<String> = out
+                    .security_groups()
+                    .iter()
+                    .filter_map(|g| g.vpc_id().map(str::to_owned))
+                    .collect();
+                let listed = w.dr.security_group_ids.join(", ");
+                if out.security_groups().len() < w.dr.security_group_ids.len() {
+                    finding(
+                        w,
+                        "dr_security_groups",
+                        Outcome::Fail,
+                        format!(
+                            "only {} of {} security groups exist in {region}",
+                            out.security_groups().len(),
+                            w.dr.security_group_ids.len()
+                        ),
+                    )
+                    .fix("fix [watch.dr] security_group_ids")
+                } else if !vpcs.is_empty() && !theirs.is_subset(&vpcs) {
+                    finding(
+                        w,
+                        "dr_security_groups",
+                        Outcome::Fail,
+                        format!(
+                            "{listed} are not in the subnets' VPC ({})",
+                            vpcs.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    )
+                    .fix("use security groups of the subnets' VPC")
+                } else {
+                    finding(
+                        w,
+                        "dr_security_groups",
+                        Outcome::Ok,
+                        format!("{listed} exist"),
+                    )
+                }
+            }
+            Err(f) if f.code_is(&["InvalidGroup.NotFound", "InvalidGroupId.Malformed"]) => {
+                finding(w, "dr_security_groups", Outcome::Fail, f.error.to_string()).fix(format!(
+                    "fix [watch.dr] security_group_ids: every group must exist in {region}"
+                ))
+            }
+            Err(f) => failed_call(w, "dr_security_groups", &f, false),
+        }
+    };
+    vec![subnets, groups]
+}
+
+async fn kms_key(w: &WatchConfig, sdk: &SdkConfig) -> Finding {
+    let check = "dr_kms_key";
+    let Some(key) = &w.dr.kms_key_id else {
+        return finding(
+            w,
+            check,
+            Outcome::Ok,
+            "none configured: AWS encrypts with its own key".into(),
+        );
+    };
+    let mut conf = aws_sdk_kms::config::Builder::from(sdk);
+    conf.set_timeout_config(Some(bounded(sdk)));
+    let kms = aws_sdk_kms::Client::from_conf(conf.build());
+    let answer = call(
+        "kms:DescribeKey",
+        Some(&w.dr.region),
+        key,
+        kms.describe_key().key_id(key).send(),
+    )
+    .await;
+    match answer {
+        Ok(out) => {
+            match out.key_metadata() {
+                Some(m) => {
+                    let state = m.key_state().map(|s| s.as_str()).unwrap_or("unknown");
+                    if m.enabled() && state == "Enabled" {
+                        finding(
+                            w,
+                            check,
+                            Outcome::Ok,
+                            format!("{key} ({}) is enabled", m.arn().unwrap_or(m.key_id())),
+                        )
+                    } else {
+                        finding(
+                        w,
+                        check,
+                        Outcome::Fail,
+                        format!("{key} ({}) is {state}: CreateServerlessCache cannot encrypt with it", m.arn().unwrap_or(m.key_id())),
+                    )
+                    .fix("enable the key (kms:EnableKey), or name another in [watch.dr] kms_key_id")
+                    }
+                }
+                None => finding(
+                    w,
+                    check,
+                    Outcome::Unknown,
+                    format!("DescribeKey answered without KeyMetadata for {key}"),
+                ),
+            }
+        }
+        Err(f) if f.code_is(&["NotFoundException"]) => {
+            finding(w, check, Outcome::Fail, f.error.to_string()).fix(format!(
+                "fix [watch.dr] kms_key_id: the key must exist in {}",
+                w.dr.region
+            ))
+        }
+        Err(f) => failed_call(w, check, &f, false),
+    }
+}
+
+async fn user_group(w: &WatchConfig, dr: &SdkCache) -> Finding {
+    let check = "dr_user_group";
+    let Some(group) = &w.dr.user_group_id else {
+        return finding(w, check, Outcome::Ok, "none configured".into());
+    };
+    let answer = call(
+        "elasticache:DescribeUserGroups",
+        Some(&w.dr.region),
+        group,
+        dr.client()
+            .describe_user_groups()
+            .user_group_id(group)
+            .send(),
+    )
+    .await;
+    match answer {
+        Ok(out) => match out.user_groups().first() {
+            Some(g) if g.status() == Some("active") => {
+                finding(w, check, Outcome::Ok, format!("{group} is active"))
+            }
+            Some(g) => finding(
+                w,
+                check,
+                Outcome::Warn,
+                format!("{group} is {}", g.status().unwrap_or("of unknown status")),
+            ),
+            None => {
+                finding(w, check, Outcome::Fail, format!("{group} does not exist")).fix(format!(
+                    "create it in {}, or fix [watch.dr] user_group_id",
+                    w.dr.region
+                ))
+            }
+        },
+        Err(f) if f.code_is(&["UserGroupNotFound", "UserGroupNotFoundFault"]) => {
+            finding(w, check, Outcome::Fail, f.error.to_string()).fix(format!(
+                "create it in {}, or fix [watch.dr] user_group_id",
+                w.dr.region
+            ))
+        }
+        Err(f) => failed_call(w, check, &f, false),
+    }
+}
+
+async fn snapshots(w: &WatchConfig, dr: &SdkCache) -> Finding {
+    let check = "dr_snapshots";
+    if w.dr.snapshot_arns_to_restore.is_empty() {
+        return finding(
+            w,
+            check,
+            Outcome::Ok,
+            "none configured: the DR cache starts empty".into(),
+        );
+    }
+    let mut missing = Vec::new();
+    let mut unchecked = Vec::new();
+    let mut found = Vec::new();
+    for arn in &w.dr.snapshot_arns_to_restore {
+        let parts: Vec<&str> = arn.splitn(7, ':').collect();
+        let name = match parts.as_slice() {
+            [
+                _,
+                _,
+                "elasticache",
+                region,
+                _,
+                "serverlesscachesnapshot",
+                name,
+            ] => {
+                if *region != w.dr.region {
+                    missing.push(format!("{arn} is in {region}, not in the DR region"));
+                    continue;
+                }
+                *name
+            }
+            _ => {
+                unchecked.push(arn.clone());
+                continue;
+            }
+        };
+        let answer = call(
+            "elasticache:DescribeServerlessCacheSnapshots",
+            Some(&w.dr.region),
+            name,
+            dr.client()
+                .describe_serverless_cache_snapshots()
+                .serverless_cache_snapshot_name(name)
+                .send(),
+        )
+        .await;
+        match answer {
+            Ok(out) => match out.serverless_cache_snapshots().first() {
+                Some(s) if s.status() == Some("available") => found.push(name.to_owned()),
+                Some(s) => missing.push(format!("{name} is {}", s.status().unwrap_or("?"))),
+                None => missing.push(format!("{name} does not exist")),
+            },
+            Err(f) if f.code_is(&["ServerlessCacheSnapshotNotFoundFault"]) => {
+                missing.push(format!("{name} does not exist"))
+            }
+            Err(f) => return failed_call(w, check, &f, false),
+        }
+    }
+    if !missing.is_empty() {
+        finding(w, check, Outcome::Fail, missing.join("; "))
+            .fix("fix [watch.dr] snapshot_arns_to_restore: each must be an available snapshot in the DR region")
+    } else if !unchecked.is_empty() {
+        finding(
+            w,
+            check,
+            Outcome::Unknown,
+            format!(
+                "not checked (not serverless cache snapshots): {}",
+                unchecked.join(", ")
+            ),
+        )
+    } else {
+        finding(
+            w,
+            check,
+            Outcome::Ok,
+            format!("{} available", found.join(", ")),
+        )
+    }
+}
+
+/// The IAM principal whose policies `SimulatePrincipalPolicy` evaluates for a caller ARN: the
+/// role of an assumed-role session (its path is not in the session ARN; a role with a path
+/// answers `NoSuchEntity`), or the user itself.
+fn principal(caller: &str) -> Option<String> {
+    let parts: Vec<&str> = caller.splitn(6, ':').collect();
+    let [_, partition, service, _, account, resource] = parts.as_slice() else {
+        return None;
+    };
+    match (*service, resource.split('/').collect::<Vec<_>>().as_slice()) {
+        ("sts", ["assumed-role", role, _session]) => {
+            Some(format!("arn:{partition}:iam::{account}:role/{role}"))
+        }
+        ("iam", ["user", ..]) | ("iam", ["role", ..]) => Some(caller.to_owned()),
+        _ => None,
+    }
+}
+
+/// One statement of `iam-policy`, as a question for `SimulatePrincipalPolicy`.
+#[derive(Debug, Clone, PartialEq)]
+struct Question {
+    actions: Vec<String>,
+    resources: Vec<String>,
+    context: Vec<(String, Vec<String>, bool)>,
+}
+
+/// The statements of `iam-policy` for watch `w`, with `*` accounts replaced by `account` and
+/// each condition's values given as the context the agent's own calls would carry.
+fn questions(config: &Config, w: &WatchConfig, account: &str) -> Vec<Question> {
+    let mut only = config.clone();
+    only.watches.retain(|x| x.name == w.name);
+    let policy = crate::iam_policy::policy(&only);
+    let strings = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    policy["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let resources = strings(&s["Resource"])
+                .into_iter()
+                .filter(|r| r != "*")
+                .map(|r| {
+                    let mut parts: Vec<String> = r.splitn(6, ':').map(str::to_owned).collect();
+                    if parts.len() == 6 && parts[4] == "*" {
+                        parts[4] = account.to_owned();
+                    }
+                    parts.join(":")
+                })
+                .collect();
+            let mut context = Vec::new();
+            for (op, keys) in s["Condition"].as_object().into_iter().flatten() {
+                let multi = op.starts_with("ForAllValues:") || op.starts_with("ForAnyValue:");
+                for (key, values) in keys.as_object().into_iter().flatten() {
+                    let mut values = strings(values);
+                    if !multi {
+                        // A single-valued key: the value this watch's calls carry.
+                        let pick = values
+                            .iter()
+                            .find(|v| **v == w.dr.region)
+                            .or(values.first())
+                            .cloned();
+                        values = pick.into_iter().collect();
+                    }
+                    context.push((key.clone(), values, multi));
+                }
+            }
+            Question {
+                actions: strings(&s["Action"]),
+                resources,
+                context,
+            }
+        })
+        .collect()
+}
+
+async fn permissions(
+    config: &Config,
+    w: &WatchConfig,
+    aws: &mut Aws<'_>,
+    id: &Identity,
+) -> Finding {
+    use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum, PolicyEvaluationDecisionType};
+    let check = "permissions";
+    let Some(principal) = principal(&id.arn) else {
+        return finding(
+            w,
+            check,
+            Outcome::Unknown,
+            format!(
+                "{} is not a role or user whose policies IAM can simulate",
+                id.arn
+            ),
+        )
+        .fix("run the agent as an IAM role or user");
+    };
+    let sdk = aws.sdk(&w.dr.region).await;
+    let mut conf = aws_sdk_iam::config::Builder::from(&sdk);
+    conf.set_timeout_config(Some(bounded(&sdk)));
+    let iam = aws_sdk_iam::Client::from_conf(conf.build());
+    let mut denied = Vec::new();
+    let mut asked = 0;
+    for q in questions(config, w, &id.account) {
+        let context: Vec<ContextEntry> = q
+            .context
+            .iter()
+            .map(|(key, values, multi)| {
+                ContextEntry::builder()
+                    .context_key_name(key)
+                    .set_context_key_values(Some(values.clone()))
+                    .context_key_type(if *multi {
+                        ContextKeyTypeEnum::StringList
+                    } else {
+                        ContextKeyTypeEnum::String
+                    })
+                    .build()
+            })
+            .collect();
+        let answer = call(
+            "iam:SimulatePrincipalPolicy",
+            None,
+            &principal,
+            iam.simulate_principal_policy()
+                .policy_source_arn(&principal)
+                .set_action_names(Some(q.actions.clone()))
+                .set_resource_arns((!q.resources.is_empty()).then(|| q.resources.clone()))
+                .set_context_entries((!context.is_empty()).then_some(context))
+                .send(),
+        )
+        .await;
+        let out = match answer {
+            Ok(out) => out,
+            Err(f) if f.denied() => {
+                return finding(w, check, Outcome::Unknown, f.error.to_string()).fix(format!(
+                    "allow iam:SimulatePrincipalPolicy on {principal} so that preflight can check every permission a failover needs"
+                ));
+            }
+            Err(f) if f.code_is(&["NoSuchEntity"]) => {
+                return finding(
+                    w,
+                    check,
+                    Outcome::Unknown,
+                    format!(
+                        "IAM does not know {principal} (a role with a path?): {}",
+                        f.error
+                    ),
+                );
+            }
+            Err(f) => return failed_call(w, check, &f, false),
+        };
+        asked += q.actions.len();
+        for r in out.evaluation_results() {
+            if *r.eval_decision() == PolicyEvaluationDecisionType::Allowed {
+                continue;
+            }
+            let on: Vec<&str> = r
+                .resource_specific_results()
+                .iter()
+                .filter(|x| *x.eval_resource_decision() != PolicyEvaluationDecisionType::Allowed)
+                .map(|x| x.eval_resource_name())
+                .collect();
+            denied.push(if on.is_empty() {
+                format!("{} ({})", r.eval_action_name(), r.eval_decision().as_str())
+            } else {
+                format!(
+                    "{} on {} ({})",
+                    r.eval_action_name(),
+                    on.join(", "),
+                    r.eval_decision().as_str()
+                )
+            });
+        }
+    }
+    if denied.is_empty() {
+        finding(
+            w,
+            check,
+            Outcome::Ok,
+            format!("{principal} may make all {asked} calls of `valkey-dr iam-policy`"),
+        )
+    } else {
+        finding(
+            w,
+            check,
+            Outcome::Fail,
+            format!("{principal} is denied: {}", denied.join("; ")),
+        )
+        .fix("attach the policy `valkey-dr iam-policy` prints to the agent's role")
+    }
+}
+
+/// The live primary against the DR spec: one finding per field, `warn` on a difference.
+async fn drift(
+    w: &WatchConfig,
+    primary_cache: &SdkCache,
+    primary: &Result<Option<Live>, Failed>,
+) -> Vec<Finding> {
+    const DRIFT: [&str; 6] = [
+        "drift_engine",
+        "drift_usage_limits",
+        "drift_kms_key",
+        "drift_snapshot_retention",
+        "drift_user_group",
+        "drift_tags",
+    ];
+    let p = match primary {
+        Ok(Some(p)) => p,
+        other => {
+            let why = match other {
+                Ok(_) => "the primary does not exist".to_owned(),
+                Err(f) => format!("the primary cannot be read: {}", f.error),
+            };
+            return DRIFT
+                .iter()
+                .map(|c| finding(w, c, Outcome::Unknown, format!("not compared: {why}")))
+                .collect();
+        }
+    };
+    let dr = &w.dr;
+    let fix = "make [watch.dr] match the primary, or the primary match the plan";
+    let compare = |check: &'static str, what: &str, live: String, planned: String| {
+        if live == planned {
+            finding(w, check, Outcome::Ok, format!("{what}: {live} on both"))
+        } else {
+            finding(
+                w,
+                check,
+                Outcome::Warn,
+                format!("{what}: the primary has {live}, the DR spec {planned}"),
+            )
+            .fix(fix)
+        }
+    };
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
+    let mut out = vec![
+        compare(
+            "drift_engine",
+            "engine",
+            format!(
+                "{} {}",
+                p.engine.to_ascii_lowercase(),
+                p.major_engine_version
+            ),
+            format!(
+                "{} {}",
+                dr.engine.to_ascii_lowercase(),
+                dr.major_engine_version
+            ),
+        ),
+        compare(
+            "drift_usage_limits",
+            "usage limits",
+            format!(
+                "storage {} GB, {} ECPU/s",
+                opt(p.data_storage_max.map(|v| v.to_string())),
+                opt(p.ecpu_max.map(|v| v.to_string()))
+            ),
+            format!(
+                "storage {} GB, {} ECPU/s",
+                opt(dr
+                    .usage_limits
+                    .and_then(|u| u.data_storage_max_gb)
+                    .map(|v| v.to_string())),
+                opt(dr
+                    .usage_limits
+                    .and_then(|u| u.ecpu_per_second_max)
+                    .map(|v| v.to_string()))
+            ),
+        ),
+        compare(
+            "drift_kms_key",
+            "customer KMS key",
+            if p.kms_key_id.is_some() {
+                "one"
+            } else {
+                "none"
+            }
+            .to_owned(),
+            if dr.kms_key_id.is_some() {
+                "one"
+            } else {
+                "none"
+            }
+            .to_owned(),
+        ),
+        compare(
+            "drift_snapshot_retention",
+            "snapshot retention",
+            format!("{} days", p.snapshot_retention_limit.unwrap_or(0)),
+            format!("{} days", dr.snapshot_retention_limit.unwrap_or(0)),
+        ),
+        compare(
+            "drift_user_group",
+            "user group",
+            opt(p.user_group_id.clone()),
+            opt(dr.user_group_id.clone()),
+        ),
+    ];
+    out.push(match tags(primary_cache, &p.arn).await {
+        Ok(live) => {
+            let ours = |k: &String| k.starts_with("aws:") || k.starts_with("valkey-dr:");
+            let live: BTreeMap<_, _> = live.into_iter().filter(|(k, _)| !ours(k)).collect();
+            let text = |m: &BTreeMap<String, String>| {
+                if m.is_empty() {
+                    "no tags".to_owned()
+                } else {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            };
+            compare("drift_tags", "tags", text(&live), text(&dr.tags))
+        }
+        Err(f) => failed_call(w, "drift_tags", &f, false),
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principals_come_from_caller_arns() {
+        assert_eq!(
+            principal("arn:aws:sts::123456789012:assumed-role/valkey-dr/i-0abc").as_deref(),
+            Some("arn:aws:iam::123456789012:role/valkey-dr")
+        );
+        assert_eq!(
+            principal("arn:aws-cn:sts::123456789012:assumed-role/dr/s").as_deref(),
+            Some("arn:aws-cn:iam::123456789012:role/dr")
+        );
+        assert_eq!(
+            principal("arn:aws:iam::123456789012:user/ops/agent").as_deref(),
+            Some("arn:aws:iam::123456789012:user/ops/agent")
+        );
+        assert_eq!(principal("arn:aws:iam::123456789012:root"), None);
+        assert_eq!(principal("not an arn"), None);
+    }
+
+    #[test]
+    fn permissions_are_asked_statement_by_statement_with_their_context() {
+        let text = "[agent]\nid = \"a\"\nstate_dir = \"/tmp/x\"\n\
+             [[watch]]\nname = \"s\"\nrecord = \"v.app.internal.\"\nhosted_zone_id = \"Z1\"\n\
+             [watch.primary]\nregion = \"us-east-1\"\ncache_name = \"app\"\nendpoint = \"app.example\"\n\
+             [watch.dr]\nregion = \"us-west-2\"\ncache_name = \"app-dr\"\nkms_key_id = \"alias/k\"\n";
+        let config = Config::parse(
+            text,
+            std::path::Path::new("/etc/valkey-dr/agent.toml"),
+            &crate::config::ProcessEnv,
+        )
+        .expect("valid");
+        let qs = questions(&config, &config.watches[0], "123456789012");
+        let switch = qs
+            .iter()
+            .find(|q| q.actions == ["route53:ChangeResourceRecordSets"])
+            .expect("the switch is asked");
+        assert_eq!(switch.resources, ["arn:aws:route53:::hostedzone/Z1"]);
+        let (_, names, multi) = switch
+            .context
+            .iter()
+            .find(|(k, _, _)| k == "route53:ChangeResourceRecordSetsNormalizedRecordNames")
+            .expect("the record names are the context");
+        assert!(*multi);
+        assert!(names.contains(&"v.app.internal".to_owned()), "{names:?}");
+        let create = qs
+            .iter()
+            .find(|q| {
+                q.actions
+                    .contains(&"elasticache:CreateServerlessCache".to_owned())
+            })
+            .unwrap();
+        assert_eq!(
+            create.resources,
+            ["arn:aws:elasticache:us-west-2:123456789012:serverlesscache:app-dr"],
+            "the account replaces *"
+        );
+        let ec2 = qs
+            .iter()
+            .find(|q| q.actions.contains(&"ec2:DescribeSubnets".to_owned()))
+            .unwrap();
+        assert!(
+            ec2.resources.is_empty(),
+            "Resource * is left to the API's default"
+        );
+        assert_eq!(
+            ec2.context,
+            [(
+                "aws:RequestedRegion".to_owned(),
+                vec!["us-west-2".to_owned()],
+                false
+            )]
+        );
+        let kms = qs
+            .iter()
+            .find(|q| q.actions == ["kms:DescribeKey"])
+            .expect("preflight's own read of the key is asked too");
+        assert!(kms.context.is_empty());
+        assert!(
+            qs.iter()
+                .any(|q| q.actions == ["iam:SimulatePrincipalPolicy"]),
+            "preflight may ask"
+        );
+    }
+
+    #[test]
+    fn the_status_is_the_worst_result_fail_first() {
+        let f = |result| Finding {
+            watch: "w".into(),
+            check: "identity",
+            result,
+            found: String::new(),
+            fix: None,
+        };
+        let report = |rs: &[Outcome]| Report {
+            checked_at: SystemTime::UNIX_EPOCH,
+            findings: rs.iter().map(|r| f(*r)).collect(),
+        };
+        assert_eq!(report(&[Outcome::Ok]).status(), Status::Ok);
+        assert_eq!(
+            report(&[Outcome::Ok, Outcome::Warn]).status(),
+            Status::Warning
+        );
+        assert_eq!(
+            report(&[Outcome::Warn, Outcome::Unknown]).status(),
+            Status::Unknown
+        );
+        assert_eq!(
+            report(&[Outcome::Unknown, Outcome::Fail, Outcome::Warn]).status(),
+            Status::Critical
+        );
+        assert_eq!(report(&[Outcome::Fail, Outcome::Ok]).failing("w").len(), 1);
+    }
+}

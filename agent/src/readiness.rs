@@ -1,0 +1,333 @@
+//! The daemon's readiness: the preflight checks at start and every `readiness_interval`, and
+//! the drill interval.
+//!
+//! - A watch whose failover path has a failing check is *not ready*: a `not_ready` event names
+//!   the failing checks when that first happens and whenever the set changes, a `reminder` of it
+//!   every `reminder_interval` while it lasts, and `ready` once nothing fails.
+//! - `valkey_dr_ready{watch,check}` is 0 for a failing check and 1 otherwise; `/status` shows
+//!   every check of the last pass and when it was taken (`readiness`).
+//! - A watch without a successful drill within `drill_interval` gets `drill_overdue` (again
+//!   every `reminder_interval`); `valkey_dr_last_drill_timestamp_seconds` and
+//!   `valkey_dr_drill_phase_seconds` follow the drill reports under `state_dir/drills/`, which
+//!   `valkey-dr drill` writes from its own process.
+//!
+//! The first pass starts as the daemon does, so that an agent that could never fail over says
+//! so within seconds of starting, not in the middle of an outage.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::Metrics;
+use crate::config::Config;
+use crate::event::Event;
+use crate::notify::Notifier;
+use crate::preflight::{self, Outcome, Report};
+
+/// What `/status` shows before the first pass has finished.
+pub fn pending() -> Value {
+    json!({ "checked_at": null, "status": "pending", "watches": [] })
+}
+
+/// One watch's alerting memory.
+#[derive(Default)]
+struct Memory {
+    /// The failing checks last announced; `None` before the first pass.
+    failing: Option<Vec<String>>,
+    /// When `not_ready` (or its reminder) was last sent.
+    alerted: Option<Instant>,
+    /// When `drill_overdue` was last sent.
+    drill_alerted: Option<Instant>,
+}
+
+/// Runs until `shutdown`: a pass at once, then one every `readiness_interval`, and sooner when
+/// a reminder falls due.
+pub async fn run(
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    notifier: Notifier,
+    status: watch::Sender<Value>,
+    shutdown: CancellationToken,
+) {
+    let mut memory: BTreeMap<String, Memory> = BTreeMap::new();
+    loop {
+        let report = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            report = preflight::run(&config, None) => report,
+        };
+        let now = Instant::now();
+        let mut next = config.agent.readiness_interval;
+        for w in &config.watches {
+            let m = memory.entry(w.name.clone()).or_default();
+            let reminder = w.policy.reminder_interval;
+            for f in report.findings.iter().filter(|f| f.watch == w.name) {
+                metrics.set_ready(&w.name, f.check, f.result != Outcome::Fail);
+            }
+            let failing: Vec<String> = report
+                .failing(&w.name)
+                .iter()
+                .map(|f| f.check.to_owned())
+                .collect();
+            if let Some(event) = transition(&config, &w.name, &report, m, &failing, now, reminder) {
+                tracing::warn!(watch = %w.name, event = %event.event, "{}", event.text());
+                notifier.notify(event);
+            }
+            if !failing.is_empty() {
+                next = next.min(reminder);
+            }
+            m.failing = Some(failing);
+            drills(&config, w, &metrics, &notifier, m, now);
+        }
+        let _ = status.send(status_json(&report));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(next) => {}
+        }
+    }
+}
+
+/// The event this pass calls for, if any, updating when the last alert went out.
+fn transition(
+    config: &Config,
+    watch: &str,
+    report: &Report,
+    m: &mut Memory,
+    failing: &[String],
+    now: Instant,
+    reminder: Duration,
+) -> Option<Event> {
+    let (previous, state) = match (&m.failing, failing.is_empty()) {
+        (Some(before), true) if !before.is_empty() => ("not_ready", "ready"),
+        (_, true) => return None,
+        (None, false) => ("ready", "not_ready"),
+        (Some(before), false) if before.is_empty() => ("ready", "not_ready"),
+        (Some(before), false) if before != failing => ("not_ready", "not_ready"),
+        (Some(_), false) => {
+            if m.alerted
+                .is_some_and(|at| now.duration_since(at) < reminder)
+            {
+                return None;
+            }
+            ("not_ready", "not_ready")
+        }
+    };
+    let repeat =
+        previous == "not_ready" && state == "not_ready" && m.failing.as_deref() == Some(failing);
+    let mut event = Event::executor(
+        if state == "ready" {
+            "ready"
+        } else if repeat {
+            "reminder"
+        } else {
+            "not_ready"
+        },
+        watch,
+        &config.agent.id,
+        (previous, state),
+        None,
+    );
+    if repeat {
+        event.of = Some("not_ready".into());
+    }
+    if state == "ready" {
+        event.reasons = vec!["every preflight check of the failover path passes".into()];
+        m.alerted = None;
+    } else {
+        event.reasons = report
+            .failing(watch)
+            .iter()
+            .map(|f| match &f.fix {
+                Some(fix) => format!("{}: {} (fix: {fix})", f.check, f.found),
+                None => format!("{}: {}", f.check, f.found),
+            })
+            .collect();
+        m.alerted = Some(now);
+    }
+    event.detail = Some(json!({ "failing": failing }));
+    Some(event)
+}
+
+/// The drill metrics, and `drill_overdue` when no drill succeeded within `drill_interval`.
+fn drills(
+    config: &Config,
+    w: &crate::config::WatchConfig,
+    metrics: &Metrics,
+    notifier: &Notifier,
+    m: &mut Memory,
+    now: Instant,
+) {
+    let last = crate::drill::last_ok(&config.agent.state_dir, &w.name);
+    if let Some((finished, phases)) = &last {
+        metrics.last_drill(&w.name, *finished, phases);
+    }
+    let interval = config.agent.drill_interval;
+    let age = last
+        .as_ref()
+        .map(|(at, _)| SystemTime::now().duration_since(*at).unwrap_or_default());
+    if age.is_some_and(|a| a <= interval) {
+        m.drill_alerted = None;
+        return;
+    }
+    if m.drill_alerted
+        .is_some_and(|at| now.duration_since(at) < w.policy.reminder_interval)
+    {
+        return;
+    }
+    m.drill_alerted = Some(now);
+    let mut event = Event::executor(
+        "drill_overdue",
+        &w.name,
+        &config.agent.id,
+        ("drill_due", "drill_overdue"),
+        None,
+    );
+    event.reasons = vec![match (&last, age) {
+        (Some((at, _)), Some(age)) => format!(
+            "the last successful drill finished {} ago ({}), more than drill_interval = {}: run `valkey-dr drill --watch {}`",
+            humantime::format_duration(Duration::from_secs(age.as_secs())),
+            humantime::format_rfc3339_seconds(*at),
+            humantime::format_duration(interval),
+            w.name
+        ),
+        _ => format!(
+            "no drill of this watch has succeeded yet (drill_interval = {}): run `valkey-dr drill --watch {}`",
+            humantime::format_duration(interval),
+            w.name
+        ),
+    }];
+    tracing::warn!(watch = %w.name, "{}", event.text());
+    notifier.notify(event);
+}
+
+/// `/status`'s `readiness`: the last pass, per watch.
+fn status_json(report: &Report) -> Value {
+    let mut watches: BTreeMap<&str, Vec<&preflight::Finding>> = BTreeMap::new();
+    for f in &report.findings {
+        watches.entry(f.watch.as_str()).or_default().push(f);
+    }
+    json!({
+        "checked_at": humantime::format_rfc3339_seconds(report.checked_at).to_string(),
+        "status": report.status().as_str(),
+        "watches": watches.iter().map(|(name, checks)| json!({
+            "name": name,
+            "ready": checks.iter().all(|f| f.result != Outcome::Fail),
+            "failing": checks.iter().filter(|f| f.result == Outcome::Fail).map(|f| f.check).collect::<Vec<_>>(),
+            "checks": checks.iter().map(|f| json!({
+                "check": f.check,
+                "result": f.result,
+                "found": f.found,
+                "fix": f.fix,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::preflight::Finding;
+
+    fn config() -> Config {
+        let text = "[agent]\nid = \"a\"\nstate_dir = \"/tmp/x\"\n\
+             [[watch]]\nname = \"s\"\nrecord = \"v.app.internal.\"\nhosted_zone_id = \"Z1\"\n\
+             [watch.primary]\nregion = \"us-east-1\"\ncache_name = \"app\"\nendpoint = \"app.example\"\n\
+             [watch.dr]\nregion = \"us-west-2\"\ncache_name = \"app-dr\"\n";
+        Config::parse(
+            text,
+            std::path::Path::new("/etc/valkey-dr/agent.toml"),
+            &crate::config::ProcessEnv,
+        )
+        .expect("valid")
+    }
+
+    fn report(failing: &[&'static str]) -> Report {
+        Report {
+            checked_at: SystemTime::UNIX_EPOCH,
+            findings: crate::preflight::CHECKS
+                .iter()
+                .map(|c| Finding {
+                    watch: "s".into(),
+                    check: c,
+                    result: if failing.contains(c) {
+                        Outcome::Fail
+                    } else {
+                        Outcome::Ok
+                    },
+                    found: format!("{c} found"),
+                    fix: failing.contains(c).then(|| format!("fix {c}")),
+                })
+                .collect(),
+        }
+    }
+
+    /// Drives `transition` through passes as `run` does; returns each pass's event name.
+    fn passes(steps: &[(&[&'static str], u64)]) -> Vec<Option<String>> {
+        let config = config();
+        let reminder = Duration::from_secs(600);
+        let mut m = Memory::default();
+        let start = Instant::now();
+        steps
+            .iter()
+            .map(|(failing, at)| {
+                let r = report(failing);
+                let names: Vec<String> = failing.iter().map(|s| s.to_string()).collect();
+                let e = transition(
+                    &config,
+                    "s",
+                    &r,
+                    &mut m,
+                    &names,
+                    start + Duration::from_secs(*at),
+                    reminder,
+                );
+                m.failing = Some(names);
+                e.map(|e| {
+                    if e.event == "not_ready" || e.event == "reminder" {
+                        assert!(
+                            e.reasons.iter().all(|r| r.contains("fix")),
+                            "{:?}",
+                            e.reasons
+                        );
+                    }
+                    match e.of {
+                        Some(of) => format!("{}:{of}", e.event),
+                        None => e.event,
+                    }
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn not_ready_at_once_then_reminded_then_ready() {
+        let none: &[&'static str] = &[];
+        assert_eq!(
+            passes(&[
+                (&["identity"], 0),
+                (&["identity"], 300),
+                (&["identity"], 600),
+                (&["identity", "permissions"], 700),
+                (none, 800),
+                (none, 900),
+            ]),
+            [
+                Some("not_ready".to_owned()),
+                None,
+                Some("reminder:not_ready".to_owned()),
+                Some("not_ready".to_owned()),
+                Some("ready".to_owned()),
+                None,
+            ]
+        );
+        assert_eq!(
+            passes(&[(none, 0), (none, 900)]),
+            [None, None],
+            "ready from the start is quiet"
+        );
+    }
+}
