@@ -1,5 +1,7 @@
 //! ElastiCache's Query API, for serverless caches: `CreateServerlessCache`,
-//! `DescribeServerlessCaches`, `DeleteServerlessCache` and `ListTagsForResource`.
+//! `DescribeServerlessCaches`, `DeleteServerlessCache` and `ListTagsForResource`; and the
+//! references a DR spec names: `DescribeUserGroups` (missing: `UserGroupNotFound`, 404) and
+//! `DescribeServerlessCacheSnapshots` (missing: `ServerlessCacheSnapshotNotFoundFault`, 404).
 //!
 //! Requests are `POST /` with a form body (`Action=…&Version=2015-02-02&…`); answers are
 //! `<{Action}Response><{Action}Result>…</…><ResponseMetadata>…` documents whose element names
@@ -34,7 +36,9 @@
 //!   DNS name.
 //! - `memcached` caches run valkey-server too (the lab has no memcached).
 //! - Snapshots to restore, KMS keys, user groups and usage limits are stored and echoed, never
-//!   acted on. `FinalSnapshotName` on delete is ignored.
+//!   acted on (`DescribeUserGroups` and `DescribeServerlessCacheSnapshots` list the one user
+//!   group and snapshot every region has, whatever a create named). `FinalSnapshotName` on
+//!   delete is ignored.
 //! - At most [`QUOTA_PER_REGION`] caches (in any state) per region.
 
 use std::collections::BTreeMap;

@@ -1,20 +1,27 @@
 //! The AWS control plane the agent calls, emulated on the lab's loopback control server, for
-//! the real `aws-sdk-elasticache` and `aws-sdk-route53` clients pointed at it with
-//! `endpoint_url = http://127.0.0.1:PORT` and any static credentials.
+//! the real AWS SDK clients pointed at it with `endpoint_url = http://127.0.0.1:PORT` (one URL
+//! for every service) and any static credentials.
 //!
 //! # Layout
 //!
-//! - `elasticache`: the Query API (`POST /`, form-encoded `Action=…&Version=2015-02-02`):
-//!   `CreateServerlessCache`, `DescribeServerlessCaches`, `DeleteServerlessCache` and
-//!   `ListTagsForResource`, with separate state per region. An available cache is a real
-//!   valkey-server behind its TLS front, started through the lab's own `add_cache`.
+//! - `POST /` is shared by the services that use it on AWS, told apart by the SigV4
+//!   credential scope's service name, as AWS's per-service endpoints would be:
+//!   - `elasticache`: the Query API (`Action=…&Version=2015-02-02`): `CreateServerlessCache`,
+//!     `DescribeServerlessCaches`, `DeleteServerlessCache`, `ListTagsForResource`,
+//!     `DescribeUserGroups` and `DescribeServerlessCacheSnapshots`, with separate state per
+//!     region. An available cache is a real valkey-server behind its TLS front, started
+//!     through the lab's own `add_cache`.
+//!   - `sts`: `GetCallerIdentity`. `ec2`: `DescribeSubnets`, `DescribeSecurityGroups`.
+//!     `kms` (JSON 1.1): `DescribeKey`. `iam`: `SimulatePrincipalPolicy`. Each over a fixed
+//!     inventory that every region has (`crate::config`'s `LAB_*` constants).
 //! - `route53`: the REST-XML API under `/2013-04-01/`: `ChangeResourceRecordSets`,
-//!   `ListResourceRecordSets` and `GetChange`, over the lab's one private hosted zone, whose
-//!   record sets are the DNS server's own data.
-//! - `sigv4`: the region from the `Authorization` header's credential scope.
+//!   `ListResourceRecordSets`, `GetChange` and `GetHostedZone`, over the lab's one private
+//!   hosted zone, whose record sets are the DNS server's own data.
+//! - `query`: the form parameters and answer document the Query APIs share.
+//! - `sigv4`: the region and service from the `Authorization` header's credential scope.
 //! - `calls`: the log of every call, each with its whole request and answer.
 //! - `conformance`: that log checked against botocore's service models.
-//! - `xml`: the writer both APIs answer with.
+//! - `xml`: the writer the XML APIs answer with.
 //!
 //! # Where the lab chooses
 //!
@@ -23,8 +30,14 @@
 //!   and the agent's bounded loops are what a test exercises, and a hang would only add a
 //!   timeout), and its caches are blackholed. Route 53 is global and keeps answering: a test
 //!   of "us-east-1 took the Route 53 control plane with it" injects `api-error route53 …`.
-//! - **Errors** always take AWS's `ErrorResponse` form, `Type` `Sender` for 4xx and
-//!   `Receiver` for 5xx.
+//! - **Errors** take each service's own form: `ErrorResponse` (`Type` `Sender` for 4xx and
+//!   `Receiver` for 5xx) for ElastiCache, STS, IAM and Route 53, EC2's
+//!   `<Response><Errors><Error>`, KMS's JSON `{"__type", "message"}`; injected ones
+//!   (`api-error`) too, at the status AWS uses for the code.
+//! - **Permissions** are all granted until `iam-deny SERVICE:Action` takes one away: then
+//!   `SimulatePrincipalPolicy` says `implicitDeny` for it and every call of it is refused
+//!   with the service's own access denial. STS `GetCallerIdentity` needs no permission.
+//! - **`witness-down`** cuts every service; a region outage only ElastiCache.
 //! - **Credentials** are never checked, but a request without a SigV4 `Authorization` header
 //!   is refused (`MissingAuthenticationToken`, 403) as AWS refuses it.
 //!
