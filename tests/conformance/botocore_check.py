@@ -4,8 +4,9 @@ botocore's models are the shapes AWS publishes for every SDK, so a request that 
 one real AWS would refuse, and a response that botocore cannot parse is one no SDK could read.
 For each call the lab logged (`tests/tests/botocore_conformance.rs` writes the log as JSON):
 
-- the request is read back into the operation's input (ElastiCache's Query form by the members'
-  `locationName`s, Route 53's path, query string and XML body) and validated: botocore's
+- the request is read back into the operation's input (the Query form of ElastiCache, STS and
+  IAM by the members' `locationName`s, EC2's flattened form by its `queryName`s, KMS's JSON body
+  and `X-Amz-Target`, Route 53's path, query string and XML body) and validated: botocore's
   `ParamValidator` (required members, types, minimums) plus what it leaves out (maximums,
   lengths, enums, and parameters the model does not know);
 - the response is parsed with botocore's own parser for the protocol: an error must give the
@@ -27,7 +28,14 @@ import botocore.session
 from botocore import parsers
 from botocore.validate import ParamValidator
 
-SERVICES = {"elasticache": "elasticache", "route53": "route53"}
+SERVICES = {
+    "elasticache": "elasticache",
+    "route53": "route53",
+    "sts": "sts",
+    "ec2": "ec2",
+    "kms": "kms",
+    "iam": "iam",
+}
 
 
 class Findings:
@@ -82,6 +90,41 @@ def from_query(shape, prefix, flat, used):
     return scalar(shape, flat[prefix])
 
 
+def ec2_key(name, member):
+    """EC2's wire name for a member: its queryName, else its locationName capitalized."""
+    ser = member.serialization
+    if "queryName" in ser:
+        return ser["queryName"]
+    key = ser.get("name", name)
+    return key[0].upper() + key[1:]
+
+
+def from_ec2(shape, prefix, flat, used):
+    """One member of an EC2 request: like the Query form, but every list is flat (`A.1`)."""
+    t = shape.type_name
+    if t == "structure":
+        out = {}
+        for name, member in shape.members.items():
+            key = ec2_key(name, member)
+            value = from_ec2(member, f"{prefix}.{key}" if prefix else key, flat, used)
+            if value is not None:
+                out[name] = value
+        return out if out or not prefix else None
+    if t == "list":
+        items, n = [], 1
+        while True:
+            p = f"{prefix}.{n}"
+            if p not in flat and not any(k.startswith(p + ".") for k in flat):
+                break
+            items.append(from_ec2(shape.member, p, flat, used))
+            n += 1
+        return items or None
+    if prefix not in flat:
+        return None
+    used.add(prefix)
+    return scalar(shape, flat[prefix])
+
+
 def strip_ns(tag):
     return tag.split("}", 1)[-1]
 
@@ -127,17 +170,35 @@ def uri_regex(request_uri):
 def read_request(op, call, findings):
     http = call["http"]["request"]
     shape = op.input_shape
-    if call["service"] == "elasticache":
+    protocol = op.metadata["protocol"]
+    if protocol in ("query", "ec2"):
         flat = dict(parse_qsl(http["body"], keep_blank_values=True))
         if flat.pop("Action", None) != op.name:
             findings.add(call, "the form's Action is not the operation's")
         if flat.pop("Version", None) != op.metadata["apiVersion"]:
             findings.add(call, f"Version is not {op.metadata['apiVersion']}")
         used = set()
-        params = from_query(shape, "", flat, used) or {}
+        read = from_ec2 if protocol == "ec2" else from_query
+        params = (read(shape, "", flat, used) if shape else None) or {}
         for key in sorted(set(flat) - used):
             findings.add(call, f"parameter {key} is not in the model")
         return params
+    if protocol == "json":
+        target = f"{op.metadata['targetPrefix']}.{op.name}"
+        if http.get("target") != target:
+            findings.add(call, f"X-Amz-Target is {http.get('target')!r}, the model says {target!r}")
+        try:
+            params = json.loads(http["body"] or "{}")
+        except ValueError as e:
+            findings.add(call, f"the body is not JSON: {e}")
+            return {}
+        if not isinstance(params, dict):
+            findings.add(call, "the body is not a JSON object")
+            return {}
+        for key in params:
+            if key not in shape.members:
+                findings.add(call, f"member {key} is not in the model")
+        return {k: v for k, v in params.items() if k in shape.members}
     params = {}
     match = uri_regex(op.http["requestUri"]).match(http["path"])
     if not match:
@@ -195,6 +256,10 @@ def walk_limits(shape, value, path, report):
 def check_request(model, call, findings):
     op = model.operation_model(call["action"])
     params = read_request(op, call, findings)
+    if op.input_shape is None:
+        if params:
+            findings.add(call, f"parameters {sorted(params)} for an operation that takes none")
+        return params
     report = ParamValidator().validate(params, op.input_shape)
     if report.has_errors():
         findings.add(call, report.generate_report().replace("\n", "; "))
@@ -247,6 +312,55 @@ def check_success(call, out, findings):
             need(rrset.get("Name") and rrset.get("Type"), "Name and Type")
             need(isinstance(rrset.get("TTL"), int), "TTL")
             need(all(r.get("Value") for r in rrset.get("ResourceRecords") or [None]), "Values")
+    if action == "GetCallerIdentity":
+        for member in ("UserId", "Account", "Arn"):
+            need(out.get(member), member)
+    if action == "DescribeSubnets":
+        need(isinstance(out.get("Subnets"), list), "Subnets")
+        for subnet in out.get("Subnets") or []:
+            for member in ("SubnetId", "VpcId", "AvailabilityZone", "State"):
+                need(subnet.get(member), f"Subnet.{member}")
+    if action == "DescribeSecurityGroups":
+        need(isinstance(out.get("SecurityGroups"), list), "SecurityGroups")
+        for group in out.get("SecurityGroups") or []:
+            for member in ("GroupId", "GroupName", "VpcId"):
+                need(group.get(member), f"SecurityGroup.{member}")
+    if action == "DescribeKey":
+        meta = out.get("KeyMetadata") or {}
+        for member in ("KeyId", "Arn", "AWSAccountId", "KeyState", "KeyManager", "KeySpec"):
+            need(meta.get(member), f"KeyMetadata.{member}")
+        need(isinstance(meta.get("Enabled"), bool), "KeyMetadata.Enabled")
+        need(meta.get("CreationDate") is not None, "KeyMetadata.CreationDate")
+        need((meta.get("KeyState") == "Enabled") == meta.get("Enabled"), "Enabled matching KeyState")
+    if action == "SimulatePrincipalPolicy":
+        need(isinstance(out.get("EvaluationResults"), list), "EvaluationResults")
+        need(isinstance(out.get("IsTruncated"), bool), "IsTruncated")
+        for result in out.get("EvaluationResults") or []:
+            need(result.get("EvalActionName") and result.get("EvalDecision"), "EvalActionName and EvalDecision")
+            for specific in result.get("ResourceSpecificResults") or []:
+                need(specific.get("EvalResourceName") and specific.get("EvalResourceDecision"),
+                     "ResourceSpecificResult names and decisions")
+    if action == "DescribeUserGroups":
+        need(isinstance(out.get("UserGroups"), list), "UserGroups")
+        for group in out.get("UserGroups") or []:
+            for member in ("UserGroupId", "Status", "Engine", "ARN"):
+                need(group.get(member), f"UserGroup.{member}")
+    if action == "DescribeServerlessCacheSnapshots":
+        need(isinstance(out.get("ServerlessCacheSnapshots"), list), "ServerlessCacheSnapshots")
+        for snapshot in out.get("ServerlessCacheSnapshots") or []:
+            for member in ("ServerlessCacheSnapshotName", "ARN", "Status", "SnapshotType"):
+                need(snapshot.get(member), f"ServerlessCacheSnapshot.{member}")
+            need(dig(snapshot, "ServerlessCacheConfiguration", "ServerlessCacheName"),
+                 "ServerlessCacheConfiguration.ServerlessCacheName")
+    if action == "GetHostedZone":
+        zone = out.get("HostedZone") or {}
+        need(zone.get("Id") and zone.get("Name"), "HostedZone.Id and Name")
+        private = dig(zone, "Config", "PrivateZone")
+        need(isinstance(private, bool), "HostedZone.Config.PrivateZone")
+        if private:
+            need(out.get("VPCs"), "VPCs of a private zone")
+        else:
+            need(dig(out, "DelegationSet", "NameServers"), "DelegationSet of a public zone")
     if action in ("ChangeResourceRecordSets", "GetChange"):
         info = out.get("ChangeInfo") or {}
         need(str(info.get("Id", "")).startswith("/change/C"), "ChangeInfo.Id /change/C…")
@@ -262,12 +376,23 @@ def check_response(model, call, findings):
         "headers": {"x-amzn-requestid": "lab"},
         "body": http["body"].encode(),
     }
+    if model.protocol == "json" and http["body"]:
+        try:
+            json.loads(http["body"])
+        except ValueError as e:
+            findings.add(call, f"the answer is not JSON: {e}")
+            return
     try:
         out = parsers.create_parser(model.protocol).parse(response, op.output_shape)
     except Exception as e:  # botocore's parsers raise several kinds; any is a finding
         findings.add(call, f"botocore cannot parse the answer: {type(e).__name__}: {e}")
         return
     if http["status"] >= 300:
+        if model.protocol == "ec2":
+            # botocore also reads a Query ErrorResponse here; AWS's EC2 never sends one.
+            root = ET.fromstring(http["body"])
+            if strip_ns(root.tag) != "Response" or root.find("Errors/Error/Code") is None:
+                findings.add(call, "an EC2 error that is not <Response><Errors><Error>")
         error = out.get("Error") or {}
         if error.get("Code") != call.get("error_code"):
             findings.add(call, f"botocore reads code {error.get('Code')!r}, the lab sent {call.get('error_code')!r}")
@@ -380,6 +505,68 @@ def self_test():
             9, "route53", "ChangeResourceRecordSets", 200, change.format(action="UPSERT", ttl=30),
             path=path, response=change_ok.replace("/change/C", "/nochange/")),
     }
+    subnets_ok = (
+        '<?xml version="1.0"?>\n<DescribeSubnetsResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+        "<requestId>r</requestId><subnetSet><item><subnetId>subnet-1</subnetId><vpcId>vpc-1</vpcId>"
+        "<availabilityZone>us-east-1a</availabilityZone><state>available</state></item></subnetSet>"
+        "</DescribeSubnetsResponse>"
+    )
+    ec2_error = (
+        "<Response><Errors><Error><Code>{code}</Code><Message>m</Message></Error></Errors>"
+        "<RequestID>r</RequestID></Response>"
+    )
+    key_ok = json.dumps({"KeyMetadata": {
+        "KeyId": "k", "Arn": "arn:aws:kms:us-east-1:123456789012:key/k", "AWSAccountId": "123456789012",
+        "KeyState": "Enabled", "Enabled": True, "KeyManager": "CUSTOMER", "KeySpec": "SYMMETRIC_DEFAULT",
+        "CreationDate": 1767225600.0}})
+    good += [
+        fake(11, "ec2", "DescribeSubnets", 200,
+             "Action=DescribeSubnets&Version=2016-11-15&SubnetId.1=subnet-1", response=subnets_ok),
+        fake(12, "ec2", "DescribeSubnets", 400,
+             "Action=DescribeSubnets&Version=2016-11-15&SubnetId.1=subnet-x",
+             error_code="InvalidSubnetID.NotFound", response=ec2_error.format(code="InvalidSubnetID.NotFound")),
+        dict(fake(13, "kms", "DescribeKey", 200, '{"KeyId": "alias/k"}', response=key_ok),
+             **{}),
+        fake(14, "kms", "DescribeKey", 400, '{"KeyId": "alias/x"}', error_code="NotFoundException",
+             response='{"__type": "NotFoundException", "message": "m"}'),
+        fake(15, "sts", "GetCallerIdentity", 200, "Action=GetCallerIdentity&Version=2011-06-15",
+             response='<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
+             "<GetCallerIdentityResult><Arn>a</Arn><UserId>u</UserId><Account>1</Account>"
+             "</GetCallerIdentityResult></GetCallerIdentityResponse>"),
+    ]
+    for call in good:
+        if call["service"] == "kms":
+            call["http"]["request"]["target"] = "TrentService.DescribeKey"
+    wrong_target = fake(16, "kms", "DescribeKey", 200, '{"KeyId": "k"}', response=key_ok)
+    wrong_target["http"]["request"]["target"] = "TrentService.ListKeys"
+    bad.update({
+        "an EC2 list in the Query form (SubnetIds.SubnetId.1)": fake(
+            17, "ec2", "DescribeSubnets", 200,
+            "Action=DescribeSubnets&Version=2016-11-15&SubnetIds.SubnetId.1=subnet-1", response=subnets_ok),
+        "an EC2 error code botocore reads otherwise": fake(
+            18, "ec2", "DescribeSubnets", 400, "Action=DescribeSubnets&Version=2016-11-15",
+            error_code="InvalidSubnetID.NotFound", response=ec2_error.format(code="Other")),
+        "an EC2 error in the Query ErrorResponse form": fake(
+            19, "ec2", "DescribeSubnets", 400, "Action=DescribeSubnets&Version=2016-11-15",
+            error_code="InvalidSubnetID.NotFound",
+            response="<ErrorResponse><Error><Code>InvalidSubnetID.NotFound</Code><Message>m</Message></Error></ErrorResponse>"),
+        "a KMS X-Amz-Target for another operation": wrong_target,
+        "a KMS member the model does not have": dict(
+            fake(20, "kms", "DescribeKey", 200, '{"KeyId": "k", "Key": "k"}', response=key_ok)),
+        "a KMS answer whose Enabled contradicts KeyState": fake(
+            21, "kms", "DescribeKey", 200, '{"KeyId": "k"}', response=key_ok.replace('"Enabled": true', '"Enabled": false')),
+        "an IAM result without its decision": fake(
+            22, "iam", "SimulatePrincipalPolicy", 200,
+            "Action=SimulatePrincipalPolicy&Version=2010-05-08&PolicySourceArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fr"
+            "&ActionNames.member.1=ec2%3ADescribeSubnets",
+            response='<SimulatePrincipalPolicyResponse xmlns="https://iam.amazonaws.com/doc/2010-05-08/">'
+            "<SimulatePrincipalPolicyResult><EvaluationResults><member><EvalActionName>ec2:DescribeSubnets"
+            "</EvalActionName></member></EvaluationResults><IsTruncated>false</IsTruncated>"
+            "</SimulatePrincipalPolicyResult></SimulatePrincipalPolicyResponse>"),
+    })
+    for call in bad.values():
+        if call["service"] == "kms" and "target" not in call["http"]["request"]:
+            call["http"]["request"]["target"] = "TrentService.DescribeKey"
     session = botocore.session.get_session()
     findings, _ = check({"calls": good}, session)
     failures = [f"a good call was flagged: {f}" for f in findings.items]

@@ -15,6 +15,52 @@ pub const HOSTED_ZONE_ID: &str = "ZLAB00000000000001";
 pub const DR_CACHE: &str = "app-sessions-dr";
 /// The DR region.
 pub const DR_REGION: &str = "us-west-2";
+/// The account every lab ARN names.
+pub const LAB_ACCOUNT_ID: &str = "123456789012";
+/// The IAM role the lab's agent runs as: what `SimulatePrincipalPolicy` knows as a principal.
+pub const LAB_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/valkey-dr-lab";
+/// The lab's IAM user, the other principal `SimulatePrincipalPolicy` knows.
+pub const LAB_USER_ARN: &str = "arn:aws:iam::123456789012:user/valkey-dr-lab";
+/// Who STS `GetCallerIdentity` says the caller is: a session of [`LAB_ROLE_ARN`].
+pub const LAB_CALLER_ARN: &str = "arn:aws:sts::123456789012:assumed-role/valkey-dr-lab/lab-agent";
+/// The caller's `UserId` (the role's id, then the session name).
+pub const LAB_CALLER_USER_ID: &str = "AROALAB0000000000000001:lab-agent";
+/// The VPC every lab subnet and security group is in, in every region.
+pub const LAB_VPC_ID: &str = "vpc-lab0001";
+/// The subnets of every region, with their availability zone's letter: `subnet-lab0001` in
+/// `{region}a`, `subnet-lab0002` in `{region}b`, `subnet-lab0003` in `{region}a`.
+pub const LAB_SUBNETS: [(&str, char); 3] = [
+    ("subnet-lab0001", 'a'),
+    ("subnet-lab0002", 'b'),
+    ("subnet-lab0003", 'a'),
+];
+/// The subnets `[watch.dr]` names (two zones).
+pub const LAB_DR_SUBNET_IDS: [&str; 2] = ["subnet-lab0001", "subnet-lab0002"];
+/// The security group of every region.
+pub const LAB_SECURITY_GROUP_ID: &str = "sg-lab0001";
+/// Its name.
+pub const LAB_SECURITY_GROUP_NAME: &str = "valkey-dr-lab";
+/// The KMS key id of every region's one key.
+pub const LAB_KMS_KEY_ID: &str = "6f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b";
+/// That key's alias, the `kms_key_id` `[watch.dr]` names.
+pub const LAB_KMS_ALIAS: &str = "alias/valkey-dr-lab";
+/// The ElastiCache user group of every region.
+pub const LAB_USER_GROUP_ID: &str = "valkey-dr-lab-users";
+/// The serverless cache snapshot of every region (of the primary cache's configuration).
+pub const LAB_SNAPSHOT_NAME: &str = "valkey-dr-lab-snapshot";
+/// The `snapshot_retention_limit` of the DR spec and of the live primary.
+pub const LAB_SNAPSHOT_RETENTION_LIMIT: i64 = 1;
+
+/// The lab key's ARN in `region`.
+pub fn lab_kms_key_arn(region: &str) -> String {
+    format!("arn:aws:kms:{region}:{LAB_ACCOUNT_ID}:key/{LAB_KMS_KEY_ID}")
+}
+
+/// The lab key alias's ARN in `region`.
+pub fn lab_kms_alias_arn(region: &str) -> String {
+    format!("arn:aws:kms:{region}:{LAB_ACCOUNT_ID}:{LAB_KMS_ALIAS}")
+}
+
 /// The env var the config names for the password when the lab has one.
 pub const DEFAULT_PASSWORD_ENV: &str = "VALKEY_DR_LAB_PASSWORD";
 
@@ -108,8 +154,11 @@ region = {dr_region}
 cache_name = {dr_cache}
 engine = "valkey"
 major_engine_version = "8"
-subnet_ids = ["subnet-lab0001", "subnet-lab0002"]
-security_group_ids = ["sg-lab0001"]
+subnet_ids = [{subnet_a}, {subnet_b}]
+security_group_ids = [{security_group}]
+kms_key_id = {kms_key}
+user_group_id = {user_group}
+snapshot_retention_limit = {retention}
 create_timeout = "5m"
 
 [watch.probe]
@@ -133,6 +182,12 @@ tls_server_name = "endpoint"
             primary_endpoint = quote(self.primary_endpoint),
             dr_region = quote(DR_REGION),
             dr_cache = quote(DR_CACHE),
+            subnet_a = quote(LAB_DR_SUBNET_IDS[0]),
+            subnet_b = quote(LAB_DR_SUBNET_IDS[1]),
+            security_group = quote(LAB_SECURITY_GROUP_ID),
+            kms_key = quote(LAB_KMS_ALIAS),
+            user_group = quote(LAB_USER_GROUP_ID),
+            retention = LAB_SNAPSHOT_RETENTION_LIMIT,
             interval = quote_duration(self.interval),
             timeout = quote_duration(self.timeout),
             ca_file = quote_path(self.ca_file),
@@ -215,6 +270,22 @@ mod tests {
             Some("app-sessions")
         );
         assert_eq!(watch["dr"]["region"].as_str(), Some("us-west-2"));
+        assert_eq!(
+            watch["dr"]["subnet_ids"].as_array().unwrap().len(),
+            LAB_DR_SUBNET_IDS.len()
+        );
+        assert_eq!(
+            watch["dr"]["kms_key_id"].as_str(),
+            Some("alias/valkey-dr-lab")
+        );
+        assert_eq!(
+            watch["dr"]["user_group_id"].as_str(),
+            Some("valkey-dr-lab-users")
+        );
+        assert_eq!(
+            watch["dr"]["snapshot_retention_limit"].as_integer(),
+            Some(1)
+        );
         assert_eq!(watch["probe"]["tls"].as_bool(), Some(true));
         assert_eq!(watch["policy"]["fall"].as_integer(), Some(3));
     }

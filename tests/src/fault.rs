@@ -87,6 +87,33 @@ pub enum Fault {
     ProvisionFail,
     /// The next serverless cache created stays `creating` for ever.
     ProvisionStuck,
+    /// The subnet no longer exists in any region: `DescribeSubnets` naming it fails with
+    /// `InvalidSubnetID.NotFound`.
+    SubnetDelete {
+        /// The subnet id, e.g. `subnet-lab0002`.
+        subnet: String,
+    },
+    /// The lab's KMS key is `Disabled` (`Enabled` false) in every region.
+    KmsDisable,
+    /// The lab's KMS key is `Enabled` again.
+    KmsEnable,
+    /// The lab's principal loses the IAM action: `SimulatePrincipalPolicy` answers
+    /// `implicitDeny` for it, and every call of it is refused with the service's access
+    /// denial (`AccessDenied`, EC2's `UnauthorizedOperation`, KMS's `AccessDeniedException`).
+    /// STS `GetCallerIdentity` cannot be denied, as on AWS.
+    IamDeny {
+        /// `{service}:{Action}`, e.g. `route53:ChangeResourceRecordSets`.
+        action: String,
+    },
+    /// The lab's principal has the IAM action again.
+    IamAllow {
+        /// `{service}:{Action}`.
+        action: String,
+    },
+    /// The hosted zone is public: `GetHostedZone` says `PrivateZone` false and lists no VPCs.
+    ZonePublic,
+    /// The hosted zone is private again (as the lab starts).
+    ZonePrivate,
 }
 
 impl Fault {
@@ -108,7 +135,14 @@ impl Fault {
             | Self::RegionRestore { .. }
             | Self::ApiError { .. }
             | Self::ProvisionFail
-            | Self::ProvisionStuck => None,
+            | Self::ProvisionStuck
+            | Self::SubnetDelete { .. }
+            | Self::KmsDisable
+            | Self::KmsEnable
+            | Self::IamDeny { .. }
+            | Self::IamAllow { .. }
+            | Self::ZonePublic
+            | Self::ZonePrivate => None,
         }
     }
 }
@@ -139,6 +173,13 @@ impl fmt::Display for Fault {
             } => write!(f, "api-error {service} {action} {code} --times {times}"),
             Self::ProvisionFail => f.write_str("provision-fail"),
             Self::ProvisionStuck => f.write_str("provision-stuck"),
+            Self::SubnetDelete { subnet } => write!(f, "subnet-delete {subnet}"),
+            Self::KmsDisable => f.write_str("kms-disable"),
+            Self::KmsEnable => f.write_str("kms-enable"),
+            Self::IamDeny { action } => write!(f, "iam-deny {action}"),
+            Self::IamAllow { action } => write!(f, "iam-allow {action}"),
+            Self::ZonePublic => f.write_str("zone-public"),
+            Self::ZonePrivate => f.write_str("zone-private"),
         }
     }
 }
@@ -213,5 +254,48 @@ mod tests {
             serde_json::from_str::<Fault>(r#"{"fault":"provision-stuck"}"#).unwrap(),
             Fault::ProvisionStuck
         );
+        for (fault, json, text) in [
+            (
+                Fault::SubnetDelete {
+                    subnet: "subnet-lab0002".into(),
+                },
+                r#"{"fault":"subnet-delete","subnet":"subnet-lab0002"}"#,
+                "subnet-delete subnet-lab0002",
+            ),
+            (
+                Fault::KmsDisable,
+                r#"{"fault":"kms-disable"}"#,
+                "kms-disable",
+            ),
+            (Fault::KmsEnable, r#"{"fault":"kms-enable"}"#, "kms-enable"),
+            (
+                Fault::IamDeny {
+                    action: "ec2:DescribeSubnets".into(),
+                },
+                r#"{"fault":"iam-deny","action":"ec2:DescribeSubnets"}"#,
+                "iam-deny ec2:DescribeSubnets",
+            ),
+            (
+                Fault::IamAllow {
+                    action: "ec2:DescribeSubnets".into(),
+                },
+                r#"{"fault":"iam-allow","action":"ec2:DescribeSubnets"}"#,
+                "iam-allow ec2:DescribeSubnets",
+            ),
+            (
+                Fault::ZonePublic,
+                r#"{"fault":"zone-public"}"#,
+                "zone-public",
+            ),
+            (
+                Fault::ZonePrivate,
+                r#"{"fault":"zone-private"}"#,
+                "zone-private",
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&fault).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Fault>(json).unwrap(), fault);
+            assert_eq!(fault.to_string(), text);
+        }
     }
 }

@@ -66,6 +66,12 @@ use crate::valkey::{FileLock, ValkeySpec};
 
 pub use crate::aws::{AwsService, Call, HttpExchange, HttpRequest, RateLimit, botocore_check};
 pub use crate::cache::CacheAuth;
+pub use crate::config::{
+    LAB_ACCOUNT_ID, LAB_CALLER_ARN, LAB_CALLER_USER_ID, LAB_DR_SUBNET_IDS, LAB_KMS_ALIAS,
+    LAB_KMS_KEY_ID, LAB_ROLE_ARN, LAB_SECURITY_GROUP_ID, LAB_SECURITY_GROUP_NAME,
+    LAB_SNAPSHOT_NAME, LAB_SNAPSHOT_RETENTION_LIMIT, LAB_SUBNETS, LAB_USER_ARN, LAB_USER_GROUP_ID,
+    LAB_VPC_ID, lab_kms_alias_arn, lab_kms_key_arn,
+};
 pub use crate::control::{Applied, fetch_calls, fetch_info, send_fault};
 pub use crate::dns::ENDPOINT_TTL;
 pub use crate::error::LabError;
@@ -415,6 +421,39 @@ impl Shared {
             }
             Fault::ProvisionFail => self.aws.queue_provisioning(aws::Provisioning::Fail),
             Fault::ProvisionStuck => self.aws.queue_provisioning(aws::Provisioning::Stuck),
+            Fault::SubnetDelete { subnet } => {
+                if !config::LAB_SUBNETS.iter().any(|(id, _)| id == subnet) {
+                    return Err(LabError::InvalidOption {
+                        option: "subnet-delete",
+                        reason: format!(
+                            "{subnet:?} is not a lab subnet; the lab has {}",
+                            config::LAB_SUBNETS.map(|(id, _)| id).join(", ")
+                        ),
+                    });
+                }
+                self.aws.delete_subnet(subnet);
+            }
+            Fault::KmsDisable => self.aws.set_kms_disabled(true),
+            Fault::KmsEnable => self.aws.set_kms_disabled(false),
+            Fault::IamDeny { action } | Fault::IamAllow { action } => {
+                let valid = action.split_once(':').is_some_and(|(prefix, name)| {
+                    AwsService::ALL.iter().any(|s| s.signing_name() == prefix) && !name.is_empty()
+                });
+                if !valid {
+                    return Err(LabError::InvalidOption {
+                        option: "iam-deny",
+                        reason: format!(
+                            "{action:?} is not an IAM action of an emulated service: it must be \
+                             SERVICE:Action with SERVICE one of elasticache, route53, ec2, kms, \
+                             iam, sts (e.g. route53:ChangeResourceRecordSets)"
+                        ),
+                    });
+                }
+                self.aws
+                    .set_denied(action, matches!(fault, Fault::IamDeny { .. }));
+            }
+            Fault::ZonePublic => self.aws.set_zone_public(true),
+            Fault::ZonePrivate => self.aws.set_zone_public(false),
         }
         info!(%fault, "fault applied");
         Ok(())

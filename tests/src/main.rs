@@ -205,7 +205,7 @@ enum FaultCommand {
     /// The next N calls of ACTION fail with the AWS error CODE, e.g.
     /// `api-error elasticache CreateServerlessCache Throttling --times 3`.
     ApiError {
-        /// `elasticache` or `route53`.
+        /// `elasticache`, `route53`, `sts`, `ec2`, `kms` or `iam`.
         #[arg(value_parser = str::parse::<AwsService>)]
         service: AwsService,
         /// The API action, e.g. `ChangeResourceRecordSets`.
@@ -220,6 +220,22 @@ enum FaultCommand {
     ProvisionFail,
     /// The next serverless cache created stays creating for ever.
     ProvisionStuck,
+    /// The subnet no longer exists in any region, e.g. `subnet-delete subnet-lab0002`.
+    SubnetDelete { subnet: String },
+    /// The lab's KMS key becomes Disabled in every region.
+    KmsDisable,
+    /// The lab's KMS key becomes Enabled again.
+    KmsEnable,
+    /// Deny the lab's principal an IAM action (SERVICE:Action), e.g.
+    /// `iam-deny route53:ChangeResourceRecordSets`: SimulatePrincipalPolicy says
+    /// implicitDeny and every call of it is refused.
+    IamDeny { action: String },
+    /// Allow a denied IAM action again.
+    IamAllow { action: String },
+    /// The hosted zone says it is public (GetHostedZone: PrivateZone false, no VPCs).
+    ZonePublic,
+    /// The hosted zone is private again.
+    ZonePrivate,
 }
 
 impl FaultCommand {
@@ -251,6 +267,13 @@ impl FaultCommand {
             },
             Self::ProvisionFail => Fault::ProvisionFail,
             Self::ProvisionStuck => Fault::ProvisionStuck,
+            Self::SubnetDelete { subnet } => Fault::SubnetDelete { subnet },
+            Self::KmsDisable => Fault::KmsDisable,
+            Self::KmsEnable => Fault::KmsEnable,
+            Self::IamDeny { action } => Fault::IamDeny { action },
+            Self::IamAllow { action } => Fault::IamAllow { action },
+            Self::ZonePublic => Fault::ZonePublic,
+            Self::ZonePrivate => Fault::ZonePrivate,
         }
     }
 }
@@ -608,6 +631,44 @@ mod tests {
         assert_eq!(
             parse(&["valkey-dr-lab", "fault", "--dir", "d", "provision-fail"]),
             Fault::ProvisionFail
+        );
+        for fault in [
+            Fault::SubnetDelete {
+                subnet: "subnet-lab0002".into(),
+            },
+            Fault::KmsDisable,
+            Fault::KmsEnable,
+            Fault::IamDeny {
+                action: "route53:ChangeResourceRecordSets".into(),
+            },
+            Fault::IamAllow {
+                action: "iam:SimulatePrincipalPolicy".into(),
+            },
+            Fault::ZonePublic,
+            Fault::ZonePrivate,
+        ] {
+            let text = fault.to_string();
+            let mut args = vec!["valkey-dr-lab", "fault", "--dir", "d"];
+            args.extend(text.split(' '));
+            assert_eq!(parse(&args), fault, "{text}");
+        }
+        assert_eq!(
+            parse(&[
+                "valkey-dr-lab",
+                "fault",
+                "--dir",
+                "d",
+                "api-error",
+                "sts",
+                "GetCallerIdentity",
+                "ExpiredToken"
+            ]),
+            Fault::ApiError {
+                service: AwsService::Sts,
+                action: "GetCallerIdentity".into(),
+                code: "ExpiredToken".into(),
+                times: 1
+            }
         );
         assert!(
             Cli::try_parse_from([

@@ -70,6 +70,10 @@ pub const BOTOCORE: PipPackage = PipPackage {
         "botocore/__init__.py",
         "botocore/data/elasticache",
         "botocore/data/route53",
+        "botocore/data/sts",
+        "botocore/data/ec2",
+        "botocore/data/kms",
+        "botocore/data/iam",
     ],
 };
 

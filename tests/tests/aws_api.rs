@@ -987,3 +987,812 @@ async fn a_region_outage_fails_its_api_and_its_caches() {
     assert_eq!(failed[0].region.as_deref(), Some("us-east-1"));
     t.lab.shutdown().await;
 }
+
+// --- The APIs `valkey-dr preflight` reads: STS, EC2, KMS, IAM, ElastiCache's user groups and
+// snapshots, Route 53's GetHostedZone. Sent as raw HTTP with a well-formed SigV4 header (the
+// lab never checks signatures), so that no more SDK crates are built; botocore then proves
+// every answer parseable.
+
+/// One raw request to the lab's AWS endpoint, signed (in form) for `service` in `region`.
+async fn raw_aws(
+    lab: &Lab,
+    service: &str,
+    region: &str,
+    method: hyper::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+
+    let endpoint = &lab.info().aws_endpoint;
+    let addr: SocketAddr = endpoint
+        .strip_prefix("http://")
+        .expect("an http endpoint")
+        .trim_end_matches('/')
+        .parse()
+        .expect("a loopback address");
+    assert!(addr.ip().is_loopback());
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        let driver = tokio::spawn(connection);
+        let mut request = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, addr.to_string())
+            .header("x-amz-date", "20260101T000000Z")
+            .header(
+                hyper::header::AUTHORIZATION,
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=AKIDLAB/20260101/{region}/{service}/aws4_request, \
+                     SignedHeaders=host;x-amz-date, Signature=00000000"
+                ),
+            );
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request
+            .body(Full::new(hyper::body::Bytes::from(body.to_string())))
+            .expect("request");
+        let response = sender.send_request(request).await.expect("response");
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        driver.abort();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    };
+    timeout(Duration::from_secs(10), exchange)
+        .await
+        .expect("the lab answers within 10 s")
+}
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+async fn query(lab: &Lab, service: &str, region: &str, body: &str) -> (u16, String) {
+    raw_aws(
+        lab,
+        service,
+        region,
+        hyper::Method::POST,
+        "/",
+        &[FORM],
+        body,
+    )
+    .await
+}
+
+async fn describe_key(lab: &Lab, region: &str, key_id: &str) -> (u16, serde_json::Value) {
+    let (status, body) = raw_aws(
+        lab,
+        "kms",
+        region,
+        hyper::Method::POST,
+        "/",
+        &[
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", "TrentService.DescribeKey"),
+        ],
+        &serde_json::json!({ "KeyId": key_id }).to_string(),
+    )
+    .await;
+    (
+        status,
+        serde_json::from_str(&body).expect("KMS answers JSON"),
+    )
+}
+
+async fn simulate(lab: &Lab, source: &str, actions: &[&str], resources: &[&str]) -> (u16, String) {
+    let mut form: Vec<(String, String)> = vec![
+        ("Action".into(), "SimulatePrincipalPolicy".into()),
+        ("Version".into(), "2010-05-08".into()),
+        ("PolicySourceArn".into(), source.into()),
+    ];
+    for (i, action) in actions.iter().enumerate() {
+        form.push((format!("ActionNames.member.{}", i + 1), action.to_string()));
+    }
+    for (i, resource) in resources.iter().enumerate() {
+        form.push((
+            format!("ResourceArns.member.{}", i + 1),
+            resource.to_string(),
+        ));
+    }
+    form.push((
+        "ContextEntries.member.1.ContextKeyName".into(),
+        "aws:RequestedRegion".into(),
+    ));
+    form.push((
+        "ContextEntries.member.1.ContextKeyValues.member.1".into(),
+        DR_REGION.into(),
+    ));
+    form.push((
+        "ContextEntries.member.1.ContextKeyType".into(),
+        "string".into(),
+    ));
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    query(lab, "iam", "us-east-1", &body).await
+}
+
+async fn get_zone(lab: &Lab, id: &str) -> (u16, String) {
+    raw_aws(
+        lab,
+        "route53",
+        "us-east-1",
+        hyper::Method::GET,
+        &format!("/2013-04-01/hostedzone/{id}"),
+        &[],
+        "",
+    )
+    .await
+}
+
+/// Every part is in the body, read with XML's quote escapes undone.
+fn has(body: &str, parts: &[&str]) {
+    let body = body.replace("&apos;", "'").replace("&quot;", "\"");
+    for part in parts {
+        assert!(body.contains(part), "{part} missing from {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_apis_answer_as_aws_does_and_faults_break_each() {
+    use valkey_dr_lab::{
+        LAB_CALLER_ARN, LAB_KMS_ALIAS, LAB_KMS_KEY_ID, LAB_ROLE_ARN, LAB_SNAPSHOT_NAME,
+        LAB_USER_GROUP_ID, PRIMARY_CACHE, PRIMARY_REGION, lab_kms_alias_arn, lab_kms_key_arn,
+    };
+    let t = lab(Duration::from_millis(100), Duration::from_millis(100)).await;
+    let lab = &t.lab;
+    let mut invalid_on_purpose = Vec::new();
+
+    // STS: who the agent is.
+    let (status, body) = query(
+        lab,
+        "sts",
+        "us-east-1",
+        "Action=GetCallerIdentity&Version=2011-06-15",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    has(
+        &body,
+        &[
+            "<Arn>arn:aws:sts::123456789012:assumed-role/valkey-dr-lab/lab-agent</Arn>",
+            "<UserId>AROALAB0000000000000001:lab-agent</UserId>",
+            "<Account>123456789012</Account>",
+        ],
+    );
+
+    // EC2: the subnets and security group of every region; a missing id fails the whole call.
+    for region in [PRIMARY_REGION, DR_REGION] {
+        let (status, body) = query(
+            lab,
+            "ec2",
+            region,
+            "Action=DescribeSubnets&Version=2016-11-15&SubnetId.1=subnet-lab0001&SubnetId.2=subnet-lab0002",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        has(
+            &body,
+            &[
+                "<subnetId>subnet-lab0001</subnetId>",
+                &format!("<availabilityZone>{region}a</availabilityZone>"),
+                &format!("<availabilityZone>{region}b</availabilityZone>"),
+                "<vpcId>vpc-lab0001</vpcId>",
+                "<state>available</state>",
+            ],
+        );
+        assert!(!body.contains("subnet-lab0003"), "{body}");
+    }
+    let (status, body) = query(
+        lab,
+        "ec2",
+        DR_REGION,
+        "Action=DescribeSubnets&Version=2016-11-15",
+    )
+    .await;
+    assert_eq!(status, 200);
+    has(
+        &body,
+        &["subnet-lab0001", "subnet-lab0002", "subnet-lab0003"],
+    );
+    let (status, body) = query(
+        lab,
+        "ec2",
+        DR_REGION,
+        "Action=DescribeSubnets&Version=2016-11-15&SubnetId.1=subnet-lab0001&SubnetId.2=subnet-nope",
+    )
+    .await;
+    assert_eq!(status, 400);
+    has(
+        &body,
+        &[
+            "<Response><Errors><Error><Code>InvalidSubnetID.NotFound</Code>",
+            "The subnet ID 'subnet-nope' does not exist",
+            "<RequestID>",
+        ],
+    );
+    let (status, body) = query(
+        lab,
+        "ec2",
+        DR_REGION,
+        "Action=DescribeSecurityGroups&Version=2016-11-15&GroupId.1=sg-lab0001",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    has(
+        &body,
+        &[
+            "<groupId>sg-lab0001</groupId>",
+            "<groupName>valkey-dr-lab</groupName>",
+            "<vpcId>vpc-lab0001</vpcId>",
+        ],
+    );
+    let (status, body) = query(
+        lab,
+        "ec2",
+        DR_REGION,
+        "Action=DescribeSecurityGroups&Version=2016-11-15&GroupId.1=sg-nope",
+    )
+    .await;
+    assert_eq!(status, 400);
+    has(
+        &body,
+        &[
+            "<Code>InvalidGroup.NotFound</Code>",
+            "The security group 'sg-nope' does not exist",
+        ],
+    );
+
+    // KMS: the key by each of its four names, in each region; another key is not found.
+    for region in [PRIMARY_REGION, DR_REGION] {
+        for name in [
+            LAB_KMS_KEY_ID.to_string(),
+            lab_kms_key_arn(region),
+            LAB_KMS_ALIAS.to_string(),
+            lab_kms_alias_arn(region),
+        ] {
+            let (status, doc) = describe_key(lab, region, &name).await;
+            assert_eq!(status, 200, "{name}: {doc}");
+            let meta = &doc["KeyMetadata"];
+            assert_eq!(meta["KeyId"], LAB_KMS_KEY_ID);
+            assert_eq!(meta["Arn"], lab_kms_key_arn(region).as_str());
+            assert_eq!(meta["AWSAccountId"], "123456789012");
+            assert_eq!(
+                (meta["Enabled"].as_bool(), meta["KeyState"].as_str()),
+                (Some(true), Some("Enabled"))
+            );
+            assert_eq!(meta["KeyManager"], "CUSTOMER");
+            assert_eq!(meta["KeyUsage"], "ENCRYPT_DECRYPT");
+            assert_eq!(meta["KeySpec"], "SYMMETRIC_DEFAULT");
+            assert!(meta["CreationDate"].is_number() && meta["Description"].is_string());
+        }
+    }
+    let (status, doc) = describe_key(lab, DR_REGION, "alias/nope").await;
+    assert_eq!(
+        (status, doc["__type"].as_str()),
+        (400, Some("NotFoundException")),
+        "{doc}"
+    );
+    let (status, doc) = describe_key(lab, DR_REGION, &lab_kms_key_arn(PRIMARY_REGION)).await;
+    assert_eq!(
+        (status, doc["__type"].as_str()),
+        (400, Some("NotFoundException")),
+        "{doc}"
+    );
+
+    // IAM: the lab role may do everything; an unknown principal is NoSuchEntity.
+    let cache_arn =
+        format!("arn:aws:elasticache:{DR_REGION}:123456789012:serverlesscache:app-sessions-dr");
+    let actions = [
+        "elasticache:CreateServerlessCache",
+        "route53:ChangeResourceRecordSets",
+    ];
+    let (status, body) = simulate(lab, LAB_ROLE_ARN, &actions, &[]).await;
+    assert_eq!(status, 200, "{body}");
+    has(
+        &body,
+        &[
+            "<EvalActionName>elasticache:CreateServerlessCache</EvalActionName><EvalResourceName>*</EvalResourceName><EvalDecision>allowed</EvalDecision>",
+            "<EvalActionName>route53:ChangeResourceRecordSets</EvalActionName>",
+            "<IsTruncated>false</IsTruncated>",
+        ],
+    );
+    assert!(!body.contains("ResourceSpecificResults"), "{body}");
+    let (status, body) = simulate(lab, LAB_ROLE_ARN, &actions[..1], &[&cache_arn]).await;
+    assert_eq!(status, 200, "{body}");
+    has(
+        &body,
+        &[
+            &format!(
+                "<EvalResourceName>{cache_arn}</EvalResourceName><EvalDecision>allowed</EvalDecision>"
+            ),
+            &format!(
+                "<ResourceSpecificResults><member><EvalResourceName>{cache_arn}</EvalResourceName><EvalResourceDecision>allowed</EvalResourceDecision>"
+            ),
+        ],
+    );
+    let (status, body) = simulate(
+        lab,
+        "arn:aws:iam::123456789012:role/someone-else",
+        &actions,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 404);
+    has(
+        &body,
+        &[
+            "<Code>NoSuchEntity</Code>",
+            "The role with name someone-else cannot be found.",
+        ],
+    );
+    let (status, body) = raw_aws(
+        lab,
+        "iam",
+        DR_REGION,
+        hyper::Method::POST,
+        "/",
+        &[FORM],
+        "Action=SimulatePrincipalPolicy&Version=2010-05-08&PolicySourceArn=x&ActionNames.member.1=a:b",
+    )
+    .await;
+    assert_eq!(status, 403, "IAM signs for us-east-1 only: {body}");
+
+    // ElastiCache: the user group and the snapshot of every region; missing ones are 404s.
+    let (status, body) = query(
+        lab,
+        "elasticache",
+        DR_REGION,
+        "Action=DescribeUserGroups&Version=2015-02-02&UserGroupId=valkey-dr-lab-users",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    has(
+        &body,
+        &[
+            &format!(
+                "<UserGroupId>{LAB_USER_GROUP_ID}</UserGroupId><Status>active</Status><Engine>valkey</Engine>"
+            ),
+            "<UserIds><member>default</member></UserIds>",
+            &format!(
+                "<ARN>arn:aws:elasticache:{DR_REGION}:123456789012:usergroup:valkey-dr-lab-users</ARN>"
+            ),
+        ],
+    );
+    let (status, body) = query(
+        lab,
+        "elasticache",
+        DR_REGION,
+        "Action=DescribeUserGroups&Version=2015-02-02&UserGroupId=nope",
+    )
+    .await;
+    assert_eq!(status, 404);
+    has(&body, &["<Code>UserGroupNotFound</Code>"]);
+    let (status, body) = query(
+        lab,
+        "elasticache",
+        DR_REGION,
+        "Action=DescribeServerlessCacheSnapshots&Version=2015-02-02&ServerlessCacheSnapshotName=valkey-dr-lab-snapshot",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    has(
+        &body,
+        &[
+            &format!(
+                "<ServerlessCacheSnapshot><ServerlessCacheSnapshotName>{LAB_SNAPSHOT_NAME}</ServerlessCacheSnapshotName>"
+            ),
+            &format!(
+                "<ARN>arn:aws:elasticache:{DR_REGION}:123456789012:serverlesscachesnapshot:valkey-dr-lab-snapshot</ARN>"
+            ),
+            "<SnapshotType>manual</SnapshotType><Status>available</Status>",
+            &format!(
+                "<ServerlessCacheConfiguration><ServerlessCacheName>{PRIMARY_CACHE}</ServerlessCacheName><Engine>valkey</Engine><MajorEngineVersion>8</MajorEngineVersion>"
+            ),
+        ],
+    );
+    let (status, body) = query(
+        lab,
+        "elasticache",
+        DR_REGION,
+        "Action=DescribeServerlessCacheSnapshots&Version=2015-02-02&ServerlessCacheSnapshotName=nope",
+    )
+    .await;
+    assert_eq!(status, 404);
+    has(
+        &body,
+        &["<Code>ServerlessCacheSnapshotNotFoundFault</Code>"],
+    );
+
+    // The primary is registered with the DR spec's settings, live in its region.
+    let primary = describe(&elasticache(lab, PRIMARY_REGION).await, PRIMARY_CACHE)
+        .await
+        .expect("the primary is listed");
+    assert_eq!(
+        primary.kms_key_id(),
+        Some(lab_kms_key_arn(PRIMARY_REGION).as_str())
+    );
+    assert_eq!(primary.user_group_id(), Some(LAB_USER_GROUP_ID));
+    assert_eq!(primary.snapshot_retention_limit(), Some(1));
+    assert_eq!(
+        (primary.engine(), primary.major_engine_version()),
+        (Some("valkey"), Some("8"))
+    );
+    assert!(primary.cache_usage_limits().is_none());
+    assert_eq!(primary.subnet_ids(), ["subnet-lab0001", "subnet-lab0002"]);
+    assert_eq!(primary.security_group_ids(), ["sg-lab0001"]);
+
+    // Route 53: the private zone and its VPCs; another zone is NoSuchHostedZone.
+    let (status, body) = get_zone(lab, HOSTED_ZONE_ID).await;
+    assert_eq!(status, 200, "{body}");
+    has(
+        &body,
+        &[
+            &format!("<Id>/hostedzone/{HOSTED_ZONE_ID}</Id><Name>lab.internal.</Name>"),
+            "<PrivateZone>true</PrivateZone>",
+            "<VPC><VPCRegion>us-east-1</VPCRegion><VPCId>vpc-lab0001</VPCId></VPC>",
+            "<VPC><VPCRegion>us-west-2</VPCRegion><VPCId>vpc-lab0001</VPCId></VPC>",
+            "<ResourceRecordSetCount>",
+        ],
+    );
+    let (status, body) = get_zone(lab, "ZNOTTHELAB").await;
+    assert_eq!(status, 404);
+    has(&body, &["<Code>NoSuchHostedZone</Code>"]);
+
+    // --- Faults, each breaking its own reference.
+    lab.fault(Fault::SubnetDelete {
+        subnet: "subnet-lab0002".into(),
+    })
+    .await
+    .expect("subnet-delete");
+    for region in [PRIMARY_REGION, DR_REGION] {
+        let (status, body) = query(lab, "ec2", region, "Action=DescribeSubnets&Version=2016-11-15&SubnetId.1=subnet-lab0001&SubnetId.2=subnet-lab0002").await;
+        assert_eq!(status, 400, "{body}");
+        has(&body, &["InvalidSubnetID.NotFound", "'subnet-lab0002'"]);
+    }
+    assert!(
+        lab.fault(Fault::SubnetDelete {
+            subnet: "subnet-other".into()
+        })
+        .await
+        .is_err()
+    );
+
+    lab.fault(Fault::KmsDisable).await.expect("kms-disable");
+    let (status, doc) = describe_key(lab, DR_REGION, LAB_KMS_ALIAS).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            doc["KeyMetadata"]["Enabled"].as_bool(),
+            doc["KeyMetadata"]["KeyState"].as_str()
+        ),
+        (Some(false), Some("Disabled"))
+    );
+    lab.fault(Fault::KmsEnable).await.expect("kms-enable");
+    let (_, doc) = describe_key(lab, PRIMARY_REGION, LAB_KMS_ALIAS).await;
+    assert_eq!(doc["KeyMetadata"]["KeyState"], "Enabled");
+
+    lab.fault(Fault::ZonePublic).await.expect("zone-public");
+    let (status, body) = get_zone(lab, HOSTED_ZONE_ID).await;
+    assert_eq!(status, 200);
+    has(
+        &body,
+        &[
+            "<PrivateZone>false</PrivateZone>",
+            "<DelegationSet><NameServers><NameServer>",
+        ],
+    );
+    assert!(!body.contains("<VPCs>"), "{body}");
+    lab.fault(Fault::ZonePrivate).await.expect("zone-private");
+    has(
+        &get_zone(lab, HOSTED_ZONE_ID).await.1,
+        &["<PrivateZone>true</PrivateZone>"],
+    );
+
+    // iam-deny: the simulation says implicitDeny, and the real call of every service is refused
+    // in that service's own words; GetCallerIdentity cannot be denied.
+    let denied = [
+        "route53:GetHostedZone",
+        "ec2:DescribeSubnets",
+        "kms:DescribeKey",
+        "elasticache:DescribeUserGroups",
+        "sts:GetCallerIdentity",
+    ];
+    for action in denied {
+        lab.fault(Fault::IamDeny {
+            action: action.into(),
+        })
+        .await
+        .expect("iam-deny");
+    }
+    assert!(
+        lab.fault(Fault::IamDeny {
+            action: "DescribeSubnets".into()
+        })
+        .await
+        .is_err()
+    );
+    let (status, body) = simulate(
+        lab,
+        LAB_ROLE_ARN,
+        &["ec2:DescribeSubnets", "ec2:DescribeSecurityGroups"],
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    has(
+        &body,
+        &[
+            "<EvalActionName>ec2:DescribeSubnets</EvalActionName><EvalResourceName>*</EvalResourceName><EvalDecision>implicitDeny</EvalDecision>",
+            "<EvalActionName>ec2:DescribeSecurityGroups</EvalActionName><EvalResourceName>*</EvalResourceName><EvalDecision>allowed</EvalDecision>",
+        ],
+    );
+    let because =
+        |action: &str| format!("because no identity-based policy allows the {action} action");
+    let (status, body) = get_zone(lab, HOSTED_ZONE_ID).await;
+    assert_eq!(status, 403);
+    has(
+        &body,
+        &[
+            "<Code>AccessDenied</Code>",
+            &format!(
+                "User: {LAB_CALLER_ARN} is not authorized to perform: route53:GetHostedZone on resource: arn:aws:route53:::hostedzone/{HOSTED_ZONE_ID}"
+            ),
+            &because("route53:GetHostedZone"),
+        ],
+    );
+    let (status, body) = query(
+        lab,
+        "ec2",
+        DR_REGION,
+        "Action=DescribeSubnets&Version=2016-11-15&SubnetId.1=subnet-lab0001",
+    )
+    .await;
+    assert_eq!(status, 403);
+    has(
+        &body,
+        &[
+            "<Response><Errors><Error><Code>UnauthorizedOperation</Code>",
+            "You are not authorized to perform this operation.",
+            &because("ec2:DescribeSubnets"),
+        ],
+    );
+    let (status, doc) = describe_key(lab, DR_REGION, LAB_KMS_ALIAS).await;
+    assert_eq!(
+        (status, doc["__type"].as_str()),
+        (400, Some("AccessDeniedException")),
+        "{doc}"
+    );
+    assert!(
+        doc["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("on resource: {}", lab_kms_key_arn(DR_REGION))),
+        "{doc}"
+    );
+    let (status, body) = query(
+        lab,
+        "elasticache",
+        DR_REGION,
+        "Action=DescribeUserGroups&Version=2015-02-02",
+    )
+    .await;
+    assert_eq!(status, 403);
+    has(
+        &body,
+        &[
+            "<Code>AccessDenied</Code>",
+            &because("elasticache:DescribeUserGroups"),
+        ],
+    );
+    let (status, _) = query(
+        lab,
+        "sts",
+        DR_REGION,
+        "Action=GetCallerIdentity&Version=2011-06-15",
+    )
+    .await;
+    assert_eq!(status, 200, "GetCallerIdentity needs no permission");
+    lab.fault(Fault::IamDeny {
+        action: "iam:SimulatePrincipalPolicy".into(),
+    })
+    .await
+    .expect("iam-deny");
+    let (status, body) = simulate(lab, LAB_ROLE_ARN, &actions, &[]).await;
+    assert_eq!(status, 403);
+    has(
+        &body,
+        &[
+            "<Code>AccessDenied</Code>",
+            &format!("on resource: {LAB_ROLE_ARN}"),
+        ],
+    );
+    for action in denied.iter().chain(&["iam:SimulatePrincipalPolicy"]) {
+        lab.fault(Fault::IamAllow {
+            action: action.to_string(),
+        })
+        .await
+        .expect("iam-allow");
+    }
+    assert_eq!(get_zone(lab, HOSTED_ZONE_ID).await.0, 200);
+
+    // api-error: credential codes at 403, in each service's own form.
+    for (service, action, code) in [
+        (AwsService::Sts, "GetCallerIdentity", "ExpiredToken"),
+        (AwsService::Ec2, "DescribeSecurityGroups", "AuthFailure"),
+        (
+            AwsService::Kms,
+            "DescribeKey",
+            "UnrecognizedClientException",
+        ),
+        (
+            AwsService::Iam,
+            "SimulatePrincipalPolicy",
+            "InvalidClientTokenId",
+        ),
+        (
+            AwsService::Elasticache,
+            "DescribeServerlessCacheSnapshots",
+            "AccessDenied",
+        ),
+        (
+            AwsService::Route53,
+            "GetHostedZone",
+            "SignatureDoesNotMatch",
+        ),
+    ] {
+        lab.fault(Fault::ApiError {
+            service,
+            action: action.into(),
+            code: code.into(),
+            times: 1,
+        })
+        .await
+        .expect("api-error");
+    }
+    let (status, body) = query(
+        lab,
+        "sts",
+        "us-east-1",
+        "Action=GetCallerIdentity&Version=2011-06-15",
+    )
+    .await;
+    assert_eq!(status, 403);
+    has(
+        &body,
+        &[
+            "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">",
+            "<Code>ExpiredToken</Code>",
+        ],
+    );
+    let (_, body) = query(
+        lab,
+        "ec2",
+        DR_REGION,
+        "Action=DescribeSecurityGroups&Version=2016-11-15",
+    )
+    .await;
+    has(
+        &body,
+        &["<Response><Errors><Error><Code>AuthFailure</Code>"],
+    );
+    let (status, doc) = describe_key(lab, DR_REGION, LAB_KMS_KEY_ID).await;
+    assert_eq!(
+        (status, doc["__type"].as_str()),
+        (403, Some("UnrecognizedClientException"))
+    );
+    let (status, body) = simulate(lab, LAB_ROLE_ARN, &actions, &[]).await;
+    assert_eq!(status, 403);
+    has(
+        &body,
+        &[
+            "<Code>InvalidClientTokenId</Code>",
+            "The security token included in the request is invalid.",
+        ],
+    );
+    let (status, _) = query(
+        lab,
+        "elasticache",
+        DR_REGION,
+        "Action=DescribeServerlessCacheSnapshots&Version=2015-02-02",
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, body) = get_zone(lab, HOSTED_ZONE_ID).await;
+    assert_eq!(status, 403);
+    has(&body, &["<Code>SignatureDoesNotMatch</Code>"]);
+
+    // witness-down cuts every service; a region outage only ElastiCache.
+    lab.fault(Fault::WitnessDown).await.expect("witness-down");
+    assert_eq!(
+        query(
+            lab,
+            "sts",
+            "us-east-1",
+            "Action=GetCallerIdentity&Version=2011-06-15"
+        )
+        .await
+        .0,
+        503
+    );
+    assert_eq!(describe_key(lab, DR_REGION, LAB_KMS_KEY_ID).await.0, 503);
+    assert_eq!(
+        query(
+            lab,
+            "ec2",
+            DR_REGION,
+            "Action=DescribeSubnets&Version=2016-11-15"
+        )
+        .await
+        .0,
+        503
+    );
+    assert_eq!(simulate(lab, LAB_ROLE_ARN, &actions, &[]).await.0, 503);
+    assert_eq!(get_zone(lab, HOSTED_ZONE_ID).await.0, 503);
+    lab.fault(Fault::WitnessUp).await.expect("witness-up");
+    lab.fault(Fault::RegionOutage {
+        region: DR_REGION.into(),
+    })
+    .await
+    .expect("region-outage");
+    assert_eq!(
+        query(
+            lab,
+            "elasticache",
+            DR_REGION,
+            "Action=DescribeUserGroups&Version=2015-02-02"
+        )
+        .await
+        .0,
+        503
+    );
+    assert_eq!(describe_key(lab, DR_REGION, LAB_KMS_KEY_ID).await.0, 200);
+    assert_eq!(
+        query(
+            lab,
+            "ec2",
+            DR_REGION,
+            "Action=DescribeSecurityGroups&Version=2016-11-15"
+        )
+        .await
+        .0,
+        200
+    );
+    lab.fault(Fault::RegionRestore {
+        region: DR_REGION.into(),
+    })
+    .await
+    .expect("region-restore");
+
+    // IAM scoped to the wrong region is refused before the model is consulted: not a
+    // request botocore would send.
+    let calls = lab.calls();
+    for call in &calls {
+        if call.service == AwsService::Iam && call.region.as_deref() != Some("us-east-1") {
+            invalid_on_purpose.push(call.seq);
+        }
+    }
+    let services: std::collections::HashSet<AwsService> = calls.iter().map(|c| c.service).collect();
+    assert_eq!(services.len(), 6, "{services:?}");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let path = scratch.path().to_path_buf();
+    let report = tokio::task::spawn_blocking(move || {
+        valkey_dr_lab::botocore_check(&calls, &invalid_on_purpose, &path)
+    })
+    .await
+    .expect("the check runs");
+    match report {
+        Ok(text) => eprintln!("{text}"),
+        Err(e) => panic!("{e:#}"),
+    }
+}

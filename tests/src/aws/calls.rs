@@ -50,8 +50,11 @@ pub struct HttpRequest {
     pub path: String,
     /// The raw query string, without `?`; empty when there was none.
     pub query: String,
-    /// The body as text (form-encoded or XML); empty for a `GET`.
+    /// The body as text (form-encoded, XML or JSON); empty for a `GET`.
     pub body: String,
+    /// The `X-Amz-Target` header of a JSON-protocol request (`TrentService.DescribeKey`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
 }
 
 /// A request and the lab's whole answer to it.

@@ -1,5 +1,7 @@
 //! ElastiCache's Query API, for serverless caches: `CreateServerlessCache`,
-//! `DescribeServerlessCaches`, `DeleteServerlessCache` and `ListTagsForResource`.
+//! `DescribeServerlessCaches`, `DeleteServerlessCache` and `ListTagsForResource`; and the
+//! references a DR spec names: `DescribeUserGroups` (missing: `UserGroupNotFound`, 404) and
+//! `DescribeServerlessCacheSnapshots` (missing: `ServerlessCacheSnapshotNotFoundFault`, 404).
 //!
 //! Requests are `POST /` with a form body (`Action=…&Version=2015-02-02&…`); answers are
 //! `<{Action}Response><{Action}Result>…</…><ResponseMetadata>…` documents whose element names
@@ -34,7 +36,9 @@
 //!   DNS name.
 //! - `memcached` caches run valkey-server too (the lab has no memcached).
 //! - Snapshots to restore, KMS keys, user groups and usage limits are stored and echoed, never
-//!   acted on. `FinalSnapshotName` on delete is ignored.
+//!   acted on (`DescribeUserGroups` and `DescribeServerlessCacheSnapshots` list the one user
+//!   group and snapshot every region has, whatever a create named). `FinalSnapshotName` on
+//!   delete is ignored.
 //! - At most [`QUOTA_PER_REGION`] caches (in any state) per region.
 
 use std::collections::BTreeMap;
@@ -48,9 +52,14 @@ use hyper::body::Bytes;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::query::{self, Params};
 use super::xml::Xml;
-use super::{ACCOUNT_ID, ApiError, AwsService, Provisioning, lock, sigv4, timestamp};
-use crate::{CacheInfo, CacheSpec, Role, Shared, naming};
+use super::{ACCOUNT_ID, ApiError, AwsService, Provisioning, lock, timestamp};
+use crate::config::{
+    LAB_DR_SUBNET_IDS, LAB_SECURITY_GROUP_ID, LAB_SNAPSHOT_NAME, LAB_SNAPSHOT_RETENTION_LIMIT,
+    LAB_USER_GROUP_ID, lab_kms_key_arn,
+};
+use crate::{CacheInfo, CacheSpec, PRIMARY_CACHE, Role, Shared, naming};
 
 /// How many serverless caches one region holds, in any state, before
 /// `ServerlessCacheQuotaForCustomerExceededFault`.
@@ -214,6 +223,14 @@ fn arn(region: &str, name: &str) -> String {
     format!("arn:aws:elasticache:{region}:{ACCOUNT_ID}:serverlesscache:{name}")
 }
 
+fn user_group_arn(region: &str, id: &str) -> String {
+    format!("arn:aws:elasticache:{region}:{ACCOUNT_ID}:usergroup:{id}")
+}
+
+fn snapshot_arn(region: &str, name: &str) -> String {
+    format!("arn:aws:elasticache:{region}:{ACCOUNT_ID}:serverlesscachesnapshot:{name}")
+}
+
 /// Every region's caches.
 #[derive(Debug, Default)]
 pub(crate) struct Regions {
@@ -261,8 +278,19 @@ impl Regions {
     }
 
     /// Lists a cache the lab started by itself (`Lab::start`, `Lab::add_cache`) as available,
-    /// a valkey 8 cache with no network settings and no tags.
+    /// a valkey 8 cache with no usage limits and no tags. The primary has the DR spec's
+    /// settings as they are live in its region (the lab key's ARN, the user group, a
+    /// snapshot retention of 1, the lab subnets and security group), so a fresh lab shows no
+    /// drift between the two; every other cache has none of them.
     pub(crate) fn register_running(&mut self, info: &CacheInfo) {
+        let primary = info.role == Role::Primary;
+        let strings = |ids: &[&str]| -> Vec<String> {
+            if primary {
+                ids.iter().map(|id| id.to_string()).collect()
+            } else {
+                Vec::new()
+            }
+        };
         self.insert(ServerlessCache {
             name: info.name.clone(),
             region: info.region.clone(),
@@ -272,11 +300,11 @@ impl Regions {
             major_engine_version: "8".to_string(),
             create_time: timestamp(SystemTime::now()),
             usage_limits: None,
-            kms_key_id: None,
-            security_group_ids: Vec::new(),
-            subnet_ids: Vec::new(),
-            user_group_id: None,
-            snapshot_retention_limit: None,
+            kms_key_id: primary.then(|| lab_kms_key_arn(&info.region)),
+            security_group_ids: strings(&[LAB_SECURITY_GROUP_ID]),
+            subnet_ids: strings(&LAB_DR_SUBNET_IDS),
+            user_group_id: primary.then(|| LAB_USER_GROUP_ID.to_string()),
+            snapshot_retention_limit: primary.then_some(LAB_SNAPSHOT_RETENTION_LIMIT),
             daily_snapshot_time: None,
             endpoint: info.endpoint.clone(),
             port: info.address.port(),
@@ -291,83 +319,6 @@ impl Regions {
         if let Some(caches) = self.caches.get_mut(region) {
             caches.remove(name);
         }
-    }
-}
-
-/// The form parameters of one request.
-struct Params(Vec<(String, String)>);
-
-impl Params {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn required(&self, key: &str) -> Result<&str, ApiError> {
-        self.get(key)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| ApiError::missing_parameter(key))
-    }
-
-    fn int(&self, key: &str) -> Result<Option<i64>, ApiError> {
-        self.get(key)
-            .map(|v| {
-                v.parse::<i64>().map_err(|_| {
-                    ApiError::sender(
-                        "InvalidParameterValue",
-                        format!("Invalid value for {key}: {v:?} is not an integer."),
-                    )
-                })
-            })
-            .transpose()
-    }
-
-    /// A Query list: `{prefix}.{member}.N`, in N order, whatever the member is called
-    /// (`SubnetIds.SubnetId.1` from the SDK, `SubnetIds.member.1` from older clients).
-    fn list(&self, prefix: &str) -> Vec<String> {
-        let mut items: Vec<(u32, String)> = self
-            .0
-            .iter()
-            .filter_map(|(k, v)| {
-                let rest = k.strip_prefix(prefix)?.strip_prefix('.')?;
-                let (_member, n) = rest.split_once('.')?;
-                Some((n.parse().ok()?, v.clone()))
-            })
-            .collect();
-        items.sort_by_key(|(n, _)| *n);
-        items.into_iter().map(|(_, v)| v).collect()
-    }
-
-    /// `Tags.{member}.N.Key` and `.Value`, in N order.
-    fn tags(&self) -> Result<Vec<(String, String)>, ApiError> {
-        let mut tags: BTreeMap<u32, (Option<String>, Option<String>)> = BTreeMap::new();
-        for (k, v) in &self.0 {
-            let Some(rest) = k.strip_prefix("Tags.") else {
-                continue;
-            };
-            let parts: Vec<&str> = rest.split('.').collect();
-            let [_member, n, field] = parts.as_slice() else {
-                continue;
-            };
-            let Ok(n) = n.parse::<u32>() else { continue };
-            let entry = tags.entry(n).or_default();
-            match *field {
-                "Key" => entry.0 = Some(v.clone()),
-                "Value" => entry.1 = Some(v.clone()),
-                _ => {}
-            }
-        }
-        tags.into_values()
-            .map(|(key, value)| match key {
-                Some(key) if !key.is_empty() => Ok((key, value.unwrap_or_default())),
-                _ => Err(ApiError::sender(
-                    "InvalidParameterValue",
-                    "Every tag must have a non-empty Key.",
-                )),
-            })
-            .collect()
     }
 }
 
@@ -395,44 +346,51 @@ pub(crate) async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let mut call = lab.aws.exchange(AwsService::Elasticache);
-    let params = Params(form_urlencoded::parse(&body).into_owned().collect());
-    call.http = super::calls::HttpRequest {
-        method: "POST".to_string(),
-        path: "/".to_string(),
-        query: String::new(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    };
-    call.action = params.get("Action").unwrap_or_default().to_string();
+    let (mut call, params, scope) =
+        query::begin(&lab.aws, AwsService::Elasticache, &headers, &body);
     call.request = summary(&call.action, &params);
-    let scope = match sigv4::credential_scope(&headers) {
+    let scope = match scope {
         Ok(scope) => scope,
         Err(e) => return call.finish(Err(e)),
     };
-    call.region = Some(scope.region.clone());
+    call.resource = resource(&call.action, &scope.region, &params);
     let outcome = (|| {
         if call.action.is_empty() {
-            return Err(ApiError::sender(
-                "MissingAction",
-                "The request must contain the parameter Action",
-            ));
+            return Err(query::missing_action());
         }
         call.gate()?;
         let request_id = call.request_id();
+        let region = scope.region.as_str();
         match call.action.as_str() {
-            "CreateServerlessCache" => create(&lab, &scope.region, &params, request_id),
-            "DescribeServerlessCaches" => describe(&lab, &scope.region, &params, request_id),
-            "DeleteServerlessCache" => delete(&lab, &scope.region, &params, request_id),
-            "ListTagsForResource" => list_tags(&lab, &scope.region, &params, request_id),
-            _ => Err(ApiError::sender(
-                "InvalidAction",
-                "The action or operation requested is invalid. Verify that the action is typed \
-                 correctly. (valkey-dr-lab implements CreateServerlessCache, \
-                 DescribeServerlessCaches, DeleteServerlessCache and ListTagsForResource.)",
+            "CreateServerlessCache" => create(&lab, region, &params, request_id),
+            "DescribeServerlessCaches" => describe(&lab, region, &params, request_id),
+            "DeleteServerlessCache" => delete(&lab, region, &params, request_id),
+            "ListTagsForResource" => list_tags(&lab, region, &params, request_id),
+            "DescribeUserGroups" => describe_user_groups(&lab, region, &params, request_id),
+            "DescribeServerlessCacheSnapshots" => {
+                describe_snapshots(&lab, region, &params, request_id)
+            }
+            _ => Err(query::invalid_action(
+                "CreateServerlessCache, DescribeServerlessCaches, DeleteServerlessCache, \
+                 ListTagsForResource, DescribeUserGroups and DescribeServerlessCacheSnapshots",
             )),
         }
     })();
     call.finish(outcome)
+}
+
+/// The ARN an `iam-deny` message names for the call: the cache, user group or snapshot it
+/// is about; `None` (`*`) for a listing.
+fn resource(action: &str, region: &str, params: &Params) -> Option<String> {
+    let named = |key: &str| params.get(key).filter(|v| !v.is_empty());
+    match action {
+        "ListTagsForResource" => named("ResourceName").map(str::to_string),
+        "DescribeUserGroups" => named("UserGroupId").map(|id| user_group_arn(region, id)),
+        "DescribeServerlessCacheSnapshots" => {
+            named("ServerlessCacheSnapshotName").map(|name| snapshot_arn(region, name))
+        }
+        _ => named("ServerlessCacheName").map(|name| arn(region, &name.to_ascii_lowercase())),
+    }
 }
 
 /// What the call log keeps of a request.
@@ -457,14 +415,9 @@ fn summary(action: &str, params: &Params) -> serde_json::Value {
     }
 }
 
-/// `<{action}Response><{action}Result>…</…><ResponseMetadata>…`.
+/// The Query answer, in ElastiCache's namespace.
 fn response(action: &str, request_id: &str, result: impl FnOnce(&mut Xml)) -> String {
-    Xml::new().root(&format!("{action}Response"), NAMESPACE, |x| {
-        x.element(&format!("{action}Result"), result);
-        x.element("ResponseMetadata", |x| {
-            x.text("RequestId", request_id);
-        });
-    })
+    query::response(NAMESPACE, action, request_id, result)
 }
 
 /// The engine and major version, defaulted and checked.
@@ -866,6 +819,125 @@ fn list_tags(
             }
         });
     }))
+}
+
+/// The user group of every region, with the caches of that region that use it.
+fn describe_user_groups(
+    lab: &Arc<Shared>,
+    region: &str,
+    params: &Params,
+    request_id: &str,
+) -> Result<String, ApiError> {
+    let _ = params.int("MaxRecords")?;
+    if let Some(id) = params.get("UserGroupId").filter(|id| !id.is_empty())
+        && id != LAB_USER_GROUP_ID
+    {
+        return Err(ApiError::not_found(
+            "UserGroupNotFound",
+            format!("User group {id} not found."),
+        ));
+    }
+    let caches: Vec<String> = lock(&lab.aws.elasticache)
+        .in_region(region)
+        .filter(|c| c.user_group_id.as_deref() == Some(LAB_USER_GROUP_ID))
+        .map(|c| c.name.clone())
+        .collect();
+    Ok(response("DescribeUserGroups", request_id, |x| {
+        x.element("UserGroups", |x| {
+            x.element("member", |x| {
+                x.text("UserGroupId", LAB_USER_GROUP_ID)
+                    .text("Status", "active")
+                    .text("Engine", "valkey")
+                    .element("UserIds", |x| {
+                        x.text("member", "default");
+                    })
+                    .text("MinimumEngineVersion", "7.2")
+                    .empty("ReplicationGroups")
+                    .element("ServerlessCaches", |x| {
+                        for name in &caches {
+                            x.text("member", name);
+                        }
+                    })
+                    .text("ARN", user_group_arn(region, LAB_USER_GROUP_ID));
+            });
+        });
+    }))
+}
+
+/// The snapshot types AWS lists.
+const SNAPSHOT_TYPES: [&str; 2] = ["automated", "manual"];
+/// `DescribeServerlessCacheSnapshots`'s largest page (AWS's API reference: "The maximum
+/// value is 50").
+const MAX_SNAPSHOT_RESULTS: std::ops::RangeInclusive<i64> = 1..=50;
+
+/// The snapshot of every region: a manual snapshot of the primary's configuration, encrypted
+/// with the lab key.
+fn describe_snapshots(
+    lab: &Arc<Shared>,
+    region: &str,
+    params: &Params,
+    request_id: &str,
+) -> Result<String, ApiError> {
+    if let Some(n) = params.int("MaxResults")?
+        && !MAX_SNAPSHOT_RESULTS.contains(&n)
+    {
+        return Err(invalid(format!(
+            "Invalid value for MaxResults {n}: it must be between 1 and 50."
+        )));
+    }
+    let snapshot_type = params.get("SnapshotType").filter(|t| !t.is_empty());
+    if let Some(t) = snapshot_type
+        && !SNAPSHOT_TYPES.contains(&t)
+    {
+        return Err(invalid(format!(
+            "Invalid SnapshotType {t:?}: valid types are automated and manual."
+        )));
+    }
+    let mut listed = true;
+    if let Some(name) = params
+        .get("ServerlessCacheSnapshotName")
+        .filter(|n| !n.is_empty())
+        && name != LAB_SNAPSHOT_NAME
+    {
+        return Err(ApiError::not_found(
+            "ServerlessCacheSnapshotNotFoundFault",
+            format!("Serverless cache snapshot {name} not found."),
+        ));
+    }
+    if let Some(cache) = params.get("ServerlessCacheName").filter(|n| !n.is_empty()) {
+        let cache = cache.to_ascii_lowercase();
+        if lock(&lab.aws.elasticache).get(region, &cache).is_none() {
+            return Err(not_found(&cache));
+        }
+        listed &= cache == PRIMARY_CACHE;
+    }
+    listed &= snapshot_type.is_none_or(|t| t == "manual");
+    // One snapshot: a token can only point past it.
+    listed &= params.get("NextToken").is_none_or(str::is_empty);
+    Ok(response(
+        "DescribeServerlessCacheSnapshots",
+        request_id,
+        |x| {
+            x.element("ServerlessCacheSnapshots", |x| {
+                if listed {
+                    x.element("ServerlessCacheSnapshot", |x| {
+                        x.text("ServerlessCacheSnapshotName", LAB_SNAPSHOT_NAME)
+                            .text("ARN", snapshot_arn(region, LAB_SNAPSHOT_NAME))
+                            .text("KmsKeyId", lab_kms_key_arn(region))
+                            .text("SnapshotType", "manual")
+                            .text("Status", "available")
+                            .text("CreateTime", timestamp(lab.aws.created))
+                            .text("BytesUsedForCache", "0")
+                            .element("ServerlessCacheConfiguration", |x| {
+                                x.text("ServerlessCacheName", PRIMARY_CACHE)
+                                    .text("Engine", "valkey")
+                                    .text("MajorEngineVersion", "8");
+                            });
+                    });
+                }
+            });
+        },
+    ))
 }
 
 #[cfg(test)]

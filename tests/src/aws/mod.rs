@@ -1,20 +1,27 @@
 //! The AWS control plane the agent calls, emulated on the lab's loopback control server, for
-//! the real `aws-sdk-elasticache` and `aws-sdk-route53` clients pointed at it with
-//! `endpoint_url = http://127.0.0.1:PORT` and any static credentials.
+//! the real AWS SDK clients pointed at it with `endpoint_url = http://127.0.0.1:PORT` (one URL
+//! for every service) and any static credentials.
 //!
 //! # Layout
 //!
-//! - `elasticache`: the Query API (`POST /`, form-encoded `Action=…&Version=2015-02-02`):
-//!   `CreateServerlessCache`, `DescribeServerlessCaches`, `DeleteServerlessCache` and
-//!   `ListTagsForResource`, with separate state per region. An available cache is a real
-//!   valkey-server behind its TLS front, started through the lab's own `add_cache`.
+//! - `POST /` is shared by the services that use it on AWS, told apart by the SigV4
+//!   credential scope's service name, as AWS's per-service endpoints would be:
+//!   - `elasticache`: the Query API (`Action=…&Version=2015-02-02`): `CreateServerlessCache`,
+//!     `DescribeServerlessCaches`, `DeleteServerlessCache`, `ListTagsForResource`,
+//!     `DescribeUserGroups` and `DescribeServerlessCacheSnapshots`, with separate state per
+//!     region. An available cache is a real valkey-server behind its TLS front, started
+//!     through the lab's own `add_cache`.
+//!   - `sts`: `GetCallerIdentity`. `ec2`: `DescribeSubnets`, `DescribeSecurityGroups`.
+//!     `kms` (JSON 1.1): `DescribeKey`. `iam`: `SimulatePrincipalPolicy`. Each over a fixed
+//!     inventory that every region has (`crate::config`'s `LAB_*` constants).
 //! - `route53`: the REST-XML API under `/2013-04-01/`: `ChangeResourceRecordSets`,
-//!   `ListResourceRecordSets` and `GetChange`, over the lab's one private hosted zone, whose
-//!   record sets are the DNS server's own data.
-//! - `sigv4`: the region from the `Authorization` header's credential scope.
+//!   `ListResourceRecordSets`, `GetChange` and `GetHostedZone`, over the lab's one private
+//!   hosted zone, whose record sets are the DNS server's own data.
+//! - `query`: the form parameters and answer document the Query APIs share.
+//! - `sigv4`: the region and service from the `Authorization` header's credential scope.
 //! - `calls`: the log of every call, each with its whole request and answer.
 //! - `conformance`: that log checked against botocore's service models.
-//! - `xml`: the writer both APIs answer with.
+//! - `xml`: the writer the XML APIs answer with.
 //!
 //! # Where the lab chooses
 //!
@@ -23,8 +30,14 @@
 //!   and the agent's bounded loops are what a test exercises, and a hang would only add a
 //!   timeout), and its caches are blackholed. Route 53 is global and keeps answering: a test
 //!   of "us-east-1 took the Route 53 control plane with it" injects `api-error route53 …`.
-//! - **Errors** always take AWS's `ErrorResponse` form, `Type` `Sender` for 4xx and
-//!   `Receiver` for 5xx.
+//! - **Errors** take each service's own form: `ErrorResponse` (`Type` `Sender` for 4xx and
+//!   `Receiver` for 5xx) for ElastiCache, STS, IAM and Route 53, EC2's
+//!   `<Response><Errors><Error>`, KMS's JSON `{"__type", "message"}`; injected ones
+//!   (`api-error`) too, at the status AWS uses for the code.
+//! - **Permissions** are all granted until `iam-deny SERVICE:Action` takes one away: then
+//!   `SimulatePrincipalPolicy` says `implicitDeny` for it and every call of it is refused
+//!   with the service's own access denial. STS `GetCallerIdentity` needs no permission.
+//! - **`witness-down`** cuts every service; a region outage only ElastiCache.
 //! - **Credentials** are never checked, but a request without a SigV4 `Authorization` header
 //!   is refused (`MissingAuthenticationToken`, 403) as AWS refuses it.
 //!
@@ -39,9 +52,14 @@
 
 pub(crate) mod calls;
 pub(crate) mod conformance;
+pub(crate) mod ec2;
 pub(crate) mod elasticache;
+pub(crate) mod iam;
+pub(crate) mod kms;
+pub(crate) mod query;
 pub(crate) mod route53;
 pub(crate) mod sigv4;
+pub(crate) mod sts;
 pub(crate) mod xml;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -52,10 +70,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper::body::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::Shared;
@@ -65,9 +85,9 @@ pub use conformance::botocore_check;
 use xml::Xml;
 
 /// The account every lab ARN names.
-pub(crate) const ACCOUNT_ID: &str = "123456789012";
+pub(crate) const ACCOUNT_ID: &str = crate::config::LAB_ACCOUNT_ID;
 
-/// One of the two AWS APIs the lab emulates.
+/// One of the AWS APIs the lab emulates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AwsService {
@@ -75,23 +95,114 @@ pub enum AwsService {
     Elasticache,
     /// Route 53 (REST-XML).
     Route53,
+    /// STS (Query protocol): `GetCallerIdentity`.
+    Sts,
+    /// EC2 (its own dialect of the Query protocol): `DescribeSubnets`,
+    /// `DescribeSecurityGroups`.
+    Ec2,
+    /// KMS (JSON 1.1): `DescribeKey`.
+    Kms,
+    /// IAM (Query protocol, global, signed for us-east-1): `SimulatePrincipalPolicy`.
+    Iam,
+}
+
+/// How a service writes its errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ErrorForm {
+    /// `<ErrorResponse><Error><Type/><Code/><Message/></Error><RequestId/></ErrorResponse>`,
+    /// with an XML declaration when `declaration` (Route 53) and without (the Query APIs).
+    ErrorResponse { declaration: bool },
+    /// EC2's `<Response><Errors><Error><Code/><Message/></Error></Errors><RequestID/>`.
+    Ec2,
+    /// JSON 1.1's `{"__type": …, "message": …}`.
+    Json,
 }
 
 impl AwsService {
+    /// Every service, in the order the lab documents them.
+    pub const ALL: [Self; 6] = [
+        Self::Elasticache,
+        Self::Route53,
+        Self::Sts,
+        Self::Ec2,
+        Self::Kms,
+        Self::Iam,
+    ];
+
     fn namespace(self) -> &'static str {
         match self {
             Self::Elasticache => "http://elasticache.amazonaws.com/doc/2015-02-02/",
             Self::Route53 => "https://route53.amazonaws.com/doc/2013-04-01/",
+            Self::Sts => "https://sts.amazonaws.com/doc/2011-06-15/",
+            Self::Ec2 => "http://ec2.amazonaws.com/doc/2016-11-15/",
+            // JSON has no namespace; nothing asks for KMS's.
+            Self::Kms => "",
+            Self::Iam => "https://iam.amazonaws.com/doc/2010-05-08/",
+        }
+    }
+
+    /// The SigV4 signing name, also the prefix of the service's IAM actions
+    /// (`ec2:DescribeSubnets`).
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            Self::Elasticache => "elasticache",
+            Self::Route53 => "route53",
+            Self::Sts => "sts",
+            Self::Ec2 => "ec2",
+            Self::Kms => "kms",
+            Self::Iam => "iam",
+        }
+    }
+
+    fn error_form(self) -> ErrorForm {
+        match self {
+            Self::Elasticache | Self::Sts | Self::Iam => {
+                ErrorForm::ErrorResponse { declaration: false }
+            }
+            Self::Route53 => ErrorForm::ErrorResponse { declaration: true },
+            Self::Ec2 => ErrorForm::Ec2,
+            Self::Kms => ErrorForm::Json,
+        }
+    }
+
+    /// The `Content-Type` of the service's answers.
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Kms => "application/x-amz-json-1.1",
+            Self::Ec2 => "text/xml;charset=UTF-8",
+            _ => "text/xml",
+        }
+    }
+
+    /// The error an identity-based policy's implicit deny gives, in the service's own code
+    /// and status (tests/FIDELITY.md): `AccessDenied` 403 for the Query and REST-XML APIs,
+    /// EC2's `UnauthorizedOperation` 403, KMS's `AccessDeniedException` 400.
+    fn denied(self, action: &str, resource: &str) -> ApiError {
+        let caller = crate::config::LAB_CALLER_ARN;
+        // AWS leaves the resource out for actions that have no resource-level permissions.
+        let on = if resource == "*" {
+            String::new()
+        } else {
+            format!(" on resource: {resource}")
+        };
+        let why = format!(
+            "User: {caller} is not authorized to perform: {action}{on} because no \
+             identity-based policy allows the {action} action"
+        );
+        match self {
+            Self::Ec2 => ApiError::forbidden(
+                "UnauthorizedOperation",
+                format!("You are not authorized to perform this operation. {why}"),
+            ),
+            Self::Kms => ApiError::sender("AccessDeniedException", why),
+            _ => ApiError::forbidden("AccessDenied", why),
         }
     }
 }
 
 impl fmt::Display for AwsService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Elasticache => "elasticache",
-            Self::Route53 => "route53",
-        })
+        f.write_str(self.signing_name())
     }
 }
 
@@ -99,13 +210,16 @@ impl FromStr for AwsService {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "elasticache" => Ok(Self::Elasticache),
-            "route53" => Ok(Self::Route53),
-            _ => Err(format!(
-                "unknown AWS service {s:?}; the lab emulates elasticache and route53"
-            )),
-        }
+        let lower = s.to_ascii_lowercase();
+        Self::ALL
+            .into_iter()
+            .find(|service| service.signing_name() == lower)
+            .ok_or_else(|| {
+                format!(
+                    "unknown AWS service {s:?}; the lab emulates elasticache, route53, sts, \
+                     ec2, kms and iam"
+                )
+            })
     }
 }
 
@@ -149,9 +263,38 @@ impl ApiError {
         )
     }
 
-    /// An error injected by `api-error`: the HTTP status AWS uses for that code.
-    fn injected(code: &str) -> Self {
+    /// An error injected by `api-error`: the HTTP status AWS uses for that code in that
+    /// service, and a message in AWS's words.
+    fn injected(service: AwsService, code: &str) -> Self {
         let (status, message) = match code {
+            // KMS, like the other JSON services, answers its access denials with 400
+            // (tests/FIDELITY.md).
+            "AccessDeniedException" if service == AwsService::Kms => (
+                StatusCode::BAD_REQUEST,
+                "User is not authorized to perform this operation (injected by valkey-dr-lab api-error).",
+            ),
+            "AccessDenied" | "AccessDeniedException" | "UnauthorizedOperation" => (
+                StatusCode::FORBIDDEN,
+                "User is not authorized to perform this operation (injected by valkey-dr-lab api-error).",
+            ),
+            "UnrecognizedClient" | "UnrecognizedClientException" => (
+                StatusCode::FORBIDDEN,
+                "The security token included in the request is invalid.",
+            ),
+            "InvalidClientTokenId" => (
+                StatusCode::FORBIDDEN,
+                "The security token included in the request is invalid.",
+            ),
+            "ExpiredToken" | "ExpiredTokenException" => (
+                StatusCode::FORBIDDEN,
+                "The security token included in the request is expired",
+            ),
+            "SignatureDoesNotMatch" => (
+                StatusCode::FORBIDDEN,
+                "The request signature we calculated does not match the signature you provided. \
+                 Check your AWS Secret Access Key and signing method. Consult the service \
+                 documentation for details.",
+            ),
             "Throttling" | "ThrottlingException" | "RequestLimitExceeded" => {
                 (StatusCode::BAD_REQUEST, "Rate exceeded")
             }
@@ -175,24 +318,41 @@ impl ApiError {
         Self::new(status, code, message)
     }
 
+    /// The error document in the service's own form.
     fn body(&self, service: AwsService, request_id: &str) -> String {
         let kind = if self.status.is_server_error() {
             "Receiver"
         } else {
             "Sender"
         };
-        let doc = match service {
-            AwsService::Elasticache => Xml::new(),
-            AwsService::Route53 => Xml::with_declaration(),
-        };
-        doc.root("ErrorResponse", service.namespace(), |x| {
-            x.element("Error", |x| {
-                x.text("Type", kind)
-                    .text("Code", &self.code)
-                    .text("Message", &self.message);
-            })
-            .text("RequestId", request_id);
-        })
+        match service.error_form() {
+            ErrorForm::ErrorResponse { declaration } => {
+                let doc = if declaration {
+                    Xml::with_declaration()
+                } else {
+                    Xml::new()
+                };
+                doc.root("ErrorResponse", service.namespace(), |x| {
+                    x.element("Error", |x| {
+                        x.text("Type", kind)
+                            .text("Code", &self.code)
+                            .text("Message", &self.message);
+                    })
+                    .text("RequestId", request_id);
+                })
+            }
+            ErrorForm::Ec2 => Xml::with_declaration().bare_root("Response", |x| {
+                x.element("Errors", |x| {
+                    x.element("Error", |x| {
+                        x.text("Code", &self.code).text("Message", &self.message);
+                    });
+                })
+                .text("RequestID", request_id);
+            }),
+            ErrorForm::Json => {
+                serde_json::json!({ "__type": self.code, "message": self.message }).to_string()
+            }
+        }
     }
 }
 
@@ -224,6 +384,15 @@ struct Faults {
     unreachable: bool,
     injected: Vec<InjectedError>,
     provisioning: VecDeque<Provisioning>,
+    /// `iam-deny`: IAM actions (`route53:ChangeResourceRecordSets`) the lab's principal is
+    /// denied, in every service and in `SimulatePrincipalPolicy`.
+    denied: BTreeSet<String>,
+    /// `subnet-delete`: subnets gone from every region.
+    deleted_subnets: BTreeSet<String>,
+    /// `kms-disable`: the lab key is `Disabled` in every region.
+    kms_disabled: bool,
+    /// `zone-public`: the hosted zone says it is public.
+    zone_public: bool,
 }
 
 /// How the AWS emulation behaves in time.
@@ -310,6 +479,9 @@ impl TokenBucket {
 pub(crate) struct Aws {
     pub(crate) options: AwsOptions,
     started: Instant,
+    /// When the lab started, by the wall clock: the creation time of its fixed inventory
+    /// (key, snapshot, zone).
+    pub(crate) created: SystemTime,
     pub(crate) elasticache: Mutex<elasticache::Regions>,
     pub(crate) route53: Mutex<route53::Changes>,
     faults: Mutex<Faults>,
@@ -332,6 +504,7 @@ impl Aws {
         Self {
             options,
             started: Instant::now(),
+            created: SystemTime::now(),
             elasticache: Mutex::new(elasticache::Regions::default()),
             route53: Mutex::new(route53::Changes::default()),
             faults: Mutex::new(Faults::default()),
@@ -369,6 +542,7 @@ impl Aws {
             region: None,
             request: serde_json::Value::Null,
             http: calls::HttpRequest::default(),
+            resource: None,
             request_id: self.request_id(),
         }
     }
@@ -394,7 +568,10 @@ impl Aws {
             return Ok(());
         }
         match *lock(&self.last_change) {
-            Some(at) if at.elapsed() < window => Err(ApiError::injected("PriorRequestNotComplete")),
+            Some(at) if at.elapsed() < window => Err(ApiError::injected(
+                AwsService::Route53,
+                "PriorRequestNotComplete",
+            )),
             _ => Ok(()),
         }
     }
@@ -431,6 +608,51 @@ impl Aws {
         });
     }
 
+    /// `iam-deny` / `iam-allow`.
+    pub(crate) fn set_denied(&self, action: &str, denied: bool) {
+        let mut faults = lock(&self.faults);
+        if denied {
+            faults.denied.insert(action.to_string());
+        } else {
+            faults.denied.remove(action);
+        }
+    }
+
+    /// Whether `iam-deny` denies the IAM action (`ec2:DescribeSubnets`).
+    pub(crate) fn is_denied(&self, action: &str) -> bool {
+        lock(&self.faults).denied.contains(action)
+    }
+
+    /// `subnet-delete`.
+    pub(crate) fn delete_subnet(&self, subnet: &str) {
+        lock(&self.faults)
+            .deleted_subnets
+            .insert(subnet.to_string());
+    }
+
+    /// Whether `subnet-delete` removed the subnet.
+    pub(crate) fn subnet_deleted(&self, subnet: &str) -> bool {
+        lock(&self.faults).deleted_subnets.contains(subnet)
+    }
+
+    /// `kms-disable` / `kms-enable`.
+    pub(crate) fn set_kms_disabled(&self, disabled: bool) {
+        lock(&self.faults).kms_disabled = disabled;
+    }
+
+    pub(crate) fn kms_disabled(&self) -> bool {
+        lock(&self.faults).kms_disabled
+    }
+
+    /// `zone-public` / `zone-private`.
+    pub(crate) fn set_zone_public(&self, public: bool) {
+        lock(&self.faults).zone_public = public;
+    }
+
+    pub(crate) fn zone_public(&self) -> bool {
+        lock(&self.faults).zone_public
+    }
+
     pub(crate) fn queue_provisioning(&self, provisioning: Provisioning) {
         lock(&self.faults).provisioning.push_back(provisioning);
     }
@@ -442,10 +664,18 @@ impl Aws {
             .unwrap_or(Provisioning::Normal)
     }
 
-    /// The faults that stop a call before the API looks at it: a region outage (ElastiCache
-    /// only; it does not use up injected errors), then an injected error, then Route 53's
-    /// request rate (every call that reaches Route 53 counts, as on AWS).
-    fn gate(&self, service: AwsService, action: &str, region: &str) -> Result<(), ApiError> {
+    /// The faults that stop a call before the API looks at it: `witness-down` (every
+    /// service), a region outage (ElastiCache only; it does not use up injected errors), an
+    /// `iam-deny` of the call's action on `resource` (never STS `GetCallerIdentity`, which
+    /// needs no permission), then an injected error, then Route 53's request rate (every call
+    /// that reaches Route 53 counts, as on AWS).
+    fn gate(
+        &self,
+        service: AwsService,
+        action: &str,
+        region: &str,
+        resource: &str,
+    ) -> Result<(), ApiError> {
         let mut faults = lock(&self.faults);
         if faults.unreachable {
             return Err(ApiError::new(
@@ -461,6 +691,10 @@ impl Aws {
                 format!("The service is unavailable in {region}. Please try again later."),
             ));
         }
+        let iam_action = format!("{}:{action}", service.signing_name());
+        if service != AwsService::Sts && faults.denied.contains(&iam_action) {
+            return Err(service.denied(&iam_action, resource));
+        }
         if let Some(rule) = faults
             .injected
             .iter_mut()
@@ -469,7 +703,7 @@ impl Aws {
             rule.remaining -= 1;
             let code = rule.code.clone();
             faults.injected.retain(|r| r.remaining > 0);
-            return Err(ApiError::injected(&code));
+            return Err(ApiError::injected(service, &code));
         }
         drop(faults);
         if service == AwsService::Route53 {
@@ -489,16 +723,21 @@ pub(crate) struct Exchange<'a> {
     pub(crate) request: serde_json::Value,
     /// The request as it came, for the botocore conformance check.
     pub(crate) http: calls::HttpRequest,
+    /// The ARN an `iam-deny` message names; `None`: `*`, an action without resource-level
+    /// permissions.
+    pub(crate) resource: Option<String>,
     request_id: String,
 }
 
 impl Exchange<'_> {
-    /// Region outages and injected errors, for this call's action and region.
+    /// Region outages, `iam-deny` and injected errors, for this call's action, region and
+    /// resource.
     pub(crate) fn gate(&self) -> Result<(), ApiError> {
         self.aws.gate(
             self.service,
             &self.action,
             self.region.as_deref().unwrap_or(""),
+            self.resource.as_deref().unwrap_or("*"),
         )
     }
 
@@ -506,8 +745,8 @@ impl Exchange<'_> {
         &self.request_id
     }
 
-    /// Logs the call and turns the outcome into the HTTP response: the XML body on success,
-    /// AWS's `ErrorResponse` otherwise.
+    /// Logs the call and turns the outcome into the HTTP response: the body on success, the
+    /// service's own error form otherwise.
     pub(crate) fn finish(self, outcome: Result<String, ApiError>) -> Response {
         let (status, error_code, body) = match outcome {
             Ok(body) => (StatusCode::OK, None, body),
@@ -535,7 +774,7 @@ impl Exchange<'_> {
         (
             status,
             [
-                (CONTENT_TYPE, "text/xml".to_string()),
+                (CONTENT_TYPE, self.service.content_type().to_string()),
                 (
                     axum::http::HeaderName::from_static("x-amzn-requestid"),
                     self.request_id,
@@ -552,10 +791,33 @@ pub(crate) fn timestamp(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
+/// `POST /`: the services that share it (ElastiCache, STS, EC2 and IAM's Query forms, KMS's
+/// JSON), told apart as AWS's one endpoint per service would: by the SigV4 credential scope's
+/// service name. A request without a valid scope goes to ElastiCache, which refuses it as
+/// AWS does (`MissingAuthenticationToken`, `IncompleteSignature`).
+async fn post_root(State(lab): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let service = sigv4::credential_scope(&headers)
+        .ok()
+        .and_then(|scope| scope.service.parse::<AwsService>().ok());
+    match service {
+        Some(AwsService::Sts) => sts::handle(lab, headers, body),
+        Some(AwsService::Ec2) => ec2::handle(lab, headers, body),
+        Some(AwsService::Iam) => iam::handle(lab, headers, body),
+        Some(AwsService::Kms) => kms::handle(lab, headers, body),
+        Some(AwsService::Elasticache | AwsService::Route53) | None => {
+            elasticache::handle(State(lab), headers, body).await
+        }
+    }
+}
+
 /// The AWS routes, merged into the control server's router.
 pub(crate) fn router() -> Router<Arc<Shared>> {
     Router::new()
-        .route("/", post(elasticache::handle))
+        .route("/", post(post_root))
+        .route(
+            "/2013-04-01/hostedzone/{zone}",
+            get(route53::get_hosted_zone),
+        )
         .route(
             "/2013-04-01/hostedzone/{zone}/rrset",
             post(route53::change_rrsets).get(route53::list_rrsets),
@@ -581,14 +843,52 @@ mod tests {
              <Error><Type>Sender</Type><Code>InvalidChangeBatch</Code><Message>[Tried to delete x]</Message></Error>\
              <RequestId>rid</RequestId></ErrorResponse>"
         );
-        let e = ApiError::injected("ServiceUnavailable");
+        let e = ApiError::injected(AwsService::Elasticache, "ServiceUnavailable");
         assert_eq!(e.status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             e.body(AwsService::Elasticache, "r")
                 .contains("<Type>Receiver</Type><Code>ServiceUnavailable</Code>")
         );
-        assert_eq!(ApiError::injected("Throttling").status.as_u16(), 400);
-        assert_eq!(ApiError::injected("InternalError").status.as_u16(), 500);
+        let injected = |service, code| ApiError::injected(service, code).status.as_u16();
+        assert_eq!(injected(AwsService::Elasticache, "Throttling"), 400);
+        assert_eq!(injected(AwsService::Elasticache, "InternalError"), 500);
+        for code in [
+            "AccessDenied",
+            "AccessDeniedException",
+            "UnrecognizedClient",
+            "UnrecognizedClientException",
+            "InvalidClientTokenId",
+            "ExpiredToken",
+            "ExpiredTokenException",
+            "SignatureDoesNotMatch",
+        ] {
+            assert_eq!(injected(AwsService::Sts, code), 403, "{code}");
+        }
+        assert_eq!(injected(AwsService::Kms, "AccessDeniedException"), 400);
+        assert_eq!(
+            ApiError::injected(AwsService::Iam, "InvalidClientTokenId").message,
+            "The security token included in the request is invalid."
+        );
+
+        let e = ApiError::not_found("InvalidSubnetID.NotFound", "gone");
+        assert_eq!(
+            e.body(AwsService::Ec2, "rid"),
+            "<?xml version=\"1.0\"?>\n<Response><Errors><Error><Code>InvalidSubnetID.NotFound</Code>\
+             <Message>gone</Message></Error></Errors><RequestID>rid</RequestID></Response>"
+        );
+        let json: serde_json::Value = serde_json::from_str(
+            &ApiError::sender("NotFoundException", "m").body(AwsService::Kms, "r"),
+        )
+        .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"__type": "NotFoundException", "message": "m"})
+        );
+        assert!(
+            ApiError::sender("X", "m")
+                .body(AwsService::Sts, "r")
+                .starts_with("<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\">")
+        );
     }
 
     #[test]
@@ -600,7 +900,7 @@ mod tests {
             "Throttling",
             2,
         );
-        let gate = |action| aws.gate(AwsService::Elasticache, action, "us-west-2");
+        let gate = |action| aws.gate(AwsService::Elasticache, action, "us-west-2", "*");
         assert!(gate("DescribeServerlessCaches").is_ok());
         aws.set_outage("us-west-2", true);
         assert_eq!(
@@ -608,7 +908,7 @@ mod tests {
             "ServiceUnavailable"
         );
         assert!(
-            aws.gate(AwsService::Route53, "GetChange", "us-west-2")
+            aws.gate(AwsService::Route53, "GetChange", "us-west-2", "*")
                 .is_ok()
         );
         aws.set_outage("us-west-2", false);
@@ -673,5 +973,58 @@ mod tests {
         );
         assert_eq!(AwsService::Elasticache.to_string(), "elasticache");
         assert!("s3".parse::<AwsService>().is_err());
+        for service in AwsService::ALL {
+            assert_eq!(service.to_string().parse::<AwsService>(), Ok(service));
+        }
+    }
+
+    #[test]
+    fn iam_deny_answers_each_service_s_own_error_and_never_sts() {
+        let aws = Aws::new(AwsOptions::lenient(Duration::ZERO, Duration::ZERO));
+        for action in [
+            "ec2:DescribeSubnets",
+            "kms:DescribeKey",
+            "route53:GetHostedZone",
+            "sts:GetCallerIdentity",
+        ] {
+            aws.set_denied(action, true);
+        }
+        let e = aws
+            .gate(AwsService::Ec2, "DescribeSubnets", "us-east-1", "*")
+            .unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (403, "UnauthorizedOperation")
+        );
+        assert!(!e.message.contains("on resource"), "{}", e.message);
+        let key = crate::config::lab_kms_key_arn("us-east-1");
+        let e = aws
+            .gate(AwsService::Kms, "DescribeKey", "us-east-1", &key)
+            .unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (400, "AccessDeniedException")
+        );
+        assert_eq!(
+            e.message,
+            format!(
+                "User: arn:aws:sts::123456789012:assumed-role/valkey-dr-lab/lab-agent is not \
+                 authorized to perform: kms:DescribeKey on resource: {key} because no \
+                 identity-based policy allows the kms:DescribeKey action"
+            )
+        );
+        let e = aws
+            .gate(AwsService::Route53, "GetHostedZone", "us-east-1", "z")
+            .unwrap_err();
+        assert_eq!((e.status.as_u16(), e.code.as_str()), (403, "AccessDenied"));
+        assert!(
+            aws.gate(AwsService::Sts, "GetCallerIdentity", "us-east-1", "*")
+                .is_ok()
+        );
+        aws.set_denied("ec2:DescribeSubnets", false);
+        assert!(
+            aws.gate(AwsService::Ec2, "DescribeSubnets", "us-east-1", "*")
+                .is_ok()
+        );
     }
 }

@@ -174,6 +174,13 @@ fn check_zone(raw: &str) -> Result<(), ApiError> {
     }
 }
 
+/// The zone's ARN, for `iam-deny` messages.
+fn zone_arn(raw: &str) -> String {
+    let id = raw.trim_start_matches('/');
+    let id = id.strip_prefix("hostedzone/").unwrap_or(id);
+    format!("arn:aws:route53:::hostedzone/{id}")
+}
+
 /// A record name as Route 53 keeps it: lowercase, fully qualified. Route 53's escapes are `\`
 /// and three octal digits (`\052` is `*`), which is how hickory reads them too.
 fn record_name(raw: &str) -> Result<Name, String> {
@@ -542,9 +549,11 @@ pub(crate) async fn change_rrsets(
         path: format!("/2013-04-01/hostedzone/{zone}/rrset"),
         query: String::new(),
         body: text.to_string(),
+        target: None,
     };
     let parsed = quick_xml::de::from_str::<ChangeRequestXml>(&text).map_err(|e| e.to_string());
     call.request = change_summary(&zone, &parsed);
+    call.resource = Some(zone_arn(&zone));
     let outcome = (|| {
         call.region = Some(sigv4::credential_scope(&headers)?.region);
         call.gate()?;
@@ -628,6 +637,7 @@ pub(crate) async fn list_rrsets(
         path: format!("/2013-04-01/hostedzone/{zone}/rrset"),
         query: query.clone().unwrap_or_default(),
         body: String::new(),
+        target: None,
     };
     let query: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or_default().as_bytes())
         .into_owned()
@@ -637,6 +647,7 @@ pub(crate) async fn list_rrsets(
     call.request = json!({
         "zone": zone, "name": start_name, "type": start_type, "maxitems": max_items,
     });
+    call.resource = Some(zone_arn(&zone));
     let outcome = (|| {
         call.region = Some(sigv4::credential_scope(&headers)?.region);
         call.gate()?;
@@ -720,6 +731,7 @@ pub(crate) async fn get_change(
         path: format!("/2013-04-01/change/{id}"),
         query: String::new(),
         body: String::new(),
+        target: None,
     };
     let id = id
         .trim_start_matches('/')
@@ -727,6 +739,7 @@ pub(crate) async fn get_change(
         .unwrap_or(id.trim_start_matches('/'))
         .to_string();
     call.request = json!({ "id": id });
+    call.resource = Some(format!("arn:aws:route53:::change/{id}"));
     let outcome = (|| {
         call.region = Some(sigv4::credential_scope(&headers)?.region);
         call.gate()?;
@@ -743,6 +756,78 @@ pub(crate) async fn get_change(
             })?;
         let insync = info.accepted.elapsed() >= lab.aws.options.insync_delay;
         Ok(Xml::with_declaration().root("GetChangeResponse", NAMESPACE, |x| info.write(x, insync)))
+    })();
+    call.finish(outcome)
+}
+
+/// The name servers a public zone's delegation set lists (AWS's are `ns-N.awsdns-NN.tld`);
+/// nothing resolves them, the lab's zone is served on its own loopback port.
+const PUBLIC_NAME_SERVERS: [&str; 4] = [
+    "ns-101.awsdns-12.com",
+    "ns-602.awsdns-11.net",
+    "ns-1203.awsdns-22.org",
+    "ns-1804.awsdns-33.co.uk",
+];
+/// The VPCs the private zone is associated with: the lab VPC in the primary and DR regions.
+const ZONE_VPC_REGIONS: [&str; 2] = [crate::PRIMARY_REGION, crate::config::DR_REGION];
+
+/// `GET /2013-04-01/hostedzone/{zone}`: GetHostedZone. The lab's zone is private and
+/// associated with [`ZONE_VPC_REGIONS`]'s lab VPC; `zone-public` makes it a public zone,
+/// answered as AWS answers one: a delegation set and no VPCs.
+pub(crate) async fn get_hosted_zone(
+    State(lab): State<Arc<Shared>>,
+    Path(zone): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let mut call = lab.aws.exchange(AwsService::Route53);
+    call.action = "GetHostedZone".to_string();
+    call.http = HttpRequest {
+        method: "GET".to_string(),
+        path: format!("/2013-04-01/hostedzone/{zone}"),
+        query: String::new(),
+        body: String::new(),
+        target: None,
+    };
+    call.request = json!({ "zone": zone });
+    call.resource = Some(zone_arn(&zone));
+    let outcome = (|| {
+        call.region = Some(sigv4::credential_scope(&headers)?.region);
+        call.gate()?;
+        check_zone(&zone)?;
+        let public = lab.aws.zone_public();
+        let count = lab.zone.rrsets().len();
+        Ok(
+            Xml::with_declaration().root("GetHostedZoneResponse", NAMESPACE, |x| {
+                x.element("HostedZone", |x| {
+                    x.text("Id", format!("/hostedzone/{HOSTED_ZONE_ID}"))
+                        .text("Name", crate::ZONE)
+                        .text("CallerReference", "valkey-dr-lab")
+                        .element("Config", |x| {
+                            x.text("Comment", "valkey-dr lab zone")
+                                .text("PrivateZone", !public);
+                        })
+                        .text("ResourceRecordSetCount", count);
+                });
+                if public {
+                    x.element("DelegationSet", |x| {
+                        x.element("NameServers", |x| {
+                            for ns in PUBLIC_NAME_SERVERS {
+                                x.text("NameServer", ns);
+                            }
+                        });
+                    });
+                } else {
+                    x.element("VPCs", |x| {
+                        for region in ZONE_VPC_REGIONS {
+                            x.element("VPC", |x| {
+                                x.text("VPCRegion", region)
+                                    .text("VPCId", crate::config::LAB_VPC_ID);
+                            });
+                        }
+                    });
+                }
+            }),
+        )
     })();
     call.finish(outcome)
 }

@@ -38,6 +38,22 @@ impl Xml {
         self.out
     }
 
+    /// The root element without a namespace, as EC2's error documents are.
+    pub(crate) fn bare_root(mut self, tag: &str, body: impl FnOnce(&mut Self)) -> String {
+        self.open(tag);
+        body(&mut self);
+        self.close(tag);
+        self.out
+    }
+
+    /// An element with no content, `<tag/>`: an empty list.
+    pub(crate) fn empty(&mut self, tag: &str) -> &mut Self {
+        self.out.push('<');
+        self.out.push_str(tag);
+        self.out.push_str("/>");
+        self
+    }
+
     /// `<tag>…</tag>` around whatever `body` writes.
     pub(crate) fn element(&mut self, tag: &str, body: impl FnOnce(&mut Self)) -> &mut Self {
         self.open(tag);
