@@ -1277,6 +1277,15 @@ fn principal(caller: &str) -> Option<String> {
     }
 }
 
+/// The region IAM requests are signed for in `partition`.
+fn iam_region(partition: &str) -> &'static str {
+    match partition {
+        "aws-cn" => "cn-north-1",
+        "aws-us-gov" => "us-gov-west-1",
+        _ => "us-east-1",
+    }
+}
+
 /// One statement of `iam-policy`, as a question for `SimulatePrincipalPolicy`.
 #[derive(Debug, Clone, PartialEq)]
 struct Question {
@@ -1366,6 +1375,11 @@ async fn permissions(
     let sdk = aws.sdk(&w.dr.region).await;
     let mut conf = aws_sdk_iam::config::Builder::from(&sdk);
     conf.set_timeout_config(Some(bounded(&sdk)));
+    // IAM is global: its requests are signed for the partition's IAM region whatever the
+    // agent's own region is (the endpoint rules do the same; an endpoint_url override does not).
+    conf.set_region(Some(aws_config::Region::from_static(iam_region(
+        crate::aws::partition(&w.dr.region),
+    ))));
     let iam = aws_sdk_iam::Client::from_conf(conf.build());
     let mut denied = Vec::new();
     let mut asked = 0;

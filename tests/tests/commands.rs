@@ -134,7 +134,11 @@ async fn the_lab_config_works_as_printed_without_aws_variables() {
     let config = std::fs::read_to_string(lab.config()).unwrap();
     assert!(config.contains("credentials_file = "), "{config}");
     let before = lab.lab.calls().len();
-    for args in [["plan", "--config"], ["status", "--config"]] {
+    for args in [
+        ["plan", "--config"],
+        ["status", "--config"],
+        ["preflight", "--config"],
+    ] {
         // A clean environment, and not through `run_bounded`, which would add the lab's
         // credential variables.
         let mut command = tokio::process::Command::new(support::agent_bin());

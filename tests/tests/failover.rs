@@ -328,7 +328,13 @@ async fn status_json(config: &Path) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_outage_fails_over_once_and_the_record_serves_from_the_dr_cache() {
     let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
-    let agent = s.healthy_agent().await;
+    // As on a host with no AWS_* variable: the lab's config names its credentials file.
+    let agent = Agent::start_clean(&s.config, &s.state_dir).await;
+    assert!(
+        agent.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
+        "never healthy:\n{}",
+        agent.log_text()
+    );
     let end = s.outage_to_failed_over(&agent).await;
 
     // The lab's side: one cache built in the DR region, one swap of the record.
@@ -1064,7 +1070,43 @@ async fn without_credentials_the_agent_says_config_error_never_isolated() {
     let config = s.lab.dir.path().join("no-credentials.toml");
     std::fs::write(&config, text.replace(&line, &none)).unwrap();
 
+    let started = tokio::time::Instant::now();
     let agent = Agent::start(&config, &s.state_dir, &[]).await;
+    // Readiness: the path is not ready, said within 10 s of the start, naming the check.
+    let not_ready = s
+        .wait_event(
+            Duration::from_secs(10).saturating_sub(started.elapsed()),
+            |e| e["event"] == "not_ready",
+        )
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no not_ready within 10 s: {:?}\n{}",
+                s.hook.names(),
+                agent.log_text()
+            )
+        });
+    assert_eq!(
+        not_ready["detail"]["failing"],
+        serde_json::json!(["identity"]),
+        "{not_ready:#}"
+    );
+    // `/status` and `valkey_dr_ready` agree.
+    let addr = agent.admin().expect("admin address");
+    let status: Value =
+        serde_json::from_str(&support::agent_get(addr, "/status").await.unwrap().1).unwrap();
+    let readiness = &status["readiness"]["watches"][0];
+    assert_eq!(readiness["ready"], false, "{status:#}");
+    assert_eq!(
+        readiness["failing"],
+        serde_json::json!(["identity"]),
+        "{status:#}"
+    );
+    let metrics = support::agent_get(addr, "/metrics").await.unwrap().1;
+    assert!(
+        metrics.contains("valkey_dr_ready{watch=\"sessions\",check=\"identity\"} 0"),
+        "{metrics}"
+    );
     assert!(
         agent.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
         "{}",

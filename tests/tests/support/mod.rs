@@ -113,14 +113,50 @@ impl CheckRun {
     }
 }
 
-/// Runs a command with a bounded wait; the child is killed if it overruns.
+/// What an SDK error's `Debug` form looks like: no text a person reads may carry it (issue 9).
+pub const DEBUG_DUMPS: [&str; 2] = ["{ source:", "DispatchFailure("];
+
+/// Asserts that `text` (a log, an event, a command's output) holds no SDK `Debug` dump.
+pub fn assert_no_debug_dump(what: &str, text: &str) {
+    for dump in DEBUG_DUMPS {
+        assert!(
+            !text.contains(dump),
+            "{what} carries an SDK Debug dump ({dump}):\n{text}"
+        );
+    }
+}
+
+fn checked(output: Output) -> Output {
+    assert_no_debug_dump("stdout", &String::from_utf8_lossy(&output.stdout));
+    assert_no_debug_dump("stderr", &String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+/// Runs a command with a bounded wait; the child is killed if it overruns. Its output must
+/// hold no SDK `Debug` dump.
 pub async fn run_bounded(mut command: tokio::process::Command) -> Output {
     command.kill_on_drop(true);
     lab_aws_env(&mut command);
-    tokio::time::timeout(COMMAND_DEADLINE, command.output())
-        .await
-        .expect("command finished within the deadline")
-        .expect("command ran")
+    checked(
+        tokio::time::timeout(COMMAND_DEADLINE, command.output())
+            .await
+            .expect("command finished within the deadline")
+            .expect("command ran"),
+    )
+}
+
+/// Runs a command as a host without any `AWS_*` variable would (only `PATH` is kept), bounded.
+pub async fn run_clean(mut command: tokio::process::Command) -> Output {
+    command.env_clear().kill_on_drop(true);
+    if let Some(path) = std::env::var_os("PATH") {
+        command.env("PATH", path);
+    }
+    checked(
+        tokio::time::timeout(COMMAND_DEADLINE, command.output())
+            .await
+            .expect("command finished within the deadline")
+            .expect("command ran"),
+    )
 }
 
 /// Runs a command with a wait bounded by `limit` instead of [`COMMAND_DEADLINE`], for the
@@ -129,10 +165,12 @@ pub async fn run_bounded(mut command: tokio::process::Command) -> Output {
 pub async fn run_bounded_within(mut command: tokio::process::Command, limit: Duration) -> Output {
     command.kill_on_drop(true);
     lab_aws_env(&mut command);
-    tokio::time::timeout(limit, command.output())
-        .await
-        .unwrap_or_else(|_| panic!("command finished within {limit:?}"))
-        .expect("command ran")
+    checked(
+        tokio::time::timeout(limit, command.output())
+            .await
+            .unwrap_or_else(|_| panic!("command finished within {limit:?}"))
+            .expect("command ran"),
+    )
 }
 
 /// Sets [`valkey_dr_lab::LAB_AWS_ENV`] where the caller set nothing else: no agent a test
@@ -247,9 +285,13 @@ impl Webhook {
         }
     }
 
-    /// Every event received so far, in arrival order.
+    /// Every event received so far, in arrival order. None may carry an SDK `Debug` dump.
     pub fn events(&self) -> Vec<(tokio::time::Instant, Value)> {
-        self.received.lock().unwrap().clone()
+        let events = self.received.lock().unwrap().clone();
+        for (_, e) in &events {
+            assert_no_debug_dump("an event", &e.to_string());
+        }
+        events
     }
 
     /// How many events named `event` (for `reminder`, of `of`) arrived.
@@ -284,6 +326,16 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent and waits (bounded) until its admin server answers.
     pub async fn start(config: &Path, state_dir: &Path, env: &[(&str, &str)]) -> Agent {
+        Self::start_in(config, state_dir, env, false).await
+    }
+
+    /// [`Agent::start`] as on a host without any `AWS_*` variable: only `PATH` and the log
+    /// level are set, so the config alone must say where the credentials are.
+    pub async fn start_clean(config: &Path, state_dir: &Path) -> Agent {
+        Self::start_in(config, state_dir, &[], true).await
+    }
+
+    async fn start_in(config: &Path, state_dir: &Path, env: &[(&str, &str)], clean: bool) -> Agent {
         let log = state_dir.with_extension(format!("agent-{}.log", std::process::id()));
         let _ = std::fs::remove_file(state_dir.join("admin.json"));
         let file = std::fs::OpenOptions::new()
@@ -300,7 +352,14 @@ impl Agent {
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .kill_on_drop(true);
-        lab_aws_env(&mut command);
+        if clean {
+            command.env_clear().env("VALKEY_DR_LOG", "info");
+            if let Some(path) = std::env::var_os("PATH") {
+                command.env("PATH", path);
+            }
+        } else {
+            lab_aws_env(&mut command);
+        }
         for (k, v) in env {
             command.env(k, v);
         }
@@ -355,8 +414,9 @@ impl Agent {
         .await
     }
 
-    /// SIGKILL, as a crash or `kill -9` would.
+    /// SIGKILL, as a crash or `kill -9` would. Its log must hold no SDK `Debug` dump.
     pub async fn kill9(mut self) {
+        assert_no_debug_dump("the agent's log", &self.log_text());
         self.child.start_kill().unwrap();
         let _ = tokio::time::timeout(COMMAND_DEADLINE, self.child.wait()).await;
     }

@@ -1,0 +1,542 @@
+//! `valkey-dr preflight` end to end: the real binary against a lab of its own per test, each
+//! broken reference named by its own check, drift as warnings, and the daemon's readiness.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_config::{BehaviorVersion, Region};
+use aws_sdk_elasticache::config::Credentials;
+use aws_sdk_route53::types::{ChangeAction, RrType};
+use serde_json::Value;
+use support::raw_aws::{change, rrset, send, wait_available};
+use support::{Agent, TestLab, Webhook, agent_get, run_bounded, run_clean, wait_until};
+use valkey_dr_lab::config::{DR_CACHE, DR_REGION};
+use valkey_dr_lab::{Fault, RECORD};
+
+const WATCH: &str = "sessions";
+
+/// Every check preflight runs, in order.
+const CHECKS: [&str; 18] = valkey_dr::preflight::CHECKS;
+
+/// One `valkey-dr preflight --output json` run.
+struct Run {
+    code: i32,
+    json: Value,
+    output: String,
+}
+
+impl Run {
+    /// Each check's result, by name.
+    fn results(&self) -> Vec<(String, String)> {
+        self.json["checks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no checks: {}", self.output))
+            .iter()
+            .map(|c| {
+                (
+                    c["check"].as_str().unwrap_or("?").to_owned(),
+                    c["result"].as_str().unwrap_or("?").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn check(&self, name: &str) -> &Value {
+        self.json["checks"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["check"] == name))
+            .unwrap_or_else(|| panic!("no check {name}: {}", self.output))
+    }
+
+    /// The checks with `result`.
+    fn with(&self, result: &str) -> Vec<String> {
+        self.results()
+            .into_iter()
+            .filter(|(_, r)| r == result)
+            .map(|(c, _)| c)
+            .collect()
+    }
+}
+
+async fn preflight(config: &Path) -> Run {
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command
+        .args(["preflight", "--output", "json", "--config"])
+        .arg(config);
+    // As on a host: no AWS_* variable; the config names the credentials file.
+    let out = run_clean(command).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let output = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    Run {
+        code: out.status.code().expect("exit code"),
+        json: serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("preflight printed no JSON ({e}): {output}")),
+        output,
+    }
+}
+
+/// Asserts that exactly `check` fails (exit 2, CRITICAL) and every other check is `ok`, and
+/// that the failing one says `found` and how to fix it.
+fn fails_alone(run: &Run, check: &str, found: &str) {
+    assert_eq!(run.code, 2, "{}", run.output);
+    assert_eq!(run.json["status"], "CRITICAL", "{}", run.output);
+    assert_eq!(run.with("fail"), [check], "{}", run.output);
+    assert_eq!(
+        run.with("ok").len(),
+        CHECKS.len() - 1,
+        "every other check still passes: {}",
+        run.output
+    );
+    let c = run.check(check);
+    assert!(
+        c["found"].as_str().unwrap_or_default().contains(found),
+        "{check} should say {found:?}: {c:#}"
+    );
+    assert!(
+        c["fix"].as_str().is_some_and(|f| !f.is_empty()),
+        "{check} says how to fix it: {c:#}"
+    );
+}
+
+async fn sdk(lab: &TestLab, region: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.to_owned()))
+        .endpoint_url(&lab.lab.info().aws_endpoint)
+        .credentials_provider(Credentials::new("AKIDLAB", "secret", None, None, "test"))
+        .load()
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_lab_is_ready() {
+    let lab = TestLab::start().await;
+    let run = preflight(&lab.config()).await;
+    assert_eq!(run.code, 0, "{}", run.output);
+    assert_eq!(run.json["status"], "OK");
+    let names: Vec<String> = run.results().into_iter().map(|(c, _)| c).collect();
+    assert_eq!(names, CHECKS, "every check runs, in order");
+    assert_eq!(run.with("ok").len(), CHECKS.len(), "{}", run.output);
+    assert!(
+        run.check("identity")["found"]
+            .as_str()
+            .unwrap()
+            .contains(valkey_dr_lab::LAB_CALLER_ARN),
+        "{}",
+        run.output
+    );
+    assert!(
+        run.check("permissions")["found"]
+            .as_str()
+            .unwrap()
+            .contains(valkey_dr_lab::LAB_ROLE_ARN),
+        "{}",
+        run.output
+    );
+
+    // A snapshot to restore is looked up in the DR region: there, available, it is fine; one
+    // that does not exist fails its check.
+    let snapshot = |name: &str| {
+        format!(
+            "create_timeout = \"5m\"\nsnapshot_arns_to_restore = [\"arn:aws:elasticache:{DR_REGION}:{}:serverlesscachesnapshot:{name}\"]",
+            valkey_dr_lab::LAB_ACCOUNT_ID
+        )
+    };
+    let with = snapshot(valkey_dr_lab::LAB_SNAPSHOT_NAME);
+    let config = lab.config_variant("snapshot.toml", &[("create_timeout = \"5m\"", &with)]);
+    let run = preflight(&config).await;
+    assert_eq!(run.code, 0, "{}", run.output);
+    assert!(
+        run.check("dr_snapshots")["found"]
+            .as_str()
+            .unwrap()
+            .contains("available"),
+        "{}",
+        run.output
+    );
+    let missing = snapshot("gone");
+    let config = lab.config_variant("no-snapshot.toml", &[("create_timeout = \"5m\"", &missing)]);
+    fails_alone(
+        &preflight(&config).await,
+        "dr_snapshots",
+        "gone does not exist",
+    );
+
+    // The text form says the same, with the Nagios word last.
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command.args(["preflight", "--config"]).arg(lab.config());
+    let out = run_clean(command).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.trim_end()
+            .lines()
+            .last()
+            .unwrap()
+            .starts_with("OK: 18 ok"),
+        "{text}"
+    );
+
+    // Read-only: nothing was created, deleted or changed.
+    let calls = lab.lab.calls();
+    assert!(
+        calls.iter().all(|c| c.action.starts_with("Describe")
+            || c.action.starts_with("List")
+            || c.action.starts_with("Get")
+            || c.action == "SimulatePrincipalPolicy"),
+        "{:#?}",
+        calls.iter().map(|c| &c.action).collect::<Vec<_>>()
+    );
+    support::assert_botocore_conformant(&lab).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_credentials_and_a_denied_action_fail_their_checks() {
+    let lab = TestLab::start().await;
+    let (line, none) = lab.no_credentials_edit();
+    let config = lab.config_variant("no-credentials.toml", &[(&line, &none)]);
+    let run = preflight(&config).await;
+    assert_eq!(run.code, 2, "{}", run.output);
+    assert_eq!(run.with("fail"), ["identity"], "{}", run.output);
+    assert_eq!(
+        run.with("unknown").len(),
+        CHECKS.len() - 1,
+        "nothing else can be checked without credentials: {}",
+        run.output
+    );
+    assert!(
+        run.check("identity")["found"]
+            .as_str()
+            .unwrap()
+            .contains("credentials or permissions"),
+        "{}",
+        run.output
+    );
+
+    lab.fault(Fault::IamDeny {
+        action: "route53:ChangeResourceRecordSets".into(),
+    })
+    .await;
+    let run = preflight(&lab.config()).await;
+    fails_alone(&run, "permissions", "route53:ChangeResourceRecordSets");
+
+    // Only preflight needs SimulatePrincipalPolicy: without it, permissions are unknown, and
+    // the run says which permission would make them checkable.
+    lab.fault(Fault::IamAllow {
+        action: "route53:ChangeResourceRecordSets".into(),
+    })
+    .await;
+    lab.fault(Fault::IamDeny {
+        action: "iam:SimulatePrincipalPolicy".into(),
+    })
+    .await;
+    let run = preflight(&lab.config()).await;
+    assert_eq!(run.code, 3, "UNKNOWN: {}", run.output);
+    assert_eq!(run.with("unknown"), ["permissions"], "{}", run.output);
+    assert!(
+        run.check("permissions")["fix"]
+            .as_str()
+            .unwrap()
+            .contains("iam:SimulatePrincipalPolicy"),
+        "{}",
+        run.output
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_key_and_a_deleted_subnet_fail_their_checks() {
+    let lab = TestLab::start().await;
+    lab.fault(Fault::KmsDisable).await;
+    let run = preflight(&lab.config()).await;
+    fails_alone(&run, "dr_kms_key", "Disabled");
+    lab.fault(Fault::KmsEnable).await;
+    assert_eq!(preflight(&lab.config()).await.code, 0);
+
+    lab.fault(Fault::SubnetDelete {
+        subnet: "subnet-lab0002".into(),
+    })
+    .await;
+    let run = preflight(&lab.config()).await;
+    fails_alone(&run, "dr_subnets", "subnet-lab0002");
+
+    // Subnets that exist but share one availability zone fail too.
+    let config = lab.config_variant(
+        "one-az.toml",
+        &[(
+            "subnet_ids = [\"subnet-lab0001\", \"subnet-lab0002\"]",
+            "subnet_ids = [\"subnet-lab0001\", \"subnet-lab0003\"]",
+        )],
+    );
+    let run = preflight(&config).await;
+    fails_alone(&run, "dr_subnets", "at least 2 availability zones");
+}
+
+/// Replaces the lab's CNAME by `set` through the Route 53 API, as a person might by hand.
+async fn replace_record(lab: &TestLab, set: aws_sdk_route53::types::ResourceRecordSet) {
+    let client = aws_sdk_route53::Client::new(&sdk(lab, "us-east-1").await);
+    let primary = lab
+        .lab
+        .info()
+        .caches
+        .iter()
+        .find(|c| c.name == valkey_dr_lab::PRIMARY_CACHE)
+        .expect("the primary")
+        .endpoint
+        .clone();
+    let ttl = i64::try_from(lab.lab.info().ttl_s).unwrap();
+    let current = rrset(RECORD, RrType::Cname, ttl, &[&primary]);
+    send(
+        &client,
+        vec![
+            change(ChangeAction::Delete, current),
+            change(ChangeAction::Create, set),
+        ],
+        None,
+    )
+    .await
+    .expect("the record is replaced");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_with_ttl_300_fails_the_record_check() {
+    let lab = TestLab::start().await;
+    let primary = lab.lab.info().caches[0].endpoint.clone();
+    replace_record(&lab, rrset(RECORD, RrType::Cname, 300, &[&primary])).await;
+    let run = preflight(&lab.config()).await;
+    fails_alone(&run, "route53_record", "TTL of 300 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_a_record_instead_of_a_cname_fails_the_record_check() {
+    let lab = TestLab::start().await;
+    replace_record(&lab, rrset(RECORD, RrType::A, 30, &["127.0.0.1"])).await;
+    let run = preflight(&lab.config()).await;
+    fails_alone(&run, "route53_record", "an A record, not a CNAME");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dr_name_taken_by_a_foreign_cache_fails_the_name_check() {
+    let lab = TestLab::start_with(|o| o.provision_delay = Duration::from_millis(300)).await;
+    let client = aws_sdk_elasticache::Client::new(&sdk(&lab, DR_REGION).await);
+    client
+        .create_serverless_cache()
+        .serverless_cache_name(DR_CACHE)
+        .engine("valkey")
+        .send()
+        .await
+        .expect("someone else's cache of that name");
+    wait_available(&client, DR_CACHE, Duration::from_secs(20)).await;
+    let run = preflight(&lab.config()).await;
+    fails_alone(&run, "dr_name", "valkey-dr did not build");
+
+    // Adopted on purpose, the same cache is fine.
+    let config = lab.config_variant(
+        "adopt.toml",
+        &[(
+            "create_timeout = \"5m\"",
+            "create_timeout = \"5m\"\nadopt_existing = true",
+        )],
+    );
+    let run = preflight(&config).await;
+    assert_eq!(run.check("dr_name")["result"], "ok", "{}", run.output);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_drift_field_warns_on_its_own() {
+    let lab = TestLab::start().await;
+    for (check, edit) in [
+        (
+            "drift_engine",
+            (
+                "major_engine_version = \"8\"",
+                "major_engine_version = \"7\"",
+            ),
+        ),
+        (
+            "drift_usage_limits",
+            (
+                "create_timeout = \"5m\"",
+                "create_timeout = \"5m\"\nusage_limits = { data_storage_max_gb = 10 }",
+            ),
+        ),
+        (
+            "drift_kms_key",
+            ("kms_key_id = \"alias/valkey-dr-lab\"\n", ""),
+        ),
+        (
+            "drift_snapshot_retention",
+            (
+                "snapshot_retention_limit = 1",
+                "snapshot_retention_limit = 3",
+            ),
+        ),
+        (
+            "drift_user_group",
+            ("user_group_id = \"valkey-dr-lab-users\"\n", ""),
+        ),
+        (
+            "drift_tags",
+            (
+                "create_timeout = \"5m\"",
+                "create_timeout = \"5m\"\ntags = { app = \"sessions\" }",
+            ),
+        ),
+    ] {
+        let config = lab.config_variant(&format!("{check}.toml"), &[edit]);
+        let run = preflight(&config).await;
+        assert_eq!(run.code, 1, "{check}: WARNING: {}", run.output);
+        assert_eq!(run.json["status"], "WARNING", "{check}");
+        assert_eq!(run.with("warn"), [check], "{check}: {}", run.output);
+        assert_eq!(
+            run.with("ok").len(),
+            CHECKS.len() - 1,
+            "{check}: {}",
+            run.output
+        );
+        let c = run.check(check);
+        assert!(
+            c["found"].as_str().unwrap().contains("the primary has"),
+            "{c:#}"
+        );
+    }
+}
+
+/// The daemon runs the same checks at start and every `readiness_interval`: a disabled key is
+/// `not_ready` naming its check, the metric and `/status` agree, and fixing it sends `ready`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_says_not_ready_then_ready_and_its_metric_and_status_agree() {
+    let lab = TestLab::start().await;
+    let hook = Webhook::start().await;
+    let notify = format!(
+        "reminder_interval = \"1m\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
+        hook.url
+    );
+    let config = lab.config_variant(
+        "readiness.toml",
+        &[
+            (
+                "log_format = \"text\"",
+                "log_format = \"text\"\nreadiness_interval = \"1s\"",
+            ),
+            ("reminder_interval = \"1m\"\n", &notify),
+        ],
+    );
+    lab.fault(Fault::KmsDisable).await;
+    let state_dir = lab.dir.path().join("state");
+    let agent = Agent::start_clean(&config, &state_dir).await;
+    let not_ready = wait_until(Duration::from_secs(10), || async {
+        hook.count("not_ready") > 0
+    })
+    .await;
+    assert!(not_ready, "{:?}\n{}", hook.names(), agent.log_text());
+    let event = hook
+        .events()
+        .into_iter()
+        .map(|(_, e)| e)
+        .find(|e| e["event"] == "not_ready")
+        .unwrap();
+    assert_eq!(
+        event["detail"]["failing"],
+        serde_json::json!(["dr_kms_key"]),
+        "{event:#}"
+    );
+    assert!(
+        event["reasons"].to_string().contains("Disabled"),
+        "{event:#}"
+    );
+    // `/status` is republished on a short timer, so it may trail the event by a moment.
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            readiness(&agent, "dr_kms_key").await == (Some(false), Some(0))
+        })
+        .await,
+        "{:?}",
+        readiness(&agent, "dr_kms_key").await
+    );
+    assert_eq!(readiness(&agent, "identity").await, (Some(true), Some(1)));
+
+    lab.fault(Fault::KmsEnable).await;
+    let ready = wait_until(Duration::from_secs(10), || async {
+        hook.count("ready") > 0
+    })
+    .await;
+    assert!(ready, "{:?}\n{}", hook.names(), agent.log_text());
+    assert!(
+        wait_until(Duration::from_secs(5), || async {
+            readiness(&agent, "dr_kms_key").await == (Some(true), Some(1))
+        })
+        .await
+    );
+    assert_eq!(hook.count("not_ready"), 1, "{:?}", hook.names());
+    // No drill has run in this lab: the daemon says the drill is overdue.
+    assert!(hook.count("drill_overdue") >= 1, "{:?}", hook.names());
+    agent.kill9().await;
+}
+
+/// `/status`'s readiness of `check` (`ready` unless it failed) and `valkey_dr_ready` for it.
+async fn readiness(agent: &Agent, check: &str) -> (Option<bool>, Option<i64>) {
+    let Some(addr) = agent.admin() else {
+        return (None, None);
+    };
+    let status = agent_get(addr, "/status")
+        .await
+        .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok());
+    let from_status = status.and_then(|s| {
+        let w = s["readiness"]["watches"]
+            .as_array()?
+            .iter()
+            .find(|w| w["name"] == WATCH)?
+            .clone();
+        let result = w["checks"]
+            .as_array()?
+            .iter()
+            .find(|c| c["check"] == check)?["result"]
+            .as_str()?
+            .to_owned();
+        Some(result != "fail")
+    });
+    let metrics = agent_get(addr, "/metrics").await.map(|(_, b)| b);
+    let series = format!("valkey_dr_ready{{watch=\"{WATCH}\",check=\"{check}\"}} ");
+    let from_metrics = metrics.and_then(|m| {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    });
+    (from_status, from_metrics)
+}
+
+/// `drill --history` lists the drills the lab ran, phase by phase, as the daemon's metrics do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drill_history_lists_a_real_drill_phase_by_phase() {
+    let lab = TestLab::start_with(|o| o.provision_delay = Duration::from_millis(300)).await;
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command.args(["drill", "--config"]).arg(lab.config());
+    let out = run_bounded(command).await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command
+        .args(["drill", "--history", "--output", "json", "--config"])
+        .arg(lab.config());
+    let out = run_bounded(command).await;
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let drills = v["history"][0]["drills"].as_array().expect("drills");
+    assert_eq!(drills.len(), 1, "{v:#}");
+    let d = &drills[0];
+    assert_eq!(d["ok"], true, "{v:#}");
+    for phase in ["create", "wait_available", "verify", "delete"] {
+        assert!(d["phases_ms"][phase].is_u64(), "{phase}: {v:#}");
+    }
+    assert!(d["provisioning_ms"].as_u64().unwrap() >= 300, "{v:#}");
+    assert!(
+        d["baseline_ms"].is_null(),
+        "the first drill has no baseline"
+    );
+    assert_eq!(d["slow"], false);
+}
