@@ -135,9 +135,11 @@ async fn the_lab_config_works_as_printed_without_aws_variables() {
     assert!(config.contains("credentials_file = "), "{config}");
     let before = lab.lab.calls().len();
     for args in [
-        ["plan", "--config"],
-        ["status", "--config"],
-        ["preflight", "--config"],
+        &["plan", "--config"][..],
+        &["status", "--config"],
+        &["preflight", "--config"],
+        &["drill", "--config"],
+        &["failover", "--dry-run", "--config"],
     ] {
         // A clean environment, and not through `run_bounded`, which would add the lab's
         // credential variables.

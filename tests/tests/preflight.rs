@@ -539,4 +539,34 @@ async fn drill_history_lists_a_real_drill_phase_by_phase() {
         "the first drill has no baseline"
     );
     assert_eq!(d["slow"], false);
+
+    // The daemon reads the same reports: when the last drill finished, and its phases.
+    let state_dir = lab.dir.path().join("state");
+    let agent = Agent::start_clean(&lab.config(), &state_dir).await;
+    let addr = agent.admin().expect("admin address");
+    let finished = humantime::parse_rfc3339_weak(d["finished_at"].as_str().unwrap()).unwrap();
+    let expected = finished
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let phase = "valkey_dr_drill_phase_seconds{watch=\"sessions\",phase=\"wait_available\"}";
+    let metrics = || async {
+        agent_get(addr, "/metrics")
+            .await
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    let seen = wait_until(Duration::from_secs(10), || async {
+        metrics().await.contains(phase)
+    })
+    .await;
+    let text = metrics().await;
+    assert!(seen, "{text}");
+    let last: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("valkey_dr_last_drill_timestamp_seconds{watch=\"sessions\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!((last - expected).abs() < 1.0, "{last} vs {expected}");
+    agent.kill9().await;
 }

@@ -663,6 +663,7 @@ const DENIED_CODES: &[&str] = &[
     "AccessDenied",
     "AccessDeniedException",
     "UnauthorizedOperation",
+    "UnrecognizedClient",
     "UnrecognizedClientException",
     "InvalidClientTokenId",
     "InvalidAccessKeyId",
