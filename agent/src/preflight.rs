@@ -337,9 +337,9 @@ impl WithFix for Finding {
     }
 }
 
-/// A call that failed, as a check's result: refused credentials or permissions fail the check
-/// when the failover itself needs the call (`needed`), and leave it `unknown` when only
-/// preflight does; no answer leaves it `unknown`.
+/// A call that failed, as a check's result: a refusal (credentials, permissions, anything
+/// else but no answer) fails the check when the failover itself needs the call (`needed`),
+/// and leaves it `unknown` when only preflight does; no answer leaves it `unknown`.
 fn failed_call(w: &WatchConfig, check: &'static str, f: &Failed, needed: bool) -> Finding {
     let text = f.error.to_string();
     match &f.error {
@@ -350,7 +350,10 @@ fn failed_call(w: &WatchConfig, check: &'static str, f: &Failed, needed: bool) -
         )),
         ApiError::Transient { .. } => finding(w, check, Outcome::Unknown, text)
             .fix("run preflight again once the API answers"),
-        _ => finding(w, check, Outcome::Fail, text),
+        // Any other refusal of a call the failover makes will refuse the failover too; one
+        // that only preflight makes leaves the check undecided.
+        _ if needed => finding(w, check, Outcome::Fail, text),
+        _ => finding(w, check, Outcome::Unknown, text),
     }
 }
 
