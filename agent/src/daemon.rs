@@ -601,7 +601,7 @@ impl WatchTask {
         let witness = if dns.failure().is_some() || direct.failure().is_some() {
             self.witness.check().await
         } else {
-            policies::Witness::Ok
+            policies::Witness::Unneeded
         };
         let input = policies::Observation {
             dns,

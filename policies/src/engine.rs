@@ -35,7 +35,11 @@ pub fn step(
     next.last_round_at = Some(now);
     next.dns.record(obs.dns);
     next.direct.record(obs.direct);
-    if round == Round::Outage {
+    // A round made while the witness fails proves nothing about the cache: it counts towards
+    // neither `fall` nor `down_after`, and it ends any streak, so that once the witness is
+    // back `down` needs `fall` fresh failing rounds made with a working witness.
+    let isolated = matches!(obs.witness, Witness::Failed(_));
+    if round == Round::Outage && !isolated {
         if next.consecutive_failures == 0 {
             next.failure_streak_since = Some(now);
             next.failure_streak_elapsed = Duration::ZERO;
@@ -54,10 +58,19 @@ pub fn step(
     } else {
         0
     };
-    next.health = judge_health(&state.health, &next, &round, now, params);
+    next.health = if isolated && round == Round::Outage {
+        // Whatever the rounds before judged, the cache's state is unknown now: a `down`
+        // judged before the isolation must be judged again on fresh rounds.
+        match &state.health {
+            Health::Healthy => Health::Healthy,
+            _ => Health::Suspect,
+        }
+    } else {
+        judge_health(&state.health, &next, &round, now, params)
+    };
     next.witness_failure = match &obs.witness {
         Witness::Failed(reason) => Some(reason.clone()),
-        Witness::Ok | Witness::NotConfigured | Witness::Denied(_) => None,
+        Witness::Ok | Witness::Unneeded | Witness::NotConfigured | Witness::Denied(_) => None,
     };
     let horizon = params.cooldown.max(params.max_auto_failovers_window);
     next.failovers.retain(|&t| elapsed(t, now) < horizon);
@@ -515,6 +528,11 @@ fn failover_guards(
         },
         match &obs.witness {
             Witness::Ok => guard(GuardKind::Witness, true, "ok".to_owned()),
+            Witness::Unneeded => guard(
+                GuardKind::Witness,
+                true,
+                "not called: a path answered".to_owned(),
+            ),
             Witness::NotConfigured => guard(GuardKind::Witness, true, "not configured".to_owned()),
             Witness::Failed(reason) => {
                 guard(GuardKind::Witness, false, format!("failed: {reason}"))
@@ -635,10 +653,23 @@ fn round_reasons(
         Witness::Denied(reason) => reasons.push(format!(
             "AWS credentials or permissions refused: {reason}: a configuration error, which no failover can fix; check [aws] and the IAM policy (valkey-dr iam-policy)"
         )),
-        Witness::Ok | Witness::NotConfigured => {}
+        Witness::Ok | Witness::Unneeded | Witness::NotConfigured => {}
     }
+    // Only a witness call that worked may be reported as one.
     if previous.witness_failure.is_some() && next.witness_failure.is_none() {
-        reasons.push("witness ok again".to_owned());
+        reasons.push(
+            match &obs.witness {
+                Witness::Ok => "witness ok again",
+                Witness::Unneeded => "no longer isolated: the cache answered the agent",
+                Witness::NotConfigured => "no longer isolated: the witness is not configured",
+                Witness::Denied(_) => {
+                    "no longer isolated: AWS answered the witness call, refusing it"
+                }
+                Witness::Failed(_) => "",
+            }
+            .to_owned(),
+        );
+        reasons.retain(|r| !r.is_empty());
     }
     if next.served_by_dr {
         reasons.push("the DR cache serves the watch".to_owned());

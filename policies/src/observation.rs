@@ -141,6 +141,9 @@ impl PathStatus {
 pub enum Witness {
     /// The agent reached the witness this round.
     Ok,
+    /// The witness was not called: both paths answered, which itself proves the agent
+    /// reaches the network. Not evidence about the witness, so no event claims it is ok.
+    Unneeded,
     /// The agent could not reach the witness; the string says why.
     Failed(String),
     /// The watch has no witness (`kind = "none"`); the engine then trusts the probes alone.

@@ -64,6 +64,7 @@ fn path() -> impl Strategy<Value = PathStatus> {
 fn observation() -> impl Strategy<Value = Observation> {
     let witness = prop_oneof![
         14 => Just(Witness::Ok),
+        2 => Just(Witness::Unneeded),
         3 => Just(Witness::NotConfigured),
         3 => Just(Witness::Failed("witness timed out".to_owned())),
         2 => Just(Witness::Denied("AccessDenied".to_owned())),
@@ -152,12 +153,50 @@ struct Seen {
     config_errors: usize,
 }
 
+/// Whether the round counts towards `down`: both paths failed on outage kinds, and the witness
+/// did not fail (a round made while isolated proves nothing about the cache).
 fn qualifies(obs: &Observation) -> bool {
     matches!(
         (obs.dns, obs.direct),
         (PathStatus::Failed(a), PathStatus::Failed(b))
             if OUTAGE_KINDS.contains(&a) && OUTAGE_KINDS.contains(&b)
-    )
+    ) && !matches!(obs.witness, Witness::Failed(_))
+}
+
+/// Scripts that interleave outages seen with a failing witness, outages seen with a working
+/// one, and recoveries: where an engine that counted isolated rounds would decide `down` early.
+fn isolation_script() -> impl Strategy<Value = Vec<Input>> {
+    let outage = (kind(), kind()).prop_map(|(a, b)| (PathStatus::Failed(a), PathStatus::Failed(b)));
+    let witness = prop_oneof![
+        3 => Just(Witness::Failed("witness timed out".to_owned())),
+        2 => Just(Witness::Ok),
+        1 => Just(Witness::NotConfigured),
+    ];
+    let rounds = (outage, witness, prop::collection::vec(0i64..=3_000, 1..6)).prop_map(
+        |((dns, direct), witness, gaps_ms)| Input::Rounds {
+            obs: Observation {
+                dns,
+                direct,
+                drift: None,
+                witness,
+                old_primary: None,
+            },
+            gaps_ms,
+            intent_completes: false,
+        },
+    );
+    let good = prop::collection::vec(0i64..=3_000, 1..4).prop_map(|gaps_ms| Input::Rounds {
+        obs: Observation {
+            dns: PathStatus::Ok,
+            direct: PathStatus::Ok,
+            drift: None,
+            witness: Witness::Unneeded,
+            old_primary: None,
+        },
+        gaps_ms,
+        intent_completes: false,
+    });
+    prop::collection::vec(prop_oneof![6 => rounds, 1 => good], 1..30)
 }
 
 /// Runs a script, checking every property after every input. `monotonic` is false when the
@@ -302,10 +341,33 @@ fn round(
         prop_assert_eq!(d.state, next.state());
         prop_assert!(!d.reasons.is_empty());
         match d.event {
-            Event::Down => prop_assert!(
-                state.down_episode().and_then(|e| e.announced_at).is_none(),
-                "down announced twice in one episode"
-            ),
+            Event::Down => {
+                prop_assert!(
+                    state.down_episode().and_then(|e| e.announced_at).is_none(),
+                    "down announced twice in one episode"
+                );
+                // Only fresh rounds with a working witness make `down`.
+                prop_assert!(
+                    qualifies(obs),
+                    "down on a round that does not count: {:?}",
+                    obs
+                );
+                prop_assert!(
+                    model.streak >= params.fall.max(1),
+                    "down after {} counting rounds, fall {}",
+                    model.streak,
+                    params.fall
+                );
+                if monotonic {
+                    let since = model
+                        .streak_since
+                        .expect("a counting round started the streak");
+                    prop_assert!(
+                        now.duration_since(since).unwrap() >= params.down_after,
+                        "down before down_after of counting rounds"
+                    );
+                }
+            }
             Event::FailoverBlocked => {
                 model.seen.blocked += 1;
                 prop_assert!(d.blocking_guards().next().is_some());
@@ -410,6 +472,11 @@ proptest! {
     #[test]
     fn no_mistaken_failover_when_the_clock_jumps_back(params in params(), script in script(-10_000..=10_000)) {
         run(&params, &script, false)?;
+    }
+
+    #[test]
+    fn isolated_rounds_never_count_towards_down(params in params(), script in isolation_script()) {
+        run(&params, &script, true)?;
     }
 }
 

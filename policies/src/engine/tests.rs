@@ -688,49 +688,89 @@ fn config_streak_then_outage_starts_counting_from_zero() {
 // ---- Isolated -----------------------------------------------------------------------------
 
 #[test]
-fn isolated_announces_nothing_about_the_cache_and_never_fails_over() {
+fn isolated_rounds_announce_nothing_about_the_cache_and_never_count() {
     let mut sim = Sim::new();
     sim.params.down_after = Duration::ZERO;
     assert_eq!(sim.steps(10, isolated(outage())), [Event::Isolated]);
     assert_eq!(sim.state.state(), State::Isolated);
-    assert!(matches!(
-        sim.state.health,
-        Health::Down(DownEpisode {
-            announced_at: None,
-            ..
-        })
-    ));
-    assert_eq!(sim.state.consecutive_failures, 10, "counting goes on");
+    assert_eq!(
+        sim.state.consecutive_failures, 0,
+        "rounds made while isolated prove nothing about the cache"
+    );
+    assert!(sim.state.down_episode().is_none());
 }
 
+/// Issue 10, case 1: the witness back while the cache still fails is not `down` at once:
+/// `down` needs `fall` fresh failing rounds made with a working witness.
 #[test]
-fn witness_back_while_still_down_decides_at_once() {
+fn witness_back_while_still_failing_needs_fall_fresh_rounds() {
     let mut sim = Sim::new();
     sim.steps(5, isolated(outage()));
-    assert_eq!(sim.steps(1, outage()), [Event::Down, Event::FailoverIntent]);
-}
-
-#[test]
-fn isolation_after_an_announced_down_comes_back_as_a_reminder() {
-    let mut sim = Sim::with(Params {
-        mode: Mode::AlertOnly,
-        ..params()
-    });
-    sim.steps(3, outage());
-    assert_eq!(sim.steps(2, isolated(outage())), [Event::Isolated]);
     let decisions = sim.step(outage());
-    assert_eq!(events(&decisions), [Event::Reminder]);
-    assert_eq!(decisions[0].of, Some(Event::Down));
+    assert_eq!(events(&decisions), [Event::Suspect]);
     assert!(
         decisions[0]
             .reasons
             .contains(&"witness ok again".to_owned())
     );
+    assert_eq!(sim.steps(1, outage()), []);
+    assert_eq!(sim.steps(1, outage()), [Event::Down, Event::FailoverIntent]);
+}
+
+/// Issue 10, case 1: a cache that answers again right after the isolation is never `down`.
+#[test]
+fn isolation_then_recovery_is_never_down() {
+    let mut sim = Sim::new();
+    sim.steps(8, isolated(outage()));
+    let mut events_seen = sim.steps(1, outage());
+    events_seen.extend(sim.steps(3, good()));
+    assert!(!events_seen.contains(&Event::Down), "{events_seen:?}");
     assert!(
-        decisions[0]
-            .reasons
-            .contains(&"failover blocked by mode".to_owned())
+        !events_seen.contains(&Event::FailoverIntent),
+        "{events_seen:?}"
     );
+    assert_eq!(sim.state.state(), State::Healthy);
+}
+
+/// No event claims a witness result that no call produced: a round whose paths both answer
+/// makes no witness call.
+#[test]
+fn leaving_isolation_without_a_witness_call_does_not_claim_one() {
+    let mut sim = Sim::new();
+    sim.steps(3, isolated(outage()));
+    let mut answered = good();
+    answered.witness = Witness::Unneeded;
+    let decisions = sim.step(answered);
+    let reasons: Vec<&String> = decisions.iter().flat_map(|d| &d.reasons).collect();
+    assert!(!decisions.is_empty());
+    assert!(
+        reasons.iter().all(|r| !r.contains("witness ok")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.as_str() == "no longer isolated: the cache answered the agent"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn isolation_after_an_announced_down_is_judged_again_on_fresh_rounds() {
+    let mut sim = Sim::with(Params {
+        mode: Mode::AlertOnly,
+        ..params()
+    });
+    sim.steps(3, outage());
+    assert_eq!(sim.state.state(), State::Down);
+    assert_eq!(sim.steps(2, isolated(outage())), [Event::Isolated]);
+    assert!(
+        sim.state.down_episode().is_none(),
+        "the down judgement lapsed"
+    );
+    assert_eq!(sim.steps(1, outage()), [Event::Suspect]);
+    assert_eq!(sim.steps(1, outage()), []);
+    assert_eq!(sim.steps(1, outage())[0], Event::Down);
 }
 
 #[test]
