@@ -551,20 +551,64 @@ struct Shared {
 }
 
 fn router(admin: AdminState, control_timeout: Duration) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
+    // Only the agent's own CLI drives it: a browser's request (any Origin) or one made under
+    // another host name (DNS rebinding) never reaches the status or a control endpoint.
+    // /metrics and /healthz stay open for Prometheus and kubelet on a pod IP.
+    let owned = Router::new()
         .route("/status", get(status))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/failover", post(failover))
         .route("/failback", post(failback))
         .route("/abort", post(abort))
+        .layer(axum::middleware::from_fn(not_from_a_browser));
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .merge(owned)
         .fallback(not_found)
         .with_state(Shared {
             admin,
             control_timeout,
         })
+}
+
+/// Refuses a request that carries an `Origin` header (browsers send one with every
+/// cross-site request, and with every POST) or names a host other than an IP address or
+/// `localhost` (a DNS-rebound page); `403` with the reason.
+async fn not_from_a_browser(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match from_a_browser(request.headers()) {
+        Some(why) => error_json(StatusCode::FORBIDDEN, why),
+        None => next.run(request).await,
+    }
+}
+
+/// Why a request looks like a browser's, if it does.
+fn from_a_browser(headers: &axum::http::HeaderMap) -> Option<String> {
+    if headers.contains_key(header::ORIGIN) {
+        return Some(
+            "a request with an Origin header is refused: the admin API obeys only the agent's own CLI, never a web page"
+                .to_owned(),
+        );
+    }
+    let host = headers.get(header::HOST)?;
+    let text = host.to_str().unwrap_or_default();
+    // `127.0.0.1:9187`, `[::1]:9187`, `localhost:9187`, with or without the port.
+    let name = match text.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or_default(),
+        None => text.rsplit_once(':').map_or(text, |(h, _)| h),
+    };
+    if name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok() {
+        None
+    } else {
+        Some(
+            "the Host header names neither an IP address nor localhost: the admin API answers only requests made to its address"
+                .to_owned(),
+        )
+    }
 }
 
 async fn metrics(AxumState(shared): AxumState<Shared>) -> Response {

@@ -746,3 +746,98 @@ async fn client_rejects_a_malformed_request() {
         "{err:?}"
     );
 }
+
+/// Sends one raw HTTP/1.1 request with `headers` and returns the status code.
+async fn raw_status(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = timeout(BOUND, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let mut text =
+        format!("{method} {path} HTTP/1.1\r\nContent-Length: 0\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        text.push_str(&format!("{k}: {v}\r\n"));
+    }
+    text.push_str("\r\n");
+    stream.write_all(text.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    timeout(BOUND, stream.read_to_end(&mut answer))
+        .await
+        .expect("answer in time")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {answer}"))
+}
+
+/// Issue 10, case 3: a web page's request (any `Origin`), or one made under another host name
+/// (DNS rebinding), never reaches a control endpoint or `/status`; `/metrics` and `/healthz`
+/// stay open, and the CLI's own requests still work.
+#[tokio::test]
+async fn browser_requests_never_reach_the_controls() {
+    let mut h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
+    let mut control = h.control.take().expect("receiver");
+    let local = h.addr.to_string();
+    for path in [
+        "/failover?watch=a",
+        "/pause",
+        "/resume",
+        "/failback?watch=a&delete_dr=true",
+        "/abort?watch=a",
+    ] {
+        let origin = [("Host", local.as_str()), ("Origin", "http://evil.example")];
+        assert_eq!(
+            raw_status(h.addr, "POST", path, &origin).await,
+            403,
+            "{path}"
+        );
+        let rebound = [("Host", "evil.example:9187")];
+        assert_eq!(
+            raw_status(h.addr, "POST", path, &rebound).await,
+            403,
+            "{path}"
+        );
+    }
+    assert_eq!(
+        raw_status(h.addr, "GET", "/status", &[("Host", "evil.example")]).await,
+        403
+    );
+    assert!(
+        control.try_recv().is_err(),
+        "no refused request reached the loop"
+    );
+    for host in [local.as_str(), "localhost:9187", "[::1]:9187", "127.0.0.1"] {
+        assert_eq!(
+            raw_status(h.addr, "GET", "/status", &[("Host", host)]).await,
+            200,
+            "{host}"
+        );
+    }
+    for path in ["/metrics", "/healthz"] {
+        let headers = [
+            ("Host", "agent.example:9187"),
+            ("Origin", "http://evil.example"),
+        ];
+        assert_eq!(
+            raw_status(h.addr, "GET", path, &headers).await,
+            200,
+            "{path}"
+        );
+    }
+    // The CLI's own client is let through.
+    h.control = Some(control);
+    let fake = fake_loop(h.control.take().expect("receiver"));
+    assert_eq!(
+        h.post(&ControlAction::Pause.request_path(None)).await.0,
+        200
+    );
+    h.stop().await;
+    timeout(BOUND, fake)
+        .await
+        .expect("the fake loop ends once the server is gone")
+        .expect("fake loop");
+}
