@@ -230,15 +230,8 @@ async fn run_plan(path: &std::path::Path, only: Option<&str>) -> i32 {
     use crate::executor::sdk::{SdkCache, SdkDns};
     init_logging(LogFormat::Text, "warn");
     let Some(config) = load(path) else { return 2 };
-    let watches: Vec<_> = match only {
-        Some(name) => match config.watch(name) {
-            Ok(w) => vec![w],
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 2;
-            }
-        },
-        None => config.watches.iter().collect(),
+    let Some(watches) = selected(&config, only) else {
+        return 2;
     };
     let mut plans = Vec::new();
     let mut code = 0;
@@ -284,15 +277,8 @@ async fn run_plan(path: &std::path::Path, only: Option<&str>) -> i32 {
 fn run_drill_history(path: &std::path::Path, only: Option<&str>, output: Output) -> i32 {
     init_logging(LogFormat::Text, "warn");
     let Some(config) = load(path) else { return 2 };
-    let watches: Vec<_> = match only {
-        Some(name) => match config.watch(name) {
-            Ok(w) => vec![w],
-            Err(e) => {
-                eprintln!("error: {e}");
-                return 2;
-            }
-        },
-        None => config.watches.iter().collect(),
+    let Some(watches) = selected(&config, only) else {
+        return 2;
     };
     let mut all = Vec::new();
     for w in watches {
@@ -337,6 +323,21 @@ async fn run_preflight(path: &std::path::Path, only: Option<&str>, output: Outpu
         Output::Json => println!("{:#}", report.to_json()),
     }
     report.status().exit_code()
+}
+
+/// Every watch, or only `only`; prints why there is no such watch (exit code 2).
+fn selected<'c>(
+    config: &'c Config,
+    only: Option<&str>,
+) -> Option<Vec<&'c crate::config::WatchConfig>> {
+    match only {
+        Some(name) => config
+            .watch(name)
+            .map(|w| vec![w])
+            .map_err(|e| eprintln!("error: {e}"))
+            .ok(),
+        None => Some(config.watches.iter().collect()),
+    }
 }
 
 /// The watch a one-watch command acts on; prints why there is none (exit code 2).

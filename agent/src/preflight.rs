@@ -30,7 +30,7 @@ use valkey_dr_probes::same_name;
 
 use crate::check::Status;
 use crate::config::{Config, WatchConfig};
-use crate::executor::api::ApiError;
+use crate::executor::api::{ApiError, CacheApi};
 use crate::executor::sdk::{SdkCache, SdkDns, bounded, classify, route53_name};
 use crate::executor::{FAILOVER_TAG, lease_expiry, lease_field};
 
@@ -59,6 +59,9 @@ pub const CHECKS: [&str; 18] = [
     "drift_user_group",
     "drift_tags",
 ];
+
+const DESCRIBE: &str = "elasticache:DescribeServerlessCaches";
+const LIST_TAGS: &str = "elasticache:ListTagsForResource";
 
 /// The record's TTL range the DR design requires: clients follow a switch within a minute.
 const TTL_RANGE: std::ops::RangeInclusive<u32> = 30..=60;
@@ -241,16 +244,30 @@ where
                 .map(str::to_owned),
             error: classify(name, region, subject, &e),
         }),
-        Err(_) => Err(Failed {
-            code: None,
-            error: ApiError::Transient {
-                call: name.to_owned(),
-                message: format!(
-                    "no answer within {}",
-                    humantime::format_duration(CALL_TIMEOUT)
-                ),
-            },
-        }),
+        Err(_) => Err(no_answer(name)),
+    }
+}
+
+/// A call through the executor's own clients, which classify their errors themselves,
+/// bounded by [`CALL_TIMEOUT`].
+async fn api<T>(name: &str, fut: impl Future<Output = Result<T, ApiError>>) -> Result<T, Failed> {
+    match tokio::time::timeout(CALL_TIMEOUT, fut).await {
+        Ok(answer) => answer.map_err(|error| Failed { code: None, error }),
+        Err(_) => Err(no_answer(name)),
+    }
+}
+
+/// A call that did not answer within [`CALL_TIMEOUT`]: worth asking again later.
+fn no_answer(name: &str) -> Failed {
+    Failed {
+        code: None,
+        error: ApiError::Transient {
+            call: name.to_owned(),
+            message: format!(
+                "no answer within {}",
+                humantime::format_duration(CALL_TIMEOUT)
+            ),
+        },
     }
 }
 
@@ -397,55 +414,12 @@ fn live(c: &aws_sdk_elasticache::types::ServerlessCache) -> Live {
 }
 
 async fn describe(cache: &SdkCache, name: &str) -> Result<Option<Live>, Failed> {
-    let region = cache.region().to_owned();
-    let answer = call(
-        "elasticache:DescribeServerlessCaches",
-        Some(&region),
-        name,
-        cache
-            .client()
-            .describe_serverless_caches()
-            .serverless_cache_name(name)
-            .send(),
-    )
-    .await;
-    match answer {
-        Ok(out) => Ok(out
-            .serverless_caches()
-            .iter()
-            .find(|c| {
-                c.serverless_cache_name()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
-            })
-            .map(live)),
-        Err(f) if f.code_is(&["ServerlessCacheNotFoundFault"]) => Ok(None),
-        Err(f) => Err(f),
-    }
+    let found = api(DESCRIBE, cache.find(name)).await?;
+    Ok(found.as_ref().map(live))
 }
 
 async fn tags(cache: &SdkCache, arn: &str) -> Result<BTreeMap<String, String>, Failed> {
-    let region = cache.region().to_owned();
-    let out = call(
-        "elasticache:ListTagsForResource",
-        Some(&region),
-        arn,
-        cache
-            .client()
-            .list_tags_for_resource()
-            .resource_name(arn)
-            .send(),
-    )
-    .await?;
-    Ok(out
-        .tag_list()
-        .iter()
-        .filter_map(|t| {
-            Some((
-                t.key()?.to_owned(),
-                t.value().unwrap_or_default().to_owned(),
-            ))
-        })
-        .collect())
+    api(LIST_TAGS, CacheApi::tags(cache, arn)).await
 }
 
 /// Every check of one watch, in [`CHECKS`] order.
@@ -771,32 +745,11 @@ async fn lock(w: &WatchConfig, route53: &SdkDns) -> Finding {
         );
     }
     let name = format!("_valkey-dr-lock.{}", w.record.trim_end_matches('.'));
-    let answer = tokio::time::timeout(
-        CALL_TIMEOUT,
-        route53.record(&w.hosted_zone_id, &format!("{name}."), "TXT"),
-    )
-    .await;
-    let set = match answer {
-        Ok(Ok(set)) => set,
-        Ok(Err(e)) => {
-            return failed_call(
-                w,
-                check,
-                &Failed {
-                    code: None,
-                    error: e,
-                },
-                true,
-            );
-        }
-        Err(_) => {
-            return finding(
-                w,
-                check,
-                Outcome::Unknown,
-                format!("route53:ListResourceRecordSets of {name}: no answer"),
-            );
-        }
+    let fqdn = format!("{name}.");
+    let record = route53.record(&w.hosted_zone_id, &fqdn, "TXT");
+    let set = match api("route53:ListResourceRecordSets", record).await {
+        Ok(set) => set,
+        Err(f) => return failed_call(w, check, &f, true),
     };
     let Some(set) = set else {
         return finding(

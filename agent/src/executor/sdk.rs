@@ -105,6 +105,35 @@ impl SdkCache {
         &self.client
     }
 
+    /// The serverless cache named `name` (case-insensitively) as `DescribeServerlessCaches`
+    /// lists it, whole; `None` when there is none. [`CacheApi::describe`] keeps only what the
+    /// executor needs; `preflight` compares the rest with the DR spec.
+    pub async fn find(&self, name: &str) -> Result<Option<ServerlessCache>, ApiError> {
+        match self
+            .client
+            .describe_serverless_caches()
+            .serverless_cache_name(name)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .serverless_caches()
+                .iter()
+                .find(|c| {
+                    c.serverless_cache_name()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
+                .cloned()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_serverless_cache_not_found_fault()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(classify(DESCRIBE, Some(&self.region), name, &e)),
+        }
+    }
+
     /// One page of `DescribeServerlessCaches` of `page` caches (20-100, as AWS accepts):
     /// the witness's proof that this region's API answers the agent, and with which error.
     pub async fn answers(&self, page: i32) -> Result<(), ApiError> {
@@ -220,29 +249,7 @@ impl CacheApi for SdkCache {
     }
 
     async fn describe(&self, name: &str) -> Result<Option<CacheInfo>, ApiError> {
-        match self
-            .client
-            .describe_serverless_caches()
-            .serverless_cache_name(name)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out
-                .serverless_caches()
-                .iter()
-                .find(|c| {
-                    c.serverless_cache_name()
-                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
-                })
-                .map(|c| cache_info(c, name))),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_serverless_cache_not_found_fault()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(classify(DESCRIBE, Some(&self.region), name, &e)),
-        }
+        Ok(self.find(name).await?.map(|c| cache_info(&c, name)))
     }
 
     async fn tags(&self, arn: &str) -> Result<BTreeMap<String, String>, ApiError> {
