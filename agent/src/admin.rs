@@ -7,8 +7,16 @@
 //! The one exception is pause/resume, which must be applied by the loop; those requests wait
 //! for its answer for at most [`CONTROL_TIMEOUT`] and then say so with a `504`.
 //!
-//! The admin address is meant to be loopback (config validation warns otherwise): nothing
-//! here authenticates callers.
+//! Only the owner drives it. Every control endpoint needs the token the agent writes, mode
+//! 0600, to `state_dir/admin.token` when it starts ([`AdminToken`]): the CLI reads it, so
+//! running the CLI as the agent's user (or root) is what grants control. `/status` and the
+//! controls also refuse anything a browser sends ([`from_a_browser`]). `/metrics` and
+//! `/healthz` stay open, for Prometheus and kubelet on a pod IP.
+//!
+//! The server is bounded: a client has [`HEADER_TIMEOUT`] to send its request headers, a
+//! connection lives at most [`CONNECTION_LIFETIME`], and at most [`MAX_CONNECTIONS`] are
+//! served at once; more are closed as they are accepted, so a slow-loris client cannot take
+//! the agent's file descriptors, which its probes need.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -45,6 +53,112 @@ mod tests;
 /// failover in progress may hold it longer, and the operator is told to retry. Give the
 /// client a longer timeout than this, so the server's explanation arrives.
 pub const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a client may take to send a request's headers; the connection is closed after.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one connection may stay open, idle keep-alive included. A control request waits
+/// [`CONTROL_TIMEOUT`] at most, so this leaves room for a few requests and no more.
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+
+/// Connections served at once. The CLI opens one per command and Prometheus one per scrape,
+/// so 32 is far above any honest use, and far below the descriptors the probes need.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// The file, in `state_dir`, that holds a running agent's [`AdminToken`].
+pub fn token_file(state_dir: &std::path::Path) -> std::path::PathBuf {
+    state_dir.join("admin.token")
+}
+
+/// The owner's credential for the control endpoints: 32 random bytes in hex, made anew at
+/// every start and written (mode 0600) to [`token_file`] once the admin server listens.
+///
+/// A new one at every start means a token copied out of the file stops working at the next
+/// restart; nothing else needs it to last, as the CLI reads the file at every call.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(Arc<str>);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl AdminToken {
+    /// A fresh token from the kernel's random source.
+    pub fn generate() -> std::io::Result<Self> {
+        use std::io::Read as _;
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        let mut hex = String::with_capacity(64);
+        for b in bytes {
+            // Writing to a String cannot fail.
+            let _ = write!(hex, "{b:02x}");
+        }
+        Ok(AdminToken(hex.into()))
+    }
+
+    /// The token of the agent running with this `state_dir`, as the CLI reads it. The error
+    /// says what to do: start the agent, or run as its user.
+    pub fn load(state_dir: &std::path::Path) -> Result<Self, String> {
+        let file = token_file(state_dir);
+        match std::fs::read_to_string(&file) {
+            Ok(text) if is_token(text.trim()) => Ok(AdminToken(text.trim().into())),
+            Ok(_) => Err(format!(
+                "{} does not hold an admin token: restart `valkey-dr run` to write a new one",
+                file.display()
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
+                "cannot read the admin token {}: permission denied; only the agent's owner \
+                 may drive it, so run this command as the agent's user (or root)",
+                file.display()
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+                "no admin token at {}: is `valkey-dr run` running with this config (and its \
+                 admin server listening)?",
+                file.display()
+            )),
+            Err(e) => Err(format!(
+                "cannot read the admin token {}: {e}",
+                file.display()
+            )),
+        }
+    }
+
+    /// A token that several agents share (the peers' `peer_token`), as configured.
+    pub fn shared(token: &str) -> Self {
+        AdminToken(token.into())
+    }
+
+    /// The `Authorization` header value.
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.0)
+    }
+
+    /// Whether an `Authorization` header carries this token. The comparison takes the same
+    /// time wherever the first difference is, so timing tells a guesser nothing.
+    fn admits(&self, authorization: Option<&[u8]>) -> bool {
+        let Some(presented) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        let expected = self.0.as_bytes();
+        presented.len() == expected.len()
+            && presented
+                .iter()
+                .zip(expected)
+                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+                == 0
+    }
+
+    /// The file's contents.
+    pub fn as_file_text(&self) -> String {
+        format!("{}\n", self.0)
+    }
+}
+
+fn is_token(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
 
 /// The content type of OpenMetrics text, which `prometheus-client` writes (`# EOF` included).
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -476,14 +590,7 @@ impl ControlAction {
         let mut path = format!("/{}", self.as_str());
         if let Some(watch) = watch {
             path.push_str("?watch=");
-            for b in watch.bytes() {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    path.push(char::from(b));
-                } else {
-                    // Writing to a String cannot fail.
-                    let _ = write!(path, "%{b:02X}");
-                }
-            }
+            path.push_str(&percent_encode(watch));
         }
         if let ControlAction::Failback { delete_dr: true }
         | ControlAction::Abort { delete_dr: true } = self
@@ -520,27 +627,133 @@ pub struct AdminState {
     pub status: watch::Receiver<Value>,
     /// Where pause/resume requests go.
     pub control: mpsc::Sender<ControlRequest>,
+    /// What a control request must present.
+    pub token: AdminToken,
+    /// What a peer's `/vote` request must present; `None` without peers.
+    pub peer_token: Option<AdminToken>,
 }
 
-/// Serves the admin endpoints on `listener` until `shutdown` is cancelled, then finishes the
-/// requests in flight (each bounded by [`CONTROL_TIMEOUT`] at most) and returns.
+/// The server's bounds; [`Limits::default`] in the daemon, shorter in tests.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// [`CONTROL_TIMEOUT`].
+    pub control_timeout: Duration,
+    /// [`HEADER_TIMEOUT`].
+    pub header_timeout: Duration,
+    /// [`CONNECTION_LIFETIME`].
+    pub connection_lifetime: Duration,
+    /// [`MAX_CONNECTIONS`].
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            control_timeout: CONTROL_TIMEOUT,
+            header_timeout: HEADER_TIMEOUT,
+            connection_lifetime: CONNECTION_LIFETIME,
+            max_connections: MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` is cancelled, then lets the
+/// requests in flight finish (each bounded by the control timeout at most) and returns.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AdminState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_with(listener, state, shutdown, CONTROL_TIMEOUT).await
+    serve_with(listener, state, shutdown, Limits::default()).await
 }
 
 async fn serve_with(
     listener: tokio::net::TcpListener,
     state: AdminState,
     shutdown: CancellationToken,
-    control_timeout: Duration,
+    limits: Limits,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state, control_timeout))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let app = router(state, limits.control_timeout);
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut refusals = Refusals::default();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors (EMFILE, ENFILE) the listener stays readable, so
+                // accepting again at once would spin: wait a little first.
+                refusals.note(format_args!("accepting an admin connection failed: {e}"));
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refusals.note(format_args!(
+                "{} admin connections are open, the most served at once: closing a new one",
+                limits.max_connections
+            ));
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
+            let lifetime = tokio::time::sleep(limits.connection_lifetime);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                // Dropping the connection closes it.
+                () = lifetime => return,
+                () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
+            let _ = tokio::time::timeout(limits.control_timeout, connection).await;
+        });
+    }
+    // Let the requests in flight finish: each holds a permit until its connection ends.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(
+        limits.control_timeout + Duration::from_secs(1),
+        permits.acquire_many(all),
+    )
+    .await;
+    Ok(())
+}
+
+/// Warnings about refused or failed connections, at most one per [`Refusals::EVERY`], with
+/// how many there were since the last one: a flood must not flood the log too.
+#[derive(Default)]
+struct Refusals {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl Refusals {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn note(&mut self, what: std::fmt::Arguments<'_>) {
+        self.since += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_none_or(|at| now.duration_since(at) >= Self::EVERY)
+        {
+            tracing::warn!(count = self.since, "{what}");
+            self.last = Some(now);
+            self.since = 0;
+        }
+    }
 }
 
 /// The handlers' state: the shared state plus the pause/resume bound (shorter in tests).
@@ -554,13 +767,65 @@ fn router(admin: AdminState, control_timeout: Duration) -> Router {
     // Only the agent's own CLI drives it: a browser's request (any Origin) or one made under
     // another host name (DNS rebinding) never reaches the status or a control endpoint.
     // /metrics and /healthz stay open for Prometheus and kubelet on a pod IP.
-    let owned = Router::new()
-        .route("/status", get(status))
+    // The controls also need the owner's token.
+    let token = admin.token.clone();
+    let controls = Router::new()
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/failover", post(failover))
         .route("/failback", post(failback))
         .route("/abort", post(abort))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let admitted = token.admits(
+                    request
+                        .headers()
+                        .get(header::AUTHORIZATION)
+                        .map(|h| h.as_bytes()),
+                );
+                async move {
+                    if admitted {
+                        next.run(request).await
+                    } else {
+                        error_json(StatusCode::UNAUTHORIZED, NOT_THE_OWNER.to_owned())
+                    }
+                }
+            },
+        ));
+    // Peers ask for votes with the token they share.
+    let peer_token = admin.peer_token.clone();
+    let vote_route = Router::new()
+        .route("/vote", get(vote))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let admitted = peer_token.as_ref().is_some_and(|token| {
+                    token.admits(
+                        request
+                            .headers()
+                            .get(header::AUTHORIZATION)
+                            .map(|h| h.as_bytes()),
+                    )
+                });
+                let configured = peer_token.is_some();
+                async move {
+                    match (configured, admitted) {
+                        (_, true) => next.run(request).await,
+                        (false, _) => error_json(
+                            StatusCode::NOT_FOUND,
+                            "this agent has no peers configured".to_owned(),
+                        ),
+                        (true, false) => error_json(
+                            StatusCode::UNAUTHORIZED,
+                            "a vote request needs the peers' shared token".to_owned(),
+                        ),
+                    }
+                }
+            },
+        ));
+    let owned = Router::new()
+        .route("/status", get(status))
+        .merge(controls)
+        .merge(vote_route)
         .layer(axum::middleware::from_fn(not_from_a_browser));
     Router::new()
         .route("/metrics", get(metrics))
@@ -572,6 +837,11 @@ fn router(admin: AdminState, control_timeout: Duration) -> Router {
             control_timeout,
         })
 }
+
+/// Why a control request without the owner's token is refused.
+const NOT_THE_OWNER: &str = "a control request needs the owner's token (`Authorization: Bearer` \
+     with the contents of admin.token in the agent's state_dir); the valkey-dr CLI sends it \
+     when run as the agent's user";
 
 /// Refuses a request that carries an `Origin` header (browsers send one with every
 /// cross-site request, and with every POST) or names a host other than an IP address or
@@ -631,6 +901,29 @@ async fn status(AxumState(shared): AxumState<Shared>) -> Response {
     axum::Json(latest).into_response()
 }
 
+/// A peer asks for this agent's vote on one watch (see [`crate::peers`]).
+async fn vote(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
+    let watch = match watch_param(uri.query()) {
+        Ok(Some(watch)) => watch,
+        Ok(None) => return error_json(StatusCode::BAD_REQUEST, "`watch` is required".to_owned()),
+        Err(reason) => return error_json(StatusCode::BAD_REQUEST, reason),
+    };
+    let status = shared.admin.status.borrow().clone();
+    let agent_id = status["agent"]["id"].as_str().unwrap_or_default();
+    let found = status["watches"]
+        .as_array()
+        .and_then(|ws| ws.iter().find(|w| w["name"] == watch.as_str()));
+    match found {
+        Some(w) => {
+            axum::Json(crate::peers::vote_json(agent_id, w, SystemTime::now())).into_response()
+        }
+        None => error_json(
+            StatusCode::NOT_FOUND,
+            format!("no watch named {watch:?} here"),
+        ),
+    }
+}
+
 async fn pause(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
     control(&shared, ControlAction::Pause, &uri).await
 }
@@ -680,7 +973,7 @@ async fn with_delete_dr(
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        "not found; try GET /metrics, /healthz, /status or POST /pause, /resume, /failover, /failback, /abort [?watch=NAME]\n",
+        "not found; try GET /metrics, /healthz, /status, /vote?watch=NAME or POST /pause, /resume, /failover, /failback, /abort [?watch=NAME]\n",
     )
         .into_response()
 }
@@ -751,6 +1044,38 @@ fn watch_param(query: Option<&str>) -> Result<Option<String>, String> {
         }
     }
     Ok(watch)
+}
+
+/// `value` percent-encoded for a query string: every byte but the unreserved ones.
+pub fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// Text from elsewhere (a peer's answer, a server's error) made fit for a log line or an
+/// event: at most `max` characters, control characters escaped, the cut marked.
+pub fn clip(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == max {
+            let _ = write!(out, "… ({} bytes)", text.len());
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Decodes `%XX` escapes and `+` (a space, as forms send it).
@@ -829,25 +1154,31 @@ pub enum AdminClientError {
     },
 }
 
-/// One HTTP/1.1 request to a running agent's admin server, for the `valkey-dr pause|resume`
-/// commands: the status code and the body. Connecting, sending and reading the whole body are
-/// bounded together by `timeout`. One connection per request: the CLI sends one and exits.
+/// One HTTP/1.1 request to a running agent's admin server, for the CLI: the status code and
+/// the body. A control request needs the owner's `token`. Connecting, sending and reading
+/// the whole body are bounded together by `timeout`. One connection per request: the CLI
+/// sends one and exits.
 pub async fn request(
     admin: SocketAddr,
     method: &str,
     path_and_query: &str,
+    token: Option<&AdminToken>,
     timeout: Duration,
 ) -> Result<(u16, String), AdminClientError> {
-    let req = hyper::Request::builder()
+    let mut req = hyper::Request::builder()
         .method(method)
         .uri(path_and_query)
-        .header(header::HOST, admin.to_string())
-        .body(Empty::<Bytes>::new())
-        .map_err(|source| AdminClientError::InvalidRequest {
-            method: method.to_owned(),
-            path_and_query: path_and_query.to_owned(),
-            source,
-        })?;
+        .header(header::HOST, admin.to_string());
+    if let Some(token) = token {
+        req = req.header(header::AUTHORIZATION, token.bearer());
+    }
+    let req =
+        req.body(Empty::<Bytes>::new())
+            .map_err(|source| AdminClientError::InvalidRequest {
+                method: method.to_owned(),
+                path_and_query: path_and_query.to_owned(),
+                source,
+            })?;
     tokio::time::timeout(timeout, exchange(admin, req))
         .await
         .map_err(|_| AdminClientError::Timeout { admin, timeout })?

@@ -453,10 +453,14 @@ async fn run_control(path: &std::path::Path, action: ControlAction, watch: Optio
             return 1;
         }
     };
+    let Some(token) = crate::commands::owner_token(&config) else {
+        return 1;
+    };
     match crate::admin::request(
         address,
         "POST",
         &action.request_path(watch),
+        Some(&token),
         std::time::Duration::from_secs(10),
     )
     .await

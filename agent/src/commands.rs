@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use valkey_dr_policies::{self as policies, WatchState};
 use valkey_dr_probes::{PathKind, Prober, ResolverSettings};
 
-use crate::admin::{self, ControlAction};
+use crate::admin::{self, AdminToken, ControlAction};
 use crate::check;
 use crate::config::{Config, WatchConfig};
 use crate::daemon;
@@ -45,10 +45,17 @@ pub fn one_watch<'c>(config: &'c Config, name: Option<&str>) -> Result<&'c Watch
 /// The admin address of an agent running with this config, if one answers.
 pub async fn running_agent(config: &Config) -> Option<SocketAddr> {
     let address = daemon::admin_address(config).ok()?;
-    match admin::request(address, "GET", "/status", Duration::from_secs(2)).await {
+    match admin::request(address, "GET", "/status", None, Duration::from_secs(2)).await {
         Ok((200, _)) => Some(address),
         _ => None,
     }
+}
+
+/// The running agent's admin token, or `None` once the reason it cannot be read is printed.
+pub fn owner_token(config: &Config) -> Option<AdminToken> {
+    AdminToken::load(&config.agent.state_dir)
+        .map_err(|e| eprintln!("error: {e}"))
+        .ok()
 }
 
 /// Asks on a terminal; refuses without `--yes` anywhere else.
@@ -173,10 +180,14 @@ pub async fn abort(config: &Config, w: &WatchConfig, yes: bool, delete_dr: bool)
     }
     let answer = if let Some(address) = running_agent(config).await {
         eprintln!("an agent is running for this config ({address}): asking it to abort");
+        let Some(token) = owner_token(config) else {
+            return 1;
+        };
         match admin::request(
             address,
             "POST",
             &ControlAction::Abort { delete_dr }.request_path(Some(&w.name)),
+            Some(&token),
             Duration::from_secs(120),
         )
         .await
@@ -383,10 +394,14 @@ async fn delegate(
         "an agent is running for this config ({address}): asking it to {}",
         action.as_str()
     );
+    let Some(token) = owner_token(config) else {
+        return 1;
+    };
     let answer = match admin::request(
         address,
         "POST",
         &action.request_path(Some(&w.name)),
+        Some(&token),
         Duration::from_secs(30),
     )
     .await
@@ -426,10 +441,11 @@ async fn delegate(
     let mut last_step = Value::Null;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let status = match admin::request(address, "GET", "/status", Duration::from_secs(5)).await {
-            Ok((200, body)) => serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
-            _ => Value::Null,
-        };
+        let status =
+            match admin::request(address, "GET", "/status", None, Duration::from_secs(5)).await {
+                Ok((200, body)) => serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+                _ => Value::Null,
+            };
         let watch = status["watches"]
             .as_array()
             .and_then(|ws| ws.iter().find(|x| x["name"] == json!(w.name)))
@@ -482,7 +498,7 @@ pub async fn status(config: &Config, only: Option<&str>) -> (i32, Value) {
     let mut code = 0;
     let agent = match running_agent(config).await {
         Some(address) => {
-            match admin::request(address, "GET", "/status", Duration::from_secs(5)).await {
+            match admin::request(address, "GET", "/status", None, Duration::from_secs(5)).await {
                 Ok((200, body)) => serde_json::from_str::<Value>(&body).ok(),
                 _ => None,
             }

@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -56,12 +56,18 @@ pub fn ensure_dir(dir: &Path) -> Result<(), StoreError> {
 
 /// Writes `value` as JSON to `path` atomically and durably.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
     let bytes = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Corrupt {
         path: path.to_owned(),
         source,
     })?;
+    write_file(path, &bytes)
+}
+
+/// Writes `bytes` to `path` atomically and durably, readable and writable by the owner only
+/// (mode 0600, even when a temporary file of another mode was left behind).
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -69,7 +75,9 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StoreError
         .mode(0o600)
         .open(&tmp)
         .map_err(io("creating", &tmp))?;
-    file.write_all(&bytes).map_err(io("writing", &tmp))?;
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(io("restricting to its owner", &tmp))?;
+    file.write_all(bytes).map_err(io("writing", &tmp))?;
     file.sync_all().map_err(io("syncing", &tmp))?;
     drop(file);
     fs::rename(&tmp, path).map_err(io("renaming into place", path))?;
@@ -108,6 +116,19 @@ mod tests {
         write_json(&path, &vec![3u32]).unwrap();
         assert_eq!(read_json::<Vec<u32>>(&path).unwrap(), Some(vec![3]));
         assert!(!path.with_extension("tmp").exists());
+    }
+
+    #[test]
+    fn files_are_the_owners_only_even_over_a_leftover_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.token");
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, b"old").unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).unwrap();
+        write_file(&path, b"secret\n").unwrap();
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        assert_eq!(fs::read(&path).unwrap(), b"secret\n");
     }
 
     #[test]

@@ -403,12 +403,21 @@ struct Harness {
     metrics: Arc<Metrics>,
     status: watch::Sender<Value>,
     control: Option<mpsc::Receiver<ControlRequest>>,
+    token: AdminToken,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
 }
 
 impl Harness {
     async fn start(health: Health, control_capacity: usize, control_timeout: Duration) -> Self {
+        let limits = Limits {
+            control_timeout,
+            ..Limits::default()
+        };
+        Harness::start_with(health, control_capacity, limits).await
+    }
+
+    async fn start_with(health: Health, control_capacity: usize, limits: Limits) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (status, status_rx) = watch::channel(json!({ "watches": [] }));
@@ -420,33 +429,32 @@ impl Harness {
             health: health.clone(),
             status: status_rx,
             control: control_tx,
+            token: AdminToken::generate().expect("token"),
+            peer_token: None,
         };
+        let token = state.token.clone();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve_with(
-            listener,
-            state,
-            shutdown.clone(),
-            control_timeout,
-        ));
+        let server = tokio::spawn(serve_with(listener, state, shutdown.clone(), limits));
         Harness {
             addr,
             health,
             metrics,
             status,
             control: Some(control_rx),
+            token,
             shutdown,
             server,
         }
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
-        request(self.addr, "GET", path, BOUND)
+        request(self.addr, "GET", path, None, BOUND)
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     async fn post(&self, path: &str) -> (u16, String) {
-        request(self.addr, "POST", path, BOUND)
+        request(self.addr, "POST", path, Some(&self.token), BOUND)
             .await
             .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
@@ -646,7 +654,10 @@ async fn server_keeps_answering_while_the_loop_is_stuck() {
     let h = Harness::start(Health::new(Duration::from_secs(60)), 1, control_timeout).await;
     let addr = h.addr;
     let pauses: Vec<_> = (0..2)
-        .map(|_| tokio::spawn(async move { request(addr, "POST", "/pause", BOUND).await }))
+        .map(|_| {
+            let token = h.token.clone();
+            tokio::spawn(async move { request(addr, "POST", "/pause", Some(&token), BOUND).await })
+        })
         .collect();
     let queue = h.control.as_ref().expect("receiver");
     let deadline = Instant::now() + BOUND;
@@ -657,7 +668,7 @@ async fn server_keeps_answering_while_the_loop_is_stuck() {
 
     // While the pauses wait on the loop, the read-only endpoints answer at once.
     for path in ["/healthz", "/status", "/metrics"] {
-        let (code, _) = request(addr, "GET", path, Duration::from_secs(1))
+        let (code, _) = request(addr, "GET", path, None, Duration::from_secs(1))
             .await
             .unwrap_or_else(|e| panic!("{path} while the loop is stuck: {e}"));
         assert_eq!(code, 200, "{path}");
@@ -690,8 +701,13 @@ async fn unknown_routes_are_404_and_wrong_methods_405() {
     assert_eq!(code, 404);
     assert!(body.contains("/healthz"), "{body}");
     assert_eq!(h.post("/metrics").await.0, 405);
-    // A GET must never pause anything (a browser or a prefetcher could send it).
-    assert_eq!(h.get("/pause").await.0, 405);
+    // A GET must never pause anything (a browser or a prefetcher could send it): without
+    // the token it is refused before routing (401), and with it the method is wrong (405).
+    assert_eq!(h.get("/pause").await.0, 401);
+    let (code, _) = request(h.addr, "GET", "/pause", Some(&h.token), BOUND)
+        .await
+        .expect("answer");
+    assert_eq!(code, 405);
     h.stop().await;
 }
 
@@ -703,7 +719,7 @@ async fn client_names_the_address_when_nothing_listens() {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         listener.local_addr().expect("addr")
     };
-    let err = request(addr, "POST", "/pause", BOUND)
+    let err = request(addr, "POST", "/pause", None, BOUND)
         .await
         .expect_err("nothing listens");
     assert!(matches!(err, AdminClientError::Connect { .. }), "{err:?}");
@@ -724,7 +740,7 @@ async fn client_times_out_on_a_silent_server() {
         let mut buf = Vec::new();
         let _ = timeout(BOUND, stream.read_to_end(&mut buf)).await;
     });
-    let err = request(addr, "GET", "/status", Duration::from_millis(200))
+    let err = request(addr, "GET", "/status", None, Duration::from_millis(200))
         .await
         .expect_err("silent server");
     assert!(matches!(err, AdminClientError::Timeout { .. }), "{err:?}");
@@ -738,7 +754,7 @@ async fn client_times_out_on_a_silent_server() {
 #[tokio::test]
 async fn client_rejects_a_malformed_request() {
     let addr: SocketAddr = "127.0.0.1:9".parse().expect("addr");
-    let err = request(addr, "GET", "no spaces allowed", BOUND)
+    let err = request(addr, "GET", "no spaces allowed", None, BOUND)
         .await
         .expect_err("bad path");
     assert!(
@@ -840,4 +856,154 @@ async fn browser_requests_never_reach_the_controls() {
         .await
         .expect("the fake loop ends once the server is gone")
         .expect("fake loop");
+}
+
+/// Issue 10, case 3: a control request without the owner's token, or with another one, is
+/// refused before it reaches the loop; `/status` needs none; the owner's token works.
+#[tokio::test]
+async fn controls_need_the_owners_token() {
+    let mut h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
+    let mut control = h.control.take().expect("receiver");
+    let stranger = AdminToken::generate().expect("token");
+    assert_ne!(stranger, h.token, "two tokens are never the same");
+    for path in [
+        "/failover?watch=a",
+        "/pause",
+        "/resume",
+        "/failback?watch=a&delete_dr=true",
+        "/abort?watch=a&delete_dr=true",
+    ] {
+        for token in [None, Some(&stranger)] {
+            let (code, body) = request(h.addr, "POST", path, token, BOUND)
+                .await
+                .expect("answer");
+            assert_eq!(code, 401, "{path}: {body}");
+            assert!(body.contains("admin.token"), "{body}");
+        }
+        let local = h.addr.to_string();
+        for header in [
+            "Bearer",
+            "Bearer ",
+            "Basic abc",
+            &format!("bearer {}", &h.token.0),
+        ] {
+            let headers = [("Host", local.as_str()), ("Authorization", header)];
+            assert_eq!(
+                raw_status(h.addr, "POST", path, &headers).await,
+                401,
+                "{header}"
+            );
+        }
+    }
+    assert!(
+        control.try_recv().is_err(),
+        "no refused request reached the loop"
+    );
+    assert_eq!(h.get("/status").await.0, 200);
+    h.control = Some(control);
+    let fake = fake_loop(h.control.take().expect("receiver"));
+    assert_eq!(h.post("/pause").await.0, 200);
+    h.stop().await;
+    timeout(BOUND, fake).await.expect("bounded").expect("task");
+}
+
+#[test]
+fn tokens_never_show_and_load_says_what_to_do() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let token = AdminToken::generate().expect("token");
+    assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
+    assert!(is_token(token.as_file_text().trim()));
+
+    let dir = tempfile::tempdir().expect("dir");
+    let missing = AdminToken::load(dir.path()).expect_err("no file");
+    assert!(missing.contains("is `valkey-dr run` running"), "{missing}");
+    std::fs::write(token_file(dir.path()), "not a token\n").expect("write");
+    let garbled = AdminToken::load(dir.path()).expect_err("garbled");
+    assert!(
+        garbled.contains("does not hold an admin token"),
+        "{garbled}"
+    );
+    std::fs::write(token_file(dir.path()), token.as_file_text()).expect("write");
+    assert_eq!(AdminToken::load(dir.path()).expect("loads"), token);
+    // As root, a mode of 000 still reads: the refusal is checked only where it applies.
+    std::fs::set_permissions(
+        token_file(dir.path()),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .expect("chmod");
+    if std::fs::read(token_file(dir.path())).is_err() {
+        let denied = AdminToken::load(dir.path()).expect_err("denied");
+        assert!(denied.contains("as the agent's user"), "{denied}");
+    }
+}
+
+/// Issue 10, case 4: a client that never finishes its headers is cut off at the header
+/// timeout, and connections beyond the limit are closed at once, while the server keeps
+/// answering everyone else.
+#[tokio::test]
+async fn slow_and_surplus_connections_are_closed() {
+    let limits = Limits {
+        header_timeout: Duration::from_millis(500),
+        max_connections: 4,
+        ..Limits::default()
+    };
+    let h = Harness::start_with(Health::new(Duration::from_secs(60)), 4, limits).await;
+
+    // A slow-loris client: half a request, then nothing.
+    let started = Instant::now();
+    let mut loris = TcpStream::connect(h.addr).await.expect("connect");
+    loris
+        .write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        .await
+        .expect("send");
+    let mut answer = Vec::new();
+    timeout(BOUND, loris.read_to_end(&mut answer))
+        .await
+        .expect("the server closes a slow client within the bound")
+        .expect("read");
+    let held = started.elapsed();
+    assert!(
+        held >= Duration::from_millis(400) && held < Duration::from_secs(3),
+        "closed after {held:?}, header timeout 500ms"
+    );
+
+    // Four idle connections take every place; a fifth is closed without an answer.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(h.addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut surplus = TcpStream::connect(h.addr).await.expect("connect");
+    let _ = surplus
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = timeout(Duration::from_secs(2), surplus.read_to_end(&mut answer))
+        .await
+        .expect("a surplus connection is closed at once");
+    assert!(
+        read.is_err() || answer.is_empty(),
+        "a surplus connection got an answer: {}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    // Once the idle ones hit the header timeout, their places are free again.
+    let deadline = Instant::now() + BOUND;
+    loop {
+        match timeout(
+            Duration::from_secs(1),
+            request(h.addr, "GET", "/healthz", None, BOUND),
+        )
+        .await
+        {
+            Ok(Ok((200, _))) => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "the server never served again: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(idle);
+    h.stop().await;
 }
