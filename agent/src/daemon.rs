@@ -25,7 +25,7 @@ use valkey_dr_probes::{
     ErrorKind, Observation, PathKind, PathResult, ProbeSpec, Prober, ResolverSettings,
 };
 
-use crate::admin::{self, AdminState, ControlAction, ControlRequest, Health, Metrics};
+use crate::admin::{self, AdminState, AdminToken, ControlAction, ControlRequest, Health, Metrics};
 use crate::check;
 use crate::config::{Config, WatchConfig};
 use crate::event::Event;
@@ -33,6 +33,7 @@ use crate::executor::api::{CacheApi as _, CacheStatus};
 use crate::executor::{Entry, FailoverError, Journal, Outcome, Phase, Step};
 use crate::failover::{self, FailbackReport, Runner, Start};
 use crate::notify::Notifier;
+use crate::peers::Peers;
 use crate::plan;
 use crate::store::{self, StoreError};
 use crate::witness::Witness;
@@ -49,11 +50,9 @@ pub enum DaemonError {
     /// The state directory or a state file.
     #[error("agent state")]
     Store(#[from] StoreError),
-    /// The admin address is taken or not ours.
-    #[error("cannot listen on admin_listen {address}")]
-    Admin {
-        /// The configured address.
-        address: std::net::SocketAddr,
+    /// No random bytes for the admin token.
+    #[error("cannot make the admin token from /dev/urandom")]
+    Token {
         /// Why.
         #[source]
         source: std::io::Error,
@@ -98,20 +97,8 @@ struct RoundDone {
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
     let state_dir = config.agent.state_dir.clone();
     store::ensure_dir(&state_dir)?;
-    let listener = TcpListener::bind(config.agent.admin_listen)
-        .await
-        .map_err(|source| DaemonError::Admin {
-            address: config.agent.admin_listen,
-            source,
-        })?;
-    let admin_address = listener.local_addr().map_err(|source| DaemonError::Admin {
-        address: config.agent.admin_listen,
-        source,
-    })?;
-    store::write_json(
-        &admin_file(&state_dir),
-        &json!({ "address": admin_address.to_string(), "pid": std::process::id() }),
-    )?;
+    warn_if_open(&state_dir);
+    let token = AdminToken::generate().map_err(|source| DaemonError::Token { source })?;
 
     let specs = check::probe_specs(&config, None).await?;
     let prober = Arc::new(
@@ -134,21 +121,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let (notifier, notify_task) = Notifier::spawn(&config.notifiers, shutdown.child_token());
 
     let admin_shutdown = CancellationToken::new();
-    let admin_task = tokio::spawn(admin::serve(
-        listener,
+    let admin_task = tokio::spawn(admin_server(
+        config.agent.admin_listen,
+        state_dir.clone(),
         AdminState {
             metrics: metrics.clone(),
             health: health.clone(),
             status: status_rx,
             control: control_tx,
+            token,
+            peer_token: config
+                .agent
+                .peer_token
+                .as_ref()
+                .map(|t| AdminToken::shared(t.expose())),
         },
+        notifier.clone(),
+        config.agent.id.clone(),
         admin_shutdown.clone(),
     ));
     tracing::info!(
         agent_id = %config.agent.id,
         mode = config.agent.mode.as_str(),
         watches = config.watches.len(),
-        admin = %admin_address,
         "valkey-dr started"
     );
 
@@ -157,6 +152,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let mut tasks = Vec::new();
     let shared_config = Arc::new(config.clone());
     let aws_witnesses = Arc::new(crate::witness::AwsWitnesses::new(&config, min_interval));
+    let peers = Peers::from_config(&config).map(Arc::new);
     for (index, (w, spec)) in config.watches.iter().zip(specs).enumerate() {
         let path = state_file(&state_dir, &w.name);
         let state = load_state(&path, &w.name);
@@ -193,6 +189,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
             done: done_tx.clone(),
             rounds: 0,
             last_observation: None,
+            peers: peers.clone(),
+            last_quorum: None,
+            vote: None,
         };
         tasks.push(tokio::spawn(task.run(ctl_rx, ops_rx)));
     }
@@ -236,9 +235,115 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     admin_shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
-    let _ = std::fs::remove_file(admin_file(&state_dir));
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often a failed admin bind is tried again.
+const ADMIN_RETRY: Duration = Duration::from_secs(30);
+
+/// Binds `admin_listen` and serves the admin API until `shutdown`. A failed bind (the port
+/// is taken, the address is not this host's) does not stop the agent: probing and alerting
+/// matter more than the API, so it says so once, in the log and as an `admin_unavailable`
+/// event, and tries again every [`ADMIN_RETRY`].
+///
+/// Only once it listens does it write [`admin_file`] and the token file, and at the end it
+/// removes them: a second agent started by mistake on the same `state_dir` never takes over
+/// the first one's files.
+async fn admin_server(
+    address: std::net::SocketAddr,
+    state_dir: PathBuf,
+    state: AdminState,
+    notifier: Notifier,
+    agent_id: String,
+    shutdown: CancellationToken,
+) {
+    let mut failed_once = false;
+    let listener = loop {
+        let bound = TcpListener::bind(address).await.and_then(|listener| {
+            let local = listener.local_addr()?;
+            Ok((listener, local))
+        });
+        match bound {
+            Ok(bound) => break bound,
+            Err(e) => {
+                if !failed_once {
+                    failed_once = true;
+                    let reason = format!("cannot listen on admin_listen {address}: {e}");
+                    tracing::error!(
+                        "{reason}; probing and alerting go on, the admin API is unavailable; \
+                         retrying every {}",
+                        humantime::format_duration(ADMIN_RETRY)
+                    );
+                    notifier.notify(agent_event(
+                        "admin_unavailable",
+                        &agent_id,
+                        vec![
+                            reason,
+                            "probing and alerting go on; /metrics, /status and the CLI's \
+                             controls are unavailable until it binds"
+                                .to_owned(),
+                        ],
+                    ));
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(ADMIN_RETRY) => continue,
+                }
+            }
+        }
+    };
+    let (listener, local) = listener;
+    let token_path = admin::token_file(&state_dir);
+    let written =
+        store::write_file(&token_path, state.token.as_file_text().as_bytes()).and_then(|()| {
+            store::write_json(
+                &admin_file(&state_dir),
+                &json!({ "address": local.to_string(), "pid": std::process::id() }),
+            )
+        });
+    if let Err(e) = written {
+        // Without the files the CLI cannot find or drive this agent, but /metrics and
+        // /healthz still serve, so go on.
+        tracing::error!(error = %format!("{:#}", anyhow::Error::from(e)), "cannot record the admin address and token; the CLI cannot drive this agent");
+    }
+    tracing::info!(admin = %local, "admin server listening");
+    if failed_once {
+        notifier.notify(agent_event(
+            "admin_available",
+            &agent_id,
+            vec![format!("the admin API listens on {local}")],
+        ));
+    }
+    if let Err(e) = admin::serve(listener, state, shutdown).await {
+        tracing::error!(error = %e, "admin server stopped");
+    }
+    let _ = std::fs::remove_file(admin_file(&state_dir));
+    let _ = std::fs::remove_file(token_path);
+}
+
+/// An event about the agent itself rather than one watch: `watch` is `*`.
+fn agent_event(event: &str, agent_id: &str, reasons: Vec<String>) -> Event {
+    let mut event = Event::executor(event, "*", agent_id, ("running", "running"), None);
+    event.reasons = reasons;
+    event
+}
+
+/// Warns when others may read or enter `state_dir`: it holds the admin token and the state
+/// that decides failovers. A warning, not a refusal: an operator may have a reason (a group
+/// of operators), and refusing would leave the cache unwatched.
+fn warn_if_open(state_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(state_dir) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o007 != 0 {
+            tracing::warn!(
+                state_dir = %state_dir.display(),
+                mode = format!("{mode:o}"),
+                "state_dir is open to other users (mode {mode:o}); it holds the admin token and the failover state: chmod 700 it"
+            );
+        }
+    }
 }
 
 /// Where the agent running with `config` serves its admin endpoints: `admin_listen`, or, for
@@ -506,6 +611,13 @@ struct WatchTask {
     done: mpsc::Sender<RoundDone>,
     rounds: u64,
     last_observation: Option<Value>,
+    /// The other agents to ask before an automatic failover; `None`: this one decides alone.
+    peers: Option<Arc<Peers>>,
+    /// The last ask of the peers: for `/status` and the failover events.
+    last_quorum: Option<Value>,
+    /// This agent's own vote, as peers read it: whether the last round was outage evidence,
+    /// and when it was.
+    vote: Option<(bool, SystemTime)>,
 }
 
 impl WatchTask {
@@ -610,7 +722,21 @@ impl WatchTask {
             witness,
             old_primary,
         };
-        let (next, decisions) = policies::step(&self.state, &input, now, &self.params);
+        let (mut next, mut decisions) = policies::step(&self.state, &input, now, &self.params);
+        self.vote = Some((policies::is_outage_evidence(&input), now));
+        // With peers, a failover (or the intent an alert-only agent announces) also needs
+        // the quorum: ask them, then judge the same round again with their answer.
+        if let Some(peers) = self.peers.clone()
+            && decisions.iter().any(|d| {
+                d.event == PolicyEvent::FailoverIntent
+                    || (d.event == PolicyEvent::FailoverBlocked && d.would_fail_over())
+            })
+        {
+            let tally = peers.ask(&self.name).await;
+            self.last_quorum = Some(tally.json(now));
+            (next, decisions) =
+                policies::step_with_quorum(&self.state, &input, now, &self.params, &tally.quorum());
+        }
         self.metrics.record_observation(&observation);
         let observation_json = check::observation_json(&observation);
         self.last_observation = Some(observation_json.clone());
@@ -1260,8 +1386,12 @@ impl WatchTask {
                     "alert-only mode: would fail over now; detail.plan holds the calls it would make"
                         .into(),
                 );
-                detail =
-                    Some(json!({ "would_fail_over": true, "plan": self.plan, "guards": guards }));
+                detail = Some(json!({
+                    "would_fail_over": true,
+                    "plan": self.plan,
+                    "guards": guards,
+                    "quorum": self.last_quorum,
+                }));
             } else {
                 for g in d.blocking_guards() {
                     reasons.push(format!("blocked by {}: {}", g.guard.as_str(), g.detail));
@@ -1272,6 +1402,7 @@ impl WatchTask {
                     "fails_over": d.event == PolicyEvent::FailoverIntent,
                     "plan": self.plan,
                     "guards": guards,
+                    "quorum": self.last_quorum,
                 }));
             }
         }
@@ -1311,6 +1442,12 @@ impl WatchTask {
             "last_failover": self.last_failover,
             "last_failback": self.last_failback,
             "last_observation": self.last_observation,
+            "vote": self.vote.map(|(evidence, at)| json!({
+                "outage_evidence": evidence,
+                "round_at_ms": at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+                "window_ms": (self.interval * self.params.fall).as_millis() as u64,
+            })),
+            "quorum": self.last_quorum,
         })
     }
 

@@ -46,7 +46,44 @@ fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error
     s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string())
 }
 
+/// The most characters of one reason that the log and the sinks get.
+pub const MAX_REASON_CHARS: usize = 512;
+
+/// The most reasons one event carries.
+pub const MAX_REASONS: usize = 32;
+
+/// The most bytes of `detail`, or of `observation`, as JSON, that the log and sinks get; a
+/// larger one is replaced by `{"truncated": true, "bytes": N}`.
+pub const MAX_DETAIL_BYTES: usize = 16 * 1024;
+
 impl Event {
+    /// The event cut to the sizes every sink accepts: whatever a server or an API put in a
+    /// reason or a detail (an error string of 200 KiB, say), a webhook body stays small and
+    /// a command's environment stays far below the kernel's limit.
+    pub fn bounded(mut self) -> Event {
+        if self.reasons.len() > MAX_REASONS {
+            let more = self.reasons.len() - (MAX_REASONS - 1);
+            self.reasons.truncate(MAX_REASONS - 1);
+            self.reasons.push(format!("… and {more} more"));
+        }
+        for reason in &mut self.reasons {
+            if let Some((cut, _)) = reason.char_indices().nth(MAX_REASON_CHARS) {
+                let bytes = reason.len();
+                reason.truncate(cut);
+                reason.push_str(&format!("… ({bytes} bytes)"));
+            }
+        }
+        for value in [&mut self.detail, &mut self.observation] {
+            let bytes = value
+                .as_ref()
+                .map_or(0, |v| serde_json::to_vec(v).map_or(0, |b| b.len()));
+            if bytes > MAX_DETAIL_BYTES {
+                *value = Some(serde_json::json!({ "truncated": true, "bytes": bytes }));
+            }
+        }
+        self
+    }
+
     /// An event of the executor (a failover's or failback's own progress, not a decision of
     /// the engine), sent now: no observation, nothing repeated; reasons and detail empty.
     pub fn executor(
@@ -95,5 +132,33 @@ impl Event {
             map.insert("text".into(), Value::String(self.text()));
         }
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_reasons_and_details_are_cut_to_size() {
+        let mut event = Event::executor("down", "w", "agent", ("suspect", "down"), None);
+        event.reasons = vec!["é".repeat(200 * 1024); 40];
+        event.detail = Some(serde_json::json!({ "error": "x".repeat(200 * 1024) }));
+        event.observation = Some(serde_json::json!({ "ok": true }));
+        let event = event.bounded();
+        assert_eq!(event.reasons.len(), MAX_REASONS);
+        assert_eq!(event.reasons[MAX_REASONS - 1], "… and 9 more");
+        let first = &event.reasons[0];
+        assert_eq!(
+            first.chars().filter(|c| *c == 'é').count(),
+            MAX_REASON_CHARS
+        );
+        assert!(first.ends_with("… (409600 bytes)"), "{} bytes", first.len());
+        // Worst case for a command notifier: every reason joined in one variable stays far
+        // below the kernel's 128 KiB limit on one environment string.
+        assert!(event.reasons.join("; ").len() < 64 * 1024);
+        assert_eq!(event.detail.as_ref().unwrap()["truncated"], true);
+        assert_eq!(event.observation, Some(serde_json::json!({ "ok": true })));
+        assert!(event.to_json().to_string().len() < 96 * 1024);
     }
 }

@@ -12,7 +12,9 @@ use valkey_dr_probes::{ProbeSpec, Prober};
 use crate::config::{Config, WatchConfig};
 use crate::executor::sdk::{SdkCache, SdkDns};
 use crate::executor::verify::ProbeVerifier;
-use crate::executor::{Entry, Executor, FailoverError, Journal, Kind, Limits, Phase, Plan, Step};
+use crate::executor::{
+    Entry, Executor, FailoverError, Journal, Kind, LeaseClock, Limits, Phase, Plan, Step,
+};
 use crate::{aws, plan, store};
 
 /// The journal of a watch's current (or last) failover.
@@ -262,6 +264,7 @@ impl Runner {
             limits: self.limits.clone(),
             progress,
             alert,
+            lease_clock: LeaseClock::default(),
         }
     }
 

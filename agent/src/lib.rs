@@ -26,6 +26,7 @@ pub mod executor;
 pub mod failover;
 pub mod iam_policy;
 pub mod notify;
+pub mod peers;
 pub mod plan;
 pub mod preflight;
 pub mod readiness;

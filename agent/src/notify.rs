@@ -151,6 +151,7 @@ impl Notifier {
 
     /// Logs `event` and queues it to every sink; returns at once.
     pub fn notify(&self, event: Event) {
+        let event = event.bounded();
         log_event(&event);
         for queue in self.queues.iter() {
             queue.push(event.clone());
@@ -531,6 +532,10 @@ impl Command {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
+            // Its own process group, so that at the timeout the whole group goes: a shell
+            // script's children (curl, sleep) as well as the script, and none of them is
+            // left holding the output pipes or running on after the agent gave up.
+            .process_group(0)
             .kill_on_drop(true);
         // The agent's environment holds secrets (the probe password under whatever name
         // password_env gives, AWS credentials, webhook URLs): the command gets a clean
@@ -574,7 +579,7 @@ impl Command {
                 warn!(sink = "command", program, event = %event.event, watch = %event.watch, error = %e, "notification command could not be waited for");
             }
             Err(_) => {
-                let killed = child.start_kill();
+                let killed = kill_group(&mut child);
                 let reaped = timeout(REAP_TIMEOUT, child.wait()).await;
                 let status = match (&killed, &reaped) {
                     (_, Ok(Ok(status))) => status.to_string(),
@@ -584,6 +589,20 @@ impl Command {
                 warn!(sink = "command", program, event = %event.event, watch = %event.watch, timeout = ?self.timeout, %status, "notification command timed out; killed");
             }
         }
+    }
+}
+
+/// Kills the child's process group (it leads its own, see `process_group(0)`), or the child
+/// alone when its id is gone.
+fn kill_group(child: &mut tokio::process::Child) -> std::io::Result<()> {
+    let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
+        return child.start_kill();
+    };
+    // SAFETY: killpg only sends a signal; the group is the child's own, made at spawn.
+    if unsafe { libc::killpg(pid, libc::SIGKILL) } == 0 {
+        Ok(())
+    } else {
+        child.start_kill()
     }
 }
 

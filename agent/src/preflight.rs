@@ -770,8 +770,8 @@ async fn lock(w: &WatchConfig, route53: &SdkDns) -> Finding {
         None => finding(
             w,
             check,
-            Outcome::Fail,
-            format!("{name} holds {value}, which no agent can read as a lease: every failover would stand down"),
+            Outcome::Warn,
+            format!("{name} holds {value}, which no agent can read as a lease: a failover takes it over as stale, with an alert"),
         )
         .fix(delete),
         Some(at) if at < SystemTime::now() => finding(

@@ -139,6 +139,21 @@ pub enum GuardKind {
     Cooldown,
     /// Fewer than `max_auto_failovers` failovers started in the window.
     MaxAutoFailovers,
+    /// Enough agents (this one included) see the cache down: only with peers configured.
+    Quorum,
+}
+
+/// What the agent's peers say about the watch, asked only when the engine would otherwise
+/// fail over (see [`crate::step_with_quorum`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Quorum {
+    /// No peers are configured: the agent decides alone and no quorum guard is evaluated.
+    NotConfigured,
+    /// At least `quorum` agents see the cache down; the string lists the votes.
+    Reached(String),
+    /// Fewer than `quorum` agents see the cache down; the string lists the votes. Blocks.
+    Short(String),
 }
 
 impl GuardKind {
@@ -153,6 +168,7 @@ impl GuardKind {
             GuardKind::FailedOver => "failed_over",
             GuardKind::Cooldown => "cooldown",
             GuardKind::MaxAutoFailovers => "max_auto_failovers",
+            GuardKind::Quorum => "quorum",
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::decision::{Decision, Event, Guard, GuardKind, State};
+use crate::decision::{Decision, Event, Guard, GuardKind, Quorum, State};
 use crate::observation::{FailureKind, Observation, PathStatus, Witness};
 use crate::params::{Mode, Params};
 use crate::state::{DownEpisode, Health, WatchState};
@@ -22,6 +22,21 @@ pub fn step(
     obs: &Observation,
     now: SystemTime,
     params: &Params,
+) -> (WatchState, Vec<Decision>) {
+    step_with_quorum(state, obs, now, params, &Quorum::NotConfigured)
+}
+
+/// [`step`] with what the agent's peers said: with peers configured, a failover also needs
+/// [`Quorum::Reached`], and [`Quorum::Short`] blocks it (`failover_blocked`, guard
+/// `quorum`) without spending the episode's intent, so a later round that reaches the
+/// quorum still fails over. The agent asks its peers only when [`step`] alone would fail
+/// over (or would, but for the mode), then judges the same round again with their answer.
+pub fn step_with_quorum(
+    state: &WatchState,
+    obs: &Observation,
+    now: SystemTime,
+    params: &Params,
+    quorum: &Quorum,
 ) -> (WatchState, Vec<Decision>) {
     let round = Round::classify(obs);
     let mut next = state.clone();
@@ -119,7 +134,7 @@ pub fn step(
         // `judged == Down` implies the witness did not fail and nothing runs; the guards
         // repeat both so that the rule lives in one place and the decision shows it.
         let guards = (round == Round::Outage && next.failing_over_since.is_none())
-            .then(|| failover_guards(&next, obs, now, params));
+            .then(|| failover_guards(&next, obs, now, params, quorum));
         let progress = failover_progress(&next, now);
         if let Health::Down(episode) = &mut next.health {
             let before = out.len();
@@ -475,6 +490,7 @@ fn failover_guards(
     obs: &Observation,
     now: SystemTime,
     params: &Params,
+    quorum: &Quorum,
 ) -> Vec<Guard> {
     let guard = |guard, passed, detail: String| Guard {
         guard,
@@ -512,7 +528,7 @@ fn failover_guards(
             params.max_auto_failovers
         ),
     );
-    vec![
+    let mut guards = vec![
         guard(
             GuardKind::Mode,
             params.mode == Mode::AutoFailover,
@@ -585,7 +601,21 @@ fn failover_guards(
         },
         cooldown,
         cap,
-    ]
+    ];
+    match quorum {
+        Quorum::NotConfigured => {}
+        Quorum::Reached(votes) => guards.push(guard(GuardKind::Quorum, true, votes.clone())),
+        Quorum::Short(votes) => guards.push(guard(GuardKind::Quorum, false, votes.clone())),
+    }
+    guards
+}
+
+/// Whether one round is, by itself, evidence that the cache is down: both paths failed on
+/// outage kinds, with the agent's own reach proven (the witness answered, or none is
+/// configured). It is what the agent reports to its peers as its vote.
+pub fn is_outage_evidence(obs: &Observation) -> bool {
+    Round::classify(obs) == Round::Outage
+        && matches!(obs.witness, Witness::Ok | Witness::NotConfigured)
 }
 
 /// The reasons describing a round, shared by every decision it causes.

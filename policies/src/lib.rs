@@ -70,9 +70,10 @@ pub mod state;
 #[cfg(test)]
 mod proptests;
 
-pub use decision::{Decision, Event, Guard, GuardKind, State};
+pub use decision::{Decision, Event, Guard, GuardKind, Quorum, State};
 pub use engine::{
-    failback_completed, failover_completed, failover_failed, failover_started, pause, resume, step,
+    failback_completed, failover_completed, failover_failed, failover_started, is_outage_evidence,
+    pause, resume, step, step_with_quorum,
 };
 pub use observation::{FailureKind, Observation, PathStatus, Witness};
 pub use params::{Mode, Params};

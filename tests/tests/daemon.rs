@@ -521,3 +521,197 @@ async fn pause_and_resume_through_the_cli_survive_a_restart() {
         .await
     );
 }
+
+/// Sends one raw HTTP/1.1 request and returns the status code (0 when the connection closed
+/// without an answer).
+async fn raw_request(addr: std::net::SocketAddr, head: &str) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(head.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 10, cases 3 and 4, against the real daemon: a control call without the owner's
+/// token, or from a web page, is refused and changes nothing; the token file is the owner's
+/// only; 250 slow-loris connections are closed within the header timeout while the agent
+/// keeps probing; and the CLI still drives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_owner_drives_the_admin_api() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let s = setup().await;
+    let agent = s.healthy_agent().await;
+    let admin = agent.admin().expect("admin address");
+    let token_file = s.state_dir.join("admin.token");
+    let mode = std::fs::metadata(&token_file)
+        .expect("admin.token")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "admin.token mode {mode:o}");
+    let token = std::fs::read_to_string(&token_file).expect("token");
+    let token = token.trim();
+
+    let post = |extra: &str| {
+        format!(
+            "POST /failover?watch={WATCH} HTTP/1.1\r\nHost: {admin}\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n{extra}\r\n"
+        )
+    };
+    assert_eq!(raw_request(admin, &post("")).await, 401, "no token");
+    assert_eq!(
+        raw_request(admin, &post("Authorization: Bearer 0123\r\n")).await,
+        401,
+        "a wrong token"
+    );
+    assert_eq!(
+        raw_request(
+            admin,
+            &post(&format!(
+                "Authorization: Bearer {token}\r\nOrigin: http://evil.example\r\n"
+            ))
+        )
+        .await,
+        403,
+        "a web page's request, even with the token"
+    );
+    assert!(
+        support::creates(&s.lab.lab.calls()).is_empty(),
+        "a refused call built nothing"
+    );
+    assert_eq!(agent.state(WATCH).await.as_deref(), Some("healthy"));
+
+    // 250 half-sent requests: the agent closes each within the header timeout (5 s), or at
+    // once beyond its 32 connections, and goes on probing.
+    let before = support::watch_status(&agent, WATCH)
+        .await
+        .and_then(|w| w["rounds"].as_u64());
+    let started = tokio::time::Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..250 {
+        let admin = admin;
+        slow.push(tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            let mut stream = tokio::net::TcpStream::connect(admin).await.ok()?;
+            let _ = stream
+                .write_all(b"GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-a: ")
+                .await;
+            let mut rest = Vec::new();
+            tokio::time::timeout(Duration::from_secs(15), stream.read_to_end(&mut rest))
+                .await
+                .ok()
+                .map(|_| ())
+        }));
+    }
+    for conn in slow {
+        assert!(
+            conn.await.expect("task").is_some(),
+            "a slow-loris connection was still open after 15 s"
+        );
+    }
+    let held = started.elapsed();
+    assert!(
+        held < Duration::from_secs(9),
+        "the last slow connection closed after {held:?}"
+    );
+    let after = support::watch_status(&agent, WATCH)
+        .await
+        .and_then(|w| w["rounds"].as_u64());
+    assert!(
+        matches!((before, after), (Some(b), Some(a)) if a >= b + 3),
+        "the agent kept probing while held: rounds {before:?} → {after:?}\n{}",
+        agent.log_text()
+    );
+
+    // The owner's CLI still works.
+    let (code, out) = cli(&s.config, &["pause", "--watch", WATCH]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        agent
+            .wait_state(WATCH, "paused", Duration::from_secs(3))
+            .await
+    );
+}
+
+/// Issue 10: an agent that cannot bind its admin address keeps probing and alerting, says
+/// so once (`admin_unavailable`), and leaves the running agent's files alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_admin_port_does_not_stop_the_agent() {
+    let s = setup().await;
+    let first = s.healthy_agent().await;
+    let taken = first.admin().expect("admin address");
+    // The same config started twice: one state_dir, one admin address.
+    let first_token = std::fs::read_to_string(s.state_dir.join("admin.token")).expect("token");
+    let first_admin = std::fs::read_to_string(s.state_dir.join("admin.json")).expect("admin");
+    let config = s.lab.config_variant(
+        "taken.toml",
+        &[
+            (
+                "admin_listen = \"127.0.0.1:0\"",
+                &format!("admin_listen = \"{taken}\""),
+            ),
+            (
+                "reminder_interval = \"1m\"\n",
+                &format!(
+                    "reminder_interval = \"3s\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
+                    s.hook.url
+                ),
+            ),
+        ],
+    );
+    let log = s.lab.dir.path().join("second.log");
+    let file = std::fs::File::create(&log).expect("log");
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("VALKEY_DR_CONFIG")
+        .env("VALKEY_DR_LOG", "info")
+        .stdout(file.try_clone().expect("log"))
+        .stderr(file)
+        .kill_on_drop(true);
+    support::lab_aws_env(&mut command);
+    let mut second = command.spawn().expect("start");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            s.hook
+                .events()
+                .iter()
+                .any(|(_, e)| e["event"] == "admin_unavailable" && e["watch"] == "*")
+        })
+        .await,
+        "no admin_unavailable event:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // It goes on probing: its rounds reach the log, and it does not exit.
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("healthy")
+        })
+        .await,
+        "the second agent never judged a round:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(
+        second.try_wait().expect("wait").is_none(),
+        "the agent exited"
+    );
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("cannot listen on admin_listen"), "{text}");
+    // The first agent's files and API are untouched.
+    assert_eq!(
+        std::fs::read_to_string(s.state_dir.join("admin.json")).expect("admin"),
+        first_admin
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.state_dir.join("admin.token")).expect("token"),
+        first_token
+    );
+    assert_eq!(first.state(WATCH).await.as_deref(), Some("healthy"));
+    let _ = second.kill().await;
+}

@@ -99,6 +99,9 @@ pub struct Config {
 
 /// `[agent] readiness_interval`'s default.
 pub const DEFAULT_READINESS_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// The longest `create_timeout`: the RTO a DR plan of this kind promises (4 hours).
+pub const MAX_CREATE_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
+
 /// `[agent] drill_interval`'s default: 90 days, the DR plan's quarterly restore test.
 pub const DEFAULT_DRILL_INTERVAL: Duration = Duration::from_secs(90 * 24 * 3600);
 
@@ -123,7 +126,21 @@ pub struct AgentConfig {
     /// test).
     #[serde(serialize_with = "ser_duration")]
     pub drill_interval: Duration,
+    /// The other agents watching the same caches, as `host:port` of their admin servers: IP
+    /// addresses, or names that resolve to several (a Kubernetes headless Service). Empty:
+    /// this agent decides alone.
+    pub peers: Vec<String>,
+    /// How many agents, this one included, must see a watch down before an automatic
+    /// failover; `None` is a majority of the agents known at the time of asking.
+    pub quorum: Option<u32>,
+    /// The token peers present to each other's `/vote` (from `peer_token_env` or
+    /// `peer_token_file`); required with peers.
+    #[serde(skip)]
+    pub peer_token: Option<Secret>,
 }
+
+/// The fewest characters a peer token may have: 128 bits of hex.
+pub const MIN_PEER_TOKEN: usize = 32;
 
 /// `[aws]`.
 #[derive(Debug, Clone, Serialize)]
@@ -375,6 +392,23 @@ fn ser_url<S: serde::Serializer>(url: &Secret, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_str(&redact_url(url.expose()))
 }
 
+/// Whether an `http://` URL's host is loopback: `localhost`, 127.0.0.0/8 or `::1`.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// `scheme://host/…`: enough to tell webhooks apart, never the path or query that carry tokens.
 pub fn redact_url(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
@@ -535,9 +569,27 @@ impl Validator<'_> {
         });
     }
 
-    fn duration(&mut self, path: &[Seg], raw: Option<&str>, default: Duration) -> Duration {
+    /// A duration of at most `max`. Every duration key has a ceiling: a typo such as
+    /// `interval = "5000h"` must be an error, not an agent that never probes again (and
+    /// a duration so large that adding it to a clock overflows must never reach one).
+    fn duration(
+        &mut self,
+        path: &[Seg],
+        raw: Option<&str>,
+        default: Duration,
+        max: Duration,
+    ) -> Duration {
         let Some(text) = raw else { return default };
         match humantime::parse_duration(text) {
+            Ok(d) if d > max => {
+                let max = humantime::format_duration(max);
+                self.issue(
+                    path,
+                    format!("{text:?} is more than {max}"),
+                    format!("a duration of at most {max}"),
+                );
+                default
+            }
             Ok(d) => d,
             Err(e) => {
                 self.issue(
@@ -555,8 +607,9 @@ impl Validator<'_> {
         path: &[Seg],
         raw: Option<&str>,
         default: Duration,
+        max: Duration,
     ) -> Duration {
-        let d = self.duration(path, raw, default);
+        let d = self.duration(path, raw, default, max);
         if d.is_zero() {
             self.issue(
                 path,
@@ -721,6 +774,7 @@ impl Validator<'_> {
 
     fn agent(&mut self, raw: raw::RawAgent) -> AgentConfig {
         let p = [Seg::Key("agent".into())];
+        let (peers, quorum, peer_token) = self.peers(&p, &raw);
         let id = match raw.id {
             Some(id) => {
                 if id.is_empty() || id.len() > 64 || !id.chars().all(id_char) {
@@ -775,7 +829,7 @@ impl Validator<'_> {
         };
         if !admin_listen.ip().is_loopback() {
             self.warnings.push(format!(
-                "agent.admin_listen {admin_listen} is not loopback: /status and pause/resume are reachable from the network"
+                "agent.admin_listen {admin_listen} is not loopback: /metrics, /healthz and /status are reachable from the network (the controls still need the owner's token, /vote the peers' token)"
             ));
         }
         let log_format = match raw.log_format.as_deref() {
@@ -794,11 +848,13 @@ impl Validator<'_> {
             &key(&p, "readiness_interval"),
             raw.readiness_interval.as_deref(),
             DEFAULT_READINESS_INTERVAL,
+            Duration::from_secs(24 * 3600),
         );
         let drill_interval = self.positive_duration(
             &key(&p, "drill_interval"),
             raw.drill_interval.as_deref(),
             DEFAULT_DRILL_INTERVAL,
+            Duration::from_secs(365 * 24 * 3600),
         );
         AgentConfig {
             id,
@@ -808,7 +864,118 @@ impl Validator<'_> {
             log_format,
             readiness_interval,
             drill_interval,
+            peers,
+            quorum,
+            peer_token,
         }
+    }
+
+    /// `peers`, `quorum` and the peer token: every peer entry a `host:port`, a quorum only
+    /// with peers, and exactly one token source with peers.
+    fn peers(
+        &mut self,
+        p: &[Seg],
+        raw: &raw::RawAgent,
+    ) -> (Vec<String>, Option<u32>, Option<Secret>) {
+        let mut peers = Vec::new();
+        for (i, entry) in raw.peers.iter().flatten().enumerate() {
+            let mut at = key(p, "peers");
+            at.push(Seg::Index(i));
+            let port = entry
+                .rsplit_once(':')
+                .filter(|(host, _)| !host.is_empty() && host != &"[")
+                .and_then(|(_, port)| port.parse::<u16>().ok())
+                .filter(|port| *port != 0);
+            if port.is_none() || entry.contains('/') || entry.trim() != entry {
+                self.issue(
+                    &at,
+                    format!("{entry:?} is not a host and port"),
+                    "\"10.0.0.12:9187\", \"[fd00::12]:9187\" or \"valkey-dr-peers.ns.svc.cluster.local:9187\"",
+                );
+                continue;
+            }
+            if !peers.contains(entry) {
+                peers.push(entry.clone());
+            }
+        }
+        let quorum = raw.quorum.map(|_| {
+            // At most the agents that could exist: itself plus, per entry, a name may
+            // resolve to many, so only a sane ceiling is checked here.
+            self.count(&key(p, "quorum"), raw.quorum, 1, 1, 100)
+        });
+        if quorum.is_some() && peers.is_empty() && raw.peers.is_none() {
+            self.issue(
+                &key(p, "quorum"),
+                "is set without peers",
+                "peers = [\"host:port\", …] with the quorum, or no quorum",
+            );
+        }
+        let token = match (&raw.peer_token_env, &raw.peer_token_file) {
+            (Some(_), Some(_)) => {
+                self.issue(
+                    &key(p, "peer_token_env"),
+                    "both peer_token_env and peer_token_file are set",
+                    "exactly one of them",
+                );
+                None
+            }
+            (Some(var), None) => {
+                match self.env.var(var) {
+                    Some(token) => Some((token, key(p, "peer_token_env"), format!("${var}"))),
+                    None => {
+                        self.issue(
+                        &key(p, "peer_token_env"),
+                        format!("environment variable {var} is not set"),
+                        format!("export {var} in the agent's environment (systemd: EnvironmentFile=)"),
+                    );
+                        None
+                    }
+                }
+            }
+            (None, Some(file)) => {
+                let file = self.path_buf(file);
+                match self.env.read_file(&file) {
+                    Ok(token) => Some((
+                        token.trim_end_matches(['\n', '\r']).to_owned(),
+                        key(p, "peer_token_file"),
+                        file.display().to_string(),
+                    )),
+                    Err(e) => {
+                        self.issue(
+                            &key(p, "peer_token_file"),
+                            format!("cannot read {}: {e}", file.display()),
+                            "a readable file holding the token shared by the peers",
+                        );
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        };
+        let token = token.and_then(|(token, at, source)| {
+            if token.chars().count() < MIN_PEER_TOKEN || token.chars().any(char::is_whitespace) {
+                // Never echo the value.
+                self.issue(
+                    &at,
+                    format!("the token in {source} is shorter than {MIN_PEER_TOKEN} characters or holds spaces"),
+                    format!("{MIN_PEER_TOKEN}+ characters without spaces, e.g. from `openssl rand -hex 32`"),
+                );
+                return None;
+            }
+            Some(Secret::new(token))
+        });
+        if !peers.is_empty()
+            && token.is_none()
+            && raw.peer_token_env.is_none()
+            && raw.peer_token_file.is_none()
+        {
+            self.issue(
+                &key(p, "peers"),
+                "peers need a shared token, so that only peers can ask for votes",
+                "peer_token_env = \"VAR\" or peer_token_file = \"/path\", the same on every agent",
+            );
+        }
+        (peers, quorum, token)
     }
 
     fn aws(&mut self, raw: raw::RawAws) -> AwsConfig {
@@ -915,7 +1082,12 @@ impl Validator<'_> {
                 "upper-case letters and digits, e.g. \"Z0123456789ABC\" (without \"/hostedzone/\")",
             );
         }
-        let ttl = self.duration(&key(p, "ttl"), raw.ttl.as_deref(), Duration::from_secs(30));
+        let ttl = self.duration(
+            &key(p, "ttl"),
+            raw.ttl.as_deref(),
+            Duration::from_secs(30),
+            Duration::from_secs(24 * 3600),
+        );
         if !(TTL_RANGE.0..=TTL_RANGE.1).contains(&ttl) || ttl.subsec_nanos() != 0 {
             self.issue(
                 &key(p, "ttl"),
@@ -1169,6 +1341,7 @@ impl Validator<'_> {
             &key(&p, "create_timeout"),
             raw.create_timeout.as_deref(),
             Duration::from_secs(45 * 60),
+            MAX_CREATE_TIMEOUT,
         );
         DrConfig {
             region,
@@ -1194,11 +1367,13 @@ impl Validator<'_> {
             &key(p, "interval"),
             raw.interval.as_deref(),
             Duration::from_secs(5),
+            Duration::from_secs(5 * 60),
         );
         let timeout = self.positive_duration(
             &key(p, "timeout"),
             raw.timeout.as_deref(),
             Duration::from_secs(2),
+            Duration::from_secs(60),
         );
         if timeout >= interval {
             self.issue(
@@ -1380,6 +1555,7 @@ impl Validator<'_> {
             &key(p, "timeout"),
             raw.timeout.as_deref(),
             probe_timeout.max(Duration::from_secs(2)),
+            Duration::from_secs(60),
         );
         match raw.kind.as_deref() {
             None | Some("aws") => {
@@ -1432,11 +1608,13 @@ impl Validator<'_> {
             &key(p, "down_after"),
             raw.down_after.as_deref(),
             Duration::from_secs(15),
+            Duration::from_secs(3600),
         );
         let cooldown = self.duration(
             &key(p, "cooldown"),
             raw.cooldown.as_deref(),
             Duration::from_secs(3600),
+            Duration::from_secs(30 * 24 * 3600),
         );
         let max_auto_failovers = self.count(
             &key(p, "max_auto_failovers"),
@@ -1449,11 +1627,13 @@ impl Validator<'_> {
             &key(p, "max_auto_failovers_window"),
             raw.max_auto_failovers_window.as_deref(),
             Duration::from_secs(24 * 3600),
+            Duration::from_secs(30 * 24 * 3600),
         );
         let reminder_interval = self.positive_duration(
             &key(p, "reminder_interval"),
             raw.reminder_interval.as_deref(),
             Duration::from_secs(15 * 60),
+            Duration::from_secs(7 * 24 * 3600),
         );
         if reminder_interval < probe.interval {
             self.issue(
@@ -1479,6 +1659,7 @@ impl Validator<'_> {
             &key(p, "timeout"),
             raw.timeout.as_deref(),
             Duration::from_secs(5),
+            Duration::from_secs(60),
         );
         match raw.kind.as_deref() {
             Some("webhook") => {
@@ -1509,6 +1690,19 @@ impl Validator<'_> {
                         &key(p, "url"),
                         "is not an http(s) URL",
                         "a URL such as \"https://hooks.example/…\"",
+                    );
+                    return None;
+                }
+                if url.starts_with("http://") && !is_loopback_url(&url) {
+                    // The URL's path is often the secret (Slack's hooks) and the events name
+                    // the caches: neither crosses a network in clear text.
+                    self.issue(
+                        &key(p, "url"),
+                        format!(
+                            "plain http:// to a host that is not loopback ({})",
+                            redact_url(&url)
+                        ),
+                        "https://…, or http:// only to 127.0.0.1, ::1 or localhost (a local relay)",
                     );
                     return None;
                 }

@@ -33,6 +33,10 @@ pub struct RawAgent {
     pub log_format: Option<String>,
     pub readiness_interval: Option<String>,
     pub drill_interval: Option<String>,
+    pub peers: Option<Vec<String>>,
+    pub quorum: Option<i64>,
+    pub peer_token_env: Option<String>,
+    pub peer_token_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

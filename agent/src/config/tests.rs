@@ -305,3 +305,74 @@ fn a_credentials_file_must_be_readable_and_only_its_path_is_kept() {
     assert_eq!(issues[0].key, "aws.credentials_file");
     assert!(issues[0].valid.contains("LoadCredential"), "{issues:?}");
 }
+
+#[test]
+fn every_duration_has_a_ceiling_that_the_error_names() {
+    for (from, to, key) in [
+        (
+            "interval = \"5s\"",
+            "interval = \"5000h\"",
+            "watch[0].probe.interval",
+        ),
+        (
+            "timeout = \"2s\"",
+            "timeout = \"2h\"",
+            "watch[0].probe.timeout",
+        ),
+        (
+            "security_group_ids = [\"sg-1\"]",
+            "security_group_ids = [\"sg-1\"]\ncreate_timeout = \"5h\"",
+            "watch[0].dr.create_timeout",
+        ),
+        (
+            "state_dir = \"/var/lib/valkey-dr\"",
+            "state_dir = \"/var/lib/valkey-dr\"\nreadiness_interval = \"1000y\"",
+            "agent.readiness_interval",
+        ),
+    ] {
+        let text = BASE.replace(from, to);
+        let found = issues(&text);
+        let issue = found
+            .iter()
+            .find(|i| i.key == key)
+            .unwrap_or_else(|| panic!("no issue for {key}: {found:?}"));
+        assert!(issue.problem.contains("is more than"), "{issue:?}");
+        assert!(
+            issue.valid.starts_with("a duration of at most"),
+            "{issue:?}"
+        );
+    }
+    let within = BASE.replace(
+        "security_group_ids = [\"sg-1\"]",
+        "security_group_ids = [\"sg-1\"]\ncreate_timeout = \"4h\"",
+    );
+    assert!(parse(&within).is_ok());
+}
+
+#[test]
+fn plain_http_webhooks_go_only_to_loopback() {
+    for (url, ok) in [
+        ("https://hooks.example/services/T/B/secret", true),
+        ("http://127.0.0.1:8080/hook", true),
+        ("http://127.9.9.9/hook", true),
+        ("http://[::1]:9000/hook", true),
+        ("http://localhost/hook", true),
+        ("http://user:pw@localhost:81/hook", true),
+        ("http://hooks.example/services/T/B/secret", false),
+        ("http://10.0.0.5/hook", false),
+        ("http://localhost.evil.example/hook", false),
+        ("http://127.0.0.1@evil.example/hook", false),
+    ] {
+        let text = format!("{BASE}\n[[notify]]\nkind = \"webhook\"\nurl = \"{url}\"\n");
+        match parse(&text) {
+            Ok(_) => assert!(ok, "{url} was accepted"),
+            Err(ConfigError::Invalid { issues, .. }) => {
+                assert!(!ok, "{url} was refused: {issues:?}");
+                let issue = &issues[0];
+                assert!(issue.problem.contains("plain http://"), "{issue:?}");
+                assert!(!issue.problem.contains("secret"), "{issue:?}");
+            }
+            Err(e) => panic!("{url}: {e}"),
+        }
+    }
+}

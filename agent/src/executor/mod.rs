@@ -472,6 +472,30 @@ pub struct Executor<'a, C, D, V> {
     /// Called when a step keeps retrying (at the first retry, then every
     /// [`Limits::alert_every`]), so a long Route 53 outage is never silent.
     pub alert: &'a (dyn Fn(Step, &str) + Send + Sync),
+    /// When this run took or renewed the lease, on the monotonic clock.
+    pub lease_clock: LeaseClock,
+}
+
+/// When this run last took or renewed its lease, on the monotonic clock. The lease record
+/// carries a wall-clock expiry, which other agents read; within one run the executor also
+/// counts the lease's life on a clock that NTP cannot step back, and trusts the shorter of
+/// the two.
+#[derive(Debug, Default)]
+pub struct LeaseClock(std::sync::Mutex<Option<tokio::time::Instant>>);
+
+impl LeaseClock {
+    fn start(&self, at: tokio::time::Instant) {
+        if let Ok(mut taken) = self.0.lock() {
+            *taken = Some(at);
+        }
+    }
+
+    /// How long a lease valid for `valid_for` has left by the monotonic clock, if this run
+    /// took it.
+    fn left(&self, valid_for: Duration) -> Option<Duration> {
+        let taken = (*self.0.lock().ok()?)?;
+        Some(valid_for.saturating_sub(taken.elapsed()))
+    }
 }
 
 impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
@@ -665,11 +689,34 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                     })
             }
             Step::Release => self.release(j).await,
-            Step::DeleteDr => {
-                let name = j.plan.cache.name().to_owned();
-                self.retry(Step::DeleteDr, || self.cache.delete(&name))
-                    .await
-                    .map(|()| format!("deleting {name}"))
+            Step::DeleteDr => self.delete_dr(j).await,
+        }
+    }
+
+    /// Deletes the DR cache after a failback, only if a failover of valkey-dr built it: a
+    /// cache without our [`FAILOVER_TAG`] (a warm standby adopted with `adopt_existing`, or
+    /// one somebody made under the DR name) is kept and the step says so, because deleting
+    /// what we did not build is never ours to do.
+    async fn delete_dr(&self, j: &Journal) -> Result<String, FailoverError> {
+        let name = j.plan.cache.name().to_owned();
+        let deadline = tokio::time::Instant::now() + j.plan.create_timeout;
+        let tags = wait::settled_tags(self.cache, &name, deadline, self.limits.polling())
+            .await
+            .map_err(|source| FailoverError::Api {
+                step: "delete_dr",
+                source,
+            })?;
+        match tags {
+            None => Ok(format!("{name} does not exist: nothing to delete")),
+            Some((_, tags)) if tags.contains_key(FAILOVER_TAG) => self
+                .retry(Step::DeleteDr, || self.cache.delete(&name))
+                .await
+                .map(|()| format!("deleting {name}")),
+            Some(_) => {
+                tracing::warn!(cache = %name, "not deleting the DR cache: it carries no {FAILOVER_TAG} tag, so no failover of valkey-dr built it");
+                Ok(format!(
+                    "{name} kept: it carries no {FAILOVER_TAG} tag, so valkey-dr did not build it; delete it by hand if it should go"
+                ))
             }
         }
     }
@@ -775,6 +822,8 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             return Ok("leases off".into());
         };
         let name = plan.lease_name();
+        // Read before the call, like the expiry: the lease's life is never overestimated.
+        let taking_at = tokio::time::Instant::now();
         let expires = SystemTime::now() + valid_for;
         let ours = RecordSet {
             name: name.clone(),
@@ -789,6 +838,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         {
             Ok(_) => {
                 j.lease = Some(ours);
+                self.lease_clock.start(taking_at);
                 return Ok(format!("took {name}"));
             }
             Err(FailoverError::Api {
@@ -812,7 +862,18 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             j.lease = Some(existing);
             return Ok(format!("{name} is already ours (resumed)"));
         }
-        if lease_expiry(&value).is_some_and(|t| t < SystemTime::now()) {
+        let expiry = lease_expiry(&value);
+        if expiry.is_none() {
+            // Standing down for ever on a lease nobody can read would leave the cache
+            // without a failover: it is stale, and taking it over is said out loud.
+            (self.alert)(
+                Step::Lease,
+                &format!(
+                    "the lease {name} holds no readable expiry ({value:?}): taking it over as stale"
+                ),
+            );
+        }
+        if expiry.is_none_or(|t| t < SystemTime::now()) {
             // A stale lease: take it over with an exact DELETE of what we read plus a CREATE,
             // atomically, so two agents taking over at once cannot both win.
             let takeover = [
@@ -833,6 +894,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 other => other,
             })?;
             j.lease = Some(ours);
+            self.lease_clock.start(taking_at);
             return Ok(format!("took over the stale lease {value}"));
         }
         Err(FailoverError::StoodDown { holder: value })
@@ -991,12 +1053,19 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         let (Some(lease), Some(valid_for)) = (j.lease.clone(), plan.lease) else {
             return Ok(());
         };
-        let left = lease_expiry(&lease.values.join(" "))
+        let by_wall_clock = lease_expiry(&lease.values.join(" "))
             .and_then(|t| t.duration_since(SystemTime::now()).ok())
             .unwrap_or_default();
+        let left = self
+            .lease_clock
+            .left(valid_for)
+            .map_or(by_wall_clock, |by_monotonic| {
+                by_monotonic.min(by_wall_clock)
+            });
         if left >= valid_for / 2 {
             return Ok(());
         }
+        let renewing_at = tokio::time::Instant::now();
         let renewed = RecordSet {
             values: vec![lease_value(&plan, SystemTime::now() + valid_for)],
             ..lease.clone()
@@ -1011,7 +1080,10 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             })
             .await
         {
-            Ok(_) => j.lease = Some(renewed),
+            Ok(_) => {
+                j.lease = Some(renewed);
+                self.lease_clock.start(renewing_at);
+            }
             Err(FailoverError::Api {
                 source: ApiError::Conflict { .. },
                 ..
@@ -1079,6 +1151,13 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             changes.push(Change::Delete(old.clone()));
         }
         changes.push(Change::Create(new));
+        // The lease rides in the same batch, as an exact DELETE and CREATE of what we hold:
+        // Route 53 applies a batch whole or not at all, so the record moves only while the
+        // lease is still ours, even if it expired and was taken over a moment ago.
+        if let Some(lease) = &j.lease {
+            changes.push(Change::Delete(lease.clone()));
+            changes.push(Change::Create(lease.clone()));
+        }
         match self
             .retry_route53(Step::SwitchDns, || {
                 self.dns.change(&plan.hosted_zone_id, &changes)
@@ -1101,13 +1180,30 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                     })
                     .await?;
                 if now.as_ref().is_some_and(|r| points_at(r, &target)) {
-                    Ok(format!("{} already points at {target}", plan.record))
-                } else {
-                    Err(FailoverError::RecordChanged {
-                        record: plan.record,
-                        found: describe(now.as_ref()),
-                    })
+                    return Ok(format!("{} already points at {target}", plan.record));
                 }
+                if now == current {
+                    // The record is as we read it, so the lease failed the compare.
+                    if let Some(held) = &j.lease {
+                        let lease = self
+                            .retry_route53(Step::SwitchDns, || {
+                                self.dns.record(&plan.hosted_zone_id, &held.name, "TXT")
+                            })
+                            .await?;
+                        if lease.as_ref() != Some(held) {
+                            return Err(FailoverError::StoodDown {
+                                holder: format!(
+                                    "our lease was taken before the DNS switch; now {}",
+                                    describe(lease.as_ref())
+                                ),
+                            });
+                        }
+                    }
+                }
+                Err(FailoverError::RecordChanged {
+                    record: plan.record,
+                    found: describe(now.as_ref()),
+                })
             }
             Err(e) => Err(e),
         }

@@ -29,6 +29,9 @@ struct Cloud {
     invisible_for: u32,
     /// Describe calls each hidden cache has left before it shows.
     hidden: BTreeMap<String, u32>,
+    /// At the direct verification (between the lease and the switch), another agent takes
+    /// the lease over, as after a long pause of ours.
+    steal_lease_at_verify: bool,
 }
 
 struct Fake(Mutex<Cloud>);
@@ -244,7 +247,20 @@ impl DnsApi for Fake {
 
 impl Verifier for Fake {
     async fn direct(&self, _endpoint: &str, _port: u16) -> Result<(), String> {
-        self.fault("direct").map_err(|e| e.to_string())
+        self.fault("direct").map_err(|e| e.to_string())?;
+        let mut c = self.cloud();
+        if c.steal_lease_at_verify {
+            let mut other = plan(true);
+            other.failover_id = "fo-other".into();
+            other.owner = "agent-b".into();
+            let value = lease_value(&other, SystemTime::now() + Duration::from_secs(600));
+            for ((name, rtype), set) in c.records.iter_mut() {
+                if rtype == "TXT" && name == &other.lease_name() {
+                    set.values = vec![value.clone()];
+                }
+            }
+        }
+        Ok(())
     }
     async fn through_record(&self, endpoint: &str) -> Result<(), String> {
         self.fault("through_record").map_err(|e| e.to_string())?;
@@ -312,6 +328,7 @@ async fn run(
         limits: limits(),
         progress: &progress,
         alert: &|_, _| {},
+        lease_clock: LeaseClock::default(),
     }
     .run(journal)
     .await
@@ -484,6 +501,71 @@ async fn a_live_lease_makes_us_stand_down_and_a_stale_one_is_taken_over() {
     }
 }
 
+/// Issue 10: a lease whose expiry no agent can read is taken over as stale, with an alert,
+/// instead of making every failover stand down for ever.
+#[tokio::test]
+async fn an_unreadable_lease_is_taken_over_with_an_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    let name = plan(true).lease_name();
+    fake.cloud().records.insert(
+        (name.clone(), "TXT".into()),
+        RecordSet {
+            name,
+            rtype: "TXT".into(),
+            ttl: 30,
+            values: vec!["\"owner=agent-b failover=fo-other expires=soon\"".into()],
+        },
+    );
+    let alerts = Mutex::new(Vec::new());
+    let alert = |step: Step, text: &str| alerts.lock().unwrap().push((step, text.to_owned()));
+    let progress = |_: &Journal, _: &Entry| {};
+    let journal = Executor {
+        cache: &fake,
+        dns: &fake,
+        verify: &fake,
+        path: dir.path().join("failover.json"),
+        limits: limits(),
+        progress: &progress,
+        alert: &alert,
+        lease_clock: LeaseClock::default(),
+    }
+    .run(Journal::new(plan(true)))
+    .await
+    .map_err(|(_, e)| e)
+    .expect("the failover goes on");
+    assert!(journal.complete());
+    assert_eq!(fake.cname(), [DR]);
+    let alerts = alerts.into_inner().unwrap();
+    assert!(
+        alerts
+            .iter()
+            .any(|(step, text)| *step == Step::Lease && text.contains("no readable expiry")),
+        "{alerts:?}"
+    );
+}
+
+/// Issue 10: the lease is checked in the very batch that swaps the record, so a lease taken
+/// over between our lease step and the switch (a long pause of ours, a clock that jumped)
+/// leaves the record untouched and this agent stands down.
+#[tokio::test]
+async fn the_record_moves_only_while_we_hold_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().steal_lease_at_verify = true;
+    let (journal, err) = run(&fake, dir.path(), Journal::new(plan(true)))
+        .await
+        .expect_err("stands down");
+    assert!(matches!(err, FailoverError::StoodDown { .. }), "{err}");
+    assert!(
+        err.to_string().contains("taken before the DNS switch"),
+        "{err}"
+    );
+    assert_eq!(fake.cname(), [OLD], "the record is untouched");
+    assert_eq!(fake.cloud().cname_changes, 0);
+    assert!(journal.change_id.is_none());
+}
+
 #[tokio::test]
 async fn a_foreign_cache_is_refused_unless_adoption_is_allowed() {
     for adopt in [false, true] {
@@ -584,6 +666,7 @@ async fn a_cache_that_stays_missing_fails_the_wait_and_leaves_the_record() {
         limits: l,
         progress: &progress,
         alert: &|_, _| {},
+        lease_clock: LeaseClock::default(),
     }
     .run(Journal::new(plan(false)))
     .await
@@ -681,6 +764,34 @@ async fn failback_is_a_journalled_plan_with_route53_retries() {
             "verify_dns",
             "wait_insync"
         ]
+    );
+}
+
+/// Issue 10: `failback --delete-dr` deletes only a cache that a failover of valkey-dr built
+/// (it carries our failover tag); a cache of the DR name without it is kept, and the step
+/// says so. The switch back itself completes.
+#[tokio::test]
+async fn failback_deletes_only_a_dr_cache_that_we_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    let mut foreign = plan(false).cache;
+    foreign.input.tags.clear();
+    fake.create(&foreign).await.unwrap();
+    point_record_at(&fake, DR);
+    let journal = run(&fake, dir.path(), failback_journal(true))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("the failback completes");
+    assert!(journal.complete());
+    assert_eq!(fake.cname(), [OLD]);
+    assert!(
+        fake.cloud().caches.contains_key("app-sessions-dr"),
+        "a cache without our tag is never deleted"
+    );
+    let said = serde_json::to_string(&journal).unwrap();
+    assert!(
+        said.contains("kept: it carries no valkey-dr:failover-id tag"),
+        "{said}"
     );
 }
 

@@ -541,6 +541,48 @@ async fn command_past_its_timeout_is_killed() {
     stop(shutdown, sinks, PROMPTLY).await;
 }
 
+/// Issue 10: a command runs in its own process group and, at its timeout, the whole group
+/// is killed: a script's background child does not outlive it.
+#[tokio::test]
+async fn a_timed_out_command_takes_its_children_with_it() {
+    let (logs, _guard) = Logs::capture();
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pids");
+    let argv = [
+        "/bin/sh",
+        "-c",
+        "sleep 30 & echo \"$$ $!\" > \"$1\"; wait",
+        "notify-test",
+        pid_file.to_str().unwrap(),
+    ];
+    let timeout = Duration::from_millis(300);
+    let shutdown = CancellationToken::new();
+    let (notifier, sinks) = Notifier::spawn(&[command(&argv, timeout)], shutdown.clone());
+    notifier.notify(event("down"));
+    assert!(
+        logs.wait_for(
+            &["notification command timed out; killed"],
+            timeout + Duration::from_secs(2)
+        )
+        .await,
+        "{}",
+        logs.text()
+    );
+    let pids = read(&pid_file);
+    let pids: Vec<&str> = pids.split_whitespace().collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    // The shell's child is reparented and reaped by init: give it a moment to go.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for pid in &pids {
+        let proc = format!("/proc/{pid}/stat");
+        while std::fs::read_to_string(&proc).is_ok_and(|s| !s.contains(") Z ")) {
+            assert!(Instant::now() < deadline, "pid {pid} still alive");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    stop(shutdown, sinks, PROMPTLY).await;
+}
+
 #[tokio::test]
 async fn failed_command_is_logged_with_its_status_and_stderr() {
     let (logs, _guard) = Logs::capture();

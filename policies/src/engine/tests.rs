@@ -632,6 +632,67 @@ fn drift_during_an_outage_counts_but_blocks_the_failover() {
     );
 }
 
+/// Issue 10, case 2: with peers, a failover also needs the quorum. A short quorum blocks it
+/// without spending the episode's intent, so the round on which enough agents agree fails
+/// over; without peers the guard is not evaluated at all.
+#[test]
+fn a_short_quorum_blocks_and_a_reached_one_fails_over() {
+    let mut sim = Sim::new();
+    assert_eq!(sim.steps(2, outage()), [Event::Suspect]);
+    let short = Quorum::Short("1 of 2 needed: b up".to_owned());
+    let (next, decisions) = step_with_quorum(&sim.state, &outage(), sim.now, &sim.params, &short);
+    assert_eq!(events(&decisions), [Event::Down, Event::FailoverBlocked]);
+    let blocked = &decisions[1];
+    let blocking: Vec<_> = blocked.blocking_guards().map(|g| g.guard).collect();
+    assert_eq!(blocking, [GuardKind::Quorum]);
+    assert!(
+        blocked.reasons.iter().any(|r| r.contains("b up")),
+        "{:?}",
+        blocked.reasons
+    );
+    assert!(
+        !blocked.would_fail_over(),
+        "a short quorum is not a mode-only block"
+    );
+    sim.state = next;
+    sim.now += Duration::from_secs(1);
+
+    let (next, decisions) = step_with_quorum(&sim.state, &outage(), sim.now, &sim.params, &short);
+    assert_eq!(decisions, [], "the same blocking set is not repeated");
+    sim.state = next;
+    sim.now += Duration::from_secs(1);
+
+    let reached = Quorum::Reached("2 of 2 needed: b down".to_owned());
+    let (_, decisions) = step_with_quorum(&sim.state, &outage(), sim.now, &sim.params, &reached);
+    assert_eq!(events(&decisions), [Event::FailoverIntent]);
+    assert!(
+        decisions[0]
+            .guards
+            .iter()
+            .any(|g| g.guard == GuardKind::Quorum && g.passed)
+    );
+
+    let (_, alone) = step(&sim.state, &outage(), sim.now, &sim.params);
+    assert!(alone[0].guards.iter().all(|g| g.guard != GuardKind::Quorum));
+}
+
+#[test]
+fn only_a_counted_outage_round_is_a_down_vote() {
+    assert!(is_outage_evidence(&outage()));
+    let mut unconfigured = outage();
+    unconfigured.witness = Witness::NotConfigured;
+    assert!(is_outage_evidence(&unconfigured));
+    for obs in [
+        good(),
+        partial(),
+        isolated(outage()),
+        config(Auth),
+        drift(good()),
+    ] {
+        assert!(!is_outage_evidence(&obs), "{obs:?}");
+    }
+}
+
 // ---- config errors ------------------------------------------------------------------------
 
 #[test]
@@ -1256,7 +1317,13 @@ fn guards_repeat_the_witness_and_a_running_failover() {
         failing_over_since: Some(origin()),
         ..WatchState::default()
     };
-    let guards = failover_guards(&state, &isolated(outage()), origin(), &params());
+    let guards = failover_guards(
+        &state,
+        &isolated(outage()),
+        origin(),
+        &params(),
+        &Quorum::NotConfigured,
+    );
     let blocking: Vec<_> = guards
         .iter()
         .filter(|g| !g.passed)
