@@ -65,6 +65,17 @@ async fn fast_lab() -> TestLab {
 /// `hook`. The new CNAME's TTL is 30 s (the config allows 30–60 s); the record the lab serves
 /// starts at 5 s.
 fn auto_config(lab: &TestLab, name: &str, state_dir: &Path, hook: &Webhook) -> PathBuf {
+    auto_config_with(lab, name, state_dir, hook, &[])
+}
+
+/// [`auto_config`] with more edits.
+fn auto_config_with(
+    lab: &TestLab,
+    name: &str,
+    state_dir: &Path,
+    hook: &Webhook,
+    more: &[(&str, &str)],
+) -> PathBuf {
     let text = std::fs::read_to_string(lab.config()).expect("read agent.toml");
     let state_line = text
         .lines()
@@ -72,21 +83,19 @@ fn auto_config(lab: &TestLab, name: &str, state_dir: &Path, hook: &Webhook) -> P
         .expect("agent.toml names a state_dir")
         .to_owned();
     let state_dir = toml::Value::String(state_dir.to_string_lossy().into_owned()).to_string();
-    lab.config_variant(
-        name,
-        &[
-            ("mode = \"alert-only\"", "mode = \"auto-failover\""),
-            ("ttl = \"5s\"", "ttl = \"30s\""),
-            (&state_line, &format!("state_dir = {state_dir}")),
-            (
-                "reminder_interval = \"1m\"\n",
-                &format!(
-                    "reminder_interval = \"1m\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
-                    hook.url
-                ),
-            ),
-        ],
-    )
+    let notify = format!(
+        "reminder_interval = \"1m\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
+        hook.url
+    );
+    let state = format!("state_dir = {state_dir}");
+    let mut edits = vec![
+        ("mode = \"alert-only\"", "mode = \"auto-failover\""),
+        ("ttl = \"5s\"", "ttl = \"30s\""),
+        (state_line.as_str(), state.as_str()),
+        ("reminder_interval = \"1m\"\n", notify.as_str()),
+    ];
+    edits.extend_from_slice(more);
+    lab.config_variant(name, &edits)
 }
 
 /// The CNAME the lab's DNS answers for the record, if any.
@@ -548,4 +557,134 @@ async fn a_crash_right_after_the_intent_is_saved_still_fails_over() {
     assert_eq!(done.outcome, Some(Outcome::Completed));
     drop(second);
     t.lab.shutdown().await;
+}
+
+/// A free loopback port: bound, read and released (the agents bind them a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Issue 10, case 2: three auto-failover agents with `quorum = 2`. One alone loses its path
+/// to the cache (its resolver gives the right names, but the port is dead for it, while AWS
+/// still answers it): it announces `failover_blocked` with the quorum guard and every peer's
+/// vote, and nothing is built or changed. Once its network is repaired, a real region outage
+/// fails over exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
+    let _slot = LABS.acquire().await.expect("the semaphore stays open");
+    let t = fast_lab().await;
+    let token_file = t.dir.path().join("peer-token");
+    std::fs::write(&token_file, "0123456789abcdef0123456789abcdef\n").expect("token");
+    let ports = [free_port(), free_port(), free_port()];
+    let dead_port = free_port();
+    let lab_port = std::fs::read_to_string(t.config())
+        .expect("agent.toml")
+        .lines()
+        .find(|l| l.starts_with("port = "))
+        .expect("agent.toml names the port")
+        .to_owned();
+    let token = toml::Value::String(token_file.to_string_lossy().into_owned()).to_string();
+    let names = ["a", "b", "c"];
+    let config_of = |i: usize, hook: &Webhook, cut_off: bool| {
+        let peers: Vec<String> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| format!("\"127.0.0.1:{}\"", ports[j]))
+            .collect();
+        let agent = format!(
+            "admin_listen = \"127.0.0.1:{}\"\npeers = [{}]\nquorum = 2\npeer_token_file = {token}",
+            ports[i],
+            peers.join(", ")
+        );
+        let id = format!("id = \"agent-{}\"", names[i]);
+        let dead = format!("port = {dead_port}");
+        let mut edits = vec![
+            ("id = \"lab-agent\"", id.as_str()),
+            ("admin_listen = \"127.0.0.1:0\"", agent.as_str()),
+        ];
+        if cut_off {
+            edits.push((lab_port.as_str(), dead.as_str()));
+        }
+        let state_dir = t.dir.path().join(format!("state-{}", names[i]));
+        let name = format!("quorum-{}{}.toml", names[i], if cut_off { "-cut" } else { "" });
+        (auto_config_with(&t, &name, &state_dir, hook, &edits), state_dir)
+    };
+    let hooks = [Webhook::start().await, Webhook::start().await, Webhook::start().await];
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        let (config, state_dir) = config_of(i, &hooks[i], false);
+        let agent = Agent::start(&config, &state_dir, &[]).await;
+        assert!(
+            agent.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
+            "agent {i} never healthy:\n{}",
+            agent.log_text()
+        );
+        agents.push(agent);
+    }
+    let (cut_config, c_state) = config_of(2, &hooks[2], true);
+    let cut = Agent::start(&cut_config, &c_state, &[]).await;
+
+    // The cut-off agent judges the cache down, asks its peers, and is refused.
+    assert!(
+        wait_until(FAILOVER_BOUND, || async { hooks[2].count("failover_blocked") >= 1 }).await,
+        "no failover_blocked from the cut-off agent: {:?}\n{}",
+        hooks[2].names(),
+        cut.log_text()
+    );
+    let blocked = hook_events(&hooks[2], "failover_blocked").remove(0);
+    let quorum = &blocked["detail"]["quorum"];
+    assert_eq!(quorum["reached"], false, "{blocked:#}");
+    assert_eq!(quorum["needed"], 2, "{blocked:#}");
+    assert_eq!(quorum["down"], 1, "{blocked:#}");
+    let votes = quorum["votes"].as_array().expect("votes");
+    let mut voters: Vec<&str> = votes.iter().filter_map(|v| v["agent_id"].as_str()).collect();
+    voters.sort_unstable();
+    assert_eq!(voters, ["agent-a", "agent-b"], "{blocked:#}");
+    assert!(votes.iter().all(|v| v["vote"] == "up"), "{blocked:#}");
+    let guards = blocked["detail"]["guards"].as_array().expect("guards");
+    assert!(
+        guards.iter().any(|g| g["guard"] == "quorum" && g["passed"] == false),
+        "{blocked:#}"
+    );
+    assert!(blocked["reasons"].to_string().contains("quorum BLOCKS"), "{blocked:#}");
+    let status = watch_status(&cut, WATCH).await.expect("status");
+    assert_eq!(status["quorum"]["reached"], false, "{status:#}");
+    // A few more rounds: still nothing built, the record untouched.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = t.lab.calls();
+    assert!(creates(&calls).is_empty(), "{:#?}", creates(&calls));
+    assert!(cname_changes(&calls).is_empty(), "{:#?}", cname_changes(&calls));
+    assert_eq!(hooks[2].count("failover_started"), 0, "{:?}", hooks[2].names());
+
+    // Its network is repaired (the same agent, restarted on the lab's port), then the region
+    // goes away for everyone: a quorum forms and exactly one failover happens.
+    cut.kill9().await;
+    let (config, _) = config_of(2, &hooks[2], false);
+    let healed = Agent::start(&config, &c_state, &[]).await;
+    assert!(
+        healed.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
+        "the repaired agent never healthy:\n{}",
+        healed.log_text()
+    );
+    agents.push(healed);
+    t.fault(region_outage()).await;
+    for (i, agent) in agents.iter().enumerate() {
+        assert!(
+            agent.wait_state(WATCH, "failed_over", FAILOVER_BOUND).await,
+            "agent {i} not failed_over: {:?}\n{}",
+            hooks[i].names(),
+            agent.log_text()
+        );
+    }
+    check_one_failover(&t).await.expect("exactly one failover");
+    let intents: Vec<Value> = hooks
+        .iter()
+        .flat_map(|h| hook_events(h, "failover_intent"))
+        .collect();
+    assert!(
+        intents.iter().any(|e| e["detail"]["quorum"]["reached"] == true),
+        "no intent carried a reached quorum: {intents:#?}"
+    );
 }

@@ -171,7 +171,7 @@ impl Agent {
     /// Every watch's state, as `/status` reports it.
     pub async fn states(&self) -> anyhow::Result<Vec<String>> {
         let (code, body) =
-            valkey_dr::admin::request(self.admin, "GET", "/status", ADMIN_TIMEOUT).await?;
+            valkey_dr::admin::request(self.admin, "GET", "/status", None, ADMIN_TIMEOUT).await?;
         anyhow::ensure!(code == 200, "GET /status answered {code}: {body}");
         let status: Value = serde_json::from_str(&body).context("GET /status is not JSON")?;
         Ok(status["watches"]
