@@ -1385,6 +1385,7 @@ fn failure_kind(kind: ErrorKind) -> policies::FailureKind {
         ErrorKind::Timeout => F::Timeout,
         ErrorKind::Protocol => F::Protocol,
         ErrorKind::ValueMismatch => F::ValueMismatch,
+        ErrorKind::Local => F::Local,
     }
 }
 
@@ -1436,6 +1437,7 @@ mod tests {
             ErrorKind::Timeout,
             ErrorKind::Protocol,
             ErrorKind::ValueMismatch,
+            ErrorKind::Local,
         ] {
             assert_eq!(failure_kind(kind).as_str(), kind.as_str());
         }
