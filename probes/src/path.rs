@@ -414,8 +414,9 @@ fn reply_cap_error(step: Step) -> ProbeError {
         step,
         format!(
             "the reply exceeded {} KiB, the most a probe reads per path and round; \
-             a healthy reply to {step} is a few bytes",
-            MAX_REPLY_BYTES / 1024
+             a healthy reply to {} is a few bytes",
+            MAX_REPLY_BYTES / 1024,
+            step.as_str().to_ascii_uppercase()
         ),
     )
 }
