@@ -1522,6 +1522,7 @@ fn failure_kind(kind: ErrorKind) -> policies::FailureKind {
         ErrorKind::Timeout => F::Timeout,
         ErrorKind::Protocol => F::Protocol,
         ErrorKind::ValueMismatch => F::ValueMismatch,
+        ErrorKind::Local => F::Local,
     }
 }
 
@@ -1573,6 +1574,7 @@ mod tests {
             ErrorKind::Timeout,
             ErrorKind::Protocol,
             ErrorKind::ValueMismatch,
+            ErrorKind::Local,
         ] {
             assert_eq!(failure_kind(kind).as_str(), kind.as_str());
         }

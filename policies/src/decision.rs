@@ -82,7 +82,8 @@ pub enum Event {
     /// The old primary passed `rise` rounds; failback is a human command.
     FailbackPossible,
     /// The cache refused us for a reason a failover cannot fix (auth, oom, readonly,
-    /// value_mismatch, tls). Announced once per streak of the same kinds.
+    /// value_mismatch, tls), or the agent's own host failed the probe (local). Announced
+    /// once per streak of the same kinds.
     ConfigError,
     /// An operator paused the watch.
     Paused,

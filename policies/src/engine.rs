@@ -14,8 +14,8 @@ use crate::state::{DownEpisode, Health, WatchState};
 /// Judges one probe round.
 ///
 /// The round counts toward `Down` only when both paths failed on outage kinds
-/// ([`FailureKind::is_outage`]); `Down` needs `fall` such rounds in a row that have lasted
-/// `down_after`. A failover intent is only ever emitted here, on such a round, once per down
+/// ([`FailureKind::is_outage`]), not both in resolving their names, and the witness did not
+/// fail; `Down` needs `fall` such rounds in a row that have lasted `down_after`. A failover intent is only ever emitted here, on such a round, once per down
 /// episode, and only when every guard passes.
 pub fn step(
     state: &WatchState,
@@ -52,7 +52,9 @@ pub fn step_with_quorum(
     next.direct.record(obs.direct);
     // A round made while the witness fails proves nothing about the cache: it counts towards
     // neither `fall` nor `down_after`, and it ends any streak, so that once the witness is
-    // back `down` needs `fall` fresh failing rounds made with a working witness.
+    // back `down` needs `fall` fresh failing rounds made with a working witness. A round in
+    // which only the agent's resolver failed (`Round::Resolver`) is not an outage round, so
+    // it ends the streak the same way.
     let isolated = matches!(obs.witness, Witness::Failed(_));
     if round == Round::Outage && !isolated {
         if next.consecutive_failures == 0 {
@@ -325,6 +327,12 @@ enum Round {
     Good,
     /// Both paths failed on outage kinds: the only round that counts toward `Down`.
     Outage,
+    /// Both paths failed to resolve their names. Both ask the agent's own resolver (the dns
+    /// path for the record, the direct path for the endpoint name), so this says the
+    /// resolver failed, not the cache: `Degraded`, never counted toward `Down`. A region
+    /// going away shows as connections that time out or are refused, after the names
+    /// resolved.
+    Resolver,
     /// One path failed on an outage kind while the other worked: the cache is reachable.
     Partial,
     /// Both paths OK but the record points elsewhere.
@@ -348,6 +356,11 @@ impl Round {
             return Round::Config(config);
         }
         match (obs.dns, obs.direct) {
+            (PathStatus::Failed(dns), PathStatus::Failed(direct))
+                if dns.is_dns() && direct.is_dns() =>
+            {
+                Round::Resolver
+            }
             (PathStatus::Failed(_), PathStatus::Failed(_)) => Round::Outage,
             (PathStatus::Ok, PathStatus::Ok) if obs.drift.is_some() => Round::Drift,
             (PathStatus::Ok, PathStatus::Ok) => Round::Good,
@@ -384,7 +397,7 @@ fn judge_health(
         // lucky round never ends an episode; until then the watch keeps its health.
         Round::Good if next.consecutive_successes >= params.rise() => Health::Healthy,
         Round::Good => previous.clone(),
-        Round::Partial | Round::Drift | Round::Config(_) => Health::Degraded,
+        Round::Partial | Round::Resolver | Round::Drift | Round::Config(_) => Health::Degraded,
     }
 }
 
@@ -662,13 +675,29 @@ fn round_reasons(
             reasons
                 .push("one path works, so the cache is reachable: degraded, never down".to_owned());
         }
+        Round::Resolver => {
+            reasons.push(
+                "dns failed on both paths: the agent's resolver, not the cache (the direct path resolves the endpoint name through it too): degraded, never down"
+                    .to_owned(),
+            );
+        }
         Round::Drift => {}
         Round::Config(kinds) => {
-            let names: Vec<&str> = kinds.iter().map(|k| k.as_str()).collect();
-            reasons.push(format!(
-                "{}: the cache answered and refused us, or the certificate is wrong; a setup problem that a failover cannot fix",
-                names.join(", ")
-            ));
+            let (local, refused): (Vec<FailureKind>, Vec<FailureKind>) =
+                kinds.iter().partition(|&&k| k == FailureKind::Local);
+            if !refused.is_empty() {
+                let names: Vec<&str> = refused.iter().map(|k| k.as_str()).collect();
+                reasons.push(format!(
+                    "{}: the cache answered and refused us, or the certificate is wrong; a setup problem that a failover cannot fix",
+                    names.join(", ")
+                ));
+            }
+            if !local.is_empty() {
+                reasons.push(
+                    "local: the agent's own host failed the probe (out of file descriptors, local ports or buffers), not the cache; never counts toward down, and a failover cannot fix it"
+                        .to_owned(),
+                );
+            }
         }
     }
     if let Some(target) = &obs.drift {

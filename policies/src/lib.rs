@@ -25,9 +25,11 @@
 //! # Rules
 //!
 //! - A round *qualifies* when both paths failed on outage kinds ([`FailureKind::is_outage`]).
-//!   `auth`, `oom`, `readonly`, `value_mismatch` and `tls` on either path are a
-//!   `config_error`: announced once per streak of the same kinds, `Degraded`, never counted
-//!   toward `Down`.
+//!   `auth`, `oom`, `readonly`, `value_mismatch` and `tls` on either path, and `local` (the
+//!   agent's own host out of descriptors, ports or buffers), are a `config_error`: announced
+//!   once per streak of the same kinds, `Degraded`, never counted toward `Down`.
+//! - Both paths failing on DNS kinds does not qualify: both resolve through the agent's own
+//!   resolver, so it is `Degraded` and ends any streak, like a round made while isolated.
 //! - `Suspect` on the first qualifying round; `Down` once `fall` qualifying rounds in a row
 //!   have lasted `down_after`. Any other round breaks the streak, and a later `Down` is a
 //!   new episode.

@@ -38,11 +38,14 @@ pub enum FailureKind {
     Protocol,
     /// `GET` did not return what `SET` wrote.
     ValueMismatch,
+    /// The agent's own host failed the probe (out of file descriptors, no local address or
+    /// port, no buffers) before anything reached the network.
+    Local,
 }
 
 impl FailureKind {
     /// Every kind, in declaration order; tests and exhaustive tables use it.
-    pub const ALL: [FailureKind; 12] = [
+    pub const ALL: [FailureKind; 13] = [
         FailureKind::DnsNxdomain,
         FailureKind::DnsTimeout,
         FailureKind::DnsError,
@@ -55,6 +58,7 @@ impl FailureKind {
         FailureKind::Timeout,
         FailureKind::Protocol,
         FailureKind::ValueMismatch,
+        FailureKind::Local,
     ];
 
     /// The snake_case name used in logs, metrics labels and JSON.
@@ -72,6 +76,7 @@ impl FailureKind {
             FailureKind::Timeout => "timeout",
             FailureKind::Protocol => "protocol",
             FailureKind::ValueMismatch => "value_mismatch",
+            FailureKind::Local => "local",
         }
     }
 
@@ -86,7 +91,10 @@ impl FailureKind {
     /// - `value_mismatch`: someone else writes our probe keys, or a proxy is in the way;
     /// - `tls`: a handshake needs the server to answer, so a failure is almost always an
     ///   expired or mismatched certificate or a wrong CA file. A dead region times out or
-    ///   refuses the connection before TLS starts, which the connect kinds already report.
+    ///   refuses the connection before TLS starts, which the connect kinds already report;
+    /// - `local`: the agent's own host could not make the probe (out of descriptors, ports or
+    ///   buffers). Nothing reached the network, so it says nothing about the cache, and a
+    ///   failover would not give the agent more descriptors.
     pub fn is_outage(self) -> bool {
         match self {
             FailureKind::DnsNxdomain
@@ -100,8 +108,21 @@ impl FailureKind {
             | FailureKind::Auth
             | FailureKind::Oom
             | FailureKind::Readonly
-            | FailureKind::ValueMismatch => false,
+            | FailureKind::ValueMismatch
+            | FailureKind::Local => false,
         }
+    }
+}
+
+impl FailureKind {
+    /// Whether the kind is a resolver failure. Both paths resolve a name through the agent's
+    /// own resolver (the dns path the record, the direct path the endpoint), so a round where
+    /// both fail this way points at that resolver, not at the cache.
+    pub fn is_dns(self) -> bool {
+        matches!(
+            self,
+            FailureKind::DnsNxdomain | FailureKind::DnsTimeout | FailureKind::DnsError
+        )
     }
 }
 

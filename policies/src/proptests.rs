@@ -47,6 +47,14 @@ const OUTAGE_KINDS: [FailureKind; 7] = [
     FailureKind::Protocol,
 ];
 
+/// The resolver kinds, written out again for the same reason. Both paths resolve through the
+/// agent's own resolver, so a round where both fail this way says nothing about the cache.
+const DNS_KINDS: [FailureKind; 3] = [
+    FailureKind::DnsNxdomain,
+    FailureKind::DnsTimeout,
+    FailureKind::DnsError,
+];
+
 fn kind() -> impl Strategy<Value = FailureKind> {
     prop_oneof![
         8 => prop::sample::select(OUTAGE_KINDS.to_vec()),
@@ -151,16 +159,28 @@ struct Seen {
     failbacks: usize,
     isolated: usize,
     config_errors: usize,
+    resolver_rounds: usize,
 }
 
-/// Whether the round counts towards `down`: both paths failed on outage kinds, and the witness
-/// did not fail (a round made while isolated proves nothing about the cache).
+/// Whether the round counts towards `down`: both paths failed on outage kinds, not both on
+/// resolver kinds, and the witness did not fail (a round made while isolated proves nothing
+/// about the cache).
 fn qualifies(obs: &Observation) -> bool {
     matches!(
         (obs.dns, obs.direct),
         (PathStatus::Failed(a), PathStatus::Failed(b))
             if OUTAGE_KINDS.contains(&a) && OUTAGE_KINDS.contains(&b)
-    ) && !matches!(obs.witness, Witness::Failed(_))
+    ) && !resolver_only(obs)
+        && !matches!(obs.witness, Witness::Failed(_))
+}
+
+/// Whether both paths failed resolving their names: the agent's resolver, not the cache.
+fn resolver_only(obs: &Observation) -> bool {
+    matches!(
+        (obs.dns, obs.direct),
+        (PathStatus::Failed(a), PathStatus::Failed(b))
+            if DNS_KINDS.contains(&a) && DNS_KINDS.contains(&b)
+    )
 }
 
 /// Scripts that interleave outages seen with a failing witness, outages seen with a working
@@ -197,6 +217,54 @@ fn isolation_script() -> impl Strategy<Value = Vec<Input>> {
         intent_completes: false,
     });
     prop::collection::vec(prop_oneof![6 => rounds, 1 => good], 1..30)
+}
+
+/// Scripts that interleave rounds where the agent's resolver fails on both paths with rounds
+/// where the cache really fails, under any witness: where an engine that counted resolver
+/// failures as an outage would decide `down` (and fail over a healthy cache) because the
+/// agent's own resolver went away.
+fn resolver_script() -> impl Strategy<Value = Vec<Input>> {
+    let dns = prop::sample::select(DNS_KINDS.to_vec());
+    let witness = prop_oneof![
+        4 => Just(Witness::Ok),
+        1 => Just(Witness::NotConfigured),
+        1 => Just(Witness::Failed("witness timed out".to_owned())),
+    ];
+    let resolver = (
+        dns.clone(),
+        dns,
+        witness.clone(),
+        prop::collection::vec(0i64..=5_000, 1..12),
+    )
+        .prop_map(|(a, b, witness, gaps_ms)| Input::Rounds {
+            obs: Observation {
+                dns: PathStatus::Failed(a),
+                direct: PathStatus::Failed(b),
+                drift: None,
+                witness,
+                old_primary: None,
+            },
+            gaps_ms,
+            intent_completes: false,
+        });
+    let outage = (
+        kind(),
+        kind(),
+        witness,
+        prop::collection::vec(0i64..=3_000, 1..8),
+    )
+        .prop_map(|(a, b, witness, gaps_ms)| Input::Rounds {
+            obs: Observation {
+                dns: PathStatus::Failed(a),
+                direct: PathStatus::Failed(b),
+                drift: None,
+                witness,
+                old_primary: None,
+            },
+            gaps_ms,
+            intent_completes: false,
+        });
+    prop::collection::vec(prop_oneof![1 => resolver, 1 => outage], 1..30)
 }
 
 /// Runs a script, checking every property after every input. `monotonic` is false when the
@@ -335,6 +403,16 @@ fn round(
     }
 
     let (next, decisions) = step(state, obs, now, params);
+
+    if resolver_only(obs) {
+        // Never down on the agent's resolver: the round leaves no down episode behind.
+        prop_assert!(
+            next.down_episode().is_none(),
+            "down after a round where only the resolver failed: {:?}",
+            obs
+        );
+        model.seen.resolver_rounds += 1;
+    }
 
     for d in &decisions {
         prop_assert_eq!(d.previous_state, state.state());
@@ -478,6 +556,11 @@ proptest! {
     fn isolated_rounds_never_count_towards_down(params in params(), script in isolation_script()) {
         run(&params, &script, true)?;
     }
+
+    #[test]
+    fn dns_failing_on_both_paths_never_counts_towards_down(params in params(), script in resolver_script()) {
+        run(&params, &script, true)?;
+    }
 }
 
 /// The generated scripts reach every kind of decision often, so the properties above are
@@ -497,6 +580,7 @@ fn generated_scripts_reach_every_decision() {
         total.failbacks += seen.failbacks;
         total.isolated += seen.isolated;
         total.config_errors += seen.config_errors;
+        total.resolver_rounds += seen.resolver_rounds;
     }
     let Seen {
         intents,
@@ -505,6 +589,7 @@ fn generated_scripts_reach_every_decision() {
         failbacks,
         isolated,
         config_errors,
+        resolver_rounds,
     } = total;
     for (name, count) in [
         ("intents", intents),
@@ -513,10 +598,29 @@ fn generated_scripts_reach_every_decision() {
         ("failbacks", failbacks),
         ("isolated", isolated),
         ("config_errors", config_errors),
+        ("resolver_rounds", resolver_rounds),
     ] {
         assert!(
             count >= 20,
             "{name}: only {count} in 200 scripts ({total:?})"
         );
     }
+}
+
+/// The resolver scripts reach intents through their real outages, so the property that rounds
+/// where only the resolver failed never make `down` is checked between rounds that do.
+#[test]
+fn resolver_scripts_reach_intents_between_resolver_failures() {
+    let mut runner =
+        TestRunner::new_with_rng(config(), TestRng::deterministic_rng(RngAlgorithm::ChaCha));
+    let mut total = Seen::default();
+    for _ in 0..200 {
+        let params = params().new_tree(&mut runner).unwrap().current();
+        let script = resolver_script().new_tree(&mut runner).unwrap().current();
+        let seen = run(&params, &script, true).unwrap();
+        total.intents += seen.intents;
+        total.resolver_rounds += seen.resolver_rounds;
+    }
+    assert!(total.intents >= 20, "{total:?}");
+    assert!(total.resolver_rounds >= 1000, "{total:?}");
 }

@@ -9,24 +9,35 @@ use std::error::Error as StdError;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ProtocolVersion, RedisConnectionInfo, RedisError, Value};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::ParsedCertificate;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
-use crate::error::{ErrorKind, ProbeError, Step};
+use crate::error::{ErrorKind, ProbeError, Step, local_failure, server_text};
 use crate::resolve::{self, Resolver};
 use crate::{Auth, Observation, PathKind, PathResult, ProbeSpec, StepTiming, TlsServerName};
 
 /// Probe keys expire after this many seconds, so a probe never leaves data behind for long,
 /// even when the `GET` (or the agent) never comes.
 const KEY_TTL_SECS: u64 = 60;
+
+/// The most a path reads from the server in one round, in bytes.
+///
+/// A healthy exchange is a few dozen bytes (`+PONG`, `+OK`, a 32-byte value). A server that
+/// answers with megabytes (a broken proxy, a key overwritten with a blob, a hostile endpoint)
+/// must cost the agent no more than this: without a bound, a 400 MiB `GET` reply took the
+/// agent to 1 GB of RSS.
+pub(crate) const MAX_REPLY_BYTES: usize = 64 * 1024;
 
 /// One round for one watch: every path concurrently, results in the order dns, direct, reader.
 pub(crate) async fn round(resolver: &Resolver, spec: &ProbeSpec) -> Observation {
@@ -220,11 +231,21 @@ async fn connect(address: SocketAddr) -> Result<TcpStream, ProbeError> {
 
 /// Maps a failed TCP connect.
 ///
-/// Only an explicit refusal (RST, or a local "nothing listens") is `connect_refused`. When the
-/// network does not deliver (the kernel gave up, or ICMP says the host or network is
-/// unreachable) the connection "did not open", as with a blackhole: `connect_timeout`. Any
-/// other local failure to open a socket is reported as refused, with the OS message.
+/// The agent's own host failing to make a socket (out of descriptors, no local port, no
+/// buffers) is `local`: nothing reached the network, so it says nothing about the cache and
+/// must never count as an outage. Only an explicit refusal (RST, or a local "nothing listens")
+/// is `connect_refused`. When the network does not deliver (the kernel gave up, or ICMP says
+/// the host or network is unreachable) the connection "did not open", as with a blackhole:
+/// `connect_timeout`. Any other failure to open a socket is reported as refused, with the OS
+/// message.
 fn classify_connect_error(address: SocketAddr, err: &io::Error) -> ProbeError {
+    if let Some(local) = local_failure(err) {
+        return ProbeError::new(
+            ErrorKind::Local,
+            Step::Connect,
+            format!("{address}: {local}"),
+        );
+    }
     let kind = match err.kind() {
         io::ErrorKind::TimedOut
         | io::ErrorKind::HostUnreachable
@@ -274,7 +295,9 @@ fn classify_tls_error(server_name: &str, err: &io::Error) -> ProbeError {
     } else {
         ErrorKind::Protocol
     };
-    ProbeError::new(kind, Step::Tls, format!("{server_name}: {err}"))
+    // The text can quote the peer (its alert, the names in its certificate).
+    let text = server_text(err.to_string().as_bytes());
+    ProbeError::new(kind, Step::Tls, format!("{server_name}: {text}"))
 }
 
 /// Aborts the connection driver when the path ends, however it ends, so no task or socket
@@ -287,8 +310,132 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The Valkey part of a path: `AUTH` (when configured), `PING`, `SET`, `GET`.
+/// A stream that fails its reads once more than [`MAX_REPLY_BYTES`] have come through it, so
+/// that redis-rs never buffers more than that from one path's connection.
+///
+/// The flag outlives the stream (redis-rs owns the stream, in a task of its own) and tells the
+/// path why its command failed: redis-rs reports a read error as a lost connection.
+struct Capped<S> {
+    inner: S,
+    /// Bytes read so far.
+    read: usize,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl<S> Capped<S> {
+    fn new(inner: S) -> (Self, Arc<AtomicBool>) {
+        let exceeded = Arc::new(AtomicBool::new(false));
+        let capped = Capped {
+            inner,
+            read: 0,
+            exceeded: exceeded.clone(),
+        };
+        (capped, exceeded)
+    }
+}
+
+/// The error a [`Capped`] read fails with.
+fn reply_too_large() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("the server sent more than {} KiB", MAX_REPLY_BYTES / 1024),
+    )
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.read > MAX_REPLY_BYTES {
+            return Poll::Ready(Err(reply_too_large()));
+        }
+        // One byte past the cap is enough to know it is exceeded; never ask the inner stream
+        // for more, so that a single read (of a socket buffer several MiB deep) cannot bring
+        // in more than the cap either.
+        let allowed = MAX_REPLY_BYTES + 1 - this.read;
+        let n = if buf.remaining() <= allowed {
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+            buf.filled().len() - before
+        } else {
+            let mut limited = ReadBuf::new(buf.initialize_unfilled_to(allowed));
+            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
+            let n = limited.filled().len();
+            buf.advance(n);
+            n
+        };
+        this.read += n;
+        if this.read > MAX_REPLY_BYTES {
+            this.exceeded.store(true, Ordering::Relaxed);
+            return Poll::Ready(Err(reply_too_large()));
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The error for a step whose reply went past [`MAX_REPLY_BYTES`]: the server answered, with
+/// far more than any healthy reply to a probe, so the exchange made no sense (`protocol`).
+fn reply_cap_error(step: Step) -> ProbeError {
+    ProbeError::new(
+        ErrorKind::Protocol,
+        step,
+        format!(
+            "the reply exceeded {} KiB, the most a probe reads per path and round; \
+             a healthy reply to {} is a few bytes",
+            MAX_REPLY_BYTES / 1024,
+            step.as_str().to_ascii_uppercase()
+        ),
+    )
+}
+
+/// The Valkey part of a path: `AUTH` (when configured), `PING`, `SET`, `GET`, reading at most
+/// [`MAX_REPLY_BYTES`] from the server.
 async fn exchange<S>(run: &mut PathRun, spec: &ProbeSpec, stream: S) -> Result<(), ProbeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (stream, exceeded) = Capped::new(stream);
+    let result = commands(run, spec, stream).await;
+    match result {
+        Err(err) if exceeded.load(Ordering::Relaxed) => Err(reply_cap_error(err.step)),
+        other => other,
+    }
+}
+
+async fn commands<S>(run: &mut PathRun, spec: &ProbeSpec, stream: S) -> Result<(), ProbeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -373,6 +520,7 @@ fn classify_auth_error(err: &RedisError) -> ProbeError {
                 "ERR" => ErrorKind::Protocol,
                 code => server_error_kind(code),
             };
+            let code = server_text(code.as_bytes());
             ProbeError::new(kind, Step::Auth, format!("AUTH rejected: {code}"))
         }
         None => classify_redis_error(Step::Auth, err),
@@ -425,8 +573,8 @@ async fn get(con: &mut MultiplexedConnection, key: &str, value: &str) -> Result<
             ErrorKind::ValueMismatch,
             Step::Get,
             format!(
-                "GET {key}: expected {value:?}, got {:?}",
-                truncated(&String::from_utf8_lossy(&got))
+                "GET {key}: expected {value:?}, got \"{}\"",
+                server_text(&got)
             ),
         )),
         Ok(Value::Nil) => Err(ProbeError::new(
@@ -463,22 +611,25 @@ fn server_error_kind(code: &str) -> ErrorKind {
 /// EOF, a reply that does not parse) means the connection did not carry a sane exchange:
 /// `protocol`.
 fn classify_redis_error(step: Step, err: &RedisError) -> ProbeError {
+    // Every text here can carry the server's bytes: its error reply, or a reply that did not
+    // parse, quoted by redis-rs.
+    let text = |raw: &str| server_text(raw.trim_end().as_bytes());
     let (kind, message) = match err.code() {
         Some(code) => {
-            let detail = err.detail().unwrap_or_default();
+            let reply = format!("{code} {}", err.detail().unwrap_or_default());
             (
                 server_error_kind(code),
-                format!("server replied {code} {detail}"),
+                format!("server replied {}", text(&reply)),
             )
         }
-        None if err.is_timeout() => (ErrorKind::Timeout, with_sources(err)),
+        None if err.is_timeout() => (ErrorKind::Timeout, text(&with_sources(err))),
         None if err.is_connection_dropped() => (
             ErrorKind::Protocol,
-            format!("connection lost: {}", with_sources(err)),
+            format!("connection lost: {}", text(&with_sources(err))),
         ),
-        None => (ErrorKind::Protocol, with_sources(err)),
+        None => (ErrorKind::Protocol, text(&with_sources(err))),
     };
-    ProbeError::new(kind, step, message.trim_end().to_owned())
+    ProbeError::new(kind, step, message)
 }
 
 /// An error and its sources, joined by `: ` (errors here never repeat their source).
@@ -510,26 +661,15 @@ fn value_type(value: &Value) -> &'static str {
     }
 }
 
-/// A reply for a message: its type and a short view of its content.
+/// A reply for a message: its type and a short, escaped view of its content.
 fn describe(value: &Value) -> String {
     match value {
-        Value::SimpleString(s) => format!("{} {:?}", value_type(value), truncated(s)),
-        Value::BulkString(b) => format!(
-            "{} {:?}",
-            value_type(value),
-            truncated(&String::from_utf8_lossy(b))
-        ),
+        Value::SimpleString(s) => {
+            format!("{} \"{}\"", value_type(value), server_text(s.as_bytes()))
+        }
+        Value::BulkString(b) => format!("{} \"{}\"", value_type(value), server_text(b)),
         Value::Int(i) => format!("{} {i}", value_type(value)),
         other => value_type(other).to_owned(),
-    }
-}
-
-/// At most 64 characters of `s`: replies can be large, messages should not be.
-fn truncated(s: &str) -> String {
-    const MAX: usize = 64;
-    match s.char_indices().nth(MAX) {
-        Some((cut, _)) => format!("{}...", &s[..cut]),
-        None => s.to_owned(),
     }
 }
 

@@ -17,7 +17,7 @@ use hickory_resolver::proto::rr::{Name, RData, Record};
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::{ResolveError, ResolveErrorKind, TokioResolver};
 
-use crate::error::{ErrorKind, ProbeError, Step};
+use crate::error::{ErrorKind, ProbeError, Step, local_failure, server_text};
 
 /// The resolver a [`crate::Prober`] holds for its lifetime, so its cache spans rounds.
 pub(crate) type Resolver = TokioResolver;
@@ -168,7 +168,8 @@ pub(crate) fn dns_name_text(name: &Name) -> String {
 ///
 /// An answer without records is a missing name to the probe whether the server said NXDOMAIN
 /// or NODATA: either way there is nothing to connect to. Other response codes (SERVFAIL,
-/// REFUSED) mean the resolver failed, not that the name is gone.
+/// REFUSED) mean the resolver failed, not that the name is gone. A query that could not even
+/// be sent because the agent's host had no socket to send it from is `local`.
 pub(crate) fn classify_resolve_error(name: &str, err: &ResolveError) -> ProbeError {
     // hickory's own text for these embeds a debug dump of the last query tried (often the
     // AAAA fallback), which reads as if the probe asked the wrong question.
@@ -196,11 +197,20 @@ pub(crate) fn classify_resolve_error(name: &str, err: &ResolveError) -> ProbeErr
                 ErrorKind::DnsTimeout,
                 format!("{name}: the resolver did not answer"),
             ),
-            _ => (ErrorKind::DnsError, format!("{name}: {err}")),
+            ProtoErrorKind::Io(io) => match local_failure(io) {
+                Some(local) => (ErrorKind::Local, format!("{name}: {local}")),
+                None => (ErrorKind::DnsError, format!("{name}: {}", error_text(err))),
+            },
+            _ => (ErrorKind::DnsError, format!("{name}: {}", error_text(err))),
         },
-        _ => (ErrorKind::DnsError, format!("{name}: {err}")),
+        _ => (ErrorKind::DnsError, format!("{name}: {}", error_text(err))),
     };
     ProbeError::new(kind, Step::Resolve, message)
+}
+
+/// hickory's text for an error, which can quote what a name server sent.
+fn error_text(err: &ResolveError) -> String {
+    server_text(err.to_string().as_bytes())
 }
 
 #[cfg(test)]
@@ -315,6 +325,26 @@ mod tests {
             ))),
             ErrorKind::DnsError
         );
+        let io = |errno| {
+            ResolveError::from(ProtoError::from(ProtoErrorKind::from(
+                std::io::Error::from_raw_os_error(errno),
+            )))
+        };
+        for errno in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::ENOBUFS,
+            libc::EADDRNOTAVAIL,
+        ] {
+            assert_eq!(kind(io(errno)), ErrorKind::Local, "errno {errno}");
+        }
+        let emfile = classify_resolve_error("cache.example.", &io(libc::EMFILE));
+        assert!(
+            emfile.message.contains("EMFILE") && emfile.message.contains("LimitNOFILE"),
+            "{}",
+            emfile.message
+        );
+        assert_eq!(kind(io(libc::ECONNREFUSED)), ErrorKind::DnsError);
         let err = classify_resolve_error("cache.example.", &no_records(ResponseCode::NXDomain));
         assert_eq!(err.step, Step::Resolve);
         assert!(

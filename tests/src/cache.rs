@@ -262,6 +262,11 @@ impl Cache {
         self.front.set_blackhole(true);
     }
 
+    pub(crate) async fn huge_reply(&self) {
+        let _state = self.state.lock().await;
+        self.front.set_huge_reply(true);
+    }
+
     /// Undoes every fault: network faults off, a stopped server continued, a dead one
     /// restarted on the same socket, the front listening again on the same address.
     pub(crate) async fn clear(&self) -> Result<(), LabError> {

@@ -40,6 +40,12 @@ pub enum Fault {
         /// The cache.
         cache: String,
     },
+    /// New connections get a 100 MiB bulk string for every `GET`, streamed by the front
+    /// (never held in memory); every other command still reaches the server.
+    HugeReply {
+        /// The cache.
+        cache: String,
+    },
     /// Undo every fault on the cache: restart a killed server, resume a paused one, reopen
     /// the front, drop latency and blackhole.
     Clear {
@@ -125,6 +131,7 @@ impl Fault {
             | Self::Resume { cache }
             | Self::Latency { cache, .. }
             | Self::Blackhole { cache }
+            | Self::HugeReply { cache }
             | Self::Clear { cache }
             | Self::PointRecord { cache } => Some(cache),
             Self::DnsDown
@@ -157,6 +164,7 @@ impl fmt::Display for Fault {
                 write!(f, "latency {cache} {}", humantime::format_duration(*delay))
             }
             Self::Blackhole { cache } => write!(f, "blackhole {cache}"),
+            Self::HugeReply { cache } => write!(f, "huge-reply {cache}"),
             Self::Clear { cache } => write!(f, "clear {cache}"),
             Self::DnsDown => f.write_str("dns-down"),
             Self::DnsUp => f.write_str("dns-up"),
@@ -268,6 +276,13 @@ mod tests {
                 "kms-disable",
             ),
             (Fault::KmsEnable, r#"{"fault":"kms-enable"}"#, "kms-enable"),
+            (
+                Fault::HugeReply {
+                    cache: "app-sessions".into(),
+                },
+                r#"{"fault":"huge-reply","cache":"app-sessions"}"#,
+                "huge-reply app-sessions",
+            ),
             (
                 Fault::IamDeny {
                     action: "ec2:DescribeSubnets".into(),

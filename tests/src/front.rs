@@ -58,6 +58,10 @@ const UNAUTH_MAX_BULK: i64 = 16 * 1024;
 const MAX_INLINE: usize = 64 * 1024;
 /// Refused commands a client may send before the front gives up on it.
 const UNAUTH_MAX_COMMANDS: usize = 64;
+/// The bulk string every `GET` gets under the `huge-reply` fault: far past any bound a client
+/// should have, and streamed in [`HUGE_REPLY_CHUNK`]s so the lab never holds it.
+pub(crate) const HUGE_REPLY_BYTES: usize = 100 * 1024 * 1024;
+const HUGE_REPLY_CHUNK: usize = 64 * 1024;
 
 /// Replies to unauthenticated clients, byte for byte what Valkey (and so ElastiCache) sends.
 pub(crate) const WRONGPASS: &[u8] =
@@ -72,6 +76,8 @@ pub(crate) struct NetFaults {
     pub(crate) latency: Option<Duration>,
     /// New connections are accepted and never answered; existing ones stop forwarding.
     pub(crate) blackhole: bool,
+    /// New connections get [`HUGE_REPLY_BYTES`] for every `GET` (see [`serve_huge_replies`]).
+    pub(crate) huge_reply: bool,
 }
 
 /// Binds a listening socket with `SO_REUSEADDR`, so that `clear` can rebind the exact address
@@ -201,6 +207,10 @@ impl Front {
         self.faults.send_modify(|f| f.blackhole = blackhole);
     }
 
+    pub(crate) fn set_huge_reply(&self, huge_reply: bool) {
+        self.faults.send_modify(|f| f.huge_reply = huge_reply);
+    }
+
     pub(crate) fn clear_faults(&self) {
         self.faults.send_replace(NetFaults::default());
     }
@@ -280,7 +290,14 @@ impl Front {
                     return;
                 }
             };
+        let huge_reply = faults.borrow().huge_reply;
         let mut backend = Faulty::new(backend, faults);
+        if huge_reply {
+            if let Err(e) = serve_huge_replies(&mut tls, backend, preamble).await {
+                debug!(cache = %self.cache, %peer, error = %e, "huge-reply connection ended");
+            }
+            return;
+        }
         if !preamble.is_empty()
             && let Err(e) = backend.write_all(&preamble).await
         {
@@ -574,6 +591,111 @@ fn parse_int(digits: &[u8]) -> Option<i64> {
     text.parse().ok()
 }
 
+/// Serves a connection under the `huge-reply` fault: the front reads the client's commands
+/// itself (with Valkey's limits for an unauthenticated client, which a probe's commands fit),
+/// answers each `GET` with a [`HUGE_REPLY_BYTES`] bulk string written chunk by chunk, and
+/// forwards every other command to the server, relaying its one reply. Commands are handled
+/// one at a time, in order, so pipelined replies keep their order. `pending` holds what the
+/// client already sent (its pipelined bytes after an IAM `AUTH`).
+async fn serve_huge_replies<C, B>(
+    client: &mut C,
+    backend: B,
+    mut pending: Vec<u8>,
+) -> io::Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut backend = tokio::io::BufReader::new(backend);
+    loop {
+        let (args, used) = match parse_unauthenticated(&pending) {
+            Parsed::Command(args, used) => (args, used),
+            Parsed::Error(message) => {
+                client
+                    .write_all(format!("-ERR {message}\r\n").as_bytes())
+                    .await?;
+                return client.flush().await;
+            }
+            Parsed::Incomplete => {
+                let mut chunk = [0u8; 4096];
+                let n = client.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                pending.extend_from_slice(&chunk[..n]);
+                continue;
+            }
+        };
+        pending.drain(..used);
+        let Some(name) = args.first() else { continue };
+        if name.eq_ignore_ascii_case(b"get") {
+            write_huge_reply(client).await?;
+        } else {
+            let command: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+            backend
+                .get_mut()
+                .write_all(&encode_command(&command))
+                .await?;
+            let reply = read_reply(&mut backend).await?;
+            client.write_all(&reply).await?;
+        }
+        client.flush().await?;
+    }
+}
+
+/// `$104857600\r\n`, then 100 MiB of `x`, then `\r\n`, from one static chunk.
+async fn write_huge_reply<C: AsyncWrite + Unpin>(client: &mut C) -> io::Result<()> {
+    static CHUNK: [u8; HUGE_REPLY_CHUNK] = [b'x'; HUGE_REPLY_CHUNK];
+    client
+        .write_all(format!("${HUGE_REPLY_BYTES}\r\n").as_bytes())
+        .await?;
+    let mut left = HUGE_REPLY_BYTES;
+    while left > 0 {
+        let n = left.min(CHUNK.len());
+        client.write_all(&CHUNK[..n]).await?;
+        left -= n;
+    }
+    client.write_all(b"\r\n").await
+}
+
+/// Reads one whole reply (RESP2 or RESP3) from the server, as the bytes it sent.
+async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(server: &mut R) -> io::Result<Vec<u8>> {
+    use tokio::io::AsyncBufReadExt;
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    let mut out = Vec::new();
+    // Values still to read: aggregates add their elements.
+    let mut values: u64 = 1;
+    while values > 0 {
+        values -= 1;
+        let start = out.len();
+        if server.read_until(b'\n', &mut out).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        let line = &out[start..];
+        let kind = line[0];
+        let number = || {
+            parse_int(line[1..].strip_suffix(b"\r\n").unwrap_or(&line[1..]))
+                .ok_or_else(|| invalid("a reply length that is not a number"))
+        };
+        match kind {
+            b'$' | b'=' | b'!' => {
+                let len = number()?;
+                if len >= 0 {
+                    let mut body = vec![0u8; len as usize + 2];
+                    server.read_exact(&mut body).await?;
+                    out.extend_from_slice(&body);
+                }
+            }
+            b'*' | b'~' | b'>' => values += number()?.max(0) as u64,
+            b'%' => values += 2 * number()?.max(0) as u64,
+            // An attribute map comes before the value it describes.
+            b'|' => values += 2 * number()?.max(0) as u64 + 1,
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Holds a blackholed connection open without answering, until the client gives up or
 /// `BLACKHOLE_HOLD` passes. Reading (and discarding) is how we notice the client leaving.
 async fn hold(mut tcp: TcpStream) {
@@ -640,7 +762,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Faulty<S> {
                 return Poll::Ready(Ok(()));
             }
             let faults = *this.faults.borrow();
-            if faults == NetFaults::default() {
+            if faults.latency.is_none() && !faults.blackhole {
                 return Pin::new(&mut this.inner).poll_read(cx, out);
             }
             this.held.resize(CHUNK, 0);
@@ -832,6 +954,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn replies_are_read_whole_whatever_their_shape() {
+        let replies: [&[u8]; 5] = [
+            b"+PONG\r\n",
+            b"$5\r\nhello\r\n",
+            b"$-1\r\n",
+            b"*3\r\n:1\r\n$2\r\nab\r\n*1\r\n-ERR x\r\n",
+            b"%1\r\n+k\r\n$1\r\nv\r\n",
+        ];
+        let all = replies.concat();
+        let mut reader = tokio::io::BufReader::new(all.as_slice());
+        for want in replies {
+            assert_eq!(read_reply(&mut reader).await.unwrap(), want);
+        }
+    }
+
+    #[tokio::test]
+    async fn huge_reply_streams_get_and_forwards_the_rest() {
+        let (mut client, mut front) = tokio::io::duplex(64 * 1024);
+        let (backend, mut server) = tokio::io::duplex(64 * 1024);
+        let task = tokio::spawn(async move {
+            serve_huge_replies(&mut front, backend, b"PING\r\n".to_vec()).await
+        });
+        // The server answers what was forwarded: only the PING.
+        let mut forwarded = [0u8; 14];
+        timeout(Duration::from_secs(5), server.read_exact(&mut forwarded))
+            .await
+            .expect("forwarded in time")
+            .unwrap();
+        assert_eq!(&forwarded, b"*1\r\n$4\r\nPING\r\n");
+        server.write_all(b"+PONG\r\n").await.unwrap();
+        let mut pong = [0u8; 7];
+        client.read_exact(&mut pong).await.unwrap();
+        assert_eq!(&pong, b"+PONG\r\n");
+
+        client
+            .write_all(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+            .await
+            .unwrap();
+        let header = format!("${HUGE_REPLY_BYTES}\r\n");
+        let mut got = vec![0u8; header.len() + 1024 * 1024];
+        timeout(Duration::from_secs(5), client.read_exact(&mut got))
+            .await
+            .expect("the reply streams")
+            .unwrap();
+        assert_eq!(&got[..header.len()], header.as_bytes());
+        assert!(got[header.len()..].iter().all(|&b| b == b'x'));
+        // A client that stops reading and leaves ends the connection.
+        drop(client);
+        let end = timeout(Duration::from_secs(5), task)
+            .await
+            .expect("ends")
+            .unwrap();
+        assert!(end.is_err(), "{end:?}");
+        let mut rest = Vec::new();
+        server.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty(), "the GET never reached the server");
+    }
+
+    #[tokio::test]
     async fn faulty_reads_pass_through_then_delay_then_stall() {
         let (client, server) = tokio::io::duplex(1024);
         let (tx, rx) = watch::channel(NetFaults::default());
@@ -851,6 +1032,7 @@ mod tests {
         tx.send_replace(NetFaults {
             latency: None,
             blackhole: true,
+            huge_reply: false,
         });
         writer.write_all(b"c").await.unwrap();
         let stalled = timeout(Duration::from_millis(200), reader.read_exact(&mut buf[..1])).await;

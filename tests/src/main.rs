@@ -186,6 +186,8 @@ enum FaultCommand {
     },
     /// Accept connections to the cache and never answer.
     Blackhole { cache: String },
+    /// Answer every GET on new connections with a 100 MiB bulk string (streamed).
+    HugeReply { cache: String },
     /// Undo every fault on the cache (restarting a killed server).
     Clear { cache: String },
     /// The private zone stops answering (endpoint names still resolve).
@@ -246,6 +248,7 @@ impl FaultCommand {
             Self::Resume { cache } => Fault::Resume { cache },
             Self::Latency { cache, delay } => Fault::Latency { cache, delay },
             Self::Blackhole { cache } => Fault::Blackhole { cache },
+            Self::HugeReply { cache } => Fault::HugeReply { cache },
             Self::Clear { cache } => Fault::Clear { cache },
             Self::DnsDown => Fault::DnsDown,
             Self::DnsUp => Fault::DnsUp,
@@ -646,6 +649,9 @@ mod tests {
             },
             Fault::ZonePublic,
             Fault::ZonePrivate,
+            Fault::HugeReply {
+                cache: "app-sessions".into(),
+            },
         ] {
             let text = fault.to_string();
             let mut args = vec!["valkey-dr-lab", "fault", "--dir", "d"];

@@ -50,6 +50,15 @@ fn partial() -> Observation {
     round(PathStatus::Failed(DnsTimeout), PathStatus::Ok)
 }
 
+/// Both paths fail to resolve: the record and the endpoint name, through the agent's resolver.
+fn resolver_down() -> Observation {
+    round(PathStatus::Failed(DnsTimeout), PathStatus::Failed(DnsError))
+}
+
+fn local() -> Observation {
+    round(PathStatus::Failed(Local), PathStatus::Failed(Local))
+}
+
 fn drift(mut obs: Observation) -> Observation {
     obs.drift = Some("elsewhere.example".to_owned());
     obs
@@ -139,7 +148,7 @@ fn every_path_pair_is_classified_by_its_kinds() {
                 let mut v: Vec<_> = [dns, direct]
                     .into_iter()
                     .filter_map(PathStatus::failure)
-                    .filter(|k| matches!(k, Tls | Auth | Oom | Readonly | ValueMismatch))
+                    .filter(|k| matches!(k, Tls | Auth | Oom | Readonly | ValueMismatch | Local))
                     .collect();
                 v.sort();
                 v.dedup();
@@ -148,8 +157,14 @@ fn every_path_pair_is_classified_by_its_kinds() {
             let want = if !config.is_empty() {
                 Round::Config(config)
             } else {
+                let dns_kind = |k| matches!(k, DnsNxdomain | DnsTimeout | DnsError);
                 match (dns, direct) {
                     (PathStatus::Ok, PathStatus::Ok) => Round::Good,
+                    (PathStatus::Failed(a), PathStatus::Failed(b))
+                        if dns_kind(a) && dns_kind(b) =>
+                    {
+                        Round::Resolver
+                    }
                     (PathStatus::Failed(_), PathStatus::Failed(_)) => Round::Outage,
                     _ => Round::Partial,
                 }
@@ -160,6 +175,7 @@ fn every_path_pair_is_classified_by_its_kinds() {
     assert_eq!(Round::classify(&drift(good())), Round::Drift);
     assert_eq!(Round::classify(&drift(outage())), Round::Outage);
     assert_eq!(Round::classify(&drift(partial())), Round::Partial);
+    assert_eq!(Round::classify(&drift(resolver_down())), Round::Resolver);
 }
 
 #[test]
@@ -234,6 +250,8 @@ enum Input {
     Partial,
     Drift,
     Config,
+    Resolver,
+    Local,
     WitnessFailed,
     Pause,
     Resume,
@@ -287,6 +305,8 @@ fn apply(sim: &mut Sim, input: Input) -> Vec<Event> {
         Input::Partial => sim.step(partial()),
         Input::Drift => sim.step(drift(good())),
         Input::Config => sim.step(config(Auth)),
+        Input::Resolver => sim.step(resolver_down()),
+        Input::Local => sim.step(local()),
         Input::WitnessFailed => sim.step(isolated(good())),
         Input::Pause => sim.apply(pause),
         Input::Resume => sim.apply(resume),
@@ -310,6 +330,8 @@ fn every_state_handles_every_input() {
         (S::Healthy, I::Partial, S::Degraded, &[E::Degraded]),
         (S::Healthy, I::Drift, S::Degraded, &[E::Degraded]),
         (S::Healthy, I::Config, S::Degraded, &[E::ConfigError]),
+        (S::Healthy, I::Resolver, S::Degraded, &[E::Degraded]),
+        (S::Healthy, I::Local, S::Degraded, &[E::ConfigError]),
         (S::Healthy, I::WitnessFailed, S::Isolated, &[E::Isolated]),
         (S::Healthy, I::Pause, S::Paused, &[E::Paused]),
         (S::Healthy, I::Resume, S::Healthy, &[]),
@@ -323,6 +345,8 @@ fn every_state_handles_every_input() {
         (S::Suspect, I::Partial, S::Degraded, &[E::Degraded]),
         (S::Suspect, I::Drift, S::Degraded, &[E::Degraded]),
         (S::Suspect, I::Config, S::Degraded, &[E::ConfigError]),
+        (S::Suspect, I::Resolver, S::Degraded, &[E::Degraded]),
+        (S::Suspect, I::Local, S::Degraded, &[E::ConfigError]),
         (S::Suspect, I::WitnessFailed, S::Isolated, &[E::Isolated]),
         (S::Suspect, I::Pause, S::Paused, &[E::Paused]),
         (S::Suspect, I::Resume, S::Suspect, &[]),
@@ -336,6 +360,8 @@ fn every_state_handles_every_input() {
         (S::Down, I::Partial, S::Degraded, &[E::Degraded]),
         (S::Down, I::Drift, S::Degraded, &[E::Degraded]),
         (S::Down, I::Config, S::Degraded, &[E::ConfigError]),
+        (S::Down, I::Resolver, S::Degraded, &[E::Degraded]),
+        (S::Down, I::Local, S::Degraded, &[E::ConfigError]),
         (S::Down, I::WitnessFailed, S::Isolated, &[E::Isolated]),
         (S::Down, I::Pause, S::Paused, &[E::Paused]),
         (S::Down, I::Resume, S::Down, &[]),
@@ -349,6 +375,8 @@ fn every_state_handles_every_input() {
         (S::FailingOver, I::Partial, S::FailingOver, &[E::Degraded]),
         (S::FailingOver, I::Drift, S::FailingOver, &[E::Degraded]),
         (S::FailingOver, I::Config, S::FailingOver, &[E::ConfigError]),
+        (S::FailingOver, I::Resolver, S::FailingOver, &[E::Degraded]),
+        (S::FailingOver, I::Local, S::FailingOver, &[E::ConfigError]),
         (S::FailingOver, I::WitnessFailed, S::FailingOver, &[E::Isolated]),
         (S::FailingOver, I::Pause, S::FailingOver, &[E::Paused]),
         (S::FailingOver, I::Resume, S::FailingOver, &[]),
@@ -362,6 +390,8 @@ fn every_state_handles_every_input() {
         (S::FailedOver, I::Partial, S::Degraded, &[E::Degraded]),
         (S::FailedOver, I::Drift, S::Degraded, &[E::Degraded]),
         (S::FailedOver, I::Config, S::Degraded, &[E::ConfigError]),
+        (S::FailedOver, I::Resolver, S::Degraded, &[E::Degraded]),
+        (S::FailedOver, I::Local, S::Degraded, &[E::ConfigError]),
         (S::FailedOver, I::WitnessFailed, S::Isolated, &[E::Isolated]),
         (S::FailedOver, I::Pause, S::Paused, &[E::Paused]),
         (S::FailedOver, I::Resume, S::FailedOver, &[]),
@@ -375,6 +405,8 @@ fn every_state_handles_every_input() {
         (S::Degraded, I::Partial, S::Degraded, &[]),
         (S::Degraded, I::Drift, S::Degraded, &[]),
         (S::Degraded, I::Config, S::Degraded, &[E::ConfigError]),
+        (S::Degraded, I::Resolver, S::Degraded, &[]),
+        (S::Degraded, I::Local, S::Degraded, &[E::ConfigError]),
         (S::Degraded, I::WitnessFailed, S::Isolated, &[E::Isolated]),
         (S::Degraded, I::Pause, S::Paused, &[E::Paused]),
         (S::Degraded, I::Resume, S::Degraded, &[]),
@@ -388,6 +420,8 @@ fn every_state_handles_every_input() {
         (S::Isolated, I::Partial, S::Degraded, &[E::Degraded]),
         (S::Isolated, I::Drift, S::Degraded, &[E::Degraded]),
         (S::Isolated, I::Config, S::Degraded, &[E::ConfigError]),
+        (S::Isolated, I::Resolver, S::Degraded, &[E::Degraded]),
+        (S::Isolated, I::Local, S::Degraded, &[E::ConfigError]),
         (S::Isolated, I::WitnessFailed, S::Isolated, &[]),
         (S::Isolated, I::Pause, S::Paused, &[E::Paused]),
         (S::Isolated, I::Resume, S::Isolated, &[]),
@@ -401,6 +435,8 @@ fn every_state_handles_every_input() {
         (S::Paused, I::Partial, S::Paused, &[E::Degraded]),
         (S::Paused, I::Drift, S::Paused, &[E::Degraded]),
         (S::Paused, I::Config, S::Paused, &[E::ConfigError]),
+        (S::Paused, I::Resolver, S::Paused, &[E::Degraded]),
+        (S::Paused, I::Local, S::Paused, &[E::ConfigError]),
         (S::Paused, I::WitnessFailed, S::Paused, &[E::Isolated]),
         (S::Paused, I::Pause, S::Paused, &[]),
         (S::Paused, I::Resume, S::Healthy, &[E::Resumed]),
@@ -411,7 +447,7 @@ fn every_state_handles_every_input() {
     ];
     assert_eq!(
         table.len(),
-        State::ALL.len() * 12,
+        State::ALL.len() * 14,
         "one row per state and input"
     );
     for &(from, input, to, want) in table {
@@ -466,7 +502,14 @@ fn fall_rounds_too_fast_wait_for_down_after() {
 
 #[test]
 fn any_other_round_breaks_the_streak() {
-    for breaker in [good(), partial(), drift(good()), config(Auth)] {
+    for breaker in [
+        good(),
+        partial(),
+        drift(good()),
+        config(Auth),
+        resolver_down(),
+        local(),
+    ] {
         let mut sim = Sim::new();
         sim.steps(2, outage());
         sim.step(breaker.clone());
@@ -713,6 +756,109 @@ fn config_kinds_alert_once_and_never_count() {
             assert_eq!(sim.state.config_errors, [kind]);
         }
     }
+}
+
+#[test]
+fn local_failures_alert_once_name_the_host_and_never_count() {
+    for obs in [
+        local(),
+        round(PathStatus::Failed(Local), PathStatus::Ok),
+        round(
+            PathStatus::Failed(Local),
+            PathStatus::Failed(ConnectRefused),
+        ),
+        round(PathStatus::Failed(DnsTimeout), PathStatus::Failed(Local)),
+    ] {
+        let mut sim = Sim::new();
+        sim.params.down_after = Duration::ZERO;
+        let first = sim.step(obs.clone());
+        assert_eq!(events(&first), [Event::ConfigError], "{obs:?}");
+        assert!(
+            first[0]
+                .reasons
+                .iter()
+                .any(|r| r.starts_with("local: the agent's own host failed the probe")),
+            "{:?}",
+            first[0].reasons
+        );
+        assert!(
+            !first[0].reasons.iter().any(|r| r.contains("refused us")),
+            "a local failure is not the cache refusing us: {:?}",
+            first[0].reasons
+        );
+        assert_eq!(sim.steps(50, obs.clone()), [], "{obs:?}");
+        assert_eq!(sim.state.state(), State::Degraded);
+        assert_eq!(sim.state.consecutive_failures, 0);
+        assert_eq!(sim.state.config_errors, [Local]);
+    }
+    // A local failure beside a refusal names both.
+    let mut sim = Sim::new();
+    let decisions = sim.step(round(PathStatus::Failed(Auth), PathStatus::Failed(Local)));
+    let reasons = &decisions[0].reasons;
+    assert!(
+        reasons.iter().any(|r| r.starts_with("auth: ")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.starts_with("local: ")),
+        "{reasons:?}"
+    );
+}
+
+// ---- dns failing on both paths ------------------------------------------------------------
+
+#[test]
+fn dns_failing_on_both_paths_is_degraded_never_down() {
+    for dns in [DnsNxdomain, DnsTimeout, DnsError] {
+        for direct in [DnsNxdomain, DnsTimeout, DnsError] {
+            let obs = round(PathStatus::Failed(dns), PathStatus::Failed(direct));
+            let mut sim = Sim::new();
+            sim.params.down_after = Duration::ZERO;
+            let first = sim.step(obs.clone());
+            assert_eq!(events(&first), [Event::Degraded], "{obs:?}");
+            assert!(
+                first[0].reasons.iter().any(|r| r
+                    .starts_with("dns failed on both paths: the agent's resolver, not the cache")),
+                "{:?}",
+                first[0].reasons
+            );
+            assert_eq!(sim.steps(50, obs.clone()), [], "{obs:?}");
+            assert_eq!(sim.state.state(), State::Degraded);
+            assert_eq!(sim.state.consecutive_failures, 0);
+            assert!(sim.state.down_episode().is_none());
+        }
+    }
+}
+
+#[test]
+fn dns_failing_on_one_path_beside_an_outage_still_counts() {
+    // The direct path resolved its name and could not connect: that is the cache's address
+    // failing, whatever the record did.
+    let obs = round(
+        PathStatus::Failed(DnsTimeout),
+        PathStatus::Failed(ConnectTimeout),
+    );
+    let mut sim = Sim::new();
+    assert_eq!(
+        sim.steps(3, obs),
+        [Event::Suspect, Event::Down, Event::FailoverIntent]
+    );
+}
+
+#[test]
+fn a_resolver_failure_during_an_outage_ends_the_streak_and_the_episode() {
+    let mut sim = Sim::with(Params {
+        mode: Mode::AlertOnly,
+        ..params()
+    });
+    sim.steps(3, outage());
+    assert_eq!(sim.state.state(), State::Down);
+    assert_eq!(sim.steps(2, resolver_down()), [Event::Degraded]);
+    assert!(sim.state.down_episode().is_none());
+    assert_eq!(sim.state.consecutive_failures, 0);
+    // Back to failing connections: `down` needs `fall` fresh rounds again.
+    assert_eq!(sim.steps(2, outage()), [Event::Suspect]);
+    assert_eq!(sim.steps(1, outage())[0], Event::Down);
 }
 
 #[test]

@@ -25,6 +25,11 @@ enum Reply {
     Close,
     /// Behave like a healthy server.
     Normal,
+    /// Answer with a bulk string of this many bytes, written in chunks as it would be
+    /// streamed, never held whole.
+    Bulk(usize),
+    /// Send these bytes (built at run time).
+    Owned(String),
 }
 
 type Script = Arc<dyn Fn(&[String]) -> Reply + Send + Sync>;
@@ -89,14 +94,33 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
         log.lock().expect("lock").push(cmd.clone());
         let reply = match script(&cmd) {
             Reply::Raw(bytes) => bytes.to_owned(),
+            Reply::Owned(bytes) => bytes,
             Reply::Stall => return std::future::pending().await,
             Reply::Close => return,
             Reply::Normal => normal_reply(&cmd, &store),
+            Reply::Bulk(len) => {
+                if write_bulk(&mut stream, len).await.is_err() {
+                    return;
+                }
+                continue;
+            }
         };
         if stream.write_all(reply.as_bytes()).await.is_err() {
             return;
         }
     }
+}
+
+async fn write_bulk<S: AsyncWrite + Unpin>(stream: &mut S, len: usize) -> io::Result<()> {
+    let chunk = [b'x'; 16 * 1024];
+    stream.write_all(format!("${len}\r\n").as_bytes()).await?;
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        stream.write_all(&chunk[..n]).await?;
+        left -= n;
+    }
+    stream.write_all(b"\r\n").await
 }
 
 fn normal_reply(cmd: &[String], store: &Mutex<HashMap<String, String>>) -> String {
@@ -635,6 +659,28 @@ fn connect_errors_map_to_kinds() {
         kind(io::ErrorKind::ConnectionReset),
         ErrorKind::ConnectRefused
     );
+    // The agent's own host out of descriptors, ports or buffers is never the cache's fault.
+    for errno in [
+        libc::EMFILE,
+        libc::ENFILE,
+        libc::EADDRNOTAVAIL,
+        libc::ENOBUFS,
+        libc::ENOMEM,
+    ] {
+        let err = classify_connect_error(address, &io::Error::from_raw_os_error(errno));
+        assert_eq!((err.kind, err.step), (ErrorKind::Local, Step::Connect));
+        assert!(
+            err.message.starts_with("10.0.0.1:6379: the agent's host"),
+            "{}",
+            err.message
+        );
+    }
+    let emfile = classify_connect_error(address, &io::Error::from_raw_os_error(libc::EMFILE));
+    assert!(emfile.message.contains("(EMFILE)") && emfile.message.contains("LimitNOFILE"));
+    assert_eq!(
+        classify_connect_error(address, &io::Error::from_raw_os_error(libc::ECONNREFUSED)).kind,
+        ErrorKind::ConnectRefused
+    );
 }
 
 #[test]
@@ -684,10 +730,162 @@ fn deadlines_map_to_the_step_kind() {
 }
 
 #[test]
-fn long_replies_are_truncated_in_messages() {
-    let long = "x".repeat(1000);
-    assert_eq!(truncated(&long).len(), 67);
-    assert_eq!(truncated("short"), "short");
+fn replies_in_messages_are_cut_and_escaped() {
+    let long = Value::BulkString(vec![b'x'; 1000]);
+    assert_eq!(
+        describe(&long),
+        format!("a bulk string \"{}… (1000 bytes)\"", "x".repeat(256))
+    );
+    let hostile = Value::SimpleString("\x1b]0;pwned\x07\x1b[2Jok\r\n".to_owned());
+    assert_eq!(
+        describe(&hostile),
+        "a simple string \"\\x1b]0;pwned\\x07\\x1b[2Jok\\r\\n\""
+    );
+    assert_eq!(
+        describe(&Value::BulkString(b"\xff\xfe".to_vec())),
+        "a bulk string \"\u{fffd}\u{fffd}\""
+    );
+}
+
+#[tokio::test]
+async fn server_error_text_is_cut_and_escaped() {
+    let reply = format!("-ERR \x1b[31mred\x1b[0m {}\r\n", "y".repeat(10 * 1024));
+    let server = server(move |cmd| match cmd[0].as_str() {
+        "PING" => Reply::Owned(reply.clone()),
+        _ => Reply::Normal,
+    })
+    .await;
+    let err = only_error(&prober().round(&spec(server.address)).await);
+    assert_eq!((err.kind, err.step), (ErrorKind::Protocol, Step::Ping));
+    assert!(!err.message.contains('\x1b'), "{:?}", err.message);
+    assert!(
+        err.message
+            .starts_with("server replied ERR \\x1b[31mred\\x1b[0m yyy"),
+        "{:?}",
+        err.message
+    );
+    assert!(err.message.ends_with(" bytes)"), "{:?}", err.message);
+    assert!(err.message.len() < 400, "{} bytes", err.message.len());
+}
+
+#[tokio::test]
+async fn a_mismatched_value_is_shown_escaped() {
+    let server = server(|cmd| match cmd[0].as_str() {
+        "GET" => Reply::Raw("$8\r\n\x1b[2Jgone\r\n"),
+        _ => Reply::Normal,
+    })
+    .await;
+    let err = only_error(&prober().round(&spec(server.address)).await);
+    assert_eq!((err.kind, err.step), (ErrorKind::ValueMismatch, Step::Get));
+    assert!(
+        err.message.ends_with("got \"\\x1b[2Jgone\""),
+        "{:?}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn a_huge_reply_is_cut_off_at_the_cap_as_protocol() {
+    let server = server(|cmd| match cmd[0].as_str() {
+        "GET" => Reply::Bulk(100 * 1024 * 1024),
+        _ => Reply::Normal,
+    })
+    .await;
+    let begin = Instant::now();
+    let observation = prober().round(&spec(server.address)).await;
+    let err = only_error(&observation);
+    assert_eq!(
+        (err.kind, err.step),
+        (ErrorKind::Protocol, Step::Get),
+        "{err}"
+    );
+    assert!(err.message.contains("exceeded 64 KiB"), "{:?}", err.message);
+    // Cut off, not read to the end and not left to the deadline.
+    assert!(
+        begin.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        begin.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_reply_under_the_cap_is_read_whole() {
+    // 60 KiB is far more than a probe needs but within the cap: it is read and compared.
+    let server = server(|cmd| match cmd[0].as_str() {
+        "GET" => Reply::Bulk(60 * 1024),
+        _ => Reply::Normal,
+    })
+    .await;
+    let err = only_error(&prober().round(&spec(server.address)).await);
+    assert_eq!((err.kind, err.step), (ErrorKind::ValueMismatch, Step::Get));
+    assert!(
+        err.message.ends_with("… (61440 bytes)\""),
+        "{:?}",
+        err.message
+    );
+}
+
+#[tokio::test]
+async fn the_cap_holds_through_tls() {
+    let pki = pki(&["127.0.0.1"]);
+    let server = serve(
+        Arc::new(|cmd: &[String]| match cmd[0].as_str() {
+            "GET" => Reply::Bulk(10 * 1024 * 1024),
+            _ => Reply::Normal,
+        }),
+        Some(pki.acceptor.clone()),
+    )
+    .await;
+    let config = crate::client_config(Some(pki.ca_file.path()), false).expect("client config");
+    let err = only_error(&prober().round(&tls_spec(server.address, config)).await);
+    assert_eq!(
+        (err.kind, err.step),
+        (ErrorKind::Protocol, Step::Get),
+        "{err}"
+    );
+    assert!(err.message.contains("exceeded 64 KiB"), "{:?}", err.message);
+}
+
+#[tokio::test]
+async fn capped_reads_fail_past_the_cap_and_never_before() {
+    let (mut server, client) = tokio::io::duplex(256 * 1024);
+    let (mut capped, exceeded) = Capped::new(client);
+    let chunk = vec![7u8; MAX_REPLY_BYTES];
+    server.write_all(&chunk).await.unwrap();
+    let mut got = vec![0u8; MAX_REPLY_BYTES];
+    capped
+        .read_exact(&mut got)
+        .await
+        .expect("exactly the cap is allowed");
+    assert!(!exceeded.load(Ordering::Relaxed));
+    server.write_all(b"!").await.unwrap();
+    let err = capped
+        .read(&mut [0u8; 16])
+        .await
+        .expect_err("one byte past the cap");
+    assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+    assert!(err.to_string().contains("64 KiB"), "{err}");
+    assert!(exceeded.load(Ordering::Relaxed));
+    // Once over, it stays failed, without reading any more.
+    server.write_all(b"more").await.unwrap();
+    assert!(capped.read(&mut [0u8; 16]).await.is_err());
+    // A single read never brings in more than one byte past the cap, however much is
+    // waiting and however large the reader's buffer.
+    let (mut server, client) = tokio::io::duplex(256 * 1024);
+    let (mut capped, _) = Capped::new(client);
+    server.write_all(&vec![1u8; 200 * 1024]).await.unwrap();
+    let mut big = vec![0u8; 200 * 1024];
+    assert!(capped.read(&mut big).await.is_err());
+    assert_eq!(
+        capped.read,
+        MAX_REPLY_BYTES + 1,
+        "taken from the inner stream"
+    );
+    // Writes pass through untouched.
+    capped.write_all(b"PING").await.unwrap();
+    let mut echo = [0u8; 4];
+    server.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"PING");
 }
 
 #[tokio::test]
