@@ -37,9 +37,12 @@
 //!   during an outage still counts, but blocks the failover: someone else moved the record.
 //! - Leaving `Suspect`, `Down` or `Degraded` for `Healthy` takes `rise` good rounds in a
 //!   row, as in HAProxy; until then the watch keeps its state.
-//! - A failed witness makes the watch `Isolated`: it says nothing about the cache, but the
-//!   streaks go on, so a watch whose witness comes back while the cache is still down
-//!   judges at once. The witness is checked again on the round that decides.
+//! - A failed witness makes the watch `Isolated`: such a round says nothing about the cache,
+//!   so it counts towards neither `fall` nor `down_after` and ends any streak; once the
+//!   witness is back, `down` needs `fall` fresh failing rounds. DNS failing on both paths
+//!   (the agent's resolver) and `local` failures (the agent's host) never count either.
+//! - With peers, a failover also needs a quorum of agents that see the cache down
+//!   ([`step_with_quorum`]); the agent asks them only when it would otherwise fail over.
 //! - A failover intent comes only from a qualifying round of a `Down` watch, once per down
 //!   episode, when all guards pass: `auto-failover` mode, not paused, witness OK, no drift,
 //!   no failover running, not already on the DR cache, no cooldown, under the per-window

