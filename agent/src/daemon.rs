@@ -98,6 +98,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let state_dir = config.agent.state_dir.clone();
     store::ensure_dir(&state_dir)?;
     warn_if_open(&state_dir);
+    ensure_descriptors(config.watches.len());
     let token = AdminToken::generate().map_err(|source| DaemonError::Token { source })?;
 
     let specs = check::probe_specs(&config, None).await?;
@@ -327,6 +328,57 @@ fn agent_event(event: &str, agent_id: &str, reasons: Vec<String>) -> Event {
     let mut event = Event::executor(event, "*", agent_id, ("running", "running"), None);
     event.reasons = reasons;
     event
+}
+
+/// Descriptors the agent needs besides its watches: the runtime, logs, AWS clients, the
+/// notifiers and the admin server's [`admin::MAX_CONNECTIONS`].
+const DESCRIPTORS_BASE: u64 = 128;
+
+/// Descriptors one watch's round may hold at once: the dns, direct and reader paths, the old
+/// primary's probe, the resolver's sockets, and room for a failover's verification.
+const DESCRIPTORS_PER_WATCH: u64 = 16;
+
+/// Checks the descriptor limit against the watches: raises the soft limit towards the hard
+/// one when it is short, and says so when even the hard limit is. Running out is safe (the
+/// probes then report `local`, never an outage), but it blinds the agent, so it is said at
+/// start rather than discovered during an outage.
+fn ensure_descriptors(watches: usize) {
+    let need: libc::rlim_t = DESCRIPTORS_BASE + DESCRIPTORS_PER_WATCH * watches as u64;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
+    if soft >= need {
+        return;
+    }
+    let raised = need.min(hard);
+    if raised > soft {
+        let wanted = libc::rlimit {
+            rlim_cur: raised,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard
+        // one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+            tracing::info!(
+                from = soft,
+                to = raised,
+                "raised the descriptor limit (RLIMIT_NOFILE) for {watches} watches"
+            );
+        }
+    }
+    if raised < need {
+        tracing::warn!(
+            limit = raised,
+            need,
+            "{watches} watches need about {need} file descriptors and the hard limit is {hard}: out of descriptors the probes report `local` (never an outage) and see nothing; raise LimitNOFILE"
+        );
+    }
 }
 
 /// Warns when others may read or enter `state_dir`: it holds the admin token and the state

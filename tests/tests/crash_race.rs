@@ -608,13 +608,24 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
             edits.push((lab_port.as_str(), dead.as_str()));
         }
         let state_dir = t.dir.path().join(format!("state-{}", names[i]));
-        let name = format!("quorum-{}{}.toml", names[i], if cut_off { "-cut" } else { "" });
-        (auto_config_with(&t, &name, &state_dir, hook, &edits), state_dir)
+        let name = format!(
+            "quorum-{}{}.toml",
+            names[i],
+            if cut_off { "-cut" } else { "" }
+        );
+        (
+            auto_config_with(&t, &name, &state_dir, hook, &edits),
+            state_dir,
+        )
     };
-    let hooks = [Webhook::start().await, Webhook::start().await, Webhook::start().await];
+    let hooks = [
+        Webhook::start().await,
+        Webhook::start().await,
+        Webhook::start().await,
+    ];
     let mut agents = Vec::new();
-    for i in 0..2 {
-        let (config, state_dir) = config_of(i, &hooks[i], false);
+    for (i, hook) in hooks.iter().enumerate().take(2) {
+        let (config, state_dir) = config_of(i, hook, false);
         let agent = Agent::start(&config, &state_dir, &[]).await;
         assert!(
             agent.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
@@ -628,7 +639,10 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
 
     // The cut-off agent judges the cache down, asks its peers, and is refused.
     assert!(
-        wait_until(FAILOVER_BOUND, || async { hooks[2].count("failover_blocked") >= 1 }).await,
+        wait_until(FAILOVER_BOUND, || async {
+            hooks[2].count("failover_blocked") >= 1
+        })
+        .await,
         "no failover_blocked from the cut-off agent: {:?}\n{}",
         hooks[2].names(),
         cut.log_text()
@@ -639,24 +653,41 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
     assert_eq!(quorum["needed"], 2, "{blocked:#}");
     assert_eq!(quorum["down"], 1, "{blocked:#}");
     let votes = quorum["votes"].as_array().expect("votes");
-    let mut voters: Vec<&str> = votes.iter().filter_map(|v| v["agent_id"].as_str()).collect();
+    let mut voters: Vec<&str> = votes
+        .iter()
+        .filter_map(|v| v["agent_id"].as_str())
+        .collect();
     voters.sort_unstable();
     assert_eq!(voters, ["agent-a", "agent-b"], "{blocked:#}");
     assert!(votes.iter().all(|v| v["vote"] == "up"), "{blocked:#}");
     let guards = blocked["detail"]["guards"].as_array().expect("guards");
     assert!(
-        guards.iter().any(|g| g["guard"] == "quorum" && g["passed"] == false),
+        guards
+            .iter()
+            .any(|g| g["guard"] == "quorum" && g["passed"] == false),
         "{blocked:#}"
     );
-    assert!(blocked["reasons"].to_string().contains("quorum BLOCKS"), "{blocked:#}");
+    assert!(
+        blocked["reasons"].to_string().contains("quorum BLOCKS"),
+        "{blocked:#}"
+    );
     let status = watch_status(&cut, WATCH).await.expect("status");
     assert_eq!(status["quorum"]["reached"], false, "{status:#}");
     // A few more rounds: still nothing built, the record untouched.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let calls = t.lab.calls();
     assert!(creates(&calls).is_empty(), "{:#?}", creates(&calls));
-    assert!(cname_changes(&calls).is_empty(), "{:#?}", cname_changes(&calls));
-    assert_eq!(hooks[2].count("failover_started"), 0, "{:?}", hooks[2].names());
+    assert!(
+        cname_changes(&calls).is_empty(),
+        "{:#?}",
+        cname_changes(&calls)
+    );
+    assert_eq!(
+        hooks[2].count("failover_started"),
+        0,
+        "{:?}",
+        hooks[2].names()
+    );
 
     // Its network is repaired (the same agent, restarted on the lab's port), then the region
     // goes away for everyone: a quorum forms and exactly one failover happens.
@@ -684,7 +715,9 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
         .flat_map(|h| hook_events(h, "failover_intent"))
         .collect();
     assert!(
-        intents.iter().any(|e| e["detail"]["quorum"]["reached"] == true),
+        intents
+            .iter()
+            .any(|e| e["detail"]["quorum"]["reached"] == true),
         "no intent carried a reached quorum: {intents:#?}"
     );
 }

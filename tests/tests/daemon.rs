@@ -592,7 +592,6 @@ async fn only_the_owner_drives_the_admin_api() {
     let started = tokio::time::Instant::now();
     let mut slow = Vec::new();
     for _ in 0..250 {
-        let admin = admin;
         slow.push(tokio::spawn(async move {
             use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
             let mut stream = tokio::net::TcpStream::connect(admin).await.ok()?;

@@ -20,7 +20,7 @@ use valkey_dr::executor::api::{
     ApiError, CacheApi, CacheInfo, CacheSpec, CacheStatus, Change, ChangeStatus, DnsApi, RecordSet,
 };
 use valkey_dr::executor::sdk::{SdkCache, SdkDns};
-use valkey_dr::executor::{Entry, Executor, FAILOVER_TAG, Journal, Limits, Verifier};
+use valkey_dr::executor::{Entry, Executor, FAILOVER_TAG, Journal, LeaseClock, Limits, Verifier};
 use valkey_dr_lab::config::{DR_CACHE, DR_REGION, HOSTED_ZONE_ID};
 use valkey_dr_lab::{AwsService, Call, Fault, Lab, LabOptions, RECORD, SPARE_CACHE};
 use valkey_dr_probes::{PathKind, ProbeSpec, Prober, ResolverSettings};
@@ -635,6 +635,7 @@ async fn the_executor_fails_over_through_the_sdk() {
         },
         progress: &progress,
         alert: &|_, _| {},
+        lease_clock: LeaseClock::default(),
     };
     let journal = timeout(Duration::from_secs(90), executor.run(Journal::new(plan)))
         .await

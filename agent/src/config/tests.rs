@@ -23,6 +23,11 @@ fn env() -> FakeEnv {
     FakeEnv(HashMap::from([
         ("VALKEY_DR_PASSWORD".into(), "hunter2-very-secret".into()),
         ("file:/etc/valkey-dr/pw".into(), "from-file-secret\n".into()),
+        (
+            "PEER_TOKEN".into(),
+            "0123456789abcdef0123456789abcdef".into(),
+        ),
+        ("SHORT_TOKEN".into(), "tooshort-secret".into()),
     ]))
 }
 
@@ -374,5 +379,74 @@ fn plain_http_webhooks_go_only_to_loopback() {
             }
             Err(e) => panic!("{url}: {e}"),
         }
+    }
+}
+
+#[test]
+fn peers_need_host_ports_and_a_shared_token() {
+    let with = |agent: &str| {
+        BASE.replace(
+            "state_dir = \"/var/lib/valkey-dr\"",
+            &format!("state_dir = \"/var/lib/valkey-dr\"\n{agent}"),
+        )
+    };
+    let c = parse(&with(
+        "peers = [\"10.0.0.2:9187\", \"[fd00::2]:9187\", \"peers.ns.svc:9187\", \"10.0.0.2:9187\"]\nquorum = 2\npeer_token_env = \"PEER_TOKEN\"",
+    ))
+    .expect("valid");
+    assert_eq!(
+        c.agent.peers.len(),
+        3,
+        "duplicates folded: {:?}",
+        c.agent.peers
+    );
+    assert_eq!(c.agent.quorum, Some(2));
+    assert!(
+        !format!("{c:?}").contains("0123456789abcdef"),
+        "the token never shows"
+    );
+    assert!(!c.to_normalized_toml().contains("0123456789abcdef"));
+
+    for (agent, key, says) in [
+        (
+            "peers = [\"10.0.0.2\"]\npeer_token_env = \"PEER_TOKEN\"",
+            "agent.peers[0]",
+            "not a host and port",
+        ),
+        (
+            "peers = [\":9187\"]\npeer_token_env = \"PEER_TOKEN\"",
+            "agent.peers[0]",
+            "not a host and port",
+        ),
+        (
+            "peers = [\"http://10.0.0.2:9187\"]\npeer_token_env = \"PEER_TOKEN\"",
+            "agent.peers[0]",
+            "not a host and port",
+        ),
+        ("peers = [\"10.0.0.2:9187\"]", "agent.peers", "shared token"),
+        ("quorum = 2", "agent.quorum", "without peers"),
+        (
+            "peers = [\"10.0.0.2:9187\"]\nquorum = 0\npeer_token_env = \"PEER_TOKEN\"",
+            "agent.quorum",
+            "out of range",
+        ),
+        (
+            "peers = [\"10.0.0.2:9187\"]\npeer_token_env = \"SHORT_TOKEN\"",
+            "agent.peer_token_env",
+            "shorter than 32",
+        ),
+        (
+            "peers = [\"10.0.0.2:9187\"]\npeer_token_env = \"NOPE\"",
+            "agent.peer_token_env",
+            "is not set",
+        ),
+    ] {
+        let found = issues(&with(agent));
+        let issue = found
+            .iter()
+            .find(|i| i.key == key)
+            .unwrap_or_else(|| panic!("{agent}: no issue for {key}: {found:?}"));
+        assert!(issue.problem.contains(says), "{agent}: {issue:?}");
+        assert!(!issue.problem.contains("tooshort-secret"), "{issue:?}");
     }
 }
