@@ -1194,3 +1194,59 @@ async fn without_credentials_a_manual_failover_stops_at_once() {
     );
     s.assert_record(&primary, LAB_TTL).await;
 }
+
+/// Issue 10, case 1: the cache is blackholed and the agent isolated at once, for longer than
+/// `fall` rounds; then the witness comes back a moment before the cache does. Rounds made
+/// while isolated never count towards `fall` or `down_after`, so the few failing rounds after
+/// the witness returns are only `suspect`: no `down`, no cache created, healthy again.
+///
+/// `fall = 10` keeps the test about the rule and not about timing: under load the agent's
+/// rounds may run late and then in a burst, and a handful of failing rounds with a working
+/// witness may fit into the 800 ms before the cache is back. Ten fresh ones cannot, while an
+/// engine that counted the 12 s of isolated rounds would judge `down` on the first of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_then_recovery_is_never_a_failover() {
+    let s = setup(
+        Mode::AutoFailover,
+        Duration::from_secs(1),
+        &[("fall = 3\n", "fall = 10\n")],
+    )
+    .await;
+    let agent = s.healthy_agent().await;
+    s.fault(Fault::WitnessDown).await;
+    s.fault(Fault::Blackhole {
+        cache: PRIMARY_CACHE.into(),
+    })
+    .await;
+    assert!(
+        agent.wait_state(WATCH, "isolated", EVENT_BOUND).await,
+        "{:?}\n{}",
+        s.hook.names(),
+        agent.log_text()
+    );
+    // Isolated for longer than fall rounds and down_after together.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(agent.state(WATCH).await.as_deref(), Some("isolated"));
+    s.fault(Fault::WitnessUp).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.fault(Fault::Clear {
+        cache: PRIMARY_CACHE.into(),
+    })
+    .await;
+    assert!(
+        agent.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
+        "{:?}\n{}",
+        s.hook.names(),
+        agent.log_text()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let names = s.hook.names();
+    for forbidden in ["down", "failover_intent", "failover_started"] {
+        assert!(
+            !names.iter().any(|n| n == forbidden),
+            "{forbidden} in {names:?}"
+        );
+    }
+    assert!(creates(&s.calls()).is_empty(), "{:#?}", creates(&s.calls()));
+    agent.kill9().await;
+}
