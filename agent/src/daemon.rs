@@ -28,7 +28,7 @@ use valkey_dr_probes::{
 use crate::admin::{self, AdminState, AdminToken, ControlAction, ControlRequest, Health, Metrics};
 use crate::check;
 use crate::config::{Config, WatchConfig};
-use crate::event::Event;
+use crate::event::{Event, EventName};
 use crate::executor::api::{CacheApi as _, CacheStatus};
 use crate::executor::{Entry, FailoverError, Journal, Outcome, Phase, Step};
 use crate::failover::{self, FailbackReport, Runner, Start};
@@ -277,7 +277,7 @@ async fn admin_server(
                         humantime::format_duration(ADMIN_RETRY)
                     );
                     notifier.notify(agent_event(
-                        "admin_unavailable",
+                        EventName::AdminUnavailable,
                         &agent_id,
                         vec![
                             reason,
@@ -311,7 +311,7 @@ async fn admin_server(
     tracing::info!(admin = %local, "admin server listening");
     if failed_once {
         notifier.notify(agent_event(
-            "admin_available",
+            EventName::AdminAvailable,
             &agent_id,
             vec![format!("the admin API listens on {local}")],
         ));
@@ -324,7 +324,7 @@ async fn admin_server(
 }
 
 /// An event about the agent itself rather than one watch: `watch` is `*`.
-fn agent_event(event: &str, agent_id: &str, reasons: Vec<String>) -> Event {
+fn agent_event(event: EventName, agent_id: &str, reasons: Vec<String>) -> Event {
     let mut event = Event::executor(event, "*", agent_id, ("running", "running"), None);
     event.reasons = reasons;
     event
@@ -586,7 +586,7 @@ impl StepEvents {
             reasons,
             detail: Some(detail),
             ..Event::executor(
-                "failover_step",
+                EventName::FailoverStep,
                 &self.watch,
                 &self.agent_id,
                 (state, state),
@@ -940,7 +940,7 @@ impl WatchTask {
                 let message = format!("{:#}", anyhow::Error::from(e));
                 tracing::error!(watch = %self.name, error = %message, "cannot read the failover journal");
                 self.emit(
-                    "failover_failed",
+                    EventName::FailoverFailed,
                     vec![format!(
                         "cannot read the failover journal: {message}; fix or move it, then restart"
                     )],
@@ -1011,7 +1011,7 @@ impl WatchTask {
                 self.metrics.failover_result(&self.name, "aborted");
                 self.emit_from(
                     previous,
-                    "aborted",
+                    EventName::Aborted,
                     vec![reason.clone(), done.clone()],
                     Some(id.clone()),
                     Some(json!({ "reason": reason, "done": done })),
@@ -1093,7 +1093,7 @@ impl WatchTask {
             Err(e) => {
                 let reason = format!("{e}; no failover started");
                 self.metrics.failover_result(&self.name, "failed");
-                self.emit("failover_failed", vec![reason.clone()], None, None);
+                self.emit(EventName::FailoverFailed, vec![reason.clone()], None, None);
                 self.state.last_reasons = vec![reason];
                 None
             }
@@ -1109,7 +1109,7 @@ impl WatchTask {
         let trigger = if resumed { "resume" } else { trigger };
         self.emit_from(
             previous,
-            "failover_started",
+            EventName::FailoverStarted,
             vec![match trigger {
                 "auto" => "every guard passed: failing over to the DR region".to_owned(),
                 "manual" => "an operator asked for a failover".to_owned(),
@@ -1206,7 +1206,7 @@ impl WatchTask {
             }
             OpMsg::FailbackStep(step, detail) => {
                 self.emit(
-                    "failover_step",
+                    EventName::FailoverStep,
                     vec![format!("failback {step}: {detail}")],
                     id,
                     Some(json!({ "step": step, "phase": "done", "detail": detail, "failback": true })),
@@ -1224,7 +1224,7 @@ impl WatchTask {
                         self.spec = self.primary.clone();
                         self.emit_from(
                             previous,
-                            "failback_completed",
+                            EventName::FailbackCompleted,
                             vec![format!(
                                 "{} points at the primary {} again",
                                 report.record, report.target
@@ -1237,7 +1237,7 @@ impl WatchTask {
                         self.last_failback =
                             Some(json!({ "id": id, "result": "failed", "error": e }));
                         self.emit(
-                            "failback_failed",
+                            EventName::FailbackFailed,
                             vec![e.clone()],
                             id,
                             Some(json!({ "error": e })),
@@ -1286,7 +1286,7 @@ impl WatchTask {
                 self.following = false;
                 self.emit_from(
                     previous,
-                    "failover_completed",
+                    EventName::FailoverCompleted,
                     vec![format!(
                         "{} now points at the DR cache {} ({})",
                         journal.plan.record,
@@ -1314,7 +1314,7 @@ impl WatchTask {
                 self.following = true;
                 self.emit_from(
                     previous,
-                    "stood_down",
+                    EventName::StoodDown,
                     vec![
                         reason,
                         "this agent follows once the record points at the DR cache".to_owned(),
@@ -1335,7 +1335,7 @@ impl WatchTask {
                 let record_untouched = !journal.done(Step::SwitchDns);
                 self.emit_from(
                     previous,
-                    "failover_failed",
+                    EventName::FailoverFailed,
                     vec![
                         reason,
                         if record_untouched {
@@ -1380,7 +1380,7 @@ impl WatchTask {
         self.spec = runner.dr_probe(&host, port);
         self.emit_from(
             previous,
-            "failover_completed",
+            EventName::FailoverCompleted,
             vec![format!(
                 "another agent's failover landed: {} points at the DR cache {name}; following it",
                 self.spec.record
@@ -1393,7 +1393,7 @@ impl WatchTask {
     /// Sends an executor event (they are not the engine's decisions).
     fn emit(
         &self,
-        event: &str,
+        event: EventName,
         reasons: Vec<String>,
         failover_id: Option<String>,
         detail: Option<Value>,
@@ -1405,7 +1405,7 @@ impl WatchTask {
     fn emit_from(
         &self,
         previous: State,
-        event: &str,
+        event: EventName,
         reasons: Vec<String>,
         failover_id: Option<String>,
         detail: Option<Value>,
@@ -1426,13 +1426,13 @@ impl WatchTask {
     fn event(&self, d: Decision, now: SystemTime, observation: Option<Value>) -> Event {
         let mut reasons = d.reasons.clone();
         let mut detail = None;
-        let mut event = d.event.as_str().to_owned();
+        let mut event = EventName::from(d.event);
         if d.event == PolicyEvent::FailoverBlocked || d.event == PolicyEvent::FailoverIntent {
             let guards = serde_json::to_value(&d.guards).unwrap_or(Value::Null);
             if d.would_fail_over() {
                 // Alert-only: the only thing stopping the failover is the mode. Say so as a
                 // failover intent with the plan, so people can run it by hand.
-                event = PolicyEvent::FailoverIntent.as_str().to_owned();
+                event = EventName::FailoverIntent;
                 reasons.insert(
                     0,
                     "alert-only mode: would fail over now; detail.plan holds the calls it would make"
@@ -1467,7 +1467,7 @@ impl WatchTask {
             observation,
             agent_id: self.agent_id.clone(),
             at: now,
-            of: d.of.map(|e| e.as_str().to_owned()),
+            of: d.of.map(EventName::from),
             failover_id: None,
             detail,
         }

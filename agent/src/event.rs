@@ -8,14 +8,145 @@ use std::time::SystemTime;
 use serde::Serialize;
 use serde_json::Value;
 
+/// Every event the agent sends, named as the webhook's `event` field, a command's
+/// `VALKEY_DR_EVENT` and the log say it (DESIGN.md, "Events"): a contract with people's
+/// alert rules, so a name never changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventName {
+    /// The engine: outage failures started.
+    Suspect,
+    /// The engine: the active cache is judged failed.
+    Down,
+    /// The engine: healthy again.
+    Recovered,
+    /// The engine: one path fails, or the record drifted, or a config error goes on.
+    Degraded,
+    /// The engine: the witness failed, the agent cannot judge.
+    Isolated,
+    /// The engine: every guard passed (or, alert-only, would have).
+    FailoverIntent,
+    /// The engine: a guard blocks the failover.
+    FailoverBlocked,
+    /// The engine: the old primary answers again.
+    FailbackPossible,
+    /// The engine: the cache refused us, or the agent's host failed the probe.
+    ConfigError,
+    /// The engine: an operator paused the watch.
+    Paused,
+    /// The engine: an operator resumed it.
+    Resumed,
+    /// A state that goes on, named by `of`.
+    Reminder,
+    /// The executor: a failover began.
+    FailoverStarted,
+    /// The executor: a step finished or is retrying.
+    FailoverStep,
+    /// The executor: the DR cache serves the record.
+    FailoverCompleted,
+    /// The executor: a step failed for good.
+    FailoverFailed,
+    /// The executor: another agent holds the lease.
+    StoodDown,
+    /// The executor: the record points at the primary again.
+    FailbackCompleted,
+    /// The executor: the failback stopped.
+    FailbackFailed,
+    /// The executor: an unfinished failover was ended on purpose.
+    Aborted,
+    /// Readiness: a preflight check of the failover path fails.
+    NotReady,
+    /// Readiness: every check passes again.
+    Ready,
+    /// Readiness: no drill succeeded within `drill_interval`.
+    DrillOverdue,
+    /// The agent: its admin API could not bind.
+    AdminUnavailable,
+    /// The agent: its admin API listens after all.
+    AdminAvailable,
+}
+
+impl EventName {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventName::Suspect => "suspect",
+            EventName::Down => "down",
+            EventName::Recovered => "recovered",
+            EventName::Degraded => "degraded",
+            EventName::Isolated => "isolated",
+            EventName::FailoverIntent => "failover_intent",
+            EventName::FailoverBlocked => "failover_blocked",
+            EventName::FailbackPossible => "failback_possible",
+            EventName::ConfigError => "config_error",
+            EventName::Paused => "paused",
+            EventName::Resumed => "resumed",
+            EventName::Reminder => "reminder",
+            EventName::FailoverStarted => "failover_started",
+            EventName::FailoverStep => "failover_step",
+            EventName::FailoverCompleted => "failover_completed",
+            EventName::FailoverFailed => "failover_failed",
+            EventName::StoodDown => "stood_down",
+            EventName::FailbackCompleted => "failback_completed",
+            EventName::FailbackFailed => "failback_failed",
+            EventName::Aborted => "aborted",
+            EventName::NotReady => "not_ready",
+            EventName::Ready => "ready",
+            EventName::DrillOverdue => "drill_overdue",
+            EventName::AdminUnavailable => "admin_unavailable",
+            EventName::AdminAvailable => "admin_available",
+        }
+    }
+
+    /// Whether the log line is a warning: something is wrong and someone should look.
+    pub fn is_warning(self) -> bool {
+        matches!(
+            self,
+            EventName::Down
+                | EventName::Isolated
+                | EventName::FailoverBlocked
+                | EventName::FailoverFailed
+                | EventName::ConfigError
+                | EventName::StoodDown
+                | EventName::FailbackFailed
+                | EventName::NotReady
+                | EventName::DrillOverdue
+                | EventName::AdminUnavailable
+        )
+    }
+}
+
+impl std::fmt::Display for EventName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<valkey_dr_policies::Event> for EventName {
+    fn from(e: valkey_dr_policies::Event) -> Self {
+        use valkey_dr_policies::Event as P;
+        match e {
+            P::Suspect => EventName::Suspect,
+            P::Down => EventName::Down,
+            P::Recovered => EventName::Recovered,
+            P::Degraded => EventName::Degraded,
+            P::Isolated => EventName::Isolated,
+            P::FailoverIntent => EventName::FailoverIntent,
+            P::FailoverBlocked => EventName::FailoverBlocked,
+            P::FailbackPossible => EventName::FailbackPossible,
+            P::ConfigError => EventName::ConfigError,
+            P::Paused => EventName::Paused,
+            P::Resumed => EventName::Resumed,
+            P::Reminder => EventName::Reminder,
+        }
+    }
+}
+
 /// One event about one watch.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
-    /// `suspect`, `down`, `recovered`, `degraded`, `isolated`, `failover_intent`,
-    /// `failover_blocked`, `failback_possible`, `config_error`, `paused`, `resumed`,
-    /// `reminder`, and (executor) `failover_started`, `failover_step`, `failover_completed`,
-    /// `failover_failed`, `stood_down`, `failback_completed`.
-    pub event: String,
+    /// What happened.
+    pub event: EventName,
     /// The watch name.
     pub watch: String,
     /// The watch's state after the event.
@@ -33,7 +164,7 @@ pub struct Event {
     pub at: SystemTime,
     /// For `reminder`: the event it repeats.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub of: Option<String>,
+    pub of: Option<EventName>,
     /// The failover this belongs to, when any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failover_id: Option<String>,
@@ -87,14 +218,14 @@ impl Event {
     /// An event of the executor (a failover's or failback's own progress, not a decision of
     /// the engine), sent now: no observation, nothing repeated; reasons and detail empty.
     pub fn executor(
-        event: &str,
+        event: EventName,
         watch: &str,
         agent_id: &str,
         (previous_state, state): (&str, &str),
         failover_id: Option<String>,
     ) -> Event {
         Event {
-            event: event.to_owned(),
+            event,
             watch: watch.to_owned(),
             state: state.to_owned(),
             previous_state: previous_state.to_owned(),
@@ -112,7 +243,7 @@ impl Event {
     pub fn text(&self) -> String {
         let what = match &self.of {
             Some(of) => format!("{} (reminder: still {of})", self.event),
-            None => self.event.clone(),
+            None => self.event.as_str().to_owned(),
         };
         let mut line = format!(
             "[valkey-dr {}] {}: {} ({} → {})",
@@ -140,8 +271,47 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_serialize_as_they_print_and_follow_the_engine() {
+        use valkey_dr_policies::Event as P;
+        for e in [
+            P::Suspect,
+            P::Down,
+            P::Recovered,
+            P::Degraded,
+            P::Isolated,
+            P::FailoverIntent,
+            P::FailoverBlocked,
+            P::FailbackPossible,
+            P::ConfigError,
+            P::Paused,
+            P::Resumed,
+            P::Reminder,
+        ] {
+            assert_eq!(EventName::from(e).as_str(), e.as_str());
+        }
+        for name in [
+            EventName::FailoverStarted,
+            EventName::FailoverStep,
+            EventName::FailoverCompleted,
+            EventName::FailoverFailed,
+            EventName::StoodDown,
+            EventName::FailbackCompleted,
+            EventName::FailbackFailed,
+            EventName::Aborted,
+            EventName::NotReady,
+            EventName::Ready,
+            EventName::DrillOverdue,
+            EventName::AdminUnavailable,
+            EventName::AdminAvailable,
+            EventName::Down,
+        ] {
+            assert_eq!(serde_json::to_value(name).unwrap(), name.as_str());
+        }
+    }
+
+    #[test]
     fn huge_reasons_and_details_are_cut_to_size() {
-        let mut event = Event::executor("down", "w", "agent", ("suspect", "down"), None);
+        let mut event = Event::executor(EventName::Down, "w", "agent", ("suspect", "down"), None);
         event.reasons = vec!["é".repeat(200 * 1024); 40];
         event.detail = Some(serde_json::json!({ "error": "x".repeat(200 * 1024) }));
         event.observation = Some(serde_json::json!({ "ok": true }));

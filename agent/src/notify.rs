@@ -42,16 +42,6 @@ use tracing::{debug, error, info, warn};
 use crate::config::{NotifyConfig, redact_url};
 use crate::event::Event;
 
-/// Events that mean a human may have to act: logged at `warn`, the rest at `info`.
-const WARN_EVENTS: &[&str] = &[
-    "down",
-    "isolated",
-    "failover_blocked",
-    "failover_failed",
-    "config_error",
-    "stood_down",
-];
-
 /// Webhook retries after the first attempt. With a 200 ms first delay growing ×4 (200 ms,
 /// 800 ms, 3.2 s) a webhook gets past a restart or a brief 503 without turning one event into
 /// minutes of work: at most 4 × timeout + 4.2 s per event.
@@ -162,7 +152,7 @@ impl Notifier {
 fn log_event(event: &Event) {
     let text = event.text();
     let failover_id = event.failover_id.as_deref();
-    if WARN_EVENTS.contains(&event.event.as_str()) {
+    if event.event.is_warning() {
         warn!(event = %event.event, watch = %event.watch, state = %event.state, failover_id, "{text}");
     } else {
         info!(event = %event.event, watch = %event.watch, state = %event.state, failover_id, "{text}");
@@ -609,7 +599,7 @@ fn kill_group(child: &mut tokio::process::Child) -> std::io::Result<()> {
 /// The event as the command's environment, like Sentinel's notification-script arguments.
 fn event_env(event: &Event) -> Vec<(&'static str, String)> {
     let mut env = vec![
-        ("VALKEY_DR_EVENT", event.event.clone()),
+        ("VALKEY_DR_EVENT", event.event.as_str().to_owned()),
         ("VALKEY_DR_WATCH", event.watch.clone()),
         ("VALKEY_DR_STATE", event.state.clone()),
         ("VALKEY_DR_PREVIOUS_STATE", event.previous_state.clone()),
@@ -625,7 +615,7 @@ fn event_env(event: &Event) -> Vec<(&'static str, String)> {
         env.push(("VALKEY_DR_FAILOVER_ID", id.clone()));
     }
     if let Some(of) = &event.of {
-        env.push(("VALKEY_DR_OF", of.clone()));
+        env.push(("VALKEY_DR_OF", of.as_str().to_owned()));
     }
     env
 }

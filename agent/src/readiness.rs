@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::Metrics;
 use crate::config::Config;
-use crate::event::Event;
+use crate::event::{Event, EventName};
 use crate::notify::Notifier;
 use crate::preflight::{self, Outcome, Report};
 
@@ -120,11 +120,11 @@ fn transition(
         previous == "not_ready" && state == "not_ready" && m.failing.as_deref() == Some(failing);
     let mut event = Event::executor(
         if state == "ready" {
-            "ready"
+            EventName::Ready
         } else if repeat {
-            "reminder"
+            EventName::Reminder
         } else {
-            "not_ready"
+            EventName::NotReady
         },
         watch,
         &config.agent.id,
@@ -132,7 +132,7 @@ fn transition(
         None,
     );
     if repeat {
-        event.of = Some("not_ready".into());
+        event.of = Some(EventName::NotReady);
     }
     if state == "ready" {
         event.reasons = vec!["every preflight check of the failover path passes".into()];
@@ -180,7 +180,7 @@ fn drills(
     }
     m.drill_alerted = Some(now);
     let mut event = Event::executor(
-        "drill_overdue",
+        EventName::DrillOverdue,
         &w.name,
         &config.agent.id,
         ("drill_due", "drill_overdue"),
@@ -287,7 +287,7 @@ mod tests {
                 );
                 m.failing = Some(names);
                 e.map(|e| {
-                    if e.event == "not_ready" || e.event == "reminder" {
+                    if matches!(e.event, EventName::NotReady | EventName::Reminder) {
                         assert!(
                             e.reasons.iter().all(|r| r.contains("fix")),
                             "{:?}",
@@ -296,7 +296,7 @@ mod tests {
                     }
                     match e.of {
                         Some(of) => format!("{}:{of}", e.event),
-                        None => e.event,
+                        None => e.event.to_string(),
                     }
                 })
             })

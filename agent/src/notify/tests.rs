@@ -19,14 +19,14 @@ use valkey_dr_probes::Secret;
 
 use super::{Limits, Notifier, Queue};
 use crate::config::NotifyConfig;
-use crate::event::Event;
+use crate::event::{Event, EventName};
 
 /// Upper bound on every wait for something that should happen promptly.
 const PROMPTLY: Duration = Duration::from_secs(5);
 
-fn event(name: &str) -> Event {
+fn event(name: EventName) -> Event {
     Event {
-        event: name.into(),
+        event: name,
         watch: "sessions".into(),
         state: "down".into(),
         previous_state: "suspect".into(),
@@ -222,7 +222,7 @@ async fn webhook_posts_the_event_as_json() {
     let url = format!("http://{addr}/hook");
     let (notifier, sinks) = Notifier::spawn(&[webhook(url, PROMPTLY)], shutdown.clone());
 
-    let sent = event("down");
+    let sent = event(EventName::Down);
     notifier.notify(sent.clone());
     let got = next_request(&mut requests).await;
 
@@ -257,7 +257,7 @@ async fn webhook_retries_5xx_and_delivers_on_the_third_attempt() {
     let url = format!("http://{addr}/hook");
     let (notifier, sinks) = Notifier::spawn(&[webhook(url, PROMPTLY)], shutdown.clone());
 
-    notifier.notify(event("down"));
+    notifier.notify(event(EventName::Down));
     let first = next_request(&mut requests).await;
     next_request(&mut requests).await;
     let third = next_request(&mut requests).await;
@@ -283,7 +283,7 @@ async fn webhook_4xx_is_not_retried() {
     let url = format!("http://{addr}/hook");
     let (notifier, sinks) = Notifier::spawn(&[webhook(url, PROMPTLY)], shutdown.clone());
 
-    notifier.notify(event("down"));
+    notifier.notify(event(EventName::Down));
     assert_eq!(next_request(&mut requests).await.body["event"], "down");
     assert!(
         logs.wait_for(
@@ -299,7 +299,7 @@ async fn webhook_4xx_is_not_retried() {
         logs.text()
     );
     // The next request the server sees is the next event, not a retry of the first.
-    notifier.notify(event("recovered"));
+    notifier.notify(event(EventName::Recovered));
     assert_eq!(next_request(&mut requests).await.body["event"], "recovered");
     stop(shutdown, sinks, PROMPTLY).await;
 }
@@ -319,7 +319,7 @@ async fn webhook_attempt_is_bounded_by_its_timeout_and_never_by_the_caller() {
         Notifier::spawn_with(&[webhook(url, timeout)], shutdown.clone(), limits);
 
     let before = Instant::now();
-    notifier.notify(event("down"));
+    notifier.notify(event(EventName::Down));
     assert!(before.elapsed() < Duration::from_millis(50));
 
     let first = next_request(&mut requests).await;
@@ -364,7 +364,7 @@ async fn dead_webhook_delays_neither_the_command_nor_shutdown_past_its_grace() {
     };
     let (notifier, sinks) = Notifier::spawn_with(&configs, shutdown.clone(), limits);
 
-    notifier.notify(event("down"));
+    notifier.notify(event(EventName::Down));
     next_request(&mut requests).await;
     assert!(
         logs.wait_for(&["notification command succeeded"], PROMPTLY)
@@ -389,13 +389,21 @@ async fn shutdown_drains_queued_events_in_order() {
     let url = format!("http://{addr}/hook");
     let (notifier, sinks) = Notifier::spawn(&[webhook(url, PROMPTLY)], shutdown.clone());
 
-    for name in ["suspect", "down", "failover_intent"] {
+    let names = [
+        EventName::Suspect,
+        EventName::Down,
+        EventName::FailoverIntent,
+    ];
+    for name in names {
         notifier.notify(event(name));
     }
     stop(shutdown, sinks, PROMPTLY).await;
 
-    for name in ["suspect", "down", "failover_intent"] {
-        assert_eq!(next_request(&mut requests).await.body["event"], name);
+    for name in names {
+        assert_eq!(
+            next_request(&mut requests).await.body["event"],
+            name.as_str()
+        );
     }
 }
 
@@ -422,7 +430,7 @@ async fn webhook_url_never_reaches_the_logs() {
     };
     let (notifier, sinks) = Notifier::spawn_with(&configs, shutdown.clone(), limits);
 
-    notifier.notify(event("down"));
+    notifier.notify(event(EventName::Down));
     let got = next_request(&mut requests).await;
     assert!(
         got.head.contains("s3cr3t-t0ken"),
@@ -465,8 +473,8 @@ async fn command_gets_the_event_in_env_and_as_json_on_stdin() {
     let shutdown = CancellationToken::new();
     let (notifier, sinks) = Notifier::spawn(&[command(&argv, PROMPTLY)], shutdown.clone());
 
-    let mut sent = event("reminder");
-    sent.of = Some("down".into());
+    let mut sent = event(EventName::Reminder);
+    sent.of = Some(EventName::Down);
     sent.failover_id = None;
     notifier.notify(sent.clone());
     // Shutdown drains the queue: when the sinks have stopped, the command has run.
@@ -520,7 +528,7 @@ async fn command_past_its_timeout_is_killed() {
     let (notifier, sinks) = Notifier::spawn(&[command(&argv, timeout)], shutdown.clone());
 
     let before = Instant::now();
-    notifier.notify(event("down"));
+    notifier.notify(event(EventName::Down));
     assert!(
         logs.wait_for(
             &["notification command timed out; killed", "signal: 9"],
@@ -558,7 +566,7 @@ async fn a_timed_out_command_takes_its_children_with_it() {
     let timeout = Duration::from_millis(300);
     let shutdown = CancellationToken::new();
     let (notifier, sinks) = Notifier::spawn(&[command(&argv, timeout)], shutdown.clone());
-    notifier.notify(event("down"));
+    notifier.notify(event(EventName::Down));
     assert!(
         logs.wait_for(
             &["notification command timed out; killed"],
@@ -590,7 +598,7 @@ async fn failed_command_is_logged_with_its_status_and_stderr() {
     let shutdown = CancellationToken::new();
     let (notifier, sinks) = Notifier::spawn(&[command(&argv, PROMPTLY)], shutdown.clone());
 
-    notifier.notify(event("down"));
+    notifier.notify(event(EventName::Down));
     stop(shutdown, sinks, PROMPTLY).await;
     let line = logs
         .line_with(&["notification command failed"])
@@ -607,8 +615,8 @@ async fn missing_program_is_logged_and_the_sink_goes_on() {
     let argv = ["/nonexistent/valkey-dr-notify"];
     let (notifier, sinks) = Notifier::spawn(&[command(&argv, PROMPTLY)], shutdown.clone());
 
-    notifier.notify(event("down"));
-    notifier.notify(event("recovered"));
+    notifier.notify(event(EventName::Down));
+    notifier.notify(event(EventName::Recovered));
     stop(shutdown, sinks, PROMPTLY).await;
     let text = logs.text();
     assert_eq!(
@@ -623,11 +631,15 @@ async fn missing_program_is_logged_and_the_sink_goes_on() {
 fn full_queue_drops_the_oldest_event() {
     let (logs, _guard) = Logs::capture();
     let queue = Queue::new("test".into(), 2);
-    for name in ["suspect", "down", "failover_intent"] {
+    for name in [
+        EventName::Suspect,
+        EventName::Down,
+        EventName::FailoverIntent,
+    ] {
         queue.push(event(name));
     }
-    assert_eq!(queue.pop().unwrap().event, "down");
-    assert_eq!(queue.pop().unwrap().event, "failover_intent");
+    assert_eq!(queue.pop().unwrap().event, EventName::Down);
+    assert_eq!(queue.pop().unwrap().event, EventName::FailoverIntent);
     assert!(queue.pop().is_none());
     let line = logs
         .line_with(&["notification queue full"])
@@ -639,17 +651,17 @@ fn full_queue_drops_the_oldest_event() {
 #[tokio::test]
 async fn every_event_is_logged_even_without_sinks() {
     let (logs, _guard) = Logs::capture();
-    Notifier::disabled().notify(event("down"));
+    Notifier::disabled().notify(event(EventName::Down));
     let shutdown = CancellationToken::new();
     let (notifier, sinks) = Notifier::spawn(&[], shutdown.clone());
-    notifier.notify(event("recovered"));
+    notifier.notify(event(EventName::Recovered));
     stop(shutdown, sinks, PROMPTLY).await;
 
     let down = logs.line_with(&["event=down"]).unwrap();
     assert!(down.contains("WARN"), "{down}");
     assert!(down.contains("watch=sessions"), "{down}");
     assert!(down.contains("failover_id=\"fo-1\"") || down.contains("failover_id=fo-1"));
-    assert!(down.contains(&event("down").text()), "{down}");
+    assert!(down.contains(&event(EventName::Down).text()), "{down}");
     let recovered = logs.line_with(&["event=recovered"]).unwrap();
     assert!(recovered.contains("INFO"), "{recovered}");
 }
@@ -670,7 +682,7 @@ async fn unusable_webhook_url_disables_only_that_sink() {
         logs.text()
     );
 
-    notifier.notify(event("down"));
+    notifier.notify(event(EventName::Down));
     assert_eq!(next_request(&mut requests).await.body["event"], "down");
     stop(shutdown, sinks, PROMPTLY).await;
 }
