@@ -65,13 +65,8 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 /// so 32 is far above any honest use, and far below the descriptors the probes need.
 pub const MAX_CONNECTIONS: usize = 32;
 
-/// The file, in `state_dir`, that holds a running agent's [`AdminToken`].
-pub fn token_file(state_dir: &std::path::Path) -> std::path::PathBuf {
-    state_dir.join("admin.token")
-}
-
 /// The owner's credential for the control endpoints: 32 random bytes in hex, made anew at
-/// every start and written (mode 0600) to [`token_file`] once the admin server listens.
+/// every start and written (mode 0600) to [`crate::layout::token_file`] once the admin server listens.
 ///
 /// A new one at every start means a token copied out of the file stops working at the next
 /// restart; nothing else needs it to last, as the CLI reads the file at every call.
@@ -101,7 +96,7 @@ impl AdminToken {
     /// The token of the agent running with this `state_dir`, as the CLI reads it. The error
     /// says what to do: start the agent, or run as its user.
     pub fn load(state_dir: &std::path::Path) -> Result<Self, String> {
-        let file = token_file(state_dir);
+        let file = crate::layout::token_file(state_dir);
         match std::fs::read_to_string(&file) {
             Ok(text) if is_token(text.trim()) => Ok(AdminToken(text.trim().into())),
             Ok(_) => Err(format!(

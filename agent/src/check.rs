@@ -5,20 +5,19 @@
 //! drifted, or when strict applications would reject the certificate; CRITICAL when both the
 //! dns and the direct path fail. UNKNOWN (exit 3) is for when no round could run at all.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde_json::{Value, json};
 use valkey_dr_probes::{
-    Auth, ErrorKind, IamTokenSource, Observation, PathKind, PathResult, ProbeSpec, Prober,
-    ResolverSettings, TlsServerName, TlsSettings,
+    ErrorKind, Observation, PathKind, PathResult, ProbeSpec, Prober, ResolverSettings,
+    TlsServerName,
 };
 
-use crate::config::{Config, Credential, WatchConfig};
+use crate::config::Config;
+use crate::layout::active_dr_endpoint;
+use crate::spec::{SpecError, dr_spec, probe_specs};
 
 /// A Nagios status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -54,25 +53,6 @@ impl Status {
             Status::Unknown => "UNKNOWN",
         }
     }
-}
-
-/// Why a round could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckError {
-    /// `--watch` named no configured watch.
-    #[error("{0}")]
-    UnknownWatch(String),
-    /// A watch's probe settings could not be turned into a probe (CA file, credentials, ...).
-    #[error("watch {watch}: {message}")]
-    Setup {
-        /// The watch.
-        watch: String,
-        /// What failed.
-        message: String,
-    },
-    /// The resolver could not be built.
-    #[error("cannot set up the DNS resolver")]
-    Resolver(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// The verdict for one watch.
@@ -112,154 +92,8 @@ impl CheckReport {
     }
 }
 
-/// Builds the probes for the selected watches. Done once; the daemon reuses them every round.
-pub async fn probe_specs(
-    config: &Config,
-    only: Option<&str>,
-) -> Result<Vec<ProbeSpec>, CheckError> {
-    let watches: Vec<&WatchConfig> = match only {
-        Some(name) => vec![config.watch(name).map_err(CheckError::UnknownWatch)?],
-        None => config.watches.iter().collect(),
-    };
-    let mut specs = Vec::with_capacity(watches.len());
-    let mut tls = TlsConfigs::default();
-    for w in watches {
-        specs.push(probe_spec_with(config, w, &mut tls).await?);
-    }
-    Ok(specs)
-}
-
-/// TLS client configs by (`ca_file`, `insecure_skip_verify`). Watches that share them share
-/// one config: the system root store is parsed once, not once per watch (100 watches would
-/// otherwise hold 100 copies of it).
-type TlsConfigs = HashMap<(Option<PathBuf>, bool), Arc<rustls::ClientConfig>>;
-
-/// The probe for one watch.
-pub async fn probe_spec(config: &Config, w: &WatchConfig) -> Result<ProbeSpec, CheckError> {
-    probe_spec_with(config, w, &mut TlsConfigs::default()).await
-}
-
-/// `watch.primary.endpoint` when the config leaves it out: `DescribeServerlessCaches` of the
-/// primary cache in the primary region, bounded. It needs the primary region's API, so an
-/// agent that must start during that region's outage needs the endpoint in its config.
-async fn primary_endpoint(config: &Config, w: &WatchConfig) -> Result<String, String> {
-    use crate::executor::api::CacheApi as _;
-    let cache = crate::executor::sdk::SdkCache::new(
-        &crate::aws::sdk_config(config, &w.primary.region).await,
-    );
-    let lookup = tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        cache.describe(&w.primary.cache_name),
-    );
-    let unset = "watch.primary.endpoint is not set and";
-    match lookup.await {
-        Ok(Ok(Some(info))) => info.endpoint.map(|(host, _)| host).ok_or_else(|| {
-            format!(
-                "{unset} {} in {} has no endpoint yet (status {:?}); set watch.primary.endpoint",
-                w.primary.cache_name, w.primary.region, info.status
-            )
-        }),
-        Ok(Ok(None)) => Err(format!(
-            "{unset} there is no serverless cache {} in {}; set watch.primary.endpoint or fix watch.primary.cache_name",
-            w.primary.cache_name, w.primary.region
-        )),
-        Ok(Err(e)) => Err(format!(
-            "{unset} looking it up failed: {e}; set watch.primary.endpoint to the cache's endpoint"
-        )),
-        Err(_) => Err(format!(
-            "{unset} DescribeServerlessCaches in {} did not answer within 20s; set watch.primary.endpoint",
-            w.primary.region
-        )),
-    }
-}
-
-async fn probe_spec_with(
-    config: &Config,
-    w: &WatchConfig,
-    tls_configs: &mut TlsConfigs,
-) -> Result<ProbeSpec, CheckError> {
-    let setup = |message: String| CheckError::Setup {
-        watch: w.name.clone(),
-        message,
-    };
-    let endpoint = match &w.primary.endpoint {
-        Some(endpoint) => endpoint.clone(),
-        None => primary_endpoint(config, w).await.map_err(setup)?,
-    };
-    let tls = if w.probe.tls {
-        let key = (w.probe.ca_file.clone(), w.probe.insecure_skip_verify);
-        let client_config = match tls_configs.get(&key) {
-            Some(c) => c.clone(),
-            None => {
-                let c = valkey_dr_probes::client_config(
-                    w.probe.ca_file.as_deref(),
-                    w.probe.insecure_skip_verify,
-                )
-                .map_err(|e| setup(format!("{:#}", anyhow::Error::from(e))))?;
-                tls_configs.insert(key, c.clone());
-                c
-            }
-        };
-        Some(TlsSettings {
-            client_config,
-            server_name: w.probe.tls_server_name,
-        })
-    } else {
-        None
-    };
-    let auth = auth_for(config, w, &w.primary.cache_name, &w.primary.region).await;
-    Ok(ProbeSpec {
-        watch: w.name.clone(),
-        record: w.record.clone(),
-        endpoint,
-        port: w.port,
-        reader_port: w.reader_port,
-        timeout: w.probe.timeout,
-        key_prefix: w.probe.key_prefix.clone(),
-        agent_id: config.agent.id.clone(),
-        tls,
-        auth,
-    })
-}
-
-/// How the probes of `w` authenticate to the serverless cache `cache_name` in `region`. An IAM
-/// token is signed for one cache in one region: the DR cache needs tokens of its own, or AWS
-/// refuses the probe of the very cache a failover just built.
-pub async fn auth_for(config: &Config, w: &WatchConfig, cache_name: &str, region: &str) -> Auth {
-    match &w.probe.credential {
-        Credential::None => Auth::None,
-        Credential::Password {
-            username, password, ..
-        } => Auth::Password {
-            username: username.clone(),
-            password: password.clone(),
-        },
-        Credential::Iam { username } => {
-            let sdk = crate::aws::sdk_config(config, region).await;
-            Auth::Iam {
-                username: username.clone(),
-                tokens: Arc::new(IamTokenSource::new(
-                    cache_name,
-                    username,
-                    region,
-                    crate::aws::credentials(&sdk),
-                )),
-            }
-        }
-    }
-}
-
-/// The probe of `w`'s DR cache: `primary` (the watch's probe) with the DR cache's own
-/// authentication. Its endpoint is set once the DR cache has one.
-pub async fn dr_spec(config: &Config, w: &WatchConfig, primary: &ProbeSpec) -> ProbeSpec {
-    ProbeSpec {
-        auth: auth_for(config, w, &w.dr.cache_name, &w.dr.region).await,
-        ..primary.clone()
-    }
-}
-
 /// One round over the selected watches, judged.
-pub async fn run(config: &Config, only: Option<&str>) -> Result<CheckReport, CheckError> {
+pub async fn run(config: &Config, only: Option<&str>) -> Result<CheckReport, SpecError> {
     let mut specs = probe_specs(config, only).await?;
     // After a failover the DR cache is the active one: check it, as the agent does, with
     // its own credentials.
@@ -277,7 +111,7 @@ pub async fn run(config: &Config, only: Option<&str>) -> Result<CheckReport, Che
     let prober = Prober::new(&ResolverSettings {
         nameservers: config.dns.nameservers.clone(),
     })
-    .map_err(|e| CheckError::Resolver(Box::new(e)))?;
+    .map_err(|e| SpecError::Resolver(Box::new(e)))?;
     let checked_at = SystemTime::now();
     let observations = prober.rounds(&specs).await;
     let watches = specs
@@ -289,22 +123,6 @@ pub async fn run(config: &Config, only: Option<&str>) -> Result<CheckReport, Che
         checked_at,
         watches,
     })
-}
-
-/// The DR endpoint serving `watch`, when the agent's saved state says the DR cache serves it
-/// and the last failover journal completed. Anything unreadable means "the primary".
-pub fn active_dr_endpoint(config: &Config, watch: &str) -> Option<(String, u16)> {
-    let state_dir = &config.agent.state_dir;
-    let state = crate::store::read_json::<valkey_dr_policies::WatchState>(
-        &crate::daemon::state_file(state_dir, watch),
-    )
-    .ok()??;
-    if !state.served_by_dr {
-        return None;
-    }
-    crate::failover::load_journal(state_dir, watch)
-        .ok()??
-        .completed_endpoint()
 }
 
 /// The verdict for one observation.

@@ -446,7 +446,7 @@ fn stop_signals(
 async fn run_control(path: &std::path::Path, action: ControlAction, watch: Option<&str>) -> i32 {
     init_logging(LogFormat::Text, "warn");
     let Some(config) = load(path) else { return 2 };
-    let address = match crate::daemon::admin_address(&config) {
+    let address = match crate::layout::admin_address(&config) {
         Ok(address) => address,
         Err(e) => {
             eprintln!("error: {e}");

@@ -15,7 +15,6 @@ use valkey_dr_policies::{self as policies, WatchState};
 use valkey_dr_probes::{PathKind, Prober, ResolverSettings};
 
 use crate::admin::{self, AdminToken, ControlAction};
-use crate::check;
 use crate::config::{Config, WatchConfig};
 use crate::daemon;
 use crate::executor::api::{CacheApi as _, DnsApi as _};
@@ -44,7 +43,7 @@ pub fn one_watch<'c>(config: &'c Config, name: Option<&str>) -> Result<&'c Watch
 
 /// The admin address of an agent running with this config, if one answers.
 pub async fn running_agent(config: &Config) -> Option<SocketAddr> {
-    let address = daemon::admin_address(config).ok()?;
+    let address = crate::layout::admin_address(config).ok()?;
     match admin::request(address, "GET", "/status", None, Duration::from_secs(2)).await {
         Ok((200, _)) => Some(address),
         _ => None,
@@ -296,7 +295,7 @@ pub async fn failback(config: &Config, w: &WatchConfig, yes: bool, delete_dr: bo
     };
     // The primary must pass `rise` rounds in a row, one probe interval apart, before the
     // record goes back to it.
-    let spec = match check::probe_spec(config, w).await {
+    let spec = match crate::spec::probe_spec(config, w).await {
         Ok(spec) => spec,
         Err(e) => {
             eprintln!("error: {:#}", anyhow::Error::from(e));
@@ -358,7 +357,7 @@ async fn local(
 ) -> Result<(Runner, std::path::PathBuf, WatchState), String> {
     store::ensure_dir(&config.agent.state_dir)
         .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
-    let spec = check::probe_spec(config, w)
+    let spec = crate::spec::probe_spec(config, w)
         .await
         .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?;
     let prober = Prober::new(&ResolverSettings {
@@ -366,7 +365,7 @@ async fn local(
     })
     .map_err(|e| e.to_string())?;
     let runner = Runner::new(config, w, Arc::new(prober), spec).await;
-    let path = daemon::state_file(&config.agent.state_dir, &w.name);
+    let path = crate::layout::state_file(&config.agent.state_dir, &w.name);
     let state = store::read_json::<WatchState>(&path)
         .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?
         .unwrap_or_default();
@@ -531,7 +530,7 @@ pub async fn status(config: &Config, only: Option<&str>) -> (i32, Value) {
                 json!({ "error": e.to_string() })
             }
         };
-        let dns = match (&prober, check::probe_spec(config, w).await) {
+        let dns = match (&prober, crate::spec::probe_spec(config, w).await) {
             (Some(prober), Ok(spec)) => {
                 let o = prober.round(&spec).await;
                 match o.path(PathKind::Dns) {
@@ -561,10 +560,12 @@ pub async fn status(config: &Config, only: Option<&str>) -> (i32, Value) {
         if primary.get("error").is_some() || dr.get("error").is_some() {
             code = 1;
         }
-        let saved =
-            store::read_json::<WatchState>(&daemon::state_file(&config.agent.state_dir, &w.name))
-                .ok()
-                .flatten();
+        let saved = store::read_json::<WatchState>(&crate::layout::state_file(
+            &config.agent.state_dir,
+            &w.name,
+        ))
+        .ok()
+        .flatten();
         let agent_watch = agent.as_ref().and_then(|a| {
             a["watches"]
                 .as_array()

@@ -653,7 +653,7 @@ async fn verifier(
         // Replaced by the real endpoint once the cache is available.
         endpoint: Some(format!("{name}.drill.invalid")),
     };
-    let spec = crate::check::probe_spec(config, &target)
+    let spec = crate::spec::probe_spec(config, &target)
         .await
         .map_err(|e| setup(format!("{:#}", anyhow::Error::from(e))))?;
     let prober = Prober::new(&ResolverSettings {

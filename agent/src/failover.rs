@@ -92,7 +92,7 @@ impl Runner {
         prober: Arc<Prober>,
         spec: ProbeSpec,
     ) -> Self {
-        let dr_spec = crate::check::dr_spec(config, w, &spec).await;
+        let dr_spec = crate::spec::dr_spec(config, w, &spec).await;
         let cache = SdkCache::new(&aws::sdk_config(config, &w.dr.region).await);
         let dns = SdkDns::new(&aws::sdk_config(config, aws::route53_region(w)).await);
         Runner {

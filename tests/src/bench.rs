@@ -42,7 +42,7 @@ pub async fn probe(rounds: usize, watch_counts: &[usize]) -> anyhow::Result<Valu
         .context("starting the lab")?;
     let config = Config::load(&lab.info().config, &ProcessEnv)
         .map_err(|e| anyhow::anyhow!("{:#}", anyhow::Error::from(e)))?;
-    let spec = valkey_dr::check::probe_spec(&config, &config.watches[0])
+    let spec = valkey_dr::spec::probe_spec(&config, &config.watches[0])
         .await
         .map_err(|e| anyhow::anyhow!("{e:#}"))?;
     let nameservers = config.dns.nameservers.clone();

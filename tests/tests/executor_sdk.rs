@@ -608,7 +608,7 @@ async fn the_executor_fails_over_through_the_sdk() {
     let watch = &config.watches[0];
     let plan = valkey_dr::plan::executor_plan(&config, watch, "fo-sdk-run");
     let verifier = ProbeVerifier {
-        spec: valkey_dr::check::probe_spec(&config, watch)
+        spec: valkey_dr::spec::probe_spec(&config, watch)
             .await
             .expect("the lab's probe"),
         nameservers: config.dns.nameservers.clone(),

@@ -917,21 +917,21 @@ fn tokens_never_show_and_load_says_what_to_do() {
     let dir = tempfile::tempdir().expect("dir");
     let missing = AdminToken::load(dir.path()).expect_err("no file");
     assert!(missing.contains("is `valkey-dr run` running"), "{missing}");
-    std::fs::write(token_file(dir.path()), "not a token\n").expect("write");
+    std::fs::write(crate::layout::token_file(dir.path()), "not a token\n").expect("write");
     let garbled = AdminToken::load(dir.path()).expect_err("garbled");
     assert!(
         garbled.contains("does not hold an admin token"),
         "{garbled}"
     );
-    std::fs::write(token_file(dir.path()), token.as_file_text()).expect("write");
+    std::fs::write(crate::layout::token_file(dir.path()), token.as_file_text()).expect("write");
     assert_eq!(AdminToken::load(dir.path()).expect("loads"), token);
     // As root, a mode of 000 still reads: the refusal is checked only where it applies.
     std::fs::set_permissions(
-        token_file(dir.path()),
+        crate::layout::token_file(dir.path()),
         std::fs::Permissions::from_mode(0o000),
     )
     .expect("chmod");
-    if std::fs::read(token_file(dir.path())).is_err() {
+    if std::fs::read(crate::layout::token_file(dir.path())).is_err() {
         let denied = AdminToken::load(dir.path()).expect_err("denied");
         assert!(denied.contains("as the agent's user"), "{denied}");
     }

@@ -1,0 +1,658 @@
+//! `valkey-dr run`: the daemon.
+//!
+//! One task per watch, each on its own fixed-rate schedule (a slow watch never delays
+//! another, and intervals do not drift with round duration), probes, asks the pure policy
+//! engine what the round means, persists the result, and hands decisions to the notifiers
+//! without waiting for them. The admin server (`/metrics`, `/healthz`, `/status`, pause and
+//! resume) runs on its own task and keeps answering whatever the watches are doing. A
+//! supervisor task speaks to systemd (`READY=1` after the first round of every watch,
+//! `WATCHDOG=1` while the loop is healthy, `STATUS=` with a one-line summary).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::MissedTickBehavior;
+use tokio_util::sync::CancellationToken;
+use valkey_dr_policies::{Params, State, WatchState};
+use valkey_dr_probes::{ProbeSpec, Prober, ResolverSettings};
+
+use crate::admin::{self, AdminState, AdminToken, ControlAction, ControlRequest, Health, Metrics};
+use crate::config::{Config, WatchConfig};
+use crate::event::{Event, EventName};
+use crate::executor::{Entry, FailoverError, Journal, Phase, Step};
+use crate::failover::{FailbackReport, Runner};
+use crate::layout;
+use crate::notify::Notifier;
+use crate::peers::Peers;
+use crate::plan;
+use crate::store::{self, StoreError};
+use crate::witness::Witness;
+
+mod ops;
+mod round;
+mod status;
+
+pub use status::journal_summary;
+/// How often `/status` and systemd's `STATUS=` are rebuilt from the watches' last rounds.
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+/// How long shutdown waits for watch tasks to save state and notifiers to drain.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the daemon could not start. Once running, it reports problems and keeps going.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The state directory or a state file.
+    #[error("agent state")]
+    Store(#[from] StoreError),
+    /// No random bytes for the admin token.
+    #[error("cannot make the admin token from /dev/urandom")]
+    Token {
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A watch's probe could not be set up (CA file, endpoint, ...).
+    #[error("setting up the probes")]
+    Probe(#[from] crate::spec::SpecError),
+}
+
+/// The policy thresholds of a watch.
+pub fn params(config: &Config, w: &WatchConfig) -> Params {
+    Params {
+        fall: w.policy.fall,
+        rise: w.policy.rise,
+        down_after: w.policy.down_after,
+        cooldown: w.policy.cooldown,
+        max_auto_failovers: w.policy.max_auto_failovers,
+        max_auto_failovers_window: w.policy.max_auto_failovers_window,
+        reminder_interval: w.policy.reminder_interval,
+        mode: config.agent.mode,
+    }
+}
+
+/// What a watch task tells the supervisor after every round.
+struct RoundDone {
+    watch: String,
+    status: Value,
+    summary: String,
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    let state_dir = config.agent.state_dir.clone();
+    store::ensure_dir(&state_dir)?;
+    warn_if_open(&state_dir);
+    ensure_descriptors(config.watches.len());
+    let token = AdminToken::generate().map_err(|source| DaemonError::Token { source })?;
+
+    let specs = crate::spec::probe_specs(&config, None).await?;
+    let prober = Arc::new(
+        Prober::new(&ResolverSettings {
+            nameservers: config.dns.nameservers.clone(),
+        })
+        .map_err(|e| crate::spec::SpecError::Resolver(Box::new(e)))?,
+    );
+    let min_interval = config
+        .watches
+        .iter()
+        .map(|w| w.probe.interval)
+        .min()
+        .unwrap_or(Duration::from_secs(5));
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::new(min_interval));
+    let (status_tx, status_rx) =
+        watch::channel(json!({ "agent": agent_json(&config), "watches": [] }));
+    let (control_tx, control_rx) = mpsc::channel(16);
+    let (notifier, notify_task) = Notifier::spawn(&config.notifiers, shutdown.child_token());
+
+    let admin_shutdown = CancellationToken::new();
+    let admin_task = tokio::spawn(admin_server(
+        config.agent.admin_listen,
+        state_dir.clone(),
+        AdminState {
+            metrics: metrics.clone(),
+            health: health.clone(),
+            status: status_rx,
+            control: control_tx,
+            token,
+            peer_token: config
+                .agent
+                .peer_token
+                .as_ref()
+                .map(|t| AdminToken::shared(t.expose())),
+        },
+        notifier.clone(),
+        config.agent.id.clone(),
+        admin_shutdown.clone(),
+    ));
+    tracing::info!(
+        agent_id = %config.agent.id,
+        mode = config.agent.mode.as_str(),
+        watches = config.watches.len(),
+        "valkey-dr started"
+    );
+
+    let (done_tx, done_rx) = mpsc::channel(64);
+    let mut watch_controls = BTreeMap::new();
+    let mut tasks = Vec::new();
+    let shared_config = Arc::new(config.clone());
+    let aws_witnesses = Arc::new(crate::witness::AwsWitnesses::new(&config, min_interval));
+    let peers = Peers::from_config(&config).map(Arc::new);
+    for (index, (w, spec)) in config.watches.iter().zip(specs).enumerate() {
+        let path = layout::state_file(&state_dir, &w.name);
+        let state = load_state(&path, &w.name);
+        let (persist, persisted) = watch::channel(state.clone());
+        let writer = tokio::spawn(write_states(path.clone(), w.name.clone(), persisted));
+        let (ctl_tx, ctl_rx) = mpsc::channel(4);
+        watch_controls.insert(w.name.clone(), ctl_tx);
+        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+        let task = WatchTask {
+            config: shared_config.clone(),
+            index,
+            primary: spec.clone(),
+            runner: None,
+            op: None,
+            ops: ops_tx,
+            shutdown: shutdown.clone(),
+            following: false,
+            last_failover: None,
+            last_failback: None,
+            name: w.name.clone(),
+            agent_id: config.agent.id.clone(),
+            interval: w.probe.interval,
+            params: params(&config, w),
+            plan: plan::failover_plan(&config, w),
+            spec,
+            prober: prober.clone(),
+            witness: Witness::new(&config, index, aws_witnesses.clone()),
+            state,
+            persist,
+            writer,
+            metrics: metrics.clone(),
+            health: health.clone(),
+            notifier: notifier.clone(),
+            done: done_tx.clone(),
+            rounds: 0,
+            last_observation: None,
+            peers: peers.clone(),
+            last_quorum: None,
+            vote: None,
+        };
+        tasks.push(tokio::spawn(task.run(ctl_rx, ops_rx)));
+    }
+    drop(done_tx);
+    let control = tokio::spawn(dispatch_control(control_rx, watch_controls));
+    let (readiness_tx, readiness_rx) = watch::channel(crate::readiness::pending());
+    let readiness = tokio::spawn(crate::readiness::run(
+        shared_config.clone(),
+        metrics.clone(),
+        notifier.clone(),
+        readiness_tx,
+        shutdown.child_token(),
+    ));
+    supervise(
+        &config,
+        done_rx,
+        status_tx,
+        readiness_rx,
+        &health,
+        &shutdown,
+    )
+    .await;
+
+    // Shutdown: watches save their state, notifiers drain, then the admin server stops,
+    // all within a bounded grace so that systemd's stop timeout is never the one that acts.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    tracing::info!("shutting down");
+    let grace = tokio::time::sleep(SHUTDOWN_GRACE);
+    tokio::pin!(grace);
+    for task in tasks {
+        tokio::select! {
+            _ = task => {}
+            _ = &mut grace => break,
+        }
+    }
+    control.abort();
+    readiness.abort();
+    tokio::select! {
+        _ = notify_task => {}
+        _ = &mut grace => tracing::warn!("notifications still queued at shutdown were dropped"),
+    }
+    admin_shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// How often a failed admin bind is tried again.
+const ADMIN_RETRY: Duration = Duration::from_secs(30);
+
+/// Binds `admin_listen` and serves the admin API until `shutdown`. A failed bind (the port
+/// is taken, the address is not this host's) does not stop the agent: probing and alerting
+/// matter more than the API, so it says so once, in the log and as an `admin_unavailable`
+/// event, and tries again every [`ADMIN_RETRY`].
+///
+/// Only once it listens does it write [`admin_file`] and the token file, and at the end it
+/// removes them: a second agent started by mistake on the same `state_dir` never takes over
+/// the first one's files.
+async fn admin_server(
+    address: std::net::SocketAddr,
+    state_dir: PathBuf,
+    state: AdminState,
+    notifier: Notifier,
+    agent_id: String,
+    shutdown: CancellationToken,
+) {
+    let mut failed_once = false;
+    let listener = loop {
+        let bound = TcpListener::bind(address).await.and_then(|listener| {
+            let local = listener.local_addr()?;
+            Ok((listener, local))
+        });
+        match bound {
+            Ok(bound) => break bound,
+            Err(e) => {
+                if !failed_once {
+                    failed_once = true;
+                    let reason = format!("cannot listen on admin_listen {address}: {e}");
+                    tracing::error!(
+                        "{reason}; probing and alerting go on, the admin API is unavailable; \
+                         retrying every {}",
+                        humantime::format_duration(ADMIN_RETRY)
+                    );
+                    notifier.notify(agent_event(
+                        EventName::AdminUnavailable,
+                        &agent_id,
+                        vec![
+                            reason,
+                            "probing and alerting go on; /metrics, /status and the CLI's \
+                             controls are unavailable until it binds"
+                                .to_owned(),
+                        ],
+                    ));
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(ADMIN_RETRY) => continue,
+                }
+            }
+        }
+    };
+    let (listener, local) = listener;
+    let token_path = layout::token_file(&state_dir);
+    let written =
+        store::write_file(&token_path, state.token.as_file_text().as_bytes()).and_then(|()| {
+            store::write_json(
+                &layout::admin_file(&state_dir),
+                &json!({ "address": local.to_string(), "pid": std::process::id() }),
+            )
+        });
+    if let Err(e) = written {
+        // Without the files the CLI cannot find or drive this agent, but /metrics and
+        // /healthz still serve, so go on.
+        tracing::error!(error = %format!("{:#}", anyhow::Error::from(e)), "cannot record the admin address and token; the CLI cannot drive this agent");
+    }
+    tracing::info!(admin = %local, "admin server listening");
+    if failed_once {
+        notifier.notify(agent_event(
+            EventName::AdminAvailable,
+            &agent_id,
+            vec![format!("the admin API listens on {local}")],
+        ));
+    }
+    if let Err(e) = admin::serve(listener, state, shutdown).await {
+        tracing::error!(error = %e, "admin server stopped");
+    }
+    let _ = std::fs::remove_file(layout::admin_file(&state_dir));
+    let _ = std::fs::remove_file(token_path);
+}
+
+/// An event about the agent itself rather than one watch: `watch` is `*`.
+fn agent_event(event: EventName, agent_id: &str, reasons: Vec<String>) -> Event {
+    let mut event = Event::executor(event, "*", agent_id, ("running", "running"), None);
+    event.reasons = reasons;
+    event
+}
+
+/// Descriptors the agent needs besides its watches: the runtime, logs, AWS clients, the
+/// notifiers and the admin server's [`admin::MAX_CONNECTIONS`].
+const DESCRIPTORS_BASE: u64 = 128;
+
+/// Descriptors one watch's round may hold at once: the dns, direct and reader paths, the old
+/// primary's probe, the resolver's sockets, and room for a failover's verification.
+const DESCRIPTORS_PER_WATCH: u64 = 16;
+
+/// Checks the descriptor limit against the watches: raises the soft limit towards the hard
+/// one when it is short, and says so when even the hard limit is. Running out is safe (the
+/// probes then report `local`, never an outage), but it blinds the agent, so it is said at
+/// start rather than discovered during an outage.
+fn ensure_descriptors(watches: usize) {
+    let need: libc::rlim_t = DESCRIPTORS_BASE + DESCRIPTORS_PER_WATCH * watches as u64;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
+    if soft >= need {
+        return;
+    }
+    let raised = need.min(hard);
+    if raised > soft {
+        let wanted = libc::rlimit {
+            rlim_cur: raised,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit reads the struct we own; raising the soft limit up to the hard
+        // one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
+            tracing::info!(
+                from = soft,
+                to = raised,
+                "raised the descriptor limit (RLIMIT_NOFILE) for {watches} watches"
+            );
+        }
+    }
+    if raised < need {
+        tracing::warn!(
+            limit = raised,
+            need,
+            "{watches} watches need about {need} file descriptors and the hard limit is {hard}: out of descriptors the probes report `local` (never an outage) and see nothing; raise LimitNOFILE"
+        );
+    }
+}
+
+/// Warns when others may read or enter `state_dir`: it holds the admin token and the state
+/// that decides failovers. A warning, not a refusal: an operator may have a reason (a group
+/// of operators), and refusing would leave the cache unwatched.
+fn warn_if_open(state_dir: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(state_dir) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o007 != 0 {
+            tracing::warn!(
+                state_dir = %state_dir.display(),
+                mode = format!("{mode:o}"),
+                "state_dir is open to other users (mode {mode:o}); it holds the admin token and the failover state: chmod 700 it"
+            );
+        }
+    }
+}
+
+fn agent_json(config: &Config) -> Value {
+    json!({
+        "id": config.agent.id,
+        "mode": config.agent.mode.as_str(),
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+fn load_state(path: &Path, watch: &str) -> WatchState {
+    match store::read_json::<WatchState>(path) {
+        Ok(Some(state)) => {
+            tracing::info!(
+                watch,
+                state = state.state().as_str(),
+                "restored policy state"
+            );
+            state
+        }
+        Ok(None) => WatchState::default(),
+        Err(e) => {
+            // Starting fresh forgets cooldowns, so say so loudly; refusing to start would
+            // leave the cache unwatched, which is worse.
+            tracing::error!(watch, error = %format!("{:#}", anyhow::Error::from(e)), "cannot restore policy state; starting fresh");
+            WatchState::default()
+        }
+    }
+}
+
+/// Collects round results: `/status`, systemd readiness, watchdog and status line.
+async fn supervise(
+    config: &Config,
+    mut done: mpsc::Receiver<RoundDone>,
+    status: watch::Sender<Value>,
+    mut readiness: watch::Receiver<Value>,
+    health: &Health,
+    shutdown: &CancellationToken,
+) {
+    let mut watches: BTreeMap<String, (Value, String)> = BTreeMap::new();
+    let mut ready = false;
+    let mut dirty = false;
+    let mut readiness_open = true;
+    // The status document and systemd's STATUS= line cover every watch, so they are rebuilt on
+    // a short timer rather than after each watch's round: per round that would cost O(watches)
+    // per watch, which is what dominated the agent's CPU with 100 watches.
+    let mut publish = tokio::time::interval(PUBLISH_EVERY);
+    publish.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            round = done.recv() => match round {
+                Some(round) => {
+                    watches.insert(round.watch, (round.status, round.summary));
+                    dirty = true;
+                    // Readiness is announced the moment the last first round lands.
+                    if ready || watches.len() < config.watches.len() {
+                        continue;
+                    }
+                }
+                None => return,
+            },
+            changed = readiness.changed(), if readiness_open => {
+                // A readiness task that ended (only at shutdown) must not wake this loop again.
+                readiness_open = changed.is_ok();
+                dirty |= readiness_open;
+                continue;
+            }
+            _ = publish.tick() => {
+                if !dirty {
+                    // Nothing new, but a healthy loop still feeds the watchdog.
+                    if ready && health.healthy().is_ok() {
+                        let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    }
+                    continue;
+                }
+            }
+        }
+        dirty = false;
+        let _ = status.send(json!({
+            "agent": agent_json(config),
+            "watches": watches.values().map(|(s, _)| s.clone()).collect::<Vec<_>>(),
+            "readiness": readiness.borrow().clone(),
+        }));
+        let line = watches
+            .values()
+            .map(|(_, s)| s.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut notes = vec![sd_notify::NotifyState::Status(&line)];
+        if !ready && watches.len() == config.watches.len() {
+            ready = true;
+            notes.push(sd_notify::NotifyState::Ready);
+            tracing::info!("first round of every watch done: ready");
+        }
+        // The watchdog is fed only while the loop is healthy, so that systemd restarts an
+        // agent whose rounds have stalled.
+        if health.healthy().is_ok() {
+            notes.push(sd_notify::NotifyState::Watchdog);
+        }
+        let _ = sd_notify::notify(&notes);
+    }
+}
+
+/// Routes pause/resume from the admin server to the watch tasks.
+async fn dispatch_control(
+    mut requests: mpsc::Receiver<ControlRequest>,
+    watches: BTreeMap<String, mpsc::Sender<(ControlAction, oneshot::Sender<Value>)>>,
+) {
+    while let Some(req) = requests.recv().await {
+        let targets: Vec<_> = match &req.watch {
+            Some(name) => match watches.get(name) {
+                Some(tx) => vec![(name.clone(), tx.clone())],
+                None => {
+                    let valid: Vec<_> = watches.keys().map(|n| format!("{n:?}")).collect();
+                    let _ = req.reply.send(Err(format!(
+                        "no watch named {name:?}; valid: {}",
+                        valid.join(", ")
+                    )));
+                    continue;
+                }
+            },
+            None => watches
+                .iter()
+                .map(|(n, tx)| (n.clone(), tx.clone()))
+                .collect(),
+        };
+        let mut results = serde_json::Map::new();
+        for (name, tx) in targets {
+            let (reply_tx, reply_rx) = oneshot::channel();
+            let result = match tx.send((req.action, reply_tx)).await {
+                Ok(()) => reply_rx
+                    .await
+                    .unwrap_or_else(|_| json!({"error": "watch stopped"})),
+                Err(_) => json!({"error": "watch stopped"}),
+            };
+            results.insert(name, result);
+        }
+        let _ = req.reply.send(Ok(json!({ "watches": results })));
+    }
+}
+
+/// What a running failover or failback tells its watch task.
+enum OpMsg {
+    /// A journal entry was written (its event has left already).
+    Step(Entry),
+    /// The failover ended.
+    FailoverDone(Box<Result<Journal, (Journal, FailoverError)>>),
+    /// A failback step finished.
+    FailbackStep(String, String),
+    /// The failback ended.
+    FailbackDone(Result<FailbackReport, String>),
+}
+
+/// Sends a running failover's step events from the executor's own task.
+struct StepEvents {
+    notifier: Notifier,
+    watch: String,
+    agent_id: String,
+    failover_id: String,
+}
+
+impl StepEvents {
+    fn send(&self, reasons: Vec<String>, detail: Value) {
+        let state = State::FailingOver.as_str();
+        self.notifier.notify(Event {
+            reasons,
+            detail: Some(detail),
+            ..Event::executor(
+                EventName::FailoverStep,
+                &self.watch,
+                &self.agent_id,
+                (state, state),
+                Some(self.failover_id.clone()),
+            )
+        });
+    }
+
+    /// After each step that finished.
+    fn step(&self, e: &Entry) {
+        if e.phase == Phase::Done {
+            self.send(
+                vec![format!("{}: {}", e.step.as_str(), e.detail)],
+                json!({ "step": e.step.as_str(), "phase": "done", "detail": e.detail }),
+            );
+        }
+    }
+
+    /// While a step keeps retrying.
+    fn retrying(&self, step: Step, message: &str) {
+        self.send(
+            vec![format!("{}: {message}", step.as_str())],
+            json!({ "step": step.as_str(), "phase": "retrying", "detail": message }),
+        );
+    }
+}
+
+/// The failover or failback a watch is running.
+struct Op {
+    /// `failover` or `failback`.
+    kind: &'static str,
+    /// The failover id (failbacks get one too, for logs).
+    id: String,
+    /// Aborted at shutdown: the journal resumes the failover on the next start.
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct WatchTask {
+    config: Arc<Config>,
+    index: usize,
+    /// The configured primary's probe spec. `spec` is the active cache's: the DR cache
+    /// after a failover.
+    primary: ProbeSpec,
+    /// Built on the first failover or failback: most agents never need AWS clients.
+    runner: Option<Arc<Runner>>,
+    op: Option<Op>,
+    ops: mpsc::UnboundedSender<OpMsg>,
+    shutdown: CancellationToken,
+    /// This agent stood down for another one: it adopts the DR cache once the record shows
+    /// that the other agent's failover landed.
+    following: bool,
+    /// The last failover, for `/status`.
+    last_failover: Option<Value>,
+    /// The last failback, for `/status`.
+    last_failback: Option<Value>,
+    name: String,
+    agent_id: String,
+    interval: Duration,
+    params: Params,
+    /// What a failover would do now: carried by "would fail over" alerts.
+    plan: Value,
+    spec: ProbeSpec,
+    prober: Arc<Prober>,
+    witness: Witness,
+    state: WatchState,
+    /// Hands states to this watch's writer task: fsync must never stall the single runtime
+    /// thread that probes and serves `/healthz`. The latest state wins.
+    persist: watch::Sender<WatchState>,
+    /// The writer task, awaited at shutdown so the last state is on disk before exit.
+    writer: tokio::task::JoinHandle<()>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    notifier: Notifier,
+    done: mpsc::Sender<RoundDone>,
+    rounds: u64,
+    last_observation: Option<Value>,
+    /// The other agents to ask before an automatic failover; `None`: this one decides alone.
+    peers: Option<Arc<Peers>>,
+    /// The last ask of the peers: for `/status` and the failover events.
+    last_quorum: Option<Value>,
+    /// This agent's own vote, as peers read it: whether the last round was outage evidence,
+    /// and when it was.
+    vote: Option<(bool, SystemTime)>,
+}
+
+/// Writes a watch's states as they change, off the runtime thread, in order.
+async fn write_states(path: PathBuf, watch: String, mut states: watch::Receiver<WatchState>) {
+    while states.changed().await.is_ok() {
+        let state = states.borrow_and_update().clone();
+        let path = path.clone();
+        let written = tokio::task::spawn_blocking(move || store::write_json(&path, &state)).await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(watch, error = %format!("{:#}", anyhow::Error::from(e)), "cannot save policy state")
+            }
+            Err(e) => tracing::error!(watch, error = %e, "policy state writer failed"),
+        }
+    }
+}

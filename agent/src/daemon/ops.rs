@@ -1,0 +1,485 @@
+//! A watch's operations: failover, failback and abort (with the executor running on its
+//! own task), resuming an unfinished one at start, and following another agent's.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::{Value, json};
+use valkey_dr_policies as policies;
+use valkey_dr_probes::Observation;
+
+use crate::event::EventName;
+use crate::executor::api::{CacheApi as _, CacheStatus};
+use crate::executor::{Entry, FailoverError, Journal, Outcome, Step};
+use crate::failover::{self, Runner, Start};
+use crate::plan;
+
+use super::*;
+
+impl WatchTask {
+    /// On start: resume an unfinished failover, or pick up where a finished one left the
+    /// watch (the DR endpoint it serves from).
+    pub(super) async fn restore_failover(&mut self) {
+        let journal = match failover::load_journal(&self.config.agent.state_dir, &self.name) {
+            Ok(j) => j,
+            Err(e) => {
+                let message = format!("{:#}", anyhow::Error::from(e));
+                tracing::error!(watch = %self.name, error = %message, "cannot read the failover journal");
+                self.emit(
+                    EventName::FailoverFailed,
+                    vec![format!(
+                        "cannot read the failover journal: {message}; fix or move it, then restart"
+                    )],
+                    None,
+                    None,
+                );
+                return;
+            }
+        };
+        let Some(journal) = journal else { return };
+        self.last_failover = Some(journal_summary(&journal));
+        // It stood down for another agent before the restart: keep following that failover.
+        self.following =
+            !self.state.served_by_dr && matches!(journal.outcome, Some(Outcome::StoodDown { .. }));
+        if journal.unfinished() {
+            if self.shutdown.is_cancelled() {
+                return;
+            }
+            let runner = self.runner().await;
+            // Hours may have passed (a manual failover interrupted, resumed by an agent in
+            // alert-only mode): before the switch, look again, and never fail over a cache
+            // that answers.
+            if !journal.done(Step::SwitchDns)
+                && journal.change_id.is_none()
+                && runner.primary_healthy().await.is_ok()
+            {
+                let reason = format!(
+                    "failover {} was interrupted before the DNS switch, and the primary answers PING/SET/GET on both paths again: not resuming it",
+                    journal.plan.failover_id
+                );
+                self.end_by_abort(&runner, journal, reason, false).await;
+                return;
+            }
+            tracing::warn!(watch = %self.name, failover_id = %journal.plan.failover_id, "resuming an unfinished failover from its journal");
+            self.launch(runner, journal, "resume", SystemTime::now());
+            return;
+        }
+        if self.state.served_by_dr {
+            match journal.completed_endpoint() {
+                Some((host, port)) => {
+                    let runner = self.runner().await;
+                    self.spec = runner.dr_probe(&host, port);
+                }
+                _ => {
+                    tracing::error!(watch = %self.name, "the saved state says the DR cache serves the watch, but the last journal has no completed failover; probing the configured primary")
+                }
+            }
+        }
+    }
+
+    /// Ends the unfinished failover of `journal` on purpose: `aborted` event, and the watch
+    /// leaves `failing_over`. Returns the answer for an operator.
+    pub(super) async fn end_by_abort(
+        &mut self,
+        runner: &Runner,
+        journal: Journal,
+        reason: String,
+        delete_dr: bool,
+    ) -> Value {
+        let id = journal.plan.failover_id.clone();
+        match runner.abort(journal, &reason, delete_dr).await {
+            Ok((journal, done)) => {
+                self.last_failover = Some(journal_summary(&journal));
+                let now = SystemTime::now();
+                let previous = self.state.state();
+                let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
+                self.apply(next, decisions, now, None, true);
+                self.metrics.failover_result(&self.name, "aborted");
+                self.emit_from(
+                    previous,
+                    EventName::Aborted,
+                    vec![reason.clone(), done.clone()],
+                    Some(id.clone()),
+                    Some(json!({ "reason": reason, "done": done })),
+                );
+                json!({ "aborted": true, "failover_id": id, "done": done })
+            }
+            Err(e) => {
+                let error = format!("could not abort failover {id}: {e}");
+                tracing::error!(watch = %self.name, "{error}");
+                json!({ "aborted": false, "failover_id": id, "error": error })
+            }
+        }
+    }
+
+    /// `valkey-dr abort`: stops the failover in flight (at its next await point; its journal
+    /// says which step it was in) or ends an unfinished journal.
+    pub(super) async fn abort(&mut self, delete_dr: bool) -> Value {
+        if let Some(op) = self.op.take_if(|op| op.kind == "failover") {
+            op.task.abort();
+            let _ = op.task.await;
+        }
+        if self.op.is_some() {
+            return json!({ "aborted": false, "error": "a failback is running; it is not aborted" });
+        }
+        let journal = match failover::load_journal(&self.config.agent.state_dir, &self.name) {
+            Ok(Some(j)) if j.unfinished() => j,
+            Ok(_) => return json!({ "aborted": false, "error": "no unfinished failover to abort" }),
+            Err(e) => {
+                return json!({ "aborted": false, "error": format!("{:#}", anyhow::Error::from(e)) });
+            }
+        };
+        let runner = self.runner().await;
+        let reason = format!(
+            "failover {} aborted by an operator at {}",
+            journal.plan.failover_id,
+            journal
+                .current_step()
+                .map(|s| s.as_str())
+                .unwrap_or("its start")
+        );
+        self.end_by_abort(&runner, journal, reason, delete_dr).await
+    }
+
+    /// Begins a failover (the engine's intent, or an operator's): its journal is on disk when
+    /// this returns, and [`Self::launch`] runs it. `None` when it could not begin (the reasons
+    /// say why).
+    pub(super) async fn begin_failover(
+        &mut self,
+        trigger: &str,
+        now: SystemTime,
+    ) -> Option<(Arc<Runner>, Journal)> {
+        let refuse = if let Some(op) = &self.op {
+            Some(format!("a {} ({}) is already running", op.kind, op.id))
+        } else if self.shutdown.is_cancelled() {
+            Some("shutdown has begun: no failover is started now".to_owned())
+        } else {
+            None
+        };
+        if let Some(reason) = refuse {
+            tracing::warn!(watch = %self.name, trigger, "{reason}");
+            self.state.last_reasons = vec![reason];
+            return None;
+        }
+        let runner = self.runner().await;
+        // The journal is on disk before the state says "failing over": a crash in between
+        // leaves a journal that the next start resumes.
+        match runner.start(
+            &self.config,
+            self.watch_config(),
+            self.state.served_by_dr,
+            now,
+        ) {
+            Ok(Start::New(journal) | Start::Resume(journal)) => Some((runner, journal)),
+            Err(e) if self.state.served_by_dr => {
+                tracing::warn!(watch = %self.name, trigger, "{e}");
+                self.state.last_reasons = vec![e];
+                None
+            }
+            Err(e) => {
+                let reason = format!("{e}; no failover started");
+                self.metrics.failover_result(&self.name, "failed");
+                self.emit(EventName::FailoverFailed, vec![reason.clone()], None, None);
+                self.state.last_reasons = vec![reason];
+                None
+            }
+        }
+    }
+
+    pub(super) fn launch(
+        &mut self,
+        runner: Arc<Runner>,
+        journal: Journal,
+        trigger: &str,
+        now: SystemTime,
+    ) {
+        let previous = self.state.state();
+        let (next, decisions) = policies::failover_started(&self.state, now);
+        self.apply(next, decisions, now, None, true);
+        let id = journal.plan.failover_id.clone();
+        let resumed = journal.runs > 0;
+        let trigger = if resumed { "resume" } else { trigger };
+        self.emit_from(
+            previous,
+            EventName::FailoverStarted,
+            vec![match trigger {
+                "auto" => "every guard passed: failing over to the DR region".to_owned(),
+                "manual" => "an operator asked for a failover".to_owned(),
+                _ => format!("resuming failover {id} from its journal after a restart"),
+            }],
+            Some(id.clone()),
+            Some(json!({
+                "trigger": trigger,
+                "resumed": resumed,
+                "plan": plan::failover_plan(&self.config, self.watch_config()),
+                "done_steps": Step::ALL.iter().filter(|s| journal.done(**s)).map(|s| s.as_str()).collect::<Vec<_>>(),
+            })),
+        );
+        self.last_failover = Some(journal_summary(&journal));
+        let tx = self.ops.clone();
+        // Step events leave from the executor's task the moment the journal has them: the
+        // watch task may be inside a probe round (a whole timeout, in an outage) and would
+        // hold them back.
+        let steps = StepEvents {
+            notifier: self.notifier.clone(),
+            watch: self.name.clone(),
+            agent_id: self.agent_id.clone(),
+            failover_id: id.clone(),
+        };
+        let task = tokio::spawn(async move {
+            let progress = |_: &Journal, e: &Entry| {
+                steps.step(e);
+                let _ = tx.send(OpMsg::Step(e.clone()));
+            };
+            let alert = |step: Step, message: &str| steps.retrying(step, message);
+            let result = runner.failover(journal, &progress, &alert).await;
+            let _ = tx.send(OpMsg::FailoverDone(Box::new(result)));
+        });
+        self.op = Some(Op {
+            kind: "failover",
+            id,
+            task,
+        });
+    }
+
+    /// Starts a failback if the old primary has passed `rise` rounds.
+    pub(super) async fn start_failback(&mut self, delete_dr: bool) -> Result<String, String> {
+        if let Some(op) = &self.op {
+            return Err(format!("a {} ({}) is already running", op.kind, op.id));
+        }
+        if !self.state.served_by_dr {
+            return Err("the primary already serves the watch: nothing to fail back".to_owned());
+        }
+        let rise = self.params.rise();
+        if self.state.old_primary_successes < rise {
+            return Err(format!(
+                "the primary has passed {} consecutive rounds, and failback needs rise = {rise}; wait for failback_possible",
+                self.state.old_primary_successes
+            ));
+        }
+        if self.shutdown.is_cancelled() {
+            return Err("shutdown has begun".to_owned());
+        }
+        let runner = self.runner().await;
+        let id = failover::new_failback_id(SystemTime::now());
+        let dr = self.spec.endpoint.clone();
+        let primary = self.primary.endpoint.clone();
+        let tx = self.ops.clone();
+        let fb_id = id.clone();
+        let task = tokio::spawn(async move {
+            let progress = |step: &str, detail: &str| {
+                let _ = tx.send(OpMsg::FailbackStep(step.to_owned(), detail.to_owned()));
+            };
+            let result = runner
+                .failback(&fb_id, &dr, &primary, delete_dr, &progress)
+                .await;
+            let _ = tx.send(OpMsg::FailbackDone(result));
+        });
+        self.op = Some(Op {
+            kind: "failback",
+            id: id.clone(),
+            task,
+        });
+        Ok(id)
+    }
+
+    pub(super) fn on_op(&mut self, msg: OpMsg) {
+        let now = SystemTime::now();
+        let id = self.op.as_ref().map(|op| op.id.clone());
+        match msg {
+            OpMsg::Step(entry) => {
+                if let Some(summary) = &mut self.last_failover {
+                    summary["step"] = json!(entry.step.as_str());
+                }
+            }
+            OpMsg::FailoverDone(result) => {
+                self.op = None;
+                self.failover_done(*result, now);
+            }
+            OpMsg::FailbackStep(step, detail) => {
+                self.emit(
+                    EventName::FailoverStep,
+                    vec![format!("failback {step}: {detail}")],
+                    id,
+                    Some(json!({ "step": step, "phase": "done", "detail": detail, "failback": true })),
+                );
+            }
+            OpMsg::FailbackDone(result) => {
+                self.op = None;
+                match result {
+                    Ok(report) => {
+                        self.last_failback =
+                            Some(json!({ "id": id, "result": "completed", "report": report }));
+                        let previous = self.state.state();
+                        let (next, decisions) = policies::failback_completed(&self.state, now);
+                        self.apply(next, decisions, now, None, true);
+                        self.spec = self.primary.clone();
+                        self.emit_from(
+                            previous,
+                            EventName::FailbackCompleted,
+                            vec![format!(
+                                "{} points at the primary {} again",
+                                report.record, report.target
+                            )],
+                            id,
+                            serde_json::to_value(&report).ok(),
+                        );
+                    }
+                    Err(e) => {
+                        self.last_failback =
+                            Some(json!({ "id": id, "result": "failed", "error": e }));
+                        self.emit(
+                            EventName::FailbackFailed,
+                            vec![e.clone()],
+                            id,
+                            Some(json!({ "error": e })),
+                        );
+                    }
+                }
+            }
+        }
+        self.publish();
+    }
+
+    pub(super) fn failover_done(
+        &mut self,
+        result: Result<Journal, (Journal, FailoverError)>,
+        now: SystemTime,
+    ) {
+        let (journal, error) = match result {
+            Ok(journal) => (journal, None),
+            Err((journal, e)) => (journal, Some(e)),
+        };
+        let id = Some(journal.plan.failover_id.clone());
+        let timings = journal.timings();
+        for (step, d) in &timings {
+            self.metrics.failover_step(&self.name, step, *d);
+        }
+        let timings_ms: BTreeMap<_, _> = timings
+            .iter()
+            .map(|(k, v)| (*k, v.as_millis() as u64))
+            .collect();
+        // From the journal, not from now: this message may have waited for a probe round.
+        let total_ms = journal
+            .started_at()
+            .zip(journal.entries.last().map(|e| e.at))
+            .and_then(|(first, last)| last.duration_since(first).ok())
+            .map(|d| d.as_millis() as u64);
+        let previous = self.state.state();
+        self.last_failover = Some(journal_summary(&journal));
+        match error {
+            None => {
+                self.metrics.failover_result(&self.name, "completed");
+                let (next, decisions) = policies::failover_completed(&self.state, now);
+                self.apply(next, decisions, now, None, true);
+                if let (Some((host, port)), Some(runner)) = (&journal.endpoint, &self.runner) {
+                    self.spec = runner.dr_probe(host, *port);
+                }
+                self.following = false;
+                self.emit_from(
+                    previous,
+                    EventName::FailoverCompleted,
+                    vec![format!(
+                        "{} now points at the DR cache {} ({})",
+                        journal.plan.record,
+                        journal.plan.cache.name(),
+                        self.spec.endpoint
+                    )],
+                    id,
+                    Some(json!({
+                        "endpoint": self.spec.endpoint,
+                        "port": self.spec.port,
+                        "cache": journal.plan.cache.name(),
+                        "steps_ms": timings_ms,
+                        "total_ms": total_ms,
+                        "runs": journal.runs,
+                    })),
+                );
+            }
+            Some(FailoverError::StoodDown { holder }) => {
+                self.metrics.failover_result(&self.name, "stood_down");
+                let reason = format!("stood down: another agent holds the lease ({holder})");
+                let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
+                self.apply(next, decisions, now, None, true);
+                // The other agent is failing over: once the record shows its DR cache, this
+                // agent follows it instead of reporting drift.
+                self.following = true;
+                self.emit_from(
+                    previous,
+                    EventName::StoodDown,
+                    vec![
+                        reason,
+                        "this agent follows once the record points at the DR cache".to_owned(),
+                    ],
+                    id,
+                    Some(json!({ "holder": holder })),
+                );
+            }
+            Some(e) => {
+                self.metrics.failover_result(&self.name, "failed");
+                let step = match &journal.outcome {
+                    Some(Outcome::Failed { step, .. }) => step.as_str(),
+                    _ => journal.current_step().map_or("unknown", Step::as_str),
+                };
+                let reason = format!("failover failed at {step}: {e}");
+                let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
+                self.apply(next, decisions, now, None, true);
+                let record_untouched = !journal.done(Step::SwitchDns);
+                self.emit_from(
+                    previous,
+                    EventName::FailoverFailed,
+                    vec![
+                        reason,
+                        if record_untouched {
+                            format!("{} was not changed", journal.plan.record)
+                        } else {
+                            format!("{} already points at the DR cache", journal.plan.record)
+                        },
+                    ],
+                    id,
+                    Some(json!({
+                        "step": step,
+                        "error": e.to_string(),
+                        "record_untouched": record_untouched,
+                        "steps_ms": timings_ms,
+                    })),
+                );
+            }
+        }
+    }
+
+    /// After standing down: adopt the DR cache once the record points at it and it is
+    /// available (the other agent's failover landed).
+    pub(super) async fn follow(&mut self, o: &Observation, now: SystemTime) {
+        let Some(target) = o.drift().map(str::to_owned) else {
+            return;
+        };
+        let runner = self.runner().await;
+        let name = self.watch_config().dr.cache_name.clone();
+        let Ok(Some(info)) = runner.cache.describe(&name).await else {
+            return;
+        };
+        let Some((host, port)) = info.endpoint else {
+            return;
+        };
+        if info.status != CacheStatus::Available || !valkey_dr_probes::same_name(&host, &target) {
+            return;
+        }
+        self.following = false;
+        let previous = self.state.state();
+        let (next, decisions) = policies::failover_completed(&self.state, now);
+        self.apply(next, decisions, now, None, true);
+        self.spec = runner.dr_probe(&host, port);
+        self.emit_from(
+            previous,
+            EventName::FailoverCompleted,
+            vec![format!(
+                "another agent's failover landed: {} points at the DR cache {name}; following it",
+                self.spec.record
+            )],
+            None,
+            Some(json!({ "endpoint": self.spec.endpoint, "port": port, "cache": name, "by_another_agent": true })),
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! A watch's task: its schedule of probe rounds, the engine's verdict on each, and the
+//! operator's control requests.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::MissedTickBehavior;
+use valkey_dr_policies::{self as policies, Decision, Event as PolicyEvent, WatchState};
+use valkey_dr_probes::{ErrorKind, PathKind, PathResult};
+
+use crate::admin::ControlAction;
+use crate::check;
+use crate::config::WatchConfig;
+use crate::failover::Runner;
+
+use super::*;
+
+impl WatchTask {
+    pub(super) async fn run(
+        mut self,
+        mut control: mpsc::Receiver<(ControlAction, oneshot::Sender<Value>)>,
+        mut ops: mpsc::UnboundedReceiver<OpMsg>,
+    ) {
+        let shutdown = self.shutdown.clone();
+        self.restore_failover().await;
+        // A fixed-rate schedule: the next round is due one interval after the previous one
+        // was *due*, not after it finished, and a round that overruns skips the missed ticks
+        // instead of bursting to catch up.
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        let stall_after = test_hooks::stall_after_rounds();
+        // The policy is judged on the schedule's time, not on when each round happened to
+        // finish: rounds are then exactly one interval apart for `down_after`, so a few
+        // milliseconds of jitter can never push a decision one whole round later. Wall time
+        // is anchored once, so cooldowns still survive restarts.
+        let anchor = (tokio::time::Instant::now(), SystemTime::now());
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                Some((action, reply)) = control.recv() => {
+                    let answer = self.control(action).await;
+                    let _ = reply.send(answer);
+                }
+                Some(msg) = ops.recv() => self.on_op(msg),
+                tick = ticker.tick() => {
+                    if stall_after.is_some_and(|n| self.rounds >= n) {
+                        tracing::warn!(watch = %self.name, "test hook: stalling the loop");
+                        shutdown.cancelled().await;
+                        break;
+                    }
+                    // A shutdown that begins mid-round abandons the round: its result would
+                    // be acted on by nobody.
+                    tokio::select! {
+                        biased;
+                        _ = shutdown.cancelled() => break,
+                        _ = self.round(anchor.1 + tick.duration_since(anchor.0)) => {}
+                    }
+                }
+            }
+        }
+        // The last state goes through the writer like every other, so it cannot be overtaken
+        // by an older write still in flight; then the writer is given a bounded time to finish.
+        // A failover in flight stops here; its journal resumes it on the next start.
+        if let Some(op) = self.op.take() {
+            op.task.abort();
+            tracing::warn!(watch = %self.name, failover_id = %op.id, "{} interrupted by shutdown; the journal resumes it on the next start", op.kind);
+        }
+        let WatchTask {
+            persist,
+            writer,
+            state,
+            name,
+            ..
+        } = self;
+        persist.send_replace(state);
+        drop(persist);
+        if tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .is_err()
+        {
+            tracing::error!(watch = %name, "policy state not saved within 5s of shutdown");
+        }
+    }
+
+    pub(super) async fn round(&mut self, now: SystemTime) {
+        // While the DR cache serves the watch, the old primary's own endpoint is probed too,
+        // so that people hear when failback becomes possible.
+        let (observation, old_primary) = if self.state.served_by_dr && self.op.is_none() {
+            let (o, p) = tokio::join!(
+                self.prober.round(&self.spec),
+                self.prober.direct(&self.primary)
+            );
+            (o, Some(path_status(Some(&p))))
+        } else {
+            (self.prober.round(&self.spec).await, None)
+        };
+        if self.following {
+            self.follow(&observation, now).await;
+        }
+        self.rounds += 1;
+        self.health.tick();
+        let dns = path_status(observation.path(PathKind::Dns));
+        let direct = path_status(observation.path(PathKind::Direct));
+        // The witness matters only when a path fails; a round where both paths answer is
+        // itself proof that the agent reaches the network, and skipping the call keeps the
+        // agent's footprint (and its AWS API use) small.
+        let witness = if dns.failure().is_some() || direct.failure().is_some() {
+            self.witness.check().await
+        } else {
+            policies::Witness::Unneeded
+        };
+        let input = policies::Observation {
+            dns,
+            direct,
+            drift: observation.drift().map(str::to_owned),
+            witness,
+            old_primary,
+        };
+        let (mut next, mut decisions) = policies::step(&self.state, &input, now, &self.params);
+        self.vote = Some((policies::is_outage_evidence(&input), now));
+        // With peers, a failover (or the intent an alert-only agent announces) also needs
+        // the quorum: ask them, then judge the same round again with their answer.
+        if let Some(peers) = self.peers.clone()
+            && decisions.iter().any(|d| {
+                d.event == PolicyEvent::FailoverIntent
+                    || (d.event == PolicyEvent::FailoverBlocked && d.would_fail_over())
+            })
+        {
+            let tally = peers.ask(&self.name).await;
+            self.last_quorum = Some(tally.json(now));
+            (next, decisions) =
+                policies::step_with_quorum(&self.state, &input, now, &self.params, &tally.quorum());
+        }
+        self.metrics.record_observation(&observation);
+        let observation_json = check::observation_json(&observation);
+        self.last_observation = Some(observation_json.clone());
+        // The journal goes to disk before the state that spends the engine's intent: a crash
+        // in between then leaves a journal that the next start resumes, never a spent intent
+        // and no failover for the rest of the outage. An intent that cannot start (shutdown,
+        // a journal that cannot be written) is not persisted either, so a restart judges
+        // afresh.
+        let intent = decisions
+            .iter()
+            .any(|d| d.event == PolicyEvent::FailoverIntent);
+        let begun = if intent {
+            self.begin_failover("auto", now).await
+        } else {
+            None
+        };
+        self.apply(
+            next,
+            decisions,
+            now,
+            Some(observation_json),
+            !intent || begun.is_some(),
+        );
+        if let Some((runner, journal)) = begun {
+            test_hooks::crash_after_intent().await;
+            self.launch(runner, journal, "auto", now);
+        }
+        let _ = self
+            .done
+            .send(RoundDone {
+                watch: self.name.clone(),
+                status: self.status_json(),
+                summary: self.summary(&observation),
+            })
+            .await;
+    }
+
+    pub(super) async fn control(&mut self, action: ControlAction) -> Value {
+        let now = SystemTime::now();
+        let (next, decisions) = match action {
+            ControlAction::Pause => policies::pause(&self.state, now),
+            ControlAction::Resume => policies::resume(&self.state, now),
+            ControlAction::Failover => {
+                let answer = match self.begin_failover("manual", now).await {
+                    Some((runner, journal)) => {
+                        let id = journal.plan.failover_id.clone();
+                        self.launch(runner, journal, "manual", now);
+                        json!({ "started": true, "failover_id": id })
+                    }
+                    None => {
+                        json!({ "started": false, "error": self.state.last_reasons.join("; ") })
+                    }
+                };
+                self.publish();
+                return answer;
+            }
+            ControlAction::Abort { delete_dr } => {
+                let answer = self.abort(delete_dr).await;
+                self.publish();
+                return answer;
+            }
+            ControlAction::Failback { delete_dr } => {
+                let answer = match self.start_failback(delete_dr).await {
+                    Ok(id) => json!({ "started": true, "failback_id": id }),
+                    Err(e) => json!({ "started": false, "error": e }),
+                };
+                self.publish();
+                return answer;
+            }
+        };
+        self.apply(next, decisions, now, None, true);
+        self.publish();
+        json!({ "state": self.state.state().as_str(), "paused": self.state.is_paused() })
+    }
+
+    /// `/status` shows a control action at once, not after the next round.
+    pub(super) fn publish(&self) {
+        let _ = self.done.try_send(RoundDone {
+            watch: self.name.clone(),
+            status: self.status_json(),
+            summary: format!("{}: {}", self.name, self.state.state().as_str()),
+        });
+    }
+
+    /// Takes the engine's new state: persists it when it matters (and `persist` allows),
+    /// updates metrics, and sends every decision to the notifiers.
+    pub(super) fn apply(
+        &mut self,
+        next: WatchState,
+        decisions: Vec<Decision>,
+        now: SystemTime,
+        observation: Option<Value>,
+        persist: bool,
+    ) {
+        // Persist on anything a restart must not forget (a state change, an announced event,
+        // a pause); a healthy steady state is not rewritten every round.
+        let persist = persist
+            && (!decisions.is_empty()
+                || next.state() != self.state.state()
+                || next.is_paused() != self.state.is_paused());
+        self.state = next;
+        if persist {
+            self.persist.send_replace(self.state.clone());
+        }
+        self.metrics.set_state(&self.name, self.state.state());
+        self.metrics.set_consecutive_failures(
+            &self.name,
+            "dns",
+            self.state.dns.consecutive_failures,
+        );
+        self.metrics.set_consecutive_failures(
+            &self.name,
+            "direct",
+            self.state.direct.consecutive_failures,
+        );
+        for d in decisions {
+            self.notifier
+                .notify(self.event(d, now, observation.clone()));
+        }
+    }
+
+    pub(super) fn watch_config(&self) -> &WatchConfig {
+        &self.config.watches[self.index]
+    }
+
+    pub(super) async fn runner(&mut self) -> Arc<Runner> {
+        if let Some(r) = &self.runner {
+            return r.clone();
+        }
+        let runner = Arc::new(
+            Runner::new(
+                &self.config,
+                self.watch_config(),
+                self.prober.clone(),
+                self.primary.clone(),
+            )
+            .await,
+        );
+        self.runner = Some(runner.clone());
+        runner
+    }
+}
+
+pub(super) fn path_status(path: Option<&PathResult>) -> policies::PathStatus {
+    match path.and_then(|p| p.error.as_ref()) {
+        None => policies::PathStatus::Ok,
+        Some(e) => policies::PathStatus::Failed(failure_kind(e.kind)),
+    }
+}
+
+/// The probe's failure kinds and the engine's are the same list; the engine keeps its own
+/// copy so that it depends on nothing with I/O.
+fn failure_kind(kind: ErrorKind) -> policies::FailureKind {
+    use policies::FailureKind as F;
+    match kind {
+        ErrorKind::DnsNxdomain => F::DnsNxdomain,
+        ErrorKind::DnsTimeout => F::DnsTimeout,
+        ErrorKind::DnsError => F::DnsError,
+        ErrorKind::ConnectRefused => F::ConnectRefused,
+        ErrorKind::ConnectTimeout => F::ConnectTimeout,
+        ErrorKind::Tls => F::Tls,
+        ErrorKind::Auth => F::Auth,
+        ErrorKind::Oom => F::Oom,
+        ErrorKind::Readonly => F::Readonly,
+        ErrorKind::Timeout => F::Timeout,
+        ErrorKind::Protocol => F::Protocol,
+        ErrorKind::ValueMismatch => F::ValueMismatch,
+        ErrorKind::Local => F::Local,
+    }
+}
+
+/// Hooks that let the end-to-end suite provoke states no healthy agent reaches. Compiled only
+/// into debug builds: a release binary ignores the variables.
+pub(super) mod test_hooks {
+    /// `VALKEY_DR_TEST_STALL_AFTER_ROUNDS=N`: every watch loop stops after N rounds, as a
+    /// wedged loop would, so that `/healthz` and the systemd watchdog can be tested.
+    pub fn stall_after_rounds() -> Option<u64> {
+        if cfg!(debug_assertions) {
+            std::env::var("VALKEY_DR_TEST_STALL_AFTER_ROUNDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+        } else {
+            None
+        }
+    }
+
+    /// `VALKEY_DR_TEST_CRASH_AT=intent`: aborts, as a `kill -9` would, once the engine's
+    /// failover intent has been persisted (the state writer is given a moment to flush it),
+    /// so that the suite can prove the journal was durable first.
+    pub async fn crash_after_intent() {
+        if cfg!(debug_assertions)
+            && std::env::var("VALKEY_DR_TEST_CRASH_AT").is_ok_and(|v| v == "intent")
+        {
+            // The state writer runs on this (single-threaded) runtime: yield to it.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            std::process::abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_probe_kind_maps_to_the_engine_kind_of_the_same_name() {
+        for kind in [
+            ErrorKind::DnsNxdomain,
+            ErrorKind::DnsTimeout,
+            ErrorKind::DnsError,
+            ErrorKind::ConnectRefused,
+            ErrorKind::ConnectTimeout,
+            ErrorKind::Tls,
+            ErrorKind::Auth,
+            ErrorKind::Oom,
+            ErrorKind::Readonly,
+            ErrorKind::Timeout,
+            ErrorKind::Protocol,
+            ErrorKind::ValueMismatch,
+            ErrorKind::Local,
+        ] {
+            assert_eq!(failure_kind(kind).as_str(), kind.as_str());
+        }
+    }
+}
