@@ -1091,10 +1091,24 @@ async fn without_credentials_the_agent_says_config_error_never_isolated() {
         serde_json::json!(["identity"]),
         "{not_ready:#}"
     );
-    // `/status` and `valkey_dr_ready` agree.
+    // `/status` and `valkey_dr_ready` agree. `/status` is republished every 250 ms once the
+    // watch has made its first round, which under load may come after the readiness pass.
     let addr = agent.admin().expect("admin address");
-    let status: Value =
-        serde_json::from_str(&support::agent_get(addr, "/status").await.unwrap().1).unwrap();
+    let read_status = || async {
+        let body = support::agent_get(addr, "/status").await?.1;
+        serde_json::from_str::<Value>(&body).ok()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            read_status()
+                .await
+                .is_some_and(|s| s["readiness"]["watches"][0]["ready"].is_boolean())
+        })
+        .await,
+        "/status never showed the readiness pass: {:?}",
+        read_status().await
+    );
+    let status = read_status().await.expect("status");
     let readiness = &status["readiness"]["watches"][0];
     assert_eq!(readiness["ready"], false, "{status:#}");
     assert_eq!(
