@@ -1135,6 +1135,16 @@ pub enum AdminClientError {
         #[source]
         source: hyper::Error,
     },
+    /// The answer was larger than the client reads (or broke off mid-body).
+    #[error(
+        "the answer from {admin} was cut off or larger than {limit} bytes: is admin_listen = \"{admin}\" the address of `valkey-dr run`, and not another program?"
+    )]
+    TooLarge {
+        /// The admin address tried.
+        admin: SocketAddr,
+        /// The most bytes read.
+        limit: usize,
+    },
     /// No full answer arrived in time.
     #[error(
         "the agent's admin server at {admin} did not answer within {}: is `valkey-dr run` \
@@ -1148,6 +1158,11 @@ pub enum AdminClientError {
         timeout: Duration,
     },
 }
+
+/// The most bytes of an answer the admin client reads: `/status` for hundreds of watches is
+/// well under it, and a peer (or a program that is not an agent) cannot make the caller hold
+/// more.
+pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
 /// One HTTP/1.1 request to a running agent's admin server, for the CLI: the status code and
 /// the body. A control request needs the owner's `token`. Connecting, sending and reading
@@ -1193,7 +1208,13 @@ async fn exchange(
     let response = async {
         let response = sender.send_request(req).await.map_err(http)?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map_err(http)?;
+        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+            .collect()
+            .await
+            .map_err(|_| AdminClientError::TooLarge {
+                admin,
+                limit: MAX_ANSWER_BYTES,
+            })?;
         Ok((
             status,
             String::from_utf8_lossy(&body.to_bytes()).into_owned(),

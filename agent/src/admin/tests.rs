@@ -1007,3 +1007,38 @@ async fn slow_and_surplus_connections_are_closed() {
     drop(idle);
     h.stop().await;
 }
+
+/// Issue 10 (bounds): the admin client, which also asks peers for votes, reads at most
+/// `MAX_ANSWER_BYTES` of an answer, whatever the other end sends.
+#[tokio::test]
+async fn client_reads_no_more_than_its_limit() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("accept");
+        let mut head = [0u8; 1024];
+        let _ = stream.read(&mut head).await;
+        let size = MAX_ANSWER_BYTES * 2;
+        let _ = stream
+            .write_all(format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n").as_bytes())
+            .await;
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            if stream.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let err = request(addr, "GET", "/vote?watch=a", None, BOUND)
+        .await
+        .expect_err("too large");
+    assert!(matches!(err, AdminClientError::TooLarge { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("larger than 4194304 bytes"),
+        "{err}"
+    );
+    timeout(BOUND, server)
+        .await
+        .expect("bounded")
+        .expect("task");
+}
