@@ -61,6 +61,9 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// [`CONTROL_TIMEOUT`] at most, so this leaves room for a few requests and no more.
 pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 
+/// How long a stopping server lets the requests in flight finish.
+const SHUTDOWN_DRAIN: Duration = Duration::from_millis(1500);
+
 /// Connections served at once. The CLI opens one per command and Prometheus one per scrape,
 /// so 32 is far above any honest use, and far below the descriptors the probes need.
 pub const MAX_CONNECTIONS: usize = 32;
@@ -716,13 +719,11 @@ async fn serve_with(
             let _ = tokio::time::timeout(limits.control_timeout, connection).await;
         });
     }
-    // Let the requests in flight finish: each holds a permit until its connection ends.
+    // Let the requests in flight finish (each holds a permit until its connection ends), for
+    // at most SHUTDOWN_DRAIN: the daemon waits 2 s for this task, then removes nothing, so
+    // the drain must end first for admin.json and admin.token to go with the agent.
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(
-        limits.control_timeout + Duration::from_secs(1),
-        permits.acquire_many(all),
-    )
-    .await;
+    let _ = tokio::time::timeout(SHUTDOWN_DRAIN, permits.acquire_many(all)).await;
     Ok(())
 }
 
