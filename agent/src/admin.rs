@@ -763,61 +763,30 @@ fn router(admin: AdminState, control_timeout: Duration) -> Router {
     // Only the agent's own CLI drives it: a browser's request (any Origin) or one made under
     // another host name (DNS rebinding) never reaches the status or a control endpoint.
     // /metrics and /healthz stay open for Prometheus and kubelet on a pod IP.
-    // The controls also need the owner's token.
-    let token = admin.token.clone();
+    // The controls also need the owner's token, and `/vote` the peers' shared one.
     let controls = Router::new()
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .route("/failover", post(failover))
         .route("/failback", post(failback))
         .route("/abort", post(abort))
-        .layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                let admitted = token.admits(
-                    request
-                        .headers()
-                        .get(header::AUTHORIZATION)
-                        .map(|h| h.as_bytes()),
-                );
-                async move {
-                    if admitted {
-                        next.run(request).await
-                    } else {
-                        error_json(StatusCode::UNAUTHORIZED, NOT_THE_OWNER.to_owned())
-                    }
-                }
+        .layer(axum::middleware::from_fn_with_state(
+            Gate {
+                token: Some(admin.token.clone()),
+                refusal: NOT_THE_OWNER,
             },
+            needs_token,
         ));
-    // Peers ask for votes with the token they share.
-    let peer_token = admin.peer_token.clone();
-    let vote_route = Router::new()
-        .route("/vote", get(vote))
-        .layer(axum::middleware::from_fn(
-            move |request: axum::extract::Request, next: axum::middleware::Next| {
-                let admitted = peer_token.as_ref().is_some_and(|token| {
-                    token.admits(
-                        request
-                            .headers()
-                            .get(header::AUTHORIZATION)
-                            .map(|h| h.as_bytes()),
-                    )
-                });
-                let configured = peer_token.is_some();
-                async move {
-                    match (configured, admitted) {
-                        (_, true) => next.run(request).await,
-                        (false, _) => error_json(
-                            StatusCode::NOT_FOUND,
-                            "this agent has no peers configured".to_owned(),
-                        ),
-                        (true, false) => error_json(
-                            StatusCode::UNAUTHORIZED,
-                            "a vote request needs the peers' shared token".to_owned(),
-                        ),
-                    }
-                }
-            },
-        ));
+    let vote_route =
+        Router::new()
+            .route("/vote", get(vote))
+            .layer(axum::middleware::from_fn_with_state(
+                Gate {
+                    token: admin.peer_token.clone(),
+                    refusal: "a vote request needs the peers' shared token",
+                },
+                needs_token,
+            ));
     let owned = Router::new()
         .route("/status", get(status))
         .merge(controls)
@@ -832,6 +801,35 @@ fn router(admin: AdminState, control_timeout: Duration) -> Router {
             admin,
             control_timeout,
         })
+}
+
+/// The token a group of routes needs, and what a request without it is told.
+#[derive(Clone)]
+struct Gate {
+    /// `None`: the routes are off (no peers), and answer 404 as if they did not exist.
+    token: Option<AdminToken>,
+    /// The 401's reason.
+    refusal: &'static str,
+}
+
+/// Lets a request through only with `Authorization: Bearer <token>` of its [`Gate`].
+async fn needs_token(
+    AxumState(gate): AxumState<Gate>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = &gate.token else {
+        return error_json(
+            StatusCode::NOT_FOUND,
+            "this agent has no peers configured".to_owned(),
+        );
+    };
+    let header = request.headers().get(header::AUTHORIZATION);
+    if token.admits(header.map(|h| h.as_bytes())) {
+        next.run(request).await
+    } else {
+        error_json(StatusCode::UNAUTHORIZED, gate.refusal.to_owned())
+    }
 }
 
 /// Why a control request without the owner's token is refused.
@@ -1051,24 +1049,6 @@ pub fn percent_encode(value: &str) -> String {
         } else {
             // Writing to a String cannot fail.
             let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
-/// Text from elsewhere (a peer's answer, a server's error) made fit for a log line or an
-/// event: at most `max` characters, control characters escaped, the cut marked.
-pub fn clip(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i == max {
-            let _ = write!(out, "… ({} bytes)", text.len());
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
         }
     }
     out

@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Value, json};
 use valkey_dr_policies::Quorum;
+use valkey_dr_probes::foreign_text;
 
 use crate::admin::{self, AdminToken};
 use crate::config::Config;
@@ -128,7 +129,7 @@ impl Peers {
                 Ok((200, body)) => read_vote(&peer, &body),
                 Ok((status, body)) => no_answer(
                     &peer,
-                    &format!("HTTP {status}: {}", crate::admin::clip(&body, 200)),
+                    &format!("HTTP {status}: {}", foreign_text(body.as_bytes(), 200)),
                 ),
                 Err(e) => no_answer(&peer, &format!("{:#}", anyhow::Error::from(e))),
             };
@@ -173,12 +174,18 @@ fn read_vote(peer: &str, body: &str) -> Ballot {
     let Some(v) = parsed else {
         return no_answer(peer, "the answer is not a vote");
     };
-    let Some(agent_id) = v["agent_id"].as_str().map(|s| admin::clip(s, 64)) else {
+    let Some(agent_id) = v["agent_id"]
+        .as_str()
+        .map(|s| foreign_text(s.as_bytes(), 64))
+    else {
         return no_answer(peer, "the answer names no agent");
     };
     let vote = match v["down"].as_bool() {
         Some(true) => Vote::Down,
-        Some(false) => Vote::Up(admin::clip(v["why"].as_str().unwrap_or("up"), 200)),
+        Some(false) => Vote::Up(foreign_text(
+            v["why"].as_str().unwrap_or("up").as_bytes(),
+            200,
+        )),
         None => return no_answer(peer, "the answer has no verdict"),
     };
     Ballot {

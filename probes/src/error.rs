@@ -180,6 +180,12 @@ const MAX_SERVER_TEXT_CHARS: usize = 256;
 /// backslash itself as `\\`, so that an escape in the output is always ours. Bytes that are
 /// not UTF-8 are shown as U+FFFD.
 pub(crate) fn server_text(raw: &[u8]) -> String {
+    foreign_text(raw, MAX_SERVER_TEXT_CHARS)
+}
+
+/// [`server_text`] with a limit of the caller's: text the agent does not control (a server's
+/// error, a peer's answer) cut to at most `max` characters and escaped the same way.
+pub fn foreign_text(raw: &[u8], max: usize) -> String {
     use std::fmt::Write as _;
 
     let mut out = String::new();
@@ -191,7 +197,7 @@ pub(crate) fn server_text(raw: &[u8]) -> String {
             chunk.valid().chars().chain(invalid)
         })
         .peekable();
-    while let Some(c) = chars.next_if(|_| shown < MAX_SERVER_TEXT_CHARS) {
+    while let Some(c) = chars.next_if(|_| shown < max) {
         shown += 1;
         match c {
             '\\' => out.push_str("\\\\"),

@@ -18,7 +18,7 @@ mod path;
 mod resolve;
 mod tls;
 
-pub use error::{ErrorKind, ProbeError, Step};
+pub use error::{ErrorKind, ProbeError, Step, foreign_text};
 pub use iam::{IamError, IamSigner, IamTokenSource};
 pub use resolve::{ResolverSettings, SetupError, build_resolver};
 pub use tls::{TlsSetupError, client_config};
