@@ -67,6 +67,35 @@ pub enum EventName {
 }
 
 impl EventName {
+    /// Every event, in the order of the runbook (docs/RUNBOOK.md has a section for each).
+    pub const ALL: [EventName; 25] = [
+        EventName::Suspect,
+        EventName::Down,
+        EventName::Recovered,
+        EventName::Degraded,
+        EventName::Isolated,
+        EventName::FailoverIntent,
+        EventName::FailoverBlocked,
+        EventName::FailbackPossible,
+        EventName::ConfigError,
+        EventName::Paused,
+        EventName::Resumed,
+        EventName::Reminder,
+        EventName::FailoverStarted,
+        EventName::FailoverStep,
+        EventName::FailoverCompleted,
+        EventName::FailoverFailed,
+        EventName::StoodDown,
+        EventName::FailbackCompleted,
+        EventName::FailbackFailed,
+        EventName::Aborted,
+        EventName::NotReady,
+        EventName::Ready,
+        EventName::DrillOverdue,
+        EventName::AdminUnavailable,
+        EventName::AdminAvailable,
+    ];
+
     /// The snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
