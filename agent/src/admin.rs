@@ -1,7 +1,7 @@
 //! The admin server: `/metrics`, `/healthz`, `/status`, and `POST /pause` / `POST /resume`,
 //! plus the small client the `valkey-dr pause|resume` commands use to reach it.
 //!
-//! The server runs on its own task and only reads shared state ([`Metrics`], [`Health`], the
+//! The server runs on its own task and only reads shared state ([`Metrics`](crate::metrics::Metrics), [`Health`], the
 //! status channel), so it keeps answering while the daemon loop is busy with a failover or
 //! stuck: that is exactly when an operator needs `/status` and Prometheus needs `/metrics`.
 //! The one exception is pause/resume, which must be applied by the loop; those requests wait
@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -32,18 +33,10 @@ use axum::routing::{get, post};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use valkey_dr_policies::State;
-use valkey_dr_probes::Observation;
 
 #[cfg(test)]
 mod tests;
@@ -161,315 +154,6 @@ fn is_token(text: &str) -> bool {
 /// The content type of OpenMetrics text, which `prometheus-client` writes (`# EOF` included).
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Probe latency buckets: a healthy in-region round trip is a few milliseconds, a cross-AZ
-/// or TLS-heavy one tens, and the probe timeout (seconds) caps the top.
-const PROBE_BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-
-/// The `result` values of `valkey_dr_failovers_total`, created at 0 for every watch seen so
-/// that `increase()` catches the very first failover (a series born at 1 shows no increase).
-const FAILOVER_RESULTS: [&str; 3] = ["completed", "failed", "stood_down"];
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct WatchLabels {
-    watch: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PathLabels {
-    watch: String,
-    path: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProbeLabels {
-    watch: String,
-    path: String,
-    result: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    watch: String,
-    state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    watch: String,
-    result: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CheckLabels {
-    watch: String,
-    check: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PhaseLabels {
-    watch: String,
-    phase: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StepLabels {
-    watch: String,
-    step: String,
-}
-
-/// The agent's Prometheus metrics (DESIGN.md, "Telemetry"). The names and labels are a
-/// contract with dashboards and alerts: change them only with the design.
-///
-/// Every method takes `&self`, so the loop and the executor share one `Arc<Metrics>` with the
-/// admin server and never wait for a scrape.
-#[derive(Debug)]
-pub struct Metrics {
-    /// What `/metrics` encodes; holds a handle on every family below.
-    registry: Registry,
-    /// Per path, so a slow resolver shows apart from a slow cache.
-    probe_duration: Family<PathLabels, Histogram, fn() -> Histogram>,
-    /// Exposed as `valkey_dr_probe_total`; `result` is `ok` or the error kind.
-    probes: Family<ProbeLabels, Counter>,
-    /// The policy engine's per-path streak, to alert before the watch reaches `down`.
-    consecutive_failures: Family<PathLabels, Gauge>,
-    /// One-hot per watch, so `valkey_dr_state{state="down"} == 1` is an alert expression.
-    state: Family<StateLabels, Gauge>,
-    /// Exposed as `valkey_dr_failovers_total`.
-    failovers: Family<ResultLabels, Counter>,
-    /// How long each executor step of the last failover took, for the RTO breakdown.
-    failover_step: Family<StepLabels, Gauge<f64, AtomicU64>>,
-    /// When the last recorded round of each watch started, to alert on a stale agent even
-    /// when the scrape itself still works.
-    last_round: Family<WatchLabels, Gauge<f64, AtomicU64>>,
-    /// Per preflight check: 1 unless its last result was `fail`.
-    ready: Family<CheckLabels, Gauge>,
-    /// When the last successful drill of each watch finished.
-    last_drill: Family<WatchLabels, Gauge<f64, AtomicU64>>,
-    /// How long each step of that drill took.
-    drill_phase: Family<PhaseLabels, Gauge<f64, AtomicU64>>,
-}
-
-impl Metrics {
-    /// An empty registry with every metric family registered and `valkey_dr_up` at 1.
-    pub fn new() -> Self {
-        let mut registry = Registry::default();
-        let probe_duration: Family<PathLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(PROBE_BUCKETS));
-        let probes = Family::<ProbeLabels, Counter>::default();
-        let consecutive_failures = Family::<PathLabels, Gauge>::default();
-        let state = Family::<StateLabels, Gauge>::default();
-        let failovers = Family::<ResultLabels, Counter>::default();
-        let failover_step = Family::<StepLabels, Gauge<f64, AtomicU64>>::default();
-        let last_round = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
-        let ready = Family::<CheckLabels, Gauge>::default();
-        let last_drill = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
-        let drill_phase = Family::<PhaseLabels, Gauge<f64, AtomicU64>>::default();
-        let up = Gauge::<i64>::default();
-        up.set(1);
-
-        registry.register(
-            "valkey_dr_up",
-            "1 while the agent runs; absent means the agent or the scrape is down",
-            up,
-        );
-        registry.register(
-            "valkey_dr_probe_duration_seconds",
-            "Time from the start of a probe path to its end (success or failure)",
-            probe_duration.clone(),
-        );
-        // prometheus-client appends `_total` to counters: exposed as `valkey_dr_probe_total`.
-        registry.register(
-            "valkey_dr_probe",
-            "Probe paths run, by result (ok or the error kind)",
-            probes.clone(),
-        );
-        registry.register(
-            "valkey_dr_consecutive_failures",
-            "Consecutive failed rounds of a probe path",
-            consecutive_failures.clone(),
-        );
-        registry.register(
-            "valkey_dr_state",
-            "The state of a watch: 1 for the current state, 0 for the others",
-            state.clone(),
-        );
-        // Exposed as `valkey_dr_failovers_total`.
-        registry.register(
-            "valkey_dr_failovers",
-            "Failovers that ended, by result (completed, failed, stood_down)",
-            failovers.clone(),
-        );
-        registry.register(
-            "valkey_dr_failover_step_seconds",
-            "Duration of each executor step of the last failover",
-            failover_step.clone(),
-        );
-        registry.register(
-            "valkey_dr_last_round_timestamp_seconds",
-            "Unix time at which the last recorded probe round of a watch started",
-            last_round.clone(),
-        );
-        registry.register(
-            "valkey_dr_ready",
-            "1 when the last readiness check (preflight) of a watch's failover path passed or only warned, 0 when it failed",
-            ready.clone(),
-        );
-        registry.register(
-            "valkey_dr_last_drill_timestamp_seconds",
-            "Unix time at which the last successful drill of a watch finished",
-            last_drill.clone(),
-        );
-        registry.register(
-            "valkey_dr_drill_phase_seconds",
-            "Duration of each step (phase) of the last successful drill",
-            drill_phase.clone(),
-        );
-
-        Metrics {
-            registry,
-            ready,
-            last_drill,
-            drill_phase,
-            probe_duration,
-            probes,
-            consecutive_failures,
-            state,
-            failovers,
-            failover_step,
-            last_round,
-        }
-    }
-
-    /// Counts one probe round: latency and result per path, and the round's timestamp.
-    pub fn record_observation(&self, obs: &Observation) {
-        for path in &obs.paths {
-            let labels = PathLabels {
-                watch: obs.watch.clone(),
-                path: path.path.as_str().to_owned(),
-            };
-            self.probe_duration
-                .get_or_create(&labels)
-                .observe(path.latency.as_secs_f64());
-            let result = path.error.as_ref().map_or("ok", |e| e.kind.as_str());
-            self.probes
-                .get_or_create(&ProbeLabels {
-                    watch: labels.watch,
-                    path: labels.path,
-                    result: result.to_owned(),
-                })
-                .inc();
-        }
-        let started = obs
-            .started_at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        self.last_round
-            .get_or_create(&WatchLabels {
-                watch: obs.watch.clone(),
-            })
-            .set(started.as_secs_f64());
-        for result in FAILOVER_RESULTS {
-            // Creating the series is the point; the guard is released at once.
-            let _ = self.failovers.get_or_create(&ResultLabels {
-                watch: obs.watch.clone(),
-                result: result.to_owned(),
-            });
-        }
-    }
-
-    /// Sets a path's consecutive-failure streak, as the policy engine counts it.
-    pub fn set_consecutive_failures(&self, watch: &str, path: &str, n: u32) {
-        self.consecutive_failures
-            .get_or_create(&PathLabels {
-                watch: watch.to_owned(),
-                path: path.to_owned(),
-            })
-            .set(i64::from(n));
-    }
-
-    /// Sets the watch's state to 1 and every other state to 0.
-    pub fn set_state(&self, watch: &str, current: State) {
-        for state in State::ALL {
-            self.state
-                .get_or_create(&StateLabels {
-                    watch: watch.to_owned(),
-                    state: state.as_str().to_owned(),
-                })
-                .set(i64::from(state == current));
-        }
-    }
-
-    /// Counts a failover that ended: `result` is `completed`, `failed` or `stood_down`.
-    pub fn failover_result(&self, watch: &str, result: &str) {
-        self.failovers
-            .get_or_create(&ResultLabels {
-                watch: watch.to_owned(),
-                result: result.to_owned(),
-            })
-            .inc();
-    }
-
-    /// Records how long one executor step of the current failover took; it replaces the
-    /// value from the previous failover.
-    pub fn failover_step(&self, watch: &str, step: &str, d: Duration) {
-        self.failover_step
-            .get_or_create(&StepLabels {
-                watch: watch.to_owned(),
-                step: step.to_owned(),
-            })
-            .set(d.as_secs_f64());
-    }
-
-    /// Sets a readiness check's gauge: 1 ready, 0 not.
-    pub fn set_ready(&self, watch: &str, check: &str, ready: bool) {
-        self.ready
-            .get_or_create(&CheckLabels {
-                watch: watch.to_owned(),
-                check: check.to_owned(),
-            })
-            .set(i64::from(ready));
-    }
-
-    /// Records the last successful drill of `watch`: when it finished and its phases.
-    pub fn last_drill(&self, watch: &str, finished: SystemTime, phases: &[(String, Duration)]) {
-        let at = finished
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default();
-        self.last_drill
-            .get_or_create(&WatchLabels {
-                watch: watch.to_owned(),
-            })
-            .set(at.as_secs_f64());
-        for (phase, d) in phases {
-            self.drill_phase
-                .get_or_create(&PhaseLabels {
-                    watch: watch.to_owned(),
-                    phase: phase.clone(),
-                })
-                .set(d.as_secs_f64());
-        }
-    }
-
-    /// The OpenMetrics text exposition, ending with `# EOF`.
-    pub fn encode(&self) -> String {
-        let mut text = String::new();
-        // Writing to a String cannot fail, and none of our values overflow the encoder; if
-        // that ever changes, the truncated output (no `# EOF`) fails the scrape visibly.
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
-            tracing::error!(error = %e, "encoding metrics failed");
-        }
-        text
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
 /// Whether the daemon loop still completes rounds, for `/healthz`.
 ///
 /// The loop calls [`Health::tick`] after every round; the admin server calls
@@ -548,10 +232,15 @@ impl Health {
 }
 
 /// What an operator asks the loop to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlAction {
     /// Stop acting on watches (they are still probed and still alert).
-    Pause,
+    Pause {
+        /// Why, as the operator said it.
+        reason: Option<String>,
+        /// When the pause ends by itself.
+        until: Option<SystemTime>,
+    },
     /// Act on watches again.
     Resume,
     /// Start a failover now, through the same executor as an automatic one.
@@ -572,9 +261,9 @@ pub enum ControlAction {
 
 impl ControlAction {
     /// The name used in the URL path and in logs.
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &'static str {
         match self {
-            ControlAction::Pause => "pause",
+            ControlAction::Pause { .. } => "pause",
             ControlAction::Resume => "resume",
             ControlAction::Failover => "failover",
             ControlAction::Failback { .. } => "failback",
@@ -584,17 +273,33 @@ impl ControlAction {
 
     /// The path and query of the admin request for this action, for [`request`] with
     /// `POST`: `/pause`, or `/pause?watch=NAME` with the name percent-encoded.
-    pub fn request_path(self, watch: Option<&str>) -> String {
-        let mut path = format!("/{}", self.as_str());
+    pub fn request_path(&self, watch: Option<&str>) -> String {
+        let mut params = Vec::new();
         if let Some(watch) = watch {
-            path.push_str("?watch=");
-            path.push_str(&percent_encode(watch));
+            params.push(format!("watch={}", percent_encode(watch)));
         }
-        if let ControlAction::Failback { delete_dr: true }
-        | ControlAction::Abort { delete_dr: true } = self
-        {
-            path.push(if watch.is_some() { '&' } else { '?' });
-            path.push_str("delete_dr=true");
+        match self {
+            ControlAction::Failback { delete_dr: true } | ControlAction::Abort { delete_dr: true } => {
+                params.push("delete_dr=true".to_owned());
+            }
+            ControlAction::Pause { reason, until } => {
+                if let Some(reason) = reason {
+                    params.push(format!("reason={}", percent_encode(reason)));
+                }
+                if let Some(until) = until {
+                    let secs = until
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_secs();
+                    params.push(format!("until={secs}"));
+                }
+            }
+            _ => {}
+        }
+        let mut path = format!("/{}", self.as_str());
+        if !params.is_empty() {
+            path.push('?');
+            path.push_str(&params.join("&"));
         }
         path
     }
@@ -617,7 +322,7 @@ pub struct ControlRequest {
 #[derive(Debug, Clone)]
 pub struct AdminState {
     /// Encoded on every scrape.
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Ticked by the loop, read by `/healthz`.
     pub health: Arc<Health>,
     /// The loop publishes a fresh status after every round; `/status` serves the latest
@@ -629,6 +334,8 @@ pub struct AdminState {
     pub token: AdminToken,
     /// What a peer's `/vote` request must present; `None` without peers.
     pub peer_token: Option<AdminToken>,
+    /// Where a pause or resume is relayed; `None` without peers.
+    pub peers: Option<Arc<crate::peers::Peers>>,
 }
 
 /// The server's bounds; [`Limits::default`] in the daemon, shorter in tests.
@@ -764,9 +471,18 @@ fn router(admin: AdminState, control_timeout: Duration) -> Router {
     // another host name (DNS rebinding) never reaches the status or a control endpoint.
     // /metrics and /healthz stay open for Prometheus and kubelet on a pod IP.
     // The controls also need the owner's token, and `/vote` the peers' shared one.
-    let controls = Router::new()
+    // Pause and resume also come from peers, relayed by the agent an operator paused.
+    let pauses = Router::new()
         .route("/pause", post(pause))
         .route("/resume", post(resume))
+        .layer(axum::middleware::from_fn_with_state(
+            Tokens {
+                owner: admin.token.clone(),
+                peer: admin.peer_token.clone(),
+            },
+            owner_or_peer,
+        ));
+    let controls = Router::new()
         .route("/failover", post(failover))
         .route("/failback", post(failback))
         .route("/abort", post(abort))
@@ -790,6 +506,7 @@ fn router(admin: AdminState, control_timeout: Duration) -> Router {
     let owned = Router::new()
         .route("/status", get(status))
         .merge(controls)
+        .merge(pauses)
         .merge(vote_route)
         .layer(axum::middleware::from_fn(not_from_a_browser));
     Router::new()
@@ -829,6 +546,51 @@ async fn needs_token(
         next.run(request).await
     } else {
         error_json(StatusCode::UNAUTHORIZED, gate.refusal.to_owned())
+    }
+}
+
+/// Who sent a pause or resume: the owner's CLI, or a peer relaying its own owner's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    /// With the owner's token: applied here and relayed to the peers.
+    Owner,
+    /// With the peers' token: applied here only, so a relay never loops.
+    Peer,
+}
+
+/// The tokens a pause or resume may carry.
+#[derive(Clone)]
+struct Tokens {
+    owner: AdminToken,
+    peer: Option<AdminToken>,
+}
+
+/// Lets a pause or resume through with the owner's token or the peers' one, and tells the
+/// handler which ([`Caller`]).
+async fn owner_or_peer(
+    AxumState(tokens): AxumState<Tokens>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let caller = {
+        let header = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|h| h.as_bytes());
+        if tokens.owner.admits(header) {
+            Some(Caller::Owner)
+        } else if tokens.peer.as_ref().is_some_and(|p| p.admits(header)) {
+            Some(Caller::Peer)
+        } else {
+            None
+        }
+    };
+    match caller {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        None => error_json(StatusCode::UNAUTHORIZED, NOT_THE_OWNER.to_owned()),
     }
 }
 
@@ -918,30 +680,96 @@ async fn vote(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
     }
 }
 
-async fn pause(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
-    control(&shared, ControlAction::Pause, &uri).await
+async fn pause(
+    AxumState(shared): AxumState<Shared>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    uri: Uri,
+) -> Response {
+    let params = match query_params(uri.query(), &["watch", "reason", "until"]) {
+        Ok(params) => params,
+        Err(reason) => return error_json(StatusCode::BAD_REQUEST, reason),
+    };
+    let reason = params.get("reason").cloned();
+    if let Some(reason) = &reason
+        && (reason.is_empty() || reason.chars().count() > MAX_PAUSE_REASON)
+    {
+        return error_json(
+            StatusCode::BAD_REQUEST,
+            format!("`reason` must be 1-{MAX_PAUSE_REASON} characters"),
+        );
+    }
+    let until = match params.get("until").map(|u| u.parse::<u64>()) {
+        None => None,
+        Some(Ok(secs)) => Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)),
+        Some(Err(_)) => {
+            return error_json(
+                StatusCode::BAD_REQUEST,
+                "`until` must be a Unix time in whole seconds".to_owned(),
+            );
+        }
+    };
+    if until.is_some_and(|u| u <= SystemTime::now()) {
+        return error_json(
+            StatusCode::BAD_REQUEST,
+            "`until` is in the past: the pause would end before it began".to_owned(),
+        );
+    }
+    let action = ControlAction::Pause { reason, until };
+    relay_to_peers(&shared, caller, action, params.get("watch").cloned()).await
 }
 
-async fn resume(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
-    control(&shared, ControlAction::Resume, &uri).await
+async fn resume(
+    AxumState(shared): AxumState<Shared>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    uri: Uri,
+) -> Response {
+    match query_params(uri.query(), &["watch"]) {
+        Ok(params) => {
+            relay_to_peers(&shared, caller, ControlAction::Resume, params.get("watch").cloned())
+                .await
+        }
+        Err(reason) => error_json(StatusCode::BAD_REQUEST, reason),
+    }
+}
+
+/// The longest pause reason: a ticket and a sentence.
+pub const MAX_PAUSE_REASON: usize = 200;
+
+/// Applies a pause or resume here and, when the owner asked and peers are configured, on
+/// every peer too (with the peers' token, which a peer never relays further): a paused agent
+/// whose peers are not paused could still be outvoted into nothing, but any one of them could
+/// still fail over. The answer lists each peer's result.
+async fn relay_to_peers(
+    shared: &Shared,
+    caller: Caller,
+    action: ControlAction,
+    watch: Option<String>,
+) -> Response {
+    let path = action.request_path(watch.as_deref());
+    let (status, mut answer) = control(shared, action, watch).await;
+    if status == StatusCode::OK {
+        // Names this agent, so that a relay that reaches it through a shared name skips it.
+        answer["agent_id"] = shared.admin.status.borrow()["agent"]["id"].clone();
+    }
+    if status == StatusCode::OK
+        && caller == Caller::Owner
+        && let Some(peers) = &shared.admin.peers
+    {
+        answer["peers"] = Value::Array(peers.relay("POST", &path).await);
+    }
+    (status, axum::Json(answer)).into_response()
 }
 
 async fn failover(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
-    control(&shared, ControlAction::Failover, &uri).await
+    with_delete_dr(&shared, &uri, |_| ControlAction::Failover, false).await
 }
 
 async fn failback(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
-    with_delete_dr(&shared, &uri, |delete_dr| ControlAction::Failback {
-        delete_dr,
-    })
-    .await
+    with_delete_dr(&shared, &uri, |delete_dr| ControlAction::Failback { delete_dr }, true).await
 }
 
 async fn abort(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
-    with_delete_dr(&shared, &uri, |delete_dr| ControlAction::Abort {
-        delete_dr,
-    })
-    .await
+    with_delete_dr(&shared, &uri, |delete_dr| ControlAction::Abort { delete_dr }, true).await
 }
 
 /// `delete_dr=true` is the one parameter besides `watch`, and only for failback and abort.
@@ -949,19 +777,29 @@ async fn with_delete_dr(
     shared: &Shared,
     uri: &Uri,
     action: impl FnOnce(bool) -> ControlAction,
+    takes_delete_dr: bool,
 ) -> Response {
-    let query = uri.query().unwrap_or_default();
-    let delete_dr = query.split('&').any(|p| p == "delete_dr=true");
-    let rest: Vec<&str> = query
-        .split('&')
-        .filter(|p| *p != "delete_dr=true")
-        .collect();
-    let rest = rest.join("&");
-    let uri: Uri = match format!("{}?{rest}", uri.path()).parse() {
-        Ok(uri) => uri,
-        Err(e) => return error_json(StatusCode::BAD_REQUEST, e.to_string()),
+    let allowed: &[&str] = if takes_delete_dr {
+        &["watch", "delete_dr"]
+    } else {
+        &["watch"]
     };
-    control(shared, action(delete_dr), &uri).await
+    let params = match query_params(uri.query(), allowed) {
+        Ok(params) => params,
+        Err(reason) => return error_json(StatusCode::BAD_REQUEST, reason),
+    };
+    let delete_dr = match params.get("delete_dr").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return error_json(
+                StatusCode::BAD_REQUEST,
+                format!("`delete_dr` is {other:?}; use true or false"),
+            );
+        }
+    };
+    let (status, answer) = control(shared, action(delete_dr), params.get("watch").cloned()).await;
+    (status, axum::Json(answer)).into_response()
 }
 
 async fn not_found() -> Response {
@@ -972,14 +810,15 @@ async fn not_found() -> Response {
         .into_response()
 }
 
-/// Hands a pause/resume to the loop and relays its answer, waiting at most `control_timeout`
-/// for both a place in the queue and the answer.
-async fn control(shared: &Shared, action: ControlAction, uri: &Uri) -> Response {
-    let watch = match watch_param(uri.query()) {
-        Ok(watch) => watch,
-        Err(reason) => return error_json(StatusCode::BAD_REQUEST, reason),
-    };
+/// Hands a control request to the loop and relays its answer, waiting at most
+/// `control_timeout` for both a place in the queue and the answer.
+async fn control(
+    shared: &Shared,
+    action: ControlAction,
+    watch: Option<String>,
+) -> (StatusCode, Value) {
     let (reply, answer) = oneshot::channel();
+    let name = action.as_str();
     let request = ControlRequest {
         action,
         watch: watch.clone(),
@@ -989,23 +828,27 @@ async fn control(shared: &Shared, action: ControlAction, uri: &Uri) -> Response 
         shared.admin.control.send(request).await.ok()?;
         answer.await.ok()
     };
+    let error = |reason: String| json!({ "error": reason });
     match tokio::time::timeout(shared.control_timeout, exchange).await {
         Ok(Some(Ok(summary))) => {
-            tracing::info!(action = action.as_str(), watch = ?watch, "control request applied");
-            (StatusCode::OK, axum::Json(summary)).into_response()
+            tracing::info!(action = name, watch = ?watch, "control request applied");
+            (StatusCode::OK, summary)
         }
-        Ok(Some(Err(reason))) => error_json(StatusCode::NOT_FOUND, reason),
-        Ok(None) => error_json(
+        Ok(Some(Err(reason))) => (StatusCode::NOT_FOUND, error(reason)),
+        Ok(None) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "the daemon loop is not running (shutting down?); check the agent's logs".to_owned(),
+            error(
+                "the daemon loop is not running (shutting down?); check the agent's logs"
+                    .to_owned(),
+            ),
         ),
-        Err(_) => error_json(
+        Err(_) => (
             StatusCode::GATEWAY_TIMEOUT,
-            format!(
+            error(format!(
                 "the daemon loop did not answer within {}; it may be busy with a failover: \
                  check /status and retry",
                 humantime::format_duration(shared.control_timeout)
-            ),
+            )),
         ),
     }
 }
@@ -1014,30 +857,44 @@ fn error_json(status: StatusCode, reason: String) -> Response {
     (status, axum::Json(json!({ "error": reason }))).into_response()
 }
 
-/// The `watch` parameter of a control request, percent-decoded. Any other parameter is an
-/// error rather than ignored: a mistyped `?wach=a` must not pause every watch.
-fn watch_param(query: Option<&str>) -> Result<Option<String>, String> {
-    let mut watch = None;
+/// The parameters of a control request, percent-decoded. Any parameter not in `allowed` is
+/// an error rather than ignored: a mistyped `?wach=a` must not pause every watch.
+fn query_params(
+    query: Option<&str>,
+    allowed: &[&str],
+) -> Result<BTreeMap<String, String>, String> {
+    let mut params = BTreeMap::new();
     for pair in query
         .unwrap_or_default()
         .split('&')
         .filter(|p| !p.is_empty())
     {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key != "watch" {
+        if !allowed.contains(&key) {
+            let list: Vec<String> = allowed.iter().map(|a| format!("`{a}`")).collect();
             return Err(format!(
-                "unknown parameter {key:?}; the only parameter is `watch`"
+                "unknown parameter {key:?}; the parameters here are {}",
+                list.join(", ")
             ));
         }
         let value = percent_decode(value)?;
         if value.is_empty() {
-            return Err("empty `watch`; leave it out to address every watch".to_owned());
+            return Err(if key == "watch" {
+                "empty `watch`; leave it out to address every watch".to_owned()
+            } else {
+                format!("empty `{key}`")
+            });
         }
-        if watch.replace(value).is_some() {
-            return Err("`watch` given more than once".to_owned());
+        if params.insert(key.to_owned(), value).is_some() {
+            return Err(format!("`{key}` given more than once"));
         }
     }
-    Ok(watch)
+    Ok(params)
+}
+
+/// The `watch` parameter of a request that takes nothing else.
+fn watch_param(query: Option<&str>) -> Result<Option<String>, String> {
+    Ok(query_params(query, &["watch"])?.remove("watch"))
 }
 
 /// `value` percent-encoded for a query string: every byte but the unreserved ones.

@@ -68,6 +68,8 @@ pub struct WatchReport {
     pub drift: Option<String>,
     /// Why the verdict is not OK, and other notes for people.
     pub notes: Vec<String>,
+    /// The probe timeout, the critical bound of each path's latency in the perfdata.
+    pub timeout: Duration,
     /// The raw round.
     pub observation: Observation,
 }
@@ -183,6 +185,7 @@ pub fn judge(spec: &ProbeSpec, observation: Observation) -> WatchReport {
         status,
         drift,
         notes,
+        timeout: spec.timeout,
         observation,
     }
 }
@@ -247,7 +250,102 @@ pub fn to_json(report: &CheckReport) -> Value {
     })
 }
 
-/// A compact table a person reads at a glance.
+/// The Nagios plugin line: `VALKEY-DR <STATUS> - <summary> | <perfdata>`.
+///
+/// The summary is one line (why the worst watch is not OK, or each watch's latencies). The
+/// perfdata follows the plugin guidelines, `'label'=value[UOM];warn;crit;min;max`: each path's
+/// latency in ms (warning at half the probe timeout, critical at the timeout) and the TTL the
+/// dns path saw (warning above 60 s, the longest TTL that keeps a switch within a minute).
+pub fn nagios_line(report: &CheckReport) -> String {
+    let status = report.status();
+    let summary = match report.watches.as_slice() {
+        [] => "no watch was probed".to_owned(),
+        [w] => watch_summary(w),
+        many => many
+            .iter()
+            .map(|w| format!("{} {}", w.name, watch_summary(w)))
+            .collect::<Vec<_>>()
+            .join("; "),
+    };
+    let mut perf = Vec::new();
+    for w in &report.watches {
+        let timeout_ms = ms(w.timeout);
+        for p in &w.observation.paths {
+            perf.push(format!(
+                "'{}_{}'={:.3}ms;{:.0};{:.0};0;{:.0}",
+                perf_label(&w.name),
+                p.path.as_str(),
+                ms(p.latency),
+                timeout_ms / 2.0,
+                timeout_ms,
+                timeout_ms,
+            ));
+        }
+        if let Some(ttl) = w
+            .observation
+            .path(PathKind::Dns)
+            .and_then(|p| p.ttl)
+        {
+            perf.push(format!(
+                "'{}_ttl'={}s;{};;0;",
+                perf_label(&w.name),
+                ttl.as_secs(),
+                MAX_GOOD_TTL_S
+            ));
+        }
+    }
+    format!(
+        "VALKEY-DR {} - {} | {}",
+        status.as_str(),
+        one_line(&summary),
+        perf.join(" ")
+    )
+}
+
+/// The longest record TTL that keeps a switch within a minute (README.md: 30-60 s).
+const MAX_GOOD_TTL_S: u64 = 60;
+
+/// A watch in a few words: why it is not OK, or how fast each path answered.
+fn watch_summary(w: &WatchReport) -> String {
+    if w.status != Status::Ok
+        && let Some(first) = w.notes.first()
+    {
+        return format!("{}: {first}", w.status.as_str());
+    }
+    let paths: Vec<String> = w
+        .observation
+        .paths
+        .iter()
+        .map(|p| format!("{} {:.1}ms", p.path.as_str(), ms(p.latency)))
+        .collect();
+    format!("{} answers: {}", w.record.trim_end_matches('.'), paths.join(", "))
+}
+
+/// Nagios reads up to the first `|` as text and the rest as perfdata, and one line only.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '|' => '/',
+            c if c.is_control() => ' ',
+            c => c,
+        })
+        .collect()
+}
+
+/// A perfdata label: quotes are the delimiters, `=` ends the label.
+fn perf_label(name: &str) -> String {
+    name.chars()
+        .map(|c| if matches!(c, '\'' | '=' ) || c.is_control() { '_' } else { c })
+        .collect()
+}
+
+/// The plugin output for a check that reached no verdict: the Nagios line (stdout is never
+/// empty) with the cause; no perfdata.
+pub fn unknown_line(cause: &str) -> String {
+    format!("VALKEY-DR UNKNOWN - {}", one_line(cause))
+}
+
+/// A compact table a person reads at a glance, under the Nagios line.
 pub fn to_text(report: &CheckReport) -> String {
     let mut rows = vec![[
         "WATCH".to_owned(),
@@ -288,7 +386,8 @@ pub fn to_text(report: &CheckReport) -> String {
     let widths: Vec<usize> = (0..8)
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
-    let mut out = String::new();
+    let mut out = nagios_line(report);
+    out.push('\n');
     for row in &rows {
         let line: Vec<String> = row
             .iter()

@@ -13,13 +13,86 @@ use crate::admin::ControlAction;
 use crate::check::{self, Status};
 use crate::config::{self, Config, LogFormat, ProcessEnv};
 
+/// `valkey-dr --version`: the crate version and the commit it was built from.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("VALKEY_DR_COMMIT"),
+    ")"
+);
+
+/// The exit codes of every command, in `--help` and the man page (README.md has the same
+/// table).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  check, preflight  0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (an invalid config or command
+                    line included), as Nagios expects
+  every other       0 done, 1 failed at run time (AWS, the agent, a drill), 2 invalid
+                    config or command line, 3 the process could not start its runtime";
+
+/// Whether the command line names a Nagios-style command (`check`, `preflight`), whose usage
+/// errors must exit 3 (UNKNOWN) rather than clap's 2 (which Nagios reads as CRITICAL).
+pub fn is_plugin_command(args: &[std::ffi::OsString]) -> bool {
+    let mut args = args.iter().skip(1).filter_map(|a| a.to_str());
+    while let Some(arg) = args.next() {
+        match arg {
+            "--config" | "--log-format" | "--log-level" => {
+                args.next();
+            }
+            a if a.starts_with('-') => {}
+            a => return a == "check" || a == "preflight",
+        }
+    }
+    false
+}
+
+/// The exit code for a command line clap refused.
+pub fn usage_exit_code(args: &[std::ffi::OsString]) -> i32 {
+    if is_plugin_command(args) {
+        Status::Unknown.exit_code()
+    } else {
+        2
+    }
+}
+
+fn parse_log_level(raw: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(raw)
+        .map(|_| raw.to_owned())
+        .map_err(|e| format!("{e} (use a level such as info or debug, or a filter such as valkey_dr=debug,warn)"))
+}
+
+/// The longest `pause --for`: a pause that outlives a week is a forgotten one.
+pub const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+fn parse_pause_duration(raw: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(raw)
+        .map_err(|e| format!("{e} (use a duration such as 30m or 4h)"))?;
+    if d.is_zero() || d > MAX_PAUSE {
+        return Err(format!(
+            "{raw} is outside 1s-7d (a longer pause is a forgotten one; use resume to end it)"
+        ));
+    }
+    Ok(d)
+}
+
+/// `--log-format` and `--log-level` as given, for every command's logging.
+static LOG_FLAGS: std::sync::OnceLock<(Option<LogFormat>, Option<String>)> =
+    std::sync::OnceLock::new();
+
 /// valkey-dr: DNS health-checking failover agent for ElastiCache Valkey Serverless.
 #[derive(Debug, Parser)]
-#[command(name = "valkey-dr", version, about)]
+#[command(name = "valkey-dr", version = VERSION, about, after_help = EXIT_CODES)]
 pub struct Cli {
     /// The config file.
     #[arg(long, global = true, env = "VALKEY_DR_CONFIG", default_value = config::DEFAULT_PATH)]
     pub config: PathBuf,
+    /// Log format (stderr); for `run` it overrides `[agent] log_format`.
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log level or filter (`info`, `debug`, `valkey_dr=debug,warn`); overrides VALKEY_DR_LOG.
+    #[arg(long, global = true, value_parser = parse_log_level)]
+    pub log_level: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -39,11 +112,19 @@ pub enum Command {
     },
     /// The daemon: probe every watch on its schedule, judge, alert; stop on SIGTERM/SIGINT.
     Run,
-    /// Pause a running agent's watch (or all): it keeps probing and alerting, never fails over.
+    /// Pause a running agent's watch (or all): it keeps probing and alerting, never fails
+    /// over. With peers configured, every agent of the quorum is paused too.
     Pause {
         /// Only this watch.
         #[arg(long)]
         watch: Option<String>,
+        /// Why (shown in /status, the `paused` event and `history`).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Resume by itself after this long (`30m`, `4h`; at most 7 days). Without it the
+        /// pause lasts until `resume`.
+        #[arg(long = "for", value_parser = parse_pause_duration)]
+        for_: Option<std::time::Duration>,
     },
     /// Resume a paused watch (or all) of a running agent.
     Resume {
@@ -57,6 +138,33 @@ pub enum Command {
         /// Only this watch.
         #[arg(long)]
         watch: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Past failovers, failbacks, aborts and drills, newest first, from the agent's journals
+    /// (`state_dir`). Reads no AWS API.
+    History {
+        /// Only this watch.
+        #[arg(long)]
+        watch: Option<String>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Print a shell completion script (`valkey-dr completions bash > /etc/bash_completion.d/valkey-dr`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (valkey-dr.1 and one per command) into a directory.
+    Man {
+        /// Where to write them.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
     /// Rehearse the DR build: create a throw-away cache in the DR region with the full DR
     /// spec, verify it with PING/SET/GET, time each step against the 4 h RTO, and delete it.
@@ -166,13 +274,24 @@ pub enum Output {
 
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
+    let _ = LOG_FLAGS.set((cli.log_format, cli.log_level.clone()));
     match cli.command {
+        Command::Completions { shell } => {
+            let _ = std::io::stdout().lock().write_all(&completions(shell));
+            0
+        }
+        Command::Man { dir } => write_man_pages(&dir),
+        Command::History {
+            watch,
+            limit,
+            output,
+        } => run_history(&cli.config, watch.as_deref(), limit, output),
         Command::Check { watch, output } => run_check(&cli.config, watch.as_deref(), output).await,
         Command::Config {
             command: ConfigCommand::Check,
         } => run_config_check(&cli.config),
         Command::Run => run_daemon(&cli.config).await,
-        Command::Plan { watch } => run_plan(&cli.config, watch.as_deref()).await,
+        Command::Plan { watch, output } => run_plan(&cli.config, watch.as_deref(), output).await,
         Command::Drill {
             watch,
             history: true,
@@ -216,8 +335,16 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Status { watch, output } => {
             run_status(&cli.config, watch.as_deref(), output).await
         }
-        Command::Pause { watch } => {
-            run_control(&cli.config, ControlAction::Pause, watch.as_deref()).await
+        Command::Pause {
+            watch,
+            reason,
+            for_,
+        } => {
+            let action = ControlAction::Pause {
+                reason,
+                until: for_.map(|d| std::time::SystemTime::now() + d),
+            };
+            run_control(&cli.config, action, watch.as_deref()).await
         }
         Command::Resume { watch } => {
             run_control(&cli.config, ControlAction::Resume, watch.as_deref()).await
@@ -225,7 +352,7 @@ pub async fn run(cli: Cli) -> i32 {
     }
 }
 
-async fn run_plan(path: &std::path::Path, only: Option<&str>) -> i32 {
+async fn run_plan(path: &std::path::Path, only: Option<&str>, output: Output) -> i32 {
     use crate::executor::api::{CacheApi as _, DnsApi as _};
     use crate::executor::sdk::{SdkCache, SdkDns};
     init_logging(LogFormat::Text, "warn");
@@ -270,8 +397,110 @@ async fn run_plan(path: &std::path::Path, only: Option<&str>) -> i32 {
         };
         plans.push(plan);
     }
-    println!("{:#}", serde_json::json!({ "plans": plans }));
+    match output {
+        Output::Json => println!("{:#}", serde_json::json!({ "plans": plans })),
+        Output::Text => print!("{}", crate::plan::to_text(&plans)),
+    }
     code
+}
+
+fn run_history(path: &std::path::Path, only: Option<&str>, limit: usize, output: Output) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    let Some(watches) = selected(&config, only) else {
+        return 2;
+    };
+    let names: Vec<&str> = watches.iter().map(|w| w.name.as_str()).collect();
+    let mut entries = match crate::history::read(&config.agent.state_dir, &names) {
+        Ok(entries) => entries,
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            return 1;
+        }
+    };
+    entries.truncate(limit);
+    match output {
+        Output::Text => print!("{}", crate::history::to_text(&entries)),
+        Output::Json => println!("{:#}", serde_json::json!({ "history": entries })),
+    }
+    0
+}
+
+/// The completion script for `shell`.
+///
+/// clap_complete's bash script never completes past a subcommand when the binary's name has
+/// a hyphen (clap issue 6421: its dispatch loop and its case labels escape the name
+/// differently), so for bash the script is generated for `valkey_dr` and then registered for
+/// `valkey-dr`; bash passes the typed command to the function, whatever it is called.
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    let mut script = Vec::new();
+    if shell != clap_complete::Shell::Bash {
+        clap_complete::generate(shell, &mut command, "valkey-dr", &mut script);
+        return script;
+    }
+    clap_complete::generate(shell, &mut command, "valkey_dr", &mut script);
+    let text = String::from_utf8_lossy(&script);
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.trim_start().starts_with("complete ") {
+            out.push_str(&line.replace(" valkey_dr", " valkey-dr").replace("_valkey-dr", "_valkey_dr"));
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// `valkey-dr man --dir DIR`: `valkey-dr.1` and `valkey-dr-<command>.1` for each command.
+fn write_man_pages(dir: &std::path::Path) -> i32 {
+    let command = <Cli as clap::CommandFactory>::command();
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("error: creating {}: {e}", dir.display());
+        return 1;
+    }
+    match man_pages(&command) {
+        Ok(pages) => {
+            for (name, page) in pages {
+                let path = dir.join(&name);
+                if let Err(e) = std::fs::write(&path, page) {
+                    eprintln!("error: writing {}: {e}", path.display());
+                    return 1;
+                }
+                println!("{}", path.display());
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: rendering the man pages: {e}");
+            1
+        }
+    }
+}
+
+/// Every man page of `command` and its subcommands, as `(file name, roff)`.
+pub fn man_pages(command: &clap::Command) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut pages = Vec::new();
+    let mut command = command.clone();
+    command.build();
+    collect_pages(&command, "valkey-dr", &mut pages)?;
+    Ok(pages)
+}
+
+fn collect_pages(
+    command: &clap::Command,
+    name: &str,
+    pages: &mut Vec<(String, Vec<u8>)>,
+) -> std::io::Result<()> {
+    let mut page = Vec::new();
+    let named = command.clone().name(name.to_owned());
+    clap_mangen::Man::new(named).render(&mut page)?;
+    pages.push((format!("{name}.1"), page));
+    for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+        collect_pages(sub, &format!("{name}-{}", sub.get_name()), pages)?;
+    }
+    Ok(())
 }
 
 fn run_drill_history(path: &std::path::Path, only: Option<&str>, output: Output) -> i32 {
@@ -355,7 +584,7 @@ async fn run_failover(path: &std::path::Path, only: Option<&str>, yes: bool, dry
     };
     if dry_run {
         eprintln!("dry run: nothing is changed; these are the calls a failover would make now");
-        return run_plan(path, Some(&w.name)).await;
+        return run_plan(path, Some(&w.name), Output::Text).await;
     }
     crate::commands::failover(&config, w, yes).await
 }
@@ -392,10 +621,18 @@ async fn run_status(path: &std::path::Path, only: Option<&str>, output: Output) 
 /// The signals that start a clean stop, for messages.
 const STOP_SIGNALS: &str = "SIGTERM or SIGINT";
 
+/// `valkey-dr run`: the daemon, which `SIGHUP` reloads.
+///
+/// A reload validates the file first. An invalid one changes nothing: the agent goes on with
+/// the config it runs, logs why, and sends `config_error` through its notifiers. A valid
+/// one (even an identical text: a rotated secret file is not in the text) replaces the
+/// running generation: its watches save their state and the new
+/// one starts from it (the same path as a restart, so streaks, pauses and cooldowns carry
+/// over, and a failover in flight resumes from its journal).
 async fn run_daemon(path: &std::path::Path) -> i32 {
     // Log in the configured format; the config itself must be read first, so its own errors
     // go to stderr as text.
-    let config = match Config::load(path, &ProcessEnv) {
+    let mut config = match Config::load(path, &ProcessEnv) {
         Ok(config) => config,
         Err(e) => {
             init_logging(LogFormat::Text, "info");
@@ -415,7 +652,59 @@ async fn run_daemon(path: &std::path::Path) -> i32 {
             return 1;
         }
     };
-    let result = crate::daemon::run(config, shutdown).await;
+    let mut hangup =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(hangup) => hangup,
+            Err(e) => {
+                tracing::error!("cannot listen for SIGHUP: {e}");
+                return 1;
+            }
+        };
+    let result = loop {
+        let generation = shutdown.child_token();
+        let (refused_tx, refused_rx) = tokio::sync::mpsc::unbounded_channel();
+        let daemon = crate::daemon::run_reloadable(config.clone(), generation.clone(), refused_rx);
+        tokio::pin!(daemon);
+        let next = loop {
+            tokio::select! {
+                result = &mut daemon => break Err(result),
+                Some(()) = hangup.recv() => match Config::load(path, &ProcessEnv) {
+                    Err(e) => {
+                        let reason = format!("{:#}", anyhow::Error::from(e));
+                        tracing::error!(
+                            "SIGHUP: {} is not valid, so nothing changed: {reason}",
+                            path.display()
+                        );
+                        let _ = refused_tx.send(crate::daemon::ReloadRefused {
+                            path: path.to_owned(),
+                            reason,
+                        });
+                    }
+                    Ok(new) => break Ok(new),
+                },
+            }
+        };
+        match next {
+            Err(result) => break result,
+            Ok(new) => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                tracing::info!("SIGHUP: {} is valid; reloading", path.display());
+                generation.cancel();
+                if let Err(e) = daemon.await {
+                    tracing::error!("{:#}", anyhow::Error::from(e));
+                }
+                for w in &new.warnings {
+                    tracing::warn!("{w}");
+                }
+                config = new;
+                tracing::info!(
+                    mode = config.agent.mode.as_str(),
+                    watches = config.watches.len(),
+                    "config reloaded"
+                );
+            }
+        }
+    };
     signals.abort();
     match result {
         Ok(()) => 0,
@@ -466,8 +755,19 @@ async fn run_control(path: &std::path::Path, action: ControlAction, watch: Optio
     .await
     {
         Ok((200, body)) => {
-            println!("{body}");
-            0
+            print!("{}", control_text(&body));
+            let peer_missed = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["peers"].as_array().cloned())
+                .is_some_and(|peers| peers.iter().any(|p| p["ok"] != serde_json::Value::Bool(true)));
+            if peer_missed {
+                eprintln!(
+                    "error: applied here, but not on every peer (above): run it on those agents, or again once they answer"
+                );
+                1
+            } else {
+                0
+            }
         }
         Ok((status, body)) => {
             eprintln!(
@@ -481,6 +781,49 @@ async fn run_control(path: &std::path::Path, action: ControlAction, watch: Optio
             1
         }
     }
+}
+
+/// A pause or resume answer for people: each watch's state and pause, then each peer's
+/// answer when the pause was relayed.
+fn control_text(body: &str) -> String {
+    use crate::commands::plain;
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return format!("{body}\n");
+    };
+    let mut out = String::new();
+    for (name, w) in v["watches"].as_object().into_iter().flatten() {
+        if let Some(e) = w["error"].as_str() {
+            out.push_str(&format!("{name}: error: {e}\n"));
+            continue;
+        }
+        let pause = &w["pause"];
+        let detail = if pause.is_null() {
+            String::new()
+        } else {
+            format!(
+                " since {}, {}{}",
+                plain(&pause["since"]),
+                pause["until"]
+                    .as_str()
+                    .map(|u| format!("until {u}"))
+                    .unwrap_or_else(|| "until resume".to_owned()),
+                pause["reason"]
+                    .as_str()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            )
+        };
+        out.push_str(&format!("{name}: {}{detail}\n", plain(&w["state"])));
+    }
+    for peer in v["peers"].as_array().into_iter().flatten() {
+        let who = plain(&peer["peer"]);
+        if peer["ok"] == serde_json::Value::Bool(true) {
+            out.push_str(&format!("peer {who} ({}): done\n", plain(&peer["agent_id"])));
+        } else {
+            out.push_str(&format!("peer {who}: NOT done: {}\n", plain(&peer["error"])));
+        }
+    }
+    out
 }
 
 /// Loads the config, logging its warnings; prints the error and returns `None` when invalid.
@@ -515,17 +858,38 @@ fn run_config_check(path: &std::path::Path) -> i32 {
 async fn run_check(path: &std::path::Path, watch: Option<&str>, output: Output) -> i32 {
     init_logging(LogFormat::Text, "warn");
     let unknown = Status::Unknown.exit_code();
-    let Some(config) = load(path) else {
-        return unknown;
+    // A plugin's stdout is never empty: an UNKNOWN says why on its first line, too.
+    let say_unknown = |cause: String| {
+        eprintln!("error: {cause}");
+        let line = match output {
+            Output::Text => check::unknown_line(&cause),
+            Output::Json => serde_json::json!({
+                "status": Status::Unknown.as_str(),
+                "exit_code": unknown,
+                "error": cause,
+            })
+            .to_string(),
+        };
+        println!("{line}");
+        unknown
     };
+    let config = match Config::load(path, &ProcessEnv) {
+        Ok(config) => config,
+        Err(e) => return say_unknown(format!("invalid config: {:#}", anyhow::Error::from(e))),
+    };
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(Err(e)) = watch.map(|name| config.watch(name)) {
+        return say_unknown(e.to_string());
+    }
     let report = match check::run(&config, watch).await {
         Ok(report) => report,
         Err(e) => {
-            eprintln!(
-                "error: no probe round could run: {:#}",
+            return say_unknown(format!(
+                "no probe round could run: {:#}",
                 anyhow::Error::from(e)
-            );
-            return unknown;
+            ));
         }
     };
     let rendered = match output {
@@ -537,15 +901,22 @@ async fn run_check(path: &std::path::Path, watch: Option<&str>, output: Output) 
 }
 
 /// Logs go to stderr so that stdout stays parseable (`--output json`).
+/// `--log-format` and `--log-level` win over `format` and over VALKEY_DR_LOG.
 pub fn init_logging(format: LogFormat, default_level: &str) {
+    let (flag_format, flag_level) = LOG_FLAGS.get().cloned().unwrap_or_default();
+    let format = flag_format.unwrap_or(format);
     // The SDK's credential chain logs each provider that fails as a WARN with its whole error;
     // the agent says it once, in a sentence, where it matters (`executor::sdk`).
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("VALKEY_DR_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(format!(
-                "{default_level},aws_config::meta::credentials=error,aws_config::profile=error"
-            ))
-        });
+    let quiet_sdk = |level: &str| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "{level},aws_config::meta::credentials=error,aws_config::profile=error"
+        ))
+    };
+    let filter = match flag_level {
+        Some(level) => quiet_sdk(&level),
+        None => tracing_subscriber::EnvFilter::try_from_env("VALKEY_DR_LOG")
+            .unwrap_or_else(|_| quiet_sdk(default_level)),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

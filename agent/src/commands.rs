@@ -594,6 +594,11 @@ pub async fn status(config: &Config, only: Option<&str>) -> (i32, Value) {
                 "running": agent_watch.is_some(),
                 "state": state,
                 "served_by_dr": saved.as_ref().map(|s| s.served_by_dr),
+                "pause": match (&agent_watch, &saved) {
+                    (Some(a), _) => a["pause"].clone(),
+                    (None, Some(s)) => daemon::pause_json(s),
+                    (None, None) => Value::Null,
+                },
             },
             "last_failover": last_failover,
         }));
@@ -628,18 +633,14 @@ async fn describe(
     }
 }
 
-/// `status` for people.
+/// `status` for people: one line per fact, and never a JSON fragment.
 pub fn status_text(v: &Value) -> String {
     let mut out = format!(
         "agent {} ({})\n",
-        v["agent_id"].as_str().unwrap_or("?"),
-        v["mode"].as_str().unwrap_or("?")
+        plain(&v["agent_id"]),
+        plain(&v["mode"])
     );
-    let s = |v: &Value| match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let s = plain;
     for w in v["watches"].as_array().into_iter().flatten() {
         out.push_str(&format!("watch {} ({})\n", s(&w["name"]), s(&w["record"])));
         out.push_str(&format!(
@@ -671,23 +672,70 @@ pub fn status_text(v: &Value) -> String {
                     .unwrap_or_else(|| s(&c["endpoint"]))
             ));
         }
+        let agent = &w["agent"];
         out.push_str(&format!(
-            "  agent:   {} (running: {})\n",
-            s(&w["agent"]["state"]),
-            s(&w["agent"]["running"])
+            "  agent:   {} ({})\n",
+            s(&agent["state"]),
+            if agent["running"] == Value::Bool(true) {
+                "a daemon runs this watch"
+            } else {
+                "no daemon runs this watch; the state saved last"
+            }
         ));
+        let pause = &agent["pause"];
+        if !pause.is_null() {
+            out.push_str(&format!(
+                "  paused:  since {}{}{}\n",
+                s(&pause["since"]),
+                pause["until"]
+                    .as_str()
+                    .map(|u| format!(" until {u}"))
+                    .unwrap_or_else(|| " until resume".to_owned()),
+                pause["reason"]
+                    .as_str()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default()
+            ));
+        }
         let f = &w["last_failover"];
         if f.is_null() {
             out.push_str("  last failover: none\n");
         } else {
             out.push_str(&format!(
-                "  last failover: {} {} started {} steps(ms) {}\n",
+                "  last failover: {} {} started {}\n",
                 s(&f["failover_id"]),
                 s(&f["outcome"]["result"]),
                 s(&f["started_at"]),
-                s(&f["steps_ms"])
             ));
+            if let Some(steps) = f["steps_ms"].as_object().filter(|m| !m.is_empty()) {
+                let steps: Vec<String> = steps
+                    .iter()
+                    .map(|(step, ms)| format!("{step} {}ms", s(ms)))
+                    .collect();
+                out.push_str(&format!("    steps: {}\n", steps.join(", ")));
+            }
         }
     }
     out
+}
+
+/// A JSON value as words for a person: strings bare, `-` for null, lists comma-separated,
+/// objects as `key=value` pairs. Text output never shows braces or quotes.
+pub fn plain(v: &Value) -> String {
+    match v {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => if *b { "yes" } else { "no" }.to_owned(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(items) => items.iter().map(plain).collect::<Vec<_>>().join(", "),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                Value::Object(_) => format!("{k}=({})", plain(v)),
+                Value::Array(_) => format!("{k}=[{}]", plain(v)),
+                _ => format!("{k}={}", plain(v)),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
 }

@@ -8,6 +8,8 @@
 //! - [`cli`]: the command line, and the exit codes.
 //! - [`drill`]: a rehearsal of the DR build with a throw-away cache, timed against the RTO.
 //! - [`iam_policy`]: the least-privilege IAM policy for a config.
+//! - [`metrics`]: the Prometheus metrics `/metrics` serves.
+//! - [`history`]: past failovers, failbacks and drills, from the journals.
 //!
 //! The agent owns all I/O; decisions belong to `valkey-dr-policies`, measurements to
 //! `valkey-dr-probes`. Secrets never reach logs, `Debug` output or printed config.
@@ -25,7 +27,9 @@ pub mod event;
 pub mod executor;
 pub mod failover;
 pub mod iam_policy;
+pub mod history;
 pub mod layout;
+pub mod metrics;
 pub mod notify;
 pub mod peers;
 pub mod plan;

@@ -101,22 +101,42 @@ impl Notifier {
     ///
     /// A sink that cannot be built (an unparsable URL) is logged as an error and skipped, so
     /// that the others still work. Must be called inside a tokio runtime.
+    ///
+    /// `outcome` hears of every event each sink delivered (`ok`), gave up on (`failed`) or
+    /// dropped from a full queue (`dropped`), with the sink's kind (`webhook`, `command`):
+    /// the daemon counts them as `valkey_dr_notifications_total`.
     pub fn spawn(
         configs: &[NotifyConfig],
         shutdown: CancellationToken,
+        outcome: Outcome,
     ) -> (Notifier, JoinHandle<()>) {
-        Notifier::spawn_with(configs, shutdown, Limits::DEFAULT)
+        Notifier::spawn_counted(configs, shutdown, Limits::DEFAULT, outcome)
     }
 
+    #[cfg(test)]
     fn spawn_with(
         configs: &[NotifyConfig],
         shutdown: CancellationToken,
         limits: Limits,
     ) -> (Notifier, JoinHandle<()>) {
+        Notifier::spawn_counted(configs, shutdown, limits, Arc::new(|_, _| {}))
+    }
+
+    fn spawn_counted(
+        configs: &[NotifyConfig],
+        shutdown: CancellationToken,
+        limits: Limits,
+        outcome: Outcome,
+    ) -> (Notifier, JoinHandle<()>) {
         let mut queues = Vec::new();
         let mut tasks = Vec::new();
         for sink in configs.iter().filter_map(Sink::new) {
-            let queue = Arc::new(Queue::new(sink.label(), limits.queue));
+            let queue = Arc::new(Queue::new(
+                sink.label(),
+                sink.kind(),
+                limits.queue,
+                outcome.clone(),
+            ));
             tasks.push(tokio::spawn(run_sink(
                 sink,
                 queue.clone(),
@@ -159,10 +179,17 @@ fn log_event(event: &Event) {
     }
 }
 
+/// Hears what became of each event a sink had: `(sink kind, result)`, result `ok`,
+/// `failed` or `dropped`.
+pub type Outcome = Arc<dyn Fn(&'static str, &'static str) + Send + Sync>;
+
 /// One sink's pending events: a bounded FIFO that drops its oldest entry when full.
 struct Queue {
     /// The sink, as logs name it (never a full webhook URL).
     sink: String,
+    /// `webhook` or `command`, for [`Outcome`].
+    kind: &'static str,
+    outcome: Outcome,
     capacity: usize,
     events: Mutex<VecDeque<Event>>,
     /// Wakes the sink task; `notify_one` keeps a permit, so a push between the task's empty
@@ -172,9 +199,11 @@ struct Queue {
 }
 
 impl Queue {
-    fn new(sink: String, capacity: usize) -> Queue {
+    fn new(sink: String, kind: &'static str, capacity: usize, outcome: Outcome) -> Queue {
         Queue {
             sink,
+            kind,
+            outcome,
             capacity: capacity.max(1),
             events: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
@@ -193,6 +222,7 @@ impl Queue {
         };
         self.ready.notify_one();
         if let Some(old) = oldest {
+            (self.outcome)(self.kind, "dropped");
             let dropped_total = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             warn!(
                 sink = %self.sink,
@@ -224,7 +254,10 @@ async fn run_sink(sink: Sink, queue: Arc<Queue>, shutdown: CancellationToken, gr
     let deliver_all = async {
         loop {
             match queue.pop() {
-                Some(event) => sink.deliver(&event).await,
+                Some(event) => {
+                    let delivered = sink.deliver(&event).await;
+                    (queue.outcome)(queue.kind, if delivered { "ok" } else { "failed" });
+                }
                 None if shutdown.is_cancelled() => return,
                 None => tokio::select! {
                     () = queue.ready.notified() => {}
@@ -256,7 +289,7 @@ enum Sink {
 impl Sink {
     fn new(config: &NotifyConfig) -> Option<Sink> {
         match config {
-            NotifyConfig::Webhook { url, timeout } => {
+            NotifyConfig::Webhook { url, timeout, .. } => {
                 Webhook::new(url.expose(), *timeout).map(|w| Sink::Webhook(Box::new(w)))
             }
             NotifyConfig::Command { command, timeout } => {
@@ -279,7 +312,15 @@ impl Sink {
         }
     }
 
-    async fn deliver(&self, event: &Event) {
+    fn kind(&self) -> &'static str {
+        match self {
+            Sink::Webhook(_) => "webhook",
+            Sink::Command(_) => "command",
+        }
+    }
+
+    /// Whether the event was delivered.
+    async fn deliver(&self, event: &Event) -> bool {
         match self {
             Sink::Webhook(w) => w.deliver(event).await,
             Sink::Command(c) => c.deliver(event).await,
@@ -383,7 +424,7 @@ impl Webhook {
         })
     }
 
-    async fn deliver(&self, event: &Event) {
+    async fn deliver(&self, event: &Event) -> bool {
         let body = Bytes::from(event.to_json().to_string());
         let attempts = AtomicU32::new(0);
         let (body, counter) = (&body, &attempts);
@@ -408,6 +449,7 @@ impl Webhook {
         .when(Failure::retryable)
         .await;
         let attempts = attempts.load(Ordering::Relaxed);
+        let delivered = result.is_ok();
         match result {
             Ok(()) => info!(
                 sink = "webhook",
@@ -427,6 +469,7 @@ impl Webhook {
                 "webhook notification not delivered: {failure}"
             ),
         }
+        delivered
     }
 
     async fn attempt(&self, body: Bytes) -> Result<(), Failure> {
@@ -514,7 +557,7 @@ struct Command {
 }
 
 impl Command {
-    async fn deliver(&self, event: &Event) {
+    async fn deliver(&self, event: &Event) -> bool {
         let program = &self.argv[0];
         let mut command = tokio::process::Command::new(program);
         command
@@ -541,7 +584,7 @@ impl Command {
             Ok(child) => child,
             Err(e) => {
                 warn!(sink = "command", program, event = %event.event, watch = %event.watch, error = %e, "notification command could not be started");
-                return;
+                return false;
             }
         };
         let (stdin, stdout, stderr) =
@@ -561,6 +604,7 @@ impl Command {
             Ok((Ok(status), stdout, stderr)) if status.success() => {
                 info!(sink = "command", program, event = %event.event, watch = %event.watch, %status, "notification command succeeded");
                 debug!(sink = "command", program, %stdout, %stderr, "notification command output");
+                return true;
             }
             Ok((Ok(status), stdout, stderr)) => {
                 warn!(sink = "command", program, event = %event.event, watch = %event.watch, %status, %stdout, %stderr, "notification command failed");
@@ -579,6 +623,7 @@ impl Command {
                 warn!(sink = "command", program, event = %event.event, watch = %event.watch, timeout = ?self.timeout, %status, "notification command timed out; killed");
             }
         }
+        false
     }
 }
 

@@ -95,25 +95,7 @@ impl Peers {
     /// when it would fail over).
     pub async fn ask(&self, watch: &str) -> Tally {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut ballots = Vec::new();
-        let mut addresses = Vec::new();
-        for entry in &self.entries {
-            match tokio::time::timeout_at(deadline, tokio::net::lookup_host(entry.as_str())).await {
-                Ok(Ok(found)) => {
-                    let found: BTreeSet<SocketAddr> = found.collect();
-                    if found.is_empty() {
-                        ballots.push(no_answer(entry, "resolves to no address"));
-                    }
-                    for address in found {
-                        if !addresses.contains(&address) {
-                            addresses.push(address);
-                        }
-                    }
-                }
-                Ok(Err(e)) => ballots.push(no_answer(entry, &format!("cannot resolve: {e}"))),
-                Err(_) => ballots.push(no_answer(entry, "name resolution timed out")),
-            }
-        }
+        let (addresses, mut ballots) = self.resolve(deadline).await;
         let path = format!("/vote?watch={}", admin::percent_encode(watch));
         let asks = addresses.iter().map(|&address| {
             let path = path.clone();
@@ -155,6 +137,83 @@ impl Peers {
             down,
             ballots,
         }
+    }
+}
+
+impl Peers {
+    /// Every peer's addresses, deduplicated, and a ballot for each entry that resolved to
+    /// none, all by `deadline`.
+    async fn resolve(&self, deadline: tokio::time::Instant) -> (Vec<SocketAddr>, Vec<Ballot>) {
+        let mut ballots = Vec::new();
+        let mut addresses = Vec::new();
+        for entry in &self.entries {
+            match tokio::time::timeout_at(deadline, tokio::net::lookup_host(entry.as_str())).await {
+                Ok(Ok(found)) => {
+                    let found: BTreeSet<SocketAddr> = found.collect();
+                    if found.is_empty() {
+                        ballots.push(no_answer(entry, "resolves to no address"));
+                    }
+                    for address in found {
+                        if !addresses.contains(&address) {
+                            addresses.push(address);
+                        }
+                    }
+                }
+                Ok(Err(e)) => ballots.push(no_answer(entry, &format!("cannot resolve: {e}"))),
+                Err(_) => ballots.push(no_answer(entry, "name resolution timed out")),
+            }
+        }
+        (addresses, ballots)
+    }
+
+    /// Sends an operator's pause or resume (`path`, from
+    /// [`admin::ControlAction::request_path`]) to every peer with the peers' token, within
+    /// the same bound as a vote. One JSON object per peer: `peer`, `ok`, and the peer's
+    /// `agent_id` or the `error`. This agent itself, reached through a name that covers
+    /// every agent, is left out.
+    pub async fn relay(&self, method: &str, path: &str) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let (addresses, unresolved) = self.resolve(deadline).await;
+        let mut results: Vec<Value> = unresolved
+            .into_iter()
+            .map(|b| {
+                let why = match b.vote {
+                    Vote::NoAnswer(why) | Vote::Up(why) => why,
+                    Vote::Down => String::new(),
+                };
+                json!({ "peer": b.peer, "ok": false, "error": why })
+            })
+            .collect();
+        let sends = addresses.iter().map(|&address| async move {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let answer = admin::request(address, method, path, Some(&self.token), left).await;
+            (address, answer)
+        });
+        for (address, answer) in futures::future::join_all(sends).await {
+            let peer = address.to_string();
+            results.push(match answer {
+                Ok((200, body)) => {
+                    let agent_id = serde_json::from_str::<Value>(&body)
+                        .ok()
+                        .and_then(|v| v["agent_id"].as_str().map(|s| foreign_text(s.as_bytes(), 64)));
+                    if agent_id.as_deref() == Some(self.agent_id.as_str()) {
+                        continue;
+                    }
+                    json!({ "peer": peer, "ok": true, "agent_id": agent_id })
+                }
+                Ok((status, body)) => json!({
+                    "peer": peer,
+                    "ok": false,
+                    "error": format!("HTTP {status}: {}", foreign_text(body.as_bytes(), 200)),
+                }),
+                Err(e) => json!({
+                    "peer": peer,
+                    "ok": false,
+                    "error": format!("{:#}", anyhow::Error::from(e)),
+                }),
+            });
+        }
+        results
     }
 }
 

@@ -185,3 +185,59 @@ pub fn create_request(
         tags,
     }
 }
+
+/// `plan` for people: per watch, each step's call and what it sends, one fact per line.
+pub fn to_text(plans: &[Value]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for plan in plans {
+        let _ = writeln!(
+            out,
+            "watch {} (agent {}): a failover now would make these calls, in order",
+            crate::commands::plain(&plan["watch"]),
+            crate::commands::plain(&plan["agent_id"]),
+        );
+        for (i, step) in plan["steps"].as_array().into_iter().flatten().enumerate() {
+            let region = step["region"]
+                .as_str()
+                .map(|r| format!(" in {r}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {}. {:<15} {}{region}",
+                i + 1,
+                crate::commands::plain(&step["step"]),
+                crate::commands::plain(&step["call"]),
+            );
+            for (key, value) in step.as_object().into_iter().flatten() {
+                if matches!(key.as_str(), "step" | "call" | "region") {
+                    continue;
+                }
+                match value {
+                    Value::Array(items) if items.iter().all(Value::is_object) => {
+                        let _ = writeln!(out, "       {key}:");
+                        for item in items {
+                            let _ = writeln!(out, "         - {}", crate::commands::plain(item));
+                        }
+                    }
+                    Value::Object(map) => {
+                        let _ = writeln!(out, "       {key}:");
+                        for (k, v) in map {
+                            let _ = writeln!(out, "         {k}: {}", crate::commands::plain(v));
+                        }
+                    }
+                    _ => {
+                        let _ = writeln!(out, "       {key}: {}", crate::commands::plain(value));
+                    }
+                }
+            }
+        }
+        for (key, value) in plan.as_object().into_iter().flatten() {
+            if matches!(key.as_str(), "watch" | "agent_id" | "steps") || value.is_null() {
+                continue;
+            }
+            let _ = writeln!(out, "  {key}: {}", crate::commands::plain(value));
+        }
+    }
+    out
+}

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::Metrics;
+use crate::metrics::Metrics;
 use crate::config::Config;
 use crate::event::{Event, EventName};
 use crate::notify::Notifier;

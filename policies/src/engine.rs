@@ -92,7 +92,7 @@ pub fn step_with_quorum(
     let horizon = params.cooldown.max(params.max_auto_failovers_window);
     next.failovers.retain(|&t| elapsed(t, now) < horizon);
 
-    let reasons = round_reasons(state, &next, &round, obs, params);
+    let reasons = round_reasons(state, &next, &round, obs, params, now);
 
     let config_announced = match &round {
         Round::Config(kinds) if *kinds != state.config_errors => {
@@ -200,24 +200,51 @@ pub fn step_with_quorum(
     (next, decisions)
 }
 
+/// What an operator said when pausing a watch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PauseRequest {
+    /// Why (shown in `/status` and the `paused` event).
+    pub reason: Option<String>,
+    /// When the pause ends by itself; `None`: at [`resume`] only.
+    pub until: Option<SystemTime>,
+}
+
 /// An operator paused the watch (maintenance).
 ///
 /// Rounds are still counted and health events still fire, so that a forgotten pause cannot
-/// hide an outage, but no failover intent is emitted until [`resume`]. Pausing twice is a
-/// no-op.
-pub fn pause(state: &WatchState, now: SystemTime) -> (WatchState, Vec<Decision>) {
-    if state.paused_since.is_some() {
+/// hide an outage, but no failover intent is emitted until [`resume`] or the pause's own end
+/// ([`expire_pause`]). Pausing again with the same reason and end is a no-op; with another
+/// one it replaces them (and says so), keeping when the pause began.
+pub fn pause(
+    state: &WatchState,
+    now: SystemTime,
+    request: &PauseRequest,
+) -> (WatchState, Vec<Decision>) {
+    if state.paused_since.is_some()
+        && state.pause_reason == request.reason
+        && state.paused_until == request.until
+    {
         return (state.clone(), Vec::new());
     }
     let mut next = state.clone();
-    next.paused_since = Some(now);
-    let reasons = vec![
-        "paused by an operator: no failover until resume".to_owned(),
-        format!(
-            "rounds are still counted; the rounds judge the watch {}",
-            next.judged()
-        ),
-    ];
+    let changed = next.paused_since.is_some();
+    next.paused_since.get_or_insert(now);
+    next.pause_reason.clone_from(&request.reason);
+    next.paused_until = request.until;
+    let mut reasons = vec![format!(
+        "{} by an operator{}: {}",
+        if changed { "pause changed" } else { "paused" },
+        request
+            .reason
+            .as_deref()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default(),
+        pause_end(&next, now)
+    )];
+    reasons.push(format!(
+        "rounds are still counted; the rounds judge the watch {}",
+        next.judged()
+    ));
     let decisions = finish(
         vec![Pending::new(Event::Paused, reasons)],
         state.state(),
@@ -226,19 +253,48 @@ pub fn pause(state: &WatchState, now: SystemTime) -> (WatchState, Vec<Decision>)
     (next, decisions)
 }
 
+/// "no failover until resume" or "... until it ends in 30m".
+fn pause_end(state: &WatchState, now: SystemTime) -> String {
+    match state.paused_until {
+        None => "no failover until resume".to_owned(),
+        Some(until) => format!(
+            "no failover until resume, or until the pause ends in {}",
+            fmt_duration(until.duration_since(now).unwrap_or_default())
+        ),
+    }
+}
+
 /// An operator resumed the watch. It returns to the state its rounds imply; nothing already
 /// announced is announced again, and the next qualifying round re-evaluates the failover
 /// guards. Resuming a watch that is not paused is a no-op.
 pub fn resume(state: &WatchState, now: SystemTime) -> (WatchState, Vec<Decision>) {
+    end_pause(state, now, "resumed by an operator")
+}
+
+/// Ends a pause whose end has come (`paused_until` at or before `now`), as [`resume`] would,
+/// saying that it expired; `None` when the watch is not paused or its pause goes on. The
+/// agent calls it before each round.
+pub fn expire_pause(state: &WatchState, now: SystemTime) -> Option<(WatchState, Vec<Decision>)> {
+    let until = state.paused_until?;
+    (state.paused_since.is_some() && until <= now)
+        .then(|| end_pause(state, now, "the pause expired"))
+}
+
+fn end_pause(state: &WatchState, now: SystemTime, how: &str) -> (WatchState, Vec<Decision>) {
     let Some(since) = state.paused_since else {
         return (state.clone(), Vec::new());
     };
     let mut next = state.clone();
     next.paused_since = None;
+    next.paused_until = None;
+    let reason = next.pause_reason.take();
     let reasons = vec![
         format!(
-            "resumed by an operator after {}",
-            fmt_duration(elapsed(since, now))
+            "{how} after {}{}",
+            fmt_duration(elapsed(since, now)),
+            reason
+                .map(|r| format!(" (it was paused: {r})"))
+                .unwrap_or_default()
         ),
         format!("the rounds judge the watch {}", next.judged()),
     ];
@@ -552,7 +608,15 @@ fn failover_guards(
             Some(at) => guard(
                 GuardKind::Paused,
                 false,
-                format!("paused {} ago", fmt_duration(elapsed(at, now))),
+                format!(
+                    "paused {} ago{}",
+                    fmt_duration(elapsed(at, now)),
+                    state
+                        .pause_reason
+                        .as_deref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default()
+                ),
             ),
         },
         match &obs.witness {
@@ -638,6 +702,7 @@ fn round_reasons(
     round: &Round,
     obs: &Observation,
     params: &Params,
+    now: SystemTime,
 ) -> Vec<String> {
     let path = |name: &str, status: PathStatus, streak: u32| match status {
         PathStatus::Ok => format!("{name}: ok"),
@@ -734,7 +799,7 @@ fn round_reasons(
         reasons.push("the DR cache serves the watch".to_owned());
     }
     if next.paused_since.is_some() {
-        reasons.push("paused: no failover until resume".to_owned());
+        reasons.push(format!("paused: {}", pause_end(next, now)));
     }
     reasons
 }

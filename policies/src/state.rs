@@ -119,6 +119,10 @@ pub struct WatchState {
     pub failback_announced: bool,
     /// When an operator paused the watch; `None` when not paused.
     pub paused_since: Option<SystemTime>,
+    /// Why, as the operator said it.
+    pub pause_reason: Option<String>,
+    /// When the pause ends by itself; `None`: at `resume` only.
+    pub paused_until: Option<SystemTime>,
     /// The reasons of the last round, for `status`.
     pub last_reasons: Vec<String>,
 }

@@ -12,6 +12,7 @@
 //! hung server can never stall a round past it.
 #![deny(missing_docs)]
 
+mod cert;
 mod error;
 mod iam;
 mod path;
@@ -190,6 +191,9 @@ pub struct PathResult {
     /// checks hostnames strictly would accept it. `None` for other paths, plaintext, or when no
     /// handshake completed.
     pub record_name_verified: Option<bool>,
+    /// When the earliest certificate of the chain the server presented expires; `None`
+    /// without TLS or when no handshake completed.
+    pub cert_expiry: Option<std::time::SystemTime>,
 }
 
 impl PathResult {

@@ -80,6 +80,7 @@ struct PathRun {
     address: Option<SocketAddr>,
     ttl: Option<Duration>,
     record_name_verified: Option<bool>,
+    cert_expiry: Option<std::time::SystemTime>,
 }
 
 impl PathRun {
@@ -132,6 +133,7 @@ pub(crate) async fn run_path(
         address: None,
         ttl: None,
         record_name_verified: None,
+        cert_expiry: None,
     };
     let error = probe(&mut run, resolver, spec, kind, name, port)
         .await
@@ -145,6 +147,7 @@ pub(crate) async fn run_path(
         address: run.address,
         ttl: run.ttl,
         record_name_verified: run.record_name_verified,
+        cert_expiry: run.cert_expiry,
     }
 }
 
@@ -180,6 +183,12 @@ async fn probe(
             let stream = run
                 .step(Step::Tls, handshake(config, server_name, tcp))
                 .await?;
+            {
+                let (_, session) = stream.get_ref();
+                run.cert_expiry = session
+                    .peer_certificates()
+                    .and_then(|chain| chain.iter().filter_map(|c| crate::cert::not_after(c)).min());
+            }
             if kind == PathKind::Dns {
                 let (_, session) = stream.get_ref();
                 let leaf = session.peer_certificates().and_then(|chain| chain.first());

@@ -291,6 +291,11 @@ async fn text_output_is_a_table_with_the_verdict() {
     let (code, text) = check_text(&lab.config(), &[]).await;
     assert_eq!(code, 1, "{text}");
     let mut lines = text.lines();
+    let plugin = lines.next().unwrap();
+    assert!(
+        plugin.starts_with("VALKEY-DR WARNING - WARNING: the dns path fails while the direct path works | "),
+        "{plugin}"
+    );
     let header = lines.next().unwrap();
     for column in [
         "WATCH", "STATUS", "PATH", "RESULT", "LATENCY", "TTL", "ADDRESS", "TARGET",
@@ -299,4 +304,73 @@ async fn text_output_is_a_table_with_the_verdict() {
     }
     assert!(text.contains("sessions  WARNING"), "{text}");
     assert!(text.trim_end().ends_with("WARNING"), "{text}");
+}
+
+/// The Nagios plugin contract: `VALKEY-DR <STATUS> - <summary> | <perfdata>` on the first
+/// line, perfdata as `'label'=value[UOM];warn;crit;min;max`, and stdout never empty, with
+/// exit 3 (UNKNOWN), not clap's 2 (CRITICAL), for a mistyped flag or an invalid config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_line_is_a_nagios_plugin_line_with_perfdata() {
+    let lab = TestLab::start().await;
+    let (code, text) = check_text(&lab.config(), &[]).await;
+    assert_eq!(code, 0, "{text}");
+    let first = text.lines().next().unwrap();
+    let (summary, perfdata) = first.split_once(" | ").expect("perfdata after ` | `");
+    assert!(summary.starts_with("VALKEY-DR OK - "), "{first}");
+    assert!(summary.contains("dns ") && summary.contains("direct "), "{first}");
+    let mut labels = Vec::new();
+    for item in perfdata.split(' ') {
+        let (label, rest) = item.split_once('=').expect("label=value");
+        assert!(label.starts_with('\'') && label.ends_with('\''), "{item}");
+        let fields: Vec<&str> = rest.split(';').collect();
+        assert_eq!(fields.len(), 5, "value;warn;crit;min;max: {item}");
+        let unit_at = fields[0]
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .expect("a unit");
+        let (value, unit) = fields[0].split_at(unit_at);
+        let value: f64 = value.parse().expect("a number");
+        match unit {
+            "ms" => {
+                // The lab's probe timeout is 500 ms: warn at half, critical at it.
+                assert!(value > 0.0 && value < 500.0, "{item}");
+                assert_eq!(&fields[1..], ["250", "500", "0", "500"], "{item}");
+            }
+            "s" => {
+                // The lab's TTL is 30 s; the resolver the probe asks may count it down.
+                assert!((1.0..=30.0).contains(&value), "the lab's TTL: {item}");
+                assert_eq!(&fields[1..], ["60", "", "0", ""], "{item}");
+            }
+            other => panic!("unit {other:?} in {item}"),
+        }
+        labels.push(label.trim_matches('\'').to_owned());
+    }
+    assert_eq!(labels, ["sessions_dns", "sessions_direct", "sessions_ttl"]);
+
+    // A mistyped flag: UNKNOWN, with the plugin line on stdout.
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command
+        .args(["check", "--wach", "x", "--config"])
+        .arg(lab.config())
+        .env_remove("VALKEY_DR_CONFIG");
+    let out = support::run_bounded(command).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.starts_with("VALKEY-DR UNKNOWN - "), "{stdout}");
+    assert!(stdout.contains("--wach"), "names the bad flag: {stdout}");
+    // Other commands keep the usual usage exit code.
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command.args(["status", "--wach", "x"]).env_remove("VALKEY_DR_CONFIG");
+    let out = support::run_bounded(command).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+
+    // An invalid config: UNKNOWN, and stdout says why.
+    let broken = lab.config_variant("broken.toml", &[("fall = ", "fall = 0 # ")]);
+    let (code, text) = check_text(&broken, &[]).await;
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.starts_with("VALKEY-DR UNKNOWN - invalid config: "),
+        "{text}"
+    );
+    assert!(text.lines().next().unwrap().contains("fall"), "{text}");
 }

@@ -18,7 +18,7 @@ async fn plan_reads_the_record_and_changes_nothing() {
     let primary = primary(&lab);
     let mut command = tokio::process::Command::new(support::agent_bin());
     command
-        .args(["plan", "--config"])
+        .args(["plan", "--output", "json", "--config"])
         .arg(lab.config())
         .env_remove("VALKEY_DR_CONFIG");
     let out = run_bounded(command).await;
@@ -68,6 +68,21 @@ async fn plan_reads_the_record_and_changes_nothing() {
         "the swap deletes what is there now"
     );
     assert_eq!(steps[4]["changes"][1]["TTL"], 30);
+
+    // For people (the default): the same steps and calls, and no JSON.
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command
+        .args(["plan", "--config"])
+        .arg(lab.config())
+        .env_remove("VALKEY_DR_CONFIG");
+    let out = run_bounded(command).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains('{') && !text.contains('"'), "no JSON in text: {text}");
+    assert!(text.starts_with("watch sessions (agent "), "{text}");
+    assert!(text.contains("2. provision       CreateServerlessCache in us-west-2"), "{text}");
+    assert!(text.contains("ServerlessCacheName: app-sessions-dr"), "{text}");
+    assert!(text.contains("8. release"), "{text}");
 
     let calls = lab.lab.calls();
     assert!(!calls.is_empty(), "plan read the record and the DR cache");

@@ -714,3 +714,224 @@ async fn a_taken_admin_port_does_not_stop_the_agent() {
     assert_eq!(first.state(WATCH).await.as_deref(), Some("healthy"));
     let _ = second.kill().await;
 }
+
+/// The agent's /status, parsed.
+async fn status_json(agent: &Agent) -> Option<serde_json::Value> {
+    let (_, body) = agent_get(agent.admin()?, "/status").await?;
+    serde_json::from_str(&body).ok()
+}
+
+/// `SIGHUP` reloads a valid config (here: alert-only to auto-failover), and an invalid one
+/// changes nothing: the agent keeps running with what it had, and says why as `config_error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
+    let s = setup().await;
+    let agent = s.healthy_agent().await;
+    let pid = agent.child.id().unwrap() as i32;
+    let original = std::fs::read_to_string(&s.config).unwrap();
+    assert!(original.contains("mode = \"alert-only\""), "{original}");
+
+    std::fs::write(
+        &s.config,
+        original.replacen("mode = \"alert-only\"", "mode = \"auto-failover\"", 1),
+    )
+    .unwrap();
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    let reloaded = wait_until(Duration::from_secs(15), || async {
+        status_json(&agent)
+            .await
+            .is_some_and(|v| v["agent"]["mode"] == "auto-failover")
+    })
+    .await;
+    assert!(reloaded, "mode never changed:\n{}", agent.log_text());
+    assert!(agent.log_text().contains("config reloaded"), "{}", agent.log_text());
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(10))
+            .await,
+        "the reloaded agent watches again:\n{}",
+        agent.log_text()
+    );
+
+    // Invalid: `fall = 0`. Nothing changes; config_error says why.
+    let good = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(&s.config, good.replacen("fall = ", "fall = 0 # ", 1)).unwrap();
+    let before = s.hook.count("config_error");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            s.hook.count("config_error") > before
+        })
+        .await,
+        "no config_error for the bad reload: {:?}\n{}",
+        s.hook.names(),
+        agent.log_text()
+    );
+    let event = s
+        .hook
+        .events()
+        .into_iter()
+        .map(|(_, e)| e)
+        .rfind(|e| e["event"] == "config_error")
+        .unwrap();
+    let reasons = event["reasons"].to_string();
+    assert!(reasons.contains("SIGHUP") && reasons.contains("fall"), "{event:#}");
+    // Still running, on the config it had.
+    let mut agent = agent;
+    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log_text());
+    let v = status_json(&agent).await.expect("/status answers");
+    assert_eq!(v["agent"]["mode"], "auto-failover");
+    let (code, _) = agent_get(agent.admin().unwrap(), "/healthz").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(agent.log_text().contains("is not valid, so nothing changed"));
+}
+
+/// `pause --reason --for`: the pause shows in /status and the metrics with its reason and
+/// end, and ends by itself, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_with_a_reason_and_an_end_shows_and_expires_by_itself() {
+    let s = setup().await;
+    let agent = s.healthy_agent().await;
+    let started = SystemTime::now();
+    let (code, out) = cli(
+        &s.config,
+        &["pause", "--watch", WATCH, "--reason", "CHG-1234 resize", "--for", "4s"],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains('{'), "pause prints a sentence, not JSON: {out}");
+    assert!(out.contains("CHG-1234 resize"), "{out}");
+    let v = status_json(&agent).await.unwrap();
+    let watch = &v["watches"][0];
+    assert_eq!(watch["state"], "paused", "{v:#}");
+    assert_eq!(watch["pause"]["reason"], "CHG-1234 resize");
+    let until = humantime::parse_rfc3339(watch["pause"]["until"].as_str().unwrap()).unwrap();
+    let ends_in = until.duration_since(started).unwrap();
+    assert!(
+        ends_in >= Duration::from_secs(3) && ends_in <= Duration::from_secs(6),
+        "{ends_in:?}"
+    );
+    let (_, metrics) = agent_get(agent.admin().unwrap(), "/metrics").await.unwrap();
+    assert!(metrics.contains("valkey_dr_paused{watch=\"sessions\"} 1"), "{metrics}");
+    let (code, text) = cli(&s.config, &["status", "--watch", WATCH]).await;
+    assert!(text.contains("paused:  since") && text.contains("CHG-1234 resize"), "{code}: {text}");
+    assert!(!text.contains('{'), "{text}");
+
+    // It ends by itself.
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(10))
+            .await,
+        "the pause never ended:\n{}",
+        agent.log_text()
+    );
+    let resumed = s
+        .hook
+        .events()
+        .into_iter()
+        .map(|(_, e)| e)
+        .find(|e| e["event"] == "resumed")
+        .expect("a resumed event");
+    let reasons = resumed["reasons"].to_string();
+    assert!(
+        reasons.contains("the pause expired") && reasons.contains("CHG-1234 resize"),
+        "{resumed:#}"
+    );
+    let (_, metrics) = agent_get(agent.admin().unwrap(), "/metrics").await.unwrap();
+    assert!(metrics.contains("valkey_dr_paused{watch=\"sessions\"} 0"), "{metrics}");
+
+    // A pause longer than a week is refused before it reaches the agent.
+    let (code, out) = cli(&s.config, &["pause", "--for", "8d"]).await;
+    assert_eq!(code, 2, "{out}");
+}
+
+/// Every metric family is in the first scrape, with a series per watch where it has one,
+/// including those that only move during an outage or a failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_family_is_present_from_the_first_scrape() {
+    let s = setup().await;
+    let agent = s.agent(&[]).await;
+    let (code, metrics) = agent_get(agent.admin().unwrap(), "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    for family in [
+        "valkey_dr_up",
+        "valkey_dr_build_info",
+        "valkey_dr_probe_duration_seconds",
+        "valkey_dr_probe",
+        "valkey_dr_probe_step_seconds",
+        "valkey_dr_consecutive_failures",
+        "valkey_dr_state",
+        "valkey_dr_failovers",
+        "valkey_dr_failover_step_seconds",
+        "valkey_dr_last_round_timestamp_seconds",
+        "valkey_dr_ready",
+        "valkey_dr_last_drill_timestamp_seconds",
+        "valkey_dr_drill_phase_seconds",
+        "valkey_dr_tls_cert_expiry_timestamp_seconds",
+        "valkey_dr_witness_success",
+        "valkey_dr_record_ttl_seconds",
+        "valkey_dr_record_drift",
+        "valkey_dr_notifications",
+        "valkey_dr_paused",
+        "valkey_dr_pause_expiry_timestamp_seconds",
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            metrics.contains(&format!("# TYPE {family} ")),
+            "{family} missing:\n{metrics}"
+        );
+    }
+    // Series that exist before anything happened.
+    for series in [
+        "valkey_dr_failover_step_seconds{watch=\"sessions\",step=\"provision\"} 0",
+        "valkey_dr_failovers_total{watch=\"sessions\",result=\"completed\"} 0",
+        "valkey_dr_witness_success{watch=\"sessions\"} 1",
+        "valkey_dr_notifications_total{sink=\"webhook\",result=\"failed\"} 0",
+        "valkey_dr_probe_step_seconds{watch=\"sessions\",path=\"dns\",step=\"tls\"}",
+        "valkey_dr_build_info{version=\"",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
+    // The process metrics are this process's.
+    let rss: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("process_resident_memory_bytes "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rss > 1e6 && rss < 1e9, "{rss}");
+    // After rounds: the TLS chain's expiry, the record's TTL, and delivered notifications.
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(10))
+            .await
+    );
+    let (_, metrics) = agent_get(agent.admin().unwrap(), "/metrics").await.unwrap();
+    let ttl: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("valkey_dr_record_ttl_seconds{watch=\"sessions\"} "))
+        .expect("the record's TTL")
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&ttl), "the lab's TTL is 30 s: {ttl}");
+    let expiry: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("valkey_dr_tls_cert_expiry_timestamp_seconds{watch=\"sessions\",path=\"dns\"} ")
+        })
+        .expect("the dns path's certificate expiry")
+        .parse()
+        .unwrap();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(expiry > now && expiry < now + 5.0 * 365.0 * 86_400.0, "{expiry}");
+}

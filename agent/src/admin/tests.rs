@@ -12,6 +12,7 @@ use valkey_dr_policies::State;
 use valkey_dr_probes::{ErrorKind, Observation, PathKind, PathResult, ProbeError, Step};
 
 use super::*;
+use crate::metrics::Metrics;
 
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(10);

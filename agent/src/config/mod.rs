@@ -68,7 +68,7 @@ impl Env for ProcessEnv {
 pub use valkey_dr_policies::Mode;
 
 /// The log encoding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
     /// Human-readable lines.
@@ -370,6 +370,10 @@ pub enum NotifyConfig {
         /// The URL; often carries a token (Slack), so it is a secret.
         #[serde(serialize_with = "ser_url")]
         url: Secret,
+        /// The variable the URL came from, when it did: `config check` prints that instead
+        /// of the redacted URL, so its output works as input.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        url_env: Option<String>,
         /// Bound on each attempt.
         #[serde(serialize_with = "ser_duration")]
         timeout: Duration,
@@ -523,8 +527,20 @@ impl Config {
     }
 
     /// The config as normalised TOML, with every default filled in and no secret in it.
+    ///
+    /// The output is itself a valid config with the same meaning (`config check` fed its own
+    /// output accepts it): secrets appear as where they come from (`password_env`,
+    /// `password_file`, `url_env`), and a webhook URL written into the file as its redacted
+    /// form, which still parses but must be put back by hand.
     pub fn to_normalized_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let rendered = toml::Value::try_from(self).map(|mut value| {
+            as_input(&mut value);
+            value
+        });
+        match rendered.and_then(|v| toml::to_string_pretty(&v)) {
+            Ok(text) => text,
+            Err(e) => format!("# cannot render config: {e}\n"),
+        }
     }
 
     /// The watch called `name`, or an error listing the valid names.
@@ -540,6 +556,57 @@ impl Config {
                     .join(", ")
             )
         })
+    }
+}
+
+/// Turns the serialized [`Config`] into the input schema (`raw.rs`) where the two differ:
+/// a probe's `credential` becomes `username` and `password_env`, `password_file` or
+/// `iam_auth`; a webhook read from `url_env` names the variable instead of the URL; and
+/// the empty `notify` list is left out.
+fn as_input(value: &mut toml::Value) {
+    use toml::Value;
+    let Some(root) = value.as_table_mut() else {
+        return;
+    };
+    for watch in root
+        .get_mut("watch")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let Some(probe) = watch.get_mut("probe").and_then(Value::as_table_mut) else {
+            continue;
+        };
+        let Some(Value::Table(credential)) = probe.remove("credential") else {
+            continue;
+        };
+        if let Some(user) = credential.get("username") {
+            probe.insert("username".to_owned(), user.clone());
+        }
+        match credential.get("kind").and_then(Value::as_str) {
+            Some("iam") => {
+                probe.insert("iam_auth".to_owned(), Value::Boolean(true));
+            }
+            Some("password") => {
+                let source = credential.get("source").and_then(Value::as_str).unwrap_or("");
+                if let Some(var) = source.strip_prefix("env ") {
+                    probe.insert("password_env".to_owned(), Value::String(var.to_owned()));
+                } else if let Some(file) = source.strip_prefix("file ") {
+                    probe.insert("password_file".to_owned(), Value::String(file.to_owned()));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(Value::Array(notifiers)) = root.get_mut("notify") {
+        for n in notifiers.iter_mut().filter_map(Value::as_table_mut) {
+            if n.contains_key("url_env") {
+                n.remove("url");
+            }
+        }
+        if notifiers.is_empty() {
+            root.remove("notify");
+        }
     }
 }
 
@@ -1663,6 +1730,7 @@ impl Validator<'_> {
         );
         match raw.kind.as_deref() {
             Some("webhook") => {
+                let url_env = raw.url_env.clone();
                 let url = match (raw.url, raw.url_env) {
                     (Some(url), None) => Some(url),
                     (None, Some(var)) => {
@@ -1708,6 +1776,7 @@ impl Validator<'_> {
                 }
                 Some(NotifyConfig::Webhook {
                     url: Secret::new(url),
+                    url_env,
                     timeout,
                 })
             }

@@ -19,9 +19,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use valkey_dr_policies::{Params, State, WatchState};
-use valkey_dr_probes::{ProbeSpec, Prober, ResolverSettings};
+use valkey_dr_probes::{PathKind, ProbeSpec, Prober, ResolverSettings};
 
-use crate::admin::{self, AdminState, AdminToken, ControlAction, ControlRequest, Health, Metrics};
+use crate::admin::{self, AdminState, AdminToken, ControlAction, ControlRequest, Health};
+use crate::metrics::Metrics;
 use crate::config::{Config, WatchConfig};
 use crate::event::{Event, EventName};
 use crate::executor::{Entry, FailoverError, Journal, Phase, Step};
@@ -36,6 +37,8 @@ use crate::witness::Witness;
 mod ops;
 mod round;
 mod status;
+
+pub use status::pause_json;
 
 pub use status::journal_summary;
 /// How often `/status` and systemd's `STATUS=` are rebuilt from the watches' last rounds.
@@ -85,6 +88,26 @@ struct RoundDone {
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    run_reloadable(config, shutdown, mpsc::unbounded_channel().1).await
+}
+
+/// Why a `SIGHUP` left the running config in place, for the `config_error` event.
+#[derive(Debug)]
+pub struct ReloadRefused {
+    /// The config file.
+    pub path: std::path::PathBuf,
+    /// Why it is not valid (one line).
+    pub reason: String,
+}
+
+/// [`run`], also announcing each refused reload (`reload_refused`) as a `config_error`
+/// event through this generation's notifiers: the config that stays in force is the one
+/// whose sinks are known to work.
+pub async fn run_reloadable(
+    config: Config,
+    shutdown: CancellationToken,
+    mut reload_refused: mpsc::UnboundedReceiver<ReloadRefused>,
+) -> Result<(), DaemonError> {
     let state_dir = config.agent.state_dir.clone();
     store::ensure_dir(&state_dir)?;
     warn_if_open(&state_dir);
@@ -109,8 +132,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let (status_tx, status_rx) =
         watch::channel(json!({ "agent": agent_json(&config), "watches": [] }));
     let (control_tx, control_rx) = mpsc::channel(16);
-    let (notifier, notify_task) = Notifier::spawn(&config.notifiers, shutdown.child_token());
+    let counted = metrics.clone();
+    let (notifier, notify_task) = Notifier::spawn(
+        &config.notifiers,
+        shutdown.child_token(),
+        Arc::new(move |sink, result| counted.notification(sink, result)),
+    );
 
+    let refusals = {
+        let (notifier, agent_id) = (notifier.clone(), config.agent.id.clone());
+        tokio::spawn(async move {
+            while let Some(refused) = reload_refused.recv().await {
+                notifier.notify(agent_event(
+                    EventName::ConfigError,
+                    &agent_id,
+                    vec![
+                        format!(
+                            "SIGHUP: {} is not valid: {}",
+                            refused.path.display(),
+                            refused.reason
+                        ),
+                        "the agent goes on with the config it was running; fix the file and \
+                         send SIGHUP again (valkey-dr config check shows what is wrong)"
+                            .to_owned(),
+                    ],
+                ));
+            }
+        })
+    };
+    let peers = Peers::from_config(&config).map(Arc::new);
     let admin_shutdown = CancellationToken::new();
     let admin_task = tokio::spawn(admin_server(
         config.agent.admin_listen,
@@ -126,6 +176,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
                 .peer_token
                 .as_ref()
                 .map(|t| AdminToken::shared(t.expose())),
+            peers: peers.clone(),
         },
         notifier.clone(),
         config.agent.id.clone(),
@@ -143,8 +194,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     let mut tasks = Vec::new();
     let shared_config = Arc::new(config.clone());
     let aws_witnesses = Arc::new(crate::witness::AwsWitnesses::new(&config, min_interval));
-    let peers = Peers::from_config(&config).map(Arc::new);
     for (index, (w, spec)) in config.watches.iter().zip(specs).enumerate() {
+        let mut paths = vec![PathKind::Dns, PathKind::Direct];
+        if spec.reader_port.is_some() {
+            paths.push(PathKind::Reader);
+        }
+        metrics.register_watch(&w.name, &paths);
         let path = layout::state_file(&state_dir, &w.name);
         let state = load_state(&path, &w.name);
         let (persist, persisted) = watch::channel(state.clone());
@@ -220,6 +275,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     }
     control.abort();
     readiness.abort();
+    refusals.abort();
     tokio::select! {
         _ = notify_task => {}
         _ = &mut grace => tracing::warn!("notifications still queued at shutdown were dropped"),
@@ -516,7 +572,7 @@ async fn dispatch_control(
         let mut results = serde_json::Map::new();
         for (name, tx) in targets {
             let (reply_tx, reply_rx) = oneshot::channel();
-            let result = match tx.send((req.action, reply_tx)).await {
+            let result = match tx.send((req.action.clone(), reply_tx)).await {
                 Ok(()) => reply_rx
                     .await
                     .unwrap_or_else(|_| json!({"error": "watch stopped"})),

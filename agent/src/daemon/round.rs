@@ -86,6 +86,10 @@ impl WatchTask {
     }
 
     pub(super) async fn round(&mut self, now: SystemTime) {
+        // A pause whose end has come ends before the round, so this round may act.
+        if let Some((next, decisions)) = policies::expire_pause(&self.state, now) {
+            self.apply(next, decisions, now, None, true);
+        }
         // While the DR cache serves the watch, the old primary's own endpoint is probed too,
         // so that people hear when failback becomes possible.
         let (observation, old_primary) = if self.state.served_by_dr && self.op.is_none() {
@@ -108,7 +112,15 @@ impl WatchTask {
         // itself proof that the agent reaches the network, and skipping the call keeps the
         // agent's footprint (and its AWS API use) small.
         let witness = if dns.failure().is_some() || direct.failure().is_some() {
-            self.witness.check().await
+            let verdict = self.witness.check().await;
+            match &verdict {
+                policies::Witness::Ok => self.metrics.set_witness_success(&self.name, true),
+                policies::Witness::Failed(_) | policies::Witness::Denied(_) => {
+                    self.metrics.set_witness_success(&self.name, false);
+                }
+                _ => {}
+            }
+            verdict
         } else {
             policies::Witness::Unneeded
         };
@@ -174,7 +186,11 @@ impl WatchTask {
     pub(super) async fn control(&mut self, action: ControlAction) -> Value {
         let now = SystemTime::now();
         let (next, decisions) = match action {
-            ControlAction::Pause => policies::pause(&self.state, now),
+            ControlAction::Pause { reason, until } => policies::pause(
+                &self.state,
+                now,
+                &policies::PauseRequest { reason, until },
+            ),
             ControlAction::Resume => policies::resume(&self.state, now),
             ControlAction::Failover => {
                 let answer = match self.begin_failover("manual", now).await {
@@ -206,7 +222,11 @@ impl WatchTask {
         };
         self.apply(next, decisions, now, None, true);
         self.publish();
-        json!({ "state": self.state.state().as_str(), "paused": self.state.is_paused() })
+        json!({
+            "state": self.state.state().as_str(),
+            "paused": self.state.is_paused(),
+            "pause": super::status::pause_json(&self.state),
+        })
     }
 
     /// `/status` shows a control action at once, not after the next round.
@@ -239,6 +259,8 @@ impl WatchTask {
             self.persist.send_replace(self.state.clone());
         }
         self.metrics.set_state(&self.name, self.state.state());
+        self.metrics
+            .set_paused(&self.name, self.state.is_paused(), self.state.paused_until);
         self.metrics.set_consecutive_failures(
             &self.name,
             "dns",

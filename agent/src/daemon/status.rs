@@ -103,6 +103,7 @@ impl WatchTask {
             "name": self.name,
             "state": s.state().as_str(),
             "paused": s.is_paused(),
+            "pause": pause_json(s),
             "consecutive_failures": s.consecutive_failures,
             "consecutive_successes": s.consecutive_successes,
             "paths": {
@@ -156,4 +157,17 @@ pub fn journal_summary(j: &Journal) -> Value {
         "steps_ms": j.timings().iter().map(|(k, v)| (k.to_string(), v.as_millis() as u64)).collect::<BTreeMap<_, _>>(),
         "runs": j.runs,
     })
+}
+
+/// A pause as `/status` shows it: since when, why, and until when (`null` when not paused).
+pub fn pause_json(s: &valkey_dr_policies::WatchState) -> Value {
+    let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    match s.paused_since {
+        None => Value::Null,
+        Some(since) => json!({
+            "since": time(since),
+            "reason": s.pause_reason,
+            "until": s.paused_until.map(time),
+        }),
+    }
 }

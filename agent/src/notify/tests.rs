@@ -46,6 +46,7 @@ fn event(name: EventName) -> Event {
 fn webhook(url: String, timeout: Duration) -> NotifyConfig {
     NotifyConfig::Webhook {
         url: Secret::new(url),
+        url_env: None,
         timeout,
     }
 }
@@ -630,7 +631,7 @@ async fn missing_program_is_logged_and_the_sink_goes_on() {
 #[test]
 fn full_queue_drops_the_oldest_event() {
     let (logs, _guard) = Logs::capture();
-    let queue = Queue::new("test".into(), 2);
+    let queue = Queue::new("test".into(), "command", 2, Arc::new(|_, _| {}));
     for name in [
         EventName::Suspect,
         EventName::Down,

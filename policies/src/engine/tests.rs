@@ -7,6 +7,11 @@ use crate::state::PathStreak;
 
 use FailureKind::*;
 
+/// A pause with no reason and no end, as `Sim::apply` takes it.
+fn pause(state: &WatchState, now: SystemTime) -> (WatchState, Vec<Decision>) {
+    super::pause(state, now, &PauseRequest::default())
+}
+
 /// A fixed wall-clock origin, far from the epoch so that backwards steps stay valid.
 fn origin() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_700_000_000)
@@ -1406,6 +1411,71 @@ fn a_restored_watch_keeps_its_cooldown_and_pause() {
     let decisions: Vec<Decision> = (0..3).flat_map(|_| sim.step(outage())).collect();
     let blocking: Vec<_> = decisions[2].blocking_guards().map(|g| g.guard).collect();
     assert_eq!(blocking, [GuardKind::Cooldown, GuardKind::MaxAutoFailovers]);
+}
+
+#[test]
+fn a_pause_with_an_end_expires_by_itself_and_says_why_it_was_paused() {
+    let mut sim = Sim::new();
+    sim.steps(2, good());
+    let request = PauseRequest {
+        reason: Some("CHG-42 cache migration".to_owned()),
+        until: Some(sim.now + Duration::from_secs(1800)),
+    };
+    let (next, decisions) = super::pause(&sim.state, sim.now, &request);
+    sim.check(&decisions);
+    sim.state = next;
+    assert_eq!(decisions[0].event, Event::Paused);
+    assert!(decisions[0].reasons[0].contains("CHG-42"), "{decisions:?}");
+    assert!(decisions[0].reasons[0].contains("ends in 30m"), "{decisions:?}");
+    // Not yet: an outage while paused alerts but never fails over.
+    sim.advance(Duration::from_secs(1799));
+    assert!(expire_pause(&sim.state, sim.now).is_none());
+    let blocked: Vec<Decision> = (0..3).flat_map(|_| sim.step(outage())).collect();
+    assert!(
+        blocked.iter().all(|d| d.event != Event::FailoverIntent),
+        "{blocked:?}"
+    );
+    let paused_guard = blocked
+        .iter()
+        .flat_map(|d| d.blocking_guards())
+        .find(|g| g.guard == GuardKind::Paused)
+        .expect("the pause blocks the failover");
+    assert!(paused_guard.detail.contains("CHG-42"), "{paused_guard:?}");
+    // Its end has come: resumed, with the reason it was paused for.
+    sim.advance(Duration::from_secs(1));
+    let (next, decisions) = expire_pause(&sim.state, sim.now).expect("the pause expired");
+    sim.check(&decisions);
+    sim.state = next;
+    assert_eq!(decisions[0].event, Event::Resumed);
+    assert!(decisions[0].reasons[0].starts_with("the pause expired after"), "{decisions:?}");
+    assert!(decisions[0].reasons[0].contains("CHG-42"), "{decisions:?}");
+    assert!(!sim.state.is_paused());
+    assert_eq!((sim.state.pause_reason.clone(), sim.state.paused_until), (None, None));
+    assert!(expire_pause(&sim.state, sim.now).is_none());
+    // The outage goes on: the next round may fail over.
+    assert!(sim.step(outage()).iter().any(|d| d.event == Event::FailoverIntent));
+}
+
+#[test]
+fn pausing_again_changes_the_reason_and_end_but_not_the_start() {
+    let mut sim = Sim::new();
+    let first = PauseRequest {
+        reason: Some("a".to_owned()),
+        until: None,
+    };
+    let (next, _) = super::pause(&sim.state, sim.now, &first);
+    sim.state = next;
+    let since = sim.state.paused_since;
+    sim.advance(Duration::from_secs(60));
+    assert_eq!(super::pause(&sim.state, sim.now, &first).1, []);
+    let second = PauseRequest {
+        reason: Some("b".to_owned()),
+        until: Some(sim.now + Duration::from_secs(600)),
+    };
+    let (next, decisions) = super::pause(&sim.state, sim.now, &second);
+    assert!(decisions[0].reasons[0].starts_with("pause changed by an operator (b)"), "{decisions:?}");
+    assert_eq!(next.paused_since, since);
+    assert_eq!(next.pause_reason.as_deref(), Some("b"));
 }
 
 #[test]

@@ -1,0 +1,130 @@
+//! The command line's conventions: shell completions, man pages, `--version`, and
+//! `config check` output that works as input.
+
+mod support;
+
+use support::{TestLab, run_bounded};
+
+async fn valkey_dr(args: &[&str]) -> (i32, String, String) {
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command.args(args).env_remove("VALKEY_DR_CONFIG");
+    let out = run_bounded(command).await;
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The bash script completes commands and flags in a real bash, through the function it
+/// registers with `complete`.
+#[tokio::test]
+async fn bash_completion_completes_commands_and_flags() {
+    let (code, script, err) = valkey_dr(&["completions", "bash"]).await;
+    assert_eq!(code, 0, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("valkey-dr.bash");
+    std::fs::write(&file, &script).unwrap();
+    let complete = |words: &str, cword: usize| {
+        let file = file.clone();
+        let words = words.to_owned();
+        async move {
+            let mut bash = tokio::process::Command::new("bash");
+            bash.arg("-c").arg(format!(
+                "source {}; fn=$(complete -p valkey-dr | sed -E 's/.*-F ([^ ]+).*/\\1/'); \
+                 COMP_WORDS=({words}); COMP_CWORD={cword}; COMP_LINE='{words}'; \
+                 COMP_POINT=${{#COMP_LINE}}; \
+                 \"$fn\" valkey-dr \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"; \
+                 printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                file.display()
+            ));
+            let out = run_bounded(bash).await;
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    let commands = complete("valkey-dr pre", 1).await;
+    assert_eq!(commands.trim(), "preflight", "{commands}");
+    let all = complete("valkey-dr ''", 1).await;
+    for command in ["check", "run", "pause", "history", "completions", "man", "failover"] {
+        assert!(all.lines().any(|l| l == command), "{command} in {all}");
+    }
+    let flags = complete("valkey-dr pause --", 2).await;
+    for flag in ["--reason", "--for", "--watch", "--log-level"] {
+        assert!(flags.lines().any(|l| l == flag), "{flag} in {flags}");
+    }
+}
+
+/// `man` writes a page for the tool and one per command, as valid roff headed by `.TH`.
+#[tokio::test]
+async fn man_pages_are_written_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("man1");
+    let (code, listed, err) =
+        valkey_dr(&["man", "--dir", out_dir.to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{err}");
+    let top = std::fs::read_to_string(out_dir.join("valkey-dr.1")).unwrap();
+    assert!(top.starts_with(".ie \\n(.g .ds Aq") || top.contains(".TH valkey-dr 1"), "{top}");
+    assert!(top.contains(".TH valkey-dr 1"), "{top}");
+    assert!(top.contains("Exit codes:"), "the exit-code table is in the page");
+    for command in ["check", "run", "pause", "history", "preflight", "config-check"] {
+        let page = out_dir.join(format!("valkey-dr-{command}.1"));
+        let text = std::fs::read_to_string(&page)
+            .unwrap_or_else(|e| panic!("{}: {e} (listed: {listed})", page.display()));
+        assert!(text.contains(&format!(".TH valkey-dr-{command} 1")), "{text}");
+        assert!(text.contains(".SH SYNOPSIS"), "{text}");
+    }
+    let pause = std::fs::read_to_string(out_dir.join("valkey-dr-pause.1")).unwrap();
+    assert!(pause.contains("reason") && pause.contains("for"), "{pause}");
+}
+
+/// `--version` names the commit the binary was built from.
+#[tokio::test]
+async fn version_names_the_commit() {
+    let (code, out, _) = valkey_dr(&["--version"]).await;
+    assert_eq!(code, 0);
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(out.starts_with(&format!("valkey-dr {version} (commit ")), "{out}");
+    let commit = out.trim().trim_end_matches(')').rsplit(' ').next().unwrap();
+    assert!(
+        commit == "unknown" || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{out}"
+    );
+}
+
+/// What `config check` prints is itself a valid config with the same meaning: fed back, it
+/// prints the same thing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_check_output_round_trips() {
+    let lab = TestLab::start_with(|o| o.password = Some("round-trip-secret-1234".to_owned())).await;
+    let env_name = lab.lab.info().password_env.clone().expect("a password env");
+    let run = |config: std::path::PathBuf| {
+        let env_name = env_name.clone();
+        async move {
+            let mut command = tokio::process::Command::new(support::agent_bin());
+            command
+                .args(["config", "check", "--config"])
+                .arg(&config)
+                .env_remove("VALKEY_DR_CONFIG")
+                .env(&env_name, "round-trip-secret-1234");
+            let out = run_bounded(command).await;
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {stdout}{}",
+                config.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            stdout
+        }
+    };
+    let first = run(lab.config()).await;
+    assert!(!first.contains("round-trip-secret-1234"), "{first}");
+    assert!(first.contains(&format!("password_env = \"{env_name}\"")), "{first}");
+    let again = lab.dir.path().join("normalised.toml");
+    std::fs::write(&again, &first).unwrap();
+    let second = run(again).await;
+    let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert_eq!(body(&first), body(&second));
+}
