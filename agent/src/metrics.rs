@@ -8,7 +8,8 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, SystemTime};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -142,6 +143,25 @@ pub struct Metrics {
     pause_expiry: Family<WatchLabels, Gauge<f64, AtomicU64>>,
     /// `process_*`, read from `/proc` at each scrape.
     process: Process,
+}
+
+/// A family whose `# HELP` and `# TYPE` are written even before its first series, so that
+/// every family is in the first scrape (prometheus-client leaves out empty ones).
+#[derive(Debug, Clone)]
+struct Announced<M>(M);
+
+impl<M: EncodeMetric> EncodeMetric for Announced<M> {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        self.0.encode(encoder)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        self.0.metric_type()
+    }
+
+    fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// The standard `process_*` metrics (the names client libraries use, so that existing
@@ -321,43 +341,43 @@ impl Metrics {
         registry.register(
             "valkey_dr_probe_step_seconds",
             "Duration of each step (resolve, connect, tls, auth, ping, set, get) of a path's last probe",
-            probe_step.clone(),
+            Announced(probe_step.clone()),
         );
         registry.register(
             "valkey_dr_tls_cert_expiry_timestamp_seconds",
             "Unix time at which the earliest certificate of the chain a path's TLS presented expires",
-            cert_expiry.clone(),
+            Announced(cert_expiry.clone()),
         );
         registry.register(
             "valkey_dr_witness_success",
             "1 unless the last witness check of a watch failed (0: the agent may be cut off)",
-            witness_success.clone(),
+            Announced(witness_success.clone()),
         );
         registry.register(
             "valkey_dr_record_ttl_seconds",
             "The TTL of the record as the dns path read it in the last round",
-            record_ttl.clone(),
+            Announced(record_ttl.clone()),
         );
         registry.register(
             "valkey_dr_record_drift",
             "1 while the record points elsewhere than the endpoint the agent believes active",
-            record_drift.clone(),
+            Announced(record_drift.clone()),
         );
         // Exposed as `valkey_dr_notifications_total`.
         registry.register(
             "valkey_dr_notifications",
             "Notifications by sink kind (webhook, command) and result (ok, failed, dropped)",
-            notifications.clone(),
+            Announced(notifications.clone()),
         );
         registry.register(
             "valkey_dr_paused",
             "1 while an operator's pause of a watch lasts",
-            paused.clone(),
+            Announced(paused.clone()),
         );
         registry.register(
             "valkey_dr_pause_expiry_timestamp_seconds",
             "Unix time at which the pause of a watch ends by itself; 0 when it has no end or the watch is not paused",
-            pause_expiry.clone(),
+            Announced(pause_expiry.clone()),
         );
         for sink in NOTIFY_SINKS {
             for result in NOTIFY_RESULTS {
@@ -378,54 +398,54 @@ impl Metrics {
         registry.register(
             "valkey_dr_probe_duration_seconds",
             "Time from the start of a probe path to its end (success or failure)",
-            probe_duration.clone(),
+            Announced(probe_duration.clone()),
         );
         // prometheus-client appends `_total` to counters: exposed as `valkey_dr_probe_total`.
         registry.register(
             "valkey_dr_probe",
             "Probe paths run, by result (ok or the error kind)",
-            probes.clone(),
+            Announced(probes.clone()),
         );
         registry.register(
             "valkey_dr_consecutive_failures",
             "Consecutive failed rounds of a probe path",
-            consecutive_failures.clone(),
+            Announced(consecutive_failures.clone()),
         );
         registry.register(
             "valkey_dr_state",
             "The state of a watch: 1 for the current state, 0 for the others",
-            state.clone(),
+            Announced(state.clone()),
         );
         // Exposed as `valkey_dr_failovers_total`.
         registry.register(
             "valkey_dr_failovers",
             "Failovers that ended, by result (completed, failed, stood_down)",
-            failovers.clone(),
+            Announced(failovers.clone()),
         );
         registry.register(
             "valkey_dr_failover_step_seconds",
             "Duration of each executor step of the last failover",
-            failover_step.clone(),
+            Announced(failover_step.clone()),
         );
         registry.register(
             "valkey_dr_last_round_timestamp_seconds",
             "Unix time at which the last recorded probe round of a watch started",
-            last_round.clone(),
+            Announced(last_round.clone()),
         );
         registry.register(
             "valkey_dr_ready",
             "1 when the last readiness check (preflight) of a watch's failover path passed or only warned, 0 when it failed",
-            ready.clone(),
+            Announced(ready.clone()),
         );
         registry.register(
             "valkey_dr_last_drill_timestamp_seconds",
             "Unix time at which the last successful drill of a watch finished",
-            last_drill.clone(),
+            Announced(last_drill.clone()),
         );
         registry.register(
             "valkey_dr_drill_phase_seconds",
             "Duration of each step (phase) of the last successful drill",
-            drill_phase.clone(),
+            Announced(drill_phase.clone()),
         );
 
         Metrics {
@@ -535,6 +555,17 @@ impl Metrics {
             });
         }
         for path in paths {
+            let labels = PathLabels {
+                watch: watch.to_owned(),
+                path: path.as_str().to_owned(),
+            };
+            let _ = self.probe_duration.get_or_create(&labels);
+            let _ = self.consecutive_failures.get_or_create(&labels);
+            let _ = self.probes.get_or_create(&ProbeLabels {
+                watch: watch.to_owned(),
+                path: path.as_str().to_owned(),
+                result: "ok".to_owned(),
+            });
             for step in PROBE_STEPS {
                 let _ = self.probe_step.get_or_create(&ProbeStepLabels {
                     watch: watch.to_owned(),

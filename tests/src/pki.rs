@@ -108,6 +108,9 @@ fn rsa_key(name: &str, pem: &str) -> Result<KeyPair, LabError> {
     })
 }
 
+/// How long a front's certificate is valid: 395 days, like an Amazon-issued one.
+pub const LEAF_VALIDITY_DAYS: i64 = 395;
+
 impl LabCa {
     pub(crate) fn generate(profile: CertProfile) -> Result<Self, LabError> {
         let error = |source| LabError::Certificate {
@@ -148,6 +151,12 @@ impl LabCa {
         };
         let mut params = CertificateParams::new(vec![endpoint.to_string()]).map_err(cert_error)?;
         params.distinguished_name.push(DnType::CommonName, endpoint);
+        // Like the certificates AWS gives a serverless cache (issued by Amazon, about 13
+        // months): never rcgen's default of year 4096, so an expiry check sees a real date
+        // (tests/FIDELITY.md, T3).
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(LEAF_VALIDITY_DAYS);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.use_authority_key_identifier_extension = true;

@@ -202,6 +202,8 @@ pub async fn run_reloadable(
         metrics.register_watch(&w.name, &paths);
         let path = layout::state_file(&state_dir, &w.name);
         let state = load_state(&path, &w.name);
+        metrics.set_state(&w.name, state.state());
+        metrics.set_paused(&w.name, state.is_paused(), state.paused_until);
         let (persist, persisted) = watch::channel(state.clone());
         let writer = tokio::spawn(write_states(path.clone(), w.name.clone(), persisted));
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
