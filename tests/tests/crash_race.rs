@@ -730,3 +730,96 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
         "no intent carried a reached quorum: {intents:#?}"
     );
 }
+
+/// `pause` on one agent of a quorum pauses its peers too (relayed with the peers' token, and
+/// never relayed further), and says which peer it could not reach; `resume` likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_reaches_every_peer_and_names_the_one_it_missed() {
+    let _slot = LABS.acquire().await.expect("the semaphore stays open");
+    let t = fast_lab().await;
+    let token_file = t.dir.path().join("peer-token");
+    std::fs::write(&token_file, "0123456789abcdef0123456789abcdef\n").expect("token");
+    let ports = [free_port(), free_port()];
+    // Listed as a peer, but nothing listens there.
+    let missing = free_port();
+    let token = toml::Value::String(token_file.to_string_lossy().into_owned()).to_string();
+    let hooks = [Webhook::start().await, Webhook::start().await];
+    let mut agents = Vec::new();
+    let mut configs = Vec::new();
+    for (i, name) in ["a", "b"].into_iter().enumerate() {
+        let agent = format!(
+            "admin_listen = \"127.0.0.1:{}\"\npeers = [\"127.0.0.1:{}\", \"127.0.0.1:{missing}\"]\nquorum = 2\npeer_token_file = {token}",
+            ports[i],
+            ports[1 - i],
+        );
+        let id = format!("id = \"agent-{name}\"");
+        let state_dir = t.dir.path().join(format!("state-{name}"));
+        let config = auto_config_with(
+            &t,
+            &format!("pause-{name}.toml"),
+            &state_dir,
+            &hooks[i],
+            &[
+                ("id = \"lab-agent\"", id.as_str()),
+                ("admin_listen = \"127.0.0.1:0\"", agent.as_str()),
+            ],
+        );
+        let started = Agent::start(&config, &state_dir, &[]).await;
+        assert!(
+            started.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
+            "agent {name} never healthy:\n{}",
+            started.log_text()
+        );
+        agents.push(started);
+        configs.push(config);
+    }
+    let cli = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(support::agent_bin());
+        command
+            .args(args)
+            .arg("--config")
+            .arg(&configs[0])
+            .env_remove("VALKEY_DR_CONFIG");
+        support::run_bounded(command)
+    };
+    let out = cli(&["pause", "--reason", "failover drill in staging", "--for", "10m"]).await;
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    // Applied here and on agent-b; the missing peer is named, so the exit code is 1.
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("(agent-b): done"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("peer 127.0.0.1:{missing}: NOT done")),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("agent-a"), "an agent never relays to itself: {stdout}");
+    for (agent, name) in agents.iter().zip(["a", "b"]) {
+        assert!(
+            agent.wait_state(WATCH, "paused", EVENT_BOUND).await,
+            "agent {name} not paused:\n{}",
+            agent.log_text()
+        );
+    }
+    let (_, body) = support::agent_get(agents[1].admin().unwrap(), "/status")
+        .await
+        .unwrap();
+    let status: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        status["watches"][0]["pause"]["reason"], "failover drill in staging",
+        "{status:#}"
+    );
+    assert!(status["watches"][0]["pause"]["until"].is_string(), "{status:#}");
+    assert!(
+        wait_until(EVENT_BOUND, || async { hooks[1].count("paused") == 1 }).await,
+        "agent-b announced its pause once: {:?}",
+        hooks[1].names()
+    );
+
+    let out = cli(&["resume"]).await;
+    assert_eq!(out.status.code(), Some(1), "the missing peer again");
+    for agent in &agents {
+        assert!(agent.wait_state(WATCH, "healthy", EVENT_BOUND).await);
+    }
+}
