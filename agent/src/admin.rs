@@ -18,11 +18,11 @@
 //! served at once; more are closed as they are accepted, so a slow-loris client cannot take
 //! the agent's file descriptors, which its probes need.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -279,7 +279,8 @@ impl ControlAction {
             params.push(format!("watch={}", percent_encode(watch)));
         }
         match self {
-            ControlAction::Failback { delete_dr: true } | ControlAction::Abort { delete_dr: true } => {
+            ControlAction::Failback { delete_dr: true }
+            | ControlAction::Abort { delete_dr: true } => {
                 params.push("delete_dr=true".to_owned());
             }
             ControlAction::Pause { reason, until } => {
@@ -725,8 +726,13 @@ async fn resume(
 ) -> Response {
     match query_params(uri.query(), &["watch"]) {
         Ok(params) => {
-            relay_to_peers(&shared, caller, ControlAction::Resume, params.get("watch").cloned())
-                .await
+            relay_to_peers(
+                &shared,
+                caller,
+                ControlAction::Resume,
+                params.get("watch").cloned(),
+            )
+            .await
         }
         Err(reason) => error_json(StatusCode::BAD_REQUEST, reason),
     }
@@ -747,9 +753,10 @@ async fn relay_to_peers(
 ) -> Response {
     let path = action.request_path(watch.as_deref());
     let (status, mut answer) = control(shared, action, watch).await;
-    if status == StatusCode::OK {
+    let agent_id = shared.admin.status.borrow()["agent"]["id"].clone();
+    if status == StatusCode::OK && agent_id.is_string() {
         // Names this agent, so that a relay that reaches it through a shared name skips it.
-        answer["agent_id"] = shared.admin.status.borrow()["agent"]["id"].clone();
+        answer["agent_id"] = agent_id;
     }
     if status == StatusCode::OK
         && caller == Caller::Owner
@@ -765,11 +772,23 @@ async fn failover(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
 }
 
 async fn failback(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
-    with_delete_dr(&shared, &uri, |delete_dr| ControlAction::Failback { delete_dr }, true).await
+    with_delete_dr(
+        &shared,
+        &uri,
+        |delete_dr| ControlAction::Failback { delete_dr },
+        true,
+    )
+    .await
 }
 
 async fn abort(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
-    with_delete_dr(&shared, &uri, |delete_dr| ControlAction::Abort { delete_dr }, true).await
+    with_delete_dr(
+        &shared,
+        &uri,
+        |delete_dr| ControlAction::Abort { delete_dr },
+        true,
+    )
+    .await
 }
 
 /// `delete_dr=true` is the one parameter besides `watch`, and only for failback and abort.
@@ -859,10 +878,7 @@ fn error_json(status: StatusCode, reason: String) -> Response {
 
 /// The parameters of a control request, percent-decoded. Any parameter not in `allowed` is
 /// an error rather than ignored: a mistyped `?wach=a` must not pause every watch.
-fn query_params(
-    query: Option<&str>,
-    allowed: &[&str],
-) -> Result<BTreeMap<String, String>, String> {
+fn query_params(query: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<String, String>, String> {
     let mut params = BTreeMap::new();
     for pair in query
         .unwrap_or_default()

@@ -281,11 +281,7 @@ pub fn nagios_line(report: &CheckReport) -> String {
                 timeout_ms,
             ));
         }
-        if let Some(ttl) = w
-            .observation
-            .path(PathKind::Dns)
-            .and_then(|p| p.ttl)
-        {
+        if let Some(ttl) = w.observation.path(PathKind::Dns).and_then(|p| p.ttl) {
             perf.push(format!(
                 "'{}_ttl'={}s;{};;0;",
                 perf_label(&w.name),
@@ -318,7 +314,11 @@ fn watch_summary(w: &WatchReport) -> String {
         .iter()
         .map(|p| format!("{} {:.1}ms", p.path.as_str(), ms(p.latency)))
         .collect();
-    format!("{} answers: {}", w.record.trim_end_matches('.'), paths.join(", "))
+    format!(
+        "{} answers: {}",
+        w.record.trim_end_matches('.'),
+        paths.join(", ")
+    )
 }
 
 /// Nagios reads up to the first `|` as text and the rest as perfdata, and one line only.
@@ -335,7 +335,13 @@ fn one_line(text: &str) -> String {
 /// A perfdata label: quotes are the delimiters, `=` ends the label.
 fn perf_label(name: &str) -> String {
     name.chars()
-        .map(|c| if matches!(c, '\'' | '=' ) || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if matches!(c, '\'' | '=') || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 

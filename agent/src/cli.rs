@@ -59,7 +59,11 @@ fn parse_log_level(raw: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::builder()
         .parse(raw)
         .map(|_| raw.to_owned())
-        .map_err(|e| format!("{e} (use a level such as info or debug, or a filter such as valkey_dr=debug,warn)"))
+        .map_err(|e| {
+            format!(
+                "{e} (use a level such as info or debug, or a filter such as valkey_dr=debug,warn)"
+            )
+        })
 }
 
 /// The longest `pause --for`: a pause that outlives a week is a forgotten one.
@@ -444,7 +448,11 @@ pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
     let mut out = String::with_capacity(text.len());
     for line in text.lines() {
         if line.trim_start().starts_with("complete ") {
-            out.push_str(&line.replace(" valkey_dr", " valkey-dr").replace("_valkey-dr", "_valkey_dr"));
+            out.push_str(
+                &line
+                    .replace(" valkey_dr", " valkey-dr")
+                    .replace("_valkey-dr", "_valkey_dr"),
+            );
         } else {
             out.push_str(line);
         }
@@ -652,14 +660,13 @@ async fn run_daemon(path: &std::path::Path) -> i32 {
             return 1;
         }
     };
-    let mut hangup =
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(hangup) => hangup,
-            Err(e) => {
-                tracing::error!("cannot listen for SIGHUP: {e}");
-                return 1;
-            }
-        };
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGHUP: {e}");
+            return 1;
+        }
+    };
     let result = loop {
         let generation = shutdown.child_token();
         let (refused_tx, refused_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -759,7 +766,11 @@ async fn run_control(path: &std::path::Path, action: ControlAction, watch: Optio
             let peer_missed = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
                 .and_then(|v| v["peers"].as_array().cloned())
-                .is_some_and(|peers| peers.iter().any(|p| p["ok"] != serde_json::Value::Bool(true)));
+                .is_some_and(|peers| {
+                    peers
+                        .iter()
+                        .any(|p| p["ok"] != serde_json::Value::Bool(true))
+                });
             if peer_missed {
                 eprintln!(
                     "error: applied here, but not on every peer (above): run it on those agents, or again once they answer"
@@ -818,9 +829,15 @@ fn control_text(body: &str) -> String {
     for peer in v["peers"].as_array().into_iter().flatten() {
         let who = plain(&peer["peer"]);
         if peer["ok"] == serde_json::Value::Bool(true) {
-            out.push_str(&format!("peer {who} ({}): done\n", plain(&peer["agent_id"])));
+            out.push_str(&format!(
+                "peer {who} ({}): done\n",
+                plain(&peer["agent_id"])
+            ));
         } else {
-            out.push_str(&format!("peer {who}: NOT done: {}\n", plain(&peer["error"])));
+            out.push_str(&format!(
+                "peer {who}: NOT done: {}\n",
+                plain(&peer["error"])
+            ));
         }
     }
     out

@@ -635,11 +635,7 @@ async fn describe(
 
 /// `status` for people: one line per fact, and never a JSON fragment.
 pub fn status_text(v: &Value) -> String {
-    let mut out = format!(
-        "agent {} ({})\n",
-        plain(&v["agent_id"]),
-        plain(&v["mode"])
-    );
+    let mut out = format!("agent {} ({})\n", plain(&v["agent_id"]), plain(&v["mode"]));
     let s = plain;
     for w in v["watches"].as_array().into_iter().flatten() {
         out.push_str(&format!("watch {} ({})\n", s(&w["name"]), s(&w["record"])));

@@ -140,7 +140,11 @@ fn journal_entry(j: Journal) -> Entry {
         detail,
         agent: Some(j.plan.owner.clone()),
         endpoint: (j.outcome == Some(Outcome::Completed))
-            .then(|| j.endpoint.as_ref().map(|(host, port)| format!("{host}:{port}")))
+            .then(|| {
+                j.endpoint
+                    .as_ref()
+                    .map(|(host, port)| format!("{host}:{port}"))
+            })
             .flatten(),
         sort_key: started,
     }

@@ -239,7 +239,8 @@ impl Process {
                 }
             }
             if let Some(vsize) = field(20) {
-                self.virtual_memory.set(i64::try_from(vsize).unwrap_or(i64::MAX));
+                self.virtual_memory
+                    .set(i64::try_from(vsize).unwrap_or(i64::MAX));
             }
             if let Some(rss) = field(21)
                 && page > 0
@@ -697,7 +698,6 @@ impl Default for Metrics {
         Metrics::new()
     }
 }
-
 
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)

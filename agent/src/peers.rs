@@ -193,9 +193,11 @@ impl Peers {
             let peer = address.to_string();
             results.push(match answer {
                 Ok((200, body)) => {
-                    let agent_id = serde_json::from_str::<Value>(&body)
-                        .ok()
-                        .and_then(|v| v["agent_id"].as_str().map(|s| foreign_text(s.as_bytes(), 64)));
+                    let agent_id = serde_json::from_str::<Value>(&body).ok().and_then(|v| {
+                        v["agent_id"]
+                            .as_str()
+                            .map(|s| foreign_text(s.as_bytes(), 64))
+                    });
                     if agent_id.as_deref() == Some(self.agent_id.as_str()) {
                         continue;
                     }

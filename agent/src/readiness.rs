@@ -23,9 +23,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
 use crate::config::Config;
 use crate::event::{Event, EventName};
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::preflight::{self, Outcome, Report};
 

@@ -77,8 +77,8 @@ mod proptests;
 
 pub use decision::{Decision, Event, Guard, GuardKind, Quorum, State};
 pub use engine::{
-    failback_completed, failover_completed, failover_failed, failover_started, is_outage_evidence,
-    PauseRequest, expire_pause, pause, resume, step, step_with_quorum,
+    PauseRequest, expire_pause, failback_completed, failover_completed, failover_failed,
+    failover_started, is_outage_evidence, pause, resume, step, step_with_quorum,
 };
 pub use observation::{FailureKind, Observation, PathStatus, Witness};
 pub use params::{Mode, Params};

@@ -301,7 +301,11 @@ fn run(params: &Params, script: &[Input], monotonic: bool) -> Result<Seen, TestC
                 }
             }
             Input::Pause => {
-                state = operator(&state, pause(&state, now, &crate::PauseRequest::default()), Event::Paused)?;
+                state = operator(
+                    &state,
+                    pause(&state, now, &crate::PauseRequest::default()),
+                    Event::Paused,
+                )?;
                 model.paused = true;
             }
             Input::Resume => {

@@ -68,7 +68,9 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
             return None;
         }
         let bytes = rest.get(..n)?;
-        let len = bytes.iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        let len = bytes
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
         (len, &rest[n..])
     };
     Some((tag, rest.get(..len)?, rest.get(len..)?))
@@ -88,7 +90,11 @@ fn timestamp(year: u64, rest: &[u8]) -> Option<SystemTime> {
     let field = |i: usize| digits(&rest[i..i + 2]);
     let (month, day) = (field(0)?, field(2)?);
     let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
     {
         return None;
     }
@@ -100,7 +106,11 @@ fn timestamp(year: u64, rest: &[u8]) -> Option<SystemTime> {
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm), for
 /// dates from 1970 on.
 fn days_from_civil(year: u64, month: u64, day: u64) -> Option<u64> {
-    let y = if month <= 2 { year.checked_sub(1)? } else { year };
+    let y = if month <= 2 {
+        year.checked_sub(1)?
+    } else {
+        year
+    };
     let era = y / 400;
     let yoe = y - era * 400;
     let mp = (month + 9) % 12;
@@ -129,9 +139,18 @@ mod tests {
     fn reads_utc_time_and_generalized_time() {
         // 2031-05-06T00:00:00Z and 2051-02-28T00:00:00Z (`date -d ... +%s`); rcgen writes
         // UTCTime before 2050 and GeneralizedTime from 2050 on, as RFC 5280 requires.
-        assert_eq!(not_after(&cert_expiring(2031, 5, 6)), Some(unix(1_935_792_000)));
-        assert_eq!(not_after(&cert_expiring(2051, 2, 28)), Some(unix(2_561_155_200)));
-        assert_eq!(not_after(&cert_expiring(2028, 2, 29)), Some(unix(1_835_395_200)));
+        assert_eq!(
+            not_after(&cert_expiring(2031, 5, 6)),
+            Some(unix(1_935_792_000))
+        );
+        assert_eq!(
+            not_after(&cert_expiring(2051, 2, 28)),
+            Some(unix(2_561_155_200))
+        );
+        assert_eq!(
+            not_after(&cert_expiring(2028, 2, 29)),
+            Some(unix(1_835_395_200))
+        );
     }
 
     #[test]

@@ -293,7 +293,9 @@ async fn text_output_is_a_table_with_the_verdict() {
     let mut lines = text.lines();
     let plugin = lines.next().unwrap();
     assert!(
-        plugin.starts_with("VALKEY-DR WARNING - WARNING: the dns path fails while the direct path works | "),
+        plugin.starts_with(
+            "VALKEY-DR WARNING - WARNING: the dns path fails while the direct path works | "
+        ),
         "{plugin}"
     );
     let header = lines.next().unwrap();
@@ -317,7 +319,10 @@ async fn the_first_line_is_a_nagios_plugin_line_with_perfdata() {
     let first = text.lines().next().unwrap();
     let (summary, perfdata) = first.split_once(" | ").expect("perfdata after ` | `");
     assert!(summary.starts_with("VALKEY-DR OK - "), "{first}");
-    assert!(summary.contains("dns ") && summary.contains("direct "), "{first}");
+    assert!(
+        summary.contains("dns ") && summary.contains("direct "),
+        "{first}"
+    );
     let mut labels = Vec::new();
     for item in perfdata.split(' ') {
         let (label, rest) = item.split_once('=').expect("label=value");
@@ -359,7 +364,9 @@ async fn the_first_line_is_a_nagios_plugin_line_with_perfdata() {
     assert!(stdout.contains("--wach"), "names the bad flag: {stdout}");
     // Other commands keep the usual usage exit code.
     let mut command = tokio::process::Command::new(support::agent_bin());
-    command.args(["status", "--wach", "x"]).env_remove("VALKEY_DR_CONFIG");
+    command
+        .args(["status", "--wach", "x"])
+        .env_remove("VALKEY_DR_CONFIG");
     let out = support::run_bounded(command).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());

@@ -39,14 +39,26 @@ async fn bash_completion_completes_commands_and_flags() {
                 file.display()
             ));
             let out = run_bounded(bash).await;
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8_lossy(&out.stdout).into_owned()
         }
     };
     let commands = complete("valkey-dr pre", 1).await;
     assert_eq!(commands.trim(), "preflight", "{commands}");
     let all = complete("valkey-dr ''", 1).await;
-    for command in ["check", "run", "pause", "history", "completions", "man", "failover"] {
+    for command in [
+        "check",
+        "run",
+        "pause",
+        "history",
+        "completions",
+        "man",
+        "failover",
+    ] {
         assert!(all.lines().any(|l| l == command), "{command} in {all}");
     }
     let flags = complete("valkey-dr pause --", 2).await;
@@ -60,18 +72,33 @@ async fn bash_completion_completes_commands_and_flags() {
 async fn man_pages_are_written_for_every_command() {
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("man1");
-    let (code, listed, err) =
-        valkey_dr(&["man", "--dir", out_dir.to_str().unwrap()]).await;
+    let (code, listed, err) = valkey_dr(&["man", "--dir", out_dir.to_str().unwrap()]).await;
     assert_eq!(code, 0, "{err}");
     let top = std::fs::read_to_string(out_dir.join("valkey-dr.1")).unwrap();
-    assert!(top.starts_with(".ie \\n(.g .ds Aq") || top.contains(".TH valkey-dr 1"), "{top}");
+    assert!(
+        top.starts_with(".ie \\n(.g .ds Aq") || top.contains(".TH valkey-dr 1"),
+        "{top}"
+    );
     assert!(top.contains(".TH valkey-dr 1"), "{top}");
-    assert!(top.contains("Exit codes:"), "the exit-code table is in the page");
-    for command in ["check", "run", "pause", "history", "preflight", "config-check"] {
+    assert!(
+        top.contains("Exit codes:"),
+        "the exit-code table is in the page"
+    );
+    for command in [
+        "check",
+        "run",
+        "pause",
+        "history",
+        "preflight",
+        "config-check",
+    ] {
         let page = out_dir.join(format!("valkey-dr-{command}.1"));
         let text = std::fs::read_to_string(&page)
             .unwrap_or_else(|e| panic!("{}: {e} (listed: {listed})", page.display()));
-        assert!(text.contains(&format!(".TH valkey-dr-{command} 1")), "{text}");
+        assert!(
+            text.contains(&format!(".TH valkey-dr-{command} 1")),
+            "{text}"
+        );
         assert!(text.contains(".SH SYNOPSIS"), "{text}");
     }
     let pause = std::fs::read_to_string(out_dir.join("valkey-dr-pause.1")).unwrap();
@@ -84,10 +111,14 @@ async fn version_names_the_commit() {
     let (code, out, _) = valkey_dr(&["--version"]).await;
     assert_eq!(code, 0);
     let version = env!("CARGO_PKG_VERSION");
-    assert!(out.starts_with(&format!("valkey-dr {version} (commit ")), "{out}");
+    assert!(
+        out.starts_with(&format!("valkey-dr {version} (commit ")),
+        "{out}"
+    );
     let commit = out.trim().trim_end_matches(')').rsplit(' ').next().unwrap();
     assert!(
-        commit == "unknown" || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
+        commit == "unknown"
+            || (commit.len() == 12 && commit.bytes().all(|b| b.is_ascii_hexdigit())),
         "{out}"
     );
 }
@@ -121,7 +152,10 @@ async fn config_check_output_round_trips() {
     };
     let first = run(lab.config()).await;
     assert!(!first.contains("round-trip-secret-1234"), "{first}");
-    assert!(first.contains(&format!("password_env = \"{env_name}\"")), "{first}");
+    assert!(
+        first.contains(&format!("password_env = \"{env_name}\"")),
+        "{first}"
+    );
     let again = lab.dir.path().join("normalised.toml");
     std::fs::write(&again, &first).unwrap();
     let second = run(again).await;

@@ -80,8 +80,14 @@ async fn plan_reads_the_record_and_changes_nothing() {
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(!text.contains('{'), "no JSON in text: {text}");
     assert!(text.starts_with("watch sessions (agent "), "{text}");
-    assert!(text.contains("2. provision       CreateServerlessCache in us-west-2"), "{text}");
-    assert!(text.contains("ServerlessCacheName: app-sessions-dr"), "{text}");
+    assert!(
+        text.contains("2. provision       CreateServerlessCache in us-west-2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ServerlessCacheName: app-sessions-dr"),
+        "{text}"
+    );
     assert!(text.contains("8. release"), "{text}");
 
     let calls = lab.lab.calls();

@@ -782,7 +782,14 @@ async fn a_pause_reaches_every_peer_and_names_the_one_it_missed() {
             .env_remove("VALKEY_DR_CONFIG");
         support::run_bounded(command)
     };
-    let out = cli(&["pause", "--reason", "failover drill in staging", "--for", "10m"]).await;
+    let out = cli(&[
+        "pause",
+        "--reason",
+        "failover drill in staging",
+        "--for",
+        "10m",
+    ])
+    .await;
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
@@ -794,7 +801,10 @@ async fn a_pause_reaches_every_peer_and_names_the_one_it_missed() {
         stdout.contains(&format!("peer 127.0.0.1:{missing}: NOT done")),
         "{stdout}"
     );
-    assert!(!stdout.contains("agent-a"), "an agent never relays to itself: {stdout}");
+    assert!(
+        !stdout.contains("agent-a"),
+        "an agent never relays to itself: {stdout}"
+    );
     for (agent, name) in agents.iter().zip(["a", "b"]) {
         assert!(
             agent.wait_state(WATCH, "paused", EVENT_BOUND).await,
@@ -810,7 +820,10 @@ async fn a_pause_reaches_every_peer_and_names_the_one_it_missed() {
         status["watches"][0]["pause"]["reason"], "failover drill in staging",
         "{status:#}"
     );
-    assert!(status["watches"][0]["pause"]["until"].is_string(), "{status:#}");
+    assert!(
+        status["watches"][0]["pause"]["until"].is_string(),
+        "{status:#}"
+    );
     assert!(
         wait_until(EVENT_BOUND, || async { hooks[1].count("paused") == 1 }).await,
         "agent-b announced its pause once: {:?}",

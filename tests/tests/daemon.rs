@@ -745,7 +745,11 @@ async fn sighup_reloads_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
     })
     .await;
     assert!(reloaded, "mode never changed:\n{}", agent.log_text());
-    assert!(agent.log_text().contains("config reloaded"), "{}", agent.log_text());
+    assert!(
+        agent.log_text().contains("config reloaded"),
+        "{}",
+        agent.log_text()
+    );
     assert!(
         agent
             .wait_state(WATCH, "healthy", Duration::from_secs(10))
@@ -777,15 +781,26 @@ async fn sighup_reloads_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
         .rfind(|e| e["event"] == "config_error")
         .unwrap();
     let reasons = event["reasons"].to_string();
-    assert!(reasons.contains("SIGHUP") && reasons.contains("fall"), "{event:#}");
+    assert!(
+        reasons.contains("SIGHUP") && reasons.contains("fall"),
+        "{event:#}"
+    );
     // Still running, on the config it had.
     let mut agent = agent;
-    assert!(agent.child.try_wait().unwrap().is_none(), "{}", agent.log_text());
+    assert!(
+        agent.child.try_wait().unwrap().is_none(),
+        "{}",
+        agent.log_text()
+    );
     let v = status_json(&agent).await.expect("/status answers");
     assert_eq!(v["agent"]["mode"], "auto-failover");
     let (code, _) = agent_get(agent.admin().unwrap(), "/healthz").await.unwrap();
     assert_eq!(code, 200);
-    assert!(agent.log_text().contains("is not valid, so nothing changed"));
+    assert!(
+        agent
+            .log_text()
+            .contains("is not valid, so nothing changed")
+    );
 }
 
 /// `pause --reason --for`: the pause shows in /status and the metrics with its reason and
@@ -797,11 +812,22 @@ async fn a_pause_with_a_reason_and_an_end_shows_and_expires_by_itself() {
     let started = SystemTime::now();
     let (code, out) = cli(
         &s.config,
-        &["pause", "--watch", WATCH, "--reason", "CHG-1234 resize", "--for", "4s"],
+        &[
+            "pause",
+            "--watch",
+            WATCH,
+            "--reason",
+            "CHG-1234 resize",
+            "--for",
+            "4s",
+        ],
     )
     .await;
     assert_eq!(code, 0, "{out}");
-    assert!(!out.contains('{'), "pause prints a sentence, not JSON: {out}");
+    assert!(
+        !out.contains('{'),
+        "pause prints a sentence, not JSON: {out}"
+    );
     assert!(out.contains("CHG-1234 resize"), "{out}");
     assert!(
         agent
@@ -819,9 +845,15 @@ async fn a_pause_with_a_reason_and_an_end_shows_and_expires_by_itself() {
         "{ends_in:?}"
     );
     let (_, metrics) = agent_get(agent.admin().unwrap(), "/metrics").await.unwrap();
-    assert!(metrics.contains("valkey_dr_paused{watch=\"sessions\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("valkey_dr_paused{watch=\"sessions\"} 1"),
+        "{metrics}"
+    );
     let (code, text) = cli(&s.config, &["status", "--watch", WATCH]).await;
-    assert!(text.contains("paused:  since") && text.contains("CHG-1234 resize"), "{code}: {text}");
+    assert!(
+        text.contains("paused:  since") && text.contains("CHG-1234 resize"),
+        "{code}: {text}"
+    );
     assert!(!text.contains('{'), "{text}");
 
     // It ends by itself.
@@ -845,7 +877,10 @@ async fn a_pause_with_a_reason_and_an_end_shows_and_expires_by_itself() {
         "{resumed:#}"
     );
     let (_, metrics) = agent_get(agent.admin().unwrap(), "/metrics").await.unwrap();
-    assert!(metrics.contains("valkey_dr_paused{watch=\"sessions\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("valkey_dr_paused{watch=\"sessions\"} 0"),
+        "{metrics}"
+    );
 
     // A pause longer than a week is refused before it reaches the agent.
     let (code, out) = cli(&s.config, &["pause", "--for", "8d"]).await;
@@ -929,7 +964,9 @@ async fn every_metric_family_is_present_from_the_first_scrape() {
     let expiry: f64 = metrics
         .lines()
         .find_map(|l| {
-            l.strip_prefix("valkey_dr_tls_cert_expiry_timestamp_seconds{watch=\"sessions\",path=\"dns\"} ")
+            l.strip_prefix(
+                "valkey_dr_tls_cert_expiry_timestamp_seconds{watch=\"sessions\",path=\"dns\"} ",
+            )
         })
         .expect("the dns path's certificate expiry")
         .parse()

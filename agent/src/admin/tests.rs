@@ -156,6 +156,7 @@ fn path(kind: PathKind, error: Option<ErrorKind>, latency_ms: u64) -> PathResult
         address: None,
         ttl: None,
         record_name_verified: None,
+        cert_expiry: None,
     }
 }
 
@@ -432,6 +433,7 @@ impl Harness {
             control: control_tx,
             token: AdminToken::generate().expect("token"),
             peer_token: None,
+            peers: None,
         };
         let token = state.token.clone();
         let shutdown = CancellationToken::new();
@@ -574,12 +576,55 @@ async fn status_serves_the_latest_published_value() {
     h.stop().await;
 }
 
+/// A pause with no reason and no end.
+const PAUSE: ControlAction = ControlAction::Pause {
+    reason: None,
+    until: None,
+};
+
+#[tokio::test]
+async fn a_pause_carries_its_reason_and_end_and_bad_ones_are_refused() {
+    let until = SystemTime::UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+    let action = ControlAction::Pause {
+        reason: Some("CHG-7 & co".to_owned()),
+        until: Some(until),
+    };
+    let path = action.request_path(Some("a"));
+    assert_eq!(
+        path,
+        "/pause?watch=a&reason=CHG-7%20%26%20co&until=4000000000"
+    );
+    let mut h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
+    let mut control = h.control.take().expect("receiver");
+    let looped = tokio::spawn(async move {
+        let request = control.recv().await.expect("a request");
+        let action = request.action.clone();
+        let _ = request.reply.send(Ok(json!({ "watches": {} })));
+        action
+    });
+    let (code, body) = h.post(&path).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(looped.await.unwrap(), action);
+    for bad in [
+        "/pause?until=12",
+        "/pause?until=soon",
+        "/pause?reason=",
+        "/pause?delete_dr=true",
+    ] {
+        let (code, body) = h.post(bad).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+    let long = "x".repeat(MAX_PAUSE_REASON + 1);
+    assert_eq!(h.post(&format!("/pause?reason={long}")).await.0, 400);
+    h.stop().await;
+}
+
 #[tokio::test]
 async fn pause_and_resume_are_forwarded_to_the_loop() {
     let mut h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
     let fake = fake_loop(h.control.take().expect("receiver"));
 
-    let (code, body) = h.post(&ControlAction::Pause.request_path(None)).await;
+    let (code, body) = h.post(&PAUSE.request_path(None)).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         json_body(&body),
@@ -594,7 +639,7 @@ async fn pause_and_resume_are_forwarded_to_the_loop() {
     );
 
     // A name that needs percent-encoding arrives intact.
-    let path = ControlAction::Pause.request_path(Some("a b/c"));
+    let path = PAUSE.request_path(Some("a b/c"));
     assert_eq!(path, "/pause?watch=a%20b%2Fc");
     let (code, body) = h.post(&path).await;
     assert_eq!(code, 200, "{body}");
@@ -848,10 +893,7 @@ async fn browser_requests_never_reach_the_controls() {
     // The CLI's own client is let through.
     h.control = Some(control);
     let fake = fake_loop(h.control.take().expect("receiver"));
-    assert_eq!(
-        h.post(&ControlAction::Pause.request_path(None)).await.0,
-        200
-    );
+    assert_eq!(h.post(&PAUSE.request_path(None)).await.0, 200);
     h.stop().await;
     timeout(BOUND, fake)
         .await

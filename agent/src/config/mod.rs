@@ -588,7 +588,10 @@ fn as_input(value: &mut toml::Value) {
                 probe.insert("iam_auth".to_owned(), Value::Boolean(true));
             }
             Some("password") => {
-                let source = credential.get("source").and_then(Value::as_str).unwrap_or("");
+                let source = credential
+                    .get("source")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
                 if let Some(var) = source.strip_prefix("env ") {
                     probe.insert("password_env".to_owned(), Value::String(var.to_owned()));
                 } else if let Some(file) = source.strip_prefix("file ") {

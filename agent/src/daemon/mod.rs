@@ -22,12 +22,12 @@ use valkey_dr_policies::{Params, State, WatchState};
 use valkey_dr_probes::{PathKind, ProbeSpec, Prober, ResolverSettings};
 
 use crate::admin::{self, AdminState, AdminToken, ControlAction, ControlRequest, Health};
-use crate::metrics::Metrics;
 use crate::config::{Config, WatchConfig};
 use crate::event::{Event, EventName};
 use crate::executor::{Entry, FailoverError, Journal, Phase, Step};
 use crate::failover::{FailbackReport, Runner};
 use crate::layout;
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::peers::Peers;
 use crate::plan;

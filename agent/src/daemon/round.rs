@@ -186,11 +186,9 @@ impl WatchTask {
     pub(super) async fn control(&mut self, action: ControlAction) -> Value {
         let now = SystemTime::now();
         let (next, decisions) = match action {
-            ControlAction::Pause { reason, until } => policies::pause(
-                &self.state,
-                now,
-                &policies::PauseRequest { reason, until },
-            ),
+            ControlAction::Pause { reason, until } => {
+                policies::pause(&self.state, now, &policies::PauseRequest { reason, until })
+            }
             ControlAction::Resume => policies::resume(&self.state, now),
             ControlAction::Failover => {
                 let answer = match self.begin_failover("manual", now).await {

@@ -221,7 +221,11 @@ async fn webhook_posts_the_event_as_json() {
     let (addr, mut requests) = http_server(vec![Reply::Status(200)]).await;
     let shutdown = CancellationToken::new();
     let url = format!("http://{addr}/hook");
-    let (notifier, sinks) = Notifier::spawn(&[webhook(url, PROMPTLY)], shutdown.clone());
+    let (notifier, sinks) = Notifier::spawn(
+        &[webhook(url, PROMPTLY)],
+        shutdown.clone(),
+        Arc::new(|_, _| {}),
+    );
 
     let sent = event(EventName::Down);
     notifier.notify(sent.clone());
@@ -256,7 +260,11 @@ async fn webhook_retries_5xx_and_delivers_on_the_third_attempt() {
     let (addr, mut requests) = http_server(replies).await;
     let shutdown = CancellationToken::new();
     let url = format!("http://{addr}/hook");
-    let (notifier, sinks) = Notifier::spawn(&[webhook(url, PROMPTLY)], shutdown.clone());
+    let (notifier, sinks) = Notifier::spawn(
+        &[webhook(url, PROMPTLY)],
+        shutdown.clone(),
+        Arc::new(|_, _| {}),
+    );
 
     notifier.notify(event(EventName::Down));
     let first = next_request(&mut requests).await;
@@ -282,7 +290,11 @@ async fn webhook_4xx_is_not_retried() {
     let (addr, mut requests) = http_server(vec![Reply::Status(400), Reply::Status(200)]).await;
     let shutdown = CancellationToken::new();
     let url = format!("http://{addr}/hook");
-    let (notifier, sinks) = Notifier::spawn(&[webhook(url, PROMPTLY)], shutdown.clone());
+    let (notifier, sinks) = Notifier::spawn(
+        &[webhook(url, PROMPTLY)],
+        shutdown.clone(),
+        Arc::new(|_, _| {}),
+    );
 
     notifier.notify(event(EventName::Down));
     assert_eq!(next_request(&mut requests).await.body["event"], "down");
@@ -388,7 +400,11 @@ async fn shutdown_drains_queued_events_in_order() {
     let (addr, mut requests) = http_server(replies).await;
     let shutdown = CancellationToken::new();
     let url = format!("http://{addr}/hook");
-    let (notifier, sinks) = Notifier::spawn(&[webhook(url, PROMPTLY)], shutdown.clone());
+    let (notifier, sinks) = Notifier::spawn(
+        &[webhook(url, PROMPTLY)],
+        shutdown.clone(),
+        Arc::new(|_, _| {}),
+    );
 
     let names = [
         EventName::Suspect,
@@ -472,7 +488,11 @@ async fn command_gets_the_event_in_env_and_as_json_on_stdin() {
         env_file.to_str().unwrap(),
     ];
     let shutdown = CancellationToken::new();
-    let (notifier, sinks) = Notifier::spawn(&[command(&argv, PROMPTLY)], shutdown.clone());
+    let (notifier, sinks) = Notifier::spawn(
+        &[command(&argv, PROMPTLY)],
+        shutdown.clone(),
+        Arc::new(|_, _| {}),
+    );
 
     let mut sent = event(EventName::Reminder);
     sent.of = Some(EventName::Down);
@@ -526,7 +546,11 @@ async fn command_past_its_timeout_is_killed() {
     ];
     let timeout = Duration::from_millis(300);
     let shutdown = CancellationToken::new();
-    let (notifier, sinks) = Notifier::spawn(&[command(&argv, timeout)], shutdown.clone());
+    let (notifier, sinks) = Notifier::spawn(
+        &[command(&argv, timeout)],
+        shutdown.clone(),
+        Arc::new(|_, _| {}),
+    );
 
     let before = Instant::now();
     notifier.notify(event(EventName::Down));
@@ -566,7 +590,11 @@ async fn a_timed_out_command_takes_its_children_with_it() {
     ];
     let timeout = Duration::from_millis(300);
     let shutdown = CancellationToken::new();
-    let (notifier, sinks) = Notifier::spawn(&[command(&argv, timeout)], shutdown.clone());
+    let (notifier, sinks) = Notifier::spawn(
+        &[command(&argv, timeout)],
+        shutdown.clone(),
+        Arc::new(|_, _| {}),
+    );
     notifier.notify(event(EventName::Down));
     assert!(
         logs.wait_for(
@@ -597,7 +625,11 @@ async fn failed_command_is_logged_with_its_status_and_stderr() {
     let (logs, _guard) = Logs::capture();
     let argv = ["/bin/sh", "-c", "echo paging failed >&2; exit 3"];
     let shutdown = CancellationToken::new();
-    let (notifier, sinks) = Notifier::spawn(&[command(&argv, PROMPTLY)], shutdown.clone());
+    let (notifier, sinks) = Notifier::spawn(
+        &[command(&argv, PROMPTLY)],
+        shutdown.clone(),
+        Arc::new(|_, _| {}),
+    );
 
     notifier.notify(event(EventName::Down));
     stop(shutdown, sinks, PROMPTLY).await;
@@ -614,7 +646,11 @@ async fn missing_program_is_logged_and_the_sink_goes_on() {
     let (logs, _guard) = Logs::capture();
     let shutdown = CancellationToken::new();
     let argv = ["/nonexistent/valkey-dr-notify"];
-    let (notifier, sinks) = Notifier::spawn(&[command(&argv, PROMPTLY)], shutdown.clone());
+    let (notifier, sinks) = Notifier::spawn(
+        &[command(&argv, PROMPTLY)],
+        shutdown.clone(),
+        Arc::new(|_, _| {}),
+    );
 
     notifier.notify(event(EventName::Down));
     notifier.notify(event(EventName::Recovered));
@@ -654,7 +690,7 @@ async fn every_event_is_logged_even_without_sinks() {
     let (logs, _guard) = Logs::capture();
     Notifier::disabled().notify(event(EventName::Down));
     let shutdown = CancellationToken::new();
-    let (notifier, sinks) = Notifier::spawn(&[], shutdown.clone());
+    let (notifier, sinks) = Notifier::spawn(&[], shutdown.clone(), Arc::new(|_, _| {}));
     notifier.notify(event(EventName::Recovered));
     stop(shutdown, sinks, PROMPTLY).await;
 
@@ -676,7 +712,7 @@ async fn unusable_webhook_url_disables_only_that_sink() {
         webhook("http://".into(), PROMPTLY),
         webhook(format!("http://{addr}/hook"), PROMPTLY),
     ];
-    let (notifier, sinks) = Notifier::spawn(&configs, shutdown.clone());
+    let (notifier, sinks) = Notifier::spawn(&configs, shutdown.clone(), Arc::new(|_, _| {}));
     assert!(
         logs.line_with(&["sink disabled"]).is_some(),
         "{}",
@@ -685,5 +721,48 @@ async fn unusable_webhook_url_disables_only_that_sink() {
 
     notifier.notify(event(EventName::Down));
     assert_eq!(next_request(&mut requests).await.body["event"], "down");
+    stop(shutdown, sinks, PROMPTLY).await;
+}
+
+/// Every event's fate reaches the outcome callback: delivered (`ok`) or given up (`failed`),
+/// per sink kind (`valkey_dr_notifications_total`).
+#[tokio::test]
+async fn each_delivery_is_counted_by_sink_and_result() {
+    // A 400 is final (no retry): the webhook gives up on the first event and delivers the
+    // second; the command `true` delivers, `false` fails.
+    let (addr, mut requests) = http_server(vec![Reply::Status(400), Reply::Status(200)]).await;
+    let shutdown = CancellationToken::new();
+    let seen: Arc<Mutex<Vec<(&'static str, &'static str)>>> = Arc::default();
+    let record = seen.clone();
+    let (notifier, sinks) = Notifier::spawn(
+        &[
+            webhook(format!("http://{addr}/hook"), PROMPTLY),
+            command(&["true"], PROMPTLY),
+            command(&["false"], PROMPTLY),
+        ],
+        shutdown.clone(),
+        Arc::new(move |sink, result| record.lock().unwrap().push((sink, result))),
+    );
+    notifier.notify(event(EventName::Down));
+    notifier.notify(event(EventName::Recovered));
+    next_request(&mut requests).await;
+    next_request(&mut requests).await;
+    let deadline = Instant::now() + PROMPTLY;
+    while seen.lock().unwrap().len() < 6 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut outcomes = seen.lock().unwrap().clone();
+    outcomes.sort_unstable();
+    assert_eq!(
+        outcomes,
+        [
+            ("command", "failed"),
+            ("command", "failed"),
+            ("command", "ok"),
+            ("command", "ok"),
+            ("webhook", "failed"),
+            ("webhook", "ok"),
+        ]
+    );
     stop(shutdown, sinks, PROMPTLY).await;
 }

@@ -1426,7 +1426,10 @@ fn a_pause_with_an_end_expires_by_itself_and_says_why_it_was_paused() {
     sim.state = next;
     assert_eq!(decisions[0].event, Event::Paused);
     assert!(decisions[0].reasons[0].contains("CHG-42"), "{decisions:?}");
-    assert!(decisions[0].reasons[0].contains("ends in 30m"), "{decisions:?}");
+    assert!(
+        decisions[0].reasons[0].contains("ends in 30m"),
+        "{decisions:?}"
+    );
     // Not yet: an outage while paused alerts but never fails over.
     sim.advance(Duration::from_secs(1799));
     assert!(expire_pause(&sim.state, sim.now).is_none());
@@ -1447,13 +1450,23 @@ fn a_pause_with_an_end_expires_by_itself_and_says_why_it_was_paused() {
     sim.check(&decisions);
     sim.state = next;
     assert_eq!(decisions[0].event, Event::Resumed);
-    assert!(decisions[0].reasons[0].starts_with("the pause expired after"), "{decisions:?}");
+    assert!(
+        decisions[0].reasons[0].starts_with("the pause expired after"),
+        "{decisions:?}"
+    );
     assert!(decisions[0].reasons[0].contains("CHG-42"), "{decisions:?}");
     assert!(!sim.state.is_paused());
-    assert_eq!((sim.state.pause_reason.clone(), sim.state.paused_until), (None, None));
+    assert_eq!(
+        (sim.state.pause_reason.clone(), sim.state.paused_until),
+        (None, None)
+    );
     assert!(expire_pause(&sim.state, sim.now).is_none());
     // The outage goes on: the next round may fail over.
-    assert!(sim.step(outage()).iter().any(|d| d.event == Event::FailoverIntent));
+    assert!(
+        sim.step(outage())
+            .iter()
+            .any(|d| d.event == Event::FailoverIntent)
+    );
 }
 
 #[test]
@@ -1473,7 +1486,10 @@ fn pausing_again_changes_the_reason_and_end_but_not_the_start() {
         until: Some(sim.now + Duration::from_secs(600)),
     };
     let (next, decisions) = super::pause(&sim.state, sim.now, &second);
-    assert!(decisions[0].reasons[0].starts_with("pause changed by an operator (b)"), "{decisions:?}");
+    assert!(
+        decisions[0].reasons[0].starts_with("pause changed by an operator (b)"),
+        "{decisions:?}"
+    );
     assert_eq!(next.paused_since, since);
     assert_eq!(next.pause_reason.as_deref(), Some("b"));
 }
