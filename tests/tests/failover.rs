@@ -820,6 +820,45 @@ async fn manual_failover_and_failback_without_an_agent() {
     let status = status_json(&s.config).await;
     assert_eq!(status["agent"]["served_by_dr"], false, "{status:#}");
     assert_eq!(status["agent"]["state"], "healthy", "{status:#}");
+
+    // `history` reads both back from the journals, newest first, and calls nothing.
+    let before = s.calls().len();
+    let run = cli(&s.config, &["history", "--output", "json"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    let history: Value = serde_json::from_str(&run.stdout).expect("history is JSON");
+    let entries = history["history"].as_array().expect("entries");
+    let kinds: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["result"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("failback", "completed"), ("failover", "completed")],
+        "{history:#}"
+    );
+    let served = entries[1]["endpoint"]
+        .as_str()
+        .expect("the failover's endpoint");
+    assert!(
+        served.starts_with(&format!("{}:", dr.trim_end_matches('.'))),
+        "{history:#}"
+    );
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["watch"] == "sessions" && e["duration_ms"].is_u64())
+    );
+    let run = cli(&s.config, &["history"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("STARTED")
+            && lines[1].contains("failback")
+            && lines[2].contains("failover"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(s.calls().len(), before, "history reads only state_dir");
     // plan, failover, status, failback --delete-dr: every call fits AWS's models.
     support::assert_botocore_conformant(&s.lab).await;
 }

@@ -97,7 +97,10 @@ fn secrets_never_reach_debug_or_normalised_output() {
         assert!(!shown.contains("hunter2-very-secret"), "{shown}");
         assert!(!shown.contains("tok3n-secret"), "{shown}");
     }
-    assert!(c.to_normalized_toml().contains("password_env = \"VALKEY_DR_PASSWORD\""));
+    assert!(
+        c.to_normalized_toml()
+            .contains("password_env = \"VALKEY_DR_PASSWORD\"")
+    );
     assert!(
         c.to_normalized_toml()
             .contains("https://hooks.example/<redacted>")
