@@ -14,11 +14,12 @@ fn main() {
     // Rebuild when HEAD moves: HEAD itself (a checkout) and the ref it names (a commit).
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
         println!("cargo:rerun-if-changed={dir}/HEAD");
-        if let Some(reference) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            if let Some(common) = git(&["rev-parse", "--git-common-dir"]) {
-                println!("cargo:rerun-if-changed={common}/{reference}");
-                println!("cargo:rerun-if-changed={common}/packed-refs");
-            }
+        if let (Some(reference), Some(common)) = (
+            git(&["symbolic-ref", "-q", "HEAD"]),
+            git(&["rev-parse", "--git-common-dir"]),
+        ) {
+            println!("cargo:rerun-if-changed={common}/{reference}");
+            println!("cargo:rerun-if-changed={common}/packed-refs");
         }
     }
     println!("cargo:rustc-env=VALKEY_DR_COMMIT={commit}");

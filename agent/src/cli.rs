@@ -56,14 +56,20 @@ pub fn usage_exit_code(args: &[std::ffi::OsString]) -> i32 {
 }
 
 fn parse_log_level(raw: &str) -> Result<String, String> {
+    const LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+    let valid = "use a level (error, warn, info or debug, trace, off) or a filter such as valkey_dr=debug,warn";
+    // A bare word is a level; anything else must be a filter with a target (`a=debug`).
+    if !raw.contains(['=', ',']) {
+        return if LEVELS.contains(&raw.to_ascii_lowercase().as_str()) {
+            Ok(raw.to_owned())
+        } else {
+            Err(format!("{raw:?} is not a log level; {valid}"))
+        };
+    }
     tracing_subscriber::EnvFilter::builder()
         .parse(raw)
         .map(|_| raw.to_owned())
-        .map_err(|e| {
-            format!(
-                "{e} (use a level such as info or debug, or a filter such as valkey_dr=debug,warn)"
-            )
-        })
+        .map_err(|e| format!("{e}; {valid}"))
 }
 
 /// The longest `pause --for`: a pause that outlives a week is a forgotten one.

@@ -162,3 +162,40 @@ async fn config_check_output_round_trips() {
     let body = |s: &str| s.lines().skip(1).collect::<Vec<_>>().join("\n");
     assert_eq!(body(&first), body(&second));
 }
+
+/// `--log-format` and `--log-level` apply to any command: JSON lines on stderr at the level
+/// asked, stdout untouched; a level that is not one is a usage error naming valid ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_flags_set_the_format_and_level_of_any_command() {
+    let lab = TestLab::start().await;
+    let config = lab.config();
+    let config = config.to_str().unwrap();
+    let (code, stdout, stderr) = valkey_dr(&[
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+        "check",
+        "--output",
+        "json",
+        "--config",
+        config,
+    ])
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    serde_json::from_str::<serde_json::Value>(&stdout).expect("stdout is the JSON report alone");
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["level"] == "DEBUG"),
+        "debug lines at --log-level debug: {stderr}"
+    );
+    let (code, _, stderr) = valkey_dr(&["--log-level", "loud", "status"]).await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--log-level") && stderr.contains("info or debug"),
+        "{stderr}"
+    );
+}
