@@ -353,7 +353,7 @@ pub fn unknown_line(cause: &str) -> String {
 
 /// A compact table a person reads at a glance, under the Nagios line.
 pub fn to_text(report: &CheckReport) -> String {
-    let mut rows = vec![[
+    let mut rows = vec![vec![
         "WATCH".to_owned(),
         "STATUS".to_owned(),
         "PATH".to_owned(),
@@ -370,7 +370,7 @@ pub fn to_text(report: &CheckReport) -> String {
             } else {
                 (String::new(), String::new())
             };
-            rows.push([
+            rows.push(vec![
                 name,
                 status,
                 p.path.as_str().to_owned(),
@@ -389,18 +389,10 @@ pub fn to_text(report: &CheckReport) -> String {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..8)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
     let mut out = nagios_line(report);
     out.push('\n');
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    for line in crate::commands::aligned(&rows) {
+        let _ = writeln!(out, "{line}");
     }
     for w in &report.watches {
         for p in &w.observation.paths {

@@ -813,23 +813,9 @@ fn control_text(body: &str) -> String {
             out.push_str(&format!("{name}: error: {e}\n"));
             continue;
         }
-        let pause = &w["pause"];
-        let detail = if pause.is_null() {
-            String::new()
-        } else {
-            format!(
-                " since {}, {}{}",
-                plain(&pause["since"]),
-                pause["until"]
-                    .as_str()
-                    .map(|u| format!("until {u}"))
-                    .unwrap_or_else(|| "until resume".to_owned()),
-                pause["reason"]
-                    .as_str()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            )
-        };
+        let detail = crate::commands::pause_text(&w["pause"])
+            .map(|p| format!(" {p}"))
+            .unwrap_or_default();
         out.push_str(&format!("{name}: {}{detail}\n", plain(&w["state"])));
     }
     for peer in v["peers"].as_array().into_iter().flatten() {

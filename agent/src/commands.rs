@@ -678,20 +678,8 @@ pub fn status_text(v: &Value) -> String {
                 "no daemon runs this watch; the state saved last"
             }
         ));
-        let pause = &agent["pause"];
-        if !pause.is_null() {
-            out.push_str(&format!(
-                "  paused:  since {}{}{}\n",
-                s(&pause["since"]),
-                pause["until"]
-                    .as_str()
-                    .map(|u| format!(" until {u}"))
-                    .unwrap_or_else(|| " until resume".to_owned()),
-                pause["reason"]
-                    .as_str()
-                    .map(|r| format!(": {r}"))
-                    .unwrap_or_default()
-            ));
+        if let Some(pause) = pause_text(&agent["pause"]) {
+            out.push_str(&format!("  paused:  {pause}\n"));
         }
         let f = &w["last_failover"];
         if f.is_null() {
@@ -734,4 +722,48 @@ pub fn plain(v: &Value) -> String {
             .collect::<Vec<_>>()
             .join(" "),
     }
+}
+
+/// A pause (as `/status` shows it) in words: `since T, until U: reason`; `None` when the
+/// watch is not paused.
+pub fn pause_text(pause: &Value) -> Option<String> {
+    if pause.is_null() {
+        return None;
+    }
+    Some(format!(
+        "since {}, {}{}",
+        plain(&pause["since"]),
+        pause["until"]
+            .as_str()
+            .map(|u| format!("until {u}"))
+            .unwrap_or_else(|| "until resume".to_owned()),
+        pause["reason"]
+            .as_str()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default()
+    ))
+}
+
+/// Rows as lines of left-aligned columns two spaces apart, for the text tables (`check`,
+/// `history`).
+pub fn aligned(rows: &[Vec<String>]) -> Vec<String> {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |cell| cell.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    rows.iter()
+        .map(|row| {
+            let cells: Vec<String> = row
+                .iter()
+                .enumerate()
+                .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
+                .collect();
+            cells.join("  ").trim_end().to_owned()
+        })
+        .collect()
 }

@@ -156,7 +156,7 @@ pub fn to_text(entries: &[Entry]) -> String {
     if entries.is_empty() {
         return "no failover, failback or drill on record\n".to_owned();
     }
-    let mut rows = vec![[
+    let mut rows = vec![vec![
         "STARTED".to_owned(),
         "WATCH".to_owned(),
         "KIND".to_owned(),
@@ -165,7 +165,7 @@ pub fn to_text(entries: &[Entry]) -> String {
         "ID".to_owned(),
     ]];
     for e in entries {
-        rows.push([
+        rows.push(vec![
             e.started_at.clone().unwrap_or_else(|| "-".to_owned()),
             e.watch.clone(),
             e.kind.to_owned(),
@@ -177,17 +177,9 @@ pub fn to_text(entries: &[Entry]) -> String {
             e.id.clone(),
         ]);
     }
-    let widths: Vec<usize> = (0..6)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
     let mut out = String::new();
-    for (i, row) in rows.iter().enumerate() {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(c, cell)| format!("{cell:<w$}", w = widths[c]))
-            .collect();
-        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    for (i, line) in crate::commands::aligned(&rows).iter().enumerate() {
+        let _ = writeln!(out, "{line}");
         if let Some(detail) = i.checked_sub(1).and_then(|i| entries[i].detail.as_deref()) {
             let _ = writeln!(out, "    {detail}");
         }
