@@ -327,9 +327,10 @@ async fn every_metric_the_rules_and_dashboard_use_is_exposed_by_a_real_agent() {
         assert!(names.len() >= 10, "{file} uses {names:?}");
     }
 
-    // prometheus-client exposes a family only once it has a sample, so the agent is taken
-    // through what sets each one: a drill (drill metrics), readiness passes, notifications,
-    // a region outage (the witness, a completed failover and its steps), and a pause.
+    // prometheus-client leaves a family out until its first sample (unless the agent
+    // announces it), so the agent is taken through what sets each one: a drill (drill
+    // metrics), readiness passes, notifications, a region outage (the witness, a completed
+    // failover and its steps), and a pause.
     let lab = TestLab::start_with(|o| {
         o.ttl = LAB_TTL;
         o.insync_delay = Duration::from_millis(500);
@@ -378,7 +379,16 @@ async fn every_metric_the_rules_and_dashboard_use_is_exposed_by_a_real_agent() {
     );
     let mut pause = tokio::process::Command::new(support::agent_bin());
     pause
-        .args(["pause", "--watch", WATCH, "--config"])
+        .args([
+            "pause",
+            "--watch",
+            WATCH,
+            "--reason",
+            "alerting test",
+            "--for",
+            "1h",
+        ])
+        .arg("--config")
         .arg(&config)
         .env_remove("VALKEY_DR_CONFIG");
     let out = run_bounded(pause).await;
