@@ -388,7 +388,13 @@ pub enum NotifyConfig {
     },
 }
 
+/// Whole days as `90d` (humantime would say `2months 29days 2h 52m 48s`, its month being
+/// 30.44 days); anything else as humantime writes it. Both parse back to the same duration.
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    const DAY: u64 = 86_400;
+    if d.subsec_nanos() == 0 && d.as_secs() >= DAY && d.as_secs() % DAY == 0 {
+        return s.serialize_str(&format!("{}d", d.as_secs() / DAY));
+    }
     s.serialize_str(&humantime::format_duration(*d).to_string())
 }
 
