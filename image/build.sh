@@ -16,8 +16,9 @@
 # to run either. The image runs as 65532:65532.
 #
 # Usage: image/build.sh <valkey-dr binary> <output directory>
-# Writes <out>/oci (an OCI image layout, tag <version>) and <out>/valkey-dr-<version>.oci.tar
-# (the same layout as one file, for `podman load` or `skopeo copy oci-archive:`).
+# Writes <out>/oci (an OCI image layout, tag valkey-dr:<version>) and
+# <out>/valkey-dr-<version>.oci.tar (the same layout as one file, for `podman load`, which names
+# the image after the tag, or `skopeo copy oci-archive:`).
 #
 # Needs: root (umoci records the owners of the files only when it can read them as they are),
 # umoci, ldd, GNU tar, and the host's CA bundle (Debian's ca-certificates). Optional
@@ -65,6 +66,7 @@ created=$(date -u -d "@${epoch}" +%Y-%m-%dT%H:%M:%SZ)
 mkdir -p -- "$out"
 out=$(realpath -e -- "$out")
 layout="$out/oci"
+tag="valkey-dr:${version}"
 archive="$out/valkey-dr-${version}.oci.tar"
 rm -rf -- "$layout" "$archive"
 
@@ -109,8 +111,8 @@ chmod 0700 "$rootfs$STATE_DIR"
 find "$rootfs" -exec touch -h -d "@${epoch}" {} +
 
 umoci init --layout "$layout"
-umoci new --image "$layout:$version"
-umoci insert --image "$layout:$version" \
+umoci new --image "$layout:$tag"
+umoci insert --image "$layout:$tag" \
     --history.created "$created" --history.created_by "image/build.sh" \
     --history.comment "valkey-dr ${version} and what it needs" \
     "$rootfs" /
@@ -125,7 +127,7 @@ labels=(
 [[ -z $revision ]] || labels+=(--config.label "org.opencontainers.image.revision=${revision}")
 [[ -z $source_url ]] || labels+=(--config.label "org.opencontainers.image.source=${source_url}")
 
-umoci config --image "$layout:$version" \
+umoci config --image "$layout:$tag" \
     --created "$created" --history.created "$created" --history.created_by "image/build.sh" \
     --config.user "$IMAGE_USER" \
     --config.entrypoint "$BIN_PATH" \
@@ -142,5 +144,5 @@ umoci gc --layout "$layout"
 tar --sort=name --mtime="@${epoch}" --owner=0 --group=0 --numeric-owner \
     -C "$layout" -cf "$archive" .
 
-echo "image: ${layout}:${version} (OCI layout), ${archive} (oci-archive)"
+echo "image: ${layout}:${tag} (OCI layout), ${archive} (oci-archive)"
 echo "size: $(du -sh --apparent-size "$layout" | cut -f1) layout, $(du -sh --apparent-size "$archive" | cut -f1) archive, $(du -sh --apparent-size "$rootfs" | cut -f1) unpacked"

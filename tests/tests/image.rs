@@ -429,7 +429,7 @@ async fn image_runs_read_only_as_nonroot_against_the_lab_and_answers_healthz() {
     let work = tempfile::tempdir().expect("tempdir");
     let version = env!("CARGO_PKG_VERSION");
 
-    // Build: the image is tagged with the binary's version.
+    // Build: the image is tagged valkey-dr:<the binary's version>.
     let out = work.path().join("out");
     let mut build = tokio::process::Command::new(repo_root().join("image/build.sh"));
     build.arg(&bin).arg(&out);
@@ -443,7 +443,8 @@ async fn image_runs_read_only_as_nonroot_against_the_lab_and_answers_healthz() {
         archive.display()
     );
 
-    let config = image_config(&layout, version);
+    let tag = format!("valkey-dr:{version}");
+    let config = image_config(&layout, &tag);
     let image = &config["config"];
     assert_eq!(image["User"], contract.get("IMAGE_USER"), "{config}");
     assert_eq!(image["User"], format!("{NONROOT}:{NONROOT}"), "{config}");
@@ -489,7 +490,7 @@ async fn image_runs_read_only_as_nonroot_against_the_lab_and_answers_healthz() {
     unpack
         .arg("unpack")
         .arg("--image")
-        .arg(format!("{}:{version}", layout.display()))
+        .arg(format!("{}:{tag}", layout.display()))
         .arg(&bundle_dir);
     run_ok("umoci unpack", unpack, BUILD_DEADLINE).await;
     let rootfs = bundle_dir.join("rootfs");
