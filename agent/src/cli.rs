@@ -493,10 +493,12 @@ fn write_man_pages(dir: &std::path::Path) -> i32 {
     }
 }
 
-/// Every man page of `command` and its subcommands, as `(file name, roff)`.
+/// Every man page of `command` and its subcommands, as `(file name, roff)`. The pages name
+/// the version without the commit, so the copies shipped in `man/` change only with the
+/// command line itself (a test holds them to what this renders).
 pub fn man_pages(command: &clap::Command) -> std::io::Result<Vec<(String, Vec<u8>)>> {
     let mut pages = Vec::new();
-    let mut command = command.clone();
+    let mut command = command.clone().version(env!("CARGO_PKG_VERSION"));
     command.build();
     collect_pages(&command, "valkey-dr", &mut pages)?;
     Ok(pages)

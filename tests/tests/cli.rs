@@ -105,6 +105,37 @@ async fn man_pages_are_written_for_every_command() {
     assert!(pause.contains("reason") && pause.contains("for"), "{pause}");
 }
 
+/// The pages shipped in `man/` are exactly what `valkey-dr man` renders: regenerate them with
+/// `cargo run -p valkey-dr -- man --dir man` when the command line changes.
+#[tokio::test]
+async fn the_shipped_man_pages_are_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, err) = valkey_dr(&["man", "--dir", dir.path().to_str().unwrap()]).await;
+    assert_eq!(code, 0, "{err}");
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../man");
+    let names = |d: &std::path::Path| {
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(
+        names(&shipped),
+        names(dir.path()),
+        "man/ is stale: run `cargo run -p valkey-dr -- man --dir man`"
+    );
+    for name in names(dir.path()) {
+        let fresh = std::fs::read(dir.path().join(&name)).unwrap();
+        let old = std::fs::read(shipped.join(&name)).unwrap();
+        assert!(
+            fresh == old,
+            "man/{name} is stale: run `cargo run -p valkey-dr -- man --dir man`"
+        );
+    }
+}
+
 /// `--version` names the commit the binary was built from.
 #[tokio::test]
 async fn version_names_the_commit() {
