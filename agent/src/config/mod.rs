@@ -392,7 +392,7 @@ pub enum NotifyConfig {
 /// 30.44 days); anything else as humantime writes it. Both parse back to the same duration.
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     const DAY: u64 = 86_400;
-    if d.subsec_nanos() == 0 && d.as_secs() >= DAY && d.as_secs() % DAY == 0 {
+    if d.subsec_nanos() == 0 && d.as_secs() >= DAY && d.as_secs().is_multiple_of(DAY) {
         return s.serialize_str(&format!("{}d", d.as_secs() / DAY));
     }
     s.serialize_str(&humantime::format_duration(*d).to_string())
