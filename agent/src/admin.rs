@@ -1,8 +1,9 @@
 //! The admin server: `/metrics`, `/healthz`, `/status`, and `POST /pause` / `POST /resume`,
 //! plus the small client the `valkey-dr pause|resume` commands use to reach it.
 //!
-//! The server runs on its own task and only reads shared state ([`Metrics`](crate::metrics::Metrics), [`Health`], the
-//! status channel), so it keeps answering while the daemon loop is busy with a failover or
+//! The server runs on its own task and only reads shared state (the
+//! [`Metrics`](crate::metrics::Metrics), [`Health`], the status channel), so it keeps
+//! answering while the daemon loop is busy with a failover or
 //! stuck: that is exactly when an operator needs `/status` and Prometheus needs `/metrics`.
 //! The one exception is pause/resume, which must be applied by the loop; those requests wait
 //! for its answer for at most [`CONTROL_TIMEOUT`] and then say so with a `504`.
