@@ -3,8 +3,8 @@
 //!
 //! The server runs on its own task and only reads shared state (the
 //! [`Metrics`](crate::metrics::Metrics), [`Health`], the status channel), so it keeps
-//! answering while the daemon loop is busy with a failover or
-//! stuck: that is exactly when an operator needs `/status` and Prometheus needs `/metrics`.
+//! answering while the daemon loop is busy with a failover or stuck: that is exactly when an
+//! operator needs `/status` and Prometheus needs `/metrics`.
 //! The one exception is pause/resume, which must be applied by the loop; those requests wait
 //! for its answer for at most [`CONTROL_TIMEOUT`] and then say so with a `504`.
 //!
