@@ -229,10 +229,12 @@ fn config_check_prints_normalised_config_without_secrets() {
     let watch = &normalised["watch"][0];
     assert_eq!(watch["record"].as_str(), Some("valkey.app.internal."));
     assert_eq!(watch["policy"]["down_after"].as_str(), Some("15s"));
+    // The password as the input key that names its source, so the output is valid input.
     assert_eq!(
-        watch["probe"]["credential"]["source"].as_str(),
-        Some("env VALKEY_DR_TEST_PASSWORD")
+        watch["probe"]["password_env"].as_str(),
+        Some("VALKEY_DR_TEST_PASSWORD")
     );
+    assert!(watch["probe"].get("credential").is_none(), "{stdout}");
 }
 
 #[test]
