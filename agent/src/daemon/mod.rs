@@ -38,9 +38,8 @@ mod ops;
 mod round;
 mod status;
 
-pub use status::pause_json;
+pub use status::{journal_summary, pause_json};
 
-pub use status::journal_summary;
 /// How often `/status` and systemd's `STATUS=` are rebuilt from the watches' last rounds.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
