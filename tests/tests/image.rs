@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use support::{COMMAND_DEADLINE, TestLab, agent_bin, agent_get, wait_until};
 use valkey_dr_lab::apt::{CRUN, UMOCI};
 
-/// The image's user and group (distroless's `nonroot`).
+/// The image's user and group (`nonroot`, the uid distroless images use too).
 const NONROOT: u32 = 65532;
 /// Building the image gzips the binary; a debug build is a few hundred MB.
 const BUILD_DEADLINE: Duration = Duration::from_secs(300);
@@ -894,16 +894,38 @@ fn dockerfile_and_build_script_make_the_same_image() {
         )),
         "the state directory is copied owned by the image's user:\n{copies}"
     );
-    // The base image provides what build.sh copies from the host: nonroot, glibc, the CA
-    // bundle at the same path.
+    // Built from scratch like build.sh's image, with the same files taken from the build
+    // stage as build.sh takes them from its host: the libraries ldd lists, the CA bundle at
+    // the same path, and the same passwd, group and nsswitch.conf.
+    assert_eq!(only("FROM"), "scratch");
+    assert!(copies.contains("/out/sysroot/ /"), "{copies}");
     assert!(
-        only("FROM").ends_with("cc-debian12:nonroot"),
-        "{}",
-        only("FROM")
+        runs.contains("ldd target/release/valkey-dr") && runs.contains("realpath -e"),
+        "{runs}"
     );
-    assert_eq!(
-        contract.get("CERT_PATH"),
-        "/etc/ssl/certs/ca-certificates.crt",
-        "distroless's CA bundle path"
+    let cert = contract.get("CERT_PATH");
+    assert!(
+        runs.contains(&format!("install -D -m 0644 {cert} /out{cert}")),
+        "{runs}"
     );
+    let script =
+        std::fs::read_to_string(repo_root().join("image/build.sh")).expect("read build.sh");
+    for line in [
+        "root:x:0:0:root:/root:/sbin/nologin",
+        "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin",
+        "root:x:0:",
+        "nonroot:x:65532:",
+        "passwd: files",
+        "group: files",
+        "hosts: files dns",
+    ] {
+        assert!(
+            script.contains(&format!("\n{line}\n")),
+            "build.sh writes {line}"
+        );
+        assert!(
+            runs.contains(&format!("'{line}'")),
+            "the Dockerfile writes {line}"
+        );
+    }
 }
