@@ -318,22 +318,7 @@ mod tests {
         ] {
             assert_eq!(EventName::from(e).as_str(), e.as_str());
         }
-        for name in [
-            EventName::FailoverStarted,
-            EventName::FailoverStep,
-            EventName::FailoverCompleted,
-            EventName::FailoverFailed,
-            EventName::StoodDown,
-            EventName::FailbackCompleted,
-            EventName::FailbackFailed,
-            EventName::Aborted,
-            EventName::NotReady,
-            EventName::Ready,
-            EventName::DrillOverdue,
-            EventName::AdminUnavailable,
-            EventName::AdminAvailable,
-            EventName::Down,
-        ] {
+        for name in EventName::ALL {
             assert_eq!(serde_json::to_value(name).unwrap(), name.as_str());
         }
     }
