@@ -79,7 +79,9 @@ pub use crate::error::LabError;
 pub use crate::fault::Fault;
 pub use crate::naming::short_region;
 pub use crate::pki::{CertProfile, UnknownCertProfile};
-pub use crate::valkey::{BOTOCORE, MOTO, PipPackage, die_with_parent, find_valkey_server};
+pub use crate::valkey::{
+    BOTOCORE, KUBERNETES_VALIDATE, MOTO, PipPackage, die_with_parent, find_valkey_server,
+};
 
 /// The private zone the lab serves.
 pub const ZONE: &str = "lab.internal.";

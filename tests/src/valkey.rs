@@ -77,6 +77,22 @@ pub const BOTOCORE: PipPackage = PipPackage {
     ],
 };
 
+/// kubernetes-validate (with the PyYAML and jsonschema it runs on) and the Kubernetes JSON
+/// schemas it bundles, so no network is needed, for validating the
+/// examples in `deploy/kubernetes/` offline (`tests/tests/kubernetes.rs`): 1.30, the pinned
+/// release, and 1.27, a release without native sidecars.
+pub const KUBERNETES_VALIDATE: PipPackage = PipPackage {
+    requirement: "kubernetes-validate",
+    dir: "kubernetes-validate",
+    installed: &[
+        "kubernetes_validate/__init__.py",
+        "kubernetes_validate/kubernetes-json-schema/v1.30.0-local-strict/_definitions.json",
+        "kubernetes_validate/kubernetes-json-schema/v1.27.0-local-strict/_definitions.json",
+        "yaml/__init__.py",
+        "jsonschema/__init__.py",
+    ],
+};
+
 impl PipPackage {
     /// `<workspace>/target/<dir>`.
     pub fn default_dir(&self) -> PathBuf {

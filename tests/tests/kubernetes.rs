@@ -18,21 +18,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{agent_bin, run_bounded};
-use valkey_dr_lab::PipPackage;
-
-/// kubernetes-validate with its bundled schemas (no network needed) and the PyYAML and
-/// jsonschema it runs on.
-const KUBERNETES_VALIDATE: PipPackage = PipPackage {
-    requirement: "kubernetes-validate",
-    dir: "kubernetes-validate",
-    installed: &[
-        "kubernetes_validate/__init__.py",
-        "kubernetes_validate/kubernetes-json-schema/v1.30.0-local-strict/_definitions.json",
-        "kubernetes_validate/kubernetes-json-schema/v1.27.0-local-strict/_definitions.json",
-        "yaml/__init__.py",
-        "jsonschema/__init__.py",
-    ],
-};
+use valkey_dr_lab::KUBERNETES_VALIDATE;
 
 /// The first release with native sidecars on by default (`restartPolicy: Always` on an init
 /// container is beta and enabled from 1.29); 1.30 is a conservative floor for a cluster.
