@@ -11,7 +11,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_elasticache::config::Credentials;
 use serde_json::Value;
 use support::{TestLab, run_bounded};
-use valkey_dr::executor::api::{CacheApi, CacheStatus, DnsApi, RecordSet};
+use valkey_dr::executor::api::{CacheApi, CacheStatus, RecordSet};
 use valkey_dr::executor::sdk::{SdkCache, SdkDns};
 use valkey_dr_lab::config::{DR_CACHE, DR_REGION, HOSTED_ZONE_ID};
 use valkey_dr_lab::{AwsService, Call, Fault, RECORD};
@@ -55,9 +55,7 @@ async fn clients(lab: &TestLab) -> (SdkCache, SdkDns) {
 }
 
 async fn record(dns: &SdkDns) -> Option<RecordSet> {
-    dns.record(HOSTED_ZONE_ID, RECORD, "CNAME")
-        .await
-        .expect("the record reads")
+    support::read_record(dns, HOSTED_ZONE_ID, RECORD).await
 }
 
 fn drill_calls(calls: &[Call], action: &str) -> Vec<Call> {

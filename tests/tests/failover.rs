@@ -19,7 +19,7 @@ use support::{
     Agent, TestLab, Webhook, cname_changes, creates, region_outage, run_bounded_within,
     touches_record, wait_until,
 };
-use valkey_dr::executor::api::{DnsApi as _, RecordSet};
+use valkey_dr::executor::api::RecordSet;
 use valkey_dr::executor::sdk::SdkDns;
 use valkey_dr::executor::{Journal, Outcome, Step};
 use valkey_dr_lab::config::{DR_CACHE, DR_REGION, HOSTED_ZONE_ID};
@@ -183,10 +183,7 @@ impl Setup {
             .credentials_provider(Credentials::new("AKIDLAB", "secret", None, None, "lab"))
             .load()
             .await;
-        SdkDns::new(&sdk)
-            .record(HOSTED_ZONE_ID, RECORD, "CNAME")
-            .await
-            .expect("the record reads")
+        support::read_record(&SdkDns::new(&sdk), HOSTED_ZONE_ID, RECORD).await
     }
 
     /// Asserts that Route 53 holds the record as one CNAME to `endpoint` with `ttl`.

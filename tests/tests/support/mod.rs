@@ -503,3 +503,28 @@ pub async fn assert_botocore_conformant(lab: &TestLab) {
         panic!("the agent's AWS traffic does not fit botocore's models: {e}");
     }
 }
+
+/// How long [`read_record`] keeps asking while Route 53 throttles it.
+pub const RECORD_READ_LIMIT: Duration = Duration::from_secs(10);
+
+/// The CNAME `name` as Route 53 (the lab's API) holds it, read as a careful client does. The
+/// lab keeps Route 53's account-wide request rate, which a running agent's own reads share,
+/// so a `Throttling` answer is asked again every 200 ms for at most [`RECORD_READ_LIMIT`];
+/// any other error fails the test.
+pub async fn read_record(
+    dns: &valkey_dr::executor::sdk::SdkDns,
+    zone: &str,
+    name: &str,
+) -> Option<valkey_dr::executor::api::RecordSet> {
+    use valkey_dr::executor::api::DnsApi as _;
+    let deadline = tokio::time::Instant::now() + RECORD_READ_LIMIT;
+    loop {
+        match dns.record(zone, name, "CNAME").await {
+            Ok(record) => return record,
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the record {name} does not read: {e}"),
+        }
+    }
+}
