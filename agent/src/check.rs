@@ -210,6 +210,7 @@ pub fn path_json(p: &PathResult) -> Value {
         "target": p.target,
         "address": p.address.map(|a| a.to_string()),
         "ttl_s": p.ttl.map(|t| t.as_secs()),
+        "connection": p.connection.as_str(),
         "steps_ms": steps,
     })
 }

@@ -71,6 +71,13 @@ struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabels {
+    watch: String,
+    path: String,
+    connection: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ProbeStepLabels {
     watch: String,
     path: String,
@@ -127,6 +134,8 @@ pub struct Metrics {
     drill_phase: Family<PhaseLabels, Gauge<f64, AtomicU64>>,
     /// How long each probe step of the last round took, per path.
     probe_step: Family<ProbeStepLabels, Gauge<f64, AtomicU64>>,
+    /// Exposed as `valkey_dr_probe_connections_total`.
+    probe_connections: Family<ConnectionLabels, Counter>,
     /// The earliest `notAfter` of the chain each path's TLS was shown.
     cert_expiry: Family<PathLabels, Gauge<f64, AtomicU64>>,
     /// 1 unless the last witness check failed.
@@ -332,6 +341,7 @@ impl Metrics {
             build_info,
         );
         let probe_step = Family::<ProbeStepLabels, Gauge<f64, AtomicU64>>::default();
+        let probe_connections = Family::<ConnectionLabels, Counter>::default();
         let cert_expiry = Family::<PathLabels, Gauge<f64, AtomicU64>>::default();
         let witness_success = Family::<WatchLabels, Gauge>::default();
         let record_ttl = Family::<WatchLabels, Gauge>::default();
@@ -341,8 +351,13 @@ impl Metrics {
         let pause_expiry = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "valkey_dr_probe_step_seconds",
-            "Duration of each step (resolve, connect, tls, auth, ping, set, get) of a path's last probe",
+            "Duration of each step (resolve, connect, tls, auth, ping, set, get) the last time it ran on a path; connect, tls and auth run only on fresh connections",
             Announced(probe_step.clone()),
+        );
+        registry.register(
+            "valkey_dr_probe_connections",
+            "Probes of a path by the connection they used: reused (kept from earlier rounds), or fresh and why (first, interval, target_changed, after_error, closed, retry, one_shot)",
+            Announced(probe_connections.clone()),
         );
         registry.register(
             "valkey_dr_tls_cert_expiry_timestamp_seconds",
@@ -452,6 +467,7 @@ impl Metrics {
         Metrics {
             registry,
             probe_step,
+            probe_connections,
             cert_expiry,
             witness_success,
             record_ttl,
@@ -497,6 +513,13 @@ impl Metrics {
                     .get_or_create(&labels)
                     .set(unix_seconds(expiry));
             }
+            self.probe_connections
+                .get_or_create(&ConnectionLabels {
+                    watch: obs.watch.clone(),
+                    path: labels.path.clone(),
+                    connection: path.connection.as_str().to_owned(),
+                })
+                .inc();
             let result = path.error.as_ref().map_or("ok", |e| e.kind.as_str());
             self.probes
                 .get_or_create(&ProbeLabels {
@@ -567,6 +590,15 @@ impl Metrics {
                 path: path.as_str().to_owned(),
                 result: "ok".to_owned(),
             });
+            for connection in valkey_dr_probes::Connection::ALL {
+                if connection != valkey_dr_probes::Connection::OneShot {
+                    let _ = self.probe_connections.get_or_create(&ConnectionLabels {
+                        watch: watch.to_owned(),
+                        path: path.as_str().to_owned(),
+                        connection: connection.as_str().to_owned(),
+                    });
+                }
+            }
             for step in PROBE_STEPS {
                 let _ = self.probe_step.get_or_create(&ProbeStepLabels {
                     watch: watch.to_owned(),

@@ -130,6 +130,7 @@ async fn probe_spec_with(
         port: w.port,
         reader_port: w.reader_port,
         timeout: w.probe.timeout,
+        handshake_interval: w.probe.handshake_interval,
         key_prefix: w.probe.key_prefix.clone(),
         agent_id: config.agent.id.clone(),
         tls,

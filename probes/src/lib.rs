@@ -6,10 +6,16 @@
 //! TLS, auth, `PING`, `SET key value EX 60`, `GET` and compare. Failures are classified into
 //! [`ErrorKind`]s that the policy engine can reason about.
 //!
-//! This crate measures; it never decides. It must never keep state between rounds other than
-//! the resolver cache (which is the point: the dns path honours TTLs the way applications do)
-//! and the IAM token cache. Every await on the network is bounded by the probe timeout, so a
-//! hung server can never stall a round past it.
+//! A daemon keeps one connection per path between rounds ([`Connections`]), as the
+//! applications' pooled clients do, and replaces it by a fresh connect and handshake every
+//! `handshake_interval`, when the path's target changes, and after any error; a failure on a
+//! kept connection is retried at once on a fresh one, so a dead connection is never taken for
+//! a dead cache. One-shots (`check`, the executor's verification) connect afresh every time.
+//!
+//! This crate measures; it never decides. Besides those connections it keeps only the
+//! resolver cache (which is the point: the dns path honours TTLs the way applications do) and
+//! the IAM token cache. Every await on the network is bounded by the probe timeout, so a hung
+//! server can never stall a round past it.
 #![deny(missing_docs)]
 
 mod cert;
@@ -21,6 +27,7 @@ mod tls;
 
 pub use error::{ErrorKind, ProbeError, Step, foreign_text};
 pub use iam::{IamError, IamSigner, IamTokenSource};
+pub use path::{Connection, Connections};
 pub use resolve::{ResolverSettings, SetupError, build_resolver};
 pub use tls::{TlsSetupError, client_config};
 
@@ -146,6 +153,9 @@ pub struct ProbeSpec {
     pub reader_port: Option<u16>,
     /// Bounds each path as a whole: resolve through GET must finish within it.
     pub timeout: Duration,
+    /// How long a kept connection serves before a fresh connect and handshake replaces it
+    /// (less up to a tenth at random). One-shot rounds ignore it.
+    pub handshake_interval: Duration,
     /// Every key the probe writes starts with this.
     pub key_prefix: String,
     /// The agent id, part of the probe key so that several agents never collide.
@@ -194,6 +204,8 @@ pub struct PathResult {
     /// When the earliest certificate of the chain the server presented expires; `None`
     /// without TLS or when no handshake completed.
     pub cert_expiry: Option<std::time::SystemTime>,
+    /// The connection the round used: kept from earlier rounds, or fresh and why.
+    pub connection: Connection,
 }
 
 impl PathResult {
@@ -260,20 +272,38 @@ impl Prober {
         })
     }
 
-    /// One round for one watch: every path concurrently, each bounded by `spec.timeout`.
+    /// One round for one watch: every path concurrently, each bounded by `spec.timeout`, on
+    /// fresh connections closed at the end of the round.
     pub async fn round(&self, spec: &ProbeSpec) -> Observation {
-        path::round(&self.resolver, spec).await
+        path::round(&self.resolver, spec, None).await
     }
 
-    /// Only the direct path of `spec`: for the old primary after a failover, when the record
-    /// points at the DR cache and only the primary's own endpoint says anything about it.
+    /// One round for one watch on the connections it keeps between rounds (see
+    /// [`Connections`]): each path reuses its connection, or makes (and keeps) a fresh one.
+    pub async fn round_kept(&self, spec: &ProbeSpec, kept: &mut Connections) -> Observation {
+        path::round(&self.resolver, spec, Some(kept)).await
+    }
+
+    /// Only the direct path of `spec`, on a fresh connection: for the old primary after a
+    /// failover, when the record points at the DR cache and only the primary's own endpoint
+    /// says anything about it.
     pub async fn direct(&self, spec: &ProbeSpec) -> PathResult {
+        self.direct_on(spec, None).await
+    }
+
+    /// [`Prober::direct`] on the direct slot of `kept`.
+    pub async fn direct_kept(&self, spec: &ProbeSpec, kept: &mut Connections) -> PathResult {
+        self.direct_on(spec, Some(kept)).await
+    }
+
+    async fn direct_on(&self, spec: &ProbeSpec, kept: Option<&mut Connections>) -> PathResult {
         path::run_path(
             &self.resolver,
             spec,
             PathKind::Direct,
             &spec.endpoint,
             spec.port,
+            kept.map(|k| &mut k.direct),
         )
         .await
     }

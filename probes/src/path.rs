@@ -3,7 +3,16 @@
 //!
 //! Every step awaits under the path's single deadline (`timeout_at`), so a server that accepts
 //! and then never answers (SIGSTOP, a blackholed front) fails the path at the deadline, not
-//! later. Nothing outlives the path: the redis connection driver is aborted when the path ends.
+//! later.
+//!
+//! A path either makes a fresh connection for the round alone (a one-shot, as `check`), or
+//! keeps one in a [`Slot`] between rounds, as the applications' pooled clients do. A kept
+//! connection runs `PING`/`SET`/`GET` every round; when it fails, a fresh one is made at once,
+//! within the same deadline, so a dead connection is never taken for a dead cache. It is
+//! replaced by a fresh connect and handshake every `handshake_interval`, when the name or
+//! address the path resolves to changes, and after any error, so "new connections fail" is
+//! still seen within `handshake_interval`. Nothing outlives its connection: the redis
+//! connection driver is aborted when the connection is dropped.
 
 use std::error::Error as StdError;
 use std::future::Future;
@@ -11,7 +20,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
@@ -40,10 +49,34 @@ const KEY_TTL_SECS: u64 = 60;
 pub(crate) const MAX_REPLY_BYTES: usize = 64 * 1024;
 
 /// One round for one watch: every path concurrently, results in the order dns, direct, reader.
-pub(crate) async fn round(resolver: &Resolver, spec: &ProbeSpec) -> Observation {
+/// With `held`, each path keeps its connection in its slot between rounds; without, every
+/// path connects afresh and closes at the end of the round.
+pub(crate) async fn round(
+    resolver: &Resolver,
+    spec: &ProbeSpec,
+    held: Option<&mut Connections>,
+) -> Observation {
     let started_at = SystemTime::now();
-    let dns = run_path(resolver, spec, PathKind::Dns, &spec.record, spec.port);
-    let direct = run_path(resolver, spec, PathKind::Direct, &spec.endpoint, spec.port);
+    let (dns_slot, direct_slot, reader_slot) = match held {
+        Some(c) => (Some(&mut c.dns), Some(&mut c.direct), Some(&mut c.reader)),
+        None => (None, None, None),
+    };
+    let dns = run_path(
+        resolver,
+        spec,
+        PathKind::Dns,
+        &spec.record,
+        spec.port,
+        dns_slot,
+    );
+    let direct = run_path(
+        resolver,
+        spec,
+        PathKind::Direct,
+        &spec.endpoint,
+        spec.port,
+        direct_slot,
+    );
     let paths = match spec.reader_port {
         Some(reader_port) => {
             let reader = run_path(
@@ -52,6 +85,7 @@ pub(crate) async fn round(resolver: &Resolver, spec: &ProbeSpec) -> Observation 
                 PathKind::Reader,
                 &spec.endpoint,
                 reader_port,
+                reader_slot,
             );
             let (dns, direct, reader) = tokio::join!(dns, direct, reader);
             vec![dns, direct, reader]
@@ -66,6 +100,130 @@ pub(crate) async fn round(resolver: &Resolver, spec: &ProbeSpec) -> Observation 
         started_at,
         expected_target: spec.endpoint.clone(),
         paths,
+    }
+}
+
+/// The connections one watch keeps between rounds, one slot per path. Dropping it closes
+/// them all.
+#[derive(Default)]
+pub struct Connections {
+    pub(crate) dns: Slot,
+    pub(crate) direct: Slot,
+    pub(crate) reader: Slot,
+}
+
+impl std::fmt::Debug for Connections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connections")
+            .field("dns", &self.dns.live.is_some())
+            .field("direct", &self.direct.live.is_some())
+            .field("reader", &self.reader.live.is_some())
+            .finish()
+    }
+}
+
+impl Connections {
+    /// How many connections are open now.
+    pub fn open(&self) -> usize {
+        [&self.dns, &self.direct, &self.reader]
+            .iter()
+            .filter(|s| s.live.is_some())
+            .count()
+    }
+}
+
+/// One path's kept connection, and whether its last round failed.
+#[derive(Default)]
+pub(crate) struct Slot {
+    live: Option<Live>,
+    /// The path's last round ended in an error: the next connection is made
+    /// [`Connection::AfterError`].
+    failed: bool,
+}
+
+/// A connection kept between rounds.
+struct Live {
+    con: MultiplexedConnection,
+    driver: AbortOnDrop,
+    cap: Arc<Cap>,
+    /// The name it was made for (for the dns path, the CNAME target) and the address.
+    target: Option<String>,
+    address: SocketAddr,
+    /// When to replace it by a fresh one: `handshake_interval` after it opened, less a
+    /// random tenth so that many watches started together do not all reconnect in one round.
+    replace_at: Instant,
+    record_name_verified: Option<bool>,
+    cert_expiry: Option<SystemTime>,
+}
+
+impl Live {
+    /// Why it must not be used for this round, if it must not.
+    fn unusable(
+        &self,
+        target: Option<&str>,
+        address: SocketAddr,
+        now: Instant,
+    ) -> Option<Connection> {
+        if self.driver.0.is_finished() || self.cap.exceeded() {
+            Some(Connection::Closed)
+        } else if self.target.as_deref() != target || self.address != address {
+            Some(Connection::TargetChanged)
+        } else if now >= self.replace_at {
+            Some(Connection::Interval)
+        } else {
+            None
+        }
+    }
+}
+
+/// The connection a round's path used: the one kept from earlier rounds, or a fresh connect
+/// and handshake and why it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Connection {
+    /// The connection kept from an earlier round.
+    Reused,
+    /// Fresh, for this round alone (a one-shot such as `check`).
+    OneShot,
+    /// Fresh: the path had no connection yet.
+    First,
+    /// Fresh: the kept one had lived `handshake_interval`.
+    Interval,
+    /// Fresh: the path now resolves to another name or address (the record moved).
+    TargetChanged,
+    /// Fresh: the path's previous round failed.
+    AfterError,
+    /// Fresh: the server (or the reply cap) had closed the kept one.
+    Closed,
+    /// Fresh, in the same round: the kept connection failed, and the result is this one's.
+    Retry,
+}
+
+impl Connection {
+    /// Every value, for metrics that must show each from the start.
+    pub const ALL: [Connection; 8] = [
+        Connection::Reused,
+        Connection::OneShot,
+        Connection::First,
+        Connection::Interval,
+        Connection::TargetChanged,
+        Connection::AfterError,
+        Connection::Closed,
+        Connection::Retry,
+    ];
+
+    /// The stable name used in JSON, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Connection::Reused => "reused",
+            Connection::OneShot => "one_shot",
+            Connection::First => "first",
+            Connection::Interval => "interval",
+            Connection::TargetChanged => "target_changed",
+            Connection::AfterError => "after_error",
+            Connection::Closed => "closed",
+            Connection::Retry => "retry",
+        }
     }
 }
 
@@ -123,6 +281,7 @@ pub(crate) async fn run_path(
     kind: PathKind,
     name: &str,
     port: u16,
+    slot: Option<&mut Slot>,
 ) -> PathResult {
     let start = Instant::now();
     let mut run = PathRun {
@@ -135,9 +294,28 @@ pub(crate) async fn run_path(
         record_name_verified: None,
         cert_expiry: None,
     };
-    let error = probe(&mut run, resolver, spec, kind, name, port)
-        .await
-        .err();
+    let (error, connection) = match slot {
+        None => {
+            let error = probe(&mut run, resolver, spec, kind, name, port, None)
+                .await
+                .err();
+            (error, Connection::OneShot)
+        }
+        Some(slot) => {
+            let mut connection = Connection::First;
+            let result = probe(
+                &mut run,
+                resolver,
+                spec,
+                kind,
+                name,
+                port,
+                Some((slot, &mut connection)),
+            )
+            .await;
+            (result.err(), connection)
+        }
+    };
     PathResult {
         path: kind,
         error,
@@ -148,9 +326,13 @@ pub(crate) async fn run_path(
         ttl: run.ttl,
         record_name_verified: run.record_name_verified,
         cert_expiry: run.cert_expiry,
+        connection,
     }
 }
 
+/// A path's round: resolve, then the kept connection when it may serve, else (or when it
+/// fails) a fresh one. With a slot, the connection that succeeded is kept in it, and any
+/// error leaves it empty.
 async fn probe(
     run: &mut PathRun,
     resolver: &Resolver,
@@ -158,7 +340,96 @@ async fn probe(
     kind: PathKind,
     name: &str,
     port: u16,
+    slot: Option<(&mut Slot, &mut Connection)>,
 ) -> Result<(), ProbeError> {
+    let Some((slot, connection)) = slot else {
+        return probe_fresh(run, resolver, spec, kind, name, port)
+            .await
+            .map(drop);
+    };
+    let kept = slot.live.take();
+    let result = async {
+        let resolved = resolve_step(run, resolver, spec, kind, name, port).await?;
+        let now = Instant::now();
+        *connection = if slot.failed {
+            Connection::AfterError
+        } else {
+            Connection::First
+        };
+        if let Some(mut live) = kept {
+            match live.unusable(run.target.as_deref(), resolved, now) {
+                Some(why) => *connection = why,
+                None => {
+                    // The kept connection gets half the round: when it hangs, a fresh one
+                    // still has time to show whether the cache answers.
+                    let whole = run.deadline;
+                    run.deadline = whole.min(now + spec.timeout / 2);
+                    live.cap.start_round();
+                    let reused = steps(run, spec, &mut live.con, &live.cap).await;
+                    run.deadline = whole;
+                    match reused {
+                        Ok(()) => {
+                            run.record_name_verified = live.record_name_verified;
+                            run.cert_expiry = live.cert_expiry;
+                            *connection = Connection::Reused;
+                            return Ok(live);
+                        }
+                        Err(_) => {
+                            // Judged on the fresh connection alone: keep the resolve step,
+                            // drop the kept connection's.
+                            run.steps.truncate(1);
+                            *connection = Connection::Retry;
+                        }
+                    }
+                }
+            }
+        }
+        connect_fresh(run, spec, kind, resolved).await
+    }
+    .await;
+    match result {
+        Ok(mut live) => {
+            if *connection != Connection::Reused {
+                live.replace_at = Instant::now() + lifetime(spec.handshake_interval);
+            }
+            slot.live = Some(live);
+            slot.failed = false;
+            Ok(())
+        }
+        Err(err) => {
+            slot.failed = true;
+            Err(err)
+        }
+    }
+}
+
+/// How long a fresh connection is kept: `handshake_interval`, less up to a tenth at random.
+fn lifetime(handshake_interval: Duration) -> Duration {
+    handshake_interval.mul_f64(1.0 - rand::random::<f64>() / 10.0)
+}
+
+/// A one-shot path: resolve and a fresh connection, closed at the end.
+async fn probe_fresh(
+    run: &mut PathRun,
+    resolver: &Resolver,
+    spec: &ProbeSpec,
+    kind: PathKind,
+    name: &str,
+    port: u16,
+) -> Result<Live, ProbeError> {
+    let address = resolve_step(run, resolver, spec, kind, name, port).await?;
+    connect_fresh(run, spec, kind, address).await
+}
+
+/// Resolves the path's name; notes the target, TTL and address in `run`.
+async fn resolve_step(
+    run: &mut PathRun,
+    resolver: &Resolver,
+    spec: &ProbeSpec,
+    kind: PathKind,
+    name: &str,
+    port: u16,
+) -> Result<SocketAddr, ProbeError> {
     if kind != PathKind::Dns {
         run.target = Some(spec.endpoint.clone());
     }
@@ -166,16 +437,28 @@ async fn probe(
         .step(Step::Resolve, resolve::resolve(resolver, name))
         .await?;
     run.ttl = resolved.ttl;
-    let cname_target = resolved.cname_target;
     if kind == PathKind::Dns {
-        run.target = Some(cname_target.unwrap_or_else(|| without_root(&spec.record).to_owned()));
+        run.target = Some(
+            resolved
+                .cname_target
+                .unwrap_or_else(|| without_root(&spec.record).to_owned()),
+        );
     }
     let address = SocketAddr::new(resolved.ip, port);
     run.address = Some(address);
+    Ok(address)
+}
 
+/// A fresh connection: connect, TLS, then `AUTH`, `PING`, `SET`, `GET` on it.
+async fn connect_fresh(
+    run: &mut PathRun,
+    spec: &ProbeSpec,
+    kind: PathKind,
+    address: SocketAddr,
+) -> Result<Live, ProbeError> {
     let tcp = run.step(Step::Connect, connect(address)).await?;
     match &spec.tls {
-        None => exchange(run, spec, tcp).await,
+        None => session(run, spec, tcp, address).await,
         Some(tls) => {
             let target = run.target.as_deref().unwrap_or(&spec.endpoint);
             let server_name = tls_server_name(kind, tls.server_name, &spec.record, target);
@@ -195,7 +478,7 @@ async fn probe(
                 run.record_name_verified =
                     Some(leaf.is_some_and(|leaf| certificate_names(leaf, &spec.record)));
             }
-            exchange(run, spec, stream).await
+            session(run, spec, stream, address).await
         }
     }
 }
@@ -319,27 +602,45 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// A stream that fails its reads once more than [`MAX_REPLY_BYTES`] have come through it, so
-/// that redis-rs never buffers more than that from one path's connection.
+/// A stream that fails its reads once more than [`MAX_REPLY_BYTES`] have come through it in
+/// one round, so that redis-rs never buffers more than that from one path's connection.
 ///
-/// The flag outlives the stream (redis-rs owns the stream, in a task of its own) and tells the
-/// path why its command failed: redis-rs reports a read error as a lost connection.
+/// The [`Cap`] outlives the stream (redis-rs owns the stream, in a task of its own): a round
+/// starts it again at zero, and it tells the path why its command failed, since redis-rs
+/// reports a read error as a lost connection.
 struct Capped<S> {
     inner: S,
-    /// Bytes read so far.
-    read: usize,
-    exceeded: Arc<AtomicBool>,
+    cap: Arc<Cap>,
+}
+
+/// What a [`Capped`] stream has let through.
+#[derive(Default)]
+struct Cap {
+    /// Bytes read in this round.
+    read: AtomicUsize,
+    /// Set once a read went past the cap; the connection is then useless.
+    exceeded: AtomicBool,
+}
+
+impl Cap {
+    /// A new round: its replies may again take [`MAX_REPLY_BYTES`].
+    fn start_round(&self) {
+        self.read.store(0, Ordering::Relaxed);
+    }
+
+    fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
 }
 
 impl<S> Capped<S> {
-    fn new(inner: S) -> (Self, Arc<AtomicBool>) {
-        let exceeded = Arc::new(AtomicBool::new(false));
+    fn new(inner: S) -> (Self, Arc<Cap>) {
+        let cap = Arc::new(Cap::default());
         let capped = Capped {
             inner,
-            read: 0,
-            exceeded: exceeded.clone(),
+            cap: cap.clone(),
         };
-        (capped, exceeded)
+        (capped, cap)
     }
 }
 
@@ -358,13 +659,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.read > MAX_REPLY_BYTES {
+        let read = this.cap.read.load(Ordering::Relaxed);
+        if read > MAX_REPLY_BYTES || this.cap.exceeded() {
             return Poll::Ready(Err(reply_too_large()));
         }
         // One byte past the cap is enough to know it is exceeded; never ask the inner stream
         // for more, so that a single read (of a socket buffer several MiB deep) cannot bring
         // in more than the cap either.
-        let allowed = MAX_REPLY_BYTES + 1 - this.read;
+        let allowed = MAX_REPLY_BYTES + 1 - read;
         let n = if buf.remaining() <= allowed {
             let before = buf.filled().len();
             ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
@@ -376,9 +678,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
             buf.advance(n);
             n
         };
-        this.read += n;
-        if this.read > MAX_REPLY_BYTES {
-            this.exceeded.store(true, Ordering::Relaxed);
+        this.cap.read.store(read + n, Ordering::Relaxed);
+        if read + n > MAX_REPLY_BYTES {
+            this.cap.exceeded.store(true, Ordering::Relaxed);
             return Poll::Ready(Err(reply_too_large()));
         }
         Poll::Ready(Ok(()))
@@ -430,24 +732,19 @@ fn reply_cap_error(step: Step) -> ProbeError {
     )
 }
 
-/// The Valkey part of a path: `AUTH` (when configured), `PING`, `SET`, `GET`, reading at most
-/// [`MAX_REPLY_BYTES`] from the server.
-async fn exchange<S>(run: &mut PathRun, spec: &ProbeSpec, stream: S) -> Result<(), ProbeError>
+/// The Valkey part of a fresh connection: `AUTH` (when configured), `PING`, `SET`, `GET`,
+/// reading at most [`MAX_REPLY_BYTES`] from the server in the round. Returns the connection,
+/// ready to be kept.
+async fn session<S>(
+    run: &mut PathRun,
+    spec: &ProbeSpec,
+    stream: S,
+    address: SocketAddr,
+) -> Result<Live, ProbeError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (stream, exceeded) = Capped::new(stream);
-    let result = commands(run, spec, stream).await;
-    match result {
-        Err(err) if exceeded.load(Ordering::Relaxed) => Err(reply_cap_error(err.step)),
-        other => other,
-    }
-}
-
-async fn commands<S>(run: &mut PathRun, spec: &ProbeSpec, stream: S) -> Result<(), ProbeError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+    let (stream, cap) = Capped::new(stream);
     let first_step = match spec.auth {
         Auth::None => Step::Ping,
         Auth::Password { .. } | Auth::Iam { .. } => Step::Auth,
@@ -466,22 +763,57 @@ where
     .await
     .map_err(|_| deadline_error(first_step, run.timeout))?
     .map_err(|err| classify_redis_error(first_step, &err))?;
-    let _driver = AbortOnDrop(tokio::spawn(driver));
+    let driver = AbortOnDrop(tokio::spawn(driver));
 
     if first_step == Step::Auth {
-        run.step(Step::Auth, authenticate(&mut con, &spec.auth))
-            .await?;
+        let auth = run
+            .step(Step::Auth, authenticate(&mut con, &spec.auth))
+            .await;
+        auth.map_err(|err| capped_error(&cap, err))?;
     }
-    run.step(Step::Ping, ping(&mut con)).await?;
-    let key = format!(
-        "{}{}:{:016x}",
-        spec.key_prefix,
-        spec.agent_id,
-        rand::random::<u64>()
-    );
-    let value = format!("{:032x}", rand::random::<u128>());
-    run.step(Step::Set, set(&mut con, &key, &value)).await?;
-    run.step(Step::Get, get(&mut con, &key, &value)).await
+    steps(run, spec, &mut con, &cap).await?;
+    Ok(Live {
+        con,
+        driver,
+        cap,
+        target: run.target.clone(),
+        address,
+        replace_at: Instant::now(),
+        record_name_verified: run.record_name_verified,
+        cert_expiry: run.cert_expiry,
+    })
+}
+
+/// A failed step's error, or the reply cap's when the cap is what broke the connection.
+fn capped_error(cap: &Cap, err: ProbeError) -> ProbeError {
+    if cap.exceeded() {
+        reply_cap_error(err.step)
+    } else {
+        err
+    }
+}
+
+/// `PING`, `SET key value EX 60`, `GET key` and compare, each a timed step.
+async fn steps(
+    run: &mut PathRun,
+    spec: &ProbeSpec,
+    con: &mut MultiplexedConnection,
+    cap: &Cap,
+) -> Result<(), ProbeError> {
+    let result = async {
+        run.step(Step::Ping, ping(con)).await?;
+        let key = format!(
+            "{}{}:{:016x}",
+            spec.key_prefix,
+            spec.agent_id,
+            rand::random::<u64>()
+        );
+        let value = format!("{:032x}", rand::random::<u128>());
+        run.step(Step::Set, set(con, &key, &value)).await?;
+        run.step(Step::Get, get(con, &key, &value)).await
+    }
+    .await;
+    result.map_err(|err| capped_error(cap, err))
 }
 
 async fn authenticate(con: &mut MultiplexedConnection, auth: &Auth) -> Result<(), ProbeError> {

@@ -256,6 +256,9 @@ pub struct ProbeConfig {
     /// Bound on each path of a round.
     #[serde(serialize_with = "ser_duration")]
     pub timeout: Duration,
+    /// How long a path's kept connection serves before a fresh connect and handshake.
+    #[serde(serialize_with = "ser_duration")]
+    pub handshake_interval: Duration,
     /// Every probe key starts with it.
     pub key_prefix: String,
     /// TLS on (Serverless accepts TLS only).
@@ -1462,6 +1465,23 @@ impl Validator<'_> {
                 "a timeout below the interval, so rounds never overlap (e.g. interval \"5s\", timeout \"2s\")",
             );
         }
+        let handshake_interval = self.positive_duration(
+            &key(p, "handshake_interval"),
+            raw.handshake_interval.as_deref(),
+            Duration::from_secs(30),
+            Duration::from_secs(60 * 60),
+        );
+        if handshake_interval < interval {
+            self.issue(
+                &key(p, "handshake_interval"),
+                format!(
+                    "handshake_interval {} is shorter than interval {}",
+                    humantime::format_duration(handshake_interval),
+                    humantime::format_duration(interval)
+                ),
+                "at least the interval, e.g. \"30s\" (the default)",
+            );
+        }
         let key_prefix = raw
             .key_prefix
             .clone()
@@ -1515,6 +1535,7 @@ impl Validator<'_> {
         ProbeConfig {
             interval,
             timeout,
+            handshake_interval,
             key_prefix,
             tls,
             ca_file,

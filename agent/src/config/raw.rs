@@ -121,6 +121,7 @@ pub struct RawUsageLimits {
 pub struct RawProbe {
     pub interval: Option<String>,
     pub timeout: Option<String>,
+    pub handshake_interval: Option<String>,
     pub key_prefix: Option<String>,
     pub tls: Option<bool>,
     pub ca_file: Option<String>,

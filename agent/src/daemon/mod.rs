@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use valkey_dr_policies::{Params, State, WatchState};
-use valkey_dr_probes::{PathKind, ProbeSpec, Prober, ResolverSettings};
+use valkey_dr_probes::{Connections, PathKind, ProbeSpec, Prober, ResolverSettings};
 
 use crate::admin::{self, AdminState, AdminToken, ControlAction, ControlRequest, Health};
 use crate::config::{Config, WatchConfig};
@@ -226,6 +226,8 @@ pub async fn run_reloadable(
             plan: plan::failover_plan(&config, w),
             spec,
             prober: prober.clone(),
+            kept: Connections::default(),
+            kept_old_primary: Connections::default(),
             witness: Witness::new(&config, index, aws_witnesses.clone()),
             state,
             persist,
@@ -676,6 +678,10 @@ struct WatchTask {
     plan: Value,
     spec: ProbeSpec,
     prober: Arc<Prober>,
+    /// The connections `spec`'s paths keep between rounds.
+    kept: Connections,
+    /// The connection the old primary's direct probe keeps while the DR cache serves.
+    kept_old_primary: Connections,
     witness: Witness,
     state: WatchState,
     /// Hands states to this watch's writer task: fsync must never stall the single runtime

@@ -94,12 +94,17 @@ impl WatchTask {
         // so that people hear when failback becomes possible.
         let (observation, old_primary) = if self.state.served_by_dr && self.op.is_none() {
             let (o, p) = tokio::join!(
-                self.prober.round(&self.spec),
-                self.prober.direct(&self.primary)
+                self.prober.round_kept(&self.spec, &mut self.kept),
+                self.prober
+                    .direct_kept(&self.primary, &mut self.kept_old_primary)
             );
             (o, Some(path_status(Some(&p))))
         } else {
-            (self.prober.round(&self.spec).await, None)
+            self.kept_old_primary = Connections::default();
+            (
+                self.prober.round_kept(&self.spec, &mut self.kept).await,
+                None,
+            )
         };
         if self.following {
             self.follow(&observation, now).await;

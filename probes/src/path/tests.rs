@@ -13,7 +13,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
 use super::*;
-use crate::{IamTokenSource, Prober, ResolverSettings, Secret, TlsSettings};
+use crate::{
+    Connection, Connections, IamTokenSource, Prober, ResolverSettings, Secret, TlsSettings,
+};
 
 /// What the stand-in does with one command.
 enum Reply {
@@ -40,6 +42,8 @@ type Received = Arc<Mutex<Vec<Vec<String>>>>;
 struct Server {
     address: SocketAddr,
     received: Received,
+    /// Connections accepted so far.
+    accepted: Arc<AtomicUsize>,
 }
 
 impl Server {
@@ -64,8 +68,11 @@ async fn serve(script: Script, tls: Option<tokio_rustls::TlsAcceptor>) -> Server
     let received = Received::default();
     let store = Arc::new(Mutex::new(HashMap::<String, String>::new()));
     let log = received.clone();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
             let (script, log, store) = (script.clone(), log.clone(), store.clone());
             let tls = tls.clone();
             tokio::spawn(async move {
@@ -80,7 +87,11 @@ async fn serve(script: Script, tls: Option<tokio_rustls::TlsAcceptor>) -> Server
             });
         }
     });
-    Server { address, received }
+    Server {
+        address,
+        received,
+        accepted,
+    }
 }
 
 async fn session<S: AsyncRead + AsyncWrite + Unpin>(
@@ -174,6 +185,7 @@ fn spec(address: SocketAddr) -> ProbeSpec {
         port: address.port(),
         reader_port: None,
         timeout: Duration::from_secs(2),
+        handshake_interval: Duration::from_secs(30),
         key_prefix: "valkey-dr:probe:".to_owned(),
         agent_id: "agent-1".to_owned(),
         tls: None,
@@ -857,7 +869,15 @@ async fn capped_reads_fail_past_the_cap_and_never_before() {
         .read_exact(&mut got)
         .await
         .expect("exactly the cap is allowed");
-    assert!(!exceeded.load(Ordering::Relaxed));
+    assert!(!exceeded.exceeded());
+    // A kept connection's next round may read as much again.
+    exceeded.start_round();
+    server.write_all(&chunk).await.unwrap();
+    capped
+        .read_exact(&mut got)
+        .await
+        .expect("the cap is per round");
+    assert!(!exceeded.exceeded());
     server.write_all(b"!").await.unwrap();
     let err = capped
         .read(&mut [0u8; 16])
@@ -865,9 +885,10 @@ async fn capped_reads_fail_past_the_cap_and_never_before() {
         .expect_err("one byte past the cap");
     assert_eq!(err.kind(), io::ErrorKind::InvalidData);
     assert!(err.to_string().contains("64 KiB"), "{err}");
-    assert!(exceeded.load(Ordering::Relaxed));
-    // Once over, it stays failed, without reading any more.
+    assert!(exceeded.exceeded());
+    // Once over, it stays failed, without reading any more, even in a later round.
     server.write_all(b"more").await.unwrap();
+    exceeded.start_round();
     assert!(capped.read(&mut [0u8; 16]).await.is_err());
     // A single read never brings in more than one byte past the cap, however much is
     // waiting and however large the reader's buffer.
@@ -877,7 +898,7 @@ async fn capped_reads_fail_past_the_cap_and_never_before() {
     let mut big = vec![0u8; 200 * 1024];
     assert!(capped.read(&mut big).await.is_err());
     assert_eq!(
-        capped.read,
+        capped.cap.read.load(Ordering::Relaxed),
         MAX_REPLY_BYTES + 1,
         "taken from the inner stream"
     );
@@ -894,4 +915,186 @@ async fn rounds_can_be_spawned() {
     let prober = prober();
     let spec = spec(SocketAddr::from(([127, 0, 0, 1], 1)));
     assert_send(&prober.round(&spec));
+}
+
+/// Replies normally, except `failing` (counted from 1, over every connection) of the commands
+/// named `name`, which get `reply`.
+fn failing_calls(
+    name: &'static str,
+    failing: std::ops::RangeInclusive<usize>,
+    reply: fn() -> Reply,
+) -> impl Fn(&[String]) -> Reply + Send + Sync + 'static {
+    let seen = AtomicUsize::new(0);
+    move |cmd: &[String]| {
+        if cmd[0].eq_ignore_ascii_case(name) {
+            let n = seen.fetch_add(1, Ordering::SeqCst) + 1;
+            if failing.contains(&n) {
+                return reply();
+            }
+        }
+        Reply::Normal
+    }
+}
+
+fn connections(observation: &Observation) -> Vec<Connection> {
+    observation.paths.iter().map(|p| p.connection).collect()
+}
+
+#[tokio::test]
+async fn a_kept_connection_serves_later_rounds_without_a_new_handshake() {
+    let pki = pki(&["127.0.0.1"]);
+    let server = serve(
+        Arc::new(|_: &[String]| Reply::Normal),
+        Some(pki.acceptor.clone()),
+    )
+    .await;
+    let config = crate::client_config(Some(pki.ca_file.path()), false).expect("client config");
+    let spec = tls_spec(server.address, config);
+    let prober = prober();
+    let mut kept = Connections::default();
+
+    let first = prober.round_kept(&spec, &mut kept).await;
+    assert_eq!(connections(&first), [Connection::First, Connection::First]);
+    assert!(
+        first.paths.iter().all(|p| steps(p).contains(&Step::Tls)),
+        "{first:?}"
+    );
+    assert_eq!(kept.open(), 2);
+    for _ in 0..3 {
+        let again = prober.round_kept(&spec, &mut kept).await;
+        for path in &again.paths {
+            assert!(path.ok(), "{path:?}");
+            assert_eq!(path.connection, Connection::Reused);
+            assert_eq!(
+                steps(path),
+                [Step::Resolve, Step::Ping, Step::Set, Step::Get]
+            );
+            assert!(
+                path.cert_expiry.is_some(),
+                "the kept handshake's certificate still shows"
+            );
+        }
+    }
+    assert_eq!(
+        server.accepted.load(Ordering::SeqCst),
+        2,
+        "one connection per path"
+    );
+    assert_eq!(
+        server.commands("SET").len(),
+        8,
+        "every round writes on every path"
+    );
+
+    // A one-shot round never touches (or keeps) a connection.
+    let once = prober.round(&spec).await;
+    assert_eq!(
+        connections(&once),
+        [Connection::OneShot, Connection::OneShot]
+    );
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 4);
+    drop(kept);
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_server_closes_is_replaced_in_the_same_round() {
+    // PINGs 3 and 4 (the second round's, one per path) are answered by closing the connection.
+    let server = server(failing_calls("PING", 3..=4, || Reply::Close)).await;
+    let spec = spec(server.address);
+    let prober = prober();
+    let mut kept = Connections::default();
+    assert!(
+        prober
+            .round_kept(&spec, &mut kept)
+            .await
+            .paths
+            .iter()
+            .all(PathResult::ok)
+    );
+
+    let second = prober.round_kept(&spec, &mut kept).await;
+    for path in &second.paths {
+        assert!(path.ok(), "a dead connection is not a dead cache: {path:?}");
+        assert_eq!(path.connection, Connection::Retry);
+        assert_eq!(
+            steps(path),
+            [
+                Step::Resolve,
+                Step::Connect,
+                Step::Ping,
+                Step::Set,
+                Step::Get
+            ],
+            "the result is the fresh connection's alone"
+        );
+    }
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 4);
+    let third = prober.round_kept(&spec, &mut kept).await;
+    assert_eq!(
+        connections(&third),
+        [Connection::Reused, Connection::Reused]
+    );
+}
+
+#[tokio::test]
+async fn a_failure_on_the_kept_and_the_fresh_connection_fails_the_path_and_reconnects_next() {
+    // Round 2's SETs fail on the kept connections (3, 4) and on the fresh ones (5, 6).
+    let server = server(failing_calls("SET", 3..=6, || {
+        Reply::Raw("-ERR broken\r\n")
+    }))
+    .await;
+    let spec = spec(server.address);
+    let prober = prober();
+    let mut kept = Connections::default();
+    prober.round_kept(&spec, &mut kept).await;
+
+    let failed = prober.round_kept(&spec, &mut kept).await;
+    assert_eq!(only_error(&failed).step, Step::Set);
+    assert_eq!(connections(&failed), [Connection::Retry, Connection::Retry]);
+    assert_eq!(kept.open(), 0, "an error keeps nothing");
+
+    let next = prober.round_kept(&spec, &mut kept).await;
+    assert!(next.paths.iter().all(PathResult::ok), "{next:?}");
+    assert_eq!(
+        connections(&next),
+        [Connection::AfterError, Connection::AfterError]
+    );
+}
+
+#[tokio::test]
+async fn a_kept_connection_is_replaced_after_handshake_interval_and_on_a_new_target() {
+    let first = server(|_| Reply::Normal).await;
+    let other = server(|_| Reply::Normal).await;
+    let mut spec = spec(first.address);
+    spec.handshake_interval = Duration::from_millis(50);
+    let prober = prober();
+    let mut kept = Connections::default();
+    prober.round_kept(&spec, &mut kept).await;
+    assert_eq!(
+        connections(&prober.round_kept(&spec, &mut kept).await),
+        [Connection::Reused, Connection::Reused]
+    );
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let renewed = prober.round_kept(&spec, &mut kept).await;
+    assert_eq!(
+        connections(&renewed),
+        [Connection::Interval, Connection::Interval]
+    );
+    assert!(
+        renewed
+            .paths
+            .iter()
+            .all(|p| steps(p).contains(&Step::Connect))
+    );
+
+    // The same name now reaches another address: a fresh connection goes there.
+    spec.port = other.address.port();
+    spec.handshake_interval = Duration::from_secs(30);
+    let moved = prober.round_kept(&spec, &mut kept).await;
+    assert_eq!(
+        connections(&moved),
+        [Connection::TargetChanged, Connection::TargetChanged]
+    );
+    assert!(moved.paths.iter().all(|p| p.address == Some(other.address)));
+    assert_eq!(other.commands("SET").len(), 2);
 }
