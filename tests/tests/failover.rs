@@ -459,6 +459,29 @@ async fn a_region_outage_fails_over_once_and_the_record_serves_from_the_dr_cache
     for step in ["set", "get"] {
         assert!(path["steps_ms"][step].is_number(), "{}", run.output);
     }
+    // The agent's own probes followed the record: both paths now keep their connections to
+    // the DR cache's front (made afresh when the target changed, then reused).
+    let dr_address = dr_address.to_string();
+    let followed = |status: &Value| {
+        status["last_observation"]["paths"]
+            .as_array()
+            .is_some_and(|paths| {
+                paths.len() == 2
+                    && paths.iter().all(|p| {
+                        p["ok"] == true
+                            && p["address"] == dr_address.as_str()
+                            && p["connection"] == "reused"
+                    })
+            })
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            followed(&watch_status(&agent).await)
+        })
+        .await,
+        "the probes did not follow the record to {dr_address}: {:#}",
+        watch_status(&agent).await["last_observation"]
+    );
     // Every call the failover (and status, and check) made is one AWS's models accept.
     support::assert_botocore_conformant(&s.lab).await;
 }

@@ -1,0 +1,204 @@
+//! The daemon's probe model end to end (issue 12): each path keeps one TLS connection between
+//! rounds, as the applications' pooled clients do; a kept connection that breaks is replaced
+//! within the round; fresh connections are still made every `handshake_interval`, so a cache
+//! that refuses new connections while the old ones live is still found down.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Agent, TestLab, agent_get, wait_until, watch_status};
+use valkey_dr_lab::{Fault, PRIMARY_CACHE};
+
+const WATCH: &str = "sessions";
+/// The lab's schedule: 1 s interval, 500 ms timeout, fall 3.
+const INTERVAL: Duration = Duration::from_secs(1);
+const TIMEOUT: Duration = Duration::from_millis(500);
+const FALL: u32 = 3;
+/// Slack for a loaded test machine on top of each bound.
+const SLACK: Duration = Duration::from_secs(1);
+
+struct Setup {
+    lab: TestLab,
+    config: std::path::PathBuf,
+    state_dir: std::path::PathBuf,
+}
+
+/// A lab and an agent.toml variant with `handshake_interval` set.
+async fn setup(handshake_interval: &str) -> Setup {
+    let lab = TestLab::start().await;
+    let config = lab.config_variant(
+        "probe-model.toml",
+        &[(
+            "timeout = \"500ms\"\n",
+            &format!("timeout = \"500ms\"\nhandshake_interval = \"{handshake_interval}\"\n"),
+        )],
+    );
+    let state_dir = lab.dir.path().join("state");
+    Setup {
+        lab,
+        config,
+        state_dir,
+    }
+}
+
+impl Setup {
+    /// An agent whose paths both probe on a kept connection (bounded wait).
+    async fn agent_on_kept_connections(&self) -> Agent {
+        let agent = Agent::start(&self.config, &self.state_dir, &[]).await;
+        assert!(
+            wait_until(Duration::from_secs(15), || async {
+                connections(&agent).await == ["reused", "reused"]
+            })
+            .await,
+            "the paths never reused their connections: {:?}\n{}",
+            connections(&agent).await,
+            agent.log_text()
+        );
+        agent
+    }
+}
+
+/// The `connection` each path of the last round used, per `/status`.
+async fn connections(agent: &Agent) -> Vec<String> {
+    let Some(status) = watch_status(agent, WATCH).await else {
+        return Vec::new();
+    };
+    status["last_observation"]["paths"]
+        .as_array()
+        .map(|paths| {
+            paths
+                .iter()
+                .map(|p| p["connection"].as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The value of one series of `/metrics`, by its exact name and labels.
+async fn metric(agent: &Agent, series: &str) -> Option<f64> {
+    let (_, body) = agent_get(agent.admin()?, "/metrics").await?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+/// Fresh connections `path` made for one of `reasons`.
+async fn fresh(agent: &Agent, path: &str, reasons: &[&str]) -> f64 {
+    let mut total = 0.0;
+    for reason in reasons {
+        let series = format!(
+            "valkey_dr_probe_connections_total{{watch=\"{WATCH}\",path=\"{path}\",connection=\"{reason}\"}}"
+        );
+        total += metric(agent, &series)
+            .await
+            .unwrap_or_else(|| panic!("no {series}"));
+    }
+    total
+}
+
+/// Waits (bounded) for the watch to be `down`; returns how long it took from `since`.
+async fn time_to_down(agent: &Agent, since: tokio::time::Instant, limit: Duration) -> Duration {
+    assert!(
+        agent.wait_state(WATCH, "down", limit).await,
+        "not down within {limit:?}: {:#}\n{}",
+        watch_status(agent, WATCH)
+            .await
+            .map_or(Value::Null, |s| s["last_observation"].clone()),
+        agent.log_text()
+    );
+    since.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_cache_is_detected_on_kept_connections() {
+    let s = setup("30s").await;
+    let agent = s.agent_on_kept_connections().await;
+    let t0 = tokio::time::Instant::now();
+    s.lab
+        .fault(Fault::Kill {
+            cache: PRIMARY_CACHE.to_owned(),
+        })
+        .await;
+    let bound = INTERVAL * FALL + TIMEOUT + SLACK;
+    let took = time_to_down(&agent, t0, bound + SLACK).await;
+    assert!(took <= bound, "down after {took:?} > {bound:?}");
+    let status = watch_status(&agent, WATCH).await.expect("status");
+    for path in status["last_observation"]["paths"].as_array().unwrap() {
+        assert_eq!(path["error_kind"], "connect_refused", "{status:#}");
+        assert_ne!(path["connection"], "reused", "judged on a fresh connection: {path:#}");
+    }
+    agent.kill9().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_cut_by_the_server_is_replaced_with_no_failed_round() {
+    let s = setup("30s").await;
+    let agent = s.agent_on_kept_connections().await;
+    let before = [
+        fresh(&agent, "dns", &["closed", "retry"]).await,
+        fresh(&agent, "direct", &["closed", "retry"]).await,
+    ];
+    let rounds_before = watch_status(&agent, WATCH).await.unwrap()["rounds"]
+        .as_u64()
+        .unwrap();
+
+    // The cache drops every client connection (as a node replacement or a `CLIENT KILL`
+    // would); the lab's front then closes the agent's side.
+    let socket = s.lab.lab.valkey_socket(PRIMARY_CACHE).expect("socket");
+    let client = redis::Client::open(format!("unix://{}", socket.display())).unwrap();
+    let mut admin = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut admin)
+        .await
+        .expect("CLIENT KILL");
+    assert!(killed >= 2, "the agent's two connections were killed ({killed})");
+
+    // Both paths make a fresh connection, then reuse it again (`/status` is republished
+    // every 250 ms, so it must show a round after the replacement).
+    let rounds = |status: &Value| status["rounds"].as_u64().unwrap_or(0);
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            fresh(&agent, "dns", &["closed", "retry"]).await > before[0]
+                && fresh(&agent, "direct", &["closed", "retry"]).await > before[1]
+                && watch_status(&agent, WATCH)
+                    .await
+                    .is_some_and(|s| rounds(&s) >= rounds_before + 2)
+                && connections(&agent).await == ["reused", "reused"]
+        })
+        .await,
+        "no replacement seen: {:?}\n{}",
+        connections(&agent).await,
+        agent.log_text()
+    );
+    let status = watch_status(&agent, WATCH).await.unwrap();
+    assert_eq!(status["state"], "healthy", "{status:#}");
+    for path in ["dns", "direct"] {
+        assert_eq!(
+            status["paths"][path]["last_failure"],
+            Value::Null,
+            "a cut connection failed a round: {status:#}"
+        );
+    }
+    for result in ["timeout", "protocol", "connect_refused"] {
+        for path in ["dns", "direct"] {
+            let series = format!(
+                "valkey_dr_probe_total{{watch=\"{WATCH}\",path=\"{path}\",result=\"{result}\"}}"
+            );
+            assert!(
+                metric(&agent, &series).await.unwrap_or(0.0) == 0.0,
+                "{series} moved"
+            );
+        }
+    }
+    agent.kill9().await;
+}
