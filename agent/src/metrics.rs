@@ -356,7 +356,7 @@ impl Metrics {
         );
         registry.register(
             "valkey_dr_probe_connections",
-            "Probes of a path by the connection they used: reused (kept from earlier rounds), or fresh and why (first, interval, target_changed, after_error, closed, retry, one_shot)",
+            "Probes of a path by the connection they used: reused (kept from earlier rounds), or fresh and why (first, interval, target_changed, after_error, retry, one_shot)",
             Announced(probe_connections.clone()),
         );
         registry.register(

@@ -24,6 +24,7 @@ mod iam;
 mod path;
 mod resolve;
 mod tls;
+mod wire;
 
 pub use error::{ErrorKind, ProbeError, Step, foreign_text};
 pub use iam::{IamError, IamSigner, IamTokenSource};

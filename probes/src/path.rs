@@ -11,42 +11,31 @@
 //! within the same deadline, so a dead connection is never taken for a dead cache. It is
 //! replaced by a fresh connect and handshake every `handshake_interval`, when the name or
 //! address the path resolves to changes, and after any error, so "new connections fail" is
-//! still seen within `handshake_interval`. Nothing outlives its connection: the redis
-//! connection driver is aborted when the connection is dropped.
+//! still seen within `handshake_interval`. The commands go over the probe's own small RESP
+//! client ([`crate::wire`]): nothing runs in the background, so nothing outlives a dropped
+//! connection.
 
 use std::error::Error as StdError;
+use std::fmt::Write as _;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll, ready};
 use std::time::{Duration, SystemTime};
 
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ProtocolVersion, RedisConnectionInfo, RedisError, Value};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::server::ParsedCertificate;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
 
 use crate::error::{ErrorKind, ProbeError, Step, local_failure, server_text};
 use crate::resolve::{self, Resolver};
+use crate::wire::{Frame, Io, MAX_REPLY_BYTES, Wire, WireError};
 use crate::{Auth, Observation, PathKind, PathResult, ProbeSpec, StepTiming, TlsServerName};
 
 /// Probe keys expire after this many seconds, so a probe never leaves data behind for long,
 /// even when the `GET` (or the agent) never comes.
-const KEY_TTL_SECS: u64 = 60;
-
-/// The most a path reads from the server in one round, in bytes.
-///
-/// A healthy exchange is a few dozen bytes (`+PONG`, `+OK`, a 32-byte value). A server that
-/// answers with megabytes (a broken proxy, a key overwritten with a blob, a hostile endpoint)
-/// must cost the agent no more than this: without a bound, a 400 MiB `GET` reply took the
-/// agent to 1 GB of RSS.
-pub(crate) const MAX_REPLY_BYTES: usize = 64 * 1024;
+const KEY_TTL_SECS_TEXT: &str = "60";
 
 /// One round for one watch: every path concurrently, results in the order dns, direct, reader.
 /// With `held`, each path keeps its connection in its slot between rounds; without, every
@@ -143,9 +132,7 @@ pub(crate) struct Slot {
 
 /// A connection kept between rounds.
 struct Live {
-    con: MultiplexedConnection,
-    driver: AbortOnDrop,
-    cap: Arc<Cap>,
+    wire: Wire,
     /// The name it was made for (for the dns path, the CNAME target) and the address.
     target: Option<String>,
     address: SocketAddr,
@@ -164,9 +151,7 @@ impl Live {
         address: SocketAddr,
         now: Instant,
     ) -> Option<Connection> {
-        if self.driver.0.is_finished() || self.cap.exceeded() {
-            Some(Connection::Closed)
-        } else if self.target.as_deref() != target || self.address != address {
+        if self.target.as_deref() != target || self.address != address {
             Some(Connection::TargetChanged)
         } else if now >= self.replace_at {
             Some(Connection::Interval)
@@ -193,22 +178,20 @@ pub enum Connection {
     TargetChanged,
     /// Fresh: the path's previous round failed.
     AfterError,
-    /// Fresh: the server (or the reply cap) had closed the kept one.
-    Closed,
-    /// Fresh, in the same round: the kept connection failed, and the result is this one's.
+    /// Fresh, in the same round: the kept connection failed (or the server had closed it),
+    /// and the result is this one's.
     Retry,
 }
 
 impl Connection {
     /// Every value, for metrics that must show each from the start.
-    pub const ALL: [Connection; 8] = [
+    pub const ALL: [Connection; 7] = [
         Connection::Reused,
         Connection::OneShot,
         Connection::First,
         Connection::Interval,
         Connection::TargetChanged,
         Connection::AfterError,
-        Connection::Closed,
         Connection::Retry,
     ];
 
@@ -221,7 +204,6 @@ impl Connection {
             Connection::Interval => "interval",
             Connection::TargetChanged => "target_changed",
             Connection::AfterError => "after_error",
-            Connection::Closed => "closed",
             Connection::Retry => "retry",
         }
     }
@@ -364,8 +346,7 @@ async fn probe(
                     // still has time to show whether the cache answers.
                     let whole = run.deadline;
                     run.deadline = whole.min(now + spec.timeout / 2);
-                    live.cap.start_round();
-                    let reused = steps(run, spec, &mut live.con, &live.cap).await;
+                    let reused = steps(run, spec, &mut live.wire).await;
                     run.deadline = whole;
                     match reused {
                         Ok(()) => {
@@ -592,131 +573,6 @@ fn classify_tls_error(server_name: &str, err: &io::Error) -> ProbeError {
     ProbeError::new(kind, Step::Tls, format!("{server_name}: {text}"))
 }
 
-/// Aborts the connection driver when the path ends, however it ends, so no task or socket
-/// outlives the round (a stalled server would otherwise keep the driver waiting forever).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// A stream that fails its reads once more than [`MAX_REPLY_BYTES`] have come through it in
-/// one round, so that redis-rs never buffers more than that from one path's connection.
-///
-/// The [`Cap`] outlives the stream (redis-rs owns the stream, in a task of its own): a round
-/// starts it again at zero, and it tells the path why its command failed, since redis-rs
-/// reports a read error as a lost connection.
-struct Capped<S> {
-    inner: S,
-    cap: Arc<Cap>,
-}
-
-/// What a [`Capped`] stream has let through.
-#[derive(Default)]
-struct Cap {
-    /// Bytes read in this round.
-    read: AtomicUsize,
-    /// Set once a read went past the cap; the connection is then useless.
-    exceeded: AtomicBool,
-}
-
-impl Cap {
-    /// A new round: its replies may again take [`MAX_REPLY_BYTES`].
-    fn start_round(&self) {
-        self.read.store(0, Ordering::Relaxed);
-    }
-
-    fn exceeded(&self) -> bool {
-        self.exceeded.load(Ordering::Relaxed)
-    }
-}
-
-impl<S> Capped<S> {
-    fn new(inner: S) -> (Self, Arc<Cap>) {
-        let cap = Arc::new(Cap::default());
-        let capped = Capped {
-            inner,
-            cap: cap.clone(),
-        };
-        (capped, cap)
-    }
-}
-
-/// The error a [`Capped`] read fails with.
-fn reply_too_large() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("the server sent more than {} KiB", MAX_REPLY_BYTES / 1024),
-    )
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Capped<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let read = this.cap.read.load(Ordering::Relaxed);
-        if read > MAX_REPLY_BYTES || this.cap.exceeded() {
-            return Poll::Ready(Err(reply_too_large()));
-        }
-        // One byte past the cap is enough to know it is exceeded; never ask the inner stream
-        // for more, so that a single read (of a socket buffer several MiB deep) cannot bring
-        // in more than the cap either.
-        let allowed = MAX_REPLY_BYTES + 1 - read;
-        let n = if buf.remaining() <= allowed {
-            let before = buf.filled().len();
-            ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
-            buf.filled().len() - before
-        } else {
-            let mut limited = ReadBuf::new(buf.initialize_unfilled_to(allowed));
-            ready!(Pin::new(&mut this.inner).poll_read(cx, &mut limited))?;
-            let n = limited.filled().len();
-            buf.advance(n);
-            n
-        };
-        this.cap.read.store(read + n, Ordering::Relaxed);
-        if read + n > MAX_REPLY_BYTES {
-            this.cap.exceeded.store(true, Ordering::Relaxed);
-            return Poll::Ready(Err(reply_too_large()));
-        }
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Capped<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
 /// The error for a step whose reply went past [`MAX_REPLY_BYTES`]: the server answered, with
 /// far more than any healthy reply to a probe, so the exchange made no sense (`protocol`).
 fn reply_cap_error(step: Step) -> ProbeError {
@@ -732,50 +588,22 @@ fn reply_cap_error(step: Step) -> ProbeError {
     )
 }
 
-/// The Valkey part of a fresh connection: `AUTH` (when configured), `PING`, `SET`, `GET`,
-/// reading at most [`MAX_REPLY_BYTES`] from the server in the round. Returns the connection,
-/// ready to be kept.
-async fn session<S>(
+/// The Valkey part of a fresh connection: `AUTH` (when configured), then `PING`, `SET`,
+/// `GET`. Returns the connection, ready to be kept.
+async fn session(
     run: &mut PathRun,
     spec: &ProbeSpec,
-    stream: S,
+    stream: impl Io + 'static,
     address: SocketAddr,
-) -> Result<Live, ProbeError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (stream, cap) = Capped::new(stream);
-    let first_step = match spec.auth {
-        Auth::None => Step::Ping,
-        Auth::Password { .. } | Auth::Iam { .. } => Step::Auth,
-    };
-    // No credentials, database or client name: redis-rs sends nothing while setting up, so
-    // every byte on the wire belongs to a timed step. Our deadline bounds each command, so
-    // redis-rs's own response timeout is off.
-    let info = RedisConnectionInfo::default()
-        .set_protocol(ProtocolVersion::RESP2)
-        .set_skip_set_lib_name();
-    let config = AsyncConnectionConfig::new().set_response_timeout(None);
-    let (mut con, driver) = timeout_at(
-        run.deadline,
-        MultiplexedConnection::new_with_config(&info, stream, config),
-    )
-    .await
-    .map_err(|_| deadline_error(first_step, run.timeout))?
-    .map_err(|err| classify_redis_error(first_step, &err))?;
-    let driver = AbortOnDrop(tokio::spawn(driver));
-
-    if first_step == Step::Auth {
-        let auth = run
-            .step(Step::Auth, authenticate(&mut con, &spec.auth))
-            .await;
-        auth.map_err(|err| capped_error(&cap, err))?;
+) -> Result<Live, ProbeError> {
+    let mut wire = Wire::new(stream);
+    if !matches!(spec.auth, Auth::None) {
+        run.step(Step::Auth, authenticate(&mut wire, &spec.auth))
+            .await?;
     }
-    steps(run, spec, &mut con, &cap).await?;
+    steps(run, spec, &mut wire).await?;
     Ok(Live {
-        con,
-        driver,
-        cap,
+        wire,
         target: run.target.clone(),
         address,
         replace_at: Instant::now(),
@@ -784,88 +612,124 @@ where
     })
 }
 
-/// A failed step's error, or the reply cap's when the cap is what broke the connection.
-fn capped_error(cap: &Cap, err: ProbeError) -> ProbeError {
-    if cap.exceeded() {
-        reply_cap_error(err.step)
-    } else {
-        err
-    }
-}
-
-/// `PING`, `SET key value EX 60`, `GET key` and compare, each a timed step.
-async fn steps(
-    run: &mut PathRun,
-    spec: &ProbeSpec,
-    con: &mut MultiplexedConnection,
-    cap: &Cap,
-) -> Result<(), ProbeError> {
+/// `PING`, `SET key value EX 60` and `GET key`, sent at once (pipelined) and compared, each a
+/// timed step: a step lasts from the previous reply (for `PING`, from the send) to its own.
+async fn steps(run: &mut PathRun, spec: &ProbeSpec, wire: &mut Wire) -> Result<(), ProbeError> {
+    wire.start_round();
+    wire.key.clear();
+    wire.value.clear();
+    let _ = write!(
+        wire.key,
+        "{}{}:{:016x}",
+        spec.key_prefix,
+        spec.agent_id,
+        rand::random::<u64>()
+    );
+    let _ = write!(wire.value, "{:032x}", rand::random::<u128>());
+    let (key, value) = (
+        std::mem::take(&mut wire.key),
+        std::mem::take(&mut wire.value),
+    );
+    wire.command(&[b"PING"]);
+    wire.command(&[
+        b"SET",
+        key.as_bytes(),
+        value.as_bytes(),
+        b"EX",
+        KEY_TTL_SECS_TEXT.as_bytes(),
+    ]);
+    wire.command(&[b"GET", key.as_bytes()]);
     let result = async {
-        run.step(Step::Ping, ping(con)).await?;
-        let key = format!(
-            "{}{}:{:016x}",
-            spec.key_prefix,
-            spec.agent_id,
-            rand::random::<u64>()
-        );
-        let value = format!("{:032x}", rand::random::<u128>());
-        run.step(Step::Set, set(con, &key, &value)).await?;
-        run.step(Step::Get, get(con, &key, &value)).await
+        run.step(Step::Ping, async {
+            wire.send().await.map_err(|e| wire_error(Step::Ping, e))?;
+            ping(wire).await
+        })
+        .await?;
+        run.step(Step::Set, set(wire, &key)).await?;
+        run.step(Step::Get, get(wire, &key, &value)).await
     }
     .await;
-    result.map_err(|err| capped_error(cap, err))
+    (wire.key, wire.value) = (key, value);
+    result
 }
 
-async fn authenticate(con: &mut MultiplexedConnection, auth: &Auth) -> Result<(), ProbeError> {
-    let mut cmd = redis::cmd("AUTH");
+/// The error for a reply that could not be read.
+fn wire_error(step: Step, err: WireError) -> ProbeError {
+    match err {
+        WireError::TooLarge => reply_cap_error(step),
+        WireError::Closed => ProbeError::new(
+            ErrorKind::Protocol,
+            step,
+            "connection lost: the server closed the connection",
+        ),
+        WireError::Io(err) => ProbeError::new(
+            ErrorKind::Protocol,
+            step,
+            format!(
+                "connection lost: {}",
+                server_text(with_sources(&err).as_bytes())
+            ),
+        ),
+        WireError::Unparseable(what) => ProbeError::new(
+            ErrorKind::Protocol,
+            step,
+            format!("unreadable reply: {what}"),
+        ),
+    }
+}
+
+async fn authenticate(wire: &mut Wire, auth: &Auth) -> Result<(), ProbeError> {
     match auth {
         Auth::None => return Ok(()),
-        Auth::Password { username, password } => {
-            if let Some(username) = username {
-                cmd.arg(username);
-            }
-            cmd.arg(password.expose());
-        }
+        Auth::Password { username, password } => match username {
+            Some(user) => wire.command(&[b"AUTH", user.as_bytes(), password.expose().as_bytes()]),
+            None => wire.command(&[b"AUTH", password.expose().as_bytes()]),
+        },
         Auth::Iam { username, tokens } => {
             // No credentials to sign with is a setup problem, like a wrong password: `auth`.
             let token = tokens
                 .token()
                 .await
                 .map_err(|err| ProbeError::new(ErrorKind::Auth, Step::Auth, with_sources(&err)))?;
-            cmd.arg(username).arg(token.expose());
+            wire.command(&[b"AUTH", username.as_bytes(), token.expose().as_bytes()]);
         }
     }
-    // Never format `cmd` or its arguments anywhere: they hold the secret.
-    match cmd.query_async::<Value>(con).await {
-        Ok(Value::Okay) => Ok(()),
-        Ok(other) => Err(ProbeError::new(
+    // Never format the command or its arguments anywhere: they hold the secret. `send`
+    // wipes them once written.
+    wire.send().await.map_err(|e| wire_error(Step::Auth, e))?;
+    let frame = wire.frame().await.map_err(|e| wire_error(Step::Auth, e))?;
+    match frame {
+        Frame::Simple(r) if wire.bytes(&r) == b"OK" => Ok(()),
+        Frame::Error(r) => Err(classify_auth_error(wire.bytes(&r))),
+        other => Err(ProbeError::new(
             ErrorKind::Protocol,
             Step::Auth,
-            format!("AUTH: expected OK, got {}", value_type(&other)),
+            format!("AUTH: expected OK, got {}", frame_type(&other)),
         )),
-        Err(err) => Err(classify_auth_error(&err)),
     }
 }
 
-/// Maps a failed `AUTH`. The message holds the server's error code only: a reply to `AUTH` is
-/// the one place a careless server could echo what it was sent.
-fn classify_auth_error(err: &RedisError) -> ProbeError {
-    match err.code() {
-        Some(code) => {
-            let kind = match code {
-                // A generic ERR on AUTH is a configuration problem only when it says so (a
-                // password sent to a server that has none). Other ERRs on the first reply,
-                // such as "max number of clients reached" from an overloaded server, are not
-                // ours to fix and must not hide an outage as a config error.
-                "ERR" if is_auth_message(err.detail().unwrap_or_default()) => ErrorKind::Auth,
-                "ERR" => ErrorKind::Protocol,
-                code => server_error_kind(code),
-            };
-            let code = server_text(code.as_bytes());
-            ProbeError::new(kind, Step::Auth, format!("AUTH rejected: {code}"))
-        }
-        None => classify_redis_error(Step::Auth, err),
-    }
+/// Maps a refused `AUTH`. The message holds the server's error code only: a reply to `AUTH`
+/// is the one place a careless server could echo what it was sent.
+fn classify_auth_error(reply: &[u8]) -> ProbeError {
+    let (code, detail) = split_error(reply);
+    let kind = match code {
+        // A generic ERR on AUTH is a configuration problem only when it says so (a password
+        // sent to a server that has none). Other ERRs on the first reply, such as "max number
+        // of clients reached" from an overloaded server, are not ours to fix and must not hide
+        // an outage as a config error.
+        "ERR" if is_auth_message(detail) => ErrorKind::Auth,
+        "ERR" => ErrorKind::Protocol,
+        code => server_error_kind(code),
+    };
+    let code = server_text(code.as_bytes());
+    ProbeError::new(kind, Step::Auth, format!("AUTH rejected: {code}"))
+}
+
+/// An error reply's code (its first word) and the rest.
+fn split_error(reply: &[u8]) -> (&str, &str) {
+    let text = std::str::from_utf8(reply).unwrap_or("ERR");
+    text.split_once(' ').unwrap_or((text, ""))
 }
 
 /// The texts Valkey and Redis use for authentication failures reported as a plain `ERR`.
@@ -876,59 +740,71 @@ fn is_auth_message(detail: &str) -> bool {
         .any(|w| detail.contains(w))
 }
 
-async fn ping(con: &mut MultiplexedConnection) -> Result<(), ProbeError> {
-    match redis::cmd("PING").query_async::<Value>(con).await {
-        Ok(Value::SimpleString(pong)) if pong == "PONG" => Ok(()),
-        Ok(other) => Err(ProbeError::new(
-            ErrorKind::Protocol,
-            Step::Ping,
-            format!("expected PONG, got {}", describe(&other)),
-        )),
-        Err(err) => Err(classify_redis_error(Step::Ping, &err)),
+async fn ping(wire: &mut Wire) -> Result<(), ProbeError> {
+    let frame = wire.frame().await.map_err(|e| wire_error(Step::Ping, e))?;
+    match frame {
+        Frame::Simple(r) if wire.bytes(&r) == b"PONG" => Ok(()),
+        other => Err(unexpected(wire, Step::Ping, "expected PONG", &other)),
     }
 }
 
-async fn set(con: &mut MultiplexedConnection, key: &str, value: &str) -> Result<(), ProbeError> {
-    let reply = redis::cmd("SET")
-        .arg(key)
-        .arg(value)
-        .arg("EX")
-        .arg(KEY_TTL_SECS)
-        .query_async::<Value>(con)
-        .await;
-    match reply {
-        Ok(Value::Okay) => Ok(()),
-        Ok(other) => Err(ProbeError::new(
-            ErrorKind::Protocol,
+async fn set(wire: &mut Wire, key: &str) -> Result<(), ProbeError> {
+    let frame = wire.frame().await.map_err(|e| wire_error(Step::Set, e))?;
+    match frame {
+        Frame::Simple(r) if wire.bytes(&r) == b"OK" => Ok(()),
+        other => Err(unexpected(
+            wire,
             Step::Set,
-            format!("SET {key}: expected OK, got {}", describe(&other)),
+            &format!("SET {key}: expected OK"),
+            &other,
         )),
-        Err(err) => Err(classify_redis_error(Step::Set, &err)),
     }
 }
 
-async fn get(con: &mut MultiplexedConnection, key: &str, value: &str) -> Result<(), ProbeError> {
-    match redis::cmd("GET").arg(key).query_async::<Value>(con).await {
-        Ok(Value::BulkString(got)) if got == value.as_bytes() => Ok(()),
-        Ok(Value::BulkString(got)) => Err(ProbeError::new(
+async fn get(wire: &mut Wire, key: &str, value: &str) -> Result<(), ProbeError> {
+    let frame = wire.frame().await.map_err(|e| wire_error(Step::Get, e))?;
+    match frame {
+        Frame::Bulk(r) if wire.bytes(&r) == value.as_bytes() => Ok(()),
+        Frame::Bulk(r) => Err(ProbeError::new(
             ErrorKind::ValueMismatch,
             Step::Get,
             format!(
                 "GET {key}: expected {value:?}, got \"{}\"",
-                server_text(&got)
+                server_text(wire.bytes(&r))
             ),
         )),
-        Ok(Value::Nil) => Err(ProbeError::new(
+        Frame::Nil => Err(ProbeError::new(
             ErrorKind::ValueMismatch,
             Step::Get,
             format!("GET {key}: the key just written is missing"),
         )),
-        Ok(other) => Err(ProbeError::new(
-            ErrorKind::Protocol,
+        other => Err(unexpected(
+            wire,
             Step::Get,
-            format!("GET {key}: expected a string, got {}", describe(&other)),
+            &format!("GET {key}: expected a string"),
+            &other,
         )),
-        Err(err) => Err(classify_redis_error(Step::Get, &err)),
+    }
+}
+
+/// A reply that is not the one `step` expects: a server error by its code, anything else as
+/// `protocol` with its type and a short, escaped view of it.
+fn unexpected(wire: &Wire, step: Step, expected: &str, frame: &Frame) -> ProbeError {
+    match frame {
+        Frame::Error(r) => {
+            let reply = wire.bytes(r);
+            let (code, _) = split_error(reply);
+            ProbeError::new(
+                server_error_kind(code),
+                step,
+                format!("server replied {}", server_text(reply)),
+            )
+        }
+        other => ProbeError::new(
+            ErrorKind::Protocol,
+            step,
+            format!("{expected}, got {}", describe(wire, other)),
+        ),
     }
 }
 
@@ -944,33 +820,6 @@ fn server_error_kind(code: &str) -> ErrorKind {
         "READONLY" => ErrorKind::Readonly,
         _ => ErrorKind::Protocol,
     }
-}
-
-/// Maps a failed command (not `AUTH`, see [`classify_auth_error`]).
-///
-/// A server error is classified by its code. An I/O timeout is `timeout`. Anything else (reset,
-/// EOF, a reply that does not parse) means the connection did not carry a sane exchange:
-/// `protocol`.
-fn classify_redis_error(step: Step, err: &RedisError) -> ProbeError {
-    // Every text here can carry the server's bytes: its error reply, or a reply that did not
-    // parse, quoted by redis-rs.
-    let text = |raw: &str| server_text(raw.trim_end().as_bytes());
-    let (kind, message) = match err.code() {
-        Some(code) => {
-            let reply = format!("{code} {}", err.detail().unwrap_or_default());
-            (
-                server_error_kind(code),
-                format!("server replied {}", text(&reply)),
-            )
-        }
-        None if err.is_timeout() => (ErrorKind::Timeout, text(&with_sources(err))),
-        None if err.is_connection_dropped() => (
-            ErrorKind::Protocol,
-            format!("connection lost: {}", text(&with_sources(err))),
-        ),
-        None => (ErrorKind::Protocol, text(&with_sources(err))),
-    };
-    ProbeError::new(kind, step, message)
 }
 
 /// An error and its sources, joined by `: ` (errors here never repeat their source).
@@ -990,27 +839,26 @@ fn with_sources(err: &dyn StdError) -> String {
 }
 
 /// A reply's type, without its content.
-fn value_type(value: &Value) -> &'static str {
-    match value {
-        Value::Nil => "nil",
-        Value::Int(_) => "an integer",
-        Value::BulkString(_) => "a bulk string",
-        Value::Array(_) => "an array",
-        Value::SimpleString(_) => "a simple string",
-        Value::Okay => "OK",
-        _ => "a RESP3 value",
+fn frame_type(frame: &Frame) -> &'static str {
+    match frame {
+        Frame::Nil => "nil",
+        Frame::Int(_) => "an integer",
+        Frame::Bulk(_) => "a bulk string",
+        Frame::Array => "an array",
+        Frame::Simple(_) => "a simple string",
+        Frame::Error(_) => "an error",
+        Frame::Other(_) => "a RESP3 value",
     }
 }
 
 /// A reply for a message: its type and a short, escaped view of its content.
-fn describe(value: &Value) -> String {
-    match value {
-        Value::SimpleString(s) => {
-            format!("{} \"{}\"", value_type(value), server_text(s.as_bytes()))
+fn describe(wire: &Wire, frame: &Frame) -> String {
+    match frame {
+        Frame::Simple(r) | Frame::Bulk(r) | Frame::Error(r) => {
+            format!("{} \"{}\"", frame_type(frame), server_text(wire.bytes(r)))
         }
-        Value::BulkString(b) => format!("{} \"{}\"", value_type(value), server_text(b)),
-        Value::Int(i) => format!("{} {i}", value_type(value)),
-        other => value_type(other).to_owned(),
+        Frame::Int(i) => format!("{} {i}", frame_type(frame)),
+        other => frame_type(other).to_owned(),
     }
 }
 
