@@ -380,6 +380,7 @@ impl Shared {
             Fault::Resume { cache } => self.cache(cache)?.resume().await?,
             Fault::Latency { cache, delay } => self.cache(cache)?.set_latency(*delay).await,
             Fault::Blackhole { cache } => self.cache(cache)?.blackhole().await,
+            Fault::RefuseNew { cache } => self.cache(cache)?.refuse_new().await,
             Fault::HugeReply { cache } => self.cache(cache)?.huge_reply().await,
             Fault::Clear { cache } => self.cache(cache)?.clear().await?,
             Fault::DnsDown => self.zone.set_zone_down(true),

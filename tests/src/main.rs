@@ -186,6 +186,9 @@ enum FaultCommand {
     },
     /// Accept connections to the cache and never answer.
     Blackhole { cache: String },
+    /// Accept new connections to the cache and reset them at once (ECONNRESET); connections
+    /// already open keep working.
+    RefuseNew { cache: String },
     /// Answer every GET on new connections with a 100 MiB bulk string (streamed).
     HugeReply { cache: String },
     /// Undo every fault on the cache (restarting a killed server).
@@ -248,6 +251,7 @@ impl FaultCommand {
             Self::Resume { cache } => Fault::Resume { cache },
             Self::Latency { cache, delay } => Fault::Latency { cache, delay },
             Self::Blackhole { cache } => Fault::Blackhole { cache },
+            Self::RefuseNew { cache } => Fault::RefuseNew { cache },
             Self::HugeReply { cache } => Fault::HugeReply { cache },
             Self::Clear { cache } => Fault::Clear { cache },
             Self::DnsDown => Fault::DnsDown,
@@ -650,6 +654,9 @@ mod tests {
             Fault::ZonePublic,
             Fault::ZonePrivate,
             Fault::HugeReply {
+                cache: "app-sessions".into(),
+            },
+            Fault::RefuseNew {
                 cache: "app-sessions".into(),
             },
         ] {

@@ -420,6 +420,73 @@ async fn latency_delays_and_blackhole_silences_until_clear() {
     lab.shutdown().await;
 }
 
+/// What a client sees when it dials a front under `refuse-new`: the TCP connect succeeds (the
+/// front accepts), then the first read fails with `ECONNRESET`.
+async fn assert_new_connection_reset(cache: &CacheInfo) {
+    let mut tcp = timeout(WAIT, TcpStream::connect(cache.address))
+        .await
+        .expect("connect in time")
+        .expect("refuse-new accepts TCP");
+    let mut byte = [0u8; 1];
+    let read = timeout(WAIT, tcp.read(&mut byte))
+        .await
+        .expect("the reset comes in time");
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(io::ErrorKind::ConnectionReset),
+        "a new connection under refuse-new"
+    );
+}
+
+#[tokio::test]
+async fn refuse_new_resets_new_connections_and_spares_open_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = start(dir.path()).await;
+    let info = lab.info().clone();
+    let primary = info.caches[0].clone();
+    let mut live = tls(&info, &primary, &primary.endpoint).await.unwrap();
+    assert_eq!(command(&mut live, &[b"PING"], WAIT).await.unwrap(), "+PONG");
+
+    lab.fault(Fault::RefuseNew {
+        cache: primary.name.clone(),
+    })
+    .await
+    .unwrap();
+    assert_new_connection_reset(&primary).await;
+    let handshake = tls(&info, &primary, &primary.endpoint).await.unwrap_err();
+    assert!(
+        matches!(
+            handshake.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ),
+        "a TLS client dialling under refuse-new: {handshake:?}"
+    );
+    // The connection opened before the fault works on, round after round.
+    for _ in 0..3 {
+        assert_eq!(command(&mut live, &[b"PING"], WAIT).await.unwrap(), "+PONG");
+    }
+    assert_eq!(
+        command(&mut live, &[b"SET", b"k", b"v"], WAIT)
+            .await
+            .unwrap(),
+        "+OK"
+    );
+    // The spare is untouched.
+    assert_eq!(
+        ping_through_front(&info, &info.caches[1]).await.unwrap(),
+        "+PONG"
+    );
+
+    lab.fault(Fault::Clear {
+        cache: primary.name.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(ping_through_front(&info, &primary).await.unwrap(), "+PONG");
+    assert_eq!(command(&mut live, &[b"PING"], WAIT).await.unwrap(), "+PONG");
+    lab.shutdown().await;
+}
+
 #[tokio::test]
 async fn dropping_the_lab_leaves_no_process() {
     let dir = tempfile::tempdir().unwrap();
