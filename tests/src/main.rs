@@ -155,6 +155,10 @@ struct UpArgs {
     /// the lab CA).
     #[arg(long, default_value = "aws-rsa", value_parser = str::parse::<CertProfile>)]
     cert_profile: CertProfile,
+    /// The caches' TLS fronts resume sessions (a session cache per front, TLS 1.3 tickets).
+    /// Off by default, as no AWS source says serverless endpoints resume.
+    #[arg(long)]
+    tls_resumption: bool,
     /// Every cache uses IAM auth for this user: its front accepts only `AUTH USER <token>`
     /// with a valid token, and agent.toml sets `username` and `iam_auth = true`.
     #[arg(long, value_name = "USER", conflicts_with = "password_env")]
@@ -427,6 +431,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         route53_rate: route53_rate(&args),
         prior_request_window: args.prior_request_window,
         cert_profile: args.cert_profile,
+        tls_resumption: args.tls_resumption,
         iam_user: args.iam_user.clone(),
     };
     let lab = Lab::start(options).await?;
@@ -735,7 +740,7 @@ mod tests {
     }
 
     #[test]
-    fn up_takes_a_cert_profile_and_an_iam_user() {
+    fn up_takes_a_cert_profile_an_iam_user_and_tls_resumption() {
         let up = |extra: &[&str]| {
             let mut args = vec!["valkey-dr-lab", "up", "--dir", "d"];
             args.extend_from_slice(extra);
@@ -748,8 +753,17 @@ mod tests {
         let defaults = up(&[]).unwrap();
         assert_eq!(defaults.cert_profile, CertProfile::AwsRsa);
         assert_eq!(defaults.iam_user, None);
-        let chosen = up(&["--cert-profile", "ecdsa", "--iam-user", "probe"]).unwrap();
+        assert!(!defaults.tls_resumption, "fronts resume nothing by default");
+        let chosen = up(&[
+            "--cert-profile",
+            "ecdsa",
+            "--iam-user",
+            "probe",
+            "--tls-resumption",
+        ])
+        .unwrap();
         assert_eq!(chosen.cert_profile, CertProfile::Ecdsa);
+        assert!(chosen.tls_resumption);
         assert_eq!(chosen.iam_user.as_deref(), Some("probe"));
         assert!(up(&["--cert-profile", "rsa"]).is_err());
         assert!(up(&["--iam-user", "probe", "--password-env", "P"]).is_err());
