@@ -78,6 +78,14 @@ enum BenchCommand {
         /// Watch counts (and Sentinel monitors) to measure, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,100", value_parser = clap::value_parser!(u64).range(1..=500))]
         watches: Vec<u64>,
+        /// Certificate chains the lab's fronts present, comma-separated: each watch count is
+        /// measured once per profile (`aws-rsa`: RSA 2048 leaf and intermediate, as
+        /// ElastiCache; `ecdsa`: one P-256 leaf).
+        #[arg(long, value_delimiter = ',', default_value = "aws-rsa,ecdsa", value_parser = str::parse::<CertProfile>)]
+        cert_profiles: Vec<CertProfile>,
+        /// The lab's fronts resume TLS sessions (off by default, as `up`).
+        #[arg(long)]
+        tls_resumption: bool,
     },
     /// Time from a hung primary to the alert, for the agent and for Sentinel.
     ///
@@ -342,10 +350,18 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Bench {
-                bench: BenchCommand::Footprint { seconds, watches },
+                bench:
+                    BenchCommand::Footprint {
+                        seconds,
+                        watches,
+                        cert_profiles,
+                        tls_resumption,
+                    },
             } => {
                 let watches: Vec<usize> = watches.iter().map(|&n| n as usize).collect();
-                let report = bench::footprint::run(seconds, &watches).await?;
+                let report =
+                    bench::footprint::run(seconds, &watches, &cert_profiles, tls_resumption)
+                        .await?;
                 println!("{report:#}");
                 Ok(())
             }
