@@ -87,15 +87,22 @@ enum BenchCommand {
         #[arg(long)]
         tls_resumption: bool,
     },
-    /// Time from a hung primary to the alert, for the agent and for Sentinel.
+    /// Time from a failed primary to the alert, for the agent and for Sentinel.
     ///
-    /// The primary is SIGSTOPped at a seeded random point of the 1 s interval; the clock stops
-    /// at the agent's `down` webhook, and at Sentinel's `+sdown` (down-after 3 s).
+    /// The agent's primary is put through each outage kind at a seeded random point of the 1 s
+    /// interval (of the 10 s handshake interval for refuse_new), Sentinel's master through a
+    /// SIGSTOP; the clock stops at the agent's `down` webhook, and at Sentinel's `+sdown`
+    /// (down-after 3 s).
     Detection {
-        /// Outages per side.
+        /// Outages per kind, and for Sentinel.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=500))]
         outages: u64,
-        /// Seed for where in the probe interval each outage starts.
+        /// Outage kinds for the agent, comma-separated: pause (SIGSTOP), kill (SIGKILL),
+        /// blackhole, region_outage, refuse_new (new connections reset, open ones kept).
+        #[arg(long, value_delimiter = ',', default_value = "pause,kill,blackhole,region_outage,refuse_new", value_parser = str::parse::<bench::detection::Kind>)]
+        kinds: Vec<bench::detection::Kind>,
+        /// Seed for where in the probe interval (the handshake interval, for refuse_new) each
+        /// outage starts.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -366,9 +373,14 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Bench {
-                bench: BenchCommand::Detection { outages, seed },
+                bench:
+                    BenchCommand::Detection {
+                        outages,
+                        seed,
+                        kinds,
+                    },
             } => {
-                let report = bench::detection::run(outages as usize, seed).await?;
+                let report = bench::detection::run(outages as usize, seed, &kinds).await?;
                 println!("{report:#}");
                 Ok(())
             }
