@@ -262,6 +262,11 @@ impl Cache {
         self.front.set_blackhole(true);
     }
 
+    pub(crate) async fn refuse_new(&self) {
+        let _state = self.state.lock().await;
+        self.front.set_refuse_new(true);
+    }
+
     pub(crate) async fn huge_reply(&self) {
         let _state = self.state.lock().await;
         self.front.set_huge_reply(true);

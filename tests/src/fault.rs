@@ -40,6 +40,13 @@ pub enum Fault {
         /// The cache.
         cache: String,
     },
+    /// New connections are accepted and reset at once (the client sees `ECONNRESET`), while
+    /// connections opened before the fault keep working: a cache that stops taking clients
+    /// without dropping its own, which only a client that dials again can see.
+    RefuseNew {
+        /// The cache.
+        cache: String,
+    },
     /// New connections get a 100 MiB bulk string for every `GET`, streamed by the front
     /// (never held in memory); every other command still reaches the server.
     HugeReply {
@@ -47,7 +54,7 @@ pub enum Fault {
         cache: String,
     },
     /// Undo every fault on the cache: restart a killed server, resume a paused one, reopen
-    /// the front, drop latency and blackhole.
+    /// the front, drop latency, blackhole, huge replies and refuse-new.
     Clear {
         /// The cache.
         cache: String,
@@ -131,6 +138,7 @@ impl Fault {
             | Self::Resume { cache }
             | Self::Latency { cache, .. }
             | Self::Blackhole { cache }
+            | Self::RefuseNew { cache }
             | Self::HugeReply { cache }
             | Self::Clear { cache }
             | Self::PointRecord { cache } => Some(cache),
@@ -164,6 +172,7 @@ impl fmt::Display for Fault {
                 write!(f, "latency {cache} {}", humantime::format_duration(*delay))
             }
             Self::Blackhole { cache } => write!(f, "blackhole {cache}"),
+            Self::RefuseNew { cache } => write!(f, "refuse-new {cache}"),
             Self::HugeReply { cache } => write!(f, "huge-reply {cache}"),
             Self::Clear { cache } => write!(f, "clear {cache}"),
             Self::DnsDown => f.write_str("dns-down"),
@@ -282,6 +291,13 @@ mod tests {
                 },
                 r#"{"fault":"huge-reply","cache":"app-sessions"}"#,
                 "huge-reply app-sessions",
+            ),
+            (
+                Fault::RefuseNew {
+                    cache: "app-sessions".into(),
+                },
+                r#"{"fault":"refuse-new","cache":"app-sessions"}"#,
+                "refuse-new app-sessions",
             ),
             (
                 Fault::IamDeny {

@@ -4,8 +4,10 @@
 //! every cache sits behind a front: a listener on the cache's own loopback IP and the lab's
 //! shared port that terminates TLS with the endpoint's certificate and proxies bytes to the
 //! server's unix socket. Network faults live here, because that is where a real network would
-//! misbehave: latency and blackholes act on every forwarded chunk, and a dead node's address
-//! refuses connections because the listener is closed.
+//! misbehave: latency and blackholes act on every forwarded chunk (so on connections already
+//! open too, as a real network fault would), a dead node's address refuses connections because
+//! the listener is closed (and its open connections are dropped), and `refuse-new` resets every
+//! new connection while the open ones keep being forwarded.
 //!
 //! A cache that uses IAM auth is gated here too, as ElastiCache gates it: until the client has
 //! sent `AUTH <user> <token>` (or `HELLO <ver> AUTH <user> <token>`) with a token that
@@ -78,6 +80,10 @@ pub(crate) struct NetFaults {
     pub(crate) blackhole: bool,
     /// New connections get [`HUGE_REPLY_BYTES`] for every `GET` (see [`serve_huge_replies`]).
     pub(crate) huge_reply: bool,
+    /// New connections are accepted and reset at once (`SO_LINGER` 0, so an RST, not a FIN);
+    /// connections opened before keep being forwarded. A client that keeps one connection
+    /// open sees nothing until it dials again.
+    pub(crate) refuse_new: bool,
 }
 
 /// Binds a listening socket with `SO_REUSEADDR`, so that `clear` can rebind the exact address
@@ -211,6 +217,10 @@ impl Front {
         self.faults.send_modify(|f| f.huge_reply = huge_reply);
     }
 
+    pub(crate) fn set_refuse_new(&self, refuse_new: bool) {
+        self.faults.send_modify(|f| f.refuse_new = refuse_new);
+    }
+
     pub(crate) fn clear_faults(&self) {
         self.faults.send_replace(NetFaults::default());
     }
@@ -221,6 +231,10 @@ impl Front {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) if self.faults.borrow().refuse_new => {
+                        debug!(cache = %self.cache, %peer, "accepted and reset (refuse-new)");
+                        reset(stream);
+                    }
                     Ok((stream, peer)) => {
                         debug!(cache = %self.cache, %peer, "accepted");
                         connections.spawn(self.clone().serve(stream, peer));
@@ -696,6 +710,17 @@ async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(server: &mut R) -> io::R
     Ok(out)
 }
 
+/// Closes a connection with an RST: with `SO_LINGER` 0 the kernel discards the socket at once
+/// instead of sending a FIN, so the client's next read or write fails with `ECONNRESET`, as
+/// when a load balancer or a node in trouble turns new connections away. Setting a zero linger
+/// never blocks (only a non-zero one does).
+fn reset(stream: TcpStream) {
+    if let Err(e) = stream.set_zero_linger() {
+        debug!(error = %e, "SO_LINGER 0 failed: the connection gets a FIN instead");
+    }
+    drop(stream);
+}
+
 /// Holds a blackholed connection open without answering, until the client gives up or
 /// `BLACKHOLE_HOLD` passes. Reading (and discarding) is how we notice the client leaving.
 async fn hold(mut tcp: TcpStream) {
@@ -1030,9 +1055,8 @@ mod tests {
         assert!(started.elapsed() >= Duration::from_millis(100));
 
         tx.send_replace(NetFaults {
-            latency: None,
             blackhole: true,
-            huge_reply: false,
+            ..NetFaults::default()
         });
         writer.write_all(b"c").await.unwrap();
         let stalled = timeout(Duration::from_millis(200), reader.read_exact(&mut buf[..1])).await;

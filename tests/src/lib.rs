@@ -159,6 +159,11 @@ pub struct LabOptions {
     /// The certificate chain every front presents. Default: [`CertProfile::AwsRsa`], as
     /// ElastiCache endpoints.
     pub cert_profile: CertProfile,
+    /// Whether the fronts resume TLS sessions (stateful: a session cache per front, TLS 1.3
+    /// tickets sent). Default off: no AWS source says whether a serverless endpoint resumes,
+    /// and the lab is never kinder than AWS (tests/FIDELITY.md, T4). On, a bench can measure
+    /// what resumption would save.
+    pub tls_resumption: bool,
     /// When set, the primary, the spare and every cache the lab creates afterwards (through
     /// [`Lab::add_cache`] or `CreateServerlessCache`) use IAM auth for this user (see
     /// [`CacheAuth`]), and `agent.toml` says `username = "<user>"` and `iam_auth = true`.
@@ -182,6 +187,7 @@ impl Default for LabOptions {
             route53_rate: Some(RateLimit::ROUTE53),
             prior_request_window: DEFAULT_PRIOR_REQUEST_WINDOW,
             cert_profile: CertProfile::default(),
+            tls_resumption: false,
             iam_user: None,
         }
     }
@@ -380,6 +386,7 @@ impl Shared {
             Fault::Resume { cache } => self.cache(cache)?.resume().await?,
             Fault::Latency { cache, delay } => self.cache(cache)?.set_latency(*delay).await,
             Fault::Blackhole { cache } => self.cache(cache)?.blackhole().await,
+            Fault::RefuseNew { cache } => self.cache(cache)?.refuse_new().await,
             Fault::HugeReply { cache } => self.cache(cache)?.huge_reply().await,
             Fault::Clear { cache } => self.cache(cache)?.clear().await?,
             Fault::DnsDown => self.zone.set_zone_down(true),
@@ -730,7 +737,7 @@ impl Lab {
         if let Some(user) = &options.iam_user {
             validate_iam_user(user, options.password.is_some())?;
         }
-        let ca = LabCa::generate(options.cert_profile)?;
+        let ca = LabCa::generate(options.cert_profile, options.tls_resumption)?;
         let ca_file = dir.join("ca.pem");
         write_atomic(&ca_file, ca.pem().as_bytes(), 0o644)?;
 

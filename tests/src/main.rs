@@ -78,16 +78,31 @@ enum BenchCommand {
         /// Watch counts (and Sentinel monitors) to measure, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,100", value_parser = clap::value_parser!(u64).range(1..=500))]
         watches: Vec<u64>,
+        /// Certificate chains the lab's fronts present, comma-separated: each watch count is
+        /// measured once per profile (`aws-rsa`: RSA 2048 leaf and intermediate, as
+        /// ElastiCache; `ecdsa`: one P-256 leaf).
+        #[arg(long, value_delimiter = ',', default_value = "aws-rsa,ecdsa", value_parser = str::parse::<CertProfile>)]
+        cert_profiles: Vec<CertProfile>,
+        /// The lab's fronts resume TLS sessions (off by default, as `up`).
+        #[arg(long)]
+        tls_resumption: bool,
     },
-    /// Time from a hung primary to the alert, for the agent and for Sentinel.
+    /// Time from a failed primary to the alert, for the agent and for Sentinel.
     ///
-    /// The primary is SIGSTOPped at a seeded random point of the 1 s interval; the clock stops
-    /// at the agent's `down` webhook, and at Sentinel's `+sdown` (down-after 3 s).
+    /// The agent's primary is put through each outage kind at a seeded random point of the 1 s
+    /// interval (of the 10 s handshake interval for refuse_new), Sentinel's master through a
+    /// SIGSTOP; the clock stops at the agent's `down` webhook, and at Sentinel's `+sdown`
+    /// (down-after 3 s).
     Detection {
-        /// Outages per side.
+        /// Outages per kind, and for Sentinel.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=500))]
         outages: u64,
-        /// Seed for where in the probe interval each outage starts.
+        /// Outage kinds for the agent, comma-separated: pause (SIGSTOP), kill (SIGKILL),
+        /// blackhole, region_outage, refuse_new (new connections reset, open ones kept).
+        #[arg(long, value_delimiter = ',', default_value = "pause,kill,blackhole,region_outage,refuse_new", value_parser = str::parse::<bench::detection::Kind>)]
+        kinds: Vec<bench::detection::Kind>,
+        /// Seed for where in the probe interval (the handshake interval, for refuse_new) each
+        /// outage starts.
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
@@ -155,6 +170,10 @@ struct UpArgs {
     /// the lab CA).
     #[arg(long, default_value = "aws-rsa", value_parser = str::parse::<CertProfile>)]
     cert_profile: CertProfile,
+    /// The caches' TLS fronts resume sessions (a session cache per front, TLS 1.3 tickets).
+    /// Off by default, as no AWS source says serverless endpoints resume.
+    #[arg(long)]
+    tls_resumption: bool,
     /// Every cache uses IAM auth for this user: its front accepts only `AUTH USER <token>`
     /// with a valid token, and agent.toml sets `username` and `iam_auth = true`.
     #[arg(long, value_name = "USER", conflicts_with = "password_env")]
@@ -186,6 +205,9 @@ enum FaultCommand {
     },
     /// Accept connections to the cache and never answer.
     Blackhole { cache: String },
+    /// Accept new connections to the cache and reset them at once (ECONNRESET); connections
+    /// already open keep working.
+    RefuseNew { cache: String },
     /// Answer every GET on new connections with a 100 MiB bulk string (streamed).
     HugeReply { cache: String },
     /// Undo every fault on the cache (restarting a killed server).
@@ -248,6 +270,7 @@ impl FaultCommand {
             Self::Resume { cache } => Fault::Resume { cache },
             Self::Latency { cache, delay } => Fault::Latency { cache, delay },
             Self::Blackhole { cache } => Fault::Blackhole { cache },
+            Self::RefuseNew { cache } => Fault::RefuseNew { cache },
             Self::HugeReply { cache } => Fault::HugeReply { cache },
             Self::Clear { cache } => Fault::Clear { cache },
             Self::DnsDown => Fault::DnsDown,
@@ -334,17 +357,30 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Bench {
-                bench: BenchCommand::Footprint { seconds, watches },
+                bench:
+                    BenchCommand::Footprint {
+                        seconds,
+                        watches,
+                        cert_profiles,
+                        tls_resumption,
+                    },
             } => {
                 let watches: Vec<usize> = watches.iter().map(|&n| n as usize).collect();
-                let report = bench::footprint::run(seconds, &watches).await?;
+                let report =
+                    bench::footprint::run(seconds, &watches, &cert_profiles, tls_resumption)
+                        .await?;
                 println!("{report:#}");
                 Ok(())
             }
             Command::Bench {
-                bench: BenchCommand::Detection { outages, seed },
+                bench:
+                    BenchCommand::Detection {
+                        outages,
+                        seed,
+                        kinds,
+                    },
             } => {
-                let report = bench::detection::run(outages as usize, seed).await?;
+                let report = bench::detection::run(outages as usize, seed, &kinds).await?;
                 println!("{report:#}");
                 Ok(())
             }
@@ -423,6 +459,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         route53_rate: route53_rate(&args),
         prior_request_window: args.prior_request_window,
         cert_profile: args.cert_profile,
+        tls_resumption: args.tls_resumption,
         iam_user: args.iam_user.clone(),
     };
     let lab = Lab::start(options).await?;
@@ -652,6 +689,9 @@ mod tests {
             Fault::HugeReply {
                 cache: "app-sessions".into(),
             },
+            Fault::RefuseNew {
+                cache: "app-sessions".into(),
+            },
         ] {
             let text = fault.to_string();
             let mut args = vec!["valkey-dr-lab", "fault", "--dir", "d"];
@@ -728,7 +768,7 @@ mod tests {
     }
 
     #[test]
-    fn up_takes_a_cert_profile_and_an_iam_user() {
+    fn up_takes_a_cert_profile_an_iam_user_and_tls_resumption() {
         let up = |extra: &[&str]| {
             let mut args = vec!["valkey-dr-lab", "up", "--dir", "d"];
             args.extend_from_slice(extra);
@@ -741,8 +781,17 @@ mod tests {
         let defaults = up(&[]).unwrap();
         assert_eq!(defaults.cert_profile, CertProfile::AwsRsa);
         assert_eq!(defaults.iam_user, None);
-        let chosen = up(&["--cert-profile", "ecdsa", "--iam-user", "probe"]).unwrap();
+        assert!(!defaults.tls_resumption, "fronts resume nothing by default");
+        let chosen = up(&[
+            "--cert-profile",
+            "ecdsa",
+            "--iam-user",
+            "probe",
+            "--tls-resumption",
+        ])
+        .unwrap();
         assert_eq!(chosen.cert_profile, CertProfile::Ecdsa);
+        assert!(chosen.tls_resumption);
         assert_eq!(chosen.iam_user.as_deref(), Some("probe"));
         assert!(up(&["--cert-profile", "rsa"]).is_err());
         assert!(up(&["--iam-user", "probe", "--password-env", "P"]).is_err());

@@ -10,6 +10,10 @@
 //! the intermediate and must verify two RSA signatures, which is what a probe pays on AWS.
 //! [`CertProfile::Ecdsa`] keeps the lab's older, cheaper shape (an ECDSA P-256 leaf straight
 //! under the root) for benchmarks that compare the two.
+//!
+//! No front resumes TLS sessions unless the lab is started with `tls_resumption`: no AWS
+//! document says whether a serverless endpoint does, and the lab is never kinder than AWS, so
+//! by default every handshake is a full one (tests/FIDELITY.md, T4).
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +24,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose, PKCS_RSA_SHA256,
 };
 use rustls::ServerConfig;
+use rustls::server::{NoServerSessionStorage, ServerSessionMemoryCache};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::LabError;
@@ -83,6 +88,10 @@ impl FromStr for CertProfile {
     }
 }
 
+/// Sessions a front remembers for resumption when it is on: a few per client is plenty, and
+/// the bound keeps a front's memory fixed whatever dials it.
+const RESUMPTION_SESSIONS: usize = 256;
+
 /// The RSA intermediate of the `aws-rsa` profile.
 struct Intermediate {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -97,6 +106,8 @@ pub(crate) struct LabCa {
     issuer: CertifiedIssuer<'static, KeyPair>,
     /// `Some` with the `aws-rsa` profile.
     intermediate: Option<Intermediate>,
+    /// Whether fronts resume sessions ([`crate::LabOptions::tls_resumption`]).
+    resumption: bool,
 }
 
 fn rsa_key(name: &str, pem: &str) -> Result<KeyPair, LabError> {
@@ -112,7 +123,9 @@ fn rsa_key(name: &str, pem: &str) -> Result<KeyPair, LabError> {
 pub const LEAF_VALIDITY_DAYS: i64 = 395;
 
 impl LabCa {
-    pub(crate) fn generate(profile: CertProfile) -> Result<Self, LabError> {
+    /// A fresh CA whose fronts present `profile`'s chain, and resume TLS sessions only when
+    /// `resumption` is set.
+    pub(crate) fn generate(profile: CertProfile, resumption: bool) -> Result<Self, LabError> {
         let error = |source| LabError::Certificate {
             name: CA_NAME.to_string(),
             source,
@@ -134,6 +147,7 @@ impl LabCa {
         Ok(Self {
             issuer,
             intermediate,
+            resumption,
         })
     }
 
@@ -187,7 +201,7 @@ impl LabCa {
         };
         // The provider is explicit: a process-wide default would be shared with whatever else
         // runs in the process (the agent, in end-to-end tests) and could differ between them.
-        let config =
+        let mut config =
             ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
                 .map_err(tls_error)?
@@ -197,6 +211,17 @@ impl LabCa {
                     PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
                 )
                 .map_err(tls_error)?;
+        if self.resumption {
+            // Stateful resumption: TLS 1.3 tickets that name a session in this front's cache
+            // (rustls' default, made explicit), and TLS 1.2 session ids.
+            config.session_storage = ServerSessionMemoryCache::new(RESUMPTION_SESSIONS);
+            config.send_tls13_tickets = 2;
+        } else {
+            // Nothing to resume with: no session ids are stored and no tickets sent (the
+            // default ticketer makes none either), so every handshake is a full one.
+            config.session_storage = Arc::new(NoServerSessionStorage {});
+            config.send_tls13_tickets = 0;
+        }
         Ok(Arc::new(config))
     }
 }
@@ -264,10 +289,19 @@ mod tests {
     #[test]
     fn each_profile_builds_a_server_config() {
         for profile in [CertProfile::AwsRsa, CertProfile::Ecdsa] {
-            let ca = LabCa::generate(profile).unwrap();
-            ca.server_config("app-sessions-abc123.serverless.use1.cache.amazonaws.com")
-                .unwrap();
-            assert!(ca.pem().starts_with("-----BEGIN CERTIFICATE-----"));
+            for resumption in [false, true] {
+                let ca = LabCa::generate(profile, resumption).unwrap();
+                let config = ca
+                    .server_config("app-sessions-abc123.serverless.use1.cache.amazonaws.com")
+                    .unwrap();
+                assert!(ca.pem().starts_with("-----BEGIN CERTIFICATE-----"));
+                assert_eq!(config.session_storage.can_cache(), resumption);
+                assert_eq!(config.send_tls13_tickets > 0, resumption);
+                assert!(
+                    !config.ticketer.enabled(),
+                    "no stateless tickets either way"
+                );
+            }
         }
     }
 }

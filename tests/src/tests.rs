@@ -420,6 +420,166 @@ async fn latency_delays_and_blackhole_silences_until_clear() {
     lab.shutdown().await;
 }
 
+/// What a client sees when it dials a front under `refuse-new`: the TCP connect succeeds (the
+/// front accepts), then the first read fails with `ECONNRESET`.
+async fn assert_new_connection_reset(cache: &CacheInfo) {
+    let mut tcp = timeout(WAIT, TcpStream::connect(cache.address))
+        .await
+        .expect("connect in time")
+        .expect("refuse-new accepts TCP");
+    let mut byte = [0u8; 1];
+    let read = timeout(WAIT, tcp.read(&mut byte))
+        .await
+        .expect("the reset comes in time");
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(io::ErrorKind::ConnectionReset),
+        "a new connection under refuse-new"
+    );
+}
+
+#[tokio::test]
+async fn refuse_new_resets_new_connections_and_spares_open_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = start(dir.path()).await;
+    let info = lab.info().clone();
+    let primary = info.caches[0].clone();
+    let mut live = tls(&info, &primary, &primary.endpoint).await.unwrap();
+    assert_eq!(command(&mut live, &[b"PING"], WAIT).await.unwrap(), "+PONG");
+
+    lab.fault(Fault::RefuseNew {
+        cache: primary.name.clone(),
+    })
+    .await
+    .unwrap();
+    assert_new_connection_reset(&primary).await;
+    let handshake = tls(&info, &primary, &primary.endpoint).await.unwrap_err();
+    assert!(
+        matches!(
+            handshake.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ),
+        "a TLS client dialling under refuse-new: {handshake:?}"
+    );
+    // The connection opened before the fault works on, round after round.
+    for _ in 0..3 {
+        assert_eq!(command(&mut live, &[b"PING"], WAIT).await.unwrap(), "+PONG");
+    }
+    assert_eq!(
+        command(&mut live, &[b"SET", b"k", b"v"], WAIT)
+            .await
+            .unwrap(),
+        "+OK"
+    );
+    // The spare is untouched.
+    assert_eq!(
+        ping_through_front(&info, &info.caches[1]).await.unwrap(),
+        "+PONG"
+    );
+
+    lab.fault(Fault::Clear {
+        cache: primary.name.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(ping_through_front(&info, &primary).await.unwrap(), "+PONG");
+    assert_eq!(command(&mut live, &[b"PING"], WAIT).await.unwrap(), "+PONG");
+    lab.shutdown().await;
+}
+
+/// A client that keeps one connection open (the agent's probes since issue 12) must see every
+/// outage a new connection sees: each fault acts on connections already open, as the real
+/// failure would.
+#[tokio::test]
+async fn faults_act_on_connections_already_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = start(dir.path()).await;
+    let info = lab.info().clone();
+    let primary = info.caches[0].clone();
+    let clear = || Fault::Clear {
+        cache: primary.name.clone(),
+    };
+    let mut live = tls(&info, &primary, &primary.endpoint).await.unwrap();
+    assert_eq!(command(&mut live, &[b"PING"], WAIT).await.unwrap(), "+PONG");
+    let short = Duration::from_millis(500);
+
+    // Latency: each chunk of the open connection is held, in each direction.
+    let delay = Duration::from_millis(150);
+    lab.fault(Fault::Latency {
+        cache: primary.name.clone(),
+        delay,
+    })
+    .await
+    .unwrap();
+    let sent = Instant::now();
+    assert_eq!(command(&mut live, &[b"PING"], WAIT).await.unwrap(), "+PONG");
+    assert!(sent.elapsed() >= delay * 2, "{:?}", sent.elapsed());
+    lab.fault(clear()).await.unwrap();
+
+    // Blackhole and region outage: the open connection stalls, and what was sent during the
+    // stall is answered once the fault is lifted.
+    for (fault, lift) in [
+        (
+            Fault::Blackhole {
+                cache: primary.name.clone(),
+            },
+            clear(),
+        ),
+        (
+            Fault::RegionOutage {
+                region: primary.region.clone(),
+            },
+            Fault::RegionRestore {
+                region: primary.region.clone(),
+            },
+        ),
+    ] {
+        lab.fault(fault.clone()).await.unwrap();
+        let stalled = command(&mut live, &[b"PING"], short).await;
+        assert_eq!(
+            stalled.map_err(|e| e.kind()),
+            Err(io::ErrorKind::TimedOut),
+            "{fault}: an open connection still answered"
+        );
+        lab.fault(lift).await.unwrap();
+        assert_eq!(
+            timeout(WAIT, read_line(&mut live)).await.unwrap().unwrap(),
+            "+PONG",
+            "after {fault}"
+        );
+    }
+
+    // Pause: the open connection hangs until the server is continued.
+    lab.fault(Fault::Pause {
+        cache: primary.name.clone(),
+    })
+    .await
+    .unwrap();
+    let hung = command(&mut live, &[b"PING"], short).await;
+    assert_eq!(hung.map_err(|e| e.kind()), Err(io::ErrorKind::TimedOut));
+    lab.fault(clear()).await.unwrap();
+    assert_eq!(
+        timeout(WAIT, read_line(&mut live)).await.unwrap().unwrap(),
+        "+PONG"
+    );
+
+    // Kill: the open connection is cut, not left hanging.
+    lab.fault(Fault::Kill {
+        cache: primary.name.clone(),
+    })
+    .await
+    .unwrap();
+    let cut = command(&mut live, &[b"PING"], WAIT).await;
+    assert!(
+        cut.as_ref()
+            .is_err_and(|e| e.kind() != io::ErrorKind::TimedOut),
+        "a killed cache's open connection: {cut:?}"
+    );
+    lab.fault(clear()).await.unwrap();
+    assert_eq!(ping_through_front(&info, &primary).await.unwrap(), "+PONG");
+    lab.shutdown().await;
+}
+
 #[tokio::test]
 async fn dropping_the_lab_leaves_no_process() {
     let dir = tempfile::tempdir().unwrap();

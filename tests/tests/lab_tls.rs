@@ -458,3 +458,68 @@ async fn a_cache_created_through_the_api_requires_tokens_for_itself() {
     );
     assert_eq!(call(&mut stream, &["PING"]).await, b"+PONG\r\n");
 }
+
+/// Opens a TLS connection with `config`, sends PING and reads the answer (which also reads any
+/// session tickets the front sent after its handshake), and says how the handshake went.
+async fn handshake_kind(
+    config: &std::sync::Arc<rustls::ClientConfig>,
+    cache: &CacheInfo,
+) -> rustls::HandshakeKind {
+    let tcp = timeout(STEP, TcpStream::connect(cache.address))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let name = ServerName::try_from(cache.endpoint.clone()).expect("endpoint is a DNS name");
+    let mut stream = timeout(STEP, TlsConnector::from(config.clone()).connect(name, tcp))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    assert_eq!(call(&mut stream, &["PING"]).await, b"+PONG\r\n");
+    let kind = stream.get_ref().1.handshake_kind().expect("handshake done");
+    let _ = timeout(STEP, stream.shutdown()).await;
+    kind
+}
+
+/// A client that would resume if it could: rustls' in-memory session store (256 sessions),
+/// trusting the lab's `ca.pem`.
+fn resuming_client(lab: &TestLab) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&lab.lab.info().ca_file).expect("ca.pem") {
+        roots.add(cert.expect("a PEM certificate")).expect("a root");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.resumption = rustls::client::Resumption::in_memory_sessions(256);
+    std::sync::Arc::new(config)
+}
+
+/// tests/FIDELITY.md, T4: no AWS source says whether a serverless endpoint resumes TLS
+/// sessions, so by default the fronts never do; `tls_resumption` turns it on for benches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fronts_resume_no_tls_session_unless_asked() {
+    for (resumption, second) in [
+        (false, rustls::HandshakeKind::Full),
+        (true, rustls::HandshakeKind::Resumed),
+    ] {
+        let lab = TestLab::start_with(|o| o.tls_resumption = resumption).await;
+        let primary = primary(&lab);
+        let client = resuming_client(&lab);
+        assert_eq!(
+            handshake_kind(&client, &primary).await,
+            rustls::HandshakeKind::Full,
+            "the first connection (resumption {resumption})"
+        );
+        assert_eq!(
+            handshake_kind(&client, &primary).await,
+            second,
+            "the second connection from the same client config (resumption {resumption})"
+        );
+        lab.lab.shutdown().await;
+    }
+}
