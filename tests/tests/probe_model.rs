@@ -208,3 +208,39 @@ async fn a_kept_connection_cut_by_the_server_is_replaced_with_no_failed_round() 
     }
     agent.kill9().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_refused_while_old_ones_live_is_down_within_handshake_interval() {
+    const HANDSHAKE_INTERVAL: Duration = Duration::from_secs(3);
+    let s = setup("3s").await;
+    let agent = s.agent_on_kept_connections().await;
+    let t0 = tokio::time::Instant::now();
+    s.lab
+        .fault(Fault::RefuseNew {
+            cache: PRIMARY_CACHE.to_owned(),
+        })
+        .await;
+    let bound = HANDSHAKE_INTERVAL + INTERVAL * FALL + TIMEOUT;
+    let took = time_to_down(&agent, t0, bound + SLACK * 3).await;
+    assert!(took <= bound + SLACK, "down after {took:?} > {bound:?}");
+    let status = watch_status(&agent, WATCH).await.expect("status");
+    // The kept connections kept answering; what failed are the fresh ones.
+    for path in status["last_observation"]["paths"].as_array().unwrap() {
+        assert_eq!(path["ok"], false, "{status:#}");
+        assert_ne!(path["connection"], "reused", "{path:#}");
+        assert_eq!(path["error_kind"], "protocol", "a reset at the handshake: {path:#}");
+    }
+    s.lab
+        .fault(Fault::Clear {
+            cache: PRIMARY_CACHE.to_owned(),
+        })
+        .await;
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(10))
+            .await,
+        "{}",
+        agent.log_text()
+    );
+    agent.kill9().await;
+}

@@ -157,6 +157,7 @@ fn path(kind: PathKind, error: Option<ErrorKind>, latency_ms: u64) -> PathResult
         ttl: None,
         record_name_verified: None,
         cert_expiry: None,
+        connection: valkey_dr_probes::Connection::Reused,
     }
 }
 
