@@ -1,12 +1,14 @@
 //! `valkey-dr-lab bench`: figures as JSON, measured against a real lab on loopback.
 //!
 //! - `bench probe` times whole probe rounds (every path of every watch, concurrently) through
-//!   the agent's own probe code, with TLS, on a runtime thread of its own so that the lab's
+//!   the agent's own probe code, with TLS, on kept connections (as the daemon) and on fresh
+//!   ones (as `check`), on a runtime thread of its own so that the lab's
 //!   fronts and DNS do not share the probes' thread (as in production, where they are remote).
 //! - `bench footprint` ([`footprint`]): memory and CPU of the real `valkey-dr run` daemon,
 //!   beside Valkey Sentinel doing the same job in the same window.
-//! - `bench detection` ([`detection`]): time from a hung primary to the alert, for the agent
-//!   and for Sentinel.
+//! - `bench detection` ([`detection`]): time from an outage (each kind: pause, kill,
+//!   blackhole, region outage, new connections refused) to the alert; Sentinel on a hung
+//!   primary.
 //! - `bench failover` ([`failover`]): whole region-outage failovers, from the outage to the
 //!   application writing again, phase by phase, and what the agent adds on top of AWS and DNS.
 //!
@@ -28,7 +30,7 @@ use anyhow::Context as _;
 use serde_json::{Value, json};
 use valkey_dr::config::{Config, ProcessEnv};
 use valkey_dr_lab::{Lab, LabOptions};
-use valkey_dr_probes::{Prober, ResolverSettings};
+use valkey_dr_probes::{Connections, Prober, ResolverSettings};
 
 /// Rounds run and thrown away before measuring: connection-independent warm-up of the
 /// resolver cache and allocator, as a daemon's steady state has.
@@ -63,22 +65,34 @@ pub async fn probe(rounds: usize, watch_counts: &[usize]) -> anyhow::Result<Valu
                         s
                     })
                     .collect();
+                // As the daemon probes: each watch keeps its connections between rounds.
+                let mut kept: Vec<Connections> =
+                    specs.iter().map(|_| Connections::default()).collect();
+                let mut kept_round = async || {
+                    futures::future::join_all(
+                        specs
+                            .iter()
+                            .zip(kept.iter_mut())
+                            .map(|(s, k)| prober.round_kept(s, k)),
+                    )
+                    .await
+                };
+                for _ in 0..WARMUP_ROUNDS {
+                    kept_round().await;
+                }
+                let (mut samples, failures) = time_rounds(rounds, &mut kept_round).await;
+                let mut kept_summary = summary(n, &mut samples, failures);
+                kept_summary["connections"] = json!("kept");
+                out.push(kept_summary);
+                // As `check` probes: a fresh connection and handshake on every path.
                 for _ in 0..WARMUP_ROUNDS {
                     prober.rounds(&specs).await;
                 }
-                let mut samples = Vec::with_capacity(rounds);
-                let mut failures = 0usize;
-                for _ in 0..rounds {
-                    let start = Instant::now();
-                    let observations = prober.rounds(&specs).await;
-                    samples.push(start.elapsed());
-                    failures += observations
-                        .iter()
-                        .flat_map(|o| o.paths.iter())
-                        .filter(|p| !p.ok())
-                        .count();
-                }
-                out.push(summary(n, &mut samples, failures));
+                let (mut samples, failures) =
+                    time_rounds(rounds, async || prober.rounds(&specs).await).await;
+                let mut fresh_summary = summary(n, &mut samples, failures);
+                fresh_summary["connections"] = json!("one_shot");
+                out.push(fresh_summary);
             }
             Ok(out)
         })
@@ -88,12 +102,32 @@ pub async fn probe(rounds: usize, watch_counts: &[usize]) -> anyhow::Result<Valu
     let _ = std::fs::remove_dir_all(&dir);
     Ok(json!({
         "bench": "probe_round",
-        "what": "wall time of one round: dns + direct paths per watch, all watches concurrently; resolve, TCP, TLS 1.3 handshake, PING, SET EX 60, GET",
+        "what": "wall time of one round: dns + direct paths per watch, all watches concurrently; `kept`: as the daemon, on each path's kept TLS connection (resolve, then PING, SET EX 60, GET pipelined); `one_shot`: as check, resolve, TCP, TLS 1.3 handshake, PING, SET, GET",
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "note": "all watches probe the same lab cache through its TLS front",
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "results": results,
     }))
+}
+
+/// Times `rounds` rounds made by `round`; returns the samples and the failed paths.
+async fn time_rounds(
+    rounds: usize,
+    mut round: impl AsyncFnMut() -> Vec<valkey_dr_probes::Observation>,
+) -> (Vec<Duration>, usize) {
+    let mut samples = Vec::with_capacity(rounds);
+    let mut failures = 0usize;
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let observations = round().await;
+        samples.push(start.elapsed());
+        failures += observations
+            .iter()
+            .flat_map(|o| o.paths.iter())
+            .filter(|p| !p.ok())
+            .count();
+    }
+    (samples, failures)
 }
 
 /// The index of percentile `p` (0..=1) in `len` sorted samples, nearest rank.

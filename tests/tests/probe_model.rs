@@ -228,7 +228,10 @@ async fn new_connections_refused_while_old_ones_live_is_down_within_handshake_in
     for path in status["last_observation"]["paths"].as_array().unwrap() {
         assert_eq!(path["ok"], false, "{status:#}");
         assert_ne!(path["connection"], "reused", "{path:#}");
-        assert_eq!(path["error_kind"], "protocol", "a reset at the handshake: {path:#}");
+        assert_eq!(
+            path["error_kind"], "protocol",
+            "a reset at the handshake: {path:#}"
+        );
     }
     s.lab
         .fault(Fault::Clear {
