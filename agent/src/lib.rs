@@ -29,6 +29,7 @@ pub mod failover;
 pub mod history;
 pub mod iam_policy;
 pub mod layout;
+pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod peers;

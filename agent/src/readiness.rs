@@ -84,6 +84,10 @@ pub async fn run(
             drills(&config, w, &metrics, &notifier, m, now);
         }
         let _ = status.send(status_json(&report));
+        drop(report);
+        // The pass (and, the first time, start-up) ran code and filled heap that the probe
+        // loop never needs: give both back until the next pass.
+        crate::memory::give_back();
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(next) => {}

@@ -211,6 +211,30 @@ impl Agent {
         )
     }
 
+    /// Waits until `/status` shows that the first readiness pass (the preflight checks, with
+    /// their AWS calls) has ended: a measurement of the steady state starts after it.
+    pub async fn wait_readiness_checked(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            self.ensure_running()?;
+            let (code, body) =
+                valkey_dr::admin::request(self.admin, "GET", "/status", None, ADMIN_TIMEOUT)
+                    .await?;
+            if code == 200 {
+                let status: Value =
+                    serde_json::from_str(&body).context("GET /status is not JSON")?;
+                if !status["readiness"]["checked_at"].is_null() {
+                    return Ok(());
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        anyhow::bail!(
+            "valkey-dr's first readiness pass did not end within {limit:?}; end of its log:\n{}",
+            self.process.log_tail()
+        )
+    }
+
     pub async fn stop(self) {
         self.process.stop().await;
     }
