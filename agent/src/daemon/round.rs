@@ -153,7 +153,9 @@ impl WatchTask {
         }
         self.metrics.record_observation(&observation);
         let observation_json = check::observation_json(&observation);
-        self.last_observation = Some(observation_json.clone());
+        // Events carry the observation; a quiet round (the usual one) needs no copy of it.
+        let event_observation = (!decisions.is_empty()).then(|| observation_json.clone());
+        self.last_observation = Some(observation_json);
         // The journal goes to disk before the state that spends the engine's intent: a crash
         // in between then leaves a journal that the next start resumes, never a spent intent
         // and no failover for the rest of the outage. An intent that cannot start (shutdown,
@@ -171,7 +173,7 @@ impl WatchTask {
             next,
             decisions,
             now,
-            Some(observation_json),
+            event_observation,
             !intent || begun.is_some(),
         );
         if let Some((runner, journal)) = begun {
