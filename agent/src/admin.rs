@@ -330,6 +330,8 @@ pub struct AdminState {
     /// The loop publishes a fresh status after every round; `/status` serves the latest
     /// without waiting for the loop.
     pub status: watch::Receiver<Value>,
+    /// The readiness task's latest pass, added to `/status` as `readiness` when asked.
+    pub readiness: watch::Receiver<Value>,
     /// Where pause/resume requests go.
     pub control: mpsc::Sender<ControlRequest>,
     /// What a control request must present.
@@ -655,7 +657,8 @@ async fn healthz(AxumState(shared): AxumState<Shared>) -> Response {
 }
 
 async fn status(AxumState(shared): AxumState<Shared>) -> Response {
-    let latest = shared.admin.status.borrow().clone();
+    let mut latest = shared.admin.status.borrow().clone();
+    latest["readiness"] = shared.admin.readiness.borrow().clone();
     axum::Json(latest).into_response()
 }
 

@@ -21,8 +21,10 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 /// agent to 1 GB of RSS.
 pub(crate) const MAX_REPLY_BYTES: usize = 64 * 1024;
 
-/// How much one read asks for: replies are tiny, and a large one is refused at the cap anyway.
-const READ_CHUNK: usize = 4096;
+/// How much one read asks for: a healthy round's replies are about 60 bytes, and a large one
+/// is refused at the cap anyway. Kept small because every kept connection holds a buffer of
+/// this size.
+const READ_CHUNK: usize = 512;
 
 /// A stream a probe can talk over: TCP, or TLS over TCP.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -82,7 +84,7 @@ impl Wire {
         Wire {
             io: Box::new(io),
             out: Vec::with_capacity(256),
-            buf: Vec::with_capacity(256),
+            buf: Vec::with_capacity(READ_CHUNK),
             start: 0,
             read: 0,
             key: String::with_capacity(96),

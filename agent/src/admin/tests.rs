@@ -431,6 +431,7 @@ impl Harness {
             metrics: metrics.clone(),
             health: health.clone(),
             status: status_rx,
+            readiness: watch::channel(Value::Null).1,
             control: control_tx,
             token: AdminToken::generate().expect("token"),
             peer_token: None,
@@ -567,13 +568,19 @@ async fn status_serves_the_latest_published_value() {
     let h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
     let (code, body) = h.get("/status").await;
     assert_eq!(code, 200);
-    assert_eq!(json_body(&body), json!({ "watches": [] }));
+    // The readiness task's latest pass is added as `readiness` (none here).
+    assert_eq!(
+        json_body(&body),
+        json!({ "watches": [], "readiness": null })
+    );
 
     let latest = json!({ "watches": [{ "name": "a", "state": "down" }] });
     h.status.send_replace(latest.clone());
     let (code, body) = h.get("/status").await;
     assert_eq!(code, 200);
-    assert_eq!(json_body(&body), latest);
+    let mut expected = latest;
+    expected["readiness"] = Value::Null;
+    assert_eq!(json_body(&body), expected);
     h.stop().await;
 }
 

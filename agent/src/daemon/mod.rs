@@ -160,6 +160,7 @@ pub async fn run_reloadable(
         })
     };
     let peers = Peers::from_config(&config).map(Arc::new);
+    let (readiness_tx, readiness_rx) = watch::channel(crate::readiness::pending());
     let admin_shutdown = CancellationToken::new();
     let admin_task = tokio::spawn(admin_server(
         config.agent.admin_listen,
@@ -168,6 +169,7 @@ pub async fn run_reloadable(
             metrics: metrics.clone(),
             health: health.clone(),
             status: status_rx,
+            readiness: readiness_rx,
             control: control_tx,
             token,
             peer_token: config
@@ -246,7 +248,6 @@ pub async fn run_reloadable(
     }
     drop(done_tx);
     let control = tokio::spawn(dispatch_control(control_rx, watch_controls));
-    let (readiness_tx, readiness_rx) = watch::channel(crate::readiness::pending());
     let readiness = tokio::spawn(crate::readiness::run(
         shared_config.clone(),
         metrics.clone(),
@@ -254,15 +255,7 @@ pub async fn run_reloadable(
         readiness_tx,
         shutdown.child_token(),
     ));
-    supervise(
-        &config,
-        done_rx,
-        status_tx,
-        readiness_rx,
-        &health,
-        &shutdown,
-    )
-    .await;
+    supervise(&config, done_rx, status_tx, &health, &shutdown).await;
 
     // Shutdown: watches save their state, notifiers drain, then the admin server stops,
     // all within a bounded grace so that systemd's stop timeout is never the one that acts.
@@ -475,12 +468,13 @@ fn load_state(path: &Path, watch: &str) -> WatchState {
     }
 }
 
-/// Collects round results: `/status`, systemd readiness, watchdog and status line.
+/// Collects round results: `/status` (whose `readiness` the admin server adds from the
+/// readiness task's own channel, uncopied until asked), systemd readiness, watchdog and
+/// status line.
 async fn supervise(
     config: &Config,
     mut done: mpsc::Receiver<RoundDone>,
     status: watch::Sender<Value>,
-    mut readiness: watch::Receiver<Value>,
     health: &Health,
     shutdown: &CancellationToken,
 ) {
@@ -489,8 +483,6 @@ async fn supervise(
     let mut summaries: BTreeMap<String, String> = BTreeMap::new();
     let mut pending: BTreeMap<String, Value> = BTreeMap::new();
     let mut ready = false;
-    let mut readiness_changed = false;
-    let mut readiness_open = true;
     // The status document and systemd's STATUS= line cover every watch, so they are rebuilt on
     // a short timer rather than after each watch's round. The document is patched in place:
     // only the watches whose round ended since are replaced (their entries move in, uncopied),
@@ -511,14 +503,8 @@ async fn supervise(
                 }
                 None => return,
             },
-            changed = readiness.changed(), if readiness_open => {
-                // A readiness task that ended (only at shutdown) must not wake this loop again.
-                readiness_open = changed.is_ok();
-                readiness_changed |= readiness_open;
-                continue;
-            }
             _ = publish.tick() => {
-                if pending.is_empty() && !readiness_changed {
+                if pending.is_empty() {
                     // Nothing new, but a healthy loop still feeds the watchdog.
                     if ready && health.healthy().is_ok() {
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -527,9 +513,7 @@ async fn supervise(
                 }
             }
         }
-        let fresh_readiness =
-            std::mem::take(&mut readiness_changed).then(|| readiness.borrow().clone());
-        status.send_modify(|doc| patch_status(doc, &mut pending, fresh_readiness));
+        status.send_modify(|doc| patch_status(doc, &mut pending));
         let line = summaries
             .values()
             .map(String::as_str)
@@ -551,13 +535,8 @@ async fn supervise(
 }
 
 /// Moves the `pending` watch entries into the status document's `watches` (kept sorted by
-/// name, each watch once), and sets its `readiness` when there is a new one.
-fn patch_status(doc: &mut Value, pending: &mut BTreeMap<String, Value>, readiness: Option<Value>) {
-    if let Some(readiness) = readiness {
-        doc["readiness"] = readiness;
-    } else if doc.get("readiness").is_none() {
-        doc["readiness"] = Value::Null;
-    }
+/// name, each watch once).
+fn patch_status(doc: &mut Value, pending: &mut BTreeMap<String, Value>) {
     if !doc["watches"].is_array() {
         doc["watches"] = Value::Array(Vec::new());
     }

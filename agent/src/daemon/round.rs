@@ -41,7 +41,7 @@ impl WatchTask {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some((action, reply)) = control.recv() => {
-                    let answer = self.control(action).await;
+                    let answer = Box::pin(self.control(action)).await;
                     let _ = reply.send(answer);
                 }
                 Some(msg) = ops.recv() => self.on_op(msg),
@@ -56,7 +56,11 @@ impl WatchTask {
                     tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => break,
-                        _ = self.round(anchor.1 + tick.duration_since(anchor.0)) => {}
+                        // Boxed: a round's future (every path's steps, the quorum, a
+                        // failover's start) is tens of KiB; held inline it would stay in
+                        // every watch's task between rounds, where it is boxed only while
+                        // the round runs.
+                        _ = Box::pin(self.round(anchor.1 + tick.duration_since(anchor.0))) => {}
                     }
                 }
             }
