@@ -228,9 +228,11 @@ async fn new_connections_refused_while_old_ones_live_is_down_within_handshake_in
     for path in status["last_observation"]["paths"].as_array().unwrap() {
         assert_eq!(path["ok"], false, "{status:#}");
         assert_ne!(path["connection"], "reused", "{path:#}");
-        assert_eq!(
-            path["error_kind"], "protocol",
-            "a reset at the handshake: {path:#}"
+        // The reset lands in the TLS handshake, or (loopback is that fast) already in the
+        // connect: both are outage kinds.
+        assert!(
+            path["error_kind"] == "protocol" || path["error_kind"] == "connect_refused",
+            "a reset at the connect or the handshake: {path:#}"
         );
     }
     s.lab
