@@ -225,7 +225,6 @@ pub async fn run_reloadable(
             agent_id: config.agent.id.clone(),
             interval: w.probe.interval,
             params: params(&config, w),
-            plan: plan::failover_plan(&config, w),
             spec,
             prober: prober.clone(),
             kept: Connections::default(),
@@ -677,8 +676,6 @@ struct WatchTask {
     agent_id: String,
     interval: Duration,
     params: Params,
-    /// What a failover would do now: carried by "would fail over" alerts.
-    plan: Value,
     spec: ProbeSpec,
     prober: Arc<Prober>,
     /// The connections `spec`'s paths keep between rounds.

@@ -24,7 +24,8 @@ impl WatchTask {
         mut ops: mpsc::UnboundedReceiver<OpMsg>,
     ) {
         let shutdown = self.shutdown.clone();
-        self.restore_failover().await;
+        // Boxed, like the round: its future is large and needed once.
+        Box::pin(self.restore_failover()).await;
         // A fixed-rate schedule: the next round is due one interval after the previous one
         // was *due*, not after it finished, and a round that overruns skips the missed ticks
         // instead of bursting to catch up.

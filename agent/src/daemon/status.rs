@@ -64,7 +64,7 @@ impl WatchTask {
                 );
                 detail = Some(json!({
                     "would_fail_over": true,
-                    "plan": self.plan,
+                    "plan": plan::failover_plan(&self.config, self.watch_config()),
                     "guards": guards,
                     "quorum": self.last_quorum,
                 }));
@@ -76,7 +76,7 @@ impl WatchTask {
                 detail = Some(json!({
                     "would_fail_over": false,
                     "fails_over": d.event == PolicyEvent::FailoverIntent,
-                    "plan": self.plan,
+                    "plan": plan::failover_plan(&self.config, self.watch_config()),
                     "guards": guards,
                     "quorum": self.last_quorum,
                 }));
