@@ -36,12 +36,16 @@ use valkey_dr_probes::{Connections, Prober, ResolverSettings};
 /// resolver cache and allocator, as a daemon's steady state has.
 const WARMUP_ROUNDS: usize = 5;
 
-pub async fn probe(rounds: usize, watch_counts: &[usize]) -> anyhow::Result<Value> {
+pub async fn probe(
+    rounds: usize,
+    watch_counts: &[usize],
+    tls_resumption: bool,
+) -> anyhow::Result<Value> {
     let dir = std::env::temp_dir().join(format!("valkey-dr-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let lab = Lab::start(LabOptions::new(&dir))
-        .await
-        .context("starting the lab")?;
+    let mut options = LabOptions::new(&dir);
+    options.tls_resumption = tls_resumption;
+    let lab = Lab::start(options).await.context("starting the lab")?;
     let config = Config::load(&lab.info().config, &ProcessEnv)
         .map_err(|e| anyhow::anyhow!("{:#}", anyhow::Error::from(e)))?;
     let spec = valkey_dr::spec::probe_spec(&config, &config.watches[0])
@@ -105,6 +109,7 @@ pub async fn probe(rounds: usize, watch_counts: &[usize]) -> anyhow::Result<Valu
         "what": "wall time of one round: dns + direct paths per watch, all watches concurrently; `kept`: as the daemon, on each path's kept TLS connection (resolve, then PING, SET EX 60, GET pipelined); `one_shot`: as check, resolve, TCP, TLS 1.3 handshake, PING, SET, GET",
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "note": "all watches probe the same lab cache through its TLS front",
+        "tls_resumption": tls_resumption,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         "results": results,
     }))

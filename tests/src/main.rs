@@ -66,6 +66,10 @@ enum BenchCommand {
         /// Watch counts to measure, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "1,50")]
         watches: Vec<usize>,
+        /// Let the fronts resume TLS sessions (off by default, as nothing says AWS does), to
+        /// measure what resumption saves the fresh connections.
+        #[arg(long)]
+        tls_resumption: bool,
     },
     /// Memory and CPU of `valkey-dr run` beside Valkey Sentinel, in the same window.
     ///
@@ -350,9 +354,14 @@ fn main() -> ExitCode {
             Command::Calls { dir } => calls(&dir).await,
             Command::Demo { dir } => demo::run(dir).await,
             Command::Bench {
-                bench: BenchCommand::Probe { rounds, watches },
+                bench:
+                    BenchCommand::Probe {
+                        rounds,
+                        watches,
+                        tls_resumption,
+                    },
             } => {
-                let report = bench::probe(rounds as usize, &watches).await?;
+                let report = bench::probe(rounds as usize, &watches, tls_resumption).await?;
                 println!("{report:#}");
                 Ok(())
             }
