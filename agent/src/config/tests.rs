@@ -133,6 +133,47 @@ fn issues_name_key_and_line() {
 }
 
 #[test]
+fn handshake_interval_defaults_to_30s_and_is_at_least_the_interval() {
+    let c = parse(BASE).expect("valid");
+    assert_eq!(
+        c.watches[0].probe.handshake_interval,
+        Duration::from_secs(30)
+    );
+    let text = BASE.replace(
+        "timeout = \"2s\"",
+        "timeout = \"2s\"\nhandshake_interval = \"3s\"",
+    );
+    let found = issues(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].key, "watch[0].probe.handshake_interval");
+    assert!(
+        found[0].problem.contains("shorter than interval 5s"),
+        "{found:?}"
+    );
+    assert!(
+        found[0].valid.contains("at least the interval"),
+        "{found:?}"
+    );
+    let text = BASE.replace(
+        "timeout = \"2s\"",
+        "timeout = \"2s\"\nhandshake_interval = \"2h\"",
+    );
+    assert!(issues(&text)[0].valid.contains("1h"), "a ceiling is named");
+    let text = BASE.replace(
+        "timeout = \"2s\"",
+        "timeout = \"2s\"\nhandshake_interval = \"5s\"",
+    );
+    assert_eq!(
+        parse(&text)
+            .expect("equal to the interval is valid")
+            .watches[0]
+            .probe
+            .handshake_interval,
+        Duration::from_secs(5)
+    );
+}
+
+#[test]
 fn every_issue_is_reported_at_once() {
     let text = BASE
         .replace("mode = \"alert-only\"", "mode = \"yolo\"")

@@ -194,6 +194,15 @@ fn spec(address: SocketAddr) -> ProbeSpec {
     }
 }
 
+/// The steps of a path on a fresh plaintext connection without credentials.
+const PLAINTEXT_FRESH: [Step; 5] = [
+    Step::Resolve,
+    Step::Connect,
+    Step::Ping,
+    Step::Set,
+    Step::Get,
+];
+
 fn steps(path: &PathResult) -> Vec<Step> {
     path.steps.iter().map(|s| s.step).collect()
 }
@@ -224,16 +233,7 @@ async fn a_healthy_round_runs_every_step_on_every_path() {
     assert_eq!(kinds, [PathKind::Dns, PathKind::Direct]);
     for path in &observation.paths {
         assert!(path.ok(), "{path:?}");
-        assert_eq!(
-            steps(path),
-            [
-                Step::Resolve,
-                Step::Connect,
-                Step::Ping,
-                Step::Set,
-                Step::Get
-            ]
-        );
+        assert_eq!(steps(path), PLAINTEXT_FRESH);
         assert_eq!(path.address, Some(server.address));
         assert_eq!(path.target.as_deref(), Some("127.0.0.1"));
         assert!(path.latency >= path.steps.iter().map(|s| s.duration).sum::<Duration>());
@@ -977,13 +977,7 @@ async fn a_kept_connection_the_server_closes_is_replaced_in_the_same_round() {
         assert_eq!(path.connection, Connection::Retry);
         assert_eq!(
             steps(path),
-            [
-                Step::Resolve,
-                Step::Connect,
-                Step::Ping,
-                Step::Set,
-                Step::Get
-            ],
+            PLAINTEXT_FRESH,
             "the result is the fresh connection's alone"
         );
     }
