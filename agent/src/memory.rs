@@ -7,8 +7,12 @@
 //! 13.8 MiB of RSS where its probe loop alone keeps about 9. After each readiness pass (the
 //! first ends right after start-up) the agent returns the freed heap (`malloc_trim`) and asks
 //! the kernel to drop its own executable's pages (`MADV_PAGEOUT`); the probe loop's pages come
-//! back at its next round as minor faults (from the page cache), the SDK's only at the next
-//! pass. Best effort: on a kernel or libc without these calls nothing happens.
+//! back at its next round, the SDK's only at the next pass. The kernel may have reclaimed them
+//! from the page cache too, so that round reads them back from disk, with the normal
+//! readahead: tens of reads, a few milliseconds on an SSD, well inside a probe timeout.
+//! Readahead is deliberately left on (`MADV_RANDOM` would fault back only the pages touched,
+//! a smaller RSS, but one disk read per 4 KiB page inside a probe step). Best effort: on a
+//! kernel or libc without these calls nothing happens.
 
 /// Returns the freed heap and pages out the executable's code and read-only data.
 pub fn give_back() {
