@@ -480,25 +480,6 @@ async fn handshake_kind(
     kind
 }
 
-/// A client that would resume if it could: rustls' in-memory session store (256 sessions),
-/// trusting the lab's `ca.pem`.
-fn resuming_client(lab: &TestLab) -> std::sync::Arc<rustls::ClientConfig> {
-    use rustls::pki_types::pem::PemObject as _;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(&lab.lab.info().ca_file).expect("ca.pem") {
-        roots.add(cert.expect("a PEM certificate")).expect("a root");
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.resumption = rustls::client::Resumption::in_memory_sessions(256);
-    std::sync::Arc::new(config)
-}
-
 /// tests/FIDELITY.md, T4: no AWS source says whether a serverless endpoint resumes TLS
 /// sessions, so by default the fronts never do; `tls_resumption` turns it on for benches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -509,7 +490,10 @@ async fn fronts_resume_no_tls_session_unless_asked() {
     ] {
         let lab = TestLab::start_with(|o| o.tls_resumption = resumption).await;
         let primary = primary(&lab);
-        let client = resuming_client(&lab);
+        // The probes' own client configuration: it offers resumption (issue 12), so what
+        // decides is the server.
+        let client = valkey_dr_probes::client_config(Some(&lab.lab.info().ca_file), false)
+            .expect("the probes' client config");
         assert_eq!(
             handshake_kind(&client, &primary).await,
             rustls::HandshakeKind::Full,
