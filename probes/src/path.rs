@@ -276,28 +276,15 @@ pub(crate) async fn run_path(
         record_name_verified: None,
         cert_expiry: None,
     };
-    let (error, connection) = match slot {
-        None => {
-            let error = probe(&mut run, resolver, spec, kind, name, port, None)
-                .await
-                .err();
-            (error, Connection::OneShot)
-        }
-        Some(slot) => {
-            let mut connection = Connection::First;
-            let result = probe(
-                &mut run,
-                resolver,
-                spec,
-                kind,
-                name,
-                port,
-                Some((slot, &mut connection)),
-            )
-            .await;
-            (result.err(), connection)
-        }
+    let mut connection = if slot.is_some() {
+        Connection::First
+    } else {
+        Connection::OneShot
     };
+    let slot = slot.map(|slot| (slot, &mut connection));
+    let error = probe(&mut run, resolver, spec, kind, name, port, slot)
+        .await
+        .err();
     PathResult {
         path: kind,
         error,
@@ -330,14 +317,12 @@ async fn probe(
             .map(drop);
     };
     let kept = slot.live.take();
+    if slot.failed {
+        *connection = Connection::AfterError;
+    }
     let result = async {
         let resolved = resolve_step(run, resolver, spec, kind, name, port).await?;
         let now = Instant::now();
-        *connection = if slot.failed {
-            Connection::AfterError
-        } else {
-            Connection::First
-        };
         if let Some(mut live) = kept {
             match live.unusable(run.target.as_deref(), resolved, now) {
                 Some(why) => *connection = why,
@@ -369,10 +354,7 @@ async fn probe(
     }
     .await;
     match result {
-        Ok(mut live) => {
-            if *connection != Connection::Reused {
-                live.replace_at = Instant::now() + lifetime(spec.handshake_interval);
-            }
+        Ok(live) => {
             slot.live = Some(live);
             slot.failed = false;
             Ok(())
@@ -606,7 +588,7 @@ async fn session(
         wire,
         target: run.target.clone(),
         address,
-        replace_at: Instant::now(),
+        replace_at: Instant::now() + lifetime(spec.handshake_interval),
         record_name_verified: run.record_name_verified,
         cert_expiry: run.cert_expiry,
     })
