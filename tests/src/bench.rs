@@ -135,6 +135,17 @@ async fn time_rounds(
     (samples, failures)
 }
 
+/// `x` rounded to `places` decimal places, for figures in a report.
+fn round_to(x: f64, places: i32) -> f64 {
+    let f = 10f64.powi(places);
+    (x * f).round() / f
+}
+
+/// Seconds rounded to the millisecond.
+fn round_ms(seconds: f64) -> f64 {
+    round_to(seconds, 3)
+}
+
 /// The index of percentile `p` (0..=1) in `len` sorted samples, nearest rank.
 fn rank(len: usize, p: f64) -> usize {
     ((len.saturating_sub(1) as f64) * p).round() as usize

@@ -31,6 +31,7 @@ use valkey_dr_lab::{Fault, Lab, LabOptions, PRIMARY_CACHE, PRIMARY_REGION, find_
 
 use super::ScratchDir;
 use super::agent::{self, Agent, Alert, Webhook};
+use super::round_ms;
 use super::sentinel::Sentinel;
 
 /// The lab's agent.toml: interval 1 s, timeout 500 ms, fall 3, down_after 2 s.
@@ -503,10 +504,6 @@ fn distribution(samples: &[Option<Duration>], window: Duration) -> Value {
             .map(|s| s.map(|d| round_ms(d.as_secs_f64())))
             .collect::<Vec<_>>(),
     })
-}
-
-fn round_ms(seconds: f64) -> f64 {
-    (seconds * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 use super::ScratchDir;
 use super::agent;
+use super::round_ms;
 use crate::scenario::{
     self, AgentProgram, INSYNC_DELAY, INTERVAL, Milestone, Outcome, PROVISION_DELAY, TTL,
 };
@@ -277,10 +278,6 @@ fn stats(values: &[f64]) -> Value {
         }
     };
     json!({ "min": pick(0.0), "p50": pick(0.5), "p95": pick(0.95), "max": pick(1.0) })
-}
-
-fn round_ms(seconds: f64) -> f64 {
-    (seconds * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

@@ -22,6 +22,7 @@ use valkey_dr_lab::{CertProfile, Lab, LabOptions, find_valkey_server};
 use super::ScratchDir;
 use super::agent::{self, Agent};
 use super::process::{self, Memory};
+use super::round_to;
 use super::sentinel::Sentinel;
 
 /// The probe interval of every watch, and Sentinel's fixed PING period.
@@ -43,7 +44,7 @@ fn max_ratio(watches: u64) -> Option<f64> {
 /// The agent's figure against Sentinel's: the ratio (`None` when Sentinel's is zero, as its
 /// CPU can be over a short window at 10 ms ticks) and whether it is within `max_ratio` of it.
 fn judge(agent: f64, sentinel: f64, max_ratio: Option<f64>) -> (Option<f64>, Option<bool>) {
-    let ratio = (sentinel > 0.0).then(|| round(agent / sentinel, 3));
+    let ratio = (sentinel > 0.0).then(|| round_to(agent / sentinel, 3));
     (ratio, max_ratio.map(|max| agent <= max * sentinel))
 }
 
@@ -190,7 +191,7 @@ async fn measure_one(
         let startup_cpu_s =
             process::cpu_ticks(agent.pid())? as f64 / process::clock_ticks_per_second();
         let (mut dr, mut sent, own) = sample(agent.pid(), sentinel.sentinel_pid(), seconds).await?;
-        dr["startup_and_first_readiness_cpu_s"] = json!((startup_cpu_s * 100.0).round() / 100.0);
+        dr["startup_and_first_readiness_cpu_s"] = json!(round_to(startup_cpu_s, 2));
         dr["memory_breakdown_kib"] = memory_breakdown(agent.pid());
         sent["memory_breakdown_kib"] = memory_breakdown(sentinel.sentinel_pid());
         // Still what we think we measured: every watch and every monitor healthy at the end.
@@ -256,11 +257,11 @@ impl Track {
         let max = self.rss_kib.iter().copied().max().unwrap_or(0);
         let hwm = self.last.map_or(0, |m| m.hwm_kib);
         Ok(json!({
-            "rss_mib_avg": round(mib(avg as u64), 2),
-            "rss_mib_max": round(mib(max), 2),
-            "hwm_mib": round(mib(hwm), 2),
-            "cpu_pct": round(cpu_s / wall.as_secs_f64() * 100.0, 3),
-            "cpu_s": round(cpu_s, 2),
+            "rss_mib_avg": round_to(mib(avg as u64), 2),
+            "rss_mib_max": round_to(mib(max), 2),
+            "hwm_mib": round_to(mib(hwm), 2),
+            "cpu_pct": round_to(cpu_s / wall.as_secs_f64() * 100.0, 3),
+            "cpu_s": round_to(cpu_s, 2),
             "rss_samples": self.rss_kib.len(),
         }))
     }
@@ -275,7 +276,7 @@ fn memory_breakdown(pid: u32) -> Value {
             let exe = exe.map(|p| p.to_string_lossy().into_owned());
             let mut out = json!({
                 "rollup": parse_rollup(&rollup),
-                "threads": status_field(&status, "Threads:"),
+                "threads": process::field(&status, "Threads:"),
             });
             let by_kind = smaps_by_kind(&smaps, exe.as_deref().unwrap_or(""));
             for (key, value) in by_kind.as_object().into_iter().flatten() {
@@ -289,20 +290,14 @@ fn memory_breakdown(pid: u32) -> Value {
     }
 }
 
-/// The first number after `name` on its line (`Threads:\t3`, `Rss:   6144 kB`).
-fn status_field(text: &str, name: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with(name))?;
-    line[name.len()..].split_whitespace().next()?.parse().ok()
-}
-
 /// The totals of `/proc/<pid>/smaps_rollup` the breakdown reports.
 fn parse_rollup(text: &str) -> Value {
     json!({
-        "rss": status_field(text, "Rss:"),
-        "pss_anon": status_field(text, "Pss_Anon:"),
-        "pss_file": status_field(text, "Pss_File:"),
-        "pss_shmem": status_field(text, "Pss_Shmem:"),
-        "anonymous": status_field(text, "Anonymous:"),
+        "rss": process::field(text, "Rss:"),
+        "pss_anon": process::field(text, "Pss_Anon:"),
+        "pss_file": process::field(text, "Pss_File:"),
+        "pss_shmem": process::field(text, "Pss_Shmem:"),
+        "anonymous": process::field(text, "Anonymous:"),
     })
 }
 
@@ -352,11 +347,6 @@ fn smaps_by_kind(text: &str, exe: &str) -> Value {
     })
 }
 
-fn round(x: f64, places: i32) -> f64 {
-    let f = 10f64.powi(places);
-    (x * f).round() / f
-}
-
 /// Samples the agent and Sentinel (and this process) every second for `seconds`.
 async fn sample(
     agent_pid: u32,
@@ -381,7 +371,7 @@ async fn sample(
     Ok((
         agent.report(wall)?,
         sentinel.report(wall)?,
-        round(own / wall.as_secs_f64() * 100.0, 2),
+        round_to(own / wall.as_secs_f64() * 100.0, 2),
     ))
 }
 
@@ -454,7 +444,10 @@ Rss:                   4 kB
             parse_rollup(rollup),
             json!({"rss": 2000, "pss_anon": 320, "pss_file": 1400, "pss_shmem": 0, "anonymous": 332})
         );
-        assert_eq!(status_field("Name:\tx\nThreads:\t3\n", "Threads:"), Some(3));
+        assert_eq!(
+            process::field("Name:\tx\nThreads:\t3\n", "Threads:"),
+            Some(3)
+        );
     }
 
     #[test]

@@ -148,14 +148,17 @@ pub fn memory(pid: u32) -> io::Result<Memory> {
 }
 
 fn parse_memory(status: &str) -> Option<Memory> {
-    let field = |name: &str| -> Option<u64> {
-        let line = status.lines().find(|l| l.starts_with(name))?;
-        line[name.len()..].split_whitespace().next()?.parse().ok()
-    };
     Some(Memory {
-        rss_kib: field("VmRSS:")?,
-        hwm_kib: field("VmHWM:")?,
+        rss_kib: field(status, "VmRSS:")?,
+        hwm_kib: field(status, "VmHWM:")?,
     })
+}
+
+/// The first number after `name` on its line of a `/proc/<pid>` file (`VmRSS:\t6144 kB`,
+/// `Threads:\t3`, smaps' `Rss:   6144 kB`).
+pub fn field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    line[name.len()..].split_whitespace().next()?.parse().ok()
 }
 
 #[cfg(test)]
