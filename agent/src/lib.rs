@@ -26,6 +26,7 @@ pub mod drill;
 pub mod event;
 pub mod executor;
 pub mod failover;
+pub mod gate;
 pub mod history;
 pub mod iam_policy;
 pub mod layout;

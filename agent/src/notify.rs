@@ -328,7 +328,7 @@ impl Sink {
     }
 }
 
-struct Webhook {
+pub(crate) struct Webhook {
     /// The full URL, token included: it goes on the wire and nowhere else.
     uri: Uri,
     /// What logs say instead.
@@ -338,14 +338,19 @@ struct Webhook {
     backoff: ExponentialBuilder,
 }
 
-/// Why one webhook attempt failed.
-enum Failure {
+/// Why one webhook attempt (or http gate check) failed.
+pub(crate) enum Failure {
     Status(StatusCode, String),
     Timeout(Duration),
     Transport(hyper_util::client::legacy::Error),
 }
 
 impl Failure {
+    /// The request got no answer within its timeout.
+    pub(crate) fn timed_out(&self) -> bool {
+        matches!(self, Failure::Timeout(_))
+    }
+
     fn retryable(&self) -> bool {
         match self {
             Failure::Status(status, _) => {
@@ -384,7 +389,9 @@ impl fmt::Display for Failure {
 }
 
 impl Webhook {
-    fn new(url: &str, timeout: Duration) -> Option<Webhook> {
+    /// A client for `url`, each request bounded by `timeout`; `None` (logged) when the URL
+    /// or the TLS setup is unusable.
+    pub(crate) fn new(url: &str, timeout: Duration) -> Option<Webhook> {
         let redacted = redact_url(url);
         let uri = match url.parse::<Uri>() {
             Ok(uri)
@@ -430,7 +437,7 @@ impl Webhook {
         let (body, counter) = (&body, &attempts);
         let result = (move || async move {
             let attempt = counter.fetch_add(1, Ordering::Relaxed) + 1;
-            let result = self.attempt(body.clone()).await;
+            let result = self.send(Method::POST, body.clone()).await;
             if let Err(failure) = &result {
                 warn!(
                     sink = "webhook",
@@ -472,12 +479,16 @@ impl Webhook {
         delivered
     }
 
-    async fn attempt(&self, body: Bytes) -> Result<(), Failure> {
+    /// One request, bounded by the timeout: Ok for a 2xx answer.
+    pub(crate) async fn send(&self, method: Method, body: Bytes) -> Result<(), Failure> {
+        let with_body = !body.is_empty();
         let mut request = Request::new(Full::new(body));
-        *request.method_mut() = Method::POST;
+        *request.method_mut() = method;
         *request.uri_mut() = self.uri.clone();
         let headers = request.headers_mut();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if with_body {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
         headers.insert(
             USER_AGENT,
             HeaderValue::from_static(concat!("valkey-dr/", env!("CARGO_PKG_VERSION"))),
@@ -559,71 +570,120 @@ struct Command {
 impl Command {
     async fn deliver(&self, event: &Event) -> bool {
         let program = &self.argv[0];
-        let mut command = tokio::process::Command::new(program);
-        command
-            .args(&self.argv[1..])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group, so that at the timeout the whole group goes: a shell
-            // script's children (curl, sleep) as well as the script, and none of them is
-            // left holding the output pipes or running on after the agent gave up.
-            .process_group(0)
-            .kill_on_drop(true);
-        // The agent's environment holds secrets (the probe password under whatever name
-        // password_env gives, AWS credentials, webhook URLs): the command gets a clean
-        // environment with only what a script needs to run, plus the event.
-        command.env_clear();
-        for name in ["PATH", "HOME", "LANG", "LC_ALL", "TZ"] {
-            if let Some(value) = std::env::var_os(name) {
-                command.env(name, value);
-            }
-        }
-        command.envs(event_env(event));
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                warn!(sink = "command", program, event = %event.event, watch = %event.watch, error = %e, "notification command could not be started");
-                return false;
-            }
-        };
-        let (stdin, stdout, stderr) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let input = event.to_json().to_string();
-        let run = async {
-            let feed = async {
-                if let Some(mut stdin) = stdin {
-                    // A command that ignores stdin may exit first (EPIPE): not a failure.
-                    let _ = stdin.write_all(input.as_bytes()).await;
-                }
-            };
-            let ((), stdout, stderr) = tokio::join!(feed, captured(stdout), captured(stderr));
-            (child.wait().await, stdout, stderr)
-        };
-        match timeout(self.timeout, run).await {
-            Ok((Ok(status), stdout, stderr)) if status.success() => {
+        match run_command(&self.argv, event_env(event), &input, self.timeout).await {
+            Ran::Exited {
+                status,
+                stdout,
+                stderr,
+            } if status.success() => {
                 info!(sink = "command", program, event = %event.event, watch = %event.watch, %status, "notification command succeeded");
                 debug!(sink = "command", program, %stdout, %stderr, "notification command output");
                 return true;
             }
-            Ok((Ok(status), stdout, stderr)) => {
+            Ran::Exited {
+                status,
+                stdout,
+                stderr,
+            } => {
                 warn!(sink = "command", program, event = %event.event, watch = %event.watch, %status, %stdout, %stderr, "notification command failed");
             }
-            Ok((Err(e), ..)) => {
+            Ran::NotStarted(e) => {
+                warn!(sink = "command", program, event = %event.event, watch = %event.watch, error = %e, "notification command could not be started");
+            }
+            Ran::WaitFailed(e) => {
                 warn!(sink = "command", program, event = %event.event, watch = %event.watch, error = %e, "notification command could not be waited for");
             }
-            Err(_) => {
-                let killed = kill_group(&mut child);
-                let reaped = timeout(REAP_TIMEOUT, child.wait()).await;
-                let status = match (&killed, &reaped) {
-                    (_, Ok(Ok(status))) => status.to_string(),
-                    (Err(e), _) => format!("kill failed: {e}"),
-                    _ => "not reaped".to_string(),
-                };
+            Ran::TimedOut { status } => {
                 warn!(sink = "command", program, event = %event.event, watch = %event.watch, timeout = ?self.timeout, %status, "notification command timed out; killed");
             }
         }
         false
+    }
+}
+
+/// How a command run by [`run_command`] ended.
+pub(crate) enum Ran {
+    /// It exited (or was killed by a signal of its own), with the start of its output.
+    Exited {
+        status: std::process::ExitStatus,
+        stdout: String,
+        stderr: String,
+    },
+    /// It could not be started (no such file, not executable).
+    NotStarted(std::io::Error),
+    /// It could not be waited for.
+    WaitFailed(std::io::Error),
+    /// It did not finish within the timeout: its whole process group was killed.
+    TimedOut {
+        /// How it ended after the kill (or why that is unknown).
+        status: String,
+    },
+}
+
+/// Runs `argv` (no shell) with `input` on stdin, `env` on top of a clean environment, in its
+/// own process group, killed (the whole group) at `limit`: the notification command sink
+/// and command gates run programs this one way.
+pub(crate) async fn run_command(
+    argv: &[String],
+    env: Vec<(&'static str, String)>,
+    input: &str,
+    limit: Duration,
+) -> Ran {
+    let mut command = tokio::process::Command::new(&argv[0]);
+    command
+        .args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so that at the timeout the whole group goes: a shell
+        // script's children (curl, sleep) as well as the script, and none of them is
+        // left holding the output pipes or running on after the agent gave up.
+        .process_group(0)
+        .kill_on_drop(true);
+    // The agent's environment holds secrets (the probe password under whatever name
+    // password_env gives, AWS credentials, webhook URLs): the command gets a clean
+    // environment with only what a script needs to run, plus what it is told.
+    command.env_clear();
+    for name in ["PATH", "HOME", "LANG", "LC_ALL", "TZ"] {
+        if let Some(value) = std::env::var_os(name) {
+            command.env(name, value);
+        }
+    }
+    command.envs(env);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => return Ran::NotStarted(e),
+    };
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let run = async {
+        let feed = async {
+            if let Some(mut stdin) = stdin {
+                // A command that ignores stdin may exit first (EPIPE): not a failure.
+                let _ = stdin.write_all(input.as_bytes()).await;
+            }
+        };
+        let ((), stdout, stderr) = tokio::join!(feed, captured(stdout), captured(stderr));
+        (child.wait().await, stdout, stderr)
+    };
+    match timeout(limit, run).await {
+        Ok((Ok(status), stdout, stderr)) => Ran::Exited {
+            status,
+            stdout,
+            stderr,
+        },
+        Ok((Err(e), ..)) => Ran::WaitFailed(e),
+        Err(_) => {
+            let killed = kill_group(&mut child);
+            let reaped = timeout(REAP_TIMEOUT, child.wait()).await;
+            Ran::TimedOut {
+                status: match (&killed, &reaped) {
+                    (_, Ok(Ok(status))) => status.to_string(),
+                    (Err(e), _) => format!("kill failed: {e}"),
+                    _ => "not reaped".to_string(),
+                },
+            }
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::decision::{Decision, Event, Guard, GuardKind, Quorum, State};
 use crate::observation::{FailureKind, Observation, PathStatus, Witness};
-use crate::params::{Mode, Params};
+use crate::params::Params;
 use crate::state::{DownEpisode, Health, WatchState};
 
 /// Judges one probe round.
@@ -600,7 +600,7 @@ fn failover_guards(
     let mut guards = vec![
         guard(
             GuardKind::Mode,
-            params.mode == Mode::AutoFailover,
+            params.mode.acts(),
             params.mode.as_str().to_owned(),
         ),
         match state.paused_since {

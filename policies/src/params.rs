@@ -13,6 +13,10 @@ pub enum Mode {
     AlertOnly,
     /// Act: a failover decision whose guards all pass is a [`crate::Event::FailoverIntent`].
     AutoFailover,
+    /// Act as far as the switch: a failover decision whose guards all pass is a
+    /// [`crate::Event::FailoverIntent`] too, and the agent builds and verifies the DR cache,
+    /// then holds before the record moves until a person approves.
+    Prepare,
 }
 
 impl Mode {
@@ -21,7 +25,14 @@ impl Mode {
         match self {
             Mode::AlertOnly => "alert-only",
             Mode::AutoFailover => "auto-failover",
+            Mode::Prepare => "prepare",
         }
+    }
+
+    /// Whether a failover decision may start the executor (all the way in `auto-failover`,
+    /// up to the approval in `prepare`).
+    pub fn acts(self) -> bool {
+        matches!(self, Mode::AutoFailover | Mode::Prepare)
     }
 }
 

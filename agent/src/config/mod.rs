@@ -189,6 +189,93 @@ pub struct WatchConfig {
     pub witness: WitnessConfig,
     /// Thresholds and guards.
     pub policy: PolicyConfig,
+    /// `[[watch.gate]]`: checks a failover must pass before a step; empty when none.
+    #[serde(rename = "gate", skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateConfig>,
+}
+
+/// `[[watch.gate]]`: a check the executor runs before a step of a failover. Open, the step
+/// goes on; closed, the failover is held there (journalled) and the check re-run every
+/// `gate_interval` until it opens, a person approves, or a person aborts.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateConfig {
+    /// Names the gate in events, `/status` and the journal.
+    pub name: String,
+    /// Before which step: `provision` (before anything is taken or built) or `switch_dns`
+    /// (after the DR cache is built and verified, before the record moves).
+    pub at: GateAt,
+    /// What is checked.
+    #[serde(flatten)]
+    pub check: GateCheck,
+    /// Bound on one run of the check.
+    #[serde(serialize_with = "ser_duration")]
+    pub timeout: Duration,
+    /// What a run that does not answer within `timeout` means.
+    pub on_timeout: OnTimeout,
+}
+
+/// Where a gate stands in the executor's steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateAt {
+    /// Before the lease and `CreateServerlessCache`: nothing is built while it is closed.
+    Provision,
+    /// Before the record's compare-and-swap: the DR cache is ready, the cut waits.
+    SwitchDns,
+}
+
+impl GateAt {
+    /// The config spelling, which is also the step's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateAt::Provision => "provision",
+            GateAt::SwitchDns => "switch_dns",
+        }
+    }
+}
+
+/// What a gate checks.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum GateCheck {
+    /// A program (argv, no shell) in its own process group, with the failover as JSON on
+    /// stdin and `VALKEY_DR_*` variables; exit 0 opens the gate.
+    Command {
+        /// argv.
+        command: Vec<String>,
+    },
+    /// An HTTP(S) request; a 2xx answer opens the gate.
+    Http {
+        /// The URL; it may carry a token, so it is a secret.
+        #[serde(serialize_with = "ser_url")]
+        url: Secret,
+        /// The variable the URL came from, when it did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        url_env: Option<String>,
+        /// `GET`, or `POST` with the failover as JSON.
+        method: GateMethod,
+    },
+}
+
+/// An http gate's method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum GateMethod {
+    /// No body.
+    Get,
+    /// The failover as a JSON body.
+    Post,
+}
+
+/// What a gate check that does not answer in time means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    /// The failover stays held and the check runs again (the default: a gate that cannot
+    /// answer never lets a failover through).
+    Hold,
+    /// The failover ends, aborted, with the record untouched.
+    Abort,
 }
 
 /// `[watch.primary]`.
@@ -359,9 +446,12 @@ pub struct PolicyConfig {
     pub max_auto_failovers_window: Duration,
     /// Take the Route 53 lease before acting.
     pub lease: bool,
-    /// How often a `Down` watch is re-announced.
+    /// How often a `Down` watch, and a held failover, are re-announced.
     #[serde(serialize_with = "ser_duration")]
     pub reminder_interval: Duration,
+    /// How often a held failover's closed gates are checked again.
+    #[serde(serialize_with = "ser_duration")]
+    pub gate_interval: Duration,
 }
 
 /// `[[notify]]`.
@@ -874,11 +964,12 @@ impl Validator<'_> {
         let mode = match raw.mode.as_deref() {
             None | Some("alert-only") => Mode::AlertOnly,
             Some("auto-failover") => Mode::AutoFailover,
+            Some("prepare") => Mode::Prepare,
             Some(other) => {
                 self.issue(
                     &key(&p, "mode"),
                     format!("unknown mode {other:?}"),
-                    "\"alert-only\" or \"auto-failover\"",
+                    "\"alert-only\", \"prepare\" or \"auto-failover\"",
                 );
                 Mode::AlertOnly
             }
@@ -1195,6 +1286,7 @@ impl Validator<'_> {
         };
         let witness = self.witness(&key(p, "witness"), raw.witness, probe.timeout);
         let policy = self.policy(&key(p, "policy"), raw.policy, &probe);
+        let gates = self.gates(p, raw.gate);
         WatchConfig {
             name,
             record,
@@ -1207,7 +1299,132 @@ impl Validator<'_> {
             probe,
             witness,
             policy,
+            gates,
         }
+    }
+
+    fn gates(&mut self, p: &[Seg], raw: Vec<raw::RawGate>) -> Vec<GateConfig> {
+        let mut gates: Vec<GateConfig> = Vec::with_capacity(raw.len());
+        for (i, g) in raw.into_iter().enumerate() {
+            let p = [p, &[Seg::Key("gate".into()), Seg::Index(i)]].concat();
+            let at = match g.at.as_deref() {
+                Some("provision") => GateAt::Provision,
+                Some("switch_dns") => GateAt::SwitchDns,
+                other => {
+                    self.issue(
+                        &key(&p, "at"),
+                        match other {
+                            Some(a) => format!("unknown step {a:?}"),
+                            None => "is required".into(),
+                        },
+                        "\"provision\" (before anything is built) or \"switch_dns\" (before the record moves)",
+                    );
+                    continue;
+                }
+            };
+            let timeout = self.positive_duration(
+                &key(&p, "timeout"),
+                g.timeout.as_deref(),
+                Duration::from_secs(10),
+                Duration::from_secs(5 * 60),
+            );
+            let on_timeout = match g.on_timeout.as_deref() {
+                None | Some("hold") => OnTimeout::Hold,
+                Some("abort") => OnTimeout::Abort,
+                Some(other) => {
+                    self.issue(
+                        &key(&p, "on_timeout"),
+                        format!("unknown action {other:?}"),
+                        "\"hold\" (the default: stay held and check again) or \"abort\"",
+                    );
+                    OnTimeout::Hold
+                }
+            };
+            let (check, default_name) = match g.kind.as_deref() {
+                Some("command") => match g.command {
+                    Some(argv) if !argv.is_empty() && !argv[0].is_empty() => {
+                        let program = Path::new(&argv[0])
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| argv[0].clone());
+                        (GateCheck::Command { command: argv }, program)
+                    }
+                    _ => {
+                        self.issue(
+                            &key(&p, "command"),
+                            "is required and must not be empty",
+                            "an argv list, e.g. [\"/usr/local/bin/vpn-failed-over\"]",
+                        );
+                        continue;
+                    }
+                },
+                Some("http") => {
+                    let method = match g.method.as_deref() {
+                        None | Some("GET") => GateMethod::Get,
+                        Some("POST") => GateMethod::Post,
+                        Some(other) => {
+                            self.issue(
+                                &key(&p, "method"),
+                                format!("unknown method {other:?}"),
+                                "\"GET\" or \"POST\" (with the failover as JSON)",
+                            );
+                            GateMethod::Get
+                        }
+                    };
+                    let url_env = g.url_env.clone();
+                    let Some(url) = self.http_url(&p, g.url, g.url_env) else {
+                        continue;
+                    };
+                    let host = redact_url(&url)
+                        .split("://")
+                        .nth(1)
+                        .and_then(|rest| rest.split('/').next())
+                        .unwrap_or("http")
+                        .to_owned();
+                    (
+                        GateCheck::Http {
+                            url: Secret::new(url),
+                            url_env,
+                            method,
+                        },
+                        host,
+                    )
+                }
+                other => {
+                    self.issue(
+                        &key(&p, "kind"),
+                        match other {
+                            Some(k) => format!("unknown gate kind {k:?}"),
+                            None => "is required".into(),
+                        },
+                        "\"command\" or \"http\"",
+                    );
+                    continue;
+                }
+            };
+            let name = g.name.unwrap_or(default_name);
+            if name.is_empty() || name.len() > 64 || !name.chars().all(id_char) {
+                self.issue(
+                    &key(&p, "name"),
+                    format!("{name:?} is not a valid gate name"),
+                    "1–64 characters from a-z, A-Z, 0-9, '.', '_' and '-'",
+                );
+            } else if gates.iter().any(|other| other.name == name) {
+                self.issue(
+                    &key(&p, "name"),
+                    format!("two gates of this watch are called {name:?}"),
+                    "a name no other gate of the watch has (set name = \"...\")",
+                );
+            }
+            gates.push(GateConfig {
+                name,
+                at,
+                check,
+                timeout,
+                on_timeout,
+            });
+        }
+        gates
     }
 
     /// Normalises a DNS name to lower case with a trailing dot, or reports why it is not one.
@@ -1739,7 +1956,14 @@ impl Validator<'_> {
                 "at least the probe interval, e.g. \"15m\"",
             );
         }
+        let gate_interval = self.positive_duration(
+            &key(p, "gate_interval"),
+            raw.gate_interval.as_deref(),
+            Duration::from_secs(30),
+            Duration::from_secs(3600),
+        );
         PolicyConfig {
+            gate_interval,
             fall,
             rise,
             down_after,
@@ -1761,49 +1985,7 @@ impl Validator<'_> {
         match raw.kind.as_deref() {
             Some("webhook") => {
                 let url_env = raw.url_env.clone();
-                let url = match (raw.url, raw.url_env) {
-                    (Some(url), None) => Some(url),
-                    (None, Some(var)) => {
-                        let v = self.env.var(&var).filter(|v| !v.is_empty());
-                        if v.is_none() {
-                            self.issue(
-                                &key(p, "url_env"),
-                                format!("environment variable {var} is not set or empty"),
-                                format!("export {var} in the agent's environment"),
-                            );
-                        }
-                        v
-                    }
-                    _ => {
-                        self.issue(
-                            &key(p, "url"),
-                            "a webhook needs exactly one of url and url_env",
-                            "url = \"https://…\" or url_env = \"VAR\"",
-                        );
-                        None
-                    }
-                }?;
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    self.issue(
-                        &key(p, "url"),
-                        "is not an http(s) URL",
-                        "a URL such as \"https://hooks.example/…\"",
-                    );
-                    return None;
-                }
-                if url.starts_with("http://") && !is_loopback_url(&url) {
-                    // The URL's path is often the secret (Slack's hooks) and the events name
-                    // the caches: neither crosses a network in clear text.
-                    self.issue(
-                        &key(p, "url"),
-                        format!(
-                            "plain http:// to a host that is not loopback ({})",
-                            redact_url(&url)
-                        ),
-                        "https://…, or http:// only to 127.0.0.1, ::1 or localhost (a local relay)",
-                    );
-                    return None;
-                }
+                let url = self.http_url(p, raw.url, raw.url_env)?;
                 Some(NotifyConfig::Webhook {
                     url: Secret::new(url),
                     url_env,
@@ -1838,6 +2020,61 @@ impl Validator<'_> {
                 None
             }
         }
+    }
+}
+
+impl Validator<'_> {
+    /// A webhook's or http gate's URL, from `url` or the variable `url_env` names: http(s),
+    /// and plain http only to loopback (the URL's path is often the secret, and what is sent
+    /// names the caches).
+    fn http_url(
+        &mut self,
+        p: &[Seg],
+        url: Option<String>,
+        url_env: Option<String>,
+    ) -> Option<String> {
+        let url = match (url, url_env) {
+            (Some(url), None) => Some(url),
+            (None, Some(var)) => {
+                let v = self.env.var(&var).filter(|v| !v.is_empty());
+                if v.is_none() {
+                    self.issue(
+                        &key(p, "url_env"),
+                        format!("environment variable {var} is not set or empty"),
+                        format!("export {var} in the agent's environment"),
+                    );
+                }
+                v
+            }
+            _ => {
+                self.issue(
+                    &key(p, "url"),
+                    "needs exactly one of url and url_env",
+                    "url = \"https://…\" or url_env = \"VAR\"",
+                );
+                None
+            }
+        }?;
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            self.issue(
+                &key(p, "url"),
+                "is not an http(s) URL",
+                "a URL such as \"https://hooks.example/…\"",
+            );
+            return None;
+        }
+        if url.starts_with("http://") && !is_loopback_url(&url) {
+            self.issue(
+                &key(p, "url"),
+                format!(
+                    "plain http:// to a host that is not loopback ({})",
+                    redact_url(&url)
+                ),
+                "https://…, or http:// only to 127.0.0.1, ::1 or localhost (a local relay)",
+            );
+            return None;
+        }
+        Some(url)
     }
 }
 

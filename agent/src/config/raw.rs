@@ -75,6 +75,22 @@ pub struct RawWatch {
     pub witness: RawWitness,
     #[serde(default)]
     pub policy: RawPolicy,
+    #[serde(default)]
+    pub gate: Vec<RawGate>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGate {
+    pub name: Option<String>,
+    pub kind: Option<String>,
+    pub at: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub method: Option<String>,
+    pub timeout: Option<String>,
+    pub on_timeout: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -155,6 +171,7 @@ pub struct RawPolicy {
     pub max_auto_failovers_window: Option<String>,
     pub lease: Option<bool>,
     pub reminder_interval: Option<String>,
+    pub gate_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -3,6 +3,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::*;
+use crate::Mode;
 use crate::state::PathStreak;
 
 use FailureKind::*;
@@ -241,7 +242,7 @@ fn names_match_their_serde_form() {
     for guard in all_guards {
         assert_eq!(serde_json::to_value(guard).unwrap(), guard.as_str());
     }
-    for mode in [Mode::AlertOnly, Mode::AutoFailover] {
+    for mode in [Mode::AlertOnly, Mode::AutoFailover, Mode::Prepare] {
         assert_eq!(serde_json::to_value(mode).unwrap(), mode.as_str());
     }
 }
@@ -1022,6 +1023,22 @@ fn alert_only_reports_would_fail_over() {
         sim.steps(50, outage()),
         [],
         "blocked once per episode and blocking set"
+    );
+}
+
+#[test]
+fn prepare_mode_passes_the_mode_guard_like_auto_failover() {
+    let mut sim = Sim::with(Params {
+        mode: Mode::Prepare,
+        ..params()
+    });
+    let decisions: Vec<Decision> = (0..3).flat_map(|_| sim.step(outage())).collect();
+    let intent = decisions.last().unwrap();
+    assert_eq!(intent.event, Event::FailoverIntent);
+    assert!(
+        intent.reasons.contains(&"mode passed: prepare".to_owned()),
+        "{:?}",
+        intent.reasons
     );
 }
 
