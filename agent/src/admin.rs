@@ -252,6 +252,11 @@ pub enum ControlAction {
         /// Delete the DR cache this failover built.
         delete_dr: bool,
     },
+    /// Let a held failover go on past its hold (prepare mode's approval, or closed gates).
+    Approve {
+        /// Who approves, as the CLI names the person (`user@host`).
+        by: String,
+    },
     /// Point the record back at the primary once it passes `rise` rounds; with `delete_dr`,
     /// delete the DR cache afterwards.
     Failback {
@@ -269,6 +274,7 @@ impl ControlAction {
             ControlAction::Failover => "failover",
             ControlAction::Failback { .. } => "failback",
             ControlAction::Abort { .. } => "abort",
+            ControlAction::Approve { .. } => "approve",
         }
     }
 
@@ -283,6 +289,9 @@ impl ControlAction {
             ControlAction::Failback { delete_dr: true }
             | ControlAction::Abort { delete_dr: true } => {
                 params.push("delete_dr=true".to_owned());
+            }
+            ControlAction::Approve { by } => {
+                params.push(format!("by={}", percent_encode(by)));
             }
             ControlAction::Pause { reason, until } => {
                 if let Some(reason) = reason {
@@ -490,6 +499,7 @@ fn router(admin: AdminState, control_timeout: Duration) -> Router {
         .route("/failover", post(failover))
         .route("/failback", post(failback))
         .route("/abort", post(abort))
+        .route("/approve", post(approve))
         .layer(axum::middleware::from_fn_with_state(
             Gate {
                 token: Some(admin.token.clone()),
@@ -795,6 +805,24 @@ async fn abort(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
     .await
 }
 
+/// `POST /approve?watch=NAME&by=WHO`: `by` names the person (1–100 printable characters).
+async fn approve(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
+    let params = match query_params(uri.query(), &["watch", "by"]) {
+        Ok(params) => params,
+        Err(reason) => return error_json(StatusCode::BAD_REQUEST, reason),
+    };
+    let by = params.get("by").map(String::as_str).unwrap_or("");
+    if by.is_empty() || by.chars().count() > 100 || by.chars().any(char::is_control) {
+        return error_json(
+            StatusCode::BAD_REQUEST,
+            "`by` must name who approves: 1–100 printable characters, e.g. alice@ops-host".into(),
+        );
+    }
+    let action = ControlAction::Approve { by: by.to_owned() };
+    let (status, answer) = control(&shared, action, params.get("watch").cloned()).await;
+    (status, axum::Json(answer)).into_response()
+}
+
 /// `delete_dr=true` is the one parameter besides `watch`, and only for failback and abort.
 async fn with_delete_dr(
     shared: &Shared,
@@ -828,7 +856,7 @@ async fn with_delete_dr(
 async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
-        "not found; try GET /metrics, /healthz, /status, /vote?watch=NAME or POST /pause, /resume, /failover, /failback, /abort [?watch=NAME]\n",
+        "not found; try GET /metrics, /healthz, /status, /vote?watch=NAME or POST /pause, /resume, /failover, /failback, /abort, /approve [?watch=NAME]\n",
     )
         .into_response()
 }

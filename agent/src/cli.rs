@@ -248,6 +248,16 @@ pub enum Command {
         #[arg(long)]
         delete_dr: bool,
     },
+    /// Let a held failover go on: the approval a `prepare`-mode failover waits for before
+    /// the record moves, or a person's decision past closed gates. Recorded with who.
+    Approve {
+        /// The watch (required when the config has several).
+        #[arg(long)]
+        watch: Option<String>,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
     /// The record according to Route 53 and to DNS, both caches, the agent's state and the
     /// last failover.
     Status {
@@ -341,6 +351,16 @@ pub async fn run(cli: Cli) -> i32 {
                 return 2;
             };
             crate::commands::abort(&config, w, yes, delete_dr).await
+        }
+        Command::Approve { watch, yes } => {
+            init_logging(LogFormat::Text, "warn");
+            let Some(config) = load(&cli.config) else {
+                return 2;
+            };
+            let Some(w) = one_watch(&config, watch.as_deref()) else {
+                return 2;
+            };
+            crate::commands::approve(&config, w, yes).await
         }
         Command::Status { watch, output } => {
             run_status(&cli.config, watch.as_deref(), output).await

@@ -19,7 +19,7 @@ use crate::config::{Config, WatchConfig};
 use crate::daemon;
 use crate::executor::api::{CacheApi as _, DnsApi as _};
 use crate::executor::sdk::{SdkCache, SdkDns};
-use crate::executor::{Entry, Journal, Step};
+use crate::executor::{Entry, HoldNews, Journal, Step};
 use crate::failover::{self, Runner, Start};
 use crate::store;
 
@@ -104,13 +104,19 @@ pub async fn failover(config: &Config, w: &WatchConfig, yes: bool) -> i32 {
             return 1;
         }
     };
-    let journal = match runner.start(config, w, state.served_by_dr, SystemTime::now()) {
+    let journal = match runner.start(config, w, state.served_by_dr, false, SystemTime::now()) {
         Ok(Start::New(j)) => j,
-        Ok(Start::Resume(j)) => {
+        Ok(Start::Resume(mut j)) => {
             eprintln!(
                 "resuming the unfinished failover {} from its journal",
                 j.plan.failover_id
             );
+            if j.plan.approval {
+                // A person asked for this failover by name: that is the approval a prepared
+                // failover waits for. Gates still hold it.
+                eprintln!("it waits for an approval: this command is that approval");
+                j.plan.approval = false;
+            }
             j
         }
         Err(e) => {
@@ -136,7 +142,18 @@ pub async fn failover(config: &Config, w: &WatchConfig, yes: bool) -> i32 {
     let alert = |step: Step, message: &str| {
         eprintln!("{} {} still retrying: {message}", now_text(), step.as_str());
     };
-    let result = runner.failover(journal, &progress, &alert).await;
+    let news = |j: &Journal, news: &HoldNews| match (news, j.held()) {
+        (HoldNews::Held { .. }, Some(hold)) => eprintln!(
+            "{} held before {}: {}; checking again every {} (Ctrl-C stops here; the journal resumes it)",
+            now_text(),
+            hold.step.as_str(),
+            hold.answer,
+            humantime::format_duration(w.policy.gate_interval)
+        ),
+        (HoldNews::Opened, _) => eprintln!("{} every gate opened: going on", now_text()),
+        _ => {}
+    };
+    let result = runner.failover(journal, &progress, &alert, &news).await;
     let now = SystemTime::now();
     match result {
         Ok(journal) => {
@@ -159,6 +176,93 @@ pub async fn failover(config: &Config, w: &WatchConfig, yes: bool) -> i32 {
             1
         }
     }
+}
+
+/// `valkey-dr approve`: lets the running agent's held failover go on, naming who approved.
+pub async fn approve(config: &Config, w: &WatchConfig, yes: bool) -> i32 {
+    let question = format!(
+        "Approve the held failover of watch {}: once past its hold, {} moves to the DR cache {}?",
+        w.name, w.record, w.dr.cache_name
+    );
+    if let Err((code, message)) = confirm(&question, yes) {
+        eprintln!("error: {message}");
+        return code;
+    }
+    let Some(address) = running_agent(config).await else {
+        eprintln!(
+            "error: no agent is running for this config, so none holds a failover; `{}` resumes a held failover from this process and is itself the approval",
+            config.command_line(&format!("failover --watch {} --yes", w.name))
+        );
+        return 1;
+    };
+    let Some(token) = owner_token(config) else {
+        return 1;
+    };
+    let by = operator();
+    let reply = match admin::request(
+        address,
+        "POST",
+        &ControlAction::Approve { by: by.clone() }.request_path(Some(&w.name)),
+        Some(&token),
+        Duration::from_secs(30),
+    )
+    .await
+    {
+        Ok((200, body)) => serde_json::from_str::<Value>(&body)
+            .map(|v| v["watches"][&w.name].clone())
+            .unwrap_or(Value::Null),
+        Ok((status, body)) => {
+            eprintln!("error: the agent refused (HTTP {status}): {body}");
+            return 1;
+        }
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            return 1;
+        }
+    };
+    if reply["approved"] != json!(true) {
+        eprintln!(
+            "error: not approved: {}",
+            reply["error"]
+                .as_str()
+                .unwrap_or("the agent gave no reason")
+        );
+        return 1;
+    }
+    let before = reply["before"].as_str().unwrap_or("its next step");
+    println!(
+        "approved failover {} as {by}: it goes on past its hold before {before}{}",
+        reply["failover_id"].as_str().unwrap_or("?"),
+        if before == "switch_dns" {
+            format!(", and {} moves to the DR cache now", w.record)
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "follow it with `{}`",
+        config.command_line(&format!("status --watch {}", w.name))
+    );
+    0
+}
+
+/// Who runs this command, for the record: `user@host` (the user `sudo` was run by, when it
+/// was).
+fn operator() -> String {
+    let user = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        // SAFETY: getuid cannot fail and touches no memory.
+        .unwrap_or_else(|| format!("uid {}", unsafe { libc::getuid() }));
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    let who: String = if host.is_empty() {
+        user
+    } else {
+        format!("{user}@{host}")
+    };
+    who.chars().filter(|c| !c.is_control()).take(100).collect()
 }
 
 /// `valkey-dr abort`: ends an unfinished failover on purpose, through the running agent when
@@ -438,6 +542,7 @@ async fn delegate(
     // propagation and the record's TTL, with a margin.
     let deadline = Instant::now() + w.dr.create_timeout + w.ttl + Duration::from_secs(30 * 60);
     let mut last_step = Value::Null;
+    let mut last_held = Value::Null;
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let status =
@@ -458,6 +563,17 @@ async fn delegate(
                     if last["step"] != last_step {
                         last_step = last["step"].clone();
                         println!("{} step {}", now_text(), last_step.as_str().unwrap_or("?"));
+                    }
+                    if last["held"]["answer"] != last_held {
+                        last_held = last["held"]["answer"].clone();
+                        if let Some(answer) = last_held.as_str() {
+                            println!(
+                                "{} held before {}: {answer}; `{}` lets it go on (Ctrl-C leaves it to the agent)",
+                                now_text(),
+                                plain(&last["held"]["before"]),
+                                config.command_line(&format!("approve --watch {} --yes", w.name))
+                            );
+                        }
                     }
                     if !running && !last["outcome"].is_null() {
                         println!("{:#}", json!({ "failover": last }));
@@ -691,6 +807,35 @@ pub fn status_text(v: &Value) -> String {
                 s(&f["outcome"]["result"]),
                 s(&f["started_at"]),
             ));
+            let held = &f["held"];
+            if !held.is_null() {
+                out.push_str(&format!(
+                    "    HELD before {} since {} ({} checks): {}\n",
+                    s(&held["before"]),
+                    s(&held["since"]),
+                    s(&held["checks"]),
+                    s(&held["answer"]),
+                ));
+                out.push_str(&format!(
+                    "    to finish it: valkey-dr approve --watch {}; to end it: valkey-dr abort --watch {} --delete-dr\n",
+                    s(&w["name"]),
+                    s(&w["name"])
+                ));
+            }
+            for h in f["holds"].as_array().into_iter().flatten() {
+                if let Some(how) = h["how"].as_str() {
+                    out.push_str(&format!(
+                        "    was held before {} since {}: {}{}\n",
+                        s(&h["before"]),
+                        s(&h["since"]),
+                        how,
+                        h["approved_by"]
+                            .as_str()
+                            .map(|by| format!(" by {by} at {}", s(&h["ended"])))
+                            .unwrap_or_default()
+                    ));
+                }
+            }
             if let Some(steps) = f["steps_ms"].as_object().filter(|m| !m.is_empty()) {
                 let steps: Vec<String> = steps
                     .iter()

@@ -54,6 +54,10 @@ pub enum EventName {
     FailbackFailed,
     /// The executor: an unfinished failover was ended on purpose.
     Aborted,
+    /// The executor: a failover waits before a step for its gates or a person's approval.
+    FailoverHeld,
+    /// A person approved a held failover: it goes on.
+    Approved,
     /// Readiness: a preflight check of the failover path fails.
     NotReady,
     /// Readiness: every check passes again.
@@ -68,7 +72,7 @@ pub enum EventName {
 
 impl EventName {
     /// Every event, in the order of the runbook (docs/RUNBOOK.md has a section for each).
-    pub const ALL: [EventName; 25] = [
+    pub const ALL: [EventName; 27] = [
         EventName::Suspect,
         EventName::Down,
         EventName::Recovered,
@@ -89,6 +93,8 @@ impl EventName {
         EventName::FailbackCompleted,
         EventName::FailbackFailed,
         EventName::Aborted,
+        EventName::FailoverHeld,
+        EventName::Approved,
         EventName::NotReady,
         EventName::Ready,
         EventName::DrillOverdue,
@@ -119,6 +125,8 @@ impl EventName {
             EventName::FailbackCompleted => "failback_completed",
             EventName::FailbackFailed => "failback_failed",
             EventName::Aborted => "aborted",
+            EventName::FailoverHeld => "failover_held",
+            EventName::Approved => "approved",
             EventName::NotReady => "not_ready",
             EventName::Ready => "ready",
             EventName::DrillOverdue => "drill_overdue",
@@ -136,6 +144,7 @@ impl EventName {
                 | EventName::FailoverBlocked
                 | EventName::FailoverFailed
                 | EventName::ConfigError
+                | EventName::FailoverHeld
                 | EventName::StoodDown
                 | EventName::FailbackFailed
                 | EventName::NotReady

@@ -13,8 +13,10 @@ use crate::config::{Config, WatchConfig};
 use crate::executor::sdk::{SdkCache, SdkDns};
 use crate::executor::verify::ProbeVerifier;
 use crate::executor::{
-    Entry, Executor, FailoverError, Journal, Kind, LeaseClock, Limits, Phase, Plan, Step,
+    Approvals, Entry, Executor, FailoverError, HoldNews, Holding, Journal, Kind, LeaseClock,
+    Limits, Phase, Plan, Step,
 };
+use crate::gate::Gates;
 use crate::{aws, plan, store};
 
 /// The journal of a watch's current (or last) failover.
@@ -82,6 +84,13 @@ pub struct Runner {
     journal: PathBuf,
     failback_journal: PathBuf,
     limits: Limits,
+    /// The watch's `[[watch.gate]]`s.
+    gates: Gates,
+    /// How often closed gates are checked again, and a hold re-announced.
+    gate_interval: Duration,
+    reminder_interval: Duration,
+    /// Where `valkey-dr approve` reaches a held failover.
+    pub approvals: Approvals,
 }
 
 impl Runner {
@@ -108,6 +117,10 @@ impl Runner {
                 .state_dir
                 .join(format!("failback-{}.json", w.name)),
             journal: journal_path(&config.agent.state_dir, &w.name),
+            gates: Gates::new(&w.gates),
+            gate_interval: w.policy.gate_interval,
+            reminder_interval: w.policy.reminder_interval,
+            approvals: Approvals::default(),
             limits: Limits {
                 // A serverless cache takes about a minute on AWS; polling twice a second keeps
                 // what the agent adds on top well under a second, at ~120 cheap calls.
@@ -132,11 +145,13 @@ impl Runner {
     /// journal when there is one (it must be resumed, not forgotten), or a fresh journal,
     /// written to disk before anything else is (the daemon persists "failing over" only
     /// after this).
+    /// `approval`: a person must approve before the record moves (`mode = "prepare"`).
     pub fn start(
         &self,
         config: &Config,
         w: &WatchConfig,
         served_by_dr: bool,
+        approval: bool,
         now: SystemTime,
     ) -> Result<Start, String> {
         if served_by_dr {
@@ -153,7 +168,10 @@ impl Runner {
             Err(e) => return Err(format!("{:#}", anyhow::Error::from(e))),
         }
         let id = new_failover_id(&config.agent.id, now);
-        let journal = Journal::new(plan::executor_plan(config, w, &id));
+        let journal = Journal::new(Plan {
+            approval,
+            ..plan::executor_plan(config, w, &id)
+        });
         store::write_json(&self.journal, &journal).map_err(|e| {
             format!(
                 "cannot write the failover journal: {:#}",
@@ -163,16 +181,28 @@ impl Runner {
         Ok(Start::New(journal))
     }
 
-    /// Runs (or resumes) the failover of `journal`.
+    /// Runs (or resumes) the failover of `journal`, held by the watch's gates (and, when its
+    /// plan says so, until a person approves); `news` hears of each hold.
     pub async fn failover(
         &self,
         journal: Journal,
         progress: &(dyn Fn(&Journal, &Entry) + Send + Sync),
         alert: &(dyn Fn(Step, &str) + Send + Sync),
+        news: &(dyn Fn(&Journal, &HoldNews) + Send + Sync),
     ) -> Result<Journal, (Journal, FailoverError)> {
-        self.executor(&self.verifier, &self.journal, progress, alert)
-            .run(journal)
-            .await
+        let holding = Holding {
+            gates: &self.gates,
+            gate_interval: self.gate_interval,
+            reminder_interval: self.reminder_interval,
+            approvals: &self.approvals,
+            news,
+        };
+        Executor {
+            holding: Some(&holding),
+            ..self.executor(&self.verifier, &self.journal, progress, alert)
+        }
+        .run(journal)
+        .await
     }
 
     /// Points the record back at the primary: an exact compare-and-swap from the DR endpoint,
@@ -265,6 +295,7 @@ impl Runner {
             progress,
             alert,
             lease_clock: LeaseClock::default(),
+            holding: None,
         }
     }
 

@@ -35,6 +35,10 @@ pub struct Entry {
     pub agent: Option<String>,
     /// Where the record pointed afterwards (completed failovers and failbacks).
     pub endpoint: Option<String>,
+    /// Every time the failover was held before a step: where, why, for how long, and how it
+    /// ended (`opened`, `approved` with who, `aborted`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<serde_json::Value>,
     #[serde(skip)]
     sort_key: Option<SystemTime>,
 }
@@ -91,6 +95,7 @@ pub fn read(state_dir: &Path, watches: &[&str]) -> Result<Vec<Entry>, StoreError
                 detail: drill.failed_step,
                 agent: None,
                 endpoint: None,
+                holds: Vec::new(),
                 sort_key: started,
             });
         }
@@ -114,7 +119,11 @@ fn add_journal(journals: &mut BTreeMap<String, Journal>, path: &Path) {
 
 fn journal_entry(j: Journal) -> Entry {
     let started = j.started_at();
-    let last = j.entries.last().map(|e| e.at);
+    let last = j
+        .entries
+        .last()
+        .map(|e| e.at)
+        .max(j.holds.last().and_then(|h| h.ended));
     let (result, detail) = match &j.outcome {
         None => ("running", None),
         Some(Outcome::Completed) => ("completed", None),
@@ -146,8 +155,24 @@ fn journal_entry(j: Journal) -> Entry {
                     .map(|(host, port)| format!("{host}:{port}"))
             })
             .flatten(),
+        holds: j.holds.iter().map(crate::daemon::hold_json).collect(),
         sort_key: started,
     }
+}
+
+/// A hold in one line: `held before switch_dns for 2m 3s (gate vpn: …); approved by alice@host`.
+fn hold_line(h: &serde_json::Value) -> String {
+    let took = humantime::format_duration(Duration::from_secs(h["held_s"].as_u64().unwrap_or(0)));
+    let end = match (h["how"].as_str(), h["approved_by"].as_str()) {
+        (Some("approved"), Some(by)) => format!("approved by {by}"),
+        (Some(how), _) => how.to_owned(),
+        (None, _) => "still held".to_owned(),
+    };
+    format!(
+        "held before {} for {took} ({}); {end}",
+        h["before"].as_str().unwrap_or("?"),
+        h["answer"].as_str().unwrap_or("")
+    )
 }
 
 /// A table a person reads: newest first, one line each, and the reason under a line that
@@ -180,7 +205,13 @@ pub fn to_text(entries: &[Entry]) -> String {
     let mut out = String::new();
     for (i, line) in crate::commands::aligned(&rows).iter().enumerate() {
         let _ = writeln!(out, "{line}");
-        if let Some(detail) = i.checked_sub(1).and_then(|i| entries[i].detail.as_deref()) {
+        let Some(entry) = i.checked_sub(1).map(|i| &entries[i]) else {
+            continue;
+        };
+        for hold in &entry.holds {
+            let _ = writeln!(out, "    {}", hold_line(hold));
+        }
+        if let Some(detail) = entry.detail.as_deref() {
             let _ = writeln!(out, "    {detail}");
         }
     }

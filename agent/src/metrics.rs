@@ -150,6 +150,8 @@ pub struct Metrics {
     paused: Family<WatchLabels, Gauge>,
     /// When that pause ends by itself; 0 when none is set.
     pause_expiry: Family<WatchLabels, Gauge<f64, AtomicU64>>,
+    /// 1 while a failover is held by its gates or waits for approval.
+    failover_held: Family<WatchLabels, Gauge>,
     /// `process_*`, read from `/proc` at each scrape.
     process: Process,
 }
@@ -349,6 +351,12 @@ impl Metrics {
         let notifications = Family::<NotifyLabels, Counter>::default();
         let paused = Family::<WatchLabels, Gauge>::default();
         let pause_expiry = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
+        let failover_held = Family::<WatchLabels, Gauge>::default();
+        registry.register(
+            "valkey_dr_failover_held",
+            "1 while a failover of the watch is held before a step by its gates, or waits for a person's approval (mode = \"prepare\")",
+            Announced(failover_held.clone()),
+        );
         registry.register(
             "valkey_dr_probe_step_seconds",
             "Duration of each step (resolve, connect, tls, auth, ping, set, get) the last time it ran on a path; connect, tls and auth run only on fresh connections",
@@ -475,6 +483,7 @@ impl Metrics {
             notifications,
             paused,
             pause_expiry,
+            failover_held,
             process,
             ready,
             last_drill,
@@ -566,6 +575,7 @@ impl Metrics {
         let _ = self.record_drift.get_or_create(&w);
         let _ = self.paused.get_or_create(&w);
         let _ = self.pause_expiry.get_or_create(&w);
+        let _ = self.failover_held.get_or_create(&w);
         for result in FAILOVER_RESULTS {
             let _ = self.failovers.get_or_create(&ResultLabels {
                 watch: watch.to_owned(),
@@ -637,6 +647,15 @@ impl Metrics {
         self.pause_expiry
             .get_or_create(&w)
             .set(until.filter(|_| paused).map_or(0.0, unix_seconds));
+    }
+
+    /// Sets whether a failover of the watch is held.
+    pub fn set_failover_held(&self, watch: &str, held: bool) {
+        self.failover_held
+            .get_or_create(&WatchLabels {
+                watch: watch.to_owned(),
+            })
+            .set(i64::from(held));
     }
 
     /// Sets a path's consecutive-failure streak, as the policy engine counts it.

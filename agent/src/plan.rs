@@ -91,6 +91,7 @@ pub fn render(plan: &Plan, current: Option<&str>) -> Value {
 /// What the executor carries out for a failover of `w` with id `failover_id`.
 pub fn executor_plan(config: &Config, w: &WatchConfig, failover_id: &str) -> Plan {
     Plan {
+        approval: false,
         failover_id: failover_id.to_owned(),
         watch: w.name.clone(),
         owner: config.agent.id.clone(),

@@ -95,6 +95,9 @@ pub struct Config {
     /// Settings that are valid but deserve a loud note (verification off, plaintext, ...).
     #[serde(skip)]
     pub warnings: Vec<String>,
+    /// The file it was read from, so that what the agent tells people to run names it.
+    #[serde(skip)]
+    pub path: PathBuf,
 }
 
 /// `[agent] readiness_interval`'s default.
@@ -616,6 +619,7 @@ impl Config {
         if v.issues.is_empty() {
             let mut config = config;
             config.warnings = v.warnings;
+            config.path = path.to_owned();
             Ok(config)
         } else {
             Err(ConfigError::Invalid {
@@ -642,6 +646,16 @@ impl Config {
         }
     }
 
+    /// `valkey-dr <args>` as a person should type it for this config: with `--config` when
+    /// the file is not the default one.
+    pub fn command_line(&self, args: &str) -> String {
+        if self.path.as_os_str().is_empty() || self.path == Path::new(DEFAULT_PATH) {
+            format!("valkey-dr {args}")
+        } else {
+            format!("valkey-dr --config {} {args}", self.path.display())
+        }
+    }
+
     /// The watch called `name`, or an error listing the valid names.
     pub fn watch(&self, name: &str) -> Result<&WatchConfig, String> {
         self.watches.iter().find(|w| w.name == name).ok_or_else(|| {
@@ -660,7 +674,8 @@ impl Config {
 
 /// Turns the serialized [`Config`] into the input schema (`raw.rs`) where the two differ:
 /// a probe's `credential` becomes `username` and `password_env`, `password_file` or
-/// `iam_auth`; a webhook read from `url_env` names the variable instead of the URL; and
+/// `iam_auth`; a webhook or http gate read from `url_env` names the variable instead of the
+/// URL; and
 /// the empty `notify` list is left out.
 fn as_input(value: &mut toml::Value) {
     use toml::Value;
@@ -673,6 +688,17 @@ fn as_input(value: &mut toml::Value) {
         .into_iter()
         .flatten()
     {
+        for gate in watch
+            .get_mut("gate")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_table_mut)
+        {
+            if gate.contains_key("url_env") {
+                gate.remove("url");
+            }
+        }
         let Some(probe) = watch.get_mut("probe").and_then(Value::as_table_mut) else {
             continue;
         };
@@ -938,6 +964,7 @@ impl Validator<'_> {
             watches,
             notifiers,
             warnings: Vec::new(),
+            path: PathBuf::new(),
         }
     }
 

@@ -494,3 +494,140 @@ fn peers_need_host_ports_and_a_shared_token() {
         assert!(!issue.problem.contains("tooshort-secret"), "{issue:?}");
     }
 }
+
+#[test]
+fn gates_and_prepare_mode_parse_and_round_trip_through_config_check() {
+    let text = format!(
+        r#"{}
+[watch.policy]
+gate_interval = "10s"
+
+[[watch.gate]]
+kind = "command"
+at = "switch_dns"
+command = ["/usr/local/bin/vpn-failed-over", "--region", "us-west-2"]
+timeout = "20s"
+
+[[watch.gate]]
+name = "freeze"
+kind = "http"
+at = "provision"
+url_env = "GATE_URL"
+method = "POST"
+on_timeout = "abort"
+"#,
+        BASE.replace("mode = \"alert-only\"", "mode = \"prepare\"")
+    );
+    let mut e = env();
+    e.0.insert(
+        "GATE_URL".into(),
+        "https://change.example/api/freeze?token=s3cret-token".into(),
+    );
+    let c = Config::parse(&text, Path::new("/etc/valkey-dr/agent.toml"), &e).expect("valid");
+    assert_eq!(c.agent.mode, Mode::Prepare);
+    let w = &c.watches[0];
+    assert_eq!(w.policy.gate_interval, Duration::from_secs(10));
+    assert_eq!(w.gates.len(), 2);
+    let vpn = &w.gates[0];
+    assert_eq!(
+        (vpn.name.as_str(), vpn.at, vpn.timeout, vpn.on_timeout),
+        (
+            "vpn-failed-over",
+            GateAt::SwitchDns,
+            Duration::from_secs(20),
+            OnTimeout::Hold
+        ),
+        "the name defaults to the program's, on_timeout to hold"
+    );
+    let freeze = &w.gates[1];
+    assert_eq!(
+        (
+            freeze.name.as_str(),
+            freeze.at,
+            freeze.timeout,
+            freeze.on_timeout
+        ),
+        (
+            "freeze",
+            GateAt::Provision,
+            Duration::from_secs(10),
+            OnTimeout::Abort
+        )
+    );
+    assert!(matches!(
+        &freeze.check,
+        GateCheck::Http { url, method: GateMethod::Post, .. } if url.expose().contains("s3cret-token")
+    ));
+    // Secrets stay out; the output is input with the same meaning.
+    let shown = c.to_normalized_toml();
+    assert!(!shown.contains("s3cret-token") && !format!("{c:?}").contains("s3cret-token"));
+    let again = Config::parse(&shown, Path::new("/etc/valkey-dr/agent.toml"), &e)
+        .expect("its own output is valid");
+    assert_eq!(again.to_normalized_toml(), shown);
+    assert_eq!(again.watches[0].gates.len(), 2);
+    // The default: no gates, gate_interval 30s.
+    let plain = parse(BASE).unwrap();
+    assert!(plain.watches[0].gates.is_empty());
+    assert_eq!(
+        plain.watches[0].policy.gate_interval,
+        Duration::from_secs(30)
+    );
+    assert!(!plain.to_normalized_toml().contains("gate]"));
+}
+
+#[test]
+fn a_bad_gate_names_its_key_and_what_is_valid() {
+    let bad = format!(
+        r#"{BASE}
+[[watch.gate]]
+kind = "script"
+at = "switch_dns"
+
+[[watch.gate]]
+kind = "command"
+at = "wait_insync"
+command = ["/bin/true"]
+
+[[watch.gate]]
+kind = "command"
+at = "switch_dns"
+command = []
+on_timeout = "retry"
+
+[[watch.gate]]
+kind = "http"
+at = "switch_dns"
+url = "http://10.0.0.5/ready"
+
+[[watch.gate]]
+name = "a"
+kind = "command"
+at = "provision"
+command = ["/bin/true"]
+
+[[watch.gate]]
+name = "a"
+kind = "command"
+at = "switch_dns"
+command = ["/bin/false"]
+"#
+    );
+    let found: Vec<(String, String)> = issues(&bad).into_iter().map(|i| (i.key, i.valid)).collect();
+    let keys: Vec<&str> = found.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "watch[0].gate[0].kind",
+            "watch[0].gate[1].at",
+            "watch[0].gate[2].on_timeout",
+            "watch[0].gate[2].command",
+            "watch[0].gate[3].url",
+            "watch[0].gate[5].name",
+        ]
+    );
+    assert!(found[0].1.contains("\"command\" or \"http\""));
+    assert!(found[1].1.contains("\"provision\"") && found[1].1.contains("\"switch_dns\""));
+    assert!(found[2].1.contains("\"hold\"") && found[2].1.contains("\"abort\""));
+    let mode = issues(&BASE.replace("mode = \"alert-only\"", "mode = \"prepared\""));
+    assert!(mode[0].valid.contains("\"prepare\""), "{:?}", mode[0]);
+}

@@ -24,7 +24,7 @@ use valkey_dr_probes::{Connections, PathKind, ProbeSpec, Prober, ResolverSetting
 use crate::admin::{self, AdminState, AdminToken, ControlAction, ControlRequest, Health};
 use crate::config::{Config, WatchConfig};
 use crate::event::{Event, EventName};
-use crate::executor::{Entry, FailoverError, Journal, Phase, Step};
+use crate::executor::{Entry, FailoverError, HoldNews, Journal, Phase, Step};
 use crate::failover::{FailbackReport, Runner};
 use crate::layout;
 use crate::metrics::Metrics;
@@ -38,7 +38,7 @@ mod ops;
 mod round;
 mod status;
 
-pub use status::{journal_summary, pause_json};
+pub use status::{hold_json, journal_summary, pause_json};
 
 /// How often `/status` and systemd's `STATUS=` are rebuilt from the watches' last rounds.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
@@ -599,6 +599,8 @@ enum OpMsg {
     FailbackStep(String, String),
     /// The failback ended.
     FailbackDone(Result<FailbackReport, String>),
+    /// The failover is held, or a hold ended: its journal in brief.
+    Hold(Value),
 }
 
 /// Sends a running failover's step events from the executor's own task.
@@ -607,16 +609,23 @@ struct StepEvents {
     watch: String,
     agent_id: String,
     failover_id: String,
+    /// What finishes a held failover, and what ends it, as a person types them.
+    approve: String,
+    abort: String,
 }
 
 impl StepEvents {
     fn send(&self, reasons: Vec<String>, detail: Value) {
+        self.send_as(EventName::FailoverStep, reasons, detail);
+    }
+
+    fn send_as(&self, event: EventName, reasons: Vec<String>, detail: Value) {
         let state = State::FailingOver.as_str();
         self.notifier.notify(Event {
             reasons,
             detail: Some(detail),
             ..Event::executor(
-                EventName::FailoverStep,
+                event,
                 &self.watch,
                 &self.agent_id,
                 (state, state),
@@ -641,6 +650,76 @@ impl StepEvents {
             vec![format!("{}: {message}", step.as_str())],
             json!({ "step": step.as_str(), "phase": "retrying", "detail": message }),
         );
+    }
+
+    /// A hold's news: `failover_held` (at first and every `reminder_interval`) says what is
+    /// ready and the one command that finishes it; `approved` says who let it go on.
+    fn hold(&self, j: &Journal, news: &HoldNews) {
+        match news {
+            HoldNews::Held { first } => {
+                let Some(hold) = j.held() else { return };
+                let waiting = match (hold.gate.is_empty(), hold.approval) {
+                    (true, _) => "mode = \"prepare\": waiting for a person's approval".to_owned(),
+                    (false, false) => format!("gate {}", hold.answer),
+                    (false, true) => format!("gate {}; then a person's approval", hold.answer),
+                };
+                let ready = match (hold.step, &j.endpoint) {
+                    (Step::SwitchDns, Some((host, port))) => format!(
+                        "ready: the DR cache {} is built and verified at {}:{port}; {} is untouched",
+                        j.plan.cache.name(),
+                        host.trim_end_matches('.'),
+                        j.plan.record
+                    ),
+                    _ => format!(
+                        "nothing is built yet and {} is untouched",
+                        j.plan.record
+                    ),
+                };
+                let held_for = hold.since.elapsed().map_or(0, |d| d.as_secs());
+                self.send_as(
+                    EventName::FailoverHeld,
+                    vec![
+                        format!(
+                            "failover {} is held before {}{}: {waiting}",
+                            j.plan.failover_id,
+                            hold.step.as_str(),
+                            if *first { String::new() } else { format!(" for {}", humantime::format_duration(Duration::from_secs(held_for))) },
+                        ),
+                        ready,
+                        format!(
+                            "to finish it now: {}; to end it: {}",
+                            self.approve, self.abort
+                        ),
+                    ],
+                    json!({
+                        "hold": status::hold_json(hold),
+                        "first": first,
+                        "dr_cache": j.plan.cache.name(),
+                        "dr_endpoint": j.endpoint.as_ref().map(|(h, p)| format!("{}:{p}", h.trim_end_matches('.'))),
+                        "record": j.plan.record,
+                        "finish": self.approve,
+                        "abort": self.abort,
+                    }),
+                );
+            }
+            HoldNews::Approved(a) => self.send_as(
+                EventName::Approved,
+                vec![format!(
+                    "{} approved failover {} before {}: going on",
+                    a.by,
+                    j.plan.failover_id,
+                    a.step.as_str()
+                )],
+                json!({ "by": a.by, "before": a.step.as_str(), "hold": j.holds.last().map(status::hold_json) }),
+            ),
+            HoldNews::Opened => self.send(
+                vec![format!(
+                    "every gate opened: failover {} goes on",
+                    j.plan.failover_id
+                )],
+                json!({ "phase": "gates_opened", "hold": j.holds.last().map(status::hold_json) }),
+            ),
+        }
     }
 }
 

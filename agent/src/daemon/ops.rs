@@ -11,7 +11,7 @@ use valkey_dr_probes::Observation;
 
 use crate::event::EventName;
 use crate::executor::api::{CacheApi as _, CacheStatus};
-use crate::executor::{Entry, FailoverError, Journal, Outcome, Step};
+use crate::executor::{Approval, Entry, FailoverError, HoldNews, Journal, Outcome, Step};
 use crate::failover::{self, Runner, Start};
 use crate::plan;
 
@@ -142,6 +142,39 @@ impl WatchTask {
         self.end_by_abort(&runner, journal, reason, delete_dr).await
     }
 
+    /// `valkey-dr approve`: lets the failover held now go on past its hold (a person's
+    /// approval in prepare mode, or a person overriding closed gates), recording who.
+    pub(super) fn approve(&mut self, by: String) -> Value {
+        let Some(op) = self.op.as_ref().filter(|op| op.kind == "failover") else {
+            return json!({ "approved": false, "error": "no failover is running, so none is held: nothing to approve" });
+        };
+        let held = self
+            .last_failover
+            .as_ref()
+            .map(|f| f["held"].clone())
+            .unwrap_or_default();
+        let Some(step) = held["before"]
+            .as_str()
+            .and_then(|name| Step::ALL.into_iter().find(|s| s.as_str() == name))
+        else {
+            return json!({
+                "approved": false,
+                "failover_id": op.id,
+                "error": format!("failover {} is running and not held: nothing to approve", op.id),
+            });
+        };
+        let Some(runner) = self.runner.clone() else {
+            return json!({ "approved": false, "error": "no failover runner" });
+        };
+        tracing::warn!(watch = %self.name, failover_id = %op.id, by = %by, before = step.as_str(), "approved: the held failover goes on");
+        runner.approvals.give(Approval {
+            failover_id: op.id.clone(),
+            step,
+            by: by.clone(),
+        });
+        json!({ "approved": true, "failover_id": op.id, "before": step.as_str(), "by": by, "hold": held })
+    }
+
     /// Begins a failover (the engine's intent, or an operator's): its journal is on disk when
     /// this returns, and [`Self::launch`] runs it. `None` when it could not begin (the reasons
     /// say why).
@@ -165,10 +198,14 @@ impl WatchTask {
         let runner = self.runner().await;
         // The journal is on disk before the state says "failing over": a crash in between
         // leaves a journal that the next start resumes.
+        // In prepare mode the agent's own failover waits for a person before the switch; one
+        // a person asked for (`valkey-dr failover`) is that person's decision already.
+        let approval = trigger == "auto" && self.config.agent.mode == policies::Mode::Prepare;
         match runner.start(
             &self.config,
             self.watch_config(),
             self.state.served_by_dr,
+            approval,
             now,
         ) {
             Ok(Start::New(journal) | Start::Resume(journal)) => Some((runner, journal)),
@@ -226,6 +263,12 @@ impl WatchTask {
             watch: self.name.clone(),
             agent_id: self.agent_id.clone(),
             failover_id: id.clone(),
+            approve: self
+                .config
+                .command_line(&format!("approve --watch {} --yes", self.name)),
+            abort: self
+                .config
+                .command_line(&format!("abort --watch {} --yes --delete-dr", self.name)),
         };
         let task = tokio::spawn(async move {
             let progress = |_: &Journal, e: &Entry| {
@@ -233,7 +276,11 @@ impl WatchTask {
                 let _ = tx.send(OpMsg::Step(e.clone()));
             };
             let alert = |step: Step, message: &str| steps.retrying(step, message);
-            let result = runner.failover(journal, &progress, &alert).await;
+            let news = |j: &Journal, news: &HoldNews| {
+                steps.hold(j, news);
+                let _ = tx.send(OpMsg::Hold(journal_summary(j)));
+            };
+            let result = runner.failover(journal, &progress, &alert, &news).await;
             let _ = tx.send(OpMsg::FailoverDone(Box::new(result)));
         });
         self.op = Some(Op {
@@ -295,7 +342,13 @@ impl WatchTask {
             }
             OpMsg::FailoverDone(result) => {
                 self.op = None;
+                self.metrics.set_failover_held(&self.name, false);
                 self.failover_done(*result, now);
+            }
+            OpMsg::Hold(summary) => {
+                self.metrics
+                    .set_failover_held(&self.name, !summary["held"].is_null());
+                self.last_failover = Some(summary);
             }
             OpMsg::FailbackStep(step, detail) => {
                 self.emit(
@@ -414,6 +467,28 @@ impl WatchTask {
                     ],
                     id,
                     Some(json!({ "holder": holder })),
+                );
+            }
+            Some(e @ FailoverError::GateAborted { .. }) => {
+                self.metrics.failover_result(&self.name, "aborted");
+                let reason = format!("failover aborted: {e}");
+                let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
+                self.apply(next, decisions, now, None, true);
+                let untouched = format!(
+                    "{} was not changed{}",
+                    journal.plan.record,
+                    if journal.done(Step::Provision) {
+                        ""
+                    } else {
+                        " and nothing was built"
+                    }
+                );
+                self.emit_from(
+                    previous,
+                    EventName::Aborted,
+                    vec![reason.clone(), untouched.clone()],
+                    id,
+                    Some(json!({ "reason": reason, "done": untouched, "record_untouched": true })),
                 );
             }
             Some(e) => {

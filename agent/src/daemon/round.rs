@@ -221,6 +221,11 @@ impl WatchTask {
                 self.publish();
                 return answer;
             }
+            ControlAction::Approve { by } => {
+                let answer = self.approve(by);
+                self.publish();
+                return answer;
+            }
             ControlAction::Failback { delete_dr } => {
                 let answer = match self.start_failback(delete_dr).await {
                     Ok(id) => json!({ "started": true, "failback_id": id }),

@@ -156,6 +156,26 @@ pub fn journal_summary(j: &Journal) -> Value {
         "endpoint": j.endpoint.as_ref().map(|(h, p)| format!("{h}:{p}")),
         "steps_ms": j.timings().iter().map(|(k, v)| (k.to_string(), v.as_millis() as u64)).collect::<BTreeMap<_, _>>(),
         "runs": j.runs,
+        "approval_required": j.plan.approval,
+        "held": j.held().map(hold_json),
+        "holds": j.holds.iter().map(hold_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One hold of a failover, for `/status`, events and `history`.
+pub fn hold_json(h: &crate::executor::Hold) -> Value {
+    let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
+    json!({
+        "before": h.step.as_str(),
+        "since": time(h.since),
+        "gate": (!h.gate.is_empty()).then_some(&h.gate),
+        "answer": h.answer,
+        "approval": h.approval,
+        "checks": h.checks,
+        "ended": h.ended.map(time),
+        "how": h.how,
+        "approved_by": h.approved_by,
+        "held_s": h.ended.unwrap_or_else(SystemTime::now).duration_since(h.since).map_or(0, |d| d.as_secs()),
     })
 }
 

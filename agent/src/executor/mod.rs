@@ -26,6 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use api::{ApiError, CacheApi, CacheInfo, CacheSpec, Change, ChangeStatus, DnsApi, RecordSet};
 
+use crate::config::GateAt;
+use crate::gate::{Gates, Passage};
 use crate::store;
 use wait::WaitError;
 
@@ -160,6 +162,9 @@ pub struct Plan {
     /// Failover, or failback.
     #[serde(default)]
     pub kind: Kind,
+    /// A person must approve before `switch_dns` (`mode = "prepare"`, automatic failovers).
+    #[serde(default)]
+    pub approval: bool,
 }
 
 impl Plan {
@@ -215,6 +220,101 @@ pub struct Journal {
     /// resumes.
     #[serde(default)]
     pub outcome: Option<Outcome>,
+    /// Every time the failover was held before a step, in order; the last one has no `ended`
+    /// while it holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub holds: Vec<Hold>,
+}
+
+/// A failover held before a step by closed gates, or waiting for a person's approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    /// The step it waits before (`provision` gates hold before the lease, so nothing is
+    /// taken or built).
+    pub step: Step,
+    /// Since when.
+    pub since: SystemTime,
+    /// The gates that did not open, comma-separated; empty when only an approval is awaited.
+    pub gate: String,
+    /// What they answered last, or what is awaited.
+    pub answer: String,
+    /// Whether a person's approval is needed (`mode = "prepare"`).
+    pub approval: bool,
+    /// How many times the gates were checked.
+    pub checks: u32,
+    /// When it ended; `None` while it holds.
+    #[serde(default)]
+    pub ended: Option<SystemTime>,
+    /// How: `opened` (every gate opened) or `approved`.
+    #[serde(default)]
+    pub how: Option<String>,
+    /// Who approved, when a person did.
+    #[serde(default)]
+    pub approved_by: Option<String>,
+}
+
+/// A person's go-ahead for a held failover (`valkey-dr approve`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// The failover it is for.
+    pub failover_id: String,
+    /// The step it lets through: the one the failover was held before when it was given.
+    pub step: Step,
+    /// Who, as the CLI said it (`user@host`).
+    pub by: String,
+}
+
+/// Hands approvals from the daemon's watch task to the executor's task.
+#[derive(Debug, Default)]
+pub struct Approvals {
+    slot: std::sync::Mutex<Option<Approval>>,
+    arrived: tokio::sync::Notify,
+}
+
+impl Approvals {
+    /// Leaves `approval` for the executor, waking it if it waits.
+    pub fn give(&self, approval: Approval) {
+        if let Ok(mut slot) = self.slot.lock() {
+            *slot = Some(approval);
+        }
+        self.arrived.notify_one();
+    }
+
+    /// The approval left for `failover_id` before `step`, if any; one left for anything else
+    /// is stale (the hold it was for ended) and is dropped.
+    fn take(&self, failover_id: &str, step: Step) -> Option<Approval> {
+        let approval = self.slot.lock().ok()?.take()?;
+        (approval.failover_id == failover_id && approval.step == step).then_some(approval)
+    }
+}
+
+/// What may hold a failover: the watch's gates and a person's approval.
+pub struct Holding<'a> {
+    /// The watch's gates.
+    pub gates: &'a Gates,
+    /// How often closed gates are checked again.
+    pub gate_interval: Duration,
+    /// How often a hold is re-announced.
+    pub reminder_interval: Duration,
+    /// Where approvals arrive.
+    pub approvals: &'a Approvals,
+    /// Told when a hold begins, every `reminder_interval` while it lasts, and how it ends.
+    pub news: &'a (dyn Fn(&Journal, &HoldNews) + Send + Sync),
+}
+
+/// What [`Holding::news`] is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HoldNews {
+    /// Held (the journal's last hold says where and why); `first` for the first time in this
+    /// run.
+    Held {
+        /// The first announcement of this hold by this run.
+        first: bool,
+    },
+    /// A person approved: the failover goes on.
+    Approved(Approval),
+    /// Every gate opened: the failover goes on.
+    Opened,
 }
 
 /// How a failover ended.
@@ -255,7 +355,18 @@ impl Journal {
             entries: Vec::new(),
             runs: 0,
             outcome: None,
+            holds: Vec::new(),
         }
+    }
+
+    /// The hold the failover is in now, if any.
+    pub fn held(&self) -> Option<&Hold> {
+        self.holds.last().filter(|h| h.ended.is_none())
+    }
+
+    /// Whether `step` has begun (its gates were passed before it).
+    pub fn started(&self, step: Step) -> bool {
+        self.entries.iter().any(|e| e.step == step)
     }
 
     /// Whether `step` has finished.
@@ -286,9 +397,15 @@ impl Journal {
             .map(|(host, port)| (host.trim_end_matches('.').to_owned(), *port))
     }
 
-    /// When the failover began (its first journal entry).
+    /// When the failover began: its first journal entry, or its first hold when gates held
+    /// it before any step.
     pub fn started_at(&self) -> Option<SystemTime> {
-        self.entries.first().map(|e| e.at)
+        let first_entry = self.entries.first().map(|e| e.at);
+        let first_hold = self.holds.first().map(|h| h.since);
+        match (first_entry, first_hold) {
+            (Some(e), Some(h)) => Some(e.min(h)),
+            (e, h) => e.or(h),
+        }
     }
 
     /// The step that last started, for status lines.
@@ -376,6 +493,16 @@ pub enum FailoverError {
     /// The journal could not be written: stop rather than act without a record.
     #[error("journal: {0}")]
     Journal(String),
+    /// A gate with `on_timeout = "abort"` did not answer in time.
+    #[error("gate {gate} before {} did not answer ({answer}) and says on_timeout = \"abort\"", step.as_str())]
+    GateAborted {
+        /// The gate.
+        gate: String,
+        /// The step it stands before.
+        step: Step,
+        /// What happened.
+        answer: String,
+    },
 }
 
 /// Proves a step's effect with real traffic: a probe round against the new endpoint, and
@@ -474,6 +601,8 @@ pub struct Executor<'a, C, D, V> {
     pub alert: &'a (dyn Fn(Step, &str) + Send + Sync),
     /// When this run took or renewed the lease, on the monotonic clock.
     pub lease_clock: LeaseClock,
+    /// Gates and approvals; `None` for what is never held (failback, abort, tests).
+    pub holding: Option<&'a Holding<'a>>,
 }
 
 /// When this run last took or renewed its lease, on the monotonic clock. The lease record
@@ -508,6 +637,28 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         for &step in journal.plan.kind.steps() {
             if journal.done(step) {
                 continue;
+            }
+            if let Err(e) = self.hold_before(&mut journal, step).await {
+                journal.outcome = Some(match &e {
+                    FailoverError::GateAborted { .. } => Outcome::Aborted {
+                        reason: e.to_string(),
+                    },
+                    FailoverError::StoodDown { holder } => Outcome::StoodDown {
+                        reason: holder.clone(),
+                    },
+                    other => Outcome::Failed {
+                        step,
+                        error: other.to_string(),
+                    },
+                });
+                if journal.lease.is_some()
+                    && let Ok(released) = self.release(&mut journal).await
+                {
+                    tracing::info!("{released}");
+                    journal.lease = None;
+                }
+                let _ = self.save(&journal);
+                return Err((journal, e));
             }
             if let Err(e) = self.record(&mut journal, step, Phase::Started, String::new()) {
                 return Err((journal, e));
@@ -623,10 +774,110 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         journal.outcome = Some(Outcome::Aborted {
             reason: reason.to_owned(),
         });
+        if let Some(hold) = journal.holds.last_mut().filter(|h| h.ended.is_none()) {
+            hold.ended = Some(SystemTime::now());
+            hold.how = Some("aborted".into());
+        }
         if let Err(e) = self.save(&journal) {
             return Err((journal, e));
         }
         Ok((journal, done.join("; ")))
+    }
+
+    /// Holds the failover before `step` while a gate there is closed or (`plan.approval`,
+    /// before `switch_dns`) until a person approves: journalled, announced at once and every
+    /// `reminder_interval`, the gates checked again every `gate_interval`. An approval lets
+    /// it through whatever the gates say (a person decided, and the journal says who). Gates
+    /// at `provision` stand before the lease, so nothing is taken or built while they hold;
+    /// a step already begun (before a crash) passed its gates then and is not held again.
+    async fn hold_before(&self, j: &mut Journal, step: Step) -> Result<(), FailoverError> {
+        let Some(h) = self.holding else {
+            return Ok(());
+        };
+        let at = match (step, &j.plan.kind) {
+            (Step::Lease, Kind::Failover) => GateAt::Provision,
+            (Step::SwitchDns, Kind::Failover) => GateAt::SwitchDns,
+            _ => return Ok(()),
+        };
+        let approval = at == GateAt::SwitchDns && j.plan.approval;
+        if j.started(step) || !(approval || h.gates.any_at(at)) {
+            return Ok(());
+        }
+        let mut next_reminder = tokio::time::Instant::now();
+        let mut first = true;
+        loop {
+            if let Some(a) = h.approvals.take(&j.plan.failover_id, step) {
+                if let Some(hold) = j.holds.last_mut().filter(|h| h.ended.is_none()) {
+                    hold.ended = Some(SystemTime::now());
+                    hold.how = Some("approved".into());
+                    hold.approved_by = Some(a.by.clone());
+                }
+                self.save(j)?;
+                (h.news)(j, &HoldNews::Approved(a));
+                return Ok(());
+            }
+            let passage = h.gates.check(at, &gate_input(j, at)).await;
+            let (gate, answer) = match passage {
+                Passage::Abort { gate, answer } => {
+                    if let Some(hold) = j.holds.last_mut().filter(|h| h.ended.is_none()) {
+                        hold.ended = Some(SystemTime::now());
+                        hold.how = Some("aborted".into());
+                    }
+                    return Err(FailoverError::GateAborted { gate, step, answer });
+                }
+                Passage::Open if !approval => {
+                    if let Some(hold) = j.holds.last_mut().filter(|h| h.ended.is_none()) {
+                        hold.ended = Some(SystemTime::now());
+                        hold.how = Some("opened".into());
+                        self.save(j)?;
+                        (h.news)(j, &HoldNews::Opened);
+                    }
+                    return Ok(());
+                }
+                Passage::Open => (String::new(), "waiting for a person's approval".to_owned()),
+                Passage::Held { gate, answer } => (gate, answer),
+            };
+            match j.holds.last_mut().filter(|h| h.ended.is_none()) {
+                Some(hold) => {
+                    hold.gate = gate;
+                    hold.answer = answer;
+                    hold.checks += 1;
+                }
+                None => j.holds.push(Hold {
+                    step,
+                    since: SystemTime::now(),
+                    gate,
+                    answer,
+                    approval,
+                    checks: 1,
+                    ended: None,
+                    how: None,
+                    approved_by: None,
+                }),
+            }
+            self.save(j)?;
+            let now = tokio::time::Instant::now();
+            if now >= next_reminder {
+                (h.news)(j, &HoldNews::Held { first });
+                first = false;
+                next_reminder = now + h.reminder_interval;
+            }
+            // A hold may last hours: the lease is kept alive meanwhile, so that other agents
+            // keep standing down instead of taking it over as stale. Bounded, so that a
+            // Route 53 outage never keeps an approval waiting.
+            if j.lease.is_some() {
+                match tokio::time::timeout(h.gate_interval, self.renew_lease(j)).await {
+                    Ok(Err(e @ FailoverError::StoodDown { .. })) => return Err(e),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "lease not renewed while held"),
+                    Ok(Ok(())) => {}
+                    Err(_) => tracing::warn!("lease renewal still running; trying again later"),
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(h.gate_interval) => {}
+                () = h.approvals.arrived.notified() => {}
+            }
+        }
     }
 
     fn save(&self, journal: &Journal) -> Result<(), FailoverError> {
@@ -1286,6 +1537,21 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             }
         }
     }
+}
+
+/// What a gate is told (on stdin, or as a POST's body): which failover, before which step,
+/// and what is ready.
+pub fn gate_input(j: &Journal, at: GateAt) -> serde_json::Value {
+    serde_json::json!({
+        "watch": j.plan.watch,
+        "failover_id": j.plan.failover_id,
+        "agent_id": j.plan.owner,
+        "at": at.as_str(),
+        "record": j.plan.record,
+        "dr_cache": j.plan.cache.name(),
+        "dr_endpoint": j.endpoint.as_ref().map(|(h, p)| format!("{}:{p}", h.trim_end_matches('.'))),
+        "held_since": j.held().map(|h| humantime::format_rfc3339_seconds(h.since).to_string()),
+    })
 }
 
 fn points_at(r: &RecordSet, target: &str) -> bool {

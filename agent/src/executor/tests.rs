@@ -7,6 +7,7 @@ use std::sync::Mutex;
 
 use super::api::CacheStatus;
 use super::*;
+use crate::config::GateAt;
 
 const ZONE: &str = "ZTEST";
 const RECORD: &str = "valkey.app.internal.";
@@ -299,6 +300,7 @@ fn plan(lease: bool) -> Plan {
         lease: lease.then(|| Duration::from_secs(600)),
         adopt_existing: false,
         kind: Kind::Failover,
+        approval: false,
     }
 }
 
@@ -329,9 +331,275 @@ async fn run(
         progress: &progress,
         alert: &|_, _| {},
         lease_clock: LeaseClock::default(),
+        holding: None,
     }
     .run(journal)
     .await
+}
+
+/// A gate that is open while `file` exists: a real program, as operators write them.
+fn file_gate(at: GateAt, file: &std::path::Path) -> crate::config::GateConfig {
+    crate::config::GateConfig {
+        name: "vpn".into(),
+        at,
+        check: crate::config::GateCheck::Command {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                format!(
+                    "test -f {} || {{ echo 'vpn not failed over' >&2; exit 1; }}",
+                    file.display()
+                ),
+            ],
+        },
+        timeout: Duration::from_secs(5),
+        on_timeout: crate::config::OnTimeout::Hold,
+    }
+}
+
+/// Runs with gates and approvals; every hold's news is kept.
+async fn run_held(
+    fake: &Fake,
+    dir: &std::path::Path,
+    journal: Journal,
+    gates: &Gates,
+    approvals: &Approvals,
+    news: &Mutex<Vec<HoldNews>>,
+) -> Result<Journal, (Journal, FailoverError)> {
+    let progress = |_: &Journal, _: &Entry| {};
+    let heard = |_: &Journal, n: &HoldNews| news.lock().unwrap().push(n.clone());
+    let holding = Holding {
+        gates,
+        gate_interval: Duration::from_millis(20),
+        reminder_interval: Duration::from_millis(100),
+        approvals,
+        news: &heard,
+    };
+    Executor {
+        cache: fake,
+        dns: fake,
+        verify: fake,
+        path: dir.join("failover.json"),
+        limits: limits(),
+        progress: &progress,
+        alert: &|_, _| {},
+        lease_clock: LeaseClock::default(),
+        holding: Some(&holding),
+    }
+    .run(journal)
+    .await
+}
+
+/// Waits (bounded) until the journal on disk is held before `step`.
+async fn until_held(dir: &std::path::Path, step: Step) -> Journal {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(j)) = store::read_json::<Journal>(&dir.join("failover.json"))
+            && j.held().is_some_and(|h| h.step == step)
+        {
+            return j;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let j = store::read_json::<Journal>(&dir.join("failover.json"));
+            panic!("never held before {step:?}: {j:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_closed_switch_dns_gate_holds_with_the_cache_built_and_the_record_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("vpn-failed-over");
+    let fake = Fake::new();
+    let gates = Gates::new(&[file_gate(GateAt::SwitchDns, &open)]);
+    let approvals = Approvals::default();
+    let news = Mutex::new(Vec::new());
+    let run = run_held(
+        &fake,
+        dir.path(),
+        Journal::new(plan(true)),
+        &gates,
+        &approvals,
+        &news,
+    );
+    let watch = async {
+        let held = until_held(dir.path(), Step::SwitchDns).await;
+        assert!(
+            held.done(Step::VerifyDirect),
+            "built and verified before the hold"
+        );
+        assert_eq!(held.held().unwrap().gate, "vpn");
+        assert_eq!(
+            held.held().unwrap().answer,
+            "vpn: exit status: 1: vpn not failed over"
+        );
+        // Held for a few reminders: the record never moves.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(fake.cname(), [OLD]);
+        assert_eq!(fake.cloud().creates, 1);
+        std::fs::write(&open, "").unwrap();
+    };
+    let (result, ()) = tokio::join!(run, watch);
+    let journal = result.unwrap();
+    assert!(journal.complete());
+    let c = fake.cloud();
+    assert_eq!((c.creates, c.cname_changes), (1, 1));
+    drop(c);
+    let hold = &journal.holds[0];
+    assert_eq!(
+        (hold.step, hold.how.as_deref()),
+        (Step::SwitchDns, Some("opened"))
+    );
+    assert!(
+        hold.checks >= 5,
+        "checked every gate_interval: {}",
+        hold.checks
+    );
+    let news = news.lock().unwrap();
+    assert_eq!(news[0], HoldNews::Held { first: true });
+    let reminders = news
+        .iter()
+        .filter(|n| **n == HoldNews::Held { first: false })
+        .count();
+    assert!(reminders >= 2, "reminded every reminder_interval: {news:?}");
+    assert_eq!(news.last(), Some(&HoldNews::Opened));
+}
+
+#[tokio::test]
+async fn an_approval_lets_a_prepared_failover_switch_and_says_who() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    let gates = Gates::none();
+    let approvals = Approvals::default();
+    let news = Mutex::new(Vec::new());
+    let journal = Journal::new(Plan {
+        approval: true,
+        ..plan(true)
+    });
+    let run = run_held(&fake, dir.path(), journal, &gates, &approvals, &news);
+    let approve = async {
+        let held = until_held(dir.path(), Step::SwitchDns).await;
+        assert!(held.held().unwrap().approval);
+        assert_eq!(fake.cname(), [OLD]);
+        // An approval for another failover, or another step, is stale: it lets nothing by.
+        approvals.give(Approval {
+            failover_id: "fo-other".into(),
+            step: Step::SwitchDns,
+            by: "mallory@x".into(),
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(fake.cname(), [OLD]);
+        approvals.give(Approval {
+            failover_id: "fo-1".into(),
+            step: Step::SwitchDns,
+            by: "alice@ops".into(),
+        });
+    };
+    let (result, ()) = tokio::join!(run, approve);
+    let journal = result.unwrap();
+    assert!(journal.complete());
+    assert_eq!(fake.cloud().cname_changes, 1);
+    let hold = &journal.holds[0];
+    assert_eq!(hold.how.as_deref(), Some("approved"));
+    assert_eq!(hold.approved_by.as_deref(), Some("alice@ops"));
+    assert!(
+        matches!(news.lock().unwrap().last(), Some(HoldNews::Approved(a)) if a.by == "alice@ops")
+    );
+}
+
+#[tokio::test]
+async fn a_provision_gate_that_times_out_with_abort_builds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    let gate = crate::config::GateConfig {
+        name: "change-freeze".into(),
+        at: GateAt::Provision,
+        check: crate::config::GateCheck::Command {
+            command: vec!["sleep".into(), "10".into()],
+        },
+        timeout: Duration::from_millis(200),
+        on_timeout: crate::config::OnTimeout::Abort,
+    };
+    let gates = Gates::new(&[gate]);
+    let approvals = Approvals::default();
+    let news = Mutex::new(Vec::new());
+    let (journal, e) = run_held(
+        &fake,
+        dir.path(),
+        Journal::new(plan(true)),
+        &gates,
+        &approvals,
+        &news,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(e, FailoverError::GateAborted { ref gate, step: Step::Lease, .. } if gate == "change-freeze"),
+        "{e}"
+    );
+    assert!(matches!(journal.outcome, Some(Outcome::Aborted { .. })));
+    let c = fake.cloud();
+    assert_eq!((c.creates, c.cname_changes), (0, 0));
+    assert!(
+        !c.records
+            .keys()
+            .any(|(n, _)| n.starts_with("_valkey-dr-lock")),
+        "no lease taken"
+    );
+    assert!(journal.entries.is_empty(), "no step began");
+}
+
+#[tokio::test]
+async fn a_restart_while_held_stays_held_and_a_begun_switch_is_not_held_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    let fake = Fake::new();
+    let gates = Gates::new(&[file_gate(GateAt::SwitchDns, &open)]);
+    let approvals = Approvals::default();
+    let news = Mutex::new(Vec::new());
+    // The first run is held, then dropped (as a kill -9 would end it).
+    tokio::select! {
+        _ = run_held(&fake, dir.path(), Journal::new(plan(true)), &gates, &approvals, &news) => panic!("finished while the gate was closed"),
+        j = until_held(dir.path(), Step::SwitchDns) => assert_eq!(j.holds.len(), 1),
+    }
+    let saved: Journal = store::read_json(&dir.path().join("failover.json"))
+        .unwrap()
+        .unwrap();
+    // The restart resumes into the same hold (one hold, more checks), builds nothing new.
+    let resumed = run_held(&fake, dir.path(), saved, &gates, &approvals, &news);
+    let open_later = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let j: Journal = store::read_json(&dir.path().join("failover.json"))
+            .unwrap()
+            .unwrap();
+        assert_eq!((j.holds.len(), j.runs), (1, 2));
+        assert_eq!(fake.cname(), [OLD]);
+        std::fs::write(&open, "").unwrap();
+    };
+    let (result, ()) = tokio::join!(resumed, open_later);
+    assert!(result.unwrap().complete());
+    let c = fake.cloud();
+    assert_eq!((c.creates, c.cname_changes), (1, 1));
+    drop(c);
+    // A journal whose switch had begun passed its gates then: never held again.
+    std::fs::remove_file(&open).unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let fresh = Fake::new();
+    let mut j = run(&fresh, dir2.path(), Journal::new(plan(false)))
+        .await
+        .unwrap();
+    j.outcome = None;
+    j.entries.retain(|e| {
+        e.step < Step::SwitchDns || (e.step == Step::SwitchDns && e.phase == Phase::Started)
+    });
+    let again = tokio::time::timeout(
+        Duration::from_secs(5),
+        run_held(&fresh, dir2.path(), j, &gates, &approvals, &news),
+    )
+    .await
+    .expect("a begun switch must not wait at its gate");
+    assert!(again.unwrap().holds.is_empty());
 }
 
 #[tokio::test]
@@ -529,6 +797,7 @@ async fn an_unreadable_lease_is_taken_over_with_an_alert() {
         progress: &progress,
         alert: &alert,
         lease_clock: LeaseClock::default(),
+        holding: None,
     }
     .run(Journal::new(plan(true)))
     .await
@@ -667,6 +936,7 @@ async fn a_cache_that_stays_missing_fails_the_wait_and_leaves_the_record() {
         progress: &progress,
         alert: &|_, _| {},
         lease_clock: LeaseClock::default(),
+        holding: None,
     }
     .run(Journal::new(plan(false)))
     .await
