@@ -90,6 +90,7 @@ impl WatchTask {
         let id = journal.plan.failover_id.clone();
         match runner.abort(journal, &reason, delete_dr).await {
             Ok((journal, done)) => {
+                self.metrics.set_failover_held(&self.name, false);
                 self.last_failover = Some(journal_summary(&journal));
                 let now = SystemTime::now();
                 let previous = self.state.state();

@@ -229,8 +229,8 @@ pub struct Journal {
 /// A failover held before a step by closed gates, or waiting for a person's approval.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
-    /// The step it waits before (`provision` gates hold before the lease, so nothing is
-    /// taken or built).
+    /// The gate point it waits at: `provision` (held before the lease, so nothing is taken
+    /// or built) or `switch_dns`.
     pub step: Step,
     /// Since when.
     pub since: SystemTime,
@@ -803,6 +803,11 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         if j.started(step) || !(approval || h.gates.any_at(at)) {
             return Ok(());
         }
+        // The hold is named by the gate's point, as `at` names it in the config.
+        let step = match at {
+            GateAt::Provision => Step::Provision,
+            GateAt::SwitchDns => Step::SwitchDns,
+        };
         let mut next_reminder = tokio::time::Instant::now();
         let mut first = true;
         loop {

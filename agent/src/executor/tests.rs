@@ -535,7 +535,7 @@ async fn a_provision_gate_that_times_out_with_abort_builds_nothing() {
     .await
     .unwrap_err();
     assert!(
-        matches!(e, FailoverError::GateAborted { ref gate, step: Step::Lease, .. } if gate == "change-freeze"),
+        matches!(e, FailoverError::GateAborted { ref gate, step: Step::Provision, .. } if gate == "change-freeze"),
         "{e}"
     );
     assert!(matches!(journal.outcome, Some(Outcome::Aborted { .. })));
