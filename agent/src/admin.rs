@@ -349,6 +349,9 @@ pub struct AdminState {
     pub peer_token: Option<AdminToken>,
     /// Where a pause or resume is relayed; `None` without peers.
     pub peers: Option<Arc<crate::peers::Peers>>,
+    /// Each watch's approval slot: `POST /approve` reaches the held executor through it at
+    /// once, without waiting for the watch's probe round to end.
+    pub approvals: Arc<BTreeMap<String, Arc<crate::executor::Approvals>>>,
 }
 
 /// The server's bounds; [`Limits::default`] in the daemon, shorter in tests.
@@ -811,6 +814,12 @@ async fn approve(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
         Ok(params) => params,
         Err(reason) => return error_json(StatusCode::BAD_REQUEST, reason),
     };
+    if !params.contains_key("watch") {
+        return error_json(
+            StatusCode::BAD_REQUEST,
+            "`watch` is required: an approval is for one watch's held failover".into(),
+        );
+    }
     let by = params.get("by").map(String::as_str).unwrap_or("");
     if by.is_empty() || by.chars().count() > 100 || by.chars().any(char::is_control) {
         return error_json(
@@ -818,9 +827,20 @@ async fn approve(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
             "`by` must name who approves: 1–100 printable characters, e.g. alice@ops-host".into(),
         );
     }
-    let action = ControlAction::Approve { by: by.to_owned() };
-    let (status, answer) = control(&shared, action, params.get("watch").cloned()).await;
-    (status, axum::Json(answer)).into_response()
+    let watch = params.get("watch").cloned().unwrap_or_default();
+    let Some(approvals) = shared.admin.approvals.get(&watch) else {
+        let names: Vec<&String> = shared.admin.approvals.keys().collect();
+        return error_json(
+            StatusCode::NOT_FOUND,
+            format!("no watch named {watch:?}; valid: {names:?}"),
+        );
+    };
+    let answer = crate::daemon::approve(&watch, approvals, by.to_owned()).await;
+    (
+        StatusCode::OK,
+        axum::Json(json!({ "watches": { watch: answer } })),
+    )
+        .into_response()
 }
 
 /// `delete_dr=true` is the one parameter besides `watch`, and only for failback and abort.

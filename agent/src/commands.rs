@@ -190,7 +190,7 @@ pub async fn approve(config: &Config, w: &WatchConfig, yes: bool) -> i32 {
     }
     let Some(address) = running_agent(config).await else {
         eprintln!(
-            "error: no agent is running for this config, so none holds a failover; `{}` resumes a held failover from this process and is itself the approval",
+            "error: no agent is running for this config, so none holds a failover; `{}` resumes a held failover from this process: it is the approval prepare mode waits for, and its gates still apply",
             config.command_line(&format!("failover --watch {} --yes", w.name))
         );
         return 1;
@@ -230,15 +230,21 @@ pub async fn approve(config: &Config, w: &WatchConfig, yes: bool) -> i32 {
         return 1;
     }
     let before = reply["before"].as_str().unwrap_or("its next step");
-    println!(
-        "approved failover {} as {by}: it goes on past its hold before {before}{}",
-        reply["failover_id"].as_str().unwrap_or("?"),
-        if before == "switch_dns" {
-            format!(", and {} moves to the DR cache now", w.record)
-        } else {
-            String::new()
-        }
-    );
+    let id = reply["failover_id"].as_str().unwrap_or("?");
+    if reply["journalled"] == json!(true) {
+        println!(
+            "approved failover {id} as {by}: it goes on past its hold before {before}{}",
+            if before == "switch_dns" {
+                format!(", and {} moves to the DR cache now", w.record)
+            } else {
+                String::new()
+            }
+        );
+    } else {
+        println!(
+            "approval of failover {id} as {by} given: the agent takes it as soon as its current call returns (a lease renewal against a slow Route 53), then goes on past its hold before {before}"
+        );
+    }
     println!(
         "follow it with `{}`",
         config.command_line(&format!("status --watch {}", w.name))
@@ -468,7 +474,7 @@ async fn local(
         nameservers: config.dns.nameservers.clone(),
     })
     .map_err(|e| e.to_string())?;
-    let runner = Runner::new(config, w, Arc::new(prober), spec).await;
+    let runner = Runner::new(config, w, Arc::new(prober), spec, Arc::default()).await;
     let path = crate::layout::state_file(&config.agent.state_dir, &w.name);
     let state = store::read_json::<WatchState>(&path)
         .map_err(|e| format!("{:#}", anyhow::Error::from(e)))?

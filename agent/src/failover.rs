@@ -89,8 +89,8 @@ pub struct Runner {
     /// How often closed gates are checked again, and a hold re-announced.
     gate_interval: Duration,
     reminder_interval: Duration,
-    /// Where `valkey-dr approve` reaches a held failover.
-    pub approvals: Approvals,
+    /// Where `valkey-dr approve` reaches a held failover (shared with the admin server).
+    pub approvals: Arc<Approvals>,
 }
 
 impl Runner {
@@ -100,6 +100,7 @@ impl Runner {
         w: &WatchConfig,
         prober: Arc<Prober>,
         spec: ProbeSpec,
+        approvals: Arc<Approvals>,
     ) -> Self {
         let dr_spec = crate::spec::dr_spec(config, w, &spec).await;
         let cache = SdkCache::new(&aws::sdk_config(config, &w.dr.region).await);
@@ -120,7 +121,7 @@ impl Runner {
             gates: Gates::new(&w.gates),
             gate_interval: w.policy.gate_interval,
             reminder_interval: w.policy.reminder_interval,
-            approvals: Approvals::default(),
+            approvals,
             limits: Limits {
                 // A serverless cache takes about a minute on AWS; polling twice a second keeps
                 // what the agent adds on top well under a second, at ~120 cheap calls.
@@ -145,13 +146,14 @@ impl Runner {
     /// journal when there is one (it must be resumed, not forgotten), or a fresh journal,
     /// written to disk before anything else is (the daemon persists "failing over" only
     /// after this).
-    /// `approval`: a person must approve before the record moves (`mode = "prepare"`).
+    /// `automatic`: the agent starts it on its own; in `mode = "prepare"` a person must then
+    /// approve before the record moves.
     pub fn start(
         &self,
         config: &Config,
         w: &WatchConfig,
         served_by_dr: bool,
-        approval: bool,
+        automatic: bool,
         now: SystemTime,
     ) -> Result<Start, String> {
         if served_by_dr {
@@ -169,7 +171,8 @@ impl Runner {
         }
         let id = new_failover_id(&config.agent.id, now);
         let journal = Journal::new(Plan {
-            approval,
+            approval: automatic && config.agent.mode == crate::config::Mode::Prepare,
+            automatic,
             ..plan::executor_plan(config, w, &id)
         });
         store::write_json(&self.journal, &journal).map_err(|e| {

@@ -35,6 +35,16 @@ pub enum Verdict {
     TimedOut(String),
 }
 
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Verdict::Open => f.write_str("open"),
+            Verdict::Closed(answer) => write!(f, "closed: {answer}"),
+            Verdict::TimedOut(answer) => write!(f, "timed out: {answer}"),
+        }
+    }
+}
+
 /// What the gates at one step say together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Passage {
@@ -95,7 +105,7 @@ impl Gates {
             .filter(|(g, _)| g.at == at)
             .map(|(g, client)| async move {
                 let verdict = run(g, client.as_ref(), at, body).await;
-                tracing::info!(gate = %g.name, at = at.as_str(), ?verdict, "gate checked");
+                tracing::info!(gate = %g.name, at = at.as_str(), %verdict, "gate checked");
                 (g, verdict)
             });
         let verdicts = join_all(checks).await;

@@ -52,6 +52,10 @@ const WEBHOOK_BACKOFF_FACTOR: f32 = 4.0;
 /// How much of a command's stdout/stderr, or of a webhook's error body, reaches the log.
 const OUTPUT_CAP: usize = 4096;
 
+/// How long a command's output may still be read after it exited (a background child of
+/// its own may hold the pipe open).
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+
 /// How long to wait for a killed command to be reaped; SIGKILL cannot be ignored, so this is
 /// only slack for a loaded host.
 const REAP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -655,27 +659,53 @@ pub(crate) async fn run_command(
         Ok(child) => child,
         Err(e) => return Ran::NotStarted(e),
     };
+    // Dropped unfinished (the caller gave up: an abort, a shutdown, an approval in the middle
+    // of a gate check), the whole group goes, not only its leader.
+    let mut group = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()));
     let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    // The output is read on its own tasks, so that a full pipe never blocks the command, and
+    // a background child that keeps the pipe open after the command exited is not waited
+    // for beyond OUTPUT_GRACE.
+    let stdout = tokio::spawn(captured(stdout));
+    let stderr = tokio::spawn(captured(stderr));
     let run = async {
-        let feed = async {
-            if let Some(mut stdin) = stdin {
-                // A command that ignores stdin may exit first (EPIPE): not a failure.
-                let _ = stdin.write_all(input.as_bytes()).await;
-            }
-        };
-        let ((), stdout, stderr) = tokio::join!(feed, captured(stdout), captured(stderr));
-        (child.wait().await, stdout, stderr)
+        if let Some(mut stdin) = stdin {
+            // A command that ignores stdin may exit first (EPIPE): not a failure.
+            let _ = stdin.write_all(input.as_bytes()).await;
+        }
+        child.wait().await
     };
-    match timeout(limit, run).await {
-        Ok((Ok(status), stdout, stderr)) => Ran::Exited {
-            status,
-            stdout,
-            stderr,
-        },
-        Ok((Err(e), ..)) => Ran::WaitFailed(e),
+    let outcome = match timeout(limit, run).await {
+        Ok(Ok(status)) => {
+            let output = |task: tokio::task::JoinHandle<String>| async move {
+                let abort = task.abort_handle();
+                match timeout(OUTPUT_GRACE, task).await {
+                    Ok(Ok(text)) => Some(text),
+                    _ => {
+                        abort.abort();
+                        None
+                    }
+                }
+            };
+            let (stdout, stderr) = tokio::join!(output(stdout), output(stderr));
+            if stdout.is_some() && stderr.is_some() {
+                // Reaped, and nothing of its group holds the pipes: the group may be gone and
+                // its id reused, so it is not signalled. Otherwise a background child of the
+                // command still exists (and keeps the group's id taken): it goes.
+                group.0 = None;
+            }
+            let (stdout, stderr) = (stdout.unwrap_or_default(), stderr.unwrap_or_default());
+            return Ran::Exited {
+                status,
+                stdout,
+                stderr,
+            };
+        }
+        Ok(Err(e)) => Ran::WaitFailed(e),
         Err(_) => {
             let killed = kill_group(&mut child);
             let reaped = timeout(REAP_TIMEOUT, child.wait()).await;
+            group.0 = None;
             Ran::TimedOut {
                 status: match (&killed, &reaped) {
                     (_, Ok(Ok(status))) => status.to_string(),
@@ -683,6 +713,21 @@ pub(crate) async fn run_command(
                     _ => "not reaped".to_string(),
                 },
             }
+        }
+    };
+    stdout.abort();
+    stderr.abort();
+    outcome
+}
+
+/// Kills a command's process group when dropped armed.
+struct GroupGuard(Option<i32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            // SAFETY: killpg only sends a signal; the group is the child's own, made at spawn.
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
         }
     }
 }

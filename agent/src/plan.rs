@@ -22,7 +22,55 @@ pub fn failover_plan(config: &Config, w: &WatchConfig) -> Value {
 /// [`failover_plan`] with the record's current CNAME target filled in: the value the swap's
 /// exact `DELETE` must carry.
 pub fn failover_plan_from(config: &Config, w: &WatchConfig, current: Option<&str>) -> Value {
-    render(&executor_plan(config, w, PLANNED_ID), current)
+    let mut plan = render(&executor_plan(config, w, PLANNED_ID), current);
+    // What may hold the failover before a step: the watch's gates, and in prepare mode a
+    // person's approval before the switch.
+    for step in plan["steps"].as_array_mut().into_iter().flatten() {
+        let at = match step["step"].as_str() {
+            Some("lease") => crate::config::GateAt::Provision,
+            Some("switch_dns") => crate::config::GateAt::SwitchDns,
+            _ => continue,
+        };
+        let gates: Vec<String> = w
+            .gates
+            .iter()
+            .filter(|g| g.at == at)
+            .map(|g| {
+                use crate::config::{GateCheck, GateMethod, OnTimeout};
+                let kind = match &g.check {
+                    GateCheck::Command { command } => format!("command {}", command[0]),
+                    GateCheck::Http { method, url, .. } => format!(
+                        "{} {}",
+                        match method {
+                            GateMethod::Get => "GET",
+                            GateMethod::Post => "POST",
+                        },
+                        crate::config::redact_url(url.expose())
+                    ),
+                };
+                let on_timeout = match g.on_timeout {
+                    OnTimeout::Hold => "hold",
+                    OnTimeout::Abort => "abort",
+                };
+                format!(
+                    "{} ({kind}, timeout {}, on_timeout {on_timeout})",
+                    g.name,
+                    humantime::format_duration(g.timeout)
+                )
+            })
+            .collect();
+        if !gates.is_empty() {
+            step["held_by_gates"] = json!(gates);
+        }
+        if at == crate::config::GateAt::SwitchDns
+            && config.agent.mode == crate::config::Mode::Prepare
+        {
+            step["held_for_approval"] = json!(
+                "mode = \"prepare\": an automatic failover waits here for `valkey-dr approve`"
+            );
+        }
+    }
+    plan
 }
 
 /// The calls of `plan`, step by step in the executor's order (see [`executor::Step`]).
@@ -92,6 +140,7 @@ pub fn render(plan: &Plan, current: Option<&str>) -> Value {
 pub fn executor_plan(config: &Config, w: &WatchConfig, failover_id: &str) -> Plan {
     Plan {
         approval: false,
+        automatic: false,
         failover_id: failover_id.to_owned(),
         watch: w.name.clone(),
         owner: config.agent.id.clone(),

@@ -16,6 +16,7 @@
 //! behind: children are killed on drop and die with the bench (`PR_SET_PDEATHSIG`).
 
 pub mod agent;
+pub mod decision;
 pub mod detection;
 pub mod failover;
 pub mod footprint;

@@ -122,7 +122,19 @@ enum BenchCommand {
         /// Seed for where in the probe interval each outage starts.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// `auto`: the agent in auto-failover mode. `prepare`: the time from a person's
+        /// decision to the application writing again, `valkey-dr approve` in prepare mode
+        /// next to `valkey-dr failover` run when an alert-only agent says it would fail over.
+        #[arg(long, value_enum, default_value_t = FailoverMode::Auto)]
+        mode: FailoverMode,
     },
+}
+
+/// What `bench failover` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum FailoverMode {
+    Auto,
+    Prepare,
 }
 
 #[derive(Debug, Args)]
@@ -394,9 +406,12 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Bench {
-                bench: BenchCommand::Failover { runs, seed },
+                bench: BenchCommand::Failover { runs, seed, mode },
             } => {
-                let report = bench::failover::run(runs as usize, seed).await?;
+                let report = match mode {
+                    FailoverMode::Auto => bench::failover::run(runs as usize, seed).await?,
+                    FailoverMode::Prepare => bench::decision::run(runs as usize).await?,
+                };
                 println!("{report:#}");
                 Ok(())
             }

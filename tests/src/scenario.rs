@@ -708,14 +708,14 @@ pub fn signed_secs(at: Instant, t0: Instant) -> f64 {
 
 /// The application: a task storing sessions through the record, reporting each change in
 /// what it sees.
-struct App {
-    marks: mpsc::Receiver<Mark>,
+pub(crate) struct App {
+    pub(crate) marks: mpsc::Receiver<Mark>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<(u64, u64)>,
 }
 
 impl App {
-    fn start(info: &LabInfo) -> anyhow::Result<App> {
+    pub(crate) fn start(info: &LabInfo) -> anyhow::Result<App> {
         // The probes' resolver: hickory with its cache on, which keeps an answer until its
         // TTL runs out, as an application's resolver does.
         let resolver = valkey_dr_probes::build_resolver(&ResolverSettings {
@@ -766,7 +766,7 @@ impl App {
     }
 
     /// Stops the writer; returns (writes that succeeded, writes that failed).
-    async fn stop(self) -> (u64, u64) {
+    pub(crate) async fn stop(self) -> (u64, u64) {
         self.stop.cancel();
         // One attempt at most is in flight, bounded by its timeouts.
         match tokio::time::timeout(Duration::from_secs(5), self.task).await {

@@ -86,7 +86,7 @@ impl Env for MapEnv {
 }
 
 /// Each table of CONFIG.md (its heading) and a config that puts [`UNKNOWN`] in it.
-const TABLES: [(&str, &str); 12] = [
+const TABLES: [(&str, &str); 13] = [
     ("Top level", "zz_not_a_key = 1\n"),
     ("[agent]", "[agent]\nzz_not_a_key = 1\n"),
     ("[aws]", "[aws]\nzz_not_a_key = 1\n"),
@@ -112,6 +112,10 @@ const TABLES: [(&str, &str); 12] = [
     (
         "[watch.policy]",
         "[[watch]]\n[watch.policy]\nzz_not_a_key = 1\n",
+    ),
+    (
+        "[[watch.gate]]",
+        "[[watch]]\n[[watch.gate]]\nzz_not_a_key = 1\n",
     ),
     ("[[notify]]", "[[notify]]\nzz_not_a_key = 1\n"),
 ];

@@ -636,6 +636,7 @@ async fn the_executor_fails_over_through_the_sdk() {
         progress: &progress,
         alert: &|_, _| {},
         lease_clock: LeaseClock::default(),
+        holding: None,
     };
     let journal = timeout(Duration::from_secs(90), executor.run(Journal::new(plan)))
         .await

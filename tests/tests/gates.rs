@@ -196,6 +196,15 @@ async fn a_closed_switch_dns_gate_holds_a_verified_cache_through_kill_9_and_swit
     let dir = tempfile::tempdir().unwrap();
     let open = dir.path().join("vpn-failed-over");
     let s = setup("auto-failover", &file_gate("switch_dns", &open)).await;
+    // `plan` says what may hold the failover, at its step.
+    let plan = cli(&s.config, &["plan"]).await;
+    assert!(
+        plan.stdout
+            .contains("held_by_gates: vpn (command sh, timeout 5s, on_timeout hold)"),
+        "{}{}",
+        plan.stdout,
+        plan.stderr
+    );
     let agent = s.healthy_agent().await;
     s.lab.fault(region_outage()).await;
 
@@ -362,6 +371,13 @@ async fn prepared(s: &Setup, agent: &Agent) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepare_mode_holds_a_built_cache_and_approve_switches_within_a_second() {
     let s = setup("prepare", "").await;
+    let plan = cli(&s.config, &["plan"]).await;
+    assert!(
+        plan.stdout
+            .contains("held_for_approval: mode = \"prepare\""),
+        "{}",
+        plan.stdout
+    );
     let agent = s.healthy_agent().await;
     prepared(&s, &agent).await;
     // Still held a few reminders later.
@@ -495,4 +511,46 @@ async fn prepare_mode_abort_with_delete_dr_leaves_no_dr_cache_and_the_record_unt
             .await,
         Some(0.0)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_failover_ends_by_itself_when_the_primary_answers_again() {
+    let s = setup("prepare", "").await;
+    let agent = s.healthy_agent().await;
+    prepared(&s, &agent).await;
+    s.lab
+        .fault(valkey_dr_lab::Fault::RegionRestore {
+            region: valkey_dr_lab::PRIMARY_REGION.to_owned(),
+        })
+        .await;
+    // rise (2) good rounds of the primary on both paths: the outage is over, so the held
+    // failover ends, and the DR cache it built goes with it.
+    let aborted = s.wait_events("aborted", 1, EVENT_BOUND, &agent).await;
+    let reasons = aborted[0]["reasons"].to_string();
+    assert!(
+        reasons.contains("the primary answers PING/SET/GET on both paths again")
+            && reasons.contains(&format!("deleting {DR_CACHE}")),
+        "{:#}",
+        aborted[0]
+    );
+    let gone = wait_until(Duration::from_secs(20), || async {
+        s.endpoint(DR_CACHE).is_none()
+    })
+    .await;
+    assert!(gone, "the DR cache is still there");
+    s.assert_record_untouched().await;
+    assert!(
+        agent.wait_state(WATCH, "healthy", EVENT_BOUND).await,
+        "{:?}",
+        agent.state(WATCH).await
+    );
+    // An approval now finds nothing to approve.
+    let late = cli(&s.config, &["approve", "--watch", WATCH, "--yes"]).await;
+    assert_eq!(late.code, 1, "{}{}", late.stdout, late.stderr);
+    assert!(
+        late.stderr.contains("nothing to approve"),
+        "{}",
+        late.stderr
+    );
+    s.assert_record_untouched().await;
 }

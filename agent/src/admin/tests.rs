@@ -436,6 +436,7 @@ impl Harness {
             token: AdminToken::generate().expect("token"),
             peer_token: None,
             peers: None,
+            approvals: Arc::default(),
         };
         let token = state.token.clone();
         let shutdown = CancellationToken::new();

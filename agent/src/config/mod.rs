@@ -1407,7 +1407,7 @@ impl Validator<'_> {
                         .nth(1)
                         .and_then(|rest| rest.split('/').next())
                         .unwrap_or("http")
-                        .to_owned();
+                        .replace(':', "-");
                     (
                         GateCheck::Http {
                             url: Secret::new(url),

@@ -38,6 +38,7 @@ mod ops;
 mod round;
 mod status;
 
+pub use ops::approve;
 pub use status::{hold_json, journal_summary, pause_json};
 
 /// How often `/status` and systemd's `STATUS=` are rebuilt from the watches' last rounds.
@@ -161,6 +162,13 @@ pub async fn run_reloadable(
     };
     let peers = Peers::from_config(&config).map(Arc::new);
     let (readiness_tx, readiness_rx) = watch::channel(crate::readiness::pending());
+    let approvals: Arc<BTreeMap<String, Arc<crate::executor::Approvals>>> = Arc::new(
+        config
+            .watches
+            .iter()
+            .map(|w| (w.name.clone(), Arc::default()))
+            .collect(),
+    );
     let admin_shutdown = CancellationToken::new();
     let admin_task = tokio::spawn(admin_server(
         config.agent.admin_listen,
@@ -178,6 +186,7 @@ pub async fn run_reloadable(
                 .as_ref()
                 .map(|t| AdminToken::shared(t.expose())),
             peers: peers.clone(),
+            approvals: approvals.clone(),
         },
         notifier.clone(),
         config.agent.id.clone(),
@@ -229,6 +238,8 @@ pub async fn run_reloadable(
             prober: prober.clone(),
             kept: Connections::default(),
             kept_old_primary: Connections::default(),
+            approvals: approvals.get(&w.name).cloned().unwrap_or_default(),
+            primary_ok_while_held: 0,
             witness: Witness::new(&config, index, aws_witnesses.clone()),
             state,
             persist,
@@ -599,8 +610,8 @@ enum OpMsg {
     FailbackStep(String, String),
     /// The failback ended.
     FailbackDone(Result<FailbackReport, String>),
-    /// The failover is held, or a hold ended: its journal in brief.
-    Hold(Value),
+    /// The failover (its id) is held, or a hold ended: its journal in brief.
+    Hold(String, Value),
 }
 
 /// Sends a running failover's step events from the executor's own task.
@@ -712,6 +723,7 @@ impl StepEvents {
                 )],
                 json!({ "by": a.by, "before": a.step.as_str(), "hold": j.holds.last().map(status::hold_json) }),
             ),
+            HoldNews::Checked => {}
             HoldNews::Opened => self.send(
                 vec![format!(
                     "every gate opened: failover {} goes on",
@@ -761,6 +773,11 @@ struct WatchTask {
     kept: Connections,
     /// The connection the old primary's direct probe keeps while the DR cache serves.
     kept_old_primary: Connections,
+    /// Where `valkey-dr approve` reaches this watch's held failover.
+    approvals: Arc<crate::executor::Approvals>,
+    /// Consecutive rounds in which the primary answered on both paths while a failover the
+    /// agent started on its own was held.
+    primary_ok_while_held: u32,
     witness: Witness,
     state: WatchState,
     /// Hands states to this watch's writer task: fsync must never stall the single runtime

@@ -17,6 +17,9 @@ use crate::plan;
 
 use super::*;
 
+/// How long `approve` waits for the executor to write the approval to its journal.
+const APPROVAL_RECORDED_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl WatchTask {
     /// On start: resume an unfinished failover, or pick up where a finished one left the
     /// watch (the DR endpoint it serves from).
@@ -58,7 +61,11 @@ impl WatchTask {
                     "failover {} was interrupted before the DNS switch, and the primary answers PING/SET/GET on both paths again: not resuming it",
                     journal.plan.failover_id
                 );
-                self.end_by_abort(&runner, journal, reason, false).await;
+                // A held failover the agent started on its own built its DR cache only for
+                // this outage, which is over: it goes too (as when the primary recovers
+                // while the agent runs). Anything else is kept for people to decide.
+                let delete_dr = journal.plan.automatic && journal.held().is_some();
+                self.end_by_abort(&runner, journal, reason, delete_dr).await;
                 return;
             }
             tracing::warn!(watch = %self.name, failover_id = %journal.plan.failover_id, "resuming an unfinished failover from its journal");
@@ -143,39 +150,6 @@ impl WatchTask {
         self.end_by_abort(&runner, journal, reason, delete_dr).await
     }
 
-    /// `valkey-dr approve`: lets the failover held now go on past its hold (a person's
-    /// approval in prepare mode, or a person overriding closed gates), recording who.
-    pub(super) fn approve(&mut self, by: String) -> Value {
-        let Some(op) = self.op.as_ref().filter(|op| op.kind == "failover") else {
-            return json!({ "approved": false, "error": "no failover is running, so none is held: nothing to approve" });
-        };
-        let held = self
-            .last_failover
-            .as_ref()
-            .map(|f| f["held"].clone())
-            .unwrap_or_default();
-        let Some(step) = held["before"]
-            .as_str()
-            .and_then(|name| Step::ALL.into_iter().find(|s| s.as_str() == name))
-        else {
-            return json!({
-                "approved": false,
-                "failover_id": op.id,
-                "error": format!("failover {} is running and not held: nothing to approve", op.id),
-            });
-        };
-        let Some(runner) = self.runner.clone() else {
-            return json!({ "approved": false, "error": "no failover runner" });
-        };
-        tracing::warn!(watch = %self.name, failover_id = %op.id, by = %by, before = step.as_str(), "approved: the held failover goes on");
-        runner.approvals.give(Approval {
-            failover_id: op.id.clone(),
-            step,
-            by: by.clone(),
-        });
-        json!({ "approved": true, "failover_id": op.id, "before": step.as_str(), "by": by, "hold": held })
-    }
-
     /// Begins a failover (the engine's intent, or an operator's): its journal is on disk when
     /// this returns, and [`Self::launch`] runs it. `None` when it could not begin (the reasons
     /// say why).
@@ -201,12 +175,11 @@ impl WatchTask {
         // leaves a journal that the next start resumes.
         // In prepare mode the agent's own failover waits for a person before the switch; one
         // a person asked for (`valkey-dr failover`) is that person's decision already.
-        let approval = trigger == "auto" && self.config.agent.mode == policies::Mode::Prepare;
         match runner.start(
             &self.config,
             self.watch_config(),
             self.state.served_by_dr,
-            approval,
+            trigger == "auto",
             now,
         ) {
             Ok(Start::New(journal) | Start::Resume(journal)) => Some((runner, journal)),
@@ -279,7 +252,7 @@ impl WatchTask {
             let alert = |step: Step, message: &str| steps.retrying(step, message);
             let news = |j: &Journal, news: &HoldNews| {
                 steps.hold(j, news);
-                let _ = tx.send(OpMsg::Hold(journal_summary(j)));
+                let _ = tx.send(OpMsg::Hold(j.plan.failover_id.clone(), journal_summary(j)));
             };
             let result = runner.failover(journal, &progress, &alert, &news).await;
             let _ = tx.send(OpMsg::FailoverDone(Box::new(result)));
@@ -346,11 +319,16 @@ impl WatchTask {
                 self.metrics.set_failover_held(&self.name, false);
                 self.failover_done(*result, now);
             }
-            OpMsg::Hold(summary) => {
+            // Only while that failover runs: a message queued before an abort must not bring
+            // its hold back.
+            OpMsg::Hold(failover_id, summary)
+                if self.op.as_ref().is_some_and(|op| op.id == failover_id) =>
+            {
                 self.metrics
                     .set_failover_held(&self.name, !summary["held"].is_null());
                 self.last_failover = Some(summary);
             }
+            OpMsg::Hold(..) => {}
             OpMsg::FailbackStep(step, detail) => {
                 self.emit(
                     EventName::FailoverStep,
@@ -475,15 +453,18 @@ impl WatchTask {
                 let reason = format!("failover aborted: {e}");
                 let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
                 self.apply(next, decisions, now, None, true);
-                let untouched = format!(
-                    "{} was not changed{}",
-                    journal.plan.record,
-                    if journal.done(Step::Provision) {
-                        ""
-                    } else {
-                        " and nothing was built"
-                    }
-                );
+                let untouched = if journal.done(Step::Provision) {
+                    format!(
+                        "{} was not changed; the DR cache {} this failover built is still running (and billed): delete it when it is not needed",
+                        journal.plan.record,
+                        journal.plan.cache.name()
+                    )
+                } else {
+                    format!(
+                        "{} was not changed and nothing was built",
+                        journal.plan.record
+                    )
+                };
                 self.emit_from(
                     previous,
                     EventName::Aborted,
@@ -558,4 +539,40 @@ impl WatchTask {
             Some(json!({ "endpoint": self.spec.endpoint, "port": port, "cache": name, "by_another_agent": true })),
         );
     }
+}
+
+/// `valkey-dr approve` (`POST /approve`): lets the failover `watch` holds now go on past its
+/// hold (a person's approval in prepare mode, or a person overriding closed gates), and
+/// answers once the executor has written who approved to its journal (bounded). Called by
+/// the admin server directly: a watch task inside a probe round (a whole timeout, in an
+/// outage) would delay the switch by that much.
+pub async fn approve(watch: &str, approvals: &crate::executor::Approvals, by: String) -> Value {
+    // From the executor itself, as journalled.
+    let Some((id, step)) = approvals.held() else {
+        return json!({
+            "approved": false,
+            "error": format!("no failover of watch {watch} is held: nothing to approve"),
+        });
+    };
+    tracing::warn!(watch, failover_id = %id, by = %by, before = step.as_str(), "approved: the held failover goes on");
+    let mut recorded = approvals.recorded();
+    let before = *recorded.borrow_and_update();
+    approvals.give(Approval {
+        failover_id: id.clone(),
+        step,
+        by: by.clone(),
+    });
+    // The executor takes it at once, even in the middle of a gate check; only a lease
+    // renewal against a slow Route 53 can delay it.
+    let journalled =
+        tokio::time::timeout(APPROVAL_RECORDED_WITHIN, recorded.wait_for(|n| *n > before))
+            .await
+            .is_ok_and(|r| r.is_ok());
+    json!({
+        "approved": true,
+        "journalled": journalled,
+        "failover_id": id,
+        "before": step.as_str(),
+        "by": by,
+    })
 }

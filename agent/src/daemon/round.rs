@@ -134,6 +134,9 @@ impl WatchTask {
         } else {
             policies::Witness::Unneeded
         };
+        if Box::pin(self.end_a_hold_the_primary_outlived(&dns, &direct)).await {
+            return;
+        }
         let input = policies::Observation {
             dns,
             direct,
@@ -195,6 +198,51 @@ impl WatchTask {
             .await;
     }
 
+    /// A failover the agent started on its own and that is held (gates, or prepare mode's
+    /// approval) is ended once the primary answers on both paths for `rise` rounds: the
+    /// outage it was for is over, and a gate that opens (or an approval given on a stale
+    /// page) later must not move the record away from a healthy primary. The DR cache it
+    /// built is deleted (only one this failover built). Returns whether it ended one.
+    async fn end_a_hold_the_primary_outlived(
+        &mut self,
+        dns: &policies::PathStatus,
+        direct: &policies::PathStatus,
+    ) -> bool {
+        let held = self.op.as_ref().is_some_and(|op| op.kind == "failover")
+            && self
+                .last_failover
+                .as_ref()
+                .is_some_and(|f| !f["held"].is_null() && f["automatic"] == json!(true));
+        if !held || dns.failure().is_some() || direct.failure().is_some() {
+            self.primary_ok_while_held = 0;
+            return false;
+        }
+        self.primary_ok_while_held += 1;
+        let rise = self.params.rise();
+        if self.primary_ok_while_held < rise {
+            return false;
+        }
+        self.primary_ok_while_held = 0;
+        let Some(op) = self.op.take() else {
+            return false;
+        };
+        op.task.abort();
+        let journal = match crate::failover::load_journal(&self.config.agent.state_dir, &self.name)
+        {
+            Ok(Some(j)) if j.unfinished() => j,
+            _ => return false,
+        };
+        let runner = self.runner().await;
+        let reason = format!(
+            "failover {} was held, and the primary answers PING/SET/GET on both paths again ({rise} rounds): not switching",
+            journal.plan.failover_id
+        );
+        tracing::warn!(watch = %self.name, "{reason}");
+        self.end_by_abort(&runner, journal, reason, true).await;
+        self.publish();
+        true
+    }
+
     pub(super) async fn control(&mut self, action: ControlAction) -> Value {
         let now = SystemTime::now();
         let (next, decisions) = match action {
@@ -222,9 +270,8 @@ impl WatchTask {
                 return answer;
             }
             ControlAction::Approve { by } => {
-                let answer = self.approve(by);
-                self.publish();
-                return answer;
+                // The admin server answers this itself; through the loop it works the same.
+                return super::approve(&self.name, &self.approvals, by).await;
             }
             ControlAction::Failback { delete_dr } => {
                 let answer = match self.start_failback(delete_dr).await {
@@ -306,6 +353,7 @@ impl WatchTask {
                 self.watch_config(),
                 self.prober.clone(),
                 self.primary.clone(),
+                self.approvals.clone(),
             )
             .await,
         );

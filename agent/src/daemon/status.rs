@@ -157,6 +157,7 @@ pub fn journal_summary(j: &Journal) -> Value {
         "steps_ms": j.timings().iter().map(|(k, v)| (k.to_string(), v.as_millis() as u64)).collect::<BTreeMap<_, _>>(),
         "runs": j.runs,
         "approval_required": j.plan.approval,
+        "automatic": j.plan.automatic,
         "held": j.held().map(hold_json),
         "holds": j.holds.iter().map(hold_json).collect::<Vec<_>>(),
     })

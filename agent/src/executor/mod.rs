@@ -165,6 +165,9 @@ pub struct Plan {
     /// A person must approve before `switch_dns` (`mode = "prepare"`, automatic failovers).
     #[serde(default)]
     pub approval: bool,
+    /// The agent started it on its own (not a person's `valkey-dr failover`).
+    #[serde(default)]
+    pub automatic: bool,
 }
 
 impl Plan {
@@ -265,13 +268,45 @@ pub struct Approval {
 }
 
 /// Hands approvals from the daemon's watch task to the executor's task.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Approvals {
     slot: std::sync::Mutex<Option<Approval>>,
     arrived: tokio::sync::Notify,
+    /// Counts the approvals the executor has written to its journal.
+    recorded: tokio::sync::watch::Sender<u64>,
+    /// The failover and the point it is held at now, as the executor journalled it.
+    holding: std::sync::Mutex<Option<(String, Step)>>,
+}
+
+impl Default for Approvals {
+    fn default() -> Self {
+        Approvals {
+            slot: std::sync::Mutex::default(),
+            arrived: tokio::sync::Notify::new(),
+            recorded: tokio::sync::watch::Sender::new(0),
+            holding: std::sync::Mutex::default(),
+        }
+    }
 }
 
 impl Approvals {
+    /// Watches how many approvals the executor has journalled: one more once it has taken
+    /// the one given after this was called.
+    pub fn recorded(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.recorded.subscribe()
+    }
+
+    /// The failover held now and the point it waits at (as journalled), if one is.
+    pub fn held(&self) -> Option<(String, Step)> {
+        self.holding.lock().ok()?.clone()
+    }
+
+    fn set_held(&self, held: Option<(String, Step)>) {
+        if let Ok(mut slot) = self.holding.lock() {
+            *slot = held;
+        }
+    }
+
     /// Leaves `approval` for the executor, waking it if it waits.
     pub fn give(&self, approval: Approval) {
         if let Ok(mut slot) = self.slot.lock() {
@@ -313,8 +348,10 @@ pub enum HoldNews {
     },
     /// A person approved: the failover goes on.
     Approved(Approval),
-    /// Every gate opened: the failover goes on.
+    /// Every gate opened (or nothing holds it any more): the failover goes on.
     Opened,
+    /// Checked again and still held; not worth an event, but `/status` shows the answer.
+    Checked,
 }
 
 /// How a failover ended.
@@ -361,7 +398,9 @@ impl Journal {
 
     /// The hold the failover is in now, if any.
     pub fn held(&self) -> Option<&Hold> {
-        self.holds.last().filter(|h| h.ended.is_none())
+        self.holds
+            .last()
+            .filter(|h| h.ended.is_none() && self.outcome.is_none())
     }
 
     /// Whether `step` has begun (its gates were passed before it).
@@ -789,8 +828,24 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
     /// `reminder_interval`, the gates checked again every `gate_interval`. An approval lets
     /// it through whatever the gates say (a person decided, and the journal says who). Gates
     /// at `provision` stand before the lease, so nothing is taken or built while they hold;
-    /// a step already begun (before a crash) passed its gates then and is not held again.
+    /// a step already begun (before a crash) passed its gates then and is not held again,
+    /// and neither is one whose hold a person approved.
     async fn hold_before(&self, j: &mut Journal, step: Step) -> Result<(), FailoverError> {
+        /// Says "not held" however the hold ends: passed, failed, or its task aborted (an
+        /// abort, a shutdown), so that no approval is taken for a hold that is gone.
+        struct NotHeldAfter<'a>(Option<&'a Approvals>);
+        impl Drop for NotHeldAfter<'_> {
+            fn drop(&mut self) {
+                if let Some(approvals) = self.0 {
+                    approvals.set_held(None);
+                }
+            }
+        }
+        let _not_held_after = NotHeldAfter(self.holding.map(|h| h.approvals));
+        self.hold_until_passed(j, step).await
+    }
+
+    async fn hold_until_passed(&self, j: &mut Journal, step: Step) -> Result<(), FailoverError> {
         let Some(h) = self.holding else {
             return Ok(());
         };
@@ -799,41 +854,79 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             (Step::SwitchDns, Kind::Failover) => GateAt::SwitchDns,
             _ => return Ok(()),
         };
-        let approval = at == GateAt::SwitchDns && j.plan.approval;
-        if j.started(step) || !(approval || h.gates.any_at(at)) {
-            return Ok(());
-        }
         // The hold is named by the gate's point, as `at` names it in the config.
-        let step = match at {
+        let point = match at {
             GateAt::Provision => Step::Provision,
             GateAt::SwitchDns => Step::SwitchDns,
         };
+        let approval = at == GateAt::SwitchDns && j.plan.approval;
+        let approved_before = j
+            .holds
+            .iter()
+            .any(|h| h.step == point && h.how.as_deref() == Some("approved"));
+        if j.started(step) || approved_before || !(approval || h.gates.any_at(at)) {
+            // Nothing holds it (any more: the config may have changed since a restart).
+            if end_hold(j, "lifted") {
+                self.save(j)?;
+                (h.news)(j, &HoldNews::Opened);
+            }
+            return Ok(());
+        }
         let mut next_reminder = tokio::time::Instant::now();
         let mut first = true;
         loop {
-            if let Some(a) = h.approvals.take(&j.plan.failover_id, step) {
-                if let Some(hold) = j.holds.last_mut().filter(|h| h.ended.is_none()) {
-                    hold.ended = Some(SystemTime::now());
-                    hold.how = Some("approved".into());
-                    hold.approved_by = Some(a.by.clone());
+            // A person's approval arrives at any time, also in the middle of a gate check:
+            // the check is then abandoned (its process group killed).
+            let mut approved = h.approvals.take(&j.plan.failover_id, point);
+            let passage = if approved.is_some() {
+                None
+            } else {
+                let input = gate_input(j, at);
+                tokio::select! {
+                    passage = h.gates.check(at, &input) => Some(passage),
+                    () = h.approvals.arrived.notified() => None,
                 }
+            };
+            if approved.is_none() {
+                approved = h.approvals.take(&j.plan.failover_id, point);
+            }
+            if let Some(a) = approved {
+                match j.holds.last_mut().filter(|h| h.ended.is_none()) {
+                    Some(hold) => hold.approved_by = Some(a.by.clone()),
+                    // Approved before the first check answered: the record still says who.
+                    None => j.holds.push(Hold {
+                        step: point,
+                        since: SystemTime::now(),
+                        gate: String::new(),
+                        answer: "approved before the first gate check answered".into(),
+                        approval,
+                        checks: 0,
+                        ended: None,
+                        how: None,
+                        approved_by: Some(a.by.clone()),
+                    }),
+                }
+                end_hold(j, "approved");
                 self.save(j)?;
+                h.approvals.recorded.send_modify(|n| *n += 1);
                 (h.news)(j, &HoldNews::Approved(a));
                 return Ok(());
             }
-            let passage = h.gates.check(at, &gate_input(j, at)).await;
+            let Some(passage) = passage else {
+                // Woken by an approval that is not for this hold (stale): check again.
+                continue;
+            };
             let (gate, answer) = match passage {
                 Passage::Abort { gate, answer } => {
-                    if let Some(hold) = j.holds.last_mut().filter(|h| h.ended.is_none()) {
-                        hold.ended = Some(SystemTime::now());
-                        hold.how = Some("aborted".into());
-                    }
-                    return Err(FailoverError::GateAborted { gate, step, answer });
+                    end_hold(j, "aborted");
+                    return Err(FailoverError::GateAborted {
+                        gate,
+                        step: point,
+                        answer,
+                    });
                 }
                 Passage::Open if !approval => {
-                    if let Some(hold) = j.holds.last_mut().filter(|h| h.ended.is_none()) {
-                        hold.ended = Some(SystemTime::now());
-                        hold.how = Some("opened".into());
+                    if end_hold(j, "opened") {
                         self.save(j)?;
                         (h.news)(j, &HoldNews::Opened);
                     }
@@ -849,7 +942,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                     hold.checks += 1;
                 }
                 None => j.holds.push(Hold {
-                    step,
+                    step: point,
                     since: SystemTime::now(),
                     gate,
                     answer,
@@ -861,26 +954,45 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 }),
             }
             self.save(j)?;
+            h.approvals
+                .set_held(Some((j.plan.failover_id.clone(), point)));
             let now = tokio::time::Instant::now();
             if now >= next_reminder {
                 (h.news)(j, &HoldNews::Held { first });
                 first = false;
                 next_reminder = now + h.reminder_interval;
+            } else {
+                (h.news)(j, &HoldNews::Checked);
             }
-            // A hold may last hours: the lease is kept alive meanwhile, so that other agents
-            // keep standing down instead of taking it over as stale. Bounded, so that a
+            // Until the next check: the lease is kept alive meanwhile (a hold may last
+            // hours), at least four times per lease life, so that other agents keep standing
+            // down instead of taking it over as stale; each renewal is bounded, so that a
             // Route 53 outage never keeps an approval waiting.
-            if j.lease.is_some() {
-                match tokio::time::timeout(h.gate_interval, self.renew_lease(j)).await {
-                    Ok(Err(e @ FailoverError::StoodDown { .. })) => return Err(e),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "lease not renewed while held"),
-                    Ok(Ok(())) => {}
-                    Err(_) => tracing::warn!("lease renewal still running; trying again later"),
+            let next_check = tokio::time::Instant::now() + h.gate_interval;
+            let renew_every = j.plan.lease.map_or(h.gate_interval, |valid_for| {
+                (valid_for / 4).max(Duration::from_secs(1))
+            });
+            loop {
+                if j.lease.is_some() {
+                    let bound = renew_every.min(h.gate_interval);
+                    match tokio::time::timeout(bound, self.renew_lease(j)).await {
+                        Ok(Err(e @ FailoverError::StoodDown { .. })) => {
+                            end_hold(j, "stood_down");
+                            return Err(e);
+                        }
+                        Ok(Err(e)) => tracing::warn!(error = %e, "lease not renewed while held"),
+                        Ok(Ok(())) => {}
+                        Err(_) => tracing::warn!("lease renewal still running; trying again later"),
+                    }
                 }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(h.gate_interval) => {}
-                () = h.approvals.arrived.notified() => {}
+                let wake = next_check.min(tokio::time::Instant::now() + renew_every);
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake) => {}
+                    () = h.approvals.arrived.notified() => break,
+                }
+                if tokio::time::Instant::now() >= next_check {
+                    break;
+                }
             }
         }
     }
@@ -1541,6 +1653,18 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 Ok(format!("{} left to expire: {e}", lease.name))
             }
         }
+    }
+}
+
+/// Ends the journal's open hold, if there is one, saying `how`; whether there was one.
+fn end_hold(j: &mut Journal, how: &str) -> bool {
+    match j.holds.last_mut().filter(|h| h.ended.is_none()) {
+        Some(hold) => {
+            hold.ended = Some(SystemTime::now());
+            hold.how = Some(how.to_owned());
+            true
+        }
+        None => false,
     }
 }
 

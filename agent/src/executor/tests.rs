@@ -301,6 +301,7 @@ fn plan(lease: bool) -> Plan {
         adopt_existing: false,
         kind: Kind::Failover,
         approval: false,
+        automatic: false,
     }
 }
 
@@ -443,9 +444,10 @@ async fn a_closed_switch_dns_gate_holds_with_the_cache_built_and_the_record_unto
     let (result, ()) = tokio::join!(run, watch);
     let journal = result.unwrap();
     assert!(journal.complete());
-    let c = fake.cloud();
-    assert_eq!((c.creates, c.cname_changes), (1, 1));
-    drop(c);
+    {
+        let c = fake.cloud();
+        assert_eq!((c.creates, c.cname_changes), (1, 1));
+    }
     let hold = &journal.holds[0];
     assert_eq!(
         (hold.step, hold.how.as_deref()),
@@ -579,9 +581,10 @@ async fn a_restart_while_held_stays_held_and_a_begun_switch_is_not_held_again() 
     };
     let (result, ()) = tokio::join!(resumed, open_later);
     assert!(result.unwrap().complete());
-    let c = fake.cloud();
-    assert_eq!((c.creates, c.cname_changes), (1, 1));
-    drop(c);
+    {
+        let c = fake.cloud();
+        assert_eq!((c.creates, c.cname_changes), (1, 1));
+    }
     // A journal whose switch had begun passed its gates then: never held again.
     std::fs::remove_file(&open).unwrap();
     let dir2 = tempfile::tempdir().unwrap();
@@ -1100,4 +1103,119 @@ async fn a_failback_resumed_after_its_switch_does_not_switch_again() {
     assert!(journal.complete());
     assert_eq!(fake.cloud().cname_changes, changes, "no second flip");
     assert_eq!(fake.cname(), [OLD]);
+}
+
+#[tokio::test]
+async fn an_approval_ends_a_hold_even_in_the_middle_of_a_slow_gate_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    // A gate that answers only after 30 s: the approval must not wait for it.
+    let slow = crate::config::GateConfig {
+        name: "slow".into(),
+        at: GateAt::SwitchDns,
+        check: crate::config::GateCheck::Command {
+            command: vec!["sh".into(), "-c".into(), "sleep 30; exit 1".into()],
+        },
+        timeout: Duration::from_secs(60),
+        on_timeout: crate::config::OnTimeout::Hold,
+    };
+    let gates = Gates::new(&[slow]);
+    let approvals = Approvals::default();
+    let news = Mutex::new(Vec::new());
+    let journal = Journal::new(Plan {
+        approval: true,
+        ..plan(true)
+    });
+    let mut recorded = approvals.recorded();
+    let run = run_held(&fake, dir.path(), journal, &gates, &approvals, &news);
+    let approve = async {
+        // The first gate check is running (for 30 s) once verify_direct is done.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(j)) = store::read_json::<Journal>(&dir.path().join("failover.json"))
+                && j.done(Step::VerifyDirect)
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never reached the hold"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        approvals.give(Approval {
+            failover_id: "fo-1".into(),
+            step: Step::SwitchDns,
+            by: "alice@ops".into(),
+        });
+    };
+    let started = tokio::time::Instant::now();
+    let (result, ()) = tokio::join!(run, approve);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the approval waited for the gate: {:?}",
+        started.elapsed()
+    );
+    let journal = result.unwrap();
+    assert!(journal.complete());
+    assert_eq!(
+        *recorded.borrow_and_update(),
+        1,
+        "the approval was journalled"
+    );
+    let hold = &journal.holds[0];
+    assert_eq!(
+        (hold.how.as_deref(), hold.approved_by.as_deref()),
+        (Some("approved"), Some("alice@ops")),
+        "who approved is kept even when the first check had not answered: {hold:?}"
+    );
+    assert_eq!(approvals.held(), None);
+    let c = fake.cloud();
+    assert_eq!((c.creates, c.cname_changes), (1, 1));
+}
+
+#[tokio::test]
+async fn a_hold_approved_before_a_crash_or_no_longer_configured_does_not_hold_again() {
+    let gates_none = Gates::none();
+    let approvals = Approvals::default();
+    let news = Mutex::new(Vec::new());
+    for (how, approval) in [("approved", true), ("", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new();
+        // Run to the hold's point, then write the hold as a crash would have left it.
+        let mut j = run(&fake, dir.path(), Journal::new(plan(false)))
+            .await
+            .unwrap();
+        j.outcome = None;
+        j.entries.retain(|e| e.step < Step::SwitchDns);
+        j.change_id = None;
+        j.plan.approval = approval;
+        j.holds.push(Hold {
+            step: Step::SwitchDns,
+            since: SystemTime::now(),
+            gate: String::new(),
+            answer: "waiting for a person's approval".into(),
+            approval,
+            checks: 3,
+            ended: (!how.is_empty()).then(SystemTime::now),
+            how: (!how.is_empty()).then(|| how.to_owned()),
+            approved_by: (!how.is_empty()).then(|| "alice@ops".to_owned()),
+        });
+        point_record_at(&fake, OLD);
+        fake.cloud().cname_changes = 0;
+        let journal = tokio::time::timeout(
+            Duration::from_secs(5),
+            run_held(&fake, dir.path(), j, &gates_none, &approvals, &news),
+        )
+        .await
+        .expect("not held again")
+        .unwrap();
+        assert!(journal.complete());
+        assert!(journal.held().is_none());
+        let last = journal.holds.last().unwrap();
+        let expected = if how.is_empty() { "lifted" } else { "approved" };
+        assert_eq!(last.how.as_deref(), Some(expected), "{last:?}");
+        assert_eq!(fake.cloud().cname_changes, 1);
+    }
 }

@@ -282,3 +282,66 @@ async fn an_http_gate_opens_on_2xx_holds_on_anything_else_and_posts_the_failover
         Passage::Held { answer, .. } if answer.starts_with("down: ") && answer.to_lowercase().contains("refused")
     ));
 }
+
+#[tokio::test]
+async fn a_gate_check_given_up_midway_takes_its_whole_process_group_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("child.pid");
+    let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+    let gate = command(
+        "slow",
+        GateAt::SwitchDns,
+        &["sh", "-c", &script],
+        Duration::from_secs(60),
+        OnTimeout::Hold,
+    );
+    let gates = Gates::new(&[gate]);
+    // Given up after a moment, as an approval or an abort does.
+    let given_up = tokio::time::timeout(
+        Duration::from_millis(500),
+        gates.check(GateAt::SwitchDns, &json!({})),
+    )
+    .await;
+    assert!(given_up.is_err());
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // SAFETY: signal 0 only checks that the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if state.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gate's child {pid} outlived the check"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_gate_that_exits_0_while_a_child_holds_its_output_open_is_open() {
+    let gate = command(
+        "quick",
+        GateAt::SwitchDns,
+        &["sh", "-c", "sleep 30 & exit 0"],
+        Duration::from_secs(10),
+        OnTimeout::Abort,
+    );
+    let started = Instant::now();
+    assert_eq!(
+        Gates::new(&[gate])
+            .check(GateAt::SwitchDns, &json!({}))
+            .await,
+        Passage::Open
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

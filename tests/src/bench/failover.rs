@@ -267,7 +267,7 @@ pub async fn run(runs: usize, seed: u64) -> anyhow::Result<Value> {
 }
 
 /// min / p50 / p95 / max, nearest rank; nulls without samples.
-fn stats(values: &[f64]) -> Value {
+pub(super) fn stats(values: &[f64]) -> Value {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
     let pick = |p: f64| -> Value {
