@@ -199,26 +199,9 @@ pub async fn approve(config: &Config, w: &WatchConfig, yes: bool) -> i32 {
         return 1;
     };
     let by = operator();
-    let reply = match admin::request(
-        address,
-        "POST",
-        &ControlAction::Approve { by: by.clone() }.request_path(Some(&w.name)),
-        Some(&token),
-        Duration::from_secs(30),
-    )
-    .await
-    {
-        Ok((200, body)) => serde_json::from_str::<Value>(&body)
-            .map(|v| v["watches"][&w.name].clone())
-            .unwrap_or(Value::Null),
-        Ok((status, body)) => {
-            eprintln!("error: the agent refused (HTTP {status}): {body}");
-            return 1;
-        }
-        Err(e) => {
-            eprintln!("error: {:#}", anyhow::Error::from(e));
-            return 1;
-        }
+    let action = ControlAction::Approve { by: by.clone() };
+    let Some(reply) = ask_agent(address, &token, &action, w, Duration::from_secs(30)).await else {
+        return 1;
     };
     if reply["approved"] != json!(true) {
         eprintln!(
@@ -250,6 +233,40 @@ pub async fn approve(config: &Config, w: &WatchConfig, yes: bool) -> i32 {
         config.command_line(&format!("status --watch {}", w.name))
     );
     0
+}
+
+/// POSTs `action` for `w` to the running agent: its answer for the watch, or `None` once
+/// why there is none is printed.
+async fn ask_agent(
+    address: SocketAddr,
+    token: &AdminToken,
+    action: &ControlAction,
+    w: &WatchConfig,
+    limit: Duration,
+) -> Option<Value> {
+    match admin::request(
+        address,
+        "POST",
+        &action.request_path(Some(&w.name)),
+        Some(token),
+        limit,
+    )
+    .await
+    {
+        Ok((200, body)) => Some(
+            serde_json::from_str::<Value>(&body)
+                .map(|v| v["watches"][&w.name].clone())
+                .unwrap_or(Value::Null),
+        ),
+        Ok((status, body)) => {
+            eprintln!("error: the agent refused (HTTP {status}): {body}");
+            None
+        }
+        Err(e) => {
+            eprintln!("error: {:#}", anyhow::Error::from(e));
+            None
+        }
+    }
 }
 
 /// Who runs this command, for the record: `user@host` (the user `sudo` was run by, when it
@@ -292,27 +309,12 @@ pub async fn abort(config: &Config, w: &WatchConfig, yes: bool, delete_dr: bool)
         let Some(token) = owner_token(config) else {
             return 1;
         };
-        match admin::request(
-            address,
-            "POST",
-            &ControlAction::Abort { delete_dr }.request_path(Some(&w.name)),
-            Some(&token),
-            Duration::from_secs(120),
-        )
-        .await
-        {
-            Ok((200, body)) => serde_json::from_str::<Value>(&body)
-                .map(|v| v["watches"][&w.name].clone())
-                .unwrap_or(Value::Null),
-            Ok((status, body)) => {
-                eprintln!("error: the agent refused (HTTP {status}): {body}");
-                return 1;
-            }
-            Err(e) => {
-                eprintln!("error: {:#}", anyhow::Error::from(e));
-                return 1;
-            }
-        }
+        let action = ControlAction::Abort { delete_dr };
+        let Some(reply) = ask_agent(address, &token, &action, w, Duration::from_secs(120)).await
+        else {
+            return 1;
+        };
+        reply
     } else {
         let (runner, state_path, state) = match local(config, w).await {
             Ok(v) => v,

@@ -130,6 +130,15 @@ impl Setup {
         record.values[0].clone()
     }
 
+    /// The DR cache is deleted (bounded wait: the lab takes the provision delay to delete).
+    async fn assert_dr_cache_gone(&self) {
+        let gone = wait_until(Duration::from_secs(20), || async {
+            self.endpoint(DR_CACHE).is_none()
+        })
+        .await;
+        assert!(gone, "the DR cache is still there");
+    }
+
     /// The record still points at the primary, and no CNAME change was ever sent.
     async fn assert_record_untouched(&self) {
         let primary = self.endpoint(PRIMARY_CACHE).expect("the primary");
@@ -479,11 +488,7 @@ async fn prepare_mode_abort_with_delete_dr_leaves_no_dr_cache_and_the_record_unt
         "{:#}",
         aborted[0]
     );
-    let gone = wait_until(Duration::from_secs(20), || async {
-        s.endpoint(DR_CACHE).is_none()
-    })
-    .await;
-    assert!(gone, "the DR cache is still there");
+    s.assert_dr_cache_gone().await;
     s.assert_record_untouched().await;
     let deletes: Vec<_> = s
         .lab
@@ -533,11 +538,7 @@ async fn a_held_failover_ends_by_itself_when_the_primary_answers_again() {
         "{:#}",
         aborted[0]
     );
-    let gone = wait_until(Duration::from_secs(20), || async {
-        s.endpoint(DR_CACHE).is_none()
-    })
-    .await;
-    assert!(gone, "the DR cache is still there");
+    s.assert_dr_cache_gone().await;
     s.assert_record_untouched().await;
     assert!(
         agent.wait_state(WATCH, "healthy", EVENT_BOUND).await,

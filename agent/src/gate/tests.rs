@@ -43,6 +43,29 @@ fn http(name: &str, url: String, method: GateMethod, timeout: Duration) -> GateC
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// Waits (bounded) until the process whose pid a gate's script wrote to `pid_file` is gone
+/// (or a zombie nobody reaps yet): the gate's whole process group was killed.
+async fn assert_gone(pid_file: &std::path::Path, outlived: &str) {
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // SAFETY: signal 0 only checks that the process exists.
+    while unsafe { libc::kill(pid, 0) } == 0 {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if state.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gate's child {pid} outlived {outlived}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_command_opens_on_exit_0_and_holds_with_what_it_said_otherwise() {
     let open = command("vpn", GateAt::SwitchDns, &["true"], SECOND, OnTimeout::Hold);
@@ -165,24 +188,7 @@ async fn a_command_past_its_timeout_is_killed_with_its_group_and_holds_or_aborts
             );
         }
         // The script's own child went with it: the group was killed, not just the shell.
-        let pid: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        // SAFETY: signal 0 only checks that the process exists.
-        while unsafe { libc::kill(pid, 0) } == 0 {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if state.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the gate's child {pid} outlived the timeout"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert_gone(&pid_file, "the timeout").await;
     }
 }
 
@@ -303,24 +309,7 @@ async fn a_gate_check_given_up_midway_takes_its_whole_process_group_with_it() {
     )
     .await;
     assert!(given_up.is_err());
-    let pid: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    // SAFETY: signal 0 only checks that the process exists.
-    while unsafe { libc::kill(pid, 0) } == 0 {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        if state.split(") ").nth(1).is_some_and(|s| s.starts_with('Z')) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the gate's child {pid} outlived the check"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    assert_gone(&pid_file, "the check").await;
 }
 
 #[tokio::test]
