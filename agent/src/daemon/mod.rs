@@ -697,10 +697,23 @@ impl StepEvents {
                             if *first { String::new() } else { format!(" for {}", humantime::format_duration(Duration::from_secs(held_for))) },
                         ),
                         ready,
-                        format!(
-                            "to finish it now: {}; to end it: {}",
-                            self.approve, self.abort
-                        ),
+                        if hold.step == Step::SwitchDns {
+                            format!(
+                                "to finish it now: {}; to end it: {}",
+                                self.approve, self.abort
+                            )
+                        } else {
+                            format!(
+                                "to go on past the gate now: {}{}; to end it: {}",
+                                self.approve,
+                                if j.plan.approval {
+                                    " (prepare mode then holds it again before switch_dns for approval)"
+                                } else {
+                                    ""
+                                },
+                                self.abort
+                            )
+                        },
                     ],
                     json!({
                         "hold": status::hold_json(hold),
