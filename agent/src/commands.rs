@@ -729,7 +729,14 @@ pub async fn status(config: &Config, only: Option<&str>) -> (i32, Value) {
     }
     (
         code,
-        json!({ "agent_id": config.agent.id, "mode": config.agent.mode.as_str(), "watches": watches }),
+        json!({
+            "agent_id": config.agent.id,
+            "mode": config.agent.mode.as_str(),
+            // How a person types a command for this config (with `--config` when it is not
+            // the default file): the text view's hints use it.
+            "command": config.command_line("").trim_end(),
+            "watches": watches,
+        }),
     )
 }
 
@@ -824,10 +831,10 @@ pub fn status_text(v: &Value) -> String {
                     s(&held["checks"]),
                     s(&held["answer"]),
                 ));
+                let command = v["command"].as_str().unwrap_or("valkey-dr");
                 out.push_str(&format!(
-                    "    to finish it: valkey-dr approve --watch {}; to end it: valkey-dr abort --watch {} --delete-dr\n",
-                    s(&w["name"]),
-                    s(&w["name"])
+                    "    to finish it: {command} approve --watch {name} --yes; to end it: {command} abort --watch {name} --yes --delete-dr\n",
+                    name = s(&w["name"]),
                 ));
             }
             for h in f["holds"].as_array().into_iter().flatten() {
