@@ -392,6 +392,18 @@ async fn prepare_mode_holds_a_built_cache_and_approve_switches_within_a_second()
     // Still held a few reminders later.
     s.wait_events("failover_held", 2, EVENT_BOUND, &agent).await;
     s.assert_record_untouched().await;
+    // `status` says it is held and what finishes it, for this config.
+    let status = cli(&s.config, &["status"]).await;
+    let finish = format!(
+        "valkey-dr --config {} approve --watch sessions --yes",
+        s.config.display()
+    );
+    assert!(
+        status.stdout.contains("HELD before switch_dns") && status.stdout.contains(&finish),
+        "{}{}",
+        status.stdout,
+        status.stderr
+    );
 
     let asked = Instant::now();
     let approve = cli(&s.config, &["approve", "--watch", WATCH, "--yes"]).await;
