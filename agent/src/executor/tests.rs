@@ -322,6 +322,16 @@ async fn run(
     dir: &std::path::Path,
     journal: Journal,
 ) -> Result<Journal, (Journal, FailoverError)> {
+    run_with(fake, dir, journal, None).await
+}
+
+/// The executor over `fake`, its journal in `dir`, held by `holding` when given.
+async fn run_with(
+    fake: &Fake,
+    dir: &std::path::Path,
+    journal: Journal,
+    holding: Option<&Holding<'_>>,
+) -> Result<Journal, (Journal, FailoverError)> {
     let progress = |_: &Journal, _: &Entry| {};
     Executor {
         cache: fake,
@@ -332,7 +342,7 @@ async fn run(
         progress: &progress,
         alert: &|_, _| {},
         lease_clock: LeaseClock::default(),
-        holding: None,
+        holding,
     }
     .run(journal)
     .await
@@ -367,7 +377,6 @@ async fn run_held(
     approvals: &Approvals,
     news: &Mutex<Vec<HoldNews>>,
 ) -> Result<Journal, (Journal, FailoverError)> {
-    let progress = |_: &Journal, _: &Entry| {};
     let heard = |_: &Journal, n: &HoldNews| news.lock().unwrap().push(n.clone());
     let holding = Holding {
         gates,
@@ -376,19 +385,7 @@ async fn run_held(
         approvals,
         news: &heard,
     };
-    Executor {
-        cache: fake,
-        dns: fake,
-        verify: fake,
-        path: dir.join("failover.json"),
-        limits: limits(),
-        progress: &progress,
-        alert: &|_, _| {},
-        lease_clock: LeaseClock::default(),
-        holding: Some(&holding),
-    }
-    .run(journal)
-    .await
+    run_with(fake, dir, journal, Some(&holding)).await
 }
 
 /// Waits (bounded) until the journal on disk is held before `step`.
