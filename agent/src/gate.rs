@@ -83,11 +83,6 @@ impl Gates {
         }
     }
 
-    /// No gates.
-    pub fn none() -> Gates {
-        Gates { gates: Vec::new() }
-    }
-
     /// Whether any gate stands at `at`.
     pub fn any_at(&self, at: GateAt) -> bool {
         self.gates.iter().any(|(g, _)| g.at == at)

@@ -393,13 +393,18 @@ pub async fn play(
 
 /// The lab's agent.toml in auto-failover mode, posting to `hook`.
 fn auto_failover_config(lab_toml: &str, hook: &Webhook) -> anyhow::Result<String> {
+    config_in_mode(lab_toml, "auto-failover", hook)
+}
+
+/// The lab's agent.toml (written in `alert-only` mode) in `mode`, posting to `hook`.
+pub(crate) fn config_in_mode(lab_toml: &str, mode: &str, hook: &Webhook) -> anyhow::Result<String> {
     const ALERT_ONLY: &str = "mode = \"alert-only\"\n";
     anyhow::ensure!(
         lab_toml.matches(ALERT_ONLY).count() == 1,
         "the lab's agent.toml no longer has exactly one `{}`",
         ALERT_ONLY.trim_end()
     );
-    Ok(lab_toml.replacen(ALERT_ONLY, "mode = \"auto-failover\"\n", 1) + &hook.notify_toml())
+    Ok(lab_toml.replacen(ALERT_ONLY, &format!("mode = \"{mode}\"\n"), 1) + &hook.notify_toml())
 }
 
 async fn with_lab(

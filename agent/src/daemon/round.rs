@@ -134,7 +134,9 @@ impl WatchTask {
         } else {
             policies::Witness::Unneeded
         };
-        if Box::pin(self.end_a_hold_the_primary_outlived(&dns, &direct)).await {
+        // Boxed, and awaited only in the rare round that ends a hold: the usual round pays
+        // for a counter.
+        if self.primary_outlived_hold(&dns, &direct) && Box::pin(self.end_held_failover()).await {
             return;
         }
         let input = policies::Observation {
@@ -201,9 +203,9 @@ impl WatchTask {
     /// A failover the agent started on its own and that is held (gates, or prepare mode's
     /// approval) is ended once the primary answers on both paths for `rise` rounds: the
     /// outage it was for is over, and a gate that opens (or an approval given on a stale
-    /// page) later must not move the record away from a healthy primary. The DR cache it
-    /// built is deleted (only one this failover built). Returns whether it ended one.
-    async fn end_a_hold_the_primary_outlived(
+    /// page) later must not move the record away from a healthy primary. Counts those rounds;
+    /// whether this one is the `rise`th.
+    fn primary_outlived_hold(
         &mut self,
         dns: &policies::PathStatus,
         direct: &policies::PathStatus,
@@ -218,11 +220,16 @@ impl WatchTask {
             return false;
         }
         self.primary_ok_while_held += 1;
-        let rise = self.params.rise();
-        if self.primary_ok_while_held < rise {
+        if self.primary_ok_while_held < self.params.rise() {
             return false;
         }
         self.primary_ok_while_held = 0;
+        true
+    }
+
+    /// Ends the held failover [`Self::primary_outlived_hold`] found outlived, deleting the DR
+    /// cache it built (only one this failover built). Returns whether it ended one.
+    async fn end_held_failover(&mut self) -> bool {
         let Some(op) = self.op.take() else {
             return false;
         };
@@ -234,8 +241,9 @@ impl WatchTask {
         };
         let runner = self.runner().await;
         let reason = format!(
-            "failover {} was held, and the primary answers PING/SET/GET on both paths again ({rise} rounds): not switching",
-            journal.plan.failover_id
+            "failover {} was held, and the primary answers PING/SET/GET on both paths again ({} rounds): not switching",
+            journal.plan.failover_id,
+            self.params.rise()
         );
         tracing::warn!(watch = %self.name, "{reason}");
         self.end_by_abort(&runner, journal, reason, true).await;

@@ -891,21 +891,12 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 approved = h.approvals.take(&j.plan.failover_id, point);
             }
             if let Some(a) = approved {
-                match j.holds.last_mut().filter(|h| h.ended.is_none()) {
-                    Some(hold) => hold.approved_by = Some(a.by.clone()),
+                let hold = open_hold(j, point, approval);
+                if hold.checks == 0 {
                     // Approved before the first check answered: the record still says who.
-                    None => j.holds.push(Hold {
-                        step: point,
-                        since: SystemTime::now(),
-                        gate: String::new(),
-                        answer: "approved before the first gate check answered".into(),
-                        approval,
-                        checks: 0,
-                        ended: None,
-                        how: None,
-                        approved_by: Some(a.by.clone()),
-                    }),
+                    hold.answer = "approved before the first gate check answered".into();
                 }
+                hold.approved_by = Some(a.by.clone());
                 end_hold(j, "approved");
                 self.save(j)?;
                 h.approvals.recorded.send_modify(|n| *n += 1);
@@ -935,24 +926,10 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 Passage::Open => (String::new(), "waiting for a person's approval".to_owned()),
                 Passage::Held { gate, answer } => (gate, answer),
             };
-            match j.holds.last_mut().filter(|h| h.ended.is_none()) {
-                Some(hold) => {
-                    hold.gate = gate;
-                    hold.answer = answer;
-                    hold.checks += 1;
-                }
-                None => j.holds.push(Hold {
-                    step: point,
-                    since: SystemTime::now(),
-                    gate,
-                    answer,
-                    approval,
-                    checks: 1,
-                    ended: None,
-                    how: None,
-                    approved_by: None,
-                }),
-            }
+            let hold = open_hold(j, point, approval);
+            hold.gate = gate;
+            hold.answer = answer;
+            hold.checks += 1;
             self.save(j)?;
             h.approvals
                 .set_held(Some((j.plan.failover_id.clone(), point)));
@@ -1654,6 +1631,25 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             }
         }
     }
+}
+
+/// The journal's open hold, or a new one before `step` (no check yet) when there is none.
+fn open_hold(j: &mut Journal, step: Step, approval: bool) -> &mut Hold {
+    if j.holds.last().is_none_or(|h| h.ended.is_some()) {
+        j.holds.push(Hold {
+            step,
+            since: SystemTime::now(),
+            gate: String::new(),
+            answer: String::new(),
+            approval,
+            checks: 0,
+            ended: None,
+            how: None,
+            approved_by: None,
+        });
+    }
+    let last = j.holds.len() - 1;
+    &mut j.holds[last]
 }
 
 /// Ends the journal's open hold, if there is one, saying `how`; whether there was one.

@@ -469,7 +469,7 @@ async fn a_closed_switch_dns_gate_holds_with_the_cache_built_and_the_record_unto
 async fn an_approval_lets_a_prepared_failover_switch_and_says_who() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::new();
-    let gates = Gates::none();
+    let gates = Gates::new(&[]);
     let approvals = Approvals::default();
     let news = Mutex::new(Vec::new());
     let journal = Journal::new(Plan {
@@ -1174,7 +1174,7 @@ async fn an_approval_ends_a_hold_even_in_the_middle_of_a_slow_gate_check() {
 
 #[tokio::test]
 async fn a_hold_approved_before_a_crash_or_no_longer_configured_does_not_hold_again() {
-    let gates_none = Gates::none();
+    let gates_none = Gates::new(&[]);
     let approvals = Approvals::default();
     let news = Mutex::new(Vec::new());
     for (how, approval) in [("approved", true), ("", false)] {

@@ -220,21 +220,12 @@ async fn with_lab(lab: &Lab, binary: &Path, decision: Decision) -> anyhow::Resul
     let mut hook = Webhook::start().await?;
     let lab_toml = std::fs::read_to_string(&info.config)
         .with_context(|| format!("reading {}", info.config.display()))?;
-    const ALERT_ONLY: &str = "mode = \"alert-only\"\n";
-    anyhow::ensure!(
-        lab_toml.matches(ALERT_ONLY).count() == 1,
-        "the lab's agent.toml no longer has exactly one `{}`",
-        ALERT_ONLY.trim_end()
-    );
     let mode = match decision {
-        Decision::Approve => "mode = \"prepare\"\n",
-        Decision::ManualFailover => ALERT_ONLY,
+        Decision::Approve => "prepare",
+        Decision::ManualFailover => "alert-only",
     };
     let config = lab.dir().join("agent-decision.toml");
-    std::fs::write(
-        &config,
-        lab_toml.replacen(ALERT_ONLY, mode, 1) + &hook.notify_toml(),
-    )?;
+    std::fs::write(&config, scenario::config_in_mode(&lab_toml, mode, &hook)?)?;
     let state = lab.dir().join("state");
     let log = lab.dir().join("agent.log");
     let mut agent = Agent::start(binary, &config, &state, &log).await?;
