@@ -19,7 +19,7 @@ use crate::config::{Config, WatchConfig};
 use crate::daemon;
 use crate::executor::api::{CacheApi as _, DnsApi as _};
 use crate::executor::sdk::{SdkCache, SdkDns};
-use crate::executor::{Entry, HoldNews, Journal, Step};
+use crate::executor::{HoldNews, Journal, JournalEntry, Step};
 use crate::failover::{self, Runner, Start};
 use crate::store;
 
@@ -128,7 +128,7 @@ pub async fn failover(config: &Config, w: &WatchConfig, yes: bool) -> i32 {
     state = policies::failover_started(&state, SystemTime::now()).0;
     save_state(&state_path, &state);
     println!("{} failover {id} started", now_text());
-    let progress = |_: &Journal, e: &Entry| {
+    let progress = |_: &Journal, e: &JournalEntry| {
         if e.phase != crate::executor::Phase::Started {
             println!(
                 "{} {} {:?}: {}",

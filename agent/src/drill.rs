@@ -216,7 +216,7 @@ pub struct DrillPlan {
 
 /// Bounds on the drill's loops.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub struct DrillLimits {
     /// `CreateServerlessCache` attempts on transient errors.
     pub create_attempts: u32,
     /// First retry delay after a transient error, doubled up to `max_backoff`.
@@ -235,7 +235,7 @@ pub struct Limits {
     pub verify_attempts: u32,
 }
 
-impl Limits {
+impl DrillLimits {
     fn polling(&self) -> wait::Polling {
         wait::Polling {
             every: self.poll,
@@ -245,9 +245,9 @@ impl Limits {
     }
 }
 
-impl Default for Limits {
+impl Default for DrillLimits {
     fn default() -> Self {
-        Limits {
+        DrillLimits {
             create_attempts: 4,
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(10),
@@ -275,7 +275,7 @@ pub async fn run<C: CacheApi, V: Verifier>(
     cache: &C,
     verify: &V,
     plan: &DrillPlan,
-    limits: &Limits,
+    limits: &DrillLimits,
 ) -> DrillReport {
     let started_at = SystemTime::now();
     let started = Instant::now();
@@ -415,7 +415,7 @@ async fn create<C: CacheApi>(
     cache: &C,
     spec: &CacheSpec,
     timeout: Duration,
-    limits: &Limits,
+    limits: &DrillLimits,
 ) -> (Created, Result<String, String>) {
     let mut attempt = 0;
     let result = (|| {
@@ -491,7 +491,7 @@ async fn wait_available<C: CacheApi>(
     cache: &C,
     name: &str,
     timeout: Duration,
-    limits: &Limits,
+    limits: &DrillLimits,
 ) -> Result<(String, u16), String> {
     let deadline = tokio::time::Instant::now() + timeout;
     wait::until_available(cache, name, deadline, Duration::ZERO, limits.polling())
@@ -506,7 +506,7 @@ async fn verify_direct<V: Verifier>(
     verify: &V,
     host: &str,
     port: u16,
-    limits: &Limits,
+    limits: &DrillLimits,
 ) -> Result<String, String> {
     let mut attempt = 0;
     (|| {
@@ -541,7 +541,7 @@ async fn delete<C: CacheApi>(
     cache: &C,
     name: &str,
     timeout: Duration,
-    limits: &Limits,
+    limits: &DrillLimits,
 ) -> Result<String, String> {
     let deadline = Instant::now() + timeout;
     let too_late = |last: &str| {
@@ -630,7 +630,7 @@ pub async fn execute(config: &Config, w: &WatchConfig, keep: bool) -> Result<Fin
         ttl: w.ttl,
     };
     tracing::info!(watch = %w.name, cache = %name, region = %w.dr.region, "drill: starting");
-    let report = run(&cache, &verifier, &plan, &Limits::default()).await;
+    let report = run(&cache, &verifier, &plan, &DrillLimits::default()).await;
     let saved = store::write_json(&path, &report).map(|()| path);
     Ok(Finished { report, saved })
 }

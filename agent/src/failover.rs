@@ -13,8 +13,8 @@ use crate::config::{Config, WatchConfig};
 use crate::executor::sdk::{SdkCache, SdkDns};
 use crate::executor::verify::ProbeVerifier;
 use crate::executor::{
-    Approvals, Entry, Executor, FailoverError, HoldNews, Holding, Journal, Kind, LeaseClock,
-    Limits, Phase, Plan, Step,
+    Approvals, Executor, ExecutorLimits, FailoverError, HoldNews, Holding, Journal, JournalEntry,
+    Kind, LeaseClock, Phase, Plan, Step,
 };
 use crate::gate::Gates;
 use crate::{aws, plan, store};
@@ -83,7 +83,7 @@ pub struct Runner {
     base: Plan,
     journal: PathBuf,
     failback_journal: PathBuf,
-    limits: Limits,
+    limits: ExecutorLimits,
     /// The watch's `[[watch.gate]]`s.
     gates: Gates,
     /// How often closed gates are checked again, and a hold re-announced.
@@ -122,12 +122,12 @@ impl Runner {
             gate_interval: w.policy.gate_interval,
             reminder_interval: w.policy.reminder_interval,
             approvals,
-            limits: Limits {
+            limits: ExecutorLimits {
                 // A serverless cache takes about a minute on AWS; polling twice a second keeps
                 // what the agent adds on top well under a second, at ~120 cheap calls.
                 poll: Duration::from_millis(500),
                 alert_every: w.policy.reminder_interval.min(Duration::from_secs(5 * 60)),
-                ..Limits::default()
+                ..ExecutorLimits::default()
             },
         }
     }
@@ -189,7 +189,7 @@ impl Runner {
     pub async fn failover(
         &self,
         journal: Journal,
-        progress: &(dyn Fn(&Journal, &Entry) + Send + Sync),
+        progress: &(dyn Fn(&Journal, &JournalEntry) + Send + Sync),
         alert: &(dyn Fn(Step, &str) + Send + Sync),
         news: &(dyn Fn(&Journal, &HoldNews) + Send + Sync),
     ) -> Result<Journal, (Journal, FailoverError)> {
@@ -251,7 +251,7 @@ impl Runner {
             Err(e) => return Err(format!("{:#}", anyhow::Error::from(e))),
         };
         // `lease` only reads the record here (a failback takes no lock): not news to anyone.
-        let on_entry = |_: &Journal, e: &Entry| {
+        let on_entry = |_: &Journal, e: &JournalEntry| {
             if e.phase == Phase::Done && e.step != Step::Lease {
                 progress(e.step.as_str(), &e.detail);
             }
@@ -286,7 +286,7 @@ impl Runner {
         &'a self,
         verify: &'a ProbeVerifier,
         path: &Path,
-        progress: &'a (dyn Fn(&Journal, &Entry) + Send + Sync),
+        progress: &'a (dyn Fn(&Journal, &JournalEntry) + Send + Sync),
         alert: &'a (dyn Fn(Step, &str) + Send + Sync),
     ) -> Executor<'a, SdkCache, SdkDns, ProbeVerifier> {
         Executor {

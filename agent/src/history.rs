@@ -10,12 +10,12 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::executor::{Journal, Kind, Outcome};
+use crate::executor::{FailoverOutcome, Journal, Kind};
 use crate::store::{self, StoreError};
 
 /// One past (or running) failover, failback or drill.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Entry {
+pub struct HistoryEntry {
     /// `failover`, `failback` or `drill`.
     pub kind: &'static str,
     /// The watch.
@@ -44,7 +44,7 @@ pub struct Entry {
 }
 
 /// Every entry of `watches` (each watch's name), newest first.
-pub fn read(state_dir: &Path, watches: &[&str]) -> Result<Vec<Entry>, StoreError> {
+pub fn read(state_dir: &Path, watches: &[&str]) -> Result<Vec<HistoryEntry>, StoreError> {
     let mut journals: BTreeMap<String, Journal> = BTreeMap::new();
     let kept = state_dir.join("failovers");
     match std::fs::read_dir(&kept) {
@@ -73,7 +73,7 @@ pub fn read(state_dir: &Path, watches: &[&str]) -> Result<Vec<Entry>, StoreError
             );
         }
     }
-    let mut entries: Vec<Entry> = journals
+    let mut entries: Vec<HistoryEntry> = journals
         .into_values()
         .filter(|j| watches.contains(&j.plan.watch.as_str()))
         .map(journal_entry)
@@ -82,7 +82,7 @@ pub fn read(state_dir: &Path, watches: &[&str]) -> Result<Vec<Entry>, StoreError
         for drill in crate::drill::history(state_dir, watch)? {
             let started = humantime::parse_rfc3339(&drill.started_at).ok();
             let finished = humantime::parse_rfc3339(&drill.finished_at).ok();
-            entries.push(Entry {
+            entries.push(HistoryEntry {
                 kind: "drill",
                 watch: (*watch).to_owned(),
                 id: drill.drill_id,
@@ -117,7 +117,7 @@ fn add_journal(journals: &mut BTreeMap<String, Journal>, path: &Path) {
     }
 }
 
-fn journal_entry(j: Journal) -> Entry {
+fn journal_entry(j: Journal) -> HistoryEntry {
     let started = j.started_at();
     let last = j
         .entries
@@ -126,14 +126,14 @@ fn journal_entry(j: Journal) -> Entry {
         .max(j.holds.last().and_then(|h| h.ended));
     let (result, detail) = match &j.outcome {
         None => ("running", None),
-        Some(Outcome::Completed) => ("completed", None),
-        Some(Outcome::Failed { step, error }) => {
+        Some(FailoverOutcome::Completed) => ("completed", None),
+        Some(FailoverOutcome::Failed { step, error }) => {
             ("failed", Some(format!("{}: {error}", step.as_str())))
         }
-        Some(Outcome::Aborted { reason }) => ("aborted", Some(reason.clone())),
-        Some(Outcome::StoodDown { reason }) => ("stood_down", Some(reason.clone())),
+        Some(FailoverOutcome::Aborted { reason }) => ("aborted", Some(reason.clone())),
+        Some(FailoverOutcome::StoodDown { reason }) => ("stood_down", Some(reason.clone())),
     };
-    Entry {
+    HistoryEntry {
         kind: match j.plan.kind {
             Kind::Failover => "failover",
             Kind::Failback { .. } => "failback",
@@ -148,7 +148,7 @@ fn journal_entry(j: Journal) -> Entry {
         result: result.to_owned(),
         detail,
         agent: Some(j.plan.owner.clone()),
-        endpoint: (j.outcome == Some(Outcome::Completed))
+        endpoint: (j.outcome == Some(FailoverOutcome::Completed))
             .then(|| {
                 j.endpoint
                     .as_ref()
@@ -177,7 +177,7 @@ fn hold_line(h: &serde_json::Value) -> String {
 
 /// A table a person reads: newest first, one line each, and the reason under a line that
 /// has one.
-pub fn to_text(entries: &[Entry]) -> String {
+pub fn to_text(entries: &[HistoryEntry]) -> String {
     if entries.is_empty() {
         return "no failover, failback or drill on record\n".to_owned();
     }

@@ -112,7 +112,7 @@ impl Notifier {
     pub fn spawn(
         configs: &[NotifyConfig],
         shutdown: CancellationToken,
-        outcome: Outcome,
+        outcome: DeliveryListener,
     ) -> (Notifier, JoinHandle<()>) {
         Notifier::spawn_counted(configs, shutdown, Limits::DEFAULT, outcome)
     }
@@ -130,7 +130,7 @@ impl Notifier {
         configs: &[NotifyConfig],
         shutdown: CancellationToken,
         limits: Limits,
-        outcome: Outcome,
+        outcome: DeliveryListener,
     ) -> (Notifier, JoinHandle<()>) {
         let mut queues = Vec::new();
         let mut tasks = Vec::new();
@@ -185,15 +185,15 @@ fn log_event(event: &Event) {
 
 /// Hears what became of each event a sink had: `(sink kind, result)`, result `ok`,
 /// `failed` or `dropped`.
-pub type Outcome = Arc<dyn Fn(&'static str, &'static str) + Send + Sync>;
+pub type DeliveryListener = Arc<dyn Fn(&'static str, &'static str) + Send + Sync>;
 
 /// One sink's pending events: a bounded FIFO that drops its oldest entry when full.
 struct Queue {
     /// The sink, as logs name it (never a full webhook URL).
     sink: String,
-    /// `webhook` or `command`, for [`Outcome`].
+    /// `webhook` or `command`, for [`DeliveryListener`].
     kind: &'static str,
-    outcome: Outcome,
+    outcome: DeliveryListener,
     capacity: usize,
     events: Mutex<VecDeque<Event>>,
     /// Wakes the sink task; `notify_one` keeps a permit, so a push between the task's empty
@@ -203,7 +203,7 @@ struct Queue {
 }
 
 impl Queue {
-    fn new(sink: String, kind: &'static str, capacity: usize, outcome: Outcome) -> Queue {
+    fn new(sink: String, kind: &'static str, capacity: usize, outcome: DeliveryListener) -> Queue {
         Queue {
             sink,
             kind,

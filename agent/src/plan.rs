@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use crate::config::{Config, WatchConfig};
-use crate::executor::api::{CacheSpec, CreateRequest, Limit, Tag, UsageLimits};
+use crate::executor::api::{CacheSpec, CacheUsageLimits, CreateRequest, Limit, Tag};
 use crate::executor::{self, Plan};
 
 /// Stands for the failover id in a plan shown before a failover exists.
@@ -222,7 +222,7 @@ pub fn create_request(
         snapshot_arns_to_restore: dr.snapshot_arns_to_restore.clone(),
         snapshot_retention_limit: dr.snapshot_retention_limit.map(|n| n as i32),
         daily_snapshot_time: dr.daily_snapshot_time.clone(),
-        cache_usage_limits: dr.usage_limits.map(|u| UsageLimits {
+        cache_usage_limits: dr.usage_limits.map(|u| CacheUsageLimits {
             data_storage: u.data_storage_max_gb.map(|g| Limit {
                 maximum: g as i32,
                 unit: Some("GB".into()),

@@ -69,7 +69,7 @@ const TTL_RANGE: std::ops::RangeInclusive<u32> = 30..=60;
 /// A check's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Outcome {
+pub enum CheckStatus {
     /// Checked and fine.
     Ok,
     /// Checked; a failover still works, but look.
@@ -80,14 +80,14 @@ pub enum Outcome {
     Unknown,
 }
 
-impl Outcome {
+impl CheckStatus {
     /// The lower-case name.
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Ok => "ok",
-            Outcome::Warn => "warn",
-            Outcome::Fail => "fail",
-            Outcome::Unknown => "unknown",
+            CheckStatus::Ok => "ok",
+            CheckStatus::Warn => "warn",
+            CheckStatus::Fail => "fail",
+            CheckStatus::Unknown => "unknown",
         }
     }
 }
@@ -100,7 +100,7 @@ pub struct Finding {
     /// The check's name (one of [`CHECKS`]).
     pub check: &'static str,
     /// Its result.
-    pub result: Outcome,
+    pub result: CheckStatus,
     /// What was found, in one line.
     pub found: String,
     /// How to fix it, when it needs fixing.
@@ -120,12 +120,12 @@ pub struct Report {
 impl Report {
     /// The Nagios status (see the module doc).
     pub fn status(&self) -> Status {
-        let any = |o: Outcome| self.findings.iter().any(|f| f.result == o);
-        if any(Outcome::Fail) {
+        let any = |o: CheckStatus| self.findings.iter().any(|f| f.result == o);
+        if any(CheckStatus::Fail) {
             Status::Critical
-        } else if any(Outcome::Unknown) {
+        } else if any(CheckStatus::Unknown) {
             Status::Unknown
-        } else if any(Outcome::Warn) {
+        } else if any(CheckStatus::Warn) {
             Status::Warning
         } else {
             Status::Ok
@@ -136,7 +136,7 @@ impl Report {
     pub fn failing(&self, watch: &str) -> Vec<&Finding> {
         self.findings
             .iter()
-            .filter(|f| f.watch == watch && f.result == Outcome::Fail)
+            .filter(|f| f.watch == watch && f.result == CheckStatus::Fail)
             .collect()
     }
 
@@ -172,21 +172,21 @@ impl Report {
                 f.result.as_str(),
                 f.found
             ));
-            if let Some(fix) = f.fix.as_ref().filter(|_| f.result != Outcome::Ok) {
+            if let Some(fix) = f.fix.as_ref().filter(|_| f.result != CheckStatus::Ok) {
                 out.push_str(&format!(
                     "{:<width$}  {:<24}  {:<7}  fix: {fix}\n",
                     "", "", ""
                 ));
             }
         }
-        let count = |o: Outcome| self.findings.iter().filter(|f| f.result == o).count();
+        let count = |o: CheckStatus| self.findings.iter().filter(|f| f.result == o).count();
         out.push_str(&format!(
             "{}: {} ok, {} warn, {} fail, {} unknown\n",
             self.status().as_str(),
-            count(Outcome::Ok),
-            count(Outcome::Warn),
-            count(Outcome::Fail),
-            count(Outcome::Unknown)
+            count(CheckStatus::Ok),
+            count(CheckStatus::Warn),
+            count(CheckStatus::Fail),
+            count(CheckStatus::Unknown)
         ));
         out
     }
@@ -282,7 +282,7 @@ struct Identity {
 struct Aws<'c> {
     config: &'c Config,
     sdk: BTreeMap<String, SdkConfig>,
-    identity: Option<Result<Identity, (Outcome, String)>>,
+    identity: Option<Result<Identity, (CheckStatus, String)>>,
 }
 
 impl<'c> Aws<'c> {
@@ -302,7 +302,7 @@ impl<'c> Aws<'c> {
         self.sdk[region].clone()
     }
 
-    async fn identity(&mut self, region: &str) -> Result<Identity, (Outcome, String)> {
+    async fn identity(&mut self, region: &str) -> Result<Identity, (CheckStatus, String)> {
         if let Some(known) = &self.identity {
             return known.clone();
         }
@@ -322,10 +322,10 @@ impl<'c> Aws<'c> {
                 arn: out.arn().unwrap_or_default().to_owned(),
                 account: out.account().unwrap_or_default().to_owned(),
             }),
-            Err(f) if f.error.is_transient() => Err((Outcome::Unknown, f.error.to_string())),
-            Err(f) if f.denied() => Err((Outcome::Fail, f.error.to_string())),
+            Err(f) if f.error.is_transient() => Err((CheckStatus::Unknown, f.error.to_string())),
+            Err(f) if f.denied() => Err((CheckStatus::Fail, f.error.to_string())),
             // Anything else is not about the credentials: said, and the checks go on.
-            Err(f) => Err((Outcome::Warn, f.error.to_string())),
+            Err(f) => Err((CheckStatus::Warn, f.error.to_string())),
         };
         self.identity = Some(identity.clone());
         identity
@@ -333,7 +333,7 @@ impl<'c> Aws<'c> {
 }
 
 /// A check's result under construction.
-fn finding(w: &WatchConfig, check: &'static str, result: Outcome, found: String) -> Finding {
+fn finding(w: &WatchConfig, check: &'static str, result: CheckStatus, found: String) -> Finding {
     Finding {
         watch: w.name.clone(),
         check,
@@ -360,17 +360,17 @@ impl WithFix for Finding {
 fn failed_call(w: &WatchConfig, check: &'static str, f: &Failed, needed: bool) -> Finding {
     let text = f.error.to_string();
     match &f.error {
-        ApiError::Denied { call, .. } if needed => finding(w, check, Outcome::Fail, text)
+        ApiError::Denied { call, .. } if needed => finding(w, check, CheckStatus::Fail, text)
             .fix(format!("allow {call} (see `valkey-dr iam-policy`)")),
-        ApiError::Denied { call, .. } => finding(w, check, Outcome::Unknown, text).fix(format!(
-            "allow {call} so that preflight can check this (see `valkey-dr iam-policy`)"
-        )),
-        ApiError::Transient { .. } => finding(w, check, Outcome::Unknown, text)
+        ApiError::Denied { call, .. } => finding(w, check, CheckStatus::Unknown, text).fix(
+            format!("allow {call} so that preflight can check this (see `valkey-dr iam-policy`)"),
+        ),
+        ApiError::Transient { .. } => finding(w, check, CheckStatus::Unknown, text)
             .fix("run preflight again once the API answers"),
         // Any other refusal of a call the failover makes will refuse the failover too; one
         // that only preflight makes leaves the check undecided.
-        _ if needed => finding(w, check, Outcome::Fail, text),
-        _ => finding(w, check, Outcome::Unknown, text),
+        _ if needed => finding(w, check, CheckStatus::Fail, text),
+        _ => finding(w, check, CheckStatus::Unknown, text),
     }
 }
 
@@ -430,7 +430,7 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> Vec<Findi
             out.push(finding(
                 w,
                 "identity",
-                Outcome::Ok,
+                CheckStatus::Ok,
                 format!("{} (account {})", id.arn, id.account),
             ));
             Some(id)
@@ -438,17 +438,17 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> Vec<Findi
         Err((result, text)) => {
             let fix = "give the agent credentials: [aws] credentials_file, an instance or task role, or AWS_* variables";
             let mut f = finding(w, "identity", result, text);
-            if result == Outcome::Fail {
+            if result == CheckStatus::Fail {
                 f = f.fix(fix);
             }
             out.push(f);
-            if result == Outcome::Fail {
+            if result == CheckStatus::Fail {
                 // Nothing else can be asked without working credentials.
                 for check in &CHECKS[1..] {
                     out.push(finding(
                         w,
                         check,
-                        Outcome::Unknown,
+                        CheckStatus::Unknown,
                         "not checked: the credentials do not work (see identity)".into(),
                     ));
                 }
@@ -501,7 +501,7 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> Vec<Findi
         None => finding(
             w,
             "permissions",
-            Outcome::Unknown,
+            CheckStatus::Unknown,
             "not checked: STS did not say who the agent is".into(),
         ),
     });
@@ -524,7 +524,7 @@ async fn zone(w: &WatchConfig, route53: &SdkDns) -> Finding {
             return finding(
                 w,
                 "route53_zone",
-                Outcome::Fail,
+                CheckStatus::Fail,
                 format!("hosted zone {id} does not exist"),
             )
             .fix("set hosted_zone_id to the private zone that holds the record");
@@ -535,7 +535,7 @@ async fn zone(w: &WatchConfig, route53: &SdkDns) -> Finding {
         return finding(
             w,
             "route53_zone",
-            Outcome::Unknown,
+            CheckStatus::Unknown,
             format!("GetHostedZone answered without a HostedZone for {id}"),
         );
     };
@@ -546,7 +546,7 @@ async fn zone(w: &WatchConfig, route53: &SdkDns) -> Finding {
         return finding(
             w,
             "route53_zone",
-            Outcome::Fail,
+            CheckStatus::Fail,
             format!("{} is not inside zone {id} ({name})", w.record),
         )
         .fix("set hosted_zone_id to the zone that holds the record");
@@ -556,7 +556,7 @@ async fn zone(w: &WatchConfig, route53: &SdkDns) -> Finding {
         finding(
             w,
             "route53_zone",
-            Outcome::Ok,
+            CheckStatus::Ok,
             format!(
                 "{id} ({name}) is private, associated with {} VPC(s)",
                 out.vpcs().len()
@@ -566,7 +566,7 @@ async fn zone(w: &WatchConfig, route53: &SdkDns) -> Finding {
         finding(
             w,
             "route53_zone",
-            Outcome::Warn,
+            CheckStatus::Warn,
             format!("{id} ({name}) is a public zone: the cache's name is visible to the internet"),
         )
         .fix("keep the record in a private hosted zone associated with the applications' VPCs")
@@ -626,14 +626,14 @@ fn record_finding(
             None => finding(
                 w,
                 check,
-                Outcome::Fail,
+                CheckStatus::Fail,
                 format!("{} does not exist in {}", w.record, w.hosted_zone_id),
             )
             .fix(create),
             Some(other) => finding(
                 w,
                 check,
-                Outcome::Fail,
+                CheckStatus::Fail,
                 format!(
                     "{} is {} {} record, not a CNAME: the switch replaces a CNAME",
                     w.record,
@@ -652,7 +652,7 @@ fn record_finding(
         return finding(
             w,
             check,
-            Outcome::Fail,
+            CheckStatus::Fail,
             format!(
                 "{} is an alias or routing-policy CNAME; valkey-dr switches a simple record only",
                 w.record
@@ -673,7 +673,7 @@ fn record_finding(
         return finding(
             w,
             check,
-            Outcome::Fail,
+            CheckStatus::Fail,
             format!(
                 "{} → {target} has a TTL of {ttl} s; the DR design needs 30–60 s so that applications follow a switch within a minute",
                 w.record
@@ -686,7 +686,7 @@ fn record_finding(
         return finding(
             w,
             check,
-            Outcome::Ok,
+            CheckStatus::Ok,
             format!("CNAME → {target} (the DR cache, after a completed failover), TTL {ttl} s"),
         );
     }
@@ -696,14 +696,14 @@ fn record_finding(
                 finding(
                     w,
                     check,
-                    Outcome::Ok,
+                    CheckStatus::Ok,
                     format!("CNAME → {target} (the primary), TTL {ttl} s"),
                 )
             } else {
                 finding(
                     w,
                     check,
-                    Outcome::Warn,
+                    CheckStatus::Warn,
                     format!(
                         "CNAME → {target} (the primary), TTL {ttl} s; a failover writes {} s",
                         w.ttl.as_secs()
@@ -715,7 +715,7 @@ fn record_finding(
         Some(p) => finding(
             w,
             check,
-            Outcome::Fail,
+            CheckStatus::Fail,
             format!(
                 "CNAME → {target}, which is neither the primary ({p}) nor the DR cache of a completed failover"
             ),
@@ -724,7 +724,7 @@ fn record_finding(
         None => finding(
             w,
             check,
-            Outcome::Warn,
+            CheckStatus::Warn,
             format!(
                 "CNAME → {target}, TTL {ttl} s; the primary's endpoint is not known (not configured, and its region did not answer)"
             ),
@@ -740,7 +740,7 @@ async fn lock(w: &WatchConfig, route53: &SdkDns) -> Finding {
         return finding(
             w,
             check,
-            Outcome::Ok,
+            CheckStatus::Ok,
             "leases are off (policy.lease = false)".into(),
         );
     }
@@ -755,7 +755,7 @@ async fn lock(w: &WatchConfig, route53: &SdkDns) -> Finding {
         return finding(
             w,
             check,
-            Outcome::Ok,
+            CheckStatus::Ok,
             format!("no lock ({name} does not exist)"),
         );
     };
@@ -770,14 +770,14 @@ async fn lock(w: &WatchConfig, route53: &SdkDns) -> Finding {
         None => finding(
             w,
             check,
-            Outcome::Warn,
+            CheckStatus::Warn,
             format!("{name} holds {value}, which no agent can read as a lease: a failover takes it over as stale, with an alert"),
         )
         .fix(delete),
         Some(at) if at < SystemTime::now() => finding(
             w,
             check,
-            Outcome::Warn,
+            CheckStatus::Warn,
             format!(
                 "stale lock by {who}, expired {}; a failover takes it over",
                 humantime::format_rfc3339_seconds(at)
@@ -787,7 +787,7 @@ async fn lock(w: &WatchConfig, route53: &SdkDns) -> Finding {
         Some(at) => finding(
             w,
             check,
-            Outcome::Warn,
+            CheckStatus::Warn,
             format!(
                 "held by {who} until {}: a failover is running, or one stopped without releasing it",
                 humantime::format_rfc3339_seconds(at)
@@ -802,17 +802,27 @@ fn primary_check(w: &WatchConfig, primary: &Result<Option<Live>, Failed>) -> Fin
     let name = format!("{} in {}", w.primary.cache_name, w.primary.region);
     match primary {
         Ok(Some(p)) if p.status == "available" => {
-            finding(w, check, Outcome::Ok, format!("{name} is available"))
+            finding(w, check, CheckStatus::Ok, format!("{name} is available"))
         }
-        Ok(Some(p)) => finding(w, check, Outcome::Warn, format!("{name} is {}", p.status)),
-        Ok(None) => finding(w, check, Outcome::Fail, format!("{name} does not exist"))
-            .fix("fix [watch.primary] cache_name and region"),
+        Ok(Some(p)) => finding(
+            w,
+            check,
+            CheckStatus::Warn,
+            format!("{name} is {}", p.status),
+        ),
+        Ok(None) => finding(
+            w,
+            check,
+            CheckStatus::Fail,
+            format!("{name} does not exist"),
+        )
+        .fix("fix [watch.primary] cache_name and region"),
         // Its region's API is down, or slow: exactly what a DR agent is for; not a failure of
         // the failover path.
         Err(f) if f.error.is_transient() => finding(
             w,
             check,
-            Outcome::Warn,
+            CheckStatus::Warn,
             format!("the primary's region does not answer: {}", f.error),
         ),
         Err(f) => failed_call(w, check, f, true),
@@ -824,7 +834,7 @@ async fn dr_name(w: &WatchConfig, dr: &SdkCache, dr_endpoint: Option<&str>) -> F
     let name = format!("{} in {}", w.dr.cache_name, w.dr.region);
     let cache = match describe(dr, &w.dr.cache_name).await {
         Ok(None) => {
-            return finding(w, check, Outcome::Ok, format!("{name} is free"));
+            return finding(w, check, CheckStatus::Ok, format!("{name} is free"));
         }
         Ok(Some(cache)) => cache,
         Err(f) => return failed_call(w, check, &f, true),
@@ -833,7 +843,7 @@ async fn dr_name(w: &WatchConfig, dr: &SdkCache, dr_endpoint: Option<&str>) -> F
         return finding(
             w,
             check,
-            Outcome::Ok,
+            CheckStatus::Ok,
             format!(
                 "{name} exists ({}) and is adopted on purpose (adopt_existing = true)",
                 cache.status
@@ -846,7 +856,7 @@ async fn dr_name(w: &WatchConfig, dr: &SdkCache, dr_endpoint: Option<&str>) -> F
         return finding(
             w,
             check,
-            Outcome::Warn,
+            CheckStatus::Warn,
             format!(
                 "{name} exists and is {}: its tags cannot be read yet",
                 cache.status
@@ -858,13 +868,13 @@ async fn dr_name(w: &WatchConfig, dr: &SdkCache, dr_endpoint: Option<&str>) -> F
             Some(id) if serving => finding(
                 w,
                 check,
-                Outcome::Ok,
+                CheckStatus::Ok,
                 format!("{name} serves the record since failover {id}"),
             ),
             Some(id) => finding(
                 w,
                 check,
-                Outcome::Warn,
+                CheckStatus::Warn,
                 format!("{name} exists, built by failover {id}, and does not serve the record"),
             )
             .fix(format!(
@@ -874,7 +884,7 @@ async fn dr_name(w: &WatchConfig, dr: &SdkCache, dr_endpoint: Option<&str>) -> F
             None => finding(
                 w,
                 check,
-                Outcome::Fail,
+                CheckStatus::Fail,
                 format!("{name} is taken by a cache valkey-dr did not build (no {FAILOVER_TAG} tag): a failover would stop at create"),
             )
             .fix("choose another [watch.dr] cache_name, or set adopt_existing = true to use that cache on purpose"),
@@ -894,7 +904,7 @@ async fn network(w: &WatchConfig, sdk: &SdkConfig) -> Vec<Finding> {
         finding(
             w,
             "dr_subnets",
-            Outcome::Ok,
+            CheckStatus::Ok,
             "none configured: AWS uses the default VPC's subnets".into(),
         )
     } else {
@@ -928,7 +938,7 @@ async fn network(w: &WatchConfig, sdk: &SdkConfig) -> Vec<Finding> {
                     finding(
                         w,
                         "dr_subnets",
-                        Outcome::Fail,
+                        CheckStatus::Fail,
                         format!(
                             "only {} of {} subnets exist in {region}",
                             out.subnets().len(),
@@ -940,7 +950,7 @@ async fn network(w: &WatchConfig, sdk: &SdkConfig) -> Vec<Finding> {
                     finding(
                         w,
                         "dr_subnets",
-                        Outcome::Fail,
+                        CheckStatus::Fail,
                         format!("{listed}: a serverless cache needs subnets in at least 2 availability zones"),
                     )
                     .fix("add a subnet in another availability zone to [watch.dr] subnet_ids")
@@ -948,16 +958,16 @@ async fn network(w: &WatchConfig, sdk: &SdkConfig) -> Vec<Finding> {
                     finding(
                         w,
                         "dr_subnets",
-                        Outcome::Fail,
+                        CheckStatus::Fail,
                         format!("{listed}: the subnets are in {} VPCs", vpcs.len()),
                     )
                     .fix("use subnets of one VPC")
                 } else {
-                    finding(w, "dr_subnets", Outcome::Ok, listed)
+                    finding(w, "dr_subnets", CheckStatus::Ok, listed)
                 }
             }
             Err(f) if f.code_is(&["InvalidSubnetID.NotFound", "InvalidSubnetID.Malformed"]) => {
-                finding(w, "dr_subnets", Outcome::Fail, f.error.to_string()).fix(format!(
+                finding(w, "dr_subnets", CheckStatus::Fail, f.error.to_string()).fix(format!(
                     "fix [watch.dr] subnet_ids: every subnet must exist in {region}"
                 ))
             }
@@ -968,7 +978,7 @@ async fn network(w: &WatchConfig, sdk: &SdkConfig) -> Vec<Finding> {
         finding(
             w,
             "dr_security_groups",
-            Outcome::Ok,
+            CheckStatus::Ok,
             "none configured: AWS uses the VPC's default security group".into(),
         )
     } else {
@@ -993,7 +1003,7 @@ async fn network(w: &WatchConfig, sdk: &SdkConfig) -> Vec<Finding> {
                     finding(
                         w,
                         "dr_security_groups",
-                        Outcome::Fail,
+                        CheckStatus::Fail,
                         format!(
                             "only {} of {} security groups exist in {region}",
                             out.security_groups().len(),
@@ -1005,7 +1015,7 @@ async fn network(w: &WatchConfig, sdk: &SdkConfig) -> Vec<Finding> {
                     finding(
                         w,
                         "dr_security_groups",
-                        Outcome::Fail,
+                        CheckStatus::Fail,
                         format!(
                             "{listed} are not in the subnets' VPC ({})",
                             vpcs.iter().cloned().collect::<Vec<_>>().join(", ")
@@ -1016,16 +1026,20 @@ async fn network(w: &WatchConfig, sdk: &SdkConfig) -> Vec<Finding> {
                     finding(
                         w,
                         "dr_security_groups",
-                        Outcome::Ok,
+                        CheckStatus::Ok,
                         format!("{listed} exist"),
                     )
                 }
             }
-            Err(f) if f.code_is(&["InvalidGroup.NotFound", "InvalidGroupId.Malformed"]) => {
-                finding(w, "dr_security_groups", Outcome::Fail, f.error.to_string()).fix(format!(
-                    "fix [watch.dr] security_group_ids: every group must exist in {region}"
-                ))
-            }
+            Err(f) if f.code_is(&["InvalidGroup.NotFound", "InvalidGroupId.Malformed"]) => finding(
+                w,
+                "dr_security_groups",
+                CheckStatus::Fail,
+                f.error.to_string(),
+            )
+            .fix(format!(
+                "fix [watch.dr] security_group_ids: every group must exist in {region}"
+            )),
             Err(f) => failed_call(w, "dr_security_groups", &f, false),
         }
     };
@@ -1038,7 +1052,7 @@ async fn kms_key(w: &WatchConfig, sdk: &SdkConfig) -> Finding {
         return finding(
             w,
             check,
-            Outcome::Ok,
+            CheckStatus::Ok,
             "none configured: AWS encrypts with its own key".into(),
         );
     };
@@ -1061,14 +1075,14 @@ async fn kms_key(w: &WatchConfig, sdk: &SdkConfig) -> Finding {
                         finding(
                             w,
                             check,
-                            Outcome::Ok,
+                            CheckStatus::Ok,
                             format!("{key} ({}) is enabled", m.arn().unwrap_or(m.key_id())),
                         )
                     } else {
                         finding(
                         w,
                         check,
-                        Outcome::Fail,
+                        CheckStatus::Fail,
                         format!("{key} ({}) is {state}: CreateServerlessCache cannot encrypt with it", m.arn().unwrap_or(m.key_id())),
                     )
                     .fix("enable the key (kms:EnableKey), or name another in [watch.dr] kms_key_id")
@@ -1077,13 +1091,13 @@ async fn kms_key(w: &WatchConfig, sdk: &SdkConfig) -> Finding {
                 None => finding(
                     w,
                     check,
-                    Outcome::Unknown,
+                    CheckStatus::Unknown,
                     format!("DescribeKey answered without KeyMetadata for {key}"),
                 ),
             }
         }
         Err(f) if f.code_is(&["NotFoundException"]) => {
-            finding(w, check, Outcome::Fail, f.error.to_string()).fix(format!(
+            finding(w, check, CheckStatus::Fail, f.error.to_string()).fix(format!(
                 "fix [watch.dr] kms_key_id: the key must exist in {}",
                 w.dr.region
             ))
@@ -1095,7 +1109,7 @@ async fn kms_key(w: &WatchConfig, sdk: &SdkConfig) -> Finding {
 async fn user_group(w: &WatchConfig, dr: &SdkCache) -> Finding {
     let check = "dr_user_group";
     let Some(group) = &w.dr.user_group_id else {
-        return finding(w, check, Outcome::Ok, "none configured".into());
+        return finding(w, check, CheckStatus::Ok, "none configured".into());
     };
     let answer = call(
         "elasticache:DescribeUserGroups",
@@ -1110,23 +1124,27 @@ async fn user_group(w: &WatchConfig, dr: &SdkCache) -> Finding {
     match answer {
         Ok(out) => match out.user_groups().first() {
             Some(g) if g.status() == Some("active") => {
-                finding(w, check, Outcome::Ok, format!("{group} is active"))
+                finding(w, check, CheckStatus::Ok, format!("{group} is active"))
             }
             Some(g) => finding(
                 w,
                 check,
-                Outcome::Warn,
+                CheckStatus::Warn,
                 format!("{group} is {}", g.status().unwrap_or("of unknown status")),
             ),
-            None => {
-                finding(w, check, Outcome::Fail, format!("{group} does not exist")).fix(format!(
-                    "create it in {}, or fix [watch.dr] user_group_id",
-                    w.dr.region
-                ))
-            }
+            None => finding(
+                w,
+                check,
+                CheckStatus::Fail,
+                format!("{group} does not exist"),
+            )
+            .fix(format!(
+                "create it in {}, or fix [watch.dr] user_group_id",
+                w.dr.region
+            )),
         },
         Err(f) if f.code_is(&["UserGroupNotFound", "UserGroupNotFoundFault"]) => {
-            finding(w, check, Outcome::Fail, f.error.to_string()).fix(format!(
+            finding(w, check, CheckStatus::Fail, f.error.to_string()).fix(format!(
                 "create it in {}, or fix [watch.dr] user_group_id",
                 w.dr.region
             ))
@@ -1141,7 +1159,7 @@ async fn snapshots(w: &WatchConfig, dr: &SdkCache) -> Finding {
         return finding(
             w,
             check,
-            Outcome::Ok,
+            CheckStatus::Ok,
             "none configured: the DR cache starts empty".into(),
         );
     }
@@ -1194,13 +1212,13 @@ async fn snapshots(w: &WatchConfig, dr: &SdkCache) -> Finding {
         }
     }
     if !missing.is_empty() {
-        finding(w, check, Outcome::Fail, missing.join("; "))
+        finding(w, check, CheckStatus::Fail, missing.join("; "))
             .fix("fix [watch.dr] snapshot_arns_to_restore: each must be an available snapshot in the DR region")
     } else if !unchecked.is_empty() {
         finding(
             w,
             check,
-            Outcome::Unknown,
+            CheckStatus::Unknown,
             format!(
                 "not checked (not serverless cache snapshots): {}",
                 unchecked.join(", ")
@@ -1210,7 +1228,7 @@ async fn snapshots(w: &WatchConfig, dr: &SdkCache) -> Finding {
         finding(
             w,
             check,
-            Outcome::Ok,
+            CheckStatus::Ok,
             format!("{} available", found.join(", ")),
         )
     }
@@ -1320,7 +1338,7 @@ async fn permissions(
         return finding(
             w,
             check,
-            Outcome::Unknown,
+            CheckStatus::Unknown,
             format!(
                 "{} is not a role or user whose policies IAM can simulate",
                 id.arn
@@ -1370,7 +1388,7 @@ async fn permissions(
         let out = match answer {
             Ok(out) => out,
             Err(f) if f.denied() => {
-                return finding(w, check, Outcome::Unknown, f.error.to_string()).fix(format!(
+                return finding(w, check, CheckStatus::Unknown, f.error.to_string()).fix(format!(
                     "allow iam:SimulatePrincipalPolicy on {principal} so that preflight can check every permission a failover needs"
                 ));
             }
@@ -1378,7 +1396,7 @@ async fn permissions(
                 return finding(
                     w,
                     check,
-                    Outcome::Unknown,
+                    CheckStatus::Unknown,
                     format!(
                         "IAM does not know {principal} (a role with a path?): {}",
                         f.error
@@ -1414,14 +1432,14 @@ async fn permissions(
         finding(
             w,
             check,
-            Outcome::Ok,
+            CheckStatus::Ok,
             format!("{principal} may make all {asked} calls of `valkey-dr iam-policy`"),
         )
     } else {
         finding(
             w,
             check,
-            Outcome::Fail,
+            CheckStatus::Fail,
             format!("{principal} is denied: {}", denied.join("; ")),
         )
         .fix("attach the policy `valkey-dr iam-policy` prints to the agent's role")
@@ -1451,7 +1469,7 @@ async fn drift(
             };
             return DRIFT
                 .iter()
-                .map(|c| finding(w, c, Outcome::Unknown, format!("not compared: {why}")))
+                .map(|c| finding(w, c, CheckStatus::Unknown, format!("not compared: {why}")))
                 .collect();
         }
     };
@@ -1459,12 +1477,12 @@ async fn drift(
     let fix = "make [watch.dr] match the primary, or the primary match the plan";
     let compare = |check: &'static str, what: &str, live: String, planned: String| {
         if live == planned {
-            finding(w, check, Outcome::Ok, format!("{what}: {live} on both"))
+            finding(w, check, CheckStatus::Ok, format!("{what}: {live} on both"))
         } else {
             finding(
                 w,
                 check,
-                Outcome::Warn,
+                CheckStatus::Warn,
                 format!("{what}: the primary has {live}, the DR spec {planned}"),
             )
             .fix(fix)
@@ -1652,23 +1670,28 @@ mod tests {
             found: String::new(),
             fix: None,
         };
-        let report = |rs: &[Outcome]| Report {
+        let report = |rs: &[CheckStatus]| Report {
             checked_at: SystemTime::UNIX_EPOCH,
             findings: rs.iter().map(|r| f(*r)).collect(),
         };
-        assert_eq!(report(&[Outcome::Ok]).status(), Status::Ok);
+        assert_eq!(report(&[CheckStatus::Ok]).status(), Status::Ok);
         assert_eq!(
-            report(&[Outcome::Ok, Outcome::Warn]).status(),
+            report(&[CheckStatus::Ok, CheckStatus::Warn]).status(),
             Status::Warning
         );
         assert_eq!(
-            report(&[Outcome::Warn, Outcome::Unknown]).status(),
+            report(&[CheckStatus::Warn, CheckStatus::Unknown]).status(),
             Status::Unknown
         );
         assert_eq!(
-            report(&[Outcome::Unknown, Outcome::Fail, Outcome::Warn]).status(),
+            report(&[CheckStatus::Unknown, CheckStatus::Fail, CheckStatus::Warn]).status(),
             Status::Critical
         );
-        assert_eq!(report(&[Outcome::Fail, Outcome::Ok]).failing("w").len(), 1);
+        assert_eq!(
+            report(&[CheckStatus::Fail, CheckStatus::Ok])
+                .failing("w")
+                .len(),
+            1
+        );
     }
 }

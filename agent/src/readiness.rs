@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::event::{Event, EventName};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::preflight::{self, Outcome, Report};
+use crate::preflight::{self, CheckStatus, Report};
 
 /// What `/status` shows before the first pass has finished.
 pub fn pending() -> Value {
@@ -66,7 +66,7 @@ pub async fn run(
             let m = memory.entry(w.name.clone()).or_default();
             let reminder = w.policy.reminder_interval;
             for f in report.findings.iter().filter(|f| f.watch == w.name) {
-                metrics.set_ready(&w.name, f.check, f.result != Outcome::Fail);
+                metrics.set_ready(&w.name, f.check, f.result != CheckStatus::Fail);
             }
             let failing: Vec<String> = report
                 .failing(&w.name)
@@ -219,8 +219,8 @@ fn status_json(report: &Report) -> Value {
         "status": report.status().as_str(),
         "watches": watches.iter().map(|(name, checks)| json!({
             "name": name,
-            "ready": checks.iter().all(|f| f.result != Outcome::Fail),
-            "failing": checks.iter().filter(|f| f.result == Outcome::Fail).map(|f| f.check).collect::<Vec<_>>(),
+            "ready": checks.iter().all(|f| f.result != CheckStatus::Fail),
+            "failing": checks.iter().filter(|f| f.result == CheckStatus::Fail).map(|f| f.check).collect::<Vec<_>>(),
             "checks": checks.iter().map(|f| json!({
                 "check": f.check,
                 "result": f.result,
@@ -258,9 +258,9 @@ mod tests {
                     watch: "s".into(),
                     check: c,
                     result: if failing.contains(c) {
-                        Outcome::Fail
+                        CheckStatus::Fail
                     } else {
-                        Outcome::Ok
+                        CheckStatus::Ok
                     },
                     found: format!("{c} found"),
                     fix: failing.contains(c).then(|| format!("fix {c}")),

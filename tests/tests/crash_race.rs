@@ -22,7 +22,7 @@ use support::{
     watch_status,
 };
 use tokio::sync::Semaphore;
-use valkey_dr::executor::{Journal, Outcome, Phase, Step};
+use valkey_dr::executor::{FailoverOutcome, Journal, Phase, Step};
 use valkey_dr_lab::RECORD;
 use valkey_dr_lab::config::DR_CACHE;
 use valkey_dr_probes::same_name;
@@ -170,7 +170,7 @@ fn journal(state_dir: &Path) -> Result<Journal, String> {
         .ok_or_else(|| format!("no journal in {}", state_dir.display()))
 }
 
-fn steps(entries: &[valkey_dr::executor::Entry]) -> Vec<(Step, Phase)> {
+fn steps(entries: &[valkey_dr::executor::JournalEntry]) -> Vec<(Step, Phase)> {
     entries.iter().map(|e| (e.step, e.phase)).collect()
 }
 
@@ -274,7 +274,7 @@ async fn crash_trial(step: Step, phase: Phase) -> Result<String, String> {
     // The journal shows the resume: the crashed run's entries unchanged, then what was left.
     let after = journal(&state_dir)?;
     ensure!(
-        after.runs == 2 && after.outcome == Some(Outcome::Completed),
+        after.runs == 2 && after.outcome == Some(FailoverOutcome::Completed),
         "final journal: runs {} outcome {:?}, expected 2 and completed",
         after.runs,
         after.outcome
@@ -454,7 +454,7 @@ async fn race_trial(trial: usize) -> Result<String, String> {
         let changed_record = switched.as_deref().is_some_and(|d| d.contains('→'));
         if changed_record {
             ensure!(
-                own.len() == 1 && j.outcome == Some(Outcome::Completed),
+                own.len() == 1 && j.outcome == Some(FailoverOutcome::Completed),
                 "agent {i} changed the record but reported {names:?}, outcome {:?}",
                 j.outcome
             );
@@ -464,7 +464,7 @@ async fn race_trial(trial: usize) -> Result<String, String> {
             ensure!(
                 own.is_empty()
                     && completed.len() == 1
-                    && matches!(j.outcome, Some(Outcome::StoodDown { .. })),
+                    && matches!(j.outcome, Some(FailoverOutcome::StoodDown { .. })),
                 "agent {i} stood down, then reported {names:?}, outcome {:?}",
                 j.outcome
             );
@@ -472,7 +472,7 @@ async fn race_trial(trial: usize) -> Result<String, String> {
         } else {
             ensure!(
                 own.len() == 1
-                    && j.outcome == Some(Outcome::Completed)
+                    && j.outcome == Some(FailoverOutcome::Completed)
                     && switched
                         .as_deref()
                         .is_some_and(|d| d.contains("already points at")),
@@ -554,7 +554,7 @@ async fn a_crash_right_after_the_intent_is_saved_still_fails_over() {
         .unwrap_or_else(|e| panic!("{e}\n{}", second.log_text()));
     let done = journal(&state_dir).unwrap();
     assert_eq!(done.plan.failover_id, begun.plan.failover_id);
-    assert_eq!(done.outcome, Some(Outcome::Completed));
+    assert_eq!(done.outcome, Some(FailoverOutcome::Completed));
     drop(second);
     t.lab.shutdown().await;
 }

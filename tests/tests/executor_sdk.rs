@@ -20,7 +20,9 @@ use valkey_dr::executor::api::{
     ApiError, CacheApi, CacheInfo, CacheSpec, CacheStatus, Change, ChangeStatus, DnsApi, RecordSet,
 };
 use valkey_dr::executor::sdk::{SdkCache, SdkDns};
-use valkey_dr::executor::{Entry, Executor, FAILOVER_TAG, Journal, LeaseClock, Limits, Verifier};
+use valkey_dr::executor::{
+    Executor, ExecutorLimits, FAILOVER_TAG, Journal, JournalEntry, LeaseClock, Verifier,
+};
 use valkey_dr_lab::config::{DR_CACHE, DR_REGION, HOSTED_ZONE_ID};
 use valkey_dr_lab::{AwsService, Call, Fault, Lab, LabOptions, RECORD, SPARE_CACHE};
 use valkey_dr_probes::{PathKind, ProbeSpec, Prober, ResolverSettings};
@@ -616,7 +618,7 @@ async fn the_executor_fails_over_through_the_sdk() {
     // As the daemon builds them: one SdkConfig per region, the SDK's retries on.
     let cache = SdkCache::new(&sdk(&t.lab, DR_REGION, RetryConfig::standard()).await);
     let dns = SdkDns::new(&sdk(&t.lab, "us-east-1", RetryConfig::standard()).await);
-    let progress = |_: &Journal, e: &Entry| {
+    let progress = |_: &Journal, e: &JournalEntry| {
         eprintln!("{:?} {:?} {}", e.step, e.phase, e.detail);
     };
     let executor = Executor {
@@ -624,7 +626,7 @@ async fn the_executor_fails_over_through_the_sdk() {
         dns: &dns,
         verify: &verifier,
         path: t.dir.path().join("failover.json"),
-        limits: Limits {
+        limits: ExecutorLimits {
             attempts: 5,
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(500),

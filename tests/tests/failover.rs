@@ -21,7 +21,7 @@ use support::{
 };
 use valkey_dr::executor::api::RecordSet;
 use valkey_dr::executor::sdk::SdkDns;
-use valkey_dr::executor::{Journal, Outcome, Step};
+use valkey_dr::executor::{FailoverOutcome, Journal, Step};
 use valkey_dr_lab::config::{DR_CACHE, DR_REGION, HOSTED_ZONE_ID};
 use valkey_dr_lab::{AwsService, Call, Fault, PRIMARY_CACHE, PRIMARY_REGION, RECORD, SPARE_CACHE};
 use valkey_dr_probes::same_name;
@@ -441,7 +441,7 @@ async fn a_region_outage_fails_over_once_and_the_record_serves_from_the_dr_cache
     let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
         .expect("the journal parses")
         .expect("a journal");
-    assert_eq!(journal.outcome, Some(Outcome::Completed));
+    assert_eq!(journal.outcome, Some(FailoverOutcome::Completed));
     assert!(journal.complete());
     assert_eq!(journal.runs, 1);
 
@@ -621,7 +621,7 @@ async fn assert_failed_before_the_swap(s: &Setup, agent: &Agent, end: &Value, st
         .expect("the journal parses")
         .expect("a journal");
     assert!(
-        matches!(&journal.outcome, Some(Outcome::Failed { step: failed, .. }) if failed.as_str() == step),
+        matches!(&journal.outcome, Some(FailoverOutcome::Failed { step: failed, .. }) if failed.as_str() == step),
         "{:?}",
         journal.outcome
     );
@@ -722,7 +722,7 @@ async fn a_record_changed_during_the_failover_is_not_overwritten() {
     assert!(
         matches!(
             journal.outcome,
-            Some(Outcome::Failed {
+            Some(FailoverOutcome::Failed {
                 step: Step::SwitchDns,
                 ..
             })
@@ -1025,7 +1025,7 @@ async fn an_interrupted_failover_is_not_resumed_onto_a_healthy_primary() {
         .unwrap()
         .unwrap();
     assert!(
-        matches!(journal.outcome, Some(Outcome::Aborted { .. })),
+        matches!(journal.outcome, Some(FailoverOutcome::Aborted { .. })),
         "{journal:#?}"
     );
     assert!(journal.lease.is_none(), "the lease was given back");
@@ -1062,7 +1062,10 @@ async fn abort_ends_an_unfinished_failover_and_deletes_only_its_own_cache() {
     let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
         .unwrap()
         .unwrap();
-    assert!(matches!(journal.outcome, Some(Outcome::Aborted { .. })));
+    assert!(matches!(
+        journal.outcome,
+        Some(FailoverOutcome::Aborted { .. })
+    ));
     assert!(journal.lease.is_none());
 
     // Nothing is left to abort.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use support::{
     Agent, TestLab, Webhook, cname_changes, creates, region_outage, run_bounded_within, wait_until,
 };
-use valkey_dr::executor::{Outcome, Step};
+use valkey_dr::executor::{FailoverOutcome, Step};
 use valkey_dr_lab::config::{DR_CACHE, HOSTED_ZONE_ID};
 use valkey_dr_lab::{PRIMARY_CACHE, RECORD};
 use valkey_dr_probes::same_name;
@@ -308,7 +308,7 @@ async fn a_closed_switch_dns_gate_holds_a_verified_cache_through_kill_9_and_swit
     let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
         .unwrap()
         .unwrap();
-    assert_eq!(journal.outcome, Some(Outcome::Completed));
+    assert_eq!(journal.outcome, Some(FailoverOutcome::Completed));
     assert_eq!(journal.holds[0].how.as_deref(), Some("opened"));
     assert!(journal.held().is_none());
     assert!(
@@ -513,7 +513,10 @@ async fn prepare_mode_abort_with_delete_dr_leaves_no_dr_cache_and_the_record_unt
     let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
         .unwrap()
         .unwrap();
-    assert!(matches!(journal.outcome, Some(Outcome::Aborted { .. })));
+    assert!(matches!(
+        journal.outcome,
+        Some(FailoverOutcome::Aborted { .. })
+    ));
     assert_eq!(journal.holds[0].how.as_deref(), Some("aborted"));
     // Nothing is held any more: the reminders stop.
     let held = s.hook.count("failover_held");

@@ -24,7 +24,7 @@ use valkey_dr_probes::{Connections, PathKind, ProbeSpec, Prober, ResolverSetting
 use crate::admin::{self, AdminState, AdminToken, ControlAction, ControlRequest, Health};
 use crate::config::{Config, WatchConfig};
 use crate::event::{Event, EventName};
-use crate::executor::{Entry, FailoverError, HoldNews, Journal, Phase, Step};
+use crate::executor::{FailoverError, HoldNews, Journal, JournalEntry, Phase, Step};
 use crate::failover::{FailbackReport, Runner};
 use crate::layout;
 use crate::metrics::Metrics;
@@ -603,7 +603,7 @@ async fn dispatch_control(
 /// What a running failover or failback tells its watch task.
 enum OpMsg {
     /// A journal entry was written (its event has left already).
-    Step(Entry),
+    Step(JournalEntry),
     /// The failover ended.
     FailoverDone(Box<Result<Journal, (Journal, FailoverError)>>),
     /// A failback step finished.
@@ -646,7 +646,7 @@ impl StepEvents {
     }
 
     /// After each step that finished.
-    fn step(&self, e: &Entry) {
+    fn step(&self, e: &JournalEntry) {
         if e.phase == Phase::Done {
             self.send(
                 vec![format!("{}: {}", e.step.as_str(), e.detail)],

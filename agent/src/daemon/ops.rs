@@ -11,7 +11,9 @@ use valkey_dr_probes::Observation;
 
 use crate::event::EventName;
 use crate::executor::api::{CacheApi as _, CacheStatus};
-use crate::executor::{Approval, Entry, FailoverError, HoldNews, Journal, Outcome, Step};
+use crate::executor::{
+    Approval, FailoverError, FailoverOutcome, HoldNews, Journal, JournalEntry, Step,
+};
 use crate::failover::{self, Runner, Start};
 use crate::plan;
 
@@ -43,8 +45,8 @@ impl WatchTask {
         let Some(journal) = journal else { return };
         self.last_failover = Some(journal_summary(&journal));
         // It stood down for another agent before the restart: keep following that failover.
-        self.following =
-            !self.state.served_by_dr && matches!(journal.outcome, Some(Outcome::StoodDown { .. }));
+        self.following = !self.state.served_by_dr
+            && matches!(journal.outcome, Some(FailoverOutcome::StoodDown { .. }));
         if journal.unfinished() {
             if self.shutdown.is_cancelled() {
                 return;
@@ -245,7 +247,7 @@ impl WatchTask {
                 .command_line(&format!("abort --watch {} --yes --delete-dr", self.name)),
         };
         let task = tokio::spawn(async move {
-            let progress = |_: &Journal, e: &Entry| {
+            let progress = |_: &Journal, e: &JournalEntry| {
                 steps.step(e);
                 let _ = tx.send(OpMsg::Step(e.clone()));
             };
@@ -476,7 +478,7 @@ impl WatchTask {
             Some(e) => {
                 self.metrics.failover_result(&self.name, "failed");
                 let step = match &journal.outcome {
-                    Some(Outcome::Failed { step, .. }) => step.as_str(),
+                    Some(FailoverOutcome::Failed { step, .. }) => step.as_str(),
                     _ => journal.current_step().map_or("unknown", Step::as_str),
                 };
                 let reason = format!("failover failed at {step}: {e}");

@@ -173,8 +173,8 @@ impl Verifier for Fake {
     }
 }
 
-fn limits() -> Limits {
-    Limits {
+fn limits() -> DrillLimits {
+    DrillLimits {
         create_attempts: 3,
         backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(2),

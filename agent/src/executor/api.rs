@@ -70,7 +70,7 @@ pub struct CreateRequest {
     pub daily_snapshot_time: Option<String>,
     /// Caps on storage and compute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cache_usage_limits: Option<UsageLimits>,
+    pub cache_usage_limits: Option<CacheUsageLimits>,
     /// Every tag of the new cache, valkey-dr's own (the failover or drill id) among them.
     #[serde(default)]
     pub tags: Vec<Tag>,
@@ -78,7 +78,7 @@ pub struct CreateRequest {
 
 /// `CacheUsageLimits`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct UsageLimits {
+pub struct CacheUsageLimits {
     /// `DataStorage`: a maximum in GB.
     #[serde(
         rename = "DataStorage",

@@ -191,7 +191,7 @@ pub enum Phase {
 
 /// One journal line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Entry {
+pub struct JournalEntry {
     /// The step.
     pub step: Step,
     /// Before, after, or failed.
@@ -216,13 +216,13 @@ pub struct Journal {
     /// The Route 53 change of the swap, once made.
     pub change_id: Option<String>,
     /// Every step transition, in order. A restart that resumes appends to it.
-    pub entries: Vec<Entry>,
+    pub entries: Vec<JournalEntry>,
     /// How many times the executor (re)started on this journal.
     pub runs: u32,
     /// How the failover ended; `None` while it runs or after a crash, which a restart then
     /// resumes.
     #[serde(default)]
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<FailoverOutcome>,
     /// Every time the failover was held before a step, in order; the last one has no `ended`
     /// while it holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -357,7 +357,7 @@ pub enum HoldNews {
 /// How a failover ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
-pub enum Outcome {
+pub enum FailoverOutcome {
     /// Every step finished: the DR cache serves the record.
     Completed,
     /// Another agent holds the lease (or finished first); this one did nothing more.
@@ -428,7 +428,7 @@ impl Journal {
     /// The DR endpoint `(host without trailing dot, port)` once the failover completed: the
     /// cache that serves the watch after it.
     pub fn completed_endpoint(&self) -> Option<(String, u16)> {
-        if self.outcome != Some(Outcome::Completed) {
+        if self.outcome != Some(FailoverOutcome::Completed) {
             return None;
         }
         self.endpoint
@@ -563,7 +563,7 @@ pub trait Verifier: Send + Sync {
 
 /// Bounds on the executor's own loops.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub struct ExecutorLimits {
     /// Attempts per call for transient API errors.
     pub attempts: u32,
     /// First retry delay; doubled each time up to `max_backoff`.
@@ -583,8 +583,8 @@ pub struct Limits {
     pub alert_every: Duration,
 }
 
-impl Limits {
-    /// Polls every [`Limits::poll`], without backing off: the executor is on the outage's
+impl ExecutorLimits {
+    /// Polls every [`ExecutorLimits::poll`], without backing off: the executor is on the outage's
     /// clock, and a cheap Describe twice a second costs nothing next to a slower failover.
     fn polling(&self) -> wait::Polling {
         wait::Polling {
@@ -594,7 +594,7 @@ impl Limits {
         }
     }
 
-    /// Exponential backoff from [`Limits::backoff`] to [`Limits::max_backoff`]: `attempts`
+    /// Exponential backoff from [`ExecutorLimits::backoff`] to [`ExecutorLimits::max_backoff`]: `attempts`
     /// calls in all, or without end for `None`.
     fn backoff(&self, attempts: Option<u32>) -> ExponentialBuilder {
         let builder = ExponentialBuilder::default()
@@ -607,9 +607,9 @@ impl Limits {
     }
 }
 
-impl Default for Limits {
+impl Default for ExecutorLimits {
     fn default() -> Self {
-        Limits {
+        ExecutorLimits {
             attempts: 8,
             backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
@@ -632,11 +632,11 @@ pub struct Executor<'a, C, D, V> {
     /// The journal file.
     pub path: PathBuf,
     /// Loop bounds.
-    pub limits: Limits,
+    pub limits: ExecutorLimits,
     /// Called after every journal write, for `failover_step` events and logs.
-    pub progress: &'a (dyn Fn(&Journal, &Entry) + Send + Sync),
+    pub progress: &'a (dyn Fn(&Journal, &JournalEntry) + Send + Sync),
     /// Called when a step keeps retrying (at the first retry, then every
-    /// [`Limits::alert_every`]), so a long Route 53 outage is never silent.
+    /// [`ExecutorLimits::alert_every`]), so a long Route 53 outage is never silent.
     pub alert: &'a (dyn Fn(Step, &str) + Send + Sync),
     /// When this run took or renewed the lease, on the monotonic clock.
     pub lease_clock: LeaseClock,
@@ -679,13 +679,13 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             }
             if let Err(e) = self.hold_before(&mut journal, step).await {
                 journal.outcome = Some(match &e {
-                    FailoverError::GateAborted { .. } => Outcome::Aborted {
+                    FailoverError::GateAborted { .. } => FailoverOutcome::Aborted {
                         reason: e.to_string(),
                     },
-                    FailoverError::StoodDown { holder } => Outcome::StoodDown {
+                    FailoverError::StoodDown { holder } => FailoverOutcome::StoodDown {
                         reason: holder.clone(),
                     },
-                    other => Outcome::Failed {
+                    other => FailoverOutcome::Failed {
                         step,
                         error: other.to_string(),
                     },
@@ -715,10 +715,10 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                     // failover that stopped for good (a foreign record, a failed build, a
                     // held lease): people decide what happens next.
                     journal.outcome = Some(match &e {
-                        FailoverError::StoodDown { holder } => Outcome::StoodDown {
+                        FailoverError::StoodDown { holder } => FailoverOutcome::StoodDown {
                             reason: holder.clone(),
                         },
-                        other => Outcome::Failed {
+                        other => FailoverOutcome::Failed {
                             step,
                             error: other.to_string(),
                         },
@@ -737,7 +737,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 }
             }
         }
-        journal.outcome = Some(Outcome::Completed);
+        journal.outcome = Some(FailoverOutcome::Completed);
         if let Err(e) = self.save(&journal) {
             return Err((journal, e));
         }
@@ -810,7 +810,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 }
             });
         }
-        journal.outcome = Some(Outcome::Aborted {
+        journal.outcome = Some(FailoverOutcome::Aborted {
             reason: reason.to_owned(),
         });
         if let Some(hold) = journal.holds.last_mut().filter(|h| h.ended.is_none()) {
@@ -986,7 +986,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         phase: Phase,
         detail: String,
     ) -> Result<(), FailoverError> {
-        let entry = Entry {
+        let entry = JournalEntry {
             step,
             phase,
             at: SystemTime::now(),
@@ -1067,7 +1067,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
     }
 
     /// Retries `call` on transient errors with bounded exponential backoff: at most
-    /// [`Limits::attempts`] for ElastiCache, and without end for Route 53 (see
+    /// [`ExecutorLimits::attempts`] for ElastiCache, and without end for Route 53 (see
     /// [`Self::retry_route53`]).
     async fn retry<T, F, Fut>(&self, step: Step, call: F) -> Result<T, FailoverError>
     where
@@ -1080,7 +1080,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
 
     /// Route 53's control plane is served from us-east-1, which may be the region that
     /// failed: a transient Route 53 error is retried until it passes, with an alert at the
-    /// first retry and every [`Limits::alert_every`] after, never given up on quietly. Only
+    /// first retry and every [`ExecutorLimits::alert_every`] after, never given up on quietly. Only
     /// a shutdown stops it, and the journal then resumes the step on the next start.
     async fn retry_route53<T, F, Fut>(&self, step: Step, call: F) -> Result<T, FailoverError>
     where

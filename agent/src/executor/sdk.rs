@@ -20,14 +20,15 @@ use aws_sdk_elasticache::config::http::HttpResponse;
 use aws_sdk_elasticache::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_elasticache::operation::RequestId;
 use aws_sdk_elasticache::types::{
-    CacheUsageLimits, DataStorage, DataStorageUnit, EcpuPerSecond, ServerlessCache, Tag,
+    CacheUsageLimits as SdkCacheUsageLimits, DataStorage, DataStorageUnit, EcpuPerSecond,
+    ServerlessCache, Tag,
 };
 use aws_sdk_route53::operation::change_resource_record_sets::ChangeResourceRecordSetsError;
 use aws_sdk_route53::types as r53;
 
 use super::api::{
-    ApiError, CacheApi, CacheInfo, CacheSpec, CacheStatus, Change, ChangeStatus, DnsApi, RecordSet,
-    UsageLimits,
+    ApiError, CacheApi, CacheInfo, CacheSpec, CacheStatus, CacheUsageLimits, Change, ChangeStatus,
+    DnsApi, RecordSet,
 };
 
 /// How long one attempt of a call may take when the `SdkConfig` sets no bound of its own.
@@ -306,12 +307,12 @@ fn cache_info(cache: &ServerlessCache, name: &str) -> CacheInfo {
 }
 
 /// The SDK's usage limits for ours: `DataStorage` is always in GB, the only unit the API has.
-fn sdk_usage_limits(limits: &UsageLimits) -> Option<CacheUsageLimits> {
+fn sdk_usage_limits(limits: &CacheUsageLimits) -> Option<SdkCacheUsageLimits> {
     if limits.data_storage.is_none() && limits.ecpu_per_second.is_none() {
         return None;
     }
     Some(
-        CacheUsageLimits::builder()
+        SdkCacheUsageLimits::builder()
             .set_data_storage(limits.data_storage.as_ref().map(|l| {
                 DataStorage::builder()
                     .maximum(l.maximum)
@@ -944,7 +945,7 @@ mod tests {
 
     #[test]
     fn usage_limits_become_the_sdks_with_gb() {
-        let both = sdk_usage_limits(&UsageLimits {
+        let both = sdk_usage_limits(&CacheUsageLimits {
             data_storage: Some(Limit {
                 maximum: 10,
                 unit: Some("GB".into()),
@@ -961,7 +962,7 @@ mod tests {
             Some(&DataStorageUnit::Gb)
         );
         assert_eq!(both.ecpu_per_second().unwrap().maximum(), Some(5000));
-        let none = UsageLimits {
+        let none = CacheUsageLimits {
             data_storage: None,
             ecpu_per_second: None,
         };

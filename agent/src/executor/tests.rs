@@ -305,8 +305,8 @@ fn plan(lease: bool) -> Plan {
     }
 }
 
-fn limits() -> Limits {
-    Limits {
+fn limits() -> ExecutorLimits {
+    ExecutorLimits {
         attempts: 5,
         backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(5),
@@ -332,7 +332,7 @@ async fn run_with(
     journal: Journal,
     holding: Option<&Holding<'_>>,
 ) -> Result<Journal, (Journal, FailoverError)> {
-    let progress = |_: &Journal, _: &Entry| {};
+    let progress = |_: &Journal, _: &JournalEntry| {};
     Executor {
         cache: fake,
         dns: fake,
@@ -537,7 +537,10 @@ async fn a_provision_gate_that_times_out_with_abort_builds_nothing() {
         matches!(e, FailoverError::GateAborted { ref gate, step: Step::Provision, .. } if gate == "change-freeze"),
         "{e}"
     );
-    assert!(matches!(journal.outcome, Some(Outcome::Aborted { .. })));
+    assert!(matches!(
+        journal.outcome,
+        Some(FailoverOutcome::Aborted { .. })
+    ));
     let c = fake.cloud();
     assert_eq!((c.creates, c.cname_changes), (0, 0));
     assert!(
@@ -787,7 +790,7 @@ async fn an_unreadable_lease_is_taken_over_with_an_alert() {
     );
     let alerts = Mutex::new(Vec::new());
     let alert = |step: Step, text: &str| alerts.lock().unwrap().push((step, text.to_owned()));
-    let progress = |_: &Journal, _: &Entry| {};
+    let progress = |_: &Journal, _: &JournalEntry| {};
     let journal = Executor {
         cache: &fake,
         dns: &fake,
@@ -889,7 +892,10 @@ async fn a_late_agent_finds_another_agents_finished_failover_and_stands_down() {
         matches!(&err, FailoverError::StoodDown { holder } if holder.contains("fo-1")),
         "{err}"
     );
-    assert!(matches!(journal.outcome, Some(Outcome::StoodDown { .. })));
+    assert!(matches!(
+        journal.outcome,
+        Some(FailoverOutcome::StoodDown { .. })
+    ));
     assert_eq!(fake.cloud().creates, 1, "never a second create");
     assert_eq!(fake.cloud().cname_changes, 1, "never a second flip");
     assert!(
@@ -926,7 +932,7 @@ async fn a_cache_that_stays_missing_fails_the_wait_and_leaves_the_record() {
     fake.cloud().invisible_for = u32::MAX;
     let mut l = limits();
     l.not_found_grace = Duration::from_millis(30);
-    let progress = |_: &Journal, _: &Entry| {};
+    let progress = |_: &Journal, _: &JournalEntry| {};
     let (journal, err) = Executor {
         cache: &fake,
         dns: &fake,
@@ -944,7 +950,7 @@ async fn a_cache_that_stays_missing_fails_the_wait_and_leaves_the_record() {
     assert!(err.to_string().contains("no longer exists"), "{err}");
     assert!(matches!(
         journal.outcome,
-        Some(Outcome::Failed {
+        Some(FailoverOutcome::Failed {
             step: Step::WaitAvailable,
             ..
         })
