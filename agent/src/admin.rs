@@ -1,5 +1,6 @@
-//! The admin server: `/metrics`, `/healthz`, `/status`, and `POST /pause` / `POST /resume`,
-//! plus the small client the `valkey-dr pause|resume` commands use to reach it.
+//! The admin server: `/metrics`, `/healthz`, `/status`, `/vote`, and the `POST` controls
+//! (`/pause`, `/resume`, `/failover`, `/failback`, `/abort`, `/approve`). What it accepts and
+//! answers is the [`crate::control`] layer's; the client is there too.
 //!
 //! The server runs on its own task and only reads shared state (the
 //! [`Metrics`](crate::metrics::Metrics), [`Health`], the status channel), so it keeps
@@ -20,8 +21,6 @@
 //! the agent's file descriptors, which its probes need.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -31,11 +30,13 @@ use axum::extract::State as AxumState;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::control::status::{
+    ControlAnswer, ErrorAnswer, ReadinessStatus, StatusDocument, VoteAnswer,
+};
+use crate::control::{AdminToken, ControlAction, ControlRequest};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -62,95 +63,6 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_millis(1500);
 /// so 32 is far above any honest use, and far below the descriptors the probes need.
 pub const MAX_CONNECTIONS: usize = 32;
 
-/// The owner's credential for the control endpoints: 32 random bytes in hex, made anew at
-/// every start and written (mode 0600) to [`crate::layout::token_file`] once the admin server listens.
-///
-/// A new one at every start means a token copied out of the file stops working at the next
-/// restart; nothing else needs it to last, as the CLI reads the file at every call.
-#[derive(Clone, PartialEq, Eq)]
-pub struct AdminToken(Arc<str>);
-
-impl std::fmt::Debug for AdminToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AdminToken(<redacted>)")
-    }
-}
-
-impl AdminToken {
-    /// A fresh token from the kernel's random source.
-    pub fn generate() -> std::io::Result<Self> {
-        use std::io::Read as _;
-        let mut bytes = [0u8; 32];
-        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-        let mut hex = String::with_capacity(64);
-        for b in bytes {
-            // Writing to a String cannot fail.
-            let _ = write!(hex, "{b:02x}");
-        }
-        Ok(AdminToken(hex.into()))
-    }
-
-    /// The token of the agent running with this `state_dir`, as the CLI reads it. The error
-    /// says what to do: start the agent, or run as its user.
-    pub fn load(state_dir: &std::path::Path) -> Result<Self, String> {
-        let file = crate::layout::token_file(state_dir);
-        match std::fs::read_to_string(&file) {
-            Ok(text) if is_token(text.trim()) => Ok(AdminToken(text.trim().into())),
-            Ok(_) => Err(format!(
-                "{} does not hold an admin token: restart `valkey-dr run` to write a new one",
-                file.display()
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Err(format!(
-                "cannot read the admin token {}: permission denied; only the agent's owner \
-                 may drive it, so run this command as the agent's user (or root)",
-                file.display()
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-                "no admin token at {}: is `valkey-dr run` running with this config (and its \
-                 admin server listening)?",
-                file.display()
-            )),
-            Err(e) => Err(format!(
-                "cannot read the admin token {}: {e}",
-                file.display()
-            )),
-        }
-    }
-
-    /// A token that several agents share (the peers' `peer_token`), as configured.
-    pub fn shared(token: &str) -> Self {
-        AdminToken(token.into())
-    }
-
-    /// The `Authorization` header value.
-    fn bearer(&self) -> String {
-        format!("Bearer {}", self.0)
-    }
-
-    /// Whether an `Authorization` header carries this token. The comparison takes the same
-    /// time wherever the first difference is, so timing tells a guesser nothing.
-    fn admits(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(presented) = authorization.and_then(|h| h.strip_prefix(b"Bearer ")) else {
-            return false;
-        };
-        let expected = self.0.as_bytes();
-        presented.len() == expected.len()
-            && presented
-                .iter()
-                .zip(expected)
-                .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                == 0
-    }
-
-    /// The file's contents.
-    pub fn as_file_text(&self) -> String {
-        format!("{}\n", self.0)
-    }
-}
-
-fn is_token(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
-}
 
 /// The content type of OpenMetrics text, which `prometheus-client` writes (`# EOF` included).
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -232,102 +144,6 @@ impl Health {
     }
 }
 
-/// What an operator asks the loop to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ControlAction {
-    /// Stop acting on watches (they are still probed and still alert).
-    Pause {
-        /// Why, as the operator said it.
-        reason: Option<String>,
-        /// When the pause ends by itself.
-        until: Option<SystemTime>,
-    },
-    /// Act on watches again.
-    Resume,
-    /// Start a failover now, through the same executor as an automatic one.
-    Failover,
-    /// End an unfinished failover on purpose; with `delete_dr`, delete the DR cache it built
-    /// (only while the record does not point at it).
-    Abort {
-        /// Delete the DR cache this failover built.
-        delete_dr: bool,
-    },
-    /// Let a held failover go on past its hold (prepare mode's approval, or closed gates).
-    Approve {
-        /// Who approves, as the CLI names the person (`user@host`).
-        by: String,
-    },
-    /// Point the record back at the primary once it passes `rise` rounds; with `delete_dr`,
-    /// delete the DR cache afterwards.
-    Failback {
-        /// Delete the DR cache once the record points at the primary again.
-        delete_dr: bool,
-    },
-}
-
-impl ControlAction {
-    /// The name used in the URL path and in logs.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ControlAction::Pause { .. } => "pause",
-            ControlAction::Resume => "resume",
-            ControlAction::Failover => "failover",
-            ControlAction::Failback { .. } => "failback",
-            ControlAction::Abort { .. } => "abort",
-            ControlAction::Approve { .. } => "approve",
-        }
-    }
-
-    /// The path and query of the admin request for this action, for [`request`] with
-    /// `POST`: `/pause`, or `/pause?watch=NAME` with the name percent-encoded.
-    pub fn request_path(&self, watch: Option<&str>) -> String {
-        let mut params = Vec::new();
-        if let Some(watch) = watch {
-            params.push(format!("watch={}", percent_encode(watch)));
-        }
-        match self {
-            ControlAction::Failback { delete_dr: true }
-            | ControlAction::Abort { delete_dr: true } => {
-                params.push("delete_dr=true".to_owned());
-            }
-            ControlAction::Approve { by } => {
-                params.push(format!("by={}", percent_encode(by)));
-            }
-            ControlAction::Pause { reason, until } => {
-                if let Some(reason) = reason {
-                    params.push(format!("reason={}", percent_encode(reason)));
-                }
-                if let Some(until) = until {
-                    let secs = until
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_secs();
-                    params.push(format!("until={secs}"));
-                }
-            }
-            _ => {}
-        }
-        let mut path = format!("/{}", self.as_str());
-        if !params.is_empty() {
-            path.push('?');
-            path.push_str(&params.join("&"));
-        }
-        path
-    }
-}
-
-/// A pause or resume, handed from the admin server to the daemon loop, which owns the watch
-/// states and applies it between rounds.
-#[derive(Debug)]
-pub struct ControlRequest {
-    /// What to do.
-    pub action: ControlAction,
-    /// Which watch; `None` means every watch.
-    pub watch: Option<String>,
-    /// The loop's answer: a JSON summary for the operator, or why it refused (an unknown
-    /// watch). Dropping it unanswered makes the server answer `503`.
-    pub reply: oneshot::Sender<Result<Value, String>>,
-}
 
 /// What the admin server reads. Everything is shared with the loop and cheap to clone.
 #[derive(Debug, Clone)]
@@ -338,9 +154,9 @@ pub struct AdminState {
     pub health: Arc<Health>,
     /// The loop publishes a fresh status after every round; `/status` serves the latest
     /// without waiting for the loop.
-    pub status: watch::Receiver<Value>,
+    pub status: watch::Receiver<StatusDocument>,
     /// The readiness task's latest pass, added to `/status` as `readiness` when asked.
-    pub readiness: watch::Receiver<Value>,
+    pub readiness: watch::Receiver<ReadinessStatus>,
     /// Where pause/resume requests go.
     pub control: mpsc::Sender<ControlRequest>,
     /// What a control request must present.
@@ -354,9 +170,9 @@ pub struct AdminState {
     pub approvals: Arc<BTreeMap<String, Arc<crate::executor::Approvals>>>,
 }
 
-/// The server's bounds; [`Limits::default`] in the daemon, shorter in tests.
+/// The server's bounds; [`ServerLimits::default`] in the daemon, shorter in tests.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct ServerLimits {
     /// [`CONTROL_TIMEOUT`].
     pub control_timeout: Duration,
     /// [`HEADER_TIMEOUT`].
@@ -367,9 +183,9 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-impl Default for Limits {
+impl Default for ServerLimits {
     fn default() -> Self {
-        Limits {
+        ServerLimits {
             control_timeout: CONTROL_TIMEOUT,
             header_timeout: HEADER_TIMEOUT,
             connection_lifetime: CONNECTION_LIFETIME,
@@ -385,14 +201,14 @@ pub async fn serve(
     state: AdminState,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve_with(listener, state, shutdown, Limits::default()).await
+    serve_with(listener, state, shutdown, ServerLimits::default()).await
 }
 
 async fn serve_with(
     listener: tokio::net::TcpListener,
     state: AdminState,
     shutdown: CancellationToken,
-    limits: Limits,
+    limits: ServerLimits,
 ) -> std::io::Result<()> {
     let app = router(state, limits.control_timeout);
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
@@ -671,8 +487,8 @@ async fn healthz(AxumState(shared): AxumState<Shared>) -> Response {
 
 async fn status(AxumState(shared): AxumState<Shared>) -> Response {
     let mut latest = shared.admin.status.borrow().clone();
-    latest["readiness"] = shared.admin.readiness.borrow().clone();
-    axum::Json(latest).into_response()
+    latest.readiness = Some(shared.admin.readiness.borrow().clone());
+    sorted_json(latest).into_response()
 }
 
 /// A peer asks for this agent's vote on one watch (see [`crate::peers`]).
@@ -682,15 +498,14 @@ async fn vote(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
         Ok(None) => return error_json(StatusCode::BAD_REQUEST, "`watch` is required".to_owned()),
         Err(reason) => return error_json(StatusCode::BAD_REQUEST, reason),
     };
-    let status = shared.admin.status.borrow().clone();
-    let agent_id = status["agent"]["id"].as_str().unwrap_or_default();
-    let found = status["watches"]
-        .as_array()
-        .and_then(|ws| ws.iter().find(|w| w["name"] == watch.as_str()));
-    match found {
-        Some(w) => {
-            axum::Json(crate::peers::vote_json(agent_id, w, SystemTime::now())).into_response()
-        }
+    let answer = {
+        let status = shared.admin.status.borrow();
+        status
+            .watch(&watch)
+            .map(|w| VoteAnswer::of(&status.agent.id, w, SystemTime::now()))
+    };
+    match answer {
+        Some(answer) => sorted_json(answer).into_response(),
         None => error_json(
             StatusCode::NOT_FOUND,
             format!("no watch named {watch:?} here"),
@@ -769,19 +584,18 @@ async fn relay_to_peers(
     watch: Option<String>,
 ) -> Response {
     let path = action.request_path(watch.as_deref());
-    let (status, mut answer) = control(shared, action, watch).await;
-    let agent_id = shared.admin.status.borrow()["agent"]["id"].clone();
-    if status == StatusCode::OK && agent_id.is_string() {
-        // Names this agent, so that a relay that reaches it through a shared name skips it.
-        answer["agent_id"] = agent_id;
-    }
-    if status == StatusCode::OK
-        && caller == Caller::Owner
+    let mut answer = match control(shared, action, watch).await {
+        Ok(answer) => answer,
+        Err(refused) => return refused,
+    };
+    // Names this agent, so that a relay that reaches it through a shared name skips it.
+    answer.agent_id = Some(shared.admin.status.borrow().agent.id.clone());
+    if caller == Caller::Owner
         && let Some(peers) = &shared.admin.peers
     {
-        answer["peers"] = Value::Array(peers.relay("POST", &path).await);
+        answer.peers = Some(peers.relay("POST", &path).await);
     }
-    (status, axum::Json(answer)).into_response()
+    (StatusCode::OK, sorted_json(answer)).into_response()
 }
 
 async fn failover(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
@@ -835,12 +649,10 @@ async fn approve(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
             format!("no watch named {watch:?}; valid: {names:?}"),
         );
     };
-    let answer = crate::daemon::approve(&watch, approvals, by.to_owned()).await;
-    (
-        StatusCode::OK,
-        axum::Json(json!({ "watches": { watch: answer } })),
-    )
-        .into_response()
+    let answer = approvals.approve(&watch, by.to_owned()).await;
+    let mut answers = ControlAnswer::default();
+    answers.watches.insert(watch, answer.into());
+    (StatusCode::OK, sorted_json(answers)).into_response()
 }
 
 /// `delete_dr=true` is the one parameter besides `watch`, and only for failback and abort.
@@ -869,8 +681,10 @@ async fn with_delete_dr(
             );
         }
     };
-    let (status, answer) = control(shared, action(delete_dr), params.get("watch").cloned()).await;
-    (status, axum::Json(answer)).into_response()
+    match control(shared, action(delete_dr), params.get("watch").cloned()).await {
+        Ok(answer) => (StatusCode::OK, sorted_json(answer)).into_response(),
+        Err(refused) => refused,
+    }
 }
 
 async fn not_found() -> Response {
@@ -882,12 +696,13 @@ async fn not_found() -> Response {
 }
 
 /// Hands a control request to the loop and relays its answer, waiting at most
-/// `control_timeout` for both a place in the queue and the answer.
+/// `control_timeout` for both a place in the queue and the answer; the error response
+/// when there is none.
 async fn control(
     shared: &Shared,
     action: ControlAction,
     watch: Option<String>,
-) -> (StatusCode, Value) {
+) -> Result<ControlAnswer, Response> {
     let (reply, answer) = oneshot::channel();
     let name = action.as_str();
     let request = ControlRequest {
@@ -899,33 +714,42 @@ async fn control(
         shared.admin.control.send(request).await.ok()?;
         answer.await.ok()
     };
-    let error = |reason: String| json!({ "error": reason });
     match tokio::time::timeout(shared.control_timeout, exchange).await {
         Ok(Some(Ok(summary))) => {
             tracing::info!(action = name, watch = ?watch, "control request applied");
-            (StatusCode::OK, summary)
+            Ok(summary)
         }
-        Ok(Some(Err(reason))) => (StatusCode::NOT_FOUND, error(reason)),
-        Ok(None) => (
+        Ok(Some(Err(reason))) => Err(error_json(StatusCode::NOT_FOUND, reason)),
+        Ok(None) => Err(error_json(
             StatusCode::SERVICE_UNAVAILABLE,
-            error(
-                "the daemon loop is not running (shutting down?); check the agent's logs"
-                    .to_owned(),
-            ),
-        ),
-        Err(_) => (
+            "the daemon loop is not running (shutting down?); check the agent's logs".to_owned(),
+        )),
+        Err(_) => Err(error_json(
             StatusCode::GATEWAY_TIMEOUT,
-            error(format!(
+            format!(
                 "the daemon loop did not answer within {}; it may be busy with a failover: \
                  check /status and retry",
                 humantime::format_duration(shared.control_timeout)
-            )),
-        ),
+            ),
+        )),
+    }
+}
+
+/// A JSON body with its object keys sorted, as the documents have always been written
+/// (see [`crate::control::status`]).
+fn sorted_json(value: impl serde::Serialize) -> Response {
+    match serde_json::to_value(value) {
+        Ok(value) => axum::Json(value).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot write the answer: {e}\n"),
+        )
+            .into_response(),
     }
 }
 
 fn error_json(status: StatusCode, reason: String) -> Response {
-    (status, axum::Json(json!({ "error": reason }))).into_response()
+    (status, sorted_json(ErrorAnswer { error: reason })).into_response()
 }
 
 /// The parameters of a control request, percent-decoded. Any parameter not in `allowed` is
@@ -965,20 +789,6 @@ fn watch_param(query: Option<&str>) -> Result<Option<String>, String> {
     Ok(query_params(query, &["watch"])?.remove("watch"))
 }
 
-/// `value` percent-encoded for a query string: every byte but the unreserved ones.
-pub fn percent_encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
-
 /// Decodes `%XX` escapes and `+` (a space, as forms send it).
 fn percent_decode(s: &str) -> Result<String, String> {
     let mut bytes = Vec::with_capacity(s.len());
@@ -1000,141 +810,4 @@ fn percent_decode(s: &str) -> Result<String, String> {
         }
     }
     String::from_utf8(bytes).map_err(|_| format!("{s:?} does not decode to UTF-8"))
-}
-
-/// Why the CLI could not talk to a running agent. Each message names the address and what to
-/// check; the source (if any) is printed after it by `{:#}`.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminClientError {
-    /// The method or path could not form a request (a bug in the caller).
-    #[error("invalid admin request `{method} {path_and_query}`")]
-    InvalidRequest {
-        /// The method as given.
-        method: String,
-        /// The path and query as given.
-        path_and_query: String,
-        /// What was wrong with them.
-        #[source]
-        source: hyper::http::Error,
-    },
-    /// Nothing accepted the connection.
-    #[error(
-        "cannot connect to the agent's admin server at {admin}: is `valkey-dr run` running \
-         with admin_listen = \"{admin}\"?"
-    )]
-    Connect {
-        /// The admin address tried.
-        admin: SocketAddr,
-        /// The connect failure (usually "connection refused").
-        #[source]
-        source: std::io::Error,
-    },
-    /// The connection opened but the HTTP exchange failed.
-    #[error(
-        "the HTTP exchange with {admin} failed: is admin_listen = \"{admin}\" the address of \
-         `valkey-dr run`, and not another program?"
-    )]
-    Http {
-        /// The admin address tried.
-        admin: SocketAddr,
-        /// What hyper saw.
-        #[source]
-        source: hyper::Error,
-    },
-    /// The answer was larger than the client reads (or broke off mid-body).
-    #[error(
-        "the answer from {admin} was cut off or larger than {limit} bytes: is admin_listen = \"{admin}\" the address of `valkey-dr run`, and not another program?"
-    )]
-    TooLarge {
-        /// The admin address tried.
-        admin: SocketAddr,
-        /// The most bytes read.
-        limit: usize,
-    },
-    /// No full answer arrived in time.
-    #[error(
-        "the agent's admin server at {admin} did not answer within {}: is `valkey-dr run` \
-         with admin_listen = \"{admin}\" overloaded or stopped (SIGSTOP)? check its logs",
-        humantime::format_duration(*.timeout)
-    )]
-    Timeout {
-        /// The admin address tried.
-        admin: SocketAddr,
-        /// The bound that expired.
-        timeout: Duration,
-    },
-}
-
-/// The most bytes of an answer the admin client reads: `/status` for hundreds of watches is
-/// well under it, and a peer (or a program that is not an agent) cannot make the caller hold
-/// more.
-pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
-
-/// One HTTP/1.1 request to a running agent's admin server, for the CLI: the status code and
-/// the body. A control request needs the owner's `token`. Connecting, sending and reading
-/// the whole body are bounded together by `timeout`. One connection per request: the CLI
-/// sends one and exits.
-pub async fn request(
-    admin: SocketAddr,
-    method: &str,
-    path_and_query: &str,
-    token: Option<&AdminToken>,
-    timeout: Duration,
-) -> Result<(u16, String), AdminClientError> {
-    let mut req = hyper::Request::builder()
-        .method(method)
-        .uri(path_and_query)
-        .header(header::HOST, admin.to_string());
-    if let Some(token) = token {
-        req = req.header(header::AUTHORIZATION, token.bearer());
-    }
-    let req =
-        req.body(Empty::<Bytes>::new())
-            .map_err(|source| AdminClientError::InvalidRequest {
-                method: method.to_owned(),
-                path_and_query: path_and_query.to_owned(),
-                source,
-            })?;
-    tokio::time::timeout(timeout, exchange(admin, req))
-        .await
-        .map_err(|_| AdminClientError::Timeout { admin, timeout })?
-}
-
-async fn exchange(
-    admin: SocketAddr,
-    req: hyper::Request<Empty<Bytes>>,
-) -> Result<(u16, String), AdminClientError> {
-    let http = |source| AdminClientError::Http { admin, source };
-    let stream = tokio::net::TcpStream::connect(admin)
-        .await
-        .map_err(|source| AdminClientError::Connect { admin, source })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(http)?;
-    let response = async {
-        let response = sender.send_request(req).await.map_err(http)?;
-        let status = response.status().as_u16();
-        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
-            .collect()
-            .await
-            .map_err(|_| AdminClientError::TooLarge {
-                admin,
-                limit: MAX_ANSWER_BYTES,
-            })?;
-        Ok((
-            status,
-            String::from_utf8_lossy(&body.to_bytes()).into_owned(),
-        ))
-    };
-    // Drive the connection here rather than on a spawned task, so that nothing outlives the
-    // call when the timeout drops it.
-    let mut response = std::pin::pin!(response);
-    tokio::select! {
-        biased;
-        result = &mut response => result,
-        ended = conn => {
-            ended.map_err(http)?;
-            response.await
-        }
-    }
 }

@@ -6,6 +6,7 @@
 //! dns and the direct path fail. UNKNOWN (exit 3) is for when no round could run at all.
 
 use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -16,7 +17,7 @@ use valkey_dr_probes::{
 };
 
 use crate::config::Config;
-use crate::layout::active_dr_endpoint;
+use crate::failover::active_dr_endpoint;
 use crate::spec::{SpecError, dr_spec, probe_specs};
 
 /// A Nagios status.
@@ -195,34 +196,80 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// One path's result in the stable JSON form (README.md).
-pub fn path_json(p: &PathResult) -> Value {
-    let steps: serde_json::Map<String, Value> = p
-        .steps
-        .iter()
-        .map(|s| (s.step.as_str().to_owned(), json!(ms(s.duration))))
-        .collect();
-    json!({
-        "path": p.path.as_str(),
-        "ok": p.ok(),
-        "error_kind": p.error.as_ref().map(|e| e.kind.as_str()),
-        "error": p.error.as_ref().map(|e| e.to_string()),
-        "latency_ms": ms(p.latency),
-        "target": p.target,
-        "address": p.address.map(|a| a.to_string()),
-        "ttl_s": p.ttl.map(|t| t.as_secs()),
-        "connection": p.connection.as_str(),
-        "steps_ms": steps,
-    })
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PathReport {
+    /// The address connected to.
+    pub address: Option<String>,
+    /// Which connection the probe used.
+    pub connection: String,
+    /// The failure, in words.
+    pub error: Option<String>,
+    /// The failure's kind.
+    pub error_kind: Option<String>,
+    /// The whole path's time.
+    pub latency_ms: f64,
+    /// Whether every step passed.
+    pub ok: bool,
+    /// `dns`, `direct`, `reader`.
+    pub path: String,
+    /// Each step's time.
+    pub steps_ms: BTreeMap<String, f64>,
+    /// The CNAME target the dns path resolved.
+    pub target: Option<String>,
+    /// The TTL the dns path saw.
+    pub ttl_s: Option<u64>,
+}
+
+impl PathReport {
+    /// The report of `p`.
+    pub fn of(p: &PathResult) -> Self {
+        PathReport {
+            address: p.address.map(|a| a.to_string()),
+            connection: p.connection.as_str().to_owned(),
+            error: p.error.as_ref().map(|e| e.to_string()),
+            error_kind: p.error.as_ref().map(|e| e.kind.as_str().to_owned()),
+            latency_ms: ms(p.latency),
+            ok: p.ok(),
+            path: p.path.as_str().to_owned(),
+            steps_ms: p
+                .steps
+                .iter()
+                .map(|s| (s.step.as_str().to_owned(), ms(s.duration)))
+                .collect(),
+            target: p.target.clone(),
+            ttl_s: p.ttl.map(|t| t.as_secs()),
+        }
+    }
 }
 
 /// A whole round in the stable JSON form: when, what was expected, and every path.
-pub fn observation_json(o: &Observation) -> Value {
-    json!({
-        "at": humantime::format_rfc3339_millis(o.started_at).to_string(),
-        "expected_target": o.expected_target,
-        "drift_target": o.drift(),
-        "paths": o.paths.iter().map(path_json).collect::<Vec<_>>(),
-    })
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ObservationReport {
+    /// When the round started (RFC 3339, milliseconds).
+    pub at: String,
+    /// Where the record points when it is not where expected.
+    pub drift_target: Option<String>,
+    /// Where the record should point.
+    pub expected_target: String,
+    /// Every path.
+    pub paths: Vec<PathReport>,
+}
+
+impl ObservationReport {
+    /// The report of `o`.
+    pub fn of(o: &Observation) -> Self {
+        ObservationReport {
+            at: crate::text::rfc3339_millis(o.started_at),
+            drift_target: o.drift().map(str::to_owned),
+            expected_target: o.expected_target.clone(),
+            paths: o.paths.iter().map(PathReport::of).collect(),
+        }
+    }
+
+    /// As an event carries it (the notification's wire document).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
 }
 
 /// The stable JSON form (documented in README.md).
@@ -239,7 +286,7 @@ pub fn to_json(report: &CheckReport) -> Value {
                 "drift": w.drift.is_some(),
                 "drift_target": w.drift,
                 "notes": w.notes,
-                "paths": w.observation.paths.iter().map(path_json).collect::<Vec<_>>(),
+                "paths": w.observation.paths.iter().map(PathReport::of).collect::<Vec<_>>(),
             })
         })
         .collect();
@@ -392,7 +439,7 @@ pub fn to_text(report: &CheckReport) -> String {
     }
     let mut out = nagios_line(report);
     out.push('\n');
-    for line in crate::commands::aligned(&rows) {
+    for line in crate::text::aligned(&rows) {
         let _ = writeln!(out, "{line}");
     }
     for w in &report.watches {

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::admin::ControlAction;
+use crate::commands::{self, render};
+use crate::control::{AgentError, ControlAction};
+use crate::text::chain;
 use crate::check::{self, Status};
 use crate::config::{self, Config, LogFormat, ProcessEnv};
 
@@ -342,26 +344,8 @@ pub async fn run(cli: Cli) -> i32 {
             watch,
             yes,
             delete_dr,
-        } => {
-            init_logging(LogFormat::Text, "warn");
-            let Some(config) = load(&cli.config) else {
-                return 2;
-            };
-            let Some(w) = one_watch(&config, watch.as_deref()) else {
-                return 2;
-            };
-            crate::commands::abort(&config, w, yes, delete_dr).await
-        }
-        Command::Approve { watch, yes } => {
-            init_logging(LogFormat::Text, "warn");
-            let Some(config) = load(&cli.config) else {
-                return 2;
-            };
-            let Some(w) = one_watch(&config, watch.as_deref()) else {
-                return 2;
-            };
-            crate::commands::approve(&config, w, yes).await
-        }
+        } => run_abort(&cli.config, watch.as_deref(), yes, delete_dr).await,
+        Command::Approve { watch, yes } => run_approve(&cli.config, watch.as_deref(), yes).await,
         Command::Status { watch, output } => {
             run_status(&cli.config, watch.as_deref(), output).await
         }
@@ -444,7 +428,7 @@ fn run_history(path: &std::path::Path, only: Option<&str>, limit: usize, output:
     let mut entries = match crate::history::read(&config.agent.state_dir, &names) {
         Ok(entries) => entries,
         Err(e) => {
-            eprintln!("error: {:#}", anyhow::Error::from(e));
+            eprintln!("error: {}", chain(&e));
             return 1;
         }
     };
@@ -550,7 +534,7 @@ fn run_drill_history(path: &std::path::Path, only: Option<&str>, output: Output)
         match crate::drill::history(&config.agent.state_dir, &w.name) {
             Ok(drills) => all.push((w.name.clone(), drills)),
             Err(e) => {
-                eprintln!("error: {:#}", anyhow::Error::from(e));
+                eprintln!("error: {}", chain(&e));
                 return 1;
             }
         }
@@ -607,9 +591,61 @@ fn selected<'c>(
 
 /// The watch a one-watch command acts on; prints why there is none (exit code 2).
 fn one_watch<'c>(config: &'c Config, only: Option<&str>) -> Option<&'c crate::config::WatchConfig> {
-    crate::commands::one_watch(config, only)
-        .map_err(|e| eprintln!("error: {e}"))
+    commands::one_watch(config, only)
+        .map_err(|e| eprintln!("error: {}", chain(&e)))
         .ok()
+}
+
+/// Asks on a terminal; refuses without `--yes` anywhere else. Prints why it refused; the
+/// exit code then.
+fn confirm(question: &str, yes: bool) -> Result<(), i32> {
+    use std::io::{BufRead as _, IsTerminal as _};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        eprintln!("error: refusing without --yes: stdin is not a terminal, so nobody can confirm");
+        return Err(2);
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES") {
+        Ok(())
+    } else {
+        eprintln!("error: not confirmed; nothing changed");
+        Err(1)
+    }
+}
+
+/// Prints a command's progress as it comes.
+fn print_progress(p: commands::Progress) {
+    match commands::progress_line(&p, std::time::SystemTime::now()) {
+        (commands::Stream::Out, line) => println!("{line}"),
+        (commands::Stream::Err, line) => eprintln!("{line}"),
+    }
+}
+
+/// Prints why a command did nothing; its exit code.
+fn command_failed(e: &commands::CommandError) -> i32 {
+    eprintln!("error: {}", chain(e));
+    e.exit_code()
+}
+
+/// Prints a failover's or failback's end; its exit code.
+fn print_op(ended: Result<commands::Ended<commands::OpReport>, commands::CommandError>) -> i32 {
+    match ended {
+        Ok(ended) => {
+            let (out, error) = render::op_report(&ended.report);
+            print!("{out}");
+            if let Some(error) = error {
+                eprintln!("{error}");
+            }
+            ended.code
+        }
+        Err(e) => command_failed(&e),
+    }
 }
 
 async fn run_failover(path: &std::path::Path, only: Option<&str>, yes: bool, dry_run: bool) -> i32 {
@@ -622,7 +658,10 @@ async fn run_failover(path: &std::path::Path, only: Option<&str>, yes: bool, dry
         eprintln!("dry run: nothing is changed; these are the calls a failover would make now");
         return run_plan(path, Some(&w.name), Output::Text).await;
     }
-    crate::commands::failover(&config, w, yes).await
+    if let Err(code) = confirm(&commands::failover::question(w), yes) {
+        return code;
+    }
+    print_op(commands::failover::failover(&config, w, &print_progress).await)
 }
 
 async fn run_failback(
@@ -636,7 +675,50 @@ async fn run_failback(
     let Some(w) = one_watch(&config, only) else {
         return 2;
     };
-    crate::commands::failback(&config, w, yes, delete_dr).await
+    if let Err(code) = confirm(&commands::failback::question(w, delete_dr), yes) {
+        return code;
+    }
+    print_op(commands::failback::failback(&config, w, delete_dr, &print_progress).await)
+}
+
+async fn run_abort(path: &std::path::Path, only: Option<&str>, yes: bool, delete_dr: bool) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    let Some(w) = one_watch(&config, only) else {
+        return 2;
+    };
+    if let Err(code) = confirm(&commands::failover::abort_question(w, delete_dr), yes) {
+        return code;
+    }
+    match commands::failover::abort(&config, w, delete_dr, &print_progress).await {
+        Ok(ended) => {
+            let (out, error) = render::abort_report(&ended.report);
+            print!("{out}");
+            if let Some(error) = error {
+                eprintln!("{error}");
+            }
+            ended.code
+        }
+        Err(e) => command_failed(&e),
+    }
+}
+
+async fn run_approve(path: &std::path::Path, only: Option<&str>, yes: bool) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    let Some(w) = one_watch(&config, only) else {
+        return 2;
+    };
+    if let Err(code) = confirm(&commands::failover::approve_question(w), yes) {
+        return code;
+    }
+    match commands::failover::approve(&config, w).await {
+        Ok(ended) => {
+            print!("{}", render::approved_text(&ended.report));
+            ended.code
+        }
+        Err(e) => command_failed(&e),
+    }
 }
 
 async fn run_status(path: &std::path::Path, only: Option<&str>, output: Output) -> i32 {
@@ -646,10 +728,10 @@ async fn run_status(path: &std::path::Path, only: Option<&str>, output: Output) 
         eprintln!("error: {e}");
         return 2;
     }
-    let (code, report) = crate::commands::status(&config, only).await;
+    let (code, report) = commands::status::status(&config, only).await;
     match output {
-        Output::Text => print!("{}", crate::commands::status_text(&report)),
-        Output::Json => println!("{report:#}"),
+        Output::Text => print!("{}", render::status_text(&report)),
+        Output::Json => print!("{}", render::status_json(&report)),
     }
     code
 }
@@ -672,7 +754,7 @@ async fn run_daemon(path: &std::path::Path) -> i32 {
         Ok(config) => config,
         Err(e) => {
             init_logging(LogFormat::Text, "info");
-            tracing::error!("invalid config: {:#}", anyhow::Error::from(e));
+            tracing::error!("invalid config: {}", chain(&e));
             return 2;
         }
     };
@@ -705,7 +787,7 @@ async fn run_daemon(path: &std::path::Path) -> i32 {
                 result = &mut daemon => break Err(result),
                 Some(()) = hangup.recv() => match Config::load(path, &ProcessEnv) {
                     Err(e) => {
-                        let reason = format!("{:#}", anyhow::Error::from(e));
+                        let reason = chain(&e);
                         tracing::error!(
                             "SIGHUP: {} is not valid, so nothing changed: {reason}",
                             path.display()
@@ -726,7 +808,7 @@ async fn run_daemon(path: &std::path::Path) -> i32 {
                 tracing::info!("SIGHUP: {} is valid; reloading", path.display());
                 generation.cancel();
                 if let Err(e) = daemon.await {
-                    tracing::error!("{:#}", anyhow::Error::from(e));
+                    tracing::error!("{}", chain(&e));
                 }
                 for w in &new.warnings {
                     tracing::warn!("{w}");
@@ -744,7 +826,7 @@ async fn run_daemon(path: &std::path::Path) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            tracing::error!("{:#}", anyhow::Error::from(e));
+            tracing::error!("{}", chain(&e));
             1
         }
     }
@@ -770,91 +852,25 @@ fn stop_signals(
 async fn run_control(path: &std::path::Path, action: ControlAction, watch: Option<&str>) -> i32 {
     init_logging(LogFormat::Text, "warn");
     let Some(config) = load(path) else { return 2 };
-    let address = match crate::layout::admin_address(&config) {
-        Ok(address) => address,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return 1;
-        }
-    };
-    let Some(token) = crate::commands::owner_token(&config) else {
-        return 1;
-    };
-    match crate::admin::request(
-        address,
-        "POST",
-        &action.request_path(watch),
-        Some(&token),
-        std::time::Duration::from_secs(10),
-    )
-    .await
-    {
-        Ok((200, body)) => {
-            print!("{}", control_text(&body));
-            let peer_missed = serde_json::from_str::<serde_json::Value>(&body)
-                .ok()
-                .and_then(|v| v["peers"].as_array().cloned())
-                .is_some_and(|peers| {
-                    peers
-                        .iter()
-                        .any(|p| p["ok"] != serde_json::Value::Bool(true))
-                });
-            if peer_missed {
+    match commands::control::control(&config, &action, watch).await {
+        Ok(ended) => {
+            print!("{}", render::control_text(&ended.report));
+            if ended.code != 0 {
                 eprintln!(
                     "error: applied here, but not on every peer (above): run it on those agents, or again once they answer"
                 );
-                1
-            } else {
-                0
             }
+            ended.code
         }
-        Ok((status, body)) => {
+        Err(commands::CommandError::Agent(AgentError::Refused { status, body })) => {
             eprintln!(
                 "error: the agent refused {} (HTTP {status}): {body}",
                 action.as_str()
             );
             1
         }
-        Err(e) => {
-            eprintln!("error: {:#}", anyhow::Error::from(e));
-            1
-        }
+        Err(e) => command_failed(&e),
     }
-}
-
-/// A pause or resume answer for people: each watch's state and pause, then each peer's
-/// answer when the pause was relayed.
-fn control_text(body: &str) -> String {
-    use crate::commands::plain;
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
-        return format!("{body}\n");
-    };
-    let mut out = String::new();
-    for (name, w) in v["watches"].as_object().into_iter().flatten() {
-        if let Some(e) = w["error"].as_str() {
-            out.push_str(&format!("{name}: error: {e}\n"));
-            continue;
-        }
-        let detail = crate::commands::pause_text(&w["pause"])
-            .map(|p| format!(" {p}"))
-            .unwrap_or_default();
-        out.push_str(&format!("{name}: {}{detail}\n", plain(&w["state"])));
-    }
-    for peer in v["peers"].as_array().into_iter().flatten() {
-        let who = plain(&peer["peer"]);
-        if peer["ok"] == serde_json::Value::Bool(true) {
-            out.push_str(&format!(
-                "peer {who} ({}): done\n",
-                plain(&peer["agent_id"])
-            ));
-        } else {
-            out.push_str(&format!(
-                "peer {who}: NOT done: {}\n",
-                plain(&peer["error"])
-            ));
-        }
-    }
-    out
 }
 
 /// Loads the config, logging its warnings; prints the error and returns `None` when invalid.
@@ -867,7 +883,7 @@ fn load(path: &std::path::Path) -> Option<Config> {
             Some(config)
         }
         Err(e) => {
-            eprintln!("error: invalid config: {:#}", anyhow::Error::from(e));
+            eprintln!("error: invalid config: {}", chain(&e));
             None
         }
     }
@@ -906,7 +922,7 @@ async fn run_check(path: &std::path::Path, watch: Option<&str>, output: Output) 
     };
     let config = match Config::load(path, &ProcessEnv) {
         Ok(config) => config,
-        Err(e) => return say_unknown(format!("invalid config: {:#}", anyhow::Error::from(e))),
+        Err(e) => return say_unknown(format!("invalid config: {}", chain(&e))),
     };
     for w in &config.warnings {
         tracing::warn!("{w}");
@@ -918,8 +934,8 @@ async fn run_check(path: &std::path::Path, watch: Option<&str>, output: Output) 
         Ok(report) => report,
         Err(e) => {
             return say_unknown(format!(
-                "no probe round could run: {:#}",
-                anyhow::Error::from(e)
+                "no probe round could run: {}",
+                chain(&e)
             ));
         }
     };
@@ -968,7 +984,7 @@ async fn run_drill(path: &std::path::Path, only: Option<&str>, keep: bool, outpu
         Ok(finished) => finished,
         Err(e) => {
             let code = e.exit_code();
-            eprintln!("error: drill not started: {:#}", anyhow::Error::from(e));
+            eprintln!("error: drill not started: {}", chain(&e));
             return code;
         }
     };
@@ -977,8 +993,8 @@ async fn run_drill(path: &std::path::Path, only: Option<&str>, keep: bool, outpu
         Ok(path) => Some(path),
         Err(e) => {
             eprintln!(
-                "error: the drill report could not be saved: {:#}",
-                anyhow::Error::from(e)
+                "error: the drill report could not be saved: {}",
+                chain(&e)
             );
             None
         }

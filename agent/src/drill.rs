@@ -112,9 +112,7 @@ pub fn cache_spec(w: &WatchConfig, name: &str, id: &str) -> CacheSpec {
 
 /// Where the report of drill `id` of `watch` goes.
 pub fn report_path(state_dir: &Path, watch: &str, id: &str) -> PathBuf {
-    state_dir
-        .join("drills")
-        .join(format!("drill-{watch}-{id}.json"))
+    crate::layout::drill_report(state_dir, watch, id)
 }
 
 /// How a step ended.
@@ -759,7 +757,7 @@ pub const SLOW_FACTOR: u64 = 2;
 /// baseline of the ones before it. Files that are not drill reports are skipped with a
 /// warning; a missing directory is no drill.
 pub fn history(state_dir: &Path, watch: &str) -> Result<Vec<PastDrill>, StoreError> {
-    let dir = state_dir.join("drills");
+    let dir = crate::layout::drills(state_dir);
     let entries = match std::fs::read_dir(&dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -13,20 +13,30 @@ use crate::config::{Config, WatchConfig};
 use crate::executor::sdk::{SdkCache, SdkDns};
 use crate::executor::verify::ProbeVerifier;
 use crate::executor::{
-    Approvals, Executor, ExecutorLimits, FailoverError, HoldNews, Holding, Journal, JournalEntry,
+    Approvals, Executor, ExecutorLimits, FailoverError, FailoverOutcome, HoldNews, Holding,
+    Journal, JournalEntry,
     Kind, LeaseClock, Phase, Plan, Step,
 };
 use crate::gate::Gates;
-use crate::{aws, plan, store};
-
-/// The journal of a watch's current (or last) failover.
-pub fn journal_path(state_dir: &Path, watch: &str) -> PathBuf {
-    state_dir.join(format!("failover-{watch}.json"))
-}
+use crate::{aws, layout, plan, store};
 
 /// Reads a watch's journal, if there is one.
 pub fn load_journal(state_dir: &Path, watch: &str) -> Result<Option<Journal>, store::StoreError> {
-    store::read_json(&journal_path(state_dir, watch))
+    store::read_json(&layout::failover_journal(state_dir, watch))
+}
+
+/// The DR endpoint serving `watch`, when the agent's saved state says the DR cache serves it
+/// and the last failover journal completed. Anything unreadable means "the primary".
+pub fn active_dr_endpoint(config: &Config, watch: &str) -> Option<(String, u16)> {
+    let state_dir = &config.agent.state_dir;
+    let state = store::read_json::<valkey_dr_policies::WatchState>(&layout::state_file(
+        state_dir, watch,
+    ))
+    .ok()??;
+    if !state.served_by_dr {
+        return None;
+    }
+    load_journal(state_dir, watch).ok()??.completed_endpoint()
 }
 
 /// A failover id: UTC time to the second, the agent, and a few random bits, so that agents
@@ -75,6 +85,9 @@ pub struct Runner {
     verifier: ProbeVerifier,
     /// Real-traffic checks of the primary, for failback.
     primary_verifier: ProbeVerifier,
+    /// The probes, and the watch's probe of the configured primary, for a failback's rounds.
+    prober: Arc<Prober>,
+    primary: ProbeSpec,
     /// The watch's probe aimed at the DR cache: what the agent probes once it serves.
     dr_spec: ProbeSpec,
     /// The primary's port, where a failback points the record back.
@@ -110,14 +123,13 @@ impl Runner {
             dns,
             verifier: ProbeVerifier::new(prober.clone(), dr_spec.clone(), w.ttl),
             primary_port: spec.port,
-            primary_verifier: ProbeVerifier::new(prober, spec, w.ttl),
+            primary_verifier: ProbeVerifier::new(prober.clone(), spec.clone(), w.ttl),
+            prober,
+            primary: spec,
             dr_spec,
             base: plan::executor_plan(config, w, plan::PLANNED_ID),
-            failback_journal: config
-                .agent
-                .state_dir
-                .join(format!("failback-{}.json", w.name)),
-            journal: journal_path(&config.agent.state_dir, &w.name),
+            failback_journal: layout::failback_journal(&config.agent.state_dir, &w.name),
+            journal: layout::failover_journal(&config.agent.state_dir, &w.name),
             gates: Gates::new(&w.gates),
             gate_interval: w.policy.gate_interval,
             reminder_interval: w.policy.reminder_interval,
@@ -130,6 +142,38 @@ impl Runner {
                 ..ExecutorLimits::default()
             },
         }
+    }
+
+    /// The configured primary's endpoint.
+    pub fn primary_endpoint(&self) -> &str {
+        &self.primary.endpoint
+    }
+
+    /// The primary's direct path, `rise` rounds in a row, one probe interval apart: what a
+    /// failback run in-process needs before the record goes back (the daemon counts the
+    /// same rounds as it probes). `on_round` hears of each good one.
+    pub async fn primary_rises(
+        &self,
+        rise: u32,
+        interval: Duration,
+        on_round: &(dyn Fn(u32) + Send + Sync),
+    ) -> Result<(), PrimaryNotBack> {
+        for round in 1..=rise {
+            let path = self.prober.direct(&self.primary).await;
+            if let Some(error) = path.error {
+                return Err(PrimaryNotBack {
+                    endpoint: self.primary.endpoint.clone(),
+                    round,
+                    rise,
+                    error: error.to_string(),
+                });
+            }
+            on_round(round);
+            if round < rise {
+                tokio::time::sleep(interval).await;
+            }
+        }
+        Ok(())
     }
 
     /// The watch's probe of the DR cache at `host:port`: with the DR cache's own IAM tokens.
@@ -324,11 +368,11 @@ impl Runner {
 
     /// Moves a finished journal under `failovers/`, for the record.
     fn keep(&self, previous: &Journal) -> Result<(), String> {
-        let dir = self.journal.with_file_name("failovers");
-        store::ensure_dir(&dir)
+        let state_dir = self.journal.parent().unwrap_or(Path::new("."));
+        store::ensure_dir(&layout::kept_failovers(state_dir))
             .and_then(|()| {
                 store::write_json(
-                    &dir.join(format!("{}.json", previous.plan.failover_id)),
+                    &layout::kept_failover(state_dir, &previous.plan.failover_id),
                     previous,
                 )
             })
@@ -336,8 +380,75 @@ impl Runner {
     }
 }
 
+/// A failover's end, as its watch's policy state takes it.
+#[derive(Debug)]
+pub struct Settled {
+    /// The watch's state after it.
+    pub next: valkey_dr_policies::WatchState,
+    /// What the engine says of it.
+    pub decisions: Vec<valkey_dr_policies::Decision>,
+    /// Why it did not complete; `None` when it did.
+    pub reason: Option<String>,
+}
+
+/// How a failover's end moves its watch's policy state, and why: the daemon and the
+/// commands that run a failover in-process settle it the same way, so a saved state means
+/// the same whoever ran the failover.
+pub fn settle(
+    state: &valkey_dr_policies::WatchState,
+    journal: &Journal,
+    error: Option<&FailoverError>,
+    now: SystemTime,
+) -> Settled {
+    let Some(error) = error else {
+        let (next, decisions) = valkey_dr_policies::failover_completed(state, now);
+        return Settled {
+            next,
+            decisions,
+            reason: None,
+        };
+    };
+    let reason = match error {
+        FailoverError::StoodDown { holder } => {
+            format!("stood down: another agent holds the lease ({holder})")
+        }
+        e @ FailoverError::GateAborted { .. } => format!("failover aborted: {e}"),
+        e => format!("failover failed at {}: {e}", failed_step(journal)),
+    };
+    let (next, decisions) = valkey_dr_policies::failover_failed(state, now, &reason);
+    Settled {
+        next,
+        decisions,
+        reason: Some(reason),
+    }
+}
+
+/// The step a failed failover stopped at.
+pub fn failed_step(journal: &Journal) -> &'static str {
+    match &journal.outcome {
+        Some(FailoverOutcome::Failed { step, .. }) => step.as_str(),
+        _ => journal.current_step().map_or("unknown", Step::as_str),
+    }
+}
+
+/// The primary failed a round before a failback.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the primary {endpoint} failed round {round} of {rise}: {error}; failback needs rise = {rise} good rounds; nothing changed"
+)]
+pub struct PrimaryNotBack {
+    /// The primary's endpoint.
+    pub endpoint: String,
+    /// The round that failed.
+    pub round: u32,
+    /// The rounds needed.
+    pub rise: u32,
+    /// How it failed.
+    pub error: String,
+}
+
 /// What a failback did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FailbackReport {
     /// The failback's id (its journal's).
     pub failback_id: String,
@@ -350,7 +461,7 @@ pub struct FailbackReport {
     /// The DR cache deleted, with `--delete-dr`.
     pub deleted: Option<String>,
     /// How long each step took.
-    pub steps_ms: BTreeMap<&'static str, u64>,
+    pub steps_ms: BTreeMap<String, u64>,
     /// In all.
     pub total_ms: u64,
 }
@@ -380,7 +491,7 @@ impl FailbackReport {
             steps_ms: timings
                 .into_iter()
                 .filter(|(step, _)| *step != Step::Lease.as_str())
-                .map(|(k, v)| (k, v.as_millis() as u64))
+                .map(|(k, v)| (k.to_owned(), v.as_millis() as u64))
                 .collect(),
             total_ms: total.as_millis() as u64,
         }

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::control::status::HoldStatus;
 use crate::executor::{FailoverOutcome, Journal, Kind};
 use crate::store::{self, StoreError};
 
@@ -38,7 +39,7 @@ pub struct HistoryEntry {
     /// Every time the failover was held before a step: where, why, for how long, and how it
     /// ended (`opened`, `approved` with who, `aborted`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub holds: Vec<serde_json::Value>,
+    pub holds: Vec<HoldStatus>,
     #[serde(skip)]
     sort_key: Option<SystemTime>,
 }
@@ -46,7 +47,7 @@ pub struct HistoryEntry {
 /// Every entry of `watches` (each watch's name), newest first.
 pub fn read(state_dir: &Path, watches: &[&str]) -> Result<Vec<HistoryEntry>, StoreError> {
     let mut journals: BTreeMap<String, Journal> = BTreeMap::new();
-    let kept = state_dir.join("failovers");
+    let kept = crate::layout::kept_failovers(state_dir);
     match std::fs::read_dir(&kept) {
         Ok(dir) => {
             for file in dir.flatten() {
@@ -66,12 +67,14 @@ pub fn read(state_dir: &Path, watches: &[&str]) -> Result<Vec<HistoryEntry>, Sto
         }
     }
     for watch in watches {
-        for prefix in ["failover", "failback"] {
-            add_journal(
-                &mut journals,
-                &state_dir.join(format!("{prefix}-{watch}.json")),
-            );
-        }
+        add_journal(
+            &mut journals,
+            &crate::layout::failover_journal(state_dir, watch),
+        );
+        add_journal(
+            &mut journals,
+            &crate::layout::failback_journal(state_dir, watch),
+        );
     }
     let mut entries: Vec<HistoryEntry> = journals
         .into_values()
@@ -155,24 +158,20 @@ fn journal_entry(j: Journal) -> HistoryEntry {
                     .map(|(host, port)| format!("{host}:{port}"))
             })
             .flatten(),
-        holds: j.holds.iter().map(crate::daemon::hold_json).collect(),
+        holds: j.holds.iter().map(HoldStatus::of).collect(),
         sort_key: started,
     }
 }
 
 /// A hold in one line: `held before switch_dns for 2m 3s (gate vpn: …); approved by alice@host`.
-fn hold_line(h: &serde_json::Value) -> String {
-    let took = humantime::format_duration(Duration::from_secs(h["held_s"].as_u64().unwrap_or(0)));
-    let end = match (h["how"].as_str(), h["approved_by"].as_str()) {
+fn hold_line(h: &HoldStatus) -> String {
+    let took = humantime::format_duration(Duration::from_secs(h.held_s));
+    let end = match (h.how.as_deref(), h.approved_by.as_deref()) {
         (Some("approved"), Some(by)) => format!("approved by {by}"),
         (Some(how), _) => how.to_owned(),
         (None, _) => "still held".to_owned(),
     };
-    format!(
-        "held before {} for {took} ({}); {end}",
-        h["before"].as_str().unwrap_or("?"),
-        h["answer"].as_str().unwrap_or("")
-    )
+    format!("held before {} for {took} ({}); {end}", h.before, h.answer)
 }
 
 /// A table a person reads: newest first, one line each, and the reason under a line that
@@ -203,7 +202,7 @@ pub fn to_text(entries: &[HistoryEntry]) -> String {
         ]);
     }
     let mut out = String::new();
-    for (i, line) in crate::commands::aligned(&rows).iter().enumerate() {
+    for (i, line) in crate::text::aligned(&rows).iter().enumerate() {
         let _ = writeln!(out, "{line}");
         let Some(entry) = i.checked_sub(1).map(|i| &entries[i]) else {
             continue;

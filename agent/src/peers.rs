@@ -15,12 +15,15 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Value, json};
+use serde::Deserialize;
 use valkey_dr_policies::Quorum;
 use valkey_dr_probes::foreign_text;
 
-use crate::admin::{self, AdminToken};
 use crate::config::Config;
+use crate::control::client::request;
+use crate::control::status::{BallotStatus, QuorumStatus, RelayResult};
+use crate::control::{AdminToken, ControlAnswer};
+use crate::text::{chain, percent_encode};
 
 /// How long one ask of every peer may take, name resolution included. A decision waits for
 /// it, so it is short: a peer slower than this is not a vote.
@@ -96,12 +99,12 @@ impl Peers {
     pub async fn ask(&self, watch: &str) -> Tally {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let (addresses, mut ballots) = self.resolve(deadline).await;
-        let path = format!("/vote?watch={}", admin::percent_encode(watch));
+        let path = format!("/vote?watch={}", percent_encode(watch));
         let asks = addresses.iter().map(|&address| {
             let path = path.clone();
             async move {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let answer = admin::request(address, "GET", &path, Some(&self.token), left).await;
+                let answer = request(address, "GET", &path, Some(&self.token), left).await;
                 (address, answer)
             }
         });
@@ -113,7 +116,7 @@ impl Peers {
                     &peer,
                     &format!("HTTP {status}: {}", foreign_text(body.as_bytes(), 200)),
                 ),
-                Err(e) => no_answer(&peer, &format!("{:#}", anyhow::Error::from(e))),
+                Err(e) => no_answer(&peer, &chain(&e)),
             };
             if ballot.agent_id.as_deref() == Some(self.agent_id.as_str()) {
                 continue; // This agent itself, found through a name that covers every agent.
@@ -167,55 +170,63 @@ impl Peers {
     }
 
     /// Sends an operator's pause or resume (`path`, from
-    /// [`admin::ControlAction::request_path`]) to every peer with the peers' token, within
-    /// the same bound as a vote. One JSON object per peer: `peer`, `ok`, and the peer's
+    /// [`crate::control::ControlAction::request_path`]) to every peer with the peers' token,
+    /// within the same bound as a vote. One result per peer: `peer`, `ok`, and the peer's
     /// `agent_id` or the `error`. This agent itself, reached through a name that covers
     /// every agent, is left out.
-    pub async fn relay(&self, method: &str, path: &str) -> Vec<Value> {
+    pub async fn relay(&self, method: &str, path: &str) -> Vec<RelayResult> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let (addresses, unresolved) = self.resolve(deadline).await;
-        let mut results: Vec<Value> = unresolved
+        let mut results: Vec<RelayResult> = unresolved
             .into_iter()
             .map(|b| {
                 let why = match b.vote {
                     Vote::NoAnswer(why) | Vote::Up(why) => why,
                     Vote::Down => String::new(),
                 };
-                json!({ "peer": b.peer, "ok": false, "error": why })
+                relay_failed(b.peer, why)
             })
             .collect();
         let sends = addresses.iter().map(|&address| async move {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let answer = admin::request(address, method, path, Some(&self.token), left).await;
+            let answer = request(address, method, path, Some(&self.token), left).await;
             (address, answer)
         });
         for (address, answer) in futures::future::join_all(sends).await {
             let peer = address.to_string();
             results.push(match answer {
                 Ok((200, body)) => {
-                    let agent_id = serde_json::from_str::<Value>(&body).ok().and_then(|v| {
-                        v["agent_id"]
-                            .as_str()
-                            .map(|s| foreign_text(s.as_bytes(), 64))
-                    });
+                    let agent_id = serde_json::from_str::<ControlAnswer>(&body)
+                        .ok()
+                        .and_then(|a| a.agent_id)
+                        .map(|s| foreign_text(s.as_bytes(), 64));
                     if agent_id.as_deref() == Some(self.agent_id.as_str()) {
                         continue;
                     }
-                    json!({ "peer": peer, "ok": true, "agent_id": agent_id })
+                    RelayResult {
+                        agent_id: Some(agent_id),
+                        error: None,
+                        ok: true,
+                        peer,
+                    }
                 }
-                Ok((status, body)) => json!({
-                    "peer": peer,
-                    "ok": false,
-                    "error": format!("HTTP {status}: {}", foreign_text(body.as_bytes(), 200)),
-                }),
-                Err(e) => json!({
-                    "peer": peer,
-                    "ok": false,
-                    "error": format!("{:#}", anyhow::Error::from(e)),
-                }),
+                Ok((status, body)) => relay_failed(
+                    peer,
+                    format!("HTTP {status}: {}", foreign_text(body.as_bytes(), 200)),
+                ),
+                Err(e) => relay_failed(peer, chain(&e)),
             });
         }
         results
+    }
+}
+
+fn relay_failed(peer: String, error: String) -> RelayResult {
+    RelayResult {
+        agent_id: None,
+        error: Some(error),
+        ok: false,
+        peer,
     }
 }
 
@@ -227,24 +238,43 @@ fn no_answer(peer: &str, why: &str) -> Ballot {
     }
 }
 
+/// What is read of a peer's `/vote` answer ([`crate::control::status::VoteAnswer`]): a
+/// foreign document, so every field may be missing or of another type.
+#[derive(Deserialize)]
+struct PeerVote {
+    #[serde(default, deserialize_with = "lenient")]
+    agent_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    down: Option<bool>,
+    #[serde(default, deserialize_with = "lenient")]
+    why: Option<String>,
+}
+
+/// A field of the wrong type reads as absent.
+fn lenient<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(d)?;
+    Ok(serde_json::from_value(value).ok())
+}
+
 /// A peer's `/vote` answer; anything malformed is no answer.
 fn read_vote(peer: &str, body: &str) -> Ballot {
     let parsed = (body.len() <= MAX_ANSWER)
-        .then(|| serde_json::from_str::<Value>(body).ok())
+        .then(|| serde_json::from_str::<PeerVote>(body).ok())
         .flatten();
     let Some(v) = parsed else {
         return no_answer(peer, "the answer is not a vote");
     };
-    let Some(agent_id) = v["agent_id"]
-        .as_str()
-        .map(|s| foreign_text(s.as_bytes(), 64))
-    else {
+    let Some(agent_id) = v.agent_id.map(|s| foreign_text(s.as_bytes(), 64)) else {
         return no_answer(peer, "the answer names no agent");
     };
-    let vote = match v["down"].as_bool() {
+    let vote = match v.down {
         Some(true) => Vote::Down,
         Some(false) => Vote::Up(foreign_text(
-            v["why"].as_str().unwrap_or("up").as_bytes(),
+            v.why.as_deref().unwrap_or("up").as_bytes(),
             200,
         )),
         None => return no_answer(peer, "the answer has no verdict"),
@@ -290,99 +320,38 @@ impl Tally {
     }
 
     /// For events and `/status`.
-    pub fn json(&self, at: SystemTime) -> Value {
-        let ballots: Vec<Value> = self
+    pub fn status(&self, at: SystemTime) -> QuorumStatus {
+        let votes = self
             .ballots
             .iter()
             .map(|b| {
                 let (vote, why) = match &b.vote {
                     Vote::Down => ("down", None),
-                    Vote::Up(why) => ("up", Some(why.as_str())),
-                    Vote::NoAnswer(why) => ("no_answer", Some(why.as_str())),
+                    Vote::Up(why) => ("up", Some(why.clone())),
+                    Vote::NoAnswer(why) => ("no_answer", Some(why.clone())),
                 };
-                json!({ "peer": b.peer, "agent_id": b.agent_id, "vote": vote, "why": why })
+                BallotStatus {
+                    agent_id: b.agent_id.clone(),
+                    peer: b.peer.clone(),
+                    vote: vote.to_owned(),
+                    why,
+                }
             })
             .collect();
-        json!({
-            "at": humantime::format_rfc3339_millis(at).to_string(),
-            "reached": self.down >= self.needed,
-            "needed": self.needed,
-            "known": self.known,
-            "down": self.down,
-            "votes": ballots,
-        })
+        QuorumStatus {
+            at: crate::text::rfc3339_millis(at),
+            down: self.down,
+            known: self.known,
+            needed: self.needed,
+            reached: self.down >= self.needed,
+            votes,
+        }
     }
-}
-
-/// This agent's vote on one watch, as `/vote` answers it: `down` when its last round was
-/// outage evidence no longer ago than `window` (`fall × interval`).
-pub fn vote_json(agent_id: &str, watch: &Value, now: SystemTime) -> Value {
-    let evidence = watch["vote"]["outage_evidence"].as_bool().unwrap_or(false);
-    let window = Duration::from_millis(watch["vote"]["window_ms"].as_u64().unwrap_or(0));
-    let age = watch["vote"]["round_at_ms"]
-        .as_u64()
-        .map(|at| SystemTime::UNIX_EPOCH + Duration::from_millis(at))
-        .and_then(|at| now.duration_since(at).ok());
-    let state = watch["state"].as_str().unwrap_or("unknown");
-    let (down, why) = match age {
-        None => (false, "no round yet".to_owned()),
-        Some(age) if age > window => (
-            false,
-            format!(
-                "last round {:.1}s ago, older than fall × interval ({:.1}s)",
-                age.as_secs_f64(),
-                window.as_secs_f64()
-            ),
-        ),
-        Some(_) if !evidence => (
-            false,
-            format!("state {state}: the last round was not an outage seen with a working witness"),
-        ),
-        Some(age) => (
-            true,
-            format!(
-                "both paths down on outage kinds {:.1}s ago",
-                age.as_secs_f64()
-            ),
-        ),
-    };
-    json!({
-        "agent_id": agent_id,
-        "watch": watch["name"],
-        "down": down,
-        "state": state,
-        "why": why,
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn watch(evidence: bool, at: SystemTime) -> Value {
-        let ms = at
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        json!({ "name": "w", "state": "down", "vote": { "outage_evidence": evidence, "round_at_ms": ms, "window_ms": 3000 } })
-    }
-
-    #[test]
-    fn a_vote_is_down_only_for_fresh_outage_evidence() {
-        let now = SystemTime::now();
-        let fresh = vote_json("a", &watch(true, now - Duration::from_secs(1)), now);
-        assert_eq!(fresh["down"], true, "{fresh}");
-        let stale = vote_json("a", &watch(true, now - Duration::from_secs(4)), now);
-        assert_eq!(stale["down"], false, "{stale}");
-        assert!(
-            stale["why"].as_str().unwrap().contains("older than"),
-            "{stale}"
-        );
-        let healthy = vote_json("a", &watch(false, now), now);
-        assert_eq!(healthy["down"], false);
-        let none = vote_json("a", &json!({ "name": "w" }), now);
-        assert_eq!(none["down"], false);
-    }
 
     #[test]
     fn malformed_answers_are_no_votes() {
@@ -427,8 +396,8 @@ mod tests {
             text.contains("127.0.0.1:2 no answer: connection refused"),
             "{text}"
         );
-        let v = tally.json(SystemTime::now());
-        assert_eq!(v["votes"][1]["vote"], "no_answer");
-        assert_eq!(v["reached"], false);
+        let v = tally.status(SystemTime::now());
+        assert_eq!(v.votes[1].vote, "no_answer");
+        assert!(!v.reached);
     }
 }

@@ -244,8 +244,8 @@ pub fn to_text(plans: &[Value]) -> String {
         let _ = writeln!(
             out,
             "watch {} (agent {}): a failover now would make these calls, in order",
-            crate::commands::plain(&plan["watch"]),
-            crate::commands::plain(&plan["agent_id"]),
+            crate::text::plain(&plan["watch"]),
+            crate::text::plain(&plan["agent_id"]),
         );
         for (i, step) in plan["steps"].as_array().into_iter().flatten().enumerate() {
             let region = step["region"]
@@ -256,8 +256,8 @@ pub fn to_text(plans: &[Value]) -> String {
                 out,
                 "  {}. {:<15} {}{region}",
                 i + 1,
-                crate::commands::plain(&step["step"]),
-                crate::commands::plain(&step["call"]),
+                crate::text::plain(&step["step"]),
+                crate::text::plain(&step["call"]),
             );
             for (key, value) in step.as_object().into_iter().flatten() {
                 if matches!(key.as_str(), "step" | "call" | "region") {
@@ -267,17 +267,17 @@ pub fn to_text(plans: &[Value]) -> String {
                     Value::Array(items) if items.iter().all(Value::is_object) => {
                         let _ = writeln!(out, "       {key}:");
                         for item in items {
-                            let _ = writeln!(out, "         - {}", crate::commands::plain(item));
+                            let _ = writeln!(out, "         - {}", crate::text::plain(item));
                         }
                     }
                     Value::Object(map) => {
                         let _ = writeln!(out, "       {key}:");
                         for (k, v) in map {
-                            let _ = writeln!(out, "         {k}: {}", crate::commands::plain(v));
+                            let _ = writeln!(out, "         {k}: {}", crate::text::plain(v));
                         }
                     }
                     _ => {
-                        let _ = writeln!(out, "       {key}: {}", crate::commands::plain(value));
+                        let _ = writeln!(out, "       {key}: {}", crate::text::plain(value));
                     }
                 }
             }
@@ -286,7 +286,7 @@ pub fn to_text(plans: &[Value]) -> String {
             if matches!(key.as_str(), "watch" | "agent_id" | "steps") || value.is_null() {
                 continue;
             }
-            let _ = writeln!(out, "  {key}: {}", crate::commands::plain(value));
+            let _ = writeln!(out, "  {key}: {}", crate::text::plain(value));
         }
     }
     out

@@ -18,21 +18,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::control::status::{ReadinessCheck, ReadinessStatus, ReadinessWatch};
 use crate::event::{Event, EventName};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::preflight::{self, CheckStatus, Report};
 
-/// What `/status` shows before the first pass has finished.
-pub fn pending() -> Value {
-    json!({ "checked_at": null, "status": "pending", "watches": [] })
-}
 
 /// One watch's alerting memory.
 #[derive(Default)]
@@ -51,7 +48,7 @@ pub async fn run(
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     notifier: Notifier,
-    status: watch::Sender<Value>,
+    status: watch::Sender<ReadinessStatus>,
     shutdown: CancellationToken,
 ) {
     let mut memory: BTreeMap<String, Memory> = BTreeMap::new();
@@ -83,7 +80,7 @@ pub async fn run(
             m.failing = Some(failing);
             drills(&config, w, &metrics, &notifier, m, now);
         }
-        let _ = status.send(status_json(&report));
+        let _ = status.send(readiness_status(&report));
         drop(report);
         // The pass (and, the first time, start-up) ran code and filled heap that the probe
         // loop never needs: give both back until the next pass.
@@ -209,26 +206,36 @@ fn drills(
 }
 
 /// `/status`'s `readiness`: the last pass, per watch.
-fn status_json(report: &Report) -> Value {
+fn readiness_status(report: &Report) -> ReadinessStatus {
     let mut watches: BTreeMap<&str, Vec<&preflight::Finding>> = BTreeMap::new();
     for f in &report.findings {
         watches.entry(f.watch.as_str()).or_default().push(f);
     }
-    json!({
-        "checked_at": humantime::format_rfc3339_seconds(report.checked_at).to_string(),
-        "status": report.status().as_str(),
-        "watches": watches.iter().map(|(name, checks)| json!({
-            "name": name,
-            "ready": checks.iter().all(|f| f.result != CheckStatus::Fail),
-            "failing": checks.iter().filter(|f| f.result == CheckStatus::Fail).map(|f| f.check).collect::<Vec<_>>(),
-            "checks": checks.iter().map(|f| json!({
-                "check": f.check,
-                "result": f.result,
-                "found": f.found,
-                "fix": f.fix,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
+    ReadinessStatus {
+        checked_at: Some(crate::text::rfc3339_seconds(report.checked_at)),
+        status: report.status().as_str().to_owned(),
+        watches: watches
+            .iter()
+            .map(|(name, checks)| ReadinessWatch {
+                checks: checks
+                    .iter()
+                    .map(|f| ReadinessCheck {
+                        check: f.check.to_owned(),
+                        fix: f.fix.clone(),
+                        found: f.found.clone(),
+                        result: f.result.as_str().to_owned(),
+                    })
+                    .collect(),
+                failing: checks
+                    .iter()
+                    .filter(|f| f.result == CheckStatus::Fail)
+                    .map(|f| f.check.to_owned())
+                    .collect(),
+                name: (*name).to_owned(),
+                ready: checks.iter().all(|f| f.result != CheckStatus::Fail),
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]

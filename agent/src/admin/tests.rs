@@ -11,7 +11,15 @@ use tokio_util::sync::CancellationToken;
 use valkey_dr_policies::State;
 use valkey_dr_probes::{ErrorKind, Observation, PathKind, PathResult, ProbeError, Step};
 
+use std::net::SocketAddr;
+
 use super::*;
+use crate::control::AdminClientError;
+use crate::control::client::MAX_ANSWER_BYTES;
+use crate::control::status::{
+    AgentStatus, PathStreak, PathStreaks, ReadinessStatus, WatchAnswer, WatchStatus,
+};
+use crate::control::client::request;
 use crate::metrics::Metrics;
 
 /// Every wait in these tests is bounded by this.
@@ -404,7 +412,7 @@ struct Harness {
     addr: SocketAddr,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
-    status: watch::Sender<Value>,
+    status: watch::Sender<StatusDocument>,
     control: Option<mpsc::Receiver<ControlRequest>>,
     token: AdminToken,
     shutdown: CancellationToken,
@@ -413,17 +421,17 @@ struct Harness {
 
 impl Harness {
     async fn start(health: Health, control_capacity: usize, control_timeout: Duration) -> Self {
-        let limits = Limits {
+        let limits = ServerLimits {
             control_timeout,
-            ..Limits::default()
+            ..ServerLimits::default()
         };
         Harness::start_with(health, control_capacity, limits).await
     }
 
-    async fn start_with(health: Health, control_capacity: usize, limits: Limits) -> Self {
+    async fn start_with(health: Health, control_capacity: usize, limits: ServerLimits) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let (status, status_rx) = watch::channel(json!({ "watches": [] }));
+        let (status, status_rx) = watch::channel(status_doc(Vec::new()));
         let (control_tx, control_rx) = mpsc::channel(control_capacity);
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(health);
@@ -431,7 +439,7 @@ impl Harness {
             metrics: metrics.clone(),
             health: health.clone(),
             status: status_rx,
-            readiness: watch::channel(Value::Null).1,
+            readiness: watch::channel(ReadinessStatus::pending()).1,
             control: control_tx,
             token: AdminToken::generate().expect("token"),
             peer_token: None,
@@ -479,16 +487,74 @@ impl Harness {
 fn fake_loop(mut control: mpsc::Receiver<ControlRequest>) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(req) = control.recv().await {
-            let answer = match req.watch.as_deref() {
-                None => Ok(json!({ "action": req.action.as_str(), "watches": ["a", "b"] })),
-                Some(w @ ("a" | "b" | "a b/c")) => {
-                    Ok(json!({ "action": req.action.as_str(), "watches": [w] }))
+            // Each watch addressed answers with the action's name as its state.
+            let answer = |names: &[&str]| {
+                let mut answer = ControlAnswer::default();
+                for name in names {
+                    answer.watches.insert(
+                        (*name).to_owned(),
+                        WatchAnswer {
+                            state: Some(req.action.as_str().to_owned()),
+                            ..WatchAnswer::default()
+                        },
+                    );
                 }
+                answer
+            };
+            let answer = match req.watch.as_deref() {
+                None => Ok(answer(&["a", "b"])),
+                Some(w @ ("a" | "b" | "a b/c")) => Ok(answer(&[w])),
                 Some(w) => Err(format!("no watch named {w:?}; valid: a, b")),
             };
             let _ = req.reply.send(answer);
         }
     })
+}
+
+/// A status document of `watches`, as the daemon publishes it.
+fn status_doc(watches: Vec<WatchStatus>) -> StatusDocument {
+    StatusDocument {
+        agent: AgentStatus {
+            id: "agent-a".into(),
+            mode: "alert-only".into(),
+            version: "0".into(),
+        },
+        readiness: None,
+        watches,
+    }
+}
+
+/// A watch's status with its name and state; the rest as at start.
+fn watch_status(name: &str, state: &str) -> WatchStatus {
+    WatchStatus {
+        active_endpoint: "primary:6379".into(),
+        consecutive_failures: 0,
+        consecutive_successes: 0,
+        last_failback: None,
+        last_failover: None,
+        last_observation: None,
+        name: name.into(),
+        old_primary_successes: 0,
+        pause: None,
+        paused: false,
+        paths: PathStreaks {
+            direct: PathStreak {
+                consecutive_failures: 0,
+                last_failure: None,
+            },
+            dns: PathStreak {
+                consecutive_failures: 0,
+                last_failure: None,
+            },
+        },
+        quorum: None,
+        reasons: Vec::new(),
+        rounds: 0,
+        running: None,
+        served_by_dr: false,
+        state: state.into(),
+        vote: None,
+    }
 }
 
 fn json_body(body: &str) -> Value {
@@ -569,19 +635,20 @@ async fn status_serves_the_latest_published_value() {
     let h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
     let (code, body) = h.get("/status").await;
     assert_eq!(code, 200);
-    // The readiness task's latest pass is added as `readiness` (none here).
-    assert_eq!(
-        json_body(&body),
-        json!({ "watches": [], "readiness": null })
-    );
+    // The readiness task's latest pass is added as `readiness` (pending here).
+    let pending = json!({ "checked_at": null, "status": "pending", "watches": [] });
+    assert_eq!(json_body(&body)["readiness"], pending);
+    assert_eq!(json_body(&body)["watches"], json!([]));
 
-    let latest = json!({ "watches": [{ "name": "a", "state": "down" }] });
-    h.status.send_replace(latest.clone());
+    h.status
+        .send_replace(status_doc(vec![watch_status("a", "down")]));
     let (code, body) = h.get("/status").await;
     assert_eq!(code, 200);
-    let mut expected = latest;
-    expected["readiness"] = Value::Null;
-    assert_eq!(json_body(&body), expected);
+    let served = json_body(&body);
+    assert_eq!(served["watches"][0]["name"], "a");
+    assert_eq!(served["watches"][0]["state"], "down");
+    assert_eq!(served["agent"]["id"], "agent-a");
+    assert_eq!(served["readiness"], pending);
     h.stop().await;
 }
 
@@ -608,7 +675,7 @@ async fn a_pause_carries_its_reason_and_end_and_bad_ones_are_refused() {
     let looped = tokio::spawn(async move {
         let request = control.recv().await.expect("a request");
         let action = request.action.clone();
-        let _ = request.reply.send(Ok(json!({ "watches": {} })));
+        let _ = request.reply.send(Ok(ControlAnswer::default()));
         action
     });
     let (code, body) = h.post(&path).await;
@@ -637,14 +704,14 @@ async fn pause_and_resume_are_forwarded_to_the_loop() {
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         json_body(&body),
-        json!({ "action": "pause", "watches": ["a", "b"] })
+        json!({ "agent_id": "agent-a", "watches": { "a": { "state": "pause" }, "b": { "state": "pause" } } })
     );
 
     let (code, body) = h.post(&ControlAction::Resume.request_path(Some("a"))).await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         json_body(&body),
-        json!({ "action": "resume", "watches": ["a"] })
+        json!({ "agent_id": "agent-a", "watches": { "a": { "state": "resume" } } })
     );
 
     // A name that needs percent-encoding arrives intact.
@@ -652,7 +719,10 @@ async fn pause_and_resume_are_forwarded_to_the_loop() {
     assert_eq!(path, "/pause?watch=a%20b%2Fc");
     let (code, body) = h.post(&path).await;
     assert_eq!(code, 200, "{body}");
-    assert_eq!(json_body(&body)["watches"], json!(["a b/c"]));
+    assert_eq!(
+        json_body(&body)["watches"],
+        json!({ "a b/c": { "state": "pause" } })
+    );
 
     let (code, body) = h.post("/pause?watch=nope").await;
     assert_eq!(code, 404, "{body}");
@@ -937,7 +1007,7 @@ async fn controls_need_the_owners_token() {
             "Bearer",
             "Bearer ",
             "Basic abc",
-            &format!("bearer {}", &h.token.0),
+            &format!("b{}", &h.token.bearer()[1..]),
         ] {
             let headers = [("Host", local.as_str()), ("Authorization", header)];
             assert_eq!(
@@ -964,15 +1034,20 @@ fn tokens_never_show_and_load_says_what_to_do() {
     use std::os::unix::fs::PermissionsExt as _;
     let token = AdminToken::generate().expect("token");
     assert_eq!(format!("{token:?}"), "AdminToken(<redacted>)");
-    assert!(is_token(token.as_file_text().trim()));
+    let text = token.as_file_text();
+    let text = text.trim();
+    assert!(text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()));
 
     let dir = tempfile::tempdir().expect("dir");
     let missing = AdminToken::load(dir.path()).expect_err("no file");
-    assert!(missing.contains("is `valkey-dr run` running"), "{missing}");
+    assert!(
+        missing.to_string().contains("is `valkey-dr run` running"),
+        "{missing}"
+    );
     std::fs::write(crate::layout::token_file(dir.path()), "not a token\n").expect("write");
     let garbled = AdminToken::load(dir.path()).expect_err("garbled");
     assert!(
-        garbled.contains("does not hold an admin token"),
+        garbled.to_string().contains("does not hold an admin token"),
         "{garbled}"
     );
     std::fs::write(crate::layout::token_file(dir.path()), token.as_file_text()).expect("write");
@@ -985,7 +1060,7 @@ fn tokens_never_show_and_load_says_what_to_do() {
     .expect("chmod");
     if std::fs::read(crate::layout::token_file(dir.path())).is_err() {
         let denied = AdminToken::load(dir.path()).expect_err("denied");
-        assert!(denied.contains("as the agent's user"), "{denied}");
+        assert!(denied.to_string().contains("as the agent's user"), "{denied}");
     }
 }
 
@@ -994,10 +1069,10 @@ fn tokens_never_show_and_load_says_what_to_do() {
 /// answering everyone else.
 #[tokio::test]
 async fn slow_and_surplus_connections_are_closed() {
-    let limits = Limits {
+    let limits = ServerLimits {
         header_timeout: Duration::from_millis(500),
         max_connections: 4,
-        ..Limits::default()
+        ..ServerLimits::default()
     };
     let h = Harness::start_with(Health::new(Duration::from_secs(60)), 4, limits).await;
 

@@ -21,7 +21,14 @@ use tokio_util::sync::CancellationToken;
 use valkey_dr_policies::{Params, State, WatchState};
 use valkey_dr_probes::{Connections, PathKind, ProbeSpec, Prober, ResolverSettings};
 
-use crate::admin::{self, AdminState, AdminToken, ControlAction, ControlRequest, Health};
+use crate::admin::{self, AdminState, Health};
+use crate::check::ObservationReport;
+use crate::control::status::{
+    HoldStatus,
+    AgentStatus, ControlAnswer, FailbackStatus, FailoverSummary, OpKind, QuorumStatus,
+    ReadinessStatus, StatusDocument, WatchAnswer, WatchStatus,
+};
+use crate::control::{AdminToken, ControlAction, ControlRequest};
 use crate::config::{Config, WatchConfig};
 use crate::event::{Event, EventName};
 use crate::executor::{FailoverError, HoldNews, Journal, JournalEntry, Phase, Step};
@@ -38,8 +45,6 @@ mod ops;
 mod round;
 mod status;
 
-pub use ops::approve;
-pub use status::{hold_json, journal_summary, pause_json};
 
 /// How often `/status` and systemd's `STATUS=` are rebuilt from the watches' last rounds.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
@@ -82,7 +87,7 @@ pub fn params(config: &Config, w: &WatchConfig) -> Params {
 /// What a watch task tells the supervisor after every round.
 struct RoundDone {
     watch: String,
-    status: Value,
+    status: WatchStatus,
     summary: String,
 }
 
@@ -129,8 +134,11 @@ pub async fn run_reloadable(
         .unwrap_or(Duration::from_secs(5));
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new(min_interval));
-    let (status_tx, status_rx) =
-        watch::channel(json!({ "agent": agent_json(&config), "watches": [] }));
+    let (status_tx, status_rx) = watch::channel(StatusDocument {
+        agent: agent_status(&config),
+        readiness: None,
+        watches: Vec::new(),
+    });
     let (control_tx, control_rx) = mpsc::channel(16);
     let counted = metrics.clone();
     let (notifier, notify_task) = Notifier::spawn(
@@ -161,7 +169,7 @@ pub async fn run_reloadable(
         })
     };
     let peers = Peers::from_config(&config).map(Arc::new);
-    let (readiness_tx, readiness_rx) = watch::channel(crate::readiness::pending());
+    let (readiness_tx, readiness_rx) = watch::channel(ReadinessStatus::pending());
     let approvals: Arc<BTreeMap<String, Arc<crate::executor::Approvals>>> = Arc::new(
         config
             .watches
@@ -450,12 +458,12 @@ fn warn_if_open(state_dir: &Path) {
     }
 }
 
-fn agent_json(config: &Config) -> Value {
-    json!({
-        "id": config.agent.id,
-        "mode": config.agent.mode.as_str(),
-        "version": env!("CARGO_PKG_VERSION"),
-    })
+fn agent_status(config: &Config) -> AgentStatus {
+    AgentStatus {
+        id: config.agent.id.clone(),
+        mode: config.agent.mode.as_str().to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
 }
 
 fn load_state(path: &Path, watch: &str) -> WatchState {
@@ -484,14 +492,14 @@ fn load_state(path: &Path, watch: &str) -> WatchState {
 async fn supervise(
     config: &Config,
     mut done: mpsc::Receiver<RoundDone>,
-    status: watch::Sender<Value>,
+    status: watch::Sender<StatusDocument>,
     health: &Health,
     shutdown: &CancellationToken,
 ) {
     // Each watch's latest summary (for systemd's STATUS= line), and the status entries that
     // came since the last publication.
     let mut summaries: BTreeMap<String, String> = BTreeMap::new();
-    let mut pending: BTreeMap<String, Value> = BTreeMap::new();
+    let mut pending: BTreeMap<String, WatchStatus> = BTreeMap::new();
     let mut ready = false;
     // The status document and systemd's STATUS= line cover every watch, so they are rebuilt on
     // a short timer rather than after each watch's round. The document is patched in place:
@@ -523,7 +531,7 @@ async fn supervise(
                 }
             }
         }
-        status.send_modify(|doc| patch_status(doc, &mut pending));
+        status.send_modify(|doc| doc.patch(&mut pending));
         let line = summaries
             .values()
             .map(String::as_str)
@@ -544,28 +552,10 @@ async fn supervise(
     }
 }
 
-/// Moves the `pending` watch entries into the status document's `watches` (kept sorted by
-/// name, each watch once).
-fn patch_status(doc: &mut Value, pending: &mut BTreeMap<String, Value>) {
-    if !doc["watches"].is_array() {
-        doc["watches"] = Value::Array(Vec::new());
-    }
-    let Value::Array(entries) = &mut doc["watches"] else {
-        return;
-    };
-    for (name, entry) in std::mem::take(pending) {
-        let position = entries.binary_search_by(|e| e["name"].as_str().unwrap_or("").cmp(&name));
-        match position {
-            Ok(i) => entries[i] = entry,
-            Err(i) => entries.insert(i, entry),
-        }
-    }
-}
-
 /// Routes pause/resume from the admin server to the watch tasks.
 async fn dispatch_control(
     mut requests: mpsc::Receiver<ControlRequest>,
-    watches: BTreeMap<String, mpsc::Sender<(ControlAction, oneshot::Sender<Value>)>>,
+    watches: BTreeMap<String, mpsc::Sender<(ControlAction, oneshot::Sender<WatchAnswer>)>>,
 ) {
     while let Some(req) = requests.recv().await {
         let targets: Vec<_> = match &req.watch {
@@ -585,18 +575,18 @@ async fn dispatch_control(
                 .map(|(n, tx)| (n.clone(), tx.clone()))
                 .collect(),
         };
-        let mut results = serde_json::Map::new();
+        let mut answer = ControlAnswer::default();
         for (name, tx) in targets {
             let (reply_tx, reply_rx) = oneshot::channel();
             let result = match tx.send((req.action.clone(), reply_tx)).await {
                 Ok(()) => reply_rx
                     .await
-                    .unwrap_or_else(|_| json!({"error": "watch stopped"})),
-                Err(_) => json!({"error": "watch stopped"}),
+                    .unwrap_or_else(|_| WatchAnswer::error("watch stopped")),
+                Err(_) => WatchAnswer::error("watch stopped"),
             };
-            results.insert(name, result);
+            answer.watches.insert(name, result);
         }
-        let _ = req.reply.send(Ok(json!({ "watches": results })));
+        let _ = req.reply.send(Ok(answer));
     }
 }
 
@@ -611,7 +601,7 @@ enum OpMsg {
     /// The failback ended.
     FailbackDone(Result<FailbackReport, String>),
     /// The failover (its id) is held, or a hold ended: its journal in brief.
-    Hold(String, Value),
+    Hold(String, FailoverSummary),
 }
 
 /// Sends a running failover's step events from the executor's own task.
@@ -716,7 +706,7 @@ impl StepEvents {
                         },
                     ],
                     json!({
-                        "hold": status::hold_json(hold),
+                        "hold": HoldStatus::of(hold),
                         "first": first,
                         "dr_cache": j.plan.cache.name(),
                         "dr_endpoint": j.endpoint.as_ref().map(|(h, p)| format!("{}:{p}", h.trim_end_matches('.'))),
@@ -734,7 +724,7 @@ impl StepEvents {
                     j.plan.failover_id,
                     a.step.as_str()
                 )],
-                json!({ "by": a.by, "before": a.step.as_str(), "hold": j.holds.last().map(status::hold_json) }),
+                json!({ "by": a.by, "before": a.step.as_str(), "hold": j.holds.last().map(HoldStatus::of) }),
             ),
             HoldNews::Checked => {}
             HoldNews::Opened => self.send(
@@ -742,7 +732,7 @@ impl StepEvents {
                     "every gate opened: failover {} goes on",
                     j.plan.failover_id
                 )],
-                json!({ "phase": "gates_opened", "hold": j.holds.last().map(status::hold_json) }),
+                json!({ "phase": "gates_opened", "hold": j.holds.last().map(HoldStatus::of) }),
             ),
         }
     }
@@ -750,8 +740,8 @@ impl StepEvents {
 
 /// The failover or failback a watch is running.
 struct Op {
-    /// `failover` or `failback`.
-    kind: &'static str,
+    /// A failover or a failback.
+    kind: OpKind,
     /// The failover id (failbacks get one too, for logs).
     id: String,
     /// Aborted at shutdown: the journal resumes the failover on the next start.
@@ -773,9 +763,9 @@ struct WatchTask {
     /// that the other agent's failover landed.
     following: bool,
     /// The last failover, for `/status`.
-    last_failover: Option<Value>,
+    last_failover: Option<FailoverSummary>,
     /// The last failback, for `/status`.
-    last_failback: Option<Value>,
+    last_failback: Option<FailbackStatus>,
     name: String,
     agent_id: String,
     interval: Duration,
@@ -803,11 +793,11 @@ struct WatchTask {
     notifier: Notifier,
     done: mpsc::Sender<RoundDone>,
     rounds: u64,
-    last_observation: Option<Value>,
+    last_observation: Option<ObservationReport>,
     /// The other agents to ask before an automatic failover; `None`: this one decides alone.
     peers: Option<Arc<Peers>>,
     /// The last ask of the peers: for `/status` and the failover events.
-    last_quorum: Option<Value>,
+    last_quorum: Option<QuorumStatus>,
     /// This agent's own vote, as peers read it: whether the last round was outage evidence,
     /// and when it was.
     vote: Option<(bool, SystemTime)>,

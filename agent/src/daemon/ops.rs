@@ -9,18 +9,37 @@ use serde_json::{Value, json};
 use valkey_dr_policies as policies;
 use valkey_dr_probes::Observation;
 
+use crate::control::status::{FailbackStatus, FailoverSummary, OpKind, WatchAnswer};
 use crate::event::EventName;
 use crate::executor::api::{CacheApi as _, CacheStatus};
-use crate::executor::{
-    Approval, FailoverError, FailoverOutcome, HoldNews, Journal, JournalEntry, Step,
-};
+use crate::executor::{FailoverError, FailoverOutcome, HoldNews, Journal, JournalEntry, Step};
 use crate::failover::{self, Runner, Start};
 use crate::plan;
 
 use super::*;
 
-/// How long `approve` waits for the executor to write the approval to its journal.
-const APPROVAL_RECORDED_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Who started a failover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Trigger {
+    /// The engine, every guard having passed.
+    Auto,
+    /// An operator (`valkey-dr failover`).
+    Manual,
+    /// A restart, from the journal.
+    Resume,
+}
+
+impl Trigger {
+    /// As logs and the `failover_started` event say it.
+    fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Auto => "auto",
+            Trigger::Manual => "manual",
+            Trigger::Resume => "resume",
+        }
+    }
+}
 
 impl WatchTask {
     /// On start: resume an unfinished failover, or pick up where a finished one left the
@@ -43,7 +62,7 @@ impl WatchTask {
             }
         };
         let Some(journal) = journal else { return };
-        self.last_failover = Some(journal_summary(&journal));
+        self.last_failover = Some(FailoverSummary::of(&journal));
         // It stood down for another agent before the restart: keep following that failover.
         self.following = !self.state.served_by_dr
             && matches!(journal.outcome, Some(FailoverOutcome::StoodDown { .. }));
@@ -71,7 +90,7 @@ impl WatchTask {
                 return;
             }
             tracing::warn!(watch = %self.name, failover_id = %journal.plan.failover_id, "resuming an unfinished failover from its journal");
-            self.launch(runner, journal, "resume", SystemTime::now());
+            self.launch(runner, journal, Trigger::Resume, SystemTime::now());
             return;
         }
         if self.state.served_by_dr {
@@ -95,12 +114,12 @@ impl WatchTask {
         journal: Journal,
         reason: String,
         delete_dr: bool,
-    ) -> Value {
+    ) -> WatchAnswer {
         let id = journal.plan.failover_id.clone();
         match runner.abort(journal, &reason, delete_dr).await {
             Ok((journal, done)) => {
                 self.metrics.set_failover_held(&self.name, false);
-                self.last_failover = Some(journal_summary(&journal));
+                self.last_failover = Some(FailoverSummary::of(&journal));
                 let now = SystemTime::now();
                 let previous = self.state.state();
                 let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
@@ -113,32 +132,40 @@ impl WatchTask {
                     Some(id.clone()),
                     Some(json!({ "reason": reason, "done": done })),
                 );
-                json!({ "aborted": true, "failover_id": id, "done": done })
+                WatchAnswer {
+                    aborted: Some(true),
+                    failover_id: Some(id),
+                    done: Some(done),
+                    ..WatchAnswer::default()
+                }
             }
             Err(e) => {
                 let error = format!("could not abort failover {id}: {e}");
                 tracing::error!(watch = %self.name, "{error}");
-                json!({ "aborted": false, "failover_id": id, "error": error })
+                WatchAnswer {
+                    aborted: Some(false),
+                    failover_id: Some(id),
+                    error: Some(error),
+                    ..WatchAnswer::default()
+                }
             }
         }
     }
 
     /// `valkey-dr abort`: stops the failover in flight (at its next await point; its journal
     /// says which step it was in) or ends an unfinished journal.
-    pub(super) async fn abort(&mut self, delete_dr: bool) -> Value {
-        if let Some(op) = self.op.take_if(|op| op.kind == "failover") {
+    pub(super) async fn abort(&mut self, delete_dr: bool) -> WatchAnswer {
+        if let Some(op) = self.op.take_if(|op| op.kind == OpKind::Failover) {
             op.task.abort();
             let _ = op.task.await;
         }
         if self.op.is_some() {
-            return json!({ "aborted": false, "error": "a failback is running; it is not aborted" });
+            return WatchAnswer::not_aborted("a failback is running; it is not aborted");
         }
         let journal = match failover::load_journal(&self.config.agent.state_dir, &self.name) {
             Ok(Some(j)) if j.unfinished() => j,
-            Ok(_) => return json!({ "aborted": false, "error": "no unfinished failover to abort" }),
-            Err(e) => {
-                return json!({ "aborted": false, "error": format!("{:#}", anyhow::Error::from(e)) });
-            }
+            Ok(_) => return WatchAnswer::not_aborted("no unfinished failover to abort"),
+            Err(e) => return WatchAnswer::not_aborted(crate::text::chain(&e)),
         };
         let runner = self.runner().await;
         let reason = format!(
@@ -157,18 +184,18 @@ impl WatchTask {
     /// say why).
     pub(super) async fn begin_failover(
         &mut self,
-        trigger: &str,
+        trigger: Trigger,
         now: SystemTime,
     ) -> Option<(Arc<Runner>, Journal)> {
         let refuse = if let Some(op) = &self.op {
-            Some(format!("a {} ({}) is already running", op.kind, op.id))
+            Some(format!("a {} ({}) is already running", op.kind.as_str(), op.id))
         } else if self.shutdown.is_cancelled() {
             Some("shutdown has begun: no failover is started now".to_owned())
         } else {
             None
         };
         if let Some(reason) = refuse {
-            tracing::warn!(watch = %self.name, trigger, "{reason}");
+            tracing::warn!(watch = %self.name, trigger = trigger.as_str(), "{reason}");
             self.state.last_reasons = vec![reason];
             return None;
         }
@@ -181,12 +208,12 @@ impl WatchTask {
             &self.config,
             self.watch_config(),
             self.state.served_by_dr,
-            trigger == "auto",
+            trigger == Trigger::Auto,
             now,
         ) {
             Ok(Start::New(journal) | Start::Resume(journal)) => Some((runner, journal)),
             Err(e) if self.state.served_by_dr => {
-                tracing::warn!(watch = %self.name, trigger, "{e}");
+                tracing::warn!(watch = %self.name, trigger = trigger.as_str(), "{e}");
                 self.state.last_reasons = vec![e];
                 None
             }
@@ -204,7 +231,7 @@ impl WatchTask {
         &mut self,
         runner: Arc<Runner>,
         journal: Journal,
-        trigger: &str,
+        trigger: Trigger,
         now: SystemTime,
     ) {
         let previous = self.state.state();
@@ -212,24 +239,24 @@ impl WatchTask {
         self.apply(next, decisions, now, None, true);
         let id = journal.plan.failover_id.clone();
         let resumed = journal.runs > 0;
-        let trigger = if resumed { "resume" } else { trigger };
+        let trigger = if resumed { Trigger::Resume } else { trigger };
         self.emit_from(
             previous,
             EventName::FailoverStarted,
             vec![match trigger {
-                "auto" => "every guard passed: failing over to the DR region".to_owned(),
-                "manual" => "an operator asked for a failover".to_owned(),
-                _ => format!("resuming failover {id} from its journal after a restart"),
+                Trigger::Auto => "every guard passed: failing over to the DR region".to_owned(),
+                Trigger::Manual => "an operator asked for a failover".to_owned(),
+                Trigger::Resume => format!("resuming failover {id} from its journal after a restart"),
             }],
             Some(id.clone()),
             Some(json!({
-                "trigger": trigger,
+                "trigger": trigger.as_str(),
                 "resumed": resumed,
                 "plan": plan::failover_plan(&self.config, self.watch_config()),
                 "done_steps": Step::ALL.iter().filter(|s| journal.done(**s)).map(|s| s.as_str()).collect::<Vec<_>>(),
             })),
         );
-        self.last_failover = Some(journal_summary(&journal));
+        self.last_failover = Some(FailoverSummary::of(&journal));
         let tx = self.ops.clone();
         // Step events leave from the executor's task the moment the journal has them: the
         // watch task may be inside a probe round (a whole timeout, in an outage) and would
@@ -254,13 +281,13 @@ impl WatchTask {
             let alert = |step: Step, message: &str| steps.retrying(step, message);
             let news = |j: &Journal, news: &HoldNews| {
                 steps.hold(j, news);
-                let _ = tx.send(OpMsg::Hold(j.plan.failover_id.clone(), journal_summary(j)));
+                let _ = tx.send(OpMsg::Hold(j.plan.failover_id.clone(), FailoverSummary::of(j)));
             };
             let result = runner.failover(journal, &progress, &alert, &news).await;
             let _ = tx.send(OpMsg::FailoverDone(Box::new(result)));
         });
         self.op = Some(Op {
-            kind: "failover",
+            kind: OpKind::Failover,
             id,
             task,
         });
@@ -269,7 +296,7 @@ impl WatchTask {
     /// Starts a failback if the old primary has passed `rise` rounds.
     pub(super) async fn start_failback(&mut self, delete_dr: bool) -> Result<String, String> {
         if let Some(op) = &self.op {
-            return Err(format!("a {} ({}) is already running", op.kind, op.id));
+            return Err(format!("a {} ({}) is already running", op.kind.as_str(), op.id));
         }
         if !self.state.served_by_dr {
             return Err("the primary already serves the watch: nothing to fail back".to_owned());
@@ -300,7 +327,7 @@ impl WatchTask {
             let _ = tx.send(OpMsg::FailbackDone(result));
         });
         self.op = Some(Op {
-            kind: "failback",
+            kind: OpKind::Failback,
             id: id.clone(),
             task,
         });
@@ -313,7 +340,7 @@ impl WatchTask {
         match msg {
             OpMsg::Step(entry) => {
                 if let Some(summary) = &mut self.last_failover {
-                    summary["step"] = json!(entry.step.as_str());
+                    summary.step = Some(entry.step.as_str().to_owned());
                 }
             }
             OpMsg::FailoverDone(result) => {
@@ -327,7 +354,7 @@ impl WatchTask {
                 if self.op.as_ref().is_some_and(|op| op.id == failover_id) =>
             {
                 self.metrics
-                    .set_failover_held(&self.name, !summary["held"].is_null());
+                    .set_failover_held(&self.name, summary.held.is_some());
                 self.last_failover = Some(summary);
             }
             OpMsg::Hold(..) => {}
@@ -343,8 +370,12 @@ impl WatchTask {
                 self.op = None;
                 match result {
                     Ok(report) => {
-                        self.last_failback =
-                            Some(json!({ "id": id, "result": "completed", "report": report }));
+                        self.last_failback = Some(FailbackStatus {
+                            error: None,
+                            id: id.clone(),
+                            report: Some(report.clone()),
+                            result: "completed".to_owned(),
+                        });
                         let previous = self.state.state();
                         let (next, decisions) = policies::failback_completed(&self.state, now);
                         self.apply(next, decisions, now, None, true);
@@ -361,8 +392,12 @@ impl WatchTask {
                         );
                     }
                     Err(e) => {
-                        self.last_failback =
-                            Some(json!({ "id": id, "result": "failed", "error": e }));
+                        self.last_failback = Some(FailbackStatus {
+                            error: Some(e.clone()),
+                            id: id.clone(),
+                            report: None,
+                            result: "failed".to_owned(),
+                        });
                         self.emit(
                             EventName::FailbackFailed,
                             vec![e.clone()],
@@ -385,125 +420,111 @@ impl WatchTask {
             Ok(journal) => (journal, None),
             Err((journal, e)) => (journal, Some(e)),
         };
-        let id = Some(journal.plan.failover_id.clone());
         let timings = journal.timings();
         for (step, d) in &timings {
             self.metrics.failover_step(&self.name, step, *d);
         }
-        let timings_ms: BTreeMap<_, _> = timings
+        let steps_ms: BTreeMap<_, _> = timings
             .iter()
             .map(|(k, v)| (*k, v.as_millis() as u64))
             .collect();
+        let previous = self.state.state();
+        self.last_failover = Some(FailoverSummary::of(&journal));
+        let settled = failover::settle(&self.state, &journal, error.as_ref(), now);
+        self.apply(settled.next, settled.decisions, now, None, true);
+        let (result, event, reasons, detail) = match (error, settled.reason) {
+            (Some(e), Some(reason)) => self.failover_ended(&journal, e, reason, steps_ms),
+            _ => self.failover_completed(&journal, steps_ms),
+        };
+        self.metrics.failover_result(&self.name, result);
+        self.emit_from(
+            previous,
+            event,
+            reasons,
+            Some(journal.plan.failover_id.clone()),
+            Some(detail),
+        );
+    }
+
+    /// A failover that completed: the watch now probes the DR cache.
+    fn failover_completed(
+        &mut self,
+        journal: &Journal,
+        steps_ms: BTreeMap<&'static str, u64>,
+    ) -> (&'static str, EventName, Vec<String>, Value) {
+        if let (Some((host, port)), Some(runner)) = (&journal.endpoint, &self.runner) {
+            self.spec = runner.dr_probe(host, *port);
+        }
+        self.following = false;
         // From the journal, not from now: this message may have waited for a probe round.
         let total_ms = journal
             .started_at()
             .zip(journal.entries.last().map(|e| e.at))
             .and_then(|(first, last)| last.duration_since(first).ok())
             .map(|d| d.as_millis() as u64);
-        let previous = self.state.state();
-        self.last_failover = Some(journal_summary(&journal));
+        let reason = format!(
+            "{} now points at the DR cache {} ({})",
+            journal.plan.record,
+            journal.plan.cache.name(),
+            self.spec.endpoint
+        );
+        let detail = json!({
+            "endpoint": self.spec.endpoint,
+            "port": self.spec.port,
+            "cache": journal.plan.cache.name(),
+            "steps_ms": steps_ms,
+            "total_ms": total_ms,
+            "runs": journal.runs,
+        });
+        ("completed", EventName::FailoverCompleted, vec![reason], detail)
+    }
+
+    /// A failover that stood down, was aborted by a gate, or failed: its result label, its
+    /// event, and what the event says.
+    fn failover_ended(
+        &mut self,
+        journal: &Journal,
+        error: FailoverError,
+        reason: String,
+        steps_ms: BTreeMap<&'static str, u64>,
+    ) -> (&'static str, EventName, Vec<String>, Value) {
+        let record = &journal.plan.record;
         match error {
-            None => {
-                self.metrics.failover_result(&self.name, "completed");
-                let (next, decisions) = policies::failover_completed(&self.state, now);
-                self.apply(next, decisions, now, None, true);
-                if let (Some((host, port)), Some(runner)) = (&journal.endpoint, &self.runner) {
-                    self.spec = runner.dr_probe(host, *port);
-                }
-                self.following = false;
-                self.emit_from(
-                    previous,
-                    EventName::FailoverCompleted,
-                    vec![format!(
-                        "{} now points at the DR cache {} ({})",
-                        journal.plan.record,
-                        journal.plan.cache.name(),
-                        self.spec.endpoint
-                    )],
-                    id,
-                    Some(json!({
-                        "endpoint": self.spec.endpoint,
-                        "port": self.spec.port,
-                        "cache": journal.plan.cache.name(),
-                        "steps_ms": timings_ms,
-                        "total_ms": total_ms,
-                        "runs": journal.runs,
-                    })),
-                );
-            }
-            Some(FailoverError::StoodDown { holder }) => {
-                self.metrics.failover_result(&self.name, "stood_down");
-                let reason = format!("stood down: another agent holds the lease ({holder})");
-                let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
-                self.apply(next, decisions, now, None, true);
+            FailoverError::StoodDown { holder } => {
                 // The other agent is failing over: once the record shows its DR cache, this
                 // agent follows it instead of reporting drift.
                 self.following = true;
-                self.emit_from(
-                    previous,
-                    EventName::StoodDown,
-                    vec![
-                        reason,
-                        "this agent follows once the record points at the DR cache".to_owned(),
-                    ],
-                    id,
-                    Some(json!({ "holder": holder })),
-                );
+                let follows = "this agent follows once the record points at the DR cache";
+                let detail = json!({ "holder": holder });
+                ("stood_down", EventName::StoodDown, vec![reason, follows.to_owned()], detail)
             }
-            Some(e @ FailoverError::GateAborted { .. }) => {
-                self.metrics.failover_result(&self.name, "aborted");
-                let reason = format!("failover aborted: {e}");
-                let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
-                self.apply(next, decisions, now, None, true);
+            FailoverError::GateAborted { .. } => {
                 let untouched = if journal.done(Step::Provision) {
                     format!(
-                        "{} was not changed; the DR cache {} this failover built is still running (and billed): delete it when it is not needed",
-                        journal.plan.record,
+                        "{record} was not changed; the DR cache {} this failover built is still running (and billed): delete it when it is not needed",
                         journal.plan.cache.name()
                     )
                 } else {
-                    format!(
-                        "{} was not changed and nothing was built",
-                        journal.plan.record
-                    )
+                    format!("{record} was not changed and nothing was built")
                 };
-                self.emit_from(
-                    previous,
-                    EventName::Aborted,
-                    vec![reason.clone(), untouched.clone()],
-                    id,
-                    Some(json!({ "reason": reason, "done": untouched, "record_untouched": true })),
-                );
+                let detail =
+                    json!({ "reason": reason, "done": untouched, "record_untouched": true });
+                ("aborted", EventName::Aborted, vec![reason, untouched], detail)
             }
-            Some(e) => {
-                self.metrics.failover_result(&self.name, "failed");
-                let step = match &journal.outcome {
-                    Some(FailoverOutcome::Failed { step, .. }) => step.as_str(),
-                    _ => journal.current_step().map_or("unknown", Step::as_str),
-                };
-                let reason = format!("failover failed at {step}: {e}");
-                let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
-                self.apply(next, decisions, now, None, true);
+            e => {
                 let record_untouched = !journal.done(Step::SwitchDns);
-                self.emit_from(
-                    previous,
-                    EventName::FailoverFailed,
-                    vec![
-                        reason,
-                        if record_untouched {
-                            format!("{} was not changed", journal.plan.record)
-                        } else {
-                            format!("{} already points at the DR cache", journal.plan.record)
-                        },
-                    ],
-                    id,
-                    Some(json!({
-                        "step": step,
-                        "error": e.to_string(),
-                        "record_untouched": record_untouched,
-                        "steps_ms": timings_ms,
-                    })),
-                );
+                let what = if record_untouched {
+                    format!("{record} was not changed")
+                } else {
+                    format!("{record} already points at the DR cache")
+                };
+                let detail = json!({
+                    "step": failover::failed_step(journal),
+                    "error": e.to_string(),
+                    "record_untouched": record_untouched,
+                    "steps_ms": steps_ms,
+                });
+                ("failed", EventName::FailoverFailed, vec![reason, what], detail)
             }
         }
     }
@@ -543,38 +564,3 @@ impl WatchTask {
     }
 }
 
-/// `valkey-dr approve` (`POST /approve`): lets the failover `watch` holds now go on past its
-/// hold (a person's approval in prepare mode, or a person overriding closed gates), and
-/// answers once the executor has written who approved to its journal (bounded). Called by
-/// the admin server directly: a watch task inside a probe round (a whole timeout, in an
-/// outage) would delay the switch by that much.
-pub async fn approve(watch: &str, approvals: &crate::executor::Approvals, by: String) -> Value {
-    // From the executor itself, as journalled.
-    let Some((id, step)) = approvals.held() else {
-        return json!({
-            "approved": false,
-            "error": format!("no failover of watch {watch} is held: nothing to approve"),
-        });
-    };
-    tracing::warn!(watch, failover_id = %id, by = %by, before = step.as_str(), "approved: the held failover goes on");
-    let mut recorded = approvals.recorded();
-    let before = *recorded.borrow_and_update();
-    approvals.give(Approval {
-        failover_id: id.clone(),
-        step,
-        by: by.clone(),
-    });
-    // The executor takes it at once, even in the middle of a gate check; only a lease
-    // renewal against a slow Route 53 can delay it.
-    let journalled =
-        tokio::time::timeout(APPROVAL_RECORDED_WITHIN, recorded.wait_for(|n| *n > before))
-            .await
-            .is_ok_and(|r| r.is_ok());
-    json!({
-        "approved": true,
-        "journalled": journalled,
-        "failover_id": id,
-        "before": step.as_str(),
-        "by": by,
-    })
-}

@@ -4,23 +4,25 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 use valkey_dr_policies::{self as policies, Decision, Event as PolicyEvent, WatchState};
 use valkey_dr_probes::{ErrorKind, PathKind, PathResult};
 
-use crate::admin::ControlAction;
-use crate::check;
+use crate::check::ObservationReport;
+use crate::control::ControlAction;
+use crate::control::status::{OpKind, PauseStatus, WatchAnswer};
 use crate::config::WatchConfig;
 use crate::failover::Runner;
 
+use super::ops::Trigger;
 use super::*;
 
 impl WatchTask {
     pub(super) async fn run(
         mut self,
-        mut control: mpsc::Receiver<(ControlAction, oneshot::Sender<Value>)>,
+        mut control: mpsc::Receiver<(ControlAction, oneshot::Sender<WatchAnswer>)>,
         mut ops: mpsc::UnboundedReceiver<OpMsg>,
     ) {
         let shutdown = self.shutdown.clone();
@@ -71,7 +73,7 @@ impl WatchTask {
         // A failover in flight stops here; its journal resumes it on the next start.
         if let Some(op) = self.op.take() {
             op.task.abort();
-            tracing::warn!(watch = %self.name, failover_id = %op.id, "{} interrupted by shutdown; the journal resumes it on the next start", op.kind);
+            tracing::warn!(watch = %self.name, failover_id = %op.id, "{} interrupted by shutdown; the journal resumes it on the next start", op.kind.as_str());
         }
         let WatchTask {
             persist,
@@ -157,15 +159,15 @@ impl WatchTask {
             })
         {
             let tally = peers.ask(&self.name).await;
-            self.last_quorum = Some(tally.json(now));
+            self.last_quorum = Some(tally.status(now));
             (next, decisions) =
                 policies::step_with_quorum(&self.state, &input, now, &self.params, &tally.quorum());
         }
         self.metrics.record_observation(&observation);
-        let observation_json = check::observation_json(&observation);
+        let report = ObservationReport::of(&observation);
         // Events carry the observation; a quiet round (the usual one) needs no copy of it.
-        let event_observation = (!decisions.is_empty()).then(|| observation_json.clone());
-        self.last_observation = Some(observation_json);
+        let event_observation = (!decisions.is_empty()).then(|| report.to_json());
+        self.last_observation = Some(report);
         // The journal goes to disk before the state that spends the engine's intent: a crash
         // in between then leaves a journal that the next start resumes, never a spent intent
         // and no failover for the rest of the outage. An intent that cannot start (shutdown,
@@ -175,7 +177,7 @@ impl WatchTask {
             .iter()
             .any(|d| d.event == PolicyEvent::FailoverIntent);
         let begun = if intent {
-            self.begin_failover("auto", now).await
+            self.begin_failover(Trigger::Auto, now).await
         } else {
             None
         };
@@ -188,13 +190,13 @@ impl WatchTask {
         );
         if let Some((runner, journal)) = begun {
             test_hooks::crash_after_intent().await;
-            self.launch(runner, journal, "auto", now);
+            self.launch(runner, journal, Trigger::Auto, now);
         }
         let _ = self
             .done
             .send(RoundDone {
                 watch: self.name.clone(),
-                status: self.status_json(),
+                status: self.status(),
                 summary: self.summary(&observation),
             })
             .await;
@@ -210,11 +212,11 @@ impl WatchTask {
         dns: &policies::PathStatus,
         direct: &policies::PathStatus,
     ) -> bool {
-        let held = self.op.as_ref().is_some_and(|op| op.kind == "failover")
+        let held = self.op.as_ref().is_some_and(|op| op.kind == OpKind::Failover)
             && self
                 .last_failover
                 .as_ref()
-                .is_some_and(|f| !f["held"].is_null() && f["automatic"] == json!(true));
+                .is_some_and(|f| f.held.is_some() && f.automatic);
         if !held || dns.failure().is_some() || direct.failure().is_some() {
             self.primary_ok_while_held = 0;
             return false;
@@ -251,7 +253,7 @@ impl WatchTask {
         true
     }
 
-    pub(super) async fn control(&mut self, action: ControlAction) -> Value {
+    pub(super) async fn control(&mut self, action: ControlAction) -> WatchAnswer {
         let now = SystemTime::now();
         let (next, decisions) = match action {
             ControlAction::Pause { reason, until } => {
@@ -259,15 +261,17 @@ impl WatchTask {
             }
             ControlAction::Resume => policies::resume(&self.state, now),
             ControlAction::Failover => {
-                let answer = match self.begin_failover("manual", now).await {
+                let answer = match self.begin_failover(Trigger::Manual, now).await {
                     Some((runner, journal)) => {
                         let id = journal.plan.failover_id.clone();
-                        self.launch(runner, journal, "manual", now);
-                        json!({ "started": true, "failover_id": id })
+                        self.launch(runner, journal, Trigger::Manual, now);
+                        WatchAnswer {
+                            started: Some(true),
+                            failover_id: Some(id),
+                            ..WatchAnswer::default()
+                        }
                     }
-                    None => {
-                        json!({ "started": false, "error": self.state.last_reasons.join("; ") })
-                    }
+                    None => WatchAnswer::not_started(self.state.last_reasons.join("; ")),
                 };
                 self.publish();
                 return answer;
@@ -278,13 +282,17 @@ impl WatchTask {
                 return answer;
             }
             ControlAction::Approve { by } => {
-                // The admin server answers this itself; through the loop it works the same.
-                return super::approve(&self.name, &self.approvals, by).await;
+                // The admin server answers this itself, straight from the executor.
+                return self.approvals.approve(&self.name, by).await.into();
             }
             ControlAction::Failback { delete_dr } => {
                 let answer = match self.start_failback(delete_dr).await {
-                    Ok(id) => json!({ "started": true, "failback_id": id }),
-                    Err(e) => json!({ "started": false, "error": e }),
+                    Ok(id) => WatchAnswer {
+                        started: Some(true),
+                        failback_id: Some(id),
+                        ..WatchAnswer::default()
+                    },
+                    Err(e) => WatchAnswer::not_started(e),
                 };
                 self.publish();
                 return answer;
@@ -292,18 +300,19 @@ impl WatchTask {
         };
         self.apply(next, decisions, now, None, true);
         self.publish();
-        json!({
-            "state": self.state.state().as_str(),
-            "paused": self.state.is_paused(),
-            "pause": super::status::pause_json(&self.state),
-        })
+        WatchAnswer {
+            state: Some(self.state.state().as_str().to_owned()),
+            paused: Some(self.state.is_paused()),
+            pause: Some(PauseStatus::of(&self.state)),
+            ..WatchAnswer::default()
+        }
     }
 
     /// `/status` shows a control action at once, not after the next round.
     pub(super) fn publish(&self) {
         let _ = self.done.try_send(RoundDone {
             watch: self.name.clone(),
-            status: self.status_json(),
+            status: self.status(),
             summary: format!("{}: {}", self.name, self.state.state().as_str()),
         });
     }
@@ -429,7 +438,7 @@ pub(super) mod test_hooks {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+use super::*;
 
     #[test]
     fn every_probe_kind_maps_to_the_engine_kind_of_the_same_name() {

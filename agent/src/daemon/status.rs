@@ -1,7 +1,6 @@
 //! What a watch tells people: its events (the engine's decisions and the executor's
 //! progress), its `/status` block and its one-line summary.
 
-use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use serde_json::{Value, json};
@@ -9,7 +8,7 @@ use valkey_dr_policies::{Decision, Event as PolicyEvent, State};
 use valkey_dr_probes::Observation;
 
 use crate::event::{Event, EventName};
-use crate::executor::{Journal, Step};
+use crate::control::status::{PathStreaks, PauseStatus, RunningOp, VoteRecord, WatchStatus};
 
 use super::*;
 
@@ -97,35 +96,37 @@ impl WatchTask {
         }
     }
 
-    pub(super) fn status_json(&self) -> Value {
+    pub(super) fn status(&self) -> WatchStatus {
         let s = &self.state;
-        json!({
-            "name": self.name,
-            "state": s.state().as_str(),
-            "paused": s.is_paused(),
-            "pause": pause_json(s),
-            "consecutive_failures": s.consecutive_failures,
-            "consecutive_successes": s.consecutive_successes,
-            "paths": {
-                "dns": { "consecutive_failures": s.dns.consecutive_failures, "last_failure": s.dns.last_failure.map(|k| k.as_str()) },
-                "direct": { "consecutive_failures": s.direct.consecutive_failures, "last_failure": s.direct.last_failure.map(|k| k.as_str()) },
-            },
-            "reasons": s.last_reasons,
-            "rounds": self.rounds,
-            "active_endpoint": format!("{}:{}", self.spec.endpoint, self.spec.port),
-            "served_by_dr": s.served_by_dr,
-            "old_primary_successes": s.old_primary_successes,
-            "running": self.op.as_ref().map(|op| json!({ "kind": op.kind, "id": op.id })),
-            "last_failover": self.last_failover,
-            "last_failback": self.last_failback,
-            "last_observation": self.last_observation,
-            "vote": self.vote.map(|(evidence, at)| json!({
-                "outage_evidence": evidence,
-                "round_at_ms": at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
-                "window_ms": (self.interval * self.params.fall).as_millis() as u64,
-            })),
-            "quorum": self.last_quorum,
-        })
+        WatchStatus {
+            active_endpoint: format!("{}:{}", self.spec.endpoint, self.spec.port),
+            consecutive_failures: s.consecutive_failures,
+            consecutive_successes: s.consecutive_successes,
+            last_failback: self.last_failback.clone(),
+            last_failover: self.last_failover.clone(),
+            last_observation: self.last_observation.clone(),
+            name: self.name.clone(),
+            old_primary_successes: s.old_primary_successes,
+            pause: PauseStatus::of(s),
+            paused: s.is_paused(),
+            paths: PathStreaks::of(s),
+            quorum: self.last_quorum.clone(),
+            reasons: s.last_reasons.clone(),
+            rounds: self.rounds,
+            running: self.op.as_ref().map(|op| RunningOp {
+                id: op.id.clone(),
+                kind: op.kind,
+            }),
+            served_by_dr: s.served_by_dr,
+            state: s.state().as_str().to_owned(),
+            vote: self.vote.map(|(evidence, at)| VoteRecord {
+                outage_evidence: evidence,
+                round_at_ms: at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+                window_ms: (self.interval * self.params.fall).as_millis() as u64,
+            }),
+        }
     }
 
     pub(super) fn summary(&self, o: &Observation) -> String {
@@ -143,52 +144,5 @@ impl WatchTask {
             self.state.state().as_str(),
             paths.join(", ")
         )
-    }
-}
-
-/// A failover journal in a few fields, for `/status` and `valkey-dr status`.
-pub fn journal_summary(j: &Journal) -> Value {
-    json!({
-        "failover_id": j.plan.failover_id,
-        "outcome": j.outcome,
-        "step": j.current_step().map(Step::as_str),
-        "started_at": j.started_at().map(|t| humantime::format_rfc3339_millis(t).to_string()),
-        "endpoint": j.endpoint.as_ref().map(|(h, p)| format!("{h}:{p}")),
-        "steps_ms": j.timings().iter().map(|(k, v)| (k.to_string(), v.as_millis() as u64)).collect::<BTreeMap<_, _>>(),
-        "runs": j.runs,
-        "approval_required": j.plan.approval,
-        "automatic": j.plan.automatic,
-        "held": j.held().map(hold_json),
-        "holds": j.holds.iter().map(hold_json).collect::<Vec<_>>(),
-    })
-}
-
-/// One hold of a failover, for `/status`, events and `history`.
-pub fn hold_json(h: &crate::executor::Hold) -> Value {
-    let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
-    json!({
-        "before": h.step.as_str(),
-        "since": time(h.since),
-        "gate": (!h.gate.is_empty()).then_some(&h.gate),
-        "answer": h.answer,
-        "approval": h.approval,
-        "checks": h.checks,
-        "ended": h.ended.map(time),
-        "how": h.how,
-        "approved_by": h.approved_by,
-        "held_s": h.ended.unwrap_or_else(SystemTime::now).duration_since(h.since).map_or(0, |d| d.as_secs()),
-    })
-}
-
-/// A pause as `/status` shows it: since when, why, and until when (`null` when not paused).
-pub fn pause_json(s: &valkey_dr_policies::WatchState) -> Value {
-    let time = |t: SystemTime| humantime::format_rfc3339_seconds(t).to_string();
-    match s.paused_since {
-        None => Value::Null,
-        Some(since) => json!({
-            "since": time(since),
-            "reason": s.pause_reason,
-            "until": s.paused_until.map(time),
-        }),
     }
 }

@@ -31,6 +31,9 @@ use crate::gate::{Gates, Passage};
 use crate::store;
 use wait::WaitError;
 
+mod approval;
+pub use approval::ApprovalAnswer;
+
 /// The tag that marks a cache as built by a given failover, so a resumed or racing run can
 /// tell its own cache from someone else's.
 pub const FAILOVER_TAG: &str = "valkey-dr:failover-id";

@@ -424,7 +424,7 @@ impl Agent {
 
 /// GET on the agent's admin server: (status, body), or `None` if it does not answer.
 pub async fn agent_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
-    valkey_dr::admin::request(addr, "GET", path, None, Duration::from_secs(2))
+    valkey_dr::control::client::request(addr, "GET", path, None, Duration::from_secs(2))
         .await
         .ok()
 }
