@@ -63,7 +63,6 @@ const SHUTDOWN_DRAIN: Duration = Duration::from_millis(1500);
 /// so 32 is far above any honest use, and far below the descriptors the probes need.
 pub const MAX_CONNECTIONS: usize = 32;
 
-
 /// The content type of OpenMetrics text, which `prometheus-client` writes (`# EOF` included).
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -143,7 +142,6 @@ impl Health {
         Ok(())
     }
 }
-
 
 /// What the admin server reads. Everything is shared with the loop and cheap to clone.
 #[derive(Debug, Clone)]

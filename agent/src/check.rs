@@ -5,8 +5,8 @@
 //! drifted, or when strict applications would reject the certificate; CRITICAL when both the
 //! dns and the direct path fail. UNKNOWN (exit 3) is for when no round could run at all.
 
-use std::fmt::Write as _;
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;

@@ -9,11 +9,11 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+use crate::check::{self, Status};
 use crate::commands::{self, render};
+use crate::config::{self, Config, LogFormat, ProcessEnv};
 use crate::control::{AgentError, ControlAction};
 use crate::text::chain;
-use crate::check::{self, Status};
-use crate::config::{self, Config, LogFormat, ProcessEnv};
 
 /// `valkey-dr --version`: the crate version and the commit it was built from.
 pub const VERSION: &str = concat!(
@@ -739,18 +739,11 @@ async fn run_status(path: &std::path::Path, only: Option<&str>, output: Output) 
 /// The signals that start a clean stop, for messages.
 const STOP_SIGNALS: &str = "SIGTERM or SIGINT";
 
-/// `valkey-dr run`: the daemon, which `SIGHUP` reloads.
-///
-/// A reload validates the file first. An invalid one changes nothing: the agent goes on with
-/// the config it runs, logs why, and sends `config_error` through its notifiers. A valid
-/// one (even an identical text: a rotated secret file is not in the text) replaces the
-/// running generation: its watches save their state and the new
-/// one starts from it (the same path as a restart, so streaks, pauses and cooldowns carry
-/// over, and a failover in flight resumes from its journal).
+/// `valkey-dr run`: the daemon, which `SIGHUP` reloads ([`crate::daemon::run_with_reloads`]).
 async fn run_daemon(path: &std::path::Path) -> i32 {
     // Log in the configured format; the config itself must be read first, so its own errors
     // go to stderr as text.
-    let mut config = match Config::load(path, &ProcessEnv) {
+    let config = match Config::load(path, &ProcessEnv) {
         Ok(config) => config,
         Err(e) => {
             init_logging(LogFormat::Text, "info");
@@ -770,58 +763,14 @@ async fn run_daemon(path: &std::path::Path) -> i32 {
             return 1;
         }
     };
-    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+    let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(hangup) => hangup,
         Err(e) => {
             tracing::error!("cannot listen for SIGHUP: {e}");
             return 1;
         }
     };
-    let result = loop {
-        let generation = shutdown.child_token();
-        let (refused_tx, refused_rx) = tokio::sync::mpsc::unbounded_channel();
-        let daemon = crate::daemon::run_reloadable(config.clone(), generation.clone(), refused_rx);
-        tokio::pin!(daemon);
-        let next = loop {
-            tokio::select! {
-                result = &mut daemon => break Err(result),
-                Some(()) = hangup.recv() => match Config::load(path, &ProcessEnv) {
-                    Err(e) => {
-                        let reason = chain(&e);
-                        tracing::error!(
-                            "SIGHUP: {} is not valid, so nothing changed: {reason}",
-                            path.display()
-                        );
-                        let _ = refused_tx.send(crate::daemon::ReloadRefused {
-                            path: path.to_owned(),
-                            reason,
-                        });
-                    }
-                    Ok(new) => break Ok(new),
-                },
-            }
-        };
-        match next {
-            Err(result) => break result,
-            Ok(new) => {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                tracing::info!("SIGHUP: {} is valid; reloading", path.display());
-                generation.cancel();
-                if let Err(e) = daemon.await {
-                    tracing::error!("{}", chain(&e));
-                }
-                for w in &new.warnings {
-                    tracing::warn!("{w}");
-                }
-                config = new;
-                tracing::info!(
-                    mode = config.agent.mode.as_str(),
-                    watches = config.watches.len(),
-                    "config reloaded"
-                );
-            }
-        }
-    };
+    let result = crate::daemon::run_with_reloads(path, config, shutdown, hangup).await;
     signals.abort();
     match result {
         Ok(()) => 0,
@@ -933,10 +882,7 @@ async fn run_check(path: &std::path::Path, watch: Option<&str>, output: Output) 
     let report = match check::run(&config, watch).await {
         Ok(report) => report,
         Err(e) => {
-            return say_unknown(format!(
-                "no probe round could run: {}",
-                chain(&e)
-            ));
+            return say_unknown(format!("no probe round could run: {}", chain(&e)));
         }
     };
     let rendered = match output {
@@ -992,10 +938,7 @@ async fn run_drill(path: &std::path::Path, only: Option<&str>, keep: bool, outpu
     let saved = match saved {
         Ok(path) => Some(path),
         Err(e) => {
-            eprintln!(
-                "error: the drill report could not be saved: {}",
-                chain(&e)
-            );
+            eprintln!("error: the drill report could not be saved: {}", chain(&e));
             None
         }
     };

@@ -14,8 +14,7 @@ use crate::executor::sdk::{SdkCache, SdkDns};
 use crate::executor::verify::ProbeVerifier;
 use crate::executor::{
     Approvals, Executor, ExecutorLimits, FailoverError, FailoverOutcome, HoldNews, Holding,
-    Journal, JournalEntry,
-    Kind, LeaseClock, Phase, Plan, Step,
+    Journal, JournalEntry, Kind, LeaseClock, Phase, Plan, Step,
 };
 use crate::gate::Gates;
 use crate::{aws, layout, plan, store};
@@ -29,10 +28,9 @@ pub fn load_journal(state_dir: &Path, watch: &str) -> Result<Option<Journal>, st
 /// and the last failover journal completed. Anything unreadable means "the primary".
 pub fn active_dr_endpoint(config: &Config, watch: &str) -> Option<(String, u16)> {
     let state_dir = &config.agent.state_dir;
-    let state = store::read_json::<valkey_dr_policies::WatchState>(&layout::state_file(
-        state_dir, watch,
-    ))
-    .ok()??;
+    let state =
+        store::read_json::<valkey_dr_policies::WatchState>(&layout::state_file(state_dir, watch))
+            .ok()??;
     if !state.served_by_dr {
         return None;
     }

@@ -30,7 +30,6 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::preflight::{self, CheckStatus, Report};
 
-
 /// One watch's alerting memory.
 #[derive(Default)]
 struct Memory {

@@ -42,7 +42,6 @@ pub fn percent_encode(value: &str) -> String {
     out
 }
 
-
 /// A JSON value as words for a person: strings bare, `-` for null, lists comma-separated,
 /// objects as `key=value` pairs. Text output never shows braces or quotes.
 pub fn plain(v: &Value) -> String {
@@ -100,7 +99,13 @@ mod tests {
     fn a_chain_is_one_line_outer_first() {
         let e = Outer(std::io::Error::other("inner"));
         assert_eq!(chain(&e), "outer: inner");
-        assert_eq!(chain(&e), format!("{:#}", anyhow::Error::from(Outer(std::io::Error::other("inner")))));
+        assert_eq!(
+            chain(&e),
+            format!(
+                "{:#}",
+                anyhow::Error::from(Outer(std::io::Error::other("inner")))
+            )
+        );
     }
 
     #[test]
@@ -116,7 +121,10 @@ mod tests {
 
     #[test]
     fn aligned_rows_pad_every_column_but_the_last() {
-        let rows = vec![vec!["a".to_owned(), "bb".to_owned()], vec!["ccc".to_owned(), "d".to_owned()]];
+        let rows = vec![
+            vec!["a".to_owned(), "bb".to_owned()],
+            vec!["ccc".to_owned(), "d".to_owned()],
+        ];
         assert_eq!(aligned(&rows), vec!["a    bb", "ccc  d"]);
     }
 }

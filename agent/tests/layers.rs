@@ -52,7 +52,12 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 fn module_of(rel: &Path, layer_folders: &BTreeSet<String>) -> String {
     let parts: Vec<String> = rel
         .components()
-        .map(|c| c.as_os_str().to_string_lossy().trim_end_matches(".rs").to_owned())
+        .map(|c| {
+            c.as_os_str()
+                .to_string_lossy()
+                .trim_end_matches(".rs")
+                .to_owned()
+        })
         .collect();
     match parts.as_slice() {
         [layer, module, ..] if layer_folders.contains(layer) => module.clone(),
@@ -166,11 +171,7 @@ fn every_module_stands_in_exactly_one_layer() {
         missing.is_empty(),
         "modules in agent/src that ARCHITECTURE.md's layer table does not place: {missing:?}"
     );
-    let gone: Vec<_> = h
-        .layer_of
-        .keys()
-        .filter(|m| !modules.contains(m))
-        .collect();
+    let gone: Vec<_> = h.layer_of.keys().filter(|m| !modules.contains(m)).collect();
     assert!(
         gone.is_empty(),
         "the layer table names modules that agent/src does not have: {gone:?}"

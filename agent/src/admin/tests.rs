@@ -16,10 +16,10 @@ use std::net::SocketAddr;
 use super::*;
 use crate::control::AdminClientError;
 use crate::control::client::MAX_ANSWER_BYTES;
+use crate::control::client::request;
 use crate::control::status::{
     AgentStatus, PathStreak, PathStreaks, ReadinessStatus, WatchAnswer, WatchStatus,
 };
-use crate::control::client::request;
 use crate::metrics::Metrics;
 
 /// Every wait in these tests is bounded by this.
@@ -1060,7 +1060,10 @@ fn tokens_never_show_and_load_says_what_to_do() {
     .expect("chmod");
     if std::fs::read(crate::layout::token_file(dir.path())).is_err() {
         let denied = AdminToken::load(dir.path()).expect_err("denied");
-        assert!(denied.to_string().contains("as the agent's user"), "{denied}");
+        assert!(
+            denied.to_string().contains("as the agent's user"),
+            "{denied}"
+        );
     }
 }
 

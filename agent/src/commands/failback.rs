@@ -34,7 +34,14 @@ pub async fn failback(
     listen: Listener<'_>,
 ) -> Result<Ended<OpReport>, CommandError> {
     if let Some(agent) = running_agent(config).await {
-        return delegate(&agent, ControlAction::Failback { delete_dr }, w, config, listen).await;
+        return delegate(
+            &agent,
+            ControlAction::Failback { delete_dr },
+            w,
+            config,
+            listen,
+        )
+        .await;
     }
     listen(Progress::Local {
         doing: "failing back",

@@ -36,28 +36,7 @@ pub async fn failover(
         doing: "failing over",
     });
     let mut local = Local::new(config, w).await?;
-    let journal = match local.runner.start(
-        config,
-        w,
-        local.state.served_by_dr,
-        false,
-        SystemTime::now(),
-    ) {
-        Ok(Start::New(j)) => j,
-        Ok(Start::Resume(mut j)) => {
-            listen(Progress::Resuming {
-                failover_id: j.plan.failover_id.clone(),
-            });
-            if j.plan.approval {
-                // A person asked for this failover by name: that is the approval a prepared
-                // failover waits for. Gates still hold it.
-                listen(Progress::ApprovedByRunning);
-                j.plan.approval = false;
-            }
-            j
-        }
-        Err(e) => return Err(CommandError::Refused(format!("{e}; nothing changed"))),
-    };
+    let journal = start(&local, config, w, listen)?;
     let id = journal.plan.failover_id.clone();
     local.save(
         policies::failover_started(&local.state, SystemTime::now()).0,
@@ -110,6 +89,36 @@ pub async fn failover(
             error: error.map(|e| format!("failover {id}: {e}")),
         },
     })
+}
+
+/// The journal of the failover this command runs: a new one, or the unfinished one (which
+/// a person asking for a failover by name approves).
+fn start(
+    local: &Local,
+    config: &Config,
+    w: &WatchConfig,
+    listen: Listener<'_>,
+) -> Result<Journal, CommandError> {
+    let served_by_dr = local.state.served_by_dr;
+    match local
+        .runner
+        .start(config, w, served_by_dr, false, SystemTime::now())
+    {
+        Ok(Start::New(j)) => Ok(j),
+        Ok(Start::Resume(mut j)) => {
+            listen(Progress::Resuming {
+                failover_id: j.plan.failover_id.clone(),
+            });
+            if j.plan.approval {
+                // A person asked for this failover by name: that is the approval a prepared
+                // failover waits for. Gates still hold it.
+                listen(Progress::ApprovedByRunning);
+                j.plan.approval = false;
+            }
+            Ok(j)
+        }
+        Err(e) => Err(CommandError::Refused(format!("{e}; nothing changed"))),
+    }
 }
 
 /// What `approve` asks a person to confirm.
@@ -255,10 +264,7 @@ pub(super) async fn delegate(
             reply.error.as_deref().unwrap_or("no reason given")
         )));
     }
-    let id = reply
-        .failover_id
-        .or(reply.failback_id)
-        .unwrap_or_default();
+    let id = reply.failover_id.or(reply.failback_id).unwrap_or_default();
     listen(Progress::Started {
         action: action.as_str(),
         id: id.clone(),

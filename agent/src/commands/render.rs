@@ -50,7 +50,10 @@ pub fn progress_line(p: &Progress, now: SystemTime) -> (Stream, String) {
             action,
             id,
             by_agent: true,
-        } => (Stream::Out, format!("{at} {action} {id} started by the agent")),
+        } => (
+            Stream::Out,
+            format!("{at} {action} {id} started by the agent"),
+        ),
         Progress::Step {
             step,
             phase,

@@ -150,7 +150,6 @@ async fn exchange(
     }
 }
 
-
 /// Why a running agent's answer could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

@@ -698,9 +698,10 @@ mod tests {
                 ..WatchAnswer::default()
             },
         );
-        answer
-            .watches
-            .insert("x".into(), WatchAnswer::not_started("a failback is running"));
+        answer.watches.insert(
+            "x".into(),
+            WatchAnswer::not_started("a failback is running"),
+        );
         assert_eq!(
             serde_json::to_string(&answer).unwrap(),
             concat!(

@@ -80,9 +80,7 @@ impl AdminToken {
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                 Err(TokenError::NotTheOwner { file })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(TokenError::NoAgent { file })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(TokenError::NoAgent { file }),
             Err(source) => Err(TokenError::Unreadable { file, source }),
         }
     }

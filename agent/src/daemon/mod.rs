@@ -23,13 +23,12 @@ use valkey_dr_probes::{Connections, PathKind, ProbeSpec, Prober, ResolverSetting
 
 use crate::admin::{self, AdminState, Health};
 use crate::check::ObservationReport;
+use crate::config::{Config, WatchConfig};
 use crate::control::status::{
-    HoldStatus,
-    AgentStatus, ControlAnswer, FailbackStatus, FailoverSummary, OpKind, QuorumStatus,
+    AgentStatus, ControlAnswer, FailbackStatus, FailoverSummary, HoldStatus, OpKind, QuorumStatus,
     ReadinessStatus, StatusDocument, WatchAnswer, WatchStatus,
 };
 use crate::control::{AdminToken, ControlAction, ControlRequest};
-use crate::config::{Config, WatchConfig};
 use crate::event::{Event, EventName};
 use crate::executor::{FailoverError, HoldNews, Journal, JournalEntry, Phase, Step};
 use crate::failover::{FailbackReport, Runner};
@@ -44,7 +43,6 @@ use crate::witness::Witness;
 mod ops;
 mod round;
 mod status;
-
 
 /// How often `/status` and systemd's `STATUS=` are rebuilt from the watches' last rounds.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
@@ -96,6 +94,63 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Daem
     run_reloadable(config, shutdown, mpsc::unbounded_channel().1).await
 }
 
+/// Runs the daemon with `config` (read from `path`) until `shutdown`, reloading on each
+/// `SIGHUP` (`hangup`).
+///
+/// A reload validates the file first. An invalid one changes nothing: the agent goes on with
+/// the config it runs, logs why, and sends `config_error` through its notifiers. A valid one
+/// (even an identical text: a rotated secret file is not in the text) replaces the running
+/// generation: its watches save their state and the new one starts from it (the same path
+/// as a restart, so streaks, pauses and cooldowns carry over, and a failover in flight
+/// resumes from its journal).
+pub async fn run_with_reloads(
+    path: &Path,
+    mut config: Config,
+    shutdown: CancellationToken,
+    mut hangup: tokio::signal::unix::Signal,
+) -> Result<(), DaemonError> {
+    loop {
+        let generation = shutdown.child_token();
+        let (refused_tx, refused_rx) = mpsc::unbounded_channel();
+        let daemon = run_reloadable(config.clone(), generation.clone(), refused_rx);
+        tokio::pin!(daemon);
+        let new = loop {
+            tokio::select! {
+                result = &mut daemon => return result,
+                Some(()) = hangup.recv() => match Config::load(path, &crate::config::ProcessEnv) {
+                    Err(e) => {
+                        let reason = crate::text::chain(&e);
+                        tracing::error!(
+                            "SIGHUP: {} is not valid, so nothing changed: {reason}",
+                            path.display()
+                        );
+                        let _ = refused_tx.send(ReloadRefused {
+                            path: path.to_owned(),
+                            reason,
+                        });
+                    }
+                    Ok(new) => break new,
+                },
+            }
+        };
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+        tracing::info!("SIGHUP: {} is valid; reloading", path.display());
+        generation.cancel();
+        if let Err(e) = daemon.await {
+            tracing::error!("{}", crate::text::chain(&e));
+        }
+        for w in &new.warnings {
+            tracing::warn!("{w}");
+        }
+        config = new;
+        tracing::info!(
+            mode = config.agent.mode.as_str(),
+            watches = config.watches.len(),
+            "config reloaded"
+        );
+    }
+}
+
 /// Why a `SIGHUP` left the running config in place, for the `config_error` event.
 #[derive(Debug)]
 pub struct ReloadRefused {
@@ -111,14 +166,13 @@ pub struct ReloadRefused {
 pub async fn run_reloadable(
     config: Config,
     shutdown: CancellationToken,
-    mut reload_refused: mpsc::UnboundedReceiver<ReloadRefused>,
+    reload_refused: mpsc::UnboundedReceiver<ReloadRefused>,
 ) -> Result<(), DaemonError> {
     let state_dir = config.agent.state_dir.clone();
     store::ensure_dir(&state_dir)?;
     warn_if_open(&state_dir);
     ensure_descriptors(config.watches.len());
     let token = AdminToken::generate().map_err(|source| DaemonError::Token { source })?;
-
     let specs = crate::spec::probe_specs(&config, None).await?;
     let prober = Arc::new(
         Prober::new(&ResolverSettings {
@@ -126,64 +180,21 @@ pub async fn run_reloadable(
         })
         .map_err(|e| crate::spec::SpecError::Resolver(Box::new(e)))?,
     );
-    let min_interval = config
-        .watches
-        .iter()
-        .map(|w| w.probe.interval)
-        .min()
-        .unwrap_or(Duration::from_secs(5));
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::new(min_interval));
+    let shared = Shared::new(&config, &shutdown, reload_refused);
     let (status_tx, status_rx) = watch::channel(StatusDocument {
         agent: agent_status(&config),
         readiness: None,
         watches: Vec::new(),
     });
     let (control_tx, control_rx) = mpsc::channel(16);
-    let counted = metrics.clone();
-    let (notifier, notify_task) = Notifier::spawn(
-        &config.notifiers,
-        shutdown.child_token(),
-        Arc::new(move |sink, result| counted.notification(sink, result)),
-    );
-
-    let refusals = {
-        let (notifier, agent_id) = (notifier.clone(), config.agent.id.clone());
-        tokio::spawn(async move {
-            while let Some(refused) = reload_refused.recv().await {
-                notifier.notify(agent_event(
-                    EventName::ConfigError,
-                    &agent_id,
-                    vec![
-                        format!(
-                            "SIGHUP: {} is not valid: {}",
-                            refused.path.display(),
-                            refused.reason
-                        ),
-                        "the agent goes on with the config it was running; fix the file and \
-                         send SIGHUP again (valkey-dr config check shows what is wrong)"
-                            .to_owned(),
-                    ],
-                ));
-            }
-        })
-    };
-    let peers = Peers::from_config(&config).map(Arc::new);
     let (readiness_tx, readiness_rx) = watch::channel(ReadinessStatus::pending());
-    let approvals: Arc<BTreeMap<String, Arc<crate::executor::Approvals>>> = Arc::new(
-        config
-            .watches
-            .iter()
-            .map(|w| (w.name.clone(), Arc::default()))
-            .collect(),
-    );
     let admin_shutdown = CancellationToken::new();
     let admin_task = tokio::spawn(admin_server(
         config.agent.admin_listen,
-        state_dir.clone(),
+        state_dir,
         AdminState {
-            metrics: metrics.clone(),
-            health: health.clone(),
+            metrics: shared.metrics.clone(),
+            health: shared.health.clone(),
             status: status_rx,
             readiness: readiness_rx,
             control: control_tx,
@@ -193,10 +204,10 @@ pub async fn run_reloadable(
                 .peer_token
                 .as_ref()
                 .map(|t| AdminToken::shared(t.expose())),
-            peers: peers.clone(),
-            approvals: approvals.clone(),
+            peers: shared.peers.clone(),
+            approvals: shared.approvals.clone(),
         },
-        notifier.clone(),
+        shared.notifier.clone(),
         config.agent.id.clone(),
         admin_shutdown.clone(),
     ));
@@ -206,77 +217,212 @@ pub async fn run_reloadable(
         watches = config.watches.len(),
         "valkey-dr started"
     );
-
     let (done_tx, done_rx) = mpsc::channel(64);
-    let mut watch_controls = BTreeMap::new();
+    let config = Arc::new(config);
+    let (tasks, watch_controls) =
+        spawn_watches(&config, specs, &prober, &shared, &shutdown, done_tx);
+    let background = [
+        tokio::spawn(dispatch_control(control_rx, watch_controls)),
+        tokio::spawn(crate::readiness::run(
+            config.clone(),
+            shared.metrics.clone(),
+            shared.notifier.clone(),
+            readiness_tx,
+            shutdown.child_token(),
+        )),
+        shared.refusals,
+    ];
+    supervise(&config, done_rx, status_tx, &shared.health, &shutdown).await;
+    shut_down(
+        tasks,
+        background,
+        shared.notify_task,
+        admin_shutdown,
+        admin_task,
+    )
+    .await;
+    Ok(())
+}
+
+/// What every watch task of a generation shares.
+struct Shared {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    notifier: Notifier,
+    /// The notifiers' task, drained at shutdown.
+    notify_task: tokio::task::JoinHandle<()>,
+    /// Announces refused reloads through this generation's notifiers.
+    refusals: tokio::task::JoinHandle<()>,
+    peers: Option<Arc<Peers>>,
+    /// Each watch's approval slot, shared with the admin server.
+    approvals: Arc<BTreeMap<String, Arc<crate::executor::Approvals>>>,
+    /// The smallest probe interval: the loop's health is judged against it.
+    min_interval: Duration,
+}
+
+impl Shared {
+    fn new(
+        config: &Config,
+        shutdown: &CancellationToken,
+        reload_refused: mpsc::UnboundedReceiver<ReloadRefused>,
+    ) -> Shared {
+        let min_interval = config
+            .watches
+            .iter()
+            .map(|w| w.probe.interval)
+            .min()
+            .unwrap_or(Duration::from_secs(5));
+        let metrics = Arc::new(Metrics::new());
+        let counted = metrics.clone();
+        let (notifier, notify_task) = Notifier::spawn(
+            &config.notifiers,
+            shutdown.child_token(),
+            Arc::new(move |sink, result| counted.notification(sink, result)),
+        );
+        let refusals = tokio::spawn(announce_refused_reloads(
+            reload_refused,
+            notifier.clone(),
+            config.agent.id.clone(),
+        ));
+        Shared {
+            metrics,
+            health: Arc::new(Health::new(min_interval)),
+            notifier,
+            notify_task,
+            refusals,
+            peers: Peers::from_config(config).map(Arc::new),
+            approvals: Arc::new(
+                config
+                    .watches
+                    .iter()
+                    .map(|w| (w.name.clone(), Arc::default()))
+                    .collect(),
+            ),
+            min_interval,
+        }
+    }
+}
+
+/// Each refused reload, as a `config_error` event.
+async fn announce_refused_reloads(
+    mut refused: mpsc::UnboundedReceiver<ReloadRefused>,
+    notifier: Notifier,
+    agent_id: String,
+) {
+    while let Some(refused) = refused.recv().await {
+        notifier.notify(agent_event(
+            EventName::ConfigError,
+            &agent_id,
+            vec![
+                format!(
+                    "SIGHUP: {} is not valid: {}",
+                    refused.path.display(),
+                    refused.reason
+                ),
+                "the agent goes on with the config it was running; fix the file and \
+                 send SIGHUP again (valkey-dr config check shows what is wrong)"
+                    .to_owned(),
+            ],
+        ));
+    }
+}
+
+/// A watch task's way to hear control requests.
+type ControlTx = mpsc::Sender<(ControlAction, oneshot::Sender<WatchAnswer>)>;
+
+/// Starts one task per watch, each from its saved state; their handles, and where each
+/// hears control requests.
+fn spawn_watches(
+    config: &Arc<Config>,
+    specs: Vec<ProbeSpec>,
+    prober: &Arc<Prober>,
+    shared: &Shared,
+    shutdown: &CancellationToken,
+    done: mpsc::Sender<RoundDone>,
+) -> (
+    Vec<tokio::task::JoinHandle<()>>,
+    BTreeMap<String, ControlTx>,
+) {
+    let mut controls = BTreeMap::new();
     let mut tasks = Vec::new();
-    let shared_config = Arc::new(config.clone());
-    let aws_witnesses = Arc::new(crate::witness::AwsWitnesses::new(&config, min_interval));
+    let aws_witnesses = Arc::new(crate::witness::AwsWitnesses::new(
+        config,
+        shared.min_interval,
+    ));
     for (index, (w, spec)) in config.watches.iter().zip(specs).enumerate() {
         let mut paths = vec![PathKind::Dns, PathKind::Direct];
         if spec.reader_port.is_some() {
             paths.push(PathKind::Reader);
         }
-        metrics.register_watch(&w.name, &paths);
-        let path = layout::state_file(&state_dir, &w.name);
+        shared.metrics.register_watch(&w.name, &paths);
+        let path = layout::state_file(&config.agent.state_dir, &w.name);
         let state = load_state(&path, &w.name);
-        metrics.set_state(&w.name, state.state());
-        metrics.set_paused(&w.name, state.is_paused(), state.paused_until);
+        shared.metrics.set_state(&w.name, state.state());
+        shared
+            .metrics
+            .set_paused(&w.name, state.is_paused(), state.paused_until);
         let (persist, persisted) = watch::channel(state.clone());
-        let writer = tokio::spawn(write_states(path.clone(), w.name.clone(), persisted));
+        let writer = tokio::spawn(write_states(path, w.name.clone(), persisted));
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
-        watch_controls.insert(w.name.clone(), ctl_tx);
+        controls.insert(w.name.clone(), ctl_tx);
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
         let task = WatchTask {
-            config: shared_config.clone(),
+            config: config.clone(),
             index,
-            primary: spec.clone(),
-            runner: None,
-            op: None,
-            ops: ops_tx,
-            shutdown: shutdown.clone(),
-            following: false,
-            last_failover: None,
-            last_failback: None,
             name: w.name.clone(),
             agent_id: config.agent.id.clone(),
-            interval: w.probe.interval,
-            params: params(&config, w),
-            spec,
-            prober: prober.clone(),
-            kept: Connections::default(),
-            kept_old_primary: Connections::default(),
-            approvals: approvals.get(&w.name).cloned().unwrap_or_default(),
-            primary_ok_while_held: 0,
-            witness: Witness::new(&config, index, aws_witnesses.clone()),
-            state,
-            persist,
-            writer,
-            metrics: metrics.clone(),
-            health: health.clone(),
-            notifier: notifier.clone(),
-            done: done_tx.clone(),
-            rounds: 0,
-            last_observation: None,
-            peers: peers.clone(),
-            last_quorum: None,
-            vote: None,
+            shutdown: shutdown.clone(),
+            probing: Probing {
+                prober: prober.clone(),
+                interval: w.probe.interval,
+                primary: spec.clone(),
+                spec,
+                kept: Connections::default(),
+                kept_old_primary: Connections::default(),
+                witness: Witness::new(config, index, aws_witnesses.clone()),
+            },
+            judging: Judging {
+                state,
+                params: params(config, w),
+                persist,
+                writer,
+                rounds: 0,
+                last_observation: None,
+                vote: None,
+                peers: shared.peers.clone(),
+                last_quorum: None,
+                primary_ok_while_held: 0,
+            },
+            operations: Operations {
+                runner: None,
+                op: None,
+                ops: ops_tx,
+                following: false,
+                last_failover: None,
+                last_failback: None,
+                approvals: shared.approvals.get(&w.name).cloned().unwrap_or_default(),
+            },
+            telling: Telling {
+                notifier: shared.notifier.clone(),
+                metrics: shared.metrics.clone(),
+                health: shared.health.clone(),
+                done: done.clone(),
+            },
         };
         tasks.push(tokio::spawn(task.run(ctl_rx, ops_rx)));
     }
-    drop(done_tx);
-    let control = tokio::spawn(dispatch_control(control_rx, watch_controls));
-    let readiness = tokio::spawn(crate::readiness::run(
-        shared_config.clone(),
-        metrics.clone(),
-        notifier.clone(),
-        readiness_tx,
-        shutdown.child_token(),
-    ));
-    supervise(&config, done_rx, status_tx, &health, &shutdown).await;
+    (tasks, controls)
+}
 
-    // Shutdown: watches save their state, notifiers drain, then the admin server stops,
-    // all within a bounded grace so that systemd's stop timeout is never the one that acts.
+/// Shutdown: watches save their state, notifiers drain, then the admin server stops, all
+/// within a bounded grace so that systemd's stop timeout is never the one that acts.
+async fn shut_down(
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    background: [tokio::task::JoinHandle<()>; 3],
+    notify_task: tokio::task::JoinHandle<()>,
+    admin_shutdown: CancellationToken,
+    admin_task: tokio::task::JoinHandle<()>,
+) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     tracing::info!("shutting down");
     let grace = tokio::time::sleep(SHUTDOWN_GRACE);
@@ -287,9 +433,9 @@ pub async fn run_reloadable(
             _ = &mut grace => break,
         }
     }
-    control.abort();
-    readiness.abort();
-    refusals.abort();
+    for task in background {
+        task.abort();
+    }
     tokio::select! {
         _ = notify_task => {}
         _ = &mut grace => tracing::warn!("notifications still queued at shutdown were dropped"),
@@ -297,7 +443,6 @@ pub async fn run_reloadable(
     admin_shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
     tracing::info!("stopped");
-    Ok(())
 }
 
 /// How often a failed admin bind is tried again.
@@ -555,7 +700,7 @@ async fn supervise(
 /// Routes pause/resume from the admin server to the watch tasks.
 async fn dispatch_control(
     mut requests: mpsc::Receiver<ControlRequest>,
-    watches: BTreeMap<String, mpsc::Sender<(ControlAction, oneshot::Sender<WatchAnswer>)>>,
+    watches: BTreeMap<String, ControlTx>,
 ) {
     while let Some(req) = requests.recv().await {
         let targets: Vec<_> = match &req.watch {
@@ -659,52 +804,9 @@ impl StepEvents {
         match news {
             HoldNews::Held { first } => {
                 let Some(hold) = j.held() else { return };
-                let waiting = match (hold.gate.is_empty(), hold.approval) {
-                    (true, _) => "mode = \"prepare\": waiting for a person's approval".to_owned(),
-                    (false, false) => format!("gate {}", hold.answer),
-                    (false, true) => format!("gate {}; then a person's approval", hold.answer),
-                };
-                let ready = match (hold.step, &j.endpoint) {
-                    (Step::SwitchDns, Some((host, port))) => format!(
-                        "ready: the DR cache {} is built and verified at {}:{port}; {} is untouched",
-                        j.plan.cache.name(),
-                        host.trim_end_matches('.'),
-                        j.plan.record
-                    ),
-                    _ => format!(
-                        "nothing is built yet and {} is untouched",
-                        j.plan.record
-                    ),
-                };
-                let held_for = hold.since.elapsed().map_or(0, |d| d.as_secs());
                 self.send_as(
                     EventName::FailoverHeld,
-                    vec![
-                        format!(
-                            "failover {} is held before {}{}: {waiting}",
-                            j.plan.failover_id,
-                            hold.step.as_str(),
-                            if *first { String::new() } else { format!(" for {}", humantime::format_duration(Duration::from_secs(held_for))) },
-                        ),
-                        ready,
-                        if hold.step == Step::SwitchDns {
-                            format!(
-                                "to finish it now: {}; to end it: {}",
-                                self.approve, self.abort
-                            )
-                        } else {
-                            format!(
-                                "to go on past the gate now: {}{}; to end it: {}",
-                                self.approve,
-                                if j.plan.approval {
-                                    " (prepare mode then holds it again before switch_dns for approval)"
-                                } else {
-                                    ""
-                                },
-                                self.abort
-                            )
-                        },
-                    ],
+                    self.held_reasons(j, hold, *first),
                     json!({
                         "hold": HoldStatus::of(hold),
                         "first": first,
@@ -736,6 +838,60 @@ impl StepEvents {
             ),
         }
     }
+
+    /// What `failover_held` says: what it waits for, what is ready, and the one command
+    /// that finishes it (or ends it).
+    fn held_reasons(&self, j: &Journal, hold: &crate::executor::Hold, first: bool) -> Vec<String> {
+        let waiting = match (hold.gate.is_empty(), hold.approval) {
+            (true, _) => "mode = \"prepare\": waiting for a person's approval".to_owned(),
+            (false, false) => format!("gate {}", hold.answer),
+            (false, true) => format!("gate {}; then a person's approval", hold.answer),
+        };
+        let ready = match (hold.step, &j.endpoint) {
+            (Step::SwitchDns, Some((host, port))) => format!(
+                "ready: the DR cache {} is built and verified at {}:{port}; {} is untouched",
+                j.plan.cache.name(),
+                host.trim_end_matches('.'),
+                j.plan.record
+            ),
+            _ => format!("nothing is built yet and {} is untouched", j.plan.record),
+        };
+        let held_for = hold.since.elapsed().map_or(0, |d| d.as_secs());
+        let finish = if hold.step == Step::SwitchDns {
+            format!(
+                "to finish it now: {}; to end it: {}",
+                self.approve, self.abort
+            )
+        } else {
+            format!(
+                "to go on past the gate now: {}{}; to end it: {}",
+                self.approve,
+                if j.plan.approval {
+                    " (prepare mode then holds it again before switch_dns for approval)"
+                } else {
+                    ""
+                },
+                self.abort
+            )
+        };
+        vec![
+            format!(
+                "failover {} is held before {}{}: {waiting}",
+                j.plan.failover_id,
+                hold.step.as_str(),
+                if first {
+                    String::new()
+                } else {
+                    format!(
+                        " for {}",
+                        humantime::format_duration(Duration::from_secs(held_for))
+                    )
+                },
+            ),
+            ready,
+            finish,
+        ]
+    }
 }
 
 /// The failover or failback a watch is running.
@@ -748,17 +904,67 @@ struct Op {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// One watch's task: who it is, and its four parts, each owning what its job needs.
 struct WatchTask {
     config: Arc<Config>,
     index: usize,
-    /// The configured primary's probe spec. `spec` is the active cache's: the DR cache
-    /// after a failover.
+    name: String,
+    agent_id: String,
+    shutdown: CancellationToken,
+    /// What it probes and how.
+    probing: Probing,
+    /// The engine's state and what it judges with.
+    judging: Judging,
+    /// The failover, failback or abort it runs, and their last results.
+    operations: Operations,
+    /// Where events, metrics, liveness and `/status` go.
+    telling: Telling,
+}
+
+/// A watch's probing: the probes, what they aim at, and the connections they keep.
+struct Probing {
+    prober: Arc<Prober>,
+    interval: Duration,
+    /// The active cache's probe spec: the DR cache's after a failover.
+    spec: ProbeSpec,
+    /// The configured primary's probe spec.
     primary: ProbeSpec,
+    /// The connections `spec`'s paths keep between rounds.
+    kept: Connections,
+    /// The connection the old primary's direct probe keeps while the DR cache serves.
+    kept_old_primary: Connections,
+    witness: Witness,
+}
+
+/// A watch's judging: the engine's state, its thresholds, and what the peers say.
+struct Judging {
+    state: WatchState,
+    params: Params,
+    /// Hands states to this watch's writer task: fsync must never stall the single runtime
+    /// thread that probes and serves `/healthz`. The latest state wins.
+    persist: watch::Sender<WatchState>,
+    /// The writer task, awaited at shutdown so the last state is on disk before exit.
+    writer: tokio::task::JoinHandle<()>,
+    rounds: u64,
+    last_observation: Option<ObservationReport>,
+    /// This agent's own vote, as peers read it: whether the last round was outage evidence,
+    /// and when it was.
+    vote: Option<(bool, SystemTime)>,
+    /// The other agents to ask before an automatic failover; `None`: this one decides alone.
+    peers: Option<Arc<Peers>>,
+    /// The last ask of the peers: for `/status` and the failover events.
+    last_quorum: Option<QuorumStatus>,
+    /// Consecutive rounds in which the primary answered on both paths while a failover the
+    /// agent started on its own was held.
+    primary_ok_while_held: u32,
+}
+
+/// A watch's operations: the failover or failback it runs, and what the last ones did.
+struct Operations {
     /// Built on the first failover or failback: most agents never need AWS clients.
     runner: Option<Arc<Runner>>,
     op: Option<Op>,
     ops: mpsc::UnboundedSender<OpMsg>,
-    shutdown: CancellationToken,
     /// This agent stood down for another one: it adopts the DR cache once the record shows
     /// that the other agent's failover landed.
     following: bool,
@@ -766,41 +972,18 @@ struct WatchTask {
     last_failover: Option<FailoverSummary>,
     /// The last failback, for `/status`.
     last_failback: Option<FailbackStatus>,
-    name: String,
-    agent_id: String,
-    interval: Duration,
-    params: Params,
-    spec: ProbeSpec,
-    prober: Arc<Prober>,
-    /// The connections `spec`'s paths keep between rounds.
-    kept: Connections,
-    /// The connection the old primary's direct probe keeps while the DR cache serves.
-    kept_old_primary: Connections,
     /// Where `valkey-dr approve` reaches this watch's held failover.
     approvals: Arc<crate::executor::Approvals>,
-    /// Consecutive rounds in which the primary answered on both paths while a failover the
-    /// agent started on its own was held.
-    primary_ok_while_held: u32,
-    witness: Witness,
-    state: WatchState,
-    /// Hands states to this watch's writer task: fsync must never stall the single runtime
-    /// thread that probes and serves `/healthz`. The latest state wins.
-    persist: watch::Sender<WatchState>,
-    /// The writer task, awaited at shutdown so the last state is on disk before exit.
-    writer: tokio::task::JoinHandle<()>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
+}
+
+/// Where a watch tells what happens.
+struct Telling {
     notifier: Notifier,
+    metrics: Arc<Metrics>,
+    /// Ticked after every round, for `/healthz`.
+    health: Arc<Health>,
+    /// Each round's status, for `/status` and systemd.
     done: mpsc::Sender<RoundDone>,
-    rounds: u64,
-    last_observation: Option<ObservationReport>,
-    /// The other agents to ask before an automatic failover; `None`: this one decides alone.
-    peers: Option<Arc<Peers>>,
-    /// The last ask of the peers: for `/status` and the failover events.
-    last_quorum: Option<QuorumStatus>,
-    /// This agent's own vote, as peers read it: whether the last round was outage evidence,
-    /// and when it was.
-    vote: Option<(bool, SystemTime)>,
 }
 
 /// Writes a watch's states as they change, off the runtime thread, in order.

@@ -18,7 +18,6 @@ use crate::plan;
 
 use super::*;
 
-
 /// Who started a failover.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Trigger {
@@ -62,9 +61,9 @@ impl WatchTask {
             }
         };
         let Some(journal) = journal else { return };
-        self.last_failover = Some(FailoverSummary::of(&journal));
+        self.operations.last_failover = Some(FailoverSummary::of(&journal));
         // It stood down for another agent before the restart: keep following that failover.
-        self.following = !self.state.served_by_dr
+        self.operations.following = !self.judging.state.served_by_dr
             && matches!(journal.outcome, Some(FailoverOutcome::StoodDown { .. }));
         if journal.unfinished() {
             if self.shutdown.is_cancelled() {
@@ -93,11 +92,11 @@ impl WatchTask {
             self.launch(runner, journal, Trigger::Resume, SystemTime::now());
             return;
         }
-        if self.state.served_by_dr {
+        if self.judging.state.served_by_dr {
             match journal.completed_endpoint() {
                 Some((host, port)) => {
                     let runner = self.runner().await;
-                    self.spec = runner.dr_probe(&host, port);
+                    self.probing.spec = runner.dr_probe(&host, port);
                 }
                 _ => {
                     tracing::error!(watch = %self.name, "the saved state says the DR cache serves the watch, but the last journal has no completed failover; probing the configured primary")
@@ -118,13 +117,14 @@ impl WatchTask {
         let id = journal.plan.failover_id.clone();
         match runner.abort(journal, &reason, delete_dr).await {
             Ok((journal, done)) => {
-                self.metrics.set_failover_held(&self.name, false);
-                self.last_failover = Some(FailoverSummary::of(&journal));
+                self.telling.metrics.set_failover_held(&self.name, false);
+                self.operations.last_failover = Some(FailoverSummary::of(&journal));
                 let now = SystemTime::now();
-                let previous = self.state.state();
-                let (next, decisions) = policies::failover_failed(&self.state, now, &reason);
+                let previous = self.judging.state.state();
+                let (next, decisions) =
+                    policies::failover_failed(&self.judging.state, now, &reason);
                 self.apply(next, decisions, now, None, true);
-                self.metrics.failover_result(&self.name, "aborted");
+                self.telling.metrics.failover_result(&self.name, "aborted");
                 self.emit_from(
                     previous,
                     EventName::Aborted,
@@ -155,11 +155,11 @@ impl WatchTask {
     /// `valkey-dr abort`: stops the failover in flight (at its next await point; its journal
     /// says which step it was in) or ends an unfinished journal.
     pub(super) async fn abort(&mut self, delete_dr: bool) -> WatchAnswer {
-        if let Some(op) = self.op.take_if(|op| op.kind == OpKind::Failover) {
+        if let Some(op) = self.operations.op.take_if(|op| op.kind == OpKind::Failover) {
             op.task.abort();
             let _ = op.task.await;
         }
-        if self.op.is_some() {
+        if self.operations.op.is_some() {
             return WatchAnswer::not_aborted("a failback is running; it is not aborted");
         }
         let journal = match failover::load_journal(&self.config.agent.state_dir, &self.name) {
@@ -187,8 +187,12 @@ impl WatchTask {
         trigger: Trigger,
         now: SystemTime,
     ) -> Option<(Arc<Runner>, Journal)> {
-        let refuse = if let Some(op) = &self.op {
-            Some(format!("a {} ({}) is already running", op.kind.as_str(), op.id))
+        let refuse = if let Some(op) = &self.operations.op {
+            Some(format!(
+                "a {} ({}) is already running",
+                op.kind.as_str(),
+                op.id
+            ))
         } else if self.shutdown.is_cancelled() {
             Some("shutdown has begun: no failover is started now".to_owned())
         } else {
@@ -196,7 +200,7 @@ impl WatchTask {
         };
         if let Some(reason) = refuse {
             tracing::warn!(watch = %self.name, trigger = trigger.as_str(), "{reason}");
-            self.state.last_reasons = vec![reason];
+            self.judging.state.last_reasons = vec![reason];
             return None;
         }
         let runner = self.runner().await;
@@ -207,21 +211,21 @@ impl WatchTask {
         match runner.start(
             &self.config,
             self.watch_config(),
-            self.state.served_by_dr,
+            self.judging.state.served_by_dr,
             trigger == Trigger::Auto,
             now,
         ) {
             Ok(Start::New(journal) | Start::Resume(journal)) => Some((runner, journal)),
-            Err(e) if self.state.served_by_dr => {
+            Err(e) if self.judging.state.served_by_dr => {
                 tracing::warn!(watch = %self.name, trigger = trigger.as_str(), "{e}");
-                self.state.last_reasons = vec![e];
+                self.judging.state.last_reasons = vec![e];
                 None
             }
             Err(e) => {
                 let reason = format!("{e}; no failover started");
-                self.metrics.failover_result(&self.name, "failed");
+                self.telling.metrics.failover_result(&self.name, "failed");
                 self.emit(EventName::FailoverFailed, vec![reason.clone()], None, None);
-                self.state.last_reasons = vec![reason];
+                self.judging.state.last_reasons = vec![reason];
                 None
             }
         }
@@ -234,8 +238,8 @@ impl WatchTask {
         trigger: Trigger,
         now: SystemTime,
     ) {
-        let previous = self.state.state();
-        let (next, decisions) = policies::failover_started(&self.state, now);
+        let previous = self.judging.state.state();
+        let (next, decisions) = policies::failover_started(&self.judging.state, now);
         self.apply(next, decisions, now, None, true);
         let id = journal.plan.failover_id.clone();
         let resumed = journal.runs > 0;
@@ -256,13 +260,13 @@ impl WatchTask {
                 "done_steps": Step::ALL.iter().filter(|s| journal.done(**s)).map(|s| s.as_str()).collect::<Vec<_>>(),
             })),
         );
-        self.last_failover = Some(FailoverSummary::of(&journal));
-        let tx = self.ops.clone();
+        self.operations.last_failover = Some(FailoverSummary::of(&journal));
+        let tx = self.operations.ops.clone();
         // Step events leave from the executor's task the moment the journal has them: the
         // watch task may be inside a probe round (a whole timeout, in an outage) and would
         // hold them back.
         let steps = StepEvents {
-            notifier: self.notifier.clone(),
+            notifier: self.telling.notifier.clone(),
             watch: self.name.clone(),
             agent_id: self.agent_id.clone(),
             failover_id: id.clone(),
@@ -281,12 +285,15 @@ impl WatchTask {
             let alert = |step: Step, message: &str| steps.retrying(step, message);
             let news = |j: &Journal, news: &HoldNews| {
                 steps.hold(j, news);
-                let _ = tx.send(OpMsg::Hold(j.plan.failover_id.clone(), FailoverSummary::of(j)));
+                let _ = tx.send(OpMsg::Hold(
+                    j.plan.failover_id.clone(),
+                    FailoverSummary::of(j),
+                ));
             };
             let result = runner.failover(journal, &progress, &alert, &news).await;
             let _ = tx.send(OpMsg::FailoverDone(Box::new(result)));
         });
-        self.op = Some(Op {
+        self.operations.op = Some(Op {
             kind: OpKind::Failover,
             id,
             task,
@@ -295,17 +302,21 @@ impl WatchTask {
 
     /// Starts a failback if the old primary has passed `rise` rounds.
     pub(super) async fn start_failback(&mut self, delete_dr: bool) -> Result<String, String> {
-        if let Some(op) = &self.op {
-            return Err(format!("a {} ({}) is already running", op.kind.as_str(), op.id));
+        if let Some(op) = &self.operations.op {
+            return Err(format!(
+                "a {} ({}) is already running",
+                op.kind.as_str(),
+                op.id
+            ));
         }
-        if !self.state.served_by_dr {
+        if !self.judging.state.served_by_dr {
             return Err("the primary already serves the watch: nothing to fail back".to_owned());
         }
-        let rise = self.params.rise();
-        if self.state.old_primary_successes < rise {
+        let rise = self.judging.params.rise();
+        if self.judging.state.old_primary_successes < rise {
             return Err(format!(
                 "the primary has passed {} consecutive rounds, and failback needs rise = {rise}; wait for failback_possible",
-                self.state.old_primary_successes
+                self.judging.state.old_primary_successes
             ));
         }
         if self.shutdown.is_cancelled() {
@@ -313,9 +324,9 @@ impl WatchTask {
         }
         let runner = self.runner().await;
         let id = failover::new_failback_id(SystemTime::now());
-        let dr = self.spec.endpoint.clone();
-        let primary = self.primary.endpoint.clone();
-        let tx = self.ops.clone();
+        let dr = self.probing.spec.endpoint.clone();
+        let primary = self.probing.primary.endpoint.clone();
+        let tx = self.operations.ops.clone();
         let fb_id = id.clone();
         let task = tokio::spawn(async move {
             let progress = |step: &str, detail: &str| {
@@ -326,7 +337,7 @@ impl WatchTask {
                 .await;
             let _ = tx.send(OpMsg::FailbackDone(result));
         });
-        self.op = Some(Op {
+        self.operations.op = Some(Op {
             kind: OpKind::Failback,
             id: id.clone(),
             task,
@@ -336,26 +347,31 @@ impl WatchTask {
 
     pub(super) fn on_op(&mut self, msg: OpMsg) {
         let now = SystemTime::now();
-        let id = self.op.as_ref().map(|op| op.id.clone());
+        let id = self.operations.op.as_ref().map(|op| op.id.clone());
         match msg {
             OpMsg::Step(entry) => {
-                if let Some(summary) = &mut self.last_failover {
+                if let Some(summary) = &mut self.operations.last_failover {
                     summary.step = Some(entry.step.as_str().to_owned());
                 }
             }
             OpMsg::FailoverDone(result) => {
-                self.op = None;
-                self.metrics.set_failover_held(&self.name, false);
+                self.operations.op = None;
+                self.telling.metrics.set_failover_held(&self.name, false);
                 self.failover_done(*result, now);
             }
             // Only while that failover runs: a message queued before an abort must not bring
             // its hold back.
             OpMsg::Hold(failover_id, summary)
-                if self.op.as_ref().is_some_and(|op| op.id == failover_id) =>
+                if self
+                    .operations
+                    .op
+                    .as_ref()
+                    .is_some_and(|op| op.id == failover_id) =>
             {
-                self.metrics
+                self.telling
+                    .metrics
                     .set_failover_held(&self.name, summary.held.is_some());
-                self.last_failover = Some(summary);
+                self.operations.last_failover = Some(summary);
             }
             OpMsg::Hold(..) => {}
             OpMsg::FailbackStep(step, detail) => {
@@ -367,19 +383,20 @@ impl WatchTask {
                 );
             }
             OpMsg::FailbackDone(result) => {
-                self.op = None;
+                self.operations.op = None;
                 match result {
                     Ok(report) => {
-                        self.last_failback = Some(FailbackStatus {
+                        self.operations.last_failback = Some(FailbackStatus {
                             error: None,
                             id: id.clone(),
                             report: Some(report.clone()),
                             result: "completed".to_owned(),
                         });
-                        let previous = self.state.state();
-                        let (next, decisions) = policies::failback_completed(&self.state, now);
+                        let previous = self.judging.state.state();
+                        let (next, decisions) =
+                            policies::failback_completed(&self.judging.state, now);
                         self.apply(next, decisions, now, None, true);
-                        self.spec = self.primary.clone();
+                        self.probing.spec = self.probing.primary.clone();
                         self.emit_from(
                             previous,
                             EventName::FailbackCompleted,
@@ -392,7 +409,7 @@ impl WatchTask {
                         );
                     }
                     Err(e) => {
-                        self.last_failback = Some(FailbackStatus {
+                        self.operations.last_failback = Some(FailbackStatus {
                             error: Some(e.clone()),
                             id: id.clone(),
                             report: None,
@@ -422,21 +439,21 @@ impl WatchTask {
         };
         let timings = journal.timings();
         for (step, d) in &timings {
-            self.metrics.failover_step(&self.name, step, *d);
+            self.telling.metrics.failover_step(&self.name, step, *d);
         }
         let steps_ms: BTreeMap<_, _> = timings
             .iter()
             .map(|(k, v)| (*k, v.as_millis() as u64))
             .collect();
-        let previous = self.state.state();
-        self.last_failover = Some(FailoverSummary::of(&journal));
-        let settled = failover::settle(&self.state, &journal, error.as_ref(), now);
+        let previous = self.judging.state.state();
+        self.operations.last_failover = Some(FailoverSummary::of(&journal));
+        let settled = failover::settle(&self.judging.state, &journal, error.as_ref(), now);
         self.apply(settled.next, settled.decisions, now, None, true);
         let (result, event, reasons, detail) = match (error, settled.reason) {
             (Some(e), Some(reason)) => self.failover_ended(&journal, e, reason, steps_ms),
             _ => self.failover_completed(&journal, steps_ms),
         };
-        self.metrics.failover_result(&self.name, result);
+        self.telling.metrics.failover_result(&self.name, result);
         self.emit_from(
             previous,
             event,
@@ -452,10 +469,10 @@ impl WatchTask {
         journal: &Journal,
         steps_ms: BTreeMap<&'static str, u64>,
     ) -> (&'static str, EventName, Vec<String>, Value) {
-        if let (Some((host, port)), Some(runner)) = (&journal.endpoint, &self.runner) {
-            self.spec = runner.dr_probe(host, *port);
+        if let (Some((host, port)), Some(runner)) = (&journal.endpoint, &self.operations.runner) {
+            self.probing.spec = runner.dr_probe(host, *port);
         }
-        self.following = false;
+        self.operations.following = false;
         // From the journal, not from now: this message may have waited for a probe round.
         let total_ms = journal
             .started_at()
@@ -466,17 +483,22 @@ impl WatchTask {
             "{} now points at the DR cache {} ({})",
             journal.plan.record,
             journal.plan.cache.name(),
-            self.spec.endpoint
+            self.probing.spec.endpoint
         );
         let detail = json!({
-            "endpoint": self.spec.endpoint,
-            "port": self.spec.port,
+            "endpoint": self.probing.spec.endpoint,
+            "port": self.probing.spec.port,
             "cache": journal.plan.cache.name(),
             "steps_ms": steps_ms,
             "total_ms": total_ms,
             "runs": journal.runs,
         });
-        ("completed", EventName::FailoverCompleted, vec![reason], detail)
+        (
+            "completed",
+            EventName::FailoverCompleted,
+            vec![reason],
+            detail,
+        )
     }
 
     /// A failover that stood down, was aborted by a gate, or failed: its result label, its
@@ -493,10 +515,15 @@ impl WatchTask {
             FailoverError::StoodDown { holder } => {
                 // The other agent is failing over: once the record shows its DR cache, this
                 // agent follows it instead of reporting drift.
-                self.following = true;
+                self.operations.following = true;
                 let follows = "this agent follows once the record points at the DR cache";
                 let detail = json!({ "holder": holder });
-                ("stood_down", EventName::StoodDown, vec![reason, follows.to_owned()], detail)
+                (
+                    "stood_down",
+                    EventName::StoodDown,
+                    vec![reason, follows.to_owned()],
+                    detail,
+                )
             }
             FailoverError::GateAborted { .. } => {
                 let untouched = if journal.done(Step::Provision) {
@@ -509,7 +536,12 @@ impl WatchTask {
                 };
                 let detail =
                     json!({ "reason": reason, "done": untouched, "record_untouched": true });
-                ("aborted", EventName::Aborted, vec![reason, untouched], detail)
+                (
+                    "aborted",
+                    EventName::Aborted,
+                    vec![reason, untouched],
+                    detail,
+                )
             }
             e => {
                 let record_untouched = !journal.done(Step::SwitchDns);
@@ -524,7 +556,12 @@ impl WatchTask {
                     "record_untouched": record_untouched,
                     "steps_ms": steps_ms,
                 });
-                ("failed", EventName::FailoverFailed, vec![reason, what], detail)
+                (
+                    "failed",
+                    EventName::FailoverFailed,
+                    vec![reason, what],
+                    detail,
+                )
             }
         }
     }
@@ -546,21 +583,20 @@ impl WatchTask {
         if info.status != CacheStatus::Available || !valkey_dr_probes::same_name(&host, &target) {
             return;
         }
-        self.following = false;
-        let previous = self.state.state();
-        let (next, decisions) = policies::failover_completed(&self.state, now);
+        self.operations.following = false;
+        let previous = self.judging.state.state();
+        let (next, decisions) = policies::failover_completed(&self.judging.state, now);
         self.apply(next, decisions, now, None, true);
-        self.spec = runner.dr_probe(&host, port);
+        self.probing.spec = runner.dr_probe(&host, port);
         self.emit_from(
             previous,
             EventName::FailoverCompleted,
             vec![format!(
                 "another agent's failover landed: {} points at the DR cache {name}; following it",
-                self.spec.record
+                self.probing.spec.record
             )],
             None,
-            Some(json!({ "endpoint": self.spec.endpoint, "port": port, "cache": name, "by_another_agent": true })),
+            Some(json!({ "endpoint": self.probing.spec.endpoint, "port": port, "cache": name, "by_another_agent": true })),
         );
     }
 }
-

@@ -11,13 +11,37 @@ use valkey_dr_policies::{self as policies, Decision, Event as PolicyEvent, Watch
 use valkey_dr_probes::{ErrorKind, PathKind, PathResult};
 
 use crate::check::ObservationReport;
+use crate::config::WatchConfig;
 use crate::control::ControlAction;
 use crate::control::status::{OpKind, PauseStatus, WatchAnswer};
-use crate::config::WatchConfig;
 use crate::failover::Runner;
 
 use super::ops::Trigger;
 use super::*;
+
+impl Probing {
+    /// One round on the active cache's paths, on their kept connections; with
+    /// `old_primary`, the old primary's direct path too (on its own kept connection).
+    async fn observe(
+        &mut self,
+        old_primary: bool,
+    ) -> (valkey_dr_probes::Observation, Option<policies::PathStatus>) {
+        if old_primary {
+            let (o, p) = tokio::join!(
+                self.prober.round_kept(&self.spec, &mut self.kept),
+                self.prober
+                    .direct_kept(&self.primary, &mut self.kept_old_primary)
+            );
+            (o, Some(path_status(Some(&p))))
+        } else {
+            self.kept_old_primary = Connections::default();
+            (
+                self.prober.round_kept(&self.spec, &mut self.kept).await,
+                None,
+            )
+        }
+    }
+}
 
 impl WatchTask {
     pub(super) async fn run(
@@ -31,7 +55,7 @@ impl WatchTask {
         // A fixed-rate schedule: the next round is due one interval after the previous one
         // was *due*, not after it finished, and a round that overruns skips the missed ticks
         // instead of bursting to catch up.
-        let mut ticker = tokio::time::interval(self.interval);
+        let mut ticker = tokio::time::interval(self.probing.interval);
         ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let stall_after = test_hooks::stall_after_rounds();
         // The policy is judged on the schedule's time, not on when each round happened to
@@ -49,7 +73,7 @@ impl WatchTask {
                 }
                 Some(msg) = ops.recv() => self.on_op(msg),
                 tick = ticker.tick() => {
-                    if stall_after.is_some_and(|n| self.rounds >= n) {
+                    if stall_after.is_some_and(|n| self.judging.rounds >= n) {
                         tracing::warn!(watch = %self.name, "test hook: stalling the loop");
                         shutdown.cancelled().await;
                         break;
@@ -71,14 +95,18 @@ impl WatchTask {
         // The last state goes through the writer like every other, so it cannot be overtaken
         // by an older write still in flight; then the writer is given a bounded time to finish.
         // A failover in flight stops here; its journal resumes it on the next start.
-        if let Some(op) = self.op.take() {
+        if let Some(op) = self.operations.op.take() {
             op.task.abort();
             tracing::warn!(watch = %self.name, failover_id = %op.id, "{} interrupted by shutdown; the journal resumes it on the next start", op.kind.as_str());
         }
         let WatchTask {
-            persist,
-            writer,
-            state,
+            judging:
+                Judging {
+                    persist,
+                    writer,
+                    state,
+                    ..
+                },
             name,
             ..
         } = self;
@@ -94,48 +122,21 @@ impl WatchTask {
 
     pub(super) async fn round(&mut self, now: SystemTime) {
         // A pause whose end has come ends before the round, so this round may act.
-        if let Some((next, decisions)) = policies::expire_pause(&self.state, now) {
+        if let Some((next, decisions)) = policies::expire_pause(&self.judging.state, now) {
             self.apply(next, decisions, now, None, true);
         }
         // While the DR cache serves the watch, the old primary's own endpoint is probed too,
         // so that people hear when failback becomes possible.
-        let (observation, old_primary) = if self.state.served_by_dr && self.op.is_none() {
-            let (o, p) = tokio::join!(
-                self.prober.round_kept(&self.spec, &mut self.kept),
-                self.prober
-                    .direct_kept(&self.primary, &mut self.kept_old_primary)
-            );
-            (o, Some(path_status(Some(&p))))
-        } else {
-            self.kept_old_primary = Connections::default();
-            (
-                self.prober.round_kept(&self.spec, &mut self.kept).await,
-                None,
-            )
-        };
-        if self.following {
+        let with_old_primary = self.judging.state.served_by_dr && self.operations.op.is_none();
+        let (observation, old_primary) = self.probing.observe(with_old_primary).await;
+        if self.operations.following {
             self.follow(&observation, now).await;
         }
-        self.rounds += 1;
-        self.health.tick();
+        self.judging.rounds += 1;
+        self.telling.health.tick();
         let dns = path_status(observation.path(PathKind::Dns));
         let direct = path_status(observation.path(PathKind::Direct));
-        // The witness matters only when a path fails; a round where both paths answer is
-        // itself proof that the agent reaches the network, and skipping the call keeps the
-        // agent's footprint (and its AWS API use) small.
-        let witness = if dns.failure().is_some() || direct.failure().is_some() {
-            let verdict = self.witness.check().await;
-            match &verdict {
-                policies::Witness::Ok => self.metrics.set_witness_success(&self.name, true),
-                policies::Witness::Failed(_) | policies::Witness::Denied(_) => {
-                    self.metrics.set_witness_success(&self.name, false);
-                }
-                _ => {}
-            }
-            verdict
-        } else {
-            policies::Witness::Unneeded
-        };
+        let witness = self.witness(&dns, &direct).await;
         // Boxed, and awaited only in the rare round that ends a hold: the usual round pays
         // for a counter.
         if self.primary_outlived_hold(&dns, &direct) && Box::pin(self.end_held_failover()).await {
@@ -148,31 +149,84 @@ impl WatchTask {
             witness,
             old_primary,
         };
-        let (mut next, mut decisions) = policies::step(&self.state, &input, now, &self.params);
-        self.vote = Some((policies::is_outage_evidence(&input), now));
-        // With peers, a failover (or the intent an alert-only agent announces) also needs
-        // the quorum: ask them, then judge the same round again with their answer.
-        if let Some(peers) = self.peers.clone()
-            && decisions.iter().any(|d| {
-                d.event == PolicyEvent::FailoverIntent
-                    || (d.event == PolicyEvent::FailoverBlocked && d.would_fail_over())
-            })
-        {
-            let tally = peers.ask(&self.name).await;
-            self.last_quorum = Some(tally.status(now));
-            (next, decisions) =
-                policies::step_with_quorum(&self.state, &input, now, &self.params, &tally.quorum());
-        }
-        self.metrics.record_observation(&observation);
+        let (next, decisions) = self.judge(&input, now).await;
+        self.telling.metrics.record_observation(&observation);
         let report = ObservationReport::of(&observation);
         // Events carry the observation; a quiet round (the usual one) needs no copy of it.
         let event_observation = (!decisions.is_empty()).then(|| report.to_json());
-        self.last_observation = Some(report);
-        // The journal goes to disk before the state that spends the engine's intent: a crash
-        // in between then leaves a journal that the next start resumes, never a spent intent
-        // and no failover for the rest of the outage. An intent that cannot start (shutdown,
-        // a journal that cannot be written) is not persisted either, so a restart judges
-        // afresh.
+        self.judging.last_observation = Some(report);
+        self.act(next, decisions, now, event_observation).await;
+        let _ = self
+            .telling
+            .done
+            .send(RoundDone {
+                watch: self.name.clone(),
+                status: self.status(),
+                summary: self.summary(&observation),
+            })
+            .await;
+    }
+
+    /// The witness matters only when a path fails; a round where both paths answer is
+    /// itself proof that the agent reaches the network, and skipping the call keeps the
+    /// agent's footprint (and its AWS API use) small.
+    async fn witness(
+        // `&mut`: the task is `Send` but not `Sync` (its kept connections), and this awaits.
+        &mut self,
+        dns: &policies::PathStatus,
+        direct: &policies::PathStatus,
+    ) -> policies::Witness {
+        if dns.failure().is_none() && direct.failure().is_none() {
+            return policies::Witness::Unneeded;
+        }
+        let verdict = self.probing.witness.check().await;
+        let metrics = &self.telling.metrics;
+        match &verdict {
+            policies::Witness::Ok => metrics.set_witness_success(&self.name, true),
+            policies::Witness::Failed(_) | policies::Witness::Denied(_) => {
+                metrics.set_witness_success(&self.name, false);
+            }
+            _ => {}
+        }
+        verdict
+    }
+
+    /// The engine's verdict on `input`. With peers, a failover (or the intent an alert-only
+    /// agent announces) also needs the quorum: ask them, then judge the same round again
+    /// with their answer.
+    async fn judge(
+        &mut self,
+        input: &policies::Observation,
+        now: SystemTime,
+    ) -> (WatchState, Vec<Decision>) {
+        let j = &mut self.judging;
+        let (next, decisions) = policies::step(&j.state, input, now, &j.params);
+        j.vote = Some((policies::is_outage_evidence(input), now));
+        let wants_quorum = decisions.iter().any(|d| {
+            d.event == PolicyEvent::FailoverIntent
+                || (d.event == PolicyEvent::FailoverBlocked && d.would_fail_over())
+        });
+        let Some(peers) = j.peers.clone().filter(|_| wants_quorum) else {
+            return (next, decisions);
+        };
+        let tally = peers.ask(&self.name).await;
+        let j = &mut self.judging;
+        j.last_quorum = Some(tally.status(now));
+        policies::step_with_quorum(&j.state, input, now, &j.params, &tally.quorum())
+    }
+
+    /// Applies the verdict. The journal goes to disk before the state that spends the
+    /// engine's intent: a crash in between then leaves a journal that the next start
+    /// resumes, never a spent intent and no failover for the rest of the outage. An intent
+    /// that cannot start (shutdown, a journal that cannot be written) is not persisted
+    /// either, so a restart judges afresh.
+    async fn act(
+        &mut self,
+        next: WatchState,
+        decisions: Vec<Decision>,
+        now: SystemTime,
+        observation: Option<Value>,
+    ) {
         let intent = decisions
             .iter()
             .any(|d| d.event == PolicyEvent::FailoverIntent);
@@ -185,21 +239,13 @@ impl WatchTask {
             next,
             decisions,
             now,
-            event_observation,
+            observation,
             !intent || begun.is_some(),
         );
         if let Some((runner, journal)) = begun {
             test_hooks::crash_after_intent().await;
             self.launch(runner, journal, Trigger::Auto, now);
         }
-        let _ = self
-            .done
-            .send(RoundDone {
-                watch: self.name.clone(),
-                status: self.status(),
-                summary: self.summary(&observation),
-            })
-            .await;
     }
 
     /// A failover the agent started on its own and that is held (gates, or prepare mode's
@@ -212,27 +258,32 @@ impl WatchTask {
         dns: &policies::PathStatus,
         direct: &policies::PathStatus,
     ) -> bool {
-        let held = self.op.as_ref().is_some_and(|op| op.kind == OpKind::Failover)
+        let held = self
+            .operations
+            .op
+            .as_ref()
+            .is_some_and(|op| op.kind == OpKind::Failover)
             && self
+                .operations
                 .last_failover
                 .as_ref()
                 .is_some_and(|f| f.held.is_some() && f.automatic);
         if !held || dns.failure().is_some() || direct.failure().is_some() {
-            self.primary_ok_while_held = 0;
+            self.judging.primary_ok_while_held = 0;
             return false;
         }
-        self.primary_ok_while_held += 1;
-        if self.primary_ok_while_held < self.params.rise() {
+        self.judging.primary_ok_while_held += 1;
+        if self.judging.primary_ok_while_held < self.judging.params.rise() {
             return false;
         }
-        self.primary_ok_while_held = 0;
+        self.judging.primary_ok_while_held = 0;
         true
     }
 
     /// Ends the held failover [`Self::primary_outlived_hold`] found outlived, deleting the DR
     /// cache it built (only one this failover built). Returns whether it ended one.
     async fn end_held_failover(&mut self) -> bool {
-        let Some(op) = self.op.take() else {
+        let Some(op) = self.operations.op.take() else {
             return false;
         };
         op.task.abort();
@@ -245,7 +296,7 @@ impl WatchTask {
         let reason = format!(
             "failover {} was held, and the primary answers PING/SET/GET on both paths again ({} rounds): not switching",
             journal.plan.failover_id,
-            self.params.rise()
+            self.judging.params.rise()
         );
         tracing::warn!(watch = %self.name, "{reason}");
         self.end_by_abort(&runner, journal, reason, true).await;
@@ -256,10 +307,12 @@ impl WatchTask {
     pub(super) async fn control(&mut self, action: ControlAction) -> WatchAnswer {
         let now = SystemTime::now();
         let (next, decisions) = match action {
-            ControlAction::Pause { reason, until } => {
-                policies::pause(&self.state, now, &policies::PauseRequest { reason, until })
-            }
-            ControlAction::Resume => policies::resume(&self.state, now),
+            ControlAction::Pause { reason, until } => policies::pause(
+                &self.judging.state,
+                now,
+                &policies::PauseRequest { reason, until },
+            ),
+            ControlAction::Resume => policies::resume(&self.judging.state, now),
             ControlAction::Failover => {
                 let answer = match self.begin_failover(Trigger::Manual, now).await {
                     Some((runner, journal)) => {
@@ -271,7 +324,7 @@ impl WatchTask {
                             ..WatchAnswer::default()
                         }
                     }
-                    None => WatchAnswer::not_started(self.state.last_reasons.join("; ")),
+                    None => WatchAnswer::not_started(self.judging.state.last_reasons.join("; ")),
                 };
                 self.publish();
                 return answer;
@@ -283,7 +336,12 @@ impl WatchTask {
             }
             ControlAction::Approve { by } => {
                 // The admin server answers this itself, straight from the executor.
-                return self.approvals.approve(&self.name, by).await.into();
+                return self
+                    .operations
+                    .approvals
+                    .approve(&self.name, by)
+                    .await
+                    .into();
             }
             ControlAction::Failback { delete_dr } => {
                 let answer = match self.start_failback(delete_dr).await {
@@ -301,19 +359,19 @@ impl WatchTask {
         self.apply(next, decisions, now, None, true);
         self.publish();
         WatchAnswer {
-            state: Some(self.state.state().as_str().to_owned()),
-            paused: Some(self.state.is_paused()),
-            pause: Some(PauseStatus::of(&self.state)),
+            state: Some(self.judging.state.state().as_str().to_owned()),
+            paused: Some(self.judging.state.is_paused()),
+            pause: Some(PauseStatus::of(&self.judging.state)),
             ..WatchAnswer::default()
         }
     }
 
     /// `/status` shows a control action at once, not after the next round.
     pub(super) fn publish(&self) {
-        let _ = self.done.try_send(RoundDone {
+        let _ = self.telling.done.try_send(RoundDone {
             watch: self.name.clone(),
             status: self.status(),
-            summary: format!("{}: {}", self.name, self.state.state().as_str()),
+            summary: format!("{}: {}", self.name, self.judging.state.state().as_str()),
         });
     }
 
@@ -331,27 +389,35 @@ impl WatchTask {
         // a pause); a healthy steady state is not rewritten every round.
         let persist = persist
             && (!decisions.is_empty()
-                || next.state() != self.state.state()
-                || next.is_paused() != self.state.is_paused());
-        self.state = next;
+                || next.state() != self.judging.state.state()
+                || next.is_paused() != self.judging.state.is_paused());
+        self.judging.state = next;
         if persist {
-            self.persist.send_replace(self.state.clone());
+            self.judging
+                .persist
+                .send_replace(self.judging.state.clone());
         }
-        self.metrics.set_state(&self.name, self.state.state());
-        self.metrics
-            .set_paused(&self.name, self.state.is_paused(), self.state.paused_until);
-        self.metrics.set_consecutive_failures(
+        self.telling
+            .metrics
+            .set_state(&self.name, self.judging.state.state());
+        self.telling.metrics.set_paused(
+            &self.name,
+            self.judging.state.is_paused(),
+            self.judging.state.paused_until,
+        );
+        self.telling.metrics.set_consecutive_failures(
             &self.name,
             "dns",
-            self.state.dns.consecutive_failures,
+            self.judging.state.dns.consecutive_failures,
         );
-        self.metrics.set_consecutive_failures(
+        self.telling.metrics.set_consecutive_failures(
             &self.name,
             "direct",
-            self.state.direct.consecutive_failures,
+            self.judging.state.direct.consecutive_failures,
         );
         for d in decisions {
-            self.notifier
+            self.telling
+                .notifier
                 .notify(self.event(d, now, observation.clone()));
         }
     }
@@ -361,20 +427,20 @@ impl WatchTask {
     }
 
     pub(super) async fn runner(&mut self) -> Arc<Runner> {
-        if let Some(r) = &self.runner {
+        if let Some(r) = &self.operations.runner {
             return r.clone();
         }
         let runner = Arc::new(
             Runner::new(
                 &self.config,
                 self.watch_config(),
-                self.prober.clone(),
-                self.primary.clone(),
-                self.approvals.clone(),
+                self.probing.prober.clone(),
+                self.probing.primary.clone(),
+                self.operations.approvals.clone(),
             )
             .await,
         );
-        self.runner = Some(runner.clone());
+        self.operations.runner = Some(runner.clone());
         runner
     }
 }
@@ -438,7 +504,7 @@ pub(super) mod test_hooks {
 
 #[cfg(test)]
 mod tests {
-use super::*;
+    use super::*;
 
     #[test]
     fn every_probe_kind_maps_to_the_engine_kind_of_the_same_name() {

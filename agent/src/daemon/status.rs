@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use valkey_dr_policies::{Decision, Event as PolicyEvent, State};
 use valkey_dr_probes::Observation;
 
-use crate::event::{Event, EventName};
 use crate::control::status::{PathStreaks, PauseStatus, RunningOp, VoteRecord, WatchStatus};
+use crate::event::{Event, EventName};
 
 use super::*;
 
@@ -21,7 +21,13 @@ impl WatchTask {
         failover_id: Option<String>,
         detail: Option<Value>,
     ) {
-        self.emit_from(self.state.state(), event, reasons, failover_id, detail);
+        self.emit_from(
+            self.judging.state.state(),
+            event,
+            reasons,
+            failover_id,
+            detail,
+        );
     }
 
     /// [`Self::emit`] for an event that moved the watch from `previous`.
@@ -33,14 +39,14 @@ impl WatchTask {
         failover_id: Option<String>,
         detail: Option<Value>,
     ) {
-        self.notifier.notify(Event {
+        self.telling.notifier.notify(Event {
             reasons,
             detail,
             ..Event::executor(
                 event,
                 &self.name,
                 &self.agent_id,
-                (previous.as_str(), self.state.state().as_str()),
+                (previous.as_str(), self.judging.state.state().as_str()),
                 failover_id,
             )
         });
@@ -65,7 +71,7 @@ impl WatchTask {
                     "would_fail_over": true,
                     "plan": plan::failover_plan(&self.config, self.watch_config()),
                     "guards": guards,
-                    "quorum": self.last_quorum,
+                    "quorum": self.judging.last_quorum,
                 }));
             } else {
                 for g in d.blocking_guards() {
@@ -77,7 +83,7 @@ impl WatchTask {
                     "fails_over": d.event == PolicyEvent::FailoverIntent,
                     "plan": plan::failover_plan(&self.config, self.watch_config()),
                     "guards": guards,
-                    "quorum": self.last_quorum,
+                    "quorum": self.judging.last_quorum,
                 }));
             }
         }
@@ -97,34 +103,34 @@ impl WatchTask {
     }
 
     pub(super) fn status(&self) -> WatchStatus {
-        let s = &self.state;
+        let s = &self.judging.state;
         WatchStatus {
-            active_endpoint: format!("{}:{}", self.spec.endpoint, self.spec.port),
+            active_endpoint: format!("{}:{}", self.probing.spec.endpoint, self.probing.spec.port),
             consecutive_failures: s.consecutive_failures,
             consecutive_successes: s.consecutive_successes,
-            last_failback: self.last_failback.clone(),
-            last_failover: self.last_failover.clone(),
-            last_observation: self.last_observation.clone(),
+            last_failback: self.operations.last_failback.clone(),
+            last_failover: self.operations.last_failover.clone(),
+            last_observation: self.judging.last_observation.clone(),
             name: self.name.clone(),
             old_primary_successes: s.old_primary_successes,
             pause: PauseStatus::of(s),
             paused: s.is_paused(),
             paths: PathStreaks::of(s),
-            quorum: self.last_quorum.clone(),
+            quorum: self.judging.last_quorum.clone(),
             reasons: s.last_reasons.clone(),
-            rounds: self.rounds,
-            running: self.op.as_ref().map(|op| RunningOp {
+            rounds: self.judging.rounds,
+            running: self.operations.op.as_ref().map(|op| RunningOp {
                 id: op.id.clone(),
                 kind: op.kind,
             }),
             served_by_dr: s.served_by_dr,
             state: s.state().as_str().to_owned(),
-            vote: self.vote.map(|(evidence, at)| VoteRecord {
+            vote: self.judging.vote.map(|(evidence, at)| VoteRecord {
                 outage_evidence: evidence,
                 round_at_ms: at
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64),
-                window_ms: (self.interval * self.params.fall).as_millis() as u64,
+                window_ms: (self.probing.interval * self.judging.params.fall).as_millis() as u64,
             }),
         }
     }
@@ -141,7 +147,7 @@ impl WatchTask {
         format!(
             "{}: {} ({})",
             self.name,
-            self.state.state().as_str(),
+            self.judging.state.state().as_str(),
             paths.join(", ")
         )
     }

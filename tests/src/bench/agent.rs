@@ -171,7 +171,8 @@ impl Agent {
     /// Every watch's state, as `/status` reports it.
     pub async fn states(&self) -> anyhow::Result<Vec<String>> {
         let (code, body) =
-            valkey_dr::control::client::request(self.admin, "GET", "/status", None, ADMIN_TIMEOUT).await?;
+            valkey_dr::control::client::request(self.admin, "GET", "/status", None, ADMIN_TIMEOUT)
+                .await?;
         anyhow::ensure!(code == 200, "GET /status answered {code}: {body}");
         let status: Value = serde_json::from_str(&body).context("GET /status is not JSON")?;
         Ok(status["watches"]
@@ -217,9 +218,14 @@ impl Agent {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             self.ensure_running()?;
-            let (code, body) =
-                valkey_dr::control::client::request(self.admin, "GET", "/status", None, ADMIN_TIMEOUT)
-                    .await?;
+            let (code, body) = valkey_dr::control::client::request(
+                self.admin,
+                "GET",
+                "/status",
+                None,
+                ADMIN_TIMEOUT,
+            )
+            .await?;
             if code == 200 {
                 let status: Value =
                     serde_json::from_str(&body).context("GET /status is not JSON")?;
