@@ -12,7 +12,7 @@ use serde_json::Value;
 use support::{
     Agent, TestLab, Webhook, cname_changes, creates, region_outage, run_bounded_within, wait_until,
 };
-use valkey_dr::executor::{FailoverOutcome, Step};
+use valkey_dr::executor::{FailoverOutcome, HoldEnd, Step};
 use valkey_dr_lab::config::{DR_CACHE, HOSTED_ZONE_ID};
 use valkey_dr_lab::{PRIMARY_CACHE, RECORD};
 use valkey_dr_probes::same_name;
@@ -309,7 +309,7 @@ async fn a_closed_switch_dns_gate_holds_a_verified_cache_through_kill_9_and_swit
         .unwrap()
         .unwrap();
     assert_eq!(journal.outcome, Some(FailoverOutcome::Completed));
-    assert_eq!(journal.holds[0].how.as_deref(), Some("opened"));
+    assert_eq!(journal.holds[0].how, Some(HoldEnd::Opened));
     assert!(journal.held().is_none());
     assert!(
         wait_until(EVENT_BOUND, || async {
@@ -451,8 +451,8 @@ async fn prepare_mode_holds_a_built_cache_and_approve_switches_within_a_second()
     assert!(journal.plan.approval);
     let hold = &journal.holds[0];
     assert_eq!(
-        (hold.step, hold.how.as_deref()),
-        (Step::SwitchDns, Some("approved"))
+        (hold.step, hold.how),
+        (Step::SwitchDns, Some(HoldEnd::Approved))
     );
     assert!(
         hold.approved_by
@@ -517,7 +517,7 @@ async fn prepare_mode_abort_with_delete_dr_leaves_no_dr_cache_and_the_record_unt
         journal.outcome,
         Some(FailoverOutcome::Aborted { .. })
     ));
-    assert_eq!(journal.holds[0].how.as_deref(), Some("aborted"));
+    assert_eq!(journal.holds[0].how, Some(HoldEnd::Aborted));
     // Nothing is held any more: the reminders stop.
     let held = s.hook.count("failover_held");
     tokio::time::sleep(Duration::from_secs(5)).await;

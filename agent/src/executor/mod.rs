@@ -251,12 +251,28 @@ pub struct Hold {
     /// When it ended; `None` while it holds.
     #[serde(default)]
     pub ended: Option<SystemTime>,
-    /// How: `opened` (every gate opened) or `approved`.
+    /// How it ended.
     #[serde(default)]
-    pub how: Option<String>,
+    pub how: Option<HoldEnd>,
     /// Who approved, when a person did.
     #[serde(default)]
     pub approved_by: Option<String>,
+}
+
+/// How a hold ended, as the journal spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldEnd {
+    /// Every gate opened.
+    Opened,
+    /// A person approved (`approved_by` says who).
+    Approved,
+    /// The failover was aborted while held, or a gate said `on_timeout = "abort"`.
+    Aborted,
+    /// Another agent took the lease while the failover was held.
+    StoodDown,
+    /// Nothing holds it any more (the config changed since a restart, or the step began).
+    Lifted,
 }
 
 /// A person's go-ahead for a held failover (`valkey-dr approve`).
@@ -818,7 +834,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         });
         if let Some(hold) = journal.holds.last_mut().filter(|h| h.ended.is_none()) {
             hold.ended = Some(SystemTime::now());
-            hold.how = Some("aborted".into());
+            hold.how = Some(HoldEnd::Aborted);
         }
         if let Err(e) = self.save(&journal) {
             return Err((journal, e));
@@ -866,10 +882,10 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         let approved_before = j
             .holds
             .iter()
-            .any(|h| h.step == point && h.how.as_deref() == Some("approved"));
+            .any(|h| h.step == point && h.how == Some(HoldEnd::Approved));
         if j.started(step) || approved_before || !(approval || h.gates.any_at(at)) {
             // Nothing holds it (any more: the config may have changed since a restart).
-            if end_hold(j, "lifted") {
+            if end_hold(j, HoldEnd::Lifted) {
                 self.save(j)?;
                 (h.news)(j, &HoldNews::Opened);
             }
@@ -900,7 +916,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                     hold.answer = "approved before the first gate check answered".into();
                 }
                 hold.approved_by = Some(a.by.clone());
-                end_hold(j, "approved");
+                end_hold(j, HoldEnd::Approved);
                 self.save(j)?;
                 h.approvals.recorded.send_modify(|n| *n += 1);
                 (h.news)(j, &HoldNews::Approved(a));
@@ -912,7 +928,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             };
             let (gate, answer) = match passage {
                 Passage::Abort { gate, answer } => {
-                    end_hold(j, "aborted");
+                    end_hold(j, HoldEnd::Aborted);
                     return Err(FailoverError::GateAborted {
                         gate,
                         step: point,
@@ -920,7 +936,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                     });
                 }
                 Passage::Open if !approval => {
-                    if end_hold(j, "opened") {
+                    if end_hold(j, HoldEnd::Opened) {
                         self.save(j)?;
                         (h.news)(j, &HoldNews::Opened);
                     }
@@ -957,7 +973,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                     let bound = renew_every.min(h.gate_interval);
                     match tokio::time::timeout(bound, self.renew_lease(j)).await {
                         Ok(Err(e @ FailoverError::StoodDown { .. })) => {
-                            end_hold(j, "stood_down");
+                            end_hold(j, HoldEnd::StoodDown);
                             return Err(e);
                         }
                         Ok(Err(e)) => tracing::warn!(error = %e, "lease not renewed while held"),
@@ -1656,11 +1672,11 @@ fn open_hold(j: &mut Journal, step: Step, approval: bool) -> &mut Hold {
 }
 
 /// Ends the journal's open hold, if there is one, saying `how`; whether there was one.
-fn end_hold(j: &mut Journal, how: &str) -> bool {
+fn end_hold(j: &mut Journal, how: HoldEnd) -> bool {
     match j.holds.last_mut().filter(|h| h.ended.is_none()) {
         Some(hold) => {
             hold.ended = Some(SystemTime::now());
-            hold.how = Some(how.to_owned());
+            hold.how = Some(how);
             true
         }
         None => false,

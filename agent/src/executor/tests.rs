@@ -447,8 +447,8 @@ async fn a_closed_switch_dns_gate_holds_with_the_cache_built_and_the_record_unto
     }
     let hold = &journal.holds[0];
     assert_eq!(
-        (hold.step, hold.how.as_deref()),
-        (Step::SwitchDns, Some("opened"))
+        (hold.step, hold.how),
+        (Step::SwitchDns, Some(HoldEnd::Opened))
     );
     assert!(
         hold.checks >= 5,
@@ -500,7 +500,7 @@ async fn an_approval_lets_a_prepared_failover_switch_and_says_who() {
     assert!(journal.complete());
     assert_eq!(fake.cloud().cname_changes, 1);
     let hold = &journal.holds[0];
-    assert_eq!(hold.how.as_deref(), Some("approved"));
+    assert_eq!(hold.how, Some(HoldEnd::Approved));
     assert_eq!(hold.approved_by.as_deref(), Some("alice@ops"));
     assert!(
         matches!(news.lock().unwrap().last(), Some(HoldNews::Approved(a)) if a.by == "alice@ops")
@@ -1169,8 +1169,8 @@ async fn an_approval_ends_a_hold_even_in_the_middle_of_a_slow_gate_check() {
     );
     let hold = &journal.holds[0];
     assert_eq!(
-        (hold.how.as_deref(), hold.approved_by.as_deref()),
-        (Some("approved"), Some("alice@ops")),
+        (hold.how, hold.approved_by.as_deref()),
+        (Some(HoldEnd::Approved), Some("alice@ops")),
         "who approved is kept even when the first check had not answered: {hold:?}"
     );
     assert_eq!(approvals.held(), None);
@@ -1183,7 +1183,7 @@ async fn a_hold_approved_before_a_crash_or_no_longer_configured_does_not_hold_ag
     let gates_none = Gates::new(&[]);
     let approvals = Approvals::default();
     let news = Mutex::new(Vec::new());
-    for (how, approval) in [("approved", true), ("", false)] {
+    for (how, approval) in [(Some(HoldEnd::Approved), true), (None, false)] {
         let dir = tempfile::tempdir().unwrap();
         let fake = Fake::new();
         // Run to the hold's point, then write the hold as a crash would have left it.
@@ -1201,9 +1201,9 @@ async fn a_hold_approved_before_a_crash_or_no_longer_configured_does_not_hold_ag
             answer: "waiting for a person's approval".into(),
             approval,
             checks: 3,
-            ended: (!how.is_empty()).then(SystemTime::now),
-            how: (!how.is_empty()).then(|| how.to_owned()),
-            approved_by: (!how.is_empty()).then(|| "alice@ops".to_owned()),
+            ended: how.is_some().then(SystemTime::now),
+            how,
+            approved_by: how.is_some().then(|| "alice@ops".to_owned()),
         });
         point_record_at(&fake, OLD);
         fake.cloud().cname_changes = 0;
@@ -1217,8 +1217,31 @@ async fn a_hold_approved_before_a_crash_or_no_longer_configured_does_not_hold_ag
         assert!(journal.complete());
         assert!(journal.held().is_none());
         let last = journal.holds.last().unwrap();
-        let expected = if how.is_empty() { "lifted" } else { "approved" };
-        assert_eq!(last.how.as_deref(), Some(expected), "{last:?}");
+        let expected = how.unwrap_or(HoldEnd::Lifted);
+        assert_eq!(last.how, Some(expected), "{last:?}");
         assert_eq!(fake.cloud().cname_changes, 1);
     }
+}
+
+/// Journals written before `Hold.how` was an enum spell its values as plain strings; they
+/// read back as the enum and are written again byte for byte.
+#[test]
+fn an_old_journals_hold_endings_round_trip() {
+    for (text, how) in [
+        ("opened", HoldEnd::Opened),
+        ("approved", HoldEnd::Approved),
+        ("aborted", HoldEnd::Aborted),
+        ("stood_down", HoldEnd::StoodDown),
+        ("lifted", HoldEnd::Lifted),
+    ] {
+        let old = format!(
+            r#"{{"step":"switch_dns","since":{{"secs_since_epoch":1700000000,"nanos_since_epoch":0}},"gate":"vpn","answer":"closed","approval":false,"checks":2,"ended":{{"secs_since_epoch":1700000060,"nanos_since_epoch":0}},"how":"{text}","approved_by":null}}"#
+        );
+        let hold: Hold = serde_json::from_str(&old).unwrap();
+        assert_eq!(hold.how, Some(how));
+        assert_eq!(serde_json::to_string(&hold).unwrap(), old);
+    }
+    let open = r#"{"step":"provision","since":{"secs_since_epoch":1700000000,"nanos_since_epoch":0},"gate":"","answer":"","approval":true,"checks":0}"#;
+    let hold: Hold = serde_json::from_str(open).unwrap();
+    assert_eq!((hold.ended, hold.how), (None, None));
 }
