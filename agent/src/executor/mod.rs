@@ -868,22 +868,10 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         let Some(h) = self.holding else {
             return Ok(());
         };
-        let at = match (step, &j.plan.kind) {
-            (Step::Lease, Kind::Failover) => GateAt::Provision,
-            (Step::SwitchDns, Kind::Failover) => GateAt::SwitchDns,
-            _ => return Ok(()),
+        let Some(point) = HoldPoint::before(step, &j.plan) else {
+            return Ok(());
         };
-        // The hold is named by the gate's point, as `at` names it in the config.
-        let point = match at {
-            GateAt::Provision => Step::Provision,
-            GateAt::SwitchDns => Step::SwitchDns,
-        };
-        let approval = at == GateAt::SwitchDns && j.plan.approval;
-        let approved_before = j
-            .holds
-            .iter()
-            .any(|h| h.step == point && h.how == Some(HoldEnd::Approved));
-        if j.started(step) || approved_before || !(approval || h.gates.any_at(at)) {
+        if !point.holds(j, h, step) {
             // Nothing holds it (any more: the config may have changed since a restart).
             if end_hold(j, HoldEnd::Lifted) {
                 self.save(j)?;
@@ -891,51 +879,27 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             }
             return Ok(());
         }
-        let mut next_reminder = tokio::time::Instant::now();
-        let mut first = true;
+        let mut reminder = Reminder {
+            next: tokio::time::Instant::now(),
+            first: true,
+        };
         loop {
-            // A person's approval arrives at any time, also in the middle of a gate check:
-            // the check is then abandoned (its process group killed).
-            let mut approved = h.approvals.take(&j.plan.failover_id, point);
-            let passage = if approved.is_some() {
-                None
-            } else {
-                let input = gate_input(j, at);
-                tokio::select! {
-                    passage = h.gates.check(at, &input) => Some(passage),
-                    () = h.approvals.arrived.notified() => None,
-                }
-            };
-            if approved.is_none() {
-                approved = h.approvals.take(&j.plan.failover_id, point);
-            }
-            if let Some(a) = approved {
-                let hold = open_hold(j, point, approval);
-                if hold.checks == 0 {
-                    // Approved before the first check answered: the record still says who.
-                    hold.answer = "approved before the first gate check answered".into();
-                }
-                hold.approved_by = Some(a.by.clone());
-                end_hold(j, HoldEnd::Approved);
-                self.save(j)?;
-                h.approvals.recorded.send_modify(|n| *n += 1);
-                (h.news)(j, &HoldNews::Approved(a));
-                return Ok(());
-            }
-            let Some(passage) = passage else {
+            let passage = match hold_answer(h, j, &point).await {
+                HoldAnswer::Approved(a) => return self.pass_approved(j, h, &point, a),
                 // Woken by an approval that is not for this hold (stale): check again.
-                continue;
+                HoldAnswer::Stale => continue,
+                HoldAnswer::Gates(passage) => passage,
             };
             let (gate, answer) = match passage {
                 Passage::Abort { gate, answer } => {
                     end_hold(j, HoldEnd::Aborted);
                     return Err(FailoverError::GateAborted {
                         gate,
-                        step: point,
+                        step: point.step,
                         answer,
                     });
                 }
-                Passage::Open if !approval => {
+                Passage::Open if !point.approval => {
                     if end_hold(j, HoldEnd::Opened) {
                         self.save(j)?;
                         (h.news)(j, &HoldNews::Opened);
@@ -945,52 +909,86 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 Passage::Open => (String::new(), "waiting for a person's approval".to_owned()),
                 Passage::Held { gate, answer } => (gate, answer),
             };
-            let hold = open_hold(j, point, approval);
+            let hold = open_hold(j, point.step, point.approval);
             hold.gate = gate;
             hold.answer = answer;
             hold.checks += 1;
             self.save(j)?;
             h.approvals
-                .set_held(Some((j.plan.failover_id.clone(), point)));
-            let now = tokio::time::Instant::now();
-            if now >= next_reminder {
-                (h.news)(j, &HoldNews::Held { first });
-                first = false;
-                next_reminder = now + h.reminder_interval;
-            } else {
-                (h.news)(j, &HoldNews::Checked);
+                .set_held(Some((j.plan.failover_id.clone(), point.step)));
+            reminder.announce(h, j);
+            self.keep_lease_until_next_check(j, h).await?;
+        }
+    }
+
+    /// Journals a person's approval of the hold at `point` and lets the failover go on. A
+    /// hold approved before its first gate check answered is journalled all the same, so the
+    /// record still says who.
+    fn pass_approved(
+        &self,
+        j: &mut Journal,
+        h: &Holding<'_>,
+        point: &HoldPoint,
+        a: Approval,
+    ) -> Result<(), FailoverError> {
+        let hold = open_hold(j, point.step, point.approval);
+        if hold.checks == 0 {
+            hold.answer = "approved before the first gate check answered".into();
+        }
+        hold.approved_by = Some(a.by.clone());
+        end_hold(j, HoldEnd::Approved);
+        self.save(j)?;
+        h.approvals.recorded.send_modify(|n| *n += 1);
+        (h.news)(j, &HoldNews::Approved(a));
+        Ok(())
+    }
+
+    /// Waits until the next gate check, or until an approval arrives. The lease is kept
+    /// alive meanwhile (a hold may last hours), at least four times per lease life, so that
+    /// other agents keep standing down instead of taking it over as stale; each renewal is
+    /// bounded, so that a Route 53 outage never keeps an approval waiting.
+    async fn keep_lease_until_next_check(
+        &self,
+        j: &mut Journal,
+        h: &Holding<'_>,
+    ) -> Result<(), FailoverError> {
+        let next_check = tokio::time::Instant::now() + h.gate_interval;
+        let renew_every = j.plan.lease.map_or(h.gate_interval, |valid_for| {
+            (valid_for / 4).max(Duration::from_secs(1))
+        });
+        loop {
+            if j.lease.is_some() {
+                self.renew_lease_while_held(j, renew_every.min(h.gate_interval))
+                    .await?;
             }
-            // Until the next check: the lease is kept alive meanwhile (a hold may last
-            // hours), at least four times per lease life, so that other agents keep standing
-            // down instead of taking it over as stale; each renewal is bounded, so that a
-            // Route 53 outage never keeps an approval waiting.
-            let next_check = tokio::time::Instant::now() + h.gate_interval;
-            let renew_every = j.plan.lease.map_or(h.gate_interval, |valid_for| {
-                (valid_for / 4).max(Duration::from_secs(1))
-            });
-            loop {
-                if j.lease.is_some() {
-                    let bound = renew_every.min(h.gate_interval);
-                    match tokio::time::timeout(bound, self.renew_lease(j)).await {
-                        Ok(Err(e @ FailoverError::StoodDown { .. })) => {
-                            end_hold(j, HoldEnd::StoodDown);
-                            return Err(e);
-                        }
-                        Ok(Err(e)) => tracing::warn!(error = %e, "lease not renewed while held"),
-                        Ok(Ok(())) => {}
-                        Err(_) => tracing::warn!("lease renewal still running; trying again later"),
-                    }
-                }
-                let wake = next_check.min(tokio::time::Instant::now() + renew_every);
-                tokio::select! {
-                    () = tokio::time::sleep_until(wake) => {}
-                    () = h.approvals.arrived.notified() => break,
-                }
-                if tokio::time::Instant::now() >= next_check {
-                    break;
-                }
+            let wake = next_check.min(tokio::time::Instant::now() + renew_every);
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => {}
+                () = h.approvals.arrived.notified() => return Ok(()),
+            }
+            if tokio::time::Instant::now() >= next_check {
+                return Ok(());
             }
         }
+    }
+
+    /// One renewal of the lease during a hold, given up after `bound`; only a lease another
+    /// agent took ends the hold (stood down), anything else is tried again later.
+    async fn renew_lease_while_held(
+        &self,
+        j: &mut Journal,
+        bound: Duration,
+    ) -> Result<(), FailoverError> {
+        match tokio::time::timeout(bound, self.renew_lease(j)).await {
+            Ok(Err(e @ FailoverError::StoodDown { .. })) => {
+                end_hold(j, HoldEnd::StoodDown);
+                return Err(e);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "lease not renewed while held"),
+            Ok(Ok(())) => {}
+            Err(_) => tracing::warn!("lease renewal still running; trying again later"),
+        }
+        Ok(())
     }
 
     fn save(&self, journal: &Journal) -> Result<(), FailoverError> {
@@ -1149,39 +1147,11 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
     }
 
     async fn lease(&self, j: &mut Journal) -> Result<String, FailoverError> {
-        let plan = j.plan.clone();
-        // The record's current value is read once, before anything changes: it is the
-        // `DELETE` half of the later compare-and-swap.
         if j.old_target.is_none() {
-            let current = self
-                .retry_route53(Step::Lease, || {
-                    self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
-                })
-                .await?;
-            // A failback moves the record only from the DR endpoint it was asked to move it
-            // from (or finds it already on the primary): anything else is someone else's.
-            if let Kind::Failback { from, .. } = &plan.kind {
-                let home = j
-                    .endpoint
-                    .as_ref()
-                    .map(|(h, _)| h.as_str())
-                    .unwrap_or_default();
-                if !current
-                    .as_ref()
-                    .is_some_and(|r| points_at(r, from) || points_at(r, home))
-                {
-                    return Err(FailoverError::RecordChanged {
-                        record: plan.record,
-                        found: format!(
-                            "{}, neither the DR cache {from} nor the primary {home}",
-                            describe(current.as_ref())
-                        ),
-                    });
-                }
-            }
-            j.old_target = current;
+            j.old_target = self.record_to_replace(j).await?;
             self.save(j)?;
         }
+        let plan = j.plan.clone();
         let Some(valid_for) = plan.lease else {
             return Ok("leases off".into());
         };
@@ -1203,18 +1173,61 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             Ok(_) => {
                 j.lease = Some(ours);
                 self.lease_clock.start(taking_at);
-                return Ok(format!("took {name}"));
+                Ok(format!("took {name}"))
             }
             Err(FailoverError::Api {
                 source: ApiError::Conflict { .. },
                 ..
-            }) => {}
-            Err(e) => return Err(e),
+            }) => self.take_existing_lease(j, ours, taking_at).await,
+            Err(e) => Err(e),
         }
-        let existing = self
+    }
+
+    /// The record's current value, read once before anything changes: it is the `DELETE`
+    /// half of the later compare-and-swap. A failback moves the record only from the DR
+    /// endpoint it was asked to move it from (or finds it already on the primary): anything
+    /// else is someone else's.
+    async fn record_to_replace(&self, j: &Journal) -> Result<Option<RecordSet>, FailoverError> {
+        let plan = &j.plan;
+        let current = self
             .retry_route53(Step::Lease, || {
-                self.dns.record(&plan.hosted_zone_id, &name, "TXT")
+                self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
             })
+            .await?;
+        if let Kind::Failback { from, .. } = &plan.kind {
+            let home = j
+                .endpoint
+                .as_ref()
+                .map(|(h, _)| h.as_str())
+                .unwrap_or_default();
+            if !current
+                .as_ref()
+                .is_some_and(|r| points_at(r, from) || points_at(r, home))
+            {
+                return Err(FailoverError::RecordChanged {
+                    record: plan.record.clone(),
+                    found: format!(
+                        "{}, neither the DR cache {from} nor the primary {home}",
+                        describe(current.as_ref())
+                    ),
+                });
+            }
+        }
+        Ok(current)
+    }
+
+    /// The lease record exists already: ours from a previous run (resumed), stale (taken
+    /// over), or another agent's (this one stands down).
+    async fn take_existing_lease(
+        &self,
+        j: &mut Journal,
+        ours: RecordSet,
+        taking_at: tokio::time::Instant,
+    ) -> Result<String, FailoverError> {
+        let zone = j.plan.hosted_zone_id.clone();
+        let name = ours.name.clone();
+        let existing = self
+            .retry_route53(Step::Lease, || self.dns.record(&zone, &name, "TXT"))
             .await?;
         let Some(existing) = existing else {
             return Err(FailoverError::StoodDown {
@@ -1222,7 +1235,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             });
         };
         let value = existing.values.join(" ");
-        if lease_field(&value, "failover") == Some(plan.failover_id.as_str()) {
+        if lease_field(&value, "failover") == Some(j.plan.failover_id.as_str()) {
             j.lease = Some(existing);
             return Ok(format!("{name} is already ours (resumed)"));
         }
@@ -1237,16 +1250,13 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 ),
             );
         }
-        if expiry.is_none_or(|t| t < SystemTime::now()) {
-            // A stale lease: take it over with an exact DELETE of what we read plus a CREATE,
-            // atomically, so two agents taking over at once cannot both win.
-            let takeover = [
-                Change::Delete(existing.clone()),
-                Change::Create(ours.clone()),
-            ];
-            self.retry_route53(Step::Lease, || {
-                self.dns.change(&plan.hosted_zone_id, &takeover)
-            })
+        if !expiry.is_none_or(|t| t < SystemTime::now()) {
+            return Err(FailoverError::StoodDown { holder: value });
+        }
+        // A stale lease: take it over with an exact DELETE of what we read plus a CREATE,
+        // atomically, so two agents taking over at once cannot both win.
+        let takeover = [Change::Delete(existing), Change::Create(ours.clone())];
+        self.retry_route53(Step::Lease, || self.dns.change(&zone, &takeover))
             .await
             .map_err(|e| match e {
                 FailoverError::Api {
@@ -1257,11 +1267,9 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 },
                 other => other,
             })?;
-            j.lease = Some(ours);
-            self.lease_clock.start(taking_at);
-            return Ok(format!("took over the stale lease {value}"));
-        }
-        Err(FailoverError::StoodDown { holder: value })
+        j.lease = Some(ours);
+        self.lease_clock.start(taking_at);
+        Ok(format!("took over the stale lease {value}"))
     }
 
     async fn provision(&self, j: &mut Journal) -> Result<String, FailoverError> {
@@ -1504,24 +1512,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 found: describe(current.as_ref()),
             });
         }
-        let new = RecordSet {
-            name: plan.record.clone(),
-            rtype: "CNAME".into(),
-            ttl: plan.ttl,
-            values: vec![target.clone()],
-        };
-        let mut changes = Vec::new();
-        if let Some(old) = &current {
-            changes.push(Change::Delete(old.clone()));
-        }
-        changes.push(Change::Create(new));
-        // The lease rides in the same batch, as an exact DELETE and CREATE of what we hold:
-        // Route 53 applies a batch whole or not at all, so the record moves only while the
-        // lease is still ours, even if it expired and was taken over a moment ago.
-        if let Some(lease) = &j.lease {
-            changes.push(Change::Delete(lease.clone()));
-            changes.push(Change::Create(lease.clone()));
-        }
+        let changes = switch_batch(&plan, &target, current.as_ref(), j.lease.as_ref());
         match self
             .retry_route53(Step::SwitchDns, || {
                 self.dns.change(&plan.hosted_zone_id, &changes)
@@ -1535,42 +1526,51 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             Err(FailoverError::Api {
                 source: ApiError::Conflict { .. },
                 ..
-            }) => {
-                // The compare failed: read again. Already ours is success (a previous run's
-                // change landed before the crash); anything else belongs to someone else.
-                let now = self
-                    .retry_route53(Step::SwitchDns, || {
-                        self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
-                    })
-                    .await?;
-                if now.as_ref().is_some_and(|r| points_at(r, &target)) {
-                    return Ok(format!("{} already points at {target}", plan.record));
-                }
-                if now == current {
-                    // The record is as we read it, so the lease failed the compare.
-                    if let Some(held) = &j.lease {
-                        let lease = self
-                            .retry_route53(Step::SwitchDns, || {
-                                self.dns.record(&plan.hosted_zone_id, &held.name, "TXT")
-                            })
-                            .await?;
-                        if lease.as_ref() != Some(held) {
-                            return Err(FailoverError::StoodDown {
-                                holder: format!(
-                                    "our lease was taken before the DNS switch; now {}",
-                                    describe(lease.as_ref())
-                                ),
-                            });
-                        }
-                    }
-                }
-                Err(FailoverError::RecordChanged {
-                    record: plan.record,
-                    found: describe(now.as_ref()),
-                })
-            }
+            }) => self.switch_refused(j, &target, current.as_ref()).await,
             Err(e) => Err(e),
         }
+    }
+
+    /// The compare of the switch failed: read again. Already ours is success (a previous
+    /// run's change landed before the crash); a lease taken meanwhile stands this failover
+    /// down; anything else belongs to someone else.
+    async fn switch_refused(
+        &self,
+        j: &Journal,
+        target: &str,
+        current: Option<&RecordSet>,
+    ) -> Result<String, FailoverError> {
+        let plan = &j.plan;
+        let now = self
+            .retry_route53(Step::SwitchDns, || {
+                self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
+            })
+            .await?;
+        if now.as_ref().is_some_and(|r| points_at(r, target)) {
+            return Ok(format!("{} already points at {target}", plan.record));
+        }
+        // The record is as we read it, so the lease failed the compare.
+        if now.as_ref() == current
+            && let Some(held) = &j.lease
+        {
+            let lease = self
+                .retry_route53(Step::SwitchDns, || {
+                    self.dns.record(&plan.hosted_zone_id, &held.name, "TXT")
+                })
+                .await?;
+            if lease.as_ref() != Some(held) {
+                return Err(FailoverError::StoodDown {
+                    holder: format!(
+                        "our lease was taken before the DNS switch; now {}",
+                        describe(lease.as_ref())
+                    ),
+                });
+            }
+        }
+        Err(FailoverError::RecordChanged {
+            record: plan.record.clone(),
+            found: describe(now.as_ref()),
+        })
     }
 
     async fn wait_insync(&self, j: &mut Journal) -> Result<String, FailoverError> {
@@ -1652,6 +1652,98 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
     }
 }
 
+/// Where a failover may be held before a step: the gate point, the hold's name in the
+/// journal, and whether a person's approval is needed there.
+struct HoldPoint {
+    /// The gates' point, as `at` names it in the config.
+    at: GateAt,
+    /// The hold's step, named by the gate's point.
+    step: Step,
+    /// Whether a person must approve (`mode = "prepare"`, before `switch_dns` only).
+    approval: bool,
+}
+
+impl HoldPoint {
+    /// The point before `step` of `plan`, if a failover can be held there.
+    fn before(step: Step, plan: &Plan) -> Option<HoldPoint> {
+        let at = match (step, &plan.kind) {
+            (Step::Lease, Kind::Failover) => GateAt::Provision,
+            (Step::SwitchDns, Kind::Failover) => GateAt::SwitchDns,
+            _ => return None,
+        };
+        let step = match at {
+            GateAt::Provision => Step::Provision,
+            GateAt::SwitchDns => Step::SwitchDns,
+        };
+        Some(HoldPoint {
+            at,
+            step,
+            approval: at == GateAt::SwitchDns && plan.approval,
+        })
+    }
+
+    /// Whether anything holds the failover here before `step`: not once `step` began (its
+    /// gates were passed before a crash), nor after a person approved this hold, nor when
+    /// neither an approval nor a gate is configured here.
+    fn holds(&self, j: &Journal, h: &Holding<'_>, step: Step) -> bool {
+        let approved_before = j
+            .holds
+            .iter()
+            .any(|held| held.step == self.step && held.how == Some(HoldEnd::Approved));
+        !j.started(step) && !approved_before && (self.approval || h.gates.any_at(self.at))
+    }
+}
+
+/// What ended one wait of a hold.
+enum HoldAnswer {
+    /// A person approved this hold.
+    Approved(Approval),
+    /// The gates answered.
+    Gates(Passage),
+    /// An approval for another hold (stale) woke it.
+    Stale,
+}
+
+/// The next answer for the hold at `point`. A person's approval arrives at any time, also in
+/// the middle of a gate check: the check is then abandoned (its process group killed).
+async fn hold_answer(h: &Holding<'_>, j: &Journal, point: &HoldPoint) -> HoldAnswer {
+    let id = &j.plan.failover_id;
+    if let Some(a) = h.approvals.take(id, point.step) {
+        return HoldAnswer::Approved(a);
+    }
+    let input = gate_input(j, point.at);
+    let passage = tokio::select! {
+        passage = h.gates.check(point.at, &input) => Some(passage),
+        () = h.approvals.arrived.notified() => None,
+    };
+    match (h.approvals.take(id, point.step), passage) {
+        (Some(a), _) => HoldAnswer::Approved(a),
+        (None, Some(passage)) => HoldAnswer::Gates(passage),
+        (None, None) => HoldAnswer::Stale,
+    }
+}
+
+/// When a hold is announced again, and whether this run announced it yet.
+struct Reminder {
+    next: tokio::time::Instant,
+    first: bool,
+}
+
+impl Reminder {
+    /// Tells [`Holding::news`] of a check that still holds: announced when a reminder is due
+    /// (`reminder_interval`), else only checked.
+    fn announce(&mut self, h: &Holding<'_>, j: &Journal) {
+        let now = tokio::time::Instant::now();
+        if now >= self.next {
+            (h.news)(j, &HoldNews::Held { first: self.first });
+            self.first = false;
+            self.next = now + h.reminder_interval;
+        } else {
+            (h.news)(j, &HoldNews::Checked);
+        }
+    }
+}
+
 /// The journal's open hold, or a new one before `step` (no check yet) when there is none.
 fn open_hold(j: &mut Journal, step: Step, approval: bool) -> &mut Hold {
     if j.holds.last().is_none_or(|h| h.ended.is_some()) {
@@ -1696,6 +1788,35 @@ pub fn gate_input(j: &Journal, at: GateAt) -> serde_json::Value {
         "dr_endpoint": j.endpoint.as_ref().map(|(h, p)| format!("{}:{p}", h.trim_end_matches('.'))),
         "held_since": j.held().map(|h| humantime::format_rfc3339_seconds(h.since).to_string()),
     })
+}
+
+/// The switch as one batch: an exact `DELETE` of the record as read (when there is one) and
+/// a `CREATE` pointing it at `target`. The lease rides in the same batch, as an exact
+/// `DELETE` and `CREATE` of what we hold: Route 53 applies a batch whole or not at all, so
+/// the record moves only while the lease is still ours, even if it expired and was taken
+/// over a moment ago.
+fn switch_batch(
+    plan: &Plan,
+    target: &str,
+    current: Option<&RecordSet>,
+    lease: Option<&RecordSet>,
+) -> Vec<Change> {
+    let new = RecordSet {
+        name: plan.record.clone(),
+        rtype: "CNAME".into(),
+        ttl: plan.ttl,
+        values: vec![target.to_owned()],
+    };
+    let mut changes = Vec::new();
+    if let Some(old) = current {
+        changes.push(Change::Delete(old.clone()));
+    }
+    changes.push(Change::Create(new));
+    if let Some(lease) = lease {
+        changes.push(Change::Delete(lease.clone()));
+        changes.push(Change::Create(lease.clone()));
+    }
+    changes
 }
 
 fn points_at(r: &RecordSet, target: &str) -> bool {
