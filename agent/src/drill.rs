@@ -277,103 +277,10 @@ pub async fn run<C: CacheApi, V: Verifier>(
 ) -> DrillReport {
     let started_at = SystemTime::now();
     let started = Instant::now();
-    let name = plan.spec.name();
-    let mut steps: Vec<StepReport> = Vec::new();
-    let mut endpoint = None;
-    let step = |which: &str, result: StepResult, since: Instant, detail: String| StepReport {
-        step: which.to_owned(),
-        result,
-        duration_ms: if result == StepResult::Skipped {
-            0
-        } else {
-            since.elapsed().as_millis() as u64
-        },
-        detail,
-    };
-
-    let t = Instant::now();
-    let (created, result) = create(cache, &plan.spec, plan.create_timeout, limits).await;
-    let mut failed = result.is_err();
-    steps.push(match result {
-        Ok(detail) => step("create", StepResult::Ok, t, detail),
-        Err(e) => step("create", StepResult::Failed, t, e),
-    });
-
-    if failed {
-        steps.push(step(
-            "wait_available",
-            StepResult::Skipped,
-            t,
-            "create failed".into(),
-        ));
-    } else {
-        let t = Instant::now();
-        match wait_available(cache, name, plan.create_timeout, limits).await {
-            Ok((host, port)) => {
-                steps.push(step(
-                    "wait_available",
-                    StepResult::Ok,
-                    t,
-                    format!("available at {host}:{port}"),
-                ));
-                endpoint = Some((host, port));
-            }
-            Err(e) => {
-                failed = true;
-                steps.push(step("wait_available", StepResult::Failed, t, e));
-            }
-        }
-    }
-
-    match &endpoint {
-        Some((host, port)) => {
-            let t = Instant::now();
-            match verify_direct(verify, host, *port, limits).await {
-                Ok(detail) => steps.push(step("verify", StepResult::Ok, t, detail)),
-                Err(e) => {
-                    failed = true;
-                    steps.push(step("verify", StepResult::Failed, t, e));
-                }
-            }
-        }
-        None => steps.push(step(
-            "verify",
-            StepResult::Skipped,
-            Instant::now(),
-            "no available cache".into(),
-        )),
-    }
+    let (created, endpoint, mut steps) = recover(cache, verify, plan, limits).await;
     let recovery = started.elapsed();
-
-    let mut cache_remains = !matches!(created, Created::Nothing);
-    let t = Instant::now();
-    match created {
-        Created::Nothing => steps.push(step(
-            "delete",
-            StepResult::Skipped,
-            t,
-            "nothing of this drill to delete".into(),
-        )),
-        _ if plan.keep => steps.push(step(
-            "delete",
-            StepResult::Skipped,
-            t,
-            format!("--keep: {name} is left running (delete it when done; it is billed)"),
-        )),
-        Created::Ours | Created::Maybe => {
-            match delete(cache, name, plan.create_timeout, limits).await {
-                Ok(detail) => {
-                    cache_remains = false;
-                    steps.push(step("delete", StepResult::Ok, t, detail));
-                }
-                Err(e) => {
-                    failed = true;
-                    steps.push(step("delete", StepResult::Failed, t, e));
-                }
-            }
-        }
-    }
-
+    let (delete, cache_remains) = clean_up(cache, plan, created, limits).await;
+    steps.push(delete);
     let first_failure = steps.iter().find(|s| s.result == StepResult::Failed);
     let rto_ms = RTO.as_millis() as u64;
     let recovery_ms = recovery.as_millis() as u64;
@@ -384,11 +291,11 @@ pub async fn run<C: CacheApi, V: Verifier>(
     DrillReport {
         watch: plan.watch.clone(),
         drill_id: plan.id.clone(),
-        cache_name: name.to_owned(),
+        cache_name: plan.spec.name().to_owned(),
         region: plan.spec.region.clone(),
         started_at: humantime::format_rfc3339_millis(started_at).to_string(),
         finished_at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-        ok: !failed,
+        ok: first_failure.is_none(),
         failed_step: first_failure.map(|s| s.step.clone()),
         error: first_failure.map(|s| s.detail.clone()),
         endpoint: endpoint.map(|(h, p)| format!("{h}:{p}")),
@@ -401,6 +308,114 @@ pub async fn run<C: CacheApi, V: Verifier>(
         within_rto: recovered && recovery <= RTO,
         record_ttl_s: plan.ttl.as_secs(),
         steps,
+    }
+}
+
+/// One step's report; a skipped step took no time.
+fn step_report(which: &str, result: StepResult, since: Instant, detail: String) -> StepReport {
+    StepReport {
+        step: which.to_owned(),
+        result,
+        duration_ms: if result == StepResult::Skipped {
+            0
+        } else {
+            since.elapsed().as_millis() as u64
+        },
+        detail,
+    }
+}
+
+/// The recovery a failover would make: create, wait_available and verify, each reported
+/// (a step after a failed one is skipped). Returns what create left behind, the endpoint
+/// once the cache is available, and the steps' reports.
+async fn recover<C: CacheApi, V: Verifier>(
+    cache: &C,
+    verify: &V,
+    plan: &DrillPlan,
+    limits: &DrillLimits,
+) -> (Created, Option<(String, u16)>, Vec<StepReport>) {
+    let mut steps = Vec::new();
+    let t = Instant::now();
+    let (created, result) = create(cache, &plan.spec, plan.create_timeout, limits).await;
+    let create_failed = result.is_err();
+    steps.push(match result {
+        Ok(detail) => step_report("create", StepResult::Ok, t, detail),
+        Err(e) => step_report("create", StepResult::Failed, t, e),
+    });
+    let endpoint = if create_failed {
+        let skipped = "create failed".into();
+        steps.push(step_report(
+            "wait_available",
+            StepResult::Skipped,
+            t,
+            skipped,
+        ));
+        None
+    } else {
+        let t = Instant::now();
+        match wait_available(cache, plan.spec.name(), plan.create_timeout, limits).await {
+            Ok((host, port)) => {
+                let detail = format!("available at {host}:{port}");
+                steps.push(step_report("wait_available", StepResult::Ok, t, detail));
+                Some((host, port))
+            }
+            Err(e) => {
+                steps.push(step_report("wait_available", StepResult::Failed, t, e));
+                None
+            }
+        }
+    };
+    let t = Instant::now();
+    steps.push(match &endpoint {
+        Some((host, port)) => match verify_direct(verify, host, *port, limits).await {
+            Ok(detail) => step_report("verify", StepResult::Ok, t, detail),
+            Err(e) => step_report("verify", StepResult::Failed, t, e),
+        },
+        None => step_report(
+            "verify",
+            StepResult::Skipped,
+            t,
+            "no available cache".into(),
+        ),
+    });
+    (created, endpoint, steps)
+}
+
+/// The delete step: what create left behind goes, unless `--keep`. Returns its report and
+/// whether a cache of the drill remains.
+async fn clean_up<C: CacheApi>(
+    cache: &C,
+    plan: &DrillPlan,
+    created: Created,
+    limits: &DrillLimits,
+) -> (StepReport, bool) {
+    let name = plan.spec.name();
+    let t = Instant::now();
+    match created {
+        Created::Nothing => (
+            step_report(
+                "delete",
+                StepResult::Skipped,
+                t,
+                "nothing of this drill to delete".into(),
+            ),
+            false,
+        ),
+        _ if plan.keep => (
+            step_report(
+                "delete",
+                StepResult::Skipped,
+                t,
+                format!("--keep: {name} is left running (delete it when done; it is billed)"),
+            ),
+            true,
+        ),
+        Created::Ours | Created::Maybe => {
+            match delete(cache, name, plan.create_timeout, limits).await {
+                Ok(detail) => (step_report("delete", StepResult::Ok, t, detail), false),
+                Err(e) => (step_report("delete", StepResult::Failed, t, e), true),
+            }
+        }
     }
 }
 

@@ -634,6 +634,50 @@ pub(crate) async fn run_command(
     input: &str,
     limit: Duration,
 ) -> Ran {
+    let mut child = match isolated_command(argv, env).spawn() {
+        Ok(child) => child,
+        Err(e) => return Ran::NotStarted(e),
+    };
+    // Dropped unfinished (the caller gave up: an abort, a shutdown, an approval in the middle
+    // of a gate check), the whole group goes, not only its leader.
+    let mut group = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()));
+    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    // The output is read on its own tasks, so that a full pipe never blocks the command, and
+    // a background child that keeps the pipe open after the command exited is not waited
+    // for beyond OUTPUT_GRACE.
+    let stdout = tokio::spawn(captured(stdout));
+    let stderr = tokio::spawn(captured(stderr));
+    let run = async {
+        if let Some(mut stdin) = stdin {
+            // A command that ignores stdin may exit first (EPIPE): not a failure.
+            let _ = stdin.write_all(input.as_bytes()).await;
+        }
+        child.wait().await
+    };
+    let outcome = match timeout(limit, run).await {
+        Ok(Ok(status)) => return exited(status, stdout, stderr, &mut group).await,
+        Ok(Err(e)) => Ran::WaitFailed(e),
+        Err(_) => {
+            let killed = kill_group(&mut child);
+            let reaped = timeout(REAP_TIMEOUT, child.wait()).await;
+            group.0 = None;
+            Ran::TimedOut {
+                status: match (&killed, &reaped) {
+                    (_, Ok(Ok(status))) => status.to_string(),
+                    (Err(e), _) => format!("kill failed: {e}"),
+                    _ => "not reaped".to_string(),
+                },
+            }
+        }
+    };
+    stdout.abort();
+    stderr.abort();
+    outcome
+}
+
+/// The command for `argv`, not yet started: piped stdio, its own process group, killed when
+/// dropped, and a clean environment with `env` on top.
+fn isolated_command(argv: &[String], env: Vec<(&'static str, String)>) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(&argv[0]);
     command
         .args(&argv[1..])
@@ -655,69 +699,40 @@ pub(crate) async fn run_command(
         }
     }
     command.envs(env);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) => return Ran::NotStarted(e),
-    };
-    // Dropped unfinished (the caller gave up: an abort, a shutdown, an approval in the middle
-    // of a gate check), the whole group goes, not only its leader.
-    let mut group = GroupGuard(child.id().and_then(|id| i32::try_from(id).ok()));
-    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
-    // The output is read on its own tasks, so that a full pipe never blocks the command, and
-    // a background child that keeps the pipe open after the command exited is not waited
-    // for beyond OUTPUT_GRACE.
-    let stdout = tokio::spawn(captured(stdout));
-    let stderr = tokio::spawn(captured(stderr));
-    let run = async {
-        if let Some(mut stdin) = stdin {
-            // A command that ignores stdin may exit first (EPIPE): not a failure.
-            let _ = stdin.write_all(input.as_bytes()).await;
-        }
-        child.wait().await
-    };
-    let outcome = match timeout(limit, run).await {
-        Ok(Ok(status)) => {
-            let output = |task: tokio::task::JoinHandle<String>| async move {
-                let abort = task.abort_handle();
-                match timeout(OUTPUT_GRACE, task).await {
-                    Ok(Ok(text)) => Some(text),
-                    _ => {
-                        abort.abort();
-                        None
-                    }
-                }
-            };
-            let (stdout, stderr) = tokio::join!(output(stdout), output(stderr));
-            if stdout.is_some() && stderr.is_some() {
-                // Reaped, and nothing of its group holds the pipes: the group may be gone and
-                // its id reused, so it is not signalled. Otherwise a background child of the
-                // command still exists (and keeps the group's id taken): it goes.
-                group.0 = None;
-            }
-            let (stdout, stderr) = (stdout.unwrap_or_default(), stderr.unwrap_or_default());
-            return Ran::Exited {
-                status,
-                stdout,
-                stderr,
-            };
-        }
-        Ok(Err(e)) => Ran::WaitFailed(e),
-        Err(_) => {
-            let killed = kill_group(&mut child);
-            let reaped = timeout(REAP_TIMEOUT, child.wait()).await;
-            group.0 = None;
-            Ran::TimedOut {
-                status: match (&killed, &reaped) {
-                    (_, Ok(Ok(status))) => status.to_string(),
-                    (Err(e), _) => format!("kill failed: {e}"),
-                    _ => "not reaped".to_string(),
-                },
+    command
+}
+
+/// A command that exited, with what it wrote; each output is waited for at most
+/// OUTPUT_GRACE. Disarms `group` when both outputs closed.
+async fn exited(
+    status: std::process::ExitStatus,
+    stdout: tokio::task::JoinHandle<String>,
+    stderr: tokio::task::JoinHandle<String>,
+    group: &mut GroupGuard,
+) -> Ran {
+    let output = |task: tokio::task::JoinHandle<String>| async move {
+        let abort = task.abort_handle();
+        match timeout(OUTPUT_GRACE, task).await {
+            Ok(Ok(text)) => Some(text),
+            _ => {
+                abort.abort();
+                None
             }
         }
     };
-    stdout.abort();
-    stderr.abort();
-    outcome
+    let (stdout, stderr) = tokio::join!(output(stdout), output(stderr));
+    if stdout.is_some() && stderr.is_some() {
+        // Reaped, and nothing of its group holds the pipes: the group may be gone and
+        // its id reused, so it is not signalled. Otherwise a background child of the
+        // command still exists (and keeps the group's id taken): it goes.
+        group.0 = None;
+    }
+    let (stdout, stderr) = (stdout.unwrap_or_default(), stderr.unwrap_or_default());
+    Ran::Exited {
+        status,
+        stdout,
+        stderr,
+    }
 }
 
 /// Kills a command's process group when dropped armed.
