@@ -424,40 +424,11 @@ async fn tags(cache: &SdkCache, arn: &str) -> Result<BTreeMap<String, String>, F
 
 /// Every check of one watch, in [`CHECKS`] order.
 async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> Vec<Finding> {
-    let mut out = Vec::new();
-    let identity = match aws.identity(&w.dr.region).await {
-        Ok(id) => {
-            out.push(finding(
-                w,
-                "identity",
-                CheckStatus::Ok,
-                format!("{} (account {})", id.arn, id.account),
-            ));
-            Some(id)
-        }
-        Err((result, text)) => {
-            let fix = "give the agent credentials: [aws] credentials_file, an instance or task role, or AWS_* variables";
-            let mut f = finding(w, "identity", result, text);
-            if result == CheckStatus::Fail {
-                f = f.fix(fix);
-            }
-            out.push(f);
-            if result == CheckStatus::Fail {
-                // Nothing else can be asked without working credentials.
-                for check in &CHECKS[1..] {
-                    out.push(finding(
-                        w,
-                        check,
-                        CheckStatus::Unknown,
-                        "not checked: the credentials do not work (see identity)".into(),
-                    ));
-                }
-                return out;
-            }
-            None
-        }
+    let (first, identity) = match identity_check(w, aws).await {
+        Ok(checked) => checked,
+        Err(unchecked) => return unchecked,
     };
-
+    let mut out = vec![first];
     let route53 = SdkDns::new(&aws.sdk(crate::aws::route53_region(w)).await);
     out.push(zone(w, &route53).await);
 
@@ -507,6 +478,35 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> Vec<Findi
     });
     out.extend(drift(w, &primary_cache, &primary).await);
     out
+}
+
+/// The `identity` check and who the agent is, when STS said. When the credentials do not
+/// work, nothing else can be asked: `Err` holds every finding of the watch then.
+async fn identity_check(
+    w: &WatchConfig,
+    aws: &mut Aws<'_>,
+) -> Result<(Finding, Option<Identity>), Vec<Finding>> {
+    let (result, text) = match aws.identity(&w.dr.region).await {
+        Ok(id) => {
+            let found = format!("{} (account {})", id.arn, id.account);
+            return Ok((finding(w, "identity", CheckStatus::Ok, found), Some(id)));
+        }
+        Err(failed) => failed,
+    };
+    if result != CheckStatus::Fail {
+        return Ok((finding(w, "identity", result, text), None));
+    }
+    let fix = "give the agent credentials: [aws] credentials_file, an instance or task role, or AWS_* variables";
+    let mut out = vec![finding(w, "identity", result, text).fix(fix)];
+    for check in &CHECKS[1..] {
+        out.push(finding(
+            w,
+            check,
+            CheckStatus::Unknown,
+            "not checked: the credentials do not work (see identity)".into(),
+        ));
+    }
+    Err(out)
 }
 
 async fn zone(w: &WatchConfig, route53: &SdkDns) -> Finding {
@@ -622,31 +622,7 @@ fn record_finding(
         w.ttl.as_secs()
     );
     let Some(set) = sets.iter().find(|s| s.r#type().as_str() == "CNAME") else {
-        return match sets.first() {
-            None => finding(
-                w,
-                check,
-                CheckStatus::Fail,
-                format!("{} does not exist in {}", w.record, w.hosted_zone_id),
-            )
-            .fix(create),
-            Some(other) => finding(
-                w,
-                check,
-                CheckStatus::Fail,
-                format!(
-                    "{} is {} {} record, not a CNAME: the switch replaces a CNAME",
-                    w.record,
-                    if other.alias_target().is_some() {
-                        "an alias"
-                    } else {
-                        "an"
-                    },
-                    other.r#type().as_str()
-                ),
-            )
-            .fix(format!("replace it: {create}")),
-        };
+        return no_cname(w, sets.first(), create);
     };
     if set.alias_target().is_some() || set.set_identifier().is_some() {
         return finding(
@@ -681,8 +657,7 @@ fn record_finding(
         )
         .fix(format!("set the record's TTL to {} s", w.ttl.as_secs()));
     }
-    let matches = |e: Option<&str>| e.is_some_and(|e| same_name(e, &target));
-    if matches(dr_endpoint) {
+    if dr_endpoint.is_some_and(|e| same_name(e, &target)) {
         return finding(
             w,
             check,
@@ -690,8 +665,54 @@ fn record_finding(
             format!("CNAME → {target} (the DR cache, after a completed failover), TTL {ttl} s"),
         );
     }
+    cname_target_finding(w, &target, ttl, primary_endpoint)
+}
+
+/// The record has no CNAME: it does not exist, or it is `other`, of another type.
+fn no_cname(
+    w: &WatchConfig,
+    other: Option<&aws_sdk_route53::types::ResourceRecordSet>,
+    create: String,
+) -> Finding {
+    let check = "route53_record";
+    match other {
+        None => finding(
+            w,
+            check,
+            CheckStatus::Fail,
+            format!("{} does not exist in {}", w.record, w.hosted_zone_id),
+        )
+        .fix(create),
+        Some(other) => finding(
+            w,
+            check,
+            CheckStatus::Fail,
+            format!(
+                "{} is {} {} record, not a CNAME: the switch replaces a CNAME",
+                w.record,
+                if other.alias_target().is_some() {
+                    "an alias"
+                } else {
+                    "an"
+                },
+                other.r#type().as_str()
+            ),
+        )
+        .fix(format!("replace it: {create}")),
+    }
+}
+
+/// A simple CNAME to `target` with a TTL in range that is not the DR cache: fine when it
+/// is the primary, with the TTL a failover writes.
+fn cname_target_finding(
+    w: &WatchConfig,
+    target: &str,
+    ttl: u32,
+    primary_endpoint: Option<&str>,
+) -> Finding {
+    let check = "route53_record";
     match primary_endpoint {
-        Some(p) if same_name(p, &target) => {
+        Some(p) if same_name(p, target) => {
             if u64::from(ttl) == w.ttl.as_secs() {
                 finding(
                     w,
@@ -898,152 +919,161 @@ async fn network(w: &WatchConfig, sdk: &SdkConfig) -> Vec<Finding> {
     let mut conf = aws_sdk_ec2::config::Builder::from(sdk);
     conf.set_timeout_config(Some(bounded(sdk)));
     let ec2 = aws_sdk_ec2::Client::from_conf(conf.build());
+    let (subnets, vpcs) = dr_subnets(w, &ec2).await;
+    vec![subnets, dr_security_groups(w, &ec2, &vpcs).await]
+}
+
+/// The `dr_subnets` check, and the VPCs the subnets are in.
+async fn dr_subnets(w: &WatchConfig, ec2: &aws_sdk_ec2::Client) -> (Finding, BTreeSet<String>) {
     let region = w.dr.region.as_str();
-    let mut vpcs = BTreeSet::new();
-    let subnets = if w.dr.subnet_ids.is_empty() {
+    if w.dr.subnet_ids.is_empty() {
+        let none = "none configured: AWS uses the default VPC's subnets".into();
+        return (
+            finding(w, "dr_subnets", CheckStatus::Ok, none),
+            BTreeSet::new(),
+        );
+    }
+    let answer = call(
+        "ec2:DescribeSubnets",
+        Some(region),
+        "",
+        ec2.describe_subnets()
+            .set_subnet_ids(Some(w.dr.subnet_ids.clone()))
+            .send(),
+    )
+    .await;
+    match answer {
+        Ok(out) => {
+            let vpcs = out
+                .subnets()
+                .iter()
+                .filter_map(|s| s.vpc_id().map(str::to_owned))
+                .collect();
+            (subnets_finding(w, out.subnets(), &vpcs), vpcs)
+        }
+        Err(f) if f.code_is(&["InvalidSubnetID.NotFound", "InvalidSubnetID.Malformed"]) => (
+            finding(w, "dr_subnets", CheckStatus::Fail, f.error.to_string()).fix(format!(
+                "fix [watch.dr] subnet_ids: every subnet must exist in {region}"
+            )),
+            BTreeSet::new(),
+        ),
+        Err(f) => (failed_call(w, "dr_subnets", &f, false), BTreeSet::new()),
+    }
+}
+
+/// The configured subnets as `DescribeSubnets` found them (in `vpcs`): all there, in at
+/// least two AZs, in one VPC.
+fn subnets_finding(
+    w: &WatchConfig,
+    subnets: &[aws_sdk_ec2::types::Subnet],
+    vpcs: &BTreeSet<String>,
+) -> Finding {
+    let azs: BTreeSet<String> = subnets
+        .iter()
+        .filter_map(|s| s.availability_zone().map(str::to_owned))
+        .collect();
+    let listed = format!(
+        "{} in {}",
+        w.dr.subnet_ids.join(", "),
+        azs.iter().cloned().collect::<Vec<_>>().join(", ")
+    );
+    if subnets.len() < w.dr.subnet_ids.len() {
         finding(
             w,
             "dr_subnets",
-            CheckStatus::Ok,
-            "none configured: AWS uses the default VPC's subnets".into(),
+            CheckStatus::Fail,
+            format!(
+                "only {} of {} subnets exist in {}",
+                subnets.len(),
+                w.dr.subnet_ids.len(),
+                w.dr.region
+            ),
         )
-    } else {
-        let answer = call(
-            "ec2:DescribeSubnets",
-            Some(region),
-            "",
-            ec2.describe_subnets()
-                .set_subnet_ids(Some(w.dr.subnet_ids.clone()))
-                .send(),
-        )
-        .await;
-        match answer {
-            Ok(out) => {
-                let azs: BTreeSet<String> = out
-                    .subnets()
-                    .iter()
-                    .filter_map(|s| s.availability_zone().map(str::to_owned))
-                    .collect();
-                vpcs.extend(
-                    out.subnets()
-                        .iter()
-                        .filter_map(|s| s.vpc_id().map(str::to_owned)),
-                );
-                let listed = format!(
-                    "{} in {}",
-                    w.dr.subnet_ids.join(", "),
-                    azs.iter().cloned().collect::<Vec<_>>().join(", ")
-                );
-                if out.subnets().len() < w.dr.subnet_ids.len() {
-                    finding(
-                        w,
-                        "dr_subnets",
-                        CheckStatus::Fail,
-                        format!(
-                            "only {} of {} subnets exist in {region}",
-                            out.subnets().len(),
-                            w.dr.subnet_ids.len()
-                        ),
-                    )
-                    .fix("fix [watch.dr] subnet_ids")
-                } else if azs.len() < 2 {
-                    finding(
-                        w,
-                        "dr_subnets",
-                        CheckStatus::Fail,
-                        format!("{listed}: a serverless cache needs subnets in at least 2 availability zones"),
-                    )
-                    .fix("add a subnet in another availability zone to [watch.dr] subnet_ids")
-                } else if vpcs.len() > 1 {
-                    finding(
-                        w,
-                        "dr_subnets",
-                        CheckStatus::Fail,
-                        format!("{listed}: the subnets are in {} VPCs", vpcs.len()),
-                    )
-                    .fix("use subnets of one VPC")
-                } else {
-                    finding(w, "dr_subnets", CheckStatus::Ok, listed)
-                }
-            }
-            Err(f) if f.code_is(&["InvalidSubnetID.NotFound", "InvalidSubnetID.Malformed"]) => {
-                finding(w, "dr_subnets", CheckStatus::Fail, f.error.to_string()).fix(format!(
-                    "fix [watch.dr] subnet_ids: every subnet must exist in {region}"
-                ))
-            }
-            Err(f) => failed_call(w, "dr_subnets", &f, false),
-        }
-    };
-    let groups = if w.dr.security_group_ids.is_empty() {
+        .fix("fix [watch.dr] subnet_ids")
+    } else if azs.len() < 2 {
         finding(
             w,
-            "dr_security_groups",
-            CheckStatus::Ok,
-            "none configured: AWS uses the VPC's default security group".into(),
+            "dr_subnets",
+            CheckStatus::Fail,
+            format!("{listed}: a serverless cache needs subnets in at least 2 availability zones"),
         )
+        .fix("add a subnet in another availability zone to [watch.dr] subnet_ids")
+    } else if vpcs.len() > 1 {
+        finding(
+            w,
+            "dr_subnets",
+            CheckStatus::Fail,
+            format!("{listed}: the subnets are in {} VPCs", vpcs.len()),
+        )
+        .fix("use subnets of one VPC")
     } else {
-        let answer = call(
-            "ec2:DescribeSecurityGroups",
-            Some(region),
-            "",
-            ec2.describe_security_groups()
-                .set_group_ids(Some(w.dr.security_group_ids.clone()))
-                .send(),
-        )
-        .await;
-        match answer {
-            Ok(out) => {
-                let theirs: BTreeSet<String> = out
-                    .security_groups()
-                    .iter()
-                    .filter_map(|g| g.vpc_id().map(str::to_owned))
-                    .collect();
-                let listed = w.dr.security_group_ids.join(", ");
-                if out.security_groups().len() < w.dr.security_group_ids.len() {
-                    finding(
-                        w,
-                        "dr_security_groups",
-                        CheckStatus::Fail,
-                        format!(
-                            "only {} of {} security groups exist in {region}",
-                            out.security_groups().len(),
-                            w.dr.security_group_ids.len()
-                        ),
-                    )
-                    .fix("fix [watch.dr] security_group_ids")
-                } else if !vpcs.is_empty() && !theirs.is_subset(&vpcs) {
-                    finding(
-                        w,
-                        "dr_security_groups",
-                        CheckStatus::Fail,
-                        format!(
-                            "{listed} are not in the subnets' VPC ({})",
-                            vpcs.iter().cloned().collect::<Vec<_>>().join(", ")
-                        ),
-                    )
-                    .fix("use security groups of the subnets' VPC")
-                } else {
-                    finding(
-                        w,
-                        "dr_security_groups",
-                        CheckStatus::Ok,
-                        format!("{listed} exist"),
-                    )
-                }
-            }
-            Err(f) if f.code_is(&["InvalidGroup.NotFound", "InvalidGroupId.Malformed"]) => finding(
-                w,
-                "dr_security_groups",
-                CheckStatus::Fail,
-                f.error.to_string(),
-            )
-            .fix(format!(
+        finding(w, "dr_subnets", CheckStatus::Ok, listed)
+    }
+}
+
+/// The `dr_security_groups` check: every group exists, in the subnets' VPC (`vpcs`, empty
+/// when the subnets are not known).
+async fn dr_security_groups(
+    w: &WatchConfig,
+    ec2: &aws_sdk_ec2::Client,
+    vpcs: &BTreeSet<String>,
+) -> Finding {
+    let check = "dr_security_groups";
+    let region = w.dr.region.as_str();
+    if w.dr.security_group_ids.is_empty() {
+        let none = "none configured: AWS uses the VPC's default security group".into();
+        return finding(w, check, CheckStatus::Ok, none);
+    }
+    let answer = call(
+        "ec2:DescribeSecurityGroups",
+        Some(region),
+        "",
+        ec2.describe_security_groups()
+            .set_group_ids(Some(w.dr.security_group_ids.clone()))
+            .send(),
+    )
+    .await;
+    let out = match answer {
+        Ok(out) => out,
+        Err(f) if f.code_is(&["InvalidGroup.NotFound", "InvalidGroupId.Malformed"]) => {
+            return finding(w, check, CheckStatus::Fail, f.error.to_string()).fix(format!(
                 "fix [watch.dr] security_group_ids: every group must exist in {region}"
-            )),
-            Err(f) => failed_call(w, "dr_security_groups", &f, false),
+            ));
         }
+        Err(f) => return failed_call(w, check, &f, false),
     };
-    vec![subnets, groups]
+    let theirs: BTreeSet<String> = out
+        .security_groups()
+        .iter()
+        .filter_map(|g| g.vpc_id().map(str::to_owned))
+        .collect();
+    let listed = w.dr.security_group_ids.join(", ");
+    if out.security_groups().len() < w.dr.security_group_ids.len() {
+        finding(
+            w,
+            check,
+            CheckStatus::Fail,
+            format!(
+                "only {} of {} security groups exist in {region}",
+                out.security_groups().len(),
+                w.dr.security_group_ids.len()
+            ),
+        )
+        .fix("fix [watch.dr] security_group_ids")
+    } else if !vpcs.is_empty() && !theirs.is_subset(vpcs) {
+        finding(
+            w,
+            check,
+            CheckStatus::Fail,
+            format!(
+                "{listed} are not in the subnets' VPC ({})",
+                vpcs.iter().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .fix("use security groups of the subnets' VPC")
+    } else {
+        finding(w, check, CheckStatus::Ok, format!("{listed} exist"))
+    }
 }
 
 async fn kms_key(w: &WatchConfig, sdk: &SdkConfig) -> Finding {
@@ -1332,7 +1362,6 @@ async fn permissions(
     aws: &mut Aws<'_>,
     id: &Identity,
 ) -> Finding {
-    use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum, PolicyEvaluationDecisionType};
     let check = "permissions";
     let Some(principal) = principal(&id.arn) else {
         return finding(
@@ -1346,33 +1375,10 @@ async fn permissions(
         )
         .fix("run the agent as an IAM role or user");
     };
-    let sdk = aws.sdk(&w.dr.region).await;
-    let mut conf = aws_sdk_iam::config::Builder::from(&sdk);
-    conf.set_timeout_config(Some(bounded(&sdk)));
-    // IAM is global: its requests are signed for the partition's IAM region whatever the
-    // agent's own region is (the endpoint rules do the same; an endpoint_url override does not).
-    conf.set_region(Some(aws_config::Region::from_static(iam_region(
-        crate::aws::partition(&w.dr.region),
-    ))));
-    let iam = aws_sdk_iam::Client::from_conf(conf.build());
+    let iam = iam_client(w, aws).await;
     let mut denied = Vec::new();
     let mut asked = 0;
     for q in questions(config, w, &id.account) {
-        let context: Vec<ContextEntry> = q
-            .context
-            .iter()
-            .map(|(key, values, multi)| {
-                ContextEntry::builder()
-                    .context_key_name(key)
-                    .set_context_key_values(Some(values.clone()))
-                    .context_key_type(if *multi {
-                        ContextKeyTypeEnum::StringList
-                    } else {
-                        ContextKeyTypeEnum::String
-                    })
-                    .build()
-            })
-            .collect();
         let answer = call(
             "iam:SimulatePrincipalPolicy",
             None,
@@ -1381,7 +1387,7 @@ async fn permissions(
                 .policy_source_arn(&principal)
                 .set_action_names(Some(q.actions.clone()))
                 .set_resource_arns((!q.resources.is_empty()).then(|| q.resources.clone()))
-                .set_context_entries((!context.is_empty()).then_some(context))
+                .set_context_entries(context_entries(&q))
                 .send(),
         )
         .await;
@@ -1406,27 +1412,7 @@ async fn permissions(
             Err(f) => return failed_call(w, check, &f, false),
         };
         asked += q.actions.len();
-        for r in out.evaluation_results() {
-            if *r.eval_decision() == PolicyEvaluationDecisionType::Allowed {
-                continue;
-            }
-            let on: Vec<&str> = r
-                .resource_specific_results()
-                .iter()
-                .filter(|x| *x.eval_resource_decision() != PolicyEvaluationDecisionType::Allowed)
-                .map(|x| x.eval_resource_name())
-                .collect();
-            denied.push(if on.is_empty() {
-                format!("{} ({})", r.eval_action_name(), r.eval_decision().as_str())
-            } else {
-                format!(
-                    "{} on {} ({})",
-                    r.eval_action_name(),
-                    on.join(", "),
-                    r.eval_decision().as_str()
-                )
-            });
-        }
+        denied.extend(denials(out.evaluation_results()));
     }
     if denied.is_empty() {
         finding(
@@ -1444,6 +1430,68 @@ async fn permissions(
         )
         .fix("attach the policy `valkey-dr iam-policy` prints to the agent's role")
     }
+}
+
+/// An IAM client for watch `w`. IAM is global: its requests are signed for the partition's
+/// IAM region whatever the agent's own region is (the endpoint rules do the same; an
+/// endpoint_url override does not).
+async fn iam_client(w: &WatchConfig, aws: &mut Aws<'_>) -> aws_sdk_iam::Client {
+    let sdk = aws.sdk(&w.dr.region).await;
+    let mut conf = aws_sdk_iam::config::Builder::from(&sdk);
+    conf.set_timeout_config(Some(bounded(&sdk)));
+    conf.set_region(Some(aws_config::Region::from_static(iam_region(
+        crate::aws::partition(&w.dr.region),
+    ))));
+    aws_sdk_iam::Client::from_conf(conf.build())
+}
+
+/// A question's condition context, as `SimulatePrincipalPolicy` takes it; `None` for none.
+fn context_entries(q: &Question) -> Option<Vec<aws_sdk_iam::types::ContextEntry>> {
+    use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum};
+    let context: Vec<ContextEntry> = q
+        .context
+        .iter()
+        .map(|(key, values, multi)| {
+            ContextEntry::builder()
+                .context_key_name(key)
+                .set_context_key_values(Some(values.clone()))
+                .context_key_type(if *multi {
+                    ContextKeyTypeEnum::StringList
+                } else {
+                    ContextKeyTypeEnum::String
+                })
+                .build()
+        })
+        .collect();
+    (!context.is_empty()).then_some(context)
+}
+
+/// Every action a simulation did not allow, with the resources it was denied on.
+fn denials(results: &[aws_sdk_iam::types::EvaluationResult]) -> Vec<String> {
+    use aws_sdk_iam::types::PolicyEvaluationDecisionType;
+    let mut denied = Vec::new();
+    for r in results {
+        if *r.eval_decision() == PolicyEvaluationDecisionType::Allowed {
+            continue;
+        }
+        let on: Vec<&str> = r
+            .resource_specific_results()
+            .iter()
+            .filter(|x| *x.eval_resource_decision() != PolicyEvaluationDecisionType::Allowed)
+            .map(|x| x.eval_resource_name())
+            .collect();
+        denied.push(if on.is_empty() {
+            format!("{} ({})", r.eval_action_name(), r.eval_decision().as_str())
+        } else {
+            format!(
+                "{} on {} ({})",
+                r.eval_action_name(),
+                on.join(", "),
+                r.eval_decision().as_str()
+            )
+        });
+    }
+    denied
 }
 
 /// The live primary against the DR spec: one finding per field, `warn` on a difference.
@@ -1473,87 +1521,93 @@ async fn drift(
                 .collect();
         }
     };
+    let mut out = drift_of_spec(w, p);
+    out.push(drift_tags(w, primary_cache, p).await);
+    out
+}
+
+/// One drift check: `live` (the primary's) against `planned` (the DR spec's).
+fn compared(
+    w: &WatchConfig,
+    check: &'static str,
+    what: &str,
+    live: String,
+    planned: String,
+) -> Finding {
+    if live == planned {
+        finding(w, check, CheckStatus::Ok, format!("{what}: {live} on both"))
+    } else {
+        finding(
+            w,
+            check,
+            CheckStatus::Warn,
+            format!("{what}: the primary has {live}, the DR spec {planned}"),
+        )
+        .fix("make [watch.dr] match the primary, or the primary match the plan")
+    }
+}
+
+/// The drift checks of the cache's own settings, in [`CHECKS`] order (tags apart).
+fn drift_of_spec(w: &WatchConfig, p: &Live) -> Vec<Finding> {
     let dr = &w.dr;
-    let fix = "make [watch.dr] match the primary, or the primary match the plan";
-    let compare = |check: &'static str, what: &str, live: String, planned: String| {
-        if live == planned {
-            finding(w, check, CheckStatus::Ok, format!("{what}: {live} on both"))
-        } else {
-            finding(
-                w,
-                check,
-                CheckStatus::Warn,
-                format!("{what}: the primary has {live}, the DR spec {planned}"),
-            )
-            .fix(fix)
-        }
-    };
     let opt = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
-    let mut out = vec![
-        compare(
+    let limits = |storage: Option<String>, ecpu: Option<String>| {
+        format!("storage {} GB, {} ECPU/s", opt(storage), opt(ecpu))
+    };
+    let one = |set: bool| if set { "one" } else { "none" }.to_owned();
+    let engine = |engine: &str, version: &str| format!("{} {version}", engine.to_ascii_lowercase());
+    vec![
+        compared(
+            w,
             "drift_engine",
             "engine",
-            format!(
-                "{} {}",
-                p.engine.to_ascii_lowercase(),
-                p.major_engine_version
-            ),
-            format!(
-                "{} {}",
-                dr.engine.to_ascii_lowercase(),
-                dr.major_engine_version
-            ),
+            engine(&p.engine, &p.major_engine_version),
+            engine(&dr.engine, &dr.major_engine_version),
         ),
-        compare(
+        compared(
+            w,
             "drift_usage_limits",
             "usage limits",
-            format!(
-                "storage {} GB, {} ECPU/s",
-                opt(p.data_storage_max.map(|v| v.to_string())),
-                opt(p.ecpu_max.map(|v| v.to_string()))
+            limits(
+                p.data_storage_max.map(|v| v.to_string()),
+                p.ecpu_max.map(|v| v.to_string()),
             ),
-            format!(
-                "storage {} GB, {} ECPU/s",
-                opt(dr
-                    .usage_limits
+            limits(
+                dr.usage_limits
                     .and_then(|u| u.data_storage_max_gb)
-                    .map(|v| v.to_string())),
-                opt(dr
-                    .usage_limits
+                    .map(|v| v.to_string()),
+                dr.usage_limits
                     .and_then(|u| u.ecpu_per_second_max)
-                    .map(|v| v.to_string()))
+                    .map(|v| v.to_string()),
             ),
         ),
-        compare(
+        compared(
+            w,
             "drift_kms_key",
             "customer KMS key",
-            if p.kms_key_id.is_some() {
-                "one"
-            } else {
-                "none"
-            }
-            .to_owned(),
-            if dr.kms_key_id.is_some() {
-                "one"
-            } else {
-                "none"
-            }
-            .to_owned(),
+            one(p.kms_key_id.is_some()),
+            one(dr.kms_key_id.is_some()),
         ),
-        compare(
+        compared(
+            w,
             "drift_snapshot_retention",
             "snapshot retention",
             format!("{} days", p.snapshot_retention_limit.unwrap_or(0)),
             format!("{} days", dr.snapshot_retention_limit.unwrap_or(0)),
         ),
-        compare(
+        compared(
+            w,
             "drift_user_group",
             "user group",
             opt(p.user_group_id.clone()),
             opt(dr.user_group_id.clone()),
         ),
-    ];
-    out.push(match tags(primary_cache, &p.arn).await {
+    ]
+}
+
+/// The primary's tags against the DR spec's, AWS's and valkey-dr's own left out.
+async fn drift_tags(w: &WatchConfig, primary_cache: &SdkCache, p: &Live) -> Finding {
+    match tags(primary_cache, &p.arn).await {
         Ok(live) => {
             let ours = |k: &String| k.starts_with("aws:") || k.starts_with("valkey-dr:");
             let live: BTreeMap<_, _> = live.into_iter().filter(|(k, _)| !ours(k)).collect();
@@ -1567,11 +1621,10 @@ async fn drift(
                         .join(", ")
                 }
             };
-            compare("drift_tags", "tags", text(&live), text(&dr.tags))
+            compared(w, "drift_tags", "tags", text(&live), text(&w.dr.tags))
         }
         Err(f) => failed_call(w, "drift_tags", &f, false),
-    });
-    out
+    }
 }
 
 #[cfg(test)]

@@ -1250,7 +1250,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 ),
             );
         }
-        if !expiry.is_none_or(|t| t < SystemTime::now()) {
+        if expiry.is_some_and(|t| t >= SystemTime::now()) {
             return Err(FailoverError::StoodDown { holder: value });
         }
         // A stale lease: take it over with an exact DELETE of what we read plus a CREATE,
