@@ -257,6 +257,74 @@ impl Default for DrillLimits {
     }
 }
 
+/// Why a step of a drill failed: the detail of its report, which says what to do.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    /// AWS said the name is taken, and Describe does not find the cache.
+    #[error("{error}, yet DescribeServerlessCaches does not find it")]
+    TakenNotFound {
+        /// `CreateServerlessCache`'s answer.
+        error: ApiError,
+    },
+    /// The name is taken by a cache without this drill's tag.
+    #[error("{error}: a drill kept with --keep, or one started this minute elsewhere; left alone")]
+    TakenByAnother {
+        /// `CreateServerlessCache`'s answer.
+        error: ApiError,
+    },
+    /// The name is taken, and the cache's tags could not be read.
+    #[error("{error}, and whose it is could not be read: {read}")]
+    TakenUnread {
+        /// `CreateServerlessCache`'s answer.
+        error: ApiError,
+        /// Why the tags could not be read.
+        read: ApiError,
+    },
+    /// `CreateServerlessCache` failed.
+    #[error(transparent)]
+    Create(ApiError),
+    /// The cache did not become available.
+    #[error("{0}")]
+    Wait(wait::WaitError),
+    /// It stayed `creating` past `create_timeout`.
+    #[error("{0} (create_timeout)")]
+    WaitTimeout(wait::WaitError),
+    /// PING/SET/GET kept failing.
+    #[error("after {attempts} attempts: {error}")]
+    Verify {
+        /// How many rounds were made.
+        attempts: u32,
+        /// The last round's failure.
+        error: String,
+    },
+    /// The cache was not deleted (or seen deleting) before the deadline.
+    #[error("{name} not deleted within {}: {last}; delete it by hand", humantime::format_duration(*.timeout))]
+    NotDeletedInTime {
+        /// The cache.
+        name: String,
+        /// The deadline.
+        timeout: Duration,
+        /// The last answer.
+        last: String,
+    },
+    /// `DeleteServerlessCache` was refused.
+    #[error("{error}; delete {name} by hand")]
+    DeleteRefused {
+        /// The cache.
+        name: String,
+        /// The refusal.
+        error: ApiError,
+    },
+    /// Describe failed for good after the delete.
+    #[error("{last}; check that {name} is deleted")]
+    DeletedUnknown {
+        /// The cache.
+        name: String,
+        /// Describe's error.
+        last: String,
+    },
+}
+
 /// What create left behind.
 enum Created {
     /// The cache exists and is ours.
@@ -340,7 +408,7 @@ async fn recover<C: CacheApi, V: Verifier>(
     let create_failed = result.is_err();
     steps.push(match result {
         Ok(detail) => step_report("create", StepResult::Ok, t, detail),
-        Err(e) => step_report("create", StepResult::Failed, t, e),
+        Err(e) => step_report("create", StepResult::Failed, t, e.to_string()),
     });
     let endpoint = if create_failed {
         let skipped = "create failed".into();
@@ -360,7 +428,8 @@ async fn recover<C: CacheApi, V: Verifier>(
                 Some((host, port))
             }
             Err(e) => {
-                steps.push(step_report("wait_available", StepResult::Failed, t, e));
+                let detail = e.to_string();
+                steps.push(step_report("wait_available", StepResult::Failed, t, detail));
                 None
             }
         }
@@ -369,7 +438,7 @@ async fn recover<C: CacheApi, V: Verifier>(
     steps.push(match &endpoint {
         Some((host, port)) => match verify_direct(verify, host, *port, limits).await {
             Ok(detail) => step_report("verify", StepResult::Ok, t, detail),
-            Err(e) => step_report("verify", StepResult::Failed, t, e),
+            Err(e) => step_report("verify", StepResult::Failed, t, e.to_string()),
         },
         None => step_report(
             "verify",
@@ -413,7 +482,10 @@ async fn clean_up<C: CacheApi>(
         Created::Ours | Created::Maybe => {
             match delete(cache, name, plan.create_timeout, limits).await {
                 Ok(detail) => (step_report("delete", StepResult::Ok, t, detail), false),
-                Err(e) => (step_report("delete", StepResult::Failed, t, e), true),
+                Err(e) => (
+                    step_report("delete", StepResult::Failed, t, e.to_string()),
+                    true,
+                ),
             }
         }
     }
@@ -429,7 +501,7 @@ async fn create<C: CacheApi>(
     spec: &CacheSpec,
     timeout: Duration,
     limits: &DrillLimits,
-) -> (Created, Result<String, String>) {
+) -> (Created, Result<String, StepError>) {
     let mut attempt = 0;
     let result = (|| {
         attempt += 1;
@@ -459,12 +531,7 @@ async fn create<C: CacheApi>(
         Err(e @ ApiError::AlreadyExists { .. }) => {
             let deadline = tokio::time::Instant::now() + timeout;
             match wait::settled_tags(cache, spec.name(), deadline, limits.polling()).await {
-                Ok(None) => (
-                    Created::Nothing,
-                    Err(format!(
-                        "{e}, yet DescribeServerlessCaches does not find it"
-                    )),
-                ),
+                Ok(None) => (Created::Nothing, Err(StepError::TakenNotFound { error: e })),
                 Ok(Some((_, tags)))
                     if tags.get(DRILL_TAG).map(String::as_str) == spec.tag(DRILL_TAG) =>
                 {
@@ -475,14 +542,12 @@ async fn create<C: CacheApi>(
                 }
                 Ok(_) => (
                     Created::Nothing,
-                    Err(format!(
-                        "{e}: a drill kept with --keep, or one started this minute elsewhere; left alone"
-                    )),
+                    Err(StepError::TakenByAnother { error: e }),
                 ),
                 // It may be ours: deleting it is the safe side for a throw-away name.
                 Err(read) => (
                     Created::Maybe,
-                    Err(format!("{e}, and whose it is could not be read: {read}")),
+                    Err(StepError::TakenUnread { error: e, read }),
                 ),
             }
         }
@@ -493,7 +558,7 @@ async fn create<C: CacheApi>(
             } else {
                 Created::Nothing
             };
-            (created, Err(e.to_string()))
+            (created, Err(StepError::Create(e)))
         }
     }
 }
@@ -505,13 +570,13 @@ async fn wait_available<C: CacheApi>(
     name: &str,
     timeout: Duration,
     limits: &DrillLimits,
-) -> Result<(String, u16), String> {
+) -> Result<(String, u16), StepError> {
     let deadline = tokio::time::Instant::now() + timeout;
     wait::until_available(cache, name, deadline, Duration::ZERO, limits.polling())
         .await
         .map_err(|e| match e {
-            wait::WaitError::Timeout { .. } => format!("{e} (create_timeout)"),
-            other => other.to_string(),
+            wait::WaitError::Timeout { .. } => StepError::WaitTimeout(e),
+            other => StepError::Wait(other),
         })
 }
 
@@ -520,7 +585,7 @@ async fn verify_direct<V: Verifier>(
     host: &str,
     port: u16,
     limits: &DrillLimits,
-) -> Result<String, String> {
+) -> Result<String, StepError> {
     let mut attempt = 0;
     (|| {
         attempt += 1;
@@ -543,7 +608,10 @@ async fn verify_direct<V: Verifier>(
         };
         format!("PING/SET/GET ok on {host}:{port}{retries}")
     })
-    .map_err(|e| format!("after {attempt} attempts: {e}"))
+    .map_err(|error| StepError::Verify {
+        attempts: attempt,
+        error,
+    })
 }
 
 /// Deletes, then waits until Describe shows `deleting` or no cache: from then on AWS finishes
@@ -555,13 +623,12 @@ async fn delete<C: CacheApi>(
     name: &str,
     timeout: Duration,
     limits: &DrillLimits,
-) -> Result<String, String> {
+) -> Result<String, StepError> {
     let deadline = Instant::now() + timeout;
-    let too_late = |last: &str| {
-        format!(
-            "{name} not deleted within {}: {last}; delete it by hand",
-            humantime::format_duration(timeout)
-        )
+    let too_late = |last: String| StepError::NotDeletedInTime {
+        name: name.to_owned(),
+        timeout,
+        last,
     };
     (|| cache.delete(name))
         .retry(
@@ -575,9 +642,12 @@ async fn delete<C: CacheApi>(
         .await
         .map_err(|e| {
             if e.is_transient() {
-                too_late(&e.to_string())
+                too_late(e.to_string())
             } else {
-                format!("{e}; delete {name} by hand")
+                StepError::DeleteRefused {
+                    name: name.to_owned(),
+                    error: e,
+                }
             }
         })?;
     // From `deleting` on AWS finishes on its own: Describe showing it (or nothing) ends the
@@ -603,9 +673,12 @@ async fn delete<C: CacheApi>(
     .await
     .map_err(|(again, last)| {
         if again {
-            too_late(&last)
+            too_late(last)
         } else {
-            format!("{last}; check that {name} is deleted")
+            StepError::DeletedUnknown {
+                name: name.to_owned(),
+                last,
+            }
         }
     })
 }
@@ -668,7 +741,7 @@ async fn verifier(
     };
     let spec = crate::spec::probe_spec(config, &target)
         .await
-        .map_err(|e| setup(format!("{:#}", anyhow::Error::from(e))))?;
+        .map_err(|e| setup(crate::text::chain(&e)))?;
     let prober = Prober::new(&ResolverSettings {
         nameservers: config.dns.nameservers.clone(),
     })
@@ -794,7 +867,7 @@ pub fn history(state_dir: &Path, watch: &str) -> Result<Vec<PastDrill>, StoreErr
         match store::read_json::<DrillReport>(&path) {
             Ok(Some(report)) if report.watch == watch => reports.push(report),
             Ok(_) => {}
-            Err(e) => tracing::warn!("skipping {}: {:#}", path.display(), anyhow::Error::from(e)),
+            Err(e) => tracing::warn!("skipping {}: {}", path.display(), crate::text::chain(&e)),
         }
     }
     reports.sort_by(|a, b| {

@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// Every event the agent sends, named as the webhook's `event` field, a command's
-/// `VALKEY_DR_EVENT` and the log say it (DESIGN.md, "Events"): a contract with people's
-/// alert rules, so a name never changes.
+/// `VALKEY_DR_EVENT` and the log say it (ARCHITECTURE.md, "Contracts the code relies on"): a
+/// contract with people's alert rules, so a name never changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventName {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::control::status::HoldStatus;
-use crate::executor::{FailoverOutcome, Journal, Kind};
+use crate::executor::{FailoverOutcome, HoldEnd, Journal, Kind};
 use crate::store::{self, StoreError};
 
 /// One past (or running) failover, failback or drill.
@@ -116,7 +116,7 @@ fn add_journal(journals: &mut BTreeMap<String, Journal>, path: &Path) {
             journals.insert(journal.plan.failover_id.clone(), journal);
         }
         Ok(None) => {}
-        Err(e) => tracing::warn!("skipping {}: {:#}", path.display(), anyhow::Error::from(e)),
+        Err(e) => tracing::warn!("skipping {}: {}", path.display(), crate::text::chain(&e)),
     }
 }
 
@@ -166,9 +166,9 @@ fn journal_entry(j: Journal) -> HistoryEntry {
 /// A hold in one line: `held before switch_dns for 2m 3s (gate vpn: …); approved by alice@host`.
 fn hold_line(h: &HoldStatus) -> String {
     let took = humantime::format_duration(Duration::from_secs(h.held_s));
-    let end = match (h.how.as_deref(), h.approved_by.as_deref()) {
-        (Some("approved"), Some(by)) => format!("approved by {by}"),
-        (Some(how), _) => how.to_owned(),
+    let end = match (h.how, h.approved_by.as_deref()) {
+        (Some(HoldEnd::Approved), Some(by)) => format!("approved by {by}"),
+        (Some(how), _) => how.to_string(),
         (None, _) => "still held".to_owned(),
     };
     format!("held before {} for {took} ({}); {end}", h.before, h.answer)

@@ -1,4 +1,5 @@
-//! The agent's Prometheus metrics (DESIGN.md, "Telemetry"; README.md lists every family).
+//! The agent's Prometheus metrics (ARCHITECTURE.md, "Contracts the code relies on"; README.md
+//! lists every family).
 //!
 //! Every family is registered, and every per-watch series created, when the daemon starts, so
 //! that dashboards and alerts see each one from the first scrape: a series born at its first
@@ -102,8 +103,9 @@ struct StepLabels {
     step: String,
 }
 
-/// The agent's Prometheus metrics (DESIGN.md, "Telemetry"). The names and labels are a
-/// contract with dashboards and alerts: change them only with the design.
+/// The agent's Prometheus metrics (ARCHITECTURE.md, "Contracts the code relies on"). The
+/// names and labels are a contract with dashboards and alerts: change them only with that
+/// section.
 ///
 /// Every method takes `&self`, so the loop and the executor share one `Arc<Metrics>` with the
 /// admin server and never wait for a scrape.

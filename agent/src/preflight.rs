@@ -1183,6 +1183,23 @@ async fn user_group(w: &WatchConfig, dr: &SdkCache) -> Finding {
     }
 }
 
+/// The region and name of a serverless cache snapshot's ARN; `None` for any other ARN.
+fn serverless_snapshot(arn: &str) -> Option<(&str, &str)> {
+    let parts: Vec<&str> = arn.splitn(7, ':').collect();
+    match parts.as_slice() {
+        [
+            _,
+            _,
+            "elasticache",
+            region,
+            _,
+            "serverlesscachesnapshot",
+            name,
+        ] => Some((*region, *name)),
+        _ => None,
+    }
+}
+
 async fn snapshots(w: &WatchConfig, dr: &SdkCache) -> Finding {
     let check = "dr_snapshots";
     if w.dr.snapshot_arns_to_restore.is_empty() {
@@ -1197,24 +1214,13 @@ async fn snapshots(w: &WatchConfig, dr: &SdkCache) -> Finding {
     let mut unchecked = Vec::new();
     let mut found = Vec::new();
     for arn in &w.dr.snapshot_arns_to_restore {
-        let parts: Vec<&str> = arn.splitn(7, ':').collect();
-        let name = match parts.as_slice() {
-            [
-                _,
-                _,
-                "elasticache",
-                region,
-                _,
-                "serverlesscachesnapshot",
-                name,
-            ] => {
-                if *region != w.dr.region {
-                    missing.push(format!("{arn} is in {region}, not in the DR region"));
-                    continue;
-                }
-                *name
+        let name = match serverless_snapshot(arn) {
+            Some((region, _)) if region != w.dr.region => {
+                missing.push(format!("{arn} is in {region}, not in the DR region"));
+                continue;
             }
-            _ => {
+            Some((_, name)) => name,
+            None => {
                 unchecked.push(arn.clone());
                 continue;
             }

@@ -54,10 +54,57 @@ pub async fn probe_spec(config: &Config, w: &WatchConfig) -> Result<ProbeSpec, S
     probe_spec_with(config, w, &mut TlsConfigs::default()).await
 }
 
+/// Why `watch.primary.endpoint` could not be looked up; each says what to set.
+#[derive(Debug, thiserror::Error)]
+enum PrimaryEndpointError {
+    /// The cache has no endpoint yet (it is being created, say).
+    #[error(
+        "watch.primary.endpoint is not set and {cache} in {region} has no endpoint yet (status {status:?}); set watch.primary.endpoint"
+    )]
+    NoEndpoint {
+        /// The primary cache.
+        cache: String,
+        /// Its region.
+        region: String,
+        /// What `DescribeServerlessCaches` said of it.
+        status: crate::executor::api::CacheStatus,
+    },
+    /// No serverless cache of that name in that region.
+    #[error(
+        "watch.primary.endpoint is not set and there is no serverless cache {cache} in {region}; set watch.primary.endpoint or fix watch.primary.cache_name"
+    )]
+    NoCache {
+        /// The primary cache.
+        cache: String,
+        /// Its region.
+        region: String,
+    },
+    /// `DescribeServerlessCaches` failed. The advice follows the error, so it is part of the
+    /// message and not a `source`.
+    #[error(
+        "watch.primary.endpoint is not set and looking it up failed: {error}; set watch.primary.endpoint to the cache's endpoint"
+    )]
+    Lookup {
+        /// The call's error.
+        error: crate::executor::api::ApiError,
+    },
+    /// `DescribeServerlessCaches` did not answer in time.
+    #[error(
+        "watch.primary.endpoint is not set and DescribeServerlessCaches in {region} did not answer within 20s; set watch.primary.endpoint"
+    )]
+    TimedOut {
+        /// The primary region.
+        region: String,
+    },
+}
+
 /// `watch.primary.endpoint` when the config leaves it out: `DescribeServerlessCaches` of the
 /// primary cache in the primary region, bounded. It needs the primary region's API, so an
 /// agent that must start during that region's outage needs the endpoint in its config.
-async fn primary_endpoint(config: &Config, w: &WatchConfig) -> Result<String, String> {
+async fn primary_endpoint(
+    config: &Config,
+    w: &WatchConfig,
+) -> Result<String, PrimaryEndpointError> {
     use crate::executor::api::CacheApi as _;
     let cache = crate::executor::sdk::SdkCache::new(
         &crate::aws::sdk_config(config, &w.primary.region).await,
@@ -66,25 +113,23 @@ async fn primary_endpoint(config: &Config, w: &WatchConfig) -> Result<String, St
         std::time::Duration::from_secs(20),
         cache.describe(&w.primary.cache_name),
     );
-    let unset = "watch.primary.endpoint is not set and";
+    let (name, region) = (w.primary.cache_name.clone(), w.primary.region.clone());
     match lookup.await {
-        Ok(Ok(Some(info))) => info.endpoint.map(|(host, _)| host).ok_or_else(|| {
-            format!(
-                "{unset} {} in {} has no endpoint yet (status {:?}); set watch.primary.endpoint",
-                w.primary.cache_name, w.primary.region, info.status
-            )
+        Ok(Ok(Some(info))) => {
+            info.endpoint
+                .map(|(host, _)| host)
+                .ok_or_else(|| PrimaryEndpointError::NoEndpoint {
+                    cache: name,
+                    region,
+                    status: info.status,
+                })
+        }
+        Ok(Ok(None)) => Err(PrimaryEndpointError::NoCache {
+            cache: name,
+            region,
         }),
-        Ok(Ok(None)) => Err(format!(
-            "{unset} there is no serverless cache {} in {}; set watch.primary.endpoint or fix watch.primary.cache_name",
-            w.primary.cache_name, w.primary.region
-        )),
-        Ok(Err(e)) => Err(format!(
-            "{unset} looking it up failed: {e}; set watch.primary.endpoint to the cache's endpoint"
-        )),
-        Err(_) => Err(format!(
-            "{unset} DescribeServerlessCaches in {} did not answer within 20s; set watch.primary.endpoint",
-            w.primary.region
-        )),
+        Ok(Err(error)) => Err(PrimaryEndpointError::Lookup { error }),
+        Err(_) => Err(PrimaryEndpointError::TimedOut { region }),
     }
 }
 
@@ -99,7 +144,9 @@ async fn probe_spec_with(
     };
     let endpoint = match &w.primary.endpoint {
         Some(endpoint) => endpoint.clone(),
-        None => primary_endpoint(config, w).await.map_err(setup)?,
+        None => primary_endpoint(config, w)
+            .await
+            .map_err(|e| setup(e.to_string()))?,
     };
     let tls = if w.probe.tls {
         let key = (w.probe.ca_file.clone(), w.probe.insecure_skip_verify);
@@ -110,7 +157,7 @@ async fn probe_spec_with(
                     w.probe.ca_file.as_deref(),
                     w.probe.insecure_skip_verify,
                 )
-                .map_err(|e| setup(format!("{:#}", anyhow::Error::from(e))))?;
+                .map_err(|e| setup(crate::text::chain(&e)))?;
                 tls_configs.insert(key, c.clone());
                 c
             }

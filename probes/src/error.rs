@@ -45,7 +45,7 @@ impl fmt::Display for Step {
     }
 }
 
-/// The class of a probe failure (DESIGN.md, "Probes").
+/// The class of a probe failure (ARCHITECTURE.md, "Contracts the code relies on").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {

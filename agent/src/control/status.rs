@@ -295,7 +295,7 @@ pub struct HoldStatus {
     /// How long it held (or holds), in seconds.
     pub held_s: u64,
     /// How it ended.
-    pub how: Option<String>,
+    pub how: Option<crate::executor::HoldEnd>,
     /// Since when (RFC 3339).
     pub since: String,
 }
@@ -316,7 +316,7 @@ impl HoldStatus {
                 .unwrap_or_else(SystemTime::now)
                 .duration_since(h.since)
                 .map_or(0, |d| d.as_secs()),
-            how: h.how.clone(),
+            how: h.how,
             since: crate::text::rfc3339_seconds(h.since),
         }
     }

@@ -1,5 +1,5 @@
 //! The failover executor: lease → provision → wait_available → verify_direct → switch_dns →
-//! wait_insync → verify_dns → release (DESIGN.md, "Executor").
+//! wait_insync → verify_dns → release (ARCHITECTURE.md, "A failover").
 //!
 //! It makes no decisions: the policy engine (or an operator) decided, the plan says what to
 //! do, and the executor carries it out. Every step is idempotent and is written to a journal
@@ -273,6 +273,25 @@ pub enum HoldEnd {
     StoodDown,
     /// Nothing holds it any more (the config changed since a restart, or the step began).
     Lifted,
+}
+
+impl HoldEnd {
+    /// The journal's and `/status`'s spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Approved => "approved",
+            Self::Aborted => "aborted",
+            Self::StoodDown => "stood_down",
+            Self::Lifted => "lifted",
+        }
+    }
+}
+
+impl std::fmt::Display for HoldEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A person's go-ahead for a held failover (`valkey-dr approve`).
@@ -993,7 +1012,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
 
     fn save(&self, journal: &Journal) -> Result<(), FailoverError> {
         store::write_json(&self.path, journal)
-            .map_err(|e| FailoverError::Journal(format!("{:#}", anyhow::Error::from(e))))
+            .map_err(|e| FailoverError::Journal(crate::text::chain(&e)))
     }
 
     fn record(

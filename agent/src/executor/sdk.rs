@@ -390,9 +390,9 @@ impl DnsApi for SdkDns {
     }
 
     async fn change(&self, zone: &str, changes: &[Change]) -> Result<String, ApiError> {
-        let batch = change_batch(changes).map_err(|message| ApiError::Permanent {
+        let batch = change_batch(changes).map_err(|e| ApiError::Permanent {
             call: CHANGE.into(),
-            message,
+            message: e.to_string(),
         })?;
         let out = self
             .client
@@ -471,7 +471,9 @@ pub(crate) fn route53_name(listed: &str) -> String {
     String::from_utf8(out).unwrap_or_else(|_| listed.to_owned())
 }
 
-fn change_batch(changes: &[Change]) -> Result<r53::ChangeBatch, String> {
+fn change_batch(
+    changes: &[Change],
+) -> Result<r53::ChangeBatch, aws_sdk_route53::error::BuildError> {
     let changes = changes
         .iter()
         .map(|c| {
@@ -483,27 +485,23 @@ fn change_batch(changes: &[Change]) -> Result<r53::ChangeBatch, String> {
                 .values
                 .iter()
                 .map(|v| r53::ResourceRecord::builder().value(v).build())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| e.to_string())?;
+                .collect::<Result<Vec<_>, _>>()?;
             let set = r53::ResourceRecordSet::builder()
                 .name(&set.name)
                 .r#type(r53::RrType::from(set.rtype.as_str()))
                 .ttl(i64::from(set.ttl))
                 .set_resource_records(Some(records))
-                .build()
-                .map_err(|e| e.to_string())?;
+                .build()?;
             r53::Change::builder()
                 .action(action)
                 .resource_record_set(set)
                 .build()
-                .map_err(|e| e.to_string())
         })
-        .collect::<Result<Vec<_>, String>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     r53::ChangeBatch::builder()
         .set_changes(Some(changes))
         .comment("valkey-dr failover")
         .build()
-        .map_err(|e| e.to_string())
 }
 
 /// How a call failed, in plain terms, for [`classify_failure`].
