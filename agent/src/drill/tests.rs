@@ -318,6 +318,27 @@ async fn transient_describe_errors_count_as_still_waiting() {
     fake.fail("describe", [transient("describe"), transient("describe")]);
     let report = drill(&fake, &plan(false)).await;
     assert!(report.ok, "{report:#?}");
+    assert_eq!(report.steps[1].step, "wait_available");
+    assert_eq!(report.steps[1].result, Done, "{report:#?}");
+    // Both errors were answered (the queue is empty), to the wait's first Describe calls:
+    // three more made the cache available, after the two that failed.
+    assert!(
+        fake.cloud().errors["describe"].is_empty(),
+        "an injected error was never hit"
+    );
+    let describes_in_the_wait = fake
+        .cloud()
+        .calls
+        .iter()
+        .skip_while(|c| **c != "create")
+        .take_while(|c| **c != "delete")
+        .filter(|c| **c == "describe")
+        .count();
+    assert!(
+        describes_in_the_wait >= 5,
+        "{describes_in_the_wait} Describe calls in the wait: {:?}",
+        fake.cloud().calls
+    );
 }
 
 #[tokio::test]

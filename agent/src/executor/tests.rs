@@ -17,8 +17,10 @@ const OLD: &str = "primary-abc.serverless.use1.cache.amazonaws.com.";
 struct Cloud {
     caches: BTreeMap<String, (CacheInfo, BTreeMap<String, String>, u32)>,
     records: BTreeMap<(String, String), RecordSet>,
-    creates: u32,
-    cname_changes: u32,
+    /// Every create and change sent, in order, with its outcome: refused ones too, so that a
+    /// second create (which the fake refuses as AlreadyExists) or a second flip (refused by
+    /// the compare-and-swap) is still seen.
+    attempts: Vec<Attempt>,
     /// Transient failures to return before the next success, per call name.
     transient: BTreeMap<&'static str, u32>,
     /// Describe calls a new cache stays `creating` for (u32::MAX: stuck).
@@ -33,6 +35,82 @@ struct Cloud {
     /// At the direct verification (between the lease and the switch), another agent takes
     /// the lease over, as after a long pause of ours.
     steal_lease_at_verify: bool,
+    /// Fails the next call, whatever it is, permanently once (armed at a journal entry).
+    fail_next: bool,
+    /// How many calls `fail_once`, `fail_next` and `transient` failed.
+    injected: u32,
+}
+
+/// A mutating call that the fake counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mutation {
+    /// `CreateServerlessCache`.
+    Create,
+    /// A change batch that touches the CNAME (the lease's TXT alone is not one).
+    CnameChange,
+}
+
+/// One mutating call as the fake answered it.
+#[derive(Debug, Clone)]
+struct Attempt {
+    what: Mutation,
+    /// `None` when it succeeded; the error otherwise.
+    refused: Option<String>,
+}
+
+impl Cloud {
+    /// The calls of `what` that succeeded.
+    fn succeeded(&self, what: Mutation) -> usize {
+        self.of(what).filter(|a| a.refused.is_none()).count()
+    }
+
+    /// The calls of `what` sent, refused or not.
+    fn attempted(&self, what: Mutation) -> usize {
+        self.of(what).count()
+    }
+
+    /// The calls of `what` sent after the first one that succeeded: a second create or flip,
+    /// even one that the cloud refused.
+    fn after_success(&self, what: Mutation) -> Vec<Attempt> {
+        self.of(what)
+            .skip_while(|a| a.refused.is_some())
+            .skip(1)
+            .cloned()
+            .collect()
+    }
+
+    fn of(&self, what: Mutation) -> impl Iterator<Item = &Attempt> {
+        self.attempts.iter().filter(move |a| a.what == what)
+    }
+}
+
+/// Exactly one `what` succeeded and none was even attempted after it.
+#[track_caller]
+fn assert_once(fake: &Fake, what: Mutation, context: &str) {
+    let c = fake.cloud();
+    assert_eq!(
+        c.succeeded(what),
+        1,
+        "{context}: successful {what:?} calls: {:?}",
+        c.attempts
+    );
+    assert!(
+        c.after_success(what).is_empty(),
+        "{context}: {what:?} attempted after the first succeeded: {:?}",
+        c.after_success(what)
+    );
+}
+
+/// `what` was never even attempted.
+#[track_caller]
+fn assert_never(fake: &Fake, what: Mutation, context: &str) {
+    let c = fake.cloud();
+    assert_eq!(
+        c.attempted(what),
+        0,
+        "{context}: {what:?} attempted: {:?}",
+        c.attempts
+    );
 }
 
 struct Fake(Mutex<Cloud>);
@@ -61,8 +139,10 @@ impl Fake {
 
     fn fault(&self, call: &'static str) -> Result<(), ApiError> {
         let mut c = self.cloud();
-        if c.fail_once == Some(call) {
-            c.fail_once = None;
+        if c.fail_once == Some(call) || c.fail_next {
+            c.fail_once = c.fail_once.filter(|f| *f != call);
+            c.fail_next = false;
+            c.injected += 1;
             return Err(ApiError::Permanent {
                 call: call.into(),
                 message: "injected".into(),
@@ -70,6 +150,7 @@ impl Fake {
         }
         if let Some(n) = c.transient.get_mut(call).filter(|n| **n > 0) {
             *n -= 1;
+            c.injected += 1;
             return Err(ApiError::Transient {
                 call: call.into(),
                 message: "Throttling".into(),
@@ -83,17 +164,23 @@ impl Fake {
             .values
             .clone()
     }
-}
 
-impl CacheApi for Fake {
-    async fn create(&self, spec: &CacheSpec) -> Result<CacheInfo, ApiError> {
+    /// Keeps `what`'s outcome in the record of attempts.
+    fn attempted<T>(&self, what: Mutation, outcome: Result<T, ApiError>) -> Result<T, ApiError> {
+        self.cloud().attempts.push(Attempt {
+            what,
+            refused: outcome.as_ref().err().map(ToString::to_string),
+        });
+        outcome
+    }
+
+    fn create_now(&self, spec: &CacheSpec) -> Result<CacheInfo, ApiError> {
         self.fault("create")?;
         let mut c = self.cloud();
         let name = spec.name().to_owned();
         if c.caches.contains_key(&name) {
             return Err(ApiError::AlreadyExists { name });
         }
-        c.creates += 1;
         let info = CacheInfo {
             name: name.clone(),
             arn: format!(
@@ -116,6 +203,49 @@ impl CacheApi for Fake {
             c.hidden.insert(name, invisible_for);
         }
         Ok(info)
+    }
+
+    fn change_now(&self, changes: &[Change]) -> Result<String, ApiError> {
+        self.fault("change")?;
+        let mut c = self.cloud();
+        let mut next = c.records.clone();
+        for change in changes {
+            match change {
+                Change::Delete(r) => {
+                    let key = (r.name.clone(), r.rtype.clone());
+                    if next.get(&key) != Some(r) {
+                        return Err(ApiError::Conflict {
+                            message: format!(
+                                "Tried to delete resource record set [name='{}', type='{}'] but the values provided do not match the current values",
+                                r.name, r.rtype
+                            ),
+                        });
+                    }
+                    next.remove(&key);
+                }
+                Change::Create(r) => {
+                    let key = (r.name.clone(), r.rtype.clone());
+                    if next.contains_key(&key) {
+                        return Err(ApiError::Conflict {
+                            message: format!(
+                                "Tried to create resource record set [name='{}', type='{}'] but it already exists",
+                                r.name, r.rtype
+                            ),
+                        });
+                    }
+                    next.insert(key, r.clone());
+                }
+            }
+        }
+        c.records = next;
+        Ok("/change/C1".into())
+    }
+}
+
+impl CacheApi for Fake {
+    async fn create(&self, spec: &CacheSpec) -> Result<CacheInfo, ApiError> {
+        let outcome = self.create_now(spec);
+        self.attempted(Mutation::Create, outcome)
     }
 
     async fn describe(&self, name: &str) -> Result<Option<CacheInfo>, ApiError> {
@@ -199,45 +329,15 @@ impl DnsApi for Fake {
     }
 
     async fn change(&self, _zone: &str, changes: &[Change]) -> Result<String, ApiError> {
-        self.fault("change")?;
-        let mut c = self.cloud();
-        let mut next = c.records.clone();
-        for change in changes {
-            match change {
-                Change::Delete(r) => {
-                    let key = (r.name.clone(), r.rtype.clone());
-                    if next.get(&key) != Some(r) {
-                        return Err(ApiError::Conflict {
-                            message: format!(
-                                "Tried to delete resource record set [name='{}', type='{}'] but the values provided do not match the current values",
-                                r.name, r.rtype
-                            ),
-                        });
-                    }
-                    next.remove(&key);
-                }
-                Change::Create(r) => {
-                    let key = (r.name.clone(), r.rtype.clone());
-                    if next.contains_key(&key) {
-                        return Err(ApiError::Conflict {
-                            message: format!(
-                                "Tried to create resource record set [name='{}', type='{}'] but it already exists",
-                                r.name, r.rtype
-                            ),
-                        });
-                    }
-                    next.insert(key, r.clone());
-                }
-            }
-        }
+        let outcome = self.change_now(changes);
         if changes
             .iter()
             .any(|ch| matches!(ch, Change::Create(r) | Change::Delete(r) if r.rtype == "CNAME"))
         {
-            c.cname_changes += 1;
+            self.attempted(Mutation::CnameChange, outcome)
+        } else {
+            outcome
         }
-        c.records = next;
-        Ok("/change/C1".into())
     }
 
     async fn change_status(&self, _id: &str) -> Result<ChangeStatus, ApiError> {
@@ -405,6 +505,25 @@ async fn until_held(dir: &std::path::Path, step: Step) -> Journal {
     }
 }
 
+/// Waits (bounded) until the journal on disk is held with at least `checks` checks and `also`
+/// holds.
+async fn until_checks(dir: &std::path::Path, checks: u32, also: impl Fn() -> bool) -> Journal {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(j)) = store::read_json::<Journal>(&dir.join("failover.json"))
+            && j.held().is_some_and(|h| h.checks >= checks)
+            && also()
+        {
+            return j;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let j = store::read_json::<Journal>(&dir.join("failover.json"));
+            panic!("never held with {checks} checks: {j:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_closed_switch_dns_gate_holds_with_the_cache_built_and_the_record_untouched() {
     let dir = tempfile::tempdir().unwrap();
@@ -433,18 +552,24 @@ async fn a_closed_switch_dns_gate_holds_with_the_cache_built_and_the_record_unto
             "vpn: exit status: 1: vpn not failed over"
         );
         // Held for a few reminders: the record never moves.
-        tokio::time::sleep(Duration::from_millis(350)).await;
+        let reminded = || {
+            news.lock()
+                .unwrap()
+                .iter()
+                .filter(|n| **n == HoldNews::Held { first: false })
+                .count()
+        };
+        until_checks(dir.path(), 1, || reminded() >= 2).await;
         assert_eq!(fake.cname(), [OLD]);
-        assert_eq!(fake.cloud().creates, 1);
+        assert_once(&fake, Mutation::Create, "held");
+        assert_never(&fake, Mutation::CnameChange, "held");
         std::fs::write(&open, "").unwrap();
     };
     let (result, ()) = tokio::join!(run, watch);
     let journal = result.unwrap();
     assert!(journal.complete());
-    {
-        let c = fake.cloud();
-        assert_eq!((c.creates, c.cname_changes), (1, 1));
-    }
+    assert_once(&fake, Mutation::Create, "opened");
+    assert_once(&fake, Mutation::CnameChange, "opened");
     let hold = &journal.holds[0];
     assert_eq!(
         (hold.step, hold.how),
@@ -487,7 +612,10 @@ async fn an_approval_lets_a_prepared_failover_switch_and_says_who() {
             step: Step::SwitchDns,
             by: "mallory@x".into(),
         });
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Two more checks of the hold, with the stale approval given: still held.
+        let checks = held.held().unwrap().checks;
+        let after = until_checks(dir.path(), checks + 2, || true).await;
+        assert!(after.held().is_some(), "{:?}", after.holds);
         assert_eq!(fake.cname(), [OLD]);
         approvals.give(Approval {
             failover_id: "fo-1".into(),
@@ -498,7 +626,7 @@ async fn an_approval_lets_a_prepared_failover_switch_and_says_who() {
     let (result, ()) = tokio::join!(run, approve);
     let journal = result.unwrap();
     assert!(journal.complete());
-    assert_eq!(fake.cloud().cname_changes, 1);
+    assert_once(&fake, Mutation::CnameChange, "approved");
     let hold = &journal.holds[0];
     assert_eq!(hold.how, Some(HoldEnd::Approved));
     assert_eq!(hold.approved_by.as_deref(), Some("alice@ops"));
@@ -537,12 +665,10 @@ async fn a_provision_gate_that_times_out_with_abort_builds_nothing() {
         matches!(e, FailoverError::GateAborted { ref gate, step: Step::Provision, .. } if gate == "change-freeze"),
         "{e}"
     );
-    assert!(matches!(
-        journal.outcome,
-        Some(FailoverOutcome::Aborted { .. })
-    ));
+    assert!(matches!(journal.outcome, Some(FailoverOutcome::Aborted { .. })));
+    assert_never(&fake, Mutation::Create, "aborted at provision");
+    assert_never(&fake, Mutation::CnameChange, "aborted at provision");
     let c = fake.cloud();
-    assert_eq!((c.creates, c.cname_changes), (0, 0));
     assert!(
         !c.records
             .keys()
@@ -568,23 +694,41 @@ async fn a_restart_while_held_stays_held_and_a_begun_switch_is_not_held_again() 
     let saved: Journal = store::read_json(&dir.path().join("failover.json"))
         .unwrap()
         .unwrap();
+    let checks_before = saved.holds[0].checks;
     // The restart resumes into the same hold (one hold, more checks), builds nothing new.
     let resumed = run_held(&fake, dir.path(), saved, &gates, &approvals, &news);
     let open_later = async {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let j: Journal = store::read_json(&dir.path().join("failover.json"))
-            .unwrap()
-            .unwrap();
-        assert_eq!((j.holds.len(), j.runs), (1, 2));
+        // Held on the resumed run: its own checks of the closed gate are on disk.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let j = loop {
+            if let Ok(Some(j)) = store::read_json::<Journal>(&dir.path().join("failover.json"))
+                && j.runs == 2
+                && j.held().is_some_and(|h| h.checks >= checks_before + 2)
+            {
+                break j;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the resumed run never checked the gate while held"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(
+            j.holds.len(),
+            1,
+            "the same hold, not a second: {:?}",
+            j.holds
+        );
+        assert_eq!(j.held().unwrap().step, Step::SwitchDns);
         assert_eq!(fake.cname(), [OLD]);
+        assert_once(&fake, Mutation::Create, "held after the restart");
+        assert_never(&fake, Mutation::CnameChange, "held after the restart");
         std::fs::write(&open, "").unwrap();
     };
     let (result, ()) = tokio::join!(resumed, open_later);
     assert!(result.unwrap().complete());
-    {
-        let c = fake.cloud();
-        assert_eq!((c.creates, c.cname_changes), (1, 1));
-    }
+    assert_once(&fake, Mutation::Create, "resumed from a hold");
+    assert_once(&fake, Mutation::CnameChange, "resumed from a hold");
     // A journal whose switch had begun passed its gates then: never held again.
     std::fs::remove_file(&open).unwrap();
     let dir2 = tempfile::tempdir().unwrap();
@@ -614,9 +758,9 @@ async fn happy_path_runs_every_step_once() {
         .unwrap();
     assert!(journal.complete());
     assert_eq!(journal.timings().len(), 8);
+    assert_once(&fake, Mutation::Create, "happy path");
+    assert_once(&fake, Mutation::CnameChange, "happy path");
     let c = fake.cloud();
-    assert_eq!(c.creates, 1);
-    assert_eq!(c.cname_changes, 1);
     let cname = &c.records[&(RECORD.to_owned(), "CNAME".to_owned())];
     assert_eq!(
         cname.values,
@@ -635,32 +779,62 @@ async fn happy_path_runs_every_step_once() {
     assert_eq!(saved, journal);
 }
 
+/// The payload of the panic that cuts a run off in the middle, as a crash would.
+struct Interrupted;
+
 #[tokio::test]
 async fn an_interruption_after_any_step_resumes_without_a_second_create_or_flip() {
-    // Each call below is the first of a step; failing it once stops the run right after the
-    // previous step's journal entry, as a crash there would. The rerun must finish the job.
-    for call in ["create", "direct", "change_status", "through_record"] {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = Fake::new();
-        fake.cloud().fail_once = Some(call);
-        let (journal, err) = run(&fake, dir.path(), Journal::new(plan(true)))
-            .await
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                FailoverError::Api { .. } | FailoverError::Verify { .. }
-            ),
-            "{call}: {err}"
-        );
-        let journal = run(&fake, dir.path(), journal)
-            .await
-            .unwrap_or_else(|(_, e)| panic!("{call}: {e}"));
-        assert!(journal.complete(), "{call}");
-        assert_eq!(journal.runs, 2);
-        let c = fake.cloud();
-        assert_eq!((c.creates, c.cname_changes), (1, 1), "{call}");
+    use futures::FutureExt as _;
+    // The run is cut off right after a journal entry is on disk (a panic in the progress
+    // callback, where the daemon's crash hook aborts): after each step's `started` entry and
+    // after its `done` entry, for all 8 steps. The rerun, from the journal on disk, must
+    // finish the job without sending a second create or a second switch.
+    let mut points = 0;
+    for step in Step::ALL {
+        for phase in [Phase::Started, Phase::Done] {
+            let at = format!("{step:?} {phase:?}");
+            let dir = tempfile::tempdir().unwrap();
+            let fake = Fake::new();
+            let cut = |_: &Journal, e: &JournalEntry| {
+                if (e.step, e.phase) == (step, phase) {
+                    std::panic::panic_any(Interrupted);
+                }
+            };
+            let executor = Executor {
+                cache: &fake,
+                dns: &fake,
+                verify: &fake,
+                path: dir.path().join("failover.json"),
+                limits: limits(),
+                progress: &cut,
+                alert: &|_, _| {},
+                lease_clock: LeaseClock::default(),
+                holding: None,
+            };
+            let cut_off = std::panic::AssertUnwindSafe(executor.run(Journal::new(plan(true))))
+                .catch_unwind()
+                .await
+                .map(|_| ())
+                .expect_err("cut off");
+            assert!(cut_off.is::<Interrupted>(), "{at}");
+            let saved: Journal = store::read_json(&dir.path().join("failover.json"))
+                .unwrap()
+                .unwrap();
+            let last = saved.entries.last().unwrap();
+            assert_eq!((last.step, last.phase), (step, phase), "{at}");
+            assert!(saved.outcome.is_none(), "{at}");
+            let journal = run(&fake, dir.path(), saved)
+                .await
+                .unwrap_or_else(|(_, e)| panic!("{at}: {e}"));
+            assert!(journal.complete(), "{at}");
+            assert_eq!(journal.runs, 2, "{at}");
+            assert_once(&fake, Mutation::Create, &at);
+            assert_once(&fake, Mutation::CnameChange, &at);
+            assert_eq!(fake.cname(), [DR], "{at}");
+            points += 1;
+        }
     }
+    assert_eq!(points, 16, "every step, after `started` and after `done`");
 }
 
 #[tokio::test]
@@ -677,7 +851,7 @@ async fn a_switch_that_landed_before_a_crash_is_recognised_not_repeated() {
     journal.change_id = None;
     let journal = run(&fake, dir.path(), journal).await.unwrap();
     assert!(journal.complete());
-    assert_eq!(fake.cloud().cname_changes, 1);
+    assert_once(&fake, Mutation::CnameChange, "resumed after the switch");
 }
 
 #[tokio::test]
@@ -690,7 +864,9 @@ async fn transient_errors_are_retried() {
         .await
         .unwrap();
     assert!(journal.complete());
-    assert_eq!(fake.cloud().creates, 1);
+    assert_once(&fake, Mutation::Create, "retried");
+    assert_once(&fake, Mutation::CnameChange, "retried");
+    assert_eq!(fake.cloud().injected, 6, "every injected throttle was hit");
 }
 
 #[tokio::test]
@@ -766,7 +942,8 @@ async fn a_live_lease_makes_us_stand_down_and_a_stale_one_is_taken_over() {
         assert_eq!(result.is_err(), stands_down, "expired={expired}");
         if let Err((_, err)) = result {
             assert!(matches!(err, FailoverError::StoodDown { .. }), "{err}");
-            assert_eq!(fake.cloud().creates, 0);
+            assert_never(&fake, Mutation::Create, "stood down");
+            assert_never(&fake, Mutation::CnameChange, "stood down");
             assert_eq!(fake.cname(), [OLD]);
         }
     }
@@ -834,7 +1011,17 @@ async fn the_record_moves_only_while_we_hold_the_lease() {
         "{err}"
     );
     assert_eq!(fake.cname(), [OLD], "the record is untouched");
-    assert_eq!(fake.cloud().cname_changes, 0);
+    let c = fake.cloud();
+    assert_eq!(
+        (
+            c.attempted(Mutation::CnameChange),
+            c.succeeded(Mutation::CnameChange)
+        ),
+        (1, 0),
+        "the one switch was sent and refused: {:?}",
+        c.attempts
+    );
+    drop(c);
     assert!(journal.change_id.is_none());
 }
 
@@ -850,7 +1037,8 @@ async fn a_foreign_cache_is_refused_unless_adoption_is_allowed() {
         p.adopt_existing = adopt;
         let result = run(&fake, dir.path(), Journal::new(p)).await;
         assert_eq!(result.is_ok(), adopt);
-        assert_eq!(fake.cloud().creates, 1, "never a second create");
+        // The foreign cache's create was the only one: the executor never even tried.
+        assert_once(&fake, Mutation::Create, "never a second create");
         if let Err((_, err)) = result {
             assert!(matches!(err, FailoverError::ForeignCache { .. }), "{err}");
         }
@@ -892,12 +1080,9 @@ async fn a_late_agent_finds_another_agents_finished_failover_and_stands_down() {
         matches!(&err, FailoverError::StoodDown { holder } if holder.contains("fo-1")),
         "{err}"
     );
-    assert!(matches!(
-        journal.outcome,
-        Some(FailoverOutcome::StoodDown { .. })
-    ));
-    assert_eq!(fake.cloud().creates, 1, "never a second create");
-    assert_eq!(fake.cloud().cname_changes, 1, "never a second flip");
+    assert!(matches!(journal.outcome, Some(FailoverOutcome::StoodDown { .. })));
+    assert_once(&fake, Mutation::Create, "never a second create");
+    assert_once(&fake, Mutation::CnameChange, "never a second flip");
     assert!(
         !fake
             .cloud()
@@ -920,8 +1105,8 @@ async fn a_new_cache_missing_from_describe_for_a_while_is_waited_for() {
         .map_err(|(_, e)| e)
         .expect("completes");
     assert!(journal.complete());
-    assert_eq!(fake.cloud().creates, 1);
-    assert_eq!(fake.cloud().cname_changes, 1);
+    assert_once(&fake, Mutation::Create, "invisible for a while");
+    assert_once(&fake, Mutation::CnameChange, "invisible for a while");
 }
 
 /// ...but a cache that stays missing past the grace period is gone, and the record stays.
@@ -981,10 +1166,27 @@ async fn an_own_cache_still_creating_is_adopted_once_its_tags_can_be_read() {
             .find(|e| e.step == Step::Provision && e.phase == Phase::Done)
             .unwrap();
         assert!(
-            provision.detail.contains("built by this failover"),
+            provision.detail.contains("adopted")
+                && provision.detail.contains("built by this failover"),
             "{provision:?}"
         );
-        assert_eq!(fake.cloud().creates, 1, "never a second create");
+        // Describe found it at once: no create was sent. Describe did not show it yet: the
+        // one create sent was refused, and the journal above says the cache was adopted.
+        let c = fake.cloud();
+        assert_eq!(c.succeeded(Mutation::Create), 1, "{:?}", c.attempts);
+        let late = c.after_success(Mutation::Create);
+        if invisible == 0 {
+            assert!(late.is_empty(), "never a second create: {late:?}");
+        } else {
+            assert_eq!(late.len(), 1, "one create, then adopted: {late:?}");
+            assert!(
+                late[0]
+                    .refused
+                    .as_deref()
+                    .is_some_and(|e| e.contains("already exists")),
+                "{late:?}"
+            );
+        }
     }
 }
 
@@ -1096,7 +1298,7 @@ async fn a_failback_resumed_after_its_switch_does_not_switch_again() {
         .await
         .expect_err("interrupted at wait_insync");
     assert!(journal.done(Step::SwitchDns));
-    let changes = fake.cloud().cname_changes;
+    assert_once(&fake, Mutation::CnameChange, "the failback's switch");
     let mut resumed = journal;
     resumed.outcome = None;
     let journal = run(&fake, dir.path(), resumed)
@@ -1104,7 +1306,7 @@ async fn a_failback_resumed_after_its_switch_does_not_switch_again() {
         .map_err(|(_, e)| e)
         .expect("resumes");
     assert!(journal.complete());
-    assert_eq!(fake.cloud().cname_changes, changes, "no second flip");
+    assert_once(&fake, Mutation::CnameChange, "no second flip");
     assert_eq!(fake.cname(), [OLD]);
 }
 
@@ -1112,12 +1314,18 @@ async fn a_failback_resumed_after_its_switch_does_not_switch_again() {
 async fn an_approval_ends_a_hold_even_in_the_middle_of_a_slow_gate_check() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::new();
-    // A gate that answers only after 30 s: the approval must not wait for it.
+    // A gate that answers only after 30 s: the approval must not wait for it. It says when
+    // it started, so the approval comes while it runs.
+    let began = dir.path().join("gate-began");
     let slow = crate::config::GateConfig {
         name: "slow".into(),
         at: GateAt::SwitchDns,
         check: crate::config::GateCheck::Command {
-            command: vec!["sh".into(), "-c".into(), "sleep 30; exit 1".into()],
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("touch {}; sleep 30; exit 1", began.display()),
+            ],
         },
         timeout: Duration::from_secs(60),
         on_timeout: crate::config::OnTimeout::Hold,
@@ -1132,21 +1340,20 @@ async fn an_approval_ends_a_hold_even_in_the_middle_of_a_slow_gate_check() {
     let mut recorded = approvals.recorded();
     let run = run_held(&fake, dir.path(), journal, &gates, &approvals, &news);
     let approve = async {
-        // The first gate check is running (for 30 s) once verify_direct is done.
+        // The first gate check has begun (and runs for 30 s).
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(j)) = store::read_json::<Journal>(&dir.path().join("failover.json"))
-                && j.done(Step::VerifyDirect)
-            {
-                break;
-            }
+        while !began.exists() {
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "never reached the hold"
+                "the gate check never began"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let j: Journal = store::read_json(&dir.path().join("failover.json"))
+            .unwrap()
+            .unwrap();
+        assert!(j.done(Step::VerifyDirect), "checked after verify_direct");
+        assert_eq!(fake.cname(), [OLD]);
         approvals.give(Approval {
             failover_id: "fo-1".into(),
             step: Step::SwitchDns,
@@ -1174,8 +1381,8 @@ async fn an_approval_ends_a_hold_even_in_the_middle_of_a_slow_gate_check() {
         "who approved is kept even when the first check had not answered: {hold:?}"
     );
     assert_eq!(approvals.held(), None);
-    let c = fake.cloud();
-    assert_eq!((c.creates, c.cname_changes), (1, 1));
+    assert_once(&fake, Mutation::Create, "approved mid-check");
+    assert_once(&fake, Mutation::CnameChange, "approved mid-check");
 }
 
 #[tokio::test]
@@ -1206,7 +1413,7 @@ async fn a_hold_approved_before_a_crash_or_no_longer_configured_does_not_hold_ag
             approved_by: how.is_some().then(|| "alice@ops".to_owned()),
         });
         point_record_at(&fake, OLD);
-        fake.cloud().cname_changes = 0;
+        fake.cloud().attempts.clear();
         let journal = tokio::time::timeout(
             Duration::from_secs(5),
             run_held(&fake, dir.path(), j, &gates_none, &approvals, &news),
@@ -1217,9 +1424,15 @@ async fn a_hold_approved_before_a_crash_or_no_longer_configured_does_not_hold_ag
         assert!(journal.complete());
         assert!(journal.held().is_none());
         let last = journal.holds.last().unwrap();
-        let expected = how.unwrap_or(HoldEnd::Lifted);
+        let expected = if how.is_none() {
+            HoldEnd::Lifted
+        } else {
+            HoldEnd::Approved
+        };
         assert_eq!(last.how, Some(expected), "{last:?}");
-        assert_eq!(fake.cloud().cname_changes, 1);
+        let case = how.map_or("never ended", HoldEnd::as_str);
+        assert_once(&fake, Mutation::CnameChange, case);
+        assert_never(&fake, Mutation::Create, case);
     }
 }
 
