@@ -310,6 +310,21 @@ async fn duplicates_bad_input_and_the_quota_get_aws_errors() {
         "{again:?}"
     );
     assert_eq!(again.raw_response().unwrap().status().as_u16(), 400);
+    // The refused create is in the call log with the one that succeeded: a test that counts
+    // attempts sees a second create even though it changed nothing.
+    let creates: Vec<_> = t
+        .lab
+        .calls()
+        .into_iter()
+        .filter(|c| c.action == "CreateServerlessCache")
+        .collect();
+    assert_eq!(creates.len(), 2, "{creates:#?}");
+    assert!(creates[0].succeeded() && !creates[1].succeeded());
+    assert_eq!(
+        creates[1].error_code.as_deref(),
+        Some("ServerlessCacheAlreadyExistsFault")
+    );
+    assert_eq!(creates[1].request["cache_name"], "App-Sessions-DR");
 
     for bad in ["Bad_Name", "1starts-with-digit", "double--hyphen"] {
         let err = create(&ec, bad).await.unwrap_err();

@@ -438,9 +438,18 @@ pub fn region_outage() -> Fault {
 
 /// Successful `CreateServerlessCache` calls.
 pub fn creates(calls: &[Call]) -> Vec<&Call> {
+    create_attempts(calls)
+        .into_iter()
+        .filter(|c| c.succeeded())
+        .collect()
+}
+
+/// Every `CreateServerlessCache` sent, refused or not: a second create that the lab refused
+/// (`ServerlessCacheAlreadyExistsFault`) is still a second create.
+pub fn create_attempts(calls: &[Call]) -> Vec<&Call> {
     calls
         .iter()
-        .filter(|c| c.action == "CreateServerlessCache" && c.succeeded())
+        .filter(|c| c.action == "CreateServerlessCache")
         .collect()
 }
 
@@ -457,10 +466,71 @@ pub fn touches_record(call: &Call) -> bool {
 
 /// Successful changes of the record.
 pub fn cname_changes(calls: &[Call]) -> Vec<&Call> {
+    cname_change_attempts(calls)
+        .into_iter()
+        .filter(|c| c.succeeded())
+        .collect()
+}
+
+/// Every change batch sent that touches the record, refused or not (`InvalidChangeBatch`
+/// from the compare-and-swap, a throttle, a region outage): a batch the lab could not even
+/// parse counts too, since it may have been one.
+pub fn cname_change_attempts(calls: &[Call]) -> Vec<&Call> {
     calls
         .iter()
-        .filter(|c| touches_record(c) && c.succeeded())
+        .filter(|c| {
+            touches_record(c)
+                || (c.action == "ChangeResourceRecordSets" && c.request["malformed"] == true)
+        })
         .collect()
+}
+
+/// The calls in `attempts` sent after the first one that succeeded.
+pub fn after_first_success<'a>(attempts: &[&'a Call]) -> Vec<&'a Call> {
+    attempts
+        .iter()
+        .skip_while(|c| !c.succeeded())
+        .skip(1)
+        .copied()
+        .collect()
+}
+
+/// The failover a mutating call was sent for: a create's `valkey-dr:failover-id` tag, or
+/// the failover named in the lease that a change batch carries.
+pub fn failover_of(call: &Call) -> Option<String> {
+    if let Some(id) = call.request["tags"]["valkey-dr:failover-id"].as_str() {
+        return Some(id.to_owned());
+    }
+    call.request["changes"]
+        .as_array()?
+        .iter()
+        .flat_map(|ch| ch["values"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .find_map(|v| {
+            v.trim_matches('"')
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("failover="))
+                .map(str::to_owned)
+        })
+}
+
+/// Exactly one of `attempts` succeeded, and none was sent after it: the checks of "one
+/// failover", which a second call that the lab refused would otherwise pass.
+pub fn once(attempts: &[&Call], what: &str) -> Result<(), String> {
+    let succeeded = attempts.iter().filter(|c| c.succeeded()).count();
+    if succeeded != 1 {
+        return Err(format!(
+            "{succeeded} successful {what}, not 1: {attempts:#?}"
+        ));
+    }
+    let after = after_first_success(attempts);
+    if !after.is_empty() {
+        return Err(format!(
+            "{} {what} attempted after the first succeeded: {after:#?}",
+            after.len()
+        ));
+    }
+    Ok(())
 }
 
 /// A resolver for the lab's DNS without a cache: every lookup sees the zone as it is now.
@@ -485,6 +555,30 @@ pub async fn watch_status(agent: &Agent, watch: &str) -> Option<Value> {
         .iter()
         .find(|w| w["name"] == watch)
         .cloned()
+}
+
+/// The watch's probe rounds so far, as `/status` counts them; `None` when `/status` did not
+/// answer or has no such count.
+pub async fn rounds(agent: &Agent, watch: &str) -> Option<u64> {
+    watch_status(agent, watch).await?["rounds"].as_u64()
+}
+
+/// Waits (bounded by `limit`) until the agent has made `more` probe rounds of `watch` after
+/// this call: the wait for "a few more rounds" that a sleep would only guess at. Panics
+/// when `/status` has no round count, or the rounds do not come.
+pub async fn wait_more_rounds(agent: &Agent, watch: &str, more: u64, limit: Duration) {
+    let from = rounds(agent, watch)
+        .await
+        .expect("/status answers with the watch's round count");
+    let reached = wait_until(limit, || async {
+        rounds(agent, watch).await.is_some_and(|n| n >= from + more)
+    })
+    .await;
+    assert!(
+        reached,
+        "{more} more rounds of {watch} did not come within {limit:?} (from {from}, now {:?})",
+        rounds(agent, watch).await
+    );
 }
 
 /// Asserts that every AWS request the agent sent `lab`, and every answer the lab gave, fit
