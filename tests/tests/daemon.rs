@@ -79,7 +79,13 @@ async fn flapping_primary_never_goes_down() {
         s.fault(Fault::Pause { cache: primary() }).await;
         tokio::time::sleep(Duration::from_millis(1500)).await;
         s.fault(Fault::Clear { cache: primary() }).await;
-        assert_ne!(agent.state(WATCH).await.as_deref(), Some("down"));
+        let state = agent.state(WATCH).await;
+        assert!(
+            state.is_some(),
+            "/status did not answer:\n{}",
+            agent.log_text()
+        );
+        assert_ne!(state.as_deref(), Some("down"));
         tokio::time::sleep(Duration::from_millis(2500)).await;
     }
     assert!(
@@ -758,9 +764,16 @@ async fn sighup_reloads_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
         agent.log_text()
     );
 
-    // Invalid: `fall = 0`. Nothing changes; config_error says why.
+    // Invalid: `fall = 0`, and a mode other than the running one, so that keeping the
+    // running config shows in /status. Nothing changes; config_error says why.
     let good = std::fs::read_to_string(&s.config).unwrap();
-    std::fs::write(&s.config, good.replacen("fall = ", "fall = 0 # ", 1)).unwrap();
+    let bad = good.replacen("fall = ", "fall = 0 # ", 1).replacen(
+        "mode = \"auto-failover\"",
+        "mode = \"alert-only\"",
+        1,
+    );
+    assert!(bad.contains("mode = \"alert-only\""), "{bad}");
+    std::fs::write(&s.config, bad).unwrap();
     let before = s.hook.count("config_error");
     // SAFETY: as above.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);

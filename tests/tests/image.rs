@@ -412,16 +412,30 @@ async fn container_pid(crun: &Crun, id: &str) -> u32 {
         .unwrap_or_else(|| panic!("crun state has no pid: {state}"))
 }
 
+/// What the image test says, in one line, when it is not run as root.
+fn needs_root(euid: u32) -> String {
+    format!(
+        "the image test needs root (euid 0, not {euid}): crun runs the image's container and \
+         image/build.sh (umoci) gives the image's files their owners; run it as root, as CI does"
+    )
+}
+
+#[test]
+fn the_root_requirement_is_said_in_one_line() {
+    let said = needs_root(1000);
+    assert!(!said.contains('\n'), "{said}");
+    for part in ["needs root", "crun", "umoci", "1000"] {
+        assert!(said.contains(part), "{part}: {said}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_runs_read_only_as_nonroot_against_the_lab_and_answers_healthz() {
     // SAFETY: geteuid has no preconditions and touches no memory.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid, 0,
-        "this test runs the image with crun as root, as CI does, and builds it with \
-         image/build.sh, which needs root to give the image's files their owners: run it as \
-         root (euid is {euid})"
-    );
+    if euid != 0 {
+        panic!("{}", needs_root(euid));
+    }
     let umoci = UMOCI.ensure().expect("umoci is installed");
     let crun_bin = CRUN.ensure().expect("crun is installed");
     let contract = Contract::read();

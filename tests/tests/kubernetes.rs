@@ -291,6 +291,7 @@ fn agent_config<'a>(
 async fn pods_are_wired_as_their_agent_toml_says() {
     let docs = documents().await;
     let mut workloads = 0;
+    let mut peered = 0;
     for (file, doc) in &docs {
         let Some((container, is_init)) = agent_container(doc) else {
             continue;
@@ -452,9 +453,20 @@ async fn pods_are_wired_as_their_agent_toml_says() {
                 volume["secret"]["secretName"].is_string(),
                 "{what}: the peers' token comes from a Secret: {volume}"
             );
+            peered += 1;
+        } else {
+            // Without peers, one pod whose own network broke could fail the cache over for
+            // everyone: only the alert-only DaemonSet goes without them.
+            assert_eq!(doc["kind"], "DaemonSet", "{what}: no peers");
+            assert_eq!(
+                agent.get("mode").and_then(toml::Value::as_str),
+                Some("alert-only"),
+                "{what}: no peers, so never a mode that acts"
+            );
         }
     }
     assert_eq!(workloads, 2, "the sidecar Deployment and the DaemonSet");
+    assert_eq!(peered, 1, "the sidecar Deployment votes with its peers");
 }
 
 /// The environment variables a config reads (`*_env` keys, at any depth).

@@ -557,6 +557,17 @@ pub async fn watch_status(agent: &Agent, watch: &str) -> Option<Value> {
         .cloned()
 }
 
+/// Asserts that `value` has the field `key` and that it is null: a check of `value[key]`
+/// alone would also pass for a field renamed or dropped.
+#[track_caller]
+pub fn assert_null_field(value: &Value, key: &str) {
+    let map = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {value:#}"));
+    assert!(map.contains_key(key), "no field {key:?} in {value:#}");
+    assert!(map[key].is_null(), "{key} is {} in {value:#}", map[key]);
+}
+
 /// The watch's probe rounds so far, as `/status` counts them; `None` when `/status` did not
 /// answer or has no such count.
 pub async fn rounds(agent: &Agent, watch: &str) -> Option<u64> {
