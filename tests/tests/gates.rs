@@ -288,6 +288,32 @@ async fn a_closed_switch_dns_gate_holds_a_verified_cache_through_kill_9_and_swit
         journal.holds
     );
     assert!(journal.held().is_some());
+    // Still held on the resumed run: it goes on checking the closed gate (the journal's
+    // count of checks grows), and /status and the metric say held.
+    let checks = journal.holds[0].checks;
+    let checking = wait_until(EVENT_BOUND, || async {
+        valkey_dr::failover::load_journal(&s.state_dir, WATCH)
+            .ok()
+            .flatten()
+            .is_some_and(|j| j.runs == 2 && j.held().is_some_and(|h| h.checks >= checks + 2))
+    })
+    .await;
+    assert!(
+        checking,
+        "the resumed run stopped checking the gate:\n{}",
+        agent.log_text()
+    );
+    let status = s.status(&agent).await;
+    assert_eq!(status["state"], "failing_over", "{status:#}");
+    assert_eq!(
+        status["last_failover"]["held"]["before"], "switch_dns",
+        "{status:#}"
+    );
+    assert_eq!(
+        s.metric(&agent, "valkey_dr_failover_held{watch=\"sessions\"}")
+            .await,
+        Some(1.0)
+    );
     s.assert_record_untouched().await;
 
     // The gate opens: the failover completes, with exactly one create and one CNAME change.
