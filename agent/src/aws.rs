@@ -37,17 +37,6 @@ pub async fn sdk_config(config: &Config, region: &str) -> SdkConfig {
     loader.load().await
 }
 
-/// The AWS partition of `region`: its ARNs' prefix, and the reach of its global services.
-pub fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
-
 /// The region Route 53 clients of `w` are built with. Route 53 is global within a partition,
 /// and the SDK's endpoint rules turn any region of a partition into that partition's
 /// endpoint and signing region (us-east-1 in `aws`, cn-northwest-1 in `aws-cn`,
@@ -83,6 +72,7 @@ mod tests {
     use aws_sdk_route53::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
 
     use super::*;
+    use crate::config::partition;
 
     /// Issue 8, defect 6: Route 53 was always signed for us-east-1, wrong in aws-cn and
     /// aws-us-gov. The agent's Route 53 region now comes from the watch, and the SDK's rules

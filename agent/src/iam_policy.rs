@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
-use crate::aws::partition;
+use crate::config::partition;
 use crate::config::{Config, Credential, WatchConfig, WitnessConfig};
 
 /// What `CreateServerlessCache` calls on the caller's behalf to build the cache's VPC endpoint

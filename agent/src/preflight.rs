@@ -1446,7 +1446,7 @@ async fn iam_client(w: &WatchConfig, aws: &mut Aws<'_>) -> aws_sdk_iam::Client {
     let mut conf = aws_sdk_iam::config::Builder::from(&sdk);
     conf.set_timeout_config(Some(bounded(&sdk)));
     conf.set_region(Some(aws_config::Region::from_static(iam_region(
-        crate::aws::partition(&w.dr.region),
+        crate::config::partition(&w.dr.region),
     ))));
     aws_sdk_iam::Client::from_conf(conf.build())
 }

@@ -47,29 +47,23 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The module a file belongs to: its first path component under `src`, or, inside a
-/// layer's folder, its second.
-fn module_of(rel: &Path, layer_folders: &BTreeSet<String>) -> String {
-    let parts: Vec<String> = rel
-        .components()
+/// The module a file belongs to: its first path component under `src`.
+fn module_of(rel: &Path) -> String {
+    rel.components()
+        .next()
         .map(|c| {
             c.as_os_str()
                 .to_string_lossy()
                 .trim_end_matches(".rs")
                 .to_owned()
         })
-        .collect();
-    match parts.as_slice() {
-        [layer, module, ..] if layer_folders.contains(layer) => module.clone(),
-        [module, ..] => module.clone(),
-        [] => String::new(),
-    }
+        .unwrap_or_default()
 }
 
-/// The modules a source text names through `crate::`: `crate::a::b`, `crate::{a, b::c}`,
-/// and through a layer folder, `crate::layer::a`. Test code (after `#[cfg(test)]`) is left
+/// The modules a source text names through `crate::`: `crate::a::b`, `crate::{a, b::c}`.
+/// Test code (after `#[cfg(test)]`) is left
 /// out.
-fn used(text: &str, layer_folders: &BTreeSet<String>) -> BTreeSet<String> {
+fn used(text: &str) -> BTreeSet<String> {
     let code = text.split("#[cfg(test)]").next().unwrap_or("");
     let code: String = code
         .lines()
@@ -78,14 +72,8 @@ fn used(text: &str, layer_folders: &BTreeSet<String>) -> BTreeSet<String> {
         .join("\n");
     let mut names = BTreeSet::new();
     let mut push = |path: &str| {
-        let mut parts = path.split("::").map(str::trim);
-        let first = parts.next().unwrap_or("");
-        let name = if layer_folders.contains(first) {
-            parts.next().unwrap_or(first)
-        } else {
-            first
-        };
-        let name: String = name
+        let name: String = path
+            .trim_start()
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
             .collect();
@@ -96,10 +84,24 @@ fn used(text: &str, layer_folders: &BTreeSet<String>) -> BTreeSet<String> {
     for (i, _) in code.match_indices("crate::") {
         let rest = &code[i + "crate::".len()..];
         if let Some(group) = rest.strip_prefix('{') {
-            let group = &group[..group.find('}').unwrap_or(group.len())];
-            // Nested groups (`a::{b, c}`) name their first segment before the brace.
-            for item in group.split(',') {
-                push(item.split('{').next().unwrap_or(item));
+            // The group's items at its own depth: a nested group (`a::{b, c}`) names its
+            // module before the brace, and what is inside it is not a module.
+            let mut depth = 0;
+            let mut start = 0;
+            for (j, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => {
+                        push(&group[start..j]);
+                        break;
+                    }
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        push(&group[start..j]);
+                        start = j + 1;
+                    }
+                    _ => {}
+                }
             }
         } else {
             push(rest);
@@ -122,7 +124,6 @@ fn house() -> House {
         std::fs::read_to_string(root.join("../ARCHITECTURE.md")).expect("ARCHITECTURE.md");
     let layers = layers(&architecture);
     assert!(layers.len() >= 4, "the layer table reads as {layers:?}");
-    let layer_folders: BTreeSet<String> = layers.iter().map(|(n, _)| n.clone()).collect();
     let mut layer_of = BTreeMap::new();
     for (i, (name, modules)) in layers.iter().enumerate() {
         for m in modules {
@@ -137,10 +138,10 @@ fn house() -> House {
     let mut uses: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for file in files {
         let rel = file.strip_prefix(&src).expect("under src").to_owned();
-        let module = module_of(&rel, &layer_folders);
+        let module = module_of(&rel);
         let text = std::fs::read_to_string(&file).expect("source");
         let entry = uses.entry(module.clone()).or_default();
-        for name in used(&text, &layer_folders) {
+        for name in used(&text) {
             if name != module {
                 entry
                     .entry(name)
@@ -158,11 +159,7 @@ fn house() -> House {
 #[test]
 fn every_module_stands_in_exactly_one_layer() {
     let h = house();
-    let modules: BTreeSet<&String> = h
-        .uses
-        .keys()
-        .filter(|m| !h.layer_names.contains(m) && *m != "lib")
-        .collect();
+    let modules: BTreeSet<&String> = h.uses.keys().filter(|m| *m != "lib").collect();
     let missing: Vec<_> = modules
         .iter()
         .filter(|m| !h.layer_of.contains_key(**m))
@@ -254,8 +251,7 @@ fn no_modules_use_one_another_in_a_circle() {
 /// The reader of paths understands the forms the code uses.
 #[test]
 fn paths_are_read_in_every_form() {
-    let folders: BTreeSet<String> = ["foundation".to_owned()].into();
-    let text = "use crate::a::B;\nuse crate::{b, c::D, d::{e, f}};\nlet x = crate::foundation::g::h();\n// crate::comment\n#[cfg(test)]\nuse crate::z;";
-    let names: Vec<String> = used(text, &folders).into_iter().collect();
+    let text = "use crate::a::B;\nuse crate::{b, c::D, d::{e, f}};\nlet x = crate::g::h();\n// crate::comment\n#[cfg(test)]\nuse crate::z;";
+    let names: Vec<String> = used(text).into_iter().collect();
     assert_eq!(names, ["a", "b", "c", "d", "g"]);
 }

@@ -309,3 +309,302 @@ fn failover_text(out: &mut String, f: &FailoverSummary, name: &str, command: &st
 fn or_dash(v: Option<&str>) -> &str {
     v.unwrap_or("-")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+    use crate::commands::status::{AgentView, CacheView};
+    use crate::control::status::{HoldStatus, PauseStatus, RelayResult};
+    use crate::executor::{HoldEnd, Phase};
+
+    /// 2026-12-07T07:00:00.250Z.
+    fn at() -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(1_796_626_800_250)
+    }
+
+    #[test]
+    fn a_progress_line_is_stamped_and_sent_where_it_belongs() {
+        let cases = [
+            (
+                Progress::Started {
+                    action: "failover",
+                    id: "fo-1".into(),
+                    by_agent: true,
+                },
+                Stream::Out,
+                "2026-12-07T07:00:00.250Z failover fo-1 started by the agent",
+            ),
+            (
+                Progress::Step {
+                    step: "provision",
+                    phase: Phase::Done,
+                    detail: "created sessions-dr".into(),
+                },
+                Stream::Out,
+                "2026-12-07T07:00:00.250Z provision Done: created sessions-dr",
+            ),
+            (
+                Progress::Held {
+                    before: "switch_dns",
+                    answer: "waiting for a person's approval".into(),
+                    every: Duration::from_secs(90),
+                },
+                Stream::Err,
+                "2026-12-07T07:00:00.250Z held before switch_dns: waiting for a person's approval; checking again every 1m 30s (Ctrl-C stops here; the journal resumes it)",
+            ),
+            (
+                Progress::PrimaryRound { round: 2, rise: 3 },
+                Stream::Out,
+                "2026-12-07T07:00:00.250Z primary round 2/3 ok",
+            ),
+            (
+                Progress::Delegating {
+                    address: "127.0.0.1:9464".parse().unwrap(),
+                    action: "fail back",
+                },
+                Stream::Err,
+                "an agent is running for this config (127.0.0.1:9464): asking it to fail back",
+            ),
+            (
+                Progress::StateNotSaved {
+                    error: "disk full".into(),
+                },
+                Stream::Err,
+                "warning: cannot save the watch state: disk full",
+            ),
+        ];
+        for (progress, stream, line) in cases {
+            assert_eq!(progress_line(&progress, at()), (stream, line.to_owned()));
+        }
+    }
+
+    fn hold(how: Option<HoldEnd>) -> HoldStatus {
+        HoldStatus {
+            answer: "waiting for a person's approval".into(),
+            approval: true,
+            approved_by: how.map(|_| "alice@ops".into()),
+            before: "switch_dns".into(),
+            checks: 4,
+            ended: how.map(|_| "2026-12-07T07:02:00Z".into()),
+            gate: None,
+            held_s: 120,
+            how,
+            since: "2026-12-07T07:00:00Z".into(),
+        }
+    }
+
+    fn summary(held: bool) -> FailoverSummary {
+        FailoverSummary {
+            approval_required: true,
+            automatic: true,
+            endpoint: Some("sessions-dr.example:6379".into()),
+            failover_id: "fo-1".into(),
+            held: held.then(|| hold(None)),
+            holds: if held {
+                vec![hold(None)]
+            } else {
+                vec![hold(Some(HoldEnd::Approved))]
+            },
+            outcome: None,
+            runs: 1,
+            started_at: Some("2026-12-07T07:00:00Z".into()),
+            step: Some("switch_dns".into()),
+            steps_ms: BTreeMap::from([("lease".into(), 12), ("provision".into(), 61_000)]),
+        }
+    }
+
+    fn cache(name: &str, region: &str) -> CacheView {
+        CacheView {
+            cache: name.into(),
+            endpoint: Some(Some(format!("{name}.example:6379"))),
+            error: None,
+            region: region.into(),
+            status: Some("available".into()),
+        }
+    }
+
+    fn report(held: bool) -> StatusReport {
+        StatusReport {
+            agent_id: "agent-a".into(),
+            command: "valkey-dr --config /etc/valkey-dr/b.toml".into(),
+            mode: "prepare".into(),
+            watches: vec![WatchReport {
+                agent: AgentView {
+                    pause: Some(PauseStatus {
+                        reason: Some("maintenance".into()),
+                        since: "2026-12-07T06:00:00Z".into(),
+                        until: None,
+                    }),
+                    running: true,
+                    served_by_dr: Some(false),
+                    state: Some("failing_over".into()),
+                },
+                configured_ttl: 30,
+                dns: Some(Looked::Failed {
+                    error: "dns_timeout".into(),
+                }),
+                dr: cache("sessions-dr", "us-west-2"),
+                last_failover: Some(Looked::Found(summary(held))),
+                name: "sessions".into(),
+                primary: CacheView {
+                    error: Some("DescribeServerlessCaches timed out".into()),
+                    ..cache("sessions", "us-east-1")
+                },
+                record: "cache.internal.example".into(),
+                route53: RecordView::Found {
+                    target: Some("sessions.example".into()),
+                    ttl: 30,
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn status_text_shows_each_fact_on_its_line_and_how_to_end_a_hold() {
+        let text = status_text(&report(true));
+        let expected = "\
+agent agent-a (prepare)
+watch sessions (cache.internal.example)
+  route53: sessions.example ttl 30
+  dns:     - ttl - via - probe -
+  primary  sessions in us-east-1: available ERROR DescribeServerlessCaches timed out
+  dr       sessions-dr in us-west-2: available sessions-dr.example:6379
+  agent:   failing_over (a daemon runs this watch)
+  paused:  since 2026-12-07T06:00:00Z, until resume: maintenance
+  last failover: fo-1 - started 2026-12-07T07:00:00Z
+    HELD before switch_dns since 2026-12-07T07:00:00Z (4 checks): waiting for a person's approval
+    to finish it: valkey-dr --config /etc/valkey-dr/b.toml approve --watch sessions --yes; to end it: valkey-dr --config /etc/valkey-dr/b.toml abort --watch sessions --yes --delete-dr
+    steps: lease 12ms, provision 61000ms
+";
+        assert_eq!(text, expected);
+        assert!(!text.contains('{'), "never a JSON fragment: {text}");
+    }
+
+    #[test]
+    fn status_text_shows_an_ended_hold_with_who_approved_it() {
+        let text = status_text(&report(false));
+        assert!(
+            text.contains(
+                "    was held before switch_dns since 2026-12-07T07:00:00Z: approved by alice@ops at 2026-12-07T07:02:00Z\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("HELD"), "{text}");
+    }
+
+    #[test]
+    fn status_json_keeps_the_contract_field_names() {
+        let json: serde_json::Value = serde_json::from_str(&status_json(&report(true))).unwrap();
+        let w = &json["watches"][0];
+        assert_eq!(w["route53"]["target"], "sessions.example");
+        assert_eq!(w["dns"]["error"], "dns_timeout");
+        assert_eq!(w["last_failover"]["held"]["before"], "switch_dns");
+        assert_eq!(
+            w["last_failover"]["holds"][0]["how"],
+            serde_json::Value::Null
+        );
+        assert_eq!(w["agent"]["pause"]["reason"], "maintenance");
+        assert_eq!(json["command"], "valkey-dr --config /etc/valkey-dr/b.toml");
+    }
+
+    #[test]
+    fn an_abort_that_did_not_end_the_failover_says_why_on_stderr() {
+        let (out, err) = abort_report(&WatchAnswer::not_aborted("no failover is running"));
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["abort"]["aborted"], false);
+        assert_eq!(err.as_deref(), Some("error: no failover is running"));
+        let done = WatchAnswer {
+            aborted: Some(true),
+            ..WatchAnswer::default()
+        };
+        assert_eq!(abort_report(&done).1, None);
+    }
+
+    #[test]
+    fn a_relayed_pause_names_each_peer_and_the_one_it_missed() {
+        let mut watches = BTreeMap::new();
+        watches.insert(
+            "sessions".to_owned(),
+            WatchAnswer {
+                pause: Some(Some(PauseStatus {
+                    reason: None,
+                    since: "2026-12-07T07:00:00Z".into(),
+                    until: Some("2026-12-07T08:00:00Z".into()),
+                })),
+                state: Some("paused".into()),
+                ..WatchAnswer::default()
+            },
+        );
+        watches.insert("other".to_owned(), WatchAnswer::error("no such watch"));
+        let answer = ControlAnswer {
+            agent_id: Some("agent-a".into()),
+            peers: Some(vec![
+                RelayResult {
+                    agent_id: Some(Some("agent-b".into())),
+                    error: None,
+                    ok: true,
+                    peer: "http://127.0.0.1:9001".into(),
+                },
+                RelayResult {
+                    agent_id: None,
+                    error: Some("connection refused".into()),
+                    ok: false,
+                    peer: "http://127.0.0.1:9002".into(),
+                },
+            ]),
+            watches,
+        };
+        assert_eq!(
+            control_text(&answer),
+            "\
+other: error: no such watch
+sessions: paused since 2026-12-07T07:00:00Z, until 2026-12-07T08:00:00Z
+peer http://127.0.0.1:9001 (agent-b): done
+peer http://127.0.0.1:9002: NOT done: connection refused
+"
+        );
+    }
+
+    #[test]
+    fn an_approval_says_what_moves_and_how_to_follow_it() {
+        let mut a = Approved {
+            failover_id: "fo-1".into(),
+            by: "alice@ops".into(),
+            before: "switch_dns".into(),
+            journalled: true,
+            record: "cache.internal.example".into(),
+            follow: "valkey-dr status --watch sessions".into(),
+        };
+        assert_eq!(
+            approved_text(&a),
+            "approved failover fo-1 as alice@ops: it goes on past its hold before switch_dns, and cache.internal.example moves to the DR cache now\nfollow it with `valkey-dr status --watch sessions`\n"
+        );
+        a.journalled = false;
+        a.before = "provision".into();
+        let text = approved_text(&a);
+        assert!(
+            text.starts_with("approval of failover fo-1 as alice@ops given: the agent takes it"),
+            "{text}"
+        );
+        assert!(!text.contains("moves to the DR cache"), "{text}");
+    }
+
+    #[test]
+    fn a_failed_failover_report_keeps_its_error_off_stdout() {
+        let report = OpReport::Failover {
+            summary: summary(false),
+            error: Some("fo-1: provision: quota exceeded".into()),
+        };
+        let (out, err) = op_report(&report);
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["failover"]["failover_id"], "fo-1");
+        assert_eq!(
+            err.as_deref(),
+            Some("error: fo-1: provision: quota exceeded")
+        );
+        assert!(!out.contains("quota"), "{out}");
+    }
+}

@@ -67,6 +67,17 @@ impl Env for ProcessEnv {
 
 pub use valkey_dr_policies::Mode;
 
+/// The AWS partition of `region`: its ARNs' prefix, and the reach of its global services.
+pub fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
 /// The log encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -1581,10 +1592,7 @@ impl Validator<'_> {
         }
         // One private zone serves both caches, and Route 53 is global only within a
         // partition: a DR region in another partition could never be switched to.
-        let (dr_partition, primary_partition) = (
-            crate::aws::partition(&region),
-            crate::aws::partition(&primary.region),
-        );
+        let (dr_partition, primary_partition) = (partition(&region), partition(&primary.region));
         if !region.is_empty() && !primary.region.is_empty() && dr_partition != primary_partition {
             self.issue(
                 &key(&p, "region"),

@@ -355,14 +355,6 @@ fn spawn_watches(
             paths.push(PathKind::Reader);
         }
         shared.metrics.register_watch(&w.name, &paths);
-        let path = layout::state_file(&config.agent.state_dir, &w.name);
-        let state = load_state(&path, &w.name);
-        shared.metrics.set_state(&w.name, state.state());
-        shared
-            .metrics
-            .set_paused(&w.name, state.is_paused(), state.paused_until);
-        let (persist, persisted) = watch::channel(state.clone());
-        let writer = tokio::spawn(write_states(path, w.name.clone(), persisted));
         let (ctl_tx, ctl_rx) = mpsc::channel(4);
         controls.insert(w.name.clone(), ctl_tx);
         let (ops_tx, ops_rx) = mpsc::unbounded_channel();
@@ -381,18 +373,7 @@ fn spawn_watches(
                 kept_old_primary: Connections::default(),
                 witness: Witness::new(config, index, aws_witnesses.clone()),
             },
-            judging: Judging {
-                state,
-                params: params(config, w),
-                persist,
-                writer,
-                rounds: 0,
-                last_observation: None,
-                vote: None,
-                peers: shared.peers.clone(),
-                last_quorum: None,
-                primary_ok_while_held: 0,
-            },
+            judging: Judging::restored(config, w, shared),
             operations: Operations {
                 runner: None,
                 op: None,
@@ -412,6 +393,32 @@ fn spawn_watches(
         tasks.push(tokio::spawn(task.run(ctl_rx, ops_rx)));
     }
     (tasks, controls)
+}
+
+impl Judging {
+    /// A watch's judging as its saved state left it, with the writer that saves it from now
+    /// on; the state and pause gauges show it from the first scrape.
+    fn restored(config: &Config, w: &WatchConfig, shared: &Shared) -> Self {
+        let path = layout::state_file(&config.agent.state_dir, &w.name);
+        let state = load_state(&path, &w.name);
+        shared.metrics.set_state(&w.name, state.state());
+        shared
+            .metrics
+            .set_paused(&w.name, state.is_paused(), state.paused_until);
+        let (persist, persisted) = watch::channel(state.clone());
+        Self {
+            writer: tokio::spawn(write_states(path, w.name.clone(), persisted)),
+            state,
+            params: params(config, w),
+            persist,
+            rounds: 0,
+            last_observation: None,
+            vote: None,
+            peers: shared.peers.clone(),
+            last_quorum: None,
+            primary_ok_while_held: 0,
+        }
+    }
 }
 
 /// Shutdown: watches save their state, notifiers drain, then the admin server stops, all

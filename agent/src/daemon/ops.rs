@@ -384,48 +384,58 @@ impl WatchTask {
             }
             OpMsg::FailbackDone(result) => {
                 self.operations.op = None;
-                match result {
-                    Ok(report) => {
-                        self.operations.last_failback = Some(FailbackStatus {
-                            error: None,
-                            id: id.clone(),
-                            report: Some(report.clone()),
-                            result: "completed".to_owned(),
-                        });
-                        let previous = self.judging.state.state();
-                        let (next, decisions) =
-                            policies::failback_completed(&self.judging.state, now);
-                        self.apply(next, decisions, now, None, true);
-                        self.probing.spec = self.probing.primary.clone();
-                        self.emit_from(
-                            previous,
-                            EventName::FailbackCompleted,
-                            vec![format!(
-                                "{} points at the primary {} again",
-                                report.record, report.target
-                            )],
-                            id,
-                            serde_json::to_value(&report).ok(),
-                        );
-                    }
-                    Err(e) => {
-                        self.operations.last_failback = Some(FailbackStatus {
-                            error: Some(e.clone()),
-                            id: id.clone(),
-                            report: None,
-                            result: "failed".to_owned(),
-                        });
-                        self.emit(
-                            EventName::FailbackFailed,
-                            vec![e.clone()],
-                            id,
-                            Some(json!({ "error": e })),
-                        );
-                    }
-                }
+                self.failback_done(result, id, now);
             }
         }
         self.publish();
+    }
+
+    /// A failback's end: the state goes back to watching the primary, or the failure is
+    /// told and kept for `/status`.
+    fn failback_done(
+        &mut self,
+        result: Result<FailbackReport, String>,
+        id: Option<String>,
+        now: SystemTime,
+    ) {
+        match result {
+            Ok(report) => {
+                self.operations.last_failback = Some(FailbackStatus {
+                    error: None,
+                    id: id.clone(),
+                    report: Some(report.clone()),
+                    result: "completed".to_owned(),
+                });
+                let previous = self.judging.state.state();
+                let (next, decisions) = policies::failback_completed(&self.judging.state, now);
+                self.apply(next, decisions, now, None, true);
+                self.probing.spec = self.probing.primary.clone();
+                self.emit_from(
+                    previous,
+                    EventName::FailbackCompleted,
+                    vec![format!(
+                        "{} points at the primary {} again",
+                        report.record, report.target
+                    )],
+                    id,
+                    serde_json::to_value(&report).ok(),
+                );
+            }
+            Err(e) => {
+                self.operations.last_failback = Some(FailbackStatus {
+                    error: Some(e.clone()),
+                    id: id.clone(),
+                    report: None,
+                    result: "failed".to_owned(),
+                });
+                self.emit(
+                    EventName::FailbackFailed,
+                    vec![e.clone()],
+                    id,
+                    Some(json!({ "error": e })),
+                );
+            }
+        }
     }
 
     pub(super) fn failover_done(

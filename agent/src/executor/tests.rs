@@ -665,7 +665,10 @@ async fn a_provision_gate_that_times_out_with_abort_builds_nothing() {
         matches!(e, FailoverError::GateAborted { ref gate, step: Step::Provision, .. } if gate == "change-freeze"),
         "{e}"
     );
-    assert!(matches!(journal.outcome, Some(FailoverOutcome::Aborted { .. })));
+    assert!(matches!(
+        journal.outcome,
+        Some(FailoverOutcome::Aborted { .. })
+    ));
     assert_never(&fake, Mutation::Create, "aborted at provision");
     assert_never(&fake, Mutation::CnameChange, "aborted at provision");
     let c = fake.cloud();
@@ -1080,7 +1083,10 @@ async fn a_late_agent_finds_another_agents_finished_failover_and_stands_down() {
         matches!(&err, FailoverError::StoodDown { holder } if holder.contains("fo-1")),
         "{err}"
     );
-    assert!(matches!(journal.outcome, Some(FailoverOutcome::StoodDown { .. })));
+    assert!(matches!(
+        journal.outcome,
+        Some(FailoverOutcome::StoodDown { .. })
+    ));
     assert_once(&fake, Mutation::Create, "never a second create");
     assert_once(&fake, Mutation::CnameChange, "never a second flip");
     assert!(
