@@ -389,26 +389,30 @@ async fn run_plan(path: &std::path::Path, only: Option<&str>, output: Output) ->
             }
         };
         let mut plan = crate::plan::failover_plan_from(&config, w, current.as_deref());
-        plan["dr_cache"] = match cache.describe(&w.dr.cache_name).await {
-            Ok(Some(info)) => serde_json::json!({
-                "exists": true,
-                "status": info.status,
-                "note": if w.dr.adopt_existing {
+        plan.dr_cache = Some(match cache.describe(&w.dr.cache_name).await {
+            Ok(Some(info)) => Some(crate::plan::DrCacheView {
+                exists: true,
+                status: Some(info.status),
+                note: Some(if w.dr.adopt_existing {
                     "exists: a failover adopts it (adopt_existing = true)"
                 } else {
                     "exists: a failover adopts it only if it carries that failover's id tag, and otherwise stops"
-                },
+                }),
             }),
-            Ok(None) => serde_json::json!({ "exists": false }),
+            Ok(None) => Some(crate::plan::DrCacheView {
+                exists: false,
+                note: None,
+                status: None,
+            }),
             Err(e) => {
                 eprintln!(
                     "error: watch {}: describing {}: {e}",
                     w.name, w.dr.cache_name
                 );
                 code = 1;
-                serde_json::Value::Null
+                None
             }
-        };
+        });
         plans.push(plan);
     }
     match output {

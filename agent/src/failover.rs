@@ -197,19 +197,18 @@ impl Runner {
         served_by_dr: bool,
         automatic: bool,
         now: SystemTime,
-    ) -> Result<Start, String> {
+    ) -> Result<Start, RunError> {
         if served_by_dr {
-            return Err(format!(
-                "the DR cache {} already serves the watch: there is nowhere further to fail over to; fail back once the primary is healthy",
-                w.dr.cache_name
-            ));
+            return Err(RunError::AlreadyServed {
+                cache: w.dr.cache_name.clone(),
+            });
         }
         // The previous failover's journal is kept under `failovers/` for the record.
         match store::read_json::<Journal>(&self.journal) {
             Ok(Some(previous)) if previous.unfinished() => return Ok(Start::Resume(previous)),
             Ok(Some(previous)) => self.keep(&previous)?,
             Ok(None) => {}
-            Err(e) => return Err(format!("{:#}", anyhow::Error::from(e))),
+            Err(e) => return Err(RunError::Journal(e)),
         }
         let id = new_failover_id(&config.agent.id, now);
         let journal = Journal::new(Plan {
@@ -217,11 +216,9 @@ impl Runner {
             automatic,
             ..plan::executor_plan(config, w, &id)
         });
-        store::write_json(&self.journal, &journal).map_err(|e| {
-            format!(
-                "cannot write the failover journal: {:#}",
-                anyhow::Error::from(e)
-            )
+        store::write_json(&self.journal, &journal).map_err(|error| RunError::WriteJournal {
+            kind: "failover",
+            error,
         })?;
         Ok(Start::New(journal))
     }
@@ -264,7 +261,7 @@ impl Runner {
         primary: &str,
         delete_dr: bool,
         progress: &(dyn Fn(&str, &str) + Send + Sync),
-    ) -> Result<FailbackReport, String> {
+    ) -> Result<FailbackReport, RunError> {
         let journal = match store::read_json::<Journal>(&self.failback_journal) {
             Ok(Some(j)) if j.unfinished() => j,
             Ok(previous) => {
@@ -282,15 +279,15 @@ impl Runner {
                 });
                 journal.endpoint =
                     Some((primary.trim_end_matches('.').to_owned(), self.primary_port));
-                store::write_json(&self.failback_journal, &journal).map_err(|e| {
-                    format!(
-                        "cannot write the failback journal: {:#}",
-                        anyhow::Error::from(e)
-                    )
+                store::write_json(&self.failback_journal, &journal).map_err(|error| {
+                    RunError::WriteJournal {
+                        kind: "failback",
+                        error,
+                    }
                 })?;
                 journal
             }
-            Err(e) => return Err(format!("{:#}", anyhow::Error::from(e))),
+            Err(e) => return Err(RunError::Journal(e)),
         };
         // `lease` only reads the record here (a failback takes no lock): not news to anyone.
         let on_entry = |_: &Journal, e: &JournalEntry| {
@@ -315,9 +312,9 @@ impl Runner {
             Err((journal, e)) => {
                 let untouched = journal.change_id.is_none() && !journal.done(Step::SwitchDns);
                 Err(if untouched {
-                    format!("{e}; the record was not changed")
+                    RunError::FailbackUntouched(e)
                 } else {
-                    format!("{e}; the record already points at the primary")
+                    RunError::FailbackSwitched(e)
                 })
             }
         }
@@ -350,12 +347,12 @@ impl Runner {
         journal: Journal,
         reason: &str,
         delete_dr: bool,
-    ) -> Result<(Journal, String), String> {
+    ) -> Result<(Journal, String), RunError> {
         // Only bounded retries run here: a person waits for the answer.
         self.executor(&self.verifier, &self.journal, &|_, _| {}, &|_, _| {})
             .abort(journal, reason, delete_dr)
             .await
-            .map_err(|(_, e)| e.to_string())
+            .map_err(|(_, e)| RunError::Abort(e))
     }
 
     /// Whether the primary answers PING/SET/GET on both its paths now: a resumed failover
@@ -365,7 +362,7 @@ impl Runner {
     }
 
     /// Moves a finished journal under `failovers/`, for the record.
-    fn keep(&self, previous: &Journal) -> Result<(), String> {
+    fn keep(&self, previous: &Journal) -> Result<(), RunError> {
         let state_dir = self.journal.parent().unwrap_or(Path::new("."));
         store::ensure_dir(&layout::kept_failovers(state_dir))
             .and_then(|()| {
@@ -374,8 +371,42 @@ impl Runner {
                     previous,
                 )
             })
-            .map_err(|e| format!("{:#}", anyhow::Error::from(e)))
+            .map_err(RunError::Journal)
     }
+}
+
+/// Why a failover, failback or abort run by [`Runner`] did not start or did not finish.
+/// Each reads as one cause chain: the store's causes are part of the message.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The watch is already failed over.
+    #[error(
+        "the DR cache {cache} already serves the watch: there is nowhere further to fail over to; fail back once the primary is healthy"
+    )]
+    AlreadyServed {
+        /// The DR cache.
+        cache: String,
+    },
+    /// A journal could not be read, or the finished one kept under `failovers/`.
+    #[error("{}", crate::text::chain(.0))]
+    Journal(store::StoreError),
+    /// A new journal could not be written: nothing was started.
+    #[error("cannot write the {kind} journal: {}", crate::text::chain(.error))]
+    WriteJournal {
+        /// `failover` or `failback`.
+        kind: &'static str,
+        /// Why.
+        error: store::StoreError,
+    },
+    /// A failback failed before it changed the record.
+    #[error("{0}; the record was not changed")]
+    FailbackUntouched(FailoverError),
+    /// A failback failed after the record was pointed at the primary.
+    #[error("{0}; the record already points at the primary")]
+    FailbackSwitched(FailoverError),
+    /// An abort did not complete.
+    #[error("{0}")]
+    Abort(FailoverError),
 }
 
 /// A failover's end, as its watch's policy state takes it.

@@ -11,10 +11,33 @@
 use futures::future::join_all;
 use hyper::Method;
 use hyper::body::Bytes;
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::config::{GateAt, GateCheck, GateConfig, GateMethod, OnTimeout};
 use crate::notify::{Ran, Webhook, run_command};
+
+/// What a gate is told (on stdin, or as a POST's body): which failover, before which step,
+/// and what is ready. The fields are in alphabetical order, the order of the JSON a gate
+/// reads (docs/CONFIG.md, the gate's `command`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GateInput {
+    /// The agent running the failover.
+    pub agent_id: String,
+    /// The step it is held before: `provision` or `switch_dns`.
+    pub at: &'static str,
+    /// The DR cache's name.
+    pub dr_cache: String,
+    /// The DR cache's `host:port`, once it is known.
+    pub dr_endpoint: Option<String>,
+    /// The failover.
+    pub failover_id: String,
+    /// When the hold began (RFC 3339, seconds), while held.
+    pub held_since: Option<String>,
+    /// The record that moves.
+    pub record: String,
+    /// The watch.
+    pub watch: String,
+}
 
 /// How many characters of a gate's answer (its output, or an HTTP body) are kept.
 const ANSWER_CAP: usize = 200;
@@ -91,8 +114,8 @@ impl Gates {
     /// Runs every gate at `at` at once, each bounded by its own timeout, and says whether the
     /// failover may pass. `input` (the failover: watch, id, step, DR endpoint) goes to each
     /// command on stdin and in the body of a POST.
-    pub async fn check(&self, at: GateAt, input: &Value) -> Passage {
-        let body = input.to_string();
+    pub async fn check(&self, at: GateAt, input: &impl Serialize) -> Passage {
+        let body = serde_json::to_string(input).unwrap_or_else(|_| "{}".to_owned());
         let body = body.as_str();
         let checks = self
             .gates

@@ -5,6 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::config::{Config, WatchConfig};
@@ -14,67 +15,118 @@ use crate::executor::{self, Plan};
 /// Stands for the failover id in a plan shown before a failover exists.
 pub const PLANNED_ID: &str = "<failover id>";
 
-/// The plan for `w`, as JSON: every call a failover would make now.
-pub fn failover_plan(config: &Config, w: &WatchConfig) -> Value {
+/// A failover plan as people and alerts see it: every call a failover would make now, step
+/// by step. It serializes to the JSON of `valkey-dr plan --output json` and of the
+/// `would_fail_over` event's `plan` (README.md).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanView {
+    /// `[agent] id`.
+    pub agent_id: String,
+    /// What `valkey-dr plan` found of the DR cache: absent in events, `null` when it could
+    /// not be described.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dr_cache: Option<Option<DrCacheView>>,
+    /// [`PLANNED_ID`] before a failover exists.
+    pub failover_id: String,
+    /// The steps, in the executor's order.
+    pub steps: Vec<PlanStep>,
+    /// The watch.
+    pub watch: String,
+}
+
+/// One step of a [`PlanView`]: its AWS call as the executor sends it, and what may hold the
+/// failover before it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanStep {
+    /// The step's name ([`executor::Step`]).
+    pub step: &'static str,
+    /// The call and its input, in AWS's own field names: this is the edge where the plan
+    /// shows the request bodies the SDK sends.
+    #[serde(flatten)]
+    pub call: serde_json::Map<String, Value>,
+    /// The watch's gates at this step, one line each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_by_gates: Vec<String>,
+    /// Set when `mode = "prepare"` waits for a person here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_for_approval: Option<&'static str>,
+}
+
+/// The DR cache as `valkey-dr plan` found it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DrCacheView {
+    /// Whether a cache of that name exists.
+    pub exists: bool,
+    /// What a failover does with it, when it exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<&'static str>,
+    /// Its status, when it exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<crate::executor::api::CacheStatus>,
+}
+
+/// The plan for `w`: every call a failover would make now.
+pub fn failover_plan(config: &Config, w: &WatchConfig) -> PlanView {
     failover_plan_from(config, w, None)
 }
 
 /// [`failover_plan`] with the record's current CNAME target filled in: the value the swap's
 /// exact `DELETE` must carry.
-pub fn failover_plan_from(config: &Config, w: &WatchConfig, current: Option<&str>) -> Value {
+pub fn failover_plan_from(config: &Config, w: &WatchConfig, current: Option<&str>) -> PlanView {
     let mut plan = render(&executor_plan(config, w, PLANNED_ID), current);
     // What may hold the failover before a step: the watch's gates, and in prepare mode a
     // person's approval before the switch.
-    for step in plan["steps"].as_array_mut().into_iter().flatten() {
-        let at = match step["step"].as_str() {
-            Some("lease") => crate::config::GateAt::Provision,
-            Some("switch_dns") => crate::config::GateAt::SwitchDns,
+    for step in &mut plan.steps {
+        let at = match step.step {
+            "lease" => crate::config::GateAt::Provision,
+            "switch_dns" => crate::config::GateAt::SwitchDns,
             _ => continue,
         };
-        let gates: Vec<String> = w
+        step.held_by_gates = w
             .gates
             .iter()
             .filter(|g| g.at == at)
-            .map(|g| {
-                use crate::config::{GateCheck, GateMethod, OnTimeout};
-                let kind = match &g.check {
-                    GateCheck::Command { command } => format!("command {}", command[0]),
-                    GateCheck::Http { method, url, .. } => format!(
-                        "{} {}",
-                        match method {
-                            GateMethod::Get => "GET",
-                            GateMethod::Post => "POST",
-                        },
-                        crate::config::redact_url(url.expose())
-                    ),
-                };
-                let on_timeout = match g.on_timeout {
-                    OnTimeout::Hold => "hold",
-                    OnTimeout::Abort => "abort",
-                };
-                format!(
-                    "{} ({kind}, timeout {}, on_timeout {on_timeout})",
-                    g.name,
-                    humantime::format_duration(g.timeout)
-                )
-            })
+            .map(gate_line)
             .collect();
-        if !gates.is_empty() {
-            step["held_by_gates"] = json!(gates);
-        }
         if at == crate::config::GateAt::SwitchDns
             && config.agent.mode == crate::config::Mode::Prepare
         {
-            step["held_for_approval"] = json!(
-                "mode = \"prepare\": an automatic failover waits here for `valkey-dr approve`"
+            step.held_for_approval = Some(
+                "mode = \"prepare\": an automatic failover waits here for `valkey-dr approve`",
             );
         }
     }
     plan
 }
 
+/// A gate in one line: `name (GET https://host/path, timeout 30s, on_timeout hold)`, its
+/// URL's secrets redacted.
+fn gate_line(g: &crate::config::GateConfig) -> String {
+    use crate::config::{GateCheck, GateMethod, OnTimeout};
+    let kind = match &g.check {
+        GateCheck::Command { command } => format!("command {}", command[0]),
+        GateCheck::Http { method, url, .. } => format!(
+            "{} {}",
+            match method {
+                GateMethod::Get => "GET",
+                GateMethod::Post => "POST",
+            },
+            crate::config::redact_url(url.expose())
+        ),
+    };
+    let on_timeout = match g.on_timeout {
+        OnTimeout::Hold => "hold",
+        OnTimeout::Abort => "abort",
+    };
+    format!(
+        "{} ({kind}, timeout {}, on_timeout {on_timeout})",
+        g.name,
+        humantime::format_duration(g.timeout)
+    )
+}
+
 /// The calls of `plan`, step by step in the executor's order (see [`executor::Step`]).
-pub fn render(plan: &Plan, current: Option<&str>) -> Value {
+pub fn render(plan: &Plan, current: Option<&str>) -> PlanView {
     let region = &plan.cache.region;
     let lease_name = plan.lease_name();
     let lease = plan.lease.map(|valid_for| {
@@ -83,57 +135,86 @@ pub fn render(plan: &Plan, current: Option<&str>) -> Value {
             "Value": executor::lease_value(plan, SystemTime::now() + valid_for),
         })
     });
-    let step = |s: executor::Step, body: Value| {
-        let mut out = json!({ "step": s.as_str() });
-        if let (Value::Object(out), Value::Object(body)) = (&mut out, body) {
-            out.extend(body);
-        }
-        out
+    let step = |s: executor::Step, body: Value| PlanStep {
+        step: s.as_str(),
+        call: match body {
+            Value::Object(call) => call,
+            _ => serde_json::Map::new(),
+        },
+        held_by_gates: Vec::new(),
+        held_for_approval: None,
     };
     use executor::Step::*;
-    json!({
-        "watch": plan.watch,
-        "agent_id": plan.owner,
-        "failover_id": plan.failover_id,
-        "steps": [
-            step(Lease, match &lease {
-                Some(change) => json!({
-                    "call": "ChangeResourceRecordSets", "hosted_zone_id": plan.hosted_zone_id,
-                    "changes": [change],
-                    "reads_first": "ListResourceRecordSets (the record's CNAME: the swap's DELETE half)",
-                    "valid_for": humantime::format_duration(plan.lease.unwrap_or_default()).to_string(),
+    PlanView {
+        agent_id: plan.owner.clone(),
+        dr_cache: None,
+        failover_id: plan.failover_id.clone(),
+        watch: plan.watch.clone(),
+        steps: vec![
+            step(
+                Lease,
+                match &lease {
+                    Some(change) => json!({
+                        "call": "ChangeResourceRecordSets", "hosted_zone_id": plan.hosted_zone_id,
+                        "changes": [change],
+                        "reads_first": "ListResourceRecordSets (the record's CNAME: the swap's DELETE half)",
+                        "valid_for": humantime::format_duration(plan.lease.unwrap_or_default()).to_string(),
+                    }),
+                    None => {
+                        json!({ "call": "ListResourceRecordSets", "note": "leases off: only the record is read" })
+                    }
+                },
+            ),
+            step(
+                Provision,
+                json!({
+                    "region": region, "call": "CreateServerlessCache", "input": plan.cache.input,
+                    "adopt_existing": plan.adopt_existing,
                 }),
-                None => json!({ "call": "ListResourceRecordSets", "note": "leases off: only the record is read" }),
-            }),
-            step(Provision, json!({
-                "region": region, "call": "CreateServerlessCache", "input": plan.cache.input,
-                "adopt_existing": plan.adopt_existing,
-            })),
-            step(WaitAvailable, json!({
-                "region": region, "call": "DescribeServerlessCaches",
-                "input": { "ServerlessCacheName": plan.cache.name() },
-                "until": "Status = available",
-                "timeout": humantime::format_duration(plan.create_timeout).to_string(),
-            })),
-            step(VerifyDirect, json!({ "call": "PING/SET/GET", "target": "<DR endpoint>" })),
-            step(SwitchDns, json!({
-                "call": "ChangeResourceRecordSets", "hosted_zone_id": plan.hosted_zone_id,
-                "changes": [
-                    { "Action": "DELETE", "Name": plan.record, "Type": "CNAME", "Value": current.unwrap_or("<current target>") },
-                    { "Action": "CREATE", "Name": plan.record, "Type": "CNAME", "TTL": plan.ttl, "Value": "<DR endpoint>" },
-                ],
-            })),
-            step(WaitInsync, json!({ "call": "GetChange", "until": "Status = INSYNC" })),
-            step(VerifyDns, json!({ "call": "resolve, then PING/SET/GET", "target": plan.record })),
-            step(Release, match lease {
-                Some(mut change) => {
-                    change["Action"] = "DELETE".into();
-                    json!({ "call": "ChangeResourceRecordSets", "hosted_zone_id": plan.hosted_zone_id, "changes": [change] })
-                }
-                None => json!({ "call": null, "note": "leases off" }),
-            }),
+            ),
+            step(
+                WaitAvailable,
+                json!({
+                    "region": region, "call": "DescribeServerlessCaches",
+                    "input": { "ServerlessCacheName": plan.cache.name() },
+                    "until": "Status = available",
+                    "timeout": humantime::format_duration(plan.create_timeout).to_string(),
+                }),
+            ),
+            step(
+                VerifyDirect,
+                json!({ "call": "PING/SET/GET", "target": "<DR endpoint>" }),
+            ),
+            step(
+                SwitchDns,
+                json!({
+                    "call": "ChangeResourceRecordSets", "hosted_zone_id": plan.hosted_zone_id,
+                    "changes": [
+                        { "Action": "DELETE", "Name": plan.record, "Type": "CNAME", "Value": current.unwrap_or("<current target>") },
+                        { "Action": "CREATE", "Name": plan.record, "Type": "CNAME", "TTL": plan.ttl, "Value": "<DR endpoint>" },
+                    ],
+                }),
+            ),
+            step(
+                WaitInsync,
+                json!({ "call": "GetChange", "until": "Status = INSYNC" }),
+            ),
+            step(
+                VerifyDns,
+                json!({ "call": "resolve, then PING/SET/GET", "target": plan.record }),
+            ),
+            step(
+                Release,
+                match lease {
+                    Some(mut change) => {
+                        change["Action"] = "DELETE".into();
+                        json!({ "call": "ChangeResourceRecordSets", "hosted_zone_id": plan.hosted_zone_id, "changes": [change] })
+                    }
+                    None => json!({ "call": null, "note": "leases off" }),
+                },
+            ),
         ],
-    })
+    }
 }
 
 /// What the executor carries out for a failover of `w` with id `failover_id`.
@@ -237,10 +318,12 @@ pub fn create_request(
 }
 
 /// `plan` for people: per watch, each step's call and what it sends, one fact per line.
-pub fn to_text(plans: &[Value]) -> String {
+pub fn to_text(plans: &[PlanView]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     for plan in plans {
+        // Read through its JSON: the steps' calls are AWS's own documents, shown key by key.
+        let plan = serde_json::to_value(plan).unwrap_or(Value::Null);
         let _ = writeln!(
             out,
             "watch {} (agent {}): a failover now would make these calls, in order",

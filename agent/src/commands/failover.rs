@@ -232,7 +232,7 @@ pub async fn abort(
             Err(e) => WatchAnswer {
                 aborted: Some(false),
                 failover_id: Some(id),
-                error: Some(e),
+                error: Some(e.to_string()),
                 ..WatchAnswer::default()
             },
         }

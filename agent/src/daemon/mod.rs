@@ -518,7 +518,7 @@ async fn admin_server(
     if let Err(e) = written {
         // Without the files the CLI cannot find or drive this agent, but /metrics and
         // /healthz still serve, so go on.
-        tracing::error!(error = %format!("{:#}", anyhow::Error::from(e)), "cannot record the admin address and token; the CLI cannot drive this agent");
+        tracing::error!(error = %crate::text::chain(&e), "cannot record the admin address and token; the CLI cannot drive this agent");
     }
     tracing::info!(admin = %local, "admin server listening");
     if failed_once {
@@ -632,7 +632,7 @@ fn load_state(path: &Path, watch: &str) -> WatchState {
         Err(e) => {
             // Starting fresh forgets cooldowns, so say so loudly; refusing to start would
             // leave the cache unwatched, which is worse.
-            tracing::error!(watch, error = %format!("{:#}", anyhow::Error::from(e)), "cannot restore policy state; starting fresh");
+            tracing::error!(watch, error = %crate::text::chain(&e), "cannot restore policy state; starting fresh");
             WatchState::default()
         }
     }
@@ -751,7 +751,7 @@ enum OpMsg {
     /// A failback step finished.
     FailbackStep(String, String),
     /// The failback ended.
-    FailbackDone(Result<FailbackReport, String>),
+    FailbackDone(Result<FailbackReport, crate::failover::RunError>),
     /// The failover (its id) is held, or a hold ended: its journal in brief.
     Hold(String, FailoverSummary),
 }
@@ -1002,7 +1002,7 @@ async fn write_states(path: PathBuf, watch: String, mut states: watch::Receiver<
         match written {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::error!(watch, error = %format!("{:#}", anyhow::Error::from(e)), "cannot save policy state")
+                tracing::error!(watch, error = %crate::text::chain(&e), "cannot save policy state")
             }
             Err(e) => tracing::error!(watch, error = %e, "policy state writer failed"),
         }

@@ -47,7 +47,7 @@ impl WatchTask {
         let journal = match failover::load_journal(&self.config.agent.state_dir, &self.name) {
             Ok(j) => j,
             Err(e) => {
-                let message = format!("{:#}", anyhow::Error::from(e));
+                let message = crate::text::chain(&e);
                 tracing::error!(watch = %self.name, error = %message, "cannot read the failover journal");
                 self.emit(
                     EventName::FailoverFailed,
@@ -218,7 +218,7 @@ impl WatchTask {
             Ok(Start::New(journal) | Start::Resume(journal)) => Some((runner, journal)),
             Err(e) if self.judging.state.served_by_dr => {
                 tracing::warn!(watch = %self.name, trigger = trigger.as_str(), "{e}");
-                self.judging.state.last_reasons = vec![e];
+                self.judging.state.last_reasons = vec![e.to_string()];
                 None
             }
             Err(e) => {
@@ -394,7 +394,7 @@ impl WatchTask {
     /// told and kept for `/status`.
     fn failback_done(
         &mut self,
-        result: Result<FailbackReport, String>,
+        result: Result<FailbackReport, crate::failover::RunError>,
         id: Option<String>,
         now: SystemTime,
     ) {
@@ -422,6 +422,7 @@ impl WatchTask {
                 );
             }
             Err(e) => {
+                let e = e.to_string();
                 self.operations.last_failback = Some(FailbackStatus {
                     error: Some(e.clone()),
                     id: id.clone(),

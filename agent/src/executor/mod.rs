@@ -1796,17 +1796,20 @@ fn end_hold(j: &mut Journal, how: HoldEnd) -> bool {
 
 /// What a gate is told (on stdin, or as a POST's body): which failover, before which step,
 /// and what is ready.
-pub fn gate_input(j: &Journal, at: GateAt) -> serde_json::Value {
-    serde_json::json!({
-        "watch": j.plan.watch,
-        "failover_id": j.plan.failover_id,
-        "agent_id": j.plan.owner,
-        "at": at.as_str(),
-        "record": j.plan.record,
-        "dr_cache": j.plan.cache.name(),
-        "dr_endpoint": j.endpoint.as_ref().map(|(h, p)| format!("{}:{p}", h.trim_end_matches('.'))),
-        "held_since": j.held().map(|h| humantime::format_rfc3339_seconds(h.since).to_string()),
-    })
+pub fn gate_input(j: &Journal, at: GateAt) -> crate::gate::GateInput {
+    crate::gate::GateInput {
+        agent_id: j.plan.owner.clone(),
+        at: at.as_str(),
+        dr_cache: j.plan.cache.name().to_owned(),
+        dr_endpoint: j
+            .endpoint
+            .as_ref()
+            .map(|(h, p)| format!("{}:{p}", h.trim_end_matches('.'))),
+        failover_id: j.plan.failover_id.clone(),
+        held_since: j.held().map(|h| crate::text::rfc3339_seconds(h.since)),
+        record: j.plan.record.clone(),
+        watch: j.plan.watch.clone(),
+    }
 }
 
 /// The switch as one batch: an exact `DELETE` of the record as read (when there is one) and

@@ -334,3 +334,33 @@ async fn a_gate_that_exits_0_while_a_child_holds_its_output_open_is_open() {
         started.elapsed()
     );
 }
+
+/// A gate reads the same JSON as when the input was built with `json!`: keys sorted, absent
+/// values as `null`.
+#[test]
+fn the_input_a_gate_reads_keeps_its_wire_form() {
+    let input = crate::gate::GateInput {
+        agent_id: "agent-a".into(),
+        at: "switch_dns",
+        dr_cache: "sessions-dr".into(),
+        dr_endpoint: Some("sessions-dr.example:6379".into()),
+        failover_id: "fo-1".into(),
+        held_since: None,
+        record: "cache.internal.example".into(),
+        watch: "sessions".into(),
+    };
+    let as_before = json!({
+        "watch": "sessions",
+        "failover_id": "fo-1",
+        "agent_id": "agent-a",
+        "at": "switch_dns",
+        "record": "cache.internal.example",
+        "dr_cache": "sessions-dr",
+        "dr_endpoint": "sessions-dr.example:6379",
+        "held_since": null,
+    });
+    assert_eq!(
+        serde_json::to_string(&input).unwrap(),
+        as_before.to_string()
+    );
+}
