@@ -118,7 +118,7 @@ async fn primary_endpoint(
         Ok(Ok(Some(info))) => {
             info.endpoint
                 .map(|(host, _)| host)
-                .ok_or_else(|| PrimaryEndpointError::NoEndpoint {
+                .ok_or(PrimaryEndpointError::NoEndpoint {
                     cache: name,
                     region,
                     status: info.status,

@@ -753,7 +753,7 @@ enum OpMsg {
     /// The failback ended.
     FailbackDone(Result<FailbackReport, crate::failover::RunError>),
     /// The failover (its id) is held, or a hold ended: its journal in brief.
-    Hold(String, FailoverSummary),
+    Hold(String, Box<FailoverSummary>),
 }
 
 /// Sends a running failover's step events from the executor's own task.

@@ -287,7 +287,7 @@ impl WatchTask {
                 steps.hold(j, news);
                 let _ = tx.send(OpMsg::Hold(
                     j.plan.failover_id.clone(),
-                    FailoverSummary::of(j),
+                    Box::new(FailoverSummary::of(j)),
                 ));
             };
             let result = runner.failover(journal, &progress, &alert, &news).await;
@@ -371,7 +371,7 @@ impl WatchTask {
                 self.telling
                     .metrics
                     .set_failover_held(&self.name, summary.held.is_some());
-                self.operations.last_failover = Some(summary);
+                self.operations.last_failover = Some(*summary);
             }
             OpMsg::Hold(..) => {}
             OpMsg::FailbackStep(step, detail) => {
@@ -410,6 +410,7 @@ impl WatchTask {
                 let (next, decisions) = policies::failback_completed(&self.judging.state, now);
                 self.apply(next, decisions, now, None, true);
                 self.probing.spec = self.probing.primary.clone();
+                self.publish();
                 self.emit_from(
                     previous,
                     EventName::FailbackCompleted,
@@ -429,6 +430,7 @@ impl WatchTask {
                     report: None,
                     result: "failed".to_owned(),
                 });
+                self.publish();
                 self.emit(
                     EventName::FailbackFailed,
                     vec![e.clone()],
@@ -465,6 +467,10 @@ impl WatchTask {
             _ => self.failover_completed(&journal, steps_ms),
         };
         self.telling.metrics.failover_result(&self.name, result);
+        // `/status` shows the outcome before anyone hears of it: a person or a script that
+        // reacts to the event and reads `/status` sees the failover ended, not running.
+        self.operations.op = None;
+        self.publish();
         self.emit_from(
             previous,
             event,
