@@ -1459,6 +1459,8 @@ fn an_old_journals_hold_endings_round_trip() {
         let hold: Hold = serde_json::from_str(&old).unwrap();
         assert_eq!(hold.how, Some(how));
         assert_eq!(serde_json::to_string(&hold).unwrap(), old);
+        // What people read (history, status text) is the journal's word.
+        assert_eq!(how.to_string(), text);
     }
     let open = r#"{"step":"provision","since":{"secs_since_epoch":1700000000,"nanos_since_epoch":0},"gate":"","answer":"","approval":true,"checks":0}"#;
     let hold: Hold = serde_json::from_str(open).unwrap();
