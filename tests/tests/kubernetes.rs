@@ -1067,8 +1067,11 @@ fn doc_mut<'a>(docs: &'a mut [Value], kind: &str, name: &str) -> &'a mut Value {
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
+/// Breaks the parsed examples in one way.
+type Breaker = fn(&mut [Value]);
+
 /// Breaks a copy of the examples with `mutate` and asserts that exactly `rule` is reported.
-async fn assert_breaks(rule: Rule, cases: &[(&str, fn(&mut [Value]))]) {
+async fn assert_breaks(rule: Rule, cases: &[(&str, Breaker)]) {
     let docs = example_values().await;
     for (case, mutate) in cases {
         let mut broken = docs.clone();
