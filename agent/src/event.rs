@@ -212,7 +212,7 @@ pub struct Event {
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_rfc3339_millis(*t).to_string())
+    s.serialize_str(&crate::text::rfc3339_millis(*t))
 }
 
 /// The most characters of one reason that the log and the sinks get.

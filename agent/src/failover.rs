@@ -55,8 +55,7 @@ pub fn new_failback_id(now: SystemTime) -> String {
 
 /// `20261126t071500z`: a UTC timestamp usable in names and tags.
 pub fn compact_utc(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t)
-        .to_string()
+    crate::text::rfc3339_seconds(t)
         .chars()
         .filter(|c| c.is_ascii_alphanumeric())
         .collect::<String>()

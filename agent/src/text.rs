@@ -2,18 +2,33 @@
 //! reads the same wherever it is shown.
 
 use std::fmt::Write as _;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-/// A time as RFC 3339 to the second, UTC: how `/status`, events and journals write times.
-pub fn rfc3339_seconds(t: SystemTime) -> String {
-    humantime::format_rfc3339_seconds(t).to_string()
+/// The last instant RFC 3339 (four-digit years) can write: 9999-12-31T23:59:59.999999999Z.
+const LAST_WRITABLE: Duration = Duration::new(253_402_300_799, 999_999_999);
+
+/// `t` moved into the range RFC 3339 can write, 1970-01-01T00:00:00Z to the last instant of
+/// year 9999. The formatter panics outside it, and a time comes from files and requests:
+/// showing a time must never stop the task that shows it.
+fn writable(t: SystemTime) -> SystemTime {
+    match t.duration_since(UNIX_EPOCH) {
+        Err(_) => UNIX_EPOCH,
+        Ok(since) if since > LAST_WRITABLE => UNIX_EPOCH + LAST_WRITABLE,
+        Ok(_) => t,
+    }
 }
 
-/// A time as RFC 3339 to the millisecond, UTC.
+/// A time as RFC 3339 to the second, UTC: how `/status`, events and journals write times.
+/// A time before 1970 or after year 9999 is written as the nearest end of that range.
+pub fn rfc3339_seconds(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(writable(t)).to_string()
+}
+
+/// A time as RFC 3339 to the millisecond, UTC, clamped as [`rfc3339_seconds`] is.
 pub fn rfc3339_millis(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    humantime::format_rfc3339_millis(writable(t)).to_string()
 }
 
 /// An error and its sources on one line, `outer: inner: innermost`, as `main` prints them
@@ -106,6 +121,24 @@ mod tests {
                 anyhow::Error::from(Outer(std::io::Error::other("inner")))
             )
         );
+    }
+
+    #[test]
+    fn times_past_year_9999_or_before_1970_are_written_at_the_ends_of_the_range() {
+        let year_10000 = UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        assert_eq!(rfc3339_seconds(year_10000), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_millis(year_10000), "9999-12-31T23:59:59.999Z");
+        let far = UNIX_EPOCH + Duration::from_secs(i64::MAX as u64);
+        assert_eq!(rfc3339_seconds(far), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_millis(far), "9999-12-31T23:59:59.999Z");
+        let before = UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(rfc3339_seconds(before), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_millis(before), "1970-01-01T00:00:00.000Z");
+        // Inside the range nothing moves.
+        let last = UNIX_EPOCH + Duration::from_secs(253_402_300_799);
+        assert_eq!(rfc3339_seconds(last), "9999-12-31T23:59:59Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_796_630_400_123);
+        assert_eq!(rfc3339_millis(t), "2026-12-07T08:00:00.123Z");
     }
 
     #[test]
