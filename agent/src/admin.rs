@@ -529,22 +529,16 @@ async fn pause(
             format!("`reason` must be 1-{MAX_PAUSE_REASON} characters"),
         );
     }
-    let until = match params.get("until").map(|u| u.parse::<u64>()) {
-        None => None,
-        Some(Ok(secs)) => Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)),
-        Some(Err(_)) => {
-            return error_json(
-                StatusCode::BAD_REQUEST,
-                "`until` must be a Unix time in whole seconds".to_owned(),
-            );
-        }
+    // Bounded here, before anything is saved: an end the status cannot show or a clock
+    // cannot hold would stop the watch that holds it (issue 23).
+    let until = match params
+        .get("until")
+        .map(|raw| crate::control::pause_until(raw, SystemTime::now()))
+        .transpose()
+    {
+        Ok(until) => until,
+        Err(e) => return error_json(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    if until.is_some_and(|u| u <= SystemTime::now()) {
-        return error_json(
-            StatusCode::BAD_REQUEST,
-            "`until` is in the past: the pause would end before it began".to_owned(),
-        );
-    }
     let action = ControlAction::Pause { reason, until };
     relay_to_peers(&shared, caller, action, params.get("watch").cloned()).await
 }

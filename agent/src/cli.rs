@@ -74,13 +74,13 @@ fn parse_log_level(raw: &str) -> Result<String, String> {
         .map_err(|e| format!("{e}; {valid}"))
 }
 
-/// The longest `pause --for`: a pause that outlives a week is a forgotten one.
-pub const MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+/// `pause --for` takes what the server takes for `until`: one pair of bounds for both.
+use crate::control::{MAX_PAUSE, MIN_PAUSE};
 
 fn parse_pause_duration(raw: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(raw)
         .map_err(|e| format!("{e} (use a duration such as 30m or 4h)"))?;
-    if d.is_zero() || d > MAX_PAUSE {
+    if d < MIN_PAUSE || d > MAX_PAUSE {
         return Err(format!(
             "{raw} is outside 1s-7d (a longer pause is a forgotten one; use resume to end it)"
         ));

@@ -660,7 +660,8 @@ const PAUSE: ControlAction = ControlAction::Pause {
 
 #[tokio::test]
 async fn a_pause_carries_its_reason_and_end_and_bad_ones_are_refused() {
-    let until = SystemTime::UNIX_EPOCH + Duration::from_secs(4_000_000_000);
+    let until_s = unix_s(SystemTime::now()) + 3600;
+    let until = SystemTime::UNIX_EPOCH + Duration::from_secs(until_s);
     let action = ControlAction::Pause {
         reason: Some("CHG-7 & co".to_owned()),
         until: Some(until),
@@ -668,7 +669,7 @@ async fn a_pause_carries_its_reason_and_end_and_bad_ones_are_refused() {
     let path = action.request_path(Some("a"));
     assert_eq!(
         path,
-        "/pause?watch=a&reason=CHG-7%20%26%20co&until=4000000000"
+        format!("/pause?watch=a&reason=CHG-7%20%26%20co&until={until_s}")
     );
     let mut h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
     let mut control = h.control.take().expect("receiver");
@@ -692,6 +693,72 @@ async fn a_pause_carries_its_reason_and_end_and_bad_ones_are_refused() {
     }
     let long = "x".repeat(MAX_PAUSE_REASON + 1);
     assert_eq!(h.post(&format!("/pause?reason={long}")).await.0, 400);
+    h.stop().await;
+}
+
+fn unix_s(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Issue 23: an end the status cannot show (year 10000) or no clock can hold (2^63 s and
+/// beyond) stopped the watch that saved it. Every `until` outside 1 s to 7 days ahead, or
+/// not whole seconds, is a one-line 400 and never reaches the loop.
+#[tokio::test]
+async fn a_pause_end_outside_1_s_to_7_days_is_refused_and_reaches_nothing() {
+    let mut h = Harness::start(Health::new(Duration::from_secs(60)), 64, CONTROL_TIMEOUT).await;
+    let mut control = h.control.take().expect("receiver");
+    let now = unix_s(SystemTime::now());
+    let cases = [
+        ("253402300800".to_owned(), "7 days"),
+        ((1u64 << 63).to_string(), "beyond any representable time"),
+        (u64::MAX.to_string(), "beyond any representable time"),
+        (
+            "18446744073709551616".to_owned(),
+            "beyond any representable time",
+        ),
+        ("-5".to_owned(), "whole seconds"),
+        ((now - 60).to_string(), "not at least 1 s after now"),
+        (format!("{now}.5"), "whole seconds"),
+        (now.to_string(), "not at least 1 s after now"),
+        ((now + 8 * 24 * 3600).to_string(), "7 days"),
+    ];
+    for (until, says) in &cases {
+        for path in [
+            format!("/pause?watch=a&until={until}"),
+            format!("/pause?until={until}&reason=x"),
+        ] {
+            let (code, body) = h.post(&path).await;
+            assert_eq!(code, 400, "{path}: {body}");
+            let error = json_body(&body)["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(error.contains(says), "{path}: {error}");
+            assert!(error.contains("1 s to 7 days"), "{path}: {error}");
+            assert!(!error.contains('\n'), "{path}: {error}");
+        }
+    }
+    assert!(
+        control.try_recv().is_err(),
+        "a refused pause reached the loop"
+    );
+    // The same server still takes a pause inside the bounds.
+    let looped = tokio::spawn(async move {
+        let request = control.recv().await.expect("a request");
+        let _ = request.reply.send(Ok(ControlAnswer::default()));
+        request.action
+    });
+    let until = now + 7 * 24 * 3600 - 60;
+    let (code, body) = h.post(&format!("/pause?watch=a&until={until}")).await;
+    assert_eq!(code, 200, "{body}");
+    let expected = SystemTime::UNIX_EPOCH + Duration::from_secs(until);
+    assert_eq!(
+        timeout(BOUND, looped).await.expect("bounded").unwrap(),
+        ControlAction::Pause {
+            reason: None,
+            until: Some(expected)
+        }
+    );
     h.stop().await;
 }
 

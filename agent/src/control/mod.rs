@@ -18,6 +18,8 @@ pub mod status;
 pub mod token;
 
 pub use client::{AdminClient, AdminClientError, AgentError};
-pub use request::{ControlAction, ControlRequest};
+pub use request::{
+    ControlAction, ControlRequest, MAX_PAUSE, MIN_PAUSE, PauseUntilError, pause_until,
+};
 pub use status::ControlAnswer;
 pub use token::{AdminToken, TokenError};

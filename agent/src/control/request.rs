@@ -1,7 +1,7 @@
 //! What an operator (or a peer relaying its operator) asks a running agent to do, as the
 //! admin API carries it and as the daemon loop receives it.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 
@@ -91,6 +91,98 @@ impl ControlAction {
     }
 }
 
+/// The shortest pause with an end: `until` counts whole seconds, so a shorter one would be
+/// over before its first round.
+pub const MIN_PAUSE: Duration = Duration::from_secs(1);
+
+/// The longest pause with an end, for `pause --for` and for the server that takes `until`:
+/// a pause that outlives a week is a forgotten one.
+pub const MAX_PAUSE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Why a pause's `until` was refused. Each says what was wrong and what is valid, in one
+/// line, for the `400` the operator reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PauseUntilError {
+    /// Not a whole number of seconds, or negative.
+    #[error("`until` must be a Unix time in whole seconds, 1 s to 7 days from now (got {raw:?})")]
+    NotSeconds {
+        /// What the request said.
+        raw: String,
+    },
+    /// A number no clock can hold (beyond `i64` seconds).
+    #[error(
+        "`until` {raw} is beyond any representable time; give a Unix time in whole seconds 1 s to 7 days from now"
+    )]
+    Unrepresentable {
+        /// What the request said.
+        raw: String,
+    },
+    /// In the past, or less than [`MIN_PAUSE`] ahead.
+    #[error(
+        "`until` {until} is not at least 1 s after now ({now}): the pause would end before it began; give a time 1 s to 7 days from now"
+    )]
+    TooSoon {
+        /// The asked end, Unix seconds.
+        until: u64,
+        /// The server's now, Unix seconds.
+        now: u64,
+    },
+    /// Further than [`MAX_PAUSE`] ahead.
+    #[error(
+        "`until` {until} is {ahead_s} s from now, longer than the 7 days ({max_s} s) a pause may last; give a time 1 s to 7 days from now, or pause without an end and resume by hand"
+    )]
+    TooLong {
+        /// The asked end, Unix seconds.
+        until: u64,
+        /// How far ahead it is.
+        ahead_s: u64,
+        /// [`MAX_PAUSE`] in seconds.
+        max_s: u64,
+    },
+}
+
+/// The end of a pause from the `until` a request gives, as Unix seconds: a whole number,
+/// at least [`MIN_PAUSE`] and at most [`MAX_PAUSE`] after `now`. `now` counts in whole
+/// seconds too, as `until` does, so that `pause --for 1s` or `--for 7d` sent in one second
+/// and read in the next is still taken.
+pub fn pause_until(raw: &str, now: SystemTime) -> Result<SystemTime, PauseUntilError> {
+    let digits = !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit());
+    if !digits {
+        return Err(PauseUntilError::NotSeconds {
+            raw: raw.to_owned(),
+        });
+    }
+    let unrepresentable = || PauseUntilError::Unrepresentable {
+        raw: raw.to_owned(),
+    };
+    let until_s = raw
+        .parse::<u64>()
+        .ok()
+        .filter(|&s| i64::try_from(s).is_ok())
+        .ok_or_else(unrepresentable)?;
+    let until = SystemTime::UNIX_EPOCH
+        .checked_add(Duration::from_secs(until_s))
+        .ok_or_else(unrepresentable)?;
+    let now_s = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let ahead_s = until_s.saturating_sub(now_s);
+    if ahead_s < MIN_PAUSE.as_secs() {
+        return Err(PauseUntilError::TooSoon {
+            until: until_s,
+            now: now_s,
+        });
+    }
+    if ahead_s > MAX_PAUSE.as_secs() {
+        return Err(PauseUntilError::TooLong {
+            until: until_s,
+            ahead_s,
+            max_s: MAX_PAUSE.as_secs(),
+        });
+    }
+    Ok(until)
+}
+
 /// A pause or resume, handed from the admin server to the daemon loop, which owns the watch
 /// states and applies it between rounds.
 #[derive(Debug)]
@@ -102,4 +194,63 @@ pub struct ControlRequest {
     /// The loop's answer: each watch's answer for the operator, or why it refused (an unknown
     /// watch). Dropping it unanswered makes the server answer `503`.
     pub reply: oneshot::Sender<Result<ControlAnswer, String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW_S: u64 = 1_796_630_400;
+
+    fn until(raw: &str) -> Result<SystemTime, PauseUntilError> {
+        // Half a second into the second: `now` counts whole seconds.
+        let now = SystemTime::UNIX_EPOCH + Duration::from_millis(NOW_S * 1000 + 500);
+        pause_until(raw, now)
+    }
+
+    #[test]
+    fn a_pause_ends_1_s_to_7_days_from_now() {
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(until(&(NOW_S + 1).to_string()), Ok(at(NOW_S + 1)));
+        assert_eq!(
+            until(&(NOW_S + 604_800).to_string()),
+            Ok(at(NOW_S + 604_800))
+        );
+        assert!(matches!(
+            until(&(NOW_S + 604_801).to_string()),
+            Err(PauseUntilError::TooLong { .. })
+        ));
+        for soon in [NOW_S, NOW_S - 5, 0] {
+            assert!(matches!(
+                until(&soon.to_string()),
+                Err(PauseUntilError::TooSoon { .. })
+            ));
+        }
+        for raw in ["253402300800", "9223372036854775807"] {
+            assert!(matches!(until(raw), Err(PauseUntilError::TooLong { .. })));
+        }
+        for raw in [
+            "9223372036854775808",
+            "18446744073709551616",
+            "99999999999999999999999",
+        ] {
+            assert!(
+                matches!(until(raw), Err(PauseUntilError::Unrepresentable { .. })),
+                "{raw}"
+            );
+        }
+        for raw in [
+            "-5",
+            "1796630400.5",
+            "",
+            " 1796630401",
+            "+1796630401",
+            "soon",
+        ] {
+            assert!(
+                matches!(until(raw), Err(PauseUntilError::NotSeconds { .. })),
+                "{raw:?}"
+            );
+        }
+    }
 }
