@@ -400,7 +400,22 @@ impl Judging {
     /// on; the state and pause gauges show it from the first scrape.
     fn restored(config: &Config, w: &WatchConfig, shared: &Shared) -> Self {
         let path = layout::state_file(&config.agent.state_dir, &w.name);
-        let state = load_state(&path, &w.name);
+        let (state, moved) = load_state(&path, &w.name, SystemTime::now());
+        if !moved.is_empty() {
+            let shown = state.state().as_str();
+            let mut event = Event::executor(
+                EventName::ConfigError,
+                &w.name,
+                &config.agent.id,
+                (shown, shown),
+                None,
+            );
+            event.reasons = moved;
+            event
+                .reasons
+                .push(format!("the state file is {}", path.display()));
+            shared.notifier.notify(event);
+        }
         shared.metrics.set_state(&w.name, state.state());
         shared
             .metrics
@@ -618,7 +633,10 @@ fn agent_status(config: &Config) -> AgentStatus {
     }
 }
 
-fn load_state(path: &Path, watch: &str) -> WatchState {
+/// A watch's saved state, brought within its bounds (see [`within_bounds`]), with a line
+/// for each time that was moved. A file that cannot be read (a time beyond any clock
+/// included) starts the watch fresh, and the line says so.
+fn load_state(path: &Path, watch: &str, now: SystemTime) -> (WatchState, Vec<String>) {
     match store::read_json::<WatchState>(path) {
         Ok(Some(state)) => {
             tracing::info!(
@@ -626,16 +644,61 @@ fn load_state(path: &Path, watch: &str) -> WatchState {
                 state = state.state().as_str(),
                 "restored policy state"
             );
-            state
+            let (state, moved) = within_bounds(state, now);
+            for line in &moved {
+                tracing::warn!(watch, path = %path.display(), "saved state out of bounds: {line}");
+            }
+            (state, moved)
         }
-        Ok(None) => WatchState::default(),
+        Ok(None) => (WatchState::default(), Vec::new()),
         Err(e) => {
             // Starting fresh forgets cooldowns, so say so loudly; refusing to start would
             // leave the cache unwatched, which is worse.
-            tracing::error!(watch, error = %crate::text::chain(&e), "cannot restore policy state; starting fresh");
-            WatchState::default()
+            let error = crate::text::chain(&e);
+            tracing::error!(watch, error = %error, "cannot restore policy state; starting fresh");
+            let said = format!("cannot restore the saved state ({error}); starting fresh");
+            (WatchState::default(), vec![said])
         }
     }
+}
+
+/// `state` with its times brought within what the agent itself would have saved: a pause
+/// ends at most [`crate::control::MAX_PAUSE`] from `now`, and a time that records something
+/// already seen is not further ahead than that (a clock stepped back is not a week off).
+/// Such a state comes from an older agent or a hand-edited file, and a time far ahead stops
+/// failovers (a cooldown that never ends) or cannot be shown. Returns a line per time moved.
+fn within_bounds(mut state: WatchState, now: SystemTime) -> (WatchState, Vec<String>) {
+    let max = crate::control::MAX_PAUSE;
+    let latest = now.checked_add(max).unwrap_or(now);
+    let mut moved = Vec::new();
+    let mut bound = |name: &str, t: &mut SystemTime, to: SystemTime| {
+        if *t > latest {
+            moved.push(format!(
+                "{name} {} is more than 7 days ahead; now {}",
+                crate::text::rfc3339_seconds(*t),
+                crate::text::rfc3339_seconds(to)
+            ));
+            *t = to;
+        }
+    };
+    if let Some(until) = state.paused_until.as_mut() {
+        bound("paused_until", until, latest);
+    }
+    let seen = [
+        ("paused_since", state.paused_since.as_mut()),
+        ("failure_streak_since", state.failure_streak_since.as_mut()),
+        ("last_round_at", state.last_round_at.as_mut()),
+        ("failing_over_since", state.failing_over_since.as_mut()),
+    ];
+    for (name, t) in seen {
+        if let Some(t) = t {
+            bound(name, t, now);
+        }
+    }
+    for t in &mut state.failovers {
+        bound("a failover's start", t, now);
+    }
+    (state, moved)
 }
 
 /// Collects round results: `/status` (whose `readiness` the admin server adds from the
@@ -1006,5 +1069,71 @@ async fn write_states(path: PathBuf, watch: String, mut states: watch::Receiver<
             }
             Err(e) => tracing::error!(watch, error = %e, "policy state writer failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 23: a saved pause ending in year 10000 stopped the watch again at every start.
+    #[test]
+    fn a_saved_state_beyond_its_bounds_is_brought_within_them_and_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state-a.json");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_630_400);
+        let year_10000 = SystemTime::UNIX_EPOCH + Duration::from_secs(253_402_300_800);
+        let saved = WatchState {
+            paused_since: Some(now - Duration::from_secs(60)),
+            pause_reason: Some("CHG-7".to_owned()),
+            paused_until: Some(year_10000),
+            failovers: vec![year_10000, now - Duration::from_secs(3600)],
+            ..WatchState::default()
+        };
+        store::write_json(&path, &saved).unwrap();
+
+        let (state, moved) = load_state(&path, "a", now);
+        let week = crate::control::MAX_PAUSE;
+        assert_eq!(state.paused_until, Some(now + week));
+        assert_eq!(state.failovers, vec![now, now - Duration::from_secs(3600)]);
+        assert_eq!(state.paused_since, saved.paused_since);
+        assert_eq!(state.pause_reason, saved.pause_reason);
+        assert_eq!(moved.len(), 2, "{moved:?}");
+        assert!(
+            moved[0].starts_with("paused_until 9999-12-31T23:59:59Z"),
+            "{moved:?}"
+        );
+        // Showing the state no longer fails.
+        let _ = crate::text::rfc3339_seconds(state.paused_until.unwrap());
+    }
+
+    #[test]
+    fn a_saved_state_within_its_bounds_is_loaded_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state-a.json");
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_630_400);
+        let saved = WatchState {
+            paused_since: Some(now),
+            paused_until: Some(now + crate::control::MAX_PAUSE),
+            last_round_at: Some(now + Duration::from_secs(30)),
+            failovers: vec![now - Duration::from_secs(3600)],
+            ..WatchState::default()
+        };
+        store::write_json(&path, &saved).unwrap();
+        assert_eq!(load_state(&path, "a", now), (saved, Vec::new()));
+    }
+
+    #[test]
+    fn a_saved_time_no_clock_can_hold_starts_the_watch_fresh_instead_of_stopping_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state-a.json");
+        let far = r#"{"paused_since":{"secs_since_epoch":1796630400,"nanos_since_epoch":0},
+            "paused_until":{"secs_since_epoch":18446744073709551615,"nanos_since_epoch":0}}"#;
+        std::fs::write(&path, far).unwrap();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_630_400);
+        let (state, said) = load_state(&path, "a", now);
+        assert_eq!(state, WatchState::default());
+        assert_eq!(said.len(), 1, "{said:?}");
+        assert!(said[0].contains("starting fresh"), "{said:?}");
     }
 }
