@@ -995,3 +995,86 @@ async fn every_metric_family_is_present_from_the_first_scrape() {
     let days = (expiry - now) / 86_400.0;
     assert!((393.0..=396.0).contains(&days), "{days} days");
 }
+
+/// Issue 23: the owner's `POST /pause` with an end in year 10000 was saved, the next
+/// `/status` publication could not write that time and stopped the watch, and a region
+/// outage then failed nothing over. An end past year 9999 or beyond any clock is now a 400
+/// that changes nothing, and the same agent still fails over when the region goes down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_end_beyond_its_bounds_is_refused_and_an_outage_still_fails_over() {
+    let lab = TestLab::start_with(|o| {
+        o.ttl = Duration::from_secs(5);
+        o.insync_delay = Duration::from_millis(500);
+        o.provision_delay = Duration::from_secs(1);
+    })
+    .await;
+    let hook = Webhook::start().await;
+    let notify = format!(
+        "reminder_interval = \"1m\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
+        hook.url
+    );
+    let config = lab.config_variant(
+        "auto.toml",
+        &[
+            ("ttl = \"5s\"", "ttl = \"30s\""),
+            ("reminder_interval = \"1m\"\n", &notify),
+            ("mode = \"alert-only\"", "mode = \"auto-failover\""),
+        ],
+    );
+    let state_dir = lab.dir.path().join("state");
+    let agent = Agent::start(&config, &state_dir, &[]).await;
+    assert!(
+        agent
+            .wait_state(WATCH, "healthy", Duration::from_secs(20))
+            .await,
+        "never healthy:\n{}",
+        agent.log_text()
+    );
+    let admin = agent.admin().expect("admin address");
+    let token = std::fs::read_to_string(state_dir.join("admin.token")).expect("token");
+    let token = token.trim();
+    for until in [
+        "253402300800",
+        "9223372036854775808",
+        "18446744073709551616",
+    ] {
+        for query in [
+            format!("watch={WATCH}&until={until}"),
+            format!("until={until}"),
+        ] {
+            let head = format!(
+                "POST /pause?{query} HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            assert_eq!(raw_request(admin, &head).await, 400, "{query}");
+        }
+    }
+    // Nothing changed, and the watch goes on past the publications that used to stop it.
+    support::wait_more_rounds(&agent, WATCH, 3, Duration::from_secs(15)).await;
+    let v = status_json(&agent).await.expect("/status");
+    assert_eq!(v["watches"][0]["state"], "healthy", "{v:#}");
+    assert_eq!(v["watches"][0]["paused"], false, "{v:#}");
+    assert!(
+        v["watches"][0]["pause"].is_null(),
+        "a refused pause shows: {v:#}"
+    );
+
+    lab.fault(support::region_outage()).await;
+    let ended = wait_until(Duration::from_secs(60), || async {
+        hook.names().iter().any(|n| n == "failover_completed")
+    })
+    .await;
+    assert!(
+        ended,
+        "no completed failover: {:?}\n{}",
+        hook.names(),
+        agent.log_text()
+    );
+    assert!(
+        agent
+            .wait_state(WATCH, "failed_over", Duration::from_secs(10))
+            .await,
+        "{:?}\n{}",
+        agent.state(WATCH).await,
+        agent.log_text()
+    );
+}
