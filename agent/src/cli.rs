@@ -759,6 +759,9 @@ async fn run_daemon(path: &std::path::Path) -> i32 {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    if let Err(code) = own_state_dir(&config.agent.state_dir) {
+        return code;
+    }
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signals = match stop_signals(shutdown.clone()) {
         Ok(task) => task,
@@ -783,6 +786,20 @@ async fn run_daemon(path: &std::path::Path) -> i32 {
             1
         }
     }
+}
+
+/// Creates `state_dir` (0700) when missing, and refuses one the agent does not hold alone
+/// ([`crate::layout::check_state_dir`]) as an invalid config: a restart cannot fix it, a
+/// `chown` or `chmod` can. Logs why; the exit code then.
+fn own_state_dir(state_dir: &std::path::Path) -> Result<(), i32> {
+    if let Err(e) = crate::store::ensure_dir(state_dir) {
+        tracing::error!("{}", chain(&e));
+        return Err(1);
+    }
+    crate::layout::check_state_dir(state_dir).map_err(|e| {
+        tracing::error!("{}", chain(&e));
+        2
+    })
 }
 
 /// systemd stops units with SIGTERM; a terminal sends SIGINT. Either starts a clean stop.

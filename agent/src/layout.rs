@@ -65,6 +65,78 @@ pub fn drill_report(state_dir: &Path, watch: &str, id: &str) -> PathBuf {
     drills(state_dir).join(format!("drill-{watch}-{id}.json"))
 }
 
+/// Why the agent refuses its `state_dir`: it holds the admin token and the state that decides
+/// failovers, so whoever may replace a file there may forge a token or a journal.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    /// Another user owns it, and may change it under the agent.
+    #[error(
+        "state_dir {} is owned by uid {owner}, not by uid {agent} that runs the agent: `chown {agent} {}` (and `chmod 0700` it), or run the agent as uid {owner}",
+        .dir.display(), .dir.display()
+    )]
+    NotOwned {
+        /// The directory.
+        dir: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The agent's effective user.
+        agent: u32,
+    },
+    /// Its group or anyone may create, replace or remove files in it.
+    #[error(
+        "state_dir {} is writable by {whom} (mode {mode:o}): `chmod 0700 {}`",
+        .dir.display(), .dir.display()
+    )]
+    Writable {
+        /// The directory.
+        dir: PathBuf,
+        /// "its group", "others" or "its group and others".
+        whom: &'static str,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// It could not be examined.
+    #[error("cannot examine state_dir {}", .dir.display())]
+    Unreadable {
+        /// The directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Checks that `state_dir` is the agent's own: owned by the user it runs as, and writable by
+/// nobody else (group and others may at most read and enter it).
+pub fn check_state_dir(dir: &Path) -> Result<(), StateDirError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(dir).map_err(|source| StateDirError::Unreadable {
+        dir: dir.to_owned(),
+        source,
+    })?;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let agent = unsafe { libc::geteuid() };
+    if meta.uid() != agent {
+        return Err(StateDirError::NotOwned {
+            dir: dir.to_owned(),
+            owner: meta.uid(),
+            agent,
+        });
+    }
+    let mode = meta.mode() & 0o777;
+    let whom = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (false, false) => return Ok(()),
+        (true, false) => "its group",
+        (false, true) => "others",
+        (true, true) => "its group and others",
+    };
+    Err(StateDirError::Writable {
+        dir: dir.to_owned(),
+        whom,
+        mode,
+    })
+}
+
 /// Why no running agent's admin address is known.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminAddressError {
@@ -117,5 +189,78 @@ pub fn admin_address(config: &Config) -> Result<SocketAddr, AdminAddressError> {
             .ok_or(AdminAddressError::NoAddress { file }),
         Ok(None) => Err(AdminAddressError::NoAgent { file }),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn with_mode(mode: u32) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_private_or_readable_state_dir_is_accepted() {
+        for mode in [0o700, 0o750, 0o755] {
+            let dir = with_mode(mode);
+            check_state_dir(dir.path()).unwrap_or_else(|e| panic!("{mode:o}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_state_dir_others_may_write_is_refused_saying_how_to_fix_it() {
+        for (mode, whom) in [
+            (0o770, "its group"),
+            (0o703, "others"),
+            (0o777, "its group and others"),
+        ] {
+            let dir = with_mode(mode);
+            let err = check_state_dir(dir.path()).unwrap_err();
+            assert!(
+                matches!(err, StateDirError::Writable { whom: w, .. } if w == whom),
+                "{mode:o}: {err:?}"
+            );
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("chmod 0700 {}", dir.path().display())),
+                "{text}"
+            );
+            assert!(!text.contains('\n'), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_missing_state_dir_is_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = check_state_dir(&dir.path().join("missing")).unwrap_err();
+        assert!(matches!(err, StateDirError::Unreadable { .. }), "{err:?}");
+    }
+
+    /// Only root can give a directory away; as another user this test checks nothing.
+    #[test]
+    fn a_state_dir_of_another_user_is_refused_when_root_can_make_one() {
+        if unsafe { libc::geteuid() } != 0 {
+            return;
+        }
+        let dir = with_mode(0o700);
+        std::os::unix::fs::chown(dir.path(), Some(65534), None).unwrap();
+        let err = check_state_dir(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StateDirError::NotOwned {
+                    owner: 65534,
+                    agent: 0,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("chown 0 "), "{err}");
     }
 }

@@ -230,3 +230,75 @@ async fn log_flags_set_the_format_and_level_of_any_command() {
         "{stderr}"
     );
 }
+
+/// The lab's agent.toml with `state_dir` set to `dir`.
+fn with_state_dir(lab: &TestLab, name: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(lab.config()).expect("read agent.toml");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("state_dir = "))
+        .expect("agent.toml names a state_dir")
+        .to_owned();
+    let named = toml::Value::String(dir.to_string_lossy().into_owned()).to_string();
+    lab.config_variant(name, &[(&line, &format!("state_dir = {named}"))])
+}
+
+/// `valkey-dr run` with `config`: refused at start, so it exits within the deadline. Its exit
+/// code and the one log line about `state_dir`.
+async fn refused_run(config: &std::path::Path) -> (i32, String) {
+    let (code, _, stderr) = valkey_dr(&["run", "--config", config.to_str().unwrap()]).await;
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("state_dir")).collect();
+    assert_eq!(lines.len(), 1, "one line says what is wrong:\n{stderr}");
+    (code, lines[0].to_owned())
+}
+
+/// `valkey-dr run` refuses a `state_dir` its group or others may write, or another user owns
+/// (it holds the admin token and the journals), before it writes anything there: one line
+/// saying what is wrong and the command that fixes it, exit code 2 as for an invalid config
+/// (systemd does not restart it). Giving a directory to another user needs root; run as
+/// another user, this test checks the mode case only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_refuses_a_state_dir_it_does_not_hold_alone() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let lab = TestLab::start().await;
+    let state = lab.dir.path().join("shared-state");
+    std::fs::create_dir(&state).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let config = with_state_dir(&lab, "shared-state.toml", &state);
+    let (code, line) = refused_run(&config).await;
+    assert_eq!(code, 2, "{line}");
+    assert!(line.contains("writable by its group"), "{line}");
+    assert!(
+        line.contains(&format!("chmod 0700 {}", state.display())),
+        "{line}"
+    );
+    let written: Vec<_> = std::fs::read_dir(&state).unwrap().collect();
+    assert!(written.is_empty(), "nothing written to a refused state_dir");
+
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::os::unix::fs::chown(&state, Some(65534), Some(65534)).unwrap();
+    let (code, line) = refused_run(&config).await;
+    assert_eq!(code, 2, "{line}");
+    assert!(
+        line.contains("owned by uid 65534")
+            && line.contains(&format!("chown 0 {}", state.display())),
+        "{line}"
+    );
+}
+
+/// A `state_dir` that does not exist yet is created private (0700), with its parents, and
+/// the agent starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_creates_a_missing_state_dir_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let lab = TestLab::start().await;
+    let state = lab.dir.path().join("new/state");
+    let config = with_state_dir(&lab, "new-state.toml", &state);
+    let agent = support::Agent::start(&config, &state, &[]).await;
+    let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
+    agent.kill9().await;
+}
