@@ -289,13 +289,12 @@ async fn run_refuses_a_state_dir_it_does_not_hold_alone() {
     );
 }
 
-/// A `state_dir` that does not exist yet is created private (0700), with its parents, and
-/// the agent starts.
+/// A `state_dir` that does not exist yet is created private (0700), and the agent starts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_creates_a_missing_state_dir_private() {
     use std::os::unix::fs::PermissionsExt as _;
     let lab = TestLab::start().await;
-    let state = lab.dir.path().join("new/state");
+    let state = lab.dir.path().join("fresh-state");
     let config = with_state_dir(&lab, "new-state.toml", &state);
     let agent = support::Agent::start(&config, &state, &[]).await;
     let mode = std::fs::metadata(&state).unwrap().permissions().mode() & 0o777;
