@@ -814,6 +814,53 @@ async fn sighup_reloads_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
             .log_text()
             .contains("is not valid, so nothing changed")
     );
+
+    // Valid, but its state_dir is writable by others: refused as a start would refuse it.
+    use std::os::unix::fs::PermissionsExt as _;
+    let open_dir = s.state_dir.with_file_name("open-state");
+    std::fs::create_dir(&open_dir).unwrap();
+    std::fs::set_permissions(&open_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let state_line = good
+        .lines()
+        .find(|l| l.trim_start().starts_with("state_dir"))
+        .expect("the config names its state_dir")
+        .to_owned();
+    let moved = good
+        .replacen(&state_line, &format!("state_dir = {:?}", open_dir), 1)
+        .replacen("mode = \"auto-failover\"", "mode = \"alert-only\"", 1);
+    std::fs::write(&s.config, moved).unwrap();
+    let before = s.hook.count("config_error");
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            s.hook.count("config_error") > before
+        })
+        .await,
+        "no config_error for the open state_dir: {:?}\n{}",
+        s.hook.names(),
+        agent.log_text()
+    );
+    let event = s
+        .hook
+        .events()
+        .into_iter()
+        .map(|(_, e)| e)
+        .rfind(|e| e["event"] == "config_error")
+        .unwrap();
+    assert!(
+        event["reasons"].to_string().contains("chmod 0700"),
+        "{event:#}"
+    );
+    let v = status_json(&agent).await.expect("/status answers");
+    assert_eq!(
+        v["agent"]["mode"], "auto-failover",
+        "the running config stays"
+    );
+    assert!(
+        std::fs::read_dir(&open_dir).unwrap().next().is_none(),
+        "nothing written into the refused state_dir"
+    );
 }
 
 /// `pause --reason --for`: the pause shows in /status and the metrics with its reason and

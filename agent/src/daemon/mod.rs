@@ -117,7 +117,7 @@ pub async fn run_with_reloads(
         let new = loop {
             tokio::select! {
                 result = &mut daemon => return result,
-                Some(()) = hangup.recv() => match Config::load(path, &crate::config::ProcessEnv) {
+                Some(()) = hangup.recv() => match reload_candidate(path) {
                     Err(e) => {
                         let reason = crate::text::chain(&e);
                         tracing::error!(
@@ -149,6 +149,29 @@ pub async fn run_with_reloads(
             "config reloaded"
         );
     }
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    /// The file is not a valid config.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Its `state_dir` cannot be created.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Its `state_dir` is not the agent's alone.
+    #[error(transparent)]
+    StateDir(#[from] crate::layout::StateDirError),
+}
+
+/// The config at `path`, if a reload may take it: valid, and its `state_dir` (created 0700
+/// when missing) the agent's alone, as a start demands.
+fn reload_candidate(path: &Path) -> Result<Config, ReloadError> {
+    let config = Config::load(path, &crate::config::ProcessEnv)?;
+    store::ensure_dir(&config.agent.state_dir)?;
+    crate::layout::check_state_dir(&config.agent.state_dir)?;
+    Ok(config)
 }
 
 /// Why a `SIGHUP` left the running config in place, for the `config_error` event.
@@ -609,8 +632,8 @@ fn ensure_descriptors(watches: usize) {
 }
 
 /// Warns when others may read or enter `state_dir`: it holds the admin token and the state
-/// that decides failovers. A warning, not a refusal: an operator may have a reason (a group
-/// of operators), and refusing would leave the cache unwatched.
+/// that decides failovers. Reading is only warned about (the files in it are 0600); anyone
+/// but the agent writing there is refused before this ([`crate::layout::check_state_dir`]).
 fn warn_if_open(state_dir: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
     if let Ok(meta) = std::fs::metadata(state_dir) {
