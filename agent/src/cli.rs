@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::check::{self, Status};
 use crate::commands::{self, render};
 use crate::config::{self, Config, LogFormat, ProcessEnv};
-use crate::control::{AgentError, ControlAction};
+use crate::control::{AgentError, ControlAction, MAX_PAUSE, MIN_PAUSE};
 use crate::text::chain;
 
 /// `valkey-dr --version`: the crate version and the commit it was built from.
@@ -74,9 +74,7 @@ fn parse_log_level(raw: &str) -> Result<String, String> {
         .map_err(|e| format!("{e}; {valid}"))
 }
 
-/// `pause --for` takes what the server takes for `until`: one pair of bounds for both.
-use crate::control::{MAX_PAUSE, MIN_PAUSE};
-
+/// `pause --for`: what the server takes for `until` (one pair of bounds for both).
 fn parse_pause_duration(raw: &str) -> Result<std::time::Duration, String> {
     let d = humantime::parse_duration(raw)
         .map_err(|e| format!("{e} (use a duration such as 30m or 4h)"))?;
