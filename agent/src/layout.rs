@@ -4,7 +4,7 @@
 //! ```text
 //! state_dir/
 //!   admin.json                  the running agent's admin address and pid
-//!   admin.token                 the owner's token (0600), see crate::control::AdminToken
+//!   admin.token                 the owner's token (0600)
 //!   watch-NAME.json             a watch's policy state
 //!   failover-NAME.json          the journal of its current (or last) failover
 //!   failback-NAME.json          the journal of its last failback
@@ -25,7 +25,7 @@ pub fn admin_file(state_dir: &Path) -> PathBuf {
     state_dir.join("admin.json")
 }
 
-/// The file that holds a running agent's admin token (see [`crate::control::AdminToken`]).
+/// The file that holds a running agent's admin token (the control layer's `AdminToken`).
 pub fn token_file(state_dir: &Path) -> PathBuf {
     state_dir.join("admin.token")
 }

@@ -774,25 +774,7 @@ async fn sighup_reloads_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
     );
     assert!(bad.contains("mode = \"alert-only\""), "{bad}");
     std::fs::write(&s.config, bad).unwrap();
-    let before = s.hook.count("config_error");
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            s.hook.count("config_error") > before
-        })
-        .await,
-        "no config_error for the bad reload: {:?}\n{}",
-        s.hook.names(),
-        agent.log_text()
-    );
-    let event = s
-        .hook
-        .events()
-        .into_iter()
-        .map(|(_, e)| e)
-        .rfind(|e| e["event"] == "config_error")
-        .unwrap();
+    let event = refused_reload(&s, &agent, pid, "the bad reload").await;
     let reasons = event["reasons"].to_string();
     assert!(
         reasons.contains("SIGHUP") && reasons.contains("fall"),
@@ -829,25 +811,7 @@ async fn sighup_reloads_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
         .replacen(&state_line, &format!("state_dir = {:?}", open_dir), 1)
         .replacen("mode = \"auto-failover\"", "mode = \"alert-only\"", 1);
     std::fs::write(&s.config, moved).unwrap();
-    let before = s.hook.count("config_error");
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            s.hook.count("config_error") > before
-        })
-        .await,
-        "no config_error for the open state_dir: {:?}\n{}",
-        s.hook.names(),
-        agent.log_text()
-    );
-    let event = s
-        .hook
-        .events()
-        .into_iter()
-        .map(|(_, e)| e)
-        .rfind(|e| e["event"] == "config_error")
-        .unwrap();
+    let event = refused_reload(&s, &agent, pid, "the open state_dir").await;
     assert!(
         event["reasons"].to_string().contains("chmod 0700"),
         "{event:#}"
@@ -861,6 +825,29 @@ async fn sighup_reloads_a_good_config_and_keeps_the_running_one_on_a_bad_one() {
         std::fs::read_dir(&open_dir).unwrap().next().is_none(),
         "nothing written into the refused state_dir"
     );
+}
+
+/// Sends `SIGHUP` to the agent `pid` and returns the `config_error` event its refusal of the
+/// reload sends (`what` names the case in the failure message).
+async fn refused_reload(s: &Setup, agent: &Agent, pid: i32, what: &str) -> serde_json::Value {
+    let before = s.hook.count("config_error");
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0);
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            s.hook.count("config_error") > before
+        })
+        .await,
+        "no config_error for {what}: {:?}\n{}",
+        s.hook.names(),
+        agent.log_text()
+    );
+    s.hook
+        .events()
+        .into_iter()
+        .map(|(_, e)| e)
+        .rfind(|e| e["event"] == "config_error")
+        .expect("a config_error event")
 }
 
 /// `pause --reason --for`: the pause shows in /status and the metrics with its reason and
