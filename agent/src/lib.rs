@@ -63,3 +63,6 @@ pub mod memory;
 pub mod notify;
 pub mod store;
 pub mod text;
+
+#[cfg(test)]
+mod tests;

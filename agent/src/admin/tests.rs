@@ -1239,3 +1239,6 @@ async fn client_reads_no_more_than_its_limit() {
         .expect("bounded")
         .expect("task");
 }
+
+mod fuzz;
+mod property;

@@ -1,0 +1,3 @@
+//! Test support shared by the modules' own tests.
+
+pub(crate) mod fuzz;
