@@ -79,6 +79,20 @@ pub struct Health {
     last_tick: AtomicU64,
     /// Three intervals: one late round is normal under load, three missed ones are not.
     limit: Duration,
+    /// Each watch whose task ended unexpectedly and waits to be started again: the other
+    /// watches still tick, so the stalled-loop test alone would call the agent healthy.
+    down: std::sync::Mutex<BTreeMap<String, TaskDown>>,
+}
+
+/// A watch's task that ended unexpectedly and has not been started again yet.
+#[derive(Debug, Clone)]
+struct TaskDown {
+    /// Why it ended, one escaped line: `panicked (MESSAGE)`.
+    cause: String,
+    /// Which restart comes next.
+    restart: u32,
+    /// When it comes.
+    at: Instant,
 }
 
 impl Health {
@@ -94,7 +108,31 @@ impl Health {
             start,
             last_tick: AtomicU64::new(0),
             limit: interval.saturating_mul(3),
+            down: std::sync::Mutex::default(),
         }
+    }
+
+    /// Records that `watch`'s task ended (`cause`, one escaped line) and is started again,
+    /// for the `restart`th time, at `at`: `/healthz` fails until [`Health::task_up`].
+    pub fn task_down(&self, watch: &str, cause: &str, restart: u32, at: Instant) {
+        let down = TaskDown {
+            cause: cause.to_owned(),
+            restart,
+            at,
+        };
+        self.tasks().insert(watch.to_owned(), down);
+    }
+
+    /// Records that `watch`'s task runs again.
+    pub fn task_up(&self, watch: &str) {
+        self.tasks().remove(watch);
+    }
+
+    fn tasks(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, TaskDown>> {
+        // Held only to copy a few strings: a panic while holding it left the map whole.
+        self.down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records that the loop completed a round.
@@ -110,13 +148,33 @@ impl Health {
         self.last_tick.store(stored, Ordering::Relaxed);
     }
 
-    /// `Ok` while the last round (or the start) is no older than three intervals; otherwise
-    /// a one-line reason for the `503` body.
+    /// `Ok` while every watch's task runs and the last round (or the start) is no older than
+    /// three intervals; otherwise a one-line reason for the `503` body.
     pub fn healthy(&self) -> Result<(), String> {
         self.healthy_at(Instant::now())
     }
 
     fn healthy_at(&self, now: Instant) -> Result<(), String> {
+        if let Some((watch, down)) = self.tasks().iter().next() {
+            let wait = down.at.saturating_duration_since(now);
+            // Whole seconds, rounded up: "restarting in 0s" would be a lie until it happens.
+            let secs = wait.as_millis().div_ceil(1000);
+            return Err(format!(
+                "watch {watch}'s task {}, restarting in {secs}s (restart {})",
+                down.cause, down.restart
+            ));
+        }
+        self.looping_at(now)
+    }
+
+    /// `Ok` while the last round (or the start) is no older than three intervals: what the
+    /// systemd watchdog is fed on. A watch's task being restarted is the daemon's own
+    /// business, and restarting the whole agent would not do it sooner.
+    pub fn looping(&self) -> Result<(), String> {
+        self.looping_at(Instant::now())
+    }
+
+    fn looping_at(&self, now: Instant) -> Result<(), String> {
         let limit = humantime::format_duration(self.limit);
         match self.last_tick.load(Ordering::Relaxed) {
             0 => {

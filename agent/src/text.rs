@@ -20,6 +20,34 @@ fn writable(t: SystemTime) -> SystemTime {
     }
 }
 
+/// How much of a text from outside ([`outside`]) a log line or event shows.
+pub const OUTSIDE_TEXT_CHARS: usize = 512;
+
+/// Text the agent does not control (a webhook's or a gate's answer, a command's output, an
+/// AWS or server error, a panic's message) as one line for a log or an event: cut to
+/// [`OUTSIDE_TEXT_CHARS`] characters, control characters and bidirectional overrides
+/// escaped (`\n`, `\x1b`, ...), so it can neither forge a log line nor act on a terminal.
+/// Every such text goes through here; [`chat_markup`] is the chat sinks' second step.
+pub fn outside(raw: impl AsRef<[u8]>) -> String {
+    valkey_dr_probes::foreign_text(raw.as_ref(), OUTSIDE_TEXT_CHARS)
+}
+
+/// `text` made inert for chat markup (Slack's `mrkdwn`, Mattermost, ...): `&`, `<` and `>`
+/// written as `&amp;`, `&lt;` and `&gt;`, so a `<!channel>` or `<https://x|y>` from outside
+/// is shown, not acted on. Applied to the human text of a webhook body.
+pub fn chat_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A time as RFC 3339 to the second, UTC: how `/status`, events and journals write times.
 /// A time before 1970 or after year 9999 is written as the nearest end of that range.
 pub fn rfc3339_seconds(t: SystemTime) -> String {

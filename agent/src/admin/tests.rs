@@ -520,6 +520,7 @@ fn status_doc(watches: Vec<WatchStatus>) -> StatusDocument {
             version: "0".into(),
         },
         readiness: None,
+        tasks: Default::default(),
         watches,
     }
 }

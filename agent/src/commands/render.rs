@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use super::failover::Approved;
-use super::status::{DnsView, Looked, RecordView, StatusReport, WatchReport};
+use super::status::{AgentView, DnsView, Looked, RecordView, StatusReport, WatchReport};
 use super::{OpReport, Progress};
 use crate::control::status::{ControlAnswer, FailoverSummary, WatchAnswer};
 use crate::text::rfc3339_millis;
@@ -244,13 +244,8 @@ fn watch_text(out: &mut String, w: &WatchReport, command: &str) {
     }
     let _ = writeln!(
         out,
-        "  agent:   {} ({})",
-        or_dash(w.agent.state.as_deref()),
-        if w.agent.running {
-            "a daemon runs this watch"
-        } else {
-            "no daemon runs this watch; the state saved last"
-        }
+        "  agent:   {}",
+        agent_line(&w.name, &w.agent, SystemTime::now())
     );
     if let Some(pause) = &w.agent.pause {
         let _ = writeln!(out, "  paused:  {}", pause.text());
@@ -259,6 +254,33 @@ fn watch_text(out: &mut String, w: &WatchReport, command: &str) {
         None => out.push_str("  last failover: none\n"),
         Some(Looked::Failed { .. }) => out.push_str("  last failover: - - started -\n"),
         Some(Looked::Found(f)) => failover_text(out, f, &w.name, command),
+    }
+}
+
+/// The `agent:` line of `status` at `now`: never "healthy" while the watch's task is down.
+fn agent_line(name: &str, agent: &AgentView, now: SystemTime) -> String {
+    let state = or_dash(agent.state.as_deref());
+    match &agent.task {
+        Some(task) if task.restarting() => {
+            let wait = task
+                .restart_at
+                .as_deref()
+                .and_then(|at| humantime::parse_rfc3339(at).ok())
+                .and_then(|at| at.duration_since(now).ok())
+                .map_or(0, |d| d.as_millis().div_ceil(1000));
+            format!(
+                "unhealthy: watch {name}'s task {}, restarting in {wait}s (restart {}); not probed meanwhile, the state saved last: {state}",
+                task.last_panic, task.restarts
+            )
+        }
+        Some(task) => format!(
+            "{state} (a daemon runs this watch; its task was started again {} time{}, last after it {})",
+            task.restarts,
+            if task.restarts == 1 { "" } else { "s" },
+            task.last_panic
+        ),
+        None if agent.running => format!("{state} (a daemon runs this watch)"),
+        None => format!("{state} (no daemon runs this watch; the state saved last)"),
     }
 }
 
@@ -441,6 +463,7 @@ mod tests {
                     running: true,
                     served_by_dr: Some(false),
                     state: Some("failing_over".into()),
+                    task: None,
                 },
                 configured_ttl: 30,
                 dns: Some(Looked::Failed {
@@ -481,6 +504,63 @@ watch sessions (cache.internal.example)
 ";
         assert_eq!(text, expected);
         assert!(!text.contains('{'), "never a JSON fragment: {text}");
+    }
+
+    /// Issue 23: a watch whose task had panicked was still shown as "healthy (a daemon runs
+    /// this watch)".
+    #[test]
+    fn status_says_unhealthy_while_a_watch_task_is_down_and_counts_restarts_after() {
+        let task = crate::control::status::TaskStatus {
+            last_panic: "panicked (a bug\\n)".into(),
+            restart_at: Some("2026-12-07T07:00:04Z".into()),
+            restarts: 2,
+            task: "restarting".into(),
+        };
+        let mut agent = AgentView {
+            pause: None,
+            running: true,
+            served_by_dr: Some(false),
+            state: Some("healthy".into()),
+            task: Some(task.clone()),
+        };
+        assert_eq!(
+            agent_line("sessions", &agent, at()),
+            "unhealthy: watch sessions's task panicked (a bug\\n), restarting in 4s (restart 2); \
+             not probed meanwhile, the state saved last: healthy"
+        );
+        agent.task = Some(crate::control::status::TaskStatus {
+            restart_at: None,
+            task: "running".into(),
+            ..task
+        });
+        assert_eq!(
+            agent_line("sessions", &agent, at()),
+            "healthy (a daemon runs this watch; its task was started again 2 times, last after it \
+             panicked (a bug\\n))"
+        );
+        agent.task = None;
+        assert_eq!(
+            agent_line("sessions", &agent, at()),
+            "healthy (a daemon runs this watch)"
+        );
+        let mut r = report(true);
+        r.watches[0].agent.task = Some(crate::control::status::TaskStatus {
+            restart_at: Some("2026-12-07T07:00:04Z".into()),
+            task: "restarting".into(),
+            restarts: 1,
+            last_panic: "panicked (x)".into(),
+        });
+        let text = status_text(&r);
+        assert!(
+            text.contains(
+                "  agent:   unhealthy: watch sessions's task panicked (x), restarting in "
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("a daemon runs this watch"), "{text}");
+        let json: serde_json::Value = serde_json::from_str(&status_json(&r)).unwrap();
+        assert_eq!(json["watches"][0]["agent"]["task"]["task"], "restarting");
+        assert_eq!(json["watches"][0]["agent"]["task"]["restarts"], 1);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use valkey_dr_probes::{PathKind, Prober, ResolverSettings};
 
 use super::running_agent;
 use crate::config::{Config, WatchConfig};
-use crate::control::status::{FailoverSummary, PauseStatus, WatchStatus};
+use crate::control::status::{FailoverSummary, PauseStatus, TaskStatus, WatchStatus};
 use crate::executor::api::{CacheApi as _, CacheStatus, DnsApi as _};
 use crate::executor::sdk::{SdkCache, SdkDns};
 use crate::text::chain;
@@ -133,6 +133,11 @@ pub struct AgentView {
     pub served_by_dr: Option<bool>,
     /// Its policy state.
     pub state: Option<String>,
+    /// The daemon's task for the watch, once it has ended unexpectedly: `restarting` while it
+    /// is down (the watch is not probed then), `running` once started again. Left out when
+    /// it never ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskStatus>,
 }
 
 /// `valkey-dr status` for `only` (every watch when `None`): the report, and 1 when some
@@ -147,7 +152,13 @@ pub async fn status(config: &Config, only: Option<&str>) -> (i32, StatusReport) 
     for w in &config.watches {
         if only.is_none_or(|n| n == w.name) {
             let running = agent.as_ref().and_then(|doc| doc.watch(&w.name));
-            watches.push(look.watch(w, running).await);
+            let mut report = look.watch(w, running).await;
+            // A task that panicked before its first round has no entry, but a daemon runs it.
+            if let Some(task) = agent.as_ref().and_then(|doc| doc.tasks.get(&w.name)) {
+                report.agent.running = true;
+                report.agent.task = Some(task.clone());
+            }
+            watches.push(report);
         }
     }
     let report = StatusReport {
@@ -311,5 +322,6 @@ fn agent_view(running: Option<&WatchStatus>, saved: Option<&WatchState>) -> Agen
             (None, Some(s)) => Some(s.state().as_str().to_owned()),
             (None, None) => None,
         },
+        task: None,
     }
 }

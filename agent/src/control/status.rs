@@ -26,8 +26,34 @@ pub struct StatusDocument {
     /// The readiness task's last pass; the admin server adds it when asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub readiness: Option<ReadinessStatus>,
+    /// Each watch whose task ended unexpectedly since the agent started, by name: left out
+    /// while there is none.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tasks: BTreeMap<String, TaskStatus>,
     /// Every watch, sorted by name.
     pub watches: Vec<WatchStatus>,
+}
+
+/// A watch's task that ended unexpectedly (a panic), in `/status` `tasks`: the daemon
+/// starts it again from its saved state, after a backoff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    /// Why it ended last, one escaped line: `panicked (MESSAGE)`.
+    pub last_panic: String,
+    /// When it is started again (RFC 3339), while `restarting`.
+    #[serde(default)]
+    pub restart_at: Option<String>,
+    /// How many times it has been started again, the pending one included.
+    pub restarts: u32,
+    /// `restarting` while it is down, `running` once started again.
+    pub task: String,
+}
+
+impl TaskStatus {
+    /// Whether the task is down, waiting to be started again.
+    pub fn restarting(&self) -> bool {
+        self.task == "restarting"
+    }
 }
 
 impl StatusDocument {

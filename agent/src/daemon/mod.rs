@@ -9,6 +9,7 @@
 //! `WATCHDOG=1` while the loop is healthy, `STATUS=` with a one-line summary).
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -43,6 +44,9 @@ use crate::witness::Witness;
 mod ops;
 mod round;
 mod status;
+mod supervisor;
+
+use supervisor::ControlSlot;
 
 /// How often `/status` and systemd's `STATUS=` are rebuilt from the watches' last rounds.
 const PUBLISH_EVERY: Duration = Duration::from_millis(250);
@@ -207,6 +211,7 @@ pub async fn run_reloadable(
     let (status_tx, status_rx) = watch::channel(StatusDocument {
         agent: agent_status(&config),
         readiness: None,
+        tasks: BTreeMap::new(),
         watches: Vec::new(),
     });
     let (control_tx, control_rx) = mpsc::channel(16);
@@ -241,9 +246,16 @@ pub async fn run_reloadable(
         "valkey-dr started"
     );
     let (done_tx, done_rx) = mpsc::channel(64);
+    let (task_news, task_news_rx) = mpsc::unbounded_channel();
     let config = Arc::new(config);
-    let (tasks, watch_controls) =
-        spawn_watches(&config, specs, &prober, &shared, &shutdown, done_tx);
+    let (tasks, watch_controls) = spawn_watches(
+        &config,
+        specs,
+        &prober,
+        &shared,
+        &shutdown,
+        (done_tx, task_news),
+    );
     let background = [
         tokio::spawn(dispatch_control(control_rx, watch_controls)),
         tokio::spawn(crate::readiness::run(
@@ -255,7 +267,8 @@ pub async fn run_reloadable(
         )),
         shared.refusals,
     ];
-    supervise(&config, done_rx, status_tx, &shared.health, &shutdown).await;
+    let news = (done_rx, task_news_rx);
+    supervise(&config, news, status_tx, &shared.health, &shutdown).await;
     shut_down(
         tasks,
         background,
@@ -353,22 +366,26 @@ async fn announce_refused_reloads(
 /// A watch task's way to hear control requests.
 type ControlTx = mpsc::Sender<(ControlAction, oneshot::Sender<WatchAnswer>)>;
 
-/// Starts one task per watch, each from its saved state; their handles, and where each
-/// hears control requests.
+/// Where a watch task hears control requests.
+type ControlRx = mpsc::Receiver<(ControlAction, oneshot::Sender<WatchAnswer>)>;
+
+/// Starts one supervised task per watch, each from its saved state ([`supervisor`] starts
+/// it again if it ends before shutdown); the supervisors' handles, and where each watch hears
+/// control requests. `news` carries each round's status and each task's restarts.
 fn spawn_watches(
     config: &Arc<Config>,
     specs: Vec<ProbeSpec>,
     prober: &Arc<Prober>,
     shared: &Shared,
     shutdown: &CancellationToken,
-    done: mpsc::Sender<RoundDone>,
+    (done, tasks_news): (mpsc::Sender<RoundDone>, TaskNews),
 ) -> (
     Vec<tokio::task::JoinHandle<()>>,
-    BTreeMap<String, ControlTx>,
+    BTreeMap<String, ControlSlot>,
 ) {
     let mut controls = BTreeMap::new();
     let mut tasks = Vec::new();
-    let aws_witnesses = Arc::new(crate::witness::AwsWitnesses::new(
+    let witnesses = Arc::new(crate::witness::AwsWitnesses::new(
         config,
         shared.min_interval,
     ));
@@ -378,50 +395,131 @@ fn spawn_watches(
             paths.push(PathKind::Reader);
         }
         shared.metrics.register_watch(&w.name, &paths);
-        let (ctl_tx, ctl_rx) = mpsc::channel(4);
-        controls.insert(w.name.clone(), ctl_tx);
-        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
-        let task = WatchTask {
+        let start = WatchStart {
             config: config.clone(),
             index,
+            spec,
+            prober: prober.clone(),
+            witnesses: witnesses.clone(),
+            shutdown: shutdown.clone(),
+            notifier: shared.notifier.clone(),
+            metrics: shared.metrics.clone(),
+            health: shared.health.clone(),
+            peers: shared.peers.clone(),
+            approvals: shared.approvals.get(&w.name).cloned().unwrap_or_default(),
+            done: done.clone(),
+        };
+        let watchers = supervisor::Watchers {
+            health: shared.health.clone(),
+            announce: announce_task_end(shared.notifier.clone(), config.clone()),
+            news: tasks_news.clone(),
+        };
+        let slot = ControlSlot::new();
+        controls.insert(w.name.clone(), slot.clone());
+        tasks.push(tokio::spawn(supervisor::keep_running(
+            w.name.clone(),
+            slot,
+            move |control| start.clone().run(control),
+            watchers,
+            shutdown.clone(),
+        )));
+    }
+    (tasks, controls)
+}
+
+/// Each watch task's restarts, for `/status` `tasks`.
+type TaskNews = mpsc::UnboundedSender<(String, crate::control::status::TaskStatus)>;
+
+/// A watch task's end, as a `config_error` event. The task that knew the watch's state is
+/// gone, so the event carries the state saved last.
+fn announce_task_end(notifier: Notifier, config: Arc<Config>) -> supervisor::Announce {
+    Arc::new(move |watch, reasons, status| {
+        let path = layout::state_file(&config.agent.state_dir, watch);
+        let saved = store::read_json::<WatchState>(&path).ok().flatten();
+        let state = saved.unwrap_or_default().state().as_str();
+        let mut event = Event::executor(
+            EventName::ConfigError,
+            watch,
+            &config.agent.id,
+            (state, state),
+            None,
+        );
+        event.reasons = reasons;
+        event.detail = Some(json!({ "task": status }));
+        notifier.notify(event);
+    })
+}
+
+/// What starting one watch's task takes, again at each restart.
+#[derive(Clone)]
+struct WatchStart {
+    config: Arc<Config>,
+    /// The watch's place in `config.watches`.
+    index: usize,
+    /// The configured primary's probe spec.
+    spec: ProbeSpec,
+    prober: Arc<Prober>,
+    witnesses: Arc<crate::witness::AwsWitnesses>,
+    shutdown: CancellationToken,
+    notifier: Notifier,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    peers: Option<Arc<Peers>>,
+    approvals: Arc<crate::executor::Approvals>,
+    done: mpsc::Sender<RoundDone>,
+}
+
+impl WatchStart {
+    /// The watch's task, from its saved state, hearing `control`.
+    fn run(self, control: ControlRx) -> impl Future<Output = ()> + Send + 'static {
+        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+        self.task(ops_tx).run(control, ops_rx)
+    }
+
+    fn task(&self, ops: mpsc::UnboundedSender<OpMsg>) -> WatchTask {
+        let config = &self.config;
+        let w = &config.watches[self.index];
+        WatchTask {
+            config: config.clone(),
+            index: self.index,
             name: w.name.clone(),
             agent_id: config.agent.id.clone(),
-            shutdown: shutdown.clone(),
+            shutdown: self.shutdown.clone(),
             probing: Probing {
-                prober: prober.clone(),
+                prober: self.prober.clone(),
                 interval: w.probe.interval,
-                primary: spec.clone(),
-                spec,
+                primary: self.spec.clone(),
+                spec: self.spec.clone(),
                 kept: Connections::default(),
                 kept_old_primary: Connections::default(),
-                witness: Witness::new(config, index, aws_witnesses.clone()),
+                witness: Witness::new(config, self.index, self.witnesses.clone()),
             },
-            judging: Judging::restored(config, w, shared),
+            judging: Judging::restored(self),
             operations: Operations {
                 runner: None,
                 op: None,
-                ops: ops_tx,
+                ops,
                 following: false,
                 last_failover: None,
                 last_failback: None,
-                approvals: shared.approvals.get(&w.name).cloned().unwrap_or_default(),
+                approvals: self.approvals.clone(),
             },
             telling: Telling {
-                notifier: shared.notifier.clone(),
-                metrics: shared.metrics.clone(),
-                health: shared.health.clone(),
-                done: done.clone(),
+                notifier: self.notifier.clone(),
+                metrics: self.metrics.clone(),
+                health: self.health.clone(),
+                done: self.done.clone(),
             },
-        };
-        tasks.push(tokio::spawn(task.run(ctl_rx, ops_rx)));
+        }
     }
-    (tasks, controls)
 }
 
 impl Judging {
     /// A watch's judging as its saved state left it, with the writer that saves it from now
     /// on; the state and pause gauges show it from the first scrape.
-    fn restored(config: &Config, w: &WatchConfig, shared: &Shared) -> Self {
+    fn restored(start: &WatchStart) -> Self {
+        let (config, shared) = (&start.config, start);
+        let w = &config.watches[start.index];
         let path = layout::state_file(&config.agent.state_dir, &w.name);
         let (state, moved) = load_state(&path, &w.name, SystemTime::now());
         if !moved.is_empty() {
@@ -724,12 +822,15 @@ fn within_bounds(mut state: WatchState, now: SystemTime) -> (WatchState, Vec<Str
     (state, moved)
 }
 
-/// Collects round results: `/status` (whose `readiness` the admin server adds from the
-/// readiness task's own channel, uncopied until asked), systemd readiness, watchdog and
-/// status line.
+/// Collects round results and the watch tasks' restarts: `/status` (whose `readiness` the
+/// admin server adds from the readiness task's own channel, uncopied until asked), systemd
+/// readiness, watchdog and status line.
 async fn supervise(
     config: &Config,
-    mut done: mpsc::Receiver<RoundDone>,
+    (mut done, mut restarts): (
+        mpsc::Receiver<RoundDone>,
+        mpsc::UnboundedReceiver<(String, crate::control::status::TaskStatus)>,
+    ),
     status: watch::Sender<StatusDocument>,
     health: &Health,
     shutdown: &CancellationToken,
@@ -748,6 +849,12 @@ async fn supervise(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            Some((watch, task)) = restarts.recv() => {
+                status.send_modify(|doc| {
+                    doc.tasks.insert(watch, task);
+                });
+                continue;
+            }
             round = done.recv() => match round {
                 Some(round) => {
                     summaries.insert(round.watch.clone(), round.summary);
@@ -762,7 +869,7 @@ async fn supervise(
             _ = publish.tick() => {
                 if pending.is_empty() {
                     // Nothing new, but a healthy loop still feeds the watchdog.
-                    if ready && health.healthy().is_ok() {
+                    if ready && health.looping().is_ok() {
                         let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
                     }
                     continue;
@@ -783,7 +890,7 @@ async fn supervise(
         }
         // The watchdog is fed only while the loop is healthy, so that systemd restarts an
         // agent whose rounds have stalled.
-        if health.healthy().is_ok() {
+        if health.looping().is_ok() {
             notes.push(sd_notify::NotifyState::Watchdog);
         }
         let _ = sd_notify::notify(&notes);
@@ -793,12 +900,12 @@ async fn supervise(
 /// Routes pause/resume from the admin server to the watch tasks.
 async fn dispatch_control(
     mut requests: mpsc::Receiver<ControlRequest>,
-    watches: BTreeMap<String, ControlTx>,
+    watches: BTreeMap<String, ControlSlot>,
 ) {
     while let Some(req) = requests.recv().await {
         let targets: Vec<_> = match &req.watch {
             Some(name) => match watches.get(name) {
-                Some(tx) => vec![(name.clone(), tx.clone())],
+                Some(slot) => vec![(name.clone(), slot.sender())],
                 None => {
                     let valid: Vec<_> = watches.keys().map(|n| format!("{n:?}")).collect();
                     let _ = req.reply.send(Err(format!(
@@ -810,7 +917,7 @@ async fn dispatch_control(
             },
             None => watches
                 .iter()
-                .map(|(n, tx)| (n.clone(), tx.clone()))
+                .map(|(n, slot)| (n.clone(), slot.sender()))
                 .collect(),
         };
         let mut answer = ControlAnswer::default();
@@ -995,6 +1102,15 @@ struct Op {
     id: String,
     /// Aborted at shutdown: the journal resumes the failover on the next start.
     task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Op {
+    /// A watch task that panics drops its operation: the executor must stop with it (its
+    /// journal resumes it when the task starts again), or the restarted task would run a
+    /// second one from the same journal.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// One watch's task: who it is, and its four parts, each owning what its job needs.

@@ -155,9 +155,9 @@ impl WatchTask {
     /// `valkey-dr abort`: stops the failover in flight (at its next await point; its journal
     /// says which step it was in) or ends an unfinished journal.
     pub(super) async fn abort(&mut self, delete_dr: bool) -> WatchAnswer {
-        if let Some(op) = self.operations.op.take_if(|op| op.kind == OpKind::Failover) {
+        if let Some(mut op) = self.operations.op.take_if(|op| op.kind == OpKind::Failover) {
             op.task.abort();
-            let _ = op.task.await;
+            let _ = (&mut op.task).await;
         }
         if self.operations.op.is_some() {
             return WatchAnswer::not_aborted("a failback is running; it is not aborted");
