@@ -294,11 +294,15 @@ impl Event {
         line
     }
 
-    /// The webhook body: every field, plus Slack's `text`.
+    /// The webhook body: every field, plus Slack's `text`. Chat services render `text` as
+    /// markup, and its reasons hold outside text (a server's error, a gate's or a peer's
+    /// answer), so it is made inert there ([`crate::text::chat_markup`]): a `<!channel>` from
+    /// a server is shown, never sent. The other fields are data and stay as they are.
     pub fn to_json(&self) -> Value {
         let mut v = serde_json::to_value(self).unwrap_or(Value::Null);
         if let Value::Object(map) = &mut v {
-            map.insert("text".into(), Value::String(self.text()));
+            let text = crate::text::chat_markup(&self.text());
+            map.insert("text".into(), Value::String(text));
         }
         v
     }

@@ -14,7 +14,7 @@ use hyper::body::Bytes;
 use serde::Serialize;
 
 use crate::config::{GateAt, GateCheck, GateConfig, GateMethod, OnTimeout};
-use crate::notify::{Ran, Webhook, run_command};
+use crate::notify::{Failure, Ran, Webhook, run_command};
 
 /// What a gate is told (on stdin, or as a POST's body): which failover, before which step,
 /// and what is ready. The fields are in alphabetical order, the order of the JSON a gate
@@ -176,6 +176,8 @@ async fn run(g: &GateConfig, client: Option<&Webhook>, at: GateAt, body: &str) -
                     stderr,
                 } => {
                     let said = first_line(if stderr.is_empty() { &stdout } else { &stderr });
+                    // The command's words reach logs and events: escaped to one line.
+                    let said = crate::text::outside(said);
                     Verdict::Closed(if said.is_empty() {
                         status.to_string()
                     } else {
@@ -205,6 +207,11 @@ async fn run(g: &GateConfig, client: Option<&Webhook>, at: GateAt, body: &str) -
                 Err(e) if e.timed_out() => Verdict::TimedOut(format!(
                     "no answer within {}",
                     humantime::format_duration(g.timeout)
+                )),
+                // The server's first line, escaped: it reaches logs and events.
+                Err(Failure::Status(status, body)) => Verdict::Closed(format!(
+                    "HTTP {status}: {}",
+                    crate::text::outside(first_line(&body))
                 )),
                 Err(e) => Verdict::Closed(first_line(&e.to_string())),
             }

@@ -37,6 +37,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
+
+use crate::text::outside;
 use tracing::{debug, error, info, warn};
 
 use crate::config::{NotifyConfig, redact_url};
@@ -344,6 +346,7 @@ pub(crate) struct Webhook {
 
 /// Why one webhook attempt (or http gate check) failed.
 pub(crate) enum Failure {
+    /// A status other than 2xx, and the start of the body as it came (shown escaped).
     Status(StatusCode, String),
     Timeout(Duration),
     Transport(hyper_util::client::legacy::Error),
@@ -376,7 +379,8 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Status(status, body) if body.is_empty() => write!(f, "HTTP {status}"),
-            Failure::Status(status, body) => write!(f, "HTTP {status}: {body}"),
+            // The body is the server's text: escaped to one line wherever it is shown.
+            Failure::Status(status, body) => write!(f, "HTTP {status}: {}", outside(body)),
             Failure::Timeout(limit) => write!(f, "no response within {limit:?}"),
             Failure::Transport(e) => {
                 // The chain names hosts and OS errors, never the URL's path or query.
@@ -558,6 +562,9 @@ async fn body_start(mut body: Incoming) -> String {
     printable(&kept, more)
 }
 
+/// A command's output or a response's body as it came, cut to [`OUTPUT_CAP`] bytes: lines
+/// are kept so that a gate can take its first. It is outside text: [`outside`] escapes it
+/// before it reaches a log line or an event.
 fn printable(bytes: &[u8], truncated: bool) -> String {
     let mut text = String::from_utf8_lossy(bytes).trim().to_string();
     if truncated {
@@ -582,6 +589,7 @@ impl Command {
                 stderr,
             } if status.success() => {
                 info!(sink = "command", program, event = %event.event, watch = %event.watch, %status, "notification command succeeded");
+                let (stdout, stderr) = (outside(&stdout), outside(&stderr));
                 debug!(sink = "command", program, %stdout, %stderr, "notification command output");
                 return true;
             }
@@ -590,6 +598,7 @@ impl Command {
                 stdout,
                 stderr,
             } => {
+                let (stdout, stderr) = (outside(&stdout), outside(&stderr));
                 warn!(sink = "command", program, event = %event.event, watch = %event.watch, %status, %stdout, %stderr, "notification command failed");
             }
             Ran::NotStarted(e) => {

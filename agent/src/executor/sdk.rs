@@ -592,7 +592,9 @@ impl Failed {
         };
         Failed {
             failure,
-            reason,
+            // AWS's message (or an endpoint's answer) is outside text: it reaches logs and
+            // events, escaped to one line like every other.
+            reason: crate::text::outside(reason),
             request_id,
         }
     }

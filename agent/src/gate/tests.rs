@@ -99,6 +99,32 @@ async fn a_command_opens_on_exit_0_and_holds_with_what_it_said_otherwise() {
     );
 }
 
+/// Issue 23: a gate's words reach the log and the `failover_held` event; a terminal
+/// escape in them must arrive as text.
+#[tokio::test]
+async fn a_gate_command_s_answer_reaches_the_hold_escaped() {
+    let closed = command(
+        "freeze",
+        GateAt::SwitchDns,
+        &[
+            "sh",
+            "-c",
+            "printf '\\033[31mfrozen\\033]0;owned\\007 <!channel>\\n' >&2; exit 3",
+        ],
+        SECOND,
+        OnTimeout::Hold,
+    );
+    assert_eq!(
+        Gates::new(&[closed])
+            .check(GateAt::SwitchDns, &json!({ "watch": "sessions" }))
+            .await,
+        Passage::Held {
+            gate: "freeze".into(),
+            answer: "freeze: exit status: 3: \\x1b[31mfrozen\\x1b]0;owned\\x07 <!channel>".into(),
+        }
+    );
+}
+
 #[tokio::test]
 async fn a_command_reads_the_failover_on_stdin_and_its_gate_in_the_environment() {
     let gate = command(

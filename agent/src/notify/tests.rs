@@ -127,6 +127,8 @@ struct Received {
 
 enum Reply {
     Status(u16),
+    /// A status with this body.
+    Body(u16, &'static [u8]),
     /// Read the request, never answer, keep the connection open.
     Silent,
 }
@@ -153,6 +155,14 @@ async fn http_server(replies: Vec<Reply>) -> (SocketAddr, mpsc::UnboundedReceive
                         "HTTP/1.1 {code} Test\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope"
                     );
                     let _ = stream.write_all(response.as_bytes()).await;
+                }
+                Reply::Body(code, body) => {
+                    let head = format!(
+                        "HTTP/1.1 {code} Test\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(head.as_bytes()).await;
+                    let _ = stream.write_all(body).await;
                 }
                 Reply::Silent => silent.push(stream),
             }
@@ -250,6 +260,73 @@ async fn webhook_posts_the_event_as_json() {
     assert_eq!(body["at"], "2023-11-14T22:13:20.000Z");
     assert_eq!(body["failover_id"], "fo-1");
     assert_eq!(body["text"], sent.text());
+    stop(shutdown, sinks, PROMPTLY).await;
+}
+
+/// Issue 23: a webhook's error body reached the log with its control characters, so a
+/// receiver could colour, rewrite or forge log lines.
+#[tokio::test]
+async fn a_webhook_error_body_is_logged_escaped_on_one_line() {
+    let (logs, _guard) = Logs::capture();
+    let body: &[u8] = b"\x1b[31minvalid_payload\nERROR forged line";
+    let (addr, mut requests) = http_server(vec![Reply::Body(400, body)]).await;
+    let shutdown = CancellationToken::new();
+    let url = format!("http://{addr}/hook");
+    let (notifier, sinks) = Notifier::spawn(
+        &[webhook(url, PROMPTLY)],
+        shutdown.clone(),
+        Arc::new(|_, _| {}),
+    );
+
+    notifier.notify(event(EventName::Down));
+    next_request(&mut requests).await;
+    let escaped = "HTTP 400 Bad Request: \\x1b[31minvalid_payload\\nERROR forged line";
+    assert!(
+        logs.wait_for(&["webhook notification not delivered", escaped], PROMPTLY)
+            .await,
+        "{}",
+        logs.text()
+    );
+    let text = logs.text();
+    assert!(!text.contains('\x1b'), "{text}");
+    assert!(
+        !text.lines().any(|l| l.starts_with("ERROR forged")),
+        "{text}"
+    );
+    stop(shutdown, sinks, PROMPTLY).await;
+}
+
+/// Issue 23: a server's error text reached chat as markup, so `<!channel>` paged a whole
+/// channel and `<https://x|y>` showed a link under another name.
+#[tokio::test]
+async fn server_text_in_an_event_reaches_chat_as_text_not_markup() {
+    let (addr, mut requests) = http_server(vec![Reply::Status(200)]).await;
+    let shutdown = CancellationToken::new();
+    let url = format!("http://{addr}/hook");
+    let (notifier, sinks) = Notifier::spawn(
+        &[webhook(url, PROMPTLY)],
+        shutdown.clone(),
+        Arc::new(|_, _| {}),
+    );
+    // What the probes make of a server's error reply: cut and escaped for control
+    // characters, its markup untouched.
+    let said = valkey_dr_probes::foreign_text(b"-ERR <!channel> see <https://x|y> & co", 256);
+    let mut sent = event(EventName::ConfigError);
+    sent.reasons = vec![format!("direct: auth: server said {said}")];
+
+    notifier.notify(sent.clone());
+    let body = next_request(&mut requests).await.body;
+    let text = body["text"].as_str().unwrap();
+    assert!(
+        text.ends_with(
+            ": direct: auth: server said -ERR &lt;!channel&gt; see &lt;https://x|y&gt; &amp; co"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains('<') && !text.contains('>'), "{text}");
+    // The data fields are the contract's, as they were.
+    assert_eq!(body["reasons"], json!(sent.reasons));
+    assert_eq!(body["event"], "config_error");
     stop(shutdown, sinks, PROMPTLY).await;
 }
 
