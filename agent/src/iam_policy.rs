@@ -6,13 +6,20 @@
 //! (the compare-and-swap never UPSERTs); the DR cache, and the drill caches, which are the only
 //! caches it may delete. The config names no account, so ARNs carry `*` there: replace it
 //! with the account id to narrow the policy further.
+//!
+//! The mode decides what the agent may change. In `alert-only` it never builds, deletes,
+//! tags or switches anything (a drill is a person's act, with an acting role), so its policy
+//! reads only: the record, the caches, the preflight reads, the witness, `elasticache:Connect`
+//! and `iam:SimulatePrincipalPolicy` (so preflight's `permissions` check, which asks about
+//! this same policy, passes on a read-only role). `prepare` and `auto-failover` get the
+//! whole policy.
 
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
 use crate::config::partition;
-use crate::config::{Config, Credential, WatchConfig, WitnessConfig};
+use crate::config::{Config, Credential, Mode, WatchConfig, WitnessConfig};
 
 /// What `CreateServerlessCache` calls on the caller's behalf to build the cache's VPC endpoint
 /// (the Service Authorization Reference lists them as its dependent actions). The Describe
@@ -31,12 +38,14 @@ pub fn policy(config: &Config) -> Value {
     let mut sids = Sids::default();
     let mut dr_regions = BTreeSet::new();
     let mut route53_partition = None;
+    let acts = config.agent.mode != Mode::AlertOnly;
     for w in &config.watches {
         dr_regions.insert(w.dr.region.clone());
         route53_partition.get_or_insert_with(|| partition(&w.primary.region));
-        watch_statements(w, &mut sids, &mut statements);
+        watch_statements(w, acts, &mut sids, &mut statements);
     }
-    if let Some(p) = route53_partition {
+    // A change is only waited for by the agent that made it.
+    if let Some(p) = route53_partition.filter(|_| acts) {
         statements.push(json!({
             "Sid": sids.unique("Route53WaitForChange", ""),
             "Effect": "Allow",
@@ -54,7 +63,7 @@ pub fn policy(config: &Config) -> Value {
             "Resource": [format!("arn:{p}:iam::*:role/*"), format!("arn:{p}:iam::*:user/*")],
         }));
     }
-    if !dr_regions.is_empty() {
+    if acts && !dr_regions.is_empty() {
         statements.push(json!({
             "Sid": sids.unique("Ec2DescribeForDrCache", ""),
             "Effect": "Allow",
@@ -68,7 +77,8 @@ pub fn policy(config: &Config) -> Value {
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
-fn watch_statements(w: &WatchConfig, sids: &mut Sids, out: &mut Vec<Value>) {
+/// The statements for watch `w`; without `acts` (alert-only), only those that read.
+fn watch_statements(w: &WatchConfig, acts: bool, sids: &mut Sids, out: &mut Vec<Value>) {
     let name = &w.name;
     let p = partition(&w.primary.region);
     let dr = &w.dr.region;
@@ -86,13 +96,99 @@ fn watch_statements(w: &WatchConfig, sids: &mut Sids, out: &mut Vec<Value>) {
     let drill_caches = cache_arn(dr, &format!("{}-drill-*", w.dr.cache_name));
     let primary_cache = cache_arn(&w.primary.region, &w.primary.cache_name);
 
-    let zone_arn = zone.clone();
     out.push(json!({
         "Sid": sids.unique("Route53ReadRecord", name),
         "Effect": "Allow",
         "Action": ["route53:ListResourceRecordSets"],
         "Resource": [zone],
     }));
+    out.push(json!({
+        "Sid": sids.unique("ElastiCacheReadPrimary", name),
+        "Effect": "Allow",
+        "Action": ["elasticache:DescribeServerlessCaches"],
+        "Resource": [primary_cache],
+    }));
+    if acts {
+        acting_statements(w, sids, out);
+    } else {
+        // `status` and the readiness checks describe the DR cache, which only an acting
+        // agent builds.
+        out.push(json!({
+            "Sid": sids.unique("ElastiCacheReadDrCache", name),
+            "Effect": "Allow",
+            "Action": ["elasticache:DescribeServerlessCaches"],
+            "Resource": [dr_cache],
+        }));
+    }
+    let kms_key_arn = w.dr.kms_key_id.as_ref().map(|key| kms_key(key, dr));
+    reading_statements(w, kms_key_arn.as_deref(), sids, out);
+    if let WitnessConfig::Aws { .. } = w.witness {
+        // The witness lists caches (one page) to prove the DR region's API answers.
+        out.push(json!({
+            "Sid": sids.unique("ElastiCacheWitness", name),
+            "Effect": "Allow",
+            "Action": ["elasticache:DescribeServerlessCaches"],
+            "Resource": [cache_arn(dr, "*")],
+        }));
+    }
+    if let Credential::Iam { username } = &w.probe.credential {
+        let user = |region: &str| {
+            format!(
+                "arn:{}:elasticache:{region}:*:user:{username}",
+                partition(region)
+            )
+        };
+        let mut resources = vec![
+            cache_arn(&w.primary.region, &w.primary.cache_name),
+            user(&w.primary.region),
+            dr_cache.clone(),
+        ];
+        if acts {
+            resources.push(drill_caches.clone());
+        }
+        if dr != &w.primary.region {
+            resources.push(user(dr));
+        }
+        out.push(json!({
+            "Sid": sids.unique("ElastiCacheIamAuth", name),
+            "Effect": "Allow",
+            "Action": ["elasticache:Connect"],
+            "Resource": resources,
+        }));
+    }
+}
+
+/// The ARN `kms:*` grants name for a DR cache's key.
+fn kms_key(key: &str, dr: &str) -> String {
+    if key.starts_with("arn:") {
+        key.to_owned()
+    } else if key.starts_with("alias/") {
+        // A grant is checked against the key an alias points at, which the config does
+        // not name: any key, but only through ElastiCache in the DR region.
+        format!("arn:{}:kms:{dr}:*:key/*", partition(dr))
+    } else {
+        format!("arn:{}:kms:{dr}:*:key/{key}", partition(dr))
+    }
+}
+
+/// What only an acting agent (`prepare`, `auto-failover`) does: switch the record, build,
+/// tag and delete the DR and drill caches, and what building them takes.
+fn acting_statements(w: &WatchConfig, sids: &mut Sids, out: &mut Vec<Value>) {
+    let name = &w.name;
+    let p = partition(&w.primary.region);
+    let dr = &w.dr.region;
+    let zone = format!(
+        "arn:{p}:route53:::hostedzone/{}",
+        w.hosted_zone_id.trim_start_matches("/hostedzone/")
+    );
+    let cache_arn = |region: &str, cache: &str| {
+        format!(
+            "arn:{}:elasticache:{region}:*:serverlesscache:{cache}",
+            partition(region)
+        )
+    };
+    let dr_cache = cache_arn(dr, &w.dr.cache_name);
+    let drill_caches = cache_arn(dr, &format!("{}-drill-*", w.dr.cache_name));
     let record = normalized_record_name(&w.record);
     let (names, types) = if w.policy.lease {
         (
@@ -114,12 +210,6 @@ fn watch_statements(w: &WatchConfig, sids: &mut Sids, out: &mut Vec<Value>) {
                 "route53:ChangeResourceRecordSetsActions": ["CREATE", "DELETE"],
             }
         },
-    }));
-    out.push(json!({
-        "Sid": sids.unique("ElastiCacheReadPrimary", name),
-        "Effect": "Allow",
-        "Action": ["elasticache:DescribeServerlessCaches"],
-        "Resource": [primary_cache],
     }));
     out.push(json!({
         "Sid": sids.unique("ElastiCacheBuildDrCache", name),
@@ -205,29 +295,39 @@ fn watch_statements(w: &WatchConfig, sids: &mut Sids, out: &mut Vec<Value>) {
         "Resource": [ec2("vpc-endpoint", "*")],
     }));
 
-    let mut kms_key_arn = None;
     if let Some(key) = &w.dr.kms_key_id {
-        let key_arn = if key.starts_with("arn:") {
-            key.clone()
-        } else if key.starts_with("alias/") {
-            // A grant is checked against the key an alias points at, which the config does
-            // not name: any key, but only through ElastiCache in the DR region.
-            format!("arn:{}:kms:{dr}:*:key/*", partition(dr))
-        } else {
-            format!("arn:{}:kms:{dr}:*:key/{key}", partition(dr))
-        };
         out.push(json!({
             "Sid": sids.unique("KmsDrCacheKey", name),
             "Effect": "Allow",
             "Action": ["kms:CreateGrant", "kms:DescribeKey"],
-            "Resource": [key_arn.clone()],
+            "Resource": [kms_key(key, dr)],
             "Condition": {
                 "StringEquals": { "kms:ViaService": format!("elasticache.{dr}.amazonaws.com") }
             },
         }));
-        kms_key_arn = Some(key_arn);
     }
+}
 
+/// What preflight and the readiness checks read for watch `w`.
+fn reading_statements(
+    w: &WatchConfig,
+    kms_key_arn: Option<&str>,
+    sids: &mut Sids,
+    out: &mut Vec<Value>,
+) {
+    let name = &w.name;
+    let p = partition(&w.primary.region);
+    let dr = &w.dr.region;
+    let zone_arn = format!(
+        "arn:{p}:route53:::hostedzone/{}",
+        w.hosted_zone_id.trim_start_matches("/hostedzone/")
+    );
+    let primary_cache = format!(
+        "arn:{}:elasticache:{}:*:serverlesscache:{}",
+        partition(&w.primary.region),
+        w.primary.region,
+        w.primary.cache_name
+    );
     // `valkey-dr preflight` (and the daemon's readiness checks) read what a failover will
     // need: the zone, the primary's tags (drift), the user group, the snapshots and the KMS
     // key, each directly rather than through ElastiCache. Read-only.
@@ -251,7 +351,7 @@ fn watch_statements(w: &WatchConfig, sids: &mut Sids, out: &mut Vec<Value>) {
             "Resource": dr_snapshots,
         }));
     }
-    if let Some(key) = &kms_key_arn {
+    if let Some(key) = kms_key_arn {
         reads.push(json!({ "Action": "kms:DescribeKey", "Resource": key }));
     }
     for (i, read) in reads.into_iter().enumerate() {
@@ -263,40 +363,6 @@ fn watch_statements(w: &WatchConfig, sids: &mut Sids, out: &mut Vec<Value>) {
                 Value::Array(a) => Value::Array(a.clone()),
                 other => json!([other]),
             },
-        }));
-    }
-
-    if let WitnessConfig::Aws { .. } = w.witness {
-        // The witness lists caches (one page) to prove the DR region's API answers.
-        out.push(json!({
-            "Sid": sids.unique("ElastiCacheWitness", name),
-            "Effect": "Allow",
-            "Action": ["elasticache:DescribeServerlessCaches"],
-            "Resource": [cache_arn(dr, "*")],
-        }));
-    }
-
-    if let Credential::Iam { username } = &w.probe.credential {
-        let user = |region: &str| {
-            format!(
-                "arn:{}:elasticache:{region}:*:user:{username}",
-                partition(region)
-            )
-        };
-        let mut resources = vec![
-            cache_arn(&w.primary.region, &w.primary.cache_name),
-            user(&w.primary.region),
-            dr_cache.clone(),
-            drill_caches.clone(),
-        ];
-        if dr != &w.primary.region {
-            resources.push(user(dr));
-        }
-        out.push(json!({
-            "Sid": sids.unique("ElastiCacheIamAuth", name),
-            "Effect": "Allow",
-            "Action": ["elasticache:Connect"],
-            "Resource": resources,
         }));
     }
 }
@@ -374,6 +440,7 @@ mod tests {
 [agent]
 id = "a"
 state_dir = "/tmp/x"
+mode = "auto-failover"
 
 [[watch]]
 name = "sessions"
@@ -569,6 +636,80 @@ username = "probe"
         ] {
             assert!(resources.iter().any(|x| x == r), "{r} missing: {connect}");
         }
+    }
+
+    /// Issue 23: the alert-only examples' read-only role answered `unknown` or failed
+    /// preflight, because the policy was the acting one whatever the mode.
+    #[test]
+    fn alert_only_reads_and_the_acting_modes_may_change() {
+        const WRITES: [&str; 9] = [
+            "route53:ChangeResourceRecordSets",
+            "elasticache:CreateServerlessCache",
+            "elasticache:DeleteServerlessCache",
+            "elasticache:AddTagsToResource",
+            "ec2:CreateVpcEndpoint",
+            "ec2:CreateTags",
+            "ec2:DeleteVpcEndpoints",
+            "kms:CreateGrant",
+            "route53:GetChange",
+        ];
+        let extra = "kms_key_id = \"alias/k\"\n\
+                     snapshot_arns_to_restore = [\"arn:aws:s3:::b/snap.rdb\"]\n\
+                     [watch.probe]\niam_auth = true\nusername = \"probe\"\n";
+        let actions = |p: &Value| -> BTreeSet<String> {
+            p["Statement"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|s| s["Action"].as_array().unwrap().clone())
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let acting = policy_of(extra);
+        for mode in ["prepare", "auto-failover"] {
+            let text = format!("{BASE}{extra}")
+                .replace("mode = \"auto-failover\"", &format!("mode = \"{mode}\""));
+            let config = Config::parse(&text, Path::new("agent.toml"), &NoEnv).unwrap();
+            let all = actions(&policy(&config));
+            for write in WRITES {
+                assert!(all.contains(write), "{mode} lacks {write}");
+            }
+        }
+        let text = format!("{BASE}{extra}").replace("mode = \"auto-failover\"\n", "");
+        let config = Config::parse(&text, Path::new("agent.toml"), &NoEnv).unwrap();
+        assert_eq!(config.agent.mode, Mode::AlertOnly);
+        let reads = policy(&config);
+        let read_actions = actions(&reads);
+        for write in WRITES {
+            assert!(!read_actions.contains(write), "alert-only may {write}");
+        }
+        assert!(!read_actions.contains("s3:GetObject"));
+        // What it does read is what the acting policy reads, and preflight may ask.
+        assert!(
+            read_actions.is_subset(&actions(&acting)),
+            "{read_actions:?}"
+        );
+        for read in [
+            "route53:ListResourceRecordSets",
+            "route53:GetHostedZone",
+            "elasticache:DescribeServerlessCaches",
+            "elasticache:ListTagsForResource",
+            "kms:DescribeKey",
+            "elasticache:Connect",
+            "iam:SimulatePrincipalPolicy",
+        ] {
+            assert!(read_actions.contains(read), "alert-only lacks {read}");
+        }
+        let dr = statement(&reads, "ElastiCacheReadDrCacheSessions");
+        assert_eq!(
+            dr["Resource"],
+            json!(["arn:aws:elasticache:us-west-2:*:serverlesscache:app-sessions-dr"])
+        );
+        let connect = statement(&reads, "ElastiCacheIamAuthSessions");
+        assert!(
+            !connect.to_string().contains("-drill-"),
+            "drills are an acting role's: {connect}"
+        );
     }
 
     #[test]

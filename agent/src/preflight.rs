@@ -1655,9 +1655,45 @@ mod tests {
         assert_eq!(principal("not an arn"), None);
     }
 
+    /// Issue 23: an alert-only agent's read-only role failed its own `permissions` check,
+    /// which asked about writes that mode never makes.
+    #[test]
+    fn an_alert_only_agent_is_asked_only_about_reads() {
+        let text = "[agent]\nid = \"a\"\nstate_dir = \"/tmp/x\"\nmode = \"alert-only\"\n\
+             [[watch]]\nname = \"s\"\nrecord = \"v.app.internal.\"\nhosted_zone_id = \"Z1\"\n\
+             [watch.primary]\nregion = \"us-east-1\"\ncache_name = \"app\"\nendpoint = \"app.example\"\n\
+             [watch.dr]\nregion = \"us-west-2\"\ncache_name = \"app-dr\"\nkms_key_id = \"alias/k\"\n";
+        let config = Config::parse(
+            text,
+            std::path::Path::new("/etc/valkey-dr/agent.toml"),
+            &crate::config::ProcessEnv,
+        )
+        .expect("valid");
+        let qs = questions(&config, &config.watches[0], "123456789012");
+        let asked: Vec<&String> = qs.iter().flat_map(|q| &q.actions).collect();
+        for write in [
+            "route53:ChangeResourceRecordSets",
+            "elasticache:CreateServerlessCache",
+            "elasticache:DeleteServerlessCache",
+            "elasticache:AddTagsToResource",
+            "ec2:CreateVpcEndpoint",
+            "kms:CreateGrant",
+        ] {
+            assert!(!asked.iter().any(|a| *a == write), "{write} in {asked:?}");
+        }
+        for read in [
+            "route53:ListResourceRecordSets",
+            "elasticache:DescribeServerlessCaches",
+            "kms:DescribeKey",
+            "iam:SimulatePrincipalPolicy",
+        ] {
+            assert!(asked.iter().any(|a| *a == read), "{read} not in {asked:?}");
+        }
+    }
+
     #[test]
     fn permissions_are_asked_statement_by_statement_with_their_context() {
-        let text = "[agent]\nid = \"a\"\nstate_dir = \"/tmp/x\"\n\
+        let text = "[agent]\nid = \"a\"\nstate_dir = \"/tmp/x\"\nmode = \"prepare\"\n\
              [[watch]]\nname = \"s\"\nrecord = \"v.app.internal.\"\nhosted_zone_id = \"Z1\"\n\
              [watch.primary]\nregion = \"us-east-1\"\ncache_name = \"app\"\nendpoint = \"app.example\"\n\
              [watch.dr]\nregion = \"us-west-2\"\ncache_name = \"app-dr\"\nkms_key_id = \"alias/k\"\n";

@@ -587,6 +587,41 @@ async fn embedded_agent_configs_pass_config_check() {
             "{what}: a typo passed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+
+        // Issue 23: the role an example's comments describe is what `iam-policy` prints for
+        // its config: reads only for an alert-only agent, the writes for an acting one.
+        let mut command = tokio::process::Command::new(agent_bin());
+        command
+            .args(["iam-policy", "--config"])
+            .arg(&path)
+            .env_remove("VALKEY_DR_CONFIG");
+        for (k, v) in &env {
+            command.env(k, v);
+        }
+        let out = run_bounded(command).await;
+        assert_eq!(out.status.code(), Some(0), "{what}: iam-policy");
+        let policy: Value = serde_json::from_slice(&out.stdout).expect("a JSON policy");
+        let actions: BTreeSet<&str> = policy["Statement"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["Action"].as_array().into_iter().flatten())
+            .filter_map(Value::as_str)
+            .collect();
+        let mode = config["agent"].get("mode").and_then(|m| m.as_str());
+        let acts = mode.unwrap_or("alert-only") != "alert-only";
+        for write in [
+            "route53:ChangeResourceRecordSets",
+            "elasticache:CreateServerlessCache",
+            "elasticache:DeleteServerlessCache",
+            "elasticache:AddTagsToResource",
+        ] {
+            assert_eq!(actions.contains(write), acts, "{what} ({mode:?}): {write}");
+        }
+        assert!(
+            actions.contains("iam:SimulatePrincipalPolicy"),
+            "{what}: preflight may check the role"
+        );
         checked += 1;
     }
     assert_eq!(checked, 3, "every example's config");
