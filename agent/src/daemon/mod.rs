@@ -220,21 +220,12 @@ pub async fn run_reloadable(
     let admin_task = tokio::spawn(admin_server(
         config.agent.admin_listen,
         state_dir,
-        AdminState {
-            metrics: shared.metrics.clone(),
-            health: shared.health.clone(),
-            status: status_rx,
-            readiness: readiness_rx,
-            control: control_tx,
+        admin_state(
+            &config,
+            &shared,
+            (status_rx, readiness_rx, control_tx),
             token,
-            peer_token: config
-                .agent
-                .peer_token
-                .as_ref()
-                .map(|t| AdminToken::shared(t.expose())),
-            peers: shared.peers.clone(),
-            approvals: shared.approvals.clone(),
-        },
+        ),
         shared.notifier.clone(),
         config.agent.id.clone(),
         admin_shutdown.clone(),
@@ -248,16 +239,10 @@ pub async fn run_reloadable(
     let (done_tx, done_rx) = mpsc::channel(64);
     let (task_news, task_news_rx) = mpsc::unbounded_channel();
     let config = Arc::new(config);
-    let (tasks, watch_controls) = spawn_watches(
-        &config,
-        specs,
-        &prober,
-        &shared,
-        &shutdown,
-        (done_tx, task_news),
-    );
+    let news = (done_tx, task_news);
+    let (tasks, controls) = spawn_watches(&config, specs, &prober, &shared, &shutdown, news);
     let background = [
-        tokio::spawn(dispatch_control(control_rx, watch_controls)),
+        tokio::spawn(dispatch_control(control_rx, controls)),
         tokio::spawn(crate::readiness::run(
             config.clone(),
             shared.metrics.clone(),
@@ -267,8 +252,8 @@ pub async fn run_reloadable(
         )),
         shared.refusals,
     ];
-    let news = (done_rx, task_news_rx);
-    supervise(&config, news, status_tx, &shared.health, &shutdown).await;
+    let (health, news) = (&shared.health, (done_rx, task_news_rx));
+    supervise(&config, news, status_tx, health, &shutdown).await;
     shut_down(
         tasks,
         background,
@@ -278,6 +263,34 @@ pub async fn run_reloadable(
     )
     .await;
     Ok(())
+}
+
+/// What the admin server reads of this generation, and where it sends controls.
+fn admin_state(
+    config: &Config,
+    shared: &Shared,
+    (status, readiness, control): (
+        watch::Receiver<StatusDocument>,
+        watch::Receiver<ReadinessStatus>,
+        mpsc::Sender<ControlRequest>,
+    ),
+    token: AdminToken,
+) -> AdminState {
+    AdminState {
+        metrics: shared.metrics.clone(),
+        health: shared.health.clone(),
+        status,
+        readiness,
+        control,
+        token,
+        peer_token: config
+            .agent
+            .peer_token
+            .as_ref()
+            .map(|t| AdminToken::shared(t.expose())),
+        peers: shared.peers.clone(),
+        approvals: shared.approvals.clone(),
+    }
 }
 
 /// What every watch task of a generation shares.
@@ -1244,6 +1257,48 @@ mod tests {
         );
         // Showing the state no longer fails.
         let _ = crate::text::rfc3339_seconds(state.paused_until.unwrap());
+    }
+
+    /// Issue 23: `/status` shows a watch's task that is down, even one that never finished
+    /// a round (its entry in `watches` is missing then).
+    #[tokio::test]
+    async fn a_task_s_restarts_are_published_in_status() {
+        let text = "[agent]\nid = \"a\"\nstate_dir = \"/tmp/x\"\n\
+             [[watch]]\nname = \"s\"\nrecord = \"v.app.internal.\"\nhosted_zone_id = \"Z1\"\n\
+             [watch.primary]\nregion = \"us-east-1\"\ncache_name = \"app\"\nendpoint = \"app.example\"\n\
+             [watch.dr]\nregion = \"us-west-2\"\ncache_name = \"app-dr\"\n";
+        let config = Config::parse(text, Path::new("agent.toml"), &crate::config::ProcessEnv)
+            .expect("valid");
+        let (status_tx, mut status_rx) = watch::channel(StatusDocument {
+            agent: agent_status(&config),
+            readiness: None,
+            tasks: BTreeMap::new(),
+            watches: Vec::new(),
+        });
+        let (_done_tx, done_rx) = mpsc::channel(1);
+        let (news_tx, news_rx) = mpsc::unbounded_channel();
+        let health = Health::new(Duration::from_secs(5));
+        let shutdown = CancellationToken::new();
+        let down = crate::control::status::TaskStatus {
+            last_panic: "panicked (x)".into(),
+            restart_at: Some("2026-12-07T07:00:04Z".into()),
+            restarts: 1,
+            task: "restarting".into(),
+        };
+        news_tx.send(("s".to_owned(), down.clone())).unwrap();
+        let publisher = supervise(&config, (done_rx, news_rx), status_tx, &health, &shutdown);
+        let published = async {
+            status_rx.changed().await.unwrap();
+            status_rx.borrow().clone()
+        };
+        let doc = tokio::select! {
+            () = publisher => panic!("the publisher stopped"),
+            doc = tokio::time::timeout(Duration::from_secs(5), published) => doc.expect("published within 5s"),
+        };
+        assert_eq!(doc.tasks.get("s"), Some(&down));
+        let json = serde_json::to_value(&doc).unwrap();
+        assert_eq!(json["tasks"]["s"]["task"], "restarting");
+        assert_eq!(json["tasks"]["s"]["last_panic"], "panicked (x)");
     }
 
     #[test]
