@@ -34,7 +34,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::status::{
-    ControlAnswer, ErrorAnswer, ReadinessStatus, StatusDocument, VoteAnswer,
+    ControlAnswer, ErrorAnswer, PAUSED_BY_OWNER, ReadinessStatus, StatusDocument, VoteAnswer,
 };
 use crate::control::{AdminToken, ControlAction, ControlRequest};
 use tokio::time::Instant;
@@ -447,6 +447,18 @@ enum Caller {
     Peer,
 }
 
+impl Caller {
+    /// The parameters a request of this caller may carry: a peer's relay adds its origin,
+    /// when it was sent, and its signature.
+    fn parameters(self, own: &'static [&'static str]) -> &'static [&'static str] {
+        match (self, own.len()) {
+            (Caller::Owner, _) => own,
+            (Caller::Peer, 1) => &["watch", "origin", "at", "signature"],
+            (Caller::Peer, _) => &["watch", "reason", "until", "origin", "at", "signature"],
+        }
+    }
+}
+
 /// The tokens a pause or resume may carry.
 #[derive(Clone)]
 struct Tokens {
@@ -547,12 +559,28 @@ async fn status(AxumState(shared): AxumState<Shared>) -> Response {
     sorted_json(latest).into_response()
 }
 
-/// A peer asks for this agent's vote on one watch (see [`crate::peers`]).
+/// A peer asks for this agent's vote on one watch (see [`crate::peers`]); the answer is
+/// signed with this agent's key over the asker's nonce.
 async fn vote(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
-    let watch = match watch_param(uri.query()) {
-        Ok(Some(watch)) => watch,
-        Ok(None) => return error_json(StatusCode::BAD_REQUEST, "`watch` is required".to_owned()),
+    let mut params = match query_params(uri.query(), &["watch", "nonce"]) {
+        Ok(params) => params,
         Err(reason) => return error_json(StatusCode::BAD_REQUEST, reason),
+    };
+    let Some(watch) = params.remove("watch") else {
+        return error_json(StatusCode::BAD_REQUEST, "`watch` is required".to_owned());
+    };
+    let nonce = params.remove("nonce").unwrap_or_default();
+    if !(32..=128).contains(&nonce.len()) || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return error_json(
+            StatusCode::BAD_REQUEST,
+            "`nonce` is required: 32–128 hex digits, fresh for each ask".to_owned(),
+        );
+    }
+    let Some(peers) = shared.admin.peers.clone() else {
+        return error_json(
+            StatusCode::NOT_FOUND,
+            "this agent has no peers configured".to_owned(),
+        );
     };
     let answer = {
         let status = shared.admin.status.borrow();
@@ -561,7 +589,7 @@ async fn vote(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
             .map(|w| VoteAnswer::of(&status.agent.id, w, SystemTime::now()))
     };
     match answer {
-        Some(answer) => sorted_json(answer).into_response(),
+        Some(answer) => sorted_json(answer.sign(nonce, peers.identity())).into_response(),
         None => error_json(
             StatusCode::NOT_FOUND,
             format!("no watch named {watch:?} here"),
@@ -574,7 +602,10 @@ async fn pause(
     axum::Extension(caller): axum::Extension<Caller>,
     uri: Uri,
 ) -> Response {
-    let params = match query_params(uri.query(), &["watch", "reason", "until"]) {
+    let params = match query_params(
+        uri.query(),
+        caller.parameters(&["watch", "reason", "until"]),
+    ) {
         Ok(params) => params,
         Err(reason) => return error_json(StatusCode::BAD_REQUEST, reason),
     };
@@ -597,8 +628,28 @@ async fn pause(
         Ok(until) => until,
         Err(e) => return error_json(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let action = ControlAction::Pause { reason, until };
-    relay_to_peers(&shared, caller, action, params.get("watch").cloned()).await
+    let mut action = ControlAction::Pause {
+        reason,
+        until,
+        origin: None,
+    };
+    let watch = params.get("watch").cloned();
+    if caller == Caller::Peer {
+        let origin = match relay_origin(&shared, &action, watch.as_deref(), &params) {
+            Ok(origin) => origin,
+            Err(refused) => return refused,
+        };
+        if until.is_none() {
+            return error_json(
+                StatusCode::BAD_REQUEST,
+                "a pause relayed with the peers' token needs `until` (1 s to 7 days from now): only the owner pauses without an end".to_owned(),
+            );
+        }
+        if let ControlAction::Pause { origin: o, .. } = &mut action {
+            *o = Some(origin);
+        }
+    }
+    relay_to_peers(&shared, caller, action, watch).await
 }
 
 async fn resume(
@@ -606,17 +657,94 @@ async fn resume(
     axum::Extension(caller): axum::Extension<Caller>,
     uri: Uri,
 ) -> Response {
-    match query_params(uri.query(), &["watch"]) {
-        Ok(params) => {
-            relay_to_peers(
-                &shared,
-                caller,
-                ControlAction::Resume,
-                params.get("watch").cloned(),
-            )
-            .await
+    let params = match query_params(uri.query(), caller.parameters(&["watch"])) {
+        Ok(params) => params,
+        Err(reason) => return error_json(StatusCode::BAD_REQUEST, reason),
+    };
+    let watch = params.get("watch").cloned();
+    let mut origin = None;
+    if caller == Caller::Peer {
+        let action = ControlAction::Resume { origin: None };
+        origin = match relay_origin(&shared, &action, watch.as_deref(), &params) {
+            Ok(origin) => Some(origin),
+            Err(refused) => return refused,
+        };
+        if let Some(owned) = paused_by_owner(&shared, watch.as_deref()) {
+            return error_json(
+                StatusCode::CONFLICT,
+                format!(
+                    "watch {owned:?} was paused by this agent's owner: a resume relayed from a peer ends only a pause relayed from a peer; run `valkey-dr resume` on this agent"
+                ),
+            );
         }
-        Err(reason) => error_json(StatusCode::BAD_REQUEST, reason),
+    }
+    relay_to_peers(&shared, caller, ControlAction::Resume { origin }, watch).await
+}
+
+/// The first of the addressed watches (every watch when `None`) that its owner paused here.
+fn paused_by_owner(shared: &Shared, watch: Option<&str>) -> Option<String> {
+    let status = shared.admin.status.borrow();
+    status
+        .watches
+        .iter()
+        .filter(|w| watch.is_none_or(|name| w.name == name))
+        .find(|w| {
+            w.pause
+                .as_ref()
+                .is_some_and(|p| p.origin.as_deref().is_none_or(|o| o == PAUSED_BY_OWNER))
+        })
+        .map(|w| w.name.clone())
+}
+
+/// The peer a relayed `action` comes from, when its `origin`, `at` and `signature` verify
+/// against `peer_keys` and it is no older than [`crate::peers::MAX_RELAY_AGE`]; else the
+/// `401` that says why.
+fn relay_origin(
+    shared: &Shared,
+    action: &ControlAction,
+    watch: Option<&str>,
+    params: &BTreeMap<String, String>,
+) -> Result<String, Response> {
+    let refuse = |why: String| {
+        error_json(
+            StatusCode::UNAUTHORIZED,
+            format!("a relayed {} is refused: {why}", action.as_str()),
+        )
+    };
+    let Some(peers) = &shared.admin.peers else {
+        return Err(refuse("this agent has no peers configured".to_owned()));
+    };
+    let (Some(origin), Some(at), Some(signature)) = (
+        params.get("origin"),
+        params.get("at"),
+        params.get("signature"),
+    ) else {
+        return Err(refuse(
+            "unsigned: a relay carries `origin`, `at` and `signature` (the relaying agent's key in peer_keys)".to_owned(),
+        ));
+    };
+    let Ok(at_ms) = at.parse::<u64>() else {
+        return Err(refuse(format!("`at` {at:?} is not Unix milliseconds")));
+    };
+    let now_ms = crate::peers::unix_ms(SystemTime::now());
+    let max_ms = u64::try_from(crate::peers::MAX_RELAY_AGE.as_millis()).unwrap_or(u64::MAX);
+    if now_ms.abs_diff(at_ms) > max_ms {
+        return Err(refuse(format!(
+            "stale: sent at {at_ms} ms, {} s from this agent's clock, more than {} s",
+            now_ms.abs_diff(at_ms) / 1000,
+            max_ms / 1000
+        )));
+    }
+    let (until, reason) = crate::peers::relay_fields(action);
+    let message =
+        crate::identity::relay_message(origin, action.as_str(), watch, until, reason, at_ms);
+    match peers.keys().verify(origin, &message, Some(signature)) {
+        Ok(()) => Ok(origin.clone()),
+        Err(why) => Err(refuse(format!(
+            "{} (origin {})",
+            why.as_str(),
+            valkey_dr_probes::foreign_text(origin.as_bytes(), 64)
+        ))),
     }
 }
 
@@ -633,8 +761,8 @@ async fn relay_to_peers(
     action: ControlAction,
     watch: Option<String>,
 ) -> Response {
-    let path = action.request_path(watch.as_deref());
-    let mut answer = match control(shared, action, watch).await {
+    let relayed = action.clone();
+    let mut answer = match control(shared, action, watch.clone()).await {
         Ok(answer) => answer,
         Err(refused) => return refused,
     };
@@ -643,7 +771,7 @@ async fn relay_to_peers(
     if caller == Caller::Owner
         && let Some(peers) = &shared.admin.peers
     {
-        answer.peers = Some(peers.relay("POST", &path).await);
+        answer.peers = Some(peers.relay(&relayed, watch.as_deref()).await);
     }
     (StatusCode::OK, sorted_json(answer)).into_response()
 }
@@ -832,11 +960,6 @@ fn query_params(query: Option<&str>, allowed: &[&str]) -> Result<BTreeMap<String
         }
     }
     Ok(params)
-}
-
-/// The `watch` parameter of a request that takes nothing else.
-fn watch_param(query: Option<&str>) -> Result<Option<String>, String> {
-    Ok(query_params(query, &["watch"])?.remove("watch"))
 }
 
 /// Decodes `%XX` escapes and `+` (a space, as forms send it).

@@ -170,6 +170,16 @@ pub enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Write a fresh Ed25519 key for signing this agent's ballots and relays (mode 0600,
+    /// never over an existing file) and print the public key line for the peers' `peer_keys`.
+    Keygen {
+        /// Where to write the key (then set `key_file` to it).
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The agent id the printed line names (default: this config's `[agent] id`).
+        #[arg(long)]
+        id: Option<String>,
+    },
     /// Write the man pages (valkey-dr.1 and one per command) into a directory.
     Man {
         /// Where to write them.
@@ -301,6 +311,7 @@ pub async fn run(cli: Cli) -> i32 {
             0
         }
         Command::Man { dir } => write_man_pages(&dir),
+        Command::Keygen { out, id } => write_key(&cli.config, &out, id),
         Command::History {
             watch,
             limit,
@@ -355,11 +366,17 @@ pub async fn run(cli: Cli) -> i32 {
             let action = ControlAction::Pause {
                 reason,
                 until: for_.map(|d| std::time::SystemTime::now() + d),
+                origin: None,
             };
             run_control(&cli.config, action, watch.as_deref()).await
         }
         Command::Resume { watch } => {
-            run_control(&cli.config, ControlAction::Resume, watch.as_deref()).await
+            run_control(
+                &cli.config,
+                ControlAction::Resume { origin: None },
+                watch.as_deref(),
+            )
+            .await
         }
     }
 }
@@ -474,6 +491,51 @@ pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
 }
 
 /// `valkey-dr man --dir DIR`: `valkey-dr.1` and `valkey-dr-<command>.1` for each command.
+/// `valkey-dr keygen`: a new key file, created (never replaced) with mode 0600, and the
+/// line a peer adds to its `peer_keys`. The id comes from `--id`, else the config's
+/// `[agent] id`, else `AGENT_ID` for the operator to replace.
+fn write_key(config: &std::path::Path, out: &std::path::Path, id: Option<String>) -> i32 {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let Ok((text, public)) = crate::identity::Identity::generate() else {
+        eprintln!("error: the system gave no randomness for a key; nothing written");
+        return 1;
+    };
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out);
+    let written = file.and_then(|mut f| {
+        f.write_all(format!("{text}\n").as_bytes())?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let why = if e.kind() == std::io::ErrorKind::AlreadyExists {
+            "it exists, and a key is never overwritten: choose another path, or remove the old key first if it is really retired".to_owned()
+        } else {
+            e.to_string()
+        };
+        eprintln!("error: writing {}: {why}", out.display());
+        return 1;
+    }
+    // The config's own id when it has one; it may not load yet (peers without a key).
+    let id = id
+        .or_else(|| {
+            let text = std::fs::read_to_string(config).ok()?;
+            let value: toml::Value = toml::from_str(&text).ok()?;
+            Some(value.get("agent")?.get("id")?.as_str()?.to_owned())
+        })
+        .unwrap_or_else(|| "AGENT_ID".to_owned());
+    eprintln!(
+        "wrote {} (mode 0600); set key_file = \"{}\" in [agent], and add this line to every peer's [agent.peer_keys]:",
+        out.display(),
+        out.display()
+    );
+    println!("{id} = \"{public}\"");
+    0
+}
+
 fn write_man_pages(dir: &std::path::Path) -> i32 {
     let command = <Cli as clap::CommandFactory>::command();
     if let Err(e) = std::fs::create_dir_all(dir) {

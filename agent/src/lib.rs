@@ -58,6 +58,7 @@ pub mod witness;
 pub mod aws;
 pub mod config;
 pub mod event;
+pub mod identity;
 pub mod layout;
 pub mod memory;
 pub mod notify;

@@ -207,6 +207,8 @@ pub struct PauseRequest {
     pub reason: Option<String>,
     /// When the pause ends by itself; `None`: at [`resume`] only.
     pub until: Option<SystemTime>,
+    /// The peer agent that relayed the pause; `None` when this agent's owner paused.
+    pub origin: Option<String>,
 }
 
 /// An operator paused the watch (maintenance).
@@ -223,6 +225,7 @@ pub fn pause(
     if state.paused_since.is_some()
         && state.pause_reason == request.reason
         && state.paused_until == request.until
+        && state.pause_origin == request.origin
     {
         return (state.clone(), Vec::new());
     }
@@ -231,9 +234,15 @@ pub fn pause(
     next.paused_since.get_or_insert(now);
     next.pause_reason.clone_from(&request.reason);
     next.paused_until = request.until;
+    next.pause_origin.clone_from(&request.origin);
     let mut reasons = vec![format!(
-        "{} by an operator{}: {}",
+        "{} by an operator{}{}: {}",
         if changed { "pause changed" } else { "paused" },
+        request
+            .origin
+            .as_deref()
+            .map(|o| format!(", relayed from {o}"))
+            .unwrap_or_default(),
         request
             .reason
             .as_deref()
@@ -271,6 +280,24 @@ pub fn resume(state: &WatchState, now: SystemTime) -> (WatchState, Vec<Decision>
     end_pause(state, now, "resumed by an operator")
 }
 
+/// A peer relayed its operator's resume. It ends only a pause that was itself relayed from
+/// a peer: the owner's own maintenance pause is not a peer's to end, and stays (no
+/// decision).
+pub fn resume_relayed(
+    state: &WatchState,
+    now: SystemTime,
+    origin: &str,
+) -> (WatchState, Vec<Decision>) {
+    if state.pause_origin.is_none() {
+        return (state.clone(), Vec::new());
+    }
+    end_pause(
+        state,
+        now,
+        &format!("resumed by an operator, relayed from {origin},"),
+    )
+}
+
 /// Ends a pause whose end has come (`paused_until` at or before `now`), as [`resume`] would,
 /// saying that it expired; `None` when the watch is not paused or its pause goes on. The
 /// agent calls it before each round.
@@ -287,6 +314,7 @@ fn end_pause(state: &WatchState, now: SystemTime, how: &str) -> (WatchState, Vec
     let mut next = state.clone();
     next.paused_since = None;
     next.paused_until = None;
+    next.pause_origin = None;
     let reason = next.pause_reason.take();
     let reasons = vec![
         format!(

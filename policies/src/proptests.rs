@@ -506,6 +506,7 @@ fn run(params: &Params, script: &[Input], monotonic: bool) -> Result<Seen, TestC
                 let request = PauseRequest {
                     reason: None,
                     until: ends_in_ms.map(|ms| now + Duration::from_millis(ms)),
+                    origin: None,
                 };
                 state = operator(&state, pause(&state, now, &request), Event::Paused)?;
                 model.paused = true;

@@ -123,6 +123,10 @@ pub struct WatchState {
     pub pause_reason: Option<String>,
     /// When the pause ends by itself; `None`: at `resume` only.
     pub paused_until: Option<SystemTime>,
+    /// Who paused: `None` for this agent's owner (and for a state written before origins
+    /// were recorded), else the peer agent that relayed the pause. Only a peer-relayed pause
+    /// can be ended by a peer.
+    pub pause_origin: Option<String>,
     /// The reasons of the last round, for `status`.
     pub last_reasons: Vec<String>,
 }

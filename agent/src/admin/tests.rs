@@ -657,6 +657,7 @@ async fn status_serves_the_latest_published_value() {
 const PAUSE: ControlAction = ControlAction::Pause {
     reason: None,
     until: None,
+    origin: None,
 };
 
 #[tokio::test]
@@ -666,6 +667,7 @@ async fn a_pause_carries_its_reason_and_end_and_bad_ones_are_refused() {
     let action = ControlAction::Pause {
         reason: Some("CHG-7 & co".to_owned()),
         until: Some(until),
+        origin: None,
     };
     let path = action.request_path(Some("a"));
     assert_eq!(
@@ -757,7 +759,8 @@ async fn a_pause_end_outside_1_s_to_7_days_is_refused_and_reaches_nothing() {
         timeout(BOUND, looped).await.expect("bounded").unwrap(),
         ControlAction::Pause {
             reason: None,
-            until: Some(expected)
+            until: Some(expected),
+            origin: None,
         }
     );
     h.stop().await;
@@ -775,7 +778,9 @@ async fn pause_and_resume_are_forwarded_to_the_loop() {
         json!({ "agent_id": "agent-a", "watches": { "a": { "state": "pause" }, "b": { "state": "pause" } } })
     );
 
-    let (code, body) = h.post(&ControlAction::Resume.request_path(Some("a"))).await;
+    let (code, body) = h
+        .post(&ControlAction::Resume { origin: None }.request_path(Some("a")))
+        .await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(
         json_body(&body),

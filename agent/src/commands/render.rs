@@ -459,6 +459,7 @@ mod tests {
                         reason: Some("maintenance".into()),
                         since: "2026-12-07T06:00:00Z".into(),
                         until: None,
+                        origin: None,
                     }),
                     running: true,
                     served_by_dr: Some(false),
@@ -613,6 +614,7 @@ watch sessions (cache.internal.example)
                     reason: None,
                     since: "2026-12-07T07:00:00Z".into(),
                     until: Some("2026-12-07T08:00:00Z".into()),
+                    origin: None,
                 })),
                 state: Some("paused".into()),
                 ..WatchAnswer::default()

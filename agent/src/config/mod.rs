@@ -43,6 +43,8 @@ pub trait Env {
     fn read_file(&self, path: &Path) -> std::io::Result<String>;
     /// The host name, the default agent id.
     fn hostname(&self) -> Option<String>;
+    /// A file's permission bits (`0o600`), for files only the agent's user may read.
+    fn file_mode(&self, path: &Path) -> std::io::Result<u32>;
 }
 
 /// The real process environment.
@@ -62,6 +64,11 @@ impl Env for ProcessEnv {
             .ok()
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())
+    }
+
+    fn file_mode(&self, path: &Path) -> std::io::Result<u32> {
+        use std::os::unix::fs::PermissionsExt as _;
+        Ok(std::fs::metadata(path)?.permissions().mode() & 0o7777)
     }
 }
 
@@ -151,6 +158,13 @@ pub struct AgentConfig {
     /// `peer_token_file`); required with peers.
     #[serde(skip)]
     pub peer_token: Option<Secret>,
+    /// This agent's Ed25519 private key (the base64 PKCS#8 line of `key_file`), which signs
+    /// its ballots and relays; required with peers.
+    #[serde(skip)]
+    pub key: Option<Secret>,
+    /// The peers' public keys by agent id (`peer_keys`): a ballot or relay counts only when
+    /// signed by the key of the id it claims. Required with peers.
+    pub peer_keys: BTreeMap<String, String>,
 }
 
 /// The fewest characters a peer token may have: 128 bits of hex.
@@ -982,6 +996,7 @@ impl Validator<'_> {
     fn agent(&mut self, raw: raw::RawAgent) -> AgentConfig {
         let p = [Seg::Key("agent".into())];
         let (peers, quorum, peer_token) = self.peers(&p, &raw);
+        let (signing_key, peer_keys) = self.keys(&p, &raw, !peers.is_empty());
         let id = match raw.id {
             Some(id) => {
                 if id.is_empty() || id.len() > 64 || !id.chars().all(id_char) {
@@ -1075,6 +1090,95 @@ impl Validator<'_> {
             peers,
             quorum,
             peer_token,
+            key: signing_key,
+            peer_keys,
+        }
+    }
+
+    /// `key_file` and `peer_keys`, both required with peers: the key file readable by the
+    /// agent's user only and holding an Ed25519 key, every public key 32 bytes of base64.
+    fn keys(
+        &mut self,
+        p: &[Seg],
+        raw: &raw::RawAgent,
+        with_peers: bool,
+    ) -> (Option<Secret>, BTreeMap<String, String>) {
+        use crate::identity::public_key;
+        let make = "make one with `valkey-dr keygen --out /etc/valkey-dr/agent.key` and list its public key in every peer's peer_keys";
+        let signing_key = match raw.key_file.as_deref() {
+            None => {
+                if with_peers {
+                    self.issue(&key(p, "key_file"), "peers need this agent's own signing key (key_file) and the peers' public keys (peer_keys)", make);
+                }
+                None
+            }
+            Some(file) => self.key_file(p, file, make),
+        };
+        let mut keys = BTreeMap::new();
+        for (id, text) in raw.peer_keys.iter().flatten() {
+            let mut at = key(p, "peer_keys");
+            at.push(Seg::Key(id.clone()));
+            if id.is_empty() || id.len() > 64 || !id.chars().all(id_char) {
+                self.issue(
+                    &at,
+                    format!("{id:?} is not a valid agent id"),
+                    "1–64 characters from a-z, A-Z, 0-9, '.', '_' and '-'",
+                );
+            } else if let Err(e) = public_key(text) {
+                self.issue(
+                    &at,
+                    format!("the public key of {id} {e}"),
+                    "the line `valkey-dr keygen` printed for that agent",
+                );
+            } else {
+                keys.insert(id.clone(), text.trim().to_owned());
+            }
+        }
+        if with_peers && raw.peer_keys.as_ref().is_none_or(BTreeMap::is_empty) {
+            self.issue(&key(p, "peer_keys"), "peers need the peers' public keys, so that a ballot counts for the agent that signed it", "peer_keys = { agent-b = \"BASE64\", … }, each line as `valkey-dr keygen` printed it on that agent");
+        }
+        (signing_key, keys)
+    }
+
+    /// The key in `file`, if it is the agent's alone and holds an Ed25519 key.
+    fn key_file(&mut self, p: &[Seg], file: &str, make: &str) -> Option<Secret> {
+        let path = self.path_buf(file);
+        let at = key(p, "key_file");
+        match self.env.file_mode(&path) {
+            Ok(mode) if mode & 0o077 != 0 => {
+                self.issue(
+                    &at,
+                    format!(
+                        "{} is readable or writable by others (mode {mode:04o})",
+                        path.display()
+                    ),
+                    format!(
+                        "a file only the agent's user can read: chmod 600 {}",
+                        path.display()
+                    ),
+                );
+                return None;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.issue(&at, format!("cannot read {}: {e}", path.display()), make);
+                return None;
+            }
+        }
+        let text = match self.env.read_file(&path) {
+            Ok(text) => text,
+            Err(e) => {
+                self.issue(&at, format!("cannot read {}: {e}", path.display()), make);
+                return None;
+            }
+        };
+        match crate::identity::Identity::from_file_text(&text) {
+            Ok(_) => Some(Secret::new(text.trim().to_owned())),
+            Err(e) => {
+                // Never echo the value.
+                self.issue(&at, format!("{} {e}", path.display()), make);
+                None
+            }
         }
     }
 

@@ -37,6 +37,8 @@ pub struct RawAgent {
     pub quorum: Option<i64>,
     pub peer_token_env: Option<String>,
     pub peer_token_file: Option<String>,
+    pub key_file: Option<String>,
+    pub peer_keys: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,6 +17,12 @@ impl Env for FakeEnv {
     fn hostname(&self) -> Option<String> {
         Some("host-1.example".into())
     }
+    fn file_mode(&self, path: &Path) -> std::io::Result<u32> {
+        match self.0.get(&format!("mode:{}", path.display())) {
+            Some(mode) => Ok(u32::from_str_radix(mode, 8).unwrap_or(0o644)),
+            None => self.read_file(path).map(|_| 0o600),
+        }
+    }
 }
 
 fn env() -> FakeEnv {

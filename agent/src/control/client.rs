@@ -92,6 +92,27 @@ pub async fn request(
     token: Option<&AdminToken>,
     timeout: Duration,
 ) -> Result<(u16, String), AdminClientError> {
+    request_limited(
+        admin,
+        method,
+        path_and_query,
+        token,
+        timeout,
+        MAX_ANSWER_BYTES,
+    )
+    .await
+}
+
+/// [`request`] reading at most `limit` bytes of the body: the reading stops, and the call
+/// fails with [`AdminClientError::TooLarge`], as soon as more arrive. The peers read 4 KiB.
+pub async fn request_limited(
+    admin: SocketAddr,
+    method: &str,
+    path_and_query: &str,
+    token: Option<&AdminToken>,
+    timeout: Duration,
+    limit: usize,
+) -> Result<(u16, String), AdminClientError> {
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path_and_query)
@@ -106,7 +127,7 @@ pub async fn request(
                 path_and_query: path_and_query.to_owned(),
                 source,
             })?;
-    tokio::time::timeout(timeout, exchange(admin, req))
+    tokio::time::timeout(timeout, exchange(admin, req, limit))
         .await
         .map_err(|_| AdminClientError::Timeout { admin, timeout })?
 }
@@ -114,6 +135,7 @@ pub async fn request(
 async fn exchange(
     admin: SocketAddr,
     req: hyper::Request<Empty<Bytes>>,
+    limit: usize,
 ) -> Result<(u16, String), AdminClientError> {
     let http = |source| AdminClientError::Http { admin, source };
     let stream = tokio::net::TcpStream::connect(admin)
@@ -125,13 +147,10 @@ async fn exchange(
     let response = async {
         let response = sender.send_request(req).await.map_err(http)?;
         let status = response.status().as_u16();
-        let body = http_body_util::Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+        let body = http_body_util::Limited::new(response.into_body(), limit)
             .collect()
             .await
-            .map_err(|_| AdminClientError::TooLarge {
-                admin,
-                limit: MAX_ANSWER_BYTES,
-            })?;
+            .map_err(|_| AdminClientError::TooLarge { admin, limit })?;
         Ok((
             status,
             String::from_utf8_lossy(&body.to_bytes()).into_owned(),

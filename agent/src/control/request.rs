@@ -16,9 +16,15 @@ pub enum ControlAction {
         reason: Option<String>,
         /// When the pause ends by itself.
         until: Option<SystemTime>,
+        /// The peer agent that relayed it (its signature verified); `None` for the owner.
+        origin: Option<String>,
     },
     /// Act on watches again.
-    Resume,
+    Resume {
+        /// The peer agent that relayed it (its signature verified); `None` for the owner. A
+        /// relayed resume ends only a pause relayed from a peer.
+        origin: Option<String>,
+    },
     /// Start a failover now, through the same executor as an automatic one.
     Failover,
     /// End an unfinished failover on purpose; with `delete_dr`, delete the DR cache it built
@@ -45,7 +51,7 @@ impl ControlAction {
     pub fn as_str(&self) -> &'static str {
         match self {
             ControlAction::Pause { .. } => "pause",
-            ControlAction::Resume => "resume",
+            ControlAction::Resume { .. } => "resume",
             ControlAction::Failover => "failover",
             ControlAction::Failback { .. } => "failback",
             ControlAction::Abort { .. } => "abort",
@@ -68,7 +74,7 @@ impl ControlAction {
             ControlAction::Approve { by } => {
                 params.push(format!("by={}", crate::text::percent_encode(by)));
             }
-            ControlAction::Pause { reason, until } => {
+            ControlAction::Pause { reason, until, .. } => {
                 if let Some(reason) = reason {
                     params.push(format!("reason={}", crate::text::percent_encode(reason)));
                 }

@@ -202,6 +202,9 @@ pub struct VoteRecord {
     pub window_ms: u64,
 }
 
+/// [`PauseStatus::origin`] of a pause this agent's own operator set.
+pub const PAUSED_BY_OWNER: &str = "owner";
+
 /// A pause, as `/status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PauseStatus {
@@ -211,6 +214,9 @@ pub struct PauseStatus {
     pub since: String,
     /// Until when (RFC 3339); `None`: until resumed.
     pub until: Option<String>,
+    /// Who paused: `owner` (this agent's own operator), or the peer agent that relayed it.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 impl PauseStatus {
@@ -221,18 +227,29 @@ impl PauseStatus {
             reason: s.pause_reason.clone(),
             since: crate::text::rfc3339_seconds(since),
             until: s.paused_until.map(crate::text::rfc3339_seconds),
+            origin: Some(
+                s.pause_origin
+                    .clone()
+                    .unwrap_or_else(|| PAUSED_BY_OWNER.to_owned()),
+            ),
         })
     }
 
-    /// In words: `since T, until U: reason`.
+    /// In words: `since T, until U: reason`, with `relayed from PEER` after the times when
+    /// a peer relayed it.
     pub fn text(&self) -> String {
         format!(
-            "since {}, {}{}",
+            "since {}, {}{}{}",
             self.since,
             self.until
                 .as_ref()
                 .map(|u| format!("until {u}"))
                 .unwrap_or_else(|| "until resume".to_owned()),
+            self.origin
+                .as_deref()
+                .filter(|o| *o != PAUSED_BY_OWNER)
+                .map(|o| format!(", relayed from {o}"))
+                .unwrap_or_default(),
             self.reason
                 .as_ref()
                 .map(|r| format!(": {r}"))
@@ -393,7 +410,9 @@ pub struct BallotStatus {
     pub why: Option<String>,
 }
 
-/// `GET /vote?watch=NAME`: this agent's verdict on one watch.
+/// `GET /vote?watch=NAME&nonce=N`: this agent's verdict on one watch, signed with its key
+/// over [`crate::identity::vote_message`] so that the asker counts it for this agent only,
+/// once, and only for the ask it answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VoteAnswer {
     /// The agent that votes.
@@ -406,6 +425,15 @@ pub struct VoteAnswer {
     pub watch: String,
     /// Why.
     pub why: String,
+    /// The asker's nonce, echoed (and signed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// When the round behind the verdict ran (Unix ms); 0 before the first round.
+    #[serde(default)]
+    pub round_at: u64,
+    /// The Ed25519 signature (base64) of [`VoteAnswer::signed_text`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 impl VoteAnswer {
@@ -449,7 +477,28 @@ impl VoteAnswer {
             state: state.to_owned(),
             watch: watch.name.clone(),
             why,
+            nonce: None,
+            round_at: vote.map_or(0, |v| v.round_at_ms),
+            signature: None,
         }
+    }
+
+    /// What the signature covers: the agent, the watch, the verdict, the round and the nonce.
+    pub fn signed_text(&self) -> Vec<u8> {
+        crate::identity::vote_message(
+            &self.agent_id,
+            &self.watch,
+            self.down,
+            self.round_at,
+            self.nonce.as_deref().unwrap_or_default(),
+        )
+    }
+
+    /// Signs the answer to the ask that sent `nonce`.
+    pub fn sign(mut self, nonce: String, identity: &crate::identity::Identity) -> Self {
+        self.nonce = Some(nonce);
+        self.signature = Some(identity.sign(&self.signed_text()));
+        self
     }
 }
 

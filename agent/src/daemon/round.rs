@@ -209,7 +209,8 @@ impl WatchTask {
         let Some(peers) = j.peers.clone().filter(|_| wants_quorum) else {
             return (next, decisions);
         };
-        let tally = peers.ask(&self.name).await;
+        let window = self.probing.interval * self.judging.params.fall;
+        let tally = peers.ask(&self.name, window).await;
         let j = &mut self.judging;
         j.last_quorum = Some(tally.status(now));
         policies::step_with_quorum(&j.state, input, now, &j.params, &tally.quorum())
@@ -307,12 +308,23 @@ impl WatchTask {
     pub(super) async fn control(&mut self, action: ControlAction) -> WatchAnswer {
         let now = SystemTime::now();
         let (next, decisions) = match action {
-            ControlAction::Pause { reason, until } => policies::pause(
+            ControlAction::Pause {
+                reason,
+                until,
+                origin,
+            } => policies::pause(
                 &self.judging.state,
                 now,
-                &policies::PauseRequest { reason, until },
+                &policies::PauseRequest {
+                    reason,
+                    until,
+                    origin,
+                },
             ),
-            ControlAction::Resume => policies::resume(&self.judging.state, now),
+            ControlAction::Resume { origin: None } => policies::resume(&self.judging.state, now),
+            ControlAction::Resume {
+                origin: Some(origin),
+            } => policies::resume_relayed(&self.judging.state, now, &origin),
             ControlAction::Failover => {
                 let answer = match self.begin_failover(Trigger::Manual, now).await {
                     Some((runner, journal)) => {

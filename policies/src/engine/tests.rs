@@ -1437,6 +1437,7 @@ fn a_pause_with_an_end_expires_by_itself_and_says_why_it_was_paused() {
     let request = PauseRequest {
         reason: Some("CHG-42 cache migration".to_owned()),
         until: Some(sim.now + Duration::from_secs(1800)),
+        origin: None,
     };
     let (next, decisions) = super::pause(&sim.state, sim.now, &request);
     sim.check(&decisions);
@@ -1492,6 +1493,7 @@ fn pausing_again_changes_the_reason_and_end_but_not_the_start() {
     let first = PauseRequest {
         reason: Some("a".to_owned()),
         until: None,
+        origin: None,
     };
     let (next, _) = super::pause(&sim.state, sim.now, &first);
     sim.state = next;
@@ -1501,6 +1503,7 @@ fn pausing_again_changes_the_reason_and_end_but_not_the_start() {
     let second = PauseRequest {
         reason: Some("b".to_owned()),
         until: Some(sim.now + Duration::from_secs(600)),
+        origin: None,
     };
     let (next, decisions) = super::pause(&sim.state, sim.now, &second);
     assert!(
