@@ -22,6 +22,8 @@ use crate::control::status::{
 };
 use crate::metrics::Metrics;
 
+mod peers;
+
 /// Every wait in these tests is bounded by this.
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -429,6 +431,16 @@ impl Harness {
     }
 
     async fn start_with(health: Health, control_capacity: usize, limits: ServerLimits) -> Self {
+        Harness::start_full(health, control_capacity, limits, None).await
+    }
+
+    /// With the peers' token and `peers` (this agent's key and the peers' public keys).
+    async fn start_full(
+        health: Health,
+        control_capacity: usize,
+        limits: ServerLimits,
+        peers: Option<(AdminToken, crate::peers::Peers)>,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (status, status_rx) = watch::channel(status_doc(Vec::new()));
@@ -442,8 +454,8 @@ impl Harness {
             readiness: watch::channel(ReadinessStatus::pending()).1,
             control: control_tx,
             token: AdminToken::generate().expect("token"),
-            peer_token: None,
-            peers: None,
+            peer_token: peers.as_ref().map(|(token, _)| token.clone()),
+            peers: peers.map(|(_, peers)| Arc::new(peers)),
             approvals: Arc::default(),
         };
         let token = state.token.clone();

@@ -43,8 +43,12 @@ pub trait Env {
     fn read_file(&self, path: &Path) -> std::io::Result<String>;
     /// The host name, the default agent id.
     fn hostname(&self) -> Option<String>;
-    /// A file's permission bits (`0o600`), for files only the agent's user may read.
-    fn file_mode(&self, path: &Path) -> std::io::Result<u32>;
+    /// A file's permission bits (`0o600`), for files only the agent's user may read; the
+    /// real file system's unless a test says otherwise.
+    fn file_mode(&self, path: &Path) -> std::io::Result<u32> {
+        use std::os::unix::fs::PermissionsExt as _;
+        Ok(std::fs::metadata(path)?.permissions().mode() & 0o7777)
+    }
 }
 
 /// The real process environment.
@@ -64,11 +68,6 @@ impl Env for ProcessEnv {
             .ok()
             .map(|h| h.trim().to_owned())
             .filter(|h| !h.is_empty())
-    }
-
-    fn file_mode(&self, path: &Path) -> std::io::Result<u32> {
-        use std::os::unix::fs::PermissionsExt as _;
-        Ok(std::fs::metadata(path)?.permissions().mode() & 0o7777)
     }
 }
 

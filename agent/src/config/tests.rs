@@ -26,7 +26,12 @@ impl Env for FakeEnv {
 }
 
 fn env() -> FakeEnv {
+    let (key, _) = crate::identity::Identity::generate().expect("key");
     FakeEnv(HashMap::from([
+        ("file:/etc/valkey-dr/agent.key".into(), format!("{key}\n")),
+        ("file:/etc/valkey-dr/open.key".into(), key),
+        ("mode:/etc/valkey-dr/open.key".into(), "644".into()),
+        ("file:/etc/valkey-dr/bad.key".into(), "bm90IGEga2V5".into()),
         ("VALKEY_DR_PASSWORD".into(), "hunter2-very-secret".into()),
         ("file:/etc/valkey-dr/pw".into(), "from-file-secret\n".into()),
         (
@@ -432,16 +437,87 @@ fn plain_http_webhooks_go_only_to_loopback() {
     }
 }
 
+/// This agent's key and one peer's public key, as peers need them.
+const KEYS: &str = "key_file = \"/etc/valkey-dr/agent.key\"\npeer_keys = { agent-b = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\" }";
+
+#[test]
+fn peers_need_their_own_key_and_the_peers_public_keys() {
+    let with = |agent: &str| {
+        BASE.replace(
+            "state_dir = \"/var/lib/valkey-dr\"",
+            &format!("state_dir = \"/var/lib/valkey-dr\"\npeers = [\"10.0.0.2:9187\"]\npeer_token_env = \"PEER_TOKEN\"\n{agent}"),
+        )
+    };
+    let c = parse(&with(KEYS)).expect("valid");
+    assert_eq!(c.agent.peer_keys.len(), 1);
+    let key = env().0["file:/etc/valkey-dr/agent.key"].trim().to_owned();
+    assert!(
+        !format!("{c:?}").contains(&key),
+        "the private key never shows"
+    );
+    assert!(!c.to_normalized_toml().contains(&key));
+    let public = "peer_keys = { b = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\" }";
+    for (agent, key, says) in [
+        ("", "agent.key_file", "valkey-dr keygen"),
+        (
+            "key_file = \"/etc/valkey-dr/agent.key\"",
+            "agent.peer_keys",
+            "public keys",
+        ),
+        (public, "agent.key_file", "own signing key"),
+        (
+            &format!("key_file = \"/etc/valkey-dr/open.key\"\n{public}"),
+            "agent.key_file",
+            "chmod 600",
+        ),
+        (
+            &format!("key_file = \"/etc/valkey-dr/bad.key\"\n{public}"),
+            "agent.key_file",
+            "not an Ed25519 private key",
+        ),
+        (
+            &format!("key_file = \"/etc/valkey-dr/none.key\"\n{public}"),
+            "agent.key_file",
+            "cannot read",
+        ),
+        (
+            "key_file = \"/etc/valkey-dr/agent.key\"\npeer_keys = { b = \"AAAA\" }",
+            "agent.peer_keys.b",
+            "32 bytes",
+        ),
+        (
+            "key_file = \"/etc/valkey-dr/agent.key\"\npeer_keys = { b = \"not base64!\" }",
+            "agent.peer_keys.b",
+            "not base64",
+        ),
+    ] {
+        let found = issues(&with(agent));
+        let issue = found
+            .iter()
+            .find(|i| i.key == key)
+            .unwrap_or_else(|| panic!("{agent}: no issue for {key}: {found:?}"));
+        assert!(
+            issue.problem.contains(says) || issue.valid.contains(says),
+            "{agent}: {issue:?}"
+        );
+        // A PKCS#8 Ed25519 document's base64 begins so, whichever the key.
+        assert!(!format!("{issue:?}").contains("MFMCAQEw"), "{issue:?}");
+    }
+}
+
 #[test]
 fn peers_need_host_ports_and_a_shared_token() {
     let with = |agent: &str| {
         BASE.replace(
             "state_dir = \"/var/lib/valkey-dr\"",
-            &format!("state_dir = \"/var/lib/valkey-dr\"\n{agent}"),
+            &format!(
+                "state_dir = \"/var/lib/valkey-dr\"\n{}",
+                agent.replace("{KEYS}", KEYS)
+            ),
         )
     };
     let c = parse(&with(
-        "peers = [\"10.0.0.2:9187\", \"[fd00::2]:9187\", \"peers.ns.svc:9187\", \"10.0.0.2:9187\"]\nquorum = 2\npeer_token_env = \"PEER_TOKEN\"",
+        "peers = [\"10.0.0.2:9187\", \"[fd00::2]:9187\", \"peers.ns.svc:9187\", \"10.0.0.2:9187\"]\nquorum = 2\npeer_token_env = \"PEER_TOKEN\"\n{KEYS}",
     ))
     .expect("valid");
     assert_eq!(
