@@ -593,6 +593,95 @@ async fn a_crash_right_after_the_intent_is_saved_still_fails_over() {
     t.lab.shutdown().await;
 }
 
+/// The peers' token the quorum suites share.
+const PEER_TOKEN: &str = "0123456789abcdef0123456789abcdef";
+
+/// A forger that holds the peers' token, on `ports`: the first answers every `/vote` with
+/// `down` as agent-a, signed with a key of its own; the second replays the answer it got
+/// from the real agent-a (admin port `real`) to an ask of its own. They end with the test's
+/// runtime.
+async fn forge_votes(ports: [u16; 2], real: u16) -> [tokio::task::JoinHandle<()>; 2] {
+    use valkey_dr::control::status::VoteAnswer;
+    let (text, _) = valkey_dr::identity::Identity::generate().expect("key");
+    let key = valkey_dr::identity::Identity::from_file_text(&text).expect("key");
+    let real = std::net::SocketAddr::from(([127, 0, 0, 1], real));
+    let token = valkey_dr::control::AdminToken::shared(PEER_TOKEN);
+    let path = format!("/vote?watch={WATCH}&nonce=00112233445566778899aabbccddeeff");
+    let (code, captured) = valkey_dr::control::client::request(
+        real,
+        "GET",
+        &path,
+        Some(&token),
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("the forger asks agent-a once");
+    assert_eq!(code, 200, "{captured}");
+    let forged = move |nonce: &str| {
+        let answer = VoteAnswer {
+            agent_id: "agent-a".into(),
+            down: true,
+            state: "down".into(),
+            watch: WATCH.into(),
+            why: "both paths down".into(),
+            nonce: None,
+            round_at: u64::try_from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_millis(),
+            )
+            .unwrap(),
+            signature: None,
+        };
+        serde_json::to_string(&answer.sign(nonce.to_owned(), &key)).unwrap()
+    };
+    [
+        answer_votes(ports[0], forged).await,
+        answer_votes(ports[1], move |_| captured.clone()).await,
+    ]
+}
+
+/// An HTTP server on `port` answering each request with `body(nonce of the request)`.
+async fn answer_votes(
+    port: u16,
+    body: impl Fn(&str) -> String + Send + Sync + 'static,
+) -> tokio::task::JoinHandle<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind the forger");
+    let body = std::sync::Arc::new(body);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let body = body.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n")
+                    && head.len() < 8192
+                    && matches!(stream.read(&mut byte).await, Ok(1))
+                {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let nonce = head
+                    .split([' ', '?', '&'])
+                    .find_map(|p| p.strip_prefix("nonce="))
+                    .unwrap_or_default()
+                    .to_owned();
+                let body = body(&nonce);
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    })
+}
+
 /// A free loopback port: bound, read and released (the agents bind them a moment later).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -606,13 +695,21 @@ fn free_port() -> u16 {
 /// still answers it): it announces `failover_blocked` with the quorum guard and every peer's
 /// vote, and nothing is built or changed. Once its network is repaired, a real region outage
 /// fails over exactly once.
+///
+/// Issue 23: the cut-off agent also lists, first, a forger holding the peers' token: one
+/// address answers `down` as agent-a signed with a key not in peer_keys, another replays
+/// agent-a's real signed answer to an earlier ask. Neither is counted, so the one forged
+/// vote does not make a quorum.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
     let _slot = LABS.acquire().await.expect("the semaphore stays open");
     let t = fast_lab().await;
     let token_file = t.dir.path().join("peer-token");
-    std::fs::write(&token_file, "0123456789abcdef0123456789abcdef\n").expect("token");
+    std::fs::write(&token_file, format!("{PEER_TOKEN}\n")).expect("token");
+    let (key_files, peer_keys) =
+        support::peer_keys(t.dir.path(), &["agent-a", "agent-b", "agent-c"]).await;
     let ports = [free_port(), free_port(), free_port()];
+    let forgers = [free_port(), free_port()];
     let dead_port = free_port();
     let lab_port = std::fs::read_to_string(t.config())
         .expect("agent.toml")
@@ -623,14 +720,17 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
     let token = toml::Value::String(token_file.to_string_lossy().into_owned()).to_string();
     let names = ["a", "b", "c"];
     let config_of = |i: usize, hook: &Webhook, cut_off: bool| {
-        let peers: Vec<String> = (0..3)
-            .filter(|&j| j != i)
-            .map(|j| format!("\"127.0.0.1:{}\"", ports[j]))
+        // The forgers first: were the first claim of an id to win, theirs would.
+        let forged = forgers.iter().filter(|_| cut_off);
+        let peers: Vec<String> = forged
+            .chain((0..3).filter(|&j| j != i).map(|j| &ports[j]))
+            .map(|port| format!("\"127.0.0.1:{port}\""))
             .collect();
         let agent = format!(
-            "admin_listen = \"127.0.0.1:{}\"\npeers = [{}]\nquorum = 2\npeer_token_file = {token}",
+            "admin_listen = \"127.0.0.1:{}\"\npeers = [{}]\nquorum = 2\npeer_token_file = {token}\nkey_file = {}\npeer_keys = {peer_keys}",
             ports[i],
-            peers.join(", ")
+            peers.join(", "),
+            key_files[i]
         );
         let id = format!("id = \"agent-{}\"", names[i]);
         let dead = format!("port = {dead_port}");
@@ -668,6 +768,7 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
         );
         agents.push(agent);
     }
+    let _forgers = forge_votes(forgers, ports[0]).await;
     let (cut_config, c_state) = config_of(2, &hooks[2], true);
     let cut = Agent::start(&cut_config, &c_state, &[]).await;
 
@@ -693,7 +794,23 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
         .collect();
     voters.sort_unstable();
     assert_eq!(voters, ["agent-a", "agent-b"], "{blocked:#}");
-    assert!(votes.iter().all(|v| v["vote"] == "up"), "{blocked:#}");
+    let counted = votes.iter().filter(|v| v["agent_id"].is_string());
+    assert!(counted.clone().all(|v| v["vote"] == "up"), "{blocked:#}");
+    assert_eq!(counted.count(), 2, "{blocked:#}");
+    let forged: Vec<String> = votes
+        .iter()
+        .filter(|v| v["agent_id"].is_null())
+        .map(|v| format!("{} {}", v["vote"], v["why"]))
+        .collect();
+    assert_eq!(forged.len(), 2, "{blocked:#}");
+    assert!(
+        forged[0].contains("no_answer") && forged[0].contains("signed by a key not in peer_keys"),
+        "{forged:?}"
+    );
+    assert!(
+        forged[1].contains("no_answer") && forged[1].contains("replayed nonce"),
+        "{forged:?}"
+    );
     let guards = blocked["detail"]["guards"].as_array().expect("guards");
     assert!(
         guards
@@ -772,14 +889,16 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
     );
 }
 
-/// `pause` on one agent of a quorum pauses its peers too (relayed with the peers' token, and
-/// never relayed further), and says which peer it could not reach; `resume` likewise.
+/// `pause` on one agent of a quorum pauses its peers too (relayed with the peers' token,
+/// signed by the relaying agent, and never relayed further), and says which peer it could
+/// not reach; the peer's event and `/status` name the agent it came from; `resume` likewise.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_reaches_every_peer_and_names_the_one_it_missed() {
     let _slot = LABS.acquire().await.expect("the semaphore stays open");
     let t = fast_lab().await;
     let token_file = t.dir.path().join("peer-token");
-    std::fs::write(&token_file, "0123456789abcdef0123456789abcdef\n").expect("token");
+    std::fs::write(&token_file, format!("{PEER_TOKEN}\n")).expect("token");
+    let (key_files, peer_keys) = support::peer_keys(t.dir.path(), &["agent-a", "agent-b"]).await;
     let ports = [free_port(), free_port()];
     // Listed as a peer, but nothing listens there.
     let missing = free_port();
@@ -789,9 +908,10 @@ async fn a_pause_reaches_every_peer_and_names_the_one_it_missed() {
     let mut configs = Vec::new();
     for (i, name) in ["a", "b"].into_iter().enumerate() {
         let agent = format!(
-            "admin_listen = \"127.0.0.1:{}\"\npeers = [\"127.0.0.1:{}\", \"127.0.0.1:{missing}\"]\nquorum = 2\npeer_token_file = {token}",
+            "admin_listen = \"127.0.0.1:{}\"\npeers = [\"127.0.0.1:{}\", \"127.0.0.1:{missing}\"]\nquorum = 2\npeer_token_file = {token}\nkey_file = {}\npeer_keys = {peer_keys}",
             ports[i],
             ports[1 - i],
+            key_files[i],
         );
         let id = format!("id = \"agent-{name}\"");
         let state_dir = t.dir.path().join(format!("state-{name}"));
@@ -865,11 +985,27 @@ async fn a_pause_reaches_every_peer_and_names_the_one_it_missed() {
         status["watches"][0]["pause"]["until"].is_string(),
         "{status:#}"
     );
+    assert_eq!(
+        status["watches"][0]["pause"]["origin"], "agent-a",
+        "{status:#}"
+    );
     assert!(
         wait_until(EVENT_BOUND, || async { hooks[1].count("paused") == 1 }).await,
         "agent-b announced its pause once: {:?}",
         hooks[1].names()
     );
+    let paused = hook_events(&hooks[1], "paused").remove(0);
+    assert!(
+        paused["reasons"]
+            .to_string()
+            .contains("relayed from agent-a"),
+        "{paused:#}"
+    );
+    let (_, body) = support::agent_get(agents[0].admin().unwrap(), "/status")
+        .await
+        .unwrap();
+    let own: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(own["watches"][0]["pause"]["origin"], "owner", "{own:#}");
 
     let out = cli(&["resume"]).await;
     assert_eq!(out.status.code(), Some(1), "the missing peer again");

@@ -633,3 +633,36 @@ pub async fn read_record(
         }
     }
 }
+
+/// Signing keys for lab agents `ids`, made as an operator makes them (`valkey-dr keygen
+/// --out FILE --id ID`): each agent's key file, as a TOML string, and the `peer_keys`
+/// inline table listing every one's public key, from the lines keygen printed.
+pub async fn peer_keys(dir: &Path, ids: &[&str]) -> (Vec<String>, String) {
+    let mut files = Vec::new();
+    let mut lines = Vec::new();
+    for id in ids {
+        let file = dir.join(format!("{id}.key"));
+        let out = tokio::time::timeout(
+            COMMAND_DEADLINE,
+            tokio::process::Command::new(agent_bin())
+                .arg("keygen")
+                .arg("--out")
+                .arg(&file)
+                .args(["--id", id])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("keygen finished within the deadline")
+        .expect("keygen ran");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "keygen: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lines.push(stdout.trim().to_owned());
+        files.push(toml::Value::String(file.to_string_lossy().into_owned()).to_string());
+    }
+    (files, format!("{{ {} }}", lines.join(", ")))
+}
