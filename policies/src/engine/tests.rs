@@ -1515,6 +1515,50 @@ fn pausing_again_changes_the_reason_and_end_but_not_the_start() {
 }
 
 #[test]
+fn a_relayed_pause_names_its_origin_and_a_relayed_resume_ends_only_a_relayed_pause() {
+    let mut sim = Sim::new();
+    let owner = PauseRequest {
+        reason: Some("maintenance".to_owned()),
+        until: None,
+        origin: None,
+    };
+    let (owned, _) = super::pause(&sim.state, sim.now, &owner);
+    // A peer's resume leaves the owner's pause as it is, and says nothing.
+    assert_eq!(
+        super::resume_relayed(&owned, sim.now, "agent-b"),
+        (owned.clone(), vec![])
+    );
+    let relayed = PauseRequest {
+        origin: Some("agent-b".to_owned()),
+        until: Some(sim.now + Duration::from_secs(600)),
+        ..owner
+    };
+    let (next, decisions) = super::pause(&sim.state, sim.now, &relayed);
+    sim.check(&decisions);
+    assert!(
+        decisions[0].reasons[0]
+            .starts_with("paused by an operator, relayed from agent-b (maintenance)"),
+        "{decisions:?}"
+    );
+    assert_eq!(next.pause_origin.as_deref(), Some("agent-b"));
+    sim.state = next;
+    sim.advance(Duration::from_secs(60));
+    let (next, decisions) = super::resume_relayed(&sim.state, sim.now, "agent-b");
+    sim.check(&decisions);
+    assert_eq!(decisions[0].event, Event::Resumed);
+    assert!(
+        decisions[0].reasons[0].contains("relayed from agent-b"),
+        "{decisions:?}"
+    );
+    assert!(next.paused_since.is_none() && next.pause_origin.is_none());
+    // A state saved before origins were recorded loads as the owner's pause.
+    let old: WatchState =
+        serde_json::from_str(r#"{"paused_since":{"secs_since_epoch":1,"nanos_since_epoch":0}}"#)
+            .unwrap();
+    assert!(old.paused_since.is_some() && old.pause_origin.is_none());
+}
+
+#[test]
 fn a_restored_failing_over_watch_waits_for_the_executor() {
     let mut sim = Sim::new();
     sim.steps(3, outage());
