@@ -323,7 +323,9 @@ async fn pods_are_wired_as_their_agent_toml_says() {
                     "{what}: beside the app"
                 );
             }
-            Some("Deployment" | "DaemonSet") => assert!(!is_init, "{what}: the agent is the pod"),
+            Some("Deployment" | "DaemonSet" | "StatefulSet") => {
+                assert!(!is_init, "{what}: the agent is the pod");
+            }
             other => panic!("{what}: unexpected workload {other:?}"),
         }
 
@@ -476,7 +478,7 @@ async fn pods_are_wired_as_their_agent_toml_says() {
     }
     assert_eq!(
         workloads, 3,
-        "the acting agents' Deployment, the sidecar's Deployment and the DaemonSet"
+        "the acting agents' StatefulSet, the sidecar's Deployment and the DaemonSet"
     );
     assert_eq!(peered, 1, "the acting agents vote with their peers");
 }
@@ -528,6 +530,19 @@ async fn embedded_agent_configs_pass_config_check() {
             std::fs::create_dir_all(local.parent().expect("a directory")).expect("mkdir");
             std::fs::write(&local, format!("{}\n", "ab12".repeat(16))).expect("write token");
             let quoted = format!("\"{token}\"");
+            assert_eq!(text.matches(&quoted).count(), 1, "{what}");
+            text = text.replace(&quoted, &format!("{:?}", local.display().to_string()));
+        }
+        // The pod's own signing key, as `valkey-dr keygen` writes it (mode 0600).
+        if let Some(key) = config["agent"].get("key_file").and_then(|v| v.as_str()) {
+            use std::os::unix::fs::PermissionsExt as _;
+            let local = scratch.path().join(key.trim_start_matches('/'));
+            std::fs::create_dir_all(local.parent().expect("a directory")).expect("mkdir");
+            let (key_text, _) = valkey_dr::identity::Identity::generate().expect("a key");
+            std::fs::write(&local, format!("{key_text}\n")).expect("write key");
+            std::fs::set_permissions(&local, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod");
+            let quoted = format!("\"{key}\"");
             assert_eq!(text.matches(&quoted).count(), 1, "{what}");
             text = text.replace(&quoted, &format!("{:?}", local.display().to_string()));
         }
@@ -1237,7 +1252,7 @@ async fn rule_api_token_mounted_fails_when_broken() {
         Rule::ApiTokenMounted,
         &[
             ("the pod mounts it", |docs| {
-                doc_mut(docs, "Deployment", "valkey-dr-failover")["spec"]["template"]["spec"]
+                doc_mut(docs, "StatefulSet", "valkey-dr-failover")["spec"]["template"]["spec"]
                     ["automountServiceAccountToken"] = true.into();
             }),
             ("neither pod nor ServiceAccount says", |docs| {
@@ -1269,7 +1284,7 @@ async fn rule_peers_select_others_fails_when_broken() {
                     serde_json::json!({"app.kubernetes.io/name": "valkey-dr"});
             }),
             ("an application pod carrying the agents' labels", |docs| {
-                let labels = doc_mut(docs, "Deployment", "valkey-dr-failover")["spec"]["template"]
+                let labels = doc_mut(docs, "StatefulSet", "valkey-dr-failover")["spec"]["template"]
                     ["metadata"]["labels"]
                     .clone();
                 let d = doc_mut(docs, "Deployment", "sessions-app");

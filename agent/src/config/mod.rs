@@ -1094,8 +1094,8 @@ impl Validator<'_> {
         }
     }
 
-    /// `key_file` and `peer_keys`, both required with peers: the key file readable by the
-    /// agent's user only and holding an Ed25519 key, every public key 32 bytes of base64.
+    /// `key_file` and `peer_keys`, both required with peers: the key file with no bits for
+    /// others and none but read for its group, holding an Ed25519 key, every public key 32 bytes of base64.
     fn keys(
         &mut self,
         p: &[Seg],
@@ -1144,15 +1144,17 @@ impl Validator<'_> {
         let path = self.path_buf(file);
         let at = key(p, "key_file");
         match self.env.file_mode(&path) {
-            Ok(mode) if mode & 0o077 != 0 => {
+            // Group read is the one exception: a Kubernetes Secret volume gives it to the
+            // pod's own fsGroup (deploy/kubernetes/failover.yaml), and to no one else.
+            Ok(mode) if mode & 0o037 != 0 => {
                 self.issue(
                     &at,
                     format!(
-                        "{} is readable or writable by others (mode {mode:04o})",
+                        "{} is open to others or writable by its group (mode {mode:04o})",
                         path.display()
                     ),
                     format!(
-                        "a file only the agent's user can read: chmod 600 {}",
+                        "a file only the agent's user can read (0640 and 0440 are taken too): chmod 600 {}",
                         path.display()
                     ),
                 );

@@ -29,8 +29,10 @@ fn env() -> FakeEnv {
     let (key, _) = crate::identity::Identity::generate().expect("key");
     FakeEnv(HashMap::from([
         ("file:/etc/valkey-dr/agent.key".into(), format!("{key}\n")),
-        ("file:/etc/valkey-dr/open.key".into(), key),
+        ("file:/etc/valkey-dr/open.key".into(), key.clone()),
         ("mode:/etc/valkey-dr/open.key".into(), "644".into()),
+        ("file:/etc/valkey-dr/group.key".into(), key.clone()),
+        ("mode:/etc/valkey-dr/group.key".into(), "440".into()),
         ("file:/etc/valkey-dr/bad.key".into(), "bm90IGEga2V5".into()),
         ("VALKEY_DR_PASSWORD".into(), "hunter2-very-secret".into()),
         ("file:/etc/valkey-dr/pw".into(), "from-file-secret\n".into()),
@@ -450,6 +452,9 @@ fn peers_need_their_own_key_and_the_peers_public_keys() {
     };
     let c = parse(&with(KEYS)).expect("valid");
     assert_eq!(c.agent.peer_keys.len(), 1);
+    // A Kubernetes Secret volume with the pod's fsGroup: group read only.
+    let group = KEYS.replace("agent.key", "group.key");
+    assert!(parse(&with(&group)).expect("valid").agent.key.is_some());
     let key = env().0["file:/etc/valkey-dr/agent.key"].trim().to_owned();
     assert!(
         !format!("{c:?}").contains(&key),
