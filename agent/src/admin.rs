@@ -637,7 +637,7 @@ async fn pause(
     if caller == Caller::Peer {
         let origin = match relay_origin(&shared, &action, watch.as_deref(), &params) {
             Ok(origin) => origin,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         if until.is_none() {
             return error_json(
@@ -667,7 +667,7 @@ async fn resume(
         let action = ControlAction::Resume { origin: None };
         origin = match relay_origin(&shared, &action, watch.as_deref(), &params) {
             Ok(origin) => Some(origin),
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         if let Some(owned) = paused_by_owner(&shared, watch.as_deref()) {
             return error_json(
@@ -704,12 +704,12 @@ fn relay_origin(
     action: &ControlAction,
     watch: Option<&str>,
     params: &BTreeMap<String, String>,
-) -> Result<String, Response> {
+) -> Result<String, Box<Response>> {
     let refuse = |why: String| {
-        error_json(
+        Box::new(error_json(
             StatusCode::UNAUTHORIZED,
             format!("a relayed {} is refused: {why}", action.as_str()),
-        )
+        ))
     };
     let Some(peers) = &shared.admin.peers else {
         return Err(refuse("this agent has no peers configured".to_owned()));

@@ -158,7 +158,7 @@ impl Peers {
     /// configured quorum, or a majority of the entries and this agent).
     fn max_addresses(&self) -> usize {
         let quorum = self.quorum.map_or_else(
-            || (self.entries.len() + 1) / 2 + 1,
+            || self.entries.len().div_ceil(2) + 1,
             |q| usize::try_from(q).unwrap_or(usize::MAX),
         );
         quorum.saturating_mul(4).max(1)
