@@ -301,3 +301,40 @@ async fn run_creates_a_missing_state_dir_private() {
     assert_eq!(mode, 0o700, "{mode:o}");
     agent.kill9().await;
 }
+
+/// Issue 23: `keygen` writes a key only the agent's user can read, prints the line for the
+/// peers' `peer_keys`, and never replaces a key.
+#[tokio::test]
+async fn keygen_writes_a_private_key_once_and_prints_its_public_line() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("agent.key");
+    let keygen = || {
+        let mut command = tokio::process::Command::new(support::agent_bin());
+        command
+            .args(["keygen", "--id", "agent-a", "--out"])
+            .arg(&out);
+        run_bounded(command)
+    };
+    let first = keygen().await;
+    let stdout = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert_eq!(first.status.code(), Some(0), "{stdout}");
+    let (id, public) = stdout.trim().split_once(" = ").expect("`id = \"key\"`");
+    assert_eq!(id, "agent-a");
+    assert_eq!(public.len(), 46, "a quoted 32-byte base64 key: {public}");
+    let written = std::fs::read_to_string(&out).expect("the key");
+    let mode = std::fs::metadata(&out).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let key = valkey_dr::identity::Identity::from_file_text(&written).expect("a key");
+    assert_eq!(format!("\"{}\"", key.public_base64()), public);
+    assert!(
+        !stdout.contains(written.trim()),
+        "the private key is never printed"
+    );
+
+    let second = keygen().await;
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("never overwritten"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&out).expect("the key"), written);
+}
