@@ -228,7 +228,7 @@ mod tests {
     async fn resume(requests: &mpsc::Sender<ControlRequest>) -> WatchAnswer {
         let (reply, answer) = oneshot::channel();
         let request = ControlRequest {
-            action: ControlAction::Resume,
+            action: ControlAction::Resume { origin: None },
             watch: Some("sessions".to_owned()),
             reply,
         };
