@@ -348,3 +348,5 @@ fn the_tally_counts_this_agent_and_names_every_ballot() {
     assert_eq!(v.votes[1].vote, "no_answer");
     assert!(!v.reached);
 }
+
+mod fuzz;

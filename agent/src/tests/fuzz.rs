@@ -73,7 +73,7 @@ where
             .unwrap_or_else(|e| panic!("{target}: cannot make an input: {e}"))
             .current();
         let outcome = catch_unwind(AssertUnwindSafe(|| check(&input)))
-            .unwrap_or_else(|_| Err("panicked".to_owned()));
+            .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_text(&*panic))));
         match outcome {
             Ok(accepted) => ran.accepted += u64::from(accepted),
             Err(why) => panic!(
@@ -112,6 +112,15 @@ fn seed() -> [u8; 32] {
         }
     }
     seed
+}
+
+/// What a panic said.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message")
 }
 
 fn hex(bytes: &[u8]) -> String {
