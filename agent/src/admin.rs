@@ -21,6 +21,7 @@
 //! the agent's file descriptors, which its probes need.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
@@ -59,9 +60,18 @@ pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 /// How long a stopping server lets the requests in flight finish.
 const SHUTDOWN_DRAIN: Duration = Duration::from_millis(1500);
 
-/// Connections served at once. The CLI opens one per command and Prometheus one per scrape,
-/// so 32 is far above any honest use, and far below the descriptors the probes need.
-pub const MAX_CONNECTIONS: usize = 32;
+/// TCP connections served at once from everyone, at the least: see [`ServerLimits::for_watches`].
+pub const MAX_CONNECTIONS: usize = 128;
+
+/// TCP connections served at once from one address, at the least: a CLI with
+/// `controls = "tcp"`, a Prometheus scrape, kubelet's probes and a peer's relay need one
+/// each. A flood from one address takes no more, and leaves the rest of
+/// [`MAX_CONNECTIONS`] to everyone else.
+pub const PER_ADDRESS: usize = 8;
+
+/// Connections served at once on the unix socket, which only the agent's user can open: the
+/// owner's CLI opens one per command. Counted apart from TCP, so no TCP client can take them.
+pub const SOCKET_CONNECTIONS: usize = 16;
 
 /// The content type of OpenMetrics text, which `prometheus-client` writes (`# EOF` included).
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -226,7 +236,7 @@ pub struct AdminState {
     pub approvals: Arc<BTreeMap<String, Arc<crate::executor::Approvals>>>,
 }
 
-/// The server's bounds; [`ServerLimits::default`] in the daemon, shorter in tests.
+/// The server's bounds; [`ServerLimits::for_watches`] in the daemon, shorter in tests.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     /// [`CONTROL_TIMEOUT`].
@@ -235,39 +245,144 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     /// [`CONNECTION_LIFETIME`].
     pub connection_lifetime: Duration,
-    /// [`MAX_CONNECTIONS`].
+    /// TCP connections served at once from everyone ([`MAX_CONNECTIONS`] at the least).
     pub max_connections: usize,
+    /// TCP connections served at once from one address ([`PER_ADDRESS`] at the least); IPv6
+    /// addresses count by their /64, which one host usually holds whole.
+    pub per_address: usize,
+    /// Connections served at once on the unix socket ([`SOCKET_CONNECTIONS`]).
+    pub socket_connections: usize,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
+        ServerLimits::for_watches(0)
+    }
+}
+
+impl ServerLimits {
+    /// The bounds for an agent with `watches` watches. A peer asks for a vote on each watch
+    /// that looks down, all at once when a region fails, one connection each: so an address
+    /// may hold one connection per watch besides [`PER_ADDRESS`], or a peer's votes would be
+    /// refused exactly when they count. Everyone together may hold four addresses' worth, so
+    /// an address at its cap leaves room for kubelet, Prometheus and the peers.
+    pub fn for_watches(watches: usize) -> Self {
+        let per_address = PER_ADDRESS.saturating_add(watches);
         ServerLimits {
             control_timeout: CONTROL_TIMEOUT,
             header_timeout: HEADER_TIMEOUT,
             connection_lifetime: CONNECTION_LIFETIME,
-            max_connections: MAX_CONNECTIONS,
+            max_connections: MAX_CONNECTIONS.max(per_address.saturating_mul(4)),
+            per_address,
+            socket_connections: SOCKET_CONNECTIONS,
         }
     }
 }
 
-/// Serves the admin endpoints on `listener` until `shutdown` is cancelled, then lets the
-/// requests in flight finish (each bounded by the control timeout at most) and returns.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AdminState,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    serve_with(listener, state, shutdown, ServerLimits::default()).await
+/// What the admin server listens on, and which of them serves the owner's controls.
+#[derive(Debug)]
+pub struct Listeners {
+    /// `admin_listen`: `/metrics`, `/healthz`, `/status` with the owner's token, `/vote`, the
+    /// peers' relayed pauses, and the owner's controls only with `controls = "tcp"`.
+    pub tcp: tokio::net::TcpListener,
+    /// `state_dir/admin.sock`: everything, for the owner; `None` when it could not be bound.
+    pub socket: Option<tokio::net::UnixListener>,
+    /// Where the socket is, for the refusals on TCP that point there.
+    pub socket_path: std::path::PathBuf,
+    /// `[agent] controls`.
+    pub controls: crate::config::Controls,
 }
 
-async fn serve_with(
-    listener: tokio::net::TcpListener,
+/// Serves the admin endpoints on `listeners` until `shutdown` is cancelled, then lets the
+/// requests in flight finish (each bounded by the control timeout at most) and returns.
+/// TCP and the socket have their own connection limits, so a TCP flood never reaches the
+/// owner's channel.
+pub async fn serve(
+    listeners: Listeners,
     state: AdminState,
     shutdown: CancellationToken,
     limits: ServerLimits,
 ) -> std::io::Result<()> {
-    let app = router(state, limits.control_timeout);
+    let on_tcp = match listeners.controls {
+        crate::config::Controls::Tcp => OwnerControls::Here,
+        crate::config::Controls::Socket => OwnerControls::OnSocket(Arc::from(format!(
+            "the owner's controls are served only on the unix socket {} ([agent] controls = \"socket\"): run the valkey-dr CLI as the agent's user on its host, or set controls = \"tcp\"",
+            listeners.socket_path.display()
+        ))),
+    };
+    let tcp_app = router(state.clone(), limits.control_timeout, on_tcp);
+    let socket_app = router(state, limits.control_timeout, OwnerControls::Here);
+    let socket = async {
+        match listeners.socket {
+            Some(socket) => serve_socket(socket, socket_app, shutdown.clone(), limits).await,
+            None => Ok(()),
+        }
+    };
+    let (tcp, socket) = tokio::join!(
+        serve_tcp(listeners.tcp, tcp_app, shutdown.clone(), limits),
+        socket
+    );
+    tcp.and(socket)
+}
+
+/// The TCP accept loop: each connection needs a place of its address's
+/// ([`ServerLimits::per_address`]) and one of everyone's ([`ServerLimits::max_connections`]);
+/// one that finds none is closed at once.
+async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    limits: ServerLimits,
+) -> std::io::Result<()> {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let addresses = Arc::new(PerAddress::new(limits.per_address));
+    let mut refusals = Refusals::default();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                if accept_failed(&mut refusals, &e, &shutdown).await {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Some(slot) = addresses.take(peer.ip()) else {
+            refusals.note(format_args!(
+                "{} admin connections from {} are open, the most served at once from one address: closing a new one",
+                limits.per_address,
+                peer.ip()
+            ));
+            drop(stream);
+            continue;
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            refusals.note(format_args!(
+                "{} admin connections are open, the most served at once: closing a new one",
+                limits.max_connections
+            ));
+            drop(stream);
+            continue;
+        };
+        spawn_connection(stream, &app, (permit, slot), &shutdown, limits);
+    }
+    drain(&permits, limits.max_connections).await;
+    Ok(())
+}
+
+/// The unix socket's accept loop, with its own [`ServerLimits::socket_connections`].
+async fn serve_socket(
+    listener: tokio::net::UnixListener,
+    app: Router,
+    shutdown: CancellationToken,
+    limits: ServerLimits,
+) -> std::io::Result<()> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.socket_connections));
     let mut refusals = Refusals::default();
     loop {
         let accepted = tokio::select! {
@@ -278,48 +393,273 @@ async fn serve_with(
         let stream = match accepted {
             Ok((stream, _)) => stream,
             Err(e) => {
-                // Out of descriptors (EMFILE, ENFILE) the listener stays readable, so
-                // accepting again at once would spin: wait a little first.
-                refusals.note(format_args!("accepting an admin connection failed: {e}"));
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                if accept_failed(&mut refusals, &e, &shutdown).await {
+                    break;
                 }
+                continue;
             }
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             refusals.note(format_args!(
-                "{} admin connections are open, the most served at once: closing a new one",
-                limits.max_connections
+                "{} connections on the admin socket are open, the most served at once: closing a new one",
+                limits.socket_connections
             ));
             drop(stream);
             continue;
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let mut http = hyper::server::conn::http1::Builder::new();
-            http.timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_timeout);
-            let connection = http.serve_connection(TokioIo::new(stream), service);
-            let mut connection = std::pin::pin!(connection);
-            let lifetime = tokio::time::sleep(limits.connection_lifetime);
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                // Dropping the connection closes it.
-                () = lifetime => return,
-                () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
-            }
-            let _ = tokio::time::timeout(limits.control_timeout, connection).await;
-        });
+        spawn_connection(stream, &app, permit, &shutdown, limits);
     }
-    // Let the requests in flight finish (each holds a permit until its connection ends), for
-    // at most SHUTDOWN_DRAIN: the daemon waits 2 s for this task, then removes nothing, so
-    // the drain must end first for admin.json and admin.token to go with the agent.
-    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
-    let _ = tokio::time::timeout(SHUTDOWN_DRAIN, permits.acquire_many(all)).await;
+    drain(&permits, limits.socket_connections).await;
     Ok(())
+}
+
+/// Notes a failed accept and waits a little: out of descriptors (EMFILE, ENFILE) the
+/// listener stays readable, so accepting again at once would spin. `true`: stop serving.
+async fn accept_failed(
+    refusals: &mut Refusals,
+    e: &std::io::Error,
+    shutdown: &CancellationToken,
+) -> bool {
+    refusals.note(format_args!("accepting an admin connection failed: {e}"));
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(Duration::from_millis(100)) => false,
+    }
+}
+
+/// Serves one connection on its own task, holding `places` until it ends: at most
+/// [`ServerLimits::header_timeout`] for the headers and
+/// [`ServerLimits::connection_lifetime`] in all.
+fn spawn_connection<S, P>(
+    stream: S,
+    app: &Router,
+    places: P,
+    shutdown: &CancellationToken,
+    limits: ServerLimits,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    P: Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app.clone());
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let _places = places;
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        let connection = http.serve_connection(TokioIo::new(stream), service);
+        let mut connection = std::pin::pin!(connection);
+        let lifetime = tokio::time::sleep(limits.connection_lifetime);
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            // Dropping the connection closes it.
+            () = lifetime => return,
+            () = shutdown.cancelled() => connection.as_mut().graceful_shutdown(),
+        }
+        let _ = tokio::time::timeout(limits.control_timeout, connection).await;
+    });
+}
+
+/// Lets the requests in flight finish (each holds a permit until its connection ends), for
+/// at most SHUTDOWN_DRAIN: the daemon waits 2 s for this task, then removes nothing, so the
+/// drain must end first for admin.json, admin.token and admin.sock to go with the agent.
+async fn drain(permits: &tokio::sync::Semaphore, all: usize) {
+    let all = u32::try_from(all).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(SHUTDOWN_DRAIN, permits.acquire_many(all)).await;
+}
+
+/// How many TCP connections each address holds, against [`ServerLimits::per_address`].
+#[derive(Debug)]
+struct PerAddress {
+    limit: usize,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+/// One connection's place in its address's count, given back when dropped.
+#[derive(Debug)]
+struct AddressSlot {
+    addresses: Arc<PerAddress>,
+    key: std::net::IpAddr,
+}
+
+impl PerAddress {
+    fn new(limit: usize) -> Self {
+        PerAddress {
+            limit,
+            open: std::sync::Mutex::default(),
+        }
+    }
+
+    fn counts(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A place for a connection from `ip`, if its address has one left.
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<AddressSlot> {
+        let key = address_key(ip);
+        let mut open = self.counts();
+        let count = open.entry(key).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            addresses: self.clone(),
+            key,
+        })
+    }
+
+    /// Connections open from `ip`'s address.
+    #[cfg(test)]
+    fn open(&self, ip: std::net::IpAddr) -> usize {
+        self.counts().get(&address_key(ip)).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut open = self.addresses.counts();
+        if let Some(count) = open.get_mut(&self.key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What a connection from `ip` counts against: the IPv4 address (also when it arrives
+/// IPv4-mapped on a dual-stack socket), or an IPv6 address's /64, since one host is usually
+/// given a whole /64 and could otherwise take a place per address.
+fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+/// Why the admin socket could not be set up. One line each, saying what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SocketError {
+    /// Something that is not a socket has the socket's name: it is left alone.
+    #[error(
+        "{} exists and is not a socket (a {kind}): the agent replaces only a stale socket of its own; move it away",
+        .path.display()
+    )]
+    NotASocket {
+        /// The socket's path.
+        path: PathBuf,
+        /// What is there instead.
+        kind: &'static str,
+    },
+    /// A live agent answers on it: a second agent on one `state_dir`.
+    #[error(
+        "{} is served by a running process (another agent with this state_dir? see admin.json's pid): the socket is left to it",
+        .path.display()
+    )]
+    InUse {
+        /// The socket's path.
+        path: PathBuf,
+    },
+    /// Examining, removing, binding or restricting it failed.
+    #[error("cannot set up the admin socket {}: {what}", .path.display())]
+    Io {
+        /// The socket's path.
+        path: PathBuf,
+        /// The step that failed.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The admin socket as bound: the listener, and which file it is, so that only that file is
+/// removed at the end.
+#[derive(Debug)]
+pub struct BoundSocket {
+    /// Accepts the owner's connections.
+    pub listener: tokio::net::UnixListener,
+    /// The file's device and inode.
+    id: (u64, u64),
+}
+
+/// Binds the owner's unix socket at `path` (in `state_dir`, which only the agent's user may
+/// write), mode 0600. A stale socket left by a killed agent is replaced; anything else there
+/// (a file, a directory, a symlink, which is never followed) and a socket a live process
+/// answers on are left alone, and the error says so. Must run inside the runtime.
+pub fn bind_socket(path: &Path) -> Result<BoundSocket, SocketError> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+    let io = |what: &'static str| {
+        move |source| SocketError::Io {
+            path: path.to_owned(),
+            what,
+            source,
+        }
+    };
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io("examining it")(e)),
+        Ok(meta) if meta.file_type().is_socket() => {
+            match std::os::unix::net::UnixStream::connect(path) {
+                Ok(_) => {
+                    return Err(SocketError::InUse {
+                        path: path.to_owned(),
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    // Nobody listens: a killed agent's. unlink(2) never follows a symlink.
+                    std::fs::remove_file(path).map_err(io("removing the stale socket"))?;
+                }
+                Err(e) => return Err(io("checking whether it is stale")(e)),
+            }
+        }
+        Ok(meta) => {
+            let kind = meta.file_type();
+            return Err(SocketError::NotASocket {
+                path: path.to_owned(),
+                kind: if kind.is_symlink() {
+                    "symlink"
+                } else if kind.is_dir() {
+                    "directory"
+                } else if kind.is_file() {
+                    "file"
+                } else {
+                    "special file"
+                },
+            });
+        }
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(io("binding it"))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(io("making it 0600"))?;
+    let meta = std::fs::symlink_metadata(path).map_err(io("examining it"))?;
+    Ok(BoundSocket {
+        listener,
+        id: (meta.dev(), meta.ino()),
+    })
+}
+
+/// Removes the socket `bound` created at `path`, if it is still that file.
+pub fn remove_socket(path: &Path, bound_id: (u64, u64)) {
+    use std::os::unix::fs::MetadataExt as _;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == bound_id) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+impl BoundSocket {
+    /// The file's identity, for [`remove_socket`].
+    pub fn id(&self) -> (u64, u64) {
+        self.id
+    }
 }
 
 /// Warnings about refused or failed connections, at most one per [`Refusals::EVERY`], with
@@ -354,13 +694,22 @@ struct Shared {
     control_timeout: Duration,
 }
 
-fn router(admin: AdminState, control_timeout: Duration) -> Router {
+/// Where one listener's router serves the owner's controls.
+#[derive(Clone)]
+enum OwnerControls {
+    /// On this listener, with the owner's token.
+    Here,
+    /// Only on the unix socket: the one-line refusal that says where, and which key.
+    OnSocket(Arc<str>),
+}
+
+fn router(admin: AdminState, control_timeout: Duration, owner: OwnerControls) -> Router {
     // Only the agent's own CLI drives it: a browser's request (any Origin) or one made under
     // another host name (DNS rebinding) never reaches the status or a control endpoint.
     // /metrics and /healthz stay open for Prometheus and kubelet on a pod IP.
-    // The controls also need the owner's token, and `/vote` the peers' shared one.
-    // Pause and resume also come from peers, relayed by the agent an operator paused.
-    let pauses = Router::new()
+    // The controls and /status also need the owner's token, and `/vote` the peers' shared
+    // one. Pause and resume also come from peers, relayed by the agent an operator paused.
+    let mut pauses = Router::new()
         .route("/pause", post(pause))
         .route("/resume", post(resume))
         .layer(axum::middleware::from_fn_with_state(
@@ -370,7 +719,7 @@ fn router(admin: AdminState, control_timeout: Duration) -> Router {
             },
             owner_or_peer,
         ));
-    let controls = Router::new()
+    let mut controls = Router::new()
         .route("/failover", post(failover))
         .route("/failback", post(failback))
         .route("/abort", post(abort))
@@ -382,6 +731,24 @@ fn router(admin: AdminState, control_timeout: Duration) -> Router {
             },
             needs_token,
         ));
+    if let OwnerControls::OnSocket(refusal) = owner {
+        // Here only the peers may relay a pause or resume; the owner's requests, with its
+        // token or none, are told where the controls are.
+        let elsewhere = Elsewhere {
+            owner: admin.token.clone(),
+            refusal,
+        };
+        pauses = pauses.layer(axum::middleware::from_fn_with_state(
+            elsewhere.clone(),
+            not_the_owners_here,
+        ));
+        controls = Router::new()
+            .route("/failover", post(not_here))
+            .route("/failback", post(not_here))
+            .route("/abort", post(not_here))
+            .route("/approve", post(not_here))
+            .with_state(elsewhere);
+    }
     let vote_route =
         Router::new()
             .route("/vote", get(vote))
@@ -392,8 +759,17 @@ fn router(admin: AdminState, control_timeout: Duration) -> Router {
                 },
                 needs_token,
             ));
-    let owned = Router::new()
-        .route("/status", get(status))
+    let status_route =
+        Router::new()
+            .route("/status", get(status))
+            .layer(axum::middleware::from_fn_with_state(
+                Gate {
+                    token: Some(admin.token.clone()),
+                    refusal: STATUS_NEEDS_THE_OWNER,
+                },
+                needs_token,
+            ));
+    let owned = status_route
         .merge(controls)
         .merge(pauses)
         .merge(vote_route)
@@ -407,6 +783,39 @@ fn router(admin: AdminState, control_timeout: Duration) -> Router {
             admin,
             control_timeout,
         })
+}
+
+/// Why `/status` without the owner's token is refused: it names the agent's ARN and account,
+/// the endpoints, the peers and the pause reasons.
+const STATUS_NEEDS_THE_OWNER: &str = "/status needs the owner's token (`Authorization: Bearer` \
+     with the contents of admin.token in the agent's state_dir); `valkey-dr status` sends it \
+     when run as the agent's user";
+
+/// The owner's controls are on the socket, not on this listener.
+#[derive(Clone)]
+struct Elsewhere {
+    owner: AdminToken,
+    refusal: Arc<str>,
+}
+
+/// The owner's controls on a listener that does not serve them: `403` saying where they are.
+async fn not_here(AxumState(elsewhere): AxumState<Elsewhere>) -> Response {
+    error_json(StatusCode::FORBIDDEN, elsewhere.refusal.to_string())
+}
+
+/// A pause or resume with the owner's token, or with no token, on a listener that does not
+/// serve the owner's controls: `403` saying where they are. Anything else goes on to the
+/// peers' check.
+async fn not_the_owners_here(
+    AxumState(elsewhere): AxumState<Elsewhere>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let header = request.headers().get(header::AUTHORIZATION);
+    if header.is_none() || elsewhere.owner.admits(header.map(|h| h.as_bytes())) {
+        return error_json(StatusCode::FORBIDDEN, elsewhere.refusal.to_string());
+    }
+    next.run(request).await
 }
 
 /// The token a group of routes needs, and what a request without it is told.

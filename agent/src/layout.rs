@@ -5,6 +5,7 @@
 //! state_dir/
 //!   admin.json                  the running agent's admin address and pid
 //!   admin.token                 the owner's token (0600)
+//!   admin.sock                  the running agent's unix socket for its owner (0600)
 //!   watch-NAME.json             a watch's policy state
 //!   failover-NAME.json          the journal of its current (or last) failover
 //!   failback-NAME.json          the journal of its last failback
@@ -28,6 +29,13 @@ pub fn admin_file(state_dir: &Path) -> PathBuf {
 /// The file that holds a running agent's admin token (the control layer's `AdminToken`).
 pub fn token_file(state_dir: &Path) -> PathBuf {
     state_dir.join("admin.token")
+}
+
+/// The unix socket where a running agent serves its owner: the CLI's channel (`[agent]
+/// controls = "socket"`, the default), with connections of its own that no TCP client can
+/// take. Only the agent's user can open it (mode 0600 in a `state_dir` of mode 0700).
+pub fn socket_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("admin.sock")
 }
 
 /// The file where a watch's policy state is kept.

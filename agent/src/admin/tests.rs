@@ -14,6 +14,7 @@ use valkey_dr_probes::{ErrorKind, Observation, PathKind, PathResult, ProbeError,
 use std::net::SocketAddr;
 
 use super::*;
+use crate::config::Controls;
 use crate::control::AdminClientError;
 use crate::control::client::MAX_ANSWER_BYTES;
 use crate::control::client::request;
@@ -412,6 +413,8 @@ fn health_fails_after_three_intervals_without_a_tick() {
 /// A running admin server and the loop's ends of its channels.
 struct Harness {
     addr: SocketAddr,
+    /// The owner's unix socket (in `_dir`).
+    socket: std::path::PathBuf,
     health: Arc<Health>,
     metrics: Arc<Metrics>,
     status: watch::Sender<StatusDocument>,
@@ -419,6 +422,7 @@ struct Harness {
     token: AdminToken,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
 }
 
 impl Harness {
@@ -430,8 +434,10 @@ impl Harness {
         Harness::start_with(health, control_capacity, limits).await
     }
 
+    /// A server with the owner's controls on TCP too (`controls = "tcp"`), as most tests
+    /// drive them there.
     async fn start_with(health: Health, control_capacity: usize, limits: ServerLimits) -> Self {
-        Harness::start_full(health, control_capacity, limits, None).await
+        Harness::start_all(health, control_capacity, limits, None, Controls::Tcp).await
     }
 
     /// With the peers' token and `peers` (this agent's key and the peers' public keys).
@@ -441,8 +447,30 @@ impl Harness {
         limits: ServerLimits,
         peers: Option<(AdminToken, crate::peers::Peers)>,
     ) -> Self {
+        Harness::start_all(health, control_capacity, limits, peers, Controls::Tcp).await
+    }
+
+    async fn start_serving(
+        health: Health,
+        control_capacity: usize,
+        limits: ServerLimits,
+        controls: Controls,
+    ) -> Self {
+        Harness::start_all(health, control_capacity, limits, None, controls).await
+    }
+
+    async fn start_all(
+        health: Health,
+        control_capacity: usize,
+        limits: ServerLimits,
+        peers: Option<(AdminToken, crate::peers::Peers)>,
+        controls: Controls,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let dir = tempfile::tempdir().expect("dir");
+        let socket = crate::layout::socket_file(dir.path());
+        let bound = bind_socket(&socket).expect("bind the socket");
         let (status, status_rx) = watch::channel(status_doc(Vec::new()));
         let (control_tx, control_rx) = mpsc::channel(control_capacity);
         let metrics = Arc::new(Metrics::new());
@@ -460,9 +488,16 @@ impl Harness {
         };
         let token = state.token.clone();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve_with(listener, state, shutdown.clone(), limits));
+        let listeners = Listeners {
+            tcp: listener,
+            socket: Some(bound.listener),
+            socket_path: socket.clone(),
+            controls,
+        };
+        let server = tokio::spawn(serve(listeners, state, shutdown.clone(), limits));
         Harness {
             addr,
+            socket,
             health,
             metrics,
             status,
@@ -470,11 +505,20 @@ impl Harness {
             token,
             shutdown,
             server,
+            _dir: dir,
         }
     }
 
+    /// A GET without a token (`/status` needs [`Harness::read`]).
     async fn get(&self, path: &str) -> (u16, String) {
         request(self.addr, "GET", path, None, BOUND)
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// A GET with the owner's token, as `valkey-dr status` sends it.
+    async fn read(&self, path: &str) -> (u16, String) {
+        request(self.addr, "GET", path, Some(&self.token), BOUND)
             .await
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
@@ -646,7 +690,7 @@ async fn healthz_flips_with_the_loop_ticks() {
 #[tokio::test]
 async fn status_serves_the_latest_published_value() {
     let h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
-    let (code, body) = h.get("/status").await;
+    let (code, body) = h.read("/status").await;
     assert_eq!(code, 200);
     // The readiness task's latest pass is added as `readiness` (pending here).
     let pending = json!({ "checked_at": null, "status": "pending", "watches": [] });
@@ -655,7 +699,7 @@ async fn status_serves_the_latest_published_value() {
 
     h.status
         .send_replace(status_doc(vec![watch_status("a", "down")]));
-    let (code, body) = h.get("/status").await;
+    let (code, body) = h.read("/status").await;
     assert_eq!(code, 200);
     let served = json_body(&body);
     assert_eq!(served["watches"][0]["name"], "a");
@@ -878,7 +922,7 @@ async fn server_keeps_answering_while_the_loop_is_stuck() {
 
     // While the pauses wait on the loop, the read-only endpoints answer at once.
     for path in ["/healthz", "/status", "/metrics"] {
-        let (code, _) = request(addr, "GET", path, None, Duration::from_secs(1))
+        let (code, _) = request(addr, "GET", path, Some(&h.token), Duration::from_secs(1))
             .await
             .unwrap_or_else(|e| panic!("{path} while the loop is stuck: {e}"));
         assert_eq!(code, 200, "{path}");
@@ -1036,9 +1080,11 @@ async fn browser_requests_never_reach_the_controls() {
         control.try_recv().is_err(),
         "no refused request reached the loop"
     );
+    let bearer = h.token.bearer();
     for host in [local.as_str(), "localhost:9187", "[::1]:9187", "127.0.0.1"] {
+        let headers = [("Host", host), ("Authorization", bearer.as_str())];
         assert_eq!(
-            raw_status(h.addr, "GET", "/status", &[("Host", host)]).await,
+            raw_status(h.addr, "GET", "/status", &headers).await,
             200,
             "{host}"
         );
@@ -1106,7 +1152,7 @@ async fn controls_need_the_owners_token() {
         control.try_recv().is_err(),
         "no refused request reached the loop"
     );
-    assert_eq!(h.get("/status").await.0, 200);
+    assert_eq!(h.read("/status").await.0, 200);
     h.control = Some(control);
     let fake = fake_loop(h.control.take().expect("receiver"));
     assert_eq!(h.post("/pause").await.0, 200);
@@ -1256,6 +1302,277 @@ async fn client_reads_no_more_than_its_limit() {
         .await
         .expect("bounded")
         .expect("task");
+}
+
+// ---- room for the owner (issue 23) ---------------------------------------------------------
+
+/// A request to the harness's unix socket, with the owner's token or none.
+async fn on_socket(h: &Harness, method: &str, path: &str, owner: bool) -> (u16, String) {
+    let endpoint = crate::control::AdminEndpoint::Socket(h.socket.clone());
+    let token = owner.then_some(&h.token);
+    crate::control::client::request_to(&endpoint, method, path, token, BOUND)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path} on the socket: {e}"))
+}
+
+/// A TCP connection to `addr` from `from` (another loopback address), held open.
+async fn connect_from(from: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().expect("address"))
+        .expect("bind the client's address");
+    timeout(BOUND, socket.connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
+
+/// Whether the server closes `stream` without answering a request sent on it.
+async fn closed_unanswered(mut stream: TcpStream) -> bool {
+    let _ = stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    match timeout(Duration::from_secs(2), stream.read_to_end(&mut answer)).await {
+        Ok(read) => read.is_err() || answer.is_empty(),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn each_address_has_its_own_places_and_gets_them_back() {
+    let addresses = Arc::new(PerAddress::new(2));
+    let a: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
+    let b: std::net::IpAddr = "10.0.0.2".parse().expect("ip");
+    let first = addresses.take(a).expect("a's first place");
+    let second = addresses.take(a).expect("a's second place");
+    assert!(addresses.take(a).is_none(), "a has two places");
+    // The same IPv4 address arriving IPv4-mapped on a dual-stack socket counts as itself.
+    let mapped: std::net::IpAddr = "::ffff:10.0.0.1".parse().expect("ip");
+    assert!(
+        addresses.take(mapped).is_none(),
+        "mapped is the same address"
+    );
+    let other = addresses.take(b).expect("b has its own places");
+    drop(first);
+    assert_eq!(addresses.open(a), 1);
+    let again = addresses
+        .take(a)
+        .expect("a place given back is taken again");
+    drop((second, again, other));
+    assert_eq!(addresses.open(a), 0);
+    assert!(
+        addresses.counts().is_empty(),
+        "an address with nothing open is forgotten"
+    );
+
+    // IPv6 counts by /64: one host's addresses share its places; another /64 has its own.
+    let addresses = Arc::new(PerAddress::new(1));
+    let host: std::net::IpAddr = "2001:db8:1:2::1".parse().expect("ip");
+    let same_64: std::net::IpAddr = "2001:db8:1:2:ffff::9".parse().expect("ip");
+    let other_64: std::net::IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+    let _held = addresses.take(host).expect("first");
+    assert!(addresses.take(same_64).is_none(), "same /64");
+    assert!(addresses.take(other_64).is_some(), "another /64");
+}
+
+#[test]
+fn the_limits_grow_with_the_watches() {
+    let none = ServerLimits::for_watches(0);
+    assert_eq!((none.per_address, none.max_connections), (8, 128));
+    let many = ServerLimits::for_watches(100);
+    assert_eq!(many.per_address, 108);
+    assert_eq!(many.max_connections, 432, "four addresses at their cap");
+    assert_eq!(many.socket_connections, SOCKET_CONNECTIONS);
+}
+
+/// One address holding its share of connections leaves the others theirs: a new connection
+/// from it is closed at once, while one from another address (kubelet, Prometheus) and the
+/// owner's socket are served.
+#[tokio::test]
+async fn one_address_cannot_take_the_places_of_the_others() {
+    let limits = ServerLimits {
+        per_address: 3,
+        max_connections: 8,
+        socket_connections: 2,
+        ..ServerLimits::default()
+    };
+    let h = Harness::start_serving(
+        Health::new(Duration::from_secs(60)),
+        4,
+        limits,
+        Controls::Socket,
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from("127.0.0.2", h.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let surplus = connect_from("127.0.0.2", h.addr).await;
+    assert!(
+        closed_unanswered(surplus).await,
+        "a fourth connection from 127.0.0.2 was served"
+    );
+    let started = Instant::now();
+    assert_eq!(h.get("/healthz").await, (200, "ok\n".to_owned()));
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(on_socket(&h, "GET", "/status", true).await.0, 200);
+    drop(held);
+    h.stop().await;
+}
+
+/// Everyone's TCP places taken: the owner's socket, counted apart, still serves.
+#[tokio::test]
+async fn a_full_tcp_server_leaves_the_socket_alone() {
+    let limits = ServerLimits {
+        per_address: 8,
+        max_connections: 4,
+        ..ServerLimits::default()
+    };
+    let h = Harness::start_with(Health::new(Duration::from_secs(60)), 4, limits).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(h.addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let surplus = TcpStream::connect(h.addr).await.expect("connect");
+    assert!(closed_unanswered(surplus).await, "TCP is full");
+    assert_eq!(on_socket(&h, "GET", "/healthz", false).await.0, 200);
+    assert_eq!(on_socket(&h, "GET", "/status", true).await.0, 200);
+    drop(held);
+    h.stop().await;
+}
+
+/// `/status` names the agent's ARN, endpoints and peers: over TCP it needs the owner's token
+/// (401 with a one-line reason without it), and on the socket too.
+#[tokio::test]
+async fn status_needs_the_owners_token() {
+    let h = Harness::start_serving(
+        Health::new(Duration::from_secs(60)),
+        4,
+        ServerLimits::default(),
+        Controls::Socket,
+    )
+    .await;
+    let (code, body) = h.get("/status").await;
+    assert_eq!(code, 401, "{body}");
+    let reason = json_body(&body)["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        reason.contains("admin.token") && !reason.contains('\n'),
+        "{reason}"
+    );
+    let wrong = AdminToken::generate().expect("token");
+    let (code, _) = request(h.addr, "GET", "/status", Some(&wrong), BOUND)
+        .await
+        .expect("answer");
+    assert_eq!(code, 401, "another token");
+    let (code, body) = h.read("/status").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json_body(&body)["agent"]["id"], "agent-a");
+
+    assert_eq!(on_socket(&h, "GET", "/status", false).await.0, 401);
+    let (code, body) = on_socket(&h, "GET", "/status", true).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json_body(&body)["agent"]["id"], "agent-a");
+    // /metrics and /healthz stay open on both.
+    assert_eq!(h.get("/metrics").await.0, 200);
+    assert_eq!(on_socket(&h, "GET", "/metrics", false).await.0, 200);
+    h.stop().await;
+}
+
+/// With `controls = "socket"` (the default), every owner's control over TCP is refused, with
+/// or without the token, naming the socket and the key; on the socket it is applied.
+#[tokio::test]
+async fn controls_over_tcp_are_refused_when_they_are_on_the_socket() {
+    let mut h = Harness::start_serving(
+        Health::new(Duration::from_secs(60)),
+        4,
+        ServerLimits::default(),
+        Controls::Socket,
+    )
+    .await;
+    let mut control = h.control.take().expect("receiver");
+    for path in [
+        "/pause?watch=a",
+        "/resume",
+        "/failover?watch=a",
+        "/failback?watch=a",
+        "/abort?watch=a",
+        "/approve?watch=a&by=alice",
+    ] {
+        for token in [Some(&h.token), None] {
+            let (code, body) = request(h.addr, "POST", path, token, BOUND)
+                .await
+                .expect("answer");
+            assert_eq!(code, 403, "{path}: {body}");
+            let reason = json_body(&body)["error"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                reason.contains(&h.socket.display().to_string())
+                    && reason.contains("controls = \"socket\"")
+                    && !reason.contains('\n'),
+                "{path}: {reason}"
+            );
+        }
+    }
+    assert!(control.try_recv().is_err(), "nothing reached the loop");
+    let fake = fake_loop(control);
+    let (code, body) = on_socket(&h, "POST", "/pause?watch=a", true).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json_body(&body)["watches"]["a"]["state"], "pause");
+    assert_eq!(on_socket(&h, "POST", "/pause?watch=a", false).await.0, 401);
+    h.stop().await;
+    timeout(BOUND, fake).await.expect("bounded").expect("task");
+}
+
+/// The socket is the agent's user's alone (0600); a stale one from a killed agent is
+/// replaced, while a live one, a file, a directory or a symlink in its place is left alone.
+#[tokio::test]
+async fn the_socket_replaces_only_a_stale_socket() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let dir = tempfile::tempdir().expect("dir");
+    let path = crate::layout::socket_file(dir.path());
+
+    let live = bind_socket(&path).expect("bind");
+    let meta = std::fs::symlink_metadata(&path).expect("stat");
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let err = bind_socket(&path).expect_err("a live socket");
+    assert!(matches!(err, SocketError::InUse { .. }), "{err:?}");
+
+    // A killed agent leaves its socket behind, with nobody listening.
+    drop(live);
+    assert!(path.exists(), "the stale socket stays after its listener");
+    let again = bind_socket(&path).expect("a stale socket is replaced");
+    let served = tokio::net::UnixStream::connect(&path).await;
+    assert!(served.is_ok(), "the new socket listens: {served:?}");
+    remove_socket(&path, (0, 0));
+    assert!(path.exists(), "another file's identity removes nothing");
+    remove_socket(&path, again.id());
+    assert!(!path.exists(), "its own socket is removed");
+
+    std::fs::write(&path, "mine").expect("write");
+    let err = bind_socket(&path).expect_err("a file");
+    assert!(err.to_string().contains("not a socket (a file)"), "{err}");
+    assert_eq!(std::fs::read_to_string(&path).expect("kept"), "mine");
+    std::fs::remove_file(&path).expect("rm");
+
+    let target = dir.path().join("elsewhere");
+    std::fs::write(&target, "target").expect("write");
+    std::os::unix::fs::symlink(&target, &path).expect("symlink");
+    let err = bind_socket(&path).expect_err("a symlink");
+    assert!(err.to_string().contains("(a symlink)"), "{err}");
+    assert_eq!(std::fs::read_to_string(&target).expect("kept"), "target");
+    assert!(
+        std::fs::symlink_metadata(&path).is_ok(),
+        "the symlink stays"
+    );
 }
 
 mod fuzz;

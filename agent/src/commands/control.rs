@@ -14,11 +14,12 @@ pub async fn control(
     action: &ControlAction,
     watch: Option<&str>,
 ) -> Result<Ended<ControlAnswer>, CommandError> {
-    let agent = AdminClient {
-        address: crate::layout::admin_address(config)
-            .map_err(|e| CommandError::Refused(crate::text::chain(&e)))?,
-    };
     let token = owner_token(config)?;
+    let agent = AdminClient {
+        endpoint: super::agent_endpoint(config)
+            .map_err(|e| CommandError::Refused(crate::text::chain(&e)))?,
+        token: Some(token.clone()),
+    };
     let answer = agent
         .control(&token, action, watch, Duration::from_secs(10))
         .await?;

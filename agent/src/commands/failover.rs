@@ -200,7 +200,7 @@ pub async fn abort(
 ) -> Result<Ended<WatchAnswer>, CommandError> {
     let answer = if let Some(agent) = running_agent(config).await {
         listen(Progress::Delegating {
-            address: agent.address,
+            address: agent.endpoint.clone(),
             action: "abort",
         });
         let action = ControlAction::Abort { delete_dr };
@@ -253,7 +253,7 @@ pub(super) async fn delegate(
     listen: Listener<'_>,
 ) -> Result<Ended<OpReport>, CommandError> {
     listen(Progress::Delegating {
-        address: agent.address,
+        address: agent.endpoint.clone(),
         action: action.as_str(),
     });
     let reply = ask(agent, config, &action, w, Duration::from_secs(30)).await?;

@@ -18,7 +18,6 @@ pub mod failover;
 pub mod render;
 pub mod status;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,10 +25,14 @@ use std::time::Duration;
 use valkey_dr_policies::WatchState;
 use valkey_dr_probes::{Prober, ResolverSettings};
 
+use crate::config::Controls;
 use crate::config::{Config, WatchConfig};
-use crate::control::{AdminClient, AdminToken, AgentError, ControlAction, TokenError};
+use crate::control::{
+    AdminClient, AdminEndpoint, AdminToken, AgentError, ControlAction, TokenError,
+};
 use crate::executor::Phase;
 use crate::failover::Runner;
+use crate::layout::AdminAddressError;
 use crate::store;
 
 pub use render::{Stream, progress_line};
@@ -125,8 +128,8 @@ pub enum Progress {
     },
     /// An agent runs this config: it is asked to act.
     Delegating {
-        /// Its admin address.
-        address: SocketAddr,
+        /// Its admin address or socket.
+        address: AdminEndpoint,
         /// The action.
         action: &'static str,
     },
@@ -231,13 +234,31 @@ pub fn one_watch<'c>(
     }
 }
 
-/// The agent running with this config, if one answers `/status`.
+/// Where the CLI reaches the agent running with `config`: its unix socket in `state_dir`
+/// with `controls = "socket"` (the default; nothing on the network can pose as the agent
+/// there), else `admin_listen` or the address the agent recorded for port 0.
+pub fn agent_endpoint(config: &Config) -> Result<AdminEndpoint, AdminAddressError> {
+    match config.agent.controls {
+        Controls::Socket => Ok(AdminEndpoint::Socket(crate::layout::socket_file(
+            &config.agent.state_dir,
+        ))),
+        Controls::Tcp => crate::layout::admin_address(config).map(AdminEndpoint::Tcp),
+    }
+}
+
+/// The agent running with `config`, reached through [`agent_endpoint`] with the owner's
+/// token, when it answers `/status`. An agent that answers but refuses (this user cannot read
+/// `admin.token`) is running too: the command must not act beside it, and its controls will
+/// say why they are refused.
 pub async fn running_agent(config: &Config) -> Option<AdminClient> {
     let agent = AdminClient {
-        address: crate::layout::admin_address(config).ok()?,
+        endpoint: agent_endpoint(config).ok()?,
+        token: owner_token(config).ok(),
     };
-    agent.status(Duration::from_secs(2)).await.ok()?;
-    Some(agent)
+    match agent.status(Duration::from_secs(2)).await {
+        Ok(_) | Err(AgentError::Refused { .. }) => Some(agent),
+        Err(_) => None,
+    }
 }
 
 /// The running agent's token, as its owner reads it.

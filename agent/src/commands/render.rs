@@ -384,7 +384,7 @@ mod tests {
             ),
             (
                 Progress::Delegating {
-                    address: "127.0.0.1:9464".parse().unwrap(),
+                    address: crate::control::AdminEndpoint::Tcp("127.0.0.1:9464".parse().unwrap()),
                     action: "fail back",
                 },
                 Stream::Err,

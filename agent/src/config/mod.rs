@@ -94,6 +94,29 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where the admin API serves the owner's controls (`[agent] controls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Controls {
+    /// Only on the unix socket `state_dir/admin.sock`, which the CLI uses: nothing on the
+    /// network can drive the agent or pose as it to its CLI. The default.
+    #[default]
+    Socket,
+    /// On the socket and on `admin_listen` too, and the CLI goes to `admin_listen`: for a CLI
+    /// that cannot reach `state_dir`'s socket (another container without the volume).
+    Tcp,
+}
+
+impl Controls {
+    /// The value as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Controls::Socket => "socket",
+            Controls::Tcp => "tcp",
+        }
+    }
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
@@ -134,8 +157,11 @@ pub struct AgentConfig {
     pub mode: Mode,
     /// Journal and policy state live here; it must survive restarts.
     pub state_dir: PathBuf,
-    /// `/metrics`, `/healthz`, `/status`.
+    /// `/metrics`, `/healthz`, `/status` (with the owner's token), `/vote` and the peers'
+    /// relayed pauses; the owner's controls too with `controls = "tcp"`.
     pub admin_listen: SocketAddr,
+    /// Where the owner's controls are served and the CLI sends them.
+    pub controls: Controls,
     /// Log encoding.
     pub log_format: LogFormat,
     /// How often the daemon re-runs the preflight checks (`valkey-dr preflight`) on what a
@@ -1051,9 +1077,21 @@ impl Validator<'_> {
         };
         if !admin_listen.ip().is_loopback() {
             self.warnings.push(format!(
-                "agent.admin_listen {admin_listen} is not loopback: /metrics, /healthz and /status are reachable from the network (the controls still need the owner's token, /vote the peers' token)"
+                "agent.admin_listen {admin_listen} is not loopback: /metrics and /healthz are reachable from the network (/status needs the owner's token, /vote the peers' token)"
             ));
         }
+        let controls = match raw.controls.as_deref() {
+            None | Some("socket") => Controls::Socket,
+            Some("tcp") => Controls::Tcp,
+            Some(other) => {
+                self.issue(
+                    &key(&p, "controls"),
+                    format!("unknown controls channel {other:?}"),
+                    "\"socket\" (state_dir/admin.sock, the default) or \"tcp\" (admin_listen too)",
+                );
+                Controls::Socket
+            }
+        };
         let log_format = match raw.log_format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -1083,6 +1121,7 @@ impl Validator<'_> {
             mode,
             state_dir,
             admin_listen,
+            controls,
             log_format,
             readiness_interval,
             drill_interval,

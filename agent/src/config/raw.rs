@@ -30,6 +30,7 @@ pub struct RawAgent {
     pub mode: Option<String>,
     pub state_dir: Option<String>,
     pub admin_listen: Option<String>,
+    pub controls: Option<String>,
     pub log_format: Option<String>,
     pub readiness_interval: Option<String>,
     pub drill_interval: Option<String>,

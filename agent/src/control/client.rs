@@ -1,7 +1,8 @@
 //! The admin API's client: one bounded HTTP/1.1 exchange per call, as the CLI and the peers
-//! use it.
+//! use it, over TCP or over the agent's unix socket in `state_dir`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::header;
@@ -12,6 +13,37 @@ use hyper_util::rt::TokioIo;
 use super::request::ControlAction;
 use super::status::{ControlAnswer, StatusDocument};
 use super::token::AdminToken;
+
+/// Where a running agent's admin API is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminEndpoint {
+    /// `admin_listen` (or what the agent recorded for port 0).
+    Tcp(SocketAddr),
+    /// The unix socket in `state_dir` (`admin.sock`), which only the agent's user can open.
+    Socket(PathBuf),
+}
+
+impl std::fmt::Display for AdminEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminEndpoint::Tcp(address) => write!(f, "{address}"),
+            AdminEndpoint::Socket(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl AdminEndpoint {
+    /// The setting that points the CLI here, for error messages.
+    fn setting(&self) -> String {
+        match self {
+            AdminEndpoint::Tcp(address) => format!("admin_listen = \"{address}\""),
+            AdminEndpoint::Socket(path) => format!(
+                "state_dir = \"{}\" (its socket; controls = \"socket\")",
+                path.parent().unwrap_or(path).display()
+            ),
+        }
+    }
+}
 
 /// Why the CLI could not talk to a running agent. Each message names the address and what to
 /// check; the source (if any) is printed after it by `{:#}`.
@@ -31,46 +63,46 @@ pub enum AdminClientError {
     /// Nothing accepted the connection.
     #[error(
         "cannot connect to the agent's admin server at {admin}: is `valkey-dr run` running \
-         with admin_listen = \"{admin}\"?"
+         with {}?", admin.setting()
     )]
     Connect {
-        /// The admin address tried.
-        admin: SocketAddr,
+        /// The admin endpoint tried.
+        admin: AdminEndpoint,
         /// The connect failure (usually "connection refused").
         #[source]
         source: std::io::Error,
     },
     /// The connection opened but the HTTP exchange failed.
     #[error(
-        "the HTTP exchange with {admin} failed: is admin_listen = \"{admin}\" the address of \
-         `valkey-dr run`, and not another program?"
+        "the HTTP exchange with {admin} failed: is {} the address of `valkey-dr run`, and not \
+         another program?", admin.setting()
     )]
     Http {
-        /// The admin address tried.
-        admin: SocketAddr,
+        /// The admin endpoint tried.
+        admin: AdminEndpoint,
         /// What hyper saw.
         #[source]
         source: hyper::Error,
     },
     /// The answer was larger than the client reads (or broke off mid-body).
     #[error(
-        "the answer from {admin} was cut off or larger than {limit} bytes: is admin_listen = \"{admin}\" the address of `valkey-dr run`, and not another program?"
+        "the answer from {admin} was cut off or larger than {limit} bytes: is {} the address of `valkey-dr run`, and not another program?", admin.setting()
     )]
     TooLarge {
-        /// The admin address tried.
-        admin: SocketAddr,
+        /// The admin endpoint tried.
+        admin: AdminEndpoint,
         /// The most bytes read.
         limit: usize,
     },
     /// No full answer arrived in time.
     #[error(
         "the agent's admin server at {admin} did not answer within {}: is `valkey-dr run` \
-         with admin_listen = \"{admin}\" overloaded or stopped (SIGSTOP)? check its logs",
-        humantime::format_duration(*.timeout)
+         with {} overloaded or stopped (SIGSTOP)? check its logs",
+        humantime::format_duration(*.timeout), admin.setting()
     )]
     Timeout {
-        /// The admin address tried.
-        admin: SocketAddr,
+        /// The admin endpoint tried.
+        admin: AdminEndpoint,
         /// The bound that expired.
         timeout: Duration,
     },
@@ -81,10 +113,8 @@ pub enum AdminClientError {
 /// more.
 pub const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
 
-/// One HTTP/1.1 request to a running agent's admin server, for the CLI: the status code and
-/// the body. A control request needs the owner's `token`. Connecting, sending and reading
-/// the whole body are bounded together by `timeout`. One connection per request: the CLI
-/// sends one and exits.
+/// One HTTP/1.1 request to a running agent's admin server over TCP, as the peers send it:
+/// [`request_to`] an [`AdminEndpoint::Tcp`].
 pub async fn request(
     admin: SocketAddr,
     method: &str,
@@ -113,10 +143,50 @@ pub async fn request_limited(
     timeout: Duration,
     limit: usize,
 ) -> Result<(u16, String), AdminClientError> {
+    let admin = AdminEndpoint::Tcp(admin);
+    send(&admin, method, path_and_query, token, timeout, limit).await
+}
+
+/// One HTTP/1.1 request to a running agent's admin server, for the CLI: the status code and
+/// the body. A control request needs the owner's `token`. Connecting, sending and reading
+/// the whole body are bounded together by `timeout`. One connection per request: the CLI
+/// sends one and exits.
+pub async fn request_to(
+    admin: &AdminEndpoint,
+    method: &str,
+    path_and_query: &str,
+    token: Option<&AdminToken>,
+    timeout: Duration,
+) -> Result<(u16, String), AdminClientError> {
+    send(
+        admin,
+        method,
+        path_and_query,
+        token,
+        timeout,
+        MAX_ANSWER_BYTES,
+    )
+    .await
+}
+
+/// [`request_to`], reading at most `limit` bytes of the body.
+async fn send(
+    admin: &AdminEndpoint,
+    method: &str,
+    path_and_query: &str,
+    token: Option<&AdminToken>,
+    timeout: Duration,
+    limit: usize,
+) -> Result<(u16, String), AdminClientError> {
+    // A socket has no host name; `localhost` is one the server takes for its own.
+    let host = match admin {
+        AdminEndpoint::Tcp(address) => address.to_string(),
+        AdminEndpoint::Socket(_) => "localhost".to_owned(),
+    };
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path_and_query)
-        .header(header::HOST, admin.to_string());
+        .header(header::HOST, host);
     if let Some(token) = token {
         req = req.header(header::AUTHORIZATION, token.bearer());
     }
@@ -127,20 +197,47 @@ pub async fn request_limited(
                 path_and_query: path_and_query.to_owned(),
                 source,
             })?;
-    tokio::time::timeout(timeout, exchange(admin, req, limit))
+    let exchanged = async {
+        match admin {
+            AdminEndpoint::Tcp(address) => match tokio::net::TcpStream::connect(address).await {
+                Ok(stream) => exchange(admin, stream, req, limit).await,
+                Err(source) => Err(connect(admin, source)),
+            },
+            AdminEndpoint::Socket(path) => match tokio::net::UnixStream::connect(path).await {
+                Ok(stream) => exchange(admin, stream, req, limit).await,
+                Err(source) => Err(connect(admin, source)),
+            },
+        }
+    };
+    tokio::time::timeout(timeout, exchanged)
         .await
-        .map_err(|_| AdminClientError::Timeout { admin, timeout })?
+        .map_err(|_| AdminClientError::Timeout {
+            admin: admin.clone(),
+            timeout,
+        })?
 }
 
-async fn exchange(
-    admin: SocketAddr,
+fn connect(admin: &AdminEndpoint, source: std::io::Error) -> AdminClientError {
+    AdminClientError::Connect {
+        admin: admin.clone(),
+        source,
+    }
+}
+
+/// The exchange on an open connection, TCP or unix: one code path for both.
+async fn exchange<S>(
+    admin: &AdminEndpoint,
+    stream: S,
     req: hyper::Request<Empty<Bytes>>,
     limit: usize,
-) -> Result<(u16, String), AdminClientError> {
-    let http = |source| AdminClientError::Http { admin, source };
-    let stream = tokio::net::TcpStream::connect(admin)
-        .await
-        .map_err(|source| AdminClientError::Connect { admin, source })?;
+) -> Result<(u16, String), AdminClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let http = |source| AdminClientError::Http {
+        admin: admin.clone(),
+        source,
+    };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(http)?;
@@ -150,7 +247,10 @@ async fn exchange(
         let body = http_body_util::Limited::new(response.into_body(), limit)
             .collect()
             .await
-            .map_err(|_| AdminClientError::TooLarge { admin, limit })?;
+            .map_err(|_| AdminClientError::TooLarge {
+                admin: admin.clone(),
+                limit,
+            })?;
         Ok((
             status,
             String::from_utf8_lossy(&body.to_bytes()).into_owned(),
@@ -186,8 +286,8 @@ pub enum AgentError {
     /// A 200 whose body this version cannot read.
     #[error("the agent's answer at {admin} is not one this version of valkey-dr reads")]
     Unreadable {
-        /// The admin address.
-        admin: SocketAddr,
+        /// The admin endpoint.
+        admin: AdminEndpoint,
         /// Why.
         #[source]
         source: serde_json::Error,
@@ -195,16 +295,20 @@ pub enum AgentError {
 }
 
 /// A running agent's admin API, as the CLI drives it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct AdminClient {
     /// Where it listens.
-    pub address: SocketAddr,
+    pub endpoint: AdminEndpoint,
+    /// The owner's token, which `/status` and the controls need; `None` when it could not be
+    /// read (the agent then refuses, and says why).
+    pub token: Option<AdminToken>,
 }
 
 impl AdminClient {
-    /// `GET /status`.
+    /// `GET /status`, with the owner's token.
     pub async fn status(&self, timeout: Duration) -> Result<StatusDocument, AgentError> {
-        self.call("GET", "/status", None, timeout).await
+        self.call("GET", "/status", self.token.as_ref(), timeout)
+            .await
     }
 
     /// `POST` of `action` for `watch` (every watch when `None`), with the owner's token.
@@ -226,10 +330,12 @@ impl AdminClient {
         token: Option<&AdminToken>,
         timeout: Duration,
     ) -> Result<T, AgentError> {
-        let admin = self.address;
-        match request(admin, method, path, token, timeout).await? {
-            (200, body) => serde_json::from_str(&body)
-                .map_err(|source| AgentError::Unreadable { admin, source }),
+        let admin = &self.endpoint;
+        match request_to(admin, method, path, token, timeout).await? {
+            (200, body) => serde_json::from_str(&body).map_err(|source| AgentError::Unreadable {
+                admin: admin.clone(),
+                source,
+            }),
             (status, body) => Err(AgentError::Refused { status, body }),
         }
     }

@@ -5,7 +5,8 @@
 //!   the CLI, and the peers' shared one;
 //! - [`request`]: the actions an operator asks for ([`ControlAction`]) and how the admin
 //!   server hands them to the daemon loop ([`ControlRequest`]);
-//! - [`client`]: the bounded HTTP client the CLI and the peers reach an agent with;
+//! - [`client`]: the bounded HTTP client the CLI and the peers reach an agent with, over TCP
+//!   or the agent's unix socket ([`AdminEndpoint`]);
 //! - [`status`]: the documents: `/status`, a watch's status, the vote, the hold, and what a
 //!   control request answers.
 //!
@@ -17,7 +18,7 @@ pub mod request;
 pub mod status;
 pub mod token;
 
-pub use client::{AdminClient, AdminClientError, AgentError};
+pub use client::{AdminClient, AdminClientError, AdminEndpoint, AgentError};
 pub use request::{
     ControlAction, ControlRequest, MAX_PAUSE, MIN_PAUSE, PauseUntilError, pause_until,
 };

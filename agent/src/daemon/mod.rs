@@ -218,8 +218,7 @@ pub async fn run_reloadable(
     let (readiness_tx, readiness_rx) = watch::channel(ReadinessStatus::pending());
     let admin_shutdown = CancellationToken::new();
     let admin_task = tokio::spawn(admin_server(
-        config.agent.admin_listen,
-        state_dir,
+        config.agent.clone(),
         admin_state(
             &config,
             &shared,
@@ -227,7 +226,7 @@ pub async fn run_reloadable(
             token,
         ),
         shared.notifier.clone(),
-        config.agent.id.clone(),
+        admin::ServerLimits::for_watches(config.watches.len()),
         admin_shutdown.clone(),
     ));
     tracing::info!(
@@ -604,58 +603,45 @@ async fn shut_down(
 /// How often a failed admin bind is tried again.
 const ADMIN_RETRY: Duration = Duration::from_secs(30);
 
-/// Binds `admin_listen` and serves the admin API until `shutdown`. A failed bind (the port
-/// is taken, the address is not this host's) does not stop the agent: probing and alerting
-/// matter more than the API, so it says so once, in the log and as an `admin_unavailable`
-/// event, and tries again every [`ADMIN_RETRY`].
+/// Binds `admin_listen` and `state_dir/admin.sock` and serves the admin API until
+/// `shutdown`. A failed bind (the port is taken, the address is not this host's) does not
+/// stop the agent: probing and alerting matter more than the API, so it says so once, in the
+/// log and as an `admin_unavailable` event, and tries again every [`ADMIN_RETRY`]. A socket
+/// that cannot be bound is said the same way, and TCP is served without it.
 ///
 /// Only once it listens does it write [`admin_file`] and the token file, and at the end it
-/// removes them: a second agent started by mistake on the same `state_dir` never takes over
-/// the first one's files.
+/// removes them and its socket: a second agent started by mistake on the same `state_dir`
+/// never takes over the first one's files.
 async fn admin_server(
-    address: std::net::SocketAddr,
-    state_dir: PathBuf,
+    agent: crate::config::AgentConfig,
     state: AdminState,
     notifier: Notifier,
-    agent_id: String,
+    limits: admin::ServerLimits,
     shutdown: CancellationToken,
 ) {
-    let mut failed_once = false;
-    let listener = loop {
-        let bound = TcpListener::bind(address).await.and_then(|listener| {
-            let local = listener.local_addr()?;
-            Ok((listener, local))
-        });
-        match bound {
-            Ok(bound) => break bound,
-            Err(e) => {
-                if !failed_once {
-                    failed_once = true;
-                    let reason = format!("cannot listen on admin_listen {address}: {e}");
-                    tracing::error!(
-                        "{reason}; probing and alerting go on, the admin API is unavailable; \
-                         retrying every {}",
-                        humantime::format_duration(ADMIN_RETRY)
-                    );
-                    notifier.notify(agent_event(
-                        EventName::AdminUnavailable,
-                        &agent_id,
-                        vec![
-                            reason,
-                            "probing and alerting go on; /metrics, /status and the CLI's \
-                             controls are unavailable until it binds"
-                                .to_owned(),
-                        ],
-                    ));
-                }
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    () = tokio::time::sleep(ADMIN_RETRY) => continue,
-                }
-            }
+    let state_dir = agent.state_dir.clone();
+    let Some((listener, local, failed_once)) = bind_admin(&agent, &notifier, &shutdown).await
+    else {
+        return;
+    };
+    let socket_path = layout::socket_file(&state_dir);
+    let socket = match admin::bind_socket(&socket_path) {
+        Ok(socket) => Some(socket),
+        Err(e) => {
+            let reason = crate::text::chain(&e);
+            tracing::error!("{reason}; the CLI cannot reach this agent through its socket");
+            notifier.notify(agent_event(
+                EventName::AdminUnavailable,
+                &agent.id,
+                vec![
+                    reason,
+                    "the owner's controls over the socket are unavailable".to_owned(),
+                ],
+            ));
+            None
         }
     };
-    let (listener, local) = listener;
+    let socket_id = socket.as_ref().map(admin::BoundSocket::id);
     let token_path = layout::token_file(&state_dir);
     let written =
         store::write_file(&token_path, state.token.as_file_text().as_bytes()).and_then(|()| {
@@ -669,19 +655,73 @@ async fn admin_server(
         // /healthz still serve, so go on.
         tracing::error!(error = %crate::text::chain(&e), "cannot record the admin address and token; the CLI cannot drive this agent");
     }
-    tracing::info!(admin = %local, "admin server listening");
+    tracing::info!(admin = %local, socket = %socket_path.display(), controls = agent.controls.as_str(), "admin server listening");
     if failed_once {
         notifier.notify(agent_event(
             EventName::AdminAvailable,
-            &agent_id,
+            &agent.id,
             vec![format!("the admin API listens on {local}")],
         ));
     }
-    if let Err(e) = admin::serve(listener, state, shutdown).await {
+    let listeners = admin::Listeners {
+        tcp: listener,
+        socket: socket.map(|s| s.listener),
+        socket_path: socket_path.clone(),
+        controls: agent.controls,
+    };
+    if let Err(e) = admin::serve(listeners, state, shutdown, limits).await {
         tracing::error!(error = %e, "admin server stopped");
     }
     let _ = std::fs::remove_file(layout::admin_file(&state_dir));
     let _ = std::fs::remove_file(token_path);
+    if let Some(id) = socket_id {
+        admin::remove_socket(&socket_path, id);
+    }
+}
+
+/// Binds `admin_listen`, retrying every [`ADMIN_RETRY`] and saying so once: the listener,
+/// its address, and whether a bind failed first. `None` when `shutdown` came first.
+async fn bind_admin(
+    agent: &crate::config::AgentConfig,
+    notifier: &Notifier,
+    shutdown: &CancellationToken,
+) -> Option<(TcpListener, std::net::SocketAddr, bool)> {
+    let address = agent.admin_listen;
+    let mut failed_once = false;
+    loop {
+        let bound = TcpListener::bind(address).await.and_then(|listener| {
+            let local = listener.local_addr()?;
+            Ok((listener, local))
+        });
+        match bound {
+            Ok((listener, local)) => return Some((listener, local, failed_once)),
+            Err(e) => {
+                if !failed_once {
+                    failed_once = true;
+                    let reason = format!("cannot listen on admin_listen {address}: {e}");
+                    tracing::error!(
+                        "{reason}; probing and alerting go on, the admin API is unavailable; \
+                         retrying every {}",
+                        humantime::format_duration(ADMIN_RETRY)
+                    );
+                    notifier.notify(agent_event(
+                        EventName::AdminUnavailable,
+                        &agent.id,
+                        vec![
+                            reason,
+                            "probing and alerting go on; /metrics, /status and the CLI's \
+                             controls are unavailable until it binds"
+                                .to_owned(),
+                        ],
+                    ));
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(ADMIN_RETRY) => continue,
+                }
+            }
+        }
+    }
 }
 
 /// An event about the agent itself rather than one watch: `watch` is `*`.
@@ -692,12 +732,14 @@ fn agent_event(event: EventName, agent_id: &str, reasons: Vec<String>) -> Event 
 }
 
 /// Descriptors the agent needs besides its watches: the runtime, logs, AWS clients, the
-/// notifiers and the admin server's [`admin::MAX_CONNECTIONS`].
-const DESCRIPTORS_BASE: u64 = 128;
+/// notifiers, and the admin server's [`admin::MAX_CONNECTIONS`] on TCP and
+/// [`admin::SOCKET_CONNECTIONS`] on its socket.
+const DESCRIPTORS_BASE: u64 = 96 + admin::MAX_CONNECTIONS as u64 + admin::SOCKET_CONNECTIONS as u64;
 
 /// Descriptors one watch's round may hold at once: the dns, direct and reader paths, the old
-/// primary's probe, the resolver's sockets, and room for a failover's verification.
-const DESCRIPTORS_PER_WATCH: u64 = 16;
+/// primary's probe, the resolver's sockets, and room for a failover's verification; and the
+/// four more admin connections each watch allows ([`admin::ServerLimits::for_watches`]).
+const DESCRIPTORS_PER_WATCH: u64 = 20;
 
 /// Checks the descriptor limit against the watches: raises the soft limit towards the hard
 /// one when it is short, and says so when even the hard limit is. Running out is safe (the

@@ -1,8 +1,9 @@
 //! A property test over the whole admin API: random methods, paths, query strings, headers
 //! and bodies, with the owner's token, the peers' token, a wrong one or none, sent as raw
-//! bytes to a real server over TCP. Whatever arrives, the server answers with a status (it
-//! never panics or hangs up on a well-formed request), never with a 5xx, and nothing reaches
-//! the daemon loop (the only way to change state) without the token that route needs.
+//! bytes to a real server over TCP or its unix socket, as the daemon runs it by default
+//! (the owner's controls on the socket). Whatever arrives, the server answers with a status
+//! (it never panics or hangs up), never with a 5xx, and nothing reaches the daemon loop (the
+//! only way to change state) without the token and the channel that route needs.
 
 use std::sync::Mutex;
 
@@ -29,8 +30,16 @@ enum Auth {
     Raw(String),
 }
 
+/// Where a request is sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Channel {
+    Tcp,
+    Socket,
+}
+
 #[derive(Debug, Clone)]
 struct RawRequest {
+    channel: Channel,
     method: String,
     path: String,
     query: Option<String>,
@@ -81,8 +90,9 @@ fn request() -> impl Strategy<Value = RawRequest> {
     let host = prop::option::of(prop::sample::select(
         &["localhost", "127.0.0.1:1", "evil.example", "[::1]", ""][..],
     ));
+    let channel = prop::sample::select(&[Channel::Tcp, Channel::Socket][..]);
     (
-        method,
+        (channel, method),
         path,
         prop::option::of(text(10)),
         auth,
@@ -91,7 +101,8 @@ fn request() -> impl Strategy<Value = RawRequest> {
         prop::collection::vec(any::<u8>(), 0..48),
     )
         .prop_map(
-            |(method, path, query, auth, origin, host, body)| RawRequest {
+            |((channel, method), path, query, auth, origin, host, body)| RawRequest {
+                channel,
                 method,
                 path,
                 query,
@@ -157,10 +168,15 @@ impl RawRequest {
         bytes
     }
 
-    /// Whether the request carries the token its route needs to reach the loop.
+    /// Whether the request carries the token, and comes on the channel, its route needs to
+    /// reach the loop: the owner's token on the socket, or a peer's relayed pause or resume
+    /// on TCP (which also needs a signature these requests never carry).
     fn may_change_state(&self) -> bool {
         let pause_or_resume = matches!(self.path.as_str(), "/pause" | "/resume");
-        matches!(self.auth, Auth::Owner) || (pause_or_resume && matches!(self.auth, Auth::Peer))
+        match self.channel {
+            Channel::Socket => matches!(self.auth, Auth::Owner),
+            Channel::Tcp => pause_or_resume && matches!(self.auth, Auth::Peer),
+        }
     }
 }
 
@@ -195,9 +211,25 @@ fn recording_loop(mut control: mpsc::Receiver<ControlRequest>, received: Receive
     });
 }
 
-/// Sends `bytes` and reads the status line's code; `None` when the server hung up first.
-async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Option<u16> {
-    let mut stream = TcpStream::connect(addr).await.ok()?;
+/// Sends `bytes` on `channel` and reads the status line's code; `None` when the server hung
+/// up first.
+async fn exchange(server: &Server, channel: Channel, bytes: &[u8]) -> Option<u16> {
+    match channel {
+        Channel::Tcp => answer(TcpStream::connect(server.addr).await.ok()?, bytes).await,
+        Channel::Socket => {
+            answer(
+                tokio::net::UnixStream::connect(&server.socket).await.ok()?,
+                bytes,
+            )
+            .await
+        }
+    }
+}
+
+async fn answer<S>(mut stream: S, bytes: &[u8]) -> Option<u16>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     stream.write_all(bytes).await.ok()?;
     let mut answer = Vec::new();
     let _ = timeout(BOUND, stream.read_to_end(&mut answer)).await.ok()?;
@@ -216,26 +248,8 @@ fn random_requests_never_panic_the_server_nor_change_state_without_the_token() {
     let owner = AdminToken::generate().expect("token");
     let peer = AdminToken::generate().expect("token");
     let received = Received::default();
-    let (addr, server, shutdown) = runtime.block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (control_tx, control_rx) = mpsc::channel(4);
-        recording_loop(control_rx, received.clone());
-        let state = AdminState {
-            metrics: Arc::new(Metrics::new()),
-            health: Arc::new(Health::new(Duration::from_secs(3600))),
-            status: watch::channel(status_doc(vec![watch_status("a", "healthy")])).1,
-            readiness: watch::channel(ReadinessStatus::pending()).1,
-            control: control_tx,
-            token: owner.clone(),
-            peer_token: Some(peer.clone()),
-            peers: None,
-            approvals: Arc::default(),
-        };
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(serve(listener, state, shutdown.clone()));
-        (addr, server, shutdown)
-    });
+    let dir = tempfile::tempdir().expect("dir");
+    let server = runtime.block_on(Server::start(&owner, &peer, dir.path(), received.clone()));
     let budget = Budget {
         cases: REQUESTS,
         time: Duration::from_secs(300),
@@ -243,7 +257,7 @@ fn random_requests_never_panic_the_server_nor_change_state_without_the_token() {
     let ran = run("admin API", budget, request(), |req| {
         let before = received.lock().expect("lock").len();
         let status = runtime
-            .block_on(exchange(addr, &req.bytes(&owner, &peer)))
+            .block_on(exchange(&server, req.channel, &req.bytes(&owner, &peer)))
             .ok_or("no status line: the server hung up")?;
         let reached = received.lock().expect("lock")[before..].to_vec();
         if status >= 500 {
@@ -270,15 +284,75 @@ fn random_requests_never_panic_the_server_nor_change_state_without_the_token() {
         ran.accepted > 0,
         "some requests were valid and reached the loop: {ran:?}"
     );
-    runtime.block_on(async {
-        let healthz = exchange(addr, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").await;
-        assert_eq!(healthz, Some(200), "the server still answers afterwards");
-        assert!(!server.is_finished(), "the server is still running");
-        shutdown.cancel();
-        timeout(BOUND, server)
+    runtime.block_on(server.stop());
+}
+
+/// The server under test, as the daemon runs it: the owner's controls on the socket.
+struct Server {
+    addr: SocketAddr,
+    socket: std::path::PathBuf,
+    task: JoinHandle<std::io::Result<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Server {
+    async fn start(
+        owner: &AdminToken,
+        peer: &AdminToken,
+        dir: &std::path::Path,
+        received: Received,
+    ) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let socket = crate::layout::socket_file(dir);
+        let bound = bind_socket(&socket).expect("bind the socket");
+        let (control_tx, control_rx) = mpsc::channel(4);
+        recording_loop(control_rx, received);
+        let state = AdminState {
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(Health::new(Duration::from_secs(3600))),
+            status: watch::channel(status_doc(vec![watch_status("a", "healthy")])).1,
+            readiness: watch::channel(ReadinessStatus::pending()).1,
+            control: control_tx,
+            token: owner.clone(),
+            peer_token: Some(peer.clone()),
+            peers: None,
+            approvals: Arc::default(),
+        };
+        let listeners = Listeners {
+            tcp: listener,
+            socket: Some(bound.listener),
+            socket_path: socket.clone(),
+            controls: crate::config::Controls::Socket,
+        };
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(serve(
+            listeners,
+            state,
+            shutdown.clone(),
+            ServerLimits::default(),
+        ));
+        Server {
+            addr,
+            socket,
+            task,
+            shutdown,
+        }
+    }
+
+    /// Checks that it still answers and runs, then stops it.
+    async fn stop(self) {
+        let healthz = b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n";
+        for channel in [Channel::Tcp, Channel::Socket] {
+            let status = exchange(&self, channel, healthz).await;
+            assert_eq!(status, Some(200), "{channel:?} still answers afterwards");
+        }
+        assert!(!self.task.is_finished(), "the server is still running");
+        self.shutdown.cancel();
+        timeout(BOUND, self.task)
             .await
             .expect("stops within the bound")
             .expect("server task")
             .expect("serve");
-    });
+    }
 }
