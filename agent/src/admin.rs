@@ -283,8 +283,9 @@ impl ServerLimits {
 #[derive(Debug)]
 pub struct Listeners {
     /// `admin_listen`: `/metrics`, `/healthz`, `/status` with the owner's token, `/vote`, the
-    /// peers' relayed pauses, and the owner's controls only with `controls = "tcp"`.
-    pub tcp: tokio::net::TcpListener,
+    /// peers' relayed pauses, and the owner's controls only with `controls = "tcp"`. `None`
+    /// while it is not bound: the socket is served without waiting for it.
+    pub tcp: Option<tokio::net::TcpListener>,
     /// `state_dir/admin.sock`: everything, for the owner; `None` when it could not be bound.
     pub socket: Option<tokio::net::UnixListener>,
     /// Where the socket is, for the refusals on TCP that point there.
@@ -318,10 +319,13 @@ pub async fn serve(
             None => Ok(()),
         }
     };
-    let (tcp, socket) = tokio::join!(
-        serve_tcp(listeners.tcp, tcp_app, shutdown.clone(), limits),
-        socket
-    );
+    let tcp = async {
+        match listeners.tcp {
+            Some(tcp) => serve_tcp(tcp, tcp_app, shutdown.clone(), limits).await,
+            None => Ok(()),
+        }
+    };
+    let (tcp, socket) = tokio::join!(tcp, socket);
     tcp.and(socket)
 }
 

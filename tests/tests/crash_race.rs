@@ -973,9 +973,7 @@ async fn a_pause_reaches_every_peer_and_names_the_one_it_missed() {
             agent.log_text()
         );
     }
-    let (_, body) = support::agent_get(agents[1].admin().unwrap(), "/status")
-        .await
-        .unwrap();
+    let (_, body) = agents[1].status_get().await.unwrap();
     let status: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         status["watches"][0]["pause"]["reason"], "failover drill in staging",

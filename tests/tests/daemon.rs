@@ -442,7 +442,7 @@ async fn metrics_move_and_healthz_fails_when_the_loop_stalls() {
     assert_eq!(status, 503);
     assert!(reason.contains("stalled"), "{reason}");
     assert_eq!(
-        agent_get(admin, "/status").await.unwrap().0,
+        agent.status_get().await.unwrap().0,
         200,
         "status still answers"
     );
@@ -723,7 +723,7 @@ async fn a_taken_admin_port_does_not_stop_the_agent() {
 
 /// The agent's /status, parsed.
 async fn status_json(agent: &Agent) -> Option<serde_json::Value> {
-    let (_, body) = agent_get(agent.admin()?, "/status").await?;
+    let (_, body) = agent.status_get().await?;
     serde_json::from_str(&body).ok()
 }
 
@@ -1111,4 +1111,218 @@ async fn a_pause_end_beyond_its_bounds_is_refused_and_an_outage_still_fails_over
         agent.state(WATCH).await,
         agent.log_text()
     );
+}
+
+// ---- the owner's room (issue 23) -----------------------------------------------------------
+
+/// Raises this process's descriptor soft limit to its hard limit: the flood below holds
+/// 1,000 sockets.
+fn raise_descriptor_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct given.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    limit.rlim_cur
+}
+
+/// A TCP connection to `to` from `from` (another loopback address), bounded.
+async fn connect_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(std::net::SocketAddr::from((from, 0)))
+        .expect("bind the client's address");
+    tokio::time::timeout(Duration::from_secs(5), socket.connect(to))
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
+
+/// Issue 23, acceptance: 1,000 connections held open from one address leave room for a
+/// probe from another (`/healthz` within 1 s) and for the owner (`valkey-dr pause` through the
+/// socket, shown by `valkey-dr status`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_address_leaves_room_for_probes_and_the_owner() {
+    let limit = raise_descriptor_limit();
+    assert!(
+        limit >= 1100,
+        "this test needs 1,100 descriptors, the hard limit is {limit}"
+    );
+    let s = setup().await;
+    let agent = s.healthy_agent().await;
+    let admin = agent.admin().expect("admin address");
+
+    let flood = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    let started = std::time::Instant::now();
+    let mut held = Vec::with_capacity(1000);
+    for _ in 0..1000 {
+        held.push(connect_from(flood, admin).await);
+    }
+    eprintln!(
+        "1,000 connections from {flood} opened in {:?}",
+        started.elapsed()
+    );
+
+    let asked = std::time::Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(1), agent_get(admin, "/healthz")).await;
+    let took = asked.elapsed();
+    eprintln!("/healthz from 127.0.0.1 during the flood: {answer:?} in {took:?}");
+    assert!(
+        matches!(answer, Ok(Some((200, _)))),
+        "/healthz did not answer within 1 s during the flood: {answer:?}\n{}",
+        agent.log_text()
+    );
+
+    let asked = std::time::Instant::now();
+    let (code, out) = cli(
+        &s.config,
+        &["pause", "--watch", WATCH, "--reason", "flood test"],
+    )
+    .await;
+    eprintln!(
+        "valkey-dr pause during the flood: exit {code} in {:?}",
+        asked.elapsed()
+    );
+    assert_eq!(code, 0, "{out}\n{}", agent.log_text());
+    // The loop publishes the pause in its next status (every 250 ms).
+    let shown = wait_until(Duration::from_secs(5), || async {
+        let (_, out) = cli(&s.config, &["status"]).await;
+        out.contains("flood test") && out.contains("a daemon runs this watch")
+    })
+    .await;
+    let (code, out) = cli(&s.config, &["status"]).await;
+    assert!(
+        shown,
+        "valkey-dr status (exit {code}) does not show the pause:\n{out}"
+    );
+    drop(held);
+
+    // The refusals were logged, but not one line per connection.
+    let log = agent.log_text();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("from 127.0.0.2 are open"))
+        .count();
+    assert!(
+        (1..=3).contains(&lines),
+        "{lines} refusal lines for 991 refused connections:\n{log}"
+    );
+    let (code, out) = cli(&s.config, &["resume"]).await;
+    assert_eq!(code, 0, "{out}");
+}
+
+/// Issue 23: `/status` over TCP needs the owner's token (401 and why without it); the socket
+/// serves it; and with the default `controls = "socket"`, a control over TCP is refused,
+/// naming the socket and the key, while the CLI's own goes through the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_needs_a_token_and_controls_are_on_the_socket() {
+    let s = setup().await;
+    let agent = s.healthy_agent().await;
+    let admin = agent.admin().expect("admin address");
+    let (code, body) = agent_get(admin, "/status").await.expect("an answer");
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("owner's token"), "{body}");
+    let (code, body) = agent.status_get().await.expect("an answer");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(WATCH), "{body}");
+
+    let token = valkey_dr::control::AdminToken::load(&s.state_dir).expect("token");
+    let socket = s.state_dir.join("admin.sock");
+    let on_socket = valkey_dr::control::AdminEndpoint::Socket(socket.clone());
+    let (code, body) = valkey_dr::control::client::request_to(
+        &on_socket,
+        "GET",
+        "/status",
+        Some(&token),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("the socket answers");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(WATCH), "{body}");
+
+    let path = format!("/pause?watch={WATCH}");
+    let (code, body) = valkey_dr::control::client::request(
+        admin,
+        "POST",
+        &path,
+        Some(&token),
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("an answer");
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains(&socket.display().to_string()) && body.contains("controls = \\\"socket\\\""),
+        "{body}"
+    );
+    assert_eq!(agent.state(WATCH).await.as_deref(), Some("healthy"));
+}
+
+/// Issue 23: a program that holds the admin port before the agent (at boot, or in a restart
+/// gap) cannot answer `valkey-dr status` or `pause`: the CLI goes to the socket in state_dir,
+/// which the agent serves while the port stays taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_on_the_admin_port_cannot_answer_the_cli() {
+    let s = setup().await;
+    let impostor = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = impostor.local_addr().expect("addr").port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let answered = hits.clone();
+    let fake = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let body = r#"{"agent":{"id":"impostor","mode":"alert-only","version":"0"},"watches":[]}"#;
+        while let Ok((mut stream, _)) = impostor.accept().await {
+            answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head).await;
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+        }
+    });
+    let config = s.lab.config_variant(
+        "taken-port.toml",
+        &[(
+            "admin_listen = \"127.0.0.1:0\"",
+            &format!("admin_listen = \"127.0.0.1:{port}\""),
+        )],
+    );
+    let agent = Agent::spawn(&config, &s.state_dir).await;
+    let healthy = wait_until(Duration::from_secs(20), || async {
+        let (code, out) = cli(&config, &["status"]).await;
+        code == 0 && out.contains("a daemon runs this watch") && out.contains("healthy")
+    })
+    .await;
+    let (code, out) = cli(&config, &["status"]).await;
+    assert!(
+        healthy,
+        "valkey-dr status (exit {code}):\n{out}\n{}",
+        agent.log_text()
+    );
+    assert!(!out.contains("impostor"), "{out}");
+    let (code, out) = cli(&config, &["pause", "--watch", WATCH]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        agent
+            .log_text()
+            .contains(&format!("cannot listen on admin_listen 127.0.0.1:{port}")),
+        "{}",
+        agent.log_text()
+    );
+    assert_eq!(
+        hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the CLI asked the program on the admin port"
+    );
+    fake.abort();
 }

@@ -1157,7 +1157,9 @@ async fn without_credentials_the_agent_says_config_error_never_isolated() {
     // watch has made its first round, which under load may come after the readiness pass.
     let addr = agent.admin().expect("admin address");
     let read_status = || async {
-        let body = support::agent_get(addr, "/status").await?.1;
+        let body = support::owner_get(addr, &agent.state_dir, "/status")
+            .await?
+            .1;
         serde_json::from_str::<Value>(&body).ok()
     };
     assert!(

@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{COMMAND_DEADLINE, TestLab, agent_bin, agent_get, wait_until};
+use support::{COMMAND_DEADLINE, TestLab, agent_bin, agent_get, owner_get, wait_until};
 use valkey_dr_lab::apt::{CRUN, UMOCI};
 
 /// The image's user and group (`nonroot`, the uid distroless images use too).
@@ -651,7 +651,7 @@ async fn image_runs_read_only_as_nonroot_against_the_lab_and_answers_healthz() {
     );
     let addr = admin().expect("admin.json");
     let healthy = wait_until(UP_DEADLINE, || async {
-        let Some((200, body)) = agent_get(addr, "/status").await else {
+        let Some((200, body)) = owner_get(addr, &state_dir, "/status").await else {
             return false;
         };
         serde_json::from_str::<Value>(&body).is_ok_and(|v| {

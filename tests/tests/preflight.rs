@@ -479,7 +479,8 @@ async fn readiness(agent: &Agent, check: &str) -> (Option<bool>, Option<i64>) {
     let Some(addr) = agent.admin() else {
         return (None, None);
     };
-    let status = agent_get(addr, "/status")
+    let status = agent
+        .status_get()
         .await
         .and_then(|(_, b)| serde_json::from_str::<Value>(&b).ok());
     let from_status = status.and_then(|s| {

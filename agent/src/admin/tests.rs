@@ -489,7 +489,7 @@ impl Harness {
         let token = state.token.clone();
         let shutdown = CancellationToken::new();
         let listeners = Listeners {
-            tcp: listener,
+            tcp: Some(listener),
             socket: Some(bound.listener),
             socket_path: socket.clone(),
             controls,

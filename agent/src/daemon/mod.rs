@@ -603,15 +603,16 @@ async fn shut_down(
 /// How often a failed admin bind is tried again.
 const ADMIN_RETRY: Duration = Duration::from_secs(30);
 
-/// Binds `admin_listen` and `state_dir/admin.sock` and serves the admin API until
-/// `shutdown`. A failed bind (the port is taken, the address is not this host's) does not
-/// stop the agent: probing and alerting matter more than the API, so it says so once, in the
-/// log and as an `admin_unavailable` event, and tries again every [`ADMIN_RETRY`]. A socket
-/// that cannot be bound is said the same way, and TCP is served without it.
+/// Serves the admin API until `shutdown`: first on `state_dir/admin.sock`, the owner's
+/// channel, which no other user can take or pose as, then also on `admin_listen` once that
+/// binds. A failed bind (the port is taken, the address is not this host's) does not stop the
+/// agent: probing and alerting matter more than the API, so it says so once, in the log and
+/// as an `admin_unavailable` event, and tries again every [`ADMIN_RETRY`]; the socket serves
+/// the owner meanwhile. A socket that cannot be bound is said the same way.
 ///
-/// Only once it listens does it write [`admin_file`] and the token file, and at the end it
-/// removes them and its socket: a second agent started by mistake on the same `state_dir`
-/// never takes over the first one's files.
+/// Only once it listens does it write the token file (and [`admin_file`] once TCP listens),
+/// and at the end it removes them and its socket: a second agent started by mistake on the
+/// same `state_dir` finds the first one's socket alive and never takes over its files.
 async fn admin_server(
     agent: crate::config::AgentConfig,
     state: AdminState,
@@ -620,12 +621,74 @@ async fn admin_server(
     shutdown: CancellationToken,
 ) {
     let state_dir = agent.state_dir.clone();
-    let Some((listener, local, failed_once)) = bind_admin(&agent, &notifier, &shutdown).await
-    else {
-        return;
-    };
     let socket_path = layout::socket_file(&state_dir);
-    let socket = match admin::bind_socket(&socket_path) {
+    let token_path = layout::token_file(&state_dir);
+    let listeners = |tcp, socket| admin::Listeners {
+        tcp,
+        socket,
+        socket_path: socket_path.clone(),
+        controls: agent.controls,
+    };
+    let socket = owner_socket(&agent, &socket_path, &notifier);
+    let socket_id = socket.as_ref().map(admin::BoundSocket::id);
+    let socket_task = socket.map(|socket| {
+        write_token(&token_path, &state.token);
+        tokio::spawn(admin::serve(
+            listeners(None, Some(socket.listener)),
+            state.clone(),
+            shutdown.clone(),
+            limits,
+        ))
+    });
+    if let Some((listener, local, failed_once)) = bind_admin(&agent, &notifier, &shutdown).await {
+        if socket_id.is_none() {
+            write_token(&token_path, &state.token);
+        }
+        let recorded = store::write_json(
+            &layout::admin_file(&state_dir),
+            &json!({ "address": local.to_string(), "pid": std::process::id() }),
+        );
+        if let Err(e) = recorded {
+            tracing::error!(error = %crate::text::chain(&e), "cannot record the admin address; the CLI cannot find this agent over TCP");
+        }
+        tracing::info!(admin = %local, socket = %socket_path.display(), controls = agent.controls.as_str(), "admin server listening");
+        if failed_once {
+            notifier.notify(agent_event(
+                EventName::AdminAvailable,
+                &agent.id,
+                vec![format!("the admin API listens on {local}")],
+            ));
+        }
+        let served = admin::serve(listeners(Some(listener), None), state, shutdown, limits);
+        if let Err(e) = served.await {
+            tracing::error!(error = %e, "admin server stopped");
+        }
+    }
+    if let Some(task) = socket_task {
+        let _ = task.await;
+    }
+    let _ = std::fs::remove_file(layout::admin_file(&state_dir));
+    let _ = std::fs::remove_file(token_path);
+    if let Some(id) = socket_id {
+        admin::remove_socket(&socket_path, id);
+    }
+}
+
+/// Writes the owner's token, mode 0600; without it the CLI cannot drive this agent, but
+/// `/metrics` and `/healthz` still serve, so a failure is logged and the agent goes on.
+fn write_token(path: &Path, token: &AdminToken) {
+    if let Err(e) = store::write_file(path, token.as_file_text().as_bytes()) {
+        tracing::error!(error = %crate::text::chain(&e), "cannot record the admin token; the CLI cannot drive this agent");
+    }
+}
+
+/// Binds the owner's socket, or says why not (log and `admin_unavailable`).
+fn owner_socket(
+    agent: &crate::config::AgentConfig,
+    path: &Path,
+    notifier: &Notifier,
+) -> Option<admin::BoundSocket> {
+    match admin::bind_socket(path) {
         Ok(socket) => Some(socket),
         Err(e) => {
             let reason = crate::text::chain(&e);
@@ -635,47 +698,11 @@ async fn admin_server(
                 &agent.id,
                 vec![
                     reason,
-                    "the owner's controls over the socket are unavailable".to_owned(),
+                    "the owner's channel (the CLI on this host) is unavailable".to_owned(),
                 ],
             ));
             None
         }
-    };
-    let socket_id = socket.as_ref().map(admin::BoundSocket::id);
-    let token_path = layout::token_file(&state_dir);
-    let written =
-        store::write_file(&token_path, state.token.as_file_text().as_bytes()).and_then(|()| {
-            store::write_json(
-                &layout::admin_file(&state_dir),
-                &json!({ "address": local.to_string(), "pid": std::process::id() }),
-            )
-        });
-    if let Err(e) = written {
-        // Without the files the CLI cannot find or drive this agent, but /metrics and
-        // /healthz still serve, so go on.
-        tracing::error!(error = %crate::text::chain(&e), "cannot record the admin address and token; the CLI cannot drive this agent");
-    }
-    tracing::info!(admin = %local, socket = %socket_path.display(), controls = agent.controls.as_str(), "admin server listening");
-    if failed_once {
-        notifier.notify(agent_event(
-            EventName::AdminAvailable,
-            &agent.id,
-            vec![format!("the admin API listens on {local}")],
-        ));
-    }
-    let listeners = admin::Listeners {
-        tcp: listener,
-        socket: socket.map(|s| s.listener),
-        socket_path: socket_path.clone(),
-        controls: agent.controls,
-    };
-    if let Err(e) = admin::serve(listeners, state, shutdown, limits).await {
-        tracing::error!(error = %e, "admin server stopped");
-    }
-    let _ = std::fs::remove_file(layout::admin_file(&state_dir));
-    let _ = std::fs::remove_file(token_path);
-    if let Some(id) = socket_id {
-        admin::remove_socket(&socket_path, id);
     }
 }
 
@@ -709,8 +736,9 @@ async fn bind_admin(
                         &agent.id,
                         vec![
                             reason,
-                            "probing and alerting go on; /metrics, /status and the CLI's \
-                             controls are unavailable until it binds"
+                            "probing and alerting go on; /metrics, /healthz and the peers' \
+                             requests are unavailable until it binds (the CLI on this host \
+                             still reaches the agent through state_dir/admin.sock)"
                                 .to_owned(),
                         ],
                     ));

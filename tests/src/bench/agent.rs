@@ -104,6 +104,8 @@ pub fn config_with_watches(lab_toml: &str, watches: usize, extra: &str) -> anyho
 pub struct Agent {
     process: Owned,
     pub admin: SocketAddr,
+    /// The owner's token, which `/status` needs.
+    token: valkey_dr::control::AdminToken,
 }
 
 impl Agent {
@@ -142,8 +144,15 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             process.ensure_running()?;
+            // The agent writes admin.token before admin.json.
             if let Some(admin) = read_admin(&admin_file, process.pid()) {
-                return Ok(Agent { process, admin });
+                let token = valkey_dr::control::AdminToken::load(state_dir)
+                    .context("the agent's admin.token")?;
+                return Ok(Agent {
+                    process,
+                    admin,
+                    token,
+                });
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
@@ -170,9 +179,14 @@ impl Agent {
 
     /// Every watch's state, as `/status` reports it.
     pub async fn states(&self) -> anyhow::Result<Vec<String>> {
-        let (code, body) =
-            valkey_dr::control::client::request(self.admin, "GET", "/status", None, ADMIN_TIMEOUT)
-                .await?;
+        let (code, body) = valkey_dr::control::client::request(
+            self.admin,
+            "GET",
+            "/status",
+            Some(&self.token),
+            ADMIN_TIMEOUT,
+        )
+        .await?;
         anyhow::ensure!(code == 200, "GET /status answered {code}: {body}");
         let status: Value = serde_json::from_str(&body).context("GET /status is not JSON")?;
         Ok(status["watches"]
@@ -222,7 +236,7 @@ impl Agent {
                 self.admin,
                 "GET",
                 "/status",
-                None,
+                Some(&self.token),
                 ADMIN_TIMEOUT,
             )
             .await?;

@@ -329,6 +329,11 @@ impl Agent {
         Self::start_in(config, state_dir, env, false).await
     }
 
+    /// Starts the agent without waiting for its admin server (whose port may be taken).
+    pub async fn spawn(config: &Path, state_dir: &Path) -> Agent {
+        Self::spawn_in(config, state_dir, &[], false, false).await
+    }
+
     /// [`Agent::start`] as on a host without any `AWS_*` variable: only `PATH` and the log
     /// level are set, so the config alone must say where the credentials are.
     pub async fn start_clean(config: &Path, state_dir: &Path) -> Agent {
@@ -336,6 +341,16 @@ impl Agent {
     }
 
     async fn start_in(config: &Path, state_dir: &Path, env: &[(&str, &str)], clean: bool) -> Agent {
+        Self::spawn_in(config, state_dir, env, clean, true).await
+    }
+
+    async fn spawn_in(
+        config: &Path,
+        state_dir: &Path,
+        env: &[(&str, &str)],
+        clean: bool,
+        wait: bool,
+    ) -> Agent {
         let log = state_dir.with_extension(format!("agent-{}.log", std::process::id()));
         let _ = std::fs::remove_file(state_dir.join("admin.json"));
         let file = std::fs::OpenOptions::new()
@@ -369,6 +384,9 @@ impl Agent {
             state_dir: state_dir.to_owned(),
             log,
         };
+        if !wait {
+            return agent;
+        }
         let up = wait_until(COMMAND_DEADLINE, || async {
             match agent.admin() {
                 Some(addr) => agent_get(addr, "/healthz").await.is_some(),
@@ -394,9 +412,14 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// `GET /status` over TCP with the owner's token: (status, body), or `None`.
+    pub async fn status_get(&self) -> Option<(u16, String)> {
+        owner_get(self.admin()?, &self.state_dir, "/status").await
+    }
+
     /// The watch's state as `/status` reports it.
     pub async fn state(&self, watch: &str) -> Option<String> {
-        let (_, body) = agent_get(self.admin()?, "/status").await?;
+        let (_, body) = self.status_get().await?;
         let v: Value = serde_json::from_str(&body).ok()?;
         v["watches"]
             .as_array()?
@@ -420,6 +443,19 @@ impl Agent {
         self.child.start_kill().unwrap();
         let _ = tokio::time::timeout(COMMAND_DEADLINE, self.child.wait()).await;
     }
+}
+
+/// GET on the agent's admin server with the owner's token from `state_dir/admin.token`, as
+/// `/status` needs it: (status, body), or `None` if it does not answer or there is no token.
+pub async fn owner_get(
+    addr: std::net::SocketAddr,
+    state_dir: &Path,
+    path: &str,
+) -> Option<(u16, String)> {
+    let token = valkey_dr::control::AdminToken::load(state_dir).ok()?;
+    valkey_dr::control::client::request(addr, "GET", path, Some(&token), Duration::from_secs(2))
+        .await
+        .ok()
 }
 
 /// GET on the agent's admin server: (status, body), or `None` if it does not answer.
@@ -548,7 +584,7 @@ pub fn uncached_resolver(dns: std::net::SocketAddr) -> Resolver<TokioConnectionP
 
 /// `watch`'s entry in the agent's `/status`, if the agent answers.
 pub async fn watch_status(agent: &Agent, watch: &str) -> Option<Value> {
-    let (_, body) = agent_get(agent.admin()?, "/status").await?;
+    let (_, body) = agent.status_get().await?;
     let v: Value = serde_json::from_str(&body).ok()?;
     v["watches"]
         .as_array()?
