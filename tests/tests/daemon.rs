@@ -531,8 +531,24 @@ async fn pause_and_resume_through_the_cli_survive_a_restart() {
 /// Sends one raw HTTP/1.1 request and returns the status code (0 when the connection closed
 /// without an answer).
 async fn raw_request(addr: std::net::SocketAddr, head: &str) -> u16 {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    raw_exchange(stream, head).await
+}
+
+/// [`raw_request`] on the agent's unix socket, the owner's channel.
+async fn raw_on_socket(state_dir: &std::path::Path, head: &str) -> u16 {
+    let socket = state_dir.join("admin.sock");
+    let stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
+    raw_exchange(stream, head).await
+}
+
+async fn raw_exchange(
+    mut stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    head: &str,
+) -> u16 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream.write_all(head.as_bytes()).await.expect("send");
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
@@ -567,15 +583,18 @@ async fn only_the_owner_drives_the_admin_api() {
             "POST /failover?watch={WATCH} HTTP/1.1\r\nHost: {admin}\r\nContent-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n{extra}\r\n"
         )
     };
-    assert_eq!(raw_request(admin, &post("")).await, 401, "no token");
+    // On the owner's channel, the socket (over TCP the controls are refused outright:
+    // `status_needs_a_token_and_controls_are_on_the_socket`).
+    let owner = &s.state_dir;
+    assert_eq!(raw_on_socket(owner, &post("")).await, 401, "no token");
     assert_eq!(
-        raw_request(admin, &post("Authorization: Bearer 0123\r\n")).await,
+        raw_on_socket(owner, &post("Authorization: Bearer 0123\r\n")).await,
         401,
         "a wrong token"
     );
     assert_eq!(
-        raw_request(
-            admin,
+        raw_on_socket(
+            owner,
             &post(&format!(
                 "Authorization: Bearer {token}\r\nOrigin: http://evil.example\r\n"
             ))
@@ -584,6 +603,11 @@ async fn only_the_owner_drives_the_admin_api() {
         403,
         "a web page's request, even with the token"
     );
+    assert_eq!(
+        raw_request(admin, &post(&format!("Authorization: Bearer {token}\r\n"))).await,
+        403,
+        "the owner's control over TCP, with controls on the socket"
+    );
     assert!(
         support::creates(&s.lab.lab.calls()).is_empty(),
         "a refused call built nothing"
@@ -591,7 +615,7 @@ async fn only_the_owner_drives_the_admin_api() {
     assert_eq!(agent.state(WATCH).await.as_deref(), Some("healthy"));
 
     // 250 half-sent requests: the agent closes each within the header timeout (5 s), or at
-    // once beyond its 32 connections, and goes on probing.
+    // once beyond the connections it serves one address, and goes on probing.
     let before = support::watch_status(&agent, WATCH)
         .await
         .and_then(|w| w["rounds"].as_u64());
@@ -1079,7 +1103,7 @@ async fn a_pause_end_beyond_its_bounds_is_refused_and_an_outage_still_fails_over
             let head = format!(
                 "POST /pause?{query} HTTP/1.1\r\nHost: {admin}\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             );
-            assert_eq!(raw_request(admin, &head).await, 400, "{query}");
+            assert_eq!(raw_on_socket(&state_dir, &head).await, 400, "{query}");
         }
     }
     // Nothing changed, and the watch goes on past the publications that used to stop it.
