@@ -763,17 +763,7 @@ fn router(admin: AdminState, control_timeout: Duration, owner: OwnerControls) ->
                 },
                 needs_token,
             ));
-    let status_route =
-        Router::new()
-            .route("/status", get(status))
-            .layer(axum::middleware::from_fn_with_state(
-                Gate {
-                    token: Some(admin.token.clone()),
-                    refusal: STATUS_NEEDS_THE_OWNER,
-                },
-                needs_token,
-            ));
-    let owned = status_route
+    let owned = status_route(&admin.token)
         .merge(controls)
         .merge(pauses)
         .merge(vote_route)
@@ -787,6 +777,19 @@ fn router(admin: AdminState, control_timeout: Duration, owner: OwnerControls) ->
             admin,
             control_timeout,
         })
+}
+
+/// `GET /status`, behind the owner's token.
+fn status_route(owner: &AdminToken) -> Router<Shared> {
+    Router::new()
+        .route("/status", get(status))
+        .layer(axum::middleware::from_fn_with_state(
+            Gate {
+                token: Some(owner.clone()),
+                refusal: STATUS_NEEDS_THE_OWNER,
+            },
+            needs_token,
+        ))
 }
 
 /// Why `/status` without the owner's token is refused: it names the agent's ARN and account,

@@ -718,3 +718,22 @@ command = ["/bin/false"]
     let mode = issues(&BASE.replace("mode = \"alert-only\"", "mode = \"prepared\""));
     assert!(mode[0].valid.contains("\"prepare\""), "{:?}", mode[0]);
 }
+
+#[test]
+fn controls_are_on_the_socket_unless_tcp_is_asked_for() {
+    assert_eq!(parse(BASE).expect("valid").agent.controls, Controls::Socket);
+    let tcp = BASE.replace(
+        "mode = \"alert-only\"",
+        "mode = \"alert-only\"\ncontrols = \"tcp\"",
+    );
+    assert_eq!(parse(&tcp).expect("valid").agent.controls, Controls::Tcp);
+    let typo = BASE.replace(
+        "mode = \"alert-only\"",
+        "mode = \"alert-only\"\ncontrols = \"http\"",
+    );
+    let issues = issues(&typo);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].key, "agent.controls");
+    assert!(issues[0].valid.contains("\"socket\""), "{issues:?}");
+    assert!(issues[0].valid.contains("\"tcp\""), "{issues:?}");
+}
