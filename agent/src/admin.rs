@@ -9,16 +9,24 @@
 //! The one exception is pause/resume, which must be applied by the loop; those requests wait
 //! for its answer for at most [`CONTROL_TIMEOUT`] and then say so with a `504`.
 //!
-//! Only the owner drives it. Every control endpoint needs the token the agent writes, mode
-//! 0600, to `state_dir/admin.token` when it starts ([`AdminToken`]): the CLI reads it, so
-//! running the CLI as the agent's user (or root) is what grants control. `/status` and the
-//! controls also refuse anything a browser sends ([`from_a_browser`]). `/metrics` and
-//! `/healthz` stay open, for Prometheus and kubelet on a pod IP.
+//! Only the owner drives it. Every control endpoint and `/status` need the token the agent
+//! writes, mode 0600, to `state_dir/admin.token` when it starts ([`AdminToken`]): the CLI
+//! reads it, so running the CLI as the agent's user (or root) is what grants control.
+//! `/status` and the controls also refuse anything a browser sends ([`from_a_browser`]).
+//! `/metrics` and `/healthz` stay open, for Prometheus and kubelet on a pod IP.
 //!
-//! The server is bounded: a client has [`HEADER_TIMEOUT`] to send its request headers, a
-//! connection lives at most [`CONNECTION_LIFETIME`], and at most [`MAX_CONNECTIONS`] are
-//! served at once; more are closed as they are accepted, so a slow-loris client cannot take
-//! the agent's file descriptors, which its probes need.
+//! It listens twice ([`Listeners`]): on `admin_listen`, and on the owner's unix socket
+//! `state_dir/admin.sock` ([`bind_socket`]), which serves everything. With `[agent] controls =
+//! "socket"` (the default) the owner's controls are served only on the socket and TCP
+//! answers them with a 403 that names it; the peers' relayed pauses and `/vote` stay on TCP.
+//!
+//! The server is bounded: a client has [`HEADER_TIMEOUT`] to send its request headers, and a
+//! connection lives at most [`CONNECTION_LIFETIME`]. On TCP one address is served at most
+//! [`ServerLimits::per_address`] connections at once and everyone
+//! [`ServerLimits::max_connections`]; the socket has its own
+//! [`ServerLimits::socket_connections`]. More are closed as they are accepted, so a flood or
+//! a slow-loris client cannot take the agent's file descriptors, which its probes need, nor
+//! the places of kubelet, Prometheus and the owner.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
