@@ -629,7 +629,7 @@ async fn admin_server(
         socket_path: socket_path.clone(),
         controls: agent.controls,
     };
-    let socket = owner_socket(&agent, &socket_path, &notifier);
+    let (socket, taken) = owner_socket(&agent, &socket_path, &notifier);
     let socket_id = socket.as_ref().map(admin::BoundSocket::id);
     let socket_task = socket.map(|socket| {
         write_token(&token_path, &state.token);
@@ -641,14 +641,17 @@ async fn admin_server(
         ))
     });
     if let Some((listener, local, failed_once)) = bind_admin(&agent, &notifier, &shutdown).await {
-        if socket_id.is_none() {
+        // Another agent serving this state_dir keeps its files: this one records nothing.
+        if socket_id.is_none() && !taken {
             write_token(&token_path, &state.token);
         }
-        let recorded = store::write_json(
-            &layout::admin_file(&state_dir),
-            &json!({ "address": local.to_string(), "pid": std::process::id() }),
-        );
-        if let Err(e) = recorded {
+        let recorded = (!taken).then(|| {
+            store::write_json(
+                &layout::admin_file(&state_dir),
+                &json!({ "address": local.to_string(), "pid": std::process::id() }),
+            )
+        });
+        if let Some(Err(e)) = recorded {
             tracing::error!(error = %crate::text::chain(&e), "cannot record the admin address; the CLI cannot find this agent over TCP");
         }
         tracing::info!(admin = %local, socket = %socket_path.display(), controls = agent.controls.as_str(), "admin server listening");
@@ -682,14 +685,15 @@ fn write_token(path: &Path, token: &AdminToken) {
     }
 }
 
-/// Binds the owner's socket, or says why not (log and `admin_unavailable`).
+/// Binds the owner's socket, or says why not (log and `admin_unavailable`); `true` when a
+/// running process (another agent on this `state_dir`) serves it.
 fn owner_socket(
     agent: &crate::config::AgentConfig,
     path: &Path,
     notifier: &Notifier,
-) -> Option<admin::BoundSocket> {
+) -> (Option<admin::BoundSocket>, bool) {
     match admin::bind_socket(path) {
-        Ok(socket) => Some(socket),
+        Ok(socket) => (Some(socket), false),
         Err(e) => {
             let reason = crate::text::chain(&e);
             tracing::error!("{reason}; the CLI cannot reach this agent through its socket");
@@ -701,7 +705,7 @@ fn owner_socket(
                     "the owner's channel (the CLI on this host) is unavailable".to_owned(),
                 ],
             ));
-            None
+            (None, matches!(e, admin::SocketError::InUse { .. }))
         }
     }
 }
