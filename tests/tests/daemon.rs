@@ -1350,3 +1350,42 @@ async fn a_program_on_the_admin_port_cannot_answer_the_cli() {
     );
     fake.abort();
 }
+
+/// Issue 23: a second agent started by mistake on the same state_dir with port 0 (so its
+/// TCP bind succeeds) finds the first one's socket alive and records nothing: the first
+/// one's token and admin.json stay, and the CLI still drives the first one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_agent_on_the_same_state_dir_takes_over_nothing() {
+    let s = setup().await;
+    let first = s.healthy_agent().await;
+    let token = std::fs::read_to_string(s.state_dir.join("admin.token")).expect("token");
+    let admin = std::fs::read_to_string(s.state_dir.join("admin.json")).expect("admin.json");
+    let second = Agent::spawn(&s.config, &s.state_dir).await;
+    let both_listen = wait_until(Duration::from_secs(15), || async {
+        let log = second.log_text();
+        log.matches("admin server listening").count() >= 2
+            && log.contains("is served by a running process")
+    })
+    .await;
+    assert!(both_listen, "{}", second.log_text());
+    assert_eq!(
+        std::fs::read_to_string(s.state_dir.join("admin.token")).expect("token"),
+        token,
+        "the second agent replaced the first one's token"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.state_dir.join("admin.json")).expect("admin.json"),
+        admin,
+        "the second agent replaced the first one's admin.json"
+    );
+    let (code, out) = cli(&s.config, &["pause", "--watch", WATCH]).await;
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        first
+            .wait_state(WATCH, "paused", Duration::from_secs(5))
+            .await,
+        "{}",
+        first.log_text()
+    );
+    drop(second);
+}

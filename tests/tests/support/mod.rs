@@ -329,7 +329,8 @@ impl Agent {
         Self::start_in(config, state_dir, env, false).await
     }
 
-    /// Starts the agent without waiting for its admin server (whose port may be taken).
+    /// Starts the agent without waiting for its admin server (whose port may be taken), and
+    /// without touching `state_dir` (another agent may hold it).
     pub async fn spawn(config: &Path, state_dir: &Path) -> Agent {
         Self::spawn_in(config, state_dir, &[], false, false).await
     }
@@ -352,7 +353,10 @@ impl Agent {
         wait: bool,
     ) -> Agent {
         let log = state_dir.with_extension(format!("agent-{}.log", std::process::id()));
-        let _ = std::fs::remove_file(state_dir.join("admin.json"));
+        if wait {
+            // So that the wait below sees this agent's admin.json.
+            let _ = std::fs::remove_file(state_dir.join("admin.json"));
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
