@@ -320,7 +320,7 @@ impl Server {
             approvals: Arc::default(),
         };
         let listeners = Listeners {
-            tcp: listener,
+            tcp: Some(listener),
             socket: Some(bound.listener),
             socket_path: socket.clone(),
             controls: crate::config::Controls::Socket,
