@@ -66,7 +66,27 @@ fn text(out: &Output) -> String {
 #[test]
 fn iam_policy_prints_a_policy_document_for_the_zone() {
     let dir = tempfile::tempdir().unwrap();
+    // alert-only (the default) only reads: no record swap, no cache creation.
     let out = run(dir.path(), &config(dir.path(), WATCH), &["iam-policy"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let read_only = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        read_only.contains("route53:ListResourceRecordSets"),
+        "{read_only}"
+    );
+    for write in [
+        "ChangeResourceRecordSets",
+        "CreateServerlessCache",
+        "DeleteServerlessCache",
+    ] {
+        assert!(
+            !read_only.contains(write),
+            "alert-only may {write}: {read_only}"
+        );
+    }
+    let acting =
+        config(dir.path(), WATCH).replace("[agent]\n", "[agent]\nmode = \"auto-failover\"\n");
+    let out = run(dir.path(), &acting, &["iam-policy"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let policy: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("iam-policy prints JSON");
