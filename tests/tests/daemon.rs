@@ -1054,6 +1054,124 @@ async fn every_metric_family_is_present_from_the_first_scrape() {
     assert!((393.0..=396.0).contains(&days), "{days} days");
 }
 
+/// The acceptance's count of random bad requests (issue 23).
+const RANDOM_REQUESTS: usize = 10_000;
+
+/// Sends `count` random bad requests to a running agent, every one of which must be refused
+/// and change nothing: with the owner's token on its socket, controls with a malformed,
+/// unknown, repeated or out-of-bounds parameter (`400`); on TCP, controls with no token, a
+/// wrong one or the owner's (the controls live on the socket: `401`/`403`), and random
+/// methods and paths (`404`/`405`). Returns how many were refused as expected; panics with
+/// the seed and the request on the first that was not.
+async fn random_bad_requests(
+    state_dir: &std::path::Path,
+    admin: std::net::SocketAddr,
+    token: &str,
+    count: usize,
+) -> usize {
+    use rand::{Rng as _, SeedableRng as _};
+    let seed: u64 = rand::rng().random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut refused = 0;
+    for i in 0..count {
+        let (on_socket, head, expected) = bad_request(&mut rng, admin, token);
+        let status = if on_socket {
+            raw_on_socket(state_dir, &head).await
+        } else {
+            let stream = tokio::net::TcpStream::connect(admin)
+                .await
+                .expect("connect");
+            raw_exchange(stream, &head).await
+        };
+        assert!(
+            expected.contains(&status),
+            "request {i} (seed {seed}): {status}, expected one of {expected:?}\n{head}"
+        );
+        refused += 1;
+    }
+    refused
+}
+
+/// One bad request: whether it goes to the socket, its bytes, and the statuses that refuse it.
+fn bad_request(
+    rng: &mut impl rand::Rng,
+    admin: std::net::SocketAddr,
+    token: &str,
+) -> (bool, String, &'static [u16]) {
+    const CONTROLS: &[&str] = &[
+        "pause", "resume", "failover", "failback", "abort", "approve",
+    ];
+    let control = CONTROLS[rng.random_range(0..CONTROLS.len())];
+    let head = |method: &str, target: &str, auth: Option<&str>| {
+        let auth = auth.map_or(String::new(), |a| format!("Authorization: Bearer {a}\r\n"));
+        format!(
+            "{method} {target} HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    };
+    match rng.random_range(0..4) {
+        // The owner, on the socket, with a parameter the control refuses.
+        0 | 1 => {
+            let query = bad_query(rng, control);
+            let target = format!("/{control}?{query}");
+            (true, head("POST", &target, Some(token)), &[400])
+        }
+        // Anyone on TCP: the controls are on the socket.
+        2 => {
+            let wrong: String = (0..43)
+                .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+                .collect();
+            let (auth, expected): (Option<&str>, &'static [u16]) = match rng.random_range(0..3) {
+                0 => (None, &[401, 403]),
+                1 => (Some(wrong.as_str()), &[401, 403]),
+                _ => (Some(token), &[403]),
+            };
+            let target = format!("/{control}?watch={WATCH}");
+            (false, head("POST", &target, auth), expected)
+        }
+        // Random methods and paths, with the owner's token.
+        _ => {
+            let methods = ["PUT", "DELETE", "PATCH", "GET"];
+            let method = methods[rng.random_range(0..methods.len())];
+            let path: String = (0..rng.random_range(1..12))
+                .map(|_| char::from(b"abcxyz/._-"[rng.random_range(0..10)]))
+                .collect();
+            let target = if method == "GET" {
+                format!("/x{path}")
+            } else {
+                format!("/{control}")
+            };
+            (true, head(method, &target, Some(token)), &[404, 405])
+        }
+    }
+}
+
+/// A query string `control` refuses with a 400.
+fn bad_query(rng: &mut impl rand::Rng, control: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    let junk: String = (0..rng.random_range(1..8))
+        .map(|_| char::from(b"az09%&=+-"[rng.random_range(0..9)]))
+        .collect();
+    let until = match rng.random_range(0..6) {
+        0 => format!("-{}", rng.random_range(1..u64::MAX)),
+        1 => format!("{}{}", u64::MAX, rng.random_range(0..1000)),
+        2 => (now - rng.random_range(0..now)).to_string(),
+        3 => (now + 8 * 86_400 + rng.random_range(0..u32::MAX as u64)).to_string(),
+        4 => format!("{}.{}", now + 60, rng.random_range(0..10)),
+        _ => format!("{now}{junk}"),
+    };
+    match (control, rng.random_range(0..4)) {
+        ("pause", 0 | 1) => format!("watch={WATCH}&until={until}"),
+        ("pause", 2) => format!("watch={WATCH}&reason="),
+        ("failback" | "abort", 0) => format!("watch={WATCH}&delete_dr={junk}x"),
+        ("approve", 0) => format!("watch={WATCH}&by="),
+        (_, 1) => format!("watch={WATCH}&watch={WATCH}"),
+        _ => format!("wach{junk}={WATCH}"),
+    }
+}
+
 /// Issue 23: the owner's `POST /pause` with an end in year 10000 was saved, the next
 /// `/status` publication could not write that time and stopped the watch, and a region
 /// outage then failed nothing over. An end past year 9999 or beyond any clock is now a 400
@@ -1106,8 +1224,20 @@ async fn a_pause_end_beyond_its_bounds_is_refused_and_an_outage_still_fails_over
             assert_eq!(raw_on_socket(&state_dir, &head).await, 400, "{query}");
         }
     }
+    // 10,000 random bad requests: each refused with the status its kind calls for, and
+    // nothing saved (a steady healthy watch writes its state file only when it changes).
+    let state_file = valkey_dr::layout::state_file(&state_dir, WATCH);
+    let before = std::fs::read(&state_file).ok();
+    let refused = random_bad_requests(&state_dir, admin, token, RANDOM_REQUESTS).await;
+    assert_eq!(refused, RANDOM_REQUESTS);
     // Nothing changed, and the watch goes on past the publications that used to stop it.
     support::wait_more_rounds(&agent, WATCH, 3, Duration::from_secs(15)).await;
+    assert_eq!(
+        std::fs::read(&state_file).ok(),
+        before,
+        "the refused requests saved something in {}",
+        state_file.display()
+    );
     let v = status_json(&agent).await.expect("/status");
     assert_eq!(v["watches"][0]["state"], "healthy", "{v:#}");
     assert_eq!(v["watches"][0]["paused"], false, "{v:#}");

@@ -373,11 +373,13 @@ async fn a_provision_gate_that_times_out_with_abort_builds_nothing_and_says_why(
     );
     assert!(s.endpoint(DR_CACHE).is_none(), "no DR cache");
     s.assert_record_untouched().await;
-    let status = s.status(&agent).await;
-    assert_eq!(
-        status["last_failover"]["outcome"]["result"], "aborted",
-        "{status:#}"
-    );
+    // `/status` is published every 250 ms (daemon/mod.rs, PUBLISH_EVERY): the event can
+    // arrive first.
+    let shows_aborted = wait_until(Duration::from_secs(5), || async {
+        s.status(&agent).await["last_failover"]["outcome"]["result"] == "aborted"
+    })
+    .await;
+    assert!(shows_aborted, "{:#}", s.status(&agent).await);
     assert_eq!(s.hook.count("failover_held"), 0, "{:?}", s.hook.names());
 }
 
