@@ -77,24 +77,50 @@ pub fn policy(config: &Config) -> Value {
     json!({ "Version": "2012-10-17", "Statement": statements })
 }
 
+/// The resources a watch's statements name.
+struct Arns {
+    /// The hosted zone.
+    zone: String,
+    dr_cache: String,
+    /// Every drill's throw-away cache.
+    drill_caches: String,
+    primary_cache: String,
+}
+
+impl Arns {
+    fn of(w: &WatchConfig) -> Arns {
+        let dr = &w.dr.region;
+        Arns {
+            zone: format!(
+                "arn:{}:route53:::hostedzone/{}",
+                partition(&w.primary.region),
+                w.hosted_zone_id.trim_start_matches("/hostedzone/")
+            ),
+            dr_cache: cache_arn(dr, &w.dr.cache_name),
+            drill_caches: cache_arn(dr, &format!("{}-drill-*", w.dr.cache_name)),
+            primary_cache: cache_arn(&w.primary.region, &w.primary.cache_name),
+        }
+    }
+}
+
+/// A serverless cache's ARN.
+fn cache_arn(region: &str, cache: &str) -> String {
+    format!(
+        "arn:{}:elasticache:{region}:*:serverlesscache:{cache}",
+        partition(region)
+    )
+}
+
 /// The statements for watch `w`; without `acts` (alert-only), only those that read.
 fn watch_statements(w: &WatchConfig, acts: bool, sids: &mut Sids, out: &mut Vec<Value>) {
     let name = &w.name;
-    let p = partition(&w.primary.region);
     let dr = &w.dr.region;
-    let zone = format!(
-        "arn:{p}:route53:::hostedzone/{}",
-        w.hosted_zone_id.trim_start_matches("/hostedzone/")
-    );
-    let cache_arn = |region: &str, cache: &str| {
-        format!(
-            "arn:{}:elasticache:{region}:*:serverlesscache:{cache}",
-            partition(region)
-        )
-    };
-    let dr_cache = cache_arn(dr, &w.dr.cache_name);
-    let drill_caches = cache_arn(dr, &format!("{}-drill-*", w.dr.cache_name));
-    let primary_cache = cache_arn(&w.primary.region, &w.primary.cache_name);
+    let Arns {
+        zone,
+        dr_cache,
+        drill_caches,
+        primary_cache,
+    } = Arns::of(w);
 
     out.push(json!({
         "Sid": sids.unique("Route53ReadRecord", name),
@@ -175,20 +201,13 @@ fn kms_key(key: &str, dr: &str) -> String {
 /// tag and delete the DR and drill caches, and what building them takes.
 fn acting_statements(w: &WatchConfig, sids: &mut Sids, out: &mut Vec<Value>) {
     let name = &w.name;
-    let p = partition(&w.primary.region);
     let dr = &w.dr.region;
-    let zone = format!(
-        "arn:{p}:route53:::hostedzone/{}",
-        w.hosted_zone_id.trim_start_matches("/hostedzone/")
-    );
-    let cache_arn = |region: &str, cache: &str| {
-        format!(
-            "arn:{}:elasticache:{region}:*:serverlesscache:{cache}",
-            partition(region)
-        )
-    };
-    let dr_cache = cache_arn(dr, &w.dr.cache_name);
-    let drill_caches = cache_arn(dr, &format!("{}-drill-*", w.dr.cache_name));
+    let Arns {
+        zone,
+        dr_cache,
+        drill_caches,
+        ..
+    } = Arns::of(w);
     let record = normalized_record_name(&w.record);
     let (names, types) = if w.policy.lease {
         (

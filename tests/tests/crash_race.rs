@@ -999,9 +999,7 @@ async fn a_pause_reaches_every_peer_and_names_the_one_it_missed() {
             .contains("relayed from agent-a"),
         "{paused:#}"
     );
-    let (_, body) = support::agent_get(agents[0].admin().unwrap(), "/status")
-        .await
-        .unwrap();
+    let (_, body) = agents[0].status_get().await.expect("agent-a's /status");
     let own: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(own["watches"][0]["pause"]["origin"], "owner", "{own:#}");
 
