@@ -218,8 +218,15 @@ async fn no_credentials_and_a_denied_action_fail_their_checks() {
         action: "route53:ChangeResourceRecordSets".into(),
     })
     .await;
-    let run = preflight(&lab.config()).await;
+    // An acting agent needs the record switch; an alert-only one is not asked about it.
+    let acting = lab.config_variant(
+        "acting.toml",
+        &[("mode = \"alert-only\"", "mode = \"auto-failover\"")],
+    );
+    let run = preflight(&acting).await;
     fails_alone(&run, "permissions", "route53:ChangeResourceRecordSets");
+    let run = preflight(&lab.config()).await;
+    assert_eq!(run.code, 0, "alert-only only reads: {}", run.output);
 
     // Only preflight needs SimulatePrincipalPolicy: without it, permissions are unknown, and
     // the run says which permission would make them checkable.
