@@ -43,7 +43,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::control::status::{
-    ControlAnswer, ErrorAnswer, PAUSED_BY_OWNER, ReadinessStatus, StatusDocument, VoteAnswer,
+    ControlAnswer, ErrorAnswer, ReadinessStatus, StatusDocument, VoteAnswer,
 };
 use crate::control::{AdminToken, ControlAction, ControlRequest};
 use tokio::time::Instant;
@@ -1035,11 +1035,13 @@ async fn pause(
     };
     let reason = params.get("reason").cloned();
     if let Some(reason) = &reason
-        && (reason.is_empty() || reason.chars().count() > MAX_PAUSE_REASON)
+        && (reason.is_empty()
+            || reason.chars().count() > MAX_PAUSE_REASON
+            || reason.chars().any(char::is_control))
     {
         return error_json(
             StatusCode::BAD_REQUEST,
-            format!("`reason` must be 1-{MAX_PAUSE_REASON} characters"),
+            format!("`reason` must be 1-{MAX_PAUSE_REASON} printable characters"),
         );
     }
     // Bounded here, before anything is saved: an end the status cannot show or a clock
@@ -1060,7 +1062,8 @@ async fn pause(
     let watch = params.get("watch").cloned();
     if caller == Caller::Peer {
         let origin = match relay_origin(&shared, &action, watch.as_deref(), &params) {
-            Ok(origin) => origin,
+            Ok(Relay::Apply(origin)) => origin,
+            Ok(Relay::Skip(answer)) => return answer,
             Err(refused) => return *refused,
         };
         if until.is_none() {
@@ -1089,35 +1092,24 @@ async fn resume(
     let mut origin = None;
     if caller == Caller::Peer {
         let action = ControlAction::Resume { origin: None };
+        // A watch its owner paused stays paused: the daemon ends only a pause relayed from a
+        // peer with a relayed resume (policies' `resume_relayed`), and says so per watch.
         origin = match relay_origin(&shared, &action, watch.as_deref(), &params) {
-            Ok(origin) => Some(origin),
+            Ok(Relay::Apply(origin)) => Some(origin),
+            Ok(Relay::Skip(answer)) => return answer,
             Err(refused) => return *refused,
         };
-        if let Some(owned) = paused_by_owner(&shared, watch.as_deref()) {
-            return error_json(
-                StatusCode::CONFLICT,
-                format!(
-                    "watch {owned:?} was paused by this agent's owner: a resume relayed from a peer ends only a pause relayed from a peer; run `valkey-dr resume` on this agent"
-                ),
-            );
-        }
     }
     relay_to_peers(&shared, caller, ControlAction::Resume { origin }, watch).await
 }
 
-/// The first of the addressed watches (every watch when `None`) that its owner paused here.
-fn paused_by_owner(shared: &Shared, watch: Option<&str>) -> Option<String> {
-    let status = shared.admin.status.borrow();
-    status
-        .watches
-        .iter()
-        .filter(|w| watch.is_none_or(|name| w.name == name))
-        .find(|w| {
-            w.pause
-                .as_ref()
-                .is_some_and(|p| p.origin.as_deref().is_none_or(|o| o == PAUSED_BY_OWNER))
-        })
-        .map(|w| w.name.clone())
+/// What to do with a relay whose signature verified.
+enum Relay {
+    /// Apply it: it comes from this peer.
+    Apply(String),
+    /// Answer `200` and apply nothing: this agent's own relay (reached through a name that
+    /// covers every agent), or one already applied (replayed, or at a second address).
+    Skip(Response),
 }
 
 /// The peer a relayed `action` comes from, when its `origin`, `at` and `signature` verify
@@ -1128,7 +1120,7 @@ fn relay_origin(
     action: &ControlAction,
     watch: Option<&str>,
     params: &BTreeMap<String, String>,
-) -> Result<String, Box<Response>> {
+) -> Result<Relay, Box<Response>> {
     let refuse = |why: String| {
         Box::new(error_json(
             StatusCode::UNAUTHORIZED,
@@ -1163,7 +1155,16 @@ fn relay_origin(
     let message =
         crate::identity::relay_message(origin, action.as_str(), watch, until, reason, at_ms);
     match peers.keys().verify(origin, &message, Some(signature)) {
-        Ok(()) => Ok(origin.clone()),
+        Ok(()) if origin == peers.agent_id() || !peers.first_arrival(signature) => {
+            let answer = ControlAnswer {
+                agent_id: Some(peers.agent_id().to_owned()),
+                ..ControlAnswer::default()
+            };
+            Ok(Relay::Skip(
+                (StatusCode::OK, sorted_json(answer)).into_response(),
+            ))
+        }
+        Ok(()) => Ok(Relay::Apply(origin.clone())),
         Err(why) => Err(refuse(format!(
             "{} (origin {})",
             why.as_str(),

@@ -126,6 +126,18 @@ impl PeerKeys {
         )
     }
 
+    /// These keys and this agent's own (`agent_id`'s, from its `identity`), whatever
+    /// `peer_keys` listed for that id: the agent's own answers and relays, reached through a
+    /// name that covers every agent, are then known for its own and left out, rather than
+    /// counted as a stranger's.
+    pub fn with_own(mut self, agent_id: &str, identity: &Identity) -> PeerKeys {
+        self.0.insert(
+            agent_id.to_owned(),
+            identity.pair.public_key().as_ref().to_vec(),
+        );
+        self
+    }
+
     /// Whether `signature` (base64) over `message` is `agent_id`'s.
     pub fn verify(
         &self,

@@ -103,6 +103,18 @@ pub enum StateDirError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The owner's socket would not fit a unix socket address (`sun_path`, 108 bytes with its
+    /// final NUL), so the CLI could not reach the agent.
+    #[error(
+        "state_dir {} is too long for the owner's socket: {} is {len} bytes, at most {MAX_SOCKET_PATH}; choose a shorter state_dir",
+        .dir.display(), socket_file(.dir).display()
+    )]
+    TooLong {
+        /// The directory.
+        dir: PathBuf,
+        /// The socket path's length in bytes.
+        len: usize,
+    },
     /// It could not be examined.
     #[error("cannot examine state_dir {}", .dir.display())]
     Unreadable {
@@ -114,10 +126,21 @@ pub enum StateDirError {
     },
 }
 
-/// Checks that `state_dir` is the agent's own: owned by the user it runs as, and writable by
+/// The longest path a unix socket can be bound at on Linux (`sun_path` less its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// Checks that `state_dir` is short enough for the owner's socket, and is the agent's own: owned by the user it runs as, and writable by
 /// nobody else (group and others may at most read and enter it).
 pub fn check_state_dir(dir: &Path) -> Result<(), StateDirError> {
+    use std::os::unix::ffi::OsStrExt as _;
     use std::os::unix::fs::MetadataExt as _;
+    let len = socket_file(dir).as_os_str().as_bytes().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(StateDirError::TooLong {
+            dir: dir.to_owned(),
+            len,
+        });
+    }
     let meta = std::fs::metadata(dir).map_err(|source| StateDirError::Unreadable {
         dir: dir.to_owned(),
         source,
@@ -247,6 +270,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = check_state_dir(&dir.path().join("missing")).unwrap_err();
         assert!(matches!(err, StateDirError::Unreadable { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_state_dir_too_long_for_the_owners_socket_is_refused() {
+        let dir = with_mode(0o700);
+        let fits = dir.path().join(
+            "d".repeat(MAX_SOCKET_PATH - dir.path().as_os_str().len() - 1 - "/admin.sock".len()),
+        );
+        std::fs::create_dir(&fits).unwrap();
+        std::fs::set_permissions(&fits, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        check_state_dir(&fits).unwrap_or_else(|e| panic!("{e}"));
+        let long = dir
+            .path()
+            .join("d".repeat(fits.file_name().unwrap().len() + 1));
+        std::fs::create_dir(&long).unwrap();
+        let err = check_state_dir(&long).unwrap_err();
+        assert!(
+            matches!(err, StateDirError::TooLong { len: 108, .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("choose a shorter state_dir"),
+            "{err}"
+        );
     }
 
     /// Only root can give a directory away; as another user this test checks nothing.

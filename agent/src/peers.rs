@@ -15,9 +15,9 @@
 //! [`MAX_ANSWER`] bytes from at most `quorum × 4` addresses per entry) is bounded by
 //! [`PEER_TIMEOUT`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -25,7 +25,7 @@ use valkey_dr_policies::Quorum;
 use valkey_dr_probes::foreign_text;
 
 use crate::config::Config;
-use crate::control::client::{MAX_ANSWER_BYTES, request_limited};
+use crate::control::client::request_limited;
 use crate::control::status::{BallotStatus, QuorumStatus, RelayResult};
 use crate::control::{AdminToken, ControlAction, ControlAnswer};
 use crate::identity::{Identity, PeerKeys};
@@ -37,6 +37,9 @@ pub const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The most bytes of a peer's answer that are read: a vote is a few hundred.
 pub const MAX_ANSWER: usize = 4 * 1024;
+
+/// The most bytes of a peer's answer to a relay that are read: one line per watch.
+pub const MAX_RELAY_ANSWER: usize = 64 * 1024;
 
 /// How far ahead of this agent's clock a peer's round may be: clocks drift, not by more.
 pub const MAX_FUTURE: Duration = Duration::from_secs(30);
@@ -54,8 +57,12 @@ pub struct Peers {
     timeout: Duration,
     /// Signs this agent's ballots and relays.
     identity: Arc<Identity>,
-    /// Checks the peers' ones.
+    /// Checks the peers' ones (and this agent's own, which its own answers carry).
     keys: PeerKeys,
+    /// The signatures of the relays already applied, each kept for twice
+    /// [`MAX_RELAY_AGE`]: a relay is applied once, so one captured on the way cannot pause
+    /// the agents again after their operator resumed.
+    relays_applied: Arc<Mutex<BTreeMap<String, std::time::Instant>>>,
 }
 
 /// What one peer said.
@@ -137,11 +144,30 @@ impl Peers {
             entries,
             quorum,
             token,
-            agent_id,
             timeout: PEER_TIMEOUT,
+            keys: keys.with_own(&agent_id, &identity),
             identity: Arc::new(identity),
-            keys,
+            agent_id,
+            relays_applied: Arc::default(),
         }
+    }
+
+    /// Whether the relay signed `signature` comes for the first time (it is then recorded):
+    /// a second arrival, the same relay replayed or reaching this agent at another address,
+    /// is not applied again.
+    pub fn first_arrival(&self, signature: &str) -> bool {
+        let now = std::time::Instant::now();
+        let mut applied = self
+            .relays_applied
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        applied.retain(|_, at| now.duration_since(*at) < 2 * MAX_RELAY_AGE);
+        applied.insert(signature.to_owned(), now).is_none()
+    }
+
+    /// The id this agent signs as.
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
     }
 
     /// This agent's signing key, for its own `/vote` answers.
@@ -296,7 +322,7 @@ impl Peers {
                     &path,
                     Some(&self.token),
                     left,
-                    MAX_ANSWER_BYTES,
+                    MAX_RELAY_ANSWER,
                 )
                 .await;
                 (address, answer)

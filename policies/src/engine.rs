@@ -216,17 +216,19 @@ pub struct PauseRequest {
 /// Rounds are still counted and health events still fire, so that a forgotten pause cannot
 /// hide an outage, but no failover intent is emitted until [`resume`] or the pause's own end
 /// ([`expire_pause`]). Pausing again with the same reason and end is a no-op; with another
-/// one it replaces them (and says so), keeping when the pause began.
+/// one it replaces them (and says so), keeping when the pause began. A pause relayed from a
+/// peer never replaces the owner's own: its end and its origin would let the owner's
+/// maintenance pause end by itself, or by a peer's relayed resume.
 pub fn pause(
     state: &WatchState,
     now: SystemTime,
     request: &PauseRequest,
 ) -> (WatchState, Vec<Decision>) {
-    if state.paused_since.is_some()
-        && state.pause_reason == request.reason
+    let same = state.pause_reason == request.reason
         && state.paused_until == request.until
-        && state.pause_origin == request.origin
-    {
+        && state.pause_origin == request.origin;
+    let owners_stays = state.pause_origin.is_none() && request.origin.is_some();
+    if state.paused_since.is_some() && (same || owners_stays) {
         return (state.clone(), Vec::new());
     }
     let mut next = state.clone();

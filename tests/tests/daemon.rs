@@ -1517,5 +1517,26 @@ async fn a_second_agent_on_the_same_state_dir_takes_over_nothing() {
         "{}",
         first.log_text()
     );
-    drop(second);
+    // A clean stop of the second agent leaves the first one's files, and its CLI.
+    let pid = second.child.id().expect("pid") as i32;
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut second = second;
+    let status = tokio::time::timeout(Duration::from_secs(15), second.child.wait())
+        .await
+        .expect("the second agent stops within its grace period")
+        .expect("wait");
+    assert!(status.success(), "exit {status:?}:\n{}", second.log_text());
+    assert_eq!(
+        std::fs::read_to_string(s.state_dir.join("admin.token")).ok(),
+        Some(token),
+        "the second agent removed the first one's token"
+    );
+    assert_eq!(
+        std::fs::read_to_string(s.state_dir.join("admin.json")).ok(),
+        Some(admin),
+        "the second agent removed the first one's admin.json"
+    );
+    let (code, out) = cli(&s.config, &["resume", "--watch", WATCH]).await;
+    assert_eq!(code, 0, "{out}");
 }

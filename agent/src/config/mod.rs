@@ -1024,11 +1024,11 @@ impl Validator<'_> {
         let (signing_key, peer_keys) = self.keys(&p, &raw, !peers.is_empty());
         let id = match raw.id {
             Some(id) => {
-                if id.is_empty() || id.len() > 64 || !id.chars().all(id_char) {
+                if !valid_agent_id(&id) {
                     self.issue(
                         &key(&p, "id"),
                         format!("{id:?} is not a valid agent id"),
-                        "1–64 characters from a-z, A-Z, 0-9, '.', '_' and '-'",
+                        VALID_AGENT_ID,
                     );
                 }
                 id
@@ -1036,7 +1036,13 @@ impl Validator<'_> {
             None => self
                 .env
                 .hostname()
-                .map(|h| h.chars().filter(|c| id_char(*c)).take(64).collect())
+                .map(|h| {
+                    h.chars()
+                        .filter(|c| id_char(*c))
+                        .take(64)
+                        .collect::<String>()
+                })
+                .filter(|id| valid_agent_id(id))
                 .unwrap_or_else(|| "valkey-dr".to_owned()),
         };
         let mode = match raw.mode.as_deref() {
@@ -1156,11 +1162,11 @@ impl Validator<'_> {
         for (id, text) in raw.peer_keys.iter().flatten() {
             let mut at = key(p, "peer_keys");
             at.push(Seg::Key(id.clone()));
-            if id.is_empty() || id.len() > 64 || !id.chars().all(id_char) {
+            if !valid_agent_id(id) {
                 self.issue(
                     &at,
                     format!("{id:?} is not a valid agent id"),
-                    "1–64 characters from a-z, A-Z, 0-9, '.', '_' and '-'",
+                    VALID_AGENT_ID,
                 );
             } else if let Err(e) = public_key(text) {
                 self.issue(
@@ -2260,6 +2266,18 @@ impl Validator<'_> {
 fn id_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
+
+/// The one id no agent may take: `/status` shows it as the origin of the owner's own pause,
+/// so a peer by that name could pass its relayed pause off as the owner's.
+pub const OWNER_ORIGIN: &str = "owner";
+
+/// Whether `id` may name an agent (`[agent] id`, a `peer_keys` entry).
+fn valid_agent_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(id_char) && id != OWNER_ORIGIN
+}
+
+/// What a valid agent id is, for the error that refuses one.
+const VALID_AGENT_ID: &str = "1–64 characters from a-z, A-Z, 0-9, '.', '_' and '-', and not `owner` (what /status shows for the owner's own pause)";
 
 #[cfg(test)]
 mod tests;

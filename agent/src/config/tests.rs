@@ -495,6 +495,20 @@ fn peers_need_their_own_key_and_the_peers_public_keys() {
             "agent.peer_keys.b",
             "not base64",
         ),
+        // `owner` marks the owner's own pause in /status: no agent may be called so.
+        (
+            &format!(
+                "key_file = \"/etc/valkey-dr/agent.key\"\npeer_keys = {{ owner = {:?} }}",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+            ),
+            "agent.peer_keys.owner",
+            "not `owner`",
+        ),
+        (
+            &format!("id = \"owner\"\n{KEYS}"),
+            "agent.id",
+            "not `owner`",
+        ),
     ] {
         let found = issues(&with(agent));
         let issue = found

@@ -238,7 +238,10 @@ where
         admin: admin.clone(),
         source,
     };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    // The head is bounded with the body: hyper's own default would read ~400 KiB of it.
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .max_buf_size(limit.saturating_add(4096).clamp(8192, 400 * 1024))
+        .handshake(TokioIo::new(stream))
         .await
         .map_err(http)?;
     let response = async {

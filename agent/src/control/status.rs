@@ -202,8 +202,9 @@ pub struct VoteRecord {
     pub window_ms: u64,
 }
 
-/// [`PauseStatus::origin`] of a pause this agent's own operator set.
-pub const PAUSED_BY_OWNER: &str = "owner";
+/// [`PauseStatus::origin`] of a pause this agent's own operator set: an id config refuses
+/// to any agent.
+pub const PAUSED_BY_OWNER: &str = crate::config::OWNER_ORIGIN;
 
 /// A pause, as `/status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

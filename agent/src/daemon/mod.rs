@@ -670,8 +670,11 @@ async fn admin_server(
     if let Some(task) = socket_task {
         let _ = task.await;
     }
-    let _ = std::fs::remove_file(layout::admin_file(&state_dir));
-    let _ = std::fs::remove_file(token_path);
+    // Only what this agent recorded: another agent serving this state_dir keeps its files.
+    if !taken {
+        let _ = std::fs::remove_file(layout::admin_file(&state_dir));
+        let _ = std::fs::remove_file(token_path);
+    }
     if let Some(id) = socket_id {
         admin::remove_socket(&socket_path, id);
     }

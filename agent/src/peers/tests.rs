@@ -17,6 +17,8 @@ const WINDOW: Duration = Duration::from_secs(3);
 /// Agent `a` (this one), and the keys of `b` and `c`, which its `peer_keys` lists.
 struct Keys {
     a: Identity,
+    /// `a`'s key file text, for a second handle on the same key (its own `/vote`).
+    a_text: String,
     b: Arc<Identity>,
     c: Arc<Identity>,
     listed: BTreeMap<String, String>,
@@ -27,9 +29,12 @@ fn keys() -> Keys {
         let (text, public) = Identity::generate().expect("key");
         (Identity::from_file_text(&text).expect("key"), public)
     };
-    let ((a, _), (b, pb), (c, pc)) = (make(), make(), make());
+    let (a_text, _) = Identity::generate().expect("key");
+    let a = Identity::from_file_text(&a_text).expect("key");
+    let ((b, pb), (c, pc)) = (make(), make());
     Keys {
         a,
+        a_text,
         b: Arc::new(b),
         c: Arc::new(c),
         listed: BTreeMap::from([("b".to_owned(), pb), ("c".to_owned(), pc)]),
@@ -136,6 +141,26 @@ async fn an_honest_signed_down_is_counted_for_the_agent_that_signed_it() {
     assert!(matches!(tally.quorum(), Quorum::Reached(_)));
 }
 
+/// `peers` is often one name that covers every agent, this one included, and `peer_keys`
+/// lists only the others: this agent's own answer is known by its own key and left out,
+/// not counted as a silent stranger (which would raise the default quorum).
+#[tokio::test]
+async fn this_agents_own_answer_is_left_out_though_peer_keys_does_not_list_it() {
+    let k = keys();
+    let b = k.b.clone();
+    let me = Identity::from_file_text(&k.a_text).expect("key");
+    let honest = peer(move |path| signed("b", &b, true, now_ms(), &nonce_of(path))).await;
+    let itself = peer(move |path| signed("a", &me, true, now_ms(), &nonce_of(path))).await;
+    let tally = peers(k, &[honest, itself], None).ask("w", WINDOW).await;
+    assert_eq!(
+        (tally.down, tally.known, tally.needed),
+        (2, 2, 2),
+        "{}",
+        tally.text()
+    );
+    assert_eq!(tally.ballots.len(), 1, "{}", tally.text());
+}
+
 #[tokio::test]
 async fn forged_unknown_unsigned_and_replayed_ballots_are_not_counted() {
     let k = keys();
@@ -233,7 +258,21 @@ async fn an_oversized_or_truncated_answer_is_no_vote_and_is_not_read_past_4_kib(
         b"HTTP/1.1 200 OK\r\ncontent-length: 500\r\n\r\n{\"agent_id\":\"c\",\"down\":tr".to_vec()
     })
     .await;
-    let tally = peers(k, &[big, truncated], Some(2)).ask("w", WINDOW).await;
+    // A head of 100 KiB before an honest-looking signed vote: the head is bounded too.
+    let c = k.c.clone();
+    let long_head = raw_peer(move |path| {
+        let body = signed("c", &c, true, now_ms(), &nonce_of(path));
+        format!(
+            "HTTP/1.1 200 OK\r\nx-pad: {}\r\ncontent-length: {}\r\n\r\n{body}",
+            "x".repeat(100 * 1024),
+            body.len()
+        )
+        .into_bytes()
+    })
+    .await;
+    let tally = peers(k, &[big, truncated, long_head], Some(2))
+        .ask("w", WINDOW)
+        .await;
     assert_eq!(tally.down, 1, "{}", tally.text());
     assert!(
         why(&tally.ballots[0]).contains("larger than 4096 bytes"),
@@ -241,6 +280,11 @@ async fn an_oversized_or_truncated_answer_is_no_vote_and_is_not_read_past_4_kib(
         tally.text()
     );
     assert!(matches!(tally.ballots[1].vote, Vote::NoAnswer(_)));
+    assert!(
+        matches!(tally.ballots[2].vote, Vote::NoAnswer(_)),
+        "{}",
+        tally.text()
+    );
 }
 
 #[tokio::test]

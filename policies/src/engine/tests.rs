@@ -1533,6 +1533,12 @@ fn a_relayed_pause_names_its_origin_and_a_relayed_resume_ends_only_a_relayed_pau
         until: Some(sim.now + Duration::from_secs(600)),
         ..owner
     };
+    // Nor does a peer's pause replace it: its end and origin would let it end by itself, or
+    // by the peer's next resume.
+    assert_eq!(
+        super::pause(&owned, sim.now, &relayed),
+        (owned.clone(), vec![])
+    );
     let (next, decisions) = super::pause(&sim.state, sim.now, &relayed);
     sim.check(&decisions);
     assert!(

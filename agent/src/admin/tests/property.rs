@@ -11,6 +11,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::control::{MAX_PAUSE, MIN_PAUSE};
+use crate::peers::Peers;
 use crate::tests::fuzz::{Budget, run, text};
 
 /// The acceptance's count (issue 23): at least this many requests per run.
@@ -37,9 +38,27 @@ enum Channel {
     Socket,
 }
 
+/// A relayed pause or resume signed as a peer signs it, in place of the random path and
+/// query: by `b` (listed in `peer_keys`) or by a key nobody lists, sent now or 60 s ago.
+#[derive(Debug, Clone, Copy)]
+struct SignedRelay {
+    pause: bool,
+    by_b: bool,
+    fresh: bool,
+    /// Which watch: `a`, or every watch.
+    watch_a: bool,
+}
+
+/// The peers that sign relays.
+struct Signers {
+    b: Peers,
+    stranger: Peers,
+}
+
 #[derive(Debug, Clone)]
 struct RawRequest {
     channel: Channel,
+    relay: Option<SignedRelay>,
     method: String,
     path: String,
     query: Option<String>,
@@ -91,8 +110,23 @@ fn request() -> impl Strategy<Value = RawRequest> {
         &["localhost", "127.0.0.1:1", "evil.example", "[::1]", ""][..],
     ));
     let channel = prop::sample::select(&[Channel::Tcp, Channel::Socket][..]);
+    let relay = prop::option::weighted(
+        0.2,
+        (
+            any::<bool>(),
+            prop::bool::weighted(0.8),
+            prop::bool::weighted(0.8),
+            any::<bool>(),
+        )
+            .prop_map(|(pause, by_b, fresh, watch_a)| SignedRelay {
+                pause,
+                by_b,
+                fresh,
+                watch_a,
+            }),
+    );
     (
-        (channel, method),
+        (channel, method, relay),
         path,
         prop::option::of(text(10)),
         auth,
@@ -101,8 +135,9 @@ fn request() -> impl Strategy<Value = RawRequest> {
         prop::collection::vec(any::<u8>(), 0..48),
     )
         .prop_map(
-            |((channel, method), path, query, auth, origin, host, body)| RawRequest {
+            |((channel, method, relay), path, query, auth, origin, host, body)| RawRequest {
                 channel,
+                relay,
                 method,
                 path,
                 query,
@@ -131,10 +166,11 @@ fn in_request_line(query: &str) -> String {
 }
 
 impl RawRequest {
-    fn bytes(&self, owner: &AdminToken, peer: &AdminToken) -> Vec<u8> {
-        let target = match &self.query {
-            Some(q) => format!("{}?{}", self.path, in_request_line(q)),
-            None => self.path.clone(),
+    fn bytes(&self, owner: &AdminToken, peer: &AdminToken, signers: &Signers) -> Vec<u8> {
+        let target = match (&self.relay, &self.query) {
+            (Some(relay), _) => relay.path(signers),
+            (None, Some(q)) => format!("{}?{}", self.path, in_request_line(q)),
+            (None, None) => self.path.clone(),
         };
         let mut head = format!("{} {target} HTTP/1.1\r\n", self.method);
         if let Some(host) = &self.host {
@@ -168,16 +204,62 @@ impl RawRequest {
         bytes
     }
 
-    /// Whether the request carries the token, and comes on the channel, its route needs to
-    /// reach the loop: the owner's token on the socket, or a peer's relayed pause or resume
-    /// on TCP (which also needs a signature these requests never carry).
+    /// Whether the request carries what its route needs to reach the loop: the owner's token
+    /// on the socket, or the peers' token with a fresh relay signed by a listed peer (on
+    /// either: the socket serves every route, to whoever may open it).
     fn may_change_state(&self) -> bool {
-        let pause_or_resume = matches!(self.path.as_str(), "/pause" | "/resume");
-        match self.channel {
-            Channel::Socket => matches!(self.auth, Auth::Owner),
-            Channel::Tcp => pause_or_resume && matches!(self.auth, Auth::Peer),
-        }
+        let signed_by_b = self
+            .relay
+            .is_some_and(|r| r.by_b && r.fresh && matches!(self.auth, Auth::Peer));
+        let owner_on_socket = self.channel == Channel::Socket && matches!(self.auth, Auth::Owner);
+        signed_by_b || owner_on_socket
     }
+}
+
+impl SignedRelay {
+    /// The signed path, as the signer's relay sends it now.
+    fn path(self, signers: &Signers) -> String {
+        let action = if self.pause {
+            ControlAction::Pause {
+                reason: Some("relayed".to_owned()),
+                until: Some(SystemTime::now() + Duration::from_secs(600)),
+                origin: None,
+            }
+        } else {
+            ControlAction::Resume { origin: None }
+        };
+        let signer = if self.by_b {
+            &signers.b
+        } else {
+            &signers.stranger
+        };
+        let at = if self.fresh {
+            SystemTime::now()
+        } else {
+            SystemTime::now() - Duration::from_secs(60)
+        };
+        signer.signed_relay_path(&action, self.watch_a.then_some("a"), at)
+    }
+}
+
+fn signers() -> (Signers, crate::identity::PeerKeys) {
+    let peer = |name: &str| {
+        let (text, public) = crate::identity::Identity::generate().expect("key");
+        let identity = crate::identity::Identity::from_file_text(&text).expect("key");
+        let keys = crate::identity::PeerKeys::new(&BTreeMap::new());
+        let peers = Peers::new(
+            Vec::new(),
+            Some(2),
+            AdminToken::shared("x"),
+            name.to_owned(),
+            identity,
+            keys,
+        );
+        (peers, public)
+    };
+    let ((b, b_public), (stranger, _)) = (peer("b"), peer("c"));
+    let listed = crate::identity::PeerKeys::new(&BTreeMap::from([("b".to_owned(), b_public)]));
+    (Signers { b, stranger }, listed)
 }
 
 /// What reached the loop.
@@ -188,7 +270,18 @@ type Received = Arc<Mutex<Vec<String>>>;
 fn recording_loop(mut control: mpsc::Receiver<ControlRequest>, received: Received) {
     tokio::spawn(async move {
         while let Some(req) = control.recv().await {
-            let mut note = format!("{} {:?}", req.action.as_str(), req.watch);
+            let relayed = match &req.action {
+                ControlAction::Pause { origin, .. } | ControlAction::Resume { origin } => {
+                    origin.as_deref().map(|o| format!(" relayed from {o}"))
+                }
+                _ => None,
+            };
+            let mut note = format!(
+                "{} {:?}{}",
+                req.action.as_str(),
+                req.watch,
+                relayed.unwrap_or_default()
+            );
             if let ControlAction::Pause {
                 until: Some(until), ..
             } = &req.action
@@ -249,7 +342,14 @@ fn random_requests_never_panic_the_server_nor_change_state_without_the_token() {
     let peer = AdminToken::generate().expect("token");
     let received = Received::default();
     let dir = tempfile::tempdir().expect("dir");
-    let server = runtime.block_on(Server::start(&owner, &peer, dir.path(), received.clone()));
+    let (signers, listed) = signers();
+    let server = runtime.block_on(Server::start(
+        &owner,
+        &peer,
+        dir.path(),
+        received.clone(),
+        listed,
+    ));
     let budget = Budget {
         cases: REQUESTS,
         time: Duration::from_secs(300),
@@ -257,7 +357,11 @@ fn random_requests_never_panic_the_server_nor_change_state_without_the_token() {
     let ran = run("admin API", budget, request(), |req| {
         let before = received.lock().expect("lock").len();
         let status = runtime
-            .block_on(exchange(&server, req.channel, &req.bytes(&owner, &peer)))
+            .block_on(exchange(
+                &server,
+                req.channel,
+                &req.bytes(&owner, &peer, &signers),
+            ))
             .ok_or("no status line: the server hung up")?;
         let reached = received.lock().expect("lock")[before..].to_vec();
         if status >= 500 {
@@ -284,6 +388,11 @@ fn random_requests_never_panic_the_server_nor_change_state_without_the_token() {
         ran.accepted > 0,
         "some requests were valid and reached the loop: {ran:?}"
     );
+    let received = received.lock().expect("lock").clone();
+    assert!(
+        received.iter().any(|r| r.ends_with("relayed from b")),
+        "some signed relays reached the loop: {received:?}"
+    );
     runtime.block_on(server.stop());
 }
 
@@ -301,6 +410,7 @@ impl Server {
         peer: &AdminToken,
         dir: &std::path::Path,
         received: Received,
+        listed: crate::identity::PeerKeys,
     ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -316,7 +426,17 @@ impl Server {
             control: control_tx,
             token: owner.clone(),
             peer_token: Some(peer.clone()),
-            peers: None,
+            peers: Some(Arc::new(Peers::new(
+                Vec::new(),
+                Some(2),
+                peer.clone(),
+                "agent-a".to_owned(),
+                crate::identity::Identity::from_file_text(
+                    &crate::identity::Identity::generate().expect("key").0,
+                )
+                .expect("key"),
+                listed,
+            ))),
             approvals: Arc::default(),
         };
         let listeners = Listeners {
