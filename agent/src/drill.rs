@@ -106,7 +106,7 @@ pub fn cache_spec(w: &WatchConfig, name: &str, id: &str) -> CacheSpec {
     );
     CacheSpec {
         region: w.dr.region.clone(),
-        input: crate::plan::create_request(w, name, Some(description), (DRILL_TAG, id)),
+        input: crate::plan::create_request(w, name, Some(description), &[(DRILL_TAG, id)]),
     }
 }
 
@@ -608,9 +608,9 @@ async fn verify_direct<V: Verifier>(
         };
         format!("PING/SET/GET ok on {host}:{port}{retries}")
     })
-    .map_err(|error| StepError::Verify {
+    .map_err(|failure| StepError::Verify {
         attempts: attempt,
-        error,
+        error: failure.message,
     })
 }
 

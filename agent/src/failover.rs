@@ -18,6 +18,7 @@ use crate::executor::{
 };
 use crate::gate::Gates;
 use crate::{aws, layout, plan, store};
+use valkey_dr_policies::Unfinished;
 
 /// Reads a watch's journal, if there is one.
 pub fn load_journal(state_dir: &Path, watch: &str) -> Result<Option<Journal>, store::StoreError> {
@@ -136,6 +137,9 @@ impl Runner {
                 // what the agent adds on top well under a second, at ~120 cheap calls.
                 poll: Duration::from_millis(500),
                 alert_every: w.policy.reminder_interval.min(Duration::from_secs(5 * 60)),
+                // Another agent's lease is looked at once a round: if its holder hands it
+                // over, this agent takes over within one round.
+                lease_poll: w.probe.interval,
                 ..ExecutorLimits::default()
             },
         }
@@ -213,6 +217,10 @@ impl Runner {
         let journal = Journal::new(Plan {
             approval: automatic && config.agent.mode == crate::config::Mode::Prepare,
             automatic,
+            // The agent judged the primary down through the record: the switch replaces the
+            // record only while it still points there (read just before the switch, since
+            // Route 53 is not asked before the build).
+            expected_target: automatic.then(|| self.primary.endpoint.clone()),
             ..plan::executor_plan(config, w, &id)
         });
         store::write_json(&self.journal, &journal).map_err(|error| RunError::WriteJournal {
@@ -441,9 +449,18 @@ pub fn settle(
             format!("stood down: another agent holds the lease ({holder})")
         }
         e @ FailoverError::GateAborted { .. } => format!("failover aborted: {e}"),
+        e @ FailoverError::OwnSide { .. } => format!(
+            "failover failed at {}: {e}; this agent votes no more down in this outage and leaves the failover to its peers",
+            failed_step(journal)
+        ),
         e => format!("failover failed at {}: {e}", failed_step(journal)),
     };
-    let (next, decisions) = valkey_dr_policies::failover_failed(state, now, &reason);
+    let how = match error {
+        FailoverError::OwnSide { .. } => Unfinished::OwnSide,
+        FailoverError::Api { source, .. } if source.is_transient() => Unfinished::Transient,
+        _ => Unfinished::Spent,
+    };
+    let (next, decisions) = valkey_dr_policies::failover_ended(state, now, &reason, how);
     Settled {
         next,
         decisions,

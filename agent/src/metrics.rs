@@ -152,6 +152,7 @@ pub struct Metrics {
     paused: Family<WatchLabels, Gauge>,
     /// When that pause ends by itself; 0 when none is set.
     pause_expiry: Family<WatchLabels, Gauge<f64, AtomicU64>>,
+    failover_retrying: Family<WatchLabels, Gauge<f64, AtomicU64>>,
     /// 1 while a failover is held by its gates or waits for approval.
     failover_held: Family<WatchLabels, Gauge>,
     /// `process_*`, read from `/proc` at each scrape.
@@ -354,6 +355,12 @@ impl Metrics {
         let paused = Family::<WatchLabels, Gauge>::default();
         let pause_expiry = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
         let failover_held = Family::<WatchLabels, Gauge>::default();
+        let failover_retrying = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "valkey_dr_failover_retrying_since_timestamp_seconds",
+            "Since when (Unix time) a running failover's current call has kept failing: Route 53's API once the DR cache is built and verified, or the DR region's; 0 while its calls answer",
+            Announced(failover_retrying.clone()),
+        );
         registry.register(
             "valkey_dr_failover_held",
             "1 while a failover of the watch is held before a step by its gates, or waits for a person's approval (mode = \"prepare\")",
@@ -485,6 +492,7 @@ impl Metrics {
             notifications,
             paused,
             pause_expiry,
+            failover_retrying,
             failover_held,
             process,
             ready,
@@ -578,6 +586,7 @@ impl Metrics {
         let _ = self.paused.get_or_create(&w);
         let _ = self.pause_expiry.get_or_create(&w);
         let _ = self.failover_held.get_or_create(&w);
+        let _ = self.failover_retrying.get_or_create(&w);
         for result in FAILOVER_RESULTS {
             let _ = self.failovers.get_or_create(&ResultLabels {
                 watch: watch.to_owned(),
@@ -649,6 +658,15 @@ impl Metrics {
         self.pause_expiry
             .get_or_create(&w)
             .set(until.filter(|_| paused).map_or(0.0, unix_seconds));
+    }
+
+    /// Sets since when a running failover's calls have kept failing; `None` once they answer.
+    pub fn set_failover_retrying(&self, watch: &str, since: Option<SystemTime>) {
+        self.failover_retrying
+            .get_or_create(&WatchLabels {
+                watch: watch.to_owned(),
+            })
+            .set(since.map_or(0.0, unix_seconds));
     }
 
     /// Sets whether a failover of the watch is held.

@@ -78,7 +78,7 @@ pub fn failover_plan_from(config: &Config, w: &WatchConfig, current: Option<&str
     // person's approval before the switch.
     for step in &mut plan.steps {
         let at = match step.step {
-            "lease" => crate::config::GateAt::Provision,
+            "provision" => crate::config::GateAt::Provision,
             "switch_dns" => crate::config::GateAt::SwitchDns,
             _ => continue,
         };
@@ -152,20 +152,6 @@ pub fn render(plan: &Plan, current: Option<&str>) -> PlanView {
         watch: plan.watch.clone(),
         steps: vec![
             step(
-                Lease,
-                match &lease {
-                    Some(change) => json!({
-                        "call": "ChangeResourceRecordSets", "hosted_zone_id": plan.hosted_zone_id,
-                        "changes": [change],
-                        "reads_first": "ListResourceRecordSets (the record's CNAME: the swap's DELETE half)",
-                        "valid_for": humantime::format_duration(plan.lease.unwrap_or_default()).to_string(),
-                    }),
-                    None => {
-                        json!({ "call": "ListResourceRecordSets", "note": "leases off: only the record is read" })
-                    }
-                },
-            ),
-            step(
                 Provision,
                 json!({
                     "region": region, "call": "CreateServerlessCache", "input": plan.cache.input,
@@ -186,6 +172,20 @@ pub fn render(plan: &Plan, current: Option<&str>) -> PlanView {
                 json!({ "call": "PING/SET/GET", "target": "<DR endpoint>" }),
             ),
             step(
+                Lease,
+                match &lease {
+                    Some(change) => json!({
+                        "call": "ChangeResourceRecordSets", "hosted_zone_id": plan.hosted_zone_id,
+                        "changes": [change],
+                        "reads_first": "ListResourceRecordSets (the record's CNAME: the swap's DELETE half)",
+                        "valid_for": humantime::format_duration(plan.lease.unwrap_or_default()).to_string(),
+                    }),
+                    None => {
+                        json!({ "call": "ListResourceRecordSets", "note": "leases off: only the record is read" })
+                    }
+                },
+            ),
+            step(
                 SwitchDns,
                 json!({
                     "call": "ChangeResourceRecordSets", "hosted_zone_id": plan.hosted_zone_id,
@@ -197,7 +197,7 @@ pub fn render(plan: &Plan, current: Option<&str>) -> PlanView {
             ),
             step(
                 WaitInsync,
-                json!({ "call": "GetChange", "until": "Status = INSYNC" }),
+                json!({ "call": "GetChange", "until": "Status = INSYNC, or the record resolves to the DR endpoint through this agent's resolvers" }),
             ),
             step(
                 VerifyDns,
@@ -217,6 +217,11 @@ pub fn render(plan: &Plan, current: Option<&str>) -> PlanView {
     }
 }
 
+/// How long a failover's lease is valid. It is taken after the build, for the switch and
+/// what follows it (seconds, or a hold that renews it at least four times per life): a
+/// crashed owner's lease is taken over after it, so it is short.
+pub const LEASE_LIFE: Duration = Duration::from_secs(10 * 60);
+
 /// What the executor carries out for a failover of `w` with id `failover_id`.
 pub fn executor_plan(config: &Config, w: &WatchConfig, failover_id: &str) -> Plan {
     Plan {
@@ -234,17 +239,18 @@ pub fn executor_plan(config: &Config, w: &WatchConfig, failover_id: &str) -> Pla
                 w,
                 &w.dr.cache_name,
                 None,
-                (executor::FAILOVER_TAG, failover_id),
+                &[
+                    (executor::FAILOVER_TAG, failover_id),
+                    (executor::WATCH_TAG, &w.name),
+                    (executor::RECORD_TAG, &w.record),
+                ],
             ),
         },
         create_timeout: w.dr.create_timeout,
-        // Long enough to cover provisioning; a crashed owner's lease is taken over after it.
-        lease: w
-            .policy
-            .lease
-            .then(|| w.dr.create_timeout + Duration::from_secs(15 * 60)),
+        lease: w.policy.lease.then_some(LEASE_LIFE),
         adopt_existing: w.dr.adopt_existing,
         kind: executor::Kind::Failover,
+        expected_target: None,
     }
 }
 
@@ -268,29 +274,29 @@ pub fn failback_plan(
 }
 
 /// The `CreateServerlessCache` request for the DR spec of `w` under `name`, tagged with the DR
-/// tags plus valkey-dr's own `(key, value)`: a failover and a drill send the same request
+/// tags plus valkey-dr's own `(key, value)`s: a failover and a drill send the same request
 /// (`valkey-dr drill` builds its throw-away cache from it, so a drill tests exactly what a
 /// failover would ask for).
 pub fn create_request(
     w: &WatchConfig,
     name: &str,
     description: Option<String>,
-    (tag, value): (&str, &str),
+    ours: &[(&str, &str)],
 ) -> CreateRequest {
     let dr = &w.dr;
     let mut tags: Vec<Tag> = dr
         .tags
         .iter()
-        .filter(|(k, _)| k.as_str() != tag)
+        .filter(|(k, _)| ours.iter().all(|(tag, _)| k.as_str() != *tag))
         .map(|(k, v)| Tag {
             key: k.clone(),
             value: v.clone(),
         })
         .collect();
-    tags.push(Tag {
-        key: tag.to_owned(),
-        value: value.to_owned(),
-    });
+    tags.extend(ours.iter().map(|(tag, value)| Tag {
+        key: (*tag).to_owned(),
+        value: (*value).to_owned(),
+    }));
     CreateRequest {
         serverless_cache_name: name.to_owned(),
         description,

@@ -59,6 +59,11 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(writable(t)).to_string()
 }
 
+/// A duration as people write it, to the second: `4m`, `1h 2m 3s`, `0s`.
+pub fn seconds(d: std::time::Duration) -> String {
+    humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+}
+
 /// An error and its sources on one line, `outer: inner: innermost`, as `main` prints them
 /// (`{:#}` of an `anyhow::Error`): what a person reads is one cause chain.
 pub fn chain(error: &dyn std::error::Error) -> String {

@@ -85,6 +85,9 @@ pub fn step_with_quorum(
     } else {
         judge_health(&state.health, &next, &round, now, params)
     };
+    if !matches!(next.health, Health::Down(_)) {
+        next.own_side_failure = None;
+    }
     next.witness_failure = match &obs.witness {
         Witness::Failed(reason) => Some(reason.clone()),
         Witness::Ok | Witness::Unneeded | Witness::NotConfigured | Witness::Denied(_) => None,
@@ -381,12 +384,50 @@ pub fn failover_failed(
     now: SystemTime,
     reason: &str,
 ) -> (WatchState, Vec<Decision>) {
+    failover_ended(state, now, reason, Unfinished::Spent)
+}
+
+/// How a failover that did not complete ends for its watch's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfinished {
+    /// It failed for good or stood down: the episode's intent is spent, and its start
+    /// counts toward the cooldown.
+    Spent,
+    /// It failed on transient API errors alone (throttling, 5xx) until its own deadline:
+    /// nothing was learned against failing over, so its start does not count toward the
+    /// cooldown and the episode's intent is kept: the next round that judges `down` tries
+    /// again.
+    Transient,
+    /// It failed on the agent's own side (its resolver, its host): the intent stays spent,
+    /// and the agent votes no `down` until the episode ends, so that its peers, which can
+    /// see the DR cache, decide without it.
+    OwnSide,
+}
+
+/// [`failover_failed`], saying how it ended.
+pub fn failover_ended(
+    state: &WatchState,
+    now: SystemTime,
+    reason: &str,
+    how: Unfinished,
+) -> (WatchState, Vec<Decision>) {
     let mut next = state.clone();
-    let ran_for = next
-        .failing_over_since
-        .take()
-        .map(|since| elapsed(since, now));
+    let since = next.failing_over_since.take();
+    let ran_for = since.map(|since| elapsed(since, now));
     next.last_failover_failure = Some(reason.to_owned());
+    match how {
+        Unfinished::Spent => {}
+        Unfinished::Transient => {
+            if let Some(pos) = since.and_then(|s| next.failovers.iter().rposition(|&t| t == s)) {
+                next.failovers.remove(pos);
+            }
+            if let Health::Down(episode) = &mut next.health {
+                episode.failover_intent_at = None;
+                episode.failover_blocked_by.clear();
+            }
+        }
+        Unfinished::OwnSide => next.own_side_failure = Some(reason.to_owned()),
+    }
     next.last_reasons = vec![match ran_for {
         Some(d) => format!("failover failed after {}: {reason}", fmt_duration(d)),
         None => format!("failover failed: {reason}"),

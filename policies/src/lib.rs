@@ -77,8 +77,9 @@ mod proptests;
 
 pub use decision::{Decision, Event, Guard, GuardKind, Quorum, State};
 pub use engine::{
-    PauseRequest, expire_pause, failback_completed, failover_completed, failover_failed,
-    failover_started, is_outage_evidence, pause, resume, resume_relayed, step, step_with_quorum,
+    PauseRequest, Unfinished, expire_pause, failback_completed, failover_completed, failover_ended,
+    failover_failed, failover_started, is_outage_evidence, pause, resume, resume_relayed, step,
+    step_with_quorum,
 };
 pub use observation::{FailureKind, Observation, PathStatus, Witness};
 pub use params::{Mode, Params};

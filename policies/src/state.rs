@@ -110,6 +110,10 @@ pub struct WatchState {
     pub failing_over_since: Option<SystemTime>,
     /// Why the last failover failed, until the next one completes; reminders repeat it.
     pub last_failover_failure: Option<String>,
+    /// Why this agent's own failover failed on its own side (its resolver, its host) in the
+    /// current down episode: until the episode ends it votes no `down` to its peers, so that
+    /// an agent cut off from the world is never the reason the fleet does not fail over.
+    pub own_side_failure: Option<String>,
     /// Whether the DR cache serves the watch. The probes then concern the DR cache, and the
     /// old primary is only watched for failback.
     pub served_by_dr: bool,

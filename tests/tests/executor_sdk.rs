@@ -22,6 +22,7 @@ use valkey_dr::executor::api::{
 use valkey_dr::executor::sdk::{SdkCache, SdkDns};
 use valkey_dr::executor::{
     Executor, ExecutorLimits, FAILOVER_TAG, Journal, JournalEntry, LeaseClock, Verifier,
+    VerifyFailure,
 };
 use valkey_dr_lab::config::{DR_CACHE, DR_REGION, HOSTED_ZONE_ID};
 use valkey_dr_lab::{AwsService, Call, Fault, Lab, LabOptions, RECORD, SPARE_CACHE};
@@ -579,12 +580,29 @@ impl ProbeVerifier {
 }
 
 impl Verifier for ProbeVerifier {
-    async fn direct(&self, endpoint: &str, port: u16) -> Result<(), String> {
-        let observation = self.round(endpoint, port).await?;
+    async fn direct(&self, endpoint: &str, port: u16) -> Result<(), VerifyFailure> {
+        let observation = self
+            .round(endpoint, port)
+            .await
+            .map_err(|message| VerifyFailure {
+                message,
+                own_side: true,
+            })?;
         match observation.path(PathKind::Direct) {
             Some(p) if p.ok() => Ok(()),
-            other => Err(format!("direct path: {other:?}")),
+            other => Err(VerifyFailure {
+                message: format!("direct path: {other:?}"),
+                own_side: false,
+            }),
         }
+    }
+
+    async fn resolves_to(&self, endpoint: &str) -> bool {
+        self.round(endpoint, self.spec.port)
+            .await
+            .ok()
+            .and_then(|o| o.path(PathKind::Dns).and_then(|p| p.target.clone()))
+            .is_some_and(|t| valkey_dr_probes::same_name(&t, endpoint))
     }
 
     async fn through_record(&self, endpoint: &str) -> Result<(), String> {
@@ -630,10 +648,12 @@ async fn the_executor_fails_over_through_the_sdk() {
             attempts: 5,
             backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(500),
+            route53_max_backoff: Duration::from_millis(500),
             poll: Duration::from_millis(100),
             not_found_grace: Duration::from_secs(30),
             insync_timeout: DEADLINE,
             alert_every: Duration::from_secs(60),
+            lease_poll: Duration::from_millis(200),
         },
         progress: &progress,
         alert: &|_, _| {},

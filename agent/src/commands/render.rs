@@ -303,6 +303,15 @@ fn failover_text(out: &mut String, f: &FailoverSummary, name: &str, command: &st
             "    to finish it: {command} approve --watch {name} --yes; to end it: {command} abort --watch {name} --yes --delete-dr",
         );
     }
+    if let Some(r) = &f.retrying {
+        let _ = writeln!(
+            out,
+            "    RETRYING {} since {}: {}",
+            r.step,
+            r.since,
+            crate::text::outside(&r.detail)
+        );
+    }
     for h in &f.holds {
         if let Some(how) = &h.how {
             let _ = writeln!(
@@ -434,7 +443,8 @@ mod tests {
             runs: 1,
             started_at: Some("2026-12-07T07:00:00Z".into()),
             step: Some("switch_dns".into()),
-            steps_ms: BTreeMap::from([("lease".into(), 12), ("provision".into(), 61_000)]),
+            steps_ms: BTreeMap::from([("provision".into(), 61_000), ("lease".into(), 12)]),
+            retrying: None,
         }
     }
 

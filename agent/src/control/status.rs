@@ -284,6 +284,22 @@ pub struct FailoverSummary {
     pub step: Option<String>,
     /// Each finished step's time.
     pub steps_ms: BTreeMap<String, u64>,
+    /// While a call of the running failover keeps failing: which step, since when, and the
+    /// latest word on it ("the DR cache … is built and verified at …; Route 53's API has not
+    /// answered for 4m; …").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retrying: Option<RetryingStatus>,
+}
+
+/// A running failover's call that keeps failing, for `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryingStatus {
+    /// The step.
+    pub step: String,
+    /// Since when (RFC 3339, seconds).
+    pub since: String,
+    /// The latest alert about it.
+    pub detail: String,
 }
 
 impl FailoverSummary {
@@ -305,6 +321,7 @@ impl FailoverSummary {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.as_millis() as u64))
                 .collect(),
+            retrying: None,
         }
     }
 

@@ -1037,6 +1037,8 @@ enum OpMsg {
     FailbackDone(Result<FailbackReport, crate::failover::RunError>),
     /// The failover (its id) is held, or a hold ended: its journal in brief.
     Hold(String, Box<FailoverSummary>),
+    /// A call of the failover (its id) keeps failing: the step and the alert.
+    Retrying(String, Step, String),
 }
 
 /// Sends a running failover's step events from the executor's own task.

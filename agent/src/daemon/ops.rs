@@ -9,7 +9,9 @@ use serde_json::{Value, json};
 use valkey_dr_policies as policies;
 use valkey_dr_probes::Observation;
 
-use crate::control::status::{FailbackStatus, FailoverSummary, OpKind, WatchAnswer};
+use crate::control::status::{
+    FailbackStatus, FailoverSummary, OpKind, RetryingStatus, WatchAnswer,
+};
 use crate::event::EventName;
 use crate::executor::api::{CacheApi as _, CacheStatus};
 use crate::executor::{FailoverError, FailoverOutcome, HoldNews, Journal, JournalEntry, Step};
@@ -282,7 +284,16 @@ impl WatchTask {
                 steps.step(e);
                 let _ = tx.send(OpMsg::Step(e.clone()));
             };
-            let alert = |step: Step, message: &str| steps.retrying(step, message);
+            let retrying_tx = tx.clone();
+            let retrying_id = steps.failover_id.clone();
+            let alert = |step: Step, message: &str| {
+                steps.retrying(step, message);
+                let _ = retrying_tx.send(OpMsg::Retrying(
+                    retrying_id.clone(),
+                    step,
+                    message.to_owned(),
+                ));
+            };
             let news = |j: &Journal, news: &HoldNews| {
                 steps.hold(j, news);
                 let _ = tx.send(OpMsg::Hold(
@@ -352,11 +363,39 @@ impl WatchTask {
             OpMsg::Step(entry) => {
                 if let Some(summary) = &mut self.operations.last_failover {
                     summary.step = Some(entry.step.as_str().to_owned());
+                    summary.retrying = None;
+                }
+                self.telling.metrics.set_failover_retrying(&self.name, None);
+            }
+            OpMsg::Retrying(failover_id, step, detail)
+                if self
+                    .operations
+                    .op
+                    .as_ref()
+                    .is_some_and(|op| op.id == failover_id) =>
+            {
+                if let Some(summary) = &mut self.operations.last_failover {
+                    let since = summary
+                        .retrying
+                        .as_ref()
+                        .filter(|r| r.step == step.as_str())
+                        .map_or_else(|| crate::text::rfc3339_seconds(now), |r| r.since.clone());
+                    let since_at = humantime::parse_rfc3339(&since).unwrap_or(now);
+                    self.telling
+                        .metrics
+                        .set_failover_retrying(&self.name, Some(since_at));
+                    summary.retrying = Some(RetryingStatus {
+                        step: step.as_str().to_owned(),
+                        since,
+                        detail,
+                    });
                 }
             }
+            OpMsg::Retrying(..) => {}
             OpMsg::FailoverDone(result) => {
                 self.operations.op = None;
                 self.telling.metrics.set_failover_held(&self.name, false);
+                self.telling.metrics.set_failover_retrying(&self.name, None);
                 self.failover_done(*result, now);
             }
             // Only while that failover runs: a message queued before an abort must not bring
@@ -570,6 +609,7 @@ impl WatchTask {
                 let detail = json!({
                     "step": failover::failed_step(journal),
                     "error": e.to_string(),
+                    "own_side": matches!(e, FailoverError::OwnSide { .. }),
                     "record_untouched": record_untouched,
                     "steps_ms": steps_ms,
                 });

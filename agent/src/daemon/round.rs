@@ -201,7 +201,12 @@ impl WatchTask {
     ) -> (WatchState, Vec<Decision>) {
         let j = &mut self.judging;
         let (next, decisions) = policies::step(&j.state, input, now, &j.params);
-        j.vote = Some((policies::is_outage_evidence(input), now));
+        // An agent whose failover failed on its own side votes no `down` for the rest of
+        // the episode: it cannot tell its own fault from the cache's.
+        j.vote = Some((
+            policies::is_outage_evidence(input) && next.own_side_failure.is_none(),
+            now,
+        ));
         let wants_quorum = decisions.iter().any(|d| {
             d.event == PolicyEvent::FailoverIntent
                 || (d.event == PolicyEvent::FailoverBlocked && d.would_fail_over())

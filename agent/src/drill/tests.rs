@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use super::*;
+use crate::executor::VerifyFailure;
 use crate::executor::api::CacheInfo;
 
 const NAME: &str = "app-sessions-dr-drill-20261126t0715z";
@@ -158,17 +159,24 @@ impl CacheApi for Fake {
 }
 
 impl Verifier for Fake {
-    async fn direct(&self, host: &str, port: u16) -> Result<(), String> {
+    async fn direct(&self, host: &str, port: u16) -> Result<(), VerifyFailure> {
         let mut c = self.cloud();
         c.calls.push("verify");
         if c.verify_failures > 0 {
             c.verify_failures -= 1;
-            return Err(format!("{host}:{port}: connect: connect_refused"));
+            return Err(VerifyFailure {
+                message: format!("{host}:{port}: connect: connect_refused"),
+                own_side: false,
+            });
         }
         Ok(())
     }
 
     async fn through_record(&self, _endpoint: &str) -> Result<(), String> {
+        panic!("a drill never resolves through the record");
+    }
+
+    async fn resolves_to(&self, _endpoint: &str) -> bool {
         panic!("a drill never resolves through the record");
     }
 }

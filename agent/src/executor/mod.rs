@@ -1,5 +1,9 @@
-//! The failover executor: lease → provision → wait_available → verify_direct → switch_dns →
+//! The failover executor: provision → wait_available → verify_direct → lease → switch_dns →
 //! wait_insync → verify_dns → release (ARCHITECTURE.md, "A failover").
+//!
+//! Nothing before the build waits on Route 53: its control plane is served from us-east-1,
+//! which may be the region that failed, so the DR cache is built and verified first and the
+//! lease is taken only for the switch (issue 20).
 //!
 //! It makes no decisions: the policy engine (or an operator) decided, the plan says what to
 //! do, and the executor carries it out. Every step is idempotent and is written to a journal
@@ -21,7 +25,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use backon::{ConstantBuilder, ExponentialBuilder, Retryable};
+use backon::{ExponentialBuilder, Retryable};
 use serde::{Deserialize, Serialize};
 
 use api::{ApiError, CacheApi, CacheInfo, CacheSpec, Change, ChangeStatus, DnsApi, RecordSet};
@@ -38,6 +42,13 @@ pub use approval::ApprovalAnswer;
 /// tell its own cache from someone else's.
 pub const FAILOVER_TAG: &str = "valkey-dr:failover-id";
 
+/// The tag naming the watch a failover's cache was built for: with [`RECORD_TAG`], what lets
+/// an agent that lost the race to the build adopt the winner's cache instead of stopping.
+pub const WATCH_TAG: &str = "valkey-dr:watch";
+
+/// The tag naming the record a failover's cache was built to serve.
+pub const RECORD_TAG: &str = "valkey-dr:record";
+
 /// The lease record's TTL: nobody resolves it, Route 53 only needs one.
 pub const LEASE_TTL: u32 = 30;
 
@@ -45,14 +56,15 @@ pub const LEASE_TTL: u32 = 30;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
-    /// Take the Route 53 TXT lock.
-    Lease,
-    /// `CreateServerlessCache`, or adopt ours.
+    /// `CreateServerlessCache`, or adopt ours (or the one a racing agent of the same watch
+    /// built).
     Provision,
     /// Until `available`, bounded by `create_timeout`.
     WaitAvailable,
     /// A probe round against the new endpoint.
     VerifyDirect,
+    /// Read the record and take the Route 53 TXT lock for the switch.
+    Lease,
     /// The CNAME compare-and-swap.
     SwitchDns,
     /// Until `GetChange` says `INSYNC`.
@@ -68,10 +80,10 @@ pub enum Step {
 impl Step {
     /// Every step, in order.
     pub const ALL: [Step; 8] = [
-        Step::Lease,
         Step::Provision,
         Step::WaitAvailable,
         Step::VerifyDirect,
+        Step::Lease,
         Step::SwitchDns,
         Step::WaitInsync,
         Step::VerifyDns,
@@ -171,6 +183,12 @@ pub struct Plan {
     /// The agent started it on its own (not a person's `valkey-dr failover`).
     #[serde(default)]
     pub automatic: bool,
+    /// Where the record pointed when the failover was decided (the primary the agent
+    /// watched): the record, read only just before the switch, must still point there, or
+    /// someone else changed it meanwhile and it is not overwritten. `None`: whatever the
+    /// record holds when the lease is taken (a person's failover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_target: Option<String>,
 }
 
 impl Plan {
@@ -558,6 +576,15 @@ pub enum FailoverError {
         /// Why.
         message: String,
     },
+    /// A verification failed on this agent's own side (its resolver, its host): the DR
+    /// cache may be fine, and agents that can see it take over.
+    #[error("{step} failed on this agent's own side: {message}")]
+    OwnSide {
+        /// verify_direct.
+        step: &'static str,
+        /// Why.
+        message: String,
+    },
     /// An API call kept failing.
     #[error("{step}: {source}")]
     Api {
@@ -590,35 +617,76 @@ pub trait Verifier: Send + Sync {
         &self,
         endpoint: &str,
         port: u16,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    ) -> impl std::future::Future<Output = Result<(), VerifyFailure>> + Send;
     /// Resolve the record until it points at `endpoint` (bounded by TTL plus a margin), then
     /// probe through it.
     fn through_record(
         &self,
         endpoint: &str,
     ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    /// One look through the agent's own resolvers: whether the record resolves to
+    /// `endpoint` now (Route 53's data plane, which answers while its API may not).
+    fn resolves_to(&self, endpoint: &str) -> impl std::future::Future<Output = bool> + Send;
+}
+
+/// Why a direct verification failed, and whether the failure was on the agent's own side:
+/// its resolver refusing, failing or not knowing a name AWS gave, or its own host. Such an
+/// agent cannot tell the DR cache's fault from its own, so it steps aside for those that can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyFailure {
+    /// What happened.
+    pub message: String,
+    /// Whether the agent's own side failed.
+    pub own_side: bool,
+}
+
+impl std::fmt::Display for VerifyFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// Bounds on the executor's own loops.
 #[derive(Debug, Clone)]
 pub struct ExecutorLimits {
-    /// Attempts per call for transient API errors.
+    /// Attempts per call for transient API errors, where a step is not on the outage's
+    /// clock (the release, an abort's deletion).
     pub attempts: u32,
     /// First retry delay; doubled each time up to `max_backoff`.
     pub backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
+    /// Longest retry delay of a Route 53 call. Route 53's control plane may be down for
+    /// hours with us-east-1, and the record must move the moment it answers again: a retry
+    /// a second keeps that under a second and stays far inside Route 53's documented five
+    /// requests a second per account, with the few agents of one watch.
+    pub route53_max_backoff: Duration,
     /// How often `wait_available` polls.
     pub poll: Duration,
     /// How long a cache may be missing from `DescribeServerlessCaches` after it was created
     /// (eventual consistency) before it counts as gone.
     pub not_found_grace: Duration,
-    /// How long `wait_insync` may wait. Route 53's control plane lives in us-east-1, which may
-    /// be the failed region, so this is long; every retry is reported.
+    /// How long `wait_insync` waits on `GetChange` before the agent's own resolvers alone
+    /// decide (they are asked from the start too: the zone's data plane answering with the
+    /// new target is the change in effect, whatever Route 53's API says).
     pub insync_timeout: Duration,
-    /// While Route 53 keeps failing, how often people hear that the executor is still
+    /// While a call keeps failing, how often people hear that the executor is still
     /// retrying (it never gives up on a transient Route 53 error on its own).
     pub alert_every: Duration,
+    /// While another agent holds the lease, how often this one looks again: the holder may
+    /// fail and hand over, and this agent then takes over within one look.
+    pub lease_poll: Duration,
+}
+
+/// How long a call is retried on transient errors.
+#[derive(Debug, Clone, Copy)]
+enum Patience {
+    /// At most this many calls.
+    Attempts(u32),
+    /// Until this instant: the build, bounded by `create_timeout` like the wait after it.
+    Until(tokio::time::Instant),
+    /// Until it passes: Route 53, which nothing after the build may give up on quietly.
+    Forever,
 }
 
 impl ExecutorLimits {
@@ -632,15 +700,15 @@ impl ExecutorLimits {
         }
     }
 
-    /// Exponential backoff from [`ExecutorLimits::backoff`] to [`ExecutorLimits::max_backoff`]: `attempts`
-    /// calls in all, or without end for `None`.
-    fn backoff(&self, attempts: Option<u32>) -> ExponentialBuilder {
+    /// Exponential backoff from [`ExecutorLimits::backoff`] up to `max`: `Attempts(n)` calls in
+    /// all, or without end (a deadline is checked by the caller).
+    fn backoff(&self, patience: Patience, max: Duration) -> ExponentialBuilder {
         let builder = ExponentialBuilder::default()
-            .with_min_delay(self.backoff)
-            .with_max_delay(self.max_backoff);
-        match attempts {
-            Some(n) => builder.with_max_times(n.saturating_sub(1) as usize),
-            None => builder.without_max_times(),
+            .with_min_delay(self.backoff.min(max))
+            .with_max_delay(max);
+        match patience {
+            Patience::Attempts(n) => builder.with_max_times(n.saturating_sub(1) as usize),
+            Patience::Until(_) | Patience::Forever => builder.without_max_times(),
         }
     }
 }
@@ -651,10 +719,12 @@ impl Default for ExecutorLimits {
             attempts: 8,
             backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
+            route53_max_backoff: Duration::from_secs(1),
             poll: Duration::from_secs(2),
             not_found_grace: Duration::from_secs(60),
-            insync_timeout: Duration::from_secs(30 * 60),
+            insync_timeout: Duration::from_secs(5 * 60),
             alert_every: Duration::from_secs(60),
+            lease_poll: Duration::from_secs(5),
         }
     }
 }
@@ -763,9 +833,13 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                     });
                     // A failover that stops for good gives its lease back at once, so that it
                     // never blocks the next failover (or another agent) until it expires.
+                    // It is handed over, with the reason, so that agents waiting on it take
+                    // over at their next look.
                     let mut detail = e.to_string();
                     if journal.lease.is_some() && step != Step::Release {
-                        if let Ok(released) = self.release(&mut journal).await {
+                        let reason =
+                            format!("{} at {}: {detail}", journal.plan.owner, step.as_str());
+                        if let Ok(released) = self.give_back(&mut journal, Some(&reason)).await {
                             detail = format!("{detail}; {released}");
                         }
                         journal.lease = None;
@@ -1048,9 +1122,18 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                     .direct(&host, port)
                     .await
                     .map(|()| format!("PING/SET/GET ok on {host}:{port}"))
-                    .map_err(|message| FailoverError::Verify {
-                        step: "verify_direct",
-                        message,
+                    .map_err(|f| {
+                        if f.own_side {
+                            FailoverError::OwnSide {
+                                step: "verify_direct",
+                                message: f.message,
+                            }
+                        } else {
+                            FailoverError::Verify {
+                                step: "verify_direct",
+                                message: f.message,
+                            }
+                        }
                     })
             }
             Step::SwitchDns => self.switch_dns(j).await,
@@ -1102,34 +1185,78 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         }
     }
 
-    /// Retries `call` on transient errors with bounded exponential backoff: at most
-    /// [`ExecutorLimits::attempts`] for ElastiCache, and without end for Route 53 (see
-    /// [`Self::retry_route53`]).
+    /// Retries `call` on transient errors with bounded exponential backoff, at most
+    /// [`ExecutorLimits::attempts`] calls: for what is not on the outage's clock.
     async fn retry<T, F, Fut>(&self, step: Step, call: F) -> Result<T, FailoverError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ApiError>>,
     {
-        self.retry_until(step, Some(self.limits.attempts), call)
-            .await
+        self.retry_until(
+            None,
+            step,
+            Patience::Attempts(self.limits.attempts),
+            self.limits.max_backoff,
+            call,
+        )
+        .await
     }
 
-    /// Route 53's control plane is served from us-east-1, which may be the region that
-    /// failed: a transient Route 53 error is retried until it passes, with an alert at the
-    /// first retry and every [`ExecutorLimits::alert_every`] after, never given up on quietly. Only
-    /// a shutdown stops it, and the journal then resumes the step on the next start.
-    async fn retry_route53<T, F, Fut>(&self, step: Step, call: F) -> Result<T, FailoverError>
+    /// Retries a DR-region call of the build until `deadline`: in a regional event every
+    /// customer's DR automation calls the DR region at once, and throttling then is the
+    /// control plane at its busiest, not a reason to give up (issue 20). People hear of it
+    /// at the first retry and every [`ExecutorLimits::alert_every`].
+    async fn retry_build<T, F, Fut>(
+        &self,
+        deadline: tokio::time::Instant,
+        call: F,
+    ) -> Result<T, FailoverError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, ApiError>>,
     {
-        self.retry_until(step, None, call).await
+        self.retry_until(
+            None,
+            Step::Provision,
+            Patience::Until(deadline),
+            self.limits.max_backoff,
+            call,
+        )
+        .await
+    }
+
+    /// Route 53's control plane is served from us-east-1, which may be the region that
+    /// failed: a transient Route 53 error is retried until it passes, at least once every
+    /// [`ExecutorLimits::route53_max_backoff`], with an alert at the first retry and every
+    /// [`ExecutorLimits::alert_every`] after, never given up on quietly. Once the DR cache is
+    /// built and verified, the alert says so: only Route 53 holds the failover then. Only a
+    /// shutdown stops it, and the journal then resumes the step on the next start.
+    async fn retry_route53<T, F, Fut>(
+        &self,
+        j: &Journal,
+        step: Step,
+        call: F,
+    ) -> Result<T, FailoverError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, ApiError>>,
+    {
+        self.retry_until(
+            Some(j),
+            step,
+            Patience::Forever,
+            self.limits.route53_max_backoff,
+            call,
+        )
+        .await
     }
 
     async fn retry_until<T, F, Fut>(
         &self,
+        j: Option<&Journal>,
         step: Step,
-        attempts: Option<u32>,
+        patience: Patience,
+        max_delay: Duration,
         call: F,
     ) -> Result<T, FailoverError>
     where
@@ -1139,21 +1266,27 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         let started = tokio::time::Instant::now();
         let mut next_alert = started;
         let mut attempt = 1;
-        call.retry(self.limits.backoff(attempts))
+        call.retry(self.limits.backoff(patience, max_delay))
             .sleep(tokio::time::sleep)
-            .when(ApiError::is_transient)
+            .when(|e| {
+                e.is_transient()
+                    && match patience {
+                        Patience::Until(deadline) => tokio::time::Instant::now() < deadline,
+                        Patience::Attempts(_) | Patience::Forever => true,
+                    }
+            })
             .notify(|e, _| {
                 tracing::warn!(step = step.as_str(), attempt, error = %e, "retrying");
-                if attempts.is_none() && tokio::time::Instant::now() >= next_alert {
-                    (self.alert)(
-                        step,
-                        &format!(
-                            "still retrying after {} ({attempt} attempts): {e}",
-                            humantime::format_duration(Duration::from_secs(
-                                started.elapsed().as_secs()
-                            ))
+                let alerts = !matches!(patience, Patience::Attempts(_));
+                if alerts && tokio::time::Instant::now() >= next_alert {
+                    let waited = crate::text::seconds(started.elapsed());
+                    let message = match j.and_then(ready_for_switch) {
+                        Some(ready) => format!(
+                            "{ready}; Route 53's API has not answered for {waited} ({attempt} attempts: {e}); the record moves as soon as it does"
                         ),
-                    );
+                        None => format!("still retrying after {waited} ({attempt} attempts): {e}"),
+                    };
+                    (self.alert)(step, &message);
                     next_alert = tokio::time::Instant::now() + self.limits.alert_every;
                 }
                 attempt += 1;
@@ -1165,12 +1298,34 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             })
     }
 
+    /// Reads the record (the `DELETE` half of the switch) and takes the lease for the switch.
+    /// The DR cache is built and verified by now: the lease guards the record, not the build
+    /// (the fixed DR name, `AlreadyExists` and the tags already make the build exclusive).
     async fn lease(&self, j: &mut Journal) -> Result<String, FailoverError> {
         if j.old_target.is_none() {
             j.old_target = self.record_to_replace(j).await?;
             self.save(j)?;
         }
         let plan = j.plan.clone();
+        if plan.kind == Kind::Failover {
+            if let Some(done) = self.switched_by_another(j, j.old_target.as_ref()) {
+                return Err(done);
+            }
+            if let Some(expected) = &plan.expected_target
+                && !j
+                    .old_target
+                    .as_ref()
+                    .is_some_and(|r| points_at(r, expected))
+            {
+                return Err(FailoverError::RecordChanged {
+                    record: plan.record.clone(),
+                    found: format!(
+                        "{}, not the primary {expected} it pointed at when the failover began",
+                        describe(j.old_target.as_ref())
+                    ),
+                });
+            }
+        }
         let Some(valid_for) = plan.lease else {
             return Ok("leases off".into());
         };
@@ -1186,7 +1341,9 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         };
         let take = [Change::Create(ours.clone())];
         match self
-            .retry_route53(Step::Lease, || self.dns.change(&plan.hosted_zone_id, &take))
+            .retry_route53(j, Step::Lease, || {
+                self.dns.change(&plan.hosted_zone_id, &take)
+            })
             .await
         {
             Ok(_) => {
@@ -1202,6 +1359,25 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         }
     }
 
+    /// A failover whose record another agent already pointed at the DR cache this one built
+    /// or adopted: that failover is done, and this agent follows it.
+    fn switched_by_another(
+        &self,
+        j: &Journal,
+        record: Option<&RecordSet>,
+    ) -> Option<FailoverError> {
+        let (host, _) = j.endpoint.as_ref()?;
+        record
+            .filter(|r| points_at(r, host))
+            .map(|r| FailoverError::StoodDown {
+                holder: format!(
+                    "another agent already pointed {} at the DR cache ({})",
+                    j.plan.record,
+                    describe(Some(r))
+                ),
+            })
+    }
+
     /// The record's current value, read once before anything changes: it is the `DELETE`
     /// half of the later compare-and-swap. A failback moves the record only from the DR
     /// endpoint it was asked to move it from (or finds it already on the primary): anything
@@ -1209,7 +1385,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
     async fn record_to_replace(&self, j: &Journal) -> Result<Option<RecordSet>, FailoverError> {
         let plan = &j.plan;
         let current = self
-            .retry_route53(Step::Lease, || {
+            .retry_route53(j, Step::Lease, || {
                 self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
             })
             .await?;
@@ -1235,8 +1411,12 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         Ok(current)
     }
 
-    /// The lease record exists already: ours from a previous run (resumed), stale (taken
-    /// over), or another agent's (this one stands down).
+    /// The lease record exists already: ours from a previous run (resumed) or from a call
+    /// whose answer was lost, stale (taken over), or another agent's. Another agent's live
+    /// lease is waited on, not given up to: its holder may fail at the switch and hand over
+    /// (an expired lease with its reason), and this agent then takes over within one
+    /// [`ExecutorLimits::lease_poll`]; once the record points at the DR cache, the holder's
+    /// failover is done and this one stands down to follow it.
     async fn take_existing_lease(
         &self,
         j: &mut Journal,
@@ -1245,63 +1425,115 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
     ) -> Result<String, FailoverError> {
         let zone = j.plan.hosted_zone_id.clone();
         let name = ours.name.clone();
-        let existing = self
-            .retry_route53(Step::Lease, || self.dns.record(&zone, &name, "TXT"))
-            .await?;
-        let Some(existing) = existing else {
-            return Err(FailoverError::StoodDown {
-                holder: "a lease that vanished while we read it".into(),
-            });
-        };
-        let value = existing.values.join(" ");
-        if lease_field(&value, "failover") == Some(j.plan.failover_id.as_str()) {
-            j.lease = Some(existing);
-            return Ok(format!("{name} is already ours (resumed)"));
-        }
-        let expiry = lease_expiry(&value);
-        if expiry.is_none() {
-            // Standing down for ever on a lease nobody can read would leave the cache
-            // without a failover: it is stale, and taking it over is said out loud.
-            (self.alert)(
-                Step::Lease,
-                &format!(
-                    "the lease {name} holds no readable expiry ({value:?}): taking it over as stale"
-                ),
-            );
-        }
-        if expiry.is_some_and(|t| t >= SystemTime::now()) {
-            return Err(FailoverError::StoodDown { holder: value });
-        }
-        // A stale lease: take it over with an exact DELETE of what we read plus a CREATE,
-        // atomically, so two agents taking over at once cannot both win.
-        let takeover = [Change::Delete(existing), Change::Create(ours.clone())];
-        self.retry_route53(Step::Lease, || self.dns.change(&zone, &takeover))
-            .await
-            .map_err(|e| match e {
-                FailoverError::Api {
+        let mut waiting_since: Option<tokio::time::Instant> = None;
+        loop {
+            let existing = self
+                .retry_route53(j, Step::Lease, || self.dns.record(&zone, &name, "TXT"))
+                .await?;
+            let Some(existing) = existing else {
+                // Released meanwhile (or it vanished while we read it): take it now.
+                let take = [Change::Create(ours.clone())];
+                match self
+                    .retry_route53(j, Step::Lease, || self.dns.change(&zone, &take))
+                    .await
+                {
+                    Ok(_) => {
+                        j.lease = Some(ours);
+                        self.lease_clock.start(taking_at);
+                        return Ok(format!("took {name} once it was released"));
+                    }
+                    // Someone was faster, or our own create landed and lost its answer:
+                    // reading it again tells which.
+                    Err(FailoverError::Api {
+                        source: ApiError::Conflict { .. },
+                        ..
+                    }) => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            let value = existing.values.join(" ");
+            if lease_field(&value, "failover") == Some(j.plan.failover_id.as_str()) {
+                j.lease = Some(existing);
+                self.lease_clock.start(taking_at);
+                return Ok(format!(
+                    "{name} is already ours (resumed, or our answer was lost)"
+                ));
+            }
+            let expiry = lease_expiry(&value);
+            if expiry.is_none() {
+                // Standing down for ever on a lease nobody can read would leave the cache
+                // without a failover: it is stale, and taking it over is said out loud.
+                (self.alert)(
+                    Step::Lease,
+                    &format!(
+                        "the lease {name} holds no readable expiry ({value:?}): taking it over as stale"
+                    ),
+                );
+            }
+            if expiry.is_some_and(|t| t >= SystemTime::now()) {
+                let current = self
+                    .retry_route53(j, Step::Lease, || {
+                        self.dns.record(&zone, &j.plan.record, "CNAME")
+                    })
+                    .await?;
+                if let Some(done) = self.switched_by_another(j, current.as_ref()) {
+                    return Err(done);
+                }
+                if waiting_since.is_none() {
+                    waiting_since = Some(tokio::time::Instant::now());
+                    (self.alert)(
+                        Step::Lease,
+                        &format!(
+                            "another agent holds the lease ({value}): this agent waits, takes over if it is handed over or expires, and follows once the record points at the DR cache"
+                        ),
+                    );
+                }
+                tokio::time::sleep(self.limits.lease_poll).await;
+                continue;
+            }
+            // A stale or handed-over lease: take it over with an exact DELETE of what we read
+            // plus a CREATE, atomically, so two agents taking over at once cannot both win. A
+            // refusal is read again rather than believed: our own takeover may have landed and
+            // lost its answer (Route 53 has no idempotency token, and the SDK's re-send of the
+            // exact DELETE then finds nothing), and standing down against ourselves would
+            // block every agent until our lease expires.
+            let takeover = [Change::Delete(existing), Change::Create(ours.clone())];
+            match self
+                .retry_route53(j, Step::Lease, || self.dns.change(&zone, &takeover))
+                .await
+            {
+                Ok(_) => {
+                    j.lease = Some(ours);
+                    self.lease_clock.start(taking_at);
+                    return Ok(format!("took over the stale lease {value}"));
+                }
+                Err(FailoverError::Api {
                     source: ApiError::Conflict { .. },
                     ..
-                } => FailoverError::StoodDown {
-                    holder: "another agent took over the stale lease first".into(),
-                },
-                other => other,
-            })?;
-        j.lease = Some(ours);
-        self.lease_clock.start(taking_at);
-        Ok(format!("took over the stale lease {value}"))
+                }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
+    /// Builds the DR cache, or adopts it. Transient errors are retried until
+    /// `create_timeout` (counted from the step's first start, across restarts), as the wait
+    /// after it is.
     async fn provision(&self, j: &mut Journal) -> Result<String, FailoverError> {
         let spec = j.plan.cache.clone();
         let name = spec.name().to_owned();
+        let deadline = tokio::time::Instant::now()
+            + j.plan
+                .create_timeout
+                .saturating_sub(waited_in(j, Step::Provision));
         if let Some(found) = self
-            .retry(Step::Provision, || self.cache.describe(&name))
+            .retry_build(deadline, || self.cache.describe(&name))
             .await?
         {
             return self.adopt(j, found).await;
         }
         match self
-            .retry(Step::Provision, || self.cache.create(&spec))
+            .retry_build(deadline, || self.cache.create(&spec))
             .await
         {
             Ok(info) => {
@@ -1311,14 +1543,14 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             }
             // An SDK retry of a Create that had reached AWS, a previous run that crashed after
             // its Create, or a race: the cache exists, though Describe may not show it for a
-            // few seconds yet (eventual consistency). Whose it is, the tag decides.
+            // few seconds yet (eventual consistency). Whose it is, the tags decide.
             Err(FailoverError::Api {
                 source: ApiError::AlreadyExists { .. },
                 ..
             }) => {
                 let deadline = tokio::time::Instant::now() + j.plan.create_timeout;
                 let (found, tags) = self.settled(&name, deadline).await?;
-                self.adopt_tagged(j, found, tags).await
+                self.adopt_tagged(j, found, tags)
             }
             Err(e) => Err(e),
         }
@@ -1330,7 +1562,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         // own timeout.
         let deadline = tokio::time::Instant::now() + j.plan.create_timeout;
         let (found, tags) = self.settled(&found.name, deadline).await?;
-        self.adopt_tagged(j, found, tags).await
+        self.adopt_tagged(j, found, tags)
     }
 
     /// [`wait::settled_tags`] for the provision step: a cache that Describe stops finding is
@@ -1356,55 +1588,38 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         }
     }
 
-    async fn adopt_tagged(
+    /// Adopts the cache of the DR name when it is this failover's, when another failover
+    /// of the same watch and record built it (two agents raced to the build: one cache, and
+    /// the loser uses the winner's), or with `adopt_existing`. Anything else is someone
+    /// else's cache and stops the failover. No Route 53 call is made here: nothing before
+    /// the switch waits on Route 53's control plane.
+    fn adopt_tagged(
         &self,
         j: &mut Journal,
         found: CacheInfo,
         tags: BTreeMap<String, String>,
     ) -> Result<String, FailoverError> {
-        let ours = tags.get(FAILOVER_TAG) == Some(&j.plan.failover_id);
-        if !ours && !j.plan.adopt_existing {
-            // Another agent's failover built it: if the record already points at it, that
-            // failover is done and this one has nothing left to do (the agent follows it).
-            if let (Some(other), Some((host, _))) = (tags.get(FAILOVER_TAG), &found.endpoint) {
-                let plan = j.plan.clone();
-                let current = self
-                    .retry_route53(Step::Provision, || {
-                        self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
-                    })
-                    .await?;
-                if current.as_ref().is_some_and(|r| points_at(r, host)) {
-                    return Err(FailoverError::StoodDown {
-                        holder: format!(
-                            "failover {other} already built {} and pointed {} at it",
-                            found.name, plan.record
-                        ),
-                    });
-                }
-            }
+        let plan = &j.plan;
+        let built_by = tags.get(FAILOVER_TAG);
+        let how = if built_by == Some(&plan.failover_id) {
+            "built by this failover".to_owned()
+        } else if let Some(other) = built_by.filter(|_| {
+            tags.get(WATCH_TAG) == Some(&plan.watch) && tags.get(RECORD_TAG) == Some(&plan.record)
+        }) {
+            format!("built by failover {other} of the same watch and record")
+        } else if plan.adopt_existing {
+            "adopt_existing".to_owned()
+        } else {
             return Err(FailoverError::ForeignCache { name: found.name });
-        }
+        };
         j.endpoint = found.endpoint;
-        Ok(format!(
-            "adopted {} ({})",
-            found.name,
-            if ours {
-                "built by this failover"
-            } else {
-                "adopt_existing"
-            }
-        ))
+        Ok(format!("adopted {} ({how})", found.name))
     }
 
     async fn wait_available(&self, j: &mut Journal) -> Result<String, FailoverError> {
         let name = j.plan.cache.name().to_owned();
         // A resumed run counts the time an earlier run already waited.
-        let waited_before = j
-            .entries
-            .iter()
-            .find(|e| e.step == Step::WaitAvailable && e.phase == Phase::Started)
-            .and_then(|e| SystemTime::now().duration_since(e.at).ok())
-            .unwrap_or_default();
+        let waited_before = waited_in(j, Step::WaitAvailable);
         let left = j.plan.create_timeout.saturating_sub(waited_before);
         let deadline = tokio::time::Instant::now() + left;
         match wait::until_available(
@@ -1466,7 +1681,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             Change::Create(renewed.clone()),
         ];
         match self
-            .retry_route53(Step::SwitchDns, || {
+            .retry_route53(j, Step::SwitchDns, || {
                 self.dns.change(&plan.hosted_zone_id, &batch)
             })
             .await
@@ -1479,11 +1694,11 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 source: ApiError::Conflict { .. },
                 ..
             }) => {
-                // Either a previous run renewed it and crashed before saving, or the lease
-                // expired and someone else holds it now.
+                // Either a previous run renewed it and crashed before saving, our renewal
+                // landed and lost its answer, or the lease expired and someone else holds it.
                 let name = plan.lease_name();
                 let now = self
-                    .retry_route53(Step::SwitchDns, || {
+                    .retry_route53(j, Step::SwitchDns, || {
                         self.dns.record(&plan.hosted_zone_id, &name, "TXT")
                     })
                     .await?;
@@ -1518,7 +1733,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         })?;
         let target = format!("{}.", host.trim_end_matches('.'));
         let current = self
-            .retry_route53(Step::SwitchDns, || {
+            .retry_route53(j, Step::SwitchDns, || {
                 self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
             })
             .await?;
@@ -1533,7 +1748,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         }
         let changes = switch_batch(&plan, &target, current.as_ref(), j.lease.as_ref());
         match self
-            .retry_route53(Step::SwitchDns, || {
+            .retry_route53(j, Step::SwitchDns, || {
                 self.dns.change(&plan.hosted_zone_id, &changes)
             })
             .await
@@ -1551,8 +1766,9 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
     }
 
     /// The compare of the switch failed: read again. Already ours is success (a previous
-    /// run's change landed before the crash); a lease taken meanwhile stands this failover
-    /// down; anything else belongs to someone else.
+    /// run's change landed before the crash, or our change landed and lost its answer); a
+    /// lease taken meanwhile stands this failover down; anything else belongs to someone
+    /// else.
     async fn switch_refused(
         &self,
         j: &Journal,
@@ -1561,7 +1777,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
     ) -> Result<String, FailoverError> {
         let plan = &j.plan;
         let now = self
-            .retry_route53(Step::SwitchDns, || {
+            .retry_route53(j, Step::SwitchDns, || {
                 self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
             })
             .await?;
@@ -1573,7 +1789,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             && let Some(held) = &j.lease
         {
             let lease = self
-                .retry_route53(Step::SwitchDns, || {
+                .retry_route53(j, Step::SwitchDns, || {
                     self.dns.record(&plan.hosted_zone_id, &held.name, "TXT")
                 })
                 .await?;
@@ -1592,69 +1808,89 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         })
     }
 
+    /// Until the change is in effect: `GetChange` says `INSYNC`, or the agent's own resolvers
+    /// answer the new target from the zone's resolvers (Route 53's data plane), whichever comes
+    /// first. `GetChange` is Route 53's control plane, which may be down with us-east-1 while
+    /// clients already resolve to the DR cache; each call of it is bounded, and after
+    /// `insync_timeout` people hear, every `alert_every`, what neither has shown yet. The
+    /// journal says which of the two decided.
     async fn wait_insync(&self, j: &mut Journal) -> Result<String, FailoverError> {
         let Some(id) = j.change_id.clone() else {
             return Ok("no change of ours to wait for".into());
         };
-        // The change is made: giving up now would help nobody. Transient errors and a change
-        // that stays PENDING are retried without end; people hear about it once it has taken
-        // longer than `insync_timeout` (or at once for an error), then every `alert_every`.
+        let host = j.endpoint.clone().map(|(h, _)| h).unwrap_or_default();
         let started = tokio::time::Instant::now();
         let mut next_alert = started + self.limits.insync_timeout;
-        (|| async {
-            match self.dns.change_status(&id).await {
-                Ok(ChangeStatus::InSync) => Ok(()),
-                Ok(ChangeStatus::Pending) => Err(None),
-                Err(e) => Err(Some(e)),
-            }
-        })
-        .retry(
-            ConstantBuilder::default()
-                .with_delay(self.limits.poll)
-                .without_max_times(),
-        )
-        .sleep(tokio::time::sleep)
-        .when(|e| e.as_ref().is_none_or(ApiError::is_transient))
-        .notify(|e, _| {
-            if let Some(e) = e {
-                tracing::warn!(change = %id, error = %e, "GetChange failed; retrying");
-                next_alert = next_alert.min(tokio::time::Instant::now());
+        let call_bound = self.limits.poll.max(Duration::from_secs(5));
+        loop {
+            let api = match tokio::time::timeout(call_bound, self.dns.change_status(&id)).await {
+                Ok(Ok(ChangeStatus::InSync)) => {
+                    return Ok(format!("{id} INSYNC (decided by GetChange)"));
+                }
+                Ok(Ok(ChangeStatus::Pending)) => "PENDING".to_owned(),
+                Ok(Err(e)) if !e.is_transient() => {
+                    return Err(FailoverError::Api {
+                        step: "wait_insync",
+                        source: e,
+                    });
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer in {}", crate::text::seconds(call_bound)),
+            };
+            if !host.is_empty() && self.verify.resolves_to(&host).await {
+                return Ok(format!(
+                    "{} resolves to {host} through this agent's resolvers (decided by the data plane; GetChange {id}: {api})",
+                    j.plan.record
+                ));
             }
             if tokio::time::Instant::now() >= next_alert {
-                let waited =
-                    humantime::format_duration(Duration::from_secs(started.elapsed().as_secs()));
                 (self.alert)(
                     Step::WaitInsync,
-                    &match e {
-                        Some(e) => format!("{id} still not confirmed after {waited}: {e}"),
-                        None => format!("{id} still PENDING after {waited}"),
-                    },
+                    &format!(
+                        "{id} not in effect after {}: GetChange: {api}; {} does not resolve to {host} yet",
+                        crate::text::seconds(started.elapsed()),
+                        j.plan.record
+                    ),
                 );
                 next_alert = tokio::time::Instant::now() + self.limits.alert_every;
             }
-        })
-        .await
-        .map(|()| format!("{id} INSYNC"))
-        .map_err(|e| FailoverError::Api {
-            step: "wait_insync",
-            source: e.unwrap_or_else(|| ApiError::Permanent {
-                call: "route53:GetChange".into(),
-                message: format!("{id} never INSYNC"),
-            }),
-        })
+            tokio::time::sleep(self.limits.poll).await;
+        }
     }
 
     async fn release(&self, j: &mut Journal) -> Result<String, FailoverError> {
+        self.give_back(j, None).await
+    }
+
+    /// Drops the lease; with `failed`, hands it over instead: the record is replaced by one
+    /// that expired now and says why, so that the agents waiting on it take over at their
+    /// next look and people reading the zone see the reason.
+    async fn give_back(
+        &self,
+        j: &mut Journal,
+        failed: Option<&str>,
+    ) -> Result<String, FailoverError> {
         let Some(lease) = j.lease.clone() else {
             return Ok("no lease held".into());
         };
         let zone = j.plan.hosted_zone_id.clone();
-        let drop = [Change::Delete(lease.clone())];
+        let mut drop = vec![Change::Delete(lease.clone())];
+        if let Some(reason) = failed {
+            drop.push(Change::Create(RecordSet {
+                values: vec![handed_over_value(&j.plan, SystemTime::now(), reason)],
+                ..lease.clone()
+            }));
+        }
+        let done = if failed.is_some() {
+            "handed over"
+        } else {
+            "released"
+        };
         match self
             .retry(Step::Release, || self.dns.change(&zone, &drop))
             .await
         {
-            Ok(_) => Ok(format!("released {}", lease.name)),
+            Ok(_) => Ok(format!("{done} {}", lease.name)),
             // Already gone (a previous run released it before crashing, or it was taken over
             // after expiring): nothing of ours is left to release.
             Err(FailoverError::Api {
@@ -1686,7 +1922,7 @@ impl HoldPoint {
     /// The point before `step` of `plan`, if a failover can be held there.
     fn before(step: Step, plan: &Plan) -> Option<HoldPoint> {
         let at = match (step, &plan.kind) {
-            (Step::Lease, Kind::Failover) => GateAt::Provision,
+            (Step::Provision, Kind::Failover) => GateAt::Provision,
             (Step::SwitchDns, Kind::Failover) => GateAt::SwitchDns,
             _ => return None,
         };
@@ -1877,6 +2113,53 @@ pub fn lease_field<'v>(value: &'v str, key: &str) -> Option<&'v str> {
 pub fn lease_expiry(value: &str) -> Option<SystemTime> {
     let secs = lease_field(value, "expires")?.parse::<u64>().ok()?;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// A lease handed over by a failover that failed: expired at `now`, with the reason as a
+/// second string (printable ASCII without quotes or `=`, at most 200 characters, so that it
+/// never reads as a field nor breaks the TXT value).
+pub fn handed_over_value(plan: &Plan, now: SystemTime, reason: &str) -> String {
+    let reason: String = reason
+        .chars()
+        .map(|c| match c {
+            '=' => ':',
+            '"' | '\\' => '\'',
+            c if c.is_ascii_graphic() || c == ' ' => c,
+            _ => '?',
+        })
+        .take(200)
+        .collect();
+    format!("{} \"handed over: {reason}\"", lease_value(plan, now))
+}
+
+/// How long the journal says `step` has run, from its first start: a resumed run counts the
+/// time an earlier run already spent.
+fn waited_in(j: &Journal, step: Step) -> Duration {
+    j.entries
+        .iter()
+        .find(|e| e.step == step && e.phase == Phase::Started)
+        .and_then(|e| SystemTime::now().duration_since(e.at).ok())
+        .unwrap_or_default()
+}
+
+/// "the DR cache … is built and verified at …" once `verify_direct` passed and the record
+/// has not moved yet: what only Route 53 then holds up.
+fn ready_for_switch(j: &Journal) -> Option<String> {
+    if j.plan.kind != Kind::Failover || j.done(Step::SwitchDns) {
+        return None;
+    }
+    let verified = j
+        .entries
+        .iter()
+        .find(|e| e.step == Step::VerifyDirect && e.phase == Phase::Done)?;
+    let endpoint = j.endpoint.as_ref().map_or_else(String::new, |(h, p)| {
+        format!(" ({}:{p})", h.trim_end_matches('.'))
+    });
+    Some(format!(
+        "the DR cache {}{endpoint} is built and verified at {}",
+        j.plan.cache.name(),
+        crate::text::rfc3339_seconds(verified.at)
+    ))
 }
 
 /// Crash points for the end-to-end crash-safety suite, compiled only into debug builds.

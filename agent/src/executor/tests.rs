@@ -32,13 +32,24 @@ struct Cloud {
     invisible_for: u32,
     /// Describe calls each hidden cache has left before it shows.
     hidden: BTreeMap<String, u32>,
-    /// At the direct verification (between the lease and the switch), another agent takes
-    /// the lease over, as after a long pause of ours.
-    steal_lease_at_verify: bool,
+    /// At the switch's read of the record (between the lease and the switch), another agent
+    /// takes the lease over, as after a long pause of ours.
+    steal_lease_before_switch: bool,
     /// Fails the next call, whatever it is, permanently once (armed at a journal entry).
     fail_next: bool,
     /// How many calls `fail_once`, `fail_next` and `transient` failed.
     injected: u32,
+    /// The next this-many change batches that touch the CNAME (`.0`) or only the lease
+    /// (`.1`) are applied, and their answers lost (a transient error instead): the
+    /// executor's retry re-sends what already committed, as the SDK does after a timeout.
+    commit_then_drop: (u32, u32),
+    /// Route 53's API answers every call with a transient error while set.
+    route53_down: bool,
+    /// `GetChange` answers `PENDING` for ever (Route 53's API stuck), so only the data plane
+    /// can say the change is in effect.
+    change_stays_pending: bool,
+    /// `verify_direct` fails on the agent's own side (its resolver refuses the DR name).
+    own_resolver_refuses: bool,
 }
 
 /// A mutating call that the fake counts.
@@ -139,6 +150,12 @@ impl Fake {
 
     fn fault(&self, call: &'static str) -> Result<(), ApiError> {
         let mut c = self.cloud();
+        if c.route53_down && matches!(call, "record" | "change" | "change_status") {
+            return Err(ApiError::Transient {
+                call: call.into(),
+                message: "ServiceUnavailable".into(),
+            });
+        }
         if c.fail_once == Some(call) || c.fail_next {
             c.fail_once = c.fail_once.filter(|f| *f != call);
             c.fail_next = false;
@@ -238,6 +255,22 @@ impl Fake {
             }
         }
         c.records = next;
+        let touches_cname = changes
+            .iter()
+            .any(|ch| matches!(ch, Change::Create(r) | Change::Delete(r) if r.rtype == "CNAME"));
+        let drop = if touches_cname {
+            &mut c.commit_then_drop.0
+        } else {
+            &mut c.commit_then_drop.1
+        };
+        if *drop > 0 {
+            *drop -= 1;
+            c.injected += 1;
+            return Err(ApiError::Transient {
+                call: "route53:ChangeResourceRecordSets".into(),
+                message: "operation timed out (the change committed)".into(),
+            });
+        }
         Ok("/change/C1".into())
     }
 }
@@ -321,11 +354,21 @@ impl DnsApi for Fake {
         rtype: &str,
     ) -> Result<Option<RecordSet>, ApiError> {
         self.fault("record")?;
-        Ok(self
-            .cloud()
-            .records
-            .get(&(name.to_owned(), rtype.to_owned()))
-            .cloned())
+        let mut c = self.cloud();
+        if c.steal_lease_before_switch && rtype == "CNAME" {
+            // Once we hold the lease, the switch's own read of the record is the moment
+            // another agent takes it over (a long pause of ours, a clock that jumped).
+            let mut other = plan(true);
+            other.failover_id = "fo-other".into();
+            other.owner = "agent-b".into();
+            let value = lease_value(&other, SystemTime::now() + Duration::from_secs(600));
+            for ((name, rtype), set) in c.records.iter_mut() {
+                if rtype == "TXT" && name == &other.lease_name() {
+                    set.values = vec![value.clone()];
+                }
+            }
+        }
+        Ok(c.records.get(&(name.to_owned(), rtype.to_owned())).cloned())
     }
 
     async fn change(&self, _zone: &str, changes: &[Change]) -> Result<String, ApiError> {
@@ -342,24 +385,27 @@ impl DnsApi for Fake {
 
     async fn change_status(&self, _id: &str) -> Result<ChangeStatus, ApiError> {
         self.fault("change_status")?;
+        if self.cloud().change_stays_pending {
+            return Ok(ChangeStatus::Pending);
+        }
         Ok(ChangeStatus::InSync)
     }
 }
 
 impl Verifier for Fake {
-    async fn direct(&self, _endpoint: &str, _port: u16) -> Result<(), String> {
-        self.fault("direct").map_err(|e| e.to_string())?;
-        let mut c = self.cloud();
-        if c.steal_lease_at_verify {
-            let mut other = plan(true);
-            other.failover_id = "fo-other".into();
-            other.owner = "agent-b".into();
-            let value = lease_value(&other, SystemTime::now() + Duration::from_secs(600));
-            for ((name, rtype), set) in c.records.iter_mut() {
-                if rtype == "TXT" && name == &other.lease_name() {
-                    set.values = vec![value.clone()];
-                }
-            }
+    async fn direct(&self, endpoint: &str, _port: u16) -> Result<(), VerifyFailure> {
+        self.fault("direct").map_err(|e| VerifyFailure {
+            message: e.to_string(),
+            own_side: false,
+        })?;
+        let c = self.cloud();
+        if c.own_resolver_refuses {
+            return Err(VerifyFailure {
+                message: format!(
+                    "{endpoint}: resolve: dns_error: the resolver answered Query Refused"
+                ),
+                own_side: true,
+            });
         }
         Ok(())
     }
@@ -375,6 +421,12 @@ impl Verifier for Fake {
             Err(format!("record points at {values:?}"))
         }
     }
+
+    async fn resolves_to(&self, endpoint: &str) -> bool {
+        self.cname()
+            .iter()
+            .any(|v| valkey_dr_probes::same_name(v, endpoint))
+    }
 }
 
 fn plan(lease: bool) -> Plan {
@@ -389,10 +441,20 @@ fn plan(lease: bool) -> Plan {
             region: "us-west-2".into(),
             input: api::CreateRequest {
                 serverless_cache_name: "app-sessions-dr".into(),
-                tags: vec![api::Tag {
-                    key: FAILOVER_TAG.into(),
-                    value: "fo-1".into(),
-                }],
+                tags: vec![
+                    api::Tag {
+                        key: FAILOVER_TAG.into(),
+                        value: "fo-1".into(),
+                    },
+                    api::Tag {
+                        key: WATCH_TAG.into(),
+                        value: "sessions".into(),
+                    },
+                    api::Tag {
+                        key: RECORD_TAG.into(),
+                        value: RECORD.into(),
+                    },
+                ],
                 ..Default::default()
             },
         },
@@ -402,6 +464,7 @@ fn plan(lease: bool) -> Plan {
         kind: Kind::Failover,
         approval: false,
         automatic: false,
+        expected_target: None,
     }
 }
 
@@ -410,10 +473,12 @@ fn limits() -> ExecutorLimits {
         attempts: 5,
         backoff: Duration::from_millis(1),
         max_backoff: Duration::from_millis(5),
+        route53_max_backoff: Duration::from_millis(5),
         poll: Duration::from_millis(1),
         not_found_grace: Duration::from_secs(2),
         insync_timeout: Duration::from_secs(5),
         alert_every: Duration::from_secs(60),
+        lease_poll: Duration::from_millis(5),
     }
 }
 
@@ -906,9 +971,13 @@ async fn a_record_changed_by_hand_is_not_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::new();
     fake.cloud().fail_once = Some("direct");
-    let (journal, _) = run(&fake, dir.path(), Journal::new(plan(false)))
-        .await
-        .unwrap_err();
+    // The agent decided while the record pointed at the primary: Route 53 is read only just
+    // before the switch, and a record changed meanwhile is someone else's.
+    let p = Plan {
+        expected_target: Some(OLD.into()),
+        ..plan(false)
+    };
+    let (journal, _) = run(&fake, dir.path(), Journal::new(p)).await.unwrap_err();
     fake.cloud()
         .records
         .get_mut(&(RECORD.to_owned(), "CNAME".to_owned()))
@@ -919,36 +988,331 @@ async fn a_record_changed_by_hand_is_not_overwritten() {
     assert_eq!(fake.cname(), ["someone-else.example."]);
 }
 
+/// Another agent's lease, as `expires` from now (negative: in the past).
+fn others_lease(fake: &Fake, expires: SystemTime, extra: &str) -> RecordSet {
+    let mut other = plan(true);
+    other.failover_id = "fo-other".into();
+    other.owner = "agent-b".into();
+    let lease = RecordSet {
+        name: other.lease_name(),
+        rtype: "TXT".into(),
+        ttl: 30,
+        values: vec![format!("{}{extra}", lease_value(&other, expires))],
+    };
+    fake.cloud()
+        .records
+        .insert((lease.name.clone(), "TXT".into()), lease.clone());
+    lease
+}
+
+/// Issue 20: a stale lease is taken over; a live one is waited on (the DR cache is built and
+/// verified meanwhile, the record untouched), and once its holder points the record at the DR
+/// cache, this agent stands down to follow it, having switched nothing.
 #[tokio::test]
-async fn a_live_lease_makes_us_stand_down_and_a_stale_one_is_taken_over() {
-    for (expired, stands_down) in [(false, true), (true, false)] {
-        let dir = tempfile::tempdir().unwrap();
-        let fake = Fake::new();
+async fn a_live_lease_is_waited_on_and_a_stale_one_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    others_lease(&fake, SystemTime::now() - Duration::from_secs(60), "");
+    run(&fake, dir.path(), Journal::new(plan(true)))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("a stale lease is taken over");
+    assert_once(&fake, Mutation::CnameChange, "one switch");
+
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    others_lease(&fake, SystemTime::now() + Duration::from_secs(600), "");
+    let (result, ()) = tokio::join!(run(&fake, dir.path(), Journal::new(plan(true))), async {
+        let j = until_step(dir.path(), Step::Lease).await;
+        assert!(
+            j.done(Step::VerifyDirect),
+            "built and verified first: {j:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(fake.cname(), [OLD], "waiting, not switching");
+        // The holder switches the record to the cache both agents share.
+        point_record_at(&fake, DR);
+    });
+    let (journal, err) = result.expect_err("stands down once the holder switched");
+    assert!(
+        matches!(&err, FailoverError::StoodDown { holder } if holder.contains("already pointed")),
+        "{err}"
+    );
+    assert!(matches!(
+        journal.outcome,
+        Some(FailoverOutcome::StoodDown { .. })
+    ));
+    assert_never(&fake, Mutation::CnameChange, "the holder switched, not us");
+}
+
+/// Issue 20: a holder whose failover fails hands its lease over (expired now, with its
+/// reason); the agent waiting on it takes over at its next look and switches.
+#[tokio::test]
+async fn a_lease_handed_over_is_taken_at_the_next_look() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    let held = others_lease(&fake, SystemTime::now() + Duration::from_secs(600), "");
+    let (result, ()) = tokio::join!(run(&fake, dir.path(), Journal::new(plan(true))), async {
+        until_step(dir.path(), Step::Lease).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
         let mut other = plan(true);
         other.failover_id = "fo-other".into();
         other.owner = "agent-b".into();
-        let expires = if expired {
-            SystemTime::now() - Duration::from_secs(60)
-        } else {
-            SystemTime::now() + Duration::from_secs(600)
-        };
-        let lease = RecordSet {
-            name: other.lease_name(),
-            rtype: "TXT".into(),
-            ttl: 30,
-            values: vec![lease_value(&other, expires)],
+        let handed = RecordSet {
+            values: vec![handed_over_value(
+                &other,
+                SystemTime::now(),
+                "agent-b at verify_direct: refused",
+            )],
+            ..held.clone()
         };
         fake.cloud()
             .records
-            .insert((lease.name.clone(), "TXT".into()), lease);
-        let result = run(&fake, dir.path(), Journal::new(plan(true))).await;
-        assert_eq!(result.is_err(), stands_down, "expired={expired}");
-        if let Err((_, err)) = result {
-            assert!(matches!(err, FailoverError::StoodDown { .. }), "{err}");
-            assert_never(&fake, Mutation::Create, "stood down");
-            assert_never(&fake, Mutation::CnameChange, "stood down");
-            assert_eq!(fake.cname(), [OLD]);
+            .insert((held.name.clone(), "TXT".into()), handed);
+    });
+    let journal = result.map_err(|(_, e)| e).expect("takes over and switches");
+    assert!(journal.complete());
+    assert_eq!(fake.cname(), [DR]);
+    assert_once(&fake, Mutation::CnameChange, "one switch");
+}
+
+/// Issue 20: with Route 53's API down from the start, the DR cache is built and verified
+/// anyway, people hear that only Route 53 holds the failover, and the record moves as soon
+/// as Route 53 answers again.
+#[tokio::test]
+async fn nothing_before_the_build_waits_on_route53() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().route53_down = true;
+    let alerts = Mutex::new(Vec::new());
+    let alert = |step: Step, text: &str| alerts.lock().unwrap().push((step, text.to_owned()));
+    let progress = |_: &Journal, _: &JournalEntry| {};
+    let executor = Executor {
+        cache: &fake,
+        dns: &fake,
+        verify: &fake,
+        path: dir.path().join("failover.json"),
+        limits: limits(),
+        progress: &progress,
+        alert: &alert,
+        lease_clock: LeaseClock::default(),
+        holding: None,
+    };
+    let (result, ()) = tokio::join!(executor.run(Journal::new(plan(true))), async {
+        let j = until_step(dir.path(), Step::Lease).await;
+        assert!(
+            j.done(Step::Provision) && j.done(Step::VerifyDirect),
+            "{j:?}"
+        );
+        assert_eq!(fake.cloud().succeeded(Mutation::Create), 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(fake.cname(), [OLD]);
+        fake.cloud().route53_down = false;
+    });
+    let journal = result.map_err(|(_, e)| e).expect("completes");
+    assert!(journal.complete());
+    assert_eq!(fake.cname(), [DR]);
+    let alerts = alerts.into_inner().unwrap();
+    assert!(
+        alerts.iter().any(|(step, text)| *step == Step::Lease
+            && text.contains("is built and verified at")
+            && text.contains("Route 53's API has not answered for")
+            && text.contains("the record moves as soon as it does")),
+        "{alerts:?}"
+    );
+}
+
+/// Issue 20: a throttled DR region is retried until `create_timeout`, not a handful of times.
+#[tokio::test]
+async fn a_throttled_build_is_retried_until_create_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().transient.insert("describe", 40);
+    fake.cloud().transient.insert("create", 40);
+    let journal = run(&fake, dir.path(), Journal::new(plan(true)))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("completes after the throttling");
+    assert!(journal.complete());
+    assert_once(&fake, Mutation::Create, "one create");
+
+    // Throttled past `create_timeout`: it fails on a transient error, which the policy takes
+    // as no reason for a cooldown (`failover::settle`).
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().transient.insert("describe", u32::MAX);
+    let mut p = plan(true);
+    p.create_timeout = Duration::from_millis(200);
+    let (_, err) = run(&fake, dir.path(), Journal::new(p))
+        .await
+        .expect_err("gives up at create_timeout");
+    assert!(
+        matches!(&err, FailoverError::Api { source, .. } if source.is_transient()),
+        "{err}"
+    );
+    assert_never(&fake, Mutation::Create, "never got to create");
+}
+
+/// Issue 20: a change that committed and lost its answer is recognised as ours on the
+/// takeover and on the switch: no stand-down against ourselves, one switch.
+#[tokio::test]
+async fn a_change_whose_answer_was_lost_is_ours() {
+    for (cname, lease) in [(0, 1), (1, 0), (1, 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = Fake::new();
+        others_lease(&fake, SystemTime::now() - Duration::from_secs(60), "");
+        fake.cloud().commit_then_drop = (cname, lease);
+        let journal = run(&fake, dir.path(), Journal::new(plan(true)))
+            .await
+            .map_err(|(_, e)| e)
+            .unwrap_or_else(|e| panic!("drop cname={cname} lease={lease}: {e}"));
+        assert!(journal.complete());
+        assert_eq!(fake.cname(), [DR]);
+        // A switch whose answer was lost counts as refused here, and so does its re-send
+        // (the exact DELETE no longer matches): what matters is that the record moved once.
+        assert_eq!(
+            fake.cloud().succeeded(Mutation::CnameChange),
+            (1 - cname) as usize,
+            "drop cname={cname} lease={lease}"
+        );
+        assert_eq!(fake.cloud().injected, cname + lease);
+        let lock = plan(true).lease_name();
+        assert!(
+            !fake.cloud().records.contains_key(&(lock, "TXT".into())),
+            "our lease was released, not left to block others"
+        );
+    }
+}
+
+/// Issue 20: `GetChange` stuck at `PENDING` (Route 53's API) no longer holds the failover: the
+/// agent's own resolvers seeing the new target decide, and the journal says so.
+#[tokio::test]
+async fn the_data_plane_decides_when_get_change_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().change_stays_pending = true;
+    let journal = run(&fake, dir.path(), Journal::new(plan(true)))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("completes");
+    let insync = journal
+        .entries
+        .iter()
+        .find(|e| e.step == Step::WaitInsync && e.phase == Phase::Done)
+        .expect("wait_insync done");
+    assert!(
+        insync.detail.contains("decided by the data plane"),
+        "{}",
+        insync.detail
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    let journal = run(&fake, dir.path(), Journal::new(plan(true)))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("completes");
+    let insync = journal
+        .entries
+        .iter()
+        .find(|e| e.step == Step::WaitInsync && e.phase == Phase::Done)
+        .unwrap();
+    assert!(
+        insync.detail.contains("decided by GetChange"),
+        "{}",
+        insync.detail
+    );
+}
+
+/// Issue 20: a verification that fails on the agent's own side is named so, before any lease
+/// is taken: nothing stands in the way of the agents that can see the DR cache.
+#[tokio::test]
+async fn an_own_side_failure_is_named_and_takes_no_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().own_resolver_refuses = true;
+    let (journal, err) = run(&fake, dir.path(), Journal::new(plan(true)))
+        .await
+        .expect_err("fails");
+    assert!(matches!(err, FailoverError::OwnSide { .. }), "{err}");
+    assert!(err.to_string().contains("own side"), "{err}");
+    assert!(journal.lease.is_none());
+    assert!(
+        !fake
+            .cloud()
+            .records
+            .keys()
+            .any(|(name, _)| name.starts_with("_valkey-dr-lock.")),
+        "no lease was taken"
+    );
+    assert_never(&fake, Mutation::CnameChange, "nothing switched");
+}
+
+/// Issue 20: a failover that fails after taking the lease hands it over at once: expired,
+/// with its reason, so that waiting agents take over.
+#[tokio::test]
+async fn a_failure_after_the_lease_hands_it_over_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().fail_once = Some("change_status");
+    let (journal, _) = run(&fake, dir.path(), Journal::new(plan(true)))
+        .await
+        .expect_err("fails at wait_insync");
+    assert!(journal.lease.is_none());
+    let lock = plan(true).lease_name();
+    let handed = fake.cloud().records[&(lock, "TXT".to_owned())].clone();
+    let value = handed.values.join(" ");
+    assert!(
+        value.contains("handed over: agent-a at wait_insync"),
+        "{value}"
+    );
+    assert!(
+        lease_expiry(&value).is_some_and(|t| t <= SystemTime::now()),
+        "{value}"
+    );
+    assert_eq!(lease_field(&value, "failover"), Some("fo-1"));
+}
+
+/// Issue 20: two agents of one watch that both reach the build end with one cache and one
+/// switch: the loser adopts the winner's cache, waits on its lease, and stands down.
+#[tokio::test]
+async fn two_agents_racing_to_the_build_make_one_cache_and_one_switch() {
+    let fake = Fake::new();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut b = plan(true);
+    b.failover_id = "fo-2".into();
+    b.owner = "agent-b".into();
+    b.cache.input.tags[0].value = "fo-2".into();
+    let (ra, rb) = tokio::join!(
+        run(&fake, dir_a.path(), Journal::new(plan(true))),
+        run(&fake, dir_b.path(), Journal::new(b))
+    );
+    let completed = [ra.is_ok(), rb.is_ok()].iter().filter(|ok| **ok).count();
+    assert_eq!(completed, 1, "one completes, the other stands down");
+    for r in [ra, rb] {
+        if let Err((_, e)) = r {
+            assert!(matches!(e, FailoverError::StoodDown { .. }), "{e}");
         }
+    }
+    assert_once(&fake, Mutation::Create, "one cache");
+    assert_once(&fake, Mutation::CnameChange, "one switch");
+    assert_eq!(fake.cname(), [DR]);
+}
+
+/// Waits (bounded) until the journal on disk has begun `step`.
+async fn until_step(dir: &std::path::Path, step: Step) -> Journal {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(j)) = store::read_json::<Journal>(&dir.join("failover.json"))
+            && j.started(step)
+        {
+            return j;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached {step:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -1004,7 +1368,7 @@ async fn an_unreadable_lease_is_taken_over_with_an_alert() {
 async fn the_record_moves_only_while_we_hold_the_lease() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::new();
-    fake.cloud().steal_lease_at_verify = true;
+    fake.cloud().steal_lease_before_switch = true;
     let (journal, err) = run(&fake, dir.path(), Journal::new(plan(true)))
         .await
         .expect_err("stands down");
@@ -1080,7 +1444,7 @@ async fn a_late_agent_finds_another_agents_finished_failover_and_stands_down() {
         .await
         .expect_err("nothing left to do");
     assert!(
-        matches!(&err, FailoverError::StoodDown { holder } if holder.contains("fo-1")),
+        matches!(&err, FailoverError::StoodDown { holder } if holder.contains("already pointed")),
         "{err}"
     );
     assert!(matches!(

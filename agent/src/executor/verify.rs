@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use valkey_dr_probes::{PathKind, ProbeSpec, Prober, same_name};
 
-use super::Verifier;
+use valkey_dr_probes::ErrorKind;
+
+use super::{Verifier, VerifyFailure};
 
 /// Verifies with probe rounds built from the watch's own probe settings (TLS, auth, prefix).
 pub struct ProbeVerifier {
@@ -59,14 +61,39 @@ impl ProbeVerifier {
 }
 
 impl Verifier for ProbeVerifier {
-    async fn direct(&self, endpoint: &str, port: u16) -> Result<(), String> {
+    async fn direct(&self, endpoint: &str, port: u16) -> Result<(), VerifyFailure> {
         // Only the direct path: the record still points at the failed primary here, and
         // probing it too would cost a whole probe timeout before every switch.
         let path = self.prober.direct(&self.spec_for(endpoint, port)).await;
         match path.error {
             None => Ok(()),
-            Some(e) => Err(format!("{endpoint}:{port}: {e}")),
+            Some(e) => {
+                // AWS says the cache is `available` at this name: a resolver that does not
+                // answer it, or a host that cannot open a socket, is this agent's own fault.
+                let own_side = matches!(
+                    e.kind,
+                    ErrorKind::DnsNxdomain
+                        | ErrorKind::DnsTimeout
+                        | ErrorKind::DnsError
+                        | ErrorKind::Local
+                );
+                let message = if own_side {
+                    format!("{endpoint}:{port}: {e} (this agent's own resolver or host)")
+                } else {
+                    format!("{endpoint}:{port}: {e}")
+                };
+                Err(VerifyFailure { message, own_side })
+            }
         }
+    }
+
+    async fn resolves_to(&self, endpoint: &str) -> bool {
+        let spec = self.spec_for(endpoint, self.spec.port);
+        let observation = self.prober.round(&spec).await;
+        observation
+            .path(PathKind::Dns)
+            .and_then(|p| p.target.as_deref())
+            .is_some_and(|t| same_name(t, endpoint))
     }
 
     async fn through_record(&self, endpoint: &str) -> Result<(), String> {

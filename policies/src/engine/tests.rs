@@ -1697,3 +1697,70 @@ fn a_denied_witness_is_a_config_error_not_isolation_and_blocks_the_failover() {
     let fixed = sim.steps(1, outage());
     assert!(fixed.contains(&Event::FailoverIntent), "{fixed:?}");
 }
+
+// ---- how an unfinished failover ends (issue 20) -------------------------------------------
+
+#[test]
+fn a_failover_failed_on_transient_errors_alone_starts_no_cooldown_and_is_tried_again() {
+    let mut sim = Sim::new();
+    assert_eq!(
+        sim.steps(3, outage()),
+        [Event::Suspect, Event::Down, Event::FailoverIntent]
+    );
+    sim.apply(failover_started);
+    assert_eq!(sim.state.failovers.len(), 1);
+    sim.apply(|s, now| failover_ended(s, now, "throttled", Unfinished::Transient));
+    assert!(
+        sim.state.failovers.is_empty(),
+        "no cooldown: {:?}",
+        sim.state.failovers
+    );
+    assert!(
+        sim.state.last_reasons[0].contains("throttled"),
+        "{:?}",
+        sim.state.last_reasons
+    );
+    assert_eq!(
+        events(&sim.step(outage())),
+        [Event::FailoverIntent],
+        "the next round tries again"
+    );
+
+    // A failure for good spends the intent and keeps the cooldown.
+    let mut sim = Sim::new();
+    sim.steps(3, outage());
+    sim.apply(failover_started);
+    sim.apply(|s, now| failover_ended(s, now, "create-failed", Unfinished::Spent));
+    assert_eq!(sim.state.failovers.len(), 1);
+    assert_ne!(events(&sim.step(outage())), [Event::FailoverIntent]);
+}
+
+#[test]
+fn an_own_side_failure_is_kept_until_the_episode_ends() {
+    let mut sim = Sim::new();
+    sim.steps(3, outage());
+    sim.apply(failover_started);
+    sim.apply(|s, now| {
+        failover_ended(
+            s,
+            now,
+            "verify_direct: resolver refused",
+            Unfinished::OwnSide,
+        )
+    });
+    assert!(sim.state.own_side_failure.is_some());
+    assert_ne!(
+        events(&sim.step(outage())),
+        [Event::FailoverIntent],
+        "it does not retry"
+    );
+    assert!(
+        sim.state.own_side_failure.is_some(),
+        "still the same episode"
+    );
+    sim.steps(3, good());
+    assert!(
+        sim.state.own_side_failure.is_none(),
+        "a new episode votes again"
+    );
+}
