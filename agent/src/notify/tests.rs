@@ -1,5 +1,8 @@
 //! Sinks against real sockets on 127.0.0.1 and real child processes. Logs are captured per
-//! test with a thread-local subscriber, hence the current-thread runtimes.
+//! test on its own thread, hence the current-thread runtimes: one process-wide subscriber
+//! writes each line to the buffer of the thread that logged it. (A scoped subscriber per
+//! test is not enough: tracing caches each call site's interest across threads, and a test
+//! running beside another could lose a line, as one did under load.)
 
 use std::collections::BTreeMap;
 use std::io;
@@ -14,7 +17,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::subscriber::DefaultGuard;
 use valkey_dr_probes::Secret;
 
 use super::{Limits, Notifier, Queue};
@@ -62,15 +64,53 @@ fn command(argv: &[&str], timeout: Duration) -> NotifyConfig {
 #[derive(Clone, Default)]
 struct Logs(Arc<Mutex<Vec<u8>>>);
 
+thread_local! {
+    /// Where this thread's log lines go while a test captures them.
+    static CAPTURED: std::cell::RefCell<Option<Logs>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Ends a thread's capture.
+struct Capturing;
+
+impl Drop for Capturing {
+    fn drop(&mut self) {
+        CAPTURED.with(|c| c.borrow_mut().take());
+    }
+}
+
+/// Writes a log line to the capturing thread's buffer, or nowhere.
+struct ThreadLogs;
+
+impl io::Write for ThreadLogs {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        CAPTURED.with(|c| {
+            if let Some(logs) = c.borrow().as_ref() {
+                logs.0.lock().unwrap().extend_from_slice(buf);
+            }
+        });
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Logs {
-    fn capture() -> (Logs, DefaultGuard) {
+    fn capture() -> (Logs, Capturing) {
+        static INSTALLED: std::sync::Once = std::sync::Once::new();
+        INSTALLED.call_once(|| {
+            let subscriber = tracing_subscriber::fmt()
+                .with_writer(|| ThreadLogs)
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .finish();
+            // Another test binary's subscriber is never here: this is the only one.
+            let _ = tracing::subscriber::set_global_default(subscriber);
+        });
         let logs = Logs::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(logs.clone())
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .finish();
-        (logs, tracing::subscriber::set_default(subscriber))
+        CAPTURED.with(|c| *c.borrow_mut() = Some(logs.clone()));
+        (logs, Capturing)
     }
 
     fn text(&self) -> String {
