@@ -288,7 +288,7 @@ pub struct FailoverSummary {
     /// latest word on it ("the DR cache … is built and verified at …; Route 53's API has not
     /// answered for 4m; …").
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retrying: Option<RetryingStatus>,
+    pub retrying: Option<Box<RetryingStatus>>,
 }
 
 /// A running failover's call that keeps failing, for `/status`.

@@ -384,11 +384,11 @@ impl WatchTask {
                     self.telling
                         .metrics
                         .set_failover_retrying(&self.name, Some(since_at));
-                    summary.retrying = Some(RetryingStatus {
+                    summary.retrying = Some(Box::new(RetryingStatus {
                         step: step.as_str().to_owned(),
                         since,
                         detail,
-                    });
+                    }));
                 }
             }
             OpMsg::Retrying(..) => {}
