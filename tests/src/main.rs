@@ -239,11 +239,20 @@ enum FaultCommand {
     /// Point the record's CNAME at this cache's endpoint.
     PointRecord { cache: String },
     /// The region fails: its caches are blackholed, its ElastiCache API answers 503.
-    RegionOutage { region: String },
-    /// The region is back: its API answers and its caches are cleared.
+    RegionOutage {
+        region: String,
+        /// Route 53's API (its control plane, served from us-east-1) goes down too, until
+        /// region-restore; only `us-east-1` takes it.
+        #[arg(long)]
+        route53: bool,
+    },
+    /// The region is back: its API (and Route 53's, if its outage took it) answers and its
+    /// caches are cleared.
     RegionRestore { region: String },
-    /// The next N calls of ACTION fail with the AWS error CODE, e.g.
-    /// `api-error elasticache CreateServerlessCache Throttling --times 3`.
+    /// Calls of ACTION fail with the AWS error CODE: the next N (`--times`, 1 by default), or
+    /// every one for a while (`--for`), e.g.
+    /// `api-error elasticache CreateServerlessCache Throttling --times 3` or
+    /// `api-error route53 ChangeResourceRecordSets Throttling --for 2m`.
     ApiError {
         /// `elasticache`, `route53`, `sts`, `ec2`, `kms` or `iam`.
         #[arg(value_parser = str::parse::<AwsService>)]
@@ -252,9 +261,33 @@ enum FaultCommand {
         action: String,
         /// The AWS error code, e.g. `Throttling`, `InternalError`, `ServiceUnavailable`.
         code: String,
-        /// How many calls fail.
+        /// How many calls fail (1 unless --for is given).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        times: Option<u32>,
+        /// Every call fails for this long from now, e.g. `90s` (at most 24h).
+        #[arg(long = "for", value_name = "DURATION", conflicts_with = "times", value_parser = humantime::parse_duration)]
+        lasting: Option<Duration>,
+    },
+    /// Every call on Route 53's API answers 503 ServiceUnavailable, as its control plane
+    /// does when impaired; the private zone's DNS keeps answering.
+    Route53ControlDown,
+    /// Route 53's API answers again (whatever took it down).
+    Route53ControlUp,
+    /// The next N calls of ACTION that the lab carries out get no answer: the lab holds each
+    /// answer until the client hangs up or --hold passes, then closes the connection, e.g.
+    /// `commit-then-drop route53 ChangeResourceRecordSets`.
+    CommitThenDrop {
+        /// `route53`, `elasticache`, `sts`, `ec2`, `kms` or `iam`.
+        #[arg(value_parser = str::parse::<AwsService>)]
+        service: AwsService,
+        /// The API action, e.g. `ChangeResourceRecordSets`.
+        action: String,
+        /// How many calls are carried out and not answered.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         times: u32,
+        /// The longest an answer is held before the connection is closed (at most 10m).
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        hold: Duration,
     },
     /// The next serverless cache created goes to create-failed.
     ProvisionFail,
@@ -294,18 +327,34 @@ impl FaultCommand {
             Self::WitnessDown => Fault::WitnessDown,
             Self::WitnessUp => Fault::WitnessUp,
             Self::PointRecord { cache } => Fault::PointRecord { cache },
-            Self::RegionOutage { region } => Fault::RegionOutage { region },
+            Self::RegionOutage { region, route53 } => Fault::RegionOutage { region, route53 },
             Self::RegionRestore { region } => Fault::RegionRestore { region },
             Self::ApiError {
                 service,
                 action,
                 code,
                 times,
+                lasting,
             } => Fault::ApiError {
                 service,
                 action,
                 code,
+                // The CLI's default: one call.
+                times: times.or(lasting.is_none().then_some(1)),
+                lasting,
+            },
+            Self::Route53ControlDown => Fault::Route53ControlDown,
+            Self::Route53ControlUp => Fault::Route53ControlUp,
+            Self::CommitThenDrop {
+                service,
+                action,
                 times,
+                hold,
+            } => Fault::CommitThenDrop {
+                service,
+                action,
+                times,
+                hold,
             },
             Self::ProvisionFail => Fault::ProvisionFail,
             Self::ProvisionStuck => Fault::ProvisionStuck,
@@ -676,7 +725,8 @@ mod tests {
                 service: AwsService::Route53,
                 action: "ChangeResourceRecordSets".into(),
                 code: "InternalError".into(),
-                times: 3
+                times: Some(3),
+                lasting: None,
             }
         );
         assert_eq!(
@@ -689,7 +739,8 @@ mod tests {
                 "us-east-1"
             ]),
             Fault::RegionOutage {
-                region: "us-east-1".into()
+                region: "us-east-1".into(),
+                route53: false,
             }
         );
         assert_eq!(
@@ -716,6 +767,32 @@ mod tests {
             Fault::RefuseNew {
                 cache: "app-sessions".into(),
             },
+            Fault::Route53ControlDown,
+            Fault::Route53ControlUp,
+            Fault::RegionOutage {
+                region: "us-east-1".into(),
+                route53: true,
+            },
+            Fault::ApiError {
+                service: AwsService::Route53,
+                action: "ChangeResourceRecordSets".into(),
+                code: "Throttling".into(),
+                times: None,
+                lasting: Some(Duration::from_secs(120)),
+            },
+            Fault::ApiError {
+                service: AwsService::Route53,
+                action: "GetChange".into(),
+                code: "Throttling".into(),
+                times: Some(4),
+                lasting: None,
+            },
+            Fault::CommitThenDrop {
+                service: AwsService::Route53,
+                action: "ChangeResourceRecordSets".into(),
+                times: 2,
+                hold: Duration::from_secs(30),
+            },
         ] {
             let text = fault.to_string();
             let mut args = vec!["valkey-dr-lab", "fault", "--dir", "d"];
@@ -737,7 +814,8 @@ mod tests {
                 service: AwsService::Sts,
                 action: "GetCallerIdentity".into(),
                 code: "ExpiredToken".into(),
-                times: 1
+                times: Some(1),
+                lasting: None,
             }
         );
         assert!(
@@ -752,6 +830,41 @@ mod tests {
                 "Throttling"
             ])
             .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "valkey-dr-lab",
+                "fault",
+                "--dir",
+                "d",
+                "api-error",
+                "route53",
+                "GetChange",
+                "Throttling",
+                "--times",
+                "2",
+                "--for",
+                "2s"
+            ])
+            .is_err(),
+            "--times and --for together"
+        );
+        assert_eq!(
+            parse(&[
+                "valkey-dr-lab",
+                "fault",
+                "--dir",
+                "d",
+                "commit-then-drop",
+                "route53",
+                "ChangeResourceRecordSets"
+            ]),
+            Fault::CommitThenDrop {
+                service: AwsService::Route53,
+                action: "ChangeResourceRecordSets".into(),
+                times: 1,
+                hold: valkey_dr_lab::DEFAULT_HOLD,
+            }
         );
     }
 

@@ -267,7 +267,8 @@ async fn elasticache_traffic(lab: &Lab) {
         service: AwsService::Elasticache,
         action: "DescribeServerlessCaches".into(),
         code: "InternalError".into(),
-        times: 1,
+        times: Some(1),
+        lasting: None,
     })
     .await
     .expect("api-error");
@@ -277,6 +278,7 @@ async fn elasticache_traffic(lab: &Lab) {
     );
     lab.fault(Fault::RegionOutage {
         region: OTHER_REGION.into(),
+        route53: false,
     })
     .await
     .expect("region-outage");
@@ -336,7 +338,8 @@ async fn route53_traffic(lab: &Lab) {
         service: AwsService::Route53,
         action: "ChangeResourceRecordSets".into(),
         code: "PriorRequestNotComplete".into(),
-        times: 1,
+        times: Some(1),
+        lasting: None,
     })
     .await
     .expect("api-error");

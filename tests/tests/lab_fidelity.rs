@@ -648,7 +648,8 @@ async fn the_lab_faults_still_work_under_the_strict_rules() {
             service: AwsService::Elasticache,
             action: "DescribeServerlessCaches".into(),
             code: "Throttling".into(),
-            times: 1,
+            times: Some(1),
+            lasting: None,
         })
         .await
         .expect("api-error");
@@ -657,6 +658,7 @@ async fn the_lab_faults_still_work_under_the_strict_rules() {
     t.lab
         .fault(Fault::RegionOutage {
             region: DR_REGION.into(),
+            route53: false,
         })
         .await
         .expect("region-outage");
