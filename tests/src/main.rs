@@ -127,6 +127,11 @@ enum BenchCommand {
         /// next to `valkey-dr failover` run when an alert-only agent says it would fail over.
         #[arg(long, value_enum, default_value_t = FailoverMode::Auto)]
         mode: FailoverMode,
+        /// Route 53's API goes down at each outage too (every call 503, as when its control
+        /// plane in us-east-1 is impaired) and comes back SECONDS later, while the region
+        /// stays down (`--mode auto` only).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        route53_down: Option<u64>,
     },
 }
 
@@ -455,11 +460,26 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Bench {
-                bench: BenchCommand::Failover { runs, seed, mode },
+                bench:
+                    BenchCommand::Failover {
+                        runs,
+                        seed,
+                        mode,
+                        route53_down,
+                    },
             } => {
-                let report = match mode {
-                    FailoverMode::Auto => bench::failover::run(runs as usize, seed).await?,
-                    FailoverMode::Prepare => bench::decision::run(runs as usize).await?,
+                let route53_down = route53_down.map(Duration::from_secs);
+                let report = match (mode, route53_down) {
+                    (FailoverMode::Auto, _) => {
+                        bench::failover::run(runs as usize, seed, route53_down).await?
+                    }
+                    (FailoverMode::Prepare, None) => bench::decision::run(runs as usize).await?,
+                    (FailoverMode::Prepare, Some(_)) => {
+                        return Err(UsageError(
+                            "--route53-down applies to --mode auto only".to_string(),
+                        )
+                        .into());
+                    }
                 };
                 println!("{report:#}");
                 Ok(())
@@ -932,6 +952,28 @@ mod tests {
         assert_eq!(chosen.iam_user.as_deref(), Some("probe"));
         assert!(up(&["--cert-profile", "rsa"]).is_err());
         assert!(up(&["--iam-user", "probe", "--password-env", "P"]).is_err());
+    }
+
+    #[test]
+    fn bench_failover_takes_a_route53_outage_in_seconds() {
+        let route53_down = |extra: &[&str]| {
+            let mut args = vec!["valkey-dr-lab", "bench", "failover", "--runs", "1"];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args).map(|cli| cli.command) {
+                Ok(Command::Bench {
+                    bench: BenchCommand::Failover { route53_down, .. },
+                }) => Ok(route53_down),
+                Ok(other) => panic!("not bench failover: {other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        assert_eq!(route53_down(&[]).unwrap(), None);
+        assert_eq!(route53_down(&["--route53-down", "60"]).unwrap(), Some(60));
+        assert!(route53_down(&["--route53-down", "0"]).is_err());
+        assert!(
+            route53_down(&["--route53-down", "1m"]).is_err(),
+            "seconds, a number"
+        );
     }
 
     #[test]
