@@ -354,6 +354,34 @@ async fn route53_traffic(lab: &Lab) {
     .await;
     assert_eq!(code(&busy), Some("PriorRequestNotComplete".into()));
 
+    // The control plane down: each action's 503 parses as Route 53's ServiceUnavailable.
+    lab.fault(Fault::Route53ControlDown)
+        .await
+        .expect("route53-control-down");
+    let down = once
+        .list_resource_record_sets()
+        .hosted_zone_id(HOSTED_ZONE_ID)
+        .send()
+        .await;
+    assert_eq!(code(&down), Some("ServiceUnavailable".into()));
+    let down = send(
+        &once,
+        vec![change(
+            ChangeAction::Upsert,
+            rrset(LOCK, RrType::Txt, 30, &["\"owner=c\""]),
+        )],
+        None,
+    )
+    .await;
+    assert_eq!(code(&down), Some("ServiceUnavailable".into()));
+    assert_eq!(
+        code(&once.get_change().id("/change/CDOWN000000001").send().await),
+        Some("ServiceUnavailable".into())
+    );
+    lab.fault(Fault::Route53ControlUp)
+        .await
+        .expect("route53-control-up");
+
     let swap = vec![
         change(
             ChangeAction::Delete,
