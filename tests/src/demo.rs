@@ -14,8 +14,8 @@ use anyhow::Context as _;
 use valkey_dr_lab::PRIMARY_REGION;
 
 use crate::scenario::{
-    self, AgentProgram, AppChange, INSYNC_DELAY, MANUAL, Mark, Milestone, Outcome, PROVISION_DELAY,
-    Progress, RTO, TTL,
+    self, AgentProgram, AppChange, INSYNC_DELAY, MANUAL, Mark, Milestone, Outage, Outcome,
+    PROVISION_DELAY, Progress, RTO, TTL,
 };
 
 /// The hidden subcommand that runs the agent's command line (see `main.rs`).
@@ -39,7 +39,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         path: &exe,
         leading: &[AGENT_SUBCOMMAND],
     };
-    let result = scenario::play(&dir, &program, Duration::ZERO, &mut print_progress).await;
+    let result = scenario::play(&dir, &program, Outage::default(), &mut print_progress).await;
     match &result {
         Ok(outcome) => {
             print_summary(outcome);

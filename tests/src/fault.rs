@@ -73,19 +73,26 @@ pub enum Fault {
         cache: String,
     },
     /// The region fails: its caches are blackholed and its ElastiCache API answers every call
-    /// with 503 `ServiceUnavailable`. Route 53, a global service, keeps answering.
+    /// with 503 `ServiceUnavailable`. Route 53's API keeps answering unless `route53` is set.
     RegionOutage {
         /// The AWS region, e.g. `us-east-1`.
         region: String,
+        /// Route 53's API goes down with the region (as `route53-control-down`) until
+        /// `region-restore`: its control plane is served from us-east-1, so only that region
+        /// may take it down (tests/FIDELITY.md, row R8). Absent in JSON: false.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        route53: bool,
     },
-    /// The region is back: its API answers again and its caches are cleared (as `clear`).
+    /// The region is back: its API answers again (Route 53's too, if its outage took it
+    /// down) and its caches are cleared (as `clear`).
     RegionRestore {
         /// The AWS region.
         region: String,
     },
-    /// The next `times` calls of `action` on `service` fail with the AWS error `code`, at the
-    /// HTTP status AWS uses for it (`Throttling` 400, `InternalError` 500,
-    /// `ServiceUnavailable` 503, anything else 400).
+    /// Calls of `action` on `service` fail with the AWS error `code`, at the HTTP status AWS
+    /// uses for it (`Throttling` 400, `InternalError` 500, `ServiceUnavailable` 503, anything
+    /// else 400): the next `times` calls, or every call for `for` from now. Exactly one of the
+    /// two is given ([`ErrorSpan::of`]).
     ApiError {
         /// `elasticache` or `route53`.
         service: AwsService,
@@ -94,7 +101,43 @@ pub enum Fault {
         /// The error code, e.g. `Throttling`.
         code: String,
         /// How many calls fail.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        times: Option<u32>,
+        /// For how long every call fails, as a humantime string in JSON (`"30s"`): sustained
+        /// throttling rather than a burst.
+        #[serde(
+            default,
+            rename = "for",
+            with = "humantime_option",
+            skip_serializing_if = "Option::is_none"
+        )]
+        lasting: Option<Duration>,
+    },
+    /// Every call on Route 53's API endpoint (`ChangeResourceRecordSets`,
+    /// `ListResourceRecordSets`, `GetChange`, `GetHostedZone`, and any other path under it)
+    /// answers 503 `ServiceUnavailable`, as its control plane does when impaired, until
+    /// `route53-control-up`. The private zone's DNS keeps answering: it is the data plane.
+    Route53ControlDown,
+    /// Route 53's API answers again, whatever took it down (this fault or a region outage
+    /// with `route53`).
+    Route53ControlUp,
+    /// The next `times` calls of `action` on `service` that the lab carries out succeed, and
+    /// their answers never arrive: the lab holds each answer unwritten until the client hangs
+    /// up or `hold` has passed, then closes the connection. A client that times out and
+    /// sends the same request again meets what the first one did (for a `CREATE`,
+    /// `InvalidChangeBatch` "already exists").
+    CommitThenDrop {
+        /// The API, e.g. `route53`.
+        service: AwsService,
+        /// The action, e.g. `ChangeResourceRecordSets`.
+        action: String,
+        /// How many calls are carried out and not answered. Absent in JSON: 1.
+        #[serde(default = "one")]
         times: u32,
+        /// The longest the lab holds an answer, as a humantime string in JSON; AWS documents
+        /// no such figure, so it is the lab's. Absent in JSON: [`DEFAULT_HOLD`].
+        #[serde(default = "default_hold", with = "humantime_string")]
+        hold: Duration,
     },
     /// The next serverless cache created goes to `create-failed` instead of `available`.
     ProvisionFail,
@@ -149,6 +192,9 @@ impl Fault {
             | Self::RegionOutage { .. }
             | Self::RegionRestore { .. }
             | Self::ApiError { .. }
+            | Self::Route53ControlDown
+            | Self::Route53ControlUp
+            | Self::CommitThenDrop { .. }
             | Self::ProvisionFail
             | Self::ProvisionStuck
             | Self::SubnetDelete { .. }
@@ -180,14 +226,42 @@ impl fmt::Display for Fault {
             Self::WitnessDown => f.write_str("witness-down"),
             Self::WitnessUp => f.write_str("witness-up"),
             Self::PointRecord { cache } => write!(f, "point-record {cache}"),
-            Self::RegionOutage { region } => write!(f, "region-outage {region}"),
+            Self::RegionOutage { region, route53 } => {
+                write!(f, "region-outage {region}")?;
+                if *route53 {
+                    f.write_str(" --route53")?;
+                }
+                Ok(())
+            }
             Self::RegionRestore { region } => write!(f, "region-restore {region}"),
             Self::ApiError {
                 service,
                 action,
                 code,
                 times,
-            } => write!(f, "api-error {service} {action} {code} --times {times}"),
+                lasting,
+            } => {
+                write!(f, "api-error {service} {action} {code}")?;
+                if let Some(times) = times {
+                    write!(f, " --times {times}")?;
+                }
+                if let Some(lasting) = lasting {
+                    write!(f, " --for {}", humantime::format_duration(*lasting))?;
+                }
+                Ok(())
+            }
+            Self::Route53ControlDown => f.write_str("route53-control-down"),
+            Self::Route53ControlUp => f.write_str("route53-control-up"),
+            Self::CommitThenDrop {
+                service,
+                action,
+                times,
+                hold,
+            } => write!(
+                f,
+                "commit-then-drop {service} {action} --times {times} --hold {}",
+                humantime::format_duration(*hold)
+            ),
             Self::ProvisionFail => f.write_str("provision-fail"),
             Self::ProvisionStuck => f.write_str("provision-stuck"),
             Self::SubnetDelete { subnet } => write!(f, "subnet-delete {subnet}"),
@@ -197,6 +271,58 @@ impl fmt::Display for Fault {
             Self::IamAllow { action } => write!(f, "iam-allow {action}"),
             Self::ZonePublic => f.write_str("zone-public"),
             Self::ZonePrivate => f.write_str("zone-private"),
+        }
+    }
+}
+
+/// How long a `commit-then-drop` answer is held at most, unless the fault says otherwise: long
+/// enough for any client timeout the agent might use, short enough that a client with none
+/// still sees the connection end.
+pub const DEFAULT_HOLD: Duration = Duration::from_secs(120);
+/// The longest `hold` accepted: every wait in the lab is bounded.
+pub const MAX_HOLD: Duration = Duration::from_secs(600);
+/// The longest `api-error --for` accepted.
+pub const MAX_ERROR_SPAN: Duration = Duration::from_secs(24 * 3600);
+
+fn one() -> u32 {
+    1
+}
+
+fn default_hold() -> Duration {
+    DEFAULT_HOLD
+}
+
+/// How long an `api-error` lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSpan {
+    /// The next this many calls.
+    Calls(u32),
+    /// Every call, for this long from when the fault is applied.
+    For(Duration),
+}
+
+impl ErrorSpan {
+    /// The span `api-error`'s `times` and `for` give: exactly one of them, `times` at least 1,
+    /// `for` above zero and at most [`MAX_ERROR_SPAN`]. The error says what was wrong.
+    pub fn of(times: Option<u32>, lasting: Option<Duration>) -> Result<Self, String> {
+        match (times, lasting) {
+            (Some(0), None) => Err("`times` must be at least 1".to_string()),
+            (Some(n), None) => Ok(Self::Calls(n)),
+            (None, Some(d)) if d.is_zero() => Err("`for` must be longer than 0s".to_string()),
+            (None, Some(d)) if d > MAX_ERROR_SPAN => Err(format!(
+                "`for` may be at most {}",
+                humantime::format_duration(MAX_ERROR_SPAN)
+            )),
+            (None, Some(d)) => Ok(Self::For(d)),
+            (Some(_), Some(_)) => Err(
+                "give either `times` (a number of calls) or `for` (a duration such as \"30s\"), \
+                 not both"
+                    .to_string(),
+            ),
+            (None, None) => Err(
+                "give `times` (a number of calls) or `for` (a duration such as \"30s\")"
+                    .to_string(),
+            ),
         }
     }
 }
@@ -214,6 +340,31 @@ pub(crate) mod humantime_string {
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Optional durations as humantime strings; absent or `null` is `None`.
+pub(crate) mod humantime_option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.collect_str(&humantime::format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<String>::deserialize(d)?
+            .map(|text| humantime::parse_duration(&text).map_err(serde::de::Error::custom))
+            .transpose()
     }
 }
 
@@ -248,7 +399,8 @@ mod tests {
             service: AwsService::Elasticache,
             action: "CreateServerlessCache".into(),
             code: "Throttling".into(),
-            times: 3,
+            times: Some(3),
+            lasting: None,
         };
         let json = serde_json::to_string(&api).unwrap();
         assert_eq!(
@@ -264,7 +416,8 @@ mod tests {
             serde_json::from_str::<Fault>(r#"{"fault":"region-outage","region":"us-east-1"}"#)
                 .unwrap(),
             Fault::RegionOutage {
-                region: "us-east-1".into()
+                region: "us-east-1".into(),
+                route53: false,
             }
         );
         assert_eq!(
@@ -328,5 +481,141 @@ mod tests {
             assert_eq!(serde_json::from_str::<Fault>(json).unwrap(), fault);
             assert_eq!(fault.to_string(), text);
         }
+    }
+
+    #[test]
+    fn route53_faults_use_the_documented_json() {
+        for (fault, json, text) in [
+            (
+                Fault::Route53ControlDown,
+                r#"{"fault":"route53-control-down"}"#,
+                "route53-control-down",
+            ),
+            (
+                Fault::Route53ControlUp,
+                r#"{"fault":"route53-control-up"}"#,
+                "route53-control-up",
+            ),
+            (
+                Fault::ApiError {
+                    service: AwsService::Route53,
+                    action: "ChangeResourceRecordSets".into(),
+                    code: "Throttling".into(),
+                    times: None,
+                    lasting: Some(Duration::from_secs(30)),
+                },
+                r#"{"fault":"api-error","service":"route53","action":"ChangeResourceRecordSets","code":"Throttling","for":"30s"}"#,
+                "api-error route53 ChangeResourceRecordSets Throttling --for 30s",
+            ),
+            (
+                Fault::CommitThenDrop {
+                    service: AwsService::Route53,
+                    action: "ChangeResourceRecordSets".into(),
+                    times: 2,
+                    hold: Duration::from_secs(5),
+                },
+                r#"{"fault":"commit-then-drop","service":"route53","action":"ChangeResourceRecordSets","times":2,"hold":"5s"}"#,
+                "commit-then-drop route53 ChangeResourceRecordSets --times 2 --hold 5s",
+            ),
+            (
+                Fault::RegionOutage {
+                    region: "us-east-1".into(),
+                    route53: true,
+                },
+                r#"{"fault":"region-outage","region":"us-east-1","route53":true}"#,
+                "region-outage us-east-1 --route53",
+            ),
+            (
+                Fault::RegionOutage {
+                    region: "us-west-2".into(),
+                    route53: false,
+                },
+                r#"{"fault":"region-outage","region":"us-west-2"}"#,
+                "region-outage us-west-2",
+            ),
+        ] {
+            assert_eq!(serde_json::to_string(&fault).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Fault>(json).unwrap(), fault);
+            assert_eq!(fault.to_string(), text);
+        }
+
+        // Defaults: one call, held for two minutes; route53 false; an explicit false reads.
+        assert_eq!(
+            serde_json::from_str::<Fault>(
+                r#"{"fault":"commit-then-drop","service":"route53","action":"ChangeResourceRecordSets"}"#
+            )
+            .unwrap(),
+            Fault::CommitThenDrop {
+                service: AwsService::Route53,
+                action: "ChangeResourceRecordSets".into(),
+                times: 1,
+                hold: DEFAULT_HOLD,
+            }
+        );
+        assert_eq!(
+            serde_json::from_str::<Fault>(
+                r#"{"fault":"region-outage","region":"us-east-1","route53":false}"#
+            )
+            .unwrap(),
+            Fault::RegionOutage {
+                region: "us-east-1".into(),
+                route53: false,
+            }
+        );
+        assert!(
+            serde_json::from_str::<Fault>(
+                r#"{"fault":"api-error","service":"route53","action":"GetChange","code":"Throttling","for":"soon"}"#
+            )
+            .is_err(),
+            "a duration that does not parse"
+        );
+        assert!(
+            serde_json::from_str::<Fault>(
+                r#"{"fault":"commit-then-drop","service":"route53","action":"GetChange","drop":1}"#
+            )
+            .is_err(),
+            "an unknown field"
+        );
+    }
+
+    #[test]
+    fn an_api_error_lasts_either_a_number_of_calls_or_a_time() {
+        let json = |extra: &str| {
+            let text = format!(
+                r#"{{"fault":"api-error","service":"route53","action":"GetChange","code":"Throttling"{extra}}}"#
+            );
+            match serde_json::from_str::<Fault>(&text).unwrap() {
+                Fault::ApiError { times, lasting, .. } => ErrorSpan::of(times, lasting),
+                other => panic!("not an api-error: {other:?}"),
+            }
+        };
+        assert_eq!(json(r#","times":3"#), Ok(ErrorSpan::Calls(3)));
+        assert_eq!(
+            json(r#","for":"2s""#),
+            Ok(ErrorSpan::For(Duration::from_secs(2)))
+        );
+        assert_eq!(
+            json(r#","for":null,"times":1"#),
+            Ok(ErrorSpan::Calls(1)),
+            "null is absent"
+        );
+        let both = json(r#","times":3,"for":"2s""#).unwrap_err();
+        assert!(both.contains("not both"), "{both}");
+        let neither = json("").unwrap_err();
+        assert!(
+            neither.contains("`times`") && neither.contains("`for`"),
+            "{neither}"
+        );
+        assert!(json(r#","times":0"#).unwrap_err().contains("at least 1"));
+        assert!(
+            json(r#","for":"0s""#)
+                .unwrap_err()
+                .contains("longer than 0s")
+        );
+        assert!(
+            json(r#","for":"2days""#)
+                .unwrap_err()
+                .contains("at most 1day")
+        );
     }
 }

@@ -76,7 +76,7 @@ pub use crate::config::{
 pub use crate::control::{Applied, fetch_calls, fetch_info, send_fault};
 pub use crate::dns::ENDPOINT_TTL;
 pub use crate::error::LabError;
-pub use crate::fault::Fault;
+pub use crate::fault::{DEFAULT_HOLD, ErrorSpan, Fault, MAX_ERROR_SPAN, MAX_HOLD};
 pub use crate::naming::short_region;
 pub use crate::pki::{CertProfile, UnknownCertProfile};
 pub use crate::valkey::{
@@ -105,6 +105,9 @@ pub const RECORD: &str = "valkey.lab.internal.";
 pub const PRIMARY_CACHE: &str = "app-sessions";
 /// The primary's region.
 pub const PRIMARY_REGION: &str = "us-east-1";
+/// Where Route 53's control plane (its API) is served from: only this region's outage can
+/// take it down (`region-outage us-east-1 --route53`; tests/FIDELITY.md).
+pub const ROUTE53_CONTROL_REGION: &str = "us-east-1";
 /// A second cache in another region, for drift and manual repointing.
 pub const SPARE_CACHE: &str = "app-sessions-spare";
 /// The spare's region.
@@ -403,14 +406,28 @@ impl Shared {
                 let cache = self.cache(cache)?;
                 self.zone.point_record(&dns::fqdn(&cache.info.endpoint)?);
             }
-            Fault::RegionOutage { region } => {
+            Fault::RegionOutage { region, route53 } => {
+                if *route53 && region != ROUTE53_CONTROL_REGION {
+                    return Err(LabError::InvalidOption {
+                        option: "region-outage --route53",
+                        reason: format!(
+                            "Route 53's control plane is served from {ROUTE53_CONTROL_REGION}, \
+                             so an outage of {region} does not take it down; use \
+                             route53-control-down to take it down on its own"
+                        ),
+                    });
+                }
                 self.aws.set_outage(region, true);
+                if *route53 {
+                    self.aws.set_route53_down_with(region, true);
+                }
                 for cache in self.caches().iter().filter(|c| &c.info.region == region) {
                     cache.blackhole().await;
                 }
             }
             Fault::RegionRestore { region } => {
                 self.aws.set_outage(region, false);
+                self.aws.set_route53_down_with(region, false);
                 for cache in self.caches().iter().filter(|c| &c.info.region == region) {
                     cache.clear().await?;
                 }
@@ -420,15 +437,37 @@ impl Shared {
                 action,
                 code,
                 times,
+                lasting,
             } => {
-                if action.is_empty() || code.is_empty() || *times == 0 {
+                let invalid = |reason: String| LabError::InvalidOption {
+                    option: "api-error",
+                    reason,
+                };
+                if action.is_empty() || code.is_empty() {
+                    return Err(invalid("it needs an action and an error code".to_string()));
+                }
+                let span = ErrorSpan::of(*times, *lasting).map_err(invalid)?;
+                self.aws.inject_error(*service, action, code, span);
+            }
+            Fault::Route53ControlDown => self.aws.set_route53_down(true),
+            Fault::Route53ControlUp => self.aws.set_route53_down(false),
+            Fault::CommitThenDrop {
+                service,
+                action,
+                times,
+                hold,
+            } => {
+                if action.is_empty() || *times == 0 || hold.is_zero() || *hold > MAX_HOLD {
                     return Err(LabError::InvalidOption {
-                        option: "api-error",
-                        reason: "it needs an action, an error code and --times of at least 1"
-                            .to_string(),
+                        option: "commit-then-drop",
+                        reason: format!(
+                            "it needs an action, --times of at least 1 and a --hold above 0s \
+                             and at most {}",
+                            humantime::format_duration(MAX_HOLD)
+                        ),
                     });
                 }
-                self.aws.inject_error(*service, action, code, *times);
+                self.aws.drop_answers(*service, action, *times, *hold);
             }
             Fault::ProvisionFail => self.aws.queue_provisioning(aws::Provisioning::Fail),
             Fault::ProvisionStuck => self.aws.queue_provisioning(aws::Provisioning::Stuck),
@@ -864,15 +903,12 @@ impl Lab {
         }
 
         let router = control::router(shared.clone());
-        let cancel = shared.cancel.clone();
-        shared.tracker.spawn(async move {
-            let served = axum::serve(control_listener, router)
-                .with_graceful_shutdown(cancel.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                warn!(error = %e, "control server failed");
-            }
-        });
+        shared.tracker.spawn(control::serve(
+            control_listener,
+            router,
+            shared.cancel.clone(),
+            shared.tracker.clone(),
+        ));
 
         let agent_toml = config::AgentConfig {
             dir: &dir,

@@ -127,6 +127,11 @@ enum BenchCommand {
         /// next to `valkey-dr failover` run when an alert-only agent says it would fail over.
         #[arg(long, value_enum, default_value_t = FailoverMode::Auto)]
         mode: FailoverMode,
+        /// Route 53's API goes down at each outage too (every call 503, as when its control
+        /// plane in us-east-1 is impaired) and comes back SECONDS later, while the region
+        /// stays down (`--mode auto` only).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+        route53_down: Option<u64>,
     },
 }
 
@@ -239,11 +244,20 @@ enum FaultCommand {
     /// Point the record's CNAME at this cache's endpoint.
     PointRecord { cache: String },
     /// The region fails: its caches are blackholed, its ElastiCache API answers 503.
-    RegionOutage { region: String },
-    /// The region is back: its API answers and its caches are cleared.
+    RegionOutage {
+        region: String,
+        /// Route 53's API (its control plane, served from us-east-1) goes down too, until
+        /// region-restore; only `us-east-1` takes it.
+        #[arg(long)]
+        route53: bool,
+    },
+    /// The region is back: its API (and Route 53's, if its outage took it) answers and its
+    /// caches are cleared.
     RegionRestore { region: String },
-    /// The next N calls of ACTION fail with the AWS error CODE, e.g.
-    /// `api-error elasticache CreateServerlessCache Throttling --times 3`.
+    /// Calls of ACTION fail with the AWS error CODE: the next N (`--times`, 1 by default), or
+    /// every one for a while (`--for`), e.g.
+    /// `api-error elasticache CreateServerlessCache Throttling --times 3` or
+    /// `api-error route53 ChangeResourceRecordSets Throttling --for 2m`.
     ApiError {
         /// `elasticache`, `route53`, `sts`, `ec2`, `kms` or `iam`.
         #[arg(value_parser = str::parse::<AwsService>)]
@@ -252,9 +266,33 @@ enum FaultCommand {
         action: String,
         /// The AWS error code, e.g. `Throttling`, `InternalError`, `ServiceUnavailable`.
         code: String,
-        /// How many calls fail.
+        /// How many calls fail (1 unless --for is given).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        times: Option<u32>,
+        /// Every call fails for this long from now, e.g. `90s` (at most 24h).
+        #[arg(long = "for", value_name = "DURATION", conflicts_with = "times", value_parser = humantime::parse_duration)]
+        lasting: Option<Duration>,
+    },
+    /// Every call on Route 53's API answers 503 ServiceUnavailable, as its control plane
+    /// does when impaired; the private zone's DNS keeps answering.
+    Route53ControlDown,
+    /// Route 53's API answers again (whatever took it down).
+    Route53ControlUp,
+    /// The next N calls of ACTION that the lab carries out get no answer: the lab holds each
+    /// answer until the client hangs up or --hold passes, then closes the connection, e.g.
+    /// `commit-then-drop route53 ChangeResourceRecordSets`.
+    CommitThenDrop {
+        /// `route53`, `elasticache`, `sts`, `ec2`, `kms` or `iam`.
+        #[arg(value_parser = str::parse::<AwsService>)]
+        service: AwsService,
+        /// The API action, e.g. `ChangeResourceRecordSets`.
+        action: String,
+        /// How many calls are carried out and not answered.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
         times: u32,
+        /// The longest an answer is held before the connection is closed (at most 10m).
+        #[arg(long, default_value = "2m", value_parser = humantime::parse_duration)]
+        hold: Duration,
     },
     /// The next serverless cache created goes to create-failed.
     ProvisionFail,
@@ -294,18 +332,34 @@ impl FaultCommand {
             Self::WitnessDown => Fault::WitnessDown,
             Self::WitnessUp => Fault::WitnessUp,
             Self::PointRecord { cache } => Fault::PointRecord { cache },
-            Self::RegionOutage { region } => Fault::RegionOutage { region },
+            Self::RegionOutage { region, route53 } => Fault::RegionOutage { region, route53 },
             Self::RegionRestore { region } => Fault::RegionRestore { region },
             Self::ApiError {
                 service,
                 action,
                 code,
                 times,
+                lasting,
             } => Fault::ApiError {
                 service,
                 action,
                 code,
+                // The CLI's default: one call.
+                times: times.or(lasting.is_none().then_some(1)),
+                lasting,
+            },
+            Self::Route53ControlDown => Fault::Route53ControlDown,
+            Self::Route53ControlUp => Fault::Route53ControlUp,
+            Self::CommitThenDrop {
+                service,
+                action,
                 times,
+                hold,
+            } => Fault::CommitThenDrop {
+                service,
+                action,
+                times,
+                hold,
             },
             Self::ProvisionFail => Fault::ProvisionFail,
             Self::ProvisionStuck => Fault::ProvisionStuck,
@@ -406,11 +460,26 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Bench {
-                bench: BenchCommand::Failover { runs, seed, mode },
+                bench:
+                    BenchCommand::Failover {
+                        runs,
+                        seed,
+                        mode,
+                        route53_down,
+                    },
             } => {
-                let report = match mode {
-                    FailoverMode::Auto => bench::failover::run(runs as usize, seed).await?,
-                    FailoverMode::Prepare => bench::decision::run(runs as usize).await?,
+                let route53_down = route53_down.map(Duration::from_secs);
+                let report = match (mode, route53_down) {
+                    (FailoverMode::Auto, _) => {
+                        bench::failover::run(runs as usize, seed, route53_down).await?
+                    }
+                    (FailoverMode::Prepare, None) => bench::decision::run(runs as usize).await?,
+                    (FailoverMode::Prepare, Some(_)) => {
+                        return Err(UsageError(
+                            "--route53-down applies to --mode auto only".to_string(),
+                        )
+                        .into());
+                    }
                 };
                 println!("{report:#}");
                 Ok(())
@@ -676,7 +745,8 @@ mod tests {
                 service: AwsService::Route53,
                 action: "ChangeResourceRecordSets".into(),
                 code: "InternalError".into(),
-                times: 3
+                times: Some(3),
+                lasting: None,
             }
         );
         assert_eq!(
@@ -689,7 +759,8 @@ mod tests {
                 "us-east-1"
             ]),
             Fault::RegionOutage {
-                region: "us-east-1".into()
+                region: "us-east-1".into(),
+                route53: false,
             }
         );
         assert_eq!(
@@ -716,6 +787,32 @@ mod tests {
             Fault::RefuseNew {
                 cache: "app-sessions".into(),
             },
+            Fault::Route53ControlDown,
+            Fault::Route53ControlUp,
+            Fault::RegionOutage {
+                region: "us-east-1".into(),
+                route53: true,
+            },
+            Fault::ApiError {
+                service: AwsService::Route53,
+                action: "ChangeResourceRecordSets".into(),
+                code: "Throttling".into(),
+                times: None,
+                lasting: Some(Duration::from_secs(120)),
+            },
+            Fault::ApiError {
+                service: AwsService::Route53,
+                action: "GetChange".into(),
+                code: "Throttling".into(),
+                times: Some(4),
+                lasting: None,
+            },
+            Fault::CommitThenDrop {
+                service: AwsService::Route53,
+                action: "ChangeResourceRecordSets".into(),
+                times: 2,
+                hold: Duration::from_secs(30),
+            },
         ] {
             let text = fault.to_string();
             let mut args = vec!["valkey-dr-lab", "fault", "--dir", "d"];
@@ -737,7 +834,8 @@ mod tests {
                 service: AwsService::Sts,
                 action: "GetCallerIdentity".into(),
                 code: "ExpiredToken".into(),
-                times: 1
+                times: Some(1),
+                lasting: None,
             }
         );
         assert!(
@@ -752,6 +850,41 @@ mod tests {
                 "Throttling"
             ])
             .is_err()
+        );
+        assert!(
+            Cli::try_parse_from([
+                "valkey-dr-lab",
+                "fault",
+                "--dir",
+                "d",
+                "api-error",
+                "route53",
+                "GetChange",
+                "Throttling",
+                "--times",
+                "2",
+                "--for",
+                "2s"
+            ])
+            .is_err(),
+            "--times and --for together"
+        );
+        assert_eq!(
+            parse(&[
+                "valkey-dr-lab",
+                "fault",
+                "--dir",
+                "d",
+                "commit-then-drop",
+                "route53",
+                "ChangeResourceRecordSets"
+            ]),
+            Fault::CommitThenDrop {
+                service: AwsService::Route53,
+                action: "ChangeResourceRecordSets".into(),
+                times: 1,
+                hold: valkey_dr_lab::DEFAULT_HOLD,
+            }
         );
     }
 
@@ -819,6 +952,28 @@ mod tests {
         assert_eq!(chosen.iam_user.as_deref(), Some("probe"));
         assert!(up(&["--cert-profile", "rsa"]).is_err());
         assert!(up(&["--iam-user", "probe", "--password-env", "P"]).is_err());
+    }
+
+    #[test]
+    fn bench_failover_takes_a_route53_outage_in_seconds() {
+        let route53_down = |extra: &[&str]| {
+            let mut args = vec!["valkey-dr-lab", "bench", "failover", "--runs", "1"];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args).map(|cli| cli.command) {
+                Ok(Command::Bench {
+                    bench: BenchCommand::Failover { route53_down, .. },
+                }) => Ok(route53_down),
+                Ok(other) => panic!("not bench failover: {other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        assert_eq!(route53_down(&[]).unwrap(), None);
+        assert_eq!(route53_down(&["--route53-down", "60"]).unwrap(), Some(60));
+        assert!(route53_down(&["--route53-down", "0"]).is_err());
+        assert!(
+            route53_down(&["--route53-down", "1m"]).is_err(),
+            "seconds, a number"
+        );
     }
 
     #[test]

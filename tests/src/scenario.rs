@@ -86,6 +86,31 @@ pub fn lab_options(dir: &Path) -> LabOptions {
     }
 }
 
+/// When the region goes down, and what goes down with it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Outage {
+    /// How much later than the application's warm-up the region goes down, to move the outage
+    /// within the probe interval.
+    pub offset: Duration,
+    /// Route 53's API goes down at the outage too (`route53-control-down`) and comes back this
+    /// long after it (`route53-control-up`), while the region stays down; `None`: Route 53
+    /// keeps answering.
+    pub route53_down: Option<Duration>,
+}
+
+impl Outage {
+    /// What the milestones that wait on Route 53's API may take on top of their own bounds:
+    /// the time it is down, and the SDK's and the agent's backoff after it.
+    fn route53_slack(&self) -> Duration {
+        self.route53_down
+            .map_or(Duration::ZERO, |down| down + ROUTE53_RETRY_MARGIN)
+    }
+}
+
+/// How long after Route 53's API comes back a retrying agent may still be waiting out its
+/// backoff.
+const ROUTE53_RETRY_MARGIN: Duration = Duration::from_secs(30);
+
 /// How to start `valkey-dr`: a program, and the arguments it takes before the agent's own
 /// command line (this executable's hidden agent subcommand, for the demo).
 pub struct AgentProgram<'a> {
@@ -163,22 +188,27 @@ impl Milestone {
     }
 
     /// The milestone this one follows (`None`: the outage), and how long after it it must
-    /// come. The bounds are generous: they catch a story that stalled, not a slow one.
-    fn bound(self) -> (Option<Milestone>, Duration) {
+    /// come. The bounds are generous: they catch a story that stalled, not a slow one. The
+    /// steps that call Route 53's API (the lease before provision, the switch, the wait for
+    /// `INSYNC`, the release before completion) get `route53_slack` more.
+    fn bound(self, route53_slack: Duration) -> (Option<Milestone>, Duration) {
         let s = Duration::from_secs;
         match self {
             Milestone::AppFailed => (None, s(5)),
             // fall 3 × 1 s, plus timeouts and the witness: a few seconds.
             Milestone::Down => (None, s(15)),
             Milestone::FailoverStarted => (Some(Milestone::Down), s(5)),
-            Milestone::Provision => (Some(Milestone::FailoverStarted), s(20)),
+            Milestone::Provision => (Some(Milestone::FailoverStarted), s(20) + route53_slack),
             Milestone::WaitAvailable => (Some(Milestone::Provision), PROVISION_DELAY + s(30)),
             Milestone::VerifyDirect => (Some(Milestone::WaitAvailable), s(15)),
-            Milestone::SwitchDns => (Some(Milestone::VerifyDirect), s(30)),
-            Milestone::WaitInsync => (Some(Milestone::SwitchDns), INSYNC_DELAY + s(30)),
+            Milestone::SwitchDns => (Some(Milestone::VerifyDirect), s(30) + route53_slack),
+            Milestone::WaitInsync => (
+                Some(Milestone::SwitchDns),
+                INSYNC_DELAY + s(30) + route53_slack,
+            ),
             // The agent's own resolver may hold the old answer for a whole TTL.
             Milestone::VerifyDns => (Some(Milestone::WaitInsync), TTL + s(35)),
-            Milestone::FailoverCompleted => (Some(Milestone::VerifyDns), s(15)),
+            Milestone::FailoverCompleted => (Some(Milestone::VerifyDns), s(15) + route53_slack),
             // So may the application's.
             Milestone::AppOnDr => (Some(Milestone::SwitchDns), TTL + s(10)),
             Milestone::AppWriting => (Some(Milestone::AppOnDr), s(10)),
@@ -281,6 +311,9 @@ pub struct Outcome {
     pub journal: BTreeMap<String, (f64, f64)>,
     /// The DR cache's endpoint the record now points at.
     pub endpoint: String,
+    /// When Route 53's API came back after the outage, if the story took it down and it
+    /// came back before the story ended.
+    pub route53_back: Option<Duration>,
     /// Sessions the application stored, and writes that failed.
     pub writes_ok: u64,
     pub writes_failed: u64,
@@ -364,13 +397,12 @@ impl Outcome {
 }
 
 /// Runs the whole story in a fresh lab in `dir`: lab up, agent healthy, application writing,
-/// region outage (`outage_offset` later than the application's warm-up, to move it within
-/// the probe interval), every milestone within its bound. The lab is shut down before
-/// returning.
+/// region outage as `outage` says, every milestone within its bound. The lab is shut down
+/// before returning.
 pub async fn play(
     dir: &Path,
     agent: &AgentProgram<'_>,
-    outage_offset: Duration,
+    outage: Outage,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> anyhow::Result<Outcome> {
     let lab = Lab::start(lab_options(dir))
@@ -386,7 +418,7 @@ pub async fn play(
         PROVISION_DELAY.as_secs(),
         INSYNC_DELAY.as_secs()
     )));
-    let result = with_lab(&lab, &info, agent, outage_offset, progress).await;
+    let result = with_lab(&lab, &info, agent, outage, progress).await;
     lab.shutdown().await;
     result
 }
@@ -411,7 +443,7 @@ async fn with_lab(
     lab: &Lab,
     info: &LabInfo,
     program: &AgentProgram<'_>,
-    outage_offset: Duration,
+    outage: Outage,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> anyhow::Result<Outcome> {
     let primary_endpoint = info
@@ -448,7 +480,7 @@ async fn with_lab(
             &mut hook,
             &mut app,
             &primary_endpoint,
-            outage_offset,
+            outage,
             progress,
         )
         .await;
@@ -478,11 +510,12 @@ async fn story(
     hook: &mut Webhook,
     app: &mut App,
     primary_endpoint: &str,
-    outage_offset: Duration,
+    outage: Outage,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> anyhow::Result<Outcome> {
     // The application writes for a while first, so the outage interrupts a steady state.
-    let warm_up = WRITING_BEFORE_OUTAGE + outage_offset;
+    let warm_up = WRITING_BEFORE_OUTAGE + outage.offset;
+    let route53_slack = outage.route53_slack();
     let deadline = Instant::now() + APP_START_LIMIT;
     let mut first_ok = None;
     while first_ok.is_none_or(|t: Instant| t.elapsed() < warm_up) {
@@ -523,9 +556,19 @@ async fn story(
     let (t0, wall0) = (Instant::now(), SystemTime::now());
     lab.fault(Fault::RegionOutage {
         region: PRIMARY_REGION.to_owned(),
+        route53: false,
     })
     .await
     .context("injecting the region outage")?;
+    // When Route 53's API is to come back, while it is down.
+    let mut route53_up_at = None;
+    if let Some(down) = outage.route53_down {
+        lab.fault(Fault::Route53ControlDown)
+            .await
+            .context("taking Route 53's API down")?;
+        route53_up_at = Some(t0 + down);
+    }
+    let mut route53_back = None;
     progress(Progress::Outage);
 
     let mut at: BTreeMap<Milestone, Instant> = BTreeMap::new();
@@ -535,11 +578,20 @@ async fn story(
     // One pass per mark or per deadline; every milestone's deadline is finite, so the loop
     // ends, and the count bound is a second guard.
     for _ in 0..100_000 {
+        if let Some(up_at) = route53_up_at
+            && Instant::now() >= up_at
+        {
+            lab.fault(Fault::Route53ControlUp)
+                .await
+                .context("bringing Route 53's API back")?;
+            route53_up_at = None;
+            route53_back = Some(Instant::now());
+        }
         let pending: Vec<(Milestone, Instant)> = Milestone::ALL
             .into_iter()
             .filter(|m| !at.contains_key(m))
             .filter_map(|m| {
-                let (after, within) = m.bound();
+                let (after, within) = m.bound(route53_slack);
                 match after {
                     None => Some((m, t0 + within)),
                     Some(a) => at.get(&a).map(|t| (m, *t + within)),
@@ -555,7 +607,7 @@ async fn story(
             bail!("internal: milestones missing with no deadline: {at:?}");
         };
         if Instant::now() >= deadline {
-            let (after, within) = next.bound();
+            let (after, within) = next.bound(route53_slack);
             bail!(
                 "no \"{}\" within {within:?} of {}; last heard: {last_heard}",
                 next.label(),
@@ -563,8 +615,11 @@ async fn story(
             );
         }
         agent.ensure_running()?;
-        // Wake at least once a second to see that the agent still runs.
-        let wake = deadline.min(Instant::now() + Duration::from_secs(1));
+        // Wake at least once a second to see that the agent still runs, and when Route 53's
+        // API is due back.
+        let wake = deadline
+            .min(Instant::now() + Duration::from_secs(1))
+            .min(route53_up_at.unwrap_or(deadline));
         let mark = tokio::select! {
             alert = hook.next(wake) => alert.map(Mark::Alert),
             mark = app.marks.recv() => match mark {
@@ -673,6 +728,7 @@ async fn story(
         total_ms: detail["total_ms"].as_u64(),
         journal,
         endpoint,
+        route53_back: route53_back.map(|t| t.saturating_duration_since(t0)),
         writes_ok: 0,
         writes_failed: 0,
     })
@@ -935,9 +991,35 @@ mod tests {
     #[test]
     fn every_milestone_waits_on_an_earlier_one_or_the_outage() {
         for m in Milestone::ALL {
-            let (after, within) = m.bound();
+            let (after, within) = m.bound(Duration::ZERO);
             assert!(after.is_none_or(|a| a < m), "{m:?} waits on {after:?}");
             assert!(within > Duration::ZERO);
+        }
+    }
+
+    #[test]
+    fn route53_down_gives_its_steps_more_time_and_the_others_none() {
+        let outage = Outage {
+            offset: Duration::ZERO,
+            route53_down: Some(Duration::from_secs(60)),
+        };
+        let slack = outage.route53_slack();
+        assert_eq!(slack, Duration::from_secs(60) + ROUTE53_RETRY_MARGIN);
+        assert_eq!(Outage::default().route53_slack(), Duration::ZERO);
+        for m in Milestone::ALL {
+            let more = m.bound(slack).1 - m.bound(Duration::ZERO).1;
+            let calls_route53 = matches!(
+                m,
+                Milestone::Provision
+                    | Milestone::SwitchDns
+                    | Milestone::WaitInsync
+                    | Milestone::FailoverCompleted
+            );
+            assert_eq!(
+                more,
+                if calls_route53 { slack } else { Duration::ZERO },
+                "{m:?}"
+            );
         }
     }
 

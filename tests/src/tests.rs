@@ -528,6 +528,7 @@ async fn faults_act_on_connections_already_open() {
         (
             Fault::RegionOutage {
                 region: primary.region.clone(),
+                route53: false,
             },
             Fault::RegionRestore {
                 region: primary.region.clone(),

@@ -562,7 +562,8 @@ async fn injected_api_errors_fail_exactly_n_calls() {
             service: AwsService::Elasticache,
             action: "CreateServerlessCache".into(),
             code: "Throttling".into(),
-            times: 3,
+            times: Some(3),
+            lasting: None,
         })
         .await
         .unwrap();
@@ -604,7 +605,8 @@ async fn injected_api_errors_fail_exactly_n_calls() {
             service: AwsService::Route53,
             action: "ChangeResourceRecordSets".into(),
             code: "InternalError".into(),
-            times: 1,
+            times: Some(1),
+            lasting: None,
         })
         .await
         .unwrap();
@@ -962,6 +964,7 @@ async fn a_region_outage_fails_its_api_and_its_caches() {
     t.lab
         .fault(Fault::RegionOutage {
             region: "us-east-1".into(),
+            route53: false,
         })
         .await
         .unwrap();
@@ -1670,7 +1673,8 @@ async fn preflight_apis_answer_as_aws_does_and_faults_break_each() {
             service,
             action: action.into(),
             code: code.into(),
-            times: 1,
+            times: Some(1),
+            lasting: None,
         })
         .await
         .expect("api-error");
@@ -1757,6 +1761,7 @@ async fn preflight_apis_answer_as_aws_does_and_faults_break_each() {
     lab.fault(Fault::WitnessUp).await.expect("witness-up");
     lab.fault(Fault::RegionOutage {
         region: DR_REGION.into(),
+        route53: false,
     })
     .await
     .expect("region-outage");

@@ -267,7 +267,8 @@ async fn elasticache_traffic(lab: &Lab) {
         service: AwsService::Elasticache,
         action: "DescribeServerlessCaches".into(),
         code: "InternalError".into(),
-        times: 1,
+        times: Some(1),
+        lasting: None,
     })
     .await
     .expect("api-error");
@@ -277,6 +278,7 @@ async fn elasticache_traffic(lab: &Lab) {
     );
     lab.fault(Fault::RegionOutage {
         region: OTHER_REGION.into(),
+        route53: false,
     })
     .await
     .expect("region-outage");
@@ -336,7 +338,8 @@ async fn route53_traffic(lab: &Lab) {
         service: AwsService::Route53,
         action: "ChangeResourceRecordSets".into(),
         code: "PriorRequestNotComplete".into(),
-        times: 1,
+        times: Some(1),
+        lasting: None,
     })
     .await
     .expect("api-error");
@@ -350,6 +353,34 @@ async fn route53_traffic(lab: &Lab) {
     )
     .await;
     assert_eq!(code(&busy), Some("PriorRequestNotComplete".into()));
+
+    // The control plane down: each action's 503 parses as Route 53's ServiceUnavailable.
+    lab.fault(Fault::Route53ControlDown)
+        .await
+        .expect("route53-control-down");
+    let down = once
+        .list_resource_record_sets()
+        .hosted_zone_id(HOSTED_ZONE_ID)
+        .send()
+        .await;
+    assert_eq!(code(&down), Some("ServiceUnavailable".into()));
+    let down = send(
+        &once,
+        vec![change(
+            ChangeAction::Upsert,
+            rrset(LOCK, RrType::Txt, 30, &["\"owner=c\""]),
+        )],
+        None,
+    )
+    .await;
+    assert_eq!(code(&down), Some("ServiceUnavailable".into()));
+    assert_eq!(
+        code(&once.get_change().id("/change/CDOWN000000001").send().await),
+        Some("ServiceUnavailable".into())
+    );
+    lab.fault(Fault::Route53ControlUp)
+        .await
+        .expect("route53-control-up");
 
     let swap = vec![
         change(

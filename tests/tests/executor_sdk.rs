@@ -395,7 +395,8 @@ async fn errors_are_classified_for_the_executor() {
         service: AwsService::Elasticache,
         action: "CreateServerlessCache".into(),
         code: "Throttling".into(),
-        times,
+        times: Some(times),
+        lasting: None,
     };
     t.lab.fault(Fault::ProvisionStuck).await.unwrap();
     t.lab.fault(Fault::ProvisionStuck).await.unwrap();
@@ -466,6 +467,7 @@ async fn errors_are_classified_for_the_executor() {
     t.lab
         .fault(Fault::RegionOutage {
             region: DR_REGION.into(),
+            route53: false,
         })
         .await
         .unwrap();
@@ -480,7 +482,8 @@ async fn errors_are_classified_for_the_executor() {
             service: AwsService::Route53,
             action: "GetChange".into(),
             code: "InternalError".into(),
-            times: 1,
+            times: Some(1),
+            lasting: None,
         })
         .await
         .unwrap();

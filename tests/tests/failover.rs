@@ -222,7 +222,8 @@ fn api_error(service: AwsService, action: &str, code: &str, times: u32) -> Fault
         service,
         action: action.to_owned(),
         code: code.to_owned(),
-        times,
+        times: Some(times),
+        lasting: None,
     }
 }
 

@@ -15,6 +15,7 @@ use aws_sdk_elasticache::config::Credentials;
 use aws_sdk_elasticache::error::ProvideErrorMetadata;
 use aws_sdk_elasticache::types::ServerlessCache;
 use aws_sdk_route53::types::{ChangeAction, ChangeStatus, RrType};
+use hickory_resolver::proto::rr::RecordType;
 use support::raw_aws::{change, rrset, send, wait_available};
 use tokio::time::{Instant, sleep};
 use valkey_dr_lab::config::HOSTED_ZONE_ID;
@@ -648,7 +649,8 @@ async fn the_lab_faults_still_work_under_the_strict_rules() {
             service: AwsService::Elasticache,
             action: "DescribeServerlessCaches".into(),
             code: "Throttling".into(),
-            times: 1,
+            times: Some(1),
+            lasting: None,
         })
         .await
         .expect("api-error");
@@ -657,6 +659,7 @@ async fn the_lab_faults_still_work_under_the_strict_rules() {
     t.lab
         .fault(Fault::RegionOutage {
             region: DR_REGION.into(),
+            route53: false,
         })
         .await
         .expect("region-outage");
@@ -666,5 +669,413 @@ async fn the_lab_faults_still_work_under_the_strict_rules() {
         Some("ServiceUnavailable")
     );
     assert_eq!(last(&t.lab, "DescribeServerlessCaches").status, 503);
+    t.lab.shutdown().await;
+}
+
+/// A client config for the Route 53 fault tests: each attempt gives up after
+/// `attempt_timeout` (`None`: it waits for the answer, up to the operation's minute), and
+/// the SDK's standard retry makes at most `attempts` of them, 100 ms apart at first.
+async fn sdk_with(lab: &Lab, attempts: u32, attempt_timeout: Option<Duration>) -> SdkConfig {
+    let timeouts = TimeoutConfig::builder().operation_timeout(Duration::from_secs(60));
+    let timeouts = match attempt_timeout {
+        Some(limit) => timeouts.operation_attempt_timeout(limit),
+        None => timeouts,
+    };
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(PRIMARY_REGION))
+        .endpoint_url(&lab.info().aws_endpoint)
+        .credentials_provider(Credentials::new("AKIDLAB", "secret", None, None, "lab"))
+        .retry_config(
+            RetryConfig::standard()
+                .with_max_attempts(attempts)
+                .with_initial_backoff(Duration::from_millis(100)),
+        )
+        .timeout_config(timeouts.build())
+        .load()
+        .await
+}
+
+/// The record's CNAME target as the lab's DNS server answers it over UDP, if it answers.
+async fn record_over_dns(lab: &Lab) -> Option<String> {
+    let lookup = support::uncached_resolver(lab.info().dns)
+        .lookup(RECORD, RecordType::CNAME)
+        .await
+        .ok()?;
+    lookup
+        .record_iter()
+        .find(|r| r.record_type() == RecordType::CNAME)
+        .map(|r| r.data().to_string())
+}
+
+/// The primary's endpoint, as a fully qualified name.
+fn primary_endpoint(lab: &Lab) -> String {
+    let endpoint = &lab
+        .info()
+        .cache(PRIMARY_CACHE)
+        .expect("the lab has its primary")
+        .endpoint;
+    format!("{}.", endpoint.trim_end_matches('.'))
+}
+
+/// How many calls of `action` the lab has answered.
+fn count(lab: &Lab, action: &str) -> usize {
+    lab.calls().iter().filter(|c| c.action == action).count()
+}
+
+/// `ListResourceRecordSets` of the lab's record.
+async fn list_record(
+    r53: &aws_sdk_route53::Client,
+) -> Result<
+    aws_sdk_route53::operation::list_resource_record_sets::ListResourceRecordSetsOutput,
+    aws_sdk_route53::error::SdkError<
+        aws_sdk_route53::operation::list_resource_record_sets::ListResourceRecordSetsError,
+    >,
+> {
+    r53.list_resource_record_sets()
+        .hosted_zone_id(HOSTED_ZONE_ID)
+        .start_record_name(RECORD)
+        .start_record_type(RrType::Cname)
+        .max_items(1)
+        .send()
+        .await
+}
+
+/// Whether Route 53 (the lab's API) lists the TXT record `name`.
+async fn txt_listed(r53: &aws_sdk_route53::Client, name: &str) -> bool {
+    r53.list_resource_record_sets()
+        .hosted_zone_id(HOSTED_ZONE_ID)
+        .start_record_name(name)
+        .start_record_type(RrType::Txt)
+        .max_items(1)
+        .send()
+        .await
+        .ok()
+        .and_then(|out| out.resource_record_sets().first().cloned())
+        .is_some_and(|set| set.name() == name && set.r#type() == &RrType::Txt)
+}
+
+fn unavailable() -> Option<(String, String)> {
+    pair(
+        "ServiceUnavailable",
+        "The request has failed due to a temporary failure of the server.",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route53_control_down_fails_every_api_call_while_its_dns_answers() {
+    use valkey_dr_lab::Fault;
+    let t = lab(|o| o).await;
+    let once = aws_sdk_route53::Client::new(&sdk_with(&t.lab, 1, None).await);
+    let thrice = aws_sdk_route53::Client::new(&sdk_with(&t.lab, 3, None).await);
+    let ec = aws_sdk_elasticache::Client::new(&sdk(&t.lab, PRIMARY_REGION, false).await);
+    let primary = primary_endpoint(&t.lab);
+    let txt = "down.lab.internal.";
+    let upsert = || {
+        vec![change(
+            ChangeAction::Upsert,
+            rrset(txt, RrType::Txt, 30, &["\"x\""]),
+        )]
+    };
+
+    t.lab
+        .fault(Fault::Route53ControlDown)
+        .await
+        .expect("route53-control-down");
+    assert_eq!(error(&list_record(&once).await), unavailable());
+    let call = last(&t.lab, "ListResourceRecordSets");
+    assert_eq!(call.status, 503);
+    let body = call.http.expect("the exchange is logged").body;
+    assert!(
+        body.starts_with("<?xml version=\"1.0\"?>\n<ErrorResponse xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\">")
+            && body.contains("<Type>Receiver</Type><Code>ServiceUnavailable</Code>"),
+        "{body}"
+    );
+    assert_eq!(error(&send(&once, upsert(), None).await), unavailable());
+    assert_eq!(last(&t.lab, "ChangeResourceRecordSets").status, 503);
+    assert_eq!(
+        error(&once.get_change().id("/change/CNOSUCHCHANGE01").send().await),
+        unavailable(),
+        "refused before the id is looked at"
+    );
+    assert_eq!(
+        error(&once.get_hosted_zone().id(HOSTED_ZONE_ID).send().await),
+        unavailable()
+    );
+    // An action the lab does not emulate is refused too: the whole endpoint is down.
+    let zones = once.list_hosted_zones().send().await;
+    assert_eq!(
+        error(&zones).map(|(code, _)| code).as_deref(),
+        Some("ServiceUnavailable")
+    );
+
+    // A server error: the SDK retries it (three attempts logged for one call).
+    let before = count(&t.lab, "ListResourceRecordSets");
+    assert_eq!(error(&list_record(&thrice).await), unavailable());
+    assert_eq!(count(&t.lab, "ListResourceRecordSets") - before, 3);
+
+    // The data plane answers: the zone's DNS over UDP, and ElastiCache's API.
+    assert_eq!(record_over_dns(&t.lab).await, Some(primary.clone()));
+    ec.describe_serverless_caches()
+        .send()
+        .await
+        .expect("ElastiCache answers");
+
+    t.lab
+        .fault(Fault::Route53ControlUp)
+        .await
+        .expect("route53-control-up");
+    let listed = list_record(&once).await.expect("the record lists again");
+    assert_eq!(
+        listed.resource_record_sets()[0].resource_records()[0].value(),
+        primary
+    );
+    quiet().await;
+    send(&once, upsert(), None)
+        .await
+        .expect("the change goes through again");
+    assert_eq!(record_over_dns(&t.lab).await, Some(primary));
+    t.lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_error_for_a_time_fails_every_call_until_it_ends() {
+    use valkey_dr_lab::{Fault, LabError};
+    let t = lab(|o| o).await;
+    let once = aws_sdk_route53::Client::new(&sdk_with(&t.lab, 1, None).await);
+    let span = Duration::from_secs(2);
+    let fault = |times, lasting| Fault::ApiError {
+        service: AwsService::Route53,
+        action: "ListResourceRecordSets".into(),
+        code: "Throttling".into(),
+        times,
+        lasting,
+    };
+
+    // Exactly one of `times` and `for`, said plainly, over the control API's JSON too.
+    for (bad, words) in [
+        (fault(Some(2), Some(span)), "not both"),
+        (fault(None, None), "`for`"),
+    ] {
+        match valkey_dr_lab::send_fault(t.lab.info().control, &bad).await {
+            Err(LabError::Rejected {
+                status, message, ..
+            }) => {
+                assert_eq!(status, 400);
+                assert!(message.contains(words), "{message}");
+            }
+            other => panic!("{bad} was not refused: {other:?}"),
+        }
+    }
+
+    let before = Instant::now();
+    t.lab
+        .fault(fault(None, Some(span)))
+        .await
+        .expect("api-error --for 2s");
+    let after = Instant::now();
+    let mut failed = 0;
+    let until = after + span + DEADLINE;
+    loop {
+        let started = Instant::now();
+        let listed = list_record(&once).await;
+        let ended = Instant::now();
+        if ended < before + span {
+            assert_eq!(
+                error(&listed),
+                pair("Throttling", "Rate exceeded"),
+                "a call {:?} into the span",
+                ended - before
+            );
+            failed += 1;
+        }
+        if started > after + span {
+            listed.expect("a call after the span passes");
+            break;
+        }
+        // Other actions are not touched.
+        if failed == 1 {
+            once.get_hosted_zone()
+                .id(HOSTED_ZONE_ID)
+                .send()
+                .await
+                .expect("GetHostedZone during the span");
+        }
+        assert!(Instant::now() < until, "the span never ended");
+        // Four calls a second: under Route 53's own rate, so every Throttling is the fault's.
+        sleep(Duration::from_millis(250)).await;
+    }
+    assert!(failed >= 4, "only {failed} calls during the span");
+    t.lab.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_then_drop_applies_the_change_and_the_client_never_hears() {
+    use valkey_dr_lab::Fault;
+    let t = lab(|o| o).await;
+    let reader = aws_sdk_route53::Client::new(&sdk_with(&t.lab, 3, None).await);
+    let drop_next = |hold| Fault::CommitThenDrop {
+        service: AwsService::Route53,
+        action: "ChangeResourceRecordSets".into(),
+        times: 1,
+        hold,
+    };
+    let create = |name: &str| {
+        vec![change(
+            ChangeAction::Create,
+            rrset(name, RrType::Txt, 30, &["\"owner\""]),
+        )]
+    };
+
+    // A client that waits: the answer is held for `hold`, other requests are served
+    // meanwhile, then the connection closes with nothing written, which the SDK retries as a
+    // transient failure: the same CREATE again, refused now that the record exists.
+    let hold = Duration::from_secs(3);
+    t.lab
+        .fault(drop_next(hold))
+        .await
+        .expect("commit-then-drop");
+    let patient = aws_sdk_route53::Client::new(&sdk_with(&t.lab, 2, None).await);
+    let held = "held.lab.internal.";
+    let started = Instant::now();
+    let request = tokio::spawn({
+        let changes = create(held);
+        async move { send(&patient, changes, None).await }
+    });
+    let until = Instant::now() + DEADLINE;
+    while !txt_listed(&reader, held).await {
+        assert!(Instant::now() < until, "the change was never applied");
+        sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        !request.is_finished(),
+        "applied and listed while the answer is held"
+    );
+    let outcome = tokio::time::timeout(DEADLINE, request)
+        .await
+        .expect("the connection closes within the deadline")
+        .expect("the request task");
+    let waited = started.elapsed();
+    assert_eq!(
+        error(&outcome),
+        pair(
+            "InvalidChangeBatch",
+            "[Tried to create resource record set [name='held.lab.internal.', type='TXT'] but it already exists]"
+        )
+    );
+    assert!(
+        waited >= hold && waited < hold + Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+    assert_eq!(
+        sent_twice(&t.lab, held),
+        vec![(200, true), (400, false)],
+        "applied unanswered, closed after the hold, then refused"
+    );
+
+    // A client that gives up after a second and sends the same request again: the first was
+    // applied, so the second fails as AWS fails a CREATE of an existing record.
+    quiet().await;
+    t.lab
+        .fault(drop_next(valkey_dr_lab::DEFAULT_HOLD))
+        .await
+        .expect("commit-then-drop");
+    let impatient =
+        aws_sdk_route53::Client::new(&sdk_with(&t.lab, 3, Some(Duration::from_secs(1))).await);
+    let lock = "_valkey-dr-lock.valkey.lab.internal.";
+    let resent = tokio::time::timeout(DEADLINE, send(&impatient, create(lock), None))
+        .await
+        .expect("the client's retries end within the deadline");
+    assert_eq!(
+        error(&resent),
+        pair(
+            "InvalidChangeBatch",
+            "[Tried to create resource record set [name='_valkey-dr-lock.valkey.lab.internal.', type='TXT'] but it already exists]"
+        )
+    );
+    assert!(
+        txt_listed(&reader, lock).await,
+        "the first CREATE was applied"
+    );
+    assert_eq!(
+        sent_twice(&t.lab, lock),
+        vec![(200, true), (400, false)],
+        "applied unanswered, given up on, then refused"
+    );
+    t.lab.shutdown().await;
+}
+
+/// The status and `answer_dropped` of each `ChangeResourceRecordSets` naming `name`, after
+/// checking that they are one request sent again unchanged.
+fn sent_twice(lab: &Lab, name: &str) -> Vec<(u16, bool)> {
+    let calls: Vec<Call> = lab
+        .calls()
+        .into_iter()
+        .filter(|c| {
+            c.action == "ChangeResourceRecordSets"
+                && c.http
+                    .as_ref()
+                    .is_some_and(|h| h.request.body.contains(name))
+        })
+        .collect();
+    let bodies: Vec<&str> = calls
+        .iter()
+        .filter_map(|c| c.http.as_ref().map(|h| h.request.body.as_str()))
+        .collect();
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "the same request each time: {bodies:?}"
+    );
+    calls.iter().map(|c| (c.status, c.answer_dropped)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_us_east_1_outage_with_route53_takes_its_api_down_until_restored() {
+    use valkey_dr_lab::{Fault, LabError};
+    let t = lab(|o| o).await;
+    let r53 = aws_sdk_route53::Client::new(&sdk_with(&t.lab, 1, None).await);
+    let east = aws_sdk_elasticache::Client::new(&sdk(&t.lab, PRIMARY_REGION, false).await);
+    let primary = primary_endpoint(&t.lab);
+
+    // Route 53's control plane is in us-east-1: another region's outage cannot take it.
+    let elsewhere = t
+        .lab
+        .fault(Fault::RegionOutage {
+            region: DR_REGION.into(),
+            route53: true,
+        })
+        .await;
+    assert!(
+        matches!(&elsewhere, Err(LabError::InvalidOption { reason, .. }) if reason.contains("us-east-1")),
+        "{elsewhere:?}"
+    );
+
+    t.lab
+        .fault(Fault::RegionOutage {
+            region: PRIMARY_REGION.into(),
+            route53: true,
+        })
+        .await
+        .expect("region-outage us-east-1 --route53");
+    assert_eq!(
+        error(&east.describe_serverless_caches().send().await)
+            .map(|(code, _)| code)
+            .as_deref(),
+        Some("ServiceUnavailable")
+    );
+    assert_eq!(error(&list_record(&r53).await), unavailable());
+    assert_eq!(last(&t.lab, "ListResourceRecordSets").status, 503);
+    assert_eq!(record_over_dns(&t.lab).await, Some(primary));
+
+    t.lab
+        .fault(Fault::RegionRestore {
+            region: PRIMARY_REGION.into(),
+        })
+        .await
+        .expect("region-restore");
+    east.describe_serverless_caches()
+        .send()
+        .await
+        .expect("ElastiCache answers again");
+    list_record(&r53).await.expect("Route 53 answers again");
     t.lab.shutdown().await;
 }

@@ -38,6 +38,10 @@ pub struct Call {
     /// check (`tests/conformance/botocore_check.py`) validates against AWS's models.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpExchange>,
+    /// The lab carried the call out and never sent this answer (`commit-then-drop`): the
+    /// client saw its connection close, or gave up first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub answer_dropped: bool,
 }
 
 /// One request as it arrived: ElastiCache's form parameters are in `body`; Route 53 puts its
@@ -115,6 +119,7 @@ mod tests {
             error_code: None,
             request: serde_json::json!({"cache_name": "x"}),
             http: None,
+            answer_dropped: false,
         }
     }
 

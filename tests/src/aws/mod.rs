@@ -28,8 +28,16 @@
 //! - **Region outage** (`region-outage REGION`): that region's ElastiCache API answers every
 //!   call at once with HTTP 503 `ServiceUnavailable` (it does not hang: the SDK's own retries
 //!   and the agent's bounded loops are what a test exercises, and a hang would only add a
-//!   timeout), and its caches are blackholed. Route 53 is global and keeps answering: a test
-//!   of "us-east-1 took the Route 53 control plane with it" injects `api-error route53 …`.
+//!   timeout), and its caches are blackholed. Route 53's API keeps answering unless the
+//!   outage is us-east-1's with `route53` (`region-outage us-east-1 --route53`), where its
+//!   control plane is served from.
+//! - **Route 53's control plane down** (`route53-control-down`, or such an outage): every
+//!   request on its endpoint answers 503 `ServiceUnavailable` in Route 53's `ErrorResponse`
+//!   form, which the SDK retries as a server error; the zone's DNS answers all along.
+//! - **An answer lost after the work was done** (`commit-then-drop`): the call is carried out
+//!   and logged (`answer_dropped`), and the control server ([`crate::control`]) holds its
+//!   response unwritten until the client hangs up or the fault's `hold` runs out, then closes
+//!   the connection; other connections are served meanwhile.
 //! - **Errors** take each service's own form: `ErrorResponse` (`Type` `Sender` for 4xx and
 //!   `Receiver` for 5xx) for ElastiCache, STS, IAM and Route 53, EC2's
 //!   `<Response><Errors><Error>`, KMS's JSON `{"__type", "message"}`; injected ones
@@ -74,7 +82,7 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use hyper::body::Bytes;
 use serde::{Deserialize, Serialize};
 
@@ -367,13 +375,52 @@ pub(crate) enum Provisioning {
     Stuck,
 }
 
-/// An `api-error` fault: the next `remaining` matching calls fail with `code`.
+/// An `api-error` fault: matching calls fail with `code` while it lasts.
 #[derive(Debug, Clone)]
 struct InjectedError {
     service: AwsService,
     action: String,
     code: String,
+    lasts: Lasts,
+}
+
+/// What is left of an injected error.
+#[derive(Debug, Clone, Copy)]
+enum Lasts {
+    /// This many more calls.
+    Calls(u32),
+    /// Every call until then.
+    Until(Instant),
+}
+
+impl InjectedError {
+    fn matches(&self, service: AwsService, action: &str) -> bool {
+        self.service == service && self.action == action
+    }
+
+    fn active(&self, now: Instant) -> bool {
+        match self.lasts {
+            Lasts::Calls(n) => n > 0,
+            Lasts::Until(end) => now < end,
+        }
+    }
+}
+
+/// A `commit-then-drop` fault: the next `remaining` matching calls carried out get no answer.
+#[derive(Debug, Clone)]
+struct DroppedAnswers {
+    service: AwsService,
+    action: String,
     remaining: u32,
+    /// How long each answer is held before the connection is closed.
+    hold: Duration,
+}
+
+/// Set on the response of a call whose answer `commit-then-drop` takes: the control server
+/// holds it unwritten for at most `hold`, then closes the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DroppedAnswer {
+    pub(crate) hold: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -382,7 +429,12 @@ struct Faults {
     outages: BTreeSet<String>,
     /// `witness-down`: the agent's own way out is cut, so every call fails.
     unreachable: bool,
+    /// `route53-control-down`: Route 53's API answers 503.
+    route53_down: bool,
+    /// Regions whose outage took Route 53's API down with them (`region-outage --route53`).
+    route53_down_with: BTreeSet<String>,
     injected: Vec<InjectedError>,
+    dropped: Vec<DroppedAnswers>,
     provisioning: VecDeque<Provisioning>,
     /// `iam-deny`: IAM actions (`route53:ChangeResourceRecordSets`) the lab's principal is
     /// denied, in every service and in `SimulatePrincipalPolicy`.
@@ -393,6 +445,22 @@ struct Faults {
     kms_disabled: bool,
     /// `zone-public`: the hosted zone says it is public.
     zone_public: bool,
+}
+
+impl Faults {
+    fn route53_down(&self) -> bool {
+        self.route53_down || !self.route53_down_with.is_empty()
+    }
+}
+
+/// What Route 53's API answers while its control plane is down: the common 503 of every AWS
+/// API (tests/FIDELITY.md, row R7), which the SDK classifies as a transient server error.
+pub(crate) fn route53_unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        "The request has failed due to a temporary failure of the server.",
+    )
 }
 
 /// How the AWS emulation behaves in time.
@@ -599,13 +667,79 @@ impl Aws {
         lock(&self.faults).outages.contains(region)
     }
 
-    pub(crate) fn inject_error(&self, service: AwsService, action: &str, code: &str, times: u32) {
+    /// `route53-control-down` / `route53-control-up`; up also ends what region outages took
+    /// down.
+    pub(crate) fn set_route53_down(&self, down: bool) {
+        let mut faults = lock(&self.faults);
+        faults.route53_down = down;
+        if !down {
+            faults.route53_down_with.clear();
+        }
+    }
+
+    /// Route 53's API goes down with `region`'s outage, or comes back with its restore.
+    pub(crate) fn set_route53_down_with(&self, region: &str, down: bool) {
+        let mut faults = lock(&self.faults);
+        if down {
+            faults.route53_down_with.insert(region.to_string());
+        } else {
+            faults.route53_down_with.remove(region);
+        }
+    }
+
+    /// Whether Route 53's API answers 503, for whatever reason.
+    pub(crate) fn route53_down(&self) -> bool {
+        lock(&self.faults).route53_down()
+    }
+
+    /// `api-error`: the next calls, or every call for a while from now.
+    pub(crate) fn inject_error(
+        &self,
+        service: AwsService,
+        action: &str,
+        code: &str,
+        span: crate::ErrorSpan,
+    ) {
+        let lasts = match span {
+            crate::ErrorSpan::Calls(n) => Lasts::Calls(n),
+            crate::ErrorSpan::For(d) => Lasts::Until(Instant::now() + d),
+        };
         lock(&self.faults).injected.push(InjectedError {
             service,
             action: action.to_string(),
             code: code.to_string(),
-            remaining: times,
+            lasts,
         });
+    }
+
+    /// `commit-then-drop`.
+    pub(crate) fn drop_answers(
+        &self,
+        service: AwsService,
+        action: &str,
+        times: u32,
+        hold: Duration,
+    ) {
+        lock(&self.faults).dropped.push(DroppedAnswers {
+            service,
+            action: action.to_string(),
+            remaining: times,
+            hold,
+        });
+    }
+
+    /// Whether the answer to this call, which was carried out, is to be dropped, and for how
+    /// long it is held; uses one of the fault's calls.
+    fn take_dropped_answer(&self, service: AwsService, action: &str) -> Option<DroppedAnswer> {
+        let mut faults = lock(&self.faults);
+        let rule = faults
+            .dropped
+            .iter_mut()
+            .find(|r| r.service == service && r.action == action && r.remaining > 0)?;
+        rule.remaining -= 1;
+        let hold = rule.hold;
+        faults.dropped.retain(|r| r.remaining > 0);
+        Some(DroppedAnswer { hold })
     }
 
     /// `iam-deny` / `iam-allow`.
@@ -665,16 +799,29 @@ impl Aws {
     }
 
     /// The faults that stop a call before the API looks at it: `witness-down` (every
-    /// service), a region outage (ElastiCache only; it does not use up injected errors), an
-    /// `iam-deny` of the call's action on `resource` (never STS `GetCallerIdentity`, which
-    /// needs no permission), then an injected error, then Route 53's request rate (every call
-    /// that reaches Route 53 counts, as on AWS).
+    /// service), Route 53's control plane down (Route 53 only), a region outage (ElastiCache
+    /// only; neither uses up injected errors), an `iam-deny` of the call's action on
+    /// `resource` (never STS `GetCallerIdentity`, which needs no permission), then an injected
+    /// error, then Route 53's request rate (every call that reaches Route 53 counts, as on
+    /// AWS).
     fn gate(
         &self,
         service: AwsService,
         action: &str,
         region: &str,
         resource: &str,
+    ) -> Result<(), ApiError> {
+        self.gate_at(service, action, region, resource, Instant::now())
+    }
+
+    /// [`Aws::gate`] at `now`, for the injected errors that last a time.
+    fn gate_at(
+        &self,
+        service: AwsService,
+        action: &str,
+        region: &str,
+        resource: &str,
+        now: Instant,
     ) -> Result<(), ApiError> {
         let mut faults = lock(&self.faults);
         if faults.unreachable {
@@ -683,6 +830,9 @@ impl Aws {
                 "ServiceUnavailable",
                 "The lab's witness-down fault is on: no AWS call gets through.".to_owned(),
             ));
+        }
+        if service == AwsService::Route53 && faults.route53_down() {
+            return Err(route53_unavailable());
         }
         if service == AwsService::Elasticache && faults.outages.contains(region) {
             return Err(ApiError::new(
@@ -695,14 +845,17 @@ impl Aws {
         if service != AwsService::Sts && faults.denied.contains(&iam_action) {
             return Err(service.denied(&iam_action, resource));
         }
+        faults.injected.retain(|r| r.active(now));
         if let Some(rule) = faults
             .injected
             .iter_mut()
-            .find(|r| r.service == service && r.action == action && r.remaining > 0)
+            .find(|r| r.matches(service, action))
         {
-            rule.remaining -= 1;
+            if let Lasts::Calls(n) = &mut rule.lasts {
+                *n -= 1;
+            }
             let code = rule.code.clone();
-            faults.injected.retain(|r| r.remaining > 0);
+            faults.injected.retain(|r| r.active(now));
             return Err(ApiError::injected(service, &code));
         }
         drop(faults);
@@ -746,8 +899,13 @@ impl Exchange<'_> {
     }
 
     /// Logs the call and turns the outcome into the HTTP response: the body on success, the
-    /// service's own error form otherwise.
+    /// service's own error form otherwise. A call carried out while `commit-then-drop` waits
+    /// for one is logged as answered, and its response marked [`DroppedAnswer`].
     pub(crate) fn finish(self, outcome: Result<String, ApiError>) -> Response {
+        let dropped = match &outcome {
+            Ok(_) => self.aws.take_dropped_answer(self.service, &self.action),
+            Err(_) => None,
+        };
         let (status, error_code, body) = match outcome {
             Ok(body) => (StatusCode::OK, None, body),
             Err(e) => (
@@ -770,8 +928,9 @@ impl Exchange<'_> {
                 status: status.as_u16(),
                 body: body.clone(),
             }),
+            answer_dropped: dropped.is_some(),
         });
-        (
+        let mut response = (
             status,
             [
                 (CONTENT_TYPE, self.service.content_type().to_string()),
@@ -782,7 +941,11 @@ impl Exchange<'_> {
             ],
             body,
         )
-            .into_response()
+            .into_response();
+        if let Some(dropped) = dropped {
+            response.extensions_mut().insert(dropped);
+        }
+        response
     }
 }
 
@@ -828,6 +991,7 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             post(route53::change_rrsets).get(route53::list_rrsets),
         )
         .route("/2013-04-01/change/{id}", get(route53::get_change))
+        .route("/2013-04-01/{*rest}", any(route53::other))
 }
 
 #[cfg(test)]
@@ -898,7 +1062,7 @@ mod tests {
             AwsService::Elasticache,
             "CreateServerlessCache",
             "Throttling",
-            2,
+            crate::ErrorSpan::Calls(2),
         );
         let gate = |action| aws.gate(AwsService::Elasticache, action, "us-west-2", "*");
         assert!(gate("DescribeServerlessCaches").is_ok());
@@ -928,6 +1092,127 @@ mod tests {
         assert_eq!(aws.next_provisioning(), Provisioning::Fail);
         assert_eq!(aws.next_provisioning(), Provisioning::Stuck);
         assert_eq!(aws.next_provisioning(), Provisioning::Normal);
+    }
+
+    #[test]
+    fn route53_down_refuses_every_route53_call_and_nothing_else() {
+        let aws = Aws::new(AwsOptions::lenient(Duration::ZERO, Duration::ZERO));
+        aws.inject_error(
+            AwsService::Route53,
+            "GetChange",
+            "Throttling",
+            crate::ErrorSpan::Calls(1),
+        );
+        let r53 = |action| aws.gate(AwsService::Route53, action, "us-east-1", "*");
+        aws.set_route53_down(true);
+        for action in ["ChangeResourceRecordSets", "GetChange", ""] {
+            let e = r53(action).unwrap_err();
+            assert_eq!(
+                (e.status.as_u16(), e.code.as_str()),
+                (503, "ServiceUnavailable")
+            );
+            assert!(
+                e.body(AwsService::Route53, "r")
+                    .contains("<Type>Receiver</Type><Code>ServiceUnavailable</Code>")
+            );
+        }
+        assert!(
+            aws.gate(
+                AwsService::Elasticache,
+                "DescribeServerlessCaches",
+                "us-east-1",
+                "*"
+            )
+            .is_ok()
+        );
+        aws.set_route53_down(false);
+        assert_eq!(
+            r53("GetChange").unwrap_err().code,
+            "Throttling",
+            "the outage used up no injected error"
+        );
+        assert!(r53("GetChange").is_ok());
+
+        // A region's outage takes it down until that region is restored, or until up.
+        aws.set_route53_down_with("us-east-1", true);
+        assert!(aws.route53_down());
+        aws.set_route53_down_with("us-east-1", false);
+        assert!(!aws.route53_down() && r53("GetChange").is_ok());
+        aws.set_route53_down_with("us-east-1", true);
+        aws.set_route53_down(false);
+        assert!(!aws.route53_down(), "route53-control-up ends it too");
+    }
+
+    #[test]
+    fn an_error_injected_for_a_time_fails_every_call_until_then() {
+        let aws = Aws::new(AwsOptions::lenient(Duration::ZERO, Duration::ZERO));
+        let start = Instant::now();
+        aws.inject_error(
+            AwsService::Route53,
+            "ChangeResourceRecordSets",
+            "Throttling",
+            crate::ErrorSpan::For(Duration::from_secs(30)),
+        );
+        let at = |action, after: u64| {
+            aws.gate_at(
+                AwsService::Route53,
+                action,
+                "us-east-1",
+                "*",
+                start + Duration::from_secs(after),
+            )
+        };
+        for after in [0, 1, 10, 29] {
+            assert_eq!(
+                at("ChangeResourceRecordSets", after).unwrap_err().code,
+                "Throttling",
+                "{after}s in"
+            );
+        }
+        assert!(at("GetChange", 1).is_ok(), "another action");
+        assert!(at("ChangeResourceRecordSets", 31).is_ok(), "after 30 s");
+        assert!(
+            at("ChangeResourceRecordSets", 1).is_ok(),
+            "an ended span is forgotten"
+        );
+    }
+
+    #[test]
+    fn commit_then_drop_takes_the_answers_of_the_next_calls_carried_out() {
+        let aws = Aws::new(AwsOptions::lenient(Duration::ZERO, Duration::ZERO));
+        let hold = Duration::from_secs(7);
+        aws.drop_answers(AwsService::Route53, "ChangeResourceRecordSets", 2, hold);
+        assert_eq!(
+            aws.take_dropped_answer(AwsService::Route53, "GetChange"),
+            None
+        );
+        for _ in 0..2 {
+            assert_eq!(
+                aws.take_dropped_answer(AwsService::Route53, "ChangeResourceRecordSets"),
+                Some(DroppedAnswer { hold })
+            );
+        }
+        assert_eq!(
+            aws.take_dropped_answer(AwsService::Route53, "ChangeResourceRecordSets"),
+            None
+        );
+
+        // Through an exchange: only a success is dropped, and the log says so.
+        aws.drop_answers(AwsService::Route53, "GetChange", 1, hold);
+        let exchange = |outcome| {
+            let mut call = aws.exchange(AwsService::Route53);
+            call.action = "GetChange".to_string();
+            call.finish(outcome)
+        };
+        let refused = exchange(Err(ApiError::sender("InvalidInput", "no")));
+        assert!(refused.extensions().get::<DroppedAnswer>().is_none());
+        let carried_out = exchange(Ok(String::new()));
+        assert_eq!(
+            carried_out.extensions().get::<DroppedAnswer>(),
+            Some(&DroppedAnswer { hold })
+        );
+        let logged: Vec<bool> = aws.calls().iter().map(|c| c.answer_dropped).collect();
+        assert_eq!(logged, vec![false, true]);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Route 53's REST-XML API over the lab's one private hosted zone ([`HOSTED_ZONE_ID`]):
-//! `ChangeResourceRecordSets`, `ListResourceRecordSets` and `GetChange`.
+//! `ChangeResourceRecordSets`, `ListResourceRecordSets`, `GetChange` and `GetHostedZone`; any
+//! other path under `/2013-04-01/` only to refuse it while the control plane is down.
 //!
 //! The zone's record sets are the lab DNS server's own data (`dns::Zone`), so an accepted
 //! change is answered by the DNS at once, before `GetChange` says `INSYNC` (on AWS too, the
@@ -23,8 +24,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
 use hickory_proto::rr::rdata::{A, AAAA, CNAME, NS, SOA, TXT};
 use hickory_proto::rr::{Name, RData, RecordType};
 use hyper::body::Bytes;
@@ -35,7 +37,7 @@ use tracing::info;
 
 use super::calls::HttpRequest;
 use super::xml::Xml;
-use super::{ApiError, AwsService, lock, sigv4, timestamp};
+use super::{ApiError, AwsService, lock, route53_unavailable, sigv4, timestamp};
 use crate::Shared;
 use crate::config::HOSTED_ZONE_ID;
 use crate::dns::{RrSet, RrSets};
@@ -758,6 +760,36 @@ pub(crate) async fn get_change(
         Ok(Xml::with_declaration().root("GetChangeResponse", NAMESPACE, |x| info.write(x, insync)))
     })();
     call.finish(outcome)
+}
+
+/// Any other request on Route 53's endpoint (`/2013-04-01/…`: an action the lab does not
+/// emulate, such as `ListHostedZones`): while the control plane is down it is refused as
+/// every other call is; otherwise it is a plain 404 from the lab, which emulates only the
+/// actions above. Not logged: the call log holds the emulated actions, which the botocore
+/// check reads.
+pub(crate) async fn other(State(lab): State<Arc<Shared>>) -> Response {
+    if !lab.aws.route53_down() {
+        return (
+            StatusCode::NOT_FOUND,
+            "valkey-dr-lab's Route 53 emulates ChangeResourceRecordSets, ListResourceRecordSets, \
+             GetChange and GetHostedZone only",
+        )
+            .into_response();
+    }
+    let request_id = lab.aws.request_id();
+    let error = route53_unavailable();
+    (
+        error.status,
+        [
+            (CONTENT_TYPE, AwsService::Route53.content_type().to_string()),
+            (
+                HeaderName::from_static("x-amzn-requestid"),
+                request_id.clone(),
+            ),
+        ],
+        error.body(AwsService::Route53, &request_id),
+    )
+        .into_response()
 }
 
 /// The name servers a public zone's delegation set lists (AWS's are `ns-N.awsdns-NN.tld`);

@@ -276,6 +276,7 @@ async fn timed(
     let (t0, wall0) = (Instant::now(), SystemTime::now());
     lab.fault(Fault::RegionOutage {
         region: PRIMARY_REGION.to_owned(),
+        route53: false,
     })
     .await
     .context("injecting the region outage")?;

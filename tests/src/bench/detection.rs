@@ -98,6 +98,7 @@ impl Kind {
             Self::Blackhole => Fault::Blackhole { cache },
             Self::RegionOutage => Fault::RegionOutage {
                 region: PRIMARY_REGION.to_string(),
+                route53: false,
             },
             Self::RefuseNew => Fault::RefuseNew { cache },
         }

@@ -6,6 +6,11 @@
 //! with a caching resolver, and `region-outage us-east-1`. Times are arrivals at this process
 //! (webhook POSTs and the application's own writes) on one clock, from just before the fault.
 //!
+//! With `--route53-down SECONDS`, Route 53's API goes down at the outage too (every call
+//! answers 503 `ServiceUnavailable`, as when its control plane in us-east-1 is impaired) and
+//! comes back SECONDS later while the region stays down: the switch waits for it, and the
+//! report says when it came back.
+//!
 //! The overhead is the application's outage minus the waits that are not the agent's: the
 //! cache build (provision delay), the Route 53 change (insync delay) and one TTL. How much of
 //! the TTL the application actually waits is luck (when its resolver last refreshed the old
@@ -22,7 +27,7 @@ use super::ScratchDir;
 use super::agent;
 use super::round_ms;
 use crate::scenario::{
-    self, AgentProgram, INSYNC_DELAY, INTERVAL, Milestone, Outcome, PROVISION_DELAY, TTL,
+    self, AgentProgram, INSYNC_DELAY, INTERVAL, Milestone, Outage, Outcome, PROVISION_DELAY, TTL,
 };
 
 /// The target: the agent adds less than this beyond one probe interval.
@@ -90,7 +95,9 @@ fn overhead_beyond_interval(o: &Outcome) -> f64 {
     o.overhead_s() - INTERVAL.as_secs_f64()
 }
 
-pub async fn run(runs: usize, seed: u64) -> anyhow::Result<Value> {
+/// `runs` failovers; with `route53_down`, Route 53's API is down for that long from each
+/// outage.
+pub async fn run(runs: usize, seed: u64, route53_down: Option<Duration>) -> anyhow::Result<Value> {
     let (binary, profile) = agent::measured_binary()?;
     // Where in the probe interval each outage lands, so detection covers every phase.
     let mut rng = StdRng::seed_from_u64(seed);
@@ -108,7 +115,11 @@ pub async fn run(runs: usize, seed: u64) -> anyhow::Result<Value> {
     for (i, offset) in offsets.iter().enumerate() {
         eprintln!("bench failover: run {}/{runs}", i + 1);
         let dir = scratch.path().join(format!("run{i:03}"));
-        match scenario::play(&dir, &program, *offset, &mut |_| {}).await {
+        let outage = Outage {
+            offset: *offset,
+            route53_down,
+        };
+        match scenario::play(&dir, &program, outage, &mut |_| {}).await {
             Ok(o) => {
                 eprintln!(
                     "  down t+{:.2}s, dns switched t+{:.2}s, app writing t+{:.2}s (dns wait {:.2}s), overhead {:+.2}s",
@@ -170,6 +181,10 @@ pub async fn run(runs: usize, seed: u64) -> anyhow::Result<Value> {
                         .collect(),
                 ),
             );
+            run.insert(
+                "route53_back_s".into(),
+                json!(o.route53_back.map(|d| round_ms(d.as_secs_f64()))),
+            );
             run.insert("endpoint".into(), json!(o.endpoint));
             run.insert("writes_ok".into(), json!(o.writes_ok));
             run.insert("writes_failed".into(), json!(o.writes_failed));
@@ -199,6 +214,18 @@ pub async fn run(runs: usize, seed: u64) -> anyhow::Result<Value> {
         .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
     let meets =
         failures.is_empty() && worst.is_some_and(|w| w < TARGET_BEYOND_INTERVAL.as_secs_f64());
+    let fault = match route53_down {
+        None => "region-outage us-east-1: the primary's front blackholed, its ElastiCache API \
+                 503; Route 53 keeps answering"
+            .to_owned(),
+        Some(down) => format!(
+            "region-outage us-east-1: the primary's front blackholed, its ElastiCache API 503; \
+             and Route 53's API down (every call 503 ServiceUnavailable; route53-control-down) \
+             from the outage for {}s, then back (route53-control-up) while the region stays \
+             down; the zone's DNS answers throughout",
+            down.as_secs()
+        ),
+    };
     Ok(json!({
         "bench": "failover",
         "runs": runs,
@@ -220,8 +247,8 @@ pub async fn run(runs: usize, seed: u64) -> anyhow::Result<Value> {
             "application": "SET session:<n> … EX 600 every 100 ms through the record: hickory \
                             resolver with its cache (honours the TTL), TLS to the CNAME target's \
                             name, 500 ms per operation, reconnect (and resolve) after any error",
-            "fault": "region-outage us-east-1: the primary's front blackholed, its ElastiCache \
-                      API 503; Route 53 keeps answering",
+            "fault": fault,
+            "route53_down_s": route53_down.map(|d| d.as_secs_f64()),
         },
         "target": {
             "what": "overhead_beyond_interval_s < 1 s in every run",
@@ -261,6 +288,12 @@ pub async fn run(runs: usize, seed: u64) -> anyhow::Result<Value> {
             "each outage starts outage_offsets_s (seeded, 0..1 interval) after the \
              application's 2 s warm-up, so that detection covers every phase of the probe \
              interval",
+            "route53_down_s: how long Route 53's API was down from each outage (null: it \
+             answered throughout); per run, route53_back_s: when it answered again, after the \
+             outage. While it is down, the milestones that call it (provision, after the lease; \
+             switch_dns; wait_insync; failover_completed, after the release) may take that \
+             long and 30 s more before the run counts as stalled, and the overhead includes \
+             the wait",
             "percentiles are nearest-rank over the completed runs",
         ],
     }))

@@ -473,6 +473,7 @@ pub async fn agent_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, S
 pub fn region_outage() -> Fault {
     Fault::RegionOutage {
         region: PRIMARY_REGION.to_owned(),
+        route53: false,
     }
 }
 
