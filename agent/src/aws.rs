@@ -37,6 +37,28 @@ pub async fn sdk_config(config: &Config, region: &str) -> SdkConfig {
     loader.load().await
 }
 
+/// The SDK config of the Route 53 client a failover uses: one attempt per call, bounded by
+/// `ROUTE53_ATTEMPT_TIMEOUT`. The executor retries Route 53 itself, without end and at least
+/// once a second (`ExecutorLimits::route53_max_backoff`), so that the record moves the moment
+/// Route 53 answers again; the SDK's own retries would add their growing, jittered backoff
+/// (seconds) inside each of those tries. The bound turns a change whose answer never comes
+/// into a retry that finds what it did, instead of a wait on a dead connection.
+pub fn route53_for_failover(sdk: &SdkConfig) -> SdkConfig {
+    sdk.to_builder()
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .timeout_config(
+            aws_config::timeout::TimeoutConfig::builder()
+                .connect_timeout(std::time::Duration::from_secs(3))
+                .operation_attempt_timeout(ROUTE53_ATTEMPT_TIMEOUT)
+                .build(),
+        )
+        .build()
+}
+
+/// How long one Route 53 call of a failover may take: its API answers in well under a second
+/// when it works.
+pub const ROUTE53_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The region Route 53 clients of `w` are built with. Route 53 is global within a partition,
 /// and the SDK's endpoint rules turn any region of a partition into that partition's
 /// endpoint and signing region (us-east-1 in `aws`, cn-northwest-1 in `aws-cn`,

@@ -115,7 +115,9 @@ impl Runner {
     ) -> Self {
         let dr_spec = crate::spec::dr_spec(config, w, &spec).await;
         let cache = SdkCache::new(&aws::sdk_config(config, &w.dr.region).await);
-        let dns = SdkDns::new(&aws::sdk_config(config, aws::route53_region(w)).await);
+        let dns = SdkDns::new(&aws::route53_for_failover(
+            &aws::sdk_config(config, aws::route53_region(w)).await,
+        ));
         Runner {
             cache,
             dns,

@@ -83,7 +83,7 @@ pub(crate) struct Zone {
 
 /// What the server does with one query.
 #[derive(Debug, PartialEq)]
-enum Reply {
+pub(crate) enum Reply {
     /// Say nothing: the client times out.
     Silent,
     Answer {
@@ -312,9 +312,54 @@ impl Table {
     }
 }
 
-/// The hickory-server handler over a [`Zone`].
+/// What one of the lab's DNS servers answers from.
+pub(crate) trait Answers: Send + Sync + 'static {
+    /// The reply to one question.
+    fn reply(&self, name: &Name, class: DNSClass, qtype: RecordType) -> Reply;
+}
+
+impl Answers for Zone {
+    fn reply(&self, name: &Name, class: DNSClass, qtype: RecordType) -> Reply {
+        Zone::reply(self, name, class, qtype)
+    }
+}
+
+/// The resolver of an agent cut off from the world: it answers the names it was given with
+/// their addresses (an `A` record, at the endpoints' TTL) and refuses every other question,
+/// as a broken or hijacked resolver does. AWS's API still answers such an agent.
+pub(crate) struct CutOff {
+    pub(crate) answers: BTreeMap<Name, Ipv4Addr>,
+}
+
+impl Answers for CutOff {
+    fn reply(&self, name: &Name, _class: DNSClass, qtype: RecordType) -> Reply {
+        let name = name.to_lowercase();
+        match self.answers.get(&name) {
+            Some(ip) if qtype == RecordType::A => Reply::Answer {
+                code: ResponseCode::NoError,
+                authoritative: false,
+                answers: vec![Record::from_rdata(name, ENDPOINT_TTL, RData::A(A(*ip)))],
+                authority: vec![],
+            },
+            Some(_) => Reply::Answer {
+                code: ResponseCode::NoError,
+                authoritative: false,
+                answers: vec![],
+                authority: vec![],
+            },
+            None => Reply::Answer {
+                code: ResponseCode::Refused,
+                authoritative: false,
+                answers: vec![],
+                authority: vec![],
+            },
+        }
+    }
+}
+
+/// The hickory-server handler over what a server answers from.
 pub(crate) struct Handler {
-    zone: Arc<Zone>,
+    zone: Arc<dyn Answers>,
 }
 
 #[async_trait::async_trait]
@@ -391,7 +436,7 @@ async fn send<'a, R: ResponseHandler>(
 
 /// Binds UDP and TCP on the same 127.0.0.1 port and starts serving `zone`.
 pub(crate) async fn serve(
-    zone: Arc<Zone>,
+    zone: Arc<dyn Answers>,
 ) -> Result<(ServerFuture<Handler>, SocketAddr), LabError> {
     let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
     let mut last: Option<(SocketAddr, std::io::Error)> = None;

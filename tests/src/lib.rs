@@ -700,6 +700,13 @@ fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), LabError>
     write().map_err(|e| LabError::io("writing", path, e))
 }
 
+/// A resolver that answers only the names it was given: see [`Lab::cut_off_resolver`].
+pub struct CutOffResolver {
+    /// Where it listens, UDP and TCP.
+    pub addr: SocketAddr,
+    _server: ServerFuture<dns::Handler>,
+}
+
 /// A running lab. Dropping it kills every valkey-server at once; [`Lab::shutdown`] stops
 /// everything in order and waits for it.
 ///
@@ -785,7 +792,7 @@ impl Lab {
             dns::fqdn(RECORD)?,
             options.ttl.as_secs() as u32,
         ));
-        let (dns_server, dns_addr) = dns::serve(zone.clone()).await?;
+        let (dns_server, dns_addr) = dns::serve(zone.clone() as Arc<dyn dns::Answers>).await?;
         let witness = witness::WitnessServer::start().await?;
         let witness_addr = witness.addr();
         if let Some(rate) = options.route53_rate
@@ -1006,6 +1013,25 @@ impl Lab {
         let region = self.shared.remove_cache(name).await?;
         aws::lock(&self.shared.aws.elasticache).forget(&region, name);
         Ok(())
+    }
+
+    /// A resolver of its own, on 127.0.0.1 (UDP and TCP on one port), for an agent cut off
+    /// from the world: it answers each of `answers`' names with its address and refuses
+    /// every other question. AWS's API (the lab's) still answers that agent. It serves until
+    /// dropped.
+    pub async fn cut_off_resolver(
+        &self,
+        answers: &[(&str, Ipv4Addr)],
+    ) -> Result<CutOffResolver, LabError> {
+        let answers = answers
+            .iter()
+            .map(|(name, ip)| Ok((dns::fqdn(name)?, *ip)))
+            .collect::<Result<_, LabError>>()?;
+        let (server, addr) = dns::serve(Arc::new(dns::CutOff { answers })).await?;
+        Ok(CutOffResolver {
+            addr,
+            _server: server,
+        })
     }
 
     /// Every AWS call the lab has answered (the newest 10 000), oldest first.

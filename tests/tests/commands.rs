@@ -36,28 +36,32 @@ async fn plan_reads_the_record_and_changes_nothing() {
     assert_eq!(
         names,
         [
-            "lease",
             "provision",
             "wait_available",
             "verify_direct",
+            "lease",
             "switch_dns",
             "wait_insync",
             "verify_dns",
             "release"
-        ]
+        ],
+        "the build first: nothing before it waits on Route 53"
     );
-    assert_eq!(steps[0]["changes"][0]["Type"], "TXT");
-    assert_eq!(steps[0]["changes"][0]["Action"], "CREATE");
-    assert_eq!(steps[1]["call"], "CreateServerlessCache");
-    assert_eq!(steps[1]["input"]["ServerlessCacheName"], "app-sessions-dr");
-    assert!(
-        steps[1]["input"]["Tags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|t| t["Key"] == "valkey-dr:failover-id"),
-        "the failover id tag is part of the request: {plan:#}"
-    );
+    assert_eq!(steps[3]["changes"][0]["Type"], "TXT");
+    assert_eq!(steps[3]["changes"][0]["Action"], "CREATE");
+    assert_eq!(steps[0]["call"], "CreateServerlessCache");
+    assert_eq!(steps[0]["input"]["ServerlessCacheName"], "app-sessions-dr");
+    let tags = steps[0]["input"]["Tags"].as_array().unwrap();
+    for key in [
+        "valkey-dr:failover-id",
+        "valkey-dr:watch",
+        "valkey-dr:record",
+    ] {
+        assert!(
+            tags.iter().any(|t| t["Key"] == key),
+            "the {key} tag is part of the request: {plan:#}"
+        );
+    }
     assert_eq!(steps[5]["call"], "GetChange");
     assert_eq!(steps[7]["changes"][0]["Action"], "DELETE");
     let delete = &steps[4]["changes"][0];
@@ -81,7 +85,7 @@ async fn plan_reads_the_record_and_changes_nothing() {
     assert!(!text.contains('{'), "no JSON in text: {text}");
     assert!(text.starts_with("watch sessions (agent "), "{text}");
     assert!(
-        text.contains("2. provision       CreateServerlessCache in us-west-2"),
+        text.contains("1. provision       CreateServerlessCache in us-west-2"),
         "{text}"
     );
     assert!(

@@ -15,11 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use hickory_resolver::proto::rr::RecordType;
 use serde_json::Value;
 use support::{
     Agent, TestLab, Webhook, after_first_success, cname_change_attempts, create_attempts, creates,
-    failover_of, once, region_outage, uncached_resolver, wait_until, watch_status,
+    failover_of, once, record_target, region_outage, wait_until, watch_status,
 };
 use tokio::sync::Semaphore;
 use valkey_dr::executor::{FailoverOutcome, Journal, Phase, Step};
@@ -96,18 +95,6 @@ fn auto_config_with(
     ];
     edits.extend_from_slice(more);
     lab.config_variant(name, &edits)
-}
-
-/// The CNAME the lab's DNS answers for the record, if any.
-async fn record_target(t: &TestLab) -> Option<String> {
-    let lookup = uncached_resolver(t.lab.info().dns)
-        .lookup(RECORD, RecordType::CNAME)
-        .await
-        .ok()?;
-    lookup
-        .record_iter()
-        .find(|r| r.record_type() == RecordType::CNAME)
-        .map(|r| r.data().to_string())
 }
 
 /// The DR cache's endpoint, once the failover created it.
@@ -494,12 +481,12 @@ async fn race_trial(trial: usize) -> Result<String, String> {
                 "agent {i} stood down, then reported {names:?}, outcome {:?}",
                 j.outcome
             );
-            // It stood down at the lease, before building anything; or it reached the
-            // provision step and its journal says it found the winner's cache there.
-            let provisioned = j.entries.iter().any(|e| e.step == Step::Provision);
+            // The build comes before the lease (issue 20): it built the one cache or adopted
+            // it, then found the lease held or the record already switched, and never
+            // reached the switch.
             ensure!(
-                !provisioned || documents_adopt(&j),
-                "agent {i} stood down after a provision step that adopted nothing: {:#?}",
+                !j.started(Step::SwitchDns),
+                "agent {i} stood down after beginning the switch: {:#?}",
                 j.entries
             );
             report.push(format!("{i}: stood down"));
@@ -886,6 +873,197 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
             .iter()
             .any(|e| e["detail"]["quorum"]["reached"] == true),
         "no intent carried a reached quorum: {intents:#?}"
+    );
+}
+
+/// Issue 20, item 6: three auto-failover agents with `quorum = 2`. One of them, "cut", has a
+/// resolver that sends the primary's endpoint to a dead address and refuses every other name,
+/// while AWS's API still answers it. Before the outage it votes `down` alone and is blocked by
+/// the quorum. On a real region outage it is the first to see a quorum and builds the DR
+/// cache, then fails at `verify_direct` on its own side (its resolver refuses the DR name),
+/// says so, takes no lease and votes no more `down`; the two healthy agents adopt its cache
+/// and one of them switches the record, within detection + build + 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_agent_never_stands_in_the_way_of_the_fleet() {
+    let _slot = LABS.acquire().await.expect("the semaphore stays open");
+    let t = fast_lab().await;
+    let token_file = t.dir.path().join("peer-token");
+    std::fs::write(&token_file, format!("{PEER_TOKEN}\n")).expect("token");
+    let (key_files, peer_keys) =
+        support::peer_keys(t.dir.path(), &["agent-a", "agent-b", "agent-c"]).await;
+    let ports = [free_port(), free_port(), free_port()];
+    let primary = t
+        .lab
+        .info()
+        .cache(valkey_dr_lab::PRIMARY_CACHE)
+        .expect("the lab's primary")
+        .endpoint
+        .clone();
+    // Nothing listens on 127.0.0.0/16: the lab's fronts are on 127.1.0.1 and above.
+    let dead = std::net::Ipv4Addr::new(127, 0, 0, 9);
+    let resolver = t
+        .lab
+        .cut_off_resolver(&[(primary.as_str(), dead)])
+        .await
+        .expect("the cut-off resolver");
+    let text = std::fs::read_to_string(t.config()).expect("agent.toml");
+    let lab_nameservers = text
+        .lines()
+        .find(|l| l.starts_with("nameservers = "))
+        .expect("agent.toml names its nameservers")
+        .to_owned();
+    let cut_nameservers = format!("nameservers = [\"{}\"]", resolver.addr);
+    let token = toml::Value::String(token_file.to_string_lossy().into_owned()).to_string();
+    let names = ["a", "b", "c"];
+    let hooks = [
+        Webhook::start().await,
+        Webhook::start().await,
+        Webhook::start().await,
+    ];
+    let config_of = |i: usize| {
+        let peers: Vec<String> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| format!("\"127.0.0.1:{}\"", ports[j]))
+            .collect();
+        let agent = format!(
+            "admin_listen = \"127.0.0.1:{}\"\npeers = [{}]\nquorum = 2\npeer_token_file = {token}\nkey_file = {}\npeer_keys = {peer_keys}",
+            ports[i],
+            peers.join(", "),
+            key_files[i]
+        );
+        let id = format!("id = \"agent-{}\"", names[i]);
+        let mut edits = vec![
+            ("id = \"lab-agent\"", id.as_str()),
+            ("admin_listen = \"127.0.0.1:0\"", agent.as_str()),
+        ];
+        if i == 2 {
+            edits.push((lab_nameservers.as_str(), cut_nameservers.as_str()));
+        }
+        let state_dir = t.dir.path().join(format!("state-{}", names[i]));
+        let config = auto_config_with(
+            &t,
+            &format!("cut-{}.toml", names[i]),
+            &state_dir,
+            &hooks[i],
+            &edits,
+        );
+        (config, state_dir)
+    };
+    let mut agents = Vec::new();
+    for i in 0..2 {
+        let (config, state_dir) = config_of(i);
+        let agent = Agent::start(&config, &state_dir, &[]).await;
+        assert!(
+            agent.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
+            "agent {i} never healthy:\n{}",
+            agent.log_text()
+        );
+        agents.push(agent);
+    }
+    let (cut_config, cut_state) = config_of(2);
+    let cut = Agent::start(&cut_config, &cut_state, &[]).await;
+
+    // Before the outage: the cut-off agent judges the cache down and is refused a quorum.
+    assert!(
+        wait_until(FAILOVER_BOUND, || async {
+            hooks[2].count("failover_blocked") >= 1
+        })
+        .await,
+        "no failover_blocked from the cut-off agent: {:?}\n{}",
+        hooks[2].names(),
+        cut.log_text()
+    );
+    support::wait_more_rounds(&cut, WATCH, 3, EVENT_BOUND).await;
+    let calls = t.lab.calls();
+    assert!(
+        create_attempts(&calls).is_empty() && cname_change_attempts(&calls).is_empty(),
+        "something was built or switched while the cache was healthy: {:#?} {:#?}",
+        create_attempts(&calls),
+        cname_change_attempts(&calls)
+    );
+
+    // The region goes away for everyone.
+    let outage_at = tokio::time::Instant::now();
+    t.fault(region_outage()).await;
+    let dr_switched = wait_until(FAILOVER_BOUND, || async {
+        match (dr_endpoint(&t), record_target(&t).await) {
+            (Some(dr), Some(target)) => same_name(&dr, &target),
+            _ => false,
+        }
+    })
+    .await;
+    let switched_after = outage_at.elapsed();
+    assert!(
+        dr_switched,
+        "the record never switched: a {:?}, b {:?}, cut {:?}\n{}",
+        hooks[0].names(),
+        hooks[1].names(),
+        hooks[2].names(),
+        cut.log_text()
+    );
+    // Detection: the first healthy agent's `down`; the build: the builder's provision and
+    // wait_available, from its journal.
+    let down_after = [&hooks[0], &hooks[1]]
+        .iter()
+        .flat_map(|h| h.events())
+        .filter(|(_, e)| e["event"] == "down")
+        .map(|(at, _)| at.duration_since(outage_at))
+        .min()
+        .expect("a healthy agent announced down");
+    let builder = journal(&cut_state).expect("the cut-off agent's journal");
+    let timings = builder.timings();
+    let build = timings.get("provision").copied().unwrap_or_default()
+        + timings.get("wait_available").copied().unwrap_or_default();
+    let bound = down_after + build + Duration::from_secs(10);
+    assert!(
+        switched_after <= bound,
+        "switched {switched_after:?} after the outage, beyond detection {down_after:?} + build {build:?} + 10 s"
+    );
+    eprintln!(
+        "cut-off fleet: record switched {switched_after:?} after the outage (down after {down_after:?}, build {build:?})"
+    );
+    for (i, agent) in agents.iter().enumerate() {
+        assert!(
+            agent.wait_state(WATCH, "failed_over", FAILOVER_BOUND).await,
+            "agent {i} not failed_over: {:?}\n{}",
+            hooks[i].names(),
+            agent.log_text()
+        );
+    }
+    let dirs = ["a", "b", "c"].map(|n| t.dir.path().join(format!("state-{n}")));
+    check_one_failover(&t, &dirs.iter().map(PathBuf::as_path).collect::<Vec<_>>())
+        .await
+        .expect("exactly one failover");
+
+    // The cut-off agent built the cache, failed on its own side, and said so.
+    assert!(
+        wait_until(EVENT_BOUND, || async {
+            hooks[2].count("failover_failed") >= 1
+        })
+        .await,
+        "no failover_failed from the cut-off agent: {:?}\n{}",
+        hooks[2].names(),
+        cut.log_text()
+    );
+    let failed = hook_events(&hooks[2], "failover_failed").remove(0);
+    assert_eq!(failed["detail"]["own_side"], true, "{failed:#}");
+    assert_eq!(failed["detail"]["step"], "verify_direct", "{failed:#}");
+    let reasons = failed["reasons"].to_string();
+    assert!(
+        reasons.contains("own side") && reasons.contains("own resolver"),
+        "{failed:#}"
+    );
+    assert!(
+        builder.entries.iter().all(|e| e.step != Step::Lease),
+        "the cut-off agent took no lease: {:#?}",
+        builder.entries
+    );
+    let vote = watch_status(&cut, WATCH)
+        .await
+        .expect("the cut-off agent's status");
+    assert_eq!(
+        vote["vote"]["outage_evidence"], false,
+        "the cut-off agent votes no more down: {vote:#}"
     );
 }
 

@@ -176,7 +176,11 @@ async fn cache_calls_create_describe_and_tag() {
     assert_eq!(available.arn, created.arn);
     assert_eq!(
         cache.tags(&available.arn).await.expect("tags"),
-        BTreeMap::from([(FAILOVER_TAG.to_owned(), "fo-sdk-1".to_owned())])
+        BTreeMap::from([
+            (FAILOVER_TAG.to_owned(), "fo-sdk-1".to_owned()),
+            ("valkey-dr:record".to_owned(), RECORD.to_owned()),
+            ("valkey-dr:watch".to_owned(), "sessions".to_owned()),
+        ])
     );
     assert_eq!(cache.describe("no-such-cache").await.unwrap(), None);
     // Case does not matter to ElastiCache names.
@@ -691,8 +695,18 @@ async fn the_executor_fails_over_through_the_sdk() {
                 .is_some_and(|a| a.iter().any(|ch| ch["type"] == "CNAME"))
         })
         .collect();
-    assert_eq!(cname_changes.len(), 1, "{cname_changes:#?}");
-    assert!(cname_changes[0].succeeded());
+    // The lease is taken right before the switch now (issue 20): the switch may arrive within
+    // Route 53's window after the lease's change and be refused once with
+    // PriorRequestNotComplete (ledger R2), then retried; one change of the record lands.
+    let (landed, refused): (Vec<&Call>, Vec<&Call>) =
+        cname_changes.iter().partition(|c| c.succeeded());
+    assert_eq!(landed.len(), 1, "{cname_changes:#?}");
+    assert!(
+        refused
+            .iter()
+            .all(|c| c.error_code.as_deref() == Some("PriorRequestNotComplete")),
+        "{cname_changes:#?}"
+    );
     // The lease was taken and released: nothing of it is left in the zone.
     assert_eq!(
         dns.record(HOSTED_ZONE_ID, &format!("_valkey-dr-lock.{RECORD}"), "TXT")

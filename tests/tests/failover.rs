@@ -487,6 +487,112 @@ async fn a_region_outage_fails_over_once_and_the_record_serves_from_the_dr_cache
     support::assert_botocore_conformant(&s.lab).await;
 }
 
+/// Issue 20: us-east-1 goes down and takes Route 53's API with it. Nothing before the build
+/// waits on Route 53: the DR cache is built and verified while no Route 53 call succeeds,
+/// people hear that only Route 53 holds the failover (the event, `/status`, the metric),
+/// and the record moves within 2 s of Route 53 answering again, with one create and one
+/// change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_route53_down_the_cache_is_built_first_and_the_record_moves_when_it_answers() {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
+    let agent = s.healthy_agent().await;
+    let before_outage = s.calls().last().map_or(0, |c| c.seq);
+    s.fault(Fault::RegionOutage {
+        region: PRIMARY_REGION.to_owned(),
+        route53: true,
+    })
+    .await;
+    let held = s
+        .wait_event(FAILOVER_BOUND, |e| {
+            e["event"] == "failover_step"
+                && e["detail"]["phase"] == "retrying"
+                && e["detail"]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("is built and verified at"))
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "never held by Route 53 alone: {:?}\n{}",
+                s.hook.names(),
+                agent.log_text()
+            )
+        });
+    let said = held["detail"]["detail"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("Route 53's API has not answered for")
+            && said.contains("the record moves as soon as it does"),
+        "{held:#}"
+    );
+    assert_eq!(held["detail"]["step"], "lease", "{held:#}");
+    let status = wait_until(EVENT_BOUND, || async {
+        watch_status(&agent).await["last_failover"]["retrying"]["step"] == "lease"
+    })
+    .await;
+    assert!(status, "{:#}", watch_status(&agent).await);
+    let admin = agent.admin().expect("the admin address");
+    let (_, metrics) = support::agent_get(admin, "/metrics")
+        .await
+        .expect("/metrics");
+    let since = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("valkey_dr_failover_retrying_since_timestamp_seconds{watch=\"sessions\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .expect("the retrying metric");
+    assert!(
+        since > 1.0e9,
+        "a Unix time while Route 53 holds it: {since}"
+    );
+
+    // Nothing of Route 53 succeeded between the outage and the build.
+    let calls = s.calls();
+    let created = creates(&calls);
+    assert_eq!(created.len(), 1, "{created:#?}");
+    let route53_before: Vec<&Call> = calls
+        .iter()
+        .filter(|c| {
+            c.service == AwsService::Route53
+                && (before_outage + 1..created[0].seq).contains(&c.seq)
+                && c.succeeded()
+        })
+        .collect();
+    assert!(route53_before.is_empty(), "{route53_before:#?}");
+    let dr = s.endpoint(DR_CACHE);
+    assert!(
+        !support::record_target(&s.lab)
+            .await
+            .is_some_and(|t| same_name(&t, &dr)),
+        "the record cannot have moved while Route 53 is down"
+    );
+
+    // Route 53 answers again: the record moves within 2 s.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let back = tokio::time::Instant::now();
+    s.fault(Fault::Route53ControlUp).await;
+    let moved = wait_until(Duration::from_secs(10), || async {
+        support::record_target(&s.lab)
+            .await
+            .is_some_and(|t| same_name(&t, &dr))
+    })
+    .await;
+    let took = back.elapsed();
+    assert!(moved, "the record never moved:\n{}", agent.log_text());
+    eprintln!("route53 back → record switched in {took:?}");
+    assert!(
+        took <= Duration::from_secs(2),
+        "the record moved {took:?} after Route 53 came back"
+    );
+    let end = s.failover_end(&agent).await;
+    assert_eq!(end["event"], "failover_completed", "{end:#}");
+    let calls = s.calls();
+    assert_eq!(creates(&calls).len(), 1);
+    let changes = cname_changes(&calls);
+    assert_eq!(changes.len(), 1, "{changes:#?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_only_announces_the_failover_it_would_make_and_changes_nothing() {
     let s = setup(Mode::AlertOnly, Duration::from_secs(1), &[]).await;
@@ -501,7 +607,7 @@ async fn alert_only_announces_the_failover_it_would_make_and_changes_nothing() {
         .as_array()
         .expect("the plan's steps");
     assert!(!steps.is_empty(), "{intent:#}");
-    assert_eq!(steps[1]["call"], "CreateServerlessCache", "{intent:#}");
+    assert_eq!(steps[0]["call"], "CreateServerlessCache", "{intent:#}");
     assert_in_order(&s.hook.names(), &["down", "failover_intent"]);
 
     // Held four more rounds past the intent: nothing is built, nothing is changed.

@@ -246,7 +246,7 @@ async fn a_closed_switch_dns_gate_holds_a_verified_cache_through_kill_9_and_swit
         .collect();
     assert_eq!(
         steps,
-        ["lease", "provision", "wait_available", "verify_direct"]
+        ["provision", "wait_available", "verify_direct", "lease"]
     );
     s.assert_record_untouched().await;
     once(&create_attempts(&s.lab.lab.calls()), "creates").unwrap();

@@ -469,6 +469,21 @@ pub async fn agent_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, S
         .ok()
 }
 
+/// The CNAME the lab's DNS (Route 53's data plane) answers for the record, if any.
+pub async fn record_target(t: &TestLab) -> Option<String> {
+    let lookup = uncached_resolver(t.lab.info().dns)
+        .lookup(
+            valkey_dr_lab::RECORD,
+            hickory_resolver::proto::rr::RecordType::CNAME,
+        )
+        .await
+        .ok()?;
+    lookup
+        .record_iter()
+        .find(|r| r.record_type() == hickory_resolver::proto::rr::RecordType::CNAME)
+        .map(|r| r.data().to_string())
+}
+
 /// The lab's primary region going down: its caches blackholed, its ElastiCache API failing.
 pub fn region_outage() -> Fault {
     Fault::RegionOutage {
