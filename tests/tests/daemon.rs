@@ -154,7 +154,7 @@ async fn held_outage_is_down_in_time_once_then_reminded() {
         .1;
     assert_eq!(intent["detail"]["would_fail_over"], true);
     assert_eq!(
-        intent["detail"]["plan"]["steps"][1]["call"],
+        intent["detail"]["plan"]["steps"][0]["call"],
         "CreateServerlessCache"
     );
 

@@ -8,6 +8,7 @@
 //!   that list must equal the documented one, in both directions.
 //! - Every ```toml example in `docs/CONFIG.md` is a valid config, or, marked
 //!   ```toml fragment, at least valid TOML whose every table and key is documented.
+//! - The systemd unit forbids core dumps (`LimitCORE=0`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -282,4 +283,22 @@ fn every_toml_example_in_the_config_reference_is_valid() {
             other => panic!("```{other}: use ```toml or ```toml fragment"),
         }
     }
+}
+
+/// Issue 23: a core dump would hold the tokens and the probe password, so the unit forbids
+/// them; `.ci/run` checks the unit with `systemd-analyze`, which does not require this key.
+#[test]
+fn the_systemd_unit_never_writes_core_dumps() {
+    let unit = read_doc("systemd/valkey-dr.service");
+    let service: Vec<&str> = unit
+        .lines()
+        .skip_while(|l| l.trim() != "[Service]")
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with('['))
+        .map(str::trim)
+        .collect();
+    assert!(
+        service.contains(&"LimitCORE=0"),
+        "[Service] must set LimitCORE=0: {service:#?}"
+    );
 }

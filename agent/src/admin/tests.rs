@@ -746,6 +746,11 @@ async fn a_pause_carries_its_reason_and_end_and_bad_ones_are_refused() {
         "/pause?until=soon",
         "/pause?reason=",
         "/pause?delete_dr=true",
+        // A reason is printable: no control character (a bell, a newline, an escape) reaches
+        // the event, the log or the status.
+        "/pause?reason=a%07b",
+        "/pause?reason=line%0Abreak",
+        "/pause?reason=%1B%5B31m",
     ] {
         let (code, body) = h.post(bad).await;
         assert_eq!(code, 400, "{bad}: {body}");
