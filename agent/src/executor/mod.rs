@@ -1433,23 +1433,10 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             let Some(existing) = existing else {
                 // Released meanwhile (or it vanished while we read it): take it now.
                 let take = [Change::Create(ours.clone())];
-                match self
-                    .retry_route53(j, Step::Lease, || self.dns.change(&zone, &take))
-                    .await
-                {
-                    Ok(_) => {
-                        j.lease = Some(ours);
-                        self.lease_clock.start(taking_at);
-                        return Ok(format!("took {name} once it was released"));
-                    }
-                    // Someone was faster, or our own create landed and lost its answer:
-                    // reading it again tells which.
-                    Err(FailoverError::Api {
-                        source: ApiError::Conflict { .. },
-                        ..
-                    }) => continue,
-                    Err(e) => return Err(e),
+                if self.take_with(j, &take, &ours, taking_at).await? {
+                    return Ok(format!("took {name} once it was released"));
                 }
+                continue;
             };
             let value = existing.values.join(" ");
             if lease_field(&value, "failover") == Some(j.plan.failover_id.as_str()) {
@@ -1498,21 +1485,37 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             // exact DELETE then finds nothing), and standing down against ourselves would
             // block every agent until our lease expires.
             let takeover = [Change::Delete(existing), Change::Create(ours.clone())];
-            match self
-                .retry_route53(j, Step::Lease, || self.dns.change(&zone, &takeover))
-                .await
-            {
-                Ok(_) => {
-                    j.lease = Some(ours);
-                    self.lease_clock.start(taking_at);
-                    return Ok(format!("took over the stale lease {value}"));
-                }
-                Err(FailoverError::Api {
-                    source: ApiError::Conflict { .. },
-                    ..
-                }) => continue,
-                Err(e) => return Err(e),
+            if self.take_with(j, &takeover, &ours, taking_at).await? {
+                return Ok(format!("took over the stale lease {value}"));
             }
+        }
+    }
+
+    /// Sends `batch`, which makes `ours` the lease: `true` once it is ours; `false` when
+    /// Route 53 refused it (someone was faster, or our own change landed and lost its
+    /// answer), which only reading the lease again can tell apart.
+    async fn take_with(
+        &self,
+        j: &mut Journal,
+        batch: &[Change],
+        ours: &RecordSet,
+        taking_at: tokio::time::Instant,
+    ) -> Result<bool, FailoverError> {
+        let zone = j.plan.hosted_zone_id.clone();
+        match self
+            .retry_route53(j, Step::Lease, || self.dns.change(&zone, batch))
+            .await
+        {
+            Ok(_) => {
+                j.lease = Some(ours.clone());
+                self.lease_clock.start(taking_at);
+                Ok(true)
+            }
+            Err(FailoverError::Api {
+                source: ApiError::Conflict { .. },
+                ..
+            }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
