@@ -265,8 +265,8 @@ pub async fn run(runs: usize, seed: u64, route53_down: Option<Duration>) -> anyh
              down_to_completed: `down` → `failover_completed`; steps_s: the agent's own \
              detail.steps_ms of `failover_completed`",
             "executor_before_switch: failover_started → switch_dns done, minus the 3 s cache \
-             build (lease, CreateServerlessCache, wait_available's 500 ms poll, verify_direct, \
-             the ChangeResourceRecordSets call)",
+             build (CreateServerlessCache, wait_available's 500 ms poll, verify_direct, the \
+             lease, the ChangeResourceRecordSets call)",
             "app_outage: outage → first successful write after it; app_visible_outage: last \
              successful write before the first failure → first successful write after",
             "dns_switched: switch_dns done by the agent's journal (wall clock, mapped onto this \
@@ -290,10 +290,10 @@ pub async fn run(runs: usize, seed: u64, route53_down: Option<Duration>) -> anyh
              interval",
             "route53_down_s: how long Route 53's API was down from each outage (null: it \
              answered throughout); per run, route53_back_s: when it answered again, after the \
-             outage. While it is down, the milestones that call it (provision, after the lease; \
-             switch_dns; wait_insync; failover_completed, after the release) may take that \
-             long and 30 s more before the run counts as stalled, and the overhead includes \
-             the wait",
+             outage. While it is down, the milestones that call it (switch_dns, after the \
+             lease; wait_insync; failover_completed, after the release) may take that long and \
+             30 s more before the run counts as stalled, and the overhead includes the wait; \
+             the build before the lease does not wait on it",
             "percentiles are nearest-rank over the completed runs",
         ],
     }))
