@@ -1497,3 +1497,57 @@ async fn failback_keep_data_keeps_the_old_primarys_sessions_and_says_so() {
     assert!(!journal.started(Step::FlushPrimary), "{journal:#?}");
     assert!(journal.flushed.is_none());
 }
+
+/// A probe user whose access string takes `FLUSHALL` away: the failback stops at
+/// `flush_primary` before the switch (a configuration error, said with the way out), the
+/// record stays on the DR cache and the primary keeps its data; `--keep-data` then fails back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failback_whose_probe_user_may_not_flush_stops_before_the_switch() {
+    let s = setup_with(
+        Mode::AlertOnly,
+        |o| {
+            o.provision_delay = Duration::from_secs(1);
+            o.access_string = "on ~* +@all -flushall".into();
+        },
+        &[],
+    )
+    .await;
+    let primary = s.endpoint(PRIMARY_CACHE);
+    s.log_in_on_primary(OLD_SESSION).await;
+    s.fault(region_outage()).await;
+    let run = cli(&s.config, &["failover", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    let dr = s.endpoint(DR_CACHE);
+    s.fault(region_restore()).await;
+
+    let run = cli(&s.config, &["failback", "--yes"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(
+        run.stderr.contains("flush_primary") && run.stderr.contains("NOPERM"),
+        "{}",
+        run.output()
+    );
+    assert!(run.stderr.contains("--keep-data"), "{}", run.output());
+    assert!(
+        run.stderr.contains("the record was not changed"),
+        "{}",
+        run.output()
+    );
+    s.assert_record(&dr, NEW_TTL).await;
+    assert!(s.primary_holds(OLD_SESSION).await, "nothing was emptied");
+    assert_eq!(
+        cname_changes(&s.calls()).len(),
+        1,
+        "only the failover's switch"
+    );
+
+    let run = cli(&s.config, &["failback", "--yes", "--keep-data"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    assert!(
+        run.stderr.contains("become valid again"),
+        "{}",
+        run.output()
+    );
+    s.assert_record(&primary, NEW_TTL).await;
+    assert!(s.primary_holds(OLD_SESSION).await);
+}
