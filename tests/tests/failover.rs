@@ -337,12 +337,18 @@ impl Cli {
 
 /// `valkey-dr <args> --config <config>` with stdin not a terminal (nobody to confirm).
 async fn cli(config: &Path, args: &[&str]) -> Cli {
+    cli_with(config, args, &[]).await
+}
+
+/// [`cli`] with `env` set.
+async fn cli_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Cli {
     let mut command = tokio::process::Command::new(support::agent_bin());
     command
         .args(args)
         .arg("--config")
         .arg(config)
         .env_remove("VALKEY_DR_CONFIG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null());
     let out = run_bounded_within(command, CLI_BOUND).await;
     Cli {
@@ -1550,4 +1556,57 @@ async fn a_failback_whose_probe_user_may_not_flush_stops_before_the_switch() {
     );
     s.assert_record(&primary, NEW_TTL).await;
     assert!(s.primary_holds(OLD_SESSION).await);
+}
+
+/// Crash safety: a failback killed (as `kill -9` would) right after its flush is journalled
+/// resumes from the journal at the next `failback`, does not flush a second time (a session
+/// written to the primary after the crash is still there) and switches the record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failback_killed_after_its_flush_resumes_without_flushing_again() {
+    let s = setup(Mode::AlertOnly, Duration::from_secs(1), &[]).await;
+    let primary = s.endpoint(PRIMARY_CACHE);
+    s.log_in_on_primary(OLD_SESSION).await;
+    s.fault(region_outage()).await;
+    let run = cli(&s.config, &["failover", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    let dr = s.endpoint(DR_CACHE);
+    s.fault(region_restore()).await;
+
+    let crash = [("VALKEY_DR_TEST_CRASH_AT", "flush_primary:done")];
+    let run = cli_with(&s.config, &["failback", "--yes"], &crash).await;
+    assert_ne!(run.code, 0, "the process aborted: {}", run.output());
+    assert!(
+        !s.primary_holds(OLD_SESSION).await,
+        "flushed before the crash"
+    );
+    s.assert_record(&dr, NEW_TTL).await;
+    let path = valkey_dr::layout::failback_journal(&s.state_dir, WATCH);
+    let journal: Journal =
+        serde_json::from_slice(&std::fs::read(&path).expect("journal")).expect("journal JSON");
+    assert!(
+        journal.unfinished() && journal.done(Step::FlushPrimary),
+        "{journal:#?}"
+    );
+
+    let later = "session:after-the-crash";
+    s.log_in_on_primary(later).await;
+    let run = cli(&s.config, &["failback", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    assert!(
+        s.primary_holds(later).await,
+        "no second flush after the journal said done"
+    );
+    s.assert_record(&primary, NEW_TTL).await;
+    let journal: Journal =
+        serde_json::from_slice(&std::fs::read(&path).expect("journal")).expect("journal JSON");
+    assert_eq!(journal.outcome, Some(FailoverOutcome::Completed));
+    assert_eq!(journal.runs, 2, "{journal:#?}");
+    let flushed = journal.flushed.expect("the flush is journalled");
+    assert_eq!(flushed.sent, 1);
+    assert!(flushed.keys_before >= 1, "{flushed:?}");
+    assert_eq!(
+        cname_changes(&s.calls()).len(),
+        2,
+        "the failover's switch and one back"
+    );
 }
