@@ -1205,14 +1205,38 @@ async fn failover(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
     with_delete_dr(&shared, &uri, |_| ControlAction::Failover, false).await
 }
 
+/// `POST /failback?watch=NAME[&delete_dr=true][&keep_data=true]`.
 async fn failback(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
-    with_delete_dr(
-        &shared,
-        &uri,
-        |delete_dr| ControlAction::Failback { delete_dr },
-        true,
-    )
-    .await
+    let params = match query_params(uri.query(), &["watch", "delete_dr", "keep_data"]) {
+        Ok(params) => params,
+        Err(reason) => return error_json(StatusCode::BAD_REQUEST, reason),
+    };
+    let (delete_dr, keep_data) = match (
+        flag_param(&params, "delete_dr"),
+        flag_param(&params, "keep_data"),
+    ) {
+        (Ok(delete_dr), Ok(keep_data)) => (delete_dr, keep_data),
+        (Err(reason), _) | (_, Err(reason)) => {
+            return error_json(StatusCode::BAD_REQUEST, reason);
+        }
+    };
+    let action = ControlAction::Failback {
+        delete_dr,
+        keep_data,
+    };
+    match control(&shared, action, params.get("watch").cloned()).await {
+        Ok(answer) => (StatusCode::OK, sorted_json(answer)).into_response(),
+        Err(refused) => refused,
+    }
+}
+
+/// A `true`/`false` parameter; absent is false.
+fn flag_param(params: &BTreeMap<String, String>, name: &str) -> Result<bool, String> {
+    match params.get(name).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(format!("`{name}` is {other:?}; use true or false")),
+    }
 }
 
 async fn abort(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
@@ -1258,7 +1282,8 @@ async fn approve(AxumState(shared): AxumState<Shared>, uri: Uri) -> Response {
     (StatusCode::OK, sorted_json(answers)).into_response()
 }
 
-/// `delete_dr=true` is the one parameter besides `watch`, and only for failback and abort.
+/// `delete_dr=true` is the one parameter besides `watch`, and only for abort (failback has its
+/// own, [`failback`]).
 async fn with_delete_dr(
     shared: &Shared,
     uri: &Uri,

@@ -231,8 +231,8 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Point the record back at the primary once it passes `rise` rounds (compare-and-swap,
-    /// then verification).
+    /// Point the record back at the primary once it passes `rise` rounds: empty it first
+    /// (FLUSHALL, unless --keep-data), then compare-and-swap, then verification.
     Failback {
         /// The watch (required when the config has several).
         #[arg(long)]
@@ -243,6 +243,10 @@ pub enum Command {
         /// Delete the DR cache once the record points at the primary again.
         #[arg(long)]
         delete_dr: bool,
+        /// Do not empty the old primary first: the sessions it held when the region failed,
+        /// including ones logged out or revoked since, become valid again.
+        #[arg(long)]
+        keep_data: bool,
     },
     /// End an unfinished failover on purpose: give its lease back, and never change the
     /// record (after the switch, going back is a failback).
@@ -348,7 +352,14 @@ pub async fn run(cli: Cli) -> i32 {
             watch,
             yes,
             delete_dr,
-        } => run_failback(&cli.config, watch.as_deref(), yes, delete_dr).await,
+            keep_data,
+        } => {
+            let options = crate::failover::FailbackOptions {
+                delete_dr,
+                keep_data,
+            };
+            run_failback(&cli.config, watch.as_deref(), yes, options).await
+        }
         Command::Abort {
             watch,
             yes,
@@ -732,17 +743,17 @@ async fn run_failback(
     path: &std::path::Path,
     only: Option<&str>,
     yes: bool,
-    delete_dr: bool,
+    options: crate::failover::FailbackOptions,
 ) -> i32 {
     init_logging(LogFormat::Text, "warn");
     let Some(config) = load(path) else { return 2 };
     let Some(w) = one_watch(&config, only) else {
         return 2;
     };
-    if let Err(code) = confirm(&commands::failback::question(w, delete_dr), yes) {
+    if let Err(code) = confirm(&commands::failback::question(w, options), yes) {
         return code;
     }
-    print_op(commands::failback::failback(&config, w, delete_dr, &print_progress).await)
+    print_op(commands::failback::failback(&config, w, options, &print_progress).await)
 }
 
 async fn run_abort(path: &std::path::Path, only: Option<&str>, yes: bool, delete_dr: bool) -> i32 {

@@ -13,8 +13,8 @@ use crate::config::{Config, WatchConfig};
 use crate::executor::sdk::{SdkCache, SdkDns};
 use crate::executor::verify::ProbeVerifier;
 use crate::executor::{
-    Approvals, Executor, ExecutorLimits, FailoverError, FailoverOutcome, HoldNews, Holding,
-    Journal, JournalEntry, Kind, LeaseClock, Phase, Plan, Step,
+    Approvals, Executor, ExecutorLimits, FailoverError, FailoverOutcome, Flushed, HoldNews,
+    Holding, Journal, JournalEntry, Kind, LeaseClock, Phase, Plan, Step,
 };
 use crate::gate::Gates;
 use crate::{aws, layout, plan, store};
@@ -256,9 +256,11 @@ impl Runner {
         .await
     }
 
-    /// Points the record back at the primary: an exact compare-and-swap from the DR endpoint,
-    /// then `INSYNC`, then a probe through the record; with `delete_dr`, deletes the DR cache
-    /// afterwards. The caller has checked that the primary passes `rise` rounds. It is a
+    /// Points the record back at the primary: the record read (it must point at the DR
+    /// endpoint), the old primary emptied (`flush_primary`, unless `keep_data`), an exact
+    /// compare-and-swap from the DR endpoint, then `INSYNC`, then a probe through the record;
+    /// with `delete_dr`, deletes the DR cache afterwards. The caller has checked that the
+    /// primary passes `rise` rounds. It is a
     /// journalled plan (`state_dir/failback-WATCH.json`) run by the executor, with the same
     /// Route 53 retries and compare-and-swap as a failover: a burst of
     /// `PriorRequestNotComplete` is waited out, and after a crash or a timeout the journal
@@ -268,7 +270,7 @@ impl Runner {
         id: &str,
         dr_endpoint: &str,
         primary: &str,
-        delete_dr: bool,
+        options: FailbackOptions,
         progress: &(dyn Fn(&str, &str) + Send + Sync),
     ) -> Result<FailbackReport, RunError> {
         let journal = match store::read_json::<Journal>(&self.failback_journal) {
@@ -282,7 +284,8 @@ impl Runner {
                     lease: None,
                     kind: Kind::Failback {
                         from: dr_endpoint.trim_end_matches('.').to_owned(),
-                        delete_dr,
+                        delete_dr: options.delete_dr,
+                        keep_data: options.keep_data,
                     },
                     ..self.base.clone()
                 });
@@ -298,6 +301,21 @@ impl Runner {
             }
             Err(e) => return Err(RunError::Journal(e)),
         };
+        // What the journal says rules a resumed failback, whatever this run was asked.
+        if let Kind::Failback {
+            keep_data: true, ..
+        } = journal.plan.kind
+        {
+            tracing::warn!(
+                watch = %journal.plan.watch,
+                failback_id = %journal.plan.failover_id,
+                "{KEEP_DATA_WARNING}"
+            );
+            progress(
+                Step::FlushPrimary.as_str(),
+                &format!("skipped: {KEEP_DATA_WARNING}"),
+            );
+        }
         // `lease` only reads the record here (a failback takes no lock): not news to anyone.
         let on_entry = |_: &Journal, e: &JournalEntry| {
             if e.phase == Phase::Done && e.step != Step::Lease {
@@ -494,6 +512,19 @@ pub struct PrimaryNotBack {
     pub error: String,
 }
 
+/// What `failback --keep-data` brings back, said when it starts, in its report, `/status` and
+/// the `failback_completed` event.
+pub const KEEP_DATA_WARNING: &str = "--keep-data: the old primary is not emptied; sessions the old primary held when the region failed, including ones logged out or revoked since, become valid again";
+
+/// How a failback is asked for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FailbackOptions {
+    /// Delete the DR cache once the record points at the primary again (`--delete-dr`).
+    pub delete_dr: bool,
+    /// Do not empty the old primary first (`--keep-data`).
+    pub keep_data: bool,
+}
+
 /// What a failback did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FailbackReport {
@@ -507,6 +538,16 @@ pub struct FailbackReport {
     pub change_id: Option<String>,
     /// The DR cache deleted, with `--delete-dr`.
     pub deleted: Option<String>,
+    /// `--keep-data`: the old primary was not emptied.
+    #[serde(default)]
+    pub keep_data: bool,
+    /// What `flush_primary` emptied (the key count before and after, the command); `None`
+    /// with `--keep-data`, or when the primary already served the record and was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flushed: Option<Flushed>,
+    /// What people must know: with `--keep-data`, what comes back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     /// How long each step took.
     pub steps_ms: BTreeMap<String, u64>,
     /// In all.
@@ -527,6 +568,13 @@ impl FailbackReport {
             .as_ref()
             .map(|(h, _)| format!("{}.", h.trim_end_matches('.')))
             .unwrap_or_default();
+        let keep_data = matches!(
+            journal.plan.kind,
+            Kind::Failback {
+                keep_data: true,
+                ..
+            }
+        );
         FailbackReport {
             failback_id: journal.plan.failover_id.clone(),
             record: journal.plan.record.clone(),
@@ -535,6 +583,9 @@ impl FailbackReport {
             deleted: journal
                 .done(Step::DeleteDr)
                 .then(|| journal.plan.cache.name().to_owned()),
+            keep_data,
+            flushed: journal.flushed.clone(),
+            warning: keep_data.then(|| KEEP_DATA_WARNING.to_owned()),
             steps_ms: timings
                 .into_iter()
                 .filter(|(step, _)| *step != Step::Lease.as_str())

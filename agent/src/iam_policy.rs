@@ -349,7 +349,8 @@ fn reading_statements(
     );
     // `valkey-dr preflight` (and the daemon's readiness checks) read what a failover will
     // need: the zone, the primary's tags (drift), the user group, the snapshots and the KMS
-    // key, each directly rather than through ElastiCache. Read-only.
+    // key, each directly rather than through ElastiCache, and the users of the primary's
+    // user group (what a failback's flush needs). Read-only.
     let mut reads =
         vec![json!({ "Action": "route53:GetHostedZone", "Resource": zone_arn.clone() })];
     reads.push(json!({ "Action": "elasticache:ListTagsForResource", "Resource": primary_cache }));
@@ -373,6 +374,16 @@ fn reading_statements(
     if let Some(key) = kms_key_arn {
         reads.push(json!({ "Action": "kms:DescribeKey", "Resource": key }));
     }
+    // `primary_flush`: the access string of the probe's user in the primary's user group
+    // (user ids are not in the config, so every user of the primary's region).
+    reads.push(json!({
+        "Action": "elasticache:DescribeUsers",
+        "Resource": format!(
+            "arn:{}:elasticache:{}:*:user:*",
+            partition(&w.primary.region),
+            w.primary.region
+        ),
+    }));
     for (i, read) in reads.into_iter().enumerate() {
         out.push(json!({
             "Sid": sids.unique(&format!("PreflightRead{}", i + 1), name),

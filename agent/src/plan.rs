@@ -255,19 +255,22 @@ pub fn executor_plan(config: &Config, w: &WatchConfig, failover_id: &str) -> Pla
 }
 
 /// What the executor carries out to point the record of `w` back at the primary `host:port`
-/// from the DR endpoint `from`, with id `failback_id`.
+/// from the DR endpoint `from`, with id `failback_id`; with `keep_data`, the old primary is
+/// not emptied first.
 pub fn failback_plan(
     config: &Config,
     w: &WatchConfig,
     failback_id: &str,
     from: &str,
     delete_dr: bool,
+    keep_data: bool,
 ) -> Plan {
     Plan {
         lease: None,
         kind: executor::Kind::Failback {
             from: from.to_owned(),
             delete_dr,
+            keep_data,
         },
         ..executor_plan(config, w, failback_id)
     }

@@ -34,17 +34,20 @@ use crate::executor::api::{ApiError, CacheApi};
 use crate::executor::sdk::{SdkCache, SdkDns, bounded, classify, route53_name};
 use crate::executor::{FAILOVER_TAG, lease_expiry, lease_field};
 
+mod flush;
+
 /// How long one AWS call of a check may take. Preflight reads; a call that hangs this long
 /// says as much about the path as an error does.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Every check, in the order they run (and print), so that metrics can name them all.
-pub const CHECKS: [&str; 18] = [
+pub const CHECKS: [&str; 19] = [
     "identity",
     "route53_zone",
     "route53_record",
     "route53_lock",
     "primary",
+    "primary_flush",
     "dr_name",
     "dr_subnets",
     "dr_security_groups",
@@ -459,6 +462,7 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> Vec<Findi
         .await,
     );
     out.push(primary_check(w, &primary));
+    out.push(flush::primary_flush(w, &primary_cache, &primary).await);
 
     let dr_cache = SdkCache::new(&aws.sdk(&w.dr.region).await);
     out.push(dr_name(w, &dr_cache, dr_endpoint.as_deref()).await);

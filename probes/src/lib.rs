@@ -12,6 +12,10 @@
 //! kept connection is retried at once on a fresh one, so a dead connection is never taken for
 //! a dead cache. One-shots (`check`, the executor's verification) connect afresh every time.
 //!
+//! Besides the probes, [`Prober::session`] opens the same kind of connection for a few
+//! commands of the agent's own (the failback's emptying of the old primary); what it sends
+//! is the agent's.
+//!
 //! This crate measures; it never decides. Besides those connections it keeps only the
 //! resolver cache (which is the point: the dns path honours TTLs the way applications do) and
 //! the IAM token cache. Every await on the network is bounded by the probe timeout, so a hung
@@ -23,6 +27,7 @@ mod error;
 mod iam;
 mod path;
 mod resolve;
+mod session;
 mod tls;
 mod wire;
 
@@ -30,6 +35,7 @@ pub use error::{ErrorKind, ProbeError, Step, foreign_text};
 pub use iam::{IamError, IamSigner, IamTokenSource};
 pub use path::{Connection, Connections};
 pub use resolve::{ResolverSettings, SetupError, build_resolver};
+pub use session::{CommandError, Reply, Session};
 pub use tls::{TlsSetupError, client_config};
 
 use std::fmt;
@@ -307,6 +313,17 @@ impl Prober {
             kept.map(|k| &mut k.direct),
         )
         .await
+    }
+
+    /// A connection to the endpoint of `spec` for commands of the caller's own (the
+    /// failback's emptying of the old primary): resolve, connect, TLS and `AUTH` as the direct
+    /// path makes them, within the probe timeout; then [`Session::command`].
+    pub async fn session(&self, spec: &ProbeSpec) -> Result<Session, ProbeError> {
+        let wire = path::open_direct(&self.resolver, spec).await?;
+        Ok(Session {
+            wire,
+            broken: false,
+        })
     }
 
     /// One round for many watches at once. A hung watch never delays the others past its

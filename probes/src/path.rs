@@ -446,6 +446,45 @@ async fn connect_fresh(
     }
 }
 
+/// A fresh connection to the endpoint of `spec`, made as the direct path makes one (resolve
+/// the endpoint, connect, TLS against the endpoint's name, `AUTH`), every step within the
+/// probe timeout, and nothing sent after `AUTH`: for a [`crate::Session`].
+pub(crate) async fn open_direct(resolver: &Resolver, spec: &ProbeSpec) -> Result<Wire, ProbeError> {
+    let mut run = PathRun {
+        deadline: Instant::now() + spec.timeout,
+        timeout: spec.timeout,
+        steps: Vec::with_capacity(4),
+        target: None,
+        address: None,
+        ttl: None,
+        record_name_verified: None,
+        cert_expiry: None,
+    };
+    let address = resolve_step(
+        &mut run,
+        resolver,
+        spec,
+        PathKind::Direct,
+        &spec.endpoint,
+        spec.port,
+    )
+    .await?;
+    let tcp = run.step(Step::Connect, connect(address)).await?;
+    let mut wire = match &spec.tls {
+        None => Wire::new(tcp),
+        Some(tls) => {
+            let name = without_root(&spec.endpoint).to_owned();
+            let config = tls.client_config.clone();
+            Wire::new(run.step(Step::Tls, handshake(config, name, tcp)).await?)
+        }
+    };
+    if !matches!(spec.auth, Auth::None) {
+        run.step(Step::Auth, authenticate(&mut wire, &spec.auth))
+            .await?;
+    }
+    Ok(wire)
+}
+
 /// The name a path checks the certificate against.
 ///
 /// ElastiCache certificates name the endpoint, never the private record, so by default the dns

@@ -191,6 +191,10 @@ impl Cache {
         // valkey-server reads the password file at start-up only (it answers PING only after
         // that), so it need not stay on disk.
         self.spec.forget_password_file();
+        let ready = match ready {
+            Ok(()) => self.spec.apply_access().await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = ready {
             let _ = process
                 .signal(&self.info.name, libc::SIGKILL, "SIGKILL")

@@ -46,6 +46,9 @@ pub const LAB_KMS_KEY_ID: &str = "6f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b";
 pub const LAB_KMS_ALIAS: &str = "alias/valkey-dr-lab";
 /// The ElastiCache user group of every region.
 pub const LAB_USER_GROUP_ID: &str = "valkey-dr-lab-users";
+/// The access string of the lab's users unless [`crate::LabOptions::access_string`] says
+/// otherwise: everything, as ElastiCache's own default user has.
+pub const LAB_ACCESS_STRING: &str = "on ~* +@all";
 /// The serverless cache snapshot of every region (of the primary cache's configuration).
 pub const LAB_SNAPSHOT_NAME: &str = "valkey-dr-lab-snapshot";
 /// The `snapshot_retention_limit` of the DR spec and of the live primary.

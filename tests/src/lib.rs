@@ -67,6 +67,7 @@ use crate::valkey::{FileLock, ValkeySpec};
 
 pub use crate::aws::{AwsService, Call, HttpExchange, HttpRequest, RateLimit, botocore_check};
 pub use crate::cache::CacheAuth;
+pub use crate::config::LAB_ACCESS_STRING;
 pub use crate::config::{
     LAB_ACCOUNT_ID, LAB_CALLER_ARN, LAB_CALLER_USER_ID, LAB_DR_SUBNET_IDS, LAB_KMS_ALIAS,
     LAB_KMS_KEY_ID, LAB_ROLE_ARN, LAB_SECURITY_GROUP_ID, LAB_SECURITY_GROUP_NAME,
@@ -172,6 +173,11 @@ pub struct LabOptions {
     /// [`CacheAuth`]), and `agent.toml` says `username = "<user>"` and `iam_auth = true`.
     /// Not with `password`: the backends then have none. Default: off.
     pub iam_user: Option<String>,
+    /// The ElastiCache access string of the lab's users (`default`, and the IAM user):
+    /// what `DescribeUsers` answers, and what every valkey-server applies to the user its
+    /// clients run as, so that the API and the cache agree (tests/FIDELITY.md, row E11).
+    /// Default: [`LAB_ACCESS_STRING`].
+    pub access_string: String,
 }
 
 impl Default for LabOptions {
@@ -192,6 +198,7 @@ impl Default for LabOptions {
             cert_profile: CertProfile::default(),
             tls_resumption: false,
             iam_user: None,
+            access_string: LAB_ACCESS_STRING.to_string(),
         }
     }
 }
@@ -307,6 +314,8 @@ pub(crate) struct Shared {
     password: Option<String>,
     /// What every cache gets unless created with its own [`CacheAuth`].
     default_auth: CacheAuth,
+    /// The lab's users' access string ([`LabOptions::access_string`]).
+    pub(crate) access_string: String,
     ca: LabCa,
     zone: Arc<Zone>,
     witness: witness::WitnessServer,
@@ -573,12 +582,14 @@ impl Shared {
             role: spec.role,
         };
         let tls = self.ca.server_config(&endpoint)?;
-        let valkey = ValkeySpec::new(
+        let mut valkey = ValkeySpec::new(
             self.valkey.clone(),
             &spec.name,
             self.dir.join("caches").join(cache_dir),
             self.password.clone(),
         );
+        valkey.access =
+            (self.access_string != LAB_ACCESS_STRING).then(|| self.access_string.clone());
         let cache = Cache::start(
             info.clone(),
             valkey,
@@ -846,6 +857,7 @@ impl Lab {
             default_auth: CacheAuth {
                 iam_user: options.iam_user.clone(),
             },
+            access_string: options.access_string.clone(),
             ca,
             zone: zone.clone(),
             witness,

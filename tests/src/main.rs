@@ -199,6 +199,10 @@ struct UpArgs {
     /// with a valid token, and agent.toml sets `username` and `iam_auth = true`.
     #[arg(long, value_name = "USER", conflicts_with = "password_env")]
     iam_user: Option<String>,
+    /// The ElastiCache access string of the lab's users: what `DescribeUsers` answers, and
+    /// what every cache's server applies to its clients (e.g. "on ~* +@all -flushall").
+    #[arg(long, value_name = "ACCESS", default_value = valkey_dr_lab::LAB_ACCESS_STRING)]
+    access_string: String,
 }
 
 #[derive(Debug, Args)]
@@ -554,6 +558,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         cert_profile: args.cert_profile,
         tls_resumption: args.tls_resumption,
         iam_user: args.iam_user.clone(),
+        access_string: args.access_string.clone(),
     };
     let lab = Lab::start(options).await?;
     print_summary(lab.info(), lab.dir(), started.elapsed());
@@ -950,6 +955,9 @@ mod tests {
         assert_eq!(chosen.cert_profile, CertProfile::Ecdsa);
         assert!(chosen.tls_resumption);
         assert_eq!(chosen.iam_user.as_deref(), Some("probe"));
+        assert_eq!(defaults.access_string, "on ~* +@all");
+        let denied = up(&["--access-string", "on ~* +@all -flushall"]).unwrap();
+        assert_eq!(denied.access_string, "on ~* +@all -flushall");
         assert!(up(&["--cert-profile", "rsa"]).is_err());
         assert!(up(&["--iam-user", "probe", "--password-env", "P"]).is_err());
     }

@@ -475,6 +475,9 @@ pub(crate) struct ValkeySpec {
     pub(crate) socket: PathBuf,
     pub(crate) log: PathBuf,
     pub(crate) password: Option<String>,
+    /// An ElastiCache access string to apply to the server's `default` user (the one every
+    /// client runs as, the fronts' IAM users included) once it is up; `None`: everything.
+    pub(crate) access: Option<String>,
 }
 
 impl ValkeySpec {
@@ -491,6 +494,7 @@ impl ValkeySpec {
             log: dir.join("valkey.log"),
             dir,
             password,
+            access: None,
         }
     }
 
@@ -626,14 +630,47 @@ impl ValkeySpec {
     }
 
     async fn ping(&self) -> io::Result<()> {
+        self.exchange(&[b"PING"], b"+PONG\r\n").await
+    }
+
+    /// Applies [`ValkeySpec::access`] to the server's `default` user, as ElastiCache applies
+    /// a user's access string to its caches: the command rules reset first (never the
+    /// password: ElastiCache keeps passwords out of access strings), then the string's own.
+    pub(crate) async fn apply_access(&self) -> Result<(), LabError> {
+        let Some(access) = &self.access else {
+            return Ok(());
+        };
+        let mut command: Vec<&[u8]> = vec![
+            b"ACL",
+            b"SETUSER",
+            b"default",
+            b"nocommands",
+            b"resetkeys",
+            b"resetchannels",
+        ];
+        command.extend(access.split_whitespace().map(str::as_bytes));
+        self.exchange(&command, b"+OK\r\n")
+            .await
+            .map_err(|e| LabError::ValkeyNotReady {
+                cache: self.cache.clone(),
+                socket: self.socket.clone(),
+                reason: format!("the access string {access:?} was not applied: {e}"),
+                log: self.log.clone(),
+                log_tail: log_tail(&self.log),
+            })
+    }
+
+    /// One command on a fresh connection (after `AUTH` when the server has a password),
+    /// which must answer exactly `expected`.
+    async fn exchange(&self, command: &[&[u8]], expected: &[u8]) -> io::Result<()> {
         let mut stream = UnixStream::connect(&self.socket).await?;
         let mut request = Vec::new();
-        let mut expected: &[u8] = b"+PONG\r\n";
+        let mut expected = expected.to_vec();
         if let Some(password) = &self.password {
             request.extend_from_slice(&resp_command(&[b"AUTH", password.as_bytes()]));
-            expected = b"+OK\r\n+PONG\r\n";
+            expected.splice(0..0, b"+OK\r\n".iter().copied());
         }
-        request.extend_from_slice(&resp_command(&[b"PING"]));
+        request.extend_from_slice(&resp_command(command));
         stream.write_all(&request).await?;
         let mut reply = Vec::new();
         let mut chunk = [0u8; 256];

@@ -1396,6 +1396,34 @@ async fn preflight_apis_answer_as_aws_does_and_faults_break_each() {
     .await;
     assert_eq!(status, 404);
     has(&body, &["<Code>UserGroupNotFound</Code>"]);
+    // Its users, each with the access string the caches apply (row E11).
+    let (status, body) = query(
+        lab,
+        "elasticache",
+        DR_REGION,
+        "Action=DescribeUsers&Version=2015-02-02",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    has(
+        &body,
+        &[
+            "<UserId>default</UserId><UserName>default</UserName><Status>active</Status>",
+            "<AccessString>on ~* +@all</AccessString>",
+            &format!("<UserGroupIds><member>{LAB_USER_GROUP_ID}</member></UserGroupIds>"),
+            "<Authentication><Type>no-password</Type></Authentication>",
+            &format!("<ARN>arn:aws:elasticache:{DR_REGION}:123456789012:user:default</ARN>"),
+        ],
+    );
+    let (status, body) = query(
+        lab,
+        "elasticache",
+        DR_REGION,
+        "Action=DescribeUsers&Version=2015-02-02&UserId=nobody",
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+    has(&body, &["<Code>UserNotFound</Code>"]);
     let (status, body) = query(
         lab,
         "elasticache",

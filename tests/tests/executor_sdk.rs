@@ -612,6 +612,14 @@ impl Verifier for ProbeVerifier {
             .is_some_and(|t| valkey_dr_probes::same_name(&t, endpoint))
     }
 
+    async fn count_keys(&self, _endpoint: &str, _port: u16) -> Result<u64, VerifyFailure> {
+        panic!("this suite runs failovers only: nothing is emptied")
+    }
+
+    async fn flush(&self, _endpoint: &str, _port: u16) -> Result<(), VerifyFailure> {
+        panic!("this suite runs failovers only: nothing is emptied")
+    }
+
     async fn through_record(&self, endpoint: &str) -> Result<(), String> {
         let started = Instant::now();
         loop {

@@ -209,7 +209,48 @@ impl Setup {
     fn calls(&self) -> Vec<Call> {
         self.lab.lab.calls()
     }
+
+    /// A connection straight to a cache's valkey-server (its unix socket, behind the front),
+    /// as an application's session store sees the data.
+    async fn sessions_of(&self, cache: &str) -> redis::aio::MultiplexedConnection {
+        let socket = self
+            .lab
+            .lab
+            .valkey_socket(cache)
+            .expect("the cache's socket");
+        let client = redis::Client::open(format!("unix://{}", socket.display())).unwrap();
+        tokio::time::timeout(EVENT_BOUND, client.get_multiplexed_async_connection())
+            .await
+            .expect("connect in time")
+            .expect("connect")
+    }
+
+    /// Logs a user in on the primary: a session key, as the application writes one.
+    async fn log_in_on_primary(&self, session: &str) {
+        let mut conn = self.sessions_of(PRIMARY_CACHE).await;
+        let _: () = redis::cmd("SET")
+            .arg(session)
+            .arg("user=alice")
+            .query_async(&mut conn)
+            .await
+            .expect("SET");
+    }
+
+    /// Whether the primary still holds `session`.
+    async fn primary_holds(&self, session: &str) -> bool {
+        let mut conn = self.sessions_of(PRIMARY_CACHE).await;
+        redis::cmd("EXISTS")
+            .arg(session)
+            .query_async::<i64>(&mut conn)
+            .await
+            .expect("EXISTS")
+            == 1
+    }
 }
+
+/// A session the old primary held when the region failed: logged out during the DR period,
+/// it must not be valid again after the failback.
+const OLD_SESSION: &str = "session:3f2a9c";
 
 fn region_restore() -> Fault {
     Fault::RegionRestore {
@@ -296,12 +337,18 @@ impl Cli {
 
 /// `valkey-dr <args> --config <config>` with stdin not a terminal (nobody to confirm).
 async fn cli(config: &Path, args: &[&str]) -> Cli {
+    cli_with(config, args, &[]).await
+}
+
+/// [`cli`] with `env` set.
+async fn cli_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Cli {
     let mut command = tokio::process::Command::new(support::agent_bin());
     command
         .args(args)
         .arg("--config")
         .arg(config)
         .env_remove("VALKEY_DR_CONFIG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null());
     let out = run_bounded_within(command, CLI_BOUND).await;
     Cli {
@@ -846,6 +893,7 @@ async fn a_record_changed_during_the_failover_is_not_overwritten() {
 async fn manual_failover_and_failback_without_an_agent() {
     let s = setup(Mode::AlertOnly, Duration::from_secs(1), &[]).await;
     let primary = s.endpoint(PRIMARY_CACHE);
+    s.log_in_on_primary(OLD_SESSION).await;
 
     // Nobody can confirm: refused, and nothing is touched.
     let run = cli(&s.config, &["failover"]).await;
@@ -915,10 +963,42 @@ async fn manual_failover_and_failback_without_an_agent() {
     );
     s.assert_record(&dr, NEW_TTL).await;
 
-    // Back: the record returns to the primary (an exact swap) and the DR cache goes.
+    // Back: the old primary is emptied, the record returns to it (an exact swap) and the
+    // DR cache goes.
     s.fault(region_restore()).await;
+    assert!(
+        s.primary_holds(OLD_SESSION).await,
+        "logged in before the outage"
+    );
     let run = cli(&s.config, &["failback", "--yes", "--delete-dr"]).await;
     assert_eq!(run.code, 0, "{}", run.output());
+    assert!(
+        !s.primary_holds(OLD_SESSION).await,
+        "the old session is gone after the failback: {}",
+        run.output()
+    );
+    // Progress lines come first, then the report.
+    let json_at = run.stdout.find("\n{").map_or(0, |i| i + 1);
+    let report: Value = serde_json::from_str(&run.stdout[json_at..])
+        .unwrap_or_else(|e| panic!("the failback's JSON ({e}): {}", run.output()));
+    let flushed = &report["failback"]["flushed"];
+    assert_eq!(flushed["command"], "FLUSHALL ASYNC", "{report:#}");
+    assert!(
+        flushed["keys_before"].as_u64().is_some_and(|n| n >= 1),
+        "{report:#}"
+    );
+    assert_eq!(flushed["sent"], 1, "{report:#}");
+    assert_eq!(report["failback"]["keep_data"], false, "{report:#}");
+    assert!(
+        report["failback"]["steps_ms"]["flush_primary"].is_u64(),
+        "{report:#}"
+    );
+    assert!(
+        run.stdout.contains("flush_primary: FLUSHALL ASYNC on"),
+        "{}",
+        run.output()
+    );
+    assert!(!run.stderr.contains("warning"), "{}", run.output());
     let calls = s.calls();
     let changed = cname_changes(&calls);
     assert_eq!(changed.len(), 2, "{changed:#?}");
@@ -994,6 +1074,7 @@ async fn manual_failover_and_failback_without_an_agent() {
 async fn manual_failover_and_failback_through_a_running_agent() {
     let s = setup(Mode::AlertOnly, Duration::from_secs(1), &[]).await;
     let primary = s.endpoint(PRIMARY_CACHE);
+    s.log_in_on_primary(OLD_SESSION).await;
     let agent = s.healthy_agent().await;
     s.fault(region_outage()).await;
     s.wait_event(DOWN_BOUND, |e| e["event"] == "failover_intent")
@@ -1034,11 +1115,25 @@ async fn manual_failover_and_failback_through_a_running_agent() {
     s.wait_event(EVENT_BOUND, |e| e["event"] == "failback_possible")
         .await
         .unwrap_or_else(|| panic!("{:?}\n{}", s.hook.names(), agent.log_text()));
+    assert!(s.primary_holds(OLD_SESSION).await);
     let run = cli(&s.config, &["failback", "--yes"]).await;
     assert_eq!(run.code, 0, "{}\n{}", run.output(), agent.log_text());
-    s.wait_event(EVENT_BOUND, |e| e["event"] == "failback_completed")
+    let completed = s
+        .wait_event(EVENT_BOUND, |e| e["event"] == "failback_completed")
         .await
         .unwrap_or_else(|| panic!("{:?}\n{}", s.hook.names(), agent.log_text()));
+    assert!(!s.primary_holds(OLD_SESSION).await, "emptied by the agent");
+    assert_eq!(completed["detail"]["keep_data"], false, "{completed:#}");
+    assert_eq!(
+        completed["detail"]["flushed"]["command"], "FLUSHALL ASYNC",
+        "{completed:#}"
+    );
+    assert!(
+        completed["detail"]["flushed"]["keys_before"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{completed:#}"
+    );
     assert!(
         agent.wait_state(WATCH, "healthy", EVENT_BOUND).await,
         "{:?}\n{}",
@@ -1048,6 +1143,10 @@ async fn manual_failover_and_failback_through_a_running_agent() {
     let status = watch_status(&agent).await;
     assert_eq!(status["served_by_dr"], false, "{status:#}");
     assert_eq!(status["last_failback"]["result"], "completed", "{status:#}");
+    assert_eq!(
+        status["last_failback"]["report"]["flushed"], completed["detail"]["flushed"],
+        "{status:#}"
+    );
     assert!(
         status["active_endpoint"]
             .as_str()
@@ -1441,4 +1540,179 @@ async fn isolation_then_recovery_is_never_a_failover() {
         support::create_attempts(&calls)
     );
     agent.kill9().await;
+}
+
+/// `failback --keep-data`, through a running agent: the flag reaches it, the old primary is
+/// not emptied (the session logged in before the outage is valid again), and people are told
+/// what comes back: on the command's stderr, in the agent's log and events, in `/status`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failback_keep_data_keeps_the_old_primarys_sessions_and_says_so() {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
+    s.log_in_on_primary(OLD_SESSION).await;
+    let agent = s.healthy_agent().await;
+    s.outage_to_failed_over(&agent).await;
+    s.fault(region_restore()).await;
+    s.wait_event(EVENT_BOUND, |e| e["event"] == "failback_possible")
+        .await
+        .unwrap_or_else(|| panic!("{:?}\n{}", s.hook.names(), agent.log_text()));
+
+    let run = cli(&s.config, &["failback", "--yes", "--keep-data"]).await;
+    assert_eq!(run.code, 0, "{}\n{}", run.output(), agent.log_text());
+    let warning = "sessions the old primary held when the region failed, including ones logged out or revoked since, become valid again";
+    assert!(
+        run.stderr.contains(&format!(
+            "warning: --keep-data: the old primary is not emptied; {warning}"
+        )),
+        "{}",
+        run.output()
+    );
+    let completed = s
+        .wait_event(EVENT_BOUND, |e| e["event"] == "failback_completed")
+        .await
+        .unwrap_or_else(|| panic!("{:?}\n{}", s.hook.names(), agent.log_text()));
+    assert!(
+        s.primary_holds(OLD_SESSION).await,
+        "--keep-data keeps the old primary's sessions"
+    );
+    assert_eq!(completed["detail"]["keep_data"], true, "{completed:#}");
+    assert!(
+        completed["detail"]["warning"]
+            .as_str()
+            .is_some_and(|w| w.contains(warning)),
+        "{completed:#}"
+    );
+    assert!(completed["detail"]["flushed"].is_null(), "{completed:#}");
+    assert!(
+        s.events("failover_step")
+            .iter()
+            .any(|e| e["detail"]["step"] == "flush_primary"
+                && e["detail"]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("skipped: --keep-data"))),
+        "{:?}",
+        s.hook.names()
+    );
+    assert!(agent.log_text().contains(warning), "{}", agent.log_text());
+    assert!(
+        agent.wait_state(WATCH, "healthy", EVENT_BOUND).await,
+        "{}",
+        agent.log_text()
+    );
+    let status = watch_status(&agent).await;
+    assert_eq!(
+        status["last_failback"]["report"]["keep_data"], true,
+        "{status:#}"
+    );
+    let path = valkey_dr::layout::failback_journal(&s.state_dir, WATCH);
+    let journal: Journal =
+        serde_json::from_slice(&std::fs::read(path).expect("journal")).expect("journal JSON");
+    assert!(!journal.started(Step::FlushPrimary), "{journal:#?}");
+    assert!(journal.flushed.is_none());
+}
+
+/// A probe user whose access string takes `FLUSHALL` away: the failback stops at
+/// `flush_primary` before the switch (a configuration error, said with the way out), the
+/// record stays on the DR cache and the primary keeps its data; `--keep-data` then fails back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failback_whose_probe_user_may_not_flush_stops_before_the_switch() {
+    let s = setup_with(
+        Mode::AlertOnly,
+        |o| {
+            o.provision_delay = Duration::from_secs(1);
+            o.access_string = "on ~* +@all -flushall".into();
+        },
+        &[],
+    )
+    .await;
+    let primary = s.endpoint(PRIMARY_CACHE);
+    s.log_in_on_primary(OLD_SESSION).await;
+    s.fault(region_outage()).await;
+    let run = cli(&s.config, &["failover", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    let dr = s.endpoint(DR_CACHE);
+    s.fault(region_restore()).await;
+
+    let run = cli(&s.config, &["failback", "--yes"]).await;
+    assert_eq!(run.code, 1, "{}", run.output());
+    assert!(
+        run.stderr.contains("flush_primary") && run.stderr.contains("NOPERM"),
+        "{}",
+        run.output()
+    );
+    assert!(run.stderr.contains("--keep-data"), "{}", run.output());
+    assert!(
+        run.stderr.contains("the record was not changed"),
+        "{}",
+        run.output()
+    );
+    s.assert_record(&dr, NEW_TTL).await;
+    assert!(s.primary_holds(OLD_SESSION).await, "nothing was emptied");
+    assert_eq!(
+        cname_changes(&s.calls()).len(),
+        1,
+        "only the failover's switch"
+    );
+
+    let run = cli(&s.config, &["failback", "--yes", "--keep-data"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    assert!(
+        run.stderr.contains("become valid again"),
+        "{}",
+        run.output()
+    );
+    s.assert_record(&primary, NEW_TTL).await;
+    assert!(s.primary_holds(OLD_SESSION).await);
+}
+
+/// Crash safety: a failback killed (as `kill -9` would) right after its flush is journalled
+/// resumes from the journal at the next `failback`, does not flush a second time (a session
+/// written to the primary after the crash is still there) and switches the record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failback_killed_after_its_flush_resumes_without_flushing_again() {
+    let s = setup(Mode::AlertOnly, Duration::from_secs(1), &[]).await;
+    let primary = s.endpoint(PRIMARY_CACHE);
+    s.log_in_on_primary(OLD_SESSION).await;
+    s.fault(region_outage()).await;
+    let run = cli(&s.config, &["failover", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    let dr = s.endpoint(DR_CACHE);
+    s.fault(region_restore()).await;
+
+    let crash = [("VALKEY_DR_TEST_CRASH_AT", "flush_primary:done")];
+    let run = cli_with(&s.config, &["failback", "--yes"], &crash).await;
+    assert_ne!(run.code, 0, "the process aborted: {}", run.output());
+    assert!(
+        !s.primary_holds(OLD_SESSION).await,
+        "flushed before the crash"
+    );
+    s.assert_record(&dr, NEW_TTL).await;
+    let path = valkey_dr::layout::failback_journal(&s.state_dir, WATCH);
+    let journal: Journal =
+        serde_json::from_slice(&std::fs::read(&path).expect("journal")).expect("journal JSON");
+    assert!(
+        journal.unfinished() && journal.done(Step::FlushPrimary),
+        "{journal:#?}"
+    );
+
+    let later = "session:after-the-crash";
+    s.log_in_on_primary(later).await;
+    let run = cli(&s.config, &["failback", "--yes"]).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    assert!(
+        s.primary_holds(later).await,
+        "no second flush after the journal said done"
+    );
+    s.assert_record(&primary, NEW_TTL).await;
+    let journal: Journal =
+        serde_json::from_slice(&std::fs::read(&path).expect("journal")).expect("journal JSON");
+    assert_eq!(journal.outcome, Some(FailoverOutcome::Completed));
+    assert_eq!(journal.runs, 2, "{journal:#?}");
+    let flushed = journal.flushed.expect("the flush is journalled");
+    assert_eq!(flushed.sent, 1);
+    assert!(flushed.keys_before >= 1, "{flushed:?}");
+    assert_eq!(
+        cname_changes(&s.calls()).len(),
+        2,
+        "the failover's switch and one back"
+    );
 }

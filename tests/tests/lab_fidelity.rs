@@ -1079,3 +1079,91 @@ async fn a_us_east_1_outage_with_route53_takes_its_api_down_until_restored() {
     list_record(&r53).await.expect("Route 53 answers again");
     t.lab.shutdown().await;
 }
+
+/// A command straight to a cache's valkey-server (its unix socket): what a client sends
+/// through the front once authenticated, as the user every client runs as.
+async fn on_server(lab: &Lab, cache: &str, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let socket = lab.valkey_socket(cache).expect("the cache's socket");
+    let client = redis::Client::open(format!("unix://{}", socket.display())).unwrap();
+    let mut conn = tokio::time::timeout(DEADLINE, client.get_multiplexed_async_connection())
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    let mut cmd = redis::cmd(args[0]);
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut conn).await
+}
+
+/// Rows E10 and E11: every region's users answer `DescribeUsers` with the lab's access
+/// string, and every cache's server (the primary, and one built later through the API)
+/// applies it, so that the API and the cache agree: by default `FLUSHALL ASYNC` and
+/// `DBSIZE` answer as on a serverless cache; with `-flushall` the flush is refused with
+/// Valkey's own `NOPERM` and nothing is emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_carry_an_access_string_that_the_caches_apply() {
+    let open = lab(|o| o).await;
+    let ec = aws_sdk_elasticache::Client::new(&sdk(&open.lab, PRIMARY_REGION, false).await);
+    let users = ec.describe_users().send().await.expect("DescribeUsers");
+    let default = users
+        .users()
+        .iter()
+        .find(|u| u.user_id() == Some("default"))
+        .expect("the default user");
+    assert_eq!(default.user_name(), Some("default"));
+    assert_eq!(
+        default.access_string(),
+        Some(valkey_dr_lab::LAB_ACCESS_STRING)
+    );
+    assert_eq!(default.user_group_ids(), [valkey_dr_lab::LAB_USER_GROUP_ID]);
+    assert_eq!(default.status(), Some("active"));
+    assert_eq!(
+        error(&ec.describe_users().user_id("nobody").send().await),
+        pair("UserNotFound", "User nobody not found.")
+    );
+    on_server(&open.lab, PRIMARY_CACHE, &["SET", "session:a", "1"])
+        .await
+        .expect("SET");
+    assert_eq!(
+        on_server(&open.lab, PRIMARY_CACHE, &["FLUSHALL", "ASYNC"]).await,
+        Ok(redis::Value::Okay)
+    );
+    assert_eq!(
+        on_server(&open.lab, PRIMARY_CACHE, &["DBSIZE"]).await,
+        Ok(redis::Value::Int(0))
+    );
+    open.lab.shutdown().await;
+
+    let denied = "on ~* +@all -flushall";
+    let closed = lab(|o| LabOptions {
+        access_string: denied.into(),
+        ..o
+    })
+    .await;
+    let ec = aws_sdk_elasticache::Client::new(&sdk(&closed.lab, DR_REGION, false).await);
+    let users = ec.describe_users().user_id("default").send().await.unwrap();
+    assert_eq!(users.users()[0].access_string(), Some(denied));
+    ec.create_serverless_cache()
+        .serverless_cache_name("app-sessions-dr")
+        .engine("valkey")
+        .send()
+        .await
+        .expect("create");
+    wait_available(&ec, "app-sessions-dr", DEADLINE).await;
+    for cache in [PRIMARY_CACHE, "app-sessions-dr"] {
+        on_server(&closed.lab, cache, &["SET", "session:b", "1"])
+            .await
+            .expect("SET");
+        let refused = on_server(&closed.lab, cache, &["FLUSHALL", "ASYNC"])
+            .await
+            .expect_err("FLUSHALL refused");
+        assert_eq!(refused.code(), Some("NOPERM"), "{cache}: {refused}");
+        assert_eq!(
+            on_server(&closed.lab, cache, &["DBSIZE"]).await,
+            Ok(redis::Value::Int(1)),
+            "{cache}: nothing emptied"
+        );
+    }
+    closed.lab.shutdown().await;
+}

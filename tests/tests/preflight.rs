@@ -18,7 +18,7 @@ use valkey_dr_lab::{Fault, RECORD};
 const WATCH: &str = "sessions";
 
 /// Every check preflight runs, in order.
-const CHECKS: [&str; 18] = valkey_dr::preflight::CHECKS;
+const CHECKS: [&str; 19] = valkey_dr::preflight::CHECKS;
 
 /// One `valkey-dr preflight --output json` run.
 struct Run {
@@ -174,7 +174,7 @@ async fn a_healthy_lab_is_ready() {
             .lines()
             .last()
             .unwrap()
-            .starts_with("OK: 18 ok"),
+            .starts_with("OK: 19 ok"),
         "{text}"
     );
 
@@ -577,4 +577,37 @@ async fn drill_history_lists_a_real_drill_phase_by_phase() {
         .unwrap_or_else(|| panic!("{text}"));
     assert!((last - expected).abs() < 1.0, "{last} vs {expected}");
     agent.kill9().await;
+}
+
+/// `primary_flush`: the probe user's access string, read from `DescribeUsers` in the primary's
+/// user group, must allow what a failback's flush sends (`FLUSHALL ASYNC`). One that takes
+/// `@dangerous` away fails that check alone and says how to fix it (or `--keep-data`); a
+/// `DescribeUsers` the agent may not call leaves it `unknown`, saying which permission.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_user_that_may_not_flush_fails_primary_flush() {
+    let lab = TestLab::start_with(|o| o.access_string = "on ~* +@all -@dangerous".into()).await;
+    let run = preflight(&lab.config()).await;
+    fails_alone(&run, "primary_flush", "may not run FLUSHALL");
+    let c = run.check("primary_flush");
+    let found = c["found"].as_str().unwrap_or_default();
+    assert!(found.contains("decided by -@dangerous"), "{c:#}");
+    assert!(found.contains(valkey_dr_lab::LAB_USER_GROUP_ID), "{c:#}");
+    assert!(
+        c["fix"].as_str().is_some_and(|f| f.contains("--keep-data")),
+        "{c:#}"
+    );
+
+    lab.fault(Fault::IamDeny {
+        action: "elasticache:DescribeUsers".into(),
+    })
+    .await;
+    let run = preflight(&lab.config()).await;
+    let c = run.check("primary_flush");
+    assert_eq!(c["result"], "unknown", "{}", run.output);
+    assert!(
+        c["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains("elasticache:DescribeUsers")),
+        "{c:#}"
+    );
 }

@@ -760,6 +760,59 @@ async fn a_pause_carries_its_reason_and_end_and_bad_ones_are_refused() {
     h.stop().await;
 }
 
+/// `failback --keep-data` reaches a running agent: the flag travels in the request and the
+/// loop gets it, beside `--delete-dr`; anything but true or false is refused.
+#[tokio::test]
+async fn a_failback_carries_keep_data_and_delete_dr_to_the_loop() {
+    let action = ControlAction::Failback {
+        delete_dr: true,
+        keep_data: true,
+    };
+    let path = action.request_path(Some("a"));
+    assert_eq!(path, "/failback?watch=a&delete_dr=true&keep_data=true");
+    let plain = ControlAction::Failback {
+        delete_dr: false,
+        keep_data: false,
+    };
+    assert_eq!(plain.request_path(Some("a")), "/failback?watch=a");
+    let mut h = Harness::start(Health::new(Duration::from_secs(60)), 4, CONTROL_TIMEOUT).await;
+    let mut control = h.control.take().expect("receiver");
+    let looped = tokio::spawn(async move {
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            let request = control.recv().await.expect("a request");
+            got.push(request.action.clone());
+            let _ = request.reply.send(Ok(ControlAnswer::default()));
+        }
+        got
+    });
+    for path in [&path, "/failback?watch=a&keep_data=true"] {
+        let (code, body) = h.post(path).await;
+        assert_eq!(code, 200, "{path}: {body}");
+    }
+    assert_eq!(
+        looped.await.unwrap(),
+        [
+            action,
+            ControlAction::Failback {
+                delete_dr: false,
+                keep_data: true,
+            }
+        ]
+    );
+    for bad in [
+        "/failback?watch=a&keep_data=yes",
+        "/failback?watch=a&keep_data=",
+        "/failback?watch=a&keep_data=true&keep_data=true",
+        "/failover?watch=a&keep_data=true",
+        "/abort?watch=a&keep_data=true",
+    ] {
+        let (code, body) = h.post(bad).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+    h.stop().await;
+}
+
 fn unix_s(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs()
 }

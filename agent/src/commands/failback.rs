@@ -8,17 +8,27 @@ use super::failover::delegate;
 use super::{CommandError, Ended, Listener, Local, OpReport, Progress, running_agent};
 use crate::config::{Config, WatchConfig};
 use crate::control::ControlAction;
-use crate::failover;
+use crate::failover::{self, FailbackOptions};
 
-/// What `failback` asks a person to confirm.
-pub fn question(w: &WatchConfig, delete_dr: bool) -> String {
+/// What `failback` asks a person to confirm: with `--keep-data`, what comes back.
+pub fn question(w: &WatchConfig, options: FailbackOptions) -> String {
     format!(
-        "Fail back watch {}: point {} at the primary {}{}?",
+        "Fail back watch {}: {} point {} at it{}?",
         w.name,
+        if options.keep_data {
+            format!(
+                "keep what the primary {} holds (sessions it held when the region failed, including ones logged out or revoked since, become valid again), and",
+                w.primary.cache_name
+            )
+        } else {
+            format!(
+                "empty the primary {} (FLUSHALL: the sessions it held when the region failed), then",
+                w.primary.cache_name
+            )
+        },
         w.record,
-        w.primary.cache_name,
-        if delete_dr {
-            format!(" and delete {}", w.dr.cache_name)
+        if options.delete_dr {
+            format!(", and delete {}", w.dr.cache_name)
         } else {
             String::new()
         }
@@ -30,18 +40,20 @@ pub fn question(w: &WatchConfig, delete_dr: bool) -> String {
 pub async fn failback(
     config: &Config,
     w: &WatchConfig,
-    delete_dr: bool,
+    options: FailbackOptions,
     listen: Listener<'_>,
 ) -> Result<Ended<OpReport>, CommandError> {
+    if options.keep_data {
+        listen(Progress::Warning {
+            text: failover::KEEP_DATA_WARNING.to_owned(),
+        });
+    }
     if let Some(agent) = running_agent(config).await {
-        return delegate(
-            &agent,
-            ControlAction::Failback { delete_dr },
-            w,
-            config,
-            listen,
-        )
-        .await;
+        let action = ControlAction::Failback {
+            delete_dr: options.delete_dr,
+            keep_data: options.keep_data,
+        };
+        return delegate(&agent, action, w, config, listen).await;
     }
     listen(Progress::Local {
         doing: "failing back",
@@ -82,7 +94,7 @@ pub async fn failback(
             &failover::new_failback_id(SystemTime::now()),
             &dr_endpoint,
             local.runner.primary_endpoint(),
-            delete_dr,
+            options,
             &progress,
         )
         .await

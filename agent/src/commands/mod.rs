@@ -202,6 +202,11 @@ pub enum Progress {
         /// Why.
         error: String,
     },
+    /// Something a person must read before it happens (`failback --keep-data`).
+    Warning {
+        /// What.
+        text: String,
+    },
     /// A failback step ended.
     FailbackStep {
         /// The step.

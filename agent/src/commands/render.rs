@@ -94,6 +94,7 @@ pub fn progress_line(p: &Progress, now: SystemTime) -> (Stream, String) {
             format!("warning: cannot save the watch state: {error}"),
         ),
         Progress::FailbackStep { step, detail } => (Stream::Out, format!("{at} {step}: {detail}")),
+        Progress::Warning { text } => (Stream::Err, format!("warning: {text}")),
     }
 }
 
@@ -103,15 +104,23 @@ pub fn keyed_json(key: &str, value: &impl Serialize) -> String {
     format!("{:#}\n", serde_json::json!({ key: value }))
 }
 
-/// A failover's or failback's end: what goes to stdout, and the error line, if any.
+/// A failover's or failback's end: what goes to stdout, and the line for stderr, if any (the
+/// error, or what `--keep-data` brought back).
 pub fn op_report(report: &OpReport) -> (String, Option<String>) {
+    let warning = |w: Option<&String>| w.map(|w| format!("warning: {w}"));
     match report {
         OpReport::Failover { summary, error } => (
             keyed_json("failover", summary),
             error.as_ref().map(|e| format!("error: {e}")),
         ),
-        OpReport::Failback(report) => (keyed_json("failback", report), None),
-        OpReport::AgentFailback(status) => (keyed_json("failback", status), None),
+        OpReport::Failback(report) => (
+            keyed_json("failback", report),
+            warning(report.warning.as_ref()),
+        ),
+        OpReport::AgentFailback(status) => (
+            keyed_json("failback", status),
+            warning(status.report.as_ref().and_then(|r| r.warning.as_ref())),
+        ),
     }
 }
 

@@ -38,11 +38,13 @@ pub enum ControlAction {
         /// Who approves, as the CLI names the person (`user@host`).
         by: String,
     },
-    /// Point the record back at the primary once it passes `rise` rounds; with `delete_dr`,
-    /// delete the DR cache afterwards.
+    /// Point the record back at the primary once it passes `rise` rounds, emptying it first
+    /// unless `keep_data`; with `delete_dr`, delete the DR cache afterwards.
     Failback {
         /// Delete the DR cache once the record points at the primary again.
         delete_dr: bool,
+        /// Do not empty the old primary first: the sessions it held come back.
+        keep_data: bool,
     },
 }
 
@@ -67,8 +69,18 @@ impl ControlAction {
             params.push(format!("watch={}", crate::text::percent_encode(watch)));
         }
         match self {
-            ControlAction::Failback { delete_dr: true }
-            | ControlAction::Abort { delete_dr: true } => {
+            ControlAction::Failback {
+                delete_dr,
+                keep_data,
+            } => {
+                if *delete_dr {
+                    params.push("delete_dr=true".to_owned());
+                }
+                if *keep_data {
+                    params.push("keep_data=true".to_owned());
+                }
+            }
+            ControlAction::Abort { delete_dr: true } => {
                 params.push("delete_dr=true".to_owned());
             }
             ControlAction::Approve { by } => {

@@ -1034,7 +1034,7 @@ enum OpMsg {
     /// A failback step finished.
     FailbackStep(String, String),
     /// The failback ended.
-    FailbackDone(Result<FailbackReport, crate::failover::RunError>),
+    FailbackDone(Box<Result<FailbackReport, crate::failover::RunError>>),
     /// The failover (its id) is held, or a hold ended: its journal in brief.
     Hold(String, Box<FailoverSummary>),
     /// A call of the failover (its id) keeps failing: the step and the alert.

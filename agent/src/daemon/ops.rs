@@ -312,7 +312,10 @@ impl WatchTask {
     }
 
     /// Starts a failback if the old primary has passed `rise` rounds.
-    pub(super) async fn start_failback(&mut self, delete_dr: bool) -> Result<String, String> {
+    pub(super) async fn start_failback(
+        &mut self,
+        options: failover::FailbackOptions,
+    ) -> Result<String, String> {
         if let Some(op) = &self.operations.op {
             return Err(format!(
                 "a {} ({}) is already running",
@@ -344,9 +347,9 @@ impl WatchTask {
                 let _ = tx.send(OpMsg::FailbackStep(step.to_owned(), detail.to_owned()));
             };
             let result = runner
-                .failback(&fb_id, &dr, &primary, delete_dr, &progress)
+                .failback(&fb_id, &dr, &primary, options, &progress)
                 .await;
-            let _ = tx.send(OpMsg::FailbackDone(result));
+            let _ = tx.send(OpMsg::FailbackDone(Box::new(result)));
         });
         self.operations.op = Some(Op {
             kind: OpKind::Failback,
@@ -423,7 +426,7 @@ impl WatchTask {
             }
             OpMsg::FailbackDone(result) => {
                 self.operations.op = None;
-                self.failback_done(result, id, now);
+                self.failback_done(*result, id, now);
             }
         }
         self.publish();

@@ -360,8 +360,15 @@ impl WatchTask {
                     .await
                     .into();
             }
-            ControlAction::Failback { delete_dr } => {
-                let answer = match self.start_failback(delete_dr).await {
+            ControlAction::Failback {
+                delete_dr,
+                keep_data,
+            } => {
+                let options = crate::failover::FailbackOptions {
+                    delete_dr,
+                    keep_data,
+                };
+                let answer = match self.start_failback(options).await {
                     Ok(id) => WatchAnswer {
                         started: Some(true),
                         failback_id: Some(id),

@@ -179,6 +179,14 @@ impl Verifier for Fake {
     async fn resolves_to(&self, _endpoint: &str) -> bool {
         panic!("a drill never resolves through the record");
     }
+
+    async fn count_keys(&self, _endpoint: &str, _port: u16) -> Result<u64, VerifyFailure> {
+        panic!("a drill never empties a cache");
+    }
+
+    async fn flush(&self, _endpoint: &str, _port: u16) -> Result<(), VerifyFailure> {
+        panic!("a drill never empties a cache");
+    }
 }
 
 fn limits() -> DrillLimits {

@@ -75,6 +75,10 @@ pub enum Step {
     Release,
     /// Failback with `--delete-dr` only: delete the DR cache once the record points back.
     DeleteDr,
+    /// Failback only, unless `--keep-data`: empty the old primary before the record points
+    /// back at it, so that sessions ended during the DR period (logged out, revoked) do not
+    /// come back. Never once the switch has begun: the primary then serves live sessions.
+    FlushPrimary,
 }
 
 impl Step {
@@ -102,6 +106,7 @@ impl Step {
             Step::VerifyDns => "verify_dns",
             Step::Release => "release",
             Step::DeleteDr => "delete_dr",
+            Step::FlushPrimary => "flush_primary",
         }
     }
 }
@@ -120,8 +125,24 @@ pub enum Kind {
         from: String,
         /// Then delete the DR cache.
         delete_dr: bool,
+        /// Skip `flush_primary` (`failback --keep-data`): the old primary keeps the sessions
+        /// it held when the region failed, including ones ended since. A journal written
+        /// before the flush existed has no such field and keeps the data, as it was asked to.
+        #[serde(default = "journal_before_the_flush_keeps_data")]
+        keep_data: bool,
     },
 }
+
+/// A failback journal without `keep_data` was started by a version that never emptied the
+/// primary: resumed, it keeps doing what the person asked for then.
+fn journal_before_the_flush_keeps_data() -> bool {
+    true
+}
+
+/// What `flush_primary` sends: every key of the cache (ElastiCache Serverless flushes all keys
+/// across the cluster), freed in the background so the reply does not wait on the size of
+/// the data (tests/FIDELITY.md, row E10).
+pub const FLUSH_COMMAND: [&str; 2] = ["FLUSHALL", "ASYNC"];
 
 impl Kind {
     /// The steps, in order.
@@ -130,8 +151,35 @@ impl Kind {
             Kind::Failover => &Step::ALL,
             // `lease` reads the record (and takes no lock: failback is a person's command,
             // made after the primary passed `rise` rounds).
+            // `flush_primary` comes after `lease` read the record (it must still point at the
+            // DR cache) and before `switch_dns` (after it, the primary serves live sessions).
             Kind::Failback {
-                delete_dr: false, ..
+                delete_dr: false,
+                keep_data: false,
+                ..
+            } => &[
+                Step::Lease,
+                Step::FlushPrimary,
+                Step::SwitchDns,
+                Step::WaitInsync,
+                Step::VerifyDns,
+            ],
+            Kind::Failback {
+                delete_dr: true,
+                keep_data: false,
+                ..
+            } => &[
+                Step::Lease,
+                Step::FlushPrimary,
+                Step::SwitchDns,
+                Step::WaitInsync,
+                Step::VerifyDns,
+                Step::DeleteDr,
+            ],
+            Kind::Failback {
+                delete_dr: false,
+                keep_data: true,
+                ..
             } => &[
                 Step::Lease,
                 Step::SwitchDns,
@@ -139,7 +187,9 @@ impl Kind {
                 Step::VerifyDns,
             ],
             Kind::Failback {
-                delete_dr: true, ..
+                delete_dr: true,
+                keep_data: true,
+                ..
             } => &[
                 Step::Lease,
                 Step::SwitchDns,
@@ -248,6 +298,31 @@ pub struct Journal {
     /// while it holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub holds: Vec<Hold>,
+    /// What a failback's `flush_primary` found and did, written before the flush is sent
+    /// and after each part of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flushed: Option<Flushed>,
+}
+
+/// What a failback's `flush_primary` emptied: the old primary's key count before the first
+/// flush (the sessions it held since the region failed) and after the last one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flushed {
+    /// The primary, `host:port`.
+    pub endpoint: String,
+    /// The command sent ([`FLUSH_COMMAND`]).
+    pub command: String,
+    /// `DBSIZE` before the first flush: what the old primary held. Kept across a resumed
+    /// run, which flushes again but counts what the first run found.
+    pub keys_before: u64,
+    /// `DBSIZE` after the last flush; `None` until read. The agents' own probe keys (under
+    /// `key_prefix`, 60 s each) may be written meanwhile, and ElastiCache Serverless counts
+    /// across slots without a snapshot, so a few may show.
+    #[serde(default)]
+    pub keys_after: Option<u64>,
+    /// How many times the command was sent: more than once only when a failback resumed
+    /// after a crash before its switch.
+    pub sent: u32,
 }
 
 /// A failover held before a step by closed gates, or waiting for a person's approval.
@@ -449,6 +524,7 @@ impl Journal {
             runs: 0,
             outcome: None,
             holds: Vec::new(),
+            flushed: None,
         }
     }
 
@@ -609,8 +685,8 @@ pub enum FailoverError {
     },
 }
 
-/// Proves a step's effect with real traffic: a probe round against the new endpoint, and
-/// resolution through the record.
+/// Real traffic to the caches: proves a step's effect (a probe round against the new
+/// endpoint, resolution through the record), and empties the old primary before a failback.
 pub trait Verifier: Send + Sync {
     /// PING/SET/GET straight to the endpoint.
     fn direct(
@@ -627,6 +703,18 @@ pub trait Verifier: Send + Sync {
     /// One look through the agent's own resolvers: whether the record resolves to
     /// `endpoint` now (Route 53's data plane, which answers while its API may not).
     fn resolves_to(&self, endpoint: &str) -> impl std::future::Future<Output = bool> + Send;
+    /// `DBSIZE` straight to the endpoint: how many keys it holds.
+    fn count_keys(
+        &self,
+        endpoint: &str,
+        port: u16,
+    ) -> impl std::future::Future<Output = Result<u64, VerifyFailure>> + Send;
+    /// [`FLUSH_COMMAND`] straight to the endpoint: empties it (a failback's old primary).
+    fn flush(
+        &self,
+        endpoint: &str,
+        port: u16,
+    ) -> impl std::future::Future<Output = Result<(), VerifyFailure>> + Send;
 }
 
 /// Why a direct verification failed, and whether the failure was on the agent's own side:
@@ -1154,7 +1242,85 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             }
             Step::Release => self.release(j).await,
             Step::DeleteDr => self.delete_dr(j).await,
+            Step::FlushPrimary => self.flush_primary(j).await,
         }
+    }
+
+    /// Empties the old primary before a failback points the record at it, so that the
+    /// sessions it held when the region failed (some logged out or revoked since) do not
+    /// become valid again. Idempotent and crash-safe: it never runs once the switch has
+    /// begun, and before flushing it reads the record again, because on a resumed run hours
+    /// may have passed and someone may have pointed the record at the primary meanwhile: a
+    /// primary the record points at serves live sessions and is never emptied. The key
+    /// count before the first flush is journalled before the flush is sent, so a run resumed
+    /// after a crash flushes again but still says what the first one found.
+    async fn flush_primary(&self, j: &mut Journal) -> Result<String, FailoverError> {
+        let (host, port) = j.endpoint.clone().ok_or_else(|| FailoverError::Verify {
+            step: "flush_primary",
+            message: "no primary endpoint recorded".into(),
+        })?;
+        let record = j.plan.record.clone();
+        if j.started(Step::SwitchDns) || j.change_id.is_some() {
+            return Ok(format!(
+                "not emptied: the switch of {record} to {host} has begun, so the primary may serve live sessions"
+            ));
+        }
+        let plan = j.plan.clone();
+        let current = self
+            .retry_route53(j, Step::FlushPrimary, || {
+                self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
+            })
+            .await?;
+        if current.as_ref().is_some_and(|r| points_at(r, &host)) {
+            return Ok(format!(
+                "not emptied: {record} already points at the primary {host}, which serves live sessions"
+            ));
+        }
+        if let Kind::Failback { from, .. } = &plan.kind
+            && !current.as_ref().is_some_and(|r| points_at(r, from))
+        {
+            return Err(FailoverError::RecordChanged {
+                record,
+                found: format!(
+                    "{}, not the DR cache {from} it pointed at when the failback began",
+                    describe(current.as_ref())
+                ),
+            });
+        }
+        let failed = |f: VerifyFailure| FailoverError::Verify {
+            step: "flush_primary",
+            message: f.message,
+        };
+        if j.flushed.is_none() {
+            let keys_before = self.verify.count_keys(&host, port).await.map_err(failed)?;
+            j.flushed = Some(Flushed {
+                endpoint: format!("{host}:{port}"),
+                command: FLUSH_COMMAND.join(" "),
+                keys_before,
+                keys_after: None,
+                sent: 0,
+            });
+            self.save(j)?;
+        }
+        self.verify.flush(&host, port).await.map_err(failed)?;
+        if let Some(f) = &mut j.flushed {
+            f.sent += 1;
+        }
+        self.save(j)?;
+        let keys_after = self.verify.count_keys(&host, port).await.map_err(failed)?;
+        let Some(f) = &mut j.flushed else {
+            return Err(FailoverError::Journal("the flush record vanished".into()));
+        };
+        f.keys_after = Some(keys_after);
+        let again = if f.sent > 1 {
+            format!(" (sent {} times: resumed before the switch)", f.sent)
+        } else {
+            String::new()
+        };
+        Ok(format!(
+            "{} on {}: {} keys before, {keys_after} after{again}",
+            f.command, f.endpoint, f.keys_before
+        ))
     }
 
     /// Deletes the DR cache after a failback, only if a failover of valkey-dr built it: a

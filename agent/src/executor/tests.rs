@@ -50,6 +50,15 @@ struct Cloud {
     change_stays_pending: bool,
     /// `verify_direct` fails on the agent's own side (its resolver refuses the DR name).
     own_resolver_refuses: bool,
+    /// The keys the old primary holds (its sessions), for a failback's flush.
+    primary_keys: u64,
+    /// Every flush sent to the primary, in order.
+    flushes: u32,
+    /// The probe user may not flush (its access string denies `FLUSHALL`).
+    flush_denied: bool,
+    /// The first `DBSIZE` after a flush fails (a stand-in for a crash between the flush and
+    /// its journal entry).
+    fail_count_after_flush: bool,
 }
 
 /// A mutating call that the fake counts.
@@ -426,6 +435,41 @@ impl Verifier for Fake {
         self.cname()
             .iter()
             .any(|v| valkey_dr_probes::same_name(v, endpoint))
+    }
+
+    async fn count_keys(&self, _endpoint: &str, _port: u16) -> Result<u64, VerifyFailure> {
+        self.fault("count_keys").map_err(|e| VerifyFailure {
+            message: e.to_string(),
+            own_side: false,
+        })?;
+        let mut c = self.cloud();
+        if c.fail_count_after_flush && c.flushes > 0 {
+            c.fail_count_after_flush = false;
+            return Err(VerifyFailure {
+                message: "DBSIZE: connection lost".into(),
+                own_side: false,
+            });
+        }
+        Ok(c.primary_keys)
+    }
+
+    async fn flush(&self, endpoint: &str, _port: u16) -> Result<(), VerifyFailure> {
+        self.fault("flush").map_err(|e| VerifyFailure {
+            message: e.to_string(),
+            own_side: false,
+        })?;
+        let mut c = self.cloud();
+        if c.flush_denied {
+            return Err(VerifyFailure {
+                message: format!(
+                    "{endpoint}: FLUSHALL ASYNC refused: NOPERM User probe has no permissions to run the 'flushall' command"
+                ),
+                own_side: false,
+            });
+        }
+        c.flushes += 1;
+        c.primary_keys = 0;
+        Ok(())
     }
 }
 
@@ -1561,11 +1605,16 @@ async fn an_own_cache_still_creating_is_adopted_once_its_tags_can_be_read() {
 }
 
 fn failback_journal(delete_dr: bool) -> Journal {
+    failback_journal_keeping(delete_dr, false)
+}
+
+fn failback_journal_keeping(delete_dr: bool, keep_data: bool) -> Journal {
     let mut plan = plan(false);
     plan.failover_id = "fb-1".into();
     plan.kind = Kind::Failback {
         from: DR.trim_end_matches('.').into(),
         delete_dr,
+        keep_data,
     };
     let mut journal = Journal::new(plan);
     journal.endpoint = Some((OLD.trim_end_matches('.').into(), 6379));
@@ -1607,6 +1656,7 @@ async fn failback_is_a_journalled_plan_with_route53_retries() {
         steps,
         [
             "delete_dr",
+            "flush_primary",
             "lease",
             "switch_dns",
             "verify_dns",
@@ -1678,6 +1728,266 @@ async fn a_failback_resumed_after_its_switch_does_not_switch_again() {
     assert!(journal.complete());
     assert_once(&fake, Mutation::CnameChange, "no second flip");
     assert_eq!(fake.cname(), [OLD]);
+}
+
+/// Issue 20, item 7: a failback empties the old primary after reading the record and before
+/// pointing it back, and the journal says what was emptied (the key count before and after,
+/// and the command), so that sessions logged out or revoked during the DR period are gone.
+#[tokio::test]
+async fn a_failback_empties_the_primary_before_the_switch_and_journals_what_it_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    point_record_at(&fake, DR);
+    fake.cloud().primary_keys = 1234;
+    let journal = run(&fake, dir.path(), failback_journal(false))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("the failback completes");
+    assert!(journal.complete());
+    assert_eq!(fake.cname(), [OLD]);
+    assert_eq!(fake.cloud().flushes, 1);
+    assert_eq!(fake.cloud().primary_keys, 0);
+    let primary = format!("{}:6379", OLD.trim_end_matches('.'));
+    assert_eq!(
+        journal.flushed,
+        Some(Flushed {
+            endpoint: primary.clone(),
+            command: "FLUSHALL ASYNC".into(),
+            keys_before: 1234,
+            keys_after: Some(0),
+            sent: 1,
+        })
+    );
+    let order: Vec<(Step, Phase)> = journal.entries.iter().map(|e| (e.step, e.phase)).collect();
+    let flushed_at = order
+        .iter()
+        .position(|s| *s == (Step::FlushPrimary, Phase::Done))
+        .expect("flush_primary done");
+    let switch_at = order
+        .iter()
+        .position(|s| *s == (Step::SwitchDns, Phase::Started))
+        .expect("switch_dns started");
+    let lease_at = order
+        .iter()
+        .position(|s| *s == (Step::Lease, Phase::Done))
+        .expect("lease done");
+    assert!(lease_at < flushed_at && flushed_at < switch_at, "{order:?}");
+    let detail = &journal.entries[flushed_at].detail;
+    assert_eq!(
+        detail,
+        &format!("FLUSHALL ASYNC on {primary}: 1234 keys before, 0 after")
+    );
+    // What is journalled survives a read back, as the next version reads it.
+    let on_disk: Journal = store::read_json(&dir.path().join("failover.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(on_disk.flushed, journal.flushed);
+}
+
+/// `failback --keep-data`: no flush step at all; the primary keeps what it held.
+#[tokio::test]
+async fn keep_data_skips_the_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    point_record_at(&fake, DR);
+    fake.cloud().primary_keys = 77;
+    let journal = run(&fake, dir.path(), failback_journal_keeping(false, true))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("the failback completes");
+    assert!(journal.complete());
+    assert_eq!(fake.cname(), [OLD]);
+    assert_eq!(fake.cloud().flushes, 0);
+    assert_eq!(fake.cloud().primary_keys, 77);
+    assert_eq!(journal.flushed, None);
+    assert!(!journal.started(Step::FlushPrimary));
+}
+
+/// A failback that crashed between its flush and the journal entry saying so resumes and
+/// flushes again (the record still points at the DR cache, so nobody is served by the
+/// primary), and the journal keeps the count the first run found, not the near-empty one.
+#[tokio::test]
+async fn a_failback_resumed_before_its_switch_flushes_again_and_keeps_the_first_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    point_record_at(&fake, DR);
+    {
+        let mut c = fake.cloud();
+        c.primary_keys = 500;
+        c.fail_count_after_flush = true;
+    }
+    let (journal, err) = run(&fake, dir.path(), failback_journal(false))
+        .await
+        .expect_err("stopped after the flush");
+    assert!(
+        matches!(
+            err,
+            FailoverError::Verify {
+                step: "flush_primary",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(!journal.done(Step::FlushPrimary));
+    assert_eq!(fake.cname(), [DR], "the record is untouched");
+    assert_never(
+        &fake,
+        Mutation::CnameChange,
+        "no switch after a failed flush",
+    );
+    let first = journal
+        .flushed
+        .clone()
+        .expect("the count before is journalled");
+    assert_eq!(
+        (first.keys_before, first.keys_after, first.sent),
+        (500, None, 1)
+    );
+
+    // Probe keys written meanwhile; the failback is resumed.
+    fake.cloud().primary_keys = 3;
+    let mut resumed = journal;
+    resumed.outcome = None;
+    let journal = run(&fake, dir.path(), resumed)
+        .await
+        .map_err(|(_, e)| e)
+        .expect("resumes");
+    assert!(journal.complete());
+    assert_eq!(fake.cloud().flushes, 2, "flushed again before the switch");
+    let flushed = journal.flushed.clone().unwrap();
+    assert_eq!(
+        (flushed.keys_before, flushed.keys_after, flushed.sent),
+        (500, Some(0), 2)
+    );
+    assert_once(&fake, Mutation::CnameChange, "one switch");
+    assert_eq!(fake.cname(), [OLD]);
+}
+
+/// Never once the record points at the primary: someone pointed it back by hand before the
+/// failback's flush, so the primary serves live sessions and keeps them.
+#[tokio::test]
+async fn a_primary_the_record_already_points_at_is_never_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().primary_keys = 42;
+    // The record points at the primary already (Fake::new's CNAME).
+    let journal = run(&fake, dir.path(), failback_journal(false))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("the failback completes");
+    assert!(journal.complete());
+    assert_eq!(fake.cloud().flushes, 0);
+    assert_eq!(fake.cloud().primary_keys, 42);
+    assert_eq!(journal.flushed, None);
+    let said = journal
+        .entries
+        .iter()
+        .find(|e| e.step == Step::FlushPrimary && e.phase == Phase::Done)
+        .map(|e| e.detail.clone())
+        .unwrap_or_default();
+    assert!(said.contains("already points at the primary"), "{said}");
+    assert_never(&fake, Mutation::CnameChange, "nothing to switch");
+}
+
+/// ...and never once the switch has begun, whatever the record says when the run resumes.
+#[tokio::test]
+async fn a_failback_whose_switch_began_never_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    point_record_at(&fake, DR);
+    fake.cloud().primary_keys = 9;
+    let mut journal = failback_journal(false);
+    let at = SystemTime::now();
+    journal.old_target = Some(RecordSet {
+        name: RECORD.into(),
+        rtype: "CNAME".into(),
+        ttl: 30,
+        values: vec![DR.into()],
+    });
+    for (step, phase) in [
+        (Step::Lease, Phase::Started),
+        (Step::Lease, Phase::Done),
+        (Step::SwitchDns, Phase::Started),
+    ] {
+        journal.entries.push(JournalEntry {
+            step,
+            phase,
+            at,
+            detail: String::new(),
+        });
+    }
+    let journal = run(&fake, dir.path(), journal)
+        .await
+        .map_err(|(_, e)| e)
+        .expect("the failback completes");
+    assert!(journal.complete());
+    assert_eq!(fake.cloud().flushes, 0);
+    assert_eq!(fake.cloud().primary_keys, 9);
+    assert_eq!(fake.cname(), [OLD]);
+}
+
+/// A flush the probe user may not run (NOPERM: a configuration error) stops the failback
+/// before the switch: the record stays on the DR cache, and the error says what to do.
+#[tokio::test]
+async fn a_flush_the_probe_user_may_not_run_stops_the_failback_with_the_record_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    point_record_at(&fake, DR);
+    {
+        let mut c = fake.cloud();
+        c.primary_keys = 10;
+        c.flush_denied = true;
+    }
+    let (journal, err) = run(&fake, dir.path(), failback_journal(false))
+        .await
+        .expect_err("refused");
+    assert!(err.to_string().contains("NOPERM"), "{err}");
+    assert!(matches!(
+        journal.outcome,
+        Some(FailoverOutcome::Failed {
+            step: Step::FlushPrimary,
+            ..
+        })
+    ));
+    assert_never(&fake, Mutation::CnameChange, "the record is not switched");
+    assert_eq!(fake.cname(), [DR]);
+    assert_eq!(fake.cloud().primary_keys, 10);
+}
+
+/// A failback journal written before the flush existed has no `keep_data`: resumed, it does
+/// what was asked for then and empties nothing; a new one says `keep_data` either way.
+#[test]
+fn a_failback_journal_from_before_the_flush_keeps_the_data() {
+    let old: Kind =
+        serde_json::from_str(r#"{"failback":{"from":"dr.example","delete_dr":false}}"#).unwrap();
+    assert_eq!(
+        old,
+        Kind::Failback {
+            from: "dr.example".into(),
+            delete_dr: false,
+            keep_data: true,
+        }
+    );
+    assert!(!old.steps().contains(&Step::FlushPrimary));
+    let new = Kind::Failback {
+        from: "dr.example".into(),
+        delete_dr: true,
+        keep_data: false,
+    };
+    let json = serde_json::to_string(&new).unwrap();
+    assert!(json.contains(r#""keep_data":false"#), "{json}");
+    assert_eq!(
+        new.steps(),
+        [
+            Step::Lease,
+            Step::FlushPrimary,
+            Step::SwitchDns,
+            Step::WaitInsync,
+            Step::VerifyDns,
+            Step::DeleteDr
+        ]
+    );
 }
 
 #[tokio::test]

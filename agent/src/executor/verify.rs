@@ -1,13 +1,24 @@
-//! The executor's real-traffic checks, made with the same probes the agent watches with.
+//! The executor's real traffic, made with the same probes the agent watches with: checks of
+//! a new endpoint and of the record, and a failback's emptying of the old primary.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use valkey_dr_probes::{PathKind, ProbeSpec, Prober, same_name};
+use valkey_dr_probes::{PathKind, ProbeSpec, Prober, Reply, Session, same_name};
 
 use valkey_dr_probes::ErrorKind;
 
-use super::{Verifier, VerifyFailure};
+use super::{FLUSH_COMMAND, Verifier, VerifyFailure};
+
+/// The least a `DBSIZE` or a flush is given to answer: the probe timeout is sized for a
+/// `PING`, and a cache just back from an outage may be slower at first.
+const MIN_COMMAND_BOUND: Duration = Duration::from_secs(10);
+
+/// What a refusal of the flush means, and the two ways out: emptying the old primary needs a
+/// command the probe user's access string may not allow.
+const FLUSH_DENIED_FIX: &str = "the probe user may not empty the primary: allow it FLUSHALL \
+     in its ElastiCache access string (e.g. +flushall, or +@keyspace), or fail back with \
+     --keep-data";
 
 /// Verifies with probe rounds built from the watch's own probe settings (TLS, auth, prefix).
 pub struct ProbeVerifier {
@@ -37,6 +48,59 @@ impl ProbeVerifier {
         spec.port = port;
         spec.reader_port = None;
         spec
+    }
+}
+
+impl ProbeVerifier {
+    /// A session to `endpoint:port` as the probes connect, for one command.
+    async fn session(&self, endpoint: &str, port: u16) -> Result<Session, VerifyFailure> {
+        let spec = self.spec_for(endpoint, port);
+        self.prober.session(&spec).await.map_err(|e| {
+            let denied = e.kind == ErrorKind::Auth;
+            VerifyFailure {
+                message: if denied {
+                    format!("{endpoint}:{port}: {e}: {FLUSH_DENIED_FIX}")
+                } else {
+                    format!("{endpoint}:{port}: {e}")
+                },
+                own_side: matches!(e.kind, ErrorKind::Local),
+            }
+        })
+    }
+
+    /// Sends `args` to `endpoint:port` on a fresh session.
+    async fn one_command(
+        &self,
+        endpoint: &str,
+        port: u16,
+        args: &[&str],
+    ) -> Result<Reply, VerifyFailure> {
+        let mut session = self.session(endpoint, port).await?;
+        let bound = self.spec.timeout.max(MIN_COMMAND_BOUND);
+        let reply = session
+            .command(args, bound)
+            .await
+            .map_err(|e| VerifyFailure {
+                message: format!("{endpoint}:{port}: {e}"),
+                own_side: false,
+            })?;
+        match reply {
+            Reply::Error { code, text } => {
+                let denied = matches!(code.as_str(), "NOPERM" | "NOAUTH" | "WRONGPASS");
+                Err(VerifyFailure {
+                    message: if denied {
+                        format!(
+                            "{endpoint}:{port}: {} refused: {text}: {FLUSH_DENIED_FIX}",
+                            args.join(" ")
+                        )
+                    } else {
+                        format!("{endpoint}:{port}: {} refused: {text}", args.join(" "))
+                    },
+                    own_side: false,
+                })
+            }
+            reply => Ok(reply),
+        }
     }
 }
 
@@ -94,6 +158,29 @@ impl Verifier for ProbeVerifier {
             .path(PathKind::Dns)
             .and_then(|p| p.target.as_deref())
             .is_some_and(|t| same_name(t, endpoint))
+    }
+
+    async fn count_keys(&self, endpoint: &str, port: u16) -> Result<u64, VerifyFailure> {
+        match self.one_command(endpoint, port, &["DBSIZE"]).await? {
+            Reply::Integer(n) if n >= 0 => Ok(n as u64),
+            other => Err(VerifyFailure {
+                message: format!("{endpoint}:{port}: DBSIZE: expected a count, got {other:?}"),
+                own_side: false,
+            }),
+        }
+    }
+
+    async fn flush(&self, endpoint: &str, port: u16) -> Result<(), VerifyFailure> {
+        match self.one_command(endpoint, port, &FLUSH_COMMAND).await? {
+            Reply::Status(ok) if ok == "OK" => Ok(()),
+            other => Err(VerifyFailure {
+                message: format!(
+                    "{endpoint}:{port}: {}: expected OK, got {other:?}",
+                    FLUSH_COMMAND.join(" ")
+                ),
+                own_side: false,
+            }),
+        }
     }
 
     async fn through_record(&self, endpoint: &str) -> Result<(), String> {

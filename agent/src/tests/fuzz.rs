@@ -152,6 +152,7 @@ const DICTIONARY: &[&str] = &[
     "reason=",
     "by=",
     "delete_dr=",
+    "keep_data=",
     "nonce=",
     "&",
     "=",

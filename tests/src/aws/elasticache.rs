@@ -1,7 +1,9 @@
 //! ElastiCache's Query API, for serverless caches: `CreateServerlessCache`,
 //! `DescribeServerlessCaches`, `DeleteServerlessCache` and `ListTagsForResource`; and the
 //! references a DR spec names: `DescribeUserGroups` (missing: `UserGroupNotFound`, 404) and
-//! `DescribeServerlessCacheSnapshots` (missing: `ServerlessCacheSnapshotNotFoundFault`, 404).
+//! `DescribeServerlessCacheSnapshots` (missing: `ServerlessCacheSnapshotNotFoundFault`, 404);
+//! and `DescribeUsers` (missing: `UserNotFound`, 404), whose access strings the caches' own
+//! servers apply.
 //!
 //! Requests are `POST /` with a form body (`Action=…&Version=2015-02-02&…`); answers are
 //! `<{Action}Response><{Action}Result>…</…><ResponseMetadata>…` documents whose element names
@@ -227,6 +229,10 @@ fn user_group_arn(region: &str, id: &str) -> String {
     format!("arn:aws:elasticache:{region}:{ACCOUNT_ID}:usergroup:{id}")
 }
 
+fn user_arn(region: &str, id: &str) -> String {
+    format!("arn:aws:elasticache:{region}:{ACCOUNT_ID}:user:{id}")
+}
+
 fn snapshot_arn(region: &str, name: &str) -> String {
     format!("arn:aws:elasticache:{region}:{ACCOUNT_ID}:serverlesscachesnapshot:{name}")
 }
@@ -367,12 +373,14 @@ pub(crate) async fn handle(
             "DeleteServerlessCache" => delete(&lab, region, &params, request_id),
             "ListTagsForResource" => list_tags(&lab, region, &params, request_id),
             "DescribeUserGroups" => describe_user_groups(&lab, region, &params, request_id),
+            "DescribeUsers" => describe_users(&lab, region, &params, request_id),
             "DescribeServerlessCacheSnapshots" => {
                 describe_snapshots(&lab, region, &params, request_id)
             }
             _ => Err(query::invalid_action(
                 "CreateServerlessCache, DescribeServerlessCaches, DeleteServerlessCache, \
-                 ListTagsForResource, DescribeUserGroups and DescribeServerlessCacheSnapshots",
+                 ListTagsForResource, DescribeUserGroups, DescribeUsers and \
+                 DescribeServerlessCacheSnapshots",
             )),
         }
     })();
@@ -386,6 +394,7 @@ fn resource(action: &str, region: &str, params: &Params) -> Option<String> {
     match action {
         "ListTagsForResource" => named("ResourceName").map(str::to_string),
         "DescribeUserGroups" => named("UserGroupId").map(|id| user_group_arn(region, id)),
+        "DescribeUsers" => named("UserId").map(|id| user_arn(region, id)),
         "DescribeServerlessCacheSnapshots" => {
             named("ServerlessCacheSnapshotName").map(|name| snapshot_arn(region, name))
         }
@@ -849,7 +858,9 @@ fn describe_user_groups(
                     .text("Status", "active")
                     .text("Engine", "valkey")
                     .element("UserIds", |x| {
-                        x.text("member", "default");
+                        for user in lab_users(lab) {
+                            x.text("member", &user.id);
+                        }
                     })
                     .text("MinimumEngineVersion", "7.2")
                     .empty("ReplicationGroups")
@@ -860,6 +871,88 @@ fn describe_user_groups(
                     })
                     .text("ARN", user_group_arn(region, LAB_USER_GROUP_ID));
             });
+        });
+    }))
+}
+
+/// One of the lab's ElastiCache users.
+struct LabUser {
+    /// Its `UserId` and `UserName` (the same, as IAM-enabled users must have them).
+    id: String,
+    /// `password`, `no-password` or `iam` (the model's `AuthenticationType`).
+    authentication: &'static str,
+}
+
+/// The users of every region's user group: `default`, and the IAM user the fronts require
+/// tokens for when the lab has one.
+fn lab_users(lab: &Shared) -> Vec<LabUser> {
+    let mut users = vec![LabUser {
+        id: "default".to_string(),
+        authentication: if lab.password.is_some() {
+            "password"
+        } else {
+            "no-password"
+        },
+    }];
+    if let Some(iam) = &lab.default_auth.iam_user {
+        users.push(LabUser {
+            id: iam.clone(),
+            authentication: "iam",
+        });
+    }
+    users
+}
+
+/// The lab's users, each with the lab's access string (which the caches' servers apply).
+/// **Departure:** `Filters` and `Engine` are refused rather than evaluated, and there is one
+/// page (no `Marker`): the lab has two users at most.
+fn describe_users(
+    lab: &Arc<Shared>,
+    region: &str,
+    params: &Params,
+    request_id: &str,
+) -> Result<String, ApiError> {
+    let _ = params.int("MaxRecords")?;
+    if params.get("Engine").is_some_and(|e| !e.is_empty()) || params.any_under("Filters") {
+        return Err(invalid(
+            "the lab does not evaluate Engine or Filters on DescribeUsers; list every user",
+        ));
+    }
+    let wanted = params.get("UserId").filter(|id| !id.is_empty());
+    let users: Vec<LabUser> = lab_users(lab)
+        .into_iter()
+        .filter(|u| wanted.is_none_or(|id| id == u.id))
+        .collect();
+    if let Some(id) = wanted
+        && users.is_empty()
+    {
+        return Err(ApiError::not_found(
+            "UserNotFound",
+            format!("User {id} not found."),
+        ));
+    }
+    Ok(response("DescribeUsers", request_id, |x| {
+        x.element("Users", |x| {
+            for user in &users {
+                x.element("member", |x| {
+                    x.text("UserId", &user.id)
+                        .text("UserName", &user.id)
+                        .text("Status", "active")
+                        .text("Engine", "valkey")
+                        .text("MinimumEngineVersion", "7.2")
+                        .text("AccessString", &lab.access_string)
+                        .element("UserGroupIds", |x| {
+                            x.text("member", LAB_USER_GROUP_ID);
+                        })
+                        .element("Authentication", |x| {
+                            x.text("Type", user.authentication);
+                            if user.authentication == "password" {
+                                x.text("PasswordCount", "1");
+                            }
+                        })
+                        .text("ARN", user_arn(region, &user.id));
+                });
+            }
         });
     }))
 }

@@ -8,9 +8,10 @@
 //!   credential scope's service name, as AWS's per-service endpoints would be:
 //!   - `elasticache`: the Query API (`Action=…&Version=2015-02-02`): `CreateServerlessCache`,
 //!     `DescribeServerlessCaches`, `DeleteServerlessCache`, `ListTagsForResource`,
-//!     `DescribeUserGroups` and `DescribeServerlessCacheSnapshots`, with separate state per
-//!     region. An available cache is a real valkey-server behind its TLS front, started
-//!     through the lab's own `add_cache`.
+//!     `DescribeUserGroups`, `DescribeUsers` and `DescribeServerlessCacheSnapshots`, with
+//!     separate state per region. An available cache is a real valkey-server behind its TLS
+//!     front, started through the lab's own `add_cache`, applying the lab users' access
+//!     string.
 //!   - `sts`: `GetCallerIdentity`. `ec2`: `DescribeSubnets`, `DescribeSecurityGroups`.
 //!     `kms` (JSON 1.1): `DescribeKey`. `iam`: `SimulatePrincipalPolicy`. Each over a fixed
 //!     inventory that every region has (`crate::config`'s `LAB_*` constants).

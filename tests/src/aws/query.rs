@@ -86,6 +86,13 @@ impl Params {
 
     /// A Query list: `{prefix}.{member}.N`, in N order, whatever the member is called
     /// (`SubnetIds.SubnetId.1` from the SDK, `SubnetIds.member.1` from older clients).
+    /// Whether any parameter is named `prefix.…` (a list or structure given at all).
+    pub(crate) fn any_under(&self, prefix: &str) -> bool {
+        self.0
+            .iter()
+            .any(|(k, _)| k.strip_prefix(prefix).is_some_and(|r| r.starts_with('.')))
+    }
+
     pub(crate) fn list(&self, prefix: &str) -> Vec<String> {
         let mut items: Vec<(u32, String)> = self
             .0

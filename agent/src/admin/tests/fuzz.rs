@@ -16,6 +16,7 @@ const ALLOWED: &[&[&str]] = &[
     &["watch"],
     &["watch", "reason", "until"],
     &["watch", "delete_dr"],
+    &["watch", "delete_dr", "keep_data"],
     &["watch", "by"],
 ];
 
