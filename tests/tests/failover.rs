@@ -640,6 +640,65 @@ async fn with_route53_down_the_cache_is_built_first_and_the_record_moves_when_it
     assert_eq!(changes.len(), 1, "{changes:#?}");
 }
 
+/// Issue 20: a failover that waits at `lease` on Route 53's API (the cache built and verified)
+/// is ended once the primary answers again for `rise` rounds, with Route 53 still down: when
+/// Route 53 comes back, nothing moves the record away from the healthy primary. Ending it
+/// asks nothing of Route 53 (the journal says the switch never began), and the DR cache it
+/// built is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_waiting_on_route53_ends_when_the_primary_answers_again() {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
+    let agent = s.healthy_agent().await;
+    s.fault(Fault::RegionOutage {
+        region: PRIMARY_REGION.to_owned(),
+        route53: true,
+    })
+    .await;
+    s.wait_event(FAILOVER_BOUND, |e| {
+        e["event"] == "failover_step"
+            && e["detail"]["phase"] == "retrying"
+            && e["detail"]["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("is built and verified at"))
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "never held by Route 53: {:?}\n{}",
+            s.hook.names(),
+            agent.log_text()
+        )
+    });
+    // The primary answers again; Route 53's API stays down.
+    s.fault(Fault::Clear {
+        cache: PRIMARY_CACHE.to_owned(),
+    })
+    .await;
+    let aborted = s
+        .wait_event(DOWN_BOUND, |e| e["event"] == "aborted")
+        .await
+        .unwrap_or_else(|| panic!("not ended: {:?}\n{}", s.hook.names(), agent.log_text()));
+    let said = aborted["reasons"].to_string();
+    assert!(said.contains("waiting before the switch"), "{aborted:#}");
+    assert!(said.contains("stopped before the switch"), "{aborted:#}");
+    assert!(said.contains("deleting app-sessions-dr"), "{aborted:#}");
+    s.fault(Fault::Route53ControlUp).await;
+    assert!(
+        agent.wait_state(WATCH, "healthy", EVENT_BOUND).await,
+        "{:?}\n{}",
+        agent.state(WATCH).await,
+        agent.log_text()
+    );
+    support::wait_more_rounds(&agent, WATCH, 3, EVENT_BOUND).await;
+    let calls = s.calls();
+    assert!(
+        cname_changes(&calls).is_empty(),
+        "{:#?}",
+        cname_changes(&calls)
+    );
+    s.assert_record(&s.endpoint(PRIMARY_CACHE), LAB_TTL).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_only_announces_the_failover_it_would_make_and_changes_nothing() {
     let s = setup(Mode::AlertOnly, Duration::from_secs(1), &[]).await;

@@ -255,9 +255,11 @@ impl WatchTask {
     }
 
     /// A failover the agent started on its own and that is held (gates, or prepare mode's
-    /// approval) is ended once the primary answers on both paths for `rise` rounds: the
-    /// outage it was for is over, and a gate that opens (or an approval given on a stale
-    /// page) later must not move the record away from a healthy primary. Counts those rounds;
+    /// approval), or that waits at `lease` (on Route 53's API, or on another agent's lease),
+    /// is ended once the primary answers on both paths for `rise` rounds: the outage it was
+    /// for is over, and a gate that opens, an approval given on a stale page, Route 53 coming
+    /// back or a lease handed over later must not move the record away from a healthy
+    /// primary. Nothing has touched the record before `switch_dns`. Counts those rounds;
     /// whether this one is the `rise`th.
     fn primary_outlived_hold(
         &mut self,
@@ -269,11 +271,10 @@ impl WatchTask {
             .op
             .as_ref()
             .is_some_and(|op| op.kind == OpKind::Failover)
-            && self
-                .operations
-                .last_failover
-                .as_ref()
-                .is_some_and(|f| f.held.is_some() && f.automatic);
+            && self.operations.last_failover.as_ref().is_some_and(|f| {
+                f.automatic
+                    && (f.held.is_some() || f.retrying.as_ref().is_some_and(|r| r.step == "lease"))
+            });
         if !held || dns.failure().is_some() || direct.failure().is_some() {
             self.judging.primary_ok_while_held = 0;
             return false;
@@ -300,7 +301,7 @@ impl WatchTask {
         };
         let runner = self.runner().await;
         let reason = format!(
-            "failover {} was held, and the primary answers PING/SET/GET on both paths again ({} rounds): not switching",
+            "failover {} was held or waiting before the switch, and the primary answers PING/SET/GET on both paths again ({} rounds): not switching",
             journal.plan.failover_id,
             self.judging.params.rise()
         );

@@ -955,31 +955,39 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         delete_dr: bool,
     ) -> Result<(Journal, String), (Journal, FailoverError)> {
         let plan = journal.plan.clone();
-        let current = match self
-            .retry(Step::SwitchDns, || {
-                self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
-            })
-            .await
-        {
-            Ok(current) => current,
-            Err(e) => return Err((journal, e)),
-        };
-        let switched = match (&current, &journal.endpoint) {
-            (Some(r), Some((host, _))) => points_at(r, host),
-            _ => false,
-        };
-        let mut done = vec![format!(
-            "{} {}",
-            plan.record,
-            if switched {
-                format!(
-                    "points at the DR cache ({}); fail back to undo it",
-                    describe(current.as_ref())
-                )
-            } else {
-                format!("was not switched ({})", describe(current.as_ref()))
+        // Before the switch began, the journal alone says the record was not moved by this
+        // failover: Route 53, which may be what it waits on, is not asked.
+        let switch_begun = journal.started(Step::SwitchDns) || journal.change_id.is_some();
+        let (switched, said) = if switch_begun {
+            let current = match self
+                .retry(Step::SwitchDns, || {
+                    self.dns.record(&plan.hosted_zone_id, &plan.record, "CNAME")
+                })
+                .await
+            {
+                Ok(current) => current,
+                Err(e) => return Err((journal, e)),
+            };
+            match (&current, &journal.endpoint) {
+                (Some(r), Some((host, _))) if points_at(r, host) => (
+                    true,
+                    format!(
+                        "points at the DR cache ({}); fail back to undo it",
+                        describe(current.as_ref())
+                    ),
+                ),
+                _ => (
+                    false,
+                    format!("was not switched ({})", describe(current.as_ref())),
+                ),
             }
-        )];
+        } else {
+            (
+                false,
+                "was not switched: this failover stopped before the switch".to_owned(),
+            )
+        };
+        let mut done = vec![format!("{} {said}", plan.record)];
         if journal.lease.is_some() {
             match self.release(&mut journal).await {
                 Ok(released) => done.push(released),
