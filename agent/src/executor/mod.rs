@@ -1766,10 +1766,12 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
     }
 
     /// Adopts the cache of the DR name when it is this failover's, when another failover
-    /// of the same watch and record built it (two agents raced to the build: one cache, and
-    /// the loser uses the winner's), or with `adopt_existing`. Anything else is someone
-    /// else's cache and stops the failover. No Route 53 call is made here: nothing before
-    /// the switch waits on Route 53's control plane.
+    /// of the same watch and record that began within `create_timeout` built it (two agents
+    /// raced to the build: one cache, and the loser uses the winner's), or with
+    /// `adopt_existing`. Anything else is someone else's cache, or one an earlier failover
+    /// left behind with that DR period's sessions in it (a failback without `--delete-dr`),
+    /// and stops the failover. No Route 53 call is made here: nothing before the switch
+    /// waits on Route 53's control plane.
     fn adopt_tagged(
         &self,
         j: &mut Journal,
@@ -1780,10 +1782,12 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         let built_by = tags.get(FAILOVER_TAG);
         let how = if built_by == Some(&plan.failover_id) {
             "built by this failover".to_owned()
-        } else if let Some(other) = built_by.filter(|_| {
-            tags.get(WATCH_TAG) == Some(&plan.watch) && tags.get(RECORD_TAG) == Some(&plan.record)
+        } else if let Some(other) = built_by.filter(|other| {
+            tags.get(WATCH_TAG) == Some(&plan.watch)
+                && tags.get(RECORD_TAG) == Some(&plan.record)
+                && began_within(other, plan.create_timeout)
         }) {
-            format!("built by failover {other} of the same watch and record")
+            format!("built by failover {other} of the same watch and record, racing this one")
         } else if plan.adopt_existing {
             "adopt_existing".to_owned()
         } else {
@@ -2307,6 +2311,33 @@ pub fn handed_over_value(plan: &Plan, now: SystemTime, reason: &str) -> String {
         .take(200)
         .collect();
     format!("{} \"handed over: {reason}\"", lease_value(plan, now))
+}
+
+/// Whether the failover `id` (`fo-20261126t071500z-…`, as `failover::new_failover_id` makes
+/// them) began no longer than `window` ago; `false` for an id that carries no time.
+fn began_within(id: &str, window: Duration) -> bool {
+    let Some(stamp) = id
+        .strip_prefix("fo-")
+        .and_then(|rest| rest.split('-').next())
+    else {
+        return false;
+    };
+    if stamp.len() != 16 || !stamp.is_ascii() {
+        return false;
+    }
+    let text = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &stamp[0..4],
+        &stamp[4..6],
+        &stamp[6..8],
+        &stamp[9..11],
+        &stamp[11..13],
+        &stamp[13..15]
+    );
+    humantime::parse_rfc3339(&text)
+        .ok()
+        .and_then(|began| SystemTime::now().duration_since(began).ok())
+        .is_some_and(|ago| ago <= window)
 }
 
 /// How long the journal says `step` has run, from its first start: a resumed run counts the

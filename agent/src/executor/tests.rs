@@ -1323,12 +1323,9 @@ async fn a_failure_after_the_lease_hands_it_over_with_the_reason() {
 async fn two_agents_racing_to_the_build_make_one_cache_and_one_switch() {
     let fake = Fake::new();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut b = plan(true);
-    b.failover_id = "fo-2".into();
-    b.owner = "agent-b".into();
-    b.cache.input.tags[0].value = "fo-2".into();
+    let (a, b) = (started_now("agent-a"), started_now("agent-b"));
     let (ra, rb) = tokio::join!(
-        run(&fake, dir_a.path(), Journal::new(plan(true))),
+        run(&fake, dir_a.path(), Journal::new(a)),
         run(&fake, dir_b.path(), Journal::new(b))
     );
     let completed = [ra.is_ok(), rb.is_ok()].iter().filter(|ok| **ok).count();
@@ -1341,6 +1338,39 @@ async fn two_agents_racing_to_the_build_make_one_cache_and_one_switch() {
     assert_once(&fake, Mutation::Create, "one cache");
     assert_once(&fake, Mutation::CnameChange, "one switch");
     assert_eq!(fake.cname(), [DR]);
+}
+
+/// The plan of `owner`'s failover begun now, with an id that carries its time as the
+/// daemon's ids do, and the cache tagged with it.
+fn started_now(owner: &str) -> Plan {
+    let mut p = plan(true);
+    p.failover_id = crate::failover::new_failover_id(owner, SystemTime::now());
+    p.owner = owner.into();
+    p.cache.input.tags[0].value = p.failover_id.clone();
+    p
+}
+
+/// Issue 20: a cache of the same watch and record is adopted only from a failover that began
+/// within `create_timeout` (a race); one an earlier failover left behind holds that DR
+/// period's sessions and stops the failover, as any cache not ours does.
+#[tokio::test]
+async fn a_cache_left_by_an_earlier_failover_is_not_adopted() {
+    let fake = Fake::new();
+    let mut old = started_now("agent-b");
+    old.failover_id = crate::failover::new_failover_id(
+        "agent-b",
+        SystemTime::now() - Duration::from_secs(6 * 24 * 3600),
+    );
+    old.cache.input.tags[0].value = old.failover_id.clone();
+    fake.create(&old.cache).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, err) = run(&fake, dir.path(), Journal::new(started_now("agent-a")))
+        .await
+        .expect_err("not adopted");
+    assert!(matches!(err, FailoverError::ForeignCache { .. }), "{err}");
+    assert_never(&fake, Mutation::CnameChange, "nothing switched");
+    assert!(!began_within("fo-1", Duration::from_secs(3600)));
+    assert!(!began_within("fo-2026x", Duration::from_secs(3600)));
 }
 
 /// Waits (bounded) until the journal on disk has begun `step`.
@@ -1473,16 +1503,13 @@ fn lease_values_round_trip_their_expiry() {
 async fn a_late_agent_finds_another_agents_finished_failover_and_stands_down() {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::new();
-    run(&fake, dir.path(), Journal::new(plan(true)))
+    run(&fake, dir.path(), Journal::new(started_now("agent-a")))
         .await
         .map_err(|(_, e)| e)
         .expect("the first agent's failover completes");
     // A second agent, slower to judge, starts its own failover after the first released the
     // lease: it must neither fail nor build or switch anything.
-    let mut late = plan(true);
-    late.failover_id = "fo-2".into();
-    late.owner = "agent-b".into();
-    late.cache.input.tags[0].value = "fo-2".into();
+    let late = started_now("agent-b");
     let late_dir = tempfile::tempdir().unwrap();
     let (journal, err) = run(&fake, late_dir.path(), Journal::new(late))
         .await
