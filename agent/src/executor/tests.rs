@@ -557,6 +557,26 @@ async fn run_with(
     .await
 }
 
+/// The executor over `fake`, its journal in `dir`, telling `alert` what keeps failing.
+fn alerting<'a>(
+    fake: &'a Fake,
+    dir: &std::path::Path,
+    alert: &'a (dyn Fn(Step, &str) + Send + Sync),
+) -> Executor<'a, Fake, Fake, Fake> {
+    fn no_progress(_: &Journal, _: &JournalEntry) {}
+    Executor {
+        cache: fake,
+        dns: fake,
+        verify: fake,
+        path: dir.join("failover.json"),
+        limits: limits(),
+        progress: &no_progress,
+        alert,
+        lease_clock: LeaseClock::default(),
+        holding: None,
+    }
+}
+
 /// A gate that is open while `file` exists: a real program, as operators write them.
 fn file_gate(at: GateAt, file: &std::path::Path) -> crate::config::GateConfig {
     crate::config::GateConfig {
@@ -1130,18 +1150,7 @@ async fn nothing_before_the_build_waits_on_route53() {
     fake.cloud().route53_down = true;
     let alerts = Mutex::new(Vec::new());
     let alert = |step: Step, text: &str| alerts.lock().unwrap().push((step, text.to_owned()));
-    let progress = |_: &Journal, _: &JournalEntry| {};
-    let executor = Executor {
-        cache: &fake,
-        dns: &fake,
-        verify: &fake,
-        path: dir.path().join("failover.json"),
-        limits: limits(),
-        progress: &progress,
-        alert: &alert,
-        lease_clock: LeaseClock::default(),
-        holding: None,
-    };
+    let executor = alerting(&fake, dir.path(), &alert);
     let (result, ()) = tokio::join!(executor.run(Journal::new(plan(true))), async {
         let j = until_step(dir.path(), Step::Lease).await;
         assert!(
@@ -1408,22 +1417,11 @@ async fn an_unreadable_lease_is_taken_over_with_an_alert() {
     );
     let alerts = Mutex::new(Vec::new());
     let alert = |step: Step, text: &str| alerts.lock().unwrap().push((step, text.to_owned()));
-    let progress = |_: &Journal, _: &JournalEntry| {};
-    let journal = Executor {
-        cache: &fake,
-        dns: &fake,
-        verify: &fake,
-        path: dir.path().join("failover.json"),
-        limits: limits(),
-        progress: &progress,
-        alert: &alert,
-        lease_clock: LeaseClock::default(),
-        holding: None,
-    }
-    .run(Journal::new(plan(true)))
-    .await
-    .map_err(|(_, e)| e)
-    .expect("the failover goes on");
+    let journal = alerting(&fake, dir.path(), &alert)
+        .run(Journal::new(plan(true)))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("the failover goes on");
     assert!(journal.complete());
     assert_eq!(fake.cname(), [DR]);
     let alerts = alerts.into_inner().unwrap();
