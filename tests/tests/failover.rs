@@ -165,6 +165,26 @@ impl Setup {
         })
     }
 
+    /// The first retrying event that says only Route 53 holds the failover (the DR cache is
+    /// built and verified), waiting (bounded) for it.
+    async fn held_by_route53(&self, agent: &Agent) -> Value {
+        self.wait_event(FAILOVER_BOUND, |e| {
+            e["event"] == "failover_step"
+                && e["detail"]["phase"] == "retrying"
+                && e["detail"]["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("is built and verified at"))
+        })
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "never held by Route 53 alone: {:?}\n{}",
+                self.hook.names(),
+                agent.log_text()
+            )
+        })
+    }
+
     /// Every event named `name`, in arrival order.
     fn events(&self, name: &str) -> Vec<Value> {
         self.hook
@@ -549,22 +569,7 @@ async fn with_route53_down_the_cache_is_built_first_and_the_record_moves_when_it
         route53: true,
     })
     .await;
-    let held = s
-        .wait_event(FAILOVER_BOUND, |e| {
-            e["event"] == "failover_step"
-                && e["detail"]["phase"] == "retrying"
-                && e["detail"]["detail"]
-                    .as_str()
-                    .is_some_and(|d| d.contains("is built and verified at"))
-        })
-        .await
-        .unwrap_or_else(|| {
-            panic!(
-                "never held by Route 53 alone: {:?}\n{}",
-                s.hook.names(),
-                agent.log_text()
-            )
-        });
+    let held = s.held_by_route53(&agent).await;
     let said = held["detail"]["detail"].as_str().unwrap_or_default();
     assert!(
         said.contains("Route 53's API has not answered for")
@@ -654,21 +659,7 @@ async fn a_failover_waiting_on_route53_ends_when_the_primary_answers_again() {
         route53: true,
     })
     .await;
-    s.wait_event(FAILOVER_BOUND, |e| {
-        e["event"] == "failover_step"
-            && e["detail"]["phase"] == "retrying"
-            && e["detail"]["detail"]
-                .as_str()
-                .is_some_and(|d| d.contains("is built and verified at"))
-    })
-    .await
-    .unwrap_or_else(|| {
-        panic!(
-            "never held by Route 53: {:?}\n{}",
-            s.hook.names(),
-            agent.log_text()
-        )
-    });
+    s.held_by_route53(&agent).await;
     // The primary answers again; Route 53's API stays down.
     s.fault(Fault::Clear {
         cache: PRIMARY_CACHE.to_owned(),
