@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use serde_json::{Value, json};
 use valkey_dr_probes::{
-    ErrorKind, Observation, PathKind, PathResult, ProbeSpec, Prober, ResolverSettings,
+    Connections, ErrorKind, Observation, PathKind, PathResult, ProbeSpec, Prober, ResolverSettings,
     TlsServerName,
 };
 
@@ -115,17 +115,55 @@ pub async fn run(config: &Config, only: Option<&str>) -> Result<CheckReport, Spe
         nameservers: config.dns.nameservers.clone(),
     })
     .map_err(|e| SpecError::Resolver(Box::new(e)))?;
+    let standbys = standby_specs(config, &specs).await;
     let checked_at = SystemTime::now();
-    let observations = prober.rounds(&specs).await;
+    let (observations, standby_paths) = tokio::join!(
+        prober.rounds(&specs),
+        futures::future::join_all(standbys.iter().map(|s| async {
+            let spec = s.as_ref()?;
+            Some(prober.standby_kept(spec, &mut Connections::default()).await)
+        }))
+    );
     let watches = specs
         .iter()
         .zip(observations)
-        .map(|(spec, obs)| judge(spec, obs))
+        .zip(standby_paths)
+        .map(|((spec, mut obs), standby)| {
+            obs.paths.extend(standby);
+            judge(spec, obs)
+        })
         .collect();
     Ok(CheckReport {
         checked_at,
         watches,
     })
+}
+
+/// For each watch of `specs`: its warm standby's probe spec (the DR cache's authentication,
+/// aimed where `state_dir` keeps that the standby serves), when it has one and the primary
+/// serves (after a failover the standby is the active cache, probed as such).
+async fn standby_specs(config: &Config, specs: &[ProbeSpec]) -> Vec<Option<ProbeSpec>> {
+    let mut out = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let standby = match config.watch(&spec.watch) {
+            Ok(w)
+                if w.dr.standby == crate::config::StandbyMode::Warm
+                    && active_dr_endpoint(config, &spec.watch).is_none() =>
+            {
+                match crate::standby::read(&config.agent.state_dir, &w.name) {
+                    Some(k) => Some(ProbeSpec {
+                        endpoint: k.endpoint,
+                        port: k.port,
+                        ..dr_spec(config, w, spec).await
+                    }),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        out.push(standby);
+    }
+    out
 }
 
 /// The verdict for one observation.
@@ -151,6 +189,13 @@ pub fn judge(spec: &ProbeSpec, observation: Observation) -> WatchReport {
     };
     if failed(PathKind::Reader) {
         notes.push("the reader path fails".to_owned());
+        status = status.max(Status::Warning);
+    }
+    if failed(PathKind::Standby) {
+        notes.push(
+            "the warm standby fails: a failover would build on demand (see `valkey-dr preflight`)"
+                .to_owned(),
+        );
         status = status.max(Status::Warning);
     }
     let drift = observation.drift().map(str::to_owned);

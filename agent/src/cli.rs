@@ -288,6 +288,36 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// The warm standby (`[watch.dr] standby = "warm"`): build it now, or remove it. The
+    /// daemon never creates or deletes a cache by itself.
+    Standby {
+        /// Which one.
+        #[command(subcommand)]
+        command: StandbyCommand,
+    },
+}
+
+/// `standby` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum StandbyCommand {
+    /// Build the DR cache now with the watch's full DR spec, tagged as its standby; wait until
+    /// it is available and prove it serves PING/SET/GET. Finds and finishes one already
+    /// built. Bounded by `[watch.dr] create_timeout`.
+    Create {
+        /// The watch (required when the config has several).
+        #[arg(long)]
+        watch: Option<String>,
+    },
+    /// Delete the watch's standby: only a cache tagged as its standby, and never while the
+    /// record points at it. Asks on a terminal; needs --yes anywhere else.
+    Delete {
+        /// The watch (required when the config has several).
+        #[arg(long)]
+        watch: Option<String>,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `config` subcommands.
@@ -326,6 +356,7 @@ pub async fn run(cli: Cli) -> i32 {
             command: ConfigCommand::Check,
         } => run_config_check(&cli.config),
         Command::Run => run_daemon(&cli.config).await,
+        Command::Standby { command } => run_standby(&cli.config, command).await,
         Command::Plan { watch, output } => run_plan(&cli.config, watch.as_deref(), output).await,
         Command::Drill {
             watch,
@@ -720,6 +751,41 @@ fn print_op(ended: Result<commands::Ended<commands::OpReport>, commands::Command
             ended.code
         }
         Err(e) => command_failed(&e),
+    }
+}
+
+async fn run_standby(path: &std::path::Path, command: StandbyCommand) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    let (only, delete) = match &command {
+        StandbyCommand::Create { watch } => (watch.as_deref(), None),
+        StandbyCommand::Delete { watch, yes } => (watch.as_deref(), Some(*yes)),
+    };
+    let Some(w) = one_watch(&config, only) else {
+        return 2;
+    };
+    let done = match delete {
+        None => crate::standby::create_in_aws(&config, w).await,
+        Some(yes) => {
+            let question = format!(
+                "Delete the warm standby {} in {} of watch {}? A failover would then build on demand.",
+                w.dr.cache_name, w.dr.region, w.name
+            );
+            if let Err(code) = confirm(&question, yes) {
+                return code;
+            }
+            crate::standby::delete_in_aws(&config, w).await
+        }
+    };
+    match done {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            e.exit_code()
+        }
     }
 }
 

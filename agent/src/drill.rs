@@ -234,7 +234,7 @@ pub struct DrillLimits {
 }
 
 impl DrillLimits {
-    fn polling(&self) -> wait::Polling {
+    pub(crate) fn polling(&self) -> wait::Polling {
         wait::Polling {
             every: self.poll,
             max: self.max_poll,
@@ -259,7 +259,7 @@ impl Default for DrillLimits {
 
 /// Why a step of a drill failed: the detail of its report, which says what to do.
 #[derive(Debug, thiserror::Error)]
-enum StepError {
+pub(crate) enum StepError {
     /// AWS said the name is taken, and Describe does not find the cache.
     #[error("{error}, yet DescribeServerlessCaches does not find it")]
     TakenNotFound {
@@ -580,7 +580,7 @@ async fn wait_available<C: CacheApi>(
         })
 }
 
-async fn verify_direct<V: Verifier>(
+pub(crate) async fn verify_direct<V: Verifier>(
     verify: &V,
     host: &str,
     port: u16,
@@ -618,7 +618,7 @@ async fn verify_direct<V: Verifier>(
 /// on its own and bills no more, so waiting for the very end would only lengthen the drill.
 /// Bounded by `timeout`; a cache still `creating` (after a create_timeout) is retried until it
 /// can be deleted.
-async fn delete<C: CacheApi>(
+pub(crate) async fn delete<C: CacheApi>(
     cache: &C,
     name: &str,
     timeout: Duration,
@@ -723,7 +723,7 @@ pub async fn execute(config: &Config, w: &WatchConfig, keep: bool) -> Result<Fin
 
 /// The watch's own probe, aimed at the drill cache: for IAM auth the token must be signed for
 /// the drill cache in the DR region, so the probe's "primary" becomes that cache.
-async fn verifier(
+pub(crate) async fn verifier(
     config: &Config,
     w: &WatchConfig,
     name: &str,

@@ -90,6 +90,9 @@ pub struct Runner {
     dr_spec: ProbeSpec,
     /// The primary's port, where a failback points the record back.
     primary_port: u16,
+    /// `[watch.dr] standby = "warm"`: a failback that keeps the DR cache empties it, as the
+    /// standby it is again.
+    warm: bool,
     /// The watch's failover plan, less its id: failbacks are built from it.
     base: Plan,
     journal: PathBuf,
@@ -123,6 +126,7 @@ impl Runner {
             dns,
             verifier: ProbeVerifier::new(prober.clone(), dr_spec.clone(), w.ttl),
             primary_port: spec.port,
+            warm: w.dr.standby == crate::config::StandbyMode::Warm,
             primary_verifier: ProbeVerifier::new(prober.clone(), spec.clone(), w.ttl),
             prober,
             primary: spec,
@@ -145,6 +149,17 @@ impl Runner {
                 ..ExecutorLimits::default()
             },
         }
+    }
+
+    /// The DR cache's port at `host`, as the failover that switched to it recorded it (the
+    /// primary's when no journal says: ElastiCache Serverless serves on one port).
+    fn dr_port(&self, host: &str) -> u16 {
+        store::read_json::<Journal>(&self.journal)
+            .ok()
+            .flatten()
+            .and_then(|j| j.endpoint)
+            .filter(|(h, _)| valkey_dr_probes::same_name(h, host))
+            .map_or(self.primary_port, |(_, port)| port)
     }
 
     /// The configured primary's endpoint.
@@ -201,6 +216,7 @@ impl Runner {
         w: &WatchConfig,
         served_by_dr: bool,
         automatic: bool,
+        standby: Option<(String, u16)>,
         now: SystemTime,
     ) -> Result<Start, RunError> {
         if served_by_dr {
@@ -223,6 +239,7 @@ impl Runner {
             // record only while it still points there (read just before the switch, since
             // Route 53 is not asked before the build).
             expected_target: automatic.then(|| self.primary.endpoint.clone()),
+            standby,
             ..plan::executor_plan(config, w, &id)
         });
         store::write_json(&self.journal, &journal).map_err(|error| RunError::WriteJournal {
@@ -279,11 +296,15 @@ impl Runner {
                 if let Some(previous) = previous {
                     self.keep(&previous)?;
                 }
+                let from = dr_endpoint.trim_end_matches('.').to_owned();
+                let standby =
+                    (self.warm && !options.delete_dr).then(|| (from.clone(), self.dr_port(&from)));
                 let mut journal = Journal::new(Plan {
                     failover_id: id.to_owned(),
                     lease: None,
+                    standby,
                     kind: Kind::Failback {
-                        from: dr_endpoint.trim_end_matches('.').to_owned(),
+                        from,
                         delete_dr: options.delete_dr,
                         keep_data: options.keep_data,
                     },
@@ -478,6 +499,7 @@ pub fn settle(
     let how = match error {
         FailoverError::OwnSide { .. } => Unfinished::OwnSide,
         FailoverError::Api { source, .. } if source.is_transient() => Unfinished::Transient,
+        FailoverError::StandbyDown { .. } => Unfinished::Transient,
         _ => Unfinished::Spent,
     };
     let (next, decisions) = valkey_dr_policies::failover_ended(state, now, &reason, how);

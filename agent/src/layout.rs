@@ -10,6 +10,7 @@
 //!   failover-NAME.json          the journal of its current (or last) failover
 //!   failback-NAME.json          the journal of its last failback
 //!   failovers/ID.json           finished failover journals, kept for the record
+//!   standby-NAME.json           where a watch's warm standby serves
 //!   drills/drill-NAME-ID.json   drill reports
 //! ```
 
@@ -51,6 +52,12 @@ pub fn failover_journal(state_dir: &Path, watch: &str) -> PathBuf {
 /// The journal of a watch's last failback.
 pub fn failback_journal(state_dir: &Path, watch: &str) -> PathBuf {
     state_dir.join(format!("failback-{watch}.json"))
+}
+
+/// Where a watch's warm standby serves, as the last look that found it said: a failover
+/// knows it without asking any API, even right after a restart.
+pub fn standby_file(state_dir: &Path, watch: &str) -> PathBuf {
+    state_dir.join(format!("standby-{watch}.json"))
 }
 
 /// Where finished failover journals are kept, one file per failover id.

@@ -12,8 +12,8 @@
 //!   [`readiness`] (preflight and drill intervals).
 //! - **control**: [`control`] (the typed status document, controls, token and client shared
 //!   by the daemon, the server, the CLI and the peers) and [`peers`] (the quorum).
-//! - **checks**: [`check`] (one round with Nagios statuses), [`preflight`], [`drill`] and
-//!   [`iam_policy`].
+//! - **checks**: [`check`] (one round with Nagios statuses), [`preflight`], [`drill`],
+//!   [`standby`] (the warm standby: its build, its book) and [`iam_policy`].
 //! - **recovery**: [`failover`] (failover and failback with the real clients), [`executor`]
 //!   (the journalled steps), [`gate`], [`plan`], [`spec`], [`witness`] and [`metrics`].
 //! - **foundation**: [`aws`], [`config`], [`notify`], [`event`], [`store`], [`layout`] (every
@@ -44,6 +44,7 @@ pub mod check;
 pub mod drill;
 pub mod iam_policy;
 pub mod preflight;
+pub mod standby;
 
 // recovery
 pub mod executor;

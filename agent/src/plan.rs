@@ -251,6 +251,7 @@ pub fn executor_plan(config: &Config, w: &WatchConfig, failover_id: &str) -> Pla
         adopt_existing: w.dr.adopt_existing,
         kind: executor::Kind::Failover,
         expected_target: None,
+        standby: None,
     }
 }
 

@@ -35,13 +35,14 @@ use crate::executor::sdk::{SdkCache, SdkDns, bounded, classify, route53_name};
 use crate::executor::{FAILOVER_TAG, lease_expiry, lease_field};
 
 mod flush;
+mod warm;
 
 /// How long one AWS call of a check may take. Preflight reads; a call that hangs this long
 /// says as much about the path as an error does.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Every check, in the order they run (and print), so that metrics can name them all.
-pub const CHECKS: [&str; 19] = [
+pub const CHECKS: [&str; 20] = [
     "identity",
     "route53_zone",
     "route53_record",
@@ -49,6 +50,7 @@ pub const CHECKS: [&str; 19] = [
     "primary",
     "primary_flush",
     "dr_name",
+    "standby",
     "dr_subnets",
     "dr_security_groups",
     "dr_kms_key",
@@ -118,6 +120,9 @@ pub struct Report {
     pub checked_at: SystemTime,
     /// Every check of every watch, in [`CHECKS`] order per watch.
     pub findings: Vec<Finding>,
+    /// Where each warm watch's standby serves, for the watches whose DR API answered:
+    /// `None` when it has no usable standby (missing, not `available`, not its own).
+    pub standbys: BTreeMap<String, Option<(String, u16)>>,
 }
 
 impl Report {
@@ -200,15 +205,21 @@ pub async fn run(config: &Config, only: Option<&str>) -> Report {
     let checked_at = SystemTime::now();
     let mut aws = Aws::new(config);
     let mut findings = Vec::new();
+    let mut standbys = BTreeMap::new();
     for w in &config.watches {
         if only.is_some_and(|n| n != w.name) {
             continue;
         }
-        findings.extend(watch(config, w, &mut aws).await);
+        let (found, standby) = watch(config, w, &mut aws).await;
+        findings.extend(found);
+        if let Some(seen) = standby {
+            standbys.insert(w.name.clone(), seen);
+        }
     }
     Report {
         checked_at,
         findings,
+        standbys,
     }
 }
 
@@ -383,6 +394,7 @@ struct Live {
     arn: String,
     status: String,
     endpoint: Option<String>,
+    port: Option<u16>,
     engine: String,
     major_engine_version: String,
     data_storage_max: Option<i32>,
@@ -402,6 +414,10 @@ fn live(c: &aws_sdk_elasticache::types::ServerlessCache) -> Live {
             .and_then(|e| e.address())
             .filter(|a| !a.is_empty())
             .map(str::to_owned),
+        port: c
+            .endpoint()
+            .and_then(|e| e.port())
+            .and_then(|p| u16::try_from(p).ok()),
         engine: c.engine().unwrap_or_default().to_owned(),
         major_engine_version: c.major_engine_version().unwrap_or_default().to_owned(),
         data_storage_max: limits
@@ -425,11 +441,11 @@ async fn tags(cache: &SdkCache, arn: &str) -> Result<BTreeMap<String, String>, F
     api(LIST_TAGS, CacheApi::tags(cache, arn)).await
 }
 
-/// Every check of one watch, in [`CHECKS`] order.
-async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> Vec<Finding> {
+/// Every check of one watch, in [`CHECKS`] order, and what the `standby` check saw.
+async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> (Vec<Finding>, warm::Seen) {
     let (first, identity) = match identity_check(w, aws).await {
         Ok(checked) => checked,
-        Err(unchecked) => return unchecked,
+        Err(unchecked) => return (unchecked, None),
     };
     let mut out = vec![first];
     let route53 = SdkDns::new(&aws.sdk(crate::aws::route53_region(w)).await);
@@ -466,6 +482,8 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> Vec<Findi
 
     let dr_cache = SdkCache::new(&aws.sdk(&w.dr.region).await);
     out.push(dr_name(w, &dr_cache, dr_endpoint.as_deref()).await);
+    let (standby, seen) = warm::standby(w, &dr_cache, dr_endpoint.as_deref()).await;
+    out.push(standby);
     let dr_sdk = aws.sdk(&w.dr.region).await;
     out.extend(network(w, &dr_sdk).await);
     out.push(kms_key(w, &dr_sdk).await);
@@ -481,7 +499,7 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> Vec<Findi
         ),
     });
     out.extend(drift(w, &primary_cache, &primary).await);
-    out
+    (out, seen)
 }
 
 /// The `identity` check and who the agent is, when STS said. When the credentials do not
@@ -889,6 +907,12 @@ async fn dr_name(w: &WatchConfig, dr: &SdkCache, dr_endpoint: Option<&str>) -> F
         );
     }
     match tags(dr, &cache.arn).await {
+        Ok(tags) if crate::executor::is_standby_of(&tags, &w.name, &w.record) => finding(
+            w,
+            check,
+            CheckStatus::Ok,
+            format!("{name} is this watch's warm standby (see the standby check)"),
+        ),
         Ok(tags) => match tags.get(FAILOVER_TAG) {
             Some(id) if serving => finding(
                 w,
@@ -1557,8 +1581,21 @@ fn compared(
     }
 }
 
-/// The drift checks of the cache's own settings, in [`CHECKS`] order (tags apart).
-fn drift_of_spec(w: &WatchConfig, p: &Live) -> Vec<Finding> {
+/// One setting of a live cache against `[watch.dr]`, as people read it.
+struct Field {
+    /// The drift check it is.
+    check: &'static str,
+    /// What it is, for messages.
+    what: &'static str,
+    /// The live cache's.
+    live: String,
+    /// `[watch.dr]`'s.
+    planned: String,
+}
+
+/// The settings of the live cache `p` against `[watch.dr]`'s, in [`CHECKS`] order (tags
+/// apart): the primary's drift checks, and the warm standby's.
+fn spec_fields(w: &WatchConfig, p: &Live) -> Vec<Field> {
     let dr = &w.dr;
     let opt = |v: Option<String>| v.unwrap_or_else(|| "none".to_owned());
     let limits = |storage: Option<String>, ecpu: Option<String>| {
@@ -1566,16 +1603,20 @@ fn drift_of_spec(w: &WatchConfig, p: &Live) -> Vec<Finding> {
     };
     let one = |set: bool| if set { "one" } else { "none" }.to_owned();
     let engine = |engine: &str, version: &str| format!("{} {version}", engine.to_ascii_lowercase());
+    let field = |check, what, live, planned| Field {
+        check,
+        what,
+        live,
+        planned,
+    };
     vec![
-        compared(
-            w,
+        field(
             "drift_engine",
             "engine",
             engine(&p.engine, &p.major_engine_version),
             engine(&dr.engine, &dr.major_engine_version),
         ),
-        compared(
-            w,
+        field(
             "drift_usage_limits",
             "usage limits",
             limits(
@@ -1591,28 +1632,33 @@ fn drift_of_spec(w: &WatchConfig, p: &Live) -> Vec<Finding> {
                     .map(|v| v.to_string()),
             ),
         ),
-        compared(
-            w,
+        field(
             "drift_kms_key",
             "customer KMS key",
             one(p.kms_key_id.is_some()),
             one(dr.kms_key_id.is_some()),
         ),
-        compared(
-            w,
+        field(
             "drift_snapshot_retention",
             "snapshot retention",
             format!("{} days", p.snapshot_retention_limit.unwrap_or(0)),
             format!("{} days", dr.snapshot_retention_limit.unwrap_or(0)),
         ),
-        compared(
-            w,
+        field(
             "drift_user_group",
             "user group",
             opt(p.user_group_id.clone()),
             opt(dr.user_group_id.clone()),
         ),
     ]
+}
+
+/// The drift checks of the cache's own settings, in [`CHECKS`] order (tags apart).
+fn drift_of_spec(w: &WatchConfig, p: &Live) -> Vec<Finding> {
+    spec_fields(w, p)
+        .into_iter()
+        .map(|f| compared(w, f.check, f.what, f.live, f.planned))
+        .collect()
 }
 
 /// The primary's tags against the DR spec's, AWS's and valkey-dr's own left out.
@@ -1770,6 +1816,7 @@ mod tests {
             fix: None,
         };
         let report = |rs: &[CheckStatus]| Report {
+            standbys: BTreeMap::new(),
             checked_at: SystemTime::UNIX_EPOCH,
             findings: rs.iter().map(|r| f(*r)).collect(),
         };

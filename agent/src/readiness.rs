@@ -29,6 +29,7 @@ use crate::event::{Event, EventName};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::preflight::{self, CheckStatus, Report};
+use crate::standby::{Book, Known};
 
 /// One watch's alerting memory.
 #[derive(Default)]
@@ -42,53 +43,150 @@ struct Memory {
 }
 
 /// Runs until `shutdown`: a pass at once, then one every `readiness_interval`, and sooner when
-/// a reminder falls due.
+/// a reminder falls due. Between passes, a warm standby that stops (or starts again) serving
+/// in a probe round changes the `standby` check at once: the last pass is published again
+/// with what the round saw.
 pub async fn run(
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     notifier: Notifier,
+    standbys: Arc<Book>,
     status: watch::Sender<ReadinessStatus>,
     shutdown: CancellationToken,
 ) {
     let mut memory: BTreeMap<String, Memory> = BTreeMap::new();
+    let out = Out {
+        config: &config,
+        metrics: &metrics,
+        notifier: &notifier,
+        status: &status,
+    };
     loop {
         let report = tokio::select! {
             _ = shutdown.cancelled() => return,
             report = preflight::run(&config, None) => report,
         };
+        for (watch, seen) in &report.standbys {
+            standbys.found(
+                watch,
+                seen.as_ref()
+                    .map(|(endpoint, port)| known(&config, watch, endpoint, *port)),
+            );
+        }
+        let next = out.publish(&with_probes(&report, &standbys), &mut memory, true);
+        // The pass (and, the first time, start-up) ran code and filled heap that the probe
+        // loop never needs: give both back until the next pass.
+        crate::memory::give_back();
+        let due = tokio::time::sleep(next);
+        tokio::pin!(due);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                () = &mut due => break,
+                () = standbys.changed.notified() => {
+                    out.publish(&with_probes(&report, &standbys), &mut memory, false);
+                }
+            }
+        }
+    }
+}
+
+/// Where readiness tells what it found.
+struct Out<'a> {
+    config: &'a Config,
+    metrics: &'a Metrics,
+    notifier: &'a Notifier,
+    status: &'a watch::Sender<ReadinessStatus>,
+}
+
+impl Out<'_> {
+    /// The metrics, the events and `/status` of `report`; `drills` on a pass (not on a
+    /// probe's news). How long until the next pass.
+    fn publish(
+        &self,
+        report: &Report,
+        memory: &mut BTreeMap<String, Memory>,
+        drills_too: bool,
+    ) -> Duration {
         let now = Instant::now();
-        let mut next = config.agent.readiness_interval;
-        for w in &config.watches {
+        let mut next = self.config.agent.readiness_interval;
+        for w in &self.config.watches {
             let m = memory.entry(w.name.clone()).or_default();
             let reminder = w.policy.reminder_interval;
             for f in report.findings.iter().filter(|f| f.watch == w.name) {
-                metrics.set_ready(&w.name, f.check, f.result != CheckStatus::Fail);
+                self.metrics
+                    .set_ready(&w.name, f.check, f.result != CheckStatus::Fail);
             }
             let failing: Vec<String> = report
                 .failing(&w.name)
                 .iter()
                 .map(|f| f.check.to_owned())
                 .collect();
-            if let Some(event) = transition(&config, &w.name, &report, m, &failing, now, reminder) {
+            if let Some(event) =
+                transition(self.config, &w.name, report, m, &failing, now, reminder)
+            {
                 tracing::warn!(watch = %w.name, event = %event.event, "{}", event.text());
-                notifier.notify(event);
+                self.notifier.notify(event);
             }
             if !failing.is_empty() {
                 next = next.min(reminder);
             }
             m.failing = Some(failing);
-            drills(&config, w, &metrics, &notifier, m, now);
+            if drills_too {
+                drills(self.config, w, self.metrics, self.notifier, m, now);
+            }
         }
-        let _ = status.send(readiness_status(&report));
-        drop(report);
-        // The pass (and, the first time, start-up) ran code and filled heap that the probe
-        // loop never needs: give both back until the next pass.
-        crate::memory::give_back();
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(next) => {}
-        }
+        let _ = self.status.send(readiness_status(report));
+        next
     }
+}
+
+/// Where `watch`'s standby serves, as a pass found it.
+fn known(config: &Config, watch: &str, endpoint: &str, port: u16) -> Known {
+    let w = config.watches.iter().find(|w| w.name == watch);
+    Known {
+        cache_name: w.map(|w| w.dr.cache_name.clone()).unwrap_or_default(),
+        region: w.map(|w| w.dr.region.clone()).unwrap_or_default(),
+        endpoint: endpoint.to_owned(),
+        port,
+        seen_at: SystemTime::now(),
+    }
+}
+
+/// `report` with each warm standby that failed its last probe round as a failing `standby`
+/// check: Describe may say `available` while it does not serve.
+fn with_probes(report: &Report, standbys: &Book) -> Report {
+    let mut report = report.clone();
+    for f in &mut report.findings {
+        if f.check != "standby" || f.result == CheckStatus::Fail {
+            continue;
+        }
+        let (Some(served), Some(known)) = (standbys.served(&f.watch), standbys.known(&f.watch))
+        else {
+            continue;
+        };
+        if served.failures == 0 {
+            continue;
+        }
+        let rounds = if served.failures == 1 {
+            "its last probe round".to_owned()
+        } else {
+            format!("{} probe rounds in a row", served.failures)
+        };
+        f.result = CheckStatus::Fail;
+        f.found = format!(
+            "the warm standby {} at {}:{} does not serve: {} ({rounds}); a failover would build on demand",
+            known.cache_name,
+            known.endpoint,
+            known.port,
+            served.error.as_deref().unwrap_or("unknown error"),
+        );
+        f.fix = Some(format!(
+            "find out why (`valkey-dr check --watch {}` shows the standby path), or build it again: `valkey-dr standby delete --watch {0}`, then `valkey-dr standby create --watch {0}`",
+            f.watch
+        ));
+    }
+    report
 }
 
 /// The event this pass calls for, if any, updating when the last alert went out.
@@ -257,6 +355,7 @@ mod tests {
 
     fn report(failing: &[&'static str]) -> Report {
         Report {
+            standbys: BTreeMap::new(),
             checked_at: SystemTime::UNIX_EPOCH,
             findings: crate::preflight::CHECKS
                 .iter()

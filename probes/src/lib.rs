@@ -55,6 +55,9 @@ pub enum PathKind {
     Direct,
     /// The endpoint's reader port (6380 on Serverless).
     Reader,
+    /// The warm standby's endpoint (`[watch.dr] standby = "warm"`): not the watch's cache,
+    /// never part of its verdict; what a failover would switch to.
+    Standby,
 }
 
 impl PathKind {
@@ -64,6 +67,7 @@ impl PathKind {
             PathKind::Dns => "dns",
             PathKind::Direct => "direct",
             PathKind::Reader => "reader",
+            PathKind::Standby => "standby",
         }
     }
 }
@@ -296,6 +300,21 @@ impl Prober {
     /// says anything about it.
     pub async fn direct(&self, spec: &ProbeSpec) -> PathResult {
         self.direct_on(spec, None).await
+    }
+
+    /// The warm standby at `spec`'s endpoint (a probe spec with the DR cache's own
+    /// authentication), on the standby slot of `kept`: resolve, connect, TLS, `AUTH`,
+    /// `PING`/`SET`/`GET`, as the direct path does, reported as the `standby` path.
+    pub async fn standby_kept(&self, spec: &ProbeSpec, kept: &mut Connections) -> PathResult {
+        path::run_path(
+            &self.resolver,
+            spec,
+            PathKind::Standby,
+            &spec.endpoint,
+            spec.port,
+            Some(&mut kept.standby),
+        )
+        .await
     }
 
     /// [`Prober::direct`] on the direct slot of `kept`.

@@ -99,6 +99,7 @@ pub struct Connections {
     pub(crate) dns: Slot,
     pub(crate) direct: Slot,
     pub(crate) reader: Slot,
+    pub(crate) standby: Slot,
 }
 
 impl std::fmt::Debug for Connections {
@@ -107,6 +108,7 @@ impl std::fmt::Debug for Connections {
             .field("dns", &self.dns.live.is_some())
             .field("direct", &self.direct.live.is_some())
             .field("reader", &self.reader.live.is_some())
+            .field("standby", &self.standby.live.is_some())
             .finish()
     }
 }
@@ -114,7 +116,7 @@ impl std::fmt::Debug for Connections {
 impl Connections {
     /// How many connections are open now.
     pub fn open(&self) -> usize {
-        [&self.dns, &self.direct, &self.reader]
+        [&self.dns, &self.direct, &self.reader, &self.standby]
             .iter()
             .filter(|s| s.live.is_some())
             .count()

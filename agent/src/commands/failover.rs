@@ -93,6 +93,9 @@ pub async fn failover(
 
 /// The journal of the failover this command runs: a new one, or the unfinished one (which
 /// a person asking for a failover by name approves).
+///
+/// With a warm standby, the one `state_dir` keeps is switched to (verified first), as the
+/// daemon does: no build.
 fn start(
     local: &Local,
     config: &Config,
@@ -100,10 +103,14 @@ fn start(
     listen: Listener<'_>,
 ) -> Result<Journal, CommandError> {
     let served_by_dr = local.state.served_by_dr;
-    match local
-        .runner
-        .start(config, w, served_by_dr, false, SystemTime::now())
-    {
+    match local.runner.start(
+        config,
+        w,
+        served_by_dr,
+        false,
+        known_standby(config, w),
+        SystemTime::now(),
+    ) {
         Ok(Start::New(j)) => Ok(j),
         Ok(Start::Resume(mut j)) => {
             listen(Progress::Resuming {
@@ -360,4 +367,13 @@ impl Follow {
             },
         })
     }
+}
+
+/// Where `w`'s warm standby serves, as `state_dir` keeps it; `None` when the watch builds on
+/// demand.
+fn known_standby(config: &Config, w: &WatchConfig) -> Option<(String, u16)> {
+    (w.dr.standby == crate::config::StandbyMode::Warm)
+        .then(|| crate::standby::read(&config.agent.state_dir, &w.name))
+        .flatten()
+        .map(|k| (k.endpoint, k.port))
 }

@@ -374,8 +374,34 @@ pub struct DrConfig {
     /// How long `creating` may last before the failover fails.
     #[serde(serialize_with = "ser_duration")]
     pub create_timeout: Duration,
-    /// Adopt an existing cache of this name (warm standby).
+    /// Adopt an existing cache of this name that valkey-dr did not build.
     pub adopt_existing: bool,
+    /// On demand (the plan's build during the outage), or a warm standby built in advance.
+    pub standby: StandbyMode,
+}
+
+/// `[watch.dr] standby`: how the DR cache comes to exist.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StandbyMode {
+    /// `"none"`: a failover builds the DR cache (zero idle cost; the build and the DR
+    /// region's control plane are inside the RTO).
+    #[default]
+    None,
+    /// `"warm"`: `valkey-dr standby create` (or the operator's own infrastructure code)
+    /// builds it in advance; the daemon probes it every round, and a failover that finds it
+    /// serving switches to it without building anything.
+    Warm,
+}
+
+impl StandbyMode {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StandbyMode::None => "none",
+            StandbyMode::Warm => "warm",
+        }
+    }
 }
 
 /// `usage_limits`.
@@ -1730,6 +1756,7 @@ impl Validator<'_> {
                 tags: BTreeMap::new(),
                 create_timeout: Duration::from_secs(45 * 60),
                 adopt_existing: false,
+                standby: StandbyMode::None,
             };
         };
         let region = self.region(&key(&p, "region"), raw.region);
@@ -1824,6 +1851,18 @@ impl Validator<'_> {
             Duration::from_secs(45 * 60),
             MAX_CREATE_TIMEOUT,
         );
+        let standby = match raw.standby.as_deref() {
+            None | Some("none") => StandbyMode::None,
+            Some("warm") => StandbyMode::Warm,
+            Some(other) => {
+                self.issue(
+                    &key(&p, "standby"),
+                    format!("unknown standby {other:?}"),
+                    "\"none\" (build on demand) or \"warm\" (a standby built in advance)",
+                );
+                StandbyMode::None
+            }
+        };
         DrConfig {
             region,
             cache_name,
@@ -1840,6 +1879,7 @@ impl Validator<'_> {
             tags: raw.tags,
             create_timeout,
             adopt_existing: raw.adopt_existing.unwrap_or(false),
+            standby,
         }
     }
 

@@ -126,6 +126,7 @@ pub struct RawDr {
     pub tags: BTreeMap<String, String>,
     pub create_timeout: Option<String>,
     pub adopt_existing: Option<bool>,
+    pub standby: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

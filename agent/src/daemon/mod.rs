@@ -246,6 +246,7 @@ pub async fn run_reloadable(
             config.clone(),
             shared.metrics.clone(),
             shared.notifier.clone(),
+            shared.standbys.clone(),
             readiness_tx,
             shutdown.child_token(),
         )),
@@ -306,6 +307,8 @@ struct Shared {
     approvals: Arc<BTreeMap<String, Arc<crate::executor::Approvals>>>,
     /// The smallest probe interval: the loop's health is judged against it.
     min_interval: Duration,
+    /// Where each warm watch's standby serves, and whether it served in its last round.
+    standbys: Arc<crate::standby::Book>,
 }
 
 impl Shared {
@@ -347,6 +350,7 @@ impl Shared {
                     .collect(),
             ),
             min_interval,
+            standbys: crate::standby::Book::load(config),
         }
     }
 }
@@ -406,6 +410,9 @@ fn spawn_watches(
         if spec.reader_port.is_some() {
             paths.push(PathKind::Reader);
         }
+        if w.dr.standby == crate::config::StandbyMode::Warm {
+            paths.push(PathKind::Standby);
+        }
         shared.metrics.register_watch(&w.name, &paths);
         let start = WatchStart {
             config: config.clone(),
@@ -419,6 +426,7 @@ fn spawn_watches(
             health: shared.health.clone(),
             peers: shared.peers.clone(),
             approvals: shared.approvals.get(&w.name).cloned().unwrap_or_default(),
+            standbys: shared.standbys.clone(),
             done: done.clone(),
         };
         let watchers = supervisor::Watchers {
@@ -478,6 +486,7 @@ struct WatchStart {
     health: Arc<Health>,
     peers: Option<Arc<Peers>>,
     approvals: Arc<crate::executor::Approvals>,
+    standbys: Arc<crate::standby::Book>,
     done: mpsc::Sender<RoundDone>,
 }
 
@@ -505,6 +514,8 @@ impl WatchStart {
                 kept: Connections::default(),
                 kept_old_primary: Connections::default(),
                 witness: Witness::new(config, self.index, self.witnesses.clone()),
+                standbys: self.standbys.clone(),
+                standby: None,
             },
             judging: Judging::restored(self),
             operations: Operations {
@@ -1235,6 +1246,11 @@ struct Probing {
     /// The connection the old primary's direct probe keeps while the DR cache serves.
     kept_old_primary: Connections,
     witness: Witness,
+    /// Where the warm standbys serve; this watch's `standby` path reports to it.
+    standbys: Arc<crate::standby::Book>,
+    /// The `standby` path (`[watch.dr] standby = "warm"`): the DR cache's probe spec, aimed at
+    /// the standby each round, and its kept connection. Set when the task starts.
+    standby: Option<(ProbeSpec, Connections)>,
 }
 
 /// A watch's judging: the engine's state, its thresholds, and what the peers say.

@@ -215,6 +215,11 @@ impl WatchTask {
             self.watch_config(),
             self.judging.state.served_by_dr,
             trigger == Trigger::Auto,
+            // A warm standby that served in the last round is switched to, built by nobody.
+            self.probing
+                .standbys
+                .ready(&self.name)
+                .map(|k| (k.endpoint, k.port)),
             now,
         ) {
             Ok(Start::New(journal) | Start::Resume(journal)) => Some((runner, journal)),

@@ -21,25 +21,57 @@ use super::*;
 
 impl Probing {
     /// One round on the active cache's paths, on their kept connections; with
-    /// `old_primary`, the old primary's direct path too (on its own kept connection).
+    /// `old_primary`, the old primary's direct path too (on its own kept connection); and,
+    /// while the primary serves, the warm standby's `standby` path (on its own).
     async fn observe(
         &mut self,
         old_primary: bool,
     ) -> (valkey_dr_probes::Observation, Option<policies::PathStatus>) {
-        if old_primary {
-            let (o, p) = tokio::join!(
-                self.prober.round_kept(&self.spec, &mut self.kept),
-                self.prober
-                    .direct_kept(&self.primary, &mut self.kept_old_primary)
+        let Probing {
+            prober,
+            spec,
+            kept,
+            primary,
+            kept_old_primary,
+            standbys,
+            standby,
+            ..
+        } = self;
+        let standby_round = async {
+            let (standby_spec, standby_kept) = standby.as_mut()?;
+            let known = (!old_primary)
+                .then(|| standbys.known(&spec.watch))
+                .flatten();
+            let Some(known) = known else {
+                // Not known yet, or it is the active cache now (its direct path probes it).
+                *standby_kept = Connections::default();
+                standbys.not_probed(&spec.watch);
+                return None;
+            };
+            standby_spec.endpoint = known.endpoint;
+            standby_spec.port = known.port;
+            let result = prober.standby_kept(standby_spec, standby_kept).await;
+            standbys.probed(&spec.watch, result.error.as_ref().map(|e| e.to_string()));
+            Some(result)
+        };
+        let ((mut observation, old), standby_path) = if old_primary {
+            let ((o, p), s) = tokio::join!(
+                async {
+                    tokio::join!(
+                        prober.round_kept(spec, kept),
+                        prober.direct_kept(primary, kept_old_primary)
+                    )
+                },
+                standby_round
             );
-            (o, Some(path_status(Some(&p))))
+            ((o, Some(path_status(Some(&p)))), s)
         } else {
-            self.kept_old_primary = Connections::default();
-            (
-                self.prober.round_kept(&self.spec, &mut self.kept).await,
-                None,
-            )
-        }
+            *kept_old_primary = Connections::default();
+            let (o, s) = tokio::join!(prober.round_kept(spec, kept), standby_round);
+            ((o, None), s)
+        };
+        observation.paths.extend(standby_path);
+        (observation, old)
     }
 }
 
@@ -52,6 +84,11 @@ impl WatchTask {
         let shutdown = self.shutdown.clone();
         // Boxed, like the round: its future is large and needed once.
         Box::pin(self.restore_failover()).await;
+        if self.watch_config().dr.standby == crate::config::StandbyMode::Warm {
+            let dr = crate::spec::dr_spec(&self.config, self.watch_config(), &self.probing.primary)
+                .await;
+            self.probing.standby = Some((dr, Connections::default()));
+        }
         // A fixed-rate schedule: the next round is due one interval after the previous one
         // was *due*, not after it finished, and a round that overruns skips the missed ticks
         // instead of bursting to catch up.

@@ -49,6 +49,16 @@ pub const WATCH_TAG: &str = "valkey-dr:watch";
 /// The tag naming the record a failover's cache was built to serve.
 pub const RECORD_TAG: &str = "valkey-dr:record";
 
+/// The tag that marks a watch's warm standby (`valkey-dr standby create`), with the watch's
+/// name as value: a failover of that watch and record adopts the cache that carries it.
+pub const STANDBY_TAG: &str = "valkey-dr:standby";
+
+/// Whether `tags` mark the warm standby of `watch` and `record`.
+pub fn is_standby_of(tags: &BTreeMap<String, String>, watch: &str, record: &str) -> bool {
+    tags.get(STANDBY_TAG).map(String::as_str) == Some(watch)
+        && tags.get(RECORD_TAG).map(String::as_str) == Some(record)
+}
+
 /// The lease record's TTL: nobody resolves it, Route 53 only needs one.
 pub const LEASE_TTL: u32 = 30;
 
@@ -79,6 +89,10 @@ pub enum Step {
     /// back at it, so that sessions ended during the DR period (logged out, revoked) do not
     /// come back. Never once the switch has begun: the primary then serves live sessions.
     FlushPrimary,
+    /// Failback from a warm standby (without `--delete-dr`): once the record points back at
+    /// the primary, empty the standby, which is the standby again, so that a later failover
+    /// brings back none of this DR period's sessions.
+    EmptyStandby,
 }
 
 impl Step {
@@ -107,6 +121,7 @@ impl Step {
             Step::Release => "release",
             Step::DeleteDr => "delete_dr",
             Step::FlushPrimary => "flush_primary",
+            Step::EmptyStandby => "empty_standby",
         }
     }
 }
@@ -239,9 +254,29 @@ pub struct Plan {
     /// record holds when the lease is taken (a person's failover).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expected_target: Option<String>,
+    /// The watch's warm standby, `(address, port)`, as known before the failover began: a
+    /// failover switches to it with no `provision` and no `wait_available` (it served in the
+    /// agent's last round); a failback empties it once the record points back at the primary.
+    /// `None`: build on demand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby: Option<(String, u16)>,
 }
 
 impl Plan {
+    /// The steps, in order: the kind's, and for a failback from a warm standby that is kept,
+    /// `empty_standby` at the end.
+    pub fn steps(&self) -> Vec<Step> {
+        let mut steps = self.kind.steps().to_vec();
+        if let Kind::Failback {
+            delete_dr: false, ..
+        } = self.kind
+            && self.standby.is_some()
+        {
+            steps.push(Step::EmptyStandby);
+        }
+        steps
+    }
+
     /// The lease record's name.
     pub fn lease_name(&self) -> String {
         format!("_valkey-dr-lock.{}", self.record)
@@ -549,7 +584,7 @@ impl Journal {
 
     /// Whether every step finished.
     pub fn complete(&self) -> bool {
-        self.plan.kind.steps().iter().all(|s| self.done(*s))
+        self.plan.steps().into_iter().all(|s| self.done(s))
     }
 
     /// Whether a restart must resume this failover: it began and has no outcome yet.
@@ -587,7 +622,7 @@ impl Journal {
     /// How long each finished step took (last start to its done), for reports and metrics.
     pub fn timings(&self) -> BTreeMap<&'static str, Duration> {
         let mut out = BTreeMap::new();
-        for &step in self.plan.kind.steps() {
+        for step in self.plan.steps() {
             let start = self
                 .entries
                 .iter()
@@ -658,6 +693,18 @@ pub enum FailoverError {
     OwnSide {
         /// verify_direct.
         step: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The warm standby, which served in the agent's last round, does not serve now. The
+    /// record is untouched; the failover ends without spending the cooldown, and the next
+    /// decision builds on demand (the standby's round failed too by then).
+    #[error(
+        "verify_direct failed: the warm standby {name} does not serve ({message}); the record is untouched, and the next decision builds on demand"
+    )]
+    StandbyDown {
+        /// The cache.
+        name: String,
         /// Why.
         message: String,
     },
@@ -869,7 +916,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
         if let Err(e) = self.save(&journal) {
             return Err((journal, e));
         }
-        for &step in journal.plan.kind.steps() {
+        for step in journal.plan.steps() {
             if journal.done(step) {
                 continue;
             }
@@ -1214,6 +1261,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                     step: "verify_direct",
                     message: "no endpoint recorded".into(),
                 })?;
+                let standby = j.plan.standby.clone();
                 self.verify
                     .direct(&host, port)
                     .await
@@ -1222,6 +1270,11 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                         if f.own_side {
                             FailoverError::OwnSide {
                                 step: "verify_direct",
+                                message: f.message,
+                            }
+                        } else if standby.is_some() {
+                            FailoverError::StandbyDown {
+                                name: j.plan.cache.name().to_owned(),
                                 message: f.message,
                             }
                         } else {
@@ -1251,7 +1304,29 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
             Step::Release => self.release(j).await,
             Step::DeleteDr => self.delete_dr(j).await,
             Step::FlushPrimary => self.flush_primary(j).await,
+            Step::EmptyStandby => self.empty_standby(j).await,
         }
+    }
+
+    /// Empties the warm standby after a failback: the record points back at the primary
+    /// (`verify_dns` proved it), so the standby serves nobody but clients still on the old
+    /// answer for one TTL, whose writes the primary does not have either. Idempotent: a
+    /// resumed run flushes again.
+    async fn empty_standby(&self, j: &mut Journal) -> Result<String, FailoverError> {
+        let Some((host, port)) = j.plan.standby.clone() else {
+            return Ok("no warm standby".into());
+        };
+        let failed = |f: VerifyFailure| FailoverError::Verify {
+            step: "empty_standby",
+            message: format!("the warm standby {host}:{port}: {}", f.message),
+        };
+        let before = self.verify.count_keys(&host, port).await.map_err(failed)?;
+        self.verify.flush(&host, port).await.map_err(failed)?;
+        let after = self.verify.count_keys(&host, port).await.map_err(failed)?;
+        Ok(format!(
+            "emptied the warm standby {host}:{port} ({}): {before} keys before, {after} after; it is the standby again",
+            FLUSH_COMMAND.join(" ")
+        ))
     }
 
     /// Empties the old primary before a failback points the record at it, so that the
@@ -1697,6 +1772,14 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
     /// `create_timeout` (counted from the step's first start, across restarts), as the wait
     /// after it is.
     async fn provision(&self, j: &mut Journal) -> Result<String, FailoverError> {
+        if let Some((host, port)) = j.plan.standby.clone() {
+            let detail = format!(
+                "the warm standby {} at {host}:{port}, serving in the agent's last round: nothing built, no API called",
+                j.plan.cache.name()
+            );
+            j.endpoint = Some((host, port));
+            return Ok(detail);
+        }
         let spec = j.plan.cache.clone();
         let name = spec.name().to_owned();
         let deadline = tokio::time::Instant::now()
@@ -1788,6 +1871,8 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 && began_within(other, plan.create_timeout)
         }) {
             format!("built by failover {other} of the same watch and record, racing this one")
+        } else if is_standby_of(&tags, &plan.watch, &plan.record) {
+            "the warm standby of this watch".to_owned()
         } else if plan.adopt_existing {
             "adopt_existing".to_owned()
         } else {
@@ -1799,6 +1884,11 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
 
     async fn wait_available(&self, j: &mut Journal) -> Result<String, FailoverError> {
         let name = j.plan.cache.name().to_owned();
+        if j.plan.standby.is_some() {
+            return Ok(format!(
+                "skipped: the warm standby {name} was available and served in the agent's last round"
+            ));
+        }
         // A resumed run counts the time an earlier run already waited.
         let waited_before = waited_in(j, Step::WaitAvailable);
         let left = j.plan.create_timeout.saturating_sub(waited_before);

@@ -45,6 +45,12 @@ struct Cloud {
     commit_then_drop: (u32, u32),
     /// Route 53's API answers every call with a transient error while set.
     route53_down: bool,
+    /// The DR region's ElastiCache API refuses every call while set.
+    elasticache_down: bool,
+    /// The warm standby refuses connections (`verify_direct` of it fails).
+    standby_refuses: bool,
+    /// The keys the warm standby holds.
+    standby_keys: u64,
     /// `GetChange` answers `PENDING` for ever (Route 53's API stuck), so only the data plane
     /// can say the change is in effect.
     change_stays_pending: bool,
@@ -163,6 +169,12 @@ impl Fake {
             return Err(ApiError::Transient {
                 call: call.into(),
                 message: "ServiceUnavailable".into(),
+            });
+        }
+        if c.elasticache_down && matches!(call, "describe" | "create" | "tags" | "delete") {
+            return Err(ApiError::Permanent {
+                call: call.into(),
+                message: "the DR region's API is down".into(),
             });
         }
         if c.fail_once == Some(call) || c.fail_next {
@@ -408,6 +420,12 @@ impl Verifier for Fake {
             own_side: false,
         })?;
         let c = self.cloud();
+        if c.standby_refuses && valkey_dr_probes::same_name(endpoint, STANDBY) {
+            return Err(VerifyFailure {
+                message: format!("{endpoint}: connect: connection refused"),
+                own_side: false,
+            });
+        }
         if c.own_resolver_refuses {
             return Err(VerifyFailure {
                 message: format!(
@@ -443,6 +461,9 @@ impl Verifier for Fake {
             own_side: false,
         })?;
         let mut c = self.cloud();
+        if valkey_dr_probes::same_name(_endpoint, STANDBY) {
+            return Ok(c.standby_keys);
+        }
         if c.fail_count_after_flush && c.flushes > 0 {
             c.fail_count_after_flush = false;
             return Err(VerifyFailure {
@@ -466,6 +487,10 @@ impl Verifier for Fake {
                 ),
                 own_side: false,
             });
+        }
+        if valkey_dr_probes::same_name(endpoint, STANDBY) {
+            c.standby_keys = 0;
+            return Ok(());
         }
         c.flushes += 1;
         c.primary_keys = 0;
@@ -509,6 +534,7 @@ fn plan(lease: bool) -> Plan {
         approval: false,
         automatic: false,
         expected_target: None,
+        standby: None,
     }
 }
 
@@ -2164,4 +2190,163 @@ fn an_old_journals_hold_endings_round_trip() {
     let open = r#"{"step":"provision","since":{"secs_since_epoch":1700000000,"nanos_since_epoch":0},"gate":"","answer":"","approval":true,"checks":0}"#;
     let hold: Hold = serde_json::from_str(open).unwrap();
     assert_eq!((hold.ended, hold.how), (None, None));
+}
+
+/// The warm standby's endpoint in these tests.
+const STANDBY: &str = "app-sessions-dr-warm.serverless.usw2.cache.amazonaws.com";
+
+fn with_standby(mut plan: Plan) -> Plan {
+    plan.standby = Some((STANDBY.into(), 6379));
+    plan
+}
+
+/// Issue 20, warm standby: a failover whose standby served in the last round builds nothing
+/// and asks the DR region's API nothing (it is down here): verify, then switch.
+#[tokio::test]
+async fn a_ready_warm_standby_is_switched_to_without_any_elasticache_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().elasticache_down = true;
+    let journal = run(&fake, dir.path(), Journal::new(with_standby(plan(true))))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("the failover completes with the DR region's API down");
+    assert!(journal.complete());
+    assert_never(&fake, Mutation::Create, "nothing built");
+    assert_once(&fake, Mutation::CnameChange, "one switch");
+    assert_eq!(fake.cname(), [format!("{STANDBY}.")]);
+    let detail = |step: Step| {
+        journal
+            .entries
+            .iter()
+            .find(|e| e.step == step && e.phase == Phase::Done)
+            .map(|e| e.detail.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        detail(Step::Provision).contains("warm standby")
+            && detail(Step::Provision).contains("no API called"),
+        "{}",
+        detail(Step::Provision)
+    );
+    assert!(
+        detail(Step::WaitAvailable).starts_with("skipped"),
+        "{}",
+        detail(Step::WaitAvailable)
+    );
+}
+
+/// A standby that does not serve when the failover verifies it stops the failover before any
+/// Route 53 call, as a transient end (no cooldown): the next decision builds on demand.
+#[tokio::test]
+async fn a_warm_standby_that_does_not_serve_stops_before_the_record_and_spends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    fake.cloud().standby_refuses = true;
+    let (journal, err) = run(&fake, dir.path(), Journal::new(with_standby(plan(true))))
+        .await
+        .expect_err("the standby does not serve");
+    assert!(matches!(err, FailoverError::StandbyDown { .. }), "{err}");
+    assert!(err.to_string().contains("builds on demand"), "{err}");
+    assert!(journal.lease.is_none(), "no lease taken");
+    assert_never(&fake, Mutation::CnameChange, "the record is untouched");
+    assert_never(&fake, Mutation::Create, "nothing built by this failover");
+    let began = SystemTime::now();
+    let state = valkey_dr_policies::WatchState {
+        failing_over_since: Some(began),
+        failovers: vec![began],
+        ..Default::default()
+    };
+    let settled = crate::failover::settle(&state, &journal, Some(&err), SystemTime::now());
+    assert!(
+        settled.next.failovers.is_empty(),
+        "no cooldown: {:?}",
+        settled.next.failovers
+    );
+}
+
+/// A failover that builds on demand (its standby failed the last round) adopts the cache of
+/// the DR name when it is the watch's standby, and builds no second one.
+#[tokio::test]
+async fn an_on_demand_failover_adopts_the_watchs_standby() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    let mut standby = plan(false).cache;
+    standby.input.tags = vec![
+        api::Tag {
+            key: STANDBY_TAG.into(),
+            value: "sessions".into(),
+        },
+        api::Tag {
+            key: RECORD_TAG.into(),
+            value: RECORD.into(),
+        },
+    ];
+    fake.create(&standby).await.unwrap();
+    let journal = run(&fake, dir.path(), Journal::new(plan(true)))
+        .await
+        .map_err(|(_, e)| e)
+        .expect("adopted");
+    assert_once(&fake, Mutation::Create, "the standby's create only");
+    let provision = journal
+        .entries
+        .iter()
+        .find(|e| e.step == Step::Provision && e.phase == Phase::Done)
+        .unwrap();
+    assert!(
+        provision.detail.contains("the warm standby of this watch"),
+        "{}",
+        provision.detail
+    );
+}
+
+/// After a failback from a warm standby, the standby is emptied once the record points back
+/// at the primary: it is the standby again, and a later failover brings back none of this DR
+/// period's sessions. With `--delete-dr` there is nothing to empty.
+#[tokio::test]
+async fn a_failback_from_a_warm_standby_empties_it_after_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = Fake::new();
+    point_record_at(&fake, &format!("{STANDBY}."));
+    fake.cloud().standby_keys = 42;
+    let mut journal = failback_journal(false);
+    journal.plan.kind = Kind::Failback {
+        from: STANDBY.into(),
+        delete_dr: false,
+        keep_data: false,
+    };
+    journal.plan.standby = Some((STANDBY.into(), 6379));
+    assert_eq!(journal.plan.steps().last(), Some(&Step::EmptyStandby));
+    let journal = run(&fake, dir.path(), journal)
+        .await
+        .map_err(|(_, e)| e)
+        .expect("the failback completes");
+    assert_eq!(fake.cname(), [OLD]);
+    assert_eq!(fake.cloud().standby_keys, 0, "the standby was emptied");
+    let emptied = journal
+        .entries
+        .iter()
+        .find(|e| e.step == Step::EmptyStandby && e.phase == Phase::Done)
+        .expect("empty_standby ran");
+    assert!(
+        emptied.detail.contains("42 keys before, 0 after"),
+        "{}",
+        emptied.detail
+    );
+    let switched = journal
+        .entries
+        .iter()
+        .position(|e| e.step == Step::VerifyDns && e.phase == Phase::Done);
+    let flushed = journal
+        .entries
+        .iter()
+        .position(|e| e.step == Step::EmptyStandby && e.phase == Phase::Started);
+    assert!(
+        switched < flushed,
+        "emptied only after the record points back"
+    );
+
+    let mut deleting = failback_journal(true);
+    deleting.plan.standby = Some((STANDBY.into(), 6379));
+    assert!(!deleting.plan.steps().contains(&Step::EmptyStandby));
 }
