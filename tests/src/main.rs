@@ -132,7 +132,19 @@ enum BenchCommand {
         /// stays down (`--mode auto` only).
         #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
         route53_down: Option<u64>,
+        /// `none`: the DR cache is built on demand at each outage. `warm`: a warm standby is
+        /// built with `valkey-dr standby create` before the agent starts, and the failover
+        /// switches to it (`--mode auto` only).
+        #[arg(long, value_enum, default_value_t = StandbyArg::None)]
+        standby: StandbyArg,
     },
+}
+
+/// `bench failover --standby`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StandbyArg {
+    None,
+    Warm,
 }
 
 /// What `bench failover` measures.
@@ -470,17 +482,21 @@ fn main() -> ExitCode {
                         seed,
                         mode,
                         route53_down,
+                        standby,
                     },
             } => {
                 let route53_down = route53_down.map(Duration::from_secs);
-                let report = match (mode, route53_down) {
-                    (FailoverMode::Auto, _) => {
-                        bench::failover::run(runs as usize, seed, route53_down).await?
+                let warm = standby == StandbyArg::Warm;
+                let report = match (mode, route53_down, warm) {
+                    (FailoverMode::Auto, _, _) => {
+                        bench::failover::run(runs as usize, seed, route53_down, warm).await?
                     }
-                    (FailoverMode::Prepare, None) => bench::decision::run(runs as usize).await?,
-                    (FailoverMode::Prepare, Some(_)) => {
+                    (FailoverMode::Prepare, None, false) => {
+                        bench::decision::run(runs as usize).await?
+                    }
+                    (FailoverMode::Prepare, _, _) => {
                         return Err(UsageError(
-                            "--route53-down applies to --mode auto only".to_string(),
+                            "--route53-down and --standby apply to --mode auto only".to_string(),
                         )
                         .into());
                     }

@@ -96,6 +96,9 @@ pub struct Outage {
     /// long after it (`route53-control-up`), while the region stays down; `None`: Route 53
     /// keeps answering.
     pub route53_down: Option<Duration>,
+    /// The watch keeps a warm standby (`[watch.dr] standby = "warm"`), built with
+    /// `valkey-dr standby create` before the agent starts: the failover builds nothing.
+    pub standby: bool,
 }
 
 impl Outage {
@@ -314,6 +317,8 @@ pub struct Outcome {
     /// When Route 53's API came back after the outage, if the story took it down and it
     /// came back before the story ended.
     pub route53_back: Option<Duration>,
+    /// The failover switched to a warm standby: no build was waited for.
+    pub standby: bool,
     /// Sessions the application stored, and writes that failed.
     pub writes_ok: u64,
     pub writes_failed: u64,
@@ -380,19 +385,28 @@ impl Outcome {
         self.app_outage().saturating_sub(self.app_dns_wait()) + TTL
     }
 
+    /// The cache build the failover waited for: the provision delay, none with a warm standby.
+    pub fn build(&self) -> Duration {
+        if self.standby {
+            Duration::ZERO
+        } else {
+            PROVISION_DELAY
+        }
+    }
+
     /// What the agent adds to the application's (worst-case) outage beyond what AWS and DNS
-    /// take anyway: worst-case outage − (provision delay + insync delay + TTL), in seconds
+    /// take anyway: worst-case outage − (build + insync delay + TTL), in seconds
     /// (negative when a wait overlapped another: in the lab the record answers the new CNAME
     /// before the change is INSYNC, so the insync delay is not on the application's path).
     pub fn overhead_s(&self) -> f64 {
         self.worst_case_app_outage().as_secs_f64()
-            - (PROVISION_DELAY + INSYNC_DELAY + TTL).as_secs_f64()
+            - (self.build() + INSYNC_DELAY + TTL).as_secs_f64()
     }
 
     /// [`Outcome::overhead_s`] with the measured application outage as it was (its DNS wait
     /// as luck had it): the brief's formula applied to the raw figure.
     pub fn raw_overhead_s(&self) -> f64 {
-        self.app_outage().as_secs_f64() - (PROVISION_DELAY + INSYNC_DELAY + TTL).as_secs_f64()
+        self.app_outage().as_secs_f64() - (self.build() + INSYNC_DELAY + TTL).as_secs_f64()
     }
 }
 
@@ -422,6 +436,48 @@ pub async fn play(
     lab.shutdown().await;
     result
 }
+
+/// `toml` with a warm standby for its watch.
+fn warm(toml: &str) -> anyhow::Result<String> {
+    const AFTER: &str = "create_timeout = \"5m\"\n";
+    anyhow::ensure!(
+        toml.matches(AFTER).count() == 1,
+        "the lab's agent.toml no longer has exactly one `{}`",
+        AFTER.trim_end()
+    );
+    Ok(toml.replacen(AFTER, &format!("{AFTER}standby = \"warm\"\n"), 1))
+}
+
+/// `valkey-dr standby create`: the warm standby built in the lab's DR region, waited for and
+/// proved to serve; what it printed.
+async fn create_standby(program: &AgentProgram<'_>, config: &Path) -> anyhow::Result<String> {
+    let mut command = tokio::process::Command::new(program.path);
+    command
+        .args(program.leading)
+        .args(["standby", "create", "--config"])
+        .arg(config)
+        .env_remove("VALKEY_DR_CONFIG")
+        .envs(valkey_dr_lab::LAB_AWS_ENV)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(STANDBY_LIMIT, command.output())
+        .await
+        .with_context(|| format!("valkey-dr standby create took over {STANDBY_LIMIT:?}"))?
+        .context("running valkey-dr standby create")?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    anyhow::ensure!(
+        out.status.success(),
+        "valkey-dr standby create failed: {said}"
+    );
+    Ok(said.trim().to_owned())
+}
+
+/// How long `valkey-dr standby create` may take in the lab (a 3 s build, a probe).
+const STANDBY_LIMIT: Duration = Duration::from_secs(60);
 
 /// The lab's agent.toml in auto-failover mode, posting to `hook`.
 fn auto_failover_config(lab_toml: &str, hook: &Webhook) -> anyhow::Result<String> {
@@ -455,8 +511,15 @@ async fn with_lab(
     let lab_toml = std::fs::read_to_string(&info.config)
         .with_context(|| format!("reading {}", info.config.display()))?;
     let config = lab.dir().join("agent-failover.toml");
-    std::fs::write(&config, auto_failover_config(&lab_toml, &hook)?)
-        .with_context(|| format!("writing {}", config.display()))?;
+    let mut toml = auto_failover_config(&lab_toml, &hook)?;
+    if outage.standby {
+        toml = warm(&toml)?;
+    }
+    std::fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;
+    if outage.standby {
+        let built = create_standby(program, &config).await?;
+        progress(Progress::Setup(built));
+    }
     let log = lab.dir().join("agent.log");
     let mut agent = Agent::start_with(
         program.path,
@@ -729,6 +792,7 @@ async fn story(
         journal,
         endpoint,
         route53_back: route53_back.map(|t| t.saturating_duration_since(t0)),
+        standby: outage.standby,
         writes_ok: 0,
         writes_failed: 0,
     })
@@ -1002,6 +1066,7 @@ mod tests {
         let outage = Outage {
             offset: Duration::ZERO,
             route53_down: Some(Duration::from_secs(60)),
+            standby: false,
         };
         let slack = outage.route53_slack();
         assert_eq!(slack, Duration::from_secs(60) + ROUTE53_RETRY_MARGIN);

@@ -35,10 +35,10 @@ const TARGET_BEYOND_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The executor's steps, in order.
 const STEPS: [&str; 8] = [
-    "lease",
     "provision",
     "wait_available",
     "verify_direct",
+    "lease",
     "switch_dns",
     "wait_insync",
     "verify_dns",
@@ -88,7 +88,7 @@ fn executor_before_switch(o: &Outcome) -> f64 {
     o.dns_switched()
         .saturating_sub(o.at(Milestone::FailoverStarted))
         .as_secs_f64()
-        - PROVISION_DELAY.as_secs_f64()
+        - o.build().as_secs_f64()
 }
 
 fn overhead_beyond_interval(o: &Outcome) -> f64 {
@@ -96,8 +96,13 @@ fn overhead_beyond_interval(o: &Outcome) -> f64 {
 }
 
 /// `runs` failovers; with `route53_down`, Route 53's API is down for that long from each
-/// outage.
-pub async fn run(runs: usize, seed: u64, route53_down: Option<Duration>) -> anyhow::Result<Value> {
+/// outage; with `standby`, the watch keeps a warm standby built before the agent starts.
+pub async fn run(
+    runs: usize,
+    seed: u64,
+    route53_down: Option<Duration>,
+    standby: bool,
+) -> anyhow::Result<Value> {
     let (binary, profile) = agent::measured_binary()?;
     // Where in the probe interval each outage lands, so detection covers every phase.
     let mut rng = StdRng::seed_from_u64(seed);
@@ -118,6 +123,7 @@ pub async fn run(runs: usize, seed: u64, route53_down: Option<Duration>) -> anyh
         let outage = Outage {
             offset: *offset,
             route53_down,
+            standby,
         };
         match scenario::play(&dir, &program, outage, &mut |_| {}).await {
             Ok(o) => {
@@ -249,6 +255,7 @@ pub async fn run(runs: usize, seed: u64, route53_down: Option<Duration>) -> anyh
                             name, 500 ms per operation, reconnect (and resolve) after any error",
             "fault": fault,
             "route53_down_s": route53_down.map(|d| d.as_secs_f64()),
+            "standby": if standby { "warm" } else { "none" },
         },
         "target": {
             "what": "overhead_beyond_interval_s < 1 s in every run",
@@ -266,7 +273,11 @@ pub async fn run(runs: usize, seed: u64, route53_down: Option<Duration>) -> anyh
              detail.steps_ms of `failover_completed`",
             "executor_before_switch: failover_started → switch_dns done, minus the 3 s cache \
              build (CreateServerlessCache, wait_available's 500 ms poll, verify_direct, the \
-             lease, the ChangeResourceRecordSets call)",
+             lease, the ChangeResourceRecordSets call); with standby = warm nothing is built and \
+             nothing is subtracted",
+            "standby: none builds the DR cache on demand at each outage; warm switches to the \
+             standby `valkey-dr standby create` built before the agent started (overhead then \
+             subtracts no build)",
             "app_outage: outage → first successful write after it; app_visible_outage: last \
              successful write before the first failure → first successful write after",
             "dns_switched: switch_dns done by the agent's journal (wall clock, mapped onto this \
@@ -278,7 +289,8 @@ pub async fn run(runs: usize, seed: u64, route53_down: Option<Duration>) -> anyh
              arrival of its failover_step webhook",
             "worst_case_app_outage: app_outage − app_dns_wait + TTL (the application's cached \
              answer refreshed just before the switch)",
-            "overhead: worst_case_app_outage − (provision_delay + insync_delay + TTL); \
+            "overhead: worst_case_app_outage − (build + insync_delay + TTL), build being \
+             provision_delay on demand and 0 with a warm standby; \
              overhead_beyond_interval: overhead − one probe interval; raw_overhead: the same \
              with the measured app_outage (luck of the cache included)",
             "in the lab the record answers the new CNAME as soon as ChangeResourceRecordSets \
