@@ -84,7 +84,10 @@ pub async fn run(
                 _ = shutdown.cancelled() => return,
                 () = &mut due => break,
                 () = standbys.changed.notified() => {
-                    out.publish(&with_probes(&report, &standbys), &mut memory, false);
+                    let sooner = out.publish(&with_probes(&report, &standbys), &mut memory, false);
+                    // A check that fails now is reminded of on its own schedule.
+                    let at = due.deadline().min(Instant::now() + sooner);
+                    due.as_mut().reset(at);
                 }
             }
         }

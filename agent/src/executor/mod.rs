@@ -698,9 +698,10 @@ pub enum FailoverError {
     },
     /// The warm standby, which served in the agent's last round, does not serve now. The
     /// record is untouched; the failover ends without spending the cooldown, and the next
-    /// decision builds on demand (the standby's round failed too by then).
+    /// decision takes the on-demand path (the standby's round failed too by then): `provision`
+    /// adopts the standby if it still exists, or builds the cache again if it was deleted.
     #[error(
-        "verify_direct failed: the warm standby {name} does not serve ({message}); the record is untouched, and the next decision builds on demand"
+        "verify_direct failed: the warm standby {name} does not serve ({message}); the record is untouched, and the next decision takes the on-demand path (the standby verified again if it still exists, built again if it was deleted)"
     )]
     StandbyDown {
         /// The cache.

@@ -2237,7 +2237,7 @@ async fn a_ready_warm_standby_is_switched_to_without_any_elasticache_call() {
 }
 
 /// A standby that does not serve when the failover verifies it stops the failover before any
-/// Route 53 call, as a transient end (no cooldown): the next decision builds on demand.
+/// Route 53 call, as a transient end (no cooldown): the next decision takes the on-demand path.
 #[tokio::test]
 async fn a_warm_standby_that_does_not_serve_stops_before_the_record_and_spends_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -2247,7 +2247,7 @@ async fn a_warm_standby_that_does_not_serve_stops_before_the_record_and_spends_n
         .await
         .expect_err("the standby does not serve");
     assert!(matches!(err, FailoverError::StandbyDown { .. }), "{err}");
-    assert!(err.to_string().contains("builds on demand"), "{err}");
+    assert!(err.to_string().contains("on-demand path"), "{err}");
     assert!(journal.lease.is_none(), "no lease taken");
     assert_never(&fake, Mutation::CnameChange, "the record is untouched");
     assert_never(&fake, Mutation::Create, "nothing built by this failover");
