@@ -21,7 +21,7 @@ use support::{
 };
 use valkey_dr::executor::api::RecordSet;
 use valkey_dr::executor::sdk::SdkDns;
-use valkey_dr::executor::{FailoverOutcome, Journal, Step};
+use valkey_dr::executor::{FailoverOutcome, Journal, Phase, Step};
 use valkey_dr_lab::config::{DR_CACHE, DR_REGION, HOSTED_ZONE_ID};
 use valkey_dr_lab::{AwsService, Call, Fault, PRIMARY_CACHE, PRIMARY_REGION, RECORD, SPARE_CACHE};
 use valkey_dr_probes::same_name;
@@ -149,7 +149,12 @@ impl Setup {
 
     /// How the failover ended: `failover_completed`, `failover_failed` or `stood_down`.
     async fn failover_end(&self, agent: &Agent) -> Value {
-        self.wait_event(FAILOVER_BOUND, |e| {
+        self.failover_end_within(agent, FAILOVER_BOUND).await
+    }
+
+    /// [`Setup::failover_end`], waiting at most `limit`.
+    async fn failover_end_within(&self, agent: &Agent, limit: Duration) -> Value {
+        self.wait_event(limit, |e| {
             matches!(
                 e["event"].as_str(),
                 Some("failover_completed" | "failover_failed" | "stood_down")
@@ -286,6 +291,25 @@ fn api_error(service: AwsService, action: &str, code: &str, times: u32) -> Fault
         times: Some(times),
         lasting: None,
     }
+}
+
+/// An `api-error` that fails every call of `action` for `lasting`, from now.
+fn api_error_for(service: AwsService, action: &str, code: &str, lasting: Duration) -> Fault {
+    Fault::ApiError {
+        service,
+        action: action.to_owned(),
+        code: code.to_owned(),
+        times: None,
+        lasting: Some(lasting),
+    }
+}
+
+/// Calls of `action` that the lab refused with `code`.
+fn refused<'c>(calls: &'c [Call], action: &str, code: &str) -> Vec<&'c Call> {
+    calls
+        .iter()
+        .filter(|c| c.action == action && c.error_code.as_deref() == Some(code))
+        .collect()
 }
 
 /// A `failover_step` event for `step` in `phase`.
@@ -1765,4 +1789,160 @@ async fn a_failback_killed_after_its_flush_resumes_without_flushing_again() {
         2,
         "the failover's switch and one back"
     );
+}
+
+/// How long the DR region throttles in the acceptance test of issue 20.
+const DR_THROTTLE: Duration = Duration::from_secs(60);
+
+/// Issue 20: in a regional event every customer's DR automation calls the DR region at once,
+/// and it throttles. Here it throttles `CreateServerlessCache` and `DescribeServerlessCaches`
+/// for 60 s from the failover's first create: the first creates by a `--times` fault set
+/// before the outage (nothing else calls Create), then both actions `--for 60s` from the
+/// moment the first throttled create is seen (which also fails the agent's AWS witness
+/// meanwhile). The build is retried through it (create_timeout is 5 m), and the failover
+/// completes after the throttling ends, with one create and one change of the record: no
+/// `failover_failed`, no second start, no cooldown spent on a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dr_region_throttling_create_and_describe_for_60_s_delays_the_failover_but_never_fails_it()
+ {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
+    let agent = s.healthy_agent().await;
+    // Ten throttled creates are at least three of the executor's attempts (the SDK's own
+    // retries come within each), a second and more: time to start the 60 s while they last.
+    s.fault(api_error(
+        AwsService::Elasticache,
+        "CreateServerlessCache",
+        "Throttling",
+        10,
+    ))
+    .await;
+    s.fault(region_outage()).await;
+    let first_seen = wait_until(DOWN_BOUND + EVENT_BOUND, || async {
+        !refused(&s.calls(), "CreateServerlessCache", "Throttling").is_empty()
+    })
+    .await;
+    assert!(
+        first_seen,
+        "the failover never tried to build: {:?}\n{}",
+        s.hook.names(),
+        agent.log_text()
+    );
+    let throttled_from = tokio::time::Instant::now();
+    for action in ["CreateServerlessCache", "DescribeServerlessCaches"] {
+        s.fault(api_error_for(
+            AwsService::Elasticache,
+            action,
+            "Throttling",
+            DR_THROTTLE,
+        ))
+        .await;
+    }
+    let throttled_until = throttled_from + DR_THROTTLE;
+
+    let end = s
+        .failover_end_within(&agent, DR_THROTTLE + FAILOVER_BOUND)
+        .await;
+    assert_eq!(
+        end["event"],
+        "failover_completed",
+        "{end:#}\n{}",
+        agent.log_text()
+    );
+    let completed_at = s
+        .hook
+        .events()
+        .into_iter()
+        .find(|(_, e)| e["event"] == "failover_completed")
+        .map(|(at, _)| at)
+        .expect("the completion arrived");
+    assert!(
+        completed_at >= throttled_until,
+        "completed {:?} before the throttling ended",
+        throttled_until - completed_at
+    );
+    eprintln!(
+        "DR region throttled 60 s: failover completed {:?} after the throttling ended",
+        completed_at - throttled_until
+    );
+
+    // The lab's side: every create before the one that built the cache was throttled, the
+    // last of them 60 s after the first; one change of the record.
+    let calls = s.calls();
+    let attempts = support::create_attempts(&calls);
+    let (built, throttled) = attempts.split_last().expect("creates were sent");
+    assert!(built.succeeded(), "{attempts:#?}");
+    assert_eq!(creates(&calls).len(), 1, "{attempts:#?}");
+    assert!(
+        throttled
+            .iter()
+            .all(|c| c.status == 400 && c.error_code.as_deref() == Some("Throttling")),
+        "{attempts:#?}"
+    );
+    let first = throttled.first().expect("throttled creates");
+    assert!(
+        built.at_ms - first.at_ms >= DR_THROTTLE.as_millis() as u64,
+        "built {} ms after the first throttled create",
+        built.at_ms - first.at_ms
+    );
+    eprintln!(
+        "{} throttled creates over {} ms, then one that built the cache",
+        throttled.len(),
+        built.at_ms - first.at_ms
+    );
+    let described = refused(&calls, "DescribeServerlessCaches", "Throttling");
+    assert!(
+        !described.is_empty()
+            && described
+                .iter()
+                .all(|c| c.region.as_deref() == Some(DR_REGION)),
+        "{described:#?}"
+    );
+    // A switch sent within Route 53's window after the lease's change is refused with
+    // PriorRequestNotComplete and sent again (tests/FIDELITY.md, R2): one lands, none after.
+    support::once(
+        &support::cname_change_attempts(&calls),
+        "changes of the record",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    s.assert_record(&s.endpoint(DR_CACHE), NEW_TTL).await;
+
+    // The agent's side: one failover, retried through the throttling and said so, never
+    // failed, and nothing counted against a later one.
+    let names = s.hook.names();
+    eprintln!("events: {names:?}");
+    assert_eq!(s.hook.count("failover_started"), 1, "{names:?}");
+    for never in ["failover_failed", "stood_down", "failover_blocked"] {
+        assert_eq!(s.hook.count(never), 0, "{never} in {names:?}");
+    }
+    let retried: Vec<Value> = s
+        .events("failover_step")
+        .into_iter()
+        .filter(|e| e["detail"]["step"] == "provision" && e["detail"]["phase"] == "retrying")
+        .collect();
+    assert!(
+        retried.iter().any(|e| e["detail"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("Throttling"))),
+        "people never heard of the throttling: {retried:#?}"
+    );
+    let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
+        .expect("the journal parses")
+        .expect("a journal");
+    assert_eq!(journal.outcome, Some(FailoverOutcome::Completed));
+    assert_eq!(journal.runs, 1, "{journal:#?}");
+    let provision = journal
+        .entries
+        .iter()
+        .find(|e| e.step == Step::Provision && e.phase == Phase::Done)
+        .expect("provision done");
+    assert!(provision.detail.starts_with("created"), "{provision:#?}");
+    let status = failover_result_shown(&agent, "completed").await;
+    assert_eq!(status["last_failover"]["runs"], 1, "{status:#}");
+    assert!(
+        agent.wait_state(WATCH, "failed_over", EVENT_BOUND).await,
+        "{:?}\n{}",
+        agent.state(WATCH).await,
+        agent.log_text()
+    );
+    agent.kill9().await;
 }
