@@ -19,7 +19,7 @@ use support::{
     Agent, TestLab, Webhook, cname_changes, creates, region_outage, run_bounded_within,
     touches_record, wait_until,
 };
-use valkey_dr::executor::api::RecordSet;
+use valkey_dr::executor::api::{Change, DnsApi as _, RecordSet};
 use valkey_dr::executor::sdk::SdkDns;
 use valkey_dr::executor::{FailoverOutcome, Journal, Phase, Step};
 use valkey_dr_lab::config::{DR_CACHE, DR_REGION, HOSTED_ZONE_ID};
@@ -200,15 +200,20 @@ impl Setup {
             .collect()
     }
 
-    /// The record as Route 53 (the lab's API) holds it.
-    async fn record(&self) -> Option<RecordSet> {
+    /// A Route 53 client of the lab's API, as another agent or an operator would use.
+    async fn route53(&self) -> SdkDns {
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url(&self.lab.lab.info().aws_endpoint)
             .credentials_provider(Credentials::new("AKIDLAB", "secret", None, None, "lab"))
             .load()
             .await;
-        support::read_record(&SdkDns::new(&sdk), HOSTED_ZONE_ID, RECORD).await
+        SdkDns::new(&sdk)
+    }
+
+    /// The record as Route 53 (the lab's API) holds it.
+    async fn record(&self) -> Option<RecordSet> {
+        support::read_record(&self.route53().await, HOSTED_ZONE_ID, RECORD).await
     }
 
     /// Asserts that Route 53 holds the record as one CNAME to `endpoint` with `ttl`.
@@ -1938,6 +1943,182 @@ async fn a_dr_region_throttling_create_and_describe_for_60_s_delays_the_failover
     assert!(provision.detail.starts_with("created"), "{provision:#?}");
     let status = failover_result_shown(&agent, "completed").await;
     assert_eq!(status["last_failover"]["runs"], 1, "{status:#}");
+    assert!(
+        agent.wait_state(WATCH, "failed_over", EVENT_BOUND).await,
+        "{:?}\n{}",
+        agent.state(WATCH).await,
+        agent.log_text()
+    );
+    agent.kill9().await;
+}
+
+/// The lease record's name, as the executor makes it.
+fn lease_name() -> String {
+    format!("_valkey-dr-lock.{RECORD}")
+}
+
+/// Issue 20: Route 53 carries out the lease's takeover and the switch, and neither answer
+/// ever arrives (`commit-then-drop` of two changes, each held for longer than the agent's
+/// 10 s bound on a Route 53 call). Another agent's handed-over lease is in the zone, so the
+/// lease is a takeover: an exact `DELETE` of it and a `CREATE` of ours in one batch. The
+/// agent's re-sent batches are refused (what they delete is gone), and it reads again rather
+/// than believing the refusal: the lease is its own, the record already on the DR cache. It
+/// never stands down against itself, and completes with one change of the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_to_the_lease_takeover_and_the_switch_are_read_back_not_stood_down_on() {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
+    let agent = s.healthy_agent().await;
+    // Another agent's failover failed and handed the lease over: expired, with its reason.
+    let expired = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let theirs = RecordSet {
+        name: lease_name(),
+        rtype: "TXT".into(),
+        ttl: valkey_dr::executor::LEASE_TTL,
+        values: vec![format!(
+            "\"owner=agent-old failover=fo-20250101t000000z-0000 expires={expired}\" \"handed over: failed at verify_direct\""
+        )],
+    };
+    s.route53()
+        .await
+        .change(HOSTED_ZONE_ID, &[Change::Create(theirs.clone())])
+        .await
+        .expect("plant the other agent's lease");
+    let before_outage = s.calls().last().map_or(0, |c| c.seq);
+    s.fault(Fault::CommitThenDrop {
+        service: AwsService::Route53,
+        action: "ChangeResourceRecordSets".into(),
+        times: 2,
+        hold: Duration::from_secs(30),
+    })
+    .await;
+    s.fault(region_outage()).await;
+    // Two answers lost at 10 s each on top of a failover.
+    let end = s
+        .failover_end_within(&agent, FAILOVER_BOUND + Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        end["event"],
+        "failover_completed",
+        "{end:#}\n{}",
+        agent.log_text()
+    );
+
+    // The lab's side: the takeover and the switch were carried out and their answers dropped;
+    // the re-sent batches were refused; one change of the record, and the lease released.
+    let calls: Vec<Call> = s
+        .calls()
+        .into_iter()
+        .filter(|c| c.seq > before_outage && c.action == "ChangeResourceRecordSets")
+        .collect();
+    let touches_lease = |c: &Call| {
+        c.request["changes"].as_array().is_some_and(|changes| {
+            changes.iter().any(|ch| {
+                ch["name"]
+                    .as_str()
+                    .is_some_and(|n| same_name(n, &lease_name()))
+            })
+        })
+    };
+    let dropped: Vec<&Call> = calls.iter().filter(|c| c.answer_dropped).collect();
+    assert_eq!(dropped.len(), 2, "{calls:#?}");
+    let (takeover, switch) = (dropped[0], dropped[1]);
+    let takeover_actions: Vec<&str> = takeover.request["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|ch| ch["action"].as_str().unwrap_or("?"))
+        .collect();
+    assert!(
+        takeover.succeeded()
+            && !touches_record(takeover)
+            && touches_lease(takeover)
+            && takeover_actions == ["DELETE", "CREATE"]
+            && takeover.request["changes"][0]["values"][0]
+                .as_str()
+                .is_some_and(|v| v.contains("agent-old")),
+        "the first lost answer is not the takeover of agent-old's lease: {takeover:#?}"
+    );
+    assert!(
+        switch.succeeded() && touches_record(switch),
+        "the second lost answer is not the switch: {switch:#?}"
+    );
+    let record_changes = cname_changes(&calls);
+    assert_eq!(record_changes.len(), 1, "{calls:#?}");
+    assert!(record_changes[0].answer_dropped);
+    let after = |lost: &Call| -> Vec<&Call> {
+        calls
+            .iter()
+            .filter(|c| c.seq > lost.seq && c.request["changes"] == lost.request["changes"])
+            .collect()
+    };
+    for (what, lost) in [("takeover", takeover), ("switch", switch)] {
+        let again = after(lost);
+        eprintln!(
+            "{what}: landed with its answer lost, sent again {} time(s) and refused",
+            again.len()
+        );
+        assert!(
+            !again.is_empty()
+                && again
+                    .iter()
+                    .all(|c| c.error_code.as_deref() == Some("InvalidChangeBatch")),
+            "the same batch sent again after its lost answer, and refused: {again:#?}\n{calls:#?}"
+        );
+    }
+    s.assert_record(&s.endpoint(DR_CACHE), NEW_TTL).await;
+    let lease = s
+        .route53()
+        .await
+        .record(HOSTED_ZONE_ID, &lease_name(), "TXT")
+        .await
+        .expect("the lease reads");
+    assert_eq!(lease, None, "the lease was released");
+
+    // The agent's side: it found its own lease and its own switch, and said so; it never
+    // stood down, nor heard "another agent holds the lease".
+    let names = s.hook.names();
+    for never in ["stood_down", "failover_failed"] {
+        assert_eq!(s.hook.count(never), 0, "{never} in {names:?}");
+    }
+    let held_by_another: Vec<Value> = s
+        .events("failover_step")
+        .into_iter()
+        .filter(|e| e.to_string().contains("another agent"))
+        .collect();
+    assert!(held_by_another.is_empty(), "{held_by_another:#?}");
+    let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
+        .expect("the journal parses")
+        .expect("a journal");
+    assert_eq!(journal.outcome, Some(FailoverOutcome::Completed));
+    assert_eq!(journal.runs, 1);
+    let done = |step: Step| {
+        journal
+            .entries
+            .iter()
+            .find(|e| e.step == step && e.phase == Phase::Done)
+            .map(|e| e.detail.clone())
+            .unwrap_or_else(|| panic!("{} never done: {journal:#?}", step.as_str()))
+    };
+    let lease_detail = done(Step::Lease);
+    assert!(
+        lease_detail.contains("is already ours (resumed, or our answer was lost)"),
+        "{lease_detail}"
+    );
+    let switch_detail = done(Step::SwitchDns);
+    assert!(
+        switch_detail.contains("already points at"),
+        "{switch_detail}"
+    );
+    eprintln!(
+        "lost answers: the failover completed in {} ms",
+        end["detail"]["total_ms"]
+    );
+    let release_detail = done(Step::Release);
+    assert!(release_detail.starts_with("released"), "{release_detail}");
     assert!(
         agent.wait_state(WATCH, "failed_over", EVENT_BOUND).await,
         "{:?}\n{}",
