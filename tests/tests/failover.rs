@@ -2127,3 +2127,131 @@ async fn lost_answers_to_the_lease_takeover_and_the_switch_are_read_back_not_sto
     );
     agent.kill9().await;
 }
+
+/// How long the executor waits for one `GetChange` answer before it asks its own resolvers:
+/// the larger of its poll (500 ms in the daemon) and 5 s.
+const GET_CHANGE_BOUND: Duration = Duration::from_secs(5);
+/// The agent's probe interval in the lab's config.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Issue 20, `wait_insync` with Route 53's `GetChange` failing as `fault` says, for longer
+/// than the test: the switch lands, and the agent's own resolvers seeing the DR target (the
+/// zone's data plane, which answers the change at once) end the wait. Waiting ends within
+/// one `GetChange` bound, the old answer's TTL in the agent's resolver cache and a probe
+/// round, far inside `insync_timeout` (5 m, not configurable: the resolvers are asked from
+/// the start, so it only times the alerts). Returns the `wait_insync` journal detail.
+async fn insync_decided_by_the_data_plane(fault: Fault) -> String {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
+    let agent = s.healthy_agent().await;
+    // Nothing calls GetChange before the switch.
+    s.fault(fault).await;
+    s.fault(region_outage()).await;
+    let end = s.failover_end(&agent).await;
+    assert_eq!(
+        end["event"],
+        "failover_completed",
+        "{end:#}\n{}",
+        agent.log_text()
+    );
+    let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
+        .expect("the journal parses")
+        .expect("a journal");
+    assert_eq!(journal.outcome, Some(FailoverOutcome::Completed));
+    let insync = journal
+        .entries
+        .iter()
+        .find(|e| e.step == Step::WaitInsync && e.phase == Phase::Done)
+        .map(|e| e.detail.clone())
+        .expect("wait_insync done");
+    assert!(insync.contains("decided by the data plane"), "{insync}");
+    let dr = s.endpoint(DR_CACHE);
+    assert!(
+        insync.contains(" resolves to ") && insync.contains(dr.trim_end_matches('.')),
+        "{insync}"
+    );
+    let waited = journal
+        .timings()
+        .get("wait_insync")
+        .copied()
+        .expect("wait_insync's time");
+    let bound = GET_CHANGE_BOUND + Duration::from_secs(u64::from(LAB_TTL)) + PROBE_INTERVAL;
+    eprintln!("GetChange failing: wait_insync ended by the data plane in {waited:?}");
+    assert!(
+        waited <= bound + Duration::from_secs(3),
+        "wait_insync took {waited:?}, beyond GetChange's bound + the old TTL + a round ({bound:?}) and 3 s of slack"
+    );
+    // The completion came right after: the switch's events to failover_completed.
+    let events = s.hook.events();
+    let at = |matches: &dyn Fn(&Value) -> bool| {
+        events
+            .iter()
+            .find(|(_, e)| matches(e))
+            .map(|(at, _)| *at)
+            .expect("the event arrived")
+    };
+    let switched = at(&step_event("switch_dns", "done"));
+    let completed = at(&|e: &Value| e["event"] == "failover_completed");
+    eprintln!("switch to failover_completed: {:?}", completed - switched);
+
+    // Route 53's side: GetChange never once said INSYNC (nor anything else), one change of
+    // the record, which the DNS serves.
+    let calls = s.calls();
+    let polled: Vec<&Call> = calls.iter().filter(|c| c.action == "GetChange").collect();
+    assert!(!polled.is_empty(), "the agent never asked GetChange");
+    assert!(
+        polled.iter().all(|c| c.answer_dropped || !c.succeeded()),
+        "a GetChange answer reached the agent: {polled:#?}"
+    );
+    // A switch sent within Route 53's window after the lease's change is refused with
+    // PriorRequestNotComplete and sent again (tests/FIDELITY.md, R2): one lands, none after.
+    support::once(
+        &support::cname_change_attempts(&calls),
+        "changes of the record",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    s.assert_record(&dr, NEW_TTL).await;
+    assert_eq!(s.hook.count("failover_failed"), 0, "{:?}", s.hook.names());
+    // No "not in effect after" alert: insync_timeout was never reached.
+    let alerts: Vec<Value> = s
+        .events("failover_step")
+        .into_iter()
+        .filter(|e| e["detail"]["step"] == "wait_insync" && e["detail"]["phase"] == "retrying")
+        .collect();
+    assert!(alerts.is_empty(), "{alerts:#?}");
+    agent.kill9().await;
+    insync
+}
+
+/// `GetChange` is carried out and never answered (`commit-then-drop` for every call, held
+/// 10 minutes): each call of the agent's ends at its own bound, and the data plane decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_change_never_answering_the_data_plane_ends_wait_insync() {
+    let insync = insync_decided_by_the_data_plane(Fault::CommitThenDrop {
+        service: AwsService::Route53,
+        action: "GetChange".into(),
+        times: 1000,
+        hold: Duration::from_secs(600),
+    })
+    .await;
+    assert!(
+        insync.contains(&format!(
+            "no answer in {}",
+            humantime::format_duration(GET_CHANGE_BOUND)
+        )),
+        "{insync}"
+    );
+}
+
+/// `GetChange` answering 503 `ServiceUnavailable` for longer than the test: the data plane
+/// decides, and the journal keeps what `GetChange` said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_change_failing_the_data_plane_ends_wait_insync() {
+    let insync = insync_decided_by_the_data_plane(api_error_for(
+        AwsService::Route53,
+        "GetChange",
+        "ServiceUnavailable",
+        Duration::from_secs(600),
+    ))
+    .await;
+    assert!(insync.contains("ServiceUnavailable"), "{insync}");
+}
