@@ -1187,3 +1187,173 @@ async fn a_pause_reaches_every_peer_and_names_the_one_it_missed() {
         assert!(agent.wait_state(WATCH, "healthy", EVENT_BOUND).await);
     }
 }
+
+/// How long Route 53's API stays down with us-east-1 in the fleet's acceptance test.
+const ROUTE53_DOWN: Duration = Duration::from_secs(60);
+
+/// Issue 20: three auto-failover agents with `quorum = 2` see a region outage that takes
+/// Route 53's API with it for 60 s. The DR cache is built (once, the others adopting it)
+/// while no Route 53 call succeeds; when Route 53 answers again the agents race for the
+/// lease, and the record moves once, within 2 s: one create, one change of the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_fleet_builds_while_route53_is_down_and_switches_once_within_2_s_of_it_answering()
+{
+    let _slot = LABS.acquire().await.expect("the semaphore stays open");
+    let t = fast_lab().await;
+    let token_file = t.dir.path().join("peer-token");
+    std::fs::write(&token_file, format!("{PEER_TOKEN}\n")).expect("token");
+    let (key_files, peer_keys) =
+        support::peer_keys(t.dir.path(), &["agent-a", "agent-b", "agent-c"]).await;
+    let ports = [free_port(), free_port(), free_port()];
+    let token = toml::Value::String(token_file.to_string_lossy().into_owned()).to_string();
+    let names = ["a", "b", "c"];
+    let hooks = [
+        Webhook::start().await,
+        Webhook::start().await,
+        Webhook::start().await,
+    ];
+    let dirs = names.map(|n| t.dir.path().join(format!("state-{n}")));
+    let config_of = |i: usize| {
+        let peers: Vec<String> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| format!("\"127.0.0.1:{}\"", ports[j]))
+            .collect();
+        let agent = format!(
+            "admin_listen = \"127.0.0.1:{}\"\npeers = [{}]\nquorum = 2\npeer_token_file = {token}\nkey_file = {}\npeer_keys = {peer_keys}",
+            ports[i],
+            peers.join(", "),
+            key_files[i]
+        );
+        let id = format!("id = \"agent-{}\"", names[i]);
+        auto_config_with(
+            &t,
+            &format!("r53-{}.toml", names[i]),
+            &dirs[i],
+            &hooks[i],
+            &[
+                ("id = \"lab-agent\"", id.as_str()),
+                ("admin_listen = \"127.0.0.1:0\"", agent.as_str()),
+            ],
+        )
+    };
+    // Started together, so that their rounds are nearly in phase: a real race.
+    let agents = futures::future::join_all((0..3).map(|i| {
+        let config = config_of(i);
+        let dir = &dirs[i];
+        async move { Agent::start(&config, dir, &[]).await }
+    }))
+    .await;
+    for (i, agent) in agents.iter().enumerate() {
+        assert!(
+            agent.wait_state(WATCH, "healthy", HEALTHY_BOUND).await,
+            "agent {i} never healthy:\n{}",
+            agent.log_text()
+        );
+    }
+    let outage_at = tokio::time::Instant::now();
+    let before_outage = t.lab.calls().last().map_or(0, |c| c.seq);
+    t.fault(valkey_dr_lab::Fault::RegionOutage {
+        region: valkey_dr_lab::PRIMARY_REGION.to_owned(),
+        route53: true,
+    })
+    .await;
+
+    // While Route 53 is down: the cache is built, and only Route 53 holds the failover.
+    let held = wait_until(ROUTE53_DOWN, || async {
+        hooks.iter().any(|h| {
+            hook_events(h, "failover_step").iter().any(|e| {
+                e["detail"]["phase"] == "retrying"
+                    && e["detail"]["detail"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("is built and verified at"))
+            })
+        })
+    })
+    .await;
+    assert!(
+        held,
+        "no agent was ever held by Route 53 alone: a {:?}, b {:?}, c {:?}",
+        hooks[0].names(),
+        hooks[1].names(),
+        hooks[2].names()
+    );
+    let quorum_reached = hooks
+        .iter()
+        .flat_map(|h| hook_events(h, "failover_intent"))
+        .any(|e| e["detail"]["quorum"]["reached"] == true);
+    assert!(quorum_reached, "no intent carried a reached quorum");
+    tokio::time::sleep_until(outage_at + ROUTE53_DOWN).await;
+    let calls = t.lab.calls();
+    let during: Vec<&valkey_dr_lab::Call> =
+        calls.iter().filter(|c| c.seq > before_outage).collect();
+    assert_eq!(creates(&calls).len(), 1, "{:#?}", create_attempts(&calls));
+    let route53_ok: Vec<&&valkey_dr_lab::Call> = during
+        .iter()
+        .filter(|c| c.service == valkey_dr_lab::AwsService::Route53 && c.succeeded())
+        .collect();
+    assert!(route53_ok.is_empty(), "{route53_ok:#?}");
+    let dr = dr_endpoint(&t).expect("the DR cache was built while Route 53 was down");
+    assert!(
+        !record_target(&t).await.is_some_and(|r| same_name(&r, &dr)),
+        "the record cannot have moved while Route 53 is down"
+    );
+
+    // Route 53 answers again: the record moves within 2 s.
+    let back = tokio::time::Instant::now();
+    t.fault(valkey_dr_lab::Fault::Route53ControlUp).await;
+    let moved = wait_until(Duration::from_secs(10), || async {
+        record_target(&t).await.is_some_and(|r| same_name(&r, &dr))
+    })
+    .await;
+    let took = back.elapsed();
+    assert!(
+        moved,
+        "the record never moved: a {:?}, b {:?}, c {:?}",
+        hooks[0].names(),
+        hooks[1].names(),
+        hooks[2].names()
+    );
+    eprintln!("quorum fleet: Route 53 back → record switched in {took:?}");
+    assert!(
+        took <= Duration::from_secs(2),
+        "the record moved {took:?} after Route 53 came back"
+    );
+    for (i, agent) in agents.iter().enumerate() {
+        assert!(
+            agent.wait_state(WATCH, "failed_over", FAILOVER_BOUND).await,
+            "agent {i} not failed_over: {:?}\n{}",
+            hooks[i].names(),
+            agent.log_text()
+        );
+    }
+    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+    check_one_failover(&t, &dirs)
+        .await
+        .expect("exactly one failover");
+    // One of them switched the record, the others followed it; none failed.
+    let mut switched = 0;
+    for (i, dir) in dirs.iter().enumerate() {
+        let j = journal(dir).expect("each agent's journal");
+        eprintln!(
+            "agent {i}: {:?}, switch_dns {:?}",
+            j.outcome,
+            j.entries
+                .iter()
+                .find(|e| e.step == Step::SwitchDns && e.phase == Phase::Done)
+                .map(|e| e.detail.as_str())
+        );
+        assert_eq!(
+            hooks[i].count("failover_failed"),
+            0,
+            "agent {i}: {:?}",
+            hooks[i].names()
+        );
+        if j.entries
+            .iter()
+            .any(|e| e.step == Step::SwitchDns && e.phase == Phase::Done && e.detail.contains('→'))
+        {
+            switched += 1;
+        }
+    }
+    assert_eq!(switched, 1, "agents that changed the record");
+}

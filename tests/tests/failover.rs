@@ -19,9 +19,9 @@ use support::{
     Agent, TestLab, Webhook, cname_changes, creates, region_outage, run_bounded_within,
     touches_record, wait_until,
 };
-use valkey_dr::executor::api::RecordSet;
+use valkey_dr::executor::api::{Change, DnsApi as _, RecordSet};
 use valkey_dr::executor::sdk::SdkDns;
-use valkey_dr::executor::{FailoverOutcome, Journal, Step};
+use valkey_dr::executor::{FailoverOutcome, Journal, Phase, Step};
 use valkey_dr_lab::config::{DR_CACHE, DR_REGION, HOSTED_ZONE_ID};
 use valkey_dr_lab::{AwsService, Call, Fault, PRIMARY_CACHE, PRIMARY_REGION, RECORD, SPARE_CACHE};
 use valkey_dr_probes::same_name;
@@ -149,7 +149,12 @@ impl Setup {
 
     /// How the failover ended: `failover_completed`, `failover_failed` or `stood_down`.
     async fn failover_end(&self, agent: &Agent) -> Value {
-        self.wait_event(FAILOVER_BOUND, |e| {
+        self.failover_end_within(agent, FAILOVER_BOUND).await
+    }
+
+    /// [`Setup::failover_end`], waiting at most `limit`.
+    async fn failover_end_within(&self, agent: &Agent, limit: Duration) -> Value {
+        self.wait_event(limit, |e| {
             matches!(
                 e["event"].as_str(),
                 Some("failover_completed" | "failover_failed" | "stood_down")
@@ -195,15 +200,20 @@ impl Setup {
             .collect()
     }
 
-    /// The record as Route 53 (the lab's API) holds it.
-    async fn record(&self) -> Option<RecordSet> {
+    /// A Route 53 client of the lab's API, as another agent or an operator would use.
+    async fn route53(&self) -> SdkDns {
         let sdk = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new("us-east-1"))
             .endpoint_url(&self.lab.lab.info().aws_endpoint)
             .credentials_provider(Credentials::new("AKIDLAB", "secret", None, None, "lab"))
             .load()
             .await;
-        support::read_record(&SdkDns::new(&sdk), HOSTED_ZONE_ID, RECORD).await
+        SdkDns::new(&sdk)
+    }
+
+    /// The record as Route 53 (the lab's API) holds it.
+    async fn record(&self) -> Option<RecordSet> {
+        support::read_record(&self.route53().await, HOSTED_ZONE_ID, RECORD).await
     }
 
     /// Asserts that Route 53 holds the record as one CNAME to `endpoint` with `ttl`.
@@ -286,6 +296,25 @@ fn api_error(service: AwsService, action: &str, code: &str, times: u32) -> Fault
         times: Some(times),
         lasting: None,
     }
+}
+
+/// An `api-error` that fails every call of `action` for `lasting`, from now.
+fn api_error_for(service: AwsService, action: &str, code: &str, lasting: Duration) -> Fault {
+    Fault::ApiError {
+        service,
+        action: action.to_owned(),
+        code: code.to_owned(),
+        times: None,
+        lasting: Some(lasting),
+    }
+}
+
+/// Calls of `action` that the lab refused with `code`.
+fn refused<'c>(calls: &'c [Call], action: &str, code: &str) -> Vec<&'c Call> {
+    calls
+        .iter()
+        .filter(|c| c.action == action && c.error_code.as_deref() == Some(code))
+        .collect()
 }
 
 /// A `failover_step` event for `step` in `phase`.
@@ -1765,4 +1794,464 @@ async fn a_failback_killed_after_its_flush_resumes_without_flushing_again() {
         2,
         "the failover's switch and one back"
     );
+}
+
+/// How long the DR region throttles in the acceptance test of issue 20.
+const DR_THROTTLE: Duration = Duration::from_secs(60);
+
+/// Issue 20: in a regional event every customer's DR automation calls the DR region at once,
+/// and it throttles. Here it throttles `CreateServerlessCache` and `DescribeServerlessCaches`
+/// for 60 s from the failover's first create: the first creates by a `--times` fault set
+/// before the outage (nothing else calls Create), then both actions `--for 60s` from the
+/// moment the first throttled create is seen (which also fails the agent's AWS witness
+/// meanwhile). The build is retried through it (create_timeout is 5 m), and the failover
+/// completes after the throttling ends, with one create and one change of the record: no
+/// `failover_failed`, no second start, no cooldown spent on a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dr_region_throttling_create_and_describe_for_60_s_delays_the_failover_but_never_fails_it()
+ {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
+    let agent = s.healthy_agent().await;
+    // Ten throttled creates are at least three of the executor's attempts (the SDK's own
+    // retries come within each), a second and more: time to start the 60 s while they last.
+    s.fault(api_error(
+        AwsService::Elasticache,
+        "CreateServerlessCache",
+        "Throttling",
+        10,
+    ))
+    .await;
+    s.fault(region_outage()).await;
+    let first_seen = wait_until(DOWN_BOUND + EVENT_BOUND, || async {
+        !refused(&s.calls(), "CreateServerlessCache", "Throttling").is_empty()
+    })
+    .await;
+    assert!(
+        first_seen,
+        "the failover never tried to build: {:?}\n{}",
+        s.hook.names(),
+        agent.log_text()
+    );
+    let throttled_from = tokio::time::Instant::now();
+    for action in ["CreateServerlessCache", "DescribeServerlessCaches"] {
+        s.fault(api_error_for(
+            AwsService::Elasticache,
+            action,
+            "Throttling",
+            DR_THROTTLE,
+        ))
+        .await;
+    }
+    let throttled_until = throttled_from + DR_THROTTLE;
+
+    let end = s
+        .failover_end_within(&agent, DR_THROTTLE + FAILOVER_BOUND)
+        .await;
+    assert_eq!(
+        end["event"],
+        "failover_completed",
+        "{end:#}\n{}",
+        agent.log_text()
+    );
+    let completed_at = s
+        .hook
+        .events()
+        .into_iter()
+        .find(|(_, e)| e["event"] == "failover_completed")
+        .map(|(at, _)| at)
+        .expect("the completion arrived");
+    assert!(
+        completed_at >= throttled_until,
+        "completed {:?} before the throttling ended",
+        throttled_until - completed_at
+    );
+    eprintln!(
+        "DR region throttled 60 s: failover completed {:?} after the throttling ended",
+        completed_at - throttled_until
+    );
+
+    // The lab's side: every create before the one that built the cache was throttled, the
+    // last of them 60 s after the first; one change of the record.
+    let calls = s.calls();
+    let attempts = support::create_attempts(&calls);
+    let (built, throttled) = attempts.split_last().expect("creates were sent");
+    assert!(built.succeeded(), "{attempts:#?}");
+    assert_eq!(creates(&calls).len(), 1, "{attempts:#?}");
+    assert!(
+        throttled
+            .iter()
+            .all(|c| c.status == 400 && c.error_code.as_deref() == Some("Throttling")),
+        "{attempts:#?}"
+    );
+    let first = throttled.first().expect("throttled creates");
+    assert!(
+        built.at_ms - first.at_ms >= DR_THROTTLE.as_millis() as u64,
+        "built {} ms after the first throttled create",
+        built.at_ms - first.at_ms
+    );
+    eprintln!(
+        "{} throttled creates over {} ms, then one that built the cache",
+        throttled.len(),
+        built.at_ms - first.at_ms
+    );
+    let described = refused(&calls, "DescribeServerlessCaches", "Throttling");
+    assert!(
+        !described.is_empty()
+            && described
+                .iter()
+                .all(|c| c.region.as_deref() == Some(DR_REGION)),
+        "{described:#?}"
+    );
+    // A switch sent within Route 53's window after the lease's change is refused with
+    // PriorRequestNotComplete and sent again (tests/FIDELITY.md, R2): one lands, none after.
+    support::once(
+        &support::cname_change_attempts(&calls),
+        "changes of the record",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    s.assert_record(&s.endpoint(DR_CACHE), NEW_TTL).await;
+
+    // The agent's side: one failover, retried through the throttling and said so, never
+    // failed, and nothing counted against a later one.
+    let names = s.hook.names();
+    eprintln!("events: {names:?}");
+    assert_eq!(s.hook.count("failover_started"), 1, "{names:?}");
+    for never in ["failover_failed", "stood_down", "failover_blocked"] {
+        assert_eq!(s.hook.count(never), 0, "{never} in {names:?}");
+    }
+    let retried: Vec<Value> = s
+        .events("failover_step")
+        .into_iter()
+        .filter(|e| e["detail"]["step"] == "provision" && e["detail"]["phase"] == "retrying")
+        .collect();
+    assert!(
+        retried.iter().any(|e| e["detail"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("Throttling"))),
+        "people never heard of the throttling: {retried:#?}"
+    );
+    let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
+        .expect("the journal parses")
+        .expect("a journal");
+    assert_eq!(journal.outcome, Some(FailoverOutcome::Completed));
+    assert_eq!(journal.runs, 1, "{journal:#?}");
+    let provision = journal
+        .entries
+        .iter()
+        .find(|e| e.step == Step::Provision && e.phase == Phase::Done)
+        .expect("provision done");
+    assert!(provision.detail.starts_with("created"), "{provision:#?}");
+    let status = failover_result_shown(&agent, "completed").await;
+    assert_eq!(status["last_failover"]["runs"], 1, "{status:#}");
+    assert!(
+        agent.wait_state(WATCH, "failed_over", EVENT_BOUND).await,
+        "{:?}\n{}",
+        agent.state(WATCH).await,
+        agent.log_text()
+    );
+    agent.kill9().await;
+}
+
+/// The lease record's name, as the executor makes it.
+fn lease_name() -> String {
+    format!("_valkey-dr-lock.{RECORD}")
+}
+
+/// Issue 20: Route 53 carries out the lease's takeover and the switch, and neither answer
+/// ever arrives (`commit-then-drop` of two changes, each held for longer than the agent's
+/// 10 s bound on a Route 53 call). Another agent's handed-over lease is in the zone, so the
+/// lease is a takeover: an exact `DELETE` of it and a `CREATE` of ours in one batch. The
+/// agent's re-sent batches are refused (what they delete is gone), and it reads again rather
+/// than believing the refusal: the lease is its own, the record already on the DR cache. It
+/// never stands down against itself, and completes with one change of the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_answers_to_the_lease_takeover_and_the_switch_are_read_back_not_stood_down_on() {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
+    let agent = s.healthy_agent().await;
+    // Another agent's failover failed and handed the lease over: expired, with its reason.
+    let expired = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let theirs = RecordSet {
+        name: lease_name(),
+        rtype: "TXT".into(),
+        ttl: valkey_dr::executor::LEASE_TTL,
+        values: vec![format!(
+            "\"owner=agent-old failover=fo-20250101t000000z-0000 expires={expired}\" \"handed over: failed at verify_direct\""
+        )],
+    };
+    s.route53()
+        .await
+        .change(HOSTED_ZONE_ID, &[Change::Create(theirs.clone())])
+        .await
+        .expect("plant the other agent's lease");
+    let before_outage = s.calls().last().map_or(0, |c| c.seq);
+    s.fault(Fault::CommitThenDrop {
+        service: AwsService::Route53,
+        action: "ChangeResourceRecordSets".into(),
+        times: 2,
+        hold: Duration::from_secs(30),
+    })
+    .await;
+    s.fault(region_outage()).await;
+    // Two answers lost at 10 s each on top of a failover.
+    let end = s
+        .failover_end_within(&agent, FAILOVER_BOUND + Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        end["event"],
+        "failover_completed",
+        "{end:#}\n{}",
+        agent.log_text()
+    );
+
+    // The lab's side: the takeover and the switch were carried out and their answers dropped;
+    // the re-sent batches were refused; one change of the record, and the lease released.
+    let calls: Vec<Call> = s
+        .calls()
+        .into_iter()
+        .filter(|c| c.seq > before_outage && c.action == "ChangeResourceRecordSets")
+        .collect();
+    let touches_lease = |c: &Call| {
+        c.request["changes"].as_array().is_some_and(|changes| {
+            changes.iter().any(|ch| {
+                ch["name"]
+                    .as_str()
+                    .is_some_and(|n| same_name(n, &lease_name()))
+            })
+        })
+    };
+    let dropped: Vec<&Call> = calls.iter().filter(|c| c.answer_dropped).collect();
+    assert_eq!(dropped.len(), 2, "{calls:#?}");
+    let (takeover, switch) = (dropped[0], dropped[1]);
+    let takeover_actions: Vec<&str> = takeover.request["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|ch| ch["action"].as_str().unwrap_or("?"))
+        .collect();
+    assert!(
+        takeover.succeeded()
+            && !touches_record(takeover)
+            && touches_lease(takeover)
+            && takeover_actions == ["DELETE", "CREATE"]
+            && takeover.request["changes"][0]["values"][0]
+                .as_str()
+                .is_some_and(|v| v.contains("agent-old")),
+        "the first lost answer is not the takeover of agent-old's lease: {takeover:#?}"
+    );
+    assert!(
+        switch.succeeded() && touches_record(switch),
+        "the second lost answer is not the switch: {switch:#?}"
+    );
+    let record_changes = cname_changes(&calls);
+    assert_eq!(record_changes.len(), 1, "{calls:#?}");
+    assert!(record_changes[0].answer_dropped);
+    let after = |lost: &Call| -> Vec<&Call> {
+        calls
+            .iter()
+            .filter(|c| c.seq > lost.seq && c.request["changes"] == lost.request["changes"])
+            .collect()
+    };
+    for (what, lost) in [("takeover", takeover), ("switch", switch)] {
+        let again = after(lost);
+        eprintln!(
+            "{what}: landed with its answer lost, sent again {} time(s) and refused",
+            again.len()
+        );
+        assert!(
+            !again.is_empty()
+                && again
+                    .iter()
+                    .all(|c| c.error_code.as_deref() == Some("InvalidChangeBatch")),
+            "the same batch sent again after its lost answer, and refused: {again:#?}\n{calls:#?}"
+        );
+    }
+    s.assert_record(&s.endpoint(DR_CACHE), NEW_TTL).await;
+    let lease = s
+        .route53()
+        .await
+        .record(HOSTED_ZONE_ID, &lease_name(), "TXT")
+        .await
+        .expect("the lease reads");
+    assert_eq!(lease, None, "the lease was released");
+
+    // The agent's side: it found its own lease and its own switch, and said so; it never
+    // stood down, nor heard "another agent holds the lease".
+    let names = s.hook.names();
+    for never in ["stood_down", "failover_failed"] {
+        assert_eq!(s.hook.count(never), 0, "{never} in {names:?}");
+    }
+    let held_by_another: Vec<Value> = s
+        .events("failover_step")
+        .into_iter()
+        .filter(|e| e.to_string().contains("another agent"))
+        .collect();
+    assert!(held_by_another.is_empty(), "{held_by_another:#?}");
+    let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
+        .expect("the journal parses")
+        .expect("a journal");
+    assert_eq!(journal.outcome, Some(FailoverOutcome::Completed));
+    assert_eq!(journal.runs, 1);
+    let done = |step: Step| {
+        journal
+            .entries
+            .iter()
+            .find(|e| e.step == step && e.phase == Phase::Done)
+            .map(|e| e.detail.clone())
+            .unwrap_or_else(|| panic!("{} never done: {journal:#?}", step.as_str()))
+    };
+    let lease_detail = done(Step::Lease);
+    assert!(
+        lease_detail.contains("is already ours (resumed, or our answer was lost)"),
+        "{lease_detail}"
+    );
+    let switch_detail = done(Step::SwitchDns);
+    assert!(
+        switch_detail.contains("already points at"),
+        "{switch_detail}"
+    );
+    eprintln!(
+        "lost answers: the failover completed in {} ms",
+        end["detail"]["total_ms"]
+    );
+    let release_detail = done(Step::Release);
+    assert!(release_detail.starts_with("released"), "{release_detail}");
+    assert!(
+        agent.wait_state(WATCH, "failed_over", EVENT_BOUND).await,
+        "{:?}\n{}",
+        agent.state(WATCH).await,
+        agent.log_text()
+    );
+    agent.kill9().await;
+}
+
+/// How long the executor waits for one `GetChange` answer before it asks its own resolvers:
+/// the larger of its poll (500 ms in the daemon) and 5 s.
+const GET_CHANGE_BOUND: Duration = Duration::from_secs(5);
+/// The agent's probe interval in the lab's config.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Issue 20, `wait_insync` with Route 53's `GetChange` failing as `fault` says, for longer
+/// than the test: the switch lands, and the agent's own resolvers seeing the DR target (the
+/// zone's data plane, which answers the change at once) end the wait. Waiting ends within
+/// one `GetChange` bound, the old answer's TTL in the agent's resolver cache and a probe
+/// round, far inside `insync_timeout` (5 m, not configurable: the resolvers are asked from
+/// the start, so it only times the alerts). Returns the `wait_insync` journal detail.
+async fn insync_decided_by_the_data_plane(fault: Fault) -> String {
+    let s = setup(Mode::AutoFailover, Duration::from_secs(1), &[]).await;
+    let agent = s.healthy_agent().await;
+    // Nothing calls GetChange before the switch.
+    s.fault(fault).await;
+    s.fault(region_outage()).await;
+    let end = s.failover_end(&agent).await;
+    assert_eq!(
+        end["event"],
+        "failover_completed",
+        "{end:#}\n{}",
+        agent.log_text()
+    );
+    let journal = valkey_dr::failover::load_journal(&s.state_dir, WATCH)
+        .expect("the journal parses")
+        .expect("a journal");
+    assert_eq!(journal.outcome, Some(FailoverOutcome::Completed));
+    let insync = journal
+        .entries
+        .iter()
+        .find(|e| e.step == Step::WaitInsync && e.phase == Phase::Done)
+        .map(|e| e.detail.clone())
+        .expect("wait_insync done");
+    assert!(insync.contains("decided by the data plane"), "{insync}");
+    let dr = s.endpoint(DR_CACHE);
+    assert!(
+        insync.contains(" resolves to ") && insync.contains(dr.trim_end_matches('.')),
+        "{insync}"
+    );
+    let waited = journal
+        .timings()
+        .get("wait_insync")
+        .copied()
+        .expect("wait_insync's time");
+    let bound = GET_CHANGE_BOUND + Duration::from_secs(u64::from(LAB_TTL)) + PROBE_INTERVAL;
+    eprintln!("GetChange failing: wait_insync ended by the data plane in {waited:?}");
+    assert!(
+        waited <= bound + Duration::from_secs(3),
+        "wait_insync took {waited:?}, beyond GetChange's bound + the old TTL + a round ({bound:?}) and 3 s of slack"
+    );
+    // The completion came right after: the switch's events to failover_completed.
+    let events = s.hook.events();
+    let at = |matches: &dyn Fn(&Value) -> bool| {
+        events
+            .iter()
+            .find(|(_, e)| matches(e))
+            .map(|(at, _)| *at)
+            .expect("the event arrived")
+    };
+    let switched = at(&step_event("switch_dns", "done"));
+    let completed = at(&|e: &Value| e["event"] == "failover_completed");
+    eprintln!("switch to failover_completed: {:?}", completed - switched);
+
+    // Route 53's side: GetChange never once said INSYNC (nor anything else), one change of
+    // the record, which the DNS serves.
+    let calls = s.calls();
+    let polled: Vec<&Call> = calls.iter().filter(|c| c.action == "GetChange").collect();
+    assert!(!polled.is_empty(), "the agent never asked GetChange");
+    assert!(
+        polled.iter().all(|c| c.answer_dropped || !c.succeeded()),
+        "a GetChange answer reached the agent: {polled:#?}"
+    );
+    // A switch sent within Route 53's window after the lease's change is refused with
+    // PriorRequestNotComplete and sent again (tests/FIDELITY.md, R2): one lands, none after.
+    support::once(
+        &support::cname_change_attempts(&calls),
+        "changes of the record",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    s.assert_record(&dr, NEW_TTL).await;
+    assert_eq!(s.hook.count("failover_failed"), 0, "{:?}", s.hook.names());
+    // No "not in effect after" alert: insync_timeout was never reached.
+    let alerts: Vec<Value> = s
+        .events("failover_step")
+        .into_iter()
+        .filter(|e| e["detail"]["step"] == "wait_insync" && e["detail"]["phase"] == "retrying")
+        .collect();
+    assert!(alerts.is_empty(), "{alerts:#?}");
+    agent.kill9().await;
+    insync
+}
+
+/// `GetChange` is carried out and never answered (`commit-then-drop` for every call, held
+/// 10 minutes): each call of the agent's ends at its own bound, and the data plane decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_change_never_answering_the_data_plane_ends_wait_insync() {
+    let insync = insync_decided_by_the_data_plane(Fault::CommitThenDrop {
+        service: AwsService::Route53,
+        action: "GetChange".into(),
+        times: 1000,
+        hold: Duration::from_secs(600),
+    })
+    .await;
+    assert!(
+        insync.contains(&format!(
+            "no answer in {}",
+            humantime::format_duration(GET_CHANGE_BOUND)
+        )),
+        "{insync}"
+    );
+}
+
+/// `GetChange` answering 503 `ServiceUnavailable` for longer than the test: the data plane
+/// decides, and the journal keeps what `GetChange` said.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_change_failing_the_data_plane_ends_wait_insync() {
+    let insync = insync_decided_by_the_data_plane(api_error_for(
+        AwsService::Route53,
+        "GetChange",
+        "ServiceUnavailable",
+        Duration::from_secs(600),
+    ))
+    .await;
+    assert!(insync.contains("ServiceUnavailable"), "{insync}");
 }
