@@ -72,6 +72,24 @@ const TRANSIENT_CODES: &[&str] = &[
     "InternalServiceError",
 ];
 
+/// The codes of those that say "too many requests": the service answered, and only asks to
+/// be asked more slowly.
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottledException",
+    "RequestThrottled",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "SlowDown",
+];
+
+/// Whether an answer with `code` is a throttle: proof that the service was reached.
+fn throttled(code: Option<&str>) -> bool {
+    code.is_some_and(|c| THROTTLING_CODES.contains(&c))
+}
+
 /// ElastiCache in one region.
 #[derive(Debug, Clone)]
 pub struct SdkCache {
@@ -137,14 +155,23 @@ impl SdkCache {
 
     /// One page of `DescribeServerlessCaches` of `page` caches (20-100, as AWS accepts):
     /// the witness's proof that this region's API answers the agent, and with which error.
+    ///
+    /// A throttled answer counts as an answer: the agent reached the region's API, which is
+    /// all the witness asks. In a regional event every customer's DR automation calls the DR
+    /// region at once; a witness that read its throttling as the agent's own isolation would
+    /// hold back the very failover the agent exists for.
     pub async fn answers(&self, page: i32) -> Result<(), ApiError> {
-        self.client
+        match self
+            .client
             .describe_serverless_caches()
             .max_results(page)
             .send()
             .await
-            .map(|_| ())
-            .map_err(|e| classify(DESCRIBE, Some(&self.region), "", &e))
+        {
+            Ok(_) => Ok(()),
+            Err(e) if throttled(e.as_service_error().and_then(|s| s.code())) => Ok(()),
+            Err(e) => Err(classify(DESCRIBE, Some(&self.region), "", &e)),
+        }
     }
 }
 
@@ -825,6 +852,22 @@ mod tests {
             .is_transient()
         );
         assert!(classified(Failure::Unanswered).is_transient());
+    }
+
+    #[test]
+    fn a_throttle_is_an_answer_and_an_outage_is_not() {
+        for code in ["Throttling", "ThrottlingException", "RequestLimitExceeded"] {
+            assert!(throttled(Some(code)), "{code}");
+            assert!(classified(service(code, 400)).is_transient(), "{code}");
+        }
+        for code in ["ServiceUnavailable", "InternalError", "AccessDenied"] {
+            assert!(!throttled(Some(code)), "{code}");
+        }
+        assert!(!throttled(None));
+        assert!(
+            THROTTLING_CODES.iter().all(|c| TRANSIENT_CODES.contains(c)),
+            "every throttle is retried too"
+        );
     }
 
     #[test]
