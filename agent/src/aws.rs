@@ -55,6 +55,16 @@ pub fn route53_for_failover(sdk: &SdkConfig) -> SdkConfig {
         .build()
 }
 
+/// `sdk` for the witness: one attempt per call. The witness asks every round while a path
+/// fails and is bounded by its own timeout; the SDK's retries of a throttled call back off
+/// for seconds with jitter, past that bound, and would turn a throttled answer (which proves
+/// the agent reaches the API) into no answer at all.
+pub fn single_attempt(sdk: &SdkConfig) -> SdkConfig {
+    sdk.to_builder()
+        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+        .build()
+}
+
 /// How long one Route 53 call of a failover may take: its API answers in well under a second
 /// when it works.
 pub const ROUTE53_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);

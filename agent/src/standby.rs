@@ -289,6 +289,20 @@ where
     }
 }
 
+/// `Ok` when `tags` (of the cache named `[watch.dr] cache_name`) mark `w`'s standby.
+fn standby_of(w: &WatchConfig, tags: &BTreeMap<String, String>) -> Result<(), StandbyError> {
+    if is_standby_of(tags, &w.name, &w.record) {
+        Ok(())
+    } else {
+        Err(StandbyError::Foreign {
+            name: w.dr.cache_name.clone(),
+            region: w.dr.region.clone(),
+            watch: w.name.clone(),
+            tags: ours(tags),
+        })
+    }
+}
+
 /// The valkey-dr tags of `tags`, for messages.
 fn ours(tags: &BTreeMap<String, String>) -> String {
     let shown: Vec<String> = tags
@@ -338,14 +352,7 @@ pub async fn create<C: CacheApi, V: crate::executor::Verifier>(
                 "{name} was created, yet DescribeServerlessCaches does not find it"
             ))
         })?;
-    if !is_standby_of(&tags, &w.name, &w.record) {
-        return Err(StandbyError::Foreign {
-            name,
-            region: w.dr.region.clone(),
-            watch: w.name.clone(),
-            tags: ours(&tags),
-        });
-    }
+    standby_of(w, &tags)?;
     let (host, port) = match found {
         CacheInfo {
             status: CacheStatus::Available,
@@ -395,14 +402,7 @@ pub async fn delete<C: CacheApi>(
         ));
     };
     let tags = patiently(deadline, || cache.tags(&found.arn)).await?;
-    if !is_standby_of(&tags, &w.name, &w.record) {
-        return Err(StandbyError::Foreign {
-            name,
-            region: w.dr.region.clone(),
-            watch: w.name.clone(),
-            tags: ours(&tags),
-        });
-    }
+    standby_of(w, &tags)?;
     if let Some((failover_id, endpoint)) = serving_since(config, w)
         && found
             .endpoint

@@ -100,7 +100,9 @@ impl AwsWitnesses {
         let client = entry
             .client
             .get_or_init(|| async {
-                SdkCache::new(&crate::aws::sdk_config(&self.config, region).await)
+                SdkCache::new(&crate::aws::single_attempt(
+                    &crate::aws::sdk_config(&self.config, region).await,
+                ))
             })
             .await;
         let verdict = match tokio::time::timeout(timeout, client.answers(WITNESS_PAGE)).await {

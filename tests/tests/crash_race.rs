@@ -97,6 +97,75 @@ fn auto_config_with(
     lab.config_variant(name, &edits)
 }
 
+/// Three agents, `agent-a`, `agent-b` and `agent-c`, that are one another's peers with
+/// `quorum = 2`: their keys, admin ports, shared peer token and state directories.
+struct Fleet {
+    token: String,
+    key_files: Vec<String>,
+    peer_keys: String,
+    ports: [u16; 3],
+    dirs: [PathBuf; 3],
+}
+
+/// The fleet's agents, by the last part of their ids.
+const NAMES: [&str; 3] = ["a", "b", "c"];
+
+impl Fleet {
+    async fn new(t: &TestLab) -> Fleet {
+        let token_file = t.dir.path().join("peer-token");
+        std::fs::write(&token_file, format!("{PEER_TOKEN}\n")).expect("token");
+        let (key_files, peer_keys) =
+            support::peer_keys(t.dir.path(), &["agent-a", "agent-b", "agent-c"]).await;
+        Fleet {
+            token: toml::Value::String(token_file.to_string_lossy().into_owned()).to_string(),
+            key_files,
+            peer_keys,
+            ports: [free_port(), free_port(), free_port()],
+            dirs: NAMES.map(|n| t.dir.path().join(format!("state-{n}"))),
+        }
+    }
+
+    /// Agent `i`'s config, `<prefix>-<name>.toml`: the lab's in auto-failover mode, posting to
+    /// `hook`, with its id, admin port and peers (`first_peers`, then the other two), and
+    /// `more` edits on top.
+    fn config(
+        &self,
+        t: &TestLab,
+        i: usize,
+        prefix: &str,
+        hook: &Webhook,
+        first_peers: &[u16],
+        more: &[(&str, &str)],
+    ) -> PathBuf {
+        let peers: Vec<String> = first_peers
+            .iter()
+            .chain((0..3).filter(|&j| j != i).map(|j| &self.ports[j]))
+            .map(|port| format!("\"127.0.0.1:{port}\""))
+            .collect();
+        let agent = format!(
+            "admin_listen = \"127.0.0.1:{}\"\npeers = [{}]\nquorum = 2\npeer_token_file = {}\nkey_file = {}\npeer_keys = {}",
+            self.ports[i],
+            peers.join(", "),
+            self.token,
+            self.key_files[i],
+            self.peer_keys
+        );
+        let id = format!("id = \"agent-{}\"", NAMES[i]);
+        let mut edits = vec![
+            ("id = \"lab-agent\"", id.as_str()),
+            ("admin_listen = \"127.0.0.1:0\"", agent.as_str()),
+        ];
+        edits.extend_from_slice(more);
+        auto_config_with(
+            t,
+            &format!("{prefix}-{}.toml", NAMES[i]),
+            &self.dirs[i],
+            hook,
+            &edits,
+        )
+    }
+}
+
 /// The DR cache's endpoint, once the failover created it.
 fn dr_endpoint(t: &TestLab) -> Option<String> {
     t.lab
@@ -691,11 +760,8 @@ fn free_port() -> u16 {
 async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
     let _slot = LABS.acquire().await.expect("the semaphore stays open");
     let t = fast_lab().await;
-    let token_file = t.dir.path().join("peer-token");
-    std::fs::write(&token_file, format!("{PEER_TOKEN}\n")).expect("token");
-    let (key_files, peer_keys) =
-        support::peer_keys(t.dir.path(), &["agent-a", "agent-b", "agent-c"]).await;
-    let ports = [free_port(), free_port(), free_port()];
+    let fleet = Fleet::new(&t).await;
+    let ports = fleet.ports;
     let forgers = [free_port(), free_port()];
     let dead_port = free_port();
     let lab_port = std::fs::read_to_string(t.config())
@@ -704,39 +770,18 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
         .find(|l| l.starts_with("port = "))
         .expect("agent.toml names the port")
         .to_owned();
-    let token = toml::Value::String(token_file.to_string_lossy().into_owned()).to_string();
-    let names = ["a", "b", "c"];
     let config_of = |i: usize, hook: &Webhook, cut_off: bool| {
         // The forgers first: were the first claim of an id to win, theirs would.
-        let forged = forgers.iter().filter(|_| cut_off);
-        let peers: Vec<String> = forged
-            .chain((0..3).filter(|&j| j != i).map(|j| &ports[j]))
-            .map(|port| format!("\"127.0.0.1:{port}\""))
-            .collect();
-        let agent = format!(
-            "admin_listen = \"127.0.0.1:{}\"\npeers = [{}]\nquorum = 2\npeer_token_file = {token}\nkey_file = {}\npeer_keys = {peer_keys}",
-            ports[i],
-            peers.join(", "),
-            key_files[i]
-        );
-        let id = format!("id = \"agent-{}\"", names[i]);
+        let forged: &[u16] = if cut_off { &forgers } else { &[] };
         let dead = format!("port = {dead_port}");
-        let mut edits = vec![
-            ("id = \"lab-agent\"", id.as_str()),
-            ("admin_listen = \"127.0.0.1:0\"", agent.as_str()),
-        ];
+        let mut edits = Vec::new();
         if cut_off {
             edits.push((lab_port.as_str(), dead.as_str()));
         }
-        let state_dir = t.dir.path().join(format!("state-{}", names[i]));
-        let name = format!(
-            "quorum-{}{}.toml",
-            names[i],
-            if cut_off { "-cut" } else { "" }
-        );
+        let prefix = if cut_off { "quorum-cut" } else { "quorum" };
         (
-            auto_config_with(&t, &name, &state_dir, hook, &edits),
-            state_dir,
+            fleet.config(&t, i, prefix, hook, forged, &edits),
+            fleet.dirs[i].clone(),
         )
     };
     let hooks = [
@@ -887,11 +932,7 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
 async fn a_cut_off_agent_never_stands_in_the_way_of_the_fleet() {
     let _slot = LABS.acquire().await.expect("the semaphore stays open");
     let t = fast_lab().await;
-    let token_file = t.dir.path().join("peer-token");
-    std::fs::write(&token_file, format!("{PEER_TOKEN}\n")).expect("token");
-    let (key_files, peer_keys) =
-        support::peer_keys(t.dir.path(), &["agent-a", "agent-b", "agent-c"]).await;
-    let ports = [free_port(), free_port(), free_port()];
+    let fleet = Fleet::new(&t).await;
     let primary = t
         .lab
         .info()
@@ -913,41 +954,18 @@ async fn a_cut_off_agent_never_stands_in_the_way_of_the_fleet() {
         .expect("agent.toml names its nameservers")
         .to_owned();
     let cut_nameservers = format!("nameservers = [\"{}\"]", resolver.addr);
-    let token = toml::Value::String(token_file.to_string_lossy().into_owned()).to_string();
-    let names = ["a", "b", "c"];
     let hooks = [
         Webhook::start().await,
         Webhook::start().await,
         Webhook::start().await,
     ];
     let config_of = |i: usize| {
-        let peers: Vec<String> = (0..3)
-            .filter(|&j| j != i)
-            .map(|j| format!("\"127.0.0.1:{}\"", ports[j]))
-            .collect();
-        let agent = format!(
-            "admin_listen = \"127.0.0.1:{}\"\npeers = [{}]\nquorum = 2\npeer_token_file = {token}\nkey_file = {}\npeer_keys = {peer_keys}",
-            ports[i],
-            peers.join(", "),
-            key_files[i]
-        );
-        let id = format!("id = \"agent-{}\"", names[i]);
-        let mut edits = vec![
-            ("id = \"lab-agent\"", id.as_str()),
-            ("admin_listen = \"127.0.0.1:0\"", agent.as_str()),
-        ];
-        if i == 2 {
-            edits.push((lab_nameservers.as_str(), cut_nameservers.as_str()));
-        }
-        let state_dir = t.dir.path().join(format!("state-{}", names[i]));
-        let config = auto_config_with(
-            &t,
-            &format!("cut-{}.toml", names[i]),
-            &state_dir,
-            &hooks[i],
-            &edits,
-        );
-        (config, state_dir)
+        let cut = [(lab_nameservers.as_str(), cut_nameservers.as_str())];
+        let edits: &[(&str, &str)] = if i == 2 { &cut } else { &[] };
+        (
+            fleet.config(&t, i, "cut", &hooks[i], &[], edits),
+            fleet.dirs[i].clone(),
+        )
     };
     let mut agents = Vec::new();
     for i in 0..2 {
@@ -1200,42 +1218,14 @@ async fn a_quorum_fleet_builds_while_route53_is_down_and_switches_once_within_2_
 {
     let _slot = LABS.acquire().await.expect("the semaphore stays open");
     let t = fast_lab().await;
-    let token_file = t.dir.path().join("peer-token");
-    std::fs::write(&token_file, format!("{PEER_TOKEN}\n")).expect("token");
-    let (key_files, peer_keys) =
-        support::peer_keys(t.dir.path(), &["agent-a", "agent-b", "agent-c"]).await;
-    let ports = [free_port(), free_port(), free_port()];
-    let token = toml::Value::String(token_file.to_string_lossy().into_owned()).to_string();
-    let names = ["a", "b", "c"];
+    let fleet = Fleet::new(&t).await;
     let hooks = [
         Webhook::start().await,
         Webhook::start().await,
         Webhook::start().await,
     ];
-    let dirs = names.map(|n| t.dir.path().join(format!("state-{n}")));
-    let config_of = |i: usize| {
-        let peers: Vec<String> = (0..3)
-            .filter(|&j| j != i)
-            .map(|j| format!("\"127.0.0.1:{}\"", ports[j]))
-            .collect();
-        let agent = format!(
-            "admin_listen = \"127.0.0.1:{}\"\npeers = [{}]\nquorum = 2\npeer_token_file = {token}\nkey_file = {}\npeer_keys = {peer_keys}",
-            ports[i],
-            peers.join(", "),
-            key_files[i]
-        );
-        let id = format!("id = \"agent-{}\"", names[i]);
-        auto_config_with(
-            &t,
-            &format!("r53-{}.toml", names[i]),
-            &dirs[i],
-            &hooks[i],
-            &[
-                ("id = \"lab-agent\"", id.as_str()),
-                ("admin_listen = \"127.0.0.1:0\"", agent.as_str()),
-            ],
-        )
-    };
+    let dirs = fleet.dirs.clone();
+    let config_of = |i: usize| fleet.config(&t, i, "r53", &hooks[i], &[], &[]);
     // Started together, so that their rounds are nearly in phase: a real race.
     let agents = futures::future::join_all((0..3).map(|i| {
         let config = config_of(i);

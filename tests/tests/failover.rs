@@ -243,16 +243,7 @@ impl Setup {
     /// A connection straight to a cache's valkey-server (its unix socket, behind the front),
     /// as an application's session store sees the data.
     async fn sessions_of(&self, cache: &str) -> redis::aio::MultiplexedConnection {
-        let socket = self
-            .lab
-            .lab
-            .valkey_socket(cache)
-            .expect("the cache's socket");
-        let client = redis::Client::open(format!("unix://{}", socket.display())).unwrap();
-        tokio::time::timeout(EVENT_BOUND, client.get_multiplexed_async_connection())
-            .await
-            .expect("connect in time")
-            .expect("connect")
+        support::sessions_of(&self.lab, cache).await
     }
 
     /// Logs a user in on the primary: a session key, as the application writes one.
@@ -1917,7 +1908,12 @@ async fn a_dr_region_throttling_create_and_describe_for_60_s_delays_the_failover
     let names = s.hook.names();
     eprintln!("events: {names:?}");
     assert_eq!(s.hook.count("failover_started"), 1, "{names:?}");
-    for never in ["failover_failed", "stood_down", "failover_blocked", "isolated"] {
+    for never in [
+        "failover_failed",
+        "stood_down",
+        "failover_blocked",
+        "isolated",
+    ] {
         assert_eq!(s.hook.count(never), 0, "{never} in {names:?}");
     }
     let retried: Vec<Value> = s

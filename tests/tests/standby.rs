@@ -156,16 +156,7 @@ impl Setup {
 
     /// A connection straight to a cache's valkey-server, as the application's data is seen.
     async fn sessions_of(&self, cache: &str) -> redis::aio::MultiplexedConnection {
-        let socket = self
-            .lab
-            .lab
-            .valkey_socket(cache)
-            .expect("the cache's socket");
-        let client = redis::Client::open(format!("unix://{}", socket.display())).unwrap();
-        tokio::time::timeout(EVENT_BOUND, client.get_multiplexed_async_connection())
-            .await
-            .expect("connect in time")
-            .expect("connect")
+        support::sessions_of(&self.lab, cache).await
     }
 
     async fn set(&self, cache: &str, key: &str) {

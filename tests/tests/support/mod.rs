@@ -722,3 +722,14 @@ pub async fn peer_keys(dir: &Path, ids: &[&str]) -> (Vec<String>, String) {
     }
     (files, format!("{{ {} }}", lines.join(", ")))
 }
+
+/// A connection straight to a lab cache's valkey-server (its unix socket, behind the front),
+/// as an application's session store sees the data.
+pub async fn sessions_of(t: &TestLab, cache: &str) -> redis::aio::MultiplexedConnection {
+    let socket = t.lab.valkey_socket(cache).expect("the cache's socket");
+    let client = redis::Client::open(format!("unix://{}", socket.display())).unwrap();
+    tokio::time::timeout(COMMAND_DEADLINE, client.get_multiplexed_async_connection())
+        .await
+        .expect("connect in time")
+        .expect("connect")
+}
