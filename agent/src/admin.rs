@@ -193,7 +193,7 @@ impl Health {
     }
 
     fn looping_at(&self, now: Instant) -> Result<(), String> {
-        let limit = humantime::format_duration(self.limit);
+        let limit = crate::text::duration(self.limit);
         match self.last_tick.load(Ordering::Relaxed) {
             0 => {
                 let age = now.saturating_duration_since(self.start);
@@ -1357,7 +1357,7 @@ async fn control(
             format!(
                 "the daemon loop did not answer within {}; it may be busy with a failover: \
                  check /status and retry",
-                humantime::format_duration(shared.control_timeout)
+                crate::text::duration(shared.control_timeout)
             ),
         )),
     }

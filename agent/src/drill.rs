@@ -298,7 +298,7 @@ pub(crate) enum StepError {
         error: String,
     },
     /// The cache was not deleted (or seen deleting) before the deadline.
-    #[error("{name} not deleted within {}: {last}; delete it by hand", humantime::format_duration(*.timeout))]
+    #[error("{name} not deleted within {}: {last}; delete it by hand", crate::text::duration(*.timeout))]
     NotDeletedInTime {
         /// The cache.
         name: String,
@@ -792,7 +792,7 @@ pub fn to_text(report: &DrillReport, saved: Option<&Path>) -> String {
         out,
         "serving after {} of the {} RTO ({:.4}%): {}",
         seconds(report.recovery_ms),
-        humantime::format_duration(RTO),
+        crate::text::duration(RTO),
         report.rto_ratio * 100.0,
         if report.within_rto {
             "within RTO"

@@ -188,7 +188,7 @@ async fn run(g: &GateConfig, client: Option<&Webhook>, at: GateAt, body: &str) -
                 Ran::WaitFailed(e) => Verdict::Closed(format!("cannot wait for it: {e}")),
                 Ran::TimedOut { .. } => Verdict::TimedOut(format!(
                     "no answer within {}; killed",
-                    humantime::format_duration(g.timeout)
+                    crate::text::duration(g.timeout)
                 )),
             }
         }
@@ -206,7 +206,7 @@ async fn run(g: &GateConfig, client: Option<&Webhook>, at: GateAt, body: &str) -
                 Ok(()) => Verdict::Open,
                 Err(e) if e.timed_out() => Verdict::TimedOut(format!(
                     "no answer within {}",
-                    humantime::format_duration(g.timeout)
+                    crate::text::duration(g.timeout)
                 )),
                 // The server's first line, escaped: it reaches logs and events.
                 Err(Failure::Status(status, body)) => Verdict::Closed(format!(

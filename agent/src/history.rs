@@ -165,7 +165,7 @@ fn journal_entry(j: Journal) -> HistoryEntry {
 
 /// A hold in one line: `held before switch_dns for 2m 3s (gate vpn: …); approved by alice@host`.
 fn hold_line(h: &HoldStatus) -> String {
-    let took = humantime::format_duration(Duration::from_secs(h.held_s));
+    let took = crate::text::duration(Duration::from_secs(h.held_s));
     let end = match (h.how, h.approved_by.as_deref()) {
         (Some(HoldEnd::Approved), Some(by)) => format!("approved by {by}"),
         (Some(how), _) => how.to_string(),
@@ -195,7 +195,7 @@ pub fn to_text(entries: &[HistoryEntry]) -> String {
             e.kind.to_owned(),
             e.result.clone(),
             e.duration_ms
-                .map(|ms| humantime::format_duration(Duration::from_secs(ms / 1000)).to_string())
+                .map(|ms| crate::text::duration(Duration::from_secs(ms / 1000)))
                 .map(|d| if d == "0s" { "<1s".to_owned() } else { d })
                 .unwrap_or_else(|| "-".to_owned()),
             e.id.clone(),

@@ -121,7 +121,7 @@ fn gate_line(g: &crate::config::GateConfig) -> String {
     format!(
         "{} ({kind}, timeout {}, on_timeout {on_timeout})",
         g.name,
-        humantime::format_duration(g.timeout)
+        crate::text::duration(g.timeout)
     )
 }
 
@@ -164,7 +164,7 @@ pub fn render(plan: &Plan, current: Option<&str>) -> PlanView {
                     "region": region, "call": "DescribeServerlessCaches",
                     "input": { "ServerlessCacheName": plan.cache.name() },
                     "until": "Status = available",
-                    "timeout": humantime::format_duration(plan.create_timeout).to_string(),
+                    "timeout": crate::text::duration(plan.create_timeout),
                 }),
             ),
             step(
@@ -178,7 +178,7 @@ pub fn render(plan: &Plan, current: Option<&str>) -> PlanView {
                         "call": "ChangeResourceRecordSets", "hosted_zone_id": plan.hosted_zone_id,
                         "changes": [change],
                         "reads_first": "ListResourceRecordSets (the record's CNAME: the swap's DELETE half)",
-                        "valid_for": humantime::format_duration(plan.lease.unwrap_or_default()).to_string(),
+                        "valid_for": crate::text::duration(plan.lease.unwrap_or_default()),
                     }),
                     None => {
                         json!({ "call": "ListResourceRecordSets", "note": "leases off: only the record is read" })

@@ -277,10 +277,7 @@ fn no_answer(name: &str) -> Failed {
         code: None,
         error: ApiError::Transient {
             call: name.to_owned(),
-            message: format!(
-                "no answer within {}",
-                humantime::format_duration(CALL_TIMEOUT)
-            ),
+            message: format!("no answer within {}", crate::text::duration(CALL_TIMEOUT)),
         },
     }
 }

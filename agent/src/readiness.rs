@@ -290,14 +290,14 @@ fn drills(
     event.reasons = vec![match (&last, age) {
         (Some((at, _)), Some(age)) => format!(
             "the last successful drill finished {} ago ({}), more than drill_interval = {}: run `valkey-dr drill --watch {}`",
-            humantime::format_duration(Duration::from_secs(age.as_secs())),
+            crate::text::duration(Duration::from_secs(age.as_secs())),
             humantime::format_rfc3339_seconds(*at),
-            humantime::format_duration(interval),
+            crate::text::duration(interval),
             w.name
         ),
         _ => format!(
             "no drill of this watch has succeeded yet (drill_interval = {}): run `valkey-dr drill --watch {}`",
-            humantime::format_duration(interval),
+            crate::text::duration(interval),
             w.name
         ),
     }];

@@ -280,7 +280,7 @@ where
     loop {
         match call().await {
             Err(e) if e.is_transient() && tokio::time::Instant::now() + pause < deadline => {
-                tracing::warn!(error = %e, "retrying in {}", humantime::format_duration(pause));
+                tracing::warn!(error = %e, "retrying in {}", crate::text::duration(pause));
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(limits.max_backoff);
             }

@@ -59,9 +59,26 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(writable(t)).to_string()
 }
 
-/// A duration as people write it, to the second: `4m`, `1h 2m 3s`, `0s`.
+/// A duration as people write it, to the second: `4m`, `1h 2m 3s`, `0s`, `90d`.
 pub fn seconds(d: std::time::Duration) -> String {
-    humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+    duration(std::time::Duration::from_secs(d.as_secs()))
+}
+
+/// A duration as people write it, and as `config check` prints it: `15m`, `1h 30m`, `250ms`,
+/// and whole days as days (`90d`, `1d 2h`), never humantime's calendar months and years
+/// (`2months 29days 2h 52m 48s` for 90 days). Every duration a person reads goes through it.
+pub fn duration(d: std::time::Duration) -> String {
+    const DAY: u64 = 86_400;
+    let days = d.as_secs() / DAY;
+    if days == 0 {
+        return humantime::format_duration(d).to_string();
+    }
+    let rest = d - std::time::Duration::from_secs(days * DAY);
+    if rest.is_zero() {
+        format!("{days}d")
+    } else {
+        format!("{days}d {}", humantime::format_duration(rest))
+    }
 }
 
 /// An error and its sources on one line, `outer: inner: innermost`, as `main` prints them
@@ -138,6 +155,19 @@ pub fn aligned(rows: &[Vec<String>]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let s = std::time::Duration::from_secs;
+        assert_eq!(duration(s(90 * 86_400)), "90d");
+        assert_eq!(duration(s(86_400 + 2 * 3600)), "1d 2h");
+        assert_eq!(duration(s(15 * 60)), "15m");
+        assert_eq!(duration(s(5400)), "1h 30m");
+        assert_eq!(duration(std::time::Duration::from_millis(250)), "250ms");
+        assert_eq!(duration(s(0)), "0s");
+        assert_eq!(seconds(std::time::Duration::from_millis(61_700)), "1m 1s");
+        assert!(!duration(s(400 * 86_400)).contains("month"));
+    }
 
     #[derive(Debug, thiserror::Error)]
     #[error("outer")]

@@ -43,7 +43,7 @@ impl Witness {
                     Ok(Err(e)) => Verdict::Failed(format!("tcp witness {address}: {e}")),
                     Err(_) => Verdict::Failed(format!(
                         "tcp witness {address}: no connection within {}",
-                        humantime::format_duration(*timeout)
+                        crate::text::duration(*timeout)
                     )),
                 }
             }
@@ -114,7 +114,7 @@ impl AwsWitnesses {
             Ok(Err(e)) => Verdict::Failed(e.to_string()),
             Err(_) => Verdict::Failed(format!(
                 "DescribeServerlessCaches in {region}: no answer within {}",
-                humantime::format_duration(timeout)
+                crate::text::duration(timeout)
             )),
         };
         *last = Some((Instant::now(), verdict.clone()));

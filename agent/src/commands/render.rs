@@ -72,7 +72,7 @@ pub fn progress_line(p: &Progress, now: SystemTime) -> (Stream, String) {
             Stream::Err,
             format!(
                 "{at} held before {before}: {answer}; checking again every {} (Ctrl-C stops here; the journal resumes it)",
-                humantime::format_duration(*every)
+                crate::text::duration(*every)
             ),
         ),
         Progress::AgentHeld {

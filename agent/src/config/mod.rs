@@ -563,11 +563,7 @@ pub enum NotifyConfig {
 /// Whole days as `90d` (humantime would say `2months 29days 2h 52m 48s`, its month being
 /// 30.44 days); anything else as humantime writes it. Both parse back to the same duration.
 fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    const DAY: u64 = 86_400;
-    if d.subsec_nanos() == 0 && d.as_secs() >= DAY && d.as_secs().is_multiple_of(DAY) {
-        return s.serialize_str(&format!("{}d", d.as_secs() / DAY));
-    }
-    s.serialize_str(&humantime::format_duration(*d).to_string())
+    s.serialize_str(&crate::text::duration(*d))
 }
 
 fn ser_url<S: serde::Serializer>(url: &Secret, s: S) -> Result<S::Ok, S::Error> {
@@ -853,7 +849,7 @@ impl Validator<'_> {
         let Some(text) = raw else { return default };
         match humantime::parse_duration(text) {
             Ok(d) if d > max => {
-                let max = humantime::format_duration(max);
+                let max = crate::text::duration(max);
                 self.issue(
                     path,
                     format!("{text:?} is more than {max}"),
@@ -1477,7 +1473,7 @@ impl Validator<'_> {
                 &key(p, "ttl"),
                 format!(
                     "{} is outside the DR design's TTL range",
-                    humantime::format_duration(ttl)
+                    crate::text::duration(ttl)
                 ),
                 "whole seconds from 30s to 60s, e.g. \"30s\"",
             );
@@ -1901,8 +1897,8 @@ impl Validator<'_> {
                 &key(p, "timeout"),
                 format!(
                     "timeout {} is not shorter than interval {}",
-                    humantime::format_duration(timeout),
-                    humantime::format_duration(interval)
+                    crate::text::duration(timeout),
+                    crate::text::duration(interval)
                 ),
                 "a timeout below the interval, so rounds never overlap (e.g. interval \"5s\", timeout \"2s\")",
             );
@@ -1918,8 +1914,8 @@ impl Validator<'_> {
                 &key(p, "handshake_interval"),
                 format!(
                     "handshake_interval {} is shorter than interval {}",
-                    humantime::format_duration(handshake_interval),
-                    humantime::format_duration(interval)
+                    crate::text::duration(handshake_interval),
+                    crate::text::duration(interval)
                 ),
                 "at least the interval, e.g. \"30s\" (the default)",
             );

@@ -98,7 +98,7 @@ pub enum AdminClientError {
     #[error(
         "the agent's admin server at {admin} did not answer within {}: is `valkey-dr run` \
          with {} overloaded or stopped (SIGSTOP)? check its logs",
-        humantime::format_duration(*.timeout), admin.setting()
+        crate::text::duration(*.timeout), admin.setting()
     )]
     Timeout {
         /// The admin endpoint tried.

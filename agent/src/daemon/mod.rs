@@ -747,7 +747,7 @@ async fn bind_admin(
                     tracing::error!(
                         "{reason}; probing and alerting go on, the admin API is unavailable; \
                          retrying every {}",
-                        humantime::format_duration(ADMIN_RETRY)
+                        crate::text::duration(ADMIN_RETRY)
                     );
                     notifier.notify(agent_event(
                         EventName::AdminUnavailable,
@@ -1187,7 +1187,7 @@ impl StepEvents {
                 } else {
                     format!(
                         " for {}",
-                        humantime::format_duration(Duration::from_secs(held_for))
+                        crate::text::duration(Duration::from_secs(held_for))
                     )
                 },
             ),

@@ -114,7 +114,7 @@ pub(super) async fn keep_running<F, Fut>(
 
 impl Watchers {
     fn down(&self, name: &str, cause: &str, restarts: u32, wait: Duration) {
-        let wait_text = humantime::format_duration(wait);
+        let wait_text = crate::text::duration(wait);
         tracing::error!(watch = %name, restart = restarts, "the watch's task {cause}; starting it again from its saved state in {wait_text}");
         self.health
             .task_down(name, cause, restarts, Instant::now() + wait);

@@ -664,7 +664,7 @@ pub enum FailoverError {
         name: String,
     },
     /// `create_timeout` passed while the cache was still `creating`.
-    #[error("{name} still not available after {}", humantime::format_duration(*.waited))]
+    #[error("{name} still not available after {}", crate::text::duration(*.waited))]
     CreateTimeout {
         /// The cache.
         name: String,
@@ -1839,7 +1839,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 step: "provision",
                 message: format!(
                     "{name} exists (CreateServerlessCache said so) but DescribeServerlessCaches has not found it for {}",
-                    humantime::format_duration(self.limits.not_found_grace)
+                    crate::text::duration(self.limits.not_found_grace)
                 ),
             }),
             Err(source) => Err(FailoverError::Api {

@@ -200,7 +200,7 @@ impl Verifier for ProbeVerifier {
             if tokio::time::Instant::now() >= deadline {
                 return Err(format!(
                     "after {}: {last}",
-                    humantime::format_duration(self.dns_bound)
+                    crate::text::duration(self.dns_bound)
                 ));
             }
             tokio::time::sleep(self.poll).await;

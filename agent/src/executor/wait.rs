@@ -31,7 +31,7 @@ pub enum WaitError {
         name: String,
     },
     /// Describe still finds no such cache after the grace period.
-    #[error("{name} no longer exists (not found for {})", humantime::format_duration(*.after))]
+    #[error("{name} no longer exists (not found for {})", crate::text::duration(*.after))]
     Vanished {
         /// The cache.
         name: String,
@@ -39,7 +39,7 @@ pub enum WaitError {
         after: Duration,
     },
     /// The bound passed first.
-    #[error("{name} still not available after {}; last: {last}", humantime::format_duration(*.waited))]
+    #[error("{name} still not available after {}; last: {last}", crate::text::duration(*.waited))]
     Timeout {
         /// The cache.
         name: String,
