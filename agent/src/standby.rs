@@ -4,8 +4,7 @@
 //! - `valkey-dr standby create` builds it with the watch's full DR spec, tagged
 //!   [`STANDBY_TAG`] (the watch), waits for `available` and proves it serves PING/SET/GET;
 //!   `valkey-dr standby delete` removes it (only that cache, and never while the record
-//!   points at it). The daemon never creates or deletes
-//!   infrastructure by itself.
+//!   points at it). The daemon never creates or deletes infrastructure by itself.
 //! - The readiness pass (a control-plane read, in steady state) finds it with
 //!   `DescribeServerlessCaches` and compares it with `[watch.dr]` (the `standby` check); where
 //!   it serves is kept in [`Book`] and in `state_dir` ([`crate::layout::standby_file`]), so
