@@ -236,8 +236,9 @@ fn rfc3339(v: &Value) -> SystemTime {
 }
 
 /// Issue 20: with a warm standby, a region outage switches the record to it within a second
-/// of the `down` verdict, with no cache built (the only create is `standby create`'s) and no
-/// ElastiCache call from the daemon's failover at all.
+/// of detection (the failover's start, at the `down` verdict), with no cache built (the only
+/// create is `standby create`'s) and, after the outage, no ElastiCache call but the reads of
+/// readiness and the witness: the journal's provision says no API was called.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_outage_switches_to_the_warm_standby_within_a_second_of_detection_with_no_build() {
     let s = setup(&[]).await;
