@@ -529,9 +529,7 @@ async fn race_trial(trial: usize) -> Result<String, String> {
             .filter(|e| e["detail"]["by_another_agent"] != true)
             .collect();
         let switched = j
-            .entries
-            .iter()
-            .find(|e| e.step == Step::SwitchDns && e.phase == Phase::Done)
+            .entry(Step::SwitchDns, Phase::Done)
             .map(|e| e.detail.clone());
         let changed_record = switched.as_deref().is_some_and(|d| d.contains('→'));
         if changed_record {
@@ -1327,9 +1325,7 @@ async fn a_quorum_fleet_builds_while_route53_is_down_and_switches_once_within_2_
         eprintln!(
             "agent {i}: {:?}, switch_dns {:?}",
             j.outcome,
-            j.entries
-                .iter()
-                .find(|e| e.step == Step::SwitchDns && e.phase == Phase::Done)
+            j.entry(Step::SwitchDns, Phase::Done)
                 .map(|e| e.detail.as_str())
         );
         assert_eq!(

@@ -1933,9 +1933,7 @@ async fn a_dr_region_throttling_create_and_describe_for_60_s_delays_the_failover
     assert_eq!(journal.outcome, Some(FailoverOutcome::Completed));
     assert_eq!(journal.runs, 1, "{journal:#?}");
     let provision = journal
-        .entries
-        .iter()
-        .find(|e| e.step == Step::Provision && e.phase == Phase::Done)
+        .entry(Step::Provision, Phase::Done)
         .expect("provision done");
     assert!(provision.detail.starts_with("created"), "{provision:#?}");
     let status = failover_result_shown(&agent, "completed").await;
@@ -2094,9 +2092,7 @@ async fn lost_answers_to_the_lease_takeover_and_the_switch_are_read_back_not_sto
     assert_eq!(journal.runs, 1);
     let done = |step: Step| {
         journal
-            .entries
-            .iter()
-            .find(|e| e.step == step && e.phase == Phase::Done)
+            .entry(step, Phase::Done)
             .map(|e| e.detail.clone())
             .unwrap_or_else(|| panic!("{} never done: {journal:#?}", step.as_str()))
     };
@@ -2155,9 +2151,7 @@ async fn insync_decided_by_the_data_plane(fault: Fault) -> String {
         .expect("a journal");
     assert_eq!(journal.outcome, Some(FailoverOutcome::Completed));
     let insync = journal
-        .entries
-        .iter()
-        .find(|e| e.step == Step::WaitInsync && e.phase == Phase::Done)
+        .entry(Step::WaitInsync, Phase::Done)
         .map(|e| e.detail.clone())
         .expect("wait_insync done");
     assert!(insync.contains("decided by the data plane"), "{insync}");

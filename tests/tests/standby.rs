@@ -224,9 +224,7 @@ async fn standby_check(agent: &Agent) -> Option<Value> {
 
 fn entry_at(journal: &Journal, step: Step, phase: Phase) -> SystemTime {
     journal
-        .entries
-        .iter()
-        .find(|e| e.step == step && e.phase == phase)
+        .entry(step, phase)
         .unwrap_or_else(|| panic!("no {step:?} {phase:?} in {:?}", journal.entries))
         .at
 }
@@ -296,9 +294,7 @@ async fn a_region_outage_switches_to_the_warm_standby_within_a_second_of_detecti
 
     let journal = s.journal();
     let provision = journal
-        .entries
-        .iter()
-        .find(|e| e.step == Step::Provision && e.phase == Phase::Done)
+        .entry(Step::Provision, Phase::Done)
         .expect("provision done");
     assert!(
         provision.detail.contains("no API called"),
@@ -542,9 +538,7 @@ async fn a_failback_empties_the_standby_once_the_record_points_back() {
     )
     .unwrap();
     let emptied = failback
-        .entries
-        .iter()
-        .find(|e| e.step == Step::EmptyStandby && e.phase == Phase::Done)
+        .entry(Step::EmptyStandby, Phase::Done)
         .unwrap_or_else(|| panic!("no empty_standby: {:#?}", failback.entries));
     assert!(
         emptied.detail.contains("it is the standby again"),

@@ -161,57 +161,28 @@ pub const FLUSH_COMMAND: [&str; 2] = ["FLUSHALL", "ASYNC"];
 
 impl Kind {
     /// The steps, in order.
-    pub fn steps(&self) -> &'static [Step] {
+    pub fn steps(&self) -> Vec<Step> {
         match self {
-            Kind::Failover => &Step::ALL,
+            Kind::Failover => Step::ALL.to_vec(),
             // `lease` reads the record (and takes no lock: failback is a person's command,
             // made after the primary passed `rise` rounds).
             // `flush_primary` comes after `lease` read the record (it must still point at the
             // DR cache) and before `switch_dns` (after it, the primary serves live sessions).
             Kind::Failback {
-                delete_dr: false,
-                keep_data: false,
+                delete_dr,
+                keep_data,
                 ..
-            } => &[
-                Step::Lease,
-                Step::FlushPrimary,
-                Step::SwitchDns,
-                Step::WaitInsync,
-                Step::VerifyDns,
-            ],
-            Kind::Failback {
-                delete_dr: true,
-                keep_data: false,
-                ..
-            } => &[
-                Step::Lease,
-                Step::FlushPrimary,
-                Step::SwitchDns,
-                Step::WaitInsync,
-                Step::VerifyDns,
-                Step::DeleteDr,
-            ],
-            Kind::Failback {
-                delete_dr: false,
-                keep_data: true,
-                ..
-            } => &[
-                Step::Lease,
-                Step::SwitchDns,
-                Step::WaitInsync,
-                Step::VerifyDns,
-            ],
-            Kind::Failback {
-                delete_dr: true,
-                keep_data: true,
-                ..
-            } => &[
-                Step::Lease,
-                Step::SwitchDns,
-                Step::WaitInsync,
-                Step::VerifyDns,
-                Step::DeleteDr,
-            ],
+            } => {
+                let mut steps = vec![Step::Lease];
+                if !keep_data {
+                    steps.push(Step::FlushPrimary);
+                }
+                steps.extend([Step::SwitchDns, Step::WaitInsync, Step::VerifyDns]);
+                if *delete_dr {
+                    steps.push(Step::DeleteDr);
+                }
+                steps
+            }
         }
     }
 }
@@ -266,7 +237,7 @@ impl Plan {
     /// The steps, in order: the kind's, and for a failback from a warm standby that is kept,
     /// `empty_standby` at the end.
     pub fn steps(&self) -> Vec<Step> {
-        let mut steps = self.kind.steps().to_vec();
+        let mut steps = self.kind.steps();
         if let Kind::Failback {
             delete_dr: false, ..
         } = self.kind
@@ -575,11 +546,16 @@ impl Journal {
         self.entries.iter().any(|e| e.step == step)
     }
 
-    /// Whether `step` has finished.
-    pub fn done(&self, step: Step) -> bool {
+    /// The first entry of `step` in `phase`.
+    pub fn entry(&self, step: Step, phase: Phase) -> Option<&JournalEntry> {
         self.entries
             .iter()
-            .any(|e| e.step == step && e.phase == Phase::Done)
+            .find(|e| e.step == step && e.phase == phase)
+    }
+
+    /// Whether `step` has finished.
+    pub fn done(&self, step: Step) -> bool {
+        self.entry(step, Phase::Done).is_some()
     }
 
     /// Whether every step finished.
@@ -628,10 +604,7 @@ impl Journal {
                 .iter()
                 .rev()
                 .find(|e| e.step == step && e.phase == Phase::Started);
-            let done = self
-                .entries
-                .iter()
-                .find(|e| e.step == step && e.phase == Phase::Done);
+            let done = self.entry(step, Phase::Done);
             if let (Some(s), Some(d)) = (start, done) {
                 out.insert(step.as_str(), d.at.duration_since(s.at).unwrap_or_default());
             }
@@ -2447,10 +2420,7 @@ fn ready_for_switch(j: &Journal) -> Option<String> {
     if j.plan.kind != Kind::Failover || j.done(Step::SwitchDns) {
         return None;
     }
-    let verified = j
-        .entries
-        .iter()
-        .find(|e| e.step == Step::VerifyDirect && e.phase == Phase::Done)?;
+    let verified = j.entry(Step::VerifyDirect, Phase::Done)?;
     let endpoint = j.endpoint.as_ref().map_or_else(String::new, |(h, p)| {
         format!(" ({}:{p})", h.trim_end_matches('.'))
     });

@@ -1275,9 +1275,7 @@ async fn the_data_plane_decides_when_get_change_does_not() {
         .map_err(|(_, e)| e)
         .expect("completes");
     let insync = journal
-        .entries
-        .iter()
-        .find(|e| e.step == Step::WaitInsync && e.phase == Phase::Done)
+        .entry(Step::WaitInsync, Phase::Done)
         .expect("wait_insync done");
     assert!(
         insync.detail.contains("decided by the data plane"),
@@ -1291,11 +1289,7 @@ async fn the_data_plane_decides_when_get_change_does_not() {
         .await
         .map_err(|(_, e)| e)
         .expect("completes");
-    let insync = journal
-        .entries
-        .iter()
-        .find(|e| e.step == Step::WaitInsync && e.phase == Phase::Done)
-        .unwrap();
+    let insync = journal.entry(Step::WaitInsync, Phase::Done).unwrap();
     assert!(
         insync.detail.contains("decided by GetChange"),
         "{}",
@@ -1625,11 +1619,7 @@ async fn an_own_cache_still_creating_is_adopted_once_its_tags_can_be_read() {
             .map_err(|(_, e)| e)
             .expect("adopts its own cache");
         assert!(journal.complete());
-        let provision = journal
-            .entries
-            .iter()
-            .find(|e| e.step == Step::Provision && e.phase == Phase::Done)
-            .unwrap();
+        let provision = journal.entry(Step::Provision, Phase::Done).unwrap();
         assert!(
             provision.detail.contains("adopted")
                 && provision.detail.contains("built by this failover"),
@@ -1932,9 +1922,7 @@ async fn a_primary_the_record_already_points_at_is_never_emptied() {
     assert_eq!(fake.cloud().primary_keys, 42);
     assert_eq!(journal.flushed, None);
     let said = journal
-        .entries
-        .iter()
-        .find(|e| e.step == Step::FlushPrimary && e.phase == Phase::Done)
+        .entry(Step::FlushPrimary, Phase::Done)
         .map(|e| e.detail.clone())
         .unwrap_or_default();
     assert!(said.contains("already points at the primary"), "{said}");
@@ -2217,9 +2205,7 @@ async fn a_ready_warm_standby_is_switched_to_without_any_elasticache_call() {
     assert_eq!(fake.cname(), [format!("{STANDBY}.")]);
     let detail = |step: Step| {
         journal
-            .entries
-            .iter()
-            .find(|e| e.step == step && e.phase == Phase::Done)
+            .entry(step, Phase::Done)
             .map(|e| e.detail.clone())
             .unwrap_or_default()
     };
@@ -2288,11 +2274,7 @@ async fn an_on_demand_failover_adopts_the_watchs_standby() {
         .map_err(|(_, e)| e)
         .expect("adopted");
     assert_once(&fake, Mutation::Create, "the standby's create only");
-    let provision = journal
-        .entries
-        .iter()
-        .find(|e| e.step == Step::Provision && e.phase == Phase::Done)
-        .unwrap();
+    let provision = journal.entry(Step::Provision, Phase::Done).unwrap();
     assert!(
         provision.detail.contains("the warm standby of this watch"),
         "{}",
@@ -2324,9 +2306,7 @@ async fn a_failback_from_a_warm_standby_empties_it_after_the_switch() {
     assert_eq!(fake.cname(), [OLD]);
     assert_eq!(fake.cloud().standby_keys, 0, "the standby was emptied");
     let emptied = journal
-        .entries
-        .iter()
-        .find(|e| e.step == Step::EmptyStandby && e.phase == Phase::Done)
+        .entry(Step::EmptyStandby, Phase::Done)
         .expect("empty_standby ran");
     assert!(
         emptied.detail.contains("42 keys before, 0 after"),
