@@ -338,10 +338,7 @@ async fn every_metric_the_rules_and_dashboard_use_is_exposed_by_a_real_agent() {
     })
     .await;
     let hook = Webhook::start().await;
-    let notify = format!(
-        "reminder_interval = \"1m\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
-        hook.url
-    );
+    let notify = hook.reminding("1m");
     let config = lab.config_variant(
         "alerting.toml",
         &[

@@ -82,10 +82,7 @@ fn auto_config_with(
         .expect("agent.toml names a state_dir")
         .to_owned();
     let state_dir = toml::Value::String(state_dir.to_string_lossy().into_owned()).to_string();
-    let notify = format!(
-        "reminder_interval = \"1m\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
-        hook.url
-    );
+    let notify = hook.reminding("1m");
     let state = format!("state_dir = {state_dir}");
     let mut edits = vec![
         ("mode = \"alert-only\"", "mode = \"auto-failover\""),
@@ -163,6 +160,23 @@ impl Fleet {
             hook,
             &edits,
         )
+    }
+
+    /// Every agent of the fleet (`agents[i]` posting to `hooks[i]`) reaches `failed_over`, and
+    /// the lab and the journals show exactly one failover.
+    async fn failed_over_once(&self, t: &TestLab, agents: &[Agent], hooks: &[Webhook]) {
+        for (i, agent) in agents.iter().enumerate() {
+            assert!(
+                agent.wait_state(WATCH, "failed_over", FAILOVER_BOUND).await,
+                "agent {i} not failed_over: {:?}\n{}",
+                hooks[i].names(),
+                agent.log_text()
+            );
+        }
+        let dirs: Vec<&Path> = self.dirs.iter().map(PathBuf::as_path).collect();
+        check_one_failover(t, &dirs)
+            .await
+            .expect("exactly one failover");
     }
 }
 
@@ -895,18 +909,7 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
     );
     agents.push(healed);
     t.fault(region_outage()).await;
-    for (i, agent) in agents.iter().enumerate() {
-        assert!(
-            agent.wait_state(WATCH, "failed_over", FAILOVER_BOUND).await,
-            "agent {i} not failed_over: {:?}\n{}",
-            hooks[i].names(),
-            agent.log_text()
-        );
-    }
-    let dirs = ["a", "b", "c"].map(|n| t.dir.path().join(format!("state-{n}")));
-    check_one_failover(&t, &dirs.iter().map(PathBuf::as_path).collect::<Vec<_>>())
-        .await
-        .expect("exactly one failover");
+    fleet.failed_over_once(&t, &agents, &hooks).await;
     let intents: Vec<Value> = hooks
         .iter()
         .flat_map(|h| hook_events(h, "failover_intent"))
@@ -1038,18 +1041,7 @@ async fn a_cut_off_agent_never_stands_in_the_way_of_the_fleet() {
     eprintln!(
         "cut-off fleet: record switched {switched_after:?} after the outage (down after {down_after:?}, build {build:?})"
     );
-    for (i, agent) in agents.iter().enumerate() {
-        assert!(
-            agent.wait_state(WATCH, "failed_over", FAILOVER_BOUND).await,
-            "agent {i} not failed_over: {:?}\n{}",
-            hooks[i].names(),
-            agent.log_text()
-        );
-    }
-    let dirs = ["a", "b", "c"].map(|n| t.dir.path().join(format!("state-{n}")));
-    check_one_failover(&t, &dirs.iter().map(PathBuf::as_path).collect::<Vec<_>>())
-        .await
-        .expect("exactly one failover");
+    fleet.failed_over_once(&t, &agents, &hooks).await;
 
     // The cut-off agent built the cache, failed on its own side, and said so.
     assert!(
@@ -1306,18 +1298,7 @@ async fn a_quorum_fleet_builds_while_route53_is_down_and_switches_once_within_2_
         took <= Duration::from_secs(2),
         "the record moved {took:?} after Route 53 came back"
     );
-    for (i, agent) in agents.iter().enumerate() {
-        assert!(
-            agent.wait_state(WATCH, "failed_over", FAILOVER_BOUND).await,
-            "agent {i} not failed_over: {:?}\n{}",
-            hooks[i].names(),
-            agent.log_text()
-        );
-    }
-    let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-    check_one_failover(&t, &dirs)
-        .await
-        .expect("exactly one failover");
+    fleet.failed_over_once(&t, &agents, &hooks).await;
     // One of them switched the record, the others followed it; none failed.
     let mut switched = 0;
     for (i, dir) in dirs.iter().enumerate() {

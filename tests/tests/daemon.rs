@@ -26,13 +26,7 @@ async fn setup() -> Setup {
     let hook = Webhook::start().await;
     let config = lab.config_variant(
         "daemon.toml",
-        &[(
-            "reminder_interval = \"1m\"\n",
-            &format!(
-                "reminder_interval = \"3s\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
-                hook.url
-            ),
-        )],
+        &[("reminder_interval = \"1m\"\n", &hook.reminding("3s"))],
     );
     let state_dir = lab.dir.path().join("state");
     Setup {
@@ -682,13 +676,7 @@ async fn a_taken_admin_port_does_not_stop_the_agent() {
                 "admin_listen = \"127.0.0.1:0\"",
                 &format!("admin_listen = \"{taken}\""),
             ),
-            (
-                "reminder_interval = \"1m\"\n",
-                &format!(
-                    "reminder_interval = \"3s\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
-                    s.hook.url
-                ),
-            ),
+            ("reminder_interval = \"1m\"\n", &s.hook.reminding("3s")),
         ],
     );
     let log = s.lab.dir.path().join("second.log");
@@ -1188,10 +1176,7 @@ async fn a_pause_end_beyond_its_bounds_is_refused_and_an_outage_still_fails_over
     })
     .await;
     let hook = Webhook::start().await;
-    let notify = format!(
-        "reminder_interval = \"1m\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
-        hook.url
-    );
+    let notify = hook.reminding("1m");
     let config = lab.config_variant(
         "auto.toml",
         &[

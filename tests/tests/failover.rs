@@ -75,10 +75,7 @@ async fn setup_with(
     })
     .await;
     let hook = Webhook::start().await;
-    let notify = format!(
-        "reminder_interval = \"1m\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
-        hook.url
-    );
+    let notify = hook.reminding("1m");
     let mut all: Vec<(&str, &str)> = vec![
         ("ttl = \"5s\"", "ttl = \"30s\""),
         ("reminder_interval = \"1m\"\n", &notify),

@@ -43,8 +43,10 @@ async fn setup(mode: &str, gates: &str) -> Setup {
     .await;
     let hook = Webhook::start().await;
     let tail = format!(
-        "reminder_interval = \"2s\"\ngate_interval = \"1s\"\n{gates}\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
-        hook.url
+        "reminder_interval = \"2s\"
+gate_interval = \"1s\"
+{gates}{}",
+        hook.notify_toml()
     );
     let mode_line = format!("mode = \"{mode}\"");
     let config = lab.config_variant(

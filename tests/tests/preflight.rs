@@ -415,10 +415,7 @@ async fn each_drift_field_warns_on_its_own() {
 async fn the_daemon_says_not_ready_then_ready_and_its_metric_and_status_agree() {
     let lab = TestLab::start().await;
     let hook = Webhook::start().await;
-    let notify = format!(
-        "reminder_interval = \"1m\"\n\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
-        hook.url
-    );
+    let notify = hook.reminding("1m");
     let config = lab.config_variant(
         "readiness.toml",
         &[

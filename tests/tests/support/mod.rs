@@ -257,6 +257,20 @@ pub struct Webhook {
 }
 
 impl Webhook {
+    /// The `[[notify]]` table that posts every event here, after a blank line.
+    pub fn notify_toml(&self) -> String {
+        format!(
+            "\n[[notify]]\nkind = \"webhook\"\nurl = \"{}\"\ntimeout = \"2s\"\n",
+            self.url
+        )
+    }
+
+    /// `reminder_interval = "<every>"` and then [`Webhook::notify_toml`]: what a config
+    /// variant puts in place of the lab's `reminder_interval = "1m"` line.
+    pub fn reminding(&self, every: &str) -> String {
+        format!("reminder_interval = \"{every}\"\n{}", self.notify_toml())
+    }
+
     pub async fn start() -> Webhook {
         use axum::routing::post;
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
