@@ -44,8 +44,8 @@ pub async fn sdk_config(config: &Config, region: &str) -> SdkConfig {
 /// (seconds) inside each of those tries. The bound turns a change whose answer never comes
 /// into a retry that finds what it did, instead of a wait on a dead connection.
 pub fn route53_for_failover(sdk: &SdkConfig) -> SdkConfig {
-    sdk.to_builder()
-        .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+    single_attempt(sdk)
+        .to_builder()
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
                 .connect_timeout(std::time::Duration::from_secs(3))
