@@ -295,6 +295,31 @@ pub enum Command {
         #[command(subcommand)]
         command: StandbyCommand,
     },
+    /// A leftover cache of the watch's DR name, which readiness reports as failing
+    /// (`dr_name`) and which would stop a failover.
+    DrCache {
+        /// Which one.
+        #[command(subcommand)]
+        command: DrCacheCommand,
+    },
+}
+
+/// `dr-cache` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DrCacheCommand {
+    /// Delete the cache of the watch's DR name when no failover can use it: a create-failed
+    /// build, or one an earlier failover built that the record (read from Route 53) does not
+    /// point at. Refuses a cache valkey-dr did not build, the warm standby, one still
+    /// creating, and one the record points at. Asks on a terminal; needs --yes anywhere
+    /// else.
+    Delete {
+        /// The watch (required when the config has several).
+        #[arg(long)]
+        watch: Option<String>,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `standby` subcommands.
@@ -357,6 +382,9 @@ pub async fn run(cli: Cli) -> i32 {
         } => run_config_check(&cli.config),
         Command::Run => run_daemon(&cli.config).await,
         Command::Standby { command } => run_standby(&cli.config, command).await,
+        Command::DrCache {
+            command: DrCacheCommand::Delete { watch, yes },
+        } => run_dr_cache_delete(&cli.config, watch.as_deref(), yes).await,
         Command::Plan { watch, output } => run_plan(&cli.config, watch.as_deref(), output).await,
         Command::Drill {
             watch,
@@ -778,6 +806,31 @@ async fn run_standby(path: &std::path::Path, command: StandbyCommand) -> i32 {
         }
     };
     match done {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {}", chain(&e));
+            e.exit_code()
+        }
+    }
+}
+
+async fn run_dr_cache_delete(path: &std::path::Path, only: Option<&str>, yes: bool) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    let Some(w) = one_watch(&config, only) else {
+        return 2;
+    };
+    let question = format!(
+        "Delete {} in {}, the leftover DR cache of watch {}, if no failover can use it?",
+        w.dr.cache_name, w.dr.region, w.name
+    );
+    if let Err(code) = confirm(&question, yes) {
+        return code;
+    }
+    match crate::dr_cache::delete_in_aws(&config, w).await {
         Ok(text) => {
             println!("{text}");
             0

@@ -494,10 +494,15 @@ pub fn settle(
             "failover failed at {}: {e}; this agent votes no more down in this outage and leaves the failover to its peers",
             failed_step(journal)
         ),
+        e @ (FailoverError::ForeignCache { .. } | FailoverError::Leftover { .. }) => format!(
+            "failover failed at {}: {e}; a leftover readiness reports, so it did not count toward the cooldown",
+            failed_step(journal)
+        ),
         e => format!("failover failed at {}: {e}", failed_step(journal)),
     };
     let how = match error {
         FailoverError::OwnSide { .. } => Unfinished::OwnSide,
+        FailoverError::ForeignCache { .. } | FailoverError::Leftover { .. } => Unfinished::Blocked,
         FailoverError::Api { source, .. } if source.is_transient() => Unfinished::Transient,
         FailoverError::StandbyDown { .. } => Unfinished::Transient,
         _ => Unfinished::Spent,

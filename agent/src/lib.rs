@@ -41,6 +41,7 @@ pub mod peers;
 
 // checks
 pub mod check;
+pub mod dr_cache;
 pub mod drill;
 pub mod iam_policy;
 pub mod preflight;

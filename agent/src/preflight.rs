@@ -32,7 +32,9 @@ use crate::check::Status;
 use crate::config::{Config, WatchConfig};
 use crate::executor::api::{ApiError, CacheApi};
 use crate::executor::sdk::{SdkCache, SdkDns, bounded, classify, route53_name};
-use crate::executor::{FAILOVER_TAG, lease_expiry, lease_field};
+use crate::executor::{
+    FAILOVER_TAG, RECORD_TAG, WATCH_TAG, began_within, lease_expiry, lease_field,
+};
 
 mod flush;
 mod warm;
@@ -445,8 +447,11 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> (Vec<Find
         Err(unchecked) => return (unchecked, None),
     };
     let mut out = vec![first];
+    // The DR network first: the zone check asks whether the DR VPC is among the zone's.
+    let dr_sdk = aws.sdk(&w.dr.region).await;
+    let (network, dr_vpc) = network(w, &dr_sdk).await;
     let route53 = SdkDns::new(&aws.sdk(crate::aws::route53_region(w)).await);
-    out.push(zone(w, &route53).await);
+    out.push(zone(w, &route53, dr_vpc.as_deref()).await);
 
     // The primary is read first: the record check compares the record with its endpoint.
     let primary_cache = SdkCache::new(&aws.sdk(&w.primary.region).await);
@@ -481,8 +486,7 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> (Vec<Find
     out.push(dr_name(w, &dr_cache, dr_endpoint.as_deref()).await);
     let (standby, seen) = warm::standby(w, &dr_cache, dr_endpoint.as_deref()).await;
     out.push(standby);
-    let dr_sdk = aws.sdk(&w.dr.region).await;
-    out.extend(network(w, &dr_sdk).await);
+    out.extend(network);
     out.push(kms_key(w, &dr_sdk).await);
     out.push(user_group(w, &dr_cache).await);
     out.push(snapshots(w, &dr_cache).await);
@@ -528,7 +532,10 @@ async fn identity_check(
     Err(out)
 }
 
-async fn zone(w: &WatchConfig, route53: &SdkDns) -> Finding {
+/// The `route53_zone` check: the zone exists, holds the record, is private, and is associated
+/// with `dr_vpc` (the VPC the DR cache is built in, when known) in the DR region: applications
+/// there resolve the record only through a zone associated with their VPC.
+async fn zone(w: &WatchConfig, route53: &SdkDns, dr_vpc: Option<&str>) -> Finding {
     let id = w.hosted_zone_id.trim_start_matches("/hostedzone/");
     let answer = call(
         "route53:GetHostedZone",
@@ -571,6 +578,27 @@ async fn zone(w: &WatchConfig, route53: &SdkDns) -> Finding {
         .fix("set hosted_zone_id to the zone that holds the record");
     }
     let private = zone.config().is_some_and(|c| c.private_zone());
+    let associated = |vpc: &str| {
+        out.vpcs().iter().any(|v| {
+            v.vpc_id() == Some(vpc)
+                && v.vpc_region().map(|r| r.as_str()) == Some(w.dr.region.as_str())
+        })
+    };
+    if let Some(vpc) = dr_vpc.filter(|v| private && !associated(v)) {
+        return finding(
+            w,
+            "route53_zone",
+            CheckStatus::Fail,
+            format!(
+                "{id} ({name}) is not associated with the DR VPC {vpc} in {}: applications there would not resolve {} after a failover",
+                w.dr.region, w.record
+            ),
+        )
+        .fix(format!(
+            "associate the zone with {vpc}: aws route53 associate-vpc-with-hosted-zone --hosted-zone-id {id} --vpc VPCRegion={},VPCId={vpc}",
+            w.dr.region
+        ));
+    }
     if private {
         finding(
             w,
@@ -892,16 +920,41 @@ async fn dr_name(w: &WatchConfig, dr: &SdkCache, dr_endpoint: Option<&str>) -> F
     }
     let serving =
         dr_endpoint.is_some_and(|e| cache.endpoint.as_deref().is_some_and(|c| same_name(c, e)));
-    if cache.status != "available" {
-        return finding(
-            w,
-            check,
-            CheckStatus::Warn,
-            format!(
-                "{name} exists and is {}: its tags cannot be read yet",
-                cache.status
-            ),
-        );
+    let delete = format!("valkey-dr dr-cache delete --watch {} --yes", w.name);
+    match cache.status.as_str() {
+        "available" => {}
+        // AWS refuses a create-failed cache's tags (ledger E3): a failover would stop on it.
+        "create-failed" => {
+            return finding(
+                w,
+                check,
+                CheckStatus::Fail,
+                format!("{name} is left over from a failed build (create-failed): a failover would stop at provision"),
+            )
+            .fix(format!("delete it: `{delete}`"));
+        }
+        "deleting" => {
+            return finding(
+                w,
+                check,
+                CheckStatus::Fail,
+                format!(
+                    "{name} is being deleted: a failover would stop at provision until it is gone"
+                ),
+            )
+            .fix(format!(
+                "wait until it is gone (minutes); `valkey-dr preflight --watch {}` says ok then",
+                w.name
+            ));
+        }
+        status => {
+            return finding(
+                w,
+                check,
+                CheckStatus::Warn,
+                format!("{name} exists and is {status}: its tags cannot be read yet"),
+            );
+        }
     }
     match tags(dr, &cache.arn).await {
         Ok(tags) if crate::executor::is_standby_of(&tags, &w.name, &w.record) => finding(
@@ -917,16 +970,26 @@ async fn dr_name(w: &WatchConfig, dr: &SdkCache, dr_endpoint: Option<&str>) -> F
                 CheckStatus::Ok,
                 format!("{name} serves the record since failover {id}"),
             ),
+            // A failover of this watch building now: the race a failover adopts.
+            Some(id)
+                if tags.get(WATCH_TAG) == Some(&w.name)
+                    && tags.get(RECORD_TAG) == Some(&w.record)
+                    && began_within(id, w.dr.create_timeout) =>
+            {
+                finding(
+                    w,
+                    check,
+                    CheckStatus::Warn,
+                    format!("{name} was built by failover {id}, which began within create_timeout: a failover is running"),
+                )
+            }
             Some(id) => finding(
                 w,
                 check,
-                CheckStatus::Warn,
-                format!("{name} exists, built by failover {id}, and does not serve the record"),
+                CheckStatus::Fail,
+                format!("{name} is left over from failover {id} and does not serve the record: a failover would stop at provision"),
             )
-            .fix(format!(
-                "delete it if that failover is over (`valkey-dr abort --delete-dr`, or delete {} by hand)",
-                w.dr.cache_name
-            )),
+            .fix(format!("delete it once that failover is over: `{delete}`")),
             None => finding(
                 w,
                 check,
@@ -939,24 +1002,66 @@ async fn dr_name(w: &WatchConfig, dr: &SdkCache, dr_endpoint: Option<&str>) -> F
     }
 }
 
-/// Subnets (in at least two AZs) and security groups, in one VPC, in the DR region.
-async fn network(w: &WatchConfig, sdk: &SdkConfig) -> Vec<Finding> {
+/// Subnets (in at least two AZs) and security groups, in one VPC, in the DR region; and that
+/// VPC, when one was found (the configured subnets', or the default VPC without them).
+async fn network(w: &WatchConfig, sdk: &SdkConfig) -> (Vec<Finding>, Option<String>) {
     let mut conf = aws_sdk_ec2::config::Builder::from(sdk);
     conf.set_timeout_config(Some(bounded(sdk)));
     let ec2 = aws_sdk_ec2::Client::from_conf(conf.build());
     let (subnets, vpcs) = dr_subnets(w, &ec2).await;
-    vec![subnets, dr_security_groups(w, &ec2, &vpcs).await]
+    let vpc = (vpcs.len() == 1)
+        .then(|| vpcs.iter().next().cloned())
+        .flatten();
+    (vec![subnets, dr_security_groups(w, &ec2, &vpcs).await], vpc)
+}
+
+/// Without `subnet_ids`, `CreateServerlessCache` builds in the default VPC's subnets
+/// (tests/FIDELITY.md, P9): the `dr_subnets` check is whether the DR region has one.
+async fn default_vpc(w: &WatchConfig, ec2: &aws_sdk_ec2::Client) -> (Finding, BTreeSet<String>) {
+    use aws_sdk_ec2::types::Filter;
+    let region = w.dr.region.as_str();
+    let answer = call(
+        "ec2:DescribeVpcs",
+        Some(region),
+        "",
+        ec2.describe_vpcs()
+            .filters(Filter::builder().name("isDefault").values("true").build())
+            .send(),
+    )
+    .await;
+    match answer {
+        Ok(out) => match out.vpcs().iter().find_map(|v| v.vpc_id()) {
+            Some(vpc) => (
+                finding(
+                    w,
+                    "dr_subnets",
+                    CheckStatus::Ok,
+                    format!("none configured: AWS uses the default VPC {vpc}'s subnets"),
+                ),
+                BTreeSet::from([vpc.to_owned()]),
+            ),
+            None => (
+                finding(
+                    w,
+                    "dr_subnets",
+                    CheckStatus::Fail,
+                    format!("none configured, and {region} has no default VPC: CreateServerlessCache would have no subnets to build in"),
+                )
+                .fix(format!(
+                    "set [watch.dr] subnet_ids to subnets (in 2 availability zones) of the VPC the applications use in {region}"
+                )),
+                BTreeSet::new(),
+            ),
+        },
+        Err(f) => (failed_call(w, "dr_subnets", &f, false), BTreeSet::new()),
+    }
 }
 
 /// The `dr_subnets` check, and the VPCs the subnets are in.
 async fn dr_subnets(w: &WatchConfig, ec2: &aws_sdk_ec2::Client) -> (Finding, BTreeSet<String>) {
     let region = w.dr.region.as_str();
     if w.dr.subnet_ids.is_empty() {
-        let none = "none configured: AWS uses the default VPC's subnets".into();
-        return (
-            finding(w, "dr_subnets", CheckStatus::Ok, none),
-            BTreeSet::new(),
-        );
+        return default_vpc(w, ec2).await;
     }
     let answer = call(
         "ec2:DescribeSubnets",

@@ -269,7 +269,10 @@ fn limits() -> crate::drill::DrillLimits {
 }
 
 /// Transient errors are asked again until `deadline`.
-async fn patiently<T, F, Fut>(deadline: tokio::time::Instant, mut call: F) -> Result<T, ApiError>
+pub(crate) async fn patiently<T, F, Fut>(
+    deadline: tokio::time::Instant,
+    mut call: F,
+) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ApiError>>,
@@ -303,7 +306,7 @@ fn standby_of(w: &WatchConfig, tags: &BTreeMap<String, String>) -> Result<(), St
 }
 
 /// The valkey-dr tags of `tags`, for messages.
-fn ours(tags: &BTreeMap<String, String>) -> String {
+pub(crate) fn ours(tags: &BTreeMap<String, String>) -> String {
     let shown: Vec<String> = tags
         .iter()
         .filter(|(k, _)| k.starts_with("valkey-dr:"))

@@ -398,6 +398,13 @@ pub enum Unfinished {
     /// cooldown and the episode's intent is kept: the next round that judges `down` tries
     /// again.
     Transient,
+    /// It stopped on something in the account that a person must fix first and that
+    /// readiness reports as failing (a leftover DR cache: `create-failed`, `deleting`, or
+    /// built by an earlier failover): its start does not count toward the cooldown or
+    /// `max_auto_failovers`, and the episode's intent stays spent, so that it is not tried
+    /// again every round while nothing changed. Once the leftover is gone, `valkey-dr
+    /// failover` (or the next episode) runs it with the whole budget.
+    Blocked,
     /// It failed on the agent's own side (its resolver, its host): the intent stays spent,
     /// and the agent votes no `down` until the episode ends, so that its peers, which can
     /// see the DR cache, decide without it.
@@ -417,11 +424,15 @@ pub fn failover_ended(
     next.last_failover_failure = Some(reason.to_owned());
     match how {
         Unfinished::Spent => {}
-        Unfinished::Transient => {
+        Unfinished::Transient | Unfinished::Blocked => {
             if let Some(pos) = since.and_then(|s| next.failovers.iter().rposition(|&t| t == s)) {
                 next.failovers.remove(pos);
             }
-            if let Health::Down(episode) = &mut next.health {
+            // A blocked one stays spent for this episode: the same leftover would stop it
+            // again.
+            if how == Unfinished::Transient
+                && let Health::Down(episode) = &mut next.health
+            {
                 episode.failover_intent_at = None;
                 episode.failover_blocked_by.clear();
             }

@@ -880,6 +880,144 @@ async fn a_dr_cache_that_fails_to_build_fails_the_failover_and_leaves_the_record
     );
 }
 
+/// Issue 22: a `create-failed` cache left by an earlier build made the next failover wait the
+/// whole `create_timeout` for tags AWS never gives, then start the cooldown. Now readiness says
+/// `not_ready` naming `dr_name`, the failover stops at `provision` at once, spends no cooldown
+/// and says so; once `dr-cache delete` removed it, a manual failover completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leftover_failed_build_stops_the_failover_at_once_and_spends_no_cooldown() {
+    let s = setup(
+        Mode::AutoFailover,
+        Duration::from_secs(1),
+        &[(
+            "log_format = \"text\"",
+            "log_format = \"text\"\nreadiness_interval = \"2s\"",
+        )],
+    )
+    .await;
+    let sdk = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(DR_REGION))
+        .endpoint_url(&s.lab.lab.info().aws_endpoint)
+        .credentials_provider(Credentials::new("AKIDLAB", "secret", None, None, "lab"))
+        .load()
+        .await;
+    let client = aws_sdk_elasticache::Client::new(&sdk);
+    s.fault(Fault::ProvisionFail).await;
+    client
+        .create_serverless_cache()
+        .serverless_cache_name(DR_CACHE)
+        .engine("valkey")
+        .send()
+        .await
+        .expect("a build that will fail");
+    let failed = wait_until(Duration::from_secs(20), || async {
+        client
+            .describe_serverless_caches()
+            .serverless_cache_name(DR_CACHE)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| {
+                o.serverless_caches()
+                    .first()
+                    .and_then(|c| c.status().map(str::to_owned))
+            })
+            .as_deref()
+            == Some("create-failed")
+    })
+    .await;
+    assert!(failed, "the leftover never reached create-failed");
+
+    let agent = s.healthy_agent().await;
+    let not_ready = s
+        .wait_event(EVENT_BOUND, |e| e["event"] == "not_ready")
+        .await
+        .unwrap_or_else(|| panic!("{:?}\n{}", s.hook.names(), agent.log_text()));
+    // route53_record fails too here: these labs serve the record with a 5 s TTL.
+    assert!(
+        not_ready["detail"]["failing"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|c| c == "dr_name")),
+        "{not_ready:#}"
+    );
+    assert!(
+        not_ready["reasons"].to_string().contains("create-failed"),
+        "{not_ready:#}"
+    );
+
+    s.fault(region_outage()).await;
+    let end = s.failover_end(&agent).await;
+    assert_eq!(
+        end["event"],
+        "failover_failed",
+        "{end:#}\n{}",
+        agent.log_text()
+    );
+    assert_eq!(end["detail"]["step"], "provision", "{end:#}");
+    let error = end["detail"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("create-failed") && error.contains("valkey-dr dr-cache delete"),
+        "{end:#}"
+    );
+    assert!(
+        creates(&s.calls()).len() == 1 && cname_changes(&s.calls()).is_empty(),
+        "only the leftover's own create, no switch: {:#?}",
+        mutating(&s.calls())
+    );
+    let started = s.events("failover_started")[0]["at"].clone();
+    assert!(!started.is_null(), "{:?}", s.hook.names());
+    let state: valkey_dr_policies::WatchState = serde_json::from_slice(
+        &std::fs::read(valkey_dr::layout::state_file(&s.state_dir, WATCH)).expect("state"),
+    )
+    .expect("the state parses");
+    assert!(
+        state.failovers.is_empty(),
+        "no cooldown spent: {:?}",
+        state.failovers
+    );
+    assert!(
+        state
+            .last_failover_failure
+            .as_deref()
+            .is_some_and(|r| r.contains("did not count toward the cooldown")),
+        "{:?}",
+        state.last_failover_failure
+    );
+    // Not tried again every round while the leftover is there.
+    let rounds = watch_status(&agent).await["rounds"]
+        .as_u64()
+        .expect("rounds");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            watch_status(&agent).await["rounds"]
+                .as_u64()
+                .is_some_and(|r| r >= rounds + 3)
+        })
+        .await
+    );
+    assert_eq!(s.hook.count("failover_started"), 1, "{:?}", s.hook.names());
+
+    let deleted = cli(
+        &s.config,
+        &["dr-cache", "delete", "--watch", WATCH, "--yes"],
+    )
+    .await;
+    assert_eq!(deleted.code, 0, "{}{}", deleted.stdout, deleted.stderr);
+    let gone = wait_until(Duration::from_secs(20), || async {
+        client
+            .describe_serverless_caches()
+            .serverless_cache_name(DR_CACHE)
+            .send()
+            .await
+            .is_err()
+    })
+    .await;
+    assert!(gone, "the leftover is gone");
+    let manual = cli(&s.config, &["failover", "--watch", WATCH, "--yes"]).await;
+    assert_eq!(manual.code, 0, "{}{}", manual.stdout, manual.stderr);
+    agent.kill9().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dr_cache_stuck_creating_fails_the_failover_at_create_timeout() {
     let s = setup(

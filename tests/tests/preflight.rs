@@ -608,3 +608,201 @@ async fn a_probe_user_that_may_not_flush_fails_primary_flush() {
         "{c:#}"
     );
 }
+
+/// The DR cache's status, as `DescribeServerlessCaches` gives it now; `None` when it is gone.
+async fn dr_status(client: &aws_sdk_elasticache::Client) -> Option<String> {
+    let out = client
+        .describe_serverless_caches()
+        .serverless_cache_name(DR_CACHE)
+        .send()
+        .await;
+    match out {
+        Ok(out) => out
+            .serverless_caches()
+            .first()
+            .and_then(|c| c.status())
+            .map(str::to_owned),
+        Err(_) => None,
+    }
+}
+
+/// Waits (bounded) until the DR cache's status is `want` (`None`: gone).
+async fn wait_dr_status(client: &aws_sdk_elasticache::Client, want: Option<&str>) {
+    let reached = wait_until(Duration::from_secs(20), || async {
+        dr_status(client).await.as_deref() == want
+    })
+    .await;
+    assert!(
+        reached,
+        "{DR_CACHE} never {want:?}: {:?}",
+        dr_status(client).await
+    );
+}
+
+/// `valkey-dr dr-cache delete --watch sessions --yes` with `config`: its exit code and output.
+async fn dr_cache_delete(config: &Path) -> (i32, String) {
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command
+        .args(["dr-cache", "delete", "--watch", WATCH, "--yes", "--config"])
+        .arg(config);
+    let out = run_clean(command).await;
+    (
+        out.status.code().expect("exit code"),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Issue 22, defect 1: a `create-failed` build and a cache left by an earlier failover were
+/// `warn` (the daemon stayed ready) while a failover would stop on them. Each now fails
+/// `dr_name` alone, with the exact command as its fix, and that command removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leftover_dr_cache_fails_dr_name_and_dr_cache_delete_removes_it() {
+    use aws_sdk_elasticache::types::Tag;
+    let lab = TestLab::start_with(|o| o.provision_delay = Duration::from_millis(300)).await;
+    let client = aws_sdk_elasticache::Client::new(&sdk(&lab, DR_REGION).await);
+    let command = format!("valkey-dr dr-cache delete --watch {WATCH} --yes");
+
+    // A failed build.
+    lab.fault(Fault::ProvisionFail).await;
+    client
+        .create_serverless_cache()
+        .serverless_cache_name(DR_CACHE)
+        .engine("valkey")
+        .send()
+        .await
+        .expect("a build that will fail");
+    wait_dr_status(&client, Some("create-failed")).await;
+    let run = preflight(&lab.config()).await;
+    fails_alone(&run, "dr_name", "create-failed");
+    assert!(
+        run.check("dr_name")["fix"]
+            .as_str()
+            .is_some_and(|f| f.contains(&command)),
+        "{}",
+        run.output
+    );
+    let (code, output) = dr_cache_delete(&lab.config()).await;
+    assert_eq!(code, 0, "{output}");
+    assert!(output.contains("a failed build"), "{output}");
+    wait_dr_status(&client, None).await;
+    let run = preflight(&lab.config()).await;
+    assert_eq!(run.check("dr_name")["result"], "ok", "{}", run.output);
+
+    // Left by a failover of this watch six days ago (a failback without --delete-dr).
+    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+    client
+        .create_serverless_cache()
+        .serverless_cache_name(DR_CACHE)
+        .engine("valkey")
+        .tags(tag("valkey-dr:failover-id", "fo-20261201t000000z-agent-b"))
+        .tags(tag("valkey-dr:watch", WATCH))
+        .tags(tag("valkey-dr:record", RECORD))
+        .send()
+        .await
+        .expect("a cache an earlier failover built");
+    wait_available(&client, DR_CACHE, Duration::from_secs(20)).await;
+    let run = preflight(&lab.config()).await;
+    fails_alone(
+        &run,
+        "dr_name",
+        "left over from failover fo-20261201t000000z-agent-b",
+    );
+    let (code, output) = dr_cache_delete(&lab.config()).await;
+    assert_eq!(code, 0, "{output}");
+    wait_dr_status(&client, None).await;
+
+    // Someone else's cache is refused and left alone.
+    client
+        .create_serverless_cache()
+        .serverless_cache_name(DR_CACHE)
+        .engine("valkey")
+        .send()
+        .await
+        .expect("someone else's cache");
+    wait_available(&client, DR_CACHE, Duration::from_secs(20)).await;
+    let (code, output) = dr_cache_delete(&lab.config()).await;
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains("was not built by a failover"), "{output}");
+    assert_eq!(dr_status(&client).await.as_deref(), Some("available"));
+}
+
+/// Issue 22, defect 1: a DR cache being deleted (right after an abort with `--delete-dr`) made
+/// the next failover fail with "exists"; preflight said `warn`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dr_cache_being_deleted_fails_dr_name() {
+    let lab = TestLab::start_with(|o| o.provision_delay = Duration::from_secs(8)).await;
+    let client = aws_sdk_elasticache::Client::new(&sdk(&lab, DR_REGION).await);
+    client
+        .create_serverless_cache()
+        .serverless_cache_name(DR_CACHE)
+        .engine("valkey")
+        .send()
+        .await
+        .expect("created");
+    wait_available(&client, DR_CACHE, Duration::from_secs(30)).await;
+    client
+        .delete_serverless_cache()
+        .serverless_cache_name(DR_CACHE)
+        .send()
+        .await
+        .expect("deleting for 8 s");
+    let run = preflight(&lab.config()).await;
+    assert_eq!(
+        dr_status(&client).await.as_deref(),
+        Some("deleting"),
+        "still deleting when preflight ran, or this test proves nothing"
+    );
+    fails_alone(&run, "dr_name", "being deleted");
+}
+
+/// Issue 22, defect 3: without `subnet_ids` the cache needs the DR region's default VPC, and
+/// the zone must be associated with the DR VPC; neither was checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_default_vpc_and_a_zone_without_the_dr_vpc_fail_their_checks() {
+    let lab = TestLab::start().await;
+    lab.fault(Fault::ZoneVpcDisassociate {
+        region: DR_REGION.into(),
+    })
+    .await;
+    let run = preflight(&lab.config()).await;
+    fails_alone(
+        &run,
+        "route53_zone",
+        "not associated with the DR VPC vpc-lab0001",
+    );
+    lab.fault(Fault::ZoneVpcAssociate {
+        region: DR_REGION.into(),
+    })
+    .await;
+
+    let no_subnets = lab.config_variant(
+        "no-subnets.toml",
+        &[(
+            &format!(
+                "subnet_ids = [{}]",
+                valkey_dr_lab::LAB_DR_SUBNET_IDS
+                    .iter()
+                    .map(|s| format!("\"{s}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "subnet_ids = []",
+        )],
+    );
+    let run = preflight(&no_subnets).await;
+    assert_eq!(run.code, 0, "the default VPC serves: {}", run.output);
+    assert!(
+        run.check("dr_subnets")["found"]
+            .as_str()
+            .is_some_and(|f| f.contains("default VPC vpc-lab0001")),
+        "{}",
+        run.output
+    );
+    lab.fault(Fault::DefaultVpcDelete).await;
+    let run = preflight(&no_subnets).await;
+    fails_alone(&run, "dr_subnets", "no default VPC");
+}

@@ -28,7 +28,9 @@ use std::time::{Duration, SystemTime};
 use backon::{ExponentialBuilder, Retryable};
 use serde::{Deserialize, Serialize};
 
-use api::{ApiError, CacheApi, CacheInfo, CacheSpec, Change, ChangeStatus, DnsApi, RecordSet};
+use api::{
+    ApiError, CacheApi, CacheInfo, CacheSpec, CacheStatus, Change, ChangeStatus, DnsApi, RecordSet,
+};
 
 use crate::config::GateAt;
 use crate::gate::{Gates, Passage};
@@ -622,13 +624,28 @@ pub enum FailoverError {
         /// The lease value.
         holder: String,
     },
-    /// A cache of the DR name exists and is not this failover's.
+    /// A cache of the DR name exists and is not this failover's: someone else's, or one an
+    /// earlier failover left behind (a failback or abort without `--delete-dr`, a lost
+    /// journal). Readiness calls it `fail` (`dr_name`); the failover spends no cooldown on it.
     #[error(
-        "{name} already exists and is not this failover's (set adopt_existing = true for a warm standby)"
+        "{name} already exists and is not this failover's: delete it if no failover uses it (`valkey-dr dr-cache delete`), or set adopt_existing = true to use it"
     )]
     ForeignCache {
         /// The cache.
         name: String,
+    },
+    /// A cache of the DR name is left over in a state no failover can use: `create-failed`
+    /// (a build that failed; AWS refuses its tags, ledger E3) or `deleting` (CreateServerlessCache
+    /// would answer that it exists). Readiness calls it `fail` (`dr_name`); the failover
+    /// spends no cooldown on it.
+    #[error("{name} is left over, {status}: {fix}")]
+    Leftover {
+        /// The cache.
+        name: String,
+        /// Its state.
+        status: String,
+        /// What clears it.
+        fix: String,
     },
     /// The cache reached `create-failed`.
     #[error("{name} reached create-failed")]
@@ -704,6 +721,24 @@ pub enum FailoverError {
         /// What happened.
         answer: String,
     },
+}
+
+/// `Err` when `found`, a cache of the DR name this failover did not create, is in a state no
+/// failover can use: waiting for its tags would take the whole `create_timeout` for a
+/// `create-failed` one, and a `deleting` one refuses the create.
+fn leftover(found: &CacheInfo) -> Result<(), FailoverError> {
+    let fix = match found.status {
+        CacheStatus::CreateFailed => {
+            "a failed build serves nothing and holds nothing: delete it (`valkey-dr dr-cache delete`), then fail over"
+        }
+        CacheStatus::Deleting => "it is being deleted: fail over once it is gone",
+        _ => return Ok(()),
+    };
+    Err(FailoverError::Leftover {
+        name: found.name.clone(),
+        status: found.status.as_str().to_owned(),
+        fix: fix.to_owned(),
+    })
 }
 
 /// Real traffic to the caches: proves a step's effect (a probe round against the new
@@ -1782,6 +1817,9 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
                 source: ApiError::AlreadyExists { .. },
                 ..
             }) => {
+                if let Ok(Some(found)) = self.cache.describe(&name).await {
+                    leftover(&found)?;
+                }
                 let deadline = tokio::time::Instant::now() + j.plan.create_timeout;
                 let (found, tags) = self.settled(&name, deadline).await?;
                 self.adopt_tagged(j, found, tags)
@@ -1791,6 +1829,7 @@ impl<C: CacheApi, D: DnsApi, V: Verifier> Executor<'_, C, D, V> {
     }
 
     async fn adopt(&self, j: &mut Journal, found: CacheInfo) -> Result<String, FailoverError> {
+        leftover(&found)?;
         // Tags cannot be read while the cache is `creating` (InvalidServerlessCacheStateFault):
         // a resumed run finds its own cache in that state, so it waits, bounded by the build's
         // own timeout.
@@ -2379,7 +2418,7 @@ pub fn handed_over_value(plan: &Plan, now: SystemTime, reason: &str) -> String {
 
 /// Whether the failover `id` (`fo-20261126t071500z-…`, as `failover::new_failover_id` makes
 /// them) began no longer than `window` ago; `false` for an id that carries no time.
-fn began_within(id: &str, window: Duration) -> bool {
+pub(crate) fn began_within(id: &str, window: Duration) -> bool {
     let Some(stamp) = id
         .strip_prefix("fo-")
         .and_then(|rest| rest.split('-').next())

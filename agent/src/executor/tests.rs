@@ -2330,3 +2330,49 @@ async fn a_failback_from_a_warm_standby_empties_it_after_the_switch() {
     deleting.plan.standby = Some((STANDBY.into(), 6379));
     assert!(!deleting.plan.steps().contains(&Step::EmptyStandby));
 }
+
+/// Issue 22: a `create-failed` or `deleting` cache of the DR name stops the failover at once,
+/// before any create and with the record untouched; waiting for its tags (which AWS refuses in
+/// those states) took the whole `create_timeout` before.
+#[tokio::test]
+async fn a_leftover_create_failed_or_deleting_cache_stops_the_failover_at_once() {
+    for status in [CacheStatus::CreateFailed, CacheStatus::Deleting] {
+        let fake = Fake::new();
+        let mut p = plan(true);
+        p.create_timeout = Duration::from_secs(3600);
+        let name = p.cache.name().to_owned();
+        fake.cloud().caches.insert(
+            name.clone(),
+            (
+                CacheInfo {
+                    name: name.clone(),
+                    arn: format!("arn:aws:elasticache:us-west-2:1:serverlesscache:{name}"),
+                    status: status.clone(),
+                    endpoint: None,
+                },
+                BTreeMap::new(),
+                u32::MAX,
+            ),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let started = std::time::Instant::now();
+        let (_, err) = tokio::time::timeout(
+            Duration::from_secs(10),
+            run(&fake, dir.path(), Journal::new(p)),
+        )
+        .await
+        .expect("it does not wait out create_timeout")
+        .expect_err("a leftover stops it");
+        assert!(
+            matches!(&err, FailoverError::Leftover { status: s, .. } if s == status.as_str()),
+            "{err}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_never(&fake, Mutation::Create, "nothing created");
+        assert_never(&fake, Mutation::CnameChange, "nothing switched");
+    }
+}

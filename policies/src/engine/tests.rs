@@ -1735,6 +1735,40 @@ fn a_failover_failed_on_transient_errors_alone_starts_no_cooldown_and_is_tried_a
     assert_ne!(events(&sim.step(outage())), [Event::FailoverIntent]);
 }
 
+/// Issue 22: a failover stopped by a leftover DR cache spends no cooldown and no
+/// `max_auto_failovers`, and is not tried again every round while the leftover is there.
+#[test]
+fn a_failover_blocked_by_a_leftover_spends_no_budget_and_is_not_retried_each_round() {
+    let mut sim = Sim::new();
+    sim.steps(3, outage());
+    sim.apply(failover_started);
+    assert_eq!(sim.state.failovers.len(), 1);
+    sim.apply(|s, now| {
+        failover_ended(
+            s,
+            now,
+            "provision: app-dr is create-failed",
+            Unfinished::Blocked,
+        )
+    });
+    assert!(
+        sim.state.failovers.is_empty(),
+        "no cooldown, no max_auto_failovers: {:?}",
+        sim.state.failovers
+    );
+    assert!(
+        sim.state.last_reasons[0].contains("create-failed"),
+        "{:?}",
+        sim.state.last_reasons
+    );
+    assert_ne!(
+        events(&sim.step(outage())),
+        [Event::FailoverIntent],
+        "not tried again every round"
+    );
+    assert!(sim.state.own_side_failure.is_none(), "it still votes");
+}
+
 #[test]
 fn an_own_side_failure_is_kept_until_the_episode_ends() {
     let mut sim = Sim::new();
