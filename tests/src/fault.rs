@@ -170,6 +170,22 @@ pub enum Fault {
     ZonePublic,
     /// The hosted zone is private again (as the lab starts).
     ZonePrivate,
+    /// The private zone is no longer associated with the lab VPC of `region`: `GetHostedZone`
+    /// leaves that VPC out, as after `DisassociateVPCFromHostedZone`.
+    ZoneVpcDisassociate {
+        /// The region, e.g. `us-west-2`.
+        region: String,
+    },
+    /// The zone is associated with the lab VPC of `region` again.
+    ZoneVpcAssociate {
+        /// The region.
+        region: String,
+    },
+    /// No region has a default VPC any more: `DescribeVpcs` with the `isDefault` filter finds
+    /// none (as in an account whose default VPC was deleted).
+    DefaultVpcDelete,
+    /// The lab VPC is every region's default VPC again (as the lab starts).
+    DefaultVpcCreate,
 }
 
 impl Fault {
@@ -203,7 +219,11 @@ impl Fault {
             | Self::IamDeny { .. }
             | Self::IamAllow { .. }
             | Self::ZonePublic
-            | Self::ZonePrivate => None,
+            | Self::ZonePrivate
+            | Self::ZoneVpcDisassociate { .. }
+            | Self::ZoneVpcAssociate { .. }
+            | Self::DefaultVpcDelete
+            | Self::DefaultVpcCreate => None,
         }
     }
 }
@@ -271,6 +291,10 @@ impl fmt::Display for Fault {
             Self::IamAllow { action } => write!(f, "iam-allow {action}"),
             Self::ZonePublic => f.write_str("zone-public"),
             Self::ZonePrivate => f.write_str("zone-private"),
+            Self::ZoneVpcDisassociate { region } => write!(f, "zone-vpc-disassociate {region}"),
+            Self::ZoneVpcAssociate { region } => write!(f, "zone-vpc-associate {region}"),
+            Self::DefaultVpcDelete => f.write_str("default-vpc-delete"),
+            Self::DefaultVpcCreate => f.write_str("default-vpc-create"),
         }
     }
 }
@@ -475,6 +499,30 @@ mod tests {
                 Fault::ZonePrivate,
                 r#"{"fault":"zone-private"}"#,
                 "zone-private",
+            ),
+            (
+                Fault::ZoneVpcDisassociate {
+                    region: "us-west-2".into(),
+                },
+                r#"{"fault":"zone-vpc-disassociate","region":"us-west-2"}"#,
+                "zone-vpc-disassociate us-west-2",
+            ),
+            (
+                Fault::ZoneVpcAssociate {
+                    region: "us-west-2".into(),
+                },
+                r#"{"fault":"zone-vpc-associate","region":"us-west-2"}"#,
+                "zone-vpc-associate us-west-2",
+            ),
+            (
+                Fault::DefaultVpcDelete,
+                r#"{"fault":"default-vpc-delete"}"#,
+                "default-vpc-delete",
+            ),
+            (
+                Fault::DefaultVpcCreate,
+                r#"{"fault":"default-vpc-create"}"#,
+                "default-vpc-create",
             ),
         ] {
             assert_eq!(serde_json::to_string(&fault).unwrap(), json);

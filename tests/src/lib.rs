@@ -513,6 +513,12 @@ impl Shared {
             }
             Fault::ZonePublic => self.aws.set_zone_public(true),
             Fault::ZonePrivate => self.aws.set_zone_public(false),
+            Fault::ZoneVpcDisassociate { region } | Fault::ZoneVpcAssociate { region } => {
+                self.aws
+                    .set_zone_vpc(region, matches!(fault, Fault::ZoneVpcAssociate { .. }));
+            }
+            Fault::DefaultVpcDelete => self.aws.set_default_vpc(false),
+            Fault::DefaultVpcCreate => self.aws.set_default_vpc(true),
         }
         info!(%fault, "fault applied");
         Ok(())

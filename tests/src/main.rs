@@ -330,6 +330,15 @@ enum FaultCommand {
     ZonePublic,
     /// The hosted zone is private again.
     ZonePrivate,
+    /// The zone is no longer associated with the lab VPC of REGION, e.g.
+    /// `zone-vpc-disassociate us-west-2`.
+    ZoneVpcDisassociate { region: String },
+    /// The zone is associated with the lab VPC of REGION again.
+    ZoneVpcAssociate { region: String },
+    /// No region has a default VPC any more (DescribeVpcs isDefault=true finds none).
+    DefaultVpcDelete,
+    /// The lab VPC is every region's default VPC again.
+    DefaultVpcCreate,
 }
 
 impl FaultCommand {
@@ -386,6 +395,10 @@ impl FaultCommand {
             Self::IamAllow { action } => Fault::IamAllow { action },
             Self::ZonePublic => Fault::ZonePublic,
             Self::ZonePrivate => Fault::ZonePrivate,
+            Self::ZoneVpcDisassociate { region } => Fault::ZoneVpcDisassociate { region },
+            Self::ZoneVpcAssociate { region } => Fault::ZoneVpcAssociate { region },
+            Self::DefaultVpcDelete => Fault::DefaultVpcDelete,
+            Self::DefaultVpcCreate => Fault::DefaultVpcCreate,
         }
     }
 }
@@ -802,6 +815,14 @@ mod tests {
             },
             Fault::ZonePublic,
             Fault::ZonePrivate,
+            Fault::ZoneVpcDisassociate {
+                region: "us-west-2".into(),
+            },
+            Fault::ZoneVpcAssociate {
+                region: "us-west-2".into(),
+            },
+            Fault::DefaultVpcDelete,
+            Fault::DefaultVpcCreate,
             Fault::HugeReply {
                 cache: "app-sessions".into(),
             },

@@ -1271,6 +1271,39 @@ async fn preflight_apis_answer_as_aws_does_and_faults_break_each() {
         ],
     );
 
+    // EC2: the lab VPC is the region's default VPC until `default-vpc-delete`.
+    let default_vpc =
+        "Action=DescribeVpcs&Version=2016-11-15&Filter.1.Name=isDefault&Filter.1.Value.1=true";
+    let (status, body) = query(lab, "ec2", DR_REGION, default_vpc).await;
+    assert_eq!(status, 200, "{body}");
+    has(
+        &body,
+        &["<vpcId>vpc-lab0001</vpcId>", "<isDefault>true</isDefault>"],
+    );
+    lab.fault(Fault::DefaultVpcDelete).await.unwrap();
+    let (status, body) = query(lab, "ec2", DR_REGION, default_vpc).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("vpc-lab0001"), "{body}");
+    let (status, body) = query(
+        lab,
+        "ec2",
+        DR_REGION,
+        "Action=DescribeVpcs&Version=2016-11-15&VpcId.1=vpc-lab0001",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    has(&body, &["<isDefault>false</isDefault>"]);
+    lab.fault(Fault::DefaultVpcCreate).await.unwrap();
+    let (status, body) = query(
+        lab,
+        "ec2",
+        DR_REGION,
+        "Action=DescribeVpcs&Version=2016-11-15&VpcId.1=vpc-nope",
+    )
+    .await;
+    assert_eq!(status, 400);
+    has(&body, &["<Code>InvalidVpcID.NotFound</Code>"]);
+
     // KMS: the key by each of its four names, in each region; another key is not found.
     for region in [PRIMARY_REGION, DR_REGION] {
         for name in [

@@ -204,6 +204,56 @@ async fn cache_calls_create_describe_and_tag() {
     t.lab.shutdown().await;
 }
 
+/// Issue 22: `kms_key_id` as an alias passed preflight, yet `CreateServerlessCache` takes the
+/// key's ARN (the lab refuses anything else, tests/FIDELITY.md E12): the executor sends the
+/// ARN `DescribeKey` gives, for the alias and for a bare key id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kms_alias_or_key_id_is_sent_as_the_keys_arn() {
+    let t = one_call_at_a_time().await;
+    let (cache, _) = single_shot(&t.lab).await;
+    t.lab.fault(Fault::ProvisionStuck).await.unwrap();
+    let arn = valkey_dr_lab::config::lab_kms_key_arn(DR_REGION);
+    for (name, key) in [
+        ("by-alias", valkey_dr_lab::LAB_KMS_ALIAS),
+        ("by-id", valkey_dr_lab::LAB_KMS_KEY_ID),
+    ] {
+        let spec = CacheSpec {
+            region: DR_REGION.into(),
+            input: serde_json::from_value(serde_json::json!({
+                "ServerlessCacheName": name,
+                "Engine": "valkey",
+                "KmsKeyId": key,
+            }))
+            .expect("the API's member names"),
+        };
+        cache
+            .create(&spec)
+            .await
+            .expect("created with the key's ARN");
+        let create = calls(&t.lab, "CreateServerlessCache")
+            .into_iter()
+            .last()
+            .expect("a create");
+        assert_eq!(create.status, 200, "{name}");
+    }
+    let raw =
+        aws_sdk_elasticache::Client::new(&sdk(&t.lab, DR_REGION, RetryConfig::disabled()).await);
+    for name in ["by-alias", "by-id"] {
+        let out = raw
+            .describe_serverless_caches()
+            .serverless_cache_name(name)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            out.serverless_caches()[0].kms_key_id(),
+            Some(arn.as_str()),
+            "{name}"
+        );
+    }
+    t.lab.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_create_parameter_reaches_the_api() {
     let t = one_call_at_a_time().await;

@@ -281,6 +281,18 @@ async fn create_checks_usage_limits_tags_and_names() {
             (0..51).fold(base("t4"), |b, i| b.tags(tag(&format!("k{i}"), "v"))),
             "TagQuotaPerResourceExceeded",
         ),
+        (
+            base("k0").kms_key_id("alias/valkey-dr-lab"),
+            "InvalidParameterValue",
+        ),
+        (
+            base("k1").kms_key_id("arn:aws:kms:us-west-2:123456789012:alias/valkey-dr-lab"),
+            "InvalidParameterValue",
+        ),
+        (
+            base("k2").kms_key_id(valkey_dr_lab::LAB_KMS_KEY_ID),
+            "InvalidParameterValue",
+        ),
         (base("1starts-with-digit"), "InvalidParameterValue"),
         (base("two--hyphens"), "InvalidParameterValue"),
         (base("ends-with-hyphen-"), "InvalidParameterValue"),
@@ -318,6 +330,11 @@ async fn create_checks_usage_limits_tags_and_names() {
         .send()
         .await
         .expect("50 tags");
+    base("edge-kms")
+        .kms_key_id(valkey_dr_lab::config::lab_kms_key_arn(DR_REGION))
+        .send()
+        .await
+        .expect("the key's ARN");
     t.lab.shutdown().await;
 }
 

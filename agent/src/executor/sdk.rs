@@ -95,6 +95,9 @@ fn throttled(code: Option<&str>) -> bool {
 pub struct SdkCache {
     /// Built from the DR region's `SdkConfig`.
     client: aws_sdk_elasticache::Client,
+    /// The same region's KMS: a `kms_key_id` given as an alias or a key id becomes the key's
+    /// ARN before the create ([`key_arn`](Self::key_arn)).
+    kms: aws_sdk_kms::Client,
     /// Named in error messages: "which region refused" is the first question in a DR.
     region: String,
 }
@@ -105,8 +108,11 @@ impl SdkCache {
     pub fn new(sdk: &SdkConfig) -> Self {
         let mut config = aws_sdk_elasticache::config::Builder::from(sdk);
         config.set_timeout_config(Some(bounded(sdk)));
+        let mut kms = aws_sdk_kms::config::Builder::from(sdk);
+        kms.set_timeout_config(Some(bounded(sdk)));
         SdkCache {
             client: aws_sdk_elasticache::Client::from_conf(config.build()),
+            kms: aws_sdk_kms::Client::from_conf(kms.build()),
             region: sdk
                 .region()
                 .map(|r| r.as_ref().to_owned())
@@ -122,6 +128,32 @@ impl SdkCache {
     /// The SDK client itself, for read-only calls outside [`CacheApi`] (`preflight`).
     pub fn client(&self) -> &aws_sdk_elasticache::Client {
         &self.client
+    }
+
+    /// The ARN of the KMS key `key` names (a key id, an alias, or an ARN of either), from
+    /// `DescribeKey` in this region. `CreateServerlessCache` documents `KmsKeyId` as the ARN
+    /// of the customer managed key, and AWS services that take a key through a grant refuse
+    /// aliases (tests/FIDELITY.md, E12): a key ARN is sent as it is, anything else resolved.
+    pub async fn key_arn(&self, key: &str) -> Result<String, ApiError> {
+        if is_key_arn(key) {
+            return Ok(key.to_owned());
+        }
+        let call = "kms:DescribeKey";
+        let out = self
+            .kms
+            .describe_key()
+            .key_id(key)
+            .send()
+            .await
+            .map_err(|e| classify(call, Some(&self.region), key, &e))?;
+        out.key_metadata()
+            .and_then(|m| m.arn())
+            .filter(|arn| is_key_arn(arn))
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::Permanent {
+                call: call.into(),
+                message: format!("DescribeKey answered no key ARN for {key}"),
+            })
     }
 
     /// The serverless cache named `name` (case-insensitively) as `DescribeServerlessCaches`
@@ -204,6 +236,15 @@ impl SdkDns {
     }
 }
 
+/// Whether `key` is a KMS key's ARN (`arn:PARTITION:kms:REGION:ACCOUNT:key/ID`), not an
+/// alias's or a bare id.
+pub(crate) fn is_key_arn(key: &str) -> bool {
+    let parts: Vec<&str> = key.splitn(6, ':').collect();
+    matches!(parts.as_slice(), ["arn", _, "kms", region, account, resource]
+        if !region.is_empty() && !account.is_empty()
+            && resource.strip_prefix("key/").is_some_and(|id| !id.is_empty()))
+}
+
 /// `sdk`'s timeouts, with ours filling whatever it leaves unset.
 pub(crate) fn bounded(sdk: &SdkConfig) -> TimeoutConfig {
     let ours = TimeoutConfig::builder()
@@ -244,6 +285,10 @@ impl CacheApi for SdkCache {
             });
         }
         let input = &spec.input;
+        let kms_key_id = match &input.kms_key_id {
+            Some(key) => Some(self.key_arn(key).await?),
+            None => None,
+        };
         let out = self
             .client
             .create_serverless_cache()
@@ -253,7 +298,7 @@ impl CacheApi for SdkCache {
             .set_major_engine_version(input.major_engine_version.clone())
             .set_subnet_ids(non_empty(&input.subnet_ids))
             .set_security_group_ids(non_empty(&input.security_group_ids))
-            .set_kms_key_id(input.kms_key_id.clone())
+            .set_kms_key_id(kms_key_id)
             .set_user_group_id(input.user_group_id.clone())
             .set_snapshot_arns_to_restore(non_empty(&input.snapshot_arns_to_restore))
             .set_snapshot_retention_limit(input.snapshot_retention_limit)
@@ -949,6 +994,23 @@ mod tests {
                 serverless_cache_name: "app-sessions-dr".into(),
                 ..input
             },
+        }
+    }
+
+    #[test]
+    fn only_a_key_arn_is_sent_as_it_is() {
+        assert!(is_key_arn(
+            "arn:aws:kms:us-west-2:123456789012:key/6f1e2d3c"
+        ));
+        assert!(is_key_arn("arn:aws-cn:kms:cn-north-1:123456789012:key/k"));
+        for other in [
+            "alias/sessions",
+            "arn:aws:kms:us-west-2:123456789012:alias/sessions",
+            "6f1e2d3c-4b5a-4978-8a6b-5c4d3e2f1a0b",
+            "arn:aws:kms:us-west-2:123456789012:key/",
+            "arn:aws:kms::123456789012:key/k",
+        ] {
+            assert!(!is_key_arn(other), "{other}");
         }
     }
 

@@ -1,6 +1,8 @@
-//! EC2's API (its own dialect of the Query protocol): `DescribeSubnets` (`SubnetId.N`) and
-//! `DescribeSecurityGroups` (`GroupId.N`), over a fixed inventory that every region has:
-//! [`LAB_SUBNETS`] in [`LAB_VPC_ID`] and the security group [`LAB_SECURITY_GROUP_ID`].
+//! EC2's API (its own dialect of the Query protocol): `DescribeSubnets` (`SubnetId.N`),
+//! `DescribeSecurityGroups` (`GroupId.N`) and `DescribeVpcs` (`VpcId.N`, or the `isDefault`
+//! filter), over a fixed inventory that every region has: [`LAB_SUBNETS`] in [`LAB_VPC_ID`],
+//! which is also the region's default VPC until `default-vpc-delete`, and the security group
+//! [`LAB_SECURITY_GROUP_ID`].
 //!
 //! As AWS does (tests/FIDELITY.md): an id that does not exist fails the whole call
 //! (`InvalidSubnetID.NotFound`, `InvalidGroup.NotFound`, HTTP 400), not just its item; an id
@@ -8,7 +10,8 @@
 //! `MaxResults` cannot be combined. `subnet-delete` removes a subnet from every region.
 //!
 //! Where the lab departs from AWS: `Filter.N` is refused (`InvalidParameterValue`, saying
-//! so) rather than evaluated, and there is no paging (the inventory is one page).
+//! so) rather than evaluated, but for `DescribeVpcs`'s `isDefault`, and there is no paging
+//! (the inventory is one page).
 
 use std::sync::Arc;
 
@@ -34,6 +37,7 @@ pub(crate) fn handle(lab: Arc<Shared>, headers: HeaderMap, body: Bytes) -> Respo
     call.request = json!({
         "subnet_ids": params.flat_list("SubnetId"),
         "group_ids": params.flat_list("GroupId"),
+        "vpc_ids": params.flat_list("VpcId"),
     });
     let outcome = (|| -> Result<String, ApiError> {
         let scope = scope?;
@@ -47,8 +51,9 @@ pub(crate) fn handle(lab: Arc<Shared>, headers: HeaderMap, body: Bytes) -> Respo
             "DescribeSecurityGroups" => {
                 describe_security_groups(&scope.region, &params, request_id)
             }
+            "DescribeVpcs" => describe_vpcs(&lab, &params, request_id),
             _ => Err(query::invalid_action(
-                "DescribeSubnets and DescribeSecurityGroups",
+                "DescribeSubnets, DescribeSecurityGroups and DescribeVpcs",
             )),
         }
     })();
@@ -153,6 +158,68 @@ fn describe_subnets(
                                     .text("value", format!("valkey-dr-lab-{zone}"));
                             });
                         });
+                });
+            }
+        });
+    }))
+}
+
+/// `DescribeVpcs` by `VpcId.N`, or with the one filter an agent asks, `isDefault`: the lab
+/// VPC is every region's default VPC until `default-vpc-delete` (then `isDefault=true` finds
+/// nothing, as in an account whose default VPC was deleted). Any other filter is refused.
+fn describe_vpcs(lab: &Arc<Shared>, params: &Params, request_id: &str) -> Result<String, ApiError> {
+    let ids = params.flat_list("VpcId");
+    let mut wanted_default = None;
+    let mut n = 1;
+    while let Some(name) = params.get(&format!("Filter.{n}.Name")) {
+        let values: Vec<String> = (1..)
+            .map_while(|i| {
+                params
+                    .get(&format!("Filter.{n}.Value.{i}"))
+                    .map(str::to_owned)
+            })
+            .collect();
+        if name != "isDefault"
+            || values.len() != 1
+            || !["true", "false"].contains(&values[0].as_str())
+        {
+            return Err(ApiError::sender(
+                "InvalidParameterValue",
+                format!(
+                    "valkey-dr-lab emulates one DescribeVpcs filter, isDefault with one value true or false, not {name}={values:?}."
+                ),
+            ));
+        }
+        wanted_default = Some(values[0] == "true");
+        n += 1;
+    }
+    for id in &ids {
+        if !id.starts_with("vpc-") {
+            return Err(ApiError::sender(
+                "InvalidVpcID.Malformed",
+                format!("Invalid id: \"{id}\""),
+            ));
+        }
+        if id != LAB_VPC_ID {
+            return Err(ApiError::sender(
+                "InvalidVpcID.NotFound",
+                format!("The vpc ID '{id}' does not exist"),
+            ));
+        }
+    }
+    let is_default = lab.aws.has_default_vpc();
+    let listed = wanted_default.is_none_or(|d| d == is_default);
+    Ok(response("DescribeVpcs", request_id, |x| {
+        x.element("vpcSet", |x| {
+            if listed {
+                x.element("item", |x| {
+                    x.text("vpcId", LAB_VPC_ID)
+                        .text("ownerId", ACCOUNT_ID)
+                        .text("state", "available")
+                        .text("cidrBlock", "10.0.0.0/16")
+                        .text("dhcpOptionsId", "dopt-lab0001")
+                        .text("instanceTenancy", "default")
+                        .text("isDefault", is_default);
                 });
             }
         });

@@ -446,6 +446,10 @@ struct Faults {
     kms_disabled: bool,
     /// `zone-public`: the hosted zone says it is public.
     zone_public: bool,
+    /// `zone-vpc-disassociate`: regions whose lab VPC the zone is no longer associated with.
+    zone_vpcs_removed: BTreeSet<String>,
+    /// `default-vpc-delete`: no region has a default VPC.
+    no_default_vpc: bool,
 }
 
 impl Faults {
@@ -786,6 +790,31 @@ impl Aws {
 
     pub(crate) fn zone_public(&self) -> bool {
         lock(&self.faults).zone_public
+    }
+
+    /// `zone-vpc-associate` (true) / `zone-vpc-disassociate` (false) of `region`'s lab VPC.
+    pub(crate) fn set_zone_vpc(&self, region: &str, associated: bool) {
+        let removed = &mut lock(&self.faults).zone_vpcs_removed;
+        if associated {
+            removed.remove(region);
+        } else {
+            removed.insert(region.to_owned());
+        }
+    }
+
+    /// Whether the zone is associated with `region`'s lab VPC (unless disassociated).
+    pub(crate) fn zone_vpc_associated(&self, region: &str) -> bool {
+        !lock(&self.faults).zone_vpcs_removed.contains(region)
+    }
+
+    /// `default-vpc-create` (true) / `default-vpc-delete` (false).
+    pub(crate) fn set_default_vpc(&self, exists: bool) {
+        lock(&self.faults).no_default_vpc = !exists;
+    }
+
+    /// Whether the lab VPC is its region's default VPC.
+    pub(crate) fn has_default_vpc(&self) -> bool {
+        !lock(&self.faults).no_default_vpc
     }
 
     pub(crate) fn queue_provisioning(&self, provisioning: Provisioning) {

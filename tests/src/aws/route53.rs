@@ -850,7 +850,10 @@ pub(crate) async fn get_hosted_zone(
                     });
                 } else {
                     x.element("VPCs", |x| {
-                        for region in ZONE_VPC_REGIONS {
+                        for region in ZONE_VPC_REGIONS
+                            .into_iter()
+                            .filter(|r| lab.aws.zone_vpc_associated(r))
+                        {
                             x.element("VPC", |x| {
                                 x.text("VPCRegion", region)
                                     .text("VPCId", crate::config::LAB_VPC_ID);
