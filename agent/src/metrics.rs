@@ -467,7 +467,7 @@ impl Metrics {
         );
         registry.register(
             "valkey_dr_ready",
-            "1 when the last readiness check (preflight) of a watch's failover path passed or only warned, 0 when it failed",
+            "1 when the last readiness check (preflight) of a watch's failover path passed or only warned, 0 when it failed or could not run for longer than readiness_stale",
             Announced(ready.clone()),
         );
         registry.register(

@@ -6,6 +6,12 @@
 //!   every `reminder_interval` while it lasts, and `ready` once nothing fails.
 //! - `valkey_dr_ready{watch,check}` is 0 for a failing check and 1 otherwise; `/status` shows
 //!   every check of the last pass and when it was taken (`readiness`).
+//! - A check that could not run (`unknown`: an API that does not answer, a permission to look
+//!   that is missing) counts as ready for `readiness_stale`, not for ever: unverified for
+//!   longer (since the last pass with any other result, or since the start), it is published
+//!   as failing, saying for how long, until a pass verifies it again. A Route 53 or IAM outage
+//!   of a pass is worth no page; one of a day hides a path that may have rotted meanwhile.
+//!   `valkey-dr preflight` itself has no memory, so it has no such rule.
 //! - A watch without a successful drill within `drill_interval` gets `drill_overdue` (again
 //!   every `reminder_interval`); `valkey_dr_last_drill_timestamp_seconds` and
 //!   `valkey_dr_drill_phase_seconds` follow the drill reports under `state_dir/drills/`, which
@@ -55,6 +61,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let mut memory: BTreeMap<String, Memory> = BTreeMap::new();
+    let mut verified = Verified::since(Instant::now());
     let out = Out {
         config: &config,
         metrics: &metrics,
@@ -66,6 +73,17 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             report = preflight::run(&config, None) => report,
         };
+        verified.record(&report, Instant::now());
+        // What is published: the pass, with what the probe rounds saw of the standby, and
+        // with every check unverified for too long as failing.
+        let shown = |report: &Report| {
+            with_stale(
+                with_probes(report, &standbys),
+                &verified,
+                Instant::now(),
+                config.agent.readiness_stale,
+            )
+        };
         for (watch, seen) in &report.standbys {
             standbys.found(
                 watch,
@@ -73,7 +91,7 @@ pub async fn run(
                     .map(|(endpoint, port)| known(&config, watch, endpoint, *port)),
             );
         }
-        let next = out.publish(&with_probes(&report, &standbys), &mut memory, true);
+        let next = out.publish(&shown(&report), &mut memory, true);
         // The pass (and, the first time, start-up) ran code and filled heap that the probe
         // loop never needs: give both back until the next pass.
         crate::memory::give_back();
@@ -84,7 +102,7 @@ pub async fn run(
                 _ = shutdown.cancelled() => return,
                 () = &mut due => break,
                 () = standbys.changed.notified() => {
-                    let sooner = out.publish(&with_probes(&report, &standbys), &mut memory, false);
+                    let sooner = out.publish(&shown(&report), &mut memory, false);
                     // A check that fails now is reminded of on its own schedule.
                     let at = due.deadline().min(Instant::now() + sooner);
                     due.as_mut().reset(at);
@@ -188,6 +206,68 @@ fn with_probes(report: &Report, standbys: &Book) -> Report {
             "find out why (`valkey-dr check --watch {}` shows the standby path), or build it again: `valkey-dr standby delete --watch {0}`, then `valkey-dr standby create --watch {0}`",
             f.watch
         ));
+    }
+    report
+}
+
+/// When each check of each watch was last verified: what makes an `unknown` stale.
+struct Verified {
+    /// When readiness started, with the daemon: a check never verified counts from here, so
+    /// that a permission missing from the first day is said too.
+    start: Instant,
+    /// The end of the last pass whose result for (watch, check) was anything but `unknown`.
+    at: BTreeMap<(String, &'static str), Instant>,
+}
+
+impl Verified {
+    fn since(start: Instant) -> Verified {
+        Verified {
+            start,
+            at: BTreeMap::new(),
+        }
+    }
+
+    /// Remembers the checks `report`, a pass that ended at `now`, could run: `ok`, `warn`
+    /// and `fail` are all verified results.
+    fn record(&mut self, report: &Report, now: Instant) {
+        for f in &report.findings {
+            if f.result != CheckStatus::Unknown {
+                self.at.insert((f.watch.clone(), f.check), now);
+            }
+        }
+    }
+}
+
+/// What a stale check's fix says when its `unknown` finding gave none.
+const STALE_FIX: &str = "restore access so that the check can run";
+
+/// `report` with each check `unknown` and not verified for longer than `stale` (at `now`)
+/// as failing: found says for how long and keeps what the check found, fix keeps its own.
+fn with_stale(mut report: Report, verified: &Verified, now: Instant, stale: Duration) -> Report {
+    for f in &mut report.findings {
+        if f.result != CheckStatus::Unknown {
+            continue;
+        }
+        let last = verified.at.get(&(f.watch.clone(), f.check)).copied();
+        let age = now.saturating_duration_since(last.unwrap_or(verified.start));
+        if age <= stale {
+            continue;
+        }
+        // Whole seconds, rounded up: a check stale after 3s reads "for 4s", never "for 3s".
+        let shown = Duration::from_secs(age.as_secs() + u64::from(age.subsec_nanos() > 0));
+        f.result = CheckStatus::Fail;
+        f.found = format!(
+            "not verified for {}{} (readiness_stale = {}): {}",
+            crate::text::duration(shown),
+            if last.is_none() {
+                ", not once since the agent started"
+            } else {
+                ""
+            },
+            crate::text::duration(stale),
+            f.found
+        );
+        f.fix.get_or_insert_with(|| STALE_FIX.to_owned());
     }
     report
 }
@@ -413,6 +493,194 @@ mod tests {
                 })
             })
             .collect()
+    }
+
+    /// A pass: every check `ok` but those listed, with their result and fix.
+    fn pass(results: &[(&'static str, CheckStatus, Option<&str>)]) -> Report {
+        let mut r = report(&[]);
+        for (check, result, fix) in results {
+            let f = r.findings.iter_mut().find(|f| f.check == *check).unwrap();
+            f.result = *result;
+            f.fix = fix.map(str::to_owned);
+        }
+        r
+    }
+
+    /// Drives passes as `run` does, with `readiness_stale` = `stale` s: each pass (its
+    /// `permissions` result, at `at` s after the start) is recorded, made stale where due and
+    /// given to `transition`. Returns each pass's published `permissions` finding and event.
+    fn stale_passes(
+        stale: u64,
+        steps: &[(CheckStatus, Option<&str>, u64)],
+    ) -> Vec<(Finding, Option<String>)> {
+        let config = config();
+        let start = Instant::now();
+        let mut verified = Verified::since(start);
+        let mut m = Memory::default();
+        steps
+            .iter()
+            .map(|(result, fix, at)| {
+                let now = start + Duration::from_secs(*at);
+                let raw = pass(&[("permissions", *result, *fix)]);
+                verified.record(&raw, now);
+                let shown = with_stale(raw, &verified, now, Duration::from_secs(stale));
+                let failing: Vec<String> = shown
+                    .failing("s")
+                    .iter()
+                    .map(|f| f.check.to_owned())
+                    .collect();
+                let event = transition(
+                    &config,
+                    "s",
+                    &shown,
+                    &mut m,
+                    &failing,
+                    now,
+                    Duration::from_secs(600),
+                );
+                m.failing = Some(failing);
+                let finding = shown
+                    .findings
+                    .into_iter()
+                    .find(|f| f.check == "permissions")
+                    .unwrap();
+                (finding, event.map(|e| e.event.to_string()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn issue_22_an_unknown_check_fails_once_not_verified_for_readiness_stale() {
+        use CheckStatus::{Ok, Unknown};
+        let fix = Some("allow iam:SimulatePrincipalPolicy");
+        // readiness_interval 15m, readiness_stale 1h.
+        let steps = [
+            (Ok, None, 0),
+            (Unknown, fix, 900),
+            (Unknown, fix, 1800),
+            (Unknown, fix, 2700),
+            (Unknown, fix, 3600),
+            (Unknown, fix, 4500),
+            (Unknown, fix, 5400),
+            (Ok, None, 6300),
+        ];
+        let passes = stale_passes(3600, &steps);
+        let results: Vec<&str> = passes.iter().map(|(f, _)| f.result.as_str()).collect();
+        assert_eq!(
+            results,
+            [
+                "ok", "unknown", "unknown", "unknown", "unknown", "fail", "fail", "ok"
+            ],
+            "unknown for exactly readiness_stale is still ready; longer is not"
+        );
+        let events: Vec<Option<&str>> = passes.iter().map(|(_, e)| e.as_deref()).collect();
+        assert_eq!(
+            events,
+            [
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some("not_ready"),
+                // reminder_interval (10m here) has passed since not_ready.
+                Some("reminder"),
+                Some("ready")
+            ]
+        );
+        let (stale, _) = &passes[5];
+        assert_eq!(
+            stale.found,
+            "not verified for 1h 15m (readiness_stale = 1h): permissions found"
+        );
+        assert_eq!(
+            stale.fix.as_deref(),
+            fix,
+            "the unknown finding's fix is kept"
+        );
+        assert_eq!(
+            passes[6].0.found,
+            "not verified for 1h 30m (readiness_stale = 1h): permissions found"
+        );
+        assert_eq!(
+            passes[7].0.found, "permissions found",
+            "back to its real result"
+        );
+    }
+
+    #[test]
+    fn issue_22_a_check_never_verified_counts_from_the_start_and_gets_a_fix() {
+        use CheckStatus::Unknown;
+        let passes = stale_passes(
+            3,
+            &[(Unknown, None, 1), (Unknown, None, 3), (Unknown, None, 4)],
+        );
+        let results: Vec<&str> = passes.iter().map(|(f, _)| f.result.as_str()).collect();
+        assert_eq!(results, ["unknown", "unknown", "fail"]);
+        assert_eq!(
+            passes[0].0.fix, None,
+            "an unknown that is not stale is as found"
+        );
+        let (stale, event) = &passes[2];
+        assert_eq!(event.as_deref(), Some("not_ready"));
+        assert_eq!(
+            stale.found,
+            "not verified for 4s, not once since the agent started (readiness_stale = 3s): permissions found"
+        );
+        assert_eq!(stale.fix.as_deref(), Some(STALE_FIX));
+
+        // A fraction of a second over reads as the next second, never as readiness_stale.
+        let start = Instant::now();
+        let shown = with_stale(
+            pass(&[("permissions", Unknown, None)]),
+            &Verified::since(start),
+            start + Duration::from_millis(3200),
+            Duration::from_secs(3),
+        );
+        let f = shown.failing("s")[0];
+        assert!(f.found.starts_with("not verified for 4s,"), "{}", f.found);
+    }
+
+    #[test]
+    fn issue_22_any_result_but_unknown_verifies_and_each_check_keeps_its_own_clock() {
+        use CheckStatus::{Fail, Ok, Unknown, Warn};
+        // A warn or a fail was checked too: the clock starts again from it.
+        for verified in [Warn, Fail] {
+            let passes = stale_passes(
+                3600,
+                &[
+                    (Unknown, None, 3000),
+                    (verified, None, 3500),
+                    (Unknown, None, 7000),
+                ],
+            );
+            assert_eq!(passes[2].0.result, Unknown, "{verified:?}");
+        }
+        // Another check verified by the same passes does not verify this one.
+        let start = Instant::now();
+        let mut verified = Verified::since(start);
+        let stale = Duration::from_secs(60);
+        let mut last = report(&[]);
+        for at in [0, 30, 61] {
+            let now = start + Duration::from_secs(at);
+            let raw = pass(&[("permissions", Unknown, None), ("identity", Ok, None)]);
+            verified.record(&raw, now);
+            last = with_stale(raw, &verified, now, stale);
+        }
+        let result = |check: &str| {
+            last.findings
+                .iter()
+                .find(|f| f.check == check)
+                .map(|f| f.result)
+        };
+        assert_eq!(result("permissions"), Some(Fail));
+        assert_eq!(result("identity"), Some(Ok));
+        assert_eq!(
+            last.failing("s").len(),
+            1,
+            "only the stale check fails: {:?}",
+            last.failing("s")
+        );
     }
 
     #[test]

@@ -142,6 +142,11 @@ pub struct Config {
 
 /// `[agent] readiness_interval`'s default.
 pub const DEFAULT_READINESS_INTERVAL: Duration = Duration::from_secs(15 * 60);
+/// `[agent] readiness_stale`'s default, unless twice `readiness_interval` is longer: a
+/// Route 53 or IAM outage of an hour is worth no page, one of a day is.
+pub const DEFAULT_READINESS_STALE: Duration = Duration::from_secs(3600);
+/// The longest `readiness_stale`: a check nobody could run for a week is not ready.
+pub const MAX_READINESS_STALE: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The longest `create_timeout`: the RTO a DR plan of this kind promises (4 hours).
 pub const MAX_CREATE_TIMEOUT: Duration = Duration::from_secs(4 * 3600);
 
@@ -168,6 +173,11 @@ pub struct AgentConfig {
     /// failover needs.
     #[serde(serialize_with = "ser_duration")]
     pub readiness_interval: Duration,
+    /// How long a readiness check may stay `unknown` (not run: no answer, no permission to
+    /// look) before the daemon's readiness counts it as failing: an outage of Route 53's or
+    /// IAM's API must not keep the path "ready" unverified for ever.
+    #[serde(serialize_with = "ser_duration")]
+    pub readiness_stale: Duration,
     /// How long since the last drill before `drill_overdue` (the plan's quarterly restore
     /// test).
     #[serde(serialize_with = "ser_duration")]
@@ -1138,6 +1148,29 @@ impl Validator<'_> {
             DEFAULT_READINESS_INTERVAL,
             Duration::from_secs(24 * 3600),
         );
+        // Twice the interval at least: a pass ends some time after the interval, so with less
+        // one pass that could not check would already be stale.
+        let stale_floor = readiness_interval.saturating_mul(2);
+        let readiness_stale = self.positive_duration(
+            &key(&p, "readiness_stale"),
+            raw.readiness_stale.as_deref(),
+            DEFAULT_READINESS_STALE.max(stale_floor),
+            MAX_READINESS_STALE,
+        );
+        if readiness_stale < stale_floor {
+            self.issue(
+                &key(&p, "readiness_stale"),
+                format!(
+                    "readiness_stale {} is shorter than twice readiness_interval {}",
+                    crate::text::duration(readiness_stale),
+                    crate::text::duration(readiness_interval)
+                ),
+                format!(
+                    "at least {} (twice readiness_interval), so that one pass that could not check never fails on its own; e.g. \"1h\" (the default)",
+                    crate::text::duration(stale_floor)
+                ),
+            );
+        }
         let drill_interval = self.positive_duration(
             &key(&p, "drill_interval"),
             raw.drill_interval.as_deref(),
@@ -1152,6 +1185,7 @@ impl Validator<'_> {
             controls,
             log_format,
             readiness_interval,
+            readiness_stale,
             drill_interval,
             peers,
             quorum,

@@ -33,6 +33,7 @@ pub struct RawAgent {
     pub controls: Option<String>,
     pub log_format: Option<String>,
     pub readiness_interval: Option<String>,
+    pub readiness_stale: Option<String>,
     pub drill_interval: Option<String>,
     pub peers: Option<Vec<String>>,
     pub quorum: Option<i64>,

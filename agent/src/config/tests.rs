@@ -146,6 +146,52 @@ fn issues_name_key_and_line() {
 }
 
 #[test]
+fn readiness_stale_defaults_to_1h_and_is_at_least_twice_the_interval() {
+    let c = parse(BASE).expect("valid");
+    assert_eq!(c.agent.readiness_stale, Duration::from_secs(3600));
+    assert!(
+        c.to_normalized_toml().contains("readiness_stale = \"1h\""),
+        "config check prints it: {}",
+        c.to_normalized_toml()
+    );
+    let agent = |lines: &str| {
+        BASE.replace(
+            "state_dir = \"/var/lib/valkey-dr\"",
+            &format!("state_dir = \"/var/lib/valkey-dr\"\n{lines}"),
+        )
+    };
+    // A config that only lengthens the interval stays valid: the default follows it.
+    let c = parse(&agent("readiness_interval = \"12h\"")).expect("valid");
+    assert_eq!(c.agent.readiness_stale, Duration::from_secs(24 * 3600));
+    let c = parse(&agent(
+        "readiness_interval = \"1s\"\nreadiness_stale = \"2s\"",
+    ))
+    .expect("twice the interval is enough");
+    assert_eq!(c.agent.readiness_stale, Duration::from_secs(2));
+
+    let text = agent("readiness_interval = \"15m\"\nreadiness_stale = \"20m\"");
+    let found = issues(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].key, "agent.readiness_stale");
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("readiness_stale"))
+        .unwrap()
+        + 1;
+    assert_eq!(found[0].line, Some(line));
+    assert!(
+        found[0]
+            .problem
+            .contains("20m is shorter than twice readiness_interval 15m"),
+        "{found:?}"
+    );
+    assert!(found[0].valid.starts_with("at least 30m"), "{found:?}");
+    let found = issues(&agent("readiness_stale = \"0s\""));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].problem.contains("greater than zero"), "{found:?}");
+}
+
+#[test]
 fn handshake_interval_defaults_to_30s_and_is_at_least_the_interval() {
     let c = parse(BASE).expect("valid");
     assert_eq!(
@@ -390,6 +436,11 @@ fn every_duration_has_a_ceiling_that_the_error_names() {
             "state_dir = \"/var/lib/valkey-dr\"",
             "state_dir = \"/var/lib/valkey-dr\"\nreadiness_interval = \"1000y\"",
             "agent.readiness_interval",
+        ),
+        (
+            "state_dir = \"/var/lib/valkey-dr\"",
+            "state_dir = \"/var/lib/valkey-dr\"\nreadiness_stale = \"8d\"",
+            "agent.readiness_stale",
         ),
     ] {
         let text = BASE.replace(from, to);
