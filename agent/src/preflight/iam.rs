@@ -1,0 +1,363 @@
+//! The `permissions` check: may the agent's own principal make every call of
+//! `valkey-dr iam-policy`? Asked of IAM's `SimulatePrincipalPolicy`, one question per
+//! statement of the policy for the config's mode.
+
+use serde_json::Value;
+
+use super::{Aws, CheckStatus, Finding, Identity, WithFix, call, failed_call, finding};
+use crate::config::{Config, WatchConfig};
+use crate::executor::sdk::bounded;
+
+/// The IAM principal whose policies `SimulatePrincipalPolicy` evaluates for a caller ARN: the
+/// role of an assumed-role session (its path is not in the session ARN; a role with a path
+/// answers `NoSuchEntity`), or the user itself.
+fn principal(caller: &str) -> Option<String> {
+    let parts: Vec<&str> = caller.splitn(6, ':').collect();
+    let [_, partition, service, _, account, resource] = parts.as_slice() else {
+        return None;
+    };
+    match (*service, resource.split('/').collect::<Vec<_>>().as_slice()) {
+        ("sts", ["assumed-role", role, _session]) => {
+            Some(format!("arn:{partition}:iam::{account}:role/{role}"))
+        }
+        ("iam", ["user", ..]) | ("iam", ["role", ..]) => Some(caller.to_owned()),
+        _ => None,
+    }
+}
+
+/// The region IAM requests are signed for in `partition`.
+fn iam_region(partition: &str) -> &'static str {
+    match partition {
+        "aws-cn" => "cn-north-1",
+        "aws-us-gov" => "us-gov-west-1",
+        _ => "us-east-1",
+    }
+}
+
+/// One statement of `iam-policy`, as a question for `SimulatePrincipalPolicy`.
+#[derive(Debug, Clone, PartialEq)]
+struct Question {
+    actions: Vec<String>,
+    resources: Vec<String>,
+    context: Vec<(String, Vec<String>, bool)>,
+}
+
+/// The statements of `iam-policy` for watch `w`, with `*` accounts replaced by `account` and
+/// each condition's values given as the context the agent's own calls would carry.
+fn questions(config: &Config, w: &WatchConfig, account: &str) -> Vec<Question> {
+    let mut only = config.clone();
+    only.watches.retain(|x| x.name == w.name);
+    let policy = crate::iam_policy::policy(&only);
+    let strings = |v: &Value| -> Vec<String> {
+        match v {
+            Value::String(s) => vec![s.clone()],
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    policy["Statement"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let resources = strings(&s["Resource"])
+                .into_iter()
+                .filter(|r| r != "*")
+                .map(|r| {
+                    let mut parts: Vec<String> = r.splitn(6, ':').map(str::to_owned).collect();
+                    if parts.len() == 6 && parts[4] == "*" {
+                        parts[4] = account.to_owned();
+                    }
+                    parts.join(":")
+                })
+                .collect();
+            let mut context = Vec::new();
+            for (op, keys) in s["Condition"].as_object().into_iter().flatten() {
+                let multi = op.starts_with("ForAllValues:") || op.starts_with("ForAnyValue:");
+                for (key, values) in keys.as_object().into_iter().flatten() {
+                    let mut values = strings(values);
+                    if !multi {
+                        // A single-valued key: the value this watch's calls carry.
+                        let pick = values
+                            .iter()
+                            .find(|v| **v == w.dr.region)
+                            .or(values.first())
+                            .cloned();
+                        values = pick.into_iter().collect();
+                    }
+                    context.push((key.clone(), values, multi));
+                }
+            }
+            Question {
+                actions: strings(&s["Action"]),
+                resources,
+                context,
+            }
+        })
+        .collect()
+}
+
+pub(super) async fn permissions(
+    config: &Config,
+    w: &WatchConfig,
+    aws: &mut Aws<'_>,
+    id: &Identity,
+) -> Finding {
+    let check = "permissions";
+    let Some(principal) = principal(&id.arn) else {
+        return finding(
+            w,
+            check,
+            CheckStatus::Unknown,
+            format!(
+                "{} is not a role or user whose policies IAM can simulate",
+                id.arn
+            ),
+        )
+        .fix("run the agent as an IAM role or user");
+    };
+    let iam = iam_client(w, aws).await;
+    let mut denied = Vec::new();
+    let mut asked = 0;
+    for q in questions(config, w, &id.account) {
+        let answer = call(
+            "iam:SimulatePrincipalPolicy",
+            None,
+            &principal,
+            iam.simulate_principal_policy()
+                .policy_source_arn(&principal)
+                .set_action_names(Some(q.actions.clone()))
+                .set_resource_arns((!q.resources.is_empty()).then(|| q.resources.clone()))
+                .set_context_entries(context_entries(&q))
+                .send(),
+        )
+        .await;
+        let out = match answer {
+            Ok(out) => out,
+            Err(f) if f.denied() => {
+                return finding(w, check, CheckStatus::Unknown, f.error.to_string()).fix(format!(
+                    "allow iam:SimulatePrincipalPolicy on {principal} so that preflight can check every permission a failover needs"
+                ));
+            }
+            Err(f) if f.code_is(&["NoSuchEntity"]) => {
+                return finding(
+                    w,
+                    check,
+                    CheckStatus::Unknown,
+                    format!(
+                        "IAM does not know {principal} (a role with a path?): {}",
+                        f.error
+                    ),
+                );
+            }
+            Err(f) => return failed_call(w, check, &f, false),
+        };
+        asked += q.actions.len();
+        denied.extend(denials(out.evaluation_results()));
+    }
+    if denied.is_empty() {
+        finding(
+            w,
+            check,
+            CheckStatus::Ok,
+            format!("{principal} may make all {asked} calls of `valkey-dr iam-policy`"),
+        )
+    } else {
+        finding(
+            w,
+            check,
+            CheckStatus::Fail,
+            format!("{principal} is denied: {}", denied.join("; ")),
+        )
+        .fix("attach the policy `valkey-dr iam-policy` prints to the agent's role")
+    }
+}
+
+/// An IAM client for watch `w`. IAM is global: its requests are signed for the partition's
+/// IAM region whatever the agent's own region is (the endpoint rules do the same; an
+/// endpoint_url override does not).
+async fn iam_client(w: &WatchConfig, aws: &mut Aws<'_>) -> aws_sdk_iam::Client {
+    let sdk = aws.sdk(&w.dr.region).await;
+    let mut conf = aws_sdk_iam::config::Builder::from(&sdk);
+    conf.set_timeout_config(Some(bounded(&sdk)));
+    conf.set_region(Some(aws_config::Region::from_static(iam_region(
+        crate::config::partition(&w.dr.region),
+    ))));
+    aws_sdk_iam::Client::from_conf(conf.build())
+}
+
+/// A question's condition context, as `SimulatePrincipalPolicy` takes it; `None` for none.
+fn context_entries(q: &Question) -> Option<Vec<aws_sdk_iam::types::ContextEntry>> {
+    use aws_sdk_iam::types::{ContextEntry, ContextKeyTypeEnum};
+    let context: Vec<ContextEntry> = q
+        .context
+        .iter()
+        .map(|(key, values, multi)| {
+            ContextEntry::builder()
+                .context_key_name(key)
+                .set_context_key_values(Some(values.clone()))
+                .context_key_type(if *multi {
+                    ContextKeyTypeEnum::StringList
+                } else {
+                    ContextKeyTypeEnum::String
+                })
+                .build()
+        })
+        .collect();
+    (!context.is_empty()).then_some(context)
+}
+
+/// Every action a simulation did not allow, with the resources it was denied on.
+fn denials(results: &[aws_sdk_iam::types::EvaluationResult]) -> Vec<String> {
+    use aws_sdk_iam::types::PolicyEvaluationDecisionType;
+    let mut denied = Vec::new();
+    for r in results {
+        if *r.eval_decision() == PolicyEvaluationDecisionType::Allowed {
+            continue;
+        }
+        let on: Vec<&str> = r
+            .resource_specific_results()
+            .iter()
+            .filter(|x| *x.eval_resource_decision() != PolicyEvaluationDecisionType::Allowed)
+            .map(|x| x.eval_resource_name())
+            .collect();
+        denied.push(if on.is_empty() {
+            format!("{} ({})", r.eval_action_name(), r.eval_decision().as_str())
+        } else {
+            format!(
+                "{} on {} ({})",
+                r.eval_action_name(),
+                on.join(", "),
+                r.eval_decision().as_str()
+            )
+        });
+    }
+    denied
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principals_come_from_caller_arns() {
+        assert_eq!(
+            principal("arn:aws:sts::123456789012:assumed-role/valkey-dr/i-0abc").as_deref(),
+            Some("arn:aws:iam::123456789012:role/valkey-dr")
+        );
+        assert_eq!(
+            principal("arn:aws-cn:sts::123456789012:assumed-role/dr/s").as_deref(),
+            Some("arn:aws-cn:iam::123456789012:role/dr")
+        );
+        assert_eq!(
+            principal("arn:aws:iam::123456789012:user/ops/agent").as_deref(),
+            Some("arn:aws:iam::123456789012:user/ops/agent")
+        );
+        assert_eq!(principal("arn:aws:iam::123456789012:root"), None);
+        assert_eq!(principal("not an arn"), None);
+    }
+
+    /// Issue 23: an alert-only agent's read-only role failed its own `permissions` check,
+    /// which asked about writes that mode never makes.
+    #[test]
+    fn an_alert_only_agent_is_asked_only_about_reads() {
+        let text = "[agent]\nid = \"a\"\nstate_dir = \"/tmp/x\"\nmode = \"alert-only\"\n\
+             [[watch]]\nname = \"s\"\nrecord = \"v.app.internal.\"\nhosted_zone_id = \"Z1\"\n\
+             [watch.primary]\nregion = \"us-east-1\"\ncache_name = \"app\"\nendpoint = \"app.example\"\n\
+             [watch.dr]\nregion = \"us-west-2\"\ncache_name = \"app-dr\"\nkms_key_id = \"alias/k\"\n";
+        let config = Config::parse(
+            text,
+            std::path::Path::new("/etc/valkey-dr/agent.toml"),
+            &crate::config::ProcessEnv,
+        )
+        .expect("valid");
+        let qs = questions(&config, &config.watches[0], "123456789012");
+        let asked: Vec<&String> = qs.iter().flat_map(|q| &q.actions).collect();
+        for write in [
+            "route53:ChangeResourceRecordSets",
+            "elasticache:CreateServerlessCache",
+            "elasticache:DeleteServerlessCache",
+            "elasticache:AddTagsToResource",
+            "ec2:CreateVpcEndpoint",
+            "kms:CreateGrant",
+        ] {
+            assert!(!asked.iter().any(|a| *a == write), "{write} in {asked:?}");
+        }
+        for read in [
+            "route53:ListResourceRecordSets",
+            "elasticache:DescribeServerlessCaches",
+            "kms:DescribeKey",
+            "iam:SimulatePrincipalPolicy",
+        ] {
+            assert!(asked.iter().any(|a| *a == read), "{read} not in {asked:?}");
+        }
+    }
+
+    #[test]
+    fn permissions_are_asked_statement_by_statement_with_their_context() {
+        let text = "[agent]\nid = \"a\"\nstate_dir = \"/tmp/x\"\nmode = \"prepare\"\n\
+             [[watch]]\nname = \"s\"\nrecord = \"v.app.internal.\"\nhosted_zone_id = \"Z1\"\n\
+             [watch.primary]\nregion = \"us-east-1\"\ncache_name = \"app\"\nendpoint = \"app.example\"\n\
+             [watch.dr]\nregion = \"us-west-2\"\ncache_name = \"app-dr\"\nkms_key_id = \"alias/k\"\n";
+        let config = Config::parse(
+            text,
+            std::path::Path::new("/etc/valkey-dr/agent.toml"),
+            &crate::config::ProcessEnv,
+        )
+        .expect("valid");
+        let qs = questions(&config, &config.watches[0], "123456789012");
+        let switch = qs
+            .iter()
+            .find(|q| q.actions == ["route53:ChangeResourceRecordSets"])
+            .expect("the switch is asked");
+        assert_eq!(switch.resources, ["arn:aws:route53:::hostedzone/Z1"]);
+        let (_, names, multi) = switch
+            .context
+            .iter()
+            .find(|(k, _, _)| k == "route53:ChangeResourceRecordSetsNormalizedRecordNames")
+            .expect("the record names are the context");
+        assert!(*multi);
+        assert!(names.contains(&"v.app.internal".to_owned()), "{names:?}");
+        let create = qs
+            .iter()
+            .find(|q| {
+                q.actions
+                    .contains(&"elasticache:CreateServerlessCache".to_owned())
+            })
+            .unwrap();
+        assert_eq!(
+            create.resources,
+            ["arn:aws:elasticache:us-west-2:123456789012:serverlesscache:app-dr"],
+            "the account replaces *"
+        );
+        let ec2 = qs
+            .iter()
+            .find(|q| q.actions.contains(&"ec2:DescribeSubnets".to_owned()))
+            .unwrap();
+        assert!(
+            ec2.resources.is_empty(),
+            "Resource * is left to the API's default"
+        );
+        assert_eq!(
+            ec2.context,
+            [(
+                "aws:RequestedRegion".to_owned(),
+                vec!["us-west-2".to_owned()],
+                false
+            )]
+        );
+        let kms = qs
+            .iter()
+            .find(|q| q.actions == ["kms:DescribeKey"])
+            .expect("preflight's own read of the key is asked too");
+        assert!(kms.context.is_empty());
+        assert!(
+            qs.iter()
+                .any(|q| q.actions == ["iam:SimulatePrincipalPolicy"]),
+            "preflight may ask"
+        );
+    }
+}
