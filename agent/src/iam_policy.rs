@@ -416,7 +416,6 @@ pub fn normalized_record_name(name: &str) -> String {
     out
 }
 
-/// The ARN partition of a region.
 /// Statement ids: IAM allows only letters and digits, and they must be unique.
 #[derive(Default)]
 struct Sids(BTreeSet<String>);
@@ -776,6 +775,29 @@ security_group_ids = ["sg-9"]
             statement(&p, "Ec2DescribeForDrCache")["Condition"]["StringEquals"]["aws:RequestedRegion"],
             json!(["eu-central-1", "us-west-2"])
         );
+    }
+
+    /// Issue 22, defect 6: the regions of the isolated partitions got `arn:aws` ARNs.
+    #[test]
+    fn every_arn_names_the_regions_partition() {
+        let text = BASE
+            .replace("us-east-1", "us-isob-east-1")
+            .replace("us-west-2", "us-isob-west-1");
+        let config = Config::parse(&text, Path::new("agent.toml"), &NoEnv).unwrap();
+        let p = policy(&config);
+        for s in p["Statement"].as_array().unwrap() {
+            let resources = match &s["Resource"] {
+                Value::Array(a) => a.clone(),
+                one => vec![one.clone()],
+            };
+            for r in resources
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|r| *r != "*")
+            {
+                assert!(r.starts_with("arn:aws-iso-b:"), "{r} in {s}");
+            }
+        }
     }
 
     #[test]

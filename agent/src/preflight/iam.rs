@@ -25,13 +25,30 @@ fn principal(caller: &str) -> Option<String> {
     }
 }
 
-/// The region IAM requests are signed for in `partition`.
-fn iam_region(partition: &str) -> &'static str {
-    match partition {
-        "aws-cn" => "cn-north-1",
-        "aws-us-gov" => "us-gov-west-1",
-        _ => "us-east-1",
-    }
+/// The caller's partition against the configured regions'. STS answered in the DR region's
+/// partition as the SDK's data places it, so the caller's ARN names the partition the agent
+/// really works in; when the two differ, every ARN `valkey-dr iam-policy` prints (and every
+/// question below) names the wrong partition and grants nothing there. `None` when they agree.
+fn partition_mismatch(w: &WatchConfig, caller: &str) -> Option<Finding> {
+    let configured = crate::config::partition(&w.dr.region);
+    let theirs = crate::config::arn_partition(caller).filter(|p| *p != configured)?;
+    Some(
+        finding(
+            w,
+            "permissions",
+            CheckStatus::Fail,
+            format!(
+                "the credentials are of partition {theirs} ({caller}), but the SDK places \
+                 {} and {} in {configured}: the policy `valkey-dr iam-policy` prints names \
+                 {configured} ARNs, which grant nothing in {theirs}",
+                w.primary.region, w.dr.region
+            ),
+        )
+        .fix(format!(
+            "run the agent with credentials of {configured}, or name regions of {theirs} \
+             (a region this valkey-dr's SDK does not know is placed in aws: upgrade it)"
+        )),
+    )
 }
 
 /// One statement of `iam-policy`, as a question for `SimulatePrincipalPolicy`.
@@ -119,6 +136,9 @@ pub(super) async fn permissions(
         )
         .fix("run the agent as an IAM role or user");
     };
+    if let Some(mismatch) = partition_mismatch(w, &id.arn) {
+        return mismatch;
+    }
     let iam = iam_client(w, aws).await;
     let mut denied = Vec::new();
     let mut asked = 0;
@@ -178,14 +198,16 @@ pub(super) async fn permissions(
 
 /// An IAM client for watch `w`. IAM is global: its requests are signed for the partition's
 /// IAM region whatever the agent's own region is (the endpoint rules do the same; an
-/// endpoint_url override does not).
+/// endpoint_url override does not), and that region is the rules' own
+/// (`config::iam_signing_region`).
 async fn iam_client(w: &WatchConfig, aws: &mut Aws<'_>) -> aws_sdk_iam::Client {
     let sdk = aws.sdk(&w.dr.region).await;
     let mut conf = aws_sdk_iam::config::Builder::from(&sdk);
     conf.set_timeout_config(Some(bounded(&sdk)));
-    conf.set_region(Some(aws_config::Region::from_static(iam_region(
-        crate::config::partition(&w.dr.region),
-    ))));
+    // A loaded config's regions are in a partition the table names (`Validator::region`).
+    let partition = crate::config::partition_of(&w.dr.region);
+    let region = partition.map_or("us-east-1", |p| p.iam_region);
+    conf.set_region(Some(aws_config::Region::from_static(region)));
     aws_sdk_iam::Client::from_conf(conf.build())
 }
 
@@ -241,6 +263,49 @@ fn denials(results: &[aws_sdk_iam::types::EvaluationResult]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn watch_in(primary: &str, dr: &str) -> Config {
+        let text = format!(
+            "[agent]\nid = \"a\"\nstate_dir = \"/tmp/x\"\n\
+             [[watch]]\nname = \"s\"\nrecord = \"v.app.internal.\"\nhosted_zone_id = \"Z1\"\n\
+             [watch.primary]\nregion = \"{primary}\"\ncache_name = \"app\"\nendpoint = \"app.example\"\n\
+             [watch.dr]\nregion = \"{dr}\"\ncache_name = \"app-dr\"\n"
+        );
+        Config::parse(
+            &text,
+            std::path::Path::new("/etc/valkey-dr/agent.toml"),
+            &crate::config::ProcessEnv,
+        )
+        .expect("valid")
+    }
+
+    /// Issue 22, defect 6: STS's answer names the partition the agent works in; regions the
+    /// config places elsewhere make every ARN of the policy wrong, and preflight says so.
+    #[test]
+    fn a_caller_of_another_partition_than_the_regions_fails_permissions() {
+        let aws = watch_in("us-east-1", "us-west-2");
+        let iso = watch_in("us-iso-east-1", "us-iso-west-1");
+        let session = |p: &str| format!("arn:{p}:sts::123456789012:assumed-role/dr/s");
+        assert_eq!(partition_mismatch(&aws.watches[0], &session("aws")), None);
+        assert_eq!(
+            partition_mismatch(&iso.watches[0], &session("aws-iso")),
+            None
+        );
+        let f = partition_mismatch(&aws.watches[0], &session("aws-iso")).expect("a mismatch");
+        assert_eq!(f.result, CheckStatus::Fail);
+        assert!(
+            f.found.contains("partition aws-iso") && f.found.contains("names aws ARNs"),
+            "{f:?}"
+        );
+        assert!(
+            f.fix
+                .as_deref()
+                .unwrap_or_default()
+                .contains("credentials of aws")
+        );
+        let f = partition_mismatch(&iso.watches[0], &session("aws")).expect("a mismatch");
+        assert!(f.found.contains("us-iso-west-1 in aws-iso"), "{f:?}");
+    }
 
     #[test]
     fn principals_come_from_caller_arns() {
