@@ -5,14 +5,54 @@
 
 mod support;
 
+use std::path::Path;
+
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_iam::config::Credentials;
 use aws_sdk_iam::error::ProvideErrorMetadata;
-use support::TestLab;
+use serde_json::Value;
+use support::{TestLab, run_clean};
 use valkey_dr_lab::{Fault, LAB_ROLE_ARN, LAB_ROLE_NAME, lab_role_arn};
 
 /// Where IAM Identity Center puts the roles of its permission sets.
 const SSO_PATH: &str = "/aws-reserved/sso.amazonaws.com/";
+
+/// Every check preflight runs.
+const CHECKS: usize = valkey_dr::preflight::CHECKS.len();
+
+/// One `valkey-dr preflight --output json` run: its exit code, its JSON and all it printed.
+async fn preflight(config: &Path) -> (i32, Value, String) {
+    let mut command = tokio::process::Command::new(support::agent_bin());
+    command
+        .args(["preflight", "--output", "json", "--config"])
+        .arg(config);
+    // As on a host: no AWS_* variable; the config names the credentials file.
+    let out = run_clean(command).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let output = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let json = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("preflight printed no JSON ({e}): {output}"));
+    (out.status.code().expect("exit code"), json, output)
+}
+
+/// The finding of `check` in a run's JSON.
+fn check<'a>(json: &'a Value, check: &str) -> &'a Value {
+    json["checks"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["check"] == check))
+        .unwrap_or_else(|| panic!("no check {check}: {json:#}"))
+}
+
+/// The checks of a run with `result`.
+fn with(json: &Value, result: &str) -> Vec<String> {
+    json["checks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["result"] == result)
+        .map(|c| c["check"].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
 
 /// An IAM client for the lab, signed for us-east-1 as IAM is.
 async fn iam_client(lab: &TestLab) -> aws_sdk_iam::Client {
@@ -117,5 +157,56 @@ async fn the_lab_knows_a_role_under_a_path_only_by_its_arn_with_the_path() {
         .role
         .expect("a role");
     assert_eq!((role.arn(), role.path()), (LAB_ROLE_ARN, "/"));
+    support::assert_botocore_conformant(&lab).await;
+}
+
+/// Issue 22, defect 5: an operator signed in through IAM Identity Center runs as a role under
+/// `/aws-reserved/sso.amazonaws.com/`. Preflight simulated `role/NAME`, the ARN the session's
+/// ARN suggests, which IAM does not know, so `permissions` was `unknown` for every such
+/// operator. It now reads the role's ARN with `iam:GetRole` and simulates that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_with_a_path_is_simulated_by_its_real_arn() {
+    let lab = TestLab::start_with(|o| o.role_path = Some(SSO_PATH.into())).await;
+    let pathed = lab_role_arn(SSO_PATH);
+    let (code, json, output) = preflight(&lab.config()).await;
+    assert_eq!(code, 0, "{output}");
+    assert_eq!(with(&json, "ok").len(), CHECKS, "{output}");
+    let permissions = check(&json, "permissions");
+    assert!(
+        permissions["found"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&pathed),
+        "{output}"
+    );
+    let calls = lab.lab.calls();
+    let get_role = calls
+        .iter()
+        .find(|c| c.action == "GetRole")
+        .expect("the role was read");
+    assert_eq!(get_role.request["role_name"], LAB_ROLE_NAME);
+    assert!(
+        calls
+            .iter()
+            .filter(|c| c.action == "SimulatePrincipalPolicy")
+            .all(|c| c.request["policy_source_arn"] == pathed.as_str()),
+        "only the role's real ARN is simulated"
+    );
+
+    // Without iam:GetRole the role's ARN is not known: unknown, and the fix names it.
+    lab.fault(Fault::IamDeny {
+        action: "iam:GetRole".into(),
+    })
+    .await;
+    let (code, json, output) = preflight(&lab.config()).await;
+    assert_eq!(code, 3, "UNKNOWN: {output}");
+    assert_eq!(with(&json, "unknown"), ["permissions"], "{output}");
+    assert!(
+        check(&json, "permissions")["fix"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("iam:GetRole"),
+        "{output}"
+    );
     support::assert_botocore_conformant(&lab).await;
 }

@@ -1,6 +1,9 @@
 //! The `permissions` check: may the agent's own principal make every call of
 //! `valkey-dr iam-policy`? Asked of IAM's `SimulatePrincipalPolicy`, one question per
-//! statement of the policy for the config's mode.
+//! statement of the policy for the config's mode, about the principal as IAM knows it: a
+//! role by the ARN `GetRole` answers, path and all, which its session's ARN leaves out. First,
+//! the caller's partition (its ARN, from STS) must be the configured regions': the policy's
+//! ARNs name theirs.
 
 use serde_json::Value;
 
@@ -8,20 +11,81 @@ use super::{Aws, CheckStatus, Finding, Identity, WithFix, call, failed_call, fin
 use crate::config::{Config, WatchConfig};
 use crate::executor::sdk::bounded;
 
-/// The IAM principal whose policies `SimulatePrincipalPolicy` evaluates for a caller ARN: the
-/// role of an assumed-role session (its path is not in the session ARN; a role with a path
-/// answers `NoSuchEntity`), or the user itself.
-fn principal(caller: &str) -> Option<String> {
+/// Who IAM simulates for a caller ARN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Principal {
+    /// The role of an assumed-role session. IAM knows a role by an ARN that carries its path
+    /// (`role/aws-reserved/sso.amazonaws.com/NAME` for every IAM Identity Center role), and
+    /// the session's ARN leaves the path out: only `GetRole` can say the ARN to simulate.
+    Role {
+        /// The role's name, what `GetRole` takes.
+        name: String,
+        /// The role's ARN as if its path were `/`, to name it before IAM has said more.
+        pathless: String,
+    },
+    /// A user (its ARN carries its path), or a role ARN given as it is.
+    Arn(String),
+}
+
+/// The principal a caller ARN names; `None` for callers IAM cannot simulate (the account's
+/// root, a federated user).
+fn principal(caller: &str) -> Option<Principal> {
     let parts: Vec<&str> = caller.splitn(6, ':').collect();
     let [_, partition, service, _, account, resource] = parts.as_slice() else {
         return None;
     };
     match (*service, resource.split('/').collect::<Vec<_>>().as_slice()) {
-        ("sts", ["assumed-role", role, _session]) => {
-            Some(format!("arn:{partition}:iam::{account}:role/{role}"))
-        }
-        ("iam", ["user", ..]) | ("iam", ["role", ..]) => Some(caller.to_owned()),
+        ("sts", ["assumed-role", role, _session]) => Some(Principal::Role {
+            name: (*role).to_owned(),
+            pathless: format!("arn:{partition}:iam::{account}:role/{role}"),
+        }),
+        ("iam", ["user", ..]) | ("iam", ["role", ..]) => Some(Principal::Arn(caller.to_owned())),
         _ => None,
+    }
+}
+
+/// The ARN IAM knows `principal` by: a role's is read with `GetRole` (issue 22, defect 5: the
+/// ARN built from the session's ARN is `NoSuchEntity` for a role with a path). `Err` is the
+/// finding when IAM does not say.
+async fn principal_arn(
+    w: &WatchConfig,
+    iam: &aws_sdk_iam::Client,
+    principal: Principal,
+) -> Result<String, Finding> {
+    let (name, pathless) = match principal {
+        Principal::Arn(arn) => return Ok(arn),
+        Principal::Role { name, pathless } => (name, pathless),
+    };
+    let check = "permissions";
+    let answer = call(
+        "iam:GetRole",
+        None,
+        &pathless,
+        iam.get_role().role_name(&name).send(),
+    )
+    .await;
+    match answer {
+        Ok(out) => match out.role() {
+            Some(role) => Ok(role.arn().to_owned()),
+            None => Err(finding(
+                w,
+                check,
+                CheckStatus::Unknown,
+                format!("IAM's GetRole answered no role for {name}"),
+            )),
+        },
+        Err(f) if f.denied() => Err(finding(w, check, CheckStatus::Unknown, f.error.to_string())
+            .fix(format!(
+                "allow iam:GetRole on the agent's own role ({pathless}, with its path if it has one) \
+                 so that preflight can learn the ARN IAM simulates (see `valkey-dr iam-policy`)"
+            ))),
+        Err(f) if f.code_is(&["NoSuchEntity"]) => Err(finding(
+            w,
+            check,
+            CheckStatus::Unknown,
+            format!("IAM does not know the role {name} of the agent's session: {}", f.error),
+        )),
+        Err(f) => Err(failed_call(w, check, &f, false)),
     }
 }
 
@@ -140,6 +204,10 @@ pub(super) async fn permissions(
         return mismatch;
     }
     let iam = iam_client(w, aws).await;
+    let principal = match principal_arn(w, &iam, principal).await {
+        Ok(arn) => arn,
+        Err(unknown) => return unknown,
+    };
     let mut denied = Vec::new();
     let mut asked = 0;
     for q in questions(config, w, &id.account) {
@@ -167,10 +235,7 @@ pub(super) async fn permissions(
                     w,
                     check,
                     CheckStatus::Unknown,
-                    format!(
-                        "IAM does not know {principal} (a role with a path?): {}",
-                        f.error
-                    ),
+                    format!("IAM does not know {principal}: {}", f.error),
                 );
             }
             Err(f) => return failed_call(w, check, &f, false),
@@ -307,19 +372,28 @@ mod tests {
         assert!(f.found.contains("us-iso-west-1 in aws-iso"), "{f:?}");
     }
 
+    /// A session names its role without the role's path: the role is looked up by name.
     #[test]
     fn principals_come_from_caller_arns() {
         assert_eq!(
-            principal("arn:aws:sts::123456789012:assumed-role/valkey-dr/i-0abc").as_deref(),
-            Some("arn:aws:iam::123456789012:role/valkey-dr")
+            principal("arn:aws:sts::123456789012:assumed-role/valkey-dr/i-0abc"),
+            Some(Principal::Role {
+                name: "valkey-dr".into(),
+                pathless: "arn:aws:iam::123456789012:role/valkey-dr".into(),
+            })
         );
         assert_eq!(
-            principal("arn:aws-cn:sts::123456789012:assumed-role/dr/s").as_deref(),
-            Some("arn:aws-cn:iam::123456789012:role/dr")
+            principal("arn:aws-cn:sts::123456789012:assumed-role/AWSReservedSSO_Ops_0a1b/jane"),
+            Some(Principal::Role {
+                name: "AWSReservedSSO_Ops_0a1b".into(),
+                pathless: "arn:aws-cn:iam::123456789012:role/AWSReservedSSO_Ops_0a1b".into(),
+            })
         );
         assert_eq!(
-            principal("arn:aws:iam::123456789012:user/ops/agent").as_deref(),
-            Some("arn:aws:iam::123456789012:user/ops/agent")
+            principal("arn:aws:iam::123456789012:user/ops/agent"),
+            Some(Principal::Arn(
+                "arn:aws:iam::123456789012:user/ops/agent".into()
+            ))
         );
         assert_eq!(principal("arn:aws:iam::123456789012:root"), None);
         assert_eq!(principal("not an arn"), None);
@@ -356,6 +430,7 @@ mod tests {
             "elasticache:DescribeServerlessCaches",
             "kms:DescribeKey",
             "iam:SimulatePrincipalPolicy",
+            "iam:GetRole",
         ] {
             assert!(asked.iter().any(|a| *a == read), "{read} not in {asked:?}");
         }
@@ -423,6 +498,15 @@ mod tests {
             qs.iter()
                 .any(|q| q.actions == ["iam:SimulatePrincipalPolicy"]),
             "preflight may ask"
+        );
+        let get_role = qs
+            .iter()
+            .find(|q| q.actions == ["iam:GetRole"])
+            .expect("preflight's read of its own role is asked too");
+        assert_eq!(
+            get_role.resources,
+            ["arn:aws:iam::123456789012:role/*"],
+            "the account replaces *"
         );
     }
 }
