@@ -9,10 +9,10 @@
 //!
 //! The mode decides what the agent may change. In `alert-only` it never builds, deletes,
 //! tags or switches anything (a drill is a person's act, with an acting role), so its policy
-//! reads only: the record, the caches, the preflight reads, the witness, `elasticache:Connect`
-//! and `iam:SimulatePrincipalPolicy` (so preflight's `permissions` check, which asks about
-//! this same policy, passes on a read-only role). `prepare` and `auto-failover` get the
-//! whole policy.
+//! reads only: the record, the caches, the preflight reads, the witness, `elasticache:Connect`,
+//! `iam:SimulatePrincipalPolicy` and `iam:GetRole` (so preflight's `permissions` check, which
+//! reads the agent's own role and asks about this same policy, passes on a read-only role).
+//! `prepare` and `auto-failover` get the whole policy.
 
 use std::collections::BTreeSet;
 
@@ -61,6 +61,15 @@ pub fn policy(config: &Config) -> Value {
             "Effect": "Allow",
             "Action": ["iam:SimulatePrincipalPolicy"],
             "Resource": [format!("arn:{p}:iam::*:role/*"), format!("arn:{p}:iam::*:user/*")],
+        }));
+        // An assumed-role session's ARN leaves out its role's path (every IAM Identity Center
+        // role has one), so preflight reads the role's ARN before it simulates. Only roles:
+        // a user's ARN carries its path. `role/*` covers any path; narrow it to the role.
+        statements.push(json!({
+            "Sid": sids.unique("PreflightReadOwnRole", ""),
+            "Effect": "Allow",
+            "Action": ["iam:GetRole"],
+            "Resource": [format!("arn:{p}:iam::*:role/*")],
         }));
     }
     if acts && !dr_regions.is_empty() {
@@ -416,7 +425,6 @@ pub fn normalized_record_name(name: &str) -> String {
     out
 }
 
-/// The ARN partition of a region.
 /// Statement ids: IAM allows only letters and digits, and they must be unique.
 #[derive(Default)]
 struct Sids(BTreeSet<String>);
@@ -727,6 +735,7 @@ username = "probe"
             "kms:DescribeKey",
             "elasticache:Connect",
             "iam:SimulatePrincipalPolicy",
+            "iam:GetRole",
         ] {
             assert!(read_actions.contains(read), "alert-only lacks {read}");
         }
@@ -776,6 +785,45 @@ security_group_ids = ["sg-9"]
             statement(&p, "Ec2DescribeForDrCache")["Condition"]["StringEquals"]["aws:RequestedRegion"],
             json!(["eu-central-1", "us-west-2"])
         );
+    }
+
+    /// Issue 22, defect 5: preflight reads the agent's own role (whose path the session's
+    /// ARN leaves out) before it simulates; the policy lets it, on roles only.
+    #[test]
+    fn preflight_may_read_the_agents_role_beside_simulating_it() {
+        let p = policy_of("");
+        let sids = sids(&p);
+        let simulate = sids
+            .iter()
+            .position(|s| *s == "PreflightSimulatePermissions")
+            .expect("simulate");
+        assert_eq!(sids[simulate + 1], "PreflightReadOwnRole", "{sids:?}");
+        let read = statement(&p, "PreflightReadOwnRole");
+        assert_eq!(read["Action"], json!(["iam:GetRole"]));
+        assert_eq!(read["Resource"], json!(["arn:aws:iam::*:role/*"]));
+    }
+
+    /// Issue 22, defect 6: the regions of the isolated partitions got `arn:aws` ARNs.
+    #[test]
+    fn every_arn_names_the_regions_partition() {
+        let text = BASE
+            .replace("us-east-1", "us-isob-east-1")
+            .replace("us-west-2", "us-isob-west-1");
+        let config = Config::parse(&text, Path::new("agent.toml"), &NoEnv).unwrap();
+        let p = policy(&config);
+        for s in p["Statement"].as_array().unwrap() {
+            let resources = match &s["Resource"] {
+                Value::Array(a) => a.clone(),
+                one => vec![one.clone()],
+            };
+            for r in resources
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|r| *r != "*")
+            {
+                assert!(r.starts_with("arn:aws-iso-b:"), "{r} in {s}");
+            }
+        }
     }
 
     #[test]

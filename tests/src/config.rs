@@ -17,8 +17,13 @@ pub const DR_CACHE: &str = "app-sessions-dr";
 pub const DR_REGION: &str = "us-west-2";
 /// The account every lab ARN names.
 pub const LAB_ACCOUNT_ID: &str = "123456789012";
-/// The IAM role the lab's agent runs as: what `SimulatePrincipalPolicy` knows as a principal.
+/// The IAM role the lab's agent runs as: what `SimulatePrincipalPolicy` knows as a principal
+/// (with the path `/`; see [`lab_role_arn`] for a role under another path).
 pub const LAB_ROLE_ARN: &str = "arn:aws:iam::123456789012:role/valkey-dr-lab";
+/// That role's name, the one an assumed-role session's ARN carries.
+pub const LAB_ROLE_NAME: &str = "valkey-dr-lab";
+/// That role's id (`RoleId`, and the first half of [`LAB_CALLER_USER_ID`]).
+pub const LAB_ROLE_ID: &str = "AROALAB0000000000000001";
 /// The lab's IAM user, the other principal `SimulatePrincipalPolicy` knows.
 pub const LAB_USER_ARN: &str = "arn:aws:iam::123456789012:user/valkey-dr-lab";
 /// Who STS `GetCallerIdentity` says the caller is: a session of [`LAB_ROLE_ARN`].
@@ -53,6 +58,12 @@ pub const LAB_ACCESS_STRING: &str = "on ~* +@all";
 pub const LAB_SNAPSHOT_NAME: &str = "valkey-dr-lab-snapshot";
 /// The `snapshot_retention_limit` of the DR spec and of the live primary.
 pub const LAB_SNAPSHOT_RETENTION_LIMIT: i64 = 1;
+
+/// The lab role's ARN under IAM path `path` (`/` or `/…/`): IAM puts the path between
+/// `role` and the name, as in `arn:aws:iam::ACCOUNT:role/aws-reserved/sso.amazonaws.com/NAME`.
+pub fn lab_role_arn(path: &str) -> String {
+    format!("arn:aws:iam::{LAB_ACCOUNT_ID}:role{path}{LAB_ROLE_NAME}")
+}
 
 /// The lab key's ARN in `region`.
 pub fn lab_kms_key_arn(region: &str) -> String {

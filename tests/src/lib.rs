@@ -70,9 +70,9 @@ pub use crate::cache::CacheAuth;
 pub use crate::config::LAB_ACCESS_STRING;
 pub use crate::config::{
     LAB_ACCOUNT_ID, LAB_CALLER_ARN, LAB_CALLER_USER_ID, LAB_DR_SUBNET_IDS, LAB_KMS_ALIAS,
-    LAB_KMS_KEY_ID, LAB_ROLE_ARN, LAB_SECURITY_GROUP_ID, LAB_SECURITY_GROUP_NAME,
-    LAB_SNAPSHOT_NAME, LAB_SNAPSHOT_RETENTION_LIMIT, LAB_SUBNETS, LAB_USER_ARN, LAB_USER_GROUP_ID,
-    LAB_VPC_ID, lab_kms_alias_arn, lab_kms_key_arn,
+    LAB_KMS_KEY_ID, LAB_ROLE_ARN, LAB_ROLE_ID, LAB_ROLE_NAME, LAB_SECURITY_GROUP_ID,
+    LAB_SECURITY_GROUP_NAME, LAB_SNAPSHOT_NAME, LAB_SNAPSHOT_RETENTION_LIMIT, LAB_SUBNETS,
+    LAB_USER_ARN, LAB_USER_GROUP_ID, LAB_VPC_ID, lab_kms_alias_arn, lab_kms_key_arn, lab_role_arn,
 };
 pub use crate::control::{Applied, fetch_calls, fetch_info, send_fault};
 pub use crate::dns::ENDPOINT_TTL;
@@ -178,6 +178,12 @@ pub struct LabOptions {
     /// clients run as, so that the API and the cache agree (tests/FIDELITY.md, row E11).
     /// Default: [`LAB_ACCESS_STRING`].
     pub access_string: String,
+    /// The IAM path of the lab's role ([`LAB_ROLE_NAME`]), `/` or `/…/`: every IAM Identity
+    /// Center role has one (`/aws-reserved/sso.amazonaws.com/`), which an assumed-role
+    /// session's ARN leaves out. `SimulatePrincipalPolicy` then knows the role only by its ARN
+    /// with the path ([`lab_role_arn`]; [`LAB_ROLE_ARN`] is `NoSuchEntity`), and `GetRole`
+    /// answers that ARN (tests/FIDELITY.md, row P8). Default: `None`, the path `/`.
+    pub role_path: Option<String>,
 }
 
 impl Default for LabOptions {
@@ -199,6 +205,7 @@ impl Default for LabOptions {
             tls_resumption: false,
             iam_user: None,
             access_string: LAB_ACCESS_STRING.to_string(),
+            role_path: None,
         }
     }
 }
@@ -316,6 +323,8 @@ pub(crate) struct Shared {
     default_auth: CacheAuth,
     /// The lab's users' access string ([`LabOptions::access_string`]).
     pub(crate) access_string: String,
+    /// The IAM path of the lab's role ([`LabOptions::role_path`]), `/` by default.
+    pub(crate) role_path: String,
     ca: LabCa,
     zone: Arc<Zone>,
     witness: witness::WitnessServer,
@@ -660,6 +669,26 @@ fn validate_iam_user(user: &str, has_password: bool) -> Result<(), LabError> {
     Ok(())
 }
 
+/// An IAM path as IAM takes one: `/`, or 1–512 characters of printable ASCII that begin and
+/// end with `/` (the API reference's `Path` pattern).
+fn validate_role_path(path: &str) -> Result<(), LabError> {
+    let ok = (path == "/" || (3..=512).contains(&path.len()))
+        && path.starts_with('/')
+        && path.ends_with('/')
+        && path.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(LabError::InvalidOption {
+            option: "role-path",
+            reason: format!(
+                "{path:?} is not an IAM path: \"/\", or printable characters that begin and end \
+                 with \"/\", at most 512"
+            ),
+        })
+    }
+}
+
 fn bind_front(
     rng: &mut StdRng,
     used: &HashSet<Ipv4Addr>,
@@ -764,6 +793,8 @@ impl Lab {
                 reason: "an empty password would disable authentication".to_string(),
             });
         }
+        let role_path = options.role_path.clone().unwrap_or_else(|| "/".to_string());
+        validate_role_path(&role_path)?;
         fs::create_dir_all(&options.dir).map_err(|e| LabError::io("creating", &options.dir, e))?;
         // agent.toml and lab.json carry absolute paths: they are read from anywhere.
         let dir = fs::canonicalize(&options.dir)
@@ -864,6 +895,7 @@ impl Lab {
                 iam_user: options.iam_user.clone(),
             },
             access_string: options.access_string.clone(),
+            role_path,
             ca,
             zone: zone.clone(),
             witness,

@@ -215,6 +215,11 @@ struct UpArgs {
     /// what every cache's server applies to its clients (e.g. "on ~* +@all -flushall").
     #[arg(long, value_name = "ACCESS", default_value = valkey_dr_lab::LAB_ACCESS_STRING)]
     access_string: String,
+    /// Put the lab's IAM role under this path, as IAM Identity Center puts its roles under
+    /// `/aws-reserved/sso.amazonaws.com/`: SimulatePrincipalPolicy then knows the role only by
+    /// its ARN with the path, which GetRole answers (the STS session's ARN has no path).
+    #[arg(long, value_name = "PATH")]
+    role_path: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -588,6 +593,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         tls_resumption: args.tls_resumption,
         iam_user: args.iam_user.clone(),
         access_string: args.access_string.clone(),
+        role_path: args.role_path.clone(),
     };
     let lab = Lab::start(options).await?;
     print_summary(lab.info(), lab.dir(), started.elapsed());
@@ -995,6 +1001,12 @@ mod tests {
         assert_eq!(defaults.access_string, "on ~* +@all");
         let denied = up(&["--access-string", "on ~* +@all -flushall"]).unwrap();
         assert_eq!(denied.access_string, "on ~* +@all -flushall");
+        assert_eq!(defaults.role_path, None);
+        let sso = up(&["--role-path", "/aws-reserved/sso.amazonaws.com/"]).unwrap();
+        assert_eq!(
+            sso.role_path.as_deref(),
+            Some("/aws-reserved/sso.amazonaws.com/")
+        );
         assert!(up(&["--cert-profile", "rsa"]).is_err());
         assert!(up(&["--iam-user", "probe", "--password-env", "P"]).is_err());
     }

@@ -787,6 +787,33 @@ async fn bad_options_and_long_paths_fail_cleanly() {
 }
 
 #[test]
+fn role_paths_are_iam_paths() {
+    for ok in ["/", "/aws-reserved/sso.amazonaws.com/", "/a/", "///"] {
+        assert!(validate_role_path(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "",
+        "//",
+        "aws-reserved/",
+        "/no-trailing-slash",
+        "/with space/",
+        "/é/",
+    ] {
+        assert!(
+            matches!(
+                validate_role_path(bad),
+                Err(LabError::InvalidOption {
+                    option: "role-path",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
+    }
+    assert!(validate_role_path(&format!("/{}/", "a".repeat(511))).is_err());
+}
+
+#[test]
 fn the_lab_can_be_shared_between_tasks() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Lab>();

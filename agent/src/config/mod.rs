@@ -10,6 +10,7 @@
 //! held as [`Secret`], and never printed: not by `Debug`, not by `config check`.
 
 mod locate;
+mod partition;
 mod raw;
 
 use std::collections::{BTreeMap, HashSet};
@@ -22,6 +23,7 @@ use serde::Serialize;
 use valkey_dr_probes::{Secret, TlsServerName};
 
 use locate::{Locator, Seg, render};
+pub use partition::{Partition, arn_partition, iam_signing_region, partition, partition_of};
 use raw::RawConfig;
 
 /// Where the config is read from when neither `--config` nor `VALKEY_DR_CONFIG` says.
@@ -72,17 +74,6 @@ impl Env for ProcessEnv {
 }
 
 pub use valkey_dr_policies::Mode;
-
-/// The AWS partition of `region`: its ARNs' prefix, and the reach of its global services.
-pub fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
-}
 
 /// The log encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -1706,6 +1697,20 @@ impl Validator<'_> {
                 path,
                 format!("{region:?} is not an AWS region name"),
                 "a region such as \"us-east-1\" or \"eu-west-2\"",
+            );
+        } else if !region.is_empty() && partition_of(&region).is_none() {
+            // The SDK knows a partition that valkey-dr cannot name: every ARN of
+            // `iam-policy` would name the wrong one.
+            self.issue(
+                path,
+                format!(
+                    "{region:?} is in a partition valkey-dr does not know (IAM signs for {:?} there)",
+                    iam_signing_region(&region).unwrap_or_default()
+                ),
+                format!(
+                    "a region of {}",
+                    partition::PARTITIONS.map(|p| p.name).join(", ")
+                ),
             );
         }
         region

@@ -397,6 +397,16 @@ fn the_dr_region_is_in_the_primarys_partition() {
     assert!(issues[0].valid.contains("a DR region in aws"), "{issues:?}");
 }
 
+/// Issue 22, defect 6: the isolated partitions were `aws` to valkey-dr (a `us-` prefix), so a
+/// DR region in aws-iso beside a primary in aws loaded, and could never be switched to.
+#[test]
+fn an_isolated_region_is_in_its_own_partition() {
+    let issues = issues(&BASE.replace("region = \"us-west-2\"", "region = \"us-iso-east-1\""));
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(issues[0].key, "watch[0].dr.region");
+    assert!(issues[0].problem.contains("aws-iso"), "{issues:?}");
+}
+
 /// `[aws] credentials_file` is relative to the config, and a file that cannot be read is a
 /// config error at load, not a credentials error mid-outage. Its content is never kept.
 #[test]

@@ -1,14 +1,19 @@
 //! IAM's Query API: `SimulatePrincipalPolicy`, which the agent asks whether its principal
-//! may call each action it needs.
+//! may call each action it needs, and `GetRole`, by which it learns its role's ARN.
 //!
 //! IAM is global: the SDK signs it for `us-east-1`, and a request scoped to another region is
 //! refused (`SignatureDoesNotMatch`, 403) as AWS refuses it. The principals are the lab role
-//! [`LAB_ROLE_ARN`] and the lab user [`LAB_USER_ARN`]; any other `PolicySourceArn` is
-//! `NoSuchEntity` (404). Every action is `allowed` unless `iam-deny` denies it, then
-//! `implicitDeny` (no policy allows it; nothing denies it explicitly). With `ResourceArns`,
-//! each result carries one `ResourceSpecificResults` member per resource, and its
-//! `EvalResourceName` is the resource when there is one, else `*`. `ContextEntries` are read
-//! and logged, never evaluated (the lab's policy has no conditions).
+//! (its ARN carries its path: [`LAB_ROLE_ARN`] under `/`, or [`lab_role_arn`] of
+//! `LabOptions::role_path`) and the lab user [`LAB_USER_ARN`]; any other `PolicySourceArn`,
+//! the role's ARN without its path included, is `NoSuchEntity` (404), as AWS answers for a
+//! role with a path (tests/FIDELITY.md, row P8). `GetRole` knows the lab role by its name
+//! ([`LAB_ROLE_NAME`]) and answers its `Role`: `Path`, `RoleName`, `RoleId`, `Arn`,
+//! `CreateDate`, `AssumeRolePolicyDocument`; another name is `NoSuchEntity`. Every action is
+//! `allowed` unless `iam-deny` denies it, then `implicitDeny` (no policy allows it; nothing
+//! denies it explicitly). With `ResourceArns`, each result carries one
+//! `ResourceSpecificResults` member per resource, and its `EvalResourceName` is the resource
+//! when there is one, else `*`. `ContextEntries` are read and logged, never evaluated (the
+//! lab's policy has no conditions).
 
 use std::sync::Arc;
 
@@ -21,7 +26,9 @@ use super::query::{self, Params};
 use super::xml::Xml;
 use super::{ApiError, AwsService};
 use crate::Shared;
-use crate::config::{LAB_ROLE_ARN, LAB_USER_ARN};
+#[cfg(doc)]
+use crate::config::LAB_ROLE_ARN;
+use crate::config::{LAB_ROLE_ID, LAB_ROLE_NAME, LAB_USER_ARN, lab_role_arn};
 
 const NAMESPACE: &str = "https://iam.amazonaws.com/doc/2010-05-08/";
 /// The region IAM's one endpoint signs for.
@@ -29,17 +36,37 @@ const SIGNING_REGION: &str = "us-east-1";
 /// `MaxItems`: IAM's default page and its allowed range.
 const DEFAULT_MAX_ITEMS: usize = 100;
 const MAX_ITEMS: std::ops::RangeInclusive<i64> = 1..=1000;
+/// When the lab role was created, as `GetRole` says.
+const ROLE_CREATED: &str = "2024-01-01T00:00:00Z";
+/// The lab role's trust policy: EC2 instances may assume it, as a host's instance role.
+const TRUST_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+/// What the lab implements, for `InvalidAction`.
+const IMPLEMENTED: &str = "SimulatePrincipalPolicy, GetRole";
 
 /// `POST /` signed for `iam`.
 pub(crate) fn handle(lab: Arc<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     let (mut call, params, scope) = query::begin(&lab.aws, AwsService::Iam, &headers, &body);
-    call.request = json!({
-        "policy_source_arn": params.get("PolicySourceArn"),
-        "action_names": params.list("ActionNames"),
-        "resource_arns": params.list("ResourceArns"),
-        "context_keys": context_keys(&params),
-    });
-    call.resource = params.get("PolicySourceArn").map(str::to_string);
+    let role_arn = lab_role_arn(&lab.role_path);
+    if call.action == "GetRole" {
+        let name = params.get("RoleName");
+        call.request = json!({ "role_name": name });
+        // Denied on the role it names, which IAM knows by its ARN (path and all).
+        call.resource = name.map(|n| {
+            if n == LAB_ROLE_NAME {
+                role_arn.clone()
+            } else {
+                format!("arn:aws:iam::{}:role/{n}", super::ACCOUNT_ID)
+            }
+        });
+    } else {
+        call.request = json!({
+            "policy_source_arn": params.get("PolicySourceArn"),
+            "action_names": params.list("ActionNames"),
+            "resource_arns": params.list("ResourceArns"),
+            "context_keys": context_keys(&params),
+        });
+        call.resource = params.get("PolicySourceArn").map(str::to_string);
+    }
     let outcome = (|| -> Result<String, ApiError> {
         let scope = scope?;
         if scope.region != SIGNING_REGION {
@@ -57,8 +84,9 @@ pub(crate) fn handle(lab: Arc<Shared>, headers: HeaderMap, body: Bytes) -> Respo
         }
         call.gate()?;
         match call.action.as_str() {
-            "SimulatePrincipalPolicy" => simulate(&lab, &params, call.request_id()),
-            _ => Err(query::invalid_action("SimulatePrincipalPolicy")),
+            "SimulatePrincipalPolicy" => simulate(&lab, &role_arn, &params, call.request_id()),
+            "GetRole" => get_role(&lab.role_path, &params, call.request_id()),
+            _ => Err(query::invalid_action(IMPLEMENTED)),
         }
     })();
     call.finish(outcome)
@@ -103,7 +131,39 @@ fn no_such_entity(arn: &str) -> ApiError {
     ApiError::not_found("NoSuchEntity", message)
 }
 
-fn simulate(lab: &Arc<Shared>, params: &Params, request_id: &str) -> Result<String, ApiError> {
+/// `GetRole`: the lab role, by its name.
+fn get_role(path: &str, params: &Params, request_id: &str) -> Result<String, ApiError> {
+    let name = params
+        .get("RoleName")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| null_member("roleName"))?;
+    if name != LAB_ROLE_NAME {
+        return Err(ApiError::not_found(
+            "NoSuchEntity",
+            format!("The role with name {name} cannot be found."),
+        ));
+    }
+    // IAM answers policy documents URL-encoded.
+    let trust: String = form_urlencoded::byte_serialize(TRUST_POLICY.as_bytes()).collect();
+    Ok(query::response(NAMESPACE, "GetRole", request_id, |x| {
+        x.element("Role", |x| {
+            x.text("Path", path)
+                .text("RoleName", LAB_ROLE_NAME)
+                .text("RoleId", LAB_ROLE_ID)
+                .text("Arn", lab_role_arn(path))
+                .text("CreateDate", ROLE_CREATED)
+                .text("AssumeRolePolicyDocument", &trust)
+                .text("MaxSessionDuration", 3600);
+        });
+    }))
+}
+
+fn simulate(
+    lab: &Arc<Shared>,
+    role_arn: &str,
+    params: &Params,
+    request_id: &str,
+) -> Result<String, ApiError> {
     let source = params
         .get("PolicySourceArn")
         .filter(|s| !s.is_empty())
@@ -137,7 +197,7 @@ fn simulate(lab: &Arc<Shared>, params: &Params, request_id: &str) -> Result<Stri
                 ApiError::sender("InvalidInput", format!("Invalid Marker {marker:?}."))
             })?,
     };
-    if source != LAB_ROLE_ARN && source != LAB_USER_ARN {
+    if source != role_arn && source != LAB_USER_ARN {
         return Err(no_such_entity(source));
     }
     let end = (start + max_items).min(actions.len());

@@ -13,8 +13,8 @@
 //!     front, started through the lab's own `add_cache`, applying the lab users' access
 //!     string.
 //!   - `sts`: `GetCallerIdentity`. `ec2`: `DescribeSubnets`, `DescribeSecurityGroups`.
-//!     `kms` (JSON 1.1): `DescribeKey`. `iam`: `SimulatePrincipalPolicy`. Each over a fixed
-//!     inventory that every region has (`crate::config`'s `LAB_*` constants).
+//!     `kms` (JSON 1.1): `DescribeKey`. `iam`: `SimulatePrincipalPolicy`, `GetRole`. Each
+//!     over a fixed inventory that every region has (`crate::config`'s `LAB_*` constants).
 //! - `route53`: the REST-XML API under `/2013-04-01/`: `ChangeResourceRecordSets`,
 //!   `ListResourceRecordSets`, `GetChange` and `GetHostedZone`, over the lab's one private
 //!   hosted zone, whose record sets are the DNS server's own data.
@@ -111,7 +111,8 @@ pub enum AwsService {
     Ec2,
     /// KMS (JSON 1.1): `DescribeKey`.
     Kms,
-    /// IAM (Query protocol, global, signed for us-east-1): `SimulatePrincipalPolicy`.
+    /// IAM (Query protocol, global, signed for us-east-1): `SimulatePrincipalPolicy`,
+    /// `GetRole`.
     Iam,
 }
 
