@@ -204,17 +204,34 @@ impl Report {
     }
 }
 
-/// Runs every check of every watch (or of `only`). Never changes anything.
+/// How many watches one run checks at once. Their reads of a hosted zone, its records, the
+/// caller's identity, its role and each distinct IAM statement are shared ([`Aws`]), so what
+/// runs in parallel is mostly each watch's own ElastiCache, EC2 and KMS reads, in regions that
+/// answer them in milliseconds; eight keeps a pass of 100 watches within seconds without
+/// bursting any one API.
+pub const PARALLEL_WATCHES: usize = 8;
+
+/// Runs every check of every watch (or of `only`), [`PARALLEL_WATCHES`] watches at a time.
+/// Never changes anything.
 pub async fn run(config: &Config, only: Option<&str>) -> Report {
+    use futures::StreamExt as _;
     let checked_at = SystemTime::now();
-    let mut aws = Aws::new(config);
+    let aws = Aws::new(config);
+    let watches: Vec<&WatchConfig> = config
+        .watches
+        .iter()
+        .filter(|w| only.is_none_or(|n| n == w.name))
+        .collect();
+    // The futures are made first: a stream that borrows while it maps is not `Send` for every
+    // lifetime, which the daemon's spawned readiness task needs.
+    let pending: Vec<_> = watches.iter().map(|w| watch(config, w, &aws)).collect();
+    let checked: Vec<_> = futures::stream::iter(pending)
+        .buffered(PARALLEL_WATCHES)
+        .collect()
+        .await;
     let mut findings = Vec::new();
     let mut standbys = BTreeMap::new();
-    for w in &config.watches {
-        if only.is_some_and(|n| n != w.name) {
-            continue;
-        }
-        let (found, standby) = watch(config, w, &mut aws).await;
+    for (w, (found, standby)) in watches.iter().zip(checked) {
         findings.extend(found);
         if let Some(seen) = standby {
             standbys.insert(w.name.clone(), seen);
@@ -228,6 +245,7 @@ pub async fn run(config: &Config, only: Option<&str>) -> Report {
 }
 
 /// What a failed call says: the classified error, and AWS's error code when it answered.
+#[derive(Clone)]
 struct Failed {
     code: Option<String>,
     error: ApiError,
@@ -293,34 +311,77 @@ struct Identity {
     account: String,
 }
 
-/// SDK configs per region and the caller's identity, shared by every watch of one run.
+/// One answer per key, asked once however many watches want it at the same time: the first
+/// asks, the others wait for its answer.
+struct Memo<V>(std::sync::Mutex<BTreeMap<String, std::sync::Arc<tokio::sync::OnceCell<V>>>>);
+
+impl<V: Clone> Memo<V> {
+    fn new() -> Self {
+        Memo(std::sync::Mutex::new(BTreeMap::new()))
+    }
+
+    async fn get(&self, key: &str, ask: impl Future<Output = V>) -> V {
+        let cell = {
+            let mut known = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            known.entry(key.to_owned()).or_default().clone()
+        };
+        cell.get_or_init(|| ask).await.clone()
+    }
+}
+
+/// What one run reads once and every watch shares: SDK configs per region, the caller's
+/// identity and role, each hosted zone, each shared zone's record sets, and the answer to each
+/// distinct IAM question. Most watches of a fleet share a zone and most IAM statements.
 struct Aws<'c> {
     config: &'c Config,
-    sdk: BTreeMap<String, SdkConfig>,
-    identity: Option<Result<Identity, (CheckStatus, String)>>,
+    sdk: Memo<SdkConfig>,
+    identity: tokio::sync::OnceCell<Result<Identity, (CheckStatus, String)>>,
+    /// `GetHostedZone`, by zone id.
+    zones: Memo<Result<aws_sdk_route53::operation::get_hosted_zone::GetHostedZoneOutput, Failed>>,
+    /// Every record set of a zone several watches share, by zone id.
+    record_sets: Memo<Result<Vec<aws_sdk_route53::types::ResourceRecordSet>, Failed>>,
+    /// `GetRole`'s ARN, by role name.
+    roles: Memo<Result<Option<String>, Failed>>,
+    /// `SimulatePrincipalPolicy`'s denials, by principal and question.
+    simulations: Memo<Result<Vec<String>, Failed>>,
 }
 
 impl<'c> Aws<'c> {
     fn new(config: &'c Config) -> Self {
         Aws {
             config,
-            sdk: BTreeMap::new(),
-            identity: None,
+            sdk: Memo::new(),
+            identity: tokio::sync::OnceCell::new(),
+            zones: Memo::new(),
+            record_sets: Memo::new(),
+            roles: Memo::new(),
+            simulations: Memo::new(),
         }
     }
 
-    async fn sdk(&mut self, region: &str) -> SdkConfig {
-        if !self.sdk.contains_key(region) {
-            let sdk = crate::aws::sdk_config(self.config, region).await;
-            self.sdk.insert(region.to_owned(), sdk);
-        }
-        self.sdk[region].clone()
+    async fn sdk(&self, region: &str) -> SdkConfig {
+        self.sdk
+            .get(region, crate::aws::sdk_config(self.config, region))
+            .await
     }
 
-    async fn identity(&mut self, region: &str) -> Result<Identity, (CheckStatus, String)> {
-        if let Some(known) = &self.identity {
-            return known.clone();
-        }
+    /// How many watches of the run's config name `zone`.
+    fn watches_on(&self, zone: &str) -> usize {
+        self.config
+            .watches
+            .iter()
+            .filter(|w| w.hosted_zone_id == zone)
+            .count()
+    }
+
+    async fn identity(&self, region: &str) -> Result<Identity, (CheckStatus, String)> {
+        self.identity
+            .get_or_init(|| self.ask_identity(region))
+            .await
+            .clone()
+    }
+
+    async fn ask_identity(&self, region: &str) -> Result<Identity, (CheckStatus, String)> {
         let sdk = self.sdk(region).await;
         let mut conf = aws_sdk_sts::config::Builder::from(&sdk);
         conf.set_timeout_config(Some(bounded(&sdk)));
@@ -332,7 +393,7 @@ impl<'c> Aws<'c> {
             sts.get_caller_identity().send(),
         )
         .await;
-        let identity = match answer {
+        match answer {
             Ok(out) => Ok(Identity {
                 arn: out.arn().unwrap_or_default().to_owned(),
                 account: out.account().unwrap_or_default().to_owned(),
@@ -341,9 +402,7 @@ impl<'c> Aws<'c> {
             Err(f) if f.denied() => Err((CheckStatus::Fail, f.error.to_string())),
             // Anything else is not about the credentials: said, and the checks go on.
             Err(f) => Err((CheckStatus::Warn, f.error.to_string())),
-        };
-        self.identity = Some(identity.clone());
-        identity
+        }
     }
 }
 
@@ -443,7 +502,7 @@ async fn tags(cache: &SdkCache, arn: &str) -> Result<BTreeMap<String, String>, F
 }
 
 /// Every check of one watch, in [`CHECKS`] order, and what the `standby` check saw.
-async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> (Vec<Finding>, warm::Seen) {
+async fn watch(config: &Config, w: &WatchConfig, aws: &Aws<'_>) -> (Vec<Finding>, warm::Seen) {
     let (first, identity) = match identity_check(w, aws).await {
         Ok(checked) => checked,
         Err(unchecked) => return (unchecked, None),
@@ -453,7 +512,7 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> (Vec<Find
     let dr_sdk = aws.sdk(&w.dr.region).await;
     let (network, dr_vpc) = network(w, &dr_sdk).await;
     let route53 = SdkDns::new(&aws.sdk(crate::aws::route53_region(w)).await);
-    out.push(zone(w, &route53, dr_vpc.as_deref()).await);
+    out.push(zone(w, &route53, aws, dr_vpc.as_deref()).await);
 
     // The primary is read first: the record check compares the record with its endpoint.
     let primary_cache = SdkCache::new(&aws.sdk(&w.primary.region).await);
@@ -476,6 +535,7 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> (Vec<Find
         record(
             w,
             &route53,
+            aws,
             primary_endpoint.as_deref(),
             dr_endpoint.as_deref(),
         )
@@ -509,7 +569,7 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &mut Aws<'_>) -> (Vec<Find
 /// work, nothing else can be asked: `Err` holds every finding of the watch then.
 async fn identity_check(
     w: &WatchConfig,
-    aws: &mut Aws<'_>,
+    aws: &Aws<'_>,
 ) -> Result<(Finding, Option<Identity>), Vec<Finding>> {
     let (result, text) = match aws.identity(&w.dr.region).await {
         Ok(id) => {
@@ -537,16 +597,9 @@ async fn identity_check(
 /// The `route53_zone` check: the zone exists, holds the record, is private, and is associated
 /// with `dr_vpc` (the VPC the DR cache is built in, when known) in the DR region: applications
 /// there resolve the record only through a zone associated with their VPC.
-async fn zone(w: &WatchConfig, route53: &SdkDns, dr_vpc: Option<&str>) -> Finding {
+async fn zone(w: &WatchConfig, route53: &SdkDns, aws: &Aws<'_>, dr_vpc: Option<&str>) -> Finding {
     let id = w.hosted_zone_id.trim_start_matches("/hostedzone/");
-    let answer = call(
-        "route53:GetHostedZone",
-        None,
-        id,
-        route53.client().get_hosted_zone().id(id).send(),
-    )
-    .await;
-    let out = match answer {
+    let out = match hosted_zone(route53, aws, id).await {
         Ok(out) => out,
         Err(f) if f.code_is(&["NoSuchHostedZone"]) => {
             return finding(
@@ -622,40 +675,129 @@ async fn zone(w: &WatchConfig, route53: &SdkDns, dr_vpc: Option<&str>) -> Findin
     }
 }
 
+/// `GetHostedZone` of zone `id`, asked once per run.
+async fn hosted_zone(
+    route53: &SdkDns,
+    aws: &Aws<'_>,
+    id: &str,
+) -> Result<aws_sdk_route53::operation::get_hosted_zone::GetHostedZoneOutput, Failed> {
+    aws.zones
+        .get(
+            id,
+            call(
+                "route53:GetHostedZone",
+                None,
+                id,
+                route53.client().get_hosted_zone().id(id).send(),
+            ),
+        )
+        .await
+}
+
+/// The most record sets one `ListResourceRecordSets` page holds (the API's `MaxItems` limit).
+const PAGE: i32 = 300;
+/// Pages read of one zone at most: 300 000 sets, beyond any zone this shares.
+const MAX_PAGES: usize = 1000;
+
+/// Every record set of `zone`, when several watches of the run name it and listing it all
+/// costs no more calls than reading each watch's record and lease apart (two calls a watch);
+/// `None` otherwise (or when the zone's size is not known), and each watch reads its own.
+/// Asked once per run: with 100 watches on one zone, a pass makes one `GetHostedZone` and one
+/// `ListResourceRecordSets` per 300 sets, not 200 calls.
+async fn shared_sets(
+    route53: &SdkDns,
+    aws: &Aws<'_>,
+    zone: &str,
+) -> Option<Result<Vec<aws_sdk_route53::types::ResourceRecordSet>, Failed>> {
+    let watches = aws.watches_on(zone);
+    if watches < 2 {
+        return None;
+    }
+    let id = zone.trim_start_matches("/hostedzone/");
+    let count = hosted_zone(route53, aws, id)
+        .await
+        .ok()?
+        .hosted_zone()?
+        .resource_record_set_count()?;
+    let pages = usize::try_from(count).ok()?.div_ceil(PAGE as usize).max(1);
+    if pages > 2 * watches {
+        return None;
+    }
+    Some(aws.record_sets.get(zone, all_sets(route53, zone)).await)
+}
+
+/// Every record set of `zone`, page by page (bounded by [`MAX_PAGES`]).
+async fn all_sets(
+    route53: &SdkDns,
+    zone: &str,
+) -> Result<Vec<aws_sdk_route53::types::ResourceRecordSet>, Failed> {
+    let mut sets = Vec::new();
+    let (mut name, mut rtype, mut identifier) = (None, None, None);
+    for _ in 0..MAX_PAGES {
+        let out = call(
+            "route53:ListResourceRecordSets",
+            None,
+            zone,
+            route53
+                .client()
+                .list_resource_record_sets()
+                .hosted_zone_id(zone)
+                .set_start_record_name(name)
+                .set_start_record_type(rtype)
+                .set_start_record_identifier(identifier)
+                .max_items(PAGE)
+                .send(),
+        )
+        .await?;
+        sets.extend(out.resource_record_sets().iter().cloned());
+        if !out.is_truncated() {
+            break;
+        }
+        name = out.next_record_name().map(str::to_owned);
+        rtype = out.next_record_type().cloned();
+        identifier = out.next_record_identifier().map(str::to_owned);
+    }
+    Ok(sets)
+}
+
 /// The record and the lease record.
 async fn record(
     w: &WatchConfig,
     route53: &SdkDns,
+    aws: &Aws<'_>,
     primary_endpoint: Option<&str>,
     dr_endpoint: Option<&str>,
 ) -> Vec<Finding> {
     let zone = &w.hosted_zone_id;
-    let answer = call(
-        "route53:ListResourceRecordSets",
-        None,
-        zone,
-        route53
-            .client()
-            .list_resource_record_sets()
-            .hosted_zone_id(zone)
-            .start_record_name(&w.record)
-            .max_items(10)
-            .send(),
-    )
-    .await;
+    let ours = |all: &[aws_sdk_route53::types::ResourceRecordSet]| -> Vec<_> {
+        all.iter()
+            .filter(|s| same_name(&route53_name(s.name()), &w.record))
+            .cloned()
+            .collect()
+    };
+    let shared = shared_sets(route53, aws, zone).await;
+    let answer = match &shared {
+        Some(all) => all.as_deref().map(ours).map_err(Clone::clone),
+        None => call(
+            "route53:ListResourceRecordSets",
+            None,
+            zone,
+            route53
+                .client()
+                .list_resource_record_sets()
+                .hosted_zone_id(zone)
+                .start_record_name(&w.record)
+                .max_items(10)
+                .send(),
+        )
+        .await
+        .map(|out| ours(out.resource_record_sets())),
+    };
     let record = match answer {
-        Ok(out) => {
-            let sets: Vec<_> = out
-                .resource_record_sets()
-                .iter()
-                .filter(|s| same_name(&route53_name(s.name()), &w.record))
-                .cloned()
-                .collect();
-            record_finding(w, &sets, primary_endpoint, dr_endpoint)
-        }
+        Ok(sets) => record_finding(w, &sets, primary_endpoint, dr_endpoint),
         Err(f) => failed_call(w, "route53_record", &f, true),
     };
-    vec![record, lock(w, route53).await]
+    vec![record, lock(w, route53, shared.as_ref()).await]
 }
 
 fn record_finding(
@@ -803,7 +945,12 @@ fn cname_target_finding(
     }
 }
 
-async fn lock(w: &WatchConfig, route53: &SdkDns) -> Finding {
+/// The `route53_lock` check, from the zone's `shared` sets when the run listed them.
+async fn lock(
+    w: &WatchConfig,
+    route53: &SdkDns,
+    shared: Option<&Result<Vec<aws_sdk_route53::types::ResourceRecordSet>, Failed>>,
+) -> Finding {
     use crate::executor::api::DnsApi as _;
     let check = "route53_lock";
     if !w.policy.lease {
@@ -816,8 +963,21 @@ async fn lock(w: &WatchConfig, route53: &SdkDns) -> Finding {
     }
     let name = format!("_valkey-dr-lock.{}", w.record.trim_end_matches('.'));
     let fqdn = format!("{name}.");
-    let record = route53.record(&w.hosted_zone_id, &fqdn, "TXT");
-    let set = match api("route53:ListResourceRecordSets", record).await {
+    let read = match shared {
+        Some(Ok(all)) => all
+            .iter()
+            .find_map(|s| {
+                crate::executor::sdk::record_set(&w.hosted_zone_id, &fqdn, "TXT", s).transpose()
+            })
+            .transpose()
+            .map_err(|error| Failed { code: None, error }),
+        Some(Err(f)) => Err(f.clone()),
+        None => {
+            let record = route53.record(&w.hosted_zone_id, &fqdn, "TXT");
+            api("route53:ListResourceRecordSets", record).await
+        }
+    };
+    let set = match read {
         Ok(set) => set,
         Err(f) => return failed_call(w, check, &f, true),
     };

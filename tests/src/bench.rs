@@ -11,6 +11,8 @@
 //!   primary.
 //! - `bench failover` ([`failover`]): whole region-outage failovers, from the outage to the
 //!   application writing again, phase by phase, and what the agent adds on top of AWS and DNS.
+//! - `bench preflight` ([`preflight`]): one readiness pass over a fleet of watches on one zone:
+//!   wall time, calls per API, Route 53's busiest second and the throttled calls.
 //!
 //! Every bench talks to loopback only, bounds every wait and loop, and leaves no process
 //! behind: children are killed on drop and die with the bench (`PR_SET_PDEATHSIG`).
@@ -20,6 +22,7 @@ pub mod decision;
 pub mod detection;
 pub mod failover;
 pub mod footprint;
+pub mod preflight;
 mod process;
 mod resp;
 mod sentinel;

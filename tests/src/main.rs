@@ -110,6 +110,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// One readiness pass (`valkey-dr preflight`) over N watches sharing the lab's zone: wall
+    /// time, calls per API, Route 53's busiest second against its 5/s rate, throttled calls.
+    ///
+    /// The agent is the build next to this binary (or $VALKEY_DR_BIN).
+    Preflight {
+        /// Watches in the config, each with its own record in the zone.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=500))]
+        watches: u64,
+    },
     /// Whole failovers: a region outage, the auto-failover agent, an application writing
     /// through the record; each phase timed, and what the agent adds beyond AWS and DNS.
     ///
@@ -490,6 +499,13 @@ fn main() -> ExitCode {
                     },
             } => {
                 let report = bench::detection::run(outages as usize, seed, &kinds).await?;
+                println!("{report:#}");
+                Ok(())
+            }
+            Command::Bench {
+                bench: BenchCommand::Preflight { watches },
+            } => {
+                let report = bench::preflight::run(watches as usize).await?;
                 println!("{report:#}");
                 Ok(())
             }

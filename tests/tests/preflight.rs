@@ -806,3 +806,103 @@ async fn no_default_vpc_and_a_zone_without_the_dr_vpc_fail_their_checks() {
     let run = preflight(&no_subnets).await;
     fails_alone(&run, "dr_subnets", "no default VPC");
 }
+
+/// Issue 22, readiness at fleet scale: watches on one zone share one `GetHostedZone` and one
+/// listing of the zone's record sets per run (each watch read its record and its lease apart
+/// before: two calls each), and an IAM statement they share is simulated once; every check
+/// still passes for each of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_on_one_zone_share_its_reads_and_their_iam_questions() {
+    const FLEET: usize = 4;
+    let lab = TestLab::start().await;
+    let client = aws_sdk_route53::Client::new(&sdk(&lab, "us-east-1").await);
+    let primary = lab
+        .lab
+        .info()
+        .caches
+        .iter()
+        .find(|c| c.name == valkey_dr_lab::PRIMARY_CACHE)
+        .expect("the primary")
+        .endpoint
+        .clone();
+    let ttl = i64::try_from(lab.lab.info().ttl_s).unwrap();
+    let record = |i: usize| format!("s{i}.{}", valkey_dr_lab::ZONE);
+    send(
+        &client,
+        (1..FLEET)
+            .map(|i| {
+                change(
+                    ChangeAction::Create,
+                    rrset(&record(i), RrType::Cname, ttl, &[&primary]),
+                )
+            })
+            .collect(),
+        None,
+    )
+    .await
+    .expect("the fleet's records");
+    let text = std::fs::read_to_string(lab.config()).unwrap();
+    let watch = &text[text.find("[[watch]]").expect("a watch")..];
+    let mut fleet = text.clone();
+    for i in 1..FLEET {
+        fleet.push('\n');
+        fleet.push_str(
+            &watch
+                .replace(
+                    &format!("name = \"{WATCH}\""),
+                    &format!("name = \"{WATCH}-{i}\""),
+                )
+                .replace(
+                    &format!("record = \"{RECORD}\""),
+                    &format!("record = \"{}\"", record(i)),
+                )
+                .replace(
+                    &format!("cache_name = \"{DR_CACHE}\""),
+                    &format!("cache_name = \"{DR_CACHE}-{i}\""),
+                ),
+        );
+    }
+    let config = lab.dir.path().join("fleet.toml");
+    std::fs::write(&config, fleet).unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = lab.lab.calls().last().map_or(0, |c| c.seq);
+
+    let run = preflight(&config).await;
+    assert_eq!(run.code, 0, "{}", run.output);
+    assert_eq!(run.with("ok").len(), FLEET * CHECKS.len(), "{}", run.output);
+    let calls: Vec<_> = lab
+        .lab
+        .calls()
+        .into_iter()
+        .filter(|c| c.seq > before)
+        .collect();
+    let count = |action: &str| calls.iter().filter(|c| c.action == action).count();
+    assert_eq!(count("GetHostedZone"), 1, "one read of the zone");
+    assert_eq!(
+        count("ListResourceRecordSets"),
+        1,
+        "one listing for every record and lease"
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.error_code.as_deref() != Some("Throttling")),
+        "nothing throttled"
+    );
+    let simulations = count("SimulatePrincipalPolicy");
+    let alone = {
+        let before = lab.lab.calls().last().map_or(0, |c| c.seq);
+        let run = preflight(&lab.config()).await;
+        assert_eq!(run.code, 0, "{}", run.output);
+        lab.lab
+            .calls()
+            .into_iter()
+            .filter(|c| c.seq > before && c.action == "SimulatePrincipalPolicy")
+            .count()
+    };
+    assert!(
+        simulations < FLEET * alone,
+        "shared statements are simulated once: {simulations} for {FLEET} watches, {alone} for one"
+    );
+    assert_eq!(count("GetRole"), 1, "the caller's role is read once");
+}

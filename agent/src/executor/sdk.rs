@@ -236,6 +236,46 @@ impl SdkDns {
     }
 }
 
+/// `set`, as Route 53 listed it, when it is the set `name` `rtype` of `zone`; `None` when it
+/// is another set.
+pub(crate) fn record_set(
+    zone: &str,
+    name: &str,
+    rtype: &str,
+    set: &r53::ResourceRecordSet,
+) -> Result<Option<RecordSet>, ApiError> {
+    let listed = route53_name(set.name());
+    if !(valkey_dr_probes::same_name(&listed, name)
+        && set.r#type().as_str().eq_ignore_ascii_case(rtype))
+    {
+        return Ok(None);
+    }
+    // The compare-and-swap deletes exactly what it read; an alias or a routing-policy set
+    // needs fields a `RecordSet` does not carry, so it is refused rather than half-read.
+    if set.alias_target().is_some() || set.set_identifier().is_some() {
+        return Err(ApiError::Permanent {
+            call: LIST_RECORDS.into(),
+            message: format!(
+                "{name} {rtype} in {zone} is an alias or routing-policy record set; \
+                 valkey-dr manages a simple record only"
+            ),
+        });
+    }
+    Ok(Some(RecordSet {
+        name: listed,
+        rtype: set.r#type().as_str().to_owned(),
+        ttl: set
+            .ttl()
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or_default(),
+        values: set
+            .resource_records()
+            .iter()
+            .map(|r| r.value().to_owned())
+            .collect(),
+    }))
+}
+
 /// Whether `key` is a KMS key's ARN (`arn:PARTITION:kms:REGION:ACCOUNT:key/ID`), not an
 /// alias's or a bare id.
 pub(crate) fn is_key_arn(key: &str) -> bool {
@@ -426,39 +466,12 @@ impl DnsApi for SdkDns {
             .send()
             .await
             .map_err(|e| classify(LIST_RECORDS, None, zone, &e))?;
-        let Some(set) = out.resource_record_sets().first() else {
-            return Ok(None);
-        };
-        let listed = route53_name(set.name());
-        if !(valkey_dr_probes::same_name(&listed, name)
-            && set.r#type().as_str().eq_ignore_ascii_case(rtype))
-        {
-            return Ok(None);
-        }
-        // The compare-and-swap deletes exactly what it read; an alias or a routing-policy set
-        // needs fields a `RecordSet` does not carry, so it is refused rather than half-read.
-        if set.alias_target().is_some() || set.set_identifier().is_some() {
-            return Err(ApiError::Permanent {
-                call: LIST_RECORDS.into(),
-                message: format!(
-                    "{name} {rtype} in {zone} is an alias or routing-policy record set; \
-                     valkey-dr manages a simple record only"
-                ),
-            });
-        }
-        Ok(Some(RecordSet {
-            name: listed,
-            rtype: set.r#type().as_str().to_owned(),
-            ttl: set
-                .ttl()
-                .and_then(|t| u32::try_from(t).ok())
-                .unwrap_or_default(),
-            values: set
-                .resource_records()
-                .iter()
-                .map(|r| r.value().to_owned())
-                .collect(),
-        }))
+        Ok(out
+            .resource_record_sets()
+            .first()
+            .map(|set| record_set(zone, name, rtype, set))
+            .transpose()?
+            .flatten())
     }
 
     async fn change(&self, zone: &str, changes: &[Change]) -> Result<String, ApiError> {

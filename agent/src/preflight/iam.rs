@@ -50,6 +50,7 @@ fn principal(caller: &str) -> Option<Principal> {
 async fn principal_arn(
     w: &WatchConfig,
     iam: &aws_sdk_iam::Client,
+    aws: &Aws<'_>,
     principal: Principal,
 ) -> Result<String, Finding> {
     let (name, pathless) = match principal {
@@ -57,16 +58,20 @@ async fn principal_arn(
         Principal::Role { name, pathless } => (name, pathless),
     };
     let check = "permissions";
-    let answer = call(
-        "iam:GetRole",
-        None,
-        &pathless,
-        iam.get_role().role_name(&name).send(),
-    )
-    .await;
-    match answer {
-        Ok(out) => match out.role() {
-            Some(role) => Ok(role.arn().to_owned()),
+    // Asked once per run: every watch has the same caller.
+    let ask = async {
+        call(
+            "iam:GetRole",
+            None,
+            &pathless,
+            iam.get_role().role_name(&name).send(),
+        )
+        .await
+        .map(|out| out.role().map(|role| role.arn().to_owned()))
+    };
+    match aws.roles.get(&name, ask).await {
+        Ok(answer) => match answer {
+            Some(arn) => Ok(arn),
             None => Err(finding(
                 w,
                 check,
@@ -184,7 +189,7 @@ fn questions(config: &Config, w: &WatchConfig, account: &str) -> Vec<Question> {
 pub(super) async fn permissions(
     config: &Config,
     w: &WatchConfig,
-    aws: &mut Aws<'_>,
+    aws: &Aws<'_>,
     id: &Identity,
 ) -> Finding {
     let check = "permissions";
@@ -204,27 +209,33 @@ pub(super) async fn permissions(
         return mismatch;
     }
     let iam = iam_client(w, aws).await;
-    let principal = match principal_arn(w, &iam, principal).await {
+    let principal = match principal_arn(w, &iam, aws, principal).await {
         Ok(arn) => arn,
         Err(unknown) => return unknown,
     };
     let mut denied = Vec::new();
     let mut asked = 0;
     for q in questions(config, w, &id.account) {
-        let answer = call(
-            "iam:SimulatePrincipalPolicy",
-            None,
-            &principal,
-            iam.simulate_principal_policy()
-                .policy_source_arn(&principal)
-                .set_action_names(Some(q.actions.clone()))
-                .set_resource_arns((!q.resources.is_empty()).then(|| q.resources.clone()))
-                .set_context_entries(context_entries(&q))
-                .send(),
-        )
-        .await;
-        let out = match answer {
-            Ok(out) => out,
+        // A statement every watch shares (Route 53's lease, IAM's own, the global reads) is
+        // simulated once per run: the key is the whole question.
+        let key = format!("{principal}\n{q:?}");
+        let ask = async {
+            call(
+                "iam:SimulatePrincipalPolicy",
+                None,
+                &principal,
+                iam.simulate_principal_policy()
+                    .policy_source_arn(&principal)
+                    .set_action_names(Some(q.actions.clone()))
+                    .set_resource_arns((!q.resources.is_empty()).then(|| q.resources.clone()))
+                    .set_context_entries(context_entries(&q))
+                    .send(),
+            )
+            .await
+            .map(|out| denials(out.evaluation_results()))
+        };
+        let found = match aws.simulations.get(&key, ask).await {
+            Ok(found) => found,
             Err(f) if f.denied() => {
                 return finding(w, check, CheckStatus::Unknown, f.error.to_string()).fix(format!(
                     "allow iam:SimulatePrincipalPolicy on {principal} so that preflight can check every permission a failover needs"
@@ -241,7 +252,7 @@ pub(super) async fn permissions(
             Err(f) => return failed_call(w, check, &f, false),
         };
         asked += q.actions.len();
-        denied.extend(denials(out.evaluation_results()));
+        denied.extend(found);
     }
     if denied.is_empty() {
         finding(
@@ -265,7 +276,7 @@ pub(super) async fn permissions(
 /// IAM region whatever the agent's own region is (the endpoint rules do the same; an
 /// endpoint_url override does not), and that region is the rules' own
 /// (`config::iam_signing_region`).
-async fn iam_client(w: &WatchConfig, aws: &mut Aws<'_>) -> aws_sdk_iam::Client {
+async fn iam_client(w: &WatchConfig, aws: &Aws<'_>) -> aws_sdk_iam::Client {
     let sdk = aws.sdk(&w.dr.region).await;
     let mut conf = aws_sdk_iam::config::Builder::from(&sdk);
     conf.set_timeout_config(Some(bounded(&sdk)));
