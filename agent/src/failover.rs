@@ -258,6 +258,8 @@ impl Runner {
         alert: &(dyn Fn(Step, &str) + Send + Sync),
         news: &(dyn Fn(&Journal, &HoldNews) + Send + Sync),
     ) -> Result<Journal, (Journal, FailoverError)> {
+        // Readiness passes wait while this runs: the failover's calls come first.
+        let _first = crate::budget::recovery();
         let holding = Holding {
             gates: &self.gates,
             gate_interval: self.gate_interval,
@@ -290,6 +292,8 @@ impl Runner {
         options: FailbackOptions,
         progress: &(dyn Fn(&str, &str) + Send + Sync),
     ) -> Result<FailbackReport, RunError> {
+        // A failback switches the record too: readiness passes wait while it runs.
+        let _first = crate::budget::recovery();
         let journal = match store::read_json::<Journal>(&self.failback_journal) {
             Ok(Some(j)) if j.unfinished() => j,
             Ok(previous) => {

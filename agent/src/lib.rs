@@ -58,6 +58,7 @@ pub mod witness;
 
 // foundation
 pub mod aws;
+pub mod budget;
 pub mod config;
 pub mod event;
 pub mod identity;

@@ -261,7 +261,8 @@ impl Failed {
     }
 }
 
-/// One AWS call, bounded by [`CALL_TIMEOUT`], its error classified as the executor's are.
+/// One AWS call, bounded by [`CALL_TIMEOUT`], its error classified as the executor's are. It
+/// waits its turn in the agent's budget first: a failover's calls come before it.
 async fn call<T, E>(
     name: &str,
     region: Option<&str>,
@@ -271,6 +272,7 @@ async fn call<T, E>(
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
+    crate::budget::background(name).await;
     match tokio::time::timeout(CALL_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(Failed {
@@ -285,8 +287,9 @@ where
 }
 
 /// A call through the executor's own clients, which classify their errors themselves,
-/// bounded by [`CALL_TIMEOUT`].
+/// bounded by [`CALL_TIMEOUT`], after its turn in the agent's budget.
 async fn api<T>(name: &str, fut: impl Future<Output = Result<T, ApiError>>) -> Result<T, Failed> {
+    crate::budget::background(name).await;
     match tokio::time::timeout(CALL_TIMEOUT, fut).await {
         Ok(answer) => answer.map_err(|error| Failed { code: None, error }),
         Err(_) => Err(no_answer(name)),

@@ -910,23 +910,7 @@ async fn a_leftover_failed_build_stops_the_failover_at_once_and_spends_no_cooldo
         .send()
         .await
         .expect("a build that will fail");
-    let failed = wait_until(Duration::from_secs(20), || async {
-        client
-            .describe_serverless_caches()
-            .serverless_cache_name(DR_CACHE)
-            .send()
-            .await
-            .ok()
-            .and_then(|o| {
-                o.serverless_caches()
-                    .first()
-                    .and_then(|c| c.status().map(str::to_owned))
-            })
-            .as_deref()
-            == Some("create-failed")
-    })
-    .await;
-    assert!(failed, "the leftover never reached create-failed");
+    support::raw_aws::wait_cache_status(&client, DR_CACHE, Some("create-failed")).await;
 
     let agent = s.healthy_agent().await;
     let not_ready = s
@@ -1003,16 +987,7 @@ async fn a_leftover_failed_build_stops_the_failover_at_once_and_spends_no_cooldo
     )
     .await;
     assert_eq!(deleted.code, 0, "{}{}", deleted.stdout, deleted.stderr);
-    let gone = wait_until(Duration::from_secs(20), || async {
-        client
-            .describe_serverless_caches()
-            .serverless_cache_name(DR_CACHE)
-            .send()
-            .await
-            .is_err()
-    })
-    .await;
-    assert!(gone, "the leftover is gone");
+    support::raw_aws::wait_cache_status(&client, DR_CACHE, None).await;
     let manual = cli(&s.config, &["failover", "--watch", WATCH, "--yes"]).await;
     assert_eq!(manual.code, 0, "{}{}", manual.stdout, manual.stderr);
     agent.kill9().await;

@@ -10,7 +10,7 @@ use aws_config::{BehaviorVersion, Region};
 use aws_sdk_elasticache::config::Credentials;
 use aws_sdk_route53::types::{ChangeAction, RrType};
 use serde_json::Value;
-use support::raw_aws::{change, rrset, send, wait_available};
+use support::raw_aws::{cache_status, change, rrset, send, wait_available, wait_cache_status};
 use support::{Agent, TestLab, Webhook, agent_get, run_bounded, run_clean, wait_until};
 use valkey_dr_lab::config::{DR_CACHE, DR_REGION};
 use valkey_dr_lab::{Fault, RECORD};
@@ -326,13 +326,7 @@ async fn an_a_record_instead_of_a_cname_fails_the_record_check() {
 async fn a_dr_name_taken_by_a_foreign_cache_fails_the_name_check() {
     let lab = TestLab::start_with(|o| o.provision_delay = Duration::from_millis(300)).await;
     let client = aws_sdk_elasticache::Client::new(&sdk(&lab, DR_REGION).await);
-    client
-        .create_serverless_cache()
-        .serverless_cache_name(DR_CACHE)
-        .engine("valkey")
-        .send()
-        .await
-        .expect("someone else's cache of that name");
+    create_dr_cache(&client, &[]).await;
     wait_available(&client, DR_CACHE, Duration::from_secs(20)).await;
     let run = preflight(&lab.config()).await;
     fails_alone(&run, "dr_name", "valkey-dr did not build");
@@ -609,34 +603,21 @@ async fn a_probe_user_that_may_not_flush_fails_primary_flush() {
     );
 }
 
-/// The DR cache's status, as `DescribeServerlessCaches` gives it now; `None` when it is gone.
-async fn dr_status(client: &aws_sdk_elasticache::Client) -> Option<String> {
-    let out = client
-        .describe_serverless_caches()
-        .serverless_cache_name(DR_CACHE)
+/// Creates a serverless cache of the DR name in the DR region, with `tags`, as another tool or
+/// an earlier failover would.
+async fn create_dr_cache(client: &aws_sdk_elasticache::Client, tags: &[(&str, &str)]) {
+    use aws_sdk_elasticache::types::Tag;
+    tags.iter()
+        .fold(
+            client
+                .create_serverless_cache()
+                .serverless_cache_name(DR_CACHE)
+                .engine("valkey"),
+            |create, (k, v)| create.tags(Tag::builder().key(*k).value(*v).build()),
+        )
         .send()
-        .await;
-    match out {
-        Ok(out) => out
-            .serverless_caches()
-            .first()
-            .and_then(|c| c.status())
-            .map(str::to_owned),
-        Err(_) => None,
-    }
-}
-
-/// Waits (bounded) until the DR cache's status is `want` (`None`: gone).
-async fn wait_dr_status(client: &aws_sdk_elasticache::Client, want: Option<&str>) {
-    let reached = wait_until(Duration::from_secs(20), || async {
-        dr_status(client).await.as_deref() == want
-    })
-    .await;
-    assert!(
-        reached,
-        "{DR_CACHE} never {want:?}: {:?}",
-        dr_status(client).await
-    );
+        .await
+        .expect("the cache of the DR name is created");
 }
 
 /// `valkey-dr dr-cache delete --watch sessions --yes` with `config`: its exit code and output.
@@ -661,21 +642,14 @@ async fn dr_cache_delete(config: &Path) -> (i32, String) {
 /// `dr_name` alone, with the exact command as its fix, and that command removes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leftover_dr_cache_fails_dr_name_and_dr_cache_delete_removes_it() {
-    use aws_sdk_elasticache::types::Tag;
     let lab = TestLab::start_with(|o| o.provision_delay = Duration::from_millis(300)).await;
     let client = aws_sdk_elasticache::Client::new(&sdk(&lab, DR_REGION).await);
     let command = format!("valkey-dr dr-cache delete --watch {WATCH} --yes");
 
     // A failed build.
     lab.fault(Fault::ProvisionFail).await;
-    client
-        .create_serverless_cache()
-        .serverless_cache_name(DR_CACHE)
-        .engine("valkey")
-        .send()
-        .await
-        .expect("a build that will fail");
-    wait_dr_status(&client, Some("create-failed")).await;
+    create_dr_cache(&client, &[]).await;
+    wait_cache_status(&client, DR_CACHE, Some("create-failed")).await;
     let run = preflight(&lab.config()).await;
     fails_alone(&run, "dr_name", "create-failed");
     assert!(
@@ -688,22 +662,20 @@ async fn a_leftover_dr_cache_fails_dr_name_and_dr_cache_delete_removes_it() {
     let (code, output) = dr_cache_delete(&lab.config()).await;
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("a failed build"), "{output}");
-    wait_dr_status(&client, None).await;
+    wait_cache_status(&client, DR_CACHE, None).await;
     let run = preflight(&lab.config()).await;
     assert_eq!(run.check("dr_name")["result"], "ok", "{}", run.output);
 
     // Left by a failover of this watch six days ago (a failback without --delete-dr).
-    let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
-    client
-        .create_serverless_cache()
-        .serverless_cache_name(DR_CACHE)
-        .engine("valkey")
-        .tags(tag("valkey-dr:failover-id", "fo-20261201t000000z-agent-b"))
-        .tags(tag("valkey-dr:watch", WATCH))
-        .tags(tag("valkey-dr:record", RECORD))
-        .send()
-        .await
-        .expect("a cache an earlier failover built");
+    create_dr_cache(
+        &client,
+        &[
+            ("valkey-dr:failover-id", "fo-20261201t000000z-agent-b"),
+            ("valkey-dr:watch", WATCH),
+            ("valkey-dr:record", RECORD),
+        ],
+    )
+    .await;
     wait_available(&client, DR_CACHE, Duration::from_secs(20)).await;
     let run = preflight(&lab.config()).await;
     fails_alone(
@@ -713,21 +685,18 @@ async fn a_leftover_dr_cache_fails_dr_name_and_dr_cache_delete_removes_it() {
     );
     let (code, output) = dr_cache_delete(&lab.config()).await;
     assert_eq!(code, 0, "{output}");
-    wait_dr_status(&client, None).await;
+    wait_cache_status(&client, DR_CACHE, None).await;
 
     // Someone else's cache is refused and left alone.
-    client
-        .create_serverless_cache()
-        .serverless_cache_name(DR_CACHE)
-        .engine("valkey")
-        .send()
-        .await
-        .expect("someone else's cache");
+    create_dr_cache(&client, &[]).await;
     wait_available(&client, DR_CACHE, Duration::from_secs(20)).await;
     let (code, output) = dr_cache_delete(&lab.config()).await;
     assert_eq!(code, 2, "{output}");
     assert!(output.contains("was not built by a failover"), "{output}");
-    assert_eq!(dr_status(&client).await.as_deref(), Some("available"));
+    assert_eq!(
+        cache_status(&client, DR_CACHE).await.as_deref(),
+        Some("available")
+    );
 }
 
 /// Issue 22, defect 1: a DR cache being deleted (right after an abort with `--delete-dr`) made
@@ -736,13 +705,7 @@ async fn a_leftover_dr_cache_fails_dr_name_and_dr_cache_delete_removes_it() {
 async fn a_dr_cache_being_deleted_fails_dr_name() {
     let lab = TestLab::start_with(|o| o.provision_delay = Duration::from_secs(8)).await;
     let client = aws_sdk_elasticache::Client::new(&sdk(&lab, DR_REGION).await);
-    client
-        .create_serverless_cache()
-        .serverless_cache_name(DR_CACHE)
-        .engine("valkey")
-        .send()
-        .await
-        .expect("created");
+    create_dr_cache(&client, &[]).await;
     wait_available(&client, DR_CACHE, Duration::from_secs(30)).await;
     client
         .delete_serverless_cache()
@@ -752,7 +715,7 @@ async fn a_dr_cache_being_deleted_fails_dr_name() {
         .expect("deleting for 8 s");
     let run = preflight(&lab.config()).await;
     assert_eq!(
-        dr_status(&client).await.as_deref(),
+        cache_status(&client, DR_CACHE).await.as_deref(),
         Some("deleting"),
         "still deleting when preflight ran, or this test proves nothing"
     );

@@ -82,3 +82,35 @@ pub async fn wait_available(
         sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The status of the serverless cache `name`, as `DescribeServerlessCaches` gives it now;
+/// `None` when it is gone (or not listed yet).
+pub async fn cache_status(client: &aws_sdk_elasticache::Client, name: &str) -> Option<String> {
+    let out = client
+        .describe_serverless_caches()
+        .serverless_cache_name(name)
+        .send()
+        .await
+        .ok()?;
+    out.serverless_caches()
+        .first()
+        .and_then(|c| c.status())
+        .map(str::to_owned)
+}
+
+/// Polls `name` until its status is `want` (`None`: gone), bounded by 20 s.
+pub async fn wait_cache_status(
+    client: &aws_sdk_elasticache::Client,
+    name: &str,
+    want: Option<&str>,
+) {
+    let until = Instant::now() + Duration::from_secs(20);
+    while cache_status(client, name).await.as_deref() != want {
+        assert!(
+            Instant::now() < until,
+            "{name} never {want:?}: {:?}",
+            cache_status(client, name).await
+        );
+        sleep(Duration::from_millis(100)).await;
+    }
+}
