@@ -61,20 +61,20 @@ impl Run {
 }
 
 async fn preflight(config: &Path) -> Run {
-    let mut command = tokio::process::Command::new(support::agent_bin());
-    command
-        .args(["preflight", "--output", "json", "--config"])
-        .arg(config);
-    // As on a host: no AWS_* variable; the config names the credentials file.
-    let out = run_clean(command).await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let output = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    Run {
-        code: out.status.code().expect("exit code"),
-        json: serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("preflight printed no JSON ({e}): {output}")),
-        output,
-    }
+    let (code, json, output) = support::preflight_json(config).await;
+    Run { code, json, output }
+}
+
+/// The lab's primary endpoint, where the record points.
+fn primary_endpoint(lab: &TestLab) -> String {
+    lab.lab
+        .info()
+        .caches
+        .iter()
+        .find(|c| c.name == valkey_dr_lab::PRIMARY_CACHE)
+        .expect("the primary")
+        .endpoint
+        .clone()
 }
 
 /// Asserts that exactly `check` fails (exit 2, CRITICAL) and every other check is `ok`, and
@@ -282,15 +282,7 @@ async fn a_disabled_key_and_a_deleted_subnet_fail_their_checks() {
 /// Replaces the lab's CNAME by `set` through the Route 53 API, as a person might by hand.
 async fn replace_record(lab: &TestLab, set: aws_sdk_route53::types::ResourceRecordSet) {
     let client = aws_sdk_route53::Client::new(&sdk(lab, "us-east-1").await);
-    let primary = lab
-        .lab
-        .info()
-        .caches
-        .iter()
-        .find(|c| c.name == valkey_dr_lab::PRIMARY_CACHE)
-        .expect("the primary")
-        .endpoint
-        .clone();
+    let primary = primary_endpoint(lab);
     let ttl = i64::try_from(lab.lab.info().ttl_s).unwrap();
     let current = rrset(RECORD, RrType::Cname, ttl, &[&primary]);
     send(
@@ -779,15 +771,7 @@ async fn watches_on_one_zone_share_its_reads_and_their_iam_questions() {
     const FLEET: usize = 4;
     let lab = TestLab::start().await;
     let client = aws_sdk_route53::Client::new(&sdk(&lab, "us-east-1").await);
-    let primary = lab
-        .lab
-        .info()
-        .caches
-        .iter()
-        .find(|c| c.name == valkey_dr_lab::PRIMARY_CACHE)
-        .expect("the primary")
-        .endpoint
-        .clone();
+    let primary = primary_endpoint(&lab);
     let ttl = i64::try_from(lab.lab.info().ttl_s).unwrap();
     let record = |i: usize| format!("s{i}.{}", valkey_dr_lab::ZONE);
     send(

@@ -5,13 +5,11 @@
 
 mod support;
 
-use std::path::Path;
-
 use aws_config::{BehaviorVersion, Region};
 use aws_sdk_iam::config::Credentials;
 use aws_sdk_iam::error::ProvideErrorMetadata;
 use serde_json::Value;
-use support::{TestLab, run_clean};
+use support::TestLab;
 use valkey_dr_lab::{Fault, LAB_ROLE_ARN, LAB_ROLE_NAME, lab_role_arn};
 
 /// Where IAM Identity Center puts the roles of its permission sets.
@@ -20,20 +18,7 @@ const SSO_PATH: &str = "/aws-reserved/sso.amazonaws.com/";
 /// Every check preflight runs.
 const CHECKS: usize = valkey_dr::preflight::CHECKS.len();
 
-/// One `valkey-dr preflight --output json` run: its exit code, its JSON and all it printed.
-async fn preflight(config: &Path) -> (i32, Value, String) {
-    let mut command = tokio::process::Command::new(support::agent_bin());
-    command
-        .args(["preflight", "--output", "json", "--config"])
-        .arg(config);
-    // As on a host: no AWS_* variable; the config names the credentials file.
-    let out = run_clean(command).await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let output = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    let json = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("preflight printed no JSON ({e}): {output}"));
-    (out.status.code().expect("exit code"), json, output)
-}
+use support::preflight_json as preflight;
 
 /// The finding of `check` in a run's JSON.
 fn check<'a>(json: &'a Value, check: &str) -> &'a Value {

@@ -747,3 +747,19 @@ pub async fn sessions_of(t: &TestLab, cache: &str) -> redis::aio::MultiplexedCon
         .expect("connect in time")
         .expect("connect")
 }
+
+/// One `valkey-dr preflight --output json --config CONFIG` run as on a host (no `AWS_*`
+/// variable; the config names the credentials file): its exit code, its JSON and all it
+/// printed.
+pub async fn preflight_json(config: &Path) -> (i32, serde_json::Value, String) {
+    let mut command = tokio::process::Command::new(agent_bin());
+    command
+        .args(["preflight", "--output", "json", "--config"])
+        .arg(config);
+    let out = run_clean(command).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let output = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let json = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("preflight printed no JSON ({e}): {output}"));
+    (out.status.code().expect("exit code"), json, output)
+}
