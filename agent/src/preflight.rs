@@ -216,12 +216,12 @@ pub const PARALLEL_WATCHES: usize = 8;
 pub async fn run(config: &Config, only: Option<&str>) -> Report {
     use futures::StreamExt as _;
     let checked_at = SystemTime::now();
-    let aws = Aws::new(config);
     let watches: Vec<&WatchConfig> = config
         .watches
         .iter()
         .filter(|w| only.is_none_or(|n| n == w.name))
         .collect();
+    let aws = Aws::new(config, &watches);
     // The futures are made first: a stream that borrows while it maps is not `Send` for every
     // lifetime, which the daemon's spawned readiness task needs.
     let pending: Vec<_> = watches.iter().map(|w| watch(config, w, &aws)).collect();
@@ -337,6 +337,8 @@ impl<V: Clone> Memo<V> {
 /// distinct IAM question. Most watches of a fleet share a zone and most IAM statements.
 struct Aws<'c> {
     config: &'c Config,
+    /// How many watches of this run name each hosted zone.
+    on_zone: BTreeMap<&'c str, usize>,
     sdk: Memo<SdkConfig>,
     identity: tokio::sync::OnceCell<Result<Identity, (CheckStatus, String)>>,
     /// `GetHostedZone`, by zone id.
@@ -350,9 +352,14 @@ struct Aws<'c> {
 }
 
 impl<'c> Aws<'c> {
-    fn new(config: &'c Config) -> Self {
+    fn new(config: &'c Config, watches: &[&'c WatchConfig]) -> Self {
+        let mut on_zone = BTreeMap::new();
+        for w in watches {
+            *on_zone.entry(w.hosted_zone_id.as_str()).or_default() += 1;
+        }
         Aws {
             config,
+            on_zone,
             sdk: Memo::new(),
             identity: tokio::sync::OnceCell::new(),
             zones: Memo::new(),
@@ -368,13 +375,9 @@ impl<'c> Aws<'c> {
             .await
     }
 
-    /// How many watches of the run's config name `zone`.
+    /// How many watches of this run name `zone`.
     fn watches_on(&self, zone: &str) -> usize {
-        self.config
-            .watches
-            .iter()
-            .filter(|w| w.hosted_zone_id == zone)
-            .count()
+        self.on_zone.get(zone).copied().unwrap_or(0)
     }
 
     async fn identity(&self, region: &str) -> Result<Identity, (CheckStatus, String)> {
