@@ -18,7 +18,9 @@
 //!   `valkey-dr drill` writes from its own process.
 //!
 //! The first pass starts as the daemon does, so that an agent that could never fail over says
-//! so within seconds of starting, not in the middle of an outage.
+//! so within seconds of starting, not in the middle of an outage. `SIGUSR1` starts a pass at
+//! once (after the one running, if any): to see a fix take effect without waiting for
+//! `readiness_interval`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -62,6 +64,16 @@ pub async fn run(
 ) {
     let mut memory: BTreeMap<String, Memory> = BTreeMap::new();
     let mut verified = Verified::since(Instant::now());
+    // Registered once per process by tokio (and never given back), so a SIGUSR1 cannot kill
+    // the agent between reloads either.
+    let mut asked =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGUSR1 cannot start a readiness pass: no handler");
+                None
+            }
+        };
     let out = Out {
         config: &config,
         metrics: &metrics,
@@ -101,6 +113,15 @@ pub async fn run(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 () = &mut due => break,
+                Some(()) = async {
+                    match asked.as_mut() {
+                        Some(signal) => signal.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    tracing::info!("SIGUSR1: a readiness pass now");
+                    break;
+                }
                 () = standbys.changed.notified() => {
                     let sooner = out.publish(&shown(&report), &mut memory, false);
                     // A check that fails now is reminded of on its own schedule.

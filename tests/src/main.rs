@@ -146,6 +146,13 @@ enum BenchCommand {
         /// switches to it (`--mode auto` only).
         #[arg(long, value_enum, default_value_t = StandbyArg::None)]
         standby: StandbyArg,
+        /// Watches in the agent's config: the lab's, and N-1 more on the same zone watching
+        /// the spare cache in another region, which stay healthy (`--mode auto` only).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=500))]
+        fleet: u64,
+        /// Start a readiness pass (SIGUSR1) 1 s before each outage (`--mode auto` only).
+        #[arg(long)]
+        pass_before_outage: bool,
     },
 }
 
@@ -517,20 +524,30 @@ fn main() -> ExitCode {
                         mode,
                         route53_down,
                         standby,
+                        fleet,
+                        pass_before_outage,
                     },
             } => {
                 let route53_down = route53_down.map(Duration::from_secs);
                 let warm = standby == StandbyArg::Warm;
+                let plain = fleet == 1 && !pass_before_outage;
                 let report = match (mode, route53_down, warm) {
                     (FailoverMode::Auto, _, _) => {
-                        bench::failover::run(runs as usize, seed, route53_down, warm).await?
+                        let shape = scenario::Outage {
+                            route53_down,
+                            standby: warm,
+                            fleet: fleet as usize,
+                            pass_before: pass_before_outage,
+                            ..scenario::Outage::default()
+                        };
+                        bench::failover::run(runs as usize, seed, shape).await?
                     }
-                    (FailoverMode::Prepare, None, false) => {
+                    (FailoverMode::Prepare, None, false) if plain => {
                         bench::decision::run(runs as usize).await?
                     }
                     (FailoverMode::Prepare, _, _) => {
                         return Err(UsageError(
-                            "--route53-down and --standby apply to --mode auto only".to_string(),
+                            "--route53-down, --standby, --fleet and --pass-before-outage apply to --mode auto only".to_string(),
                         )
                         .into());
                     }

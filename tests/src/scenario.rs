@@ -99,7 +99,19 @@ pub struct Outage {
     /// The watch keeps a warm standby (`[watch.dr] standby = "warm"`), built with
     /// `valkey-dr standby create` before the agent starts: the failover builds nothing.
     pub standby: bool,
+    /// Watches in the agent's config, the lab's own first (0 and 1: that one alone). The
+    /// others share its zone, each with its own record, and watch the spare cache (in
+    /// another region: they stay healthy through the outage); their readiness pass is the
+    /// load a failover must not wait behind.
+    pub fleet: usize,
+    /// A readiness pass is started on purpose (`SIGUSR1`) [`PASS_LEAD`] before the outage.
+    pub pass_before: bool,
 }
+
+/// How long before the outage `pass_before` starts a readiness pass.
+pub const PASS_LEAD: Duration = Duration::from_secs(1);
+/// How long the fleet's first readiness pass may take before the story starts.
+const FLEET_PASS_LIMIT: Duration = Duration::from_secs(180);
 
 impl Outage {
     /// What the milestones that wait on Route 53's API may take on top of their own bounds:
@@ -479,6 +491,105 @@ async fn create_standby(program: &AgentProgram<'_>, config: &Path) -> anyhow::Re
 /// How long `valkey-dr standby create` may take in the lab (a 3 s build, a probe).
 const STANDBY_LIMIT: Duration = Duration::from_secs(60);
 
+/// The record of the fleet's watch `i` (the lab's own for 0).
+pub fn fleet_record(i: usize) -> String {
+    if i == 0 {
+        valkey_dr_lab::RECORD.to_owned()
+    } else {
+        format!("s{i}.{}", valkey_dr_lab::ZONE)
+    }
+}
+
+/// `toml` (the lab's, with its one watch) with `fleet - 1` more watches after it: `sessions-I`,
+/// each with its own record in the zone and DR cache name, watching the spare cache, and
+/// readiness passes an hour apart (the start-up one, and those asked for).
+fn with_fleet(
+    toml: &str,
+    info: &LabInfo,
+    primary_endpoint: &str,
+    fleet: usize,
+) -> anyhow::Result<String> {
+    use valkey_dr_lab::config::DR_CACHE;
+    let spare = info
+        .cache_with_role(valkey_dr_lab::Role::Spare)
+        .context("the lab has no spare cache")?;
+    let primary = format!(
+        "[watch.primary]\nregion = \"{PRIMARY_REGION}\"\ncache_name = \"{PRIMARY_CACHE}\"\nendpoint = \"{primary_endpoint}\"\n"
+    );
+    let watched = format!(
+        "[watch.primary]\nregion = \"{}\"\ncache_name = \"{}\"\nendpoint = \"{}\"\n",
+        spare.region, spare.name, spare.endpoint
+    );
+    const LOG: &str = "log_format = \"text\"\n";
+    let start = toml
+        .find("[[watch]]\n")
+        .context("the lab's agent.toml has no [[watch]]")?;
+    let end = toml[start..]
+        .find("[[notify]]")
+        .map_or(toml.len(), |e| start + e);
+    let watch = &toml[start..end];
+    anyhow::ensure!(
+        watch.contains(&primary) && toml[..start].matches(LOG).count() == 1,
+        "the lab's agent.toml no longer has the [watch.primary] and log_format this expects"
+    );
+    let mut out = toml[..start].replacen(LOG, &format!("{LOG}readiness_interval = \"1h\"\n"), 1);
+    out.push_str(watch);
+    for i in 1..fleet {
+        out.push('\n');
+        out.push_str(
+            &watch
+                .replacen(
+                    "name = \"sessions\"",
+                    &format!("name = \"sessions-{i}\""),
+                    1,
+                )
+                .replacen(
+                    &format!("record = \"{}\"", valkey_dr_lab::RECORD),
+                    &format!("record = \"{}\"", fleet_record(i)),
+                    1,
+                )
+                .replacen(
+                    &format!("cache_name = \"{DR_CACHE}\""),
+                    &format!("cache_name = \"{DR_CACHE}-{i}\""),
+                    1,
+                )
+                .replacen(&primary, &watched, 1),
+        );
+    }
+    out.push('\n');
+    out.push_str(&toml[end..]);
+    Ok(out)
+}
+
+/// Puts the records of the fleet's watches 1.. into the lab's zone, each a CNAME to `target`
+/// with the lab's TTL, in one change through the agent's own Route 53 client.
+pub async fn fleet_records(info: &LabInfo, target: &str, fleet: usize) -> anyhow::Result<()> {
+    use valkey_dr::executor::api::{Change, DnsApi as _, RecordSet};
+    if fleet < 2 {
+        return Ok(());
+    }
+    let config = valkey_dr::config::Config::load(&info.config, &valkey_dr::config::ProcessEnv)
+        .map_err(|e| anyhow::anyhow!("{:#}", anyhow::Error::from(e)))?;
+    let route53 = valkey_dr::executor::sdk::SdkDns::new(
+        &valkey_dr::aws::sdk_config(&config, "us-east-1").await,
+    );
+    let changes: Vec<Change> = (1..fleet)
+        .map(|i| {
+            Change::Create(RecordSet {
+                name: fleet_record(i),
+                rtype: "CNAME".into(),
+                ttl: u32::try_from(info.ttl_s).unwrap_or(30),
+                values: vec![format!("{target}.")],
+            })
+        })
+        .collect();
+    route53
+        .change(valkey_dr_lab::config::HOSTED_ZONE_ID, &changes)
+        .await
+        .map_err(|e| anyhow::anyhow!("adding the fleet's records: {e}"))?;
+    Ok(())
+}
+
 /// The lab's agent.toml in auto-failover mode, posting to `hook`.
 fn auto_failover_config(lab_toml: &str, hook: &Webhook) -> anyhow::Result<String> {
     config_in_mode(lab_toml, "auto-failover", hook)
@@ -515,6 +626,13 @@ async fn with_lab(
     if outage.standby {
         toml = warm(&toml)?;
     }
+    if outage.fleet > 1 {
+        let spare = info
+            .cache_with_role(valkey_dr_lab::Role::Spare)
+            .context("the lab has no spare cache")?;
+        toml = with_fleet(&toml, info, &primary_endpoint, outage.fleet)?;
+        fleet_records(info, &spare.endpoint, outage.fleet).await?;
+    }
     std::fs::write(&config, toml).with_context(|| format!("writing {}", config.display()))?;
     if outage.standby {
         let built = create_standby(program, &config).await?;
@@ -530,7 +648,13 @@ async fn with_lab(
     )
     .await?;
     let outcome = async {
-        agent.wait_all("healthy", 1, HEALTHY_LIMIT).await?;
+        agent
+            .wait_all("healthy", outage.fleet.max(1), HEALTHY_LIMIT)
+            .await?;
+        if outage.fleet > 1 {
+            // Both variants start from the same quiet state: the start-up pass over.
+            agent.wait_readiness_checked(FLEET_PASS_LIMIT).await?;
+        }
         progress(Progress::Setup(format!(
             "agent healthy: valkey-dr run, mode = \"auto-failover\", probing every {}s (log: {})",
             INTERVAL.as_secs(),
@@ -615,6 +739,10 @@ async fn story(
         )));
     }
 
+    if outage.pass_before {
+        agent.start_readiness_pass()?;
+        tokio::time::sleep(PASS_LEAD).await;
+    }
     // The journal's times are wall-clock: this pair maps them onto the story's clock.
     let (t0, wall0) = (Instant::now(), SystemTime::now());
     lab.fault(Fault::RegionOutage {
@@ -1066,7 +1194,7 @@ mod tests {
         let outage = Outage {
             offset: Duration::ZERO,
             route53_down: Some(Duration::from_secs(60)),
-            standby: false,
+            ..Outage::default()
         };
         let slack = outage.route53_slack();
         assert_eq!(slack, Duration::from_secs(60) + ROUTE53_RETRY_MARGIN);

@@ -168,6 +168,11 @@ impl Agent {
         self.process.pid()
     }
 
+    /// `SIGUSR1`: the agent starts a readiness pass at once.
+    pub fn start_readiness_pass(&self) -> anyhow::Result<()> {
+        self.process.signal(libc::SIGUSR1)
+    }
+
     pub fn ensure_running(&mut self) -> anyhow::Result<()> {
         self.process.ensure_running()
     }

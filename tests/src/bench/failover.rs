@@ -95,14 +95,18 @@ fn overhead_beyond_interval(o: &Outcome) -> f64 {
     o.overhead_s() - INTERVAL.as_secs_f64()
 }
 
-/// `runs` failovers; with `route53_down`, Route 53's API is down for that long from each
-/// outage; with `standby`, the watch keeps a warm standby built before the agent starts.
-pub async fn run(
-    runs: usize,
-    seed: u64,
-    route53_down: Option<Duration>,
-    standby: bool,
-) -> anyhow::Result<Value> {
+/// `runs` failovers of the kind `shape` says (its offset aside, which `seed` draws): with
+/// `route53_down`, Route 53's API is down for that long from each outage; with `standby`, the
+/// watch keeps a warm standby built before the agent starts; with `fleet`, that many watches
+/// share the zone; with `pass_before`, a readiness pass starts 1 s before each outage.
+pub async fn run(runs: usize, seed: u64, shape: Outage) -> anyhow::Result<Value> {
+    let Outage {
+        route53_down,
+        standby,
+        fleet,
+        pass_before,
+        ..
+    } = shape;
     let (binary, profile) = agent::measured_binary()?;
     // Where in the probe interval each outage lands, so detection covers every phase.
     let mut rng = StdRng::seed_from_u64(seed);
@@ -124,6 +128,8 @@ pub async fn run(
             offset: *offset,
             route53_down,
             standby,
+            fleet,
+            pass_before,
         };
         match scenario::play(&dir, &program, outage, &mut |_| {}).await {
             Ok(o) => {
@@ -256,6 +262,8 @@ pub async fn run(
             "fault": fault,
             "route53_down_s": route53_down.map(|d| d.as_secs_f64()),
             "standby": if standby { "warm" } else { "none" },
+            "fleet": fleet.max(1),
+            "readiness_pass_before_outage_s": pass_before.then(|| scenario::PASS_LEAD.as_secs_f64()),
         },
         "target": {
             "what": "overhead_beyond_interval_s < 1 s in every run",
