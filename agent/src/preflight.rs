@@ -11,8 +11,8 @@
 //!   public zone, a stale lock it would take over) or a region's API cannot be reached now.
 //! - `unknown`: could not be checked (no permission to look, no answer); says what would make
 //!   it checkable. For one pass it does not make the path "not ready" (an outage of IAM or
-//!   Route 53's API would otherwise page every agent at once); the daemon's readiness calls a
-//!   check that stays `unknown` longer than `readiness_stale` failing (`crate::readiness`).
+//!   Route 53's API would otherwise page every agent at once); the daemon's readiness loop
+//!   calls a check that stays `unknown` longer than `readiness_stale` failing.
 //! - `fail`: a failover would fail (or do harm) because of it. The path is not ready.
 //!
 //! The Nagios status is CRITICAL on any `fail`, else UNKNOWN on any `unknown`, else WARNING on
