@@ -357,6 +357,22 @@ mod tests {
 
     /// Issue 22, defect 6: STS's answer names the partition the agent works in; regions the
     /// config places elsewhere make every ARN of the policy wrong, and preflight says so.
+    /// A config of one watch (DR key by alias) in `mode`.
+    fn one_watch(mode: &str) -> Config {
+        let text = format!(
+            "[agent]\nid = \"a\"\nstate_dir = \"/tmp/x\"\nmode = \"{mode}\"\n\
+             [[watch]]\nname = \"s\"\nrecord = \"v.app.internal.\"\nhosted_zone_id = \"Z1\"\n\
+             [watch.primary]\nregion = \"us-east-1\"\ncache_name = \"app\"\nendpoint = \"app.example\"\n\
+             [watch.dr]\nregion = \"us-west-2\"\ncache_name = \"app-dr\"\nkms_key_id = \"alias/k\"\n"
+        );
+        Config::parse(
+            &text,
+            std::path::Path::new("/etc/valkey-dr/agent.toml"),
+            &crate::config::ProcessEnv,
+        )
+        .expect("valid")
+    }
+
     #[test]
     fn a_caller_of_another_partition_than_the_regions_fails_permissions() {
         let aws = watch_in("us-east-1", "us-west-2");
@@ -414,16 +430,7 @@ mod tests {
     /// which asked about writes that mode never makes.
     #[test]
     fn an_alert_only_agent_is_asked_only_about_reads() {
-        let text = "[agent]\nid = \"a\"\nstate_dir = \"/tmp/x\"\nmode = \"alert-only\"\n\
-             [[watch]]\nname = \"s\"\nrecord = \"v.app.internal.\"\nhosted_zone_id = \"Z1\"\n\
-             [watch.primary]\nregion = \"us-east-1\"\ncache_name = \"app\"\nendpoint = \"app.example\"\n\
-             [watch.dr]\nregion = \"us-west-2\"\ncache_name = \"app-dr\"\nkms_key_id = \"alias/k\"\n";
-        let config = Config::parse(
-            text,
-            std::path::Path::new("/etc/valkey-dr/agent.toml"),
-            &crate::config::ProcessEnv,
-        )
-        .expect("valid");
+        let config = one_watch("alert-only");
         let qs = questions(&config, &config.watches[0], "123456789012");
         let asked: Vec<&String> = qs.iter().flat_map(|q| &q.actions).collect();
         for write in [
@@ -449,16 +456,7 @@ mod tests {
 
     #[test]
     fn permissions_are_asked_statement_by_statement_with_their_context() {
-        let text = "[agent]\nid = \"a\"\nstate_dir = \"/tmp/x\"\nmode = \"prepare\"\n\
-             [[watch]]\nname = \"s\"\nrecord = \"v.app.internal.\"\nhosted_zone_id = \"Z1\"\n\
-             [watch.primary]\nregion = \"us-east-1\"\ncache_name = \"app\"\nendpoint = \"app.example\"\n\
-             [watch.dr]\nregion = \"us-west-2\"\ncache_name = \"app-dr\"\nkms_key_id = \"alias/k\"\n";
-        let config = Config::parse(
-            text,
-            std::path::Path::new("/etc/valkey-dr/agent.toml"),
-            &crate::config::ProcessEnv,
-        )
-        .expect("valid");
+        let config = one_watch("prepare");
         let qs = questions(&config, &config.watches[0], "123456789012");
         let switch = qs
             .iter()
