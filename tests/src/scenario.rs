@@ -500,6 +500,28 @@ pub fn fleet_record(i: usize) -> String {
     }
 }
 
+/// The lab's `[[watch]]` table `watch` as the fleet's watch `i`: `sessions-I`, with its own
+/// record in the zone and its own DR cache name.
+pub fn fleet_watch(watch: &str, i: usize) -> String {
+    use valkey_dr_lab::config::DR_CACHE;
+    watch
+        .replacen(
+            "name = \"sessions\"",
+            &format!("name = \"sessions-{i}\""),
+            1,
+        )
+        .replacen(
+            &format!("record = \"{}\"", valkey_dr_lab::RECORD),
+            &format!("record = \"{}\"", fleet_record(i)),
+            1,
+        )
+        .replacen(
+            &format!("cache_name = \"{DR_CACHE}\""),
+            &format!("cache_name = \"{DR_CACHE}-{i}\""),
+            1,
+        )
+}
+
 /// `toml` (the lab's, with its one watch) with `fleet - 1` more watches after it: `sessions-I`,
 /// each with its own record in the zone and DR cache name, watching the spare cache, and
 /// readiness passes an hour apart (the start-up one, and those asked for).
@@ -509,7 +531,6 @@ fn with_fleet(
     primary_endpoint: &str,
     fleet: usize,
 ) -> anyhow::Result<String> {
-    use valkey_dr_lab::config::DR_CACHE;
     let spare = info
         .cache_with_role(valkey_dr_lab::Role::Spare)
         .context("the lab has no spare cache")?;
@@ -536,25 +557,7 @@ fn with_fleet(
     out.push_str(watch);
     for i in 1..fleet {
         out.push('\n');
-        out.push_str(
-            &watch
-                .replacen(
-                    "name = \"sessions\"",
-                    &format!("name = \"sessions-{i}\""),
-                    1,
-                )
-                .replacen(
-                    &format!("record = \"{}\"", valkey_dr_lab::RECORD),
-                    &format!("record = \"{}\"", fleet_record(i)),
-                    1,
-                )
-                .replacen(
-                    &format!("cache_name = \"{DR_CACHE}\""),
-                    &format!("cache_name = \"{DR_CACHE}-{i}\""),
-                    1,
-                )
-                .replacen(&primary, &watched, 1),
-        );
+        out.push_str(&fleet_watch(watch, i).replacen(&primary, &watched, 1));
     }
     out.push('\n');
     out.push_str(&toml[end..]);

@@ -12,11 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde_json::{Value, json};
-use valkey_dr::config::{Config, ProcessEnv};
-use valkey_dr::executor::api::{Change, DnsApi as _, RecordSet};
-use valkey_dr::executor::sdk::SdkDns;
-use valkey_dr_lab::config::{DR_CACHE, HOSTED_ZONE_ID};
-use valkey_dr_lab::{AwsService, Lab, LabOptions, RECORD, Role, ZONE};
+use valkey_dr_lab::{AwsService, Lab, LabOptions, Role};
 
 use super::ScratchDir;
 use super::agent;
@@ -30,15 +26,6 @@ const TARGET_WALL: Duration = Duration::from_secs(10);
 const TARGET_ROUTE53_SHARE: f64 = 0.2;
 /// The longest one pass may take before the bench gives up on it.
 const PASS_LIMIT: Duration = Duration::from_secs(600);
-
-/// The record of watch `i` (the lab's own record for the first).
-fn record_of(i: usize) -> String {
-    if i == 0 {
-        RECORD.to_owned()
-    } else {
-        format!("s{i}.{ZONE}")
-    }
-}
 
 /// Runs one pass over `watches` watches; the figures as JSON.
 pub async fn run(watches: usize) -> anyhow::Result<Value> {
@@ -65,7 +52,7 @@ async fn measure(lab: &Lab, binary: &Path, watches: usize, dir: &Path) -> anyhow
         .context("the lab has no primary")?
         .endpoint
         .clone();
-    add_records(lab, &primary, watches).await?;
+    crate::scenario::fleet_records(lab.info(), &primary, watches).await?;
     let config = dir.join("fleet.toml");
     std::fs::write(&config, fleet_config(&lab.info().config, watches)?)?;
     // A full token bucket, as after any quiet second.
@@ -151,32 +138,6 @@ async fn measure(lab: &Lab, binary: &Path, watches: usize, dir: &Path) -> anyhow
     }))
 }
 
-/// Puts the record of every watch but the first (the lab's own) into the zone, in one change.
-async fn add_records(lab: &Lab, primary: &str, watches: usize) -> anyhow::Result<()> {
-    if watches < 2 {
-        return Ok(());
-    }
-    // Through the agent's own Route 53 client, with the lab's agent.toml credentials.
-    let config = Config::load(&lab.info().config, &ProcessEnv)
-        .map_err(|e| anyhow::anyhow!("{:#}", anyhow::Error::from(e)))?;
-    let route53 = SdkDns::new(&valkey_dr::aws::sdk_config(&config, "us-east-1").await);
-    let changes: Vec<Change> = (1..watches)
-        .map(|i| {
-            Change::Create(RecordSet {
-                name: record_of(i),
-                rtype: "CNAME".into(),
-                ttl: u32::try_from(lab.info().ttl_s).unwrap_or(30),
-                values: vec![format!("{primary}.")],
-            })
-        })
-        .collect();
-    route53
-        .change(HOSTED_ZONE_ID, &changes)
-        .await
-        .map_err(|e| anyhow::anyhow!("adding the fleet's records: {e}"))?;
-    Ok(())
-}
-
 /// The lab's `agent.toml` with its `[[watch]]` repeated for `watches` watches, each with its
 /// own name, record and DR cache name.
 fn fleet_config(lab_config: &Path, watches: usize) -> anyhow::Result<String> {
@@ -188,18 +149,7 @@ fn fleet_config(lab_config: &Path, watches: usize) -> anyhow::Result<String> {
     let mut out = text.clone();
     for i in 1..watches {
         out.push('\n');
-        out.push_str(
-            &watch
-                .replace("name = \"sessions\"", &format!("name = \"sessions-{i}\""))
-                .replace(
-                    &format!("record = \"{RECORD}\""),
-                    &format!("record = \"{}\"", record_of(i)),
-                )
-                .replace(
-                    &format!("cache_name = \"{DR_CACHE}\""),
-                    &format!("cache_name = \"{DR_CACHE}-{i}\""),
-                ),
-        );
+        out.push_str(&crate::scenario::fleet_watch(watch, i));
     }
     Ok(out)
 }
