@@ -336,6 +336,16 @@ async fn watch_status(agent: &Agent) -> Value {
 
 /// Waits (bounded) until `/status` shows the last failover's `result`, and returns the
 /// watch's entry: `/status` is rebuilt every 250 ms, so it may trail the webhook a little.
+/// Waits (at most `limit`) until the watch has run `more` rounds after round `from`.
+async fn more_rounds(agent: &Agent, from: u64, more: u64, limit: Duration) -> bool {
+    wait_until(limit, || async {
+        watch_status(agent).await["rounds"]
+            .as_u64()
+            .is_some_and(|r| r >= from + more)
+    })
+    .await
+}
+
 async fn failover_result_shown(agent: &Agent, result: &str) -> Value {
     let shown = wait_until(EVENT_BOUND, || async {
         watch_status(agent).await["last_failover"]["outcome"]["result"] == result
@@ -728,12 +738,7 @@ async fn alert_only_announces_the_failover_it_would_make_and_changes_nothing() {
     let rounds = watch_status(&agent).await["rounds"]
         .as_u64()
         .expect("rounds");
-    let held = wait_until(Duration::from_secs(15), || async {
-        watch_status(&agent).await["rounds"]
-            .as_u64()
-            .is_some_and(|r| r >= rounds + 4)
-    })
-    .await;
+    let held = more_rounds(&agent, rounds, 4, Duration::from_secs(15)).await;
     assert!(
         held,
         "the agent stopped counting rounds:\n{}",
@@ -851,14 +856,7 @@ async fn assert_failed_before_the_swap(s: &Setup, agent: &Agent, end: &Value, st
 
     // The episode keeps its intent: a few more rounds of the outage start no second failover.
     let rounds = status["rounds"].as_u64().expect("rounds");
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            watch_status(agent).await["rounds"]
-                .as_u64()
-                .is_some_and(|r| r >= rounds + 3)
-        })
-        .await
-    );
+    assert!(more_rounds(agent, rounds, 3, Duration::from_secs(10)).await);
     assert_eq!(s.hook.count("failover_started"), 1, "{:?}", s.hook.names());
     assert_eq!(creates(&s.calls()).len(), 1);
     assert_eq!(agent.state(WATCH).await.as_deref(), Some("down"));
@@ -971,14 +969,7 @@ async fn a_leftover_failed_build_stops_the_failover_at_once_and_spends_no_cooldo
     let rounds = watch_status(&agent).await["rounds"]
         .as_u64()
         .expect("rounds");
-    assert!(
-        wait_until(Duration::from_secs(10), || async {
-            watch_status(&agent).await["rounds"]
-                .as_u64()
-                .is_some_and(|r| r >= rounds + 3)
-        })
-        .await
-    );
+    assert!(more_rounds(&agent, rounds, 3, Duration::from_secs(10)).await);
     assert_eq!(s.hook.count("failover_started"), 1, "{:?}", s.hook.names());
 
     let deleted = cli(
