@@ -151,8 +151,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=500))]
         fleet: u64,
         /// Start a readiness pass (SIGUSR1) 1 s before each outage (`--mode auto` only).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "outage_in_startup_pass")]
         pass_before_outage: bool,
+        /// Bring the region down while the agent's start-up readiness pass still runs, for a
+        /// build of the agent without SIGUSR1 (through VALKEY_DR_BIN) whose pass is long
+        /// (`--mode auto`, with `--fleet`, only).
+        #[arg(long)]
+        outage_in_startup_pass: bool,
     },
 }
 
@@ -526,18 +531,30 @@ fn main() -> ExitCode {
                         standby,
                         fleet,
                         pass_before_outage,
+                        outage_in_startup_pass,
                     },
             } => {
                 let route53_down = route53_down.map(Duration::from_secs);
                 let warm = standby == StandbyArg::Warm;
-                let plain = fleet == 1 && !pass_before_outage;
+                let pass = match (pass_before_outage, outage_in_startup_pass) {
+                    (true, _) => scenario::Pass::Signalled,
+                    (false, true) => scenario::Pass::StartUp,
+                    (false, false) => scenario::Pass::None,
+                };
+                if pass == scenario::Pass::StartUp && fleet < 2 {
+                    return Err(UsageError(
+                        "--outage-in-startup-pass needs --fleet 2 or more: one watch's start-up pass is over before an outage".to_string(),
+                    )
+                    .into());
+                }
+                let plain = fleet == 1 && pass == scenario::Pass::None;
                 let report = match (mode, route53_down, warm) {
                     (FailoverMode::Auto, _, _) => {
                         let shape = scenario::Outage {
                             route53_down,
                             standby: warm,
                             fleet: fleet as usize,
-                            pass_before: pass_before_outage,
+                            pass,
                             ..scenario::Outage::default()
                         };
                         bench::failover::run(runs as usize, seed, shape).await?
@@ -547,7 +564,7 @@ fn main() -> ExitCode {
                     }
                     (FailoverMode::Prepare, _, _) => {
                         return Err(UsageError(
-                            "--route53-down, --standby, --fleet and --pass-before-outage apply to --mode auto only".to_string(),
+                            "--route53-down, --standby, --fleet, --pass-before-outage and --outage-in-startup-pass apply to --mode auto only".to_string(),
                         )
                         .into());
                     }

@@ -104,8 +104,33 @@ pub struct Outage {
     /// another region: they stay healthy through the outage); their readiness pass is the
     /// load a failover must not wait behind.
     pub fleet: usize,
-    /// A readiness pass is started on purpose (`SIGUSR1`) [`PASS_LEAD`] before the outage.
-    pub pass_before: bool,
+    /// Whether a readiness pass runs when the region goes down.
+    pub pass: Pass,
+}
+
+/// A readiness pass at the outage (with `fleet`, whose pass is the load).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Pass {
+    /// None: the start-up pass has ended before the story starts.
+    #[default]
+    None,
+    /// One is started on purpose (`SIGUSR1`) [`PASS_LEAD`] before the outage.
+    Signalled,
+    /// The agent's start-up pass, still running at the outage: for an agent that has no
+    /// `SIGUSR1` (a build from before it), whose start-up pass is long. The story fails if
+    /// that pass has ended before the outage.
+    StartUp,
+}
+
+impl Pass {
+    /// How it reads in a report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pass::None => "none",
+            Pass::Signalled => "signalled 1 s before the outage",
+            Pass::StartUp => "the start-up pass, still running at the outage",
+        }
+    }
 }
 
 /// How long before the outage `pass_before` starts a readiness pass.
@@ -654,7 +679,7 @@ async fn with_lab(
         agent
             .wait_all("healthy", outage.fleet.max(1), HEALTHY_LIMIT)
             .await?;
-        if outage.fleet > 1 {
+        if outage.fleet > 1 && outage.pass != Pass::StartUp {
             // Both variants start from the same quiet state: the start-up pass over.
             agent.wait_readiness_checked(FLEET_PASS_LIMIT).await?;
         }
@@ -742,9 +767,16 @@ async fn story(
         )));
     }
 
-    if outage.pass_before {
-        agent.start_readiness_pass()?;
-        tokio::time::sleep(PASS_LEAD).await;
+    match outage.pass {
+        Pass::None => {}
+        Pass::Signalled => {
+            agent.start_readiness_pass()?;
+            tokio::time::sleep(PASS_LEAD).await;
+        }
+        Pass::StartUp => anyhow::ensure!(
+            !agent.readiness_checked().await?,
+            "the agent's start-up readiness pass ended before the outage: nothing to measure"
+        ),
     }
     // The journal's times are wall-clock: this pair maps them onto the story's clock.
     let (t0, wall0) = (Instant::now(), SystemTime::now());

@@ -231,26 +231,32 @@ impl Agent {
         )
     }
 
-    /// Waits until `/status` shows that the first readiness pass (the preflight checks, with
-    /// their AWS calls) has ended: a measurement of the steady state starts after it.
+    /// Whether `/status` shows that the first readiness pass (the preflight checks, with
+    /// their AWS calls) has ended.
+    pub async fn readiness_checked(&mut self) -> anyhow::Result<bool> {
+        self.ensure_running()?;
+        let (code, body) = valkey_dr::control::client::request(
+            self.admin,
+            "GET",
+            "/status",
+            Some(&self.token),
+            ADMIN_TIMEOUT,
+        )
+        .await?;
+        if code != 200 {
+            return Ok(false);
+        }
+        let status: Value = serde_json::from_str(&body).context("GET /status is not JSON")?;
+        Ok(!status["readiness"]["checked_at"].is_null())
+    }
+
+    /// Waits until the first readiness pass has ended ([`Self::readiness_checked`]): a
+    /// measurement of the steady state starts after it.
     pub async fn wait_readiness_checked(&mut self, limit: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            self.ensure_running()?;
-            let (code, body) = valkey_dr::control::client::request(
-                self.admin,
-                "GET",
-                "/status",
-                Some(&self.token),
-                ADMIN_TIMEOUT,
-            )
-            .await?;
-            if code == 200 {
-                let status: Value =
-                    serde_json::from_str(&body).context("GET /status is not JSON")?;
-                if !status["readiness"]["checked_at"].is_null() {
-                    return Ok(());
-                }
+            if self.readiness_checked().await? {
+                return Ok(());
             }
             tokio::time::sleep(POLL).await;
         }

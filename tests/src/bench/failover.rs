@@ -98,13 +98,13 @@ fn overhead_beyond_interval(o: &Outcome) -> f64 {
 /// `runs` failovers of the kind `shape` says (its offset aside, which `seed` draws): with
 /// `route53_down`, Route 53's API is down for that long from each outage; with `standby`, the
 /// watch keeps a warm standby built before the agent starts; with `fleet`, that many watches
-/// share the zone; with `pass_before`, a readiness pass starts 1 s before each outage.
+/// share the zone; `pass` says whether a readiness pass runs at each outage.
 pub async fn run(runs: usize, seed: u64, shape: Outage) -> anyhow::Result<Value> {
     let Outage {
         route53_down,
         standby,
         fleet,
-        pass_before,
+        pass,
         ..
     } = shape;
     let (binary, profile) = agent::measured_binary()?;
@@ -129,7 +129,7 @@ pub async fn run(runs: usize, seed: u64, shape: Outage) -> anyhow::Result<Value>
             route53_down,
             standby,
             fleet,
-            pass_before,
+            pass,
         };
         match scenario::play(&dir, &program, outage, &mut |_| {}).await {
             Ok(o) => {
@@ -263,7 +263,7 @@ pub async fn run(runs: usize, seed: u64, shape: Outage) -> anyhow::Result<Value>
             "route53_down_s": route53_down.map(|d| d.as_secs_f64()),
             "standby": if standby { "warm" } else { "none" },
             "fleet": fleet.max(1),
-            "readiness_pass_before_outage_s": pass_before.then(|| scenario::PASS_LEAD.as_secs_f64()),
+            "readiness_pass_at_outage": pass.as_str(),
         },
         "target": {
             "what": "overhead_beyond_interval_s < 1 s in every run",
