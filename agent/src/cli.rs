@@ -700,6 +700,7 @@ async fn run_preflight(path: &std::path::Path, only: Option<&str>, output: Outpu
         eprintln!("error: {e}");
         return unknown;
     }
+    crate::budget::share(&config.agent.state_dir);
     let report = crate::preflight::run(&config, only).await;
     match output {
         Output::Text => print!("{}", report.to_text()),
@@ -922,6 +923,7 @@ async fn run_status(path: &std::path::Path, only: Option<&str>, output: Output) 
         eprintln!("error: {e}");
         return 2;
     }
+    crate::budget::share(&config.agent.state_dir);
     let (code, report) = commands::status::status(&config, only).await;
     match output {
         Output::Text => print!("{}", render::status_text(&report)),
@@ -952,6 +954,7 @@ async fn run_daemon(path: &std::path::Path) -> i32 {
     if let Err(code) = own_state_dir(&config.agent.state_dir) {
         return code;
     }
+    crate::budget::share(&config.agent.state_dir);
     let shutdown = tokio_util::sync::CancellationToken::new();
     let signals = match stop_signals(shutdown.clone()) {
         Ok(task) => task,
@@ -1137,6 +1140,7 @@ async fn run_drill(path: &std::path::Path, only: Option<&str>, keep: bool, outpu
     let Some(w) = one_watch(&config, only) else {
         return 2;
     };
+    crate::budget::share(&config.agent.state_dir);
     let finished = match crate::drill::execute(&config, w, keep).await {
         Ok(finished) => finished,
         Err(e) => {

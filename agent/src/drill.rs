@@ -10,6 +10,7 @@
 //! A drill must never touch Route 53: it has no `DnsApi` at all, so the live record cannot
 //! change whatever happens. It only ever deletes the cache it created itself.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use tokio::time::Instant;
 use valkey_dr_probes::{Prober, ResolverSettings};
 
 use crate::config::{Config, PrimaryConfig, WatchConfig};
-use crate::executor::api::{ApiError, CacheApi, CacheSpec, CacheStatus};
+use crate::executor::api::{ApiError, CacheApi, CacheInfo, CacheSpec, CacheStatus};
 use crate::executor::{Verifier, wait};
 use crate::store::{self, StoreError};
 
@@ -705,8 +706,9 @@ pub async fn execute(config: &Config, w: &WatchConfig, keep: bool) -> Result<Fin
     store::ensure_dir(path.parent().unwrap_or(&config.agent.state_dir))
         .map_err(DrillError::Store)?;
     let verifier = verifier(config, w, &name).await?;
-    let cache =
-        crate::executor::sdk::SdkCache::new(&crate::aws::sdk_config(config, &w.dr.region).await);
+    let cache = Background(crate::executor::sdk::SdkCache::new(
+        &crate::aws::sdk_config(config, &w.dr.region).await,
+    ));
     let plan = DrillPlan {
         watch: w.name.clone(),
         id: id.clone(),
@@ -719,6 +721,32 @@ pub async fn execute(config: &Config, w: &WatchConfig, keep: bool) -> Result<Fin
     let report = run(&cache, &verifier, &plan, &DrillLimits::default()).await;
     let saved = store::write_json(&path, &report).map(|()| path);
     Ok(Finished { report, saved })
+}
+
+/// A drill's ElastiCache calls are background calls: each waits for a failover or failback
+/// that runs, in this process or another of the same `state_dir` (`budget`).
+struct Background<C>(C);
+
+impl<C: CacheApi> CacheApi for Background<C> {
+    async fn create(&self, spec: &CacheSpec) -> Result<CacheInfo, ApiError> {
+        crate::budget::background("elasticache:CreateServerlessCache").await;
+        self.0.create(spec).await
+    }
+
+    async fn describe(&self, name: &str) -> Result<Option<CacheInfo>, ApiError> {
+        crate::budget::background("elasticache:DescribeServerlessCaches").await;
+        self.0.describe(name).await
+    }
+
+    async fn tags(&self, arn: &str) -> Result<BTreeMap<String, String>, ApiError> {
+        crate::budget::background("elasticache:ListTagsForResource").await;
+        self.0.tags(arn).await
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), ApiError> {
+        crate::budget::background("elasticache:DeleteServerlessCache").await;
+        self.0.delete(name).await
+    }
 }
 
 /// The watch's own probe, aimed at the drill cache: for IAM auth the token must be signed for
@@ -829,7 +857,7 @@ pub struct PastDrill {
     /// The first step that failed.
     pub failed_step: Option<String>,
     /// Each step that ran, and how long it took.
-    pub phases_ms: std::collections::BTreeMap<String, u64>,
+    pub phases_ms: BTreeMap<String, u64>,
     /// `create` + `wait_available`, when both succeeded: what the RTO depends on most.
     pub provisioning_ms: Option<u64>,
     /// The median provisioning time of the drills before this one (the baseline).

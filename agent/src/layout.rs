@@ -12,6 +12,7 @@
 //!   failovers/ID.json           finished failover journals, kept for the record
 //!   standby-NAME.json           where a watch's warm standby serves
 //!   drills/drill-NAME-ID.json   drill reports
+//!   budget.lock                 locked (shared) while a process runs a failover or failback
 //! ```
 
 use std::net::SocketAddr;
@@ -37,6 +38,12 @@ pub fn token_file(state_dir: &Path) -> PathBuf {
 /// take. Only the agent's user can open it (mode 0600 in a `state_dir` of mode 0700).
 pub fn socket_file(state_dir: &Path) -> PathBuf {
     state_dir.join("admin.sock")
+}
+
+/// The file a process locks while it runs a failover or failback, so that the other
+/// processes' background AWS calls wait for it (`budget::share`).
+pub fn budget_lock(state_dir: &Path) -> PathBuf {
+    state_dir.join("budget.lock")
 }
 
 /// The file where a watch's policy state is kept.

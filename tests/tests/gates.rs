@@ -601,3 +601,55 @@ async fn a_held_failover_ends_by_itself_when_the_primary_answers_again() {
     );
     s.assert_record_untouched().await;
 }
+
+/// The budget is shared through `state_dir`: a `preflight` started by hand on the daemon's
+/// host makes no AWS call while the daemon's failover runs (here held for approval), says why
+/// it waits, and goes on as soon as the failover ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_preflight_run_by_hand_waits_for_the_daemons_failover_and_goes_on_when_it_ends() {
+    let s = setup("prepare", "").await;
+    let agent = s.healthy_agent().await;
+    prepared(&s, &agent).await;
+    // The sequence numbers of the IAM simulations, which only readiness and preflight send.
+    let simulations = |s: &Setup| -> Vec<u64> {
+        s.lab
+            .lab
+            .calls()
+            .iter()
+            .filter(|c| c.action == "SimulatePrincipalPolicy")
+            .map(|c| c.seq)
+            .collect()
+    };
+    let before = simulations(&s).len();
+    let config = s.config.clone();
+    let preflight = tokio::spawn(async move { cli(&config, &["preflight"]).await });
+    // Alone, preflight's first simulation comes within a second or two; held, none comes.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!preflight.is_finished(), "preflight did not wait");
+    let last_before_abort = s.lab.lab.calls().iter().map(|c| c.seq).max().unwrap();
+    let abort = cli(&s.config, &["abort", "--watch", WATCH, "--yes"]).await;
+    assert_eq!(abort.code, 0, "{}{}", abort.stdout, abort.stderr);
+    let out = tokio::time::timeout(CLI_BOUND, preflight)
+        .await
+        .expect("preflight ended after the abort")
+        .unwrap();
+    let sent = simulations(&s);
+    assert!(sent.len() > before, "preflight sent no simulation");
+    assert!(
+        sent[before..].iter().all(|seq| *seq > last_before_abort),
+        "an IAM simulation was sent while the failover ran: {sent:?}, the abort came after call {last_before_abort}"
+    );
+    assert!(
+        out.stderr
+            .contains("waiting for a failover or failback that another valkey-dr process runs")
+            && out.stderr.contains("budget.lock"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("permissions"),
+        "preflight did not check: {}{}",
+        out.stdout,
+        out.stderr
+    );
+}

@@ -313,6 +313,8 @@ struct Local {
 impl Local {
     async fn new(config: &Config, w: &WatchConfig) -> Result<Local, LocalError> {
         store::ensure_dir(&config.agent.state_dir)?;
+        // Its failover or failback comes before the other processes' background calls.
+        crate::budget::share(&config.agent.state_dir);
         let spec = crate::spec::probe_spec(config, w).await?;
         let prober = Prober::new(&ResolverSettings {
             nameservers: config.dns.nameservers.clone(),

@@ -226,6 +226,8 @@ impl<'c> Looker<'c> {
     }
 
     async fn record(&mut self, w: &WatchConfig) -> RecordView {
+        // A failover's Route 53 calls come first (`budget`).
+        crate::budget::interactive("route53:ListResourceRecordSets").await;
         match self.dns.record(&w.hosted_zone_id, &w.record, "CNAME").await {
             Ok(Some(r)) => RecordView::Found {
                 target: r.values.into_iter().next(),
