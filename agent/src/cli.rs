@@ -206,6 +206,18 @@ pub enum Command {
     },
     /// Print the least-privilege IAM policy (JSON) for this config.
     IamPolicy,
+    /// Print the CloudFormation template that sets up the `[watch.switch] kind =
+    /// "health_check"` watches in advance: the warm standby, per agent the alarm on its
+    /// verdicts and a health check on it, the calculated health check, and the failover
+    /// record pair. Deploy it in the DR region. No AWS call.
+    Template {
+        /// Only this watch (default: every watch with kind = "health_check").
+        #[arg(long)]
+        watch: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = crate::template::Format::Yaml)]
+        format: crate::template::Format,
+    },
     /// Check, read-only, everything a failover needs on the real account: identity, the zone
     /// and the record, the primary, the DR cache name and the DR spec's references,
     /// permissions, and drift. Exits with a Nagios status (0 OK, 1 WARNING, 2 CRITICAL,
@@ -399,6 +411,7 @@ pub async fn run(cli: Cli) -> i32 {
             ..
         } => run_drill(&cli.config, watch.as_deref(), keep, output).await,
         Command::IamPolicy => run_iam_policy(&cli.config),
+        Command::Template { watch, format } => run_template(&cli.config, watch.as_deref(), format),
         Command::Preflight { watch, output } => {
             run_preflight(&cli.config, watch.as_deref(), output).await
         }
@@ -951,6 +964,10 @@ async fn run_daemon(path: &std::path::Path) -> i32 {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    if let Err(e) = config.drivable() {
+        tracing::error!("{e}");
+        return 2;
+    }
     if let Err(code) = own_state_dir(&config.agent.state_dir) {
         return code;
     }
@@ -1169,6 +1186,29 @@ async fn run_drill(path: &std::path::Path, only: Option<&str>, keep: bool, outpu
         );
     }
     if report.ok && saved.is_some() { 0 } else { 1 }
+}
+
+fn run_template(
+    path: &std::path::Path,
+    only: Option<&str>,
+    format: crate::template::Format,
+) -> i32 {
+    init_logging(LogFormat::Text, "warn");
+    let Some(config) = load(path) else { return 2 };
+    let Some(watches) = selected(&config, only) else {
+        return 2;
+    };
+    match crate::template::template(&config, &watches) {
+        Ok(template) => {
+            let rendered = crate::template::render(&template, format);
+            let _ = std::io::stdout().lock().write_all(rendered.as_bytes());
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            2
+        }
+    }
 }
 
 fn run_iam_policy(path: &std::path::Path) -> i32 {

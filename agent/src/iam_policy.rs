@@ -44,6 +44,9 @@ pub fn policy(config: &Config) -> Value {
         route53_partition.get_or_insert_with(|| partition(&w.primary.region));
         watch_statements(w, acts, &mut sids, &mut statements);
     }
+    if let Some(statement) = publish_verdicts(config, &mut sids) {
+        statements.push(statement);
+    }
     // A change is only waited for by the agent that made it.
     if let Some(p) = route53_partition.filter(|_| acts) {
         statements.push(json!({
@@ -84,6 +87,32 @@ pub fn policy(config: &Config) -> Value {
         }));
     }
     json!({ "Version": "2012-10-17", "Statement": statements })
+}
+
+/// `[watch.switch] kind = "health_check"`: every agent, whatever its mode, publishes its
+/// verdict (0 when it would not fail over) with `PutMetricData`, which takes no resource-level
+/// permission: the namespaces and the metric regions are the conditions that narrow it.
+fn publish_verdicts(config: &Config, sids: &mut Sids) -> Option<Value> {
+    let (namespaces, regions): (BTreeSet<&str>, BTreeSet<&str>) = config
+        .watches
+        .iter()
+        .filter_map(|w| w.switch.health_check())
+        .map(|h| (h.namespace.as_str(), h.metric_region.as_str()))
+        .unzip();
+    (!namespaces.is_empty()).then(|| {
+        json!({
+            "Sid": sids.unique("PublishVerdicts", ""),
+            "Effect": "Allow",
+            "Action": ["cloudwatch:PutMetricData"],
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {
+                    "cloudwatch:namespace": namespaces.into_iter().collect::<Vec<_>>(),
+                    "aws:RequestedRegion": regions.into_iter().collect::<Vec<_>>(),
+                }
+            },
+        })
+    })
 }
 
 /// The resources a watch's statements name.
@@ -837,5 +866,28 @@ security_group_ids = ["sg-9"]
             normalized_record_name("*.app.internal."),
             "\\052.app.internal"
         );
+    }
+
+    #[test]
+    fn a_health_check_switch_may_publish_verdicts_to_its_namespace_and_region_only() {
+        assert!(
+            !sids(&policy_of("")).contains(&"PublishVerdicts"),
+            "a record switch publishes nothing"
+        );
+        let p = policy_of(
+            "standby = \"warm\"\n[watch.switch]\nkind = \"health_check\"\nnamespace = \"Shop/DR\"\n",
+        );
+        let publish = statement(&p, "PublishVerdicts");
+        assert_eq!(publish["Action"], json!(["cloudwatch:PutMetricData"]));
+        assert_eq!(publish["Resource"], "*");
+        assert_eq!(
+            publish["Condition"]["StringEquals"],
+            json!({ "cloudwatch:namespace": ["Shop/DR"], "aws:RequestedRegion": ["us-west-2"] })
+        );
+        // Every mode publishes (alert-only its 0s).
+        let text = BASE.replace("mode = \"auto-failover\"", "mode = \"alert-only\"")
+            + "standby = \"warm\"\n[watch.switch]\nkind = \"health_check\"\n";
+        let config = Config::parse(&text, Path::new("agent.toml"), &NoEnv).unwrap();
+        assert!(sids(&policy(&config)).contains(&"PublishVerdicts"));
     }
 }

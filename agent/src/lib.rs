@@ -13,7 +13,8 @@
 //! - **control**: [`control`] (the typed status document, controls, token and client shared
 //!   by the daemon, the server, the CLI and the peers) and [`peers`] (the quorum).
 //! - **checks**: [`check`] (one round with Nagios statuses), [`preflight`], [`drill`],
-//!   [`standby`] (the warm standby: its build, its book) and [`iam_policy`].
+//!   [`standby`] (the warm standby: its build, its book), [`iam_policy`] and [`template`]
+//!   (the health-check switch's CloudFormation template).
 //! - **recovery**: [`failover`] (failover and failback with the real clients), [`executor`]
 //!   (the journalled steps), [`gate`], [`plan`], [`spec`], [`witness`] and [`metrics`].
 //! - **foundation**: [`aws`], [`config`], [`notify`], [`event`], [`store`], [`layout`] (every
@@ -46,6 +47,7 @@ pub mod drill;
 pub mod iam_policy;
 pub mod preflight;
 pub mod standby;
+pub mod template;
 
 // recovery
 pub mod executor;

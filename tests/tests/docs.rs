@@ -87,7 +87,7 @@ impl Env for MapEnv {
 }
 
 /// Each table of CONFIG.md (its heading) and a config that puts [`UNKNOWN`] in it.
-const TABLES: [(&str, &str); 13] = [
+const TABLES: [(&str, &str); 14] = [
     ("Top level", "zz_not_a_key = 1\n"),
     ("[agent]", "[agent]\nzz_not_a_key = 1\n"),
     ("[aws]", "[aws]\nzz_not_a_key = 1\n"),
@@ -117,6 +117,10 @@ const TABLES: [(&str, &str); 13] = [
     (
         "[[watch.gate]]",
         "[[watch]]\n[[watch.gate]]\nzz_not_a_key = 1\n",
+    ),
+    (
+        "[watch.switch]",
+        "[[watch]]\n[watch.switch]\nzz_not_a_key = 1\n",
     ),
     ("[[notify]]", "[[notify]]\nzz_not_a_key = 1\n"),
 ];

@@ -116,6 +116,9 @@ pub enum LocalError {
     /// The resolver.
     #[error("{0}")]
     Resolver(String),
+    /// A watch whose failover this version cannot carry out.
+    #[error(transparent)]
+    NotDrivable(#[from] crate::config::NotDrivable),
 }
 
 /// What a command tells as it goes, for `cli` to show at once ([`progress_line`]).
@@ -312,6 +315,7 @@ struct Local {
 
 impl Local {
     async fn new(config: &Config, w: &WatchConfig) -> Result<Local, LocalError> {
+        w.drivable()?;
         store::ensure_dir(&config.agent.state_dir)?;
         // Its failover or failback comes before the other processes' background calls.
         crate::budget::share(&config.agent.state_dir);

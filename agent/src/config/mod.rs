@@ -246,6 +246,104 @@ pub struct WatchConfig {
     /// `[[watch.gate]]`: checks a failover must pass before a step; empty when none.
     #[serde(rename = "gate", skip_serializing_if = "Vec::is_empty")]
     pub gates: Vec<GateConfig>,
+    /// `[watch.switch]`: how applications are moved to the DR cache.
+    pub switch: SwitchConfig,
+}
+
+/// Why `namespace` cannot be a CloudWatch namespace of ours, if it cannot.
+fn namespace_problem(namespace: &str) -> Result<(), &'static str> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || ".-_/#: ".contains(c);
+    if namespace.is_empty() || namespace.len() > 255 {
+        Err("is not 1 to 255 characters long")
+    } else if !namespace.chars().all(allowed) {
+        Err("has characters CloudWatch refuses in a namespace")
+    } else if namespace.starts_with("AWS/") {
+        Err("starts with \"AWS/\", which AWS keeps for its own services")
+    } else {
+        Ok(())
+    }
+}
+
+/// `[watch.switch]`'s default metric namespace.
+pub const DEFAULT_NAMESPACE: &str = "ValkeyDR";
+/// The most alarm periods an agent's alarm looks back over: ten minutes of 60 s periods.
+pub const MAX_EVALUATION_PERIODS: u32 = 10;
+
+/// `[watch.switch]`: how a failover moves the applications.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SwitchConfig {
+    /// `kind = "record"`: the failover rewrites the CNAME with `ChangeResourceRecordSets`
+    /// (Route 53's control plane).
+    Record,
+    /// `kind = "health_check"`: the record is a Route 53 failover pair whose PRIMARY carries a
+    /// calculated health check over one alarm-based check per agent; the agents publish their
+    /// verdicts with `PutMetricData` and Route 53's data plane moves the answers.
+    HealthCheck(HealthCheckSwitch),
+}
+
+impl SwitchConfig {
+    /// The config's `kind`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SwitchConfig::Record => "record",
+            SwitchConfig::HealthCheck(_) => "health_check",
+        }
+    }
+
+    /// The health-check switch's settings, for `kind = "health_check"`.
+    pub fn health_check(&self) -> Option<&HealthCheckSwitch> {
+        match self {
+            SwitchConfig::Record => None,
+            SwitchConfig::HealthCheck(h) => Some(h),
+        }
+    }
+}
+
+/// `[watch.switch]` with `kind = "health_check"`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthCheckSwitch {
+    /// Where every agent publishes its verdict and where the alarms live; never the
+    /// primary's region (the DR region by default).
+    pub metric_region: String,
+    /// The CloudWatch namespace of the verdicts.
+    pub namespace: String,
+    /// The 60 s periods an agent's alarm looks at (its `EvaluationPeriods`).
+    pub evaluation_periods: u32,
+    /// How many of them must say "down" (its `DatapointsToAlarm`).
+    pub datapoints_to_alarm: u32,
+}
+
+/// A watch whose failover this version cannot carry out: `kind = "health_check"`, which
+/// `valkey-dr template` sets up, while the daemon does not yet publish the verdicts that drive
+/// it. Refused where a failover could start (the daemon's start and reload, `failover` and
+/// `failback` in process), so that nothing rewrites a failover pair as if it were one record.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "watch {watch}: [watch.switch] kind = \"health_check\" is set up in advance (valkey-dr template), but this version does not publish the verdicts that drive it, so no outage would move the record; keep kind = \"record\" for the agent until it does"
+)]
+pub struct NotDrivable {
+    /// The watch.
+    pub watch: String,
+}
+
+impl WatchConfig {
+    /// `Ok` when this version can fail the watch over and back.
+    pub fn drivable(&self) -> Result<(), NotDrivable> {
+        match self.switch {
+            SwitchConfig::Record => Ok(()),
+            SwitchConfig::HealthCheck(_) => Err(NotDrivable {
+                watch: self.name.clone(),
+            }),
+        }
+    }
+}
+
+impl Config {
+    /// `Ok` when this version can fail every watch over and back.
+    pub fn drivable(&self) -> Result<(), NotDrivable> {
+        self.watches.iter().try_for_each(WatchConfig::drivable)
+    }
 }
 
 /// `[[watch.gate]]`: a check the executor runs before a step of a failover. Open, the step
@@ -1522,6 +1620,7 @@ impl Validator<'_> {
         let witness = self.witness(&key(p, "witness"), raw.witness, probe.timeout);
         let policy = self.policy(&key(p, "policy"), raw.policy, &probe);
         let gates = self.gates(p, raw.gate);
+        let switch = self.switch(p, raw.switch, &primary, &dr);
         WatchConfig {
             name,
             record,
@@ -1535,6 +1634,118 @@ impl Validator<'_> {
             witness,
             policy,
             gates,
+            switch,
+        }
+    }
+
+    fn switch(
+        &mut self,
+        p: &[Seg],
+        raw: Option<raw::RawSwitch>,
+        primary: &PrimaryConfig,
+        dr: &DrConfig,
+    ) -> SwitchConfig {
+        let p = key(p, "switch");
+        let Some(raw) = raw else {
+            return SwitchConfig::Record;
+        };
+        match raw.kind.as_deref() {
+            None | Some("record") => {
+                let set = [
+                    ("metric_region", raw.metric_region.is_some()),
+                    ("namespace", raw.namespace.is_some()),
+                    ("evaluation_periods", raw.evaluation_periods.is_some()),
+                    ("datapoints_to_alarm", raw.datapoints_to_alarm.is_some()),
+                ];
+                for (name, _) in set.iter().filter(|(_, set)| *set) {
+                    self.issue(
+                        &key(&p, name),
+                        "applies to kind = \"health_check\" only",
+                        "remove it, or set kind = \"health_check\"",
+                    );
+                }
+                SwitchConfig::Record
+            }
+            Some("health_check") => {
+                SwitchConfig::HealthCheck(self.health_check_switch(&p, raw, primary, dr))
+            }
+            Some(other) => {
+                self.issue(
+                    &key(&p, "kind"),
+                    format!("unknown switch {other:?}"),
+                    "\"record\" (the failover rewrites the record) or \"health_check\" (the agents' verdicts drive Route 53 health checks)",
+                );
+                SwitchConfig::Record
+            }
+        }
+    }
+
+    fn health_check_switch(
+        &mut self,
+        p: &[Seg],
+        raw: raw::RawSwitch,
+        primary: &PrimaryConfig,
+        dr: &DrConfig,
+    ) -> HealthCheckSwitch {
+        if dr.standby != StandbyMode::Warm {
+            self.issue(
+                &key(p, "kind"),
+                "\"health_check\" needs a warm standby: the SECONDARY record points at it, and nothing is built at failover",
+                "set [watch.dr] standby = \"warm\", or kind = \"record\"",
+            );
+        }
+        let metric_region = match raw.metric_region {
+            Some(region) => self.region(&key(p, "metric_region"), Some(region)),
+            None => dr.region.clone(),
+        };
+        if !metric_region.is_empty() && metric_region == primary.region {
+            self.issue(
+                &key(p, "metric_region"),
+                format!("{metric_region:?} is the primary's region: its outage would silence every verdict"),
+                "another region of the same partition; the DR region by default",
+            );
+        } else if !metric_region.is_empty()
+            && !primary.region.is_empty()
+            && partition(&metric_region) != partition(&primary.region)
+        {
+            self.issue(
+                &key(p, "metric_region"),
+                format!(
+                    "{metric_region:?} is in another partition than the primary's {:?}: Route 53 health checks cannot read its alarms",
+                    primary.region
+                ),
+                "a region of the primary's partition; the DR region by default",
+            );
+        }
+        let namespace = raw
+            .namespace
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned());
+        if let Err(why) = namespace_problem(&namespace) {
+            self.issue(
+                &key(p, "namespace"),
+                format!("{namespace:?} {why}"),
+                "1 to 255 ASCII letters, digits and . - _ / # : or space, not starting with \"AWS/\"; \"ValkeyDR\" by default",
+            );
+        }
+        let evaluation_periods = self.count(
+            &key(p, "evaluation_periods"),
+            raw.evaluation_periods,
+            1,
+            1,
+            MAX_EVALUATION_PERIODS,
+        );
+        let datapoints_to_alarm = self.count(
+            &key(p, "datapoints_to_alarm"),
+            raw.datapoints_to_alarm,
+            evaluation_periods,
+            1,
+            evaluation_periods,
+        );
+        HealthCheckSwitch {
+            metric_region,
+            namespace,
+            evaluation_periods,
+            datapoints_to_alarm,
         }
     }
 

@@ -81,6 +81,17 @@ pub struct RawWatch {
     pub policy: RawPolicy,
     #[serde(default)]
     pub gate: Vec<RawGate>,
+    pub switch: Option<RawSwitch>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSwitch {
+    pub kind: Option<String>,
+    pub metric_region: Option<String>,
+    pub namespace: Option<String>,
+    pub evaluation_periods: Option<i64>,
+    pub datapoints_to_alarm: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

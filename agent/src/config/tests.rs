@@ -812,3 +812,111 @@ fn controls_are_on_the_socket_unless_tcp_is_asked_for() {
     assert!(issues[0].valid.contains("\"socket\""), "{issues:?}");
     assert!(issues[0].valid.contains("\"tcp\""), "{issues:?}");
 }
+
+#[test]
+fn the_health_check_switch_has_its_defaults_and_its_rules() {
+    let with = |switch: &str| {
+        BASE.replace(
+            "security_group_ids = [\"sg-1\"]",
+            &format!(
+                "security_group_ids = [\"sg-1\"]\nstandby = \"warm\"\n\n[watch.switch]\n{switch}"
+            ),
+        )
+    };
+    // The default is today's record switch, and config check prints only its kind.
+    let c = parse(BASE).expect("valid");
+    assert!(c.watches[0].switch.health_check().is_none());
+    assert!(
+        c.to_normalized_toml()
+            .contains("[watch.switch]\nkind = \"record\"")
+    );
+    let c = parse(&with("kind = \"health_check\"")).expect("valid");
+    let h = c.watches[0].switch.health_check().expect("health_check");
+    assert_eq!(
+        (
+            h.metric_region.as_str(),
+            h.namespace.as_str(),
+            h.evaluation_periods,
+            h.datapoints_to_alarm
+        ),
+        ("us-west-2", "ValkeyDR", 1, 1)
+    );
+    assert!(c.watches[0].drivable().is_err(), "not drivable yet");
+    // Its own output is input with the same meaning.
+    let shown = c.to_normalized_toml();
+    let again = parse(&shown).expect("its own output is valid");
+    assert_eq!(again.to_normalized_toml(), shown);
+    // datapoints_to_alarm follows evaluation_periods.
+    let c = parse(&with("kind = \"health_check\"\nevaluation_periods = 3")).expect("valid");
+    assert_eq!(
+        c.watches[0]
+            .switch
+            .health_check()
+            .unwrap()
+            .datapoints_to_alarm,
+        3
+    );
+
+    for (switch, key, problem) in [
+        (
+            "kind = \"dns\"",
+            "watch[0].switch.kind",
+            "unknown switch \"dns\"",
+        ),
+        (
+            "namespace = \"X\"",
+            "watch[0].switch.namespace",
+            "applies to kind = \"health_check\" only",
+        ),
+        (
+            "kind = \"health_check\"\nmetric_region = \"us-east-1\"",
+            "watch[0].switch.metric_region",
+            "is the primary's region",
+        ),
+        (
+            "kind = \"health_check\"\nmetric_region = \"cn-north-1\"",
+            "watch[0].switch.metric_region",
+            "is in another partition",
+        ),
+        (
+            "kind = \"health_check\"\nnamespace = \"AWS/ElastiCache\"",
+            "watch[0].switch.namespace",
+            "starts with \"AWS/\"",
+        ),
+        (
+            "kind = \"health_check\"\nnamespace = \"a,b\"",
+            "watch[0].switch.namespace",
+            "has characters CloudWatch refuses",
+        ),
+        (
+            "kind = \"health_check\"\nevaluation_periods = 2\ndatapoints_to_alarm = 3",
+            "watch[0].switch.datapoints_to_alarm",
+            "3 is out of range",
+        ),
+        (
+            "kind = \"health_check\"\nevaluation_periods = 11",
+            "watch[0].switch.evaluation_periods",
+            "11 is out of range",
+        ),
+    ] {
+        let found = issues(&with(switch));
+        assert!(
+            found
+                .iter()
+                .any(|i| i.key == key && i.problem.contains(problem)),
+            "{switch}: {found:?}"
+        );
+    }
+    // A cold DR cache cannot be the SECONDARY.
+    let cold = BASE.replace(
+        "security_group_ids = [\"sg-1\"]",
+        "security_group_ids = [\"sg-1\"]\n\n[watch.switch]\nkind = \"health_check\"",
+    );
+    let found = issues(&cold);
+    assert!(
+        found
+            .iter()
+            .any(|i| i.key == "watch[0].switch.kind" && i.problem.contains("needs a warm standby")),
+        "{found:?}"
+    );
+}
