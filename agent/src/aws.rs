@@ -37,6 +37,50 @@ pub async fn sdk_config(config: &Config, region: &str) -> SdkConfig {
     loader.load().await
 }
 
+/// How long the instance metadata may take to say which region the agent runs in.
+pub const IMDS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Where this agent's own region came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegionSource {
+    /// `[agent] region`.
+    Config,
+    /// A variable of the environment (`AWS_REGION`, `AWS_DEFAULT_REGION`).
+    Environment(&'static str),
+    /// The EC2 instance metadata service (`placement/region`).
+    InstanceMetadata,
+}
+
+impl std::fmt::Display for RegionSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegionSource::Config => f.write_str("[agent] region"),
+            RegionSource::Environment(name) => f.write_str(name),
+            RegionSource::InstanceMetadata => f.write_str("the instance metadata"),
+        }
+    }
+}
+
+/// The region this agent runs in: `[agent] region`, else `AWS_REGION` or
+/// `AWS_DEFAULT_REGION` (set by ECS, Lambda, EKS Pod Identity and IRSA's webhook), else the
+/// instance metadata (at most [`IMDS_WAIT`], and never with `AWS_EC2_METADATA_DISABLED=true`;
+/// `AWS_EC2_METADATA_SERVICE_ENDPOINT` moves it, as for the SDK). `None` when nothing says.
+pub async fn own_region(config: &Config) -> Option<(String, RegionSource)> {
+    if let Some(region) = &config.agent.region {
+        return Some((region.clone(), RegionSource::Config));
+    }
+    for name in ["AWS_REGION", "AWS_DEFAULT_REGION"] {
+        if let Some(region) = std::env::var(name).ok().filter(|r| !r.trim().is_empty()) {
+            return Some((region.trim().to_owned(), RegionSource::Environment(name)));
+        }
+    }
+    let imds = aws_config::imds::region::ImdsRegionProvider::builder().build();
+    match tokio::time::timeout(IMDS_WAIT, imds.region()).await {
+        Ok(Some(region)) => Some((region.to_string(), RegionSource::InstanceMetadata)),
+        Ok(None) | Err(_) => None,
+    }
+}
+
 /// The SDK config of the Route 53 client a failover uses: one attempt per call, bounded by
 /// `ROUTE53_ATTEMPT_TIMEOUT`. The executor retries Route 53 itself, without end and at least
 /// once a second (`ExecutorLimits::route53_max_backoff`), so that the record moves the moment

@@ -39,6 +39,7 @@ use crate::executor::{
 
 mod flush;
 mod iam;
+mod placement;
 mod warm;
 
 /// How long one AWS call of a check may take. Preflight reads; a call that hangs this long
@@ -46,7 +47,7 @@ mod warm;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Every check, in the order they run (and print), so that metrics can name them all.
-pub const CHECKS: [&str; 20] = [
+pub const CHECKS: [&str; 21] = [
     "identity",
     "route53_zone",
     "route53_record",
@@ -67,6 +68,7 @@ pub const CHECKS: [&str; 20] = [
     "drift_snapshot_retention",
     "drift_user_group",
     "drift_tags",
+    "placement",
 ];
 
 const DESCRIBE: &str = "elasticache:DescribeServerlessCaches";
@@ -568,6 +570,7 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &Aws<'_>) -> (Vec<Finding>
         ),
     });
     out.extend(drift(w, &primary_cache, &primary).await);
+    out.push(placement::placement(config, w));
     (out, seen)
 }
 

@@ -39,6 +39,28 @@ use crate::notify::Notifier;
 use crate::preflight::{self, CheckStatus, Report};
 use crate::standby::{Book, Known};
 
+/// `config` with `[agent] region` filled in from where the agent finds its own
+/// (`aws::own_region`), and said once in the log.
+async fn with_own_region(config: Arc<Config>) -> Arc<Config> {
+    if config.agent.region.is_some() {
+        return config;
+    }
+    match crate::aws::own_region(&config).await {
+        Some((region, source)) => {
+            tracing::info!(region, "this agent runs in {region} (from {source})");
+            let mut config = (*config).clone();
+            config.agent.region = Some(region);
+            Arc::new(config)
+        }
+        None => {
+            tracing::info!(
+                "this agent's region is unknown ([agent] region is not set, no AWS_REGION, no instance metadata): readiness's placement check is left out; set [agent] region"
+            );
+            config
+        }
+    }
+}
+
 /// One watch's alerting memory.
 #[derive(Default)]
 struct Memory {
@@ -62,6 +84,9 @@ pub async fn run(
     status: watch::Sender<ReadinessStatus>,
     shutdown: CancellationToken,
 ) {
+    // Where the agent runs, for the `placement` check: found here, off the probes' path (the
+    // instance metadata may take a while to answer, or never answer off EC2).
+    let config = with_own_region(config).await;
     let mut memory: BTreeMap<String, Memory> = BTreeMap::new();
     let mut verified = Verified::since(Instant::now());
     // Registered once per process by tokio (and never given back), so a SIGUSR1 cannot kill

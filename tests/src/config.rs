@@ -139,6 +139,9 @@ impl AgentConfig<'_> {
             r#"# Written by valkey-dr-lab up: a ready config for this lab. Loopback only.
 [agent]
 id = "lab-agent"
+# Where this agent runs (readiness's placement check): the lab's agent stands for one in the
+# DR region, outside the primary's.
+region = "us-west-2"
 mode = "alert-only"
 state_dir = {state_dir}
 admin_listen = "127.0.0.1:0"

@@ -207,16 +207,7 @@ async fn standby_check_becomes(agent: &Agent, result: &str) -> Value {
 
 /// The watch's `standby` readiness check in `/status`.
 async fn standby_check(agent: &Agent) -> Option<Value> {
-    let (_, body) = agent.status_get().await?;
-    let status: Value = serde_json::from_str(&body).ok()?;
-    status["readiness"]["watches"]
-        .as_array()?
-        .iter()
-        .find(|w| w["name"] == WATCH)?["checks"]
-        .as_array()?
-        .iter()
-        .find(|c| c["check"] == "standby")
-        .cloned()
+    support::readiness_check(agent, WATCH, "standby").await
 }
 
 fn entry_at(journal: &Journal, step: Step, phase: Phase) -> SystemTime {

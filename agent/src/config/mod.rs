@@ -149,6 +149,11 @@ pub const DEFAULT_DRILL_INTERVAL: Duration = Duration::from_secs(90 * 24 * 3600)
 pub struct AgentConfig {
     /// Names this agent in probe keys, leases and alerts. Defaults to the host name.
     pub id: String,
+    /// The region this agent runs in, for the `placement` readiness check. When the config
+    /// leaves it out, the daemon fills it in at start from the environment or the instance
+    /// metadata (`aws::own_region`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// Alert-only or auto-failover.
     pub mode: Mode,
     /// Journal and policy state live here; it must survive restarts.
@@ -1266,8 +1271,13 @@ impl Validator<'_> {
             DEFAULT_DRILL_INTERVAL,
             Duration::from_secs(365 * 24 * 3600),
         );
+        let region = raw
+            .region
+            .clone()
+            .map(|r| self.region(&key(&p, "region"), Some(r)));
         AgentConfig {
             id,
+            region,
             mode,
             state_dir,
             admin_listen,

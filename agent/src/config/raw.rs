@@ -41,6 +41,7 @@ pub struct RawAgent {
     pub peer_token_file: Option<String>,
     pub key_file: Option<String>,
     pub peer_keys: Option<BTreeMap<String, String>>,
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -182,16 +182,22 @@ impl Agent {
         self.process.log_tail()
     }
 
-    /// Every watch's state, as `/status` reports it.
-    pub async fn states(&self) -> anyhow::Result<Vec<String>> {
-        let (code, body) = valkey_dr::control::client::request(
+    /// `GET /status`, with the owner's token: its code and body.
+    async fn status(&self) -> anyhow::Result<(u16, String)> {
+        valkey_dr::control::client::request(
             self.admin,
             "GET",
             "/status",
             Some(&self.token),
             ADMIN_TIMEOUT,
         )
-        .await?;
+        .await
+        .context("GET /status")
+    }
+
+    /// Every watch's state, as `/status` reports it.
+    pub async fn states(&self) -> anyhow::Result<Vec<String>> {
+        let (code, body) = self.status().await?;
         anyhow::ensure!(code == 200, "GET /status answered {code}: {body}");
         let status: Value = serde_json::from_str(&body).context("GET /status is not JSON")?;
         Ok(status["watches"]
@@ -235,14 +241,7 @@ impl Agent {
     /// their AWS calls) has ended.
     pub async fn readiness_checked(&mut self) -> anyhow::Result<bool> {
         self.ensure_running()?;
-        let (code, body) = valkey_dr::control::client::request(
-            self.admin,
-            "GET",
-            "/status",
-            Some(&self.token),
-            ADMIN_TIMEOUT,
-        )
-        .await?;
+        let (code, body) = self.status().await?;
         if code != 200 {
             return Ok(false);
         }

@@ -188,6 +188,20 @@ pub fn lab_aws_env(command: &mut tokio::process::Command) {
     }
 }
 
+/// Readiness check `check` of watch `watch`, as the agent's `/status` shows it.
+pub async fn readiness_check(agent: &Agent, watch: &str, check: &str) -> Option<Value> {
+    let (_, body) = agent.status_get().await?;
+    let status: Value = serde_json::from_str(&body).ok()?;
+    status["readiness"]["watches"]
+        .as_array()?
+        .iter()
+        .find(|w| w["name"] == watch)?["checks"]
+        .as_array()?
+        .iter()
+        .find(|c| c["check"] == check)
+        .cloned()
+}
+
 /// `valkey-dr check --output json` with extra environment.
 pub async fn check(config: &Path, env: &[(&str, &str)]) -> CheckRun {
     let mut command = tokio::process::Command::new(agent_bin());
