@@ -6,11 +6,14 @@ For each call the lab logged (`tests/tests/botocore_conformance.rs` writes the l
 
 - the request is read back into the operation's input (the Query form of ElastiCache, STS and
   IAM by the members' `locationName`s, EC2's flattened form by its `queryName`s, KMS's JSON body
-  and `X-Amz-Target`, Route 53's path, query string and XML body) and validated: botocore's
+  and `X-Amz-Target`, Route 53's path, query string and XML body, CloudWatch's RPC v2 CBOR
+  body as the lab decoded it into JSON, and its path `/service/{targetPrefix}/operation/{Op}`)
+  and validated: botocore's
   `ParamValidator` (required members, types, minimums) plus what it leaves out (maximums,
   lengths, enums, and parameters the model does not know);
-- the response is parsed with botocore's own parser for the protocol: an error must give the
-  `Code` the lab logged and a `Message`; a success must carry the members the agent reads.
+- the response is parsed with botocore's own parser for the protocol (CloudWatch's from the
+  CBOR bytes as sent, `body_hex`, with its `x-amzn-query-error` header): an error must give
+  the `Code` the lab logged and a `Message`; a success must carry the members the agent reads.
 
 Usage: `python3 botocore_check.py CALLS.json` (exit 0: no violation; 1: violations, listed) or
 `python3 botocore_check.py --self-test` (deliberately bad calls must be caught). The calls file
@@ -20,6 +23,7 @@ draw an error are not validated, but their responses are still parsed.
 
 import json
 import re
+import struct
 import sys
 from urllib.parse import parse_qsl, unquote
 import xml.etree.ElementTree as ET
@@ -35,7 +39,10 @@ SERVICES = {
     "ec2": "ec2",
     "kms": "kms",
     "iam": "iam",
+    "cloudwatch": "cloudwatch",
 }
+
+CBOR = "smithy-rpc-v2-cbor"
 
 
 class Findings:
@@ -183,10 +190,15 @@ def read_request(op, call, findings):
         for key in sorted(set(flat) - used):
             findings.add(call, f"parameter {key} is not in the model")
         return params
-    if protocol == "json":
-        target = f"{op.metadata['targetPrefix']}.{op.name}"
-        if http.get("target") != target:
-            findings.add(call, f"X-Amz-Target is {http.get('target')!r}, the model says {target!r}")
+    if protocol in ("json", CBOR):
+        if protocol == CBOR:
+            path = f"/service/{op.metadata['targetPrefix']}/operation/{op.name}"
+            if http["path"] != path:
+                findings.add(call, f"path {http['path']}, the protocol says {path}")
+        else:
+            target = f"{op.metadata['targetPrefix']}.{op.name}"
+            if http.get("target") != target:
+                findings.add(call, f"X-Amz-Target is {http.get('target')!r}, the model says {target!r}")
         try:
             params = json.loads(http["body"] or "{}")
         except ValueError as e:
@@ -361,6 +373,23 @@ def check_success(call, out, findings):
             need(out.get("VPCs"), "VPCs of a private zone")
         else:
             need(dig(out, "DelegationSet", "NameServers"), "DelegationSet of a public zone")
+    if action in ("CreateHealthCheck", "GetHealthCheck"):
+        check = out.get("HealthCheck") or {}
+        need(check.get("Id") and check.get("CallerReference"), "HealthCheck.Id and CallerReference")
+        need(dig(check, "HealthCheckConfig", "Type"), "HealthCheck.HealthCheckConfig.Type")
+    if action == "ListHealthChecks":
+        need(isinstance(out.get("HealthChecks"), list), "HealthChecks")
+        need(isinstance(out.get("IsTruncated"), bool), "IsTruncated")
+    if action == "GetHealthCheckStatus":
+        need(dig(out, "HealthCheckObservations", 0, "StatusReport", "Status"),
+             "HealthCheckObservations[0].StatusReport.Status")
+    if action == "DescribeAlarms":
+        need(isinstance(out.get("MetricAlarms"), list), "MetricAlarms")
+        for alarm in out.get("MetricAlarms") or []:
+            for member in ("AlarmName", "AlarmArn", "StateValue", "MetricName", "Namespace",
+                           "Statistic", "Period", "EvaluationPeriods", "ComparisonOperator"):
+                need(alarm.get(member) is not None, f"MetricAlarm.{member}")
+            need(isinstance(alarm.get("Threshold"), float), "MetricAlarm.Threshold as a double")
     if action in ("ChangeResourceRecordSets", "GetChange"):
         info = out.get("ChangeInfo") or {}
         need(str(info.get("Id", "")).startswith("/change/C"), "ChangeInfo.Id /change/C…")
@@ -382,6 +411,15 @@ def check_response(model, call, findings):
         except ValueError as e:
             findings.add(call, f"the answer is not JSON: {e}")
             return
+    if model.protocol == CBOR:
+        if http.get("body_hex") is None:
+            findings.add(call, "a CBOR answer whose bytes were not logged")
+            return
+        response["body"] = bytes.fromhex(http["body_hex"])
+        if http.get("query_error"):
+            response["headers"]["x-amzn-query-error"] = http["query_error"]
+        elif http["status"] >= 300:
+            findings.add(call, "a CloudWatch error without x-amzn-query-error")
     try:
         out = parsers.create_parser(model.protocol).parse(response, op.output_shape)
     except Exception as e:  # botocore's parsers raise several kinds; any is a finding
@@ -413,7 +451,8 @@ def check_response(model, call, findings):
     if "Error" in out:
         findings.add(call, f"a {http['status']} answer parses as an error")
         return
-    walk_limits(op.output_shape, out, op.name + "Output", lambda w: findings.add(call, w))
+    if op.output_shape is not None:
+        walk_limits(op.output_shape, out, op.name + "Output", lambda w: findings.add(call, w))
     check_success(call, out, findings)
 
 
@@ -451,6 +490,32 @@ def fake(seq, service, action, status, body, error_code=None, method="POST", pat
             "body": response,
         },
     }
+
+
+def cbor(value):
+    """A value in CBOR (maps, lists, strings, integers, doubles, booleans): what the self-test's
+    CloudWatch answers need."""
+    def head(major, n):
+        if n < 24:
+            return bytes([major << 5 | n])
+        for extra, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+            if n < 1 << (8 * size):
+                return bytes([major << 5 | extra]) + n.to_bytes(size, "big")
+        raise ValueError(n)
+    if isinstance(value, bool):
+        return b"\xf5" if value else b"\xf4"
+    if isinstance(value, int):
+        return head(0, value) if value >= 0 else head(1, -1 - value)
+    if isinstance(value, float):
+        return b"\xfb" + struct.pack(">d", value)
+    if isinstance(value, str):
+        data = value.encode()
+        return head(3, len(data)) + data
+    if isinstance(value, list):
+        return head(4, len(value)) + b"".join(cbor(v) for v in value)
+    if isinstance(value, dict):
+        return head(5, len(value)) + b"".join(cbor(k) + cbor(v) for k, v in value.items())
+    raise TypeError(value)
 
 
 def self_test():
@@ -567,6 +632,38 @@ def self_test():
     for call in bad.values():
         if call["service"] == "kms" and "target" not in call["http"]["request"]:
             call["http"]["request"]["target"] = "TrentService.DescribeKey"
+
+    def cloudwatch(seq, action, status, request, answer, error_code=None, query_error=None, path=None):
+        call = fake(seq, "cloudwatch", action, status, json.dumps(request), error_code=error_code,
+                    path=path or f"/service/GraniteServiceVersion20100801/operation/{action}")
+        call["http"]["body_hex"] = cbor(answer).hex()
+        if query_error:
+            call["http"]["query_error"] = query_error
+        return call
+
+    datum = {"Namespace": "ValkeyDR", "MetricData": [{"MetricName": "m", "Value": 1.0}]}
+    invalid = {"__type": "com.amazonaws.cloudwatch#InvalidParameterValueException", "message": "m"}
+    good += [
+        cloudwatch(23, "PutMetricData", 200, datum, {}),
+        cloudwatch(24, "PutMetricData", 400, datum, invalid, error_code="InvalidParameterValue",
+                   query_error="InvalidParameterValue;Sender"),
+        cloudwatch(25, "DescribeAlarms", 200, {"AlarmNames": ["a"]}, {"MetricAlarms": [], "CompositeAlarms": []}),
+    ]
+    many = [{"Name": f"d{i}", "Value": "v"} for i in range(31)]
+    bad.update({
+        "a CloudWatch metric with 31 dimensions": cloudwatch(
+            26, "PutMetricData", 200,
+            {"Namespace": "N", "MetricData": [{"MetricName": "m", "Value": 1.0, "Dimensions": many}]}, {}),
+        "a CloudWatch request on another operation's path": cloudwatch(
+            27, "PutMetricData", 200, datum, {}, path="/service/GraniteServiceVersion20100801/operation/Other"),
+        "a CloudWatch error code botocore reads otherwise": cloudwatch(
+            28, "PutMetricData", 400, datum, invalid, error_code="InvalidParameterValue",
+            query_error="Other;Sender"),
+        "a CloudWatch error without its Query code": cloudwatch(
+            29, "PutMetricData", 400, datum, invalid, error_code="InvalidParameterValue"),
+        "a CloudWatch alarm without its state": cloudwatch(
+            30, "DescribeAlarms", 200, {}, {"MetricAlarms": [{"AlarmName": "a"}]}),
+    })
     session = botocore.session.get_session()
     findings, _ = check({"calls": good}, session)
     failures = [f"a good call was flagged: {f}" for f in findings.items]

@@ -47,17 +47,74 @@ const BIND_ATTEMPTS: usize = 16;
 
 /// One record set of the private zone, the way Route 53 holds it: the values as they were
 /// written (what `ListResourceRecordSets` returns, TXT quotes included) and the same values as
-/// DNS data (what the server answers).
+/// DNS data (what the server answers); for a failover record, its role and health check.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RrSet {
     pub(crate) ttl: u32,
     pub(crate) values: Vec<String>,
     pub(crate) rdata: Vec<RData>,
+    /// `PRIMARY` or `SECONDARY`, for a failover record set (its key has a set identifier).
+    pub(crate) failover: Option<Failover>,
+    /// The Route 53 health check whose status decides whether the record is answered.
+    pub(crate) health_check: Option<String>,
 }
 
-/// The private zone's record sets by (owner name, type). Owner names are lowercase and fully
-/// qualified.
-pub(crate) type RrSets = BTreeMap<(Name, RecordType), RrSet>;
+impl RrSet {
+    /// A simple record set: no routing policy, no health check.
+    pub(crate) fn simple(ttl: u32, values: Vec<String>, rdata: Vec<RData>) -> Self {
+        Self {
+            ttl,
+            values,
+            rdata,
+            failover: None,
+            health_check: None,
+        }
+    }
+}
+
+/// A failover record's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failover {
+    /// Answered while its health check is healthy (or it has none).
+    Primary,
+    /// Answered while the primary is unhealthy.
+    Secondary,
+}
+
+impl Failover {
+    /// The API's spelling.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "PRIMARY",
+            Self::Secondary => "SECONDARY",
+        }
+    }
+}
+
+/// A record set's key: owner name (lowercase, fully qualified), type, and set identifier
+/// (`None` for a simple record set).
+pub(crate) type RrKey = (Name, RecordType, Option<String>);
+
+/// The private zone's record sets by key.
+pub(crate) type RrSets = BTreeMap<RrKey, RrSet>;
+
+/// Whether a Route 53 health check is healthy now: what the DNS server asks to choose
+/// between a failover pair's records (the health checks live in `crate::aws`).
+pub(crate) trait HealthStatus: Send + Sync + 'static {
+    /// The check's status; a check that does not exist counts as healthy.
+    fn healthy(&self, id: &str) -> bool;
+}
+
+/// Every check healthy: a zone without health checks (unit tests).
+#[cfg(test)]
+pub(crate) struct AllHealthy;
+
+#[cfg(test)]
+impl HealthStatus for AllHealthy {
+    fn healthy(&self, _id: &str) -> bool {
+        true
+    }
+}
 
 /// The names the lab serves; changed at run time by faults and the Route 53 API.
 #[derive(Debug, Clone)]
@@ -76,9 +133,10 @@ struct Table {
 }
 
 /// The lab's DNS data, shared by the server and the lab.
-#[derive(Debug)]
 pub(crate) struct Zone {
     table: RwLock<Table>,
+    /// The health checks failover records name.
+    health: Arc<dyn HealthStatus>,
 }
 
 /// What the server does with one query.
@@ -105,7 +163,12 @@ pub(crate) fn fqdn(name: &str) -> Result<Name, LabError> {
 }
 
 impl Zone {
-    pub(crate) fn new(zone: Name, record: Name, record_ttl: u32) -> Self {
+    pub(crate) fn new(
+        zone: Name,
+        record: Name,
+        record_ttl: u32,
+        health: Arc<dyn HealthStatus>,
+    ) -> Self {
         let name = |text: &str| Name::from_ascii(text).unwrap_or_else(|_| Name::root());
         let soa = SOA::new(
             name(NAME_SERVER),
@@ -119,10 +182,10 @@ impl Zone {
         let mut rrsets = RrSets::new();
         // Route 53 gives every hosted zone these two at its apex.
         rrsets.insert(
-            (zone.clone(), RecordType::SOA),
-            RrSet {
-                ttl: SOA_TTL,
-                values: vec![format!(
+            (zone.clone(), RecordType::SOA, None),
+            RrSet::simple(
+                SOA_TTL,
+                vec![format!(
                     "{} {} {} {} {} {} {}",
                     soa.mname(),
                     soa.rname(),
@@ -132,16 +195,16 @@ impl Zone {
                     soa.expire(),
                     soa.minimum()
                 )],
-                rdata: vec![RData::SOA(soa)],
-            },
+                vec![RData::SOA(soa)],
+            ),
         );
         rrsets.insert(
-            (zone.clone(), RecordType::NS),
-            RrSet {
-                ttl: NS_TTL,
-                values: vec![NAME_SERVER.to_string()],
-                rdata: vec![RData::NS(NS(name(NAME_SERVER)))],
-            },
+            (zone.clone(), RecordType::NS, None),
+            RrSet::simple(
+                NS_TTL,
+                vec![NAME_SERVER.to_string()],
+                vec![RData::NS(NS(name(NAME_SERVER)))],
+            ),
         );
         Self {
             table: RwLock::new(Table {
@@ -152,6 +215,7 @@ impl Zone {
                 endpoints: BTreeMap::new(),
                 zone_down: false,
             }),
+            health,
         }
     }
 
@@ -177,12 +241,12 @@ impl Zone {
     pub(crate) fn point_record(&self, target: &Name) {
         let mut table = self.write();
         let target = target.to_lowercase();
-        let set = RrSet {
-            ttl: table.record_ttl,
-            values: vec![target.to_string()],
-            rdata: vec![RData::CNAME(CNAME(target))],
-        };
-        let key = (table.record.clone(), RecordType::CNAME);
+        let set = RrSet::simple(
+            table.record_ttl,
+            vec![target.to_string()],
+            vec![RData::CNAME(CNAME(target))],
+        );
+        let key = (table.record.clone(), RecordType::CNAME, None);
         table.rrsets.insert(key, set);
     }
 
@@ -207,19 +271,34 @@ impl Zone {
     }
 
     fn reply(&self, name: &Name, class: DNSClass, qtype: RecordType) -> Reply {
-        self.read().reply(&name.to_lowercase(), class, qtype)
+        self.read()
+            .reply(&name.to_lowercase(), class, qtype, self.health.as_ref())
     }
 }
 
 impl Table {
     /// The SOA for negative answers' authority section.
-    fn soa(&self) -> Vec<Record> {
-        self.records(&self.zone, RecordType::SOA)
+    fn soa(&self, health: &dyn HealthStatus) -> Vec<Record> {
+        self.records(&self.zone, RecordType::SOA, health)
     }
 
-    fn records(&self, name: &Name, rtype: RecordType) -> Vec<Record> {
-        self.rrsets
-            .get(&(name.clone(), rtype))
+    /// The record set answered for (name, type): the simple one, else the failover pair's
+    /// choice ([`Table::failover_choice`]).
+    fn chosen(&self, name: &Name, rtype: RecordType, health: &dyn HealthStatus) -> Option<&RrSet> {
+        if let Some(set) = self.rrsets.get(&(name.clone(), rtype, None)) {
+            return Some(set);
+        }
+        let group: Vec<&RrSet> = self
+            .rrsets
+            .iter()
+            .filter(|((owner, t, id), _)| owner == name && *t == rtype && id.is_some())
+            .map(|(_, set)| set)
+            .collect();
+        failover_choice(&group, health)
+    }
+
+    fn records(&self, name: &Name, rtype: RecordType, health: &dyn HealthStatus) -> Vec<Record> {
+        self.chosen(name, rtype, health)
             .map(|set| {
                 set.rdata
                     .iter()
@@ -235,7 +314,13 @@ impl Table {
             .map(|ip| Record::from_rdata(name.clone(), ENDPOINT_TTL, RData::A(A(*ip))))
     }
 
-    fn reply(&self, name: &Name, class: DNSClass, qtype: RecordType) -> Reply {
+    fn reply(
+        &self,
+        name: &Name,
+        class: DNSClass,
+        qtype: RecordType,
+        health: &dyn HealthStatus,
+    ) -> Reply {
         let answer = |code, answers, authority| Reply::Answer {
             code,
             authoritative: true,
@@ -255,7 +340,7 @@ impl Table {
             if self.zone_down {
                 return Reply::Silent;
             }
-            let cname = self.records(name, RecordType::CNAME);
+            let cname = self.records(name, RecordType::CNAME, health);
             if !cname.is_empty() && qtype != RecordType::CNAME {
                 let mut answers = cname;
                 // The target's data rides along, as the VPC resolver returns the whole chain.
@@ -272,22 +357,27 @@ impl Table {
                 return answer(ResponseCode::NoError, answers, vec![]);
             }
             let answers: Vec<Record> = if qtype == RecordType::ANY {
-                self.rrsets
+                let types: std::collections::BTreeSet<RecordType> = self
+                    .rrsets
                     .keys()
-                    .filter(|(owner, _)| owner == name)
-                    .flat_map(|(owner, rtype)| self.records(owner, *rtype))
+                    .filter(|(owner, ..)| owner == name)
+                    .map(|(_, rtype, _)| *rtype)
+                    .collect();
+                types
+                    .into_iter()
+                    .flat_map(|rtype| self.records(name, rtype, health))
                     .collect()
             } else {
-                self.records(name, qtype)
+                self.records(name, qtype, health)
             };
             if !answers.is_empty() {
                 return answer(ResponseCode::NoError, answers, vec![]);
             }
             // The name exists (it owns other data, or names below it do): no data of this type.
-            if self.rrsets.keys().any(|(owner, _)| name.zone_of(owner)) {
-                return answer(ResponseCode::NoError, vec![], self.soa());
+            if self.rrsets.keys().any(|(owner, ..)| name.zone_of(owner)) {
+                return answer(ResponseCode::NoError, vec![], self.soa(health));
             }
-            return answer(ResponseCode::NXDomain, vec![], self.soa());
+            return answer(ResponseCode::NXDomain, vec![], self.soa(health));
         }
 
         if let Some(a) = self.endpoint_a(name) {
@@ -310,6 +400,25 @@ impl Table {
             authority: vec![],
         }
     }
+}
+
+/// The record a failover group answers (tests/FIDELITY.md, rows R13 and R16): PRIMARY while
+/// it is healthy (a record without a health check is healthy), else SECONDARY while it is;
+/// when none is healthy, Route 53 "considers all the records in the group to be healthy" and
+/// chooses by the routing policy, so PRIMARY again (or whichever one there is).
+fn failover_choice<'a>(group: &[&'a RrSet], health: &dyn HealthStatus) -> Option<&'a RrSet> {
+    let role = |wanted: Failover| group.iter().copied().find(|s| s.failover == Some(wanted));
+    let healthy = |set: &&RrSet| {
+        set.health_check
+            .as_deref()
+            .is_none_or(|id| health.healthy(id))
+    };
+    let (primary, secondary) = (role(Failover::Primary), role(Failover::Secondary));
+    primary
+        .filter(healthy)
+        .or(secondary.filter(healthy))
+        .or(primary)
+        .or(secondary)
 }
 
 /// What one of the lab's DNS servers answers from.
@@ -482,7 +591,12 @@ pub(crate) mod tests {
     }
 
     fn zone() -> Zone {
-        let zone = Zone::new(name("lab.internal."), name("valkey.lab.internal."), 30);
+        let zone = Zone::new(
+            name("lab.internal."),
+            name("valkey.lab.internal."),
+            30,
+            Arc::new(AllHealthy),
+        );
         zone.point_record(&name("app-abc123.serverless.use1.cache.amazonaws.com."));
         zone.set_endpoint(
             &name("app-abc123.serverless.use1.cache.amazonaws.com."),
@@ -597,6 +711,63 @@ pub(crate) mod tests {
         );
     }
 
+    /// Health checks by id, set by the test.
+    struct Checks(std::sync::Mutex<BTreeMap<String, bool>>);
+
+    impl HealthStatus for Checks {
+        fn healthy(&self, id: &str) -> bool {
+            self.0.lock().unwrap().get(id).copied().unwrap_or(true)
+        }
+    }
+
+    #[test]
+    fn a_failover_pair_answers_primary_while_it_is_healthy() {
+        let checks = Arc::new(Checks(std::sync::Mutex::new(BTreeMap::new())));
+        let z = Zone::new(
+            name("lab.internal."),
+            name("valkey.lab.internal."),
+            30,
+            checks.clone(),
+        );
+        let record = name("valkey.lab.internal.");
+        let target =
+            |t: &str| RrSet::simple(30, vec![t.to_string()], vec![RData::CNAME(CNAME(name(t)))]);
+        z.update_rrsets(|sets| {
+            let mut primary = target("primary.example.");
+            primary.failover = Some(Failover::Primary);
+            primary.health_check = Some("p".into());
+            let mut secondary = target("standby.example.");
+            secondary.failover = Some(Failover::Secondary);
+            secondary.health_check = Some("s".into());
+            sets.insert(
+                (record.clone(), RecordType::CNAME, Some("a".into())),
+                primary,
+            );
+            sets.insert(
+                (record.clone(), RecordType::CNAME, Some("b".into())),
+                secondary,
+            );
+        });
+        let answer = || {
+            let (_, answers) = records(&z.reply(&record, DNSClass::IN, RecordType::CNAME));
+            answers
+        };
+        let set = |id: &str, healthy: bool| {
+            checks.0.lock().unwrap().insert(id.to_string(), healthy);
+        };
+        assert_eq!(answer(), vec!["valkey.lab.internal. 30 primary.example."]);
+        set("p", false);
+        assert_eq!(answer(), vec!["valkey.lab.internal. 30 standby.example."]);
+        set("s", false);
+        assert_eq!(
+            answer(),
+            vec!["valkey.lab.internal. 30 primary.example."],
+            "none healthy: all count as healthy, and PRIMARY is chosen"
+        );
+        set("p", true);
+        assert_eq!(answer(), vec!["valkey.lab.internal. 30 primary.example."]);
+    }
+
     #[test]
     fn route53_record_sets_are_answered() {
         use hickory_proto::rr::rdata::TXT;
@@ -604,12 +775,12 @@ pub(crate) mod tests {
         let lock = name("_valkey-dr-lock.valkey.lab.internal.");
         z.update_rrsets(|sets| {
             sets.insert(
-                (lock.clone(), RecordType::TXT),
-                RrSet {
-                    ttl: 10,
-                    values: vec!["\"owner=a\"".to_string()],
-                    rdata: vec![RData::TXT(TXT::new(vec!["owner=a".to_string()]))],
-                },
+                (lock.clone(), RecordType::TXT, None),
+                RrSet::simple(
+                    10,
+                    vec!["\"owner=a\"".to_string()],
+                    vec![RData::TXT(TXT::new(vec!["owner=a".to_string()]))],
+                ),
             )
         });
         let (code, answers) = records(&z.reply(&lock, DNSClass::IN, RecordType::TXT));
@@ -629,11 +800,13 @@ pub(crate) mod tests {
         let (_, any) = records(&z.reply(&name("lab.internal."), DNSClass::IN, RecordType::ANY));
         assert_eq!(any.len(), 2);
         // Without its CNAME the record is gone.
-        z.update_rrsets(|sets| sets.remove(&(name("valkey.lab.internal."), RecordType::CNAME)));
+        z.update_rrsets(|sets| {
+            sets.remove(&(name("valkey.lab.internal."), RecordType::CNAME, None))
+        });
         let reply = z.reply(&name("valkey.lab.internal."), DNSClass::IN, RecordType::A);
         // It still has the lease below it: an empty non-terminal answers NODATA.
         assert_eq!(records(&reply), (ResponseCode::NoError, vec![]));
-        z.update_rrsets(|sets| sets.remove(&(lock.clone(), RecordType::TXT)));
+        z.update_rrsets(|sets| sets.remove(&(lock.clone(), RecordType::TXT, None)));
         let reply = z.reply(&name("valkey.lab.internal."), DNSClass::IN, RecordType::A);
         assert_eq!(records(&reply).0, ResponseCode::NXDomain);
     }

@@ -72,8 +72,9 @@ pub enum Fault {
         /// The cache.
         cache: String,
     },
-    /// The region fails: its caches are blackholed and its ElastiCache API answers every call
-    /// with 503 `ServiceUnavailable`. Route 53's API keeps answering unless `route53` is set.
+    /// The region fails: its caches are blackholed and its ElastiCache and CloudWatch APIs
+    /// answer every call with 503 `ServiceUnavailable` (so Route 53's health checks cannot read
+    /// its alarms). Route 53's API keeps answering unless `route53` is set.
     RegionOutage {
         /// The AWS region, e.g. `us-east-1`.
         region: String,
@@ -121,6 +122,18 @@ pub enum Fault {
     /// Route 53's API answers again, whatever took it down (this fault or a region outage
     /// with `route53`).
     Route53ControlUp,
+    /// CloudWatch in `region` answers every call with 503 `ServiceUnavailable`, and Route 53's
+    /// health checks cannot read its alarms: they fall back to their
+    /// `InsufficientDataHealthStatus`.
+    CloudwatchDown {
+        /// The AWS region, e.g. `us-east-1`.
+        region: String,
+    },
+    /// CloudWatch in `region` answers again (unless the region's outage still holds it).
+    CloudwatchUp {
+        /// The AWS region.
+        region: String,
+    },
     /// The next `times` calls of `action` on `service` that the lab carries out succeed, and
     /// their answers never arrive: the lab holds each answer unwritten until the client hangs
     /// up or `hold` has passed, then closes the connection. A client that times out and
@@ -210,6 +223,8 @@ impl Fault {
             | Self::ApiError { .. }
             | Self::Route53ControlDown
             | Self::Route53ControlUp
+            | Self::CloudwatchDown { .. }
+            | Self::CloudwatchUp { .. }
             | Self::CommitThenDrop { .. }
             | Self::ProvisionFail
             | Self::ProvisionStuck
@@ -272,6 +287,8 @@ impl fmt::Display for Fault {
             }
             Self::Route53ControlDown => f.write_str("route53-control-down"),
             Self::Route53ControlUp => f.write_str("route53-control-up"),
+            Self::CloudwatchDown { region } => write!(f, "cloudwatch-down {region}"),
+            Self::CloudwatchUp { region } => write!(f, "cloudwatch-up {region}"),
             Self::CommitThenDrop {
                 service,
                 action,
@@ -543,6 +560,20 @@ mod tests {
                 Fault::Route53ControlUp,
                 r#"{"fault":"route53-control-up"}"#,
                 "route53-control-up",
+            ),
+            (
+                Fault::CloudwatchDown {
+                    region: "us-east-1".into(),
+                },
+                r#"{"fault":"cloudwatch-down","region":"us-east-1"}"#,
+                "cloudwatch-down us-east-1",
+            ),
+            (
+                Fault::CloudwatchUp {
+                    region: "us-east-1".into(),
+                },
+                r#"{"fault":"cloudwatch-up","region":"us-east-1"}"#,
+                "cloudwatch-up us-east-1",
             ),
             (
                 Fault::ApiError {

@@ -122,6 +122,13 @@ pub const DEFAULT_DESCRIBE_LAG: Duration = Duration::from_secs(2);
 /// refuses back-to-back changes without touching changes a step apart.
 pub const DEFAULT_PRIOR_REQUEST_WINDOW: Duration = Duration::from_millis(200);
 
+/// How long CloudWatch's minute lasts in the lab by default: each 60 s period of an alarm is
+/// played in 1 s.
+pub const DEFAULT_ALARM_PERIOD: Duration = Duration::from_secs(1);
+/// How long Route 53's alarm-based health checks take to follow their alarm by default. AWS
+/// documents no figure (tests/FIDELITY.md, row R15): it is the lab's knob.
+pub const DEFAULT_HEALTH_CHECK_DELAY: Duration = Duration::from_secs(1);
+
 /// How many loopback IPs to try when a front's address is taken.
 const FRONT_BIND_ATTEMPTS: usize = 32;
 /// Shutdown waits this long for every task (servers, fronts, DNS, control) to finish.
@@ -184,6 +191,14 @@ pub struct LabOptions {
     /// with the path ([`lab_role_arn`]; [`LAB_ROLE_ARN`] is `NoSuchEntity`), and `GetRole`
     /// answers that ARN (tests/FIDELITY.md, row P8). Default: `None`, the path `/`.
     pub role_path: Option<String>,
+    /// How long CloudWatch's 60 s minute lasts in the lab: an alarm of `Period` 60 evaluates
+    /// once per this, `Period` 120 once per two (tests/FIDELITY.md, row C1). Default:
+    /// [`DEFAULT_ALARM_PERIOD`].
+    pub alarm_period: Duration,
+    /// How long after its alarm changes (or its region's CloudWatch stops answering) a
+    /// `CLOUDWATCH_METRIC` health check follows, and with it the DNS answer of a failover
+    /// record (tests/FIDELITY.md, row R15). Default: [`DEFAULT_HEALTH_CHECK_DELAY`].
+    pub health_check_delay: Duration,
 }
 
 impl Default for LabOptions {
@@ -206,6 +221,8 @@ impl Default for LabOptions {
             iam_user: None,
             access_string: LAB_ACCESS_STRING.to_string(),
             role_path: None,
+            alarm_period: DEFAULT_ALARM_PERIOD,
+            health_check_delay: DEFAULT_HEALTH_CHECK_DELAY,
         }
     }
 }
@@ -469,6 +486,8 @@ impl Shared {
             }
             Fault::Route53ControlDown => self.aws.set_route53_down(true),
             Fault::Route53ControlUp => self.aws.set_route53_down(false),
+            Fault::CloudwatchDown { region } => self.aws.set_cloudwatch_down(region, true),
+            Fault::CloudwatchUp { region } => self.aws.set_cloudwatch_down(region, false),
             Fault::CommitThenDrop {
                 service,
                 action,
@@ -835,10 +854,28 @@ impl Lab {
         let ca_file = dir.join("ca.pem");
         write_atomic(&ca_file, ca.pem().as_bytes(), 0o644)?;
 
+        if options.alarm_period.is_zero() {
+            return Err(LabError::InvalidOption {
+                option: "alarm_period",
+                reason: "CloudWatch's minute cannot last 0s in the lab".to_string(),
+            });
+        }
+        let aws = aws::Aws::new(aws::AwsOptions {
+            provision_delay: options.provision_delay,
+            insync_delay: options.insync_delay,
+            describe_lag: options.describe_lag,
+            route53_rate: options.route53_rate,
+            prior_request_window: options.prior_request_window,
+            alarm_period: options.alarm_period,
+            health_check_delay: options.health_check_delay,
+        });
+        // The DNS server reads the health checks the Route 53 API keeps: the data plane
+        // follows them whatever the control plane's state.
         let zone = Arc::new(Zone::new(
             dns::fqdn(ZONE)?,
             dns::fqdn(RECORD)?,
             options.ttl.as_secs() as u32,
+            aws.health.clone(),
         ));
         let (dns_server, dns_addr) = dns::serve(zone.clone() as Arc<dyn dns::Answers>).await?;
         let witness = witness::WitnessServer::start().await?;
@@ -855,13 +892,6 @@ impl Lab {
                 ),
             });
         }
-        let aws = aws::Aws::new(aws::AwsOptions {
-            provision_delay: options.provision_delay,
-            insync_delay: options.insync_delay,
-            describe_lag: options.describe_lag,
-            route53_rate: options.route53_rate,
-            prior_request_window: options.prior_request_window,
-        });
 
         let control_any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let control_listener =

@@ -241,6 +241,14 @@ struct UpArgs {
     /// its ARN with the path, which GetRole answers (the STS session's ARN has no path).
     #[arg(long, value_name = "PATH")]
     role_path: Option<String>,
+    /// How long CloudWatch's 60 s minute lasts in the lab: an alarm of Period 60 evaluates
+    /// once per this.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    alarm_period: Duration,
+    /// How long after its alarm changes a CLOUDWATCH_METRIC health check (and the DNS answer
+    /// of a failover record) follows; AWS documents no figure.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    health_check_delay: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -285,7 +293,8 @@ enum FaultCommand {
     WitnessUp,
     /// Point the record's CNAME at this cache's endpoint.
     PointRecord { cache: String },
-    /// The region fails: its caches are blackholed, its ElastiCache API answers 503.
+    /// The region fails: its caches are blackholed, its ElastiCache and CloudWatch APIs answer
+    /// 503.
     RegionOutage {
         region: String,
         /// Route 53's API (its control plane, served from us-east-1) goes down too, until
@@ -301,7 +310,7 @@ enum FaultCommand {
     /// `api-error elasticache CreateServerlessCache Throttling --times 3` or
     /// `api-error route53 ChangeResourceRecordSets Throttling --for 2m`.
     ApiError {
-        /// `elasticache`, `route53`, `sts`, `ec2`, `kms` or `iam`.
+        /// `elasticache`, `route53`, `sts`, `ec2`, `kms`, `iam` or `cloudwatch`.
         #[arg(value_parser = str::parse::<AwsService>)]
         service: AwsService,
         /// The API action, e.g. `ChangeResourceRecordSets`.
@@ -320,11 +329,17 @@ enum FaultCommand {
     Route53ControlDown,
     /// Route 53's API answers again (whatever took it down).
     Route53ControlUp,
+    /// CloudWatch in REGION answers every call 503 ServiceUnavailable, and Route 53's health
+    /// checks cannot read its alarms (they take their InsufficientDataHealthStatus), e.g.
+    /// `cloudwatch-down us-east-1`.
+    CloudwatchDown { region: String },
+    /// CloudWatch in REGION answers again.
+    CloudwatchUp { region: String },
     /// The next N calls of ACTION that the lab carries out get no answer: the lab holds each
     /// answer until the client hangs up or --hold passes, then closes the connection, e.g.
     /// `commit-then-drop route53 ChangeResourceRecordSets`.
     CommitThenDrop {
-        /// `route53`, `elasticache`, `sts`, `ec2`, `kms` or `iam`.
+        /// `route53`, `elasticache`, `sts`, `ec2`, `kms`, `iam` or `cloudwatch`.
         #[arg(value_parser = str::parse::<AwsService>)]
         service: AwsService,
         /// The API action, e.g. `ChangeResourceRecordSets`.
@@ -401,6 +416,8 @@ impl FaultCommand {
             },
             Self::Route53ControlDown => Fault::Route53ControlDown,
             Self::Route53ControlUp => Fault::Route53ControlUp,
+            Self::CloudwatchDown { region } => Fault::CloudwatchDown { region },
+            Self::CloudwatchUp { region } => Fault::CloudwatchUp { region },
             Self::CommitThenDrop {
                 service,
                 action,
@@ -644,6 +661,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         iam_user: args.iam_user.clone(),
         access_string: args.access_string.clone(),
         role_path: args.role_path.clone(),
+        alarm_period: args.alarm_period,
+        health_check_delay: args.health_check_delay,
     };
     let lab = Lab::start(options).await?;
     print_summary(lab.info(), lab.dir(), started.elapsed());
@@ -887,6 +906,12 @@ mod tests {
             },
             Fault::Route53ControlDown,
             Fault::Route53ControlUp,
+            Fault::CloudwatchDown {
+                region: "us-east-1".into(),
+            },
+            Fault::CloudwatchUp {
+                region: "us-east-1".into(),
+            },
             Fault::RegionOutage {
                 region: "us-east-1".into(),
                 route53: true,
@@ -997,6 +1022,14 @@ mod tests {
         };
         let strict = up(&[]);
         assert_eq!(strict.describe_lag, valkey_dr_lab::DEFAULT_DESCRIBE_LAG);
+        assert_eq!(strict.alarm_period, valkey_dr_lab::DEFAULT_ALARM_PERIOD);
+        assert_eq!(
+            strict.health_check_delay,
+            valkey_dr_lab::DEFAULT_HEALTH_CHECK_DELAY
+        );
+        let tuned = up(&["--alarm-period", "200ms", "--health-check-delay", "0s"]);
+        assert_eq!(tuned.alarm_period, Duration::from_millis(200));
+        assert!(tuned.health_check_delay.is_zero());
         assert_eq!(route53_rate(&strict), Some(RateLimit::ROUTE53));
         assert_eq!(
             strict.prior_request_window,

@@ -68,8 +68,17 @@ pub struct HttpExchange {
     pub request: HttpRequest,
     /// The HTTP status of the answer.
     pub status: u16,
-    /// The answer's XML body.
+    /// The answer's body as text: XML, JSON, or (CloudWatch's CBOR) the answer decoded as
+    /// JSON, timestamps as epoch seconds.
     pub body: String,
+    /// The answer's bytes in hex when they are binary (CloudWatch's CBOR), for the botocore
+    /// check to parse as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_hex: Option<String>,
+    /// The answer's `x-amzn-query-error` header (`Code;Sender`), from which the SDKs of a
+    /// Query-compatible service (CloudWatch) read the Query error code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_error: Option<String>,
 }
 
 impl Call {

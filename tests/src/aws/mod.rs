@@ -17,7 +17,14 @@
 //!     over a fixed inventory that every region has (`crate::config`'s `LAB_*` constants).
 //! - `route53`: the REST-XML API under `/2013-04-01/`: `ChangeResourceRecordSets`,
 //!   `ListResourceRecordSets`, `GetChange` and `GetHostedZone`, over the lab's one private
-//!   hosted zone, whose record sets are the DNS server's own data.
+//!   hosted zone, whose record sets (failover pairs included) are the DNS server's own data.
+//! - `health_checks`: Route 53's health checks under `/2013-04-01/healthcheck`
+//!   (`CLOUDWATCH_METRIC` and `CALCULATED`), whose status the DNS server reads to answer a
+//!   failover pair: the data plane, which keeps following the alarms while the API is down.
+//! - `cloudwatch`: `POST /service/GraniteServiceVersion20100801/operation/{Op}`, the SDK's
+//!   Smithy RPC v2 CBOR (`cbor`): `PutMetricData`, `PutMetricAlarm`, `DescribeAlarms`,
+//!   `DeleteAlarms`, per region, each alarm evaluated by period
+//!   ([`AwsOptions::alarm_period`] a 60 s period).
 //! - `query`: the form parameters and answer document the Query APIs share.
 //! - `sigv4`: the region and service from the `Authorization` header's credential scope.
 //! - `calls`: the log of every call, each with its whole request and answer.
@@ -41,12 +48,18 @@
 //!   the connection; other connections are served meanwhile.
 //! - **Errors** take each service's own form: `ErrorResponse` (`Type` `Sender` for 4xx and
 //!   `Receiver` for 5xx) for ElastiCache, STS, IAM and Route 53, EC2's
-//!   `<Response><Errors><Error>`, KMS's JSON `{"__type", "message"}`; injected ones
+//!   `<Response><Errors><Error>`, KMS's JSON `{"__type", "message"}`, CloudWatch's CBOR
+//!   `{"__type", "message"}` with `x-amzn-query-error: Code;Sender`; injected ones
 //!   (`api-error`) too, at the status AWS uses for the code.
 //! - **Permissions** are all granted until `iam-deny SERVICE:Action` takes one away: then
 //!   `SimulatePrincipalPolicy` says `implicitDeny` for it and every call of it is refused
 //!   with the service's own access denial. STS `GetCallerIdentity` needs no permission.
-//! - **`witness-down`** cuts every service; a region outage only ElastiCache.
+//! - **CloudWatch down** (`cloudwatch-down REGION`, or the region's outage): every CloudWatch
+//!   call in the region answers 503 `ServiceUnavailable` in its CBOR form, and the health
+//!   checks on its alarms, unable to read them, take their `InsufficientDataHealthStatus`
+//!   after [`AwsOptions::health_check_delay`].
+//! - **`witness-down`** cuts every service; a region outage its region's ElastiCache and
+//!   CloudWatch.
 //! - **Credentials** are never checked, but a request without a SigV4 `Authorization` header
 //!   is refused (`MissingAuthenticationToken`, 403) as AWS refuses it.
 //!
@@ -60,9 +73,12 @@
 //! arrives within [`AwsOptions::prior_request_window`] of the previous one.
 
 pub(crate) mod calls;
+pub(crate) mod cbor;
+pub(crate) mod cloudwatch;
 pub(crate) mod conformance;
 pub(crate) mod ec2;
 pub(crate) mod elasticache;
+pub(crate) mod health_checks;
 pub(crate) mod iam;
 pub(crate) mod kms;
 pub(crate) mod query;
@@ -114,6 +130,10 @@ pub enum AwsService {
     /// IAM (Query protocol, global, signed for us-east-1): `SimulatePrincipalPolicy`,
     /// `GetRole`.
     Iam,
+    /// CloudWatch (Smithy RPC v2 CBOR, signed as `monitoring`): `PutMetricData`,
+    /// `PutMetricAlarm`, `DescribeAlarms`, `DeleteAlarms`. Named by its IAM prefix,
+    /// `cloudwatch`.
+    Cloudwatch,
 }
 
 /// How a service writes its errors.
@@ -126,17 +146,20 @@ enum ErrorForm {
     Ec2,
     /// JSON 1.1's `{"__type": …, "message": …}`.
     Json,
+    /// RPC v2 CBOR's `{"__type": …, "message": …}` map, written by `cloudwatch` itself.
+    Cbor,
 }
 
 impl AwsService {
     /// Every service, in the order the lab documents them.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Elasticache,
         Self::Route53,
         Self::Sts,
         Self::Ec2,
         Self::Kms,
         Self::Iam,
+        Self::Cloudwatch,
     ];
 
     fn namespace(self) -> &'static str {
@@ -145,8 +168,8 @@ impl AwsService {
             Self::Route53 => "https://route53.amazonaws.com/doc/2013-04-01/",
             Self::Sts => "https://sts.amazonaws.com/doc/2011-06-15/",
             Self::Ec2 => "http://ec2.amazonaws.com/doc/2016-11-15/",
-            // JSON has no namespace; nothing asks for KMS's.
-            Self::Kms => "",
+            // JSON and CBOR have no namespace; nothing asks for KMS's or CloudWatch's.
+            Self::Kms | Self::Cloudwatch => "",
             Self::Iam => "https://iam.amazonaws.com/doc/2010-05-08/",
         }
     }
@@ -161,6 +184,7 @@ impl AwsService {
             Self::Ec2 => "ec2",
             Self::Kms => "kms",
             Self::Iam => "iam",
+            Self::Cloudwatch => "cloudwatch",
         }
     }
 
@@ -172,6 +196,7 @@ impl AwsService {
             Self::Route53 => ErrorForm::ErrorResponse { declaration: true },
             Self::Ec2 => ErrorForm::Ec2,
             Self::Kms => ErrorForm::Json,
+            Self::Cloudwatch => ErrorForm::Cbor,
         }
     }
 
@@ -179,6 +204,7 @@ impl AwsService {
     fn content_type(self) -> &'static str {
         match self {
             Self::Kms => "application/x-amz-json-1.1",
+            Self::Cloudwatch => "application/cbor",
             Self::Ec2 => "text/xml;charset=UTF-8",
             _ => "text/xml",
         }
@@ -227,7 +253,7 @@ impl FromStr for AwsService {
             .ok_or_else(|| {
                 format!(
                     "unknown AWS service {s:?}; the lab emulates elasticache, route53, sts, \
-                     ec2, kms and iam"
+                     ec2, kms, iam and cloudwatch"
                 )
             })
     }
@@ -242,7 +268,7 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Self {
             status,
             code: code.to_string(),
@@ -362,6 +388,8 @@ impl ApiError {
             ErrorForm::Json => {
                 serde_json::json!({ "__type": self.code, "message": self.message }).to_string()
             }
+            // What the call log shows; the wire form is CBOR (`cloudwatch::error_body`).
+            ErrorForm::Cbor => cloudwatch::error_body(self).to_json().to_string(),
         }
     }
 }
@@ -427,7 +455,7 @@ pub(crate) struct DroppedAnswer {
 
 #[derive(Debug, Default)]
 struct Faults {
-    /// Regions whose ElastiCache API answers 503.
+    /// Regions in an outage: their ElastiCache and CloudWatch APIs answer 503.
     outages: BTreeSet<String>,
     /// `witness-down`: the agent's own way out is cut, so every call fails.
     unreachable: bool,
@@ -451,11 +479,19 @@ struct Faults {
     zone_vpcs_removed: BTreeSet<String>,
     /// `default-vpc-delete`: no region has a default VPC.
     no_default_vpc: bool,
+    /// `cloudwatch-down`: regions whose CloudWatch answers 503 (and whose alarms Route 53's
+    /// health checks cannot read).
+    cloudwatch_down: BTreeSet<String>,
 }
 
 impl Faults {
     fn route53_down(&self) -> bool {
         self.route53_down || !self.route53_down_with.is_empty()
+    }
+
+    /// Whether CloudWatch in `region` is down: by `cloudwatch-down`, or with the region.
+    fn cloudwatch_down(&self, region: &str) -> bool {
+        self.cloudwatch_down.contains(region) || self.outages.contains(region)
     }
 }
 
@@ -484,6 +520,12 @@ pub(crate) struct AwsOptions {
     /// A `ChangeResourceRecordSets` of the zone within this long of the previous accepted one
     /// is refused with `PriorRequestNotComplete`. Zero: never.
     pub(crate) prior_request_window: Duration,
+    /// How long CloudWatch's minute (its standard resolution, the shortest period of an
+    /// alarm Route 53 can read) lasts in the lab.
+    pub(crate) alarm_period: Duration,
+    /// How long after an alarm changes state (or CloudWatch stops answering) the Route 53
+    /// health checks based on it follow.
+    pub(crate) health_check_delay: Duration,
 }
 
 impl AwsOptions {
@@ -496,6 +538,8 @@ impl AwsOptions {
             describe_lag: Duration::ZERO,
             route53_rate: None,
             prior_request_window: Duration::ZERO,
+            alarm_period: crate::DEFAULT_ALARM_PERIOD,
+            health_check_delay: crate::DEFAULT_HEALTH_CHECK_DELAY,
         }
     }
 }
@@ -558,6 +602,10 @@ pub(crate) struct Aws {
     pub(crate) created: SystemTime,
     pub(crate) elasticache: Mutex<elasticache::Regions>,
     pub(crate) route53: Mutex<route53::Changes>,
+    /// CloudWatch's metrics and alarms, which the health checks read.
+    pub(crate) cloudwatch: Arc<cloudwatch::CloudWatch>,
+    /// Route 53's health checks, which the DNS server reads.
+    pub(crate) health: Arc<health_checks::HealthChecks>,
     faults: Mutex<Faults>,
     /// Route 53's request bucket, when throttling is on.
     route53_bucket: Option<Mutex<TokenBucket>>,
@@ -575,12 +623,19 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Aws {
     pub(crate) fn new(options: AwsOptions) -> Self {
+        let cloudwatch = Arc::new(cloudwatch::CloudWatch::new(options.alarm_period));
+        let health = Arc::new(health_checks::HealthChecks::new(
+            cloudwatch.clone(),
+            options.health_check_delay,
+        ));
         Self {
             options,
             started: Instant::now(),
             created: SystemTime::now(),
             elasticache: Mutex::new(elasticache::Regions::default()),
             route53: Mutex::new(route53::Changes::default()),
+            cloudwatch,
+            health,
             faults: Mutex::new(Faults::default()),
             route53_bucket: options
                 .route53_rate
@@ -617,6 +672,8 @@ impl Aws {
             request: serde_json::Value::Null,
             http: calls::HttpRequest::default(),
             resource: None,
+            binary: false,
+            query_error: None,
             request_id: self.request_id(),
         }
     }
@@ -655,6 +712,7 @@ impl Aws {
         *lock(&self.last_change) = Some(Instant::now());
     }
 
+    /// `region-outage` / `region-restore`: the region's ElastiCache and CloudWatch.
     pub(crate) fn set_outage(&self, region: &str, down: bool) {
         let mut faults = lock(&self.faults);
         if down {
@@ -662,6 +720,23 @@ impl Aws {
         } else {
             faults.outages.remove(region);
         }
+        let readable = !faults.cloudwatch_down(region);
+        self.cloudwatch
+            .set_readable(region, readable, Instant::now());
+    }
+
+    /// `cloudwatch-down` / `cloudwatch-up`: the region's CloudWatch answers 503, and its
+    /// alarms cannot be read by Route 53's health checks.
+    pub(crate) fn set_cloudwatch_down(&self, region: &str, down: bool) {
+        let mut faults = lock(&self.faults);
+        if down {
+            faults.cloudwatch_down.insert(region.to_string());
+        } else {
+            faults.cloudwatch_down.remove(region);
+        }
+        let readable = !faults.cloudwatch_down(region);
+        self.cloudwatch
+            .set_readable(region, readable, Instant::now());
     }
 
     /// `witness-down` / `witness-up`: every call answers 503 while set.
@@ -831,7 +906,7 @@ impl Aws {
 
     /// The faults that stop a call before the API looks at it: `witness-down` (every
     /// service), Route 53's control plane down (Route 53 only), a region outage (ElastiCache
-    /// only; neither uses up injected errors), an `iam-deny` of the call's action on
+    /// and CloudWatch) or `cloudwatch-down` (CloudWatch; none uses up injected errors), an `iam-deny` of the call's action on
     /// `resource` (never STS `GetCallerIdentity`, which needs no permission), then an injected
     /// error, then Route 53's request rate (every call that reaches Route 53 counts, as on
     /// AWS).
@@ -864,6 +939,9 @@ impl Aws {
         }
         if service == AwsService::Route53 && faults.route53_down() {
             return Err(route53_unavailable());
+        }
+        if service == AwsService::Cloudwatch && faults.cloudwatch_down(region) {
+            return Err(cloudwatch::unavailable(region));
         }
         if service == AwsService::Elasticache && faults.outages.contains(region) {
             return Err(ApiError::new(
@@ -910,6 +988,11 @@ pub(crate) struct Exchange<'a> {
     /// The ARN an `iam-deny` message names; `None`: `*`, an action without resource-level
     /// permissions.
     pub(crate) resource: Option<String>,
+    /// The answer is binary (CloudWatch's CBOR): the log keeps its bytes in hex beside the
+    /// text.
+    pub(crate) binary: bool,
+    /// The answer's `x-amzn-query-error` header, logged with it.
+    pub(crate) query_error: Option<String>,
     request_id: String,
 }
 
@@ -933,10 +1016,6 @@ impl Exchange<'_> {
     /// service's own error form otherwise. A call carried out while `commit-then-drop` waits
     /// for one is logged as answered, and its response marked [`DroppedAnswer`].
     pub(crate) fn finish(self, outcome: Result<String, ApiError>) -> Response {
-        let dropped = match &outcome {
-            Ok(_) => self.aws.take_dropped_answer(self.service, &self.action),
-            Err(_) => None,
-        };
         let (status, error_code, body) = match outcome {
             Ok(body) => (StatusCode::OK, None, body),
             Err(e) => (
@@ -945,6 +1024,32 @@ impl Exchange<'_> {
                 e.body(self.service, &self.request_id),
             ),
         };
+        let content_type = self.service.content_type();
+        self.finish_raw(
+            status,
+            error_code,
+            body.clone(),
+            body.into_bytes(),
+            content_type,
+        )
+    }
+
+    /// Logs the call with `logged` as its answer's text and answers `wire` (the same answer,
+    /// as sent: CloudWatch's CBOR is logged as JSON).
+    pub(crate) fn finish_raw(
+        self,
+        status: StatusCode,
+        error_code: Option<String>,
+        logged: String,
+        wire: Vec<u8>,
+        content_type: &str,
+    ) -> Response {
+        let dropped = if status.is_success() {
+            self.aws.take_dropped_answer(self.service, &self.action)
+        } else {
+            None
+        };
+        let body = logged;
         self.aws.calls.record(Call {
             seq: 0,
             at_ms: self.at_ms,
@@ -957,20 +1062,24 @@ impl Exchange<'_> {
             http: Some(calls::HttpExchange {
                 request: self.http,
                 status: status.as_u16(),
-                body: body.clone(),
+                body,
+                body_hex: self
+                    .binary
+                    .then(|| wire.iter().map(|b| format!("{b:02x}")).collect()),
+                query_error: self.query_error,
             }),
             answer_dropped: dropped.is_some(),
         });
         let mut response = (
             status,
             [
-                (CONTENT_TYPE, self.service.content_type().to_string()),
+                (CONTENT_TYPE, content_type.to_string()),
                 (
                     axum::http::HeaderName::from_static("x-amzn-requestid"),
                     self.request_id,
                 ),
             ],
-            body,
+            wire,
         )
             .into_response();
         if let Some(dropped) = dropped {
@@ -998,7 +1107,9 @@ async fn post_root(State(lab): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         Some(AwsService::Ec2) => ec2::handle(lab, headers, body),
         Some(AwsService::Iam) => iam::handle(lab, headers, body),
         Some(AwsService::Kms) => kms::handle(lab, headers, body),
-        Some(AwsService::Elasticache | AwsService::Route53) | None => {
+        // CloudWatch's SDK posts to its own path (RPC v2 CBOR, `cloudwatch::handle`); its
+        // Query form, which older SDKs send here, is not emulated.
+        Some(AwsService::Elasticache | AwsService::Route53 | AwsService::Cloudwatch) | None => {
             elasticache::handle(State(lab), headers, body).await
         }
     }
@@ -1022,6 +1133,22 @@ pub(crate) fn router() -> Router<Arc<Shared>> {
             post(route53::change_rrsets).get(route53::list_rrsets),
         )
         .route("/2013-04-01/change/{id}", get(route53::get_change))
+        .route(
+            "/2013-04-01/healthcheck",
+            post(health_checks::create).get(health_checks::list),
+        )
+        .route(
+            "/2013-04-01/healthcheck/{id}",
+            get(health_checks::get).delete(health_checks::delete),
+        )
+        .route(
+            "/2013-04-01/healthcheck/{id}/status",
+            get(health_checks::status),
+        )
+        .route(
+            "/service/GraniteServiceVersion20100801/operation/{operation}",
+            post(cloudwatch::handle),
+        )
         .route("/2013-04-01/{*rest}", any(route53::other))
 }
 
@@ -1172,6 +1299,39 @@ mod tests {
         aws.set_route53_down_with("us-east-1", true);
         aws.set_route53_down(false);
         assert!(!aws.route53_down(), "route53-control-up ends it too");
+    }
+
+    #[test]
+    fn cloudwatch_down_refuses_its_region_only_and_an_outage_takes_it_too() {
+        let aws = Aws::new(AwsOptions::lenient(Duration::ZERO, Duration::ZERO));
+        let cw = |region| aws.gate(AwsService::Cloudwatch, "PutMetricData", region, "*");
+        aws.set_cloudwatch_down("us-east-1", true);
+        let e = cw("us-east-1").unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.code.as_str()),
+            (503, "ServiceUnavailable")
+        );
+        assert!(cw("us-west-2").is_ok(), "another region");
+        assert!(
+            aws.gate(
+                AwsService::Elasticache,
+                "DescribeServerlessCaches",
+                "us-east-1",
+                "*"
+            )
+            .is_ok(),
+            "ElastiCache is not CloudWatch"
+        );
+        aws.set_outage("us-west-2", true);
+        assert!(
+            cw("us-west-2").is_err(),
+            "a region's outage takes its CloudWatch"
+        );
+        aws.set_cloudwatch_down("us-west-2", false);
+        assert!(cw("us-west-2").is_err(), "the outage still holds it");
+        aws.set_outage("us-west-2", false);
+        aws.set_cloudwatch_down("us-east-1", false);
+        assert!(cw("us-west-2").is_ok() && cw("us-east-1").is_ok());
     }
 
     #[test]

@@ -13,9 +13,19 @@
 //! failed. `DELETE` must match the record set's TTL and values exactly; `CREATE` fails on an
 //! existing name and type; a CNAME can share its name with nothing and cannot sit at the apex.
 //!
+//! Failover record sets (`SetIdentifier`, `Failover` PRIMARY|SECONDARY, `HealthCheckId`)
+//! are kept beside simple ones, keyed by their set identifier, and checked as Route 53
+//! does (tests/FIDELITY.md, row R13): a failover record needs a set identifier, a name and
+//! type have at most one PRIMARY and one SECONDARY and never both a simple and a failover
+//! record, a health check must exist (`NoSuchHealthCheck`), and `DELETE` must match the
+//! identifier, role and health check too. The DNS server answers the pair by the health
+//! checks' status (`crate::dns`).
+//!
 //! Where the lab departs from AWS: record types are limited to A, AAAA, CNAME, NS, SOA and TXT,
-//! and alias, weighted, latency, failover and geo record sets are refused with `InvalidInput`
-//! saying so; the agent uses none of them.
+//! and alias, weighted, latency, geo, multivalue and CIDR record sets are refused with
+//! `InvalidInput` saying so, as is a `HealthCheckId` on a simple record; the agent uses none
+//! of them. The messages of the failover rules are the lab's words: no source quotes
+//! Route 53's.
 
 use std::collections::VecDeque;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -40,7 +50,7 @@ use super::xml::Xml;
 use super::{ApiError, AwsService, lock, route53_unavailable, sigv4, timestamp};
 use crate::Shared;
 use crate::config::HOSTED_ZONE_ID;
-use crate::dns::{RrSet, RrSets};
+use crate::dns::{Failover, RrKey, RrSet, RrSets};
 
 const NAMESPACE: &str = "https://route53.amazonaws.com/doc/2013-04-01/";
 /// `ListResourceRecordSets` returns at most this many record sets per page.
@@ -49,6 +59,8 @@ const MAX_ITEMS: usize = 300;
 const MAX_CHANGES: usize = 10_000;
 /// The longest character-string a TXT value may hold.
 const MAX_TXT_STRING: usize = 255;
+/// `SetIdentifier`: 1–128 characters.
+const MAX_SET_IDENTIFIER: usize = 128;
 
 /// The changes the API has accepted, for `GetChange`.
 #[derive(Debug, Default)]
@@ -89,7 +101,26 @@ struct Change {
     action: Action,
     name: Name,
     rtype: RecordType,
+    /// `None` for a simple record set.
+    set_identifier: Option<String>,
     set: RrSet,
+}
+
+impl Change {
+    fn key(&self) -> RrKey {
+        (self.name.clone(), self.rtype, self.set_identifier.clone())
+    }
+
+    /// How Route 53 names the record set in its messages.
+    fn label(&self) -> String {
+        match &self.set_identifier {
+            None => format!("[name='{}', type='{}']", self.name, self.rtype),
+            Some(id) => format!(
+                "[name='{}', type='{}', set-identifier='{id}']",
+                self.name, self.rtype
+            ),
+        }
+    }
 }
 
 // The request body, as the SDK writes it.
@@ -113,7 +144,7 @@ struct ChangesXml {
     change: Vec<ChangeXml>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct ChangeXml {
     #[serde(rename = "Action")]
     action: String,
@@ -121,7 +152,7 @@ struct ChangeXml {
     set: RrSetXml,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct RrSetXml {
     #[serde(rename = "Name")]
     name: String,
@@ -136,17 +167,35 @@ struct RrSetXml {
     /// Every routing policy (weighted, latency, failover, geo, multivalue) needs one.
     #[serde(rename = "SetIdentifier")]
     set_identifier: Option<String>,
+    /// `PRIMARY` or `SECONDARY`: a failover record set.
+    #[serde(rename = "Failover")]
+    failover: Option<String>,
+    #[serde(rename = "HealthCheckId")]
+    health_check_id: Option<String>,
     #[serde(rename = "TrafficPolicyInstanceId")]
     traffic_policy: Option<String>,
+    /// The other routing policies, refused.
+    #[serde(rename = "Weight")]
+    weight: Option<IgnoredAny>,
+    #[serde(rename = "Region")]
+    region: Option<IgnoredAny>,
+    #[serde(rename = "GeoLocation")]
+    geo_location: Option<IgnoredAny>,
+    #[serde(rename = "MultiValueAnswer")]
+    multi_value_answer: Option<IgnoredAny>,
+    #[serde(rename = "CidrRoutingConfig")]
+    cidr_routing: Option<IgnoredAny>,
+    #[serde(rename = "GeoProximityLocation")]
+    geo_proximity: Option<IgnoredAny>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct RecordsXml {
     #[serde(rename = "ResourceRecord", default)]
     record: Vec<RecordXml>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct RecordXml {
     #[serde(rename = "Value")]
     value: String,
@@ -372,10 +421,52 @@ fn change(raw: &ChangeXml) -> Result<Result<Change, Vec<String>>, ApiError> {
     let name = record_name(&set.name)
         .map_err(|e| invalid_input(format!("Invalid request: Name {:?}: {e}", set.name)))?;
     let rtype = record_type(&set.rtype)?;
-    if set.alias.is_some() || set.set_identifier.is_some() || set.traffic_policy.is_some() {
+    let other_policy = set.weight.is_some()
+        || set.region.is_some()
+        || set.geo_location.is_some()
+        || set.multi_value_answer.is_some()
+        || set.cidr_routing.is_some()
+        || set.geo_proximity.is_some();
+    if set.alias.is_some() || set.traffic_policy.is_some() || other_policy {
         return Err(invalid_input(format!(
-            "Invalid request: {name} {rtype}: alias, routing-policy and traffic-policy record \
-             sets are not supported by valkey-dr-lab's Route 53"
+            "Invalid request: {name} {rtype}: alias, traffic-policy and routing-policy record \
+             sets other than failover are not supported by valkey-dr-lab's Route 53"
+        )));
+    }
+    let failover = match set.failover.as_deref() {
+        None => None,
+        Some("PRIMARY") => Some(Failover::Primary),
+        Some("SECONDARY") => Some(Failover::Secondary),
+        Some(other) => {
+            return Err(invalid_input(format!(
+                "Invalid request: Failover {other:?} is not one of PRIMARY, SECONDARY"
+            )));
+        }
+    };
+    match (&set.set_identifier, failover) {
+        (None, Some(_)) => {
+            return Err(invalid_input(format!(
+                "Invalid request: the failover record set {name} {rtype} has no SetIdentifier"
+            )));
+        }
+        (Some(id), None) => {
+            return Err(invalid_input(format!(
+                "Invalid request: {name} {rtype} has SetIdentifier {id:?} but no routing \
+                 policy"
+            )));
+        }
+        (Some(id), Some(_)) if id.is_empty() || id.chars().count() > MAX_SET_IDENTIFIER => {
+            return Err(invalid_input(format!(
+                "Invalid request: SetIdentifier must have length between 1 and \
+                 {MAX_SET_IDENTIFIER}"
+            )));
+        }
+        _ => {}
+    }
+    if set.health_check_id.is_some() && failover.is_none() {
+        return Err(invalid_input(format!(
+            "Invalid request: {name} {rtype}: a HealthCheckId on a simple record set is not \
+             supported by valkey-dr-lab's Route 53 (failover record sets take one)"
         )));
     }
     let (Some(ttl), Some(records)) = (set.ttl, &set.records) else {
@@ -420,10 +511,13 @@ fn change(raw: &ChangeXml) -> Result<Result<Change, Vec<String>>, ApiError> {
         action,
         name,
         rtype,
+        set_identifier: set.set_identifier.clone(),
         set: RrSet {
             ttl,
             values: records.record.iter().map(|r| r.value.clone()).collect(),
             rdata: parsed,
+            failover,
+            health_check: set.health_check_id.clone(),
         },
     }))
 }
@@ -449,17 +543,22 @@ fn apply_one(apex: &Name, zone: &mut RrSets, change: &Change) -> Result<(), Stri
             "RRSet with DNS name {name} is not permitted in zone {apex}"
         ));
     }
-    let key = (name.clone(), rtype);
+    let key = change.key();
+    let label = change.label();
     match change.action {
         Action::Delete => {
             let Some(current) = zone.get(&key) else {
                 return Err(format!(
-                    "Tried to delete resource record set [name='{name}', type='{rtype}'] but it was not found"
+                    "Tried to delete resource record set {label} but it was not found"
                 ));
             };
-            if current.ttl != change.set.ttl || !same_values(&current.rdata, &change.set.rdata) {
+            if current.ttl != change.set.ttl
+                || !same_values(&current.rdata, &change.set.rdata)
+                || current.failover != change.set.failover
+                || current.health_check != change.set.health_check
+            {
                 return Err(format!(
-                    "Tried to delete resource record set [name='{name}', type='{rtype}'] but the values provided do not match the current values"
+                    "Tried to delete resource record set {label} but the values provided do not match the current values"
                 ));
             }
             if name == apex && rtype == RecordType::SOA {
@@ -476,8 +575,39 @@ fn apply_one(apex: &Name, zone: &mut RrSets, change: &Change) -> Result<(), Stri
         Action::Create | Action::Upsert => {
             if change.action == Action::Create && zone.contains_key(&key) {
                 return Err(format!(
-                    "Tried to create resource record set [name='{name}', type='{rtype}'] but it already exists"
+                    "Tried to create resource record set {label} but it already exists"
                 ));
+            }
+            // The other record sets of this name and type.
+            let mut siblings = zone
+                .iter()
+                .filter(|((owner, t, id), _)| owner == name && *t == rtype && *id != key.2);
+            match (&change.set_identifier, change.set.failover) {
+                (None, _) => {
+                    if siblings.next().is_some() {
+                        return Err(format!(
+                            "Tried to create resource record set {label} but failover record \
+                             sets with the same name and type already exist"
+                        ));
+                    }
+                }
+                (Some(_), role) => {
+                    if zone.contains_key(&(name.clone(), rtype, None)) {
+                        return Err(format!(
+                            "Tried to create resource record set {label} but a simple record \
+                             set with the same name and type already exists"
+                        ));
+                    }
+                    if let Some(role) = role
+                        && siblings.any(|(_, set)| set.failover == Some(role))
+                    {
+                        return Err(format!(
+                            "Tried to create resource record set {label} but a {} record set \
+                             with the same name and type already exists",
+                            role.as_str()
+                        ));
+                    }
+                }
             }
             if rtype == RecordType::CNAME && name == apex {
                 return Err(format!(
@@ -486,7 +616,7 @@ fn apply_one(apex: &Name, zone: &mut RrSets, change: &Change) -> Result<(), Stri
             }
             let others = |wanted: &dyn Fn(RecordType) -> bool| {
                 zone.keys()
-                    .any(|(owner, other)| owner == name && *other != rtype && wanted(*other))
+                    .any(|(owner, other, _)| owner == name && *other != rtype && wanted(*other))
             };
             if rtype == RecordType::CNAME && others(&|_| true) {
                 return Err(format!(
@@ -524,13 +654,21 @@ fn change_summary(zone: &str, body: &Result<ChangeRequestXml, String>) -> serde_
         Ok(request) => json!({
             "zone": zone,
             "comment": request.change_batch.comment,
-            "changes": request.change_batch.changes.change.iter().map(|c| json!({
-                "action": c.action,
-                "name": c.set.name,
-                "type": c.set.rtype,
-                "ttl": c.set.ttl,
-                "values": c.set.records.as_ref().map(|r| r.record.iter().map(|v| v.value.clone()).collect::<Vec<_>>()),
-            })).collect::<Vec<_>>(),
+            "changes": request.change_batch.changes.change.iter().map(|c| {
+                let mut change = json!({
+                    "action": c.action,
+                    "name": c.set.name,
+                    "type": c.set.rtype,
+                    "ttl": c.set.ttl,
+                    "values": c.set.records.as_ref().map(|r| r.record.iter().map(|v| v.value.clone()).collect::<Vec<_>>()),
+                });
+                if let Some(id) = &c.set.set_identifier {
+                    change["set_identifier"] = json!(id);
+                    change["failover"] = json!(c.set.failover);
+                    change["health_check_id"] = json!(c.set.health_check_id);
+                }
+                change
+            }).collect::<Vec<_>>(),
         }),
         Err(_) => json!({ "zone": zone, "malformed": true }),
     }
@@ -579,6 +717,17 @@ pub(crate) async fn change_rrsets(
         }
         if !problems.is_empty() {
             return Err(invalid_change_batch(&problems));
+        }
+        if let Some(id) = changes
+            .iter()
+            .filter(|c| c.action != Action::Delete)
+            .filter_map(|c| c.set.health_check.as_deref())
+            .find(|id| !lab.aws.health.exists(id))
+        {
+            return Err(ApiError::not_found(
+                "NoSuchHealthCheck",
+                format!("A health check with id {id} does not exist."),
+            ));
         }
         let apex = lab.zone.apex();
         lab.zone
@@ -645,9 +794,15 @@ pub(crate) async fn list_rrsets(
         .into_owned()
         .collect();
     let param = |key: &str| query.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-    let (start_name, start_type, max_items) = (param("name"), param("type"), param("maxitems"));
+    let (start_name, start_type, start_id, max_items) = (
+        param("name"),
+        param("type"),
+        param("identifier"),
+        param("maxitems"),
+    );
     call.request = json!({
-        "zone": zone, "name": start_name, "type": start_type, "maxitems": max_items,
+        "zone": zone, "name": start_name, "type": start_type, "identifier": start_id,
+        "maxitems": max_items,
     });
     call.resource = Some(zone_arn(&zone));
     let outcome = (|| {
@@ -673,14 +828,28 @@ pub(crate) async fn list_rrsets(
                     .map_err(|e| invalid_input(format!("Invalid request: name {name:?}: {e}")))?;
                 let rtype = rtype.as_deref().map(record_type).transpose()?;
                 let (key, _) = sort_key(&name, RecordType::A);
-                Some((key, rtype.map(|t| t.to_string()).unwrap_or_default()))
+                Some((
+                    key,
+                    rtype.map(|t| t.to_string()).unwrap_or_default(),
+                    start_id.clone().unwrap_or_default(),
+                ))
             }
         };
-        let mut sets: Vec<((String, String), Name, RecordType, RrSet)> = lab
+        type Listed = (
+            (String, String, String),
+            Name,
+            RecordType,
+            Option<String>,
+            RrSet,
+        );
+        let mut sets: Vec<Listed> = lab
             .zone
             .rrsets()
             .into_iter()
-            .map(|((name, rtype), set)| (sort_key(&name, rtype), name, rtype, set))
+            .map(|((name, rtype, id), set)| {
+                let (k, t) = sort_key(&name, rtype);
+                ((k, t, id.clone().unwrap_or_default()), name, rtype, id, set)
+            })
             .collect();
         sets.sort_by(|a, b| a.0.cmp(&b.0));
         if let Some(start) = &start {
@@ -688,15 +857,17 @@ pub(crate) async fn list_rrsets(
         }
         let next = sets
             .get(max_items)
-            .map(|(_, name, rtype, _)| (name.clone(), *rtype));
+            .map(|(_, name, rtype, id, _)| (name.clone(), *rtype, id.clone()));
         sets.truncate(max_items);
         Ok(
             Xml::with_declaration().root("ListResourceRecordSetsResponse", NAMESPACE, |x| {
                 x.element("ResourceRecordSets", |x| {
-                    for (_, name, rtype, set) in &sets {
+                    for (_, name, rtype, id, set) in &sets {
                         x.element("ResourceRecordSet", |x| {
                             x.text("Name", listed_name(name))
                                 .text("Type", rtype)
+                                .text_opt("SetIdentifier", id.as_deref())
+                                .text_opt("Failover", set.failover.map(Failover::as_str))
                                 .text("TTL", set.ttl)
                                 .element("ResourceRecords", |x| {
                                     for value in &set.values {
@@ -704,14 +875,16 @@ pub(crate) async fn list_rrsets(
                                             x.text("Value", value);
                                         });
                                     }
-                                });
+                                })
+                                .text_opt("HealthCheckId", set.health_check.as_deref());
                         });
                     }
                 })
                 .text("IsTruncated", next.is_some());
-                if let Some((name, rtype)) = &next {
+                if let Some((name, rtype, id)) = &next {
                     x.text("NextRecordName", listed_name(name))
-                        .text("NextRecordType", rtype);
+                        .text("NextRecordType", rtype)
+                        .text_opt("NextRecordIdentifier", id.as_deref());
                 }
                 x.text("MaxItems", max_items);
             }),
@@ -772,7 +945,8 @@ pub(crate) async fn other(State(lab): State<Arc<Shared>>) -> Response {
         return (
             StatusCode::NOT_FOUND,
             "valkey-dr-lab's Route 53 emulates ChangeResourceRecordSets, ListResourceRecordSets, \
-             GetChange and GetHostedZone only",
+             GetChange, GetHostedZone and the health checks' Create, Get, List, Delete and \
+             GetHealthCheckStatus only",
         )
             .into_response();
     }
@@ -877,7 +1051,12 @@ mod tests {
     }
 
     fn zone() -> Zone {
-        let zone = Zone::new(name("lab.internal"), name("valkey.lab.internal"), 30);
+        let zone = Zone::new(
+            name("lab.internal"),
+            name("valkey.lab.internal"),
+            30,
+            std::sync::Arc::new(crate::dns::AllHealthy),
+        );
         zone.point_record(&name("old-abc123.serverless.use1.cache.amazonaws.com"));
         zone
     }
@@ -899,7 +1078,15 @@ mod tests {
                 }),
                 alias: None,
                 set_identifier: None,
+                failover: None,
+                health_check_id: None,
                 traffic_policy: None,
+                weight: None,
+                region: None,
+                geo_location: None,
+                multi_value_answer: None,
+                cidr_routing: None,
+                geo_proximity: None,
             },
         }
     }
@@ -918,7 +1105,7 @@ mod tests {
 
     fn cname(zone: &Zone) -> Option<(u32, Vec<String>)> {
         zone.rrsets()
-            .get(&(name("valkey.lab.internal"), RecordType::CNAME))
+            .get(&(name("valkey.lab.internal"), RecordType::CNAME, None))
             .map(|s| (s.ttl, s.values.clone()))
     }
 
@@ -1051,14 +1238,98 @@ mod tests {
             vec!["RRSet with DNS name www.example.com. is not permitted in zone lab.internal."]
         );
         batch(&z, &[change("UPSERT", lock, "TXT", 60, &["\"owner=b\""])]).unwrap();
-        let set = z.rrsets()[&(name(lock), RecordType::TXT)].clone();
+        let set = z.rrsets()[&(name(lock), RecordType::TXT, None)].clone();
         assert_eq!((set.ttl, set.values), (60, vec!["\"owner=b\"".to_string()]));
-        let soa = z.rrsets()[&(name("lab.internal"), RecordType::SOA)].clone();
+        let soa = z.rrsets()[&(name("lab.internal"), RecordType::SOA, None)].clone();
         let values: Vec<&str> = soa.values.iter().map(String::as_str).collect();
         assert_eq!(
             batch(&z, &[change("DELETE", "lab.internal", "SOA", 900, &values)]).unwrap_err(),
             vec!["A HostedZone must contain exactly one SOA record."]
         );
+    }
+
+    fn failover(action: &str, id: &str, role: &str, check: Option<&str>, value: &str) -> ChangeXml {
+        let mut c = change(action, "valkey.lab.internal", "CNAME", 30, &[value]);
+        c.set.set_identifier = Some(id.to_string());
+        c.set.failover = Some(role.to_string());
+        c.set.health_check_id = check.map(str::to_string);
+        c
+    }
+
+    #[test]
+    fn failover_pairs_follow_route53s_rules() {
+        let z = zone();
+        let old = "old-abc123.serverless.use1.cache.amazonaws.com.";
+        let primary = failover("CREATE", "primary", "PRIMARY", Some("hc-1"), old);
+        let secondary = failover("CREATE", "standby", "SECONDARY", None, "standby.example.");
+        // A failover pair cannot sit beside the simple record of the same name and type.
+        let err = batch(&z, &[primary.clone(), secondary.clone()]).unwrap_err();
+        assert_eq!(err.len(), 2);
+        assert!(
+            err[0].contains("set-identifier='primary'] but a simple record set"),
+            "{err:?}"
+        );
+        // Replacing the simple record by the pair in one batch works.
+        batch(
+            &z,
+            &[
+                change("DELETE", "valkey.lab.internal", "CNAME", 30, &[old]),
+                primary.clone(),
+                secondary.clone(),
+            ],
+        )
+        .unwrap();
+        let sets = z.rrsets();
+        let key = |id: &str| {
+            (
+                name("valkey.lab.internal"),
+                RecordType::CNAME,
+                Some(id.to_string()),
+            )
+        };
+        assert_eq!(sets[&key("primary")].failover, Some(Failover::Primary));
+        assert_eq!(sets[&key("primary")].health_check.as_deref(), Some("hc-1"));
+        // A second PRIMARY, and a simple record beside the pair, are refused.
+        let err = batch(
+            &z,
+            &[failover("CREATE", "other", "PRIMARY", None, "x.example.")],
+        )
+        .unwrap_err();
+        assert!(err[0].contains("a PRIMARY record set"), "{err:?}");
+        let err = batch(
+            &z,
+            &[change(
+                "CREATE",
+                "valkey.lab.internal",
+                "CNAME",
+                30,
+                &["x.example."],
+            )],
+        )
+        .unwrap_err();
+        assert!(
+            err[0].contains("failover record sets with the same name"),
+            "{err:?}"
+        );
+        // DELETE must match the health check too.
+        let mut wrong = primary.clone();
+        wrong.action = "DELETE".into();
+        wrong.set.health_check_id = Some("hc-2".into());
+        let err = batch(&z, &[wrong]).unwrap_err();
+        assert!(err[0].contains("do not match"), "{err:?}");
+        // The model's rules: a failover record needs a SetIdentifier, a SetIdentifier a
+        // policy, Failover is PRIMARY or SECONDARY.
+        let mut no_id = primary.clone();
+        no_id.set.set_identifier = None;
+        assert_eq!(super::change(&no_id).unwrap_err().code, "InvalidInput");
+        let mut no_policy = primary.clone();
+        no_policy.set.failover = None;
+        assert_eq!(super::change(&no_policy).unwrap_err().code, "InvalidInput");
+        let bad_role = failover("CREATE", "x", "TERTIARY", None, "x.example.");
+        assert_eq!(super::change(&bad_role).unwrap_err().code, "InvalidInput");
+        let mut weighted = primary;
+        weighted.set.weight = Some(IgnoredAny);
+        assert_eq!(super::change(&weighted).unwrap_err().code, "InvalidInput");
     }
 
     #[test]
