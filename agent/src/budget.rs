@@ -19,8 +19,8 @@
 //! answer), but while one runs their Route 53 calls keep to the background rate.
 //!
 //! The processes of one `state_dir` share the budget ([`share`]): a recovery holds a shared
-//! lock on `state_dir/budget.lock` (`layout::budget_lock`) (an open-file-description lock, which the kernel drops
-//! when the process dies, so a crash leaves nothing to clean up), and another process's
+//! lock on `layout::budget_lock` (an open-file-description lock, which the kernel drops when
+//! the process dies, so a crash leaves nothing to clean up), and another process's
 //! background calls wait while any is held, for at most [`PREEMPT_MAX`] from when they saw
 //! it. So a `preflight` or a drill started by hand on the daemon's host waits for the
 //! daemon's failover. Agents on other hosts have their own budgets: the account's Route 53
