@@ -47,6 +47,7 @@ pub fn policy(config: &Config) -> Value {
     if let Some(statement) = publish_verdicts(config, &mut sids) {
         statements.push(statement);
     }
+    statements.extend(read_switch(config, &mut sids));
     // A change is only waited for by the agent that made it.
     if let Some(p) = route53_partition.filter(|_| acts) {
         statements.push(json!({
@@ -113,6 +114,42 @@ fn publish_verdicts(config: &Config, sids: &mut Sids) -> Option<Value> {
             },
         })
     })
+}
+
+/// What `preflight`'s `switch` check reads of a health-check watch's set-up: every health
+/// check (`ListHealthChecks` takes no resource), and the watch's alarms, by name
+/// (`template::alarm_name`), in its `metric_region`.
+fn read_switch(config: &Config, sids: &mut Sids) -> Vec<Value> {
+    let alarms: Vec<String> = config
+        .watches
+        .iter()
+        .filter_map(|w| {
+            let h = w.switch.health_check()?;
+            let p = partition(&w.primary.region);
+            Some(format!(
+                "arn:{p}:cloudwatch:{}:*:alarm:{}",
+                h.metric_region,
+                crate::template::alarm_name(w, "*")
+            ))
+        })
+        .collect();
+    if alarms.is_empty() {
+        return Vec::new();
+    }
+    vec![
+        json!({
+            "Sid": sids.unique("PreflightReadHealthChecks", ""),
+            "Effect": "Allow",
+            "Action": ["route53:ListHealthChecks"],
+            "Resource": "*",
+        }),
+        json!({
+            "Sid": sids.unique("PreflightReadVerdictAlarms", ""),
+            "Effect": "Allow",
+            "Action": ["cloudwatch:DescribeAlarms"],
+            "Resource": alarms,
+        }),
+    ]
 }
 
 /// The resources a watch's statements name.
@@ -883,6 +920,15 @@ security_group_ids = ["sg-9"]
         assert_eq!(
             publish["Condition"]["StringEquals"],
             json!({ "cloudwatch:namespace": ["Shop/DR"], "aws:RequestedRegion": ["us-west-2"] })
+        );
+        // preflight reads the set-up: every health check, and this watch's alarms only.
+        assert_eq!(
+            statement(&p, "PreflightReadHealthChecks")["Action"],
+            json!(["route53:ListHealthChecks"])
+        );
+        assert_eq!(
+            statement(&p, "PreflightReadVerdictAlarms")["Resource"],
+            json!(["arn:aws:cloudwatch:us-west-2:*:alarm:valkey-dr-sessions-*"])
         );
         // Every mode publishes (alert-only its 0s).
         let text = BASE.replace("mode = \"auto-failover\"", "mode = \"alert-only\"")

@@ -40,6 +40,7 @@ use crate::executor::{
 mod flush;
 mod iam;
 mod placement;
+mod switch;
 mod warm;
 
 /// How long one AWS call of a check may take. Preflight reads; a call that hangs this long
@@ -47,7 +48,7 @@ mod warm;
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Every check, in the order they run (and print), so that metrics can name them all.
-pub const CHECKS: [&str; 21] = [
+pub const CHECKS: [&str; 22] = [
     "identity",
     "route53_zone",
     "route53_record",
@@ -56,6 +57,7 @@ pub const CHECKS: [&str; 21] = [
     "primary_flush",
     "dr_name",
     "standby",
+    "switch",
     "dr_subnets",
     "dr_security_groups",
     "dr_kms_key",
@@ -539,16 +541,15 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &Aws<'_>) -> (Vec<Finding>
             .and_then(|p| p.as_ref())
             .and_then(|p| p.endpoint.clone())
     });
-    out.extend(
-        record(
-            w,
-            &route53,
-            aws,
-            primary_endpoint.as_deref(),
-            dr_endpoint.as_deref(),
-        )
-        .await,
-    );
+    let (record_findings, record_sets) = record(
+        w,
+        &route53,
+        aws,
+        primary_endpoint.as_deref(),
+        dr_endpoint.as_deref(),
+    )
+    .await;
+    out.extend(record_findings);
     out.push(primary_check(w, &primary));
     out.push(flush::primary_flush(w, &primary_cache, &primary).await);
 
@@ -556,6 +557,18 @@ async fn watch(config: &Config, w: &WatchConfig, aws: &Aws<'_>) -> (Vec<Finding>
     out.push(dr_name(w, &dr_cache, dr_endpoint.as_deref()).await);
     let (standby, seen) = warm::standby(w, &dr_cache, dr_endpoint.as_deref()).await;
     out.push(standby);
+    let standby_endpoint = seen.clone().flatten().map(|(endpoint, _)| endpoint);
+    out.push(
+        switch::switch(
+            config,
+            w,
+            &route53,
+            aws,
+            record_sets.as_deref(),
+            standby_endpoint.as_deref(),
+        )
+        .await,
+    );
     out.extend(network);
     out.push(kms_key(w, &dr_sdk).await);
     out.push(user_group(w, &dr_cache).await);
@@ -776,7 +789,10 @@ async fn record(
     aws: &Aws<'_>,
     primary_endpoint: Option<&str>,
     dr_endpoint: Option<&str>,
-) -> Vec<Finding> {
+) -> (
+    Vec<Finding>,
+    Option<Vec<aws_sdk_route53::types::ResourceRecordSet>>,
+) {
     let zone = &w.hosted_zone_id;
     let ours = |all: &[aws_sdk_route53::types::ResourceRecordSet]| -> Vec<_> {
         all.iter()
@@ -802,11 +818,14 @@ async fn record(
         .await
         .map(|out| ours(out.resource_record_sets())),
     };
-    let record = match answer {
-        Ok(sets) => record_finding(w, &sets, primary_endpoint, dr_endpoint),
-        Err(f) => failed_call(w, "route53_record", &f, true),
+    let (record, sets) = match answer {
+        Ok(sets) => (
+            record_finding(w, &sets, primary_endpoint, dr_endpoint),
+            Some(sets),
+        ),
+        Err(f) => (failed_call(w, "route53_record", &f, true), None),
     };
-    vec![record, lock(w, route53, shared.as_ref()).await]
+    (vec![record, lock(w, route53, shared.as_ref()).await], sets)
 }
 
 fn record_finding(
@@ -815,6 +834,9 @@ fn record_finding(
     primary_endpoint: Option<&str>,
     dr_endpoint: Option<&str>,
 ) -> Finding {
+    if w.switch.health_check().is_some() {
+        return switch::pair_finding(w, sets, primary_endpoint);
+    }
     let check = "route53_record";
     let create = format!(
         "create {} as a CNAME to the primary's endpoint with a TTL of {} s",

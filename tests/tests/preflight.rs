@@ -18,7 +18,7 @@ use valkey_dr_lab::{Fault, RECORD};
 const WATCH: &str = "sessions";
 
 /// Every check preflight runs, in order.
-const CHECKS: [&str; 21] = valkey_dr::preflight::CHECKS;
+const CHECKS: [&str; 22] = valkey_dr::preflight::CHECKS;
 
 /// One `valkey-dr preflight --output json` run.
 struct Run {
