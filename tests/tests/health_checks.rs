@@ -29,7 +29,7 @@ use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::rr::RecordType;
 use hickory_resolver::proto::xfer::Protocol;
-use support::raw_aws::{change, rrset, send};
+use support::raw_aws::{change, create_health_check, rrset, send};
 use support::wait_until;
 use tokio::task::JoinHandle;
 use valkey_dr_lab::config::HOSTED_ZONE_ID;
@@ -209,23 +209,6 @@ async fn alarm_state(cw: &aws_sdk_cloudwatch::Client, agent: &str) -> Option<Sta
     out.metric_alarms().first()?.state_value().cloned()
 }
 
-async fn create_check(
-    r53: &aws_sdk_route53::Client,
-    reference: &str,
-    config: HealthCheckConfig,
-) -> String {
-    r53.create_health_check()
-        .caller_reference(reference)
-        .health_check_config(config)
-        .send()
-        .await
-        .expect("CreateHealthCheck")
-        .health_check()
-        .expect("the check")
-        .id()
-        .to_owned()
-}
-
 fn alarm_check(agent: &str) -> HealthCheckConfig {
     HealthCheckConfig::builder()
         .r#type(HealthCheckType::CloudwatchMetric)
@@ -288,9 +271,9 @@ async fn switch(lab: &Lab) -> Switch {
     }
     let mut checks = Vec::new();
     for agent in AGENTS {
-        checks.push(create_check(&r53, &format!("check-{agent}"), alarm_check(agent)).await);
+        checks.push(create_health_check(&r53, &format!("check-{agent}"), alarm_check(agent)).await);
     }
-    let calculated = create_check(
+    let calculated = create_health_check(
         &r53,
         "check-quorum",
         HealthCheckConfig::builder()
@@ -715,9 +698,9 @@ async fn invalid_inputs_are_refused_with_aws_codes() {
         .send()
         .await;
     assert_eq!(code(&too_many_children).as_deref(), Some("InvalidInput"));
-    let first = create_check(&r53, "r-3", alarm_check("a")).await;
+    let first = create_health_check(&r53, "r-3", alarm_check("a")).await;
     assert_eq!(
-        create_check(&r53, "r-3", alarm_check("a")).await,
+        create_health_check(&r53, "r-3", alarm_check("a")).await,
         first,
         "the same reference and settings answer the same check"
     );

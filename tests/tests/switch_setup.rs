@@ -21,7 +21,7 @@ use aws_sdk_route53::types::{
     RrType,
 };
 use serde_json::Value;
-use support::raw_aws::{change, rrset, send};
+use support::raw_aws::{change, create_health_check, rrset, send};
 use support::{TestLab, run_bounded_within};
 use valkey_dr_lab::config::DR_CACHE;
 use valkey_dr_lab::{PRIMARY_CACHE, RECORD};
@@ -167,7 +167,7 @@ async fn deploy(lab: &TestLab, template: &Value, alarm_region: &str) {
             .unwrap();
         ids.insert(
             (*logical).clone(),
-            create_check(&r53, logical, config).await,
+            create_health_check(&r53, logical, config).await,
         );
     }
     for (logical, p) in checks
@@ -189,7 +189,7 @@ async fn deploy(lab: &TestLab, template: &Value, alarm_region: &str) {
             .unwrap();
         ids.insert(
             (*logical).clone(),
-            create_check(&r53, logical, config).await,
+            create_health_check(&r53, logical, config).await,
         );
     }
     // The pair in place of the simple record, in one batch.
@@ -226,23 +226,6 @@ async fn deploy(lab: &TestLab, template: &Value, alarm_region: &str) {
     send(&r53, changes, Some("deploy valkey-dr template"))
         .await
         .expect("the failover pair replaces the record");
-}
-
-async fn create_check(
-    r53: &aws_sdk_route53::Client,
-    reference: &str,
-    config: HealthCheckConfig,
-) -> String {
-    r53.create_health_check()
-        .caller_reference(reference)
-        .health_check_config(config)
-        .send()
-        .await
-        .expect("CreateHealthCheck")
-        .health_check()
-        .expect("the check")
-        .id()
-        .to_owned()
 }
 
 /// The template for `config`, as JSON.

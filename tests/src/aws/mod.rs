@@ -714,25 +714,29 @@ impl Aws {
 
     /// `region-outage` / `region-restore`: the region's ElastiCache and CloudWatch.
     pub(crate) fn set_outage(&self, region: &str, down: bool) {
-        let mut faults = lock(&self.faults);
-        if down {
-            faults.outages.insert(region.to_string());
-        } else {
-            faults.outages.remove(region);
-        }
-        let readable = !faults.cloudwatch_down(region);
-        self.cloudwatch
-            .set_readable(region, readable, Instant::now());
+        self.set_region_fault(region, down, |f| &mut f.outages);
     }
 
     /// `cloudwatch-down` / `cloudwatch-up`: the region's CloudWatch answers 503, and its
     /// alarms cannot be read by Route 53's health checks.
     pub(crate) fn set_cloudwatch_down(&self, region: &str, down: bool) {
+        self.set_region_fault(region, down, |f| &mut f.cloudwatch_down);
+    }
+
+    /// Adds `region` to (or takes it from) the fault set `set` picks, then tells CloudWatch
+    /// whether the region's alarms can be read, which both sets decide.
+    fn set_region_fault(
+        &self,
+        region: &str,
+        down: bool,
+        set: impl FnOnce(&mut Faults) -> &mut BTreeSet<String>,
+    ) {
         let mut faults = lock(&self.faults);
+        let regions = set(&mut faults);
         if down {
-            faults.cloudwatch_down.insert(region.to_string());
+            regions.insert(region.to_string());
         } else {
-            faults.cloudwatch_down.remove(region);
+            regions.remove(region);
         }
         let readable = !faults.cloudwatch_down(region);
         self.cloudwatch

@@ -114,3 +114,21 @@ pub async fn wait_cache_status(
         sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `CreateHealthCheck` with `reference` and `config`, which must succeed: the new check's id.
+pub async fn create_health_check(
+    r53: &aws_sdk_route53::Client,
+    reference: &str,
+    config: aws_sdk_route53::types::HealthCheckConfig,
+) -> String {
+    r53.create_health_check()
+        .caller_reference(reference)
+        .health_check_config(config)
+        .send()
+        .await
+        .expect("CreateHealthCheck")
+        .health_check()
+        .expect("the check")
+        .id()
+        .to_owned()
+}
