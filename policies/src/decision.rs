@@ -223,3 +223,16 @@ impl Decision {
             && self.blocking_guards().next().is_some()
     }
 }
+
+/// What an agent publishes for a watch whose record Route 53's health checks switch
+/// (`[watch.switch] kind = "health_check"`): "primary down" exactly when this round would
+/// start a failover of its own, with the guards it was judged on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Publish 1: the health is `Down`, this round is outage evidence, and every guard
+    /// passes.
+    pub down: bool,
+    /// Every guard evaluated when the health is `Down` on an outage round (empty otherwise).
+    /// The peers' ballot is never among them: the calculated health check counts the agents.
+    pub guards: Vec<Guard>,
+}

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::decision::{Decision, Event, Guard, GuardKind, Quorum, State};
+use crate::decision::{Decision, Event, Guard, GuardKind, Quorum, State, Verdict};
 use crate::observation::{FailureKind, Observation, PathStatus, Witness};
 use crate::params::Params;
 use crate::state::{DownEpisode, Health, WatchState};
@@ -767,6 +767,29 @@ fn failover_guards(
         Quorum::Short(votes) => guards.push(guard(GuardKind::Quorum, false, votes.clone())),
     }
     guards
+}
+
+/// The verdict of `state` (as [`step`] left it after `obs`) for a health-check switch.
+///
+/// It follows the engine round by round, and holds nothing: an agent whose cache answers
+/// again, or that loses its own reach (the witness), publishes 0 at once, so that its stale
+/// "down" never waits for a second agent's to tip the record. What holds after the switch is
+/// the agent's, not the engine's: the engine judges the cache it serves from then on.
+pub fn verdict(state: &WatchState, obs: &Observation, now: SystemTime, params: &Params) -> Verdict {
+    let outage = state.judged() == State::Down
+        && Round::classify(obs) == Round::Outage
+        && state.own_side_failure.is_none();
+    if !outage {
+        return Verdict {
+            down: false,
+            guards: Vec::new(),
+        };
+    }
+    let guards = failover_guards(state, obs, now, params, &Quorum::NotConfigured);
+    Verdict {
+        down: guards.iter().all(|g| g.passed),
+        guards,
+    }
 }
 
 /// Whether one round is, by itself, evidence that the cache is down: both paths failed on

@@ -75,11 +75,11 @@ pub mod state;
 #[cfg(test)]
 mod proptests;
 
-pub use decision::{Decision, Event, Guard, GuardKind, Quorum, State};
+pub use decision::{Decision, Event, Guard, GuardKind, Quorum, State, Verdict};
 pub use engine::{
     PauseRequest, Unfinished, expire_pause, failback_completed, failover_completed, failover_ended,
     failover_failed, failover_started, is_outage_evidence, pause, resume, resume_relayed, step,
-    step_with_quorum,
+    step_with_quorum, verdict,
 };
 pub use observation::{FailureKind, Observation, PathStatus, Witness};
 pub use params::{Mode, Params};

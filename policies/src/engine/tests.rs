@@ -1798,3 +1798,77 @@ fn an_own_side_failure_is_kept_until_the_episode_ends() {
         "a new episode votes again"
     );
 }
+
+// ---- the health-check switch's verdict ---------------------------------------------------
+
+/// The verdict of the sim's state after one more round of `obs`.
+fn verdict_after(sim: &mut Sim, obs: Observation) -> Verdict {
+    sim.step(obs.clone());
+    let now = sim.now - Duration::from_secs(1);
+    verdict(&sim.state, &obs, now, &sim.params)
+}
+
+#[test]
+fn the_verdict_is_down_exactly_when_the_engine_would_fail_over_and_follows_every_round() {
+    let mut sim = Sim::new();
+    sim.params.down_after = Duration::ZERO;
+    for _ in 0..2 {
+        let v = verdict_after(&mut sim, outage());
+        assert!(!v.down && v.guards.is_empty(), "suspect is not down: {v:?}");
+    }
+    let v = verdict_after(&mut sim, outage());
+    assert!(v.down, "down with every guard passed: {v:?}");
+    assert!(v.guards.iter().all(|g| g.guard != GuardKind::Quorum));
+    // Every later outage round keeps it, though the intent was spent on the first.
+    assert!(verdict_after(&mut sim, outage()).down);
+    // One good round is not outage evidence, and it ends the streak: `down` again takes
+    // `fall` fresh rounds, and so does the verdict.
+    assert!(!verdict_after(&mut sim, good()).down);
+    assert!(!verdict_after(&mut sim, outage()).down);
+    assert!(!verdict_after(&mut sim, outage()).down);
+    assert!(verdict_after(&mut sim, outage()).down);
+    // Isolated: the agent cannot judge, so it withdraws at once.
+    assert!(!verdict_after(&mut sim, isolated(outage())).down);
+}
+
+#[test]
+fn the_verdict_keeps_every_guard_but_the_peers_ballot() {
+    let blocked = |setup: &dyn Fn(&mut Sim), guard: GuardKind| {
+        let mut sim = Sim::new();
+        sim.params.down_after = Duration::ZERO;
+        setup(&mut sim);
+        sim.steps(2, outage());
+        let v = verdict_after(&mut sim, outage());
+        assert!(!v.down, "{guard:?}: {v:?}");
+        let failing: Vec<_> = v
+            .guards
+            .iter()
+            .filter(|g| !g.passed)
+            .map(|g| g.guard)
+            .collect();
+        assert_eq!(failing, [guard]);
+    };
+    blocked(&|sim| sim.params.mode = Mode::AlertOnly, GuardKind::Mode);
+    blocked(
+        &|sim| {
+            sim.apply(pause);
+        },
+        GuardKind::Paused,
+    );
+    blocked(
+        &|sim| {
+            sim.params.max_auto_failovers = 2;
+            sim.apply(failover_started);
+            sim.apply(|s, now| failover_failed(s, now, "earlier"));
+        },
+        GuardKind::Cooldown,
+    );
+    let mut sim = Sim::new();
+    sim.params.down_after = Duration::ZERO;
+    sim.params.mode = Mode::Prepare;
+    sim.steps(2, outage());
+    assert!(
+        verdict_after(&mut sim, outage()).down,
+        "prepare passes the mode guard; the agent holds the vote for a person"
+    );
+}
