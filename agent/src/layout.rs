@@ -51,6 +51,12 @@ pub fn state_file(state_dir: &Path, watch: &str) -> PathBuf {
     state_dir.join(format!("watch-{watch}.json"))
 }
 
+/// A health-check switch's ballot: the verdict the agent stands by for a watch, and the
+/// journal of its changes (`verdict::Ballot`).
+pub fn ballot_file(state_dir: &Path, watch: &str) -> PathBuf {
+    state_dir.join(format!("ballot-{watch}.json"))
+}
+
 /// The journal of a watch's current (or last) failover.
 pub fn failover_journal(state_dir: &Path, watch: &str) -> PathBuf {
     state_dir.join(format!("failover-{watch}.json"))

@@ -56,6 +56,7 @@ pub mod gate;
 pub mod metrics;
 pub mod plan;
 pub mod spec;
+pub mod verdict;
 pub mod witness;
 
 // foundation

@@ -26,13 +26,7 @@ use serde_json::{Value, json};
 
 use crate::config::{Config, HealthCheckSwitch, WatchConfig};
 
-/// The metric every agent publishes its verdict to: 1 "the primary is down, fail over", 0
-/// "it is not".
-pub const METRIC_NAME: &str = "PrimaryDown";
-/// The dimension naming the watch.
-pub const WATCH_DIMENSION: &str = "Watch";
-/// The dimension naming the agent (`[agent] id`).
-pub const AGENT_DIMENSION: &str = "Agent";
+pub use crate::verdict::{AGENT_DIMENSION, METRIC_NAME, WATCH_DIMENSION};
 /// The period of every verdict alarm: Route 53's alarm-based health checks take standard
 /// resolution metrics only (tests/FIDELITY.md).
 pub const ALARM_PERIOD_SECONDS: u32 = 60;
