@@ -724,6 +724,7 @@ fn router(admin: AdminState, control_timeout: Duration, owner: OwnerControls) ->
     let mut pauses = Router::new()
         .route("/pause", post(pause))
         .route("/resume", post(resume))
+        .route("/release", post(release))
         .layer(axum::middleware::from_fn_with_state(
             Tokens {
                 owner: admin.token.clone(),
@@ -1101,6 +1102,34 @@ async fn resume(
         };
     }
     relay_to_peers(&shared, caller, ControlAction::Resume { origin }, watch).await
+}
+
+/// `POST /release?watch=NAME`, a peer's failback relayed (`[watch.switch] kind =
+/// "health_check"`): this agent's verdict goes to 0 and is held no longer. Only peers send
+/// it, signed; the owner fails back with `valkey-dr failback`, which releases every agent.
+async fn release(
+    AxumState(shared): AxumState<Shared>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    uri: Uri,
+) -> Response {
+    if caller == Caller::Owner {
+        return error_json(
+            StatusCode::BAD_REQUEST,
+            "only a peer's failback relays a release; run `valkey-dr failback`, which flushes the old primary, then releases every agent".to_owned(),
+        );
+    }
+    let params = match query_params(uri.query(), caller.parameters(&["watch"])) {
+        Ok(params) => params,
+        Err(reason) => return error_json(StatusCode::BAD_REQUEST, reason),
+    };
+    let watch = params.get("watch").cloned();
+    let action = ControlAction::Release { origin: None };
+    let origin = match relay_origin(&shared, &action, watch.as_deref(), &params) {
+        Ok(Relay::Apply(origin)) => Some(origin),
+        Ok(Relay::Skip(answer)) => return answer,
+        Err(refused) => return *refused,
+    };
+    relay_to_peers(&shared, caller, ControlAction::Release { origin }, watch).await
 }
 
 /// What to do with a relay whose signature verified.

@@ -964,10 +964,6 @@ async fn run_daemon(path: &std::path::Path) -> i32 {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    if let Err(e) = config.drivable() {
-        tracing::error!("{e}");
-        return 2;
-    }
     if let Err(code) = own_state_dir(&config.agent.state_dir) {
         return code;
     }

@@ -42,6 +42,8 @@ pub enum EventName {
     FailoverStarted,
     /// The executor: a step finished or is retrying.
     FailoverStep,
+    /// A health-check switch: the verdict the agent publishes changed.
+    Verdict,
     /// The executor: the DR cache serves the record.
     FailoverCompleted,
     /// The executor: a step failed for good.
@@ -72,7 +74,7 @@ pub enum EventName {
 
 impl EventName {
     /// Every event, in the order of the runbook (docs/RUNBOOK.md has a section for each).
-    pub const ALL: [EventName; 27] = [
+    pub const ALL: [EventName; 28] = [
         EventName::Suspect,
         EventName::Down,
         EventName::Recovered,
@@ -87,6 +89,7 @@ impl EventName {
         EventName::Reminder,
         EventName::FailoverStarted,
         EventName::FailoverStep,
+        EventName::Verdict,
         EventName::FailoverCompleted,
         EventName::FailoverFailed,
         EventName::StoodDown,
@@ -119,6 +122,7 @@ impl EventName {
             EventName::Reminder => "reminder",
             EventName::FailoverStarted => "failover_started",
             EventName::FailoverStep => "failover_step",
+            EventName::Verdict => "verdict",
             EventName::FailoverCompleted => "failover_completed",
             EventName::FailoverFailed => "failover_failed",
             EventName::StoodDown => "stood_down",

@@ -372,6 +372,117 @@ impl Runner {
         }
     }
 
+    /// A failback of a watch whose record Route 53's health checks switch (`[watch.switch]
+    /// kind = "health_check"`), with no Route 53 call at all: empties the old primary
+    /// (unless `keep_data`, or unless the record already answers it: it then serves live
+    /// sessions), then `release` (this agent and its peers publish 0), then waits, through
+    /// the agent's own resolver, until the record answers the primary, at most `wait`. The
+    /// caller has checked that the primary passes `rise` rounds.
+    pub async fn failback_released(
+        &self,
+        id: &str,
+        primary: &str,
+        options: FailbackOptions,
+        release: impl std::future::Future<Output = Result<String, String>>,
+        wait: Duration,
+        progress: &(dyn Fn(&str, &str) + Send + Sync),
+    ) -> Result<FailbackReport, RunError> {
+        use crate::executor::Verifier as _;
+        let started = std::time::Instant::now();
+        let mut steps_ms = BTreeMap::new();
+        let mut lap = |step: &str, since: std::time::Instant| {
+            steps_ms.insert(step.to_owned(), since.elapsed().as_millis() as u64);
+        };
+        let host = primary.trim_end_matches('.').to_owned();
+        let t = std::time::Instant::now();
+        let flushed = if options.keep_data {
+            progress(
+                Step::FlushPrimary.as_str(),
+                &format!("skipped: {KEEP_DATA_WARNING}"),
+            );
+            None
+        } else if self.primary_verifier.resolves_to(&host).await {
+            progress(
+                Step::FlushPrimary.as_str(),
+                &format!(
+                    "not emptied: the record already answers the primary {host}, which serves live sessions"
+                ),
+            );
+            None
+        } else {
+            let flushed = self.flush_primary(&host).await?;
+            progress(
+                Step::FlushPrimary.as_str(),
+                &format!(
+                    "{} keys emptied with {}",
+                    flushed.keys_before, flushed.command
+                ),
+            );
+            Some(flushed)
+        };
+        lap(Step::FlushPrimary.as_str(), t);
+        let t = std::time::Instant::now();
+        let released = release.await.map_err(RunError::Released)?;
+        progress("release_verdicts", &released);
+        lap("release_verdicts", t);
+        let t = std::time::Instant::now();
+        let deadline = tokio::time::Instant::now() + wait;
+        while !self.primary_verifier.resolves_to(&host).await {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RunError::Released(format!(
+                    "{released}, but the record still does not answer the primary {host} after {}: an agent that was not released still publishes 1 (run `valkey-dr failback` on it), or its alarm has not left ALARM yet",
+                    crate::text::duration(wait)
+                )));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        progress(
+            Step::VerifyDns.as_str(),
+            &format!("the record answers the primary {host}"),
+        );
+        lap(Step::VerifyDns.as_str(), t);
+        let keep_data = options.keep_data;
+        Ok(FailbackReport {
+            failback_id: id.to_owned(),
+            record: self.base.record.clone(),
+            target: format!("{host}."),
+            change_id: None,
+            deleted: None,
+            keep_data,
+            flushed,
+            warning: keep_data.then(|| KEEP_DATA_WARNING.to_owned()),
+            steps_ms,
+            total_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Empties the old primary (`DBSIZE`, [`FLUSH_COMMAND`], `DBSIZE`), for a failback that
+    /// switches through health checks.
+    async fn flush_primary(&self, host: &str) -> Result<Flushed, RunError> {
+        use crate::executor::Verifier as _;
+        let port = self.primary_port;
+        let failed = |e: crate::executor::VerifyFailure| {
+            RunError::Released(format!("flush_primary: {e}; nothing was released"))
+        };
+        let keys_before = self
+            .primary_verifier
+            .count_keys(host, port)
+            .await
+            .map_err(failed)?;
+        self.primary_verifier
+            .flush(host, port)
+            .await
+            .map_err(failed)?;
+        let keys_after = self.primary_verifier.count_keys(host, port).await.ok();
+        Ok(Flushed {
+            endpoint: format!("{host}:{port}"),
+            command: crate::executor::FLUSH_COMMAND.join(" "),
+            keys_before,
+            keys_after,
+            sent: 1,
+        })
+    }
+
     /// The executor over this watch's AWS clients, writing the journal at `path`.
     fn executor<'a>(
         &'a self,
@@ -459,6 +570,9 @@ pub enum RunError {
     /// An abort did not complete.
     #[error("{0}")]
     Abort(FailoverError),
+    /// A failback through health checks did not complete: what was done, and what was not.
+    #[error("{0}")]
+    Released(String),
 }
 
 /// A failover's end, as its watch's policy state takes it.

@@ -155,6 +155,8 @@ pub struct Metrics {
     failover_retrying: Family<WatchLabels, Gauge<f64, AtomicU64>>,
     /// 1 while a failover is held by its gates or waits for approval.
     failover_held: Family<WatchLabels, Gauge>,
+    verdict: Family<WatchLabels, Gauge>,
+    verdict_published: Family<WatchLabels, Gauge<f64, AtomicU64>>,
     /// `process_*`, read from `/proc` at each scrape.
     process: Process,
 }
@@ -355,6 +357,18 @@ impl Metrics {
         let paused = Family::<WatchLabels, Gauge>::default();
         let pause_expiry = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
         let failover_held = Family::<WatchLabels, Gauge>::default();
+        let verdict = Family::<WatchLabels, Gauge>::default();
+        let verdict_published = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "valkey_dr_verdict",
+            "The verdict the agent publishes for a [watch.switch] kind = \"health_check\" watch: 1 \"the primary is down\", 0 otherwise (always 0 for kind = \"record\")",
+            Announced(verdict.clone()),
+        );
+        registry.register(
+            "valkey_dr_verdict_published_timestamp_seconds",
+            "When (Unix time) CloudWatch last accepted the watch's verdict; 0 before the first",
+            Announced(verdict_published.clone()),
+        );
         let failover_retrying = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "valkey_dr_failover_retrying_since_timestamp_seconds",
@@ -494,6 +508,8 @@ impl Metrics {
             pause_expiry,
             failover_retrying,
             failover_held,
+            verdict,
+            verdict_published,
             process,
             ready,
             last_drill,
@@ -586,6 +602,8 @@ impl Metrics {
         let _ = self.paused.get_or_create(&w);
         let _ = self.pause_expiry.get_or_create(&w);
         let _ = self.failover_held.get_or_create(&w);
+        let _ = self.verdict.get_or_create(&w);
+        let _ = self.verdict_published.get_or_create(&w);
         let _ = self.failover_retrying.get_or_create(&w);
         for result in FAILOVER_RESULTS {
             let _ = self.failovers.get_or_create(&ResultLabels {
@@ -667,6 +685,17 @@ impl Metrics {
                 watch: watch.to_owned(),
             })
             .set(since.map_or(0.0, unix_seconds));
+    }
+
+    /// Sets the verdict the watch's ballot stands by, and when CloudWatch last accepted one.
+    pub fn set_verdict(&self, watch: &str, value: u8, accepted: Option<SystemTime>) {
+        let w = WatchLabels {
+            watch: watch.to_owned(),
+        };
+        self.verdict.get_or_create(&w).set(i64::from(value));
+        self.verdict_published
+            .get_or_create(&w)
+            .set(accepted.map_or(0.0, unix_seconds));
     }
 
     /// Sets whether a failover of the watch is held.

@@ -293,7 +293,8 @@ impl Peers {
         (addresses, ballots, dropped)
     }
 
-    /// Sends an operator's pause or resume to every peer with the peers' token, signed by
+    /// Sends an operator's pause or resume (or a failback's release of the verdicts) to every
+    /// peer with the peers' token, signed by
     /// this agent's key ([`crate::identity::relay_message`]) so that the peer records where
     /// it came from, within the same bound as a vote. One result per peer: `peer`, `ok`, and
     /// the peer's `agent_id` or the `error`. This agent itself, reached through a name that

@@ -411,10 +411,11 @@ async fn configs_the_template_cannot_serve_are_refused_with_the_reason() {
     .await;
 }
 
-/// Until the daemon publishes verdicts, nothing that could start a failover takes a
-/// health-check watch: a failover pair must never be rewritten as one record.
+/// With no agent running, `failover` and `failback` refuse a health-check watch: its record
+/// moves on the verdicts the running agents publish, and a failover pair must never be
+/// rewritten as one record.
 #[tokio::test]
-async fn the_daemon_and_failover_refuse_a_health_check_watch_they_cannot_drive() {
+async fn failover_and_failback_in_process_refuse_a_health_check_watch() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let state_line = format!("state_dir = \"{}\"", state.display());
@@ -426,12 +427,8 @@ async fn the_daemon_and_failover_refuse_a_health_check_watch_they_cannot_drive()
             ("state_dir = \"/var/lib/valkey-dr\"", &state_line),
         ],
     );
-    let why = "watch sessions: [watch.switch] kind = \"health_check\" is set up in advance (valkey-dr template), but this version does not publish the verdicts that drive it";
-    for args in [
-        &["run"][..],
-        &["failover", "--yes"][..],
-        &["failback", "--yes"][..],
-    ] {
+    let why = "watch sessions: [watch.switch] kind = \"health_check\" fails over and back through the verdicts the running agents publish; start the agent (valkey-dr run)";
+    for args in [&["failover", "--yes"][..], &["failback", "--yes"][..]] {
         let mut command = tokio::process::Command::new(support::agent_bin());
         command
             .args(args)

@@ -611,6 +611,7 @@ fn watch_status(name: &str, state: &str) -> WatchStatus {
         served_by_dr: false,
         state: state.into(),
         vote: None,
+        switch: None,
     }
 }
 

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::failover::Approved;
 use super::status::{AgentView, DnsView, Looked, RecordView, StatusReport, WatchReport};
 use super::{OpReport, Progress};
-use crate::control::status::{ControlAnswer, FailoverSummary, WatchAnswer};
+use crate::control::status::{ControlAnswer, FailoverSummary, SwitchStatus, WatchAnswer};
 use crate::text::rfc3339_millis;
 
 /// Where a line goes: results on stdout, what happens along the way and warnings on stderr.
@@ -259,11 +259,36 @@ fn watch_text(out: &mut String, w: &WatchReport, command: &str) {
     if let Some(pause) = &w.agent.pause {
         let _ = writeln!(out, "  paused:  {}", pause.text());
     }
+    if let Some(s) = &w.agent.switch {
+        let _ = writeln!(out, "  verdict: {}", verdict_text(s));
+    }
     match &w.last_failover {
         None => out.push_str("  last failover: none\n"),
         Some(Looked::Failed { .. }) => out.push_str("  last failover: - - started -\n"),
         Some(Looked::Found(f)) => failover_text(out, f, &w.name, command),
     }
+}
+
+/// The `verdict:` line of `status`: the value, since when and why, where it goes, and whether
+/// CloudWatch takes it.
+fn verdict_text(s: &SwitchStatus) -> String {
+    let mut text = format!("{} since {}", s.published, or_dash(s.since.as_deref()));
+    if let Some(held) = &s.held_since {
+        text.push_str(&format!(", held since {held} until a failback"));
+    }
+    if let Some(why) = &s.why {
+        text.push_str(&format!(": {why}"));
+    }
+    text.push_str(&format!("; to {}", s.target));
+    match (&s.error, &s.accepted_at) {
+        (Some(e), _) => text.push_str(&format!(", NOT published: {e}")),
+        (None, Some(at)) => text.push_str(&format!(", last taken {at}")),
+        (None, None) => text.push_str(", not published yet"),
+    }
+    if s.waiting_for_approval {
+        text.push_str("; waits for `valkey-dr approve`");
+    }
+    text
 }
 
 /// The `agent:` line of `status` at `now`: never "healthy" while the watch's task is down.
@@ -484,6 +509,7 @@ mod tests {
                     served_by_dr: Some(false),
                     state: Some("failing_over".into()),
                     task: None,
+                    switch: None,
                 },
                 configured_ttl: 30,
                 dns: Some(Looked::Failed {
@@ -526,6 +552,30 @@ watch sessions (cache.internal.example)
         assert!(!text.contains('{'), "never a JSON fragment: {text}");
     }
 
+    #[test]
+    fn the_verdict_line_says_the_value_why_where_and_whether_it_is_taken() {
+        let mut s = SwitchStatus {
+            kind: "health_check".into(),
+            published: 1,
+            since: Some("2026-12-07T07:00:00Z".into()),
+            held_since: Some("2026-12-07T07:00:09Z".into()),
+            why: Some("the record answers the standby".into()),
+            target: "ValkeyDR/PrimaryDown{Watch=sessions, Agent=agent-a} in us-west-2".into(),
+            accepted_at: Some("2026-12-07T07:01:00Z".into()),
+            error: None,
+            waiting_for_approval: false,
+        };
+        assert_eq!(
+            verdict_text(&s),
+            "1 since 2026-12-07T07:00:00Z, held since 2026-12-07T07:00:09Z until a failback: the record answers the standby; to ValkeyDR/PrimaryDown{Watch=sessions, Agent=agent-a} in us-west-2, last taken 2026-12-07T07:01:00Z"
+        );
+        s.error = Some("cloudwatch:PutMetricData in us-west-2: AccessDenied".into());
+        assert!(
+            verdict_text(&s)
+                .ends_with(", NOT published: cloudwatch:PutMetricData in us-west-2: AccessDenied")
+        );
+    }
+
     /// Issue 23: a watch whose task had panicked was still shown as "healthy (a daemon runs
     /// this watch)".
     #[test]
@@ -542,6 +592,7 @@ watch sessions (cache.internal.example)
             served_by_dr: Some(false),
             state: Some("healthy".into()),
             task: Some(task.clone()),
+            switch: None,
         };
         assert_eq!(
             agent_line("sessions", &agent, at()),

@@ -10,7 +10,7 @@ use valkey_dr_probes::{PathKind, Prober, ResolverSettings};
 
 use super::running_agent;
 use crate::config::{Config, WatchConfig};
-use crate::control::status::{FailoverSummary, PauseStatus, TaskStatus, WatchStatus};
+use crate::control::status::{FailoverSummary, PauseStatus, SwitchStatus, TaskStatus, WatchStatus};
 use crate::executor::api::{CacheApi as _, CacheStatus, DnsApi as _};
 use crate::executor::sdk::{SdkCache, SdkDns};
 use crate::text::chain;
@@ -138,6 +138,9 @@ pub struct AgentView {
     /// it never ended.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task: Option<TaskStatus>,
+    /// `[watch.switch] kind = "health_check"`: the verdict the running agent publishes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub switch: Option<SwitchStatus>,
 }
 
 /// `valkey-dr status` for `only` (every watch when `None`): the report, and 1 when some
@@ -325,5 +328,6 @@ fn agent_view(running: Option<&WatchStatus>, saved: Option<&WatchState>) -> Agen
             (None, None) => None,
         },
         task: None,
+        switch: running.and_then(|a| a.switch.clone()),
     }
 }

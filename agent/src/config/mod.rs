@@ -319,13 +319,13 @@ pub struct HealthCheckSwitch {
     pub datapoints_to_alarm: u32,
 }
 
-/// A watch whose failover this version cannot carry out: `kind = "health_check"`, which
-/// `valkey-dr template` sets up, while the daemon does not yet publish the verdicts that drive
-/// it. Refused where a failover could start (the daemon's start and reload, `failover` and
-/// `failback` in process), so that nothing rewrites a failover pair as if it were one record.
+/// A watch that `failover` and `failback` cannot drive in process, with no agent running:
+/// `kind = "health_check"` moves the record on the verdicts the running agents publish, and
+/// a failback releases them through the running agent and its peers. Refused so that nothing
+/// rewrites a failover pair as if it were one record.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "watch {watch}: [watch.switch] kind = \"health_check\" is set up in advance (valkey-dr template), but this version does not publish the verdicts that drive it, so no outage would move the record; keep kind = \"record\" for the agent until it does"
+    "watch {watch}: [watch.switch] kind = \"health_check\" fails over and back through the verdicts the running agents publish; start the agent (valkey-dr run) and run the command again, so that it goes through the agent"
 )]
 pub struct NotDrivable {
     /// The watch.
@@ -333,7 +333,7 @@ pub struct NotDrivable {
 }
 
 impl WatchConfig {
-    /// `Ok` when this version can fail the watch over and back.
+    /// `Ok` when `failover` and `failback` can drive the watch in process.
     pub fn drivable(&self) -> Result<(), NotDrivable> {
         match self.switch {
             SwitchConfig::Record => Ok(()),
@@ -345,7 +345,7 @@ impl WatchConfig {
 }
 
 impl Config {
-    /// `Ok` when this version can fail every watch over and back.
+    /// `Ok` when `failover` and `failback` can drive every watch in process.
     pub fn drivable(&self) -> Result<(), NotDrivable> {
         self.watches.iter().try_for_each(WatchConfig::drivable)
     }

@@ -841,7 +841,10 @@ fn the_health_check_switch_has_its_defaults_and_its_rules() {
         ),
         ("us-west-2", "ValkeyDR", 1, 1)
     );
-    assert!(c.watches[0].drivable().is_err(), "not drivable yet");
+    assert!(
+        c.watches[0].drivable().is_err(),
+        "failover and failback in process refuse it: the running agents drive it"
+    );
     // Its own output is input with the same meaning.
     let shown = c.to_normalized_toml();
     let again = parse(&shown).expect("its own output is valid");

@@ -33,6 +33,12 @@ pub enum ControlAction {
         /// Delete the DR cache this failover built.
         delete_dr: bool,
     },
+    /// A failback on another agent released the verdicts of a `[watch.switch] kind =
+    /// "health_check"` watch: publish 0, held no longer. Only ever relayed by a peer.
+    Release {
+        /// The peer agent that relayed it (its signature verified).
+        origin: Option<String>,
+    },
     /// Let a held failover go on past its hold (prepare mode's approval, or closed gates).
     Approve {
         /// Who approves, as the CLI names the person (`user@host`).
@@ -58,6 +64,7 @@ impl ControlAction {
             ControlAction::Failback { .. } => "failback",
             ControlAction::Abort { .. } => "abort",
             ControlAction::Approve { .. } => "approve",
+            ControlAction::Release { .. } => "release",
         }
     }
 

@@ -127,6 +127,32 @@ pub struct WatchStatus {
     pub state: String,
     /// This agent's own vote, as peers read it.
     pub vote: Option<VoteRecord>,
+    /// `[watch.switch] kind = "health_check"`: the verdict this agent publishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch: Option<SwitchStatus>,
+}
+
+/// The verdict a health-check switch's agent publishes, in `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchStatus {
+    /// Always `health_check`.
+    pub kind: String,
+    /// The value the agent stands by: 1 "the primary is down", 0 otherwise.
+    pub published: u8,
+    /// Since when (RFC 3339).
+    pub since: Option<String>,
+    /// Since when it holds 1 until a failback (the record answered the standby).
+    pub held_since: Option<String>,
+    /// Why, as the ballot's journal says.
+    pub why: Option<String>,
+    /// Where it goes: namespace, metric, dimensions and region.
+    pub target: String,
+    /// When CloudWatch last accepted a datapoint (RFC 3339).
+    pub accepted_at: Option<String>,
+    /// Why the last publication failed; `None` after a success.
+    pub error: Option<String>,
+    /// Prepare mode: the vote waits for `valkey-dr approve`.
+    pub waiting_for_approval: bool,
 }
 
 /// The dns and direct paths' failures in a row.
@@ -732,6 +758,7 @@ mod tests {
                     .as_millis() as u64,
                 window_ms: 3000,
             }),
+            switch: None,
         }
     }
 

@@ -45,6 +45,7 @@ mod ops;
 mod round;
 mod status;
 mod supervisor;
+mod switch;
 
 use supervisor::ControlSlot;
 
@@ -70,9 +71,6 @@ pub enum DaemonError {
     /// A watch's probe could not be set up (CA file, endpoint, ...).
     #[error("setting up the probes")]
     Probe(#[from] crate::spec::SpecError),
-    /// A watch whose failover this version cannot carry out.
-    #[error(transparent)]
-    NotDrivable(#[from] crate::config::NotDrivable),
 }
 
 /// The policy thresholds of a watch.
@@ -170,16 +168,12 @@ enum ReloadError {
     /// Its `state_dir` is not the agent's alone.
     #[error(transparent)]
     StateDir(#[from] crate::layout::StateDirError),
-    /// A watch whose failover this version cannot carry out.
-    #[error(transparent)]
-    NotDrivable(#[from] crate::config::NotDrivable),
 }
 
 /// The config at `path`, if a reload may take it: valid, and its `state_dir` (created 0700
 /// when missing) the agent's alone, as a start demands.
 fn reload_candidate(path: &Path) -> Result<Config, ReloadError> {
     let config = Config::load(path, &crate::config::ProcessEnv)?;
-    config.drivable()?;
     store::ensure_dir(&config.agent.state_dir)?;
     crate::layout::check_state_dir(&config.agent.state_dir)?;
     Ok(config)
@@ -202,7 +196,6 @@ pub async fn run_reloadable(
     shutdown: CancellationToken,
     reload_refused: mpsc::UnboundedReceiver<ReloadRefused>,
 ) -> Result<(), DaemonError> {
-    config.drivable()?;
     let state_dir = config.agent.state_dir.clone();
     store::ensure_dir(&state_dir)?;
     warn_if_open(&state_dir);
@@ -541,6 +534,7 @@ impl WatchStart {
                 health: self.health.clone(),
                 done: self.done.clone(),
             },
+            switching: None,
         }
     }
 }
@@ -1239,6 +1233,9 @@ struct WatchTask {
     operations: Operations,
     /// Where events, metrics, liveness and `/status` go.
     telling: Telling,
+    /// `[watch.switch] kind = "health_check"`: the verdict it publishes; `None` for a record
+    /// it rewrites itself.
+    switching: Option<switch::Switching>,
 }
 
 /// A watch's probing: the probes, what they aim at, and the connections they keep.

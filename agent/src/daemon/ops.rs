@@ -343,6 +343,17 @@ impl WatchTask {
         }
         let runner = self.runner().await;
         let id = failover::new_failback_id(SystemTime::now());
+        if let Some(h) = self.watch_config().switch.health_check().cloned() {
+            let task = self
+                .spawn_released_failback(runner, id.clone(), options, &h)
+                .ok_or_else(|| "the watch's verdict cannot be published (its ballot could not be read at start): nothing to release".to_owned())?;
+            self.operations.op = Some(Op {
+                kind: OpKind::Failback,
+                id: id.clone(),
+                task,
+            });
+            return Ok(id);
+        }
         let dr = self.probing.spec.endpoint.clone();
         let primary = self.probing.primary.endpoint.clone();
         let tx = self.operations.ops.clone();

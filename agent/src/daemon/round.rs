@@ -89,6 +89,9 @@ impl WatchTask {
                 .await;
             self.probing.standby = Some((dr, Connections::default()));
         }
+        if let Some(h) = self.watch_config().switch.health_check().cloned() {
+            self.start_switching(&h).await;
+        }
         // A fixed-rate schedule: the next round is due one interval after the previous one
         // was *due*, not after it finished, and a round that overruns skips the missed ticks
         // instead of bursting to catch up.
@@ -171,6 +174,10 @@ impl WatchTask {
         }
         self.judging.rounds += 1;
         self.telling.health.tick();
+        if Box::pin(self.observe_switch(&observation, now)).await {
+            self.publish();
+            return;
+        }
         let dns = path_status(observation.path(PathKind::Dns));
         let direct = path_status(observation.path(PathKind::Direct));
         let witness = self.witness(&dns, &direct).await;
@@ -193,6 +200,7 @@ impl WatchTask {
         let event_observation = (!decisions.is_empty()).then(|| report.to_json());
         self.judging.last_observation = Some(report);
         self.act(next, decisions, now, event_observation).await;
+        Box::pin(self.cast(&input, now)).await;
         let _ = self
             .telling
             .done
@@ -248,7 +256,9 @@ impl WatchTask {
             d.event == PolicyEvent::FailoverIntent
                 || (d.event == PolicyEvent::FailoverBlocked && d.would_fail_over())
         });
-        let Some(peers) = j.peers.clone().filter(|_| wants_quorum) else {
+        // A health-check switch asks no peer: the calculated health check counts the agents.
+        let asks = wants_quorum && self.switching.is_none();
+        let Some(peers) = j.peers.clone().filter(|_| asks) else {
             return (next, decisions);
         };
         let window = self.probing.interval * self.judging.params.fall;
@@ -270,9 +280,11 @@ impl WatchTask {
         now: SystemTime,
         observation: Option<Value>,
     ) {
-        let intent = decisions
-            .iter()
-            .any(|d| d.event == PolicyEvent::FailoverIntent);
+        // A health-check switch starts nothing: its verdict is cast after the round.
+        let intent = self.switching.is_none()
+            && decisions
+                .iter()
+                .any(|d| d.event == PolicyEvent::FailoverIntent);
         let begun = if intent {
             self.begin_failover(Trigger::Auto, now).await
         } else {
@@ -368,6 +380,17 @@ impl WatchTask {
             ControlAction::Resume {
                 origin: Some(origin),
             } => policies::resume_relayed(&self.judging.state, now, &origin),
+            ControlAction::Failover if self.switching.is_some() => {
+                return WatchAnswer::not_started(format!(
+                    "watch {} switches through Route 53's health checks: the record moves when a quorum of agents publish 1, and one agent cannot move it; with mode = \"prepare\", `valkey-dr approve` on each agent of a quorum casts their votes",
+                    self.name
+                ));
+            }
+            ControlAction::Release { origin } => {
+                let answer = Box::pin(self.release(origin)).await;
+                self.publish();
+                return answer;
+            }
             ControlAction::Failover => {
                 let answer = match self.begin_failover(Trigger::Manual, now).await {
                     Some((runner, journal)) => {

@@ -132,6 +132,7 @@ impl WatchTask {
                     .map_or(0, |d| d.as_millis() as u64),
                 window_ms: (self.probing.interval * self.judging.params.fall).as_millis() as u64,
             }),
+            switch: self.switch_status(),
         }
     }
 

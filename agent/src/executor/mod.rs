@@ -440,6 +440,21 @@ impl Approvals {
         self.holding.lock().ok()?.clone()
     }
 
+    /// A health-check switch's vote held for a person (`id`), or no longer (`None`): what
+    /// [`Approvals::approve`] answers for, as a held failover's.
+    pub fn hold_vote(&self, id: Option<String>) {
+        self.set_held(id.map(|id| (id, Step::SwitchDns)));
+    }
+
+    /// The approval of the vote held as `id`, if a person gave one; it then counts as
+    /// recorded, and the vote is held no longer.
+    pub fn take_vote(&self, id: &str) -> Option<Approval> {
+        let approval = self.take(id, Step::SwitchDns)?;
+        self.set_held(None);
+        self.recorded.send_modify(|n| *n += 1);
+        Some(approval)
+    }
+
     fn set_held(&self, held: Option<(String, Step)>) {
         if let Ok(mut slot) = self.holding.lock() {
             *slot = held;
