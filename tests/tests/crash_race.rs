@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use serde_json::Value;
+use support::fleet::{Fleet, PEER_TOKEN, auto_config_with, free_port};
 use support::{
     Agent, TestLab, Webhook, after_first_success, cname_change_attempts, create_attempts, creates,
     failover_of, once, record_target, region_outage, wait_until, watch_status,
@@ -67,117 +68,21 @@ fn auto_config(lab: &TestLab, name: &str, state_dir: &Path, hook: &Webhook) -> P
     auto_config_with(lab, name, state_dir, hook, &[])
 }
 
-/// [`auto_config`] with more edits.
-fn auto_config_with(
-    lab: &TestLab,
-    name: &str,
-    state_dir: &Path,
-    hook: &Webhook,
-    more: &[(&str, &str)],
-) -> PathBuf {
-    let text = std::fs::read_to_string(lab.config()).expect("read agent.toml");
-    let state_line = text
-        .lines()
-        .find(|l| l.starts_with("state_dir = "))
-        .expect("agent.toml names a state_dir")
-        .to_owned();
-    let state_dir = toml::Value::String(state_dir.to_string_lossy().into_owned()).to_string();
-    let notify = hook.reminding("1m");
-    let state = format!("state_dir = {state_dir}");
-    let mut edits = vec![
-        ("mode = \"alert-only\"", "mode = \"auto-failover\""),
-        ("ttl = \"5s\"", "ttl = \"30s\""),
-        (state_line.as_str(), state.as_str()),
-        ("reminder_interval = \"1m\"\n", notify.as_str()),
-    ];
-    edits.extend_from_slice(more);
-    lab.config_variant(name, &edits)
-}
-
-/// Three agents, `agent-a`, `agent-b` and `agent-c`, that are one another's peers with
-/// `quorum = 2`: their keys, admin ports, shared peer token and state directories.
-struct Fleet {
-    token: String,
-    key_files: Vec<String>,
-    peer_keys: String,
-    ports: [u16; 3],
-    dirs: [PathBuf; 3],
-}
-
-/// The fleet's agents, by the last part of their ids.
-const NAMES: [&str; 3] = ["a", "b", "c"];
-
-impl Fleet {
-    async fn new(t: &TestLab) -> Fleet {
-        let token_file = t.dir.path().join("peer-token");
-        std::fs::write(&token_file, format!("{PEER_TOKEN}\n")).expect("token");
-        let (key_files, peer_keys) =
-            support::peer_keys(t.dir.path(), &["agent-a", "agent-b", "agent-c"]).await;
-        Fleet {
-            token: toml::Value::String(token_file.to_string_lossy().into_owned()).to_string(),
-            key_files,
-            peer_keys,
-            ports: [free_port(), free_port(), free_port()],
-            dirs: NAMES.map(|n| t.dir.path().join(format!("state-{n}"))),
-        }
-    }
-
-    /// Agent `i`'s config, `<prefix>-<name>.toml`: the lab's in auto-failover mode, posting to
-    /// `hook`, with its id, admin port and peers (`first_peers`, then the other two), and
-    /// `more` edits on top.
-    fn config(
-        &self,
-        t: &TestLab,
-        i: usize,
-        prefix: &str,
-        hook: &Webhook,
-        first_peers: &[u16],
-        more: &[(&str, &str)],
-    ) -> PathBuf {
-        let peers: Vec<String> = first_peers
-            .iter()
-            .chain((0..3).filter(|&j| j != i).map(|j| &self.ports[j]))
-            .map(|port| format!("\"127.0.0.1:{port}\""))
-            .collect();
-        let agent = format!(
-            "admin_listen = \"127.0.0.1:{}\"\npeers = [{}]\nquorum = 2\npeer_token_file = {}\nkey_file = {}\npeer_keys = {}",
-            self.ports[i],
-            peers.join(", "),
-            self.token,
-            self.key_files[i],
-            self.peer_keys
+/// Every agent of `fleet` (`agents[i]` posting to `hooks[i]`) reaches `failed_over`, and
+/// the lab and the journals show exactly one failover.
+async fn failed_over_once(fleet: &Fleet, t: &TestLab, agents: &[Agent], hooks: &[Webhook]) {
+    for (i, agent) in agents.iter().enumerate() {
+        assert!(
+            agent.wait_state(WATCH, "failed_over", FAILOVER_BOUND).await,
+            "agent {i} not failed_over: {:?}\n{}",
+            hooks[i].names(),
+            agent.log_text()
         );
-        let id = format!("id = \"agent-{}\"", NAMES[i]);
-        let mut edits = vec![
-            ("id = \"lab-agent\"", id.as_str()),
-            ("admin_listen = \"127.0.0.1:0\"", agent.as_str()),
-        ];
-        edits.extend_from_slice(more);
-        auto_config_with(
-            t,
-            &format!("{prefix}-{}.toml", NAMES[i]),
-            &self.dirs[i],
-            hook,
-            &edits,
-        )
     }
-
-    /// Every agent of the fleet (`agents[i]` posting to `hooks[i]`) reaches `failed_over`, and
-    /// the lab and the journals show exactly one failover.
-    async fn failed_over_once(&self, t: &TestLab, agents: &[Agent], hooks: &[Webhook]) {
-        for (i, agent) in agents.iter().enumerate() {
-            assert!(
-                agent.wait_state(WATCH, "failed_over", FAILOVER_BOUND).await,
-                "agent {i} not failed_over: {:?}\n{}",
-                hooks[i].names(),
-                agent.log_text()
-            );
-        }
-        let dirs: Vec<&Path> = self.dirs.iter().map(PathBuf::as_path).collect();
-        check_one_failover(t, &dirs)
-            .await
-            .expect("exactly one failover");
-    }
+    let dirs: Vec<&Path> = fleet.dirs.iter().map(PathBuf::as_path).collect();
+    check_one_failover(t, &dirs)
+        .await
+        .expect("exactly one failover");
 }
 
 /// The DR cache's endpoint, once the failover created it.
@@ -661,9 +566,6 @@ async fn a_crash_right_after_the_intent_is_saved_still_fails_over() {
     t.lab.shutdown().await;
 }
 
-/// The peers' token the quorum suites share.
-const PEER_TOKEN: &str = "0123456789abcdef0123456789abcdef";
-
 /// A forger that holds the peers' token, on `ports`: the first answers every `/vote` with
 /// `down` as agent-a, signed with a key of its own; the second replays the answer it got
 /// from the real agent-a (admin port `real`) to an ask of its own. They end with the test's
@@ -748,14 +650,6 @@ async fn answer_votes(
             });
         }
     })
-}
-
-/// A free loopback port: bound, read and released (the agents bind them a moment later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Issue 10, case 2: three auto-failover agents with `quorum = 2`. One alone loses its path
@@ -909,7 +803,7 @@ async fn a_cut_off_agent_cannot_fail_over_alone_but_a_quorum_can() {
     );
     agents.push(healed);
     t.fault(region_outage()).await;
-    fleet.failed_over_once(&t, &agents, &hooks).await;
+    failed_over_once(&fleet, &t, &agents, &hooks).await;
     let intents: Vec<Value> = hooks
         .iter()
         .flat_map(|h| hook_events(h, "failover_intent"))
@@ -1041,7 +935,7 @@ async fn a_cut_off_agent_never_stands_in_the_way_of_the_fleet() {
     eprintln!(
         "cut-off fleet: record switched {switched_after:?} after the outage (down after {down_after:?}, build {build:?})"
     );
-    fleet.failed_over_once(&t, &agents, &hooks).await;
+    failed_over_once(&fleet, &t, &agents, &hooks).await;
 
     // The cut-off agent built the cache, failed on its own side, and said so.
     assert!(
@@ -1298,7 +1192,7 @@ async fn a_quorum_fleet_builds_while_route53_is_down_and_switches_once_within_2_
         took <= Duration::from_secs(2),
         "the record moved {took:?} after Route 53 came back"
     );
-    fleet.failed_over_once(&t, &agents, &hooks).await;
+    failed_over_once(&fleet, &t, &agents, &hooks).await;
     // One of them switched the record, the others followed it; none failed.
     let mut switched = 0;
     for (i, dir) in dirs.iter().enumerate() {

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod deploy;
+pub mod fleet;
 pub mod raw_aws;
 
 use std::path::{Path, PathBuf};
