@@ -273,6 +273,8 @@ fn serialize_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Resul
 /// Runs probe rounds. Holds the resolver (and so its TTL-honouring cache) across rounds.
 pub struct Prober {
     resolver: resolve::Resolver,
+    /// The same name servers with no cache, for [`Prober::cname_now`].
+    fresh: resolve::Resolver,
 }
 
 impl Prober {
@@ -280,7 +282,27 @@ impl Prober {
     pub fn new(settings: &ResolverSettings) -> Result<Self, SetupError> {
         Ok(Prober {
             resolver: build_resolver(settings)?,
+            fresh: resolve::build_fresh_resolver(settings)?,
         })
+    }
+
+    /// The CNAME target `record` has now, asked of the name servers with no cache and bounded
+    /// by `within`: a switch made in DNS (a failover pair's answer) shows the moment it
+    /// happens, where the dns path waits out the TTL as applications do. `Ok(None)`: the
+    /// record has no CNAME.
+    pub async fn cname_now(
+        &self,
+        record: &str,
+        within: Duration,
+    ) -> Result<Option<String>, ProbeError> {
+        match tokio::time::timeout(within, resolve::cname_now(&self.fresh, record)).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ProbeError::new(
+                ErrorKind::DnsTimeout,
+                error::Step::Resolve,
+                format!("{record}: the resolver did not answer within {within:?}"),
+            )),
+        }
     }
 
     /// One round for one watch: every path concurrently, each bounded by `spec.timeout`, on

@@ -61,6 +61,16 @@ pub enum SetupError {
 /// abandoned lookup never outlives a probe by much. With explicit name servers, `/etc/hosts` is
 /// not consulted: the point of naming servers is to see exactly what they answer.
 pub fn build_resolver(settings: &ResolverSettings) -> Result<Resolver, SetupError> {
+    build_with_cache(settings, RESOLVER_CACHE_ENTRIES)
+}
+
+/// [`build_resolver`] with no cache: every lookup asks the name servers
+/// ([`crate::Prober::cname_now`]).
+pub(crate) fn build_fresh_resolver(settings: &ResolverSettings) -> Result<Resolver, SetupError> {
+    build_with_cache(settings, 0)
+}
+
+fn build_with_cache(settings: &ResolverSettings, entries: usize) -> Result<Resolver, SetupError> {
     let mut builder = if settings.nameservers.is_empty() {
         TokioResolver::builder_tokio().map_err(|source| SetupError::SystemConfig { source })?
     } else {
@@ -83,8 +93,25 @@ pub fn build_resolver(settings: &ResolverSettings) -> Result<Resolver, SetupErro
     // hickory's default cache holds 32 answers; every watch needs at least two (the record and
     // the endpoint), so past ~16 watches answers would be evicted and the dns path would stop
     // honouring TTLs. A few thousand small entries cost little and cover any sane agent.
-    options.cache_size = RESOLVER_CACHE_ENTRIES;
+    options.cache_size = entries;
     Ok(builder.build())
+}
+
+/// The last CNAME target of `name`'s chain as the name servers answer now (through
+/// `resolver`, which keeps no cache), or `None` when `name` has no CNAME.
+pub(crate) async fn cname_now(
+    resolver: &Resolver,
+    name: &str,
+) -> Result<Option<String>, ProbeError> {
+    let lookup = match resolver
+        .lookup(name, hickory_resolver::proto::rr::RecordType::CNAME)
+        .await
+    {
+        Ok(lookup) => lookup,
+        Err(err) if err.is_no_records_found() => return Ok(None),
+        Err(err) => return Err(classify_resolve_error(name, &err)),
+    };
+    Ok(cname_target(lookup.query().name(), lookup.records()).map(|t| dns_name_text(&t)))
 }
 
 /// Answers the resolver keeps (see `build_resolver`).

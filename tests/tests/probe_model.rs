@@ -253,3 +253,68 @@ async fn new_connections_refused_while_old_ones_live_is_down_within_handshake_in
     );
     agent.kill9().await;
 }
+
+/// `Prober::cname_now` asks the name servers with no cache: a record moved in DNS shows there
+/// at once, while a round's dns path still answers from its cache until the TTL runs out, as
+/// an application's resolver does (issue 21: an agent that voted holds its vote from the moment
+/// the record answers the standby, not one TTL later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cname_now_sees_a_moved_record_at_once_where_the_dns_path_waits_out_its_ttl() {
+    use aws_sdk_route53::types::{ChangeAction, RrType};
+    use support::raw_aws::{change, rrset, send};
+    use valkey_dr::config::{Config, ProcessEnv};
+    use valkey_dr_probes::{PathKind, Prober, ResolverSettings, same_name};
+
+    let lab = TestLab::start().await;
+    let info = lab.lab.info();
+    let config = Config::load(&info.config, &ProcessEnv).expect("the lab's agent.toml parses");
+    let spec = valkey_dr::spec::probe_spec(&config, &config.watches[0])
+        .await
+        .expect("the lab's probe");
+    let prober = Prober::new(&ResolverSettings {
+        nameservers: vec![info.dns],
+    })
+    .expect("a resolver");
+    let target = |o: &valkey_dr_probes::Observation| {
+        o.path(PathKind::Dns)
+            .and_then(|p| p.target.clone())
+            .unwrap_or_default()
+    };
+    let first = prober.round(&spec).await;
+    assert!(same_name(&target(&first), &spec.endpoint), "{first:?}");
+    let asked = std::time::Instant::now();
+    assert_eq!(
+        prober.cname_now(&info.record, Duration::from_secs(2)).await,
+        Ok(Some(spec.endpoint.trim_end_matches('.').to_owned()))
+    );
+
+    let r53 = aws_sdk_route53::Client::new(&support::deploy::sdk(&lab, "us-east-1").await);
+    let ttl = i64::try_from(info.ttl_s).expect("a TTL");
+    send(
+        &r53,
+        vec![change(
+            ChangeAction::Upsert,
+            rrset(&info.record, RrType::Cname, ttl, &["moved.example"]),
+        )],
+        None,
+    )
+    .await
+    .expect("the record moves");
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            prober.cname_now(&info.record, Duration::from_secs(2)).await
+                == Ok(Some("moved.example".to_owned()))
+        })
+        .await,
+        "cname_now never saw the record move"
+    );
+    let cached = prober.round(&spec).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(info.ttl_s),
+        "the check below needs the first answer still cached"
+    );
+    assert!(
+        same_name(&target(&cached), &spec.endpoint),
+        "the dns path answers from its cache until the TTL runs out: {cached:?}"
+    );
+}

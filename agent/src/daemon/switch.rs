@@ -85,11 +85,31 @@ impl WatchTask {
         let (Some(sw), None) = (&self.switching, &self.operations.op) else {
             return false;
         };
-        let Some(target) = o.drift().map(str::to_owned) else {
-            return false;
-        };
         let publisher = sw.publisher.clone();
         let ballot = publisher.ballot();
+        // An agent that votes 1 asks the name servers with no cache: its vote must hold from
+        // the moment the record answers the standby, not one TTL later (until then it follows
+        // the rounds, and a primary back within that TTL would swing the record back).
+        let fresh = if ballot.value == 1 && !self.judging.state.served_by_dr {
+            let within = self.probing.spec.timeout;
+            match self
+                .probing
+                .prober
+                .cname_now(&self.probing.spec.record, within)
+                .await
+            {
+                Ok(target) => target,
+                Err(e) => {
+                    tracing::debug!(watch = %self.name, error = %e, "the record's answer, asked with no cache");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let Some(target) = fresh.or_else(|| o.drift().map(str::to_owned)) else {
+            return false;
+        };
         if !self.judging.state.served_by_dr {
             let Some(spec) = self
                 .standby_spec()
