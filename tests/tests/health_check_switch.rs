@@ -722,6 +722,50 @@ async fn after_a_failover_the_record_never_swings_back_by_itself() {
     );
 }
 
+/// The old primary comes back right after the record moved, well within the record's TTL,
+/// while each agent's dns path (which honours the TTL, as the applications' resolvers do) may
+/// still answer the primary: every agent that voted asks its name servers with no cache each
+/// round, so it held its 1 from the moment the record answered the standby, and the record
+/// keeps answering the standby. An agent that waited out the TTL would have followed its
+/// rounds back to 0 and swung the record back to a primary holding stale sessions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_back_within_the_ttl_of_the_switch_does_not_swing_the_record_back() {
+    let _slot = LABS.acquire().await.expect("the semaphore stays open");
+    let s = Switch::new("quick-return", None, &[]).await;
+    let agents = s.start(None).await;
+    s.t.fault(region_outage()).await;
+    assert!(
+        s.wait_answer(&s.standby, SWITCH_BOUND).await.is_some(),
+        "the record never answered the standby: {:?}\n{}",
+        s.alarms().await,
+        s.hook_names()
+    );
+    // Two 1 s rounds: every agent has asked once since the switch.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.t.fault(Fault::RegionRestore {
+        region: PRIMARY_REGION.to_owned(),
+    })
+    .await;
+    let mut held = Vec::new();
+    for (i, agent) in agents.iter().enumerate() {
+        let status = watch_status(agent, WATCH).await;
+        if status
+            .as_ref()
+            .is_some_and(|w| !w["switch"]["held_since"].is_null())
+        {
+            held.push(i);
+        }
+    }
+    assert!(held.len() >= 2, "agents holding 1 at the restore: {held:?}");
+    let kept = s.keeps_answering(&s.standby, HOLD).await;
+    assert!(
+        kept.is_ok(),
+        "{kept:?}; alarms {:?}\n{}",
+        s.alarms().await,
+        s.hook_names()
+    );
+}
+
 /// After the no-swing-back of the test above, `valkey-dr failback --watch sessions --yes` on
 /// agent-a: the old primary is emptied (a session written to it before the outage is gone),
 /// every agent publishes 0 (agent-a itself, the others on its signed release), every alarm

@@ -86,28 +86,11 @@ impl WatchTask {
             return false;
         };
         let publisher = sw.publisher.clone();
+        if !self.judging.state.served_by_dr {
+            self.hold_on_fresh_switch(&publisher, now).await;
+        }
         let ballot = publisher.ballot();
-        // An agent that votes 1 asks the name servers with no cache: its vote must hold from
-        // the moment the record answers the standby, not one TTL later (until then it follows
-        // the rounds, and a primary back within that TTL would swing the record back).
-        let fresh = if ballot.value == 1 && !self.judging.state.served_by_dr {
-            let within = self.probing.spec.timeout;
-            match self
-                .probing
-                .prober
-                .cname_now(&self.probing.spec.record, within)
-                .await
-            {
-                Ok(target) => target,
-                Err(e) => {
-                    tracing::debug!(watch = %self.name, error = %e, "the record's answer, asked with no cache");
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let Some(target) = fresh.or_else(|| o.drift().map(str::to_owned)) else {
+        let Some(target) = o.drift().map(str::to_owned) else {
             return false;
         };
         if !self.judging.state.served_by_dr {
@@ -138,6 +121,47 @@ impl WatchTask {
             true
         } else {
             false
+        }
+    }
+
+    /// An agent that votes 1 asks the name servers with no cache every round, and holds its
+    /// vote the moment the record answers the standby, not one TTL later: until it holds it
+    /// follows the rounds, and a primary back within that TTL would swing the record back.
+    /// The probes move to the standby only once the dns path (which honours the TTL, as the
+    /// applications' resolvers do) sees it too ([`Self::switched`]).
+    async fn hold_on_fresh_switch(&mut self, publisher: &Publisher, now: SystemTime) {
+        let ballot = publisher.ballot();
+        if ballot.value != 1 || ballot.held() {
+            return;
+        }
+        let Some(standby) = self.standby_spec() else {
+            return;
+        };
+        let within = self.probing.spec.timeout;
+        let answer = self
+            .probing
+            .prober
+            .cname_now(&self.probing.spec.record, within)
+            .await;
+        match answer {
+            Ok(Some(target)) if same_name(&target, &standby.endpoint) => {
+                let why = "the record answers the standby (asked with no cache): held at 1 until `valkey-dr failback`";
+                match publisher.vote(1, true, why, now).await {
+                    Ok(_) => self.emit(
+                        EventName::Verdict,
+                        vec![format!("publishing 1 to {}: {why}", publisher.target())],
+                        None,
+                        Some(json!({ "value": 1, "held": true, "target": publisher.target() })),
+                    ),
+                    Err(e) => {
+                        tracing::error!(watch = %self.name, error = %crate::text::chain(&e), "cannot save the verdict's ballot as held: it follows the rounds until it is")
+                    }
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(watch = %self.name, error = %e, "the record's answer, asked with no cache")
+            }
         }
     }
 
