@@ -722,6 +722,54 @@ async fn after_a_failover_the_record_never_swings_back_by_itself() {
     );
 }
 
+/// `PutMetricData` refused (`AccessDenied`, a permission the agent lacks) is a configuration
+/// error: `config_error` says which call, where, and the fix (`iam-policy`); `/status` shows
+/// the error beside the verdict; the watch stays `healthy`, never `isolated`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_put_metric_data_is_a_configuration_error_with_its_fix() {
+    let _slot = LABS.acquire().await.expect("the semaphore stays open");
+    let s = Switch::new("denied", None, &[]).await;
+    s.t.fault(Fault::ApiError {
+        service: AwsService::Cloudwatch,
+        action: "PutMetricData".to_owned(),
+        code: "AccessDenied".to_owned(),
+        times: None,
+        lasting: Some(Duration::from_secs(120)),
+    })
+    .await;
+    // Not `start`: it waits for a published verdict, which this test refuses.
+    let agents = futures::future::join_all(
+        (0..3).map(|i| Agent::start(&s.configs[i], &s.fleet.dirs[i], &[])),
+    )
+    .await;
+    let told = |hook: &Webhook| {
+        hook.events().into_iter().find_map(|(_, e)| {
+            let reasons = e["reasons"].to_string();
+            (e["event"] == "config_error" && reasons.contains("cloudwatch:PutMetricData"))
+                .then_some(reasons)
+        })
+    };
+    assert!(
+        wait_until(EVENT_BOUND, || async { told(&s.hooks[0]).is_some() }).await,
+        "no config_error naming PutMetricData: {:?}\n{}",
+        s.hooks[0].names(),
+        agents[0].log_text()
+    );
+    let reasons = told(&s.hooks[0]).unwrap_or_default();
+    for part in ["AccessDenied", "us-west-2", "valkey-dr iam-policy"] {
+        assert!(reasons.contains(part), "{part}: {reasons}");
+    }
+    let status = watch_status(&agents[0], WATCH).await.expect("/status");
+    assert!(
+        status["switch"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("AccessDenied")),
+        "{status:#}"
+    );
+    assert_eq!(status["state"], "healthy", "{status:#}");
+    assert_eq!(s.hooks[0].count("isolated"), 0, "{:?}", s.hooks[0].names());
+}
+
 /// The old primary comes back right after the record moved, well within the record's TTL,
 /// while each agent's dns path (which honours the TTL, as the applications' resolvers do) may
 /// still answer the primary: every agent that voted asks its name servers with no cache each
