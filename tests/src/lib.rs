@@ -18,6 +18,8 @@
 //! - `aws`: the ElastiCache and Route 53 APIs the agent calls, served by the control server
 //!   for the real SDK clients, with the call log.
 //! - `config`: the ready `agent.toml`.
+//! - [`deploy`]: the health-check switch's CloudFormation template (`valkey-dr template`)
+//!   deployed into a running lab through the real SDK clients.
 //!
 //! # What it must never do
 //!
@@ -31,6 +33,7 @@ mod aws;
 mod cache;
 pub mod config;
 mod control;
+pub mod deploy;
 mod dns;
 mod error;
 mod fault;

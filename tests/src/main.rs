@@ -136,11 +136,18 @@ enum BenchCommand {
         /// next to `valkey-dr failover` run when an alert-only agent says it would fail over.
         #[arg(long, value_enum, default_value_t = FailoverMode::Auto)]
         mode: FailoverMode,
-        /// Route 53's API goes down at each outage too (every call 503, as when its control
-        /// plane in us-east-1 is impaired) and comes back SECONDS later, while the region
-        /// stays down (`--mode auto` only).
+        /// Also run each switch with Route 53's API down (every call 503, as when its control
+        /// plane in us-east-1 is impaired): for a record switch from each outage, back
+        /// SECONDS later while the region stays down; for a health-check switch from before
+        /// the agent starts to the end of the run (`--mode auto` only).
         #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=3600))]
         route53_down: Option<u64>,
+        /// How the record moves, comma-separated to measure several in one run: `record`, the
+        /// agent's change through Route 53's API; `health_check`, Route 53's health checks on
+        /// the agent's published verdict (`[watch.switch] kind = "health_check"`, its
+        /// template deployed into the lab first; needs `--standby warm`; `--mode auto` only).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "record")]
+        switch: Vec<SwitchArg>,
         /// `none`: the DR cache is built on demand at each outage. `warm`: a warm standby is
         /// built with `valkey-dr standby create` before the agent starts, and the failover
         /// switches to it (`--mode auto` only).
@@ -159,6 +166,24 @@ enum BenchCommand {
         #[arg(long)]
         outage_in_startup_pass: bool,
     },
+}
+
+/// `bench failover --switch`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+enum SwitchArg {
+    Record,
+    /// As the config spells it.
+    #[value(name = "health_check")]
+    HealthCheck,
+}
+
+impl SwitchArg {
+    fn switch(self) -> scenario::Switch {
+        match self {
+            SwitchArg::Record => scenario::Switch::Record,
+            SwitchArg::HealthCheck => scenario::Switch::HealthCheck,
+        }
+    }
 }
 
 /// `bench failover --standby`.
@@ -545,12 +570,26 @@ fn main() -> ExitCode {
                         seed,
                         mode,
                         route53_down,
+                        switch,
                         standby,
                         fleet,
                         pass_before_outage,
                         outage_in_startup_pass,
                     },
             } => {
+                let mut switches: Vec<scenario::Switch> = Vec::new();
+                for s in switch {
+                    if !switches.contains(&s.switch()) {
+                        switches.push(s.switch());
+                    }
+                }
+                let health_check = switches.contains(&scenario::Switch::HealthCheck);
+                if health_check && (standby != StandbyArg::Warm || fleet > 1) {
+                    return Err(UsageError(
+                        "--switch health_check needs --standby warm (its SECONDARY record answers the standby) and one watch (no --fleet)".to_string(),
+                    )
+                    .into());
+                }
                 let route53_down = route53_down.map(Duration::from_secs);
                 let warm = standby == StandbyArg::Warm;
                 let pass = match (pass_before_outage, outage_in_startup_pass) {
@@ -564,24 +603,26 @@ fn main() -> ExitCode {
                     )
                     .into());
                 }
-                let plain = fleet == 1 && pass == scenario::Pass::None;
+                let plain = fleet == 1
+                    && pass == scenario::Pass::None
+                    && switches == [scenario::Switch::Record];
                 let report = match (mode, route53_down, warm) {
                     (FailoverMode::Auto, _, _) => {
                         let shape = scenario::Outage {
-                            route53_down,
                             standby: warm,
                             fleet: fleet as usize,
                             pass,
                             ..scenario::Outage::default()
                         };
-                        bench::failover::run(runs as usize, seed, shape).await?
+                        let variants = bench::failover::Variant::all(&switches, route53_down);
+                        bench::failover::run(runs as usize, seed, shape, &variants).await?
                     }
                     (FailoverMode::Prepare, None, false) if plain => {
                         bench::decision::run(runs as usize).await?
                     }
                     (FailoverMode::Prepare, _, _) => {
                         return Err(UsageError(
-                            "--route53-down, --standby, --fleet, --pass-before-outage and --outage-in-startup-pass apply to --mode auto only".to_string(),
+                            "--route53-down, --switch, --standby, --fleet, --pass-before-outage and --outage-in-startup-pass apply to --mode auto only".to_string(),
                         )
                         .into());
                     }
@@ -1114,6 +1155,31 @@ mod tests {
             route53_down(&["--route53-down", "1m"]).is_err(),
             "seconds, a number"
         );
+    }
+
+    #[test]
+    fn bench_failover_takes_a_list_of_switches() {
+        let switches = |extra: &[&str]| {
+            let mut args = vec!["valkey-dr-lab", "bench", "failover"];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args).map(|cli| cli.command) {
+                Ok(Command::Bench {
+                    bench: BenchCommand::Failover { switch, .. },
+                }) => Ok(switch),
+                Ok(other) => panic!("not bench failover: {other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        assert_eq!(switches(&[]).unwrap(), [SwitchArg::Record]);
+        assert_eq!(
+            switches(&["--switch", "record,health_check"]).unwrap(),
+            [SwitchArg::Record, SwitchArg::HealthCheck]
+        );
+        assert_eq!(
+            switches(&["--switch", "health_check"]).unwrap(),
+            [SwitchArg::HealthCheck]
+        );
+        assert!(switches(&["--switch", "dns"]).is_err());
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //! its TTL runs out), connects with TLS to the CNAME target's name, and on any error drops
 //! the connection and resolves again. Then the primary region goes down.
 //!
+//! With [`Switch::HealthCheck`] the watch switches through Route 53's health checks instead
+//! (`[watch.switch] kind = "health_check"`, issue 21): the template `valkey-dr template`
+//! prints is deployed into the lab first ([`valkey_dr_lab::deploy`]), the agent publishes its
+//! verdict to the lab's CloudWatch, and the lab's DNS answers the standby once the alarm and
+//! the health checks say the primary is down. A task here asks the lab's DNS for the record
+//! every [`DNS_POLL`], with no cache, to time the moment it answers the DR cache.
+//!
 //! Every agent event and every change in what the application sees is a [`Mark`] on one
 //! clock. Each [`Milestone`] must arrive within its bound of the one before it, or the run
 //! fails with what was last heard: nothing here waits without an end.
@@ -45,6 +52,15 @@ pub const INSYNC_DELAY: Duration = Duration::from_secs(1);
 /// The record's TTL: the shortest the agent accepts (30–60 s), the wait every application
 /// has before it sees the new CNAME.
 pub const TTL: Duration = Duration::from_secs(30);
+/// How long CloudWatch's 60 s alarm period lasts in the lab (the lab's default).
+pub const ALARM_PERIOD: Duration = valkey_dr_lab::DEFAULT_ALARM_PERIOD;
+/// How long Route 53's alarm-based health checks take to follow their alarm in the lab (the
+/// lab's default; AWS documents no figure).
+pub const HEALTH_CHECK_DELAY: Duration = valkey_dr_lab::DEFAULT_HEALTH_CHECK_DELAY;
+/// The alarms' `evaluation_periods` and `datapoints_to_alarm` (the agent's defaults, 1 of 1).
+pub const ALARM_PERIODS: u32 = 1;
+/// How often the story asks the lab's DNS for the record, with no cache.
+pub const DNS_POLL: Duration = Duration::from_millis(50);
 /// The agent's probe interval (the lab's agent.toml: timeout 500 ms, fall 3, down_after 2 s).
 pub const INTERVAL: Duration = Duration::from_secs(1);
 /// The RTO of the DR plan, and what the plan expects a failover by hand to take.
@@ -82,6 +98,8 @@ pub fn lab_options(dir: &Path) -> LabOptions {
         interval: INTERVAL,
         provision_delay: PROVISION_DELAY,
         insync_delay: INSYNC_DELAY,
+        alarm_period: ALARM_PERIOD,
+        health_check_delay: HEALTH_CHECK_DELAY,
         ..LabOptions::default()
     }
 }
@@ -92,10 +110,10 @@ pub struct Outage {
     /// How much later than the application's warm-up the region goes down, to move the outage
     /// within the probe interval.
     pub offset: Duration,
-    /// Route 53's API goes down at the outage too (`route53-control-down`) and comes back this
-    /// long after it (`route53-control-up`), while the region stays down; `None`: Route 53
-    /// keeps answering.
-    pub route53_down: Option<Duration>,
+    /// Whether, and when, Route 53's API is down.
+    pub route53: Route53Api,
+    /// How the record moves: the agent's compare-and-swap, or Route 53's health checks.
+    pub switch: Switch,
     /// The watch keeps a warm standby (`[watch.dr] standby = "warm"`), built with
     /// `valkey-dr standby create` before the agent starts: the failover builds nothing.
     pub standby: bool,
@@ -106,6 +124,56 @@ pub struct Outage {
     pub fleet: usize,
     /// Whether a readiness pass runs when the region goes down.
     pub pass: Pass,
+}
+
+/// Route 53's API (its control plane, served from us-east-1) during a story. The zone's DNS
+/// and the health checks answer throughout, as on AWS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Route53Api {
+    /// It answers throughout.
+    #[default]
+    Up,
+    /// It goes down at the outage (`route53-control-down`) and comes back this long after it
+    /// (`route53-control-up`), while the region stays down.
+    DownFor(Duration),
+    /// It goes down once the switch is set up, before the agent starts, and stays down to the
+    /// end of the story: for the health-check switch, which must need it for nothing after
+    /// the set-up (a record switch could never complete).
+    DownThroughout,
+}
+
+impl Route53Api {
+    /// How it reads in a report.
+    pub fn as_str(self) -> String {
+        match self {
+            Route53Api::Up => "up".to_owned(),
+            Route53Api::DownFor(d) => format!("down {}s from the outage", d.as_secs()),
+            Route53Api::DownThroughout => {
+                "down from before the agent starts to the end of the run".to_owned()
+            }
+        }
+    }
+}
+
+/// How the failover moves the applications: `[watch.switch] kind`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Switch {
+    /// The agent's compare-and-swap of the CNAME through Route 53's API.
+    #[default]
+    Record,
+    /// A failover pair whose PRIMARY carries a calculated health check over the agents'
+    /// verdict alarms; needs a warm standby.
+    HealthCheck,
+}
+
+impl Switch {
+    /// Its name in the config and in a report.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Switch::Record => "record",
+            Switch::HealthCheck => "health_check",
+        }
+    }
 }
 
 /// A readiness pass at the outage (with `fleet`, whose pass is the load).
@@ -142,8 +210,11 @@ impl Outage {
     /// What the milestones that wait on Route 53's API may take on top of their own bounds:
     /// the time it is down, and the SDK's and the agent's backoff after it.
     fn route53_slack(&self) -> Duration {
-        self.route53_down
-            .map_or(Duration::ZERO, |down| down + ROUTE53_RETRY_MARGIN)
+        match self.route53 {
+            Route53Api::DownFor(down) => down + ROUTE53_RETRY_MARGIN,
+            // Up, or down for a health-check switch that must not wait on it at all.
+            Route53Api::Up | Route53Api::DownThroughout => Duration::ZERO,
+        }
     }
 }
 
@@ -163,11 +234,13 @@ pub struct AgentProgram<'a> {
 pub enum Milestone {
     AppFailed,
     Down,
+    Verdict,
     FailoverStarted,
     Provision,
     WaitAvailable,
     VerifyDirect,
     SwitchDns,
+    DnsOnDr,
     WaitInsync,
     VerifyDns,
     FailoverCompleted,
@@ -176,14 +249,16 @@ pub enum Milestone {
 }
 
 impl Milestone {
-    pub const ALL: [Milestone; 12] = [
+    pub const ALL: [Milestone; 14] = [
         Milestone::AppFailed,
         Milestone::Down,
+        Milestone::Verdict,
         Milestone::FailoverStarted,
         Milestone::Provision,
         Milestone::WaitAvailable,
         Milestone::VerifyDirect,
         Milestone::SwitchDns,
+        Milestone::DnsOnDr,
         Milestone::WaitInsync,
         Milestone::VerifyDns,
         Milestone::FailoverCompleted,
@@ -196,11 +271,13 @@ impl Milestone {
         match self {
             Milestone::AppFailed => "app_failed",
             Milestone::Down => "down",
+            Milestone::Verdict => "verdict",
             Milestone::FailoverStarted => "failover_started",
             Milestone::Provision => "provision",
             Milestone::WaitAvailable => "wait_available",
             Milestone::VerifyDirect => "verify_direct",
             Milestone::SwitchDns => "switch_dns",
+            Milestone::DnsOnDr => "dns_answers_dr",
             Milestone::WaitInsync => "wait_insync",
             Milestone::VerifyDns => "verify_dns",
             Milestone::FailoverCompleted => "failover_completed",
@@ -214,11 +291,13 @@ impl Milestone {
         match self {
             Milestone::AppFailed => "application: first failed write",
             Milestone::Down => "DETECTED (down)",
+            Milestone::Verdict => "verdict 1 published (PutMetricData: the primary is down)",
             Milestone::FailoverStarted => "failover started",
             Milestone::Provision => "DR cache created (CreateServerlessCache)",
             Milestone::WaitAvailable => "DR cache available",
             Milestone::VerifyDirect => "DR cache verified directly (PING/SET/GET)",
             Milestone::SwitchDns => "DNS SWITCHED (record → DR cache)",
+            Milestone::DnsOnDr => "the lab's DNS answers the DR cache (asked with no cache)",
             Milestone::WaitInsync => "Route 53 change INSYNC",
             Milestone::VerifyDns => "verified through the record (the agent's TTL wait)",
             Milestone::FailoverCompleted => "FAILOVER COMPLETED",
@@ -227,13 +306,59 @@ impl Milestone {
         }
     }
 
+    /// The milestones a story with `switch` must reach: the executor's steps for a record
+    /// switch; the verdict and the health checks' answer for a health-check one, which has no
+    /// executor and no Route 53 change.
+    pub fn required(switch: Switch) -> Vec<Milestone> {
+        let record_only = |m: &Milestone| {
+            matches!(
+                m,
+                Milestone::FailoverStarted
+                    | Milestone::Provision
+                    | Milestone::WaitAvailable
+                    | Milestone::VerifyDirect
+                    | Milestone::SwitchDns
+                    | Milestone::WaitInsync
+                    | Milestone::VerifyDns
+            )
+        };
+        Milestone::ALL
+            .into_iter()
+            .filter(|m| match switch {
+                Switch::Record => *m != Milestone::Verdict,
+                Switch::HealthCheck => !record_only(m),
+            })
+            .collect()
+    }
+
     /// The milestone this one follows (`None`: the outage), and how long after it it must
     /// come. The bounds are generous: they catch a story that stalled, not a slow one. The
     /// steps that call Route 53's API (the lease before provision, the switch, the wait for
     /// `INSYNC`, the release before completion) get `route53_slack` more.
-    fn bound(self, route53_slack: Duration) -> (Option<Milestone>, Duration) {
+    fn bound(self, switch: Switch, route53_slack: Duration) -> (Option<Milestone>, Duration) {
         let s = Duration::from_secs;
+        if switch == Switch::HealthCheck {
+            match self {
+                // The verdict is published on the round that judges the watch down.
+                Milestone::Verdict => return (Some(Milestone::Down), s(5)),
+                // The alarm's periods, the health check's delay, and room for a slow machine.
+                Milestone::DnsOnDr => {
+                    return (
+                        Some(Milestone::Verdict),
+                        ALARM_PERIOD * (ALARM_PERIODS + 2) + HEALTH_CHECK_DELAY + s(15),
+                    );
+                }
+                // The agent's own resolver may hold the old answer for a whole TTL; so may
+                // the application's.
+                Milestone::FailoverCompleted => return (Some(Milestone::DnsOnDr), TTL + s(15)),
+                Milestone::AppOnDr => return (Some(Milestone::DnsOnDr), TTL + s(10)),
+                _ => {}
+            }
+        }
         match self {
+            Milestone::Verdict => (Some(Milestone::Down), s(5)),
+            // The lab's DNS answers the new CNAME as soon as the change is applied.
+            Milestone::DnsOnDr => (Some(Milestone::VerifyDirect), s(30) + route53_slack),
             Milestone::AppFailed => (None, s(5)),
             // fall 3 × 1 s, plus timeouts and the witness: a few seconds.
             Milestone::Down => (None, s(15)),
@@ -271,6 +396,7 @@ impl Milestone {
     fn of_alert(alert: &Alert) -> Option<Milestone> {
         match alert.event() {
             "down" => Some(Milestone::Down),
+            "verdict" if alert.body["detail"]["value"] == 1 => Some(Milestone::Verdict),
             "failover_started" => Some(Milestone::FailoverStarted),
             "failover_completed" => Some(Milestone::FailoverCompleted),
             "failover_step" => {
@@ -356,15 +482,82 @@ pub struct Outcome {
     pub route53_back: Option<Duration>,
     /// The failover switched to a warm standby: no build was waited for.
     pub standby: bool,
+    /// How the record moved.
+    pub switch: Switch,
+    /// The AWS calls the lab answered from the outage to the story's last milestone: all the
+    /// agent's (nothing else calls AWS meanwhile).
+    pub calls: AgentCalls,
     /// Sessions the application stored, and writes that failed.
     pub writes_ok: u64,
     pub writes_failed: u64,
 }
 
+/// AWS calls during a failover, counted from the lab's call log.
+#[derive(Debug, Clone, Default)]
+pub struct AgentCalls {
+    /// Route 53 API calls by action, answered or refused (503 while it is down).
+    pub route53: BTreeMap<String, u64>,
+    /// Of those, how many Route 53 refused.
+    pub route53_refused: u64,
+    /// The refusals by error code (`ServiceUnavailable` while it is down,
+    /// `PriorRequestNotComplete`, …).
+    pub route53_errors: BTreeMap<String, u64>,
+    /// `CreateServerlessCache` calls.
+    pub elasticache_creates: u64,
+    /// Every call by service and action, for the record.
+    pub by_action: BTreeMap<String, u64>,
+}
+
+impl AgentCalls {
+    /// Counts `calls`.
+    pub fn of(calls: &[valkey_dr_lab::Call]) -> AgentCalls {
+        let mut out = AgentCalls::default();
+        for call in calls {
+            let service = serde_json::to_value(call.service)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            *out.by_action
+                .entry(format!("{service}:{}", call.action))
+                .or_default() += 1;
+            match call.service {
+                valkey_dr_lab::AwsService::Route53 => {
+                    *out.route53.entry(call.action.clone()).or_default() += 1;
+                    if call.status >= 400 {
+                        out.route53_refused += 1;
+                        let code = call
+                            .error_code
+                            .clone()
+                            .unwrap_or_else(|| call.status.to_string());
+                        *out.route53_errors.entry(code).or_default() += 1;
+                    }
+                }
+                valkey_dr_lab::AwsService::Elasticache
+                    if call.action == "CreateServerlessCache" =>
+                {
+                    out.elasticache_creates += 1;
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Route 53 API calls in all.
+    pub fn route53_total(&self) -> u64 {
+        self.route53.values().sum()
+    }
+}
+
 impl Outcome {
-    /// Outage → milestone.
+    /// Outage → milestone (zero when the story had none such).
     pub fn at(&self, m: Milestone) -> Duration {
-        self.at.get(&m).copied().unwrap_or_default()
+        self.get(m).unwrap_or_default()
+    }
+
+    /// Outage → milestone, when the story had it.
+    pub fn get(&self, m: Milestone) -> Option<Duration> {
+        self.at.get(&m).copied()
     }
 
     /// `a` → `b`, zero when `b` came first.
@@ -384,10 +577,12 @@ impl Outcome {
 
     /// Outage → the record changed: the end of switch_dns in the agent's journal (the lab's
     /// DNS answers the new CNAME as soon as ChangeResourceRecordSets returns), else the
-    /// webhook's arrival.
+    /// webhook's arrival; with a health-check switch, which has no journal, the lab's DNS
+    /// answering the DR cache.
     pub fn dns_switched(&self) -> Duration {
         self.journal_done("switch_dns")
-            .unwrap_or_else(|| self.at(Milestone::SwitchDns))
+            .or_else(|| self.get(Milestone::SwitchDns))
+            .unwrap_or_else(|| self.at(Milestone::DnsOnDr))
     }
 
     /// When `step` finished by the journal, after the outage.
@@ -431,19 +626,29 @@ impl Outcome {
         }
     }
 
+    /// The lab's own waits on the switch's path, which are not the agent's: for a record
+    /// switch the build and the change's insync delay; for a health-check switch the alarm's
+    /// periods (at most, since a verdict lands anywhere in its period) and the health check's
+    /// delay.
+    pub fn aws_waits(&self) -> Duration {
+        match self.switch {
+            Switch::Record => self.build() + INSYNC_DELAY,
+            Switch::HealthCheck => ALARM_PERIOD * ALARM_PERIODS + HEALTH_CHECK_DELAY,
+        }
+    }
+
     /// What the agent adds to the application's (worst-case) outage beyond what AWS and DNS
-    /// take anyway: worst-case outage − (build + insync delay + TTL), in seconds
-    /// (negative when a wait overlapped another: in the lab the record answers the new CNAME
-    /// before the change is INSYNC, so the insync delay is not on the application's path).
+    /// take anyway: worst-case outage − (AWS's waits + TTL), in seconds (negative when a wait
+    /// overlapped another: in the lab the record answers the new CNAME before the change is
+    /// INSYNC, so the insync delay is not on the application's path).
     pub fn overhead_s(&self) -> f64 {
-        self.worst_case_app_outage().as_secs_f64()
-            - (self.build() + INSYNC_DELAY + TTL).as_secs_f64()
+        self.worst_case_app_outage().as_secs_f64() - (self.aws_waits() + TTL).as_secs_f64()
     }
 
     /// [`Outcome::overhead_s`] with the measured application outage as it was (its DNS wait
     /// as luck had it): the brief's formula applied to the raw figure.
     pub fn raw_overhead_s(&self) -> f64 {
-        self.app_outage().as_secs_f64() - (self.build() + INSYNC_DELAY + TTL).as_secs_f64()
+        self.app_outage().as_secs_f64() - (self.aws_waits() + TTL).as_secs_f64()
     }
 }
 
@@ -515,6 +720,47 @@ async fn create_standby(program: &AgentProgram<'_>, config: &Path) -> anyhow::Re
 
 /// How long `valkey-dr standby create` may take in the lab (a 3 s build, a probe).
 const STANDBY_LIMIT: Duration = Duration::from_secs(60);
+/// How long `valkey-dr template` may take (no AWS call).
+const TEMPLATE_LIMIT: Duration = Duration::from_secs(30);
+
+/// `toml` (with its warm standby) switching through Route 53's health checks: the agent's
+/// defaults otherwise (`metric_region` the DR region, 1 of 1 alarm periods).
+fn health_check_switch(toml: &str) -> anyhow::Result<String> {
+    const AFTER: &str = "standby = \"warm\"\n";
+    anyhow::ensure!(
+        toml.matches(AFTER).count() == 1,
+        "the config has no warm standby to switch to"
+    );
+    Ok(toml.replacen(
+        AFTER,
+        &format!("{AFTER}\n[watch.switch]\nkind = \"health_check\"\n"),
+        1,
+    ))
+}
+
+/// `valkey-dr template --format json`: the health-check switch's CloudFormation template for
+/// `config`.
+async fn switch_template(program: &AgentProgram<'_>, config: &Path) -> anyhow::Result<Value> {
+    let mut command = tokio::process::Command::new(program.path);
+    command
+        .args(program.leading)
+        .args(["template", "--format", "json", "--config"])
+        .arg(config)
+        .env_remove("VALKEY_DR_CONFIG")
+        .envs(valkey_dr_lab::LAB_AWS_ENV)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(TEMPLATE_LIMIT, command.output())
+        .await
+        .with_context(|| format!("valkey-dr template took over {TEMPLATE_LIMIT:?}"))?
+        .context("running valkey-dr template")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "valkey-dr template failed: {}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    serde_json::from_slice(&out.stdout).context("valkey-dr template printed no JSON")
+}
 
 /// The record of the fleet's watch `i` (the lab's own for 0).
 pub fn fleet_record(i: usize) -> String {
@@ -651,8 +897,23 @@ async fn with_lab(
         .with_context(|| format!("reading {}", info.config.display()))?;
     let config = lab.dir().join("agent-failover.toml");
     let mut toml = auto_failover_config(&lab_toml, &hook)?;
+    if outage.switch == Switch::HealthCheck {
+        anyhow::ensure!(
+            outage.standby && outage.fleet < 2,
+            "a health-check switch needs a warm standby, and is played with one watch"
+        );
+    }
+    if outage.route53 == Route53Api::DownThroughout {
+        anyhow::ensure!(
+            outage.switch == Switch::HealthCheck,
+            "a record switch cannot complete with Route 53's API down throughout"
+        );
+    }
     if outage.standby {
         toml = warm(&toml)?;
+    }
+    if outage.switch == Switch::HealthCheck {
+        toml = health_check_switch(&toml)?;
     }
     if outage.fleet > 1 {
         let spare = info
@@ -665,6 +926,33 @@ async fn with_lab(
     if outage.standby {
         let built = create_standby(program, &config).await?;
         progress(Progress::Setup(built));
+    }
+    if outage.switch == Switch::HealthCheck {
+        let template = switch_template(program, &config).await?;
+        let deployed = valkey_dr_lab::deploy::deploy_switch(&lab.current_info(), &template, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{:#}", anyhow::Error::from(e)))
+            .context("deploying `valkey-dr template` into the lab")?;
+        progress(Progress::Setup(format!(
+            "health-check switch deployed (valkey-dr template): alarms {} in {}, {} health checks, the record now the failover pair {}",
+            deployed.alarms.join(", "),
+            deployed.alarm_region,
+            deployed.health_checks.len(),
+            deployed
+                .records
+                .iter()
+                .map(|(id, to)| format!("{id} → {to}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    if outage.route53 == Route53Api::DownThroughout {
+        lab.fault(Fault::Route53ControlDown)
+            .await
+            .context("taking Route 53's API down")?;
+        progress(Progress::Setup(
+            "Route 53's API down (route53-control-down) until the end of the run".to_owned(),
+        ));
     }
     let log = lab.dir().join("agent.log");
     let mut agent = Agent::start_with(
@@ -679,8 +967,9 @@ async fn with_lab(
         agent
             .wait_all("healthy", outage.fleet.max(1), HEALTHY_LIMIT)
             .await?;
-        if outage.fleet > 1 && outage.pass != Pass::StartUp {
-            // Both variants start from the same quiet state: the start-up pass over.
+        if outage.pass != Pass::StartUp {
+            // Every variant starts from the same quiet state: the start-up pass over, so that
+            // the calls counted during the failover are the failover's.
             agent.wait_readiness_checked(FLEET_PASS_LIMIT).await?;
         }
         progress(Progress::Setup(format!(
@@ -730,6 +1019,8 @@ async fn story(
 ) -> anyhow::Result<Outcome> {
     // The application writes for a while first, so the outage interrupts a steady state.
     let warm_up = WRITING_BEFORE_OUTAGE + outage.offset;
+    let required = Milestone::required(outage.switch);
+    let mut dns = DnsWatch::start(lab.info().dns, lab.info().record.clone());
     let route53_slack = outage.route53_slack();
     let deadline = Instant::now() + APP_START_LIMIT;
     let mut first_ok = None;
@@ -778,6 +1069,8 @@ async fn story(
             "the agent's start-up readiness pass ended before the outage: nothing to measure"
         ),
     }
+    // Every AWS call the lab answers from here on is the agent's.
+    let calls_before = lab.calls().last().map_or(0, |c| c.seq);
     // The journal's times are wall-clock: this pair maps them onto the story's clock.
     let (t0, wall0) = (Instant::now(), SystemTime::now());
     lab.fault(Fault::RegionOutage {
@@ -788,7 +1081,7 @@ async fn story(
     .context("injecting the region outage")?;
     // When Route 53's API is to come back, while it is down.
     let mut route53_up_at = None;
-    if let Some(down) = outage.route53_down {
+    if let Route53Api::DownFor(down) = outage.route53 {
         lab.fault(Fault::Route53ControlDown)
             .await
             .context("taking Route 53's API down")?;
@@ -813,18 +1106,19 @@ async fn story(
             route53_up_at = None;
             route53_back = Some(Instant::now());
         }
-        let pending: Vec<(Milestone, Instant)> = Milestone::ALL
-            .into_iter()
+        let pending: Vec<(Milestone, Instant)> = required
+            .iter()
+            .copied()
             .filter(|m| !at.contains_key(m))
             .filter_map(|m| {
-                let (after, within) = m.bound(route53_slack);
+                let (after, within) = m.bound(outage.switch, route53_slack);
                 match after {
                     None => Some((m, t0 + within)),
                     Some(a) => at.get(&a).map(|t| (m, *t + within)),
                 }
             })
             .collect();
-        if at.len() == Milestone::ALL.len() {
+        if required.iter().all(|m| at.contains_key(m)) {
             break;
         }
         // Every milestone not yet seen waits on one that is, or on the outage: there is
@@ -833,7 +1127,7 @@ async fn story(
             bail!("internal: milestones missing with no deadline: {at:?}");
         };
         if Instant::now() >= deadline {
-            let (after, within) = next.bound(route53_slack);
+            let (after, within) = next.bound(outage.switch, route53_slack);
             bail!(
                 "no \"{}\" within {within:?} of {}; last heard: {last_heard}",
                 next.label(),
@@ -851,6 +1145,16 @@ async fn story(
             mark = app.marks.recv() => match mark {
                 Some(mark) => Some(mark),
                 None => bail!("the application stopped writing"),
+            },
+            Some((when, target)) = dns.changes.recv() => {
+                last_heard = format!(
+                    "the lab's DNS answers {target} at t{:+.1}s",
+                    signed_secs(when, t0)
+                );
+                if when >= t0 && !valkey_dr_probes::same_name(&target, primary_endpoint) {
+                    at.entry(Milestone::DnsOnDr).or_insert(when);
+                }
+                None
             },
         };
         let Some(mark) = mark else { continue };
@@ -899,7 +1203,7 @@ async fn story(
                 _ => None,
             },
         };
-        let milestone = milestone.filter(|m| !at.contains_key(m));
+        let milestone = milestone.filter(|m| !at.contains_key(m) && required.contains(m));
         if let Some(m) = milestone {
             at.insert(m, mark.at());
         }
@@ -910,9 +1214,15 @@ async fn story(
         });
     }
     anyhow::ensure!(
-        at.len() == Milestone::ALL.len(),
+        required.iter().all(|m| at.contains_key(m)),
         "the story did not finish: {at:?}"
     );
+    dns.stop().await;
+    let calls: Vec<valkey_dr_lab::Call> = lab
+        .calls()
+        .into_iter()
+        .filter(|c| c.seq > calls_before)
+        .collect();
 
     let detail = completed.unwrap_or_default();
     let endpoint = detail["endpoint"].as_str().unwrap_or_default().to_owned();
@@ -956,6 +1266,8 @@ async fn story(
         endpoint,
         route53_back: route53_back.map(|t| t.saturating_duration_since(t0)),
         standby: outage.standby,
+        switch: outage.switch,
+        calls: AgentCalls::of(&calls),
         writes_ok: 0,
         writes_failed: 0,
     })
@@ -992,6 +1304,100 @@ pub fn signed_secs(at: Instant, t0: Instant) -> f64 {
     } else {
         -(t0 - at).as_secs_f64()
     }
+}
+
+/// The lab's DNS answer for the record, asked every [`DNS_POLL`] with no cache: what a
+/// resolver whose cached answer just ran out would get. Each change is sent with when it was
+/// seen.
+struct DnsWatch {
+    changes: mpsc::Receiver<(Instant, String)>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DnsWatch {
+    fn start(server: SocketAddr, record: String) -> DnsWatch {
+        let (tx, changes) = mpsc::channel(MARK_BUFFER);
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let task = tokio::spawn(async move {
+            let Ok(socket) = tokio::net::UdpSocket::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await
+            else {
+                return;
+            };
+            let mut ticker = tokio::time::interval(DNS_POLL);
+            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            let mut last: Option<String> = None;
+            let polls = APP_MAX_RUN.as_millis() / DNS_POLL.as_millis();
+            for id in 0..polls {
+                tokio::select! {
+                    biased;
+                    _ = token.cancelled() => break,
+                    _ = ticker.tick() => {}
+                }
+                let Some(target) = cname_of(&socket, server, &record, id as u16).await else {
+                    continue;
+                };
+                if last.as_deref() != Some(target.as_str()) {
+                    last = Some(target.clone());
+                    if tx.try_send((Instant::now(), target)).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        DnsWatch {
+            changes,
+            stop,
+            task,
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
+/// The CNAME target the DNS server at `server` answers for `record` now, asked once over UDP;
+/// `None` when it does not answer within [`APP_TIMEOUT`] or answers no CNAME for it.
+async fn cname_of(
+    socket: &tokio::net::UdpSocket,
+    server: SocketAddr,
+    record: &str,
+    id: u16,
+) -> Option<String> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RecordType};
+    let name = Name::from_ascii(record).ok()?;
+    let mut query = Message::new();
+    query
+        .set_id(id)
+        .set_recursion_desired(true)
+        .add_query(Query::query(name.clone(), RecordType::A));
+    socket.send_to(&query.to_vec().ok()?, server).await.ok()?;
+    let mut buf = vec![0u8; 4096];
+    let deadline = Instant::now() + APP_TIMEOUT;
+    // Answers to earlier, timed-out queries are skipped by their id; bounded by the deadline.
+    for _ in 0..16 {
+        let n = tokio::time::timeout_at(deadline, socket.recv(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        let Ok(reply) = Message::from_vec(&buf[..n]) else {
+            continue;
+        };
+        if reply.id() != id {
+            continue;
+        }
+        return reply.answers().iter().find_map(|r| match r.data() {
+            RData::CNAME(c) if r.name() == &name => {
+                Some(c.0.to_ascii().trim_end_matches('.').to_owned())
+            }
+            _ => None,
+        });
+    }
+    None
 }
 
 /// The application: a task storing sessions through the record, reporting each change in
@@ -1217,29 +1623,87 @@ mod tests {
 
     #[test]
     fn every_milestone_waits_on_an_earlier_one_or_the_outage() {
-        for m in Milestone::ALL {
-            let (after, within) = m.bound(Duration::ZERO);
-            assert!(after.is_none_or(|a| a < m), "{m:?} waits on {after:?}");
-            assert!(within > Duration::ZERO);
+        for switch in [Switch::Record, Switch::HealthCheck] {
+            let required = Milestone::required(switch);
+            for &m in &required {
+                let (after, within) = m.bound(switch, Duration::ZERO);
+                assert!(
+                    after.is_none_or(|a| a < m && required.contains(&a)),
+                    "{switch:?}: {m:?} waits on {after:?}"
+                );
+                assert!(within > Duration::ZERO);
+            }
         }
+    }
+
+    #[test]
+    fn a_health_check_switch_has_a_verdict_and_no_executor() {
+        use Milestone as M;
+        let hc = Milestone::required(Switch::HealthCheck);
+        assert_eq!(
+            hc,
+            [
+                M::AppFailed,
+                M::Down,
+                M::Verdict,
+                M::DnsOnDr,
+                M::FailoverCompleted,
+                M::AppOnDr,
+                M::AppWriting
+            ]
+        );
+        let record = Milestone::required(Switch::Record);
+        assert!(!record.contains(&M::Verdict));
+        assert_eq!(record.len(), Milestone::ALL.len() - 1);
+        let verdict = |value: i64| Alert {
+            at: Instant::now(),
+            body: serde_json::json!({"event": "verdict", "detail": {"value": value}}),
+        };
+        assert_eq!(Milestone::of_alert(&verdict(1)), Some(M::Verdict));
+        assert_eq!(Milestone::of_alert(&verdict(0)), None);
+    }
+
+    #[test]
+    fn the_health_check_switch_follows_the_warm_standby() {
+        let toml = "[watch.dr]\ncreate_timeout = \"5m\"\n\n[watch.probe]\n";
+        let out = health_check_switch(&warm(toml).unwrap()).unwrap();
+        let parsed: toml::Table = toml::from_str(&out).unwrap();
+        assert_eq!(parsed["watch"]["dr"]["standby"].as_str(), Some("warm"));
+        assert_eq!(
+            parsed["watch"]["switch"]["kind"].as_str(),
+            Some("health_check")
+        );
+        assert!(parsed["watch"]["probe"].is_table());
+        assert!(health_check_switch(toml).is_err(), "no standby, no switch");
     }
 
     #[test]
     fn route53_down_gives_its_steps_more_time_and_the_others_none() {
         let outage = Outage {
             offset: Duration::ZERO,
-            route53_down: Some(Duration::from_secs(60)),
+            route53: Route53Api::DownFor(Duration::from_secs(60)),
             ..Outage::default()
         };
         let slack = outage.route53_slack();
         assert_eq!(slack, Duration::from_secs(60) + ROUTE53_RETRY_MARGIN);
         assert_eq!(Outage::default().route53_slack(), Duration::ZERO);
-        for m in Milestone::ALL {
-            let more = m.bound(slack).1 - m.bound(Duration::ZERO).1;
+        let throughout = Outage {
+            route53: Route53Api::DownThroughout,
+            switch: Switch::HealthCheck,
+            ..Outage::default()
+        };
+        assert_eq!(
+            throughout.route53_slack(),
+            Duration::ZERO,
+            "a health-check switch waits on Route 53's API for nothing"
+        );
+        for m in Milestone::required(Switch::Record) {
+            let more = m.bound(Switch::Record, slack).1 - m.bound(Switch::Record, Duration::ZERO).1;
             let calls_route53 = matches!(
                 m,
                 Milestone::Provision
                     | Milestone::SwitchDns
+                    | Milestone::DnsOnDr
                     | Milestone::WaitInsync
                     | Milestone::FailoverCompleted
             );

@@ -3,24 +3,14 @@
 //! CloudFormation would, through the real SDK clients, for the four resource types the template
 //! holds; the warm standby is built beforehand with `valkey-dr standby create`.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic};
 use aws_sdk_elasticache::config::Credentials;
-use aws_sdk_route53::types::{
-    AlarmIdentifier, ChangeAction, CloudWatchRegion, HealthCheckConfig, HealthCheckType,
-    InsufficientDataHealthStatus, ResourceRecord, ResourceRecordSet, ResourceRecordSetFailover,
-    RrType,
-};
 use serde_json::Value;
-use valkey_dr_lab::config::DR_CACHE;
-use valkey_dr_lab::{PRIMARY_CACHE, RECORD};
 
-use super::raw_aws::{change, create_health_check, rrset, send};
 use super::{TestLab, run_bounded_within};
 
 /// `standby create` builds in the lab's provision delay; `template` and `preflight` are quick.
@@ -86,12 +76,6 @@ pub fn resources<'t>(template: &'t Value, kind: &str) -> Vec<(&'t String, &'t Va
         .collect()
 }
 
-fn int(v: &Value) -> i32 {
-    v.as_i64()
-        .and_then(|n| i32::try_from(n).ok())
-        .unwrap_or_else(|| panic!("not an integer: {v}"))
-}
-
 /// The template `valkey-dr template --format json` prints for `config`.
 pub async fn template(config: &Path) -> Value {
     let (code, output) = cli(config, &["template", "--format", "json"]).await;
@@ -99,131 +83,10 @@ pub async fn template(config: &Path) -> Value {
     serde_json::from_str(&output).unwrap_or_else(|e| panic!("{e}: {output}"))
 }
 
-/// Deploys `template` into the lab as CloudFormation would, for the four resource types it
-/// holds: the alarms in `alarm_region`, the health checks, and the record pair in place of
-/// the simple record; the standby exists already (`standby create`).
-///
-/// Route 53 refuses a failover record beside a simple one of the same name and type, and
-/// CloudFormation cannot delete one and create the other in one change: the pair replaces the
-/// lab's simple CNAME in one `ChangeResourceRecordSets` batch, as the README tells operators.
+/// Deploys `template` into the lab as CloudFormation would (the lab's own deployer,
+/// `valkey_dr_lab::deploy`, through the real SDK clients), with its alarms in `alarm_region`.
 pub async fn deploy(lab: &TestLab, template: &Value, alarm_region: &str) {
-    let cw = aws_sdk_cloudwatch::Client::new(&sdk(lab, alarm_region).await);
-    let r53 = aws_sdk_route53::Client::new(&sdk(lab, "us-east-1").await);
-    for (_, p) in resources(template, "AWS::CloudWatch::Alarm") {
-        let dimensions = p["Dimensions"]
-            .as_array()
-            .expect("Dimensions")
-            .iter()
-            .map(|d| {
-                Dimension::builder()
-                    .name(d["Name"].as_str().unwrap())
-                    .value(d["Value"].as_str().unwrap())
-                    .build()
-            })
-            .collect();
-        assert_eq!(p["Statistic"], "Maximum");
-        assert_eq!(p["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
-        cw.put_metric_alarm()
-            .alarm_name(p["AlarmName"].as_str().unwrap())
-            .namespace(p["Namespace"].as_str().unwrap())
-            .metric_name(p["MetricName"].as_str().unwrap())
-            .set_dimensions(Some(dimensions))
-            .statistic(Statistic::Maximum)
-            .period(int(&p["Period"]))
-            .evaluation_periods(int(&p["EvaluationPeriods"]))
-            .datapoints_to_alarm(int(&p["DatapointsToAlarm"]))
-            .threshold(p["Threshold"].as_f64().unwrap())
-            .comparison_operator(ComparisonOperator::GreaterThanOrEqualToThreshold)
-            .treat_missing_data(p["TreatMissingData"].as_str().unwrap())
-            .send()
-            .await
-            .expect("PutMetricAlarm");
-    }
-    // The alarm-based checks first: the calculated one names them.
-    let checks = resources(template, "AWS::Route53::HealthCheck");
-    let mut ids: BTreeMap<String, String> = BTreeMap::new();
-    for (logical, p) in checks
-        .iter()
-        .filter(|(_, p)| p["HealthCheckConfig"]["Type"] == "CLOUDWATCH_METRIC")
-    {
-        let c = &p["HealthCheckConfig"];
-        let alarm = c["AlarmIdentifier"]["Name"]["Ref"].as_str().unwrap();
-        let name = template["Resources"][alarm]["Properties"]["AlarmName"]
-            .as_str()
-            .unwrap();
-        let config = HealthCheckConfig::builder()
-            .r#type(HealthCheckType::CloudwatchMetric)
-            .alarm_identifier(
-                AlarmIdentifier::builder()
-                    .region(CloudWatchRegion::from(alarm_region))
-                    .name(name)
-                    .build()
-                    .unwrap(),
-            )
-            .insufficient_data_health_status(InsufficientDataHealthStatus::from(
-                c["InsufficientDataHealthStatus"].as_str().unwrap(),
-            ))
-            .build()
-            .unwrap();
-        ids.insert(
-            (*logical).clone(),
-            create_health_check(&r53, logical, config).await,
-        );
-    }
-    for (logical, p) in checks
-        .iter()
-        .filter(|(_, p)| p["HealthCheckConfig"]["Type"] == "CALCULATED")
-    {
-        let c = &p["HealthCheckConfig"];
-        let children = c["ChildHealthChecks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| ids[r["Ref"].as_str().unwrap()].clone())
-            .collect();
-        let config = HealthCheckConfig::builder()
-            .r#type(HealthCheckType::Calculated)
-            .health_threshold(int(&c["HealthThreshold"]))
-            .set_child_health_checks(Some(children))
-            .build()
-            .unwrap();
-        ids.insert(
-            (*logical).clone(),
-            create_health_check(&r53, logical, config).await,
-        );
-    }
-    // The pair in place of the simple record, in one batch.
-    let primary = endpoint(lab, PRIMARY_CACHE);
-    let ttl = i64::try_from(lab.lab.info().ttl_s).expect("a TTL");
-    let mut changes = vec![change(
-        ChangeAction::Delete,
-        rrset(RECORD, RrType::Cname, ttl, &[&primary]),
-    )];
-    for (_, p) in resources(template, "AWS::Route53::RecordSet") {
-        let target = match &p["ResourceRecords"][0] {
-            Value::String(s) => s.clone(),
-            Value::Object(o) if o.contains_key("Fn::GetAtt") => endpoint(lab, DR_CACHE),
-            Value::Object(o) if o.contains_key("Ref") => primary.clone(),
-            other => panic!("a record value the deployer does not know: {other}"),
-        };
-        let failover = match p["Failover"].as_str().unwrap() {
-            "PRIMARY" => ResourceRecordSetFailover::Primary,
-            _ => ResourceRecordSetFailover::Secondary,
-        };
-        let check = p["HealthCheckId"]["Ref"].as_str().map(|r| ids[r].clone());
-        let set = ResourceRecordSet::builder()
-            .name(p["Name"].as_str().unwrap())
-            .r#type(RrType::Cname)
-            .ttl(p["TTL"].as_str().unwrap().parse().unwrap())
-            .set_identifier(p["SetIdentifier"].as_str().unwrap())
-            .failover(failover)
-            .set_health_check_id(check)
-            .resource_records(ResourceRecord::builder().value(target).build().unwrap())
-            .build()
-            .unwrap();
-        changes.push(change(ChangeAction::Create, set));
-    }
-    send(&r53, changes, Some("deploy valkey-dr template"))
+    valkey_dr_lab::deploy::deploy_switch(&lab.lab.current_info(), template, Some(alarm_region))
         .await
-        .expect("the failover pair replaces the record");
+        .unwrap_or_else(|e| panic!("the template deploys into the lab: {e}"));
 }
