@@ -244,6 +244,7 @@ impl WatchTask {
         input: &policies::Observation,
         now: SystemTime,
     ) -> (WatchState, Vec<Decision>) {
+        let by_health_checks = self.by_health_checks();
         let j = &mut self.judging;
         let (next, decisions) = policies::step(&j.state, input, now, &j.params);
         // An agent whose failover failed on its own side votes no `down` for the rest of
@@ -257,7 +258,7 @@ impl WatchTask {
                 || (d.event == PolicyEvent::FailoverBlocked && d.would_fail_over())
         });
         // A health-check switch asks no peer: the calculated health check counts the agents.
-        let asks = wants_quorum && self.switching.is_none();
+        let asks = wants_quorum && !by_health_checks;
         let Some(peers) = j.peers.clone().filter(|_| asks) else {
             return (next, decisions);
         };
@@ -281,7 +282,7 @@ impl WatchTask {
         observation: Option<Value>,
     ) {
         // A health-check switch starts nothing: its verdict is cast after the round.
-        let intent = self.switching.is_none()
+        let intent = !self.by_health_checks()
             && decisions
                 .iter()
                 .any(|d| d.event == PolicyEvent::FailoverIntent);
@@ -380,7 +381,7 @@ impl WatchTask {
             ControlAction::Resume {
                 origin: Some(origin),
             } => policies::resume_relayed(&self.judging.state, now, &origin),
-            ControlAction::Failover if self.switching.is_some() => {
+            ControlAction::Failover if self.by_health_checks() => {
                 return WatchAnswer::not_started(format!(
                     "watch {} switches through Route 53's health checks: the record moves when a quorum of agents publish 1, and one agent cannot move it; with mode = \"prepare\", `valkey-dr approve` on each agent of a quorum casts their votes",
                     self.name

@@ -66,6 +66,14 @@ impl WatchTask {
         }
     }
 
+    /// Whether Route 53's health checks switch the watch (`kind = "health_check"`): then it
+    /// never starts the executor and never asks its peers, even when its ballot could not be
+    /// read and it publishes nothing, since the record is a failover pair the executor's
+    /// compare-and-swap must never rewrite as one record.
+    pub(super) fn by_health_checks(&self) -> bool {
+        self.watch_config().switch.health_check().is_some()
+    }
+
     /// The probe spec of the standby where it serves now, when the standby book knows it.
     fn standby_spec(&self) -> Option<ProbeSpec> {
         let (spec, _) = self.probing.standby.as_ref()?;
@@ -373,7 +381,9 @@ impl WatchTask {
         self.telling
             .metrics
             .set_verdict(&self.name, value, published.last.map(|(_, at)| at));
-        if published.error == sw.told {
+        // Told once per kind of failure: the messages carry each call's request id.
+        let kind = |e: &Option<PublishError>| e.as_ref().map(std::mem::discriminant);
+        if kind(&published.error) == kind(&sw.told) {
             return;
         }
         sw.told = published.error.clone();
