@@ -353,13 +353,29 @@ async fn swap_in_pair(
         .set_changes(Some(changes))
         .build()
         .map_err(|e| template_error(name, &e.to_string()))?;
-    let out = route53
-        .change_resource_record_sets()
-        .hosted_zone_id(zone)
-        .change_batch(batch)
-        .send()
-        .await
-        .map_err(|e| aws_error("ChangeResourceRecordSets", name, e))?;
+    // Route 53 refuses a change that follows another too closely with
+    // `PriorRequestNotComplete`, to be tried again (tests/FIDELITY.md): as CloudFormation
+    // does, the deployer tries again, at most 20 times, 250 ms apart.
+    let mut tries = 0;
+    let out = loop {
+        let sent = route53
+            .change_resource_record_sets()
+            .hosted_zone_id(zone)
+            .change_batch(batch.clone())
+            .send()
+            .await;
+        match sent {
+            Err(e)
+                if tries < 20
+                    && aws_sdk_route53::error::ProvideErrorMetadata::code(&e)
+                        == Some("PriorRequestNotComplete") =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            sent => break sent.map_err(|e| aws_error("ChangeResourceRecordSets", name, e))?,
+        }
+    };
     deployed.change_id = out
         .change_info()
         .map(|c| c.id().to_owned())

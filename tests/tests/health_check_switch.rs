@@ -730,6 +730,119 @@ async fn after_a_failover_the_record_never_swings_back_by_itself() {
     );
 }
 
+/// A restart resumes the ballot: an agent that voted, killed (`kill -9`) after the switch and
+/// after the old primary came back, starts again from `state_dir/ballot-sessions.json`: its
+/// first datapoint is 1 and so is every one after, `/status` says it holds 1 until a failback,
+/// the watch is `failed_over`, and the record keeps answering the standby. An agent that
+/// forgot its vote would follow its rounds, which see a healthy primary, and publish 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_resumes_its_held_vote_from_its_ballot() {
+    let _slot = LABS.acquire().await.expect("the semaphore stays open");
+    let s = Switch::new("restart", None, &[]).await;
+    let mut agents = failed_over(&s, None).await;
+    s.t.fault(Fault::RegionRestore {
+        region: PRIMARY_REGION.to_owned(),
+    })
+    .await;
+    let calls = s.t.lab.calls();
+    let i = (0..3)
+        .find(|&i| last_published(&calls, &agent_id(i)) == Some(1.0))
+        .expect("an agent that voted");
+    agents.remove(i).kill9().await;
+    let killed = last_seq(&s.t);
+    let again = Agent::start(&s.configs[i], &s.fleet.dirs[i], &[]).await;
+    assert!(
+        again.wait_state(WATCH, "failed_over", FOLLOW_BOUND).await,
+        "agent {i} not failed_over after its restart: {:?}\n{}",
+        s.hooks[i].names(),
+        again.log_text()
+    );
+    assert!(
+        s.keeps_answering(&s.standby, HOLD).await.is_ok(),
+        "alarms {:?}",
+        s.alarms().await
+    );
+    let after: Vec<f64> = published(&s.t.lab.calls(), &agent_id(i))
+        .into_iter()
+        .filter(|(seq, _)| *seq > killed)
+        .map(|(_, v)| v)
+        .collect();
+    assert!(
+        !after.is_empty() && after.iter().all(|v| *v == 1.0),
+        "agent {i} published {after:?} after its restart\n{}",
+        again.log_text()
+    );
+    let status = watch_status(&again, WATCH).await.expect("/status");
+    assert!(
+        !status["switch"]["held_since"].is_null() && status["switch"]["published"] == 1,
+        "{status:#}"
+    );
+}
+
+/// A ballot that cannot be read is a configuration error: the agent says so and publishes
+/// nothing for the watch (its alarm keeps its last state). It never falls back to the
+/// record's own switch either: on an outage it judges the cache down but starts no failover
+/// (no create, no change of the record, no `failover_started`), since the record is a
+/// failover pair the executor's compare-and-swap must never rewrite as one record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_ballot_is_a_configuration_error_and_never_starts_a_failover() {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let _slot = LABS.acquire().await.expect("the semaphore stays open");
+    let s = Switch::new("ballot", None, &[]).await;
+    let dir = &s.fleet.dirs[0];
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .expect("the state directory");
+    std::fs::write(dir.join("ballot-sessions.json"), b"{not json").expect("a broken ballot");
+    let agent = Agent::start(&s.configs[0], dir, &[]).await;
+    let told = |hook: &Webhook| {
+        hook.events().into_iter().any(|(_, e)| {
+            e["event"] == "config_error"
+                && e["reasons"]
+                    .to_string()
+                    .contains("cannot read the verdict's ballot")
+        })
+    };
+    assert!(
+        wait_until(EVENT_BOUND, || async { told(&s.hooks[0]) }).await,
+        "no config_error for the ballot: {:?}\n{}",
+        s.hooks[0].names(),
+        agent.log_text()
+    );
+    assert!(agent.wait_state(WATCH, "healthy", HEALTHY_BOUND).await);
+    let before = last_seq(&s.t);
+    s.t.fault(region_outage()).await;
+    assert!(
+        wait_until(SWITCH_BOUND, || async { s.hooks[0].count("down") >= 1 }).await,
+        "never down: {:?}",
+        s.hooks[0].names()
+    );
+    // Rounds in which a record watch would have started its failover.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let calls = s.t.lab.calls();
+    let after = |attempts: Vec<&Call>| attempts.into_iter().filter(|c| c.seq > before).count();
+    assert_eq!(after(create_attempts(&calls)), 0, "no cache built");
+    assert_eq!(
+        after(cname_change_attempts(&calls)),
+        0,
+        "no change of the record"
+    );
+    assert!(
+        published(&calls, &agent_id(0))
+            .iter()
+            .all(|(seq, _)| *seq <= before),
+        "it published with no ballot"
+    );
+    assert_eq!(
+        s.hooks[0].count("failover_started"),
+        0,
+        "{:?}",
+        s.hooks[0].names()
+    );
+}
+
 /// `PutMetricData` refused (`AccessDenied`, a permission the agent lacks) is a configuration
 /// error: `config_error` says which call, where, and the fix (`iam-policy`); `/status` shows
 /// the error beside the verdict; the watch stays `healthy`, never `isolated`.
@@ -776,6 +889,16 @@ async fn a_refused_put_metric_data_is_a_configuration_error_with_its_fix() {
     );
     assert_eq!(status["state"], "healthy", "{status:#}");
     assert_eq!(s.hooks[0].count("isolated"), 0, "{:?}", s.hooks[0].names());
+    // Told once, not every round: three more rounds add nothing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let denied = s.hooks[0]
+        .events()
+        .into_iter()
+        .filter(|(_, e)| {
+            e["event"] == "config_error" && e["reasons"].to_string().contains("PutMetricData")
+        })
+        .count();
+    assert_eq!(denied, 1, "{:?}", s.hooks[0].names());
 }
 
 /// The old primary comes back right after the record moved, well within the record's TTL,
