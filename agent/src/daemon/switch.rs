@@ -155,12 +155,11 @@ impl WatchTask {
             Ok(Some(target)) if same_name(&target, &standby.endpoint) => {
                 let why = "the record answers the standby (asked with no cache): held at 1 until `valkey-dr failback`";
                 match publisher.vote(1, true, why, now).await {
-                    Ok(_) => self.emit(
-                        EventName::Verdict,
-                        vec![format!("publishing 1 to {}: {why}", publisher.target())],
-                        None,
-                        Some(json!({ "value": 1, "held": true, "target": publisher.target() })),
-                    ),
+                    Ok(changed) => {
+                        if changed {
+                            self.tell_verdict(publisher, 1, true, why, None);
+                        }
+                    }
                     Err(e) => {
                         tracing::error!(watch = %self.name, error = %crate::text::chain(&e), "cannot save the verdict's ballot as held: it follows the rounds until it is")
                     }
@@ -272,15 +271,7 @@ impl WatchTask {
         }
         if !ballot.held() {
             match publisher.vote(value, false, &why, now).await {
-                Ok(true) => self.emit(
-                    EventName::Verdict,
-                    vec![format!(
-                        "publishing {value} to {}: {why}",
-                        publisher.target()
-                    )],
-                    None,
-                    Some(json!({ "value": value, "held": false, "target": publisher.target() })),
-                ),
+                Ok(true) => self.tell_verdict(&publisher, value, false, &why, None),
                 Ok(false) => {}
                 Err(e) => {
                     tracing::error!(watch = %self.name, error = %crate::text::chain(&e), "cannot save the verdict's ballot: still publishing {}", ballot.value)
@@ -333,12 +324,7 @@ impl WatchTask {
         match publisher.release(&why, SystemTime::now()).await {
             Ok(changed) => {
                 if changed {
-                    self.emit(
-                        EventName::Verdict,
-                        vec![format!("publishing 0 to {}: {why}", publisher.target())],
-                        None,
-                        Some(json!({ "value": 0, "held": false, "released_by": origin })),
-                    );
+                    self.tell_verdict(&publisher, 0, false, &why, origin.as_deref());
                 }
                 WatchAnswer {
                     state: Some(self.judging.state.state().as_str().to_owned()),
@@ -350,6 +336,25 @@ impl WatchTask {
                 crate::text::chain(&e)
             )),
         }
+    }
+
+    /// The `verdict` event of a change of the ballot: the value, whether it is held, where it
+    /// goes, and the peer whose failback released it.
+    fn tell_verdict(
+        &self,
+        publisher: &Publisher,
+        value: u8,
+        held: bool,
+        why: &str,
+        released_by: Option<&str>,
+    ) {
+        let target = publisher.target();
+        self.emit(
+            EventName::Verdict,
+            vec![format!("publishing {value} to {target}: {why}")],
+            None,
+            Some(json!({ "value": value, "held": held, "target": target, "released_by": released_by })),
+        );
     }
 
     /// The verdict, for `/status`.
